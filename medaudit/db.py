@@ -1,0 +1,132 @@
+"""The DuckDB store: one file holds loaded batches, rejected rows, screening runs and findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from .contract import SQL_TYPE, TABLES
+
+DEFAULT_DB = "medaudit.duckdb"
+
+# Money columns are DECIMAL(18,2) once rounded; line-level claims keep 12 decimals until the end.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS load_log (
+    batch_id INTEGER PRIMARY KEY,
+    content_hash VARCHAR UNIQUE,
+    source VARCHAR,
+    loaded_at TIMESTAMP,
+    summary VARCHAR
+);
+CREATE TABLE IF NOT EXISTS rejected_rows (
+    batch_id INTEGER,
+    file VARCHAR,
+    table_name VARCHAR,
+    row_no INTEGER,
+    column_name VARCHAR,
+    value VARCHAR,
+    reason VARCHAR
+);
+CREATE TABLE IF NOT EXISTS screen_runs (
+    run_id INTEGER PRIMARY KEY,
+    stage VARCHAR,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    rules_digest VARCHAR,
+    n_rules INTEGER,
+    n_hits INTEGER,
+    n_new_findings INTEGER
+);
+CREATE TABLE IF NOT EXISTS findings (
+    finding_id VARCHAR PRIMARY KEY,
+    rule_id VARCHAR,
+    rule_version VARCHAR,
+    rule_name VARCHAR,
+    rule_type VARCHAR,
+    stage VARCHAR,
+    severity VARCHAR,
+    nature VARCHAR,
+    basis VARCHAR,
+    fixmedins_code VARCHAR,
+    dept_code VARCHAR,
+    dr_code VARCHAR,
+    psn_no VARCHAR,
+    mdtrt_id VARCHAR,
+    setl_id VARCHAR,
+    period VARCHAR,
+    finding_key VARCHAR,
+    flagged_amt DECIMAL(18,2),
+    claimed_amt DECIMAL(18,2),
+    deduction_amt DECIMAL(18,2),
+    evidence VARCHAR,
+    status VARCHAR,
+    first_run INTEGER,
+    last_run INTEGER,
+    created_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS finding_lines (
+    finding_id VARCHAR,
+    bkkp_sn VARCHAR,
+    role VARCHAR,
+    line_amt DECIMAL(18,4),
+    claim DECIMAL(38,12),
+    carried DECIMAL(38,12)
+);
+"""
+
+
+def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path), read_only=read_only)
+    if not read_only:
+        ensure_schema(con)
+    install_macros(con)
+    return con
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for t in TABLES.values():
+        cols = ", ".join(f'"{c.name}" {SQL_TYPE[c.type]}' for c in t.columns)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {t.name} (batch_id INTEGER, source_row INTEGER, {cols})")
+    con.execute(_SCHEMA)
+
+
+def install_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """SQL helpers shared by every rule type (temporary: they live with the connection)."""
+    con.execute(
+        """
+        -- exact decimal division for non-negative amounts (DuckDB's DECIMAL / DECIMAL is DOUBLE):
+        -- 12 decimals, truncated, so rounding half-up to 0.01 later is exact at every boundary.
+        CREATE OR REPLACE TEMP MACRO xdiv(a, b) AS
+            CASE WHEN b = 0 THEN NULL ELSE
+            CAST(((CAST(CAST(a AS DECIMAL(38,8)) * 100000000 AS HUGEINT) * 1000000000000)
+                  // CAST(CAST(b AS DECIMAL(38,8)) * 100000000 AS HUGEINT)) AS DECIMAL(38,0))
+            * CAST(0.000000000001 AS DECIMAL(13,12)) END;
+        -- money as a clerk writes it: 180.00
+        CREATE OR REPLACE TEMP MACRO yuan(x) AS CAST(CAST(round(x, 2) AS DECIMAL(18,2)) AS VARCHAR);
+        -- a quantity without trailing zeros: 1, 2.5
+        CREATE OR REPLACE TEMP MACRO qty(x) AS
+            regexp_replace(regexp_replace(CAST(CAST(x AS DECIMAL(18,4)) AS VARCHAR), '(\\.\\d*?)0+$', '\\1'), '\\.$', '');
+        -- completed years between two dates
+        CREATE OR REPLACE TEMP MACRO age_years(birth, d) AS
+            year(d) - year(birth) - CASE WHEN strftime(d, '%m%d') < strftime(birth, '%m%d') THEN 1 ELSE 0 END;
+        -- 项目【子宫造影】(002101030300000), 药品【...】(...), 耗材【...】(...)
+        CREATE OR REPLACE TEMP MACRO item_ref(list_type, name, code) AS
+            CASE WHEN list_type IN ('101', '102') THEN '药品' WHEN list_type = '301' THEN '耗材' ELSE '项目' END
+            || '【' || coalesce(name, '') || '】(' || code || ')';
+        CREATE OR REPLACE TEMP MACRO insutype_cn(t) AS
+            CASE t WHEN '310' THEN '职工基本医疗保险' WHEN '390' THEN '城乡居民基本医疗保险'
+                   WHEN '340' THEN '离休人员医疗保障' WHEN '410' THEN '工伤保险' WHEN '510' THEN '生育保险'
+                   ELSE '其他' END;
+        CREATE OR REPLACE TEMP MACRO med_type_cn(t) AS
+            CASE t WHEN '11' THEN '普通门诊' WHEN '12' THEN '门诊挂号' WHEN '13' THEN '急诊'
+                   WHEN '14' THEN '门诊慢特病' WHEN '21' THEN '普通住院' WHEN '22' THEN '外伤住院'
+                   WHEN '24' THEN '急诊转住院' WHEN '28' THEN '日间手术' WHEN '41' THEN '定点药店购药'
+                   WHEN '51' THEN '生育门诊' WHEN '52' THEN '生育住院'
+                   ELSE CASE WHEN starts_with(t, '2') THEN '住院' ELSE '门诊' END END;
+        CREATE OR REPLACE TEMP MACRO level_cn(n) AS
+            CASE n WHEN 3 THEN '三级' WHEN 2 THEN '二级' WHEN 1 THEN '一级' ELSE '未定级' END;
+        CREATE OR REPLACE TEMP MACRO gender_cn(g) AS
+            CASE g WHEN '1' THEN '男' WHEN '2' THEN '女' WHEN '0' THEN '未知' ELSE '未说明' END;
+        """
+    )

@@ -1,0 +1,406 @@
+"""Screening: every rule type runs as one set-based query over all its rules.
+
+The run, for one stage:
+
+1. :func:`prepare_lines` builds ``visits``, ``diag``, ``deaths`` and ``lines`` (the screened
+   fee lines of the stage, refunds netted) as temporary tables.
+2. :func:`register_rules` turns the library into tables: ``r_all`` (one row per rule) and, per
+   type, ``p_<type>`` (one row per rule and item, with the type's parameters).
+3. Per type, ``m_<type>`` holds the lines matched to the items of its rules (validity period
+   and scope applied), and the type's query writes hit rows into ``hits``.
+4. :func:`store_findings` groups the hits into findings with stable ids, keeps findings seen in
+   earlier runs as they are (their state is the hospital's and the reviewer's), and
+   :func:`medaudit.money.settle_deductions` decides which finding carries each line's money.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import duckdb
+import polars as pl
+
+from . import money
+from .library import Library, Rule
+from .types import REGISTRY
+from .types.base import HIT_COLUMNS, PARAM_SQL, RuleType
+
+LEVEL_SQL = """CASE WHEN hosp_lv IN ('01','02','03','04','12') THEN 3
+                    WHEN hosp_lv IN ('05','06','07','13') THEN 2
+                    WHEN hosp_lv IN ('08','09','10','14') THEN 1 ELSE 0 END"""
+
+#: Columns of ``lines`` (what every rule type may read), with their meaning.
+LINE_COLUMNS = {
+    "bkkp_sn": "line id",
+    "mdtrt_id": "visit",
+    "setl_id": "settlement",
+    "psn_no": "person",
+    "fixmedins_code": "institution",
+    "fee_ocur_time": "when the fee occurred",
+    "fee_date": "its calendar date",
+    "hilist_code": "national list code",
+    "hilist_name": "national list name",
+    "list_type": "101 drugs, 102 herbal, 201 items, 301 consumables",
+    "med_chrgitm_type": "charge category",
+    "chrgitm_lv": "01 A, 02 B, 03 C",
+    "cnt": "NET quantity (refunds subtracted)",
+    "pric": "unit price",
+    "amt": "NET line amount",
+    "ownpay": "net fully self-paid part",
+    "deductible": "amt - ownpay; 0 for class C or switched to self-pay",
+    "pric_uplmt_amt": "the price cap that applied",
+    "bilg_dept_codg": "ordering department",
+    "bilg_dr_code": "ordering doctor",
+    "hosp_appr_flag": "1 approved, 2 self-pay",
+    "dscg_tkdrug_flag": "1 discharge medication",
+    "prd_days": "days of supply",
+    "setl_time": "settlement time (NULL while unsettled)",
+    "gend": "person's gender", "brdy": "birth date", "insutype": "insurance type",
+    "hosp_lv": "institution level code", "inst_level": "0..3", "med_type": "visit type",
+    "inpatient": "med_type starts with 2", "begntime": "visit start", "endtime": "visit end",
+    "los": "length of stay", "age_years": "completed years on the fee date",
+    "age_days": "days since birth on the fee date", "visit_dept": "admitting department",
+    "chfpdr_code": "attending doctor",
+}
+
+STAGE_FILTER = {
+    # settled claims: the line's settlement exists and was not refunded
+    "post_hoc": "s.setl_id IS NOT NULL",
+    # stays still open: no end time, or not settled yet
+    "in_process": "(v.endtime IS NULL OR s.setl_id IS NULL)",
+    # pre-alert builds its own lines from the order and the visit so far
+    "pre_alert": "TRUE",
+}
+
+
+def prepare_context(con: duckdb.DuckDBPyConnection) -> None:
+    """``visits``, ``diag`` and ``deaths``: the visit-level facts every stage uses."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE visits AS
+        SELECT v.* EXCLUDE (batch_id, source_row),
+               {LEVEL_SQL} AS inst_level,
+               starts_with(med_type, '2') AS inpatient,
+               coalesce(ipt_days, CASE WHEN endtime IS NULL THEN NULL
+                        ELSE greatest(date_diff('day', CAST(begntime AS DATE), CAST(endtime AS DATE)), 1) END) AS los
+        FROM mdtrt_d v;
+        CREATE OR REPLACE TEMP TABLE diag AS
+        SELECT mdtrt_id, diag_code, diag_name, maindiag_flag = '1' AS is_main FROM setl_list_diag_d
+        UNION
+        SELECT mdtrt_id, dscg_maindiag_code, NULL, TRUE FROM mdtrt_d WHERE dscg_maindiag_code IS NOT NULL;
+        CREATE OR REPLACE TEMP TABLE deaths AS
+        SELECT psn_no, min(die_date) AS die_date FROM (
+            SELECT psn_no, die_date FROM psn_death
+            UNION ALL SELECT psn_no, die_date FROM mdtrt_d WHERE die_date IS NOT NULL
+        ) GROUP BY psn_no;
+        """
+    )
+
+
+def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> int:
+    """Build ``lines`` for a stage. Returns the number of screened lines."""
+    prepare_context(con)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE lines AS
+        WITH f AS (SELECT * EXCLUDE (batch_id, source_row) FROM fee_list_d),
+        linked AS (      -- refunds that name the line they refund
+            SELECT init_feedetl_sn AS bkkp_sn, -sum(cnt) AS q, -sum(det_item_fee_sumamt) AS a,
+                   -sum(coalesce(fulamt_ownpay_amt, 0)) AS o
+            FROM f WHERE cnt < 0 AND init_feedetl_sn IS NOT NULL GROUP BY 1),
+        unlinked AS (    -- refunds without it: same visit, code and day, latest lines first
+            SELECT mdtrt_id, hilist_code, CAST(fee_ocur_time AS DATE) AS d, -sum(cnt) AS uq
+            FROM f WHERE cnt < 0 AND init_feedetl_sn IS NULL GROUP BY ALL),
+        o AS (
+            SELECT f.*, coalesce(linked.q, 0) AS lq, coalesce(linked.a, 0) AS la, coalesce(linked.o, 0) AS lo
+            FROM f LEFT JOIN linked USING (bkkp_sn) WHERE f.cnt >= 0),
+        o_plain AS (SELECT o.*, 0 AS unq FROM o ANTI JOIN unlinked u
+                    ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE)),
+        o_unl AS (
+            SELECT * EXCLUDE (uq, cum), greatest(least(cnt - lq, uq - (cum - (cnt - lq))), 0) AS unq FROM (
+                SELECT o.*, u.uq, sum(o.cnt - o.lq) OVER (
+                    PARTITION BY o.mdtrt_id, o.hilist_code, CAST(o.fee_ocur_time AS DATE)
+                    ORDER BY o.fee_ocur_time DESC, o.bkkp_sn DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
+                FROM o JOIN unlinked u
+                ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE))),
+        net AS (
+            SELECT * EXCLUDE (cnt, det_item_fee_sumamt, fulamt_ownpay_amt, lq, la, lo, unq),
+                   CAST(cnt - lq - unq AS DECIMAL(18,4)) AS cnt,
+                   CAST(det_item_fee_sumamt - la - unq * pric AS DECIMAL(18,4)) AS amt,
+                   CAST(coalesce(fulamt_ownpay_amt, 0) - lo AS DECIMAL(18,4)) AS ownpay0
+            FROM (SELECT * FROM o_plain UNION ALL BY NAME SELECT * FROM o_unl))
+        SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
+               n.psn_no, n.fixmedins_code,
+               CAST(n.fee_ocur_time AS DATE) AS fee_date,
+               CAST(least(greatest(n.ownpay0, 0), greatest(n.amt, 0)) AS DECIMAL(18,4)) AS ownpay,
+               CAST(CASE WHEN n.chrgitm_lv = '03' OR n.hosp_appr_flag = '2' THEN 0
+                    ELSE greatest(n.amt - least(greatest(n.ownpay0, 0), greatest(n.amt, 0)), 0) END AS DECIMAL(18,4)) AS deductible,
+               s.setl_time,
+               v.gend, v.brdy, v.insutype, v.hosp_lv, v.inst_level, v.med_type, v.inpatient,
+               v.begntime, v.endtime, v.los, v.adm_dept_codg AS visit_dept, v.chfpdr_code,
+               age_years(v.brdy, CAST(n.fee_ocur_time AS DATE)) AS age_years,
+               date_diff('day', v.brdy, CAST(n.fee_ocur_time AS DATE)) AS age_days
+        FROM net n
+        JOIN visits v USING (mdtrt_id)
+        LEFT JOIN (SELECT setl_id, setl_time FROM setl_d WHERE coalesce(refd_setl_flag, '0') <> '1') s
+               ON s.setl_id = n.setl_id
+        WHERE n.cnt > 0
+          AND n.setl_id NOT IN (SELECT setl_id FROM setl_d WHERE refd_setl_flag = '1')
+          AND {STAGE_FILTER[stage]}
+        """
+    )
+    return con.execute("SELECT count(*) FROM lines").fetchall()[0][0]
+
+
+# ---------------------------------------------------------------------------- rule tables
+
+
+def _param_dtype(kind: str):
+    return {
+        "int": pl.Int32,
+        "number": pl.Decimal(18, 4),
+        "str": pl.Utf8,
+        "choice": pl.Utf8,
+        "str_list": pl.List(pl.Utf8),
+        "bool": pl.Boolean,
+    }[kind]
+
+
+def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> dict[str, list[Rule]]:
+    """Create ``r_all`` and one ``p_<type>`` per type. Returns the rules by type (rule_key = position)."""
+    r_rows = []
+    for key, r in enumerate(rules):
+        r_rows.append(
+            {
+                "rule_key": key,
+                "rule_id": r.id,
+                "rule_version": r.version,
+                "rule_name": r.name,
+                "rule_type": r.type,
+                "severity": r.severity,
+                "nature": r.nature,
+                "basis": r.basis,
+                "valid_from": r.valid_from,
+                "valid_to": r.valid_to,
+                "scope_med_types": r.scope.get("med_types"),
+                "scope_levels": r.scope.get("hosp_levels"),
+                "scope_institutions": r.scope.get("institutions"),
+            }
+        )
+    r_df = pl.DataFrame(
+        r_rows,
+        schema={
+            "rule_key": pl.Int32, "rule_id": pl.Utf8, "rule_version": pl.Utf8, "rule_name": pl.Utf8,
+            "rule_type": pl.Utf8, "severity": pl.Utf8, "nature": pl.Utf8, "basis": pl.Utf8,
+            "valid_from": pl.Date, "valid_to": pl.Date, "scope_med_types": pl.List(pl.Utf8),
+            "scope_levels": pl.List(pl.Int32), "scope_institutions": pl.List(pl.Utf8),
+        },
+    )
+    con.register("__r", r_df.to_arrow())
+    con.execute("CREATE OR REPLACE TEMP TABLE r_all AS SELECT * FROM __r")
+    con.unregister("__r")
+
+    by_type: dict[str, list[tuple[int, Rule]]] = {}
+    for key, r in enumerate(rules):
+        by_type.setdefault(r.type, []).append((key, r))
+    for tname, keyed in by_type.items():
+        rt = REGISTRY[tname]
+        schema = {"rule_key": pl.Int32, "code": pl.Utf8, "prefix": pl.Utf8, "match_all": pl.Boolean, "item_name": pl.Utf8}
+        for p in rt.params:
+            schema[p.name] = _param_dtype(p.kind)
+        cols: dict[str, list] = {k: [] for k in schema}
+        for key, r in keyed:
+            items = r.items or [None]
+            for it in items:
+                cols["rule_key"].append(key)
+                cols["code"].append(it.code if it else None)
+                cols["prefix"].append(it.prefix if it else None)
+                cols["match_all"].append(it is None)
+                cols["item_name"].append(it.name if it else None)
+                for p in rt.params:
+                    v = it.params.get(p.name) if it else None
+                    cols[p.name].append(v if v is not None else r.params.get(p.name))
+        df = pl.DataFrame(cols, schema=schema)
+        con.register("__p", df.to_arrow())
+        con.execute(f"CREATE OR REPLACE TEMP TABLE p_{tname} AS SELECT * FROM __p")
+        con.unregister("__p")
+    return {t: [r for _k, r in keyed] for t, keyed in by_type.items()}
+
+
+def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> None:
+    """``m_<type>``: lines x items of the type's rules, in force on the fee date and in scope."""
+    p = f"p_{rt.name}"
+    has_code, has_prefix, has_all = con.execute(
+        f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM {p}"
+    ).fetchall()[0]
+    branches = []
+    if has_code:
+        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 1 AS __pri FROM {lines} l JOIN {p} p ON l.hilist_code = p.code")
+    if has_prefix:
+        branches.append(
+            f"""SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 2 AS __pri
+                FROM (SELECT l.*, k.n AS __n, left(l.hilist_code, k.n) AS __head FROM {lines} l,
+                      (SELECT DISTINCT length(prefix) AS n FROM {p} WHERE prefix IS NOT NULL) k) l
+                JOIN {p} p ON p.prefix = l.__head"""
+        )
+    if has_all:
+        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 3 AS __pri FROM {lines} l JOIN {p} p ON p.match_all")
+    if not branches:
+        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {p} p ON FALSE")
+    union = "\nUNION ALL BY NAME\n".join(branches)
+    dedupe = "QUALIFY row_number() OVER (PARTITION BY x.rule_key, x.bkkp_sn ORDER BY x.__pri) = 1" if rt.dedupe_lines else ""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE m_{rt.name} AS
+        SELECT x.* EXCLUDE (__pri{', __n, __head' if has_prefix else ''}) FROM ({union}) x
+        JOIN r_all r ON r.rule_key = x.rule_key
+        WHERE (r.valid_from IS NULL OR x.fee_date >= r.valid_from)
+          AND (r.valid_to IS NULL OR x.fee_date <= r.valid_to)
+          AND (r.scope_med_types IS NULL OR list_contains(r.scope_med_types, x.med_type))
+          AND (r.scope_levels IS NULL OR list_contains(r.scope_levels, x.inst_level))
+          AND (r.scope_institutions IS NULL OR list_contains(r.scope_institutions, x.fixmedins_code))
+        {dedupe}
+        """
+    )
+
+
+def type_names(rt: RuleType) -> dict[str, str]:
+    return {"m": f"m_{rt.name}", "p": f"p_{rt.name}", "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}')"}
+
+
+def create_hits(con: duckdb.DuckDBPyConnection) -> None:
+    cols = ", ".join(f"{k} {v}" for k, v in HIT_COLUMNS.items())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE hits ({cols})")
+
+
+def run_type(con: duckdb.DuckDBPyConnection, rt: RuleType) -> int:
+    """Match, then run the type's one query; its rows go into ``hits``. Returns rows added."""
+    build_matched(con, rt)
+    before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
+    con.execute(f"INSERT INTO hits BY NAME {rt.sql(type_names(rt))}")
+    return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before
+
+
+# ---------------------------------------------------------------------------- findings
+
+INITIAL_STATUS = """CASE WHEN '{stage}' <> 'post_hoc' THEN 'warning'
+                         WHEN r.severity = 'violation' THEN 'pending_appeal' ELSE 'pending_review' END"""
+
+
+def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> int:
+    """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE hit_lines AS
+        SELECT h.rule_key, h.finding_key, h.bkkp_sn,
+               CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END AS role,
+               CAST(coalesce(max(h.claim) FILTER (WHERE h.role = 'violating'), 0) AS DECIMAL(38,12)) AS claim,
+               string_agg(DISTINCT h.ev_line, '；') AS ev_line,
+               any_value(h.ev_head) AS ev_head, any_value(h.mdtrt_id) AS mdtrt_id,
+               any_value(h.psn_no) AS psn_no, any_value(h.fixmedins_code) AS fixmedins_code,
+               any_value(h.dept_code) AS dept_code, any_value(h.dr_code) AS dr_code
+        FROM hits h GROUP BY h.rule_key, h.finding_key, h.bkkp_sn;
+
+        CREATE OR REPLACE TEMP TABLE new_findings AS
+        WITH hl AS (
+            SELECT h.*, l.fee_ocur_time, l.amt, l.psn_no AS l_psn, l.fixmedins_code AS l_inst,
+                   l.bilg_dept_codg, l.bilg_dr_code, l.setl_id, l.setl_time, l.visit_dept, l.chfpdr_code,
+                   (h.role = 'violating') AS v
+            FROM hit_lines h LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn)
+        SELECT
+            md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || hl.finding_key || '|' ||
+                coalesce(string_agg(hl.bkkp_sn, ',' ORDER BY hl.bkkp_sn) FILTER (WHERE hl.v), '')) AS finding_id,
+            r.rule_id, r.rule_version, r.rule_name, r.rule_type, '{stage}' AS stage, r.severity, r.nature, r.basis,
+            coalesce(any_value(hl.fixmedins_code), arg_min(hl.l_inst, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS fixmedins_code,
+            coalesce(any_value(hl.dept_code), arg_min(coalesce(hl.bilg_dept_codg, hl.visit_dept), (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS dept_code,
+            coalesce(any_value(hl.dr_code), arg_min(coalesce(hl.bilg_dr_code, hl.chfpdr_code), (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS dr_code,
+            coalesce(any_value(hl.psn_no), arg_min(hl.l_psn, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS psn_no,
+            any_value(hl.mdtrt_id) AS mdtrt_id,
+            arg_min(hl.setl_id, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn)) AS setl_id,
+            coalesce(strftime(arg_min(hl.setl_time, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn)), '%Y-%m'),
+                     strftime(min(hl.fee_ocur_time), '%Y-%m')) AS period,
+            hl.finding_key,
+            CAST(round(coalesce(sum(hl.amt) FILTER (WHERE hl.v), 0), 2) AS DECIMAL(18,2)) AS flagged_amt,
+            CAST(round(coalesce(sum(hl.claim), 0), 2) AS DECIMAL(18,2)) AS claimed_amt,
+            CAST(0 AS DECIMAL(18,2)) AS deduction_amt,
+            concat_ws('；', nullif(any_value(hl.ev_head), ''),
+                      string_agg(hl.ev_line, '；' ORDER BY hl.fee_ocur_time, hl.bkkp_sn) FILTER (WHERE hl.ev_line IS NOT NULL)) AS evidence,
+            {INITIAL_STATUS.format(stage=stage)} AS status,
+            {run_id} AS first_run, {run_id} AS last_run, now()::TIMESTAMP AS created_at
+        FROM hl JOIN r_all r ON r.rule_key = hl.rule_key
+        GROUP BY r.rule_key, r.rule_id, r.rule_version, r.rule_name, r.rule_type, r.severity, r.nature, r.basis, hl.finding_key;
+
+        CREATE OR REPLACE TEMP TABLE new_finding_lines AS
+        SELECT DISTINCT f.finding_id, h.bkkp_sn, h.role, l.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried
+        FROM hit_lines h JOIN r_all r ON r.rule_key = h.rule_key
+        JOIN new_findings f ON f.rule_id = r.rule_id AND f.finding_key = h.finding_key
+        LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
+        WHERE h.bkkp_sn IS NOT NULL;
+        """
+    )
+    n_new = con.execute(
+        "SELECT count(*) FROM new_findings WHERE finding_id NOT IN (SELECT finding_id FROM findings)"
+    ).fetchall()[0][0]
+    con.execute(
+        f"""
+        UPDATE findings SET last_run = {run_id} WHERE finding_id IN (SELECT finding_id FROM new_findings);
+        INSERT INTO finding_lines SELECT * FROM new_finding_lines
+            WHERE finding_id NOT IN (SELECT finding_id FROM findings);
+        INSERT INTO findings BY NAME SELECT * FROM new_findings
+            WHERE finding_id NOT IN (SELECT finding_id FROM findings);
+        """
+    )
+    return n_new
+
+
+@dataclass
+class ScreenResult:
+    run_id: int
+    stage: str
+    n_lines: int
+    n_rules: int
+    n_hits: int
+    n_new_findings: int
+    seconds_by_type: dict[str, float] = field(default_factory=dict)
+    seconds_total: float = 0.0
+
+
+def screen(
+    con: duckdb.DuckDBPyConnection,
+    library: Library,
+    stage: str = "post_hoc",
+    on_type: Callable[[str, int, int], None] | None = None,
+) -> ScreenResult:
+    """Screen everything loaded in the database with the library's rules for one stage."""
+    t0 = time.perf_counter()
+    rules = [r for r in library.rules if stage in r.stages]
+    n_lines = prepare_lines(con, stage)
+    by_type = register_rules(con, rules)
+    create_hits(con)
+    timings: dict[str, float] = {}
+    names = sorted(by_type)
+    for i, tname in enumerate(names):
+        if on_type:
+            on_type(tname, i, len(names))
+        t = time.perf_counter()
+        run_type(con, REGISTRY[tname])
+        timings[tname] = time.perf_counter() - t
+    if on_type:
+        on_type("", len(names), len(names))
+    n_hits = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
+        n_new = store_findings(con, stage, run_id)
+        money.settle_deductions(con)
+        con.execute(
+            "INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
+            [run_id, stage, library.digest(), len(rules), n_hits, n_new],
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return ScreenResult(run_id, stage, n_lines, len(rules), n_hits, n_new, timings, time.perf_counter() - t0)

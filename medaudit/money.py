@@ -1,0 +1,50 @@
+"""Money: a line is never deducted twice.
+
+Every finding keeps the claim it makes on each of its violating lines (``finding_lines.claim``).
+Across all findings that claim money, a line's deduction is the largest claim on it, carried by
+that finding (ties: the lowest rule id, then the finding id); the other findings keep the line
+as supporting evidence with 0 carried. A finding's deduction is the sum of what it carries,
+rounded half-up to 0.01 only there, at the end.
+
+Which findings claim money: post-hoc violations whose deduction still stands or may stand
+(not overturned, dismissed or superseded). Suspects claim nothing until a reviewer confirms
+them; in-process warnings never claim.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+#: statuses whose money no longer stands
+DEAD_STATUSES = ("overturned", "dismissed", "superseded")
+
+CLAIMING = f"""f.stage = 'post_hoc'
+    AND (f.severity = 'violation' OR f.status = 'confirmed')
+    AND f.status NOT IN ({', '.join(repr(s) for s in DEAD_STATUSES)})"""
+
+
+def settle_deductions(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute who carries each line's money and every finding's deduction."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE __carriers AS
+        SELECT fl.finding_id, fl.bkkp_sn,
+               row_number() OVER (PARTITION BY fl.bkkp_sn ORDER BY fl.claim DESC, f.rule_id, f.finding_id) = 1 AS carries
+        FROM finding_lines fl JOIN findings f USING (finding_id)
+        WHERE fl.role = 'violating' AND fl.claim > 0 AND {CLAIMING};
+
+        UPDATE finding_lines SET carried = CASE WHEN c.carries THEN finding_lines.claim ELSE 0 END
+        FROM __carriers c
+        WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn;
+
+        UPDATE finding_lines SET carried = 0
+        WHERE carried <> 0 AND NOT EXISTS (
+            SELECT 1 FROM __carriers c WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn);
+
+        UPDATE findings SET deduction_amt = coalesce(t.total, 0)
+        FROM (SELECT f.finding_id, CAST(round(sum(fl.carried), 2) AS DECIMAL(18,2)) AS total
+              FROM findings f LEFT JOIN finding_lines fl USING (finding_id) GROUP BY f.finding_id) t
+        WHERE t.finding_id = findings.finding_id AND findings.deduction_amt IS DISTINCT FROM coalesce(t.total, 0);
+        DROP TABLE __carriers;
+        """
+    )

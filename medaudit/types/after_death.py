@@ -1,0 +1,43 @@
+"""死亡后就医 after_death: fees dated after the person's death.
+
+**What it flags.** A line whose fee date is after the person's death date, taken from the
+civil-registration table `psn_death` or from any visit's `die_date` (the earliest known date
+wins). Fees on the day of death are not flagged. Without items the rule looks at every line;
+with items, only at those.
+
+**Why it matters.** Nobody is treated after death: such lines are invented services or a dead
+person's card in use (虚构服务, 冒名就医).
+
+**Deduction.** `whole_line`.
+
+**Example.**
+
+```yaml
+- id: R-DTH-001
+  version: 1
+  name: 死亡后发生费用
+  type: after_death
+  nature: 虚构服务
+```
+
+gives `参保人 2026-03-01 死亡；项目【血常规】(002503010010000) 2026-03-05 收费 1 次，金额 20.00 元`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, RuleType
+
+RULE_TYPE = RuleType(
+    name="after_death",
+    title="死亡后就医",
+    nature="虚构服务",
+    mode="whole_line",
+    doc=__doc__,
+    items="optional",
+    query=f"""
+        SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role,
+               m.deductible AS claim,
+               '参保人 ' || strftime(d.die_date, '%Y-%m-%d') || ' 死亡' AS ev_head,
+               {ITEM_REF} || ' ' || {LINE_FACT} AS ev_line
+        FROM {{m}} m JOIN deaths d ON d.psn_no = m.psn_no
+        WHERE m.fee_date > d.die_date AND m.deductible > 0
+    """,
+)

@@ -1,0 +1,188 @@
+"""What every rule type shares: its parameter declarations and the SQL building blocks.
+
+A rule type is a small module in :mod:`medaudit.types` that defines ``RULE_TYPE``, an instance
+of :class:`RuleType`. Its docstring is the user documentation (``medaudit rules explain``):
+what it flags, why it matters, an example. Its :meth:`RuleType.sql` is ONE set-based query over
+all rules of the type at once. The engine prepares, before the query runs:
+
+``lines``
+    the screened lines of the stage (refunds netted, fully refunded lines and refund lines
+    removed), one row per fee line with the visit's attributes joined in. Columns: see
+    :data:`medaudit.engine.LINE_COLUMNS`.
+``{m}``
+    the lines matched to the items of this type's rules, already filtered by each rule's
+    validity period and scope: every ``lines`` column plus ``rule_key``, ``item_name`` and the
+    type's parameters (per item where the rule's table gives them).
+``{p}``
+    the parameter table itself: ``rule_key, code, prefix, match_all, item_name`` + parameters.
+``{r}``
+    the rules of this type: ``rule_key, rule_id, rule_version, name, severity, ...``.
+``visits``, ``diag``, ``deaths``
+    all visits with derived columns, every diagnosis of a visit (main one included), and the
+    earliest known death date per person.
+
+The query returns hit rows, one per (finding, line), with the columns of
+:data:`HIT_COLUMNS` (the optional ones may be left out). The engine groups them into findings,
+composes the evidence, and settles the money (never twice on one line).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+STAGES = ("pre_alert", "in_process", "post_hoc")
+SEVERITIES = ("violation", "suspect")
+MODES = ("whole_line", "excess_qty", "price_diff", "pct", "whole_visit", "none")
+
+#: hit rows: name -> SQL type. ``rule_key``, ``finding_key``, ``role`` are required.
+HIT_COLUMNS = {
+    "rule_key": "INTEGER",
+    "finding_key": "VARCHAR",  # what makes the finding one (usually the visit id)
+    "mdtrt_id": "VARCHAR",
+    "bkkp_sn": "VARCHAR",  # NULL for a finding about an entity with no lines
+    "role": "VARCHAR",  # 'violating' (carries money) or 'related' (context)
+    "claim": "DECIMAL(38,12)",  # the deduction this finding claims on the line (0 for related)
+    "ev_head": "VARCHAR",  # the finding's evidence opening, e.g. 患者性别为男
+    "ev_line": "VARCHAR",  # this line's part of the evidence (NULL: adds nothing)
+    # optional: set for findings about entities rather than visits
+    "psn_no": "VARCHAR",
+    "fixmedins_code": "VARCHAR",
+    "dept_code": "VARCHAR",
+    "dr_code": "VARCHAR",
+}
+
+#: SQL type of each parameter kind
+PARAM_SQL = {
+    "int": "INTEGER",
+    "number": "DECIMAL(18,4)",
+    "str": "VARCHAR",
+    "choice": "VARCHAR",
+    "str_list": "VARCHAR[]",
+    "bool": "BOOLEAN",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a rule type.
+
+    ``per_item`` parameters may also be given as a column of the rule's item table, one value
+    per item (the national gender batch gives 男/女 per drug); a table value wins over the
+    rule-level value.
+    """
+
+    name: str
+    kind: str  # int | number | str | choice | str_list | bool
+    help: str
+    required: bool = False
+    default: Any = None
+    choices: tuple = ()
+    per_item: bool = False
+    minimum: float | None = None
+    check: Callable[[Any], str | None] | None = None  # extra check: returns a message or None
+
+    def parse(self, value: Any) -> tuple[Any, str | None]:
+        """Return (parsed value, error message)."""
+        if value is None or value == "":
+            return None, None
+        k = self.kind
+        try:
+            if k == "int":
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                v: Any = int(str(value).strip())
+            elif k == "number":
+                from decimal import Decimal
+
+                v = Decimal(str(value).strip())
+            elif k == "bool":
+                if isinstance(value, bool):
+                    v = value
+                elif str(value).strip().lower() in ("true", "1", "yes"):
+                    v = True
+                elif str(value).strip().lower() in ("false", "0", "no"):
+                    v = False
+                else:
+                    raise ValueError
+            elif k == "str_list":
+                if isinstance(value, (list, tuple)):
+                    v = [str(x) for x in value]
+                else:
+                    v = [x.strip() for x in str(value).split("|") if x.strip()]
+            else:
+                v = str(value)
+        except (ValueError, ArithmeticError):
+            return None, f"must be {'a whole number' if k == 'int' else 'a number' if k == 'number' else k}, got {value!r}"
+        if self.choices and v not in self.choices and not (k == "str_list"):
+            shown = " or ".join(str(c) for c in self.choices)
+            return None, f"must be {shown}, got {value!r}"
+        if self.choices and k == "str_list":
+            wrong = [x for x in v if x not in self.choices]
+            if wrong:
+                return None, f"must list only {', '.join(map(str, self.choices))}, got {wrong[0]!r}"
+        if self.minimum is not None and k in ("int", "number") and v < self.minimum:
+            return None, f"must be at least {self.minimum:g}, got {value!r}"
+        if self.check:
+            msg = self.check(v)
+            if msg:
+                return None, msg
+        return v, None
+
+
+@dataclass
+class RuleType:
+    name: str  # e.g. restrict_gender
+    title: str  # e.g. 限性别
+    nature: str  # 问题性质, e.g. 超支付范围
+    mode: str  # deduction mode, one of MODES
+    doc: str  # what it flags, why it matters, an example (markdown)
+    query: str  # the set-based hit query (see the module doc)
+    params: tuple[Param, ...] = ()
+    items: str = "required"  # required | optional | none
+    default_severity: str = "violation"
+    stages: tuple[str, ...] = STAGES
+    dedupe_lines: bool = True  # a line matching several items of one rule: once (True) or once per item
+    validate: Callable[[dict], str | None] | None = None  # cross-parameter check on rule params
+    extra: dict = field(default_factory=dict)
+
+    def sql(self, names: dict[str, str]) -> str:
+        return textwrap.dedent(self.query).format(**names)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------- SQL blocks
+
+
+def excess_allocation(src: str, group_cols: str) -> str:
+    """Give each line of ``src`` its share of a group's excess, latest lines first.
+
+    ``src`` has, per line: the group columns, ``bkkp_sn``, ``fee_ocur_time``, ``cnt``,
+    ``pric``, ``amt``, ``deductible`` and ``excess`` (the group's excess units, same on every
+    line of the group). Adds ``excess_units`` (units of this line that are excess) and
+    ``claim`` (excess units x price x fund share, never more than the line's deductible).
+    """
+    return f"""
+        SELECT *,
+               CASE WHEN excess_units <= 0 THEN 0
+                    WHEN deductible = amt THEN least(excess_units * pric, deductible)
+                    ELSE least(xdiv(excess_units * pric * deductible, amt), deductible) END AS claim
+        FROM (
+            SELECT *, greatest(least(cnt, excess - (sum(cnt) OVER w - cnt)), 0) AS excess_units
+            FROM {src}
+            WINDOW w AS (PARTITION BY {group_cols} ORDER BY fee_ocur_time DESC, bkkp_sn DESC
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        )"""
+
+
+#: The standard fact about one line, for evidence: 2026-03-02 收费 1 次，金额 180.00 元
+LINE_FACT = "strftime(fee_date, '%Y-%m-%d') || ' 收费 ' || qty(cnt) || ' 次，金额 ' || yuan(amt) || ' 元'"
+
+#: The standard name of a line's item: 项目【子宫造影】(002101030300000)
+ITEM_REF = "item_ref(list_type, coalesce(hilist_name, item_name), hilist_code)"

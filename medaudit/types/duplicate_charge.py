@@ -1,0 +1,93 @@
+"""重复收费 duplicate_charge: a secondary item billed alongside the main item that includes it.
+
+**What it flags.** For each pair (main code, secondary code, window) — given as rows of the
+item table with columns `code` (the secondary item), `main_code` and `window` — a secondary
+line of a visit when a main-code line of the same visit lies in the window:
+
+| window | the main line is |
+|---|---|
+| `same_day` | on the same calendar date |
+| `same_visit` | anywhere in the visit |
+| `hours:N` | less than N hours away (either side) |
+| `same_hour` | on the same date and in the same clock hour |
+
+The secondary line is violating; every main line in its window is a related line. This also
+covers unbundled packages and panels (分解收费): the package is the main item, its parts are
+the secondary ones.
+
+**Why it matters.** 急诊监护费 already includes 监护、床位、诊查、护理: billing the bed or the
+consultation on the same day charges the fund twice for one service. National batch 7 lists
+900 such pairs.
+
+**Deduction.** `whole_line` on the secondary line.
+
+**Example.**
+
+```yaml
+- id: R-DUP-001
+  version: 1
+  name: 急诊监护费含诊查费
+  type: duplicate_charge
+  items:
+    rows:
+      - {code: "001102000030000", main_code: "001103000010000", window: same_day}
+```
+
+gives `项目【急诊诊查费】(001102000030000) 已包含在 项目【急诊监护费】(001103000010000) 中（同日），主项 2026-03-02 08:00 已收费；2026-03-02 收费 1 次，金额 12.00 元`.
+"""
+
+import re
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+_WINDOW = re.compile(r"^(same_day|same_visit|same_hour|hours:[1-9]\d*)$")
+
+
+def _check_window(v: str) -> str | None:
+    return None if _WINDOW.match(v) else f"must be same_day, same_visit, same_hour or hours:N, got {v!r}"
+
+
+RULE_TYPE = RuleType(
+    name="duplicate_charge",
+    title="重复收费",
+    nature="重复收费",
+    mode="whole_line",
+    doc=__doc__,
+    params=(
+        Param("main_code", "str", "the code of the main item that includes this one", required=True, per_item=True),
+        Param("window", "str", "same_day, same_visit, same_hour or hours:N", default="same_day",
+              per_item=True, check=_check_window),
+    ),
+    dedupe_lines=False,  # a secondary item may belong to several main items
+    query=f"""
+        WITH s AS (SELECT * FROM {{m}} WHERE deductible > 0),
+        pairs AS (
+            SELECT s.*, mn.bkkp_sn AS main_sn, mn.fee_ocur_time AS main_time,
+                   item_ref(mn.list_type, mn.hilist_name, mn.hilist_code) AS main_ref,
+                   abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time)) AS gap_s
+            FROM s JOIN lines mn
+              ON mn.mdtrt_id = s.mdtrt_id AND mn.hilist_code = s.main_code AND mn.bkkp_sn <> s.bkkp_sn
+            WHERE CASE
+                WHEN s.window = 'same_day' THEN mn.fee_date = s.fee_date
+                WHEN s.window = 'same_visit' THEN TRUE
+                WHEN s.window = 'same_hour' THEN date_trunc('hour', mn.fee_ocur_time) = date_trunc('hour', s.fee_ocur_time)
+                ELSE abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time))
+                     < CAST(split_part(s.window, ':', 2) AS BIGINT) * 3600 END),
+        sec AS (
+            SELECT rule_key, mdtrt_id, bkkp_sn, any_value(deductible) AS claim,
+                   arg_min({ITEM_REF} || ' 已包含在 ' || main_ref || ' 中（'
+                           || CASE WHEN window = 'same_day' THEN '同日'
+                                   WHEN window = 'same_visit' THEN '同次就诊'
+                                   WHEN window = 'same_hour' THEN '同一小时'
+                                   ELSE split_part(window, ':', 2) || '小时内' END
+                           || '），主项 ' || strftime(main_time, '%Y-%m-%d %H:%M') || ' 已收费；' || {LINE_FACT},
+                           (gap_s, main_sn)) AS ev_line
+            FROM pairs GROUP BY rule_key, mdtrt_id, bkkp_sn)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, claim,
+               '' AS ev_head, ev_line
+        FROM sec
+        UNION ALL
+        SELECT DISTINCT rule_key, mdtrt_id, mdtrt_id, main_sn, 'related', 0, '', NULL
+        FROM pairs
+    """,
+)

@@ -1,0 +1,58 @@
+"""超频次 frequency_limit: more units of an item on one day than the day allows.
+
+**What it flags.** On one calendar day of one visit, the net quantity (refunds subtracted) of
+one item code above `max_per_day`. The unit is whatever the item is billed in: times for a bed
+fee or a consultation (1 a day), hours for a ventilator (24 a day). The excess units are taken
+from the day's latest lines first (by `fee_ocur_time`, then `bkkp_sn`); those lines are the
+violating lines, the day's other lines of the code are related lines.
+
+**Why it matters.** A bed fee billed twice for one day, or 30 hours of monitoring in a day, is
+money for a service that cannot have been given. National batch 8-1 lists 67 daily limits.
+
+**Deduction.** `excess_qty`: excess units x unit price x the line's fund share, never more than
+the line's deductible. A self-paid line that holds excess units absorbs them without a claim.
+
+**Example.**
+
+```yaml
+- id: R-FRQ-001
+  version: 1
+  name: 普通病房床位费每日限1次
+  type: frequency_limit
+  items: {codes: ["001109000010000"]}
+  params: {max_per_day: 1}
+```
+
+Two bed-fee lines of 1 day each on 2026-03-02 flag the later one:
+`项目【普通病房床位费】(001109000010000) 每日限 1，2026-03-02 共收费 2，超出 1`.
+"""
+
+from .base import ITEM_REF, Param, RuleType, excess_allocation
+
+RULE_TYPE = RuleType(
+    name="frequency_limit",
+    title="超频次",
+    nature="超支付标准",
+    mode="excess_qty",
+    doc=__doc__,
+    params=(
+        Param("max_per_day", "number", "units allowed per calendar day (times or hours)", required=True,
+              per_item=True, minimum=0),
+    ),
+    query=f"""
+        WITH day AS (
+            SELECT *, sum(cnt) OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date) AS day_qty
+            FROM {{m}}),
+        over AS (SELECT *, day_qty - max_per_day AS excess FROM day WHERE day_qty > max_per_day),
+        alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id, hilist_code, fee_date')})
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
+               CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role,
+               claim, '' AS ev_head,
+               CASE WHEN row_number() OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date
+                                            ORDER BY fee_ocur_time DESC, bkkp_sn DESC) = 1
+                    THEN {ITEM_REF} || ' 每日限 ' || qty(max_per_day) || '，' || strftime(fee_date, '%Y-%m-%d')
+                         || ' 共收费 ' || qty(day_qty) || '，超出 ' || qty(excess)
+                         || '，按单价 ' || yuan(pric) || ' 元计' END AS ev_line
+        FROM alloc
+    """,
+)

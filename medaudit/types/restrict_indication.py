@@ -1,0 +1,54 @@
+"""限适应症 restrict_indication: an item paid only for certain diagnoses.
+
+**What it flags.** A matched line of a visit none of whose diagnoses (the main one or any
+other, from `setl_list_diag_d` and `mdtrt_d.dscg_maindiag_code`) starts with one of
+`diag_prefixes` (ICD-10 insurance edition).
+
+**Why it matters.** Many catalogue entries say 限...患者: the fund pays for the drug only for
+the indication written in the catalogue. Without a matching diagnosis the line is outside
+the scope.
+
+**Deduction.** `whole_line`.
+
+**Example.**
+
+```yaml
+- id: R-IND-001
+  version: 1
+  name: 限恶性肿瘤患者
+  type: restrict_indication
+  items: {codes: ["ZC01AAA0042010105549"]}   # 艾迪注射液
+  params: {diag_prefixes: ["C"]}
+```
+
+gives `本次就诊诊断：J18.900；药品【艾迪注射液】(ZC01AAA0042010105549) 限诊断 C 开头的患者使用，...`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+RULE_TYPE = RuleType(
+    name="restrict_indication",
+    title="限适应症",
+    nature="超支付范围",
+    mode="whole_line",
+    doc=__doc__,
+    params=(
+        Param("diag_prefixes", "str_list", "ICD-10 code prefixes of the diagnoses the item is paid for",
+              required=True, per_item=True),
+    ),
+    query=f"""
+        WITH m AS (SELECT * FROM {{m}} WHERE deductible > 0),
+        pref AS (SELECT DISTINCT rule_key, mdtrt_id, unnest(diag_prefixes) AS prefix FROM m),
+        ok AS (SELECT DISTINCT pref.rule_key, pref.mdtrt_id, pref.prefix
+               FROM pref JOIN diag d ON d.mdtrt_id = pref.mdtrt_id AND starts_with(d.diag_code, pref.prefix)),
+        vdiag AS (SELECT mdtrt_id, string_agg(DISTINCT diag_code, '、' ORDER BY diag_code) AS codes
+                  FROM diag WHERE mdtrt_id IN (SELECT mdtrt_id FROM m) GROUP BY mdtrt_id)
+        SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role, m.deductible AS claim,
+               '本次就诊诊断：' || coalesce(vdiag.codes, '无') AS ev_head,
+               {ITEM_REF} || ' 限诊断 ' || array_to_string(diag_prefixes, '、') || ' 开头的患者使用，' || {LINE_FACT} AS ev_line
+        FROM m LEFT JOIN vdiag ON vdiag.mdtrt_id = m.mdtrt_id
+        WHERE NOT EXISTS (
+            SELECT 1 FROM ok WHERE ok.rule_key = m.rule_key AND ok.mdtrt_id = m.mdtrt_id
+              AND list_contains(m.diag_prefixes, ok.prefix))
+    """,
+)

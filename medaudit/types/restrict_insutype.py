@@ -1,0 +1,45 @@
+"""限险种 restrict_insutype: an item the person's insurance type does not pay for.
+
+**What it flags.** A matched line whose visit's `insutype` is not in `allowed`
+(310 employee basic, 390 resident basic, 340 retired cadres, 410 work injury, 510 maternity).
+
+**Why it matters.** Some drugs are in the work-injury or maternity catalogue only (national
+batch 3: 疤痕止痒软化膏 and rabies vaccine are work-injury drugs). Billed to basic medical
+insurance they are paid from the wrong fund.
+
+**Deduction.** `whole_line`.
+
+**Example.**
+
+```yaml
+- id: R-INS-001
+  version: 1
+  name: 工伤保险目录用药
+  type: restrict_insutype
+  items: {codes: ["ZH01AAB0066010100716"]}
+  params: {allowed: ["410"]}
+```
+
+gives `患者险种为 310（职工基本医疗保险）；药品【疤痕止痒软化膏】(ZH01AAB0066010100716) 限 410（工伤保险） 支付，...`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+RULE_TYPE = RuleType(
+    name="restrict_insutype",
+    title="限险种",
+    nature="超支付范围",
+    mode="whole_line",
+    doc=__doc__,
+    params=(
+        Param("allowed", "str_list", "insurance types that may be billed, e.g. [410]", required=True, per_item=True),
+    ),
+    query=f"""
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
+               '患者险种为 ' || insutype || '（' || insutype_cn(insutype) || '）' AS ev_head,
+               {ITEM_REF} || ' 限 ' || array_to_string(list_transform(allowed, x -> x || '（' || insutype_cn(x) || '）'), '、')
+                   || ' 支付，' || {LINE_FACT} AS ev_line
+        FROM {{m}}
+        WHERE NOT list_contains(allowed, insutype) AND deductible > 0
+    """,
+)

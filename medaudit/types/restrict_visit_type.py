@@ -1,0 +1,51 @@
+"""限就医方式 restrict_visit_type: an item paid only for inpatients (or only outpatients).
+
+**What it flags.** A matched line of a visit that is not of the `allowed` kind. Inpatient means
+a `med_type` starting with 2 (21, 22, 24, 28 day surgery, ...); everything else is outpatient,
+13 emergency included. `med_types` lists extra visit types that are allowed too (for
+example 14 outpatient chronic disease for a drug otherwise limited to inpatients).
+
+**Why it matters.** Parenteral nutrition and many injections are paid only for inpatients
+who have been screened for the need (national batch 4); billed at an outpatient visit they
+are outside the scope the fund pays for.
+
+**Deduction.** `whole_line`.
+
+**Example.**
+
+```yaml
+- id: R-VIS-001
+  version: 1
+  name: 限住院使用
+  type: restrict_visit_type
+  items: {codes: ["XB05BAU012B002010102180"]}
+  params: {allowed: inpatient}
+```
+
+gives `就诊类型为 11（普通门诊）；药品【...】(XB05BAU012B002010102180) 限住院使用，...`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+RULE_TYPE = RuleType(
+    name="restrict_visit_type",
+    title="限就医方式",
+    nature="超支付范围",
+    mode="whole_line",
+    doc=__doc__,
+    params=(
+        Param("allowed", "choice", "inpatient or outpatient", required=True, choices=("inpatient", "outpatient"), per_item=True),
+        Param("med_types", "str_list", "extra med_type codes that are allowed as well", per_item=True),
+    ),
+    query=f"""
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
+               '就诊类型为 ' || med_type || '（' || med_type_cn(med_type) || '）' AS ev_head,
+               {ITEM_REF} || ' 限' || CASE allowed WHEN 'inpatient' THEN '住院' ELSE '门诊' END || '使用'
+                   || coalesce('（另可用于 ' || array_to_string(med_types, '、') || '）', '')
+                   || '，' || {LINE_FACT} AS ev_line
+        FROM {{m}}
+        WHERE deductible > 0
+          AND inpatient <> (allowed = 'inpatient')
+          AND NOT coalesce(list_contains(med_types, med_type), FALSE)
+    """,
+)
