@@ -276,8 +276,13 @@ def create_hits(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def run_type(con: duckdb.DuckDBPyConnection, rt: RuleType) -> int:
-    """Match, then run the type's one query; its rows go into ``hits``. Returns rows added."""
-    build_matched(con, rt)
+    """Match, then run the type's one query; its rows go into ``hits``. Returns rows added.
+
+    Types that take no items (visit- and person-level ones) read ``visits``/``lines`` and
+    ``{r}``/``{p}`` themselves; no ``m_<type>`` is built for them.
+    """
+    if rt.items != "none":
+        build_matched(con, rt)
     before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
     con.execute(f"INSERT INTO hits BY NAME {rt.sql(type_names(rt))}")
     return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before
