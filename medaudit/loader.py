@@ -89,10 +89,7 @@ def read_file(path: Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            text = _decode_text(path, path.read_bytes())
-            if not text.strip():
-                raise LoadError(f"{path}: unreadable: the file is empty")
-            df = pl.read_csv(io.StringIO(text), infer_schema=False, truncate_ragged_lines=False)
+            df = _read_csv(path)
         elif suffix == ".parquet":
             df = pl.read_parquet(path)
             df = df.with_columns(
@@ -118,6 +115,65 @@ def read_file(path: Path) -> pl.DataFrame:
     return df.rename(dict(zip(df.columns, lowered)))
 
 
+RAGGED = "__ragged"  # per row: why the row's shape is wrong (CSV only), else null
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    """Read a CSV as text columns; rows with the wrong number of fields are marked in RAGGED.
+
+    A short or long row usually means a shifted column (an unquoted comma in a name): its
+    values cannot be trusted, so it is rejected, never padded or cut silently. Trailing
+    blank lines are ignored; a blank line between rows is rejected as an empty row.
+    """
+    text = _decode_text(path, path.read_bytes())
+    if "\x00" in text:
+        raise LoadError(f"{path}: unreadable: binary content (NUL bytes), not a CSV text file")
+    text = text.rstrip("\r\n\t ")
+    if not text:
+        raise LoadError(f"{path}: unreadable: the file is empty")
+    data = (text + "\n").encode("utf-8")
+    df = pl.read_csv(data, infer_schema=False, truncate_ragged_lines=True)
+    n_cols = len(df.columns)
+    counts = _field_counts(text)
+    if counts.len() - 1 != df.height:  # header + one count per record, else the shapes disagree
+        raise LoadError(f"{path}: unreadable: found {counts.len() - 1} rows but parsed {df.height}")
+    n = pl.col("__n")
+    reason = (
+        counts.slice(1).alias("__n").to_frame()
+        .select(
+            pl.when(n == 0)
+            .then(pl.lit("the row is empty"))
+            .when(n != n_cols)
+            .then(pl.format("the row has {} fields, the header has " + str(n_cols), n))
+            .alias(RAGGED)
+        )
+        .to_series()
+    )
+    return df.with_columns(reason)
+
+
+def _field_counts(text: str) -> pl.Series:
+    """Number of fields of each record (0 for a blank line), header included."""
+    if '"' not in text:  # no quoting: records are lines, fields are commas + 1 (fast path)
+        lines = pl.Series(text.split("\n")).str.strip_suffix("\r")
+        return pl.select(
+            pl.when(lines == "").then(0).otherwise(lines.str.count_matches(",", literal=True) + 1).cast(pl.Int64)
+        ).to_series()
+    import csv
+
+    return pl.Series([len(r) for r in csv.reader(io.StringIO(text))], dtype=pl.Int64)
+
+
+def _excel_number(v: float) -> str:
+    """A number cell as Excel shows it: 15 significant digits, no float noise (0.1+0.2 -> 0.3)."""
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    out = format(v, ".15g")
+    if "e" in out:  # very small or large: write it out plainly
+        out = format(v, ".15f").rstrip("0").rstrip(".")
+    return out
+
+
 def _read_xlsx(path: Path) -> pl.DataFrame:
     import openpyxl
 
@@ -134,13 +190,20 @@ def _read_xlsx(path: Path) -> pl.DataFrame:
             return None
         if isinstance(v, datetime):
             return v.strftime("%Y-%m-%d %H:%M:%S") if (v.hour or v.minute or v.second) else v.strftime("%Y-%m-%d")
-        if isinstance(v, float) and v.is_integer():
-            return str(int(v))
+        if isinstance(v, float):
+            return _excel_number(v)
         return str(v)
 
     data = [[cell(v) for v in r] for r in rows]
+    while data and all(v is None for v in data[-1]):  # formatted but empty rows at the end
+        data.pop()
     wb.close()
-    return pl.DataFrame(data, schema=names, orient="row") if data else pl.DataFrame(schema={n: pl.Utf8 for n in names})
+    lowered = [n.lower() for n in names]
+    for n in lowered:
+        if lowered.count(n) > 1:
+            raise LoadError(f"{path}: column {n} appears twice")
+    # every column as text, also one whose cells are all empty (it would be typed Null)
+    return pl.DataFrame(data, schema={n: pl.Utf8 for n in names}, orient="row")
 
 
 # ---------------------------------------------------------------------------- checking rows
@@ -216,6 +279,7 @@ class _Checked:
     problems: pl.DataFrame  # row, column, value, reason
     read: int
     extra: list[str]
+    rejected_keys: pl.DataFrame | None = None  # key value -> its row, for rows that did not load
 
 
 def _problem_frame(rows: pl.DataFrame, column: str, reason: pl.Expr, value: pl.Expr) -> pl.DataFrame:
@@ -233,12 +297,13 @@ def check_table(
     df: pl.DataFrame,
     existing_keys: pl.DataFrame | None,
     parent_keys: dict[str, pl.Series],
+    parent_rejected: dict[str, tuple[str, pl.DataFrame]] | None = None,
 ) -> _Checked:
     present = set(df.columns)
     for col in table.columns:
         if col.required and col.name not in present:
             raise LoadError(f"{path}: required column {col.name} is missing")
-    extra = [c for c in df.columns if c not in {x.name for x in table.columns}]
+    extra = [c for c in df.columns if c not in {x.name for x in table.columns} and c != RAGGED]
     # Trim cells; an empty cell is a missing value.
     df = df.with_columns(
         [pl.col(c).str.strip_chars().replace("", None) for c in df.columns]
@@ -253,6 +318,10 @@ def check_table(
             .filter(pl.col(col).is_not_null())
             .select(pl.col(ROW).alias("row_no"), pl.lit(col).alias("column_name"), pl.col("__v").alias("value"), pl.col(col).alias("reason"))
         )
+    if RAGGED in df.columns:  # a row of the wrong shape: its values are not trusted, one reason only
+        shaped = df.filter(pl.col(RAGGED).is_not_null())
+        frames = [f.filter(~pl.col("row_no").is_in(shaped.get_column(ROW).implode())) for f in frames]
+        frames.append(_problem_frame(shaped, "", pl.col(RAGGED), pl.lit(None, dtype=pl.Utf8)))
     problems = pl.concat(frames) if frames else pl.DataFrame(schema={"row_no": pl.UInt32, "column_name": pl.Utf8, "value": pl.Utf8, "reason": pl.Utf8})
     bad_rows = problems.get_column("row_no").unique()
 
@@ -285,15 +354,25 @@ def check_table(
             continue
         clean = parsed.filter(~pl.col(ROW).is_in(problems.get_column("row_no").unique().implode()))
         orphans = clean.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(keys.implode()))
-        problems = pl.concat(
-            [
-                problems,
-                _problem_frame(orphans, col, pl.format("{}: {} not found in {}", pl.lit(col), pl.col(col), pl.lit(parent)), pl.col(col)),
-            ]
-        )
+        reason = pl.format("{}: {} not found in {}", pl.lit(col), pl.col(col), pl.lit(parent))
+        if parent_rejected and parent in parent_rejected:  # the parent row is there but was rejected
+            pfile, prej = parent_rejected[parent]
+            orphans = orphans.join(prej.rename({prej.columns[0]: col}), on=col, how="left")
+            reason = pl.when(pl.col("__prow").is_not_null()).then(
+                pl.format("{} (its row {} in {} was rejected)", reason, pl.col("__prow"), pl.lit(pfile))
+            ).otherwise(reason)
+        problems = pl.concat([problems, _problem_frame(orphans, col, reason, pl.col(col))])
     bad = problems.get_column("row_no").unique()
     good = parsed.filter(~pl.col(ROW).is_in(bad.implode()))
-    return _Checked(table, path, good, problems.sort("row_no", "column_name"), df.height, extra)
+    rejected_keys = None
+    if table.key:
+        k = table.key[0]
+        rejected_keys = (
+            df.filter(pl.col(ROW).is_in(bad.implode()) & pl.col(k).is_not_null())
+            .group_by(k).agg(pl.col(ROW).min().alias("__prow"))
+            .filter(~pl.col(k).is_in(good.get_column(k).implode()))
+        )
+    return _Checked(table, path, good, problems.sort("row_no", "column_name"), df.height, extra, rejected_keys)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -325,6 +404,7 @@ def load_batch(batch_dir: str | Path, con: duckdb.DuckDBPyConnection) -> LoadRes
 
     checked: list[_Checked] = []
     parent_keys: dict[str, pl.Series] = {}
+    parent_rejected: dict[str, tuple[str, pl.DataFrame]] = {}
     for name in LOAD_ORDER:
         if name not in frames:
             continue
@@ -335,10 +415,11 @@ def load_batch(batch_dir: str | Path, con: duckdb.DuckDBPyConnection) -> LoadRes
         for _c, parent, pcol in table.parents:
             if parent not in parent_keys:  # parent table not in this batch: earlier batches only
                 parent_keys[parent] = con.sql(f"SELECT {pcol} FROM {parent}").pl().get_column(pcol)
-        c = check_table(table, files[name], frames[name], existing, parent_keys)
+        c = check_table(table, files[name], frames[name], existing, parent_keys, parent_rejected)
         if name == "mdtrt_d":  # the parent of every claim table: earlier batches plus this one
             k = table.key[0]
             parent_keys[name] = pl.concat([existing.get_column(k), c.good.get_column(k)])
+            parent_rejected[name] = (c.path.name, c.rejected_keys)
         checked.append(c)
 
     summaries = [
