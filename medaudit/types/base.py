@@ -186,3 +186,24 @@ LINE_FACT = "strftime(fee_date, '%Y-%m-%d') || ' 收费 ' || qty(cnt) || ' 次�
 
 #: The standard name of a line's item: 项目【子宫造影】(002101030300000)
 ITEM_REF = "item_ref(list_type, coalesce(hilist_name, item_name), hilist_code)"
+
+
+def hilist_in_force(h: str, line: str) -> str:
+    """SQL condition: catalogue row ``h`` (of ``hilist``) is the line's code, in force on its fee date."""
+    return (f"{h}.hilist_code = {line}.hilist_code"
+            f" AND ({h}.begndate IS NULL OR {h}.begndate <= {line}.fee_date)"
+            f" AND ({h}.enddate IS NULL OR {h}.enddate >= {line}.fee_date)")
+
+
+def hilist_cap(line: str) -> str:
+    """SQL scalar: the catalogue (``hilist``) price cap of a line's code for its institution's
+    level, in force on its fee date (level 0 uses the level-1 cap); NULL when the catalogue has
+    none. Several rows in force: the highest cap (the hospital's benefit of the doubt)."""
+    return f"""(SELECT max(CASE WHEN {line}.inst_level = 3 THEN h.lv3_pric
+                                 WHEN {line}.inst_level = 2 THEN h.lv2_pric ELSE h.lv1_pric END)
+                FROM hilist h WHERE {hilist_in_force('h', line)})"""
+
+
+def price_text(x: str) -> str:
+    """SQL: a unit price as a clerk reads it: 2 decimals (180.00), more only when it has them (0.045)."""
+    return f"CASE WHEN {x} = round({x}, 2) THEN yuan({x}) ELSE qty({x}) END"

@@ -1,0 +1,72 @@
+"""限支付疗程 course_limit: a drug (or treatment) paid for longer than its course allows.
+
+**What it flags.** Within one visit, per group, the lines dated `max_days` or more calendar
+days after the group's first use, i.e. day `max_days + 1` onwards when the first use is day 1
+(14 days allowed from 2026-03-01: a line of 2026-03-15 is flagged, one of 2026-03-14 is not).
+A group is all matched items sharing a `group` value (per item, e.g. the 药品通用名, so every
+brand and package of one generic drug counts as one course); items without a `group` are a
+group of their own code. The first use is the earliest fee date of a group line the fund paid
+for: lines refunded in full and self-paid lines (deductible 0) do not start the course — the
+limit is on the days the fund pays (限支付). Each line is judged by its own item's `max_days`.
+Lines of the first day of the group are related lines. The course is counted per visit: a new
+visit starts a new course.
+
+**Why it matters.** The national batch 6 limits drugs to a payment course (注射用骨肽 14 天,
+some drugs 365 天 a year): beyond it the fund does not pay, the patient does.
+
+**Deduction.** `whole_line` on each line beyond the course.
+
+**Stages.** All three: the course is counted from what was billed before, so an open stay can
+be judged as far as it goes.
+
+**Example.**
+
+```yaml
+- id: R-CRS-001
+  version: 1
+  name: 注射用骨肽限支付14天
+  type: course_limit
+  items:
+    rows:
+      - {code: "XM05BXG056B002010100486", group: 骨肽, max_days: 14}
+      - {code: "XM05BXG056B002010200486", group: 骨肽, max_days: 14}
+```
+
+gives `药品【注射用骨肽】(XM05BXG056B002010100486) 限支付 14 天（骨肽），本次就诊首次使用 2026-03-01，此日为第 15 天；2026-03-15 收费 1 次，金额 25.00 元`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+RULE_TYPE = RuleType(
+    name="course_limit",
+    title="限支付疗程",
+    nature="超支付标准",
+    mode="whole_line",
+    doc=__doc__,
+    params=(
+        Param("max_days", "int", "days of the payment course, counted from the first paid use", required=True,
+              per_item=True, minimum=1),
+        Param("group", "str", "items with the same group form one course (e.g. the 药品通用名); empty: the code",
+              per_item=True),
+    ),
+    query=f"""
+        WITH s AS (SELECT *, coalesce(nullif(trim("group"), ''), hilist_code) AS g FROM {{m}} WHERE deductible > 0),
+        x AS (
+            SELECT *, min(fee_date) OVER (PARTITION BY rule_key, mdtrt_id, g) AS d0 FROM s),
+        y AS (
+            SELECT *, date_diff('day', d0, fee_date) + 1 AS day_no,
+                   bool_or(date_diff('day', d0, fee_date) >= max_days) OVER (PARTITION BY rule_key, mdtrt_id, g) AS any_over
+            FROM x)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
+               CASE WHEN day_no > max_days THEN 'violating' ELSE 'related' END AS role,
+               CASE WHEN day_no > max_days THEN deductible ELSE 0 END AS claim,
+               '' AS ev_head,
+               CASE WHEN day_no > max_days THEN
+                   {ITEM_REF} || ' 限支付 ' || max_days || ' 天'
+                   || CASE WHEN nullif(trim("group"), '') IS NOT NULL THEN '（' || trim("group") || '）' ELSE '' END
+                   || '，本次就诊首次使用 ' || strftime(d0, '%Y-%m-%d') || '，此日为第 ' || day_no || ' 天；' || {LINE_FACT}
+               END AS ev_line
+        FROM y
+        WHERE any_over AND (day_no > max_days OR fee_date = d0)
+    """,
+)

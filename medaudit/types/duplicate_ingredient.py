@@ -1,0 +1,77 @@
+"""重复用药 duplicate_ingredient: two drugs of one ingredient group on the same day.
+
+**What it flags.** Two or more different codes of one group on the same calendar day of one
+visit: the lines of every code but the dearest one. The group key is the first `key_len`
+characters of the code (default 10: for western drugs, `X` + the ATC-based generic part of the
+23-character national code, so different makers, forms and packages of one generic drug fall
+together). Without items the rule looks at western drugs only (`list_type` 101 and codes
+starting with `X`); with items, at the matched codes. "Dearest" is the code with the largest
+net amount on that day (ties: the lowest code is kept); its lines are related lines. Amounts
+are net of refunds, and a code refunded in full that day does not count. Lines the fund did not
+pay (deductible 0) are not flagged, though their code still counts as used.
+
+**Why it matters.** Two brands of one drug on one day double the dose (or bill it twice); the
+fund pays for one. Combination products and dose changes can explain some cases, so they go to
+manual review.
+
+**Deduction.** `whole_line` on the cheaper code's lines. **Default severity: suspect** (the
+amount at risk is shown; nothing is deducted until a reviewer confirms).
+
+**Stages.** All three: a day already holding two codes of a group stays a duplicate whatever is
+billed later.
+
+**Example.**
+
+```yaml
+- id: R-ING-001
+  version: 1
+  name: 同通用名药品同日重复使用
+  type: duplicate_ingredient
+  params: {key_len: 10}
+```
+
+gives `药品【阿莫西林胶囊(乙厂)】(XJ01CAA040E001010100001) 与 药品【阿莫西林胶囊(甲厂)】(XJ01CAA040E001010200002) 属同一成分组（XJ01CAA040），2026-03-02 同日使用，保留当日金额较高者（30.00 元）；2026-03-02 收费 1 次，金额 12.00 元`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+RULE_TYPE = RuleType(
+    name="duplicate_ingredient",
+    title="重复用药",
+    nature="不合理诊疗",
+    mode="whole_line",
+    doc=__doc__,
+    items="optional",
+    default_severity="suspect",
+    params=(Param("key_len", "int", "code characters that make the group key", default=10, minimum=1),),
+    query=f"""
+        WITH s AS (
+            SELECT *, left(hilist_code, key_len) AS gkey FROM {{m}}
+            WHERE rule_key NOT IN (SELECT rule_key FROM {{p}} WHERE match_all)
+               OR (list_type = '101' AND starts_with(hilist_code, 'X'))),
+        codes AS (
+            SELECT rule_key, mdtrt_id, fee_date, gkey, hilist_code, sum(amt) AS day_amt,
+                   arg_min({ITEM_REF}, bkkp_sn) AS ref
+            FROM s GROUP BY ALL),
+        ranked AS (
+            SELECT *, row_number() OVER w AS rk, count(*) OVER w AS ncodes,
+                   first_value(ref) OVER w AS kept_ref, first_value(day_amt) OVER w AS kept_amt
+            FROM codes
+            WINDOW w AS (PARTITION BY rule_key, mdtrt_id, fee_date, gkey ORDER BY day_amt DESC, hilist_code
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+        x AS (
+            SELECT s.*, r.rk, r.kept_ref, r.kept_amt,
+                   bool_or(r.rk > 1 AND s.deductible > 0) OVER (PARTITION BY s.rule_key, s.mdtrt_id, s.fee_date, s.gkey) AS any_v
+            FROM s JOIN ranked r USING (rule_key, mdtrt_id, fee_date, gkey, hilist_code)
+            WHERE r.ncodes > 1)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
+               CASE WHEN rk > 1 AND deductible > 0 THEN 'violating' ELSE 'related' END AS role,
+               CASE WHEN rk > 1 AND deductible > 0 THEN deductible ELSE 0 END AS claim,
+               '' AS ev_head,
+               CASE WHEN rk > 1 AND deductible > 0 THEN
+                   {ITEM_REF} || ' 与 ' || kept_ref || ' 属同一成分组（' || gkey || '），' || strftime(fee_date, '%Y-%m-%d')
+                   || ' 同日使用，保留当日金额较高者（' || yuan(kept_amt) || ' 元）；' || {LINE_FACT} END AS ev_line
+        FROM x
+        WHERE any_v
+    """,
+)

@@ -1,0 +1,83 @@
+"""重复计费 duplicate_line: the same line billed twice.
+
+**What it flags.** Two or more lines of one visit with the same code (`hilist_code`), the same
+time, the same net quantity and the same unit price: every copy after the first, the first
+being the one with the lowest `bkkp_sn` (compared as text). "The same time" depends on
+`window`:
+
+| window | same time means |
+|---|---|
+| `same_time` (default) | identical `fee_ocur_time`, to the second |
+| `same_minute` | the same date, hour and minute |
+| `same_hour` | the same date and clock hour |
+| `same_day` | the same calendar date |
+
+Quantities are net of refunds: a copy refunded in full is gone (nothing to flag), a copy
+refunded in part no longer has the same quantity. Copies the fund did not pay (deductible 0)
+are not flagged but still count as copies. The first line is a related line.
+
+**Why it matters.** An order entered twice, or a line re-sent by the hospital system, bills the
+fund twice for one service. Identical code, time, quantity and price leave no clinical
+explanation.
+
+**Deduction.** `whole_line` on each copy after the first.
+
+**Stages.** All three: a copy is a copy as soon as both lines are billed.
+
+**Example.**
+
+```yaml
+- id: R-DLN-001
+  version: 1
+  name: 同一时间重复计费
+  type: duplicate_line
+  params: {window: same_time}
+```
+
+gives `项目【静脉注射】(001201000040000) 2026-03-02 08:00:00 以相同数量 1、单价 10.00 元计费 2 条，此条为重复（首条 L10001）；2026-03-02 收费 1 次，金额 10.00 元`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, price_text
+
+RULE_TYPE = RuleType(
+    name="duplicate_line",
+    title="重复计费",
+    nature="重复收费",
+    mode="whole_line",
+    doc=__doc__,
+    items="optional",
+    params=(
+        Param("window", "choice", "same_time, same_minute, same_hour or same_day", default="same_time",
+              choices=("same_time", "same_minute", "same_hour", "same_day"), per_item=True),
+    ),
+    query=f"""
+        WITH k AS (
+            SELECT *, CASE coalesce("window", 'same_time')
+                          WHEN 'same_day' THEN date_trunc('day', fee_ocur_time)
+                          WHEN 'same_hour' THEN date_trunc('hour', fee_ocur_time)
+                          WHEN 'same_minute' THEN date_trunc('minute', fee_ocur_time)
+                          ELSE fee_ocur_time END AS slot
+            FROM {{m}}),
+        g AS (
+            SELECT *, row_number() OVER w AS rn, count(*) OVER w AS n, first_value(bkkp_sn) OVER w AS first_sn
+            FROM k
+            WINDOW w AS (PARTITION BY rule_key, mdtrt_id, hilist_code, slot, cnt, pric ORDER BY bkkp_sn
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+        f AS (
+            SELECT *, bool_or(rn > 1 AND deductible > 0) OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, slot, cnt, pric) AS any_dup
+            FROM g WHERE n > 1)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
+               CASE WHEN rn > 1 AND deductible > 0 THEN 'violating' ELSE 'related' END AS role,
+               CASE WHEN rn > 1 AND deductible > 0 THEN deductible ELSE 0 END AS claim,
+               '' AS ev_head,
+               CASE WHEN rn > 1 AND deductible > 0 THEN
+                   {ITEM_REF} || ' ' || CASE coalesce("window", 'same_time')
+                           WHEN 'same_day' THEN strftime(slot, '%Y-%m-%d') || ' 同日'
+                           WHEN 'same_hour' THEN strftime(slot, '%Y-%m-%d %H') || ' 时内'
+                           WHEN 'same_minute' THEN strftime(slot, '%Y-%m-%d %H:%M')
+                           ELSE strftime(slot, '%Y-%m-%d %H:%M:%S') END
+                   || ' 以相同数量 ' || qty(cnt) || '、单价 ' || {price_text('pric')} || ' 元计费 ' || n
+                   || ' 条，此条为重复（首条 ' || first_sn || '）；' || {LINE_FACT} END AS ev_line
+        FROM f WHERE any_dup
+    """,
+)

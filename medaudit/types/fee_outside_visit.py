@@ -1,0 +1,59 @@
+"""费用超出就诊期 fee_outside_visit: a fee dated outside the visit it is billed to.
+
+**What it flags.** A matched line (every line when the rule names no items) whose fee date
+(`fee_ocur_time`, as a calendar date) is before the visit's start date (`date(begntime)`) or
+after its end date (`date(endtime)`) by more than `tolerance_days` calendar days. Only dates
+count: a fee at 07:00 on the day of an 08:00 admission is inside the visit. A visit without an
+end (still open, at stage `in_process` or `pre_alert`) is only checked against its start.
+Lines the fund did not pay (deductible 0) are not flagged.
+
+**Why it matters.** A fee before admission or after discharge was not given during the stay it
+is billed to: either it belongs to another visit (an outpatient test moved into a stay to be
+paid at the inpatient rate) or it was never given at all (charges added after discharge).
+
+**Deduction.** `whole_line`: the line's deductible amount.
+
+**Stages.** All three: a fee can be judged against the visit's dates as soon as it is billed.
+
+**Example.**
+
+```yaml
+- id: R-OUT-001
+  version: 1
+  name: 费用发生时间超出住院期间
+  type: fee_outside_visit
+  params: {tolerance_days: 0}
+```
+
+A CT billed on 2026-03-08 to a stay of 2026-03-01 to 2026-03-05 gives
+`就诊期 2026-03-01 至 2026-03-05；项目【X线计算机体层(CT)平扫】(002103020010000) 晚于就诊结束 3 天，2026-03-08 收费 1 次，金额 120.00 元`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+RULE_TYPE = RuleType(
+    name="fee_outside_visit",
+    title="费用超出就诊期",
+    nature="超支付范围",
+    mode="whole_line",
+    doc=__doc__,
+    items="optional",
+    params=(
+        Param("tolerance_days", "int", "calendar days a fee may lie before the start or after the end", default=0,
+              minimum=0),
+    ),
+    query=f"""
+        WITH x AS (
+            SELECT *, CAST(begntime AS DATE) AS d0, CAST(endtime AS DATE) AS d1,
+                   date_diff('day', fee_date, CAST(begntime AS DATE)) AS early,
+                   date_diff('day', CAST(endtime AS DATE), fee_date) AS late
+            FROM {{m}} WHERE deductible > 0)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
+               '就诊期 ' || strftime(d0, '%Y-%m-%d') || ' 至 ' || coalesce(strftime(d1, '%Y-%m-%d'), '（未结束）')
+                   || CASE WHEN tolerance_days > 0 THEN '（允许前后 ' || tolerance_days || ' 天）' ELSE '' END AS ev_head,
+               {ITEM_REF} || CASE WHEN early > tolerance_days THEN ' 早于就诊开始 ' || early || ' 天，'
+                                  ELSE ' 晚于就诊结束 ' || late || ' 天，' END || {LINE_FACT} AS ev_line
+        FROM x
+        WHERE early > coalesce(tolerance_days, 0) OR late > coalesce(tolerance_days, 0)
+    """,
+)

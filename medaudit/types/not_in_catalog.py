@@ -1,0 +1,61 @@
+"""目录外 not_in_catalog: a code the insurance catalogue does not hold on the fee date.
+
+**What it flags.** A matched line (every line when the rule names no items; name codes or
+prefixes to limit it, e.g. `prefixes: [X, Z]` for drugs) whose `hilist_code` has no row in the
+`hilist` knowledge table in force on the fee date: no row with that code at all, or only rows
+whose `begndate`..`enddate` (both inclusive, either may be empty) do not cover the fee date.
+**Only when a catalogue is loaded:** with an empty `hilist` table the type flags nothing (it
+cannot tell a missing code from a missing catalogue); load the catalogue as a knowledge table
+of the batch. Lines the fund did not pay (deductible 0, e.g. switched to self-pay) are not
+flagged.
+
+**Why it matters.** The fund pays only for drugs, services and consumables of the catalogue.
+A code outside it (an expired code, a hospital's own code reported as a national one, a drug
+delisted at the start of the year) should have been paid by the patient.
+
+**Deduction.** `whole_line`: the line's deductible amount.
+
+**Stages.** All three: one line and the catalogue are all it needs.
+
+**Example.**
+
+```yaml
+- id: R-CAT-001
+  version: 1
+  name: 医保目录外药品
+  type: not_in_catalog
+  items: {prefixes: [X, Z]}
+```
+
+gives `药品【某注射液】(XA01BAA001A001010100001) 不在医保目录内；2026-03-02 收费 1 次，金额 35.00 元`,
+or, for a code whose catalogue row has expired,
+`... 医保目录有效期 2020-01-01 至 2025-12-31，收费日期不在有效期内；...`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, RuleType, hilist_in_force
+
+RULE_TYPE = RuleType(
+    name="not_in_catalog",
+    title="目录外",
+    nature="超支付范围",
+    mode="whole_line",
+    doc=__doc__,
+    items="optional",
+    query=f"""
+        WITH out AS (
+            SELECT m.* FROM {{m}} m
+            WHERE m.deductible > 0 AND EXISTS (SELECT 1 FROM hilist)
+              AND NOT EXISTS (SELECT 1 FROM hilist h WHERE {hilist_in_force('h', 'm')})),
+        known AS (      -- the code's catalogue rows in force on other dates, for the evidence
+            SELECT hilist_code, string_agg(DISTINCT coalesce(strftime(begndate, '%Y-%m-%d'), '') || ' 至 '
+                                           || coalesce(strftime(enddate, '%Y-%m-%d'), ''), '、') AS spans
+            FROM hilist WHERE hilist_code IN (SELECT hilist_code FROM out) GROUP BY hilist_code)
+        SELECT o.rule_key, o.mdtrt_id AS finding_key, o.mdtrt_id, o.bkkp_sn, 'violating' AS role,
+               o.deductible AS claim, '' AS ev_head,
+               {ITEM_REF}
+                   || CASE WHEN k.spans IS NULL THEN ' 不在医保目录内；'
+                           ELSE ' 医保目录有效期 ' || k.spans || '，收费日期不在有效期内；' END
+                   || {LINE_FACT} AS ev_line
+        FROM out o LEFT JOIN known k USING (hilist_code)
+    """,
+)

@@ -1,0 +1,132 @@
+"""周期超频次 period_limit: an item paid more often than once (or N times) per period.
+
+**What it flags.** Per person and item code — across visits and institutions — the units of
+the item are taken in time order (`fee_ocur_time`, then `bkkp_sn`; a line of quantity 2 is two
+units, a fractional last unit counts as one unit of its size). A unit is **excess** when
+`max_count` earlier *paid* units lie fewer than `period_days` days before it; every other unit is
+paid. "Days before" is the number of calendar days between the fee dates (times of day do not
+matter), so with `period_days: 15` a unit 14 days after a paid one is excess and one 15 days
+after is not. Because excess units are not paid, they do not count against later units:
+HbA1c once per 15 days billed on days 1, 10 and 20 flags day 10 only (day 20 is 19 days after
+the last paid unit, day 1). Lines with an excess unit are violating; the paid units that block
+them are related lines (they may belong to other visits or institutions, and the evidence
+names their date, institution and visit).
+
+Only lines matched to the rule's items take part, within the rule's validity period and scope.
+Lines the fund did not pay (deductible 0: class C, switched to self-pay) take no part at all:
+they are neither counted as paid nor flagged. Lines refunded in full take no part; partly
+refunded ones count with their net quantity.
+
+**Why it matters.** Tests and treatments with a clinical interval (HbA1c every 3 months,
+rehabilitation assessment every 2 weeks) repeated sooner are either unnecessary or invented.
+Spreading them over visits and hospitals hides them from a per-visit check. National batch 8-4
+lists such periods.
+
+**Deduction.** `excess_qty`: the line's excess units x unit price x its fund share, never more
+than the line's deductible.
+
+**Stages.** `post_hoc` only: whether a unit is paid depends on every earlier unit of the person
+across visits and institutions, and the in-process and pre-alert stages see only open stays.
+Judged there, a unit could look paid when an unseen earlier one already made it excess, and so
+wrongly flag a later unit.
+
+**Example.**
+
+```yaml
+- id: R-PER-001
+  version: 1
+  name: 糖化血红蛋白测定15天内限1次
+  type: period_limit
+  items: {codes: ["002503020070000"]}
+  params: {max_count: 1, period_days: 15}
+```
+
+gives `项目【糖化血红蛋白测定】(002503020070000) 每 15 天限 1 次；2026-03-10 收费 1 次，金额 45.00 元，超出 1；此前 15 天内已支付：2026-03-01 H002 就诊 V7`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, excess_allocation
+
+_KEY = "rule_key, psn_no, hilist_code"
+
+RULE_TYPE = RuleType(
+    name="period_limit",
+    title="周期超频次",
+    nature="超支付标准",
+    mode="excess_qty",
+    doc=__doc__,
+    stages=("post_hoc",),
+    params=(
+        Param("max_count", "int", "units paid at most within any period", required=True, per_item=True, minimum=1),
+        Param("period_days", "int", "length of the period in calendar days", required=True, per_item=True, minimum=1),
+    ),
+    # Set-based walk: units split into clusters where the gap to the previous unit is at least
+    # period_days (nothing before such a gap can block anything after it). Clusters of at most
+    # max_count units are all paid; the others go through one recursive CTE that carries, per
+    # cluster, the last max_count paid units — one step per unit, all clusters in parallel.
+    query=f"""
+        WITH RECURSIVE
+        src AS (SELECT * FROM {{m}} WHERE deductible > 0),
+        u AS (
+            SELECT rule_key, psn_no, hilist_code, bkkp_sn, fee_ocur_time, fee_date, cnt, max_count, period_days,
+                   unnest(range(CAST(ceil(cnt) AS BIGINT))) AS k
+            FROM src),
+        o AS (
+            SELECT *, least(cnt - k, 1) AS usize,
+                   row_number() OVER w AS pos,
+                   date_diff('day', lag(fee_date) OVER w, fee_date) AS gap
+            FROM u WINDOW w AS (PARTITION BY {_KEY} ORDER BY fee_ocur_time, bkkp_sn, k)),
+        c AS (
+            SELECT *, sum(CASE WHEN gap IS NULL OR gap >= period_days THEN 1 ELSE 0 END)
+                          OVER (PARTITION BY {_KEY} ORDER BY pos ROWS UNBOUNDED PRECEDING) AS cl
+            FROM o),
+        cs AS (
+            SELECT *, count(*) OVER (PARTITION BY {_KEY}, cl) AS cl_size,
+                   row_number() OVER (PARTITION BY {_KEY}, cl ORDER BY pos) AS rn
+            FROM c),
+        cand AS MATERIALIZED (
+            SELECT *, dense_rank() OVER (ORDER BY {_KEY}, cl) AS ck FROM cs WHERE cl_size > max_count),
+        walk(ck, rn, paid, is_excess, blockers) AS (
+            SELECT ck, rn, [{{{{'d': fee_date, 'sn': bkkp_sn}}}}], FALSE, NULL::STRUCT(d DATE, sn VARCHAR)[]
+            FROM cand WHERE rn = 1
+            UNION ALL
+            SELECT c.ck, c.rn,
+                   CASE WHEN len(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days
+                        THEN w.paid
+                        ELSE list_slice(list_append(w.paid, {{{{'d': c.fee_date, 'sn': c.bkkp_sn}}}}), -c.max_count, -1) END,
+                   len(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days,
+                   CASE WHEN len(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days
+                        THEN w.paid END
+            FROM walk w JOIN cand c ON c.ck = w.ck AND c.rn = w.rn + 1),
+        ex AS (
+            SELECT c.rule_key, c.bkkp_sn, c.usize, w.blockers
+            FROM walk w JOIN cand c ON c.ck = w.ck AND c.rn = w.rn
+            WHERE w.is_excess),
+        line_ex AS (
+            SELECT src.*, e.excess FROM src
+            JOIN (SELECT rule_key, bkkp_sn, sum(usize) AS excess FROM ex GROUP BY ALL) e USING (rule_key, bkkp_sn)),
+        alloc AS ({excess_allocation('line_ex', 'rule_key, bkkp_sn')}),
+        blk AS (
+            SELECT DISTINCT rule_key, bkkp_sn, b.sn AS b_sn
+            FROM (SELECT rule_key, bkkp_sn, unnest(blockers) AS b FROM ex)),
+        blk_l AS (
+            SELECT blk.rule_key, blk.bkkp_sn, blk.b_sn, b.mdtrt_id AS b_visit, b.fixmedins_code AS b_inst,
+                   b.fee_date AS b_date, b.fee_ocur_time AS b_time
+            FROM blk JOIN src b ON b.rule_key = blk.rule_key AND b.bkkp_sn = blk.b_sn),
+        blk_txt AS (
+            SELECT rule_key, bkkp_sn,
+                   string_agg(strftime(b_date, '%Y-%m-%d') || ' ' || b_inst || ' 就诊 ' || b_visit, '、'
+                              ORDER BY b_time, b_sn) AS btext
+            FROM blk_l WHERE b_sn <> bkkp_sn GROUP BY ALL)
+        SELECT a.rule_key, a.mdtrt_id AS finding_key, a.mdtrt_id, a.bkkp_sn,
+               CASE WHEN a.claim > 0 THEN 'violating' ELSE 'related' END AS role, a.claim, '' AS ev_head,
+               {ITEM_REF} || ' 每 ' || a.period_days || ' 天限 ' || a.max_count || ' 次；' || {LINE_FACT}
+                   || '，超出 ' || qty(a.excess_units) || '；此前 ' || a.period_days || ' 天内已支付：'
+                   || coalesce(t.btext || CASE WHEN a.cnt - a.excess_units > 0 THEN '，及本条前 ' || qty(a.cnt - a.excess_units) || ' 次' ELSE '' END,
+                               '本条前 ' || qty(a.cnt - a.excess_units) || ' 次') AS ev_line
+        FROM alloc a LEFT JOIN blk_txt t USING (rule_key, bkkp_sn)
+        UNION ALL
+        SELECT DISTINCT l.rule_key, a.mdtrt_id, a.mdtrt_id, l.b_sn, 'related', 0, '', NULL
+        FROM blk_l l JOIN alloc a ON a.rule_key = l.rule_key AND a.bkkp_sn = l.bkkp_sn
+        WHERE l.b_sn <> l.bkkp_sn
+    """,
+)

@@ -1,0 +1,77 @@
+"""超标准收费 price_cap: a unit price above the cap for the institution's level.
+
+**What it flags.** A matched line (every line when the rule names no items) whose unit price
+`pric` is above the cap that applies to it. The cap, for the institution's level (from
+`hosp_lv`; level 0, 未定级, uses the level-1 cap), comes from, in this order:
+
+1. the rule's item table: column `lv1_pric`, `lv2_pric` or `lv3_pric` of the line's level;
+2. the rule's item table: column `cap` (any level);
+3. the `hilist` catalogue row of the code in force on the fee date (`begndate`..`enddate`,
+   inclusive): its `lv1_pric`/`lv2_pric`/`lv3_pric` (several rows in force: the highest cap).
+
+A line with no cap from any of these is not judged. A price equal to the cap is fine. Lines
+the fund did not pay (deductible 0) are not flagged.
+
+**Why it matters.** Service prices are set by the price bureau per hospital level; charging
+a level-2 price at a level-1 clinic, or above the list price, takes the difference from the
+fund (and from the patient).
+
+**Deduction.** `price_diff`: (price - cap) x net quantity x the line's fund share
+(deductible / amount), never more than the line's deductible.
+
+**Stages.** All three: one line and its cap are all it needs.
+
+**Example.**
+
+```yaml
+- id: R-PRC-001
+  version: 1
+  name: 诊查费超标准收费
+  type: price_cap
+  items:
+    rows:
+      - {code: "001102000010000", lv1_pric: 8, lv2_pric: 10, lv3_pric: 12}
+```
+
+A level-2 hospital charging 12.00 for two consultations gives
+`项目【普通门诊诊查费】(001102000010000) 二级机构限价 10.00 元（规则限价），实际单价 12.00 元；2026-03-02 收费 2 次，金额 24.00 元，超标准 4.00 元`.
+Without price columns in the rule (`items` may be left out altogether), the caps come from
+the `hilist` catalogue and the evidence says `（医保目录限价）`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, price_text
+
+RULE_TYPE = RuleType(
+    name="price_cap",
+    title="超标准收费",
+    nature="超支付标准",
+    mode="price_diff",
+    doc=__doc__,
+    items="optional",
+    params=(
+        Param("lv1_pric", "number", "cap at level-1 (and level-0) institutions", per_item=True, minimum=0),
+        Param("lv2_pric", "number", "cap at level-2 institutions", per_item=True, minimum=0),
+        Param("lv3_pric", "number", "cap at level-3 institutions", per_item=True, minimum=0),
+        Param("cap", "number", "cap at any level (when the level's own column is empty)", per_item=True, minimum=0),
+    ),
+    query=f"""
+        WITH c AS (
+            SELECT m.*,
+                   coalesce(CASE WHEN m.inst_level = 3 THEN m.lv3_pric WHEN m.inst_level = 2 THEN m.lv2_pric
+                                 ELSE m.lv1_pric END, m.cap) AS rule_cap,
+                   {hilist_cap('m')} AS cat_cap
+            FROM {{m}} m WHERE m.deductible > 0),
+        x AS (
+            SELECT *, coalesce(rule_cap, cat_cap) AS the_cap FROM c
+            WHERE pric > coalesce(rule_cap, cat_cap))
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
+               CASE WHEN deductible = amt THEN least((pric - the_cap) * cnt, deductible)
+                    ELSE least(xdiv((pric - the_cap) * cnt * deductible, amt), deductible) END AS claim,
+               '' AS ev_head,
+               {ITEM_REF} || ' ' || CASE WHEN inst_level = 0 THEN '未定级机构（按一级）' ELSE level_cn(inst_level) || '机构' END
+                   || '限价 ' || {price_text('the_cap')} || ' 元（' || CASE WHEN rule_cap IS NOT NULL THEN '规则限价' ELSE '医保目录限价' END
+                   || '），实际单价 ' || {price_text('pric')} || ' 元；' || {LINE_FACT}
+                   || '，超标准 ' || yuan((pric - the_cap) * cnt) || ' 元' AS ev_line
+        FROM x
+    """,
+)

@@ -1,0 +1,87 @@
+"""主次手术未折价 secondary_procedure: a second operation of one group billed at full price.
+
+**What it flags.** On one calendar day of one visit, when lines of two or more different codes
+of one surgery group (`group`, per item, e.g. 胃肠手术组) are billed: every line of the group
+that day except the highest-priced one (by unit price; ties: the earliest line, then the lowest
+`bkkp_sn`) whose unit price is above `rate` times its full price. The full price is the line's
+`pric_uplmt_amt`, else the `hilist` catalogue cap for the institution's level on the fee date;
+a line with neither is not judged (without a full price a properly discounted line cannot be
+told from an undiscounted one). A second line of the main operation's own code counts as a
+secondary operation too (e.g. a bilateral procedure). Lines the fund did not pay (deductible 0)
+are not flagged but still count as operations of the day. The highest-priced line is a
+related line.
+
+**Why it matters.** Several operations through one incision are priced as one main operation
+at full price plus the others at a fraction (usually 50%). Billing every operation at full price
+charges the fund for work done once.
+
+**Deduction.** `pct` of `1 - rate`: (1 - rate) x the line's deductible (50% with the default).
+
+**Stages.** All three: a line billed above the discounted price stays so whatever is billed
+later that day.
+
+**Example.**
+
+```yaml
+- id: R-SEC-001
+  version: 1
+  name: 胃肠同切口多项手术次要手术按50%收费
+  type: secondary_procedure
+  items:
+    rows:
+      - {code: "003310000010000", group: 胃肠手术组}
+      - {code: "003310000020000", group: 胃肠手术组}
+  params: {rate: 0.5}
+```
+
+gives `项目【胃肠吻合术】(003310000020000) 与主手术 项目【胃大部切除术】(003310000010000)（单价 3000.00 元）同日同组（胃肠手术组），次要手术应不高于全价 2000.00 元的 50%（1000.00 元），实际单价 2000.00 元，按 50% 扣除；2026-03-02 收费 1 次，金额 2000.00 元`.
+"""
+
+from decimal import Decimal
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, price_text
+
+
+def _rate(v: Decimal) -> str | None:
+    return None if 0 <= v < 1 else f"must be at least 0 and below 1, got {v}"
+
+
+RULE_TYPE = RuleType(
+    name="secondary_procedure",
+    title="主次手术未折价",
+    nature="超支付标准",
+    mode="pct",
+    doc=__doc__,
+    params=(
+        Param("group", "str", "surgery group: items with the same value form one group", required=True, per_item=True),
+        Param("rate", "number", "share of the full price a secondary operation may be billed at", default=Decimal("0.5"),
+              check=_rate),
+    ),
+    query=f"""
+        WITH s AS (
+            SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap('m')}) AS full_pric FROM {{m}} m
+            WHERE nullif(trim(m."group"), '') IS NOT NULL),
+        g AS (
+            SELECT *, row_number() OVER w AS rn,
+                   count(DISTINCT hilist_code) OVER (PARTITION BY rule_key, mdtrt_id, fee_date, "group") AS ncodes,
+                   first_value({ITEM_REF}) OVER w AS main_ref, first_value(pric) OVER w AS main_pric
+            FROM s
+            WINDOW w AS (PARTITION BY rule_key, mdtrt_id, fee_date, "group" ORDER BY pric DESC, fee_ocur_time, bkkp_sn
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+        f AS (
+            SELECT *, rn > 1 AND deductible > 0 AND full_pric IS NOT NULL AND pric > rate * full_pric AS v
+            FROM g WHERE ncodes > 1),
+        h AS (SELECT *, bool_or(v) OVER (PARTITION BY rule_key, mdtrt_id, fee_date, "group") AS any_v FROM f)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
+               CASE WHEN v THEN 'violating' ELSE 'related' END AS role,
+               CASE WHEN v THEN (1 - rate) * deductible ELSE 0 END AS claim,
+               '' AS ev_head,
+               CASE WHEN v THEN
+                   {ITEM_REF} || ' 与主手术 ' || main_ref || '（单价 ' || {price_text('main_pric')} || ' 元）同日同组（'
+                   || trim("group") || '），次要手术应不高于全价 ' || {price_text('full_pric')} || ' 元的 ' || qty(rate * 100)
+                   || '%（' || {price_text('rate * full_pric')} || ' 元），实际单价 ' || {price_text('pric')} || ' 元，按 '
+                   || qty((1 - rate) * 100) || '% 扣除；' || {LINE_FACT} END AS ev_line
+        FROM h
+        WHERE v OR (rn = 1 AND any_v)
+    """,
+)

@@ -1,0 +1,82 @@
+"""超量开药/出院带药 supply_days_limit: a drug line supplying more days than allowed.
+
+**What it flags.** A matched line (every line when the rule names no items) whose days of
+supply `prd_days` is above `max_days`. Lines without `prd_days` are not judged. With
+`outpatient_only: true` only outpatient visits (`med_type` not starting with 2) are judged;
+with `discharge_only: true` only discharge medication (`dscg_tkdrug_flag` = 1). Lines the fund
+did not pay (deductible 0) are not flagged. `prd_days` is read from the line as billed (a
+refund reduces the quantity, not the days the prescription was written for).
+
+**Why it matters.** Outpatient prescriptions are limited to 7 days (30 for chronic diseases),
+discharge medication to a few weeks. Drugs beyond that are stockpiled, resold or never taken
+(回流药), and the fund pays for them.
+
+**Deduction.** `excess_qty` on the proportion `(prd_days - max_days) / prd_days` of the line:
+that share of the net quantity, times the unit price, times the line's fund share, never more
+than the line's deductible.
+
+**Stages.** All three: one line is all it needs.
+
+**Example.**
+
+```yaml
+- id: R-SUP-001
+  version: 1
+  name: 门诊处方超7日用量
+  type: supply_days_limit
+  items: {prefixes: [X]}
+  params: {max_days: 7, outpatient_only: true}
+```
+
+A 30-day outpatient prescription of 3 boxes at 30.00 gives (23/30 of 90.00 = 69.00)
+`药品【二甲双胍片】(XA10BAE...) 限 7 天用量，开药 30 天，超出 23 天（按 23/30 计）；2026-03-02 收费 3 次，金额 90.00 元`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, excess_allocation
+
+
+def _check(params: dict) -> str | None:
+    if params.get("outpatient_only") and params.get("discharge_only"):
+        return "params.outpatient_only and params.discharge_only exclude each other (discharge medication belongs to an inpatient stay)"
+    return None
+
+
+# excess_allocation works on whole units; the excess here is a fraction of the line, so the line
+# is scaled by prd_days (cnt, amt and deductible x prd_days, excess = cnt x (prd_days - max_days)):
+# every product stays exact, and one exact division by prd_days at the end gives the claim.
+RULE_TYPE = RuleType(
+    name="supply_days_limit",
+    title="超量开药",
+    nature="超支付标准",
+    mode="excess_qty",
+    doc=__doc__,
+    items="optional",
+    validate=_check,
+    params=(
+        Param("max_days", "number", "days of supply allowed", required=True, per_item=True, minimum=0),
+        Param("outpatient_only", "bool", "judge only outpatient visits", default=False),
+        Param("discharge_only", "bool", "judge only discharge medication (dscg_tkdrug_flag 1)", default=False),
+    ),
+    query=f"""
+        WITH src AS (
+            SELECT * EXCLUDE (cnt, amt, deductible),
+                   cnt AS cnt0, amt AS amt0, deductible AS ded0,
+                   cnt * prd_days AS cnt, amt * prd_days AS amt, deductible * prd_days AS deductible,
+                   cnt * (prd_days - max_days) AS excess
+            FROM {{m}}
+            WHERE prd_days > max_days AND deductible > 0
+              AND (NOT coalesce(outpatient_only, FALSE) OR NOT inpatient)
+              AND (NOT coalesce(discharge_only, FALSE) OR dscg_tkdrug_flag = '1')),
+        alloc AS ({excess_allocation('src', 'rule_key, bkkp_sn')}),
+        back AS (
+            SELECT * EXCLUDE (cnt, amt, deductible, claim), cnt0 AS cnt, amt0 AS amt, ded0 AS deductible,
+                   least(xdiv(claim, prd_days), ded0) AS claim
+            FROM alloc)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, claim, '' AS ev_head,
+               {ITEM_REF} || ' 限 ' || qty(max_days) || ' 天用量'
+                   || CASE WHEN dscg_tkdrug_flag = '1' THEN '，出院带药 ' ELSE '，开药 ' END || qty(prd_days)
+                   || ' 天，超出 ' || qty(prd_days - max_days) || ' 天（按 ' || qty(prd_days - max_days) || '/'
+                   || qty(prd_days) || ' 计）；' || {LINE_FACT} AS ev_line
+        FROM back WHERE claim > 0
+    """,
+)
