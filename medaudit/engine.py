@@ -284,13 +284,15 @@ def run_type(con: duckdb.DuckDBPyConnection, rt: RuleType) -> int:
     if rt.items != "none":
         build_matched(con, rt)
     before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
-    con.execute(f"INSERT INTO hits BY NAME {rt.sql(type_names(rt))}")
+    con.execute(f"INSERT INTO hits BY NAME {rt.sql(type_names(rt), con)}")
     return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before
 
 
 # ---------------------------------------------------------------------------- findings
 
-INITIAL_STATUS = """CASE WHEN '{stage}' <> 'post_hoc' THEN 'warning'
+# findings of types that never claim money (profiling) are warnings at every stage: there is
+# no deduction for a reviewer to confirm or for the hospital to appeal
+INITIAL_STATUS = """CASE WHEN '{stage}' <> 'post_hoc' OR r.rule_type IN ({no_money}) THEN 'warning'
                          WHEN r.severity = 'violation' THEN 'pending_appeal' ELSE 'pending_review' END"""
 
 
@@ -305,7 +307,8 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
                string_agg(DISTINCT h.ev_line, '；') AS ev_line,
                any_value(h.ev_head) AS ev_head, any_value(h.mdtrt_id) AS mdtrt_id,
                any_value(h.psn_no) AS psn_no, any_value(h.fixmedins_code) AS fixmedins_code,
-               any_value(h.dept_code) AS dept_code, any_value(h.dr_code) AS dr_code
+               any_value(h.dept_code) AS dept_code, any_value(h.dr_code) AS dr_code,
+               any_value(h.period) AS period
         FROM hits h GROUP BY h.rule_key, h.finding_key, h.bkkp_sn;
 
         CREATE OR REPLACE TEMP TABLE new_findings AS
@@ -324,7 +327,7 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
             coalesce(any_value(hl.psn_no), arg_min(hl.l_psn, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS psn_no,
             any_value(hl.mdtrt_id) AS mdtrt_id,
             arg_min(hl.setl_id, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn)) AS setl_id,
-            coalesce(strftime(arg_min(hl.setl_time, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn)), '%Y-%m'),
+            coalesce(any_value(hl.period), strftime(arg_min(hl.setl_time, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn)), '%Y-%m'),
                      strftime(min(hl.fee_ocur_time), '%Y-%m')) AS period,
             hl.finding_key,
             CAST(round(coalesce(sum(hl.amt) FILTER (WHERE hl.v), 0), 2) AS DECIMAL(18,2)) AS flagged_amt,
@@ -332,7 +335,7 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
             CAST(0 AS DECIMAL(18,2)) AS deduction_amt,
             concat_ws('；', nullif(any_value(hl.ev_head), ''),
                       string_agg(hl.ev_line, '；' ORDER BY hl.fee_ocur_time, hl.bkkp_sn) FILTER (WHERE hl.ev_line IS NOT NULL)) AS evidence,
-            {INITIAL_STATUS.format(stage=stage)} AS status,
+            {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
             {run_id} AS first_run, {run_id} AS last_run, now()::TIMESTAMP AS created_at
         FROM hl JOIN r_all r ON r.rule_key = hl.rule_key
         GROUP BY r.rule_key, r.rule_id, r.rule_version, r.rule_name, r.rule_type, r.severity, r.nature, r.basis, hl.finding_key;

@@ -51,6 +51,7 @@ HIT_COLUMNS = {
     "fixmedins_code": "VARCHAR",
     "dept_code": "VARCHAR",
     "dr_code": "VARCHAR",
+    "period": "VARCHAR",  # YYYY-MM a finding about a month is for (default: its settlement month)
 }
 
 #: SQL type of each parameter kind
@@ -146,8 +147,12 @@ class RuleType:
     dedupe_lines: bool = True  # a line matching several items of one rule: once (True) or once per item
     validate: Callable[[dict], str | None] | None = None  # cross-parameter check on rule params
     extra: dict = field(default_factory=dict)
+    # builds the query from the database (e.g. from the rules' own SQL) instead of ``query``
+    compose: Callable[[dict, Any], str] | None = None
 
-    def sql(self, names: dict[str, str]) -> str:
+    def sql(self, names: dict[str, str], con: Any = None) -> str:
+        if self.compose is not None:
+            return self.compose(names, con)
         return textwrap.dedent(self.query).format(**names)
 
     def param(self, name: str) -> Param:
@@ -207,3 +212,50 @@ def hilist_cap(line: str) -> str:
 def price_text(x: str) -> str:
     """SQL: a unit price as a clerk reads it: 2 decimals (180.00), more only when it has them (0.045)."""
     return f"CASE WHEN {x} = round({x}, 2) THEN yuan({x}) ELSE qty({x}) END"
+
+
+# ---------------------------------------------------------------------------- visit-level blocks
+# For the types that take no items (they read ``visits``/``lines`` and ``{p}`` themselves).
+
+
+def rule_applies(r: str, day: str, v: str) -> str:
+    """SQL condition: rule row ``r`` (with the ``r_all`` columns) is in force on ``day`` and its
+    scope admits ``v`` (anything with ``med_type``, ``inst_level``, ``fixmedins_code``) — the
+    same test the engine applies to matched lines, for types that judge whole visits."""
+    return (f"({r}.valid_from IS NULL OR {day} >= {r}.valid_from)"
+            f" AND ({r}.valid_to IS NULL OR {day} <= {r}.valid_to)"
+            f" AND ({r}.scope_med_types IS NULL OR list_contains({r}.scope_med_types, {v}.med_type))"
+            f" AND ({r}.scope_levels IS NULL OR list_contains({r}.scope_levels, {v}.inst_level))"
+            f" AND ({r}.scope_institutions IS NULL OR list_contains({r}.scope_institutions, {v}.fixmedins_code))")
+
+
+def icd(x: str) -> str:
+    """SQL: an ICD code for prefix comparison: upper case, dots removed (J18.900 -> J18900)."""
+    return f"upper(replace(trim({x}), '.', ''))"
+
+
+#: Visits that took place (history from every batch in the database): a visit whose every
+#: settlement was refunded was cancelled and is left out. Adds ``begin_date``, ``end_date`` and
+#: ``main_diag`` (the discharge main diagnosis, else the settlement list's main diagnosis).
+LIVE_VISITS = """(
+    SELECT v.*, CAST(v.begntime AS DATE) AS begin_date, CAST(v.endtime AS DATE) AS end_date,
+           coalesce(v.dscg_maindiag_code, md.code) AS main_diag
+    FROM visits v
+    LEFT JOIN (SELECT mdtrt_id, min(diag_code) AS code FROM diag WHERE is_main GROUP BY mdtrt_id) md USING (mdtrt_id)
+    WHERE v.mdtrt_id NOT IN (SELECT mdtrt_id FROM setl_d GROUP BY mdtrt_id
+                             HAVING bool_and(coalesce(refd_setl_flag, '0') = '1')))"""
+
+
+def whole_visit_hits(flagged: str) -> str:
+    """Hit rows of mode ``whole_visit``: ``flagged`` has ``rule_key, mdtrt_id, ev_head``, one row
+    per (rule, visit); every screened line of the visit is violating, claiming its deductible
+    (the amount at risk). The evidence ends with the visit's totals."""
+    return f"""
+        SELECT f.rule_key, f.mdtrt_id AS finding_key, f.mdtrt_id, l.bkkp_sn, 'violating' AS role,
+               l.deductible AS claim,
+               f.ev_head || '；本次就诊费用 ' || count(*) OVER w || ' 条，金额合计 ' || yuan(sum(l.amt) OVER w)
+                   || ' 元，其中医保支付范围内 ' || yuan(sum(l.deductible) OVER w) || ' 元' AS ev_head,
+               NULL AS ev_line
+        FROM {flagged} f JOIN lines l ON l.mdtrt_id = f.mdtrt_id
+        WINDOW w AS (PARTITION BY f.rule_key, f.mdtrt_id)"""
+

@@ -1,0 +1,98 @@
+"""重复住院/住院期间门诊 overlapping_stays: a person in two places at once.
+
+**What it flags.** Depending on `kind`:
+
+- `inpatient` (重复住院): an inpatient visit that overlaps another inpatient visit of the same
+  person, at any institution. The later-starting stay is flagged (by `begntime`; equal times:
+  the larger `mdtrt_id`). Overlap is judged on calendar dates: the later stay overlaps when its
+  admission date is before the earlier stay's discharge date. A stay that begins on the day the
+  other ends only touches it (a same-day transfer) and is not flagged; one day earlier is an
+  overlap of 1 day.
+- `outpatient` (住院期间门诊): an outpatient visit (any `med_type` not starting with 2, pharmacy
+  purchases 41 included) dated strictly inside an inpatient stay of the same person at another
+  institution: after the admission date and before the discharge date. A visit on the
+  admission or discharge day is not flagged (the patient may come from or go to that visit).
+  Visits at the same institution are not flagged (consultations of inpatients in the hospital's
+  own clinics are a billing question, not a presence one).
+
+A stay without an end time is still going on: it overlaps everything after its admission day.
+When several stays overlap the flagged visit, the evidence names the earliest-starting one.
+Only visits with screened lines in this stage are flagged; the other stay may come from any
+batch in the database (history), settled or not. Visits whose every settlement was refunded
+were cancelled and count neither way. The rule is judged on the flagged visit's start date
+(validity) and its scope.
+
+**Why it matters.** Nobody lies in two hospital beds at once, and an inpatient does not walk
+into another hospital's clinic during the stay: one of the two visits was invented, or the
+person's card was lent (虚构服务, 冒名就医), or the patient was "hung" in a bed (挂床住院)
+while living elsewhere.
+
+**Deduction.** `whole_visit`, default severity `suspect`: every screened line of the flagged
+visit is a violating line claiming its deductible amount (amount at risk).
+
+**Example.**
+
+```yaml
+- id: R-OVL-001
+  version: 1
+  name: 住院期间在其他机构住院
+  type: overlapping_stays
+  params: {kind: inpatient}
+- id: R-OVL-002
+  version: 1
+  name: 住院期间在其他机构门诊就医
+  type: overlapping_stays
+  params: {kind: outpatient}
+```
+
+give `本次普通住院 V2（机构 H002）2026-03-09 入院，与住院 V1（机构 H001，2026-03-01 入院，
+2026-03-10 出院）重叠 1 天；本次就诊费用 ...` and `本次普通门诊 V5（机构 H002）2026-03-05 就诊，
+正值参保人在住院 V4（机构 H001，2026-03-01 入院，2026-03-10 出院）期间；本次就诊费用 ...`.
+"""
+
+from .base import LIVE_VISITS, Param, RuleType, rule_applies, whole_visit_hits
+
+RULE_TYPE = RuleType(
+    name="overlapping_stays",
+    title="重复住院/住院期间门诊",
+    nature="虚构服务",
+    mode="whole_visit",
+    doc=__doc__,
+    items="none",
+    default_severity="suspect",
+    params=(
+        Param("kind", "choice", "inpatient: overlapping stays; outpatient: clinic visits during a stay elsewhere",
+              required=True, choices=("inpatient", "outpatient")),
+    ),
+    query=f"""
+        WITH rp AS (SELECT p.rule_key, p.kind, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN r_all r USING (rule_key)),
+        live AS (SELECT * FROM {LIVE_VISITS}),
+        cur AS (
+            SELECT rp.rule_key, rp.kind, v.*
+            FROM rp JOIN live v ON {rule_applies('rp', 'v.begin_date', 'v')}
+            WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM lines)
+              AND v.inpatient = (rp.kind = 'inpatient')),
+        pairs AS (
+            SELECT c.rule_key, c.kind, c.mdtrt_id, c.med_type, c.fixmedins_code, c.begin_date, c.end_date,
+                   a.mdtrt_id AS other_id, a.fixmedins_code AS other_inst, a.begin_date AS other_begin,
+                   a.end_date AS other_end
+            FROM cur c JOIN live a
+              ON a.psn_no = c.psn_no AND a.mdtrt_id <> c.mdtrt_id AND a.inpatient
+             AND (a.end_date IS NULL OR c.begin_date < a.end_date)
+             AND CASE WHEN c.kind = 'inpatient'
+                      THEN a.begntime < c.begntime OR (a.begntime = c.begntime AND a.mdtrt_id < c.mdtrt_id)
+                      ELSE a.fixmedins_code <> c.fixmedins_code AND c.begin_date > a.begin_date END
+            QUALIFY row_number() OVER (PARTITION BY c.rule_key, c.mdtrt_id ORDER BY a.begntime, a.mdtrt_id) = 1),
+        flagged AS (
+            SELECT rule_key, mdtrt_id,
+                   '本次' || med_type_cn(med_type) || ' ' || mdtrt_id || '（机构 ' || fixmedins_code || '）'
+                   || strftime(begin_date, '%Y-%m-%d') || CASE WHEN kind = 'inpatient' THEN ' 入院，与住院 ' ELSE ' 就诊，正值参保人在住院 ' END
+                   || other_id || '（机构 ' || other_inst || '，' || strftime(other_begin, '%Y-%m-%d') || ' 入院，'
+                   || coalesce(strftime(other_end, '%Y-%m-%d') || ' 出院', '尚未出院') || '）'
+                   || CASE WHEN kind = 'outpatient' THEN '期间'
+                           WHEN coalesce(end_date, other_end) IS NULL THEN '重叠，两次住院均未出院'
+                           ELSE '重叠 ' || date_diff('day', begin_date, least(end_date, other_end)) || ' 天' END AS ev_head
+            FROM pairs)
+        {whole_visit_hits('flagged')}
+    """,
+)

@@ -1,0 +1,119 @@
+"""分解住院 readmission: an inpatient stay that begins soon after the person's last discharge.
+
+**What it flags.** A screened inpatient visit (`med_type` starting with 2) that begins 0 to
+`max_gap_days` calendar days after the discharge date of an earlier inpatient visit of the same
+person (`date(begntime) - date(endtime)` of the earlier stay; 0 = discharged and readmitted on
+the same day). Conditions on the earlier stay:
+
+- `same_institution` (default true): it was at the same institution (`fixmedins_code`);
+- `same_diag_prefix_len` (default 3, 0 = any diagnosis): both stays' main diagnoses share their
+  first N characters, compared upper case with the dots removed (`J18.900` and `J18.000x001`
+  share `J18`). The main diagnosis is `mdtrt_d.dscg_maindiag_code`, else the
+  `setl_list_diag_d` row with `maindiag_flag` 1. A stay without a main diagnosis is not
+  judged when N > 0 (nothing to compare);
+- `exclude_diag_prefixes` (default `[Z51]`, planned chemotherapy or radiotherapy): the later
+  stay is not flagged when any of its diagnoses (main or other) starts with one of them.
+
+Edge decisions: the earlier stay must have an end time (a stay still open is not a
+"previous discharge"; overlaps are `overlapping_stays`' business) and must have begun before
+the flagged one. When several earlier stays qualify, the evidence names the one discharged
+last. An intervening stay elsewhere does not break the chain. Only visits with screened lines
+in this stage are flagged, but the earlier stay may come from any batch loaded into the
+database, screened or not: the database holds the person's history. A visit whose every
+settlement was refunded was cancelled and counts neither way. The rule is judged on the
+flagged stay's admission date (validity) and its scope (med_type, level, institution).
+
+**Why it matters.** Discharging a patient and readmitting them days later for the same
+condition splits one stay into two (分解住院), so that each part stays under the per-case
+payment limit or the DRG/DIP group price, and the fund pays two cases for one illness.
+
+**Deduction.** `whole_visit`, default severity `suspect`: every screened line of the later
+stay is a violating line claiming its deductible amount, the amount at risk; nothing is
+deducted until a reviewer confirms it.
+
+**Example.**
+
+```yaml
+- id: R-READM-001
+  version: 1
+  name: 15天内同一机构同病种再入院
+  type: readmission
+  params: {max_gap_days: 15, same_institution: true, same_diag_prefix_len: 3, exclude_diag_prefixes: [Z51]}
+```
+
+gives `本次住院 V2 2026-03-10 入院，距上次住院 V1 2026-03-05 出院 5 天（同一机构，主诊断 J18
+相同），不超过 15 天；本次就诊费用 12 条，金额合计 3200.00 元，其中医保支付范围内 3000.00 元`.
+"""
+
+from .base import LIVE_VISITS, Param, RuleType, icd, rule_applies, whole_visit_hits
+
+
+def pair_condition(c: str, a: str, max_gap: str, same_inst: str, prefix_len: str) -> str:
+    """SQL condition: stay ``a`` is an earlier discharge that makes stay ``c`` a readmission.
+
+    Both are rows of :data:`LIVE_VISITS`; the other arguments are SQL expressions. Shared with
+    ``peer_outlier``'s readmission rate so the two never disagree.
+    """
+    return f"""{a}.psn_no = {c}.psn_no AND {a}.mdtrt_id <> {c}.mdtrt_id AND {a}.inpatient
+        AND {a}.end_date IS NOT NULL
+        AND ({a}.begntime < {c}.begntime OR ({a}.begntime = {c}.begntime AND {a}.mdtrt_id < {c}.mdtrt_id))
+        AND date_diff('day', {a}.end_date, {c}.begin_date) BETWEEN 0 AND {max_gap}
+        AND (NOT {same_inst} OR {a}.fixmedins_code = {c}.fixmedins_code)
+        AND ({prefix_len} = 0 OR (length({icd(f'{c}.main_diag')}) >= {prefix_len}
+             AND left({icd(f'{a}.main_diag')}, {prefix_len}) = left({icd(f'{c}.main_diag')}, {prefix_len})))"""
+
+
+def excluded_condition(c: str, prefixes: str) -> str:
+    """SQL condition: some diagnosis of visit ``c`` starts with one of ``prefixes`` (a list)."""
+    return f"""EXISTS (SELECT 1 FROM diag d, unnest({prefixes}) AS x(pre)
+                   WHERE d.mdtrt_id = {c}.mdtrt_id AND starts_with({icd('d.diag_code')}, {icd('x.pre')}))"""
+
+
+RULE_TYPE = RuleType(
+    name="readmission",
+    title="分解住院",
+    nature="不合理诊疗",
+    mode="whole_visit",
+    doc=__doc__,
+    items="none",
+    default_severity="suspect",
+    params=(
+        Param("max_gap_days", "int", "days from the previous discharge to this admission (0 = same day)",
+              default=15, minimum=0),
+        Param("same_institution", "bool", "the previous stay must be at the same institution", default=True),
+        Param("same_diag_prefix_len", "int", "main diagnoses must share this many characters (0 = any)",
+              default=3, minimum=0),
+        Param("exclude_diag_prefixes", "str_list", "a later stay with a diagnosis starting so is never flagged",
+              default=["Z51"]),
+    ),
+    query=f"""
+        WITH rp AS (SELECT p.rule_key, p.max_gap_days, p.same_institution, p.same_diag_prefix_len,
+                           p.exclude_diag_prefixes, r.* EXCLUDE (rule_key)
+                    FROM {{p}} p JOIN r_all r USING (rule_key)),
+        stays AS (SELECT * FROM {LIVE_VISITS} WHERE inpatient),
+        cur AS (
+            SELECT rp.rule_key, rp.max_gap_days, rp.same_institution, rp.same_diag_prefix_len,
+                   rp.exclude_diag_prefixes, s.*
+            FROM rp JOIN stays s ON {rule_applies('rp', 's.begin_date', 's')}
+            WHERE s.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
+        pairs AS (
+            SELECT c.rule_key, c.mdtrt_id, c.begin_date, c.fixmedins_code, c.main_diag, c.max_gap_days,
+                   c.same_diag_prefix_len AS n, a.mdtrt_id AS prev_id, a.end_date AS prev_end,
+                   a.fixmedins_code AS prev_inst, date_diff('day', a.end_date, c.begin_date) AS gap
+            FROM cur c JOIN stays a
+              ON {pair_condition('c', 'a', 'c.max_gap_days', 'c.same_institution', 'c.same_diag_prefix_len')}
+            WHERE NOT {excluded_condition('c', 'c.exclude_diag_prefixes')}
+            QUALIFY row_number() OVER (PARTITION BY c.rule_key, c.mdtrt_id
+                                       ORDER BY a.endtime DESC, a.mdtrt_id DESC) = 1),
+        flagged AS (
+            SELECT rule_key, mdtrt_id,
+                   '本次住院 ' || mdtrt_id || ' ' || strftime(begin_date, '%Y-%m-%d') || ' 入院，距上次住院 '
+                   || prev_id || ' ' || strftime(prev_end, '%Y-%m-%d') || ' 出院 ' || gap || ' 天（'
+                   || concat_ws('，',
+                        CASE WHEN prev_inst = fixmedins_code THEN '同一机构' ELSE '上次住院机构 ' || prev_inst END,
+                        CASE WHEN n > 0 THEN '主诊断 ' || left({icd('main_diag')}, n) || ' 相同' END)
+                   || '），不超过 ' || max_gap_days || ' 天' AS ev_head
+            FROM pairs)
+        {whole_visit_hits('flagged')}
+    """,
+)
