@@ -229,12 +229,9 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> dict[st
     return {t: [r for _k, r in keyed] for t, keyed in by_type.items()}
 
 
-def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> None:
-    """``m_<type>``: lines x items of the type's rules, in force on the fee date and in scope."""
+def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, lines: str = "lines") -> str:
+    """The SELECT behind ``m_<type>`` (also shown by ``medaudit rules show``)."""
     p = f"p_{rt.name}"
-    has_code, has_prefix, has_all = con.execute(
-        f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM {p}"
-    ).fetchall()[0]
     branches = []
     if has_code:
         branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 1 AS __pri FROM {lines} l JOIN {p} p ON l.hilist_code = p.code")
@@ -251,9 +248,7 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
         branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {p} p ON FALSE")
     union = "\nUNION ALL BY NAME\n".join(branches)
     dedupe = "QUALIFY row_number() OVER (PARTITION BY x.rule_key, x.bkkp_sn ORDER BY x.__pri) = 1" if rt.dedupe_lines else ""
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE m_{rt.name} AS
+    return f"""
         SELECT x.* EXCLUDE (__pri{', __n, __head' if has_prefix else ''}) FROM ({union}) x
         JOIN r_all r ON r.rule_key = x.rule_key
         WHERE (r.valid_from IS NULL OR x.fee_date >= r.valid_from)
@@ -263,7 +258,15 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
           AND (r.scope_institutions IS NULL OR list_contains(r.scope_institutions, x.fixmedins_code))
         {dedupe}
         """
-    )
+
+
+def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> None:
+    """``m_<type>``: lines x items of the type's rules, in force on the fee date and in scope."""
+    p = f"p_{rt.name}"
+    has_code, has_prefix, has_all = con.execute(
+        f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM {p}"
+    ).fetchall()[0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE m_{rt.name} AS {matched_sql(rt, has_code, has_prefix, has_all, lines)}")
 
 
 def type_names(rt: RuleType) -> dict[str, str]:

@@ -295,9 +295,18 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
             if not (p.per_item and items and all(i.params.get(p.name) is not None for i in items)):
                 bad(f"params.{p.name} is required" + (" (here or as a column of the item table)" if p.per_item else ""))
     if rtype.validate and len(problems) == start:
-        msg = rtype.validate(params)
-        if msg:
-            bad(msg)
+        # judge what each item will run with: the rule's parameters overlaid with the item's
+        # (a per-item `group` from the table satisfies restrict_age, for instance)
+        seen_params: set[str] = set()
+        for eff in ([{**params, **{k: v for k, v in i.params.items() if v is not None}} for i in items] or [params]):
+            key = repr(sorted(eff.items()))
+            if key in seen_params:
+                continue
+            seen_params.add(key)
+            msg = rtype.validate(eff)
+            if msg:
+                bad(msg)
+                break
 
     if len(problems) > start:
         return None

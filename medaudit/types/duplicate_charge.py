@@ -76,10 +76,10 @@ RULE_TYPE = RuleType(
         sec AS (
             SELECT rule_key, mdtrt_id, bkkp_sn, any_value(deductible) AS claim,
                    arg_min({ITEM_REF} || ' 已包含在 ' || main_ref || ' 中（'
-                           || CASE WHEN window = 'same_day' THEN '同日'
-                                   WHEN window = 'same_visit' THEN '同次就诊'
-                                   WHEN window = 'same_hour' THEN '同一小时'
-                                   ELSE split_part(window, ':', 2) || '小时内' END
+                           || CASE WHEN "window" = 'same_day' THEN '同日'
+                                   WHEN "window" = 'same_visit' THEN '同次就诊'
+                                   WHEN "window" = 'same_hour' THEN '同一小时'
+                                   ELSE split_part("window", ':', 2) || '小时内' END
                            || '），主项 ' || strftime(main_time, '%Y-%m-%d %H:%M') || ' 已收费；' || {LINE_FACT},
                            (gap_s, main_sn)) AS ev_line
             FROM pairs GROUP BY rule_key, mdtrt_id, bkkp_sn)
