@@ -176,8 +176,8 @@ def excess_allocation(src: str, group_cols: str) -> str:
     return f"""
         SELECT *,
                CASE WHEN excess_units <= 0 THEN 0
-                    WHEN deductible = amt THEN least(excess_units * pric, deductible)
-                    ELSE least(xdiv(excess_units * pric * deductible, amt), deductible) END AS claim
+                    WHEN deductible = amt THEN CAST(least(excess_units * pric, deductible) AS DECIMAL(38,12))
+                    ELSE CAST(least(xdiv(excess_units * pric * deductible, amt), deductible) AS DECIMAL(38,12)) END AS claim
         FROM (
             SELECT *, greatest(least(cnt, excess - (sum(cnt) OVER w - cnt)), 0) AS excess_units
             FROM {src}

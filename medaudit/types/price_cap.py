@@ -65,8 +65,9 @@ RULE_TYPE = RuleType(
             SELECT *, coalesce(rule_cap, cat_cap) AS the_cap FROM c
             WHERE pric > coalesce(rule_cap, cat_cap))
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
-               CASE WHEN deductible = amt THEN least((pric - the_cap) * cnt, deductible)
-                    ELSE least(xdiv((pric - the_cap) * cnt * deductible, amt), deductible) END AS claim,
+               -- both branches as DECIMAL(38,12): a CASE of (38,8) and (38,12) would round to 8 decimals
+               CASE WHEN deductible = amt THEN CAST(least((pric - the_cap) * cnt, deductible) AS DECIMAL(38,12))
+                    ELSE CAST(least(xdiv((pric - the_cap) * cnt * deductible, amt), deductible) AS DECIMAL(38,12)) END AS claim,
                '' AS ev_head,
                {ITEM_REF} || ' ' || CASE WHEN inst_level = 0 THEN '未定级机构（按一级）' ELSE level_cn(inst_level) || '机构' END
                    || '限价 ' || {price_text('the_cap')} || ' 元（' || CASE WHEN rule_cap IS NOT NULL THEN '规则限价' ELSE '医保目录限价' END
