@@ -293,3 +293,123 @@ def test_gender_diagnosis_conflict_custom_lists_and_bad_entries(tmp_path):
     bad = rules.replace("[C53]", "[N98-N70]")
     with pytest.raises(RuleLibraryError, match=r"rule R-GDX2: params.female_prefixes range 'N98-N70' ends before it starts"):
         load_library(write_rules(tmp_path / "bad", bad))
+
+
+# ---------------------------------------------------------------------------- high_frequency_purchase
+
+HFP = """
+- id: R-HFP
+  version: 1
+  name: 同一药品每月购药不超过4天
+  type: high_frequency_purchase
+  params: {max_days_per_month: 4}
+"""
+METFORMIN_A = "XA10BAD010A001010104486"  # same generic group (first 10 characters) ...
+METFORMIN_B = "XA10BAD010A002010100002"  # ... from another maker
+ASPIRIN = "XB01ACA056A001010100007"
+
+
+def buy(b, vid, psn, day, code=METFORMIN_A, cnt="1", pric="18", inst="Y001", **kw):
+    b.visit(mdtrt_id=vid, psn_no=psn, med_type="41", fixmedins_code=inst,
+            begntime=f"2026-{day} 10:00:00", endtime=f"2026-{day} 10:05:00")
+    return b.line(vid, code, cnt=cnt, pric=pric, bkkp_sn=f"{vid}-L", hilist_name="二甲双胍片", **kw)
+
+
+def test_high_frequency_purchase_counts_days_per_group_and_calendar_month(tmp_path):
+    b = Batch()
+    for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):
+        buy(b, f"A{i}", "P1", day, code=METFORMIN_A if i % 2 else METFORMIN_B, inst=f"Y00{i}")
+    buy(b, "A4", "P1", "03-20", cnt="2", pric="18", fulamt_ownpay_amt="6.5")  # 5th day: excess
+    buy(b, "A5", "P1", "03-20", cnt="1", pric="18", inst="Y009")             # same day elsewhere: excess
+    buy(b, "A6", "P1", "03-31", pric="9.99")                                  # 6th day: excess
+    buy(b, "A7", "P1", "04-01")                                               # April: its own month
+    buy(b, "A8", "P1", "03-21", code=ASPIRIN)                                 # another group
+    for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):            # exactly 4 days
+        buy(b, f"B{i}", "P2", day)
+    for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):            # 4 paid days ...
+        buy(b, f"C{i}", "P3", day)
+    buy(b, "C4", "P3", "03-20", chrgitm_lv="03")                              # ... + a self-paid one
+    found = b.screen(tmp_path, HFP)
+    assert len(found) == 1
+    f = found[0]
+    assert f["finding_key"] == "P1|XA10BAD010|2026-03" and f["period"] == "2026-03" and f["psn_no"] == "P1"
+    assert f["mdtrt_id"] == "A4" and f["severity"] == "suspect"
+    assert f["violating"] == {"A4-L": Decimal("29.5"), "A5-L": Decimal("18"), "A6-L": Decimal("9.99")}
+    assert f["related"] == ["A0-L", "A1-L", "A2-L", "A3-L"]
+    assert f["claimed_amt"] == Decimal("57.49") and f["flagged_amt"] == Decimal("63.99")
+    assert f["evidence"].startswith(
+        "参保人 P1 2026-03 购买同组药品 XA10BAD010（编码前 10 位）共 6 天（03-01、03-05、03-09、03-13、03-20、03-31），"
+        "每月限 4 天，超出 2 天；药品【二甲双胍片】(XA10BAD010A001010104486) 2026-03-20 收费 2 次，金额 36.00 元（就诊 A4，机构 Y001）"
+    )
+
+
+def test_high_frequency_purchase_items_narrow_the_drugs(tmp_path):
+    b = Batch()
+    for i, day in enumerate(["03-01", "03-02", "03-03"]):
+        buy(b, f"D{i}", "P4", day)
+        buy(b, f"E{i}", "P4", day, code=ASPIRIN)
+    rules = """
+- id: R-HFP2
+  version: 1
+  name: 阿司匹林每月限2天
+  type: high_frequency_purchase
+  items: {prefixes: [XB01ACA056]}
+  params: {max_days_per_month: 2}
+"""
+    found = b.screen(tmp_path, rules)
+    assert [(f["finding_key"], list(f["violating"])) for f in found] == [("P4|XB01ACA056|2026-03", ["E2-L"])]
+
+
+def test_high_frequency_purchase_is_post_hoc_only(tmp_path):
+    with pytest.raises(RuleLibraryError, match="rule R-HFP: type high_frequency_purchase cannot run at stage in_process"):
+        load_library(write_rules(tmp_path, HFP.replace("params:", "stages: [in_process]\n  params:")))
+
+
+# ---------------------------------------------------------------------------- inventory_mismatch
+
+INV = """
+- id: R-INV
+  version: 1
+  name: 进销存不符
+  type: inventory_mismatch
+"""
+AMOX = "XJ01CAA040A001010100001"
+
+
+def test_inventory_mismatch_excess_from_latest_lines_at_average_price(tmp_path):
+    b = Batch()
+    v = b.visit(mdtrt_id="V-INV", fixmedins_code="H001", med_type="21",
+                begntime="2026-03-01 08:00:00", endtime="2026-04-02 08:00:00")
+    b.line(v, AMOX, cnt="60", pric="1.5", time="2026-03-10 09:00:00", bkkp_sn="X1-a", hilist_name="阿莫西林胶囊")
+    b.line(v, AMOX, cnt="30", pric="1.6", time="2026-03-20 09:00:00", bkkp_sn="X1-b", hilist_name="阿莫西林胶囊")
+    b.line(v, AMOX, cnt="30", pric="1.5", time="2026-03-31 09:00:00", bkkp_sn="X1-c", hilist_name="阿莫西林胶囊")
+    b.line(v, "C0000000000000000000000000X2", cnt="15", pric="2", time="2026-03-15 09:00:00", bkkp_sn="X2-mar")
+    b.line(v, "C0000000000000000000000000X2", cnt="5", pric="2", time="2026-04-01 09:00:00", bkkp_sn="X2-apr")
+    b.line(v, "XN02BEA011A001010100003", cnt="3", pric="0.7", time="2026-03-15 09:00:00", bkkp_sn="X3",  # self-pay
+           hosp_appr_flag="2")
+    b.line(v, "001109000010000", cnt="40", pric="50", time="2026-03-15 09:00:00", bkkp_sn="BED")  # not stocked
+    w = b.visit(mdtrt_id="V-H2", fixmedins_code="H002", begntime="2026-03-05 08:00:00", endtime="2026-03-05 09:00:00")
+    b.line(w, AMOX, cnt="500", pric="1.5", bkkp_sn="H2-a")  # H002 reported no purchases: not judged
+    b.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-03", purchase_cnt="50", opening_stock_cnt="20")
+    b.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-03", purchase_cnt="10", opening_stock_cnt="")
+    b.add("purchases", fixmedins_code="H001", hilist_code="C0000000000000000000000000X2", period="2026-03",
+          purchase_cnt="10", opening_stock_cnt="5")  # 15 billed = 10 + 5: not flagged
+    b.add("purchases", fixmedins_code="H001", hilist_code="C0000000000000000000000000X2", period="2026-04",
+          purchase_cnt="5", opening_stock_cnt="0")
+    found = {f["finding_key"]: f for f in b.screen(tmp_path, INV)}
+    assert set(found) == {f"H001|{AMOX}|2026-03", "H001|XN02BEA011A001010100003|2026-03"}
+    f = found[f"H001|{AMOX}|2026-03"]
+    # billed 120 > 60 + 20 = 80: 40 excess at the average price 183 / 120 = 1.525, latest first:
+    # X1-c holds 30 (45.75, capped at its deductible 45.00), X1-b holds 10 (15.25)
+    assert f["violating"] == {"X1-b": Decimal("15.25"), "X1-c": Decimal("45")}
+    assert f["claimed_amt"] == Decimal("60.25") and f["fixmedins_code"] == "H001" and f["period"] == "2026-03"
+    assert f["mdtrt_id"] is None and f["severity"] == "suspect"
+    assert f["evidence"] == (
+        "机构 H001 2026-03 药品【阿莫西林胶囊】(XJ01CAA040A001010100001) 收费数量 120，购进 60 + 期初库存 20 = 80，"
+        "超出 40，按本月平均收费单价 1.53 元计；2026-03-20 收费 30 次，金额 48.00 元，其中 10 超出；"
+        "2026-03-31 收费 30 次，金额 45.00 元，其中 30 超出"
+    )
+    # billed with nothing bought in a reported month; self-paid: holds the excess without a claim
+    g = found["H001|XN02BEA011A001010100003|2026-03"]
+    assert g["violating"] == {} and g["related"] == ["X3"] and g["claimed_amt"] == Decimal("0")
+    assert "进销存数据中本月无该品种购进及库存记录（按 0 计），超出 3" in g["evidence"]

@@ -1,0 +1,87 @@
+"""高频购药 high_frequency_purchase: one person buying the same drug on too many days a month.
+
+**What it flags.** Per person, drug group and calendar month (of the fee date), the distinct
+days on which the person was billed the group, across all visits and institutions (hospital
+clinics and pharmacies alike), when they are more than `max_days_per_month`. The drug group is
+the first `key_len` characters of `hilist_code` (default 10: for western drugs, the generic
+name and dosage form, so different makers and pack sizes of one drug are one group).
+
+Which lines count: without items, every western and patent drug line (`list_type` 101); with
+items (codes, prefixes or a table), only the matched lines. Only days with a line the fund
+paid for (deductible above 0) count: fully self-paid purchases cost the fund nothing. A month
+is a calendar month: 03-31 and 04-01 are different months. Only screened lines count, which at
+`post_hoc` are the settled lines of every batch loaded so far: a month split across batches is
+judged whole once both are loaded (the finding then covers all of it).
+
+The first `max_days_per_month` days of the month are allowed; the lines of the later days are
+the violating lines, the allowed days' lines are related. The finding is about the person's
+month (one finding per person, group and month; its visit is the one of the first excess day).
+
+**Why it matters.** Buying the same drug every few days, from several pharmacies, is how
+insured drugs are stockpiled and resold (倒卖医保药品), or how a lent card is used by others.
+
+**Deduction.** `whole_line` on the lines of the excess days (each line's deductible), default
+severity `suspect`: the amount at risk goes to manual review.
+
+**Example.**
+
+```yaml
+- id: R-HFP-001
+  version: 1
+  name: 同一药品每月购药不超过4天
+  type: high_frequency_purchase
+  params: {max_days_per_month: 4, key_len: 10}
+```
+
+gives `参保人 P1 2026-03 购买同组药品 XA10BAD010（编码前 10 位）共 5 天（03-01、03-05、03-09、
+03-13、03-20），每月限 4 天，超出 1 天；药品【二甲双胍片】(XA10BAD010A001010104486) 2026-03-20 收费 2 次，
+金额 36.00 元（就诊 V5，机构 Y003）`.
+"""
+
+from .base import ITEM_REF, LINE_FACT, Param, RuleType
+
+RULE_TYPE = RuleType(
+    name="high_frequency_purchase",
+    title="高频购药",
+    nature="不合理诊疗",
+    mode="whole_line",
+    doc=__doc__,
+    items="optional",
+    default_severity="suspect",
+    stages=("post_hoc",),
+    params=(
+        Param("max_days_per_month", "int", "distinct purchase days allowed per calendar month", required=True,
+              minimum=1),
+        Param("key_len", "int", "drug group = the first key_len characters of the code", default=10, minimum=1),
+    ),
+    query=f"""
+        WITH b AS (
+            SELECT m.*, left(hilist_code, key_len) AS grp, strftime(fee_date, '%Y-%m') AS month
+            FROM {{m}} m
+            WHERE deductible > 0
+              AND (list_type = '101' OR rule_key IN (SELECT rule_key FROM {{p}} WHERE NOT match_all))),
+        d AS (
+            SELECT *, dense_rank() OVER (PARTITION BY rule_key, psn_no, grp, month ORDER BY fee_date) AS day_no
+            FROM b),
+        g AS (
+            SELECT rule_key, psn_no, grp, month, max(day_no) AS n_days,
+                   array_to_string(list_sort(list(DISTINCT strftime(fee_date, '%m-%d'))), '、') AS day_list
+            FROM d GROUP BY ALL),
+        over AS (
+            SELECT d.*, g.n_days, g.day_list, day_no > max_days_per_month AS excess,
+                   first_value(mdtrt_id) OVER (PARTITION BY d.rule_key, d.psn_no, d.grp, d.month
+                       ORDER BY day_no > max_days_per_month DESC, fee_ocur_time, bkkp_sn) AS first_excess_visit
+            FROM d JOIN g USING (rule_key, psn_no, grp, month)
+            WHERE g.n_days > max_days_per_month)
+        SELECT rule_key, psn_no || '|' || grp || '|' || month AS finding_key, first_excess_visit AS mdtrt_id,
+               bkkp_sn, CASE WHEN excess THEN 'violating' ELSE 'related' END AS role,
+               CASE WHEN excess THEN deductible ELSE 0 END AS claim,
+               '参保人 ' || psn_no || ' ' || month || ' 购买同组药品 ' || grp || '（编码前 ' || key_len || ' 位）共 '
+                   || n_days || ' 天（' || day_list || '），每月限 ' || max_days_per_month || ' 天，超出 '
+                   || (n_days - max_days_per_month) || ' 天' AS ev_head,
+               CASE WHEN excess THEN {ITEM_REF} || ' ' || {LINE_FACT} || '（就诊 ' || mdtrt_id || '，机构 '
+                   || fixmedins_code || '）' END AS ev_line,
+               psn_no, month AS period
+        FROM over
+    """,
+)

@@ -1,0 +1,94 @@
+"""进销存不符 inventory_mismatch: more billed than the institution ever had in stock.
+
+**What it flags.** Per institution, code and calendar month (of the fee date), the net
+quantity billed on screened lines above what the institution had: `purchase_cnt` plus
+`opening_stock_cnt` of the `purchases` table for that institution, code and `period`
+(several rows are added up; an empty opening stock is 0). Exactly equal is not flagged.
+
+Edge decisions:
+
+- Which lines count: without items, drug and consumable lines (`list_type` 101, 102, 301;
+  service items are not stocked); with items, only the matched lines. Every screened line
+  uses up stock, self-paid ones included (they hold excess units without a claim).
+- An institution is judged only for the months it reported in `purchases` (any code): with
+  no purchase data for a month there is nothing to compare. In a reported month, a billed code
+  with no row of its own counts as 0 purchased and 0 in stock (有销无进).
+- The excess is taken from the month's latest lines first (by `fee_ocur_time`, then
+  `bkkp_sn`), priced at the month's average billed price of the code (net amount / net
+  quantity): the excess units are not attributable to one purchase price. Lines holding excess
+  units are violating when they claim money, related otherwise; the month's other lines are
+  not listed (a drug may have thousands).
+- Only screened lines count: at `post_hoc`, the settled lines of every batch loaded so far.
+
+The finding is about the institution, code and month (no person, no single visit).
+
+**Why it matters.** An institution cannot dispense more than it bought and held: the surplus
+was billed without being given (虚记、串换药品耗材), the classic result of a 进销存 check
+in on-site inspections (飞行检查).
+
+**Deduction.** `excess_qty` at the average billed price: excess units x average price x the
+line's fund share, never more than the line's deductible. Default severity `suspect`.
+
+**Example.**
+
+```yaml
+- id: R-INV-001
+  version: 1
+  name: 药品耗材销售数量超过购进与库存
+  type: inventory_mismatch
+```
+
+gives `机构 H001 2026-03 药品【阿莫西林胶囊】(XJ01CAA040A001010100001) 收费数量 120，购进 80 + 期初库存 20
+= 100，超出 20，按本月平均收费单价 1.50 元计；2026-03-31 收费 30 次，金额 45.00 元，其中 20 超出`.
+"""
+
+from .base import LINE_FACT, RuleType, excess_allocation
+
+RULE_TYPE = RuleType(
+    name="inventory_mismatch",
+    title="进销存不符",
+    nature="虚构服务",
+    mode="excess_qty",
+    doc=__doc__,
+    items="optional",
+    default_severity="suspect",
+    stages=("post_hoc",),
+    query=f"""
+        WITH b AS (
+            SELECT m.*, strftime(fee_date, '%Y-%m') AS month
+            FROM {{m}} m
+            WHERE list_type IN ('101', '102', '301')
+               OR rule_key IN (SELECT rule_key FROM {{p}} WHERE NOT match_all)),
+        reported AS (SELECT DISTINCT fixmedins_code, period FROM purchases),
+        stock AS (
+            SELECT fixmedins_code, hilist_code, period, sum(purchase_cnt) AS bought,
+                   sum(coalesce(opening_stock_cnt, 0)) AS opening
+            FROM purchases GROUP BY ALL),
+        g AS (
+            SELECT b.*, coalesce(s.bought, 0) AS bought, coalesce(s.opening, 0) AS opening,
+                   s.hilist_code IS NOT NULL AS has_row,
+                   sum(b.cnt) OVER w AS billed, sum(b.amt) OVER w AS billed_amt,
+                   min(b.hilist_name) OVER w AS grp_name
+            FROM b
+            JOIN reported rp ON rp.fixmedins_code = b.fixmedins_code AND rp.period = b.month
+            LEFT JOIN stock s ON s.fixmedins_code = b.fixmedins_code AND s.hilist_code = b.hilist_code
+                             AND s.period = b.month
+            WINDOW w AS (PARTITION BY b.rule_key, b.fixmedins_code, b.hilist_code, b.month)),
+        over AS (
+            SELECT * REPLACE (xdiv(billed_amt, billed) AS pric), billed - (bought + opening) AS excess
+            FROM g WHERE billed > bought + opening),
+        alloc AS ({excess_allocation('over', 'rule_key, fixmedins_code, hilist_code, month')})
+        SELECT rule_key, fixmedins_code || '|' || hilist_code || '|' || month AS finding_key,
+               NULL AS mdtrt_id, bkkp_sn,
+               CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role, claim,
+               '机构 ' || fixmedins_code || ' ' || month || ' '
+                   || item_ref(list_type, coalesce(grp_name, item_name), hilist_code)
+                   || ' 收费数量 ' || qty(billed) || '，'
+                   || CASE WHEN has_row THEN '购进 ' || qty(bought) || ' + 期初库存 ' || qty(opening) || ' = ' || qty(bought + opening)
+                           ELSE '进销存数据中本月无该品种购进及库存记录（按 0 计）' END
+                   || '，超出 ' || qty(excess) || '，按本月平均收费单价 ' || yuan(pric) || ' 元计' AS ev_head,
+               {LINE_FACT} || '，其中 ' || qty(excess_units) || ' 超出' AS ev_line,
+               fixmedins_code, month AS period
+        FROM alloc WHERE excess_units > 0
+    """,
+)
