@@ -1,0 +1,53 @@
+"""``medaudit sample``: realistic sample batches with injected violations and an answer key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    sample = typer.Typer(help="Sample data: a realistic claim batch with known violations (answer_key.csv).",
+                         no_args_is_help=True)
+    console = Console()
+
+    @sample.command("generate")
+    def generate_cmd(
+        out: Path = typer.Option(..., "--out", help="batch folder to write (created; same-named table files are replaced)"),
+        visits: Optional[int] = typer.Option(None, "--visits", help="number of visits (default 300, or from --lines)"),
+        lines: Optional[int] = typer.Option(None, "--lines", help="approximate number of fee lines instead of --visits"),
+        seed: int = typer.Option(1, "--seed", help="random seed: the same seed gives the same batch"),
+        fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+        types: Optional[str] = typer.Option(None, "--types", help="only inject these rule types (comma-separated)"),
+    ) -> None:
+        """Write a batch folder (data contract format) plus answer_key.csv, one row per injected violating line."""
+        from ..sample import generate
+
+        if fmt not in ("csv", "parquet"):
+            console.print(f"[bold red]error:[/] --format must be csv or parquet, got {fmt!r}")
+            raise typer.Exit(2)
+        if visits is not None and visits < 1:
+            console.print("[bold red]error:[/] --visits must be at least 1")
+            raise typer.Exit(2)
+        if visits is None and lines is None:
+            visits = 300
+        only = [t.strip() for t in types.split(",") if t.strip()] if types else None
+        g = generate(out, visits=visits, seed=seed, fmt=fmt, lines=lines, types=only)
+        t = Table(title=f"Sample batch {out} (seed {seed}, {g.seconds:.1f}s)")
+        t.add_column("file")
+        t.add_column("rows", justify="right")
+        for name, n in g.tables.items():
+            t.add_row(name, f"{n:,}")
+        console.print(t)
+        k = Table(title="Injected violations (answer_key.csv)")
+        k.add_column("rule type")
+        k.add_column("violating lines", justify="right")
+        for name, n in g.by_type.items():
+            k.add_row(name, f"{n:,}")
+        console.print(k)
+
+    app.add_typer(sample, name="sample")

@@ -1,0 +1,231 @@
+"""Put a sample batch together: clean data, injected violations, derived tables, files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from . import catalog as cat
+from .clean import LINE_SCHEMA, generate_clean
+from .inject import KEY_COLUMNS, Context, seed_for
+from .injectors import discover
+
+#: lines per visit on average (measured); used to turn a line count into a visit count
+LINES_PER_VISIT = 19.4
+
+
+@dataclass
+class Generated:
+    out: Path
+    tables: dict[str, int]  # rows written per file
+    key_rows: int
+    by_type: dict[str, int] = field(default_factory=dict)  # answer-key rows per rule type
+    seconds: float = 0.0
+
+
+def _fen(col: str) -> pl.Expr:
+    """An integer amount in fen as a decimal string: -1234 -> '-12.34'."""
+    c = pl.col(col)
+    a = c.abs()
+    return pl.when(c.is_null()).then(None).otherwise(
+        pl.format("{}{}.{}", pl.when(c < 0).then(pl.lit("-")).otherwise(pl.lit("")),
+                  (a // 100).cast(pl.Utf8), (a % 100).cast(pl.Utf8).str.zfill(2)))
+
+
+def _ts(col: str) -> pl.Expr:
+    return pl.col(col).dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def build(visits: int, seed: int, types: list[str] | None = None) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Generate the tables (national columns, all text) and the answer key, in memory."""
+    data = generate_clean(visits, seed)
+    ctx = Context(data)
+    injectors = discover()
+    for name, inj in injectors.items():
+        if types is not None and name not in types:
+            continue
+        ctx.current_type, ctx.current_rate = name, inj.rate
+        ctx.rng = np.random.default_rng(seed_for(seed, name))
+        inj.inject(ctx)
+    tables = assemble(ctx)
+    for name, inj in injectors.items():
+        if inj.finish and (types is None or name in types):
+            ctx.current_type, ctx.current_rate = name, inj.rate
+            ctx.rng = np.random.default_rng(seed_for(seed, name + ":finish"))
+            inj.finish(ctx, tables)
+    key = pl.DataFrame(ctx.key, schema={c: pl.Utf8 for c in KEY_COLUMNS}) if ctx.key else pl.DataFrame(schema={c: pl.Utf8 for c in KEY_COLUMNS})
+    key = key.unique(subset=["rule_type", "rule_id", "mdtrt_id", "bkkp_sn"], keep="first", maintain_order=True).sort(
+        "rule_type", "rule_id", "mdtrt_id", "bkkp_sn", nulls_last=True)
+    return tables, key
+
+
+def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
+    """Clean data + the injectors' changes -> the batch tables with national columns (text)."""
+    data = ctx.data
+    lines = data.lines
+    if ctx.new_lines:
+        new = pl.DataFrame(ctx.new_lines, schema=LINE_SCHEMA)
+        lines = pl.concat([lines, new])
+    for bkkp_sn, changes in ctx.line_edits.items():
+        for c, val in changes.items():
+            lines = lines.with_columns(pl.when(pl.col("bkkp_sn") == bkkp_sn).then(pl.lit(val, LINE_SCHEMA[c]))
+                                       .otherwise(pl.col(c)).alias(c))
+    lines = lines.sort("vi", "time", "bkkp_sn")
+    v = data.visits
+    items = pl.DataFrame(
+        {
+            "code": [i.code for i in cat.ITEMS],
+            "hilist_name": [i.name for i in cat.ITEMS],
+            "list_type": [i.list_type for i in cat.ITEMS],
+            "med_chrgitm_type": [i.chrg for i in cat.ITEMS],
+            "chrgitm_lv": [i.lv for i in cat.ITEMS],
+            "p1": [i.price_at(1) for i in cat.ITEMS],
+            "p2": [i.price_at(2) for i in cat.ITEMS],
+            "p3": [i.price_at(3) for i in cat.ITEMS],
+        }
+    )
+    f = (
+        lines.join(v.select("vi", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code", "level", "dept", "doctor", "insutype",
+                            "inpatient"), on="vi", how="left")
+        .join(items, on="code", how="left")
+        .with_columns(
+            cap=pl.when(pl.col("level") >= 3).then("p3").when(pl.col("level") == 2).then("p2").otherwise("p1"),
+        )
+        .with_columns(pric=pl.coalesce("pric", "cap"))
+        .with_columns(amt=pl.col("cnt") * pl.col("pric"))
+        .with_columns(own=(pl.col("amt") * pl.col("ownpay_pct")) // 100)
+    )
+    fee = f.select(
+        "bkkp_sn", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code",
+        _ts("time").alias("fee_ocur_time"),
+        pl.col("code").alias("hilist_code"), "hilist_name",
+        pl.format("{}{}", pl.col("fixmedins_code").str.slice(-4), pl.col("code").str.slice(-8)).alias("medins_list_codg"),
+        pl.col("hilist_name").alias("medins_list_name"),
+        "list_type", "med_chrgitm_type", "chrgitm_lv",
+        pl.col("cnt").cast(pl.Utf8).alias("cnt"),
+        _fen("pric").alias("pric"),
+        _fen("amt").alias("det_item_fee_sumamt"),
+        _fen("cap").alias("pric_uplmt_amt"),
+        _fen("own").alias("fulamt_ownpay_amt"),
+        (pl.col("amt") - pl.col("own")).alias("__inscp"),
+        pl.col("dept").alias("bilg_dept_codg"), pl.col("doctor").alias("bilg_dr_code"),
+        pl.col("appr").alias("hosp_appr_flag"), pl.col("dscg").alias("dscg_tkdrug_flag"),
+        pl.col("prd_days").cast(pl.Utf8).alias("prd_days"),
+        pl.col("init").alias("init_feedetl_sn"),
+    ).with_columns(_fen("__inscp").alias("inscp_amt")).drop("__inscp")
+
+    # settlements: totals of the visit's lines
+    sums = f.group_by("vi").agg(pl.col("amt").sum().alias("tot"), pl.col("own").sum().alias("own"))
+    rate = (pl.when(pl.col("insutype") == "410").then(100).when(pl.col("insutype") == "340").then(95)
+            .when(pl.col("inpatient")).then(pl.when(pl.col("insutype") == "310").then(85).otherwise(70))
+            .otherwise(pl.when(pl.col("insutype") == "310").then(60).otherwise(50)))
+    setl = (
+        v.filter(pl.col("settled")).join(sums, on="vi", how="left")
+        .with_columns(pl.col("tot").fill_null(0), pl.col("own").fill_null(0))
+        .with_columns(inscp=pl.col("tot") - pl.col("own"))
+        .with_columns(fund=(pl.col("inscp") * rate) // 100)
+        .select(
+            "setl_id", "mdtrt_id", "psn_no", "fixmedins_code",
+            _ts("endtime").alias("setl_time"),
+            _fen("tot").alias("medfee_sumamt"), _fen("fund").alias("fund_pay_sumamt"), _fen("fund").alias("hifp_pay"),
+            _fen("own").alias("fulamt_ownpay_amt"), _fen("inscp").alias("inscp_amt"),
+            pl.when(pl.col("refunded")).then(pl.lit("1")).otherwise(pl.lit("0")).alias("refd_setl_flag"),
+        )
+    )
+
+    mdtrt = v.with_columns(
+        dscg_way=pl.when(pl.col("died")).then(pl.lit("5")).when(pl.col("inpatient")).then(pl.lit("1")).otherwise(None),
+        die_date=pl.when(pl.col("died")).then(pl.col("endtime").dt.date()).otherwise(None),
+    )
+    if ctx.visit_edits:
+        ed = pl.DataFrame([{"mdtrt_id": k, **e} for k, e in ctx.visit_edits.items()], infer_schema_length=None)
+        for c in ed.columns:
+            if c == "mdtrt_id":
+                continue
+            e = ed.select("mdtrt_id", pl.col(c).alias("__new")).filter(pl.col("__new").is_not_null())
+            mdtrt = mdtrt.join(e, on="mdtrt_id", how="left").with_columns(
+                pl.coalesce(pl.col("__new").cast(mdtrt.schema[c]), pl.col(c)).alias(c)).drop("__new")
+    mdtrt = mdtrt.select(
+        "mdtrt_id", "psn_no", "psn_name", "gend", pl.col("brdy").dt.strftime("%Y-%m-%d"), "insutype",
+        "fixmedins_code", "fixmedins_name", "hosp_lv", "med_type", _ts("begntime"), _ts("endtime"),
+        pl.when(pl.col("inpatient")).then(pl.col("main_diag")).otherwise(None).alias("dscg_maindiag_code"),
+        pl.col("dept").alias("adm_dept_codg"),
+        pl.when(pl.col("inpatient")).then(pl.col("dept")).otherwise(None).alias("dscg_dept_codg"),
+        pl.col("doctor").alias("chfpdr_code"), "dscg_way",
+        pl.col("die_date").dt.strftime("%Y-%m-%d"), pl.col("ipt_days").cast(pl.Utf8),
+    )
+    names = {c: n for c, (n, _d) in cat.DIAG.items()}
+    diag = data.diag.join(v.select("mdtrt_id", "setl_id", "settled"), on="mdtrt_id").select(
+        "mdtrt_id", pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
+        pl.lit("1").alias("diag_type"), "maindiag_flag", "diag_code",
+        pl.col("diag_code").replace_strict(names, default=None).alias("diag_name"),
+    )
+    oprn = data.oprn.with_columns(_ts("oprn_oprt_date"))
+    tables = {"mdtrt_d": mdtrt, "setl_d": setl, "fee_list_d": fee, "setl_list_diag_d": diag, "setl_list_oprn_d": oprn}
+
+    # knowledge tables: the catalogue (caps = clean prices), purchases covering what was billed
+    hilist = items.select(
+        pl.col("code").alias("hilist_code"), "hilist_name", "list_type", "chrgitm_lv",
+        _fen("p1").alias("lv1_pric"), _fen("p2").alias("lv2_pric"), _fen("p3").alias("lv3_pric"),
+        pl.lit("2020-01-01").alias("begndate"), pl.lit("2099-12-31").alias("enddate"))
+    billed = (f.filter(pl.col("list_type").is_in(["101", "301"]))
+              .group_by("fixmedins_code", "code", pl.col("time").dt.strftime("%Y-%m").alias("period"))
+              .agg(pl.col("cnt").sum().alias("q")))
+    purchases = billed.select(
+        "fixmedins_code", pl.col("code").alias("hilist_code"), "period",
+        ((pl.col("q") * 6) // 5 + 10).cast(pl.Utf8).alias("purchase_cnt"), pl.lit("0").alias("opening_stock_cnt"),
+    ).sort("fixmedins_code", "hilist_code", "period")
+    tables["hilist"] = hilist
+    tables["purchases"] = purchases
+    deaths = ctx.rows.get("psn_death", [])
+    tables["psn_death"] = pl.DataFrame(
+        {"psn_no": [d["psn_no"] for d in deaths], "die_date": [str(d["die_date"]) for d in deaths]},
+        schema={"psn_no": pl.Utf8, "die_date": pl.Utf8})
+    for t, rows in ctx.rows.items():
+        if t == "psn_death" or not rows:
+            continue
+        extra = pl.DataFrame([{k: (None if x is None else str(x)) for k, x in r.items()} for r in rows], infer_schema_length=None)
+        tables[t] = pl.concat([tables[t], extra], how="diagonal_relaxed") if t in tables else extra
+    return tables
+
+
+def write(tables: dict[str, pl.DataFrame], key: pl.DataFrame, out: Path, fmt: str = "csv") -> dict[str, int]:
+    out.mkdir(parents=True, exist_ok=True)
+    for t in tables:
+        for suffix in (".csv", ".parquet", ".xlsx"):
+            stale = out / f"{t}{suffix}"
+            if stale.exists():
+                stale.unlink()
+    written = {}
+    for t, df in tables.items():
+        if fmt == "parquet":
+            df.write_parquet(out / f"{t}.parquet")
+            written[f"{t}.parquet"] = df.height
+        else:
+            df.write_csv(out / f"{t}.csv")
+            written[f"{t}.csv"] = df.height
+    key.write_csv(out / "answer_key.csv")
+    written["answer_key.csv"] = key.height
+    return written
+
+
+def generate(out: str | Path, visits: int | None = None, seed: int = 1, fmt: str = "csv", lines: int | None = None,
+             types: list[str] | None = None) -> Generated:
+    """Write a sample batch folder with ``answer_key.csv``. Give ``visits``, or ``lines`` (approximate)."""
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"format must be csv or parquet, got {fmt!r}")
+    t0 = time.perf_counter()
+    if visits is None:
+        visits = max(1, int(round((lines or 20_000) / LINES_PER_VISIT)))
+    tables, key = build(visits, seed, types)
+    written = write(tables, key, Path(out), fmt)
+    by_type = dict(key.group_by("rule_type").len().sort("rule_type").iter_rows()) if key.height else {}
+    return Generated(Path(out), written, key.height, by_type, time.perf_counter() - t0)
+
+
+__all__ = ["generate", "build", "Generated", "dt"]

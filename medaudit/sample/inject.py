@@ -1,0 +1,156 @@
+"""The injection context: what an injector may read and how it adds violations.
+
+See the package docstring (:mod:`medaudit.sample`) for the contract of an injector.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from . import catalog as cat
+from .clean import LINE_SCHEMA, CleanData, sn
+
+KEY_COLUMNS = ["rule_type", "rule_id", "mdtrt_id", "bkkp_sn", "note"]
+
+
+@dataclass
+class Injector:
+    """One violation type's injector. ``inject(ctx)`` adds violations and writes the key."""
+
+    type: str  # the rule type it injects (module name = type name)
+    inject: Callable[["Context"], None]
+    rate: float = 0.02  # share of visits to break
+    finish: Callable[["Context", dict[str, pl.DataFrame]], None] | None = None  # after derived tables
+
+
+@dataclass
+class Context:
+    data: CleanData
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    key: list[dict] = field(default_factory=list)
+    new_lines: list[dict] = field(default_factory=list)
+    line_edits: dict[str, dict] = field(default_factory=dict)
+    visit_edits: dict[str, dict] = field(default_factory=dict)
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    current_type: str = ""
+    current_rate: float = 0.02
+
+    def __post_init__(self) -> None:
+        self.visits = self.data.visits
+        self._used = np.zeros(self.visits.height, dtype=bool)
+        lines = self.data.lines
+        vi = lines["vi"].to_numpy()
+        self._starts = np.searchsorted(vi, np.arange(self.visits.height + 1))
+        self._lines = lines
+        self._next = self.data.next_sn
+        self._by_id = {m: i for i, m in enumerate(self.visits["mdtrt_id"].to_list())}
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def n_visits(self) -> int:
+        return self.visits.height
+
+    def count(self, rate: float | None = None) -> int:
+        """How many visits to break at ``rate`` (default: the injector's rate), at least 1."""
+        return max(1, int(round((self.current_rate if rate is None else rate) * self.n_visits)))
+
+    def lines_of(self, visit: dict | str) -> pl.DataFrame:
+        """The clean lines of one visit (internal columns: bkkp_sn, code, cnt, time, ...)."""
+        vi = visit["vi"] if isinstance(visit, dict) else self._by_id[visit]
+        return self._lines.slice(int(self._starts[vi]), int(self._starts[vi + 1] - self._starts[vi]))
+
+    def item(self, code: str) -> cat.Item:
+        return cat.BY_CODE[code]
+
+    def price(self, code: str, visit: dict) -> int:
+        """The clean unit price (fen) of an item at the visit's institution."""
+        return cat.BY_CODE[code].price_at(int(visit["level"]))
+
+    # ------------------------------------------------------------------ choosing visits
+    def take_visits(self, n: int, where: pl.Expr | None = None, plain: bool = True) -> list[dict]:
+        """Pick up to ``n`` visits matching ``where`` that no other injector has used, and mark
+        them used. By default only plain visits (settled, not refunded, no refund or self-paid
+        line), so every line of the visit is screened at its full amount."""
+        mask = np.ones(self.n_visits, dtype=bool) if where is None else self.visits.select(where.fill_null(False)).to_series().to_numpy()
+        if plain:
+            mask &= self.visits["plain"].to_numpy()
+        mask &= ~self._used
+        pool = np.flatnonzero(mask)
+        if not len(pool):
+            return []
+        chosen = np.sort(self.rng.choice(pool, size=min(n, len(pool)), replace=False))
+        self._used[chosen] = True
+        return self.visits[chosen.tolist()].to_dicts()
+
+    def use_visit(self, visit: dict | str) -> None:
+        """Mark a visit used without picking it (e.g. another visit of a person you touched)."""
+        vi = visit["vi"] if isinstance(visit, dict) else self._by_id[visit]
+        self._used[vi] = True
+
+    def used(self, visit: dict | str) -> bool:
+        vi = visit["vi"] if isinstance(visit, dict) else self._by_id[visit]
+        return bool(self._used[vi])
+
+    # ------------------------------------------------------------------ changing the data
+    def add_line(self, visit: dict, code: str, time: dt.datetime, cnt: int = 1, **kw: Any) -> str:
+        """Add a fee line to a visit; returns its bkkp_sn. ``kw`` may set ``pric`` (fen),
+        ``ownpay_pct``, ``appr``, ``dscg``, ``prd_days``, ``init`` (see clean.LINE_SCHEMA)."""
+        if code not in cat.BY_CODE:
+            raise KeyError(f"{code} is not in medaudit.sample.catalog.ITEMS")
+        bad = set(kw) - set(LINE_SCHEMA)
+        if bad:
+            raise TypeError(f"unknown line fields {sorted(bad)}")
+        bkkp_sn = sn(self._next)
+        self._next += 1
+        row = {"vi": visit["vi"], "bkkp_sn": bkkp_sn, "code": code, "cnt": cnt, "time": time,
+               "pric": None, "ownpay_pct": 0, "appr": "1", "dscg": None, "prd_days": None, "init": None}
+        row.update(kw)
+        self.new_lines.append(row)
+        return bkkp_sn
+
+    def edit_line(self, bkkp_sn: str, **changes: Any) -> None:
+        """Change fields of a clean line (same names as add_line's keywords, plus cnt, time, code)."""
+        self.line_edits.setdefault(bkkp_sn, {}).update(changes)
+
+    def edit_visit(self, mdtrt_id: str, **changes: Any) -> None:
+        """Change mdtrt_d fields of a visit (national names: dscg_way, die_date, ipt_days, ...)."""
+        self.visit_edits.setdefault(mdtrt_id, {}).update(changes)
+
+    def add_row(self, table: str, **row: Any) -> None:
+        """Add a row to another table of the batch: psn_death, setl_list_diag_d, setl_list_oprn_d,
+        purchases, hilist (national column names)."""
+        self.rows.setdefault(table, []).append(row)
+
+    def expect(self, rule_id: str, visit: dict | str, bkkp_sn: str | None, note: str = "", rule_type: str | None = None) -> None:
+        """Write one answer-key row: this rule must flag this line (bkkp_sn None: the visit as a whole)."""
+        mdtrt_id = visit["mdtrt_id"] if isinstance(visit, dict) else visit
+        self.key.append({"rule_type": rule_type or self.current_type, "rule_id": rule_id, "mdtrt_id": mdtrt_id,
+                         "bkkp_sn": bkkp_sn, "note": note})
+
+    # ------------------------------------------------------------------ time helpers
+    @staticmethod
+    def day_of(visit: dict, offset: int) -> dt.date:
+        return visit["begntime"].date() + dt.timedelta(days=offset)
+
+    @staticmethod
+    def at(day: dt.date, hh: int, mm: int = 0, ss: int = 0) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(hh, mm, ss))
+
+    def time_in(self, visit: dict) -> dt.datetime:
+        """A time inside an outpatient visit (between its start and end), or on day 1 of a stay."""
+        b, e = visit["begntime"], visit["endtime"] or visit["begntime"] + dt.timedelta(hours=3)
+        if visit["inpatient"] and visit["bed_days"] >= 2:
+            return self.at(self.day_of(visit, 1), 9, int(self.rng.integers(0, 60)), int(self.rng.integers(0, 60)))
+        span = max(int((e - b).total_seconds()) - 60, 1)
+        return b + dt.timedelta(seconds=int(self.rng.integers(1, span)))
+
+
+def seed_for(seed: int, name: str) -> int:
+    """A stable per-injector seed, so one injector's picks do not depend on another's draws."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (1 << 63)
