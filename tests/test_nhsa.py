@@ -256,3 +256,26 @@ def test_screening_with_the_imported_library(imported, tmp_path):
     assert list(got[("NHSA-B3-DRUG-INSUTYPE", ipt)]["violating"]) == [scar]
     assert list(got[("NHSA-B6-DRUG-COURSE", ipt)]["violating"]) == [bnp]
     assert list(got[("NHSA-B8-4-ITEM-PERIOD", hba1c[1][0])]["violating"]) == [hba1c[1][1]]
+
+
+@needs_workbooks
+def test_a_code_in_several_surgery_groups_counts_in_each(imported, tmp_path):
+    """Batch 2 puts 肠粘连松解术 in four surgery groups: it is judged within every one of them."""
+    out, _res = imported
+    b = Batch()
+    v = b.visit(med_type="21", begntime="2026-03-01 08:00:00", endtime="2026-03-09 10:00:00")
+    # 胃肠手术组: 食管再造术 is the main operation, 肠粘连松解术 at full price is a secondary one
+    main = b.line(v, "003310010180000", hilist_name="食管再造术", pric="3000", pric_uplmt_amt="3000",
+                  time="2026-03-02 09:00:00")
+    adhesion = b.line(v, "003310030080000", hilist_name="肠粘连松解术", pric="1000", pric_uplmt_amt="1000",
+                      time="2026-03-02 10:00:00")
+    # 肝胆手术组: 肠粘连松解术 is the main operation there, 开腹肝活检术 at full price the secondary one
+    biopsy = b.line(v, "003310050020000", hilist_name="开腹肝活检术", pric="800", pric_uplmt_amt="800",
+                    time="2026-03-02 11:00:00")
+    con = db.connect(tmp_path / "t.duckdb")
+    load_batch(b.write(tmp_path / "batch"), con)
+    screen(con, load_library(out))
+    (f,) = [f for f in findings(con) if f["rule_id"] == "NHSA-B2-ITEM-SECONDARY"]
+    assert f["violating"] == {adhesion: pytest.approx(500), biopsy: pytest.approx(400)}
+    assert main in f["related"]
+    assert "胃肠手术组" in f["evidence"] and "肝胆手术组" in f["evidence"]

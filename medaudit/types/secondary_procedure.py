@@ -57,6 +57,7 @@ RULE_TYPE = RuleType(
         Param("rate", "number", "share of the full price a secondary operation may be billed at", default=Decimal("0.5"),
               check=_rate),
     ),
+    dedupe_lines=False,  # one code may belong to several groups (national batch 2): judged in each
     query=f"""
         WITH s AS (
             SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap('m')}) AS full_pric FROM {{m}} m
