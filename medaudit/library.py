@@ -126,10 +126,33 @@ def _date(value: Any) -> dt.date:
     return dt.date.fromisoformat(str(value))
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps an impossible date (2026-13-01) as text, so the rule check can
+    report it with the rule and the field instead of the YAML parser failing on the file."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
 def _read_item_table(path: Path) -> pl.DataFrame:
+    """An item table as text columns; UTF-8 (with or without BOM) or GB18030, as Excel saves it."""
     raw = path.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            raw = raw.decode("gb18030").encode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"not UTF-8 or GB18030 text (byte {e.start})") from None
     return pl.read_csv(raw, infer_schema=False)
 
 
@@ -224,10 +247,12 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
         if k not in known:
             bad(f"params.{k} is not a parameter of {rtype.name} (it takes: {', '.join(sorted(known)) or 'none'})")
     params: dict[str, Any] = {}
+    row_missing: set[str] = set()  # required params reported as wrong or empty already
     for p in rtype.params:
         v, err = p.parse(params_raw.get(p.name))
         if err:
             bad(f"params.{p.name} {err}")
+            row_missing.add(p.name)  # reported as wrong already, not again as missing
         params[p.name] = v if v is not None else p.default
 
     # items
@@ -281,7 +306,12 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
                 v, err = rtype.param(name).parse(rec[name])
                 if err:
                     problems.append(f"{label}: {name} {err}")
+                    row_missing.add(name)
                 ip[name] = v
+            elif name in rec and rtype.param(name).required and params.get(name) is None and name not in row_missing:
+                # the table has the column but this row leaves it empty, with no rule-level value
+                problems.append(f"{label}: {name} is empty, and params.{name} is not given")
+                row_missing.add(name)
         items.append(Item(str(code) if code else None, str(prefix) if prefix else None, rec.get("name"), ip))
 
     if rtype.items == "required" and not items and not problems[start:]:
@@ -291,7 +321,7 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
 
     # required parameters: rule-level or on every item
     for p in rtype.params:
-        if p.required and params.get(p.name) is None:
+        if p.required and params.get(p.name) is None and p.name not in row_missing:
             if not (p.per_item and items and all(i.params.get(p.name) is not None for i in items)):
                 bad(f"params.{p.name} is required" + (" (here or as a column of the item table)" if p.per_item else ""))
     if rtype.validate and len(problems) == start:
@@ -346,7 +376,7 @@ def load_library(path: str | Path) -> Library:
     for f in files:
         source = str(f)
         try:
-            doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+            doc = yaml.load(f.read_text(encoding="utf-8"), Loader=_Loader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f" line {mark.line + 1}" if mark else ""

@@ -3,7 +3,9 @@
 **What it flags.** On an inpatient visit, the net quantity of the rule's items (summed over
 all of them: a ward bed and a single-room bed are both bed days) above the length of stay plus
 `tolerance`. Length of stay is `ipt_days` when recorded, else `date(endtime) - date(begntime)`,
-at least 1. Visits without an end (still in hospital) are not judged. The excess is taken from
+at least 1. Visits without an end (still in hospital) are not judged, unless `ipt_days` is
+recorded; for the same reason the type runs at `in_process` (discharged, not yet settled) and
+`post_hoc` only, never at `pre_alert`. The excess is taken from
 the latest lines first; those are the violating lines, the visit's other lines of the items
 are related.
 
@@ -35,6 +37,8 @@ RULE_TYPE = RuleType(
     mode="excess_qty",
     doc=__doc__,
     params=(Param("tolerance", "int", "days allowed above the length of stay", default=0, minimum=0),),
+    # it needs the whole stay: a prospective order (pre_alert) has no length of stay to compare with
+    stages=("in_process", "post_hoc"),
     query=f"""
         WITH v AS (
             SELECT *, sum(cnt) OVER (PARTITION BY rule_key, mdtrt_id) AS total_qty
