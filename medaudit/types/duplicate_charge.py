@@ -11,7 +11,11 @@ line of a visit when a main-code line of the same visit lies in the window:
 | `hours:N` | less than N hours away (either side) |
 | `same_hour` | on the same date and in the same clock hour |
 
-The secondary line is violating; every main line in its window is a related line. This also
+The secondary line is violating; every main line in its window is a related line. A pair may
+name one code as both main and secondary (a registration billed twice a day): then the first
+line (by time, then `bkkp_sn`) stands and every later copy in the window is the duplicate. The
+main line counts even when it is self-paid: the service was charged once already. A secondary
+line the fund did not pay for (class C, switched to self-pay) is not flagged. This also
 covers unbundled packages and panels (分解收费): the package is the main item, its parts are
 the secondary ones.
 
@@ -67,6 +71,8 @@ RULE_TYPE = RuleType(
                    abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time)) AS gap_s
             FROM s JOIN lines mn
               ON mn.mdtrt_id = s.mdtrt_id AND mn.hilist_code = s.main_code AND mn.bkkp_sn <> s.bkkp_sn
+             -- a pair of one code with itself: the first line stands, the later copies are duplicates
+             AND (s.main_code <> s.hilist_code OR (mn.fee_ocur_time, mn.bkkp_sn) < (s.fee_ocur_time, s.bkkp_sn))
             WHERE CASE
                 WHEN s.window = 'same_day' THEN mn.fee_date = s.fee_date
                 WHEN s.window = 'same_visit' THEN TRUE

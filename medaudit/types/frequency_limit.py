@@ -24,7 +24,7 @@ the line's deductible. A self-paid line that holds excess units absorbs them wit
 ```
 
 Two bed-fee lines of 1 day each on 2026-03-02 flag the later one:
-`项目【普通病房床位费】(001109000010000) 每日限 1，2026-03-02 共收费 2，超出 1`.
+`项目【普通病房床位费】(001109000010000) 每日限 1，2026-03-02 共收费 2，超出 1，按单价 30.00 元计；2026-03-02 18:00 收费 1 次，金额 30.00 元，其中 1 超出`.
 """
 
 from .base import ITEM_REF, Param, RuleType, excess_allocation
@@ -48,11 +48,17 @@ RULE_TYPE = RuleType(
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role,
                claim, '' AS ev_head,
-               CASE WHEN row_number() OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date
-                                            ORDER BY fee_ocur_time DESC, bkkp_sn DESC) = 1
-                    THEN {ITEM_REF} || ' 每日限 ' || qty(max_per_day) || '，' || strftime(fee_date, '%Y-%m-%d')
-                         || ' 共收费 ' || qty(day_qty) || '，超出 ' || qty(excess)
-                         || '，按单价 ' || yuan(pric) || ' 元计' END AS ev_line
+               concat_ws('；',
+                   -- the day's summary, on its earliest line so it leads that day's evidence
+                   CASE WHEN row_number() OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date
+                                                ORDER BY fee_ocur_time, bkkp_sn) = 1
+                        THEN {ITEM_REF} || ' 每日限 ' || qty(max_per_day) || '，' || strftime(fee_date, '%Y-%m-%d')
+                             || ' 共收费 ' || qty(day_qty) || '，超出 ' || qty(excess)
+                             || '，按单价 ' || yuan(pric) || ' 元计' END,
+                   -- each deducted line: when, how much, and how many of its units are excess
+                   CASE WHEN claim > 0
+                        THEN strftime(fee_ocur_time, '%Y-%m-%d %H:%M') || ' 收费 ' || qty(cnt) || ' 次，金额 '
+                             || yuan(amt) || ' 元，其中 ' || qty(excess_units) || ' 超出' END) AS ev_line
         FROM alloc
     """,
 )

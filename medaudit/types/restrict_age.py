@@ -28,7 +28,7 @@ pays for. National batches 1 and 8-2.
   params: {group: 儿童}
 ```
 
-gives `患者年龄 35 岁；项目【儿童龋齿预防保健】(001302000010000) 限儿童（18岁以下）使用，...`.
+gives `患者出生日期 1990-05-05；项目【儿童龋齿预防保健】(001302000010000) 限儿童（18岁以下）使用，收费时患者 35 岁；2026-03-02 收费 1 次，金额 25.00 元`.
 """
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
@@ -65,13 +65,13 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH a AS (
             SELECT *,
-                CASE group
+                CASE "group"
                     WHEN '新生儿' THEN age_days >= neonate_days
                     WHEN '婴幼儿' THEN age_years >= infant_years
                     WHEN '儿童' THEN age_years >= child_years
                     ELSE (min_age IS NOT NULL AND age_years < min_age) OR (max_age IS NOT NULL AND age_years > max_age)
                 END AS outside,
-                CASE group
+                CASE "group"
                     WHEN '新生儿' THEN '新生儿（出生' || neonate_days || '天内）'
                     WHEN '婴幼儿' THEN '婴幼儿（' || infant_years || '岁以下）'
                     WHEN '儿童' THEN '儿童（' || child_years || '岁以下）'
@@ -82,7 +82,7 @@ RULE_TYPE = RuleType(
             FROM {{m}})
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
                '患者出生日期 ' || strftime(brdy, '%Y-%m-%d') AS ev_head,
-               {ITEM_REF} || ' 限' || allowed_text || '使用，收费时患者'
+               {ITEM_REF} || ' 限' || allowed_text || '使用，收费时患者 '
                    || CASE WHEN age_years < 1 THEN age_days || ' 天' ELSE age_years || ' 岁' END
                    || '；' || {LINE_FACT} AS ev_line
         FROM a WHERE outside AND deductible > 0

@@ -37,7 +37,7 @@ RULE_TYPE = RuleType(
     query=f"""
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
                '患者险种为 ' || insutype || '（' || insutype_cn(insutype) || '）' AS ev_head,
-               {ITEM_REF} || ' 限 ' || array_to_string(list_transform(allowed, x -> x || '（' || insutype_cn(x) || '）'), '、')
+               {ITEM_REF} || ' 限 ' || array_to_string(list_transform(allowed, lambda x: x || '（' || insutype_cn(x) || '）'), '、')
                    || ' 支付，' || {LINE_FACT} AS ev_line
         FROM {{m}}
         WHERE NOT list_contains(allowed, insutype) AND deductible > 0
