@@ -1,0 +1,187 @@
+"""水位异常 peer_outlier: a doctor, department or institution far above its peers.
+
+**What it flags.** Per calendar month (of the visits' start) and rule, every entity whose
+metric is above the given percentile of its peer group; the finding names the entity, its
+value, the peer percentile value and its rank. A profiling warning: no lines, no money.
+
+- `entity`: `doctor` (the visit's attending doctor `chfpdr_code`, else the doctor who ordered
+  most of its amount), `department` (`dscg_dept_codg`, else `adm_dept_codg`, else the
+  ordering department with most of its amount) or `institution`. Doctors and departments are
+  entities within their institution (`D01` of H001 and `D01` of H002 are two departments).
+- `metric`, over the screened lines of the entity's visits that month:
+
+  | metric | value | visits counted |
+  |---|---|---|
+  | `drug_share` 药占比 | drug amount (list_type 101, 102) / total amount | all |
+  | `consumable_share` 耗材占比 | consumables (list_type 301) / total amount | all |
+  | `exam_lab_share` 检查检验占比 | examinations and lab tests (med_chrgitm_type 03, 04) / total | all |
+  | `cost_per_visit` 次均费用 | total amount / visits | all |
+  | `los` 平均住院日 | mean length of stay | inpatient visits with an end |
+  | `readmission_rate` 再入院率 | share of inpatient admissions that begin 0-15 days after a discharge from the same institution (any diagnosis, planned Z51 stays left out; same test as `readmission`) | inpatient visits |
+
+  Amounts are net line amounts (refunds subtracted). Use the rule's `scope.med_types` to
+  compare like with like (for instance `cost_per_visit` over general inpatient stays only).
+- `peer_by`: `level` (entities of institutions of the same level), `department` (doctors of
+  the same main department code, or departments with the same code, across institutions;
+  not for `institution`) or `none` (all entities of the kind).
+- `percentile` (default 95): the peer value is the linear-interpolation percentile of the
+  peers' values (as `quantile_cont`). An entity is flagged when its value is strictly above it.
+- `min_visits` (default 30): entities with fewer visits counted that month are neither judged
+  nor peers. A peer group of fewer than 5 entities is not judged: a percentile of three
+  values says nothing.
+
+The rule's validity and scope are applied to each visit (its start date, med_type, level,
+institution). The finding has no lines: its institution, department and doctor are the
+entity's, its period is the month. Findings are warnings (status `warning`) at every stage:
+there is no money to review or appeal; they feed in-process supervision (事中, 水位分析) and
+the choice of targets for on-site checks.
+
+**Why it matters.** A doctor whose drug share is far above colleagues of the same department,
+or a hospital whose cost per visit tops its level, is where over-prescribing, induced demand
+and upcoding concentrate. Profiling points the auditors there before any single claim breaks
+a rule.
+
+**Deduction.** `none`.
+
+**Example.**
+
+```yaml
+- id: R-PEER-001
+  version: 1
+  name: 医师药占比高于同科室第95百分位
+  type: peer_outlier
+  params: {entity: doctor, metric: drug_share, peer_by: department, percentile: 95, min_visits: 30}
+```
+
+gives `医师 DR07（机构 H001，科室 D01）2026-03 药占比 62.5%（就诊 40 人次），高于同科室（D01）
+医师第 95 百分位 48.3%；在 20 名医师中排第 1`.
+"""
+
+from .base import LIVE_VISITS, Param, RuleType, rule_applies
+from .readmission import excluded_condition, pair_condition
+
+MIN_PEERS = 5
+
+_NOUN = "CASE entity WHEN 'doctor' THEN '医师' WHEN 'department' THEN '科室' ELSE '机构' END"
+_METRIC_CN = """CASE metric WHEN 'drug_share' THEN '药占比' WHEN 'consumable_share' THEN '耗材占比'
+                    WHEN 'exam_lab_share' THEN '检查检验占比' WHEN 'cost_per_visit' THEN '次均费用'
+                    WHEN 'los' THEN '平均住院日' ELSE '15天内再入院率' END"""
+
+
+def _fmt(x: str) -> str:
+    return f"""CASE WHEN metric = 'cost_per_visit' THEN printf('%.2f 元', {x})
+                    WHEN metric = 'los' THEN printf('%.1f 天', {x})
+                    ELSE printf('%.1f%%', {x} * 100) END"""
+
+
+def _validate(params: dict) -> str | None:
+    if params.get("peer_by") == "department" and params.get("entity") == "institution":
+        return "params.peer_by department needs entity doctor or department (institutions have no department)"
+    return None
+
+
+def _check_percentile(v) -> str | None:
+    return None if 0 < v < 100 else f"must be above 0 and below 100, got {v}"
+
+
+RULE_TYPE = RuleType(
+    name="peer_outlier",
+    title="水位异常",
+    nature="不合理诊疗",
+    mode="none",
+    doc=__doc__,
+    items="none",
+    default_severity="suspect",
+    stages=("in_process", "post_hoc"),
+    validate=_validate,
+    params=(
+        Param("entity", "choice", "who is profiled", required=True, choices=("doctor", "department", "institution")),
+        Param("metric", "choice", "what is measured", required=True,
+              choices=("drug_share", "consumable_share", "exam_lab_share", "cost_per_visit", "los", "readmission_rate")),
+        Param("peer_by", "choice", "who the peers are", default="level", choices=("level", "department", "none")),
+        Param("percentile", "number", "flag above this percentile of the peers", default=95, check=_check_percentile),
+        Param("min_visits", "int", "visits an entity needs in the month to be judged", default=30, minimum=1),
+    ),
+    query=f"""
+        WITH rp AS (SELECT p.rule_key, p.entity, p.metric, p.peer_by, p.percentile, p.min_visits, r.* EXCLUDE (rule_key)
+                    FROM {{p}} p JOIN r_all r USING (rule_key)),
+        vl AS (
+            SELECT mdtrt_id, sum(amt) AS amt,
+                   coalesce(sum(amt) FILTER (WHERE list_type IN ('101', '102')), 0) AS drug_amt,
+                   coalesce(sum(amt) FILTER (WHERE list_type = '301'), 0) AS cons_amt,
+                   coalesce(sum(amt) FILTER (WHERE med_chrgitm_type IN ('03', '04')), 0) AS exlab_amt,
+                   arg_max(bilg_dr_code, amt) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
+                   arg_max(bilg_dept_codg, amt) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
+            FROM lines GROUP BY mdtrt_id),
+        live AS (SELECT * FROM {LIVE_VISITS}),
+        readm AS (   -- admissions that are readmissions (as the readmission type's defaults, any diagnosis)
+            SELECT DISTINCT c.mdtrt_id FROM live c JOIN live a ON {pair_condition('c', 'a', '15', 'TRUE', '0')}
+            WHERE c.inpatient AND NOT {excluded_condition('c', "['Z51']")}),
+        vv AS (
+            SELECT v.mdtrt_id, v.fixmedins_code, v.inst_level, v.med_type, v.inpatient, v.los, v.begin_date,
+                   strftime(v.begntime, '%Y-%m') AS month, vl.amt, vl.drug_amt, vl.cons_amt, vl.exlab_amt,
+                   coalesce(v.chfpdr_code, vl.line_dr) AS dr,
+                   coalesce(v.dscg_dept_codg, v.adm_dept_codg, vl.line_dept) AS dept,
+                   v.mdtrt_id IN (SELECT mdtrt_id FROM readm) AS readmitted
+            FROM live v JOIN vl USING (mdtrt_id)),
+        ev AS (
+            SELECT rp.rule_key, rp.entity, rp.metric, rp.peer_by, rp.percentile, rp.min_visits, vv.*,
+                   CASE rp.entity WHEN 'doctor' THEN vv.dr WHEN 'department' THEN vv.dept ELSE vv.fixmedins_code END AS ent
+            FROM rp JOIN vv ON {rule_applies('rp', 'vv.begin_date', 'vv')}
+            WHERE (rp.metric NOT IN ('los', 'readmission_rate') OR vv.inpatient)
+              AND (rp.metric <> 'los' OR vv.los IS NOT NULL)),
+        ent AS (
+            SELECT rule_key, month, fixmedins_code, ent,
+                   any_value(entity) AS entity, any_value(metric) AS metric, any_value(peer_by) AS peer_by,
+                   any_value(percentile) AS percentile, any_value(min_visits) AS min_visits,
+                   count(*) AS n, max(inst_level) AS inst_level,
+                   CASE any_value(metric)
+                        WHEN 'drug_share' THEN sum(drug_amt)::DOUBLE / nullif(sum(amt), 0)::DOUBLE
+                        WHEN 'consumable_share' THEN sum(cons_amt)::DOUBLE / nullif(sum(amt), 0)::DOUBLE
+                        WHEN 'exam_lab_share' THEN sum(exlab_amt)::DOUBLE / nullif(sum(amt), 0)::DOUBLE
+                        WHEN 'cost_per_visit' THEN sum(amt)::DOUBLE / count(*)
+                        WHEN 'los' THEN avg(los)::DOUBLE
+                        ELSE avg(CASE WHEN readmitted THEN 1.0 ELSE 0.0 END)::DOUBLE END AS value
+            FROM ev WHERE ent IS NOT NULL GROUP BY rule_key, month, fixmedins_code, ent),
+        md AS (      -- an entity's main department: the one of most of its visits (ties: the smallest code)
+            SELECT rule_key, month, fixmedins_code, ent, arg_min(dept, (-k, dept)) AS main_dept
+            FROM (SELECT rule_key, month, fixmedins_code, ent, dept, count(*) AS k FROM ev
+                  WHERE ent IS NOT NULL AND dept IS NOT NULL GROUP BY ALL)
+            GROUP BY ALL),
+        elig AS (
+            SELECT *, CASE peer_by WHEN 'level' THEN CAST(inst_level AS VARCHAR)
+                                   WHEN 'department' THEN CASE WHEN entity = 'department' THEN ent ELSE main_dept END
+                                   ELSE '' END AS peer_key
+            FROM ent LEFT JOIN md USING (rule_key, month, fixmedins_code, ent)
+            WHERE n >= min_visits AND value IS NOT NULL),
+        peers AS (
+            SELECT rule_key, month, peer_key, count(*) AS n_peers, list_sort(list(value)) AS vals,
+                   (count(*) - 1) * any_value(percentile) / 100.0 AS h
+            FROM elig WHERE peer_key IS NOT NULL GROUP BY rule_key, month, peer_key),
+        pv AS (
+            SELECT *, vals[floor(h)::INTEGER + 1]
+                      + (h - floor(h)) * (vals[least(floor(h)::INTEGER + 2, n_peers)] - vals[floor(h)::INTEGER + 1]) AS pval
+            FROM peers WHERE n_peers >= {MIN_PEERS}),
+        ranked AS (
+            SELECT e.*, pv.pval, pv.n_peers,
+                   rank() OVER (PARTITION BY e.rule_key, e.month, e.peer_key ORDER BY e.value DESC) AS rnk
+            FROM elig e JOIN pv USING (rule_key, month, peer_key))
+        SELECT rule_key, entity || '|' || fixmedins_code || '|' || ent || '|' || month AS finding_key,
+               NULL AS mdtrt_id, NULL AS bkkp_sn, 'violating' AS role, 0 AS claim,
+               CASE entity WHEN 'doctor' THEN '医师 ' || ent || '（机构 ' || fixmedins_code || coalesce('，科室 ' || main_dept, '') || '）'
+                           WHEN 'department' THEN '科室 ' || ent || '（机构 ' || fixmedins_code || '）'
+                           ELSE '机构 ' || ent || ' ' END
+                   || month || ' ' || {_METRIC_CN} || ' ' || {_fmt('value')}
+                   || '（' || CASE WHEN metric IN ('los', 'readmission_rate') THEN '住院 ' ELSE '就诊 ' END || n || ' 人次），高于'
+                   || CASE peer_by WHEN 'level' THEN '同级（' || level_cn(inst_level) || '）'
+                                   WHEN 'department' THEN '同科室（' || peer_key || '）' ELSE '全部' END
+                   || {_NOUN} || '第 ' || qty(percentile) || ' 百分位 ' || {_fmt('pval')}
+                   || '；在 ' || n_peers || ' 个' || {_NOUN} || '中排第 ' || rnk AS ev_head,
+               NULL AS ev_line,
+               fixmedins_code,
+               CASE WHEN entity = 'department' THEN ent WHEN entity = 'doctor' THEN main_dept END AS dept_code,
+               CASE WHEN entity = 'doctor' THEN ent END AS dr_code,
+               month AS period
+        FROM ranked WHERE value > pval
+    """,
+)
