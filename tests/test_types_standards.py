@@ -105,11 +105,28 @@ def test_frequency_self_paid_line_absorbs_excess_without_a_claim(tmp_path):
     v = inpatient(b)
     a = b.line(v, BED, pric="30", time="2026-03-02 08:00:00")
     c = b.line(v, BED, pric="30", time="2026-03-02 20:00:00", chrgitm_lv="03")
-    found = b.screen(tmp_path, FREQ)
-    # the excess unit is the self-paid one: the fund paid nothing for it, nothing to deduct
-    violating, related = lines_of(found)
-    assert violating == {} and D(sum(f["deduction_amt"] for f in found)) == 0
-    assert set(related) <= {a, c}
+    # the excess unit is the self-paid one: the fund paid for 1 bed day, within the limit
+    assert b.screen(tmp_path, FREQ) == []
+    e = b.line(v, BED, pric="30", time="2026-03-02 21:00:00")  # a third, paid by the fund
+    (tmp_path / "2").mkdir()
+    (f,) = b.screen(tmp_path / "2", FREQ)
+    # 3 units, limit 1: excess 2 = e (claimed) + c (self-paid, absorbs one unit without a claim)
+    assert f["violating"] == {e: D("30")} and f["related"] == sorted([a, c])
+    assert f["evidence"] == (
+        "项目【项目0000】(001109000010000) 每日限 1，2026-03-02 共收费 3，超出 2，按单价 30.00 元计；"
+        "2026-03-02 21:00 收费 1 次，金额 30.00 元，其中 1 超出"
+    )
+
+
+def test_frequency_a_quiet_day_adds_no_context_to_the_visits_finding(tmp_path):
+    b = Batch()
+    v = inpatient(b)
+    b.line(v, BED, time="2026-03-02 08:00:00")
+    b.line(v, BED, time="2026-03-02 09:00:00", chrgitm_lv="03")  # excess, self-paid
+    x = b.line(v, BED, time="2026-03-03 08:00:00")
+    y = b.line(v, BED, time="2026-03-03 09:00:00")
+    (f,) = b.screen(tmp_path, FREQ)
+    assert f["violating"] == {y: D("10")} and f["related"] == [x]
 
 
 def test_frequency_hours_per_day_and_per_item_limits(tmp_path):
@@ -314,6 +331,24 @@ def test_bed_days_open_stay_outpatient_and_refunds(tmp_path):
     assert b.screen(tmp_path, BEDS) == []
     (tmp_path / "ip").mkdir()
     assert b.screen(tmp_path / "ip", BEDS, stage="in_process") == []
+
+
+def test_bed_days_excess_on_self_paid_lines_only_is_not_flagged(tmp_path):
+    b = Batch()
+    v = stay(b)
+    b.line(v, BED, cnt="5", time="2026-03-01 08:00:00")
+    b.line(v, BED2, cnt="1", time="2026-03-06 08:00:00", hosp_appr_flag="2")
+    assert b.screen(tmp_path, BEDS) == []
+
+
+def test_bed_days_partly_self_paid_excess_line(tmp_path):
+    b = Batch()
+    v = stay(b)
+    b.line(v, BED, cnt="4", pric="30", time="2026-03-01 08:00:00")
+    late = b.line(v, BED2, cnt="3", pric="80", fulamt_ownpay_amt="90", time="2026-03-06 08:00:00")
+    (f,) = b.screen(tmp_path, BEDS)
+    # excess 2 of the 3 units: 2 x 80 x (240 - 90) / 240 = 100.00
+    assert f["violating"] == {late: D("100")}
 
 
 def test_bed_days_ipt_days_wins_and_same_day_stay_counts_one(tmp_path):

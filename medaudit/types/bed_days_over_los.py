@@ -44,13 +44,15 @@ RULE_TYPE = RuleType(
             SELECT *, sum(cnt) OVER (PARTITION BY rule_key, mdtrt_id) AS total_qty
             FROM {{m}} WHERE inpatient AND los IS NOT NULL),
         over AS (SELECT *, total_qty - (los + tolerance) AS excess FROM v WHERE total_qty > los + tolerance),
-        alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id')})
+        alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id')}),
+        -- excess only on lines the fund did not pay for costs the fund nothing: no finding
+        claimed AS (SELECT * FROM alloc QUALIFY max(claim) OVER (PARTITION BY rule_key, mdtrt_id) > 0)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role, claim,
                '住院 ' || strftime(begntime, '%Y-%m-%d') || ' 至 ' || coalesce(strftime(endtime, '%Y-%m-%d'), '')
                    || '，住院天数 ' || los || ' 天' || CASE WHEN tolerance > 0 THEN '（允许多 ' || tolerance || ' 天）' ELSE '' END
                    || '，床位/护理类项目共收费 ' || qty(total_qty) || '，超出 ' || qty(excess) AS ev_head,
                CASE WHEN claim > 0 THEN {ITEM_REF} || ' ' || {LINE_FACT} || '，其中 ' || qty(excess_units) || ' 超出' END AS ev_line
-        FROM alloc
+        FROM claimed
     """,
 )

@@ -10,7 +10,9 @@ violating lines, the day's other lines of the code are related lines.
 money for a service that cannot have been given. National batch 8-1 lists 67 daily limits.
 
 **Deduction.** `excess_qty`: excess units x unit price x the line's fund share, never more than
-the line's deductible. A self-paid line that holds excess units absorbs them without a claim.
+the line's deductible. A self-paid line that holds excess units absorbs them without a claim;
+a day whose excess lies only on such lines is not flagged at all (the fund paid for no more
+than the limit).
 
 **Example.**
 
@@ -44,11 +46,14 @@ RULE_TYPE = RuleType(
             SELECT *, sum(cnt) OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date) AS day_qty
             FROM {{m}}),
         over AS (SELECT *, day_qty - max_per_day AS excess FROM day WHERE day_qty > max_per_day),
-        alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id, hilist_code, fee_date')})
+        alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id, hilist_code, fee_date')}),
+        -- a day whose excess sits only on lines the fund did not pay for costs the fund nothing
+        claimed AS (SELECT * FROM alloc
+                    QUALIFY max(claim) OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date) > 0)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role,
                claim, '' AS ev_head,
-               concat_ws('；',
+               nullif(concat_ws('；',
                    -- the day's summary, on its earliest line so it leads that day's evidence
                    CASE WHEN row_number() OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date
                                                 ORDER BY fee_ocur_time, bkkp_sn) = 1
@@ -58,7 +63,7 @@ RULE_TYPE = RuleType(
                    -- each deducted line: when, how much, and how many of its units are excess
                    CASE WHEN claim > 0
                         THEN strftime(fee_ocur_time, '%Y-%m-%d %H:%M') || ' 收费 ' || qty(cnt) || ' 次，金额 '
-                             || yuan(amt) || ' 元，其中 ' || qty(excess_units) || ' 超出' END) AS ev_line
-        FROM alloc
+                             || yuan(amt) || ' 元，其中 ' || qty(excess_units) || ' 超出' END), '') AS ev_line
+        FROM claimed
     """,
 )
