@@ -1,0 +1,105 @@
+"""The sql escape hatch: one read-only SELECT per rule, all rules of the type in one statement."""
+
+from decimal import Decimal
+
+import pytest
+
+from kit import Batch, write_rules
+from medaudit.library import RuleLibraryError, load_library
+from medaudit.types.sql import check_query
+
+
+def rule(query: str, rid: str = "R-SQL", extra: str = "") -> str:
+    body = "\n".join("      " + line for line in query.strip().splitlines())
+    return f"""
+- id: {rid}
+  version: 1
+  name: 自定义规则 {rid}
+  type: sql{extra}
+  params:
+    query: |
+{body}
+"""
+
+
+def test_sql_flags_returned_lines_with_amount_and_evidence(tmp_path):
+    b = Batch()
+    v = b.visit(mdtrt_id="V1", med_type="11")
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-DIAG", hilist_name="住院诊查费")
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-HALF", fulamt_ownpay_amt="5")
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-SELF", chrgitm_lv="03")   # deductible 0: never flagged
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-REF")
+    b.refund("L-REF")                                                           # fully refunded: not screened
+    w = b.visit(mdtrt_id="V2", med_type="21")
+    b.line(w, "001102000010000", pric="20", bkkp_sn="L-IP")                      # inpatient: not returned
+    rules = rule("""
+SELECT bkkp_sn, '门诊就诊不应收取住院诊查费' AS evidence
+FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000';  -- trailing comment
+""") + rule("""
+SELECT bkkp_sn, 7.125 AS amount FROM fee_list_d WHERE bkkp_sn IN ('L-DIAG', 'L-HALF')
+UNION ALL SELECT 'L-HALF', 100
+""", "R-SQL-AMT", "\n  severity: violation")
+    found = {f["rule_id"]: f for f in b.screen(tmp_path, rules)}
+    assert set(found) == {"R-SQL", "R-SQL-AMT"}
+    f = found["R-SQL"]
+    assert f["mdtrt_id"] == "V1" and f["severity"] == "suspect" and f["status"] == "pending_review"
+    assert f["violating"] == {"L-DIAG": Decimal("20"), "L-HALF": Decimal("15")}
+    assert f["evidence"].startswith("项目【住院诊查费】(001102000010000) 2026-03-02 收费 1 次，金额 20.00 元，门诊就诊不应收取住院诊查费；")
+    g = found["R-SQL-AMT"]
+    # the amount is the query's, never above the line's deductible (L-HALF: max(7.125, 100) capped at 15)
+    assert g["violating"] == {"L-DIAG": Decimal("7.125"), "L-HALF": Decimal("15")}
+    assert g["claimed_amt"] == Decimal("22.13") and g["status"] == "pending_appeal"
+    assert "收费 1 次，金额 20.00 元，按规则计 7.13 元" in g["evidence"]
+    # never twice: L-HALF's 15.00 is carried once, by the largest claim (tie: lowest rule id)
+    assert g["deduction_amt"] == Decimal("22.13") and f["deduction_amt"] == Decimal("0")
+
+
+def test_sql_rule_validity_applies_per_line(tmp_path):
+    b = Batch()
+    v = b.visit(begntime="2026-03-01 08:00:00", endtime="2026-03-05 08:00:00")
+    b.line(v, "001102000010000", time="2026-03-01 09:00:00", bkkp_sn="EARLY")
+    b.line(v, "001102000010000", time="2026-03-04 09:00:00", bkkp_sn="LATE")
+    found = b.screen(tmp_path, rule("SELECT bkkp_sn FROM lines", extra="\n  valid_from: 2026-03-03"))
+    assert [list(f["violating"]) for f in found] == [["LATE"]]
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("SELECT bkkp_sn FROM lines; SELECT bkkp_sn FROM lines", "must be a single SELECT, got 2 statements"),
+        ("DELETE FROM fee_list_d", "must be a read-only SELECT, got a DELETE statement"),
+        ("INSERT INTO findings VALUES (1)", "got a INSERT statement"),
+        ("UPDATE fee_list_d SET cnt = 0", "got a UPDATE statement"),
+        ("ATTACH 'other.duckdb'", "got a ATTACH statement"),
+        ("COPY lines TO 'out.csv'", "got a COPY statement"),
+        ("PRAGMA version", "got a PRAGMA statement"),
+        ("WITH gone AS (DELETE FROM fee_list_d RETURNING *) SELECT bkkp_sn FROM gone", "holds an DELETE (a CTE that writes)"),
+        ("WITH x AS (INSERT INTO setl_d SELECT * FROM setl_d RETURNING *) SELECT 1 AS bkkp_sn FROM x", "holds an INSERT"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "not the table function read_csv()"),
+        ("SELECT bkkp_sn FROM lines WHERE bkkp_sn IN (SELECT column0 FROM read_text('x'))", "table function read_text()"),
+        ("SELECT bkkp_sn FROM findings", "not findings"),
+        ("SELECT * FROM 'fee_list_d.csv'", "not fee_list_d.csv"),
+        ("SELECT bkkp_sn FROM other.main.lines", "not other.main.lines"),
+        ("SELEC bkkp_sn FROM lines", "is not valid SQL"),
+    ],
+)
+def test_sql_anything_but_one_read_only_select_is_refused_at_load(tmp_path, query, message):
+    with pytest.raises(RuleLibraryError) as e:
+        load_library(write_rules(tmp_path, rule(query)))
+    assert "rule R-SQL: params.query" in str(e.value) and message in str(e.value)
+
+
+def test_sql_allowed_forms():
+    assert check_query("WITH t AS (SELECT * FROM lines) SELECT bkkp_sn FROM t JOIN diag USING (mdtrt_id)") is None
+    assert check_query("SELECT l.bkkp_sn FROM lines l, unnest([1, 2]) u(x) UNION SELECT bkkp_sn FROM main.fee_list_d") is None
+    assert check_query("SELECT bkkp_sn FROM lines WHERE mdtrt_id IN (SELECT mdtrt_id FROM purchases p, hilist h)") is None
+
+
+def test_sql_query_without_bkkp_sn_fails_naming_the_rule(tmp_path):
+    b = Batch()
+    b.line(b.visit(), "001102000010000")
+    with pytest.raises(RuntimeError, match="rule R-SQL: its query must return a column bkkp_sn"):
+        b.screen(tmp_path, rule("SELECT mdtrt_id FROM lines"))
+    with pytest.raises(RuntimeError, match="rule R-SQL: its query failed: .*no_such_column"):
+        (tmp_path / "2").mkdir()
+        b.screen(tmp_path / "2", rule("SELECT no_such_column AS bkkp_sn FROM lines"))
