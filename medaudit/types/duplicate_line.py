@@ -34,7 +34,7 @@ explanation.
   params: {window: same_time}
 ```
 
-gives `项目【静脉注射】(001201000040000) 2026-03-02 08:00:00 以相同数量 1、单价 10.00 元计费 2 条，此条为重复（首条 L10001）；2026-03-02 收费 1 次，金额 10.00 元`.
+gives `项目【静脉注射】(001201000040000) 2026-03-02 08:00:00 以相同数量 1、单价 10.00 元计费 2 条，首条 L10001，此条 L10002 为重复；2026-03-02 收费 1 次，金额 10.00 元`.
 """
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, price_text
@@ -77,7 +77,7 @@ RULE_TYPE = RuleType(
                            WHEN 'same_minute' THEN strftime(slot, '%Y-%m-%d %H:%M')
                            ELSE strftime(slot, '%Y-%m-%d %H:%M:%S') END
                    || ' 以相同数量 ' || qty(cnt) || '、单价 ' || {price_text('pric')} || ' 元计费 ' || n
-                   || ' 条，此条为重复（首条 ' || first_sn || '）；' || {LINE_FACT} END AS ev_line
+                   || ' 条，首条 ' || first_sn || '，此条 ' || bkkp_sn || ' 为重复；' || {LINE_FACT} END AS ev_line
         FROM f WHERE any_dup
     """,
 )
