@@ -108,13 +108,15 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> in
         WITH f AS (SELECT * EXCLUDE (batch_id, source_row) FROM fee_list_d),
         linked AS (      -- refunds that name the line they refund
             SELECT init_feedetl_sn AS bkkp_sn, -sum(cnt) AS q, -sum(det_item_fee_sumamt) AS a,
-                   -sum(coalesce(fulamt_ownpay_amt, 0)) AS o
+                   -sum(coalesce(fulamt_ownpay_amt, 0)) AS o,
+                   -- refunded units whose own-pay part is not stated: it goes back pro rata
+                   coalesce(-sum(cnt) FILTER (WHERE fulamt_ownpay_amt IS NULL), 0) AS qu
             FROM f WHERE cnt < 0 AND init_feedetl_sn IS NOT NULL GROUP BY 1),
         unlinked AS (    -- refunds without it: same visit, code and day, latest lines first
             SELECT mdtrt_id, hilist_code, CAST(fee_ocur_time AS DATE) AS d, -sum(cnt) AS uq
             FROM f WHERE cnt < 0 AND init_feedetl_sn IS NULL GROUP BY ALL),
         o AS (
-            SELECT f.*, coalesce(linked.q, 0) AS lq, coalesce(linked.a, 0) AS la, coalesce(linked.o, 0) AS lo
+            SELECT f.*, coalesce(linked.q, 0) AS lq, coalesce(linked.a, 0) AS la, coalesce(linked.o, 0) AS lo, coalesce(linked.qu, 0) AS lqu
             FROM f LEFT JOIN linked USING (bkkp_sn) WHERE f.cnt >= 0),
         o_plain AS (SELECT o.*, 0 AS unq FROM o ANTI JOIN unlinked u
                     ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE)),
@@ -126,10 +128,13 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> in
                 FROM o JOIN unlinked u
                 ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE))),
         net AS (
-            SELECT * EXCLUDE (cnt, det_item_fee_sumamt, fulamt_ownpay_amt, lq, la, lo, unq),
+            SELECT * EXCLUDE (cnt, det_item_fee_sumamt, fulamt_ownpay_amt, lq, la, lo, lqu, unq),
                    CAST(cnt - lq - unq AS DECIMAL(18,4)) AS cnt,
                    CAST(det_item_fee_sumamt - la - unq * pric AS DECIMAL(18,4)) AS amt,
-                   CAST(coalesce(fulamt_ownpay_amt, 0) - lo AS DECIMAL(18,4)) AS ownpay0
+                   -- own-pay: stated refunds subtract what they state; the others (and every
+                   -- unlinked refund) take back the line's own-pay in proportion to the units
+                   CAST(coalesce(fulamt_ownpay_amt, 0) - lo
+                        - coalesce(xdiv(coalesce(fulamt_ownpay_amt, 0) * (lqu + unq), cnt), 0) AS DECIMAL(18,4)) AS ownpay0
             FROM (SELECT * FROM o_plain UNION ALL BY NAME SELECT * FROM o_unl))
         SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
                n.psn_no, n.fixmedins_code,

@@ -430,6 +430,11 @@ def test_refund_netting_in_lines(tmp_path):
     b.line(v, "004", bkkp_sn="C2", cnt="1", pric="5", time="2026-03-02 09:00:00")
     b.line(v, "004", bkkp_sn="C3", cnt="1", pric="5", time="2026-03-03 09:00:00")  # another day: untouched
     b.line(v, "004", bkkp_sn="C-R", cnt="-2", pric="5", time="2026-03-02 20:00:00")
+    # own-pay not stated on the refund (linked) or not attributable (unlinked): pro rata
+    b.line(v, "005", bkkp_sn="D", cnt="3", pric="10", fulamt_ownpay_amt="12")
+    b.refund("D", cnt="-1", det_item_fee_sumamt="-10", bkkp_sn="D-R")
+    b.line(v, "006", bkkp_sn="E", cnt="4", pric="10", fulamt_ownpay_amt="10", time="2026-03-04 08:00:00")
+    b.line(v, "006", bkkp_sn="E-R", cnt="-1", pric="10", fulamt_ownpay_amt="-9", time="2026-03-04 09:00:00")
     con = con_at(tmp_path)
     load_batch(b.write(tmp_path / "b"), con)
     prepare_lines(con, "post_hoc")
@@ -439,6 +444,8 @@ def test_refund_netting_in_lines(tmp_path):
         ("A", D("2"), D("60"), D("10"), D("50")),
         ("C1", D("1"), D("5"), D("0"), D("5")),
         ("C3", D("1"), D("5"), D("0"), D("5")),
+        ("D", D("2"), D("20"), D("8"), D("12")),
+        ("E", D("3"), D("30"), D("7.5"), D("22.5")),
     ]
 
 
