@@ -370,12 +370,14 @@ def _drug_batch(ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, st
     by_name: dict[str, dict] = {}
     first_row: dict[str, int] = {}
     conflicting: set[str] = set()
+    rejected: dict[str, int] = {}  # names whose restriction row was reported
     ncol, vcol, tcol = spec_sheet.col("药品通用名"), spec_sheet.col(*value_col), spec_sheet.col("药品说明")
     for rowno, row in spec_sheet.rows:
         name, value = cell(row, ncol), cell(row, vcol)
         if name is None:
             ctx.problem(spec_sheet, rowno, "药品通用名 is empty")
             continue
+        rejected.setdefault(norm(name), rowno)
         if not ctx.restriction_ok(spec_sheet, rowno, row):
             continue
         if value is None:
@@ -384,6 +386,7 @@ def _drug_batch(ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, st
         params = mapper(norm(value), str(cell(row, tcol) or ""), spec_sheet, rowno)
         if params is None:
             continue
+        rejected.pop(norm(name), None)
         key = norm(name)
         if key in by_name and by_name[key] != params:
             ctx.problem(spec_sheet, rowno, f"{name} is also in row {first_row[key]} with another {value_col[0]}; "
@@ -409,7 +412,11 @@ def _drug_batch(ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, st
             ctx.problem(code_sheet, rowno, f"{name}: its restriction is given differently in {spec_sheet.title}")
             continue
         if key not in by_name:
-            ctx.problem(code_sheet, rowno, f"药品通用名 {name} is not in sheet {spec_sheet.title}")
+            if key in rejected:
+                ctx.problem(code_sheet, rowno, f"{name}: its row {rejected[key]} in sheet {spec_sheet.title} "
+                                               "could not be mapped")
+            else:
+                ctx.problem(code_sheet, rowno, f"药品通用名 {name} is not in sheet {spec_sheet.title}")
             continue
         code = ctx.code(code_sheet, rowno, cell(row, ccol), ccol_name)
         if code is None:

@@ -279,3 +279,70 @@ def test_a_code_in_several_surgery_groups_counts_in_each(imported, tmp_path):
     assert f["violating"] == {adhesion: pytest.approx(500), biopsy: pytest.approx(400)}
     assert main in f["related"]
     assert "胃肠手术组" in f["evidence"] and "肝胆手术组" in f["evidence"]
+
+
+def _xlsx(path: Path, sheets: dict[str, list[list]]) -> Path:
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    for title, rows in sheets.items():
+        ws = wb.create_sheet(title)
+        for r in rows:
+            ws.append(r)
+    wb.save(path)
+    return path
+
+
+def test_every_unmappable_row_is_reported_with_file_sheet_row_and_reason(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    _xlsx(d / "【第八批-1】项目规则库（限定频次）.xlsx", {"明细": [
+        ["序号", "项目名称", "限制数量", "数量单位", "项目编码"],
+        [1, "住院诊查费", 1, "日", "001102000050000"],
+        [2, "呼吸机辅助呼吸", 24, "小时", "003106030010000"],
+        [3, "无数量项目", None, "日", "001102000060000"],
+        [4, "按周限定", 2, "周", "001102000070000"],
+        [5, "数字编码", 1, "日", 1102000080000],
+        [6, "住院诊查费", 2, "日", "001102000050000"],
+        [7, "超过一天", 30, "小时", "003106030020000"],
+    ]})
+    _xlsx(d / "【第一批】药品规则库(限定性别对象).xlsx", {
+        "Sheet1": [
+            ["药品通用名", "药品说明", "限定类型", "限定对象"],
+            ["甲药", "", "限定性别对象", "女"],
+            ["乙药", "", "限定性别对象", "男性"],
+            ["丙药", "", "限定性别对象", "男"],
+            ["丁药", "", "限定年龄对象", "男"],
+        ],
+        "Sheet2": [
+            ["药品通用名", "序号", "药品代码", "限定类型"],
+            ["甲药", 1, "XA01", "限定性别对象"],
+            ["甲药", 2, "XA02", "限定性别对象"],
+            ["甲药", 3, "XA01", "限定性别对象"],
+            ["乙药", 1, "XB01", "限定性别对象"],
+            ["戊药", 1, "XE01", "限定性别对象"],
+        ],
+    })
+    res = import_batches(d, tmp_path / "out")
+    assert {r.rule_id: r.rows for r in res.rules} == {
+        "NHSA-B1-DRUG-GENDER": [{"code": "XA01", "name": "甲药", "gender": "2"},
+                                {"code": "XA02", "name": "甲药", "gender": "2"}],
+        "NHSA-B8-1-ITEM-FREQUENCY": [{"code": "003106030010000", "name": "呼吸机辅助呼吸", "max_per_day": 24}],
+    }
+    g, f = "【第一批】药品规则库(限定性别对象).xlsx", "【第八批-1】项目规则库（限定频次）.xlsx"
+    assert [(p.file, p.sheet, p.row, p.reason) for p in res.problems] == [
+        (g, "Sheet1", 3, "限定对象 '男性' is not 男 or 女"),
+        (g, "Sheet1", 4, "药品通用名 丙药 has no codes in sheet Sheet2; nothing to match"),
+        (g, "Sheet1", 5, "限定类型 is 限定年龄对象, not 限定性别对象"),
+        (g, "Sheet2", 5, "乙药: its row 3 in sheet Sheet1 could not be mapped"),
+        (g, "Sheet2", 6, "药品通用名 戊药 is not in sheet Sheet1"),
+        (f, "明细", 2, "001102000050000 is given differently in rows 2, 7; none of them is used"),
+        (f, "明细", 4, "限制数量 None is not a number"),
+        (f, "明细", 5, "数量单位 '周' is not 日, 天 or 小时 (a limit per day)"),
+        (f, "明细", 6, "项目编码 1102000080000 is a number in the workbook (leading zeros may be lost); store the codes as text"),
+        (f, "明细", 7, "001102000050000 is given differently in rows 2, 7; none of them is used"),
+        (f, "明细", 8, "限制数量 30 小时 is more than a day has"),
+    ]
+    assert [(p.sheet, p.row, p.reason) for p in res.notes] == [("Sheet2", 4, "repeats row 2; kept once")]
+    assert len(res.missing) == 12
