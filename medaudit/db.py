@@ -89,6 +89,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         cols = ", ".join(f'"{c.name}" {SQL_TYPE[c.type]}' for c in t.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {t.name} (batch_id INTEGER, source_row INTEGER, {cols})")
     con.execute(_SCHEMA)
+    # the hospital loop's tables (finding states, audit log, settings, deduction statements)
+    from . import deduct, lifecycle
+
+    con.execute(lifecycle.SCHEMA)
+    con.execute(deduct.SCHEMA)
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:

@@ -22,7 +22,7 @@ from typing import Callable
 import duckdb
 import polars as pl
 
-from . import money
+from . import lifecycle, money
 from .library import Library, Rule
 from .types import REGISTRY
 from .types.base import HIT_COLUMNS, PARAM_SQL, RuleType
@@ -368,6 +368,9 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
             WHERE finding_id NOT IN (SELECT finding_id FROM findings);
         """
     )
+    # hospital loop: a changed rule version supersedes the old open findings (final ones never
+    # change); new findings get their state row, appeal window and 'create' audit event.
+    lifecycle.on_screened(con, stage, run_id)
     return n_new
 
 

@@ -8,7 +8,11 @@ rounded half-up to 0.01 only there, at the end.
 
 Which findings claim money: post-hoc violations whose deduction still stands or may stand
 (not overturned, dismissed or superseded). Suspects claim nothing until a reviewer confirms
-them; in-process warnings never claim.
+them (``finding_state.confirmed``, see :mod:`medaudit.lifecycle`); in-process warnings never claim.
+
+Final deductions never change: a finding in a final deduction statement keeps what it carried,
+and a line already deducted by a statement (``deduction_lines``) is carried by nobody else,
+even by a later finding that claims more on it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import duckdb
 DEAD_STATUSES = ("overturned", "dismissed", "superseded")
 
 CLAIMING = f"""f.stage = 'post_hoc'
-    AND (f.severity = 'violation' OR f.status = 'confirmed')
+    AND (f.severity = 'violation' OR f.status = 'confirmed'
+         OR f.finding_id IN (SELECT finding_id FROM finding_state WHERE confirmed))
     AND f.status NOT IN ({', '.join(repr(s) for s in DEAD_STATUSES)})"""
 
 
@@ -27,24 +32,33 @@ def settle_deductions(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute who carries each line's money and every finding's deduction."""
     con.execute(
         f"""
+        -- final: findings in a deduction statement, and the lines those statements deducted
+        CREATE OR REPLACE TEMP TABLE __final AS SELECT finding_id FROM finding_state WHERE statement_id IS NOT NULL;
+        CREATE OR REPLACE TEMP TABLE __frozen AS SELECT DISTINCT bkkp_sn FROM deduction_lines;
+
         CREATE OR REPLACE TEMP TABLE __carriers AS
         SELECT fl.finding_id, fl.bkkp_sn,
                row_number() OVER (PARTITION BY fl.bkkp_sn ORDER BY fl.claim DESC, f.rule_id, f.finding_id) = 1 AS carries
         FROM finding_lines fl JOIN findings f USING (finding_id)
-        WHERE fl.role = 'violating' AND fl.claim > 0 AND {CLAIMING};
+        WHERE fl.role = 'violating' AND fl.claim > 0 AND {CLAIMING}
+          AND fl.finding_id NOT IN (SELECT finding_id FROM __final)
+          AND fl.bkkp_sn NOT IN (SELECT bkkp_sn FROM __frozen);
 
         UPDATE finding_lines SET carried = CASE WHEN c.carries THEN finding_lines.claim ELSE 0 END
         FROM __carriers c
         WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn;
 
         UPDATE finding_lines SET carried = 0
-        WHERE carried <> 0 AND NOT EXISTS (
+        WHERE carried <> 0 AND finding_id NOT IN (SELECT finding_id FROM __final) AND NOT EXISTS (
             SELECT 1 FROM __carriers c WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn);
 
         UPDATE findings SET deduction_amt = coalesce(t.total, 0)
         FROM (SELECT f.finding_id, CAST(round(sum(fl.carried), 2) AS DECIMAL(18,2)) AS total
               FROM findings f LEFT JOIN finding_lines fl USING (finding_id) GROUP BY f.finding_id) t
-        WHERE t.finding_id = findings.finding_id AND findings.deduction_amt IS DISTINCT FROM coalesce(t.total, 0);
+        WHERE t.finding_id = findings.finding_id AND findings.deduction_amt IS DISTINCT FROM coalesce(t.total, 0)
+          AND findings.finding_id NOT IN (SELECT finding_id FROM __final);
         DROP TABLE __carriers;
+        DROP TABLE __final;
+        DROP TABLE __frozen;
         """
     )

@@ -1,0 +1,262 @@
+"""The hospital's round trip in Excel: export the open findings, read the filled workbook back.
+
+``export_workbook`` writes one institution's open findings of a settlement month to an xlsx
+the hospital's clerk can work in: sheet 申诉 has one row per finding (evidence, lines,
+amounts, state, deadline) and two yellow columns to fill, 申诉理由 and 附件 (file names of the
+supporting materials, sent along in the same folder as the workbook); sheet 明细 lists every
+line of those findings; sheet 说明 says which institution and month the workbook is for.
+
+``import_workbook`` files an appeal for every row whose yellow columns were filled. A row is
+refused, with the reason, when its finding does not exist, belongs to another institution, is
+not open for appeal (already appealed, decided, final...), is past its deadline, has no reason,
+or names an attachment that is not there. The other rows still go in. Untouched rows are
+counted, not refused: the hospital accepts those deductions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from . import lifecycle, money
+from .report import PERSON_SQL, line_text_sql, mask_certno, mask_name
+
+SHEET = "申诉"
+COL_ID, COL_REASON, COL_ATTACH = "疑点编号", "申诉理由", "附件"
+COLUMNS = [
+    COL_ID, "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "结算ID", "参保人", "证件号",
+    "科室", "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "依据", "证据", COL_REASON, COL_ATTACH,
+]
+
+
+class AppealFileError(Exception):
+    pass
+
+
+def open_findings_sql(second_appeal: bool) -> str:
+    """Open findings of one institution and month (``?`` institution, ``?`` period, ``?`` today)."""
+    reappeal = ("OR (f.status = 'upheld' AND coalesce(s.appeal_round, 0) < 2 AND s.deadline >= CAST(? AS DATE))"
+                if second_appeal else "OR (FALSE AND CAST(? AS DATE) IS NULL)")
+    return f"""
+        SELECT f.finding_id, f.rule_id, f.rule_name, f.nature, f.status, s.deadline, f.mdtrt_id, f.setl_id,
+               p.psn_name, p.certno, f.dept_code, f.dr_code,
+               (SELECT string_agg({line_text_sql('fe', 'fl')}, '\n' ORDER BY fe.fee_ocur_time, fl.bkkp_sn)
+                FROM finding_lines fl JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
+                WHERE fl.finding_id = f.finding_id AND fl.role = 'violating') AS lines,
+               f.flagged_amt,
+               CASE WHEN f.status = 'pending_review' THEN f.claimed_amt ELSE f.deduction_amt END AS amount,
+               f.basis, f.evidence
+        FROM findings f JOIN finding_state s USING (finding_id)
+        LEFT JOIN {PERSON_SQL} p ON p.mdtrt_id = f.mdtrt_id
+        WHERE f.stage = 'post_hoc' AND f.fixmedins_code = ? AND f.period = ? AND s.statement_id IS NULL
+          AND (f.status IN ('pending_appeal', 'appealed', 'pending_review') {reappeal})
+        ORDER BY s.deadline NULLS LAST, f.rule_id, f.mdtrt_id, f.finding_id
+    """
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    n_findings: int
+    n_appealable: int
+
+
+def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: str, path: Path,
+                    clock: lifecycle.Clock | None = None) -> ExportResult:
+    import xlsxwriter
+
+    now = (clock or lifecycle.default_clock)()
+    lifecycle.expire_due(con, lambda: now)
+    money.settle_deductions(con)
+    second = lifecycle.settings(con)["second_appeal"] == "true"
+    rows = con.execute(open_findings_sql(second), [institution, period, now.date()]).fetchall()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = xlsxwriter.Workbook(str(path))
+    head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
+    fill_head = wb.add_format({"bold": True, "bg_color": "#FFD966", "border": 1, "text_wrap": True, "valign": "vcenter"})
+    cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
+    fill = wb.add_format({"border": 1, "text_wrap": True, "valign": "top", "bg_color": "#FFF2CC", "locked": False})
+    money_f = wb.add_format({"border": 1, "num_format": "#,##0.00", "valign": "top"})
+    ws = wb.add_worksheet(SHEET)
+    widths = {0: 34, 2: 22, 4: 14, 5: 12, 12: 48, 15: 26, 16: 60, 17: 40, 18: 24}
+    for j, c in enumerate(COLUMNS):
+        ws.write(0, j, c, fill_head if c in (COL_REASON, COL_ATTACH) else head)
+        ws.set_column(j, j, widths.get(j, 12))
+    appealable = 0
+    for i, r in enumerate(rows, 1):
+        status = r[4]
+        can = status == "pending_appeal" or status == "upheld"
+        appealable += can
+        vals = [r[0], r[1], r[2], r[3], lifecycle.STATUS_CN.get(status, status) + ("" if can else "（无需填写）"),
+                str(r[5] or ""), r[6], r[7], mask_name(r[8]), mask_certno(r[9]), r[10], r[11], r[12] or ""]
+        for j, v in enumerate(vals):
+            ws.write_string(i, j, "" if v is None else str(v), cell)
+        ws.write_number(i, 13, float(r[13] or 0), money_f)
+        ws.write_number(i, 14, float(r[14] or 0), money_f)
+        ws.write_string(i, 15, r[15] or "", cell)
+        ws.write_string(i, 16, r[16] or "", cell)
+        ws.write_blank(i, 17, None, fill)
+        ws.write_blank(i, 18, None, fill)
+    ws.freeze_panes(1, 1)
+    ws.autofilter(0, 0, max(len(rows), 1), len(COLUMNS) - 1)
+
+    ls = wb.add_worksheet("明细")
+    lcols = ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "数量", "单价", "金额（元）", "本疑点主张扣款（元）"]
+    for j, c in enumerate(lcols):
+        ls.write(0, j, c, head)
+        ls.set_column(j, j, {0: 34, 3: 26, 4: 24, 5: 17}.get(j, 12))
+    ids = [r[0] for r in rows]
+    lrows = []
+    if ids:
+        con.execute("CREATE OR REPLACE TEMP TABLE __ids (finding_id VARCHAR)")
+        con.executemany("INSERT INTO __ids VALUES (?)", [[x] for x in ids])
+        lrows = con.execute(
+            """SELECT fl.finding_id, fl.bkkp_sn, CASE fl.role WHEN 'violating' THEN '违规项' ELSE '涉及项' END,
+                      fe.hilist_code, fe.hilist_name, strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'),
+                      fe.cnt, fe.pric, fe.det_item_fee_sumamt, CAST(round(fl.claim, 2) AS DECIMAL(18,2))
+               FROM finding_lines fl JOIN __ids USING (finding_id) LEFT JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
+               ORDER BY fl.finding_id, fl.role DESC, fe.fee_ocur_time, fl.bkkp_sn""").fetchall()
+        con.execute("DROP TABLE __ids")
+    for i, r in enumerate(lrows, 1):
+        for j, v in enumerate(r):
+            if j >= 6 and v is not None:
+                ls.write_number(i, j, float(v), money_f if j >= 7 else cell)
+            else:
+                ls.write_string(i, j, "" if v is None else str(v), cell)
+    ls.freeze_panes(1, 0)
+
+    info = wb.add_worksheet("说明")
+    info.set_column(0, 0, 14)
+    info.set_column(1, 1, 90)
+    for i, (k, v) in enumerate([
+        ("机构编码", institution), ("结算月份", period), ("导出时间", now.strftime("%Y-%m-%d %H:%M")),
+        ("疑点数", str(len(rows))), ("可申诉", str(appealable)),
+        ("填写方法", "对有异议的疑点，在“申诉”表黄色列填写申诉理由；佐证材料放在本文件同一文件夹，"
+                 "在“附件”列写文件名（多个用分号分隔）。不填写的疑点视为无异议。请在申诉截止日（含当日）前提交。"),
+        ("个人信息", "参保人姓名和证件号已脱敏。"),
+    ]):
+        info.write(i, 0, k, head)
+        info.write(i, 1, v, cell)
+    wb.close()
+    return ExportResult(path, len(rows), appealable)
+
+
+@dataclass
+class ImportResult:
+    institution: str
+    filed: list[tuple[int, str]] = field(default_factory=list)  # (row, finding id)
+    refused: list[tuple[int, str, str]] = field(default_factory=list)  # (row, finding id, reason)
+    untouched: int = 0
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v).strip()
+
+
+def read_workbook(path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str, str]]]]:
+    import openpyxl
+
+    path = Path(path)
+    if not path.is_file():
+        raise AppealFileError(f"{path}: no such file")
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as e:  # a broken or non-xlsx file
+        raise AppealFileError(f"{path}: not a readable xlsx workbook ({e})") from None
+    if SHEET not in wb.sheetnames:
+        raise AppealFileError(f"{path}: no sheet {SHEET!r} (export one with `medaudit appeal export`)")
+    info = {}
+    if "说明" in wb.sheetnames:
+        for r in wb["说明"].iter_rows(values_only=True):
+            if r and r[0]:
+                info[_cell(r[0])] = _cell(r[1] if len(r) > 1 else None)
+    rows = wb[SHEET].iter_rows(values_only=True)
+    header = [_cell(c) for c in next(rows, [])]
+    for need in (COL_ID, COL_REASON):
+        if need not in header:
+            raise AppealFileError(f"{path}: sheet {SHEET} has no column {need!r}")
+    out = []
+    for no, r in enumerate(rows, 2):
+        d = {h: _cell(r[j]) if j < len(r) else "" for j, h in enumerate(header) if h}
+        if any(d.values()):
+            out.append((no, d))
+    wb.close()
+    return info, out
+
+
+def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institution: str | None = None,
+                    clock: lifecycle.Clock | None = None) -> ImportResult:
+    now = (clock or lifecycle.default_clock)()
+    path = Path(path)
+    info, rows = read_workbook(path)
+    inst = institution or info.get("机构编码", "")
+    if not inst:
+        raise AppealFileError(f"{path}: the workbook does not say its institution (sheet 说明, 机构编码); "
+                              "give --institution")
+    if institution and info.get("机构编码") and info["机构编码"] != institution:
+        raise AppealFileError(f"{path}: the workbook is for institution {info['机构编码']}, not {institution}")
+    if not (by or "").strip():
+        raise AppealFileError("say who files the appeals (--by NAME)")
+    res = ImportResult(inst)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        lifecycle.expire_due(con, lambda: now)
+        for no, d in rows:
+            fid, reason, attach = d.get(COL_ID, ""), d.get(COL_REASON, ""), d.get(COL_ATTACH, "")
+            if not reason and not attach:
+                res.untouched += 1
+                continue
+            why = _row_refusal(con, fid, inst, reason, now)
+            files = []
+            if not why and attach:
+                names = [a.strip() for a in attach.replace("；", ";").replace(",", ";").replace("，", ";").split(";") if a.strip()]
+                missing = [n for n in names if not (path.parent / n).is_file()]
+                if missing:
+                    why = f"附件不存在：{'、'.join(missing)}（请放在工作簿同一文件夹）"
+                else:
+                    files = lifecycle.attachment_records(path.parent / n for n in names)
+            if not why:
+                try:
+                    lifecycle.transition(con, fid, "appeal", by, reason, files, clock=lambda: now)
+                except lifecycle.LifecycleError as e:
+                    why = str(e)
+            if why:
+                res.refused.append((no, fid, why))
+            else:
+                res.filed.append((no, fid))
+        money.settle_deductions(con)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return res
+
+
+def _row_refusal(con, fid: str, inst: str, reason: str, now: dt.datetime) -> str | None:
+    if not fid:
+        return "疑点编号为空"
+    rows = con.execute(
+        """SELECT f.fixmedins_code, f.status, s.deadline, s.statement_id FROM findings f
+           LEFT JOIN finding_state s USING (finding_id) WHERE f.finding_id = ?""", [fid]).fetchall()
+    if not rows:
+        return f"疑点编号 {fid} 不存在"
+    owner, status, deadline, statement = rows[0]
+    if owner != inst:
+        return f"疑点 {fid[:12]} 属于机构 {owner}，不是本机构 {inst} 的疑点"
+    if statement is not None:
+        return f"疑点 {fid[:12]} 已列入扣款单 {statement}，不能再申诉"
+    if status == "expired" or (status == "pending_appeal" and deadline is not None and now.date() > deadline):
+        return f"疑点 {fid[:12]} 申诉期已于 {deadline} 截止（今天 {now.date()}），不能再申诉"
+    if status not in ("pending_appeal", "upheld"):
+        return f"疑点 {fid[:12]} 状态为 {lifecycle.STATUS_CN.get(status, status)}（{status}），不在可申诉状态"
+    if not reason:
+        return f"疑点 {fid[:12]} 未填写申诉理由"
+    return None

@@ -1,0 +1,142 @@
+"""``medaudit appeal``: the hospital's side of the loop (export, import, submit, history, settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import appeals, db as dbm, lifecycle, money
+
+console = Console()
+err = Console(stderr=True)
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+app = typer.Typer(help="Appeals (申诉): export a hospital's open findings to Excel, import the filled workbook, "
+                       "file one appeal, show a finding's history, set the appeal windows.", no_args_is_help=True)
+
+
+@app.command("export")
+def export(
+    institution: str = typer.Option(..., "--institution", help="institution code (fixmedins_code)"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    out: Optional[Path] = typer.Option(None, "--out", help="xlsx to write (default 申诉_<institution>_<period>.xlsx)"),
+    db: Path = DbOption,
+) -> None:
+    """Write the institution's open findings of the month to an xlsx with an appeal-reason column."""
+    con = dbm.connect(db)
+    out = out or Path(f"申诉_{institution}_{period}.xlsx")
+    res = appeals.export_workbook(con, institution, period, out)
+    console.print(f"{res.path}: {res.n_findings:,} open findings of {institution} for {period}, "
+                  f"{res.n_appealable:,} of them open for appeal.")
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="the filled workbook"),
+    by: str = typer.Option(..., "--by", help="who files the appeals (the hospital's contact)"),
+    institution: Optional[str] = typer.Option(None, "--institution", help="check the workbook is this institution's"),
+    db: Path = DbOption,
+) -> None:
+    """File the appeals of a filled workbook; rows that cannot be filed are listed with the reason."""
+    con = dbm.connect(db)
+    try:
+        res = appeals.import_workbook(con, file, by, institution)
+    except appeals.AppealFileError as e:
+        fail(str(e))
+    console.print(f"{file}: {len(res.filed):,} appeals filed for {res.institution}, {len(res.refused):,} rows refused, "
+                  f"{res.untouched:,} findings not appealed.")
+    if res.refused:
+        t = Table(title="Refused rows (nothing was filed for them)")
+        for c in ("row", "finding", "reason"):
+            t.add_column(c, overflow="fold")
+        for no, fid, why in res.refused:
+            t.add_row(str(no), (fid or "")[:12], why)
+        console.print(t)
+
+
+@app.command("submit")
+def submit(
+    finding: str = typer.Argument(..., help="finding id (or a unique prefix)"),
+    by: str = typer.Option(..., "--by", help="who appeals"),
+    reason: str = typer.Option(..., "--reason", help="why the deduction is wrong"),
+    attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
+    institution: Optional[str] = typer.Option(None, "--institution", help="refuse unless the finding is this institution's"),
+    db: Path = DbOption,
+) -> None:
+    """File one appeal (申诉, or 复议 of an upheld finding when enabled)."""
+    con = dbm.connect(db)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        lifecycle.expire_due(con)
+        f = lifecycle.resolve(con, finding)
+        if institution and f.institution != institution:
+            raise lifecycle.LifecycleError(f"{f.name()} belongs to institution {f.institution}, not {institution}")
+        to = lifecycle.transition(con, f, "appeal", by, reason, lifecycle.attachment_records(attach))
+        money.settle_deductions(con)
+        con.execute("COMMIT")
+    except lifecycle.LifecycleError as e:
+        con.execute("ROLLBACK")
+        fail(str(e))
+    console.print(f"{f.name()}: {f.status} -> {to}")
+
+
+@app.command("history")
+def history(finding: str = typer.Argument(..., help="finding id (or a unique prefix)"), db: Path = DbOption) -> None:
+    """The audit log of one finding: who moved it, when, why, with which attachments."""
+    con = dbm.connect(db)
+    try:
+        f = lifecycle.resolve(con, finding)
+    except lifecycle.LifecycleError as e:
+        fail(str(e))
+    t = Table(title=f"{f.name()}: {f.state()}")
+    for c in ("when", "who", "action", "from", "to", "reason", "attachments"):
+        t.add_column(c, overflow="fold")
+    for e in lifecycle.history(con, f.finding_id):
+        t.add_row(f"{e['event_at']:%Y-%m-%d %H:%M}", e["actor"], e["action"], e["from_status"] or "", e["to_status"],
+                  e["reason"], "; ".join(f"{a['name']} sha256:{a['sha256'][:16]}…" for a in e["attachments"]))
+    console.print(t)
+
+
+@app.command("settings")
+def settings_(
+    window_days: Optional[int] = typer.Option(None, "--window-days", min=1, help="appeal window in working days (default 10)"),
+    second_appeal: Optional[bool] = typer.Option(None, "--second-appeal/--no-second-appeal",
+                                                 help="allow one second appeal (复议) of an upheld finding"),
+    second_window_days: Optional[int] = typer.Option(None, "--second-window-days", min=1, help="复议 window in working days"),
+    holidays: Optional[Path] = typer.Option(None, "--holidays", help="holiday file: one YYYY-MM-DD [name] a line; "
+                                            "a name with 上班/补班 marks a make-up working day"),
+    db: Path = DbOption,
+) -> None:
+    """Show or change the appeal windows and the holiday calendar (set them before screening)."""
+    con = dbm.connect(db)
+    try:
+        if window_days is not None:
+            lifecycle.set_setting(con, "window_days", window_days)
+        if second_appeal is not None:
+            lifecycle.set_setting(con, "second_appeal", "true" if second_appeal else "false")
+        if second_window_days is not None:
+            lifecycle.set_setting(con, "second_window_days", second_window_days)
+        if holidays is not None:
+            n = lifecycle.load_holidays(con, holidays)
+            console.print(f"{holidays}: {n} dates loaded.")
+    except (lifecycle.LifecycleError, OSError) as e:
+        fail(str(e))
+    s = lifecycle.settings(con)
+    n_h, n_w = con.execute("SELECT count(*) FILTER (WHERE NOT workday), count(*) FILTER (WHERE workday) FROM holidays").fetchall()[0]
+    console.print(f"appeal window {s['window_days']} working days; second appeal (复议) "
+                  f"{'allowed, window ' + s['second_window_days'] + ' working days' if s['second_appeal'] == 'true' else 'not allowed'}; "
+                  f"calendar: {n_h} holidays, {n_w} make-up working days.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="appeal")

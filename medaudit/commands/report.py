@@ -1,0 +1,31 @@
+"""``medaudit report``: the deduction report (扣款依据报表) of one institution and month."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from .. import db as dbm, report as rep
+
+console = Console()
+
+
+def report(
+    institution: str = typer.Option(..., "--institution", help="institution code (fixmedins_code)"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    out_dir: Path = typer.Option(Path("."), "--out-dir", help="folder for the xlsx and the HTML page"),
+    db: Path = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file"),
+) -> None:
+    """Write the deduction report as xlsx and a self-contained HTML page (personal data masked)."""
+    con = dbm.connect(db)
+    xlsx, page, d = rep.build(con, institution, period, out_dir)
+    t = d.totals
+    console.print(f"{institution} {period}: {t['n']:,} findings, flagged {t['flagged']:,.2f}, deduction {t['deduction']:,.2f} "
+                  f"(final {t['final']:,.2f}), at risk in review {t['at_risk']:,.2f}")
+    console.print(f"written {xlsx}\nwritten {page}")
+
+
+def register(root: typer.Typer) -> None:
+    root.command("report")(report)

@@ -1,0 +1,87 @@
+"""``medaudit review``: the bureau's side (decide an appeal or a suspect, list the queue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import db as dbm, lifecycle, money
+
+console = Console()
+err = Console(stderr=True)
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+
+app = typer.Typer(help="Review (复核): decide appeals and suspects, list what waits for a decision.", no_args_is_help=True)
+
+DECISIONS = {"uphold": "uphold", "overturn": "overturn", "confirm": "confirm", "dismiss": "dismiss"}
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command("decide")
+def decide(
+    finding: str = typer.Argument(..., help="finding id (or a unique prefix)"),
+    decision: str = typer.Option(..., "--decision", help="uphold or overturn (an appeal); confirm or dismiss (a suspect)"),
+    by: str = typer.Option(..., "--by", help="the reviewer"),
+    reason: str = typer.Option("", "--reason", help="why (required except to confirm)"),
+    attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
+    db: Path = DbOption,
+) -> None:
+    """Decide one finding: uphold/overturn an appeal, confirm/dismiss a suspect."""
+    if decision not in DECISIONS:
+        fail(f"--decision must be uphold, overturn, confirm or dismiss, got {decision!r}")
+    con = dbm.connect(db)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        lifecycle.expire_due(con)
+        f = lifecycle.resolve(con, finding)
+        to = lifecycle.transition(con, f, DECISIONS[decision], by, reason, lifecycle.attachment_records(attach))
+        money.settle_deductions(con)
+        con.execute("COMMIT")
+    except lifecycle.LifecycleError as e:
+        con.execute("ROLLBACK")
+        fail(str(e))
+    amt = con.execute("SELECT deduction_amt FROM findings WHERE finding_id = ?", [f.finding_id]).fetchall()[0][0]
+    console.print(f"{f.name()}: {f.status} -> {to}; deduction now {amt:,.2f}")
+
+
+@app.command("list")
+def list_(
+    status: str = typer.Option("appealed,pending_review", "--status", help="comma-separated states"),
+    institution: Optional[str] = typer.Option(None, "--institution"),
+    period: Optional[str] = typer.Option(None, "--period"),
+    limit: int = typer.Option(100, "--limit"),
+    db: Path = DbOption,
+) -> None:
+    """The review queue: findings waiting for a decision (appealed ones and suspects by default)."""
+    con = dbm.connect(db)
+    lifecycle.expire_due(con)
+    states = [s.strip() for s in status.split(",") if s.strip()]
+    where, args = [f"f.status IN ({', '.join('?' for _ in states)})"], list(states)
+    for col, v in (("f.fixmedins_code", institution), ("f.period", period)):
+        if v:
+            where.append(f"{col} = ?")
+            args.append(v)
+    rows = con.execute(
+        f"""SELECT f.finding_id, f.rule_id, f.fixmedins_code, f.period, f.status, f.deduction_amt, f.claimed_amt,
+                   (SELECT reason FROM finding_events e WHERE e.finding_id = f.finding_id AND e.action = 'appeal'
+                    ORDER BY event_id DESC LIMIT 1), f.evidence
+            FROM findings f WHERE {' AND '.join(where)} ORDER BY f.fixmedins_code, f.period, f.rule_id LIMIT {int(limit)}""",
+        args).fetchall()
+    t = Table(show_lines=True)
+    for c in ("finding", "rule", "inst", "period", "status", "deduction", "at risk", "appeal reason", "evidence"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(r[0][:12], r[1], r[2], r[3], r[4], f"{r[5]:,.2f}", f"{r[6]:,.2f}", r[7] or "", r[8])
+    console.print(t)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="review")

@@ -1,0 +1,411 @@
+"""The hospital loop: a finding's states, who moved it, and its appeal window.
+
+States (``findings.status``)::
+
+    violation  pending_appeal ──appeal──▶ appealed ──uphold──▶ upheld ──appeal (复议)──▶ appealed
+                     │                        └──overturn──▶ overturned
+                     └──expire (window closed unanswered)──▶ expired
+    suspect    pending_review ──confirm──▶ pending_appeal (now claims money, window opens)
+                     └──dismiss──▶ dismissed
+    any open one ──supersede (its rule got a new version)──▶ superseded
+    in-process findings are ``warning`` and never move.
+
+A second appeal (复议) of an upheld finding is allowed once, within a second window, when the
+settings say so (``second_appeal``). Windows are in working days (default 10): the deadline is
+the N-th working day after the window opens, weekends and holiday-file dates skipped, make-up
+working days (调休上班) counted. The window of a violation opens on the day the screening run
+found it, the window of a confirmed suspect on the day it was confirmed, the 复议 window on
+the day the appeal was rejected. An appeal filed on the deadline day is in time.
+
+Every move is appended to ``finding_events`` (who, when, from, to, reason, attachment names
+with their SHA-256); nothing in the code updates or deletes a row of it. A finding in a final
+deduction statement (``finding_state.statement_id``) never moves again.
+
+Time comes from a clock (a callable returning a ``datetime``) so tests and replays can say
+what day it is; the default reads ``MEDAUDIT_NOW`` (``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM:SS``)
+and falls back to the computer's clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import duckdb
+
+Clock = Callable[[], dt.datetime]
+
+#: tables of the loop (created with the rest of the schema by :func:`medaudit.db.ensure_schema`)
+SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS finding_event_seq;
+CREATE TABLE IF NOT EXISTS finding_events (          -- append-only audit log
+    event_id BIGINT PRIMARY KEY DEFAULT nextval('finding_event_seq'),
+    finding_id VARCHAR,
+    event_at TIMESTAMP,
+    actor VARCHAR,
+    action VARCHAR,
+    from_status VARCHAR,
+    to_status VARCHAR,
+    reason VARCHAR,
+    attachments VARCHAR                             -- JSON [{name, sha256, bytes}]
+);
+CREATE TABLE IF NOT EXISTS finding_state (
+    finding_id VARCHAR PRIMARY KEY,
+    window_opened DATE,      -- the current appeal window opened on this day
+    deadline DATE,           -- last day of the window (inclusive); NULL when no window is open
+    appeal_round INTEGER,    -- appeals filed so far (2 after a 复议)
+    confirmed BOOLEAN,       -- a suspect a reviewer confirmed: it claims money like a violation
+    statement_id INTEGER     -- the final deduction statement that holds it (NULL: not final)
+);
+CREATE TABLE IF NOT EXISTS loop_settings (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS holidays (day DATE PRIMARY KEY, workday BOOLEAN, name VARCHAR);
+"""
+
+STATUS_CN = {
+    "pending_appeal": "待申诉",
+    "appealed": "已申诉待复核",
+    "upheld": "申诉驳回（维持扣款）",
+    "overturned": "申诉成立（撤销扣款）",
+    "expired": "逾期未申诉（维持扣款）",
+    "pending_review": "疑点待复核",
+    "dismissed": "疑点排除",
+    "superseded": "已被新版本规则取代",
+    "warning": "事中预警",
+}
+OPEN_STATUSES = ("pending_appeal", "appealed", "pending_review", "warning")
+ACTION_CN = {
+    "appeal": "申诉", "uphold": "驳回申诉", "overturn": "撤销扣款", "confirm": "确认疑点",
+    "dismiss": "排除疑点", "expire": "逾期", "supersede": "规则更新取代", "create": "生成",
+    "finalize": "结算扣款",
+}
+
+#: (status, action) -> new status. Anything else is refused.
+TRANSITIONS = {
+    ("pending_appeal", "appeal"): "appealed",
+    ("upheld", "appeal"): "appealed",  # 复议: only when enabled, once, within the second window
+    ("appealed", "uphold"): "upheld",
+    ("appealed", "overturn"): "overturned",
+    ("pending_review", "confirm"): "pending_appeal",
+    ("pending_review", "dismiss"): "dismissed",
+    ("pending_appeal", "expire"): "expired",
+}
+HOSPITAL_ACTIONS = ("appeal",)
+REVIEW_ACTIONS = ("uphold", "overturn", "confirm", "dismiss")
+DEFAULTS = {"window_days": "10", "second_appeal": "false", "second_window_days": "10"}
+
+
+class LifecycleError(Exception):
+    """A refused move; the message names the finding and its state."""
+
+
+def default_clock() -> dt.datetime:
+    env = os.environ.get("MEDAUDIT_NOW", "").strip()
+    if env:
+        return dt.datetime.fromisoformat(env) if len(env) > 10 else dt.datetime.combine(dt.date.fromisoformat(env), dt.time(9))
+    return dt.datetime.now().replace(microsecond=0)
+
+
+def fixed_clock(when: str | dt.date | dt.datetime) -> Clock:
+    """A clock that always says ``when`` (tests, replays)."""
+    if isinstance(when, str):
+        when = dt.datetime.fromisoformat(when) if len(when) > 10 else dt.date.fromisoformat(when)
+    if not isinstance(when, dt.datetime):
+        when = dt.datetime.combine(when, dt.time(9))
+    return lambda: when
+
+
+# ---------------------------------------------------------------------------- settings, calendar
+
+
+def settings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    out = dict(DEFAULTS)
+    out.update(dict(con.execute("SELECT key, value FROM loop_settings").fetchall()))
+    return out
+
+
+def set_setting(con: duckdb.DuckDBPyConnection, key: str, value) -> None:
+    if key not in DEFAULTS:
+        raise LifecycleError(f"unknown setting {key!r} (known: {', '.join(DEFAULTS)})")
+    con.execute("INSERT OR REPLACE INTO loop_settings VALUES (?, ?)", [key, str(value).lower()])
+
+
+def read_holiday_file(path: Path) -> list[tuple[dt.date, bool, str]]:
+    """One date per line: ``2026-10-01 国庆节``; a line whose name says 上班/补班/workday marks a
+    make-up working day (调休) that counts even on a weekend. ``#`` starts a comment."""
+    out = []
+    for no, raw in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        head, _, name = line.replace(",", " ").replace("\t", " ").partition(" ")
+        try:
+            day = dt.date.fromisoformat(head.strip())
+        except ValueError:
+            raise LifecycleError(f"{path}: line {no}: {head!r} is not a date YYYY-MM-DD") from None
+        name = name.strip()
+        workday = any(w in name for w in ("上班", "补班", "workday"))
+        out.append((day, workday, name))
+    return out
+
+
+def load_holidays(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Replace the holiday calendar with the file's dates. Returns the number of dates."""
+    rows = read_holiday_file(path)
+    con.execute("DELETE FROM holidays")
+    if rows:
+        con.executemany("INSERT OR REPLACE INTO holidays VALUES (?, ?, ?)", [list(r) for r in rows])
+    return len(rows)
+
+
+@dataclass
+class Calendar:
+    holidays: set[dt.date]
+    workdays: set[dt.date]
+
+    @classmethod
+    def of(cls, con: duckdb.DuckDBPyConnection) -> "Calendar":
+        rows = con.execute("SELECT day, workday FROM holidays").fetchall()
+        return cls({d for d, w in rows if not w}, {d for d, w in rows if w})
+
+    def is_working(self, day: dt.date) -> bool:
+        if day in self.workdays:
+            return True
+        return day.weekday() < 5 and day not in self.holidays
+
+    def add_working_days(self, start: dt.date, n: int) -> dt.date:
+        """The n-th working day after ``start`` (the start day itself does not count)."""
+        day, left = start, n
+        while left > 0:
+            day += dt.timedelta(days=1)
+            if self.is_working(day):
+                left -= 1
+        return day
+
+
+def deadline_from(con: duckdb.DuckDBPyConnection, opened: dt.date, key: str = "window_days") -> dt.date:
+    return Calendar.of(con).add_working_days(opened, int(settings(con)[key]))
+
+
+# ---------------------------------------------------------------------------- the log
+
+
+def attachment_records(paths: Iterable[Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise LifecycleError(f"attachment {p} not found")
+        data = p.read_bytes()
+        out.append({"name": p.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+    return out
+
+
+def log_event(con, finding_id, at, actor, action, from_status, to_status, reason="", attachments=None) -> None:
+    con.execute(
+        "INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [finding_id, at, actor, action, from_status, to_status, reason or "",
+         json.dumps(attachments or [], ensure_ascii=False)],
+    )
+
+
+def history(con: duckdb.DuckDBPyConnection, finding_id: str) -> list[dict]:
+    rows = con.execute(
+        "SELECT event_id, event_at, actor, action, from_status, to_status, reason, attachments FROM finding_events"
+        " WHERE finding_id = ? ORDER BY event_id", [finding_id]).fetchall()
+    keys = ("event_id", "event_at", "actor", "action", "from_status", "to_status", "reason", "attachments")
+    return [dict(zip(keys, r)) | {"attachments": json.loads(r[7] or "[]")} for r in rows]
+
+
+# ---------------------------------------------------------------------------- after a screening run
+
+
+def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: Clock | None = None) -> int:
+    """Called by the engine inside the screening transaction, after the run's findings are stored
+    (``r_all`` still holds the run's rules).
+
+    1. Findings of the stage whose rule now has another version are ``superseded`` when still
+       open and not final; decided and final ones stay as they are.
+    2. New findings get their state row and a ``create`` event; new violations' appeal windows
+       open today. Returns the number of superseded findings.
+    """
+    now = (clock or default_clock)()
+    today = now.date()
+    old = con.execute(
+        f"""
+        SELECT f.finding_id, f.status FROM findings f
+        LEFT JOIN finding_state s USING (finding_id)
+        WHERE f.stage = ? AND f.status IN ({', '.join(repr(s) for s in OPEN_STATUSES)})
+          AND s.statement_id IS NULL
+          AND EXISTS (SELECT 1 FROM r_all r WHERE r.rule_id = f.rule_id)
+          AND NOT EXISTS (SELECT 1 FROM r_all r WHERE r.rule_id = f.rule_id AND r.rule_version = f.rule_version)
+        ORDER BY f.finding_id
+        """,
+        [stage],
+    ).fetchall()
+    seen = set()
+    for fid, status in old:
+        if fid in seen:
+            continue
+        seen.add(fid)
+        con.execute("UPDATE findings SET status = 'superseded' WHERE finding_id = ?", [fid])
+        con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id = ?", [fid])
+        log_event(con, fid, now, f"screen run {run_id}", "supersede", status, "superseded",
+                  "规则已更新版本，本疑点由新版本规则的结果取代")
+    deadline = deadline_from(con, today)
+    con.execute(
+        """
+        INSERT INTO finding_state
+        SELECT f.finding_id, CASE WHEN f.status = 'pending_appeal' THEN CAST(? AS DATE) END,
+               CASE WHEN f.status = 'pending_appeal' THEN CAST(? AS DATE) END, 0, FALSE, NULL
+        FROM findings f ANTI JOIN finding_state s USING (finding_id)
+        """,
+        [today, deadline],
+    )
+    con.execute(
+        """
+        INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)
+        SELECT f.finding_id, CAST(? AS TIMESTAMP), 'screen run ' || f.first_run, 'create', NULL, f.status,
+               '规则 ' || f.rule_id || ' 第 ' || f.rule_version || ' 版', '[]'
+        FROM findings f WHERE f.first_run = ?
+        """,
+        [now, run_id],
+    )
+    return len(seen)
+
+
+# ---------------------------------------------------------------------------- moves
+
+
+@dataclass
+class FindingRef:
+    finding_id: str
+    status: str
+    institution: str
+    rule_id: str
+    severity: str
+    deadline: dt.date | None
+    appeal_round: int
+    confirmed: bool
+    statement_id: int | None
+
+    def name(self) -> str:
+        return f"finding {self.finding_id[:12]} ({self.rule_id}, {self.institution})"
+
+    def state(self) -> str:
+        return f"{self.status} {STATUS_CN.get(self.status, '')}".strip()
+
+
+def resolve(con: duckdb.DuckDBPyConnection, key: str) -> FindingRef:
+    """A finding by its id or a unique prefix of at least 6 characters."""
+    key = (key or "").strip()
+    if len(key) < 6:
+        raise LifecycleError(f"finding {key!r}: give the finding id (at least 6 characters)")
+    rows = con.execute(
+        """SELECT f.finding_id, f.status, f.fixmedins_code, f.rule_id, f.severity, s.deadline,
+                  coalesce(s.appeal_round, 0), coalesce(s.confirmed, FALSE), s.statement_id
+           FROM findings f LEFT JOIN finding_state s USING (finding_id)
+           WHERE starts_with(f.finding_id, ?) LIMIT 2""", [key.lower()]).fetchall()
+    if not rows:
+        raise LifecycleError(f"finding {key}: no such finding")
+    if len(rows) > 1:
+        raise LifecycleError(f"finding {key}: several findings start with this; give more characters")
+    return FindingRef(*rows[0])
+
+
+def refusal(con: duckdb.DuckDBPyConnection, f: FindingRef, action: str, today: dt.date) -> str | None:
+    """Why ``action`` may not happen to ``f`` today (None: it may)."""
+    verb = f"{action} ({ACTION_CN.get(action, action)})"
+    if f.statement_id is not None:
+        return f"{f.name()} is {f.state()} and final in deduction statement {f.statement_id}; it cannot {verb}"
+    if action == "appeal" and f.status == "expired":
+        return (f"{f.name()}: the appeal window closed on {f.deadline or '?'}; it is {f.state()} "
+                f"and cannot be appealed")
+    to = TRANSITIONS.get((f.status, action))
+    if to is None:
+        allowed = sorted(a for (s, a) in TRANSITIONS if s == f.status and a != "expire")
+        hint = f" (from {f.status} only: {', '.join(allowed)})" if allowed else " (no move is possible from this state)"
+        return f"{f.name()} is {f.state()}; it cannot {verb}{hint}"
+    if action == "appeal":
+        if f.status == "upheld":
+            s = settings(con)
+            if s["second_appeal"] != "true":
+                return f"{f.name()} is {f.state()}; a second appeal (复议) is not enabled in the settings"
+            if f.appeal_round >= 2:
+                return f"{f.name()} is {f.state()} after its second appeal (复议); it cannot be appealed again"
+        if f.deadline is None or today > f.deadline:
+            return (f"{f.name()} is {f.state()}; its appeal window closed on {f.deadline} "
+                    f"(today is {today}); it cannot be appealed")
+    return None
+
+
+def transition(
+    con: duckdb.DuckDBPyConnection,
+    finding: str | FindingRef,
+    action: str,
+    by: str,
+    reason: str = "",
+    attachments: list[dict] | None = None,
+    clock: Clock | None = None,
+) -> str:
+    """Move one finding; returns its new status or raises :class:`LifecycleError`.
+
+    The caller settles the money afterwards (:func:`medaudit.money.settle_deductions`) — one
+    settlement per batch of moves keeps an Excel import of thousands of rows fast.
+    """
+    now = (clock or default_clock)()
+    today = now.date()
+    f = finding if isinstance(finding, FindingRef) else resolve(con, finding)
+    if not (by or "").strip():
+        raise LifecycleError(f"{f.name()}: say who does this (--by NAME)")
+    if action in ("appeal", "uphold", "overturn", "dismiss") and not (reason or "").strip():
+        raise LifecycleError(f"{f.name()}: a reason is required to {action}")
+    why = refusal(con, f, action, today)
+    if why:
+        raise LifecycleError(why)
+    to = TRANSITIONS[(f.status, action)]
+    con.execute("UPDATE findings SET status = ? WHERE finding_id = ?", [to, f.finding_id])
+    s = settings(con)
+    if action == "appeal":
+        con.execute("UPDATE finding_state SET appeal_round = appeal_round + 1, deadline = NULL WHERE finding_id = ?",
+                    [f.finding_id])
+    elif action == "uphold" and s["second_appeal"] == "true" and f.appeal_round < 2:
+        con.execute("UPDATE finding_state SET window_opened = ?, deadline = ? WHERE finding_id = ?",
+                    [today, deadline_from(con, today, "second_window_days"), f.finding_id])
+    elif action == "confirm":
+        con.execute("UPDATE finding_state SET confirmed = TRUE, window_opened = ?, deadline = ? WHERE finding_id = ?",
+                    [today, deadline_from(con, today), f.finding_id])
+    elif action in ("overturn", "dismiss", "uphold"):
+        con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id = ?", [f.finding_id])
+    log_event(con, f.finding_id, now, by.strip(), action, f.status, to, reason, attachments)
+    return to
+
+
+def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> int:
+    """Close the windows that passed: pending appeals past their deadline become ``expired``.
+    Returns how many. Every command of the loop calls this first."""
+    now = (clock or default_clock)()
+    due = con.execute(
+        """SELECT f.finding_id, s.deadline FROM findings f JOIN finding_state s USING (finding_id)
+           WHERE f.status = 'pending_appeal' AND s.statement_id IS NULL AND s.deadline < ?
+           ORDER BY f.finding_id""", [now.date()]).fetchall()
+    for fid, deadline in due:
+        con.execute("UPDATE findings SET status = 'expired' WHERE finding_id = ?", [fid])
+        log_event(con, fid, now, "system", "expire", "pending_appeal", "expired",
+                  f"申诉期已于 {deadline} 截止，未收到申诉")
+    return len(due)
+
+
+def is_final_outcome(status: str, appeal_round: int, deadline: dt.date | None, second_appeal: bool,
+                     today: dt.date) -> bool:
+    """Whether a standing finding's outcome can no longer change (a 复议 window may still be open)."""
+    if status == "expired":
+        return True
+    if status == "upheld":
+        return not second_appeal or appeal_round >= 2 or deadline is None or today > deadline
+    return False

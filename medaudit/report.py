@@ -1,0 +1,389 @@
+"""The deduction report (扣款依据报表) a bureau sends one institution for one settlement month.
+
+Two files with the same content: an xlsx (汇总, 按规则, 按科室, 按医生, 明细, 明细行) and a
+self-contained HTML page (no script, no web font, no CDN: inline CSS and SVG charts drawn
+here) with money by rule, money by department and the monthly trend. Personal data is masked
+in both: the name keeps its first character (张*), the ID number its last four digits.
+
+Which findings: the institution's post-hoc findings of the month, except those superseded by
+a newer rule version. Money columns: 违规金额 (the flagged lines' amount), 扣款金额 (what the
+finding carries under the never-twice rule now: provisional while the appeal is open, 0 once
+overturned or dismissed), 已结算扣款 (the part in final deduction statements) and 待复核金额
+(the amount at risk of suspects still awaiting review).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from . import lifecycle, money
+
+PERSON_SQL = """(SELECT mdtrt_id, any_value(psn_name) AS psn_name, any_value(certno) AS certno,
+                        any_value(fixmedins_name) AS fixmedins_name FROM mdtrt_d GROUP BY mdtrt_id)"""
+
+
+def line_text_sql(fe: str, fl: str) -> str:
+    """One line as a clerk finds it in the hospital's system: 流水号 项目【名称】(编码) 日期 数量×单价，金额."""
+    return (f"{fl}.bkkp_sn || ' ' || item_ref({fe}.list_type, {fe}.hilist_name, {fe}.hilist_code) || ' ' || "
+            f"strftime({fe}.fee_ocur_time, '%Y-%m-%d %H:%M') || ' ' || qty({fe}.cnt) || '×' || yuan({fe}.pric) || "
+            f"'，金额 ' || yuan({fl}.line_amt)")
+
+
+def mask_name(name) -> str:
+    """张三 -> 张*, 欧阳娜娜 -> 欧***; empty stays empty."""
+    name = ("" if name is None else str(name)).strip()
+    return name[0] + "*" * max(1, len(name) - 1) if name else ""
+
+
+def mask_certno(certno) -> str:
+    """Only the last four characters of an ID number stay: **************123X."""
+    c = ("" if certno is None else str(certno)).strip()
+    if not c:
+        return ""
+    return "*" * max(len(c) - 4, 0) + c[-4:] if len(c) > 4 else "*" * len(c)
+
+
+def _d(x) -> Decimal:
+    return Decimal(0) if x is None else Decimal(str(x))
+
+
+def fmt(x) -> str:
+    return f"{_d(x):,.2f}"
+
+
+@dataclass
+class ReportData:
+    institution: str
+    institution_name: str
+    period: str
+    generated: dt.datetime
+    totals: dict = field(default_factory=dict)
+    by_status: list = field(default_factory=list)   # (status, cn, n, deduction)
+    by_rule: list = field(default_factory=list)     # (rule_id, name, nature, basis, n, flagged, deduction, final)
+    by_dept: list = field(default_factory=list)     # (dept, n, flagged, deduction, final)
+    by_doctor: list = field(default_factory=list)   # (doctor, dept, n, flagged, deduction, final)
+    trend: list = field(default_factory=list)       # (period, n, flagged, deduction)
+    details: list = field(default_factory=list)     # dicts
+    lines: list = field(default_factory=list)       # tuples
+    statements: list = field(default_factory=list)  # (statement_id, seq, created, n, total)
+
+
+def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock: lifecycle.Clock | None = None) -> ReportData:
+    now = (clock or lifecycle.default_clock)()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        lifecycle.expire_due(con, lambda: now)
+        money.settle_deductions(con)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE __rep AS
+            SELECT f.*, s.deadline, s.statement_id, coalesce(s.confirmed, FALSE) AS confirmed,
+                   CASE WHEN s.statement_id IS NOT NULL THEN f.deduction_amt ELSE 0 END AS final_amt,
+                   CASE WHEN f.status = 'pending_review' THEN f.claimed_amt ELSE 0 END AS at_risk,
+                   p.psn_name, p.certno, p.fixmedins_name
+            FROM findings f LEFT JOIN finding_state s USING (finding_id)
+            LEFT JOIN {PERSON_SQL} p ON p.mdtrt_id = f.mdtrt_id
+            WHERE f.stage = 'post_hoc' AND f.fixmedins_code = ? AND f.period = ? AND f.status <> 'superseded'""",
+        [institution, period])
+    q = lambda sql, a=(): con.execute(sql, list(a)).fetchall()  # noqa: E731
+    name = q("SELECT any_value(fixmedins_name) FROM mdtrt_d WHERE fixmedins_code = ?", [institution])[0][0] or ""
+    d = ReportData(institution, name, period, now)
+    t = q("""SELECT count(*), coalesce(sum(flagged_amt), 0), coalesce(sum(deduction_amt), 0), coalesce(sum(final_amt), 0),
+                    coalesce(sum(at_risk), 0), count(*) FILTER (WHERE status = 'pending_appeal'),
+                    count(*) FILTER (WHERE status = 'pending_review'), count(DISTINCT mdtrt_id) FROM __rep""")[0]
+    d.totals = dict(zip(("n", "flagged", "deduction", "final", "at_risk", "n_pending_appeal", "n_pending_review",
+                         "n_visits"), t))
+    d.by_status = [(s, lifecycle.STATUS_CN.get(s, s), n, ded) for s, n, ded in q(
+        "SELECT status, count(*), sum(deduction_amt) FROM __rep GROUP BY 1 ORDER BY 2 DESC, 1")]
+    d.by_rule = q("""SELECT rule_id, any_value(rule_name), any_value(nature), any_value(basis), count(*),
+                            sum(flagged_amt), sum(deduction_amt), sum(final_amt)
+                     FROM __rep GROUP BY rule_id ORDER BY 7 DESC, 6 DESC, 1""")
+    d.by_dept = q("""SELECT coalesce(dept_code, '（未填）'), count(*), sum(flagged_amt), sum(deduction_amt), sum(final_amt)
+                     FROM __rep GROUP BY 1 ORDER BY 4 DESC, 3 DESC, 1""")
+    d.by_doctor = q("""SELECT coalesce(dr_code, '（未填）'), coalesce(any_value(dept_code), ''), count(*), sum(flagged_amt),
+                              sum(deduction_amt), sum(final_amt)
+                       FROM __rep GROUP BY 1 ORDER BY 5 DESC, 4 DESC, 1""")
+    d.trend = q("""SELECT period, count(*), sum(flagged_amt), sum(deduction_amt) FROM findings
+                   WHERE stage = 'post_hoc' AND fixmedins_code = ? AND status <> 'superseded' AND period <= ?
+                   GROUP BY 1 ORDER BY 1 DESC LIMIT 12""", [institution, period])[::-1]
+    rows = q(f"""SELECT r.finding_id, r.rule_id, r.rule_name, r.nature, r.severity, r.status, r.confirmed, r.deadline,
+                        r.statement_id, r.mdtrt_id, r.setl_id, r.psn_name, r.certno, r.dept_code, r.dr_code,
+                        r.flagged_amt, r.deduction_amt, r.at_risk, r.basis, r.evidence,
+                        (SELECT string_agg({line_text_sql('fe', 'fl')}, '\n' ORDER BY fe.fee_ocur_time, fl.bkkp_sn)
+                         FROM finding_lines fl JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
+                         WHERE fl.finding_id = r.finding_id AND fl.role = 'violating') AS lines
+                 FROM __rep r ORDER BY r.rule_id, r.mdtrt_id, r.finding_id""")
+    keys = ("finding_id", "rule_id", "rule_name", "nature", "severity", "status", "confirmed", "deadline",
+            "statement_id", "mdtrt_id", "setl_id", "psn_name", "certno", "dept_code", "dr_code", "flagged",
+            "deduction", "at_risk", "basis", "evidence", "lines")
+    for r in rows:
+        x = dict(zip(keys, r))
+        x["patient"] = mask_name(x.pop("psn_name"))
+        x["certno"] = mask_certno(x["certno"])
+        x["status_cn"] = status_text(x["status"], x["confirmed"], x["statement_id"])
+        d.details.append(x)
+    d.lines = q("""SELECT fl.finding_id, fl.bkkp_sn, CASE fl.role WHEN 'violating' THEN '违规项' ELSE '涉及项' END,
+                          fe.hilist_code, fe.hilist_name, strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'), fl.line_amt,
+                          CAST(round(fl.claim, 2) AS DECIMAL(18,2)), CAST(round(fl.carried, 2) AS DECIMAL(18,2))
+                   FROM finding_lines fl JOIN __rep r USING (finding_id) LEFT JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
+                   ORDER BY r.rule_id, r.mdtrt_id, fl.finding_id, fl.role DESC, fe.fee_ocur_time, fl.bkkp_sn""")
+    d.statements = q("""SELECT statement_id, seq, strftime(created_at, '%Y-%m-%d'), n_findings, total
+                        FROM deduction_statements WHERE fixmedins_code = ? AND period = ? ORDER BY 1""",
+                     [institution, period])
+    con.execute("DROP TABLE __rep")
+    return d
+
+
+def status_text(status: str, confirmed: bool = False, statement_id=None) -> str:
+    s = lifecycle.STATUS_CN.get(status, status)
+    if confirmed and status in ("pending_appeal", "appealed", "upheld", "overturned", "expired"):
+        s += "（疑点经复核确认）"
+    if statement_id is not None:
+        s += f"，已列入扣款单 {statement_id}"
+    return s
+
+
+# ---------------------------------------------------------------------------- xlsx
+
+
+def write_xlsx(d: ReportData, path: Path) -> Path:
+    import xlsxwriter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = xlsxwriter.Workbook(str(path))
+    title = wb.add_format({"bold": True, "font_size": 14})
+    head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
+    cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
+    money_f = wb.add_format({"border": 1, "num_format": "#,##0.00", "valign": "top"})
+    int_f = wb.add_format({"border": 1, "num_format": "#,##0", "valign": "top"})
+
+    def table(ws, r0, cols, rows, money_cols=(), int_cols=(), widths=None):
+        for j, c in enumerate(cols):
+            ws.write(r0, j, c, head)
+            if widths and j in widths:
+                ws.set_column(j, j, widths[j])
+        for i, r in enumerate(rows, r0 + 1):
+            for j, v in enumerate(r):
+                if j in money_cols:
+                    ws.write_number(i, j, float(_d(v)), money_f)
+                elif j in int_cols:
+                    ws.write_number(i, j, int(v or 0), int_f)
+                else:
+                    ws.write_string(i, j, "" if v is None else str(v), cell)
+        return r0 + len(rows) + 1
+
+    ws = wb.add_worksheet("汇总")
+    ws.set_column(0, 0, 22)
+    ws.set_column(1, 4, 16)
+    ws.write(0, 0, f"扣款依据报表 {d.institution} {d.institution_name} {d.period}", title)
+    t = d.totals
+    kv = [("机构", f"{d.institution} {d.institution_name}"), ("结算月份", d.period),
+          ("生成时间", d.generated.strftime("%Y-%m-%d %H:%M")), ("疑点数", t["n"]), ("涉及就诊人次", t["n_visits"]),
+          ("违规金额（元）", t["flagged"]), ("扣款金额（元）", t["deduction"]), ("其中已结算扣款（元）", t["final"]),
+          ("待复核疑点金额（元）", t["at_risk"]), ("待申诉疑点数", t["n_pending_appeal"])]
+    for i, (k, v) in enumerate(kv, 2):
+        ws.write(i, 0, k, head)
+        if isinstance(v, (Decimal, float)):
+            ws.write_number(i, 1, float(v), money_f)
+        elif isinstance(v, int):
+            ws.write_number(i, 1, v, int_f)
+        else:
+            ws.write_string(i, 1, str(v), cell)
+    r = len(kv) + 3
+    ws.write(r, 0, "按状态", title)
+    r = table(ws, r + 1, ["状态", "说明", "疑点数", "扣款金额（元）"], d.by_status, money_cols=(3,), int_cols=(2,))
+    if d.statements:
+        ws.write(r + 1, 0, "扣款单", title)
+        table(ws, r + 2, ["扣款单号", "第几次", "生成日期", "疑点数", "扣款合计（元）"], d.statements, money_cols=(4,), int_cols=(0, 1, 3))
+
+    ws = wb.add_worksheet("按规则")
+    end = table(ws, 0, ["规则编号", "规则名称", "问题性质", "依据", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"],
+                d.by_rule, money_cols=(5, 6, 7), int_cols=(4,), widths={0: 14, 1: 28, 2: 12, 3: 36, 5: 14, 6: 14, 7: 14})
+    if d.by_rule:
+        chart = wb.add_chart({"type": "bar"})
+        chart.add_series({"name": "扣款金额", "categories": ["按规则", 1, 1, end - 1, 1], "values": ["按规则", 1, 6, end - 1, 6]})
+        chart.set_title({"name": "扣款金额（按规则）"})
+        chart.set_legend({"none": True})
+        ws.insert_chart(end + 1, 1, chart)
+    ws = wb.add_worksheet("按科室")
+    end = table(ws, 0, ["科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], d.by_dept,
+                money_cols=(2, 3, 4), int_cols=(1,), widths={0: 14, 2: 14, 3: 14, 4: 14})
+    if d.by_dept:
+        chart = wb.add_chart({"type": "column"})
+        chart.add_series({"name": "扣款金额", "categories": ["按科室", 1, 0, end - 1, 0], "values": ["按科室", 1, 3, end - 1, 3]})
+        chart.set_title({"name": "扣款金额（按科室）"})
+        chart.set_legend({"none": True})
+        ws.insert_chart(end + 1, 0, chart)
+    ws = wb.add_worksheet("按医生")
+    table(ws, 0, ["医生", "科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], d.by_doctor,
+          money_cols=(3, 4, 5), int_cols=(2,), widths={0: 14, 3: 14, 4: 14, 5: 14})
+    ws = wb.add_worksheet("月度趋势")
+    table(ws, 0, ["结算月份", "疑点数", "违规金额（元）", "扣款金额（元）"], d.trend, money_cols=(2, 3), int_cols=(1,),
+          widths={0: 12, 2: 14, 3: 14})
+    ws = wb.add_worksheet("明细")
+    cols = ["疑点编号", "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "结算ID", "参保人", "证件号", "科室",
+            "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "待复核金额（元）", "依据", "证据"]
+    rows = [(x["finding_id"], x["rule_id"], x["rule_name"], x["nature"], x["status_cn"], x["deadline"] or "",
+             x["mdtrt_id"], x["setl_id"], x["patient"], x["certno"], x["dept_code"], x["dr_code"], x["lines"] or "",
+             x["flagged"], x["deduction"], x["at_risk"], x["basis"], x["evidence"]) for x in d.details]
+    table(ws, 0, cols, rows, money_cols=(13, 14, 15), widths={0: 34, 2: 22, 4: 20, 12: 48, 16: 28, 17: 60})
+    ws.freeze_panes(1, 1)
+    ws = wb.add_worksheet("明细行")
+    table(ws, 0, ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "净金额（元）", "主张扣款（元）", "承担扣款（元）"],
+          d.lines, money_cols=(6, 7, 8), widths={0: 34, 3: 26, 4: 24, 5: 17})
+    wb.close()
+    return path
+
+
+# ---------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:"Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","Microsoft YaHei","PingFang SC",sans-serif;
+     margin:0;background:#f4f6f9;color:#1f2933;font-size:14px}
+header{background:#1f4e79;color:#fff;padding:18px 32px}
+header h1{margin:0 0 4px;font-size:22px} header p{margin:0;opacity:.85}
+main{padding:20px 32px;max-width:1280px}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:18px}
+.card{background:#fff;border-radius:6px;padding:12px 16px;min-width:150px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.card .k{color:#52606d;font-size:13px} .card .v{font-size:22px;font-weight:600;margin-top:4px}
+.card.hi .v{color:#b42318}
+section{background:#fff;border-radius:6px;padding:14px 18px;margin-bottom:18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+h2{font-size:17px;margin:0 0 10px;color:#1f4e79}
+.charts{display:grid;grid-template-columns:1fr 1fr;gap:18px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border:1px solid #d9e2ec;padding:5px 7px;vertical-align:top;text-align:left}
+th{background:#e8f0f8;font-weight:600} td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+td.ev{max-width:420px} td.ln{white-space:pre-line;font-size:12px;color:#323f4b;max-width:360px}
+tr.dead td{color:#7b8794} .st{white-space:nowrap}
+.note{color:#52606d;font-size:12px}
+svg text{font-family:inherit}
+"""
+
+
+def _e(x) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _hbar_svg(items: list[tuple[str, Decimal]], title: str, width: int = 560) -> str:
+    """Horizontal bars, one per item, labelled with the name and the amount."""
+    items = items[:12]
+    if not items:
+        return f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="40"><text x="0" y="24">无数据</text></svg>'
+    top = max((_d(v) for _, v in items), default=Decimal(0)) or Decimal(1)
+    label_w, row_h, bar_max = 190, 26, width - 190 - 110
+    h = row_h * len(items) + 10
+    out = [f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{h}" viewBox="0 0 {width} {h}">']
+    for i, (name, v) in enumerate(items):
+        y = 5 + i * row_h
+        w = max(float(_d(v) / top) * bar_max, 1 if _d(v) > 0 else 0)
+        short = name if len(name) <= 14 else name[:13] + "…"
+        out.append(f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end" font-size="12"><title>{_e(name)}</title>{_e(short)}</text>')
+        out.append(f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}" fill="#2e75b6" rx="2"/>')
+        out.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 16}" font-size="12" fill="#323f4b">{fmt(v)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _trend_svg(trend: list, title: str, width: int = 1180, height: int = 220) -> str:
+    if not trend:
+        return f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="40"><text x="0" y="24">无数据</text></svg>'
+    top = max((_d(r[3]) for r in trend), default=Decimal(0)) or Decimal(1)
+    left, bottom, plot_h = 60, 40, height - 40 - 30
+    slot = (width - left - 10) / max(len(trend), 1)
+    bw = min(60, slot * 0.6)
+    out = [f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+           f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#9aa5b1"/>']
+    for i, (period, n, flagged, ded) in enumerate(trend):
+        x = left + i * slot + (slot - bw) / 2
+        h = float(_d(ded) / top) * plot_h
+        y = height - bottom - h
+        out.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bw:.1f}" height="{h:.1f}" fill="#2e75b6" rx="2"/>')
+        out.append(f'<text x="{x + bw / 2:.1f}" y="{y - 5:.1f}" text-anchor="middle" font-size="12">{fmt(ded)}</text>')
+        out.append(f'<text x="{x + bw / 2:.1f}" y="{height - bottom + 18}" text-anchor="middle" font-size="12">{_e(period)}（{n} 条）</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _table(cols: list[str], rows: list[list], num: set[int] = frozenset(), row_class=None) -> str:
+    h = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cls = f' class="{row_class(r)}"' if row_class and row_class(r) else ""
+        tds = []
+        for j, v in enumerate(r):
+            if j in num:
+                tds.append(f'<td class="n">{fmt(v) if not isinstance(v, int) else f"{v:,}"}</td>')
+            else:
+                tds.append(f"<td>{_e(v)}</td>")
+        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(d: ReportData) -> str:
+    t = d.totals
+    cards = [("疑点数", f"{t['n']:,}", False), ("涉及就诊", f"{t['n_visits']:,}", False), ("违规金额（元）", fmt(t["flagged"]), False),
+             ("扣款金额（元）", fmt(t["deduction"]), True), ("已结算扣款（元）", fmt(t["final"]), False),
+             ("待复核疑点金额（元）", fmt(t["at_risk"]), False), ("待申诉疑点", f"{t['n_pending_appeal']:,}", False)]
+    cards_html = "".join(f'<div class="card{" hi" if hi else ""}"><div class="k">{_e(k)}</div><div class="v">{v}</div></div>'
+                         for k, v, hi in cards)
+    rule_chart = _hbar_svg([(f"{r[0]} {r[1]}", r[6]) for r in d.by_rule], "扣款金额（按规则）")
+    dept_chart = _hbar_svg([(r[0], r[3]) for r in d.by_dept], "扣款金额（按科室）")
+    trend_chart = _trend_svg(d.trend, "月度扣款趋势")
+    dead = {"overturned", "dismissed"}
+    details = []
+    for x in d.details:
+        cls = ' class="dead"' if x["status"] in dead else ""
+        details.append(
+            f"<tr{cls}><td>{_e(x['finding_id'][:12])}</td><td>{_e(x['rule_id'])}<br>{_e(x['rule_name'])}</td>"
+            f"<td>{_e(x['nature'])}</td><td class=\"st\">{_e(x['status_cn'])}</td><td class=\"st\">{_e(x['deadline'] or '')}</td>"
+            f"<td>{_e(x['mdtrt_id'])}</td><td>{_e(x['patient'])}<br>{_e(x['certno'])}</td>"
+            f"<td>{_e(x['dept_code'])}<br>{_e(x['dr_code'])}</td><td class=\"ln\">{_e(x['lines'] or '')}</td>"
+            f"<td class=\"n\">{fmt(x['flagged'])}</td><td class=\"n\">{fmt(x['deduction'])}</td>"
+            f"<td>{_e(x['basis'])}</td><td class=\"ev\">{_e(x['evidence'])}</td></tr>")
+    detail_head = "".join(f"<th>{c}</th>" for c in ("疑点编号", "规则", "问题性质", "状态", "申诉截止日", "就诊ID", "参保人 / 证件号",
+                                                   "科室 / 医生", "违规明细", "违规金额（元）", "扣款金额（元）", "依据", "证据"))
+    statements = ""
+    if d.statements:
+        statements = ("<section><h2>扣款单</h2>" + _table(["扣款单号", "第几次", "生成日期", "疑点数", "扣款合计（元）"],
+                                                     [list(s) for s in d.statements], num={4}) + "</section>")
+    return f"""<!DOCTYPE html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>扣款依据报表 {_e(d.institution)} {_e(d.period)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body><header><h1>医保基金审核扣款依据报表</h1>
+<p>机构：{_e(d.institution)} {_e(d.institution_name)} ｜ 结算月份：{_e(d.period)} ｜ 生成时间：{d.generated:%Y-%m-%d %H:%M}</p></header>
+<main>
+<div class="cards" id="totals">{cards_html}</div>
+<section><h2>按状态</h2>{_table(["状态", "说明", "疑点数", "扣款金额（元）"], [list(s) for s in d.by_status], num={2, 3})}
+<p class="note">扣款金额：每条明细只扣一次（多条规则命中同一明细时取最高主张）；申诉期内为暂定金额，申诉成立或疑点排除后为 0。个人信息已脱敏。</p></section>
+{statements}
+<section class="charts"><div><h2>扣款金额（按规则）</h2>{rule_chart}</div><div><h2>扣款金额（按科室）</h2>{dept_chart}</div></section>
+<section><h2>月度趋势（扣款金额）</h2>{trend_chart}</section>
+<section><h2>按规则汇总</h2>{_table(["规则编号", "规则名称", "问题性质", "依据", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"],
+                                  [list(r) for r in d.by_rule], num={4, 5, 6, 7})}</section>
+<section><h2>按科室汇总</h2>{_table(["科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], [list(r) for r in d.by_dept], num={1, 2, 3, 4})}</section>
+<section><h2>按医生汇总</h2>{_table(["医生", "科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], [list(r) for r in d.by_doctor], num={2, 3, 4, 5})}</section>
+<section><h2>疑点明细</h2><table id="details"><thead><tr>{detail_head}</tr></thead><tbody>{''.join(details)}</tbody></table></section>
+</main></body></html>
+"""
+
+
+def build(con: duckdb.DuckDBPyConnection, institution: str, period: str, out_dir: Path,
+          clock: lifecycle.Clock | None = None) -> tuple[Path, Path, ReportData]:
+    d = gather(con, institution, period, clock)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"扣款依据报表_{institution}_{period}"
+    xlsx = write_xlsx(d, out_dir / f"{stem}.xlsx")
+    page = out_dir / f"{stem}.html"
+    page.write_text(render_html(d), encoding="utf-8")
+    return xlsx, page, d
