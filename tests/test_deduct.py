@@ -1,0 +1,137 @@
+"""Final deductions: what stands goes into the statement, each line once, idempotent, reconciled."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from medaudit import deduct, lifecycle, money
+from test_lifecycle import RULES, clock, finding, loop_batch, loop_db, rescreen
+
+RULES_V2 = RULES.replace("  - id: R-SEX-001\n    version: 1", "  - id: R-SEX-001\n    version: 2")
+
+
+def statement_lines(con):
+    return con.execute("SELECT statement_id, finding_id, bkkp_sn, round(amount, 2) FROM deduction_lines ORDER BY 1, 3").fetchall()
+
+
+def test_nothing_stands_while_windows_are_open(tmp_path, monkeypatch):
+    con = loop_db(tmp_path, monkeypatch)
+    res = deduct.finalize(con, "2026-03", clock=clock("2026-04-10"))
+    assert res.statements == [] and res.expired_now == 0
+    assert res.not_final == {"pending_appeal": 5, "pending_review": 1}
+    assert con.execute("SELECT count(*) FROM deduction_statements").fetchall()[0][0] == 0
+
+
+def test_a_line_two_rules_claim_is_deducted_once_by_the_largest_standing_claim(tmp_path, monkeypatch):
+    b, v = loop_batch()
+    con = loop_db(tmp_path, monkeypatch, b)
+    sex, frq = finding(con, v["both"], "R-SEX-001"), finding(con, v["both"], "R-FRQ-001")
+    # 3 x 60.00: gender claims the whole line, frequency the 2 excess units; gender carries
+    assert (sex["deduction"], frq["deduction"]) == (D("180.00"), D("0.00"))
+    assert frq["claimed"] == D("120.00")
+    # the hospital proves the gender; the frequency finding now carries its own claim
+    lifecycle.transition(con, sex["id"], "appeal", "王芳", "患者为女性（登记错误）", clock=clock("2026-04-02"))
+    lifecycle.transition(con, frq["id"], "appeal", "王芳", "三个部位分别造影", clock=clock("2026-04-02"))
+    lifecycle.transition(con, sex["id"], "overturn", "李审", "性别登记错误属实", clock=clock("2026-04-08"))
+    money.settle_deductions(con)
+    assert finding(con, v["both"], "R-FRQ-001")["deduction"] == D("120.00")
+    # frequency still appealed: it waits; the rest of H001 expires on Apr 16 and stands
+    res = deduct.finalize(con, "2026-03", "H001", by="结算科", clock=clock("2026-04-16"))
+    assert res.expired_now == 3  # expiry closes every window that passed: sex and bed of H001, other of H002
+    assert [(s.institution, s.n_findings, s.total) for s in res.statements] == [("H001", 2, D("210.00"))]
+    lifecycle.transition(con, frq["id"], "uphold", "李审", "重复收费", clock=clock("2026-04-17"))
+    res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-17"))
+    assert [(s.seq, s.n_findings, s.total) for s in res.statements] == [(2, 1, D("120.00"))]
+    lines = [r for r in statement_lines(con) if r[2] == "BOTH1"]
+    assert lines == [(2, frq["id"], "BOTH1", D("120.00"))]
+    assert deduct.reconcile(con) == []
+
+
+def test_a_standing_finding_waits_while_its_line_is_carried_by_an_open_one(tmp_path, monkeypatch):
+    b, v = loop_batch()
+    con = loop_db(tmp_path, monkeypatch, b)
+    sex, frq = finding(con, v["both"], "R-SEX-001"), finding(con, v["both"], "R-FRQ-001")
+    lifecycle.transition(con, sex["id"], "appeal", "王芳", "患者为女性", clock=clock("2026-04-02"))
+    res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-16"))
+    # frequency expired (stands, 0 carried: gender's 180.00 claim is larger but still under appeal)
+    assert finding(con, v["both"], "R-FRQ-001")["status"] == "expired"
+    assert [h[0] for h in res.held] == [frq["id"]]
+    assert "BOTH1" in res.held[0][1] and sex["id"][:12] in res.held[0][1]
+    assert [(s.n_findings, s.total) for s in res.statements] == [(2, D("210.00"))]  # sex-visit 180 + bed 30
+    # gender upheld: both stand; gender carries 180.00, frequency 0.00 — the line once
+    lifecycle.transition(con, sex["id"], "uphold", "李审", "维持", clock=clock("2026-04-17"))
+    res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-17"))
+    assert [(s.n_findings, s.n_lines, s.total) for s in res.statements] == [(2, 1, D("180.00"))]
+    assert [r[1:] for r in statement_lines(con) if r[2] == "BOTH1"] == [(sex["id"], "BOTH1", D("180.00"))]
+    assert deduct.reconcile(con) == []
+
+
+def test_finalize_is_idempotent_and_reconciles_to_the_cent(tmp_path, monkeypatch):
+    b, v = loop_batch()
+    con = loop_db(tmp_path, monkeypatch, b)
+    age = finding(con, v["age"], "R-AGE-001")
+    lifecycle.transition(con, age["id"], "confirm", "李审", clock=clock("2026-04-02"))
+    first = deduct.finalize(con, "2026-03", clock=clock("2026-04-20"))
+    # H001: sex 180.00 + both (gender carries) 180.00 + bed 30.00 + confirmed suspect 24.70; H002: 200.00
+    assert [(s.institution, s.n_findings, s.n_lines, s.total) for s in first.statements] == [
+        ("H001", 5, 4, D("414.70")), ("H002", 1, 1, D("200.00"))]
+    total_findings = con.execute(
+        "SELECT sum(deduction_amt) FROM findings f JOIN finding_state s USING (finding_id) WHERE s.statement_id IS NOT NULL"
+    ).fetchall()[0][0]
+    assert total_findings == D("614.70")
+    before = (statement_lines(con), con.execute("SELECT * FROM deduction_statements ORDER BY 1").fetchall(),
+              con.execute("SELECT count(*) FROM finding_events").fetchall()[0][0])
+    again = deduct.finalize(con, "2026-03", clock=clock("2026-04-21"))
+    assert again.statements == [] and again.held == []
+    assert (statement_lines(con), con.execute("SELECT * FROM deduction_statements ORDER BY 1").fetchall(),
+            con.execute("SELECT count(*) FROM finding_events").fetchall()[0][0]) == before
+    assert deduct.reconcile(con) == []
+    # a final finding never moves again
+    sex = finding(con, v["sex"], "R-SEX-001")
+    assert sex["statement"] == 1
+    try:
+        lifecycle.transition(con, sex["id"], "appeal", "王芳", "理由", clock=clock("2026-04-21"))
+        raise AssertionError("a final finding moved")
+    except lifecycle.LifecycleError as e:
+        assert "final in deduction statement 1" in str(e) and sex["id"][:12] in str(e)
+
+
+def test_rescreen_after_finalize_changes_nothing_final(tmp_path, monkeypatch):
+    b, v = loop_batch()
+    con = loop_db(tmp_path, monkeypatch, b)
+    deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
+    final_before = con.execute(
+        """SELECT f.finding_id, f.status, f.deduction_amt, s.statement_id FROM findings f JOIN finding_state s USING (finding_id)
+           WHERE s.statement_id IS NOT NULL ORDER BY 1""").fetchall()
+    lines_before = statement_lines(con)
+    monkeypatch.setenv("MEDAUDIT_NOW", "2026-04-22")
+    res = rescreen(tmp_path, con, RULES_V2, name="rules2")
+    assert res.n_new_findings == 3
+    assert con.execute(
+        """SELECT f.finding_id, f.status, f.deduction_amt, s.statement_id FROM findings f JOIN finding_state s USING (finding_id)
+           WHERE s.statement_id IS NOT NULL ORDER BY 1""").fetchall() == final_before
+    # H001's v2 twins claim lines a statement already deducted: they carry nothing
+    v2 = dict(con.execute("SELECT mdtrt_id, deduction_amt FROM findings WHERE rule_version = '2'").fetchall())
+    assert (v2[v["sex"]], v2[v["both"]]) == (D("0.00"), D("0.00"))
+    # H002 was out of the statement's scope: its expired v1 finding and the v2 twin tie on the line
+    # (same rule id, the finding id decides): the line is carried once either way
+    assert con.execute("SELECT sum(deduction_amt) FROM findings WHERE mdtrt_id = ?", [v["other"]]).fetchall()[0][0] == D("200.00")
+    # the v2 twins stand later, but their lines were deducted already: their statement adds 0.00
+    res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-05-20"))
+    assert [(s.n_findings, s.total) for s in res.statements] == [(2, D("0.00"))]
+    assert [r for r in statement_lines(con)] == lines_before
+    assert deduct.reconcile(con) == []
+
+
+def test_statement_workbook(tmp_path, monkeypatch):
+    import openpyxl
+
+    con = loop_db(tmp_path, monkeypatch)
+    res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
+    path = deduct.write_statement_xlsx(con, [s.statement_id for s in res.statements], tmp_path / "st.xlsx")
+    wb = openpyxl.load_workbook(path)
+    assert wb.sheetnames == ["扣款单", "扣款疑点", "扣款明细行"]
+    assert wb["扣款单"]["I2"].value == 390.0
+    people = {r[7] for r in wb["扣款疑点"].iter_rows(min_row=2, values_only=True)}
+    assert people == {"张*", "李*", "王**"}
+    assert sum(r[9] for r in wb["扣款明细行"].iter_rows(min_row=2, values_only=True)) == 390.0
