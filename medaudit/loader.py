@@ -118,23 +118,35 @@ def read_file(path: Path) -> pl.DataFrame:
 RAGGED = "__ragged"  # per row: why the row's shape is wrong (CSV only), else null
 
 
+def _utf8_bytes(path: Path) -> bytes:
+    """The file as UTF-8 bytes without BOM and trailing blank lines (GB18030 is converted)."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if b"\x00" in raw:
+        raise LoadError(f"{path}: unreadable: binary content (NUL bytes), not a CSV text file")
+    raw = raw.rstrip(b"\r\n\t ")
+    if not raw:
+        raise LoadError(f"{path}: unreadable: the file is empty")
+    return raw + b"\n"
+
+
 def _read_csv(path: Path) -> pl.DataFrame:
     """Read a CSV as text columns; rows with the wrong number of fields are marked in RAGGED.
 
     A short or long row usually means a shifted column (an unquoted comma in a name): its
     values cannot be trusted, so it is rejected, never padded or cut silently. Trailing
     blank lines are ignored; a blank line between rows is rejected as an empty row.
+    Text that is not UTF-8 is decoded as GB18030 first.
     """
-    text = _decode_text(path, path.read_bytes())
-    if "\x00" in text:
-        raise LoadError(f"{path}: unreadable: binary content (NUL bytes), not a CSV text file")
-    text = text.rstrip("\r\n\t ")
-    if not text:
-        raise LoadError(f"{path}: unreadable: the file is empty")
-    data = (text + "\n").encode("utf-8")
+    data = _utf8_bytes(path)
+    try:
+        data.decode("utf-8")  # polars does not check every byte (a bad header slips through)
+    except UnicodeDecodeError:
+        data = _decode_text(path, data).encode("utf-8")
     df = pl.read_csv(data, infer_schema=False, truncate_ragged_lines=True)
     n_cols = len(df.columns)
-    counts = _field_counts(text)
+    counts = _field_counts(data)
     if counts.len() - 1 != df.height:  # header + one count per record, else the shapes disagree
         raise LoadError(f"{path}: unreadable: found {counts.len() - 1} rows but parsed {df.height}")
     n = pl.col("__n")
@@ -152,15 +164,20 @@ def _read_csv(path: Path) -> pl.DataFrame:
     return df.with_columns(reason)
 
 
-def _field_counts(text: str) -> pl.Series:
+def _field_counts(data: bytes) -> pl.Series:
     """Number of fields of each record (0 for a blank line), header included."""
-    if '"' not in text:  # no quoting: records are lines, fields are commas + 1 (fast path)
-        lines = pl.Series(text.split("\n")).str.strip_suffix("\r")
+    if b'"' not in data and b"\x1f" not in data:
+        # no quoting: records are lines and fields are commas + 1; read each line whole
+        lines = pl.read_csv(
+            data, has_header=False, separator="\x1f", quote_char=None, infer_schema=False, new_columns=["l"]
+        ).get_column("l")
         return pl.select(
-            pl.when(lines == "").then(0).otherwise(lines.str.count_matches(",", literal=True) + 1).cast(pl.Int64)
+            pl.when(lines.is_null() | (lines == "")).then(0)
+            .otherwise(lines.str.count_matches(",", literal=True) + 1).cast(pl.Int64)
         ).to_series()
     import csv
 
+    text = data.decode("utf-8")
     return pl.Series([len(r) for r in csv.reader(io.StringIO(text))], dtype=pl.Int64)
 
 
