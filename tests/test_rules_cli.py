@@ -187,3 +187,24 @@ def test_import_nhsa_without_a_folder(tmp_path):
     res = invoke("import-nhsa", str(tmp_path / "nope"))
     assert res.exit_code == 2
     assert "nope: no such folder" in res.output
+
+
+@pytest.mark.skipif("sql" not in REGISTRY, reason="the sql rule type is not there yet")
+def test_show_composes_the_query_of_an_sql_rule(tmp_path):
+    lib = write_rules(tmp_path / "rules", """
+        - id: R-SQL-001
+          version: 1
+          name: 门诊收取住院诊查费
+          type: sql
+          params:
+            query: |
+              SELECT bkkp_sn, '门诊就诊不应收取住院诊查费' AS evidence
+              FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000'
+    """)
+    res = invoke("show", "R-SQL-001", "--rules", str(lib))
+    assert res.exit_code == 0, res.output
+    assert "Items: none (the type reads the tables itself)" in res.output
+    assert "-- step 1: the sql query" in res.output
+    assert "FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000'" in res.output
+    assert "WITH raw AS (SELECT 0 AS rule_key" in res.output
+    assert "could not be composed" not in res.output

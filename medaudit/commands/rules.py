@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -106,7 +107,8 @@ def docs_markdown() -> str:
     ]
     for name in sorted(REGISTRY):
         rt = REGISTRY[name]
-        head.append(f"| [`{name}`](#{name}-{rt.title}) | {rt.title} | {rt.nature} | `{rt.mode}` | {', '.join(rt.stages)} |")
+        anchor = re.sub(r"[^\w\- ]", "", f"{name} {rt.title}".lower()).replace(" ", "-")  # as GitHub makes them
+        head.append(f"| [`{name}`](#{anchor}) | {rt.title} | {rt.nature} | `{rt.mode}` | {', '.join(rt.stages)} |")
     sections = [type_markdown(REGISTRY[n]) for n in sorted(REGISTRY)]
     return "\n".join(head) + "\n\n" + "\n".join(sections)
 
@@ -248,8 +250,8 @@ def show(
             it.add_row(i.code or f"{i.prefix}*", i.name or "", *(_fmt(i.params.get(c)) for c in cols))
         con.print(it)
     else:
-        con.print("Items: none (the rule applies to every line, or the type reads visits)" if rt.items != "none"
-                  else "Items: none (the type reads visits and persons)", markup=False)
+        con.print("Items: none (the rule applies to every line)" if rt.items != "none"
+                  else "Items: none (the type reads the tables itself)", markup=False)
 
     names = type_names(rt)
     steps = []
@@ -273,14 +275,16 @@ def _type_sql(rt: RuleType, rule, names: dict[str, str]) -> str:
     """The type's query as the engine runs it; a composed one is built over this rule's tables."""
     if rt.compose is None:
         return rt.sql(names).strip()
-    import duckdb
+    from .. import db
+    from ..engine import prepare_lines, register_rules
 
-    from ..engine import register_rules
-
-    con = duckdb.connect()
+    con = db.connect(":memory:")  # the canonical tables, empty: enough to compose over
     try:
+        prepare_lines(con, "post_hoc")
         register_rules(con, [rule])
-        return rt.sql(names, con).strip()
+        return textwrap.dedent(rt.sql(names, con)).strip()
+    except Exception as e:  # show what the engine would say at run time
+        return f"-- the query could not be composed: {str(e).splitlines()[0]}"
     finally:
         con.close()
 
