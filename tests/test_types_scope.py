@@ -394,3 +394,60 @@ def test_after_death_self_paid_and_refunded_lines_not_flagged(tmp_path):
     b.refund(r)
     b.add("psn_death", psn_no="P-D", die_date="2026-03-01")
     assert b.screen(tmp_path, DEATH) == []
+
+
+# ---------------------------------------------------------------------------- every scope type alike
+
+# (rule, visit fields) that flag a line of code 001 billed at 2026-03-02 08:00
+FLAGGING = {
+    "restrict_gender": (rule("restrict_gender", '{codes: ["001"]}', "{gender: 2}"), {"gend": "1"}),
+    "restrict_age": (rule("restrict_age", '{codes: ["001"]}', "{group: 儿童}"), {"brdy": "1980-01-01"}),
+    "restrict_insutype": (rule("restrict_insutype", '{codes: ["001"]}', '{allowed: ["510"]}'), {"insutype": "310"}),
+    "restrict_visit_type": (rule("restrict_visit_type", '{codes: ["001"]}', "{allowed: inpatient}"), {"med_type": "11"}),
+    "restrict_hosp_level": (rule("restrict_hosp_level", '{codes: ["001"]}', "{min_level: 3}"), {"hosp_lv": "05"}),
+    "restrict_indication": (rule("restrict_indication", '{codes: ["001"]}', '{diag_prefixes: ["C"]}'), {}),
+    "after_death": (DEATH + '  items: {codes: ["001"]}\n', {"psn_no": "P-DEAD"}),
+}
+
+
+def _scope_batch(type_: str, **line_kw) -> tuple[Batch, str, str]:
+    rules, visit_kw = FLAGGING[type_]
+    b = Batch()
+    v = b.visit(**visit_kw)
+    if type_ == "after_death":
+        b.add("psn_death", psn_no="P-DEAD", die_date="2026-03-01")
+    sn = b.line(v, "001", **{"pric": "10", **line_kw})
+    return b, sn, rules
+
+
+@pytest.mark.parametrize("type_", sorted(FLAGGING))
+def test_every_scope_type_flags_the_whole_deductible(tmp_path, type_):
+    b, sn, rules = _scope_batch(type_, cnt="3", fulamt_ownpay_amt="7.5")
+    (f,) = b.screen(tmp_path, rules)
+    assert f["violating"] == {sn: D("22.5")} and f["deduction_amt"] == D("22.50") and f["flagged_amt"] == D("30.00")
+    assert "(001)" in f["evidence"] and "2026-03-02 收费 3 次，金额 30.00 元" in f["evidence"]
+
+
+@pytest.mark.parametrize("type_", sorted(FLAGGING))
+@pytest.mark.parametrize("kw", [{"chrgitm_lv": "03"}, {"hosp_appr_flag": "2"}, {"fulamt_ownpay_amt": "10"}])
+def test_every_scope_type_ignores_self_paid_lines(tmp_path, type_, kw):
+    b, _sn, rules = _scope_batch(type_, **kw)
+    assert b.screen(tmp_path, rules) == []
+
+
+@pytest.mark.parametrize("type_", sorted(FLAGGING))
+def test_every_scope_type_ignores_lines_refunded_to_zero(tmp_path, type_):
+    b, sn, rules = _scope_batch(type_, cnt="2")
+    b.refund(sn, cnt="-1", det_item_fee_sumamt="-10")
+    b.line(b.rows["fee_list_d"][0]["mdtrt_id"], "001", cnt="-1", pric="10")  # the other unit, unlinked
+    assert b.screen(tmp_path, rules) == []
+
+
+@pytest.mark.parametrize("type_", sorted(FLAGGING))
+def test_every_scope_type_skips_refunded_settlements_and_other_codes(tmp_path, type_):
+    rules, visit_kw = FLAGGING[type_]
+    b = Batch()
+    b.add("psn_death", psn_no="P-DEAD", die_date="2026-03-01")
+    b.line(b.visit(refunded=True, **visit_kw), "001")
+    b.line(b.visit(**visit_kw), "0011")  # a code that only starts like the item
+    assert b.screen(tmp_path, rules) == []
