@@ -208,3 +208,28 @@ def test_show_composes_the_query_of_an_sql_rule(tmp_path):
     assert "FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000'" in res.output
     assert "WITH raw AS (SELECT 0 AS rule_key" in res.output
     assert "could not be composed" not in res.output
+
+
+@pytest.mark.skipif("sql" not in REGISTRY, reason="the sql rule type is not there yet")
+def test_check_runs_every_query_over_an_empty_database(tmp_path):
+    lib = write_rules(tmp_path / "rules", """
+        - id: R-SQL-OK
+          version: 1
+          name: 门诊收取住院诊查费
+          type: sql
+          params: {query: "SELECT bkkp_sn FROM lines WHERE NOT inpatient"}
+        - id: R-SQL-BAD
+          version: 1
+          name: 坏查询
+          type: sql
+          params: {query: "SELECT bkkp_sn FROM lines WHERE no_such_column = 1"}
+    """)
+    res = invoke("check", str(lib))
+    assert res.exit_code == 1
+    lines = res.output.splitlines()
+    assert lines[0] == f"{lib}: 1 problem(s)"
+    assert lines[1].startswith(f"{lib / 'rules.yaml'}: rule R-SQL-BAD: the sql query fails: ")
+    assert 'Referenced column "no_such_column" not found' in lines[1]
+    assert len(lines) == 2
+    res = invoke("check", "--no-compile", str(lib))
+    assert res.exit_code == 0 and "OK, 2 rules" in res.output

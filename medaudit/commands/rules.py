@@ -169,22 +169,70 @@ def list_rules(rules_dir: Path = typer.Argument(Path("rules"), metavar="[DIR]", 
     _out().print(t)
 
 
+def compile_problems(lib: Library) -> list[str]:
+    """Run every rule's query over an empty database: what would fail at screening time.
+
+    A type whose query fails is re-run rule by rule, so each problem names the rule (and its
+    file) it comes from, e.g. an ``sql`` rule whose query reads a column that does not exist.
+    """
+    from .. import db
+    from ..engine import create_hits, prepare_lines, register_rules, run_type
+
+    problems: list[str] = []
+    con = db.connect(":memory:")
+    try:
+        prepare_lines(con, "post_hoc")
+        by_type: dict[str, list] = {}
+        for r in lib.rules:
+            by_type.setdefault(r.type, []).append(r)
+        for tname in sorted(by_type):
+            rt = REGISTRY[tname]
+            try:
+                register_rules(con, by_type[tname])
+                create_hits(con)
+                run_type(con, rt)
+                continue
+            except Exception:
+                pass
+            for r in by_type[tname]:
+                try:
+                    register_rules(con, [r])
+                    create_hits(con)
+                    run_type(con, rt)
+                except Exception as e:
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    problems.append(f"{r.source}: rule {r.id}: the {tname} query fails: {msg}")
+    finally:
+        con.close()
+    return problems
+
+
 @app.command()
-def check(rules_dir: Path = typer.Argument(..., metavar="DIR", help="rule library folder or YAML file")) -> None:
+def check(
+    rules_dir: Path = typer.Argument(..., metavar="DIR", help="rule library folder or YAML file"),
+    compile_queries: bool = typer.Option(True, "--compile/--no-compile",
+                                         help="also run every rule's query over an empty database"),
+) -> None:
     """Validate a library without screening: every problem with file, rule id and field; exit 1 if any."""
+    con = _out()
     try:
         lib = load_library(rules_dir)
     except RuleLibraryError as e:
-        con = _out()
         con.print(f"{rules_dir}: {len(e.problems)} problem(s)", markup=False, soft_wrap=True)
         for p in e.problems:
+            con.print(p, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    problems = compile_problems(lib) if compile_queries else []
+    if problems:
+        con.print(f"{rules_dir}: {len(problems)} problem(s)", markup=False, soft_wrap=True)
+        for p in problems:
             con.print(p, markup=False, soft_wrap=True)
         raise typer.Exit(1)
     by_type = Counter(r.type for r in lib.rules)
     n_items = sum(len(r.items) for r in lib.rules)
     files = len({r.source for r in lib.rules})
     shown = ", ".join(f"{t} {n}" for t, n in sorted(by_type.items()))
-    _out().print(f"{rules_dir}: OK, {len(lib.rules)} rules in {files} files, {n_items:,} items ({shown})",
+    con.print(f"{rules_dir}: OK, {len(lib.rules)} rules in {files} files, {n_items:,} items ({shown})",
                  markup=False, soft_wrap=True)
 
 
