@@ -326,6 +326,9 @@ def test_high_frequency_purchase_counts_days_per_group_and_calendar_month(tmp_pa
     buy(b, "A8", "P1", "03-21", code=ASPIRIN)                                 # another group
     for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):            # exactly 4 days
         buy(b, f"B{i}", "P2", day)
+    stay(b, "B-IP", "P2", "2026-03-20", "2026-03-22")                         # given in hospital: not bought
+    for d in ("20", "21", "22"):
+        b.line("B-IP", METFORMIN_A, time=f"2026-03-{d} 08:00:00")
     for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):            # 4 paid days ...
         buy(b, f"C{i}", "P3", day)
     buy(b, "C4", "P3", "03-20", chrgitm_lv="03")                              # ... + a self-paid one
@@ -385,8 +388,10 @@ def test_inventory_mismatch_excess_from_latest_lines_at_average_price(tmp_path):
     b.line(v, AMOX, cnt="30", pric="1.5", time="2026-03-31 09:00:00", bkkp_sn="X1-c", hilist_name="阿莫西林胶囊")
     b.line(v, "C0000000000000000000000000X2", cnt="15", pric="2", time="2026-03-15 09:00:00", bkkp_sn="X2-mar")
     b.line(v, "C0000000000000000000000000X2", cnt="5", pric="2", time="2026-04-01 09:00:00", bkkp_sn="X2-apr")
-    b.line(v, "XN02BEA011A001010100003", cnt="3", pric="0.7", time="2026-03-15 09:00:00", bkkp_sn="X3",  # self-pay
-           hosp_appr_flag="2")
+    b.line(v, "XN02BEA011A001010100003", cnt="3", pric="0.7", time="2026-03-15 09:00:00", bkkp_sn="X3")
+    b.line(v, "XN02BEA011A002010100004", cnt="3", pric="0.7", time="2026-03-15 09:00:00", bkkp_sn="X4",
+           hosp_appr_flag="2")  # self-paid: holds the excess without a claim, so no finding
+    b.line(v, "T000700420", cnt="30", pric="38", time="2026-03-15 09:00:00", bkkp_sn="X5")  # never tracked
     b.line(v, "001109000010000", cnt="40", pric="50", time="2026-03-15 09:00:00", bkkp_sn="BED")  # not stocked
     w = b.visit(mdtrt_id="V-H2", fixmedins_code="H002", begntime="2026-03-05 08:00:00", endtime="2026-03-05 09:00:00")
     b.line(w, AMOX, cnt="500", pric="1.5", bkkp_sn="H2-a")  # H002 reported no purchases: not judged
@@ -396,6 +401,8 @@ def test_inventory_mismatch_excess_from_latest_lines_at_average_price(tmp_path):
           purchase_cnt="10", opening_stock_cnt="5")  # 15 billed = 10 + 5: not flagged
     b.add("purchases", fixmedins_code="H001", hilist_code="C0000000000000000000000000X2", period="2026-04",
           purchase_cnt="5", opening_stock_cnt="0")
+    for code in ("XN02BEA011A001010100003", "XN02BEA011A002010100004"):  # tracked, but bought in February only
+        b.add("purchases", fixmedins_code="H001", hilist_code=code, period="2026-02", purchase_cnt="9")
     found = {f["finding_key"]: f for f in b.screen(tmp_path, INV)}
     assert set(found) == {f"H001|{AMOX}|2026-03", "H001|XN02BEA011A001010100003|2026-03"}
     f = found[f"H001|{AMOX}|2026-03"]
@@ -409,7 +416,7 @@ def test_inventory_mismatch_excess_from_latest_lines_at_average_price(tmp_path):
         "超出 40，按本月平均收费单价 1.53 元计；2026-03-20 收费 30 次，金额 48.00 元，其中 10 超出；"
         "2026-03-31 收费 30 次，金额 45.00 元，其中 30 超出"
     )
-    # billed with nothing bought in a reported month; self-paid: holds the excess without a claim
+    # a tracked code billed with nothing bought in a reported month (有销无进)
     g = found["H001|XN02BEA011A001010100003|2026-03"]
-    assert g["violating"] == {} and g["related"] == ["X3"] and g["claimed_amt"] == Decimal("0")
-    assert "进销存数据中本月无该品种购进及库存记录（按 0 计），超出 3" in g["evidence"]
+    assert g["violating"] == {"X3": Decimal("2.1")} and g["related"] == []
+    assert "进销存数据中本月无该品种购进及库存记录（按 0 计），超出 3，按本月平均收费单价 0.70 元计" in g["evidence"]

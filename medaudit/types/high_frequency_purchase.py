@@ -6,9 +6,11 @@ clinics and pharmacies alike), when they are more than `max_days_per_month`. The
 the first `key_len` characters of `hilist_code` (default 10: for western drugs, the generic
 name and dosage form, so different makers and pack sizes of one drug are one group).
 
-Which lines count: without items, every western and patent drug line (`list_type` 101); with
-items (codes, prefixes or a table), only the matched lines. Only days with a line the fund
-paid for (deductible above 0) count: fully self-paid purchases cost the fund nothing. A month
+Which lines count: lines of outpatient visits and pharmacy purchases (any `med_type` not
+starting with 2: drugs given during a hospital stay are not purchases); without items, every
+western and patent drug line (`list_type` 101), with items (codes, prefixes or a table), only
+the matched lines. Only days with a line the fund paid for (deductible above 0) count: fully
+self-paid purchases cost the fund nothing. A month
 is a calendar month: 03-31 and 04-01 are different months. Only screened lines count, which at
 `post_hoc` are the settled lines of every batch loaded so far: a month split across batches is
 judged whole once both are loaded (the finding then covers all of it).
@@ -58,7 +60,7 @@ RULE_TYPE = RuleType(
         WITH b AS (
             SELECT m.*, left(hilist_code, key_len) AS grp, strftime(fee_date, '%Y-%m') AS month
             FROM {{m}} m
-            WHERE deductible > 0
+            WHERE deductible > 0 AND NOT inpatient
               AND (list_type = '101' OR rule_key IN (SELECT rule_key FROM {{p}} WHERE NOT match_all))),
         d AS (
             SELECT *, dense_rank() OVER (PARTITION BY rule_key, psn_no, grp, month ORDER BY fee_date) AS day_no

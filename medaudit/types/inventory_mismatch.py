@@ -10,9 +10,13 @@ Edge decisions:
 - Which lines count: without items, drug and consumable lines (`list_type` 101, 102, 301;
   service items are not stocked); with items, only the matched lines. Every screened line
   uses up stock, self-paid ones included (they hold excess units without a claim).
-- An institution is judged only for the months it reported in `purchases` (any code): with
-  no purchase data for a month there is nothing to compare. In a reported month, a billed code
-  with no row of its own counts as 0 purchased and 0 in stock (有销无进).
+- An institution is judged only for the months it reported in `purchases` (any code) and
+  only for the codes it reports at all (in any month): with no purchase data there is nothing
+  to compare, and a category the institution does not track (herbal slices, say) is not
+  judged. A tracked code billed in a reported month without a row for that month counts as
+  0 purchased and 0 in stock (有销无进).
+- A finding needs a claim: when the excess lies only on lines the fund did not pay for
+  (class C, self-paid), it cost the fund nothing and is not reported.
 - The excess is taken from the month's latest lines first (by `fee_ocur_time`, then
   `bkkp_sn`), priced at the month's average billed price of the code (net amount / net
   quantity): the excess units are not attributable to one purchase price. Lines holding excess
@@ -60,6 +64,7 @@ RULE_TYPE = RuleType(
             WHERE list_type IN ('101', '102', '301')
                OR rule_key IN (SELECT rule_key FROM {{p}} WHERE NOT match_all)),
         reported AS (SELECT DISTINCT fixmedins_code, period FROM purchases),
+        tracked AS (SELECT DISTINCT fixmedins_code, hilist_code FROM purchases),
         stock AS (
             SELECT fixmedins_code, hilist_code, period, sum(purchase_cnt) AS bought,
                    sum(coalesce(opening_stock_cnt, 0)) AS opening
@@ -71,13 +76,16 @@ RULE_TYPE = RuleType(
                    min(b.hilist_name) OVER w AS grp_name
             FROM b
             JOIN reported rp ON rp.fixmedins_code = b.fixmedins_code AND rp.period = b.month
+            JOIN tracked tk ON tk.fixmedins_code = b.fixmedins_code AND tk.hilist_code = b.hilist_code
             LEFT JOIN stock s ON s.fixmedins_code = b.fixmedins_code AND s.hilist_code = b.hilist_code
                              AND s.period = b.month
             WINDOW w AS (PARTITION BY b.rule_key, b.fixmedins_code, b.hilist_code, b.month)),
         over AS (
             SELECT * REPLACE (xdiv(billed_amt, billed) AS pric), billed - (bought + opening) AS excess
             FROM g WHERE billed > bought + opening),
-        alloc AS ({excess_allocation('over', 'rule_key, fixmedins_code, hilist_code, month')})
+        alloc AS (
+            SELECT *, max(claim) OVER (PARTITION BY rule_key, fixmedins_code, hilist_code, month) AS top_claim
+            FROM ({excess_allocation('over', 'rule_key, fixmedins_code, hilist_code, month')}))
         SELECT rule_key, fixmedins_code || '|' || hilist_code || '|' || month AS finding_key,
                NULL AS mdtrt_id, bkkp_sn,
                CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role, claim,
@@ -89,6 +97,6 @@ RULE_TYPE = RuleType(
                    || '，超出 ' || qty(excess) || '，按本月平均收费单价 ' || yuan(pric) || ' 元计' AS ev_head,
                {LINE_FACT} || '，其中 ' || qty(excess_units) || ' 超出' AS ev_line,
                fixmedins_code, month AS period
-        FROM alloc WHERE excess_units > 0
+        FROM alloc WHERE excess_units > 0 AND top_claim > 0
     """,
 )
