@@ -234,8 +234,13 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> dict[st
     return {t: [r for _k, r in keyed] for t, keyed in by_type.items()}
 
 
-def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, lines: str = "lines") -> str:
-    """The SELECT behind ``m_<type>`` (also shown by ``medaudit rules show``)."""
+def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, lines: str = "lines",
+                may_repeat: bool = True) -> str:
+    """The SELECT behind ``m_<type>`` (also shown by ``medaudit rules show``).
+
+    ``may_repeat`` False says no line can match two items of one rule (see :func:`build_matched`);
+    the once-per-rule window, the costliest part of matching, is then left out.
+    """
     p = f"p_{rt.name}"
     branches = []
     if has_code:
@@ -252,7 +257,8 @@ def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, l
     if not branches:
         branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {p} p ON FALSE")
     union = "\nUNION ALL BY NAME\n".join(branches)
-    dedupe = "QUALIFY row_number() OVER (PARTITION BY x.rule_key, x.bkkp_sn ORDER BY x.__pri) = 1" if rt.dedupe_lines else ""
+    dedupe = ("QUALIFY row_number() OVER (PARTITION BY x.rule_key, x.bkkp_sn ORDER BY x.__pri) = 1"
+              if rt.dedupe_lines and may_repeat else "")
     return f"""
         SELECT x.* EXCLUDE (__pri{', __n, __head' if has_prefix else ''}) FROM ({union}) x
         JOIN r_all r ON r.rule_key = x.rule_key
@@ -271,7 +277,15 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
     has_code, has_prefix, has_all = con.execute(
         f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM {p}"
     ).fetchall()[0]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE m_{rt.name} AS {matched_sql(rt, has_code, has_prefix, has_all, lines)}")
+    # a line can match two items of one rule only when the rule has several items that are not
+    # all distinct exact codes (a prefix, a repeated code, or match-all beside other items)
+    may_repeat = con.execute(
+        f"""SELECT coalesce(bool_or(n > 1 AND NOT (n_code = n AND n_distinct = n)), FALSE) FROM (
+                SELECT rule_key, count(*) AS n, count(code) AS n_code, count(DISTINCT code) AS n_distinct
+                FROM {p} GROUP BY rule_key)"""
+    ).fetchall()[0][0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE m_{rt.name} AS "
+                f"{matched_sql(rt, has_code, has_prefix, has_all, lines, may_repeat=may_repeat)}")
 
 
 def type_names(rt: RuleType) -> dict[str, str]:
