@@ -881,11 +881,11 @@ def _yaml_text(rule: RuleOut, table: str) -> tuple[str, str]:
     return head + body, csv_text
 
 
-def find_workbooks(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() == ".xlsx" and not p.name.startswith(("~$", "."))
-    )
+def find_workbooks(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The workbooks to read (.xlsx, .xlsm) and the old-format ones that cannot be (.xls, .et)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("~$", ".")))
+    return ([p for p in files if p.suffix.lower() in (".xlsx", ".xlsm")],
+            [p for p in files if p.suffix.lower() in (".xls", ".et")])
 
 
 def import_batches(folder: str | Path, out: str | Path) -> ImportResult:
@@ -895,7 +895,10 @@ def import_batches(folder: str | Path, out: str | Path) -> ImportResult:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     chosen: dict[str, list[tuple[Path, list[Sheet]]]] = {}
-    for path in find_workbooks(folder):
+    readable, old_format = find_workbooks(folder)
+    for path in old_format:
+        result.problems.append(RowProblem(path.name, "", 0, "an old-format workbook is not read: save it as .xlsx"))
+    for path in readable:
         try:
             sheets = read_workbook(path)
         except Exception as e:  # not a readable workbook

@@ -179,13 +179,18 @@ def test_odd_file_names_and_columns(tmp_path):
     # a name that says batch 7 on the 8-1 workbook: reported, not guessed
     shutil.copy(src["【第八批-1】项目规则库（限定频次）.xlsx"], d / "【第七批】项目规则库（重复收费）.xlsx")
     (d / "~$附件3.xlsx").write_bytes(b"lock file")
+    (d / "【第二批】项目规则库（限定主次操作）.xls").write_bytes(b"old format")
+    (d / "说明.txt").write_text("readme", encoding="utf-8")
+    (d / "坏.xlsx").write_bytes(b"not a zip")
     res = import_batches(d, tmp_path / "out")
     assert [r.rule_id for r in res.rules] == ["NHSA-B7-ITEM-DUPLICATE"]
     assert res.files == {"B7-ITEM-DUPLICATE": "附件3.xlsx"}
-    assert [(p.file, p.reason) for p in res.problems] == [(
-        "【第七批】项目规则库（重复收费）.xlsx",
-        "the file name says 第七批 项目规则库（重复收费） but the columns are those of 第八批-1 项目规则库（限定频次）; left out",
-    )]
+    assert [(p.file, p.reason) for p in res.problems] == [
+        ("【第七批】项目规则库（重复收费）.xlsx",
+         "the file name says 第七批 项目规则库（重复收费） but the columns are those of 第八批-1 项目规则库（限定频次）; left out"),
+        ("【第二批】项目规则库（限定主次操作）.xls", "an old-format workbook is not read: save it as .xlsx"),
+        ("坏.xlsx", "cannot read the workbook: File is not a zip file"),
+    ]
     assert any(n.file == "附件3.xlsx" and "recognised by its columns" in n.reason for n in res.notes)
     assert len(res.missing) == 13
 
