@@ -16,7 +16,6 @@ import re
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
