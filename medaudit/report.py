@@ -64,7 +64,7 @@ class ReportData:
     period: str
     generated: dt.datetime
     totals: dict = field(default_factory=dict)
-    by_status: list = field(default_factory=list)   # (status, cn, n, deduction)
+    by_status: list = field(default_factory=list)   # (cn, status, n, deduction)
     by_rule: list = field(default_factory=list)     # (rule_id, name, nature, basis, n, flagged, deduction, final)
     by_dept: list = field(default_factory=list)     # (dept, n, flagged, deduction, final)
     by_doctor: list = field(default_factory=list)   # (doctor, dept, n, flagged, deduction, final)
@@ -102,7 +102,7 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
                     count(*) FILTER (WHERE status = 'pending_review'), count(DISTINCT mdtrt_id) FROM __rep""")[0]
     d.totals = dict(zip(("n", "flagged", "deduction", "final", "at_risk", "n_pending_appeal", "n_pending_review",
                          "n_visits"), t))
-    d.by_status = [(s, lifecycle.STATUS_CN.get(s, s), n, ded) for s, n, ded in q(
+    d.by_status = [(lifecycle.STATUS_CN.get(s, s), s, n, ded) for s, n, ded in q(
         "SELECT status, count(*), sum(deduction_amt) FROM __rep GROUP BY 1 ORDER BY 2 DESC, 1")]
     d.by_rule = q("""SELECT rule_id, any_value(rule_name), any_value(nature), any_value(basis), count(*),
                             sum(flagged_amt), sum(deduction_amt), sum(final_amt)
@@ -201,7 +201,7 @@ def write_xlsx(d: ReportData, path: Path) -> Path:
             ws.write_string(i, 1, str(v), cell)
     r = len(kv) + 3
     ws.write(r, 0, "按状态", title)
-    r = table(ws, r + 1, ["状态", "说明", "疑点数", "扣款金额（元）"], d.by_status, money_cols=(3,), int_cols=(2,))
+    r = table(ws, r + 1, ["状态", "状态代码", "疑点数", "扣款金额（元）"], d.by_status, money_cols=(3,), int_cols=(2,))
     if d.statements:
         ws.write(r + 1, 0, "扣款单", title)
         table(ws, r + 2, ["扣款单号", "第几次", "生成日期", "疑点数", "扣款合计（元）"], d.statements, money_cols=(4,), int_cols=(0, 1, 3))
@@ -252,9 +252,9 @@ body{font-family:"Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","Microso
      margin:0;background:#f4f6f9;color:#1f2933;font-size:14px}
 header{background:#1f4e79;color:#fff;padding:18px 32px}
 header h1{margin:0 0 4px;font-size:22px} header p{margin:0;opacity:.85}
-main{padding:20px 32px;max-width:1280px}
+main{padding:20px 32px;max-width:1440px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:18px}
-.card{background:#fff;border-radius:6px;padding:12px 16px;min-width:150px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.card{background:#fff;border-radius:6px;padding:12px 16px;flex:1;min-width:120px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .card .k{color:#52606d;font-size:13px} .card .v{font-size:22px;font-weight:600;margin-top:4px}
 .card.hi .v{color:#b42318}
 section{background:#fff;border-radius:6px;padding:14px 18px;margin-bottom:18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
@@ -263,8 +263,12 @@ h2{font-size:17px;margin:0 0 10px;color:#1f4e79}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border:1px solid #d9e2ec;padding:5px 7px;vertical-align:top;text-align:left}
 th{background:#e8f0f8;font-weight:600} td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-td.ev{max-width:420px} td.ln{white-space:pre-line;font-size:12px;color:#323f4b;max-width:360px}
+td.ev{max-width:420px;overflow-wrap:anywhere} td.ln{white-space:pre-line;overflow-wrap:anywhere;font-size:12px;color:#323f4b;max-width:360px}
 tr.dead td{color:#7b8794} .st{white-space:nowrap}
+#details td:nth-child(2){min-width:150px} .basis{color:#52606d;font-size:12px;margin-top:3px} #details td:nth-child(3){min-width:70px}
+#details td:nth-child(4){min-width:100px}
+.scroll{overflow-x:auto}
+#details td:nth-child(12){min-width:150px} #details td.ev{min-width:170px} #details td.ln{min-width:150px} #details td:nth-child(7){overflow-wrap:anywhere}
 .note{color:#52606d;font-size:12px}
 svg text{font-family:inherit}
 """
@@ -280,13 +284,13 @@ def _hbar_svg(items: list[tuple[str, Decimal]], title: str, width: int = 560) ->
     if not items:
         return f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="40"><text x="0" y="24">无数据</text></svg>'
     top = max((_d(v) for _, v in items), default=Decimal(0)) or Decimal(1)
-    label_w, row_h, bar_max = 190, 26, width - 190 - 110
+    label_w, row_h, bar_max = 250, 26, width - 250 - 90
     h = row_h * len(items) + 10
     out = [f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{h}" viewBox="0 0 {width} {h}">']
     for i, (name, v) in enumerate(items):
         y = 5 + i * row_h
         w = max(float(_d(v) / top) * bar_max, 1 if _d(v) > 0 else 0)
-        short = name if len(name) <= 14 else name[:13] + "…"
+        short = name if len(name) <= 20 else name[:19] + "…"
         out.append(f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end" font-size="12"><title>{_e(name)}</title>{_e(short)}</text>')
         out.append(f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}" fill="#2e75b6" rx="2"/>')
         out.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 16}" font-size="12" fill="#323f4b">{fmt(v)}</text>')
@@ -344,14 +348,15 @@ def render_html(d: ReportData) -> str:
     for x in d.details:
         cls = ' class="dead"' if x["status"] in dead else ""
         details.append(
-            f"<tr{cls}><td>{_e(x['finding_id'][:12])}</td><td>{_e(x['rule_id'])}<br>{_e(x['rule_name'])}</td>"
-            f"<td>{_e(x['nature'])}</td><td class=\"st\">{_e(x['status_cn'])}</td><td class=\"st\">{_e(x['deadline'] or '')}</td>"
+            f"<tr{cls}><td>{_e(x['finding_id'][:12])}</td><td>{_e(x['rule_id'])}<br>{_e(x['rule_name'])}"
+            f"<div class=\"basis\">依据：{_e(x['basis'])}</div></td>"
+            f"<td>{_e(x['nature'])}</td><td>{_e(x['status_cn'])}</td><td class=\"st\">{_e(x['deadline'] or '')}</td>"
             f"<td>{_e(x['mdtrt_id'])}</td><td>{_e(x['patient'])}<br>{_e(x['certno'])}</td>"
             f"<td>{_e(x['dept_code'])}<br>{_e(x['dr_code'])}</td><td class=\"ln\">{_e(x['lines'] or '')}</td>"
             f"<td class=\"n\">{fmt(x['flagged'])}</td><td class=\"n\">{fmt(x['deduction'])}</td>"
-            f"<td>{_e(x['basis'])}</td><td class=\"ev\">{_e(x['evidence'])}</td></tr>")
-    detail_head = "".join(f"<th>{c}</th>" for c in ("疑点编号", "规则", "问题性质", "状态", "申诉截止日", "就诊ID", "参保人 / 证件号",
-                                                   "科室 / 医生", "违规明细", "违规金额（元）", "扣款金额（元）", "依据", "证据"))
+            f"<td class=\"ev\">{_e(x['evidence'])}</td></tr>")
+    detail_head = "".join(f"<th>{c}</th>" for c in ("疑点编号", "规则及依据", "问题性质", "状态", "申诉截止日", "就诊ID", "参保人 / 证件号",
+                                                   "科室 / 医生", "违规明细", "违规金额（元）", "扣款金额（元）", "证据"))
     statements = ""
     if d.statements:
         statements = ("<section><h2>扣款单</h2>" + _table(["扣款单号", "第几次", "生成日期", "疑点数", "扣款合计（元）"],
@@ -363,7 +368,7 @@ def render_html(d: ReportData) -> str:
 <p>机构：{_e(d.institution)} {_e(d.institution_name)} ｜ 结算月份：{_e(d.period)} ｜ 生成时间：{d.generated:%Y-%m-%d %H:%M}</p></header>
 <main>
 <div class="cards" id="totals">{cards_html}</div>
-<section><h2>按状态</h2>{_table(["状态", "说明", "疑点数", "扣款金额（元）"], [list(s) for s in d.by_status], num={2, 3})}
+<section><h2>按状态</h2>{_table(["状态", "状态代码", "疑点数", "扣款金额（元）"], [list(s) for s in d.by_status], num={2, 3})}
 <p class="note">扣款金额：每条明细只扣一次（多条规则命中同一明细时取最高主张）；申诉期内为暂定金额，申诉成立或疑点排除后为 0。个人信息已脱敏。</p></section>
 {statements}
 <section class="charts"><div><h2>扣款金额（按规则）</h2>{rule_chart}</div><div><h2>扣款金额（按科室）</h2>{dept_chart}</div></section>
@@ -372,7 +377,7 @@ def render_html(d: ReportData) -> str:
                                   [list(r) for r in d.by_rule], num={4, 5, 6, 7})}</section>
 <section><h2>按科室汇总</h2>{_table(["科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], [list(r) for r in d.by_dept], num={1, 2, 3, 4})}</section>
 <section><h2>按医生汇总</h2>{_table(["医生", "科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], [list(r) for r in d.by_doctor], num={2, 3, 4, 5})}</section>
-<section><h2>疑点明细</h2><table id="details"><thead><tr>{detail_head}</tr></thead><tbody>{''.join(details)}</tbody></table></section>
+<section><h2>疑点明细</h2><div class="scroll"><table id="details"><thead><tr>{detail_head}</tr></thead><tbody>{''.join(details)}</tbody></table></div></section>
 </main></body></html>
 """
 
