@@ -177,3 +177,43 @@ def test_share_keeps_twelve_decimals_until_the_end(tmp_path):
     found = b.screen(tmp_path, RULES)
     assert found[0]["violating"] == {sn: Decimal("66.666666666666")}
     assert found[0]["deduction_amt"] == Decimal("66.67")
+
+
+def reference_excess(units: list[tuple], max_count: int, period_days: int) -> dict[str, int]:
+    """The rule read literally, one unit at a time: units are (date, time, sn) in time order."""
+    paid: list[date] = []
+    out: dict[str, int] = {}
+    for d, _t, sn in units:
+        if sum(1 for p in paid if (d - p).days < period_days) >= max_count:
+            out[sn] = out.get(sn, 0) + 1
+        else:
+            paid.append(d)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_a_literal_reading_on_random_histories(tmp_path, seed):
+    import random
+
+    rng = random.Random(seed)
+    max_count, period_days = rng.randint(1, 3), rng.randint(1, 20)
+    rules = RULES.replace("max_count: 1, period_days: 15", f"max_count: {max_count}, period_days: {period_days}")
+    b = Batch()
+    expected: dict[str, int] = {}
+    for psn in ("R1", "R2", "R3"):
+        units = []
+        for i in range(rng.randint(5, 25)):
+            d = date(2026, 1, 1) + timedelta(days=rng.randint(0, 60))
+            t = f"{d} {rng.randint(0, 23):02d}:00:00"
+            cnt = rng.choice([1, 1, 1, 2, 3])
+            v = b.visit(psn_no=psn, fixmedins_code=rng.choice(["H001", "H002"]), begntime=t, endtime=t)
+            self_paid = rng.random() < 0.1
+            sn = b.line(v, HBA1C, cnt=str(cnt), pric="45", bkkp_sn=f"S{psn}{i:02d}",
+                        **({"hosp_appr_flag": "2"} if self_paid else {}))
+            if not self_paid:
+                units += [(d, t, sn)] * cnt
+        units.sort(key=lambda u: (u[1], u[2]))
+        expected.update(reference_excess(units, max_count, period_days))
+    found = b.screen(tmp_path, rules)
+    got = {sn: claim / 45 for f in found for sn, claim in f["violating"].items()}
+    assert got == expected

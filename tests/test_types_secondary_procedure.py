@@ -94,3 +94,19 @@ def test_rate_must_be_below_one(tmp_path):
     lib = write_rules(tmp_path / "r", RULES + "  params: {rate: 1}\n")
     with pytest.raises(RuleLibraryError, match="params.rate must be at least 0 and below 1, got 1"):
         load_library(lib)
+
+
+def test_code_in_two_groups_and_an_item_listed_twice(tmp_path):
+    rules = RULES + f"""      - {{code: "{MAIN}", group: 胃肠手术组}}
+      - {{code: "{MAIN}", group: 腹腔手术组}}
+      - {{code: "{OTHER}", group: 腹腔手术组}}
+"""
+    b = Batch()
+    v = stay(b)
+    main = b.line(v, MAIN, pric="3000", pric_uplmt_amt="3000")  # main of both groups
+    sec = b.line(v, SEC, pric="2000", pric_uplmt_amt="2000")
+    oth = b.line(v, OTHER, pric="800", pric_uplmt_amt="1000")
+    found = b.screen(tmp_path, rules)
+    assert found[0]["violating"] == {sec: Decimal("1000"), oth: Decimal("400")}
+    assert found[0]["related"] == [main]
+    assert found[0]["deduction_amt"] == Decimal("1400.00")

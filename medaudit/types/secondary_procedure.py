@@ -7,9 +7,10 @@ that day except the highest-priced one (by unit price; ties: the earliest line, 
 `pric_uplmt_amt`, else the `hilist` catalogue cap for the institution's level on the fee date;
 a line with neither is not judged (without a full price a properly discounted line cannot be
 told from an undiscounted one). A second line of the main operation's own code counts as a
-secondary operation too (e.g. a bilateral procedure). Lines the fund did not pay (deductible 0)
-are not flagged but still count as operations of the day. The highest-priced line is a
-related line.
+secondary operation too (e.g. a bilateral procedure). A code may belong to several groups
+(national batch 2 does this): it is judged in each, and its line is deducted once. Lines the
+fund did not pay (deductible 0) are not flagged but still count as operations of the day. The
+highest-priced line is a related line.
 
 **Why it matters.** Several operations through one incision are priced as one main operation
 at full price plus the others at a fraction (usually 50%). Billing every operation at full price
@@ -61,7 +62,9 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH s AS (
             SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap('m')}) AS full_pric FROM {{m}} m
-            WHERE nullif(trim(m."group"), '') IS NOT NULL),
+            WHERE nullif(trim(m."group"), '') IS NOT NULL
+            -- a line once per group (an item listed twice in one group must not be its own secondary)
+            QUALIFY row_number() OVER (PARTITION BY m.rule_key, m.bkkp_sn, trim(m."group")) = 1),
         g AS (
             SELECT *, row_number() OVER w AS rn,
                    count(DISTINCT hilist_code) OVER (PARTITION BY rule_key, mdtrt_id, fee_date, "group") AS ncodes,
