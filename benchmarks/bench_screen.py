@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({
                 "rules_multiplier": k, "rules": len(lib.rules), "screen_s": round(screen_s, 2),
                 "screened_lines": res.n_lines, "hits": res.n_hits, "findings": n_findings,
+                "other_s": round(screen_s - sum(res.seconds_by_type.values()), 2),  # lines, findings, money
                 "seconds_by_type": {t: round(s, 3) for t, s in sorted(res.seconds_by_type.items(), key=lambda x: -x[1])},
                 "peak_rss_mb": round(peak_rss_mb(), 0), "check": check,
             })
@@ -112,18 +113,21 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_at_end": [round(x, 1) for x in os.getloadavg()]},
         "lines": n_fee, "format": args.format, "seed": args.seed,
         "generate_s": None if gen_s is None else round(gen_s, 2),
         "load_s": round(load_s, 2), "peak_rss_after_load_mb": round(rss_load, 0), "runs": runs,
     }
     print(f"fee lines: {n_fee:,} ({args.format}); generate: "
           f"{'cached' if gen_s is None else f'{gen_s:.1f}s'}; load: {load_s:.1f}s (peak RSS {rss_load:,.0f} MB)")
-    print(f"{'rules':>7} {'screen s':>9} {'lines/s':>11} {'findings':>9} {'peak MB':>8}  recall/precision  slowest types")
+    print(f"{'rules':>7} {'screen s':>9} {'types s':>8} {'other s':>8} {'lines/s':>11} {'findings':>9} {'peak MB':>8}"
+          "  recall/precision  slowest types")
     for r in runs:
         slow = ", ".join(f"{t} {s:.1f}s" for t, s in list(r["seconds_by_type"].items())[:3])
         rp = "-" if r["check"] is None else f"{r['check']['recall']:.3f}/{r['check']['precision']:.3f}"
-        print(f"{r['rules']:>7} {r['screen_s']:>9.1f} {n_fee / r['screen_s']:>11,.0f} {r['findings']:>9,} "
+        print(f"{r['rules']:>7} {r['screen_s']:>9.1f} {r['screen_s'] - r['other_s']:>8.1f} {r['other_s']:>8.1f} "
+              f"{n_fee / r['screen_s']:>11,.0f} {r['findings']:>9,} "
               f"{r['peak_rss_mb']:>8,.0f}  {rp:>16}  {slow}")
 
     old = json.loads(args.out.read_text()) if args.out.exists() else {"results": []}

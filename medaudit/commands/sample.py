@@ -35,7 +35,16 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         if visits is None and lines is None:
             visits = 300
-        only = [t.strip() for t in types.split(",") if t.strip()] if types else None
+        only = [t.strip() for t in types.split(",") if t.strip()] if types is not None else None
+        if only:
+            from ..sample.injectors import discover
+
+            known = discover()
+            unknown = [t for t in only if t not in known]
+            if unknown:
+                console.print(f"[bold red]error:[/] no injector for {', '.join(unknown)} "
+                              f"(injectors: {', '.join(known)})")
+                raise typer.Exit(2)
         g = generate(out, visits=visits, seed=seed, fmt=fmt, lines=lines, types=only)
         t = Table(title=f"Sample batch {out} (seed {seed}, {g.seconds:.1f}s)")
         t.add_column("file")

@@ -71,10 +71,15 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     if ctx.new_lines:
         new = pl.DataFrame(ctx.new_lines, schema=LINE_SCHEMA)
         lines = pl.concat([lines, new])
-    for bkkp_sn, changes in ctx.line_edits.items():
-        for c, val in changes.items():
-            lines = lines.with_columns(pl.when(pl.col("bkkp_sn") == bkkp_sn).then(pl.lit(val, LINE_SCHEMA[c]))
-                                       .otherwise(pl.col(c)).alias(c))
+    if ctx.line_edits:  # one join for all edits; a field an edit names is set, None included
+        cols = sorted({c for ch in ctx.line_edits.values() for c in ch})
+        rows = [{"bkkp_sn": k, **{f"{c}__new": ch.get(c) for c in cols}, **{f"{c}__set": c in ch for c in cols}}
+                for k, ch in ctx.line_edits.items()]
+        schema = {"bkkp_sn": pl.Utf8, **{f"{c}__new": LINE_SCHEMA[c] for c in cols}, **{f"{c}__set": pl.Boolean for c in cols}}
+        ed = pl.DataFrame(rows, schema=schema)
+        lines = lines.join(ed, on="bkkp_sn", how="left").with_columns(
+            [pl.when(pl.col(f"{c}__set").fill_null(False)).then(pl.col(f"{c}__new")).otherwise(pl.col(c)).alias(c) for c in cols]
+        ).select(list(LINE_SCHEMA))
     lines = lines.sort("vi", "time", "bkkp_sn")
     v = data.visits
     items = pl.DataFrame(
