@@ -236,27 +236,29 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
     """
     now = (clock or default_clock)()
     today = now.date()
-    old = con.execute(
+    # set-based: a new rule version may supersede many findings at once
+    con.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE __sup AS
         SELECT f.finding_id, f.status FROM findings f
         LEFT JOIN finding_state s USING (finding_id)
         WHERE f.stage = ? AND f.status IN ({', '.join(repr(s) for s in OPEN_STATUSES)})
           AND s.statement_id IS NULL
           AND EXISTS (SELECT 1 FROM r_all r WHERE r.rule_id = f.rule_id)
           AND NOT EXISTS (SELECT 1 FROM r_all r WHERE r.rule_id = f.rule_id AND r.rule_version = f.rule_version)
-        ORDER BY f.finding_id
         """,
         [stage],
-    ).fetchall()
-    seen = set()
-    for fid, status in old:
-        if fid in seen:
-            continue
-        seen.add(fid)
-        con.execute("UPDATE findings SET status = 'superseded' WHERE finding_id = ?", [fid])
-        con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id = ?", [fid])
-        log_event(con, fid, now, f"screen run {run_id}", "supersede", status, "superseded",
-                  "规则已更新版本，本疑点由新版本规则的结果取代")
+    )
+    n_sup = con.execute("SELECT count(*) FROM __sup").fetchall()[0][0]
+    if n_sup:
+        con.execute("UPDATE findings SET status = 'superseded' WHERE finding_id IN (SELECT finding_id FROM __sup)")
+        con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id IN (SELECT finding_id FROM __sup)")
+        con.execute(
+            """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)
+               SELECT finding_id, CAST(? AS TIMESTAMP), ?, 'supersede', status, 'superseded',
+                      '规则已更新版本，本疑点由新版本规则的结果取代', '[]' FROM __sup ORDER BY finding_id""",
+            [now, f"screen run {run_id}"])
+    con.execute("DROP TABLE __sup")
     deadline = deadline_from(con, today)
     con.execute(
         """
@@ -276,7 +278,7 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
         """,
         [now, run_id],
     )
-    return len(seen)
+    return n_sup
 
 
 # ---------------------------------------------------------------------------- moves
@@ -390,15 +392,20 @@ def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> in
     """Close the windows that passed: pending appeals past their deadline become ``expired``.
     Returns how many. Every command of the loop calls this first."""
     now = (clock or default_clock)()
-    due = con.execute(
-        """SELECT f.finding_id, s.deadline FROM findings f JOIN finding_state s USING (finding_id)
-           WHERE f.status = 'pending_appeal' AND s.statement_id IS NULL AND s.deadline < ?
-           ORDER BY f.finding_id""", [now.date()]).fetchall()
-    for fid, deadline in due:
-        con.execute("UPDATE findings SET status = 'expired' WHERE finding_id = ?", [fid])
-        log_event(con, fid, now, "system", "expire", "pending_appeal", "expired",
-                  f"申诉期已于 {deadline} 截止，未收到申诉")
-    return len(due)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE __due AS
+           SELECT f.finding_id, s.deadline FROM findings f JOIN finding_state s USING (finding_id)
+           WHERE f.status = 'pending_appeal' AND s.statement_id IS NULL AND s.deadline < ?""", [now.date()])
+    n = con.execute("SELECT count(*) FROM __due").fetchall()[0][0]
+    if n:
+        con.execute("UPDATE findings SET status = 'expired' WHERE finding_id IN (SELECT finding_id FROM __due)")
+        con.execute(
+            """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)
+               SELECT finding_id, CAST(? AS TIMESTAMP), 'system', 'expire', 'pending_appeal', 'expired',
+                      '申诉期已于 ' || strftime(deadline, '%Y-%m-%d') || ' 截止，未收到申诉', '[]'
+               FROM __due ORDER BY finding_id""", [now])
+    con.execute("DROP TABLE __due")
+    return n
 
 
 def is_final_outcome(status: str, appeal_round: int, deadline: dt.date | None, second_appeal: bool,
