@@ -110,3 +110,12 @@ def test_code_in_two_groups_and_an_item_listed_twice(tmp_path):
     assert found[0]["violating"] == {sec: Decimal("1000"), oth: Decimal("400")}
     assert found[0]["related"] == [main]
     assert found[0]["deduction_amt"] == Decimal("1400.00")
+
+
+def test_refunded_main_operation_leaves_one_code(tmp_path):
+    b = Batch()
+    v = stay(b)
+    main = b.line(v, MAIN, pric="3000", pric_uplmt_amt="3000")
+    b.refund(main)
+    b.line(v, SEC, pric="2000", pric_uplmt_amt="2000")
+    assert b.screen(tmp_path, RULES) == []

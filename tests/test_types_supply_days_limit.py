@@ -84,3 +84,13 @@ def test_both_filters_are_refused(tmp_path):
     lib = write_rules(tmp_path / "r", RULES.replace("outpatient_only: true", "outpatient_only: true, discharge_only: true"))
     with pytest.raises(RuleLibraryError, match="outpatient_only and params.discharge_only exclude each other"):
         load_library(lib)
+
+
+def test_full_refund_and_rule_validity(tmp_path):
+    b = Batch()
+    v = b.visit()
+    gone = b.line(v, MET, prd_days="30")
+    b.refund(gone)
+    old = b.visit(begntime="2025-12-31 08:00:00", endtime="2025-12-31 09:00:00")
+    b.line(old, MET, prd_days="30")  # before the rule's validity
+    assert b.screen(tmp_path, RULES + "  valid_from: 2026-01-01\n") == []
