@@ -411,6 +411,8 @@ def test_inventory_mismatch_excess_from_latest_lines_at_average_price(tmp_path):
     assert f["violating"] == {"X1-b": Decimal("15.25"), "X1-c": Decimal("45")}
     assert f["claimed_amt"] == Decimal("60.25") and f["fixmedins_code"] == "H001" and f["period"] == "2026-03"
     assert f["mdtrt_id"] is None and f["severity"] == "suspect"
+    # about the institution: no person, settlement, department or doctor borrowed from a line
+    assert (f["psn_no"], f["setl_id"], f["dept_code"], f["dr_code"]) == (None, None, None, None)
     assert f["evidence"] == (
         "机构 H001 2026-03 药品【阿莫西林胶囊】(XJ01CAA040A001010100001) 收费数量 120，购进 60 + 期初库存 20 = 80，"
         "超出 40，按本月平均收费单价 1.53 元计；2026-03-20 收费 30 次，金额 48.00 元，其中 10 超出；"
