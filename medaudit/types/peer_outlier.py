@@ -4,9 +4,10 @@
 metric is above the given percentile of its peer group; the finding names the entity, its
 value, the peer percentile value and its rank. A profiling warning: no lines, no money.
 
-- `entity`: `doctor` (the visit's attending doctor `chfpdr_code`, else the doctor who ordered
-  most of its amount), `department` (`dscg_dept_codg`, else `adm_dept_codg`, else the
-  ordering department with most of its amount) or `institution`. Doctors and departments are
+- `entity`: `doctor` (the visit's attending doctor `chfpdr_code`, else the ordering doctor of
+  its largest line), `department` (`dscg_dept_codg`, else `adm_dept_codg`, else the ordering
+  department of its largest line) or `institution`. A doctor's department is the one of most
+  of the doctor's visits that month. Doctors and departments are
   entities within their institution (`D01` of H001 and `D01` of H002 are two departments).
 - `metric`, over the screened lines of the entity's visits that month:
 
