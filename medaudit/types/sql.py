@@ -102,7 +102,7 @@ def check_query(query: str) -> str | None:
         return f"params.query must be a single SELECT, got {len(statements)} statements"
     kind = statements[0].type.name
     if kind != "SELECT":
-        return f"params.query must be a read-only SELECT, got a {kind} statement"
+        return f"params.query must be a read-only SELECT; {kind} statements are refused"
     con = duckdb.connect()
     try:
         tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0])
@@ -113,7 +113,7 @@ def check_query(query: str) -> str | None:
     found: dict[str, list] = {"writes": [], "tables": [], "functions": [], "ctes": []}
     _walk(tree.get("statements"), found)
     if found["writes"]:
-        return f"params.query must only read, but it holds an {found['writes'][0]} (a CTE that writes)"
+        return f"params.query must only read, but it holds a writing {found['writes'][0]} (a CTE that writes)"
     for fn in found["functions"]:
         if str(fn).lower() not in SAFE_TABLE_FUNCTIONS:
             return f"params.query may read only the canonical tables, not the table function {fn}()"
