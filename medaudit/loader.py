@@ -6,6 +6,10 @@ the rows are written in one transaction. Each input row either loads or lands in
 missing required column stops the load with a :class:`LoadError` that names the file and the
 column, and nothing is written. Row numbers count the header as row 1, so they match what a
 clerk sees when opening the file in Excel or a text editor.
+
+Excel's habit of turning codes into numbers is undone where it is unambiguous: fixed-width
+dictionary codes get their leading zero back (``hosp_lv`` 5 -> 05), and a national list code
+stored as a number cell is a 15-digit service code (1109000010000 -> 001109000010000).
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from . import db
 from .contract import DATE, DEC, FILE_SUFFIXES, INT, LOAD_ORDER, STR, TABLES, TS, Table
 
 ROW = "__row"
+#: National dictionary codes of a fixed width: a value that lost its leading zero in Excel
+#: ("5" for hosp_lv 05, "3" for chrgitm_lv 03) is read with it restored, in every format.
+DICT_WIDTH = {"hosp_lv": 2, "chrgitm_lv": 2, "med_chrgitm_type": 2}
+#: Codes stored as numbers (an Excel number cell, an integer Parquet column) lost their leading
+#: zeros; all-digit national list codes are 15-digit service codes, so the zeros are restored.
+NUMBER_CODE_WIDTH = {"hilist_code": 15, **DICT_WIDTH}
 GEND_VALUES = ("0", "1", "2", "9")
 
 
@@ -98,6 +108,8 @@ def read_file(path: Path) -> pl.DataFrame:
                     if dt == pl.Datetime
                     else pl.col(c).dt.strftime("%Y-%m-%d")
                     if dt == pl.Date
+                    else pl.col(c).cast(pl.Utf8).str.zfill(NUMBER_CODE_WIDTH[c.strip().lower()])
+                    if dt.is_integer() and c.strip().lower() in NUMBER_CODE_WIDTH
                     else pl.col(c).cast(pl.Utf8)
                     for c, dt in df.schema.items()
                 ]
@@ -202,16 +214,19 @@ def _read_xlsx(path: Path) -> pl.DataFrame:
         raise LoadError(f"{path}: unreadable: the first sheet is empty")
     names = [str(h).strip() if h is not None else f"column_{i + 1}" for i, h in enumerate(header)]
 
-    def cell(v):
+    widths = [NUMBER_CODE_WIDTH.get(n.lower()) for n in names]
+
+    def cell(v, width):
         if v is None:
             return None
         if isinstance(v, datetime):
             return v.strftime("%Y-%m-%d %H:%M:%S") if (v.hour or v.minute or v.second) else v.strftime("%Y-%m-%d")
-        if isinstance(v, float):
-            return _excel_number(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out = _excel_number(float(v)) if isinstance(v, float) else str(v)
+            return out.zfill(width) if width and out.isdigit() else out
         return str(v)
 
-    data = [[cell(v) for v in r] for r in rows]
+    data = [[cell(v, w) for v, w in zip(r, widths)] for r in rows]
     while data and all(v is None for v in data[-1]):  # formatted but empty rows at the end
         data.pop()
     wb.close()
@@ -325,6 +340,11 @@ def check_table(
     df = df.with_columns(
         [pl.col(c).str.strip_chars().replace("", None) for c in df.columns]
     ).with_row_index(ROW, offset=2)
+    df = df.with_columns(
+        pl.when(pl.col(c).str.contains(r"^\d+$") & (pl.col(c).str.len_chars() < w))
+        .then(pl.col(c).str.zfill(w)).otherwise(pl.col(c)).alias(c)
+        for c, w in DICT_WIDTH.items() if c in df.columns
+    )
     typed, problem_exprs = _parse_exprs(table, present)
     parsed = df.select([pl.col(ROW), *typed, *[pl.col(c) for c in extra]])
     raw_problems = df.select([pl.col(ROW), *problem_exprs])

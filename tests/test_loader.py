@@ -165,6 +165,63 @@ def test_xlsx_text_codes_dates_and_float_cells(tmp_path):
     ]
 
 
+def test_xlsx_and_parquet_number_codes_get_their_zeros_back(tmp_path):
+    """Excel turns 001109000010000 into 1109000010000 and 05 into 5; the loader undoes it where the
+    national format makes it unambiguous (service codes are 15 digits; dictionaries 2)."""
+    src = small_batch().write(tmp_path / "csv")
+    folder = tmp_path / "x"
+    folder.mkdir()
+    for name in ("setl_d", "setl_list_diag_d"):
+        header, rows = read_rows(src / f"{name}.csv")
+        _write_xlsx(folder / f"{name}.xlsx", header, rows)
+    header, rows = read_rows(src / "mdtrt_d.csv")
+    for r in rows:
+        r[header.index("hosp_lv")] = 5  # a number cell
+        r[header.index("insutype")] = 310
+    _write_xlsx(folder / "mdtrt_d.xlsx", header, rows)
+    header, rows = read_rows(src / "fee_list_d.csv")
+    for r in rows:
+        if r[header.index("hilist_code")] == BED:
+            r[header.index("hilist_code")] = int(BED)
+        r[header.index("chrgitm_lv")] = 3.0
+    _write_xlsx(folder / "fee_list_d.xlsx", header, rows)
+    con = con_at(tmp_path)
+    load_batch(folder, con)
+    assert con.execute("SELECT DISTINCT hosp_lv, insutype FROM mdtrt_d").fetchall() == [("05", "310")]
+    assert con.execute("SELECT bkkp_sn, hilist_code, chrgitm_lv FROM fee_list_d ORDER BY 1").fetchall() == [
+        ("F1", BED, "03"), ("F2", "XA01ABD075A002010100483", "03"), ("F3", BED, "03"),
+    ]
+
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    for name, df in _as_frames(src).items():
+        if name == "mdtrt_d":
+            df = df.with_columns(pl.lit(5).alias("hosp_lv"))
+        if name == "setl_list_diag_d":
+            df = df.with_columns(pl.lit(1).alias("maindiag_flag"))
+        if name == "fee_list_d":
+            df = df.filter(pl.col("hilist_code") == BED).with_columns(pl.col("hilist_code").cast(pl.Int64))
+        df.write_parquet(pq / f"{name}.parquet")
+    con2 = con_at(tmp_path, "pq.duckdb")
+    load_batch(pq, con2)
+    assert con2.execute("SELECT DISTINCT hosp_lv FROM mdtrt_d").fetchall() == [("05",)]
+    assert con2.execute("SELECT DISTINCT hilist_code FROM fee_list_d").fetchall() == [(BED,)]
+    assert con2.execute("SELECT DISTINCT maindiag_flag FROM setl_list_diag_d").fetchall() == [("1",)]
+
+
+def test_one_digit_dictionary_codes_in_csv_are_padded(tmp_path):
+    folder = small_batch().write(tmp_path / "b")
+    edit(folder / "mdtrt_d.csv", 2, "hosp_lv", "5")
+    edit(folder / "fee_list_d.csv", 2, "chrgitm_lv", "3")
+    edit(folder / "fee_list_d.csv", 3, "med_chrgitm_type", "9")
+    con = con_at(tmp_path)
+    load_batch(folder, con)
+    assert con.execute("SELECT mdtrt_id, hosp_lv FROM mdtrt_d ORDER BY 1").fetchall() == [("V1", "05"), ("V2", "05")]
+    assert con.execute("SELECT bkkp_sn, chrgitm_lv, med_chrgitm_type FROM fee_list_d ORDER BY 1").fetchall() == [
+        ("F1", "03", None), ("F2", "01", "09"), ("F3", "01", None),
+    ]
+
+
 def test_codes_keep_leading_zeros_in_csv(tmp_path):
     folder = small_batch().write(tmp_path / "b")
     con = con_at(tmp_path)
