@@ -264,10 +264,20 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
     for k in items_raw:
         if k not in ITEM_FIELDS:
             bad(f"items.{k} is not an item matcher (codes, prefixes, table, rows)")
-    for c in items_raw.get("codes") or []:
-        items.append(Item(str(c), None, None))
-    for c in items_raw.get("prefixes") or []:
-        items.append(Item(None, str(c), None))
+    for kind in ("codes", "prefixes"):
+        values = items_raw.get(kind) or []
+        if isinstance(values, (str, int)):  # one code written without a list
+            values = [values]
+        if not isinstance(values, list):
+            bad(f"items.{kind} must be a list of codes")
+            continue
+        for c in values:
+            if not isinstance(c, str):
+                # YAML reads 00110700 as an octal number and 1109000010000 as an integer: the
+                # code would silently lose its leading zeros and match nothing
+                bad(f"items.{kind}: {c!r} is not text; quote codes in YAML (\"001109000010000\") so leading zeros stay")
+                continue
+            items.append(Item(c.strip(), None, None) if kind == "codes" else Item(None, c.strip(), None))
     item_param_names = {p.name for p in rtype.params if p.per_item}
     rows: list[tuple[str, int, dict]] = []
     if items_raw.get("table"):

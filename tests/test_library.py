@@ -224,3 +224,17 @@ def test_cross_parameter_check_of_a_type(tmp_path):
     assert problems(root) == [
         f"{root / 'r.yaml'}: rule R-AGE-001: params: give either group or min_age/max_age, not both"
     ]
+
+
+def test_unquoted_numeric_codes_are_refused_and_a_single_code_is_one_item(tmp_path):
+    text = GENDER.replace('items: {codes: ["002101030300000"]}', "items: {codes: [00110700, 1109000010000, '001109000010000']}")
+    root = lib(tmp_path, {"r.yaml": text})
+    assert problems(root) == [
+        f"{root / 'r.yaml'}: rule R-SEX-001: items.codes: 37312 is not text; quote codes in YAML "
+        '("001109000010000") so leading zeros stay',
+        f"{root / 'r.yaml'}: rule R-SEX-001: items.codes: 1109000010000 is not text; quote codes in YAML "
+        '("001109000010000") so leading zeros stay',
+    ]
+    text = GENDER.replace('items: {codes: ["002101030300000"]}', 'items: {codes: "002101030300000", prefixes: XG03}')
+    library = load_library(lib(tmp_path, {"r.yaml": text}))
+    assert [(i.code, i.prefix) for i in library.rules[0].items] == [("002101030300000", None), (None, "XG03")]
