@@ -451,3 +451,12 @@ def test_every_scope_type_skips_refunded_settlements_and_other_codes(tmp_path, t
     b.line(b.visit(refunded=True, **visit_kw), "001")
     b.line(b.visit(**visit_kw), "0011")  # a code that only starts like the item
     assert b.screen(tmp_path, rules) == []
+
+
+def test_indication_prefixes_ignore_case(tmp_path):
+    rules = rule("restrict_indication", f'{{codes: ["{AIDI}"]}}', '{diag_prefixes: ["c34"]}')
+    b = Batch()
+    v = b.visit()
+    b.diag(v, "C34.900")
+    b.line(v, AIDI)
+    assert b.screen(tmp_path, rules) == []

@@ -2,7 +2,9 @@
 
 **What it flags.** A matched line of a visit none of whose diagnoses (the main one or any
 other, from `setl_list_diag_d` and `mdtrt_d.dscg_maindiag_code`) starts with one of
-`diag_prefixes` (ICD-10 insurance edition).
+`diag_prefixes` (ICD-10 insurance edition; compared without regard to case). A visit with no
+diagnosis recorded at all is flagged too: the indication the catalogue asks for is not
+documented.
 
 **Why it matters.** Many catalogue entries say 限...患者: the fund pays for the drug only for
 the indication written in the catalogue. Without a matching diagnosis the line is outside
@@ -40,7 +42,7 @@ RULE_TYPE = RuleType(
         WITH m AS (SELECT * FROM {{m}} WHERE deductible > 0),
         pref AS (SELECT DISTINCT rule_key, mdtrt_id, unnest(diag_prefixes) AS prefix FROM m),
         ok AS (SELECT DISTINCT pref.rule_key, pref.mdtrt_id, pref.prefix
-               FROM pref JOIN diag d ON d.mdtrt_id = pref.mdtrt_id AND starts_with(d.diag_code, pref.prefix)),
+               FROM pref JOIN diag d ON d.mdtrt_id = pref.mdtrt_id AND starts_with(upper(d.diag_code), upper(pref.prefix))),
         vdiag AS (SELECT mdtrt_id, string_agg(DISTINCT diag_code, '、' ORDER BY diag_code) AS codes
                   FROM diag WHERE mdtrt_id IN (SELECT mdtrt_id FROM m) GROUP BY mdtrt_id)
         SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role, m.deductible AS claim,
