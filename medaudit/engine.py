@@ -83,8 +83,11 @@ def prepare_context(con: duckdb.DuckDBPyConnection) -> None:
         SELECT v.* EXCLUDE (batch_id, source_row),
                {LEVEL_SQL} AS inst_level,
                starts_with(med_type, '2') AS inpatient,
-               coalesce(ipt_days, CASE WHEN endtime IS NULL THEN NULL
-                        ELSE greatest(date_diff('day', CAST(begntime AS DATE), CAST(endtime AS DATE)), 1) END) AS los
+               -- at least 1 also when recorded: a same-day stay entered as ipt_days 0 used one bed day
+               -- (NULL while the stay is open and no ipt_days is recorded: greatest() skips NULLs)
+               CASE WHEN ipt_days IS NULL AND endtime IS NULL THEN NULL
+                    ELSE greatest(coalesce(ipt_days, date_diff('day', CAST(begntime AS DATE), CAST(endtime AS DATE))), 1)
+               END AS los
         FROM mdtrt_d v;
         CREATE OR REPLACE TEMP TABLE diag AS
         SELECT mdtrt_id, diag_code, diag_name, maindiag_flag = '1' AS is_main FROM setl_list_diag_d

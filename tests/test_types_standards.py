@@ -357,5 +357,7 @@ def test_bed_days_ipt_days_wins_and_same_day_stay_counts_one(tmp_path):
     a = b.line(v, BED, cnt="4", time="2026-03-06 08:00:00")
     w = b.visit(med_type="21", begntime="2026-03-02 08:00:00", endtime="2026-03-02 18:00:00")  # LOS 1
     c = b.line(w, BED, cnt="2", time="2026-03-02 09:00:00")
+    z = b.visit(med_type="21", begntime="2026-03-02 08:00:00", endtime="2026-03-02 18:00:00", ipt_days="0")
+    b.line(z, BED, cnt="1", time="2026-03-02 09:00:00")  # recorded 0 days: still one bed day allowed
     violating, _ = lines_of(b.screen(tmp_path, BEDS))
     assert violating == {a: D("10"), c: D("10")}
