@@ -266,9 +266,11 @@ th{background:#e8f0f8;font-weight:600} td.n{text-align:right;white-space:nowrap;
 td.ev{max-width:420px;overflow-wrap:anywhere} td.ln{white-space:pre-line;overflow-wrap:anywhere;font-size:12px;color:#323f4b;max-width:360px}
 tr.dead td{color:#7b8794} .st{white-space:nowrap}
 #details td:nth-child(2){min-width:150px} .basis{color:#52606d;font-size:12px;margin-top:3px} #details td:nth-child(3){min-width:70px}
-#details td:nth-child(4){min-width:100px}
+#details td:nth-child(4){min-width:100px} #details td:nth-child(5){min-width:84px}
 .scroll{overflow-x:auto}
-#details td:nth-child(12){min-width:150px} #details td.ev{min-width:170px} #details td.ln{min-width:150px} #details td:nth-child(7){overflow-wrap:anywhere}
+#details td:nth-child(12){min-width:150px}
+#details tr.evrow td{background:#fbfcfe;border-top:none;color:#323f4b;padding:4px 7px 10px}
+#details tbody tr:not(.evrow) td{border-bottom:none} #details td.ln{min-width:150px} #details td:nth-child(7){overflow-wrap:anywhere;min-width:120px}
 .note{color:#52606d;font-size:12px}
 svg text{font-family:inherit}
 """
@@ -353,10 +355,10 @@ def render_html(d: ReportData) -> str:
             f"<td>{_e(x['nature'])}</td><td>{_e(x['status_cn'])}</td><td class=\"st\">{_e(x['deadline'] or '')}</td>"
             f"<td>{_e(x['mdtrt_id'])}</td><td>{_e(x['patient'])}<br>{_e(x['certno'])}</td>"
             f"<td>{_e(x['dept_code'])}<br>{_e(x['dr_code'])}</td><td class=\"ln\">{_e(x['lines'] or '')}</td>"
-            f"<td class=\"n\">{fmt(x['flagged'])}</td><td class=\"n\">{fmt(x['deduction'])}</td>"
-            f"<td class=\"ev\">{_e(x['evidence'])}</td></tr>")
+            f"<td class=\"n\">{fmt(x['flagged'])}</td><td class=\"n\">{fmt(x['deduction'])}</td></tr>"
+            f"<tr class=\"evrow{' dead' if x['status'] in dead else ''}\"><td colspan=\"11\"><b>证据：</b>{_e(x['evidence'])}</td></tr>")
     detail_head = "".join(f"<th>{c}</th>" for c in ("疑点编号", "规则及依据", "问题性质", "状态", "申诉截止日", "就诊ID", "参保人 / 证件号",
-                                                   "科室 / 医生", "违规明细", "违规金额（元）", "扣款金额（元）", "证据"))
+                                                   "科室 / 医生", "违规明细", "违规金额（元）", "扣款金额（元）"))
     statements = ""
     if d.statements:
         statements = ("<section><h2>扣款单</h2>" + _table(["扣款单号", "第几次", "生成日期", "疑点数", "扣款合计（元）"],

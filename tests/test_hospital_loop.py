@@ -237,6 +237,12 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     page = (tmp / "report" / f"扣款依据报表_{H}_{P}.html").read_text(encoding="utf-8")
     assert not any(n in text or n in page for n in names if len(n) > 1)
     assert f"{total:,.2f}" in page
+    from test_report import find_chromium, rendered
+
+    if find_chromium():  # as the hospital sees it (the report test covers the page when chromium is missing)
+        seen = rendered(tmp, tmp / "report" / f"扣款依据报表_{H}_{P}.html")
+        assert f"扣款金额（元）\n{total:,.2f}" in seen["text"] and f"已结算扣款（元）\n{final_total:,.2f}" in seen["text"]
+        assert seen["page_overflow"] <= 0 and seen["details_overflow"] <= 0
     d = report.gather(db.connect(tmp / "loop.duckdb"), H, P)
     assert (d.totals["deduction"], d.totals["final"]) == (total, final_total)
 

@@ -38,6 +38,12 @@ def export(
     res = appeals.export_workbook(con, institution, period, out)
     console.print(f"{res.path}: {res.n_findings:,} open findings of {institution} for {period}, "
                   f"{res.n_appealable:,} of them open for appeal.")
+    if not res.n_findings:
+        known = con.execute("SELECT DISTINCT fixmedins_code FROM findings WHERE period = ? AND stage = 'post_hoc' ORDER BY 1",
+                            [period]).fetchall()
+        if institution not in {k[0] for k in known}:
+            console.print(f"[yellow]note:[/] {institution} has no findings in {period}"
+                          + (f" (institutions with findings that month: {', '.join(k[0] for k in known[:20])})" if known else ""))
 
 
 @app.command("import")
