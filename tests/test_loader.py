@@ -517,3 +517,21 @@ def test_refunded_settlement_and_refund_lines_are_not_screened(tmp_path):
     assert prepare_lines(con, "post_hoc") == 0
     assert prepare_lines(con, "in_process") == 1
     assert con.execute("SELECT bkkp_sn FROM lines").fetchall() == [("B",)]
+
+
+def test_resubmitting_a_corrected_batch_loads_only_the_fixed_rows(tmp_path):
+    """The usual way a hospital fixes rejected rows: send the whole batch again, corrected."""
+    folder = small_batch().write(tmp_path / "b")
+    edit(folder / "fee_list_d.csv", 3, "cnt", "two")
+    con = con_at(tmp_path)
+    load_batch(folder, con)
+    edit(folder / "fee_list_d.csv", 3, "cnt", "2")
+    res = load_batch(folder, con)
+    assert res.batch_id == 2 and not res.already_loaded
+    assert summary(res)["fee_list_d"] == (3, 1, 2)
+    assert con.execute("SELECT bkkp_sn, batch_id, cnt FROM fee_list_d ORDER BY 1").fetchall() == [
+        ("F1", 1, Decimal("1")), ("F2", 2, Decimal("2")), ("F3", 1, Decimal("1")),
+    ]
+    assert con.execute(
+        "SELECT reason FROM rejected_rows WHERE batch_id = 2 AND table_name = 'fee_list_d' ORDER BY row_no"
+    ).fetchall() == [("bkkp_sn: F1 was already loaded in batch 1",), ("bkkp_sn: F3 was already loaded in batch 1",)]
