@@ -135,3 +135,25 @@ def test_statement_workbook(tmp_path, monkeypatch):
     people = {r[7] for r in wb["扣款疑点"].iter_rows(min_row=2, values_only=True)}
     assert people == {"张*", "李*", "王**"}
     assert sum(r[9] for r in wb["扣款明细行"].iter_rows(min_row=2, values_only=True)) == 390.0
+
+
+def test_cli_finalize_and_show(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from medaudit.cli import app
+
+    con = loop_db(tmp_path, monkeypatch)
+    con.close()
+    dbf = str(tmp_path / "loop.duckdb")
+    monkeypatch.setenv("MEDAUDIT_NOW", "2026-04-20")
+    run = CliRunner().invoke
+    r = run(app, ["deduct", "finalize", "--period", "2026-03", "--out", str(tmp_path / "st.xlsx"), "--db", dbf])
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "5 findings expired" in flat and "H001" in flat and "390.00" in flat and "200.00" in flat
+    assert "Not final yet: pending_review 1" in flat
+    assert (tmp_path / "st.xlsx").is_file()
+    r = run(app, ["deduct", "finalize", "--period", "2026-03", "--db", dbf])
+    assert r.exit_code == 0 and "Nothing new stands for 2026-03" in " ".join(r.output.split())
+    r = run(app, ["deduct", "show", "--period", "2026-03", "--db", dbf])
+    assert r.exit_code == 0 and "Reconciled with the findings table to the cent." in " ".join(r.output.split())

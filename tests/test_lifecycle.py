@@ -330,3 +330,20 @@ def test_rescreen_with_a_new_rule_version_supersedes_open_findings_only(tmp_path
     # never twice: the upheld v1 finding and its v2 twin claim the same line; one carries it
     sex_total = con.execute("SELECT sum(deduction_amt) FROM findings WHERE mdtrt_id = ?", [v["sex"]]).fetchall()[0][0]
     assert sex_total == D("180.00")
+
+
+def test_the_audit_log_only_grows(tmp_path, monkeypatch):
+    b, v = loop_batch()
+    con = loop_db(tmp_path, monkeypatch, b)
+    snap = lambda: con.execute("SELECT * FROM finding_events ORDER BY event_id").fetchall()  # noqa: E731
+    before = snap()
+    sex = finding(con, v["sex"], "R-SEX-001")["id"]
+    lifecycle.transition(con, sex, "appeal", "王芳", "理由", clock=clock("2026-04-02"))
+    lifecycle.transition(con, sex, "uphold", "李审", "维持", clock=clock("2026-04-03"))
+    lifecycle.expire_due(con, clock("2026-04-30"))
+    monkeypatch.setenv("MEDAUDIT_NOW", "2026-05-01")
+    rescreen(tmp_path, con, RULES.replace("  - id: R-FRQ-001\n    version: 1", "  - id: R-FRQ-001\n    version: 2"), "rules3")
+    after = snap()
+    assert after[:len(before)] == before
+    assert [e[4] for e in after[len(before):]][:2] == ["appeal", "uphold"]
+    assert len({e[0] for e in after}) == len(after)
