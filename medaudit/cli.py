@@ -174,11 +174,16 @@ def findings(
             FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id LIMIT {int(limit)}""",
         args,
     ).fetchall()
+    # the doctor's pre-alert answer on the same rule, visit and item (medaudit/prealert/store.py)
+    from .prealert import store as prealert_store
+
+    pre = prealert_store.evidence_for(con, [r[0] for r in rows])
     t = Table(show_lines=True)
     for c in ("finding", "rule", "severity", "status", "inst", "visit", "flagged", "deduction", "evidence"):
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(r[0][:10], r[1], r[2], r[3], r[4] or "", r[5] or "", f"{r[6]:,.2f}", f"{r[7]:,.2f}", r[8])
+        ev = r[8] + (f"\n{pre[r[0]]}" if r[0] in pre else "")
+        t.add_row(r[0][:10], r[1], r[2], r[3], r[4] or "", r[5] or "", f"{r[6]:,.2f}", f"{r[7]:,.2f}", ev)
     console.print(t)
 
 

@@ -94,6 +94,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
     con.execute(lifecycle.SCHEMA)
     con.execute(deduct.SCHEMA)
+    # the pre-alert service's results, feedback and API keys, and the views that show the
+    # doctor's answer on the matching post-hoc finding (medaudit/prealert/store.py)
+    from .prealert import store as prealert_store
+
+    con.execute(prealert_store.SCHEMA)
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:

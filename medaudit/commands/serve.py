@@ -1,0 +1,85 @@
+"""``medaudit serve``: the pre-alert service (3101 analysis, 3103 feedback) on uvicorn;
+``medaudit serve-key``: make an institution's API key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    console = Console()
+    err = Console(stderr=True)
+
+    def fail(msg: str) -> None:
+        err.print(f"[bold red]error:[/] {msg}", highlight=False)
+        raise typer.Exit(2)
+
+    @app.command()
+    def serve(
+        db: Path = typer.Option(Path("medaudit.duckdb"), "--db", help="the medaudit database (history, results, feedback)"),
+        rules: Path = typer.Option(Path("rules"), "--rules", help="the rule library of the rule set 'default'"),
+        rule_set: List[str] = typer.Option([], "--rule-set", help="another rule set: NAME=PATH (repeatable); "
+                                           "requests choose one with ?rule_set=NAME"),
+        keys: Optional[Path] = typer.Option(None, "--keys", help="API keys file (YAML: institution code: key); "
+                                            "keys made with `medaudit serve-key` are read from the database"),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8000, "--port"),
+        sessions: int = typer.Option(2, "--sessions", help="checks run at once (one database cursor each)"),
+        threads: int = typer.Option(1, "--threads", help="DuckDB threads per query (small queries: 1 is fastest)"),
+    ) -> None:
+        """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
+
+        The service owns the database file while it runs (DuckDB allows one writing process):
+        load and screen batches before starting it, or after stopping it.
+        """
+        import uvicorn
+
+        from .. import db as dbm
+        from ..library import RuleLibraryError, load_library
+        from ..prealert import store
+        from ..prealert.app import create_app
+
+        libs = {}
+        for name, path in [("default", str(rules))] + [x.split("=", 1) if "=" in x else ("", x) for x in rule_set]:
+            if not name:
+                fail(f"--rule-set must be NAME=PATH, got {path!r}")
+            try:
+                libs[name] = load_library(path)
+            except RuleLibraryError as e:
+                fail(f"rule set {name} ({path}) has problems:\n" + "\n".join(e.problems))
+        file_keys = {}
+        if keys:
+            try:
+                file_keys = store.load_keys_file(keys)
+            except ValueError as e:
+                fail(str(e))
+        if not db.exists():
+            fail(f"{db}: no such database (load a batch first: medaudit load BATCH --db {db})")
+        con = dbm.connect(db)
+        con.execute(f"SET threads = {max(1, int(threads))}")
+        application = create_app(con, libs, file_keys, sessions=sessions)
+        n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
+        if not n_keys:
+            err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")
+        for name, lib in libs.items():
+            n = sum(1 for r in lib.rules if "pre_alert" in r.stages)
+            console.print(f"rule set {name}: {n:,} of {len(lib.rules):,} rules run at pre_alert")
+        console.print(f"serving http://{host}:{port}  (docs: /docs)")
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+    @app.command("serve-key")
+    def serve_key(
+        institution: str = typer.Argument(..., help="institution code (fixmedins_code)"),
+        db: Path = typer.Option(Path("medaudit.duckdb"), "--db"),
+    ) -> None:
+        """Make a new API key for an institution (only its hash is stored); prints the key once."""
+        from .. import db as dbm
+        from ..prealert import store
+
+        con = dbm.connect(db)
+        key = store.add_key(con, institution)
+        console.print(key, highlight=False)

@@ -1,0 +1,15 @@
+"""Pre-alert (事前提醒): check a doctor's new orders before they are charged.
+
+The hospital system sends what the national 3101 interface sends (the patient, the visit, its
+diagnoses, the visit's earlier orders and the new ones) and gets back, at once, the rules the
+new orders would break; the doctor's answer comes back as a 3103 feedback and is shown later as
+evidence on the matching post-hoc finding.
+
+There is ONE definition of a rule's meaning: the rule types' own set-based SQL
+(:mod:`medaudit.types`). :mod:`.engine` builds a tiny ``lines`` for one request with the very
+engine code batch screening uses (:func:`medaudit.engine.prepare_lines` over per-request
+shadows of the input tables) and runs the same compiled type queries over it;
+:mod:`.events` (durable-rules) routes each request only to the rule types whose items its
+orders touch and handles the feedback events; :mod:`.store` keeps results, feedback and the
+institutions' API keys; :mod:`.app` is the FastAPI service (``medaudit serve``).
+"""

@@ -1,0 +1,206 @@
+"""The pre-alert HTTP service (FastAPI): 3101 analysis, 3103 feedback, an institution's results.
+
+Every call carries the institution's API key in the ``X-API-Key`` header; the key decides the
+institution, and an institution sees and answers only its own results (another institution's
+``jr_id`` is "not found", as if it did not exist). Bad input is a 4xx with the field path
+(``patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.2.cnt: ...``), never a 500.
+
+Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
+
+- ``POST /prealert/3101?rule_set=default``: analyse the new orders of each patient's current
+  visit; returns ``output.result[]`` (empty: nothing to say);
+- ``POST /prealert/3103``: the doctor's answers to results (``warns[]``);
+- ``GET /prealert/results/{jr_id}``, ``GET /prealert/results?mdtrt_id=``: what was answered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Optional
+
+import duckdb
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+
+from ..library import Library
+from . import store
+from .engine import Alert, OrderChecker, RuleSetError
+from .schemas import (JudgeResultDetailDto, Output3101, Request3101, Request3103, Response3101, Response3103,
+                      Result3101, to_check_request)
+
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the institution's API key")
+SEV_DEG = {"violation": "1", "suspect": "2"}
+
+
+def _path(loc) -> str:
+    parts = [str(x) for x in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
+               file_keys: dict[str, str] | None = None, sessions: int = 2, warm: bool = True) -> FastAPI:
+    """The service over an open database connection and the named rule libraries.
+
+    ``sessions``: checks that run at once (each has its own cursor with the rules registered;
+    ``warm`` opens them now rather than on the first requests)."""
+    store.ensure(con)
+    checker = OrderChecker(con, libraries, sessions=sessions)
+    if warm:
+        checker.warm()
+    keys = store.KeyRing(con, file_keys)
+    app = FastAPI(
+        title="medaudit pre-alert (事前提醒)",
+        version="1",
+        description=__doc__,
+    )
+    app.state.checker = checker
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = [{"field": _path(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        msg = "; ".join(f"{e['field']}: {e['msg']}" for e in errors)
+        return JSONResponse(status_code=422, content={"infcode": -1, "err_msg": msg, "detail": errors})
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        return JSONResponse(status_code=exc.status_code, content={"infcode": -1, "err_msg": str(exc.detail)},
+                            headers=getattr(exc, "headers", None))
+
+    def institution(key: Optional[str] = Depends(API_KEY)) -> str:
+        inst = keys.institution(key)
+        if inst is None:
+            raise HTTPException(401, "missing or unknown API key (header X-API-Key)",
+                                headers={"WWW-Authenticate": "APIKey"})
+        return inst
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()}}
+
+    @app.post("/prealert/3101", response_model=Response3101, summary="明细审核事前事中分析 (3101)")
+    def analyse(body: Request3101, inst: str = Depends(institution),
+                rule_set: str = Query("default", description="which rule library to use")) -> Response3101:
+        try:
+            checker.rules(rule_set)
+        except RuleSetError as e:
+            raise HTTPException(404, str(e)) from None
+        results: list[Result3101] = []
+        for i, p in enumerate(body.patient_dtos):
+            enc = p.current()
+            where = f"patient_dtos.{i}.fsi_encounter_dtos[mdtrt_id={enc.mdtrt_id}]"
+            if enc.medins_id != inst:
+                raise HTTPException(403, f"{where}.medins_id {enc.medins_id!r} is not the institution of this API key")
+            if not enc.fsi_order_dtos:
+                raise HTTPException(400, f"{where}.fsi_order_dtos is empty: there is no order to check")
+            ids = [o.rx_id for o in enc.fsi_order_dtos]
+            if len(set(ids)) != len(ids):
+                dup = sorted({x for x in ids if ids.count(x) > 1})
+                raise HTTPException(422, f"{where}.fsi_order_dtos: rx_id {', '.join(dup)} given more than once")
+            req = to_check_request(p, body.rule_ids)
+            try:
+                alerts = checker.check(req, rule_set)
+            except RuleSetError as e:
+                raise HTTPException(422, f"rule_ids: {e}") from None
+            results.extend(_record(checker, inst, rule_set, body.trig_scen, p.patn_id, req, alerts))
+        return Response3101(output=Output3101(result=results))
+
+    @app.post("/prealert/3103", response_model=Response3103, summary="事前事中服务反馈 (3103)")
+    def feedback(body: Request3103, inst: str = Depends(institution)) -> Response3103:
+        cur = con.cursor()
+        ids = [w.warn_rslt_id for w in body.warns]
+        own = {r[0] for r in cur.execute(
+            f"SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND jr_id IN ({', '.join('?' for _ in ids)})",
+            [inst, *ids]).fetchall()}
+        missing = [f"warns.{i}.warn_rslt_id {w.warn_rslt_id!r}" for i, w in enumerate(body.warns) if w.warn_rslt_id not in own]
+        if missing:
+            raise HTTPException(404, "no such result of this institution: " + ", ".join(missing))
+        stored = []
+        for w in body.warns:
+            row = checker.hub.feedback(w.warn_rslt_id, w.dspo_way, w.dspo_way_rea, body.warn_type, inst)
+            if row is None:  # the event rules took no action (cannot happen after validation)
+                raise HTTPException(422, f"feedback for {w.warn_rslt_id} was not accepted")
+            stored.append(row)
+        now = dt.datetime.now()
+        cur.execute(
+            "INSERT INTO prealert_feedback VALUES " + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in stored),
+            [x for r in stored for x in (r["jr_id"], r["fixmedins_code"], r["warn_type"], r["dspo_way"],
+                                         r.get("dspo_way_rea"), now)],
+        )
+        return Response3103(output={"accepted": len(stored)})
+
+    @app.get("/prealert/results/{jr_id}", summary="one answered result of this institution")
+    def result(jr_id: str, inst: str = Depends(institution)) -> dict:
+        rows = _results(con, inst, "r.jr_id = ?", [jr_id])
+        if not rows:
+            raise HTTPException(404, f"no result {jr_id!r} for this institution")
+        return rows[0]
+
+    @app.get("/prealert/results", summary="answered results of this institution")
+    def results(inst: str = Depends(institution), mdtrt_id: Optional[str] = None,
+                limit: int = Query(100, ge=1, le=1000)) -> dict:
+        where, args = ("r.mdtrt_id = ?", [mdtrt_id]) if mdtrt_id else ("TRUE", [])
+        return {"result": _results(con, inst, where, args, limit)}
+
+    return app
+
+
+def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, patn_id: str, req,
+            alerts: list[Alert]) -> list[Result3101]:
+    """Store the alerts and shape them as 3101 results."""
+    if not alerts:
+        return []
+    now = dt.datetime.now()
+    task = uuid.uuid4().hex
+    out: list[Result3101] = []
+    res_rows, item_rows = [], []
+    for a in alerts:
+        jr = uuid.uuid4().hex
+        details = []
+        for n, it in enumerate(a.items, start=1):
+            details.append(JudgeResultDetailDto(
+                jrd_id=f"{jr}-{n}", patn_id=patn_id, mdtrt_id=a.mdtrt_id, rx_id=it.bkkp_sn, hilist_code=it.hilist_code,
+                vola_item_type="1" if it.role == "violating" else "2", vola_amt=it.claim))
+            item_rows.append((jr, f"{jr}-{n}", it.bkkp_sn, it.hilist_code, details[-1].vola_item_type, it.claim))
+        out.append(Result3101(
+            jr_id=jr, rule_id=a.rule_id, rule_name=a.rule_name, vola_cont=a.evidence, patn_id=patn_id,
+            mdtrt_id=a.mdtrt_id, judge_result_detail_dtos=details, vola_amt=a.amount,
+            sev_deg=SEV_DEG.get(a.severity, "2"), vola_evid=a.basis or a.rule_name, vola_bhvr_type=a.nature,
+            task_id=task))
+        res_rows.append((jr, inst, rule_set, a.rule_id, a.rule_version, a.rule_name, a.rule_type, a.severity,
+                         trig_scen, patn_id, req.visit["psn_no"], a.mdtrt_id, a.evidence, a.amount, now))
+    cur = checker.con.cursor()
+    cur.execute("INSERT INTO prealert_results VALUES " + ", ".join("(" + ", ".join("?" * 15) + ")" for _ in res_rows),
+                [x for r in res_rows for x in r])
+    cur.execute("INSERT INTO prealert_result_items VALUES " + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in item_rows),
+                [x for r in item_rows for x in r])
+    return out
+
+
+def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dict]:
+    cur = con.cursor()
+    rows = cur.execute(
+        f"""SELECT r.jr_id, r.rule_id, r.rule_name, r.severity, r.trig_scen, r.patn_id, r.mdtrt_id, r.vola_cont,
+                   r.vola_amt, r.created_at,
+                   (SELECT list({{'rx_id': i.rx_id, 'hilist_code': i.hilist_code, 'vola_item_type': i.vola_item_type,
+                                  'vola_amt': i.vola_amt}} ORDER BY i.jrd_id) FROM prealert_result_items i WHERE i.jr_id = r.jr_id),
+                   (SELECT list({{'dspo_way': f.dspo_way, 'dspo_way_rea': f.dspo_way_rea, 'received_at': f.received_at}}
+                                ORDER BY f.received_at) FROM prealert_feedback f WHERE f.jr_id = r.jr_id)
+            FROM prealert_results r WHERE r.fixmedins_code = ? AND {where}
+            ORDER BY r.created_at DESC, r.jr_id LIMIT {int(limit)}""",
+        [inst, *args],
+    ).fetchall()
+    out = []
+    for r in rows:
+        out.append({
+            "jr_id": r[0], "rule_id": r[1], "rule_name": r[2], "sev_deg": SEV_DEG.get(r[3], "2"), "trig_scen": r[4],
+            "patn_id": r[5], "mdtrt_id": r[6], "vola_cont": r[7], "vola_amt": str(r[8]), "created_at": r[9].isoformat(),
+            "judge_result_detail_dtos": [{**d, "vola_amt": str(d["vola_amt"])} for d in (r[10] or [])],
+            "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[11] or [])],
+        })
+    return out
+

@@ -1,0 +1,362 @@
+"""The order check: the batch engine's own queries, run over one request's tiny ``lines``.
+
+For each request a per-thread DuckDB cursor (a connection of its own to the same database)
+holds **temporary shadows** of the input tables (``mdtrt_d``, ``setl_d``, ``fee_list_d``,
+``setl_list_diag_d``, ``setl_list_oprn_d``, ``psn_death``). DuckDB resolves an unqualified
+table name to a temporary table first, so :func:`medaudit.engine.prepare_lines` — the very
+function batch screening uses — builds ``visits``, ``diag``, ``deaths`` and ``lines`` from
+them: refund netting, fund share, age, level, everything as in a batch. Each shadow holds:
+
+- ``mdtrt_d``: the current visit as the request states it, plus the person's other visits
+  from the database (for visit-level types such as readmission, and ``die_date``);
+- ``fee_list_d``: the visit's lines already in the database (charges billed so far), the
+  visit's earlier orders the request sends (``curr_drord_flag`` 0) and the new orders
+  (``curr_drord_flag`` 1); an order whose ``rx_id`` equals a line id in the database replaces
+  that line;
+- ``setl_d``, ``setl_list_diag_d`` (plus the request's diagnoses), ``setl_list_oprn_d`` and
+  ``psn_death``: the person's rows from the database. The catalogue (``hilist``) and
+  ``purchases`` are read from the database as they are.
+
+The rules (those whose ``stages`` include ``pre_alert``; the library refuses, at load time, a
+pre_alert stage for a type that cannot judge one order) are registered once per cursor
+(``r_all``, ``p_<type>``), and each request runs, with :func:`medaudit.engine.run_type`, only
+the types its orders are routed to (:mod:`.events`).
+
+**What is reported.** A finding is reported when the new orders change it: its lines that are
+violating now but were not violating (or claimed less) before the new orders — computed by
+running the touched types again without the new orders — are the violating items
+(``vola_item_type`` 1); the new orders and the finding's related lines are the related items
+(2). So an order that makes an earlier charge a duplicate (the main item of a pair, ordered
+after the included one) is reported with the earlier charge as the violating item, and an
+order that breaks nothing is silent. Replaying a visit order by order therefore reports,
+over all its requests, exactly the violating lines and amounts batch screening finds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Iterator
+
+import duckdb
+
+from .. import db as dbm
+from .. import engine
+from ..contract import TABLES
+from ..library import Library, Rule
+from ..types import REGISTRY
+
+STAGE = "pre_alert"
+
+#: input tables shadowed per request (the catalogue and purchases are read as they are)
+SHADOWED = ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_oprn_d", "psn_death")
+
+#: settlement id given to orders (not settled yet, so not in ``setl_d``)
+ORDER_SETL = "PRE:"
+
+
+class RuleSetError(Exception):
+    """An unknown rule set or rule id (the service answers 404/422, never 500)."""
+
+
+@dataclass
+class CheckRequest:
+    """One analysis request in the data contract's terms (built from a 3101 payload)."""
+
+    visit: dict[str, Any]  # mdtrt_d columns of the current visit
+    orders: list[dict[str, Any]]  # fee_list_d columns, plus 'new': bool
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)  # setl_list_diag_d columns
+    rule_ids: list[str] | None = None  # only these rules (national ``rule_ids``); None: all
+
+
+@dataclass
+class ItemHit:
+    bkkp_sn: str  # the order's rx_id, or the line's bkkp_sn
+    role: str  # violating | related
+    claim: Decimal  # 0.01-rounded claim (0 for related)
+    is_order: bool  # one of the request's orders (new or earlier)
+    is_new: bool
+    hilist_code: str | None = None
+
+
+@dataclass
+class Alert:
+    """One reported finding: a rule the new orders break on this visit."""
+
+    rule_id: str
+    rule_version: str
+    rule_name: str
+    rule_type: str
+    severity: str
+    nature: str
+    basis: str
+    mdtrt_id: str
+    psn_no: str
+    finding_key: str
+    evidence: str
+    amount: Decimal  # sum of the violating items' claims
+    items: list[ItemHit]
+
+    @property
+    def violating(self) -> list[ItemHit]:
+        return [i for i in self.items if i.role == "violating"]
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _cent(x: Any) -> Decimal:
+    return Decimal(str(x if x is not None else 0)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+class _Session:
+    """A cursor with the shadows created and the rule set registered (one per thread and rule set)."""
+
+    def __init__(self, base: duckdb.DuckDBPyConnection, catalog: str, rules: list[Rule]):
+        self.cur = base.cursor()
+        cur = self.cur
+        dbm.install_macros(cur)
+        self.catalog = catalog
+        for t in SHADOWED:
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {_q(catalog)}.main.{t} LIMIT 0")
+        self.by_type = engine.register_rules(cur, rules)
+        self.rules = rules
+        self.cols = {t: [c.name for c in TABLES[t].columns] for t in SHADOWED}
+        # each type's query with ``{m}`` inlined as the engine's matching SELECT: one statement
+        # per type and request (the rule tables are fixed for the session, so the shape of the
+        # matching — exact codes, prefixes, match-all — is decided once)
+        self.sql: dict[str, str] = {}
+        for t in self.by_type:
+            rt = REGISTRY[t]
+            names = engine.type_names(rt)
+            if rt.items != "none":
+                has_code, has_prefix, has_all = cur.execute(
+                    f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM p_{t}"
+                ).fetchall()[0]
+                names["m"] = "(" + engine.matched_sql(rt, bool(has_code), bool(has_prefix), bool(has_all)) + ")"
+            self.sql[t] = f"INSERT INTO hits BY NAME {rt.sql(names, cur)}"
+
+    def run(self, types: list[str]) -> None:
+        """The types' queries (as :func:`medaudit.engine.run_type` runs them) over ``lines``; rows into ``hits``."""
+        for t in types:
+            self.cur.execute(self.sql[t])
+
+    def values(self, table: str, rows: list[dict]) -> str:
+        """INSERT of ``rows`` (contract columns; others ignored) with inlined literals; '' when none."""
+        if not rows:
+            return ""
+        used = [c for c in self.cols[table] if any(r.get(c) is not None for r in rows)]
+        return (f"INSERT INTO {table} ({', '.join(_q(c) for c in used)}) VALUES "
+                + ", ".join("(" + ", ".join(_lit(r.get(c)) for c in used) + ")" for r in rows))
+
+
+class OrderChecker:
+    """Checks orders against one rule library's pre_alert rules, with a database's history.
+
+    ``con`` is the service's connection to the medaudit database (history, results, feedback);
+    each thread gets its own cursor per rule set.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2):
+        self.con = con
+        self.max_sessions = sessions
+        self.catalog = con.execute("SELECT current_database()").fetchall()[0][0]
+        self.rule_sets: dict[str, list[Rule]] = {
+            name: [r for r in lib.rules if STAGE in r.stages] for name, lib in libraries.items()
+        }
+        self.libraries = libraries
+        self._pools: dict[str, queue.LifoQueue] = {}
+        self._made: dict[str, int] = {}
+        self._pool_lock = threading.Lock()
+        from .events import EventHub, Router
+
+        self.routers = {name: Router(rules) for name, rules in self.rule_sets.items()}
+        self.hub = EventHub(self.routers)
+
+    # ------------------------------------------------------------------ sessions
+
+    @contextmanager
+    def _session(self, rule_set: str) -> Iterator[_Session]:
+        """A session of the rule set from the pool (at most ``sessions`` of them; callers wait)."""
+        with self._pool_lock:
+            pool = self._pools.setdefault(rule_set, queue.LifoQueue())
+            make = pool.empty() and self._made.get(rule_set, 0) < self.max_sessions
+            if make:
+                self._made[rule_set] = self._made.get(rule_set, 0) + 1
+        s = _Session(self.con, self.catalog, self.rule_sets[rule_set]) if make else pool.get()
+        try:
+            yield s
+        finally:
+            pool.put(s)
+
+    def warm(self) -> None:
+        """Open every session now (registering a large library takes a moment), not on first use."""
+        for name in self.rule_sets:
+            held = []
+            for _ in range(self.max_sessions):
+                cm = self._session(name)
+                held.append((cm, cm.__enter__()))
+            for cm, _s in held:
+                cm.__exit__(None, None, None)
+
+    def rules(self, rule_set: str) -> list[Rule]:
+        if rule_set not in self.rule_sets:
+            raise RuleSetError(f"unknown rule set {rule_set!r} (this service has: {', '.join(sorted(self.rule_sets))})")
+        return self.rule_sets[rule_set]
+
+    # ------------------------------------------------------------------ the check
+
+    def check(self, req: CheckRequest, rule_set: str = "default") -> list[Alert]:
+        rules = self.rules(rule_set)
+        known = {r.id for r in rules}
+        if req.rule_ids:
+            unknown = [x for x in req.rule_ids if x not in known]
+            if unknown:
+                raise RuleSetError(f"rule_ids not in rule set {rule_set!r} at stage pre_alert: {', '.join(unknown)}")
+        new = [o for o in req.orders if o.get("new")]
+        if not new:
+            return []
+        types = self.hub.route(rule_set, [o["hilist_code"] for o in new])
+        if not types:
+            return []
+        with self._session(rule_set) as s:
+            return self._check(s, req, rules, new, types)
+
+    def _check(self, s: "_Session", req: CheckRequest, rules: list[Rule], new: list[dict],
+               types: list[str]) -> list[Alert]:
+        self._load_context(s, req)
+        cur = s.cur
+        engine.prepare_lines(cur, STAGE)
+        engine.create_hits(cur)
+        s.run(types)
+        new_ids = [o["bkkp_sn"] for o in new]
+        rows = self._hit_rows(cur, new_ids)
+        if not rows:
+            return []
+        new_set = set(new_ids)
+        before: dict[tuple, Decimal] = {}
+        # a touched finding with violating lines other than the new orders: were they violating
+        # before the new orders? The same types again, over the lines without them.
+        again = sorted({rules[r[0]].type for r in rows if r[4] == "violating" and r[3] not in new_set})
+        if again:
+            cur.execute(f"DELETE FROM lines WHERE bkkp_sn IN ({', '.join('?' for _ in new_ids)})", new_ids)
+            engine.create_hits(cur)
+            s.run(again)
+            before = {
+                (k, sn): _cent(c)
+                for k, sn, c in cur.execute(
+                    "SELECT rule_key, bkkp_sn, max(claim) FROM hits WHERE role = 'violating' GROUP BY ALL").fetchall()
+            }
+        wanted = set(req.rule_ids) if req.rule_ids else None
+        return self._alerts(rules, rows, before, new_set, {o["bkkp_sn"] for o in req.orders}, wanted)
+
+    def _hit_rows(self, cur, new_ids: list[str]) -> list[tuple]:
+        """Hit rows of the findings touched by a new order, one per (finding, line)."""
+        return cur.execute(
+            f"""
+            WITH t AS (SELECT DISTINCT rule_key, finding_key FROM hits
+                       WHERE bkkp_sn IN ({', '.join('?' for _ in new_ids)}))
+            SELECT h.rule_key, h.finding_key, any_value(h.mdtrt_id), h.bkkp_sn,
+                   CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END,
+                   coalesce(max(h.claim) FILTER (WHERE h.role = 'violating'), 0),
+                   any_value(h.ev_head), string_agg(DISTINCT h.ev_line, '；'),
+                   any_value(l.fee_ocur_time), any_value(l.psn_no), any_value(h.psn_no),
+                   any_value(l.hilist_code)
+            FROM hits h JOIN t USING (rule_key, finding_key)
+            LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
+            GROUP BY h.rule_key, h.finding_key, h.bkkp_sn
+            ORDER BY h.rule_key, h.finding_key, any_value(l.fee_ocur_time), h.bkkp_sn
+            """,
+            new_ids,
+        ).fetchall()
+
+    @staticmethod
+    def _alerts(rules: list[Rule], rows, before, new_ids: set[str], order_ids: set[str],
+                wanted: set[str] | None) -> list[Alert]:
+        groups: dict[tuple, list[tuple]] = {}
+        for row in rows:
+            groups.setdefault((row[0], row[1]), []).append(row)
+        out: list[Alert] = []
+        for (key, fkey), grp in groups.items():
+            rule = rules[key]
+            if wanted is not None and rule.id not in wanted:
+                continue
+            items: list[ItemHit] = []
+            ev_lines: list[str] = []
+            head = ""
+            psn = ""
+            mdtrt = ""
+            for _k, _f, mdtrt_id, sn, role, claim, ev_head, ev_line, _t, l_psn, h_psn, code in grp:
+                head = head or (ev_head or "")
+                psn = psn or l_psn or h_psn or ""
+                mdtrt = mdtrt or mdtrt_id or ""
+                c = _cent(claim)
+                if role == "violating" and c > before.get((key, sn), Decimal("-1")):
+                    items.append(ItemHit(sn, "violating", c, sn in order_ids, sn in new_ids, code))
+                    if ev_line:
+                        ev_lines.append(ev_line)
+                elif role == "related" or sn in new_ids:
+                    items.append(ItemHit(sn, "related", Decimal("0"), sn in order_ids, sn in new_ids, code))
+            if not any(i.role == "violating" for i in items):
+                continue
+            evidence = "；".join(x for x in [head, *ev_lines] if x)
+            out.append(Alert(rule.id, rule.version, rule.name, rule.type, rule.severity, rule.nature, rule.basis,
+                             mdtrt, psn, fkey, evidence, sum((i.claim for i in items), Decimal("0.00")), items))
+        return out
+
+    def _load_context(self, s: _Session, req: CheckRequest) -> None:
+        """Fill the shadows: the person's history from the database, then the request. One
+        statement list, values inlined as quoted literals (hundreds of bound parameters cost
+        more than the whole check)."""
+        cur, cat = s.cur, _q(self.catalog)
+        v = req.visit
+        mdtrt_id, psn_no = _lit(v["mdtrt_id"]), _lit(v["psn_no"])
+        ids = ", ".join(_lit(o["bkkp_sn"]) for o in req.orders)
+        # the visit as the request states it, completed by the database's record of it (a
+        # death recorded on the stay, ipt_days...) where the request says nothing
+        known = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id = {mdtrt_id}"
+                            ).fetchall()
+        if known:
+            v = {**dict(zip([d[0] for d in cur.description], known[0])), **{k: x for k, x in v.items() if x is not None}}
+        orders = []
+        for o in req.orders:
+            r = {k: val for k, val in o.items() if k != "new"}
+            r.setdefault("mdtrt_id", v["mdtrt_id"])
+            r.setdefault("psn_no", v["psn_no"])
+            r.setdefault("fixmedins_code", v["fixmedins_code"])
+            r.setdefault("setl_id", ORDER_SETL + v["mdtrt_id"])
+            orders.append(r)
+        sql = [f"DELETE FROM {t}" for t in SHADOWED] + [
+            f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE psn_no = {psn_no} AND mdtrt_id <> {mdtrt_id}",
+            f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE psn_no = {psn_no}",
+            f"INSERT INTO psn_death SELECT * FROM {cat}.main.psn_death WHERE psn_no = {psn_no}",
+            # the visit's lines billed so far; an order with a line's id replaces that line
+            f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = {mdtrt_id} AND bkkp_sn NOT IN ({ids})",
+            # the visit's diagnoses from the database only when the request states none
+            f"""INSERT INTO setl_list_diag_d SELECT * FROM {cat}.main.setl_list_diag_d
+                WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) {f'OR mdtrt_id = {mdtrt_id}' if not req.diagnoses else ''}""",
+            f"""INSERT INTO setl_list_oprn_d SELECT * FROM {cat}.main.setl_list_oprn_d
+                WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id = {mdtrt_id}""",
+            s.values("mdtrt_d", [v]),
+            s.values("setl_list_diag_d", req.diagnoses),
+            s.values("fee_list_d", orders),
+        ]
+        cur.execute(";\n".join(x for x in sql if x))
+
+
+def _lit(x: Any) -> str:
+    """A value as a SQL literal (the column's type casts it on insert)."""
+    if x is None:
+        return "NULL"
+    if isinstance(x, bool):
+        return "TRUE" if x else "FALSE"
+    if isinstance(x, dt.datetime):
+        x = x.replace(tzinfo=None).isoformat(sep=" ")
+    elif isinstance(x, dt.date):
+        x = x.isoformat()
+    return "'" + str(x).replace("'", "''") + "'"

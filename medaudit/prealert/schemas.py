@@ -1,0 +1,250 @@
+"""The national pre/in-process analysis interface's shapes: 3101 (analysis) and 3103 (feedback).
+
+Field names are the national ones (医保信息平台 明细审核事前事中分析服务 3101 /
+事前事中服务反馈服务 3103). A request may be the bare ``input.data`` object or the whole
+message with ``infno``, ``input: {data: ...}``; fields this service does not use are accepted
+and ignored, as hospital systems send many.
+
+How a 3101 request maps to the data contract (see :func:`to_check_request`):
+
+| 3101 | contract |
+|---|---|
+| ``patn_id``, ``gend``, ``brdy`` | ``psn_no``, ``gend``, ``brdy`` |
+| encounter ``mdtrt_id``, ``medins_id``, ``medins_lv``, ``med_type``, ``insutype`` | ``mdtrt_id``, ``fixmedins_code``, ``hosp_lv``, ``med_type``, ``insutype`` |
+| ``adm_date``, ``dscg_date``, ``dscg_main_dise_codg``, ``adm_dept_codg``, ``dr_codg`` | ``begntime``, ``endtime``, ``dscg_maindiag_code``, ``adm_dept_codg``, ``chfpdr_code`` |
+| diagnosis ``dise_codg``, ``dise_name``, ``maindise_flag`` | ``diag_code``, ``diag_name``, ``maindiag_flag`` |
+| order ``rx_id``, ``hilist_code``, ``hilist_name``, ``hilist_type`` | ``bkkp_sn``, ``hilist_code``, ``hilist_name``, ``list_type`` |
+| ``cnt``, ``pric``, ``sumamt``, ``ownpay_amt`` | ``cnt``, ``pric``, ``det_item_fee_sumamt``, ``fulamt_ownpay_amt`` |
+| ``drord_begn_date``, ``drord_dept_codg``, ``drord_dr_codg`` | ``fee_ocur_time``, ``bilg_dept_codg``, ``bilg_dr_code`` |
+| ``hilist_lv`` 1/2/3 (甲/乙/丙), ``chrg_type`` | ``chrgitm_lv`` 01/02/03, ``med_chrgitm_type`` |
+| ``self_paying_flag`` 1 | ``hosp_appr_flag`` 2 (switched to self-pay) |
+| ``drord_bhvr`` 1 (出院带药) | ``dscg_tkdrug_flag`` 1 |
+| ``prd_days``, ``pric_uplmt_amt`` (extensions, optional) | the same |
+
+``curr_drord_flag`` 1 marks the orders being written now; 0 the visit's earlier orders (the
+visit so far). When no order carries 1, every order is new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
+
+
+class OrderDto(_In):
+    rx_id: str = Field(min_length=1, description="处方(医嘱)标识")
+    rxno: Optional[str] = None
+    hilist_code: str = Field(min_length=1, description="医保目录编码")
+    hilist_name: Optional[str] = None
+    hilist_type: Optional[str] = Field(None, description="目录类别: 101 西药中成药, 102 中药饮片, 201 医疗服务项目, 301 耗材")
+    hilist_lv: Optional[str] = Field(None, description="目录等级 1 甲 2 乙 3 丙")
+    chrg_type: Optional[str] = None
+    cnt: Decimal = Field(gt=0, description="数量")
+    pric: Decimal = Field(ge=0, description="单价")
+    sumamt: Optional[Decimal] = Field(None, ge=0, description="明细项目费用总额 (default cnt x pric)")
+    ownpay_amt: Optional[Decimal] = Field(None, ge=0, description="全自费金额")
+    selfpay_amt: Optional[Decimal] = None
+    drord_begn_date: dt.datetime = Field(description="医嘱开始日期")
+    drord_stop_date: Optional[dt.datetime] = None
+    drord_dept_codg: Optional[str] = None
+    drord_dr_codg: Optional[str] = None
+    drord_bhvr: Optional[str] = Field(None, description="医嘱行为: 1 出院带药")
+    curr_drord_flag: Optional[str] = Field(None, description="1 本次医嘱, 0 既往医嘱")
+    self_paying_flag: Optional[str] = Field(None, description="1 自费")
+    long_drord_flag: Optional[str] = None
+    prd_days: Optional[Decimal] = Field(None, ge=0, description="用药天数 (extension)")
+    pric_uplmt_amt: Optional[Decimal] = Field(None, ge=0, description="限价 (extension)")
+
+
+class DiagnoseDto(_In):
+    dise_codg: str = Field(min_length=1, description="诊断编码")
+    dise_name: Optional[str] = None
+    maindise_flag: Optional[str] = Field(None, description="1 主诊断")
+    inout_dise_type: Optional[str] = None
+    dias_srt_no: Optional[str] = None
+
+
+class EncounterDto(_In):
+    mdtrt_id: str = Field(min_length=1, description="就诊标识")
+    medins_id: str = Field(min_length=1, description="医疗机构编码")
+    medins_name: Optional[str] = None
+    medins_lv: str = Field(min_length=1, description="医疗机构等级 (hosp_lv)")
+    adm_date: dt.datetime = Field(description="入院日期/就诊时间")
+    dscg_date: Optional[dt.datetime] = None
+    dscg_main_dise_codg: Optional[str] = None
+    adm_dept_codg: Optional[str] = None
+    dscg_dept_codg: Optional[str] = None
+    dr_codg: Optional[str] = None
+    med_type: str = Field(min_length=1, description="医疗类别")
+    insutype: str = Field(min_length=1, description="险种类型")
+    fsi_diagnose_dtos: list[DiagnoseDto] = Field(default_factory=list)
+    fsi_order_dtos: list[OrderDto] = Field(default_factory=list)
+
+    @field_validator("adm_date", "dscg_date", mode="before")
+    @classmethod
+    def _empty_date(cls, v):
+        return None if v == "" else v
+
+
+class PatientDto(_In):
+    patn_id: str = Field(min_length=1, description="参保人标识 (psn_no)")
+    patn_name: Optional[str] = None
+    gend: str = Field(min_length=1, description="性别 1 男 2 女")
+    brdy: dt.date = Field(description="出生日期")
+    poolarea: Optional[str] = None
+    curr_mdtrt_id: str = Field(min_length=1, description="当前就诊标识")
+    fsi_encounter_dtos: list[EncounterDto] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _current_visit(self):
+        if not any(e.mdtrt_id == self.curr_mdtrt_id for e in self.fsi_encounter_dtos):
+            raise ValueError(f"curr_mdtrt_id {self.curr_mdtrt_id!r} is not one of fsi_encounter_dtos' mdtrt_id")
+        return self
+
+    def current(self) -> EncounterDto:
+        return next(e for e in self.fsi_encounter_dtos if e.mdtrt_id == self.curr_mdtrt_id)
+
+
+class Request3101(_In):
+    """明细审核事前事中分析服务 (3101) input."""
+
+    trig_scen: str = Field(min_length=1, description="触发场景 (1 门诊挂号 ... 5 住院执行医嘱 ...)")
+    rule_ids: list[str] = Field(default_factory=list, description="only these rules (empty: all)")
+    patient_dtos: list[PatientDto] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, data: Any):
+        # the whole national message: {"infno": "3101", ..., "input": {"data": {...}}}
+        if isinstance(data, dict) and isinstance(data.get("input"), dict) and "trig_scen" not in data:
+            inner = data["input"].get("data", data["input"])
+            return inner
+        return data
+
+
+class JudgeResultDetailDto(BaseModel):
+    jrd_id: str
+    patn_id: str
+    mdtrt_id: str
+    rx_id: str = Field(description="the order's rx_id (or, for an earlier charge from the database, its bkkp_sn)")
+    hilist_code: Optional[str] = None
+    vola_item_type: Literal["1", "2"] = Field(description="1 违规项, 2 涉及项")
+    vola_amt: Decimal
+
+
+class Result3101(BaseModel):
+    jr_id: str
+    rule_id: str
+    rule_name: str
+    vola_cont: str = Field(description="违规内容: the evidence, as on the post-hoc finding")
+    patn_id: str
+    mdtrt_id: str
+    judge_result_detail_dtos: list[JudgeResultDetailDto]
+    vola_amt: Decimal
+    vola_amt_stas: str = "1"
+    sev_deg: Literal["1", "2"] = Field(description="1 明确违规 (violation), 2 高度可疑 (suspect)")
+    vola_evid: str = Field(description="违规依据: the rule's basis")
+    vola_bhvr_type: str = Field(description="违规行为分类: the rule's nature (问题性质)")
+    task_id: str
+
+
+class Output3101(BaseModel):
+    result: list[Result3101]
+
+
+class Response3101(BaseModel):
+    infcode: int = 0
+    err_msg: str = ""
+    output: Output3101
+
+
+class WarnDto(_In):
+    warn_rslt_id: str = Field(min_length=1, description="违规标识: the jr_id of a 3101 result")
+    dspo_way: Literal["1", "2"] = Field(description="处理方式 1 继续执行医嘱, 2 返回修改医嘱")
+    dspo_way_rea: Optional[str] = Field(None, description="处理原因: required when dspo_way is 1")
+
+    @model_validator(mode="after")
+    def _reason(self):
+        if self.dspo_way == "1" and not (self.dspo_way_rea or "").strip():
+            raise ValueError("dspo_way_rea is required when dspo_way is 1 (continue): the reason the senior doctor signed off")
+        return self
+
+
+class Request3103(_In):
+    """事前事中服务反馈服务 (3103) input."""
+
+    warn_type: Literal["1", "2"] = Field("1", description="1 事前, 2 事中")
+    warns: list[WarnDto] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, data: Any):
+        if isinstance(data, dict) and isinstance(data.get("input"), dict) and "warns" not in data:
+            return data["input"].get("data", data["input"])
+        return data
+
+
+class Response3103(BaseModel):
+    infcode: int = 0
+    err_msg: str = ""
+    output: dict = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- mapping
+
+_LIST_LV = {"1": "01", "2": "02", "3": "03", "01": "01", "02": "02", "03": "03"}
+
+
+def _list_type(o: OrderDto) -> str:
+    if o.hilist_type in ("101", "102", "201", "301"):
+        return o.hilist_type
+    # national code shapes: drugs X (western) / Z (Chinese patent), consumables C, the rest services
+    c = o.hilist_code[:1].upper()
+    return "101" if c in ("X", "Z") else "301" if c == "C" else "201"
+
+
+def to_check_request(p: PatientDto, rule_ids: list[str]):
+    """A 3101 patient (its current visit) -> :class:`medaudit.prealert.engine.CheckRequest`."""
+    from .engine import CheckRequest
+
+    e = p.current()
+    visit = {
+        "mdtrt_id": e.mdtrt_id, "psn_no": p.patn_id, "psn_name": p.patn_name, "gend": p.gend, "brdy": p.brdy,
+        "insutype": e.insutype, "fixmedins_code": e.medins_id, "fixmedins_name": e.medins_name,
+        "hosp_lv": e.medins_lv, "med_type": e.med_type, "begntime": e.adm_date, "endtime": e.dscg_date,
+        "dscg_maindiag_code": e.dscg_main_dise_codg or None, "adm_dept_codg": e.adm_dept_codg,
+        "dscg_dept_codg": e.dscg_dept_codg, "chfpdr_code": e.dr_codg,
+    }
+    diags = [
+        {"mdtrt_id": e.mdtrt_id, "maindiag_flag": "1" if d.maindise_flag == "1" else "0",
+         "diag_code": d.dise_codg, "diag_name": d.dise_name}
+        for d in e.fsi_diagnose_dtos
+    ]
+    any_current = any(o.curr_drord_flag == "1" for o in e.fsi_order_dtos)
+    orders = []
+    for o in e.fsi_order_dtos:
+        orders.append({
+            "bkkp_sn": o.rx_id, "hilist_code": o.hilist_code, "hilist_name": o.hilist_name,
+            "list_type": _list_type(o), "chrgitm_lv": _LIST_LV.get(o.hilist_lv or ""),
+            "med_chrgitm_type": o.chrg_type, "cnt": o.cnt, "pric": o.pric,
+            "det_item_fee_sumamt": o.sumamt if o.sumamt is not None else o.cnt * o.pric,
+            "fulamt_ownpay_amt": o.ownpay_amt, "fee_ocur_time": o.drord_begn_date,
+            "bilg_dept_codg": o.drord_dept_codg, "bilg_dr_code": o.drord_dr_codg,
+            "hosp_appr_flag": "2" if o.self_paying_flag == "1" else None,
+            "dscg_tkdrug_flag": "1" if o.drord_bhvr == "1" else None,
+            "prd_days": o.prd_days, "pric_uplmt_amt": o.pric_uplmt_amt,
+            "new": (o.curr_drord_flag == "1") if any_current else True,
+        })
+    return CheckRequest(visit, orders, diags, rule_ids or None)
+
+
+__all__ = [
+    "Request3101", "Response3101", "Result3101", "JudgeResultDetailDto", "Request3103", "Response3103",
+    "to_check_request",
+]
