@@ -106,7 +106,10 @@ class LifecycleError(Exception):
 def default_clock() -> dt.datetime:
     env = os.environ.get("MEDAUDIT_NOW", "").strip()
     if env:
-        return dt.datetime.fromisoformat(env) if len(env) > 10 else dt.datetime.combine(dt.date.fromisoformat(env), dt.time(9))
+        try:
+            return fixed_clock(env)()
+        except ValueError:
+            raise LifecycleError(f"MEDAUDIT_NOW must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS, got {env!r}") from None
     return dt.datetime.now().replace(microsecond=0)
 
 

@@ -13,7 +13,6 @@ from decimal import ROUND_HALF_UP, Decimal as D
 from pathlib import Path
 
 import openpyxl
-import pytest
 from typer.testing import CliRunner
 
 from medaudit import db, deduct, report

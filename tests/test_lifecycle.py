@@ -13,7 +13,7 @@ from decimal import Decimal as D
 import pytest
 
 from kit import Batch, write_rules
-from medaudit import db, deduct, lifecycle, money
+from medaudit import db, lifecycle, money
 from medaudit.engine import screen
 from medaudit.library import load_library
 from medaudit.loader import load_batch
