@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -357,8 +358,12 @@ def transition(
     reason: str = "",
     attachments: list[dict] | None = None,
     clock: Clock | None = None,
+    amount: Decimal | str | None = None,
 ) -> str:
     """Move one finding; returns its new status or raises :class:`LifecycleError`.
+
+    ``amount`` (confirm only): the reviewer confirms less than the amount at risk; the
+    finding's line claims are scaled so they add up to exactly that amount.
 
     The caller settles the money afterwards (:func:`medaudit.money.settle_deductions`) — one
     settlement per batch of moves keeps an Excel import of thousands of rows fast.
@@ -373,6 +378,10 @@ def transition(
     why = refusal(con, f, action, today)
     if why:
         raise LifecycleError(why)
+    if amount is not None:
+        if action != "confirm":
+            raise LifecycleError(f"{f.name()}: an amount is only given to confirm a suspect")
+        reason = _confirm_amount(con, f, amount) + (f"；{reason}" if reason else "")
     to = TRANSITIONS[(f.status, action)]
     con.execute("UPDATE findings SET status = ? WHERE finding_id = ?", [to, f.finding_id])
     s = settings(con)
@@ -389,6 +398,32 @@ def transition(
         con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id = ?", [f.finding_id])
     log_event(con, f.finding_id, now, by.strip(), action, f.status, to, reason, attachments)
     return to
+
+
+def _confirm_amount(con: duckdb.DuckDBPyConnection, f: FindingRef, amount) -> str:
+    """Scale a suspect's line claims to the confirmed amount; returns the log's note."""
+    try:
+        amount = Decimal(str(amount)).quantize(Decimal("0.01"))
+    except (ArithmeticError, ValueError):
+        raise LifecycleError(f"{f.name()}: the amount must be a number of yuan, got {amount!r}") from None
+    lines = con.execute(
+        "SELECT bkkp_sn, claim FROM finding_lines WHERE finding_id = ? AND role = 'violating' AND claim > 0 "
+        "ORDER BY claim DESC, bkkp_sn", [f.finding_id]).fetchall()
+    total = sum((c for _, c in lines), Decimal(0))
+    at_risk = total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if amount <= 0 or amount > at_risk:
+        raise LifecycleError(f"{f.name()}: the confirmed amount must be more than 0 and at most the amount at risk "
+                             f"{at_risk}, got {amount}")
+    if amount == at_risk:
+        return f"确认扣款 {amount} 元"
+    unit = Decimal("0.000000000001")
+    new = [(sn, (c * amount / total).quantize(unit, rounding=ROUND_DOWN)) for sn, c in lines]
+    # the remainder of the truncation goes to the largest claim, so the claims add up exactly
+    new[0] = (new[0][0], amount - sum(c for _, c in new[1:]))
+    con.executemany("UPDATE finding_lines SET claim = ? WHERE finding_id = ? AND bkkp_sn = ? AND role = 'violating'",
+                    [[c, f.finding_id, sn] for sn, c in new])
+    con.execute("UPDATE findings SET claimed_amt = ? WHERE finding_id = ?", [amount, f.finding_id])
+    return f"确认扣款 {amount} 元（疑点金额 {at_risk} 元）"
 
 
 def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> int:

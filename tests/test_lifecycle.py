@@ -347,3 +347,24 @@ def test_the_audit_log_only_grows(tmp_path, monkeypatch):
     assert after[:len(before)] == before
     assert [e[4] for e in after[len(before):]][:2] == ["appeal", "uphold"]
     assert len({e[0] for e in after}) == len(after)
+
+
+def test_a_reviewer_confirms_part_of_a_suspect(tmp_path, monkeypatch):
+    b, v = loop_batch()
+    b.line(v["age"], CHILD_DRUG, hilist_name="小儿氨酚黄那敏颗粒", cnt="1", pric="12.35", bkkp_sn="AGE2",
+           time="2026-03-02 09:00:00")
+    con = loop_db(tmp_path, monkeypatch, b)
+    age = finding(con, v["age"], "R-AGE-001")
+    assert age["claimed"] == D("37.05")
+    with pytest.raises(lifecycle.LifecycleError, match="at most the amount at risk 37.05, got 40.00"):
+        lifecycle.transition(con, age["id"], "confirm", "李审", clock=clock("2026-04-02"), amount="40")
+    with pytest.raises(lifecycle.LifecycleError, match="only given to confirm"):
+        lifecycle.transition(con, age["id"], "dismiss", "李审", "x", clock=clock("2026-04-02"), amount="4")
+    lifecycle.transition(con, age["id"], "confirm", "李审", "只认定一次", clock=clock("2026-04-02"), amount="20")
+    money.settle_deductions(con)
+    age = finding(con, v["age"], "R-AGE-001")
+    assert (age["status"], age["deduction"], age["claimed"]) == ("pending_appeal", D("20.00"), D("20.00"))
+    claims = dict(con.execute("SELECT bkkp_sn, claim FROM finding_lines WHERE finding_id = ?", [age["id"]]).fetchall())
+    assert sum(claims.values()) == D("20")  # exactly, before any rounding
+    assert claims["AGE1"] == D("13.333333333334") and claims["AGE2"] == D("6.666666666666")
+    assert lifecycle.history(con, age["id"])[-1]["reason"] == "确认扣款 20.00 元（疑点金额 37.05 元）；只认定一次"

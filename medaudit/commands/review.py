@@ -32,6 +32,7 @@ def decide(
     by: str = typer.Option(..., "--by", help="the reviewer"),
     reason: str = typer.Option("", "--reason", help="why (required except to confirm)"),
     attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
+    amount: Optional[str] = typer.Option(None, "--amount", help="confirm: deduct this many yuan (at most the amount at risk)"),
     db: Path = DbOption,
 ) -> None:
     """Decide one finding: uphold/overturn an appeal, confirm/dismiss a suspect."""
@@ -42,7 +43,8 @@ def decide(
     try:
         lifecycle.expire_due(con)
         f = lifecycle.resolve(con, finding)
-        to = lifecycle.transition(con, f, DECISIONS[decision], by, reason, lifecycle.attachment_records(attach))
+        to = lifecycle.transition(con, f, DECISIONS[decision], by, reason, lifecycle.attachment_records(attach),
+                                  amount=amount)
         money.settle_deductions(con)
         con.execute("COMMIT")
     except lifecycle.LifecycleError as e:
