@@ -412,6 +412,24 @@ def check_table(
     return _Checked(table, path, good, problems.sort("row_no", "column_name"), df.height, extra, rejected_keys)
 
 
+def _check_refund_links(c: _Checked, existing: pl.DataFrame) -> None:
+    """A refund line must name a line that exists (this batch or an earlier one): a refund of
+    nothing would otherwise be dropped silently by the netting."""
+    col = "init_feedetl_sn"
+    known = pl.concat([existing.get_column("bkkp_sn"), c.good.get_column("bkkp_sn")])
+    orphans = c.good.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(known.implode()))
+    if not orphans.height:
+        return
+    reason = pl.format("{}: {} not found in fee_list_d", pl.lit(col), pl.col(col))
+    if c.rejected_keys is not None and c.rejected_keys.height:
+        orphans = orphans.join(c.rejected_keys.rename({"bkkp_sn": col}), on=col, how="left")
+        reason = pl.when(pl.col("__prow").is_not_null()).then(
+            pl.format("{} (its row {} in {} was rejected)", reason, pl.col("__prow"), pl.lit(c.path.name))
+        ).otherwise(reason)
+    c.problems = pl.concat([c.problems, _problem_frame(orphans, col, reason, pl.col(col))]).sort("row_no", "column_name")
+    c.good = c.good.filter(~pl.col(ROW).is_in(orphans.get_column(ROW).implode()))
+
+
 # ---------------------------------------------------------------------------- loading
 
 
@@ -457,6 +475,8 @@ def load_batch(batch_dir: str | Path, con: duckdb.DuckDBPyConnection) -> LoadRes
             k = table.key[0]
             parent_keys[name] = pl.concat([existing.get_column(k), c.good.get_column(k)])
             parent_rejected[name] = (c.path.name, c.rejected_keys)
+        if name == "fee_list_d":
+            _check_refund_links(c, existing)
         checked.append(c)
 
     summaries = [

@@ -535,3 +535,25 @@ def test_resubmitting_a_corrected_batch_loads_only_the_fixed_rows(tmp_path):
     assert con.execute(
         "SELECT reason FROM rejected_rows WHERE batch_id = 2 AND table_name = 'fee_list_d' ORDER BY row_no"
     ).fetchall() == [("bkkp_sn: F1 was already loaded in batch 1",), ("bkkp_sn: F3 was already loaded in batch 1",)]
+
+
+def test_a_refund_of_an_unknown_or_rejected_line_is_rejected(tmp_path):
+    con = con_at(tmp_path)
+    load_batch(small_batch().write(tmp_path / "b1"), con)
+    b = Batch()
+    v = b.visit(mdtrt_id="V5", psn_no="P5")
+    b.line(v, BED, bkkp_sn="G1", fee_ocur_time="2026-03-02 25:00:00")  # rejected: bad time
+    b.line(v, BED, bkkp_sn="G1-R", cnt="-1", det_item_fee_sumamt="-10", init_feedetl_sn="G1")
+    b.line(v, BED, bkkp_sn="G2-R", cnt="-1", det_item_fee_sumamt="-10", init_feedetl_sn="NOPE")
+    b.add("fee_list_d", bkkp_sn="F1-R", mdtrt_id="V1", setl_id="SV1", psn_no="P1", fixmedins_code="H001",  # batch 1's
+          fee_ocur_time="2026-03-02 08:00:00", hilist_code=BED, list_type="201", cnt="-1", pric="30",
+          det_item_fee_sumamt="-30", init_feedetl_sn="F1")
+    res = load_batch(b.write(tmp_path / "b2"), con)
+    assert [(r[1], r[2], r[4]) for r in rejected(con)] == [
+        (2, "fee_ocur_time", 'fee_ocur_time: "2026-03-02 25:00:00" is not a time (YYYY-MM-DD HH:MM:SS)'),
+        (3, "init_feedetl_sn", "init_feedetl_sn: G1 not found in fee_list_d (its row 2 in fee_list_d.csv was rejected)"),
+        (4, "init_feedetl_sn", "init_feedetl_sn: NOPE not found in fee_list_d"),
+    ]
+    assert summary(res)["fee_list_d"] == (4, 1, 3)
+    prepare_lines(con, "post_hoc")
+    assert con.execute("SELECT bkkp_sn FROM lines WHERE mdtrt_id = 'V1' ORDER BY 1").fetchall() == [("F2",)]
