@@ -260,3 +260,30 @@ def _row_refusal(con, fid: str, inst: str, reason: str, now: dt.datetime) -> str
     if not reason:
         return f"疑点 {fid[:12]} 未填写申诉理由"
     return None
+
+
+def write_receipt(res: ImportResult, source: Path, path: Path) -> Path:
+    """The import's receipt (回执) for the hospital: every filled row, filed or refused with the reason."""
+    import xlsxwriter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = xlsxwriter.Workbook(str(path))
+    head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+    cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
+    bad = wb.add_format({"border": 1, "text_wrap": True, "valign": "top", "font_color": "#B42318"})
+    ws = wb.add_worksheet("回执")
+    for j, (c, w) in enumerate([("行号", 8), ("疑点编号", 36), ("结果", 10), ("原因", 80)]):
+        ws.write(0, j, c, head)
+        ws.set_column(j, j, w)
+    rows = sorted([(no, fid, "已受理", "") for no, fid in res.filed] + [(no, fid, "未受理", why) for no, fid, why in res.refused])
+    for i, (no, fid, result, why) in enumerate(rows, 1):
+        f = bad if why else cell
+        ws.write_number(i, 0, no, f)
+        ws.write_string(i, 1, fid or "", f)
+        ws.write_string(i, 2, result, f)
+        ws.write_string(i, 3, why, f)
+    ws.write(len(rows) + 2, 0, f"{Path(source).name}：受理 {len(res.filed)} 条，未受理 {len(res.refused)} 条，"
+                               f"未申诉（视为无异议）{res.untouched} 条。")
+    wb.close()
+    return path

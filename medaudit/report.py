@@ -273,6 +273,8 @@ tr.dead td{color:#7b8794} .st{white-space:nowrap}
 #details tbody tr:not(.evrow) td{border-bottom:none} #details td.ln{min-width:150px} #details td:nth-child(7){overflow-wrap:anywhere;min-width:120px}
 .note{color:#52606d;font-size:12px}
 svg text{font-family:inherit}
+@media print{body{background:#fff} header{background:#fff;color:#1f2933;border-bottom:2px solid #1f4e79}
+  section,.card{box-shadow:none;border:1px solid #d9e2ec} .scroll{overflow:visible} .charts{display:block}}
 """
 
 

@@ -150,9 +150,15 @@ def test_cli_export_import_submit_decide_history(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.flat
     assert "5 open findings of H001 for 2026-03, 4 of them open for appeal" in r.flat
     fill(tmp_path / "e.xlsx", tmp_path / "f.xlsx", {sex: ("登记错误", None)}, [{"疑点编号": "0000000000", "申诉理由": "x"}])
-    r = run(app, ["appeal", "import", str(tmp_path / "f.xlsx"), "--by", "王芳", "--db", dbf])
+    r = run(app, ["appeal", "import", str(tmp_path / "f.xlsx"), "--by", "王芳", "--receipt", str(tmp_path / "回执.xlsx"),
+                  "--db", dbf])
     assert r.exit_code == 0, r.flat
     assert "1 appeals filed for H001, 1 rows refused, 4 findings not appealed" in r.flat
+    receipt = list(openpyxl.load_workbook(tmp_path / "回执.xlsx")["回执"].iter_rows(values_only=True))
+    assert receipt[0] == ("行号", "疑点编号", "结果", "原因")
+    assert [(r[1], r[2]) for r in receipt[1:3]] == [(sex, "已受理"), ("0000000000", "未受理")]
+    assert "不存在" in receipt[2][3]
+    assert receipt[4][0] == "f.xlsx：受理 1 条，未受理 1 条，未申诉（视为无异议）4 条。"
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "两张床位费为不同床位", "--db", dbf])
     assert r.exit_code == 0 and "pending_appeal -> appealed" in r.flat, r.output
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "again", "--db", dbf])

@@ -51,6 +51,7 @@ def import_(
     file: Path = typer.Argument(..., help="the filled workbook"),
     by: str = typer.Option(..., "--by", help="who files the appeals (the hospital's contact)"),
     institution: Optional[str] = typer.Option(None, "--institution", help="check the workbook is this institution's"),
+    receipt: Optional[Path] = typer.Option(None, "--receipt", help="also write a receipt (回执) xlsx for the hospital"),
     db: Path = DbOption,
 ) -> None:
     """File the appeals of a filled workbook; rows that cannot be filed are listed with the reason."""
@@ -68,6 +69,9 @@ def import_(
         for no, fid, why in res.refused:
             t.add_row(str(no), (fid or "")[:12], why)
         console.print(t)
+    if receipt:
+        appeals.write_receipt(res, file, receipt)
+        console.print(f"receipt written to {receipt}")
 
 
 @app.command("submit")
