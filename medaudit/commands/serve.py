@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
         sessions: int = typer.Option(2, "--sessions", help="checks run at once (one database cursor each)"),
+        batch: int = typer.Option(16, "--batch", help="requests waiting for a session are checked together, "
+                                  "up to this many per run (1: one at a time)"),
         threads: int = typer.Option(1, "--threads", help="DuckDB threads per query (small queries: 1 is fastest)"),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
@@ -61,7 +63,7 @@ def register(app: typer.Typer) -> None:
             fail(f"{db}: no such database (load a batch first: medaudit load BATCH --db {db})")
         con = dbm.connect(db)
         con.execute(f"SET threads = {max(1, int(threads))}")
-        application = create_app(con, libs, file_keys, sessions=sessions)
+        application = create_app(con, libs, file_keys, sessions=sessions, batch=batch)
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")

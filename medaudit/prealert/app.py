@@ -43,13 +43,15 @@ def _path(loc) -> str:
 
 
 def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
-               file_keys: dict[str, str] | None = None, sessions: int = 2, warm: bool = True) -> FastAPI:
+               file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
+               warm: bool = True) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
-    ``warm`` opens them now rather than on the first requests)."""
+    ``warm`` opens them now rather than on the first requests); ``batch``: requests waiting for
+    a session are checked together, up to this many per run."""
     store.ensure(con)
-    checker = OrderChecker(con, libraries, sessions=sessions)
+    checker = OrderChecker(con, libraries, sessions=sessions, batch=batch)
     if warm:
         checker.warm()
     keys = store.KeyRing(con, file_keys)

@@ -55,6 +55,9 @@ STAGE = "pre_alert"
 #: input tables shadowed per request (the catalogue and purchases are read as they are)
 SHADOWED = ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_oprn_d", "psn_death")
 
+#: between an order's rx_id and its request's number in a run (sorts before printable text)
+TAG = "\x1f"
+
 #: settlement id given to orders (not settled yet, so not in ``setl_d``)
 ORDER_SETL = "PRE:"
 
@@ -158,13 +161,18 @@ class _Session:
 class OrderChecker:
     """Checks orders against one rule library's pre_alert rules, with a database's history.
 
-    ``con`` is the service's connection to the medaudit database (history, results, feedback);
-    each thread gets its own cursor per rule set.
+    ``con`` is the service's connection to the medaudit database (history, results, feedback).
+    Checks run on a pool of ``sessions`` cursors. With ``batch`` > 1, requests that arrive while
+    a session is busy are checked together in one run (up to ``batch`` of them, one per
+    person): the types' queries are set-based, so a run over several requests' lines costs
+    about what one costs, and each request still gets only the findings its own orders change.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2):
+    def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2,
+                 batch: int = 1):
         self.con = con
-        self.max_sessions = sessions
+        self.max_sessions = max(1, sessions)
+        self.batch = max(1, batch)
         self.catalog = con.execute("SELECT current_database()").fetchall()[0][0]
         self.rule_sets: dict[str, list[Rule]] = {
             name: [r for r in lib.rules if STAGE in r.stages] for name, lib in libraries.items()
@@ -173,6 +181,8 @@ class OrderChecker:
         self._pools: dict[str, queue.LifoQueue] = {}
         self._made: dict[str, int] = {}
         self._pool_lock = threading.Lock()
+        self._waiting: dict[str, queue.Queue] = {}
+        self.runs = 0  # runs made (a run may answer several requests)
         from .events import EventHub, Router
 
         self.routers = {name: Router(rules) for name, rules in self.rule_sets.items()}
@@ -212,9 +222,10 @@ class OrderChecker:
     # ------------------------------------------------------------------ the check
 
     def check(self, req: CheckRequest, rule_set: str = "default") -> list[Alert]:
+        """The alerts the request's new orders raise (empty: nothing to say)."""
         rules = self.rules(rule_set)
-        known = {r.id for r in rules}
         if req.rule_ids:
+            known = {r.id for r in rules}
             unknown = [x for x in req.rule_ids if x not in known]
             if unknown:
                 raise RuleSetError(f"rule_ids not in rule set {rule_set!r} at stage pre_alert: {', '.join(unknown)}")
@@ -224,27 +235,75 @@ class OrderChecker:
         types = self.hub.route(rule_set, [o["hilist_code"] for o in new])
         if not types:
             return []
-        with self._session(rule_set) as s:
-            return self._check(s, req, rules, new, types)
+        if self.batch == 1:
+            with self._session(rule_set) as s:
+                return self._run(s, rules, [(req, types)])[0]
+        return self._queued(rule_set, rules, req, types)
 
-    def _check(self, s: "_Session", req: CheckRequest, rules: list[Rule], new: list[dict],
-               types: list[str]) -> list[Alert]:
-        self._load_context(s, req)
+    def _queued(self, rule_set: str, rules: list[Rule], req: CheckRequest, types: list[str]) -> list[Alert]:
+        """Wait in line; whoever gets a session takes the waiting requests along (one per person)."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        with self._pool_lock:
+            waiting = self._waiting.setdefault(rule_set, queue.Queue())
+        waiting.put((req, types, box, done))
+        while not done.is_set():
+            with self._session(rule_set) as s:
+                if done.is_set():
+                    break
+                taken, persons, later = [], set(), []
+                while len(taken) < self.batch:
+                    try:
+                        item = waiting.get_nowait()
+                    except queue.Empty:
+                        break
+                    psn = item[0].visit["psn_no"]
+                    (later if psn in persons else taken).append(item)
+                    persons.add(psn)
+                for item in later:
+                    waiting.put(item)
+                if not taken:
+                    continue
+                try:
+                    out = self._run(s, rules, [(t[0], t[1]) for t in taken])
+                    for t, alerts in zip(taken, out):
+                        t[2]["alerts"] = alerts
+                except BaseException as e:  # every request of the run gets the error
+                    for t in taken:
+                        t[2]["error"] = e
+                for t in taken:
+                    t[3].set()
+        if "error" in box:
+            raise box["error"]
+        return box["alerts"]
+
+    def _run(self, s: _Session, rules: list[Rule], batch: list[tuple[CheckRequest, list[str]]]) -> list[list[Alert]]:
+        """One run over the lines of every request of ``batch`` (distinct persons)."""
         cur = s.cur
+        self.runs += 1
+        # order ids are the hospital's, unique within a request only: each gets its request's
+        # number after a separator that sorts before every printable character, so orders keep
+        # the order by id (the tie-break after time) they have among themselves and the lines
+        tagged = []
+        for i, (req, _t) in enumerate(batch):
+            orders = [{**o, "bkkp_sn": f"{o['bkkp_sn']}{TAG}{i}", "_rx": o["bkkp_sn"]} for o in req.orders]
+            tagged.append(orders)
+        self._load_context(s, [req for req, _t in batch], tagged)
         engine.prepare_lines(cur, STAGE)
         engine.create_hits(cur)
-        s.run(types)
-        new_ids = [o["bkkp_sn"] for o in new]
+        s.run(sorted({t for _r, types in batch for t in types}))
+        new_ids = [o["bkkp_sn"] for orders in tagged for o in orders if o.get("new")]
         rows = self._hit_rows(cur, new_ids)
         if not rows:
-            return []
+            return [[] for _ in batch]
         new_set = set(new_ids)
         before: dict[tuple, Decimal] = {}
         # a touched finding with violating lines other than the new orders: were they violating
         # before the new orders? The same types again, over the lines without them.
         again = sorted({rules[r[0]].type for r in rows if r[4] == "violating" and r[3] not in new_set})
         if again:
-            cur.execute(f"DELETE FROM lines WHERE bkkp_sn IN ({', '.join('?' for _ in new_ids)})", new_ids)
+            marks = ", ".join(_lit(x) for x in new_ids)
+            cur.execute(f"DELETE FROM lines WHERE bkkp_sn IN ({marks})")
             engine.create_hits(cur)
             s.run(again)
             before = {
@@ -252,15 +311,21 @@ class OrderChecker:
                 for k, sn, c in cur.execute(
                     "SELECT rule_key, bkkp_sn, max(claim) FROM hits WHERE role = 'violating' GROUP BY ALL").fetchall()
             }
-        wanted = set(req.rule_ids) if req.rule_ids else None
-        return self._alerts(rules, rows, before, new_set, {o["bkkp_sn"] for o in req.orders}, wanted)
+        order_ids = {o["bkkp_sn"] for orders in tagged for o in orders}
+        alerts = self._alerts(rules, rows, before, new_set, order_ids)
+        out: list[list[Alert]] = [[] for _ in batch]
+        for i, a in alerts:
+            wanted = batch[i][0].rule_ids
+            if not wanted or a.rule_id in wanted:
+                out[i].append(a)
+        return out
 
     def _hit_rows(self, cur, new_ids: list[str]) -> list[tuple]:
         """Hit rows of the findings touched by a new order, one per (finding, line)."""
         return cur.execute(
             f"""
             WITH t AS (SELECT DISTINCT rule_key, finding_key FROM hits
-                       WHERE bkkp_sn IN ({', '.join('?' for _ in new_ids)}))
+                       WHERE bkkp_sn IN ({', '.join(_lit(x) for x in new_ids)}))
             SELECT h.rule_key, h.finding_key, any_value(h.mdtrt_id), h.bkkp_sn,
                    CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END,
                    coalesce(max(h.claim) FILTER (WHERE h.role = 'violating'), 0),
@@ -271,80 +336,90 @@ class OrderChecker:
             LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
             GROUP BY h.rule_key, h.finding_key, h.bkkp_sn
             ORDER BY h.rule_key, h.finding_key, any_value(l.fee_ocur_time), h.bkkp_sn
-            """,
-            new_ids,
+            """
         ).fetchall()
 
     @staticmethod
-    def _alerts(rules: list[Rule], rows, before, new_ids: set[str], order_ids: set[str],
-                wanted: set[str] | None) -> list[Alert]:
+    def _alerts(rules: list[Rule], rows, before, new_ids: set[str], order_ids: set[str]) -> list[tuple[int, Alert]]:
+        """(request index, alert) for each touched finding that has a newly violating line."""
         groups: dict[tuple, list[tuple]] = {}
         for row in rows:
             groups.setdefault((row[0], row[1]), []).append(row)
-        out: list[Alert] = []
+        out: list[tuple[int, Alert]] = []
         for (key, fkey), grp in groups.items():
             rule = rules[key]
-            if wanted is not None and rule.id not in wanted:
-                continue
             items: list[ItemHit] = []
             ev_lines: list[str] = []
-            head = ""
-            psn = ""
-            mdtrt = ""
+            head = psn = mdtrt = ""
+            req_no = None
             for _k, _f, mdtrt_id, sn, role, claim, ev_head, ev_line, _t, l_psn, h_psn, code in grp:
                 head = head or (ev_head or "")
                 psn = psn or l_psn or h_psn or ""
                 mdtrt = mdtrt or mdtrt_id or ""
+                is_order = sn in order_ids
+                shown = sn.rsplit(TAG, 1)[0] if is_order else sn  # the hospital's own rx_id
+                if sn in new_ids:
+                    req_no = int(sn.rsplit(TAG, 1)[1])
                 c = _cent(claim)
                 if role == "violating" and c > before.get((key, sn), Decimal("-1")):
-                    items.append(ItemHit(sn, "violating", c, sn in order_ids, sn in new_ids, code))
+                    items.append(ItemHit(shown, "violating", c, is_order, sn in new_ids, code))
                     if ev_line:
                         ev_lines.append(ev_line)
                 elif role == "related" or sn in new_ids:
-                    items.append(ItemHit(sn, "related", Decimal("0"), sn in order_ids, sn in new_ids, code))
-            if not any(i.role == "violating" for i in items):
+                    items.append(ItemHit(shown, "related", Decimal("0"), is_order, sn in new_ids, code))
+            if req_no is None or not any(i.role == "violating" for i in items):
                 continue
             evidence = "；".join(x for x in [head, *ev_lines] if x)
-            out.append(Alert(rule.id, rule.version, rule.name, rule.type, rule.severity, rule.nature, rule.basis,
-                             mdtrt, psn, fkey, evidence, sum((i.claim for i in items), Decimal("0.00")), items))
+            out.append((req_no, Alert(rule.id, rule.version, rule.name, rule.type, rule.severity, rule.nature,
+                                      rule.basis, mdtrt, psn, fkey, evidence,
+                                      sum((i.claim for i in items), Decimal("0.00")), items)))
         return out
 
-    def _load_context(self, s: _Session, req: CheckRequest) -> None:
-        """Fill the shadows: the person's history from the database, then the request. One
+    def _load_context(self, s: _Session, reqs: list[CheckRequest], tagged: list[list[dict]]) -> None:
+        """Fill the shadows: the persons' history from the database, then the requests. One
         statement list, values inlined as quoted literals (hundreds of bound parameters cost
         more than the whole check)."""
         cur, cat = s.cur, _q(self.catalog)
-        v = req.visit
-        mdtrt_id, psn_no = _lit(v["mdtrt_id"]), _lit(v["psn_no"])
-        ids = ", ".join(_lit(o["bkkp_sn"]) for o in req.orders)
-        # the visit as the request states it, completed by the database's record of it (a
+        visit_ids = ", ".join(_lit(r.visit["mdtrt_id"]) for r in reqs)
+        persons = ", ".join(_lit(r.visit["psn_no"]) for r in reqs)
+        rx = ", ".join(f"({_lit(r.visit['mdtrt_id'])}, {_lit(o['_rx'])})" for r, orders in zip(reqs, tagged) for o in orders)
+        # each visit as the request states it, completed by the database's record of it (a
         # death recorded on the stay, ipt_days...) where the request says nothing
-        known = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id = {mdtrt_id}"
-                            ).fetchall()
-        if known:
-            v = {**dict(zip([d[0] for d in cur.description], known[0])), **{k: x for k, x in v.items() if x is not None}}
-        orders = []
-        for o in req.orders:
-            r = {k: val for k, val in o.items() if k != "new"}
-            r.setdefault("mdtrt_id", v["mdtrt_id"])
-            r.setdefault("psn_no", v["psn_no"])
-            r.setdefault("fixmedins_code", v["fixmedins_code"])
-            r.setdefault("setl_id", ORDER_SETL + v["mdtrt_id"])
-            orders.append(r)
+        res = cur.execute(
+            f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN ({visit_ids})").fetchall()
+        cols = [d[0] for d in cur.description]
+        known = {r[0]: dict(zip(cols, r)) for r in res}
+        visits, diags, lines = [], [], []
+        no_diag = [r.visit["mdtrt_id"] for r in reqs if not r.diagnoses]
+        for r, orders in zip(reqs, tagged):
+            v = r.visit
+            if v["mdtrt_id"] in known:
+                v = {**known[v["mdtrt_id"]], **{k: x for k, x in v.items() if x is not None}}
+            visits.append(v)
+            diags.extend(r.diagnoses)
+            for o in orders:
+                row = {k: val for k, val in o.items() if k not in ("new", "_rx")}
+                row.setdefault("mdtrt_id", v["mdtrt_id"])
+                row.setdefault("psn_no", v["psn_no"])
+                row.setdefault("fixmedins_code", v["fixmedins_code"])
+                row.setdefault("setl_id", ORDER_SETL + v["mdtrt_id"])
+                lines.append(row)
         sql = [f"DELETE FROM {t}" for t in SHADOWED] + [
-            f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE psn_no = {psn_no} AND mdtrt_id <> {mdtrt_id}",
-            f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE psn_no = {psn_no}",
-            f"INSERT INTO psn_death SELECT * FROM {cat}.main.psn_death WHERE psn_no = {psn_no}",
-            # the visit's lines billed so far; an order with a line's id replaces that line
-            f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = {mdtrt_id} AND bkkp_sn NOT IN ({ids})",
-            # the visit's diagnoses from the database only when the request states none
+            f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE psn_no IN ({persons}) AND mdtrt_id NOT IN ({visit_ids})",
+            f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE psn_no IN ({persons})",
+            f"INSERT INTO psn_death SELECT * FROM {cat}.main.psn_death WHERE psn_no IN ({persons})",
+            # the visits' lines billed so far; an order with a line's id replaces that line
+            f"""INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id IN ({visit_ids})
+                AND (mdtrt_id, bkkp_sn) NOT IN (VALUES {rx})""",
+            # a visit's diagnoses from the database only when its request states none
             f"""INSERT INTO setl_list_diag_d SELECT * FROM {cat}.main.setl_list_diag_d
-                WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) {f'OR mdtrt_id = {mdtrt_id}' if not req.diagnoses else ''}""",
+                WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d)
+                {f"OR mdtrt_id IN ({', '.join(_lit(x) for x in no_diag)})" if no_diag else ''}""",
             f"""INSERT INTO setl_list_oprn_d SELECT * FROM {cat}.main.setl_list_oprn_d
-                WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id = {mdtrt_id}""",
-            s.values("mdtrt_d", [v]),
-            s.values("setl_list_diag_d", req.diagnoses),
-            s.values("fee_list_d", orders),
+                WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id IN ({visit_ids})""",
+            s.values("mdtrt_d", visits),
+            s.values("setl_list_diag_d", diags),
+            s.values("fee_list_d", lines),
         ]
         cur.execute(";\n".join(x for x in sql if x))
 

@@ -1,0 +1,301 @@
+"""Parity: the pre-alert service and batch screening give the same answer for the same rule.
+
+A generated batch is screened post hoc. Then each visit is replayed through the service, order
+by order in time order (each request carries the visit's earlier orders with
+``curr_drord_flag`` 0 and the new one with 1), against a database that holds the batch's
+visits, settlements, diagnoses and deaths but none of its fee lines. Over all requests, the
+violating items the service reports must be exactly the batch's violating lines of the rules
+that run at both stages, with the same amounts, and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from medaudit import db
+from medaudit.engine import screen
+from medaudit.library import load_library
+from medaudit.loader import load_batch
+from medaudit.prealert import store
+from medaudit.prealert.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "test-key-H-0123456789"
+
+
+def pre_alert_library(path: Path = ROOT / "rules"):
+    """The sample library with pre_alert added to every rule whose type can run there."""
+    lib = load_library(path)
+    for r in lib.rules:
+        if "pre_alert" in r.rule_type.stages and "pre_alert" not in r.stages:
+            r.stages = ["pre_alert", *r.stages]
+    return lib
+
+
+def _s(x):
+    if x is None:
+        return None
+    if isinstance(x, (dt.datetime, dt.date)):
+        return x.isoformat(sep=" ") if isinstance(x, dt.datetime) else x.isoformat()
+    return str(x)
+
+
+def payload(visit: dict, diags: list[dict], orders: list[dict], current: int) -> dict:
+    """A 3101 request for ``visit`` with ``orders[:current + 1]``, the last one new."""
+    dtos = []
+    for i, o in enumerate(orders[: current + 1]):
+        dtos.append({
+            "rx_id": o["bkkp_sn"], "rxno": f"RX{o['bkkp_sn']}", "hilist_code": o["hilist_code"],
+            "hilist_name": o["hilist_name"], "hilist_type": o["list_type"],
+            "hilist_lv": {"01": "1", "02": "2", "03": "3"}.get(o["chrgitm_lv"] or "", None),
+            "chrg_type": o["med_chrgitm_type"], "cnt": _s(o["cnt"]), "pric": _s(o["pric"]),
+            "sumamt": _s(o["amt"]), "ownpay_amt": _s(o["ownpay"]), "selfpay_amt": "0",
+            "drord_begn_date": _s(o["fee_ocur_time"]), "drord_dept_codg": o["bilg_dept_codg"],
+            "drord_dr_codg": o["bilg_dr_code"], "drord_bhvr": "1" if o["dscg_tkdrug_flag"] == "1" else "0",
+            "curr_drord_flag": 1 if i == current else 0,
+            "self_paying_flag": 1 if o["hosp_appr_flag"] == "2" else 0,
+            "prd_days": _s(o["prd_days"]), "pric_uplmt_amt": _s(o["pric_uplmt_amt"]),
+            "long_drord_flag": 0, "spec": "", "order_state": "A",
+        })
+    return {
+        "trig_scen": "5" if str(visit["med_type"]).startswith("2") else "2",
+        "rule_ids": [],
+        "syscode": "HIS",
+        "patient_dtos": [{
+            "patn_id": visit["psn_no"], "patn_name": visit.get("psn_name") or "", "gend": visit["gend"],
+            "brdy": _s(visit["brdy"]), "poolarea": "430100", "curr_mdtrt_id": visit["mdtrt_id"],
+            "fsi_encounter_dtos": [{
+                "mdtrt_id": visit["mdtrt_id"], "medins_id": visit["fixmedins_code"],
+                "medins_name": visit.get("fixmedins_name") or "", "medins_lv": visit["hosp_lv"],
+                "adm_date": _s(visit["begntime"]), "dscg_date": _s(visit["endtime"]),
+                "dscg_main_dise_codg": visit["dscg_maindiag_code"] or "", "adm_dept_codg": visit["adm_dept_codg"],
+                "dr_codg": visit["chfpdr_code"], "med_type": visit["med_type"], "insutype": visit["insutype"],
+                "medfee_sumamt": 0, "setl_totlnum": 0, "fsi_operation_dtos": [],
+                "fsi_diagnose_dtos": [
+                    {"dise_id": n, "dise_codg": d["diag_code"], "dise_name": d["diag_name"] or "",
+                     "maindise_flag": 1 if d["maindiag_flag"] == "1" else 0, "dias_srt_no": n,
+                     "inout_dise_type": "1"}
+                    for n, d in enumerate(diags, start=1)
+                ],
+                "fsi_order_dtos": dtos,
+            }],
+        }],
+    }
+
+
+def rows(con, sql: str, args=()) -> list[dict]:
+    res = con.execute(sql, list(args)).fetchall()
+    cols = [d[0] for d in con.description]
+    return [dict(zip(cols, r)) for r in res]
+
+
+def cents(x) -> Decimal:
+    return Decimal(str(x)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def batch_and_service(tmp_path: Path, batch: Path, lib):
+    """Screen the batch post hoc; open a service database with the batch minus its fee lines."""
+    bcon = db.connect(tmp_path / "batch.duckdb")
+    load_batch(batch, bcon)
+    screen(bcon, lib, stage="post_hoc")
+    bcon.execute("CHECKPOINT")
+    shutil.copy(tmp_path / "batch.duckdb", tmp_path / "service.duckdb")
+    scon = db.connect(tmp_path / "service.duckdb")
+    scon.execute("DELETE FROM fee_list_d; DELETE FROM findings; DELETE FROM finding_lines")
+    return bcon, scon
+
+
+def replay(bcon, client: TestClient, institution_keys: dict[str, str], visits: list[str] | None = None):
+    """Send every screened line of the batch as an order, visit by visit in time order.
+
+    Returns {(rule_id, mdtrt_id, bkkp_sn): amount} of the violating items reported, and the
+    number of requests.
+    """
+    lines = rows(bcon, "SELECT * FROM lines ORDER BY mdtrt_id, fee_ocur_time, bkkp_sn")
+    by_visit: dict[str, list[dict]] = {}
+    for line in lines:
+        by_visit.setdefault(line["mdtrt_id"], []).append(line)
+    reported: dict[tuple, Decimal] = {}
+    n = 0
+    for mdtrt_id, orders in by_visit.items():
+        if visits is not None and mdtrt_id not in visits:
+            continue
+        visit = rows(bcon, "SELECT * FROM mdtrt_d WHERE mdtrt_id = ?", [mdtrt_id])[0]
+        diags = rows(bcon, "SELECT * FROM setl_list_diag_d WHERE mdtrt_id = ? ORDER BY maindiag_flag DESC, diag_code",
+                     [mdtrt_id])
+        key = institution_keys[visit["fixmedins_code"]]
+        for k in range(len(orders)):
+            r = client.post("/prealert/3101", json=payload(visit, diags, orders, k), headers={"X-API-Key": key})
+            n += 1
+            assert r.status_code == 200, r.text
+            for res in r.json()["output"]["result"]:
+                for d in res["judge_result_detail_dtos"]:
+                    if d["vola_item_type"] == "1":
+                        kk = (res["rule_id"], res["mdtrt_id"], d["rx_id"])
+                        amt = cents(d["vola_amt"])
+                        assert kk not in reported or reported[kk] == amt, f"{kk} reported twice: {reported[kk]} and {amt}"
+                        reported[kk] = amt
+    return reported, n
+
+
+def expected(bcon, lib) -> dict[tuple, Decimal]:
+    both = [r.id for r in lib.rules if "pre_alert" in r.stages and "post_hoc" in r.stages]
+    got = bcon.execute(
+        f"""SELECT f.rule_id, f.mdtrt_id, fl.bkkp_sn, fl.claim FROM findings f JOIN finding_lines fl USING (finding_id)
+            WHERE fl.role = 'violating' AND f.stage = 'post_hoc' AND f.rule_id IN ({', '.join('?' for _ in both)})""",
+        both,
+    ).fetchall()
+    return {(a, b, c): cents(d) for a, b, c, d in got}
+
+
+def check_parity(tmp_path: Path, batch: Path, lib, must_have: set[str]) -> None:
+    bcon, scon = batch_and_service(tmp_path, batch, lib)
+    insts = [r[0] for r in bcon.execute("SELECT DISTINCT fixmedins_code FROM mdtrt_d").fetchall()]
+    keys = {inst: f"key-{inst}-0123456789abcdef" for inst in insts}
+    file_keys = {store.key_hash(k): inst for inst, k in keys.items()}
+    want = expected(bcon, lib)
+    types = {r[0] for r in bcon.execute(
+        "SELECT DISTINCT rule_type FROM findings WHERE stage = 'post_hoc'").fetchall()}
+    # the batch must exercise these types, else the comparison proves little
+    assert must_have <= types, types
+    with TestClient(create_app(scon, {"default": lib}, file_keys)) as client:
+        got, n = replay(bcon, client, keys)
+    assert n == bcon.execute("SELECT count(*) FROM lines").fetchall()[0][0]
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    assert not missing, f"batch finds, pre-alert misses: {missing[:10]}"
+    assert not extra, f"pre-alert reports, batch does not: {extra[:10]}"
+    wrong = {k: (want[k], got[k]) for k in want if want[k] != got[k]}
+    assert not wrong, f"amounts differ (batch, pre-alert): {wrong}"
+    assert len(want) >= 8
+
+
+def test_generated_batch_replayed_order_by_order_matches_batch_screening(tmp_path):
+    """Every visit of a generated batch (every injected violation type of the sample library)."""
+    from medaudit.sample import generate
+
+    generate(tmp_path / "batch", visits=40, seed=7)
+    check_parity(tmp_path, tmp_path / "batch", pre_alert_library(),
+                 {"restrict_gender", "restrict_age", "restrict_insutype", "restrict_visit_type", "restrict_hosp_level",
+                  "restrict_indication", "frequency_limit", "duplicate_charge", "after_death"})
+
+
+KIT_RULES = """
+rules:
+  - {id: R-SEX-001, version: 1, name: 限女性, type: restrict_gender, items: {codes: ["002101030300000"]}, params: {gender: 2}}
+  - {id: R-FRQ-001, version: 1, name: 床位费每日1次, type: frequency_limit, items: {codes: ["001109000010000"]},
+     params: {max_per_day: 1}}
+  - id: R-DUP-001
+    version: 1
+    name: 重复收费
+    type: duplicate_charge
+    items:
+      rows:
+        - {code: "001102000030000", main_code: "001103000010000", window: same_day}
+        - {code: "001102000010000", main_code: "001102000010000", window: same_day}
+        - {code: "002502010010000", main_code: "002502010000000", window: "hours:6"}
+  - {id: R-DTH-001, version: 1, name: 死亡后, type: after_death}
+  - id: R-CRS-001
+    version: 1
+    name: 骨肽限14天
+    type: course_limit
+    items:
+      rows:
+        - {code: "XM05BXG056B002010100486", group: 骨肽, max_days: 14}
+        - {code: "XM05BXG056B002010200486", group: 骨肽, max_days: 14}
+  - {id: R-SUP-001, version: 1, name: 门诊7日, type: supply_days_limit, items: {prefixes: [XA10]},
+     params: {max_days: 7, outpatient_only: true}}
+"""
+
+
+def test_hand_made_cases_replayed_order_by_order_match_batch_screening(tmp_path):
+    """The cases where order matters: a main item ordered after the item it includes, excess
+    units on the day's latest line, a death recorded on the stay, a course running out, partial
+    refunds and self-paid lines."""
+    from kit import Batch, write_rules
+
+    b = Batch()
+    v = b.visit(med_type="21", begntime="2026-03-01 08:00:00", endtime="2026-03-20 10:00:00")
+    b.line(v, "001102000030000", time="2026-03-02 08:00:00", pric="12")          # included item first
+    b.line(v, "001103000010000", time="2026-03-02 15:00:00", pric="60")          # main item later: flags the first
+    b.line(v, "001103000010000", time="2026-03-03 07:00:00", pric="60")
+    b.line(v, "001102000030000", time="2026-03-03 09:00:00", pric="12")          # main first
+    b.line(v, "001102000010000", time="2026-03-04 09:00:00", pric="10")          # same code with itself
+    b.line(v, "001102000010000", time="2026-03-04 11:00:00", pric="10")
+    b.line(v, "002502010010000", time="2026-03-05 03:00:00", pric="8")           # hours:6 either side
+    b.line(v, "002502010000000", time="2026-03-05 08:00:00", pric="30")
+    for d, n in (("02", 1), ("02", 2), ("03", 1), ("04", 3)):                     # bed days
+        b.line(v, "001109000010000", cnt=str(n), pric="30", time=f"2026-03-{d} 2{n}:00:00")
+    sn = b.line(v, "001109000010000", cnt="2", pric="30", time="2026-03-05 20:00:00")
+    b.refund(sn, cnt="-1", det_item_fee_sumamt="-30")                             # net 1: no excess
+    b.line(v, "001109000010000", pric="30", time="2026-03-06 21:00:00", fulamt_ownpay_amt="30")  # self-paid
+    b.line(v, "001109000010000", pric="30", time="2026-03-06 22:00:00")
+    for day in (1, 8, 15, 16):                                                    # a 14-day course
+        b.line(v, "XM05BXG056B002010%s00486" % ("1" if day < 15 else "2"), pric="25", time=f"2026-03-{day:02d} 10:00:00")
+    died = b.visit(med_type="21", begntime="2026-03-01 08:00:00", endtime="2026-03-06 08:00:00", die_date="2026-03-03",
+                   psn_no="P-DIED")
+    for day in (2, 3, 4, 5):
+        b.line(died, "001109000010000", pric="30", time=f"2026-03-{day:02d} 20:00:00")
+    gone = b.visit(psn_no="P-GONE", begntime="2026-04-01 09:00:00", endtime="2026-04-01 10:00:00")
+    b.add("psn_death", psn_no="P-GONE", die_date="2026-02-01")
+    b.line(gone, "001102000010000", time="2026-04-01 09:10:00")
+    out = b.visit(gend="1", med_type="11")
+    b.line(out, "XA10BAE001A001010101234", cnt="3", pric="30", prd_days="30")
+    b.line(out, "002101030300000", pric="180")
+    b.line(out, "002101030300000", pric="180", chrgitm_lv="03")                  # class C: not flagged
+    b.write(tmp_path / "batch")
+    lib = load_library(write_rules(tmp_path / "rules", KIT_RULES))
+    check_parity(tmp_path, tmp_path / "batch", lib,
+                 {"restrict_gender", "frequency_limit", "duplicate_charge", "after_death", "course_limit",
+                  "supply_days_limit"})
+
+
+def test_requests_checked_together_get_the_answers_they_get_alone(tmp_path):
+    """Concurrent requests share runs (one per person and run) and each gets its own answer."""
+    import threading
+
+    from medaudit.prealert.engine import OrderChecker
+    from medaudit.prealert.schemas import Request3101, to_check_request
+    from medaudit.sample import generate
+
+    generate(tmp_path / "batch", visits=40, seed=7)
+    lib = pre_alert_library()
+    bcon, scon = batch_and_service(tmp_path, tmp_path / "batch", lib)
+    lines = rows(bcon, "SELECT * FROM lines ORDER BY mdtrt_id, fee_ocur_time, bkkp_sn")
+    reqs = []
+    for mdtrt_id in sorted({x["mdtrt_id"] for x in lines}):
+        orders = [x for x in lines if x["mdtrt_id"] == mdtrt_id]
+        visit = rows(bcon, "SELECT * FROM mdtrt_d WHERE mdtrt_id = ?", [mdtrt_id])[0]
+        diags = rows(bcon, "SELECT * FROM setl_list_diag_d WHERE mdtrt_id = ?", [mdtrt_id])
+        body = payload(visit, diags, orders, len(orders) - 1)
+        for o in body["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"]:
+            o["curr_drord_flag"] = 1  # every order new: the whole visit at once
+        reqs.append(to_check_request(Request3101.model_validate(body).patient_dtos[0], []))
+
+    def answer(alerts):
+        return sorted((a.rule_id, a.mdtrt_id, i.bkkp_sn, i.role, i.claim) for a in alerts for i in a.items)
+
+    alone = OrderChecker(scon, {"default": lib}, sessions=1, batch=1)
+    want = [answer(alone.check(r)) for r in reqs]
+    together = OrderChecker(scon, {"default": lib}, sessions=1, batch=16)
+    got: list = [None] * len(reqs)
+    go = threading.Barrier(len(reqs))
+
+    def run(i: int) -> None:
+        go.wait()
+        got[i] = answer(together.check(reqs[i]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
+    assert sum(1 for w in want if w) >= 8
+    assert together.runs < len(reqs)  # requests did share runs
