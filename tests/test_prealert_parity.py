@@ -111,37 +111,45 @@ def batch_and_service(tmp_path: Path, batch: Path, lib):
     return bcon, scon
 
 
-def replay(bcon, client: TestClient, institution_keys: dict[str, str], visits: list[str] | None = None):
-    """Send every screened line of the batch as an order, visit by visit in time order.
+def replay(bcon, client: TestClient, institution_keys: dict[str, str], parallel: int = 32):
+    """Send every screened line of the batch as an order, each visit in time order (visits side
+    by side, so the service checks requests of different persons together).
 
     Returns {(rule_id, mdtrt_id, bkkp_sn): amount} of the violating items reported, and the
     number of requests.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     lines = rows(bcon, "SELECT * FROM lines ORDER BY mdtrt_id, fee_ocur_time, bkkp_sn")
     by_visit: dict[str, list[dict]] = {}
     for line in lines:
         by_visit.setdefault(line["mdtrt_id"], []).append(line)
-    reported: dict[tuple, Decimal] = {}
-    n = 0
+    jobs = []
     for mdtrt_id, orders in by_visit.items():
-        if visits is not None and mdtrt_id not in visits:
-            continue
         visit = rows(bcon, "SELECT * FROM mdtrt_d WHERE mdtrt_id = ?", [mdtrt_id])[0]
         diags = rows(bcon, "SELECT * FROM setl_list_diag_d WHERE mdtrt_id = ? ORDER BY maindiag_flag DESC, diag_code",
                      [mdtrt_id])
-        key = institution_keys[visit["fixmedins_code"]]
+        jobs.append((visit, diags, orders, institution_keys[visit["fixmedins_code"]]))
+
+    def one_visit(job) -> list[tuple]:
+        visit, diags, orders, key = job
+        out = []
         for k in range(len(orders)):
             r = client.post("/prealert/3101", json=payload(visit, diags, orders, k), headers={"X-API-Key": key})
-            n += 1
             assert r.status_code == 200, r.text
             for res in r.json()["output"]["result"]:
                 for d in res["judge_result_detail_dtos"]:
                     if d["vola_item_type"] == "1":
-                        kk = (res["rule_id"], res["mdtrt_id"], d["rx_id"])
-                        amt = cents(d["vola_amt"])
-                        assert kk not in reported or reported[kk] == amt, f"{kk} reported twice: {reported[kk]} and {amt}"
-                        reported[kk] = amt
-    return reported, n
+                        out.append(((res["rule_id"], res["mdtrt_id"], d["rx_id"]), cents(d["vola_amt"])))
+        return out
+
+    reported: dict[tuple, Decimal] = {}
+    with ThreadPoolExecutor(parallel) as pool:
+        for found in pool.map(one_visit, jobs):
+            for kk, amt in found:
+                assert kk not in reported or reported[kk] == amt, f"{kk} reported twice: {reported[kk]} and {amt}"
+                reported[kk] = amt
+    return reported, len(lines)
 
 
 def expected(bcon, lib) -> dict[tuple, Decimal]:
@@ -164,7 +172,7 @@ def check_parity(tmp_path: Path, batch: Path, lib, must_have: set[str]) -> None:
         "SELECT DISTINCT rule_type FROM findings WHERE stage = 'post_hoc'").fetchall()}
     # the batch must exercise these types, else the comparison proves little
     assert must_have <= types, types
-    with TestClient(create_app(scon, {"default": lib}, file_keys)) as client:
+    with TestClient(create_app(scon, {"default": lib}, file_keys, sessions=1, batch=32)) as client:
         got, n = replay(bcon, client, keys)
     assert n == bcon.execute("SELECT count(*) FROM lines").fetchall()[0][0]
     missing = sorted(set(want) - set(got))
