@@ -399,3 +399,23 @@ def test_routing_skips_orders_no_rule_cares_about(service):
     assert checker.hub.route("default", [EMERG_MON]) == ["duplicate_charge"]  # a pair's main code routes too
     assert checker.hub.route("default", [BED, UTERUS]) == ["frequency_limit", "restrict_gender"]
     assert copy.deepcopy(post(service, request([order("RX1", "001102000010000")])).json()["output"]["result"]) == []
+
+
+def test_serve_key_and_serve_refusals(tmp_path):
+    dbfile = tmp_path / "k.duckdb"
+    db.connect(dbfile).close()
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["serve-key", "H009", "--db", str(dbfile)])
+    assert out.exit_code == 0, out.output
+    key = out.output.strip()
+    con = db.connect(dbfile)
+    assert store.KeyRing(con).institution(key) == "H009"
+    assert store.KeyRing(con).institution(key + "x") is None
+    con.close()
+    out = runner.invoke(cli_app, ["serve", "--db", str(dbfile), "--rules", str(tmp_path / "nope")])
+    assert out.exit_code == 2 and "nosuchrulelibrary" in "".join(out.output.split())
+    rules = write_rules(tmp_path / "rules", RULES)
+    out = runner.invoke(cli_app, ["serve", "--db", str(dbfile), "--rules", str(rules), "--rule-set", "oops"])
+    assert out.exit_code == 2 and "NAME=PATH" in "".join(out.output.split())
+    out = runner.invoke(cli_app, ["serve", "--db", str(tmp_path / "missing.duckdb"), "--rules", str(rules)])
+    assert out.exit_code == 2 and "nosuchdatabase" in "".join(out.output.split())
