@@ -148,6 +148,13 @@ def test_gender_violation_answers_in_the_national_shape(service):
     assert got["rule_id"] == "R-SEX-001" and got["judge_result_detail_dtos"][0]["rx_id"] == "RX1"
 
 
+def test_quotes_in_ids_are_data_not_sql(service):
+    r = post(service, request([order("RX'1; DROP TABLE findings; --", UTERUS)], mdtrt_id="V'1", psn="P'1"))
+    assert r.status_code == 200, r.text
+    [res] = r.json()["output"]["result"]
+    assert res["judge_result_detail_dtos"][0]["rx_id"] == "RX'1; DROP TABLE findings; --" and res["mdtrt_id"] == "V'1"
+
+
 def test_bare_data_object_is_accepted_too_and_a_woman_is_not_flagged(service):
     assert post(service, request([order("RX1", UTERUS)], envelope=False)).json()["output"]["result"]
     assert post(service, request([order("RX1", UTERUS)], gend="2")).json()["output"]["result"] == []
@@ -218,6 +225,13 @@ def test_rule_ids_narrow_the_check(service):
     (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"].append(
         d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0]), 422, "RX1 given more than once"),
     (lambda d: d.update(rule_ids=["R-NOPE"]), 422, "R-NOPE"),
+    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(cnt="1e30"), 422,
+     "fsi_order_dtos.0.cnt"),
+    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(pric="0.123456"), 422,
+     "fsi_order_dtos.0.pric"),
+    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(rx_id="R\x00X"), 422,
+     "fsi_order_dtos.0.rx_id"),
+    (lambda d: d["patient_dtos"][0].update(patn_id="O'Brien\x1f"), 422, "patient_dtos.0.patn_id"),
 ])
 def test_bad_requests_get_a_4xx_naming_the_field(service, change, status, field):
     data = request([order("RX1", UTERUS)], envelope=False)

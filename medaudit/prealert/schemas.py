@@ -36,6 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _printable(cls, v):
+        if isinstance(v, str) and any(ord(ch) < 32 for ch in v):
+            raise ValueError("must not contain control characters")
+        return v
+
+
 
 class OrderDto(_In):
     rx_id: str = Field(min_length=1, description="处方(医嘱)标识")
@@ -45,10 +53,12 @@ class OrderDto(_In):
     hilist_type: Optional[str] = Field(None, description="目录类别: 101 西药中成药, 102 中药饮片, 201 医疗服务项目, 301 耗材")
     hilist_lv: Optional[str] = Field(None, description="目录等级 1 甲 2 乙 3 丙")
     chrg_type: Optional[str] = None
-    cnt: Decimal = Field(gt=0, description="数量")
-    pric: Decimal = Field(ge=0, description="单价")
-    sumamt: Optional[Decimal] = Field(None, ge=0, description="明细项目费用总额 (default cnt x pric)")
-    ownpay_amt: Optional[Decimal] = Field(None, ge=0, description="全自费金额")
+    cnt: Decimal = Field(gt=0, le=Decimal("99999999"), decimal_places=4, description="数量")
+    pric: Decimal = Field(ge=0, le=Decimal("9999999999"), decimal_places=4, description="单价")
+    sumamt: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999999999999"), decimal_places=4,
+                                      description="明细项目费用总额 (default cnt x pric)")
+    ownpay_amt: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999999999999"), decimal_places=4,
+                                          description="全自费金额")
     selfpay_amt: Optional[Decimal] = None
     drord_begn_date: dt.datetime = Field(description="医嘱开始日期")
     drord_stop_date: Optional[dt.datetime] = None
@@ -58,8 +68,10 @@ class OrderDto(_In):
     curr_drord_flag: Optional[str] = Field(None, description="1 本次医嘱, 0 既往医嘱")
     self_paying_flag: Optional[str] = Field(None, description="1 自费")
     long_drord_flag: Optional[str] = None
-    prd_days: Optional[Decimal] = Field(None, ge=0, description="用药天数 (extension)")
-    pric_uplmt_amt: Optional[Decimal] = Field(None, ge=0, description="限价 (extension)")
+    prd_days: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999"), decimal_places=4,
+                                        description="用药天数 (extension)")
+    pric_uplmt_amt: Optional[Decimal] = Field(None, ge=0, le=Decimal("9999999999"), decimal_places=4,
+                                              description="限价 (extension)")
 
 
 class DiagnoseDto(_In):
