@@ -3,11 +3,13 @@
 **What it flags.** On an inpatient visit, the net quantity of the rule's items (summed over
 all of them: a ward bed and a single-room bed are both bed days) above the length of stay plus
 `tolerance`. Length of stay is `ipt_days` when recorded, else `date(endtime) - date(begntime)`,
-at least 1. Visits without an end (still in hospital) are not judged, unless `ipt_days` is
-recorded; for the same reason the type runs at `in_process` (discharged, not yet settled) and
-`post_hoc` only, never at `pre_alert`. The excess is taken from
-the latest lines first; those are the violating lines, the visit's other lines of the items
-are related.
+at least 1 either way (a same-day stay, even one recorded as 0 days, may bill one bed day).
+Visits without an end (still in hospital) are not judged, unless `ipt_days` is recorded; for
+the same reason the type runs at `in_process` (discharged, not yet settled) and `post_hoc`
+only, never at `pre_alert`. The excess is taken from the latest lines first; those are the
+violating lines, the visit's other lines of the items are related. Excess units on a line the
+fund did not pay for (class C, switched to self-pay) absorb the excess without a claim, and a
+visit whose excess lies only on such lines is not flagged.
 
 **Why it matters.** A 5-day stay cannot need 7 bed days or 7 days of level-2 nursing. The
 difference is billing for days that did not happen.
