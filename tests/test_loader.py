@@ -557,3 +557,15 @@ def test_a_refund_of_an_unknown_or_rejected_line_is_rejected(tmp_path):
     assert summary(res)["fee_list_d"] == (4, 1, 3)
     prepare_lines(con, "post_hoc")
     assert con.execute("SELECT bkkp_sn FROM lines WHERE mdtrt_id = 'V1' ORDER BY 1").fetchall() == [("F2",)]
+
+
+def test_a_table_given_twice_stops_the_load(tmp_path):
+    folder = small_batch().write(tmp_path / "b")
+    header, rows = read_rows(folder / "setl_d.csv")
+    _write_xlsx(folder / "SETL_D.xlsx", header, rows)
+    (folder / "说明.txt").write_text("not a table", encoding="utf-8")  # other files are ignored
+    con = con_at(tmp_path)
+    with pytest.raises(LoadError) as e:
+        load_batch(folder, con)
+    assert str(e.value) == f"{folder / 'setl_d.csv'}: table setl_d is given twice (also SETL_D.xlsx)"
+    assert counts(con)["load_log"] == 0
