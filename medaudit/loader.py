@@ -167,6 +167,8 @@ def _read_csv(path: Path) -> pl.DataFrame:
         .select(
             pl.when(n == 0)
             .then(pl.lit("the row is empty"))
+            .when(n == 1)
+            .then(pl.lit(f"the row has 1 field, the header has {n_cols}"))
             .when(n != n_cols)
             .then(pl.format("the row has {} fields, the header has " + str(n_cols), n))
             .alias(RAGGED)

@@ -330,6 +330,7 @@ def test_ragged_and_blank_rows_are_rejected_not_padded(tmp_path):
     text[1] = text[1] + ",extra"  # row 2: one field too many
     text[2] = text[2].rsplit(",", 1)[0]  # row 3: one field too few
     text.insert(3, "")  # row 4: blank between rows
+    text.append("F9")  # row 6: a single field
     (folder / "fee_list_d.csv").write_text("\n".join(text) + "\n\n\n", encoding="utf-8")  # trailing blanks ignored
     con = con_at(tmp_path)
     res = load_batch(folder, con)
@@ -337,8 +338,9 @@ def test_ragged_and_blank_rows_are_rejected_not_padded(tmp_path):
         ("fee_list_d.csv", 2, "", None, f"the row has {n + 1} fields, the header has {n}"),
         ("fee_list_d.csv", 3, "", None, f"the row has {n - 1} fields, the header has {n}"),
         ("fee_list_d.csv", 4, "", None, "the row is empty"),
+        ("fee_list_d.csv", 6, "", None, f"the row has 1 field, the header has {n}"),
     ]
-    assert summary(res)["fee_list_d"] == (4, 1, 3)
+    assert summary(res)["fee_list_d"] == (5, 1, 4)
     assert con.execute("SELECT bkkp_sn, source_row FROM fee_list_d").fetchall() == [("F3", 5)]
 
 
