@@ -15,7 +15,6 @@ import shutil
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from medaudit import db
