@@ -81,6 +81,10 @@ ITEMS: list[Item] = [
     _svc("003303000120000", "甲状腺癌扩大根治术", "06", 300000),
     _svc("003303000100000", "甲状腺全切术", "06", 180000),
     _svc("003311000110000", "白内障超声乳化摘除术", "06", 150000),
+    # 肝胆手术组 of national batch 2 (主次手术: a second operation through one incision at 50%)
+    _svc("003310060110000", "胆总管探查T管引流术", "06", 160000),
+    _svc("003310060020000", "胆囊切除术", "06", 120000),
+    _svc("003310030080000", "肠粘连松解术", "06", 90000),
     # everyday western drugs (distinct generic groups)
     _drug("XJ01CAA040E001010101958", "阿莫西林胶囊", 1250),
     _drug("XJ01DCT073B001010104040", "注射用头孢呋辛钠", 2380),
@@ -102,6 +106,13 @@ ITEMS: list[Item] = [
     _drug("XB05BAU012B002010102180", "ω-3甘油三酯(2%)中/长链脂肪乳/氨基酸(16)/葡萄糖(36%)注射液", 28600, "02"),
     _drug("ZA05CAC0029010102312", "参附注射液", 6120, "02"),
     _drug("ZC01AAA0042010105549", "艾迪注射液", 5280, "02"),
+    # course-limited drug (national batch 6: 丁苯酞氯化钠注射液 paid for at most 14 days)
+    _drug("XN07XXD221B002010102774", "丁苯酞氯化钠注射液", 17800, "02"),
+    # a second maker's amoxicillin (same generic group as the one above: never billed beside it
+    # in the clean data) and glucosamine, delisted from the national catalogue in 2019 (its
+    # hilist row is written as expired only by the not_in_catalog injector)
+    _drug("XJ01CAA040E001010204417", "阿莫西林胶囊", 860),
+    _drug("XM01AXA079E001010100528", "盐酸氨基葡萄糖胶囊", 3980),
     # class C (fully self-paid)
     Item("T000700420", "西洋参", "102", "10", 3800, "03"),
     # consumables
@@ -143,6 +154,13 @@ SHENFU = "ZA05CAC0029010102312"  # level 2 and above
 AIDI = "ZC01AAA0042010105549"  # cancer patients, level 2 and above
 CHILD_SYRUP = "ZA04CAE0023010100166"  # 儿童清肺口服液, children only
 HERB_C = "T000700420"
+CBD_EXPLORE = "003310060110000"  # 胆总管探查T管引流术
+CHOLECYSTECTOMY = "003310060020000"  # 胆囊切除术
+ADHESIOLYSIS = "003310030080000"  # 肠粘连松解术
+BUTYLPHTHALIDE = "XN07XXD221B002010102774"  # 丁苯酞氯化钠注射液, 14 days
+AMOXICILLIN = "XJ01CAA040E001010101958"
+AMOXICILLIN_B = "XJ01CAA040E001010204417"  # another maker, same generic group
+GLUCOSAMINE = "XM01AXA079E001010100528"  # delisted
 
 LABS = ["002503010010000", "002501010010000", "002503030010000", "002503020010000", "002503020150000",
         "002503050060000"]
