@@ -54,9 +54,15 @@ What the :class:`~medaudit.sample.inject.Context` gives:
   ``ctx.edit_line(bkkp_sn, **fields)``, ``ctx.edit_visit(mdtrt_id, **national_fields)``,
   ``ctx.add_row(table, **row)`` for ``psn_death``, ``setl_list_diag_d``, ``setl_list_oprn_d``,
   ``purchases``, ``hilist``.
+- ``ctx.add_visit(like, begntime, endtime, inst=None, **fields)`` adds a settled visit of
+  ``like``'s person (a copy of its row: med_type, diagnoses, department...; ``inst`` moves it
+  to another institution of :data:`medaudit.sample.catalog.INSTITUTIONS`) with no lines yet:
+  for violations that need a second stay or more visits of one person (readmission,
+  overlapping stays, frequent purchases). Give it lines with ``ctx.add_line``.
 - ``ctx.expect(rule_id, v, bkkp_sn, note)`` writes a key row for the injector's type. Give
   every line the rule must flag as violating; ``bkkp_sn=None`` when the finding is about the
-  visit as a whole (visit-level types: then only the visit is compared). If an injected line
+  visit as a whole (visit-level types: then only the visit is compared; ``v=None`` for a finding about an
+  institution, not a visit, e.g. ``inventory_mismatch``). If an injected line
   also breaks a rule of another type, expect it there too (``rule_type=``).
 - ``ctx.rng`` (numpy Generator seeded from the batch seed and the type name), ``ctx.count()``
   (visits to break at the injector's rate, at least 1), ``ctx.time_in(v)``, ``ctx.day_of(v, k)``,

@@ -82,6 +82,13 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         ).select(list(LINE_SCHEMA))
     lines = lines.sort("vi", "time", "bkkp_sn")
     v = data.visits
+    diag_rows = data.diag
+    if ctx.new_visits:  # visits the injectors added (Context.add_visit), with their diagnoses
+        nv = pl.DataFrame(ctx.new_visits, schema=v.schema)
+        v = pl.concat([v, nv])
+        diag_rows = pl.concat([diag_rows, nv.select("mdtrt_id", pl.col("main_diag").alias("diag_code"), pl.lit("1").alias("maindiag_flag")),
+                               nv.filter(pl.col("second_diag").is_not_null()).select(
+                                   "mdtrt_id", pl.col("second_diag").alias("diag_code"), pl.lit("0").alias("maindiag_flag"))])
     items = pl.DataFrame(
         {
             "code": [i.code for i in cat.ITEMS],
@@ -165,7 +172,7 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         pl.col("die_date").dt.strftime("%Y-%m-%d"), pl.col("ipt_days").cast(pl.Utf8),
     )
     names = {c: n for c, (n, _d) in cat.DIAG.items()}
-    diag = data.diag.join(v.select("mdtrt_id", "setl_id", "settled"), on="mdtrt_id").select(
+    diag = diag_rows.join(v.select("mdtrt_id", "setl_id", "settled"), on="mdtrt_id").select(
         "mdtrt_id", pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
         pl.lit("1").alias("diag_type"), "maindiag_flag", "diag_code",
         pl.col("diag_code").replace_strict(names, default=None).alias("diag_name"),

@@ -38,6 +38,7 @@ class Context:
     line_edits: dict[str, dict] = field(default_factory=dict)
     visit_edits: dict[str, dict] = field(default_factory=dict)
     rows: dict[str, list[dict]] = field(default_factory=dict)
+    new_visits: list[dict] = field(default_factory=list)
     current_type: str = ""
     current_rate: float = 0.02
 
@@ -63,6 +64,8 @@ class Context:
     def lines_of(self, visit: dict | str) -> pl.DataFrame:
         """The clean lines of one visit (internal columns: bkkp_sn, code, cnt, time, ...)."""
         vi = visit["vi"] if isinstance(visit, dict) else self._by_id[visit]
+        if vi >= self.n_visits:  # a visit an injector added: the lines added to it so far
+            return pl.DataFrame([r for r in self.new_lines if r["vi"] == vi], schema=LINE_SCHEMA)
         return self._lines.slice(int(self._starts[vi]), int(self._starts[vi + 1] - self._starts[vi]))
 
     def item(self, code: str) -> cat.Item:
@@ -80,7 +83,7 @@ class Context:
         mask = np.ones(self.n_visits, dtype=bool) if where is None else self.visits.select(where.fill_null(False)).to_series().to_numpy()
         if plain:
             mask &= self.visits["plain"].to_numpy()
-        mask &= ~self._used
+        mask &= ~self._used[: self.n_visits]
         pool = np.flatnonzero(mask)
         if not len(pool):
             return []
@@ -98,6 +101,32 @@ class Context:
         return bool(self._used[vi])
 
     # ------------------------------------------------------------------ changing the data
+    def add_visit(self, like: dict, begntime: dt.datetime, endtime: dt.datetime, inst: str | None = None,
+                  **changes: Any) -> dict:
+        """A new settled visit of ``like``'s person, a copy of ``like``'s row (med_type, diagnoses,
+        department, doctor...) from ``begntime`` to ``endtime``, at institution ``inst`` (default:
+        the same; its name and level follow), with ``changes`` to other internal columns. It has
+        no lines: add them with :meth:`add_line`. Its diagnoses are ``main_diag`` and
+        ``second_diag``. It is never picked by :meth:`take_visits` (it counts as used)."""
+        vi = self.n_visits + len(self.new_visits)
+        row = dict(like)
+        row.update(vi=vi, mdtrt_id=f"MD2026{vi + 1:08d}", setl_id=f"S2026{vi + 1:08d}", begntime=begntime,
+                   endtime=endtime, settled=True, refunded=False, open=False, died=False, plain=True,
+                   last_of_person=False)
+        if inst is not None:
+            code, name, hosp_lv = next(x for x in cat.INSTITUTIONS if x[0] == inst)
+            row.update(fixmedins_code=code, fixmedins_name=name, hosp_lv=hosp_lv,
+                       level={"01": 3, "03": 3, "05": 2, "06": 2, "13": 2}.get(hosp_lv, 1))
+        row.update(changes)
+        los = (row["endtime"].date() - row["begntime"].date()).days
+        row.update(los_dd=los, bed_days=max(los, 1) if row["inpatient"] else 0,
+                   ipt_days=max(los, 1) if row["inpatient"] else None,
+                   age_days=(row["begntime"].date() - row["brdy"]).days)
+        self.new_visits.append(row)
+        self._by_id[row["mdtrt_id"]] = vi
+        self._used = np.append(self._used, True)
+        return row
+
     def add_line(self, visit: dict, code: str, time: dt.datetime, cnt: int = 1, **kw: Any) -> str:
         """Add a fee line to a visit; returns its bkkp_sn. ``kw`` may set ``pric`` (fen),
         ``ownpay_pct``, ``appr``, ``dscg``, ``prd_days``, ``init`` (see clean.LINE_SCHEMA)."""
