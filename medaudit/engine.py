@@ -287,7 +287,9 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
                 SELECT rule_key, count(*) AS n, count(code) AS n_code, count(DISTINCT code) AS n_distinct
                 FROM {p} GROUP BY rule_key)"""
     ).fetchall()[0][0]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE m_{rt.name} AS "
+    # A view, not a table: the type's own filters (a death date, a wrong gender) are pushed into
+    # the matching, so a rule over every line (after_death) costs no copy of all lines per rule.
+    con.execute(f"CREATE OR REPLACE TEMP VIEW m_{rt.name} AS "
                 f"{matched_sql(rt, has_code, has_prefix, has_all, lines, may_repeat=may_repeat)}")
 
 
