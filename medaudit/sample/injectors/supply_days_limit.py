@@ -1,0 +1,27 @@
+"""超量开药 (R-SUP-001 / R-SUP-002): an outpatient prescription written for 20 to 60 days, or
+discharge medication for 21 to 45 days (the clean data stays within 14)."""
+
+import polars as pl
+
+from ..inject import Context, Injector
+from ._common import split
+
+
+def inject(ctx: Context) -> None:
+    a, b = split(ctx.count(), 2)
+    lines = ctx.data.lines
+    opt = lines.filter(pl.col("prd_days").is_not_null() & pl.col("dscg").is_null())["vi"].unique()
+    for v in ctx.take_visits(a, ~pl.col("inpatient") & pl.col("vi").is_in(opt.implode())):
+        row = ctx.lines_of(v).filter(pl.col("prd_days").is_not_null()).row(0, named=True)
+        days = int(ctx.rng.integers(20, 61))
+        ctx.edit_line(row["bkkp_sn"], prd_days=days)
+        ctx.expect("R-SUP-001", v, row["bkkp_sn"], f"{ctx.item(row['code']).name} 门诊开药 {days} 天（限15天）")
+    dis = lines.filter(pl.col("dscg") == "1")["vi"].unique()
+    for v in ctx.take_visits(b, pl.col("inpatient") & pl.col("vi").is_in(dis.implode())):
+        row = ctx.lines_of(v).filter(pl.col("dscg") == "1").row(0, named=True)
+        days = int(ctx.rng.integers(21, 46))
+        ctx.edit_line(row["bkkp_sn"], prd_days=days)
+        ctx.expect("R-SUP-002", v, row["bkkp_sn"], f"{ctx.item(row['code']).name} 出院带药 {days} 天（限14天）")
+
+
+INJECTOR = Injector("supply_days_limit", inject)
