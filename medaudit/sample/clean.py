@@ -15,7 +15,13 @@ the other types will need:
   急诊诊查费); every fee inside its visit; visits of one person at least 50 days apart (no
   readmission, no overlapping stays); diagnoses that fit the person's gender; every western
   drug of a visit from a different generic group; no two lines of one visit with the same
-  code and time.
+  code and time;
+- every code billed is in the catalogue (``hilist``, in force all year) at exactly its price
+  (price_cap, not_in_catalog); days of supply at most 14 (outpatient prescriptions 3-14,
+  discharge medication 14: supply_days_limit); no course-limited drug (丁苯酞) and no
+  operation of a 主次手术 group (肝胆手术组) is billed; 糖化血红蛋白测定 at most once per stay
+  (period_limit: visits of a person are 50 days apart); 一次性使用输液器 only beside 静脉输液
+  (companion_required).
 
 About 15% of visits are "not plain": they hold a self-paid line (class C, switched to self-pay
 or partly self-paid) or a refund (linked by ``init_feedetl_sn``, partial, or unlinked). A few
