@@ -1,6 +1,7 @@
 """End to end: generate a sample batch, load it, screen it with the sample library in rules/,
 and compare the findings with the answer key. Recall and precision must both be 1.0 at the
-level of (rule type, visit, violating line). Generic over rule types: an injector added for a
+level of (rule type, visit, violating line); findings about an entity without a visit or lines
+(peer_outlier) are compared by their finding key. Generic over rule types: an injector added for a
 new type (medaudit/sample/injectors/) is covered without touching this file.
 """
 
@@ -39,6 +40,20 @@ def _screen(batch: Path, tmp_path: Path):
     return con, result, key
 
 
+def entity_findings(con, key: pl.DataFrame) -> tuple[set, set]:
+    """Findings about an entity with neither a visit nor lines (peer_outlier: a department's
+    month) are one row (type, -, -) in the line-level comparison, however many there are. Compare
+    them by finding key: (rule_type, finding_key) flagged, and as the key rows' notes name them
+    (``... [department|H001|A03|2026-03]``)."""
+    rows = key.filter(pl.col("mdtrt_id").is_null() & (pl.col("bkkp_sn").is_null() | (pl.col("bkkp_sn") == "")))
+    expected = {(t, n.rsplit("[", 1)[-1].rstrip("]")) for t, n in rows.select("rule_type", "note").iter_rows()}
+    found = set(con.execute(
+        """SELECT rule_type, finding_key FROM findings f
+           WHERE mdtrt_id IS NULL AND NOT EXISTS (SELECT 1 FROM finding_lines l WHERE l.finding_id = f.finding_id)"""
+    ).fetchall())
+    return found, expected
+
+
 def test_recall_and_precision_are_one(tmp_path):
     g = generate(tmp_path / "batch", visits=1100, seed=20260302)
     n_lines = g.tables["fee_list_d.csv"]
@@ -53,6 +68,9 @@ def test_recall_and_precision_are_one(tmp_path):
     for name in discover():
         assert name in injected, f"injector {name} injected nothing into {g.tables['mdtrt_d.csv']} visits"
     assert cmp.recall == 1.0 and cmp.precision == 1.0
+    found, expected = entity_findings(con, key)
+    assert found == expected, f"entity findings {sorted(found)}, expected {sorted(expected)}"
+    assert any(t == "peer_outlier" for t, _ in expected), "no outlying department was injected"
 
 
 def test_a_missed_or_extra_line_is_reported(tmp_path):
@@ -88,6 +106,8 @@ def test_committed_sample_is_current_and_flags_every_injected_type(tmp_path):
     con, result, key = _screen(committed, tmp_path)
     cmp = compare(con, key, result.run_id)
     assert cmp.missed.height == 0 and cmp.extra.height == 0, cmp.report()
+    found, expected = entity_findings(con, key)
+    assert found == expected, f"entity findings {sorted(found)}, expected {sorted(expected)}"
     flagged = {r[0] for r in con.execute("SELECT DISTINCT rule_type FROM findings").fetchall()}
     assert set(discover()) <= flagged
 

@@ -21,7 +21,13 @@ the other types will need:
   discharge medication 14: supply_days_limit); no course-limited drug (丁苯酞) and no
   operation of a 主次手术 group (肝胆手术组) is billed; 糖化血红蛋白测定 at most once per stay
   (period_limit: visits of a person are 50 days apart); 一次性使用输液器 only beside 静脉输液
-  (companion_required).
+  (companion_required);
+- visits of one person 50 days apart also mean: no readmission (so every department's
+  readmission rate is exactly 0: peer_outlier on that rate flags nobody), no overlapping stay
+  or clinic visit during a stay, at most one day a month on which a person buys a drug
+  (high_frequency_purchase); 住院诊查费 only on stays (the sample sql rule); gender-specific
+  diagnoses (N40, N70-N98) only for that gender (gender_diagnosis_conflict); ``purchases``
+  cover every billed drug and consumable with stock to spare (inventory_mismatch).
 
 About 15% of visits are "not plain": they hold a self-paid line (class C, switched to self-pay
 or partly self-paid) or a refund (linked by ``init_feedetl_sn``, partial, or unlinked). A few
