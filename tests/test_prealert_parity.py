@@ -114,8 +114,9 @@ def replay(bcon, client: TestClient, institution_keys: dict[str, str], parallel:
     """Send every screened line of the batch as an order, each visit in time order (visits side
     by side, so the service checks requests of different persons together).
 
-    Returns {(rule_id, mdtrt_id, bkkp_sn): amount} of the violating items reported, and the
-    number of requests.
+    Returns {(rule_id, mdtrt_id, bkkp_sn): amount} of the violating items reported, the
+    number of requests, and every request's whole answer (rules, items, roles, amounts,
+    evidence) by (mdtrt_id, order number), to compare the two engines with.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -130,12 +131,18 @@ def replay(bcon, client: TestClient, institution_keys: dict[str, str], parallel:
                      [mdtrt_id])
         jobs.append((visit, diags, orders, institution_keys[visit["fixmedins_code"]]))
 
+    answers: dict[tuple, list] = {}
+
     def one_visit(job) -> list[tuple]:
         visit, diags, orders, key = job
         out = []
         for k in range(len(orders)):
             r = client.post("/prealert/3101", json=payload(visit, diags, orders, k), headers={"X-API-Key": key})
             assert r.status_code == 200, r.text
+            answers[(visit["mdtrt_id"], k)] = sorted(
+                (res["rule_id"], res["vola_cont"], res["vola_amt"],
+                 [(d["rx_id"], d["hilist_code"], d["vola_item_type"], d["vola_amt"]) for d in res["judge_result_detail_dtos"]])
+                for res in r.json()["output"]["result"])
             for res in r.json()["output"]["result"]:
                 for d in res["judge_result_detail_dtos"]:
                     if d["vola_item_type"] == "1":
@@ -148,7 +155,7 @@ def replay(bcon, client: TestClient, institution_keys: dict[str, str], parallel:
             for kk, amt in found:
                 assert kk not in reported or reported[kk] == amt, f"{kk} reported twice: {reported[kk]} and {amt}"
                 reported[kk] = amt
-    return reported, len(lines)
+    return reported, len(lines), answers
 
 
 def expected(bcon, lib) -> dict[tuple, Decimal]:
@@ -161,7 +168,15 @@ def expected(bcon, lib) -> dict[tuple, Decimal]:
     return {(a, b, c): cents(d) for a, b, c, d in got}
 
 
-def check_parity(tmp_path: Path, batch: Path, lib, must_have: set[str]) -> None:
+ENGINES = ("sql", "fast")
+
+
+def check_parity(tmp_path: Path, batch: Path, lib, must_have: set[str], fast_types: bool = False) -> None:
+    """Replay through BOTH engines: each must equal batch screening, and their whole answers
+    (evidence and related items included) must be the same. ``fast_types``: the batch must
+    give findings of every type in ``must_have`` with a fast evaluator."""
+    from medaudit.prealert.fast import EVALUATORS, covered
+
     bcon, scon = batch_and_service(tmp_path, batch, lib)
     insts = [r[0] for r in bcon.execute("SELECT DISTINCT fixmedins_code FROM mdtrt_d").fetchall()]
     keys = {inst: f"key-{inst}-0123456789abcdef" for inst in insts}
@@ -171,15 +186,26 @@ def check_parity(tmp_path: Path, batch: Path, lib, must_have: set[str]) -> None:
         "SELECT DISTINCT rule_type FROM findings WHERE stage = 'post_hoc'").fetchall()}
     # the batch must exercise these types, else the comparison proves little
     assert must_have <= types, types
-    with TestClient(create_app(scon, {"default": lib}, file_keys, sessions=1, batch=32)) as client:
-        got, n = replay(bcon, client, keys)
-    assert n == bcon.execute("SELECT count(*) FROM lines").fetchall()[0][0]
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    assert not missing, f"batch finds, pre-alert misses: {missing[:10]}"
-    assert not extra, f"pre-alert reports, batch does not: {extra[:10]}"
-    wrong = {k: (want[k], got[k]) for k in want if want[k] != got[k]}
-    assert not wrong, f"amounts differ (batch, pre-alert): {wrong}"
+    pre = [r for r in lib.rules if "pre_alert" in r.stages]
+    assert covered(pre), sorted({r.type for r in pre} - set(EVALUATORS))  # else 'fast' would answer with SQL
+    if fast_types:
+        assert must_have <= set(EVALUATORS)
+    answers = {}
+    for engine in ENGINES:
+        app = create_app(scon, {"default": lib}, file_keys, sessions=1, batch=32, engine=engine)
+        with TestClient(app) as client:
+            got, n, answers[engine] = replay(bcon, client, keys)
+        # the engine asked for answered every request
+        assert app.state.checker.answered == {"fast": n if engine == "fast" else 0, "sql": n if engine == "sql" else 0}
+        assert n == bcon.execute("SELECT count(*) FROM lines").fetchall()[0][0]
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        assert not missing, f"{engine}: batch finds, pre-alert misses: {missing[:10]}"
+        assert not extra, f"{engine}: pre-alert reports, batch does not: {extra[:10]}"
+        wrong = {k: (want[k], got[k]) for k in want if want[k] != got[k]}
+        assert not wrong, f"{engine}: amounts differ (batch, pre-alert): {wrong}"
+    diff = {k: (answers["sql"][k], answers["fast"].get(k)) for k in answers["sql"] if answers["sql"][k] != answers["fast"].get(k)}
+    assert not diff, f"sql and fast answers differ: {list(diff.items())[:3]}"
     assert len(want) >= 8
 
 
@@ -288,9 +314,9 @@ def test_requests_checked_together_get_the_answers_they_get_alone(tmp_path):
     def answer(alerts):
         return sorted((a.rule_id, a.mdtrt_id, i.bkkp_sn, i.role, i.claim) for a in alerts for i in a.items)
 
-    alone = OrderChecker(scon, {"default": lib}, sessions=1, batch=1)
+    alone = OrderChecker(scon, {"default": lib}, sessions=1, batch=1, engine="sql")
     want = [answer(alone.check(r)) for r in reqs]
-    together = OrderChecker(scon, {"default": lib}, sessions=1, batch=16)
+    together = OrderChecker(scon, {"default": lib}, sessions=1, batch=16, engine="sql")
     got: list = [None] * len(reqs)
     go = threading.Barrier(len(reqs))
 

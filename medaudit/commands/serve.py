@@ -32,6 +32,10 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(16, "--batch", help="requests waiting for a session are checked together, "
                                   "up to this many per run (1: one at a time)"),
         threads: int = typer.Option(1, "--threads", help="DuckDB threads per query (small queries: 1 is fastest)"),
+        engine: str = typer.Option("fast", "--engine", help="fast: in-memory evaluators when they cover the rule "
+                                   "set (else SQL); sql: always the batch engine's SQL (the reference)"),
+        cache_ttl: float = typer.Option(300.0, "--cache-ttl", help="seconds a visit's stored context stays cached "
+                                        "(fast engine)"),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
 
@@ -61,15 +65,25 @@ def register(app: typer.Typer) -> None:
                 fail(str(e))
         if not db.exists():
             fail(f"{db}: no such database (load a batch first: medaudit load BATCH --db {db})")
+        if engine not in ("fast", "sql"):
+            fail(f"--engine must be fast or sql, got {engine!r}")
         con = dbm.connect(db)
         con.execute(f"SET threads = {max(1, int(threads))}")
-        application = create_app(con, libs, file_keys, sessions=sessions, batch=batch)
+        application = create_app(con, libs, file_keys, sessions=sessions, batch=batch, engine=engine,
+                                 cache_ttl=cache_ttl)
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")
         for name, lib in libs.items():
             n = sum(1 for r in lib.rules if "pre_alert" in r.stages)
             console.print(f"rule set {name}: {n:,} of {len(lib.rules):,} rules run at pre_alert")
+            if engine == "fast":
+                from ..prealert.fast import EVALUATORS
+
+                slow = sorted({r.type for r in lib.rules if "pre_alert" in r.stages and r.type not in EVALUATORS})
+                console.print(f"  engine: {'sql (types without a fast evaluator: ' + ', '.join(slow) + ')' if slow else 'fast'}")
+            else:
+                console.print("  engine: sql")
         console.print(f"serving http://{host}:{port}  (docs: /docs)")
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 

@@ -20,7 +20,7 @@ import uuid
 from typing import Optional
 
 import duckdb
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
@@ -44,14 +44,16 @@ def _path(loc) -> str:
 
 def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
-               warm: bool = True) -> FastAPI:
+               warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
     ``warm`` opens them now rather than on the first requests); ``batch``: requests waiting for
-    a session are checked together, up to this many per run."""
+    a session are checked together, up to this many per run; ``engine``: ``fast`` (the in-memory
+    evaluators where they cover the rule set, else SQL) or ``sql`` (always the SQL path). Each
+    3101 answer says which path answered in the header ``X-Medaudit-Engine``."""
     store.ensure(con)
-    checker = OrderChecker(con, libraries, sessions=sessions, batch=batch)
+    checker = OrderChecker(con, libraries, sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl)
     if warm:
         checker.warm()
     keys = store.KeyRing(con, file_keys)
@@ -82,16 +84,23 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()}}
+        fast = checker.fast
+        return {"status": "ok", "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
+                "engine": checker.engine,
+                "fast_covers": {k: fast.covered[k] for k in checker.rule_sets} if fast else {},
+                "answered": dict(checker.answered),
+                "context_cache": {"visits": len(fast.cache._data), "loads": fast.cache.loads,
+                                  "hits": fast.cache.hits} if fast else None}
 
     @app.post("/prealert/3101", response_model=Response3101, summary="明细审核事前事中分析 (3101)")
-    def analyse(body: Request3101, inst: str = Depends(institution),
+    def analyse(body: Request3101, response: Response, inst: str = Depends(institution),
                 rule_set: str = Query("default", description="which rule library to use")) -> Response3101:
         try:
             checker.rules(rule_set)
         except RuleSetError as e:
             raise HTTPException(404, str(e)) from None
         results: list[Result3101] = []
+        used: set[str] = set()
         for i, p in enumerate(body.patient_dtos):
             enc = p.current()
             where = f"patient_dtos.{i}.fsi_encounter_dtos[mdtrt_id={enc.mdtrt_id}]"
@@ -108,7 +117,9 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                 alerts = checker.check(req, rule_set)
             except RuleSetError as e:
                 raise HTTPException(422, f"rule_ids: {e}") from None
+            used.add(req.engine or checker.engine)
             results.extend(_record(checker, inst, rule_set, body.trig_scen, p.patn_id, req, alerts))
+        response.headers["X-Medaudit-Engine"] = ",".join(sorted(used))
         return Response3101(output=Output3101(result=results))
 
     @app.post("/prealert/3103", response_model=Response3103, summary="事前事中服务反馈 (3103)")

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ SHADOWED = ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_op
 #: between an order's rx_id and its request's number in a run (sorts before printable text)
 TAG = "\x1f"
 
+_UNTAG = re.compile(TAG + r"\d+")
+
 #: settlement id given to orders (not settled yet, so not in ``setl_d``)
 ORDER_SETL = "PRE:"
 
@@ -82,6 +85,7 @@ class CheckRequest:
     orders: list[dict[str, Any]]  # fee_list_d columns, plus 'new': bool
     diagnoses: list[dict[str, Any]] = field(default_factory=list)  # setl_list_diag_d columns
     rule_ids: list[str] | None = None  # only these rules (national ``rule_ids``); None: all
+    engine: str | None = None  # set by the check: 'fast' or 'sql', the path that answered
 
 
 @dataclass
@@ -177,7 +181,7 @@ class OrderChecker:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2,
-                 batch: int = 1):
+                 batch: int = 1, engine: str = "fast", cache_ttl: float = 300.0):
         self.con = con
         self.max_sessions = max(1, sessions)
         self.batch = max(1, batch)
@@ -195,6 +199,17 @@ class OrderChecker:
 
         self.routers = {name: Router(rules) for name, rules in self.rule_sets.items()}
         self.hub = EventHub(self.routers)
+        if engine not in ("fast", "sql"):
+            raise ValueError(f"engine must be fast or sql, got {engine!r}")
+        # engine 'fast': the in-memory evaluators (:mod:`.fast`) answer every request whose rule
+        # set they fully cover; the others, and engine 'sql', take the SQL path below
+        self.engine = engine
+        self.fast = None
+        if engine == "fast":
+            from .fast import FastPath
+
+            self.fast = FastPath(con, self.rule_sets, ttl=cache_ttl)
+        self.answered = {"fast": 0, "sql": 0}  # requests answered by each path
 
     # ------------------------------------------------------------------ sessions
 
@@ -213,8 +228,11 @@ class OrderChecker:
             pool.put(s)
 
     def warm(self) -> None:
-        """Open every session now (registering a large library takes a moment), not on first use."""
+        """Open every session now (registering a large library takes a moment), not on first use.
+        With the fast engine, only rule sets it does not fully cover need sessions."""
         for name in self.rule_sets:
+            if self.fast is not None and self.fast.covered[name]:
+                continue
             held = []
             for _ in range(self.max_sessions):
                 cm = self._session(name)
@@ -241,8 +259,13 @@ class OrderChecker:
         if not new:
             return []
         types = self.hub.route(rule_set, [o["hilist_code"] for o in new])
+        use_fast = self.fast is not None and self.fast.can(rule_set, req)
+        req.engine = "fast" if use_fast else "sql"
+        self.answered[req.engine] += 1
         if not types:
             return []
+        if use_fast:
+            return self.fast.check(rule_set, req, types)
         if self.batch == 1:
             with self._session(rule_set) as s:
                 return self._run(s, rules, [(req, types)])[0]
@@ -377,7 +400,8 @@ class OrderChecker:
                     items.append(ItemHit(shown, "related", Decimal("0"), is_order, sn in new_ids, code))
             if req_no is None or not any(i.role == "violating" for i in items):
                 continue
-            evidence = "；".join(x for x in [head, *ev_lines] if x)
+            # the hospital's own ids in the text (an evidence line may name an order by its tagged id)
+            evidence = _UNTAG.sub("", "；".join(x for x in [head, *ev_lines] if x))
             out.append((req_no, Alert(rule.id, rule.version, rule.name, rule.type, rule.severity, rule.nature,
                                       rule.basis, mdtrt, psn, fkey, evidence,
                                       sum((i.claim for i in items), Decimal("0.00")), items)))

@@ -1,0 +1,380 @@
+"""The fast pre-alert check: the rule set compiled into dict indexes, the visit's context cached.
+
+**Rules.** At startup each type's rules (those at ``pre_alert``) are compiled into indexes by
+item code and prefix (plus the match-all rules), each entry with the item's parameters
+resolved as :func:`medaudit.engine.register_rules` resolves them (the item's value, else the
+rule's). Matching applies the rule's validity period and scope and, for types that take a
+line once per rule, the engine's preference (exact code, then prefix, then match-all), as
+:func:`medaudit.engine.matched_sql` does.
+
+**Context.** The part of a request's ``lines`` that comes from the database — the visit's fee
+lines billed so far with refunds netted (built once by :func:`medaudit.engine.prepare_lines`
+itself, over temporary shadows holding that one visit), the visit's stored record, its stored
+diagnoses, the person's death date, the catalogue caps — is loaded on a visit's first request
+and kept in memory (:class:`ContextCache`). The request's orders (earlier, ``curr_drord_flag``
+0, and new) are never cached: each request states them, exactly as on the SQL path, so the
+answer depends only on the request and the database, never on which requests came before.
+
+**Consistency.** DuckDB lets one process write a database file, and ``medaudit serve`` holds
+it while it runs: a batch is loaded (or re-loaded) with the service stopped, and a restart
+starts with an empty cache. Inside the process, an entry lives ``ttl`` seconds (default 300)
+and :meth:`ContextCache.clear` drops everything (call it after writing fee lines through the
+service's own connection). An order whose ``rx_id`` names a line already in the database
+(the order replaces that line, and the line's refunds net against it) goes to the SQL path,
+which rebuilds netting with the replacement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
+
+import duckdb
+
+from ... import db as dbm
+from ... import engine
+from ...library import Rule
+from ...types import REGISTRY
+from .evaluators import _WIDE, EVALUATORS
+
+STAGE = "pre_alert"
+Q4 = Decimal("0.0001")
+
+#: line-level columns of ``lines`` kept for a database line (the visit's columns are joined per request)
+LINE_FIELDS = ("bkkp_sn", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code", "fee_ocur_time", "fee_date", "hilist_code",
+               "hilist_name", "list_type", "med_chrgitm_type", "chrgitm_lv", "cnt", "pric", "amt", "ownpay",
+               "deductible", "pric_uplmt_amt", "bilg_dept_codg", "bilg_dr_code", "hosp_appr_flag", "dscg_tkdrug_flag",
+               "prd_days", "setl_time")
+
+
+def inst_level(hosp_lv: str | None) -> int:
+    """``LEVEL_SQL``."""
+    if hosp_lv in ("01", "02", "03", "04", "12"):
+        return 3
+    if hosp_lv in ("05", "06", "07", "13"):
+        return 2
+    if hosp_lv in ("08", "09", "10", "14"):
+        return 1
+    return 0
+
+
+def age_years(birth: dt.date, d: dt.date) -> int:
+    return d.year - birth.year - (1 if (d.month, d.day) < (birth.month, birth.day) else 0)
+
+
+def _date(x: Any) -> dt.date | None:
+    if x is None:
+        return None
+    if isinstance(x, dt.datetime):
+        return x.date()
+    if isinstance(x, dt.date):
+        return x
+    return dt.date.fromisoformat(str(x)[:10])
+
+
+def _ts(x: Any) -> dt.datetime:
+    if isinstance(x, dt.datetime):
+        return x.replace(tzinfo=None)
+    if isinstance(x, dt.date):
+        return dt.datetime(x.year, x.month, x.day)
+    return dt.datetime.fromisoformat(str(x))
+
+
+def _dec(x: Any) -> Decimal | None:
+    """A value as the contract's DECIMAL(18,4) holds it."""
+    if x is None:
+        return None
+    return Decimal(str(x)).quantize(Q4, rounding=ROUND_HALF_UP)
+
+
+# ---------------------------------------------------------------------------- rules
+
+
+@dataclass
+class _Entry:
+    rule_key: int
+    rule: Rule
+    params: dict[str, Any]
+    item_name: str | None
+
+
+@dataclass
+class CompiledType:
+    name: str
+    dedupe: bool
+    by_code: dict[str, list[_Entry]] = field(default_factory=dict)
+    by_prefix: dict[str, list[_Entry]] = field(default_factory=dict)
+    match_all: list[_Entry] = field(default_factory=list)
+    prefix_lengths: list[int] = field(default_factory=list)
+    all_keys: set[int] = field(default_factory=set)  # rules without items (they match every line)
+
+
+def compile_rules(rules: list[Rule]) -> dict[str, CompiledType]:
+    """Per type, the rules' items as dict indexes (rule_key = position in ``rules``, as the engine numbers them)."""
+    out: dict[str, CompiledType] = {}
+    for key, r in enumerate(rules):
+        rt = REGISTRY[r.type]
+        ct = out.setdefault(r.type, CompiledType(r.type, rt.dedupe_lines))
+        for it in (r.items or [None]):
+            params = {p.name: (it.params.get(p.name) if it and it.params.get(p.name) is not None else r.params.get(p.name))
+                      for p in rt.params}
+            e = _Entry(key, r, params, it.name if it else None)
+            if it is None:
+                ct.match_all.append(e)
+                ct.all_keys.add(key)
+                continue
+            if it.code:
+                ct.by_code.setdefault(it.code, []).append(e)
+            if it.prefix:
+                ct.by_prefix.setdefault(it.prefix, []).append(e)
+    for ct in out.values():
+        ct.prefix_lengths = sorted({len(p) for p in ct.by_prefix})
+    return out
+
+
+def _in_scope(r: Rule, line: dict) -> bool:
+    d = line["fee_date"]
+    if r.valid_from is not None and d < r.valid_from:
+        return False
+    if r.valid_to is not None and d > r.valid_to:
+        return False
+    sc = r.scope
+    if sc.get("med_types") is not None and line["med_type"] not in sc["med_types"]:
+        return False
+    if sc.get("hosp_levels") is not None and line["inst_level"] not in sc["hosp_levels"]:
+        return False
+    if sc.get("institutions") is not None and line["fixmedins_code"] not in sc["institutions"]:
+        return False
+    return True
+
+
+def matched(ct: CompiledType, lines: list[dict]) -> list[dict]:
+    """``{m}`` of the type: line x item rows in force and in scope (a line once per rule when the type dedupes)."""
+    out = []
+    for ln in lines:
+        cands: list[_Entry] = list(ct.by_code.get(ln["hilist_code"], ()))
+        code = ln["hilist_code"]
+        for n in ct.prefix_lengths:
+            cands.extend(ct.by_prefix.get(code[:n], ()))
+        cands.extend(ct.match_all)
+        seen: set[int] = set()
+        for e in cands:
+            if ct.dedupe:
+                if e.rule_key in seen:
+                    continue
+            if not _in_scope(e.rule, ln):
+                continue
+            seen.add(e.rule_key)
+            out.append({**ln, **e.params, "rule_key": e.rule_key, "item_name": e.item_name,
+                        "_match_all": e.rule_key in ct.all_keys})
+    return out
+
+
+# ---------------------------------------------------------------------------- context
+
+
+@dataclass
+class VisitContext:
+    """What the database says about a visit (none of the request's orders)."""
+
+    visit: dict | None  # the stored mdtrt_d row
+    lines: list[dict]  # the stored fee lines, refunds netted (LINE_FIELDS)
+    raw_ids: set[str]  # every stored fee row id of the visit (refunds too)
+    diags: list[str]  # stored diagnosis codes of the visit
+    deaths: dict[str, dt.date]  # earliest known death date per person (its visits and psn_death)
+    loaded: float
+
+
+class ContextCache:
+    """Visit contexts loaded from the database on first use, kept ``ttl`` seconds (LRU, ``size`` visits)."""
+
+    SHADOWED = ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_oprn_d", "psn_death")
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, ttl: float = 300.0, size: int = 50_000):
+        self.base = con
+        self.ttl, self.size = ttl, size
+        self._lock = threading.Lock()
+        self._cur: duckdb.DuckDBPyConnection | None = None
+        self._data: OrderedDict[str, VisitContext] = OrderedDict()
+        self.catalog = con.execute("SELECT current_database()").fetchall()[0][0]
+        self.loads = self.hits = 0
+        self._caps: dict[str, list[tuple]] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._caps.clear()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._cur is None:
+            cur = self.base.cursor()
+            dbm.install_macros(cur)
+            cat = '"' + self.catalog.replace('"', '""') + '"'
+            for t in self.SHADOWED:
+                cur.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {cat}.main.{t} LIMIT 0")
+            self._cur = cur
+        return self._cur
+
+    def get(self, mdtrt_id: str, psn_no: str) -> VisitContext:
+        now = time.monotonic()
+        with self._lock:
+            c = self._data.get(mdtrt_id)
+            if c is not None and now - c.loaded < self.ttl:
+                self._data.move_to_end(mdtrt_id)
+                self.hits += 1
+                return c
+            c = self._load(mdtrt_id, psn_no, now)
+            self._data[mdtrt_id] = c
+            self._data.move_to_end(mdtrt_id)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+            self.loads += 1
+            return c
+
+    def _load(self, mdtrt_id: str, psn_no: str, now: float) -> VisitContext:
+        cur = self._cursor()
+        cat = '"' + self.catalog.replace('"', '""') + '"'
+        res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?",
+                          [mdtrt_id]).fetchall()
+        cols = [d[0] for d in cur.description]
+        visit = dict(zip(cols, res[0])) if res else None
+        persons = sorted({psn_no} | ({visit["psn_no"]} if visit else set()))
+        raw = [r[0] for r in cur.execute(f"SELECT bkkp_sn FROM {cat}.main.fee_list_d WHERE mdtrt_id = ?",
+                                         [mdtrt_id]).fetchall()]
+        lines: list[dict] = []
+        if raw:
+            # the stored lines netted by the batch engine's own prepare_lines, over shadows of this visit
+            cur.execute(";\n".join(f"DELETE FROM {t}" for t in self.SHADOWED))
+            cur.execute(f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?", [mdtrt_id])
+            cur.execute(f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ?", [mdtrt_id])
+            cur.execute(f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE setl_id IN "
+                        f"(SELECT setl_id FROM {cat}.main.fee_list_d WHERE mdtrt_id = ?)", [mdtrt_id])
+            if visit is None:  # lines of a visit the database does not know: joined to a stand-in
+                cur.execute("INSERT INTO mdtrt_d (mdtrt_id, psn_no, fixmedins_code, begntime, med_type, insutype, gend) "
+                            "VALUES (?, ?, '', now()::TIMESTAMP, '', '', '')", [mdtrt_id, psn_no])
+            engine.prepare_lines(cur, STAGE)
+            res = cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall()
+            lines = [dict(zip(LINE_FIELDS, r)) for r in res]
+        diags = [r[0] for r in cur.execute(f"SELECT diag_code FROM {cat}.main.setl_list_diag_d WHERE mdtrt_id = ?",
+                                           [mdtrt_id]).fetchall()]
+        marks = ", ".join("?" for _ in persons)
+        deaths = {p: d for p, d in cur.execute(
+            f"""SELECT psn_no, min(die_date) FROM (
+                    SELECT psn_no, die_date FROM {cat}.main.psn_death WHERE psn_no IN ({marks})
+                    UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d
+                    WHERE psn_no IN ({marks}) AND die_date IS NOT NULL) GROUP BY psn_no""",
+            [*persons, *persons]).fetchall() if d is not None}
+        return VisitContext(visit, lines, set(raw), diags, deaths, now)
+
+    def has_catalog(self) -> bool:
+        with self._lock:
+            if "\0any" not in self._caps:
+                cat = '"' + self.catalog.replace('"', '""') + '"'
+                self._caps["\0any"] = self._cursor().execute(f"SELECT count(*) > 0 FROM {cat}.main.hilist").fetchall()
+            return bool(self._caps["\0any"][0][0])
+
+    def caps(self, code: str) -> list[tuple]:
+        """The catalogue's rows of a code: (begndate, enddate, lv1, lv2, lv3)."""
+        with self._lock:
+            if code not in self._caps:
+                cat = '"' + self.catalog.replace('"', '""') + '"'
+                self._caps[code] = self._cursor().execute(
+                    f"SELECT begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist WHERE hilist_code = ?",
+                    [code]).fetchall()
+            return self._caps[code]
+
+
+# ---------------------------------------------------------------------------- one check
+
+
+class Lines:
+    """What an evaluator reads besides its matched rows: the visit's lines, diagnoses, deaths, caps."""
+
+    def __init__(self, lines: list[dict], diags: list[str], deaths: dict[str, dt.date], cache: ContextCache):
+        self.lines, self.diags, self.deaths, self._cache = lines, diags, deaths, cache
+
+    def has_catalog(self) -> bool:
+        return self._cache.has_catalog()
+
+    def catalog_rows(self, code: str) -> list[tuple]:
+        return self._cache.caps(code)
+
+    def cap(self, m: dict) -> Decimal | None:
+        """``hilist_cap``: the catalogue price cap of the line's code for its level on its fee date."""
+        best = None
+        for b, e, l1, l2, l3 in self._cache.caps(m["hilist_code"]):
+            if (b is None or b <= m["fee_date"]) and (e is None or e >= m["fee_date"]):
+                v = l3 if m["inst_level"] == 3 else l2 if m["inst_level"] == 2 else l1
+                if v is not None and (best is None or v > best):
+                    best = v
+        return best
+
+
+def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str], dict]:
+    """``lines`` of one request as :func:`medaudit.engine.prepare_lines` builds it on the SQL path:
+    the stored (netted) lines and the request's orders, with the visit's attributes joined."""
+    v = req.visit
+    if ctx.visit is not None:
+        v = {**ctx.visit, **{k: x for k, x in v.items() if x is not None}}
+    rows = [dict(x) for x in ctx.lines]
+    for o in req.orders:
+        amt = _dec(o.get("det_item_fee_sumamt"))
+        ownpay0 = _dec(o.get("fulamt_ownpay_amt")) or Decimal("0.0000")
+        ownpay = min(max(ownpay0, Decimal(0)), max(amt, Decimal(0)))
+        ded = Decimal(0) if o.get("chrgitm_lv") == "03" or o.get("hosp_appr_flag") == "2" else max(amt - ownpay, Decimal(0))
+        cnt = _dec(o["cnt"])
+        if not cnt > 0:
+            continue
+        t = _ts(o["fee_ocur_time"])
+        rows.append({
+            "bkkp_sn": f"{o['bkkp_sn']}{tag}", "mdtrt_id": o.get("mdtrt_id") or v["mdtrt_id"],
+            "setl_id": o.get("setl_id") or "PRE:" + v["mdtrt_id"], "psn_no": o.get("psn_no") or v["psn_no"],
+            "fixmedins_code": o.get("fixmedins_code") or v["fixmedins_code"], "fee_ocur_time": t, "fee_date": t.date(),
+            "hilist_code": o["hilist_code"], "hilist_name": o.get("hilist_name"), "list_type": o.get("list_type"),
+            "med_chrgitm_type": o.get("med_chrgitm_type"), "chrgitm_lv": o.get("chrgitm_lv"), "cnt": cnt,
+            "pric": _dec(o["pric"]), "amt": amt, "ownpay": ownpay, "deductible": ded,
+            "pric_uplmt_amt": _dec(o.get("pric_uplmt_amt")), "bilg_dept_codg": o.get("bilg_dept_codg"),
+            "bilg_dr_code": o.get("bilg_dr_code"), "hosp_appr_flag": o.get("hosp_appr_flag"),
+            "dscg_tkdrug_flag": o.get("dscg_tkdrug_flag"), "prd_days": _dec(o.get("prd_days")), "setl_time": None,
+            "_new": bool(o.get("new")),
+        })
+    brdy = _date(v.get("brdy"))
+    level = inst_level(v.get("hosp_lv"))
+    med_type = v.get("med_type")
+    attrs = {"gend": v.get("gend"), "brdy": brdy, "insutype": v.get("insutype"), "hosp_lv": v.get("hosp_lv"),
+             "inst_level": level, "med_type": med_type,
+             "inpatient": str(med_type).startswith("2") if med_type is not None else None,
+             "begntime": v.get("begntime"), "endtime": v.get("endtime"), "visit_dept": v.get("adm_dept_codg"),
+             "chfpdr_code": v.get("chfpdr_code")}
+    for r in rows:
+        r.update(attrs)
+        r.setdefault("_new", False)
+        r["age_years"] = age_years(brdy, r["fee_date"]) if brdy else None
+        r["age_days"] = (r["fee_date"] - brdy).days if brdy else None
+    diags = [d["diag_code"] for d in req.diagnoses] if req.diagnoses else list(ctx.diags)
+    if v.get("dscg_maindiag_code") is not None:
+        diags.append(v["dscg_maindiag_code"])
+    deaths = dict(ctx.deaths)
+    if v.get("die_date") is not None:
+        p, d = v["psn_no"], _date(v["die_date"])
+        deaths[p] = min(deaths.get(p, d), d)
+    return rows, diags, deaths
+
+
+def evaluate(compiled: dict[str, CompiledType], types: list[str], lines: Lines) -> list[tuple]:
+    """Hit rows of the types over ``lines`` (as the types' queries give them)."""
+    out: list[tuple] = []
+    with localcontext(_WIDE):
+        for t in types:
+            ct = compiled.get(t)
+            if ct is None:
+                continue
+            ms = matched(ct, lines.lines)
+            if ms or t in ("restrict_indication",):
+                out.extend(EVALUATORS[t](lines, ms))
+    return out
