@@ -125,21 +125,23 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     # 1. screen on Fri 2026-10-09: windows open, 10 working days with Sat Oct 10 a make-up day -> Thu Oct 22
     out = cli(tmp, "2026-10-09", "screen", str(tmp / "batch"), "--rules", str(tmp / "rules"))
     states = dict(q(tmp, "SELECT status, count(*) FROM findings GROUP BY 1"))
-    assert set(states) == {"pending_appeal", "pending_review"} and states["pending_review"] >= 2
+    # profiling findings (peer_outlier) are warnings: no money, no appeal; they stay as they are
+    warnings = {r[0] for r in q(tmp, "SELECT finding_id FROM findings WHERE status = 'warning'")}
+    assert set(states) - {"warning"} == {"pending_appeal", "pending_review"} and states["pending_review"] >= 2
     assert q(tmp, "SELECT DISTINCT s.deadline FROM findings f JOIN finding_state s USING (finding_id) "
                   "WHERE f.status = 'pending_appeal'") == [(dt.date(2026, 10, 22),)]
     # the month and hospital with the most findings that also has a suspect
     H, P = q(tmp, """SELECT fixmedins_code, period FROM findings GROUP BY ALL
-                     HAVING count(*) FILTER (WHERE severity = 'suspect') >= 1 AND count(*) FILTER (WHERE severity = 'violation') >= 3
+                     HAVING count(*) FILTER (WHERE severity = 'suspect' AND status <> 'warning') >= 1 AND count(*) FILTER (WHERE severity = 'violation') >= 3
                      ORDER BY count(*) DESC, 1, 2 LIMIT 1""")[0]
     viol = [r[0] for r in q(tmp, """SELECT finding_id FROM findings WHERE fixmedins_code = ? AND period = ?
                                     AND severity = 'violation' ORDER BY rule_id, mdtrt_id, finding_id""", [H, P])]
     sus = [r[0] for r in q(tmp, """SELECT finding_id FROM findings WHERE fixmedins_code = ? AND period = ?
-                                   AND severity = 'suspect' ORDER BY rule_id, mdtrt_id, finding_id""", [H, P])]
+                                   AND severity = 'suspect' AND status <> 'warning' ORDER BY rule_id, mdtrt_id, finding_id""", [H, P])]
     other_inst = q(tmp, "SELECT finding_id FROM findings WHERE fixmedins_code <> ? AND severity = 'violation' ORDER BY 1 LIMIT 1", [H])[0][0]
     a_over, a_uphold, a_reappeal = viol[:3]
     s_confirm = sus[0]
-    s_dismiss = q(tmp, "SELECT finding_id FROM findings WHERE severity = 'suspect' AND finding_id <> ? ORDER BY 1 LIMIT 1", [s_confirm])[0][0]
+    s_dismiss = q(tmp, "SELECT finding_id FROM findings WHERE severity = 'suspect' AND status <> 'warning' AND finding_id <> ? ORDER BY 1 LIMIT 1", [s_confirm])[0][0]
 
     # 2. the bureau sends the hospital its workbook
     wb = tmp / "hospital" / "申诉.xlsx"
@@ -183,7 +185,7 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     rounds = dict(q(tmp, "SELECT finding_id, appeal_round FROM finding_state"))
     expect = {}
     for fid, sev in q(tmp, "SELECT finding_id, severity FROM findings"):
-        expect[fid] = "expired" if sev == "violation" else "pending_review"
+        expect[fid] = "warning" if fid in warnings else "expired" if sev == "violation" else "pending_review"
     expect.update({a_over: "overturned", a_uphold: "upheld", a_reappeal: "upheld", s_confirm: "expired", s_dismiss: "dismissed"})
     assert status == expect
     assert (rounds[a_uphold], rounds[a_reappeal], rounds[a_over]) == (1, 2, 1)
