@@ -1,7 +1,7 @@
 """限支付疗程 (R-CRS-001): 丁苯酞氯化钠注射液 paid beyond its 14-day course.
 
 On a long stay (stroke patients first), the drug is billed once a day from the first day of
-the stay for 15 to 17 days: the lines dated 14 or more days after the first use are violating
+the stay for 15 to 17 days (as the stay allows): the lines dated 14 or more days after the first use are violating
 (the first day's line is related, the days between are within the course). Long stays are
 few, hence the low rate.
 """
@@ -16,7 +16,7 @@ from ..inject import Context, Injector
 
 def inject(ctx: Context) -> None:
     n = ctx.count()
-    long = pl.col("inpatient") & (pl.col("med_type") != "28") & (pl.col("bed_days") >= 17)
+    long = pl.col("inpatient") & (pl.col("med_type") != "28") & (pl.col("bed_days") >= 16)
     picked = ctx.take_visits(n, long & (pl.col("main_diag") == "I63.900"))
     if len(picked) < n:
         picked += ctx.take_visits(n - len(picked), long)
