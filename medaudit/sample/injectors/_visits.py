@@ -37,16 +37,17 @@ def add_stay(ctx: Context, like: dict, begin: dt.datetime, days: int, inst: str 
 
 
 def add_clinic_visit(ctx: Context, like: dict, begin: dt.datetime, inst: str | None = None, consult: bool = True,
-                     drug: str = CLINIC_DRUG, cnt: int = 1) -> tuple[dict, list[str]]:
+                     drug: str = CLINIC_DRUG, cnt: int = 1, appr: str = "1") -> tuple[dict, list[str]]:
     """A new general outpatient visit (med_type 11) of ``like``'s person at ``begin`` (three hours):
-    a consultation (optional) and one drug for 5 days. Returns the visit and its lines."""
+    a consultation (optional) and one drug for 5 days (``appr`` "2": switched to self-pay).
+    Returns the visit and its lines."""
     v = ctx.add_visit(like, begin, begin + dt.timedelta(hours=3), inst=inst, med_type="11", inpatient=False)
     v["dept"] = "A02" if v["level"] == 1 else "A03"
     v["doctor"] = f"D{v['fixmedins_code'][-4:]}{v['dept']}1"
     sns = []
     if consult:
         sns.append(ctx.add_line(v, cat.OPT_CONSULT, begin + dt.timedelta(minutes=5)))
-    sns.append(ctx.add_line(v, drug, begin + dt.timedelta(minutes=20), cnt, prd_days=5))
+    sns.append(ctx.add_line(v, drug, begin + dt.timedelta(minutes=20), cnt, prd_days=5, appr=appr))
     return v, sns
 
 

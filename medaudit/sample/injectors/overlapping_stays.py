@@ -10,6 +10,10 @@ Both start from an existing plain stay of at least 2 nights, the person's last v
 
 The added visits are plain (see :mod:`._visits`) and begin before the stay ends, so neither is
 a readmission.
+
+Near misses, not flagged (no key row): a stay at another institution admitted on the afternoon
+of the discharge day (a transfer: the stays only touch); a clinic visit at another institution
+on the discharge day, after discharge; a clinic visit inside the stay at the same institution.
 """
 
 import datetime as dt
@@ -37,6 +41,17 @@ def inject(ctx: Context) -> None:
         nv, sns = add_clinic_visit(ctx, v, begin, inst=other_institution(ctx, v["fixmedins_code"]))
         for sn in sns:
             ctx.expect("R-OVL-002", nv, sn, f"住院期间（{v['mdtrt_id']}）在 {nv['fixmedins_code']} 门诊就医")
+    for kind, n in zip(("transfer", "after_discharge", "same_place"), split(max(3, ctx.count() // 2), 3)):
+        for v in ctx.take_visits(n, stays):
+            last_day = v["endtime"].date()
+            if kind == "transfer":
+                add_stay(ctx, v, dt.datetime.combine(last_day, dt.time(14, 0)), 2,
+                         inst=other_institution(ctx, v["fixmedins_code"]))
+            elif kind == "after_discharge":
+                add_clinic_visit(ctx, v, dt.datetime.combine(last_day, dt.time(14, 0)),
+                                 inst=other_institution(ctx, v["fixmedins_code"]))
+            else:
+                add_clinic_visit(ctx, v, dt.datetime.combine(ctx.day_of(v, 1), dt.time(13, 0)))
 
 
 INJECTOR = Injector("overlapping_stays", inject, rate=0.01)
