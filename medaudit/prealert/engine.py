@@ -141,6 +141,9 @@ class _Session:
             cur.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {_q(catalog)}.main.{t} LIMIT 0")
         self.by_type = engine.register_rules(cur, rules)
         self.rules = rules
+        # an empty ``lines`` (and visits, diag, deaths) to compose against: the sql type reads
+        # its rules' own queries' columns while composing
+        engine.prepare_lines(cur, STAGE)
         self.cols = {t: [c.name for c in TABLES[t].columns] for t in SHADOWED}
         # each type's query with ``{m}`` inlined as the engine's matching SELECT: one statement
         # per type and request (the rule tables are fixed for the session, so the shape of the
