@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import socket
 import statistics
@@ -64,7 +65,9 @@ def main() -> None:
     ap.add_argument("--library", type=Path, default=None)
     ap.add_argument("--lib-share", type=float, default=0.2, help="share of orders naming a library item")
     ap.add_argument("--batch", type=int, default=32, help="medaudit serve --batch")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "prealert_results.json")
+    ap.add_argument("--engine", choices=("fast", "sql"), default="fast", help="medaudit serve --engine")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "prealert_results.json",
+                    help="results file: this run's figures go under its engine's key, the other engine's are kept")
     args = ap.parse_args()
 
     from medaudit import db
@@ -103,7 +106,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "medaudit", "serve", "--db", str(work / "m.duckdb"), "--rules", str(lib_dir),
          "--keys", str(work / "keys.yaml"), "--port", str(port), "--sessions", str(args.sessions),
-         "--batch", str(args.batch)],
+         "--batch", str(args.batch), "--engine", args.engine, *(["--preload"] if args.engine == "fast" else [])],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -156,6 +159,7 @@ def main() -> None:
 
         lat: list[float] = []
         alerts = [0]
+        engines: dict[str, int] = {}  # X-Medaudit-Engine of the answers: which path answered
         errors: list[str] = []
         nxt = [20]
         lock = threading.Lock()
@@ -175,6 +179,8 @@ def main() -> None:
                     d = time.perf_counter() - t
                     with lock:
                         lat.append(d * 1000)
+                        e = r.headers.get("X-Medaudit-Engine", "?")
+                        engines[e] = engines.get(e, 0) + 1
                         if r.status_code != 200:
                             errors.append(f"{r.status_code} {r.text[:200]}")
                         elif r.json()["output"]["result"]:
@@ -189,6 +195,21 @@ def main() -> None:
             except (OSError, ValueError, IndexError):
                 return None
 
+        loads: list[float] = []  # 1-minute load average, sampled each second of the run
+        running = threading.Event()
+        running.set()
+
+        def sample_load() -> None:
+            while running.is_set():
+                try:
+                    loads.append(os.getloadavg()[0])
+                except OSError:
+                    return
+                time.sleep(1)
+
+        load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+        sampler = threading.Thread(target=sample_load, daemon=True)
+        sampler.start()
         cpu0 = cpu_s(server.pid)
         t_run = time.perf_counter()
         threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
@@ -198,6 +219,7 @@ def main() -> None:
             th.join()
         wall = time.perf_counter() - t_run
         cpu1 = cpu_s(server.pid)
+        running.clear()
     finally:
         server.terminate()
         try:
@@ -215,6 +237,11 @@ def main() -> None:
     except OSError:
         load = None
     result = {
+        "engine": args.engine, "answered_by": engines,
+        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}",
+        "loadavg_before": load_before,
+        "loadavg_during": {"min": round(min(loads), 2), "mean": round(statistics.fmean(loads), 2),
+                           "max": round(max(loads), 2)} if loads else None,
         "library": lib_name, "library_codes": len(lib_codes), "history_visits": len(visits), "history_lines": n_lines,
         "orders_per_request": 10, "library_item_share": args.lib_share, "concurrency": args.concurrency,
         "sessions": args.sessions, "batch": args.batch,
@@ -228,7 +255,14 @@ def main() -> None:
     print(json.dumps(result, ensure_ascii=False, indent=2))
     if errors:
         print("first errors:", *errors[:5], sep="\n  ")
-    args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    try:
+        kept = json.loads(args.out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        kept = {}
+    if "p99_ms" in kept:  # a file from before the fast engine: those were SQL-path figures
+        kept = {"sql": {"engine": "sql", **kept}}
+    kept[args.engine] = result
+    args.out.write_text(json.dumps(kept, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

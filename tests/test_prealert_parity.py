@@ -591,8 +591,9 @@ def test_random_visits_with_stored_history_fast_equals_sql(tmp_path):
     keys = {inst: f"key-{inst}-0123456789abcdef" for inst in insts}
     file_keys = {store.key_hash(k): inst for inst, k in keys.items()}
     answers: dict[str, dict] = {}
-    for engine in ENGINES:
-        app = create_app(scon, {"default": lib}, file_keys, sessions=1, batch=1, engine=engine)
+    for engine, preload in (("sql", False), ("fast", False), ("fast+preload", True)):
+        app = create_app(scon, {"default": lib}, file_keys, sessions=1, batch=1, engine=engine.split("+")[0],
+                         preload=preload)
         got: dict = {}
         with TestClient(app) as client:
             for mdtrt_id, orders in by_visit.items():
@@ -603,7 +604,7 @@ def test_random_visits_with_stored_history_fast_equals_sql(tmp_path):
                     r = client.post("/prealert/3101", json=payload(visit, diags, orders, k),
                                     headers={"X-API-Key": keys[visit["fixmedins_code"]]})
                     assert r.status_code == 200, r.text
-                    assert r.headers["X-Medaudit-Engine"] == engine
+                    assert r.headers["X-Medaudit-Engine"] == engine.split("+")[0]
                     got[(mdtrt_id, k)] = sorted(
                         (x["rule_id"], x["vola_cont"], x["vola_amt"],
                          [(d["rx_id"], d["vola_item_type"], d["vola_amt"]) for d in x["judge_result_detail_dtos"]])
@@ -611,7 +612,10 @@ def test_random_visits_with_stored_history_fast_equals_sql(tmp_path):
         answers[engine] = got
         if engine == "fast":
             assert app.state.checker.fast.cache.loads == len(by_visit)  # one load per visit, then cached
+        if preload:
+            assert app.state.checker.fast.cache.loads == 0  # every visit's context loaded at startup
     assert answers["fast"] == answers["sql"]
+    assert answers["fast+preload"] == answers["sql"]
     flagged = {x[0] for v in answers["sql"].values() for x in v}
     assert len(flagged) >= 10, flagged
     # stored lines do get reported (an order that makes an earlier charge violating)

@@ -44,7 +44,7 @@ def _path(loc) -> str:
 
 def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
-               warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0) -> FastAPI:
+               warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
@@ -53,7 +53,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     evaluators where they cover the rule set, else SQL) or ``sql`` (always the SQL path). Each
     3101 answer says which path answered in the header ``X-Medaudit-Engine``."""
     store.ensure(con)
-    checker = OrderChecker(con, libraries, sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl)
+    checker = OrderChecker(con, libraries, sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl,
+                           preload=preload)
     if warm:
         checker.warm()
     keys = store.KeyRing(con, file_keys)

@@ -184,7 +184,7 @@ class OrderChecker:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2,
-                 batch: int = 1, engine: str = "fast", cache_ttl: float = 300.0):
+                 batch: int = 1, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False):
         self.con = con
         self.max_sessions = max(1, sessions)
         self.batch = max(1, batch)
@@ -211,7 +211,7 @@ class OrderChecker:
         if engine == "fast":
             from .fast import FastPath
 
-            self.fast = FastPath(con, self.rule_sets, ttl=cache_ttl)
+            self.fast = FastPath(con, self.rule_sets, ttl=cache_ttl, preload=preload)
         self.answered = {"fast": 0, "sql": 0}  # requests answered by each path
 
     # ------------------------------------------------------------------ sessions

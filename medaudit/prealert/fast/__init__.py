@@ -43,8 +43,11 @@ def covered(rules: list[Rule]) -> bool:
 class FastPath:
     """Checks requests of one service against its rule sets in memory."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, rule_sets: dict[str, list[Rule]], ttl: float = 300.0):
+    def __init__(self, con: duckdb.DuckDBPyConnection, rule_sets: dict[str, list[Rule]], ttl: float = 300.0,
+                 preload: bool = False):
         self.cache = ContextCache(con, ttl=ttl)
+        if preload:
+            self.cache.preload()
         self.rule_sets = rule_sets
         self.compiled = {name: compile_rules(rules) for name, rules in rule_sets.items()}
         self.covered = {name: covered(rules) for name, rules in rule_sets.items()}

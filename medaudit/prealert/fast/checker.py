@@ -271,6 +271,43 @@ class ContextCache:
             [*persons, *persons]).fetchall() if d is not None}
         return VisitContext(visit, lines, set(raw), diags, deaths, now)
 
+    def preload(self) -> int:
+        """Load every stored visit's context in one set-based pass (the batch engine's
+        prepare_lines over the whole database), so no request pays a first load. Returns visits."""
+        cur = self.base.cursor()
+        dbm.install_macros(cur)
+        cat = '"' + self.catalog.replace('"', '""') + '"'
+        engine.prepare_lines(cur, STAGE)  # no shadows in this cursor: the stored tables themselves
+        by_visit: dict[str, list[dict]] = {}
+        for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall():
+            by_visit.setdefault(r[1], []).append(dict(zip(LINE_FIELDS, r)))
+        raw: dict[str, set[str]] = {}
+        for m, sn in cur.execute(f"SELECT mdtrt_id, bkkp_sn FROM {cat}.main.fee_list_d").fetchall():
+            raw.setdefault(m, set()).add(sn)
+        diags: dict[str, list[str]] = {}
+        for m, c in cur.execute(f"SELECT mdtrt_id, diag_code FROM {cat}.main.setl_list_diag_d").fetchall():
+            diags.setdefault(m, []).append(c)
+        deaths = {p: d for p, d in cur.execute(
+            f"""SELECT psn_no, min(die_date) FROM (
+                    SELECT psn_no, die_date FROM {cat}.main.psn_death
+                    UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d WHERE die_date IS NOT NULL)
+                GROUP BY psn_no""").fetchall() if d is not None}
+        res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d").fetchall()
+        cols = [d[0] for d in cur.description]
+        cur.close()
+        now = time.monotonic()
+        with self._lock:
+            for row in res:
+                v = dict(zip(cols, row))
+                m = v["mdtrt_id"]
+                lines = by_visit.get(m, [])
+                persons = {v["psn_no"], *(x["psn_no"] for x in lines)}
+                self._data[m] = VisitContext(v, lines, raw.get(m, set()), diags.get(m, []),
+                                             {p: deaths[p] for p in persons if p in deaths}, now)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return len(res)
+
     def has_catalog(self) -> bool:
         with self._lock:
             if "\0any" not in self._caps:
