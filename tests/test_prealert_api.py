@@ -106,16 +106,18 @@ def request(orders: list[dict], mdtrt_id: str = "V-OPEN-1", medins_id: str = "H0
             "input": {"data": data}}
 
 
-@pytest.fixture
-def service(tmp_path):
-    """A database with one earlier visit per institution, and the service over it."""
+@pytest.fixture(params=["sync-results", "async-results"])
+def service(tmp_path, request):
+    """A database with one earlier visit per institution, and the service over it (results
+    stored at once, or in the background as ``medaudit serve`` does by default)."""
     b = Batch()
     b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
     b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002")
     con = db.connect(tmp_path / "svc.duckdb")
     load_batch(b.write(tmp_path / "batch"), con)
     lib = load_library(write_rules(tmp_path / "rules", RULES))
-    app = create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"})
+    app = create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"},
+                     async_results=request.param == "async-results")
     with TestClient(app) as client:
         client.con = con
         yield client

@@ -36,6 +36,8 @@ def register(app: typer.Typer) -> None:
                                    "set (else SQL); sql: always the batch engine's SQL (the reference)"),
         cache_ttl: float = typer.Option(300.0, "--cache-ttl", help="seconds a visit's stored context stays cached "
                                         "(fast engine)"),
+        async_results: bool = typer.Option(True, "--async-results/--sync-results", help="store answered results in "
+                                           "the background, many per INSERT (read endpoints and 3103 flush first)"),
         preload: bool = typer.Option(False, "--preload", help="fast engine: load every stored visit's context at "
                                      "startup (one set-based pass) instead of on each visit's first request"),
     ) -> None:
@@ -72,7 +74,8 @@ def register(app: typer.Typer) -> None:
         con = dbm.connect(db)
         con.execute(f"SET threads = {max(1, int(threads))}")
         application = create_app(con, libs, file_keys, sessions=sessions, batch=batch, engine=engine,
-                                 cache_ttl=cache_ttl, preload=preload)
+                                 cache_ttl=cache_ttl, preload=preload,
+                                 async_results=async_results)
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")

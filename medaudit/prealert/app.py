@@ -16,7 +16,9 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
+from contextlib import asynccontextmanager
 from typing import Optional
 
 import duckdb
@@ -44,12 +46,14 @@ def _path(loc) -> str:
 
 def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
-               warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False) -> FastAPI:
+               warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
+               async_results: bool = False) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
     ``warm`` opens them now rather than on the first requests); ``batch``: requests waiting for
-    a session are checked together, up to this many per run; ``engine``: ``fast`` (the in-memory
+    a session are checked together, up to this many per run; ``async_results``: answered results
+    are stored in the background (:class:`ResultWriter`); ``engine``: ``fast`` (the in-memory
     evaluators where they cover the rule set, else SQL) or ``sql`` (always the SQL path). Each
     3101 answer says which path answered in the header ``X-Medaudit-Engine``."""
     store.ensure(con)
@@ -57,8 +61,16 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                            preload=preload)
     if warm:
         checker.warm()
+    checker.writer = ResultWriter(con) if async_results else None
     keys = store.KeyRing(con, file_keys)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if checker.writer:  # what is still queued is stored before the service ends
+            checker.writer.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="medaudit pre-alert (事前提醒)",
         version="1",
         description=__doc__,
@@ -125,6 +137,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
 
     @app.post("/prealert/3103", response_model=Response3103, summary="事前事中服务反馈 (3103)")
     def feedback(body: Request3103, inst: str = Depends(institution)) -> Response3103:
+        if checker.writer:
+            checker.writer.flush()
         cur = con.cursor()
         ids = [w.warn_rslt_id for w in body.warns]
         own = {r[0] for r in cur.execute(
@@ -149,6 +163,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
 
     @app.get("/prealert/results/{jr_id}", summary="one answered result of this institution")
     def result(jr_id: str, inst: str = Depends(institution)) -> dict:
+        if checker.writer:
+            checker.writer.flush()
         rows = _results(con, inst, "r.jr_id = ?", [jr_id])
         if not rows:
             raise HTTPException(404, f"no result {jr_id!r} for this institution")
@@ -157,6 +173,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     @app.get("/prealert/results", summary="answered results of this institution")
     def results(inst: str = Depends(institution), mdtrt_id: Optional[str] = None,
                 limit: int = Query(100, ge=1, le=1000)) -> dict:
+        if checker.writer:
+            checker.writer.flush()
         where, args = ("r.mdtrt_id = ?", [mdtrt_id]) if mdtrt_id else ("TRUE", [])
         return {"result": _results(con, inst, where, args, limit)}
 
@@ -187,12 +205,75 @@ def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, pat
             task_id=task))
         res_rows.append((jr, inst, rule_set, a.rule_id, a.rule_version, a.rule_name, a.rule_type, a.severity,
                          trig_scen, patn_id, req.visit["psn_no"], a.mdtrt_id, a.evidence, a.amount, now))
-    cur = checker.con.cursor()
-    cur.execute("INSERT INTO prealert_results VALUES " + ", ".join("(" + ", ".join("?" * 15) + ")" for _ in res_rows),
-                [x for r in res_rows for x in r])
-    cur.execute("INSERT INTO prealert_result_items VALUES " + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in item_rows),
-                [x for r in item_rows for x in r])
+    writer = getattr(checker, "writer", None)
+    if writer is not None:
+        writer.add(res_rows, item_rows)
+    else:
+        _write(checker.con, res_rows, item_rows)
     return out
+
+
+def _write(con, res_rows: list[tuple], item_rows: list[tuple]) -> None:
+    cur = con.cursor()
+    if res_rows:
+        cur.execute("INSERT INTO prealert_results VALUES " + ", ".join("(" + ", ".join("?" * 15) + ")" for _ in res_rows),
+                    [x for r in res_rows for x in r])
+    if item_rows:
+        cur.execute("INSERT INTO prealert_result_items VALUES " + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in item_rows),
+                    [x for r in item_rows for x in r])
+    cur.close()
+
+
+class ResultWriter:
+    """Stores answered results in the background, many requests' rows per INSERT.
+
+    Two INSERTs per answered request cost more CPU than the fast check itself, so answers are
+    queued and written every ``interval`` seconds (or sooner when many wait). Everything that
+    reads results — a 3103 feedback, the results endpoints, shutdown — calls :meth:`flush`
+    first, so a result is there by the time anyone can ask for it; a process killed in between
+    loses at most the last ``interval`` of answers (they were answered, not stored)."""
+
+    def __init__(self, con, interval: float = 0.05, max_rows: int = 2000):
+        self.con, self.interval, self.max_rows = con, interval, max_rows
+        self._rows: tuple[list, list] = ([], [])
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="prealert-results", daemon=True)
+        self._thread.start()
+
+    def add(self, res_rows: list[tuple], item_rows: list[tuple]) -> None:
+        with self._lock:
+            self._rows[0].extend(res_rows)
+            self._rows[1].extend(item_rows)
+            if len(self._rows[0]) >= self.max_rows:
+                self._wake.set()
+
+    def flush(self) -> None:
+        with self._write_lock:  # a flush in progress elsewhere finishes first
+            with self._lock:
+                res, items = self._rows
+                self._rows = ([], [])
+            if res or items:
+                _write(self.con, res, items)
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - keep the writer alive; the next flush retries nothing lost twice
+                import logging
+
+                logging.getLogger(__name__).exception("storing pre-alert results failed")
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(5)
+        self.flush()
 
 
 def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dict]:

@@ -15,6 +15,9 @@ and kept in memory (:class:`ContextCache`). The request's orders (earlier, ``cur
 0, and new) are never cached: each request states them, exactly as on the SQL path, so the
 answer depends only on the request and the database, never on which requests came before.
 
+``medaudit serve --preload`` loads every stored visit's context at startup in one set-based pass
+(:meth:`ContextCache.preload`), so no request pays the first load.
+
 **Consistency.** DuckDB lets one process write a database file, and ``medaudit serve`` holds
 it while it runs: a batch is loaded (or re-loaded) with the service stopped, and a restart
 starts with an empty cache. Inside the process, an entry lives ``ttl`` seconds (default 300)
