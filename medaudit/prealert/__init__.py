@@ -12,4 +12,9 @@ shadows of the input tables) and runs the same compiled type queries over it;
 :mod:`.events` (durable-rules) routes each request only to the rule types whose items its
 orders touch and handles the feedback events; :mod:`.store` keeps results, feedback and the
 institutions' API keys; :mod:`.app` is the FastAPI service (``medaudit serve``).
+
+:mod:`.fast` answers the same question in memory (one evaluator per rule type, a transcription
+of its query) when it covers every rule of the requested set, and is tested against this SQL
+path and batch screening (``medaudit serve --engine fast|sql``; each answer names its path in
+the ``X-Medaudit-Engine`` header).
 """
