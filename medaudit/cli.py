@@ -83,11 +83,14 @@ def _screen_summary(con, run_id: int, stage: str) -> None:
         [run_id],
     ).fetchall()
     t = Table(title=f"Findings by rule ({stage})")
-    for c, j in [("rule", "l"), ("name", "l"), ("type", "l"), ("severity", "l"), ("findings", "r"),
-                 ("flagged 违规金额", "r"), ("deduction 扣款", "r"), ("at risk 待审", "r")]:
-        t.add_column(c, justify="right" if j == "r" else "left")
+    t.add_column("rule", no_wrap=True)
+    t.add_column("name (type)", overflow="fold", ratio=1)
+    t.add_column("sev", no_wrap=True)
+    for c in ("findings", "flagged 违规", "deduct 扣款", "at risk 待审"):
+        t.add_column(c, justify="right", no_wrap=True)
     for r in rows:
-        t.add_row(r[0], r[1], r[2], r[3], f"{r[4]:,}", f"{r[5]:,.2f}", f"{r[6]:,.2f}", f"{(r[7] or 0):,.2f}")
+        sev = "违规" if r[3] == "violation" else "可疑"
+        t.add_row(r[0], f"{r[1]} [dim]({r[2]})[/]", sev, f"{r[4]:,}", f"{r[5]:,.2f}", f"{r[6]:,.2f}", f"{(r[7] or 0):,.2f}")
     console.print(t)
     by_inst = con.execute(
         """
