@@ -7,27 +7,16 @@ a type's docs.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from ..discovery import discover
 from .base import RuleType
 
-_SKIP = {"base"}
+_SKIP = frozenset({"base"})
 
 
 def _discover() -> dict[str, RuleType]:
-    found: dict[str, RuleType] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name in _SKIP or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        rt = getattr(module, "RULE_TYPE", None)
-        if rt is None:
-            continue
-        if rt.name != info.name:
-            raise RuntimeError(f"medaudit/types/{info.name}.py defines rule type {rt.name!r}; the module must be named after it")
-        found[rt.name] = rt
-    return found
+    import sys
+
+    return discover(sys.modules[__name__], "RULE_TYPE", lambda rt: rt.name, skip=_SKIP)
 
 
 REGISTRY: dict[str, RuleType] = _discover()
