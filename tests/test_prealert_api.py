@@ -243,6 +243,16 @@ def test_bad_requests_get_a_4xx_naming_the_field(service, change, status, field)
     assert body["infcode"] == -1 and field in body["err_msg"], body
 
 
+def test_control_characters_are_refused_in_words(service):
+    r = post(service, request([order("R\x07X", UTERUS, hilist_name="造\x1b影")], envelope=False))
+    assert r.status_code == 422
+    msg = r.json()["err_msg"]
+    assert "fsi_order_dtos.0.rx_id: must not contain control characters" in msg
+    assert "fsi_order_dtos.0.hilist_name: must not contain control characters" in msg
+    # white space at the ends is stripped, not refused
+    assert post(service, request([order(" RX1\t", UTERUS)])).status_code == 200
+
+
 def test_unknown_rule_set_and_garbage_bodies(service):
     r = post(service, request([order("RX1", UTERUS)]), rule_set="provincial")
     assert r.status_code == 404 and "unknown rule set 'provincial'" in r.json()["err_msg"]

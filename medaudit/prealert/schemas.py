@@ -31,28 +31,37 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+#: the pattern every text field matches: no control characters (checked by pydantic-core, not by
+#: a Python validator per field: a 10-order request has about 200 text fields)
+PRINTABLE = r"^[^\x00-\x1f]*$"
+#: text of the national interface: stripped, numbers taken as text, no control characters
+Text = Annotated[str, StringConstraints(pattern=PRINTABLE)]
+
+
+def error_message(err: dict) -> str:
+    """A validation error's message in words a hospital's integrator understands."""
+    if err.get("type") == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == PRINTABLE:
+        return "must not contain control characters"
+    return err["msg"]
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _printable(cls, v):
-        if isinstance(v, str) and any(ord(ch) < 32 for ch in v):
-            raise ValueError("must not contain control characters")
-        return v
-
 
 
 class OrderDto(_In):
-    rx_id: str = Field(min_length=1, description="处方(医嘱)标识")
-    rxno: Optional[str] = None
-    hilist_code: str = Field(min_length=1, description="医保目录编码")
-    hilist_name: Optional[str] = None
-    hilist_type: Optional[str] = Field(None, description="目录类别: 101 西药中成药, 102 中药饮片, 201 医疗服务项目, 301 耗材")
-    hilist_lv: Optional[str] = Field(None, description="目录等级 1 甲 2 乙 3 丙")
-    chrg_type: Optional[str] = None
+    rx_id: Text = Field(min_length=1, description="处方(医嘱)标识")
+    rxno: Optional[Text] = None
+    hilist_code: Text = Field(min_length=1, description="医保目录编码")
+    hilist_name: Optional[Text] = None
+    hilist_type: Optional[Text] = Field(None, description="目录类别: 101 西药中成药, 102 中药饮片, 201 医疗服务项目, 301 耗材")
+    hilist_lv: Optional[Text] = Field(None, description="目录等级 1 甲 2 乙 3 丙")
+    chrg_type: Optional[Text] = None
     cnt: Decimal = Field(gt=0, le=Decimal("99999999"), decimal_places=4, description="数量")
     pric: Decimal = Field(ge=0, le=Decimal("9999999999"), decimal_places=4, description="单价")
     sumamt: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999999999999"), decimal_places=4,
@@ -62,12 +71,12 @@ class OrderDto(_In):
     selfpay_amt: Optional[Decimal] = None
     drord_begn_date: dt.datetime = Field(description="医嘱开始日期")
     drord_stop_date: Optional[dt.datetime] = None
-    drord_dept_codg: Optional[str] = None
-    drord_dr_codg: Optional[str] = None
-    drord_bhvr: Optional[str] = Field(None, description="医嘱行为: 1 出院带药")
-    curr_drord_flag: Optional[str] = Field(None, description="1 本次医嘱, 0 既往医嘱")
-    self_paying_flag: Optional[str] = Field(None, description="1 自费")
-    long_drord_flag: Optional[str] = None
+    drord_dept_codg: Optional[Text] = None
+    drord_dr_codg: Optional[Text] = None
+    drord_bhvr: Optional[Text] = Field(None, description="医嘱行为: 1 出院带药")
+    curr_drord_flag: Optional[Text] = Field(None, description="1 本次医嘱, 0 既往医嘱")
+    self_paying_flag: Optional[Text] = Field(None, description="1 自费")
+    long_drord_flag: Optional[Text] = None
     prd_days: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999"), decimal_places=4,
                                         description="用药天数 (extension)")
     pric_uplmt_amt: Optional[Decimal] = Field(None, ge=0, le=Decimal("9999999999"), decimal_places=4,
@@ -75,26 +84,26 @@ class OrderDto(_In):
 
 
 class DiagnoseDto(_In):
-    dise_codg: str = Field(min_length=1, description="诊断编码")
-    dise_name: Optional[str] = None
-    maindise_flag: Optional[str] = Field(None, description="1 主诊断")
-    inout_dise_type: Optional[str] = None
-    dias_srt_no: Optional[str] = None
+    dise_codg: Text = Field(min_length=1, description="诊断编码")
+    dise_name: Optional[Text] = None
+    maindise_flag: Optional[Text] = Field(None, description="1 主诊断")
+    inout_dise_type: Optional[Text] = None
+    dias_srt_no: Optional[Text] = None
 
 
 class EncounterDto(_In):
-    mdtrt_id: str = Field(min_length=1, description="就诊标识")
-    medins_id: str = Field(min_length=1, description="医疗机构编码")
-    medins_name: Optional[str] = None
-    medins_lv: str = Field(min_length=1, description="医疗机构等级 (hosp_lv)")
+    mdtrt_id: Text = Field(min_length=1, description="就诊标识")
+    medins_id: Text = Field(min_length=1, description="医疗机构编码")
+    medins_name: Optional[Text] = None
+    medins_lv: Text = Field(min_length=1, description="医疗机构等级 (hosp_lv)")
     adm_date: dt.datetime = Field(description="入院日期/就诊时间")
     dscg_date: Optional[dt.datetime] = None
-    dscg_main_dise_codg: Optional[str] = None
-    adm_dept_codg: Optional[str] = None
-    dscg_dept_codg: Optional[str] = None
-    dr_codg: Optional[str] = None
-    med_type: str = Field(min_length=1, description="医疗类别")
-    insutype: str = Field(min_length=1, description="险种类型")
+    dscg_main_dise_codg: Optional[Text] = None
+    adm_dept_codg: Optional[Text] = None
+    dscg_dept_codg: Optional[Text] = None
+    dr_codg: Optional[Text] = None
+    med_type: Text = Field(min_length=1, description="医疗类别")
+    insutype: Text = Field(min_length=1, description="险种类型")
     fsi_diagnose_dtos: list[DiagnoseDto] = Field(default_factory=list)
     fsi_order_dtos: list[OrderDto] = Field(default_factory=list)
 
@@ -105,12 +114,12 @@ class EncounterDto(_In):
 
 
 class PatientDto(_In):
-    patn_id: str = Field(min_length=1, description="参保人标识 (psn_no)")
-    patn_name: Optional[str] = None
-    gend: str = Field(min_length=1, description="性别 1 男 2 女")
+    patn_id: Text = Field(min_length=1, description="参保人标识 (psn_no)")
+    patn_name: Optional[Text] = None
+    gend: Text = Field(min_length=1, description="性别 1 男 2 女")
     brdy: dt.date = Field(description="出生日期")
-    poolarea: Optional[str] = None
-    curr_mdtrt_id: str = Field(min_length=1, description="当前就诊标识")
+    poolarea: Optional[Text] = None
+    curr_mdtrt_id: Text = Field(min_length=1, description="当前就诊标识")
     fsi_encounter_dtos: list[EncounterDto] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -126,8 +135,8 @@ class PatientDto(_In):
 class Request3101(_In):
     """明细审核事前事中分析服务 (3101) input."""
 
-    trig_scen: str = Field(min_length=1, description="触发场景 (1 门诊挂号 ... 5 住院执行医嘱 ...)")
-    rule_ids: list[str] = Field(default_factory=list, description="only these rules (empty: all)")
+    trig_scen: Text = Field(min_length=1, description="触发场景 (1 门诊挂号 ... 5 住院执行医嘱 ...)")
+    rule_ids: list[Text] = Field(default_factory=list, description="only these rules (empty: all)")
     patient_dtos: list[PatientDto] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -177,9 +186,9 @@ class Response3101(BaseModel):
 
 
 class WarnDto(_In):
-    warn_rslt_id: str = Field(min_length=1, description="违规标识: the jr_id of a 3101 result")
+    warn_rslt_id: Text = Field(min_length=1, description="违规标识: the jr_id of a 3101 result")
     dspo_way: Literal["1", "2"] = Field(description="处理方式 1 继续执行医嘱, 2 返回修改医嘱")
-    dspo_way_rea: Optional[str] = Field(None, description="处理原因: required when dspo_way is 1")
+    dspo_way_rea: Optional[Text] = Field(None, description="处理原因: required when dspo_way is 1")
 
     @model_validator(mode="after")
     def _reason(self):
