@@ -620,3 +620,62 @@ def test_random_visits_with_stored_history_fast_equals_sql(tmp_path):
     assert len(flagged) >= 10, flagged
     # stored lines do get reported (an order that makes an earlier charge violating)
     assert any(d[0] in ids for v in answers["sql"].values() for x in v for d in x[3] if d[1] == "1")
+
+
+NEW_STAY_RULES = """
+rules:
+  - {id: R-DTH, version: 1, name: 死亡后发生费用, type: after_death}
+  - {id: R-CAT, version: 1, name: 目录外项目, type: not_in_catalog}
+  - {id: R-PRC, version: 1, name: 超医保支付标准, type: price_cap}
+"""
+
+
+def test_preloaded_service_answers_a_new_stay_from_memory_as_the_sql_path_does(tmp_path):
+    """After ``--preload`` a visit the database does not hold is a stay still being written: the
+    fast path answers it without a single query (the person's death date and the catalogue are
+    in memory) and says what the SQL path says."""
+    from kit import Batch, write_rules
+
+    b = Batch()
+    b.visit(mdtrt_id="V-OLD", psn_no="P-DEAD", fixmedins_code="H001")
+    b.add("psn_death", psn_no="P-DEAD", die_date="2026-03-01")
+    b.add("hilist", hilist_code="002503020070000", hilist_name="糖化血红蛋白测定", lv1_pric="35", lv2_pric="40",
+          lv3_pric="45", begndate="2026-01-01")
+    con = db.connect(tmp_path / "s.duckdb")
+    load_batch(b.write(tmp_path / "batch"), con)
+    lib = load_library(write_rules(tmp_path / "rules", NEW_STAY_RULES))
+    visit = {"mdtrt_id": "V-NEW", "psn_no": "P-DEAD", "gend": "1", "brdy": "1950-01-01", "fixmedins_code": "H001",
+             "fixmedins_name": "", "hosp_lv": "05", "med_type": "11", "insutype": "310",
+             "begntime": "2026-03-05 09:00:00", "endtime": None, "dscg_maindiag_code": None, "adm_dept_codg": "D01",
+             "chfpdr_code": "DR01"}
+    orders = [{"bkkp_sn": sn, "hilist_code": code, "hilist_name": name, "list_type": "201", "chrgitm_lv": "01",
+               "med_chrgitm_type": "07", "cnt": Decimal("1"), "pric": Decimal(pric), "amt": Decimal(pric),
+               "ownpay": Decimal(0), "fee_ocur_time": "2026-03-05 09:30:00", "bilg_dept_codg": "D01",
+               "bilg_dr_code": "DR01", "dscg_tkdrug_flag": None, "hosp_appr_flag": None, "prd_days": None,
+               "pric_uplmt_amt": None}
+              for sn, code, name, pric in (("RX1", "002503020070000", "糖化血红蛋白测定", "50"),
+                                           ("RX2", "009999999990000", "目录外项目", "20"))]
+    body = payload(visit, [], orders, 1)
+    for o in body["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"]:
+        o["curr_drord_flag"] = 1  # both orders are new
+    key = "key-H001-0123456789abcdef"
+    answers = {}
+    for engine, preload in (("sql", False), ("fast", True)):
+        app = create_app(con, {"default": lib}, {store.key_hash(key): "H001"}, sessions=1, engine=engine,
+                         preload=preload)
+        with TestClient(app) as client:
+            r = client.post("/prealert/3101", json=body, headers={"X-API-Key": key})
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Medaudit-Engine"] == engine
+            answers[engine] = sorted(
+                (x["rule_id"], x["vola_cont"], x["vola_amt"],
+                 [(d["rx_id"], d["vola_item_type"], d["vola_amt"]) for d in x["judge_result_detail_dtos"]])
+                for x in r.json()["output"]["result"])
+        if engine == "fast":
+            cache = app.state.checker.fast.cache
+            assert cache.complete and cache.loads == 0
+            assert cache._cur is None  # its query cursor was never opened
+    assert answers["fast"] == answers["sql"]
+    violating = {(x[0], d[0], d[2]) for x in answers["sql"] for d in x[3] if d[1] == "1"}
+    assert violating == {("R-DTH", "RX1", "50.00"), ("R-DTH", "RX2", "20.00"), ("R-CAT", "RX2", "20.00"),
+                         ("R-PRC", "RX1", "10.00")}  # the catalogue's cap for a level-2 institution: 40

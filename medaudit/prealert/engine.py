@@ -250,6 +250,11 @@ class OrderChecker:
 
     # ------------------------------------------------------------------ the check
 
+    def in_memory(self, req: CheckRequest, rule_set: str = "default") -> bool:
+        """The check of ``req`` needs no database (the fast path answers it from memory), so a
+        caller may run it where waiting on the database would block others (the event loop)."""
+        return self.fast is not None and rule_set in self.rule_sets and self.fast.in_memory(rule_set, req)
+
     def check(self, req: CheckRequest, rule_set: str = "default") -> list[Alert]:
         """The alerts the request's new orders raise (empty: nothing to say)."""
         rules = self.rules(rule_set)

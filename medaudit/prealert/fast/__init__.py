@@ -64,6 +64,10 @@ class FastPath:
         ctx = self.cache.get(req.visit["mdtrt_id"], req.visit["psn_no"])
         return not any(o["bkkp_sn"] in ctx.raw_ids for o in req.orders)
 
+    def in_memory(self, rule_set: str, req) -> bool:
+        """The fast path answers this request with no database query (its visit's context is in memory)."""
+        return self.cache.has(req.visit["mdtrt_id"]) and self.can(rule_set, req)
+
     def check(self, rule_set: str, req, types: list[str]):
         """The alerts (as :meth:`OrderChecker.check` returns them) of the request's new orders."""
         from ..engine import OrderChecker

@@ -15,14 +15,17 @@ and kept in memory (:class:`ContextCache`). The request's orders (earlier, ``cur
 0, and new) are never cached: each request states them, exactly as on the SQL path, so the
 answer depends only on the request and the database, never on which requests came before.
 
-``medaudit serve --preload`` loads every stored visit's context at startup in one set-based pass
-(:meth:`ContextCache.preload`), so no request pays the first load.
+``medaudit serve --preload`` loads every stored visit's context and the catalogue's price rows
+at startup in one set-based pass (:meth:`ContextCache.preload`), so no request pays the first
+load, and no request queries the database at all: a visit that is not in memory then is not in
+the database either (a stay still being written), and its context is empty but for the
+person's death date.
 
 **Consistency.** DuckDB lets one process write a database file, and ``medaudit serve`` holds
 it while it runs: a batch is loaded (or re-loaded) with the service stopped, and a restart
-starts with an empty cache. Inside the process, an entry lives ``ttl`` seconds (default 300)
-and :meth:`ContextCache.clear` drops everything (call it after writing fee lines through the
-service's own connection). An order whose ``rx_id`` names a line already in the database
+starts with an empty cache. Inside the process, an entry loaded on first use lives ``ttl``
+seconds (default 300); preloaded ones live until :meth:`ContextCache.clear`, which drops
+everything (call it after writing fee lines through the service's own connection). An order whose ``rx_id`` names a line already in the database
 (the order replaces that line, and the line's refunds net against it) goes to the SQL path,
 which rebuilds netting with the replacement.
 """
@@ -104,6 +107,10 @@ class _Entry:
     rule: Rule
     params: dict[str, Any]
     item_name: str | None
+    #: what a matched row adds to its line: the resolved parameters, rule key, item name (set by compile_rules)
+    row: dict[str, Any] = field(default_factory=dict)
+    #: the rule has a validity period or a scope (else every line is in scope)
+    bounded: bool = True
 
 
 @dataclass
@@ -115,6 +122,18 @@ class CompiledType:
     match_all: list[_Entry] = field(default_factory=list)
     prefix_lengths: list[int] = field(default_factory=list)
     all_keys: set[int] = field(default_factory=set)  # rules without items (they match every line)
+    #: code -> the entries that can match it (exact code, then prefixes, then match-all), found once per code
+    _candidates: dict[str, tuple[_Entry, ...]] = field(default_factory=dict)
+
+    def candidates(self, code: str) -> tuple[_Entry, ...]:
+        found = self._candidates.get(code)
+        if found is None:
+            lst = list(self.by_code.get(code, ()))
+            for n in self.prefix_lengths:
+                lst.extend(self.by_prefix.get(code[:n], ()))
+            lst.extend(self.match_all)
+            found = self._candidates[code] = tuple(lst)
+        return found
 
 
 def compile_rules(rules: list[Rule]) -> dict[str, CompiledType]:
@@ -137,6 +156,13 @@ def compile_rules(rules: list[Rule]) -> dict[str, CompiledType]:
                 ct.by_prefix.setdefault(it.prefix, []).append(e)
     for ct in out.values():
         ct.prefix_lengths = sorted({len(p) for p in ct.by_prefix})
+        for e in [*ct.match_all, *(e for es in ct.by_code.values() for e in es),
+                  *(e for es in ct.by_prefix.values() for e in es)]:
+            e.row = {**e.params, "rule_key": e.rule_key, "item_name": e.item_name,
+                     "_match_all": e.rule_key in ct.all_keys}
+            r = e.rule
+            e.bounded = (r.valid_from is not None or r.valid_to is not None
+                         or any(r.scope.get(k) is not None for k in ("med_types", "hosp_levels", "institutions")))
     return out
 
 
@@ -159,22 +185,22 @@ def _in_scope(r: Rule, line: dict) -> bool:
 def matched(ct: CompiledType, lines: list[dict]) -> list[dict]:
     """``{m}`` of the type: line x item rows in force and in scope (a line once per rule when the type dedupes)."""
     out = []
+    known = ct._candidates
+    dedupe = ct.dedupe
     for ln in lines:
-        cands: list[_Entry] = list(ct.by_code.get(ln["hilist_code"], ()))
-        code = ln["hilist_code"]
-        for n in ct.prefix_lengths:
-            cands.extend(ct.by_prefix.get(code[:n], ()))
-        cands.extend(ct.match_all)
+        cands = known.get(ln["hilist_code"])
+        if cands is None:
+            cands = ct.candidates(ln["hilist_code"])
+        if not cands:
+            continue
         seen: set[int] = set()
         for e in cands:
-            if ct.dedupe:
-                if e.rule_key in seen:
-                    continue
-            if not _in_scope(e.rule, ln):
+            if dedupe and e.rule_key in seen:
+                continue
+            if e.bounded and not _in_scope(e.rule, ln):
                 continue
             seen.add(e.rule_key)
-            out.append({**ln, **e.params, "rule_key": e.rule_key, "item_name": e.item_name,
-                        "_match_all": e.rule_key in ct.all_keys})
+            out.append({**ln, **e.row})
     return out
 
 
@@ -191,6 +217,10 @@ class VisitContext:
     diags: list[str]  # stored diagnosis codes of the visit
     deaths: dict[str, dt.date]  # earliest known death date per person (its visits and psn_death)
     loaded: float
+    #: (the visit's attributes, ``lines`` with them joined) of the last request: requests of one
+    #: visit state the same attributes, so the stored lines are joined once, not per request.
+    #: Rows of ``lines`` are shared by requests: nothing may change them.
+    joined: tuple | None = None
 
 
 class ContextCache:
@@ -207,11 +237,24 @@ class ContextCache:
         self.catalog = con.execute("SELECT current_database()").fetchall()[0][0]
         self.loads = self.hits = 0
         self._caps: dict[str, list[tuple]] = {}
+        #: after :meth:`preload`: every stored visit and the whole catalogue are in memory, so a
+        #: visit not here is not in the database and nothing needs a query (until :meth:`clear`)
+        self.complete = False
+        self._deaths: dict[str, dt.date] = {}
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
-            self._caps.clear()
+            self._caps = {}
+            self.complete = False
+            self._deaths = {}
+
+    def has(self, mdtrt_id: str) -> bool:
+        """:meth:`get` of this visit would not touch the database."""
+        if self.complete:
+            return True
+        c = self._data.get(mdtrt_id)
+        return c is not None and time.monotonic() - c.loaded < self.ttl
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         if self._cur is None:
@@ -227,10 +270,13 @@ class ContextCache:
         now = time.monotonic()
         with self._lock:
             c = self._data.get(mdtrt_id)
-            if c is not None and now - c.loaded < self.ttl:
+            if c is not None and (self.complete or now - c.loaded < self.ttl):
                 self._data.move_to_end(mdtrt_id)
                 self.hits += 1
                 return c
+            if self.complete:  # not in the database (a visit still being written): nothing stored yet
+                self.hits += 1
+                return VisitContext(None, [], set(), [], {p: d for p, d in self._deaths.items() if p == psn_no}, now)
             c = self._load(mdtrt_id, psn_no, now)
             self._data[mdtrt_id] = c
             self._data.move_to_end(mdtrt_id)
@@ -275,8 +321,9 @@ class ContextCache:
         return VisitContext(visit, lines, set(raw), diags, deaths, now)
 
     def preload(self) -> int:
-        """Load every stored visit's context in one set-based pass (the batch engine's
-        prepare_lines over the whole database), so no request pays a first load. Returns visits."""
+        """Load every stored visit's context and the catalogue's price rows in one set-based pass
+        (the batch engine's prepare_lines over the whole database), so no request pays a first
+        load or queries the database at all. Returns visits."""
         cur = self.base.cursor()
         dbm.install_macros(cur)
         cat = '"' + self.catalog.replace('"', '""') + '"'
@@ -295,11 +342,17 @@ class ContextCache:
                     SELECT psn_no, die_date FROM {cat}.main.psn_death
                     UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d WHERE die_date IS NOT NULL)
                 GROUP BY psn_no""").fetchall() if d is not None}
+        caps: dict[str, list[tuple]] = {}
+        for code, *row in cur.execute(
+                f"SELECT hilist_code, begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist").fetchall():
+            caps.setdefault(code, []).append(tuple(row))
         res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d").fetchall()
         cols = [d[0] for d in cur.description]
         cur.close()
         now = time.monotonic()
         with self._lock:
+            self._data.clear()
+            self.size = max(self.size, len(res))  # what was preloaded stays
             for row in res:
                 v = dict(zip(cols, row))
                 m = v["mdtrt_id"]
@@ -307,8 +360,10 @@ class ContextCache:
                 persons = {v["psn_no"], *(x["psn_no"] for x in lines)}
                 self._data[m] = VisitContext(v, lines, raw.get(m, set()), diags.get(m, []),
                                              {p: deaths[p] for p in persons if p in deaths}, now)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            self._caps = caps
+            self._caps["\0any"] = [(bool(caps),)]
+            self._deaths = deaths
+            self.complete = True
         return len(res)
 
     def has_catalog(self) -> bool:
@@ -322,6 +377,8 @@ class ContextCache:
         """The catalogue's rows of a code: (begndate, enddate, lv1, lv2, lv3)."""
         with self._lock:
             if code not in self._caps:
+                if self.complete:  # the whole catalogue is here: the code has no rows
+                    return []
                 cat = '"' + self.catalog.replace('"', '""') + '"'
                 self._caps[code] = self._cursor().execute(
                     f"SELECT begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist WHERE hilist_code = ?",
@@ -361,7 +418,18 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
     v = req.visit
     if ctx.visit is not None:
         v = {**ctx.visit, **{k: x for k, x in v.items() if x is not None}}
-    rows = [dict(x) for x in ctx.lines]
+    brdy = _date(v.get("brdy"))
+    med_type = v.get("med_type")
+    attrs = {"gend": v.get("gend"), "brdy": brdy, "insutype": v.get("insutype"), "hosp_lv": v.get("hosp_lv"),
+             "inst_level": inst_level(v.get("hosp_lv")), "med_type": med_type,
+             "inpatient": str(med_type).startswith("2") if med_type is not None else None,
+             "begntime": v.get("begntime"), "endtime": v.get("endtime"), "visit_dept": v.get("adm_dept_codg"),
+             "chfpdr_code": v.get("chfpdr_code")}
+    key = tuple(attrs.values())
+    joined = ctx.joined
+    if joined is None or joined[0] != key:
+        joined = ctx.joined = (key, [_join({**x, "_new": False}, attrs, brdy) for x in ctx.lines])
+    rows = list(joined[1])
     for o in req.orders:
         amt = _dec(o.get("det_item_fee_sumamt"))
         ownpay0 = _dec(o.get("fulamt_ownpay_amt")) or Decimal("0.0000")
@@ -371,7 +439,7 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
         if not cnt > 0:
             continue
         t = _ts(o["fee_ocur_time"])
-        rows.append({
+        rows.append(_join({
             "bkkp_sn": f"{o['bkkp_sn']}{tag}", "mdtrt_id": o.get("mdtrt_id") or v["mdtrt_id"],
             "setl_id": o.get("setl_id") or "PRE:" + v["mdtrt_id"], "psn_no": o.get("psn_no") or v["psn_no"],
             "fixmedins_code": o.get("fixmedins_code") or v["fixmedins_code"], "fee_ocur_time": t, "fee_date": t.date(),
@@ -382,20 +450,7 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
             "bilg_dr_code": o.get("bilg_dr_code"), "hosp_appr_flag": o.get("hosp_appr_flag"),
             "dscg_tkdrug_flag": o.get("dscg_tkdrug_flag"), "prd_days": _dec(o.get("prd_days")), "setl_time": None,
             "_new": bool(o.get("new")),
-        })
-    brdy = _date(v.get("brdy"))
-    level = inst_level(v.get("hosp_lv"))
-    med_type = v.get("med_type")
-    attrs = {"gend": v.get("gend"), "brdy": brdy, "insutype": v.get("insutype"), "hosp_lv": v.get("hosp_lv"),
-             "inst_level": level, "med_type": med_type,
-             "inpatient": str(med_type).startswith("2") if med_type is not None else None,
-             "begntime": v.get("begntime"), "endtime": v.get("endtime"), "visit_dept": v.get("adm_dept_codg"),
-             "chfpdr_code": v.get("chfpdr_code")}
-    for r in rows:
-        r.update(attrs)
-        r.setdefault("_new", False)
-        r["age_years"] = age_years(brdy, r["fee_date"]) if brdy else None
-        r["age_days"] = (r["fee_date"] - brdy).days if brdy else None
+        }, attrs, brdy))
     diags = [d["diag_code"] for d in req.diagnoses] if req.diagnoses else list(ctx.diags)
     if v.get("dscg_maindiag_code") is not None:
         diags.append(v["dscg_maindiag_code"])
@@ -404,6 +459,14 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
         p, d = v["psn_no"], _date(v["die_date"])
         deaths[p] = min(deaths.get(p, d), d)
     return rows, diags, deaths
+
+
+def _join(row: dict, attrs: dict, brdy: dt.date | None) -> dict:
+    """A line with its visit's attributes and the patient's age on its fee date."""
+    row.update(attrs)
+    row["age_years"] = age_years(brdy, row["fee_date"]) if brdy else None
+    row["age_days"] = (row["fee_date"] - brdy).days if brdy else None
+    return row
 
 
 def evaluate(compiled: dict[str, CompiledType], types: list[str], lines: Lines) -> list[tuple]:
