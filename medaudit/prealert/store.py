@@ -20,7 +20,6 @@ sentence to show next to a finding's evidence and in the appeal export, e.g.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from pathlib import Path
 
@@ -159,19 +158,26 @@ def load_keys_file(path: str | Path) -> dict[str, str]:
 
 
 class KeyRing:
-    """API key -> institution, from a keys file and the database."""
+    """API key -> institution, from a keys file and the database.
+
+    Keys are compared by their SHA-256 (a dict lookup: the hash of a guess says nothing about
+    how close the guess was). A key found in the database is remembered for the life of the
+    service, so a check costs no query; a key the service has not seen is looked up (keys
+    made with ``medaudit serve-key`` while the service runs are found on their first use)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, file_keys: dict[str, str] | None = None):
         self.con = con
-        self.file_keys = dict(file_keys or {})
+        self.known: dict[str, str] = dict(file_keys or {})
 
     def institution(self, key: str | None) -> str | None:
         if not key:
             return None
         h = key_hash(key)
-        for known, inst in self.file_keys.items():
-            if hmac.compare_digest(known, h):
-                return inst
-        cur = self.con.cursor()
-        rows = cur.execute("SELECT fixmedins_code FROM prealert_api_keys WHERE key_sha256 = ?", [h]).fetchall()
-        return rows[0][0] if rows else None
+        inst = self.known.get(h)
+        if inst is None:
+            cur = self.con.cursor()
+            rows = cur.execute("SELECT fixmedins_code FROM prealert_api_keys WHERE key_sha256 = ?", [h]).fetchall()
+            cur.close()
+            if rows:
+                inst = self.known[h] = rows[0][0]
+        return inst
