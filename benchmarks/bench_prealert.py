@@ -1,21 +1,26 @@
 """Pre-alert service benchmark: latency and throughput of 3101 checks of 10 orders.
 
-    .venv/bin/python benchmarks/bench_prealert.py [--visits 2000] [--requests 2000] [--seconds 60] [--batch 32]
-                                                  [--concurrency 32] [--sessions 1] [--library DIR]
+    .venv/bin/python benchmarks/bench_prealert.py [--visits 2000] [--rate 500] [--seconds 30]
+                                                  [--concurrency 32] [--engine fast|sql] [--library DIR]
 
 1. History: a generated sample batch (``--visits``) loaded into a fresh database.
 2. Library: the national knowledge batches imported with ``medaudit rules import-nhsa`` from
    ``../shared/reference/nhsa-rule-batches`` (``--library`` to give one; without the workbooks,
    the sample library ``rules/``, and the report says so).
-3. ``medaudit serve`` is started as its own process on 127.0.0.1; this process is the client:
-   ``--concurrency`` threads with keep-alive connections send requests of 10 new orders
-   (each naming a library item with probability ``--lib-share``, default 0.2, else an item of
-   the batch's own lines) for random
-   visits of the history, until ``--requests`` are done or ``--seconds`` have passed.
-4. Reported: p50 / p90 / p99 / max latency (ms, as the client sees it), requests per second,
-   how many requests returned alerts, the server's CPU time per request (from /proc: the
-   figure other load on the machine inflates least), the load average; written to
-   ``benchmarks/prealert_results.json``.
+3. ``medaudit serve`` is started as its own process on 127.0.0.1; this process is the client
+   (:mod:`loadgen`: asyncio over ``--concurrency`` keep-alive sockets, pre-encoded requests)
+   and sends requests of 10 new orders (each naming a library item with probability
+   ``--lib-share``, default 0.2, else an item of the batch's own lines) for random visits of
+   the history:
+
+   - **open loop** at ``--rate`` requests per second for ``--seconds`` (latency counted from
+     when each request was due, so queueing behind a stall is counted; ``--rate 0`` skips it);
+   - **closed loop**: as fast as the connections go, for ``--seconds`` (the most the service
+     answers per second; latency there is mostly queueing).
+4. Reported per run: p50 / p90 / p99 / max latency (ms, as the client sees it), requests per
+   second, how many answers had alerts, the server's and the client's CPU time per request
+   (from /proc and the process clock: figures other load on the machine inflates least), and
+   the load average; written to ``benchmarks/prealert_results.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+import loadgen
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIONAL = ROOT.parent / "shared" / "reference" / "nhsa-rule-batches"
@@ -58,9 +65,10 @@ def library_codes(lib_dir: Path) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--visits", type=int, default=2000)
-    ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=5000, help="distinct request bodies (cycled)")
+    ap.add_argument("--seconds", type=float, default=30, help="length of each run")
+    ap.add_argument("--rate", type=float, default=500, help="open-loop requests per second (0: closed loop only)")
+    ap.add_argument("--concurrency", type=int, default=32, help="keep-alive connections")
     ap.add_argument("--sessions", type=int, default=1)
     ap.add_argument("--library", type=Path, default=None)
     ap.add_argument("--lib-share", type=float, default=0.2, help="share of orders naming a library item")
@@ -152,39 +160,12 @@ def main() -> None:
             }, keys[v[4]]
 
         payloads = [body(i) for i in range(args.requests)]
+        raw = [loadgen.encode("/prealert/3101", json.dumps(p).encode(), {"X-API-Key": k}) for p, k in payloads]
         # warm-up (not measured)
         with httpx.Client(base_url=base, timeout=30) as c:
             for p, k in payloads[:20]:
                 c.post("/prealert/3101", json=p, headers={"X-API-Key": k}).raise_for_status()
-
-        lat: list[float] = []
-        alerts = [0]
-        engines: dict[str, int] = {}  # X-Medaudit-Engine of the answers: which path answered
-        errors: list[str] = []
-        nxt = [20]
-        lock = threading.Lock()
-        deadline = time.perf_counter() + args.seconds
-
-        def worker() -> None:
-            with httpx.Client(base_url=base, timeout=30) as c:
-                while True:
-                    with lock:
-                        i = nxt[0]
-                        nxt[0] += 1
-                    if i >= len(payloads) or time.perf_counter() > deadline:
-                        return
-                    p, k = payloads[i]
-                    t = time.perf_counter()
-                    r = c.post("/prealert/3101", json=p, headers={"X-API-Key": k})
-                    d = time.perf_counter() - t
-                    with lock:
-                        lat.append(d * 1000)
-                        e = r.headers.get("X-Medaudit-Engine", "?")
-                        engines[e] = engines.get(e, 0) + 1
-                        if r.status_code != 200:
-                            errors.append(f"{r.status_code} {r.text[:200]}")
-                        elif r.json()["output"]["result"]:
-                            alerts[0] += 1
+        loadgen.drive(port, raw, rate=0, connections=args.concurrency, seconds=2)
 
         def cpu_s(pid: int) -> float | None:
             # the server's CPU seconds (user + system): per request, a figure that other load on
@@ -195,31 +176,43 @@ def main() -> None:
             except (OSError, ValueError, IndexError):
                 return None
 
-        loads: list[float] = []  # 1-minute load average, sampled each second of the run
-        running = threading.Event()
-        running.set()
+        def measured(rate: float) -> dict:
+            loads: list[float] = []  # 1-minute load average, sampled each second of the run
+            running = threading.Event()
+            running.set()
 
-        def sample_load() -> None:
-            while running.is_set():
-                try:
+            def sample_load() -> None:
+                while running.is_set():
                     loads.append(os.getloadavg()[0])
-                except OSError:
-                    return
-                time.sleep(1)
+                    time.sleep(1)
 
-        load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-        sampler = threading.Thread(target=sample_load, daemon=True)
-        sampler.start()
-        cpu0 = cpu_s(server.pid)
-        t_run = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        wall = time.perf_counter() - t_run
-        cpu1 = cpu_s(server.pid)
-        running.clear()
+            sampler = threading.Thread(target=sample_load, daemon=True)
+            sampler.start()
+            cpu0 = cpu_s(server.pid)
+            run = loadgen.drive(port, raw, rate=rate, connections=args.concurrency, seconds=args.seconds)
+            cpu1 = cpu_s(server.pid)
+            running.clear()
+            lat = sorted(run.latencies_ms)
+            n = len(lat)
+            out = {
+                "mode": f"open loop at {rate:g} requests/s" if rate else f"closed loop, {args.concurrency} connections",
+                "requests": n, "errors": n - run.statuses.get(200, 0), "first_errors": run.errors,
+                "requests_with_alerts": run.with_results, "answered_by": run.headers,
+                "p50_ms": loadgen.percentile(lat, 0.50), "p90_ms": loadgen.percentile(lat, 0.90),
+                "p99_ms": loadgen.percentile(lat, 0.99), "max_ms": round(lat[-1], 2),
+                "mean_ms": round(statistics.fmean(lat), 2), "requests_per_s": round(n / run.seconds, 1),
+                "seconds": round(run.seconds, 1),
+                "server_cpu_ms_per_request": (round((cpu1 - cpu0) * 1000 / n, 3)
+                                              if cpu0 is not None and cpu1 is not None else None),
+                "client_cpu_ms_per_request": round(run.cpu_seconds * 1000 / n, 3),
+                "loadavg_during": {"min": round(min(loads), 2), "mean": round(statistics.fmean(loads), 2),
+                                   "max": round(max(loads), 2)} if loads else None,
+            }
+            print(json.dumps(out, ensure_ascii=False), flush=True)
+            return out
+
+        load_before = os.getloadavg()
+        runs = ([measured(args.rate)] if args.rate else []) + [measured(0)]
     finally:
         server.terminate()
         try:
@@ -227,34 +220,17 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
 
-    lat.sort()
-
-    def pct(q: float) -> float:
-        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)
-
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
     result = {
-        "engine": args.engine, "answered_by": engines,
+        "engine": args.engine,
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}",
         "loadavg_before": load_before,
-        "loadavg_during": {"min": round(min(loads), 2), "mean": round(statistics.fmean(loads), 2),
-                           "max": round(max(loads), 2)} if loads else None,
         "library": lib_name, "library_codes": len(lib_codes), "history_visits": len(visits), "history_lines": n_lines,
-        "orders_per_request": 10, "library_item_share": args.lib_share, "concurrency": args.concurrency,
+        "orders_per_request": 10, "library_item_share": args.lib_share, "distinct_requests": len(raw),
         "sessions": args.sessions, "batch": args.batch,
-        "requests": len(lat), "errors": len(errors), "requests_with_alerts": alerts[0],
-        "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 2),
-        "mean_ms": round(statistics.fmean(lat), 2), "requests_per_s": round(len(lat) / wall, 1),
-        "seconds": round(wall, 1),
-        "server_cpu_ms_per_request": round((cpu1 - cpu0) * 1000 / max(len(lat), 1), 2) if cpu0 is not None and cpu1 is not None else None, "setup_s": round(setup_s, 1), "server_startup_s": round(startup_s, 1),
-        "cpus": os.cpu_count(), "loadavg_after": load,
+        "setup_s": round(setup_s, 1), "server_startup_s": round(startup_s, 1), "cpus": os.cpu_count(),
+        "runs": runs, "loadavg_after": os.getloadavg(),
     }
     print(json.dumps(result, ensure_ascii=False, indent=2))
-    if errors:
-        print("first errors:", *errors[:5], sep="\n  ")
     try:
         kept = json.loads(args.out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
