@@ -39,8 +39,9 @@ def register(app: typer.Typer) -> None:
                                         "(fast engine)"),
         async_results: bool = typer.Option(True, "--async-results/--sync-results", help="store answered results in "
                                            "the background, many per INSERT (read endpoints and 3103 flush first)"),
-        preload: bool = typer.Option(False, "--preload", help="fast engine: load every stored visit's context at "
-                                     "startup (one set-based pass) instead of on each visit's first request"),
+        preload: bool = typer.Option(False, "--preload", help="fast engine: load every stored visit's context and "
+                                     "the catalogue at startup (one set-based pass); no request then queries the "
+                                     "database, and checks run on the event loop without a thread hand-off"),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
 
