@@ -2,8 +2,10 @@
 
 ``export_workbook`` writes one institution's open findings of a settlement month to an xlsx
 the hospital's clerk can work in: sheet 申诉 has one row per finding (evidence, lines,
-amounts, state, deadline) and two yellow columns to fill, 申诉理由 and 附件 (file names of the
-supporting materials, sent along in the same folder as the workbook); sheet 明细 lists every
+amounts, state, deadline, and 事前提醒及医生处理: the doctor's answer when the same rule warned
+about the same item at the doctor's desk) and two yellow columns to fill, 申诉理由 and 附件
+(file names of the supporting materials, sent along in the same folder as the workbook);
+sheet 明细 lists every
 line of those findings; sheet 说明 says which institution and month the workbook is for.
 
 ``import_workbook`` files an appeal for every row whose yellow columns were filled. A row is
@@ -22,13 +24,16 @@ from pathlib import Path
 import duckdb
 
 from . import lifecycle, money
+from .prealert import store as prealert_store
 from .report import PERSON_SQL, line_text_sql, mask_certno, mask_name
 
 SHEET = "申诉"
 COL_ID, COL_REASON, COL_ATTACH = "疑点编号", "申诉理由", "附件"
+#: the doctor's answer to a pre-alert on the same rule, visit and item (medaudit/prealert/store.py)
+COL_PREALERT = "事前提醒及医生处理"
 COLUMNS = [
     COL_ID, "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "结算ID", "参保人", "证件号",
-    "科室", "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "依据", "证据", COL_REASON, COL_ATTACH,
+    "科室", "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "依据", "证据", COL_PREALERT, COL_REASON, COL_ATTACH,
 ]
 
 
@@ -82,10 +87,12 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
     fill = wb.add_format({"border": 1, "text_wrap": True, "valign": "top", "bg_color": "#FFF2CC", "locked": False})
     money_f = wb.add_format({"border": 1, "num_format": "#,##0.00", "valign": "top"})
     ws = wb.add_worksheet(SHEET)
-    widths = {0: 34, 2: 22, 4: 14, 5: 12, 12: 48, 15: 26, 16: 60, 17: 40, 18: 24}
+    widths = {COL_ID: 34, "规则名称": 22, "状态": 14, "违规明细": 48, "依据": 26, "证据": 60, COL_PREALERT: 40,
+              COL_REASON: 40, COL_ATTACH: 24}
     for j, c in enumerate(COLUMNS):
         ws.write(0, j, c, fill_head if c in (COL_REASON, COL_ATTACH) else head)
-        ws.set_column(j, j, widths.get(j, 12))
+        ws.set_column(j, j, widths.get(c, 12))
+    prealert = prealert_store.evidence_for(con, [r[0] for r in rows])
     appealable = 0
     for i, r in enumerate(rows, 1):
         status = r[4]
@@ -99,8 +106,9 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
         ws.write_number(i, 14, float(r[14] or 0), money_f)
         ws.write_string(i, 15, r[15] or "", cell)
         ws.write_string(i, 16, r[16] or "", cell)
-        ws.write_blank(i, 17, None, fill)
+        ws.write_string(i, 17, prealert.get(r[0], ""), cell)
         ws.write_blank(i, 18, None, fill)
+        ws.write_blank(i, 19, None, fill)
     ws.freeze_panes(1, 1)
     ws.autofilter(0, 0, max(len(rows), 1), len(COLUMNS) - 1)
 

@@ -125,8 +125,14 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
     keys = ("finding_id", "rule_id", "rule_name", "nature", "severity", "status", "confirmed", "deadline",
             "statement_id", "mdtrt_id", "setl_id", "psn_name", "certno", "dept_code", "dr_code", "flagged",
             "deduction", "at_risk", "basis", "evidence", "lines")
+    # the doctor's answer to a pre-alert on the same rule, visit and item, as part of the evidence
+    from .prealert import store as prealert_store
+
+    prealert = prealert_store.evidence_for(con, [r[0] for r in rows])
     for r in rows:
         x = dict(zip(keys, r))
+        if x["finding_id"] in prealert:
+            x["evidence"] = f"{x['evidence']}\n{prealert[x['finding_id']]}"
         x["patient"] = mask_name(x.pop("psn_name"))
         x["certno"] = mask_certno(x["certno"])
         x["status_cn"] = status_text(x["status"], x["confirmed"], x["statement_id"])
@@ -269,7 +275,7 @@ tr.dead td{color:#7b8794} .st{white-space:nowrap}
 #details td:nth-child(4){min-width:100px} #details td:nth-child(5){min-width:84px}
 .scroll{overflow-x:auto}
 #details td:nth-child(12){min-width:150px}
-#details tr.evrow td{background:#fbfcfe;border-top:none;color:#323f4b;padding:4px 7px 10px}
+#details tr.evrow td{background:#fbfcfe;border-top:none;color:#323f4b;padding:4px 7px 10px;white-space:pre-line}
 #details tbody tr:not(.evrow) td{border-bottom:none} #details td.ln{min-width:150px} #details td:nth-child(7){overflow-wrap:anywhere;min-width:120px}
 .note{color:#52606d;font-size:12px}
 svg text{font-family:inherit}

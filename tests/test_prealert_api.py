@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 import json
 
+import openpyxl
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from kit import Batch, findings, write_rules
-from medaudit import db
+from medaudit import appeals, db, report
 from medaudit.cli import app as cli_app
 from medaudit.engine import screen
 from medaudit.library import RuleLibraryError, load_library
@@ -371,6 +372,16 @@ def test_override_reason_becomes_evidence_of_the_post_hoc_finding(tmp_path):
     # another visit with the same code had no pre-alert: nothing
     assert fs[("R-SEX-001", "V-OTHER")]["finding_id"] not in ev
     assert store.evidence_for(con, [sex["finding_id"]]) == {sex["finding_id"]: ev[sex["finding_id"]]}
+    # the hospital's appeal workbook has the answer in its own column, the deduction report in the evidence
+    exported = appeals.export_workbook(con, "H001", "2026-03", tmp_path / "appeal.xlsx")
+    sheet = openpyxl.load_workbook(exported.path)["申诉"]
+    header = [c.value for c in sheet[1]]
+    by_id = {r[0]: dict(zip(header, r)) for r in sheet.iter_rows(min_row=2, values_only=True)}
+    assert by_id[sex["finding_id"]][appeals.COL_PREALERT] == ev[sex["finding_id"]]
+    assert by_id[fs[("R-SEX-001", "V-OTHER")]["finding_id"]][appeals.COL_PREALERT] in ("", None)
+    details = {x["finding_id"]: x for x in report.gather(con, "H001", "2026-03").details}
+    assert details[sex["finding_id"]]["evidence"].endswith("\n" + ev[sex["finding_id"]])
+    assert "事前提醒" not in details[fs[("R-SEX-001", "V-OTHER")]["finding_id"]]["evidence"]
     con.close()
     out = CliRunner().invoke(cli_app, ["findings", "--db", str(dbfile), "--visit", "V-OPEN-1"], terminal_width=400)
     assert out.exit_code == 0, out.output
