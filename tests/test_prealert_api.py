@@ -196,6 +196,40 @@ def test_main_item_ordered_after_the_included_one_flags_the_earlier_charge(servi
     assert "已包含在" in res["vola_cont"]
 
 
+HBA1C = "002503020070000"
+PERIOD_RULES = f"""
+rules:
+  - {{id: R-PER-001, version: 1, name: 糖化血红蛋白15天限1次, type: period_limit, items: {{codes: ["{HBA1C}"]}},
+     params: {{max_count: 1, period_days: 15}}}}
+"""
+
+
+@pytest.mark.parametrize("engine, preload", [("sql", False), ("fast", False), ("fast", True)])
+def test_period_limit_counts_the_persons_settled_visits_at_other_institutions(tmp_path, engine, preload):
+    b = Batch()
+    earlier = b.visit(mdtrt_id="V-EARLIER", psn_no="P-HBA", fixmedins_code="H002", begntime="2026-03-01 08:00:00",
+                      endtime="2026-03-01 10:00:00")
+    paid = b.line(earlier, HBA1C, pric="45", hilist_name="糖化血红蛋白测定")
+    con = db.connect(tmp_path / "p.duckdb")
+    load_batch(b.write(tmp_path / "batch"), con)
+    lib = load_library(write_rules(tmp_path / "rules", PERIOD_RULES))
+    app = create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001"}, engine=engine, preload=preload)
+    with TestClient(app) as client:
+        soon = request([order("RX1", HBA1C, "2026-03-10 09:00:00", pric="45")], mdtrt_id="V-NOW", psn="P-HBA")
+        [res] = post(client, soon).json()["output"]["result"]
+        assert res["rule_id"] == "R-PER-001" and res["vola_amt"] == "45.00"
+        # items in time order: the paid test elsewhere (related), then the order (violating)
+        assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [(paid, "2"), ("RX1", "1")]
+        assert res["vola_cont"].endswith("此前 15 天内已支付：2026-03-01 H002 就诊 V-EARLIER")
+        # 15 days after the paid test: allowed
+        later = request([order("RX2", HBA1C, "2026-03-16 09:00:00", pric="45")], mdtrt_id="V-NOW", psn="P-HBA")
+        assert post(client, later).json()["output"]["result"] == []
+        # another person's history does not count
+        other = request([order("RX3", HBA1C, "2026-03-10 09:00:00", pric="45")], mdtrt_id="V-X", psn="P-OTHER")
+        assert post(client, other).json()["output"]["result"] == []
+    assert app.state.checker.answered[engine] == 3
+
+
 def test_suspect_rules_answer_sev_deg_2_and_post_hoc_only_rules_stay_silent(service):
     res = post(service, request([order("RX1", "002101030300001"), order("RX2", "002101030300002")])).json()
     assert [(x["rule_id"], x["sev_deg"]) for x in res["output"]["result"]] == [("R-SUS-001", "2")]

@@ -12,7 +12,8 @@ them: refund netting, fund share, age, level, everything as in a batch. Each sha
 - ``fee_list_d``: the visit's lines already in the database (charges billed so far), the
   visit's earlier orders the request sends (``curr_drord_flag`` 0) and the new orders
   (``curr_drord_flag`` 1); an order whose ``rx_id`` equals a line id in the database replaces
-  that line;
+  that line. For rule types that judge a person across visits (``person_history``:
+  period_limit), also the person's lines of those rules' items in their other visits;
 - ``setl_d``, ``setl_list_diag_d`` (plus the request's diagnoses), ``setl_list_oprn_d`` and
   ``psn_death``: the person's rows from the database. The catalogue (``hilist``) and
   ``purchases`` are read from the database as they are.
@@ -158,6 +159,15 @@ class _Session:
                 ).fetchall()[0]
                 names["m"] = "(" + engine.matched_sql(rt, bool(has_code), bool(has_prefix), bool(has_all)) + ")"
             self.sql[t] = f"INSERT INTO hits BY NAME {rt.sql(names, cur)}"
+        # the codes whose lines of the person's other visits take part (types that judge a
+        # person across visits: period_limit), as a condition on fee_list_d.hilist_code
+        tests = []
+        for t in self.by_type:
+            if REGISTRY[t].person_history:
+                tests += [f"hilist_code IN (SELECT code FROM p_{t} WHERE code IS NOT NULL)",
+                          f"EXISTS (SELECT 1 FROM p_{t} p WHERE p.prefix IS NOT NULL AND starts_with(hilist_code, p.prefix))",
+                          f"EXISTS (SELECT 1 FROM p_{t} WHERE match_all)"]
+        self.history = " OR ".join(tests)
 
     def run(self, types: list[str]) -> None:
         """The types' queries (as :func:`medaudit.engine.run_type` runs them) over ``lines``; rows into ``hits``."""
@@ -451,6 +461,9 @@ class OrderChecker:
             # the visits' lines billed so far; an order with a line's id replaces that line
             f"""INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id IN ({visit_ids})
                 AND (mdtrt_id, bkkp_sn) NOT IN (VALUES {rx})""",
+            # the persons' other visits' lines of the items of rules that judge a person across visits
+            (f"""INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE psn_no IN ({persons})
+                 AND mdtrt_id NOT IN ({visit_ids}) AND ({s.history})""" if s.history else ""),
             # a visit's diagnoses from the database only when its request states none
             f"""INSERT INTO setl_list_diag_d SELECT * FROM {cat}.main.setl_list_diag_d
                 WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d)

@@ -145,6 +145,9 @@ class RuleType:
     default_severity: str = "violation"
     stages: tuple[str, ...] = STAGES
     dedupe_lines: bool = True  # a line matching several items of one rule: once (True) or once per item
+    #: judges a person's lines across visits and institutions: at pre_alert the person's stored
+    #: lines of the rules' items (other visits, from the database) are part of the check
+    person_history: bool = False
     validate: Callable[[dict], str | None] | None = None  # cross-parameter check on rule params
     extra: dict = field(default_factory=dict)
     # builds the query from the database (e.g. from the rules' own SQL) instead of ``query``

@@ -25,10 +25,12 @@ lists such periods.
 **Deduction.** `excess_qty`: the line's excess units x unit price x its fund share, never more
 than the line's deductible.
 
-**Stages.** `post_hoc` only: whether a unit is paid depends on every earlier unit of the person
-across visits and institutions, and the in-process and pre-alert stages see only open stays.
-Judged there, a unit could look paid when an unseen earlier one already made it excess, and so
-wrongly flag a later unit.
+**Stages.** `pre_alert` and `post_hoc`. Whether a unit is paid depends on every earlier unit of
+the person across visits and institutions, so at pre-alert the person's stored lines of the
+rule's items (their other visits, from the database) are checked together with the visit so far
+and the new orders: an order is flagged when the units already paid in the database, or earlier
+in the visit, leave it none. Not `in_process`: that stage screens open stays only, and a unit
+there could look paid when an unseen settled one already made it excess.
 
 **Example.**
 
@@ -54,7 +56,8 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="excess_qty",
     doc=__doc__,
-    stages=("post_hoc",),
+    stages=("pre_alert", "post_hoc"),
+    person_history=True,
     params=(
         Param("max_count", "int", "units paid at most within any period", required=True, per_item=True, minimum=1),
         Param("period_days", "int", "length of the period in calendar days", required=True, per_item=True, minimum=1),

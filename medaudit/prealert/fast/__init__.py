@@ -24,6 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import duckdb
 
 from ...library import Rule
+from ...types import REGISTRY
 from .checker import ContextCache, Lines, build_lines, compile_rules, evaluate
 from .evaluators import EVALUATORS
 
@@ -51,6 +52,9 @@ class FastPath:
         self.rule_sets = rule_sets
         self.compiled = {name: compile_rules(rules) for name, rules in rule_sets.items()}
         self.covered = {name: covered(rules) for name, rules in rule_sets.items()}
+        # types that judge a person across visits: the person's other visits' lines of their items take part
+        self.history_types = {name: [ct for t, ct in c.items() if REGISTRY[t].person_history]
+                              for name, c in self.compiled.items()}
 
     def can(self, rule_set: str, req) -> bool:
         """The fast path can answer this request exactly."""
@@ -80,6 +84,11 @@ class FastPath:
         types = [t for t in types if t in compiled]
         ctx = self.cache.get(req.visit["mdtrt_id"], req.visit["psn_no"])
         lines, diags, deaths = build_lines(ctx, req, TAG)
+        history = self.history_types[rule_set]
+        if history and ctx.person is not None:  # as the SQL path adds them to its fee_list_d shadow
+            here = req.visit["mdtrt_id"]
+            kept = ctx.person.kept(rule_set, lambda code: any(ct.candidates(code) for ct in history))
+            lines += [h for h in kept if h["mdtrt_id"] != here]
         view = Lines(lines, diags, deaths, self.cache)
         hits = evaluate(compiled, types, view)
         new_ids = {ln["bkkp_sn"] for ln in lines if ln["_new"]}

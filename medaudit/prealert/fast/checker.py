@@ -10,8 +10,10 @@ line once per rule, the engine's preference (exact code, then prefix, then match
 **Context.** The part of a request's ``lines`` that comes from the database — the visit's fee
 lines billed so far with refunds netted (built once by :func:`medaudit.engine.prepare_lines`
 itself, over temporary shadows holding that one visit), the visit's stored record, its stored
-diagnoses, the person's death date, the catalogue caps — is loaded on a visit's first request
-and kept in memory (:class:`ContextCache`). The request's orders (earlier, ``curr_drord_flag``
+diagnoses, the person's death date, the catalogue caps, and the person's lines of their other
+visits (:class:`PersonLines`; the rule types that judge a person across visits, period_limit,
+read those of their items, as the SQL path adds them to its ``fee_list_d`` shadow) — is loaded
+on a visit's first request and kept in memory (:class:`ContextCache`). The request's orders (earlier, ``curr_drord_flag``
 0, and new) are never cached: each request states them, exactly as on the SQL path, so the
 answer depends only on the request and the database, never on which requests came before.
 
@@ -217,10 +219,29 @@ class VisitContext:
     diags: list[str]  # stored diagnosis codes of the visit
     deaths: dict[str, dt.date]  # earliest known death date per person (its visits and psn_death)
     loaded: float
+    #: the person's stored lines of their other visits (for types that judge a person across visits)
+    person: PersonLines | None = None
     #: (the visit's attributes, ``lines`` with them joined) of the last request: requests of one
     #: visit state the same attributes, so the stored lines are joined once, not per request.
     #: Rows of ``lines`` are shared by requests: nothing may change them.
     joined: tuple | None = None
+
+
+@dataclass
+class PersonLines:
+    """A person's stored lines (refunds netted, LINE_FIELDS), each with the stored visit it belongs to."""
+
+    rows: list[tuple[dict, dict]]
+    _kept: dict = field(default_factory=dict)
+
+    def kept(self, key: str, keep) -> list[dict]:
+        """The lines whose code ``keep`` keeps, joined with their own visits (made once per ``key``;
+        shared by requests: nothing may change them)."""
+        out = self._kept.get(key)
+        if out is None:
+            out = self._kept[key] = [_join({**ln, "_new": False}, *visit_attrs(v))
+                                     for ln, v in self.rows if keep(ln["hilist_code"])]
+        return out
 
 
 class ContextCache:
@@ -241,6 +262,7 @@ class ContextCache:
         #: visit not here is not in the database and nothing needs a query (until :meth:`clear`)
         self.complete = False
         self._deaths: dict[str, dt.date] = {}
+        self._persons: dict[str, PersonLines] = {}
 
     def clear(self) -> None:
         with self._lock:
@@ -248,6 +270,7 @@ class ContextCache:
             self._caps = {}
             self.complete = False
             self._deaths = {}
+            self._persons = {}
 
     def has(self, mdtrt_id: str) -> bool:
         """:meth:`get` of this visit would not touch the database."""
@@ -276,7 +299,8 @@ class ContextCache:
                 return c
             if self.complete:  # not in the database (a visit still being written): nothing stored yet
                 self.hits += 1
-                return VisitContext(None, [], set(), [], {p: d for p, d in self._deaths.items() if p == psn_no}, now)
+                deaths = {psn_no: self._deaths[psn_no]} if psn_no in self._deaths else {}
+                return VisitContext(None, [], set(), [], deaths, now, self._persons.get(psn_no))
             c = self._load(mdtrt_id, psn_no, now)
             self._data[mdtrt_id] = c
             self._data.move_to_end(mdtrt_id)
@@ -318,7 +342,24 @@ class ContextCache:
                     UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d
                     WHERE psn_no IN ({marks}) AND die_date IS NOT NULL) GROUP BY psn_no""",
             [*persons, *persons]).fetchall() if d is not None}
-        return VisitContext(visit, lines, set(raw), diags, deaths, now)
+        return VisitContext(visit, lines, set(raw), diags, deaths, now, self._person_lines(cur, psn_no, mdtrt_id))
+
+    def _person_lines(self, cur, psn_no: str, mdtrt_id: str) -> PersonLines | None:
+        """The person's stored lines of their other visits, netted by prepare_lines over shadows."""
+        cat = '"' + self.catalog.replace('"', '""') + '"'
+        where = f"FROM {cat}.main.fee_list_d WHERE psn_no = ? AND mdtrt_id <> ?"
+        if not cur.execute(f"SELECT count(*) {where}", [psn_no, mdtrt_id]).fetchall()[0][0]:
+            return None
+        cur.execute(";\n".join(f"DELETE FROM {t}" for t in self.SHADOWED))
+        cur.execute(f"INSERT INTO fee_list_d SELECT * {where}", [psn_no, mdtrt_id])
+        cur.execute(f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN (SELECT mdtrt_id FROM fee_list_d)")
+        cur.execute(f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE setl_id IN (SELECT setl_id FROM fee_list_d)")
+        engine.prepare_lines(cur, STAGE)
+        res = cur.execute("SELECT * EXCLUDE (batch_id, source_row) FROM mdtrt_d").fetchall()
+        cols = [d[0] for d in cur.description]
+        visits = {r[0]: dict(zip(cols, r)) for r in res}
+        rows = [dict(zip(LINE_FIELDS, r)) for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall()]
+        return PersonLines([(ln, visits[ln["mdtrt_id"]]) for ln in rows if ln["mdtrt_id"] in visits])
 
     def preload(self) -> int:
         """Load every stored visit's context and the catalogue's price rows in one set-based pass
@@ -353,13 +394,19 @@ class ContextCache:
         with self._lock:
             self._data.clear()
             self.size = max(self.size, len(res))  # what was preloaded stays
-            for row in res:
-                v = dict(zip(cols, row))
-                m = v["mdtrt_id"]
+            stored = {row[cols.index("mdtrt_id")]: dict(zip(cols, row)) for row in res}
+            people: dict[str, list[tuple[dict, dict]]] = {}
+            for m, lines in by_visit.items():
+                if m in stored:
+                    for ln in lines:
+                        people.setdefault(ln["psn_no"], []).append((ln, stored[m]))
+            self._persons = {p: PersonLines(rows) for p, rows in people.items()}
+            for m, v in stored.items():
                 lines = by_visit.get(m, [])
                 persons = {v["psn_no"], *(x["psn_no"] for x in lines)}
                 self._data[m] = VisitContext(v, lines, raw.get(m, set()), diags.get(m, []),
-                                             {p: deaths[p] for p in persons if p in deaths}, now)
+                                             {p: deaths[p] for p in persons if p in deaths}, now,
+                                             self._persons.get(v["psn_no"]))
             self._caps = caps
             self._caps["\0any"] = [(bool(caps),)]
             self._deaths = deaths
@@ -418,13 +465,7 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
     v = req.visit
     if ctx.visit is not None:
         v = {**ctx.visit, **{k: x for k, x in v.items() if x is not None}}
-    brdy = _date(v.get("brdy"))
-    med_type = v.get("med_type")
-    attrs = {"gend": v.get("gend"), "brdy": brdy, "insutype": v.get("insutype"), "hosp_lv": v.get("hosp_lv"),
-             "inst_level": inst_level(v.get("hosp_lv")), "med_type": med_type,
-             "inpatient": str(med_type).startswith("2") if med_type is not None else None,
-             "begntime": v.get("begntime"), "endtime": v.get("endtime"), "visit_dept": v.get("adm_dept_codg"),
-             "chfpdr_code": v.get("chfpdr_code")}
+    attrs, brdy = visit_attrs(v)
     key = tuple(attrs.values())
     joined = ctx.joined
     if joined is None or joined[0] != key:
@@ -459,6 +500,18 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
         p, d = v["psn_no"], _date(v["die_date"])
         deaths[p] = min(deaths.get(p, d), d)
     return rows, diags, deaths
+
+
+def visit_attrs(v: dict) -> tuple[dict, dt.date | None]:
+    """The visit's columns ``lines`` carries on each of its lines (as prepare_lines joins them), and the birth date."""
+    brdy = _date(v.get("brdy"))
+    med_type = v.get("med_type")
+    attrs = {"gend": v.get("gend"), "brdy": brdy, "insutype": v.get("insutype"), "hosp_lv": v.get("hosp_lv"),
+             "inst_level": inst_level(v.get("hosp_lv")), "med_type": med_type,
+             "inpatient": str(med_type).startswith("2") if med_type is not None else None,
+             "begntime": v.get("begntime"), "endtime": v.get("endtime"), "visit_dept": v.get("adm_dept_codg"),
+             "chfpdr_code": v.get("chfpdr_code")}
+    return attrs, brdy
 
 
 def _join(row: dict, attrs: dict, brdy: dt.date | None) -> dict:

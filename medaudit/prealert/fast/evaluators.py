@@ -13,7 +13,7 @@ runs both paths (and batch screening) over the same visits and requires equal an
 from __future__ import annotations
 
 import datetime as dt
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
 from typing import Any, Callable
 
 ZERO = Decimal(0)
@@ -298,6 +298,50 @@ def duplicate_charge(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
+def period_limit(ctx, ms: list[dict]) -> list[tuple]:
+    """Per rule, person and code, units in time order; a unit is excess when ``max_count`` paid
+    units lie fewer than ``period_days`` days before it (the query's walk, one unit at a time:
+    its clusters only skip units that no paid unit can block)."""
+    src = [m for m in ms if m["deductible"] > 0]
+    units: dict[tuple, list[tuple]] = {}
+    for m in src:
+        for k in range(int(m["cnt"].to_integral_value(rounding=ROUND_CEILING))):
+            units.setdefault((m["rule_key"], m["psn_no"], m["hilist_code"]), []).append(
+                (m["fee_ocur_time"], m["bkkp_sn"], k, m))
+    excess: dict[tuple, Decimal] = {}  # (rule_key, bkkp_sn) -> excess units of the line
+    blockers: dict[tuple, set] = {}  # (rule_key, bkkp_sn) -> bkkp_sn of the paid units that block it
+    for us in units.values():
+        us.sort(key=lambda u: u[:3])
+        paid: list[tuple[dt.date, str]] = []
+        for _t, sn, k, m in us:
+            if len(paid) >= m["max_count"] and (m["fee_date"] - paid[0][0]).days < m["period_days"]:
+                key = (m["rule_key"], sn)
+                excess[key] = excess.get(key, ZERO) + min(m["cnt"] - k, 1)
+                blockers.setdefault(key, set()).update(b for _d, b in paid)
+            else:
+                paid = (paid + [(m["fee_date"], sn)])[-m["max_count"]:]
+    rows = [{**m, "excess": excess[(m["rule_key"], m["bkkp_sn"])]} for m in src
+            if (m["rule_key"], m["bkkp_sn"]) in excess]
+    excess_allocation(rows, lambda r: (r["rule_key"], r["bkkp_sn"]))
+    by_sn = {(m["rule_key"], m["bkkp_sn"]): m for m in src}
+    out = []
+    for a in rows:
+        blk = sorted((by_sn[(a["rule_key"], b)] for b in blockers[(a["rule_key"], a["bkkp_sn"])] if b != a["bkkp_sn"]),
+                     key=lambda b: (b["fee_ocur_time"], b["bkkp_sn"]))
+        before = a["cnt"] - a["excess_units"]
+        mine = "本条前 " + qty(before) + " 次"
+        if blk:
+            paid_text = "、".join(f"{b['fee_date']:%Y-%m-%d} {b['fixmedins_code']} 就诊 {b['mdtrt_id']}" for b in blk)
+            paid_text += "，及" + mine if before > 0 else ""
+        else:
+            paid_text = mine
+        ev = (f"{ref(a)} 每 {a['period_days']} 天限 {a['max_count']} 次；{line_fact(a)}，超出 {qty(a['excess_units'])}"
+              f"；此前 {a['period_days']} 天内已支付：{paid_text}")
+        out.append(_hit(a, "violating" if a["claim"] > 0 else "related", a["claim"], "", ev))
+        out += [(a["rule_key"], a["mdtrt_id"], a["mdtrt_id"], b["bkkp_sn"], "related", ZERO, "", None) for b in blk]
+    return list(dict.fromkeys(out))
+
+
 def course_limit(ctx, ms: list[dict]) -> list[tuple]:
     s = []
     for m in ms:
@@ -558,7 +602,8 @@ def duplicate_ingredient(ctx, ms: list[dict]) -> list[tuple]:
 EVALUATORS: dict[str, Callable[[Any, list[dict]], list[tuple]]] = {
     f.__name__: f for f in (
         restrict_gender, restrict_age, restrict_insutype, restrict_visit_type, restrict_hosp_level,
-        restrict_indication, after_death, frequency_limit, duplicate_charge, course_limit, supply_days_limit,
+        restrict_indication, after_death, frequency_limit, duplicate_charge, period_limit, course_limit,
+        supply_days_limit,
         secondary_procedure, duplicate_line, fee_outside_visit, not_in_catalog, price_cap, duplicate_ingredient,
     )
 }
