@@ -97,7 +97,9 @@ def _dec(x: Any) -> Decimal | None:
     """A value as the contract's DECIMAL(18,4) holds it."""
     if x is None:
         return None
-    return Decimal(str(x)).quantize(Q4, rounding=ROUND_HALF_UP)
+    if type(x) is not Decimal:  # a Decimal is its own text; a float is read by its shortest text
+        x = Decimal(str(x))
+    return x.quantize(Q4, rounding=ROUND_HALF_UP)
 
 
 # ---------------------------------------------------------------------------- rules
