@@ -3,6 +3,7 @@ reaching the post-hoc finding."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 
@@ -461,6 +462,26 @@ def test_types_that_cannot_judge_one_order_are_refused_for_pre_alert(tmp_path):
     """
     with pytest.raises(RuleLibraryError, match="cannot run at stage pre_alert"):
         load_library(write_rules(tmp_path / "r", bad))
+
+
+def test_checks_from_memory_run_on_the_event_loop_and_the_others_in_threads(service):
+    """A check that would wait on the database must not hold up every other request."""
+    checker = service.app.state.checker
+    seen, check = [], checker.check
+
+    def spy(req, rule_set="default"):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("thread")
+        return check(req, rule_set)
+
+    checker.check = spy
+    assert post(service, request([order("RX1", UTERUS)])).status_code == 200  # the visit's context is loaded
+    assert post(service, request([order("RX2", UTERUS)])).status_code == 200  # now in memory
+    assert seen == ["thread", "event loop"]
+    assert checker.fast.cache.loads == 1
 
 
 def test_routing_skips_orders_no_rule_cares_about(service):
