@@ -13,23 +13,25 @@ itself, over temporary shadows holding that one visit), the visit's stored recor
 diagnoses, the person's death date, the catalogue caps, and the person's lines of their other
 visits (:class:`PersonLines`; the rule types that judge a person across visits, period_limit,
 read those of their items, as the SQL path adds them to its ``fee_list_d`` shadow) — is loaded
-on a visit's first request and kept in memory (:class:`ContextCache`). The request's orders (earlier, ``curr_drord_flag``
-0, and new) are never cached: each request states them, exactly as on the SQL path, so the
-answer depends only on the request and the database, never on which requests came before.
+on a visit's first request and kept in memory (:class:`ContextCache`). The request's orders
+(earlier, ``curr_drord_flag`` 0, and new) are never cached: each request states them, exactly
+as on the SQL path, so the answer depends only on the request and the database, never on which
+requests came before.
 
 ``medaudit serve --preload`` loads every stored visit's context and the catalogue's price rows
 at startup in one set-based pass (:meth:`ContextCache.preload`), so no request pays the first
 load, and no request queries the database at all: a visit that is not in memory then is not in
 the database either (a stay still being written), and its context is empty but for the
-person's death date.
+person's death date and their other visits' lines.
 
 **Consistency.** DuckDB lets one process write a database file, and ``medaudit serve`` holds
 it while it runs: a batch is loaded (or re-loaded) with the service stopped, and a restart
 starts with an empty cache. Inside the process, an entry loaded on first use lives ``ttl``
 seconds (default 300); preloaded ones live until :meth:`ContextCache.clear`, which drops
-everything (call it after writing fee lines through the service's own connection). An order whose ``rx_id`` names a line already in the database
-(the order replaces that line, and the line's refunds net against it) goes to the SQL path,
-which rebuilds netting with the replacement.
+everything (call it after writing fee lines through the service's own connection). An order
+whose ``rx_id`` names a line already in the database (the order replaces that line, and the
+line's refunds net against it) goes to the SQL path, which rebuilds netting with the
+replacement.
 """
 
 from __future__ import annotations
@@ -359,7 +361,7 @@ class ContextCache:
         engine.prepare_lines(cur, STAGE)
         res = cur.execute("SELECT * EXCLUDE (batch_id, source_row) FROM mdtrt_d").fetchall()
         cols = [d[0] for d in cur.description]
-        visits = {r[0]: dict(zip(cols, r)) for r in res}
+        visits = {v["mdtrt_id"]: v for v in (dict(zip(cols, r)) for r in res)}
         rows = [dict(zip(LINE_FIELDS, r)) for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall()]
         return PersonLines([(ln, visits[ln["mdtrt_id"]]) for ln in rows if ln["mdtrt_id"] in visits])
 
