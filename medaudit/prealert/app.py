@@ -153,8 +153,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         # The body is parsed and validated by pydantic-core straight from the bytes, and the answer
         # written with orjson: FastAPI's own body handling and response model cost more than the
         # check. A check the fast path answers from memory runs right here on the event loop (no
-        # thread hand-off); one that needs the database (SQL path, a context not loaded yet) runs
-        # in the thread pool.
+        # thread hand-off); one that needs the database (SQL path, a context not loaded yet, or
+        # results stored synchronously) runs in the thread pool.
         try:
             body = Request3101.model_validate_json(await request.body())
         except ValidationError as e:
@@ -164,7 +164,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         except RuleSetError as e:
             raise HTTPException(404, str(e)) from None
         reqs = _check_requests(body, inst)
-        if all(checker.in_memory(req, rule_set) for _p, req in reqs):
+        # inline only when nothing waits on the database: the check from memory, the answer queued
+        if checker.writer is not None and all(checker.in_memory(req, rule_set) for _p, req in reqs):
             results, used = _analyse(checker, inst, rule_set, body.trig_scen, reqs)
         else:
             results, used = await run_in_threadpool(_analyse, checker, inst, rule_set, body.trig_scen, reqs)
