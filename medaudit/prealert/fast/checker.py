@@ -9,8 +9,8 @@ line once per rule, the engine's preference (exact code, then prefix, then match
 
 **Context.** The part of a request's ``lines`` that comes from the database — the visit's fee
 lines billed so far with refunds netted (built once by :func:`medaudit.engine.prepare_lines`
-itself, over temporary shadows holding that one visit), the visit's stored record, its stored
-diagnoses, the person's death date, the catalogue caps, and the person's lines of their other
+itself, over temporary shadows holding that visit and the person's lines), the visit's stored
+record, its stored diagnoses, the person's death date, the catalogue caps, and the person's lines of their other
 visits (:class:`PersonLines`; the rule types that judge a person across visits, period_limit,
 read those of their items, as the SQL path adds them to its ``fee_list_d`` shadow) — is loaded
 on a visit's first request and kept in memory (:class:`ContextCache`). The request's orders
@@ -321,22 +321,32 @@ class ContextCache:
         cols = [d[0] for d in cur.description]
         visit = dict(zip(cols, res[0])) if res else None
         persons = sorted({psn_no} | ({visit["psn_no"]} if visit else set()))
-        raw = [r[0] for r in cur.execute(f"SELECT bkkp_sn FROM {cat}.main.fee_list_d WHERE mdtrt_id = ?",
-                                         [mdtrt_id]).fetchall()]
+        # the visit's stored lines and the person's lines of their other visits, netted in one pass
+        # by the batch engine's own prepare_lines over shadows holding just those rows
+        cur.execute(";\n".join(f"DELETE FROM {t}" for t in self.SHADOWED))
+        cur.execute(f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ? OR psn_no = ?",
+                    [mdtrt_id, psn_no])
+        raw = [r[0] for r in cur.execute("SELECT bkkp_sn FROM fee_list_d WHERE mdtrt_id = ?", [mdtrt_id]).fetchall()]
         lines: list[dict] = []
-        if raw:
-            # the stored lines netted by the batch engine's own prepare_lines, over shadows of this visit
-            cur.execute(";\n".join(f"DELETE FROM {t}" for t in self.SHADOWED))
-            cur.execute(f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?", [mdtrt_id])
-            cur.execute(f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ?", [mdtrt_id])
+        others: list[tuple[dict, dict]] = []
+        if cur.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]:
+            cur.execute(f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN "
+                        "(SELECT mdtrt_id FROM fee_list_d)")
             cur.execute(f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE setl_id IN "
-                        f"(SELECT setl_id FROM {cat}.main.fee_list_d WHERE mdtrt_id = ?)", [mdtrt_id])
-            if visit is None:  # lines of a visit the database does not know: joined to a stand-in
+                        "(SELECT setl_id FROM fee_list_d)")
+            if visit is None and raw:  # lines of a visit the database does not know: joined to a stand-in
                 cur.execute("INSERT INTO mdtrt_d (mdtrt_id, psn_no, fixmedins_code, begntime, med_type, insutype, gend) "
                             "VALUES (?, ?, '', now()::TIMESTAMP, '', '', '')", [mdtrt_id, psn_no])
             engine.prepare_lines(cur, STAGE)
-            res = cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall()
-            lines = [dict(zip(LINE_FIELDS, r)) for r in res]
+            res = cur.execute("SELECT * EXCLUDE (batch_id, source_row) FROM mdtrt_d").fetchall()
+            vcols = [d[0] for d in cur.description]
+            visits = {v["mdtrt_id"]: v for v in (dict(zip(vcols, r)) for r in res)}
+            for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall():
+                ln = dict(zip(LINE_FIELDS, r))
+                if ln["mdtrt_id"] == mdtrt_id:
+                    lines.append(ln)
+                else:
+                    others.append((ln, visits[ln["mdtrt_id"]]))
         diags = [r[0] for r in cur.execute(f"SELECT diag_code FROM {cat}.main.setl_list_diag_d WHERE mdtrt_id = ?",
                                            [mdtrt_id]).fetchall()]
         marks = ", ".join("?" for _ in persons)
@@ -346,24 +356,7 @@ class ContextCache:
                     UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d
                     WHERE psn_no IN ({marks}) AND die_date IS NOT NULL) GROUP BY psn_no""",
             [*persons, *persons]).fetchall() if d is not None}
-        return VisitContext(visit, lines, set(raw), diags, deaths, now, self._person_lines(cur, psn_no, mdtrt_id))
-
-    def _person_lines(self, cur, psn_no: str, mdtrt_id: str) -> PersonLines | None:
-        """The person's stored lines of their other visits, netted by prepare_lines over shadows."""
-        cat = '"' + self.catalog.replace('"', '""') + '"'
-        where = f"FROM {cat}.main.fee_list_d WHERE psn_no = ? AND mdtrt_id <> ?"
-        if not cur.execute(f"SELECT count(*) {where}", [psn_no, mdtrt_id]).fetchall()[0][0]:
-            return None
-        cur.execute(";\n".join(f"DELETE FROM {t}" for t in self.SHADOWED))
-        cur.execute(f"INSERT INTO fee_list_d SELECT * {where}", [psn_no, mdtrt_id])
-        cur.execute(f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN (SELECT mdtrt_id FROM fee_list_d)")
-        cur.execute(f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE setl_id IN (SELECT setl_id FROM fee_list_d)")
-        engine.prepare_lines(cur, STAGE)
-        res = cur.execute("SELECT * EXCLUDE (batch_id, source_row) FROM mdtrt_d").fetchall()
-        cols = [d[0] for d in cur.description]
-        visits = {v["mdtrt_id"]: v for v in (dict(zip(cols, r)) for r in res)}
-        rows = [dict(zip(LINE_FIELDS, r)) for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall()]
-        return PersonLines([(ln, visits[ln["mdtrt_id"]]) for ln in rows if ln["mdtrt_id"] in visits])
+        return VisitContext(visit, lines, set(raw), diags, deaths, now, PersonLines(others) if others else None)
 
     def preload(self) -> int:
         """Load every stored visit's context and the catalogue's price rows in one set-based pass
