@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from . import lifecycle, money
+from .prealert import store as prealert_store
 
 PERSON_SQL = """(SELECT mdtrt_id, any_value(psn_name) AS psn_name, any_value(certno) AS certno,
                         any_value(fixmedins_name) AS fixmedins_name FROM mdtrt_d GROUP BY mdtrt_id)"""
@@ -126,8 +127,6 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
             "statement_id", "mdtrt_id", "setl_id", "psn_name", "certno", "dept_code", "dr_code", "flagged",
             "deduction", "at_risk", "basis", "evidence", "lines")
     # the doctor's answer to a pre-alert on the same rule, visit and item, as part of the evidence
-    from .prealert import store as prealert_store
-
     prealert = prealert_store.evidence_for(con, [r[0] for r in rows])
     for r in rows:
         x = dict(zip(keys, r))

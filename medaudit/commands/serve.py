@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
                                            "the background, many per INSERT (read endpoints and 3103 flush first)"),
         preload: bool = typer.Option(False, "--preload", help="fast engine: load every stored visit's context and "
                                      "the catalogue at startup (one set-based pass); no request then queries the "
-                                     "database, and checks run on the event loop without a thread hand-off"),
+                                     "database, and (with --async-results) checks run on the event loop"),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
 
