@@ -235,8 +235,6 @@ def main() -> None:
         kept = json.loads(args.out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         kept = {}
-    if "p99_ms" in kept:  # a file from before the fast engine: those were SQL-path figures
-        kept = {"sql": {"engine": "sql", **kept}}
     kept[args.engine] = result
     args.out.write_text(json.dumps(kept, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
