@@ -34,7 +34,7 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     required: bool = False  # must the batch contain this table?
-    key: tuple[str, ...] = ()  # unique within the batch (and across batches in one database)
+    key: tuple[str, ...] = ()  # natural key: unique within the batch and across batches in one database
     parents: tuple[tuple[str, str, str], ...] = ()  # (column, parent table, parent column)
 
     @property
@@ -86,7 +86,7 @@ TABLES: dict[str, Table] = {
         Table(
             "fee_list_d",
             _cols(
-                "bkkp_sn:str! mdtrt_id:str! setl_id:str! psn_no:str! fixmedins_code:str! "
+                "bkkp_sn:str! mdtrt_id:str! setl_id:str psn_no:str! fixmedins_code:str! "
                 "fee_ocur_time:ts! hilist_code:str! hilist_name:str medins_list_codg:str "
                 "medins_list_name:str list_type:str! med_chrgitm_type:str chrgitm_lv:str "
                 "cnt:dec! pric:dec! det_item_fee_sumamt:dec! pric_uplmt_amt:dec "
@@ -100,18 +100,21 @@ TABLES: dict[str, Table] = {
         Table(
             "setl_list_diag_d",
             _cols("mdtrt_id:str! setl_id:str diag_type:str maindiag_flag:str! diag_code:str! diag_name:str"),
+            key=("mdtrt_id", "diag_code", "diag_type"),
             parents=(("mdtrt_id", "mdtrt_d", "mdtrt_id"),),
         ),
         Table(
             "setl_list_oprn_d",
             _cols("mdtrt_id:str! oprn_oprt_code:str! oprn_oprt_name:str oprn_oprt_date:ts main_oprn_flag:str"),
+            key=("mdtrt_id", "oprn_oprt_code", "oprn_oprt_date"),
             parents=(("mdtrt_id", "mdtrt_d", "mdtrt_id"),),
         ),
         # Knowledge tables
-        Table("psn_death", _cols("psn_no:str! die_date:date!")),
+        Table("psn_death", _cols("psn_no:str! die_date:date!"), key=("psn_no",)),
         Table(
             "purchases",
             _cols("fixmedins_code:str! hilist_code:str! period:str! purchase_cnt:dec! opening_stock_cnt:dec"),
+            key=("fixmedins_code", "hilist_code", "period"),
         ),
         Table(
             "hilist",
@@ -119,6 +122,7 @@ TABLES: dict[str, Table] = {
                 "hilist_code:str! hilist_name:str list_type:str chrgitm_lv:str lv1_pric:dec "
                 "lv2_pric:dec lv3_pric:dec begndate:date enddate:date"
             ),
+            key=("hilist_code", "begndate"),
         ),
     ]
 }
@@ -136,3 +140,9 @@ LOAD_ORDER = [
 ]
 
 FILE_SUFFIXES = (".csv", ".parquet", ".xlsx")
+
+#: Free-text columns kept exactly as written; every other column is NFKC-normalised on load
+#: (full-width digits and letters become ASCII: ``１２３.００`` -> ``123.00``).
+FREE_TEXT = frozenset(
+    c.name for t in TABLES.values() for c in t.columns if c.name.endswith("_name")
+)

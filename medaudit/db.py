@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -9,6 +10,20 @@ import duckdb
 from .contract import SQL_TYPE, TABLES
 
 DEFAULT_DB = "medaudit.duckdb"
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def ident(name: str) -> str:
+    """The one way an identifier (table or column name) enters SQL text: checked, then quoted.
+
+    Only names of the data contract or the schema ever reach here; anything else (a column
+    name read from a file) is refused rather than escaped, so no input can become SQL.
+    """
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
+        raise ValueError(f"not a safe SQL identifier: {name!r}")
+    return f'"{name}"'
+
 
 # Money columns are DECIMAL(18,2) once rounded; line-level claims keep 12 decimals until the end.
 _SCHEMA = """
@@ -24,6 +39,17 @@ CREATE TABLE IF NOT EXISTS rejected_rows (
     file VARCHAR,
     table_name VARCHAR,
     row_no INTEGER,
+    column_name VARCHAR,
+    value VARCHAR,
+    reason VARCHAR
+);
+-- rows that loaded but look wrong (line amount not cnt x pric, settlement not known yet)
+CREATE TABLE IF NOT EXISTS data_quality (
+    batch_id INTEGER,
+    file VARCHAR,
+    table_name VARCHAR,
+    row_no INTEGER,
+    row_key VARCHAR,
     column_name VARCHAR,
     value VARCHAR,
     reason VARCHAR
@@ -86,8 +112,8 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for t in TABLES.values():
-        cols = ", ".join(f'"{c.name}" {SQL_TYPE[c.type]}' for c in t.columns)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {t.name} (batch_id INTEGER, source_row INTEGER, {cols})")
+        cols = ", ".join(f"{ident(c.name)} {SQL_TYPE[c.type]}" for c in t.columns)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {ident(t.name)} (batch_id INTEGER, source_row INTEGER, {cols})")
     con.execute(_SCHEMA)
     # the hospital loop's tables (finding states, audit log, settings, deduction statements)
     from . import deduct, lifecycle
