@@ -40,23 +40,40 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def print_load(result: LoadResult, batch: Path) -> None:
+    from rich.markup import escape  # values and column names come from the files: never markup
+
     if result.already_loaded:
-        console.print(f"{batch}: already loaded as batch {result.batch_id} (same content); nothing added.")
+        console.print(f"{escape(str(batch))}: already loaded as batch {result.batch_id} (same content); nothing added.")
         return
-    t = Table(title=f"Loaded {batch} as batch {result.batch_id}")
-    for c in ("table", "file", "read", "loaded", "rejected"):
-        t.add_column(c, justify="right" if c in ("read", "loaded", "rejected") else "left")
+    t = Table(title=f"Loaded {escape(str(batch))} as batch {result.batch_id}")
+    for c in ("table", "file", "read", "loaded", "rejected", "NFKC cells", "data quality"):
+        t.add_column(c, justify="left" if c in ("table", "file") else "right")
     for s in result.tables:
-        t.add_row(s.table, s.file, f"{s.read:,}", f"{s.loaded:,}", f"[red]{s.rejected:,}[/]" if s.rejected else "0")
+        t.add_row(s.table, escape(s.file), f"{s.read:,}", f"{s.loaded:,}", f"[red]{s.rejected:,}[/]" if s.rejected else "0",
+                  f"{s.normalised:,}", f"[yellow]{s.data_quality:,}[/]" if s.data_quality else "0")
     console.print(t)
+    for s in result.tables:
+        if s.ignored_columns:
+            console.print(f"{escape(s.file)}: ignored columns (not in the data contract, not stored): "
+                          + escape(", ".join(s.ignored_columns)))
+    if any(s.normalised for s in result.tables):
+        console.print("NFKC cells: values normalised to their plain form (full-width digits and letters -> ASCII).")
     if result.rejected is not None and result.rejected.height:
         shown = result.rejected.head(10)
         rt = Table(title=f"Rejected rows (first {shown.height} of {result.rejected.height} problems; all in table rejected_rows)")
         for c in ("file", "row", "reason"):
             rt.add_column(c)
         for r in shown.iter_rows(named=True):
-            rt.add_row(r["file"], str(r["row_no"]), r["reason"])
+            rt.add_row(escape(r["file"]), str(r["row_no"]), escape(r["reason"]))
         console.print(rt)
+    if result.quality is not None and result.quality.height:
+        shown = result.quality.head(10)
+        qt = Table(title=f"Data quality (loaded; first {shown.height} of {result.quality.height}; all in table data_quality)")
+        for c in ("file", "row", "reason"):
+            qt.add_column(c)
+        for r in shown.iter_rows(named=True):
+            qt.add_row(escape(r["file"]), str(r["row_no"]), escape(r["reason"]))
+        console.print(qt)
 
 
 @app.command()

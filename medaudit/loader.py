@@ -552,18 +552,19 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, ids: pl.DataFrame) -> pl.Da
 def _check_against_visit(c: _Checked, visits: pl.DataFrame, settlements: pl.DataFrame | None) -> None:
     """A settlement or fee line must agree with its visit: same person, same institution; a fee
     line's settlement, when known, must be a settlement of the line's visit."""
-    j = c.good.join(visits, on="mdtrt_id", how="inner")
+    g = c.good  # every check sees the same rows: a row with two problems gets both reasons
+    j = g.join(visits, on="mdtrt_id", how="inner")
     for col in ("fixmedins_code", "psn_no"):
         other = "__v_" + col
         bad = j.filter(pl.col(col) != pl.col(other))
         c.reject(bad, col, pl.format("{}: {} differs from its visit {} ({})", pl.lit(col), pl.col(col), pl.col("mdtrt_id"), pl.col(other)), pl.col(col))
     if settlements is None:
         return
-    s = c.good.filter(pl.col("setl_id").is_not_null()).join(settlements, on="setl_id", how="left")
+    s = g.filter(pl.col("setl_id").is_not_null()).join(settlements, on="setl_id", how="left")
     wrong = s.filter(pl.col("__s_visit").is_not_null() & (pl.col("__s_visit") != pl.col("mdtrt_id")))
     c.reject(wrong, "setl_id", pl.format("setl_id: {} is a settlement of visit {}, not {}", pl.col("setl_id"), pl.col("__s_visit"), pl.col("mdtrt_id")), pl.col("setl_id"))
-    unknown = s.filter(pl.col("__s_visit").is_null())
-    c.note(unknown, "setl_id", pl.format("setl_id: {} not found in setl_d (not loaded yet: the line loads, its settlement may come in a later batch)", pl.col("setl_id")), pl.col("setl_id"))
+    unknown = s.filter(pl.col("__s_visit").is_null()).join(c.good.select(ROW), on=ROW, how="semi")
+    c.note(unknown, "setl_id", pl.format("setl_id: {} not found in setl_d (loaded: the settlement may come in a later batch)", pl.col("setl_id")), pl.col("setl_id"))
 
 
 def _check_refunds(c: _Checked, con: duckdb.DuckDBPyConnection) -> None:
