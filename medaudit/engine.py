@@ -155,7 +155,8 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> in
         LEFT JOIN (SELECT setl_id, setl_time FROM setl_d WHERE coalesce(refd_setl_flag, '0') <> '1') s
                ON s.setl_id = n.setl_id
         WHERE n.cnt > 0
-          AND n.setl_id NOT IN (SELECT setl_id FROM setl_d WHERE refd_setl_flag = '1')
+          -- a line of a stay not settled yet has no setl_id (NOT IN would be NULL and drop it)
+          AND (n.setl_id IS NULL OR n.setl_id NOT IN (SELECT setl_id FROM setl_d WHERE refd_setl_flag = '1'))
           AND {STAGE_FILTER[stage]}
         """
     )

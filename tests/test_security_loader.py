@@ -252,6 +252,28 @@ def test_unsettled_lines_screen_without_crash_and_are_not_flagged_post_hoc(tmp_p
     assert [f["mdtrt_id"] for f in findings(con)] == ["V2"]
 
 
+def test_unsettled_lines_are_screened_in_process_beside_a_refunded_settlement(tmp_path):
+    """A line of a stay not settled yet (empty setl_id) is screened in-process even when the
+    database holds a refunded settlement (a NOT IN over NULL used to drop every such line)."""
+    rules = """
+    - id: R-PRC-001
+      version: 1
+      name: 超标准收费
+      type: price_cap
+      stages: [in_process, post_hoc]
+      items:
+        rows:
+          - {code: "001109000010000", cap: 20}
+    """
+    b = Batch()
+    v = b.visit(mdtrt_id="V1", settled=False, endtime="")
+    b.line(v, BED, bkkp_sn="U1", pric="30", setl_id="")
+    w = b.visit(mdtrt_id="V2", refunded=True)
+    b.line(w, BED, bkkp_sn="S1", pric="30")
+    found = b.screen(tmp_path, rules, stage="in_process")
+    assert [(f["mdtrt_id"], f["violating"]) for f in found] == [("V1", {"U1": Decimal("10")})]
+
+
 # ---------------------------------------------------------------------------- refunds
 
 

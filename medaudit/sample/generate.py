@@ -102,7 +102,7 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         }
     )
     f = (
-        lines.join(v.select("vi", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code", "level", "dept", "doctor", "insutype",
+        lines.join(v.select("vi", "mdtrt_id", "setl_id", "settled", "psn_no", "fixmedins_code", "level", "dept", "doctor", "insutype",
                             "inpatient"), on="vi", how="left")
         .join(items, on="code", how="left")
         .with_columns(
@@ -113,7 +113,10 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         .with_columns(own=(pl.col("amt") * pl.col("ownpay_pct")) // 100)
     )
     fee = f.select(
-        "bkkp_sn", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code",
+        "bkkp_sn", "mdtrt_id",
+        # a stay not settled yet has no settlement on its lines (in-process extracts look like that)
+        pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
+        "psn_no", "fixmedins_code",
         _ts("time").alias("fee_ocur_time"),
         pl.col("code").alias("hilist_code"), "hilist_name",
         pl.format("{}{}", pl.col("fixmedins_code").str.slice(-4), pl.col("code").str.slice(-8)).alias("medins_list_codg"),

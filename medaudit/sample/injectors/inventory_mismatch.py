@@ -30,7 +30,7 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
     grp = ["fixmedins_code", "hilist_code", "month"]
     stock = (fee.filter(pl.col("list_type").is_in(["101", "102", "301"]))
              .join(neg.with_columns(pl.lit(True).alias("neg")), on=["mdtrt_id", "hilist_code"], how="left")
-             .with_columns(good=(pl.col("q") > 0) & pl.col("setl_id").is_in(ok_setl.implode()) & pl.col("neg").is_null()
+             .with_columns(good=(pl.col("q") > 0) & pl.col("setl_id").is_in(ok_setl.implode()).fill_null(False) & pl.col("neg").is_null()
                            & ~pl.col("bkkp_sn").is_in(list(refunded))))
     last = (stock.sort("fee_ocur_time", "bkkp_sn")
             .group_by(grp, maintain_order=True)
