@@ -47,7 +47,8 @@ What the :class:`~medaudit.sample.inject.Context` gives:
   line, so every line of the visit is screened at its full amount. ``ctx.use_visit(v)``
   reserves a visit you touch without picking it (e.g. another stay of the same person).
 - ``ctx.lines_of(v)`` the visit's clean lines (``bkkp_sn, code, cnt, time, pric, ownpay_pct,
-  appr, dscg, prd_days, init``; ``pric`` None = catalogue price at the visit's level, in fen);
+  appr, dscg, prd_days, init, billed``; ``pric`` None = catalogue price at the visit's level, in
+  fen; ``billed`` None = the line amount is ``cnt`` x ``pric``, else the amount in fen as billed);
   ``ctx.data.lines`` all of them.
 - ``ctx.add_line(v, code, time, cnt=1, **fields)`` adds a line (code must be in
   :data:`medaudit.sample.catalog.ITEMS`; add items there) and returns its ``bkkp_sn``;

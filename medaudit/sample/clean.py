@@ -17,7 +17,7 @@ the other types will need:
   drug of a visit from a different generic group; no two lines of one visit with the same
   code and time;
 - every code billed is in the catalogue (``hilist``, in force all year) at exactly its price
-  (price_cap, not_in_catalog); days of supply at most 14 (outpatient prescriptions 3-14,
+  (price_cap, not_in_catalog), every line's amount exactly ``cnt`` x ``pric`` (amount_mismatch); days of supply at most 14 (outpatient prescriptions 3-14,
   discharge medication 14: supply_days_limit); no course-limited drug (丁苯酞) and no
   operation of a 主次手术 group (肝胆手术组) is billed; 糖化血红蛋白测定 at most once per stay
   (period_limit: visits of a person are 50 days apart); 一次性使用输液器 only beside 静脉输液
@@ -77,6 +77,7 @@ LINE_SCHEMA = {
     "dscg": pl.Utf8,  # dscg_tkdrug_flag
     "prd_days": pl.Int64,
     "init": pl.Utf8,  # init_feedetl_sn
+    "billed": pl.Int64,  # det_item_fee_sumamt in fen when it is not cnt x pric (None: cnt x pric)
 }
 
 
@@ -334,6 +335,7 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         pl.lit(0, pl.Int64).alias("ownpay_pct"),
         pl.lit("1").alias("appr"),
         pl.lit(None, pl.Utf8).alias("init"),
+        pl.lit(None, pl.Int64).alias("billed"),
     )
     # class C items are fully self-paid
     lines = lines.with_columns(

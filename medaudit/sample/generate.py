@@ -109,7 +109,7 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
             cap=pl.when(pl.col("level") >= 3).then("p3").when(pl.col("level") == 2).then("p2").otherwise("p1"),
         )
         .with_columns(pric=pl.coalesce("pric", "cap"))
-        .with_columns(amt=pl.col("cnt") * pl.col("pric"))
+        .with_columns(amt=pl.coalesce("billed", pl.col("cnt") * pl.col("pric")))
         .with_columns(own=(pl.col("amt") * pl.col("ownpay_pct")) // 100)
     )
     fee = f.select(

@@ -129,7 +129,7 @@ class Context:
 
     def add_line(self, visit: dict, code: str, time: dt.datetime, cnt: int = 1, **kw: Any) -> str:
         """Add a fee line to a visit; returns its bkkp_sn. ``kw`` may set ``pric`` (fen),
-        ``ownpay_pct``, ``appr``, ``dscg``, ``prd_days``, ``init`` (see clean.LINE_SCHEMA)."""
+        ``ownpay_pct``, ``appr``, ``dscg``, ``prd_days``, ``init``, ``billed`` (see clean.LINE_SCHEMA)."""
         if code not in cat.BY_CODE:
             raise KeyError(f"{code} is not in medaudit.sample.catalog.ITEMS")
         bad = set(kw) - set(LINE_SCHEMA)
@@ -138,7 +138,8 @@ class Context:
         bkkp_sn = sn(self._next)
         self._next += 1
         row = {"vi": visit["vi"], "bkkp_sn": bkkp_sn, "code": code, "cnt": cnt, "time": time,
-               "pric": None, "ownpay_pct": 0, "appr": "1", "dscg": None, "prd_days": None, "init": None}
+               "pric": None, "ownpay_pct": 0, "appr": "1", "dscg": None, "prd_days": None, "init": None,
+               "billed": None}
         row.update(kw)
         self.new_lines.append(row)
         return bkkp_sn

@@ -1,0 +1,93 @@
+"""金额与数量单价不符 amount_mismatch: a line whose amount is not its quantity times its price (抬高收费).
+
+**What it flags.** A matched line (every line when the rule names no items) whose amount as
+billed, `det_item_fee_sumamt`, differs from its quantity as billed times its unit price,
+`cnt × pric`, by more than `tolerance` (default 0.01 yuan; a difference of exactly the
+tolerance is fine). Both directions are flagged: billed above `cnt × pric` (多计) and below it
+(少计: the three fields of the line contradict each other, so one of them is wrong).
+
+The comparison uses the line **as billed**, read from `fee_list_d`, before refunds are netted:
+a refund line names the units it takes back, and a line that was overcharged stays evidence of
+the overcharge after a partial refund. As for every line-level type, refund lines themselves,
+fully refunded lines, lines of refunded settlements and lines the fund did not pay (deductible
+0: class C, switched to self-pay) are not flagged.
+
+**Why it matters.** The amount is what the fund pays; quantity and price are what a reviewer
+checks against the price list and the orders. An amount above `cnt × pric` passes every price
+and frequency rule (they read `pric` and `cnt`) while charging more than either shows: 抬高收费
+hidden in the line total. This type puts such lines in front of a reviewer with the figures a
+clerk can check by hand and the amount at stake.
+
+**Deduction.** `price_diff` on the excess: (amount − `cnt × pric`) × the line's fund share
+(deductible / amount), never more than the line's deductible; nothing when the line is billed
+below `cnt × pric`. After a partial refund the claim is on the excess still in the net line: the
+smaller of the billed excess and (net amount − net quantity × `pric`), so a refund that took the
+overcharge back leaves nothing to deduct. Default severity `suspect`: a mismatch can be a typing
+error, so a reviewer confirms it before anything is deducted.
+
+**Stages.** `in_process` and `post_hoc`. Not `pre_alert`: a doctor's order carries no billed
+amount to compare, and the fast pre-alert path has no evaluator for this type.
+
+**Example.**
+
+```yaml
+- id: R-AMT-001
+  version: 1
+  name: 明细金额与数量单价不符（抬高收费）
+  type: amount_mismatch
+  stages: [in_process, post_hoc]
+  # no items: every line; params: {tolerance: 0.01} is the default
+```
+
+A line of 2 units at 45.00 billed as 120.00 gives
+`项目【血常规】(002503010010000) 2026-03-02 数量 2 × 单价 45.00 = 90.00 元，明细金额 120.00 元，多计 30.00 元`
+and claims 30.00 (a line 20% self-paid: 24.00). When the line was partly refunded the evidence
+goes on with the net line, e.g. `；退费后数量 1 × 单价 45.00 = 45.00 元，净金额 75.00 元，多计 30.00 元`.
+"""
+
+from decimal import Decimal
+
+from .base import ITEM_REF, Param, RuleType, price_text
+
+RULE_TYPE = RuleType(
+    name="amount_mismatch",
+    title="金额与数量单价不符",
+    nature="超支付标准",
+    mode="price_diff",
+    doc=__doc__,
+    items="optional",
+    default_severity="suspect",
+    stages=("in_process", "post_hoc"),
+    params=(
+        Param("tolerance", "number", "largest difference (yuan) between the amount and cnt × pric that is not flagged",
+              default=Decimal("0.01"), per_item=True, minimum=0),
+    ),
+    query=f"""
+        WITH b AS (       -- the line as billed (fee_list_d), before refunds are netted
+            SELECT m.*, f.cnt AS billed_cnt, f.det_item_fee_sumamt AS billed_amt,
+                   f.det_item_fee_sumamt - f.cnt * f.pric AS diff,
+                   m.amt - m.cnt * m.pric AS net_diff
+            FROM {{m}} m JOIN fee_list_d f ON f.bkkp_sn = m.bkkp_sn
+            WHERE m.deductible > 0
+              AND abs(f.det_item_fee_sumamt - f.cnt * f.pric) > m.tolerance),
+        x AS (            -- the excess still in the net line (a refund may have taken some back)
+            SELECT *, greatest(least(diff, net_diff), 0) AS excess FROM b)
+        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
+               -- both branches as DECIMAL(38,12): a CASE of (38,8) and (38,12) would round to 8 decimals
+               CASE WHEN excess <= 0 THEN CAST(0 AS DECIMAL(38,12))
+                    WHEN deductible = amt THEN CAST(least(excess, deductible) AS DECIMAL(38,12))
+                    ELSE CAST(least(xdiv(excess * deductible, amt), deductible) AS DECIMAL(38,12)) END AS claim,
+               '' AS ev_head,
+               {ITEM_REF} || ' ' || strftime(fee_date, '%Y-%m-%d')
+                   || ' 数量 ' || qty(billed_cnt) || ' × 单价 ' || {price_text('pric')}
+                   || ' = ' || {price_text('billed_cnt * pric')} || ' 元，明细金额 ' || yuan(billed_amt) || ' 元，'
+                   || CASE WHEN diff > 0 THEN '多计 ' ELSE '少计 ' END || {price_text('abs(diff)')} || ' 元'
+                   || CASE WHEN cnt = billed_cnt AND amt = billed_amt THEN ''
+                           ELSE '；退费后数量 ' || qty(cnt) || ' × 单价 ' || {price_text('pric')}
+                                || ' = ' || {price_text('cnt * pric')} || ' 元，净金额 ' || yuan(amt) || ' 元，'
+                                || CASE WHEN net_diff > 0 THEN '多计 ' || {price_text('net_diff')} || ' 元'
+                                        WHEN net_diff < 0 THEN '少计 ' || {price_text('-net_diff')} || ' 元'
+                                        ELSE '相符' END END AS ev_line
+        FROM x
+    """,
+)
