@@ -3,8 +3,10 @@
 **What it flags.** A matched line (every line when the rule names no items) whose amount as
 billed, `det_item_fee_sumamt`, differs from its quantity as billed times its unit price,
 `cnt × pric`, by more than `tolerance` (default 0.01 yuan; a difference of exactly the
-tolerance is fine). Both directions are flagged: billed above `cnt × pric` (多计) and below it
-(少计: the three fields of the line contradict each other, so one of them is wrong).
+tolerance is fine). By default only lines billed above `cnt × pric` (多计) are flagged: that is
+抬高收费. With `undercharge: true` a line billed below it (少计) is flagged too, claiming
+nothing: its three fields contradict each other, a lead for review rather than money. (Every
+line off by more than 0.01 either way is also listed in the loader's `data_quality` table.)
 
 The comparison uses the line **as billed**, read from `fee_list_d`, before refunds are netted:
 a refund line names the units it takes back, and a line that was overcharged stays evidence of
@@ -61,6 +63,7 @@ RULE_TYPE = RuleType(
     params=(
         Param("tolerance", "number", "largest difference (yuan) between the amount and cnt × pric that is not flagged",
               default=Decimal("0.01"), per_item=True, minimum=0),
+        Param("undercharge", "bool", "also flag lines billed below cnt × pric (they claim nothing)", default=False),
     ),
     query=f"""
         WITH b AS (       -- the line as billed (fee_list_d), before refunds are netted
@@ -69,7 +72,8 @@ RULE_TYPE = RuleType(
                    m.amt - m.cnt * m.pric AS net_diff
             FROM {{m}} m JOIN fee_list_d f ON f.bkkp_sn = m.bkkp_sn
             WHERE m.deductible > 0
-              AND abs(f.det_item_fee_sumamt - f.cnt * f.pric) > m.tolerance),
+              AND (f.det_item_fee_sumamt - f.cnt * f.pric > m.tolerance
+                   OR (m.undercharge AND f.cnt * f.pric - f.det_item_fee_sumamt > m.tolerance))),
         x AS (            -- the excess still in the net line (a refund may have taken some back)
             SELECT *, greatest(least(diff, net_diff), 0) AS excess FROM b)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,

@@ -5,7 +5,7 @@ amount (``det_item_fee_sumamt``) is changed, the cases in turn:
 
 0. billed 5% to 30% above ``cnt`` × ``pric`` (at least 0.02);
 1. billed 0.02 above (one cent over the default tolerance);
-2. billed 5% to 20% below (flagged, claims nothing);
+2. billed 5% to 20% below (a near miss: not 抬高收费, so not flagged by default, no key row);
 3. billed 5% to 30% above and then one unit refunded at its price (a linked partial refund:
    judged on the line as billed, the excess is still in the net line).
 
@@ -74,7 +74,8 @@ def inject(ctx: Context) -> None:
         if case == 3:  # one unit back at its price: the whole excess stays in the net line
             ctx.add_line(v, r["code"], r["time"] + dt.timedelta(minutes=20), -1, init=r["bkkp_sn"], pric=r["unit"])
             extra = "；退费 1 次（按单价），多计部分仍在"
-        ctx.expect("R-AMT-001", v, r["bkkp_sn"], _note(ctx, r, billed, extra))
+        if case != 2:  # billed below is not flagged unless the rule asks for undercharges
+            ctx.expect("R-AMT-001", v, r["bkkp_sn"], _note(ctx, r, billed, extra))
 
     # near misses: one visit with at least three lines to spare
     per_visit = safe.group_by("vi").len()
