@@ -38,6 +38,11 @@ def decide(
     """Decide one finding: uphold/overturn an appeal, confirm/dismiss a suspect."""
     if decision not in DECISIONS:
         fail(f"--decision must be uphold, overturn, confirm or dismiss, got {decision!r}")
+    if amount is not None:
+        try:
+            amount = money.parse_amount(amount, "--amount")
+        except money.AmountError as e:
+            fail(str(e))
     con = dbm.connect(db)
     con.execute("BEGIN TRANSACTION")
     try:
