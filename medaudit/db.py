@@ -101,8 +101,10 @@ def _holder(pid: int | None, program: str) -> str:
         # python -m medaudit ... / .../bin/medaudit ...: show it as medaudit ...
         for i, a in enumerate(argv):
             if a == "medaudit" or a.endswith("/medaudit"):
-                return " ".join(["medaudit", *argv[i + 1:]])[:120]
-        return " ".join(argv)[:120]
+                argv = ["medaudit", *argv[i + 1:]]
+                break
+        text = " ".join(" ".join(argv).split())  # one line, whatever the arguments hold
+        return text if len(text) <= 120 else text[:119] + "…"
     return f"{program or 'unknown program'}; medaudit serve?"
 
 

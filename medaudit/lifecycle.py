@@ -150,8 +150,11 @@ def as_of_of(clock: Clock | None) -> dt.date | None:
 def parse_as_of(text: str, option: str = "--as-of") -> FixedClock:
     """``--as-of YYYY-MM-DD``: a day not later than today (a later day would close appeal
     windows before their time)."""
+    text = (text or "").strip()
     try:
-        day = dt.date.fromisoformat((text or "").strip())
+        if not (len(text) == 10 and text[4] == text[7] == "-"):
+            raise ValueError(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise LifecycleError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
     today = wall_now().date()

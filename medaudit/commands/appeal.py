@@ -119,7 +119,8 @@ def history(finding: str = typer.Argument(..., help="finding id (or a unique pre
     for c in ("when", "who", "action", "from", "to", "reason", "attachments"):
         t.add_column(c, overflow="fold")
     for e in lifecycle.history(con, f.finding_id):
-        t.add_row(f"{e['event_at']:%Y-%m-%d %H:%M}", e["actor"], e["action"], e["from_status"] or "", e["to_status"],
+        when = f"{e['event_at']:%Y-%m-%d %H:%M}" + (f" (as of {e['as_of']})" if e["as_of"] else "")
+        t.add_row(when, e["actor"], e["action"], e["from_status"] or "", e["to_status"],
                   e["reason"], "; ".join(f"{a['name']} sha256:{a['sha256'][:16]}…" for a in e["attachments"]))
     console.print(t)
 
