@@ -93,7 +93,7 @@ def test_import_files_good_rows_and_refuses_the_rest_with_reasons(tmp_path, monk
     assert "疑点待复核" in why[age] and "pending_review" in why[age]
     assert "appealed" in why[sex]  # the duplicate row: already appealed by the first one
     assert finding(con, v["sex"], "R-SEX-001")["status"] == "appealed"
-    for fid in (both_sex, both_frq, bed, other):
+    for fid in (both_sex, both_frq, bed):
         assert con.execute("SELECT status FROM findings WHERE finding_id = ?", [fid]).fetchall()[0][0] == "pending_appeal"
     log = lifecycle.history(con, sex)[-1]
     assert (log["actor"], log["reason"]) == ("医保办 王芳", "患者为女性，HIS 登记错误")

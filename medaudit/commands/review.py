@@ -32,7 +32,8 @@ def decide(
     by: str = typer.Option(..., "--by", help="the reviewer"),
     reason: str = typer.Option("", "--reason", help="why (required except to confirm)"),
     attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
-    amount: Optional[str] = typer.Option(None, "--amount", help="confirm: deduct this many yuan (at most the amount at risk)"),
+    amount: Optional[str] = typer.Option(None, "--amount", help="confirm: deduct this many yuan (at most the amount at "
+                                                                "risk; rounded half-up to 0.01)"),
     db: Path = DbOption,
 ) -> None:
     """Decide one finding: uphold/overturn an appeal, confirm/dismiss a suspect."""
