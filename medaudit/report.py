@@ -55,7 +55,8 @@ def _d(x) -> Decimal:
 
 
 def fmt(x) -> str:
-    return f"{_d(x):,.2f}"
+    # quantized half-up first: Decimal's own "{:.2f}" would round half-even (10.005 -> 10.00)
+    return f"{money.yuan(_d(x)):,.2f}"
 
 
 @dataclass
