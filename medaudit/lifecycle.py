@@ -505,9 +505,11 @@ def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> in
 
 def is_final_outcome(status: str, appeal_round: int, deadline: dt.date | None, second_appeal: bool,
                      today: dt.date) -> bool:
-    """Whether a standing finding's outcome can no longer change (a 复议 window may still be open)."""
+    """Whether a standing finding's outcome can no longer change (a 复议 window may still be open).
+    ``today`` may be an earlier simulated day (``finalize --as-of``): a finding whose window was
+    still open on that day is not final on it, even if it has expired since."""
     if status == "expired":
-        return True
+        return deadline is None or today > deadline
     if status == "upheld":
         return not second_appeal or appeal_round >= 2 or deadline is None or today > deadline
     return False

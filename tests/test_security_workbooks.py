@@ -176,11 +176,11 @@ def test_every_workbook_stores_text_as_text(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- 7. time
 
 
-def test_the_environment_does_not_move_the_clock(tmp_path, monkeypatch):
+def test_the_environment_does_not_move_the_clock(tmp_path, monkeypatch, wall_clock):
     b, v = loop_batch()
     con = loop_db(tmp_path, monkeypatch, b)  # screened on 2026-04-01, deadline 2026-04-15
     con.close()
-    set_wall_clock(monkeypatch, "2026-04-03")
+    wall_clock("2026-04-03")
     monkeypatch.setenv("MEDAUDIT_NOW", "2026-05-20")  # what moved deadlines before
     assert lifecycle.default_clock() == dt.datetime(2026, 4, 3, 9, 0)
     r = run(tmp_path / "loop.duckdb", "deduct", "finalize", "--period", "2026-03")
@@ -204,14 +204,18 @@ def test_finalize_as_of_is_explicit_logged_and_never_later_than_today(tmp_path, 
     con = db.connect(dbf)
     assert con.execute("SELECT count(*) FROM finding_events WHERE action <> 'create'").fetchall() == [(0,)]
     con.close()
-    # weeks later the month is closed as it stood on 2026-04-16 (the day after the deadline)
+    # weeks later (every window closed and expired by now) the month is closed on its cut-off day:
+    # on the deadline day itself nothing stands yet, on the day after it does
     set_wall_clock(monkeypatch, "2026-05-06 11:00:00")
+    assert run(dbf, "review", "list").exit_code == 0  # any command expires what is due by the real clock
+    r = run(dbf, "deduct", "finalize", "--period", "2026-03", "--institution", "H001", "--as-of", "2026-04-15")
+    assert r.exit_code == 0 and "Nothing new stands" in r.flat, r.output
     r = run(dbf, "deduct", "finalize", "--period", "2026-03", "--institution", "H001", "--as-of", "2026-04-16")
     assert r.exit_code == 0 and "judged as of 2026-04-16 (--as-of; today is 2026-05-06)" in r.flat, r.output
     con = db.connect(dbf)
     log = lifecycle.history(con, sex)
     assert [(e["action"], e["event_at"], e["as_of"]) for e in log[1:]] == [
-        ("expire", dt.datetime(2026, 5, 6, 11, 0), dt.date(2026, 4, 16)),
+        ("expire", dt.datetime(2026, 5, 6, 11, 0), None),
         ("finalize", dt.datetime(2026, 5, 6, 11, 0), dt.date(2026, 4, 16))]
     assert con.execute("SELECT created_at, as_of FROM deduction_statements").fetchall() == [
         (dt.datetime(2026, 5, 6, 11, 0), dt.date(2026, 4, 16))]
