@@ -8,11 +8,14 @@ about the same item at the doctor's desk) and two yellow columns to fill, 申诉
 sheet 明细 lists every
 line of those findings; sheet 说明 says which institution and month the workbook is for.
 
-``import_workbook`` files an appeal for every row whose yellow columns were filled. A row is
-refused, with the reason, when its finding does not exist, belongs to another institution, is
-not open for appeal (already appealed, decided, final...), is past its deadline, has no reason,
-or names an attachment that is not there. The other rows still go in. Untouched rows are
-counted, not refused: the hospital accepts those deductions.
+``import_workbook`` files an appeal for every row whose yellow columns were filled, for the
+institution the bureau names (``--institution``: who sent the workbook; its 说明 sheet is not
+trusted). A workbook naming any finding that is not that institution's (another's, or one that
+does not exist) is refused whole and nothing is filed. Otherwise a row is refused, with the
+reason, when its finding is not open for appeal (already appealed, decided, final...), is past
+its deadline, has no reason, or names an attachment that is not a plain file name in the
+workbook's folder or is not there; the other rows still go in. Untouched rows are counted, not
+refused: the hospital accepts those deductions.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money
+from . import lifecycle, money, xlsx
 from .prealert import store as prealert_store
 from .report import PERSON_SQL, line_text_sql, mask_certno, mask_name
 
@@ -71,16 +74,16 @@ class ExportResult:
 
 def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: str, path: Path,
                     clock: lifecycle.Clock | None = None) -> ExportResult:
-    import xlsxwriter
 
-    now = (clock or lifecycle.default_clock)()
-    lifecycle.expire_due(con, lambda: now)
+    clock = clock or lifecycle.default_clock
+    now = clock()
+    lifecycle.expire_due(con, clock)
     money.settle_deductions(con)
     second = lifecycle.settings(con)["second_appeal"] == "true"
     rows = con.execute(open_findings_sql(second), [institution, period, now.date()]).fetchall()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = xlsxwriter.Workbook(str(path))
+    wb = xlsx.workbook(path)
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
     fill_head = wb.add_format({"bold": True, "bg_color": "#FFD966", "border": 1, "text_wrap": True, "valign": "vcenter"})
     cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
@@ -148,7 +151,7 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
         ("个人信息", "参保人姓名和证件号已脱敏。"),
     ]):
         info.write(i, 0, k, head)
-        info.write(i, 1, v, cell)
+        info.write_string(i, 1, v, cell)
     wb.close()
     return ExportResult(path, len(rows), appealable)
 
@@ -200,23 +203,58 @@ def read_workbook(path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str,
     return info, out
 
 
-def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institution: str | None = None,
+class WorkbookRefused(AppealFileError):
+    """The whole workbook is refused (a finding of another institution, or one that does not
+    exist); nothing was filed. ``rows`` are (row, finding id, the reason for the hospital's
+    receipt): the receipt does not say whose a foreign finding is, or that it exists."""
+
+    def __init__(self, message: str, rows: list[tuple[int, str, str]]):
+        super().__init__(message)
+        self.rows = rows
+
+
+#: what a hospital's receipt says about a row that names a finding it may not appeal
+NOT_YOURS = "疑点编号不是本机构的疑点（或不存在），整份工作簿未受理；请删除该行后重新提交"
+
+
+def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institution: str | None,
                     clock: lifecycle.Clock | None = None) -> ImportResult:
-    now = (clock or lifecycle.default_clock)()
+    """File the appeals of a filled workbook for ``institution``, which the bureau says (who
+    sent the workbook); the workbook's own 机构编码 is never trusted. Every finding id in the
+    workbook must be one of that institution's findings, else nothing is filed
+    (:class:`WorkbookRefused`). Other problems refuse only their row."""
+    clock = clock or lifecycle.default_clock
+    now = clock()
     path = Path(path)
-    info, rows = read_workbook(path)
-    inst = institution or info.get("机构编码", "")
-    if not inst:
-        raise AppealFileError(f"{path}: the workbook does not say its institution (sheet 说明, 机构编码); "
-                              "give --institution")
-    if institution and info.get("机构编码") and info["机构编码"] != institution:
-        raise AppealFileError(f"{path}: the workbook is for institution {info['机构编码']}, not {institution}")
     if not (by or "").strip():
         raise AppealFileError("say who files the appeals (--by NAME)")
+    _, rows = read_workbook(path)
+    ids = sorted({d.get(COL_ID, "") for _, d in rows} - {""})
+    owners = dict(con.execute("SELECT finding_id, fixmedins_code FROM findings WHERE list_contains(?, finding_id)",
+                              [ids]).fetchall()) if ids else {}
+    inst = (institution or "").strip()
+    if not inst:
+        seen = sorted(set(owners.values()))
+        raise AppealFileError(
+            f"{path}: say whose workbook this is with --institution CODE (the institution that sent it; the "
+            f"workbook's own 机构编码 is not trusted)" + (f"; its findings belong to {', '.join(seen)}" if seen else ""))
+    problems = []
+    for no, d in rows:
+        fid = d.get(COL_ID, "")
+        if not fid:
+            continue
+        if fid not in owners:
+            problems.append((no, fid, f"row {no}: finding {fid} does not exist"))
+        elif owners[fid] != inst:
+            problems.append((no, fid, f"row {no}: finding {fid} belongs to institution {owners[fid]}, not {inst}"))
+    if problems:
+        shown = "; ".join(m for _, _, m in problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise WorkbookRefused(f"{path}: refused whole, nothing was filed: {shown}",
+                              [(no, fid, NOT_YOURS) for no, fid, _ in problems])
     res = ImportResult(inst)
     con.execute("BEGIN TRANSACTION")
     try:
-        lifecycle.expire_due(con, lambda: now)
+        lifecycle.expire_due(con, clock)
         for no, d in rows:
             fid, reason, attach = d.get(COL_ID, ""), d.get(COL_REASON, ""), d.get(COL_ATTACH, "")
             if not reason and not attach:
@@ -225,15 +263,10 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
             why = _row_refusal(con, fid, inst, reason, now)
             files = []
             if not why and attach:
-                names = [a.strip() for a in attach.replace("；", ";").replace(",", ";").replace("，", ";").split(";") if a.strip()]
-                missing = [n for n in names if not (path.parent / n).is_file()]
-                if missing:
-                    why = f"附件不存在：{'、'.join(missing)}（请放在工作簿同一文件夹）"
-                else:
-                    files = lifecycle.attachment_records(path.parent / n for n in names)
+                files, why = attachments_in(path.parent, attach)
             if not why:
                 try:
-                    lifecycle.transition(con, fid, "appeal", by, reason, files, clock=lambda: now)
+                    lifecycle.transition(con, fid, "appeal", by, reason, files, clock=clock)
                 except lifecycle.LifecycleError as e:
                     why = str(e)
             if why:
@@ -248,17 +281,52 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
     return res
 
 
+_BAD_NAME_CHARS = set('/\\:') | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def plain_file_name(name: str) -> bool:
+    """A file name with no folder in it: no separator, no drive, not ``.``/``..``, not absolute."""
+    return (bool(name) and name not in (".", "..") and not (set(name) & _BAD_NAME_CHARS)
+            and Path(name).name == name and not Path(name).is_absolute())
+
+
+def attachments_in(folder: Path, text: str) -> tuple[list[dict], str | None]:
+    """The attachments a row names (``a.pdf；b.jpg``), read from the workbook's folder.
+
+    Returns (records, None) or ([], the reason for the hospital). Only plain file names are
+    accepted, and a name whose real path (symlinks followed) leaves the folder is refused
+    before anything outside is looked at: the reason never tells whether a path outside the
+    folder exists."""
+    names = [a.strip() for a in text.replace("；", ";").replace(",", ";").replace("，", ";").split(";") if a.strip()]
+    bad = [n for n in names if not plain_file_name(n)]
+    if bad:
+        return [], (f"附件只能写文件名（放在工作簿同一文件夹，不能含路径、“..”或盘符）：{'、'.join(bad)}")
+    root = Path(folder).resolve()
+    real, outside, missing = [], [], []
+    for n in names:
+        p = (root / n).resolve()
+        if p.parent != root and root not in p.parents:
+            outside.append(n)
+        elif not p.is_file():
+            missing.append(n)
+        else:
+            real.append((n, p))
+    if outside:
+        return [], f"附件指向工作簿文件夹之外，不予读取：{'、'.join(outside)}"
+    if missing:
+        return [], f"附件不存在：{'、'.join(missing)}（请放在工作簿同一文件夹）"
+    return [lifecycle.file_record(p, n) for n, p in real], None
+
+
 def _row_refusal(con, fid: str, inst: str, reason: str, now: dt.datetime) -> str | None:
     if not fid:
         return "疑点编号为空"
     rows = con.execute(
         """SELECT f.fixmedins_code, f.status, s.deadline, s.statement_id FROM findings f
            LEFT JOIN finding_state s USING (finding_id) WHERE f.finding_id = ?""", [fid]).fetchall()
-    if not rows:
-        return f"疑点编号 {fid} 不存在"
+    if not rows or rows[0][0] != inst:  # checked for the whole workbook before; kept as a guard
+        return NOT_YOURS
     owner, status, deadline, statement = rows[0]
-    if owner != inst:
-        return f"疑点 {fid[:12]} 属于机构 {owner}，不是本机构 {inst} 的疑点"
     if statement is not None:
         return f"疑点 {fid[:12]} 已列入扣款单 {statement}，不能再申诉"
     if status == "expired" or (status == "pending_appeal" and deadline is not None and now.date() > deadline):
@@ -270,13 +338,16 @@ def _row_refusal(con, fid: str, inst: str, reason: str, now: dt.datetime) -> str
     return None
 
 
-def write_receipt(res: ImportResult, source: Path, path: Path) -> Path:
-    """The import's receipt (回执) for the hospital: every filled row, filed or refused with the reason."""
-    import xlsxwriter
+def write_receipt(res: ImportResult | WorkbookRefused, source: Path, path: Path) -> Path:
+    """The import's receipt (回执) for the hospital: every filled row, filed or refused with the
+    reason; for a workbook refused whole, the rows that made it so."""
+    whole = isinstance(res, WorkbookRefused)
+    if whole:
+        res = ImportResult("", refused=list(res.rows))
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = xlsxwriter.Workbook(str(path))
+    wb = xlsx.workbook(path)
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
     cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
     bad = wb.add_format({"border": 1, "text_wrap": True, "valign": "top", "font_color": "#B42318"})
@@ -291,7 +362,11 @@ def write_receipt(res: ImportResult, source: Path, path: Path) -> Path:
         ws.write_string(i, 1, fid or "", f)
         ws.write_string(i, 2, result, f)
         ws.write_string(i, 3, why, f)
-    ws.write(len(rows) + 2, 0, f"{Path(source).name}：受理 {len(res.filed)} 条，未受理 {len(res.refused)} 条，"
-                               f"未申诉（视为无异议）{res.untouched} 条。")
+    if whole:
+        ws.write_string(len(rows) + 2, 0, f"{Path(source).name}：整份工作簿未受理（以上 {len(rows)} 行的疑点编号不是本机构的疑点），"
+                                          "没有受理任何申诉；请删除这些行后重新提交。")
+    else:
+        ws.write_string(len(rows) + 2, 0, f"{Path(source).name}：受理 {len(res.filed)} 条，未受理 {len(res.refused)} 条，"
+                                          f"未申诉（视为无异议）{res.untouched} 条。")
     wb.close()
     return path

@@ -16,13 +16,27 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import db as dbm
 from .engine import screen as run_screen
 from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
 
+class _Group(TyperGroup):
+    """The root command: errors every command may meet are handled here, once."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except dbm.DatabaseInUse as e:
+            # one line, no traceback: who holds the database and what to do
+            typer.echo(f"medaudit: {e}", err=True)
+            raise typer.Exit(3) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     help="medaudit: screen medical-insurance claims with a rule library, explain and settle deductions.",
     no_args_is_help=True,
     add_completion=False,

@@ -102,8 +102,48 @@ CREATE TABLE IF NOT EXISTS finding_lines (
 """
 
 
+class DatabaseInUse(Exception):
+    """Another process holds the database file (DuckDB allows one writing process per file)."""
+
+    def __init__(self, path: str | Path, pid: int | None, program: str):
+        self.path, self.pid, self.program = str(path), pid, program
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(f"the database {self.path} is in use by {who} ({program}); stop it or use another --db")
+
+
+_LOCK = re.compile(r"Could not set lock on file .*?Conflicting lock is held in (?P<prog>.*?) \(PID (?P<pid>\d+)\)", re.S)
+
+
+def _holder(pid: int | None, program: str) -> str:
+    """What holds the lock, as a person would recognise it: its command line when this machine
+    shows it (``medaudit serve --db x.duckdb``), else the program DuckDB names."""
+    try:
+        argv = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+        argv = [a.decode(errors="replace") for a in argv if a]
+    except (OSError, TypeError, ValueError):
+        argv = []
+    if argv:
+        # python -m medaudit ... / .../bin/medaudit ...: show it as medaudit ...
+        for i, a in enumerate(argv):
+            if a == "medaudit" or a.endswith("/medaudit"):
+                argv = ["medaudit", *argv[i + 1:]]
+                break
+        text = " ".join(" ".join(argv).split())  # one line, whatever the arguments hold
+        return text if len(text) <= 120 else text[:119] + "…"
+    return f"{program or 'unknown program'}; medaudit serve?"
+
+
 def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(path), read_only=read_only)
+    """Open the store. When another process holds the file, raises :class:`DatabaseInUse` (the
+    CLI prints it as one line), not DuckDB's IOException."""
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as e:
+        m = _LOCK.search(str(e))
+        if not m:
+            raise
+        pid = int(m["pid"])
+        raise DatabaseInUse(path, pid, _holder(pid, m["prog"])) from None
     if not read_only:
         ensure_schema(con)
     install_macros(con)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money
+from . import lifecycle, money, xlsx
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deduction_statements (
@@ -38,8 +38,10 @@ CREATE TABLE IF NOT EXISTS deduction_statements (
     created_by VARCHAR,
     n_findings INTEGER,
     n_lines INTEGER,
-    total DECIMAL(18,2)
+    total DECIMAL(18,2),
+    as_of DATE                   -- finalize --as-of: the day the statement was judged on (NULL: its creation day)
 );
+ALTER TABLE deduction_statements ADD COLUMN IF NOT EXISTS as_of DATE;
 CREATE TABLE IF NOT EXISTS deduction_items (
     statement_id INTEGER, finding_id VARCHAR, status VARCHAR, amount DECIMAL(18,2)
 );
@@ -87,12 +89,13 @@ def finalize(
     by: str = "medaudit",
     clock: lifecycle.Clock | None = None,
 ) -> FinalizeResult:
-    now = (clock or lifecycle.default_clock)()
-    today = now.date()
+    clock = clock or lifecycle.default_clock
+    today = clock().date()
+    at, as_of = lifecycle.wall_now(), lifecycle.as_of_of(clock)
     res = FinalizeResult()
     con.execute("BEGIN TRANSACTION")
     try:
-        res.expired_now = lifecycle.expire_due(con, lambda: now)
+        res.expired_now = lifecycle.expire_due(con, clock)
         money.settle_deductions(con)
         where, args = _scope(period, institution)
         second = lifecycle.settings(con)["second_appeal"] == "true"
@@ -142,16 +145,17 @@ def finalize(
             n_f, total = con.execute("SELECT count(*), coalesce(sum(amount), 0) FROM deduction_items WHERE statement_id = ?",
                                      [sid]).fetchall()[0]
             n_l = con.execute("SELECT count(*) FROM deduction_lines WHERE statement_id = ?", [sid]).fetchall()[0][0]
-            con.execute("INSERT INTO deduction_statements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [sid, period, inst, seq, now, by, n_f, n_l, total])
+            con.execute("INSERT INTO deduction_statements (statement_id, period, fixmedins_code, seq, created_at, "
+                        "created_by, n_findings, n_lines, total, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [sid, period, inst, seq, at, by, n_f, n_l, total, as_of])
             con.execute("UPDATE finding_state SET statement_id = ?, deadline = NULL WHERE finding_id IN "
                         "(SELECT finding_id FROM deduction_items WHERE statement_id = ?)", [sid, sid])
             con.execute(
-                """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)
+                """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
                    SELECT finding_id, CAST(? AS TIMESTAMP), ?, 'finalize', status, status,
-                          '列入扣款单 ' || ? || '（' || ? || '），扣款 ' || CAST(amount AS VARCHAR) || ' 元', '[]'
+                          '列入扣款单 ' || ? || '（' || ? || '），扣款 ' || CAST(amount AS VARCHAR) || ' 元', '[]', CAST(? AS DATE)
                    FROM deduction_items WHERE statement_id = ? ORDER BY finding_id""",
-                [now, by, sid, period, sid])
+                [at, by, sid, period, as_of, sid])
             problems = reconcile(con, sid)
             if problems:
                 raise DeductError(f"statement {sid} does not reconcile: " + "; ".join(problems))
@@ -204,14 +208,12 @@ def statements(con: duckdb.DuckDBPyConnection, period: str | None = None, instit
 
 def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> Path:
     """The statements as a workbook: one summary sheet, one sheet of findings, one of lines."""
-    import xlsxwriter
-
     from .report import mask_certno, mask_name
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ids = ", ".join(str(int(i)) for i in statement_ids) or "NULL"
-    wb = xlsxwriter.Workbook(str(path))
+    wb = xlsx.workbook(path)
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True})
     money_f = wb.add_format({"num_format": "#,##0.00", "border": 1})
     cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
@@ -226,16 +228,16 @@ def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int
                 if j in money_cols and v is not None:
                     ws.write_number(i, j, float(v), money_f)
                 else:
-                    ws.write(i, j, "" if v is None else str(v), cell)
+                    ws.write_string(i, j, "" if v is None else str(v), cell)
         ws.freeze_panes(1, 0)
         return ws
 
     st = con.execute(
         f"""SELECT statement_id, fixmedins_code, period, seq, strftime(created_at, '%Y-%m-%d %H:%M'), created_by,
-                   n_findings, n_lines, total
+                   n_findings, n_lines, total, strftime(as_of, '%Y-%m-%d')
             FROM deduction_statements WHERE statement_id IN ({ids}) ORDER BY 1""").fetchall()
-    sheet("扣款单", ["扣款单号", "机构编码", "结算月份", "第几次", "生成时间", "生成人", "疑点数", "扣款明细行数", "扣款合计（元）"],
-          st, money_cols=(8,))
+    sheet("扣款单", ["扣款单号", "机构编码", "结算月份", "第几次", "生成时间", "生成人", "疑点数", "扣款明细行数", "扣款合计（元）",
+                  "判定日（--as-of）"], st, money_cols=(8,))
     items = con.execute(
         f"""SELECT i.statement_id, f.finding_id, f.rule_id, f.rule_name, f.nature, i.status, f.mdtrt_id,
                    v.psn_name, v.certno, f.dept_code, f.dr_code, f.flagged_amt, i.amount, f.basis, f.evidence

@@ -21,9 +21,13 @@ Every move is appended to ``finding_events`` (who, when, from, to, reason, attac
 with their SHA-256); nothing in the code updates or deletes a row of it. A finding in a final
 deduction statement (``finding_state.statement_id``) never moves again.
 
-Time comes from a clock (a callable returning a ``datetime``) so tests and replays can say
-what day it is; the default reads ``MEDAUDIT_NOW`` (``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM:SS``)
-and falls back to the computer's clock.
+Time. Deadlines are judged on the day of a clock (a callable returning a ``datetime``); the
+default is the computer's clock (:func:`wall_now`) and nothing in the environment moves it. A
+simulated day is explicit: a :class:`FixedClock` (``deduct finalize --as-of``, which takes only
+today or an earlier day, and the library's ``clock=`` argument). The audit log's ``event_at`` is
+always the computer's clock; when a simulated day was used, the event records it in ``as_of``
+too. Tests move the computer's clock with ``monkeypatch.setattr(lifecycle, "wall_now", ...)``
+(``tests/kit.py: set_wall_clock``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -53,8 +56,10 @@ CREATE TABLE IF NOT EXISTS finding_events (          -- append-only audit log
     from_status VARCHAR,
     to_status VARCHAR,
     reason VARCHAR,
-    attachments VARCHAR                             -- JSON [{name, sha256, bytes}]
+    attachments VARCHAR,                            -- JSON [{name, sha256, bytes}]
+    as_of DATE                                      -- the simulated day (--as-of) the move was judged on; NULL: today
 );
+ALTER TABLE finding_events ADD COLUMN IF NOT EXISTS as_of DATE;
 CREATE TABLE IF NOT EXISTS finding_state (
     finding_id VARCHAR PRIMARY KEY,
     window_opened DATE,      -- the current appeal window opened on this day
@@ -104,23 +109,59 @@ class LifecycleError(Exception):
     """A refused move; the message names the finding and its state."""
 
 
-def default_clock() -> dt.datetime:
-    env = os.environ.get("MEDAUDIT_NOW", "").strip()
-    if env:
-        try:
-            return fixed_clock(env)()
-        except ValueError:
-            raise LifecycleError(f"MEDAUDIT_NOW must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS, got {env!r}") from None
+def wall_now() -> dt.datetime:
+    """The computer's clock: audit-log timestamps, and "today" unless a simulated day is given.
+    The only thing tests replace to move time (there is no environment switch)."""
     return dt.datetime.now().replace(microsecond=0)
 
 
-def fixed_clock(when: str | dt.date | dt.datetime) -> Clock:
-    """A clock that always says ``when`` (tests, replays)."""
+def default_clock() -> dt.datetime:
+    return wall_now()
+
+
+class FixedClock:
+    """A simulated "now" (``--as-of``, tests, replays): deadlines are judged on its day; the audit
+    log keeps the real time in ``event_at`` and this day in ``as_of``."""
+
+    def __init__(self, when: dt.datetime):
+        self.when = when
+
+    def __call__(self) -> dt.datetime:
+        return self.when
+
+    def __repr__(self) -> str:
+        return f"FixedClock({self.when.isoformat(sep=' ')})"
+
+
+def fixed_clock(when: str | dt.date | dt.datetime) -> FixedClock:
+    """A clock that always says ``when``."""
     if isinstance(when, str):
         when = dt.datetime.fromisoformat(when) if len(when) > 10 else dt.date.fromisoformat(when)
     if not isinstance(when, dt.datetime):
         when = dt.datetime.combine(when, dt.time(9))
-    return lambda: when
+    return FixedClock(when)
+
+
+def as_of_of(clock: Clock | None) -> dt.date | None:
+    """The simulated day a clock stands for (None: the real clock)."""
+    return clock.when.date() if isinstance(clock, FixedClock) else None
+
+
+def parse_as_of(text: str, option: str = "--as-of") -> FixedClock:
+    """``--as-of YYYY-MM-DD``: a day not later than today (a later day would close appeal
+    windows before their time)."""
+    text = (text or "").strip()
+    try:
+        if not (len(text) == 10 and text[4] == text[7] == "-"):
+            raise ValueError(text)
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise LifecycleError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+    today = wall_now().date()
+    if day > today:
+        raise LifecycleError(f"{option} {day} is later than today ({today}); a simulated day may only be today "
+                             "or earlier (a later one would close appeal windows before their time)")
+    return FixedClock(dt.datetime.combine(day, dt.time(23, 59, 59)))
 
 
 # ---------------------------------------------------------------------------- settings, calendar
@@ -198,31 +239,42 @@ def deadline_from(con: duckdb.DuckDBPyConnection, opened: dt.date, key: str = "w
 # ---------------------------------------------------------------------------- the log
 
 
+def file_record(path: Path, name: str | None = None) -> dict:
+    """An attachment as the log keeps it: its name, SHA-256 and size."""
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return {"name": name or Path(path).name, "sha256": h.hexdigest(), "bytes": n}
+
+
 def attachment_records(paths: Iterable[Path]) -> list[dict]:
+    """Attachments named on the command line by the bureau's own operator (``--attach``)."""
     out = []
     for p in paths:
         p = Path(p)
         if not p.is_file():
             raise LifecycleError(f"attachment {p} not found")
-        data = p.read_bytes()
-        out.append({"name": p.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+        out.append(file_record(p))
     return out
 
 
-def log_event(con, finding_id, at, actor, action, from_status, to_status, reason="", attachments=None) -> None:
+def log_event(con, finding_id, clock, actor, action, from_status, to_status, reason="", attachments=None) -> None:
+    """Append one event: ``event_at`` from the computer's clock, ``as_of`` the simulated day if any."""
     con.execute(
-        "INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [finding_id, at, actor, action, from_status, to_status, reason or "",
-         json.dumps(attachments or [], ensure_ascii=False)],
+        "INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments,"
+        " as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [finding_id, wall_now(), actor, action, from_status, to_status, reason or "",
+         json.dumps(attachments or [], ensure_ascii=False), as_of_of(clock)],
     )
 
 
 def history(con: duckdb.DuckDBPyConnection, finding_id: str) -> list[dict]:
     rows = con.execute(
-        "SELECT event_id, event_at, actor, action, from_status, to_status, reason, attachments FROM finding_events"
+        "SELECT event_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of FROM finding_events"
         " WHERE finding_id = ? ORDER BY event_id", [finding_id]).fetchall()
-    keys = ("event_id", "event_at", "actor", "action", "from_status", "to_status", "reason", "attachments")
+    keys = ("event_id", "event_at", "actor", "action", "from_status", "to_status", "reason", "attachments", "as_of")
     return [dict(zip(keys, r)) | {"attachments": json.loads(r[7] or "[]")} for r in rows]
 
 
@@ -238,8 +290,10 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
     2. New findings get their state row and a ``create`` event; new violations' appeal windows
        open today. Returns the number of superseded findings.
     """
-    now = (clock or default_clock)()
+    clock = clock or default_clock
+    now = clock()
     today = now.date()
+    at, as_of = wall_now(), as_of_of(clock)
     # set-based: a new rule version may supersede many findings at once
     con.execute(
         f"""
@@ -258,10 +312,10 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
         con.execute("UPDATE findings SET status = 'superseded' WHERE finding_id IN (SELECT finding_id FROM __sup)")
         con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id IN (SELECT finding_id FROM __sup)")
         con.execute(
-            """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)
+            """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
                SELECT finding_id, CAST(? AS TIMESTAMP), ?, 'supersede', status, 'superseded',
-                      '规则已更新版本，本疑点由新版本规则的结果取代', '[]' FROM __sup ORDER BY finding_id""",
-            [now, f"screen run {run_id}"])
+                      '规则已更新版本，本疑点由新版本规则的结果取代', '[]', CAST(? AS DATE) FROM __sup ORDER BY finding_id""",
+            [at, f"screen run {run_id}", as_of])
     con.execute("DROP TABLE __sup")
     deadline = deadline_from(con, today)
     con.execute(
@@ -275,12 +329,12 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
     )
     con.execute(
         """
-        INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)
+        INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
         SELECT f.finding_id, CAST(? AS TIMESTAMP), 'screen run ' || f.first_run, 'create', NULL, f.status,
-               '规则 ' || f.rule_id || ' 第 ' || f.rule_version || ' 版', '[]'
+               '规则 ' || f.rule_id || ' 第 ' || f.rule_version || ' 版', '[]', CAST(? AS DATE)
         FROM findings f WHERE f.first_run = ?
         """,
-        [now, run_id],
+        [at, as_of, run_id],
     )
     return n_sup
 
@@ -368,8 +422,8 @@ def transition(
     The caller settles the money afterwards (:func:`medaudit.money.settle_deductions`) — one
     settlement per batch of moves keeps an Excel import of thousands of rows fast.
     """
-    now = (clock or default_clock)()
-    today = now.date()
+    clock = clock or default_clock
+    today = clock().date()
     f = finding if isinstance(finding, FindingRef) else resolve(con, finding)
     if not (by or "").strip():
         raise LifecycleError(f"{f.name()}: say who does this (--by NAME)")
@@ -396,16 +450,18 @@ def transition(
                     [today, deadline_from(con, today), f.finding_id])
     elif action in ("overturn", "dismiss", "uphold"):
         con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id = ?", [f.finding_id])
-    log_event(con, f.finding_id, now, by.strip(), action, f.status, to, reason, attachments)
+    log_event(con, f.finding_id, clock, by.strip(), action, f.status, to, reason, attachments)
     return to
 
 
 def _confirm_amount(con: duckdb.DuckDBPyConnection, f: FindingRef, amount) -> str:
     """Scale a suspect's line claims to the confirmed amount; returns the log's note."""
+    from . import money
+
     try:
-        amount = Decimal(str(amount)).quantize(Decimal("0.01"))
-    except (ArithmeticError, ValueError):
-        raise LifecycleError(f"{f.name()}: the amount must be a number of yuan, got {amount!r}") from None
+        amount = money.parse_amount(amount, f"{f.name()}: the confirmed amount")
+    except money.AmountError as e:
+        raise LifecycleError(str(e)) from None
     lines = con.execute(
         "SELECT bkkp_sn, claim FROM finding_lines WHERE finding_id = ? AND role = 'violating' AND claim > 0 "
         "ORDER BY claim DESC, bkkp_sn", [f.finding_id]).fetchall()
@@ -429,7 +485,8 @@ def _confirm_amount(con: duckdb.DuckDBPyConnection, f: FindingRef, amount) -> st
 def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> int:
     """Close the windows that passed: pending appeals past their deadline become ``expired``.
     Returns how many. Every command of the loop calls this first."""
-    now = (clock or default_clock)()
+    clock = clock or default_clock
+    now = clock()
     con.execute(
         """CREATE OR REPLACE TEMP TABLE __due AS
            SELECT f.finding_id, s.deadline FROM findings f JOIN finding_state s USING (finding_id)
@@ -438,19 +495,21 @@ def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> in
     if n:
         con.execute("UPDATE findings SET status = 'expired' WHERE finding_id IN (SELECT finding_id FROM __due)")
         con.execute(
-            """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments)
+            """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
                SELECT finding_id, CAST(? AS TIMESTAMP), 'system', 'expire', 'pending_appeal', 'expired',
-                      '申诉期已于 ' || strftime(deadline, '%Y-%m-%d') || ' 截止，未收到申诉', '[]'
-               FROM __due ORDER BY finding_id""", [now])
+                      '申诉期已于 ' || strftime(deadline, '%Y-%m-%d') || ' 截止，未收到申诉', '[]', CAST(? AS DATE)
+               FROM __due ORDER BY finding_id""", [wall_now(), as_of_of(clock)])
     con.execute("DROP TABLE __due")
     return n
 
 
 def is_final_outcome(status: str, appeal_round: int, deadline: dt.date | None, second_appeal: bool,
                      today: dt.date) -> bool:
-    """Whether a standing finding's outcome can no longer change (a 复议 window may still be open)."""
+    """Whether a standing finding's outcome can no longer change (a 复议 window may still be open).
+    ``today`` may be an earlier simulated day (``finalize --as-of``): a finding whose window was
+    still open on that day is not final on it, even if it has expired since."""
     if status == "expired":
-        return True
+        return deadline is None or today > deadline
     if status == "upheld":
         return not second_appeal or appeal_round >= 2 or deadline is None or today > deadline
     return False

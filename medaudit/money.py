@@ -17,7 +17,48 @@ even by a later finding that claims more on it.
 
 from __future__ import annotations
 
+import re
+from decimal import ROUND_HALF_UP, Decimal
+
 import duckdb
+
+CENT = Decimal("0.01")
+#: the largest amount a DECIMAL(18,2) column holds
+MAX_AMOUNT = Decimal("9999999999999999.99")
+_AMOUNT = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+
+
+class AmountError(ValueError):
+    """An amount typed by a user that is not a number of yuan; the message names where it came from."""
+
+
+def yuan(x) -> Decimal:
+    """Round half-up to 0.01 (10.005 -> 10.01): the one rounding of money in the project."""
+    return Decimal(str(x)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def parse_amount(value, where: str) -> Decimal:
+    """An amount typed by a user (a CLI option, a workbook cell) as Decimal yuan, rounded half-up
+    to 0.01. Refused with :class:`AmountError` (naming ``where``, e.g. ``--amount`` or ``row 3,
+    column 金额``): empty, not a plain decimal number (``nan``, ``inf``, ``1e3``, ``12元``),
+    negative, or too large for the database."""
+    if isinstance(value, bool) or value is None:
+        raise AmountError(f"{where}: an amount of yuan is required, got {value!r}")
+    if isinstance(value, (int, float, Decimal)):
+        text = repr(value) if isinstance(value, float) else str(value)
+        if isinstance(value, Decimal) and value.is_finite():
+            text = format(value, "f")
+    else:
+        text = str(value).strip()
+    neg = text.startswith("-")
+    if not _AMOUNT.fullmatch(text.lstrip("+-")) or text[:1] == "+":
+        raise AmountError(f"{where}: {value!r} is not an amount of yuan (write digits, e.g. 20 or 20.50)")
+    if neg and Decimal(text) != 0:
+        raise AmountError(f"{where}: the amount must not be negative, got {value!r}")
+    amount = yuan(text.lstrip("-"))
+    if amount > MAX_AMOUNT:
+        raise AmountError(f"{where}: {value!r} is too large an amount")
+    return amount
 
 #: statuses whose money no longer stands
 DEAD_STATUSES = ("overturned", "dismissed", "superseded")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money
+from . import lifecycle, money, xlsx
 from .prealert import store as prealert_store
 
 PERSON_SQL = """(SELECT mdtrt_id, any_value(psn_name) AS psn_name, any_value(certno) AS certno,
@@ -55,7 +55,8 @@ def _d(x) -> Decimal:
 
 
 def fmt(x) -> str:
-    return f"{_d(x):,.2f}"
+    # quantized half-up first: Decimal's own "{:.2f}" would round half-even (10.005 -> 10.00)
+    return f"{money.yuan(_d(x)):,.2f}"
 
 
 @dataclass
@@ -76,10 +77,11 @@ class ReportData:
 
 
 def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock: lifecycle.Clock | None = None) -> ReportData:
-    now = (clock or lifecycle.default_clock)()
+    clock = clock or lifecycle.default_clock
+    now = clock()
     con.execute("BEGIN TRANSACTION")
     try:
-        lifecycle.expire_due(con, lambda: now)
+        lifecycle.expire_due(con, clock)
         money.settle_deductions(con)
         con.execute("COMMIT")
     except Exception:
@@ -161,11 +163,10 @@ def status_text(status: str, confirmed: bool = False, statement_id=None) -> str:
 
 
 def write_xlsx(d: ReportData, path: Path) -> Path:
-    import xlsxwriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = xlsxwriter.Workbook(str(path))
+    wb = xlsx.workbook(path)
     title = wb.add_format({"bold": True, "font_size": 14})
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
     cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
@@ -190,7 +191,7 @@ def write_xlsx(d: ReportData, path: Path) -> Path:
     ws = wb.add_worksheet("汇总")
     ws.set_column(0, 0, 22)
     ws.set_column(1, 4, 16)
-    ws.write(0, 0, f"扣款依据报表 {d.institution} {d.institution_name} {d.period}", title)
+    ws.write_string(0, 0, f"扣款依据报表 {d.institution} {d.institution_name} {d.period}", title)
     t = d.totals
     kv = [("机构", f"{d.institution} {d.institution_name}"), ("结算月份", d.period),
           ("生成时间", d.generated.strftime("%Y-%m-%d %H:%M")), ("疑点数", t["n"]), ("涉及就诊人次", t["n_visits"]),

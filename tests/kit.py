@@ -156,3 +156,14 @@ def findings(con) -> list[dict]:
         f["carried"] = {sn: k for sn, role, _, k in lines if role == "violating"}
         out.append(f)
     return out
+
+
+def set_wall_clock(monkeypatch, when) -> None:
+    """Test-only: make the computer's clock say ``when`` (``YYYY-MM-DD`` is 09:00 that day).
+
+    Moves everything the real clock drives (today's deadlines, the audit log's ``event_at``);
+    production code has no such switch (``deduct finalize --as-of`` is the logged way to judge
+    on another day)."""
+    from medaudit import lifecycle
+
+    monkeypatch.setattr(lifecycle, "wall_now", lifecycle.fixed_clock(when))

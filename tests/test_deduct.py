@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from medaudit import deduct, lifecycle, money
+from kit import set_wall_clock
 from test_lifecycle import RULES, clock, finding, loop_batch, loop_db, rescreen
 
 RULES_V2 = RULES.replace("  - id: R-SEX-001\n    version: 1", "  - id: R-SEX-001\n    version: 2")
@@ -104,7 +105,7 @@ def test_rescreen_after_finalize_changes_nothing_final(tmp_path, monkeypatch):
         """SELECT f.finding_id, f.status, f.deduction_amt, s.statement_id FROM findings f JOIN finding_state s USING (finding_id)
            WHERE s.statement_id IS NOT NULL ORDER BY 1""").fetchall()
     lines_before = statement_lines(con)
-    monkeypatch.setenv("MEDAUDIT_NOW", "2026-04-22")
+    set_wall_clock(monkeypatch, "2026-04-22")
     res = rescreen(tmp_path, con, RULES_V2, name="rules2")
     assert res.n_new_findings == 3
     assert con.execute(
@@ -145,7 +146,7 @@ def test_cli_finalize_and_show(tmp_path, monkeypatch):
     con = loop_db(tmp_path, monkeypatch)
     con.close()
     dbf = str(tmp_path / "loop.duckdb")
-    monkeypatch.setenv("MEDAUDIT_NOW", "2026-04-20")
+    set_wall_clock(monkeypatch, "2026-04-20")
     run = CliRunner().invoke
     r = run(app, ["deduct", "finalize", "--period", "2026-03", "--out", str(tmp_path / "st.xlsx"), "--db", dbf])
     flat = " ".join(r.output.split())

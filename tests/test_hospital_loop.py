@@ -1,7 +1,7 @@
 """End to end: a generated batch through screen, Excel appeals, review, deadlines, finalize, report.
 
-Every step goes through the ``medaudit`` command with the clock set by ``MEDAUDIT_NOW`` (the
-injected clock), and after the last step every finding's state and every amount is checked
+Every step goes through the ``medaudit`` command with the computer's clock moved to the step's
+day (the test-only ``lifecycle.wall_now`` patch; production has no such switch), and after the last step every finding's state and every amount is checked
 against an independent recomputation of the money rules.
 """
 
@@ -52,19 +52,14 @@ HOLIDAYS = """# 2026 国庆节、中秋节
 """
 
 
-def cli(tmp, today: str, *args: str) -> str:
-    import os
+def cli(tmp, today: str, *args: str, code: int = 0) -> str:
+    from unittest import mock
 
-    old = os.environ.get("MEDAUDIT_NOW")
-    os.environ["MEDAUDIT_NOW"] = today
-    try:
+    from medaudit import lifecycle
+
+    with mock.patch.object(lifecycle, "wall_now", lifecycle.fixed_clock(today)):
         r = CliRunner().invoke(app, [*args, "--db", str(tmp / "loop.duckdb")])
-    finally:
-        if old is None:
-            os.environ.pop("MEDAUDIT_NOW", None)
-        else:
-            os.environ["MEDAUDIT_NOW"] = old
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == code, r.output
     return " ".join(r.output.split())
 
 
@@ -151,14 +146,20 @@ def test_the_hospital_loop_end_to_end(tmp_path):
 
     # 3. the hospital fills three appeals (one with a scanned record) and pastes a row that is not its own
     (tmp / "hospital" / "病程记录.pdf").write_bytes(b"%PDF scanned progress notes")
-    filled = fill_workbook(wb, tmp / "hospital" / "申诉_已填写.xlsx", {
+    reasons = {
         a_over: ("收费项目编码对照错误，实际为另一项目", "病程记录.pdf"),
         a_uphold: ("医嘱如此", None),
         a_reappeal: ("临床需要", None),
-    }, [{"疑点编号": other_inst, "申诉理由": "不是本院的"}])
-    out = cli(tmp, "2026-10-15", "appeal", "import", str(filled), "--by", "医保办 王芳")
-    assert f"3 appeals filed for {H}, 1 rows refused, {n_open - 3} findings not appealed" in out
-    assert "不是本机构" in out
+    }
+    filled = fill_workbook(wb, tmp / "hospital" / "申诉_已填写.xlsx", reasons, [{"疑点编号": other_inst, "申诉理由": "不是本院的"}])
+    n_events = q(tmp, "SELECT count(*) FROM finding_events")
+    out = cli(tmp, "2026-10-15", "appeal", "import", str(filled), "--by", "医保办 王芳", "--institution", H, code=2)
+    assert f"refused whole, nothing was filed: row {n_open + 2}: finding {other_inst} belongs to institution" in out
+    assert q(tmp, "SELECT count(*) FROM finding_events") == n_events
+    # the hospital sends it again without the foreign row
+    filled = fill_workbook(wb, tmp / "hospital" / "申诉_已填写.xlsx", reasons, [])
+    out = cli(tmp, "2026-10-15", "appeal", "import", str(filled), "--by", "医保办 王芳", "--institution", H)
+    assert f"3 appeals filed for {H}, 0 rows refused, {n_open - 3} findings not appealed" in out
 
     # 4. review: overturn one, uphold two, confirm one suspect, dismiss another
     cli(tmp, "2026-10-16", "review", "decide", a_over, "--decision", "overturn", "--by", "审核员 李", "--reason", "编码对照错误属实")

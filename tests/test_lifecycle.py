@@ -12,7 +12,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from kit import Batch, write_rules
+from kit import Batch, set_wall_clock, write_rules
 from medaudit import db, lifecycle, money
 from medaudit.engine import screen
 from medaudit.library import load_library
@@ -76,7 +76,7 @@ def loop_db(tmp_path, monkeypatch, batch=None, rules=RULES, today="2026-04-01", 
     """A database with the batch loaded and screened on ``today`` (the clock the engine reads)."""
     if batch is None:
         batch = loop_batch()[0]
-    monkeypatch.setenv("MEDAUDIT_NOW", today)
+    set_wall_clock(monkeypatch, today)
     tmp_path.mkdir(parents=True, exist_ok=True)
     con = db.connect(tmp_path / "loop.duckdb")
     for k, val in (settings or {}).items():
@@ -177,7 +177,9 @@ def test_appeal_review_and_confirm_paths_with_log_and_money(tmp_path, monkeypatc
     assert log[1]["reason"] == "患者实为女性，登记错误"
     assert log[1]["attachments"][0]["name"] == "病历首页.pdf"
     assert log[1]["attachments"][0]["sha256"] == hashlib.sha256(b"%PDF-1.4 record").hexdigest()
-    assert log[1]["event_at"] == dt.datetime(2026, 4, 15, 9, 0)
+    # the log's time is the computer's clock (here the test's 2026-04-01); the simulated day is kept beside it
+    assert (log[1]["event_at"], log[1]["as_of"]) == (dt.datetime(2026, 4, 1, 9, 0), dt.date(2026, 4, 15))
+    assert (log[0]["event_at"], log[0]["as_of"]) == (dt.datetime(2026, 4, 1, 9, 0), None)
 
     # a suspect claims nothing until confirmed; confirmed, it claims its amount and opens a window
     age = finding(con, v["age"], "R-AGE-001")
@@ -295,7 +297,7 @@ def test_rescreen_same_rules_keeps_everything(tmp_path, monkeypatch):
     lifecycle.transition(con, sex["id"], "appeal", "王芳", "理由", clock=clock("2026-04-02"))
     before = con.execute("SELECT finding_id, status, deduction_amt FROM findings ORDER BY 1").fetchall()
     n_events = con.execute("SELECT count(*) FROM finding_events").fetchall()[0][0]
-    monkeypatch.setenv("MEDAUDIT_NOW", "2026-04-05")
+    set_wall_clock(monkeypatch, "2026-04-05")
     res = rescreen(tmp_path, con)
     assert res.n_new_findings == 0
     assert con.execute("SELECT finding_id, status, deduction_amt FROM findings ORDER BY 1").fetchall() == before
@@ -312,7 +314,7 @@ def test_rescreen_with_a_new_rule_version_supersedes_open_findings_only(tmp_path
     both = finding(con, v["both"], "R-SEX-001")["id"]
     lifecycle.transition(con, sex, "appeal", "王芳", "理由", clock=clock("2026-04-02"))
     lifecycle.transition(con, sex, "uphold", "李审", "维持", clock=clock("2026-04-03"))
-    monkeypatch.setenv("MEDAUDIT_NOW", "2026-04-07")
+    set_wall_clock(monkeypatch, "2026-04-07")
     res = rescreen(tmp_path, con, RULES_V2, name="rules2")
     assert res.n_new_findings == 3  # sex, both and other under version 2
     status = dict(con.execute("SELECT finding_id, status FROM findings").fetchall())
@@ -341,7 +343,7 @@ def test_the_audit_log_only_grows(tmp_path, monkeypatch):
     lifecycle.transition(con, sex, "appeal", "王芳", "理由", clock=clock("2026-04-02"))
     lifecycle.transition(con, sex, "uphold", "李审", "维持", clock=clock("2026-04-03"))
     lifecycle.expire_due(con, clock("2026-04-30"))
-    monkeypatch.setenv("MEDAUDIT_NOW", "2026-05-01")
+    set_wall_clock(monkeypatch, "2026-05-01")
     rescreen(tmp_path, con, RULES.replace("  - id: R-FRQ-001\n    version: 1", "  - id: R-FRQ-001\n    version: 2"), "rules3")
     after = snap()
     assert after[:len(before)] == before

@@ -12,6 +12,7 @@ import openpyxl
 import pytest
 
 from medaudit import deduct, lifecycle, report
+from kit import set_wall_clock
 from test_lifecycle import clock, finding, loop_batch, loop_db
 
 PROBE = """<script>
@@ -148,7 +149,7 @@ def test_cli_report(loop, tmp_path, monkeypatch):
 
     con, v = loop
     con.close()
-    monkeypatch.setenv("MEDAUDIT_NOW", "2026-04-20")
+    set_wall_clock(monkeypatch, "2026-04-20")
     r = CliRunner().invoke(app, ["report", "--institution", "H001", "--period", "2026-03", "--out-dir", str(tmp_path / "rep"),
                                  "--db", str(tmp_path / "loop.duckdb")])
     assert r.exit_code == 0, r.output

@@ -50,7 +50,9 @@ def export(
 def import_(
     file: Path = typer.Argument(..., help="the filled workbook"),
     by: str = typer.Option(..., "--by", help="who files the appeals (the hospital's contact)"),
-    institution: Optional[str] = typer.Option(None, "--institution", help="check the workbook is this institution's"),
+    institution: Optional[str] = typer.Option(
+        None, "--institution", help="the institution that sent the workbook (required; the workbook's own 机构编码 is not "
+                                    "trusted): a workbook with any finding that is not this institution's is refused whole"),
     receipt: Optional[Path] = typer.Option(None, "--receipt", help="also write a receipt (回执) xlsx for the hospital"),
     db: Path = DbOption,
 ) -> None:
@@ -58,6 +60,11 @@ def import_(
     con = dbm.connect(db)
     try:
         res = appeals.import_workbook(con, file, by, institution)
+    except appeals.WorkbookRefused as e:
+        if receipt:
+            appeals.write_receipt(e, file, receipt)
+            err.print(f"receipt written to {receipt}", highlight=False)
+        fail(str(e))
     except appeals.AppealFileError as e:
         fail(str(e))
     console.print(f"{file}: {len(res.filed):,} appeals filed for {res.institution}, {len(res.refused):,} rows refused, "
@@ -112,7 +119,8 @@ def history(finding: str = typer.Argument(..., help="finding id (or a unique pre
     for c in ("when", "who", "action", "from", "to", "reason", "attachments"):
         t.add_column(c, overflow="fold")
     for e in lifecycle.history(con, f.finding_id):
-        t.add_row(f"{e['event_at']:%Y-%m-%d %H:%M}", e["actor"], e["action"], e["from_status"] or "", e["to_status"],
+        when = f"{e['event_at']:%Y-%m-%d %H:%M}" + (f" (as of {e['as_of']})" if e["as_of"] else "")
+        t.add_row(when, e["actor"], e["action"], e["from_status"] or "", e["to_status"],
                   e["reason"], "; ".join(f"{a['name']} sha256:{a['sha256'][:16]}…" for a in e["attachments"]))
     console.print(t)
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .. import db as dbm, deduct as ded
+from .. import db as dbm, deduct as ded, lifecycle
 
 console = Console()
 err = Console(stderr=True)
@@ -25,15 +25,28 @@ def finalize(
     institution: Optional[str] = typer.Option(None, "--institution", help="only this institution"),
     by: str = typer.Option("medaudit", "--by", help="who finalizes"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the new statements to this xlsx"),
+    as_of: Optional[str] = typer.Option(
+        None, "--as-of", help="judge what stands on this day YYYY-MM-DD (today or earlier, e.g. the month's cut-off): "
+                              "windows closed by then expire, 复议 windows still open then keep their findings out; "
+                              "recorded in the statement and the audit log beside the real time"),
     db: Path = DbOption,
 ) -> None:
     """Write the deduction statement: upheld and expired findings, each line deducted once. Safe to run again."""
+    clock = None
+    if as_of is not None:
+        try:
+            clock = lifecycle.parse_as_of(as_of)
+        except lifecycle.LifecycleError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2)
     con = dbm.connect(db)
     try:
-        res = ded.finalize(con, period, institution, by=by)
+        res = ded.finalize(con, period, institution, by=by, clock=clock)
     except ded.DeductError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2)
+    if clock is not None:
+        console.print(f"judged as of {clock().date()} (--as-of; today is {lifecycle.wall_now().date()})")
     if res.expired_now:
         console.print(f"{res.expired_now:,} findings expired (their appeal window closed).")
     if not res.statements:

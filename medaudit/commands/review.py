@@ -32,12 +32,18 @@ def decide(
     by: str = typer.Option(..., "--by", help="the reviewer"),
     reason: str = typer.Option("", "--reason", help="why (required except to confirm)"),
     attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
-    amount: Optional[str] = typer.Option(None, "--amount", help="confirm: deduct this many yuan (at most the amount at risk)"),
+    amount: Optional[str] = typer.Option(None, "--amount", help="confirm: deduct this many yuan (at most the amount at "
+                                                                "risk; rounded half-up to 0.01)"),
     db: Path = DbOption,
 ) -> None:
     """Decide one finding: uphold/overturn an appeal, confirm/dismiss a suspect."""
     if decision not in DECISIONS:
         fail(f"--decision must be uphold, overturn, confirm or dismiss, got {decision!r}")
+    if amount is not None:
+        try:
+            amount = money.parse_amount(amount, "--amount")
+        except money.AmountError as e:
+            fail(str(e))
     con = dbm.connect(db)
     con.execute("BEGIN TRANSACTION")
     try:
