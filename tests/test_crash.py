@@ -53,10 +53,6 @@ FINAL_DAY = "2026-11-30"  # every 10-working-day window has closed
 PERIOD = "2026-04"
 KINDS = ("early", "middle", "late", "commit")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="kill points are timed from /proc/PID/fd (Linux)"),
-]
 
 #: columns filled from the computer's clock (the loop's own times come from MEDAUDIT_NOW) or a
 #: sequence: they differ between two runs of the same work and are left out of the comparison.
@@ -154,13 +150,32 @@ class Step:
     args: list[str]  # after ``medaudit``; {db} {batch} {rules} filled in
 
     def argv(self, db: Path, batch: Path) -> list[str]:
-        return [a.format(db=db, batch=batch, rules=REPO / "rules") for a in self.args]
+        return [a.format(db=db, batch=batch, rules=REPO / "rules", out=workbook(db)) for a in self.args]
+
+
+def workbook(db: Path) -> Path:
+    """Where finalize writes the statement workbook (扣款单) for the database ``db``."""
+    return db.with_name(f"{db.stem}_扣款单_{PERIOD}.xlsx")
+
+
+def workbook_statements(path: Path) -> list[tuple] | None:
+    """The statements in the workbook's 扣款单 sheet (None: there is no workbook)."""
+    if not path.exists():
+        return None
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path, read_only=True)  # fails on a half-written file
+    try:
+        rows = list(wb["扣款单"].iter_rows(min_row=2, values_only=True))
+    finally:
+        wb.close()
+    return [(r[0], r[1], r[2], r[3], r[6], r[7], f"{float(r[8]):.2f}") for r in rows]
 
 
 STEPS = [
     Step("load", SCREEN_DAY, ["load", "{batch}", "--db", "{db}"]),
     Step("screen", SCREEN_DAY, ["screen", "{db}", "--rules", "{rules}"]),
-    Step("finalize", FINAL_DAY, ["deduct", "finalize", "--period", PERIOD, "--db", "{db}"]),
+    Step("finalize", FINAL_DAY, ["deduct", "finalize", "--period", PERIOD, "--out", "{out}", "--db", "{db}"]),
 ]
 
 
@@ -251,28 +266,37 @@ class Kill:
     kind: str
     delay: float  # seconds after the trigger (database open, or the WAL reaching a size)
     killed: bool = False  # False: the step ended before the kill
+    phase: str = ""  # what the files showed at the kill (see kill_during)
     landed: str = ""  # before / after: the state found when the database was opened again
 
 
-def kill_during(step: Step, db: Path, batch: Path, kind: str, delay: float, wal_at: int) -> bool:
-    """Run the step in its own process and SIGKILL it ``delay`` seconds after the trigger: the
-    process has the database open, or (kind ``commit``) the write-ahead log has reached
-    ``wal_at`` bytes. Returns whether it was killed (False: it finished first)."""
+def kill_during(step: Step, db: Path, batch: Path, kill: Kill, wal_at: int, wal_max: int) -> None:
+    """Run the step in its own process and SIGKILL it ``kill.delay`` seconds after the trigger:
+    the process has the database open, or (kind ``commit``) the write-ahead log has reached
+    ``wal_at`` bytes. Sets ``kill.killed`` (False: it finished first) and ``kill.phase``, what
+    the files showed just before the kill: ``work`` (no more log than the command's start
+    writes), ``log`` (the COMMIT's log being written), ``checkpoint`` (the database file
+    changed since the trigger while the log is there) or ``closed`` (the log is gone:
+    checkpointed)."""
     p = subprocess.Popen([sys.executable, "-m", "medaudit", *step.argv(db, batch)], env=env_for(step.day),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        trigger = (lambda: size(wal(db)) >= wal_at) if kind == "commit" else (lambda: has_open(p.pid, db))
+        trigger = (lambda: size(wal(db)) >= wal_at) if kill.kind == "commit" else (lambda: has_open(p.pid, db))
         while p.poll() is None and not trigger():
             time.sleep(0.001)
-        deadline = time.perf_counter() + delay
+        db_before = size(db)
+        deadline = time.perf_counter() + kill.delay
         while p.poll() is None and time.perf_counter() < deadline:
             time.sleep(0.001)
+        log, grown = size(wal(db)), size(db) != db_before
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
-            return True
+            kill.killed = True
+            kill.phase = ("closed" if log < 0 and grown else "checkpoint" if grown else
+                          "log" if log > wal_max // 20 else "work")
+            return
         assert p.returncode == 0, f"medaudit {step.name} failed before it was killed (exit {p.returncode})"
-        return False
     finally:
         if p.poll() is None:
             p.kill()
@@ -308,10 +332,11 @@ class Reference:
     before_snap: dict[str, dict]
     final: dict
     timing: dict[str, Timing]
+    statements: list[tuple]  # the statement workbook finalize wrote
 
 
 def copy_db(src: Path | None, dst: Path) -> None:
-    for p in (dst, wal(dst)):
+    for p in (dst, wal(dst), workbook(dst)):
         p.unlink(missing_ok=True)
     if src is not None:
         shutil.copyfile(src, dst)
@@ -349,11 +374,13 @@ def reference(tmp_path_factory) -> Reference:
             assert doubled(db) == {}
     finally:
         mp.undo()
-    ref = Reference(batch, before, after, before_snap, after["finalize"], timing)
+    ref = Reference(batch, before, after, before_snap, after["finalize"], timing, workbook_statements(workbook(db)))
     # the reference did real work at every step
     assert ref.final["load_log rows"] and len(ref.final["load_log rows"]) == 1
     assert ref.final["statements"] and ref.final["findings"][0] > 100
     assert any(r[0] == "expired" for r in ref.final["findings totals"])
+    assert ref.statements and ref.statements == [
+        (str(r[0]), r[2], r[1], str(r[3]), str(r[4]), str(r[5]), f"{r[6]:.2f}") for r in ref.final["statements"]]
     return ref
 
 
@@ -376,6 +403,8 @@ def diff(a: dict, b: dict) -> dict:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="kill points are timed from /proc/PID/fd (Linux)")
 @pytest.mark.parametrize("step", [s.name for s in STEPS])
 def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_path, monkeypatch):
     s = next(x for x in STEPS if x.name == step)
@@ -385,7 +414,7 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
     for i, (kind, delay, wal_at) in enumerate(kill_plan(s, reference.timing[step], RUNS)):
         copy_db(reference.before[step], db)
         k = Kill(step, kind, delay)
-        k.killed = kill_during(s, db, reference.batch, kind, delay, wal_at)
+        kill_during(s, db, reference.batch, k, wal_at, reference.timing[step].wal_max)
         # 1-2. it opens, and holds the state before or after the step, nothing in between
         found = snapshot(db)
         if found == reference.before_snap[step]:
@@ -396,6 +425,8 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
             pytest.fail(f"kill {i} ({kind}, {delay:.3f}s) left {step} half-done; differs from the state after the step in: "
                         f"{diff(found, reference.after[step])}")
         kills.append(k)
+        # a workbook is whole or not there (never a half-written 扣款单)
+        assert workbook_statements(workbook(db)) in (None, reference.statements)
         # 3. run the step again: the same as the uninterrupted step, to the cent (a screen that
         # had committed runs once more and finds nothing new)
         run_inprocess(monkeypatch, s.day, s.argv(db, reference.batch))
@@ -403,6 +434,8 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
         expect = screened_again(reference.after[step]) if again else reference.after[step]
         assert doubled(db) == {}, f"kill {i} ({kind}, {delay:.3f}s)"
         assert snapshot(db) == expect, diff(snapshot(db), expect)
+        if step == "finalize":  # the clerk has the statement workbook, also after a kill
+            assert workbook_statements(workbook(db)) == reference.statements, f"kill {i} ({kind}): {k.phase}->{k.landed}"
         # 4. and the rest of the loop
         if i == 0 or FULL:
             following(monkeypatch, step, db, reference.batch)
@@ -410,7 +443,47 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
             expect = screened_again(reference.final) if again else reference.final
             end = snapshot(db)
             assert end == expect, diff(end, expect)
+            assert workbook_statements(workbook(db)) == reference.statements
     t = reference.timing[step]
     print(f"\n{step}: opened db at {t.opened:.2f}s, ended at {t.total:.2f}s, WAL up to {t.wal_max:,} bytes; {len(kills)} kills in "
           f"{time.perf_counter() - t0:.1f}s: " + ", ".join(
-              f"{k.kind}+{k.delay:.3f}s->{k.landed if k.killed else 'finished'}" for k in kills))
+              f"{k.kind}+{k.delay:.3f}s:{k.phase}->{k.landed}" if k.killed else f"{k.kind}+{k.delay:.3f}s:finished"
+              for k in kills))
+
+
+# ---------------------------------------------------------------------------- without a kill
+
+
+def test_finalize_run_again_after_its_commit_still_writes_the_workbook(tmp_path, monkeypatch):
+    """What a kill between finalize's COMMIT and its workbook leaves, made without a kill: the
+    statements are in the database and there is no workbook. Running finalize again writes
+    nothing new and still gives the clerk the workbook of those statements; a failed write
+    leaves no file (and no temporary one)."""
+    from medaudit import deduct
+    from test_lifecycle import loop_db
+
+    loop_db(tmp_path, monkeypatch).close()
+    dbfile, out = tmp_path / "loop.duckdb", tmp_path / "扣款单.xlsx"
+    run_inprocess(monkeypatch, "2026-04-16", ["deduct", "finalize", "--period", "2026-03", "--db", str(dbfile)])
+    con = duckdb.connect(str(dbfile))
+    first = con.execute("SELECT statement_id, fixmedins_code, total FROM deduction_statements ORDER BY 1").fetchall()
+    con.close()
+    assert first and not out.exists()
+    said = run_inprocess(monkeypatch, "2026-04-17", ["deduct", "finalize", "--period", "2026-03", "--out", str(out),
+                                                     "--db", str(dbfile)])
+    assert "Nothing new stands" in said and "written to" in " ".join(said.split())
+    assert [(int(r[0]), r[1], f"{float(r[6]):.2f}") for r in workbook_statements(out)] == [
+        (sid, inst, f"{total:.2f}") for sid, inst, total in first]
+
+    out.unlink()
+
+    def broken(con, ids, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(deduct, "_write_statement_xlsx", broken)
+    con = duckdb.connect(str(dbfile))
+    with pytest.raises(OSError):
+        deduct.write_statement_xlsx(con, [first[0][0]], out)
+    con.close()
+    assert list(tmp_path.glob("*扣款单*")) == [] and list(tmp_path.glob(".*.tmp")) == []
