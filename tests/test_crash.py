@@ -1,26 +1,32 @@
 """Crash tests: ``kill -9`` during load, screen and finalize, then run again.
 
 An uninterrupted run of the real ``medaudit`` command (load -> screen -> two review decisions
--> deduct finalize) on a generated batch is the reference. For each of load, screen and
-finalize, the command runs in its own process on a copy of the database prepared up to the
-step before and is killed with SIGKILL at a seeded point of its work. Then:
+-> deduct finalize --out) on a generated batch is the reference. For each of load, screen and
+finalize, the command runs in its own process (``python -m medaudit``) on a copy of the
+database prepared up to the step before and is killed with SIGKILL at a seeded point. Then:
 
 1. the database opens (DuckDB replays its write-ahead log);
 2. it holds exactly the state before the step or exactly the state after it (by content: every
-   table's row count and a digest of its rows, timestamps of the computer's clock left out) —
-   the step is one transaction, nothing half-written;
-3. the step runs again and the database equals the reference after the step, to the cent;
+   table's row count and a digest of its rows, the computer's clock and sequence numbers left
+   out; findings, amounts, statements, load_log and the audit log also as readable totals):
+   the step is one transaction, nothing is half-written; a statement workbook is whole or absent;
+3. the step runs again and the database equals the reference after the step, to the cent,
+   with nothing written twice (a screen that had committed is one more run that finds nothing
+   new); after finalize the clerk has the same statement workbook;
 4. on the first kill of each step (every kill with ``MEDAUDIT_CRASH_FULL=1``) the following
-   steps run too and the end state equals the uninterrupted run: the same findings, amounts,
-   statements, load_log and audit log, nothing doubled.
+   steps run too and the end state equals the uninterrupted run's.
 
-Where a kill lands: the kill points are measured from the moment the process has the database
-file open (seen in ``/proc/PID/fd``, no hook in the product), spread over early, middle and late
-parts of the step's measured duration, and one kind waits for the write-ahead log file to
-appear (the COMMIT being written) and kills a few milliseconds later.
+Where a kill lands, without any hook in the product: delays count from the moment the process
+has the database file open (seen in ``/proc/PID/fd``), in the early, middle and late third of
+the step's measured work; kind ``commit`` waits until the write-ahead log has grown to a
+seeded part of the size it reached in the uninterrupted run (the COMMIT writing it) and kills
+0-50 ms later, which also hits the checkpoint that copies the log into the database file.
+The printed summary (``pytest -s``) says for each kill what the files showed at that moment
+and which state the database was found in.
 
-Budget: ``MEDAUDIT_CRASH_RUNS`` kills per step (default 4, one of each kind);
-``MEDAUDIT_CRASH_SEED`` changes the kill points. ``MEDAUDIT_CRASH_RUNS=50`` is the larger run.
+Budget: ``MEDAUDIT_CRASH_RUNS`` kills per step (default 4: one of each kind; the kinds are
+taken in the order commit, early, middle, late, so 2 gives commit and early), the larger run
+e.g. ``MEDAUDIT_CRASH_RUNS=50``; ``MEDAUDIT_CRASH_SEED`` moves the kill points.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ VISITS = 1500
 SCREEN_DAY = "2026-10-12"  # the batch settles 2026-01..09; windows open on this day
 FINAL_DAY = "2026-11-30"  # every 10-working-day window has closed
 PERIOD = "2026-04"
-KINDS = ("early", "middle", "late", "commit")
+KINDS = ("commit", "early", "middle", "late")  # the first n of these (cycled) for n kills
 
 
 #: columns filled from the computer's clock (the loop's own times come from MEDAUDIT_NOW) or a
@@ -316,7 +322,7 @@ def kill_plan(step: Step, timing: Timing, n: int) -> list[tuple[str, float, int]
         if kind == "commit":
             plan.append((kind, rng.uniform(0, 0.05), max(1, int(timing.wal_max * rng.uniform(0.05, 1.0)))))
         else:
-            third = KINDS.index(kind)
+            third = ("early", "middle", "late").index(kind)
             plan.append((kind, work * rng.uniform(third / 3, (third + 1) / 3), 0))
     return plan
 
@@ -422,7 +428,7 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
         elif found == reference.after[step]:
             k.landed = "after"
         else:
-            pytest.fail(f"kill {i} ({kind}, {delay:.3f}s) left {step} half-done; differs from the state after the step in: "
+            pytest.fail(f"kill {i} ({kind}+{delay:.3f}s, {k.phase}) left {step} half-done; differs from the state after the step in: "
                         f"{diff(found, reference.after[step])}")
         kills.append(k)
         # a workbook is whole or not there (never a half-written 扣款单)
