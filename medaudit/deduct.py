@@ -205,8 +205,9 @@ def statements(con: duckdb.DuckDBPyConnection, period: str | None = None, instit
 
 def last_run_statements(con: duckdb.DuckDBPyConnection, period: str, institution: str | None = None) -> list[int]:
     """The statements the last ``finalize`` of the period (and institution) wrote: one run
-    stamps all its statements with the same ``created_at``. What ``finalize --out`` writes
-    when the run itself has nothing new, e.g. run again after it was killed between its
+    stamps all its statements with the same ``created_at`` (two runs stamped with the same
+    time, e.g. replayed with one ``MEDAUDIT_NOW``, are taken together). What ``finalize --out``
+    writes when the run itself has nothing new, e.g. run again after it was killed between its
     COMMIT and its workbook."""
     where, args = "period = ?", [period]
     if institution:
