@@ -20,12 +20,13 @@ Where a kill lands, without any hook in the product: delays count from the momen
 has the database file open (seen in ``/proc/PID/fd``), in the early, middle and late third of
 the step's measured work; kind ``commit`` waits until the write-ahead log has grown to a
 seeded part of the size it reached in the uninterrupted run (the COMMIT writing it) and kills
-0-50 ms later, which also hits the checkpoint that copies the log into the database file.
+0-50 ms later; kind ``checkpoint`` waits until the database file is written while the log is
+there (the checkpoint copying the log into it) and kills 0-30 ms later.
 The printed summary (``pytest -s``) says for each kill what the files showed at that moment
 and which state the database was found in.
 
-Budget: ``MEDAUDIT_CRASH_RUNS`` kills per step (default 4: one of each kind; the kinds are
-taken in the order commit, early, middle, late, so 2 gives commit and early), the larger run
+Budget: ``MEDAUDIT_CRASH_RUNS`` kills per step (default 4; the kinds are taken in the order
+commit, early, middle, late, checkpoint, then again: 2 gives commit and early), the larger run
 e.g. ``MEDAUDIT_CRASH_RUNS=50``; ``MEDAUDIT_CRASH_SEED`` moves the kill points.
 """
 
@@ -57,7 +58,7 @@ VISITS = 1500
 SCREEN_DAY = "2026-10-12"  # the batch settles 2026-01..09; windows open on this day
 FINAL_DAY = "2026-11-30"  # every 10-working-day window has closed
 PERIOD = "2026-04"
-KINDS = ("commit", "early", "middle", "late")  # the first n of these (cycled) for n kills
+KINDS = ("commit", "early", "middle", "late", "checkpoint")  # the first n of these (cycled) for n kills
 
 
 #: columns filled from the computer's clock (the loop's own times come from MEDAUDIT_NOW) or a
@@ -102,15 +103,18 @@ def snapshot(path: Path) -> dict:
                 out[t] = (n, int(digest))
         has = set(tables)
 
-        def rows(sql: str, needs: str):
-            return con.execute(sql).fetchall() if needs in has else []
+        def rows(sql: str, needs: str, missing=()):
+            """The query's rows; ``missing`` when its table does not exist yet (a kill during the
+            first load can leave part of the schema: that is the state before the load)."""
+            return con.execute(sql).fetchall() if needs in has else list(missing)
 
         out["load_log rows"] = rows("SELECT batch_id, content_hash, source, summary FROM load_log ORDER BY 1", "load_log")
         out["screen runs"] = rows(
             "SELECT stage, rules_digest, n_rules, n_hits, n_new_findings FROM screen_runs ORDER BY run_id", "screen_runs")
         # every finding was seen by the last run (a re-screen touches them all)
         out["findings seen by the last run"] = rows(
-            "SELECT count(*) FROM findings WHERE last_run = (SELECT max(run_id) FROM screen_runs)", "findings")
+            "SELECT count(*) FROM findings WHERE last_run = (SELECT max(run_id) FROM screen_runs)", "findings",
+            missing=[(0,)])
         out["findings totals"] = rows(
             "SELECT status, count(*), sum(flagged_amt), sum(claimed_amt), sum(deduction_amt) FROM findings "
             "GROUP BY 1 ORDER BY 1", "findings")
@@ -248,6 +252,15 @@ def size(p: Path) -> int:
         return -1
 
 
+def stamp(p: Path) -> tuple[int, int]:
+    """Size and modification time: they change when the database file is written."""
+    try:
+        st = p.stat()
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return -1, 0
+
+
 def run_timed(step: Step, db: Path, batch: Path) -> Timing:
     """The step, uninterrupted, in its own process: when it opened the database and when it ended."""
     t0 = time.perf_counter()
@@ -278,28 +291,41 @@ class Kill:
 
 def kill_during(step: Step, db: Path, batch: Path, kill: Kill, wal_at: int, wal_max: int) -> None:
     """Run the step in its own process and SIGKILL it ``kill.delay`` seconds after the trigger:
-    the process has the database open, or (kind ``commit``) the write-ahead log has reached
-    ``wal_at`` bytes. Sets ``kill.killed`` (False: it finished first) and ``kill.phase``, what
-    the files showed just before the kill: ``work`` (no more log than the command's start
-    writes), ``log`` (the COMMIT's log being written), ``checkpoint`` (the database file
-    changed since the trigger while the log is there) or ``closed`` (the log is gone:
-    checkpointed)."""
+    the process has the database open; (kind ``commit``) the write-ahead log has reached
+    ``wal_at`` bytes; (kind ``checkpoint``) the database file is written while the log is
+    there and complete. Sets ``kill.killed`` (False: it finished first) and ``kill.phase``, what the files
+    showed just before the kill: ``work`` (no more log than the command's start writes),
+    ``log`` (the COMMIT's log written or being written), ``checkpoint`` (the database file was
+    written after the log was complete) or ``closed`` (the complete log is gone: checkpointed)."""
     p = subprocess.Popen([sys.executable, "-m", "medaudit", *step.argv(db, batch)], env=env_for(step.day),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logged: list = []  # the database file as it was when the COMMIT's log was complete
+
+    def watch() -> None:
+        if not logged and size(wal(db)) >= wal_max * 0.95:
+            logged.append(stamp(db))
+
+    def checkpointing() -> bool:
+        return bool(logged) and stamp(db) != logged[0]
+
     try:
-        trigger = (lambda: size(wal(db)) >= wal_at) if kill.kind == "commit" else (lambda: has_open(p.pid, db))
+        trigger = {
+            "commit": lambda: size(wal(db)) >= wal_at,
+            "checkpoint": checkpointing,
+        }.get(kill.kind, lambda: has_open(p.pid, db))
         while p.poll() is None and not trigger():
-            time.sleep(0.001)
-        db_before = size(db)
+            watch()
+            time.sleep(0.0005)
         deadline = time.perf_counter() + kill.delay
         while p.poll() is None and time.perf_counter() < deadline:
-            time.sleep(0.001)
-        log, grown = size(wal(db)), size(db) != db_before
+            watch()
+            time.sleep(0.0005)
+        log = size(wal(db))
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
             kill.killed = True
-            kill.phase = ("closed" if log < 0 and grown else "checkpoint" if grown else
+            kill.phase = ("closed" if logged and log < 0 else "checkpoint" if checkpointing() else
                           "log" if log > wal_max // 20 else "work")
             return
         assert p.returncode == 0, f"medaudit {step.name} failed before it was killed (exit {p.returncode})"
@@ -311,9 +337,9 @@ def kill_during(step: Step, db: Path, batch: Path, kill: Kill, wal_at: int, wal_
 
 def kill_plan(step: Step, timing: Timing, n: int) -> list[tuple[str, float, int]]:
     """n seeded kill points (kind, delay, WAL size): in the early, middle and late thirds of the
-    step's measured work, and at the COMMIT: while the log is written (a random part of its
-    size in the uninterrupted run) and up to 50 ms later, when the log is checkpointed into the
-    database file."""
+    step's measured work; at the COMMIT: while the log is written (a random part of its size in
+    the uninterrupted run) and up to 50 ms later; and in the checkpoint that copies the log
+    into the database file."""
     rng = random.Random(f"{SEED}:{step.name}")
     work = max(timing.total - timing.opened, 0.05)
     plan = []
@@ -321,6 +347,8 @@ def kill_plan(step: Step, timing: Timing, n: int) -> list[tuple[str, float, int]
         kind = KINDS[i % len(KINDS)]
         if kind == "commit":
             plan.append((kind, rng.uniform(0, 0.05), max(1, int(timing.wal_max * rng.uniform(0.05, 1.0)))))
+        elif kind == "checkpoint":
+            plan.append((kind, rng.uniform(0, 0.03), 0))
         else:
             third = ("early", "middle", "late").index(kind)
             plan.append((kind, work * rng.uniform(third / 3, (third + 1) / 3), 0))
