@@ -20,6 +20,7 @@ checks it, and ``finalize`` refuses to commit a statement that does not reconcil
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -206,12 +207,43 @@ def statements(con: duckdb.DuckDBPyConnection, period: str | None = None, instit
     return [Statement(*r) for r in rows]
 
 
-def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> Path:
-    """The statements as a workbook: one summary sheet, one sheet of findings, one of lines."""
-    from .report import mask_certno, mask_name
+def last_run_statements(con: duckdb.DuckDBPyConnection, period: str, institution: str | None = None) -> list[int]:
+    """The statements the last ``finalize`` of the period (and institution) wrote: one run
+    stamps all its statements with the same ``created_at`` (two runs stamped with the same
+    time are taken together). What ``finalize --out``
+    writes when the run itself has nothing new, e.g. run again after it was killed between its
+    COMMIT and its workbook."""
+    where, args = "period = ?", [period]
+    if institution:
+        where += " AND fixmedins_code = ?"
+        args.append(institution)
+    return [r[0] for r in con.execute(
+        f"""SELECT statement_id FROM deduction_statements
+            WHERE {where} AND created_at = (SELECT max(created_at) FROM deduction_statements WHERE {where})
+            ORDER BY statement_id""", args + args).fetchall()]
 
+
+def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> Path:
+    """The statements as a workbook: one summary sheet, one sheet of findings, one of lines.
+
+    Written to a temporary file next to ``path`` and renamed into place, so an interrupted
+    write never leaves a half-written 扣款单 under the name the clerk asked for."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _write_statement_xlsx(con, statement_ids, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> None:
+    from .report import mask_certno, mask_name
+
     ids = ", ".join(str(int(i)) for i in statement_ids) or "NULL"
     wb = xlsx.workbook(path)
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True})
@@ -258,5 +290,4 @@ def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int
     sheet("扣款明细行", ["扣款单号", "疑点编号", "明细流水号", "医保目录编码", "名称", "收费时间", "数量", "单价", "金额",
                     "扣款（元）"], lines, money_cols=(7, 8, 9), widths={1: 34, 3: 26, 4: 24})
     wb.close()
-    return path
 

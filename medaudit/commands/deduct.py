@@ -24,7 +24,8 @@ def finalize(
     period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
     institution: Optional[str] = typer.Option(None, "--institution", help="only this institution"),
     by: str = typer.Option("medaudit", "--by", help="who finalizes"),
-    out: Optional[Path] = typer.Option(None, "--out", help="also write the new statements to this xlsx"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the new statements to this xlsx (when nothing is "
+                                       "new: those of the period's last finalize, e.g. after an interrupted run)"),
     as_of: Optional[str] = typer.Option(
         None, "--as-of", help="judge what stands on this day YYYY-MM-DD (today or earlier, e.g. the month's cut-off): "
                               "windows closed by then expire, 复议 windows still open then keep their findings out; "
@@ -51,6 +52,11 @@ def finalize(
         console.print(f"{res.expired_now:,} findings expired (their appeal window closed).")
     if not res.statements:
         console.print(f"Nothing new stands for {period}{' at ' + institution if institution else ''}; no statement written.")
+        # a run killed after its COMMIT and before its workbook: running it again still gives the clerk the file
+        last = ded.last_run_statements(con, period, institution) if out else []
+        if last:
+            ded.write_statement_xlsx(con, last, out)
+            console.print(f"The statements of the last finalize ({', '.join(map(str, last))}) written to {out}")
     else:
         t = Table(title=f"Deduction statements {period}")
         for c in ("statement", "institution", "no.", "findings", "lines", "total 扣款"):
