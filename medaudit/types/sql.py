@@ -17,19 +17,56 @@ another stage) and lines whose deductible is 0 are not flagged, as for every lin
 The rule's validity and scope are applied to each line (its fee date, med_type, level,
 institution).
 
-**Refused at load time**, with a message naming the rule: anything but a single statement;
-any statement but a SELECT (INSERT, UPDATE, DELETE, ATTACH, COPY, PRAGMA, SET, CREATE ...); a
-SELECT that writes (a CTE holding an INSERT, UPDATE or DELETE: DuckDB runs those); a table
-that is not a canonical one (findings, files named as tables, other databases); table
-functions that read outside the database (`read_csv`, `read_parquet`, `glob`, `query` ...;
-`unnest`, `range` and `generate_series` are allowed). The check walks DuckDB's own parse
-tree (`duckdb.extract_statements` and `json_serialize_sql`), not the text. A query that refers
-to a missing column fails the screening with the rule's id and DuckDB's message.
+**Refused**, at load time (`medaudit rules check`, every load of the library) and again by
+the screening and pre-alert's SQL path, by one function (`check_query`) and with one message
+naming the rule and the offending name, e.g. `rule R-SQL-009: params.query: table
+prealert_api_keys is not one a sql rule may read (allowed: lines, visits, ...)`. The check walks
+DuckDB's own parse tree (`duckdb.extract_statements`, `json_serialize_sql`), not the text:
 
-**How it runs.** Like every type, once for all its rules: each rule's query becomes a subquery
-tagged with its rule key, and the subqueries are joined with UNION ALL into one statement,
-which then meets `lines` in one set-based join. This is the honest set-based form for rules
-whose logic is their own SQL.
+- anything but a single statement, and any statement but a SELECT (INSERT, UPDATE, DELETE,
+  ATTACH, COPY, PRAGMA, SET, INSTALL, LOAD, EXPORT, CALL, CREATE, EXPLAIN ...); a PIVOT expands
+  to several statements and is refused with them;
+- a SELECT that writes (a CTE holding an INSERT, UPDATE or DELETE: DuckDB runs those);
+- a table that is not one of the canonical tables above, by its bare name. A CTE's name counts
+  only inside the query that defines it (its later CTEs, its body and subqueries), so
+  `... FROM prealert_api_keys WHERE EXISTS (WITH prealert_api_keys AS (...) ...)` is refused;
+  a name with a schema or database (`main.fee_list_d`, `information_schema.tables`), a file
+  named as a table (`FROM 'x.csv'`), a name in other than ASCII letters (a look-alike is
+  another name), DESCRIBE/SUMMARIZE and time travel (`AT`) are refused;
+- a table function other than `unnest`, `range` and `generate_series` (`read_csv`, `read_text`,
+  `glob`, `query`, `query_table`, `duckdb_tables()`, `duckdb_settings()`, table macros ...);
+- a function that is not a built-in scalar, aggregate or window function of DuckDB or one of
+  the project's macros (`med_type_cn`, `yuan` ...), or that reads or changes something outside
+  the rows: settings, variables, environment, secrets, the session, the catalog (`current_setting`,
+  `getvariable`, `getenv`, `which_secret`, `pg_catalog` macros such as `pg_get_viewdef`),
+  sequences, the log (the list is `DENIED_FUNCTIONS`, taken from `duckdb_functions()`), or is
+  named with a schema.
+
+A query that refers to a missing column fails the screening with the rule's id and DuckDB's message.
+
+**How it runs.** Each rule's query runs alone in a **sandbox**: a separate in-memory DuckDB
+database with the project's macros, into which the screening hands, as Arrow tables, only the
+canonical tables the sql rules read, as the screening connection sees them, and of those only
+the columns the queries name (all of them for a `*`, `COLUMNS()`, a NATURAL join, a renamed
+column list or a whole-row reference). Before any query runs the sandbox sets
+`autoinstall_known_extensions` and `autoload_known_extensions` off, `allow_community_extensions`
+off, `enable_external_access = false` (no file, no network, no extension, no ATTACH/COPY, no
+Python-variable scans) and `lock_configuration = true` (no SET can undo that). So even a query
+the check missed can read nothing but those tables: not the medaudit database (findings, API
+keys, other batches' lines at pre-alert), not a file. The rows (rule_key, bkkp_sn, amount,
+evidence) come back as `sql_rule_rows`, which the type's one statement then meets with `lines`
+in one set-based join. A sandbox per screening run (pre-alert: one per session, kept).
+
+Why this over the other options DuckDB offers (see "Securing DuckDB" in its docs):
+`enable_external_access`, `disabled_filesystems` and `allowed_directories` only govern files
+and are database-wide, and the screening connection needs its files and its other tables; a
+separate database is the only way for a query to see no table but the ones given to it.
+Cost: the sandbox holds a copy of the named columns only. For R-SQL-001 (4 of the 42 columns
+of `lines`): 0.3 MB on the committed sample (6,694 lines; all columns would be 3.1 MB) and
+8.6 MB on a generated batch of 195,084 lines (`sample generate --visits 10000 --seed 1`; all
+columns 90.6 MB), about 45 bytes a line, so some 450 MB at 10M lines where all columns would
+take some 4.6 GB. Time: opening the sandbox takes tens of milliseconds, the copy and the run
+a few hundred milliseconds at 200k lines (measured on a loaded 2-core machine).
 
 **Why it matters.** A bureau meets new schemes faster than rule types are written; an
 analyst's query (for instance from a special inspection, 专项检查) can run in the same
@@ -240,6 +277,23 @@ def _walk(node, scope: frozenset[str], reads: Reads) -> None:
 
 def analyse(query: str) -> Reads:
     """The canonical tables ``query`` reads; raises :class:`Refused` when it is not a sql rule's query."""
+    refusal, tables, names, whole = _analysed(query)
+    if refusal is not None:
+        raise Refused(refusal)
+    return Reads(set(tables), set(names), whole)
+
+
+@functools.lru_cache(maxsize=4096)
+def _analysed(query: str) -> tuple[str | None, frozenset, frozenset, bool]:
+    """:func:`_analyse`, remembered (pre-alert checks the same queries on every request)."""
+    try:
+        r = _analyse(query)
+    except Refused as e:
+        return str(e), frozenset(), frozenset(), False
+    return None, frozenset(r.tables), frozenset(r.names), r.whole
+
+
+def _analyse(query: str) -> Reads:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as e:
