@@ -311,6 +311,8 @@ def run_type(con: duckdb.DuckDBPyConnection, rt: RuleType) -> int:
     """
     if rt.items != "none":
         build_matched(con, rt)
+    if rt.prepare is not None:
+        rt.prepare(con)
     before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
     con.execute(f"INSERT INTO hits BY NAME {rt.sql(type_names(rt), con)}")
     return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before

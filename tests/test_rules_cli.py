@@ -204,9 +204,10 @@ def test_show_composes_the_query_of_an_sql_rule(tmp_path):
     res = invoke("show", "R-SQL-001", "--rules", str(lib))
     assert res.exit_code == 0, res.output
     assert "Items: none (the type reads the tables itself)" in res.output
-    assert "-- step 1: the sql query" in res.output
+    # the rule's own query runs alone in the sandbox, then the type's statement over its rows
+    assert "-- step 1: the rule's query runs alone in the sandbox connection" in res.output
     assert "FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000'" in res.output
-    assert "WITH raw AS (SELECT 0 AS rule_key" in res.output
+    assert "-- step 2: the sql query" in res.output and "FROM sql_rule_rows" in res.output
     assert "could not be composed" not in res.output
 
 

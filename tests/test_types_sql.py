@@ -75,12 +75,12 @@ def test_sql_rule_validity_applies_per_line(tmp_path):
         ("PRAGMA version", "PRAGMA statements are refused"),
         ("WITH gone AS (DELETE FROM fee_list_d RETURNING *) SELECT bkkp_sn FROM gone", "holds a writing DELETE (a CTE that writes)"),
         ("WITH x AS (INSERT INTO setl_d SELECT * FROM setl_d RETURNING *) SELECT 1 AS bkkp_sn FROM x", "holds a writing INSERT"),
-        ("SELECT * FROM read_csv('/etc/passwd')", "not the table function read_csv()"),
-        ("SELECT bkkp_sn FROM lines WHERE bkkp_sn IN (SELECT column0 FROM read_text('x'))", "table function read_text()"),
-        ("SELECT bkkp_sn FROM findings", "not findings"),
-        ("SELECT * FROM 'fee_list_d.csv'", "not fee_list_d.csv"),
-        ("SELECT bkkp_sn FROM other.main.lines", "not other.main.lines"),
-        ("SELEC bkkp_sn FROM lines", "is not valid SQL"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "table function read_csv() is not one a sql rule may call"),
+        ("SELECT bkkp_sn FROM lines WHERE bkkp_sn IN (SELECT column0 FROM read_text('x'))", "table function read_text() is not one"),
+        ("SELECT bkkp_sn FROM findings", "table findings is not one a sql rule may read (allowed: lines, visits"),
+        ("SELECT * FROM 'fee_list_d.csv'", "table fee_list_d.csv is not one a sql rule may read"),
+        ("SELECT bkkp_sn FROM other.main.lines", "table other.main.lines is not one a sql rule may read: name it without a schema"),
+        ("SELEC bkkp_sn FROM lines", "params.query: not valid SQL"),
     ],
 )
 def test_sql_anything_but_one_read_only_select_is_refused_at_load(tmp_path, query, message):
@@ -91,7 +91,7 @@ def test_sql_anything_but_one_read_only_select_is_refused_at_load(tmp_path, quer
 
 def test_sql_allowed_forms():
     assert check_query("WITH t AS (SELECT * FROM lines) SELECT bkkp_sn FROM t JOIN diag USING (mdtrt_id)") is None
-    assert check_query("SELECT l.bkkp_sn FROM lines l, unnest([1, 2]) u(x) UNION SELECT bkkp_sn FROM main.fee_list_d") is None
+    assert check_query("SELECT l.bkkp_sn FROM lines l, unnest([1, 2]) u(x) UNION SELECT bkkp_sn FROM fee_list_d") is None
     assert check_query("SELECT bkkp_sn FROM lines WHERE mdtrt_id IN (SELECT mdtrt_id FROM purchases p, hilist h)") is None
 
 

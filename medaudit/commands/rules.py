@@ -310,6 +310,11 @@ def show(
             f"CREATE TEMP TABLE m_{rt.name} AS\n"
             + textwrap.dedent(matched_sql(rt, codes > 0, prefixes > 0, not r.items)).strip()
         )
+    if rt.name == "sql":
+        steps.append(
+            f"-- step {len(steps) + 1}: the rule's query runs alone in the sandbox connection (only the tables "
+            "and columns it names, no file access, settings locked); its rows go into sql_rule_rows\n"
+            + str(r.params.get("query", "")).strip())
     steps.append(
         f"-- step {len(steps) + 1}: the {rt.name} query, run once for all rules of the type; "
         f"this rule's rows have the rule_key of {r.id} in r_all\n"

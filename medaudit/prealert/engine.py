@@ -59,6 +59,7 @@ from .. import engine
 from ..contract import TABLES
 from ..library import Library, Rule
 from ..types import REGISTRY
+from ..types import sql as sql_type
 
 STAGE = "pre_alert"
 
@@ -135,6 +136,7 @@ class _Session:
 
     def __init__(self, base: duckdb.DuckDBPyConnection, catalog: str, rules: list[Rule]):
         self.cur = base.cursor()
+        self.sandbox = None  # the sql type's sandbox connection, made on first use
         cur = self.cur
         dbm.install_macros(cur)
         self.catalog = catalog
@@ -172,6 +174,13 @@ class _Session:
     def run(self, types: list[str]) -> None:
         """The types' queries (as :func:`medaudit.engine.run_type` runs them) over ``lines``; rows into ``hits``."""
         for t in types:
+            rt = REGISTRY[t]
+            if rt.prepare is not None:
+                # the sql type's rule queries run in the session's own sandbox connection (made
+                # once, settings locked), which sees this run's lines and nothing of the database
+                if self.sandbox is None:
+                    self.sandbox = sql_type.open_sandbox()
+                rt.prepare(self.cur, self.sandbox)
             self.cur.execute(self.sql[t])
 
     def values(self, table: str, rows: list[dict]) -> str:

@@ -152,6 +152,9 @@ class RuleType:
     extra: dict = field(default_factory=dict)
     # builds the query from the database (e.g. from the rules' own SQL) instead of ``query``
     compose: Callable[[dict, Any], str] | None = None
+    # run before each run of the type's query, on the screening connection (and a sandbox
+    # connection the caller may keep between runs): the sql type runs its rules' own queries here
+    prepare: Callable[..., None] | None = None
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:
         if self.compose is not None:

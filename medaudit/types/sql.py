@@ -17,19 +17,56 @@ another stage) and lines whose deductible is 0 are not flagged, as for every lin
 The rule's validity and scope are applied to each line (its fee date, med_type, level,
 institution).
 
-**Refused at load time**, with a message naming the rule: anything but a single statement;
-any statement but a SELECT (INSERT, UPDATE, DELETE, ATTACH, COPY, PRAGMA, SET, CREATE ...); a
-SELECT that writes (a CTE holding an INSERT, UPDATE or DELETE: DuckDB runs those); a table
-that is not a canonical one (findings, files named as tables, other databases); table
-functions that read outside the database (`read_csv`, `read_parquet`, `glob`, `query` ...;
-`unnest`, `range` and `generate_series` are allowed). The check walks DuckDB's own parse
-tree (`duckdb.extract_statements` and `json_serialize_sql`), not the text. A query that refers
-to a missing column fails the screening with the rule's id and DuckDB's message.
+**Refused**, at load time (`medaudit rules check`, every load of the library) and again by
+the screening and pre-alert's SQL path, by one function (`check_query`) and with one message
+naming the rule and the offending name, e.g. `rule R-SQL-009: params.query: table
+prealert_api_keys is not one a sql rule may read (allowed: lines, visits, ...)`. The check walks
+DuckDB's own parse tree (`duckdb.extract_statements`, `json_serialize_sql`), not the text:
 
-**How it runs.** Like every type, once for all its rules: each rule's query becomes a subquery
-tagged with its rule key, and the subqueries are joined with UNION ALL into one statement,
-which then meets `lines` in one set-based join. This is the honest set-based form for rules
-whose logic is their own SQL.
+- anything but a single statement, and any statement but a SELECT (INSERT, UPDATE, DELETE,
+  ATTACH, COPY, PRAGMA, SET, INSTALL, LOAD, EXPORT, CALL, CREATE, EXPLAIN ...); a PIVOT expands
+  to several statements and is refused with them;
+- a SELECT that writes (a CTE holding an INSERT, UPDATE or DELETE: DuckDB runs those);
+- a table that is not one of the canonical tables above, by its bare name. A CTE's name counts
+  only inside the query that defines it (its later CTEs, its body and subqueries), so
+  `... FROM prealert_api_keys WHERE EXISTS (WITH prealert_api_keys AS (...) ...)` is refused;
+  a name with a schema or database (`main.fee_list_d`, `information_schema.tables`), a file
+  named as a table (`FROM 'x.csv'`), a name in other than ASCII letters (a look-alike is
+  another name), DESCRIBE/SUMMARIZE and time travel (`AT`) are refused;
+- a table function other than `unnest`, `range` and `generate_series` (`read_csv`, `read_text`,
+  `glob`, `query`, `query_table`, `duckdb_tables()`, `duckdb_settings()`, table macros ...);
+- a function that is not a built-in scalar, aggregate or window function of DuckDB or one of
+  the project's macros (`med_type_cn`, `yuan` ...), or that reads or changes something outside
+  the rows: settings, variables, environment, secrets, the session, the catalog (`current_setting`,
+  `getvariable`, `getenv`, `which_secret`, `pg_catalog` macros such as `pg_get_viewdef`),
+  sequences, the log (the list is `DENIED_FUNCTIONS`, taken from `duckdb_functions()`), or is
+  named with a schema.
+
+A query that refers to a missing column fails the screening with the rule's id and DuckDB's message.
+
+**How it runs.** Each rule's query runs alone in a **sandbox**: a separate in-memory DuckDB
+database with the project's macros, into which the screening hands, as Arrow tables, only the
+canonical tables the sql rules read, as the screening connection sees them, and of those only
+the columns the queries name (all of them for a `*`, `COLUMNS()`, a NATURAL join, a renamed
+column list or a whole-row reference). Before any query runs the sandbox sets
+`autoinstall_known_extensions` and `autoload_known_extensions` off, `allow_community_extensions`
+off, `enable_external_access = false` (no file, no network, no extension, no ATTACH/COPY, no
+Python-variable scans) and `lock_configuration = true` (no SET can undo that). So even a query
+the check missed can read nothing but those tables: not the medaudit database (findings, API
+keys, other batches' lines at pre-alert), not a file. The rows (rule_key, bkkp_sn, amount,
+evidence) come back as `sql_rule_rows`, which the type's one statement then meets with `lines`
+in one set-based join. A sandbox per screening run (pre-alert: one per session, kept).
+
+Why this over the other options DuckDB offers (see "Securing DuckDB" in its docs):
+`enable_external_access`, `disabled_filesystems` and `allowed_directories` only govern files
+and are database-wide, and the screening connection needs its files and its other tables; a
+separate database is the only way for a query to see no table but the ones given to it.
+Cost: the sandbox holds a copy of the named columns only. For R-SQL-001 (4 of the 42 columns
+of `lines`): 0.3 MB on the committed sample (6,694 lines; all columns would be 3.1 MB) and
+8.6 MB on a generated batch of 195,084 lines (`sample generate --visits 10000 --seed 1`; all
+columns 90.6 MB), about 45 bytes a line, so some 450 MB at 10M lines where all columns would
+take some 4.6 GB. Time: opening the sandbox takes tens of milliseconds, the copy and the run
+a few hundred milliseconds at 200k lines (measured on a loaded 2-core machine).
 
 **Why it matters.** A bureau meets new schemes faster than rule types are written; an
 analyst's query (for instance from a special inspection, 专项检查) can run in the same
@@ -57,73 +94,237 @@ gives `项目【住院诊查费】(001102000010000) 2026-03-02 收费 1 次，�
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
+from dataclasses import dataclass, field
 
 import duckdb
 
+from .. import db as dbm
 from ..contract import TABLES
 from .base import LINE_FACT, Param, RuleType, rule_applies
 
-#: what a rule's query may read
+#: what a rule's query may read: the screened views and the loaded contract tables, by their bare name
 CANONICAL_TABLES = ("lines", "visits", "diag", "deaths", *TABLES)
-#: table functions that only compute (everything else may read files or other databases)
+#: table functions that only compute (every other one reads files, other databases, the catalog or
+#: settings, runs SQL of its own — query(), query_table(), json_execute_serialized_sql() — or writes)
 SAFE_TABLE_FUNCTIONS = ("unnest", "range", "generate_series")
-#: query nodes that only read
+#: query nodes that only read (any other ``*_NODE`` in the tree is a write inside a CTE)
 READ_NODES = ("SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE")
+#: table references the check understands; others (SHOW_REF behind DESCRIBE/SUMMARIZE, PIVOT, ...) are refused
+TABLE_REFS = ("BASE_TABLE", "JOIN", "SUBQUERY", "TABLE_FUNCTION", "EXPRESSION_LIST", "EMPTY")
+#: Built-in functions a rule may not call although ``duckdb_functions()`` lists them as scalar,
+#: aggregate or macro. Derived by going through that list (DuckDB 2.0) for every function whose
+#: result depends on something other than its arguments and the rows, or that changes state:
+#: settings, variables, secrets, the session, the catalog (every pg_catalog macro, and the macros
+#: whose definition holds a SELECT over duckdb_*(): format_type, get_block_size, pg_get_viewdef,
+#: pg_get_constraintdef), sequences, the random seed, the log, sleeping, and SQL (de)serialising.
+#: getenv (a CLI function) is listed should it appear. A function that is not in the list of a
+#: plain connection at all (an extension's, autoloaded on first use) is refused too.
+DENIED_FUNCTIONS = frozenset({
+    "getenv", "current_setting", "getvariable", "which_secret",
+    "current_catalog", "current_database", "current_schema", "current_schemas", "current_query",
+    "current_query_id", "current_connection_id", "current_transaction_id", "txid_current",
+    "current_user", "current_role", "session_user", "user", "in_search_path", "version",
+    "format_type", "get_block_size",
+    "nextval", "currval", "setval", "setseed", "write_log", "sleep_ms", "pg_sleep",
+    "json_serialize_sql", "json_deserialize_sql", "parse_duckdb_log_message",
+})
 
 
-def _walk(node, found: dict) -> None:
-    if isinstance(node, dict):
-        t = node.get("type")
-        if isinstance(t, str) and t.endswith("_NODE") and t not in READ_NODES:
-            found["writes"].append(t.removesuffix("_QUERY_NODE").removesuffix("_NODE"))
-        if t == "BASE_TABLE":
-            found["tables"].append((node.get("catalog_name") or "", node.get("schema_name") or "", node.get("table_name")))
-        if t == "TABLE_FUNCTION":
-            fn = (node.get("function") or {}).get("function_name")
-            found["functions"].append(fn)
-        cte = node.get("cte_map")
-        if isinstance(cte, dict):
-            found["ctes"].extend(str(e.get("key", "")).lower() for e in cte.get("map") or [])
-        for v in node.values():
-            _walk(v, found)
-    elif isinstance(node, list):
+class Refused(ValueError):
+    """A rule's query is not one the sql type runs; the message names what is wrong."""
+
+
+@functools.lru_cache(maxsize=1)
+def allowed_functions() -> frozenset[str]:
+    """The scalar, aggregate and window functions (and the project's macros) a rule may call."""
+    con = duckdb.connect(":memory:")
+    try:
+        dbm.install_macros(con)
+        rows = con.execute(
+            "SELECT DISTINCT lower(function_name), schema_name FROM duckdb_functions() "
+            "WHERE function_type IN ('scalar', 'aggregate', 'window', 'macro')"
+        ).fetchall()
+    finally:
+        con.close()
+    return frozenset(name for name, schema in rows
+                     if schema != "pg_catalog" and name not in DENIED_FUNCTIONS and not name.startswith("__"))
+
+
+_PARSER_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> duckdb.DuckDBPyConnection:
+    """An empty in-memory connection that only serialises queries (opening one costs ~20-70 ms)."""
+    return duckdb.connect(":memory:")
+
+
+@dataclass
+class Reads:
+    """What a query reads: canonical tables, and the column names it mentions (for pruning)."""
+
+    tables: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)  # every identifier of a column reference, lower case
+    whole: bool = False  # a * / COLUMNS(), a NATURAL join, renamed columns or a row reference: all columns
+    aliases: set[str] = field(default_factory=set)
+
+
+def _allowed_list() -> str:
+    return ", ".join(CANONICAL_TABLES)
+
+
+def _table(node: dict, scope: frozenset[str], reads: Reads) -> None:
+    parts = [node.get("catalog_name") or "", node.get("schema_name") or "", node.get("table_name") or ""]
+    shown = ".".join(p for p in parts if p)
+    name = parts[2]
+    if parts[0] or parts[1]:
+        raise Refused(f"table {shown} is not one a sql rule may read: name it without a schema or "
+                      f"database (allowed: {_allowed_list()})")
+    # DuckDB folds only ASCII letters: a look-alike letter makes another name (then a file)
+    low = name.lower() if name.isascii() else None
+    if node.get("at_clause"):
+        raise Refused(f"table {shown} is read AT a version; a sql rule reads the tables as they are")
+    if low is not None and low in scope:
+        return  # a CTE of this query node or of one around it
+    if low not in CANONICAL_TABLES:
+        raise Refused(f"table {shown} is not one a sql rule may read (allowed: {_allowed_list()})")
+    reads.tables.add(low)
+    if node.get("column_name_alias"):
+        reads.whole = True
+    reads.aliases.add((node.get("alias") or low).lower())
+    reads.aliases.add(low)
+
+
+def _function(name: str, node: dict, table: bool) -> None:
+    shown = ".".join(p for p in (node.get("catalog") or "", node.get("schema") or "", name) if p)
+    if table:
+        if node.get("catalog") or node.get("schema") or not name.isascii() or name.lower() not in SAFE_TABLE_FUNCTIONS:
+            raise Refused(f"table function {shown}() is not one a sql rule may call "
+                          f"(allowed: {', '.join(SAFE_TABLE_FUNCTIONS)})")
+        return
+    if node.get("catalog") or node.get("schema") or not name.isascii() or name.lower() not in allowed_functions():
+        raise Refused(f"function {shown}() is not one a sql rule may call (it reads or changes something "
+                      "outside the rows, or is not a built-in one)")
+
+
+def _walk(node, scope: frozenset[str], reads: Reads) -> None:
+    if isinstance(node, list):
         for v in node:
-            _walk(v, found)
+            _walk(v, scope, reads)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if "class" in node:  # an expression
+        cls = node["class"]
+        if cls == "FUNCTION":
+            _function(str(node.get("function_name")), node, table=False)
+        elif cls == "WINDOW":
+            _function(str(node.get("function_name")), node, table=False)
+        elif cls == "STAR":
+            reads.whole = True
+        elif cls == "COLUMN_REF":
+            names = [str(n).lower() for n in node.get("column_names") or []]
+            reads.names.update(names)
+            if len(names) == 1:
+                reads.names.add("\0row:" + names[0])  # a bare name: maybe a whole row (SELECT l FROM lines l)
+        for k, v in node.items():
+            _walk(v, scope, reads)
+        return
+    if isinstance(kind, str) and kind.endswith("_NODE"):  # a query node
+        if kind not in READ_NODES:
+            raise Refused(f"the query must only read, but it holds a writing "
+                          f"{kind.removesuffix('_QUERY_NODE').removesuffix('_NODE')} (a CTE that writes)")
+        inner = scope
+        for entry in (node.get("cte_map") or {}).get("map") or []:
+            # a CTE's body sees the CTEs around it and the ones defined before it, not itself
+            # (a recursive one sees itself through its RECURSIVE_CTE_NODE below)
+            _walk(entry.get("value"), inner, reads)
+            key = str(entry.get("key", ""))
+            if not key.isascii():
+                raise Refused(f"CTE {key} must have a plain (ASCII) name")
+            inner = inner | {key.lower()}
+        if kind == "RECURSIVE_CTE_NODE" or node.get("cte_name"):
+            name = str(node.get("cte_name") or "")
+            inner = inner | ({name.lower()} if name.isascii() else set())
+        for k, v in node.items():
+            if k != "cte_map":
+                _walk(v, inner, reads)
+        return
+    if "sample" in node and isinstance(kind, str):  # a table reference
+        if kind not in TABLE_REFS:
+            raise Refused(f"a {kind.lower().replace('_', ' ')} is not something a sql rule may read from")
+        if kind == "BASE_TABLE":
+            _table(node, scope, reads)
+            return
+        if kind == "TABLE_FUNCTION":
+            fn = node.get("function") or {}
+            _function(str(fn.get("function_name")), fn, table=True)
+            _walk(fn.get("arguments") or fn.get("children"), scope, reads)
+            return
+        if kind == "JOIN":
+            if node.get("ref_type") == "NATURAL":
+                reads.whole = True
+            reads.names.update(str(c).lower() for c in node.get("using_columns") or [])
+        if kind == "SUBQUERY" and node.get("alias"):
+            reads.aliases.add(str(node["alias"]).lower())
+    for v in node.values():
+        _walk(v, scope, reads)
 
 
-def check_query(query: str) -> str | None:
-    """Why ``query`` is not one read-only SELECT over the canonical tables (None when it is)."""
+def analyse(query: str) -> Reads:
+    """The canonical tables ``query`` reads; raises :class:`Refused` when it is not a sql rule's query."""
+    refusal, tables, names, whole = _analysed(query)
+    if refusal is not None:
+        raise Refused(refusal)
+    return Reads(set(tables), set(names), whole)
+
+
+@functools.lru_cache(maxsize=4096)
+def _analysed(query: str) -> tuple[str | None, frozenset, frozenset, bool]:
+    """:func:`_analyse`, remembered (pre-alert checks the same queries on every request)."""
+    try:
+        r = _analyse(query)
+    except Refused as e:
+        return str(e), frozenset(), frozenset(), False
+    return None, frozenset(r.tables), frozenset(r.names), r.whole
+
+
+def _analyse(query: str) -> Reads:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as e:
-        return f"params.query is not valid SQL: {str(e).splitlines()[0]}"
+        raise Refused(f"not valid SQL: {str(e).splitlines()[0]}") from None
     if len(statements) != 1:
-        return f"params.query must be a single SELECT, got {len(statements)} statements"
+        raise Refused(f"must be a single SELECT, got {len(statements)} statements")
     kind = statements[0].type.name
     if kind != "SELECT":
-        return f"params.query must be a read-only SELECT; {kind} statements are refused"
-    con = duckdb.connect()
-    try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0])
-    finally:
-        con.close()
+        raise Refused(f"must be a read-only SELECT; {kind} statements are refused")
+    with _PARSER_LOCK:
+        tree = json.loads(_parser().execute("SELECT json_serialize_sql(?)", [query]).fetchall()[0][0])
     if tree.get("error"):
-        return f"params.query cannot be checked: {tree.get('error_message', 'DuckDB could not serialise it')}"
-    found: dict[str, list] = {"writes": [], "tables": [], "functions": [], "ctes": []}
-    _walk(tree.get("statements"), found)
-    if found["writes"]:
-        return f"params.query must only read, but it holds a writing {found['writes'][0]} (a CTE that writes)"
-    for fn in found["functions"]:
-        if str(fn).lower() not in SAFE_TABLE_FUNCTIONS:
-            return f"params.query may read only the canonical tables, not the table function {fn}()"
-    for catalog, schema, table in found["tables"]:
-        name = str(table).lower()
-        if catalog or schema.lower() not in ("", "main", "temp"):
-            return f"params.query may read only the canonical tables, not {'.'.join(x for x in (catalog, schema, table) if x)}"
-        if name not in CANONICAL_TABLES and name not in found["ctes"]:
-            return (f"params.query may read only the canonical tables ({', '.join(CANONICAL_TABLES)}), "
-                    f"not {table}")
+        raise Refused(f"cannot be checked: {tree.get('error_message', 'DuckDB could not serialise it')}")
+    reads = Reads()
+    _walk(tree.get("statements"), frozenset(), reads)
+    if any(n.startswith("\0row:") and n[5:] in reads.aliases for n in reads.names):
+        reads.whole = True
+    reads.names = {n for n in reads.names if not n.startswith("\0")}
+    return reads
+
+
+def check_query(query: str) -> str | None:
+    """Why ``query`` is not a sql rule's query, as ``params.query ...`` (None when it is one).
+
+    The one check: the rule library (``medaudit rules check``, every load), the screening and
+    pre-alert's SQL path all call it, so they refuse exactly the same queries.
+    """
+    try:
+        analyse(query)
+    except Refused as e:
+        return f"params.query: {e}"
     return None
 
 
@@ -132,8 +333,36 @@ def _validate(params: dict) -> str | None:
     return check_query(q) if q else None
 
 
+# ---------------------------------------------------------------------------- the sandbox
+
+#: settings of the sandbox connection, applied in this order before any rule's query runs; the
+#: last one locks them (a rule cannot SET them back)
+SANDBOX_SETTINGS = (
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET enable_external_access = false",
+    "SET lock_configuration = true",
+)
+#: what the sandbox hands back to the screening connection, one row per row of a rule's query
+ROWS_TABLE = "sql_rule_rows"
+
+
+def open_sandbox() -> duckdb.DuckDBPyConnection:
+    """A new in-memory database with the project's macros, no file or network access, and locked settings."""
+    sb = duckdb.connect(":memory:")
+    dbm.install_macros(sb)
+    for s in SANDBOX_SETTINGS:
+        sb.execute(s)
+    return sb
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _strip(query: str) -> str:
-    """The query without its closing semicolons (comments after them included), to nest it."""
+    """The query without its closing semicolons (comments after them included)."""
     raw = query.encode("utf-8")  # the tokenizer's positions are byte offsets
     tokens = [(pos, kind.name) for pos, kind in duckdb.tokenize(query)]
     while tokens and (tokens[-1][1] == "comment" or raw[tokens[-1][0]:].lstrip().startswith(b";")):
@@ -143,32 +372,97 @@ def _strip(query: str) -> str:
     return raw.decode("utf-8")
 
 
-def compose(names: dict[str, str], con) -> str:
-    """One statement for all rules of the type: their queries, tagged, under UNION ALL."""
-    if con is None:
-        raise RuntimeError("the sql rule type builds its query from the rules in the database: pass the connection")
-    rules = con.execute(
-        f"SELECT p.rule_key, r.rule_id, p.query FROM {names['p']} p JOIN r_all r USING (rule_key) ORDER BY p.rule_key"
-    ).fetchall()
-    parts = []
-    for key, rule_id, query in rules:
-        q = _strip(query)
+def _rule_rows(sb: duckdb.DuckDBPyConnection, key: int, rule_id: str, query: str):
+    try:
+        rel = sb.sql(_strip(query))
+    except duckdb.Error as e:
+        raise RuntimeError(f"rule {rule_id}: its query failed: {str(e).splitlines()[0]}") from None
+    if rel is None:  # a statement that is not a query (only reachable when the check is bypassed)
+        raise RuntimeError(f"rule {rule_id}: its query returned no rows set")
+    cols = {c.lower() for c in rel.columns}
+    if "bkkp_sn" not in cols:
+        raise RuntimeError(f"rule {rule_id}: its query must return a column bkkp_sn (it returns {', '.join(sorted(cols))})")
+    amount = "CAST(amount AS DECIMAL(38,12))" if "amount" in cols else "CAST(NULL AS DECIMAL(38,12))"
+    evidence = "CAST(evidence AS VARCHAR)" if "evidence" in cols else "CAST(NULL AS VARCHAR)"
+    try:
+        return rel.project(f"CAST({int(key)} AS INTEGER) AS rule_key, CAST(bkkp_sn AS VARCHAR) AS bkkp_sn, "
+                           f"{amount} AS amount, {evidence} AS evidence").to_arrow_table()
+    except duckdb.Error as e:
+        raise RuntimeError(f"rule {rule_id}: its query failed: {str(e).splitlines()[0]}") from None
+
+
+def run_rules(con: duckdb.DuckDBPyConnection, rules: list[tuple[int, str, str]],
+              sandbox: duckdb.DuckDBPyConnection | None = None) -> int:
+    """Run each rule's query in the sandbox; its rows go into ``sql_rule_rows`` on ``con``.
+
+    ``rules`` are (rule_key, rule_id, query). The sandbox sees only the canonical tables the
+    queries read, as ``con`` sees them by their bare name, and of those only the columns the
+    queries mention (all of them for a query with ``*``, a NATURAL join or a renamed column
+    list). This function does not run :func:`check_query` (the caller does): whatever a query
+    is, the sandbox has no other table, no file and no network to give it. Returns rows added.
+    """
+    need: dict[str, set[str] | None] = {}  # table -> column names mentioned (None: all)
+    for _key, _rid, query in rules:
         try:
-            cols = {c.lower() for c in con.sql(q).columns}
-        except duckdb.Error as e:
-            raise RuntimeError(f"rule {rule_id}: its query failed: {str(e).splitlines()[0]}") from None
-        if "bkkp_sn" not in cols:
-            raise RuntimeError(f"rule {rule_id}: its query must return a column bkkp_sn (it returns {', '.join(sorted(cols))})")
-        amount = "CAST(q.amount AS DECIMAL(38,12))" if "amount" in cols else "CAST(NULL AS DECIMAL(38,12))"
-        evidence = "CAST(q.evidence AS VARCHAR)" if "evidence" in cols else "CAST(NULL AS VARCHAR)"
-        parts.append(f"SELECT {key} AS rule_key, CAST(q.bkkp_sn AS VARCHAR) AS bkkp_sn, {amount} AS amount, "
-                     f"{evidence} AS evidence FROM (\n{q}\n) q")
-    union = "\nUNION ALL\n".join(parts)
+            reads = analyse(query)
+        except Refused:
+            continue  # the caller's business; the sandbox holds nothing for it
+        for t in reads.tables:
+            if reads.whole or need.get(t, set()) is None:
+                need[t] = None
+            else:
+                need.setdefault(t, set()).update(reads.names)
+    own = sandbox is None
+    sb = open_sandbox() if own else sandbox
+    registered = []
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} "
+                "(rule_key INTEGER, bkkp_sn VARCHAR, amount DECIMAL(38,12), evidence VARCHAR)")
+    try:
+        for t, names in sorted(need.items()):
+            if t not in CANONICAL_TABLES:  # never: analyse() keeps only these
+                continue
+            all_cols = [d[0] for d in con.execute(f"SELECT * FROM {_quote(t)} LIMIT 0").description]
+            cols = [c for c in all_cols if names is None or c.lower() in names] or all_cols[:1]
+            data = con.sql(f"SELECT {', '.join(_quote(c) for c in cols)} FROM {_quote(t)}").to_arrow_table()
+            sb.register(t, data)
+            registered.append(t)
+        added = 0
+        for key, rule_id, query in rules:
+            rows = _rule_rows(sb, key, rule_id, query)
+            if rows.num_rows:
+                con.register("__sql_rule_rows", rows)
+                try:
+                    con.execute(f"INSERT INTO {ROWS_TABLE} SELECT * FROM __sql_rule_rows")
+                finally:
+                    con.unregister("__sql_rule_rows")
+                added += rows.num_rows
+        return added
+    finally:
+        for t in registered:
+            sb.unregister(t)
+        if own:
+            sb.close()
+
+
+def prepare(con: duckdb.DuckDBPyConnection, sandbox: duckdb.DuckDBPyConnection | None = None) -> None:
+    """Check every sql rule of ``p_sql`` (as the library did) and run them in the sandbox."""
+    rules = con.execute(
+        "SELECT p.rule_key, r.rule_id, p.query FROM p_sql p JOIN r_all r USING (rule_key) ORDER BY p.rule_key"
+    ).fetchall()
+    for _key, rule_id, query in rules:
+        msg = check_query(query)
+        if msg:
+            raise RuntimeError(f"rule {rule_id}: {msg}")
+    run_rules(con, rules, sandbox)
+
+
+def compose(names: dict[str, str], con=None) -> str:
+    """The type's statement over ``sql_rule_rows`` (filled by :func:`prepare` before each run)."""
     return f"""
-        WITH raw AS ({union}),
-        h AS (SELECT rule_key, bkkp_sn, max(amount) AS amount, bool_or(amount IS NOT NULL) AS has_amount,
+        -- {ROWS_TABLE}: the rows of each rule's query, run in the sandbox (medaudit.types.sql.prepare)
+        WITH h AS (SELECT rule_key, bkkp_sn, max(amount) AS amount, bool_or(amount IS NOT NULL) AS has_amount,
                      array_to_string(list_sort(list(DISTINCT evidence) FILTER (WHERE evidence IS NOT NULL)), '；') AS evidence
-              FROM raw WHERE bkkp_sn IS NOT NULL GROUP BY rule_key, bkkp_sn),
+              FROM {ROWS_TABLE} WHERE bkkp_sn IS NOT NULL GROUP BY rule_key, bkkp_sn),
         x AS (
             SELECT h.rule_key, h.evidence, h.has_amount, l.*,
                    CASE WHEN h.has_amount THEN greatest(least(h.amount, l.deductible), 0) ELSE l.deductible END AS claim
@@ -196,4 +490,5 @@ RULE_TYPE = RuleType(
                   required=True),),
     query="",
     compose=compose,
+    prepare=prepare,
 )
