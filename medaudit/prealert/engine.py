@@ -33,6 +33,13 @@ order that breaks nothing is silent. Replaying a visit order by order therefore 
 over all its requests, exactly the violating lines and amounts batch screening finds
 (``tests/test_prealert_parity.py``).
 
+**Other institutions.** The request's institution must be its API key's, and a visit stored
+for another institution is refused (:meth:`OrderChecker.authorize`, before any check). The
+person's lines at other institutions still count (period_limit), but the answer shows them only
+as "paid at another institution on date D": :func:`redact`, applied by :meth:`OrderChecker.check`
+on both paths, drops them from the items and rewrites the evidence (batch screening's evidence,
+for the bureau, names them in full).
+
 **Cost.** DuckDB spends milliseconds of CPU on each statement however few rows it reads, so a
 check costs about the same for one request as for thirty: requests waiting for a session are
 checked together in one run (``batch``), one per person (a person's requests never share a
