@@ -57,12 +57,14 @@ from .schemas import Request3101, Request3103, Response3101, Response3103, error
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the institution's API key")
 SEV_DEG = {"violation": "1", "suspect": "2"}
 
-#: default limits. A 3101 order is about 700 bytes of JSON as hospital systems send it (every
-#: national field filled), so 1,000 orders are about 0.7 MB and 2 MiB leaves room for the
+#: default limits. A 3101 order is about 660 bytes of JSON as hospital systems send it (every
+#: national field filled), so 1,000 orders are about 0.66 MB and 2 MiB leaves room for the
 #: patients' encounters and diagnoses. An inpatient request carries the stay's earlier orders
 #: (``curr_drord_flag`` 0) every time, so a long stay sends hundreds: 1,000 orders per request
-#: (all patients together) keeps a month's stay in one call while bounding a request's work.
-#: A HIS sends one patient per call, a ward round a few: 20.
+#: (all patients together) keeps a month's stay in one call. A HIS sends one patient per call,
+#: a ward round a few: 20. The patients of a request are checked one after another; measured
+#: on a shared 2-core machine, the SQL path took 1.1 s for 1 patient with 1,000 orders, 3.6 s
+#: for 20 patients (37 s for 200), the fast path 0.13-0.25 s for any of these.
 MAX_BODY = 2 * 1024 * 1024
 MAX_PATIENTS = 20
 MAX_ORDERS = 1000
