@@ -125,6 +125,11 @@ def service(tmp_path, request):
         yield client
 
 
+def r_text(res: dict) -> str:
+    """A 3101 result as one text (to look for what it must not show)."""
+    return json.dumps(res, ensure_ascii=False)
+
+
 def post(client, body, key=KEY1, **params):
     return client.post("/prealert/3101", json=body, headers={"X-API-Key": key} if key else {}, params=params)
 
@@ -219,9 +224,11 @@ def test_period_limit_counts_the_persons_settled_visits_at_other_institutions(tm
         soon = request([order("RX1", HBA1C, "2026-03-10 09:00:00", pric="45")], mdtrt_id="V-NOW", psn="P-HBA")
         [res] = post(client, soon).json()["output"]["result"]
         assert res["rule_id"] == "R-PER-001" and res["vola_amt"] == "45.00"
-        # items in time order: the paid test elsewhere (related), then the order (violating)
-        assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [(paid, "2"), ("RX1", "1")]
-        assert res["vola_cont"].endswith("此前 15 天内已支付：2026-03-01 H002 就诊 V-EARLIER")
+        # the paid test elsewhere is said with its date only: not an item, no id, institution or visit
+        # (batch screening's evidence names them: "2026-03-01 H002 就诊 V-EARLIER"; see test_security_prealert)
+        assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [("RX1", "1")]
+        assert res["vola_cont"].endswith("此前 15 天内已支付：2026-03-01 其他机构")
+        assert paid not in r_text(res) and "H002" not in r_text(res) and "V-EARLIER" not in r_text(res)
         # 15 days after the paid test: allowed
         later = request([order("RX2", HBA1C, "2026-03-16 09:00:00", pric="45")], mdtrt_id="V-NOW", psn="P-HBA")
         assert post(client, later).json()["output"]["result"] == []

@@ -42,6 +42,12 @@ def register(app: typer.Typer) -> None:
         preload: bool = typer.Option(False, "--preload", help="fast engine: load every stored visit's context and "
                                      "the catalogue at startup (one set-based pass); no request then queries the "
                                      "database, and (with --async-results) checks run on the event loop"),
+        max_body: int = typer.Option(2 * 1024 * 1024, "--max-body", min=1, help="largest request body in bytes "
+                                     "(413 beyond, refused before it is read)"),
+        max_patients: int = typer.Option(20, "--max-patients", min=1, help="patients per 3101 request (422 beyond)"),
+        max_orders: int = typer.Option(1000, "--max-orders", min=1, help="orders per 3101 request, all patients "
+                                       "together, earlier orders included (422 beyond)"),
+        max_warns: int = typer.Option(1000, "--max-warns", min=1, help="answers per 3103 request (422 beyond)"),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
 
@@ -77,7 +83,8 @@ def register(app: typer.Typer) -> None:
         con.execute(f"SET threads = {max(1, int(threads))}")
         application = create_app(con, libs, file_keys, sessions=sessions, batch=batch, engine=engine,
                                  cache_ttl=cache_ttl, preload=preload,
-                                 async_results=async_results)
+                                 async_results=async_results, max_body=max_body, max_patients=max_patients,
+                                 max_orders=max_orders, max_warns=max_warns)
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")

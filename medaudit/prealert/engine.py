@@ -33,6 +33,13 @@ order that breaks nothing is silent. Replaying a visit order by order therefore 
 over all its requests, exactly the violating lines and amounts batch screening finds
 (``tests/test_prealert_parity.py``).
 
+**Other institutions.** The request's institution must be its API key's, and a visit stored
+for another institution is refused (:meth:`OrderChecker.authorize`, before any check). The
+person's lines at other institutions still count (period_limit), but the answer shows them only
+as "paid at another institution on date D": :func:`redact`, applied by :meth:`OrderChecker.check`
+on both paths, drops them from the items and rewrites the evidence (batch screening's evidence,
+for the bureau, names them in full).
+
 **Cost.** DuckDB spends milliseconds of CPU on each statement however few rows it reads, so a
 check costs about the same for one request as for thirty: requests waiting for a session are
 checked together in one run (``batch``), one per person (a person's requests never share a
@@ -79,6 +86,19 @@ class RuleSetError(Exception):
     """An unknown rule set or rule id (the service answers 404/422, never 500)."""
 
 
+class ForeignVisitError(Exception):
+    """A request names a visit the database holds for another institution (the service answers 403)."""
+
+    def __init__(self, mdtrt_id: str):
+        self.mdtrt_id = mdtrt_id
+        super().__init__(f"visit {mdtrt_id!r} belongs to another institution: an API key may use the stored "
+                         "visits of its own institution only")
+
+
+#: how the answer to an institution names a line of another institution (period_limit's history)
+OTHER_INSTITUTION = "其他机构"
+
+
 @dataclass
 class CheckRequest:
     """One analysis request in the data contract's terms (built from a 3101 payload)."""
@@ -100,6 +120,17 @@ class ItemHit:
     hilist_code: str | None = None
 
 
+@dataclass(frozen=True)
+class LineRef:
+    """Where a line of a finding comes from: what the answer to another institution must not show."""
+
+    bkkp_sn: str  # as shown (an order's rx_id without its tag)
+    role: str
+    fixmedins_code: str | None
+    mdtrt_id: str | None
+    fee_date: dt.date | None
+
+
 @dataclass
 class Alert:
     """One reported finding: a rule the new orders break on this visit."""
@@ -117,10 +148,18 @@ class Alert:
     evidence: str
     amount: Decimal  # sum of the violating items' claims
     items: list[ItemHit]
+    #: every line of the finding (items or not) with its institution, visit and date: see :func:`redact`
+    lines: list[LineRef] = field(default_factory=list, repr=False)
 
     @property
     def violating(self) -> list[ItemHit]:
         return [i for i in self.items if i.role == "violating"]
+
+
+#: the institutions a visit is stored for (three ``?``: the visit id)
+OWNERS_SQL = """SELECT fixmedins_code FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?
+    UNION SELECT fixmedins_code FROM {cat}.main.setl_d WHERE mdtrt_id = ?
+    UNION SELECT fixmedins_code FROM {cat}.main.fee_list_d WHERE mdtrt_id = ?"""
 
 
 def _q(name: str) -> str:
@@ -292,11 +331,34 @@ class OrderChecker:
         if not types:
             return []
         if use_fast:
-            return self.fast.check(rule_set, req, types)
-        if self.batch == 1:
+            alerts = self.fast.check(rule_set, req, types)
+        elif self.batch == 1:
             with self._session(rule_set) as s:
-                return self._run(s, rules, [(req, types)])[0]
-        return self._queued(rule_set, rules, req, types)
+                alerts = self._run(s, rules, [(req, types)])[0]
+        else:
+            alerts = self._queued(rule_set, rules, req, types)
+        # what the request's institution may see of lines of other institutions (period_limit's history)
+        return [redact(a, req.visit["fixmedins_code"], req.visit["mdtrt_id"]) for a in alerts]
+
+    def owners(self, req: CheckRequest) -> set[str]:
+        """The institutions the database holds the request's visit for (its ``mdtrt_d``, ``setl_d``
+        and ``fee_list_d`` rows); empty for a visit not stored yet. From memory on the fast
+        engine (the visit's context, which the check loads anyway), else one query."""
+        if self.fast is not None:
+            return set(self.fast.cache.get(req.visit["mdtrt_id"], req.visit["psn_no"]).owners)
+        cur = self.con.cursor()
+        try:
+            return {r[0] for r in cur.execute(OWNERS_SQL.format(cat=_q(self.catalog)), [req.visit["mdtrt_id"]] * 3
+                                              ).fetchall() if r[0] is not None}
+        finally:
+            cur.close()
+
+    def authorize(self, req: CheckRequest, institution: str) -> None:
+        """Raise :class:`ForeignVisitError` when the request's visit is stored for another
+        institution than ``institution`` (the API key's): its stored lines, diagnoses and
+        record would otherwise be checked, and shown, as the visit's context."""
+        if self.owners(req) - {institution}:
+            raise ForeignVisitError(req.visit["mdtrt_id"])
 
     def _queued(self, rule_set: str, rules: list[Rule], req: CheckRequest, types: list[str]) -> list[Alert]:
         """Wait in line; whoever gets a session takes the waiting requests along (one per person)."""
@@ -389,7 +451,7 @@ class OrderChecker:
                    coalesce(max(h.claim) FILTER (WHERE h.role = 'violating'), 0),
                    any_value(h.ev_head), string_agg(DISTINCT h.ev_line, '；'),
                    any_value(l.fee_ocur_time), any_value(l.psn_no), any_value(h.psn_no),
-                   any_value(l.hilist_code)
+                   any_value(l.hilist_code), any_value(l.fixmedins_code), any_value(l.mdtrt_id), any_value(l.fee_date)
             FROM hits h JOIN t USING (rule_key, finding_key)
             LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
             GROUP BY h.rule_key, h.finding_key, h.bkkp_sn
@@ -407,15 +469,18 @@ class OrderChecker:
         for (key, fkey), grp in groups.items():
             rule = rules[key]
             items: list[ItemHit] = []
+            refs: list[LineRef] = []
             ev_lines: list[str] = []
             head = psn = mdtrt = ""
             req_no = None
-            for _k, _f, mdtrt_id, sn, role, claim, ev_head, ev_line, _t, l_psn, h_psn, code in grp:
+            for (_k, _f, mdtrt_id, sn, role, claim, ev_head, ev_line, _t, l_psn, h_psn, code,
+                 l_inst, l_visit, l_date) in grp:
                 head = head or (ev_head or "")
                 psn = psn or l_psn or h_psn or ""
                 mdtrt = mdtrt or mdtrt_id or ""
                 is_order = sn in order_ids
                 shown = sn.rsplit(TAG, 1)[0] if is_order else sn  # the hospital's own rx_id
+                refs.append(LineRef(shown, role, l_inst, l_visit, _date(l_date)))
                 if sn in new_ids:
                     req_no = int(sn.rsplit(TAG, 1)[1])
                 c = _cent(claim)
@@ -431,7 +496,7 @@ class OrderChecker:
             evidence = _UNTAG.sub("", "；".join(x for x in [head, *ev_lines] if x))
             out.append((req_no, Alert(rule.id, rule.version, rule.name, rule.type, rule.severity, rule.nature,
                                       rule.basis, mdtrt, psn, fkey, evidence,
-                                      sum((i.claim for i in items), Decimal("0.00")), items)))
+                                      sum((i.claim for i in items), Decimal("0.00")), items, refs)))
         return out
 
     def _load_context(self, s: _Session, reqs: list[CheckRequest], tagged: list[list[dict]]) -> None:
@@ -484,6 +549,57 @@ class OrderChecker:
             s.values("fee_list_d", lines),
         ]
         cur.execute(";\n".join(x for x in sql if x))
+
+
+def _date(x: Any) -> dt.date | None:
+    if x is None or (isinstance(x, dt.date) and not isinstance(x, dt.datetime)):
+        return x
+    if isinstance(x, dt.datetime):
+        return x.date()
+    return dt.date.fromisoformat(str(x)[:10])
+
+
+def redact(alert: Alert, institution: str, mdtrt_id: str) -> Alert:
+    """The alert as the pre-alert service may show it to ``institution`` (checking its visit ``mdtrt_id``).
+
+    A finding may include lines of the person's visits at other institutions (period_limit counts
+    the units paid anywhere). The answer may say that, and when, the item was paid elsewhere —
+    never another institution's line ids, visit ids, code, prices or amounts:
+
+    - its lines are not items of the answer (``judge_result_detail_dtos``);
+    - the evidence names such a line ``2026-03-01 其他机构`` where batch screening writes
+      ``2026-03-01 H002 就诊 V7`` (the bureau's post-hoc evidence keeps it all);
+    - when the text would still show one of those ids, or the finding's newly violating line
+      is itself another institution's (an order dated before a unit paid elsewhere makes that
+      unit excess), the evidence is only the rule's name and the dates of the lines elsewhere,
+      and the amount counts the institution's own violating lines only.
+
+    A line with no institution counts as another institution's unless it is on the visit
+    checked. Lines of the institution's own other visits are shown as they are.
+    """
+    def foreign(inst: str | None, visit: str | None) -> bool:
+        return inst != institution and not (inst is None and visit == mdtrt_id)
+
+    others = [r for r in alert.lines if foreign(r.fixmedins_code, r.mdtrt_id)]
+    if not others:
+        return alert
+    gone = {r.bkkp_sn for r in others}
+    text = alert.evidence
+    for r in others:
+        if r.fee_date is not None:
+            text = text.replace(f"{r.fee_date:%Y-%m-%d} {r.fixmedins_code} 就诊 {r.mdtrt_id}",
+                                f"{r.fee_date:%Y-%m-%d} {OTHER_INSTITUTION}")
+    shown = [x for r in others for x in (r.bkkp_sn, r.fixmedins_code, r.mdtrt_id) if x]
+    if any(r.role == "violating" for r in others) or any(x in text for x in shown):
+        dates = sorted({f"{r.fee_date:%Y-%m-%d}" for r in others if r.fee_date is not None})
+        text = f"{alert.rule_name}：涉及{OTHER_INSTITUTION}已结算的收费" + (f"（{'、'.join(dates)}）" if dates else "")
+    items = [i for i in alert.items if i.is_order or i.bkkp_sn not in gone]
+    own_visit = alert.mdtrt_id not in {r.mdtrt_id for r in others}
+    return Alert(alert.rule_id, alert.rule_version, alert.rule_name, alert.rule_type, alert.severity, alert.nature,
+                 alert.basis, alert.mdtrt_id if own_visit else mdtrt_id, alert.psn_no,
+                 alert.finding_key if own_visit else mdtrt_id, text,
+                 sum((i.claim for i in items if i.role == "violating"), Decimal("0.00")), items,
+                 [r for r in alert.lines if r.bkkp_sn not in gone])
 
 
 def _lit(x: Any) -> str:

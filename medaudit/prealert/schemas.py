@@ -136,6 +136,8 @@ class Request3101(_In):
     """明细审核事前事中分析服务 (3101) input."""
 
     trig_scen: Text = Field(min_length=1, description="触发场景 (1 门诊挂号 ... 5 住院执行医嘱 ...)")
+    fixmedins_code: Optional[Text] = Field(None, description="定点医药机构编号: the sending institution (the national "
+                                           "message's field; when given it must be the API key's institution)")
     rule_ids: list[Text] = Field(default_factory=list, description="only these rules (empty: all)")
     patient_dtos: list[PatientDto] = Field(min_length=1)
 
@@ -145,6 +147,8 @@ class Request3101(_In):
         # the whole national message: {"infno": "3101", ..., "input": {"data": {...}}}
         if isinstance(data, dict) and isinstance(data.get("input"), dict) and "trig_scen" not in data:
             inner = data["input"].get("data", data["input"])
+            if isinstance(inner, dict) and data.get("fixmedins_code") is not None and "fixmedins_code" not in inner:
+                inner = {**inner, "fixmedins_code": data["fixmedins_code"]}
             return inner
         return data
 

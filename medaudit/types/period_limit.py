@@ -10,7 +10,8 @@ after is not. Because excess units are not paid, they do not count against later
 HbA1c once per 15 days billed on days 1, 10 and 20 flags day 10 only (day 20 is 19 days after
 the last paid unit, day 1). Lines with an excess unit are violating; the paid units that block
 them are related lines (they may belong to other visits or institutions, and the evidence
-names their date, institution and visit).
+names their date, institution and visit; the pre-alert answer to another institution names
+only the date: `2026-03-01 其他机构`).
 
 Only lines matched to the rule's items take part, within the rule's validity period and scope.
 Lines the fund did not pay (deductible 0: class C, switched to self-pay) take no part at all:

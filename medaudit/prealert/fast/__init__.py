@@ -114,7 +114,7 @@ class FastPath:
             rows.append((rk, fk, g["md"], sn, "violating" if g["v"] else "related",
                          g["claim"] if g["claim"] is not None else Decimal(0), g["head"],
                          "；".join(g["ev"]) if g["ev"] else None, ln.get("fee_ocur_time"), ln.get("psn_no"), None,
-                         ln.get("hilist_code")))
+                         ln.get("hilist_code"), ln.get("fixmedins_code"), ln.get("mdtrt_id"), ln.get("fee_date")))
         rows.sort(key=lambda r: (r[0], r[1], r[8] is None, r[8] or 0, r[3]))
         before: dict[tuple, Decimal] = {}
         again = sorted({rules[r[0]].type for r in rows if r[4] == "violating" and r[3] not in new_ids})

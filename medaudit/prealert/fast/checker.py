@@ -229,6 +229,8 @@ class VisitContext:
     #: visit state the same attributes, so the stored lines are joined once, not per request.
     #: Rows of ``lines`` are shared by requests: nothing may change them.
     joined: tuple | None = None
+    #: the institutions the database holds the visit for (mdtrt_d, setl_d, fee_list_d); empty: not stored
+    owners: frozenset = frozenset()
 
 
 @dataclass
@@ -267,6 +269,8 @@ class ContextCache:
         self.complete = False
         self._deaths: dict[str, dt.date] = {}
         self._persons: dict[str, PersonLines] = {}
+        #: after :meth:`preload`: the institutions of the stored visits that have no mdtrt_d row
+        self._owners: dict[str, frozenset] = {}
 
     def clear(self) -> None:
         with self._lock:
@@ -275,6 +279,7 @@ class ContextCache:
             self.complete = False
             self._deaths = {}
             self._persons = {}
+            self._owners = {}
 
     def has(self, mdtrt_id: str) -> bool:
         """:meth:`get` of this visit would not touch the database."""
@@ -304,7 +309,8 @@ class ContextCache:
             if self.complete:  # not in the database (a visit still being written): nothing stored yet
                 self.hits += 1
                 deaths = {psn_no: self._deaths[psn_no]} if psn_no in self._deaths else {}
-                return VisitContext(None, [], set(), [], deaths, now, self._persons.get(psn_no))
+                return VisitContext(None, [], set(), [], deaths, now, self._persons.get(psn_no),
+                                    owners=self._owners.get(mdtrt_id, frozenset()))
             c = self._load(mdtrt_id, psn_no, now)
             self._data[mdtrt_id] = c
             self._data.move_to_end(mdtrt_id)
@@ -356,7 +362,12 @@ class ContextCache:
                     UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d
                     WHERE psn_no IN ({marks}) AND die_date IS NOT NULL) GROUP BY psn_no""",
             [*persons, *persons]).fetchall() if d is not None}
-        return VisitContext(visit, lines, set(raw), diags, deaths, now, PersonLines(others) if others else None)
+        from ..engine import OWNERS_SQL
+
+        owners = frozenset(r[0] for r in cur.execute(OWNERS_SQL.format(cat=cat), [mdtrt_id] * 3).fetchall()
+                           if r[0] is not None)
+        return VisitContext(visit, lines, set(raw), diags, deaths, now, PersonLines(others) if others else None,
+                            owners=owners)
 
     def preload(self) -> int:
         """Load every stored visit's context and the catalogue's price rows in one set-based pass
@@ -384,6 +395,12 @@ class ContextCache:
         for code, *row in cur.execute(
                 f"SELECT hilist_code, begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist").fetchall():
             caps.setdefault(code, []).append(tuple(row))
+        owners: dict[str, set] = {}
+        for m, inst in cur.execute(
+                f"""SELECT mdtrt_id, fixmedins_code FROM {cat}.main.mdtrt_d UNION SELECT mdtrt_id, fixmedins_code
+                    FROM {cat}.main.setl_d UNION SELECT mdtrt_id, fixmedins_code FROM {cat}.main.fee_list_d""").fetchall():
+            if inst is not None:
+                owners.setdefault(m, set()).add(inst)
         res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d").fetchall()
         cols = [d[0] for d in cur.description]
         cur.close()
@@ -403,7 +420,8 @@ class ContextCache:
                 persons = {v["psn_no"], *(x["psn_no"] for x in lines)}
                 self._data[m] = VisitContext(v, lines, raw.get(m, set()), diags.get(m, []),
                                              {p: deaths[p] for p in persons if p in deaths}, now,
-                                             self._persons.get(v["psn_no"]))
+                                             self._persons.get(v["psn_no"]), owners=frozenset(owners.get(m, ())))
+            self._owners = {m: frozenset(x) for m, x in owners.items() if m not in stored}
             self._caps = caps
             self._caps["\0any"] = [(bool(caps),)]
             self._deaths = deaths
