@@ -27,6 +27,8 @@ Every problem is reported with the file, the rule id and the field, e.g.
 
 from __future__ import annotations
 
+import re
+
 import datetime as dt
 import hashlib
 import json
@@ -156,6 +158,11 @@ def _read_item_table(path: Path) -> pl.DataFrame:
     return pl.read_csv(raw, infer_schema=False)
 
 
+#: what a rule id may look like: it is part of finding ids, evidence, file and sheet names, so
+#: it is held to a strict pattern (and, like every value, only ever bound into SQL, never pasted)
+RULE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
 def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Rule | None:
     """Check one rule mapping; append problems and return None when it is not usable."""
     start = len(problems)
@@ -170,6 +177,8 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
 
     if not rid:
         bad("id is missing")
+    elif not RULE_ID_RE.fullmatch(rid):
+        bad(f"id {rid!r} must be 1-64 ASCII letters, digits, '-', '_' or '.' (it names findings, files and workbook rows)")
     for k in raw:
         if k not in RULE_FIELDS:
             bad(f"unknown field {k!r}")

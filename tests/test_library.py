@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -238,3 +239,10 @@ def test_unquoted_numeric_codes_are_refused_and_a_single_code_is_one_item(tmp_pa
     text = GENDER.replace('items: {codes: ["002101030300000"]}', 'items: {codes: "002101030300000", prefixes: XG03}')
     library = load_library(lib(tmp_path, {"r.yaml": text}))
     assert [(i.code, i.prefix) for i in library.rules[0].items] == [("002101030300000", None), (None, "XG03")]
+
+
+@pytest.mark.parametrize("rid", ["R'; DROP TABLE findings; --", "R 1", "规则1", "../x", "R\u00a01", "R" * 65])
+def test_rule_ids_are_held_to_a_strict_pattern(tmp_path, rid):
+    root = lib(tmp_path, {"gender.yaml": GENDER.replace("id: R-SEX-001", f"id: {json.dumps(rid)}")})  # JSON is YAML
+    (p,) = problems(root)
+    assert "must be 1-64 ASCII letters, digits" in p
