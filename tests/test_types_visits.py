@@ -395,8 +395,8 @@ def test_inventory_mismatch_excess_from_latest_lines_at_average_price(tmp_path):
     b.line(v, "001109000010000", cnt="40", pric="50", time="2026-03-15 09:00:00", bkkp_sn="BED")  # not stocked
     w = b.visit(mdtrt_id="V-H2", fixmedins_code="H002", begntime="2026-03-05 08:00:00", endtime="2026-03-05 09:00:00")
     b.line(w, AMOX, cnt="500", pric="1.5", bkkp_sn="H2-a")  # H002 reported no purchases: not judged
-    b.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-03", purchase_cnt="50", opening_stock_cnt="20")
-    b.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-03", purchase_cnt="10", opening_stock_cnt="")
+    # one row per institution, code and month (the purchases table's natural key)
+    b.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-03", purchase_cnt="60", opening_stock_cnt="20")
     b.add("purchases", fixmedins_code="H001", hilist_code="C0000000000000000000000000X2", period="2026-03",
           purchase_cnt="10", opening_stock_cnt="5")  # 15 billed = 10 + 5: not flagged
     b.add("purchases", fixmedins_code="H001", hilist_code="C0000000000000000000000000X2", period="2026-04",
