@@ -33,7 +33,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medaudit import db  # noqa: E402
+from medaudit import db, resources  # noqa: E402
 from medaudit.engine import screen  # noqa: E402
 from medaudit.library import Library, load_library  # noqa: E402
 from medaudit.loader import load_batch  # noqa: E402
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicate", default="1", help="comma-separated rule multipliers, e.g. 1,5,20")
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data", help="where generated batches are cached")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
+    ap.add_argument("--memory-limit", default=None,
+                    help="DuckDB memory limit (default: medaudit's, a quarter of the machine's memory)")
+    ap.add_argument("--temp-dir", type=Path, default=None, help="DuckDB spill folder (default: next to the database)")
     ap.add_argument("--label", default=None,
                     help="names the entry in results.json (e.g. the change measured); entries with another label are kept")
     ap.add_argument("--reuse-load", action="store_true",
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         generate(batch, lines=args.lines, seed=args.seed, fmt=args.format)
         gen_s = time.perf_counter() - t
+    resources.configure(args.memory_limit, args.temp_dir, config=None)
     base = library(args.rules)
     if args.extra_rules:
         extra = [r for x in args.extra_rules for r in load_library(x).rules]
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_at_end": [round(x, 1) for x in os.getloadavg()]},
         "lines": n_fee, "format": args.format, "seed": args.seed,
         "extra_rules": [str(x) for x in args.extra_rules],
+        "memory_limit": resources.current().effective_memory_limit,
         "generate_s": None if gen_s is None else round(gen_s, 2),
         "load_s": None if load_s is None else round(load_s, 2),
         "load_cpu_s": None if load_cpu is None else round(load_cpu, 2), "peak_rss_after_load_mb": round(rss_load, 0), "runs": runs,

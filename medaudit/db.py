@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 
+from . import resources
 from .contract import SQL_TYPE, TABLES
 
 DEFAULT_DB = "medaudit.duckdb"
@@ -78,6 +79,11 @@ CREATE TABLE IF NOT EXISTS finding_lines (
 
 def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        resources.apply(con, str(path))  # memory limit and spill folder (medaudit/resources.py)
+    except resources.ResourceError:
+        con.close()
+        raise
     if not read_only:
         ensure_schema(con)
     install_macros(con)
