@@ -125,7 +125,7 @@ def install_macros(con: duckdb.DuckDBPyConnection) -> None:
             regexp_replace(regexp_replace(CAST(CAST(x AS DECIMAL(18,4)) AS VARCHAR), '(\\.\\d*?)0+$', '\\1'), '\\.$', '');
         -- completed years between two dates
         CREATE OR REPLACE TEMP MACRO age_years(birth, d) AS
-            year(d) - year(birth) - CASE WHEN strftime(d, '%m%d') < strftime(birth, '%m%d') THEN 1 ELSE 0 END;
+            year(d) - year(birth) - CASE WHEN month(d) * 100 + day(d) < month(birth) * 100 + day(birth) THEN 1 ELSE 0 END;
         -- 项目【子宫造影】(002101030300000), 药品【...】(...), 耗材【...】(...)
         CREATE OR REPLACE TEMP MACRO item_ref(list_type, name, code) AS
             CASE WHEN list_type IN ('101', '102') THEN '药品' WHEN list_type = '301' THEN '耗材' ELSE '项目' END
