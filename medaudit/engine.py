@@ -288,19 +288,33 @@ def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, l
         """
 
 
+def items_may_overlap(con: duckdb.DuckDBPyConnection, p: str) -> bool:
+    """Whether a line can match two items of one rule of the parameter table ``p``, judged from
+    the items themselves: match-all beside another item, a code listed twice, a code under one
+    of the rule's prefixes, or a prefix under another (or the same) prefix. Prefixes X and Z
+    alone cannot both match a code, so such a rule needs no once-per-rule window."""
+    return con.execute(
+        f"""
+        WITH i AS (SELECT rule_key, code, prefix, match_all, row_number() OVER (ORDER BY rule_key) AS n FROM {p}),
+        pre AS (SELECT rule_key, prefix, n FROM i WHERE prefix IS NOT NULL),
+        lens AS (SELECT DISTINCT length(prefix) AS len FROM pre)
+        SELECT EXISTS (SELECT 1 FROM i GROUP BY rule_key HAVING count(*) > 1 AND bool_or(match_all))
+            OR EXISTS (SELECT 1 FROM i WHERE code IS NOT NULL GROUP BY rule_key, code HAVING count(*) > 1)
+            OR EXISTS (SELECT 1 FROM i c CROSS JOIN lens JOIN pre b
+                       ON b.rule_key = c.rule_key AND b.prefix = left(c.code, lens.len) WHERE c.code IS NOT NULL)
+            OR EXISTS (SELECT 1 FROM pre a CROSS JOIN lens JOIN pre b
+                       ON b.rule_key = a.rule_key AND b.prefix = left(a.prefix, lens.len) AND b.n <> a.n)
+        """
+    ).fetchall()[0][0]
+
+
 def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> None:
     """``m_<type>``: lines x items of the type's rules, in force on the fee date and in scope."""
     p = f"p_{rt.name}"
     has_code, has_prefix, has_all = con.execute(
         f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM {p}"
     ).fetchall()[0]
-    # a line can match two items of one rule only when the rule has several items that are not
-    # all distinct exact codes (a prefix, a repeated code, or match-all beside other items)
-    may_repeat = con.execute(
-        f"""SELECT coalesce(bool_or(n > 1 AND NOT (n_code = n AND n_distinct = n)), FALSE) FROM (
-                SELECT rule_key, count(*) AS n, count(code) AS n_code, count(DISTINCT code) AS n_distinct
-                FROM {p} GROUP BY rule_key)"""
-    ).fetchall()[0][0]
+    may_repeat = items_may_overlap(con, p)
     # A view, not a table: the type's own filters (a death date, a wrong gender) are pushed into
     # the matching, so a rule over every line (after_death) costs no copy of all lines per rule.
     con.execute(f"CREATE OR REPLACE TEMP VIEW m_{rt.name} AS "
