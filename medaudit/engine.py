@@ -15,6 +15,7 @@ The run, for one stage:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -190,8 +191,33 @@ def _param_dtype(kind: str):
     }[kind]
 
 
-def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> dict[str, list[Rule]]:
-    """Create ``r_all`` and one ``p_<type>`` per type. Returns the rules by type (rule_key = position)."""
+def rule_body(r: Rule) -> str:
+    """What decides a rule's hits: its type, parameters, items, validity and scope (not its id,
+    name, version, severity or basis, which only label the findings)."""
+    return json.dumps(
+        {"type": r.type, "params": r.params, "items": [(i.code, i.prefix, i.name, i.params) for i in r.items],
+         "valid": [str(r.valid_from), str(r.valid_to)], "scope": r.scope},
+        sort_keys=True, default=str)
+
+
+def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule],
+                   distinct_bodies: bool = False) -> dict[str, list[Rule]]:
+    """Create ``r_all`` and one ``p_<type>`` per type. Returns the rules by type (rule_key = position).
+
+    ``distinct_bodies``: rules with the same body (:func:`rule_body`) are evaluated once: only
+    the first of them gets rows in ``p_<type>`` and is among the type's ``{r}``; ``rule_fan``
+    says which rule each other one copies, and :func:`fan_out_hits` gives it the same hits.
+    """
+    reps: dict[str, int] = {}
+    fan: list[tuple[int, int]] = []  # (rule evaluated, rule that copies its hits)
+    for key, r in enumerate(rules):
+        rep = reps.setdefault(rule_body(r), key) if distinct_bodies else key
+        if rep != key:
+            fan.append((rep, key))
+    copies = {key for _rep, key in fan}
+    con.execute("CREATE OR REPLACE TEMP TABLE rule_fan (rep_key INTEGER, rule_key INTEGER)")
+    if fan:
+        con.executemany("INSERT INTO rule_fan VALUES (?, ?)", fan)
     r_rows = []
     for key, r in enumerate(rules):
         r_rows.append(
@@ -226,7 +252,8 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> dict[st
 
     by_type: dict[str, list[tuple[int, Rule]]] = {}
     for key, r in enumerate(rules):
-        by_type.setdefault(r.type, []).append((key, r))
+        if key not in copies:
+            by_type.setdefault(r.type, []).append((key, r))
     for tname, keyed in by_type.items():
         rt = REGISTRY[tname]
         schema = {"rule_key": pl.Int32, "code": pl.Utf8, "prefix": pl.Utf8, "match_all": pl.Boolean, "item_name": pl.Utf8}
@@ -322,7 +349,16 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
 
 
 def type_names(rt: RuleType) -> dict[str, str]:
-    return {"m": f"m_{rt.name}", "p": f"p_{rt.name}", "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}')"}
+    return {"m": f"m_{rt.name}", "p": f"p_{rt.name}",
+            "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM rule_fan))"}
+
+
+def fan_out_hits(con: duckdb.DuckDBPyConnection) -> int:
+    """Give every rule that copies another's body (``rule_fan``) the hits of the rule evaluated."""
+    before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
+    con.execute("INSERT INTO hits BY NAME SELECT h.* EXCLUDE (rule_key), f.rule_key "
+                "FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key")
+    return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before
 
 
 def create_hits(con: duckdb.DuckDBPyConnection) -> None:
@@ -445,7 +481,9 @@ def screen(
     t0 = time.perf_counter()
     rules = [r for r in library.rules if stage in r.stages]
     n_lines = prepare_lines(con, stage)
-    by_type = register_rules(con, rules)
+    # rules with the same body (copies under other ids, the same check in two libraries) are
+    # evaluated once and their hits given to each of them
+    by_type = register_rules(con, rules, distinct_bodies=True)
     create_hits(con)
     timings: dict[str, float] = {}
     names = sorted(by_type)
@@ -457,6 +495,7 @@ def screen(
         timings[tname] = time.perf_counter() - t
     if on_type:
         on_type("", len(names), len(names))
+    fan_out_hits(con)
     n_hits = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
     con.execute("BEGIN TRANSACTION")
     try:
