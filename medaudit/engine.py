@@ -206,7 +206,7 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule],
 
     ``distinct_bodies``: rules with the same body (:func:`rule_body`) are evaluated once: only
     the first of them gets rows in ``p_<type>`` and is among the type's ``{r}``; ``rule_fan``
-    says which rule each other one copies, and :func:`fan_out_hits` gives it the same hits.
+    says which rule each other one copies, and :func:`store_findings` gives it the same findings.
     """
     reps: dict[str, int] = {}
     fan: list[tuple[int, int]] = []  # (rule evaluated, rule that copies its hits)
@@ -353,14 +353,6 @@ def type_names(rt: RuleType) -> dict[str, str]:
             "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM rule_fan))"}
 
 
-def fan_out_hits(con: duckdb.DuckDBPyConnection) -> int:
-    """Give every rule that copies another's body (``rule_fan``) the hits of the rule evaluated."""
-    before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
-    con.execute("INSERT INTO hits BY NAME SELECT h.* EXCLUDE (rule_key), f.rule_key "
-                "FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key")
-    return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before
-
-
 def create_hits(con: duckdb.DuckDBPyConnection) -> None:
     cols = ", ".join(f"{k} {v}" for k, v in HIT_COLUMNS.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE hits ({cols})")
@@ -402,15 +394,16 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
                any_value(h.period) AS period
         FROM hits h GROUP BY h.rule_key, h.finding_key, h.bkkp_sn;
 
-        CREATE OR REPLACE TEMP TABLE new_findings AS
+        -- findings of the rules evaluated (hits hold theirs only; see register_rules)
+        CREATE OR REPLACE TEMP TABLE rep_findings AS
         WITH hl AS (
             SELECT h.*, l.fee_ocur_time, l.amt, l.psn_no AS l_psn, l.fixmedins_code AS l_inst,
                    l.bilg_dept_codg, l.bilg_dr_code, l.setl_id, l.setl_time, l.visit_dept, l.chfpdr_code,
                    (h.role = 'violating') AS v
             FROM hit_lines h LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn)
         SELECT
-            md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || hl.finding_key || '|' ||
-                coalesce(string_agg(hl.bkkp_sn, ',' ORDER BY hl.bkkp_sn) FILTER (WHERE hl.v), '')) AS finding_id,
+            r.rule_key,
+            coalesce(string_agg(hl.bkkp_sn, ',' ORDER BY hl.bkkp_sn) FILTER (WHERE hl.v), '') AS violating_sns,
             r.rule_id, r.rule_version, r.rule_name, r.rule_type, '{stage}' AS stage, r.severity, r.nature, r.basis,
             coalesce(any_value(hl.fixmedins_code), arg_min(hl.l_inst, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS fixmedins_code,
             -- a finding about an entity (hits without a visit) takes no department, doctor,
@@ -433,9 +426,24 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
         FROM hl JOIN r_all r ON r.rule_key = hl.rule_key
         GROUP BY r.rule_key, r.rule_id, r.rule_version, r.rule_name, r.rule_type, r.severity, r.nature, r.basis, hl.finding_key;
 
+        -- every rule evaluated, and each rule sharing its body (rule_fan), gets the same findings
+        -- under its own id, labels and initial status
+        CREATE OR REPLACE TEMP TABLE rule_map AS
+        SELECT rule_key AS rep_key, rule_key FROM r_all WHERE rule_key NOT IN (SELECT rule_key FROM rule_fan)
+        UNION ALL SELECT rep_key, rule_key FROM rule_fan;
+
+        CREATE OR REPLACE TEMP TABLE new_findings AS
+        SELECT md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || f.finding_key || '|' || f.violating_sns) AS finding_id,
+               r.rule_id, r.rule_version, r.rule_name, r.rule_type, f.stage, r.severity, r.nature, r.basis,
+               f.* EXCLUDE (rule_key, violating_sns, rule_id, rule_version, rule_name, rule_type, stage, severity,
+                            nature, basis, status, first_run, last_run, created_at),
+               {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
+               f.first_run, f.last_run, f.created_at
+        FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN r_all r ON r.rule_key = m.rule_key;
+
         CREATE OR REPLACE TEMP TABLE new_finding_lines AS
         SELECT DISTINCT f.finding_id, h.bkkp_sn, h.role, l.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried
-        FROM hit_lines h JOIN r_all r ON r.rule_key = h.rule_key
+        FROM hit_lines h JOIN rule_map m ON m.rep_key = h.rule_key JOIN r_all r ON r.rule_key = m.rule_key
         JOIN new_findings f ON f.rule_id = r.rule_id AND f.finding_key = h.finding_key
         LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
         WHERE h.bkkp_sn IS NOT NULL;
@@ -482,7 +490,7 @@ def screen(
     rules = [r for r in library.rules if stage in r.stages]
     n_lines = prepare_lines(con, stage)
     # rules with the same body (copies under other ids, the same check in two libraries) are
-    # evaluated once and their hits given to each of them
+    # evaluated once; each of them gets the findings (store_findings)
     by_type = register_rules(con, rules, distinct_bodies=True)
     create_hits(con)
     timings: dict[str, float] = {}
@@ -495,8 +503,9 @@ def screen(
         timings[tname] = time.perf_counter() - t
     if on_type:
         on_type("", len(names), len(names))
-    fan_out_hits(con)
-    n_hits = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
+    # hits of the rules evaluated, and the same again for each rule sharing a body (rule_fan)
+    n_hits = con.execute("SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) "
+                         "FROM hits").fetchall()[0][0]
     con.execute("BEGIN TRANSACTION")
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
