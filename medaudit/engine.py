@@ -5,7 +5,9 @@ The run, for one stage:
 1. :func:`prepare_lines` builds ``visits``, ``diag``, ``deaths`` and ``lines`` (the screened
    fee lines of the stage, refunds netted) as temporary tables.
 2. :func:`register_rules` turns the library into tables: ``r_all`` (one row per rule) and, per
-   type, ``p_<type>`` (one row per rule and item, with the type's parameters).
+   type, ``p_<type>`` (one row per rule and item, with the type's parameters). Rules with the
+   same body (type, parameters, items, validity, scope) are evaluated once: ``rule_fan`` lists
+   the others, and step 4 gives each of them the findings of the rule evaluated.
 3. Per type, ``m_<type>`` holds the lines matched to the items of its rules (validity period
    and scope applied), and the type's query writes hit rows into ``hits``.
 4. :func:`store_findings` groups the hits into findings with stable ids, keeps findings seen in
