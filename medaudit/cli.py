@@ -14,11 +14,13 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
 from . import db as dbm
+from . import resources
 from .engine import screen as run_screen
 from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
@@ -49,8 +51,28 @@ DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (crea
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+@app.callback()
+def main(
+    memory_limit: Optional[str] = typer.Option(
+        None, "--memory-limit", help="DuckDB memory limit for every database this command opens (e.g. 6GB); "
+        "what does not fit is spilled to --temp-dir. Default: \\[duckdb] memory_limit in the config file, "
+        "else a quarter of the machine's memory"),
+    temp_dir: Optional[Path] = typer.Option(
+        None, "--temp-dir", help="folder DuckDB spills to. Default: \\[duckdb] temp_dir in the config file, "
+        "else <database file>.tmp"),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help=f"TOML config file with a \\[duckdb] table (memory_limit, temp_dir). "
+        f"Default: {resources.CONFIG_FILE} in the working folder, when there"),
+) -> None:
+    """medaudit: screen medical-insurance claims with a rule library, explain and settle deductions."""
+    try:
+        resources.configure(memory_limit, temp_dir, config)
+    except resources.ResourceError as e:
+        fail(str(e))
 
 
 def print_load(result: LoadResult, batch: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 
+from . import resources
 from .contract import SQL_TYPE, TABLES
 
 DEFAULT_DB = "medaudit.duckdb"
@@ -144,6 +145,11 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
             raise
         pid = int(m["pid"])
         raise DatabaseInUse(path, pid, _holder(pid, m["prog"])) from None
+    try:
+        resources.apply(con, str(path))  # memory limit and spill folder (medaudit/resources.py)
+    except resources.ResourceError:
+        con.close()
+        raise
     if not read_only:
         ensure_schema(con)
     install_macros(con)
@@ -185,7 +191,7 @@ def install_macros(con: duckdb.DuckDBPyConnection) -> None:
             regexp_replace(regexp_replace(CAST(CAST(x AS DECIMAL(18,4)) AS VARCHAR), '(\\.\\d*?)0+$', '\\1'), '\\.$', '');
         -- completed years between two dates
         CREATE OR REPLACE TEMP MACRO age_years(birth, d) AS
-            year(d) - year(birth) - CASE WHEN strftime(d, '%m%d') < strftime(birth, '%m%d') THEN 1 ELSE 0 END;
+            year(d) - year(birth) - CASE WHEN month(d) * 100 + day(d) < month(birth) * 100 + day(birth) THEN 1 ELSE 0 END;
         -- 项目【子宫造影】(002101030300000), 药品【...】(...), 耗材【...】(...)
         CREATE OR REPLACE TEMP MACRO item_ref(list_type, name, code) AS
             CASE WHEN list_type IN ('101', '102') THEN '药品' WHEN list_type = '301' THEN '耗材' ELSE '项目' END

@@ -5,7 +5,9 @@ The run, for one stage:
 1. :func:`prepare_lines` builds ``visits``, ``diag``, ``deaths`` and ``lines`` (the screened
    fee lines of the stage, refunds netted) as temporary tables.
 2. :func:`register_rules` turns the library into tables: ``r_all`` (one row per rule) and, per
-   type, ``p_<type>`` (one row per rule and item, with the type's parameters).
+   type, ``p_<type>`` (one row per rule and item, with the type's parameters). Rules with the
+   same body (type, parameters, items, validity, scope) are evaluated once: ``rule_fan`` lists
+   the others, and step 4 gives each of them the findings of the rule evaluated.
 3. Per type, ``m_<type>`` holds the lines matched to the items of its rules (validity period
    and scope applied), and the type's query writes hit rows into ``hits``.
 4. :func:`store_findings` groups the hits into findings with stable ids, keeps findings seen in
@@ -15,6 +17,7 @@ The run, for one stage:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -105,40 +108,54 @@ def prepare_context(con: duckdb.DuckDBPyConnection) -> None:
 def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> int:
     """Build ``lines`` for a stage. Returns the number of screened lines."""
     prepare_context(con)
+    # Refunds touch few lines (0.3% here): the netting works on the refunds and the lines they
+    # refund only, and every line takes its adjustment by one join with that small table; the
+    # wide columns are read once, in the final SELECT (no copy of fee_list_d is carried through
+    # the netting).
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE lines AS
-        WITH f AS (SELECT * EXCLUDE (batch_id, source_row) FROM fee_list_d),
+        WITH neg AS (
+            SELECT mdtrt_id, hilist_code, fee_ocur_time, cnt, det_item_fee_sumamt, fulamt_ownpay_amt, init_feedetl_sn
+            FROM fee_list_d WHERE cnt < 0),
         linked AS (      -- refunds that name the line they refund
             SELECT init_feedetl_sn AS bkkp_sn, -sum(cnt) AS q, -sum(det_item_fee_sumamt) AS a,
                    -sum(coalesce(fulamt_ownpay_amt, 0)) AS o,
                    -- refunded units whose own-pay part is not stated: it goes back pro rata
                    coalesce(-sum(cnt) FILTER (WHERE fulamt_ownpay_amt IS NULL), 0) AS qu
-            FROM f WHERE cnt < 0 AND init_feedetl_sn IS NOT NULL GROUP BY 1),
+            FROM neg WHERE init_feedetl_sn IS NOT NULL GROUP BY 1),
         unlinked AS (    -- refunds without it: same visit, code and day, latest lines first
             SELECT mdtrt_id, hilist_code, CAST(fee_ocur_time AS DATE) AS d, -sum(cnt) AS uq
-            FROM f WHERE cnt < 0 AND init_feedetl_sn IS NULL GROUP BY ALL),
-        o AS (
-            SELECT f.*, coalesce(linked.q, 0) AS lq, coalesce(linked.a, 0) AS la, coalesce(linked.o, 0) AS lo, coalesce(linked.qu, 0) AS lqu
-            FROM f LEFT JOIN linked USING (bkkp_sn) WHERE f.cnt >= 0),
-        o_plain AS (SELECT o.*, 0 AS unq FROM o ANTI JOIN unlinked u
-                    ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE)),
-        o_unl AS (
-            SELECT * EXCLUDE (uq, cum), greatest(least(cnt - lq, uq - (cum - (cnt - lq))), 0) AS unq FROM (
-                SELECT o.*, u.uq, sum(o.cnt - o.lq) OVER (
+            FROM neg WHERE init_feedetl_sn IS NULL GROUP BY ALL),
+        unl AS (         -- the units of each line in such a group that the unlinked refunds take back
+            SELECT bkkp_sn, greatest(least(cnt - lq, uq - (cum - (cnt - lq))), 0) AS unq FROM (
+                SELECT o.bkkp_sn, o.cnt, coalesce(k.q, 0) AS lq, u.uq, sum(o.cnt - coalesce(k.q, 0)) OVER (
                     PARTITION BY o.mdtrt_id, o.hilist_code, CAST(o.fee_ocur_time AS DATE)
                     ORDER BY o.fee_ocur_time DESC, o.bkkp_sn DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-                FROM o JOIN unlinked u
-                ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE))),
+                FROM fee_list_d o JOIN unlinked u
+                  ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE)
+                LEFT JOIN linked k ON k.bkkp_sn = o.bkkp_sn
+                WHERE o.cnt >= 0)),
+        adj AS (         -- per refunded line: linked units, amount, own-pay, units without own-pay; unlinked units
+            SELECT coalesce(k.bkkp_sn, u.bkkp_sn) AS bkkp_sn, coalesce(k.q, 0) AS lq, coalesce(k.a, 0) AS la,
+                   coalesce(k.o, 0) AS lo, coalesce(k.qu, 0) AS lqu, coalesce(u.unq, 0) AS unq
+            FROM linked k FULL JOIN unl u ON u.bkkp_sn = k.bkkp_sn),
         net AS (
-            SELECT * EXCLUDE (cnt, det_item_fee_sumamt, fulamt_ownpay_amt, lq, la, lo, lqu, unq),
-                   CAST(cnt - lq - unq AS DECIMAL(18,4)) AS cnt,
-                   CAST(det_item_fee_sumamt - la - unq * pric AS DECIMAL(18,4)) AS amt,
+            SELECT f.bkkp_sn, f.mdtrt_id, f.setl_id, f.fee_ocur_time, f.hilist_code, f.hilist_name, f.list_type,
+                   f.med_chrgitm_type, f.chrgitm_lv, f.pric, f.pric_uplmt_amt, f.bilg_dept_codg, f.bilg_dr_code,
+                   f.hosp_appr_flag, f.dscg_tkdrug_flag, f.prd_days, f.psn_no, f.fixmedins_code,
+                   -- a line without refunds keeps its figures (no 128-bit arithmetic on every line)
+                   CAST(CASE WHEN j.bkkp_sn IS NULL THEN f.cnt ELSE f.cnt - j.lq - j.unq END AS DECIMAL(18,4)) AS cnt,
+                   CAST(CASE WHEN j.bkkp_sn IS NULL THEN f.det_item_fee_sumamt
+                             ELSE f.det_item_fee_sumamt - j.la - j.unq * f.pric END AS DECIMAL(18,4)) AS amt,
                    -- own-pay: stated refunds subtract what they state; the others (and every
                    -- unlinked refund) take back the line's own-pay in proportion to the units
-                   CAST(coalesce(fulamt_ownpay_amt, 0) - lo
-                        - coalesce(xdiv(coalesce(fulamt_ownpay_amt, 0) * (lqu + unq), cnt), 0) AS DECIMAL(18,4)) AS ownpay0
-            FROM (SELECT * FROM o_plain UNION ALL BY NAME SELECT * FROM o_unl))
+                   CAST(CASE WHEN j.bkkp_sn IS NULL THEN coalesce(f.fulamt_ownpay_amt, 0)
+                             ELSE coalesce(f.fulamt_ownpay_amt, 0) - j.lo
+                                  - coalesce(xdiv(coalesce(f.fulamt_ownpay_amt, 0) * (j.lqu + j.unq), f.cnt), 0) END
+                        AS DECIMAL(18,4)) AS ownpay0
+            FROM fee_list_d f LEFT JOIN adj j ON j.bkkp_sn = f.bkkp_sn
+            WHERE f.cnt >= 0)
         SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
                n.psn_no, n.fixmedins_code,
                CAST(n.fee_ocur_time AS DATE) AS fee_date,
@@ -177,8 +194,33 @@ def _param_dtype(kind: str):
     }[kind]
 
 
-def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> dict[str, list[Rule]]:
-    """Create ``r_all`` and one ``p_<type>`` per type. Returns the rules by type (rule_key = position)."""
+def rule_body(r: Rule) -> str:
+    """What decides a rule's hits: its type, parameters, items, validity and scope (not its id,
+    name, version, severity or basis, which only label the findings)."""
+    return json.dumps(
+        {"type": r.type, "params": r.params, "items": [(i.code, i.prefix, i.name, i.params) for i in r.items],
+         "valid": [str(r.valid_from), str(r.valid_to)], "scope": r.scope},
+        sort_keys=True, default=str)
+
+
+def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule],
+                   distinct_bodies: bool = False) -> dict[str, list[Rule]]:
+    """Create ``r_all`` and one ``p_<type>`` per type. Returns the rules by type (rule_key = position).
+
+    ``distinct_bodies``: rules with the same body (:func:`rule_body`) are evaluated once: only
+    the first of them gets rows in ``p_<type>`` and is among the type's ``{r}``; ``rule_fan``
+    says which rule each other one copies, and :func:`store_findings` gives it the same findings.
+    """
+    reps: dict[str, int] = {}
+    fan: list[tuple[int, int]] = []  # (rule evaluated, rule that copies its hits)
+    for key, r in enumerate(rules):
+        rep = reps.setdefault(rule_body(r), key) if distinct_bodies else key
+        if rep != key:
+            fan.append((rep, key))
+    copies = {key for _rep, key in fan}
+    con.execute("CREATE OR REPLACE TEMP TABLE rule_fan (rep_key INTEGER, rule_key INTEGER)")
+    if fan:
+        con.executemany("INSERT INTO rule_fan VALUES (?, ?)", fan)
     r_rows = []
     for key, r in enumerate(rules):
         r_rows.append(
@@ -213,7 +255,8 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> dict[st
 
     by_type: dict[str, list[tuple[int, Rule]]] = {}
     for key, r in enumerate(rules):
-        by_type.setdefault(r.type, []).append((key, r))
+        if key not in copies:
+            by_type.setdefault(r.type, []).append((key, r))
     for tname, keyed in by_type.items():
         rt = REGISTRY[tname]
         schema = {"rule_key": pl.Int32, "code": pl.Utf8, "prefix": pl.Utf8, "match_all": pl.Boolean, "item_name": pl.Utf8}
@@ -275,19 +318,33 @@ def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, l
         """
 
 
+def items_may_overlap(con: duckdb.DuckDBPyConnection, p: str) -> bool:
+    """Whether a line can match two items of one rule of the parameter table ``p``, judged from
+    the items themselves: match-all beside another item, a code listed twice, a code under one
+    of the rule's prefixes, or a prefix under another (or the same) prefix. Prefixes X and Z
+    alone cannot both match a code, so such a rule needs no once-per-rule window."""
+    return con.execute(
+        f"""
+        WITH i AS (SELECT rule_key, code, prefix, match_all, row_number() OVER (ORDER BY rule_key) AS n FROM {p}),
+        pre AS (SELECT rule_key, prefix, n FROM i WHERE prefix IS NOT NULL),
+        lens AS (SELECT DISTINCT length(prefix) AS len FROM pre)
+        SELECT EXISTS (SELECT 1 FROM i GROUP BY rule_key HAVING count(*) > 1 AND bool_or(match_all))
+            OR EXISTS (SELECT 1 FROM i WHERE code IS NOT NULL GROUP BY rule_key, code HAVING count(*) > 1)
+            OR EXISTS (SELECT 1 FROM i c CROSS JOIN lens JOIN pre b
+                       ON b.rule_key = c.rule_key AND b.prefix = left(c.code, lens.len) WHERE c.code IS NOT NULL)
+            OR EXISTS (SELECT 1 FROM pre a CROSS JOIN lens JOIN pre b
+                       ON b.rule_key = a.rule_key AND b.prefix = left(a.prefix, lens.len) AND b.n <> a.n)
+        """
+    ).fetchall()[0][0]
+
+
 def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> None:
     """``m_<type>``: lines x items of the type's rules, in force on the fee date and in scope."""
     p = f"p_{rt.name}"
     has_code, has_prefix, has_all = con.execute(
         f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM {p}"
     ).fetchall()[0]
-    # a line can match two items of one rule only when the rule has several items that are not
-    # all distinct exact codes (a prefix, a repeated code, or match-all beside other items)
-    may_repeat = con.execute(
-        f"""SELECT coalesce(bool_or(n > 1 AND NOT (n_code = n AND n_distinct = n)), FALSE) FROM (
-                SELECT rule_key, count(*) AS n, count(code) AS n_code, count(DISTINCT code) AS n_distinct
-                FROM {p} GROUP BY rule_key)"""
-    ).fetchall()[0][0]
+    may_repeat = items_may_overlap(con, p)
     # A view, not a table: the type's own filters (a death date, a wrong gender) are pushed into
     # the matching, so a rule over every line (after_death) costs no copy of all lines per rule.
     con.execute(f"CREATE OR REPLACE TEMP VIEW m_{rt.name} AS "
@@ -295,7 +352,8 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
 
 
 def type_names(rt: RuleType) -> dict[str, str]:
-    return {"m": f"m_{rt.name}", "p": f"p_{rt.name}", "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}')"}
+    return {"m": f"m_{rt.name}", "p": f"p_{rt.name}",
+            "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM rule_fan))"}
 
 
 def create_hits(con: duckdb.DuckDBPyConnection) -> None:
@@ -341,15 +399,16 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
                any_value(h.period) AS period
         FROM hits h GROUP BY h.rule_key, h.finding_key, h.bkkp_sn;
 
-        CREATE OR REPLACE TEMP TABLE new_findings AS
+        -- findings of the rules evaluated (hits hold theirs only; see register_rules)
+        CREATE OR REPLACE TEMP TABLE rep_findings AS
         WITH hl AS (
             SELECT h.*, l.fee_ocur_time, l.amt, l.psn_no AS l_psn, l.fixmedins_code AS l_inst,
                    l.bilg_dept_codg, l.bilg_dr_code, l.setl_id, l.setl_time, l.visit_dept, l.chfpdr_code,
                    (h.role = 'violating') AS v
             FROM hit_lines h LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn)
         SELECT
-            md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || hl.finding_key || '|' ||
-                coalesce(string_agg(hl.bkkp_sn, ',' ORDER BY hl.bkkp_sn) FILTER (WHERE hl.v), '')) AS finding_id,
+            r.rule_key,
+            coalesce(string_agg(hl.bkkp_sn, ',' ORDER BY hl.bkkp_sn) FILTER (WHERE hl.v), '') AS violating_sns,
             r.rule_id, r.rule_version, r.rule_name, r.rule_type, '{stage}' AS stage, r.severity, r.nature, r.basis,
             coalesce(any_value(hl.fixmedins_code), arg_min(hl.l_inst, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS fixmedins_code,
             -- a finding about an entity (hits without a visit) takes no department, doctor,
@@ -372,9 +431,24 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
         FROM hl JOIN r_all r ON r.rule_key = hl.rule_key
         GROUP BY r.rule_key, r.rule_id, r.rule_version, r.rule_name, r.rule_type, r.severity, r.nature, r.basis, hl.finding_key;
 
+        -- every rule evaluated, and each rule sharing its body (rule_fan), gets the same findings
+        -- under its own id, labels and initial status
+        CREATE OR REPLACE TEMP TABLE rule_map AS
+        SELECT rule_key AS rep_key, rule_key FROM r_all WHERE rule_key NOT IN (SELECT rule_key FROM rule_fan)
+        UNION ALL SELECT rep_key, rule_key FROM rule_fan;
+
+        CREATE OR REPLACE TEMP TABLE new_findings AS
+        SELECT md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || f.finding_key || '|' || f.violating_sns) AS finding_id,
+               r.rule_id, r.rule_version, r.rule_name, r.rule_type, f.stage, r.severity, r.nature, r.basis,
+               f.* EXCLUDE (rule_key, violating_sns, rule_id, rule_version, rule_name, rule_type, stage, severity,
+                            nature, basis, status, first_run, last_run, created_at),
+               {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
+               f.first_run, f.last_run, f.created_at
+        FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN r_all r ON r.rule_key = m.rule_key;
+
         CREATE OR REPLACE TEMP TABLE new_finding_lines AS
         SELECT DISTINCT f.finding_id, h.bkkp_sn, h.role, l.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried
-        FROM hit_lines h JOIN r_all r ON r.rule_key = h.rule_key
+        FROM hit_lines h JOIN rule_map m ON m.rep_key = h.rule_key JOIN r_all r ON r.rule_key = m.rule_key
         JOIN new_findings f ON f.rule_id = r.rule_id AND f.finding_key = h.finding_key
         LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
         WHERE h.bkkp_sn IS NOT NULL;
@@ -420,7 +494,9 @@ def screen(
     t0 = time.perf_counter()
     rules = [r for r in library.rules if stage in r.stages]
     n_lines = prepare_lines(con, stage)
-    by_type = register_rules(con, rules)
+    # rules with the same body (copies under other ids, the same check in two libraries) are
+    # evaluated once; each of them gets the findings (store_findings)
+    by_type = register_rules(con, rules, distinct_bodies=True)
     create_hits(con)
     timings: dict[str, float] = {}
     names = sorted(by_type)
@@ -432,7 +508,9 @@ def screen(
         timings[tname] = time.perf_counter() - t
     if on_type:
         on_type("", len(names), len(names))
-    n_hits = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
+    # hits of the rules evaluated, and the same again for each rule sharing a body (rule_fan)
+    n_hits = con.execute("SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) "
+                         "FROM hits").fetchall()[0][0]
     con.execute("BEGIN TRANSACTION")
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]

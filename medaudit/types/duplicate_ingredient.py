@@ -53,11 +53,18 @@ RULE_TYPE = RuleType(
             SELECT rule_key, mdtrt_id, fee_date, gkey, hilist_code, sum(amt) AS day_amt,
                    arg_min({ITEM_REF}, bkkp_sn) AS ref
             FROM s GROUP BY ALL),
+        -- groups (rule, visit, day, ingredient) with two codes or more, found by grouping: the
+        -- ranking window runs over their codes only
+        cand AS (
+            SELECT rule_key, mdtrt_id, fee_date, gkey FROM codes
+            GROUP BY rule_key, mdtrt_id, fee_date, gkey HAVING count(*) > 1),
         ranked AS (
-            SELECT *, row_number() OVER w AS rk, count(*) OVER w AS ncodes,
-                   first_value(ref) OVER w AS kept_ref, first_value(day_amt) OVER w AS kept_amt
-            FROM codes
-            WINDOW w AS (PARTITION BY rule_key, mdtrt_id, fee_date, gkey ORDER BY day_amt DESC, hilist_code
+            SELECT k.*, row_number() OVER w AS rk, count(*) OVER w AS ncodes,
+                   first_value(k.ref) OVER w AS kept_ref, first_value(k.day_amt) OVER w AS kept_amt
+            FROM codes k JOIN cand c
+              ON c.rule_key = k.rule_key AND c.mdtrt_id = k.mdtrt_id
+             AND c.fee_date IS NOT DISTINCT FROM k.fee_date AND c.gkey IS NOT DISTINCT FROM k.gkey
+            WINDOW w AS (PARTITION BY k.rule_key, k.mdtrt_id, k.fee_date, k.gkey ORDER BY k.day_amt DESC, k.hilist_code
                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
         x AS (
             SELECT s.*, r.rk, r.kept_ref, r.kept_amt,

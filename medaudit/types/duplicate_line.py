@@ -58,10 +58,17 @@ RULE_TYPE = RuleType(
                           WHEN 'same_minute' THEN date_trunc('minute', fee_ocur_time)
                           ELSE fee_ocur_time END AS slot
             FROM {{m}}),
+        -- groups of two lines or more, found by grouping (0.2% of the lines here): the window
+        -- below then numbers the lines of those groups only, not every matched line
+        cand AS (
+            SELECT rule_key, mdtrt_id, hilist_code, slot, cnt, pric FROM k
+            GROUP BY rule_key, mdtrt_id, hilist_code, slot, cnt, pric HAVING count(*) > 1),
         g AS (
-            SELECT *, row_number() OVER w AS rn, count(*) OVER w AS n, first_value(bkkp_sn) OVER w AS first_sn
-            FROM k
-            WINDOW w AS (PARTITION BY rule_key, mdtrt_id, hilist_code, slot, cnt, pric ORDER BY bkkp_sn
+            SELECT k.*, row_number() OVER w AS rn, count(*) OVER w AS n, first_value(k.bkkp_sn) OVER w AS first_sn
+            FROM k JOIN cand c
+              ON c.rule_key = k.rule_key AND c.mdtrt_id = k.mdtrt_id AND c.hilist_code IS NOT DISTINCT FROM k.hilist_code
+             AND c.slot IS NOT DISTINCT FROM k.slot AND c.cnt = k.cnt AND c.pric IS NOT DISTINCT FROM k.pric
+            WINDOW w AS (PARTITION BY k.rule_key, k.mdtrt_id, k.hilist_code, k.slot, k.cnt, k.pric ORDER BY k.bkkp_sn
                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
         f AS (
             SELECT *, bool_or(rn > 1 AND deductible > 0) OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, slot, cnt, pric) AS any_dup

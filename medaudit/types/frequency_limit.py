@@ -42,9 +42,16 @@ RULE_TYPE = RuleType(
               per_item=True, minimum=0),
     ),
     query=f"""
-        WITH day AS (
-            SELECT *, sum(cnt) OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date) AS day_qty
-            FROM {{m}}),
+        WITH -- the (rule, visit, code, day) groups over a limit, found by grouping: the windows
+        -- below run over their lines only, not over every matched line
+        cand AS (
+            SELECT rule_key, mdtrt_id, hilist_code, fee_date FROM {{m}}
+            GROUP BY rule_key, mdtrt_id, hilist_code, fee_date HAVING sum(cnt) > min(max_per_day)),
+        day AS (
+            SELECT m.*, sum(m.cnt) OVER (PARTITION BY m.rule_key, m.mdtrt_id, m.hilist_code, m.fee_date) AS day_qty
+            FROM {{m}} m JOIN cand c
+              ON c.rule_key = m.rule_key AND c.mdtrt_id = m.mdtrt_id
+             AND c.hilist_code IS NOT DISTINCT FROM m.hilist_code AND c.fee_date IS NOT DISTINCT FROM m.fee_date),
         over AS (SELECT *, day_qty - max_per_day AS excess FROM day WHERE day_qty > max_per_day),
         alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id, hilist_code, fee_date')}),
         -- a day whose excess sits only on lines the fund did not pay for costs the fund nothing

@@ -69,17 +69,25 @@ RULE_TYPE = RuleType(
             SELECT fixmedins_code, hilist_code, period, sum(purchase_cnt) AS bought,
                    sum(coalesce(opening_stock_cnt, 0)) AS opening
             FROM purchases GROUP BY ALL),
-        g AS (
+        g0 AS (
             SELECT b.*, coalesce(s.bought, 0) AS bought, coalesce(s.opening, 0) AS opening,
-                   s.hilist_code IS NOT NULL AS has_row,
-                   sum(b.cnt) OVER w AS billed, sum(b.amt) OVER w AS billed_amt,
-                   min(b.hilist_name) OVER w AS grp_name
+                   s.hilist_code IS NOT NULL AS has_row
             FROM b
             JOIN reported rp ON rp.fixmedins_code = b.fixmedins_code AND rp.period = b.month
             JOIN tracked tk ON tk.fixmedins_code = b.fixmedins_code AND tk.hilist_code = b.hilist_code
             LEFT JOIN stock s ON s.fixmedins_code = b.fixmedins_code AND s.hilist_code = b.hilist_code
-                             AND s.period = b.month
-            WINDOW w AS (PARTITION BY b.rule_key, b.fixmedins_code, b.hilist_code, b.month)),
+                             AND s.period = b.month),
+        -- the (rule, institution, code, month) groups billed over stock, found by grouping: the
+        -- windows below run over their lines only (the stock figures are the group's own)
+        cand AS (
+            SELECT rule_key, fixmedins_code, hilist_code, month FROM g0
+            GROUP BY rule_key, fixmedins_code, hilist_code, month HAVING sum(cnt) > min(bought + opening)),
+        g AS (
+            SELECT g0.*, sum(g0.cnt) OVER w AS billed, sum(g0.amt) OVER w AS billed_amt,
+                   min(g0.hilist_name) OVER w AS grp_name
+            FROM g0 JOIN cand c ON c.rule_key = g0.rule_key AND c.fixmedins_code = g0.fixmedins_code
+                               AND c.hilist_code = g0.hilist_code AND c.month = g0.month
+            WINDOW w AS (PARTITION BY g0.rule_key, g0.fixmedins_code, g0.hilist_code, g0.month)),
         over AS (
             SELECT * REPLACE (xdiv(billed_amt, billed) AS pric), billed - (bought + opening) AS excess
             FROM g WHERE billed > bought + opening),

@@ -1,0 +1,87 @@
+"""Matching: whether a rule's items can match one line twice is judged from the items (issue 15)."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from medaudit.engine import items_may_overlap
+
+
+def p_table(items: list[tuple[int, str | None, str | None, bool]]):
+    con = duckdb.connect()
+    con.execute("CREATE TEMP TABLE p_x (rule_key INTEGER, code VARCHAR, prefix VARCHAR, match_all BOOLEAN)")
+    if items:
+        con.executemany("INSERT INTO p_x VALUES (?, ?, ?, ?)", items)
+    return con
+
+
+@pytest.mark.parametrize("items, overlap", [
+    ([(0, None, "X", False), (0, None, "Z", False)], False),          # no code starts with both X and Z
+    ([(0, "A1", None, False), (0, "A2", None, False)], False),         # distinct exact codes
+    ([(0, None, "X", False), (1, None, "X", False)], False),           # the same prefix in two rules
+    ([(0, "X01", None, False), (1, None, "X", False)], False),         # code under a prefix of another rule
+    ([(0, None, "X", False), (0, None, "XA", False)], True),           # XA... matches both
+    ([(0, None, "XA", False), (0, None, "XA", False)], True),          # the same prefix twice
+    ([(0, "X01", None, False), (0, None, "X", False)], True),          # code X01 is under prefix X
+    ([(0, "X01", None, False), (0, "X01", None, False)], True),        # a code listed twice
+    ([(0, "X01", "X", False)], True),                                  # one item with a code under its own prefix
+    ([(0, None, None, True), (0, "A1", None, False)], True),           # match-all beside an item
+    ([(0, None, None, True)], False),
+])
+def test_items_may_overlap(items, overlap):
+    assert items_may_overlap(p_table(items), "p_x") is overlap
+
+
+# ------------------------------------------------------------------ one evaluation per rule body
+
+from decimal import Decimal  # noqa: E402
+
+from kit import Batch  # noqa: E402
+
+from medaudit import engine  # noqa: E402
+
+INJ = "001201000040000"
+TWINS = """
+- id: R-DLN-001
+  version: 1
+  name: 同一时间重复计费
+  type: duplicate_line
+- id: R-DLN-COPY
+  version: 3
+  name: 重复计费（另一规则库）
+  type: duplicate_line
+  severity: suspect
+- id: R-DLN-DAY
+  version: 1
+  name: 同日重复计费
+  type: duplicate_line
+  params: {window: same_day}
+"""
+
+
+def test_rules_with_one_body_are_evaluated_once_and_each_gets_its_findings(tmp_path, monkeypatch):
+    evaluated = []
+    real = engine.register_rules
+
+    def spy(con, rules, distinct_bodies=False):
+        by_type = real(con, rules, distinct_bodies)
+        evaluated.extend(con.execute("SELECT DISTINCT r.rule_id FROM p_duplicate_line p JOIN r_all r USING (rule_key) "
+                                     "ORDER BY 1").fetchall())
+        return by_type
+
+    monkeypatch.setattr(engine, "register_rules", spy)
+    b = Batch()
+    v = b.visit(mdtrt_id="VL1")
+    b.line(v, INJ, time="2026-03-02 08:00:00", bkkp_sn="A1")
+    b.line(v, INJ, time="2026-03-02 08:00:00", bkkp_sn="A2")
+    b.line(v, INJ, time="2026-03-02 09:00:00", bkkp_sn="A3")
+    found = b.screen(tmp_path, TWINS)
+    # R-DLN-COPY differs only in labels (id, name, version, severity): its body is R-DLN-001's
+    assert evaluated == [("R-DLN-001",), ("R-DLN-DAY",)]
+    by_rule = {f["rule_id"]: f for f in found}
+    assert sorted(by_rule) == ["R-DLN-001", "R-DLN-COPY", "R-DLN-DAY"]
+    assert by_rule["R-DLN-001"]["violating"] == by_rule["R-DLN-COPY"]["violating"] == {"A2": Decimal("10")}
+    assert by_rule["R-DLN-DAY"]["violating"] == {"A2": Decimal("10"), "A3": Decimal("10")}
+    assert by_rule["R-DLN-COPY"]["severity"] == "suspect" and by_rule["R-DLN-COPY"]["rule_version"] == "3"
+    assert by_rule["R-DLN-001"]["evidence"] == by_rule["R-DLN-COPY"]["evidence"]

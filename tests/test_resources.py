@@ -1,0 +1,80 @@
+"""Every connection gets a memory limit and a spill folder (issue 15): defaults, config file, CLI."""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from medaudit import db, resources
+from medaudit.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    resources.configure(config=None)  # what a process without options and config gets
+    yield
+    resources._current = resources.Resources()
+
+
+def setting(con, name: str) -> str:
+    return con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
+
+
+def size_of(value: str) -> str:
+    """How DuckDB shows a size it was given."""
+    c = duckdb.connect()
+    c.execute("SET memory_limit = ?", [value])
+    return setting(c, "memory_limit")
+
+
+def test_default_limit_is_a_quarter_of_memory_not_duckdbs_80_percent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no medaudit.toml here
+    resources.configure()
+    con = db.connect(tmp_path / "a.duckdb")
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert setting(con, "memory_limit") == size_of(f"{max(total // 4, 2**30) // 2**20}MiB")
+    assert setting(con, "memory_limit") != setting(duckdb.connect(), "memory_limit")  # DuckDB's own default
+    assert setting(con, "temp_directory") == str(tmp_path / "a.duckdb") + ".tmp"
+    mem = db.connect(":memory:")
+    assert setting(mem, "temp_directory").endswith("medaudit-spill")
+
+
+def test_config_file_then_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "medaudit.toml").write_text('[duckdb]\nmemory_limit = "1500MB"\ntemp_dir = "spill-here"\n')
+    resources.configure()
+    con = db.connect(tmp_path / "a.duckdb")
+    assert setting(con, "memory_limit") == size_of("1500MB")
+    assert setting(con, "temp_directory").endswith("spill-here")
+    con.close()
+    resources.configure(memory_limit="1GB", temp_dir=tmp_path / "cli-spill")  # command line wins
+    con = db.connect(tmp_path / "b.duckdb")
+    assert setting(con, "memory_limit") == size_of("1GB")
+    assert setting(con, "temp_directory") == str(tmp_path / "cli-spill")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--memory-limit", "lots"], "--memory-limit: memory limit must be a size such as 6GB"),
+    (["--config", "missing.toml"], "missing.toml: no such config file"),
+])
+def test_bad_values_are_refused_with_where_they_came_from(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, [*args, "findings", "--db", str(tmp_path / "a.duckdb")], env={"COLUMNS": "200"})
+    assert r.exit_code == 2
+    assert message in " ".join(r.output.split())
+
+
+def test_bad_config_names_the_file_and_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "medaudit.toml").write_text('[duckdb]\nmemory_limit = "six"\n')
+    with pytest.raises(resources.ResourceError, match=r"medaudit.toml: \[duckdb\] memory_limit: .*got 'six'"):
+        resources.configure()
+    (tmp_path / "medaudit.toml").write_text('[duckdb]\nmemory = "6GB"\n')
+    with pytest.raises(resources.ResourceError, match=r"medaudit.toml: \[duckdb\] memory: unknown setting"):
+        resources.configure()
+    (tmp_path / "medaudit.toml").write_text('[duckdb\n')
+    with pytest.raises(resources.ResourceError, match="medaudit.toml: not a valid TOML"):
+        resources.configure()
