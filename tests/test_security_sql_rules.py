@@ -8,6 +8,7 @@ between the query and the secrets planted in a table, a variable, the environmen
 
 import dataclasses
 
+import duckdb
 import pytest
 
 from kit import Batch, write_rules
@@ -255,3 +256,17 @@ def test_the_sandbox_holds_only_the_columns_the_rules_mention(planted):
 ])
 def test_ordinary_queries_pass(query):
     assert sql_type.check_query(query) is None
+
+
+def test_the_sandbox_has_the_memory_cap_of_every_connection_and_it_is_locked():
+    from medaudit import resources
+    from medaudit.types.sql import open_sandbox
+
+    sb = open_sandbox()
+    ref = duckdb.connect(":memory:")
+    ref.execute("SET memory_limit = ?", [resources.current().effective_memory_limit])
+    setting = "SELECT current_setting('memory_limit')"
+    assert sb.execute(setting).fetchall() == ref.execute(setting).fetchall()
+    assert ref.execute(setting).fetchall() != duckdb.connect(":memory:").execute(setting).fetchall()  # not DuckDB's default
+    with pytest.raises(duckdb.Error):
+        sb.execute("SET memory_limit = '100GB'")

@@ -102,6 +102,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from .. import db as dbm
+from .. import resources
 from ..contract import TABLES
 from .base import LINE_FACT, Param, RuleType, rule_applies
 
@@ -352,6 +353,9 @@ def open_sandbox() -> duckdb.DuckDBPyConnection:
     """A new in-memory database with the project's macros, no file or network access, and locked settings."""
     sb = duckdb.connect(":memory:")
     dbm.install_macros(sb)
+    # the same memory cap as every connection (a rule returning every line must not take the
+    # machine); set before the settings are locked
+    sb.execute("SET memory_limit = ?", [resources.current().effective_memory_limit])
     for s in SANDBOX_SETTINGS:
         sb.execute(s)
     return sb
