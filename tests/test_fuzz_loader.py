@@ -32,6 +32,8 @@ from medaudit import db
 from medaudit.contract import TABLES
 from medaudit.loader import LoadError, load_batch
 
+pytestmark = pytest.mark.slow  # hypothesis examples over real loads; CI runs the seeded budget
+
 BUDGET = int(os.environ.get("MEDAUDIT_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
     max_examples=BUDGET or 30,

@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal as D
 from pathlib import Path
 
 import openpyxl
+import pytest
 from typer.testing import CliRunner
 
 from medaudit import db, deduct, report
@@ -105,6 +106,7 @@ def fill_workbook(path: Path, out: Path, reasons: dict[str, tuple[str, str | Non
     return out
 
 
+@pytest.mark.slow
 def test_the_hospital_loop_end_to_end(tmp_path):
     tmp = tmp_path
     generate(tmp / "batch", visits=400, seed=3)

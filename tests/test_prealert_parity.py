@@ -15,6 +15,7 @@ import shutil
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from medaudit import db
@@ -23,6 +24,8 @@ from medaudit.library import load_library
 from medaudit.loader import load_batch
 from medaudit.prealert import store
 from medaudit.prealert.app import create_app
+
+pytestmark = pytest.mark.slow  # replays hundreds of requests through both engines: minutes
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key-H-0123456789"
