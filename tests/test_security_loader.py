@@ -230,16 +230,20 @@ def test_a_line_of_a_visit_from_an_earlier_batch_is_checked_against_it(tmp_path)
     ]
 
 
+#: a price cap of 20 on the bed-day code, at the in-process and post-hoc stages
+BED_PRICE_CAP = """
+- id: R-PRC-001
+  version: 1
+  name: 超标准收费
+  type: price_cap
+  stages: [in_process, post_hoc]
+  items:
+    rows:
+      - {code: "001109000010000", cap: 20}
+"""
+
+
 def test_unsettled_lines_screen_without_crash_and_are_not_flagged_post_hoc(tmp_path):
-    rules = """
-    - id: R-PRC-001
-      version: 1
-      name: 超标准收费
-      type: price_cap
-      items:
-        rows:
-          - {code: "001109000010000", cap: 20}
-    """
     b = Batch()
     v = b.visit(mdtrt_id="V1", settled=False, endtime="")
     b.line(v, BED, bkkp_sn="U1", pric="30", setl_id="")
@@ -248,29 +252,19 @@ def test_unsettled_lines_screen_without_crash_and_are_not_flagged_post_hoc(tmp_p
     con = db.connect(tmp_path / "t.duckdb")
     load_batch(b.write(tmp_path / "b"), con)
     assert con.execute("SELECT bkkp_sn, setl_id FROM fee_list_d ORDER BY 1").fetchall() == [("S1", "SV2"), ("U1", None)]
-    screen(con, load_library(write_rules(tmp_path / "rules", rules)), stage="post_hoc")
+    screen(con, load_library(write_rules(tmp_path / "rules", BED_PRICE_CAP)), stage="post_hoc")
     assert [f["mdtrt_id"] for f in findings(con)] == ["V2"]
 
 
 def test_unsettled_lines_are_screened_in_process_beside_a_refunded_settlement(tmp_path):
     """A line of a stay not settled yet (empty setl_id) is screened in-process even when the
     database holds a refunded settlement (a NOT IN over NULL used to drop every such line)."""
-    rules = """
-    - id: R-PRC-001
-      version: 1
-      name: 超标准收费
-      type: price_cap
-      stages: [in_process, post_hoc]
-      items:
-        rows:
-          - {code: "001109000010000", cap: 20}
-    """
     b = Batch()
     v = b.visit(mdtrt_id="V1", settled=False, endtime="")
     b.line(v, BED, bkkp_sn="U1", pric="30", setl_id="")
     w = b.visit(mdtrt_id="V2", refunded=True)
     b.line(w, BED, bkkp_sn="S1", pric="30")
-    found = b.screen(tmp_path, rules, stage="in_process")
+    found = b.screen(tmp_path, BED_PRICE_CAP, stage="in_process")
     assert [(f["mdtrt_id"], f["violating"]) for f in found] == [("V1", {"U1": Decimal("10")})]
 
 
