@@ -15,8 +15,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich import box
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from . import db as dbm
@@ -126,25 +128,101 @@ def load(
     print_load(result, batch)
 
 
-def _screen_summary(con, run_id: int, stage: str) -> None:
-    rows = con.execute(
-        """
-        SELECT rule_id, any_value(rule_name), any_value(rule_type), any_value(severity), count(*),
-               sum(flagged_amt), sum(deduction_amt), sum(claimed_amt) FILTER (WHERE severity = 'suspect')
-        FROM findings WHERE last_run = ? GROUP BY rule_id ORDER BY rule_id
-        """,
-        [run_id],
-    ).fetchall()
-    t = Table(title=f"Findings by rule ({stage})")
+class _RuleTypesColumn(ProgressColumn):
+    """``3/12 rule types`` once the count is known; nothing before (never ``0/None``)."""
+
+    def render(self, task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)} rule types")
+
+
+#: at least this many columns for the rule's name (and type) in the summary; below, it is cut with …
+_NAME_MIN = 8
+#: the rule's type is shown beside its name when the terminal is at least this wide
+_WIDE = 120
+
+
+def _table(title: str | None = None) -> Table:
+    """A compact table: a rule under the header only, no outer frame (fewer lines, fits 80 columns)."""
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                 title_justify="left")
+
+
+def _why_nothing_screened(con, stage: str) -> str:
+    """One line: why a stage found no lines to screen in this database."""
+    n_fee = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+    if not n_fee:
+        return "the database holds no fee lines (fee_list_d): load a batch first (medaudit load BATCH)."
+    # as the engine sees a line (medaudit/engine.py STAGE_FILTER): open when its stay has no end
+    # time or no settlement; lines of a refunded settlement are never screened
+    n_visits, n_open, n_refunded = con.execute(
+        """SELECT count(*),
+                  count(*) FILTER (WHERE v.endtime IS NULL OR NOT EXISTS (SELECT 1 FROM setl_d s WHERE s.mdtrt_id = v.mdtrt_id)),
+                  count(*) FILTER (WHERE v.endtime IS NOT NULL
+                                     AND EXISTS (SELECT 1 FROM setl_d s WHERE s.mdtrt_id = v.mdtrt_id)
+                                     AND NOT EXISTS (SELECT 1 FROM setl_d s WHERE s.mdtrt_id = v.mdtrt_id
+                                                     AND coalesce(s.refd_setl_flag, '0') <> '1'))
+           FROM mdtrt_d v"""
+    ).fetchall()[0]
+    refunded = f", {n_refunded:,} of them with refunded settlements only (never screened)" if n_refunded else ""
+    if stage == "in_process":
+        if not n_open:
+            return (f"no open stays: all {n_visits:,} visits have ended and have a settlement{refunded}; "
+                    "in_process screens only stays without an end time or a settlement (settled claims: "
+                    "--stage post_hoc).")
+        return (f"the {n_open:,} open stays have no fee lines with a positive quantity after refunds "
+                f"({n_fee:,} fee lines in the database).")
+    if n_visits and n_open + n_refunded == n_visits:
+        return (f"no settled claims: none of the {n_visits:,} visits has a settlement (setl_d) that was not "
+                "refunded; open stays are screened with --stage in_process.")
+    return (f"none of the {n_fee:,} fee lines belongs to a settled visit with a positive quantity after refunds "
+            "(lines of unknown visits, refunded settlements or fully refunded lines are not screened).")
+
+
+def _screen_summary(con, run_id: int, stage: str, rules) -> None:
+    """Every rule of the stage with its count (0 included), then by institution and by severity.
+
+    Laid out for the console's width: at 80 columns (a default terminal, anything piped) each
+    rule is one line, its name cut with … (``medaudit rules show ID`` has the rest)."""
+    counts = {
+        r[0]: r[1:]
+        for r in con.execute(
+            """
+            SELECT rule_id, any_value(rule_name), any_value(rule_type), any_value(severity), count(*),
+                   sum(flagged_amt), sum(deduction_amt), sum(claimed_amt) FILTER (WHERE severity = 'suspect')
+            FROM findings WHERE last_run = ? GROUP BY rule_id
+            """,
+            [run_id],
+        ).fetchall()
+    }
+    listed = {r.id: (r.name, r.type, r.severity) for r in rules}
+    for rid, c in counts.items():  # a finding of this run whose rule is not in the list (cannot happen today)
+        listed.setdefault(rid, c[:3])
+    wide = console.width >= _WIDE
+    stage_cn = {"post_hoc": "事后审核", "in_process": "事中预警"}.get(stage, "")
+    t = _table(f"Findings by rule ({stage} {stage_cn}; {len(listed)} rules)")
     t.add_column("rule", no_wrap=True)
-    t.add_column("name (type)", overflow="fold", ratio=1)
+    # the only column that gives way: the numbers and the id never shrink (rich collapses the
+    # columns that may wrap; the cell itself is one line, cut with …)
+    t.add_column("name (type)" if wide else "name", min_width=_NAME_MIN)
     t.add_column("sev", no_wrap=True)
-    for c in ("findings", "flagged 违规", "deduct 扣款", "at risk 待审"):
+    for c in ("findings", "flagged", "deduct", "at risk"):
         t.add_column(c, justify="right", no_wrap=True)
-    for r in rows:
-        sev = "违规" if r[3] == "violation" else "可疑"
-        t.add_row(r[0], f"{r[1]} [dim]({r[2]})[/]", sev, f"{r[4]:,}", f"{r[5]:,.2f}", f"{r[6]:,.2f}", f"{(r[7] or 0):,.2f}")
+    for rid in sorted(listed):
+        name, rtype, sev = listed[rid]
+        label = Text(name or "", no_wrap=True, overflow="ellipsis")
+        if wide:
+            label.append(f" ({rtype or ''})", style="dim")
+        sev_cn = "违规" if sev == "violation" else "可疑"
+        c = counts.get(rid)
+        if c is None:
+            t.add_row(escape(rid), label, sev_cn, "[dim]0[/]", "[dim]0.00[/]", "[dim]0.00[/]", "[dim]0.00[/]")
+        else:
+            t.add_row(escape(rid), label, sev_cn, f"{c[3]:,}", f"{c[4]:,.2f}", f"{c[5]:,.2f}", f"{(c[6] or 0):,.2f}")
     console.print(t)
+    console.print("[dim]flagged 违规金额 · deduct 扣款 · at risk 可疑待审金额; a rule's full name: "
+                  "medaudit rules show ID[/]", overflow="fold")
     by_inst = con.execute(
         """
         SELECT fixmedins_code, count(*), sum(flagged_amt), sum(deduction_amt)
@@ -152,22 +230,26 @@ def _screen_summary(con, run_id: int, stage: str) -> None:
         """,
         [run_id],
     ).fetchall()
-    t = Table(title="By institution")
-    for c in ("institution", "findings", "flagged", "deduction"):
-        t.add_column(c, justify="left" if c == "institution" else "right")
-    for r in by_inst:
-        t.add_row(r[0] or "", f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}")
-    console.print(t)
+    if by_inst:
+        t = _table("By institution")
+        for c in ("institution", "findings", "flagged", "deduction"):
+            t.add_column(c, justify="left" if c == "institution" else "right", no_wrap=c != "institution",
+                         overflow="fold")
+        for r in by_inst:
+            t.add_row(escape(r[0] or ""), f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}")
+        console.print(t)
     by_sev = con.execute(
         "SELECT severity, count(*), sum(flagged_amt), sum(deduction_amt), sum(claimed_amt) FROM findings WHERE last_run = ? GROUP BY 1 ORDER BY 1",
         [run_id],
     ).fetchall()
-    t = Table(title="By severity")
-    for c in ("severity", "findings", "flagged", "deduction", "claimed"):
-        t.add_column(c, justify="left" if c == "severity" else "right")
-    for r in by_sev:
-        t.add_row(r[0], f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}", f"{r[4]:,.2f}")
-    console.print(t)
+    if by_sev:
+        t = _table("By severity")
+        for c in ("severity", "findings", "flagged", "deduction", "claimed"):
+            t.add_column(c, justify="left" if c == "severity" else "right", no_wrap=True)
+        for r in by_sev:
+            sev_cn = "违规" if r[0] == "violation" else "可疑"
+            t.add_row(f"{sev_cn} ({r[0]})", f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}", f"{r[4]:,.2f}")
+        console.print(t)
 
 
 @app.command()
@@ -194,9 +276,9 @@ def screen(
         con = dbm.connect(target)
     else:
         fail(f"{target}: no such batch folder or database")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} rule types"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), _RuleTypesColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("screening", total=None)
+        task = progress.add_task("preparing lines", total=None)
 
         def on_type(name: str, i: int, n: int) -> None:
             progress.update(task, total=n, completed=i, description=f"screening {name}" if name else "settling deductions")
@@ -206,7 +288,9 @@ def screen(
         f"Run {result.run_id}: {result.n_lines:,} lines screened with {result.n_rules:,} rules in "
         f"{result.seconds_total:.1f}s; {result.n_new_findings:,} new findings."
     )
-    _screen_summary(con, result.run_id, stage)
+    if not result.n_lines:
+        console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(_why_nothing_screened(con, stage))}")
+    _screen_summary(con, result.run_id, stage, [r for r in library.rules if stage in r.stages])
 
 
 @app.command()

@@ -1,0 +1,150 @@
+"""The analyst's terminal: what `medaudit` prints at 80 columns and when piped (issue 11, item 3)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from rich.cells import cell_len
+from rich.console import Console
+from typer.testing import CliRunner
+
+from kit import Batch, write_rules
+from medaudit import cli, db
+from medaudit.loader import load_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+UTERO = "002101030300000"  # 子宫造影, for women
+
+# two rules: one flags the man's 子宫造影, the other never hits
+TWO_RULES = f"""
+- id: R-GEN-1
+  version: 1
+  name: 限女性使用的检查项目
+  type: restrict_gender
+  items: {{codes: ["{UTERO}"]}}
+  params: {{gender: 2}}
+- id: R-GEN-2
+  version: 1
+  name: 限男性使用的检查项目
+  type: restrict_gender
+  items: {{codes: ["999999999999999"]}}
+  params: {{gender: 1}}
+"""
+
+
+@pytest.fixture
+def run(monkeypatch):
+    """``run(args)``: the CLI as a piped 80-column terminal sees it (COLUMNS=80, not a tty)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    # the module consoles were made at import: make them again under this environment
+    for mod in (cli,):
+        monkeypatch.setattr(mod, "console", Console())
+        monkeypatch.setattr(mod, "err", Console(stderr=True))
+
+    def invoke(args):
+        return CliRunner().invoke(cli.app, [str(a) for a in args], env={"COLUMNS": "80"})
+
+    return invoke
+
+
+def assert_fits(text: str, width: int = 80) -> None:
+    long = [line for line in text.splitlines() if cell_len(line) > width]
+    assert not long, f"{len(long)} lines wider than {width}: {long[:3]}"
+
+
+@pytest.fixture(scope="module")
+def sample_db(tmp_path_factory) -> Path:
+    """The README's sample batch, loaded (not screened)."""
+    path = tmp_path_factory.mktemp("sample") / "sample.duckdb"
+    con = db.connect(path)
+    load_batch(ROOT / "sample_data" / "batch", con)
+    con.close()
+    return path
+
+
+def small_batch(tmp_path: Path, settled: bool = True) -> tuple[Path, Path]:
+    """A loaded database with one man's 子宫造影 (settled or an open stay) and the two rules."""
+    b = Batch()
+    v = b.visit(gend="1", settled=settled)
+    b.line(v, UTERO, hilist_name="子宫造影", pric="180")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "t.duckdb"
+    con = db.connect(path)
+    load_batch(b.write(tmp_path / "batch"), con)
+    con.close()
+    return path, write_rules(tmp_path / "rules", TWO_RULES)
+
+
+# ---------------------------------------------------------------------------- screen summary
+
+
+def test_screen_summary_of_the_sample_fits_80_columns(run, sample_db, tmp_path):
+    import shutil
+
+    path = tmp_path / "s.duckdb"
+    shutil.copy(sample_db, path)
+    r = run(["screen", path, "--rules", ROOT / "rules"])
+    assert r.exit_code == 0, r.output
+    assert_fits(r.output)
+    lines = r.output.splitlines()
+    assert len(lines) < 80, r.output
+    # one line a rule: every rule id of the library is on a line of its own, whole
+    n_rules = int(r.output.split(" rules in ")[0].rsplit("with ", 1)[1])
+    rule_rows = [line for line in lines if line.startswith("R-")]
+    assert len(rule_rows) == n_rules
+    assert "R-PEER-001" in r.output and "R-AGE-001" in r.output
+
+
+def test_screen_readme_command_fits_80_columns(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run(["screen", ROOT / "sample_data" / "batch", "--rules", ROOT / "rules", "--db", tmp_path / "sample.duckdb"])
+    assert r.exit_code == 0, r.output
+    assert_fits(r.output)
+    summary = r.output[r.output.index("Run 1:"):].splitlines()
+    assert len(summary) < 60, "\n".join(summary)
+
+
+def test_screen_lists_every_rule_with_its_count_zero_included(run, tmp_path):
+    path, rules = small_batch(tmp_path)
+    r = run(["screen", path, "--rules", rules])
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[0]: line.split() for line in r.output.splitlines() if line.startswith("R-GEN-")}
+    assert set(rows) == {"R-GEN-1", "R-GEN-2"}
+    assert rows["R-GEN-1"][3] == "1"       # rule name sev findings ...
+    assert rows["R-GEN-2"][3] == "0"
+
+
+def test_screen_says_why_nothing_was_screened(run, tmp_path):
+    path, rules = small_batch(tmp_path)  # every stay settled: nothing open
+    r = run(["screen", path, "--rules", rules, "--stage", "in_process"])
+    assert r.exit_code == 0, r.output
+    assert "0 lines screened" in r.output
+    text = " ".join(r.output.split())
+    assert "Nothing screened (in_process): no open stays: all 1 visits have ended and have a settlement" in text
+    assert "--stage post_hoc" in text
+    # an open stay and post_hoc: the other way round
+    path2, rules2 = small_batch(tmp_path / "open", settled=False)
+    r = run(["screen", path2, "--rules", rules2])
+    text = " ".join(r.output.split())
+    assert "Nothing screened (post_hoc): no settled claims" in text and "--stage in_process" in text
+
+
+def test_screen_on_an_empty_database_says_load_first(run, tmp_path):
+    path = tmp_path / "e.duckdb"
+    db.connect(path).close()
+    rules = write_rules(tmp_path / "rules", TWO_RULES)
+    r = run(["screen", path, "--rules", rules])
+    assert "no fee lines" in " ".join(r.output.split())
+
+
+def test_progress_never_shows_none():
+    from rich.progress import Progress
+
+    p = Progress()
+    task = p.add_task("screening", total=None)
+    col = cli._RuleTypesColumn()
+    assert col.render(p.tasks[task]).plain == ""
+    p.update(task, total=12, completed=3)
+    assert col.render(p.tasks[task]).plain == "3/12 rule types"
