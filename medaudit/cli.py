@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich import box
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,7 +23,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from . import db as dbm
-from . import resources
+from . import lifecycle, resources
 from .engine import screen as run_screen
 from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
@@ -293,38 +294,229 @@ def screen(
     _screen_summary(con, result.run_id, stage, [r for r in library.rules if stage in r.stages])
 
 
-@app.command()
+findings_app = typer.Typer(
+    help="Stored findings: list and filter them (--export to CSV or xlsx), show one with its lines and history.",
+    invoke_without_command=True,
+    add_completion=False,
+)
+app.add_typer(findings_app, name="findings")
+
+#: what ``findings --export`` writes, in this order (amounts as numbers, the rest as text)
+EXPORT_COLUMNS = ("finding_id", "rule_id", "rule_name", "rule_type", "severity", "status", "状态", "stage",
+                  "fixmedins_code", "period", "mdtrt_id", "psn_no", "setl_id", "dept_code", "dr_code",
+                  "flagged_amt", "claimed_amt", "deduction_amt", "evidence")
+_MONEY = ("flagged_amt", "claimed_amt", "deduction_amt")
+
+
+def _csv_text(v) -> str:
+    """A text cell of a CSV that Excel opens: one starting with = + - @ (or a tab/CR) is kept as
+    text with a leading ' (OWASP CSV injection), so no cell of a claim extract becomes a formula."""
+    s = "" if v is None else str(v)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+
+
+def _export_findings(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to ``path`` (.csv UTF-8 with BOM, or .xlsx through medaudit/xlsx.py), whole or not at all."""
+    import csv
+    import os
+    import tempfile
+
+    suffix = path.suffix.lower()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            with open(tmp, "w", newline="", encoding="utf-8-sig") as fh:
+                w = csv.writer(fh)
+                w.writerow(EXPORT_COLUMNS)
+                for r in rows:
+                    w.writerow([f"{r[c]:.2f}" if c in _MONEY and r[c] is not None else _csv_text(r[c])
+                                for c in EXPORT_COLUMNS])
+        else:
+            from . import xlsx
+
+            wb = xlsx.workbook(Path(tmp))
+            ws = wb.add_worksheet("findings")
+            bold = wb.add_format({"bold": True})
+            money_fmt = wb.add_format({"num_format": "#,##0.00"})
+            for j, c in enumerate(EXPORT_COLUMNS):
+                ws.write_string(0, j, c, bold)
+            for i, r in enumerate(rows, start=1):
+                for j, c in enumerate(EXPORT_COLUMNS):
+                    v = r[c]
+                    if c in _MONEY and v is not None:
+                        ws.write_number(i, j, float(v), money_fmt)
+                    else:
+                        ws.write_string(i, j, "" if v is None else str(v))
+            ws.freeze_panes(1, 0)
+            wb.close()
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@findings_app.callback()
 def findings(
+    ctx: typer.Context,
     db: Path = DbOption,
     rule: Optional[str] = typer.Option(None, help="only this rule id"),
     institution: Optional[str] = typer.Option(None, help="only this institution code"),
     visit: Optional[str] = typer.Option(None, help="only this visit (mdtrt_id)"),
     person: Optional[str] = typer.Option(None, help="only this person (psn_no)"),
-    limit: int = typer.Option(50, help="rows to show"),
+    limit: int = typer.Option(50, min=1, help="findings to show (an export writes every match)"),
+    export: Optional[Path] = typer.Option(None, "--export", help="write every matching finding to this .csv or .xlsx file"),
 ) -> None:
-    """List stored findings with their evidence (for ad-hoc investigation)."""
+    """List stored findings with their evidence (for ad-hoc investigation); `findings show ID` for one."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"db": db}
+        return
+    if export is not None:
+        if export.suffix.lower() not in (".csv", ".xlsx"):
+            fail(f"--export {export}: give a .csv or .xlsx file name")
+        if not export.parent.is_dir():
+            fail(f"--export {export}: the folder {export.parent} does not exist")
     con = dbm.connect(db, read_only=True)
-    where, args = ["TRUE"], []
-    for col, val in (("rule_id", rule), ("fixmedins_code", institution), ("mdtrt_id", visit), ("psn_no", person)):
+    where, args, said = ["TRUE"], [], []
+    for col, val, label in (("rule_id", rule, "rule"), ("fixmedins_code", institution, "institution"),
+                            ("mdtrt_id", visit, "visit"), ("psn_no", person, "person")):
         if val:
             where.append(f"{col} = ?")
             args.append(val)
-    rows = con.execute(
-        f"""SELECT finding_id, rule_id, severity, status, fixmedins_code, mdtrt_id, flagged_amt, deduction_amt, evidence
-            FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id LIMIT {int(limit)}""",
-        args,
-    ).fetchall()
+            said.append(f"{label} {val}")
+    sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c != '状态')}
+              FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id, finding_id"""
+    n_all = con.execute(f"SELECT count(*) FROM findings WHERE {' AND '.join(where)}", args).fetchall()[0][0]
+    if not n_all:
+        console.print("No findings" + (f" match {escape(', '.join(said))}." if said else " in this database."),
+                      highlight=False)
+        return
+    if export is not None:
+        cur = con.execute(sql, args)
+        keys = [d[0] for d in cur.description]
+        rows = [dict(zip(keys, r)) for r in cur.fetchall()]
+        for r in rows:
+            r["状态"] = lifecycle.STATUS_CN.get(r["status"], r["status"] or "")
+        _export_findings(export, rows)
+        console.print(f"{len(rows):,} findings written to {escape(str(export))}", highlight=False)
+        return
+    cur = con.execute(sql + f" LIMIT {int(limit)}", args)
+    keys = [d[0] for d in cur.description]
+    rows = [dict(zip(keys, r)) for r in cur.fetchall()]
     # the doctor's pre-alert answer on the same rule, visit and item (medaudit/prealert/store.py)
     from .prealert import store as prealert_store
 
-    pre = prealert_store.evidence_for(con, [r[0] for r in rows])
-    t = Table(show_lines=True)
-    for c in ("finding", "rule", "severity", "status", "inst", "visit", "flagged", "deduction", "evidence"):
-        t.add_column(c, overflow="fold")
+    pre = prealert_store.evidence_for(con, [r["finding_id"] for r in rows])
+    # stacked, one block a finding: a heading line (wraps at narrow widths), the evidence
+    # underneath at the full width of the terminal
     for r in rows:
-        ev = r[8] + (f"\n{pre[r[0]]}" if r[0] in pre else "")
-        t.add_row(r[0][:10], r[1], r[2], r[3], r[4] or "", r[5] or "", f"{r[6]:,.2f}", f"{r[7]:,.2f}", ev)
+        sev = "违规" if r["severity"] == "violation" else "可疑"
+        head = Text.assemble(
+            (r["finding_id"][:12], "bold"), "  ", (r["rule_id"] or "", "cyan"), f" {sev}  ",
+            lifecycle.status_label(r["status"]), "  ", r["fixmedins_code"] or "", " ", r["mdtrt_id"] or "",
+            f"  flagged {r['flagged_amt']:,.2f}  deduction {r['deduction_amt']:,.2f}")
+        console.print(head, overflow="fold")
+        ev = (r["evidence"] or "") + (f"\n{pre[r['finding_id']]}" if r["finding_id"] in pre else "")
+        console.print(Padding(Text(ev), (0, 0, 1, 2)), overflow="fold")
+    more = f"; {n_all - len(rows):,} more (--limit, or --export FILE for all)" if n_all > len(rows) else ""
+    console.print(f"{len(rows):,} of {n_all:,} findings{more}. One with its lines and history: "
+                  "medaudit findings show ID", highlight=False)
+
+
+@findings_app.command("show")
+def findings_show(
+    ctx: typer.Context,
+    finding: str = typer.Argument(..., help="finding id (or a unique prefix of at least 6 characters)"),
+) -> None:
+    """One finding: its evidence, its fee lines with their amounts, and its history (audit log)."""
+    db = (ctx.obj or {}).get("db", Path(dbm.DEFAULT_DB))
+    con = dbm.connect(db, read_only=True)
+    try:
+        ref = lifecycle.resolve(con, finding)
+    except lifecycle.LifecycleError as e:
+        fail(str(e))
+    cur = con.execute("SELECT * FROM findings WHERE finding_id = ?", [ref.finding_id])
+    f = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+    sev = "违规 (violation)" if f["severity"] == "violation" else "可疑 (suspect)"
+    state = con.execute("SELECT deadline, appeal_round, statement_id FROM finding_state WHERE finding_id = ?",
+                        [ref.finding_id]).fetchall()
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="bold", no_wrap=True)
+    g.add_column(overflow="fold")
+    for k, v in (
+        ("finding", f["finding_id"]),
+        ("rule", f"{f['rule_id']} v{f['rule_version']} {f['rule_name'] or ''} ({f['rule_type']})"),
+        ("severity", sev),
+        ("status 状态", lifecycle.status_label(f["status"])),
+        ("institution", f"{f['fixmedins_code'] or ''}  dept {f['dept_code'] or '-'}  doctor {f['dr_code'] or '-'}"),
+        ("visit", f"{f['mdtrt_id'] or ''}  person {f['psn_no'] or ''}  settlement {f['setl_id'] or '-'}  "
+                  f"period {f['period'] or ''}"),
+        ("amounts", f"flagged {f['flagged_amt']:,.2f}  claimed {f['claimed_amt']:,.2f}  "
+                    f"deduction {f['deduction_amt']:,.2f}"),
+        ("basis", f["basis"] or ""),
+    ):
+        g.add_row(k, Text(str(v)))
+    if state and state[0][0] is not None:
+        g.add_row("deadline", Text(f"{state[0][0]} (appeal round {state[0][1] or 0})"))
+    if state and state[0][2] is not None:
+        g.add_row("statement", Text(f"final in deduction statement {state[0][2]}"))
+    console.print(g)
+    console.print(Text("evidence", style="bold"))
+    console.print(Padding(Text(f["evidence"] or ""), (0, 0, 0, 2)), overflow="fold")
+    from .prealert import store as prealert_store
+
+    pre = prealert_store.evidence_for(con, [ref.finding_id])
+    if ref.finding_id in pre:
+        console.print(Padding(Text(pre[ref.finding_id]), (0, 0, 0, 2)), overflow="fold")
+    lines = con.execute(
+        """
+        WITH fl AS (
+            SELECT DISTINCT ON (bkkp_sn) bkkp_sn, mdtrt_id, fee_ocur_time, hilist_code, hilist_name, cnt, pric
+            FROM fee_list_d WHERE bkkp_sn IN (SELECT bkkp_sn FROM finding_lines WHERE finding_id = ?)
+            ORDER BY bkkp_sn, batch_id DESC)
+        SELECT l.role, l.bkkp_sn, fl.fee_ocur_time, fl.hilist_code, fl.hilist_name, fl.cnt, fl.pric, l.line_amt, l.claim
+        FROM finding_lines l LEFT JOIN fl USING (bkkp_sn)
+        WHERE l.finding_id = ? ORDER BY l.role DESC, fl.fee_ocur_time, l.bkkp_sn
+        """,
+        [ref.finding_id, ref.finding_id],
+    ).fetchall()
+    t = _table(f"Lines ({len(lines)})")
+    t.add_column("role", no_wrap=True)
+    t.add_column("line", overflow="fold")
+    t.add_column("time", no_wrap=True)
+    t.add_column("item", overflow="fold", min_width=15)
+    for c in ("cnt", "price", "amount", "claim"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for role, sn, when, code, name, cnt, pric, amt, claim in lines:
+        t.add_row("违规" if role == "violating" else "相关", Text(sn or ""),
+                  when.strftime("%Y-%m-%d\n%H:%M:%S") if when else "", Text(f"{name or ''}\n{code or ''}".strip()),
+                  _num(cnt), _num(pric), f"{amt:,.2f}" if amt is not None else "",
+                  f"{claim:,.2f}" if claim is not None and role == "violating" else "")
     console.print(t)
+    events = lifecycle.history(con, ref.finding_id)
+    t = _table(f"History 处理记录 ({len(events)})")
+    t.add_column("when", no_wrap=True)
+    t.add_column("action", overflow="fold")
+    t.add_column("status", overflow="fold")
+    t.add_column("by / reason", overflow="fold")
+    for e in events:
+        when = e["event_at"].strftime("%Y-%m-%d %H:%M") if e["event_at"] else ""
+        if e["as_of"]:
+            when += f"\n(as of {e['as_of']})"
+        who = (e["actor"] or "") + (f": {e['reason']}" if e["reason"] else "")
+        for a in e["attachments"]:
+            who += f"\n{a.get('name', '')} sha256 {str(a.get('sha256', ''))[:12]}…"
+        t.add_row(when, Text(lifecycle.action_label(e["action"])),
+                  Text(lifecycle.status_label(e["to_status"])), Text(who))
+    console.print(t)
+
+
+def _num(x) -> str:
+    """A quantity or price as a clerk writes it: 2, 2.5, 31.5 (no trailing zeros)."""
+    if x is None:
+        return ""
+    s = f"{x:f}"
+    return s.rstrip("0").rstrip(".") if "." in s else s
 
 
 def _register_command_modules() -> None:

@@ -148,3 +148,92 @@ def test_progress_never_shows_none():
     assert col.render(p.tasks[task]).plain == ""
     p.update(task, total=12, completed=3)
     assert col.render(p.tasks[task]).plain == "3/12 rule types"
+
+
+# ---------------------------------------------------------------------------- findings
+
+
+@pytest.fixture
+def screened(tmp_path):
+    """A screened database: the man's 子宫造影 flagged by a rule whose name looks like a formula."""
+    path, rules = small_batch(tmp_path)
+    (rules / "rules.yaml").write_text(TWO_RULES.replace("name: 限女性使用的检查项目", 'name: "=HYPERLINK(\\"http://x\\",\\"y\\")"'),
+                                      encoding="utf-8")
+    from medaudit.engine import screen
+    from medaudit.library import load_library
+
+    con = db.connect(path)
+    screen(con, load_library(rules))
+    fid = con.execute("SELECT finding_id FROM findings").fetchall()[0][0]
+    con.close()
+    return path, fid
+
+
+def test_findings_list_is_readable_at_80_columns(run, sample_db, tmp_path):
+    import shutil
+
+    path = tmp_path / "s.duckdb"
+    shutil.copy(sample_db, path)
+    assert run(["screen", path, "--rules", ROOT / "rules"]).exit_code == 0
+    r = run(["findings", "--db", path, "--limit", "20"])
+    assert r.exit_code == 0, r.output
+    assert_fits(r.output)
+    # the evidence is at the full width, not a 14-character column: its lines are long
+    ev_lines = [line for line in r.output.splitlines() if "收费" in line]
+    assert ev_lines and max(cell_len(line) for line in ev_lines) > 60
+    assert "20 of 137 findings; 117 more" in " ".join(r.output.split())
+    assert "待申诉 (pending_appeal)" in r.output
+
+
+def test_findings_empty_result_is_one_line(run, screened):
+    path, _ = screened
+    r = run(["findings", "--db", path, "--rule", "R-NOPE"])
+    assert r.exit_code == 0
+    assert r.output.strip() == "No findings match rule R-NOPE."
+    assert "┃" not in r.output and "─" not in r.output
+
+
+def test_findings_show_has_evidence_lines_and_history(run, screened):
+    path, fid = screened
+    from medaudit import lifecycle
+
+    con = db.connect(path)
+    f = lifecycle.resolve(con, fid)
+    lifecycle.transition(con, f, "appeal", "H001 医保办", "已提供病历：患者为女性")
+    con.close()
+    r = run(["findings", "--db", path, "show", fid[:8]])
+    assert r.exit_code == 0, r.output
+    assert_fits(r.output)
+    text = " ".join(r.output.split())
+    assert fid in text and "R-GEN-1" in text
+    assert "子宫造影" in text and UTERO in text and "180.00" in text     # the line and its amount
+    assert "生成 (create)" in text and "申诉 (appeal)" in text            # the audit log
+    assert "已申诉待复核 (appealed)" in text and "已提供病历" in text
+    r = run(["findings", "--db", path, "show", "ffffffffff"])
+    assert r.exit_code == 2 and "no such finding" in r.output
+
+
+def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path):
+    import csv
+
+    import openpyxl
+
+    path, fid = screened
+    r = run(["findings", "--db", path, "--export", tmp_path / "f.csv"])
+    assert r.exit_code == 0, r.output
+    assert "1 findings written to" in r.output
+    with open(tmp_path / "f.csv", encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and rows[0]["finding_id"] == fid
+    assert rows[0]["rule_name"].startswith("'=HYPERLINK")             # not a formula when Excel opens it
+    assert rows[0]["flagged_amt"] == "180.00" and rows[0]["状态"] == "待申诉"
+    r = run(["findings", "--db", path, "--export", tmp_path / "f.xlsx"])
+    assert r.exit_code == 0, r.output
+    ws = openpyxl.load_workbook(tmp_path / "f.xlsx").active
+    header = [c.value for c in ws[1]]
+    row = {h: c for h, c in zip(header, ws[2])}
+    assert row["rule_name"].data_type == "s" and row["rule_name"].value.startswith("=HYPERLINK")
+    assert row["flagged_amt"].value == 180
+    r = run(["findings", "--db", path, "--export", tmp_path / "f.txt"])
+    assert r.exit_code == 2 and ".csv or .xlsx" in r.output
+    assert not (tmp_path / "f.txt").exists()
