@@ -38,6 +38,10 @@ class _Group(TyperGroup):
             # one line, no traceback: who holds the database and what to do
             typer.echo(f"medaudit: {e}", err=True)
             raise typer.Exit(3) from None
+        except dbm.DatabaseMissing as e:
+            # one line: only load, screen and serve create a database
+            typer.echo(f"medaudit: {e}", err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(
@@ -51,6 +55,8 @@ console = Console()
 err = Console(stderr=True)
 
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (created when missing)")
+#: the database of a command that reads (or decides on) what load and screen stored: never created
+ExistingDbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -359,7 +365,7 @@ def _export_findings(path: Path, rows: list[dict]) -> None:
 @findings_app.callback()
 def findings(
     ctx: typer.Context,
-    db: Path = DbOption,
+    db: Path = ExistingDbOption,
     rule: Optional[str] = typer.Option(None, help="only this rule id"),
     institution: Optional[str] = typer.Option(None, help="only this institution code"),
     visit: Optional[str] = typer.Option(None, help="only this visit (mdtrt_id)"),
@@ -376,7 +382,7 @@ def findings(
             fail(f"--export {export}: give a .csv or .xlsx file name")
         if not export.parent.is_dir():
             fail(f"--export {export}: the folder {export.parent} does not exist")
-    con = dbm.connect(db, read_only=True)
+    con = dbm.open_existing(db, read_only=True)
     where, args, said = ["TRUE"], [], []
     for col, val, label in (("rule_id", rule, "rule"), ("fixmedins_code", institution, "institution"),
                             ("mdtrt_id", visit, "visit"), ("psn_no", person, "person")):
@@ -427,10 +433,12 @@ def findings(
 def findings_show(
     ctx: typer.Context,
     finding: str = typer.Argument(..., help="finding id (or a unique prefix of at least 6 characters)"),
+    db: Optional[Path] = typer.Option(None, "--db", help="DuckDB database file (made by load or screen)"),
 ) -> None:
     """One finding: its evidence, its fee lines with their amounts, and its history (audit log)."""
-    db = (ctx.obj or {}).get("db", Path(dbm.DEFAULT_DB))
-    con = dbm.connect(db, read_only=True)
+    if db is None:  # `findings --db X show ID` or `findings show ID --db X`
+        db = (ctx.obj or {}).get("db", Path(dbm.DEFAULT_DB))
+    con = dbm.open_existing(db, read_only=True)
     try:
         ref = lifecycle.resolve(con, finding)
     except lifecycle.LifecycleError as e:

@@ -237,3 +237,33 @@ def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path)
     r = run(["findings", "--db", path, "--export", tmp_path / "f.txt"])
     assert r.exit_code == 2 and ".csv or .xlsx" in r.output
     assert not (tmp_path / "f.txt").exists()
+
+
+# ---------------------------------------------------------------------------- a missing database
+
+
+@pytest.mark.parametrize("args", [
+    ["findings"], ["findings", "show", "abcdef"], ["findings", "--export", "x.csv"],
+    ["review", "list"], ["review", "decide", "abcdef", "--decision", "uphold", "--by", "x", "--reason", "y"],
+    ["appeal", "export", "--institution", "H", "--period", "2026-03"], ["appeal", "import", "w.xlsx", "--institution", "H", "--by", "x"],
+    ["appeal", "submit", "abcdef", "--by", "x", "--reason", "y"], ["appeal", "history", "abcdef"], ["appeal", "settings"],
+    ["deduct", "finalize", "--period", "2026-03"], ["deduct", "show"],
+    ["report", "--institution", "H", "--period", "2026-03"],
+])
+def test_a_missing_database_is_one_line_and_is_not_created(run, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.xlsx").write_bytes(b"")
+    missing = tmp_path / "typo.duckdb"
+    r = run([*args, "--db", missing])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"medaudit: no database at {missing}"), r.output
+    assert "Traceback" not in r.output
+    assert not missing.exists() and not (tmp_path / "medaudit.duckdb").exists()
+
+
+def test_a_folder_given_as_the_database_is_one_line(run, tmp_path):
+    r = run(["findings", "--db", tmp_path])
+    assert r.exit_code == 2
+    assert r.output.strip() == f"medaudit: {tmp_path} is a folder, not a database file; give the file made by " \
+                               "load or screen with --db"

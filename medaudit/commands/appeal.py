@@ -13,7 +13,7 @@ from .. import appeals, db as dbm, lifecycle, money
 
 console = Console()
 err = Console(stderr=True)
-DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -33,7 +33,7 @@ def export(
     db: Path = DbOption,
 ) -> None:
     """Write the institution's open findings of the month to an xlsx with an appeal-reason column."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     out = out or Path(f"申诉_{institution}_{period}.xlsx")
     res = appeals.export_workbook(con, institution, period, out)
     console.print(f"{res.path}: {res.n_findings:,} open findings of {institution} for {period}, "
@@ -57,7 +57,7 @@ def import_(
     db: Path = DbOption,
 ) -> None:
     """File the appeals of a filled workbook; rows that cannot be filed are listed with the reason."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     try:
         res = appeals.import_workbook(con, file, by, institution)
     except appeals.WorkbookRefused as e:
@@ -91,7 +91,7 @@ def submit(
     db: Path = DbOption,
 ) -> None:
     """File one appeal (申诉, or 复议 of an upheld finding when enabled)."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     con.execute("BEGIN TRANSACTION")
     try:
         lifecycle.expire_due(con)
@@ -110,7 +110,7 @@ def submit(
 @app.command("history")
 def history(finding: str = typer.Argument(..., help="finding id (or a unique prefix)"), db: Path = DbOption) -> None:
     """The audit log of one finding: who moved it, when, why, with which attachments."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     try:
         f = lifecycle.resolve(con, finding)
     except lifecycle.LifecycleError as e:
@@ -136,7 +136,10 @@ def settings_(
     db: Path = DbOption,
 ) -> None:
     """Show or change the appeal windows and the holiday calendar (set them before screening)."""
-    con = dbm.connect(db)
+    changes = (window_days, second_appeal, second_window_days, holidays)
+    # setting up a new database before its first screening is this command's job: a change may
+    # create the file; only showing the settings needs an existing one
+    con = dbm.connect(db) if any(v is not None for v in changes) else dbm.open_existing(db)
     try:
         if window_days is not None:
             lifecycle.set_setting(con, "window_days", window_days)

@@ -13,7 +13,7 @@ from .. import db as dbm, deduct as ded, lifecycle
 
 console = Console()
 err = Console(stderr=True)
-DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 app = typer.Typer(help="Final deductions: write the month's deduction statement from the findings that stand.",
                   no_args_is_help=True)
@@ -40,7 +40,7 @@ def finalize(
         except lifecycle.LifecycleError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(2)
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     try:
         res = ded.finalize(con, period, institution, by=by, clock=clock)
     except ded.DeductError as e:
@@ -82,7 +82,7 @@ def show(
     db: Path = DbOption,
 ) -> None:
     """List the deduction statements and check they reconcile with the findings."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     sts = ded.statements(con, period, institution)
     t = Table(title="Deduction statements")
     for c in ("statement", "period", "institution", "no.", "findings", "lines", "total 扣款"):

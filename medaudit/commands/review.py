@@ -13,7 +13,7 @@ from .. import db as dbm, lifecycle, money
 
 console = Console()
 err = Console(stderr=True)
-DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 app = typer.Typer(help="Review (复核): decide appeals and suspects, list what waits for a decision.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def decide(
             amount = money.parse_amount(amount, "--amount")
         except money.AmountError as e:
             fail(str(e))
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     con.execute("BEGIN TRANSACTION")
     try:
         lifecycle.expire_due(con)
@@ -69,7 +69,7 @@ def list_(
     db: Path = DbOption,
 ) -> None:
     """The review queue: findings waiting for a decision (appealed ones and suspects by default)."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     lifecycle.expire_due(con)
     states = [s.strip() for s in status.split(",") if s.strip()]
     where, args = [f"f.status IN ({', '.join('?' for _ in states)})"], list(states)
