@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -44,8 +44,58 @@ class _Group(TyperGroup):
             raise typer.Exit(2) from None
 
 
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE",
+               "directory": "DIRECTORY", "int range": "INTEGER RANGE", "float range": "FLOAT RANGE",
+               "datetime": "DATETIME", "uuid": "UUID", "decimal": "DECIMAL"}
+
+
+def _usual_type_label(self, ctx) -> str | None:
+    """The type column of ``--help`` as typer and click have always shown it: TEXT, INTEGER,
+    PATH, INTEGER RANGE, the choices [a|b]; nothing for a flag (this typer writes ``<str>``,
+    ``<bool>`` on every option, ``--help`` included)."""
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    label = _typer_display_type(self, ctx)
+    if not label:
+        return label
+    inner = label[1:-1] if label.startswith("<") and label.endswith(">") else label
+    if inner == "bool":
+        return None
+    if inner.startswith("list[") and inner.endswith("]"):
+        inner = inner[5:-1]
+    if inner in _TYPE_NAMES:
+        return _TYPE_NAMES[inner]
+    if "|" in inner:                      # the choices of a choice option
+        return f"[{inner}]"
+    return inner.upper()
+
+
+# one place for the whole command tree (every sub-app's options are typer parameters)
+import typer.core as _typer_core  # noqa: E402
+
+_typer_display_type = _typer_core._TyperParameter.display_type
+_typer_core._TyperParameter.display_type = _usual_type_label
+
+
+def _usual_usage_name(self) -> str:
+    """An argument in the usage line as usual: ``FILE`` when required, ``[DIR]`` when not (not ``{file}``)."""
+    name = self.display_name_raw
+    if not self.required and not name.startswith("["):
+        name = f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+_typer_core.TyperArgument._usage_display_name = _usual_usage_name
+# an argument is named FILE, FINDING (help, usage, "Missing argument 'FINDING'"), as click names it
+_typer_core.TyperArgument.display_name_raw = property(
+    lambda self: self.metavar if self.metavar is not None else (self.name or "").upper())
+
+
 app = typer.Typer(
     cls=_Group,
+    # help as click writes it: plain text ("[name]" and "[duckdb]" are shown, not read as rich
+    # markup), options stacked when long, nothing cut with … at 80 columns; every sub-app inherits it
+    rich_markup_mode=None,
     help="medaudit: screen medical-insurance claims with a rule library, explain and settle deductions.",
     no_args_is_help=True,
     add_completion=False,
@@ -68,13 +118,13 @@ def fail(message: str, code: int = 2) -> None:
 def main(
     memory_limit: Optional[str] = typer.Option(
         None, "--memory-limit", help="DuckDB memory limit for every database this command opens (e.g. 6GB); "
-        "what does not fit is spilled to --temp-dir. Default: \\[duckdb] memory_limit in the config file, "
+        "what does not fit is spilled to --temp-dir. Default: [duckdb] memory_limit in the config file, "
         "else a quarter of the machine's memory"),
     temp_dir: Optional[Path] = typer.Option(
-        None, "--temp-dir", help="folder DuckDB spills to. Default: \\[duckdb] temp_dir in the config file, "
+        None, "--temp-dir", help="folder DuckDB spills to. Default: [duckdb] temp_dir in the config file, "
         "else <database file>.tmp"),
     config: Optional[Path] = typer.Option(
-        None, "--config", help=f"TOML config file with a \\[duckdb] table (memory_limit, temp_dir). "
+        None, "--config", help=f"TOML config file with a [duckdb] table (memory_limit, temp_dir). "
         f"Default: {resources.CONFIG_FILE} in the working folder, when there"),
 ) -> None:
     """medaudit: screen medical-insurance claims with a rule library, explain and settle deductions."""
@@ -264,7 +314,8 @@ def screen(
     target: Path = typer.Argument(..., help="a batch folder (loaded first) or a database file"),
     rules: Path = typer.Option(Path("rules"), "--rules", help="rule library folder or YAML file"),
     db: Path = DbOption,
-    stage: str = typer.Option("post_hoc", "--stage", help="post_hoc (settled claims) or in_process (open stays)"),
+    stage: Literal["post_hoc", "in_process"] = typer.Option(
+        "post_hoc", "--stage", help="post_hoc (settled claims) or in_process (open stays); pre-alert is `medaudit serve`"),
 ) -> None:
     """Screen claims with the rule library; findings are stored in the database."""
     if stage not in ("post_hoc", "in_process"):

@@ -267,3 +267,57 @@ def test_a_folder_given_as_the_database_is_one_line(run, tmp_path):
     assert r.exit_code == 2
     assert r.output.strip() == f"medaudit: {tmp_path} is a folder, not a database file; give the file made by " \
                                "load or screen with --db"
+
+
+# ---------------------------------------------------------------------------- options and help
+
+
+@pytest.mark.parametrize("args", [
+    ["report", "--institution", "H", "--period", "2026-13"],
+    ["report", "--institution", "H", "--period", "202603"],
+    ["appeal", "export", "--institution", "H", "--period", "2026-3"],
+    ["deduct", "finalize", "--period", "March"],
+    ["deduct", "show", "--period", "2026-00"],
+    ["review", "list", "--period", "26-03"],
+])
+def test_period_must_be_yyyy_mm(run, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run([*args, "--db", tmp_path / "x.duckdb"])
+    assert r.exit_code == 2, r.output
+    assert "is not a month written YYYY-MM (e.g. 2026-03)" in " ".join(r.output.split())
+
+
+def test_stage_decision_and_status_have_choices(run, screened, tmp_path):
+    path, fid = screened
+    r = run(["screen", path, "--rules", tmp_path / "rules", "--stage", "pre_alert"])
+    assert r.exit_code == 2 and "'pre_alert' is not one of 'post_hoc', 'in_process'" in " ".join(r.output.split())
+    r = run(["review", "decide", fid, "--decision", "approve", "--by", "x", "--reason", "y", "--db", path])
+    assert r.exit_code == 2 and "'approve' is not one of 'uphold', 'overturn', 'confirm', 'dismiss'" in \
+        " ".join(r.output.split())
+    r = run(["review", "list", "--status", "open", "--db", path])
+    assert r.exit_code == 2 and "--status 'open': give states among pending_appeal" in " ".join(r.output.split())
+    r = run(["screen", "--help"])
+    assert "--stage [post_hoc|in_process]" in r.output
+    r = run(["review", "decide", "--help"])
+    assert "--decision [uphold|overturn|confirm|dismiss]" in r.output
+
+
+@pytest.mark.parametrize("args", [[], ["findings"], ["appeal", "settings"], ["appeal", "import"], ["review", "decide"],
+                                  ["screen"], ["rules", "list"]])
+def test_help_has_the_usual_style(run, args):
+    r = run([*args, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "<bool>" not in r.output and "<str>" not in r.output and "<path>" not in r.output
+    assert "{" not in r.output.splitlines()[0]            # Usage: ... FILE, not {file}
+    assert "…" not in r.output                           # no option name or help cut short
+    # click wraps help by characters: a line of Chinese may run past 80 cells, never past 80 characters
+    assert max(len(line) for line in r.output.splitlines()) <= 80, r.output
+
+
+def test_help_text_keeps_its_square_brackets(run):
+    r = run(["appeal", "settings", "--help"])
+    assert "one YYYY-MM-DD [name] a line" in " ".join(r.output.split())
+    r = run(["--help"])
+    assert "Default: [duckdb] memory_limit" in " ".join(r.output.split())
+    r = run(["findings", "--help"])
+    assert "--db PATH" in r.output and "--limit INTEGER RANGE" in r.output

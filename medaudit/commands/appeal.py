@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import appeals, db as dbm, lifecycle, money
+from ..clihelp import check_period
 
 console = Console()
 err = Console(stderr=True)
@@ -28,7 +29,7 @@ app = typer.Typer(help="Appeals (申诉): export a hospital's open findings to E
 @app.command("export")
 def export(
     institution: str = typer.Option(..., "--institution", help="institution code (fixmedins_code)"),
-    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM", callback=check_period),
     out: Optional[Path] = typer.Option(None, "--out", help="xlsx to write (default 申诉_<institution>_<period>.xlsx)"),
     db: Path = DbOption,
 ) -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import db as dbm, deduct as ded, lifecycle
+from ..clihelp import check_period
 
 console = Console()
 err = Console(stderr=True)
@@ -21,7 +22,7 @@ app = typer.Typer(help="Final deductions: write the month's deduction statement 
 
 @app.command("finalize")
 def finalize(
-    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM", callback=check_period),
     institution: Optional[str] = typer.Option(None, "--institution", help="only this institution"),
     by: str = typer.Option("medaudit", "--by", help="who finalizes"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the new statements to this xlsx (when nothing is "
@@ -76,7 +77,7 @@ def finalize(
 
 @app.command("show")
 def show(
-    period: Optional[str] = typer.Option(None, "--period"),
+    period: Optional[str] = typer.Option(None, "--period", help="only this settlement month YYYY-MM", callback=check_period),
     institution: Optional[str] = typer.Option(None, "--institution"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the statements to this xlsx"),
     db: Path = DbOption,

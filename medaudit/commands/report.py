@@ -8,13 +8,14 @@ import typer
 from rich.console import Console
 
 from .. import db as dbm, report as rep
+from ..clihelp import check_period
 
 console = Console()
 
 
 def report(
     institution: str = typer.Option(..., "--institution", help="institution code (fixmedins_code)"),
-    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM", callback=check_period),
     out_dir: Path = typer.Option(Path("."), "--out-dir", help="folder for the xlsx and the HTML page"),
     db: Path = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)"),
 ) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .. import db as dbm, lifecycle, money
+from ..clihelp import check_period
 
 console = Console()
 err = Console(stderr=True)
@@ -28,7 +29,8 @@ def fail(message: str, code: int = 2) -> None:
 @app.command("decide")
 def decide(
     finding: str = typer.Argument(..., help="finding id (or a unique prefix)"),
-    decision: str = typer.Option(..., "--decision", help="uphold or overturn (an appeal); confirm or dismiss (a suspect)"),
+    decision: Literal["uphold", "overturn", "confirm", "dismiss"] = typer.Option(
+        ..., "--decision", help="uphold or overturn (an appeal); confirm or dismiss (a suspect)"),
     by: str = typer.Option(..., "--by", help="the reviewer"),
     reason: str = typer.Option("", "--reason", help="why (required except to confirm)"),
     attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
@@ -62,16 +64,20 @@ def decide(
 
 @app.command("list")
 def list_(
-    status: str = typer.Option("appealed,pending_review", "--status", help="comma-separated states"),
+    status: str = typer.Option("appealed,pending_review", "--status", help="comma-separated states: "
+                                + ", ".join(lifecycle.STATUS_CN)),
     institution: Optional[str] = typer.Option(None, "--institution"),
-    period: Optional[str] = typer.Option(None, "--period"),
+    period: Optional[str] = typer.Option(None, "--period", help="only this settlement month YYYY-MM", callback=check_period),
     limit: int = typer.Option(100, "--limit"),
     db: Path = DbOption,
 ) -> None:
     """The review queue: findings waiting for a decision (appealed ones and suspects by default)."""
+    states = [s.strip() for s in status.split(",") if s.strip()]
+    unknown = [s for s in states if s not in lifecycle.STATUS_CN]
+    if unknown or not states:
+        fail(f"--status {status!r}: give states among {', '.join(lifecycle.STATUS_CN)}")
     con = dbm.open_existing(db)
     lifecycle.expire_due(con)
-    states = [s.strip() for s in status.split(",") if s.strip()]
     where, args = [f"f.status IN ({', '.join('?' for _ in states)})"], list(states)
     for col, v in (("f.fixmedins_code", institution), ("f.period", period)):
         if v:
