@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 from . import db as dbm
 from . import lifecycle, resources
 from .engine import screen as run_screen
+from .clihelp import compact_table, history_table, print_finding
 from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
 
@@ -200,10 +201,7 @@ _NAME_MIN = 8
 _WIDE = 120
 
 
-def _table(title: str | None = None) -> Table:
-    """A compact table: a rule under the header only, no outer frame (fewer lines, fits 80 columns)."""
-    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-                 title_justify="left")
+_table = compact_table
 
 
 def _why_nothing_screened(con, stage: str) -> str:
@@ -467,14 +465,7 @@ def findings(
     # stacked, one block a finding: a heading line (wraps at narrow widths), the evidence
     # underneath at the full width of the terminal
     for r in rows:
-        sev = "违规" if r["severity"] == "violation" else "可疑"
-        head = Text.assemble(
-            (r["finding_id"][:12], "bold"), "  ", (r["rule_id"] or "", "cyan"), f" {sev}  ",
-            lifecycle.status_label(r["status"]), "  ", r["fixmedins_code"] or "", " ", r["mdtrt_id"] or "",
-            f"  flagged {r['flagged_amt']:,.2f}  deduction {r['deduction_amt']:,.2f}")
-        console.print(head, overflow="fold")
-        ev = (r["evidence"] or "") + (f"\n{pre[r['finding_id']]}" if r["finding_id"] in pre else "")
-        console.print(Padding(Text(ev), (0, 0, 1, 2)), overflow="fold")
+        print_finding(console, r, [pre.get(r["finding_id"])] if r["finding_id"] in pre else [])
     more = f"; {n_all - len(rows):,} more (--limit, or --export FILE for all)" if n_all > len(rows) else ""
     console.print(f"{len(rows):,} of {n_all:,} findings{more}. One with its lines and history: "
                   "medaudit findings show ID", highlight=False)
@@ -553,21 +544,7 @@ def findings_show(
                   f"{claim:,.2f}" if claim is not None and role == "violating" else "")
     console.print(t)
     events = lifecycle.history(con, ref.finding_id)
-    t = _table(f"History 处理记录 ({len(events)})")
-    t.add_column("when", no_wrap=True)
-    t.add_column("action", overflow="fold")
-    t.add_column("status", overflow="fold")
-    t.add_column("by / reason", overflow="fold")
-    for e in events:
-        when = e["event_at"].strftime("%Y-%m-%d %H:%M") if e["event_at"] else ""
-        if e["as_of"]:
-            when += f"\n(as of {e['as_of']})"
-        who = (e["actor"] or "") + (f": {e['reason']}" if e["reason"] else "")
-        for a in e["attachments"]:
-            who += f"\n{a.get('name', '')} sha256 {str(a.get('sha256', ''))[:12]}…"
-        t.add_row(when, Text(lifecycle.action_label(e["action"])),
-                  Text(lifecycle.status_label(e["to_status"])), Text(who))
-    console.print(t)
+    console.print(history_table(events, f"History 处理记录 ({len(events)})"))
 
 
 def _num(x) -> str:

@@ -376,7 +376,7 @@ class FindingRef:
         return f"finding {self.finding_id[:12]} ({self.rule_id}, {self.institution})"
 
     def state(self) -> str:
-        return f"{self.status} {STATUS_CN.get(self.status, '')}".strip()
+        return status_label(self.status)
 
 
 def resolve(con: duckdb.DuckDBPyConnection, key: str) -> FindingRef:

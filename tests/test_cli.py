@@ -321,3 +321,33 @@ def test_help_text_keeps_its_square_brackets(run):
     assert "Default: [duckdb] memory_limit" in " ".join(r.output.split())
     r = run(["findings", "--help"])
     assert "--db PATH" in r.output and "--limit INTEGER RANGE" in r.output
+
+
+# ---------------------------------------------------------------------------- status labels
+
+
+def test_status_label_is_chinese_with_the_code():
+    from medaudit import lifecycle
+
+    assert lifecycle.status_label("expired") == "逾期未申诉（维持扣款） (expired)"
+    assert lifecycle.status_label("pending_appeal") == "待申诉 (pending_appeal)"
+    assert lifecycle.action_label("appeal") == "申诉 (appeal)"
+
+
+def test_every_table_shows_status_in_chinese_with_its_code(run, screened):
+    path, fid = screened
+    r = run(["review", "list", "--db", path])
+    assert r.exit_code == 0 and " ".join(r.output.split()) == \
+        "Nothing waits for a decision (已申诉待复核 (appealed), 疑点待复核 (pending_review))."
+    r = run(["appeal", "submit", fid[:10], "--by", "H001 医保办", "--reason", "已提供病历", "--db", path])
+    assert r.exit_code == 0 and "待申诉 (pending_appeal) -> 已申诉待复核 (appealed)" in " ".join(r.output.split())
+    for args in (["review", "list"], ["appeal", "history", fid[:10]], ["findings"], ["findings", "show", fid[:10]]):
+        r = run([*args, "--db", path])
+        assert r.exit_code == 0, r.output
+        assert_fits(r.output)
+        text = " ".join(r.output.split())
+        assert "已申诉待复核 (appealed)" in text, (args, r.output)
+    text = " ".join(run(["review", "list", "--db", path]).output.split())
+    assert "申诉理由 appeal: 已提供病历" in text and "子宫造影" in text
+    text = " ".join(run(["appeal", "history", fid[:10], "--db", path]).output.split())
+    assert "生成 (create)" in text and "申诉 (appeal)" in text and "from 待申诉" in text and "(pending_appeal)" in text

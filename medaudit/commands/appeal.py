@@ -8,9 +8,10 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .. import appeals, db as dbm, lifecycle, money
-from ..clihelp import check_period
+from ..clihelp import check_period, history_table
 
 console = Console()
 err = Console(stderr=True)
@@ -105,7 +106,7 @@ def submit(
     except lifecycle.LifecycleError as e:
         con.execute("ROLLBACK")
         fail(str(e))
-    console.print(f"{f.name()}: {f.status} -> {to}")
+    console.print(f"{f.name()}: {lifecycle.status_label(f.status)} -> {lifecycle.status_label(to)}", highlight=False)
 
 
 @app.command("history")
@@ -116,14 +117,8 @@ def history(finding: str = typer.Argument(..., help="finding id (or a unique pre
         f = lifecycle.resolve(con, finding)
     except lifecycle.LifecycleError as e:
         fail(str(e))
-    t = Table(title=f"{f.name()}: {f.state()}")
-    for c in ("when", "who", "action", "from", "to", "reason", "attachments"):
-        t.add_column(c, overflow="fold")
-    for e in lifecycle.history(con, f.finding_id):
-        when = f"{e['event_at']:%Y-%m-%d %H:%M}" + (f" (as of {e['as_of']})" if e["as_of"] else "")
-        t.add_row(when, e["actor"], e["action"], e["from_status"] or "", e["to_status"],
-                  e["reason"], "; ".join(f"{a['name']} sha256:{a['sha256'][:16]}…" for a in e["attachments"]))
-    console.print(t)
+    console.print(Text(f"{f.name()}: {f.state()}"), overflow="fold")
+    console.print(history_table(lifecycle.history(con, f.finding_id)))
 
 
 @app.command("settings")

@@ -72,7 +72,8 @@ def finalize(
         console.print(f"{len(res.held):,} standing findings wait for another finding on the same line, e.g. "
                       f"{res.held[0][0][:12]}: {res.held[0][1]}")
     if res.not_final:
-        console.print("Not final yet: " + ", ".join(f"{k} {v:,}" for k, v in res.not_final.items()))
+        console.print("Not final yet: " + ", ".join(f"{lifecycle.status_label(k)} {v:,}" for k, v in res.not_final.items()),
+                      highlight=False)
 
 
 @app.command("show")

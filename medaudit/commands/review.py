@@ -7,10 +7,9 @@ from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .. import db as dbm, lifecycle, money
-from ..clihelp import check_period
+from ..clihelp import check_period, print_finding
 
 console = Console()
 err = Console(stderr=True)
@@ -59,7 +58,8 @@ def decide(
         con.execute("ROLLBACK")
         fail(str(e))
     amt = con.execute("SELECT deduction_amt FROM findings WHERE finding_id = ?", [f.finding_id]).fetchall()[0][0]
-    console.print(f"{f.name()}: {f.status} -> {to}; deduction now {amt:,.2f}")
+    console.print(f"{f.name()}: {lifecycle.status_label(f.status)} -> {lifecycle.status_label(to)}; "
+                  f"deduction now {amt:,.2f}", highlight=False)
 
 
 @app.command("list")
@@ -86,15 +86,18 @@ def list_(
     rows = con.execute(
         f"""SELECT f.finding_id, f.rule_id, f.fixmedins_code, f.period, f.status, f.deduction_amt, f.claimed_amt,
                    (SELECT reason FROM finding_events e WHERE e.finding_id = f.finding_id AND e.action = 'appeal'
-                    ORDER BY event_id DESC LIMIT 1), f.evidence
+                    ORDER BY event_id DESC LIMIT 1), f.evidence, f.severity
             FROM findings f WHERE {' AND '.join(where)} ORDER BY f.fixmedins_code, f.period, f.rule_id LIMIT {int(limit)}""",
         args).fetchall()
-    t = Table(show_lines=True)
-    for c in ("finding", "rule", "inst", "period", "status", "deduction", "at risk", "appeal reason", "evidence"):
-        t.add_column(c, overflow="fold")
+    if not rows:
+        console.print(f"Nothing waits for a decision ({', '.join(lifecycle.status_label(s) for s in states)}).",
+                      highlight=False)
+        return
+    # one block a finding (readable at 80 columns): heading, the hospital's appeal reason, evidence
     for r in rows:
-        t.add_row(r[0][:12], r[1], r[2], r[3], r[4], f"{r[5]:,.2f}", f"{r[6]:,.2f}", r[7] or "", r[8])
-    console.print(t)
+        print_finding(console, {"finding_id": r[0], "rule_id": r[1], "fixmedins_code": r[2], "period": r[3],
+                                "status": r[4], "severity": r[9], "deduction_amt": r[5], "at_risk": r[6],
+                                "evidence": r[8]}, [f"申诉理由 appeal: {r[7]}" if r[7] else ""])
 
 
 def register(root: typer.Typer) -> None:
