@@ -359,7 +359,7 @@ app.add_typer(findings_app, name="findings")
 #: what ``findings --export`` writes, in this order (amounts as numbers, the rest as text)
 EXPORT_COLUMNS = ("finding_id", "rule_id", "rule_name", "rule_type", "severity", "status", "状态", "stage",
                   "fixmedins_code", "period", "mdtrt_id", "psn_no", "setl_id", "dept_code", "dr_code",
-                  "flagged_amt", "claimed_amt", "deduction_amt", "evidence")
+                  "flagged_amt", "claimed_amt", "deduction_amt", "evidence", "prealert")
 _MONEY = ("flagged_amt", "claimed_amt", "deduction_amt")
 
 
@@ -439,7 +439,7 @@ def findings(
             where.append(f"{col} = ?")
             args.append(val)
             said.append(f"{label} {val}")
-    sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c != '状态')}
+    sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c not in ('状态', 'prealert'))}
               FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id, finding_id"""
     n_all = con.execute(f"SELECT count(*) FROM findings WHERE {' AND '.join(where)}", args).fetchall()[0][0]
     if not n_all:
@@ -450,8 +450,12 @@ def findings(
         cur = con.execute(sql, args)
         keys = [d[0] for d in cur.description]
         rows = [dict(zip(keys, r)) for r in cur.fetchall()]
+        from .prealert import store as prealert_store
+
+        pre = prealert_store.evidence_for(con)  # the doctor's pre-alert answer, where there is one
         for r in rows:
             r["状态"] = lifecycle.STATUS_CN.get(r["status"], r["status"] or "")
+            r["prealert"] = pre.get(r["finding_id"], "")
         _export_findings(export, rows)
         console.print(f"{len(rows):,} findings written to {escape(str(export))}", highlight=False)
         return

@@ -62,7 +62,7 @@ def history_table(events: list[dict], title: str | None = None) -> Table:
     for e in events:
         when = e["event_at"].strftime("%Y-%m-%d %H:%M") if e["event_at"] else ""
         if e.get("as_of"):
-            when += f"\n(as of {e['as_of']})"
+            when += f" (as of {e['as_of']})"  # the simulated day the move was judged on
         who = (e["actor"] or "") + (f": {e['reason']}" if e["reason"] else "")
         for a in e["attachments"]:
             who += f"\n{a.get('name', '')} sha256:{str(a.get('sha256', ''))[:16]}…"
