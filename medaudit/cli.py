@@ -10,18 +10,22 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.padding import Padding
+from rich import box
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from . import db as dbm
-from . import resources
+from . import lifecycle, resources
 from .engine import screen as run_screen
+from .clihelp import compact_table, history_table, print_finding
 from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
 
@@ -35,10 +39,64 @@ class _Group(TyperGroup):
             # one line, no traceback: who holds the database and what to do
             typer.echo(f"medaudit: {e}", err=True)
             raise typer.Exit(3) from None
+        except dbm.DatabaseMissing as e:
+            # one line: only load, screen and serve create a database
+            typer.echo(f"medaudit: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE",
+               "directory": "DIRECTORY", "int range": "INTEGER RANGE", "float range": "FLOAT RANGE",
+               "datetime": "DATETIME", "uuid": "UUID", "decimal": "DECIMAL"}
+
+
+def _usual_type_label(self, ctx) -> str | None:
+    """The type column of ``--help`` as typer and click have always shown it: TEXT, INTEGER,
+    PATH, INTEGER RANGE, the choices [a|b]; nothing for a flag (this typer writes ``<str>``,
+    ``<bool>`` on every option, ``--help`` included)."""
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    label = _typer_display_type(self, ctx)
+    if not label:
+        return label
+    inner = label[1:-1] if label.startswith("<") and label.endswith(">") else label
+    if inner == "bool":
+        return None
+    if inner.startswith("list[") and inner.endswith("]"):
+        inner = inner[5:-1]
+    if inner in _TYPE_NAMES:
+        return _TYPE_NAMES[inner]
+    if "|" in inner:                      # the choices of a choice option
+        return f"[{inner}]"
+    return inner.upper()
+
+
+# one place for the whole command tree (every sub-app's options are typer parameters)
+import typer.core as _typer_core  # noqa: E402
+
+_typer_display_type = _typer_core._TyperParameter.display_type
+_typer_core._TyperParameter.display_type = _usual_type_label
+
+
+def _usual_usage_name(self) -> str:
+    """An argument in the usage line as usual: ``FILE`` when required, ``[DIR]`` when not (not ``{file}``)."""
+    name = self.display_name_raw
+    if not self.required and not name.startswith("["):
+        name = f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+_typer_core.TyperArgument._usage_display_name = _usual_usage_name
+# an argument is named FILE, FINDING (help, usage, "Missing argument 'FINDING'"), as click names it
+_typer_core.TyperArgument.display_name_raw = property(
+    lambda self: self.metavar if self.metavar is not None else (self.name or "").upper())
 
 
 app = typer.Typer(
     cls=_Group,
+    # help as click writes it: plain text ("[name]" and "[duckdb]" are shown, not read as rich
+    # markup), options stacked when long, nothing cut with … at 80 columns; every sub-app inherits it
+    rich_markup_mode=None,
     help="medaudit: screen medical-insurance claims with a rule library, explain and settle deductions.",
     no_args_is_help=True,
     add_completion=False,
@@ -48,6 +106,8 @@ console = Console()
 err = Console(stderr=True)
 
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (created when missing)")
+#: the database of a command that reads (or decides on) what load and screen stored: never created
+ExistingDbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -59,13 +119,13 @@ def fail(message: str, code: int = 2) -> None:
 def main(
     memory_limit: Optional[str] = typer.Option(
         None, "--memory-limit", help="DuckDB memory limit for every database this command opens (e.g. 6GB); "
-        "what does not fit is spilled to --temp-dir. Default: \\[duckdb] memory_limit in the config file, "
+        "what does not fit is spilled to --temp-dir. Default: [duckdb] memory_limit in the config file, "
         "else a quarter of the machine's memory"),
     temp_dir: Optional[Path] = typer.Option(
-        None, "--temp-dir", help="folder DuckDB spills to. Default: \\[duckdb] temp_dir in the config file, "
+        None, "--temp-dir", help="folder DuckDB spills to. Default: [duckdb] temp_dir in the config file, "
         "else <database file>.tmp"),
     config: Optional[Path] = typer.Option(
-        None, "--config", help=f"TOML config file with a \\[duckdb] table (memory_limit, temp_dir). "
+        None, "--config", help=f"TOML config file with a [duckdb] table (memory_limit, temp_dir). "
         f"Default: {resources.CONFIG_FILE} in the working folder, when there"),
 ) -> None:
     """medaudit: screen medical-insurance claims with a rule library, explain and settle deductions."""
@@ -126,25 +186,98 @@ def load(
     print_load(result, batch)
 
 
-def _screen_summary(con, run_id: int, stage: str) -> None:
-    rows = con.execute(
-        """
-        SELECT rule_id, any_value(rule_name), any_value(rule_type), any_value(severity), count(*),
-               sum(flagged_amt), sum(deduction_amt), sum(claimed_amt) FILTER (WHERE severity = 'suspect')
-        FROM findings WHERE last_run = ? GROUP BY rule_id ORDER BY rule_id
-        """,
-        [run_id],
-    ).fetchall()
-    t = Table(title=f"Findings by rule ({stage})")
+class _RuleTypesColumn(ProgressColumn):
+    """``3/12 rule types`` once the count is known; nothing before (never ``0/None``)."""
+
+    def render(self, task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)} rule types")
+
+
+#: at least this many columns for the rule's name (and type) in the summary; below, it is cut with …
+_NAME_MIN = 8
+#: the rule's type is shown beside its name when the terminal is at least this wide
+_WIDE = 120
+
+
+_table = compact_table
+
+
+def _why_nothing_screened(con, stage: str) -> str:
+    """One line: why a stage found no lines to screen in this database."""
+    n_fee = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+    if not n_fee:
+        return "the database holds no fee lines (fee_list_d): load a batch first (medaudit load BATCH)."
+    # as the engine sees a line (medaudit/engine.py STAGE_FILTER): open when its stay has no end
+    # time or no settlement; lines of a refunded settlement are never screened
+    n_visits, n_open, n_refunded = con.execute(
+        """SELECT count(*),
+                  count(*) FILTER (WHERE v.endtime IS NULL OR NOT EXISTS (SELECT 1 FROM setl_d s WHERE s.mdtrt_id = v.mdtrt_id)),
+                  count(*) FILTER (WHERE v.endtime IS NOT NULL
+                                     AND EXISTS (SELECT 1 FROM setl_d s WHERE s.mdtrt_id = v.mdtrt_id)
+                                     AND NOT EXISTS (SELECT 1 FROM setl_d s WHERE s.mdtrt_id = v.mdtrt_id
+                                                     AND coalesce(s.refd_setl_flag, '0') <> '1'))
+           FROM mdtrt_d v"""
+    ).fetchall()[0]
+    refunded = f", {n_refunded:,} of them with refunded settlements only (never screened)" if n_refunded else ""
+    if stage == "in_process":
+        if not n_open:
+            return (f"no open stays: all {n_visits:,} visits have ended and have a settlement{refunded}; "
+                    "in_process screens only stays without an end time or a settlement (settled claims: "
+                    "--stage post_hoc).")
+        return (f"the {n_open:,} open stays have no fee lines with a positive quantity after refunds "
+                f"({n_fee:,} fee lines in the database).")
+    if n_visits and n_open + n_refunded == n_visits:
+        return (f"no settled claims: none of the {n_visits:,} visits has a settlement (setl_d) that was not "
+                "refunded; open stays are screened with --stage in_process.")
+    return (f"none of the {n_fee:,} fee lines belongs to a settled visit with a positive quantity after refunds "
+            "(lines of unknown visits, refunded settlements or fully refunded lines are not screened).")
+
+
+def _screen_summary(con, run_id: int, stage: str, rules) -> None:
+    """Every rule of the stage with its count (0 included), then by institution and by severity.
+
+    Laid out for the console's width: at 80 columns (a default terminal, anything piped) each
+    rule is one line, its name cut with … (``medaudit rules show ID`` has the rest)."""
+    counts = {
+        r[0]: r[1:]
+        for r in con.execute(
+            """
+            SELECT rule_id, any_value(rule_name), any_value(rule_type), any_value(severity), count(*),
+                   sum(flagged_amt), sum(deduction_amt), sum(claimed_amt) FILTER (WHERE severity = 'suspect')
+            FROM findings WHERE last_run = ? GROUP BY rule_id
+            """,
+            [run_id],
+        ).fetchall()
+    }
+    listed = {r.id: (r.name, r.type, r.severity) for r in rules}
+    for rid, c in counts.items():  # a finding of this run whose rule is not in the list (cannot happen today)
+        listed.setdefault(rid, c[:3])
+    wide = console.width >= _WIDE
+    stage_cn = {"post_hoc": "事后审核", "in_process": "事中预警"}.get(stage, "")
+    t = _table(f"Findings by rule ({stage} {stage_cn}; {len(listed)} rules)")
     t.add_column("rule", no_wrap=True)
-    t.add_column("name (type)", overflow="fold", ratio=1)
+    # the only column that gives way: the numbers and the id never shrink (rich collapses the
+    # columns that may wrap; the cell itself is one line, cut with …)
+    t.add_column("name (type)" if wide else "name", min_width=_NAME_MIN)
     t.add_column("sev", no_wrap=True)
-    for c in ("findings", "flagged 违规", "deduct 扣款", "at risk 待审"):
+    for c in ("findings", "flagged", "deduct", "at risk"):
         t.add_column(c, justify="right", no_wrap=True)
-    for r in rows:
-        sev = "违规" if r[3] == "violation" else "可疑"
-        t.add_row(r[0], f"{r[1]} [dim]({r[2]})[/]", sev, f"{r[4]:,}", f"{r[5]:,.2f}", f"{r[6]:,.2f}", f"{(r[7] or 0):,.2f}")
+    for rid in sorted(listed):
+        name, rtype, sev = listed[rid]
+        label = Text(name or "", no_wrap=True, overflow="ellipsis")
+        if wide:
+            label.append(f" ({rtype or ''})", style="dim")
+        sev_cn = "违规" if sev == "violation" else "可疑"
+        c = counts.get(rid)
+        if c is None:
+            t.add_row(escape(rid), label, sev_cn, "[dim]0[/]", "[dim]0.00[/]", "[dim]0.00[/]", "[dim]0.00[/]")
+        else:
+            t.add_row(escape(rid), label, sev_cn, f"{c[3]:,}", f"{c[4]:,.2f}", f"{c[5]:,.2f}", f"{(c[6] or 0):,.2f}")
     console.print(t)
+    console.print("[dim]flagged 违规金额 · deduct 扣款 · at risk 可疑待审金额; a rule's full name: "
+                  "medaudit rules show ID[/]", overflow="fold")
     by_inst = con.execute(
         """
         SELECT fixmedins_code, count(*), sum(flagged_amt), sum(deduction_amt)
@@ -152,22 +285,26 @@ def _screen_summary(con, run_id: int, stage: str) -> None:
         """,
         [run_id],
     ).fetchall()
-    t = Table(title="By institution")
-    for c in ("institution", "findings", "flagged", "deduction"):
-        t.add_column(c, justify="left" if c == "institution" else "right")
-    for r in by_inst:
-        t.add_row(r[0] or "", f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}")
-    console.print(t)
+    if by_inst:
+        t = _table("By institution")
+        for c in ("institution", "findings", "flagged", "deduction"):
+            t.add_column(c, justify="left" if c == "institution" else "right", no_wrap=c != "institution",
+                         overflow="fold")
+        for r in by_inst:
+            t.add_row(escape(r[0] or ""), f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}")
+        console.print(t)
     by_sev = con.execute(
         "SELECT severity, count(*), sum(flagged_amt), sum(deduction_amt), sum(claimed_amt) FROM findings WHERE last_run = ? GROUP BY 1 ORDER BY 1",
         [run_id],
     ).fetchall()
-    t = Table(title="By severity")
-    for c in ("severity", "findings", "flagged", "deduction", "claimed"):
-        t.add_column(c, justify="left" if c == "severity" else "right")
-    for r in by_sev:
-        t.add_row(r[0], f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}", f"{r[4]:,.2f}")
-    console.print(t)
+    if by_sev:
+        t = _table("By severity")
+        for c in ("severity", "findings", "flagged", "deduction", "claimed"):
+            t.add_column(c, justify="left" if c == "severity" else "right", no_wrap=True)
+        for r in by_sev:
+            sev_cn = "违规" if r[0] == "violation" else "可疑"
+            t.add_row(f"{sev_cn} ({r[0]})", f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}", f"{r[4]:,.2f}")
+        console.print(t)
 
 
 @app.command()
@@ -175,7 +312,8 @@ def screen(
     target: Path = typer.Argument(..., help="a batch folder (loaded first) or a database file"),
     rules: Path = typer.Option(Path("rules"), "--rules", help="rule library folder or YAML file"),
     db: Path = DbOption,
-    stage: str = typer.Option("post_hoc", "--stage", help="post_hoc (settled claims) or in_process (open stays)"),
+    stage: Literal["post_hoc", "in_process"] = typer.Option(
+        "post_hoc", "--stage", help="post_hoc (settled claims) or in_process (open stays); pre-alert is `medaudit serve`"),
 ) -> None:
     """Screen claims with the rule library; findings are stored in the database."""
     if stage not in ("post_hoc", "in_process"):
@@ -194,9 +332,9 @@ def screen(
         con = dbm.connect(target)
     else:
         fail(f"{target}: no such batch folder or database")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} rule types"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), _RuleTypesColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("screening", total=None)
+        task = progress.add_task("preparing lines", total=None)
 
         def on_type(name: str, i: int, n: int) -> None:
             progress.update(task, total=n, completed=i, description=f"screening {name}" if name else "settling deductions")
@@ -206,41 +344,219 @@ def screen(
         f"Run {result.run_id}: {result.n_lines:,} lines screened with {result.n_rules:,} rules in "
         f"{result.seconds_total:.1f}s; {result.n_new_findings:,} new findings."
     )
-    _screen_summary(con, result.run_id, stage)
+    if not result.n_lines:
+        console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(_why_nothing_screened(con, stage))}")
+    _screen_summary(con, result.run_id, stage, [r for r in library.rules if stage in r.stages])
 
 
-@app.command()
+findings_app = typer.Typer(
+    help="Stored findings: list and filter them (--export to CSV or xlsx), show one with its lines and history.",
+    invoke_without_command=True,
+    add_completion=False,
+)
+app.add_typer(findings_app, name="findings")
+
+#: what ``findings --export`` writes, in this order (amounts as numbers, the rest as text)
+EXPORT_COLUMNS = ("finding_id", "rule_id", "rule_name", "rule_type", "severity", "status", "状态", "stage",
+                  "fixmedins_code", "period", "mdtrt_id", "psn_no", "setl_id", "dept_code", "dr_code",
+                  "flagged_amt", "claimed_amt", "deduction_amt", "evidence", "prealert")
+_MONEY = ("flagged_amt", "claimed_amt", "deduction_amt")
+
+
+def _csv_text(v) -> str:
+    """A text cell of a CSV that Excel opens: one starting with = + - @ (or a tab/CR) is kept as
+    text with a leading ' (OWASP CSV injection), so no cell of a claim extract becomes a formula."""
+    s = "" if v is None else str(v)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+
+
+def _export_findings(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to ``path`` (.csv UTF-8 with BOM, or .xlsx through medaudit/xlsx.py), whole or not at all."""
+    import csv
+    import os
+    import tempfile
+
+    suffix = path.suffix.lower()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            with open(tmp, "w", newline="", encoding="utf-8-sig") as fh:
+                w = csv.writer(fh)
+                w.writerow(EXPORT_COLUMNS)
+                for r in rows:
+                    w.writerow([f"{r[c]:.2f}" if c in _MONEY and r[c] is not None else _csv_text(r[c])
+                                for c in EXPORT_COLUMNS])
+        else:
+            from . import xlsx
+
+            wb = xlsx.workbook(Path(tmp))
+            ws = wb.add_worksheet("findings")
+            bold = wb.add_format({"bold": True})
+            money_fmt = wb.add_format({"num_format": "#,##0.00"})
+            for j, c in enumerate(EXPORT_COLUMNS):
+                ws.write_string(0, j, c, bold)
+            for i, r in enumerate(rows, start=1):
+                for j, c in enumerate(EXPORT_COLUMNS):
+                    v = r[c]
+                    if c in _MONEY and v is not None:
+                        ws.write_number(i, j, float(v), money_fmt)
+                    else:
+                        ws.write_string(i, j, "" if v is None else str(v))
+            ws.freeze_panes(1, 0)
+            wb.close()
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@findings_app.callback()
 def findings(
-    db: Path = DbOption,
+    ctx: typer.Context,
+    db: Path = ExistingDbOption,
     rule: Optional[str] = typer.Option(None, help="only this rule id"),
     institution: Optional[str] = typer.Option(None, help="only this institution code"),
     visit: Optional[str] = typer.Option(None, help="only this visit (mdtrt_id)"),
     person: Optional[str] = typer.Option(None, help="only this person (psn_no)"),
-    limit: int = typer.Option(50, help="rows to show"),
+    limit: int = typer.Option(50, min=1, help="findings to show (an export writes every match)"),
+    export: Optional[Path] = typer.Option(None, "--export", help="write every matching finding to this .csv or .xlsx file"),
 ) -> None:
-    """List stored findings with their evidence (for ad-hoc investigation)."""
-    con = dbm.connect(db, read_only=True)
-    where, args = ["TRUE"], []
-    for col, val in (("rule_id", rule), ("fixmedins_code", institution), ("mdtrt_id", visit), ("psn_no", person)):
+    """List stored findings with their evidence (for ad-hoc investigation); `findings show ID` for one."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"db": db}
+        return
+    if export is not None:
+        if export.suffix.lower() not in (".csv", ".xlsx"):
+            fail(f"--export {export}: give a .csv or .xlsx file name")
+        if not export.parent.is_dir():
+            fail(f"--export {export}: the folder {export.parent} does not exist")
+    con = dbm.open_existing(db, read_only=True)
+    where, args, said = ["TRUE"], [], []
+    for col, val, label in (("rule_id", rule, "rule"), ("fixmedins_code", institution, "institution"),
+                            ("mdtrt_id", visit, "visit"), ("psn_no", person, "person")):
         if val:
             where.append(f"{col} = ?")
             args.append(val)
-    rows = con.execute(
-        f"""SELECT finding_id, rule_id, severity, status, fixmedins_code, mdtrt_id, flagged_amt, deduction_amt, evidence
-            FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id LIMIT {int(limit)}""",
-        args,
-    ).fetchall()
+            said.append(f"{label} {val}")
+    sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c not in ('状态', 'prealert'))}
+              FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id, finding_id"""
+    n_all = con.execute(f"SELECT count(*) FROM findings WHERE {' AND '.join(where)}", args).fetchall()[0][0]
+    if not n_all:
+        console.print("No findings" + (f" match {escape(', '.join(said))}." if said else " in this database."),
+                      highlight=False)
+        return
+    if export is not None:
+        cur = con.execute(sql, args)
+        keys = [d[0] for d in cur.description]
+        rows = [dict(zip(keys, r)) for r in cur.fetchall()]
+        from .prealert import store as prealert_store
+
+        pre = prealert_store.evidence_for(con)  # the doctor's pre-alert answer, where there is one
+        for r in rows:
+            r["状态"] = lifecycle.STATUS_CN.get(r["status"], r["status"] or "")
+            r["prealert"] = pre.get(r["finding_id"], "")
+        _export_findings(export, rows)
+        console.print(f"{len(rows):,} findings written to {escape(str(export))}", highlight=False)
+        return
+    cur = con.execute(sql + f" LIMIT {int(limit)}", args)
+    keys = [d[0] for d in cur.description]
+    rows = [dict(zip(keys, r)) for r in cur.fetchall()]
     # the doctor's pre-alert answer on the same rule, visit and item (medaudit/prealert/store.py)
     from .prealert import store as prealert_store
 
-    pre = prealert_store.evidence_for(con, [r[0] for r in rows])
-    t = Table(show_lines=True)
-    for c in ("finding", "rule", "severity", "status", "inst", "visit", "flagged", "deduction", "evidence"):
-        t.add_column(c, overflow="fold")
+    pre = prealert_store.evidence_for(con, [r["finding_id"] for r in rows])
+    # stacked, one block a finding: a heading line (wraps at narrow widths), the evidence
+    # underneath at the full width of the terminal
     for r in rows:
-        ev = r[8] + (f"\n{pre[r[0]]}" if r[0] in pre else "")
-        t.add_row(r[0][:10], r[1], r[2], r[3], r[4] or "", r[5] or "", f"{r[6]:,.2f}", f"{r[7]:,.2f}", ev)
+        print_finding(console, r, [pre.get(r["finding_id"])] if r["finding_id"] in pre else [])
+    more = f"; {n_all - len(rows):,} more (--limit, or --export FILE for all)" if n_all > len(rows) else ""
+    console.print(f"{len(rows):,} of {n_all:,} findings{more}. One with its lines and history: "
+                  "medaudit findings show ID", highlight=False)
+
+
+@findings_app.command("show")
+def findings_show(
+    ctx: typer.Context,
+    finding: str = typer.Argument(..., help="finding id (or a unique prefix of at least 6 characters)"),
+    db: Optional[Path] = typer.Option(None, "--db", help="DuckDB database file (made by load or screen)"),
+) -> None:
+    """One finding: its evidence, its fee lines with their amounts, and its history (audit log)."""
+    if db is None:  # `findings --db X show ID` or `findings show ID --db X`
+        db = (ctx.obj or {}).get("db", Path(dbm.DEFAULT_DB))
+    con = dbm.open_existing(db, read_only=True)
+    try:
+        ref = lifecycle.resolve(con, finding)
+    except lifecycle.LifecycleError as e:
+        fail(str(e))
+    cur = con.execute("SELECT * FROM findings WHERE finding_id = ?", [ref.finding_id])
+    f = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+    sev = "违规 (violation)" if f["severity"] == "violation" else "可疑 (suspect)"
+    state = con.execute("SELECT deadline, appeal_round, statement_id FROM finding_state WHERE finding_id = ?",
+                        [ref.finding_id]).fetchall()
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="bold", no_wrap=True)
+    g.add_column(overflow="fold")
+    for k, v in (
+        ("finding", f["finding_id"]),
+        ("rule", f"{f['rule_id']} v{f['rule_version']} {f['rule_name'] or ''} ({f['rule_type']})"),
+        ("severity", sev),
+        ("status 状态", lifecycle.status_label(f["status"])),
+        ("institution", f"{f['fixmedins_code'] or ''}  dept {f['dept_code'] or '-'}  doctor {f['dr_code'] or '-'}"),
+        ("visit", f"{f['mdtrt_id'] or ''}  person {f['psn_no'] or ''}  settlement {f['setl_id'] or '-'}  "
+                  f"period {f['period'] or ''}"),
+        ("amounts", f"flagged {f['flagged_amt']:,.2f}  claimed {f['claimed_amt']:,.2f}  "
+                    f"deduction {f['deduction_amt']:,.2f}"),
+        ("basis", f["basis"] or ""),
+    ):
+        g.add_row(k, Text(str(v)))
+    if state and state[0][0] is not None:
+        g.add_row("deadline", Text(f"{state[0][0]} (appeal round {state[0][1] or 0})"))
+    if state and state[0][2] is not None:
+        g.add_row("statement", Text(f"final in deduction statement {state[0][2]}"))
+    console.print(g)
+    console.print(Text("evidence", style="bold"))
+    console.print(Padding(Text(f["evidence"] or ""), (0, 0, 0, 2)), overflow="fold")
+    from .prealert import store as prealert_store
+
+    pre = prealert_store.evidence_for(con, [ref.finding_id])
+    if ref.finding_id in pre:
+        console.print(Padding(Text(pre[ref.finding_id]), (0, 0, 0, 2)), overflow="fold")
+    lines = con.execute(
+        """
+        WITH fl AS (
+            SELECT DISTINCT ON (bkkp_sn) bkkp_sn, mdtrt_id, fee_ocur_time, hilist_code, hilist_name, cnt, pric
+            FROM fee_list_d WHERE bkkp_sn IN (SELECT bkkp_sn FROM finding_lines WHERE finding_id = ?)
+            ORDER BY bkkp_sn, batch_id DESC)
+        SELECT l.role, l.bkkp_sn, fl.fee_ocur_time, fl.hilist_code, fl.hilist_name, fl.cnt, fl.pric, l.line_amt, l.claim
+        FROM finding_lines l LEFT JOIN fl USING (bkkp_sn)
+        WHERE l.finding_id = ? ORDER BY l.role DESC, fl.fee_ocur_time, l.bkkp_sn
+        """,
+        [ref.finding_id, ref.finding_id],
+    ).fetchall()
+    t = _table(f"Lines ({len(lines)})")
+    t.add_column("role", no_wrap=True)
+    t.add_column("line", overflow="fold")
+    t.add_column("time", no_wrap=True)
+    t.add_column("item", overflow="fold", min_width=15)
+    for c in ("cnt", "price", "amount", "claim"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for role, sn, when, code, name, cnt, pric, amt, claim in lines:
+        t.add_row("违规" if role == "violating" else "相关", Text(sn or ""),
+                  when.strftime("%Y-%m-%d\n%H:%M:%S") if when else "", Text(f"{name or ''}\n{code or ''}".strip()),
+                  _num(cnt), _num(pric), f"{amt:,.2f}" if amt is not None else "",
+                  f"{claim:,.2f}" if claim is not None and role == "violating" else "")
     console.print(t)
+    events = lifecycle.history(con, ref.finding_id)
+    console.print(history_table(events, f"History 处理记录 ({len(events)})"))
+
+
+def _num(x) -> str:
+    """A quantity or price as a clerk writes it: 2, 2.5, 31.5 (no trailing zeros)."""
+    if x is None:
+        return ""
+    s = f"{x:f}"
+    return s.rstrip("0").rstrip(".") if "." in s else s
 
 
 def _register_command_modules() -> None:

@@ -112,6 +112,22 @@ class DatabaseInUse(Exception):
         super().__init__(f"the database {self.path} is in use by {who} ({program}); stop it or use another --db")
 
 
+class DatabaseMissing(Exception):
+    """A command that reads or decides on stored findings was given a database file that is not there.
+
+    Only ``load``, ``screen`` and ``serve`` create a database; every other command opens an
+    existing one (:func:`open_existing`), so a mistyped ``--db`` is an error, not a new empty file."""
+
+    def __init__(self, path: str | Path, folder: bool = False):
+        self.path = str(path)
+        if folder:
+            super().__init__(f"{self.path} is a folder, not a database file; give the file made by load or screen "
+                             "with --db")
+        else:
+            super().__init__(f"no database at {self.path}; make one with `medaudit load BATCH --db {self.path}` "
+                             "(or `medaudit screen`), or give the right --db")
+
+
 _LOCK = re.compile(r"Could not set lock on file .*?Conflicting lock is held in (?P<prog>.*?) \(PID (?P<pid>\d+)\)", re.S)
 
 
@@ -154,6 +170,16 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
         ensure_schema(con)
     install_macros(con)
     return con
+
+
+def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """:func:`connect` to a database that must exist already (raises :class:`DatabaseMissing`)."""
+    p = Path(path)
+    if p.is_dir():
+        raise DatabaseMissing(path, folder=True)
+    if not p.is_file():
+        raise DatabaseMissing(path)
+    return connect(path, read_only=read_only)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -83,6 +83,24 @@ STATUS_CN = {
     "superseded": "已被新版本规则取代",
     "warning": "事中预警",
 }
+
+
+def status_label(status: str | None) -> str:
+    """How a table shows a state: the Chinese label with the code beside it, ``逾期未申诉（维持扣款） (expired)``."""
+    if not status:
+        return ""
+    cn = STATUS_CN.get(status)
+    return f"{cn} ({status})" if cn else status
+
+
+def action_label(action: str | None) -> str:
+    """``申诉 (appeal)``: an audit-log action in Chinese with its code."""
+    if not action:
+        return ""
+    cn = ACTION_CN.get(action)
+    return f"{cn} ({action})" if cn else action
+
+
 OPEN_STATUSES = ("pending_appeal", "appealed", "pending_review", "warning")
 ACTION_CN = {
     "appeal": "申诉", "uphold": "驳回申诉", "overturn": "撤销扣款", "confirm": "确认疑点",
@@ -358,7 +376,7 @@ class FindingRef:
         return f"finding {self.finding_id[:12]} ({self.rule_id}, {self.institution})"
 
     def state(self) -> str:
-        return f"{self.status} {STATUS_CN.get(self.status, '')}".strip()
+        return status_label(self.status)
 
 
 def resolve(con: duckdb.DuckDBPyConnection, key: str) -> FindingRef:

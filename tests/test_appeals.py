@@ -156,13 +156,13 @@ def test_cli_export_import_submit_decide_history(tmp_path, monkeypatch):
     assert "appealed" in receipt[2][3]  # the same finding twice: the second row finds it appealed
     assert receipt[4][0] == "f.xlsx：受理 1 条，未受理 1 条，未申诉（视为无异议）4 条。"
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "两张床位费为不同床位", "--db", dbf])
-    assert r.exit_code == 0 and "pending_appeal -> appealed" in r.flat, r.output
+    assert r.exit_code == 0 and "待申诉 (pending_appeal) -> 已申诉待复核 (appealed)" in r.flat, r.output
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "again", "--db", dbf])
     assert r.exit_code == 2 and bed[:12] in r.flat and "appealed" in r.flat
     r = run(app, ["review", "decide", bed[:10], "--decision", "overturn", "--by", "李审", "--reason", "属实", "--db", dbf])
-    assert r.exit_code == 0 and "appealed -> overturned; deduction now 0.00" in r.flat, r.output
+    assert r.exit_code == 0 and "(appealed) -> 申诉成立（撤销扣款） (overturned); deduction now 0.00" in r.flat, r.output
     r = run(app, ["review", "decide", sex[:10], "--decision", "explode", "--by", "李审", "--db", dbf])
-    assert r.exit_code == 2 and "must be uphold, overturn, confirm or dismiss" in r.flat
+    assert r.exit_code == 2 and "'explode' is not one of 'uphold', 'overturn', 'confirm', 'dismiss'" in r.flat  # a choice (--help lists them)
     r = run(app, ["appeal", "history", sex[:10], "--db", dbf])
     assert r.exit_code == 0 and "登记错误" in r.flat and "王芳" in r.flat
     from medaudit.commands import review

@@ -152,7 +152,7 @@ def test_cli_finalize_and_show(tmp_path, monkeypatch):
     flat = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
     assert "5 findings expired" in flat and "H001" in flat and "390.00" in flat and "200.00" in flat
-    assert "Not final yet: pending_review 1" in flat
+    assert "Not final yet: 疑点待复核 (pending_review) 1" in flat
     assert (tmp_path / "st.xlsx").is_file()
     r = run(app, ["deduct", "finalize", "--period", "2026-03", "--db", dbf])
     assert r.exit_code == 0 and "Nothing new stands for 2026-03" in " ".join(r.output.split())

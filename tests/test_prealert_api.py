@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import csv
 import json
 
 import openpyxl
@@ -428,6 +429,13 @@ def test_override_reason_becomes_evidence_of_the_post_hoc_finding(tmp_path):
     out = CliRunner().invoke(cli_app, ["findings", "--db", str(dbfile), "--visit", "V-OPEN-1"], terminal_width=400)
     assert out.exit_code == 0, out.output
     assert "病情需要，已经上级医师审核" in out.output.replace("\n", "").replace(" ", "").replace("│", "")
+    # and in `findings --export`, column prealert
+    out = CliRunner().invoke(cli_app, ["findings", "--db", str(dbfile), "--visit", "V-OPEN-1", "--export",
+                                       str(tmp_path / "f.csv")])
+    assert out.exit_code == 0, out.output
+    with open(tmp_path / "f.csv", encoding="utf-8-sig", newline="") as fh:
+        exported = {r["finding_id"]: r["prealert"] for r in csv.DictReader(fh)}
+    assert exported[sex["finding_id"]] == ev[sex["finding_id"]]
 
 
 # ---------------------------------------------------------------------------- in-process warnings

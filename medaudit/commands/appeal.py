@@ -8,12 +8,14 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .. import appeals, db as dbm, lifecycle, money
+from ..clihelp import check_period, history_table
 
 console = Console()
 err = Console(stderr=True)
-DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -28,12 +30,12 @@ app = typer.Typer(help="Appeals (申诉): export a hospital's open findings to E
 @app.command("export")
 def export(
     institution: str = typer.Option(..., "--institution", help="institution code (fixmedins_code)"),
-    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM", callback=check_period),
     out: Optional[Path] = typer.Option(None, "--out", help="xlsx to write (default 申诉_<institution>_<period>.xlsx)"),
     db: Path = DbOption,
 ) -> None:
     """Write the institution's open findings of the month to an xlsx with an appeal-reason column."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     out = out or Path(f"申诉_{institution}_{period}.xlsx")
     res = appeals.export_workbook(con, institution, period, out)
     console.print(f"{res.path}: {res.n_findings:,} open findings of {institution} for {period}, "
@@ -57,7 +59,7 @@ def import_(
     db: Path = DbOption,
 ) -> None:
     """File the appeals of a filled workbook; rows that cannot be filed are listed with the reason."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     try:
         res = appeals.import_workbook(con, file, by, institution)
     except appeals.WorkbookRefused as e:
@@ -91,7 +93,7 @@ def submit(
     db: Path = DbOption,
 ) -> None:
     """File one appeal (申诉, or 复议 of an upheld finding when enabled)."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     con.execute("BEGIN TRANSACTION")
     try:
         lifecycle.expire_due(con)
@@ -104,25 +106,19 @@ def submit(
     except lifecycle.LifecycleError as e:
         con.execute("ROLLBACK")
         fail(str(e))
-    console.print(f"{f.name()}: {f.status} -> {to}")
+    console.print(f"{f.name()}: {lifecycle.status_label(f.status)} -> {lifecycle.status_label(to)}", highlight=False)
 
 
 @app.command("history")
 def history(finding: str = typer.Argument(..., help="finding id (or a unique prefix)"), db: Path = DbOption) -> None:
     """The audit log of one finding: who moved it, when, why, with which attachments."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     try:
         f = lifecycle.resolve(con, finding)
     except lifecycle.LifecycleError as e:
         fail(str(e))
-    t = Table(title=f"{f.name()}: {f.state()}")
-    for c in ("when", "who", "action", "from", "to", "reason", "attachments"):
-        t.add_column(c, overflow="fold")
-    for e in lifecycle.history(con, f.finding_id):
-        when = f"{e['event_at']:%Y-%m-%d %H:%M}" + (f" (as of {e['as_of']})" if e["as_of"] else "")
-        t.add_row(when, e["actor"], e["action"], e["from_status"] or "", e["to_status"],
-                  e["reason"], "; ".join(f"{a['name']} sha256:{a['sha256'][:16]}…" for a in e["attachments"]))
-    console.print(t)
+    console.print(Text(f"{f.name()}: {f.state()}"), overflow="fold")
+    console.print(history_table(lifecycle.history(con, f.finding_id)))
 
 
 @app.command("settings")
@@ -136,7 +132,10 @@ def settings_(
     db: Path = DbOption,
 ) -> None:
     """Show or change the appeal windows and the holiday calendar (set them before screening)."""
-    con = dbm.connect(db)
+    changes = (window_days, second_appeal, second_window_days, holidays)
+    # setting up a new database before its first screening is this command's job: a change may
+    # create the file; only showing the settings needs an existing one
+    con = dbm.connect(db) if any(v is not None for v in changes) else dbm.open_existing(db)
     try:
         if window_days is not None:
             lifecycle.set_setting(con, "window_days", window_days)

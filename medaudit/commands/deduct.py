@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import db as dbm, deduct as ded, lifecycle
+from ..clihelp import check_period
 
 console = Console()
 err = Console(stderr=True)
-DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 app = typer.Typer(help="Final deductions: write the month's deduction statement from the findings that stand.",
                   no_args_is_help=True)
@@ -21,7 +22,7 @@ app = typer.Typer(help="Final deductions: write the month's deduction statement 
 
 @app.command("finalize")
 def finalize(
-    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM", callback=check_period),
     institution: Optional[str] = typer.Option(None, "--institution", help="only this institution"),
     by: str = typer.Option("medaudit", "--by", help="who finalizes"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the new statements to this xlsx (when nothing is "
@@ -40,7 +41,7 @@ def finalize(
         except lifecycle.LifecycleError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(2)
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     try:
         res = ded.finalize(con, period, institution, by=by, clock=clock)
     except ded.DeductError as e:
@@ -71,18 +72,19 @@ def finalize(
         console.print(f"{len(res.held):,} standing findings wait for another finding on the same line, e.g. "
                       f"{res.held[0][0][:12]}: {res.held[0][1]}")
     if res.not_final:
-        console.print("Not final yet: " + ", ".join(f"{k} {v:,}" for k, v in res.not_final.items()))
+        console.print("Not final yet: " + ", ".join(f"{lifecycle.status_label(k)} {v:,}" for k, v in res.not_final.items()),
+                      highlight=False)
 
 
 @app.command("show")
 def show(
-    period: Optional[str] = typer.Option(None, "--period"),
+    period: Optional[str] = typer.Option(None, "--period", help="only this settlement month YYYY-MM", callback=check_period),
     institution: Optional[str] = typer.Option(None, "--institution"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the statements to this xlsx"),
     db: Path = DbOption,
 ) -> None:
     """List the deduction statements and check they reconcile with the findings."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     sts = ded.statements(con, period, institution)
     t = Table(title="Deduction statements")
     for c in ("statement", "period", "institution", "no.", "findings", "lines", "total 扣款"):

@@ -8,18 +8,19 @@ import typer
 from rich.console import Console
 
 from .. import db as dbm, report as rep
+from ..clihelp import check_period
 
 console = Console()
 
 
 def report(
     institution: str = typer.Option(..., "--institution", help="institution code (fixmedins_code)"),
-    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM"),
+    period: str = typer.Option(..., "--period", help="settlement month YYYY-MM", callback=check_period),
     out_dir: Path = typer.Option(Path("."), "--out-dir", help="folder for the xlsx and the HTML page"),
-    db: Path = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file"),
+    db: Path = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)"),
 ) -> None:
     """Write the deduction report as xlsx and a self-contained HTML page (personal data masked)."""
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     xlsx, page, d = rep.build(con, institution, period, out_dir)
     t = d.totals
     console.print(f"{institution} {period}: {t['n']:,} findings, flagged {t['flagged']:,.2f}, deduction {t['deduction']:,.2f} "

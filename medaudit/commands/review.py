@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .. import db as dbm, lifecycle, money
+from ..clihelp import check_period, print_finding
 
 console = Console()
 err = Console(stderr=True)
-DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file")
+DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
 app = typer.Typer(help="Review (复核): decide appeals and suspects, list what waits for a decision.", no_args_is_help=True)
 
@@ -28,7 +28,8 @@ def fail(message: str, code: int = 2) -> None:
 @app.command("decide")
 def decide(
     finding: str = typer.Argument(..., help="finding id (or a unique prefix)"),
-    decision: str = typer.Option(..., "--decision", help="uphold or overturn (an appeal); confirm or dismiss (a suspect)"),
+    decision: Literal["uphold", "overturn", "confirm", "dismiss"] = typer.Option(
+        ..., "--decision", help="uphold or overturn (an appeal); confirm or dismiss (a suspect)"),
     by: str = typer.Option(..., "--by", help="the reviewer"),
     reason: str = typer.Option("", "--reason", help="why (required except to confirm)"),
     attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
@@ -44,7 +45,7 @@ def decide(
             amount = money.parse_amount(amount, "--amount")
         except money.AmountError as e:
             fail(str(e))
-    con = dbm.connect(db)
+    con = dbm.open_existing(db)
     con.execute("BEGIN TRANSACTION")
     try:
         lifecycle.expire_due(con)
@@ -57,21 +58,26 @@ def decide(
         con.execute("ROLLBACK")
         fail(str(e))
     amt = con.execute("SELECT deduction_amt FROM findings WHERE finding_id = ?", [f.finding_id]).fetchall()[0][0]
-    console.print(f"{f.name()}: {f.status} -> {to}; deduction now {amt:,.2f}")
+    console.print(f"{f.name()}: {lifecycle.status_label(f.status)} -> {lifecycle.status_label(to)}; "
+                  f"deduction now {amt:,.2f}", highlight=False)
 
 
 @app.command("list")
 def list_(
-    status: str = typer.Option("appealed,pending_review", "--status", help="comma-separated states"),
+    status: str = typer.Option("appealed,pending_review", "--status", help="comma-separated states: "
+                                + ", ".join(lifecycle.STATUS_CN)),
     institution: Optional[str] = typer.Option(None, "--institution"),
-    period: Optional[str] = typer.Option(None, "--period"),
+    period: Optional[str] = typer.Option(None, "--period", help="only this settlement month YYYY-MM", callback=check_period),
     limit: int = typer.Option(100, "--limit"),
     db: Path = DbOption,
 ) -> None:
     """The review queue: findings waiting for a decision (appealed ones and suspects by default)."""
-    con = dbm.connect(db)
-    lifecycle.expire_due(con)
     states = [s.strip() for s in status.split(",") if s.strip()]
+    unknown = [s for s in states if s not in lifecycle.STATUS_CN]
+    if unknown or not states:
+        fail(f"--status {status!r}: give states among {', '.join(lifecycle.STATUS_CN)}")
+    con = dbm.open_existing(db)
+    lifecycle.expire_due(con)
     where, args = [f"f.status IN ({', '.join('?' for _ in states)})"], list(states)
     for col, v in (("f.fixmedins_code", institution), ("f.period", period)):
         if v:
@@ -80,15 +86,18 @@ def list_(
     rows = con.execute(
         f"""SELECT f.finding_id, f.rule_id, f.fixmedins_code, f.period, f.status, f.deduction_amt, f.claimed_amt,
                    (SELECT reason FROM finding_events e WHERE e.finding_id = f.finding_id AND e.action = 'appeal'
-                    ORDER BY event_id DESC LIMIT 1), f.evidence
+                    ORDER BY event_id DESC LIMIT 1), f.evidence, f.severity
             FROM findings f WHERE {' AND '.join(where)} ORDER BY f.fixmedins_code, f.period, f.rule_id LIMIT {int(limit)}""",
         args).fetchall()
-    t = Table(show_lines=True)
-    for c in ("finding", "rule", "inst", "period", "status", "deduction", "at risk", "appeal reason", "evidence"):
-        t.add_column(c, overflow="fold")
+    if not rows:
+        console.print(f"Nothing waits for a decision ({', '.join(lifecycle.status_label(s) for s in states)}).",
+                      highlight=False)
+        return
+    # one block a finding (readable at 80 columns): heading, the hospital's appeal reason, evidence
     for r in rows:
-        t.add_row(r[0][:12], r[1], r[2], r[3], r[4], f"{r[5]:,.2f}", f"{r[6]:,.2f}", r[7] or "", r[8])
-    console.print(t)
+        print_finding(console, {"finding_id": r[0], "rule_id": r[1], "fixmedins_code": r[2], "period": r[3],
+                                "status": r[4], "severity": r[9], "deduction_amt": r[5], "at_risk": r[6],
+                                "evidence": r[8]}, [f"申诉理由 appeal: {r[7]}" if r[7] else ""])
 
 
 def register(root: typer.Typer) -> None:
