@@ -341,7 +341,7 @@ def _check_requests(body: Request3101, inst: str) -> list[tuple[str, CheckReques
             dup = sorted({x for x in ids if ids.count(x) > 1})
             raise HTTPException(422, f"{where}.fsi_order_dtos: rx_id {', '.join(dup)} given more than once")
         out.append((p.patn_id, to_check_request(p, body.rule_ids)))
-    if body.fixmedins_code is not None and body.fixmedins_code != inst:
+    if body.fixmedins_code and body.fixmedins_code != inst:
         raise HTTPException(403, f"fixmedins_code {body.fixmedins_code!r} is not the institution of this API key")
     return out
 

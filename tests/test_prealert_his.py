@@ -1,0 +1,112 @@
+"""The pre-alert service takes what hospital systems actually send (tests/fixtures/his/): compact
+dates, "" for absent fields, single objects where lists are expected, unknown fields, operations.
+Each fixture states the alerts it must get; both engines answer every one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kit import Batch, write_rules
+from medaudit import db
+from medaudit.library import load_library
+from medaudit.loader import load_batch
+from medaudit.prealert import store
+from medaudit.prealert.app import create_app
+from medaudit.prealert.schemas import Request3101
+from test_prealert_api import KEY1, RULES, order, request
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "his").glob("*.json"))
+ANAES = "003302000010000"
+
+SURGERY = f"""
+rules:
+  - id: R-OPR-001
+    version: 1
+    name: 全身麻醉费无手术操作
+    type: sql
+    nature: 不合理收费
+    params:
+      query: |
+        SELECT l.bkkp_sn, '本次就诊无手术操作记录' AS evidence FROM lines l
+        WHERE l.hilist_code = '{ANAES}'
+          AND NOT EXISTS (SELECT 1 FROM setl_list_oprn_d o WHERE o.mdtrt_id = l.mdtrt_id)
+"""
+
+
+@pytest.fixture(scope="module", params=["fast", "sql"])
+def his(tmp_path_factory, request):
+    tmp = tmp_path_factory.mktemp("his")
+    b = Batch()
+    b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
+    con = db.connect(tmp / "svc.duckdb")
+    load_batch(b.write(tmp / "batch"), con)
+    libs = {"default": load_library(write_rules(tmp / "rules", RULES)),
+            "surgery": load_library(write_rules(tmp / "surgery", SURGERY))}
+    app = create_app(con, libs, {store.key_hash(KEY1): "H001"}, engine=request.param)
+    with TestClient(app) as client:
+        client.engine = request.param
+        yield client
+
+
+def post(client, body, **params):
+    return client.post("/prealert/3101", json=body, headers={"X-API-Key": KEY1}, params=params)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_each_vendors_request_gets_its_alerts(his, path):
+    case = json.loads(path.read_text(encoding="utf-8"))
+    r = post(his, case["request"], rule_set=case["rule_set"])
+    assert r.status_code == 200, r.text
+    got = r.json()["output"]["result"]
+    assert len(got) == len(case["expect"]), got
+    for res, want in zip(sorted(got, key=lambda x: x["rule_id"]), case["expect"]):
+        assert res["rule_id"] == want["rule_id"]
+        assert [d["rx_id"] for d in res["judge_result_detail_dtos"] if d["vola_item_type"] == "1"] == want["violating"]
+        assert float(res["vola_amt"]) == want["vola_amt"]
+        assert want["vola_cont_has"] in res["vola_cont"], res["vola_cont"]
+
+
+def test_fixtures_cover_the_shapes_vendors_send():
+    text = "".join(p.read_text(encoding="utf-8") for p in FIXTURES)
+    for shape in ('"patient_dtos": {', '"fsi_encounter_dtos": {', '"fsi_order_dtos": {', '"fsi_diagnose_dtos": {',
+                  '"fsi_operation_dtos": {', '"insutype": ""', '"drord_stop_date": ""', '"20261201142552"'):
+        assert shape in text, shape
+
+
+def test_compact_dates_are_read_as_dates_and_local_time():
+    data = request([order("RX1", "X", when="20261201142552")], envelope=False)
+    enc = data["patient_dtos"][0]["fsi_encounter_dtos"][0]
+    enc["adm_date"] = "20261201"
+    data["patient_dtos"][0]["brdy"] = "19700505"
+    p = Request3101.model_validate(data).patient_dtos[0]
+    e = p.current()
+    assert str(e.fsi_order_dtos[0].drord_begn_date) == "2026-12-01 14:25:52"
+    assert str(e.adm_date) == "2026-12-01 00:00:00" and str(p.brdy) == "1970-05-05"
+
+
+@pytest.mark.parametrize("value", [1764599152, "1764599152", 20261201142552.0, "2026120114", True])
+def test_a_number_is_never_read_as_a_unix_timestamp(his, value):
+    data = request([order("RX1", "002101030300000", drord_begn_date=value)], envelope=False)
+    r = post(his, data)
+    assert r.status_code == 422, r.text
+    msg = r.json()["err_msg"]
+    assert "fsi_order_dtos.0.drord_begn_date" in msg and "not" in msg, msg
+
+
+def test_absent_required_date_is_still_refused(his):
+    data = request([order("RX1", "002101030300000", drord_begn_date="")], envelope=False)
+    r = post(his, data)
+    assert r.status_code == 422 and "fsi_order_dtos.0.drord_begn_date" in r.json()["err_msg"]
+
+
+def test_operations_reach_the_sql_path_context(his):
+    base = request([order("RX1", ANAES, pric="800")], envelope=False)
+    assert [x["rule_id"] for x in post(his, base, rule_set="surgery").json()["output"]["result"]] == ["R-OPR-001"]
+    base["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_operation_dtos"] = [
+        {"oprn_oprt_code": "47.0100x001", "oprn_oprt_name": "阑尾切除术", "oprn_oprt_date": "2026-03-02 10:00:00"}]
+    r = post(his, base, rule_set="surgery")
+    assert r.status_code == 200 and r.json()["output"]["result"] == []
