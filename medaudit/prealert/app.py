@@ -157,8 +157,8 @@ def _invalid(errors) -> JSONResponse:
 
 
 def _json_default(x):
-    if isinstance(x, Decimal):  # amounts as text, exactly (as pydantic writes them)
-        return str(x)
+    if isinstance(x, Decimal):  # amounts as JSON numbers, as the national output has them: they are
+        return float(x)  # 0.01-rounded and far below 2**53 cents, so the shortest float text is the amount
     raise TypeError(f"{type(x).__name__} is not JSON")
 
 
@@ -506,8 +506,8 @@ def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dic
     for r in rows:
         out.append({
             "jr_id": r[0], "rule_id": r[1], "rule_name": r[2], "sev_deg": SEV_DEG.get(r[3], "2"), "trig_scen": r[4],
-            "patn_id": r[5], "mdtrt_id": r[6], "vola_cont": r[7], "vola_amt": str(r[8]), "created_at": r[9].isoformat(),
-            "judge_result_detail_dtos": [{**d, "vola_amt": str(d["vola_amt"])} for d in (r[10] or [])],
+            "patn_id": r[5], "mdtrt_id": r[6], "vola_cont": r[7], "vola_amt": float(r[8]), "created_at": r[9].isoformat(),
+            "judge_result_detail_dtos": [{**d, "vola_amt": float(d["vola_amt"])} for d in (r[10] or [])],
             "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[11] or [])],
         })
     return out

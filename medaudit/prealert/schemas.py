@@ -258,7 +258,7 @@ class JudgeResultDetailDto(BaseModel):
     rx_id: str = Field(description="the order's rx_id (or, for an earlier charge from the database, its bkkp_sn)")
     hilist_code: Optional[str] = None
     vola_item_type: Literal["1", "2"] = Field(description="1 违规项, 2 涉及项")
-    vola_amt: Decimal
+    vola_amt: float = Field(description="违规金额 (yuan, a number)")
 
 
 class Result3101(BaseModel):
@@ -269,7 +269,7 @@ class Result3101(BaseModel):
     patn_id: str
     mdtrt_id: str
     judge_result_detail_dtos: list[JudgeResultDetailDto]
-    vola_amt: Decimal
+    vola_amt: float = Field(description="违规金额 (yuan, a number)")
     vola_amt_stas: str = "1"
     sev_deg: Literal["1", "2"] = Field(description="1 明确违规 (violation), 2 高度可疑 (suspect)")
     vola_evid: str = Field(description="违规依据: the rule's basis")
