@@ -377,6 +377,22 @@ def test_openapi_is_served(service):
     assert comps["JudgeResultDetailDto"]["properties"]["vola_amt"]["type"] == "number"
 
 
+def test_docs_work_offline(service):
+    """/docs names no script, style or icon outside the host (a hospital intranet has no CDN), and
+    every file it names is served."""
+    import re
+
+    page = service.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)
+    assert not [u for u in re.findall(r"https?://[^\s'\"]+", page.text)], page.text
+    assert any(u.endswith(".js") for u in urls) and any(u.endswith(".css") for u in urls), urls
+    for u in urls:
+        assert service.get(u).status_code == 200, u
+    assert service.get("/redoc").status_code == 404  # ReDoc's page would load from a CDN: not served
+
+
 # ---------------------------------------------------------------------------- into the post-hoc finding
 
 

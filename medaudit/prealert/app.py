@@ -168,6 +168,26 @@ def _body_schema(model) -> dict:
         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
+#: where the service serves Swagger UI's files (from the swagger-ui-bundle-v2 package)
+DOCS_ASSETS = "/docs/assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from files installed with the project (``swagger-ui-bundle-v2``), not a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - docs",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+
 def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
                warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
@@ -205,7 +225,10 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         title="medaudit pre-alert (事前提醒)",
         version="1",
         description=__doc__,
+        docs_url=None,  # served below from the project's own files: no CDN on a hospital intranet
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.checker = checker
     app.add_middleware(BodyLimit, limit=max_body)
 
