@@ -110,3 +110,40 @@ def test_operations_reach_the_sql_path_context(his):
         {"oprn_oprt_code": "47.0100x001", "oprn_oprt_name": "阑尾切除术", "oprn_oprt_date": "2026-03-02 10:00:00"}]
     r = post(his, base, rule_set="surgery")
     assert r.status_code == 200 and r.json()["output"]["result"] == []
+
+
+TWICE = RULES + f"""
+  - id: NHSA-B1-ITEM-GENDER
+    version: 1
+    name: 限定性别的诊疗项目（国家第一批）
+    type: restrict_gender
+    basis: 国家医保局 第一批智能监管规则 限性别
+    items: {{codes: ["002101030300000"]}}
+    params: {{gender: 2}}
+"""
+
+
+@pytest.mark.parametrize("engine", ["fast", "sql"])
+def test_identical_alerts_of_several_rules_are_one_listing_every_rule(tmp_path, engine):
+    con = db.connect(tmp_path / "svc.duckdb")
+    b = Batch()
+    b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
+    load_batch(b.write(tmp_path / "batch"), con)
+    app = create_app(con, {"default": load_library(write_rules(tmp_path / "rules", TWICE))},
+                     {store.key_hash(KEY1): "H001"}, engine=engine)
+    with TestClient(app) as client:
+        r = post(client, request([order("RX1", "002101030300000"), order("RX2", "001109000010000"),
+                                  order("RX3", "001109000010000")]))
+        assert r.status_code == 200 and r.headers["X-Medaudit-Engine"] == engine
+        got = r.json()["output"]["result"]
+        assert sorted(x["rule_id"] for x in got) == ["R-FRQ-001", "R-SEX-001"]  # the bed fee stays its own
+        [sex] = [x for x in got if x["rule_id"] == "R-SEX-001"]
+        assert [x["rule_id"] for x in sex["rules"]] == ["R-SEX-001", "NHSA-B1-ITEM-GENDER"]
+        assert "国家医保局第一批" in sex["vola_evid"] and "第一批智能监管规则 限性别" in sex["vola_evid"]
+        assert sex["rule_name"] == "限女性使用的检查项目；限定性别的诊疗项目（国家第一批）"
+        assert [d["rx_id"] for d in sex["judge_result_detail_dtos"]] == ["RX1"] and sex["vola_amt"] == 180.0
+        stored = client.get(f"/prealert/results/{sex['jr_id']}", headers={"X-API-Key": KEY1}).json()
+        assert stored["rule_ids"] == ["R-SEX-001", "NHSA-B1-ITEM-GENDER"]
+        fb = client.post("/prealert/3103", json={"warns": [{"warn_rslt_id": sex["jr_id"], "dspo_way": "2"}]},
+                         headers={"X-API-Key": KEY1})
+        assert fb.status_code == 200, fb.text

@@ -150,7 +150,9 @@ def replay(bcon, client: TestClient, institution_keys: dict[str, str], parallel:
             for res in r.json()["output"]["result"]:
                 for d in res["judge_result_detail_dtos"]:
                     if d["vola_item_type"] == "1":
-                        out.append(((res["rule_id"], res["mdtrt_id"], d["rx_id"]), cents(d["vola_amt"])))
+                        # an alert several rules gave identically is one result listing each rule
+                        for rule in res["rules"]:
+                            out.append(((rule["rule_id"], res["mdtrt_id"], d["rx_id"]), cents(d["vola_amt"])))
         return out
 
     reported: dict[tuple, Decimal] = {}
@@ -203,7 +205,8 @@ def whole_visits(bcon, client: TestClient, institution_keys: dict[str, str]) -> 
         for res in r.json()["output"]["result"]:
             for d in res["judge_result_detail_dtos"]:
                 if d["vola_item_type"] == "1":
-                    out[(res["rule_id"], res["mdtrt_id"], d["rx_id"])] = cents(d["vola_amt"])
+                    for rule in res["rules"]:  # one result for an alert several rules gave identically
+                        out[(rule["rule_id"], res["mdtrt_id"], d["rx_id"])] = cents(d["vola_amt"])
     return out
 
 

@@ -390,16 +390,39 @@ def _analyse(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str,
     return results, used
 
 
+def _collapse(alerts: list[Alert]) -> list[list[Alert]]:
+    """Alerts that say the same thing about the same lines (two libraries' rules of one type on one
+    item: the sample library's R-SEX-001 and the national NHSA-B1-ITEM-GENDER) -> one group each,
+    in the order of their first alert. Same visit, same evidence, same items with the same roles
+    and amounts: the doctor would read the same alert twice."""
+    groups: dict[tuple, list[Alert]] = {}
+    for a in alerts:
+        key = (a.mdtrt_id, a.evidence, tuple((i.bkkp_sn, i.role, i.claim) for i in a.items))
+        groups.setdefault(key, []).append(a)
+    return list(groups.values())
+
+
+def _distinct(xs) -> list:
+    return list(dict.fromkeys(x for x in xs if x))
+
+
 def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, patn_id: str, req,
             alerts: list[Alert]) -> list[dict]:
-    """Store the alerts and shape them as 3101 results (``Result3101``'s fields, in its order)."""
+    """Store the alerts and shape them as 3101 results (``Result3101``'s fields, in its order).
+
+    Identical alerts of several rules (:func:`_collapse`) are one result: ``rule_id`` the first
+    rule's, ``rule_name`` and ``vola_evid`` every rule's (distinct, joined by ``；``), ``sev_deg``
+    the gravest, and ``rules`` listing each rule with its name, basis and severity. It is stored
+    once, with the other rules' ids (``other_rules``), so the doctor's one answer reaches each
+    rule's post-hoc finding."""
     if not alerts:
         return []
     now = dt.datetime.now()
     task = uuid.uuid4().hex
     out: list[dict] = []
     res_rows, item_rows = [], []
-    for a in alerts:
+    for grp in _collapse(alerts):
+        a = grp[0]
         jr = uuid.uuid4().hex
         details = []
         for n, it in enumerate(a.items, start=1):
@@ -407,12 +430,17 @@ def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, pat
             details.append({"jrd_id": f"{jr}-{n}", "patn_id": patn_id, "mdtrt_id": a.mdtrt_id, "rx_id": it.bkkp_sn,
                             "hilist_code": it.hilist_code, "vola_item_type": kind, "vola_amt": it.claim})
             item_rows.append((jr, f"{jr}-{n}", it.bkkp_sn, it.hilist_code, kind, it.claim))
-        out.append({"jr_id": jr, "rule_id": a.rule_id, "rule_name": a.rule_name, "vola_cont": a.evidence,
+        rules = [{"rule_id": x.rule_id, "rule_name": x.rule_name, "vola_evid": x.basis or x.rule_name,
+                  "sev_deg": SEV_DEG.get(x.severity, "2")} for x in grp]
+        out.append({"jr_id": jr, "rule_id": a.rule_id, "rule_name": "；".join(_distinct(x.rule_name for x in grp)),
+                    "vola_cont": a.evidence,
                     "patn_id": patn_id, "mdtrt_id": a.mdtrt_id, "judge_result_detail_dtos": details,
-                    "vola_amt": a.amount, "vola_amt_stas": "1", "sev_deg": SEV_DEG.get(a.severity, "2"),
-                    "vola_evid": a.basis or a.rule_name, "vola_bhvr_type": a.nature, "task_id": task})
+                    "vola_amt": a.amount, "vola_amt_stas": "1", "sev_deg": min(r["sev_deg"] for r in rules),
+                    "vola_evid": "；".join(_distinct(r["vola_evid"] for r in rules)),
+                    "vola_bhvr_type": "；".join(_distinct(x.nature for x in grp)), "task_id": task, "rules": rules})
         res_rows.append((jr, inst, rule_set, a.rule_id, a.rule_version, a.rule_name, a.rule_type, a.severity,
-                         trig_scen, patn_id, req.visit["psn_no"], a.mdtrt_id, a.evidence, a.amount, now))
+                         trig_scen, patn_id, req.visit["psn_no"], a.mdtrt_id, a.evidence, a.amount, now,
+                         [x.rule_id for x in grp[1:]] or None))
     writer = getattr(checker, "writer", None)
     if writer is not None:
         writer.add(res_rows, item_rows)
@@ -451,7 +479,7 @@ def _arrow_schema(cur, table: str) -> pa.Schema:
                 p, sc = typ[8:-1].split(",")
                 t = pa.decimal128(int(p), int(sc))
             else:
-                t = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us")}[typ]
+                t = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "VARCHAR[]": pa.list_(pa.string())}[typ]
             fields.append(pa.field(name, t))
         _SCHEMAS[table] = pa.schema(fields)
     return _SCHEMAS[table]
@@ -516,7 +544,7 @@ def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dic
     cur = con.cursor()
     rows = cur.execute(
         f"""SELECT r.jr_id, r.rule_id, r.rule_name, r.severity, r.trig_scen, r.patn_id, r.mdtrt_id, r.vola_cont,
-                   r.vola_amt, r.created_at,
+                   r.vola_amt, r.created_at, r.other_rules,
                    (SELECT list({{'rx_id': i.rx_id, 'hilist_code': i.hilist_code, 'vola_item_type': i.vola_item_type,
                                   'vola_amt': i.vola_amt}} ORDER BY i.jrd_id) FROM prealert_result_items i WHERE i.jr_id = r.jr_id),
                    (SELECT list({{'dspo_way': f.dspo_way, 'dspo_way_rea': f.dspo_way_rea, 'received_at': f.received_at}}
@@ -530,8 +558,9 @@ def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dic
         out.append({
             "jr_id": r[0], "rule_id": r[1], "rule_name": r[2], "sev_deg": SEV_DEG.get(r[3], "2"), "trig_scen": r[4],
             "patn_id": r[5], "mdtrt_id": r[6], "vola_cont": r[7], "vola_amt": float(r[8]), "created_at": r[9].isoformat(),
-            "judge_result_detail_dtos": [{**d, "vola_amt": float(d["vola_amt"])} for d in (r[10] or [])],
-            "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[11] or [])],
+            "rule_ids": [r[1], *(r[10] or [])],
+            "judge_result_detail_dtos": [{**d, "vola_amt": float(d["vola_amt"])} for d in (r[11] or [])],
+            "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[12] or [])],
         })
     return out
 

@@ -261,6 +261,13 @@ class JudgeResultDetailDto(BaseModel):
     vola_amt: float = Field(description="违规金额 (yuan, a number)")
 
 
+class ResultRule(BaseModel):
+    rule_id: str
+    rule_name: str
+    vola_evid: str = Field(description="the rule's basis")
+    sev_deg: Literal["1", "2"]
+
+
 class Result3101(BaseModel):
     jr_id: str
     rule_id: str
@@ -275,6 +282,8 @@ class Result3101(BaseModel):
     vola_evid: str = Field(description="违规依据: the rule's basis")
     vola_bhvr_type: str = Field(description="违规行为分类: the rule's nature (问题性质)")
     task_id: str
+    rules: list[ResultRule] = Field(description="extension: every rule that gave this alert (several rules giving the "
+                                    "same alert on the same orders are one result; rule_id is the first)")
 
 
 class Output3101(BaseModel):
