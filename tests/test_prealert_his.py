@@ -147,3 +147,27 @@ def test_identical_alerts_of_several_rules_are_one_listing_every_rule(tmp_path, 
         fb = client.post("/prealert/3103", json={"warns": [{"warn_rslt_id": sex["jr_id"], "dspo_way": "2"}]},
                          headers={"X-API-Key": KEY1})
         assert fb.status_code == 200, fb.text
+
+
+@pytest.mark.parametrize("mode", ["durable", "python"])
+def test_event_layer_answers_the_same_without_durable_rules(tmp_path, monkeypatch, mode):
+    from medaudit.prealert import events
+
+    if mode == "durable" and not events.DURABLE:
+        pytest.skip("durable-rules does not import on this Python: the plain-Python rules are the only ones")
+    monkeypatch.setenv("MEDAUDIT_EVENTS", "python" if mode == "python" else "")
+    lib = load_library(write_rules(tmp_path / "rules", RULES))
+    seen = []
+    hub = events.EventHub({"default": events.Router([r for r in lib.rules if "pre_alert" in r.stages])},
+                          on_feedback=lambda d: seen.append(d) or d)
+    assert hub.durable is (mode == "durable")
+    assert hub.route("default", ["002101030300000"]) == ["restrict_gender"]
+    assert hub.route("default", ["001103000010000"]) == ["duplicate_charge"]  # a main_code named as a parameter
+    assert hub.route("default", ["NOT-A-RULE-ITEM"]) == []
+    assert hub.route("default", []) == []
+    assert hub.feedback("J1", "1", "病情需要，上级医师已审核", "1", "H001")["dspo_way_rea"] == "病情需要，上级医师已审核"
+    assert hub.feedback("J2", "1", "", "1", "H001") is None  # continue without a reason: no rule takes it
+    assert hub.feedback("J3", "2", None, "2", "H001") == {"jr_id": "J3", "dspo_way": "2", "dspo_way_rea": None,
+                                                          "warn_type": "2", "fixmedins_code": "H001"}
+    assert hub.feedback("J4", "3", "x", "1", "H001") is None
+    assert [d["jr_id"] for d in seen] == ["J1", "J3"]
