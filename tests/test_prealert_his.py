@@ -171,3 +171,29 @@ def test_event_layer_answers_the_same_without_durable_rules(tmp_path, monkeypatc
                                                           "warn_type": "2", "fixmedins_code": "H001"}
     assert hub.feedback("J4", "3", "x", "1", "H001") is None
     assert [d["jr_id"] for d in seen] == ["J1", "J3"]
+
+
+def test_one_answer_to_a_collapsed_alert_reaches_each_rules_post_hoc_finding(tmp_path):
+    from medaudit.engine import screen
+
+    lib = load_library(write_rules(tmp_path / "rules", TWICE))
+    con = db.connect(tmp_path / "m.duckdb")
+    b0 = Batch()
+    b0.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", fixmedins_code="H001")
+    load_batch(b0.write(tmp_path / "b0"), con)
+    with TestClient(create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001"})) as client:
+        [res] = post(client, request([order("RX1", "002101030300000")])).json()["output"]["result"]
+        assert len(res["rules"]) == 2
+        assert client.post("/prealert/3103", headers={"X-API-Key": KEY1}, json={"warns": [
+            {"warn_rslt_id": res["jr_id"], "dspo_way": "1", "dspo_way_rea": "病情需要，已经上级医师审核"}]}).status_code == 200
+    b = Batch()
+    v = b.visit(mdtrt_id="V-OPEN-1", psn_no="P-OPEN-1", fixmedins_code="H001", med_type="21",
+                begntime="2026-03-01 10:00:00", endtime="2026-03-05 10:00:00")
+    b.line(v, "002101030300000", pric="180", time="2026-03-02 09:30:00")
+    load_batch(b.write(tmp_path / "b1"), con)
+    screen(con, lib, stage="post_hoc")
+    ev = store.evidence_for(con)
+    ids = dict(con.execute("SELECT rule_id, finding_id FROM findings WHERE mdtrt_id = 'V-OPEN-1'").fetchall())
+    assert set(ids) == {"R-SEX-001", "NHSA-B1-ITEM-GENDER"}
+    for rule_id, fid in ids.items():
+        assert ev[fid].endswith("医生选择继续执行，理由：病情需要，已经上级医师审核"), rule_id
