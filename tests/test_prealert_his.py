@@ -197,3 +197,12 @@ def test_one_answer_to_a_collapsed_alert_reaches_each_rules_post_hoc_finding(tmp
     assert set(ids) == {"R-SEX-001", "NHSA-B1-ITEM-GENDER"}
     for rule_id, fid in ids.items():
         assert ev[fid].endswith("医生选择继续执行，理由：病情需要，已经上级医师审核"), rule_id
+
+
+def test_an_impossible_compact_date_is_refused_naming_the_field(his):
+    data = request([order("RX1", "002101030300000", drord_begn_date="20261301142552")], envelope=False)
+    data["patient_dtos"][0]["brdy"] = "19700230"
+    r = post(his, data)
+    assert r.status_code == 422, r.text
+    msg = r.json()["err_msg"]
+    assert "fsi_order_dtos.0.drord_begn_date" in msg and "month" in msg and "patient_dtos.0.brdy" in msg, msg

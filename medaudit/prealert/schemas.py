@@ -54,9 +54,6 @@ Text = Annotated[str, StringConstraints(pattern=PRINTABLE)]
 #: the zone of a time sent without an offset (hospital systems send local time)
 LOCAL = ZoneInfo("Asia/Shanghai")
 
-_COMPACT_FORMS = {14: "%Y%m%d%H%M%S", 12: "%Y%m%d%H%M", 8: "%Y%m%d"}
-
-
 def _when(v: Any) -> Any:
     """A date or time as hospital systems send it -> what pydantic-core parses (or None).
 
@@ -72,13 +69,17 @@ def _when(v: Any) -> Any:
         if not s:
             return None
         if s.isdigit():
-            form = _COMPACT_FORMS.get(len(s))
-            if form is None:
-                raise ValueError(f"{s!r} is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or 'yyyyMMdd'")
-            try:
-                return dt.datetime.strptime(s, form)
-            except ValueError:
-                raise ValueError(f"{s!r} is not a valid date of the form {form.replace('%', '')}") from None
+            # rewritten as ISO text for pydantic-core to read (and check: month 13 is refused
+            # there); strptime would cost 5 us a date
+            n = len(s)
+            if n == 14:
+                return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{s[8:10]}:{s[10:12]}:{s[12:]}"
+            if n == 12:
+                return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{s[8:10]}:{s[10:]}:00"
+            if n == 8:
+                return f"{s[:4]}-{s[4:6]}-{s[6:]}T00:00:00"
+            raise ValueError(f"{s!r} is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or 'yyyyMMdd' "
+                             "(a Unix timestamp is not read)")
         return s
     if isinstance(v, (int, float, Decimal)):  # bool too
         raise ValueError(f"a number ({v!r}) is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or "
@@ -95,12 +96,8 @@ def _local(v: Optional[dt.datetime]) -> Optional[dt.datetime]:
 
 def _day(v: Any) -> Any:
     w = _when(v)
-    if isinstance(w, dt.datetime):
-        if w.time() != dt.time(0):
-            raise ValueError(f"{v!r} is a date with a time of day; a date is expected")
-        return w.date()
     if isinstance(w, str) and len(w) > 10 and w[10] in " T" and w[11:].strip("0:.") == "":
-        return w[:10]  # "1970-05-05 00:00:00": the date
+        return w[:10]  # "1970-05-05 00:00:00", "19700505": the date
     return w
 
 
