@@ -739,5 +739,5 @@ def test_preloaded_service_answers_a_new_stay_from_memory_as_the_sql_path_does(t
             assert cache._cur is None  # its query cursor was never opened
     assert answers["fast"] == answers["sql"]
     violating = {(x[0], d[0], d[2]) for x in answers["sql"] for d in x[3] if d[1] == "1"}
-    assert violating == {("R-DTH", "RX1", "50.00"), ("R-DTH", "RX2", "20.00"), ("R-CAT", "RX2", "20.00"),
-                         ("R-PRC", "RX1", "10.00")}  # the catalogue's cap for a level-2 institution: 40
+    assert violating == {("R-DTH", "RX1", 50.0), ("R-DTH", "RX2", 20.0), ("R-CAT", "RX2", 20.0),
+                         ("R-PRC", "RX1", 10.0)}  # the catalogue's cap for a level-2 institution: 40
