@@ -147,14 +147,16 @@ def test_gender_violation_answers_in_the_national_shape(service):
     assert res["rule_id"] == "R-SEX-001" and res["rule_name"] == "限女性使用的检查项目"
     assert res["sev_deg"] == "1" and res["vola_evid"].startswith("国家医保局第一批")
     assert res["vola_cont"] == "患者性别为男；项目【项目0000】(002101030300000) 限女性使用，2026-03-02 收费 1 次，金额 180.00 元"
-    assert res["vola_amt"] in ("180.00", 180.0, "180")
+    assert res["vola_amt"] == 180.0 and isinstance(res["vola_amt"], float)  # a number, as the national output
     assert res["patn_id"] == "P-OPEN-1" and res["mdtrt_id"] == "V-OPEN-1" and len(res["jr_id"]) == 32
     [d] = res["judge_result_detail_dtos"]
-    assert d["rx_id"] == "RX1" and d["vola_item_type"] == "1" and float(d["vola_amt"]) == 180.0
+    assert d["rx_id"] == "RX1" and d["vola_item_type"] == "1" and d["vola_amt"] == 180.0
+    assert isinstance(d["vola_amt"], float)
     assert d["jrd_id"].startswith(res["jr_id"])
     # stored for the institution
     got = service.get(f"/prealert/results/{res['jr_id']}", headers={"X-API-Key": KEY1}).json()
     assert got["rule_id"] == "R-SEX-001" and got["judge_result_detail_dtos"][0]["rx_id"] == "RX1"
+    assert got["vola_amt"] == 180.0 and got["judge_result_detail_dtos"][0]["vola_amt"] == 180.0
 
 
 def test_quotes_in_ids_are_data_not_sql(service):
@@ -224,7 +226,7 @@ def test_period_limit_counts_the_persons_settled_visits_at_other_institutions(tm
     with TestClient(app) as client:
         soon = request([order("RX1", HBA1C, "2026-03-10 09:00:00", pric="45")], mdtrt_id="V-NOW", psn="P-HBA")
         [res] = post(client, soon).json()["output"]["result"]
-        assert res["rule_id"] == "R-PER-001" and res["vola_amt"] == "45.00"
+        assert res["rule_id"] == "R-PER-001" and res["vola_amt"] == 45.0
         # the paid test elsewhere is said with its date only: not an item, no id, institution or visit
         # (batch screening's evidence names them: "2026-03-01 H002 就诊 V-EARLIER"; see test_security_prealert)
         assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [("RX1", "1")]
@@ -370,6 +372,26 @@ def test_openapi_is_served(service):
     assert {"/prealert/3101", "/prealert/3103", "/prealert/results/{jr_id}"} <= set(spec["paths"])
     assert "OrderDto" in json.dumps(spec["components"])
     assert service.get("/docs").status_code == 200
+    # amounts of the answer are numbers, in the schema as in the answer
+    comps = spec["components"]["schemas"]
+    assert comps["Result3101"]["properties"]["vola_amt"]["type"] == "number"
+    assert comps["JudgeResultDetailDto"]["properties"]["vola_amt"]["type"] == "number"
+
+
+def test_docs_work_offline(service):
+    """/docs names no script, style or icon outside the host (a hospital intranet has no CDN), and
+    every file it names is served."""
+    import re
+
+    page = service.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)
+    assert not [u for u in re.findall(r"https?://[^\s'\"]+", page.text)], page.text
+    assert any(u.endswith(".js") for u in urls) and any(u.endswith(".css") for u in urls), urls
+    for u in urls:
+        assert service.get(u).status_code == 200, u
+    assert service.get("/redoc").status_code == 404  # ReDoc's page would load from a CDN: not served
 
 
 # ---------------------------------------------------------------------------- into the post-hoc finding

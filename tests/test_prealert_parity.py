@@ -153,7 +153,9 @@ def replay(bcon, client: TestClient, institution_keys: dict[str, str], parallel:
             for res in r.json()["output"]["result"]:
                 for d in res["judge_result_detail_dtos"]:
                     if d["vola_item_type"] == "1":
-                        out.append(((res["rule_id"], res["mdtrt_id"], d["rx_id"]), cents(d["vola_amt"])))
+                        # an alert several rules gave identically is one result listing each rule
+                        for rule in res["rules"]:
+                            out.append(((rule["rule_id"], res["mdtrt_id"], d["rx_id"]), cents(d["vola_amt"])))
         return out
 
     reported: dict[tuple, Decimal] = {}
@@ -206,7 +208,8 @@ def whole_visits(bcon, client: TestClient, institution_keys: dict[str, str]) -> 
         for res in r.json()["output"]["result"]:
             for d in res["judge_result_detail_dtos"]:
                 if d["vola_item_type"] == "1":
-                    out[(res["rule_id"], res["mdtrt_id"], d["rx_id"])] = cents(d["vola_amt"])
+                    for rule in res["rules"]:  # one result for an alert several rules gave identically
+                        out[(rule["rule_id"], res["mdtrt_id"], d["rx_id"])] = cents(d["vola_amt"])
     return out
 
 
@@ -739,5 +742,5 @@ def test_preloaded_service_answers_a_new_stay_from_memory_as_the_sql_path_does(t
             assert cache._cur is None  # its query cursor was never opened
     assert answers["fast"] == answers["sql"]
     violating = {(x[0], d[0], d[2]) for x in answers["sql"] for d in x[3] if d[1] == "1"}
-    assert violating == {("R-DTH", "RX1", "50.00"), ("R-DTH", "RX2", "20.00"), ("R-CAT", "RX2", "20.00"),
-                         ("R-PRC", "RX1", "10.00")}  # the catalogue's cap for a level-2 institution: 40
+    assert violating == {("R-DTH", "RX1", 50.0), ("R-DTH", "RX2", 20.0), ("R-CAT", "RX2", 20.0),
+                         ("R-PRC", "RX1", 10.0)}  # the catalogue's cap for a level-2 institution: 40

@@ -161,7 +161,7 @@ def test_wrong_or_missing_key(client):
 def test_history_at_other_institutions_says_only_when_it_was_paid(client):
     hba = [order("RX1", HBA1C, "2026-03-10 09:00:00", pric="45")]
     [res] = post(client, request(hba, mdtrt_id="V-XA", psn="P-X")).json()["output"]["result"]
-    assert res["rule_id"] == "R-PER-001" and res["vola_amt"] == "45.00" and res["mdtrt_id"] == "V-XA"
+    assert res["rule_id"] == "R-PER-001" and res["vola_amt"] == 45.0 and res["mdtrt_id"] == "V-XA"
     assert res["vola_cont"] == ("项目【项目0000】(002503020070000) 每 15 天限 1 次；2026-03-10 收费 1 次，金额 45.00 元，"
                                 "超出 1；此前 15 天内已支付：2026-03-01 其他机构")
     assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [("RX1", "1")]
@@ -184,7 +184,7 @@ def test_an_order_dated_before_a_unit_paid_elsewhere_does_not_show_that_unit(cli
     for res in r.json()["output"]["result"]:
         for secret in ("FEE-ZB", "V-ZB", "H002", SECRET_PRICE, "乙院"):
             assert secret not in shown(res)
-        assert res["mdtrt_id"] == "V-ZA" and res["vola_amt"] == "0.00"
+        assert res["mdtrt_id"] == "V-ZA" and res["vola_amt"] == 0.0
         assert res["vola_cont"] == "糖化血红蛋白15天限1次：涉及其他机构已结算的收费（2026-03-10）"
         assert all(d["vola_item_type"] == "2" and d["rx_id"] == "RX1" for d in res["judge_result_detail_dtos"])
     assert len(r.json()["output"]["result"]) == 1

@@ -157,8 +157,8 @@ def _invalid(errors) -> JSONResponse:
 
 
 def _json_default(x):
-    if isinstance(x, Decimal):  # amounts as text, exactly (as pydantic writes them)
-        return str(x)
+    if isinstance(x, Decimal):  # amounts as JSON numbers, as the national output has them: they are
+        return float(x)  # 0.01-rounded and far below 2**53 cents, so the shortest float text is the amount
     raise TypeError(f"{type(x).__name__} is not JSON")
 
 
@@ -166,6 +166,26 @@ def _body_schema(model) -> dict:
     """OpenAPI request body of a route that reads its body itself (the model is in components)."""
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+#: where the service serves Swagger UI's files (from the swagger-ui-bundle-v2 package)
+DOCS_ASSETS = "/docs/assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from files installed with the project (``swagger-ui-bundle-v2``), not a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - docs",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
 def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
@@ -205,7 +225,10 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         title="medaudit pre-alert (事前提醒)",
         version="1",
         description=__doc__,
+        docs_url=None,  # served below from the project's own files: no CDN on a hospital intranet
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.checker = checker
     app.add_middleware(BodyLimit, limit=max_body)
 
@@ -341,7 +364,7 @@ def _check_requests(body: Request3101, inst: str) -> list[tuple[str, CheckReques
             dup = sorted({x for x in ids if ids.count(x) > 1})
             raise HTTPException(422, f"{where}.fsi_order_dtos: rx_id {', '.join(dup)} given more than once")
         out.append((p.patn_id, to_check_request(p, body.rule_ids)))
-    if body.fixmedins_code is not None and body.fixmedins_code != inst:
+    if body.fixmedins_code and body.fixmedins_code != inst:
         raise HTTPException(403, f"fixmedins_code {body.fixmedins_code!r} is not the institution of this API key")
     return out
 
@@ -367,16 +390,39 @@ def _analyse(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str,
     return results, used
 
 
+def _collapse(alerts: list[Alert]) -> list[list[Alert]]:
+    """Alerts that say the same thing about the same lines (two libraries' rules of one type on one
+    item: the sample library's R-SEX-001 and the national NHSA-B1-ITEM-GENDER) -> one group each,
+    in the order of their first alert. Same visit, same evidence, same items with the same roles
+    and amounts: the doctor would read the same alert twice."""
+    groups: dict[tuple, list[Alert]] = {}
+    for a in alerts:
+        key = (a.mdtrt_id, a.evidence, tuple((i.bkkp_sn, i.role, i.claim) for i in a.items))
+        groups.setdefault(key, []).append(a)
+    return list(groups.values())
+
+
+def _distinct(xs) -> list:
+    return list(dict.fromkeys(x for x in xs if x))
+
+
 def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, patn_id: str, req,
             alerts: list[Alert]) -> list[dict]:
-    """Store the alerts and shape them as 3101 results (``Result3101``'s fields, in its order)."""
+    """Store the alerts and shape them as 3101 results (``Result3101``'s fields, in its order).
+
+    Identical alerts of several rules (:func:`_collapse`) are one result: ``rule_id`` the first
+    rule's, ``rule_name`` and ``vola_evid`` every rule's (distinct, joined by ``；``), ``sev_deg``
+    the gravest, and ``rules`` listing each rule with its name, basis and severity. It is stored
+    once, with the other rules' ids (``other_rules``), so the doctor's one answer reaches each
+    rule's post-hoc finding."""
     if not alerts:
         return []
     now = dt.datetime.now()
     task = uuid.uuid4().hex
     out: list[dict] = []
     res_rows, item_rows = [], []
-    for a in alerts:
+    for grp in _collapse(alerts):
+        a = grp[0]
         jr = uuid.uuid4().hex
         details = []
         for n, it in enumerate(a.items, start=1):
@@ -384,12 +430,17 @@ def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, pat
             details.append({"jrd_id": f"{jr}-{n}", "patn_id": patn_id, "mdtrt_id": a.mdtrt_id, "rx_id": it.bkkp_sn,
                             "hilist_code": it.hilist_code, "vola_item_type": kind, "vola_amt": it.claim})
             item_rows.append((jr, f"{jr}-{n}", it.bkkp_sn, it.hilist_code, kind, it.claim))
-        out.append({"jr_id": jr, "rule_id": a.rule_id, "rule_name": a.rule_name, "vola_cont": a.evidence,
+        rules = [{"rule_id": x.rule_id, "rule_name": x.rule_name, "vola_evid": x.basis or x.rule_name,
+                  "sev_deg": SEV_DEG.get(x.severity, "2")} for x in grp]
+        out.append({"jr_id": jr, "rule_id": a.rule_id, "rule_name": "；".join(_distinct(x.rule_name for x in grp)),
+                    "vola_cont": a.evidence,
                     "patn_id": patn_id, "mdtrt_id": a.mdtrt_id, "judge_result_detail_dtos": details,
-                    "vola_amt": a.amount, "vola_amt_stas": "1", "sev_deg": SEV_DEG.get(a.severity, "2"),
-                    "vola_evid": a.basis or a.rule_name, "vola_bhvr_type": a.nature, "task_id": task})
+                    "vola_amt": a.amount, "vola_amt_stas": "1", "sev_deg": min(r["sev_deg"] for r in rules),
+                    "vola_evid": "；".join(_distinct(r["vola_evid"] for r in rules)),
+                    "vola_bhvr_type": "；".join(_distinct(x.nature for x in grp)), "task_id": task, "rules": rules})
         res_rows.append((jr, inst, rule_set, a.rule_id, a.rule_version, a.rule_name, a.rule_type, a.severity,
-                         trig_scen, patn_id, req.visit["psn_no"], a.mdtrt_id, a.evidence, a.amount, now))
+                         trig_scen, patn_id, req.visit["psn_no"], a.mdtrt_id, a.evidence, a.amount, now,
+                         [x.rule_id for x in grp[1:]] or None))
     writer = getattr(checker, "writer", None)
     if writer is not None:
         writer.add(res_rows, item_rows)
@@ -428,7 +479,7 @@ def _arrow_schema(cur, table: str) -> pa.Schema:
                 p, sc = typ[8:-1].split(",")
                 t = pa.decimal128(int(p), int(sc))
             else:
-                t = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us")}[typ]
+                t = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "VARCHAR[]": pa.list_(pa.string())}[typ]
             fields.append(pa.field(name, t))
         _SCHEMAS[table] = pa.schema(fields)
     return _SCHEMAS[table]
@@ -493,7 +544,7 @@ def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dic
     cur = con.cursor()
     rows = cur.execute(
         f"""SELECT r.jr_id, r.rule_id, r.rule_name, r.severity, r.trig_scen, r.patn_id, r.mdtrt_id, r.vola_cont,
-                   r.vola_amt, r.created_at,
+                   r.vola_amt, r.created_at, r.other_rules,
                    (SELECT list({{'rx_id': i.rx_id, 'hilist_code': i.hilist_code, 'vola_item_type': i.vola_item_type,
                                   'vola_amt': i.vola_amt}} ORDER BY i.jrd_id) FROM prealert_result_items i WHERE i.jr_id = r.jr_id),
                    (SELECT list({{'dspo_way': f.dspo_way, 'dspo_way_rea': f.dspo_way_rea, 'received_at': f.received_at}}
@@ -506,9 +557,10 @@ def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dic
     for r in rows:
         out.append({
             "jr_id": r[0], "rule_id": r[1], "rule_name": r[2], "sev_deg": SEV_DEG.get(r[3], "2"), "trig_scen": r[4],
-            "patn_id": r[5], "mdtrt_id": r[6], "vola_cont": r[7], "vola_amt": str(r[8]), "created_at": r[9].isoformat(),
-            "judge_result_detail_dtos": [{**d, "vola_amt": str(d["vola_amt"])} for d in (r[10] or [])],
-            "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[11] or [])],
+            "patn_id": r[5], "mdtrt_id": r[6], "vola_cont": r[7], "vola_amt": float(r[8]), "created_at": r[9].isoformat(),
+            "rule_ids": [r[1], *(r[10] or [])],
+            "judge_result_detail_dtos": [{**d, "vola_amt": float(d["vola_amt"])} for d in (r[11] or [])],
+            "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[12] or [])],
         })
     return out
 

@@ -108,6 +108,7 @@ class CheckRequest:
     diagnoses: list[dict[str, Any]] = field(default_factory=list)  # setl_list_diag_d columns
     rule_ids: list[str] | None = None  # only these rules (national ``rule_ids``); None: all
     engine: str | None = None  # set by the check: 'fast' or 'sql', the path that answered
+    operations: list[dict[str, Any]] = field(default_factory=list)  # setl_list_oprn_d columns
 
 
 @dataclass
@@ -515,6 +516,9 @@ class OrderChecker:
         known = {r[0]: dict(zip(cols, r)) for r in res}
         visits, diags, lines = [], [], []
         no_diag = [r.visit["mdtrt_id"] for r in reqs if not r.diagnoses]
+        # a visit's operations as the request states them; the database's when it states none
+        with_oprn = [r.visit["mdtrt_id"] for r in reqs if r.operations]
+        oprns = [x for r in reqs for x in r.operations]
         for r, orders in zip(reqs, tagged):
             v = r.visit
             if v["mdtrt_id"] in known:
@@ -543,7 +547,9 @@ class OrderChecker:
                 WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d)
                 {f"OR mdtrt_id IN ({', '.join(_lit(x) for x in no_diag)})" if no_diag else ''}""",
             f"""INSERT INTO setl_list_oprn_d SELECT * FROM {cat}.main.setl_list_oprn_d
-                WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id IN ({visit_ids})""",
+                WHERE (mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id IN ({visit_ids}))
+                {f"AND mdtrt_id NOT IN ({', '.join(_lit(x) for x in with_oprn)})" if with_oprn else ''}""",
+            s.values("setl_list_oprn_d", oprns),
             s.values("mdtrt_d", visits),
             s.values("setl_list_diag_d", diags),
             s.values("fee_list_d", lines),

@@ -14,18 +14,36 @@ A durable-rules ruleset receives both, in process:
 
 The rules' meaning is not here: routing only decides which of the types' own SQL queries run
 (:mod:`.engine`); a type that is routed but has nothing to say reports nothing.
+
+**Without durable-rules.** durable-rules is a C extension that does not build or load on every
+Python (3.13 removed ``PyEval_CallObject``, which it calls). Where it cannot be imported, or with
+the environment variable ``MEDAUDIT_EVENTS=python``, the same three rules run as plain Python
+(:meth:`EventHub._dispatch`): the same events, the same conditions, the same answers
+(``tests/test_prealert_his.py`` runs both; CI runs the service tests on 3.13 when it exists).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from typing import Any, Callable
 
-from durable.engine import MessageNotHandledException
-from durable.lang import m, post, ruleset, when_all
-
 from ..library import Rule
+
+try:
+    from durable.engine import MessageNotHandledException
+    from durable.lang import m, post, ruleset, when_all
+except ImportError:  # not installed, or its C extension does not load on this Python (3.13)
+    DURABLE = False
+else:
+    DURABLE = True
+
+
+def use_durable() -> bool:
+    """durable-rules routes the events (else the plain-Python rules): when it imports and
+    ``MEDAUDIT_EVENTS`` is not ``python``."""
+    return DURABLE and os.environ.get("MEDAUDIT_EVENTS", "").strip().lower() != "python"
 
 _names = itertools.count(1)
 _lock = threading.Lock()  # the durable-rules host is one per process and not thread-safe
@@ -63,16 +81,28 @@ class Router:
         return sorted(found)
 
 
+FEEDBACK_FIELDS = ("jr_id", "dspo_way", "dspo_way_rea", "warn_type", "fixmedins_code")
+
+
+def _fields(event: dict) -> dict:
+    return {k: event.get(k) for k in FEEDBACK_FIELDS}
+
+
 class EventHub:
-    """The durable-rules ruleset: ``analysis`` events are routed, ``feedback`` events stored."""
+    """The event rules: ``analysis`` events are routed, ``feedback`` events stored (on durable-rules,
+    or the same rules in plain Python: see the module's doc)."""
 
     def __init__(self, routers: dict[str, Router], on_feedback: Callable[[dict], None] | None = None):
         self.routers = routers
         self.on_feedback = on_feedback
         self.name = f"medaudit_prealert_{next(_names)}"
         self._out: dict[str, Any] = {}
-        hub = self
+        self.durable = use_durable()
+        if self.durable:
+            self._declare()
 
+    def _declare(self) -> None:
+        hub = self
         with ruleset(self.name):
 
             @when_all((m.kind == "analysis") & +m.codes)
@@ -88,10 +118,21 @@ class EventHub:
                 hub._out[c.m.token] = hub._feedback(c.m)
 
     def _feedback(self, msg) -> Any:
-        data = {k: getattr(msg, k) for k in ("jr_id", "dspo_way", "dspo_way_rea", "warn_type", "fixmedins_code")}
+        data = {k: getattr(msg, k) for k in FEEDBACK_FIELDS}
         return self.on_feedback(data) if self.on_feedback else data
 
+    def _dispatch(self, event: dict) -> Any:
+        """The rules of :meth:`_declare` in plain Python (``None``: no rule takes the event)."""
+        if event.get("kind") == "analysis" and event.get("codes"):
+            return self.routers[event["rule_set"]].route(list(event["codes"]))
+        if event.get("kind") == "feedback":
+            if (event.get("dspo_way") == "1" and event.get("dspo_way_rea")) or event.get("dspo_way") == "2":
+                return self.on_feedback(_fields(event)) if self.on_feedback else _fields(event)
+        return None
+
     def _post(self, event: dict) -> Any:
+        if not self.durable:
+            return self._dispatch({k: v for k, v in event.items() if v is not None})
         with _lock:
             token = f"t{next(_names)}"
             event = {**{k: v for k, v in event.items() if v is not None}, "token": token}

@@ -20,6 +20,14 @@ How a 3101 request maps to the data contract (see :func:`to_check_request`):
 | ``self_paying_flag`` 1 | ``hosp_appr_flag`` 2 (switched to self-pay) |
 | ``drord_bhvr`` 1 (出院带药) | ``dscg_tkdrug_flag`` 1 |
 | ``prd_days``, ``pric_uplmt_amt`` (extensions, optional) | the same |
+| operation ``oprn_code``, ``oprn_name``, ``oprn_date``, ``main_oprn_flag`` | ``setl_list_oprn_d``'s ``oprn_oprt_code``, ``oprn_oprt_name``, ``oprn_oprt_date``, ``main_oprn_flag`` |
+
+What hospital systems send is taken as they send it: times as ``YYYY-MM-DD HH:MM:SS`` or
+compact ``yyyyMMddHHmmss`` (``yyyyMMdd`` for a date), local Asia/Shanghai time unless an
+offset is given (a bare number is refused: it is not read as a Unix timestamp); ``""`` or
+null for any optional field; a single object where a list is expected (``patient_dtos``,
+``fsi_encounter_dtos``, ``fsi_order_dtos``, ``fsi_diagnose_dtos``, ``fsi_operation_dtos``);
+fields this service does not know are ignored.
 
 ``curr_drord_flag`` 1 marks the orders being written now; 0 the visit's earlier orders (the
 visit so far). When no order carries 1, every order is new.
@@ -29,17 +37,94 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 #: the pattern every text field matches: no control characters (checked by pydantic-core, not by
 #: a Python validator per field: a 10-order request has about 200 text fields)
 PRINTABLE = r"^[^\x00-\x1f]*$"
 #: text of the national interface: stripped, numbers taken as text, no control characters
 Text = Annotated[str, StringConstraints(pattern=PRINTABLE)]
+
+
+#: the zone of a time sent without an offset (hospital systems send local time)
+LOCAL = ZoneInfo("Asia/Shanghai")
+
+def _when(v: Any) -> Any:
+    """A date or time as hospital systems send it -> what pydantic-core parses (or None).
+
+    ``"2026-12-01 14:25:52"`` (and ISO forms) go on to pydantic-core as they are; the compact
+    ``"20261201142552"`` and ``"20261201"`` are read here (pydantic-core would take a string of
+    digits for a Unix timestamp: year 2612); ``""`` and null are no date. A number, or any other
+    string of digits, is refused: a Unix timestamp is not a form the national interface uses,
+    and reading one as such gives a date nobody meant."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        s = v.strip()
+        if not s:
+            return None
+        if s.isdigit():
+            # rewritten as ISO text for pydantic-core to read (and check: month 13 is refused
+            # there); strptime would cost 5 us a date
+            n = len(s)
+            if n == 14:
+                return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{s[8:10]}:{s[10:12]}:{s[12:]}"
+            if n == 12:
+                return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{s[8:10]}:{s[10:]}:00"
+            if n == 8:
+                return f"{s[:4]}-{s[4:6]}-{s[6:]}T00:00:00"
+            raise ValueError(f"{s!r} is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or 'yyyyMMdd' "
+                             "(a Unix timestamp is not read)")
+        return s
+    if isinstance(v, (int, float, Decimal)):  # bool too
+        raise ValueError(f"a number ({v!r}) is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or "
+                         "'yyyyMMdd' as text (a Unix timestamp is not read)")
+    return v
+
+
+def _local(v: Optional[dt.datetime]) -> Optional[dt.datetime]:
+    """A time with an offset -> the same instant in Asia/Shanghai, without offset (as stored)."""
+    if v is not None and v.tzinfo is not None:
+        return v.astimezone(LOCAL).replace(tzinfo=None)
+    return v
+
+
+def _day(v: Any) -> Any:
+    w = _when(v)
+    if isinstance(w, str) and len(w) > 10 and w[10] in " T" and w[11:].strip("0:.") == "":
+        return w[:10]  # "1970-05-05 00:00:00", "19700505": the date
+    return w
+
+
+def _listed(v: Any) -> Any:
+    """A single object where a list is expected (some HIS builds send one) -> a list of it; null -> []."""
+    if v is None:
+        return []
+    return [v] if isinstance(v, dict) else v
+
+
+#: a time of the national interface: see :func:`_when`; naive times are Asia/Shanghai local
+When = Annotated[dt.datetime, BeforeValidator(_when)]
+OptWhen = Annotated[Optional[dt.datetime], BeforeValidator(_when)]
+Day = Annotated[dt.date, BeforeValidator(_day)]
+#: optional text ("" is taken as it is and read as no value by :func:`to_check_request`)
+OptText = Optional[Text]
+
+
+def _amount(le: str, **kw):
+    """An optional amount: "" or null is no value (``""`` is kept by pydantic-core, without a Python
+    call, and read as None by :func:`to_check_request`)."""
+    return Annotated[Optional[Union[Annotated[Decimal, Field(ge=0, le=Decimal(le), decimal_places=4)], Literal[""]]],
+                     Field(**kw)]
+
+
+def _many(item):
+    return Annotated[list[item], BeforeValidator(_listed)]
 
 
 def error_message(err: dict) -> str:
@@ -56,71 +141,80 @@ class _In(BaseModel):
 
 class OrderDto(_In):
     rx_id: Text = Field(min_length=1, description="处方(医嘱)标识")
-    rxno: Optional[Text] = None
+    rxno: OptText = None
     hilist_code: Text = Field(min_length=1, description="医保目录编码")
-    hilist_name: Optional[Text] = None
-    hilist_type: Optional[Text] = Field(None, description="目录类别: 101 西药中成药, 102 中药饮片, 201 医疗服务项目, 301 耗材")
-    hilist_lv: Optional[Text] = Field(None, description="目录等级 1 甲 2 乙 3 丙")
-    chrg_type: Optional[Text] = None
+    hilist_name: OptText = None
+    hilist_type: OptText = Field(None, description="目录类别: 101 西药中成药, 102 中药饮片, 201 医疗服务项目, 301 耗材")
+    hilist_lv: OptText = Field(None, description="目录等级 1 甲 2 乙 3 丙")
+    chrg_type: OptText = None
     cnt: Decimal = Field(gt=0, le=Decimal("99999999"), decimal_places=4, description="数量")
     pric: Decimal = Field(ge=0, le=Decimal("9999999999"), decimal_places=4, description="单价")
-    sumamt: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999999999999"), decimal_places=4,
-                                      description="明细项目费用总额 (default cnt x pric)")
-    ownpay_amt: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999999999999"), decimal_places=4,
-                                          description="全自费金额")
-    selfpay_amt: Optional[Decimal] = None
-    drord_begn_date: dt.datetime = Field(description="医嘱开始日期")
-    drord_stop_date: Optional[dt.datetime] = None
-    drord_dept_codg: Optional[Text] = None
-    drord_dr_codg: Optional[Text] = None
-    drord_bhvr: Optional[Text] = Field(None, description="医嘱行为: 1 出院带药")
-    curr_drord_flag: Optional[Text] = Field(None, description="1 本次医嘱, 0 既往医嘱")
-    self_paying_flag: Optional[Text] = Field(None, description="1 自费")
-    long_drord_flag: Optional[Text] = None
-    prd_days: Optional[Decimal] = Field(None, ge=0, le=Decimal("99999"), decimal_places=4,
-                                        description="用药天数 (extension)")
-    pric_uplmt_amt: Optional[Decimal] = Field(None, ge=0, le=Decimal("9999999999"), decimal_places=4,
-                                              description="限价 (extension)")
+    sumamt: _amount("99999999999999", description="明细项目费用总额 (default cnt x pric)") = None
+    ownpay_amt: _amount("99999999999999", description="全自费金额") = None
+    selfpay_amt: Optional[Union[Decimal, Literal[""]]] = None
+    drord_begn_date: When = Field(description="医嘱开始日期 (YYYY-MM-DD HH:MM:SS or yyyyMMddHHmmss)")
+    drord_stop_date: OptWhen = None
+    drord_dept_codg: OptText = None
+    drord_dr_codg: OptText = None
+    drord_bhvr: OptText = Field(None, description="医嘱行为: 1 出院带药")
+    curr_drord_flag: OptText = Field(None, description="1 本次医嘱, 0 既往医嘱")
+    self_paying_flag: OptText = Field(None, description="1 自费")
+    long_drord_flag: OptText = None
+    prd_days: _amount("99999", description="用药天数 (extension)") = None
+    pric_uplmt_amt: _amount("9999999999", description="限价 (extension)") = None
 
 
 class DiagnoseDto(_In):
     dise_codg: Text = Field(min_length=1, description="诊断编码")
-    dise_name: Optional[Text] = None
-    maindise_flag: Optional[Text] = Field(None, description="1 主诊断")
-    inout_dise_type: Optional[Text] = None
-    dias_srt_no: Optional[Text] = None
+    dise_name: OptText = None
+    maindise_flag: OptText = Field(None, description="1 主诊断")
+    inout_dise_type: OptText = None
+    dias_srt_no: OptText = None
+
+
+class OperationDto(_In):
+    oprn_code: Text = Field(min_length=1, description="手术操作代码 (ICD-9-CM-3 医保版)")
+    oprn_name: OptText = None
+    main_oprn_flag: OptText = Field(None, description="1 主手术")
+    oprn_date: OptWhen = Field(None, description="手术操作日期")
+    setl_list_oprn_id: OptText = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _contract_names(cls, data: Any):
+        # some HIS builds send the settlement list's names (oprn_oprt_code ...)
+        if isinstance(data, dict) and "oprn_code" not in data and "oprn_oprt_code" in data:
+            data = {**data, "oprn_code": data["oprn_oprt_code"], "oprn_name": data.get("oprn_oprt_name"),
+                    "oprn_date": data.get("oprn_oprt_date", data.get("oprn_date"))}
+        return data
 
 
 class EncounterDto(_In):
     mdtrt_id: Text = Field(min_length=1, description="就诊标识")
     medins_id: Text = Field(min_length=1, description="医疗机构编码")
-    medins_name: Optional[Text] = None
-    medins_lv: Text = Field(min_length=1, description="医疗机构等级 (hosp_lv)")
-    adm_date: dt.datetime = Field(description="入院日期/就诊时间")
-    dscg_date: Optional[dt.datetime] = None
-    dscg_main_dise_codg: Optional[Text] = None
-    adm_dept_codg: Optional[Text] = None
-    dscg_dept_codg: Optional[Text] = None
-    dr_codg: Optional[Text] = None
+    medins_name: OptText = None
+    medins_lv: OptText = Field(None, description="医疗机构等级 (hosp_lv); absent: the stored visit's, if any")
+    adm_date: When = Field(description="入院日期/就诊时间 (YYYY-MM-DD HH:MM:SS or yyyyMMddHHmmss)")
+    dscg_date: OptWhen = None
+    dscg_main_dise_codg: OptText = None
+    adm_dept_codg: OptText = None
+    dscg_dept_codg: OptText = None
+    dr_codg: OptText = None
     med_type: Text = Field(min_length=1, description="医疗类别")
-    insutype: Text = Field(min_length=1, description="险种类型")
-    fsi_diagnose_dtos: list[DiagnoseDto] = Field(default_factory=list)
-    fsi_order_dtos: list[OrderDto] = Field(default_factory=list)
-
-    @field_validator("adm_date", "dscg_date", mode="before")
-    @classmethod
-    def _empty_date(cls, v):
-        return None if v == "" else v
+    insutype: OptText = Field(None, description="险种类型; absent: the stored visit's, if any")
+    fsi_diagnose_dtos: _many(DiagnoseDto) = Field(default_factory=list)
+    fsi_order_dtos: _many(OrderDto) = Field(default_factory=list)
+    fsi_operation_dtos: _many(OperationDto) = Field(default_factory=list, description="手术操作 (setl_list_oprn_d)")
 
 
 class PatientDto(_In):
     patn_id: Text = Field(min_length=1, description="参保人标识 (psn_no)")
-    patn_name: Optional[Text] = None
+    patn_name: OptText = None
     gend: Text = Field(min_length=1, description="性别 1 男 2 女")
-    brdy: dt.date = Field(description="出生日期")
-    poolarea: Optional[Text] = None
+    brdy: Day = Field(description="出生日期 (YYYY-MM-DD or yyyyMMdd)")
+    poolarea: OptText = None
     curr_mdtrt_id: Text = Field(min_length=1, description="当前就诊标识")
-    fsi_encounter_dtos: list[EncounterDto] = Field(min_length=1)
+    fsi_encounter_dtos: _many(EncounterDto) = Field(min_length=1)
 
     @model_validator(mode="after")
     def _current_visit(self):
@@ -136,10 +230,11 @@ class Request3101(_In):
     """明细审核事前事中分析服务 (3101) input."""
 
     trig_scen: Text = Field(min_length=1, description="触发场景 (1 门诊挂号 ... 5 住院执行医嘱 ...)")
-    fixmedins_code: Optional[Text] = Field(None, description="定点医药机构编号: the sending institution (the national "
+    fixmedins_code: OptText = Field(None, description="定点医药机构编号: the sending institution (the national "
                                            "message's field; when given it must be the API key's institution)")
-    rule_ids: list[Text] = Field(default_factory=list, description="only these rules (empty: all)")
-    patient_dtos: list[PatientDto] = Field(min_length=1)
+    rule_ids: Annotated[list[Text], BeforeValidator(lambda v: [] if v is None or v == "" else v)] = Field(
+        default_factory=list, description="only these rules (empty: all)")
+    patient_dtos: _many(PatientDto) = Field(min_length=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -160,7 +255,14 @@ class JudgeResultDetailDto(BaseModel):
     rx_id: str = Field(description="the order's rx_id (or, for an earlier charge from the database, its bkkp_sn)")
     hilist_code: Optional[str] = None
     vola_item_type: Literal["1", "2"] = Field(description="1 违规项, 2 涉及项")
-    vola_amt: Decimal
+    vola_amt: float = Field(description="违规金额 (yuan, a number)")
+
+
+class ResultRule(BaseModel):
+    rule_id: str
+    rule_name: str
+    vola_evid: str = Field(description="the rule's basis")
+    sev_deg: Literal["1", "2"]
 
 
 class Result3101(BaseModel):
@@ -171,12 +273,14 @@ class Result3101(BaseModel):
     patn_id: str
     mdtrt_id: str
     judge_result_detail_dtos: list[JudgeResultDetailDto]
-    vola_amt: Decimal
+    vola_amt: float = Field(description="违规金额 (yuan, a number)")
     vola_amt_stas: str = "1"
     sev_deg: Literal["1", "2"] = Field(description="1 明确违规 (violation), 2 高度可疑 (suspect)")
     vola_evid: str = Field(description="违规依据: the rule's basis")
     vola_bhvr_type: str = Field(description="违规行为分类: the rule's nature (问题性质)")
     task_id: str
+    rules: list[ResultRule] = Field(description="extension: every rule that gave this alert (several rules giving the "
+                                    "same alert on the same orders are one result; rule_id is the first)")
 
 
 class Output3101(BaseModel):
@@ -234,6 +338,15 @@ def _list_type(o: OrderDto) -> str:
     return "101" if c in ("X", "Z") else "301" if c == "C" else "201"
 
 
+def _v(x: Any) -> Any:
+    """A field's value for the contract: "" is no value, a time with an offset is Asia/Shanghai local."""
+    if x == "":
+        return None
+    if isinstance(x, dt.datetime):
+        return _local(x)
+    return x
+
+
 def to_check_request(p: PatientDto, rule_ids: list[str]):
     """A 3101 patient (its current visit) -> :class:`medaudit.prealert.engine.CheckRequest`."""
     from .engine import CheckRequest
@@ -243,30 +356,37 @@ def to_check_request(p: PatientDto, rule_ids: list[str]):
         "mdtrt_id": e.mdtrt_id, "psn_no": p.patn_id, "psn_name": p.patn_name, "gend": p.gend, "brdy": p.brdy,
         "insutype": e.insutype, "fixmedins_code": e.medins_id, "fixmedins_name": e.medins_name,
         "hosp_lv": e.medins_lv, "med_type": e.med_type, "begntime": e.adm_date, "endtime": e.dscg_date,
-        "dscg_maindiag_code": e.dscg_main_dise_codg or None, "adm_dept_codg": e.adm_dept_codg,
+        "dscg_maindiag_code": e.dscg_main_dise_codg, "adm_dept_codg": e.adm_dept_codg,
         "dscg_dept_codg": e.dscg_dept_codg, "chfpdr_code": e.dr_codg,
     }
+    visit = {k: _v(x) for k, x in visit.items()}
     diags = [
         {"mdtrt_id": e.mdtrt_id, "maindiag_flag": "1" if d.maindise_flag == "1" else "0",
-         "diag_code": d.dise_codg, "diag_name": d.dise_name}
+         "diag_code": d.dise_codg, "diag_name": _v(d.dise_name)}
         for d in e.fsi_diagnose_dtos
     ]
     any_current = any(o.curr_drord_flag == "1" for o in e.fsi_order_dtos)
     orders = []
     for o in e.fsi_order_dtos:
+        sumamt = _v(o.sumamt)
         orders.append({
-            "bkkp_sn": o.rx_id, "hilist_code": o.hilist_code, "hilist_name": o.hilist_name,
+            "bkkp_sn": o.rx_id, "hilist_code": o.hilist_code, "hilist_name": _v(o.hilist_name),
             "list_type": _list_type(o), "chrgitm_lv": _LIST_LV.get(o.hilist_lv or ""),
-            "med_chrgitm_type": o.chrg_type, "cnt": o.cnt, "pric": o.pric,
-            "det_item_fee_sumamt": o.sumamt if o.sumamt is not None else o.cnt * o.pric,
-            "fulamt_ownpay_amt": o.ownpay_amt, "fee_ocur_time": o.drord_begn_date,
-            "bilg_dept_codg": o.drord_dept_codg, "bilg_dr_code": o.drord_dr_codg,
+            "med_chrgitm_type": _v(o.chrg_type), "cnt": o.cnt, "pric": o.pric,
+            "det_item_fee_sumamt": sumamt if sumamt is not None else o.cnt * o.pric,
+            "fulamt_ownpay_amt": _v(o.ownpay_amt), "fee_ocur_time": _v(o.drord_begn_date),
+            "bilg_dept_codg": _v(o.drord_dept_codg), "bilg_dr_code": _v(o.drord_dr_codg),
             "hosp_appr_flag": "2" if o.self_paying_flag == "1" else None,
             "dscg_tkdrug_flag": "1" if o.drord_bhvr == "1" else None,
-            "prd_days": o.prd_days, "pric_uplmt_amt": o.pric_uplmt_amt,
+            "prd_days": _v(o.prd_days), "pric_uplmt_amt": _v(o.pric_uplmt_amt),
             "new": (o.curr_drord_flag == "1") if any_current else True,
         })
-    return CheckRequest(visit, orders, diags, rule_ids or None)
+    oprns = [
+        {"mdtrt_id": e.mdtrt_id, "oprn_oprt_code": x.oprn_code, "oprn_oprt_name": _v(x.oprn_name),
+         "oprn_oprt_date": _v(x.oprn_date), "main_oprn_flag": "1" if x.main_oprn_flag == "1" else "0"}
+        for x in e.fsi_operation_dtos
+    ]
+    return CheckRequest(visit, orders, diags, rule_ids or None, operations=oprns)
 
 
 __all__ = [

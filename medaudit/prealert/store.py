@@ -11,7 +11,7 @@
 
 The answer reaches the post-hoc finding it concerns through the view
 ``finding_prealert`` (finding_id, jr_id, when alerted, the order and code, the answer and its
-reason): same rule, same visit, same institution, and a violating line of the finding with the
+reason): same rule (or one of ``other_rules``: an alert several rules gave identically), same visit, same institution, and a violating line of the finding with the
 code the alert's violating order had. ``finding_prealert_evidence`` (finding_id, text) is the
 sentence to show next to a finding's evidence and in the appeal export, e.g.
 ``事前提醒（2026-03-02 09:15，医嘱 RX1）：医生选择继续执行，理由：患者病情需要，已经上级医师审核``.
@@ -42,8 +42,11 @@ CREATE TABLE IF NOT EXISTS prealert_results (
     mdtrt_id VARCHAR,
     vola_cont VARCHAR,
     vola_amt DECIMAL(18,2),
-    created_at TIMESTAMP
+    created_at TIMESTAMP,
+    other_rules VARCHAR[]  -- the other rules of an alert several rules gave identically (one answer for all)
 );
+-- a database made before other_rules
+ALTER TABLE prealert_results ADD COLUMN IF NOT EXISTS other_rules VARCHAR[];
 CREATE TABLE IF NOT EXISTS prealert_result_items (
     jr_id VARCHAR,
     jrd_id VARCHAR,
@@ -75,7 +78,7 @@ SELECT DISTINCT f.finding_id, r.jr_id, r.created_at AS alerted_at, ri.rx_id, ri.
 FROM findings f
 JOIN finding_lines fl ON fl.finding_id = f.finding_id AND fl.role = 'violating'
 JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
-JOIN prealert_results r ON r.rule_id = f.rule_id AND r.mdtrt_id = f.mdtrt_id AND r.fixmedins_code = f.fixmedins_code
+JOIN prealert_results r ON (r.rule_id = f.rule_id OR list_contains(r.other_rules, f.rule_id)) AND r.mdtrt_id = f.mdtrt_id AND r.fixmedins_code = f.fixmedins_code
 JOIN prealert_result_items ri ON ri.jr_id = r.jr_id AND ri.vola_item_type = '1' AND ri.hilist_code = fe.hilist_code
 JOIN fb ON fb.jr_id = r.jr_id;
 CREATE OR REPLACE VIEW finding_prealert_evidence AS
