@@ -500,6 +500,8 @@ class _Staged:
     read: int
     ragged: list[tuple[int, str]]  # (row, reason) of CSV rows of the wrong shape
     normalised: int = 0
+    phys: str = ""  # the table holding the cells (the stage itself, or under a view for CSV)
+    key: str = ROW  # its column that identifies a row (rowid under a view)
 
 
 def _stage_csv(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Staged:
@@ -526,30 +528,35 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Stag
         rows = rows[~np.isin(rows, bad_rows)]
     good = len(rows)
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_head)) + "}"
-    con.register("__rows", pa.table({"r": pa.array(rows + 1, pa.int32())}))
+    t = src.table
+    raw = db.ident("__r_" + t.name)
     try:
-        got = con.execute(
-            f"SELECT count(*) FROM read_csv($path, header = true, auto_detect = false, columns = {columns}, delim = ',', "
-            "quote = '\"', escape = '\"', strict_mode = false, max_line_size = 100000000)",
-            {"path": str(path)},
-        ).fetchall()[0][0]
-        if got != good:
-            raise LoadError(f"{src.path}: unreadable: found {good} rows but parsed {got}")
-        exprs = {n: f"f.c{src.names.index(n)}" for n in src.present}
+        # read in parallel; the table keeps the file's order (preserve_insertion_order), so a
+        # row's rowid is its place among the well-formed records
+        cols = ", ".join(f"{_cell_sql(n, f'c{src.names.index(n)}')} AS {db.ident(n)}" for n in src.present)
         con.execute(
-            _stage_sql(src, f"read_csv($path, header = true, auto_detect = false, columns = {columns}, delim = ',', "
-                            "quote = '\"', escape = '\"', strict_mode = false, max_line_size = 100000000) AS f "
-                            "POSITIONAL JOIN __rows AS p", exprs, "p.r"),
+            f"CREATE TEMP TABLE {raw} AS SELECT {cols} FROM read_csv($path, header = true, auto_detect = false, "
+            f"columns = {columns}, delim = ',', quote = '\"', escape = '\"', strict_mode = false, max_line_size = 100000000)",
             {"path": str(path)},
         )
-    except LoadError:
-        raise
     except duckdb.Error as e:
         raise _unreadable(src.path, e) from None
-    finally:
-        con.unregister("__rows")
+    got, base = con.execute(f"SELECT count(*), coalesce(min(rowid), 0) FROM {raw}").fetchall()[0]
+    base = int(base)  # rows written in a transaction are numbered from a large offset
+    if got != good:
+        raise LoadError(f"{src.path}: unreadable: found {good} rows but parsed {got}")
+    if not shape.bad:  # row number = header + place
+        con.execute(f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT CAST(rowid - {base} + 2 AS INTEGER) AS {ROW}, * FROM {raw}")
+    else:  # the well-formed records' row numbers, in order
+        con.register("__rows", pa.table({"k": pa.array(np.arange(good), pa.int64()), "r": pa.array(rows + 1, pa.int32())}))
+        try:
+            con.execute(f"CREATE TEMP TABLE {db.ident('__m_' + t.name)} AS SELECT * FROM __rows")
+        finally:
+            con.unregister("__rows")
+        con.execute(f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT m.r AS {ROW}, s.* FROM {raw} s "
+                    f"JOIN {db.ident('__m_' + t.name)} m ON m.k = s.rowid - {base}")
     ragged = [(r + 1, _ragged_reason(f, n_head)) for r, f, *_ in shape.bad]
-    return _Staged(src, shape.records, ragged)
+    return _Staged(src, shape.records, ragged, phys=raw, key="rowid")
 
 
 def _stage_parquet(con: duckdb.DuckDBPyConnection, src: _Source) -> _Staged:
@@ -664,10 +671,10 @@ def _normalise(con: duckdb.DuckDBPyConnection, st: _Staged) -> None:
     cols = [c for c in st.src.present if c not in FREE_TEXT]
     if not cols:
         return
-    stage = _stage_name(t)
+    stage = st.phys or _stage_name(t)
     wide = " OR ".join(f"strlen({db.ident(c)}) <> length({db.ident(c)})" for c in cols)
     sel = ", ".join(db.ident(c) for c in cols)
-    rel = con.sql(f"SELECT {ROW}, {sel} FROM {stage} WHERE {wide}")
+    rel = con.sql(f"SELECT {st.key} AS __k, {sel} FROM {stage} WHERE {wide}")
     reader = rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader") else rel.fetch_arrow_reader(BATCH_ROWS)
     fixed: list[pa.RecordBatch] = []
     changed = 0
@@ -686,14 +693,14 @@ def _normalise(con: duckdb.DuckDBPyConnection, st: _Staged) -> None:
                     n = _dict_pad(c, n) if n else None
                 new.append(n)
             out.append(pa.array(new, pa.string()))
-        fixed.append(pa.RecordBatch.from_arrays(out, names=[ROW, *cols]))
+        fixed.append(pa.RecordBatch.from_arrays(out, names=["__k", *cols]))
     st.normalised = changed
     if not changed:
         return
     con.register("__nfkc", pa.Table.from_batches(fixed))
     try:
         sets = ", ".join(f"{db.ident(c)} = n.{db.ident(c)}" for c in cols)
-        con.execute(f"UPDATE {stage} SET {sets} FROM __nfkc AS n WHERE {stage}.{ROW} = n.{ROW}")
+        con.execute(f"UPDATE {stage} SET {sets} FROM __nfkc AS n WHERE {stage}.{st.key} = n.__k")
     finally:
         con.unregister("__nfkc")
 
@@ -720,9 +727,9 @@ def _typed(col) -> str:
         return f"CAST(try_strptime({x}, '%Y-%m-%d') AS DATE)"
     if col.type == TS:
         return f"try_strptime({x}, {_TS_FORMATS})"
-    if col.type == DEC:
-        return f"CASE WHEN regexp_full_match({x}, {_lit(_DEC_RE)}) THEN CAST({x} AS DECIMAL(18,4)) END"
-    return f"CASE WHEN regexp_full_match({x}, {_lit(_INT_RE)}) THEN CAST({x} AS INTEGER) END"
+    if col.type == DEC:  # the view holds only cells that passed _reason: the cast is exact
+        return f"TRY_CAST({x} AS DECIMAL(18,4))"
+    return f"TRY_CAST({x} AS INTEGER)"
 
 
 def _reason(col) -> str:
@@ -801,12 +808,11 @@ class _Checker:
 
     def reject(self, c: _Checked, select: str, params: dict | None = None) -> None:
         """``select`` yields (row_no, column_name, value, reason) of rows of ``c.good``: they are
-        recorded and leave the good rows (all at once: every reason of the query is kept)."""
+        recorded and so leave the good rows (all at once: every reason of the query is kept)."""
         con = self.con
         con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {select}", params or {})
         con.execute(f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, column_name, value, reason FROM __new",
                     {"file": c.path.name, "table": c.table.name})
-        con.execute(f"DELETE FROM {c.good} WHERE {ROW} IN (SELECT row_no FROM __new)")
         con.execute("DROP TABLE __new")
 
     def note(self, c: _Checked, select: str, params: dict | None = None) -> None:
@@ -832,30 +838,38 @@ class _Checker:
         con, src, t = self.con, st.src, st.src.table
         stage = _stage_name(t)
         present = set(src.present)
-        for row, reason in st.ragged:  # a row of the wrong shape: its values are not trusted, one reason only
-            con.execute(f"INSERT INTO {_PROBLEMS} VALUES ($file, $table, $row, '', NULL, $reason)",
-                        {"file": src.path.name, "table": t.name, "row": row, "reason": reason})
-        for col in t.columns:
-            if col.name not in present:
-                continue
-            if col.type == STR and not col.required and col.name != "gend":
-                continue
-            con.execute(
-                f"INSERT INTO {_PROBLEMS} SELECT $file, $table, {ROW}, $col, {db.ident(col.name)}, reason "
-                f"FROM (SELECT {ROW}, {db.ident(col.name)}, {_reason(col)} AS reason FROM {stage}) WHERE reason IS NOT NULL",
-                {"file": src.path.name, "table": t.name, "col": col.name},
-            )
+        if st.ragged:  # a row of the wrong shape: its values are not trusted, one reason only
+            con.register("__ragged", pa.table({"row_no": pa.array([r for r, _ in st.ragged], pa.int32()),
+                                               "reason": [x for _, x in st.ragged]}))
+            try:
+                con.execute(f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, '', NULL, reason FROM __ragged",
+                            {"file": src.path.name, "table": t.name})
+            finally:
+                con.unregister("__ragged")
+        # one pass finds the rows with any bad cell; each cell's reason is then taken from those few
+        checked = [col for col in t.columns if col.name in present and not (col.type == STR and not col.required and col.name != "gend")]
+        if checked:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE __bad AS SELECT * FROM {stage} WHERE coalesce("
+                        + ", ".join(f"({_reason(col)})" for col in checked) + ") IS NOT NULL")
+            for col in checked:
+                con.execute(
+                    f"INSERT INTO {_PROBLEMS} SELECT $file, $table, {ROW}, $col, {db.ident(col.name)}, reason "
+                    f"FROM (SELECT {ROW}, {db.ident(col.name)}, {_reason(col)} AS reason FROM __bad) WHERE reason IS NOT NULL",
+                    {"file": src.path.name, "table": t.name, "col": col.name},
+                )
+            con.execute("DROP TABLE __bad")
         from .contract import SQL_TYPE
 
         typed = ", ".join(
             f"{_typed(col) if col.name in present else f'CAST(NULL AS {SQL_TYPE[col.type]})'} AS {db.ident(col.name)}"
             for col in t.columns
         )
+        # the rows that load: a view (typed on the fly) of the staged rows without a problem so far;
+        # a check that rejects rows adds them to the problems, and they leave the view
         good = _good_name(t)
         con.execute(
-            f"CREATE TEMP TABLE {good} AS SELECT {ROW}, {typed} FROM {stage} "
-            f"ANTI JOIN (SELECT row_no FROM {_PROBLEMS} WHERE table_name = $t) p ON {ROW} = p.row_no",
-            {"t": t.name},
+            f"CREATE TEMP VIEW {good} AS SELECT {ROW}, {typed} FROM {stage} "
+            f"ANTI JOIN (SELECT row_no FROM {_PROBLEMS} WHERE table_name = {_lit(t.name)}) p ON {ROW} = p.row_no"
         )
         c = _Checked(t, src.path, st.read, src.ignored, st.normalised, good)
 
@@ -1015,7 +1029,7 @@ def _insert(con: duckdb.DuckDBPyConnection, c: _Checked, batch_id: int) -> None:
     names = ", ".join(db.ident(x) for x in c.table.column_names)
     con.execute(
         f"INSERT INTO {db.ident(c.table.name)} (batch_id, source_row, {names}) "
-        f"SELECT ?, {ROW}, {names} FROM {c.good} ORDER BY {ROW}",
+        f"SELECT ?, {ROW}, {names} FROM {c.good}",
         [batch_id],
     )
 
@@ -1055,10 +1069,12 @@ def load_batch(batch_dir: str | Path, con: duckdb.DuckDBPyConnection) -> LoadRes
 
 
 def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
-    for (name,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE temporary AND (starts_with(table_name, '__s_') OR "
-        "starts_with(table_name, '__g_') OR starts_with(table_name, '__rk_') OR table_name IN ('__problems', '__quality'))"
-    ).fetchall():
+    """The load's temp views and tables go before the commit (the connection may live on)."""
+    mine = ("starts_with(name, '__s_') OR starts_with(name, '__g_') OR starts_with(name, '__rk_') "
+            "OR starts_with(name, '__r_') OR starts_with(name, '__m_') OR name IN ('__problems', '__quality')")
+    for (name,) in con.execute(f"SELECT view_name AS name FROM duckdb_views() WHERE temporary AND ({mine}) ORDER BY 1").fetchall():
+        con.execute(f"DROP VIEW temp.main.{db.ident(name)}")
+    for (name,) in con.execute(f"SELECT table_name AS name FROM duckdb_tables() WHERE temporary AND ({mine})").fetchall():
         con.execute(f"DROP TABLE temp.main.{db.ident(name)}")
 
 
