@@ -500,6 +500,7 @@ class _Staged:
     read: int
     ragged: list[tuple[int, str]]  # (row, reason) of CSV rows of the wrong shape
     normalised: int = 0
+    ragged_keys: list[tuple[int, str]] = field(default_factory=list)  # (row, key) of ragged rows
     phys: str = ""  # the table holding the cells (the stage itself, or under a view for CSV)
     key: str = ROW  # its column that identifies a row (rowid under a view)
 
@@ -556,7 +557,30 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Stag
         con.execute(f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT m.r AS {ROW}, s.* FROM {raw} s "
                     f"JOIN {db.ident('__m_' + t.name)} m ON m.k = s.rowid - {base}")
     ragged = [(r + 1, _ragged_reason(f, n_head)) for r, f, *_ in shape.bad]
-    return _Staged(src, shape.records, ragged, phys=raw, key="rowid")
+    st = _Staged(src, shape.records, ragged, phys=raw, key="rowid")
+    if shape.bad and len(t.key) == 1:
+        st.ragged_keys = _ragged_keys(text, shape, src.names.index(t.key[0]))
+    return st
+
+
+def _ragged_keys(text: _CsvText, shape: _Shape, idx: int) -> list[tuple[int, str]]:
+    """The key cell of each ragged record that reaches it, prepared like any cell: the row is
+    rejected, but a child row naming that key is told where its parent went."""
+    bad = {r for r, *_ in shape.bad}
+    last = max(bad)
+    out = []
+    with open(text.path, encoding="utf-8", newline="") as fh:
+        fh.seek(text.start)
+        for i, r in enumerate(csv.reader(fh)):
+            if i in bad and len(r) > idx:
+                v = r[idx].strip(WHITESPACE)
+                if not v.isascii():
+                    v = unicodedata.normalize("NFKC", v).strip(WHITESPACE)
+                if v:
+                    out.append((i + 1, v))
+            if i >= last:
+                break
+    return out
 
 
 def _stage_parquet(con: duckdb.DuckDBPyConnection, src: _Source) -> _Staged:
@@ -792,7 +816,8 @@ class _Checked:
     read: int
     ignored: list[str]
     normalised: int
-    good: str  # the temp table of rows that load (typed, with __row)
+    good: str  # the temp view of rows that load (typed, with __row)
+    ragged_keys: list[tuple[int, str]] = field(default_factory=list)
     loaded: int = 0
     quality: int = 0
 
@@ -825,10 +850,16 @@ class _Checker:
         """A temp table: key value -> its first row, for keys of rows that did not load (one-column keys)."""
         k = db.ident(c.table.key[0])
         name = db.ident("__rk_" + c.table.name)
+        ragged = ""
+        if c.ragged_keys:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {db.ident('__rg_' + c.table.name)} (k VARCHAR, r INTEGER)")
+            self.con.executemany(f"INSERT INTO {db.ident('__rg_' + c.table.name)} VALUES (?, ?)", [(v, r) for r, v in c.ragged_keys])
+            ragged = f"UNION ALL SELECT k, r FROM {db.ident('__rg_' + c.table.name)}"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT s.{k} AS k, min(s.{ROW}) AS prow FROM {stage} s "
-            f"SEMI JOIN (SELECT row_no FROM {_PROBLEMS} WHERE table_name = $t) p ON s.{ROW} = p.row_no "
-            f"WHERE s.{k} IS NOT NULL AND s.{k} NOT IN (SELECT {k} FROM {c.good}) GROUP BY 1",
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT k, min(r) AS prow FROM ("
+            f"SELECT s.{k} AS k, s.{ROW} AS r FROM {stage} s "
+            f"SEMI JOIN (SELECT row_no FROM {_PROBLEMS} WHERE table_name = $t) p ON s.{ROW} = p.row_no {ragged}) "
+            f"WHERE k IS NOT NULL AND k NOT IN (SELECT {k} FROM {c.good}) GROUP BY 1",
             {"t": c.table.name},
         )
         return name
@@ -871,7 +902,7 @@ class _Checker:
             f"CREATE TEMP VIEW {good} AS SELECT {ROW}, {typed} FROM {stage} "
             f"ANTI JOIN (SELECT row_no FROM {_PROBLEMS} WHERE table_name = {_lit(t.name)}) p ON {ROW} = p.row_no"
         )
-        c = _Checked(t, src.path, st.read, src.ignored, st.normalised, good)
+        c = _Checked(t, src.path, st.read, src.ignored, st.normalised, good, ragged_keys=st.ragged_keys)
 
         # Natural key: the first clean row of a key loads, later ones are duplicates; a key loaded
         # by an earlier batch is not loaded again (one policy for every table).
@@ -1071,7 +1102,7 @@ def load_batch(batch_dir: str | Path, con: duckdb.DuckDBPyConnection) -> LoadRes
 def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
     """The load's temp views and tables go before the commit (the connection may live on)."""
     mine = ("starts_with(name, '__s_') OR starts_with(name, '__g_') OR starts_with(name, '__rk_') "
-            "OR starts_with(name, '__r_') OR starts_with(name, '__m_') OR name IN ('__problems', '__quality')")
+            "OR starts_with(name, '__r_') OR starts_with(name, '__m_') OR starts_with(name, '__rg_') OR name IN ('__problems', '__quality')")
     for (name,) in con.execute(f"SELECT view_name AS name FROM duckdb_views() WHERE temporary AND ({mine}) ORDER BY 1").fetchall():
         con.execute(f"DROP VIEW temp.main.{db.ident(name)}")
     for (name,) in con.execute(f"SELECT table_name AS name FROM duckdb_tables() WHERE temporary AND ({mine})").fetchall():
