@@ -698,35 +698,39 @@ def _normalise(con: duckdb.DuckDBPyConnection, st: _Staged) -> None:
     stage = st.phys or _stage_name(t)
     wide = " OR ".join(f"strlen({db.ident(c)}) <> length({db.ident(c)})" for c in cols)
     sel = ", ".join(db.ident(c) for c in cols)
-    rel = con.sql(f"SELECT {st.key} AS __k, {sel} FROM {stage} WHERE {wide}")
-    reader = rel.to_arrow_reader(BATCH_ROWS) if hasattr(rel, "to_arrow_reader") else rel.fetch_arrow_reader(BATCH_ROWS)
-    fixed: list[pa.RecordBatch] = []
+    # the rows concerned go to a temp table, then through Python a slice at a time: memory stays
+    # bounded even when every row of a file is full-width
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __wide AS SELECT {st.key} AS __k, {sel} FROM {stage} WHERE {wide}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __nfkc AS SELECT * FROM __wide LIMIT 0")
+    n, base = con.execute("SELECT count(*), coalesce(min(rowid), 0) FROM __wide").fetchall()[0]
     changed = 0
-    for batch in reader:
-        out = [batch.column(0)]
-        for k, c in enumerate(cols, start=1):
-            vals = batch.column(k).to_pylist()
-            new = []
-            for v in vals:
+    for a in range(0, n, BATCH_ROWS):
+        rows = con.execute("SELECT * FROM __wide WHERE rowid >= ? AND rowid < ?", [base + a, base + a + BATCH_ROWS]).fetchall()
+        fixed = []
+        for row in rows:
+            new = list(row)
+            for k, c in enumerate(cols, start=1):
+                v = row[k]
                 if v is None or v.isascii():
-                    new.append(v)
                     continue
-                n = unicodedata.normalize("NFKC", v).strip(WHITESPACE)
-                if n != v:
+                x = unicodedata.normalize("NFKC", v).strip(WHITESPACE)
+                if x != v:
                     changed += 1
-                    n = _dict_pad(c, n) if n else None
-                new.append(n)
-            out.append(pa.array(new, pa.string()))
-        fixed.append(pa.RecordBatch.from_arrays(out, names=["__k", *cols]))
+                    new[k] = _dict_pad(c, x) if x else None
+            if new != list(row):
+                fixed.append(new)
+        if fixed:
+            con.register("__fix", pa.table({name: [r[i] for r in fixed] for i, name in enumerate(["__k", *cols])}))
+            try:
+                con.execute("INSERT INTO __nfkc SELECT * FROM __fix")
+            finally:
+                con.unregister("__fix")
     st.normalised = changed
-    if not changed:
-        return
-    con.register("__nfkc", pa.Table.from_batches(fixed))
-    try:
+    if changed:
         sets = ", ".join(f"{db.ident(c)} = n.{db.ident(c)}" for c in cols)
         con.execute(f"UPDATE {stage} SET {sets} FROM __nfkc AS n WHERE {stage}.{st.key} = n.__k")
-    finally:
-        con.unregister("__nfkc")
+    con.execute("DROP TABLE __wide")
+    con.execute("DROP TABLE __nfkc")
 
 
 # ---------------------------------------------------------------------------- checking rows
