@@ -47,7 +47,6 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import io
 import json
 import tempfile
 import unicodedata
@@ -62,7 +61,7 @@ import polars as pl
 import pyarrow as pa
 
 from . import db
-from .contract import DATE, DEC, FILE_SUFFIXES, FREE_TEXT, INT, LOAD_ORDER, STR, TABLES, TS, Table
+from .contract import DATE, DEC, FILE_SUFFIXES, FREE_TEXT, LOAD_ORDER, SQL_TYPE, STR, TABLES, TS, Table
 
 ROW = "__row"
 #: National dictionary codes of a fixed width: a value that lost its leading zero in Excel
@@ -307,7 +306,7 @@ def _shape_plain(text: _CsvText) -> _Shape:
     return _Shape(rec - 1, bad)
 
 
-def _shape_quoted(text: _CsvText) -> tuple[_Shape, list[int]]:
+def _shape_quoted(text: _CsvText) -> _Shape:
     """Fields per record of a CSV with quotes, read record by record (csv module)."""
     bad = []
     n = 0
@@ -327,7 +326,7 @@ def _shape_quoted(text: _CsvText) -> tuple[_Shape, list[int]]:
         cut = set(trailing)
         bad = [x for x in bad if x[0] not in cut]
         n -= len(trailing)
-    return _Shape(n, bad), [x[0] for x in bad]
+    return _Shape(n, bad)
 
 
 def _ragged_reason(fields: int, n_head: int) -> str:
@@ -510,7 +509,7 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Stag
     assert text is not None
     n_head = len(src.names)
     if text.has_quote:
-        shape, _ = _shape_quoted(text)
+        shape = _shape_quoted(text)
     else:
         shape = _shape_plain(text)
     tail = text.size - text.end
@@ -893,8 +892,6 @@ class _Checker:
                     {"file": src.path.name, "table": t.name, "col": col.name},
                 )
             con.execute("DROP TABLE __bad")
-        from .contract import SQL_TYPE
-
         typed = ", ".join(
             f"{_typed(col) if col.name in present else f'CAST(NULL AS {SQL_TYPE[col.type]})'} AS {db.ident(col.name)}"
             for col in t.columns
