@@ -44,9 +44,11 @@ stored as a number cell is a 15-digit service code (1109000010000 -> 00110900001
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
-import io
 import json
+import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,10 +56,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from . import db
-from .contract import DATE, DEC, FILE_SUFFIXES, FREE_TEXT, INT, LOAD_ORDER, STR, TABLES, TS, Table
+from .contract import DATE, DEC, FILE_SUFFIXES, FREE_TEXT, LOAD_ORDER, SQL_TYPE, STR, TABLES, TS, Table
 
 ROW = "__row"
 #: National dictionary codes of a fixed width: a value that lost its leading zero in Excel
@@ -67,6 +71,10 @@ DICT_WIDTH = {"hosp_lv": 2, "chrgitm_lv": 2, "med_chrgitm_type": 2}
 #: zeros; all-digit national list codes are 15-digit service codes, so the zeros are restored.
 NUMBER_CODE_WIDTH = {"hilist_code": 15, **DICT_WIDTH}
 GEND_VALUES = ("0", "1", "2", "9")
+#: What a cell is trimmed of: Unicode White_Space (as Polars' strip_chars and Rust's trim).
+WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
+CHUNK = 16 << 20  # bytes read at a time from a CSV file
+BATCH_ROWS = 50_000  # rows of an XLSX sheet handed to DuckDB at a time
 
 
 class LoadError(Exception):
@@ -95,7 +103,7 @@ class LoadResult:
     quality: pl.DataFrame | None = None
 
 
-# ---------------------------------------------------------------------------- reading files
+# ---------------------------------------------------------------------------- finding files
 
 
 def find_table_files(batch_dir: Path) -> dict[str, Path]:
@@ -117,122 +125,489 @@ def find_table_files(batch_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _decode_text(path: Path, raw: bytes) -> str:
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("gb18030")
-    except UnicodeDecodeError as e:
-        raise LoadError(f"{path}: unreadable: not UTF-8 or GB18030 text (byte {e.start})") from None
+def _unreadable(path: Path, e: BaseException) -> LoadError:
+    first = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    return LoadError(f"{path}: unreadable: {first}")
 
 
-def read_file(path: Path, digests: dict[Path, bytes] | None = None) -> pl.DataFrame:
-    """Read one table file with every column as text and lower-case column names.
+# ---------------------------------------------------------------------------- CSV: a streaming pre-pass
 
-    ``digests`` (when given) receives the file's digest for :func:`content_hash`."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            df = _read_csv(path, digests)
-        elif suffix == ".parquet":
-            df = pl.read_parquet(path)
-            df = df.with_columns(
-                [
-                    pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S")
-                    if dt == pl.Datetime
-                    else pl.col(c).dt.strftime("%Y-%m-%d")
-                    if dt == pl.Date
-                    else pl.col(c).cast(pl.Utf8).str.zfill(NUMBER_CODE_WIDTH[c.strip().lower()])
-                    if dt.is_integer() and c.strip().lower() in NUMBER_CODE_WIDTH
-                    else pl.col(c).cast(pl.Utf8)
-                    for c, dt in df.schema.items()
-                ]
-            )
+_WS_BYTES = b"\r\n\t "  # what is stripped from the end of a CSV file (trailing blank lines)
+
+
+@dataclass
+class _CsvText:
+    """A CSV file checked in one streaming pass: readable as UTF-8 (transcoded from GB18030
+    into a temporary file when needed), its digest, where its content ends."""
+
+    path: Path  # the file to read: the original or a UTF-8 copy
+    start: int  # first byte after the BOM
+    end: int  # byte after the last non-blank byte (trailing blank lines are ignored)
+    size: int
+    digest: bytes
+    has_quote: bool
+
+
+def _chunks(path: Path, size: int = CHUNK):
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(size)
+            if not b:
+                return
+            yield b
+
+
+def _scan_utf8(path: Path, chunks) -> _CsvText:
+    """Hash, NUL check and content end of a UTF-8 byte stream already written to ``path``."""
+    h = hashlib.sha256()
+    pending = b""  # trailing blanks held back: hashed only if text follows them
+    pos = start = end = 0
+    has_quote = False
+    first = True
+    for b in chunks:
+        if first:
+            first = False
+            if b.startswith(b"\xef\xbb\xbf"):
+                b = b[3:]
+                pos = start = 3
+        if b"\x00" in b:
+            raise LoadError(f"{path}: unreadable: binary content (NUL bytes), not a CSV text file")
+        has_quote = has_quote or b'"' in b
+        head = b.rstrip(_WS_BYTES)
+        if head:
+            data = pending + b
+            cut = len(data) - (len(b) - len(head))
+            h.update(data[:cut].replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+            pending = data[cut:]
+            end = pos + len(head)
         else:
-            df = _read_xlsx(path)
-    except LoadError:
-        raise
-    except Exception as e:  # polars/pyarrow/openpyxl give many exception types for a broken file
-        raise LoadError(f"{path}: unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    lowered = [unicodedata.normalize("NFKC", c).lstrip("\ufeff").strip().lower() for c in df.columns]
+            pending += b
+        pos += len(b)
+    if end <= start:
+        raise LoadError(f"{path}: unreadable: the file is empty")
+    h.update(b"\n")
+    return _CsvText(path, start, end, pos, h.digest(), has_quote)
+
+
+def _csv_text(path: Path, tmp: Path) -> _CsvText:
+    """Check a CSV file in streaming chunks; GB18030 text is transcoded to a UTF-8 temp file."""
+    dec = codecs.getincrementaldecoder("utf-8")()
+    utf8 = True
+    nul = False
+    bom = False
+    for i, b in enumerate(_chunks(path)):
+        if i == 0 and b.startswith(b"\xef\xbb\xbf"):
+            bom, b = True, b[3:]
+        nul = nul or b"\x00" in b
+        if utf8:
+            try:
+                dec.decode(b)
+            except UnicodeDecodeError:
+                utf8 = False
+        if nul:
+            break
+    if nul:
+        raise LoadError(f"{path}: unreadable: binary content (NUL bytes), not a CSV text file")
+    if utf8:
+        try:
+            dec.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8 = False
+    if utf8:
+        return _scan_utf8(path, _chunks(path))
+    # GB18030: transcode to a UTF-8 file (the text as UTF-8 is what is read and hashed)
+    out = tmp / f"t{len(list(tmp.iterdir()))}.csv"
+    gb = codecs.getincrementaldecoder("gb18030")()
+    offset = 0
+    with open(out, "wb") as fh:
+        for i, b in enumerate(_chunks(path)):
+            if i == 0 and bom:
+                b = b[3:]
+            try:
+                fh.write(gb.decode(b).encode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise LoadError(f"{path}: unreadable: not UTF-8 or GB18030 text (byte {offset + e.start})") from None
+            offset += len(b)
+        try:
+            fh.write(gb.decode(b"", final=True).encode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise LoadError(f"{path}: unreadable: not UTF-8 or GB18030 text (byte {offset + e.start})") from None
+    t = _scan_utf8(out, _chunks(out))
+    return t
+
+
+def _header(text: _CsvText) -> list[str]:
+    with open(text.path, encoding="utf-8", newline="") as fh:
+        fh.seek(text.start)
+        row = next(csv.reader(fh), None)
+    return row or []
+
+
+@dataclass
+class _Shape:
+    records: int  # records after the header
+    bad: list[tuple[int, int, int, int]]  # (record index, fields, first byte, byte after its newline)
+
+
+def _shape_plain(text: _CsvText) -> _Shape:
+    """Fields per record of a CSV without any quote character: commas + 1 per line (vectorised).
+
+    Record 0 is the header. Only records whose field count differs from the header's are
+    kept (with their byte range, so a clean copy can leave them out)."""
+    bad: list[tuple[int, int, int, int]] = []
+    n_head = None
+    rec = 0  # index of the record being read
+    rec_start = text.start
+    carry = 0  # commas of the current record seen in earlier chunks
+    last_byte = 0
+    pos = text.start
+    with open(text.path, "rb") as fh:
+        fh.seek(pos)
+        while pos < text.end:
+            b = fh.read(min(CHUNK, text.end - pos))
+            if not b:
+                break
+            arr = np.frombuffer(b, np.uint8)
+            nl = np.flatnonzero(arr == 10)
+            if len(nl):
+                commas = np.flatnonzero(arr == 44)
+                before = np.searchsorted(commas, nl)
+                per = np.diff(before, prepend=0)
+                per[0] += carry
+                starts = np.empty(len(nl), np.int64)
+                starts[0] = rec_start
+                starts[1:] = nl[:-1] + 1 + pos
+                ends = nl + pos
+                length = ends - starts
+                prev = np.where(nl > 0, arr[np.maximum(nl - 1, 0)], last_byte)
+                empty = (length == 0) | ((length == 1) & (prev == 13))
+                fields = np.where(empty, 0, per + 1)
+                if n_head is None:
+                    n_head = int(fields[0])
+                idx = np.flatnonzero(fields != n_head)
+                for k in idx:
+                    r = rec + int(k)
+                    if r:
+                        bad.append((r, int(fields[k]), int(starts[k]), int(ends[k]) + 1))
+                rec += len(nl)
+                rec_start = int(nl[-1]) + 1 + pos
+                carry = int(np.count_nonzero(arr[nl[-1] + 1:] == 44))
+            else:
+                carry += int(np.count_nonzero(arr == 44))
+            last_byte = int(arr[-1])
+            pos += len(b)
+    if rec_start < text.end:  # the last record, without a newline before the trailing blanks
+        fields = carry + 1
+        if n_head is None:
+            n_head = fields
+        elif fields != n_head:
+            bad.append((rec, fields, rec_start, text.end))
+        rec += 1
+    return _Shape(rec - 1, bad)
+
+
+def _shape_quoted(text: _CsvText) -> _Shape:
+    """Fields per record of a CSV with quotes, read record by record (csv module)."""
+    bad = []
+    n = 0
+    trailing: list[int] = []  # records at the end that are blank (ignored like trailing blank lines)
+    with open(text.path, encoding="utf-8", newline="") as fh:
+        fh.seek(text.start)
+        reader = csv.reader(fh)
+        n_head = len(next(reader, []))
+        for i, r in enumerate(reader, start=1):
+            n = i
+            k = len(r)
+            blank = k == 0 or (k == 1 and not r[0].strip("\t "))
+            trailing = trailing + [i] if blank else []
+            if k != n_head:
+                bad.append((i, 0 if k == 0 else k, -1, -1))
+    if trailing:  # blank records at the very end were cut by the old reader: not rows
+        cut = set(trailing)
+        bad = [x for x in bad if x[0] not in cut]
+        n -= len(trailing)
+    return _Shape(n, bad)
+
+
+def _ragged_reason(fields: int, n_head: int) -> str:
+    if fields == 0:
+        return "the row is empty"
+    if fields == 1:
+        return f"the row has 1 field, the header has {n_head}"
+    return f"the row has {fields} fields, the header has {n_head}"
+
+
+def _clean_copy(text: _CsvText, shape: _Shape, tmp: Path, quoted: bool) -> Path:
+    """A copy of the CSV without its ragged and blank records and trailing blanks."""
+    out = tmp / f"c{len(list(tmp.iterdir()))}.csv"
+    if not quoted or not shape.bad:  # byte ranges: the records kept are copied as they are
+        with open(text.path, "rb") as src, open(out, "wb") as dst:
+            pos = text.start
+            for _r, _f, a, z in [*shape.bad, (None, None, text.end, text.end)]:
+                src.seek(pos)
+                left = a - pos
+                while left > 0:
+                    b = src.read(min(CHUNK, left))
+                    dst.write(b)
+                    left -= len(b)
+                pos = z
+            dst.write(b"\n")
+        return out
+    skip = {x[0] for x in shape.bad}
+    with open(text.path, encoding="utf-8", newline="") as fh, open(out, "w", encoding="utf-8", newline="") as dst:
+        fh.seek(text.start)
+        w = csv.writer(dst, lineterminator="\n")
+        for i, r in enumerate(csv.reader(fh)):
+            if i > shape.records:
+                break
+            if i not in skip:
+                w.writerow(r)
+    return out
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+@dataclass
+class _Source:
+    table: Table
+    path: Path
+    fmt: str
+    names: list[str]  # the file's column names, lower-cased (contract names where they match)
+    digest: bytes
+    csv: _CsvText | None = None
+
+    @property
+    def ignored(self) -> list[str]:
+        known = set(self.table.column_names)
+        return [c for c in self.names if c not in known]
+
+    @property
+    def present(self) -> list[str]:
+        got = set(self.names)
+        return [c for c in self.table.column_names if c in got]
+
+
+def _lower_names(path: Path, raw: list[str]) -> list[str]:
+    lowered = [unicodedata.normalize("NFKC", c).lstrip("\ufeff").strip().lower() for c in raw]
     if len(set(lowered)) != len(lowered):
         dup = next(c for c in lowered if lowered.count(c) > 1)
         raise LoadError(f"{path}: column {dup} appears twice")
-    return df.rename(dict(zip(df.columns, lowered)))
+    return lowered
 
 
-RAGGED = "__ragged"  # per row: why the row's shape is wrong (CSV only), else null
+def _file_digest(path: Path) -> bytes:
+    h = hashlib.sha256()
+    for b in _chunks(path):
+        h.update(b)
+    return h.digest()
 
 
-def _utf8_bytes(path: Path) -> bytes:
-    """The file as UTF-8 bytes without BOM and trailing blank lines (GB18030 is converted)."""
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    if b"\x00" in raw:
-        raise LoadError(f"{path}: unreadable: binary content (NUL bytes), not a CSV text file")
-    raw = raw.rstrip(b"\r\n\t ")
-    if not raw:
-        raise LoadError(f"{path}: unreadable: the file is empty")
-    return raw + b"\n"
-
-
-def _read_csv(path: Path, digests: dict[Path, bytes] | None = None) -> pl.DataFrame:
-    """Read a CSV as text columns; rows with the wrong number of fields are marked in RAGGED.
-
-    A short or long row usually means a shifted column (an unquoted comma in a name): its
-    values cannot be trusted, so it is rejected, never padded or cut silently. Trailing
-    blank lines are ignored; a blank line between rows is rejected as an empty row.
-    Text that is not UTF-8 is decoded as GB18030 first.
-    """
-    data = _utf8_bytes(path)
+def _open_source(table: Table, path: Path, tmp: Path) -> _Source:
+    """Read what the load needs before the transaction: the header and the digest. A file that
+    cannot be read at all stops the load here."""
+    suffix = path.suffix.lower()
     try:
-        data.decode("utf-8")  # polars does not check every byte (a bad header slips through)
-    except UnicodeDecodeError:
-        data = _decode_text(path, data).encode("utf-8")
-    if digests is not None:  # the text as UTF-8 with LF line endings: see content_hash
-        digests[path] = hashlib.sha256(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")).digest()
-    df = pl.read_csv(data, infer_schema=False, truncate_ragged_lines=True)
-    n_cols = len(df.columns)
-    counts = _field_counts(data)
-    if counts.len() - 1 != df.height:  # header + one count per record, else the shapes disagree
-        raise LoadError(f"{path}: unreadable: found {counts.len() - 1} rows but parsed {df.height}")
-    n = pl.col("__n")
-    reason = (
-        counts.slice(1).alias("__n").to_frame()
-        .select(
-            pl.when(n == 0)
-            .then(pl.lit("the row is empty"))
-            .when(n == 1)
-            .then(pl.lit(f"the row has 1 field, the header has {n_cols}"))
-            .when(n != n_cols)
-            .then(pl.format("the row has {} fields, the header has " + str(n_cols), n))
-            .alias(RAGGED)
+        if suffix == ".csv":
+            text = _csv_text(path, tmp)
+            src = _Source(table, path, "csv", _lower_names(path, _header(text)), text.digest, text)
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            src = _Source(table, path, "parquet", _lower_names(path, list(schema.names)), _file_digest(path))
+            src.arrow_types = list(schema.types)  # type: ignore[attr-defined]
+        else:
+            import openpyxl
+
+            wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+            try:
+                header = next(wb.worksheets[0].iter_rows(values_only=True), None)
+            finally:
+                wb.close()
+            if not header:
+                raise LoadError(f"{path}: unreadable: the first sheet is empty")
+            names = [str(h).strip() if h is not None else f"column_{i + 1}" for i, h in enumerate(header)]
+            lowered = [n.lower() for n in names]
+            for n in lowered:
+                if lowered.count(n) > 1:
+                    raise LoadError(f"{path}: column {n} appears twice")
+            src = _Source(table, path, "xlsx", _lower_names(path, names), _file_digest(path))
+    except LoadError:
+        raise
+    except Exception as e:  # pyarrow/openpyxl/csv give many exception types for a broken file
+        raise _unreadable(path, e) from None
+    for col in table.columns:
+        if col.required and col.name not in src.names:
+            raise LoadError(f"{path}: required column {col.name} is missing")
+    return src
+
+
+def content_hash(files: dict[str, Path], digests: dict[Path, bytes]) -> str:
+    """A digest of the batch's text, not of its bytes: a CSV counts as its UTF-8 text without
+    BOM, with LF line endings and no trailing blank lines, so the same batch re-exported with
+    CRLF, as GB18030 or with a BOM has the same hash (Parquet and XLSX files count as bytes).
+    This only spares the work of a repeated load: the natural keys are the real guard."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(digests[files[name]])
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- staging
+
+
+def _stage_name(t: Table) -> str:
+    return db.ident("__s_" + t.name)
+
+
+def _good_name(t: Table) -> str:
+    return db.ident("__g_" + t.name)
+
+
+#: RE2 class of WHITESPACE; a cell is trimmed by a regexp only when its first or last character
+#: is not printable ASCII (a cheap test; DuckDB's trim(x, characters) is ten times slower).
+_WS_CLASS = r"[\t\n\x0B\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]"
+_TRIM_RE = f"^{_WS_CLASS}+|{_WS_CLASS}+$"
+
+
+def _cell_sql(name: str, expr: str) -> str:
+    """Trim, empty -> NULL, and a one-digit dictionary code padded (``5`` -> ``05``)."""
+    edge = f"ord({expr}[1]) <= 32 OR ord({expr}[1]) >= 127 OR ord({expr}[-1]) <= 32 OR ord({expr}[-1]) >= 127"
+    v = f"nullif(CASE WHEN {edge} THEN regexp_replace({expr}, {_lit(_TRIM_RE)}, '', 'g') ELSE {expr} END, '')"
+    w = DICT_WIDTH.get(name)
+    if w:
+        v = f"CASE WHEN regexp_full_match({v}, '[0-9]+') AND length({v}) < {w} THEN lpad({v}, {w}, '0') ELSE {v} END"
+    return v
+
+
+def _stage_sql(src: _Source, source: str, exprs: dict[str, str], row: str) -> str:
+    cols = ", ".join(f"{_cell_sql(n, exprs[n])} AS {db.ident(n)}" for n in src.present)
+    return f"CREATE TEMP TABLE {_stage_name(src.table)} AS SELECT {row} AS {ROW}{', ' if cols else ''}{cols} FROM {source}"
+
+
+def _dict_pad(name: str, x: str) -> str:
+    w = DICT_WIDTH.get(name)
+    return x.zfill(w) if w and x.isdigit() and len(x) < w else x
+
+
+@dataclass
+class _Staged:
+    src: _Source
+    read: int
+    ragged: list[tuple[int, str]]  # (row, reason) of CSV rows of the wrong shape
+    normalised: int = 0
+    ragged_keys: list[tuple[int, str]] = field(default_factory=list)  # (row, key) of ragged rows
+    phys: str = ""  # the table holding the cells (the stage itself, or under a view for CSV)
+    key: str = ROW  # its column that identifies a row (rowid under a view)
+
+
+def _stage_csv(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Staged:
+    text = src.csv
+    assert text is not None
+    n_head = len(src.names)
+    if text.has_quote:
+        shape = _shape_quoted(text)
+    else:
+        shape = _shape_plain(text)
+    tail = text.size - text.end
+    clean_tail = True
+    if tail:
+        with open(text.path, "rb") as fh:
+            fh.seek(text.end)
+            t = fh.read(3)
+        clean_tail = t in (b"\n", b"\r\n")
+    path = text.path
+    if shape.bad or not clean_tail:
+        path = _clean_copy(text, shape, tmp, text.has_quote)
+    bad_rows = np.array([r for r, *_ in shape.bad], dtype=np.int64)
+    rows = np.arange(1, shape.records + 1, dtype=np.int64)
+    if len(bad_rows):
+        rows = rows[~np.isin(rows, bad_rows)]
+    good = len(rows)
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_head)) + "}"
+    t = src.table
+    raw = db.ident("__r_" + t.name)
+    try:
+        # read in parallel; the table keeps the file's order (preserve_insertion_order), so a
+        # row's rowid is its place among the well-formed records
+        cols = ", ".join(f"{_cell_sql(n, f'c{src.names.index(n)}')} AS {db.ident(n)}" for n in src.present)
+        con.execute(
+            f"CREATE TEMP TABLE {raw} AS SELECT {cols} FROM read_csv($path, header = true, auto_detect = false, "
+            f"columns = {columns}, delim = ',', quote = '\"', escape = '\"', strict_mode = false, max_line_size = 100000000)",
+            {"path": str(path)},
         )
-        .to_series()
-    )
-    return df.with_columns(reason)
+    except duckdb.Error as e:
+        raise _unreadable(src.path, e) from None
+    got, base = con.execute(f"SELECT count(*), coalesce(min(rowid), 0) FROM {raw}").fetchall()[0]
+    base = int(base)  # rows written in a transaction are numbered from a large offset
+    if got != good:
+        raise LoadError(f"{src.path}: unreadable: found {good} rows but parsed {got}")
+    if not shape.bad:  # row number = header + place
+        con.execute(f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT CAST(rowid - {base} + 2 AS INTEGER) AS {ROW}, * FROM {raw}")
+    else:  # the well-formed records' row numbers, in order
+        con.register("__rows", pa.table({"k": pa.array(np.arange(good), pa.int64()), "r": pa.array(rows + 1, pa.int32())}))
+        try:
+            con.execute(f"CREATE TEMP TABLE {db.ident('__m_' + t.name)} AS SELECT * FROM __rows")
+        finally:
+            con.unregister("__rows")
+        con.execute(f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT m.r AS {ROW}, s.* FROM {raw} s "
+                    f"JOIN {db.ident('__m_' + t.name)} m ON m.k = s.rowid - {base}")
+    ragged = [(r + 1, _ragged_reason(f, n_head)) for r, f, *_ in shape.bad]
+    st = _Staged(src, shape.records, ragged, phys=raw, key="rowid")
+    if shape.bad and len(t.key) == 1:
+        st.ragged_keys = _ragged_keys(text, shape, src.names.index(t.key[0]))
+    return st
 
 
-def _field_counts(data: bytes) -> pl.Series:
-    """Number of fields of each record (0 for a blank line), header included."""
-    if b'"' not in data and b"\x1f" not in data:
-        # no quoting: records are lines and fields are commas + 1; read each line whole
-        lines = pl.read_csv(
-            data, has_header=False, separator="\x1f", quote_char=None, infer_schema=False, new_columns=["l"]
-        ).get_column("l")
-        return pl.select(
-            pl.when(lines.is_null() | (lines == "")).then(0)
-            .otherwise(lines.str.count_matches(",", literal=True) + 1).cast(pl.Int64)
-        ).to_series()
-    import csv
+def _ragged_keys(text: _CsvText, shape: _Shape, idx: int) -> list[tuple[int, str]]:
+    """The key cell of each ragged record that reaches it, prepared like any cell: the row is
+    rejected, but a child row naming that key is told where its parent went."""
+    bad = {r for r, *_ in shape.bad}
+    last = max(bad)
+    out = []
+    with open(text.path, encoding="utf-8", newline="") as fh:
+        fh.seek(text.start)
+        for i, r in enumerate(csv.reader(fh)):
+            if i in bad and len(r) > idx:
+                v = r[idx].strip(WHITESPACE)
+                if not v.isascii():
+                    v = unicodedata.normalize("NFKC", v).strip(WHITESPACE)
+                if v:
+                    out.append((i + 1, v))
+            if i >= last:
+                break
+    return out
 
-    text = data.decode("utf-8")
-    return pl.Series([len(r) for r in csv.reader(io.StringIO(text))], dtype=pl.Int64)
+
+def _stage_parquet(con: duckdb.DuckDBPyConnection, src: _Source) -> _Staged:
+    types = src.arrow_types  # type: ignore[attr-defined]
+    exprs = {}
+    for n in src.present:
+        i = src.names.index(n)
+        t = types[i]
+        ref = f"#{i + 1}"
+        if pa.types.is_timestamp(t):
+            exprs[n] = f"strftime({ref}, '%Y-%m-%d %H:%M:%S')"
+        elif pa.types.is_date(t):
+            exprs[n] = f"strftime({ref}, '%Y-%m-%d')"
+        elif pa.types.is_integer(t) and n in NUMBER_CODE_WIDTH:
+            w = NUMBER_CODE_WIDTH[n]
+            x = f"CAST({ref} AS VARCHAR)"
+            exprs[n] = f"CASE WHEN length({x}) < {w} THEN lpad({x}, {w}, '0') ELSE {x} END"
+        else:
+            exprs[n] = f"CAST({ref} AS VARCHAR)"
+    try:
+        con.execute(
+            _stage_sql(src, "read_parquet($path, file_row_number = true)", exprs, "CAST(file_row_number + 2 AS INTEGER)"),
+            {"path": str(src.path)},
+        )
+    except duckdb.Error as e:
+        raise _unreadable(src.path, e) from None
+    n = con.execute(f"SELECT count(*) FROM {_stage_name(src.table)}").fetchall()[0][0]
+    return _Staged(src, n, [])
 
 
 def _excel_number(v: float) -> str:
@@ -245,455 +620,450 @@ def _excel_number(v: float) -> str:
     return out
 
 
-def _read_xlsx(path: Path) -> pl.DataFrame:
+def _xlsx_cell(v, width):
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S") if (v.hour or v.minute or v.second) else v.strftime("%Y-%m-%d")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        out = _excel_number(float(v)) if isinstance(v, float) else str(v)
+        return out.zfill(width) if width and out.isdigit() else out
+    return str(v)
+
+
+def _stage_xlsx(con: duckdb.DuckDBPyConnection, src: _Source) -> _Staged:
+    """Stream the first sheet's rows into DuckDB in Arrow batches (never the whole sheet)."""
     import openpyxl
 
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    ws = wb.worksheets[0]
-    rows = ws.iter_rows(values_only=True)
-    header = next(rows, None)
-    if not header:
-        raise LoadError(f"{path}: unreadable: the first sheet is empty")
-    names = [str(h).strip() if h is not None else f"column_{i + 1}" for i, h in enumerate(header)]
+    present = src.present
+    idx = [src.names.index(n) for n in present]
+    widths = [NUMBER_CODE_WIDTH.get(n) for n in present]
+    schema = pa.schema([("r", pa.int32())] + [(f"c{k}", pa.string()) for k in range(len(present))])
+    count = [0]
+    wb = openpyxl.load_workbook(src.path, read_only=True, data_only=True)
 
-    widths = [NUMBER_CODE_WIDTH.get(n.lower()) for n in names]
+    def batches():
+        rows = wb.worksheets[0].iter_rows(values_only=True)
+        next(rows, None)  # the header
+        buf: list[tuple] = []
+        blank: list[tuple] = []  # empty rows held back: only rows before a filled one count
+        row_no = 1
+        for r in rows:
+            row_no += 1
+            cells = tuple(_xlsx_cell(r[i] if i < len(r) else None, w) for i, w in zip(idx, widths))
+            if all(v is None for v in r):
+                blank.append((row_no, cells))
+                continue
+            buf.extend(blank)
+            blank = []
+            buf.append((row_no, cells))
+            if len(buf) >= BATCH_ROWS:
+                yield _xlsx_batch(buf, schema)
+                count[0] += len(buf)
+                buf = []
+        if buf:
+            count[0] += len(buf)
+            yield _xlsx_batch(buf, schema)
 
-    def cell(v, width):
-        if v is None:
-            return None
-        if isinstance(v, datetime):
-            return v.strftime("%Y-%m-%d %H:%M:%S") if (v.hour or v.minute or v.second) else v.strftime("%Y-%m-%d")
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out = _excel_number(float(v)) if isinstance(v, float) else str(v)
-            return out.zfill(width) if width and out.isdigit() else out
-        return str(v)
-
-    data = [[cell(v, w) for v, w in zip(r, widths)] for r in rows]
-    while data and all(v is None for v in data[-1]):  # formatted but empty rows at the end
-        data.pop()
-    wb.close()
-    lowered = [n.lower() for n in names]
-    for n in lowered:
-        if lowered.count(n) > 1:
-            raise LoadError(f"{path}: column {n} appears twice")
-    # every column as text, also one whose cells are all empty (it would be typed Null)
-    return pl.DataFrame(data, schema={n: pl.Utf8 for n in names}, orient="row")
-
-
-# ---------------------------------------------------------------------------- preparing cells
-
-_DEC_RE = r"^[+-]?[0-9]{1,14}(\.[0-9]{1,4})?$"
-_DEC_ANY_RE = r"^[+-]?[0-9]+(\.[0-9]+)?$"
-_INT_RE = r"^[+-]?[0-9]{1,9}$"
-_NON_ASCII = r"[^\x00-\x7F]"
-
-
-@dataclass
-class _Prepared:
-    table: Table
-    path: Path
-    df: pl.DataFrame  # contract columns present (+ RAGGED), trimmed, normalised, "" -> null
-    ignored: list[str]  # columns of the file that are not in the contract: dropped
-    normalised: int  # cells that NFKC changed
+    try:
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
+        con.register("__xlsx", reader)
+        exprs = {n: f"c{k}" for k, n in enumerate(present)}
+        con.execute(_stage_sql(src, "__xlsx", exprs, "r"))
+    except LoadError:
+        raise
+    except Exception as e:
+        raise _unreadable(src.path, e) from None
+    finally:
+        con.unregister("__xlsx")
+        wb.close()
+    return _Staged(src, count[0], [])
 
 
-def prepare_table(table: Table, path: Path, df: pl.DataFrame) -> _Prepared:
-    """Keep the contract's columns, trim every cell, NFKC-normalise all but free text.
+def _xlsx_batch(buf: list[tuple], schema: pa.Schema) -> pa.RecordBatch:
+    cols = [pa.array([r for r, _ in buf], pa.int32())]
+    for k in range(len(schema) - 1):
+        cols.append(pa.array([c[k] for _, c in buf], pa.string()))
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
 
-    A column that is not in the contract is dropped here (and listed in the load summary):
-    nothing of it is stored, so its name never reaches the database.
-    """
-    present = set(df.columns)
-    for col in table.columns:
-        if col.required and col.name not in present:
-            raise LoadError(f"{path}: required column {col.name} is missing")
-    known = set(table.column_names)
-    ignored = [c for c in df.columns if c not in known and c != RAGGED]
-    cols = [c for c in table.column_names if c in present]
-    df = df.select([pl.col(c).str.strip_chars() for c in cols] + ([pl.col(RAGGED)] if RAGGED in present else []))
-    # NFKC only where a column holds a non-ASCII character at all (most never do: fast path)
-    norm = [c for c in cols if c not in FREE_TEXT]
-    wide = df.select((pl.col(c).str.len_bytes() != pl.col(c).str.len_chars()).any() for c in norm).row(0) if norm and df.height else ()
-    to_norm = [c for c, w in zip(norm, wide) if w]
-    normalised = 0
-    if to_norm:
-        new = df.select(pl.col(c).str.normalize("NFKC").str.strip_chars() for c in to_norm)
-        normalised = sum(new.select((pl.col(c) != df.get_column(c)).fill_null(False).sum() for c in to_norm).row(0))
-        df = df.with_columns(new)
-    df = df.with_columns([pl.when(pl.col(c).str.len_bytes() > 0).then(pl.col(c)).alias(c) for c in cols])
-    df = df.with_columns(
-        pl.when(pl.col(c).str.contains(r"^[0-9]+$") & (pl.col(c).str.len_chars() < w))
-        .then(pl.col(c).str.zfill(w)).otherwise(pl.col(c)).alias(c)
-        for c, w in DICT_WIDTH.items() if c in cols
-    )
-    return _Prepared(table, path, df, ignored, normalised)
+
+def _normalise(con: duckdb.DuckDBPyConnection, st: _Staged) -> None:
+    """NFKC on the rare cells holding a non-ASCII character (all columns but free-text names):
+    found in SQL, fixed in Python, written back; counts the cells changed."""
+    t = st.src.table
+    cols = [c for c in st.src.present if c not in FREE_TEXT]
+    if not cols:
+        return
+    stage = st.phys or _stage_name(t)
+    wide = " OR ".join(f"strlen({db.ident(c)}) <> length({db.ident(c)})" for c in cols)
+    sel = ", ".join(db.ident(c) for c in cols)
+    # the rows concerned go to a temp table, then through Python a slice at a time: memory stays
+    # bounded even when every row of a file is full-width
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __wide AS SELECT {st.key} AS __k, {sel} FROM {stage} WHERE {wide}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __nfkc AS SELECT * FROM __wide LIMIT 0")
+    n, base = con.execute("SELECT count(*), coalesce(min(rowid), 0) FROM __wide").fetchall()[0]
+    changed = 0
+    for a in range(0, n, BATCH_ROWS):
+        rows = con.execute("SELECT * FROM __wide WHERE rowid >= ? AND rowid < ?", [base + a, base + a + BATCH_ROWS]).fetchall()
+        fixed = []
+        for row in rows:
+            new = list(row)
+            for k, c in enumerate(cols, start=1):
+                v = row[k]
+                if v is None or v.isascii():
+                    continue
+                x = unicodedata.normalize("NFKC", v).strip(WHITESPACE)
+                if x != v:
+                    changed += 1
+                    new[k] = _dict_pad(c, x) if x else None
+            if new != list(row):
+                fixed.append(new)
+        if fixed:
+            con.register("__fix", pa.table({name: [r[i] for r in fixed] for i, name in enumerate(["__k", *cols])}))
+            try:
+                con.execute("INSERT INTO __nfkc SELECT * FROM __fix")
+            finally:
+                con.unregister("__fix")
+    st.normalised = changed
+    if changed:
+        sets = ", ".join(f"{db.ident(c)} = n.{db.ident(c)}" for c in cols)
+        con.execute(f"UPDATE {stage} SET {sets} FROM __nfkc AS n WHERE {stage}.{st.key} = n.__k")
+    con.execute("DROP TABLE __wide")
+    con.execute("DROP TABLE __nfkc")
 
 
 # ---------------------------------------------------------------------------- checking rows
 
-
-def _parse_exprs(table: Table, present: set[str]) -> tuple[list[pl.Expr], list[pl.Expr]]:
-    """Return (typed column expressions, problem expressions) for one table.
-
-    Each problem expression yields, per row, a reason string or null. Digits are ASCII only
-    ([0-9]): a number or date still holding another script's digits after NFKC is rejected.
-    """
-    typed, problems = [], []
-    for col in table.columns:
-        if col.name not in present:
-            typed.append(pl.lit(None, dtype=_pl_type(col.type)).alias(col.name))
-            continue
-        raw = pl.col(col.name)
-        if col.type == STR:
-            value = raw
-            bad = pl.lit(None, dtype=pl.Utf8)
-        elif col.type == DATE:
-            value = raw.str.to_date("%Y-%m-%d", strict=False)  # chrono reads ASCII digits only
-            bad = pl.when(raw.is_not_null() & value.is_null()).then(
-                pl.format('{}: "{}" is not a date (YYYY-MM-DD)', pl.lit(col.name), raw)
-            )
-        elif col.type == TS:
-            value = pl.coalesce(
-                raw.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"),
-                raw.str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us"),
-                raw.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
-            )
-            bad = pl.when(raw.is_not_null() & value.is_null()).then(
-                pl.format('{}: "{}" is not a time (YYYY-MM-DD HH:MM:SS)', pl.lit(col.name), raw)
-            )
-        elif col.type == DEC:
-            ok = raw.str.contains(_DEC_RE)
-            value = pl.when(ok).then(raw).cast(pl.Decimal(18, 4), strict=False)
-            bad = (
-                pl.when(raw.is_not_null() & raw.str.contains(_DEC_ANY_RE) & ~ok)
-                .then(pl.format('{}: "{}" has more than 4 decimals or is too large', pl.lit(col.name), raw))
-                .when(raw.is_not_null() & ~ok)
-                .then(pl.format('{}: "{}" is not a number', pl.lit(col.name), raw))
-            )
-        else:  # INT
-            ok = raw.str.contains(_INT_RE)
-            value = pl.when(ok).then(raw).cast(pl.Int32, strict=False)
-            bad = pl.when(raw.is_not_null() & ~ok).then(
-                pl.format('{}: "{}" is not a whole number', pl.lit(col.name), raw)
-            )
-        if col.required:
-            bad = pl.when(raw.is_null()).then(pl.lit(f"{col.name}: required value is missing")).otherwise(bad)
-        if col.name == "gend":
-            bad = pl.when(raw.is_not_null() & ~raw.is_in(GEND_VALUES)).then(
-                pl.format('gend: "{}" is not one of 0, 1, 2, 9', raw)
-            ).otherwise(bad)
-        typed.append(value.alias(col.name))
-        problems.append(bad.alias(_P + col.name))
-    return typed, problems
+_DEC_RE = r"[+-]?[0-9]{1,14}(\.[0-9]{1,4})?"
+_DEC_ANY_RE = r"[+-]?[0-9]+(\.[0-9]+)?"
+_INT_RE = r"[+-]?[0-9]{1,9}"
+_TS_FORMATS = "['%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d']"
 
 
-_P = "__p_"  # prefix of the per-column problem expressions
+def _lit(text: str) -> str:
+    """A constant of this module as an SQL string literal (never input)."""
+    assert "'" not in text
+    return f"'{text}'"
 
 
-def _pl_type(t: str):
-    return {STR: pl.Utf8, DATE: pl.Date, TS: pl.Datetime("us"), DEC: pl.Decimal(18, 4), INT: pl.Int32}[t]
+def _typed(col) -> str:
+    x = db.ident(col.name)
+    if col.type == STR:
+        return x
+    if col.type == DATE:
+        return f"CAST(try_strptime({x}, '%Y-%m-%d') AS DATE)"
+    if col.type == TS:
+        return f"try_strptime({x}, {_TS_FORMATS})"
+    if col.type == DEC:  # the view holds only cells that passed _reason: the cast is exact
+        return f"TRY_CAST({x} AS DECIMAL(18,4))"
+    return f"TRY_CAST({x} AS INTEGER)"
 
 
-def _text(table: Table, name: str) -> pl.Expr:
-    """A typed column as the contract writes it (for messages)."""
-    t = table.column(name).type
-    c = pl.col(name)
-    if t == TS:
-        return c.dt.strftime("%Y-%m-%d %H:%M:%S")
-    if t == DATE:
-        return c.dt.strftime("%Y-%m-%d")
-    if t == DEC:
+def _reason(col) -> str:
+    """Per row: why the cell is not acceptable, or NULL."""
+    x = db.ident(col.name)
+    name = col.name
+    if col.type == STR:
+        bad = "NULL"
+    elif col.type == DATE:
+        bad = f"""CASE WHEN {x} IS NOT NULL AND try_strptime({x}, '%Y-%m-%d') IS NULL THEN '{name}: "' || {x} || '" is not a date (YYYY-MM-DD)' END"""
+    elif col.type == TS:
+        bad = f"""CASE WHEN {x} IS NOT NULL AND try_strptime({x}, {_TS_FORMATS}) IS NULL THEN '{name}: "' || {x} || '" is not a time (YYYY-MM-DD HH:MM:SS)' END"""
+    elif col.type == DEC:
+        bad = (f"""CASE WHEN {x} IS NULL OR regexp_full_match({x}, {_lit(_DEC_RE)}) THEN NULL """
+               f"""WHEN regexp_full_match({x}, {_lit(_DEC_ANY_RE)}) THEN '{name}: "' || {x} || '" has more than 4 decimals or is too large' """
+               f"""ELSE '{name}: "' || {x} || '" is not a number' END""")
+    else:
+        bad = f"""CASE WHEN {x} IS NOT NULL AND NOT regexp_full_match({x}, {_lit(_INT_RE)}) THEN '{name}: "' || {x} || '" is not a whole number' END"""
+    if col.required:
+        bad = f"CASE WHEN {x} IS NULL THEN '{name}: required value is missing' ELSE {bad} END"
+    if name == "gend":
+        allowed = ", ".join(_lit(v) for v in GEND_VALUES)
+        bad = f"""CASE WHEN {x} IS NOT NULL AND {x} NOT IN ({allowed}) THEN 'gend: "' || {x} || '" is not one of 0, 1, 2, 9' ELSE {bad} END"""
+    return bad
+
+
+def _num(x: str) -> str:
+    """SQL: a decimal without trailing zeros (50.0000 -> 50, 2.5000 -> 2.5)."""
+    return f"regexp_replace(regexp_replace(CAST({x} AS VARCHAR), '(\\.[0-9]*?)0+$', '\\1'), '\\.$', '')"
+
+
+def _num_py(d: Decimal) -> str:
+    s = format(Decimal(d), "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def _text(t: Table, name: str, alias: str = "g") -> str:
+    """SQL: a typed column as the contract writes it (for messages)."""
+    c = f"{alias}.{db.ident(name)}"
+    typ = t.column(name).type
+    if typ == TS:
+        return f"strftime({c}, '%Y-%m-%d %H:%M:%S')"
+    if typ == DATE:
+        return f"strftime({c}, '%Y-%m-%d')"
+    if typ == DEC:
         return _num(c)
-    return c.cast(pl.Utf8)
+    return f"CAST({c} AS VARCHAR)"
 
 
-def _num(e: pl.Expr) -> pl.Expr:
-    """A decimal without trailing zeros: 50.0000 -> 50, 2.5000 -> 2.5."""
-    return e.cast(pl.Utf8).str.replace(r"(\.[0-9]*?)0+$", "${1}").str.replace(r"\.$", "")
-
-
-_PROBLEM_SCHEMA = {"row_no": pl.UInt32, "column_name": pl.Utf8, "value": pl.Utf8, "reason": pl.Utf8}
-_QUALITY_SCHEMA = {"row_no": pl.UInt32, "row_key": pl.Utf8, "column_name": pl.Utf8, "value": pl.Utf8, "reason": pl.Utf8}
-
-
-def _problem_frame(rows: pl.DataFrame, column: str, reason: pl.Expr, value: pl.Expr) -> pl.DataFrame:
-    return rows.select(
-        pl.col(ROW).cast(pl.UInt32).alias("row_no"),
-        pl.lit(column, dtype=pl.Utf8).alias("column_name"),
-        value.cast(pl.Utf8).alias("value"),
-        reason.cast(pl.Utf8).alias("reason"),
-    )
+_PROBLEMS = "__problems"
+_QUALITY = "__quality"
 
 
 @dataclass
 class _Checked:
     table: Table
     path: Path
-    raw: pl.DataFrame  # the prepared text rows (with ROW)
-    good: pl.DataFrame  # typed rows that load (with ROW)
-    problems: pl.DataFrame  # row, column, value, reason
     read: int
     ignored: list[str]
     normalised: int
-    quality: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_QUALITY_SCHEMA))
+    good: str  # the temp view of rows that load (typed, with __row)
+    ragged_keys: list[tuple[int, str]] = field(default_factory=list)
+    loaded: int = 0
+    quality: int = 0
 
-    def reject(self, rows: pl.DataFrame, column: str, reason: pl.Expr, value: pl.Expr) -> None:
-        """Set ``rows`` (a subset of ``good``) aside with a reason; they do not load."""
-        if not rows.height:
-            return
-        self.problems = pl.concat([self.problems, _problem_frame(rows, column, reason, value)])
-        self.good = self.good.filter(~pl.col(ROW).is_in(rows.get_column(ROW).implode()))
 
-    def note(self, rows: pl.DataFrame, column: str, reason: pl.Expr, value: pl.Expr) -> None:
-        """List loaded ``rows`` in the data-quality table (they still load)."""
-        if not rows.height:
-            return
-        key = self.table.key[0] if self.table.key else None
-        self.quality = pl.concat([
-            self.quality,
-            rows.select(
-                pl.col(ROW).cast(pl.UInt32).alias("row_no"),
-                (pl.col(key).cast(pl.Utf8) if key else pl.lit(None, dtype=pl.Utf8)).alias("row_key"),
-                pl.lit(column, dtype=pl.Utf8).alias("column_name"),
-                value.cast(pl.Utf8).alias("value"),
-                reason.cast(pl.Utf8).alias("reason"),
-            ),
-        ])
+class _Checker:
+    """The checks of one load, as SQL over the staged tables; problems and notes are collected
+    in temp tables (file, table, row, column, value, reason)."""
 
-    def rejected_keys(self) -> pl.DataFrame:
-        """For a one-column key: key value -> its first row, for keys of rows that did not load."""
-        k = self.table.key[0]
-        bad = self.problems.get_column("row_no").unique()
-        return (
-            self.raw.filter(pl.col(ROW).is_in(bad.implode()) & pl.col(k).is_not_null())
-            .group_by(k).agg(pl.col(ROW).min().alias("__prow"))
-            .filter(~pl.col(k).is_in(self.good.get_column(k).implode()))
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        con.execute(f"CREATE TEMP TABLE {_PROBLEMS} (file VARCHAR, table_name VARCHAR, row_no INTEGER, column_name VARCHAR, value VARCHAR, reason VARCHAR)")
+        con.execute(f"CREATE TEMP TABLE {_QUALITY} (file VARCHAR, table_name VARCHAR, row_no INTEGER, row_key VARCHAR, column_name VARCHAR, value VARCHAR, reason VARCHAR)")
+
+    def reject(self, c: _Checked, select: str, params: dict | None = None) -> None:
+        """``select`` yields (row_no, column_name, value, reason) of rows of ``c.good``: they are
+        recorded and so leave the good rows (all at once: every reason of the query is kept)."""
+        con = self.con
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {select}", params or {})
+        con.execute(f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, column_name, value, reason FROM __new",
+                    {"file": c.path.name, "table": c.table.name})
+        con.execute("DROP TABLE __new")
+
+    def note(self, c: _Checked, select: str, params: dict | None = None) -> None:
+        """``select`` yields (row_no, row_key, column_name, value, reason): listed in data_quality."""
+        p = dict(params or {})
+        p.update(file=c.path.name, table=c.table.name)
+        self.con.execute(f"INSERT INTO {_QUALITY} SELECT $file, $table, * FROM ({select})", p)
+
+    def rejected_keys(self, c: _Checked, stage: str) -> str:
+        """A temp table: key value -> its first row, for keys of rows that did not load (one-column keys)."""
+        k = db.ident(c.table.key[0])
+        name = db.ident("__rk_" + c.table.name)
+        ragged = ""
+        if c.ragged_keys:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {db.ident('__rg_' + c.table.name)} (k VARCHAR, r INTEGER)")
+            self.con.executemany(f"INSERT INTO {db.ident('__rg_' + c.table.name)} VALUES (?, ?)", [(v, r) for r, v in c.ragged_keys])
+            ragged = f"UNION ALL SELECT k, r FROM {db.ident('__rg_' + c.table.name)}"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT k, min(r) AS prow FROM ("
+            f"SELECT s.{k} AS k, s.{ROW} AS r FROM {stage} s "
+            f"SEMI JOIN (SELECT row_no FROM {_PROBLEMS} WHERE table_name = $t) p ON s.{ROW} = p.row_no {ragged}) "
+            f"WHERE k IS NOT NULL AND k NOT IN (SELECT {k} FROM {c.good}) GROUP BY 1",
+            {"t": c.table.name},
         )
+        return name
 
-
-def check_table(
-    prep: _Prepared,
-    existing_keys: pl.DataFrame | None,
-    parent_keys: dict[str, pl.Series],
-    parent_rejected: dict[str, tuple[str, pl.DataFrame]] | None = None,
-) -> _Checked:
-    """Types, required values, natural key (in the file and against earlier batches), parents."""
-    table, path = prep.table, prep.path
-    df = prep.df.with_row_index(ROW, offset=2)
-    present = set(prep.df.columns)
-    typed, problem_exprs = _parse_exprs(table, present)
-    # one lazy pass: each column is parsed once for its value and its problem (shared subexpressions)
-    both = df.lazy().select([pl.col(ROW), *typed, *problem_exprs]).collect()
-    pcols = [e for e in both.columns if e.startswith(_P)]
-    parsed = both.drop(pcols)
-    frames = []
-    for pc in pcols:
-        col = pc[len(_P):]
-        hit = both.filter(pl.col(pc).is_not_null()).select(ROW, pc)
-        if not hit.height:
-            continue
-        frames.append(
-            hit.join(df.select(ROW, pl.col(col).alias("__v")), on=ROW)
-            .select(pl.col(ROW).cast(pl.UInt32).alias("row_no"), pl.lit(col).alias("column_name"), pl.col("__v").alias("value"), pl.col(pc).alias("reason"))
+    def check_table(self, st: _Staged, parent_rejected: dict[str, tuple[str, str]]) -> _Checked:
+        """Types, required values, natural key (in the file and against earlier batches), parents."""
+        con, src, t = self.con, st.src, st.src.table
+        stage = _stage_name(t)
+        present = set(src.present)
+        if st.ragged:  # a row of the wrong shape: its values are not trusted, one reason only
+            con.register("__ragged", pa.table({"row_no": pa.array([r for r, _ in st.ragged], pa.int32()),
+                                               "reason": [x for _, x in st.ragged]}))
+            try:
+                con.execute(f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, '', NULL, reason FROM __ragged",
+                            {"file": src.path.name, "table": t.name})
+            finally:
+                con.unregister("__ragged")
+        # one pass finds the rows with any bad cell; each cell's reason is then taken from those few
+        checked = [col for col in t.columns if col.name in present and not (col.type == STR and not col.required and col.name != "gend")]
+        if checked:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE __bad AS SELECT * FROM {stage} WHERE coalesce("
+                        + ", ".join(f"({_reason(col)})" for col in checked) + ") IS NOT NULL")
+            for col in checked:
+                con.execute(
+                    f"INSERT INTO {_PROBLEMS} SELECT $file, $table, {ROW}, $col, {db.ident(col.name)}, reason "
+                    f"FROM (SELECT {ROW}, {db.ident(col.name)}, {_reason(col)} AS reason FROM __bad) WHERE reason IS NOT NULL",
+                    {"file": src.path.name, "table": t.name, "col": col.name},
+                )
+            con.execute("DROP TABLE __bad")
+        typed = ", ".join(
+            f"{_typed(col) if col.name in present else f'CAST(NULL AS {SQL_TYPE[col.type]})'} AS {db.ident(col.name)}"
+            for col in t.columns
         )
-    if RAGGED in df.columns:  # a row of the wrong shape: its values are not trusted, one reason only
-        shaped = df.filter(pl.col(RAGGED).is_not_null())
-        frames = [f.filter(~pl.col("row_no").is_in(shaped.get_column(ROW).implode())) for f in frames]
-        frames.append(_problem_frame(shaped, "", pl.col(RAGGED), pl.lit(None, dtype=pl.Utf8)))
-    problems = pl.concat(frames) if frames else pl.DataFrame(schema=_PROBLEM_SCHEMA)
-    bad_rows = problems.get_column("row_no").unique()
-    c = _Checked(table, path, df, parsed.filter(~pl.col(ROW).is_in(bad_rows.implode())), problems, df.height,
-                 prep.ignored, prep.normalised)
-
-    # Natural key: the first clean row of a key loads, later ones are duplicates; a key loaded
-    # by an earlier batch is not loaded again (one policy for every table).
-    if table.key:
-        key = list(table.key)
-        label = ", ".join(key)
-        kval = _text(table, key[0]) if len(key) == 1 else pl.concat_str(
-            [_text(table, k).fill_null("(empty)") for k in key], separator=" / "
+        # the rows that load: a view (typed on the fly) of the staged rows without a problem so far;
+        # a check that rejects rows adds them to the problems, and they leave the view
+        good = _good_name(t)
+        con.execute(
+            f"CREATE TEMP VIEW {good} AS SELECT {ROW}, {typed} FROM {stage} "
+            f"ANTI JOIN (SELECT row_no FROM {_PROBLEMS} WHERE table_name = {_lit(t.name)}) p ON {ROW} = p.row_no"
         )
-        first = c.good.group_by(key).agg(pl.col(ROW).min().alias("__first"))
-        dups = c.good.join(first, on=key, nulls_equal=True).filter(pl.col(ROW) != pl.col("__first"))
-        if existing_keys is not None and existing_keys.height:
-            again = c.good.join(existing_keys, on=key, how="inner", nulls_equal=True)
-            c.reject(again, label, pl.format("{}: {} was already loaded in batch {}", pl.lit(label), kval, pl.col("batch_id")), kval)
-            dups = dups.filter(~pl.col(ROW).is_in(again.get_column(ROW).implode()))
-        c.reject(dups, label, pl.format("{}: duplicate of row {}", pl.lit(label), pl.col("__first")), kval)
-    # Orphans: the parent key must be loaded (in this batch or an earlier one).
-    for col, parent, _pcol in table.parents:
-        keys = parent_keys.get(parent)
-        if keys is None:
-            continue
-        orphans = c.good.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(keys.implode()))
-        reason = pl.format("{}: {} not found in {}", pl.lit(col), pl.col(col), pl.lit(parent))
-        if parent_rejected and parent in parent_rejected:  # the parent row is there but was rejected
-            pfile, prej = parent_rejected[parent]
-            orphans = orphans.join(prej.rename({prej.columns[0]: col}), on=col, how="left")
-            reason = pl.when(pl.col("__prow").is_not_null()).then(
-                pl.format("{} (its row {} in {} was rejected)", reason, pl.col("__prow"), pl.lit(pfile))
-            ).otherwise(reason)
-        c.reject(orphans, col, reason, pl.col(col))
-    return c
+        c = _Checked(t, src.path, st.read, src.ignored, st.normalised, good, ragged_keys=st.ragged_keys)
 
+        # Natural key: the first clean row of a key loads, later ones are duplicates; a key loaded
+        # by an earlier batch is not loaded again (one policy for every table).
+        if t.key:
+            label = ", ".join(t.key)
+            kval = _text(t, t.key[0]) if len(t.key) == 1 else "concat_ws(' / ', " + ", ".join(
+                f"coalesce({_text(t, k)}, '(empty)')" for k in t.key) + ")"
+            keys = ", ".join(db.ident(k) for k in t.key)
+            on = " AND ".join(f"g.{db.ident(k)} IS NOT DISTINCT FROM e.{db.ident(k)}" for k in t.key)
+            self.reject(c, f"""
+                WITH f AS (SELECT {ROW}, min({ROW}) OVER (PARTITION BY {keys}) AS first FROM {good}),
+                     prior AS (SELECT g.{ROW}, min(e.batch_id) AS b FROM {good} g JOIN {db.ident(t.name)} e ON {on} GROUP BY g.{ROW})
+                SELECT g.{ROW} AS row_no, $label AS column_name, {kval} AS value,
+                       CASE WHEN prior.b IS NOT NULL THEN $label || ': ' || {kval} || ' was already loaded in batch ' || CAST(prior.b AS VARCHAR)
+                            ELSE $label || ': duplicate of row ' || CAST(f.first AS VARCHAR) END AS reason
+                FROM {good} g JOIN f USING ({ROW}) LEFT JOIN prior USING ({ROW})
+                WHERE prior.b IS NOT NULL OR f.first <> g.{ROW}""", {"label": label})
+        # Orphans: the parent key must be loaded (in this batch or an earlier one).
+        for col, parent, pcol in t.parents:
+            x, pt, pc = db.ident(col), db.ident(parent), db.ident(pcol)
+            this = f"UNION ALL SELECT {pc} FROM {_good_name(TABLES[parent])}" if parent in parent_rejected else ""
+            rk, pfile = parent_rejected.get(parent, (None, None))
+            ann = (f"coalesce(' (its row ' || CAST(r.prow AS VARCHAR) || ' in ' || $pfile || ' was rejected)', '')"
+                   if rk else "''")
+            join = f"LEFT JOIN {rk} r ON r.k = g.{x}" if rk else ""
+            self.reject(c, f"""
+                SELECT g.{ROW} AS row_no, $col AS column_name, g.{x} AS value,
+                       $col || ': ' || g.{x} || ' not found in ' || $parent || {ann} AS reason
+                FROM {good} g {join}
+                WHERE g.{x} IS NOT NULL AND g.{x} NOT IN (SELECT {pc} FROM {pt} {this})""",
+                        {"col": col, "parent": parent, **({"pfile": pfile} if rk else {})})
+        return c
 
-# ---------------------------------------------------------------------------- consistency
+    def check_against_visit(self, c: _Checked, fee: bool) -> None:
+        """A settlement or fee line must agree with its visit: same person, same institution; a fee
+        line's settlement, when known, must be a settlement of the line's visit."""
+        good = c.good
+        visits = f"(SELECT mdtrt_id, psn_no, fixmedins_code FROM mdtrt_d UNION ALL SELECT mdtrt_id, psn_no, fixmedins_code FROM {_good_name(TABLES['mdtrt_d'])})"
+        parts = [
+            f"""SELECT g.{ROW} AS row_no, '{col}' AS column_name, g.{col} AS value,
+                       '{col}: ' || g.{col} || ' differs from its visit ' || g.mdtrt_id || ' (' || v.{col} || ')' AS reason
+                FROM {good} g JOIN {visits} v USING (mdtrt_id) WHERE g.{col} <> v.{col}"""
+            for col in ("fixmedins_code", "psn_no")
+        ]
+        settlements = f"(SELECT setl_id, mdtrt_id AS s_visit FROM setl_d UNION ALL SELECT setl_id, mdtrt_id FROM {_good_name(TABLES['setl_d'])})"
+        if fee:  # every check sees the same rows: a row with two problems gets both reasons
+            parts.append(f"""SELECT g.{ROW}, 'setl_id', g.setl_id,
+                       'setl_id: ' || g.setl_id || ' is a settlement of visit ' || s.s_visit || ', not ' || g.mdtrt_id
+                FROM {good} g JOIN {settlements} s USING (setl_id) WHERE s.s_visit <> g.mdtrt_id""")
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE __unknown AS SELECT g.{ROW}, g.bkkp_sn, g.setl_id FROM {good} g "
+                             f"WHERE g.setl_id IS NOT NULL AND g.setl_id NOT IN (SELECT setl_id FROM {settlements})")
+        self.reject(c, " UNION ALL ".join(parts))
+        if fee:
+            self.note(c, f"""SELECT u.{ROW}, u.bkkp_sn, 'setl_id', u.setl_id,
+                'setl_id: ' || u.setl_id || ' not found in setl_d (loaded: the settlement may come in a later batch)'
+                FROM __unknown u SEMI JOIN {good} g ON g.{ROW} = u.{ROW}""")
+            self.con.execute("DROP TABLE __unknown")
 
+    def check_refunds(self, c: _Checked) -> None:
+        """Refund lines (negative cnt) must cancel something real.
 
-def _fetch(con: duckdb.DuckDBPyConnection, sql: str, ids: pl.DataFrame) -> pl.DataFrame:
-    """Run ``sql`` (which joins the registered frame ``__ids``) and return a Polars frame."""
-    con.register("__ids", ids.to_arrow())
-    try:
-        return con.sql(sql).pl()
-    finally:
-        con.unregister("__ids")
+        Linked (``init_feedetl_sn``): the line named exists (this batch or earlier), is of the same
+        visit and code, and the refunds of it never exceed what is left of it (earlier batches'
+        refunds first, then this file's in row order). Unlinked: some line of the same visit, code
+        and day exists (this batch or earlier). Otherwise the refund is rejected: the netting would
+        drop or misplace it silently.
+        """
+        con, good = self.con, c.good
+        n_linked = con.execute(f"SELECT count(*) FROM {good} WHERE init_feedetl_sn IS NOT NULL").fetchall()[0][0]
+        if n_linked:
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE __known AS
+                WITH names AS (SELECT DISTINCT init_feedetl_sn AS bkkp_sn FROM {good} WHERE init_feedetl_sn IS NOT NULL)
+                SELECT f.bkkp_sn, f.mdtrt_id, f.hilist_code, f.cnt FROM fee_list_d f SEMI JOIN names USING (bkkp_sn)
+                UNION ALL SELECT g.bkkp_sn, g.mdtrt_id, g.hilist_code, g.cnt FROM {good} g SEMI JOIN names USING (bkkp_sn)""")
+            orphan = (f"SELECT g.{ROW} FROM {good} g WHERE g.init_feedetl_sn IS NOT NULL "
+                      "AND g.init_feedetl_sn NOT IN (SELECT bkkp_sn FROM __known)")
+            if con.execute(f"SELECT count(*) FROM ({orphan})").fetchall()[0][0]:
+                rk = self.rejected_keys(c, _stage_name(c.table))
+                self.reject(c, f"""SELECT g.{ROW} AS row_no, 'init_feedetl_sn' AS column_name, g.init_feedetl_sn AS value,
+                    'init_feedetl_sn: ' || g.init_feedetl_sn || ' not found in fee_list_d'
+                    || coalesce(' (its row ' || CAST(r.prow AS VARCHAR) || ' in ' || $file || ' was rejected)', '') AS reason
+                    FROM {good} g LEFT JOIN {rk} r ON r.k = g.init_feedetl_sn
+                    WHERE g.{ROW} IN ({orphan})""", {"file": c.path.name})
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE __j AS
+                SELECT g.{ROW}, g.init_feedetl_sn, g.mdtrt_id, g.hilist_code, g.cnt,
+                       o.mdtrt_id AS o_visit, o.hilist_code AS o_code, o.cnt AS o_cnt
+                FROM {good} g JOIN __known o ON o.bkkp_sn = g.init_feedetl_sn""")
+            self.reject(c, f"""
+                SELECT {ROW} AS row_no, 'init_feedetl_sn' AS column_name, init_feedetl_sn AS value,
+                       'init_feedetl_sn: ' || init_feedetl_sn || ' is a line of visit ' || o_visit || ', not ' || mdtrt_id AS reason
+                FROM __j WHERE o_visit <> mdtrt_id
+                UNION ALL
+                SELECT {ROW}, 'init_feedetl_sn', init_feedetl_sn,
+                       'init_feedetl_sn: ' || init_feedetl_sn || ' is a line of code ' || o_code || ', not ' || hilist_code
+                FROM __j WHERE o_visit = mdtrt_id AND o_code <> hilist_code""")
+            # quantities: what is left of each line after earlier batches' refunds, then this file's in row order
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE __ref AS
+                WITH done AS (SELECT f.init_feedetl_sn, sum(-f.cnt) AS done FROM fee_list_d f
+                              WHERE f.cnt < 0 AND f.init_feedetl_sn IN (SELECT init_feedetl_sn FROM __j) GROUP BY 1)
+                SELECT j.{ROW}, j.init_feedetl_sn, -j.cnt AS q, j.o_cnt - coalesce(d.done, 0) AS lft
+                FROM __j j LEFT JOIN done d USING (init_feedetl_sn)
+                WHERE j.cnt < 0 AND j.o_visit = j.mdtrt_id AND j.o_code = j.hilist_code""")
+            over = con.execute(f"""
+                SELECT {ROW}, init_feedetl_sn, q, lft FROM __ref WHERE init_feedetl_sn IN (
+                    SELECT init_feedetl_sn FROM (SELECT init_feedetl_sn, lft,
+                        sum(q) OVER (PARTITION BY init_feedetl_sn ORDER BY {ROW}) AS cum FROM __ref) WHERE cum > lft)
+                ORDER BY init_feedetl_sn, {ROW}""").fetchall()
+            rows = []
+            taken: dict[str, Decimal] = {}
+            for row, orig, q, left in over:  # row order per line: a refund too many is rejected, later ones may fit
+                before = taken.get(orig, Decimal(0))
+                if before + q > left:
+                    rows.append((row, orig, f"init_feedetl_sn: refunds {_num_py(q)} units of {orig} but only {_num_py(max(left - before, Decimal(0)))} is left"))
+                else:
+                    taken[orig] = before + q
+            if rows:
+                con.register("__over", pa.table({"row_no": pa.array([r[0] for r in rows], pa.int32()),
+                                                 "value": [r[1] for r in rows], "reason": [r[2] for r in rows]}))
+                try:
+                    self.reject(c, "SELECT row_no, 'init_feedetl_sn' AS column_name, value, reason FROM __over")
+                finally:
+                    con.unregister("__over")
+            for t in ("__known", "__j", "__ref"):
+                con.execute(f"DROP TABLE {t}")
+        # unlinked refunds: a line of the same visit, code and day must exist
+        self.reject(c, f"""
+            WITH u AS (SELECT {ROW}, mdtrt_id, hilist_code, cnt, CAST(fee_ocur_time AS DATE) AS day FROM {good}
+                       WHERE cnt < 0 AND init_feedetl_sn IS NULL),
+                 w AS (SELECT DISTINCT mdtrt_id, hilist_code, day FROM u),
+                 found AS (SELECT DISTINCT f.mdtrt_id, f.hilist_code, CAST(f.fee_ocur_time AS DATE) AS day
+                           FROM fee_list_d f JOIN w ON f.mdtrt_id = w.mdtrt_id AND f.hilist_code = w.hilist_code
+                           AND CAST(f.fee_ocur_time AS DATE) = w.day WHERE f.cnt > 0
+                           UNION
+                           SELECT g.mdtrt_id, g.hilist_code, CAST(g.fee_ocur_time AS DATE) FROM {good} g
+                           SEMI JOIN w ON g.mdtrt_id = w.mdtrt_id AND g.hilist_code = w.hilist_code
+                           AND CAST(g.fee_ocur_time AS DATE) = w.day WHERE g.cnt > 0)
+            SELECT u.{ROW} AS row_no, 'cnt' AS column_name, {_num('u.cnt')} AS value,
+                   'cnt: ' || {_num('u.cnt')} || ' refunds nothing: visit ' || u.mdtrt_id || ' has no line of code '
+                   || u.hilist_code || ' on ' || strftime(u.day, '%Y-%m-%d') AS reason
+            FROM u ANTI JOIN found USING (mdtrt_id, hilist_code, day)""")
 
-
-def _check_against_visit(c: _Checked, visits: pl.DataFrame, settlements: pl.DataFrame | None) -> None:
-    """A settlement or fee line must agree with its visit: same person, same institution; a fee
-    line's settlement, when known, must be a settlement of the line's visit."""
-    g = c.good  # every check sees the same rows: a row with two problems gets both reasons
-    j = g.join(visits, on="mdtrt_id", how="inner")
-    for col in ("fixmedins_code", "psn_no"):
-        other = "__v_" + col
-        bad = j.filter(pl.col(col) != pl.col(other))
-        c.reject(bad, col, pl.format("{}: {} differs from its visit {} ({})", pl.lit(col), pl.col(col), pl.col("mdtrt_id"), pl.col(other)), pl.col(col))
-    if settlements is None:
-        return
-    s = g.filter(pl.col("setl_id").is_not_null()).join(settlements, on="setl_id", how="left")
-    wrong = s.filter(pl.col("__s_visit").is_not_null() & (pl.col("__s_visit") != pl.col("mdtrt_id")))
-    c.reject(wrong, "setl_id", pl.format("setl_id: {} is a settlement of visit {}, not {}", pl.col("setl_id"), pl.col("__s_visit"), pl.col("mdtrt_id")), pl.col("setl_id"))
-    unknown = s.filter(pl.col("__s_visit").is_null()).join(c.good.select(ROW), on=ROW, how="semi")
-    c.note(unknown, "setl_id", pl.format("setl_id: {} not found in setl_d (loaded: the settlement may come in a later batch)", pl.col("setl_id")), pl.col("setl_id"))
-
-
-def _check_refunds(c: _Checked, con: duckdb.DuckDBPyConnection) -> None:
-    """Refund lines (negative cnt) must cancel something real.
-
-    Linked (``init_feedetl_sn``): the line named exists (this batch or earlier), is of the same
-    visit and code, and the refunds of it never exceed what is left of it (earlier batches'
-    refunds first, then this file's in row order). Unlinked: some line of the same visit, code
-    and day exists (this batch or earlier). Otherwise the refund is rejected: the netting would
-    drop or misplace it silently.
-    """
-    col = "init_feedetl_sn"
-    cols = ["bkkp_sn", "mdtrt_id", "hilist_code", "cnt"]
-    linked = c.good.filter(pl.col(col).is_not_null())
-    if linked.height:
-        names = linked.select(pl.col(col).unique().alias("bkkp_sn"))
-        prior = _fetch(con, "SELECT f.bkkp_sn, f.mdtrt_id, f.hilist_code, f.cnt FROM fee_list_d f JOIN __ids USING (bkkp_sn)", names)
-        here = c.good.select(cols).join(names, on="bkkp_sn", how="semi")
-        known = pl.concat([prior.cast({"cnt": pl.Decimal(18, 4)}), here])
-        orphans = linked.filter(~pl.col(col).is_in(known.get_column("bkkp_sn").implode()))
-        reason = pl.format("{}: {} not found in fee_list_d", pl.lit(col), pl.col(col))
-        rk = c.rejected_keys() if orphans.height else None
-        if rk is not None and rk.height:
-            orphans = orphans.join(rk.rename({"bkkp_sn": col}), on=col, how="left")
-            reason = pl.when(pl.col("__prow").is_not_null()).then(
-                pl.format("{} (its row {} in {} was rejected)", reason, pl.col("__prow"), pl.lit(c.path.name))
-            ).otherwise(reason)
-        c.reject(orphans, col, reason, pl.col(col))
-        orig = known.select(pl.col("bkkp_sn").alias(col), pl.col("mdtrt_id").alias("__o_visit"),
-                            pl.col("hilist_code").alias("__o_code"), pl.col("cnt").alias("__o_cnt"))
-        j = c.good.filter(pl.col(col).is_not_null()).join(orig, on=col, how="inner")
-        other_visit = j.filter(pl.col("__o_visit") != pl.col("mdtrt_id"))
-        c.reject(other_visit, col, pl.format("{}: {} is a line of visit {}, not {}", pl.lit(col), pl.col(col), pl.col("__o_visit"), pl.col("mdtrt_id")), pl.col(col))
-        other_code = j.filter((pl.col("__o_visit") == pl.col("mdtrt_id")) & (pl.col("__o_code") != pl.col("hilist_code")))
-        c.reject(other_code, col, pl.format("{}: {} is a line of code {}, not {}", pl.lit(col), pl.col(col), pl.col("__o_code"), pl.col("hilist_code")), pl.col(col))
-        # quantities: what is left of each line after earlier batches' refunds
-        refunds = j.filter((pl.col("cnt") < 0) & (pl.col("__o_visit") == pl.col("mdtrt_id")) & (pl.col("__o_code") == pl.col("hilist_code")))
-        if refunds.height:
-            done = _fetch(
-                con,
-                "SELECT f.init_feedetl_sn AS bkkp_sn, CAST(sum(-f.cnt) AS DECIMAL(18,4)) AS __done FROM fee_list_d f "
-                "JOIN __ids ON f.init_feedetl_sn = __ids.bkkp_sn WHERE f.cnt < 0 GROUP BY 1",
-                refunds.select(pl.col(col).unique().alias("bkkp_sn")),
-            ).rename({"bkkp_sn": col})
-            pending = (
-                refunds.join(done, on=col, how="left")
-                .with_columns((pl.col("__o_cnt") - pl.col("__done").fill_null(0)).alias("__left"), (-pl.col("cnt")).alias("__q"))
-                .sort(ROW)
-            )
-            while pending.height:  # each pass rejects the first refund too many of each line
-                acc = pending.with_columns(pl.col("__q").cum_sum().over(col).alias("__cum"))
-                over = acc.filter(pl.col("__cum") > pl.col("__left")).group_by(col).agg(pl.all().sort_by(ROW).first())
-                if not over.height:
-                    break
-                left_now = pl.max_horizontal(pl.col("__left") - pl.col("__cum") + pl.col("__q"), pl.lit(0).cast(pl.Decimal(18, 4)))
-                c.reject(over, col, pl.format("{}: refunds {} units of {} but only {} is left", pl.lit(col), _num(pl.col("__q")), pl.col(col), _num(left_now)), pl.col(col))
-                pending = pending.filter(~pl.col(ROW).is_in(over.get_column(ROW).implode()))
-    # unlinked refunds: a line of the same visit, code and day must exist
-    day = pl.col("fee_ocur_time").dt.date().alias("__day")
-    unlinked = c.good.filter((pl.col("cnt") < 0) & pl.col(col).is_null()).with_columns(day)
-    if unlinked.height:
-        keys = ["mdtrt_id", "hilist_code", "__day"]
-        wanted = unlinked.select(keys).unique()
-        prior = _fetch(
-            con,
-            "SELECT DISTINCT f.mdtrt_id, f.hilist_code, CAST(f.fee_ocur_time AS DATE) AS __day FROM fee_list_d f "
-            "JOIN __ids ON f.mdtrt_id = __ids.mdtrt_id AND f.hilist_code = __ids.hilist_code "
-            "AND CAST(f.fee_ocur_time AS DATE) = __ids.__day WHERE f.cnt > 0",
-            wanted,
-        )
-        here = c.good.filter(pl.col("cnt") > 0).with_columns(day).select(keys).join(wanted, on=keys, how="semi")
-        found = pl.concat([prior.cast({"__day": pl.Date}), here]).unique()
-        nothing = unlinked.join(found, on=keys, how="anti")
-        c.reject(nothing, "cnt", pl.format("cnt: {} refunds nothing: visit {} has no line of code {} on {}",
-                                           _num(pl.col("cnt")), pl.col("mdtrt_id"), pl.col("hilist_code"), pl.col("__day").dt.strftime("%Y-%m-%d")),
-                 _num(pl.col("cnt")))
-
-
-def _check_amounts(c: _Checked) -> None:
-    """A line whose amount is not cnt x pric (within 0.01) loads, and is listed in data_quality."""
-    diff = (pl.col("det_item_fee_sumamt") - pl.col("cnt") * pl.col("pric")).abs()
-    off = c.good.filter(diff > pl.lit(Decimal("0.01")))
-    c.note(off, "det_item_fee_sumamt",
-           pl.format("det_item_fee_sumamt: {} differs from cnt × pric = {} × {} = {}", _num(pl.col("det_item_fee_sumamt")),
-                     _num(pl.col("cnt")), _num(pl.col("pric")), _num(pl.col("cnt") * pl.col("pric"))),
-           _num(pl.col("det_item_fee_sumamt")))
+    def check_amounts(self, c: _Checked) -> None:
+        """A line whose amount is not cnt x pric (within 0.01) loads, and is listed in data_quality."""
+        self.note(c, f"""SELECT {ROW}, bkkp_sn, 'det_item_fee_sumamt', {_num('det_item_fee_sumamt')},
+            'det_item_fee_sumamt: ' || {_num('det_item_fee_sumamt')} || ' differs from cnt × pric = ' || {_num('cnt')}
+            || ' × ' || {_num('pric')} || ' = ' || {_num('cnt * pric')}
+            FROM {c.good} WHERE abs(det_item_fee_sumamt - cnt * pric) > 0.01""")
 
 
 # ---------------------------------------------------------------------------- loading
 
 
-def content_hash(files: dict[str, Path], digests: dict[Path, bytes] | None = None) -> str:
-    """A digest of the batch's text, not of its bytes: a CSV counts as its UTF-8 text without
-    BOM, with LF line endings and no trailing blank lines, so the same batch re-exported with
-    CRLF, as GB18030 or with a BOM has the same hash (Parquet and XLSX files count as bytes).
-    This only spares the work of a repeated load: the natural keys are the real guard.
-    ``digests``: per-file digests already taken by :func:`read_file`."""
-    h = hashlib.sha256()
-    for name in sorted(files):
-        path = files[name]
-        d = (digests or {}).get(path)
-        if d is None:
-            if path.suffix.lower() == ".csv":
-                tmp: dict[Path, bytes] = {}
-                _read_csv(path, tmp)
-                d = tmp[path]
-            else:
-                d = hashlib.sha256(path.read_bytes()).digest()
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(d)
-    return h.hexdigest()
-
-
-def _existing_keys(con: duckdb.DuckDBPyConnection, table: Table) -> pl.DataFrame:
-    key = ", ".join(db.ident(k) for k in table.key)
-    return con.sql(f"SELECT {key}, min(batch_id) AS batch_id FROM {db.ident(table.name)} GROUP BY ALL").pl()
-
-
 def _insert(con: duckdb.DuckDBPyConnection, c: _Checked, batch_id: int) -> None:
     """Insert the rows that passed; only contract names reach the SQL text, values are bound."""
-    cols = c.table.column_names
-    data = c.good.select([ROW, *cols]).rename({ROW: "source_row"}).to_arrow()
-    con.register("__incoming", data)
-    try:
-        names = ", ".join(db.ident(x) for x in ["source_row", *cols])
-        con.execute(f"INSERT INTO {db.ident(c.table.name)} (batch_id, {names}) SELECT ?, {names} FROM __incoming", [batch_id])
-    finally:
-        con.unregister("__incoming")
+    names = ", ".join(db.ident(x) for x in c.table.column_names)
+    con.execute(
+        f"INSERT INTO {db.ident(c.table.name)} (batch_id, source_row, {names}) "
+        f"SELECT ?, {ROW}, {names} FROM {c.good}",
+        [batch_id],
+    )
 
 
 def _assert_required_present(con: duckdb.DuckDBPyConnection, c: _Checked, batch_id: int) -> None:
@@ -713,24 +1083,45 @@ def load_batch(batch_dir: str | Path, con: duckdb.DuckDBPyConnection) -> LoadRes
     """Load one batch folder into an open database. See the module doc for the guarantees."""
     batch_dir = Path(batch_dir)
     files = find_table_files(batch_dir)
-    digests: dict[Path, bytes] = {}
-    prepared = {name: prepare_table(TABLES[name], path, read_file(path, digests)) for name, path in files.items()}  # may raise
-    digest = content_hash(files, digests)
-
-    con.execute("BEGIN TRANSACTION")
-    try:
-        result = _load(con, batch_dir, prepared, digest)
-        if result.already_loaded:
+    with tempfile.TemporaryDirectory(prefix="medaudit-load-") as tmp:
+        sources = {name: _open_source(TABLES[name], path, Path(tmp)) for name, path in files.items()}  # may raise
+        digest = content_hash(files, {s.path: s.digest for s in sources.values()})
+        con.execute("BEGIN TRANSACTION")
+        try:
+            result = _load(con, batch_dir, sources, digest, Path(tmp))
+            if result.already_loaded:
+                con.execute("ROLLBACK")
+            else:
+                _drop_temp(con)
+                con.execute("COMMIT")
+        except BaseException:
             con.execute("ROLLBACK")
-        else:
-            con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+            raise
     return result
 
 
-def _load(con: duckdb.DuckDBPyConnection, batch_dir: Path, prepared: dict[str, _Prepared], digest: str) -> LoadResult:
+def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
+    """The load's temp views and tables go before the commit (the connection may live on)."""
+    mine = ("starts_with(name, '__s_') OR starts_with(name, '__g_') OR starts_with(name, '__rk_') "
+            "OR starts_with(name, '__r_') OR starts_with(name, '__m_') OR starts_with(name, '__rg_') OR name IN ('__problems', '__quality')")
+    for (name,) in con.execute(f"SELECT view_name AS name FROM duckdb_views() WHERE temporary AND ({mine}) ORDER BY 1").fetchall():
+        con.execute(f"DROP VIEW temp.main.{db.ident(name)}")
+    for (name,) in con.execute(f"SELECT table_name AS name FROM duckdb_tables() WHERE temporary AND ({mine})").fetchall():
+        con.execute(f"DROP TABLE temp.main.{db.ident(name)}")
+
+
+def _stage(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Staged:
+    if src.fmt == "csv":
+        st = _stage_csv(con, src, tmp)
+    elif src.fmt == "parquet":
+        st = _stage_parquet(con, src)
+    else:
+        st = _stage_xlsx(con, src)
+    _normalise(con, st)
+    return st
+
+
+def _load(con: duckdb.DuckDBPyConnection, batch_dir: Path, sources: dict[str, _Source], digest: str, tmp: Path) -> LoadResult:
     """Everything that touches the database; the caller wraps it in one transaction."""
     db.ensure_schema(con)
     prior = con.execute("SELECT batch_id FROM load_log WHERE content_hash = ?", [digest]).fetchall()
@@ -738,72 +1129,39 @@ def _load(con: duckdb.DuckDBPyConnection, batch_dir: Path, prepared: dict[str, _
         return LoadResult(prior[0][0], digest, True)
     batch_id = con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM load_log").fetchall()[0][0]
 
+    staged = {name: _stage(con, src, tmp) for name, src in sources.items()}  # may raise: unreadable
+    chk = _Checker(con)
     checked: list[_Checked] = []
-    parent_keys: dict[str, pl.Series] = {}
-    parent_rejected: dict[str, tuple[str, pl.DataFrame]] = {}
+    parent_rejected: dict[str, tuple[str, str]] = {}
     for name in LOAD_ORDER:
-        if name not in prepared:
+        if name not in staged:
             continue
-        table = TABLES[name]
-        existing = _existing_keys(con, table)
-        for _c, parent, pcol in table.parents:
-            if parent not in parent_keys:  # parent table not in this batch: earlier batches only
-                parent_keys[parent] = con.sql(f"SELECT {db.ident(pcol)} FROM {db.ident(parent)}").pl().get_column(pcol)
-        c = check_table(prepared[name], existing, parent_keys, parent_rejected)
+        c = chk.check_table(staged[name], parent_rejected)
         if name == "mdtrt_d":  # the parent of every claim table: earlier batches plus this one
-            parent_keys[name] = pl.concat([existing.get_column("mdtrt_id"), c.good.get_column("mdtrt_id")])
-            parent_rejected[name] = (c.path.name, c.rejected_keys())
+            parent_rejected[name] = (chk.rejected_keys(c, _stage_name(c.table)), c.path.name)
         if name in ("setl_d", "fee_list_d"):
-            this_visits = [x.good for x in checked if x.table.name == "mdtrt_d"]
-            visits = pl.concat([
-                _fetch(con, "SELECT v.mdtrt_id, v.psn_no, v.fixmedins_code FROM mdtrt_d v JOIN __ids USING (mdtrt_id)",
-                       c.good.select("mdtrt_id").unique()),
-                *[v.select("mdtrt_id", "psn_no", "fixmedins_code") for v in this_visits],
-            ]).unique("mdtrt_id").rename({"psn_no": "__v_psn_no", "fixmedins_code": "__v_fixmedins_code"})
-            settlements = None
-            if name == "fee_list_d":
-                settlements = pl.concat([
-                    _fetch(con, "SELECT s.setl_id, s.mdtrt_id AS __s_visit FROM setl_d s JOIN __ids USING (setl_id)",
-                           c.good.select("setl_id").drop_nulls().unique()),
-                    *[x.good.select("setl_id", pl.col("mdtrt_id").alias("__s_visit")) for x in checked if x.table.name == "setl_d"],
-                ]).unique("setl_id")
-            _check_against_visit(c, visits, settlements)
+            chk.check_against_visit(c, fee=name == "fee_list_d")
         if name == "fee_list_d":
-            _check_refunds(c, con)
-            _check_amounts(c)
+            chk.check_refunds(c)
+            chk.check_amounts(c)
         checked.append(c)
+    for c in checked:
+        c.loaded = con.execute(f"SELECT count(*) FROM {c.good}").fetchall()[0][0]
+        c.quality = con.execute(f"SELECT count(*) FROM {_QUALITY} WHERE table_name = ?", [c.table.name]).fetchall()[0][0]
 
     summaries = [
-        TableSummary(c.table.name, c.path.name, c.read, c.good.height, c.read - c.good.height,
-                     c.normalised, c.ignored, c.quality.height)
+        TableSummary(c.table.name, c.path.name, c.read, c.loaded, c.read - c.loaded, c.normalised, c.ignored, c.quality)
         for c in checked
     ]
-    rejected = pl.concat(
-        [
-            c.problems.with_columns(pl.lit(c.path.name).alias("file"), pl.lit(c.table.name).alias("table_name"))
-            for c in checked
-        ]
-    ).select("file", "table_name", "row_no", "column_name", "value", "reason").sort("file", "row_no", "column_name")
-    quality = pl.concat(
-        [c.quality.with_columns(pl.lit(c.path.name).alias("file"), pl.lit(c.table.name).alias("table_name")) for c in checked]
-    ).select("file", "table_name", "row_no", "row_key", "column_name", "value", "reason").sort("file", "row_no", "column_name")
-
     for c in checked:
         _insert(con, c, batch_id)
     for c in checked:
         _assert_required_present(con, c, batch_id)
-    con.register("__rejected", rejected.to_arrow())
-    con.register("__quality", quality.to_arrow())
-    try:
-        con.execute(
-            "INSERT INTO rejected_rows SELECT ?, file, table_name, row_no, column_name, value, reason FROM __rejected", [batch_id]
-        )
-        con.execute(
-            "INSERT INTO data_quality SELECT ?, file, table_name, row_no, row_key, column_name, value, reason FROM __quality", [batch_id]
-        )
-    finally:
-        con.unregister("__rejected")
-        con.unregister("__quality")
+    order = "ORDER BY file, row_no, column_name, reason"
+    con.execute(f"INSERT INTO rejected_rows SELECT ?, file, table_name, row_no, column_name, value, reason FROM {_PROBLEMS} {order}", [batch_id])
+    con.execute(f"INSERT INTO data_quality SELECT ?, file, table_name, row_no, row_key, column_name, value, reason FROM {_QUALITY} {order}", [batch_id])
+    rejected = con.sql(f"SELECT file, table_name, row_no, column_name, value, reason FROM {_PROBLEMS} {order}").pl()
+    quality = con.sql(f"SELECT file, table_name, row_no, row_key, column_name, value, reason FROM {_QUALITY} {order}").pl()
     con.execute(
         "INSERT INTO load_log VALUES (?, ?, ?, now()::TIMESTAMP, ?)",
         [batch_id, digest, str(batch_dir.resolve()), json.dumps([s.__dict__ for s in summaries], ensure_ascii=False)],

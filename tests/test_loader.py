@@ -573,3 +573,17 @@ def test_a_table_given_twice_stops_the_load(tmp_path):
         load_batch(folder, con)
     assert str(e.value) == f"{folder / 'setl_d.csv'}: table setl_d is given twice (also SETL_D.xlsx)"
     assert counts(con)["load_log"] == 0
+
+
+def test_a_child_of_a_ragged_parent_row_is_told_where_its_parent_went(tmp_path):
+    """A visit row of the wrong shape is rejected; the lines naming that visit say which row it was."""
+    folder = small_batch().write(tmp_path / "b")
+    text = (folder / "mdtrt_d.csv").read_text(encoding="utf-8").splitlines()
+    text[2] = text[2] + ",extra"  # row 3: V2 with one field too many
+    (folder / "mdtrt_d.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
+    con = con_at(tmp_path)
+    load_batch(folder, con)
+    assert [r for r in rejected(con) if r[0] != "mdtrt_d.csv"] == [
+        ("fee_list_d.csv", 4, "mdtrt_id", "V2", "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)"),
+        ("setl_d.csv", 3, "mdtrt_id", "V2", "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)"),
+    ]

@@ -1,0 +1,70 @@
+"""Benchmark the loader alone: wall time, CPU seconds and peak RSS of ``load_batch``.
+
+    .venv/bin/python benchmarks/bench_load.py --lines 1000000 [--format csv] [--memory-limit 6GB]
+
+Uses the same generated batches as bench_screen.py (cached under benchmarks/data/ by size,
+seed and format). Run each size in its own process: peak RSS is the process's high-water mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medaudit import db  # noqa: E402
+from medaudit.loader import load_batch  # noqa: E402
+from medaudit.sample import generate  # noqa: E402
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data")
+    ap.add_argument("--memory-limit", default=None, help="DuckDB memory_limit for the load, e.g. 6GB")
+    ap.add_argument("--generate-only", action="store_true")
+    args = ap.parse_args(argv)
+    batch = args.data / f"lines{args.lines}_seed{args.seed}_{args.format}"
+    gen_s = None
+    if not (batch / "answer_key.csv").exists():
+        t = time.perf_counter()
+        generate(batch, lines=args.lines, seed=args.seed, fmt=args.format)
+        gen_s = time.perf_counter() - t
+        print(f"generated {batch.name} in {gen_s:.1f}s", flush=True)
+    if args.generate_only:
+        return 0
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        con = db.connect(Path(tmp) / "bench.duckdb")
+        if args.memory_limit:
+            con.execute("SET memory_limit = ?", [args.memory_limit])
+        t, c = time.perf_counter(), cpu_s()
+        res = load_batch(batch, con)
+        wall, cpu = time.perf_counter() - t, cpu_s() - c
+        con.close()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fee = next(s for s in res.tables if s.table == "fee_list_d")
+    out = {"lines": fee.read, "format": args.format, "load_s": round(wall, 2), "load_cpu_s": round(cpu, 2),
+           "peak_rss_mb": round(rss), "rss_before_load_mb": round(rss0), "memory_limit": args.memory_limit,
+           "rejected": sum(s.rejected for s in res.tables), "load_average": round(os.getloadavg()[0], 1)}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
