@@ -22,12 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from medaudit import db  # noqa: E402
 from medaudit.loader import load_batch  # noqa: E402
-from medaudit.sample import generate  # noqa: E402
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from bench_screen import cached_batch, cpu_s  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-limit", default=None, help="DuckDB memory_limit for the load, e.g. 6GB")
     ap.add_argument("--generate-only", action="store_true")
     args = ap.parse_args(argv)
-    batch = args.data / f"lines{args.lines}_seed{args.seed}_{args.format}"
-    gen_s = None
-    if not (batch / "answer_key.csv").exists():
-        t = time.perf_counter()
-        generate(batch, lines=args.lines, seed=args.seed, fmt=args.format)
-        gen_s = time.perf_counter() - t
+    batch, gen_s = cached_batch(args.data, args.lines, args.seed, args.format)
+    if gen_s is not None:
         print(f"generated {batch.name} in {gen_s:.1f}s", flush=True)
     if args.generate_only:
         return 0

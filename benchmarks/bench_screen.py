@@ -41,6 +41,17 @@ from medaudit.sample import generate  # noqa: E402
 from medaudit.sample.check import compare  # noqa: E402
 
 
+def cached_batch(data: Path, lines: int, seed: int, fmt: str) -> tuple[Path, float | None]:
+    """The generated batch of that size, seed and format under ``data`` (generated the first
+    time: returns the seconds it took, else None)."""
+    batch = data / f"lines{lines}_seed{seed}_{fmt}"
+    if (batch / "answer_key.csv").exists():
+        return batch, None
+    t = time.perf_counter()
+    generate(batch, lines=lines, seed=seed, fmt=fmt)
+    return batch, time.perf_counter() - t
+
+
 def cpu_s() -> float:
     """User + system CPU seconds of this process, all threads (less sensitive to a busy machine than wall time)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -95,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ks = [int(x) for x in args.replicate.split(",") if x.strip()]
 
-    batch = args.data / f"lines{args.lines}_seed{args.seed}_{args.format}"
-    gen_s = None
-    if not (batch / "answer_key.csv").exists():
-        t = time.perf_counter()
-        generate(batch, lines=args.lines, seed=args.seed, fmt=args.format)
-        gen_s = time.perf_counter() - t
+    batch, gen_s = cached_batch(args.data, args.lines, args.seed, args.format)
     resources.configure(args.memory_limit, args.temp_dir, config=None)
     base = library(args.rules)
     if args.extra_rules:

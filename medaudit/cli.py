@@ -155,21 +155,20 @@ def print_load(result: LoadResult, batch: Path) -> None:
     if any(s.normalised for s in result.tables):
         console.print("NFKC cells: values normalised to their plain form (full-width digits and letters -> ASCII).")
     if result.rejected is not None and result.rejected.height:
-        shown = result.rejected.head(10)
-        rt = Table(title=f"Rejected rows (first {shown.height} of {result.rejected.height} problems; all in table rejected_rows)")
-        for c in ("file", "row", "reason"):
-            rt.add_column(c)
-        for r in shown.iter_rows(named=True):
-            rt.add_row(escape(r["file"]), str(r["row_no"]), escape(r["reason"]))
-        console.print(rt)
+        _row_table(result.rejected, "Rejected rows (first {shown} of {total} problems; all in table rejected_rows)")
     if result.quality is not None and result.quality.height:
-        shown = result.quality.head(10)
-        qt = Table(title=f"Data quality (loaded; first {shown.height} of {result.quality.height}; all in table data_quality)")
-        for c in ("file", "row", "reason"):
-            qt.add_column(c)
-        for r in shown.iter_rows(named=True):
-            qt.add_row(escape(r["file"]), str(r["row_no"]), escape(r["reason"]))
-        console.print(qt)
+        _row_table(result.quality, "Data quality (loaded; first {shown} of {total}; all in table data_quality)")
+
+
+def _row_table(rows, title: str, first: int = 10) -> None:
+    """The first rows of a (file, row_no, reason) frame as a table; file-borne text escaped."""
+    shown = rows.head(first)
+    t = Table(title=title.format(shown=shown.height, total=rows.height))
+    for c in ("file", "row", "reason"):
+        t.add_column(c)
+    for r in shown.iter_rows(named=True):
+        t.add_row(escape(r["file"]), str(r["row_no"]), escape(r["reason"]))
+    console.print(t)
 
 
 @app.command()
