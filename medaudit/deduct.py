@@ -226,18 +226,12 @@ def last_run_statements(con: duckdb.DuckDBPyConnection, period: str, institution
 def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> Path:
     """The statements as a workbook: one summary sheet, one sheet of findings, one of lines.
 
-    Written to a temporary file next to ``path`` and renamed into place, so an interrupted
-    write never leaves a half-written 扣款单 under the name the clerk asked for."""
+    Like every workbook of the project (:mod:`medaudit.xlsx`) it appears under ``path`` only
+    whole, so an interrupted write never leaves a half-written 扣款单 under the name the clerk
+    asked for."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        _write_statement_xlsx(con, statement_ids, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_statement_xlsx(con, statement_ids, path)
     return path
 
 

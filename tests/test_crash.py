@@ -521,11 +521,13 @@ def test_finalize_run_again_after_its_commit_still_writes_the_workbook(tmp_path,
 
     out.unlink()
 
-    def broken(con, ids, path):
-        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+    import xlsxwriter
+
+    def broken(self):  # the disk fills while the workbook is being written
+        Path(self.filename).write_bytes(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(deduct, "_write_statement_xlsx", broken)
+    monkeypatch.setattr(xlsxwriter.Workbook, "close", broken)
     con = duckdb.connect(str(dbfile))
     with pytest.raises(OSError):
         deduct.write_statement_xlsx(con, [first[0][0]], out)

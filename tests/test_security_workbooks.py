@@ -317,3 +317,20 @@ def test_the_real_command_prints_no_traceback(held_db):
     assert r.returncode == 3
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Traceback" not in r.stderr
     assert f"is in use by process {pid} (" in r.stderr
+
+
+def test_a_workbook_appears_only_whole(tmp_path):
+    """Every xlsx goes through medaudit.xlsx: nothing at the asked name until close() has
+    written it all, and no temporary file left behind after."""
+    from medaudit import xlsx
+
+    out = tmp_path / "out.xlsx"
+    wb = xlsx.workbook(out)
+    wb.add_worksheet("s").write(0, 0, "=1+1")
+    assert not out.exists()
+    wb.close()
+    assert out.exists() and [p.name for p in tmp_path.iterdir()] == ["out.xlsx"]
+    import openpyxl
+
+    assert openpyxl.load_workbook(out).active["A1"].value == "=1+1"
+    assert openpyxl.load_workbook(out).active["A1"].data_type == "s"
