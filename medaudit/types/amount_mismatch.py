@@ -49,7 +49,7 @@ goes on with the net line, e.g. `；退费后数量 1 × 单价 45.00 = 45.00 �
 
 from decimal import Decimal
 
-from .base import ITEM_REF, Param, RuleType, price_text
+from .base import ITEM_REF, Param, RuleType, fund_share_claim, price_text
 
 RULE_TYPE = RuleType(
     name="amount_mismatch",
@@ -77,10 +77,7 @@ RULE_TYPE = RuleType(
         x AS (            -- the excess still in the net line (a refund may have taken some back)
             SELECT *, greatest(least(diff, net_diff), 0) AS excess FROM b)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
-               -- both branches as DECIMAL(38,12): a CASE of (38,8) and (38,12) would round to 8 decimals
-               CASE WHEN excess <= 0 THEN CAST(0 AS DECIMAL(38,12))
-                    WHEN deductible = amt THEN CAST(least(excess, deductible) AS DECIMAL(38,12))
-                    ELSE CAST(least(xdiv(excess * deductible, amt), deductible) AS DECIMAL(38,12)) END AS claim,
+               {fund_share_claim("excess")} AS claim,
                '' AS ev_head,
                {ITEM_REF} || ' ' || strftime(fee_date, '%Y-%m-%d')
                    || ' 数量 ' || qty(billed_cnt) || ' × 单价 ' || {price_text('pric')}

@@ -171,6 +171,17 @@ class RuleType:
 # ---------------------------------------------------------------------------- SQL blocks
 
 
+def fund_share_claim(overcharge: str) -> str:
+    """The claim on a line for an ``overcharge`` in yuan (an SQL expression): the overcharge times
+    the line's fund share (deductible / amt), never more than the deductible, 0 when there is no
+    overcharge. Exact: ``xdiv`` divides in integers; both branches DECIMAL(38,12) (a CASE of
+    (38,8) and (38,12) would round to 8 decimals). One definition for every type that claims
+    part of a line (excess units, price above a cap, amount above cnt x pric)."""
+    return f"""CASE WHEN ({overcharge}) <= 0 THEN CAST(0 AS DECIMAL(38,12))
+                    WHEN deductible = amt THEN CAST(least({overcharge}, deductible) AS DECIMAL(38,12))
+                    ELSE CAST(least(xdiv(({overcharge}) * deductible, amt), deductible) AS DECIMAL(38,12)) END"""
+
+
 def excess_allocation(src: str, group_cols: str) -> str:
     """Give each line of ``src`` its share of a group's excess, latest lines first.
 
@@ -181,9 +192,7 @@ def excess_allocation(src: str, group_cols: str) -> str:
     """
     return f"""
         SELECT *,
-               CASE WHEN excess_units <= 0 THEN 0
-                    WHEN deductible = amt THEN CAST(least(excess_units * pric, deductible) AS DECIMAL(38,12))
-                    ELSE CAST(least(xdiv(excess_units * pric * deductible, amt), deductible) AS DECIMAL(38,12)) END AS claim
+               {fund_share_claim("excess_units * pric")} AS claim
         FROM (
             SELECT *, greatest(least(cnt, excess - (sum(cnt) OVER w - cnt)), 0) AS excess_units
             FROM {src}

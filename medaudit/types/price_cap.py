@@ -39,7 +39,7 @@ Without price columns in the rule (`items` may be left out altogether), the caps
 the `hilist` catalogue and the evidence says `（医保目录限价）`.
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, price_text
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, fund_share_claim, hilist_cap, price_text
 
 RULE_TYPE = RuleType(
     name="price_cap",
@@ -65,9 +65,7 @@ RULE_TYPE = RuleType(
             SELECT *, coalesce(rule_cap, cat_cap) AS the_cap FROM c
             WHERE pric > coalesce(rule_cap, cat_cap))
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
-               -- both branches as DECIMAL(38,12): a CASE of (38,8) and (38,12) would round to 8 decimals
-               CASE WHEN deductible = amt THEN CAST(least((pric - the_cap) * cnt, deductible) AS DECIMAL(38,12))
-                    ELSE CAST(least(xdiv((pric - the_cap) * cnt * deductible, amt), deductible) AS DECIMAL(38,12)) END AS claim,
+               {fund_share_claim("(pric - the_cap) * cnt")} AS claim,
                '' AS ev_head,
                {ITEM_REF} || ' ' || CASE WHEN inst_level = 0 THEN '未定级机构（按一级）' ELSE level_cn(inst_level) || '机构' END
                    || '限价 ' || {price_text('the_cap')} || ' 元（' || CASE WHEN rule_cap IS NOT NULL THEN '规则限价' ELSE '医保目录限价' END
