@@ -319,18 +319,34 @@ def test_the_real_command_prints_no_traceback(held_db):
     assert f"is in use by process {pid} (" in r.stderr
 
 
-def test_a_workbook_appears_only_whole(tmp_path):
-    """Every xlsx goes through medaudit.xlsx: nothing at the asked name until close() has
-    written it all, and no temporary file left behind after."""
+def test_a_workbook_appears_only_whole(tmp_path, monkeypatch):
+    """Every xlsx goes through medaudit.xlsx: a write that fails half-way (the disk fills while
+    xlsxwriter writes the file) leaves nothing under the asked name and no temporary file; a
+    good write leaves exactly the workbook, strings as strings."""
+    import openpyxl
+    import xlsxwriter
+
     from medaudit import xlsx
 
     out = tmp_path / "out.xlsx"
+    real_close = xlsxwriter.Workbook.close
+
+    def disk_full(self):
+        with open(self.filename, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xlsxwriter.Workbook, "close", disk_full)
     wb = xlsx.workbook(out)
     wb.add_worksheet("s").write(0, 0, "=1+1")
-    assert not out.exists()
-    wb.close()
-    assert out.exists() and [p.name for p in tmp_path.iterdir()] == ["out.xlsx"]
-    import openpyxl
+    with pytest.raises(OSError):
+        wb.close()
+    assert list(tmp_path.iterdir()) == []
 
-    assert openpyxl.load_workbook(out).active["A1"].value == "=1+1"
-    assert openpyxl.load_workbook(out).active["A1"].data_type == "s"
+    monkeypatch.setattr(xlsxwriter.Workbook, "close", real_close)
+    wb = xlsx.workbook(out)
+    wb.add_worksheet("s").write(0, 0, "=1+1")
+    wb.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.xlsx"]
+    cell = openpyxl.load_workbook(out).active["A1"]
+    assert (cell.value, cell.data_type) == ("=1+1", "s")
