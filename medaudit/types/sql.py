@@ -361,10 +361,6 @@ def open_sandbox() -> duckdb.DuckDBPyConnection:
     return sb
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _strip(query: str) -> str:
     """The query without its closing semicolons (comments after them included)."""
     raw = query.encode("utf-8")  # the tokenizer's positions are byte offsets
@@ -425,9 +421,9 @@ def run_rules(con: duckdb.DuckDBPyConnection, rules: list[tuple[int, str, str]],
         for t, names in sorted(need.items()):
             if t not in CANONICAL_TABLES:  # never: analyse() keeps only these
                 continue
-            all_cols = [d[0] for d in con.execute(f"SELECT * FROM {_quote(t)} LIMIT 0").description]
+            all_cols = [d[0] for d in con.execute(f"SELECT * FROM {dbm.ident(t)} LIMIT 0").description]
             cols = [c for c in all_cols if names is None or c.lower() in names] or all_cols[:1]
-            data = con.sql(f"SELECT {', '.join(_quote(c) for c in cols)} FROM {_quote(t)}").to_arrow_table()
+            data = con.sql(f"SELECT {', '.join(dbm.ident(c) for c in cols)} FROM {dbm.ident(t)}").to_arrow_table()
             sb.register(t, data)
             registered.append(t)
         added = 0
