@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 from . import db as dbm
 from . import lifecycle, resources
 from .engine import screen as run_screen
+from .incremental import Scope, ScopeError
 from .clihelp import compact_table, history_table, print_finding
 from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
@@ -313,10 +314,23 @@ def screen(
     db: Path = DbOption,
     stage: Literal["post_hoc", "in_process"] = typer.Option(
         "post_hoc", "--stage", help="post_hoc (settled claims) or in_process (open stays); pre-alert is `medaudit serve`"),
+    all_: bool = typer.Option(False, "--all", help="screen everything loaded, not only what new batches touch"),
+    batch: Optional[list[int]] = typer.Option(None, "--batch", help="screen what this batch touches (repeatable)"),
+    since: Optional[str] = typer.Option(None, "--since", help="screen what the batches loaded since this date or time touch"),
+    period: Optional[str] = typer.Option(None, "--period", help="screen the visits with lines in this month (YYYY-MM)"),
 ) -> None:
-    """Screen claims with the rule library; findings are stored in the database."""
+    """Screen claims with the rule library; findings are stored in the database.
+
+    By default a run screens what the batches loaded since the stage's last run touch, reading
+    as much history as each rule needs (a period limit's period, a readmission's gap, a month);
+    the findings are those a full re-screen gives. --all screens everything again; a changed
+    rule library does so by itself."""
     if stage not in ("post_hoc", "in_process"):
         fail(f"--stage must be post_hoc or in_process, got {stage!r} (pre-alert is `medaudit serve`)")
+    try:
+        scope = Scope.from_options(all_, batch, since, period)
+    except ScopeError as e:
+        fail(str(e))
     try:
         library = load_library(rules)
     except RuleLibraryError as e:
@@ -338,11 +352,21 @@ def screen(
         def on_type(name: str, i: int, n: int) -> None:
             progress.update(task, total=n, completed=i, description=f"screening {name}" if name else "settling deductions")
 
-        result = run_screen(con, library, stage=stage, on_type=on_type)
+        try:
+            result = run_screen(con, library, stage=stage, on_type=on_type, scope=scope)
+        except ScopeError as e:
+            progress.stop()
+            fail(str(e))
     console.print(
         f"Run {result.run_id}: {result.n_lines:,} lines screened with {result.n_rules:,} rules in "
         f"{result.seconds_total:.1f}s; {result.n_new_findings:,} new findings."
     )
+    if result.scope.startswith("nothing"):
+        console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(result.scope)}", overflow="fold")
+        return
+    console.print(f"[dim]Screened: {escape(result.scope)}"
+                  + (f"; {result.n_visits:,} visits with their history" if result.n_visits is not None else "")
+                  + "[/]", overflow="fold")
     if not result.n_lines:
         console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(_why_nothing_screened(con, stage))}")
     _screen_summary(con, result.run_id, stage, [r for r in library.rules if stage in r.stages])

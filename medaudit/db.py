@@ -187,6 +187,10 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         cols = ", ".join(f"{ident(c.name)} {SQL_TYPE[c.type]}" for c in t.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {ident(t.name)} (batch_id INTEGER, source_row INTEGER, {cols})")
     con.execute(_SCHEMA)
+    # what each screening run covered and each visit's date span (incremental runs)
+    from . import incremental
+
+    con.execute(incremental.SCHEMA)
     # the hospital loop's tables (finding states, audit log, settings, deduction statements)
     from . import deduct, lifecycle
 

@@ -17,6 +17,7 @@ The run, for one stage:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from typing import Callable
 import duckdb
 import polars as pl
 
-from . import lifecycle, money
+from . import incremental, lifecycle, money
+from .incremental import Context, Scope
 from .library import Library, Rule
 from .types import REGISTRY
 from .types.base import HIT_COLUMNS, PARAM_SQL, RuleType
@@ -78,8 +80,15 @@ STAGE_FILTER = {
 }
 
 
-def prepare_context(con: duckdb.DuckDBPyConnection) -> None:
-    """``visits``, ``diag`` and ``deaths``: the visit-level facts every stage uses."""
+def prepare_context(con: duckdb.DuckDBPyConnection, ctx: Context | None = None) -> None:
+    """``visits``, ``diag`` and ``deaths``: the visit-level facts every stage uses.
+
+    With an incremental context (:mod:`medaudit.incremental`), ``visits`` and ``diag`` hold the
+    visits that reach the context's first day less its padding (a readmission's previous stay)."""
+    where = ""
+    if ctx is not None and not ctx.everything:
+        where = (f"WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM visit_span WHERE is_open OR last_date >= "
+                 f"CAST('{ctx.lo or dt.date.max}' AS DATE) - {int(ctx.pad_days)})")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE visits AS
@@ -91,11 +100,12 @@ def prepare_context(con: duckdb.DuckDBPyConnection) -> None:
                CASE WHEN ipt_days IS NULL AND endtime IS NULL THEN NULL
                     ELSE greatest(coalesce(ipt_days, date_diff('day', CAST(begntime AS DATE), CAST(endtime AS DATE))), 1)
                END AS los
-        FROM mdtrt_d v;
+        FROM mdtrt_d v {where};
         CREATE OR REPLACE TEMP TABLE diag AS
         SELECT mdtrt_id, diag_code, diag_name, maindiag_flag = '1' AS is_main FROM setl_list_diag_d
+        {'WHERE mdtrt_id IN (SELECT mdtrt_id FROM visits)' if where else ''}
         UNION
-        SELECT mdtrt_id, dscg_maindiag_code, NULL, TRUE FROM mdtrt_d WHERE dscg_maindiag_code IS NOT NULL;
+        SELECT mdtrt_id, dscg_maindiag_code, NULL, TRUE FROM {'visits' if where else 'mdtrt_d'} WHERE dscg_maindiag_code IS NOT NULL;
         CREATE OR REPLACE TEMP TABLE deaths AS
         SELECT psn_no, min(die_date) AS die_date FROM (
             SELECT psn_no, die_date FROM psn_death
@@ -105,9 +115,18 @@ def prepare_context(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> int:
-    """Build ``lines`` for a stage. Returns the number of screened lines."""
-    prepare_context(con)
+def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc", ctx: Context | None = None) -> int:
+    """Build ``lines`` for a stage. Returns the number of screened lines.
+
+    ``ctx``: an incremental run's context (:mod:`medaudit.incremental`): only the fee lines of
+    its visits are read, from its first day on (the row groups before it are skipped)."""
+    prepare_context(con, ctx)
+    src = "fee_list_d"
+    if ctx is not None and not ctx.everything:
+        src = "fee_src"
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM fee_list_d
+                        WHERE fee_ocur_time >= CAST('{ctx.lo or dt.date.max}' AS DATE)
+                          AND mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits)""")
     # Refunds touch few lines (0.3% here): the netting works on the refunds and the lines they
     # refund only, and every line takes its adjustment by one join with that small table; the
     # wide columns are read once, in the final SELECT (no copy of fee_list_d is carried through
@@ -117,7 +136,7 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> in
         CREATE OR REPLACE TEMP TABLE lines AS
         WITH neg AS (
             SELECT mdtrt_id, hilist_code, fee_ocur_time, cnt, det_item_fee_sumamt, fulamt_ownpay_amt, init_feedetl_sn
-            FROM fee_list_d WHERE cnt < 0),
+            FROM {src} WHERE cnt < 0),
         linked AS (      -- refunds that name the line they refund
             SELECT init_feedetl_sn AS bkkp_sn, -sum(cnt) AS q, -sum(det_item_fee_sumamt) AS a,
                    -sum(coalesce(fulamt_ownpay_amt, 0)) AS o,
@@ -132,7 +151,7 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> in
                 SELECT o.bkkp_sn, o.cnt, coalesce(k.q, 0) AS lq, u.uq, sum(o.cnt - coalesce(k.q, 0)) OVER (
                     PARTITION BY o.mdtrt_id, o.hilist_code, CAST(o.fee_ocur_time AS DATE)
                     ORDER BY o.fee_ocur_time DESC, o.bkkp_sn DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-                FROM fee_list_d o JOIN unlinked u
+                FROM {src} o JOIN unlinked u
                   ON u.mdtrt_id = o.mdtrt_id AND u.hilist_code = o.hilist_code AND u.d = CAST(o.fee_ocur_time AS DATE)
                 LEFT JOIN linked k ON k.bkkp_sn = o.bkkp_sn
                 WHERE o.cnt >= 0)),
@@ -154,7 +173,7 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc") -> in
                              ELSE coalesce(f.fulamt_ownpay_amt, 0) - j.lo
                                   - coalesce(xdiv(coalesce(f.fulamt_ownpay_amt, 0) * (j.lqu + j.unq), f.cnt), 0) END
                         AS DECIMAL(18,4)) AS ownpay0
-            FROM fee_list_d f LEFT JOIN adj j ON j.bkkp_sn = f.bkkp_sn
+            FROM {src} f LEFT JOIN adj j ON j.bkkp_sn = f.bkkp_sn
             WHERE f.cnt >= 0)
         SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
                n.psn_no, n.fixmedins_code,
@@ -482,6 +501,21 @@ class ScreenResult:
     n_new_findings: int
     seconds_by_type: dict[str, float] = field(default_factory=dict)
     seconds_total: float = 0.0
+    #: what the run screened and why, one line (``all loaded data (--all)``, ``what the 1 new batch(es) touch (7)``)
+    scope: str = ""
+    #: visits screened by an incremental run (None: everything)
+    n_visits: int | None = None
+
+
+def _lines_for(con: duckdb.DuckDBPyConnection, ctx: Context | None, reach: str) -> None:
+    """Point ``lines`` at what a type of ``reach`` screens in an incremental run whose lines
+    serve several reaches (``lines_ctx`` holds them all; see :mod:`medaudit.incremental`)."""
+    if reach == "all":
+        where = ""
+    else:
+        flag = "in_person" if reach == "person" else "in_month"
+        where = f"WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE {flag})"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW lines AS SELECT * FROM lines_ctx {where}")
 
 
 def screen(
@@ -489,23 +523,53 @@ def screen(
     library: Library,
     stage: str = "post_hoc",
     on_type: Callable[[str, int, int], None] | None = None,
+    scope: Scope | None = None,
 ) -> ScreenResult:
-    """Screen everything loaded in the database with the library's rules for one stage."""
+    """Screen one stage with the library's rules: everything loaded (``scope`` None or ``all``),
+    or what new batches touch with the history the rules need (:mod:`medaudit.incremental`);
+    the findings are the same either way."""
     t0 = time.perf_counter()
     rules = [r for r in library.rules if stage in r.stages]
-    n_lines = prepare_lines(con, stage)
+    scope = scope or Scope("all")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        incremental.merge_spans(con)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    plan = incremental.plan(con, stage, scope, library.digest())
+    ctx = None
+    if plan.nothing:
+        con.execute("CREATE OR REPLACE TEMP TABLE ctx_visits (mdtrt_id VARCHAR, in_person BOOLEAN, in_month BOOLEAN)")
+        ctx = Context(everything=False, has_month=False, n_visits=0, lo=None, pad_days=0)
+    elif not plan.full:
+        ctx = incremental.build_context(con, stage, scope, plan.batches, rules)
+    n_lines = prepare_lines(con, stage, ctx)
     # rules with the same body (copies under other ids, the same check in two libraries) are
     # evaluated once; each of them gets the findings (store_findings)
     by_type = register_rules(con, rules, distinct_bodies=True)
     create_hits(con)
+    reaches = incremental.reach_of(rules) if ctx is not None else {}
+    views = ctx is not None and (ctx.everything or ctx.has_month)
+    if views:
+        con.execute("ALTER TABLE lines RENAME TO lines_ctx")
     timings: dict[str, float] = {}
-    names = sorted(by_type)
+    names = sorted(by_type) if not plan.nothing else []
     for i, tname in enumerate(names):
         if on_type:
             on_type(tname, i, len(names))
         t = time.perf_counter()
+        if views:
+            _lines_for(con, ctx, reaches[tname].scope)
         run_type(con, REGISTRY[tname])
+        if ctx is not None and reaches[tname].scope == "month":
+            # month-scoped findings of the touched months only: the others' months are not whole here
+            con.execute(f"""DELETE FROM hits WHERE rule_key IN (SELECT rule_key FROM r_all WHERE rule_type = '{tname}')
+                            AND coalesce(period, '') NOT IN (SELECT month FROM ctx_months)""")
         timings[tname] = time.perf_counter() - t
+    if views:
+        con.execute("DROP VIEW lines; ALTER TABLE lines_ctx RENAME TO lines")
     if on_type:
         on_type("", len(names), len(names))
     # hits of the rules evaluated, and the same again for each rule sharing a body (rule_fan)
@@ -520,8 +584,10 @@ def screen(
             "INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
             [run_id, stage, library.digest(), len(rules), n_hits, n_new],
         )
+        incremental.record(con, stage, plan.batches, run_id)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return ScreenResult(run_id, stage, n_lines, len(rules), n_hits, n_new, timings, time.perf_counter() - t0)
+    return ScreenResult(run_id, stage, n_lines, len(rules), n_hits, n_new, timings, time.perf_counter() - t0,
+                        scope=plan.why, n_visits=None if ctx is None else ctx.n_visits)

@@ -132,6 +132,37 @@ class Param:
         return v, None
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How far beyond its own visit a rule of a type looks: what a nightly (incremental) run must
+    read again so that its findings equal a full re-screen (:mod:`medaudit.incremental`).
+
+    ``scope``
+        ``person`` (the default): a finding depends only on the person's own visits, and of
+        those only on the ones within ``days`` days of it (0: the visit alone, or visits whose
+        dates overlap it); ``whole_months`` widens that to the calendar months the person's
+        lines fall in (a per-month count). ``month``: a finding depends on every line of its
+        calendar month, whoever's (a month's stock, a month's peers). ``all``: on anything
+        loaded (an analyst's query that compares visits or months).
+    """
+
+    scope: str = "person"  # person | month | all
+    days: int = 0
+    whole_months: bool = False
+
+
+def visit_reach(rule: Any) -> Reach:
+    """A rule that judges each visit on its own lines, its visit row, its diagnoses and its
+    person's death date (every line-level type)."""
+    return Reach()
+
+
+def max_param(rule: Any, name: str, default: int = 0) -> int:
+    """The largest value of a parameter over a rule and its items (per-item parameters)."""
+    values = [rule.params.get(name)] + [i.params.get(name) for i in rule.items]
+    return max([int(v) for v in values if v is not None] or [default])
+
+
 @dataclass
 class RuleType:
     name: str  # e.g. restrict_gender
@@ -155,6 +186,9 @@ class RuleType:
     # run before each run of the type's query, on the screening connection (and a sandbox
     # connection the caller may keep between runs): the sql type runs its rules' own queries here
     prepare: Callable[..., None] | None = None
+    #: how far beyond its own visit a rule of the type looks (from the rule's parameters): what a
+    #: nightly run re-reads; see :class:`Reach`
+    reach: Callable[[Any], Reach] = visit_reach
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:
         if self.compose is not None:

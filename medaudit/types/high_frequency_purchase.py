@@ -40,7 +40,7 @@ gives `参保人 P1 2026-03 购买同组药品 XA10BAD010（编码前 10 位）�
 金额 36.00 元（就诊 V5，机构 Y003）`.
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import ITEM_REF, LINE_FACT, Param, Reach, RuleType
 
 RULE_TYPE = RuleType(
     name="high_frequency_purchase",
@@ -51,6 +51,8 @@ RULE_TYPE = RuleType(
     items="optional",
     default_severity="suspect",
     stages=("post_hoc",),
+    # the person's purchase days in the calendar month
+    reach=lambda rule: Reach(whole_months=True),
     params=(
         Param("max_days_per_month", "int", "distinct purchase days allowed per calendar month", required=True,
               minimum=1),

@@ -46,7 +46,7 @@ gives `机构 H001 2026-03 药品【阿莫西林胶囊】(XJ01CAA040A00101010000
 = 100，超出 20，按本月平均收费单价 1.50 元计；2026-03-31 收费 30 次，金额 45.00 元，其中 20 超出`.
 """
 
-from .base import LINE_FACT, RuleType, excess_allocation
+from .base import LINE_FACT, Reach, RuleType, excess_allocation
 
 RULE_TYPE = RuleType(
     name="inventory_mismatch",
@@ -57,6 +57,8 @@ RULE_TYPE = RuleType(
     items="optional",
     default_severity="suspect",
     stages=("post_hoc",),
+    # every line of the institution's month against its purchases
+    reach=lambda rule: Reach(scope="month"),
     query=f"""
         WITH b AS (
             SELECT m.*, strftime(fee_date, '%Y-%m') AS month

@@ -50,7 +50,7 @@ give `本次普通住院 V2（机构 H002）2026-03-09 入院，与住院 V1（�
 正值参保人在住院 V4（机构 H001，2026-03-01 入院，2026-03-10 出院）期间；本次就诊费用 ...`.
 """
 
-from .base import LIVE_VISITS, Param, RuleType, rule_applies, whole_visit_hits
+from .base import LIVE_VISITS, Param, Reach, RuleType, rule_applies, whole_visit_hits
 
 RULE_TYPE = RuleType(
     name="overlapping_stays",
@@ -59,6 +59,8 @@ RULE_TYPE = RuleType(
     mode="whole_visit",
     doc=__doc__,
     items="none",
+    # the person's stays whose dates overlap this visit
+    reach=lambda rule: Reach(days=0),
     default_severity="suspect",
     params=(
         Param("kind", "choice", "inpatient: overlapping stays; outpatient: clinic visits during a stay elsewhere",

@@ -58,7 +58,7 @@ gives `医师 DR07（机构 H001，科室 D01）2026-03 药占比 62.5%（就诊
 医师第 95 百分位 48.3%；在 20 名医师中排第 1`.
 """
 
-from .base import LIVE_VISITS, Param, RuleType, rule_applies
+from .base import LIVE_VISITS, Param, Reach, RuleType, rule_applies
 from .readmission import excluded_condition, pair_condition
 
 MIN_PEERS = 5
@@ -94,6 +94,8 @@ RULE_TYPE = RuleType(
     items="none",
     default_severity="suspect",
     stages=("in_process", "post_hoc"),
+    # every visit of the month, all institutions (the peers)
+    reach=lambda rule: Reach(scope="month"),
     validate=_validate,
     params=(
         Param("entity", "choice", "who is profiled", required=True, choices=("doctor", "department", "institution")),

@@ -47,7 +47,7 @@ there could look paid when an unseen settled one already made it excess.
 gives `项目【糖化血红蛋白测定】(002503020070000) 每 15 天限 1 次；2026-03-10 收费 1 次，金额 45.00 元，超出 1；此前 15 天内已支付：2026-03-01 H002 就诊 V7`.
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, excess_allocation
+from .base import ITEM_REF, LINE_FACT, Param, Reach, RuleType, excess_allocation, max_param
 
 _KEY = "rule_key, psn_no, hilist_code"
 
@@ -59,6 +59,8 @@ RULE_TYPE = RuleType(
     doc=__doc__,
     stages=("pre_alert", "post_hoc"),
     person_history=True,
+    # a period counts the person's units of the code within period_days of each other
+    reach=lambda rule: Reach(days=max_param(rule, "period_days", 1)),
     params=(
         Param("max_count", "int", "units paid at most within any period", required=True, per_item=True, minimum=1),
         Param("period_days", "int", "length of the period in calendar days", required=True, per_item=True, minimum=1),

@@ -45,7 +45,7 @@ gives `本次住院 V2 2026-03-10 入院，距上次住院 V1 2026-03-05 出院 
 相同），不超过 15 天；本次就诊费用 12 条，金额合计 3200.00 元，其中医保支付范围内 3000.00 元`.
 """
 
-from .base import LIVE_VISITS, Param, RuleType, icd, rule_applies, whole_visit_hits
+from .base import LIVE_VISITS, Param, Reach, RuleType, icd, max_param, rule_applies, whole_visit_hits
 
 
 def pair_condition(c: str, a: str, max_gap: str, same_inst: str, prefix_len: str) -> str:
@@ -76,6 +76,8 @@ RULE_TYPE = RuleType(
     mode="whole_visit",
     doc=__doc__,
     items="none",
+    # the previous stay ended at most max_gap_days before this one began
+    reach=lambda rule: Reach(days=max_param(rule, "max_gap_days", 15)),
     default_severity="suspect",
     params=(
         Param("max_gap_days", "int", "days from the previous discharge to this admission (0 = same day)",

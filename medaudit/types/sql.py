@@ -44,6 +44,12 @@ DuckDB's own parse tree (`duckdb.extract_statements`, `json_serialize_sql`), not
 
 A query that refers to a missing column fails the screening with the rule's id and DuckDB's message.
 
+**Nightly runs.** A nightly `medaudit screen` screens what the new batches touch. A query may
+compare anything loaded, so by default (`reach: all`) it runs over every screened line each
+night. A query that judges each visit on its own lines (like the example below) says
+`reach: visit`: it is then given the lines of the touched visits only, and costs what the
+night's data costs.
+
 **How it runs.** Each rule's query runs alone in a **sandbox**: a separate in-memory DuckDB
 database with the project's macros, into which the screening hands, as Arrow tables, only the
 canonical tables the sql rules read, as the screening connection sees them, and of those only
@@ -84,6 +90,7 @@ screening, with the same findings, evidence, money and appeal as every other rul
   type: sql
   nature: 不合理收费
   params:
+    reach: visit
     query: |
       SELECT bkkp_sn, '门诊就诊不应收取住院诊查费' AS evidence
       FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000'
@@ -104,7 +111,7 @@ import duckdb
 from .. import db as dbm
 from .. import resources
 from ..contract import TABLES
-from .base import LINE_FACT, Param, RuleType, rule_applies
+from .base import LINE_FACT, Param, Reach, RuleType, rule_applies
 
 #: what a rule's query may read: the screened views and the loaded contract tables, by their bare name
 CANONICAL_TABLES = ("lines", "visits", "diag", "deaths", *TABLES)
@@ -487,7 +494,11 @@ RULE_TYPE = RuleType(
     default_severity="suspect",
     validate=_validate,
     params=(Param("query", "str", "one read-only SELECT returning bkkp_sn (and optionally amount, evidence)",
-                  required=True),),
+                  required=True),
+            Param("reach", "choice", "what a nightly run gives the query: all (every screened line) or visit "
+                  "(the lines of the visits the new batches touch; for a query that judges each visit alone)",
+                  default="all", choices=("all", "visit"))),
+    reach=lambda rule: Reach(scope="person") if rule.params.get("reach") == "visit" else Reach(scope="all"),
     query="",
     compose=compose,
     prepare=prepare,

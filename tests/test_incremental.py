@@ -1,0 +1,268 @@
+"""Nightly (incremental) screening gives the findings of a full re-screen, night by night.
+
+A generated batch is split into the batches a bureau receives day by day (late submissions,
+settlements after the lines, deaths and purchase records arriving later: medaudit/sample/split.py).
+Two databases load the same batches in the same order; after each load one screens what the
+new batch touches (the default of ``medaudit screen``), the other screens everything (``--all``).
+Their findings, finding lines, money and appeal states must be identical after every night.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medaudit import db as dbm
+from medaudit.cli import app
+from medaudit.engine import screen
+from medaudit.incremental import Scope, ScopeError
+from medaudit.library import load_library
+from medaudit.loader import load_batch
+from medaudit.sample.split import split_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data" / "batch"
+RULES = ROOT / "rules"
+STAGES = ("post_hoc", "in_process")
+
+
+def state(con) -> dict[str, list]:
+    """Everything a full and an incremental history must agree on (not ``last_run``: a full
+    re-screen touches every finding it finds again)."""
+    return {
+        "findings": con.execute(
+            """SELECT finding_id, rule_id, stage, status, fixmedins_code, dept_code, dr_code, psn_no, mdtrt_id,
+                      setl_id, period, finding_key, flagged_amt, claimed_amt, deduction_amt, evidence, first_run
+               FROM findings ORDER BY finding_id""").fetchall(),
+        "lines": con.execute("SELECT * FROM finding_lines ORDER BY ALL").fetchall(),
+        "states": con.execute("SELECT * FROM finding_state ORDER BY ALL").fetchall(),
+    }
+
+
+def nightly(folders: list[Path], db: Path, mode: str, library) -> tuple[object, list[dict], int]:
+    """Load each folder, then screen both stages; returns the connection, the state after each
+    night and the number of lines screened in all."""
+    con = dbm.connect(db)
+    states, screened = [], 0
+    for f in folders:
+        load_batch(f, con)
+        for st in STAGES:
+            screened += screen(con, library, st, scope=Scope(mode)).n_lines
+        states.append(state(con))
+    return con, states, screened
+
+
+def assert_same_nights(a: list[dict], b: list[dict]) -> None:
+    for night, (x, y) in enumerate(zip(a, b)):
+        for part in x:
+            assert x[part] == y[part], f"night {night}: {part} differ: " + _first_difference(x[part], y[part])
+
+
+def _first_difference(x: list, y: list) -> str:
+    sx, sy = set(x), set(y)
+    only_x, only_y = sorted(sx - sy)[:2], sorted(sy - sx)[:2]
+    return f"{len(sx - sy)} only incremental, e.g. {only_x}; {len(sy - sx)} only full, e.g. {only_y}"
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory) -> list[Path]:
+    """The committed sample (Jan-Sep 2026) cut into 12 batches, 15% of visits arriving 20 days late."""
+    out = tmp_path_factory.mktemp("days")
+    cuts = [dt.date(2026, 1, 20) + dt.timedelta(days=20 * k) for k in range(11)]
+    return split_batch(SAMPLE, out, cuts, late_share=0.15, late_days=20, seed=7)
+
+
+@pytest.mark.slow
+def test_nightly_runs_equal_full_rescreens(days, tmp_path, wall_clock):
+    wall_clock("2026-10-01")
+    library = load_library(RULES)
+    con_i, nights_i, n_i = nightly(days, tmp_path / "inc.duckdb", "new", library)
+    con_f, nights_f, n_f = nightly(days, tmp_path / "full.duckdb", "all", library)
+    assert nights_f[-1]["findings"], "the sample must give findings"
+    assert_same_nights(nights_i, nights_f)
+    # and the nightly runs really read less than the whole history each night
+    assert n_i < n_f * 0.6, (n_i, n_f)
+    # every batch is recorded as screened for each stage, once
+    assert con_i.execute("SELECT stage, count(*), count(DISTINCT batch_id) FROM screened_batches GROUP BY 1 ORDER BY 1"
+                         ).fetchall() == [(s, len(days), len(days)) for s in sorted(STAGES)]
+
+
+@pytest.mark.slow
+def test_each_reach_is_needed(days, tmp_path, wall_clock):
+    """The test above can fail: reading only the touched visits (no history for the cross-visit
+    types) gives other findings than a full re-screen."""
+    from medaudit.types import REGISTRY
+    from medaudit.types.base import Reach
+
+    wall_clock("2026-10-01")
+    library = load_library(RULES)
+    saved = {t: REGISTRY[t].reach for t in ("period_limit", "readmission", "high_frequency_purchase",
+                                            "inventory_mismatch", "peer_outlier", "overlapping_stays")}
+    try:
+        for t in saved:
+            REGISTRY[t].reach = lambda rule: Reach()
+        _, nights_i, _ = nightly(days, tmp_path / "inc.duckdb", "new", library)
+    finally:
+        for t, f in saved.items():
+            REGISTRY[t].reach = f
+    _, nights_f, _ = nightly(days, tmp_path / "full.duckdb", "all", library)
+    with pytest.raises(AssertionError):
+        assert_same_nights(nights_i, nights_f)
+
+
+@pytest.mark.slow
+def test_a_query_rule_of_reach_all_reads_everything(days, tmp_path, wall_clock):
+    """A sql rule without ``reach: visit`` sees every screened line each night; the others keep
+    their own reach in the same run."""
+    wall_clock("2026-10-01")
+    library = load_library(RULES)
+    library = dataclasses.replace(library, rules=[
+        dataclasses.replace(r, params={k: v for k, v in r.params.items() if k != "reach"}) if r.type == "sql" else r
+        for r in library.rules])
+    _, nights_i, _ = nightly(days[:6], tmp_path / "inc.duckdb", "new", library)
+    _, nights_f, _ = nightly(days[:6], tmp_path / "full.duckdb", "all", library)
+    assert_same_nights(nights_i, nights_f)
+
+
+def test_nothing_new_screens_nothing_and_changed_rules_screen_everything(days, tmp_path, wall_clock):
+    wall_clock("2026-10-01")
+    library = load_library(RULES)
+    con = dbm.connect(tmp_path / "a.duckdb")
+    load_batch(days[0], con)
+    first = screen(con, library, scope=Scope("new"))
+    assert first.scope == "all loaded data (the first post_hoc run)"
+    again = screen(con, library, scope=Scope("new"))
+    assert again.scope.startswith("nothing new") and again.n_lines == 0 and again.n_new_findings == 0
+    load_batch(days[1], con)
+    night = screen(con, library, scope=Scope("new"))
+    assert night.scope == "what the 1 new batch(es) touch (2)" and 0 < night.n_lines
+    # a new rule version: everything again (the old version's open findings are superseded by it)
+    changed = dataclasses.replace(library, rules=[
+        dataclasses.replace(r, version=str(int(r.version) + 1)) if r.id == "R-SEX-001" else r for r in library.rules])
+    full = screen(con, changed, scope=Scope("new"))
+    assert full.scope.startswith("all loaded data: the rule library changed")
+    assert full.n_lines == con.execute("SELECT count(*) FROM lines").fetchall()[0][0] >= night.n_lines
+
+
+def test_batch_and_period_scopes(days, tmp_path, wall_clock):
+    wall_clock("2026-10-01")
+    library = load_library(RULES)
+    con = dbm.connect(tmp_path / "a.duckdb")
+    for f in days[:4]:
+        load_batch(f, con)
+    screen(con, library, scope=Scope("all"))
+    before = state(con)
+    # screening a part again finds nothing new and changes nothing
+    assert screen(con, library, scope=Scope("batch", batches=(2,))).n_new_findings == 0
+    res = screen(con, library, scope=Scope("period", period="2026-02"))
+    assert res.n_new_findings == 0 and res.n_lines > 0
+    assert state(con) == before
+    with pytest.raises(ScopeError, match="no batch 99 is loaded"):
+        screen(con, library, scope=Scope("batch", batches=(99,)))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--period", "2026/03"], "--period: '2026/03' is not a month written YYYY-MM"),
+    (["--since", "yesterday"], "--since: 'yesterday' is not a date or time"),
+    (["--all", "--period", "2026-03"], "give one of --all, --period, not several"),
+    (["--batch", "7"], "--batch: no batch 7 is loaded (loaded: 1)"),
+])
+def test_cli_scope_options_are_checked(tmp_path, args, message):
+    db = tmp_path / "a.duckdb"
+    r = CliRunner().invoke(app, ["screen", str(SAMPLE), "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["screen", str(db), *args])
+    assert r.exit_code != 0 and message in " ".join(r.output.split()), r.output
+
+
+def test_cli_says_what_a_night_screened(days, tmp_path):
+    db = tmp_path / "a.duckdb"
+    r = CliRunner().invoke(app, ["screen", str(days[0]), "--db", str(db)])
+    assert "Screened: all loaded data (the first post_hoc run)" in " ".join(r.output.split()), r.output
+    r = CliRunner().invoke(app, ["screen", str(days[1]), "--db", str(db)])
+    out = " ".join(r.output.split())
+    assert "Screened: what the 1 new batch(es) touch (2);" in out and "visits with their history" in out, out
+    r = CliRunner().invoke(app, ["screen", str(db)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0 and "Nothing screened (post_hoc): nothing new: every loaded batch was screened" in out, out
+
+
+# ---------------------------------------------------------------------------- the mechanisms, one by one
+
+def nights_of(tmp_path: Path, batches: list, rules_yaml: str, mode: str) -> list[dict]:
+    from kit import write_rules
+
+    library = load_library(write_rules(tmp_path / f"rules-{mode}", rules_yaml))
+    folders = [b.write(tmp_path / f"night{k}") for k, b in enumerate(batches)]
+    return nightly(folders, tmp_path / f"{mode}.duckdb", mode, library)[1]
+
+
+def assert_nightly_equals_full(tmp_path: Path, batches: list, rules_yaml: str) -> list[dict]:
+    full = nights_of(tmp_path, batches, rules_yaml, "all")
+    assert_same_nights(nights_of(tmp_path, batches, rules_yaml, "new"), full)
+    return full
+
+
+HBA1C = "002503020070000"
+PERIOD_RULE = f"""
+- id: R-PER
+  version: 1
+  name: 7天内限1次
+  type: period_limit
+  items: {{codes: ["{HBA1C}"]}}
+  params: {{max_count: 1, period_days: 7}}
+"""
+
+
+def test_a_period_count_is_read_from_where_its_chain_starts(tmp_path):
+    """Units every 4 days: which are excess depends on the first of the chain (1 paid, 5 excess,
+    9 paid, 13 excess, 17 paid). A night that read only 7 days back from the 17th would start the
+    count at the 13th and call the 17th excess; a late unit of 26 February flips them all."""
+    from kit import Batch
+
+    def unit(b: Batch, day: str) -> None:
+        v = b.visit(mdtrt_id=f"V{day}", psn_no="P1", begntime=f"{day} 08:00:00", endtime=f"{day} 10:00:00")
+        b.line(v, HBA1C, pric="45", bkkp_sn=f"F{day}")
+
+    first, second, third = Batch(), Batch(), Batch()
+    for d in ("2026-03-01", "2026-03-05", "2026-03-09", "2026-03-13"):
+        unit(first, d)
+    unit(second, "2026-03-17")
+    unit(third, "2026-02-26")
+    full = assert_nightly_equals_full(tmp_path, [first, second, third], PERIOD_RULE)
+    assert {r[8] for r in full[1]["findings"]} == {"V2026-03-05", "V2026-03-13"}
+    assert {r[8] for r in full[2]["findings"]} >= {"V2026-03-01", "V2026-03-09", "V2026-03-17"}
+
+
+INV_RULE = """
+- id: R-INV
+  version: 1
+  name: 进销存不符
+  type: inventory_mismatch
+"""
+AMOX = "XJ01CAA040A001010100001"
+
+
+def test_a_month_finding_is_kept_only_for_the_months_a_night_reads_whole(tmp_path):
+    """A late February visit makes the night read February whole, and with it a stay running
+    into March; its March line alone is over March's stock, but March was not read whole: the
+    night must not judge March (the full screen's March finding stands from the first night)."""
+    from kit import Batch
+
+    first, second = Batch(), Batch()
+    a = first.visit(mdtrt_id="VA", psn_no="PA", begntime="2026-03-10 08:00:00", endtime="2026-03-10 10:00:00")
+    first.line(a, AMOX, cnt="8", pric="1.5", bkkp_sn="A-0310")
+    s = first.visit(mdtrt_id="VS", psn_no="PS", med_type="21", begntime="2026-02-27 08:00:00",
+                    endtime="2026-03-02 08:00:00")
+    first.line(s, AMOX, cnt="2", pric="1.5", time="2026-02-27 09:00:00", bkkp_sn="S-0227")
+    first.line(s, AMOX, cnt="12", pric="1.5", time="2026-03-01 09:00:00", bkkp_sn="S-0301")
+    first.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-02", purchase_cnt="100")
+    first.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-03", purchase_cnt="10")
+    b = second.visit(mdtrt_id="VB", psn_no="PB", begntime="2026-02-20 08:00:00", endtime="2026-02-20 10:00:00")
+    second.line(b, AMOX, cnt="1", pric="1.5", bkkp_sn="B-0220")
+    full = assert_nightly_equals_full(tmp_path, [first, second], INV_RULE)
+    assert [r[11] for r in full[1]["findings"]] == [f"H001|{AMOX}|2026-03"]
