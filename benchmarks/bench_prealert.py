@@ -75,7 +75,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="medaudit serve --batch")
     ap.add_argument("--engine", choices=("fast", "sql"), default="fast", help="medaudit serve --engine")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "prealert_results.json",
-                    help="results file: this run's figures go under its engine's key, the other engine's are kept")
+                    help="results file: this run's figures go under its engine's key (or --label), the others are kept")
+    ap.add_argument("--label", default=None,
+                    help="key of this run's figures in the results file (default: the engine's name)")
+    ap.add_argument("--note", default=None, help="a note kept with the figures (e.g. that the machine was shared)")
     args = ap.parse_args()
 
     from medaudit import db
@@ -230,12 +233,16 @@ def main() -> None:
         "setup_s": round(setup_s, 1), "server_startup_s": round(startup_s, 1), "cpus": os.cpu_count(),
         "runs": runs, "loadavg_after": os.getloadavg(),
     }
+    if args.label:
+        result["label"] = args.label
+    if args.note:
+        result["note"] = args.note
     print(json.dumps(result, ensure_ascii=False, indent=2))
     try:
         kept = json.loads(args.out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         kept = {}
-    kept[args.engine] = result
+    kept[args.label or args.engine] = result
     args.out.write_text(json.dumps(kept, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 

@@ -33,8 +33,8 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(16, "--batch", help="requests waiting for a session are checked together, "
                                   "up to this many per run (1: one at a time)"),
         threads: int = typer.Option(1, "--threads", help="DuckDB threads per query (small queries: 1 is fastest)"),
-        engine: str = typer.Option("fast", "--engine", help="fast: in-memory evaluators when they cover the rule "
-                                   "set (else SQL); sql: always the batch engine's SQL (the reference)"),
+        engine: str = typer.Option("fast", "--engine", help="fast: in-memory evaluators for the rule types "
+                                   "that have one, the batch engine's SQL for the others; sql: always the SQL (the reference)"),
         cache_ttl: float = typer.Option(300.0, "--cache-ttl", help="seconds a visit's stored context stays cached "
                                         "(fast engine)"),
         async_results: bool = typer.Option(True, "--async-results/--sync-results", help="store answered results in "
@@ -95,7 +95,8 @@ def register(app: typer.Typer) -> None:
                 from ..prealert.fast import EVALUATORS
 
                 slow = sorted({r.type for r in lib.rules if "pre_alert" in r.stages and r.type not in EVALUATORS})
-                console.print(f"  engine: {'sql (types without a fast evaluator: ' + ', '.join(slow) + ')' if slow else 'fast'}")
+                console.print("  engine: fast" + (f" (by SQL in the same request, the types without an in-memory "
+                                                  f"evaluator: {', '.join(slow)})" if slow else ""))
             else:
                 console.print("  engine: sql")
         console.print(f"serving http://{host}:{port}  (docs: /docs)")

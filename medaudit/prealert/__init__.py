@@ -6,15 +6,16 @@ new orders would break; the doctor's answer comes back as a 3103 feedback and is
 evidence on the matching post-hoc finding.
 
 There is ONE definition of a rule's meaning: the rule types' own set-based SQL
-(:mod:`medaudit.types`). :mod:`.engine` builds a tiny ``lines`` for one request with the very
+(:mod:`medaudit.types`). :mod:`.sql_path` builds a tiny ``lines`` for one request with the very
 engine code batch screening uses (:func:`medaudit.engine.prepare_lines` over per-request
 shadows of the input tables) and runs the same compiled type queries over it;
 :mod:`.events` (durable-rules, or the same rules in plain Python where it does not load) routes each request only to the rule types whose items its
 orders touch and handles the feedback events; :mod:`.store` keeps results, feedback and the
 institutions' API keys; :mod:`.app` is the FastAPI service (``medaudit serve``).
 
-:mod:`.fast` answers the same question in memory (one evaluator per rule type, a transcription
-of its query) when it covers every rule of the requested set, and is tested against this SQL
-path and batch screening (``medaudit serve --engine fast|sql``; each answer names its path in
-the ``X-Medaudit-Engine`` header).
+:mod:`.fast` answers the same question in memory for the rule types it has an evaluator for
+(a transcription of the type's query), tested against this SQL path and batch screening.
+:mod:`.checker` dispatches: per rule type, the fast path or the SQL path, in the same request
+(``medaudit serve --engine fast|sql``; each answer names its paths in the ``X-Medaudit-Engine``
+header: ``fast``, ``sql`` or ``fast+sql``). Both paths give the hits and alerts of :mod:`.alerts`.
 """

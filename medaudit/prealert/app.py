@@ -7,7 +7,7 @@ institution, and an institution sees and answers only its own results (another i
 key's, and a visit the database holds for another institution is refused (403 naming the
 visit, not its institution) before anything is checked; the person's lines at other
 institutions (period_limit counts the units paid anywhere) are shown only as "paid at another
-institution on that date" (:func:`medaudit.prealert.engine.redact`). Bad input is a 4xx with
+institution on that date" (:func:`medaudit.prealert.alerts.redact`). Bad input is a 4xx with
 the field path (``patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.2.cnt: ...``), never a 500.
 
 Limits (``create_app``'s ``max_*``, ``medaudit serve --max-*``): a body over ``max_body``
@@ -51,7 +51,8 @@ from pydantic import ValidationError
 
 from ..library import Library
 from . import store
-from .engine import Alert, CheckRequest, ForeignVisitError, OrderChecker, RuleSetError
+from .alerts import Alert, CheckRequest, ForeignVisitError, RuleSetError
+from .checker import OrderChecker
 from .schemas import Request3101, Request3103, Response3101, Response3103, error_message, to_check_request
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the institution's API key")
@@ -199,8 +200,9 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     ``warm`` opens them now rather than on the first requests); ``batch``: requests waiting for
     a session are checked together, up to this many per run; ``async_results``: answered results
     are stored in the background (:class:`ResultWriter`); ``engine``: ``fast`` (the in-memory
-    evaluators where they cover the rule set, else SQL) or ``sql`` (always the SQL path). Each
-    3101 answer says which path answered in the header ``X-Medaudit-Engine``. ``max_body``
+    evaluators for the types that have one, the SQL path for the others in the same request) or
+    ``sql`` (always the SQL path). Each 3101 answer says which paths answered in the header
+    ``X-Medaudit-Engine`` (``fast``, ``sql``, ``fast+sql``). ``max_body``
     (bytes), ``max_patients``, ``max_orders`` (per 3101 request, all patients together),
     ``max_warns`` (per 3103): see the module's doc."""
     for name, x in (("max_body", max_body), ("max_patients", max_patients), ("max_orders", max_orders),

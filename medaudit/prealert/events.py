@@ -13,7 +13,7 @@ A durable-rules ruleset receives both, in process:
   "change" (2) are handed to the store.
 
 The rules' meaning is not here: routing only decides which of the types' own SQL queries run
-(:mod:`.engine`); a type that is routed but has nothing to say reports nothing.
+(:mod:`.checker` chooses, per type, the fast or the SQL path); a type that is routed but has nothing to say reports nothing.
 
 **Without durable-rules.** durable-rules is a C extension that does not build or load on every
 Python (3.13 removed ``PyEval_CallObject``, which it calls). Where it cannot be imported, or with

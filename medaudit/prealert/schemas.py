@@ -348,8 +348,8 @@ def _v(x: Any) -> Any:
 
 
 def to_check_request(p: PatientDto, rule_ids: list[str]):
-    """A 3101 patient (its current visit) -> :class:`medaudit.prealert.engine.CheckRequest`."""
-    from .engine import CheckRequest
+    """A 3101 patient (its current visit) -> :class:`medaudit.prealert.alerts.CheckRequest`."""
+    from .alerts import CheckRequest
 
     e = p.current()
     visit = {

@@ -3,8 +3,8 @@
 Each evaluator is a transcription of its type's query (:mod:`medaudit.types`), which stays the
 reference: it reads the matched rows (a line, the rule's key and the item's resolved
 parameters — what ``{m}`` holds), the visit's lines, diagnoses and the person's death date,
-and returns hit rows ``(rule_key, finding_key, mdtrt_id, bkkp_sn, role, claim, ev_head,
-ev_line)`` with the same values the query gives: money in :class:`decimal.Decimal`, with the
+and returns hit rows (:class:`medaudit.prealert.alerts.Hit`: ``rule_key, finding_key, mdtrt_id,
+bkkp_sn, role, claim, ev_head, ev_line``) with the same values the query gives: money in :class:`decimal.Decimal`, with the
 SQL macros' rounding (:func:`xdiv` truncates to 12 places after rounding its operands to 8, as
 the ``xdiv`` macro does; ``yuan`` rounds half away from zero). ``tests/test_prealert_parity.py``
 runs both paths (and batch screening) over the same visits and requires equal answers.
@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
 from typing import Any, Callable
+
+from ..alerts import Hit
 
 ZERO = Decimal(0)
 Q4 = Decimal("0.0001")
@@ -112,13 +114,13 @@ def excess_allocation(rows: list[dict], key: Callable[[dict], Any]) -> None:
 
 
 def _hit(m: dict, role: str, claim, ev_head: str | None, ev_line: str | None, finding_key: str | None = None):
-    return (m["rule_key"], finding_key or m["mdtrt_id"], m["mdtrt_id"], m["bkkp_sn"], role, claim, ev_head, ev_line)
+    return Hit(m["rule_key"], finding_key or m["mdtrt_id"], m["mdtrt_id"], m["bkkp_sn"], role, claim, ev_head, ev_line)
 
 
 # ---------------------------------------------------------------------------- scope restrictions
 
 
-def restrict_gender(ctx, ms: list[dict]) -> list[tuple]:
+def restrict_gender(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         if m["gend"] in ("1", "2") and m["gender"] is not None and m["gend"] != m["gender"] and m["deductible"] > 0:
@@ -127,7 +129,7 @@ def restrict_gender(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def restrict_age(ctx, ms: list[dict]) -> list[tuple]:
+def restrict_age(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         g, ay, ad = m["group"], m["age_years"], m["age_days"]
@@ -154,7 +156,7 @@ def restrict_age(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def restrict_insutype(ctx, ms: list[dict]) -> list[tuple]:
+def restrict_insutype(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         allowed, t = m["allowed"], m["insutype"]
@@ -166,7 +168,7 @@ def restrict_insutype(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def restrict_visit_type(ctx, ms: list[dict]) -> list[tuple]:
+def restrict_visit_type(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         if m["allowed"] is None or m["med_type"] is None or not m["deductible"] > 0:
@@ -181,7 +183,7 @@ def restrict_visit_type(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def restrict_hosp_level(ctx, ms: list[dict]) -> list[tuple]:
+def restrict_hosp_level(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         if m["min_level"] is None or not m["inst_level"] < m["min_level"] or not m["deductible"] > 0:
@@ -191,7 +193,7 @@ def restrict_hosp_level(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def restrict_indication(ctx, ms: list[dict]) -> list[tuple]:
+def restrict_indication(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     codes = [c for c in ctx.diags if c is not None]
     shown = "、".join(sorted(set(codes))) or "无"
@@ -209,7 +211,7 @@ def restrict_indication(ctx, ms: list[dict]) -> list[tuple]:
 # ---------------------------------------------------------------------------- the visit so far
 
 
-def after_death(ctx, ms: list[dict]) -> list[tuple]:
+def after_death(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         d = ctx.deaths.get(m["psn_no"])
@@ -218,7 +220,7 @@ def after_death(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def frequency_limit(ctx, ms: list[dict]) -> list[tuple]:
+def frequency_limit(ctx, ms: list[dict]) -> list[Hit]:
     def g(m):
         return (m["rule_key"], m["mdtrt_id"], m["hilist_code"], m["fee_date"])
 
@@ -258,7 +260,7 @@ def _seconds(t: dt.datetime) -> int:
 WINDOW_CN = {"same_day": "同日", "same_visit": "同次就诊", "same_hour": "同一小时"}
 
 
-def duplicate_charge(ctx, ms: list[dict]) -> list[tuple]:
+def duplicate_charge(ctx, ms: list[dict]) -> list[Hit]:
     by_code: dict[tuple, list[dict]] = {}
     for ln in ctx.lines:
         by_code.setdefault((ln["mdtrt_id"], ln["hilist_code"]), []).append(ln)
@@ -293,12 +295,12 @@ def duplicate_charge(ctx, ms: list[dict]) -> list[tuple]:
             if k not in sec or cand[:2] < sec[k][1][:2]:
                 sec[k] = (s, cand)
             related.add((s["rule_key"], s["mdtrt_id"], mn["bkkp_sn"]))
-    out = [(k[0], k[1], k[1], k[2], "violating", s["deductible"], "", c[2]) for k, (s, c) in sec.items()]
-    out += [(rk, md, md, sn, "related", ZERO, "", None) for rk, md, sn in related]
+    out = [Hit(k[0], k[1], k[1], k[2], "violating", s["deductible"], "", c[2]) for k, (s, c) in sec.items()]
+    out += [Hit(rk, md, md, sn, "related", ZERO, "", None) for rk, md, sn in related]
     return out
 
 
-def period_limit(ctx, ms: list[dict]) -> list[tuple]:
+def period_limit(ctx, ms: list[dict]) -> list[Hit]:
     """Per rule, person and code, units in time order; a unit is excess when ``max_count`` paid
     units lie fewer than ``period_days`` days before it (the query's walk, one unit at a time:
     its clusters only skip units that no paid unit can block)."""
@@ -338,11 +340,11 @@ def period_limit(ctx, ms: list[dict]) -> list[tuple]:
         ev = (f"{ref(a)} 每 {a['period_days']} 天限 {a['max_count']} 次；{line_fact(a)}，超出 {qty(a['excess_units'])}"
               f"；此前 {a['period_days']} 天内已支付：{paid_text}")
         out.append(_hit(a, "violating" if a["claim"] > 0 else "related", a["claim"], "", ev))
-        out += [(a["rule_key"], a["mdtrt_id"], a["mdtrt_id"], b["bkkp_sn"], "related", ZERO, "", None) for b in blk]
+        out += [Hit(a["rule_key"], a["mdtrt_id"], a["mdtrt_id"], b["bkkp_sn"], "related", ZERO, "", None) for b in blk]
     return list(dict.fromkeys(out))
 
 
-def course_limit(ctx, ms: list[dict]) -> list[tuple]:
+def course_limit(ctx, ms: list[dict]) -> list[Hit]:
     s = []
     for m in ms:
         if m["deductible"] > 0:
@@ -377,7 +379,7 @@ def course_limit(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def supply_days_limit(ctx, ms: list[dict]) -> list[tuple]:
+def supply_days_limit(ctx, ms: list[dict]) -> list[Hit]:
     src = []
     for m in ms:
         pd, mx = m["prd_days"], m["max_days"]
@@ -405,7 +407,7 @@ def supply_days_limit(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def secondary_procedure(ctx, ms: list[dict]) -> list[tuple]:
+def secondary_procedure(ctx, ms: list[dict]) -> list[Hit]:
     seen: set = set()
     s = []
     for m in ms:
@@ -462,7 +464,7 @@ def _slot(t: dt.datetime, window: str) -> dt.datetime:
     return t
 
 
-def duplicate_line(ctx, ms: list[dict]) -> list[tuple]:
+def duplicate_line(ctx, ms: list[dict]) -> list[Hit]:
     groups: dict[tuple, list[dict]] = {}
     for m in ms:
         w = m["window"] or "same_time"
@@ -490,7 +492,7 @@ def duplicate_line(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def fee_outside_visit(ctx, ms: list[dict]) -> list[tuple]:
+def fee_outside_visit(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         if not m["deductible"] > 0 or m["begntime"] is None:
@@ -515,7 +517,7 @@ def fee_outside_visit(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def not_in_catalog(ctx, ms: list[dict]) -> list[tuple]:
+def not_in_catalog(ctx, ms: list[dict]) -> list[Hit]:
     if not ms or not ctx.has_catalog():
         return []
     out = []
@@ -532,7 +534,7 @@ def not_in_catalog(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def price_cap(ctx, ms: list[dict]) -> list[tuple]:
+def price_cap(ctx, ms: list[dict]) -> list[Hit]:
     out = []
     for m in ms:
         if not m["deductible"] > 0:
@@ -556,7 +558,7 @@ def price_cap(ctx, ms: list[dict]) -> list[tuple]:
     return out
 
 
-def duplicate_ingredient(ctx, ms: list[dict]) -> list[tuple]:
+def duplicate_ingredient(ctx, ms: list[dict]) -> list[Hit]:
     s = []
     for m in ms:
         if m["_match_all"] and not (m["list_type"] == "101" and m["hilist_code"].startswith("X")):
@@ -599,7 +601,7 @@ def duplicate_ingredient(ctx, ms: list[dict]) -> list[tuple]:
 
 
 #: rule type -> evaluator. A type missing here runs on the SQL path only.
-EVALUATORS: dict[str, Callable[[Any, list[dict]], list[tuple]]] = {
+EVALUATORS: dict[str, Callable[[Any, list[dict]], list[Hit]]] = {
     f.__name__: f for f in (
         restrict_gender, restrict_age, restrict_insutype, restrict_visit_type, restrict_hosp_level,
         restrict_indication, after_death, frequency_limit, duplicate_charge, period_limit, course_limit,

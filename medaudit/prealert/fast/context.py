@@ -1,11 +1,4 @@
-"""The fast pre-alert check: the rule set compiled into dict indexes, the visit's context cached.
-
-**Rules.** At startup each type's rules (those at ``pre_alert``) are compiled into indexes by
-item code and prefix (plus the match-all rules), each entry with the item's parameters
-resolved as :func:`medaudit.engine.register_rules` resolves them (the item's value, else the
-rule's). Matching applies the rule's validity period and scope and, for types that take a
-line once per rule, the engine's preference (exact code, then prefix, then match-all), as
-:func:`medaudit.engine.matched_sql` does.
+"""The fast path's context of a request: the visit's stored lines cached, the request's ``lines`` built.
 
 **Context.** The part of a request's ``lines`` that comes from the database — the visit's fee
 lines billed so far with refunds netted (built once by :func:`medaudit.engine.prepare_lines`
@@ -41,21 +34,18 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import duckdb
 
 from ... import db as dbm
 from ... import engine
-from ...library import Rule
-from ...types import REGISTRY
-from .evaluators import _WIDE, EVALUATORS
+from ..alerts import ORDER_SETL
+from ..sql_path import OWNERS_SQL, SHADOWED, STAGE, quoted_catalog
 
-STAGE = "pre_alert"
 Q4 = Decimal("0.0001")
 
-#: line-level columns of ``lines`` kept for a database line (the visit's columns are joined per request)
 LINE_FIELDS = ("bkkp_sn", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code", "fee_ocur_time", "fee_date", "hilist_code",
                "hilist_name", "list_type", "med_chrgitm_type", "chrgitm_lv", "cnt", "pric", "amt", "ownpay",
                "deductible", "pric_uplmt_amt", "bilg_dept_codg", "bilg_dr_code", "hosp_appr_flag", "dscg_tkdrug_flag",
@@ -104,112 +94,6 @@ def _dec(x: Any) -> Decimal | None:
     return x.quantize(Q4, rounding=ROUND_HALF_UP)
 
 
-# ---------------------------------------------------------------------------- rules
-
-
-@dataclass
-class _Entry:
-    rule_key: int
-    rule: Rule
-    params: dict[str, Any]
-    item_name: str | None
-    #: what a matched row adds to its line: the resolved parameters, rule key, item name (set by compile_rules)
-    row: dict[str, Any] = field(default_factory=dict)
-    #: the rule has a validity period or a scope (else every line is in scope)
-    bounded: bool = True
-
-
-@dataclass
-class CompiledType:
-    name: str
-    dedupe: bool
-    by_code: dict[str, list[_Entry]] = field(default_factory=dict)
-    by_prefix: dict[str, list[_Entry]] = field(default_factory=dict)
-    match_all: list[_Entry] = field(default_factory=list)
-    prefix_lengths: list[int] = field(default_factory=list)
-    all_keys: set[int] = field(default_factory=set)  # rules without items (they match every line)
-    #: code -> the entries that can match it (exact code, then prefixes, then match-all), found once per code
-    _candidates: dict[str, tuple[_Entry, ...]] = field(default_factory=dict)
-
-    def candidates(self, code: str) -> tuple[_Entry, ...]:
-        found = self._candidates.get(code)
-        if found is None:
-            lst = list(self.by_code.get(code, ()))
-            for n in self.prefix_lengths:
-                lst.extend(self.by_prefix.get(code[:n], ()))
-            lst.extend(self.match_all)
-            found = self._candidates[code] = tuple(lst)
-        return found
-
-
-def compile_rules(rules: list[Rule]) -> dict[str, CompiledType]:
-    """Per type, the rules' items as dict indexes (rule_key = position in ``rules``, as the engine numbers them)."""
-    out: dict[str, CompiledType] = {}
-    for key, r in enumerate(rules):
-        rt = REGISTRY[r.type]
-        ct = out.setdefault(r.type, CompiledType(r.type, rt.dedupe_lines))
-        for it in (r.items or [None]):
-            params = {p.name: (it.params.get(p.name) if it and it.params.get(p.name) is not None else r.params.get(p.name))
-                      for p in rt.params}
-            e = _Entry(key, r, params, it.name if it else None)
-            if it is None:
-                ct.match_all.append(e)
-                ct.all_keys.add(key)
-                continue
-            if it.code:
-                ct.by_code.setdefault(it.code, []).append(e)
-            if it.prefix:
-                ct.by_prefix.setdefault(it.prefix, []).append(e)
-    for ct in out.values():
-        ct.prefix_lengths = sorted({len(p) for p in ct.by_prefix})
-        for e in [*ct.match_all, *(e for es in ct.by_code.values() for e in es),
-                  *(e for es in ct.by_prefix.values() for e in es)]:
-            e.row = {**e.params, "rule_key": e.rule_key, "item_name": e.item_name,
-                     "_match_all": e.rule_key in ct.all_keys}
-            r = e.rule
-            e.bounded = (r.valid_from is not None or r.valid_to is not None
-                         or any(r.scope.get(k) is not None for k in ("med_types", "hosp_levels", "institutions")))
-    return out
-
-
-def _in_scope(r: Rule, line: dict) -> bool:
-    d = line["fee_date"]
-    if r.valid_from is not None and d < r.valid_from:
-        return False
-    if r.valid_to is not None and d > r.valid_to:
-        return False
-    sc = r.scope
-    if sc.get("med_types") is not None and line["med_type"] not in sc["med_types"]:
-        return False
-    if sc.get("hosp_levels") is not None and line["inst_level"] not in sc["hosp_levels"]:
-        return False
-    if sc.get("institutions") is not None and line["fixmedins_code"] not in sc["institutions"]:
-        return False
-    return True
-
-
-def matched(ct: CompiledType, lines: list[dict]) -> list[dict]:
-    """``{m}`` of the type: line x item rows in force and in scope (a line once per rule when the type dedupes)."""
-    out = []
-    known = ct._candidates
-    dedupe = ct.dedupe
-    for ln in lines:
-        cands = known.get(ln["hilist_code"])
-        if cands is None:
-            cands = ct.candidates(ln["hilist_code"])
-        if not cands:
-            continue
-        seen: set[int] = set()
-        for e in cands:
-            if dedupe and e.rule_key in seen:
-                continue
-            if e.bounded and not _in_scope(e.rule, ln):
-                continue
-            seen.add(e.rule_key)
-            out.append({**ln, **e.row})
-    return out
-
-
 # ---------------------------------------------------------------------------- context
 
 
@@ -253,8 +137,6 @@ class PersonLines:
 class ContextCache:
     """Visit contexts loaded from the database on first use, kept ``ttl`` seconds (LRU, ``size`` visits)."""
 
-    SHADOWED = ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_oprn_d", "psn_death")
-
     def __init__(self, con: duckdb.DuckDBPyConnection, ttl: float = 300.0, size: int = 50_000):
         self.base = con
         self.ttl, self.size = ttl, size
@@ -292,8 +174,8 @@ class ContextCache:
         if self._cur is None:
             cur = self.base.cursor()
             dbm.install_macros(cur)
-            cat = '"' + self.catalog.replace('"', '""') + '"'
-            for t in self.SHADOWED:
+            cat = quoted_catalog(self.catalog)
+            for t in SHADOWED:
                 cur.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {cat}.main.{t} LIMIT 0")
             self._cur = cur
         return self._cur
@@ -321,7 +203,7 @@ class ContextCache:
 
     def _load(self, mdtrt_id: str, psn_no: str, now: float) -> VisitContext:
         cur = self._cursor()
-        cat = '"' + self.catalog.replace('"', '""') + '"'
+        cat = quoted_catalog(self.catalog)
         res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?",
                           [mdtrt_id]).fetchall()
         cols = [d[0] for d in cur.description]
@@ -329,7 +211,7 @@ class ContextCache:
         persons = sorted({psn_no} | ({visit["psn_no"]} if visit else set()))
         # the visit's stored lines and the person's lines of their other visits, netted in one pass
         # by the batch engine's own prepare_lines over shadows holding just those rows
-        cur.execute(";\n".join(f"DELETE FROM {t}" for t in self.SHADOWED))
+        cur.execute(";\n".join(f"DELETE FROM {t}" for t in SHADOWED))
         cur.execute(f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ? OR psn_no = ?",
                     [mdtrt_id, psn_no])
         raw = [r[0] for r in cur.execute("SELECT bkkp_sn FROM fee_list_d WHERE mdtrt_id = ?", [mdtrt_id]).fetchall()]
@@ -362,8 +244,6 @@ class ContextCache:
                     UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d
                     WHERE psn_no IN ({marks}) AND die_date IS NOT NULL) GROUP BY psn_no""",
             [*persons, *persons]).fetchall() if d is not None}
-        from ..engine import OWNERS_SQL
-
         owners = frozenset(r[0] for r in cur.execute(OWNERS_SQL.format(cat=cat), [mdtrt_id] * 3).fetchall()
                            if r[0] is not None)
         return VisitContext(visit, lines, set(raw), diags, deaths, now, PersonLines(others) if others else None,
@@ -375,7 +255,7 @@ class ContextCache:
         load or queries the database at all. Returns visits."""
         cur = self.base.cursor()
         dbm.install_macros(cur)
-        cat = '"' + self.catalog.replace('"', '""') + '"'
+        cat = quoted_catalog(self.catalog)
         engine.prepare_lines(cur, STAGE)  # no shadows in this cursor: the stored tables themselves
         by_visit: dict[str, list[dict]] = {}
         for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall():
@@ -431,7 +311,7 @@ class ContextCache:
     def has_catalog(self) -> bool:
         with self._lock:
             if "\0any" not in self._caps:
-                cat = '"' + self.catalog.replace('"', '""') + '"'
+                cat = quoted_catalog(self.catalog)
                 self._caps["\0any"] = self._cursor().execute(f"SELECT count(*) > 0 FROM {cat}.main.hilist").fetchall()
             return bool(self._caps["\0any"][0][0])
 
@@ -441,7 +321,7 @@ class ContextCache:
             if code not in self._caps:
                 if self.complete:  # the whole catalogue is here: the code has no rows
                     return []
-                cat = '"' + self.catalog.replace('"', '""') + '"'
+                cat = quoted_catalog(self.catalog)
                 self._caps[code] = self._cursor().execute(
                     f"SELECT begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist WHERE hilist_code = ?",
                     [code]).fetchall()
@@ -497,7 +377,7 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
         t = _ts(o["fee_ocur_time"])
         rows.append(_join({
             "bkkp_sn": f"{o['bkkp_sn']}{tag}", "mdtrt_id": o.get("mdtrt_id") or v["mdtrt_id"],
-            "setl_id": o.get("setl_id") or "PRE:" + v["mdtrt_id"], "psn_no": o.get("psn_no") or v["psn_no"],
+            "setl_id": o.get("setl_id") or ORDER_SETL + v["mdtrt_id"], "psn_no": o.get("psn_no") or v["psn_no"],
             "fixmedins_code": o.get("fixmedins_code") or v["fixmedins_code"], "fee_ocur_time": t, "fee_date": t.date(),
             "hilist_code": o["hilist_code"], "hilist_name": o.get("hilist_name"), "list_type": o.get("list_type"),
             "med_chrgitm_type": o.get("med_chrgitm_type"), "chrgitm_lv": o.get("chrgitm_lv"), "cnt": cnt,
@@ -535,17 +415,3 @@ def _join(row: dict, attrs: dict, brdy: dt.date | None) -> dict:
     row["age_years"] = age_years(brdy, row["fee_date"]) if brdy else None
     row["age_days"] = (row["fee_date"] - brdy).days if brdy else None
     return row
-
-
-def evaluate(compiled: dict[str, CompiledType], types: list[str], lines: Lines) -> list[tuple]:
-    """Hit rows of the types over ``lines`` (as the types' queries give them)."""
-    out: list[tuple] = []
-    with localcontext(_WIDE):
-        for t in types:
-            ct = compiled.get(t)
-            if ct is None:
-                continue
-            ms = matched(ct, lines.lines)
-            if ms or t in ("restrict_indication",):
-                out.extend(EVALUATORS[t](lines, ms))
-    return out
