@@ -12,8 +12,9 @@ finding and cent by cent). ``--all`` screens everything.
    ``--since``); ``--period YYYY-MM`` takes the visits with lines in that month instead.
 2. **Touched visits.** Every visit a new row names (visit, settlement, fee line, diagnosis,
    procedure); every visit of a person whose death becomes known, from the death date on;
-   every visit billing a code whose catalogue rows are new; and the months whose purchase
-   records are new.
+   every visit billing a code whose catalogue rows are new (everything when it is the first
+   catalogue: lines are judged against a catalogue only once one is loaded); and the months
+   whose purchase records are new.
 3. **Reach.** Each rule type declares, from a rule's parameters, how far beyond its own visit it
    looks (:class:`medaudit.types.base.Reach`). For the person-scoped types a run takes, per
    touched person, the date window of the touched visits and widens it until no other visit of
@@ -148,6 +149,8 @@ def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) 
     loaded = [b for (b,) in con.execute("SELECT batch_id FROM load_log ORDER BY 1").fetchall()]
     if scope.mode == "all":
         return Plan(True, loaded, "all loaded data (--all)")
+    if not loaded:  # an empty database: the run says why nothing was screened
+        return Plan(True, [], "all loaded data (no batch is loaded)")
     last = con.execute("SELECT rules_digest FROM screen_runs WHERE stage = ? ORDER BY run_id DESC LIMIT 1",
                        [stage]).fetchall()
     if last and last[0][0] != digest:
@@ -160,12 +163,16 @@ def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) 
             raise ScopeError(f"--batch: no batch {', '.join(map(str, unknown))} is loaded "
                              f"(loaded: {', '.join(map(str, loaded)) or 'none'})")
         chosen = list(scope.batches)
+        if _first_catalogue(con, chosen):
+            return Plan(True, loaded, "all loaded data: the catalogue (hilist) arrived for the first time")
         return Plan(False, chosen, f"batch {', '.join(map(str, chosen))}")
     if scope.mode == "since":
         chosen = [b for (b,) in con.execute("SELECT batch_id FROM load_log WHERE loaded_at >= ? ORDER BY 1",
                                             [scope.since]).fetchall()]
         if not chosen:
             return Plan(False, [], f"nothing: no batch was loaded since {scope.since:%Y-%m-%d %H:%M}", nothing=True)
+        if _first_catalogue(con, chosen):
+            return Plan(True, loaded, "all loaded data: the catalogue (hilist) arrived for the first time")
         return Plan(False, chosen, f"the {len(chosen)} batch(es) loaded since {scope.since:%Y-%m-%d %H:%M}")
     done = {b for (b,) in con.execute("SELECT DISTINCT batch_id FROM screened_batches WHERE stage = ?",
                                       [stage]).fetchall()}
@@ -175,7 +182,18 @@ def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) 
                                "(`--all` screens everything again)", nothing=True)
     if not done:
         return Plan(True, new, f"all loaded data (the first {stage} run)")
+    if _first_catalogue(con, new):
+        return Plan(True, new, "all loaded data: the catalogue (hilist) arrived for the first time")
     return Plan(False, new, f"what the {len(new)} new batch(es) touch ({', '.join(map(str, new))})")
+
+
+def _first_catalogue(con: duckdb.DuckDBPyConnection, batches: list[int]) -> bool:
+    """Whether ``batches`` bring the first catalogue rows: a line is judged against the catalogue
+    only once one is loaded (not_in_catalog), so every line's judgement changes."""
+    return con.execute(
+        """SELECT count(*) FILTER (WHERE list_contains(?::INTEGER[], batch_id)) > 0
+                  AND count(*) FILTER (WHERE NOT list_contains(?::INTEGER[], batch_id)) = 0 FROM hilist""",
+        [batches, batches]).fetchall()[0][0]
 
 
 @dataclass
@@ -234,6 +252,11 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
         con.execute("CREATE OR REPLACE TEMP TABLE __b AS SELECT unnest(?::INTEGER[]) AS batch_id", [batches])
         parts = [f"SELECT mdtrt_id FROM {t} WHERE batch_id IN (SELECT batch_id FROM __b)" for t in _VISIT_TABLES
                  if t in TABLES]
+        # catalogue rows new: the visits billing those codes (a scan of the lines by code, so
+        # only on the nights a catalogue arrives)
+        if con.execute("SELECT count(*) FROM hilist WHERE batch_id IN (SELECT batch_id FROM __b)").fetchall()[0][0]:
+            parts.append("SELECT f.mdtrt_id FROM fee_list_d f WHERE f.hilist_code IN "
+                         "(SELECT hilist_code FROM hilist WHERE batch_id IN (SELECT batch_id FROM __b))")
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE seed AS
                 {' UNION '.join(parts)}
@@ -242,10 +265,7 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
                     SELECT psn_no, die_date FROM psn_death WHERE batch_id IN (SELECT batch_id FROM __b)
                     UNION ALL SELECT psn_no, die_date FROM mdtrt_d
                     WHERE die_date IS NOT NULL AND batch_id IN (SELECT batch_id FROM __b)) d
-                  ON d.psn_no = s.psn_no AND {last} >= d.die_date
-                -- catalogue rows new: the visits billing those codes
-                UNION SELECT f.mdtrt_id FROM fee_list_d f
-                WHERE f.hilist_code IN (SELECT hilist_code FROM hilist WHERE batch_id IN (SELECT batch_id FROM __b));
+                  ON d.psn_no = s.psn_no AND {last} >= d.die_date;
                 -- purchase records new: their months
                 CREATE OR REPLACE TEMP TABLE seed_months AS
                 SELECT DISTINCT period AS month FROM purchases WHERE batch_id IN (SELECT batch_id FROM __b);

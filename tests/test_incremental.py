@@ -266,3 +266,32 @@ def test_a_month_finding_is_kept_only_for_the_months_a_night_reads_whole(tmp_pat
     second.line(b, AMOX, cnt="1", pric="1.5", bkkp_sn="B-0220")
     full = assert_nightly_equals_full(tmp_path, [first, second], INV_RULE)
     assert [r[11] for r in full[1]["findings"]] == [f"H001|{AMOX}|2026-03"]
+
+
+def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
+    """A death record after the fees that followed it, a catalogue loaded after the lines, then a
+    new catalogue row with a lower cap: each night equals a full re-screen and finds them."""
+    from kit import Batch
+
+    rules = """
+- {id: R-DTH, version: 1, name: 死亡后费用, type: after_death}
+- {id: R-CAT, version: 1, name: 目录外, type: not_in_catalog}
+- {id: R-CAP, version: 1, name: 超限价, type: price_cap}
+"""
+    first, second, third, fourth = Batch(), Batch(), Batch(), Batch()
+    v = first.visit(mdtrt_id="VD", psn_no="PD", begntime="2026-03-10 08:00:00", endtime="2026-03-10 10:00:00")
+    first.line(v, "001102000010000", pric="30", bkkp_sn="D1")
+    w = first.visit(mdtrt_id="VC", psn_no="PC", begntime="2026-03-11 08:00:00", endtime="2026-03-11 10:00:00")
+    first.line(w, "001102000020000", pric="30", bkkp_sn="C1")
+    first.line(w, "001102000010000", pric="30", bkkp_sn="C2")
+    x = first.visit(mdtrt_id="VX", psn_no="PX", begntime="2026-03-12 08:00:00", endtime="2026-03-12 10:00:00")
+    first.line(x, "001102000030000", pric="30", bkkp_sn="X1")  # a code no catalogue row names
+    second.add("psn_death", psn_no="PD", die_date="2026-03-05")
+    third.add("hilist", hilist_code="001102000010000", hilist_name="诊查费", list_type="201", chrgitm_lv="01",
+              lv1_pric="40", lv2_pric="40", lv3_pric="40", begndate="2026-01-01", enddate="2026-02-28")
+    fourth.add("hilist", hilist_code="001102000010000", hilist_name="诊查费", list_type="201", chrgitm_lv="01",
+               lv1_pric="20", lv2_pric="20", lv3_pric="20", begndate="2026-03-01")
+    full = assert_nightly_equals_full(tmp_path, [first, second, third, fourth], rules)
+    rules_found = [sorted({r[1] for r in night["findings"]}) for night in full]
+    assert rules_found == [[], ["R-DTH"], ["R-CAT", "R-DTH"], ["R-CAP", "R-CAT", "R-DTH"]], rules_found
+    assert "VX" in {r[8] for r in full[2]["findings"]}

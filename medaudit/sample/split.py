@@ -25,17 +25,22 @@ def _day(col: str) -> pl.Expr:
 
 
 def _read(src: Path, name: str) -> pl.DataFrame | None:
+    """A table of the batch as text (CSV or Parquet, as the generator writes them)."""
     p = src / f"{name}.csv"
-    return pl.read_csv(p, infer_schema=False) if p.exists() else None
+    if p.exists():
+        return pl.read_csv(p, infer_schema=False)
+    p = src / f"{name}.parquet"
+    return pl.read_parquet(p).cast(pl.Utf8) if p.exists() else None
 
 
 def split_batch(src: Path, out: Path, cuts: list[dt.date], late_share: float = 0.0, late_days: int = 10,
-                seed: int = 0) -> list[Path]:
-    """Write ``len(cuts) + 1`` batch folders ``out/day_00`` ... and return them (empty ones included)."""
+                seed: int = 0, fmt: str = "csv") -> list[Path]:
+    """Write ``len(cuts) + 1`` batch folders ``out/day_00`` ... (``fmt`` csv or parquet) and
+    return them (empty ones included)."""
     src, out = Path(src), Path(out)
     visits = _read(src, "mdtrt_d")
     if visits is None:
-        raise FileNotFoundError(f"{src}: no mdtrt_d.csv")
+        raise FileNotFoundError(f"{src}: no mdtrt_d.csv or mdtrt_d.parquet")
     import random
 
     rng = random.Random(seed)
@@ -89,6 +94,10 @@ def split_batch(src: Path, out: Path, cuts: list[dt.date], late_share: float = 0
             part = t.filter((pl.col("__arrive").fill_null(dt.date.min) >= bounds[k])
                             & (pl.col("__arrive").fill_null(dt.date.min) < bounds[k + 1]))
             if part.height:
-                part.drop("__arrive").write_csv(folder / f"{name}.csv")
+                part = part.drop("__arrive")
+                if fmt == "parquet":
+                    part.write_parquet(folder / f"{name}.parquet")
+                else:
+                    part.write_csv(folder / f"{name}.csv")
         folders.append(folder)
     return folders
