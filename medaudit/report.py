@@ -132,7 +132,9 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
         raise
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __rep AS
-            SELECT f.*, s.deadline, s.statement_id, coalesce(s.confirmed, FALSE) AS confirmed,
+            SELECT f.*, coalesce(s.deadline, (SELECT max(i.deadline) FROM deduction_items i WHERE i.finding_id = f.finding_id))
+                       AS deadline,
+                   s.statement_id, coalesce(s.confirmed, FALSE) AS confirmed,
                    CASE WHEN s.statement_id IS NOT NULL THEN f.deduction_amt ELSE 0 END AS final_amt,
                    CASE WHEN f.status = 'pending_review' THEN f.claimed_amt ELSE 0 END AS at_risk,
                    p.psn_name, p.certno, p.fixmedins_name
