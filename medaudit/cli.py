@@ -453,7 +453,7 @@ def findings(
 
         pre = prealert_store.evidence_for(con)  # the doctor's pre-alert answer, where there is one
         for r in rows:
-            r["状态"] = lifecycle.STATUS_CN.get(r["status"], r["status"] or "")
+            r["状态"] = lifecycle.status_label(r["status"])
             r["prealert"] = pre.get(r["finding_id"], "")
         _export_findings(export, rows)
         console.print(f"{len(rows):,} findings written to {escape(str(export))}", highlight=False)

@@ -113,8 +113,7 @@ def finalize(
         if cand:
             con.executemany("INSERT INTO __cand VALUES (?)", [[c] for c in cand])
         held = con.execute(
-            """SELECT fl.finding_id, arg_min(fl.bkkp_sn || ' 的扣款由疑点 ' || left(o.finding_id, 12) || '（'
-                                          || o.status || '）承担，等待其结案', fl.bkkp_sn)
+            """SELECT fl.finding_id, arg_min([fl.bkkp_sn, left(o.finding_id, 12), o.status], [fl.bkkp_sn, o.finding_id])
                FROM finding_lines fl JOIN __cand c USING (finding_id)
                JOIN finding_lines cl ON cl.bkkp_sn = fl.bkkp_sn AND cl.carried > 0 AND cl.finding_id <> fl.finding_id
                JOIN findings o ON o.finding_id = cl.finding_id
@@ -122,7 +121,8 @@ def finalize(
                WHERE fl.role = 'violating' AND fl.claim > 0 AND os.statement_id IS NULL
                  AND cl.finding_id NOT IN (SELECT finding_id FROM __cand)
                GROUP BY fl.finding_id ORDER BY 1""").fetchall()
-        res.held = [(h[0], h[1]) for h in held]
+        res.held = [(h[0], f"{h[1][0]} 的扣款由疑点 {h[1][1]}（{lifecycle.status_label(h[1][2])}）承担，等待其结案")
+                    for h in held]
         if held:
             con.executemany("DELETE FROM __cand WHERE finding_id = ?", [[h[0]] for h in held])
         res.not_final = dict(con.execute(

@@ -226,7 +226,7 @@ def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path)
         rows = list(csv.DictReader(fh))
     assert len(rows) == 1 and rows[0]["finding_id"] == fid
     assert rows[0]["rule_name"].startswith("'=HYPERLINK")             # not a formula when Excel opens it
-    assert rows[0]["flagged_amt"] == "180.00" and rows[0]["状态"] == "待申诉"
+    assert rows[0]["flagged_amt"] == "180.00" and rows[0]["状态"] == "待申诉 (pending_appeal)"
     r = run(["findings", "--db", path, "--export", tmp_path / "f.xlsx"])
     assert r.exit_code == 0, r.output
     ws = openpyxl.load_workbook(tmp_path / "f.xlsx").active

@@ -58,6 +58,7 @@ def test_a_standing_finding_waits_while_its_line_is_carried_by_an_open_one(tmp_p
     assert finding(con, v["both"], "R-FRQ-001")["status"] == "expired"
     assert [h[0] for h in res.held] == [frq["id"]]
     assert "BOTH1" in res.held[0][1] and sex["id"][:12] in res.held[0][1]
+    assert res.held[0][1].endswith("（已申诉待复核 (appealed)）承担，等待其结案")  # the state in Chinese with its code
     assert [(s.n_findings, s.total) for s in res.statements] == [(2, D("210.00"))]  # sex-visit 180 + bed 30
     # gender upheld: both stand; gender carries 180.00, frequency 0.00 — the line once
     lifecycle.transition(con, sex["id"], "uphold", "李审", "维持", clock=clock("2026-04-17"))
