@@ -11,7 +11,9 @@ line of a visit when a main-code line of the same visit lies in the window:
 | `hours:N` | less than N hours away (either side) |
 | `same_hour` | on the same date and in the same clock hour |
 
-The secondary line is violating; every main line in its window is a related line. A pair may
+The secondary line is violating; every main line in its window is a related line. The
+evidence names the main item by the line's `hilist_name`, else by the table's `main_name`
+(主项名称 of the national batch). A pair may
 name one code as both main and secondary (a registration billed twice a day): then the first
 line (by time, then `bkkp_sn`) stands and every later copy in the window is the duplicate. The
 main line counts even when it is self-paid: the service was charged once already. A secondary
@@ -61,13 +63,15 @@ RULE_TYPE = RuleType(
         Param("main_code", "str", "the code of the main item that includes this one", required=True, per_item=True),
         Param("window", "str", "same_day, same_visit, same_hour or hours:N", default="same_day",
               per_item=True, check=_check_window),
+        Param("main_name", "str", "the main item's name (主项名称), shown in the evidence when the main line has no "
+              "hilist_name", per_item=True),
     ),
     dedupe_lines=False,  # a secondary item may belong to several main items
     query=f"""
         WITH s AS (SELECT * FROM {{m}} WHERE deductible > 0),
         pairs AS (
             SELECT s.*, mn.bkkp_sn AS main_sn, mn.fee_ocur_time AS main_time,
-                   item_ref(mn.list_type, mn.hilist_name, mn.hilist_code) AS main_ref,
+                   item_ref(mn.list_type, coalesce(mn.hilist_name, s.main_name), mn.hilist_code) AS main_ref,
                    abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time)) AS gap_s
             FROM s JOIN lines mn
               ON mn.mdtrt_id = s.mdtrt_id AND mn.hilist_code = s.main_code AND mn.bkkp_sn <> s.bkkp_sn
