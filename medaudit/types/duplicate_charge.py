@@ -42,6 +42,25 @@ consultation on the same day charges the fund twice for one service. National ba
 gives `项目【急诊诊查费】(001102000030000) 已包含在 项目【急诊监护费】(001103000010000) 中（同日），主项 2026-03-02 08:00 已收费；2026-03-02 收费 1 次，金额 12.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """重复收费：已被主项目包含的从项目与主项目一起收费。
+
+**查什么。** 对每一对（主项编码、从项编码、时间窗）——项目表中的一行，列 `code`（从项）、`main_code`（主项）和 `window`——当同一次就诊中有主项明细落在时间窗内时，从项明细命中：
+
+| window | 主项明细 |
+|---|---|
+| `same_day` | 同一自然日 |
+| `same_visit` | 同次就诊任何时间 |
+| `hours:N` | 前后相差不到 N 小时 |
+| `same_hour` | 同一天的同一个钟点 |
+
+从项明细为违规项，时间窗内的每条主项明细为涉及项。证据中主项名称取明细的 `hilist_name`，没有时取项目表的 `main_name`（国家规则库的"主项名称"）。主项和从项可以是同一个编码（一天挂号两次）：此时第一条明细（按时间、再按 `bkkp_sn`）保留，时间窗内此后的每一条都是重复。主项即使自费也算（服务已经收过一次）。基金未支付的从项明细（丙类、转自费）不报。打包项目被拆开收费（分解收费）也用本类型：套餐为主项，其组成部分为从项。
+
+**为什么。** 急诊监护费已包含监护、床位、诊查、护理：同日再收床位费或诊查费，基金为同一服务付了两次。国家第 7 批规则列了 900 对这样的项目。
+
+**扣款。** `whole_line`：从项明细。
+"""
+
 import re
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
@@ -59,6 +78,7 @@ RULE_TYPE = RuleType(
     nature="重复收费",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("main_code", "str", "the code of the main item that includes this one", required=True, per_item=True),
         Param("window", "str", "same_day, same_visit, same_hour or hours:N", default="same_day",
