@@ -29,8 +29,12 @@ class Names:
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self._ref: dict[tuple[str, str, str], str] = {}
-        for kind, code, name, inst in con.execute(
-                "SELECT kind, code, code_name, coalesce(fixmedins_code, '') FROM code_names").fetchall():
+        # a database made before the table existed (opened read-only, say) simply has no names
+        has_table = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'code_names' "
+                                "AND schema_name = 'main' AND NOT temporary").fetchall()[0][0]
+        rows = con.execute("SELECT kind, code, code_name, coalesce(fixmedins_code, '') FROM code_names").fetchall() \
+            if has_table else []
+        for kind, code, name, inst in rows:
             self._ref[(kind, code, inst)] = name
         self._inst = dict(con.execute(
             """SELECT fixmedins_code, any_value(fixmedins_name) FROM mdtrt_d
