@@ -138,9 +138,15 @@ def test_html_is_self_contained_and_renders_in_chromium(loop, tmp_path):
     for shown in ("医保基金审核扣款依据报表", "2026-03", "扣款金额（元）\n390.00", "已结算扣款（元）\n210.00",
                   "待复核疑点金额（元）\n24.70", "按规则汇总", "按科室汇总", "按医生汇总", "疑点明细", "月度趋势",
                   "R-SEX-001 限女性使用的检查项目", "张*", "**************1234", "逾期未申诉（维持扣款），已列入扣款单 1",
-                  "2026-04-15", "患者性别为男", "依据：国家医保局第一批规则库（限定性别对象）"):
+                  "2026-04-15", "患者性别为男", "依据：国家医保局第一批规则库（限定性别对象）",
+                  # names beside codes, the hospital's reason, the reviewer's decision and reason, the deadline
+                  "机构：测试医院 (H001)", "妇产科 (D02)\n孙医生 (DR02)", "普通外科 (D03)", "D01\nDR01",
+                  "医院申诉理由：登记错误（王芳，2026-04-02）",
+                  "复核结论：驳回申诉 (uphold)：性别登记无误，维持扣款（审核员甲，2026-04-20）",
+                  "已列入扣款单 1\n(expired)\t2026-04-15"):
         assert shown in text, shown
     assert "张三" not in text
+    assert "别家的科室" not in text  # H002's own name for D02 is not H001's
     # charts: money by rule, by department, the trend; bars as long/high as their amounts
     bars = {}
     for label, w, h in seen["bars"]:
