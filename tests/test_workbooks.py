@@ -192,3 +192,23 @@ def test_every_workbook_stores_numbers_as_numbers(named, tmp_path):
     _, details = sheet(x, "明细")
     both = next(r for r in details if r["就诊ID"] == v["both"] and r["规则编号"] == "R-SEX-001")
     assert both["医院申诉理由"] == "登记错误（王芳，2026-04-02）" and both["状态代码"] == "appealed"
+
+
+def test_cli_import_lists_edited_bureau_cells(named, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kit import set_wall_clock
+    from medaudit.cli import app
+
+    con, v = named
+    res = appeals.export_workbook(con, "H001", "2026-03", tmp_path / "a.xlsx", clock("2026-04-02"))
+    sex = finding(con, v["sex"], "R-SEX-001")["id"]
+    con.close()
+    edit(res.path, tmp_path / "f.xlsx", {sex: {"扣款金额（元）": 0}})
+    set_wall_clock(monkeypatch, "2026-04-03")
+    r = CliRunner().invoke(app, ["appeal", "import", str(tmp_path / "f.xlsx"), "--by", "王芳", "--institution", "H001",
+                                 "--db", str(tmp_path / "loop.duckdb")])
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "0 appeals filed for H001, 1 rows refused, 4 findings not appealed" in flat
+    assert "Bureau cells edited in the workbook" in flat and sex[:12] in flat
