@@ -16,6 +16,13 @@ reason, when its finding is not open for appeal (already appealed, decided, fina
 its deadline, has no reason, or names an attachment that is not a plain file name in the
 workbook's folder or is not there; the other rows still go in. Untouched rows are counted, not
 refused: the hospital accepts those deductions.
+
+The bureau's columns are locked (sheet protection; only the yellow cells are unlocked) and their
+exported values are kept in a very hidden sheet, ``_exported``. Protection without a password
+can be lifted, so the import compares each row with what was exported: a row whose bureau
+cells were changed (an edited 扣款金额, a cleared row) is named in the receipt with the change;
+without a reason it is refused (never read as "not appealed"), with one it is filed on the
+bureau's values. A workbook never changes a finding's money.
 """
 
 from __future__ import annotations
