@@ -212,3 +212,15 @@ def test_cli_import_lists_edited_bureau_cells(named, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "0 appeals filed for H001, 1 rows refused, 4 findings not appealed" in flat
     assert "Bureau cells edited in the workbook" in flat and sex[:12] in flat
+
+
+def test_review_help_gives_states_and_decisions_in_chinese_beside_their_codes():
+    from typer.testing import CliRunner
+
+    from medaudit.cli import app
+
+    r = CliRunner().invoke(app, ["review", "list", "--help"], env={"COLUMNS": "200"})
+    flat = " ".join(r.output.split())
+    assert "expired 逾期未申诉（维持扣款）" in flat and "pending_review 疑点待复核" in flat
+    r = CliRunner().invoke(app, ["review", "decide", "--help"], env={"COLUMNS": "200"})
+    assert "uphold 驳回申诉" in " ".join(r.output.split())
