@@ -16,6 +16,13 @@ reason, when its finding is not open for appeal (already appealed, decided, fina
 its deadline, has no reason, or names an attachment that is not a plain file name in the
 workbook's folder or is not there; the other rows still go in. Untouched rows are counted, not
 refused: the hospital accepts those deductions.
+
+The bureau's columns are locked (sheet protection; only the yellow cells are unlocked) and their
+exported values are kept in a very hidden sheet, ``_exported``. Protection without a password
+can be lifted, so the import compares each row with what was exported: a row whose bureau
+cells were changed (an edited 扣款金额, a cleared row) is named in the receipt with the change;
+without a reason it is refused (never read as "not appealed"), with one it is filed on the
+bureau's values. A workbook never changes a finding's money.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money, xlsx
+from . import lifecycle, money, names, xlsx
 from .prealert import store as prealert_store
-from .report import PERSON_SQL, line_text_sql, mask_certno, mask_name
+from .report import LINE_FIGURES_SQL, PERSON_SQL, line_text_sql, mask_certno, mask_name
 
 SHEET = "申诉"
 COL_ID, COL_REASON, COL_ATTACH = "疑点编号", "申诉理由", "附件"
@@ -38,6 +45,13 @@ COLUMNS = [
     COL_ID, "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "结算ID", "参保人", "证件号",
     "科室", "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "依据", "证据", COL_PREALERT, COL_REASON, COL_ATTACH,
 ]
+#: the hospital's columns: the only unlocked cells of the protected sheet
+HOSPITAL_COLUMNS = (COL_REASON, COL_ATTACH)
+#: the bureau's columns, locked; their exported values are kept in a very hidden sheet, and an
+#: import names every one that was changed anyway (sheet protection has no real password)
+BUREAU_COLUMNS = [c for c in COLUMNS if c not in HOSPITAL_COLUMNS]
+#: the very hidden sheet (not listed by Excel's 取消隐藏) with the exported bureau values, one row a finding
+ORIGINAL_SHEET = "_exported"
 
 
 class AppealFileError(Exception):
@@ -86,37 +100,37 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
     wb = xlsx.workbook(path)
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
     fill_head = wb.add_format({"bold": True, "bg_color": "#FFD966", "border": 1, "text_wrap": True, "valign": "vcenter"})
-    cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
     fill = wb.add_format({"border": 1, "text_wrap": True, "valign": "top", "bg_color": "#FFF2CC", "locked": False})
-    money_f = wb.add_format({"border": 1, "num_format": "#,##0.00", "valign": "top"})
+    cells = xlsx.Cells(wb)
+    nm = names.Names(con)
     ws = wb.add_worksheet(SHEET)
-    widths = {COL_ID: 34, "规则名称": 22, "状态": 14, "违规明细": 48, "依据": 26, "证据": 60, COL_PREALERT: 40,
-              COL_REASON: 40, COL_ATTACH: 24}
+    widths = {COL_ID: 34, "规则名称": 22, "状态": 22, "科室": 16, "医生": 14, "违规明细": 48, "依据": 26, "证据": 60,
+              COL_PREALERT: 40, COL_REASON: 40, COL_ATTACH: 24}
     for j, c in enumerate(COLUMNS):
-        ws.write(0, j, c, fill_head if c in (COL_REASON, COL_ATTACH) else head)
+        ws.write(0, j, c, fill_head if c in HOSPITAL_COLUMNS else head)
         ws.set_column(j, j, widths.get(c, 12))
     prealert = prealert_store.evidence_for(con, [r[0] for r in rows])
     appealable = 0
+    exported = []
     for i, r in enumerate(rows, 1):
         status = r[4]
         can = status == "pending_appeal" or status == "upheld"
         appealable += can
-        vals = [r[0], r[1], r[2], r[3], lifecycle.STATUS_CN.get(status, status) + ("" if can else "（无需填写）"),
-                str(r[5] or ""), r[6], r[7], mask_name(r[8]), mask_certno(r[9]), r[10], r[11], r[12] or ""]
-        for j, v in enumerate(vals):
-            ws.write_string(i, j, "" if v is None else str(v), cell)
-        ws.write_number(i, 13, float(r[13] or 0), money_f)
-        ws.write_number(i, 14, float(r[14] or 0), money_f)
-        ws.write_string(i, 15, r[15] or "", cell)
-        ws.write_string(i, 16, r[16] or "", cell)
-        ws.write_string(i, 17, prealert.get(r[0], ""), cell)
-        ws.write_blank(i, 18, None, fill)
-        ws.write_blank(i, 19, None, fill)
+        vals = [r[0], r[1], r[2], r[3], lifecycle.status_label(status) + ("" if can else "（无需填写）"),
+                str(r[5] or ""), r[6], r[7], mask_name(r[8]), mask_certno(r[9]), nm.dept(institution, r[10]),
+                nm.doctor(institution, r[11]), r[12] or "", r[13] or 0, r[14] or 0, r[15] or "", r[16] or "",
+                prealert.get(r[0], "")]
+        cells.row(ws, i, vals)
+        ws.write_blank(i, len(vals), None, fill)
+        ws.write_blank(i, len(vals) + 1, None, fill)
+        exported.append(vals)
     ws.freeze_panes(1, 1)
     ws.autofilter(0, 0, max(len(rows), 1), len(COLUMNS) - 1)
+    # only the yellow cells can be edited; filtering, sorting and resizing stay allowed
+    ws.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True})
 
     ls = wb.add_worksheet("明细")
-    lcols = ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "数量", "单价", "金额（元）", "本疑点主张扣款（元）"]
+    lcols = ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "数量", "单价（元）", "金额（元）", "本疑点主张扣款（元）"]
     for j, c in enumerate(lcols):
         ls.write(0, j, c, head)
         ls.set_column(j, j, {0: 34, 3: 26, 4: 24, 5: 17}.get(j, 12))
@@ -126,32 +140,36 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
         con.execute("CREATE OR REPLACE TEMP TABLE __ids (finding_id VARCHAR)")
         con.executemany("INSERT INTO __ids VALUES (?)", [[x] for x in ids])
         lrows = con.execute(
-            """SELECT fl.finding_id, fl.bkkp_sn, CASE fl.role WHEN 'violating' THEN '违规项' ELSE '涉及项' END,
+            f"""SELECT fl.finding_id, fl.bkkp_sn, CASE fl.role WHEN 'violating' THEN '违规项' ELSE '涉及项' END,
                       fe.hilist_code, fe.hilist_name, strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'),
-                      fe.cnt, fe.pric, fe.det_item_fee_sumamt, CAST(round(fl.claim, 2) AS DECIMAL(18,2))
+                      {LINE_FIGURES_SQL}, fe.det_item_fee_sumamt, CAST(round(fl.claim, 2) AS DECIMAL(18,2))
                FROM finding_lines fl JOIN __ids USING (finding_id) LEFT JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
                ORDER BY fl.finding_id, fl.role DESC, fe.fee_ocur_time, fl.bkkp_sn""").fetchall()
         con.execute("DROP TABLE __ids")
     for i, r in enumerate(lrows, 1):
-        for j, v in enumerate(r):
-            if j >= 6 and v is not None:
-                ls.write_number(i, j, float(v), money_f if j >= 7 else cell)
-            else:
-                ls.write_string(i, j, "" if v is None else str(v), cell)
+        cells.row(ls, i, r, {6: "qty", 7: "price"})
     ls.freeze_panes(1, 0)
+    ls.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True})
 
     info = wb.add_worksheet("说明")
     info.set_column(0, 0, 14)
     info.set_column(1, 1, 90)
     for i, (k, v) in enumerate([
         ("机构编码", institution), ("结算月份", period), ("导出时间", now.strftime("%Y-%m-%d %H:%M")),
-        ("疑点数", str(len(rows))), ("可申诉", str(appealable)),
+        ("疑点数", len(rows)), ("可申诉", appealable),
         ("填写方法", "对有异议的疑点，在“申诉”表黄色列填写申诉理由；佐证材料放在本文件同一文件夹，"
                  "在“附件”列写文件名（多个用分号分隔）。不填写的疑点视为无异议。请在申诉截止日（含当日）前提交。"),
         ("个人信息", "参保人姓名和证件号已脱敏。"),
     ]):
         info.write(i, 0, k, head)
-        info.write_string(i, 1, v, cell)
+        cells.put(info, i, 1, v)
+    info.protect()
+    orig = wb.add_worksheet(ORIGINAL_SHEET)
+    cells.row(orig, 0, BUREAU_COLUMNS)
+    for i, vals in enumerate(exported, 1):
+        cells.row(orig, i, vals)
+    orig.protect()
+    orig.very_hidden()
     wb.close()
     return ExportResult(path, len(rows), appealable)
 
@@ -162,6 +180,9 @@ class ImportResult:
     filed: list[tuple[int, str]] = field(default_factory=list)  # (row, finding id)
     refused: list[tuple[int, str, str]] = field(default_factory=list)  # (row, finding id, reason)
     untouched: int = 0
+    #: (row, finding id, what was changed): bureau cells edited in the workbook; a row with a reason
+    #: is still filed (on the bureau's values), a row without one is refused, never read as "not appealed"
+    edited: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def _cell(v) -> str:
@@ -173,6 +194,13 @@ def _cell(v) -> str:
 
 
 def read_workbook(path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str, str]]]]:
+    info, rows, _ = read_workbook_with_originals(path)
+    return info, rows
+
+
+def read_workbook_with_originals(path: Path):
+    """(说明 as a dict, the 申诉 rows as (row number, {column: text}), the exported bureau values
+    as {finding id: (exported row number, {column: text})}: empty for a workbook without them)."""
     import openpyxl
 
     path = Path(path)
@@ -199,8 +227,22 @@ def read_workbook(path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str,
         d = {h: _cell(r[j]) if j < len(r) else "" for j, h in enumerate(header) if h}
         if any(d.values()):
             out.append((no, d))
+    originals = {}
+    if ORIGINAL_SHEET in wb.sheetnames:
+        orows = wb[ORIGINAL_SHEET].iter_rows(values_only=True)
+        oheader = [_cell(c) for c in next(orows, [])]
+        for no, r in enumerate(orows, 2):
+            d = {h: _cell(r[j]) if j < len(r) else "" for j, h in enumerate(oheader) if h}
+            if d.get(COL_ID):
+                originals[d[COL_ID]] = (no, d)
     wb.close()
-    return info, out
+    return info, out, originals
+
+
+def edited_cells(row: dict[str, str], original: dict[str, str]) -> list[str]:
+    """The bureau's cells of one row that differ from what was exported: ``扣款金额（元） 180 → 0``."""
+    return [f"{c}“{original[c]}”改为“{row[c]}”" for c in BUREAU_COLUMNS
+            if c in original and c in row and row[c] != original[c]]
 
 
 class WorkbookRefused(AppealFileError):
@@ -212,6 +254,9 @@ class WorkbookRefused(AppealFileError):
         super().__init__(message)
         self.rows = rows
 
+
+#: what a receipt says about a row whose bureau cells were changed
+EDITED = "局方列被修改（不作为申诉，按导出时的原值处理）"
 
 #: what a hospital's receipt says about a row that names a finding it may not appeal
 NOT_YOURS = "疑点编号不是本机构的疑点（或不存在），整份工作簿未受理；请删除该行后重新提交"
@@ -228,7 +273,7 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
     path = Path(path)
     if not (by or "").strip():
         raise AppealFileError("say who files the appeals (--by NAME)")
-    _, rows = read_workbook(path)
+    _, rows, originals = read_workbook_with_originals(path)
     ids = sorted({d.get(COL_ID, "") for _, d in rows} - {""})
     owners = dict(con.execute("SELECT finding_id, fixmedins_code FROM findings WHERE list_contains(?, finding_id)",
                               [ids]).fetchall()) if ids else {}
@@ -255,10 +300,18 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
     con.execute("BEGIN TRANSACTION")
     try:
         lifecycle.expire_due(con, clock)
+        seen = set()
         for no, d in rows:
             fid, reason, attach = d.get(COL_ID, ""), d.get(COL_REASON, ""), d.get(COL_ATTACH, "")
+            seen.add(fid)
+            edits = edited_cells(d, originals[fid][1]) if fid in originals else []
+            if edits:
+                res.edited.append((no, fid, "；".join(edits)))
             if not reason and not attach:
-                res.untouched += 1
+                if edits:
+                    res.refused.append((no, fid, f"{EDITED}：{'；'.join(edits)}。对扣款有异议请在“{COL_REASON}”列填写理由"))
+                else:
+                    res.untouched += 1
                 continue
             why = _row_refusal(con, fid, inst, reason, now)
             files = []
@@ -273,6 +326,10 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
                 res.refused.append((no, fid, why))
             else:
                 res.filed.append((no, fid))
+        for fid, (no, _) in sorted(originals.items(), key=lambda x: x[1][0]):
+            if fid not in seen:  # its row was cleared, or its 疑点编号 changed
+                res.refused.append((no, fid, f"导出时第 {no} 行的疑点在工作簿中找不到（行被清空或疑点编号被修改），未受理；"
+                                             "如有异议请重新导出后填写"))
         money.settle_deductions(con)
         con.execute("COMMIT")
     except Exception:
@@ -355,7 +412,9 @@ def write_receipt(res: ImportResult | WorkbookRefused, source: Path, path: Path)
     for j, (c, w) in enumerate([("行号", 8), ("疑点编号", 36), ("结果", 10), ("原因", 80)]):
         ws.write(0, j, c, head)
         ws.set_column(j, j, w)
-    rows = sorted([(no, fid, "已受理", "") for no, fid in res.filed] + [(no, fid, "未受理", why) for no, fid, why in res.refused])
+    notes = {(no, fid): text for no, fid, text in getattr(res, "edited", [])}
+    rows = sorted([(no, fid, "已受理", f"{EDITED}：{notes[(no, fid)]}" if (no, fid) in notes else "")
+                   for no, fid in res.filed] + [(no, fid, "未受理", why) for no, fid, why in res.refused])
     for i, (no, fid, result, why) in enumerate(rows, 1):
         f = bad if why else cell
         ws.write_number(i, 0, no, f)
@@ -367,6 +426,7 @@ def write_receipt(res: ImportResult | WorkbookRefused, source: Path, path: Path)
                                           "没有受理任何申诉；请删除这些行后重新提交。")
     else:
         ws.write_string(len(rows) + 2, 0, f"{Path(source).name}：受理 {len(res.filed)} 条，未受理 {len(res.refused)} 条，"
-                                          f"未申诉（视为无异议）{res.untouched} 条。")
+                                          f"未申诉（视为无异议）{res.untouched} 条"
+                                          + (f"，其中 {len(res.edited)} 行修改了局方列（见原因）" if res.edited else "") + "。")
     wb.close()
     return path

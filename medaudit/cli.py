@@ -381,8 +381,10 @@ app.add_typer(findings_app, name="findings")
 
 #: what ``findings --export`` writes, in this order (amounts as numbers, the rest as text)
 EXPORT_COLUMNS = ("finding_id", "rule_id", "rule_name", "rule_type", "severity", "status", "状态", "stage",
-                  "fixmedins_code", "period", "mdtrt_id", "psn_no", "setl_id", "dept_code", "dr_code",
-                  "flagged_amt", "claimed_amt", "deduction_amt", "evidence", "prealert")
+                  "fixmedins_code", "机构名称", "period", "mdtrt_id", "psn_no", "setl_id", "dept_code", "科室名称",
+                  "dr_code", "医生名称", "flagged_amt", "claimed_amt", "deduction_amt", "evidence", "prealert")
+#: export columns that are not findings columns (labels, names, the doctor's pre-alert answer)
+_DERIVED = ("状态", "机构名称", "科室名称", "医生名称", "prealert")
 _MONEY = ("flagged_amt", "claimed_amt", "deduction_amt")
 
 
@@ -462,7 +464,7 @@ def findings(
             where.append(f"{col} = ?")
             args.append(val)
             said.append(f"{label} {val}")
-    sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c not in ('状态', 'prealert'))}
+    sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c not in _DERIVED)}
               FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id, finding_id"""
     n_all = con.execute(f"SELECT count(*) FROM findings WHERE {' AND '.join(where)}", args).fetchall()[0][0]
     if not n_all:
@@ -476,8 +478,15 @@ def findings(
         from .prealert import store as prealert_store
 
         pre = prealert_store.evidence_for(con)  # the doctor's pre-alert answer, where there is one
+        from . import names
+
+        nm = names.Names(con)
         for r in rows:
-            r["状态"] = lifecycle.STATUS_CN.get(r["status"], r["status"] or "")
+            r["状态"] = lifecycle.status_label(r["status"])
+            inst = r["fixmedins_code"]
+            r["机构名称"] = nm.name("institution", inst)
+            r["科室名称"] = nm.name("dept", r["dept_code"], inst)
+            r["医生名称"] = nm.name("doctor", r["dr_code"], inst)
             r["prealert"] = pre.get(r["finding_id"], "")
         _export_findings(export, rows)
         console.print(f"{len(rows):,} findings written to {escape(str(export))}", highlight=False)

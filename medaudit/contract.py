@@ -124,8 +124,21 @@ TABLES: dict[str, Table] = {
             ),
             key=("hilist_code", "begndate"),
         ),
+        # Names of the codes the extracts carry without names (departments, doctors, institutions),
+        # for workbooks and reports only: screening never reads it. ``kind`` is one of NAME_KINDS;
+        # an empty ``fixmedins_code`` makes the name hold for every institution (institutions
+        # themselves, a bureau-wide department dictionary), a filled one for that institution only
+        # (its own department and doctor codes), which wins over the bureau-wide name.
+        Table(
+            "code_names",
+            _cols("kind:str! code:str! code_name:str! fixmedins_code:str"),
+            key=("kind", "code", "fixmedins_code"),
+        ),
     ]
 }
+
+#: what ``code_names.kind`` may say: the code is a department, a doctor or an institution
+NAME_KINDS = ("dept", "doctor", "institution")
 
 #: Load order: parents before children, so orphan checks can see this batch's parents.
 LOAD_ORDER = [
@@ -137,6 +150,7 @@ LOAD_ORDER = [
     "psn_death",
     "purchases",
     "hilist",
+    "code_names",
 ]
 
 FILE_SUFFIXES = (".csv", ".parquet", ".xlsx")

@@ -44,8 +44,10 @@ CREATE TABLE IF NOT EXISTS deduction_statements (
 );
 ALTER TABLE deduction_statements ADD COLUMN IF NOT EXISTS as_of DATE;
 CREATE TABLE IF NOT EXISTS deduction_items (
-    statement_id INTEGER, finding_id VARCHAR, status VARCHAR, amount DECIMAL(18,2)
+    statement_id INTEGER, finding_id VARCHAR, status VARCHAR, amount DECIMAL(18,2),
+    deadline DATE                -- the last day of its appeal window (the state forgets it once final)
 );
+ALTER TABLE deduction_items ADD COLUMN IF NOT EXISTS deadline DATE;
 CREATE TABLE IF NOT EXISTS deduction_lines (
     statement_id INTEGER, finding_id VARCHAR, bkkp_sn VARCHAR, amount DECIMAL(38,12)
 );
@@ -111,8 +113,7 @@ def finalize(
         if cand:
             con.executemany("INSERT INTO __cand VALUES (?)", [[c] for c in cand])
         held = con.execute(
-            """SELECT fl.finding_id, arg_min(fl.bkkp_sn || ' 的扣款由疑点 ' || left(o.finding_id, 12) || '（'
-                                          || o.status || '）承担，等待其结案', fl.bkkp_sn)
+            """SELECT fl.finding_id, arg_min([fl.bkkp_sn, left(o.finding_id, 12), o.status], [fl.bkkp_sn, o.finding_id])
                FROM finding_lines fl JOIN __cand c USING (finding_id)
                JOIN finding_lines cl ON cl.bkkp_sn = fl.bkkp_sn AND cl.carried > 0 AND cl.finding_id <> fl.finding_id
                JOIN findings o ON o.finding_id = cl.finding_id
@@ -120,7 +121,8 @@ def finalize(
                WHERE fl.role = 'violating' AND fl.claim > 0 AND os.statement_id IS NULL
                  AND cl.finding_id NOT IN (SELECT finding_id FROM __cand)
                GROUP BY fl.finding_id ORDER BY 1""").fetchall()
-        res.held = [(h[0], h[1]) for h in held]
+        res.held = [(h[0], f"{h[1][0]} 的扣款由疑点 {h[1][1]}（{lifecycle.status_label(h[1][2])}）承担，等待其结案")
+                    for h in held]
         if held:
             con.executemany("DELETE FROM __cand WHERE finding_id = ?", [[h[0]] for h in held])
         res.not_final = dict(con.execute(
@@ -135,8 +137,9 @@ def finalize(
             seq = con.execute("SELECT count(*) + 1 FROM deduction_statements WHERE period = ? AND fixmedins_code = ?",
                               [period, inst]).fetchall()[0][0]
             con.execute(
-                """INSERT INTO deduction_items
-                   SELECT ?, f.finding_id, f.status, f.deduction_amt FROM findings f JOIN __cand USING (finding_id)
+                """INSERT INTO deduction_items (statement_id, finding_id, status, amount, deadline)
+                   SELECT ?, f.finding_id, f.status, f.deduction_amt, s.deadline
+                   FROM findings f JOIN __cand USING (finding_id) JOIN finding_state s USING (finding_id)
                    WHERE f.fixmedins_code = ?""", [sid, inst])
             con.execute(
                 """INSERT INTO deduction_lines
@@ -236,25 +239,22 @@ def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int
 
 
 def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> None:
-    from .report import mask_certno, mask_name
+    from . import names
+    from .report import LINE_FIGURES_SQL, history, mask_certno, mask_name
 
     ids = ", ".join(str(int(i)) for i in statement_ids) or "NULL"
     wb = xlsx.workbook(path)
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True})
-    money_f = wb.add_format({"num_format": "#,##0.00", "border": 1})
-    cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
+    cells = xlsx.Cells(wb)
+    nm = names.Names(con)
 
-    def sheet(name, cols, rows, money_cols=(), widths=None):
+    def sheet(name, cols, rows, kinds=None, widths=None):
         ws = wb.add_worksheet(name)
         for j, c in enumerate(cols):
-            ws.write(0, j, c, head)
+            ws.write_string(0, j, c, head)
             ws.set_column(j, j, (widths or {}).get(j, 14))
         for i, r in enumerate(rows, 1):
-            for j, v in enumerate(r):
-                if j in money_cols and v is not None:
-                    ws.write_number(i, j, float(v), money_f)
-                else:
-                    ws.write_string(i, j, "" if v is None else str(v), cell)
+            cells.row(ws, i, r, kinds)
         ws.freeze_panes(1, 0)
         return ws
 
@@ -262,26 +262,34 @@ def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[in
         f"""SELECT statement_id, fixmedins_code, period, seq, strftime(created_at, '%Y-%m-%d %H:%M'), created_by,
                    n_findings, n_lines, total, strftime(as_of, '%Y-%m-%d')
             FROM deduction_statements WHERE statement_id IN ({ids}) ORDER BY 1""").fetchall()
-    sheet("扣款单", ["扣款单号", "机构编码", "结算月份", "第几次", "生成时间", "生成人", "疑点数", "扣款明细行数", "扣款合计（元）",
-                  "判定日（--as-of）"], st, money_cols=(8,))
+    st = [(r[0], nm.institution(r[1])) + r[2:] for r in st]
+    sheet("扣款单", ["扣款单号", "机构", "结算月份", "第几次", "生成时间", "生成人", "疑点数", "扣款明细行数", "扣款合计（元）",
+                  "判定日（--as-of）"], st, widths={1: 28})
     items = con.execute(
-        f"""SELECT i.statement_id, f.finding_id, f.rule_id, f.rule_name, f.nature, i.status, f.mdtrt_id,
-                   v.psn_name, v.certno, f.dept_code, f.dr_code, f.flagged_amt, i.amount, f.basis, f.evidence
+        f"""SELECT i.statement_id, f.finding_id, f.rule_id, f.rule_name, f.nature, i.status, i.deadline, f.mdtrt_id,
+                   v.psn_name, v.certno, f.fixmedins_code, f.dept_code, f.dr_code, f.flagged_amt, i.amount, f.basis,
+                   f.evidence
             FROM deduction_items i JOIN findings f USING (finding_id)
             LEFT JOIN (SELECT mdtrt_id, any_value(psn_name) AS psn_name, any_value(certno) AS certno
                        FROM mdtrt_d GROUP BY 1) v ON v.mdtrt_id = f.mdtrt_id
             WHERE i.statement_id IN ({ids}) ORDER BY i.statement_id, f.rule_id, f.mdtrt_id, f.finding_id""").fetchall()
-    items = [r[:7] + (mask_name(r[7]), mask_certno(r[8])) + r[9:] for r in items]
-    sheet("扣款疑点", ["扣款单号", "疑点编号", "规则编号", "规则名称", "问题性质", "状态", "就诊ID", "参保人", "证件号",
-                   "科室", "医生", "违规金额（元）", "扣款金额（元）", "依据", "证据"], items, money_cols=(11, 12),
-          widths={1: 34, 3: 24, 13: 30, 14: 60})
+    hist = history(con, [r[1] for r in items])
+    rows = []
+    for (sid, fid, rule, rname, nature, status, deadline, visit, psn, certno, inst, dept, dr, flagged, amount,
+         basis, evidence) in items:
+        h = hist.get(fid, {"appeal": "", "decision": ""})
+        rows.append((sid, fid, rule, rname, nature, lifecycle.status_label(status), deadline, visit, mask_name(psn),
+                     mask_certno(certno), nm.dept(inst, dept), nm.doctor(inst, dr), flagged, amount,
+                     h["appeal"], h["decision"], basis, evidence))
+    sheet("扣款疑点", ["扣款单号", "疑点编号", "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "参保人", "证件号",
+                   "科室", "医生", "违规金额（元）", "扣款金额（元）", "医院申诉理由", "复核结论及理由", "依据", "证据"], rows,
+          widths={1: 34, 3: 24, 5: 24, 10: 18, 11: 16, 14: 40, 15: 40, 16: 30, 17: 60})
     lines = con.execute(
         f"""SELECT l.statement_id, l.finding_id, l.bkkp_sn, fe.hilist_code, fe.hilist_name,
-                   strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'), fe.cnt, fe.pric, fe.det_item_fee_sumamt,
+                   strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'), {LINE_FIGURES_SQL}, fe.det_item_fee_sumamt,
                    CAST(round(l.amount, 2) AS DECIMAL(18,2))
             FROM deduction_lines l LEFT JOIN fee_list_d fe ON fe.bkkp_sn = l.bkkp_sn
             WHERE l.statement_id IN ({ids}) ORDER BY l.statement_id, l.finding_id, l.bkkp_sn""").fetchall()
-    sheet("扣款明细行", ["扣款单号", "疑点编号", "明细流水号", "医保目录编码", "名称", "收费时间", "数量", "单价", "金额",
-                    "扣款（元）"], lines, money_cols=(7, 8, 9), widths={1: 34, 3: 26, 4: 24})
+    sheet("扣款明细行", ["扣款单号", "疑点编号", "明细流水号", "医保目录编码", "名称", "收费时间", "数量", "单价（元）", "金额（元）",
+                    "扣款（元）"], lines, kinds={6: "qty", 7: "price"}, widths={1: 34, 3: 26, 4: 24})
     wb.close()
-

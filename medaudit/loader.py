@@ -21,7 +21,7 @@ rejected with the reason.
 Reload policy, one rule for every table: each table has a natural key (``contract.Table.key``:
 mdtrt_d visit, setl_d settlement, fee_list_d line, diagnoses visit + code + type, procedures
 visit + code + date, psn_death person, purchases institution + code + period, hilist code +
-begin date). A row whose key was loaded by an earlier batch is rejected (``... was already
+begin date, code_names kind + code + institution). A row whose key was loaded by an earlier batch is rejected (``... was already
 loaded in batch N``); within a file the first clean row of a key loads and the others are
 rejected (``duplicate of row R``). A corrected re-submission of a whole batch therefore loads
 only the rows that were rejected before. The content hash is taken over the parsed rows, so
@@ -61,7 +61,7 @@ import polars as pl
 import pyarrow as pa
 
 from . import db
-from .contract import DATE, DEC, FILE_SUFFIXES, FREE_TEXT, LOAD_ORDER, SQL_TYPE, STR, TABLES, TS, Table
+from .contract import DATE, DEC, FILE_SUFFIXES, FREE_TEXT, LOAD_ORDER, NAME_KINDS, SQL_TYPE, STR, TABLES, TS, Table
 
 ROW = "__row"
 #: National dictionary codes of a fixed width: a value that lost its leading zero in Excel
@@ -71,6 +71,8 @@ DICT_WIDTH = {"hosp_lv": 2, "chrgitm_lv": 2, "med_chrgitm_type": 2}
 #: zeros; all-digit national list codes are 15-digit service codes, so the zeros are restored.
 NUMBER_CODE_WIDTH = {"hilist_code": 15, **DICT_WIDTH}
 GEND_VALUES = ("0", "1", "2", "9")
+#: columns whose value must be one of a fixed list (rejected with the list otherwise)
+VALUE_DOMAINS = {"gend": GEND_VALUES, "kind": NAME_KINDS}
 #: What a cell is trimmed of: Unicode White_Space (as Polars' strip_chars and Rust's trim).
 WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
 CHUNK = 16 << 20  # bytes read at a time from a CSV file
@@ -777,9 +779,11 @@ def _reason(col) -> str:
         bad = f"""CASE WHEN {x} IS NOT NULL AND NOT regexp_full_match({x}, {_lit(_INT_RE)}) THEN '{name}: "' || {x} || '" is not a whole number' END"""
     if col.required:
         bad = f"CASE WHEN {x} IS NULL THEN '{name}: required value is missing' ELSE {bad} END"
-    if name == "gend":
-        allowed = ", ".join(_lit(v) for v in GEND_VALUES)
-        bad = f"""CASE WHEN {x} IS NOT NULL AND {x} NOT IN ({allowed}) THEN 'gend: "' || {x} || '" is not one of 0, 1, 2, 9' ELSE {bad} END"""
+    if name in VALUE_DOMAINS:
+        values = VALUE_DOMAINS[name]
+        allowed = ", ".join(_lit(v) for v in values)
+        bad = (f"""CASE WHEN {x} IS NOT NULL AND {x} NOT IN ({allowed}) THEN '{name}: "' || {x} || '" is not one of """
+               f"""{", ".join(values)}' ELSE {bad} END""")
     return bad
 
 
@@ -881,7 +885,7 @@ class _Checker:
             finally:
                 con.unregister("__ragged")
         # one pass finds the rows with any bad cell; each cell's reason is then taken from those few
-        checked = [col for col in t.columns if col.name in present and not (col.type == STR and not col.required and col.name != "gend")]
+        checked = [col for col in t.columns if col.name in present and not (col.type == STR and not col.required and col.name not in VALUE_DOMAINS)]
         if checked:
             con.execute(f"CREATE OR REPLACE TEMP TABLE __bad AS SELECT * FROM {stage} WHERE coalesce("
                         + ", ".join(f"({_reason(col)})" for col in checked) + ") IS NOT NULL")

@@ -22,11 +22,50 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money, xlsx
+from . import lifecycle, money, names, xlsx
 from .prealert import store as prealert_store
 
 PERSON_SQL = """(SELECT mdtrt_id, any_value(psn_name) AS psn_name, any_value(certno) AS certno,
                         any_value(fixmedins_name) AS fixmedins_name FROM mdtrt_d GROUP BY mdtrt_id)"""
+
+
+#: the last appeal and the last review decision of each finding (``?`` a list of finding ids):
+#: finding_id, appeal reason, appeal by, appeal day, attachment names, decision action, by, day, reason
+HISTORY_SQL = """
+    WITH e AS (SELECT * FROM finding_events WHERE list_contains(?, finding_id))
+    SELECT finding_id,
+           arg_max(reason, event_id) FILTER (WHERE action = 'appeal'),
+           arg_max(actor, event_id) FILTER (WHERE action = 'appeal'),
+           arg_max(strftime(coalesce(as_of, CAST(event_at AS DATE)), '%Y-%m-%d'), event_id) FILTER (WHERE action = 'appeal'),
+           arg_max(attachments, event_id) FILTER (WHERE action = 'appeal'),
+           arg_max(action, event_id) FILTER (WHERE action IN ('uphold', 'overturn', 'confirm', 'dismiss')),
+           arg_max(actor, event_id) FILTER (WHERE action IN ('uphold', 'overturn', 'confirm', 'dismiss')),
+           arg_max(strftime(coalesce(as_of, CAST(event_at AS DATE)), '%Y-%m-%d'), event_id)
+               FILTER (WHERE action IN ('uphold', 'overturn', 'confirm', 'dismiss')),
+           arg_max(reason, event_id) FILTER (WHERE action IN ('uphold', 'overturn', 'confirm', 'dismiss'))
+    FROM e GROUP BY finding_id
+"""
+
+
+def history(con: duckdb.DuckDBPyConnection, finding_ids: list[str]) -> dict[str, dict]:
+    """finding id -> {appeal, decision}: what the hospital said (理由, who, day, attachment names)
+    and what the reviewer decided (``驳回申诉 (uphold)``, who, day, reason), as texts a clerk reads;
+    "" where there was none."""
+    import json
+
+    out = {}
+    if not finding_ids:
+        return out
+    for fid, a_reason, a_by, a_day, a_files, d_action, d_by, d_day, d_reason in con.execute(
+            HISTORY_SQL, [list(finding_ids)]).fetchall():
+        appeal = decision = ""
+        if a_reason is not None:
+            files = [f.get("name", "") for f in json.loads(a_files or "[]")]
+            appeal = f"{a_reason}（{a_by}，{a_day}" + (f"；附件：{'、'.join(files)}" if files else "") + "）"
+        if d_action is not None:
+            decision = f"{lifecycle.action_label(d_action)}：{d_reason or '（未写理由）'}（{d_by}，{d_day}）"
+        out[fid] = {"appeal": appeal, "decision": decision}
+    return out
 
 
 def line_text_sql(fe: str, fl: str) -> str:
@@ -34,6 +73,10 @@ def line_text_sql(fe: str, fl: str) -> str:
     return (f"{fl}.bkkp_sn || ' ' || item_ref({fe}.list_type, {fe}.hilist_name, {fe}.hilist_code) || ' ' || "
             f"strftime({fe}.fee_ocur_time, '%Y-%m-%d %H:%M') || ' ' || qty({fe}.cnt) || '×' || yuan({fe}.pric) || "
             f"'，金额 ' || yuan({fl}.line_amt)")
+
+
+#: a line's billed quantity and unit price (numbers), for the 明细行 sheets
+LINE_FIGURES_SQL = "fe.cnt, fe.pric"
 
 
 def mask_name(name) -> str:
@@ -89,7 +132,9 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
         raise
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __rep AS
-            SELECT f.*, s.deadline, s.statement_id, coalesce(s.confirmed, FALSE) AS confirmed,
+            SELECT f.*, coalesce(s.deadline, (SELECT max(i.deadline) FROM deduction_items i WHERE i.finding_id = f.finding_id))
+                       AS deadline,
+                   s.statement_id, coalesce(s.confirmed, FALSE) AS confirmed,
                    CASE WHEN s.statement_id IS NOT NULL THEN f.deduction_amt ELSE 0 END AS final_amt,
                    CASE WHEN f.status = 'pending_review' THEN f.claimed_amt ELSE 0 END AS at_risk,
                    p.psn_name, p.certno, p.fixmedins_name
@@ -98,8 +143,8 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
             WHERE f.stage = 'post_hoc' AND f.fixmedins_code = ? AND f.period = ? AND f.status <> 'superseded'""",
         [institution, period])
     q = lambda sql, a=(): con.execute(sql, list(a)).fetchall()  # noqa: E731
-    name = q("SELECT any_value(fixmedins_name) FROM mdtrt_d WHERE fixmedins_code = ?", [institution])[0][0] or ""
-    d = ReportData(institution, name, period, now)
+    nm = names.Names(con)
+    d = ReportData(institution, nm.name("institution", institution), period, now)
     t = q("""SELECT count(*), coalesce(sum(flagged_amt), 0), coalesce(sum(deduction_amt), 0), coalesce(sum(final_amt), 0),
                     coalesce(sum(at_risk), 0), count(*) FILTER (WHERE status = 'pending_appeal'),
                     count(*) FILTER (WHERE status = 'pending_review'), count(DISTINCT mdtrt_id) FROM __rep""")[0]
@@ -110,11 +155,13 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
     d.by_rule = q("""SELECT rule_id, any_value(rule_name), any_value(nature), any_value(basis), count(*),
                             sum(flagged_amt), sum(deduction_amt), sum(final_amt)
                      FROM __rep GROUP BY rule_id ORDER BY 7 DESC, 6 DESC, 1""")
-    d.by_dept = q("""SELECT coalesce(dept_code, '（未填）'), count(*), sum(flagged_amt), sum(deduction_amt), sum(final_amt)
-                     FROM __rep GROUP BY 1 ORDER BY 4 DESC, 3 DESC, 1""")
-    d.by_doctor = q("""SELECT coalesce(dr_code, '（未填）'), coalesce(any_value(dept_code), ''), count(*), sum(flagged_amt),
-                              sum(deduction_amt), sum(final_amt)
-                       FROM __rep GROUP BY 1 ORDER BY 5 DESC, 4 DESC, 1""")
+    unfilled = "（未填）"
+    d.by_dept = [(nm.dept(institution, r[0]) or unfilled, *r[1:]) for r in q(
+        """SELECT dept_code, count(*), sum(flagged_amt), sum(deduction_amt), sum(final_amt)
+           FROM __rep GROUP BY 1 ORDER BY 4 DESC, 3 DESC, 1 NULLS LAST""")]
+    d.by_doctor = [(nm.doctor(institution, r[0]) or unfilled, nm.dept(institution, r[1]), *r[2:]) for r in q(
+        """SELECT dr_code, any_value(dept_code), count(*), sum(flagged_amt), sum(deduction_amt), sum(final_amt)
+           FROM __rep GROUP BY 1 ORDER BY 5 DESC, 4 DESC, 1 NULLS LAST""")]
     d.trend = q("""SELECT period, count(*), sum(flagged_amt), sum(deduction_amt) FROM findings
                    WHERE stage = 'post_hoc' AND fixmedins_code = ? AND status <> 'superseded' AND period <= ?
                    GROUP BY 1 ORDER BY 1 DESC LIMIT 12""", [institution, period])[::-1]
@@ -130,16 +177,21 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
             "deduction", "at_risk", "basis", "evidence", "lines")
     # the doctor's answer to a pre-alert on the same rule, visit and item, as part of the evidence
     prealert = prealert_store.evidence_for(con, [r[0] for r in rows])
+    hist = history(con, [r[0] for r in rows])
     for r in rows:
         x = dict(zip(keys, r))
+        x.update(hist.get(x["finding_id"], {"appeal": "", "decision": ""}))
+        x["dept"] = nm.dept(institution, x["dept_code"])
+        x["doctor"] = nm.doctor(institution, x["dr_code"])
         if x["finding_id"] in prealert:
             x["evidence"] = f"{x['evidence']}\n{prealert[x['finding_id']]}"
         x["patient"] = mask_name(x.pop("psn_name"))
         x["certno"] = mask_certno(x["certno"])
         x["status_cn"] = status_text(x["status"], x["confirmed"], x["statement_id"])
         d.details.append(x)
-    d.lines = q("""SELECT fl.finding_id, fl.bkkp_sn, CASE fl.role WHEN 'violating' THEN '违规项' ELSE '涉及项' END,
-                          fe.hilist_code, fe.hilist_name, strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'), fl.line_amt,
+    d.lines = q(f"""SELECT fl.finding_id, fl.bkkp_sn, CASE fl.role WHEN 'violating' THEN '违规项' ELSE '涉及项' END,
+                          fe.hilist_code, fe.hilist_name, strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'),
+                          {LINE_FIGURES_SQL}, fl.line_amt,
                           CAST(round(fl.claim, 2) AS DECIMAL(18,2)), CAST(round(fl.carried, 2) AS DECIMAL(18,2))
                    FROM finding_lines fl JOIN __rep r USING (finding_id) LEFT JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
                    ORDER BY r.rule_id, r.mdtrt_id, fl.finding_id, fl.role DESC, fe.fee_ocur_time, fl.bkkp_sn""")
@@ -163,58 +215,46 @@ def status_text(status: str, confirmed: bool = False, statement_id=None) -> str:
 
 
 def write_xlsx(d: ReportData, path: Path) -> Path:
-
+    """The report as a workbook; counts, quantities and amounts are number cells (:class:`xlsx.Cells`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wb = xlsx.workbook(path)
     title = wb.add_format({"bold": True, "font_size": 14})
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
-    cell = wb.add_format({"border": 1, "text_wrap": True, "valign": "top"})
-    money_f = wb.add_format({"border": 1, "num_format": "#,##0.00", "valign": "top"})
-    int_f = wb.add_format({"border": 1, "num_format": "#,##0", "valign": "top"})
+    cells = xlsx.Cells(wb)
 
-    def table(ws, r0, cols, rows, money_cols=(), int_cols=(), widths=None):
+    def table(ws, r0, cols, rows, kinds=None, widths=None):
         for j, c in enumerate(cols):
-            ws.write(r0, j, c, head)
+            ws.write_string(r0, j, c, head)
             if widths and j in widths:
                 ws.set_column(j, j, widths[j])
         for i, r in enumerate(rows, r0 + 1):
-            for j, v in enumerate(r):
-                if j in money_cols:
-                    ws.write_number(i, j, float(_d(v)), money_f)
-                elif j in int_cols:
-                    ws.write_number(i, j, int(v or 0), int_f)
-                else:
-                    ws.write_string(i, j, "" if v is None else str(v), cell)
+            cells.row(ws, i, r, kinds)
         return r0 + len(rows) + 1
 
     ws = wb.add_worksheet("汇总")
     ws.set_column(0, 0, 22)
     ws.set_column(1, 4, 16)
-    ws.write_string(0, 0, f"扣款依据报表 {d.institution} {d.institution_name} {d.period}", title)
+    inst = names.label(d.institution_name, d.institution)
+    ws.write_string(0, 0, f"扣款依据报表 {inst} {d.period}", title)
     t = d.totals
-    kv = [("机构", f"{d.institution} {d.institution_name}"), ("结算月份", d.period),
+    kv = [("机构", inst), ("结算月份", d.period),
           ("生成时间", d.generated.strftime("%Y-%m-%d %H:%M")), ("疑点数", t["n"]), ("涉及就诊人次", t["n_visits"]),
           ("违规金额（元）", t["flagged"]), ("扣款金额（元）", t["deduction"]), ("其中已结算扣款（元）", t["final"]),
           ("待复核疑点金额（元）", t["at_risk"]), ("待申诉疑点数", t["n_pending_appeal"])]
     for i, (k, v) in enumerate(kv, 2):
-        ws.write(i, 0, k, head)
-        if isinstance(v, (Decimal, float)):
-            ws.write_number(i, 1, float(v), money_f)
-        elif isinstance(v, int):
-            ws.write_number(i, 1, v, int_f)
-        else:
-            ws.write_string(i, 1, str(v), cell)
+        ws.write_string(i, 0, k, head)
+        cells.put(ws, i, 1, v)
     r = len(kv) + 3
-    ws.write(r, 0, "按状态", title)
-    r = table(ws, r + 1, ["状态", "状态代码", "疑点数", "扣款金额（元）"], d.by_status, money_cols=(3,), int_cols=(2,))
+    ws.write_string(r, 0, "按状态", title)
+    r = table(ws, r + 1, ["状态", "状态代码", "疑点数", "扣款金额（元）"], d.by_status)
     if d.statements:
-        ws.write(r + 1, 0, "扣款单", title)
-        table(ws, r + 2, ["扣款单号", "第几次", "生成日期", "疑点数", "扣款合计（元）"], d.statements, money_cols=(4,), int_cols=(0, 1, 3))
+        ws.write_string(r + 1, 0, "扣款单", title)
+        table(ws, r + 2, ["扣款单号", "第几次", "生成日期", "疑点数", "扣款合计（元）"], d.statements)
 
     ws = wb.add_worksheet("按规则")
     end = table(ws, 0, ["规则编号", "规则名称", "问题性质", "依据", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"],
-                d.by_rule, money_cols=(5, 6, 7), int_cols=(4,), widths={0: 14, 1: 28, 2: 12, 3: 36, 5: 14, 6: 14, 7: 14})
+                d.by_rule, widths={0: 14, 1: 28, 2: 12, 3: 36, 5: 14, 6: 14, 7: 14})
     if d.by_rule:
         chart = wb.add_chart({"type": "bar"})
         chart.add_series({"name": "扣款金额", "categories": ["按规则", 1, 1, end - 1, 1], "values": ["按规则", 1, 6, end - 1, 6]})
@@ -223,7 +263,7 @@ def write_xlsx(d: ReportData, path: Path) -> Path:
         ws.insert_chart(end + 1, 1, chart)
     ws = wb.add_worksheet("按科室")
     end = table(ws, 0, ["科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], d.by_dept,
-                money_cols=(2, 3, 4), int_cols=(1,), widths={0: 14, 2: 14, 3: 14, 4: 14})
+                widths={0: 22, 2: 14, 3: 14, 4: 14})
     if d.by_dept:
         chart = wb.add_chart({"type": "column"})
         chart.add_series({"name": "扣款金额", "categories": ["按科室", 1, 0, end - 1, 0], "values": ["按科室", 1, 3, end - 1, 3]})
@@ -232,21 +272,23 @@ def write_xlsx(d: ReportData, path: Path) -> Path:
         ws.insert_chart(end + 1, 0, chart)
     ws = wb.add_worksheet("按医生")
     table(ws, 0, ["医生", "科室", "疑点数", "违规金额（元）", "扣款金额（元）", "已结算扣款（元）"], d.by_doctor,
-          money_cols=(3, 4, 5), int_cols=(2,), widths={0: 14, 3: 14, 4: 14, 5: 14})
+          widths={0: 18, 1: 22, 3: 14, 4: 14, 5: 14})
     ws = wb.add_worksheet("月度趋势")
-    table(ws, 0, ["结算月份", "疑点数", "违规金额（元）", "扣款金额（元）"], d.trend, money_cols=(2, 3), int_cols=(1,),
-          widths={0: 12, 2: 14, 3: 14})
+    table(ws, 0, ["结算月份", "疑点数", "违规金额（元）", "扣款金额（元）"], d.trend, widths={0: 12, 2: 14, 3: 14})
     ws = wb.add_worksheet("明细")
-    cols = ["疑点编号", "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "结算ID", "参保人", "证件号", "科室",
-            "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "待复核金额（元）", "依据", "证据"]
-    rows = [(x["finding_id"], x["rule_id"], x["rule_name"], x["nature"], x["status_cn"], x["deadline"] or "",
-             x["mdtrt_id"], x["setl_id"], x["patient"], x["certno"], x["dept_code"], x["dr_code"], x["lines"] or "",
-             x["flagged"], x["deduction"], x["at_risk"], x["basis"], x["evidence"]) for x in d.details]
-    table(ws, 0, cols, rows, money_cols=(13, 14, 15), widths={0: 34, 2: 22, 4: 20, 12: 48, 16: 28, 17: 60})
+    cols = ["疑点编号", "规则编号", "规则名称", "问题性质", "状态", "状态代码", "申诉截止日", "就诊ID", "结算ID", "参保人", "证件号",
+            "科室", "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "待复核金额（元）", "依据", "证据", "医院申诉理由",
+            "复核结论及理由"]
+    rows = [(x["finding_id"], x["rule_id"], x["rule_name"], x["nature"], x["status_cn"], x["status"], x["deadline"],
+             x["mdtrt_id"], x["setl_id"], x["patient"], x["certno"], x["dept"], x["doctor"], x["lines"],
+             x["flagged"], x["deduction"], x["at_risk"], x["basis"], x["evidence"], x["appeal"], x["decision"])
+            for x in d.details]
+    table(ws, 0, cols, rows, widths={0: 34, 2: 22, 4: 20, 11: 18, 12: 16, 13: 48, 17: 28, 18: 60, 19: 40, 20: 40})
     ws.freeze_panes(1, 1)
     ws = wb.add_worksheet("明细行")
-    table(ws, 0, ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "净金额（元）", "主张扣款（元）", "承担扣款（元）"],
-          d.lines, money_cols=(6, 7, 8), widths={0: 34, 3: 26, 4: 24, 5: 17})
+    table(ws, 0, ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "数量", "单价（元）", "净金额（元）",
+                  "主张扣款（元）", "承担扣款（元）"],
+          d.lines, kinds={6: "qty", 7: "price"}, widths={0: 34, 3: 26, 4: 24, 5: 17})
     wb.close()
     return path
 
@@ -277,7 +319,7 @@ tr.dead td{color:#7b8794} .st{white-space:nowrap}
 #details td:nth-child(12){min-width:150px}
 #details tr.evrow td{background:#fbfcfe;border-top:none;color:#323f4b;padding:4px 7px 10px;white-space:pre-line}
 #details tbody tr:not(.evrow) td{border-bottom:none} #details td.ln{min-width:150px} #details td:nth-child(7){overflow-wrap:anywhere;min-width:120px}
-.note{color:#52606d;font-size:12px}
+.note{color:#52606d;font-size:12px} .code{color:#52606d;font-size:12px}
 svg text{font-family:inherit}
 @media print{body{background:#fff} header{background:#fff;color:#1f2933;border-bottom:2px solid #1f4e79}
   section,.card{box-shadow:none;border:1px solid #d9e2ec} .scroll{overflow:visible} .charts{display:block}}
@@ -360,11 +402,15 @@ def render_html(d: ReportData) -> str:
         details.append(
             f"<tr{cls}><td>{_e(x['finding_id'][:12])}</td><td>{_e(x['rule_id'])}<br>{_e(x['rule_name'])}"
             f"<div class=\"basis\">依据：{_e(x['basis'])}</div></td>"
-            f"<td>{_e(x['nature'])}</td><td>{_e(x['status_cn'])}</td><td class=\"st\">{_e(x['deadline'] or '')}</td>"
+            f"<td>{_e(x['nature'])}</td><td>{_e(x['status_cn'])}<br><span class=\"code\">({_e(x['status'])})</span></td>"
+            f"<td class=\"st\">{_e(x['deadline'] or '')}</td>"
             f"<td>{_e(x['mdtrt_id'])}</td><td>{_e(x['patient'])}<br>{_e(x['certno'])}</td>"
-            f"<td>{_e(x['dept_code'])}<br>{_e(x['dr_code'])}</td><td class=\"ln\">{_e(x['lines'] or '')}</td>"
+            f"<td>{_e(x['dept'])}<br>{_e(x['doctor'])}</td><td class=\"ln\">{_e(x['lines'] or '')}</td>"
             f"<td class=\"n\">{fmt(x['flagged'])}</td><td class=\"n\">{fmt(x['deduction'])}</td></tr>"
-            f"<tr class=\"evrow{' dead' if x['status'] in dead else ''}\"><td colspan=\"11\"><b>证据：</b>{_e(x['evidence'])}</td></tr>")
+            f"<tr class=\"evrow{' dead' if x['status'] in dead else ''}\"><td colspan=\"11\"><b>证据：</b>{_e(x['evidence'])}"
+            + (f"\n<b>医院申诉理由：</b>{_e(x['appeal'])}" if x["appeal"] else "")
+            + (f"\n<b>复核结论：</b>{_e(x['decision'])}" if x["decision"] else "")
+            + "</td></tr>")
     detail_head = "".join(f"<th>{c}</th>" for c in ("疑点编号", "规则及依据", "问题性质", "状态", "申诉截止日", "就诊ID", "参保人 / 证件号",
                                                    "科室 / 医生", "违规明细", "违规金额（元）", "扣款金额（元）"))
     statements = ""
@@ -375,7 +421,7 @@ def render_html(d: ReportData) -> str:
 <html lang="zh-CN"><head><meta charset="utf-8"><title>扣款依据报表 {_e(d.institution)} {_e(d.period)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
 <body><header><h1>医保基金审核扣款依据报表</h1>
-<p>机构：{_e(d.institution)} {_e(d.institution_name)} ｜ 结算月份：{_e(d.period)} ｜ 生成时间：{d.generated:%Y-%m-%d %H:%M}</p></header>
+<p>机构：{_e(names.label(d.institution_name, d.institution))} ｜ 结算月份：{_e(d.period)} ｜ 生成时间：{d.generated:%Y-%m-%d %H:%M}</p></header>
 <main>
 <div class="cards" id="totals">{cards_html}</div>
 <section><h2>按状态</h2>{_table(["状态", "状态代码", "疑点数", "扣款金额（元）"], [list(s) for s in d.by_status], num={2, 3})}

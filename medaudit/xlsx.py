@@ -41,3 +41,47 @@ def workbook(path: Path):
     final = Path(path)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     return _AtomicWorkbook(str(tmp), dict(SAFE_OPTIONS))
+
+
+#: how a number column is shown (the cell holds the number itself, so Excel can sum it)
+NUM_FORMATS = {"money": "#,##0.00", "int": "#,##0", "qty": "General", "price": "#,##0.00##"}
+
+
+class Cells:
+    """The cell formats of one workbook and one writer for every value, stored by its type:
+    ``int`` and ``Decimal``/``float`` as number cells (counts, quantities, prices, amounts: Excel
+    can sum them), everything else as a string cell (codes keep their leading zeros, ``None`` is
+    an empty cell, dates are written ``YYYY-MM-DD``). ``kind`` picks how a number is shown
+    (:data:`NUM_FORMATS`; default ``int`` for ``int``, ``money`` otherwise)."""
+
+    def __init__(self, wb, **base):
+        base = base or {"border": 1, "valign": "top"}
+        self.text = wb.add_format({**base, "text_wrap": True})
+        self.num = {k: wb.add_format({**base, "num_format": f}) for k, f in NUM_FORMATS.items()}
+
+    def put(self, ws, row: int, col: int, value, kind: str | None = None, fmt=None) -> None:
+        from decimal import Decimal
+
+        if isinstance(value, bool):
+            ws.write_string(row, col, "是" if value else "否", fmt or self.text)
+        elif isinstance(value, (int, float, Decimal)):
+            kind = kind or ("int" if isinstance(value, int) else "money")
+            ws.write_number(row, col, float(value) if not isinstance(value, int) else value, fmt or self.num[kind])
+        elif value is None or value == "":
+            ws.write_blank(row, col, None, fmt or self.text)
+        else:
+            ws.write_string(row, col, value if isinstance(value, str) else _text(value), fmt or self.text)
+
+    def row(self, ws, row: int, values, kinds: dict[int, str] | None = None, start: int = 0) -> None:
+        for j, v in enumerate(values, start):
+            self.put(ws, row, j, v, (kinds or {}).get(j))
+
+
+def _text(value) -> str:
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)

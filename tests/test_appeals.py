@@ -47,13 +47,13 @@ def test_export_lists_open_findings_with_evidence_amounts_deadline_and_masked_pe
                        (v["bed"], "R-FRQ-001"), (v["age"], "R-AGE-001")}
     sex = by[(v["sex"], "R-SEX-001")]
     assert sex["参保人"] == "张*" and sex["证件号"] == "**************1234"
-    assert sex["申诉截止日"] == "2026-04-15" and sex["状态"] == "待申诉"
+    assert sex["申诉截止日"] == "2026-04-15" and sex["状态"] == "待申诉 (pending_appeal)"
     assert sex["扣款金额（元）"] == 180 and sex["违规金额（元）"] == 180
     assert "患者性别为男" in sex["证据"] and "子宫造影" in sex["证据"]
     assert "SEX1 项目【子宫造影】(002101030300000) 2026-03-02 08:00 1×180.00，金额 180.00" == sex["违规明细"]
     assert sex["依据"] == "国家医保局第一批规则库（限定性别对象）"
     age = by[(v["age"], "R-AGE-001")]
-    assert age["状态"] == "疑点待复核（无需填写）" and age["扣款金额（元）"] == 24.7
+    assert age["状态"] == "疑点待复核 (pending_review)（无需填写）" and age["扣款金额（元）"] == 24.7
     both = by[(v["both"], "R-FRQ-001")]
     assert both["扣款金额（元）"] == 0  # the line's money is carried by the gender finding
     # nobody's full name or ID number is in the file
@@ -154,7 +154,8 @@ def test_cli_export_import_submit_decide_history(tmp_path, monkeypatch):
     assert receipt[0] == ("行号", "疑点编号", "结果", "原因")
     assert [(r[1], r[2]) for r in receipt[1:3]] == [(sex, "已受理"), (sex, "未受理")]
     assert "appealed" in receipt[2][3]  # the same finding twice: the second row finds it appealed
-    assert receipt[4][0] == "f.xlsx：受理 1 条，未受理 1 条，未申诉（视为无异议）4 条。"
+    # the appended row left the bureau's columns empty: the receipt says so
+    assert receipt[4][0] == "f.xlsx：受理 1 条，未受理 1 条，未申诉（视为无异议）4 条，其中 1 行修改了局方列（见原因）。"
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "两张床位费为不同床位", "--db", dbf])
     assert r.exit_code == 0 and "待申诉 (pending_appeal) -> 已申诉待复核 (appealed)" in r.flat, r.output
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "again", "--db", dbf])

@@ -219,6 +219,9 @@ def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path)
     import openpyxl
 
     path, fid = screened
+    con = db.connect(path)
+    con.execute("INSERT INTO code_names (kind, code, code_name, fixmedins_code) VALUES ('dept', 'D01', '心内科', 'H001')")
+    con.close()
     r = run(["findings", "--db", path, "--export", tmp_path / "f.csv"])
     assert r.exit_code == 0, r.output
     assert "1 findings written to" in r.output
@@ -226,7 +229,10 @@ def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path)
         rows = list(csv.DictReader(fh))
     assert len(rows) == 1 and rows[0]["finding_id"] == fid
     assert rows[0]["rule_name"].startswith("'=HYPERLINK")             # not a formula when Excel opens it
-    assert rows[0]["flagged_amt"] == "180.00" and rows[0]["状态"] == "待申诉"
+    assert rows[0]["flagged_amt"] == "180.00" and rows[0]["状态"] == "待申诉 (pending_appeal)"
+    # names beside the codes: the institution's from the batch; the department's from the bureau's code_names
+    assert (rows[0]["fixmedins_code"], rows[0]["机构名称"]) == ("H001", "测试医院")
+    assert (rows[0]["dept_code"], rows[0]["科室名称"]) == ("D01", "心内科")
     r = run(["findings", "--db", path, "--export", tmp_path / "f.xlsx"])
     assert r.exit_code == 0, r.output
     ws = openpyxl.load_workbook(tmp_path / "f.xlsx").active

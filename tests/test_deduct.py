@@ -58,6 +58,7 @@ def test_a_standing_finding_waits_while_its_line_is_carried_by_an_open_one(tmp_p
     assert finding(con, v["both"], "R-FRQ-001")["status"] == "expired"
     assert [h[0] for h in res.held] == [frq["id"]]
     assert "BOTH1" in res.held[0][1] and sex["id"][:12] in res.held[0][1]
+    assert res.held[0][1].endswith("（已申诉待复核 (appealed)）承担，等待其结案")  # the state in Chinese with its code
     assert [(s.n_findings, s.total) for s in res.statements] == [(2, D("210.00"))]  # sex-visit 180 + bed 30
     # gender upheld: both stand; gender carries 180.00, frequency 0.00 — the line once
     lifecycle.transition(con, sex["id"], "uphold", "李审", "维持", clock=clock("2026-04-17"))
@@ -127,15 +128,38 @@ def test_rescreen_after_finalize_changes_nothing_final(tmp_path, monkeypatch):
 def test_statement_workbook(tmp_path, monkeypatch):
     import openpyxl
 
-    con = loop_db(tmp_path, monkeypatch)
+    b, v = loop_batch()
+    b.rows["code_names"].append({"kind": "dept", "code": "D02", "code_name": "妇产科", "fixmedins_code": "H001"})
+    con = loop_db(tmp_path, monkeypatch, b)
+    both = finding(con, v["both"], "R-SEX-001")["id"]
+    lifecycle.transition(con, both, "appeal", "王芳", "患者为女性，登记错误", clock=clock("2026-04-02"))
+    lifecycle.transition(con, both, "uphold", "审核员甲", "身份证号显示为男性", clock=clock("2026-04-03"))
     res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
     path = deduct.write_statement_xlsx(con, [s.statement_id for s in res.statements], tmp_path / "st.xlsx")
     wb = openpyxl.load_workbook(path)
     assert wb.sheetnames == ["扣款单", "扣款疑点", "扣款明细行"]
-    assert wb["扣款单"]["I2"].value == 390.0
-    people = {r[7] for r in wb["扣款疑点"].iter_rows(min_row=2, values_only=True)}
-    assert people == {"张*", "李*", "王**"}
-    assert sum(r[9] for r in wb["扣款明细行"].iter_rows(min_row=2, values_only=True)) == 390.0
+
+    def table(name):
+        rows = list(wb[name].iter_rows(values_only=True))
+        return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+    st = table("扣款单")[0]
+    # numbers are number cells (the clerk sums them), the institution has its name
+    assert (st["扣款单号"], st["第几次"], st["疑点数"], st["扣款合计（元）"]) == (1, 1, 4, 390.0)
+    assert st["机构"] == "测试医院 (H001)"
+    items = {(r["就诊ID"], r["规则编号"]): r for r in table("扣款疑点")}
+    assert {r["参保人"] for r in items.values()} == {"张*", "李*", "王**"}
+    sex, upheld = items[(v["sex"], "R-SEX-001")], items[(v["both"], "R-SEX-001")]
+    # the deadline the finding had, its state with the code, the hospital's reason and the reviewer's decision
+    assert sex["申诉截止日"] == "2026-04-15" and sex["状态"] == "逾期未申诉（维持扣款） (expired)"
+    assert sex["医院申诉理由"] is None and sex["复核结论及理由"] is None and sex["科室"] == "D01"
+    assert upheld["状态"] == "申诉驳回（维持扣款） (upheld)" and upheld["科室"] == "妇产科 (D02)"
+    assert upheld["医院申诉理由"] == "患者为女性，登记错误（王芳，2026-04-02）"
+    assert upheld["复核结论及理由"] == "驳回申诉 (uphold)：身份证号显示为男性（审核员甲，2026-04-03）"
+    lines = table("扣款明细行")
+    assert sum(r["扣款（元）"] for r in lines) == 390.0
+    both_line = next(r for r in lines if r["明细流水号"] == "BOTH1")
+    assert (both_line["数量"], both_line["单价（元）"], both_line["金额（元）"]) == (3, 60, 180)
 
 
 def test_cli_finalize_and_show(tmp_path, monkeypatch):

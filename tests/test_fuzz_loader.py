@@ -80,6 +80,7 @@ def base_batch() -> Batch:
     b.add("psn_death", psn_no="P2", die_date="2026-04-01")
     b.add("hilist", hilist_code=BED, hilist_name="床位费", begndate="2026-01-01", lv1_pric="30")
     b.add("setl_list_oprn_d", mdtrt_id="V1", oprn_oprt_code="13.4100x001")
+    b.add("code_names", kind="dept", code="D01", code_name="心内科", fixmedins_code="H001")
     return b
 
 

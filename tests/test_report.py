@@ -58,9 +58,18 @@ def rendered(tmp_path, page) -> dict:
     return json.loads(h.unescape(m.group(1)))
 
 
+#: the bureau's reference table of names (code_names): D02's name is H001's own, D03's holds for every
+#: institution, DR02 has a name, D01 and DR01/DR03 have none (shown as the code alone)
+CODE_NAMES = [{"kind": "dept", "code": "D02", "code_name": "妇产科", "fixmedins_code": "H001"},
+              {"kind": "dept", "code": "D02", "code_name": "别家的科室", "fixmedins_code": "H002"},
+              {"kind": "dept", "code": "D03", "code_name": "普通外科", "fixmedins_code": ""},
+              {"kind": "doctor", "code": "DR02", "code_name": "孙医生", "fixmedins_code": "H001"}]
+
+
 @pytest.fixture
 def loop(tmp_path, monkeypatch):
     b, v = loop_batch()
+    b.rows["code_names"] += CODE_NAMES
     con = loop_db(tmp_path, monkeypatch, b)
     lifecycle.transition(con, finding(con, v["both"], "R-SEX-001")["id"], "appeal", "王芳", "登记错误", clock=clock("2026-04-02"))
     deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
@@ -116,6 +125,9 @@ def test_xlsx_has_every_sheet_masked(loop, tmp_path):
 
 def test_html_is_self_contained_and_renders_in_chromium(loop, tmp_path):
     con, v = loop
+    # a reviewer's decision after the statement: the page shows it beside the hospital's reason
+    lifecycle.transition(con, finding(con, v["both"], "R-SEX-001")["id"], "uphold", "审核员甲", "性别登记无误，维持扣款",
+                         clock=clock("2026-04-20"))
     xlsx, page, d = report.build(con, "H001", "2026-03", tmp_path / "out", clock("2026-04-20"))
     src = page.read_text(encoding="utf-8")
     assert "<script" not in src and "http://" not in src and "https://" not in src and "<link" not in src
@@ -123,12 +135,18 @@ def test_html_is_self_contained_and_renders_in_chromium(loop, tmp_path):
         assert secret not in src
     seen = rendered(tmp_path, page)
     text = seen["text"]
-    for shown in ("医保基金审核扣款依据报表", "H001 测试医院", "2026-03", "扣款金额（元）\n390.00", "已结算扣款（元）\n210.00",
+    for shown in ("医保基金审核扣款依据报表", "2026-03", "扣款金额（元）\n390.00", "已结算扣款（元）\n210.00",
                   "待复核疑点金额（元）\n24.70", "按规则汇总", "按科室汇总", "按医生汇总", "疑点明细", "月度趋势",
                   "R-SEX-001 限女性使用的检查项目", "张*", "**************1234", "逾期未申诉（维持扣款），已列入扣款单 1",
-                  "2026-04-15", "患者性别为男", "依据：国家医保局第一批规则库（限定性别对象）"):
+                  "2026-04-15", "患者性别为男", "依据：国家医保局第一批规则库（限定性别对象）",
+                  # names beside codes, the hospital's reason, the reviewer's decision and reason, the deadline
+                  "机构：测试医院 (H001)", "妇产科 (D02)\n孙医生 (DR02)", "普通外科 (D03)", "D01\nDR01",
+                  "医院申诉理由：登记错误（王芳，2026-04-02）",
+                  "复核结论：驳回申诉 (uphold)：性别登记无误，维持扣款（审核员甲，2026-04-20）",
+                  "已列入扣款单 1\n(expired)\t2026-04-15"):
         assert shown in text, shown
     assert "张三" not in text
+    assert "别家的科室" not in text  # H002's own name for D02 is not H001's
     # charts: money by rule, by department, the trend; bars as long/high as their amounts
     bars = {}
     for label, w, h in seen["bars"]:

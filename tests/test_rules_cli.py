@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medaudit.cli import app
-from medaudit.commands.rules import docs_markdown, type_markdown
+from medaudit.commands.rules import docs_markdown, type_markdown, type_markdown_zh
 from medaudit.types import REGISTRY
 
 from kit import write_rules
@@ -60,7 +60,7 @@ def test_types_lists_every_type():
 
 
 def test_explain_renders_the_type_docs():
-    res = invoke("explain", "restrict_gender")
+    res = invoke("explain", "restrict_gender", "--lang", "en")
     assert res.exit_code == 0, res.output
     assert "What it flags." in res.output and "Why it matters." in res.output and "Example." in res.output
     assert "id: R-SEX-001" in res.output  # the example block
@@ -69,6 +69,38 @@ def test_explain_renders_the_type_docs():
     md = type_markdown(REGISTRY["restrict_gender"])
     assert md.startswith("## `restrict_gender` 限性别\n")
     assert "| `gender` | choice (1 / 2) | yes |  | yes | the gender the item is for: 1 male, 2 female |" in md
+
+
+def test_explain_is_chinese_by_default_with_the_english_behind_an_option():
+    res = invoke("explain", "restrict_gender")
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    assert "限性别：限定某一性别的项目用于另一性别的人。" in flat and "查什么。" in flat and "为什么。" in flat
+    assert "扣款方式 整条明细 (whole_line)" in flat and "事前提醒 (pre_alert)" in flat
+    assert "What it flags." not in res.output and "medaudit rules explain restrict_gender --lang en" in flat
+    both = invoke("explain", "frequency_limit", "--lang", "both")
+    assert both.exit_code == 0 and both.output.index("查什么。") < both.output.index("What it flags.")
+    assert invoke("explain", "frequency_limit", "--lang", "fr").exit_code == 2
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_type_has_its_chinese_doc_in_step_with_the_english(name):
+    """The Chinese text sits next to the English in the type's module (DOC_ZH); it states the
+    deduction mode and names every parameter the English text names."""
+    import re
+
+    rt = REGISTRY[name]
+    assert rt.doc_zh.strip(), f"{name}: no DOC_ZH"
+    assert re.search(r"[\u4e00-\u9fff]{8}", rt.doc_zh)
+    for head in ("**查什么。**", "**为什么。**", "**扣款。**"):
+        assert head in rt.doc_zh, (name, head)
+    assert f"`{rt.mode}`" in rt.doc_zh.split("**扣款。**")[1]
+    en = set(re.findall(r"`([a-z_0-9]+)`", rt.doc.split("**Example")[0]))
+    zh = set(re.findall(r"`([a-z_0-9]+)`", rt.doc_zh))
+    assert (en & {p.name for p in rt.params}) <= zh
+    module = __import__(f"medaudit.types.{name}", fromlist=["DOC_ZH"])
+    assert module.DOC_ZH == rt.doc_zh and module.__doc__ == rt.doc
+    assert type_markdown_zh(rt).startswith(f"## `{name}` {rt.title}\n")
 
 
 def test_explain_unknown_type():

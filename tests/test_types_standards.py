@@ -199,6 +199,27 @@ def test_duplicate_evidence_and_money(tmp_path):
     assert f["deduction_amt"] == D("12.00")
 
 
+def test_duplicate_evidence_names_the_main_item_from_the_item_table(tmp_path):
+    """A batch without hilist_name: the evidence takes the main item's name from the rule's
+    item table (主项名称, column main_name), not `项目【】(code)`."""
+    b = Batch()
+    v = b.visit(med_type="13", begntime="2026-03-02 08:00:00")
+    b.line(v, MAIN, pric="60", time="2026-03-02 08:00:00", hilist_name="")
+    b.line(v, SEC, pric="12", time="2026-03-02 09:30:00", hilist_name="")
+    rules = """
+- id: R-DUP-001
+  version: 1
+  name: 急诊监护费含诊查费
+  type: duplicate_charge
+  items: {table: pairs.csv}
+"""
+    table = f"code,name,main_code,main_name,window\n{SEC},急诊诊查费,{MAIN},急诊监护费,same_day\n"
+    (f,) = b.screen(tmp_path, rules, tables={"pairs.csv": table})
+    assert f["evidence"].startswith(
+        "项目【急诊诊查费】(001102000030000) 已包含在 项目【急诊监护费】(001103000010000) 中（同日）"), f["evidence"]
+    assert f["deduction_amt"] == D("12.00")
+
+
 def test_duplicate_other_visit_refunded_main_or_self_paid_secondary_not_flagged(tmp_path):
     b = Batch()
     v = b.visit(psn_no="P-X")

@@ -78,6 +78,13 @@ def import_(
         for no, fid, why in res.refused:
             t.add_row(str(no), (fid or "")[:12], why)
         console.print(t)
+    if res.edited:
+        t = Table(title="Bureau cells edited in the workbook (the exported values stand; listed in the receipt)")
+        for c in ("row", "finding", "changed"):
+            t.add_column(c, overflow="fold")
+        for no, fid, what in res.edited:
+            t.add_row(str(no), (fid or "")[:12], what)
+        console.print(t)
     if receipt:
         appeals.write_receipt(res, file, receipt)
         console.print(f"receipt written to {receipt}")

@@ -29,7 +29,8 @@ def fail(message: str, code: int = 2) -> None:
 def decide(
     finding: str = typer.Argument(..., help="finding id (or a unique prefix)"),
     decision: Literal["uphold", "overturn", "confirm", "dismiss"] = typer.Option(
-        ..., "--decision", help="uphold or overturn (an appeal); confirm or dismiss (a suspect)"),
+        ..., "--decision", help="uphold 驳回申诉 or overturn 撤销扣款 (an appeal); confirm 确认疑点 or dismiss 排除疑点 "
+                                "(a suspect)"),
     by: str = typer.Option(..., "--by", help="the reviewer"),
     reason: str = typer.Option("", "--reason", help="why (required except to confirm)"),
     attach: List[Path] = typer.Option([], "--attach", help="supporting file (repeatable); its SHA-256 is logged"),
@@ -64,8 +65,8 @@ def decide(
 
 @app.command("list")
 def list_(
-    status: str = typer.Option("appealed,pending_review", "--status", help="comma-separated states: "
-                                + ", ".join(lifecycle.STATUS_CN)),
+    status: str = typer.Option("appealed,pending_review", "--status", help="comma-separated state codes: "
+                                + ", ".join(f"{code} {cn}" for code, cn in lifecycle.STATUS_CN.items())),
     institution: Optional[str] = typer.Option(None, "--institution"),
     period: Optional[str] = typer.Option(None, "--period", help="only this settlement month YYYY-MM", callback=check_period),
     limit: int = typer.Option(100, "--limit"),

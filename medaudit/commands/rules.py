@@ -16,6 +16,7 @@ import re
 import textwrap
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -94,6 +95,38 @@ def type_markdown(rt: RuleType) -> str:
     return "\n".join(parts)
 
 
+#: how the Chinese page names the facts of a type
+_ITEMS_ZH = {"required": "必须列出项目", "optional": "可不列项目（不列时查所有明细）", "none": "不用项目（按就诊判断）"}
+_SEVERITY_ZH = {"violation": "违规（直接扣款）", "suspect": "可疑（复核确认后扣款）", "warning": "预警（不扣款）"}
+_STAGE_ZH = {"pre_alert": "事前提醒", "in_process": "事中", "post_hoc": "事后"}
+_MODE_ZH = {"whole_line": "整条明细", "excess_qty": "超出数量", "price_diff": "差价", "pct": "按比例",
+            "whole_visit": "整次就诊（涉及金额）", "none": "不扣款"}
+
+
+def type_markdown_zh(rt: RuleType) -> str:
+    """A type's documentation in Chinese (``DOC_ZH`` of its module), its parameters and its facts."""
+    doc = inspect.cleandoc(rt.doc_zh or "")
+    headline, _, body = doc.partition("\n")
+    parts = [f"## `{rt.name}` {rt.title}", "", headline.strip(), body.rstrip(), ""]
+    if rt.params:
+        parts += ["**参数。**", "", "| 参数 | 类型 | 必填 | 默认值 | 可按项目给出 | 含义 |", "|---|---|---|---|---|---|"]
+        for p in rt.params:
+            kind = p.kind + (f" ({' / '.join(str(c) for c in p.choices)})" if p.choices else "")
+            default = "" if p.default is None else f"`{p.default}`"
+            parts.append(f"| `{p.name}` | {kind} | {'是' if p.required else ''} | {default} | "
+                         f"{'是' if p.per_item else ''} | {p.help} |")
+        parts.append("")
+    else:
+        parts += ["**参数。** 无", ""]
+    parts += [
+        f"**要点。** 问题性质 {rt.nature} · 扣款方式 {_MODE_ZH.get(rt.mode, rt.mode)} (`{rt.mode}`) · 默认严重程度 "
+        f"{_SEVERITY_ZH.get(rt.default_severity, rt.default_severity)} (`{rt.default_severity}`) · 环节 "
+        + "、".join(f"{_STAGE_ZH.get(s, s)} ({s})" for s in rt.stages) + f" · 项目 {_ITEMS_ZH[rt.items]}",
+        "",
+    ]
+    return "\n".join(parts)
+
+
 def docs_markdown() -> str:
     head = [
         "# Rule types",
@@ -125,12 +158,24 @@ def types() -> None:
 
 
 @app.command()
-def explain(type_name: str = typer.Argument(..., metavar="TYPE", help="a rule type, e.g. restrict_gender")) -> None:
-    """What a rule type flags, why it matters, an example, and its parameters."""
+def explain(
+    type_name: str = typer.Argument(..., metavar="TYPE", help="a rule type, e.g. restrict_gender"),
+    lang: Literal["zh", "en", "both"] = typer.Option(
+        "zh", "--lang", help="zh: 中文 (default); en: the English text with the example; both: Chinese, then English"),
+) -> None:
+    """What a rule type flags, why it matters, and its parameters (in Chinese; --lang en or both for English)."""
     rt = REGISTRY.get(type_name)
     if rt is None:
         _fail(f"{type_name!r} is not a rule type; known types: {', '.join(sorted(REGISTRY))}")
-    _out().print(Markdown(type_markdown(rt)))
+    if lang not in ("zh", "en", "both"):
+        _fail(f"--lang must be zh, en or both, got {lang!r}")
+    if lang == "en":
+        text = type_markdown(rt)
+    else:
+        text = type_markdown_zh(rt) + (
+            "\n---\n\n**English.**\n\n" + type_markdown(rt) if lang == "both"
+            else f"\n（英文说明及示例：`medaudit rules explain {rt.name} --lang en`）\n")
+    _out().print(Markdown(text))
 
 
 @app.command()

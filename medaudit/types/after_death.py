@@ -23,6 +23,16 @@ person's card in use (虚构服务, 冒名就医).
 gives `参保人 2026-03-01 死亡；项目【血常规】(002503010010000) 2026-03-05 收费 1 次，金额 20.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """死亡后就医：收费日期晚于参保人死亡日期的明细。
+
+**查什么。** 明细的收费日期晚于本人的死亡日期即命中；死亡日期取民政数据表 `psn_death` 或任一次就诊的 `die_date`，以已知最早的为准。死亡当天的收费不算。规则未列项目时检查所有明细，列了项目则只查这些项目。
+
+**为什么。** 人死后不可能再接受诊疗：这类明细是虚构服务或冒用死者医保卡（冒名就医）。
+
+**扣款。** `whole_line`：整条明细。
+"""
+
 from .base import ITEM_REF, LINE_FACT, RuleType
 
 RULE_TYPE = RuleType(
@@ -31,6 +41,7 @@ RULE_TYPE = RuleType(
     nature="虚构服务",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     query=f"""
         SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role,

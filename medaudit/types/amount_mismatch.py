@@ -47,6 +47,18 @@ and claims 30.00 (a line 20% self-paid: 24.00). When the line was partly refunde
 goes on with the net line, e.g. `；退费后数量 1 × 单价 45.00 = 45.00 元，净金额 75.00 元，多计 30.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """金额与数量单价不符：明细金额不等于数量×单价（抬高收费）。
+
+**查什么。** 匹配的明细（规则未列项目时为所有明细）按收费时的金额 `det_item_fee_sumamt` 与 `cnt × pric` 相差超过 `tolerance`（默认 0.01 元；恰好等于容差不算）。默认只查金额高于 `cnt × pric` 的（多计，即抬高收费）；设 `undercharge: true` 时少计的也列出，但不主张扣款（只作为复核线索）。比较用退费冲减前的原始明细（`fee_list_d`）：部分退费后，多计的证据仍在。与其他明细级类型一样，退费明细本身、全额退费的明细、已退结算的明细以及基金未支付的明细（可扣金额为 0：丙类、转自费）不查。
+
+**为什么。** 基金按金额支付，审核人员核对的是数量和单价；金额高于 `cnt × pric` 时，所有价格、频次规则都查不出来，多收的钱藏在明细合计里。
+
+**扣款。** `price_diff`：多计部分（金额 − `cnt × pric`）× 该明细的基金支付比例（可扣金额 / 金额），不超过可扣金额；少计不扣。部分退费后只扣净明细中仍有的多计部分（原多计额与"净金额 − 净数量 × 单价"取小），退费已把多收部分退回的不再扣。默认严重程度 `suspect`：可能是录入错误，须复核确认后才扣款。
+
+**环节。** 事中（`in_process`）和事后（`post_hoc`）；不用于事前提醒（医嘱没有收费金额可比）。
+"""
+
 from decimal import Decimal
 
 from .base import ITEM_REF, Param, RuleType, fund_share_claim, price_text
@@ -57,6 +69,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="price_diff",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     default_severity="suspect",
     stages=("in_process", "post_hoc"),

@@ -172,6 +172,8 @@ class RuleType:
     doc: str  # what it flags, why it matters, an example (markdown)
     query: str  # the set-based hit query (see the module doc)
     params: tuple[Param, ...] = ()
+    #: the same documentation in Chinese, next to ``doc`` in the type's module (``DOC_ZH``)
+    doc_zh: str = ""
     items: str = "required"  # required | optional | none
     default_severity: str = "violation"
     stages: tuple[str, ...] = STAGES

@@ -30,6 +30,16 @@ difference is billing for days that did not happen.
 gives `住院 2026-03-01 至 2026-03-06，住院天数 5 天，床位/护理类项目共收费 7，超出 2；...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """床位/护理天数超住院天数：床位或护理收费天数多于实际住院天数。
+
+**查什么。** 住院就诊中，规则所列项目的净数量（所有项目合计：普通床位和单间床位都算床日）超过住院天数加 `tolerance`。住院天数取 `ipt_days`，没有时为出院日期 − 入院日期，至少 1 天（当日出入院、即使记为 0 天，也可收 1 个床日）。未出院（没有结束时间）且没有 `ipt_days` 的就诊不判断，因此本类型只在事中（已出院未结算）和事后运行，不用于事前提醒。超出的数量从最晚的明细开始分摊，这些明细为违规项，同次就诊该项目的其他明细为涉及项。基金未支付的明细（丙类、转自费）承担超出数量但不主张扣款；超出部分全落在这类明细上的就诊不报。
+
+**为什么。** 住院 5 天不可能需要 7 个床日或 7 天二级护理，差额是对不存在的天数收费。
+
+**扣款。** `excess_qty`：超出数量 × 单价 × 基金支付比例，不超过该明细可扣金额。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, excess_allocation
 
 RULE_TYPE = RuleType(
@@ -38,6 +48,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="excess_qty",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(Param("tolerance", "int", "days allowed above the length of stay", default=0, minimum=0),),
     # it needs the whole stay: a prospective order (pre_alert) has no length of stay to compare with
     stages=("in_process", "post_hoc"),

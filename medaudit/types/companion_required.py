@@ -34,6 +34,18 @@ absence can only be judged on a settled visit.
 gives `项目【麻醉中监测】(001402000010000) 须与 【局部浸润麻醉】(001401000010000)、(001401000020000) 之一同次就诊收费，本次就诊均未收费；2026-03-02 收费 2 次，金额 60.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """关联缺失：收了某项目，却没有收它必须伴随的任何一个项目。
+
+**查什么。** 同一次就诊中，项目的 `companions`（按项目给出的编码列表：项目表的 `companions` 列，多个编码用 `|` 分隔）一个都没有收费时，该项目的匹配明细命中。伴随项目只要在同次就诊中有净数量为正的明细就算（自费的也算，服务确实做了）；全额退费的不算。基金未支付的明细（可扣金额为 0）不报。证据中的伴随项目名称在加载了 `hilist` 目录时取自目录。
+
+**为什么。** 有些收费必须与另一项一起才成立：没有麻醉却收麻醉监测费、没有输液却收输液费、没有增强扫描却收造影剂。缺少伴随项目说明这笔收费是从别处拆出来的，或服务根本没有提供。这是强烈信号而非证据（伴随项目可能收在另一次就诊），所以默认人工复核。
+
+**扣款。** `whole_line`：该项目的明细。**默认严重程度 `suspect`**（复核确认前不扣款，只显示涉及金额）。
+
+**环节。** 仅事后（`post_hoc`）：在院期间伴随项目可能稍后才收费，只有结算后的就诊才能判断缺失。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -42,6 +54,7 @@ RULE_TYPE = RuleType(
     nature="不合理诊疗",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     default_severity="suspect",
     stages=("post_hoc",),
     params=(

@@ -35,6 +35,18 @@ be judged as far as it goes.
 gives `药品【注射用骨肽】(XM05BXG056B002010100486) 限支付 14 天（骨肽），本次就诊首次使用 2026-03-01，此日为第 15 天；2026-03-15 收费 1 次，金额 25.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """限支付疗程：药品（或治疗）支付天数超过疗程限制。
+
+**查什么。** 同一次就诊中，按组计算：距本组首次使用 `max_days` 个或更多自然日的明细命中，即首次使用记为第 1 天时，从第 `max_days + 1` 天起（2026-03-01 起限 14 天：2026-03-15 的明细命中，2026-03-14 的不命中）。共享同一个 `group` 值（按项目给出，例如药品通用名，同一通用名的各厂家、各规格算一个疗程）的匹配项目为一组；没有 `group` 的项目以自身编码为一组。首次使用取基金支付过的本组明细中最早的收费日期：全额退费和自费（可扣金额为 0）的明细不开始计算疗程——限制的是基金支付的天数（限支付）。每条明细按其自身项目的 `max_days` 判断。本组第一天的明细为涉及项。疗程按就诊计算，新的一次就诊重新计算。
+
+**为什么。** 国家第 6 批规则对药品限定支付疗程（注射用骨肽 14 天、部分药品每年 365 天），超出部分基金不支付，由患者负担。
+
+**扣款。** `whole_line`：超出疗程的每条明细。
+
+**环节。** 三个环节都适用：疗程从此前已收费的明细算起，在院期间也能按已有收费判断。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -43,6 +55,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("max_days", "int", "days of the payment course, counted from the first paid use", required=True,
               per_item=True, minimum=1),

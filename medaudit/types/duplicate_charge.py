@@ -11,7 +11,9 @@ line of a visit when a main-code line of the same visit lies in the window:
 | `hours:N` | less than N hours away (either side) |
 | `same_hour` | on the same date and in the same clock hour |
 
-The secondary line is violating; every main line in its window is a related line. A pair may
+The secondary line is violating; every main line in its window is a related line. The
+evidence names the main item by the line's `hilist_name`, else by the table's `main_name`
+(主项名称 of the national batch). A pair may
 name one code as both main and secondary (a registration billed twice a day): then the first
 line (by time, then `bkkp_sn`) stands and every later copy in the window is the duplicate. The
 main line counts even when it is self-paid: the service was charged once already. A secondary
@@ -40,6 +42,25 @@ consultation on the same day charges the fund twice for one service. National ba
 gives `项目【急诊诊查费】(001102000030000) 已包含在 项目【急诊监护费】(001103000010000) 中（同日），主项 2026-03-02 08:00 已收费；2026-03-02 收费 1 次，金额 12.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """重复收费：已被主项目包含的从项目与主项目一起收费。
+
+**查什么。** 对每一对（主项编码、从项编码、时间窗）——项目表中的一行，列 `code`（从项）、`main_code`（主项）和 `window`——当同一次就诊中有主项明细落在时间窗内时，从项明细命中：
+
+| window | 主项明细 |
+|---|---|
+| `same_day` | 同一自然日 |
+| `same_visit` | 同次就诊任何时间 |
+| `hours:N` | 前后相差不到 N 小时 |
+| `same_hour` | 同一天的同一个钟点 |
+
+从项明细为违规项，时间窗内的每条主项明细为涉及项。证据中主项名称取明细的 `hilist_name`，没有时取项目表的 `main_name`（国家规则库的"主项名称"）。主项和从项可以是同一个编码（一天挂号两次）：此时第一条明细（按时间、再按 `bkkp_sn`）保留，时间窗内此后的每一条都是重复。主项即使自费也算（服务已经收过一次）。基金未支付的从项明细（丙类、转自费）不报。打包项目被拆开收费（分解收费）也用本类型：套餐为主项，其组成部分为从项。
+
+**为什么。** 急诊监护费已包含监护、床位、诊查、护理：同日再收床位费或诊查费，基金为同一服务付了两次。国家第 7 批规则列了 900 对这样的项目。
+
+**扣款。** `whole_line`：从项明细。
+"""
+
 import re
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
@@ -57,17 +78,20 @@ RULE_TYPE = RuleType(
     nature="重复收费",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("main_code", "str", "the code of the main item that includes this one", required=True, per_item=True),
         Param("window", "str", "same_day, same_visit, same_hour or hours:N", default="same_day",
               per_item=True, check=_check_window),
+        Param("main_name", "str", "the main item's name (主项名称), shown in the evidence when the main line has no "
+              "hilist_name", per_item=True),
     ),
     dedupe_lines=False,  # a secondary item may belong to several main items
     query=f"""
         WITH s AS (SELECT * FROM {{m}} WHERE deductible > 0),
         pairs AS (
             SELECT s.*, mn.bkkp_sn AS main_sn, mn.fee_ocur_time AS main_time,
-                   item_ref(mn.list_type, mn.hilist_name, mn.hilist_code) AS main_ref,
+                   item_ref(mn.list_type, coalesce(mn.hilist_name, s.main_name), mn.hilist_code) AS main_ref,
                    abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time)) AS gap_s
             FROM s JOIN lines mn
               ON mn.mdtrt_id = s.mdtrt_id AND mn.hilist_code = s.main_code AND mn.bkkp_sn <> s.bkkp_sn

@@ -33,6 +33,18 @@ billed later.
 gives `药品【阿莫西林胶囊(乙厂)】(XJ01CAA040E001010100001) 与 药品【阿莫西林胶囊(甲厂)】(XJ01CAA040E001010200002) 属同一成分组（XJ01CAA040），2026-03-02 同日使用，保留当日金额较高者（30.00 元）；2026-03-02 收费 1 次，金额 12.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """重复用药：同一天使用同一成分组的两种药品。
+
+**查什么。** 同一次就诊的同一自然日中，同一组有两个或以上不同编码时，除最贵的编码外，其余编码的明细命中。组由编码前 `key_len` 位决定（默认 10：西药为 `X` 加国家 23 位编码中基于 ATC 的通用名部分，不同厂家、剂型、包装的同一通用名药品归为一组）。规则未列项目时只查西药（`list_type` 101 且编码以 `X` 开头）；列了项目则查匹配的编码。"最贵"指当天净金额最大的编码（并列时保留编码最小的），其明细为涉及项。金额为退费冲减后的净额，当天全额退费的编码不算。基金未支付的明细（可扣金额为 0）不报，但其编码仍算已使用。
+
+**为什么。** 同一药品的两个品牌同一天使用，剂量翻倍（或重复收费），基金只应支付一份。复方制剂和调整剂量可以解释部分情况，所以交人工复核。
+
+**扣款。** `whole_line`：较便宜编码的明细。**默认严重程度 `suspect`**（显示涉及金额，复核确认前不扣款）。
+
+**环节。** 三个环节都适用：某天已有同组两个编码，之后再收什么都仍是重复。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -41,6 +53,7 @@ RULE_TYPE = RuleType(
     nature="不合理诊疗",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     default_severity="suspect",
     params=(Param("key_len", "int", "code characters that make the group key", default=10, minimum=1),),

@@ -37,6 +37,27 @@ explanation.
 gives `项目【静脉注射】(001201000040000) 2026-03-02 08:00:00 以相同数量 1、单价 10.00 元计费 2 条，首条 L10001，此条 L10002 为重复；2026-03-02 收费 1 次，金额 10.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """重复计费：同一条明细收了两次。
+
+**查什么。** 同一次就诊中编码（`hilist_code`）、时间、净数量、单价都相同的两条或以上明细：第一条以外的每一份都命中，第一条指 `bkkp_sn`（按文本比较）最小的一条。"相同时间"取决于 `window`：
+
+| window | 相同时间指 |
+|---|---|
+| `same_time`（默认） | `fee_ocur_time` 完全相同（精确到秒） |
+| `same_minute` | 同一天的同一时、分 |
+| `same_hour` | 同一天的同一钟点 |
+| `same_day` | 同一自然日 |
+
+数量为退费冲减后的净数量：全额退费的副本已不存在（不报），部分退费的副本数量已不同。基金未支付的副本（可扣金额为 0）不报，但仍算作副本。第一条明细为涉及项。
+
+**为什么。** 医嘱录入两次或医院系统重复上传，同一服务基金付了两次；编码、时间、数量、单价完全相同，没有临床上的解释。
+
+**扣款。** `whole_line`：第一条以外的每一份。
+
+**环节。** 三个环节都适用：两条明细一旦都已收费，副本就是副本。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, price_text
 
 RULE_TYPE = RuleType(
@@ -45,6 +66,7 @@ RULE_TYPE = RuleType(
     nature="重复收费",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     params=(
         Param("window", "choice", "same_time, same_minute, same_hour or same_day", default="same_time",

@@ -29,6 +29,18 @@ A CT billed on 2026-03-08 to a stay of 2026-03-01 to 2026-03-05 gives
 `就诊期 2026-03-01 至 2026-03-05；项目【X线计算机体层(CT)平扫】(002103020010000) 晚于就诊结束 3 天，2026-03-08 收费 1 次，金额 120.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """费用超出就诊期：明细的收费日期不在其所属就诊的期间内。
+
+**查什么。** 匹配的明细（规则未列项目时为所有明细），其收费日期（`fee_ocur_time` 的日期）早于就诊开始日期（`begntime` 的日期）或晚于结束日期（`endtime` 的日期）超过 `tolerance_days` 个自然日。只比较日期：08:00 入院当天 07:00 的收费在就诊期内。没有结束时间的就诊（仍在院，事中或事前提醒环节）只与开始日期比较。基金未支付的明细（可扣金额为 0）不报。
+
+**为什么。** 入院前或出院后的收费不是在这次住院期间发生的：要么属于另一次就诊（把门诊检查挪进住院按住院报销），要么根本没有发生（出院后追加收费）。
+
+**扣款。** `whole_line`：该明细的可扣金额。
+
+**环节。** 三个环节都适用：明细一经收费即可与就诊日期比较。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -37,6 +49,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     params=(
         Param("tolerance_days", "int", "calendar days a fee may lie before the start or after the end", default=0,

@@ -29,6 +29,16 @@ Two bed-fee lines of 1 day each on 2026-03-02 flag the later one:
 `项目【普通病房床位费】(001109000010000) 每日限 1，2026-03-02 共收费 2，超出 1，按单价 30.00 元计；2026-03-02 18:00 收费 1 次，金额 30.00 元，其中 1 超出`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """超频次：某项目一天的收费数量超过每日限量。
+
+**查什么。** 同一次就诊的同一自然日中，某一项目编码的净数量（已减退费）超过 `max_per_day`。单位按项目的计价单位：床位费、诊查费按次（每日 1 次），呼吸机按小时（每日 24 小时）。超出数量从当天最晚的明细开始分摊（按 `fee_ocur_time`，再按 `bkkp_sn`），这些明细为违规项，当天该编码的其他明细为涉及项。
+
+**为什么。** 一天收两次床位费、一天监护 30 小时，都是为不可能提供的服务付钱。国家第 8-1 批规则列了 67 项每日限量。
+
+**扣款。** `excess_qty`：超出数量 × 单价 × 该明细的基金支付比例，不超过可扣金额。自费明细承担的超出数量不主张扣款；超出部分全落在自费明细上的那一天不报（基金支付的没有超过限量）。
+"""
+
 from .base import ITEM_REF, Param, RuleType, excess_allocation
 
 RULE_TYPE = RuleType(
@@ -37,6 +47,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="excess_qty",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("max_per_day", "number", "units allowed per calendar day (times or hours)", required=True,
               per_item=True, minimum=0),

@@ -38,6 +38,18 @@ A man whose visit V3 carries `O80.000` gives
 `患者性别为男，本次就诊 V3 诊断 O80.000（单胎顺产）属女性专有诊断（O00-O9A）；本次就诊费用 ...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """性别与诊断不符：只有另一性别才可能有的诊断。
+
+**查什么。** 性别（`mdtrt_d.gend`）为 1（男）或 2（女）的参保人，本环节有被审核明细的就诊中，有属于另一性别的诊断（主诊断或其他诊断，取自 `setl_list_diag_d` 或 `dscg_maindiag_code`）。性别 0（未知）和 9（未说明）从不命中。
+
+诊断列表为 `female_prefixes`（默认 `O00-O9A` 妊娠与分娩、`N70-N98` 女性盆腔及生殖器疾病）和 `male_prefixes`（默认 `N40-N53` 男性生殖器疾病）。每一项可以是编码前缀（`N40`、`C61`、`O80.0`）或范围 `FROM-TO`。编码转为大写并去掉小数点后比较。范围包含其中的每个编码：编码取与 `FROM` 同样位数的前几位不小于 `FROM`，且取与 `TO` 同样位数的前几位不大于 `TO`，即属于该范围。因此 `O00-O9A` 包含 O00 到 O99 以及 O9A 的所有类目（`O80.000`、`O9A.111`），`N70-N98` 包含 `N97.000` 但不包含 `N99.0`；`N40-N53` 包含 `N50.8`，不包含 `N39` 或 `N54`。把某个列表设为 `[]` 即关闭该方向。规则按就诊开始日期判断有效期和适用范围；所有结算都已退费的就诊不查。
+
+**为什么。** 男性不会分娩，女性没有前列腺：这种诊断说明就诊记在了别人名下，通常是借用医保卡或虚构就诊（冒名就医、虚构服务）。
+
+**扣款。** `whole_visit`，默认严重程度 `suspect`：该就诊的每条被审核明细都是违规项，主张其可扣金额（涉及金额）。
+"""
+
 import re
 
 from .base import LIVE_VISITS, Param, RuleType, icd, rule_applies, whole_visit_hits
@@ -72,6 +84,7 @@ RULE_TYPE = RuleType(
     nature="虚构服务",
     mode="whole_visit",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="none",
     default_severity="suspect",
     params=(

@@ -40,6 +40,20 @@ gives `参保人 P1 2026-03 购买同组药品 XA10BAD010（编码前 10 位）�
 金额 36.00 元（就诊 V5，机构 Y003）`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """高频购药：同一人同一药品一个月内购药天数过多。
+
+**查什么。** 按人、药品组和自然月（按收费日期），统计此人被收取该组药品的不同天数（跨所有就诊和机构，医院门诊和药店都算），超过 `max_days_per_month` 即命中。药品组为 `hilist_code` 的前 `key_len` 位（默认 10：西药为通用名和剂型，不同厂家、包装的同一药品为一组）。
+
+计入的明细：门诊就诊和药店购药（`med_type` 不以 2 开头；住院期间用药不算购药）；规则未列项目时为所有西药和中成药明细（`list_type` 101），列了项目（编码、前缀或项目表）则只计匹配的明细。只计有基金支付明细（可扣金额大于 0）的日子：全自费的购药不花基金的钱。自然月指日历月：03-31 和 04-01 属于不同月份。只计被审核的明细，事后环节即已加载的所有批次中已结算的明细：跨批次的月份在两批都加载后整体判断（发现的问题覆盖整个月）。
+
+当月前 `max_days_per_month` 天允许；此后各天的明细为违规项，允许天数内的明细为涉及项。发现的问题针对此人这个月（每人、每组、每月一个问题；其就诊为第一个超出日的就诊）。
+
+**为什么。** 每隔几天在多家药店购买同一药品，是囤积并倒卖医保药品（倒卖医保药品）或借出的医保卡被他人使用的常见方式。
+
+**扣款。** `whole_line`：超出各天的明细（各自的可扣金额），默认严重程度 `suspect`：涉及金额交人工复核。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, Reach, RuleType
 
 RULE_TYPE = RuleType(
@@ -48,6 +62,7 @@ RULE_TYPE = RuleType(
     nature="不合理诊疗",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     default_severity="suspect",
     stages=("post_hoc",),

@@ -32,6 +32,18 @@ or, for a code whose catalogue row has expired,
 `... 医保目录有效期 2020-01-01 至 2025-12-31，收费日期不在有效期内；...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """目录外：收费日期当天医保目录中没有的编码。
+
+**查什么。** 匹配的明细（规则未列项目时为所有明细；可用编码或前缀限定，例如药品用 `prefixes: [X, Z]`），其 `hilist_code` 在 `hilist` 知识表中没有收费日期当天有效的行：根本没有该编码，或只有 `begndate`..`enddate`（首尾都含，任一可为空）不覆盖收费日期的行。**仅在加载了目录时生效：** `hilist` 表为空时本类型不报任何问题（无法区分编码缺失和目录缺失），请把目录作为批次的知识表加载。基金未支付的明细（可扣金额为 0，例如转自费）不报。
+
+**为什么。** 基金只支付目录内的药品、服务和耗材。目录外的编码（已失效的编码、医院自编码冒充国家编码、年初被调出目录的药品）应由患者自付。
+
+**扣款。** `whole_line`：该明细的可扣金额。
+
+**环节。** 三个环节都适用：一条明细加上目录就能判断。
+"""
+
 from .base import ITEM_REF, LINE_FACT, RuleType, hilist_in_force
 
 RULE_TYPE = RuleType(
@@ -40,6 +52,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     query=f"""
         WITH out AS (

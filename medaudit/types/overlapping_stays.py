@@ -50,6 +50,21 @@ give `本次普通住院 V2（机构 H002）2026-03-09 入院，与住院 V1（�
 正值参保人在住院 V4（机构 H001，2026-03-01 入院，2026-03-10 出院）期间；本次就诊费用 ...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """重复住院/住院期间门诊：同一个人同时出现在两个地方。
+
+**查什么。** 取决于 `kind`：
+
+- `inpatient`（重复住院）：一次住院与同一人在任何机构的另一次住院时间重叠。标记开始较晚的那次（按 `begntime`；时间相同时标记 `mdtrt_id` 较大者）。按自然日判断：较晚住院的入院日期早于较早住院的出院日期即为重叠。在另一次出院当天入院只是相接（当天转院），不报；早一天即重叠 1 天。
+- `outpatient`（住院期间门诊）：门诊就诊（`med_type` 不以 2 开头，包括 41 药店购药）的日期严格落在同一人在另一机构的住院期间内：晚于入院日期且早于出院日期。入院日或出院日的就诊不报（病人可能正从该就诊来或去）。同一机构的就诊不报（住院病人在本院门诊会诊是收费问题，不是"同时在两处"的问题）。
+
+没有结束时间的住院视为仍在进行：与入院日之后的一切重叠。有多次住院与被标记就诊重叠时，证据列出开始最早的那次。只标记本环节有被审核明细的就诊；另一次住院可以来自数据库中任一批次（历史数据），无论是否结算。所有结算都已退费的就诊视为已取消，两方面都不计。规则按被标记就诊的开始日期判断有效期和适用范围。
+
+**为什么。** 一个人不能同时躺在两家医院的病床上，住院病人也不会在住院期间去另一家医院看门诊：两次就诊中有一次是虚构的、借用了医保卡（虚构服务、冒名就医），或病人挂床住院而人在别处。
+
+**扣款。** `whole_visit`，默认严重程度 `suspect`：被标记就诊的每条被审核明细都是违规项，主张其可扣金额（涉及金额）。
+"""
+
 from .base import LIVE_VISITS, Param, Reach, RuleType, rule_applies, whole_visit_hits
 
 RULE_TYPE = RuleType(
@@ -58,6 +73,7 @@ RULE_TYPE = RuleType(
     nature="虚构服务",
     mode="whole_visit",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="none",
     # the person's stays whose dates overlap this visit
     reach=lambda rule: Reach(days=0),

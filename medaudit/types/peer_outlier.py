@@ -58,6 +58,24 @@ gives `医师 DR07（机构 H001，科室 D01）2026-03 药占比 62.5%（就诊
 医师第 95 百分位 48.3%；在 20 名医师中排第 1`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """水位异常：医生、科室或机构的指标远高于同类。
+
+**查什么。** 按自然月（按就诊开始日期）和规则，指标高于同类群体给定百分位数的每个对象；问题中写明对象、其指标值、同类的百分位数值和排名。这是画像预警：没有明细，不涉及金额。
+
+- `entity`：`doctor`（就诊的主诊医生 `chfpdr_code`，没有时取其金额最大明细的开单医生）、`department`（`dscg_dept_codg`，没有时 `adm_dept_codg`，再没有时取金额最大明细的开单科室）或 `institution`。医生所属科室为其当月多数就诊的科室。医生和科室以机构为单位区分（H001 的 `D01` 和 H002 的 `D01` 是两个科室）。
+- `metric`，按对象当月就诊的被审核明细计算：`drug_share` 药占比（药品金额 list_type 101、102 / 总金额）、`consumable_share` 耗材占比（list_type 301 / 总金额）、`exam_lab_share` 检查检验占比（med_chrgitm_type 03、04 / 总金额）、`cost_per_visit` 次均费用（总金额 / 就诊次数）、`los` 平均住院日（有结束时间的住院）、`readmission_rate` 再入院率（出院后 0-15 天内在同一机构再次入院的住院占比，不论诊断，计划性 Z51 住院除外；与 `readmission` 判断相同）。金额为退费冲减后的净额。用规则的 `scope.med_types` 限定可比的就诊类型。
+- `peer_by`：`level`（同级机构的对象）、`department`（同一主科室编码的医生，或跨机构同编码的科室；不适用于 `institution`）或 `none`（同类全部对象）。
+- `percentile`（默认 95）：同类指标值的线性插值百分位数（同 `quantile_cont`），严格高于它才标记。
+- `min_visits`（默认 30）：当月计入就诊少于此数的对象既不被判断也不作为同类。同类少于 5 个对象时不判断。
+
+规则对每次就诊按开始日期、就诊类型、机构等级和机构适用有效期和范围。问题没有明细：其机构、科室、医生即对象本身，期间为该月。问题在各环节都是预警（状态 `warning`）：没有金额可复核或申诉，用于事中监管（水位分析）和现场检查对象的选择。
+
+**为什么。** 药占比远高于同科室同事的医生、次均费用居同级之首的医院，正是过度开药、诱导需求和高套编码集中的地方。画像在任何一条单据违规之前就把审核人员引向那里。
+
+**扣款。** `none`：不扣款。
+"""
+
 from .base import LIVE_VISITS, Param, Reach, RuleType, rule_applies
 from .readmission import excluded_condition, pair_condition
 
@@ -91,6 +109,7 @@ RULE_TYPE = RuleType(
     nature="不合理诊疗",
     mode="none",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="none",
     default_severity="suspect",
     stages=("in_process", "post_hoc"),

@@ -47,6 +47,20 @@ there could look paid when an unseen settled one already made it excess.
 gives `项目【糖化血红蛋白测定】(002503020070000) 每 15 天限 1 次；2026-03-10 收费 1 次，金额 45.00 元，超出 1；此前 15 天内已支付：2026-03-01 H002 就诊 V7`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """周期超频次：某项目在一个周期内支付超过一次（或 N 次）。
+
+**查什么。** 按人和项目编码——跨就诊、跨机构——把该项目的数量按时间顺序逐个单位排列（`fee_ocur_time`，再按 `bkkp_sn`；数量 2 的明细为两个单位，最后不足一个的部分按一个单位计）。某个单位之前不到 `period_days` 天内已有 `max_count` 个**已支付**单位时，该单位为**超出**；其他单位为已支付。"之前的天数"按收费日期的自然日差计算（不看钟点），所以 `period_days: 15` 时，已支付单位之后第 14 天的单位超出，第 15 天的不超出。超出的单位不支付，也不计入后续判断：糖化血红蛋白每 15 天一次，第 1、10、20 天收费时只标记第 10 天（第 20 天距最近的已支付单位即第 1 天已 19 天）。含超出单位的明细为违规项，挡住它的已支付单位为涉及项（可能属于其他就诊或机构，证据写明其日期、机构和就诊；事前提醒对其他机构只写日期：`2026-03-01 其他机构`）。
+
+只有匹配规则项目、在规则有效期和适用范围内的明细参与。基金未支付的明细（可扣金额为 0：丙类、转自费）完全不参与：既不算已支付也不标记。全额退费的明细不参与；部分退费的按净数量计。
+
+**为什么。** 有临床间隔的检查和治疗（糖化血红蛋白每 3 个月、康复评定每 2 周）提前重复，要么没有必要，要么是虚构的。分散到不同就诊和医院可以躲过按次就诊的检查。国家第 8-4 批规则列了这类周期。
+
+**扣款。** `excess_qty`：该明细的超出数量 × 单价 × 基金支付比例，不超过可扣金额。
+
+**环节。** 事前提醒（`pre_alert`）和事后（`post_hoc`）。某单位是否已支付取决于此人此前跨就诊、跨机构的每个单位，因此事前提醒时把数据库中此人该项目的已存明细（其他就诊）与本次就诊已有明细和新医嘱一起检查。不用于事中（`in_process`）：该环节只审核未结算的住院，看不到已结算的单位，可能把已超出的单位当作已支付。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, Reach, RuleType, excess_allocation, max_param
 
 _KEY = "rule_key, psn_no, hilist_code"
@@ -57,6 +71,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="excess_qty",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     stages=("pre_alert", "post_hoc"),
     person_history=True,
     # a period counts the person's units of the code within period_days of each other

@@ -39,6 +39,24 @@ Without price columns in the rule (`items` may be left out altogether), the caps
 the `hilist` catalogue and the evidence says `（医保目录限价）`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """超标准收费：单价高于机构等级对应的限价。
+
+**查什么。** 匹配的明细（规则未列项目时为所有明细）单价 `pric` 高于适用的限价。限价按机构等级（取自 `hosp_lv`；0 级即未定级按一级），依次取自：
+
+1. 规则项目表中与明细等级对应的列 `lv1_pric`、`lv2_pric` 或 `lv3_pric`；
+2. 规则项目表的 `cap` 列（不分等级）；
+3. `hilist` 目录中该编码在收费日期有效（`begndate`..`enddate`，首尾都含）的行的 `lv1_pric`/`lv2_pric`/`lv3_pric`（多行有效时取最高的限价）。
+
+三处都没有限价的明细不判断。单价等于限价不算。基金未支付的明细（可扣金额为 0）不报。
+
+**为什么。** 服务价格由价格主管部门按医院等级制定；一级机构按二级价格收费，或高于目录价格收费，差价由基金（和患者）承担。
+
+**扣款。** `price_diff`：（单价 − 限价）× 净数量 × 基金支付比例（可扣金额 / 金额），不超过该明细可扣金额。
+
+**环节。** 三个环节都适用：一条明细和它的限价就能判断。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, fund_share_claim, hilist_cap, price_text
 
 RULE_TYPE = RuleType(
@@ -47,6 +65,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="price_diff",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     params=(
         Param("lv1_pric", "number", "cap at level-1 (and level-0) institutions", per_item=True, minimum=0),

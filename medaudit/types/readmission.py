@@ -45,6 +45,22 @@ gives `本次住院 V2 2026-03-10 入院，距上次住院 V1 2026-03-05 出院 
 相同），不超过 15 天；本次就诊费用 12 条，金额合计 3200.00 元，其中医保支付范围内 3000.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """分解住院：出院后不久再次入院。
+
+**查什么。** 被审核的住院就诊（`med_type` 以 2 开头），其开始日期在同一人较早一次住院的出院日期之后 0 至 `max_gap_days` 个自然日（较早住院的出院日期到本次入院日期；0 指当天出院当天再入院）。对较早那次住院的条件：
+
+- `same_institution`（默认 true）：在同一机构（`fixmedins_code`）；
+- `same_diag_prefix_len`（默认 3，0 表示不论诊断）：两次住院的主诊断前 N 位相同，转为大写并去掉小数点后比较（`J18.900` 和 `J18.000x001` 都是 `J18`）。主诊断取 `mdtrt_d.dscg_maindiag_code`，没有时取 `setl_list_diag_d` 中 `maindiag_flag` 为 1 的行。N > 0 时没有主诊断的住院不判断；
+- `exclude_diag_prefixes`（默认 `[Z51]`，计划性放化疗）：较晚那次住院的任一诊断（主诊断或其他诊断）以其中之一开头时不报。
+
+边界规定：较早的住院必须有结束时间（仍在院的不算"上次出院"，重叠由 `overlapping_stays` 处理），且开始早于被标记的住院。有多次较早住院符合条件时，证据列出最后出院的那次。中间在别处的住院不打断。只标记本环节有被审核明细的就诊，但较早的住院可以来自数据库中任一批次（无论是否审核过）：数据库保存此人的历史。所有结算都已退费的就诊视为已取消，两方面都不计。规则按被标记住院的入院日期判断有效期和适用范围。
+
+**为什么。** 让病人出院几天后又因同一疾病入院，把一次住院拆成两次（分解住院），使每次都低于按病种付费或 DRG/DIP 的标准，基金为一次疾病付了两次。
+
+**扣款。** `whole_visit`，默认严重程度 `suspect`：较晚那次住院的每条被审核明细都是违规项，主张其可扣金额（涉及金额）；复核确认前不扣款。
+"""
+
 from .base import LIVE_VISITS, Param, Reach, RuleType, icd, max_param, rule_applies, whole_visit_hits
 
 
@@ -75,6 +91,7 @@ RULE_TYPE = RuleType(
     nature="不合理诊疗",
     mode="whole_visit",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="none",
     # the previous stay ended at most max_gap_days before this one began
     reach=lambda rule: Reach(days=max_param(rule, "max_gap_days", 15)),

@@ -31,6 +31,22 @@ pays for. National batches 1 and 8-2.
 gives `患者出生日期 1990-05-05；项目【儿童龋齿预防保健】(001302000010000) 限儿童（18岁以下）使用，收费时患者 35 岁；2026-03-02 收费 1 次，金额 25.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """限年龄：限定年龄段的项目用于该年龄段以外的人。
+
+**查什么。** 匹配的明细，其参保人在收费日期的年龄超出规则范围。年龄按周岁计（2020-03-02 出生的人 2026-03-01 为 5 岁，2026-03-02 为 6 岁）。范围为 `min_age` 和/或 `max_age`（周岁，均含），或 `group`：
+
+| group | 允许 | 命中 |
+|---|---|---|
+| 新生儿 neonate | 出生不满 `neonate_days`（28）天 | 28 天及以上 |
+| 婴幼儿 infant | 不满 `infant_years`（3）岁 | 3 岁及以上 |
+| 儿童 child | 不满 `child_years`（18）岁 | 18 岁及以上 |
+
+**为什么。** 儿童用药和儿童服务（儿童龋齿预防保健）用于成人，或职业功能训练用于超过劳动年龄的人，不在基金支付范围内。见国家第 1 批和第 8-2 批规则。
+
+**扣款。** `whole_line`：整条明细。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 GROUPS = ("新生儿", "婴幼儿", "儿童")
@@ -53,6 +69,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("group", "choice", "age group: 新生儿, 婴幼儿 or 儿童", choices=GROUPS, per_item=True),
         Param("min_age", "int", "youngest allowed age in completed years (inclusive)", per_item=True, minimum=0),

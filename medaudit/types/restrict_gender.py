@@ -27,6 +27,16 @@ A man billed 子宫造影 once for 180.00 gives the finding
 The gender may also be given per item, as a `gender` column of the item table.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """限性别：限定某一性别的项目用于另一性别的人。
+
+**查什么。** 匹配的明细，其参保人性别（`mdtrt_d.gend`）为 1（男）或 2（女），且与项目限定的性别不同。性别 0（未知）和 9（未说明）从不命中：没有可矛盾之处。
+
+**为什么。** 限性别的药品和服务（子宫造影、前列腺用药）用于另一性别，要么是编码错误，要么说明就诊是虚构的或冒用他人医保卡。国家第 1 批规则列了 6,472 个限性别药品编码和 390 项服务项目。
+
+**扣款。** `whole_line`：该明细的可扣金额。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -35,6 +45,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("gender", "choice", "the gender the item is for: 1 male, 2 female", required=True,
               choices=("1", "2"), per_item=True),

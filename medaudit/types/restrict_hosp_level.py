@@ -23,6 +23,16 @@ batch 5: 参附注射液 限二级及以上医疗机构). A level-1 clinic billi
 gives `机构等级为一级（hosp_lv 08）；药品【参附注射液】(ZA05CAC0029010102312) 限二级及以上医疗机构使用，...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """限机构等级：只在较高等级医院支付的项目。
+
+**查什么。** 匹配的明细，其收费机构的等级低于 `min_level`。等级取自 `hosp_lv`：01-04 和 12 为三级，05-07 和 13 为二级，08-10 和 14 为一级，11（未定级）为 0 级。
+
+**为什么。** 有些药品只在有能力管理的医院支付（国家第 5 批：参附注射液限二级及以上医疗机构），一级机构收费即超出支付范围。
+
+**扣款。** `whole_line`：整条明细。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -31,6 +41,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("min_level", "int", "lowest institution level allowed: 1, 2 or 3", required=True,
               choices=(1, 2, 3), per_item=True),

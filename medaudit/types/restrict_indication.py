@@ -26,6 +26,16 @@ the scope.
 gives `本次就诊诊断：J18.900；药品【艾迪注射液】(ZC01AAA0042010105549) 限诊断 C 开头的患者使用，...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """限适应症：只对特定诊断支付的项目。
+
+**查什么。** 匹配的明细，所在就诊的诊断（主诊断或任何其他诊断，取自 `setl_list_diag_d` 和 `mdtrt_d.dscg_maindiag_code`）没有一个以 `diag_prefixes`（医保版 ICD-10，不区分大小写）中的任一前缀开头。完全没有诊断记录的就诊也命中：目录要求的适应症没有记录。
+
+**为什么。** 很多目录条目写明"限……患者"：基金只对目录写明的适应症支付。没有匹配的诊断，这条明细就超出支付范围。
+
+**扣款。** `whole_line`：整条明细。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -34,6 +44,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("diag_prefixes", "str_list", "ICD-10 code prefixes of the diagnoses the item is paid for",
               required=True, per_item=True),

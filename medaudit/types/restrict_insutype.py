@@ -23,6 +23,16 @@ insurance they are paid from the wrong fund.
 gives `患者险种为 310（职工基本医疗保险）；药品【疤痕止痒软化膏】(ZH01AAB0066010100716) 限 410（工伤保险） 支付，...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """限险种：参保人的险种不支付的项目。
+
+**查什么。** 匹配的明细，其就诊的 `insutype` 不在 `allowed` 中（310 职工基本医疗保险、390 城乡居民基本医疗保险、340 离休人员、410 工伤保险、510 生育保险）。
+
+**为什么。** 有些药品只在工伤或生育目录中（国家第 3 批：疤痕止痒软化膏和狂犬疫苗为工伤用药），记在基本医疗保险上就是由错误的基金支付。
+
+**扣款。** `whole_line`：整条明细。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -31,6 +41,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("allowed", "str_list", "insurance types that may be billed, e.g. [410]", required=True, per_item=True),
     ),

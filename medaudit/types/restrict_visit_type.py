@@ -25,6 +25,16 @@ are outside the scope the fund pays for.
 gives `就诊类型为 11（普通门诊）；药品【...】(XB05BAU012B002010102180) 限住院使用，...`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """限就医方式：只对住院（或只对门诊）支付的项目。
+
+**查什么。** 匹配的明细，所在就诊不是 `allowed` 规定的类型。住院指 `med_type` 以 2 开头（21、22、24、28 日间手术……），其余都是门诊，包括 13 急诊。`med_types` 列出另外允许的就诊类型（例如某个限住院的药品另外允许 14 门诊慢特病）。
+
+**为什么。** 肠外营养和很多注射剂只对经过评估的住院病人支付（国家第 4 批），在门诊收费即超出基金支付范围。
+
+**扣款。** `whole_line`：整条明细。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
 RULE_TYPE = RuleType(
@@ -33,6 +43,7 @@ RULE_TYPE = RuleType(
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("allowed", "choice", "inpatient or outpatient", required=True, choices=("inpatient", "outpatient"), per_item=True),
         Param("med_types", "str_list", "extra med_type codes that are allowed as well", per_item=True),

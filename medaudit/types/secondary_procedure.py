@@ -38,6 +38,18 @@ later that day.
 gives `项目【胃肠吻合术】(003310000020000) 与主手术 项目【胃大部切除术】(003310000010000)（单价 3000.00 元）同日同组（胃肠手术组），次要手术应不高于全价 2000.00 元的 50%（1000.00 元），实际单价 2000.00 元，按 50% 扣除；2026-03-02 收费 1 次，金额 2000.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """主次手术未折价：同组的第二台手术按全价收费。
+
+**查什么。** 同一次就诊的同一自然日中，同一手术组（`group`，按项目给出，例如胃肠手术组）有两个或以上不同编码收费时：当天该组除单价最高的那条（按单价；并列时取最早的明细，再取 `bkkp_sn` 最小的）以外，单价高于 `rate` 乘以全价的每条明细命中。全价取明细的 `pric_uplmt_amt`，没有时取 `hilist` 目录中收费日期有效、与机构等级对应的限价；两者都没有的明细不判断（没有全价就无法区分已折价和未折价）。主手术编码的第二条明细也算次要手术（例如双侧手术）。一个编码可以属于多个组（国家第 2 批如此）：在每组中分别判断，其明细只扣一次。基金未支付的明细（可扣金额为 0）不报，但仍算当天的手术。单价最高的明细为涉及项。
+
+**为什么。** 同一切口的多台手术按一台主手术全价、其余按一定比例（通常 50%）收费；每台都按全价收费，就是对只做了一次的工作多收钱。
+
+**扣款。** `pct`，比例 `1 - rate`：（1 − rate）× 该明细可扣金额（默认为 50%）。
+
+**环节。** 三个环节都适用：高于折后价收费的明细，无论当天之后再收什么都仍然如此。
+"""
+
 from decimal import Decimal
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, price_text
@@ -53,6 +65,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="pct",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     params=(
         Param("group", "str", "surgery group: items with the same value form one group", required=True, per_item=True),
         Param("rate", "number", "share of the full price a secondary operation may be billed at", default=Decimal("0.5"),

@@ -4,7 +4,7 @@
 is one read-only SELECT over the canonical tables: `lines` (the stage's screened lines, refunds
 netted, visit attributes joined: see `medaudit rules explain`), `visits`, `diag`, `deaths` and
 the loaded contract tables (`mdtrt_d`, `setl_d`, `fee_list_d`, `setl_list_diag_d`,
-`setl_list_oprn_d`, `psn_death`, `purchases`, `hilist`). It returns a column `bkkp_sn` and,
+`setl_list_oprn_d`, `psn_death`, `purchases`, `hilist`, `code_names`). It returns a column `bkkp_sn` and,
 optionally:
 
 - `amount`: the deduction the rule claims on the line, else the line's deductible amount.
@@ -100,6 +100,28 @@ gives `项目【住院诊查费】(001102000010000) 2026-03-02 收费 1 次，�
 """
 
 from __future__ import annotations
+
+
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """自定义 SQL：兜底方式，一条只读 SELECT 查询指出要标记的明细。
+
+**查什么。** 规则的 `query` 返回的 `bkkp_sn` 对应的被审核明细。查询是一条只读 SELECT，只能读规范表：`lines`（本环节被审核的明细，已冲减退费并关联就诊属性）、`visits`、`diag`、`deaths` 以及已加载的数据契约表（`mdtrt_d`、`setl_d`、`fee_list_d`、`setl_list_diag_d`、`setl_list_oprn_d`、`psn_death`、`purchases`、`hilist`、`code_names`）。它返回 `bkkp_sn` 列，还可以返回：
+
+- `amount`：规则对该明细主张的扣款，没有时为明细的可扣金额；不超过可扣金额，不低于 0；
+- `evidence`：加到该明细证据中的一句话。
+
+同一明细被返回多次只算一次（取最大金额；每句不同的证据都保留）。本环节不被审核的明细（已退费、全额退费、属于其他环节）和可扣金额为 0 的明细不报，与其他明细级类型相同。规则的有效期和适用范围按每条明细判断（其收费日期、就诊类型、机构等级、机构）。
+
+**拒绝的查询。** 在加载规则库时（`medaudit rules check` 以及每次加载）以及审核和事前提醒的 SQL 路径中，由同一个函数（`check_query`）检查，报错写明规则和违规的名称。检查基于 DuckDB 自己的语法树而不是文本：多条语句、非 SELECT 语句、写数据的 CTE、规范表以外的表（包括带 schema 的名称、文件当表、非 ASCII 名称、DESCRIBE/SUMMARIZE、时间旅行 `AT`）、`unnest`/`range`/`generate_series` 以外的表函数、DuckDB 内置函数和本项目宏以外的函数，或读取/修改行以外内容的函数（设置、变量、环境、密钥、会话、目录、序列、日志）都被拒绝。引用不存在的列时，审核失败并给出规则编号和 DuckDB 的报错。
+
+**运行方式。** 每条规则的查询在**沙箱**中单独运行：一个独立的内存 DuckDB 数据库，只装入 SQL 规则读取的规范表中被查询用到的列，并关闭外部访问、扩展自动加载，锁定配置。因此即使检查漏掉了某个查询，它也只能读到这些表，读不到 medaudit 数据库本身（问题、API 密钥、其他批次）或任何文件。沙箱的设计理由和内存开销见英文说明（`--lang en`）。
+
+**每晚运行。** 每晚的 `medaudit screen` 只审核新批次涉及的内容。查询可能比较任何已加载的数据，所以默认（`reach: all`）每晚对全部被审核明细运行；只按每次就诊自身明细判断的查询（如下例）可写 `reach: visit`，此时只拿到被涉及就诊的明细，代价与当晚数据量相当。
+
+**为什么。** 新的违规手法出现得比规则类型开发得快；分析人员的查询（例如专项检查）可以在同一次审核中运行，与其他规则一样有问题、证据、金额和申诉。
+
+**扣款。** `whole_line`（明细的可扣金额）或查询给出的 `amount`。默认严重程度 `suspect`：手写的查询进入复核，除非规则写明 `severity: violation`。
+"""
 
 import functools
 import json
@@ -490,6 +512,7 @@ RULE_TYPE = RuleType(
     nature="其他",
     mode="whole_line",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="none",
     default_severity="suspect",
     validate=_validate,

@@ -32,6 +32,18 @@ A 30-day outpatient prescription of 3 boxes at 30.00 gives (23/30 of 90.00 = 69.
 `药品【二甲双胍片】(XA10BAE...) 限 7 天用量，开药 30 天，超出 23 天（按 23/30 计）；2026-03-02 收费 3 次，金额 90.00 元`.
 """
 
+#: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
+DOC_ZH = """超量开药/出院带药：药品明细的用药天数超过规定。
+
+**查什么。** 匹配的明细（规则未列项目时为所有明细），其用药天数 `prd_days` 大于 `max_days`。没有 `prd_days` 的明细不判断。`outpatient_only: true` 时只判断门诊就诊（`med_type` 不以 2 开头）；`discharge_only: true` 时只判断出院带药（`dscg_tkdrug_flag` = 1）。基金未支付的明细（可扣金额为 0）不报。`prd_days` 取收费时的原始明细（退费减少的是数量，不是处方开具的天数）。
+
+**为什么。** 门诊处方一般限 7 天（慢性病 30 天），出院带药限几周。超出部分被囤积、转卖或根本不用（回流药），却由基金支付。
+
+**扣款。** `excess_qty`，按比例 `(prd_days - max_days) / prd_days`：净数量的这一比例 × 单价 × 基金支付比例，不超过该明细可扣金额。
+
+**环节。** 三个环节都适用：一条明细就能判断。
+"""
+
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, excess_allocation
 
 
@@ -50,6 +62,7 @@ RULE_TYPE = RuleType(
     nature="超支付标准",
     mode="excess_qty",
     doc=__doc__,
+    doc_zh=DOC_ZH,
     items="optional",
     validate=_check,
     params=(
