@@ -510,11 +510,10 @@ class ScreenResult:
 def _lines_for(con: duckdb.DuckDBPyConnection, ctx: Context | None, reach: str) -> None:
     """Point ``lines`` at what a type of ``reach`` screens in an incremental run whose lines
     serve several reaches (``lines_ctx`` holds them all; see :mod:`medaudit.incremental`)."""
-    if reach == "all":
-        where = ""
-    else:
-        flag = "in_person" if reach == "person" else "in_month"
-        where = f"WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE {flag})"
+    if reach == "person":  # the person windows' lines, kept apart once (they are few)
+        con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT * FROM lines_person")
+        return
+    where = "" if reach == "all" else "WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_month)"
     con.execute(f"CREATE OR REPLACE TEMP VIEW lines AS SELECT * FROM lines_ctx {where}")
 
 
@@ -553,7 +552,9 @@ def screen(
     reaches = incremental.reach_of(rules) if ctx is not None else {}
     views = ctx is not None and (ctx.everything or ctx.has_month)
     if views:
-        con.execute("ALTER TABLE lines RENAME TO lines_ctx")
+        con.execute("""ALTER TABLE lines RENAME TO lines_ctx;
+                       CREATE OR REPLACE TEMP TABLE lines_person AS SELECT * FROM lines_ctx
+                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_person)""")
     timings: dict[str, float] = {}
     names = sorted(by_type) if not plan.nothing else []
     for i, tname in enumerate(names):
@@ -569,7 +570,7 @@ def screen(
                             AND coalesce(period, '') NOT IN (SELECT month FROM ctx_months)""")
         timings[tname] = time.perf_counter() - t
     if views:
-        con.execute("DROP VIEW lines; ALTER TABLE lines_ctx RENAME TO lines")
+        con.execute("DROP VIEW lines; DROP TABLE lines_person; ALTER TABLE lines_ctx RENAME TO lines")
     if on_type:
         on_type("", len(names), len(names))
     # hits of the rules evaluated, and the same again for each rule sharing a body (rule_fan)
