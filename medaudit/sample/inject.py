@@ -51,6 +51,7 @@ class Context:
         self._lines = lines
         self._next = self.data.next_sn
         self._by_id = {m: i for i, m in enumerate(self.visits["mdtrt_id"].to_list())}
+        self._pools: dict[tuple, np.ndarray] = {}  # (where, plain) -> matching visits, see _pool
 
     # ------------------------------------------------------------------ reading
     @property
@@ -80,16 +81,31 @@ class Context:
         """Pick up to ``n`` visits matching ``where`` that no other injector has used, and mark
         them used. By default only plain visits (settled, not refunded, no refund or self-paid
         line), so every line of the visit is screened at its full amount."""
-        mask = np.ones(self.n_visits, dtype=bool) if where is None else self.visits.select(where.fill_null(False)).to_series().to_numpy()
-        if plain:
-            mask &= self.visits["plain"].to_numpy()
-        mask &= ~self._used[: self.n_visits]
-        pool = np.flatnonzero(mask)
+        pool = self._pool(where, plain)
+        pool = pool[~self._used[pool]]
+        self._pools[self._pool_key(where, plain)] = pool  # what is used now never comes back
         if not len(pool):
             return []
         chosen = np.sort(self.rng.choice(pool, size=min(n, len(pool)), replace=False))
         self._used[chosen] = True
         return self.visits[chosen.tolist()].to_dicts()
+
+    @staticmethod
+    def _pool_key(where: pl.Expr | None, plain: bool) -> tuple:
+        return (None if where is None else where.meta.serialize(format="binary"), plain)
+
+    def _pool(self, where: pl.Expr | None, plain: bool) -> np.ndarray:
+        """The visits matching ``where`` (and plain), as sorted row indices; evaluated once per
+        expression (an injector that picks one visit at a time would otherwise scan every visit
+        per pick), later narrowed to the unused ones by :meth:`take_visits`."""
+        key = self._pool_key(where, plain)
+        pool = self._pools.get(key)
+        if pool is None:
+            mask = np.ones(self.n_visits, dtype=bool) if where is None else self.visits.select(where.fill_null(False)).to_series().to_numpy()
+            if plain:
+                mask &= self.visits["plain"].to_numpy()
+            pool = self._pools[key] = np.flatnonzero(mask)
+        return pool
 
     def use_visit(self, visit: dict | str) -> None:
         """Mark a visit used without picking it (e.g. another visit of a person you touched)."""
