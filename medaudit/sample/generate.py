@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from . import catalog as cat
-from .clean import LINE_SCHEMA, generate_clean
+from .clean import LINE_SCHEMA, SN_ORDER, generate_clean
 from .inject import KEY_COLUMNS, Context, seed_for
 from .injectors import discover
 
@@ -39,6 +39,84 @@ def _fen(col: str) -> pl.Expr:
 
 def _ts(col: str) -> pl.Expr:
     return pl.col(col).dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+#: the catalogue's items with their prices in fen at levels 1-3
+ITEMS_FRAME = pl.DataFrame(
+    {
+        "code": [i.code for i in cat.ITEMS],
+        "hilist_name": [i.name for i in cat.ITEMS],
+        "list_type": [i.list_type for i in cat.ITEMS],
+        "med_chrgitm_type": [i.chrg for i in cat.ITEMS],
+        "chrgitm_lv": [i.lv for i in cat.ITEMS],
+        "p1": [i.price_at(1) for i in cat.ITEMS],
+        "p2": [i.price_at(2) for i in cat.ITEMS],
+        "p3": [i.price_at(3) for i in cat.ITEMS],
+    }
+)
+
+#: fee lines turned into text (and joined with their visits) this many at a time
+CHUNK_LINES = 500_000
+
+
+class FeeLines:
+    """``fee_list_d`` of a batch, made a chunk of lines at a time and never held whole: at 10M
+    lines its text columns alone take several GB. ``height`` is its row count; :meth:`chunks`
+    gives its rows in order as text frames, :meth:`joined` the internal lines joined with their
+    visits and items (amounts in fen)."""
+
+    def __init__(self, lines: pl.DataFrame, visits: pl.DataFrame, items: pl.DataFrame, chunk: int = CHUNK_LINES):
+        self.lines = lines
+        self.visits = visits.select("vi", "mdtrt_id", "setl_id", "settled", "psn_no", "fixmedins_code", "level", "dept",
+                                    "doctor", "insutype", "inpatient")
+        self.items = items
+        self.chunk = chunk
+
+    @property
+    def height(self) -> int:
+        return self.lines.height
+
+    def joined(self):
+        for off in range(0, self.lines.height, self.chunk):
+            yield (
+                self.lines.slice(off, self.chunk)
+                .join(self.visits, on="vi", how="left", maintain_order="left")
+                .join(self.items, on="code", how="left", maintain_order="left")
+                .with_columns(
+                    cap=pl.when(pl.col("level") >= 3).then("p3").when(pl.col("level") == 2).then("p2").otherwise("p1"),
+                )
+                .with_columns(pric=pl.coalesce("pric", "cap"))
+                .with_columns(amt=pl.coalesce("billed", pl.col("cnt") * pl.col("pric")))
+                .with_columns(own=(pl.col("amt") * pl.col("ownpay_pct")) // 100)
+            )
+
+    def chunks(self):
+        for f in self.joined():
+            yield f.select(
+                "bkkp_sn", "mdtrt_id",
+                # a stay not settled yet has no settlement on its lines (in-process extracts look like that)
+                pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
+                "psn_no", "fixmedins_code",
+                _ts("time").alias("fee_ocur_time"),
+                pl.col("code").alias("hilist_code"), "hilist_name",
+                pl.format("{}{}", pl.col("fixmedins_code").str.slice(-4), pl.col("code").str.slice(-8)).alias("medins_list_codg"),
+                pl.col("hilist_name").alias("medins_list_name"),
+                "list_type", "med_chrgitm_type", "chrgitm_lv",
+                pl.col("cnt").cast(pl.Utf8).alias("cnt"),
+                _fen("pric").alias("pric"),
+                _fen("amt").alias("det_item_fee_sumamt"),
+                _fen("cap").alias("pric_uplmt_amt"),
+                _fen("own").alias("fulamt_ownpay_amt"),
+                (pl.col("amt") - pl.col("own")).alias("__inscp"),
+                pl.col("dept").alias("bilg_dept_codg"), pl.col("doctor").alias("bilg_dr_code"),
+                pl.col("appr").alias("hosp_appr_flag"), pl.col("dscg").alias("dscg_tkdrug_flag"),
+                pl.col("prd_days").cast(pl.Utf8).alias("prd_days"),
+                pl.col("init").alias("init_feedetl_sn"),
+            ).with_columns(_fen("__inscp").alias("inscp_amt")).drop("__inscp")
+
+    def collect(self) -> pl.DataFrame:
+        """The whole table in memory (small batches, tests)."""
+        return pl.concat(list(self.chunks()))
 
 
 def build(visits: int, seed: int, types: list[str] | None = None) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
@@ -80,7 +158,7 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         lines = lines.join(ed, on="bkkp_sn", how="left").with_columns(
             [pl.when(pl.col(f"{c}__set").fill_null(False)).then(pl.col(f"{c}__new")).otherwise(pl.col(c)).alias(c) for c in cols]
         ).select(list(LINE_SCHEMA))
-    lines = lines.sort("vi", "time", "bkkp_sn")
+    lines = lines.sort("vi", "time", SN_ORDER)
     v = data.visits
     diag_rows = data.diag
     if ctx.new_visits:  # visits the injectors added (Context.add_visit), with their diagnoses
@@ -89,58 +167,30 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         diag_rows = pl.concat([diag_rows, nv.select("mdtrt_id", pl.col("main_diag").alias("diag_code"), pl.lit("1").alias("maindiag_flag")),
                                nv.filter(pl.col("second_diag").is_not_null()).select(
                                    "mdtrt_id", pl.col("second_diag").alias("diag_code"), pl.lit("0").alias("maindiag_flag"))])
-    items = pl.DataFrame(
-        {
-            "code": [i.code for i in cat.ITEMS],
-            "hilist_name": [i.name for i in cat.ITEMS],
-            "list_type": [i.list_type for i in cat.ITEMS],
-            "med_chrgitm_type": [i.chrg for i in cat.ITEMS],
-            "chrgitm_lv": [i.lv for i in cat.ITEMS],
-            "p1": [i.price_at(1) for i in cat.ITEMS],
-            "p2": [i.price_at(2) for i in cat.ITEMS],
-            "p3": [i.price_at(3) for i in cat.ITEMS],
-        }
-    )
-    f = (
-        lines.join(v.select("vi", "mdtrt_id", "setl_id", "settled", "psn_no", "fixmedins_code", "level", "dept", "doctor", "insutype",
-                            "inpatient"), on="vi", how="left")
-        .join(items, on="code", how="left")
-        .with_columns(
-            cap=pl.when(pl.col("level") >= 3).then("p3").when(pl.col("level") == 2).then("p2").otherwise("p1"),
-        )
-        .with_columns(pric=pl.coalesce("pric", "cap"))
-        .with_columns(amt=pl.coalesce("billed", pl.col("cnt") * pl.col("pric")))
-        .with_columns(own=(pl.col("amt") * pl.col("ownpay_pct")) // 100)
-    )
-    fee = f.select(
-        "bkkp_sn", "mdtrt_id",
-        # a stay not settled yet has no settlement on its lines (in-process extracts look like that)
-        pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
-        "psn_no", "fixmedins_code",
-        _ts("time").alias("fee_ocur_time"),
-        pl.col("code").alias("hilist_code"), "hilist_name",
-        pl.format("{}{}", pl.col("fixmedins_code").str.slice(-4), pl.col("code").str.slice(-8)).alias("medins_list_codg"),
-        pl.col("hilist_name").alias("medins_list_name"),
-        "list_type", "med_chrgitm_type", "chrgitm_lv",
-        pl.col("cnt").cast(pl.Utf8).alias("cnt"),
-        _fen("pric").alias("pric"),
-        _fen("amt").alias("det_item_fee_sumamt"),
-        _fen("cap").alias("pric_uplmt_amt"),
-        _fen("own").alias("fulamt_ownpay_amt"),
-        (pl.col("amt") - pl.col("own")).alias("__inscp"),
-        pl.col("dept").alias("bilg_dept_codg"), pl.col("doctor").alias("bilg_dr_code"),
-        pl.col("appr").alias("hosp_appr_flag"), pl.col("dscg").alias("dscg_tkdrug_flag"),
-        pl.col("prd_days").cast(pl.Utf8).alias("prd_days"),
-        pl.col("init").alias("init_feedetl_sn"),
-    ).with_columns(_fen("__inscp").alias("inscp_amt")).drop("__inscp")
+    items = ITEMS_FRAME
+    fee = FeeLines(lines, v, items)
+    # one pass over the lines, a chunk at a time: the settlements' totals, what was billed of
+    # each drug and consumable a month, and every line's amount (for finish: ctx.fee_lines)
+    sums_parts, billed_parts, amounts = [], [], []
+    for f in fee.joined():
+        sums_parts.append(f.group_by("vi").agg(pl.col("amt").sum().alias("tot"), pl.col("own").sum().alias("own")))
+        billed_parts.append(f.filter(pl.col("list_type").is_in(["101", "301"]))
+                            .group_by("fixmedins_code", "code", pl.col("time").dt.strftime("%Y-%m").alias("period"))
+                            .agg(pl.col("cnt").sum().alias("q")))
+        amounts.append(f.select("amt", "own"))
+    ctx.fee_lines = pl.concat([lines, pl.concat(amounts)], how="horizontal") if amounts else lines.with_columns(
+        amt=pl.lit(None, pl.Int64), own=pl.lit(None, pl.Int64))
+    ctx.all_visits = v
+    del amounts
 
     # settlements: totals of the visit's lines
-    sums = f.group_by("vi").agg(pl.col("amt").sum().alias("tot"), pl.col("own").sum().alias("own"))
+    sums = (pl.concat(sums_parts).group_by("vi").agg(pl.col("tot").sum(), pl.col("own").sum()) if sums_parts
+            else pl.DataFrame(schema={"vi": pl.Int64, "tot": pl.Int64, "own": pl.Int64}))
     rate = (pl.when(pl.col("insutype") == "410").then(100).when(pl.col("insutype") == "340").then(95)
             .when(pl.col("inpatient")).then(pl.when(pl.col("insutype") == "310").then(85).otherwise(70))
             .otherwise(pl.when(pl.col("insutype") == "310").then(60).otherwise(50)))
     setl = (
-        v.filter(pl.col("settled")).join(sums, on="vi", how="left")
+        v.filter(pl.col("settled")).join(sums, on="vi", how="left", maintain_order="left")
         .with_columns(pl.col("tot").fill_null(0), pl.col("own").fill_null(0))
         .with_columns(inscp=pl.col("tot") - pl.col("own"))
         .with_columns(fund=(pl.col("inscp") * rate) // 100)
@@ -188,9 +238,8 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         pl.col("code").alias("hilist_code"), "hilist_name", "list_type", "chrgitm_lv",
         _fen("p1").alias("lv1_pric"), _fen("p2").alias("lv2_pric"), _fen("p3").alias("lv3_pric"),
         pl.lit("2020-01-01").alias("begndate"), pl.lit("2099-12-31").alias("enddate"))
-    billed = (f.filter(pl.col("list_type").is_in(["101", "301"]))
-              .group_by("fixmedins_code", "code", pl.col("time").dt.strftime("%Y-%m").alias("period"))
-              .agg(pl.col("cnt").sum().alias("q")))
+    billed = (pl.concat(billed_parts).group_by("fixmedins_code", "code", "period").agg(pl.col("q").sum())
+              if billed_parts else pl.DataFrame(schema={"fixmedins_code": pl.Utf8, "code": pl.Utf8, "period": pl.Utf8, "q": pl.Int64}))
     purchases = billed.select(
         "fixmedins_code", pl.col("code").alias("hilist_code"), "period",
         ((pl.col("q") * 6) // 5 + 10).cast(pl.Utf8).alias("purchase_cnt"), pl.lit("0").alias("opening_stock_cnt"),
@@ -209,7 +258,8 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     return tables
 
 
-def write(tables: dict[str, pl.DataFrame], key: pl.DataFrame, out: Path, fmt: str = "csv") -> dict[str, int]:
+def write(tables: dict[str, pl.DataFrame | FeeLines], key: pl.DataFrame, out: Path, fmt: str = "csv") -> dict[str, int]:
+    """Write every table (a :class:`FeeLines` a chunk at a time) and the key into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     for t in tables:
         for suffix in (".csv", ".parquet", ".xlsx"):
@@ -218,15 +268,40 @@ def write(tables: dict[str, pl.DataFrame], key: pl.DataFrame, out: Path, fmt: st
                 stale.unlink()
     written = {}
     for t, df in tables.items():
-        if fmt == "parquet":
-            df.write_parquet(out / f"{t}.parquet")
-            written[f"{t}.parquet"] = df.height
+        path = out / f"{t}.{'parquet' if fmt == 'parquet' else 'csv'}"
+        if isinstance(df, FeeLines):
+            _write_chunks(df, path, fmt)
+        elif fmt == "parquet":
+            df.write_parquet(path)
         else:
-            df.write_csv(out / f"{t}.csv")
-            written[f"{t}.csv"] = df.height
+            df.write_csv(path)
+        written[path.name] = df.height
     key.write_csv(out / "answer_key.csv")
     written["answer_key.csv"] = key.height
     return written
+
+
+def _write_chunks(fee: FeeLines, path: Path, fmt: str) -> None:
+    """One file from the chunks: CSV appended (the header once), Parquet a row group a chunk."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        writer = None
+        try:
+            for part in fee.chunks():
+                table = part.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        return
+    with open(path, "wb") as fh:
+        first = True
+        for part in fee.chunks():
+            part.write_csv(fh, include_header=first)
+            first = False
 
 
 def generate(out: str | Path, visits: int | None = None, seed: int = 1, fmt: str = "csv", lines: int | None = None,

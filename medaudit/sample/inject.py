@@ -41,6 +41,11 @@ class Context:
     new_visits: list[dict] = field(default_factory=list)
     current_type: str = ""
     current_rate: float = 0.02
+    #: set before the finish steps run: every fee line of the batch in fee_list_d's order (the
+    #: internal columns of clean.LINE_SCHEMA, plus ``amt`` and ``own``: its amount and fully
+    #: self-paid amount in fen), and every visit, the ones injectors added included
+    fee_lines: pl.DataFrame | None = None
+    all_visits: pl.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.visits = self.data.visits
