@@ -65,12 +65,12 @@ class FeeLines:
     gives its rows in order as text frames, :meth:`joined` the internal lines joined with their
     visits and items (amounts in fen)."""
 
-    def __init__(self, lines: pl.DataFrame, visits: pl.DataFrame, items: pl.DataFrame, chunk: int = CHUNK_LINES):
+    def __init__(self, lines: pl.DataFrame, visits: pl.DataFrame, items: pl.DataFrame, chunk: int | None = None):
         self.lines = lines
         self.visits = visits.select("vi", "mdtrt_id", "setl_id", "settled", "psn_no", "fixmedins_code", "level", "dept",
                                     "doctor", "insutype", "inpatient")
         self.items = items
-        self.chunk = chunk
+        self.chunk = chunk or CHUNK_LINES
 
     @property
     def height(self) -> int:
@@ -146,9 +146,14 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     """Clean data + the injectors' changes -> the batch tables with national columns (text)."""
     data = ctx.data
     lines = data.lines
+    # the clean lines are not read after this (ctx.lines_of is for injectors): let each step
+    # below free the previous copy, and the added lines' dicts once they are a frame
+    data.lines = ctx._lines = None
     if ctx.new_lines:
         new = pl.DataFrame(ctx.new_lines, schema=LINE_SCHEMA)
+        ctx.new_lines.clear()
         lines = pl.concat([lines, new])
+        del new
     if ctx.line_edits:  # one join for all edits; a field an edit names is set, None included
         cols = sorted({c for ch in ctx.line_edits.values() for c in ch})
         rows = [{"bkkp_sn": k, **{f"{c}__new": ch.get(c) for c in cols}, **{f"{c}__set": c in ch for c in cols}}
@@ -289,7 +294,7 @@ def _write_chunks(fee: FeeLines, path: Path, fmt: str) -> None:
         writer = None
         try:
             for part in fee.chunks():
-                table = part.to_arrow()
+                table = part.to_arrow(compat_level=pl.CompatLevel.newest())
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema, compression="zstd")
                 writer.write_table(table)

@@ -70,6 +70,8 @@ class Context:
     def lines_of(self, visit: dict | str) -> pl.DataFrame:
         """The clean lines of one visit (internal columns: bkkp_sn, code, cnt, time, ...)."""
         vi = visit["vi"] if isinstance(visit, dict) else self._by_id[visit]
+        if self._lines is None:
+            raise RuntimeError("lines_of is for inject(); a finish step reads ctx.fee_lines")
         if vi >= self.n_visits:  # a visit an injector added: the lines added to it so far
             return pl.DataFrame([r for r in self.new_lines if r["vi"] == vi], schema=LINE_SCHEMA)
         return self._lines.slice(int(self._starts[vi]), int(self._starts[vi + 1] - self._starts[vi]))
