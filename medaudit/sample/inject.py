@@ -76,6 +76,14 @@ class Context:
             return pl.DataFrame([r for r in self.new_lines if r["vi"] == vi], schema=LINE_SCHEMA)
         return self._lines.slice(int(self._starts[vi]), int(self._starts[vi + 1] - self._starts[vi]))
 
+    def rows_of(self, visit: dict | str, where: Callable[[dict], bool] | None = None) -> list[dict]:
+        """The visit's lines as in :meth:`lines_of`, as dicts in the same order, those for which
+        ``where(row)`` is true. For choosing a line of one visit: a polars filter per visit
+        costs about 0.2 ms, and the injectors do it for hundreds of thousands of visits at 10M
+        lines."""
+        rows = self.lines_of(visit).to_dicts()
+        return rows if where is None else [r for r in rows if where(r)]
+
     def item(self, code: str) -> cat.Item:
         return cat.BY_CODE[code]
 
