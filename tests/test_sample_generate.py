@@ -43,3 +43,13 @@ def test_parquet_chunks_hold_the_csv_rows(tmp_path, small_chunks):
     assert pq.height == csv.height > 3 * 997
     # CSV writes an empty text as an empty field and reads it back as null
     assert pq.with_columns(pl.all().replace("", None)).equals(csv)
+
+
+def test_fen_text_is_exact():
+    """Amounts in fen become the text a clerk writes, for signs, small and large amounts, nulls."""
+    g = importlib.import_module("medaudit.sample.generate")
+    fen = [None, 0, 1, 5, 10, 99, 100, 101, 12345, -1, -5, -100, -12345, 10**12 + 7, -(10**12) - 7]
+    want = [None, "0.00", "0.01", "0.05", "0.10", "0.99", "1.00", "1.01", "123.45", "-0.01", "-0.05", "-1.00",
+            "-123.45", "10000000000.07", "-10000000000.07"]
+    got = pl.DataFrame({"x": fen}, schema={"x": pl.Int64}).select(g._fen("x")).to_series().to_list()
+    assert got == want
