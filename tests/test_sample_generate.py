@@ -53,3 +53,33 @@ def test_fen_text_is_exact():
             "-123.45", "10000000000.07", "-10000000000.07"]
     got = pl.DataFrame({"x": fen}, schema={"x": pl.Int64}).select(g._fen("x")).to_series().to_list()
     assert got == want
+
+
+@pytest.mark.parametrize("fraction", [False, True])
+def test_merge_lines_is_the_sort(fraction):
+    """Added lines merged into ordered lines: the order a full sort gives (visit, time,
+    bkkp_sn), ties on visit and second included; a fraction of a second takes the sort."""
+    import datetime as dt
+
+    import numpy as np
+
+    from medaudit.sample.clean import SN_ORDER, merge_lines, sn
+
+    rng = np.random.default_rng(5)
+    t0 = dt.datetime(2026, 3, 1, 8, 0)
+
+    def frame(n, first_sn):
+        secs = rng.integers(0, 40, n)  # few distinct seconds: many ties
+        return pl.DataFrame({
+            "vi": rng.integers(0, 30, n),
+            "time": [t0 + dt.timedelta(seconds=int(s), microseconds=(7 if fraction and k == 0 else 0))
+                     for k, s in enumerate(secs)],
+            "bkkp_sn": [sn(first_sn + k) for k in rng.permutation(n)],
+            "cnt": rng.integers(1, 5, n),
+        })
+
+    base = frame(3000, 1).sort("vi", "time", SN_ORDER)
+    extra = frame(400, 5000)
+    want = pl.concat([base, extra]).sort("vi", "time", SN_ORDER)
+    assert merge_lines(base, extra).equals(want)
+    assert merge_lines(base, extra.head(0)).equals(base)

@@ -101,6 +101,46 @@ def sn(n: int) -> str:
 SN_ORDER = pl.col("bkkp_sn").str.slice(1).cast(pl.Int64)
 
 
+def merge_lines(base: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``base`` (already in fee-line order: visit, time, bkkp_sn) and ``extra`` (a
+    few, any order) in fee-line order, like ``concat([base, extra]).sort(...)`` but without
+    sorting ``base`` again: each extra row's place is found by binary search on one integer key
+    (visit and time in seconds), ties broken by bkkp_sn, and the rows are gathered once. Falls
+    back to the sort when a time has a fraction of a second or the key would not fit."""
+    if extra.height == 0:
+        return base
+    both = pl.concat([base, extra], how="vertical")
+    vb, ve = base["vi"].to_numpy(), extra["vi"].to_numpy()
+    tb = base["time"].dt.epoch("us").to_numpy()
+    te = extra["time"].dt.epoch("us").to_numpy()
+    t0 = min(int(tb.min()), int(te.min())) if base.height else int(te.min())
+    t1 = max(int(tb.max()), int(te.max())) if base.height else int(te.max())
+    fits = (t1 - t0) // 1_000_000 < (1 << 32) and max(int(vb.max()) if base.height else 0, int(ve.max())) < (1 << 31)
+    if not fits or (tb % 1_000_000).any() or (te % 1_000_000).any() or ve.min() < 0:
+        return both.sort("vi", "time", SN_ORDER)
+    kb = (vb << 32) | ((tb - t0) // 1_000_000)
+    ke = (ve << 32) | ((te - t0) // 1_000_000)
+    se = extra.select(SN_ORDER).to_series().to_numpy()
+    order = np.lexsort((se, ke))
+    ke, se = ke[order], se[order]
+    lo = np.searchsorted(kb, ke, "left")
+    hi = np.searchsorted(kb, ke, "right")
+    ties = np.flatnonzero(hi > lo)
+    if len(ties):  # same visit and second as base rows: after those with a lower bkkp_sn
+        sb = base["bkkp_sn"]
+        for i in ties.tolist():
+            nums = sb.slice(int(lo[i]), int(hi[i] - lo[i])).str.slice(1).cast(pl.Int64).to_numpy()
+            lo[i] += int(np.searchsorted(nums, se[i]))
+    n, m = base.height, extra.height
+    dest = lo + np.arange(m)  # extra row i (in order) lands after lo[i] base rows and i extra rows
+    idx = np.empty(n + m, dtype=np.int64)
+    rest = np.ones(n + m, dtype=bool)
+    rest[dest] = False
+    idx[dest] = n + order
+    idx[rest] = np.arange(n)
+    return both[idx]
+
+
 def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For groups of the given sizes: (group index per element, position within its group)."""
     counts = np.asarray(counts, dtype=np.int64)
@@ -513,11 +553,11 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
                 default = {"ownpay_pct": 0, "appr": "1"}.get(c)
                 extra = extra.with_columns(pl.lit(default, t).alias(c))
         extra = extra.select([pl.col(c).cast(t) for c, t in LINE_SCHEMA.items()])
-        lines = pl.concat([lines, extra])
+        lines = merge_lines(lines, extra)
     lines = lines.with_columns(
         pl.when(pl.col("bkkp_sn").is_in(list(edits_appr) + decoy_appr)).then(pl.lit("2")).otherwise(pl.col("appr")).alias("appr"),
         pl.when(pl.col("bkkp_sn").is_in(list(edits_own))).then(pl.lit(20, pl.Int64)).otherwise(pl.col("ownpay_pct")).alias("ownpay_pct"),
-    ).sort("vi", "time", SN_ORDER)
+    )
     touched |= set(np.flatnonzero(not_plain).tolist())
     refunded = v["refunded"].to_numpy().copy()
     refunded[refund_setl] = True

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from . import catalog as cat
-from .clean import LINE_SCHEMA, SN_ORDER, generate_clean
+from .clean import LINE_SCHEMA, generate_clean, merge_lines
 from .inject import KEY_COLUMNS, Context, seed_for
 from .injectors import discover
 
@@ -148,21 +148,24 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     # the clean lines are not read after this (ctx.lines_of is for injectors): let each step
     # below free the previous copy, and the added lines' dicts once they are a frame
     data.lines = ctx._lines = None
-    if ctx.new_lines:
-        new = pl.DataFrame(ctx.new_lines, schema=LINE_SCHEMA)
-        ctx.new_lines.clear()
-        lines = pl.concat([lines, new])
-        del new
-    if ctx.line_edits:  # one join for all edits; a field an edit names is set, None included
+    extra = pl.DataFrame(ctx.new_lines, schema=LINE_SCHEMA)
+    ctx.new_lines.clear()
+    if ctx.line_edits:  # one join for the edited lines; a field an edit names is set, None included
         cols = sorted({c for ch in ctx.line_edits.values() for c in ch})
         rows = [{"bkkp_sn": k, **{f"{c}__new": ch.get(c) for c in cols}, **{f"{c}__set": c in ch for c in cols}}
                 for k, ch in ctx.line_edits.items()]
         schema = {"bkkp_sn": pl.Utf8, **{f"{c}__new": LINE_SCHEMA[c] for c in cols}, **{f"{c}__set": pl.Boolean for c in cols}}
         ed = pl.DataFrame(rows, schema=schema)
-        lines = lines.join(ed, on="bkkp_sn", how="left").with_columns(
+        # an edit may move a line (its time): edited clean lines are placed again like added ones
+        # (and an injector may edit a line it added)
+        hit = pl.col("bkkp_sn").is_in(ed["bkkp_sn"].implode())
+        extra = pl.concat([extra, lines.filter(hit)])
+        lines = lines.filter(~hit)
+        extra = extra.join(ed, on="bkkp_sn", how="left", maintain_order="left").with_columns(
             [pl.when(pl.col(f"{c}__set").fill_null(False)).then(pl.col(f"{c}__new")).otherwise(pl.col(c)).alias(c) for c in cols]
         ).select(list(LINE_SCHEMA))
-    lines = lines.sort("vi", "time", SN_ORDER)
+    lines = merge_lines(lines, extra)
+    del extra
     v = data.visits
     diag_rows = data.diag
     if ctx.new_visits:  # visits the injectors added (Context.add_visit), with their diagnoses
