@@ -101,6 +101,15 @@ def sn(n: int) -> str:
 SN_ORDER = pl.col("bkkp_sn").str.slice(1).cast(pl.Int64)
 
 
+#: a fee line's month as one integer, 202603 (a text per line, strftime, costs more)
+MONTH = pl.col("time").dt.year() * 100 + pl.col("time").dt.month()
+
+
+def month_text(col: str) -> pl.Expr:
+    """202603 -> '2026-03'."""
+    return pl.format("{}-{}", (pl.col(col) // 100).cast(pl.Utf8), (pl.col(col) % 100).cast(pl.Utf8).str.zfill(2))
+
+
 def merge_lines(base: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``base`` (already in fee-line order: visit, time, bkkp_sn) and ``extra`` (a
     few, any order) in fee-line order, like ``concat([base, extra]).sort(...)`` but without

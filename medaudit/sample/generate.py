@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from . import catalog as cat
-from .clean import LINE_SCHEMA, generate_clean, merge_lines
+from .clean import LINE_SCHEMA, MONTH, generate_clean, merge_lines, month_text
 from .inject import KEY_COLUMNS, Context, seed_for
 from .injectors import discover
 
@@ -182,7 +182,7 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     for f in fee.joined():
         sums_parts.append(f.group_by("vi").agg(pl.col("amt").sum().alias("tot"), pl.col("own").sum().alias("own")))
         billed_parts.append(f.filter(pl.col("list_type").is_in(["101", "301"]))
-                            .group_by("fixmedins_code", "code", pl.col("time").dt.strftime("%Y-%m").alias("period"))
+                            .group_by("fixmedins_code", "code", MONTH.alias("month"))
                             .agg(pl.col("cnt").sum().alias("q")))
         amounts.append(f.select("amt", "own"))
     ctx.fee_lines = pl.concat([lines, pl.concat(amounts)], how="horizontal") if amounts else lines.with_columns(
@@ -245,7 +245,8 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         pl.col("code").alias("hilist_code"), "hilist_name", "list_type", "chrgitm_lv",
         _fen("p1").alias("lv1_pric"), _fen("p2").alias("lv2_pric"), _fen("p3").alias("lv3_pric"),
         pl.lit("2020-01-01").alias("begndate"), pl.lit("2099-12-31").alias("enddate"))
-    billed = (pl.concat(billed_parts).group_by("fixmedins_code", "code", "period").agg(pl.col("q").sum())
+    billed = (pl.concat(billed_parts).group_by("fixmedins_code", "code", "month").agg(pl.col("q").sum())
+              .with_columns(month_text("month").alias("period"))
               if billed_parts else pl.DataFrame(schema={"fixmedins_code": pl.Utf8, "code": pl.Utf8, "period": pl.Utf8, "q": pl.Int64}))
     purchases = billed.select(
         "fixmedins_code", pl.col("code").alias("hilist_code"), "period",

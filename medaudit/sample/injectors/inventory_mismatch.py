@@ -16,7 +16,7 @@ Near miss, not flagged: one more such group bought exactly what it billed (equal
 import polars as pl
 
 from .. import catalog as cat
-from ..clean import SN_ORDER
+from ..clean import MONTH, SN_ORDER, month_text
 from ..inject import Context, Injector
 
 
@@ -46,11 +46,12 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
                            & ~pl.col("bkkp_sn").is_in(refunded.implode())))
     # the latest line of a group: in fee_list_d's time (to the second) and then bkkp_sn
     last = (stock.sort(pl.col("time").dt.truncate("1s"), SN_ORDER)
-            .group_by("fixmedins_code", "hilist_code", pl.col("time").dt.strftime("%Y-%m").alias("month"), maintain_order=True)
+            .group_by("fixmedins_code", "hilist_code", MONTH.alias("month"), maintain_order=True)
             .agg(pl.col("good").all().alias("all_good"), pl.col("q").sum().alias("billed"),
                  pl.col("bkkp_sn").last(), pl.col("mdtrt_id").last(), pl.col("q").last().alias("last_q"),
                  ((pl.col("chrgitm_lv").last() != "03") & (pl.col("appr").last() == "1")
                   & (pl.col("own").last() == 0)).alias("paid"))
+            .with_columns(month_text("month").alias("month"))
             .join(tables["purchases"].rename({"period": "month"}), on=grp, how="inner")
             .filter(pl.col("all_good") & pl.col("paid") & (pl.col("last_q") == pl.col("last_q").round(0)))
             .sort(grp))
