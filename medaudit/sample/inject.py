@@ -103,6 +103,8 @@ class Context:
             return []
         chosen = np.sort(self.rng.choice(pool, size=min(n, len(pool)), replace=False))
         self._used[chosen] = True
+        if len(chosen) <= 8:  # one visit at a time (high_frequency_purchase): no frame per pick
+            return [self.visits.row(int(i), named=True) for i in chosen]
         return self.visits[chosen.tolist()].to_dicts()
 
     @staticmethod
