@@ -49,7 +49,9 @@ What the :class:`~medaudit.sample.inject.Context` gives:
 - ``ctx.lines_of(v)`` the visit's clean lines (``bkkp_sn, code, cnt, time, pric, ownpay_pct,
   appr, dscg, prd_days, init, billed``; ``pric`` None = catalogue price at the visit's level, in
   fen; ``billed`` None = the line amount is ``cnt`` x ``pric``, else the amount in fen as billed);
-  ``ctx.data.lines`` all of them.
+  ``ctx.data.lines`` all of them. ``ctx.rows_of(v, where)``: the same lines as dicts, those for
+  which ``where(row)`` holds (per visit, cheaper than a polars filter: injectors pick lines of
+  hundreds of thousands of visits at 10M lines). Both are for ``inject`` only.
 - ``ctx.add_line(v, code, time, cnt=1, **fields)`` adds a line (code must be in
   :data:`medaudit.sample.catalog.ITEMS`; add items there) and returns its ``bkkp_sn``;
   ``ctx.edit_line(bkkp_sn, **fields)``, ``ctx.edit_visit(mdtrt_id, **national_fields)``,
@@ -70,7 +72,14 @@ What the :class:`~medaudit.sample.inject.Context` gives:
   ``ctx.at(day, hh, mm)``, ``ctx.price(code, v)``.
 - ``finish(ctx, tables)`` runs after the derived tables exist (``tables`` maps a table name to
   its text-column polars frame; change them in place, e.g. lower a purchase for
-  ``inventory_mismatch``).
+  ``inventory_mismatch``). ``fee_list_d`` is the exception: it is written a chunk of lines at a
+  time and never held whole as text (:class:`~medaudit.sample.generate.FeeLines`); read the
+  lines from ``ctx.fee_lines`` (every line in fee_list_d's order, typed internal columns plus
+  ``amt`` and ``own`` in fen) and the visits from ``ctx.all_visits``.
+
+Scale: at 10M lines the generator holds one typed copy of the lines (about 70 bytes a line)
+and the visits; keep per-line work vectorised (polars/numpy over all lines) and per-visit work
+to the visits an injector breaks.
 
 Rules for injectors: add the rules your injector targets to ``rules/`` (one YAML per type);
 keep the clean data clean (if your new rule would flag clean lines, change the clean generator

@@ -54,6 +54,17 @@ CODES = [i.code for i in cat.ITEMS]
 CODE_IDX = {c: k for k, c in enumerate(CODES)}
 
 
+def _ix(codes) -> np.ndarray:
+    """Catalogue codes as indices into CODES (fee lines carry a small integer per line until the
+    end, not a Python string: a 10M-line batch would otherwise hold gigabytes of objects)."""
+    return np.array([CODE_IDX[c] for c in codes], dtype=np.int64)
+
+
+#: CODE_RANK[i]: the place of CODES[i] in text order (lines are ordered by code as text)
+CODE_RANK = np.argsort(np.argsort(np.array(CODES, dtype=object), kind="stable"), kind="stable").astype(np.int64)
+assert len(CODES) < 64
+
+
 @dataclass
 class CleanData:
     visits: pl.DataFrame  # one row per visit, internal columns (see _visits)
@@ -83,6 +94,60 @@ LINE_SCHEMA = {
 
 def sn(n: int) -> str:
     return f"F{n:010d}"
+
+
+#: fee lines are ordered by visit, time and bkkp_sn; every bkkp_sn is sn(n), "F" and ten
+#: digits, so its number orders them as the text does (and an integer sorts faster)
+SN_ORDER = pl.col("bkkp_sn").str.slice(1).cast(pl.Int64)
+
+
+#: a fee line's month as one integer, 202603 (a text per line, strftime, costs more)
+MONTH = pl.col("time").dt.year() * 100 + pl.col("time").dt.month()
+
+
+def month_text(col: str) -> pl.Expr:
+    """202603 -> '2026-03'."""
+    return pl.format("{}-{}", (pl.col(col) // 100).cast(pl.Utf8), (pl.col(col) % 100).cast(pl.Utf8).str.zfill(2))
+
+
+def merge_lines(base: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``base`` (already in fee-line order: visit, time, bkkp_sn) and ``extra`` (a
+    few, any order) in fee-line order, like ``concat([base, extra]).sort(...)`` but without
+    sorting ``base`` again: each extra row's place is found by binary search on one integer key
+    (visit and time in seconds), ties broken by bkkp_sn, and the rows are gathered once. Falls
+    back to the sort when a time has a fraction of a second or the key would not fit."""
+    if extra.height == 0:
+        return base
+    both = pl.concat([base, extra], how="vertical")
+    vb, ve = base["vi"].to_numpy(), extra["vi"].to_numpy()
+    tb = base["time"].dt.epoch("us").to_numpy()
+    te = extra["time"].dt.epoch("us").to_numpy()
+    t0 = min(int(tb.min()), int(te.min())) if base.height else int(te.min())
+    t1 = max(int(tb.max()), int(te.max())) if base.height else int(te.max())
+    fits = (t1 - t0) // 1_000_000 < (1 << 32) and max(int(vb.max()) if base.height else 0, int(ve.max())) < (1 << 31)
+    if not fits or (tb % 1_000_000).any() or (te % 1_000_000).any() or ve.min() < 0:
+        return both.sort("vi", "time", SN_ORDER)
+    kb = (vb << 32) | ((tb - t0) // 1_000_000)
+    ke = (ve << 32) | ((te - t0) // 1_000_000)
+    se = extra.select(SN_ORDER).to_series().to_numpy()
+    order = np.lexsort((se, ke))
+    ke, se = ke[order], se[order]
+    lo = np.searchsorted(kb, ke, "left")
+    hi = np.searchsorted(kb, ke, "right")
+    ties = np.flatnonzero(hi > lo)
+    if len(ties):  # same visit and second as base rows: after those with a lower bkkp_sn
+        sb = base["bkkp_sn"]
+        for i in ties.tolist():
+            nums = sb.slice(int(lo[i]), int(hi[i] - lo[i])).str.slice(1).cast(pl.Int64).to_numpy()
+            lo[i] += int(np.searchsorted(nums, se[i]))
+    n, m = base.height, extra.height
+    dest = lo + np.arange(m)  # extra row i (in order) lands after lo[i] base rows and i extra rows
+    idx = np.empty(n + m, dtype=np.int64)
+    rest = np.ones(n + m, dtype=bool)
+    rest[dest] = False
+    idx[dest] = n + order
+    idx[rest] = np.arange(n)
+    return both[idx]
 
 
 def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,26 +271,25 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     # ---------------------------------------------------------------- fee lines (blocks)
     blocks: list[dict[str, np.ndarray]] = []
 
-    def add(v, day, code, cnt, off, **extra):
+    def add(v, day, code, cnt, off, dscg=False, prd_days=-1):
+        """A block of lines; ``code`` a catalogue code or an array of indices into CODES."""
         v = np.asarray(v, dtype=np.int64)
         m = len(v)
         if not m:
             return
-        b = {"vi": v, "day": np.broadcast_to(np.asarray(day, dtype=np.int64), (m,)).copy(),
-             "code": np.broadcast_to(np.asarray(code, dtype=object), (m,)).copy(),
-             "cnt": np.broadcast_to(np.asarray(cnt, dtype=np.int64), (m,)).copy(),
-             "off": np.broadcast_to(np.asarray(off, dtype=np.int64), (m,)).copy()}
-        for key, val in extra.items():
-            b[key] = np.broadcast_to(np.asarray(val, dtype=object if key != "prd_days" else np.int64), (m,)).copy()
-        blocks.append(b)
+        if isinstance(code, str):
+            code = CODE_IDX[code]
+        full = lambda x, t: np.broadcast_to(np.asarray(x, dtype=t), (m,))  # noqa: E731
+        blocks.append({"vi": v, "day": full(day, np.int64), "code": full(code, np.int64), "cnt": full(cnt, np.int64),
+                       "off": full(off, np.int64), "dscg": full(dscg, bool), "prd_days": full(prd_days, np.int64)})
 
     iv = np.flatnonzero(inp)
     # daily: bed, nursing, ward round (days 0 .. bed_days-1)
     di, dd = _expand(bed_days[iv])
     dv = iv[di]
     add(dv, dd, cat.BED, 1, 10)
-    nurse = np.where(vcls[dv] == 0, cat.NURSE_NEONATE,
-                     np.where(np.isin(main[dv], ["C34.900", "I63.900"]), cat.NURSE_1, cat.NURSE_2))
+    nurse = np.where(vcls[dv] == 0, CODE_IDX[cat.NURSE_NEONATE],
+                     np.where(np.isin(main[dv], ["C34.900", "I63.900"]), CODE_IDX[cat.NURSE_1], CODE_IDX[cat.NURSE_2]))
     add(dv, dd, nurse, 1, 20)
     add(dv, dd, cat.IPT_CONSULT, 1, 30)
     # infusion and infusion set on the first days
@@ -245,7 +309,7 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         vv = iv[has]
         dur = np.maximum(1, np.minimum(bed_days[vv], rng.integers(3, 15, len(vv))))
         di, dd = _expand(dur)
-        codes = np.asarray(cat.IPT_DRUGS, dtype=object)[order[has, s]][di]
+        codes = _ix(cat.IPT_DRUGS)[order[has, s]][di]
         add(vv[di], dd, codes, rng.integers(1, 3, len(di)), 100 + 10 * s)
     # day-0 labs and exams
     add(iv, 0, cat.BLOOD_ROUTINE, 1, 60)
@@ -274,23 +338,24 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     add(ds, 0, cat.GAUZE, 2, 125)
     # discharge medication (day = discharge day, anchored on the discharge time)
     dm = iv[long_stay[iv] & ~open_[iv] & (rng.random(len(iv)) < 0.3) & (vcls[iv] >= 3)]
-    add(dm, -1, np.asarray(cat.ORAL_DRUGS, dtype=object)[rng.integers(0, len(cat.ORAL_DRUGS), len(dm))],
-        2, 0, dscg="1", prd_days=14)
+    add(dm, -1, _ix(cat.ORAL_DRUGS)[rng.integers(0, len(cat.ORAL_DRUGS), len(dm))],
+        2, 0, dscg=True, prd_days=14)
 
     ov = np.flatnonzero(~inp)
-    cons = np.where(mt[ov] == "13", np.where(rng.random(len(ov)) < 0.85, cat.ER_CONSULT, cat.ER_MONITOR), cat.OPT_CONSULT)
+    cons = np.where(mt[ov] == "13", np.where(rng.random(len(ov)) < 0.85, CODE_IDX[cat.ER_CONSULT], CODE_IDX[cat.ER_MONITOR]),
+                    CODE_IDX[cat.OPT_CONSULT])
     add(ov, 0, cons, 1, 5)
     nl = rng.integers(0, 4, len(ov))
     lorder = rng.random((len(ov), len(cat.LABS))).argsort(axis=1)
     for s in range(3):
         has = nl > s
-        add(ov[has], 0, np.asarray(cat.LABS, dtype=object)[lorder[has, s]], 1, 20 + 5 * s)
+        add(ov[has], 0, _ix(cat.LABS)[lorder[has, s]], 1, 20 + 5 * s)
     ndr = rng.integers(1, 4, len(ov))
     dorder = rng.random((len(ov), len(cat.ORAL_DRUGS))).argsort(axis=1)
     for s in range(3):
         has = ndr > s
         m = int(has.sum())
-        add(ov[has], 0, np.asarray(cat.ORAL_DRUGS, dtype=object)[dorder[has, s]], rng.integers(1, 4, m), 60 + 5 * s,
+        add(ov[has], 0, _ix(cat.ORAL_DRUGS)[dorder[has, s]], rng.integers(1, 4, m), 60 + 5 * s,
             prd_days=rng.integers(3, 15, m))
     # restricted items where they are allowed
     ages_y = age_v // 365  # conservative: completed years never exceed days // 365
@@ -304,31 +369,41 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         0, cat.WORK_TRAINING, 1, 48)
     add(ov[wi[ov]], 0, cat.SCAR_CREAM, 1, 85)
 
-    cols = {key: np.concatenate([b[key] if key in b else np.full(len(b["vi"]), None if key != "prd_days" else -1,
-                                                                     dtype=object if key != "prd_days" else np.int64)
-                                 for b in blocks])
-            for key in ("vi", "day", "code", "cnt", "off", "dscg", "prd_days")}
+    cols = {}
+    for key in ("vi", "day", "code", "cnt", "off", "dscg", "prd_days"):
+        cols[key] = np.concatenate([b.pop(key) for b in blocks])
+    del blocks
     keep = cols["cnt"] > 0
-    cols = {key: val[keep] for key, val in cols.items()}
+    if not keep.all():
+        cols = {key: val[keep] for key, val in cols.items()}
     vi_ = cols["vi"]
     day = cols["day"]
     anchor = np.where(day == 0, begin[vi_],
                       np.where(day < 0, end[vi_] - 60 * MIN, EPOCH + (start_day[vi_] + day) * DAY + 7 * 3600 * np.timedelta64(1, "s")))
     time = anchor + cols["off"] * MIN + rng.integers(0, 60, len(vi_)) * np.timedelta64(1, "s")
-    prd = cols["prd_days"]
+    del anchor
+    # order by (visit, time, code) with one integer key (a three-column sort with a text column
+    # is most of the clean data's time at 10M lines)
+    secs = (time - EPOCH).astype(np.int64)
+    if len(vi_) and vi_.max() < (1 << 31) and secs.min() >= 0 and secs.max() < (1 << 25):
+        order = np.argsort((vi_ << 31) | (secs << 6) | CODE_RANK[cols["code"]], kind="stable")
+    else:
+        order = np.lexsort((CODE_RANK[cols["code"]], secs, vi_))
+    del secs
     lines = pl.DataFrame(
         {
-            "vi": vi_,
-            "code": cols["code"].astype(str),
-            "cnt": cols["cnt"],
-            "time": time.astype("datetime64[us]"),
-            "dscg": (cols["dscg"] == "1").astype(bool),
-            "prd_days": prd.astype(np.int64),
+            "vi": vi_[order],
+            "code": pl.Series(CODES, dtype=pl.Utf8).gather(cols["code"][order]),
+            "cnt": cols["cnt"][order],
+            "time": time[order].astype("datetime64[us]"),
+            "dscg": cols["dscg"][order],
+            "prd_days": cols["prd_days"][order],
         },
     ).with_columns(
         pl.when(pl.col("dscg")).then(pl.lit("1")).otherwise(None).alias("dscg"),
         pl.when(pl.col("prd_days") < 0).then(None).otherwise(pl.col("prd_days")).alias("prd_days"),
-    ).sort("vi", "time", "code")
+    )
+    del cols, time, vi_, day, keep, order
     lines = lines.with_columns(
         pl.format("F{}", (pl.int_range(1, pl.len() + 1)).cast(pl.Utf8).str.zfill(10)).alias("bkkp_sn"),
         pl.lit(None, pl.Int64).alias("pric"),
@@ -487,11 +562,11 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
                 default = {"ownpay_pct": 0, "appr": "1"}.get(c)
                 extra = extra.with_columns(pl.lit(default, t).alias(c))
         extra = extra.select([pl.col(c).cast(t) for c, t in LINE_SCHEMA.items()])
-        lines = pl.concat([lines, extra])
+        lines = merge_lines(lines, extra)
     lines = lines.with_columns(
         pl.when(pl.col("bkkp_sn").is_in(list(edits_appr) + decoy_appr)).then(pl.lit("2")).otherwise(pl.col("appr")).alias("appr"),
         pl.when(pl.col("bkkp_sn").is_in(list(edits_own))).then(pl.lit(20, pl.Int64)).otherwise(pl.col("ownpay_pct")).alias("ownpay_pct"),
-    ).sort("vi", "time", "bkkp_sn")
+    )
     touched |= set(np.flatnonzero(not_plain).tolist())
     refunded = v["refunded"].to_numpy().copy()
     refunded[refund_setl] = True

@@ -41,6 +41,11 @@ class Context:
     new_visits: list[dict] = field(default_factory=list)
     current_type: str = ""
     current_rate: float = 0.02
+    #: set before the finish steps run: every fee line of the batch in fee_list_d's order (the
+    #: internal columns of clean.LINE_SCHEMA, plus ``amt`` and ``own``: its amount and fully
+    #: self-paid amount in fen), and every visit, the ones injectors added included
+    fee_lines: pl.DataFrame | None = None
+    all_visits: pl.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.visits = self.data.visits
@@ -51,6 +56,7 @@ class Context:
         self._lines = lines
         self._next = self.data.next_sn
         self._by_id = {m: i for i, m in enumerate(self.visits["mdtrt_id"].to_list())}
+        self._pools: dict[tuple, np.ndarray] = {}  # (where, plain) -> matching visits, see _pool
 
     # ------------------------------------------------------------------ reading
     @property
@@ -64,9 +70,19 @@ class Context:
     def lines_of(self, visit: dict | str) -> pl.DataFrame:
         """The clean lines of one visit (internal columns: bkkp_sn, code, cnt, time, ...)."""
         vi = visit["vi"] if isinstance(visit, dict) else self._by_id[visit]
+        if self._lines is None:
+            raise RuntimeError("lines_of is for inject(); a finish step reads ctx.fee_lines")
         if vi >= self.n_visits:  # a visit an injector added: the lines added to it so far
             return pl.DataFrame([r for r in self.new_lines if r["vi"] == vi], schema=LINE_SCHEMA)
         return self._lines.slice(int(self._starts[vi]), int(self._starts[vi + 1] - self._starts[vi]))
+
+    def rows_of(self, visit: dict | str, where: Callable[[dict], bool] | None = None) -> list[dict]:
+        """The visit's lines as in :meth:`lines_of`, as dicts in the same order, those for which
+        ``where(row)`` is true. For choosing a line of one visit: a polars filter per visit
+        costs about 0.2 ms, and the injectors do it for hundreds of thousands of visits at 10M
+        lines."""
+        rows = self.lines_of(visit).to_dicts()
+        return rows if where is None else [r for r in rows if where(r)]
 
     def item(self, code: str) -> cat.Item:
         return cat.BY_CODE[code]
@@ -80,16 +96,33 @@ class Context:
         """Pick up to ``n`` visits matching ``where`` that no other injector has used, and mark
         them used. By default only plain visits (settled, not refunded, no refund or self-paid
         line), so every line of the visit is screened at its full amount."""
-        mask = np.ones(self.n_visits, dtype=bool) if where is None else self.visits.select(where.fill_null(False)).to_series().to_numpy()
-        if plain:
-            mask &= self.visits["plain"].to_numpy()
-        mask &= ~self._used[: self.n_visits]
-        pool = np.flatnonzero(mask)
+        pool = self._pool(where, plain)
+        pool = pool[~self._used[pool]]
+        self._pools[self._pool_key(where, plain)] = pool  # what is used now never comes back
         if not len(pool):
             return []
         chosen = np.sort(self.rng.choice(pool, size=min(n, len(pool)), replace=False))
         self._used[chosen] = True
+        if len(chosen) <= 8:  # one visit at a time (high_frequency_purchase): no frame per pick
+            return [self.visits.row(int(i), named=True) for i in chosen]
         return self.visits[chosen.tolist()].to_dicts()
+
+    @staticmethod
+    def _pool_key(where: pl.Expr | None, plain: bool) -> tuple:
+        return (None if where is None else where.meta.serialize(format="binary"), plain)
+
+    def _pool(self, where: pl.Expr | None, plain: bool) -> np.ndarray:
+        """The visits matching ``where`` (and plain), as sorted row indices; evaluated once per
+        expression (an injector that picks one visit at a time would otherwise scan every visit
+        per pick), later narrowed to the unused ones by :meth:`take_visits`."""
+        key = self._pool_key(where, plain)
+        pool = self._pools.get(key)
+        if pool is None:
+            mask = np.ones(self.n_visits, dtype=bool) if where is None else self.visits.select(where.fill_null(False)).to_series().to_numpy()
+            if plain:
+                mask &= self.visits["plain"].to_numpy()
+            pool = self._pools[key] = np.flatnonzero(mask)
+        return pool
 
     def use_visit(self, visit: dict | str) -> None:
         """Mark a visit used without picking it (e.g. another visit of a person you touched)."""

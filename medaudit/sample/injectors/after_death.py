@@ -26,8 +26,7 @@ def inject(ctx: Context) -> None:
     for v in ctx.take_visits(b, last & pl.col("inpatient") & (pl.col("los_dd") >= 2)):
         die = ctx.day_of(v, int(ctx.rng.integers(0, v["los_dd"])))
         ctx.edit_visit(v["mdtrt_id"], die_date=die, dscg_way="5")
-        after = ctx.lines_of(v).filter(pl.col("time").dt.date() > die)
-        for sn in after["bkkp_sn"]:
+        for sn in [r["bkkp_sn"] for r in ctx.rows_of(v, lambda r: r["time"].date() > die)]:
             ctx.expect("R-DTH-001", v, sn, f"住院期间 {die} 死亡后继续收费")
 
 

@@ -25,12 +25,12 @@ from .. import catalog as cat
 from ..inject import Context, Injector
 
 SAFE = sorted(set(cat.LABS) | set(cat.IPT_DRUGS) | set(cat.ORAL_DRUGS))
+SAFE_SET = frozenset(SAFE)
 
 
 def _candidates(ctx: Context, v: dict, min_cnt: int = 1) -> list[dict]:
-    rows = ctx.lines_of(v).filter(
-        pl.col("code").is_in(SAFE) & (pl.col("ownpay_pct") == 0) & (pl.col("appr") == "1")
-        & pl.col("init").is_null() & pl.col("billed").is_null() & (pl.col("cnt") >= min_cnt)).to_dicts()
+    rows = ctx.rows_of(v, lambda r: r["code"] in SAFE_SET and r["ownpay_pct"] == 0 and r["appr"] == "1"
+                       and r["init"] is None and r["billed"] is None and r["cnt"] >= min_cnt)
     out = []
     for r in rows:
         r["unit"] = r["pric"] if r["pric"] is not None else ctx.price(r["code"], v)

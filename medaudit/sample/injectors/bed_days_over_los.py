@@ -15,8 +15,8 @@ def inject(ctx: Context) -> None:
     for rule, code, n, what in (("R-BED-001", cat.BED, a, "床位费"), ("R-BED-002", None, b, "护理费")):
         for v in ctx.take_visits(n, stays):
             if code is None:  # the nursing level the stay is billed at
-                nurse = ctx.lines_of(v).filter(pl.col("code").is_in([cat.NURSE_1, cat.NURSE_2, cat.NURSE_NEONATE]))
-                use = nurse["code"][0]
+                nurse = ctx.rows_of(v, lambda r: r["code"] in (cat.NURSE_1, cat.NURSE_2, cat.NURSE_NEONATE))
+                use = nurse[0]["code"]
             else:
                 use = code
             end = v["endtime"]

@@ -20,12 +20,12 @@ def inject(ctx: Context) -> None:
     a, b, c = split(ctx.count(), 3)
     er = ctx.data.lines.filter(pl.col("code") == cat.ER_CONSULT)["vi"]
     for v in ctx.take_visits(a, pl.col("vi").is_in(er.implode())):
-        cons = ctx.lines_of(v).filter(pl.col("code") == cat.ER_CONSULT).row(0, named=True)
+        cons = ctx.rows_of(v, lambda r: r["code"] == cat.ER_CONSULT)[0]
         ctx.add_line(v, cat.ER_MONITOR, cons["time"] + dt.timedelta(minutes=10), 1)
         ctx.expect("R-DUP-001", v, cons["bkkp_sn"], "同日收费急诊监护费与急诊诊查费")
     ecg = ctx.data.lines.filter(pl.col("code") == cat.ECG_MONITOR)["vi"].unique()
     for v in ctx.take_visits(b, pl.col("vi").is_in(ecg.implode())):
-        mon = ctx.lines_of(v).filter(pl.col("code") == cat.ECG_MONITOR).row(0, named=True)
+        mon = ctx.rows_of(v, lambda r: r["code"] == cat.ECG_MONITOR)[0]
         t = mon["time"].replace(minute=59, second=0) if mon["time"].minute < 59 else mon["time"]
         ctx.add_line(v, cat.IBP_MONITOR, t, 2)
         ctx.expect("R-DUP-001", v, mon["bkkp_sn"], "同一小时收费持续有创性血压监测与心电监测")

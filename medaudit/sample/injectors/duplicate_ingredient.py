@@ -15,7 +15,7 @@ from ..inject import Context, Injector
 def inject(ctx: Context) -> None:
     amox = ctx.data.lines.filter(pl.col("code") == cat.AMOXICILLIN)["vi"].unique()
     for v in ctx.take_visits(ctx.count(), ~pl.col("inpatient") & pl.col("vi").is_in(amox.implode())):
-        row = ctx.lines_of(v).filter(pl.col("code") == cat.AMOXICILLIN).row(0, named=True)
+        row = ctx.rows_of(v, lambda r: r["code"] == cat.AMOXICILLIN)[0]
         cnt = int(ctx.rng.integers(1, 4))
         sn = ctx.add_line(v, cat.AMOXICILLIN_B, row["time"] + dt.timedelta(minutes=2), cnt, prd_days=row["prd_days"])
         mine = cnt * ctx.price(cat.AMOXICILLIN_B, v)

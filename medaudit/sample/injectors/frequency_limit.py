@@ -18,8 +18,8 @@ def inject(ctx: Context) -> None:
     stays = pl.col("inpatient") & (pl.col("med_type") != "28") & (pl.col("bed_days") >= 2)
     for v in ctx.take_visits(a, stays):
         day = int(ctx.rng.integers(0, v["bed_days"]))
-        lines = ctx.lines_of(v).filter(pl.col("code") == cat.IPT_CONSULT)
-        t = lines.filter(pl.col("time").dt.date() == ctx.day_of(v, day))["time"].max()
+        d = ctx.day_of(v, day)
+        t = max(r["time"] for r in ctx.rows_of(v, lambda r: r["code"] == cat.IPT_CONSULT and r["time"].date() == d))
         sn = ctx.add_line(v, cat.IPT_CONSULT, t + dt.timedelta(minutes=3), 1)
         ctx.expect("R-FRQ-001", v, sn, f"{ctx.day_of(v, day)} 住院诊查费收费 2 次")
     ecg = ctx.data.lines.filter(pl.col("code") == cat.ECG_MONITOR).group_by("vi").agg(

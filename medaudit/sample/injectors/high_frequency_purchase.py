@@ -29,10 +29,10 @@ def inject(ctx: Context) -> None:
         if not picked:
             return
         v = picked[0]
-        own = ctx.lines_of(v).filter(pl.col("code").is_in(DRUGS) & (pl.col("ownpay_pct") == 0))
-        if own.height == 0:
+        own = ctx.rows_of(v, lambda r: r["code"] in DRUG_SET and r["ownpay_pct"] == 0)
+        if not own:
             continue
-        code, t0 = own["code"][0], own["time"][0]
+        code, t0 = own[0]["code"], own[0]["time"]
         first = t0.date().replace(day=1)
         nxt = (first + dt.timedelta(days=32)).replace(day=1)
         days = [first + dt.timedelta(days=k) for k in range((nxt - first).days) if first + dt.timedelta(days=k) != t0.date()]
@@ -46,7 +46,7 @@ def inject(ctx: Context) -> None:
             near = True
             continue
         extra = sorted(ctx.rng.choice(len(days), size=MAX_DAYS + int(ctx.rng.integers(0, 2)), replace=False).tolist())
-        buys = [(t0, v, own["bkkp_sn"][0])]
+        buys = [(t0, v, own[0]["bkkp_sn"])]
         for k in extra:
             begin = _time(ctx, days[k])
             nv, sns = add_clinic_visit(ctx, v, begin, inst=_inst(ctx), consult=False, drug=code)
@@ -60,6 +60,7 @@ def inject(ctx: Context) -> None:
 
 
 DRUGS = [i.code for i in cat.ITEMS if i.list_type == "101"]
+DRUG_SET = frozenset(DRUGS)
 WHERE = ~pl.col("inpatient") & (pl.col("med_type") == "11") & (pl.col("person_visits") == 1)
 
 

@@ -15,6 +15,8 @@ Near miss, not flagged: one more such group bought exactly what it billed (equal
 
 import polars as pl
 
+from .. import catalog as cat
+from ..clean import MONTH, SN_ORDER, month_text
 from ..inject import Context, Injector
 
 
@@ -23,21 +25,33 @@ def inject(ctx: Context) -> None:
 
 
 def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
-    fee = tables["fee_list_d"].with_columns(q=pl.col("cnt").cast(pl.Float64), month=pl.col("fee_ocur_time").str.slice(0, 7))
+    # from the internal lines (ctx.fee_lines: fee_list_d is written a chunk at a time, never
+    # held whole), with what fee_list_d states: its setl_id (none before settlement), month,
+    # quantity, self-paid amount and flags
+    lines = ctx.fee_lines
+    visits = ctx.all_visits.select("vi", "mdtrt_id", "fixmedins_code",
+                                   pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"))
     ok_setl = tables["setl_d"].filter(pl.col("refd_setl_flag") != "1")["setl_id"]
-    refunded = set(fee.filter(pl.col("init_feedetl_sn").is_not_null())["init_feedetl_sn"])
-    neg = fee.filter(pl.col("q") < 0).select("mdtrt_id", "hilist_code").unique()
+    refunded = lines["init"].drop_nulls()
+    neg = lines.filter(pl.col("cnt") < 0).select("vi", "code").unique()
+    kinds = pl.DataFrame({"code": [i.code for i in cat.ITEMS if i.list_type in ("101", "102", "301")],
+                          "chrgitm_lv": [i.lv for i in cat.ITEMS if i.list_type in ("101", "102", "301")]})
     grp = ["fixmedins_code", "hilist_code", "month"]
-    stock = (fee.filter(pl.col("list_type").is_in(["101", "102", "301"]))
-             .join(neg.with_columns(pl.lit(True).alias("neg")), on=["mdtrt_id", "hilist_code"], how="left")
+    stock = (lines.select("vi", "bkkp_sn", "code", "cnt", "time", "appr", "own")
+             .join(kinds, on="code", how="inner", maintain_order="left")
+             .join(neg.with_columns(pl.lit(True).alias("neg")), on=["vi", "code"], how="left", maintain_order="left")
+             .join(visits, on="vi", how="left", maintain_order="left")
+             .with_columns(q=pl.col("cnt").cast(pl.Float64), hilist_code=pl.col("code"))
              .with_columns(good=(pl.col("q") > 0) & pl.col("setl_id").is_in(ok_setl.implode()).fill_null(False) & pl.col("neg").is_null()
-                           & ~pl.col("bkkp_sn").is_in(list(refunded))))
-    last = (stock.sort("fee_ocur_time", "bkkp_sn")
-            .group_by(grp, maintain_order=True)
+                           & ~pl.col("bkkp_sn").is_in(refunded.implode())))
+    # the latest line of a group: in fee_list_d's time (to the second) and then bkkp_sn
+    last = (stock.sort(pl.col("time").dt.truncate("1s"), SN_ORDER)
+            .group_by("fixmedins_code", "hilist_code", MONTH.alias("month"), maintain_order=True)
             .agg(pl.col("good").all().alias("all_good"), pl.col("q").sum().alias("billed"),
                  pl.col("bkkp_sn").last(), pl.col("mdtrt_id").last(), pl.col("q").last().alias("last_q"),
-                 ((pl.col("chrgitm_lv").last() != "03") & (pl.col("hosp_appr_flag").last() == "1")
-                  & (pl.col("fulamt_ownpay_amt").last().cast(pl.Float64) == 0)).alias("paid"))
+                 ((pl.col("chrgitm_lv").last() != "03") & (pl.col("appr").last() == "1")
+                  & (pl.col("own").last() == 0)).alias("paid"))
+            .with_columns(month_text("month").alias("month"))
             .join(tables["purchases"].rename({"period": "month"}), on=grp, how="inner")
             .filter(pl.col("all_good") & pl.col("paid") & (pl.col("last_q") == pl.col("last_q").round(0)))
             .sort(grp))

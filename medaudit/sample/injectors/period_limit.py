@@ -39,7 +39,7 @@ def inject(ctx: Context) -> None:
     a, b = split(ctx.count(), 2)
     stays = pl.col("inpatient") & (pl.col("med_type") != "28") & (pl.col("bed_days") >= 3) & SINGLE
     for v in ctx.take_visits(a, stays):
-        if ctx.lines_of(v).filter(pl.col("code") == cat.HBA1C).is_empty():
+        if not ctx.rows_of(v, lambda r: r["code"] == cat.HBA1C):
             ctx.add_line(v, cat.HBA1C, v["begntime"] + dt.timedelta(minutes=70))
         k = int(ctx.rng.integers(1, min(v["bed_days"], 15)))
         sn = ctx.add_line(v, cat.HBA1C, ctx.at(ctx.day_of(v, k), 8, 30))

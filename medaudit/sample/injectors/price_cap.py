@@ -4,17 +4,15 @@ Any line of the visit (service items priced by level, drugs and consumables); th
 (``hilist``) caps are the clean prices, so only the edited line is above its cap.
 """
 
-import polars as pl
-
 from ..inject import Context, Injector
 
 
 def inject(ctx: Context) -> None:
     for v in ctx.take_visits(ctx.count()):
-        lines = ctx.lines_of(v).filter(pl.col("pric").is_null())
-        if lines.is_empty():
+        lines = ctx.rows_of(v, lambda r: r["pric"] is None)
+        if not lines:
             continue
-        row = lines.row(int(ctx.rng.integers(0, lines.height)), named=True)
+        row = lines[int(ctx.rng.integers(0, len(lines)))]
         cap = ctx.price(row["code"], v)
         pric = cap + max(1, cap * int(ctx.rng.integers(5, 41)) // 100)
         ctx.edit_line(row["bkkp_sn"], pric=pric)

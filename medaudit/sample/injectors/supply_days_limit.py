@@ -13,16 +13,16 @@ def inject(ctx: Context) -> None:
     lines = ctx.data.lines
     opt = lines.filter(pl.col("prd_days").is_not_null() & pl.col("dscg").is_null())["vi"].unique()
     for v in ctx.take_visits(a, ~pl.col("inpatient") & pl.col("vi").is_in(opt.implode())):
-        row = ctx.lines_of(v).filter(pl.col("prd_days").is_not_null()).row(0, named=True)
+        row = ctx.rows_of(v, lambda r: r["prd_days"] is not None)[0]
         days = int(ctx.rng.integers(20, 61))
         ctx.edit_line(row["bkkp_sn"], prd_days=days)
         ctx.expect("R-SUP-001", v, row["bkkp_sn"], f"{ctx.item(row['code']).name} 门诊开药 {days} 天（限15天）")
     for v in ctx.take_visits(max(1, ctx.count() // 4), ~pl.col("inpatient") & pl.col("vi").is_in(opt.implode())):
-        row = ctx.lines_of(v).filter(pl.col("prd_days").is_not_null()).row(0, named=True)
+        row = ctx.rows_of(v, lambda r: r["prd_days"] is not None)[0]
         ctx.edit_line(row["bkkp_sn"], prd_days=15)
     dis = lines.filter(pl.col("dscg") == "1")["vi"].unique()
     for v in ctx.take_visits(b, pl.col("inpatient") & pl.col("vi").is_in(dis.implode())):
-        row = ctx.lines_of(v).filter(pl.col("dscg") == "1").row(0, named=True)
+        row = ctx.rows_of(v, lambda r: r["dscg"] == "1")[0]
         days = int(ctx.rng.integers(21, 46))
         ctx.edit_line(row["bkkp_sn"], prd_days=days)
         ctx.expect("R-SUP-002", v, row["bkkp_sn"], f"{ctx.item(row['code']).name} 出院带药 {days} 天（限14天）")
