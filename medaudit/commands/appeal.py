@@ -71,20 +71,17 @@ def import_(
         fail(str(e))
     console.print(f"{file}: {len(res.filed):,} appeals filed for {res.institution}, {len(res.refused):,} rows refused, "
                   f"{res.untouched:,} findings not appealed.")
-    if res.refused:
-        t = Table(title="Refused rows (nothing was filed for them)")
-        for c in ("row", "finding", "reason"):
-            t.add_column(c, overflow="fold")
-        for no, fid, why in res.refused:
-            t.add_row(str(no), (fid or "")[:12], why)
-        console.print(t)
-    if res.edited:
-        t = Table(title="Bureau cells edited in the workbook (the exported values stand; listed in the receipt)")
-        for c in ("row", "finding", "changed"):
-            t.add_column(c, overflow="fold")
-        for no, fid, what in res.edited:
-            t.add_row(str(no), (fid or "")[:12], what)
-        console.print(t)
+    for rows, title, last in (
+            (res.refused, "Refused rows (nothing was filed for them)", "reason"),
+            (res.edited, "Bureau cells edited in the workbook (the exported values stand; listed in the receipt)",
+             "changed")):
+        if rows:
+            t = Table(title=title)
+            for c in ("row", "finding", last):
+                t.add_column(c, overflow="fold")
+            for no, fid, text in rows:
+                t.add_row(str(no), (fid or "")[:12], text)
+            console.print(t)
     if receipt:
         appeals.write_receipt(res, file, receipt)
         console.print(f"receipt written to {receipt}")

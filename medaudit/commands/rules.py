@@ -75,17 +75,8 @@ def type_markdown(rt: RuleType) -> str:
     doc = inspect.cleandoc(rt.doc or "")
     headline, _, body = doc.partition("\n")
     parts = [f"## `{rt.name}` {rt.title}", "", headline.strip(), body.rstrip(), ""]
-    if rt.params:
-        parts += ["**Parameters.**", "", "| parameter | kind | required | default | per item | meaning |",
-                  "|---|---|---|---|---|---|"]
-        for p in rt.params:
-            kind = p.kind + (f" ({' / '.join(str(c) for c in p.choices)})" if p.choices else "")
-            default = "" if p.default is None else f"`{p.default}`"
-            parts.append(f"| `{p.name}` | {kind} | {'yes' if p.required else ''} | {default} | "
-                         f"{'yes' if p.per_item else ''} | {p.help} |")
-        parts.append("")
-    else:
-        parts += ["**Parameters.** none", ""]
+    parts += _params_table(rt, "**Parameters.**", "| parameter | kind | required | default | per item | meaning |",
+                           "yes", "none")
     items = {"required": "required", "optional": "optional", "none": "none (it reads visits)"}[rt.items]
     parts += [
         f"**Facts.** nature {rt.nature} · deduction `{rt.mode}` · default severity `{rt.default_severity}` · "
@@ -93,6 +84,19 @@ def type_markdown(rt: RuleType) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _params_table(rt: RuleType, title: str, header: str, yes: str, none: str) -> list[str]:
+    """A type's parameters as a Markdown table (the English and the Chinese page share it)."""
+    if not rt.params:
+        return [f"{title} {none}", ""]
+    out = [title, "", header, "|---|---|---|---|---|---|"]
+    for p in rt.params:
+        kind = p.kind + (f" ({' / '.join(str(c) for c in p.choices)})" if p.choices else "")
+        default = "" if p.default is None else f"`{p.default}`"
+        out.append(f"| `{p.name}` | {kind} | {yes if p.required else ''} | {default} | "
+                   f"{yes if p.per_item else ''} | {p.help} |")
+    return out + [""]
 
 
 #: how the Chinese page names the facts of a type
@@ -108,16 +112,7 @@ def type_markdown_zh(rt: RuleType) -> str:
     doc = inspect.cleandoc(rt.doc_zh or "")
     headline, _, body = doc.partition("\n")
     parts = [f"## `{rt.name}` {rt.title}", "", headline.strip(), body.rstrip(), ""]
-    if rt.params:
-        parts += ["**参数。**", "", "| 参数 | 类型 | 必填 | 默认值 | 可按项目给出 | 含义 |", "|---|---|---|---|---|---|"]
-        for p in rt.params:
-            kind = p.kind + (f" ({' / '.join(str(c) for c in p.choices)})" if p.choices else "")
-            default = "" if p.default is None else f"`{p.default}`"
-            parts.append(f"| `{p.name}` | {kind} | {'是' if p.required else ''} | {default} | "
-                         f"{'是' if p.per_item else ''} | {p.help} |")
-        parts.append("")
-    else:
-        parts += ["**参数。** 无", ""]
+    parts += _params_table(rt, "**参数。**", "| 参数 | 类型 | 必填 | 默认值 | 可按项目给出 | 含义 |", "是", "无")
     parts += [
         f"**要点。** 问题性质 {rt.nature} · 扣款方式 {_MODE_ZH.get(rt.mode, rt.mode)} (`{rt.mode}`) · 默认严重程度 "
         f"{_SEVERITY_ZH.get(rt.default_severity, rt.default_severity)} (`{rt.default_severity}`) · 环节 "
