@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from decimal import Decimal
+from typing import Any, Callable, NamedTuple
 
 from ..semantics import catalogue_cap_sql, catalogue_in_force_sql, excess_allocation_sql, rule_in_force_sql
 from ..semantics import fund_share_claim as fund_share_claim_piece
@@ -56,6 +57,23 @@ HIT_COLUMNS = {
     "dr_code": "VARCHAR",
     "period": "VARCHAR",  # YYYY-MM a finding about a month is for (default: its settlement month)
 }
+
+
+
+class Hit(NamedTuple):
+    """One hit row in Python (:data:`HIT_COLUMNS`, the columns pre-alert reads): what a type's
+    in-memory evaluator (:attr:`RuleType.evaluate`) returns."""
+
+    rule_key: int
+    finding_key: str
+    mdtrt_id: str | None
+    bkkp_sn: str
+    role: str  # violating | related
+    claim: Decimal
+    ev_head: str | None
+    ev_line: str | None
+    psn_no: str | None = None
+
 
 #: SQL type of each parameter kind
 PARAM_SQL = {
@@ -192,6 +210,10 @@ class RuleType:
     #: how far beyond its own visit a rule of the type looks (from the rule's parameters): what a
     #: nightly run re-reads; see :class:`Reach`
     reach: Callable[[Any], Reach] = visit_reach
+    #: the type's query in memory, for the pre-alert fast path: ``evaluate(ctx, matched_rows)``
+    #: returns :class:`Hit` rows equal to the query's (None: the type runs its SQL at pre-alert).
+    #: ``ctx`` is :class:`medaudit.prealert.fast.context.Lines`; the rows are ``{m}`` as dicts.
+    evaluate: Callable[[Any, list[dict]], list[Hit]] | None = None
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:
         if self.compose is not None:

@@ -29,12 +29,29 @@ The gender may also be given per item, as a `gender` column of the item table.
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, gender_cn, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        if m["gend"] in ("1", "2") and m["gender"] is not None and m["gend"] != m["gender"] and m["deductible"] > 0:
+            out.append(hit(m, "violating", m["deductible"], "患者性别为" + gender_cn(m["gend"]),
+                            f"{ref(m)} 限{gender_cn(m['gender'])}性使用，{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="restrict_gender",
     title="限性别",
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    evaluate=evaluate,
     params=(
         Param("gender", "choice", "the gender the item is for: 1 male, 2 female", required=True,
               choices=("1", "2"), per_item=True),

@@ -25,12 +25,30 @@ gives `机构等级为一级（hosp_lv 08）；药品【参附注射液】(ZA05C
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, level_cn, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        if m["min_level"] is None or not m["inst_level"] < m["min_level"] or not m["deductible"] > 0:
+            continue
+        out.append(hit(m, "violating", m["deductible"], f"机构等级为{level_cn(m['inst_level'])}（hosp_lv {m['hosp_lv'] or ''}）",
+                        f"{ref(m)} 限{level_cn(m['min_level'])}及以上医疗机构使用，{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="restrict_hosp_level",
     title="限机构等级",
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    evaluate=evaluate,
     params=(
         Param("min_level", "int", "lowest institution level allowed: 1, 2 or 3", required=True,
               choices=(1, 2, 3), per_item=True),

@@ -25,12 +25,32 @@ gives `患者险种为 310（职工基本医疗保险）；药品【疤痕止痒
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, insutype_cn, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        allowed, t = m["allowed"], m["insutype"]
+        if allowed is None or t is None or t in allowed or not m["deductible"] > 0:
+            continue
+        names = "、".join(f"{x}（{insutype_cn(x)}）" for x in allowed)
+        out.append(hit(m, "violating", m["deductible"], f"患者险种为 {t}（{insutype_cn(t)}）",
+                        f"{ref(m)} 限 {names} 支付，{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="restrict_insutype",
     title="限险种",
     nature="超支付范围",
     mode="whole_line",
     doc=__doc__,
+    evaluate=evaluate,
     params=(
         Param("allowed", "str_list", "insurance types that may be billed, e.g. [410]", required=True, per_item=True),
     ),
