@@ -593,3 +593,67 @@ class ItemIndex:
                 seen.add(e.rule_key)
                 out.append({**ln, **e.row})
         return out
+
+
+# ============================================================================ line checks, declared once
+
+
+@dataclass(frozen=True, eq=False)
+class Col(Expr):
+    """A column of a matched row: ``name`` in SQL, ``m["name"]`` in Python."""
+
+    name: str
+
+    def sql(self) -> str:
+        return self.name
+
+    def py(self) -> str:
+        return f"m[{self.name!r}]"
+
+
+def col(name: str) -> Col:
+    return Col(name)
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Expr):
+    """SQL ``a || b || ...``: NULL when any part is NULL."""
+
+    parts: tuple
+
+    def sql(self) -> str:
+        return "(" + " || ".join(p.sql() for p in self.parts) + ")"
+
+    def py(self) -> str:
+        return f"_cat({', '.join(p.py() for p in self.parts)})"
+
+
+def cat(*parts: Any) -> Expr:
+    return Concat(tuple(_e(p) for p in parts))
+
+
+def _cat(*xs):
+    return None if any(x is None for x in xs) else "".join(str(x) for x in xs)
+
+
+_HELPERS["_cat"] = _cat
+
+
+def sql_function(name: str, py: Callable[..., Any], strict: bool = True) -> Callable[..., Expr]:
+    """A SQL function or macro (``name``) and its Python twin ``py`` as one expression builder.
+    ``strict``: NULL in any argument gives NULL (else ``py`` is given the None, as a CASE macro is)."""
+    helper = f"_fn_{name}"
+
+    def call(*args):
+        return None if strict and any(a is None for a in args) else py(*args)
+
+    _HELPERS[helper] = call
+    _FUNCS[name] = helper
+    return lambda *args: Call(name, *args)
+
+
+def compile_row(expr: Expr, name: str = "f") -> Callable[[dict], Any]:
+    """``expr`` over a matched row's columns (:class:`Col`) as a Python function of the row."""
+    scope = dict(_HELPERS)
+    exec(compile(f"def {name}(m):\n    return {expr.py()}\n", f"<semantics.{name}>", "exec"), scope)
+    return scope[name]

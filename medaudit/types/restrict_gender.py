@@ -27,22 +27,18 @@ A man billed 子宫造影 once for 180.00 gives the finding
 The gender may also be given per item, as a `gender` column of the item table.
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
 
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from .evidence import Hit, ref, line_fact, gender_cn, hit
+from ..semantics import cat, coalesce, col
+from .line_check import ITEM, LINE, gender_cn, line_check
 
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        if m["gend"] in ("1", "2") and m["gender"] is not None and m["gend"] != m["gender"] and m["deductible"] > 0:
-            out.append(hit(m, "violating", m["deductible"], "患者性别为" + gender_cn(m["gend"]),
-                            f"{ref(m)} 限{gender_cn(m['gender'])}性使用，{line_fact(m)}"))
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=col("gend").isin("1", "2") & col("gend").ne(col("gender")) & (col("deductible") > 0),
+    ev_head=cat("患者性别为", gender_cn(col("gend"))),
+    ev_line=cat(ITEM, " 限", gender_cn(col("gender")), "性使用，", LINE),
+)
 
 
 RULE_TYPE = RuleType(
@@ -56,12 +52,5 @@ RULE_TYPE = RuleType(
         Param("gender", "choice", "the gender the item is for: 1 male, 2 female", required=True,
               choices=("1", "2"), per_item=True),
     ),
-    query=f"""
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
-               deductible AS claim,
-               '患者性别为' || gender_cn(gend) AS ev_head,
-               {ITEM_REF} || ' 限' || gender_cn(gender) || '性使用，' || {LINE_FACT} AS ev_line
-        FROM {{m}}
-        WHERE gend IN ('1', '2') AND gend <> gender AND deductible > 0
-    """,
+    query=QUERY,
 )

@@ -23,23 +23,18 @@ batch 5: 参附注射液 限二级及以上医疗机构). A level-1 clinic billi
 gives `机构等级为一级（hosp_lv 08）；药品【参附注射液】(ZA05CAC0029010102312) 限二级及以上医疗机构使用，...`.
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
 
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from .evidence import Hit, ref, line_fact, level_cn, hit
+from ..semantics import cat, coalesce, col
+from .line_check import ITEM, LINE, level_cn, line_check
 
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        if m["min_level"] is None or not m["inst_level"] < m["min_level"] or not m["deductible"] > 0:
-            continue
-        out.append(hit(m, "violating", m["deductible"], f"机构等级为{level_cn(m['inst_level'])}（hosp_lv {m['hosp_lv'] or ''}）",
-                        f"{ref(m)} 限{level_cn(m['min_level'])}及以上医疗机构使用，{line_fact(m)}"))
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=(col("inst_level") < col("min_level")) & (col("deductible") > 0),
+    ev_head=cat("机构等级为", level_cn(col("inst_level")), "（hosp_lv ", coalesce(col("hosp_lv"), ""), "）"),
+    ev_line=cat(ITEM, " 限", level_cn(col("min_level")), "及以上医疗机构使用，", LINE),
+)
 
 
 RULE_TYPE = RuleType(
@@ -53,11 +48,5 @@ RULE_TYPE = RuleType(
         Param("min_level", "int", "lowest institution level allowed: 1, 2 or 3", required=True,
               choices=(1, 2, 3), per_item=True),
     ),
-    query=f"""
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
-               '机构等级为' || level_cn(inst_level) || '（hosp_lv ' || coalesce(hosp_lv, '') || '）' AS ev_head,
-               {ITEM_REF} || ' 限' || level_cn(min_level) || '及以上医疗机构使用，' || {LINE_FACT} AS ev_line
-        FROM {{m}}
-        WHERE inst_level < min_level AND deductible > 0
-    """,
+    query=QUERY,
 )
