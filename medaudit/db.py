@@ -205,6 +205,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
     """SQL helpers shared by every rule type (temporary: they live with the connection)."""
+    from .semantics import age_years
+
     con.execute(
         """
         -- exact decimal division for non-negative amounts (DuckDB's DECIMAL / DECIMAL is DOUBLE):
@@ -220,8 +222,7 @@ def install_macros(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP MACRO qty(x) AS
             regexp_replace(regexp_replace(CAST(CAST(x AS DECIMAL(18,4)) AS VARCHAR), '(\\.\\d*?)0+$', '\\1'), '\\.$', '');
         -- completed years between two dates
-        CREATE OR REPLACE TEMP MACRO age_years(birth, d) AS
-            year(d) - year(birth) - CASE WHEN month(d) * 100 + day(d) < month(birth) * 100 + day(birth) THEN 1 ELSE 0 END;
+        CREATE OR REPLACE TEMP MACRO age_years(birth, d) AS {age_years};
         -- 项目【子宫造影】(002101030300000), 药品【...】(...), 耗材【...】(...)
         CREATE OR REPLACE TEMP MACRO item_ref(list_type, name, code) AS
             CASE WHEN list_type IN ('101', '102') THEN '药品' WHEN list_type = '301' THEN '耗材' ELSE '项目' END
@@ -240,5 +241,5 @@ def install_macros(con: duckdb.DuckDBPyConnection) -> None:
             CASE n WHEN 3 THEN '三级' WHEN 2 THEN '二级' WHEN 1 THEN '一级' ELSE '未定级' END;
         CREATE OR REPLACE TEMP MACRO gender_cn(g) AS
             CASE g WHEN '1' THEN '男' WHEN '2' THEN '女' WHEN '0' THEN '未知' ELSE '未说明' END;
-        """
+        """.replace("{age_years}", age_years.sql("birth", "d"))
     )

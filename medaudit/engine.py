@@ -26,15 +26,14 @@ from typing import Callable
 import duckdb
 import polars as pl
 
-from . import incremental, lifecycle, money
+from . import incremental, lifecycle, money, semantics
 from .incremental import Context, Scope
 from .library import Library, Rule
 from .types import REGISTRY
 from .types.base import HIT_COLUMNS, PARAM_SQL, RuleType
 
-LEVEL_SQL = """CASE WHEN hosp_lv IN ('01','02','03','04','12') THEN 3
-                    WHEN hosp_lv IN ('05','06','07','13') THEN 2
-                    WHEN hosp_lv IN ('08','09','10','14') THEN 1 ELSE 0 END"""
+#: institution level 0..3 from ``hosp_lv`` (:data:`medaudit.semantics.inst_level`)
+LEVEL_SQL = semantics.inst_level.sql("hosp_lv")
 
 #: Columns of ``lines`` (what every rule type may read), with their meaning.
 LINE_COLUMNS = {
@@ -178,14 +177,13 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc", ctx: 
         SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
                n.psn_no, n.fixmedins_code,
                CAST(n.fee_ocur_time AS DATE) AS fee_date,
-               CAST(least(greatest(n.ownpay0, 0), greatest(n.amt, 0)) AS DECIMAL(18,4)) AS ownpay,
-               CAST(CASE WHEN n.chrgitm_lv = '03' OR n.hosp_appr_flag = '2' THEN 0
-                    ELSE greatest(n.amt - least(greatest(n.ownpay0, 0), greatest(n.amt, 0)), 0) END AS DECIMAL(18,4)) AS deductible,
+               {semantics.ownpay.sql("n.amt", "n.ownpay0")} AS ownpay,
+               {semantics.deductible.sql("n.amt", "n.ownpay0", "n.chrgitm_lv", "n.hosp_appr_flag")} AS deductible,
                s.setl_time,
                v.gend, v.brdy, v.insutype, v.hosp_lv, v.inst_level, v.med_type, v.inpatient,
                v.begntime, v.endtime, v.los, v.adm_dept_codg AS visit_dept, v.chfpdr_code,
                age_years(v.brdy, CAST(n.fee_ocur_time AS DATE)) AS age_years,
-               date_diff('day', v.brdy, CAST(n.fee_ocur_time AS DATE)) AS age_days
+               {semantics.age_days.sql("v.brdy", "CAST(n.fee_ocur_time AS DATE)")} AS age_days
         FROM net n
         JOIN visits v USING (mdtrt_id)
         LEFT JOIN (SELECT setl_id, setl_time FROM setl_d WHERE coalesce(refd_setl_flag, '0') <> '1') s
@@ -307,34 +305,8 @@ def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, l
     ``may_repeat`` False says no line can match two items of one rule (see :func:`build_matched`);
     the once-per-rule window, the costliest part of matching, is then left out.
     """
-    p = f"p_{rt.name}"
-    branches = []
-    if has_code:
-        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 1 AS __pri FROM {lines} l JOIN {p} p ON l.hilist_code = p.code")
-    if has_prefix:
-        branches.append(
-            f"""SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 2 AS __pri
-                FROM (SELECT l.*, k.n AS __n, left(l.hilist_code, k.n) AS __head FROM {lines} l,
-                      (SELECT DISTINCT length(prefix) AS n FROM {p} WHERE prefix IS NOT NULL) k) l
-                JOIN {p} p ON p.prefix = l.__head"""
-        )
-    if has_all:
-        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 3 AS __pri FROM {lines} l JOIN {p} p ON p.match_all")
-    if not branches:
-        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {p} p ON FALSE")
-    union = "\nUNION ALL BY NAME\n".join(branches)
-    dedupe = ("QUALIFY row_number() OVER (PARTITION BY x.rule_key, x.bkkp_sn ORDER BY x.__pri) = 1"
-              if rt.dedupe_lines and may_repeat else "")
-    return f"""
-        SELECT x.* EXCLUDE (__pri{', __n, __head' if has_prefix else ''}) FROM ({union}) x
-        JOIN r_all r ON r.rule_key = x.rule_key
-        WHERE (r.valid_from IS NULL OR x.fee_date >= r.valid_from)
-          AND (r.valid_to IS NULL OR x.fee_date <= r.valid_to)
-          AND (r.scope_med_types IS NULL OR list_contains(r.scope_med_types, x.med_type))
-          AND (r.scope_levels IS NULL OR list_contains(r.scope_levels, x.inst_level))
-          AND (r.scope_institutions IS NULL OR list_contains(r.scope_institutions, x.fixmedins_code))
-        {dedupe}
-        """
+    return semantics.matched_sql(f"p_{rt.name}", lines, has_code, has_prefix, has_all,
+                                 dedupe=rt.dedupe_lines and may_repeat)
 
 
 def items_may_overlap(con: duckdb.DuckDBPyConnection, p: str) -> bool:

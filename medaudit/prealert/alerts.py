@@ -26,6 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, NamedTuple
 
 from ..library import Rule
+from ..types.base import Hit  # noqa: F401  (the hit row both paths produce)
 
 #: between an order's rx_id and its request's number in a run (sorts before printable text)
 TAG = "\x1f"
@@ -67,20 +68,6 @@ class CheckRequest:
     rule_ids: list[str] | None = None  # only these rules (national ``rule_ids``); None: all
     engine: str | None = None  # set by the check: 'fast', 'sql' or 'fast+sql', the paths that answered
     operations: list[dict[str, Any]] = field(default_factory=list)  # setl_list_oprn_d columns
-
-
-class Hit(NamedTuple):
-    """One hit row (:data:`medaudit.types.base.HIT_COLUMNS`, the columns pre-alert reads)."""
-
-    rule_key: int
-    finding_key: str
-    mdtrt_id: str | None
-    bkkp_sn: str
-    role: str  # violating | related
-    claim: Decimal
-    ev_head: str | None
-    ev_line: str | None
-    psn_no: str | None = None
 
 
 class LineInfo(NamedTuple):

@@ -35,6 +35,22 @@ DOC_ZH = """死亡后就医：收费日期晚于参保人死亡日期的明细�
 
 from .base import ITEM_REF, LINE_FACT, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        d = ctx.deaths.get(m["psn_no"])
+        if d is not None and m["fee_date"] > d and m["deductible"] > 0:
+            out.append(hit(m, "violating", m["deductible"], f"参保人 {d:%Y-%m-%d} 死亡", f"{ref(m)} {line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="after_death",
     title="死亡后就医",
@@ -42,6 +58,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     items="optional",
     query=f"""
         SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role,

@@ -30,7 +30,11 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from decimal import Decimal
+from typing import Any, Callable, NamedTuple
+
+from ..semantics import catalogue_cap_sql, catalogue_in_force_sql, excess_allocation_sql, rule_in_force_sql
+from ..semantics import fund_share_claim as fund_share_claim_piece
 
 STAGES = ("pre_alert", "in_process", "post_hoc")
 SEVERITIES = ("violation", "suspect")
@@ -53,6 +57,23 @@ HIT_COLUMNS = {
     "dr_code": "VARCHAR",
     "period": "VARCHAR",  # YYYY-MM a finding about a month is for (default: its settlement month)
 }
+
+
+
+class Hit(NamedTuple):
+    """One hit row in Python (:data:`HIT_COLUMNS`, the columns pre-alert reads): what a type's
+    in-memory evaluator (:attr:`RuleType.evaluate`) returns."""
+
+    rule_key: int
+    finding_key: str
+    mdtrt_id: str | None
+    bkkp_sn: str
+    role: str  # violating | related
+    claim: Decimal
+    ev_head: str | None
+    ev_line: str | None
+    psn_no: str | None = None
+
 
 #: SQL type of each parameter kind
 PARAM_SQL = {
@@ -191,6 +212,10 @@ class RuleType:
     #: how far beyond its own visit a rule of the type looks (from the rule's parameters): what a
     #: nightly run re-reads; see :class:`Reach`
     reach: Callable[[Any], Reach] = visit_reach
+    #: the type's query in memory, for the pre-alert fast path: ``evaluate(ctx, matched_rows)``
+    #: returns :class:`Hit` rows equal to the query's (None: the type runs its SQL at pre-alert).
+    #: ``ctx`` is :class:`medaudit.prealert.fast.context.Lines`; the rows are ``{m}`` as dicts.
+    evaluate: Callable[[Any, list[dict]], list[Hit]] | None = None
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:
         if self.compose is not None:
@@ -208,33 +233,13 @@ class RuleType:
 
 
 def fund_share_claim(overcharge: str) -> str:
-    """The claim on a line for an ``overcharge`` in yuan (an SQL expression): the overcharge times
-    the line's fund share (deductible / amt), never more than the deductible, 0 when there is no
-    overcharge. Exact: ``xdiv`` divides in integers; both branches DECIMAL(38,12) (a CASE of
-    (38,8) and (38,12) would round to 8 decimals). One definition for every type that claims
-    part of a line (excess units, price above a cap, amount above cnt x pric)."""
-    return f"""CASE WHEN ({overcharge}) <= 0 THEN CAST(0 AS DECIMAL(38,12))
-                    WHEN deductible = amt THEN CAST(least({overcharge}, deductible) AS DECIMAL(38,12))
-                    ELSE CAST(least(xdiv(({overcharge}) * deductible, amt), deductible) AS DECIMAL(38,12)) END"""
+    """SQL: the claim on a line for an ``overcharge`` in yuan (an SQL expression over the line's
+    columns): :data:`medaudit.semantics.fund_share_claim` of it, the line's ``deductible`` and ``amt``."""
+    return fund_share_claim_piece.sql(overcharge, "deductible", "amt")
 
 
-def excess_allocation(src: str, group_cols: str) -> str:
-    """Give each line of ``src`` its share of a group's excess, latest lines first.
-
-    ``src`` has, per line: the group columns, ``bkkp_sn``, ``fee_ocur_time``, ``cnt``,
-    ``pric``, ``amt``, ``deductible`` and ``excess`` (the group's excess units, same on every
-    line of the group). Adds ``excess_units`` (units of this line that are excess) and
-    ``claim`` (excess units x price x fund share, never more than the line's deductible).
-    """
-    return f"""
-        SELECT *,
-               {fund_share_claim("excess_units * pric")} AS claim
-        FROM (
-            SELECT *, greatest(least(cnt, excess - (sum(cnt) OVER w - cnt)), 0) AS excess_units
-            FROM {src}
-            WINDOW w AS (PARTITION BY {group_cols} ORDER BY fee_ocur_time DESC, bkkp_sn DESC
-                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-        )"""
+#: each line of ``src`` with its share of its group's excess, latest lines first (``excess_units``, ``claim``)
+excess_allocation = excess_allocation_sql
 
 
 #: The standard fact about one line, for evidence: 2026-03-02 收费 1 次，金额 180.00 元
@@ -244,20 +249,11 @@ LINE_FACT = "strftime(fee_date, '%Y-%m-%d') || ' 收费 ' || qty(cnt) || ' 次�
 ITEM_REF = "item_ref(list_type, coalesce(hilist_name, item_name), hilist_code)"
 
 
-def hilist_in_force(h: str, line: str) -> str:
-    """SQL condition: catalogue row ``h`` (of ``hilist``) is the line's code, in force on its fee date."""
-    return (f"{h}.hilist_code = {line}.hilist_code"
-            f" AND ({h}.begndate IS NULL OR {h}.begndate <= {line}.fee_date)"
-            f" AND ({h}.enddate IS NULL OR {h}.enddate >= {line}.fee_date)")
+#: SQL condition: catalogue row ``h`` (of ``hilist``) is the line's code, in force on its fee date
+hilist_in_force = catalogue_in_force_sql
 
-
-def hilist_cap(line: str) -> str:
-    """SQL scalar: the catalogue (``hilist``) price cap of a line's code for its institution's
-    level, in force on its fee date (level 0 uses the level-1 cap); NULL when the catalogue has
-    none. Several rows in force: the highest cap (the hospital's benefit of the doubt)."""
-    return f"""(SELECT max(CASE WHEN {line}.inst_level = 3 THEN h.lv3_pric
-                                 WHEN {line}.inst_level = 2 THEN h.lv2_pric ELSE h.lv1_pric END)
-                FROM hilist h WHERE {hilist_in_force('h', line)})"""
+#: SQL scalar: the catalogue (``hilist``) price cap of a line's code for its level on its fee date
+hilist_cap = catalogue_cap_sql
 
 
 def price_text(x: str) -> str:
@@ -269,15 +265,10 @@ def price_text(x: str) -> str:
 # For the types that take no items (they read ``visits``/``lines`` and ``{p}`` themselves).
 
 
-def rule_applies(r: str, day: str, v: str) -> str:
-    """SQL condition: rule row ``r`` (with the ``r_all`` columns) is in force on ``day`` and its
-    scope admits ``v`` (anything with ``med_type``, ``inst_level``, ``fixmedins_code``) — the
-    same test the engine applies to matched lines, for types that judge whole visits."""
-    return (f"({r}.valid_from IS NULL OR {day} >= {r}.valid_from)"
-            f" AND ({r}.valid_to IS NULL OR {day} <= {r}.valid_to)"
-            f" AND ({r}.scope_med_types IS NULL OR list_contains({r}.scope_med_types, {v}.med_type))"
-            f" AND ({r}.scope_levels IS NULL OR list_contains({r}.scope_levels, {v}.inst_level))"
-            f" AND ({r}.scope_institutions IS NULL OR list_contains({r}.scope_institutions, {v}.fixmedins_code))")
+#: SQL condition: rule row ``r`` (``r_all`` columns) is in force on ``day`` and its scope admits
+#: ``v`` (anything with ``med_type``, ``inst_level``, ``fixmedins_code``): the test the engine
+#: applies to matched lines, for types that judge whole visits (:data:`medaudit.semantics.rule_in_force`)
+rule_applies = rule_in_force_sql
 
 
 def icd(x: str) -> str:

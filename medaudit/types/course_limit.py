@@ -49,6 +49,50 @@ DOC_ZH = """限支付疗程：药品（或治疗）支付天数超过疗程限�
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+import datetime as dt
+from typing import Any
+from .evidence import ZERO, Hit, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    s = []
+    for m in ms:
+        if m["deductible"] > 0:
+            grp = (m["group"] or "").strip() if m["group"] is not None else ""
+            s.append({**m, "g": grp or m["hilist_code"]})
+
+    def key(r):
+        return (r["rule_key"], r["mdtrt_id"], r["g"])
+
+    d0: dict[Any, dt.date] = {}
+    for r in s:
+        d0[key(r)] = min(d0.get(key(r), r["fee_date"]), r["fee_date"])
+    any_over: dict[Any, bool] = {}
+    for r in s:
+        if r["max_days"] is not None and (r["fee_date"] - d0[key(r)]).days >= r["max_days"]:
+            any_over[key(r)] = True
+    out = []
+    for r in s:
+        first = d0[key(r)]
+        day_no = (r["fee_date"] - first).days + 1
+        if not any_over.get(key(r)):
+            continue
+        over = r["max_days"] is not None and day_no > r["max_days"]
+        if not (over or r["fee_date"] == first):
+            continue
+        ev = None
+        if over:
+            grp = (r["group"] or "").strip() if r["group"] is not None else ""
+            ev = (f"{ref(r)} 限支付 {r['max_days']} 天" + (f"（{grp}）" if grp else "")
+                  + f"，本次就诊首次使用 {first:%Y-%m-%d}，此日为第 {day_no} 天；{line_fact(r)}")
+        out.append(hit(r, "violating" if over else "related", r["deductible"] if over else ZERO, "", ev))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="course_limit",
     title="限支付疗程",
@@ -56,6 +100,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("max_days", "int", "days of the payment course, counted from the first paid use", required=True,
               per_item=True, minimum=1),

@@ -72,6 +72,61 @@ def _check_window(v: str) -> str | None:
     return None if _WINDOW.match(v) else f"must be same_day, same_visit, same_hour or hours:N, got {v!r}"
 
 
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+import datetime as dt
+from .evidence import ZERO, Hit, item_ref, ref, line_fact
+
+
+def _seconds(t: dt.datetime) -> int:
+    return int(t.replace(microsecond=0).timestamp()) if t.tzinfo else int(
+        (t.replace(microsecond=0) - dt.datetime(1970, 1, 1)).total_seconds())
+
+
+WINDOW_CN = {"same_day": "同日", "same_visit": "同次就诊", "same_hour": "同一小时"}
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    by_code: dict[tuple, list[dict]] = {}
+    for ln in ctx.lines:
+        by_code.setdefault((ln["mdtrt_id"], ln["hilist_code"]), []).append(ln)
+    sec: dict[tuple, tuple] = {}  # (rule_key, mdtrt, sn) -> (m, best (gap, main_sn, ev))
+    related: set[tuple] = set()
+    for s in ms:
+        if not s["deductible"] > 0 or s["main_code"] is None or s["window"] is None:
+            continue
+        w = s["window"]
+        for mn in by_code.get((s["mdtrt_id"], s["main_code"]), ()):
+            if mn["bkkp_sn"] == s["bkkp_sn"]:
+                continue
+            if s["main_code"] == s["hilist_code"] and not (mn["fee_ocur_time"], mn["bkkp_sn"]) < (s["fee_ocur_time"], s["bkkp_sn"]):
+                continue
+            gap = abs(_seconds(mn["fee_ocur_time"]) - _seconds(s["fee_ocur_time"]))
+            if w == "same_day":
+                ok = mn["fee_date"] == s["fee_date"]
+            elif w == "same_visit":
+                ok = True
+            elif w == "same_hour":
+                ok = mn["fee_ocur_time"].replace(minute=0, second=0, microsecond=0) == \
+                    s["fee_ocur_time"].replace(minute=0, second=0, microsecond=0)
+            else:
+                ok = gap < int(w.split(":")[1]) * 3600
+            if not ok:
+                continue
+            span = WINDOW_CN.get(w) or (w.split(":")[1] + "小时内")
+            ev = (f"{ref(s)} 已包含在 {item_ref(mn['list_type'], mn['hilist_name'], mn['hilist_code'])} 中（{span}），"
+                  f"主项 {mn['fee_ocur_time']:%Y-%m-%d %H:%M} 已收费；{line_fact(s)}")
+            k = (s["rule_key"], s["mdtrt_id"], s["bkkp_sn"])
+            cand = (gap, mn["bkkp_sn"], ev)
+            if k not in sec or cand[:2] < sec[k][1][:2]:
+                sec[k] = (s, cand)
+            related.add((s["rule_key"], s["mdtrt_id"], mn["bkkp_sn"]))
+    out = [Hit(k[0], k[1], k[1], k[2], "violating", s["deductible"], "", c[2]) for k, (s, c) in sec.items()]
+    out += [Hit(rk, md, md, sn, "related", ZERO, "", None) for rk, md, sn in related]
+    return out
+
+
 RULE_TYPE = RuleType(
     name="duplicate_charge",
     title="重复收费",
@@ -79,6 +134,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("main_code", "str", "the code of the main item that includes this one", required=True, per_item=True),
         Param("window", "str", "same_day, same_visit, same_hour or hours:N", default="same_day",

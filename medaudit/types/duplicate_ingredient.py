@@ -47,6 +47,55 @@ DOC_ZH = """重复用药：同一天使用同一成分组的两种药品。
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import ZERO, Hit, yuan, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    s = []
+    for m in ms:
+        if m["_match_all"] and not (m["list_type"] == "101" and m["hilist_code"].startswith("X")):
+            continue
+        kl = m["key_len"]
+        s.append({**m, "gkey": m["hilist_code"][:kl] if kl is not None else None})
+    codes: dict[tuple, dict] = {}
+    for r in s:
+        k = (r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"], r["hilist_code"])
+        c = codes.setdefault(k, {"amt": ZERO, "ref": None, "sn": None})
+        c["amt"] += r["amt"]
+        if c["sn"] is None or r["bkkp_sn"] < c["sn"]:
+            c["sn"], c["ref"] = r["bkkp_sn"], ref(r)
+    parts: dict[tuple, list] = {}
+    for k, c in codes.items():
+        parts.setdefault(k[:4], []).append((k[4], c))
+    rank: dict[tuple, tuple] = {}
+    for pk, lst in parts.items():
+        if len(lst) < 2:
+            continue
+        lst.sort(key=lambda x: (-x[1]["amt"], x[0]))
+        kept = lst[0][1]
+        for n, (code, _c) in enumerate(lst, start=1):
+            rank[(*pk, code)] = (n, kept["ref"], kept["amt"])
+    x = [(r, rank[(r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"], r["hilist_code"])]) for r in s
+         if (r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"], r["hilist_code"]) in rank]
+    any_v: set = set()
+    for r, (rk, _ref, _amt) in x:
+        if rk > 1 and r["deductible"] > 0:
+            any_v.add((r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"]))
+    out = []
+    for r, (rk, kept_ref, kept_amt) in x:
+        if (r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"]) not in any_v:
+            continue
+        v = rk > 1 and r["deductible"] > 0
+        ev = (f"{ref(r)} 与 {kept_ref} 属同一成分组（{r['gkey']}），{r['fee_date']:%Y-%m-%d} 同日使用，"
+              f"保留当日金额较高者（{yuan(kept_amt)} 元）；{line_fact(r)}") if v else None
+        out.append(hit(r, "violating" if v else "related", r["deductible"] if v else ZERO, "", ev))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="duplicate_ingredient",
     title="重复用药",
@@ -54,6 +103,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     items="optional",
     default_severity="suspect",
     params=(Param("key_len", "int", "code characters that make the group key", default=10, minimum=1),),

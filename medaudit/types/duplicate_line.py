@@ -60,6 +60,52 @@ DOC_ZH = """重复计费：同一条明细收了两次。
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, price_text
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+import datetime as dt
+from .evidence import ZERO, Hit, qty, price_text as py_price_text, ref, line_fact, hit
+
+
+def _slot(t: dt.datetime, window: str) -> dt.datetime:
+    if window == "same_day":
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "same_hour":
+        return t.replace(minute=0, second=0, microsecond=0)
+    if window == "same_minute":
+        return t.replace(second=0, microsecond=0)
+    return t
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    groups: dict[tuple, list[dict]] = {}
+    for m in ms:
+        w = m["window"] or "same_time"
+        slot = _slot(m["fee_ocur_time"], w)
+        groups.setdefault((m["rule_key"], m["mdtrt_id"], m["hilist_code"], slot, m["cnt"], m["pric"]), []).append(
+            {**m, "_w": w, "slot": slot})
+    out = []
+    for grp in groups.values():
+        if len(grp) < 2:
+            continue
+        grp.sort(key=lambda r: r["bkkp_sn"])
+        dup = [n > 0 and r["deductible"] > 0 for n, r in enumerate(grp)]
+        if not any(dup):
+            continue
+        first = grp[0]["bkkp_sn"]
+        for r, v in zip(grp, dup):
+            ev = None
+            if v:
+                w, slot = r["_w"], r["slot"]
+                when = (f"{slot:%Y-%m-%d} 同日" if w == "same_day" else f"{slot:%Y-%m-%d %H} 时内" if w == "same_hour"
+                        else f"{slot:%Y-%m-%d %H:%M}" if w == "same_minute" else f"{slot:%Y-%m-%d %H:%M:%S}")
+                ev = (f"{ref(r)} {when} 以相同数量 {qty(r['cnt'])}、单价 {py_price_text(r['pric'])} 元计费 {len(grp)} 条，"
+                      f"首条 {first}，此条 {r['bkkp_sn']} 为重复；{line_fact(r)}")
+            out.append(hit(r, "violating" if v else "related", r["deductible"] if v else ZERO, "", ev))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="duplicate_line",
     title="重复计费",
@@ -67,6 +113,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     items="optional",
     params=(
         Param("window", "choice", "same_time, same_minute, same_hour or same_day", default="same_time",

@@ -43,6 +43,39 @@ DOC_ZH = """费用超出就诊期：明细的收费日期不在其所属就诊�
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+import datetime as dt
+from .evidence import Hit, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        if not m["deductible"] > 0 or m["begntime"] is None:
+            continue
+        d0 = m["begntime"].date() if isinstance(m["begntime"], dt.datetime) else m["begntime"]
+        d1 = m["endtime"].date() if isinstance(m["endtime"], dt.datetime) else m["endtime"]
+        early = (d0 - m["fee_date"]).days
+        late = (m["fee_date"] - d1).days if d1 is not None else None
+        tol = m["tolerance_days"]
+        t0 = tol if tol is not None else 0
+        if not (early > t0 or (late is not None and late > t0)):
+            continue
+        head = (f"就诊期 {d0:%Y-%m-%d} 至 " + (f"{d1:%Y-%m-%d}" if d1 is not None else "（未结束）")
+                + (f"（允许前后 {tol} 天）" if tol is not None and tol > 0 else ""))
+        if tol is not None and early > tol:
+            ev = f"{ref(m)} 早于就诊开始 {early} 天，{line_fact(m)}"
+        elif late is not None:
+            ev = f"{ref(m)} 晚于就诊结束 {late} 天，{line_fact(m)}"
+        else:
+            ev = None
+        out.append(hit(m, "violating", m["deductible"], head, ev))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="fee_outside_visit",
     title="费用超出就诊期",
@@ -50,6 +83,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     items="optional",
     params=(
         Param("tolerance_days", "int", "calendar days a fee may lie before the start or after the end", default=0,

@@ -41,6 +41,47 @@ DOC_ZH = """超频次：某项目一天的收费数量超过每日限量。
 
 from .base import ITEM_REF, Param, RuleType, excess_allocation
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from decimal import Decimal
+from typing import Any
+from .evidence import ZERO, Hit, excess_allocation as py_excess_allocation, yuan, qty, ref, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    def g(m):
+        return (m["rule_key"], m["mdtrt_id"], m["hilist_code"], m["fee_date"])
+
+    day: dict[Any, Decimal] = {}
+    for m in ms:
+        day[g(m)] = day.get(g(m), ZERO) + m["cnt"]
+    over = []
+    for m in ms:
+        if m["max_per_day"] is not None and day[g(m)] > m["max_per_day"]:
+            over.append({**m, "day_qty": day[g(m)], "excess": day[g(m)] - m["max_per_day"]})
+    py_excess_allocation(over, g)
+    best: dict[Any, Decimal] = {}
+    for r in over:
+        best[g(r)] = max(best.get(g(r), r["claim"]), r["claim"])
+    claimed = [r for r in over if best[g(r)] > 0]
+    first: dict[Any, dict] = {}
+    for r in sorted(claimed, key=lambda r: (r["fee_ocur_time"], r["bkkp_sn"])):
+        first.setdefault(g(r), r)
+    out = []
+    for r in claimed:
+        parts = []
+        if first[g(r)] is r:
+            parts.append(f"{ref(r)} 每日限 {qty(r['max_per_day'])}，{r['fee_date']:%Y-%m-%d} 共收费 {qty(r['day_qty'])}"
+                         f"，超出 {qty(r['excess'])}，按单价 {yuan(r['pric'])} 元计")
+        if r["claim"] > 0:
+            parts.append(f"{r['fee_ocur_time']:%Y-%m-%d %H:%M} 收费 {qty(r['cnt'])} 次，金额 {yuan(r['amt'])} 元，其中 "
+                         f"{qty(r['excess_units'])} 超出")
+        out.append(hit(r, "violating" if r["claim"] > 0 else "related", r["claim"], "", "；".join(parts) or None))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="frequency_limit",
     title="超频次",
@@ -48,6 +89,7 @@ RULE_TYPE = RuleType(
     mode="excess_qty",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("max_per_day", "number", "units allowed per calendar day (times or hours)", required=True,
               per_item=True, minimum=0),

@@ -46,6 +46,30 @@ DOC_ZH = """目录外：收费日期当天医保目录中没有的编码。
 
 from .base import ITEM_REF, LINE_FACT, RuleType, hilist_in_force
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    if not ms or not ctx.has_catalog():
+        return []
+    out = []
+    for m in ms:
+        if not m["deductible"] > 0:
+            continue
+        rows = ctx.catalog_rows(m["hilist_code"])
+        d = m["fee_date"]
+        if any((b is None or b <= d) and (e is None or e >= d) for b, e, *_ in rows):
+            continue
+        spans = sorted({(f"{b:%Y-%m-%d}" if b else "") + " 至 " + (f"{e:%Y-%m-%d}" if e else "") for b, e, *_ in rows})
+        why = " 不在医保目录内；" if not spans else f" 医保目录有效期 {'、'.join(spans)}，收费日期不在有效期内；"
+        out.append(hit(m, "violating", m["deductible"], "", f"{ref(m)}{why}{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="not_in_catalog",
     title="目录外",
@@ -53,6 +77,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     items="optional",
     query=f"""
         WITH out AS (

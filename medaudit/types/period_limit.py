@@ -65,6 +65,59 @@ from .base import ITEM_REF, LINE_FACT, Param, Reach, RuleType, excess_allocation
 
 _KEY = "rule_key, psn_no, hilist_code"
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+import datetime as dt
+from decimal import ROUND_CEILING, Decimal
+from .evidence import ZERO, Hit, excess_allocation as py_excess_allocation, qty, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    """Per rule, person and code, units in time order; a unit is excess when ``max_count`` paid
+    units lie fewer than ``period_days`` days before it (the query's walk, one unit at a time:
+    its clusters only skip units that no paid unit can block)."""
+    src = [m for m in ms if m["deductible"] > 0]
+    units: dict[tuple, list[tuple]] = {}
+    for m in src:
+        for k in range(int(m["cnt"].to_integral_value(rounding=ROUND_CEILING))):
+            units.setdefault((m["rule_key"], m["psn_no"], m["hilist_code"]), []).append(
+                (m["fee_ocur_time"], m["bkkp_sn"], k, m))
+    excess: dict[tuple, Decimal] = {}  # (rule_key, bkkp_sn) -> excess units of the line
+    blockers: dict[tuple, set] = {}  # (rule_key, bkkp_sn) -> bkkp_sn of the paid units that block it
+    for us in units.values():
+        us.sort(key=lambda u: u[:3])
+        paid: list[tuple[dt.date, str]] = []
+        for _t, sn, k, m in us:
+            if len(paid) >= m["max_count"] and (m["fee_date"] - paid[0][0]).days < m["period_days"]:
+                key = (m["rule_key"], sn)
+                excess[key] = excess.get(key, ZERO) + min(m["cnt"] - k, 1)
+                blockers.setdefault(key, set()).update(b for _d, b in paid)
+            else:
+                paid = (paid + [(m["fee_date"], sn)])[-m["max_count"]:]
+    rows = [{**m, "excess": excess[(m["rule_key"], m["bkkp_sn"])]} for m in src
+            if (m["rule_key"], m["bkkp_sn"]) in excess]
+    py_excess_allocation(rows, lambda r: (r["rule_key"], r["bkkp_sn"]))
+    by_sn = {(m["rule_key"], m["bkkp_sn"]): m for m in src}
+    out = []
+    for a in rows:
+        blk = sorted((by_sn[(a["rule_key"], b)] for b in blockers[(a["rule_key"], a["bkkp_sn"])] if b != a["bkkp_sn"]),
+                     key=lambda b: (b["fee_ocur_time"], b["bkkp_sn"]))
+        before = a["cnt"] - a["excess_units"]
+        mine = "本条前 " + qty(before) + " 次"
+        if blk:
+            paid_text = "、".join(f"{b['fee_date']:%Y-%m-%d} {b['fixmedins_code']} 就诊 {b['mdtrt_id']}" for b in blk)
+            paid_text += "，及" + mine if before > 0 else ""
+        else:
+            paid_text = mine
+        ev = (f"{ref(a)} 每 {a['period_days']} 天限 {a['max_count']} 次；{line_fact(a)}，超出 {qty(a['excess_units'])}"
+              f"；此前 {a['period_days']} 天内已支付：{paid_text}")
+        out.append(hit(a, "violating" if a["claim"] > 0 else "related", a["claim"], "", ev))
+        out += [Hit(a["rule_key"], a["mdtrt_id"], a["mdtrt_id"], b["bkkp_sn"], "related", ZERO, "", None) for b in blk]
+    return list(dict.fromkeys(out))
+
+
 RULE_TYPE = RuleType(
     name="period_limit",
     title="周期超频次",
@@ -72,6 +125,7 @@ RULE_TYPE = RuleType(
     mode="excess_qty",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     stages=("pre_alert", "post_hoc"),
     person_history=True,
     # a period counts the person's units of the code within period_days of each other

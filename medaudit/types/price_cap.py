@@ -57,7 +57,37 @@ DOC_ZH = """超标准收费：单价高于机构等级对应的限价。
 **环节。** 三个环节都适用：一条明细和它的限价就能判断。
 """
 
+from ..semantics import level_price
 from .base import ITEM_REF, LINE_FACT, Param, RuleType, fund_share_claim, hilist_cap, price_text
+
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from ..semantics import fund_share_claim as fund_share_claim_piece
+from .evidence import Hit, yuan, price_text as py_price_text, ref, line_fact, level_cn, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        if not m["deductible"] > 0:
+            continue
+        lv = m["inst_level"]
+        own = level_price.py(lv, m["lv1_pric"], m["lv2_pric"], m["lv3_pric"])
+        rule_cap = own if own is not None else m["cap"]
+        cap = rule_cap if rule_cap is not None else ctx.cap(m)
+        if cap is None or not m["pric"] > cap:
+            continue
+        over = (m["pric"] - cap) * m["cnt"]
+        claim = fund_share_claim_piece.py(over, m["deductible"], m["amt"])
+        where = "未定级机构（按一级）" if lv == 0 else level_cn(lv) + "机构"
+        src = "规则限价" if rule_cap is not None else "医保目录限价"
+        ev = (f"{ref(m)} {where}限价 {py_price_text(cap)} 元（{src}），实际单价 {py_price_text(m['pric'])} 元；{line_fact(m)}"
+              f"，超标准 {yuan(over)} 元")
+        out.append(hit(m, "violating", claim, "", ev))
+    return out
+
 
 RULE_TYPE = RuleType(
     name="price_cap",
@@ -66,6 +96,7 @@ RULE_TYPE = RuleType(
     mode="price_diff",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     items="optional",
     params=(
         Param("lv1_pric", "number", "cap at level-1 (and level-0) institutions", per_item=True, minimum=0),
@@ -76,8 +107,7 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH c AS (
             SELECT m.*,
-                   coalesce(CASE WHEN m.inst_level = 3 THEN m.lv3_pric WHEN m.inst_level = 2 THEN m.lv2_pric
-                                 ELSE m.lv1_pric END, m.cap) AS rule_cap,
+                   coalesce({level_price.sql('m.inst_level', 'm.lv1_pric', 'm.lv2_pric', 'm.lv3_pric')}, m.cap) AS rule_cap,
                    {hilist_cap('m')} AS cat_cap
             FROM {{m}} m WHERE m.deductible > 0),
         x AS (

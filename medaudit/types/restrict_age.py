@@ -63,6 +63,39 @@ def _validate(params: dict) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        g, ay, ad = m["group"], m["age_years"], m["age_days"]
+        lo, hi = m["min_age"], m["max_age"]
+        if ay is None:
+            continue
+        if g == "新生儿":
+            outside = m["neonate_days"] is not None and ad >= m["neonate_days"]
+            allowed = f"新生儿（出生{m['neonate_days']}天内）"
+        elif g == "婴幼儿":
+            outside = m["infant_years"] is not None and ay >= m["infant_years"]
+            allowed = f"婴幼儿（{m['infant_years']}岁以下）"
+        elif g == "儿童":
+            outside = m["child_years"] is not None and ay >= m["child_years"]
+            allowed = f"儿童（{m['child_years']}岁以下）"
+        else:
+            outside = (lo is not None and ay < lo) or (hi is not None and ay > hi)
+            allowed = (f"{lo}至{hi}岁" if lo is not None and hi is not None else f"{lo}岁及以上" if lo is not None
+                       else f"{hi}岁及以下")
+        if outside and m["deductible"] > 0:
+            age = f"{ad} 天" if ay < 1 else f"{ay} 岁"
+            out.append(hit(m, "violating", m["deductible"], f"患者出生日期 {m['brdy']:%Y-%m-%d}",
+                            f"{ref(m)} 限{allowed}使用，收费时患者 {age}；{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="restrict_age",
     title="限年龄",
@@ -70,6 +103,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("group", "choice", "age group: 新生儿, 婴幼儿 or 儿童", choices=GROUPS, per_item=True),
         Param("min_age", "int", "youngest allowed age in completed years (inclusive)", per_item=True, minimum=0),

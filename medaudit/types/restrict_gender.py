@@ -37,7 +37,18 @@ DOC_ZH = """限性别：限定某一性别的项目用于另一性别的人。
 **扣款。** `whole_line`：该明细的可扣金额。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
+
+from ..semantics import cat, coalesce, col
+from .line_check import ITEM, LINE, gender_cn, line_check
+
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=col("gend").isin("1", "2") & col("gend").ne(col("gender")) & (col("deductible") > 0),
+    ev_head=cat("患者性别为", gender_cn(col("gend"))),
+    ev_line=cat(ITEM, " 限", gender_cn(col("gender")), "性使用，", LINE),
+)
+
 
 RULE_TYPE = RuleType(
     name="restrict_gender",
@@ -46,16 +57,10 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("gender", "choice", "the gender the item is for: 1 male, 2 female", required=True,
               choices=("1", "2"), per_item=True),
     ),
-    query=f"""
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
-               deductible AS claim,
-               '患者性别为' || gender_cn(gend) AS ev_head,
-               {ITEM_REF} || ' 限' || gender_cn(gender) || '性使用，' || {LINE_FACT} AS ev_line
-        FROM {{m}}
-        WHERE gend IN ('1', '2') AND gend <> gender AND deductible > 0
-    """,
+    query=QUERY,
 )

@@ -33,7 +33,18 @@ DOC_ZH = """限机构等级：只在较高等级医院支付的项目。
 **扣款。** `whole_line`：整条明细。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
+
+from ..semantics import cat, coalesce, col
+from .line_check import ITEM, LINE, level_cn, line_check
+
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=(col("inst_level") < col("min_level")) & (col("deductible") > 0),
+    ev_head=cat("机构等级为", level_cn(col("inst_level")), "（hosp_lv ", coalesce(col("hosp_lv"), ""), "）"),
+    ev_line=cat(ITEM, " 限", level_cn(col("min_level")), "及以上医疗机构使用，", LINE),
+)
+
 
 RULE_TYPE = RuleType(
     name="restrict_hosp_level",
@@ -42,15 +53,10 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("min_level", "int", "lowest institution level allowed: 1, 2 or 3", required=True,
               choices=(1, 2, 3), per_item=True),
     ),
-    query=f"""
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
-               '机构等级为' || level_cn(inst_level) || '（hosp_lv ' || coalesce(hosp_lv, '') || '）' AS ev_head,
-               {ITEM_REF} || ' 限' || level_cn(min_level) || '及以上医疗机构使用，' || {LINE_FACT} AS ev_line
-        FROM {{m}}
-        WHERE inst_level < min_level AND deductible > 0
-    """,
+    query=QUERY,
 )

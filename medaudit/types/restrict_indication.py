@@ -38,6 +38,28 @@ DOC_ZH = """限适应症：只对特定诊断支付的项目。
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    codes = [c for c in ctx.diags if c is not None]
+    shown = "、".join(sorted(set(codes))) or "无"
+    upper = [c.upper() for c in codes]
+    for m in ms:
+        if not m["deductible"] > 0 or m["diag_prefixes"] is None:
+            continue
+        if any(c.startswith(p.upper()) for p in m["diag_prefixes"] for c in upper):
+            continue
+        out.append(hit(m, "violating", m["deductible"], "本次就诊诊断：" + shown,
+                        f"{ref(m)} 限诊断 {'、'.join(m['diag_prefixes'])} 开头的患者使用，{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="restrict_indication",
     title="限适应症",
@@ -45,6 +67,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("diag_prefixes", "str_list", "ICD-10 code prefixes of the diagnoses the item is paid for",
               required=True, per_item=True),

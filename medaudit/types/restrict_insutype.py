@@ -35,6 +35,25 @@ DOC_ZH = """限险种：参保人的险种不支付的项目。
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, insutype_cn, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        allowed, t = m["allowed"], m["insutype"]
+        if allowed is None or t is None or t in allowed or not m["deductible"] > 0:
+            continue
+        names = "、".join(f"{x}（{insutype_cn(x)}）" for x in allowed)
+        out.append(hit(m, "violating", m["deductible"], f"患者险种为 {t}（{insutype_cn(t)}）",
+                        f"{ref(m)} 限 {names} 支付，{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="restrict_insutype",
     title="限险种",
@@ -42,6 +61,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("allowed", "str_list", "insurance types that may be billed, e.g. [410]", required=True, per_item=True),
     ),

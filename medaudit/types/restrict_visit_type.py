@@ -37,6 +37,28 @@ DOC_ZH = """限就医方式：只对住院（或只对门诊）支付的项目�
 
 from .base import ITEM_REF, LINE_FACT, Param, RuleType
 
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, ref, line_fact, med_type_cn, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    out = []
+    for m in ms:
+        if m["allowed"] is None or m["med_type"] is None or not m["deductible"] > 0:
+            continue
+        extra = m["med_types"]
+        if m["inpatient"] == (m["allowed"] == "inpatient") or (extra is not None and m["med_type"] in extra):
+            continue
+        also = f"（另可用于 {'、'.join(extra)}）" if extra is not None else ""
+        where = "住院" if m["allowed"] == "inpatient" else "门诊"
+        out.append(hit(m, "violating", m["deductible"], f"就诊类型为 {m['med_type']}（{med_type_cn(m['med_type'])}）",
+                        f"{ref(m)} 限{where}使用{also}，{line_fact(m)}"))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="restrict_visit_type",
     title="限就医方式",
@@ -44,6 +66,7 @@ RULE_TYPE = RuleType(
     mode="whole_line",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("allowed", "choice", "inpatient or outpatient", required=True, choices=("inpatient", "outpatient"), per_item=True),
         Param("med_types", "str_list", "extra med_type codes that are allowed as well", per_item=True),

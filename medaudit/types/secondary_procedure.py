@@ -59,6 +59,57 @@ def _rate(v: Decimal) -> str | None:
     return None if 0 <= v < 1 else f"must be at least 0 and below 1, got {v}"
 
 
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from typing import Any
+from .evidence import ZERO, Hit, qty, price_text as py_price_text, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    seen: set = set()
+    s = []
+    for m in ms:
+        grp = m["group"].strip() if m["group"] is not None else ""
+        if not grp:
+            continue
+        k = (m["rule_key"], m["bkkp_sn"], grp)
+        if k in seen:
+            continue
+        seen.add(k)
+        full = m["pric_uplmt_amt"] if m["pric_uplmt_amt"] is not None else ctx.cap(m)
+        s.append({**m, "full_pric": full})
+
+    def key(r):
+        return (r["rule_key"], r["mdtrt_id"], r["fee_date"], r["group"])
+
+    groups: dict[Any, list[dict]] = {}
+    for r in s:
+        groups.setdefault(key(r), []).append(r)
+    out = []
+    for grp in groups.values():
+        if len({r["hilist_code"] for r in grp}) <= 1:
+            continue
+        grp.sort(key=lambda r: (-r["pric"], r["fee_ocur_time"], r["bkkp_sn"]))
+        main = grp[0]
+        flags = []
+        for n, r in enumerate(grp):
+            flags.append(n > 0 and r["deductible"] > 0 and r["full_pric"] is not None and r["pric"] > r["rate"] * r["full_pric"])
+        if not any(flags):
+            continue
+        for n, (r, v) in enumerate(zip(grp, flags)):
+            if not (v or n == 0):
+                continue
+            ev = None
+            if v:
+                rate, full = r["rate"], r["full_pric"]
+                ev = (f"{ref(r)} 与主手术 {ref(main)}（单价 {py_price_text(main['pric'])} 元）同日同组（{r['group'].strip()}），"
+                      f"次要手术应不高于全价 {py_price_text(full)} 元的 {qty(rate * 100)}%（{py_price_text(rate * full)} 元），"
+                      f"实际单价 {py_price_text(r['pric'])} 元，按 {qty((1 - rate) * 100)}% 扣除；{line_fact(r)}")
+            out.append(hit(r, "violating" if v else "related", (1 - r["rate"]) * r["deductible"] if v else ZERO, "", ev))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="secondary_procedure",
     title="主次手术未折价",
@@ -66,6 +117,7 @@ RULE_TYPE = RuleType(
     mode="pct",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     params=(
         Param("group", "str", "surgery group: items with the same value form one group", required=True, per_item=True),
         Param("rate", "number", "share of the full price a secondary operation may be billed at", default=Decimal("0.5"),

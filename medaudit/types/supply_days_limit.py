@@ -56,6 +56,42 @@ def _check(params: dict) -> str | None:
 # excess_allocation works on whole units; the excess here is a fraction of the line, so the line
 # is scaled by prd_days (cnt, amt and deductible x prd_days, excess = cnt x (prd_days - max_days)):
 # every product stays exact, and one exact division by prd_days at the end gives the claim.
+
+
+# ---------------------------------------------------------------------------- in memory (pre-alert)
+# The same check over the request's rows, for the pre-alert fast path: a transcription of the
+# query above (tests/test_prealert_parity.py holds the two equal).
+from .evidence import Hit, xdiv, excess_allocation as py_excess_allocation, qty, ref, line_fact, hit
+
+
+def evaluate(ctx, ms: list[dict]) -> list[Hit]:
+    src = []
+    for m in ms:
+        pd, mx = m["prd_days"], m["max_days"]
+        if pd is None or mx is None or not pd > mx or not m["deductible"] > 0:
+            continue
+        if m["outpatient_only"] and m["inpatient"]:
+            continue
+        if m["discharge_only"] and m["dscg_tkdrug_flag"] != "1":
+            continue
+        src.append({**m, "cnt0": m["cnt"], "amt0": m["amt"], "ded0": m["deductible"], "cnt": m["cnt"] * pd,
+                    "amt": m["amt"] * pd, "deductible": m["deductible"] * pd, "excess": m["cnt"] * (pd - mx)})
+    py_excess_allocation(src, lambda r: (r["rule_key"], r["bkkp_sn"]))
+    out = []
+    for r in src:
+        q = xdiv(r["claim"], r["prd_days"])
+        claim = min(q, r["ded0"]) if q is not None else None
+        if claim is None or not claim > 0:
+            continue
+        b = {**r, "cnt": r["cnt0"], "amt": r["amt0"]}
+        pd, mx = r["prd_days"], r["max_days"]
+        how = "，出院带药 " if r["dscg_tkdrug_flag"] == "1" else "，开药 "
+        ev = (f"{ref(b)} 限 {qty(mx)} 天用量{how}{qty(pd)} 天，超出 {qty(pd - mx)} 天（按 {qty(pd - mx)}/{qty(pd)} 计）；"
+              f"{line_fact(b)}")
+        out.append(hit(b, "violating", claim, "", ev))
+    return out
+
+
 RULE_TYPE = RuleType(
     name="supply_days_limit",
     title="超量开药",
@@ -63,6 +99,7 @@ RULE_TYPE = RuleType(
     mode="excess_qty",
     doc=__doc__,
     doc_zh=DOC_ZH,
+    evaluate=evaluate,
     items="optional",
     validate=_check,
     params=(

@@ -4,8 +4,9 @@ The SQL path (:mod:`medaudit.prealert.sql_path`) runs the batch engine's own typ
 a per-request ``lines``: exact by construction, but DuckDB spends milliseconds on every
 statement and a check needs about ten. This path answers the same question in plain Python:
 
-- :mod:`.evaluators`: one evaluator per rule type that can run at ``pre_alert``, registered by
-  type name (:data:`~.evaluators.EVALUATORS`), each a transcription of its type's query;
+- each rule type that can run here has its in-memory evaluator in its own module, beside its
+  query (:attr:`medaudit.types.base.RuleType.evaluate`; :data:`EVALUATORS` lists them), built
+  on the shared definitions of :mod:`medaudit.semantics`;
 - :mod:`.rules`: the rule set compiled once into dict indexes by item code and prefix, with
   per-item parameters resolved;
 - :mod:`.context`: the visit's stored context loaded once and cached; a request's ``lines``
@@ -23,15 +24,20 @@ each to equal batch screening, and compares the two paths on many small random v
 from __future__ import annotations
 
 from decimal import localcontext
+from typing import Any, Callable
 
 import duckdb
 
 from ...library import Rule
 from ...types import REGISTRY
 from ..alerts import TAG, Alert, CheckRequest, Hit, LineInfo, again_types, alerts_of, claims_before
+from ...semantics import WIDE
 from .context import ContextCache, Lines, build_lines
-from .evaluators import _WIDE, EVALUATORS
 from .rules import CompiledType, compile_rules, matched
+
+#: rule type -> its in-memory evaluator (the types whose module defines one); the others run their SQL
+EVALUATORS: dict[str, Callable[[Any, list[dict]], list[Hit]]] = {
+    name: rt.evaluate for name, rt in REGISTRY.items() if rt.evaluate is not None}
 
 #: what the one request of a fast check appends to its orders' rx_ids (request number 0 of its run)
 ORDER_TAG = TAG + "0"
@@ -45,7 +51,7 @@ def covered(rules: list[Rule]) -> bool:
 def evaluate(compiled: dict[str, CompiledType], types: list[str], lines: Lines) -> list[Hit]:
     """Hit rows of the types over ``lines`` (as the types' queries give them)."""
     out: list[Hit] = []
-    with localcontext(_WIDE):
+    with localcontext(WIDE):
         for t in types:
             ct = compiled.get(t)
             if ct is None:

@@ -40,7 +40,7 @@ from typing import Any
 import duckdb
 
 from ... import db as dbm
-from ... import engine
+from ... import engine, semantics
 from ..alerts import ORDER_SETL
 from ..sql_path import OWNERS_SQL, SHADOWED, STAGE, quoted_catalog
 
@@ -52,19 +52,10 @@ LINE_FIELDS = ("bkkp_sn", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code", "fe
                "prd_days", "setl_time")
 
 
-def inst_level(hosp_lv: str | None) -> int:
-    """``LEVEL_SQL``."""
-    if hosp_lv in ("01", "02", "03", "04", "12"):
-        return 3
-    if hosp_lv in ("05", "06", "07", "13"):
-        return 2
-    if hosp_lv in ("08", "09", "10", "14"):
-        return 1
-    return 0
-
-
-def age_years(birth: dt.date, d: dt.date) -> int:
-    return d.year - birth.year - (1 if (d.month, d.day) < (birth.month, birth.day) else 0)
+#: the shared definitions (:mod:`medaudit.semantics`): level from hosp_lv, age, own-pay, deductible
+inst_level = semantics.inst_level.py
+age_years = semantics.age_years.py
+age_days = semantics.age_days.py
 
 
 def _date(x: Any) -> dt.date | None:
@@ -344,14 +335,9 @@ class Lines:
         return self._cache.caps(code)
 
     def cap(self, m: dict) -> Decimal | None:
-        """``hilist_cap``: the catalogue price cap of the line's code for its level on its fee date."""
-        best = None
-        for b, e, l1, l2, l3 in self._cache.caps(m["hilist_code"]):
-            if (b is None or b <= m["fee_date"]) and (e is None or e >= m["fee_date"]):
-                v = l3 if m["inst_level"] == 3 else l2 if m["inst_level"] == 2 else l1
-                if v is not None and (best is None or v > best):
-                    best = v
-        return best
+        """``hilist_cap``: the catalogue price cap of the line's code for its level on its fee date
+        (:func:`medaudit.semantics.catalogue_cap`)."""
+        return semantics.catalogue_cap(self._cache.caps(m["hilist_code"]), m["fee_date"], m["inst_level"])
 
 
 def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str], dict]:
@@ -368,9 +354,9 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
     rows = list(joined[1])
     for o in req.orders:
         amt = _dec(o.get("det_item_fee_sumamt"))
-        ownpay0 = _dec(o.get("fulamt_ownpay_amt")) or Decimal("0.0000")
-        ownpay = min(max(ownpay0, Decimal(0)), max(amt, Decimal(0)))
-        ded = Decimal(0) if o.get("chrgitm_lv") == "03" or o.get("hosp_appr_flag") == "2" else max(amt - ownpay, Decimal(0))
+        ownpay0 = _dec(o.get("fulamt_ownpay_amt")) or Decimal("0.0000")  # coalesce(fulamt_ownpay_amt, 0)
+        ownpay = semantics.ownpay.py(amt, ownpay0)
+        ded = semantics.deductible.py(amt, ownpay0, o.get("chrgitm_lv"), o.get("hosp_appr_flag"))
         cnt = _dec(o["cnt"])
         if not cnt > 0:
             continue
@@ -413,5 +399,5 @@ def _join(row: dict, attrs: dict, brdy: dt.date | None) -> dict:
     """A line with its visit's attributes and the patient's age on its fee date."""
     row.update(attrs)
     row["age_years"] = age_years(brdy, row["fee_date"]) if brdy else None
-    row["age_days"] = (row["fee_date"] - brdy).days if brdy else None
+    row["age_days"] = age_days(brdy, row["fee_date"]) if brdy else None
     return row
