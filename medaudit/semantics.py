@@ -512,7 +512,8 @@ def matched_sql(p: str, lines: str, has_code: bool, has_prefix: bool, has_all: b
             f"""SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['prefix']} AS __pri
                 FROM (SELECT l.*, k.n AS __n, left(l.hilist_code, k.n) AS __head FROM {lines} l,
                       (SELECT DISTINCT length(prefix) AS n FROM {p} WHERE prefix IS NOT NULL) k) l
-                JOIN {p} p ON p.prefix = l.__head"""
+                -- a code shorter than a prefix length gives itself as its head: the length must agree too
+                JOIN {p} p ON p.prefix = l.__head AND length(p.prefix) = l.__n"""
         )
     if has_all:
         branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['all']} AS __pri "

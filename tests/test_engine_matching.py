@@ -85,3 +85,21 @@ def test_rules_with_one_body_are_evaluated_once_and_each_gets_its_findings(tmp_p
     assert by_rule["R-DLN-DAY"]["violating"] == {"A2": Decimal("10"), "A3": Decimal("10")}
     assert by_rule["R-DLN-COPY"]["severity"] == "suspect" and by_rule["R-DLN-COPY"]["rule_version"] == "3"
     assert by_rule["R-DLN-001"]["evidence"] == by_rule["R-DLN-COPY"]["evidence"]
+
+
+def test_a_code_shorter_than_a_prefix_matches_once():
+    """Prefixes X0 and A of one rule cannot both match a code; a one-character code A used to
+    match A twice (its 'head' of length 2 is A itself). Found by tests/test_semantics.py."""
+    from medaudit import engine
+    from medaudit.library import Item, Rule
+    from medaudit.types import REGISTRY
+
+    con = duckdb.connect()
+    con.execute("CREATE TEMP TABLE lines (bkkp_sn VARCHAR, hilist_code VARCHAR, fee_date DATE, inst_level INTEGER, "
+                "med_type VARCHAR, fixmedins_code VARCHAR)")
+    con.execute("INSERT INTO lines VALUES ('L0', 'A', DATE '2026-03-01', 0, '11', 'H1')")
+    rule = Rule("R0", "1", "r", "restrict_gender", "violation", "", ["post_hoc"], "", {"gender": "1"},
+                [Item(None, "X0", None), Item(None, "A", None)])
+    engine.register_rules(con, [rule])
+    engine.build_matched(con, REGISTRY["restrict_gender"])
+    assert con.execute("SELECT rule_key, bkkp_sn FROM m_restrict_gender").fetchall() == [(0, "L0")]
