@@ -35,7 +35,8 @@ import duckdb
 
 from . import lifecycle, money, names, xlsx
 from .prealert import store as prealert_store
-from .report import LINE_FIGURES_SQL, PERSON_SQL, line_text_sql, mask_certno, mask_name
+from .report import (LINE_FIGURES_HEAD, LINE_FIGURES_SQL, PERSON_SQL, line_figure_kinds, line_text_sql, mask_certno,
+                     mask_name)
 
 SHEET = "申诉"
 COL_ID, COL_REASON, COL_ATTACH = "疑点编号", "申诉理由", "附件"
@@ -130,7 +131,8 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
     ws.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True})
 
     ls = wb.add_worksheet("明细")
-    lcols = ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "数量", "单价（元）", "金额（元）", "本疑点主张扣款（元）"]
+    lcols = ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", *LINE_FIGURES_HEAD, "金额（元）",
+             "本疑点主张扣款（元）"]
     for j, c in enumerate(lcols):
         ls.write(0, j, c, head)
         ls.set_column(j, j, {0: 34, 3: 26, 4: 24, 5: 17}.get(j, 12))
@@ -147,7 +149,7 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
                ORDER BY fl.finding_id, fl.role DESC, fe.fee_ocur_time, fl.bkkp_sn""").fetchall()
         con.execute("DROP TABLE __ids")
     for i, r in enumerate(lrows, 1):
-        cells.row(ls, i, r, {6: "qty", 7: "price"})
+        cells.row(ls, i, r, line_figure_kinds(6))
     ls.freeze_panes(1, 0)
     ls.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True})
 

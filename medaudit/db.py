@@ -98,8 +98,11 @@ CREATE TABLE IF NOT EXISTS finding_lines (
     role VARCHAR,
     line_amt DECIMAL(18,4),
     claim DECIMAL(38,12),
-    carried DECIMAL(38,12)
+    carried DECIMAL(38,12),
+    excess_units DECIMAL(18,4)  -- units beyond the limit (excess_qty types), for the report's 明细行
 );
+-- a database made before excess_units was kept
+ALTER TABLE finding_lines ADD COLUMN IF NOT EXISTS excess_units DECIMAL(18,4);
 """
 
 

@@ -240,7 +240,7 @@ def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int
 
 def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> None:
     from . import names
-    from .report import LINE_FIGURES_SQL, history, mask_certno, mask_name
+    from .report import LINE_FIGURES_HEAD, LINE_FIGURES_SQL, history, line_figure_kinds, mask_certno, mask_name
 
     ids = ", ".join(str(int(i)) for i in statement_ids) or "NULL"
     wb = xlsx.workbook(path)
@@ -289,7 +289,8 @@ def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[in
                    strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'), {LINE_FIGURES_SQL}, fe.det_item_fee_sumamt,
                    CAST(round(l.amount, 2) AS DECIMAL(18,2))
             FROM deduction_lines l LEFT JOIN fee_list_d fe ON fe.bkkp_sn = l.bkkp_sn
+            LEFT JOIN finding_lines fl ON fl.finding_id = l.finding_id AND fl.bkkp_sn = l.bkkp_sn
             WHERE l.statement_id IN ({ids}) ORDER BY l.statement_id, l.finding_id, l.bkkp_sn""").fetchall()
-    sheet("扣款明细行", ["扣款单号", "疑点编号", "明细流水号", "医保目录编码", "名称", "收费时间", "数量", "单价（元）", "金额（元）",
-                    "扣款（元）"], lines, kinds={6: "qty", 7: "price"}, widths={1: 34, 3: 26, 4: 24})
+    sheet("扣款明细行", ["扣款单号", "疑点编号", "明细流水号", "医保目录编码", "名称", "收费时间", *LINE_FIGURES_HEAD, "金额（元）",
+                    "扣款（元）"], lines, kinds=line_figure_kinds(6), widths={1: 34, 3: 26, 4: 24})
     wb.close()

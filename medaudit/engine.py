@@ -387,7 +387,8 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
                any_value(h.ev_head) AS ev_head, any_value(h.mdtrt_id) AS mdtrt_id,
                any_value(h.psn_no) AS psn_no, any_value(h.fixmedins_code) AS fixmedins_code,
                any_value(h.dept_code) AS dept_code, any_value(h.dr_code) AS dr_code,
-               any_value(h.period) AS period
+               any_value(h.period) AS period,
+               max(h.excess_units) FILTER (WHERE h.role = 'violating') AS excess_units
         FROM hits h GROUP BY h.rule_key, h.finding_key, h.bkkp_sn;
 
         -- findings of the rules evaluated (hits hold theirs only; see register_rules)
@@ -438,7 +439,8 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
         FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN r_all r ON r.rule_key = m.rule_key;
 
         CREATE OR REPLACE TEMP TABLE new_finding_lines AS
-        SELECT DISTINCT f.finding_id, h.bkkp_sn, h.role, l.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried
+        SELECT DISTINCT f.finding_id, h.bkkp_sn, h.role, l.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried,
+               CAST(h.excess_units AS DECIMAL(18,4)) AS excess_units
         FROM hit_lines h JOIN rule_map m ON m.rep_key = h.rule_key JOIN r_all r ON r.rule_key = m.rule_key
         JOIN new_findings f ON f.rule_id = r.rule_id AND f.finding_key = h.finding_key
         LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
@@ -451,7 +453,7 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
     con.execute(
         f"""
         UPDATE findings SET last_run = {run_id} WHERE finding_id IN (SELECT finding_id FROM new_findings);
-        INSERT INTO finding_lines SELECT * FROM new_finding_lines
+        INSERT INTO finding_lines BY NAME SELECT * FROM new_finding_lines
             WHERE finding_id NOT IN (SELECT finding_id FROM findings);
         INSERT INTO findings BY NAME SELECT * FROM new_findings
             WHERE finding_id NOT IN (SELECT finding_id FROM findings);

@@ -75,8 +75,15 @@ def line_text_sql(fe: str, fl: str) -> str:
             f"'，金额 ' || yuan({fl}.line_amt)")
 
 
-#: a line's billed quantity and unit price (numbers), for the 明细行 sheets
-LINE_FIGURES_SQL = "fe.cnt, fe.pric"
+#: a line's billed quantity, unit price and units beyond the limit (numbers; ``fl`` is its
+#: finding_lines row), for the 明细行 sheets
+LINE_FIGURES_SQL = "fe.cnt, fe.pric, fl.excess_units"
+#: their headers and cell kinds (columns from ``first`` on)
+LINE_FIGURES_HEAD = ["数量", "单价（元）", "超出数量"]
+
+
+def line_figure_kinds(first: int) -> dict[int, str]:
+    return {first: "qty", first + 1: "price", first + 2: "qty"}
 
 
 def mask_name(name) -> str:
@@ -286,9 +293,9 @@ def write_xlsx(d: ReportData, path: Path) -> Path:
     table(ws, 0, cols, rows, widths={0: 34, 2: 22, 4: 20, 11: 18, 12: 16, 13: 48, 17: 28, 18: 60, 19: 40, 20: 40})
     ws.freeze_panes(1, 1)
     ws = wb.add_worksheet("明细行")
-    table(ws, 0, ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", "数量", "单价（元）", "净金额（元）",
+    table(ws, 0, ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", *LINE_FIGURES_HEAD, "净金额（元）",
                   "主张扣款（元）", "承担扣款（元）"],
-          d.lines, kinds={6: "qty", 7: "price"}, widths={0: 34, 3: 26, 4: 24, 5: 17})
+          d.lines, kinds=line_figure_kinds(6), widths={0: 34, 3: 26, 4: 24, 5: 17})
     wb.close()
     return path
 

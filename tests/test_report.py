@@ -174,3 +174,36 @@ def test_cli_report(loop, tmp_path, monkeypatch):
     flat = " ".join(r.output.split())
     assert "5 findings, flagged 594.70, deduction 390.00 (final 210.00), at risk in review 24.70" in flat
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["扣款依据报表_H001_2026-03.html", "扣款依据报表_H001_2026-03.xlsx"]
+
+
+def test_detail_lines_give_quantity_price_and_units_beyond_the_limit(tmp_path):
+    """明细行: a line of 3 units against a daily limit of 1 shows 3, its price and 2 beyond the limit,
+    as numbers (issue 11: a clerk checks the excess against the hospital's own records)."""
+    from kit import Batch, write_rules
+    from medaudit import db as dbm
+    from medaudit.engine import screen
+    from medaudit.library import load_library
+    from medaudit.loader import load_batch
+    from medaudit.report import gather, write_xlsx
+
+    bed = "001102000010000"
+    b = Batch()
+    v = b.visit(mdtrt_id="VQ", med_type="21", begntime="2026-03-02 08:00:00", endtime="2026-03-05 08:00:00")
+    b.line(v, bed, cnt="3", pric="50", bkkp_sn="BED3")
+    con = dbm.connect(tmp_path / "t.duckdb")
+    load_batch(b.write(tmp_path / "batch"), con)
+    rules = write_rules(tmp_path / "rules", f"""
+- id: R-FRQ
+  version: 1
+  name: 床位费每日限1次
+  type: frequency_limit
+  items: {{codes: ["{bed}"]}}
+  params: {{max_per_day: 1}}
+""")
+    screen(con, load_library(rules))
+    xlsx = write_xlsx(gather(con, "H001", "2026-03"), tmp_path / "r.xlsx")
+    ws = openpyxl.load_workbook(xlsx)["明细行"]
+    head = [c.value for c in ws[1]]
+    row = next(r for r in ws.iter_rows(min_row=2, values_only=True) if r[1] == "BED3")
+    got = dict(zip(head, row))
+    assert (got["数量"], got["单价（元）"], got["超出数量"]) == (3, 50, 2)

@@ -56,6 +56,9 @@ HIT_COLUMNS = {
     "dept_code": "VARCHAR",
     "dr_code": "VARCHAR",
     "period": "VARCHAR",  # YYYY-MM a finding about a month is for (default: its settlement month)
+    # optional, excess_qty types: how many of this line's units are beyond the limit (the 明细行 of
+    # the report shows it beside quantity and unit price; the claim is what carries money)
+    "excess_units": "DECIMAL(18,4)",
 }
 
 

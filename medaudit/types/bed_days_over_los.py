@@ -65,7 +65,8 @@ RULE_TYPE = RuleType(
                '住院 ' || strftime(begntime, '%Y-%m-%d') || ' 至 ' || coalesce(strftime(endtime, '%Y-%m-%d'), '')
                    || '，住院天数 ' || los || ' 天' || CASE WHEN tolerance > 0 THEN '（允许多 ' || tolerance || ' 天）' ELSE '' END
                    || '，床位/护理类项目共收费 ' || qty(total_qty) || '，超出 ' || qty(excess) AS ev_head,
-               CASE WHEN claim > 0 THEN {ITEM_REF} || ' ' || {LINE_FACT} || '，其中 ' || qty(excess_units) || ' 超出' END AS ev_line
+               CASE WHEN claim > 0 THEN {ITEM_REF} || ' ' || {LINE_FACT} || '，其中 ' || qty(excess_units) || ' 超出' END AS ev_line,
+               CASE WHEN claim > 0 THEN excess_units END AS excess_units
         FROM claimed
     """,
 )

@@ -123,7 +123,8 @@ RULE_TYPE = RuleType(
                    -- each deducted line: when, how much, and how many of its units are excess
                    CASE WHEN claim > 0
                         THEN strftime(fee_ocur_time, '%Y-%m-%d %H:%M') || ' 收费 ' || qty(cnt) || ' 次，金额 '
-                             || yuan(amt) || ' 元，其中 ' || qty(excess_units) || ' 超出' END), '') AS ev_line
+                             || yuan(amt) || ' 元，其中 ' || qty(excess_units) || ' 超出' END), '') AS ev_line,
+               CASE WHEN claim > 0 THEN excess_units END AS excess_units
         FROM claimed
     """,
 )

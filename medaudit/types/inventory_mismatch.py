@@ -126,7 +126,7 @@ RULE_TYPE = RuleType(
                            ELSE '进销存数据中本月无该品种购进及库存记录（按 0 计）' END
                    || '，超出 ' || qty(excess) || '，按本月平均收费单价 ' || yuan(pric) || ' 元计' AS ev_head,
                {LINE_FACT} || '，其中 ' || qty(excess_units) || ' 超出' AS ev_line,
-               fixmedins_code, month AS period
+               fixmedins_code, month AS period, excess_units
         FROM alloc WHERE excess_units > 0 AND top_claim > 0
     """,
 )

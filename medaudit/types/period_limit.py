@@ -197,10 +197,11 @@ RULE_TYPE = RuleType(
                {ITEM_REF} || ' 每 ' || a.period_days || ' 天限 ' || a.max_count || ' 次；' || {LINE_FACT}
                    || '，超出 ' || qty(a.excess_units) || '；此前 ' || a.period_days || ' 天内已支付：'
                    || coalesce(t.btext || CASE WHEN a.cnt - a.excess_units > 0 THEN '，及本条前 ' || qty(a.cnt - a.excess_units) || ' 次' ELSE '' END,
-                               '本条前 ' || qty(a.cnt - a.excess_units) || ' 次') AS ev_line
+                               '本条前 ' || qty(a.cnt - a.excess_units) || ' 次') AS ev_line,
+               CASE WHEN a.claim > 0 THEN a.excess_units END AS excess_units
         FROM alloc a LEFT JOIN blk_txt t USING (rule_key, bkkp_sn)
         UNION ALL
-        SELECT DISTINCT l.rule_key, a.mdtrt_id, a.mdtrt_id, l.b_sn, 'related', 0, '', NULL
+        SELECT DISTINCT l.rule_key, a.mdtrt_id, a.mdtrt_id, l.b_sn, 'related', 0, '', NULL, NULL
         FROM blk_l l JOIN alloc a ON a.rule_key = l.rule_key AND a.bkkp_sn = l.bkkp_sn
         WHERE l.b_sn <> l.bkkp_sn
     """,

@@ -126,7 +126,9 @@ RULE_TYPE = RuleType(
                {ITEM_REF} || ' 限 ' || qty(max_days) || ' 天用量'
                    || CASE WHEN dscg_tkdrug_flag = '1' THEN '，出院带药 ' ELSE '，开药 ' END || qty(prd_days)
                    || ' 天，超出 ' || qty(prd_days - max_days) || ' 天（按 ' || qty(prd_days - max_days) || '/'
-                   || qty(prd_days) || ' 计）；' || {LINE_FACT} AS ev_line
+                   || qty(prd_days) || ' 计）；' || {LINE_FACT} AS ev_line,
+               -- the line's units times the share of its days beyond the limit
+               CAST(xdiv(excess_units, prd_days) AS DECIMAL(18,4)) AS excess_units
         FROM back WHERE claim > 0
     """,
 )
