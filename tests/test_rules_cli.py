@@ -266,3 +266,12 @@ def test_check_runs_every_query_over_an_empty_database(tmp_path):
     assert len(lines) == 2
     res = invoke("check", "--no-compile", str(lib))
     assert res.exit_code == 0 and "OK, 2 rules" in res.output
+
+
+def test_list_and_check_take_the_library_as_screen_does(lib):
+    """`rules list --rules DIR` and `rules check --rules DIR`, like `screen --rules`; the argument form stays."""
+    for cmd in ("list", "check"):
+        by_option, by_argument = invoke(cmd, "--rules", str(lib)), invoke(cmd, str(lib))
+        assert by_option.exit_code == 0 and by_option.output == by_argument.output, by_option.output
+    res = invoke("list", str(lib), "--rules", "elsewhere")
+    assert res.exit_code != 0 and "two libraries given" in res.output

@@ -16,7 +16,7 @@ import re
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -196,9 +196,24 @@ def _items_count(r) -> str:
     return f"{len(r.items):,}"
 
 
+def _library_path(positional: Path | None, option: Path | None) -> Path:
+    """The library a command reads: ``--rules`` as for ``screen`` and ``rules show``, or the folder
+    given as an argument (the older form); ``rules`` when neither is given."""
+    if positional is not None and option is not None and positional != option:
+        _fail(f"two libraries given ({positional} and --rules {option}); give one")
+    return option or positional or Path("rules")
+
+
+#: the library folder, the same option as ``screen --rules``
+RulesOption = typer.Option(None, "--rules", help="rule library folder or YAML file (default: rules)")
+#: the same, as an argument (the older form)
+RulesArgument = typer.Argument(None, metavar="[DIR]", help="the library as an argument instead of --rules")
+
+
 @app.command("list")
-def list_rules(rules_dir: Path = typer.Argument(Path("rules"), metavar="[DIR]", help="rule library folder or YAML file")) -> None:
+def list_rules(rules_dir: Optional[Path] = RulesArgument, rules_opt: Optional[Path] = RulesOption) -> None:
     """The rules of a library: id, type, stages, severity, items and validity."""
+    rules_dir = _library_path(rules_dir, rules_opt)
     lib = _load(rules_dir)
     t = Table(title=f"{len(lib.rules)} rules in {rules_dir}")
     for c in ("id", "type", "stages", "severity", "items", "valid"):
@@ -248,11 +263,13 @@ def compile_problems(lib: Library) -> list[str]:
 
 @app.command()
 def check(
-    rules_dir: Path = typer.Argument(..., metavar="DIR", help="rule library folder or YAML file"),
+    rules_dir: Optional[Path] = RulesArgument,
+    rules_opt: Optional[Path] = RulesOption,
     compile_queries: bool = typer.Option(True, "--compile/--no-compile",
                                          help="also run every rule's query over an empty database"),
 ) -> None:
     """Validate a library without screening: every problem with file, rule id and field; exit 1 if any."""
+    rules_dir = _library_path(rules_dir, rules_opt)
     con = _out()
     try:
         lib = load_library(rules_dir)
