@@ -86,7 +86,7 @@ def prepare_context(con: duckdb.DuckDBPyConnection, ctx: Context | None = None) 
     visits that reach the context's first day less its padding (a readmission's previous stay)."""
     where = ""
     if ctx is not None and not ctx.everything:
-        where = (f"WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM visit_span WHERE is_open OR last_date >= "
+        where = (f"WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM spans WHERE is_open OR last_date >= "
                  f"CAST('{ctx.lo or dt.date.max}' AS DATE) - {int(ctx.pad_days)})")
     con.execute(
         f"""
@@ -504,13 +504,7 @@ def screen(
     t0 = time.perf_counter()
     rules = [r for r in library.rules if stage in r.stages]
     scope = scope or Scope("all")
-    con.execute("BEGIN TRANSACTION")
-    try:
-        incremental.merge_spans(con)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    incremental.stage_spans(con)  # stored with the findings, in the transaction below
     plan = incremental.plan(con, stage, scope, library.digest())
     ctx = None
     if plan.nothing:
@@ -560,6 +554,7 @@ def screen(
             [run_id, stage, library.digest(), len(rules), n_hits, n_new],
         )
         incremental.record(con, stage, plan.batches, run_id)
+        incremental.commit_spans(con)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

@@ -25,7 +25,7 @@ finding and cent by cent). ``--all`` screens everything.
    the touched months and keep the findings of those months; ``all`` gets everything.
 4. **Spans, not scans.** ``visit_span`` keeps each visit's person and first and last day
    (admission, discharge and fee dates; an open stay reaches to the end of time), merged from
-   each batch once, so the windows come from visits, not from scanning history. The fee lines
+   each batch once (in the screening's transaction), so the windows come from visits, not from scanning history. The fee lines
    of the windows are then read with a lower bound on ``fee_ocur_time``: DuckDB keeps the
    minimum and maximum of every row group (zone maps) and skips those wholly before it, and
    day-by-day batches are stored in date order.
@@ -109,37 +109,50 @@ class Plan:
     nothing: bool = False  # nothing new: the run screens no line
 
 
-def merge_spans(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring ``visit_span`` up to date with every loaded batch (each batch merged once)."""
+def stage_spans(con: duckdb.DuckDBPyConnection) -> None:
+    """``spans``: ``visit_span`` brought up to date with every loaded batch, as a view over the
+    stored spans and the merged rows of the batches not merged yet (temp ``__span_new``). Nothing
+    is written: :func:`commit_spans` stores them in the screening's own transaction, so a run
+    killed half-way leaves the database as it was."""
     todo = [b for (b,) in con.execute(
         "SELECT batch_id FROM load_log WHERE batch_id NOT IN (SELECT batch_id FROM span_batches) ORDER BY 1").fetchall()]
-    if not todo:
-        return
-    con.execute("CREATE OR REPLACE TEMP TABLE __todo AS SELECT unnest(?::INTEGER[]) AS batch_id", [todo])
+    con.execute("CREATE OR REPLACE TEMP TABLE __span_todo AS SELECT unnest(?::INTEGER[]) AS batch_id", [todo])
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE __span AS
+        CREATE OR REPLACE TEMP TABLE __span_new AS
         WITH parts AS (
             SELECT mdtrt_id, psn_no, CAST(begntime AS DATE) AS d0,
                    coalesce(CAST(endtime AS DATE), CAST(begntime AS DATE)) AS d1, endtime IS NULL AS is_open
-            FROM mdtrt_d WHERE batch_id IN (SELECT batch_id FROM __todo)
+            FROM mdtrt_d WHERE batch_id IN (SELECT batch_id FROM __span_todo)
             UNION ALL
             SELECT mdtrt_id, NULL, min(CAST(fee_ocur_time AS DATE)), max(CAST(fee_ocur_time AS DATE)), NULL
-            FROM fee_list_d WHERE batch_id IN (SELECT batch_id FROM __todo) GROUP BY mdtrt_id
+            FROM fee_list_d WHERE batch_id IN (SELECT batch_id FROM __span_todo) GROUP BY mdtrt_id
             UNION ALL
             SELECT mdtrt_id, psn_no, first_date, last_date, is_open FROM visit_span
-            WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d WHERE batch_id IN (SELECT batch_id FROM __todo)
-                               UNION SELECT mdtrt_id FROM fee_list_d WHERE batch_id IN (SELECT batch_id FROM __todo)))
-        SELECT mdtrt_id, any_value(psn_no) AS psn_no, min(d0) AS first_date, max(d1) AS last_date,
-               coalesce(bool_or(is_open), FALSE) AS is_open
-        FROM parts GROUP BY mdtrt_id;
-        DELETE FROM visit_span WHERE mdtrt_id IN (SELECT mdtrt_id FROM __span);
+            WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d WHERE batch_id IN (SELECT batch_id FROM __span_todo)
+                               UNION SELECT mdtrt_id FROM fee_list_d WHERE batch_id IN (SELECT batch_id FROM __span_todo))),
+        merged AS (
+            SELECT mdtrt_id, any_value(psn_no) AS psn_no, min(d0) AS first_date, max(d1) AS last_date,
+                   coalesce(bool_or(is_open), FALSE) AS is_open
+            FROM parts GROUP BY mdtrt_id)
         -- a visit's lines may come in a batch before its visit row is merged: the person comes from mdtrt_d
-        INSERT INTO visit_span
-        SELECT s.mdtrt_id, coalesce(s.psn_no, v.psn_no), s.first_date, s.last_date, s.is_open OR v.endtime IS NULL
-        FROM __span s LEFT JOIN mdtrt_d v USING (mdtrt_id);
-        INSERT INTO span_batches SELECT batch_id FROM __todo;
-        DROP TABLE __span; DROP TABLE __todo;
+        SELECT s.mdtrt_id, coalesce(s.psn_no, v.psn_no) AS psn_no, s.first_date, s.last_date,
+               s.is_open OR v.endtime IS NULL AS is_open
+        FROM merged s LEFT JOIN mdtrt_d v USING (mdtrt_id);
+        CREATE OR REPLACE TEMP VIEW spans AS
+        SELECT * FROM visit_span WHERE mdtrt_id NOT IN (SELECT mdtrt_id FROM __span_new)
+        UNION ALL SELECT * FROM __span_new;
+        """
+    )
+
+
+def commit_spans(con: duckdb.DuckDBPyConnection) -> None:
+    """Store what :func:`stage_spans` merged (inside the caller's transaction)."""
+    con.execute(
+        """
+        DELETE FROM visit_span WHERE mdtrt_id IN (SELECT mdtrt_id FROM __span_new);
+        INSERT INTO visit_span SELECT * FROM __span_new;
+        INSERT INTO span_batches SELECT batch_id FROM __span_todo;
         """
     )
 
@@ -261,7 +274,7 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
             f"""CREATE OR REPLACE TEMP TABLE seed AS
                 {' UNION '.join(parts)}
                 -- a death newly known: the person's visits from that day on
-                UNION SELECT s.mdtrt_id FROM visit_span s JOIN (
+                UNION SELECT s.mdtrt_id FROM spans s JOIN (
                     SELECT psn_no, die_date FROM psn_death WHERE batch_id IN (SELECT batch_id FROM __b)
                     UNION ALL SELECT psn_no, die_date FROM mdtrt_d
                     WHERE die_date IS NOT NULL AND batch_id IN (SELECT batch_id FROM __b)) d
@@ -280,14 +293,14 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE win AS
             SELECT psn_no, {snap_lo.format(x='min(first_date)')} AS a, {snap_hi.format(x=f'max({last})')} AS b
-            FROM visit_span WHERE mdtrt_id IN (SELECT mdtrt_id FROM seed) GROUP BY psn_no"""
+            FROM spans WHERE mdtrt_id IN (SELECT mdtrt_id FROM seed) GROUP BY psn_no"""
     )
     while True:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE win2 AS
                 SELECT w.psn_no, {snap_lo.format(x='least(any_value(w.a), min(s.first_date))')} AS a,
                        {snap_hi.format(x=f'greatest(any_value(w.b), max({last}))')} AS b
-                FROM win w JOIN visit_span s ON s.psn_no = w.psn_no
+                FROM win w JOIN spans s ON s.psn_no = w.psn_no
                  AND s.first_date <= w.b + {days} AND {last} >= w.a - {days}
                 GROUP BY w.psn_no"""
         )
@@ -305,7 +318,7 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
                     SELECT unnest(generate_series(CAST(date_trunc('month', first_date - {month_days}) AS TIMESTAMP),
                                                   CAST(date_trunc('month', least({last}, hi) + {month_days}) AS TIMESTAMP),
                                                   INTERVAL 1 MONTH)) AS m
-                    FROM visit_span, (SELECT max(last_date) AS hi FROM visit_span) t
+                    FROM spans, (SELECT max(last_date) AS hi FROM spans) t
                     WHERE mdtrt_id IN (SELECT mdtrt_id FROM seed))"""
         )
     con.execute("CREATE OR REPLACE TEMP TABLE ctx_months AS SELECT DISTINCT month FROM seed_months")
@@ -315,10 +328,10 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
         f"""CREATE OR REPLACE TEMP TABLE ctx_visits AS
             SELECT mdtrt_id, bool_or(p) AS in_person, bool_or(m) AS in_month, min(first_date) AS first_date FROM (
                 SELECT s.mdtrt_id, TRUE AS p, FALSE AS m, s.first_date
-                FROM visit_span s JOIN win w ON w.psn_no = s.psn_no AND s.first_date >= w.a AND {last} <= w.b
+                FROM spans s JOIN win w ON w.psn_no = s.psn_no AND s.first_date >= w.a AND {last} <= w.b
                 UNION ALL
                 SELECT s.mdtrt_id, FALSE, TRUE, s.first_date
-                FROM visit_span s JOIN (SELECT CAST(month || '-01' AS DATE) AS m0 FROM ctx_months) c
+                FROM spans s JOIN (SELECT CAST(month || '-01' AS DATE) AS m0 FROM ctx_months) c
                   ON s.first_date < c.m0 + INTERVAL 1 MONTH AND {last} >= c.m0
                 WHERE {'TRUE' if has_month else 'FALSE'})
             GROUP BY mdtrt_id"""
