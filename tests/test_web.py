@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shutil
 
 import openpyxl
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from medaudit import lifecycle
+from medaudit import db, lifecycle
 from medaudit.cli import app as cli_app
 from medaudit.web import auth
 from medaudit.web.app import COOKIE, create_app
@@ -39,15 +40,28 @@ def login(client: TestClient, username: str, password: str = PW, expect: int = 3
     return r
 
 
-@pytest.fixture
-def portal(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def portal_db(tmp_path_factory):
+    """The screened database with its four users, made once; each test works on a copy."""
+    folder = tmp_path_factory.mktemp("portal")
     b, v = loop_batch()
-    con = loop_db(tmp_path, monkeypatch, b)  # screened on 2026-04-01: windows close 2026-04-15
-    auth.ensure_schema(con)
-    auth.add_user(con, "wangfang", "clerk", PW, "王芳", "H001")
-    auth.add_user(con, "qian", "clerk", PW, "钱会计", "H002")
-    auth.add_user(con, "li", "reviewer", PW, "李审")
-    auth.add_user(con, "boss", "admin", PW, "赵科长")
+    with pytest.MonkeyPatch.context() as mp:
+        con = loop_db(folder, mp, b)  # screened on 2026-04-01: windows close 2026-04-15
+        auth.ensure_schema(con)
+        auth.add_user(con, "wangfang", "clerk", PW, "王芳", "H001")
+        auth.add_user(con, "qian", "clerk", PW, "钱会计", "H002")
+        auth.add_user(con, "li", "reviewer", PW, "李审")
+        auth.add_user(con, "boss", "admin", PW, "赵科长")
+        con.close()
+    return folder / "loop.duckdb", v
+
+
+@pytest.fixture
+def portal(tmp_path, monkeypatch, portal_db):
+    src, v = portal_db
+    shutil.copy(src, tmp_path / "loop.duckdb")
+    set_wall_clock(monkeypatch, "2026-04-01")
+    con = db.connect(tmp_path / "loop.duckdb")
     app = create_app(con, tmp_path / "files", max_upload_bytes=64 * 1024)
     ids = {k: finding(con, v[k[0]], k[1])["id"] for k in
            [("sex", "R-SEX-001"), ("bed", "R-FRQ-001"), ("both", "R-SEX-001"), ("both", "R-FRQ-001"),
@@ -389,8 +403,6 @@ def test_web_user_add_disable_from_the_command_line(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     r = run(["web", "user", "list", "--db", dbf])
     assert "wangfang" in r.output and "H001" in r.output and "reviewer" in r.output
-    from medaudit import db
-
     con = db.connect(dbf)
     stored = con.execute("SELECT password_hash FROM web_users WHERE username = 'wangfang'").fetchall()[0][0]
     assert stored.startswith("$argon2id$") and PW not in stored
