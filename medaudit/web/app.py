@@ -20,18 +20,17 @@ writing process per file; a reviewer's portal has little traffic).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import tempfile
 import threading
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import duckdb
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import UploadFile
@@ -529,7 +528,9 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             periods = periods_of(c, None)
             counts = c.execute(
                 """SELECT f.period, f.status, count(*) FROM findings f JOIN finding_state s USING (finding_id)
-                   WHERE f.stage = 'post_hoc' AND s.statement_id IS NULL GROUP BY ALL ORDER BY 1 DESC, 2""").fetchall()
+                   WHERE f.stage = 'post_hoc' AND s.statement_id IS NULL
+                     AND f.status NOT IN ('overturned', 'dismissed', 'superseded', 'warning')
+                   GROUP BY ALL ORDER BY 1 DESC, 2""").fetchall()
             sts = deduct.statements(c)
             nm = names.Names(c)
             sts = [(x, nm.institution(x.institution)) for x in sts]
