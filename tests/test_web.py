@@ -415,3 +415,53 @@ def test_web_user_add_disable_from_the_command_line(tmp_path, monkeypatch):
     con.close()
     r = run(["web", "user", "disable", "nobody", "--db", dbf])
     assert r.exit_code == 2 and "no such user" in r.output
+
+
+def test_an_administrator_adds_and_disables_users_in_the_portal(portal):
+    p = portal
+    for user in ("wangfang", "li"):
+        c = p.client()
+        login(c, user)
+        assert c.get("/admin/users").status_code == 403
+    admin = p.client()
+    login(admin, "boss")
+    page = admin.get("/admin/users")
+    assert page.status_code == 200 and "wangfang" in page.text
+    # a clerk without an institution, and a short password, are refused with the field named
+    r = admin.post("/admin/users", data={"csrf": csrf_of(page.text), "username": "zhou", "role": "clerk",
+                                         "display_name": "周", "institution": "", "password": PW}, follow_redirects=True)
+    assert "未添加：institution" in r.text
+    r = admin.post("/admin/users", data={"csrf": csrf_of(page.text), "username": "zhou", "role": "clerk",
+                                         "display_name": "周", "institution": "H002", "password": "short"},
+                   follow_redirects=True)
+    assert "未添加：password" in r.text and auth.get_user(p.con, "zhou") is None
+    r = admin.post("/admin/users", data={"csrf": csrf_of(page.text), "username": "zhou", "role": "clerk",
+                                         "display_name": "周", "institution": "H002", "password": PW},
+                   follow_redirects=True)
+    assert "已添加用户 zhou" in r.text
+    assert p.con.execute("SELECT created_by FROM web_users WHERE username = 'zhou'").fetchall() == [("赵科长 (boss)",)]
+    zhou = p.client()
+    login(zhou, "zhou")
+    assert p.other in zhou.get("/h/findings").text
+    # disabling signs the user out at once
+    r = admin.post("/admin/users/zhou/disable", data={"csrf": csrf_of(page.text)}, follow_redirects=True)
+    assert "用户 zhou 已停用" in r.text
+    assert zhou.get("/h/findings", follow_redirects=False).status_code == 303
+    login(p.client(), "zhou", expect=401)
+    # without the token nothing changes
+    assert admin.post("/admin/users/wangfang/disable", data={}).status_code == 403
+    assert auth.get_user(p.con, "wangfang").active
+
+
+def test_after_an_appeal_the_clerk_returns_only_to_the_portals_own_pages(portal):
+    p = portal
+    c = p.client()
+    login(c, "wangfang")
+    page = c.get(f"/findings/{p.sex}")
+    r = c.post("/h/appeal", data={"csrf": csrf_of(page.text), "finding_id": p.sex, "reason": "理由",
+                                  "back": f"/findings/{p.sex}"}, follow_redirects=False)
+    assert r.headers["location"] == f"/findings/{p.sex}"
+    for back in ("https://evil.example/", "//evil.example/h/findings", "/h/findings\\@evil"):
+        r = c.post("/h/appeal", data={"csrf": csrf_of(page.text), "finding_id": p.bed, "reason": "", "back": back},
+                   follow_redirects=False)
+        assert r.headers["location"] == "/h/findings", back

@@ -334,6 +334,10 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             except (Refused, lifecycle.LifecycleError) as e:
                 error, period = str(e), None
             rows = decorate(c, rows, lifecycle.wall_now().date(), s)
+            # the doctor's answer to a pre-alert on the same rule, visit and item
+            pre = prealert_store.evidence_for(c, [r["finding_id"] for r in rows])
+            for r in rows:
+                r["prealert"] = pre.get(r["finding_id"], "")
             statements = deduct.statements(c, period, inst) if period else []
             rules = c.execute("SELECT DISTINCT rule_id, any_value(rule_name) FROM findings WHERE fixmedins_code = ? "
                               "AND stage = 'post_hoc' GROUP BY 1 ORDER BY 1", [inst]).fetchall()
@@ -348,9 +352,9 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
         s = need(request, "clerk")
         form = await form_of(request, s)
         ids = [x for x in form.getlist("finding_id") if isinstance(x, str) and x]
-        back = field(form, "back", 500) if isinstance(form.get("back"), str) else ""
-        if not back.startswith("/h/"):
-            back = "/h/findings"
+        back = (form.get("back") or "")[:500] if isinstance(form.get("back"), str) else ""
+        if not re.fullmatch(r"/(h/findings|findings/[0-9a-f]{6,64})(\?[^\\\s]*)?", back):
+            back = "/h/findings"  # only the portal's own pages (no open redirect)
         try:
             if not ids:
                 raise Refused("请先勾选要申诉的疑点")
@@ -566,6 +570,49 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             with db() as c:
                 auth.set_flash(c, s, f"未结算：{e}")
         return redirect("/r/finalize")
+
+    # ------------------------------------------------------------------ administrators: users
+
+    @app.get("/admin/users", response_class=HTMLResponse)
+    def admin_users(request: Request):
+        s = need(request, "admin")
+        with db() as c:
+            users = auth.list_users(c)
+            institutions = [r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()]
+        return page(request, "admin_users.html", session=s, users=users, institutions=institutions)
+
+    @app.post("/admin/users")
+    async def admin_user_add(request: Request):
+        s = need(request, "admin")
+        form = await form_of(request, s)
+        try:
+            with db() as c:
+                u = auth.add_user(c, field(form, "username", 64), field(form, "role", 20),
+                                  form.get("password") if isinstance(form.get("password"), str) else "",
+                                  field(form, "display_name", 64), check_code(field(form, "institution", 64), "机构编码"),
+                                  by=s.user.actor)
+                auth.set_flash(c, s, f"已添加用户 {u.username}（{u.role_cn}）")
+        except (Refused, auth.UserError) as e:
+            with db() as c:
+                auth.set_flash(c, s, f"未添加：{e}")
+        return redirect("/admin/users")
+
+    @app.post("/admin/users/{username}/{what}")
+    async def admin_user_active(request: Request, username: str, what: str):
+        s = need(request, "admin")
+        await form_of(request, s)
+        if what not in ("disable", "enable"):
+            raise StarletteHTTPException(404, "页面不存在")
+        try:
+            if what == "disable" and username == s.user.username:
+                raise Refused("不能停用自己的账号")
+            with db() as c:
+                u = auth.set_active(c, username, what == "enable")
+                auth.set_flash(c, s, f"用户 {u.username} 已{'启用' if u.active else '停用（已强制退出）'}")
+        except (Refused, auth.UserError) as e:
+            with db() as c:
+                auth.set_flash(c, s, f"未执行：{e}")
+        return redirect("/admin/users")
 
     return app
 
