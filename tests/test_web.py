@@ -465,3 +465,52 @@ def test_after_an_appeal_the_clerk_returns_only_to_the_portals_own_pages(portal)
         r = c.post("/h/appeal", data={"csrf": csrf_of(page.text), "finding_id": p.bed, "reason": "", "back": back},
                    follow_redirects=False)
         assert r.headers["location"] == "/h/findings", back
+
+
+def test_a_second_appeal_when_the_settings_allow_it(portal):
+    p = portal
+    lifecycle.set_setting(p.con, "second_appeal", "true")
+    clerk, rev = p.client(), p.client()
+    login(clerk, "wangfang")
+    login(rev, "li")
+    assert appeal(clerk, [p.bed], "不同床位").status_code == 303
+    decide(rev, p.bed, "uphold", "无转床记录")
+    # upheld, with a 复议 window of 10 working days from today: the clerk may appeal once more
+    page = clerk.get(f"/findings/{p.bed}").text
+    assert "申请复议" in page and "剩 10 个工作日" in page
+    assert f'name="finding_id" value="{p.bed}" class="pick"' in clerk.get("/h/findings?period=2026-03").text
+    assert appeal(clerk, [p.bed], "补充护理记录").status_code == 303
+    decide(rev, p.bed, "uphold", "复议维持")
+    assert status_of(p.con, p.bed) == "upheld"
+    # after the second appeal there is no third
+    assert "申请复议" not in clerk.get(f"/findings/{p.bed}").text
+    r = appeal(clerk, [p.bed], "第三次")
+    assert "after its second appeal" in clerk.get(r.headers["location"]).text
+
+
+def test_queue_filters_and_sorting_and_bad_filters_are_named(portal):
+    p = portal
+    clerk = p.client()
+    login(clerk, "wangfang")
+    assert appeal(clerk, [p.sex], "一").status_code == 303
+    set_wall_clock(p.monkeypatch, "2026-04-01 10:00:00")
+    assert appeal(clerk, [p.bed], "二").status_code == 303
+    rev = p.client()
+    login(rev, "li")
+    ids = lambda url: re.findall(r'data-finding="([0-9a-f]+)"', rev.get(url).text)  # noqa: E731
+    # oldest waiting first by default: the suspect (since screening), then the appeals in order
+    assert ids("/r/queue") == [p.age, p.sex, p.bed]
+    assert ids("/r/queue?sort=amount") == [p.sex, p.bed, p.age]
+    assert ids("/r/queue?status=appealed") == [p.sex, p.bed]
+    assert ids("/r/queue?status=pending_appeal&status=appealed&institution=H002") == [p.other]
+    assert ids("/r/queue?rule=R-FRQ-001") == [p.bed]
+    assert ids("/r/queue?dept=D03") == [p.bed] and ids("/r/queue?doctor=DR01") == [p.age, p.sex]
+    assert ids("/r/queue?min=25&max=100") == [p.bed]
+    for url, message in (("/r/queue?min=abc", "金额下限"), ("/r/queue?period=2026-13", "结算月份"),
+                         ("/r/queue?sort=random", "sort must be one of"), ("/r/queue?status=open", "unknown state"),
+                         ("/r/queue?rule=x'%20OR%201=1", "规则编号"), ("/h/findings?period=march", "结算月份")):
+        r = (clerk if url.startswith("/h/") else rev).get(url)
+        assert r.status_code == 200 and message in r.text and 'data-finding="' not in r.text, url
+    r = rev.get("/statements/abc.xlsx")
+    assert r.status_code == 400 and "请求参数有误" in r.text
+    assert rev.get("/report?period=2026-03&institution=H001&format=pdf").status_code == 400

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import duckdb
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -235,9 +236,15 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
     async def _to_login(request: Request, exc: _Login):
         return redirect("/login")
 
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError):
+        where = "、".join(".".join(str(x) for x in e.get("loc", ())[1:]) or "?" for e in exc.errors()[:3])
+        return page(request, "error.html", status=400, session=session_of(request), code=400,
+                    message=f"请求参数有误：{where}")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        s = session_of(request) if exc.status_code != 404 or request.cookies.get(COOKIE) else None
+        s = session_of(request)
         text = exc.detail if isinstance(exc.detail, str) else "出错了"
         if exc.status_code == 404 and text == "Not Found":
             text = "页面不存在"
