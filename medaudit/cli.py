@@ -554,18 +554,7 @@ def findings_show(
     pre = prealert_store.evidence_for(con, [ref.finding_id])
     if ref.finding_id in pre:
         console.print(Padding(Text(pre[ref.finding_id]), (0, 0, 0, 2)), overflow="fold")
-    lines = con.execute(
-        """
-        WITH fl AS (
-            SELECT DISTINCT ON (bkkp_sn) bkkp_sn, mdtrt_id, fee_ocur_time, hilist_code, hilist_name, cnt, pric
-            FROM fee_list_d WHERE bkkp_sn IN (SELECT bkkp_sn FROM finding_lines WHERE finding_id = ?)
-            ORDER BY bkkp_sn, batch_id DESC)
-        SELECT l.role, l.bkkp_sn, fl.fee_ocur_time, fl.hilist_code, fl.hilist_name, fl.cnt, fl.pric, l.line_amt, l.claim
-        FROM finding_lines l LEFT JOIN fl USING (bkkp_sn)
-        WHERE l.finding_id = ? ORDER BY l.role DESC, fl.fee_ocur_time, l.bkkp_sn
-        """,
-        [ref.finding_id, ref.finding_id],
-    ).fetchall()
+    lines = [tuple(x.values())[:9] for x in lifecycle.lines_of(con, ref.finding_id)]
     t = _table(f"Lines ({len(lines)})")
     t.add_column("role", no_wrap=True)
     t.add_column("line", overflow="fold")

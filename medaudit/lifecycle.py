@@ -531,3 +531,152 @@ def is_final_outcome(status: str, appeal_round: int, deadline: dt.date | None, s
     if status == "upheld":
         return not second_appeal or appeal_round >= 2 or deadline is None or today > deadline
     return False
+
+
+# ---------------------------------------------------------------------------- one move, as every front end makes it
+
+
+def apply(
+    con: duckdb.DuckDBPyConnection,
+    findings: str | list[str],
+    action: str,
+    by: str,
+    reason: str = "",
+    attachments: list[dict] | None = None,
+    clock: Clock | None = None,
+    amount: Decimal | str | None = None,
+    institution: str | None = None,
+) -> list[tuple[FindingRef, str]]:
+    """Move one finding or several the same way, in one transaction, as the command line
+    (``appeal submit``, ``review decide``) and the web portal both do: close the windows that
+    passed, resolve each finding, refuse one that is not ``institution``'s (when given), apply
+    :func:`transition`, settle the money, commit. All or nothing: the first refusal raises
+    :class:`LifecycleError` and nothing moves. Returns (the finding as it was, its new status)."""
+    ids = [findings] if isinstance(findings, str) else list(findings)
+    if not ids:
+        raise LifecycleError("no finding given")
+    if len(set(ids)) != len(ids):
+        raise LifecycleError("a finding is given twice")
+    from . import money
+
+    out = []
+    con.execute("BEGIN TRANSACTION")
+    try:
+        expire_due(con, clock)
+        for key in ids:
+            f = resolve(con, key)
+            if institution is not None and f.institution != institution:
+                raise LifecycleError(f"{f.name()} belongs to institution {f.institution}, not {institution}")
+            out.append((f, transition(con, f, action, by, reason, attachments, clock=clock, amount=amount)))
+        money.settle_deductions(con)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return out
+
+
+def working_days_left(con: duckdb.DuckDBPyConnection, today: dt.date, deadline: dt.date | None) -> int | None:
+    """Working days from tomorrow up to the deadline, both counted (0: the deadline is today;
+    None: no window or it closed). An appeal filed on the deadline day is in time."""
+    if deadline is None or today > deadline:
+        return None
+    cal, n, day = Calendar.of(con), 0, today
+    while day < deadline:
+        day += dt.timedelta(days=1)
+        n += cal.is_working(day)
+    return n
+
+
+#: how :func:`queue` may sort: by the amount at stake (largest first) or by how long the finding
+#: has waited in its state (oldest first); the default groups by institution, month and rule
+QUEUE_SORTS = {
+    "default": "f.fixmedins_code, f.period, f.rule_id, f.finding_id",
+    "amount": "amount DESC, f.finding_id",
+    "age": "waiting_since ASC NULLS LAST, f.finding_id",
+}
+DECISION_ACTIONS = ("uphold", "overturn", "confirm", "dismiss")
+
+
+def queue(
+    con: duckdb.DuckDBPyConnection,
+    statuses: Iterable[str] | None = ("appealed", "pending_review"),
+    *,
+    institution: str | None = None,
+    period: str | None = None,
+    rule: str | None = None,
+    dept: str | None = None,
+    doctor: str | None = None,
+    min_amount: Decimal | None = None,
+    max_amount: Decimal | None = None,
+    stage: str | None = None,
+    sort: str = "default",
+    limit: int | None = None,
+) -> list[dict]:
+    """Findings by state and filters, as the review queue (``review list``) and the web portal's
+    lists show them. ``amount`` is what is at stake: the amount at risk of a suspect awaiting
+    review, else the finding's deduction. ``waiting_since`` is when it entered its state (its
+    last audit-log event). Values are bound, never put into the SQL text."""
+    if sort not in QUEUE_SORTS:
+        raise LifecycleError(f"sort must be one of {', '.join(QUEUE_SORTS)}, got {sort!r}")
+    where, args = ["TRUE"], []
+    states = list(statuses) if statuses is not None else []
+    if states:
+        unknown = [s for s in states if s not in STATUS_CN]
+        if unknown:
+            raise LifecycleError(f"unknown state {', '.join(unknown)} (known: {', '.join(STATUS_CN)})")
+        where.append(f"f.status IN ({', '.join('?' for _ in states)})")
+        args += states
+    for col, v in (("f.fixmedins_code", institution), ("f.period", period), ("f.rule_id", rule),
+                   ("f.dept_code", dept), ("f.dr_code", doctor), ("f.stage", stage)):
+        if v:
+            where.append(f"{col} = ?")
+            args.append(v)
+    amount = "CASE WHEN f.status = 'pending_review' THEN f.claimed_amt ELSE f.deduction_amt END"
+    if min_amount is not None:
+        where.append(f"{amount} >= ?")
+        args.append(min_amount)
+    if max_amount is not None:
+        where.append(f"{amount} <= ?")
+        args.append(max_amount)
+    lim = ""
+    if limit is not None:
+        lim = " LIMIT ?"
+        args.append(int(limit))
+    cur = con.execute(
+        f"""WITH ev AS (
+                SELECT finding_id, max(event_at) AS waiting_since,
+                       arg_max(reason, event_id) FILTER (WHERE action = 'appeal') AS appeal_reason,
+                       arg_max(action, event_id) FILTER (WHERE action IN ('uphold', 'overturn', 'confirm', 'dismiss'))
+                           AS decision,
+                       arg_max(reason, event_id) FILTER (WHERE action IN ('uphold', 'overturn', 'confirm', 'dismiss'))
+                           AS decision_reason
+                FROM finding_events GROUP BY finding_id)
+            SELECT f.finding_id, f.rule_id, f.rule_name, f.fixmedins_code, f.period, f.status, f.severity,
+                   f.dept_code, f.dr_code, f.mdtrt_id, f.flagged_amt, f.claimed_amt, f.deduction_amt,
+                   {amount} AS amount, f.evidence, s.deadline, coalesce(s.appeal_round, 0) AS appeal_round,
+                   s.statement_id, ev.waiting_since, ev.appeal_reason, ev.decision, ev.decision_reason
+            FROM findings f LEFT JOIN finding_state s USING (finding_id) LEFT JOIN ev USING (finding_id)
+            WHERE {' AND '.join(where)} ORDER BY {QUEUE_SORTS[sort]}{lim}""", args)
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
+def lines_of(con: duckdb.DuckDBPyConnection, finding_id: str) -> list[dict]:
+    """A finding's fee lines (violating first) with what each is: role, bkkp_sn, time, item code and
+    name, quantity, price, the line's amount and the finding's claim on it."""
+    cur = con.execute(
+        """
+        WITH fl AS (
+            SELECT DISTINCT ON (bkkp_sn) bkkp_sn, mdtrt_id, fee_ocur_time, hilist_code, hilist_name, cnt, pric
+            FROM fee_list_d WHERE bkkp_sn IN (SELECT bkkp_sn FROM finding_lines WHERE finding_id = ?)
+            ORDER BY bkkp_sn, batch_id DESC)
+        SELECT l.role, l.bkkp_sn, fl.fee_ocur_time, fl.hilist_code, fl.hilist_name, fl.cnt, fl.pric, l.line_amt, l.claim,
+               l.carried
+        FROM finding_lines l LEFT JOIN fl USING (bkkp_sn)
+        WHERE l.finding_id = ? ORDER BY l.role DESC, fl.fee_ocur_time, l.bkkp_sn
+        """,
+        [finding_id, finding_id],
+    )
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]

@@ -98,17 +98,10 @@ def submit(
 ) -> None:
     """File one appeal (申诉, or 复议 of an upheld finding when enabled)."""
     con = dbm.open_existing(db)
-    con.execute("BEGIN TRANSACTION")
     try:
-        lifecycle.expire_due(con)
-        f = lifecycle.resolve(con, finding)
-        if institution and f.institution != institution:
-            raise lifecycle.LifecycleError(f"{f.name()} belongs to institution {f.institution}, not {institution}")
-        to = lifecycle.transition(con, f, "appeal", by, reason, lifecycle.attachment_records(attach))
-        money.settle_deductions(con)
-        con.execute("COMMIT")
+        [(f, to)] = lifecycle.apply(con, finding, "appeal", by, reason, lifecycle.attachment_records(attach),
+                                    institution=institution or None)
     except lifecycle.LifecycleError as e:
-        con.execute("ROLLBACK")
         fail(str(e))
     console.print(f"{f.name()}: {lifecycle.status_label(f.status)} -> {lifecycle.status_label(to)}", highlight=False)
 

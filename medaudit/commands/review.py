@@ -47,16 +47,10 @@ def decide(
         except money.AmountError as e:
             fail(str(e))
     con = dbm.open_existing(db)
-    con.execute("BEGIN TRANSACTION")
     try:
-        lifecycle.expire_due(con)
-        f = lifecycle.resolve(con, finding)
-        to = lifecycle.transition(con, f, DECISIONS[decision], by, reason, lifecycle.attachment_records(attach),
-                                  amount=amount)
-        money.settle_deductions(con)
-        con.execute("COMMIT")
+        [(f, to)] = lifecycle.apply(con, finding, DECISIONS[decision], by, reason, lifecycle.attachment_records(attach),
+                                    amount=amount)
     except lifecycle.LifecycleError as e:
-        con.execute("ROLLBACK")
         fail(str(e))
     amt = con.execute("SELECT deduction_amt FROM findings WHERE finding_id = ?", [f.finding_id]).fetchall()[0][0]
     console.print(f"{f.name()}: {lifecycle.status_label(f.status)} -> {lifecycle.status_label(to)}; "
@@ -79,26 +73,15 @@ def list_(
         fail(f"--status {status!r}: give states among {', '.join(lifecycle.STATUS_CN)}")
     con = dbm.open_existing(db)
     lifecycle.expire_due(con)
-    where, args = [f"f.status IN ({', '.join('?' for _ in states)})"], list(states)
-    for col, v in (("f.fixmedins_code", institution), ("f.period", period)):
-        if v:
-            where.append(f"{col} = ?")
-            args.append(v)
-    rows = con.execute(
-        f"""SELECT f.finding_id, f.rule_id, f.fixmedins_code, f.period, f.status, f.deduction_amt, f.claimed_amt,
-                   (SELECT reason FROM finding_events e WHERE e.finding_id = f.finding_id AND e.action = 'appeal'
-                    ORDER BY event_id DESC LIMIT 1), f.evidence, f.severity
-            FROM findings f WHERE {' AND '.join(where)} ORDER BY f.fixmedins_code, f.period, f.rule_id LIMIT {int(limit)}""",
-        args).fetchall()
+    rows = lifecycle.queue(con, states, institution=institution, period=period, limit=limit)
     if not rows:
         console.print(f"Nothing waits for a decision ({', '.join(lifecycle.status_label(s) for s in states)}).",
                       highlight=False)
         return
     # one block a finding (readable at 80 columns): heading, the hospital's appeal reason, evidence
     for r in rows:
-        print_finding(console, {"finding_id": r[0], "rule_id": r[1], "fixmedins_code": r[2], "period": r[3],
-                                "status": r[4], "severity": r[9], "deduction_amt": r[5], "at_risk": r[6],
-                                "evidence": r[8]}, [f"申诉理由 appeal: {r[7]}" if r[7] else ""])
+        print_finding(console, r | {"at_risk": r["claimed_amt"]},
+                      [f"申诉理由 appeal: {r['appeal_reason']}" if r["appeal_reason"] else ""])
 
 
 def register(root: typer.Typer) -> None:

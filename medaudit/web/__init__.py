@@ -1,0 +1,1 @@
+"""The online feedback and appeal portal (``medaudit web``): see :mod:`medaudit.web.app`."""
