@@ -78,3 +78,34 @@ def test_hits_of_a_line_are_one_item_and_only_a_newly_violating_line_is_violatin
     assert [(i.bkkp_sn, i.role, i.claim, i.is_new) for i in a.items] == [
         ("L2", "related", Decimal("0"), False), ("RX9", "violating", Decimal("7.01"), True)]
     assert a.amount == Decimal("7.01") and a.evidence == "头；甲；乙" and a.psn_no == "P1"
+
+
+def test_a_duplicate_charge_names_its_main_item_from_the_item_table_on_both_paths(tmp_path):
+    """The main order carries no name: both paths take 主项名称 from the rule's item table, as batch does."""
+    from test_prealert_api import EMERG_CONS, EMERG_MON
+
+    rules = """
+rules:
+  - id: R-DUP-001
+    version: 1
+    name: 急诊监护费含诊查费
+    type: duplicate_charge
+    items: {table: pairs.csv}
+"""
+    table = f"code,name,main_code,main_name,window\n{EMERG_CONS},急诊诊查费,{EMERG_MON},急诊监护费,same_day\n"
+    answers = {}
+    for engine in ("fast", "sql"):
+        b = Batch()
+        b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
+        con = db.connect(tmp_path / f"{engine}.duckdb")
+        load_batch(b.write(tmp_path / f"batch-{engine}"), con)
+        lib = load_library(write_rules(tmp_path / f"rules-{engine}", rules, {"pairs.csv": table}))
+        app = create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001"}, engine=engine)
+        body = request([order("RX1", EMERG_MON, cur=0, hilist_name="", when="2026-03-02 08:00:00"),
+                        order("RX2", EMERG_CONS, pric="12", when="2026-03-02 09:30:00")])
+        with TestClient(app) as client:
+            r = client.post("/prealert/3101", json=body, headers={"X-API-Key": KEY1})
+            assert r.status_code == 200, r.text
+            answers[engine] = [x["vola_cont"] for x in r.json()["output"]["result"]]
+    assert answers["fast"] == answers["sql"] and len(answers["fast"]) == 1, answers
+    assert "已包含在 项目【急诊监护费】(001103000010000)" in answers["fast"][0], answers

@@ -115,7 +115,7 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             if not ok:
                 continue
             span = WINDOW_CN.get(w) or (w.split(":")[1] + "小时内")
-            ev = (f"{ref(s)} 已包含在 {item_ref(mn['list_type'], mn['hilist_name'], mn['hilist_code'])} 中（{span}），"
+            ev = (f"{ref(s)} 已包含在 {item_ref(mn['list_type'], mn['hilist_name'] if mn['hilist_name'] is not None else s.get('main_name'), mn['hilist_code'])} 中（{span}），"
                   f"主项 {mn['fee_ocur_time']:%Y-%m-%d %H:%M} 已收费；{line_fact(s)}")
             k = (s["rule_key"], s["mdtrt_id"], s["bkkp_sn"])
             cand = (gap, mn["bkkp_sn"], ev)
