@@ -14,7 +14,6 @@ every row that differs in any column (evidence text included). Exit status 1 whe
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import duckdb

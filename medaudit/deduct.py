@@ -20,7 +20,6 @@ checks it, and ``finalize`` refuses to commit a statement that does not reconcil
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path

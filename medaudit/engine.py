@@ -30,7 +30,7 @@ from . import incremental, lifecycle, money, semantics
 from .incremental import Context, Scope
 from .library import Library, Rule
 from .types import REGISTRY
-from .types.base import HIT_COLUMNS, PARAM_SQL, RuleType
+from .types.base import HIT_COLUMNS, RuleType
 
 #: institution level 0..3 from ``hosp_lv`` (:data:`medaudit.semantics.inst_level`)
 LEVEL_SQL = semantics.inst_level.sql("hosp_lv")

@@ -702,7 +702,7 @@ def _normalise(con: duckdb.DuckDBPyConnection, st: _Staged) -> None:
     # the rows concerned go to a temp table, then through Python a slice at a time: memory stays
     # bounded even when every row of a file is full-width
     con.execute(f"CREATE OR REPLACE TEMP TABLE __wide AS SELECT {st.key} AS __k, {sel} FROM {stage} WHERE {wide}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __nfkc AS SELECT * FROM __wide LIMIT 0")
+    con.execute("CREATE OR REPLACE TEMP TABLE __nfkc AS SELECT * FROM __wide LIMIT 0")
     n, base = con.execute("SELECT count(*), coalesce(min(rowid), 0) FROM __wide").fetchall()[0]
     changed = 0
     for a in range(0, n, BATCH_ROWS):
@@ -930,7 +930,7 @@ class _Checker:
             x, pt, pc = db.ident(col), db.ident(parent), db.ident(pcol)
             this = f"UNION ALL SELECT {pc} FROM {_good_name(TABLES[parent])}" if parent in parent_rejected else ""
             rk, pfile = parent_rejected.get(parent, (None, None))
-            ann = (f"coalesce(' (its row ' || CAST(r.prow AS VARCHAR) || ' in ' || $pfile || ' was rejected)', '')"
+            ann = ("coalesce(' (its row ' || CAST(r.prow AS VARCHAR) || ' in ' || $pfile || ' was rejected)', '')"
                    if rk else "''")
             join = f"LEFT JOIN {rk} r ON r.k = g.{x}" if rk else ""
             self.reject(c, f"""

@@ -112,14 +112,14 @@ def test_operations_reach_the_sql_path_context(his):
     assert r.status_code == 200 and r.json()["output"]["result"] == []
 
 
-TWICE = RULES + f"""
+TWICE = RULES + """
   - id: NHSA-B1-ITEM-GENDER
     version: 1
     name: 限定性别的诊疗项目（国家第一批）
     type: restrict_gender
     basis: 国家医保局 第一批智能监管规则 限性别
-    items: {{codes: ["002101030300000"]}}
-    params: {{gender: 2}}
+    items: {codes: ["002101030300000"]}
+    params: {gender: 2}
 """
 
 

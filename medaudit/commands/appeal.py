@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import appeals, db as dbm, lifecycle, money
+from .. import appeals, db as dbm, lifecycle
 from ..clihelp import check_period, history_table
 
 console = Console()

@@ -78,17 +78,6 @@ class Hit(NamedTuple):
     psn_no: str | None = None
 
 
-#: SQL type of each parameter kind
-PARAM_SQL = {
-    "int": "INTEGER",
-    "number": "DECIMAL(18,4)",
-    "str": "VARCHAR",
-    "choice": "VARCHAR",
-    "str_list": "VARCHAR[]",
-    "bool": "BOOLEAN",
-}
-
-
 @dataclass(frozen=True)
 class Param:
     """One parameter of a rule type.

@@ -39,7 +39,7 @@ DOC_ZH = """限性别：限定某一性别的项目用于另一性别的人。
 
 from .base import Param, RuleType
 
-from ..semantics import cat, coalesce, col
+from ..semantics import cat, col
 from .line_check import ITEM, LINE, gender_cn, line_check
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
