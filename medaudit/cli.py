@@ -43,6 +43,9 @@ class _Group(TyperGroup):
             # one line: only load, screen and serve create a database
             typer.echo(f"medaudit: {e}", err=True)
             raise typer.Exit(2) from None
+        except dbm.DatabaseTooNew as e:
+            typer.echo(f"medaudit: {e}", err=True)
+            raise typer.Exit(2) from None
 
 
 _TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE",

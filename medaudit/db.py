@@ -170,7 +170,15 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
         con.close()
         raise
     if not read_only:
-        ensure_schema(con)
+        try:
+            ensure_schema(con)
+        except DatabaseTooNew:
+            con.close()
+            raise
+    elif schema_version(con) > SCHEMA_VERSION:
+        con.close()
+        raise DatabaseTooNew(f"this database was written by a newer medaudit (schema version above "
+                             f"{SCHEMA_VERSION}): upgrade medaudit to open it")
     install_macros(con)
     return con
 
@@ -185,7 +193,36 @@ def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duc
     return connect(path, read_only=read_only)
 
 
+#: The database layout this code writes. A file records the version it was brought to
+#: (``schema_meta``); every statement of :func:`ensure_schema` is idempotent (``IF NOT EXISTS``,
+#: ``ADD COLUMN IF NOT EXISTS``), so opening an older file brings it up to date in place, and
+#: ``tests/test_schema.py`` opens a file written by an earlier release (67787fa) and works on it.
+#: Versions: 1 = the nightly-run tables (screened_batches, visit_span, span_batches),
+#: finding_lines.excess_units, deduction_items.deadline, code_names; files without schema_meta
+#: are older than 1. Raise it with every change of layout and add the change's statement to the
+#: schema strings (never edit a released statement).
+SCHEMA_VERSION = 1
+
+
+class DatabaseTooNew(Exception):
+    """The file was written by a newer medaudit (its schema version is higher than this code's)."""
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The version a database file records (0: older than versioning, or empty)."""
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                      "AND schema_name = 'main' AND table_name = 'schema_meta'").fetchall()[0][0]
+    if not has:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_meta").fetchall()[0][0]
+    return int(row or 0)
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    found = schema_version(con)
+    if found > SCHEMA_VERSION:
+        raise DatabaseTooNew(f"this database was written by a newer medaudit (schema version {found}; this one "
+                             f"knows {SCHEMA_VERSION}): upgrade medaudit to open it")
     for t in TABLES.values():
         cols = ", ".join(f"{ident(c.name)} {SQL_TYPE[c.type]}" for c in t.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {ident(t.name)} (batch_id INTEGER, source_row INTEGER, {cols})")
@@ -204,6 +241,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     from .prealert import store as prealert_store
 
     con.execute(prealert_store.SCHEMA)
+    if found < SCHEMA_VERSION:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER, applied_at TIMESTAMP)")
+        con.execute("INSERT INTO schema_meta VALUES (?, now()::TIMESTAMP)", [SCHEMA_VERSION])
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:

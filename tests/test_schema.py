@@ -1,0 +1,81 @@
+"""A database file written by an earlier release opens, is brought up to date, and works.
+
+``fixtures/db-67787fa.duckdb.gz`` was written by commit 67787fa (before nightly runs, excess units,
+code names and schema versions): one visit, one line, one restrict_gender finding."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from kit import Batch, write_rules
+from medaudit import db
+from medaudit.cli import app
+from medaudit.engine import screen
+from medaudit.incremental import Scope
+from medaudit.library import load_library
+from medaudit.loader import load_batch
+
+OLD = Path(__file__).parent / "fixtures" / "db-67787fa.duckdb.gz"
+RULES = """
+- id: R-SEX-001
+  version: 1
+  name: 限女性
+  type: restrict_gender
+  items: {codes: ["002101030300000"]}
+  params: {gender: 2}
+"""
+
+
+def old_copy(tmp_path: Path) -> Path:
+    path = tmp_path / "old.duckdb"
+    with gzip.open(OLD, "rb") as src, open(path, "wb") as out:
+        shutil.copyfileobj(src, out)
+    return path
+
+
+def test_a_file_of_the_previous_release_is_brought_up_to_date_and_screens_nightly(tmp_path, wall_clock):
+    wall_clock("2026-04-01")
+    path = old_copy(tmp_path)
+    raw = duckdb.connect(str(path))
+    assert db.schema_version(raw) == 0
+    assert "excess_units" not in {r[0] for r in raw.execute("DESCRIBE finding_lines").fetchall()}
+    raw.close()
+    con = db.connect(path)
+    assert db.schema_version(con) == db.SCHEMA_VERSION
+    assert "excess_units" in {r[0] for r in con.execute("DESCRIBE finding_lines").fetchall()}
+    before = con.execute("SELECT finding_id, status, deduction_amt FROM findings").fetchall()
+    assert len(before) == 1
+    # a new night's batch: screened as what it touches (the old run did not record its batches,
+    # so the first run of this version screens everything once), old findings and states kept
+    b = Batch()
+    v = b.visit(mdtrt_id="V-NEW-1", gend="1", begntime="2026-03-03 08:00:00", endtime="2026-03-03 10:00:00")
+    b.line(v, "002101030300000", pric="120", bkkp_sn="L-NEW-1", hilist_name="子宫造影")
+    load_batch(b.write(tmp_path / "night"), con)
+    lib = load_library(write_rules(tmp_path / "rules", RULES))
+    first = screen(con, lib, scope=Scope("new"))
+    assert first.n_new_findings == 1 and first.scope == "all loaded data (the first post_hoc run)"
+    after = con.execute("SELECT finding_id, status, deduction_amt FROM findings").fetchall()
+    assert set(before) < set(after)
+    assert con.execute("SELECT count(*) FROM visit_span").fetchall()[0][0] == 2
+    con.close()
+    # and the CLI reads it
+    r = CliRunner().invoke(app, ["findings", "--db", str(path)])
+    assert r.exit_code == 0 and "R-SEX-001" in r.output, r.output
+
+
+def test_a_file_of_a_newer_release_is_refused_in_one_line(tmp_path):
+    path = old_copy(tmp_path)
+    db.connect(path).close()
+    raw = duckdb.connect(str(path))
+    raw.execute("INSERT INTO schema_meta VALUES (?, now()::TIMESTAMP)", [db.SCHEMA_VERSION + 1])
+    raw.close()
+    with pytest.raises(db.DatabaseTooNew, match="written by a newer medaudit"):
+        db.connect(path)
+    r = CliRunner().invoke(app, ["findings", "--db", str(path)])
+    assert r.exit_code == 2 and "newer medaudit" in r.output and "Traceback" not in r.output, r.output
