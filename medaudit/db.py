@@ -242,8 +242,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
     con.execute(prealert_store.SCHEMA)
     if found < SCHEMA_VERSION:
-        con.execute("CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER, applied_at TIMESTAMP)")
-        con.execute("INSERT INTO schema_meta VALUES (?, now()::TIMESTAMP)", [SCHEMA_VERSION])
+        con.execute("CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER)")
+        con.execute("INSERT INTO schema_meta VALUES (?)", [SCHEMA_VERSION])
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
