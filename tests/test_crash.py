@@ -439,10 +439,11 @@ def following(monkeypatch, step: str, db: Path, batch: Path) -> None:
 
 
 def screened_again(snap: dict) -> dict:
-    """``snap`` with one more screening run of the same rules that found nothing new (what a
-    re-run of a screen that had committed before the kill leaves)."""
+    """``snap`` with one more screening run that had nothing to screen (what a re-run of a screen
+    that had committed before the kill leaves: ``screen`` screens what new batches touch, and
+    there is none, so the run is recorded with no hit and touches no finding)."""
     runs = snap["screen runs"]
-    return {**snap, "screen runs": runs + [runs[-1][:4] + (0,)]}
+    return {**snap, "screen runs": runs + [runs[-1][:3] + (0, 0)], "findings seen by the last run": [(0,)]}
 
 
 def diff(a: dict, b: dict) -> dict:
