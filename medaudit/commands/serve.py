@@ -48,6 +48,16 @@ def register(app: typer.Typer) -> None:
         max_orders: int = typer.Option(1000, "--max-orders", min=1, help="orders per 3101 request, all patients "
                                        "together, earlier orders included (422 beyond)"),
         max_warns: int = typer.Option(1000, "--max-warns", min=1, help="answers per 3103 request (422 beyond)"),
+        journal: Optional[Path] = typer.Option(None, "--journal", help="folder of the result writer's journal "
+                                               "(answered results and feedback not stored yet; default: next to "
+                                               "the database, <db>.prealert-journal)"),
+        max_queue_rows: int = typer.Option(20_000, "--max-queue-rows", min=1, help="answered rows the writer "
+                                           "keeps in memory; beyond, the journal alone holds them and /health "
+                                           "says the queue is full (answers continue)"),
+        max_inflight: int = typer.Option(64, "--max-inflight", min=1, help="requests in progress at once; "
+                                         "beyond (after --max-wait), 503 with Retry-After"),
+        max_wait: float = typer.Option(0.1, "--max-wait", min=0.0, help="seconds a request may wait for a "
+                                       "place (or the event loop may lag) before it is answered 503"),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
 
@@ -84,7 +94,9 @@ def register(app: typer.Typer) -> None:
         application = create_app(con, libs, file_keys, sessions=sessions, batch=batch, engine=engine,
                                  cache_ttl=cache_ttl, preload=preload,
                                  async_results=async_results, max_body=max_body, max_patients=max_patients,
-                                 max_orders=max_orders, max_warns=max_warns)
+                                 max_orders=max_orders, max_warns=max_warns,
+                                 journal=str(journal) if journal else None, max_queue_rows=max_queue_rows,
+                                 max_inflight=max_inflight, max_wait=max_wait)
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")
