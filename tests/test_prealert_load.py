@@ -247,3 +247,81 @@ def test_errors_are_counted_by_route_and_institution(base, tmp_path):
         assert r.status_code == 500
         text = client.get("/metrics").text
     assert 'medaudit_prealert_errors_total{route="/prealert/3101",institution="H001"} 1' in text
+
+
+# ---------------------------------------------------------------------------- the preloaded history, windowed
+
+BED = "001109000010000"
+
+
+def _history(tmp_path):
+    """P-OLD's stay of 2024 (a bed charged on 2024-01-10) and recent visits (March 2026)."""
+    b = Batch()
+    b.visit(mdtrt_id="V-OLD", psn_no="P-OLD", gend="2", med_type="21", fixmedins_code="H001",
+            begntime="2024-01-09 08:00:00", endtime="2024-01-20 10:00:00", die_date=None)
+    b.line("V-OLD", BED, pric="30", time="2024-01-10 08:00:00")
+    b.visit(mdtrt_id="V-NEW", psn_no="P-NEW", med_type="21", fixmedins_code="H001",
+            begntime="2026-03-01 08:00:00", endtime=None)
+    b.line("V-NEW", BED, pric="30", time="2026-03-01 08:00:00")
+    b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002")
+    b.line("V-H2", BED, pric="30")
+    con = db.connect(tmp_path / "svc.duckdb")
+    load_batch(b.write(tmp_path / "batch"), con)
+    return con
+
+
+def _bed(mdtrt_id, psn, day, inst="H001", adm="2026-03-01 08:00:00"):
+    body = request([order("B2", BED, f"{day} 18:00:00", pric="30")], mdtrt_id=mdtrt_id, psn=psn, medins_id=inst)
+    body["input"]["data"]["patient_dtos"][0]["fsi_encounter_dtos"][0]["adm_date"] = adm
+    return body
+
+
+def _shape(r):
+    return [{k: v for k, v in x.items() if k not in ("jr_id", "task_id", "judge_result_detail_dtos")}
+            for x in r.json()["output"]["result"]]
+
+
+def test_preload_windowed_to_the_rules_reach_answers_old_visits_by_sql_the_same(tmp_path):
+    con = _history(tmp_path)
+    lib = load_library(write_rules(tmp_path / "rules", RULES))
+    keys = {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"}
+    answers = {}
+    for whole in (False, True):
+        app = create_app(con, {"default": lib}, keys, preload=True, async_results=True,
+                         journal=str(tmp_path / f"j{whole}"), window=not whole)
+        checker = app.state.checker
+        with TestClient(app) as client:
+            if whole:
+                assert checker.window is None and "V-OLD" in checker.fast.cache._data
+            else:
+                w = client.get("/health").json()["history_window"]
+                assert w["visits_left_out"] == 1 and w["visits_preloaded"] == 2
+                assert "V-OLD" not in checker.fast.cache._data and "V-NEW" in checker.fast.cache._data
+            old = client.post("/prealert/3101", json=_bed("V-OLD", "P-OLD", "2024-01-10", adm="2024-01-09 08:00:00"),
+                              headers={"X-API-Key": KEY1})
+            new = client.post("/prealert/3101", json=_bed("V-NEW", "P-NEW", "2026-03-01"),
+                              headers={"X-API-Key": KEY1})
+            assert old.status_code == 200 and new.status_code == 200, (old.text, new.text)
+            # the old stay by SQL when windowed (the whole database), from memory otherwise
+            assert old.headers["x-medaudit-engine"] == ("fast" if whole else "sql")
+            assert new.headers["x-medaudit-engine"] == "fast"
+            # a stored visit of H001 left out of the window is still refused to H002
+            foreign = client.post("/prealert/3101", json=_bed("V-OLD", "P-OLD", "2024-01-10", inst="H002"),
+                                  headers={"X-API-Key": KEY2})
+            assert foreign.status_code == 403, foreign.text
+            answers[whole] = (_shape(old), _shape(new))
+    assert answers[False] == answers[True]
+    assert [x["rule_id"] for x in answers[True][0]] == ["R-FRQ-001"]  # the stored bed of that day counts
+    assert [x["rule_id"] for x in answers[True][1]] == ["R-FRQ-001"]
+
+
+def test_service_connections_have_a_memory_limit_and_bounded_queues(base, tmp_path):
+    con, lib, keys = base
+    con.execute("SET memory_limit = '512MiB'")
+    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"), max_queue_rows=7,
+                     cache_visits=3)
+    with TestClient(app) as client:
+        h = client.get("/health").json()
+    assert h["memory"]["duckdb_limit"] in ("512.0 MiB", "536.8 MB") and h["memory"]["rss_bytes"] > 0
+    assert h["results"]["max_rows"] == 7
+    assert app.state.checker.fast.cache.size == 3

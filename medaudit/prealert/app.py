@@ -194,7 +194,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
                async_results: bool = False, max_body: int = MAX_BODY, max_patients: int = MAX_PATIENTS,
                max_orders: int = MAX_ORDERS, max_warns: int = MAX_WARNS, journal: str | None = None,
-               max_queue_rows: int = 20_000, max_inflight: int = 64, max_wait: float = 0.1) -> FastAPI:
+               max_queue_rows: int = 20_000, max_inflight: int = 64, max_wait: float = 0.1,
+               window: bool = True, history_days: int | None = None, cache_visits: int | None = None) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
@@ -208,14 +209,16 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     ``max_warns`` (per 3103): see the module's doc. ``journal`` (a folder; default next to the
     database) and ``max_queue_rows``: the result writer's (:mod:`.writer`); ``max_inflight`` and
     ``max_wait`` (seconds): admission (:class:`.metrics.Admission`): past them a request is
-    answered at once with 503 and ``Retry-After``."""
+    answered at once with 503 and ``Retry-After``. ``window`` and ``history_days``: the preloaded
+    history only as far back as the rules look (:mod:`.window`); ``cache_visits``: visit contexts
+    loaded on first use kept at most (fast engine without preload)."""
     for name, x in (("max_body", max_body), ("max_patients", max_patients), ("max_orders", max_orders),
                     ("max_warns", max_warns)):
         if not isinstance(x, int) or x < 1:
             raise ValueError(f"{name} must be a positive whole number, got {x!r}")
     store.ensure(con)
     checker = OrderChecker(con, libraries, sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl,
-                           preload=preload)
+                           preload=preload, window=window, history_days=history_days, cache_visits=cache_visits)
     if warm:
         checker.warm()
     checker.writer = ResultWriter(con, journal, max_rows=max_queue_rows) if async_results else None
@@ -296,6 +299,7 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                 "results": results, "memory": memory(),
                 "admission": {"inflight": admission.inflight, "max_inflight": admission.limit,
                               "max_wait_s": admission.max_wait, "loop_lag_s": round(admission.lag, 4)},
+                "history_window": checker.window.describe() if checker.window else None,
                 "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
                 "engine": checker.engine,
                 "fast_covers": {k: fast.covered[k] for k in checker.rule_sets} if fast else {},
