@@ -325,3 +325,34 @@ def test_service_connections_have_a_memory_limit_and_bounded_queues(base, tmp_pa
     assert h["memory"]["duckdb_limit"] in ("512.0 MiB", "536.8 MB") and h["memory"]["rss_bytes"] > 0
     assert h["results"]["max_rows"] == 7
     assert app.state.checker.fast.cache.size == 3
+
+
+def test_checks_waiting_for_the_database_past_its_capacity_are_refused(base, tmp_path):
+    """The SQL path's sessions are few: with 1 database check allowed and it held, the others
+    are answered 503 while it still runs (not queued behind it)."""
+    con, lib, keys = base
+    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"),
+                     max_db_checks=1, max_wait=0.05)
+    checker = app.state.checker
+    release, entered = threading.Event(), threading.Event()
+    real = checker.check
+
+    def slow_check(req, rule_set="default"):
+        entered.set()
+        release.wait(60)
+        return real(req, rule_set)
+
+    checker.check = slow_check
+    checker.in_memory = lambda req, rule_set="default": False
+    with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
+        held = pool.submit(answer, client, 0)
+        assert entered.wait(60)
+        refused = [f.result(timeout=60) for f in [pool.submit(
+            client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]), headers={"X-API-Key": KEY1})
+            for i in range(4)]]
+        assert not release.is_set()
+        release.set()
+        assert held.result(timeout=60)["rule_id"] == "R-SEX-001"
+        assert [r.status_code for r in refused] == [503] * 4 and refused[0].headers["retry-after"] == "1"
+        assert client.get("/health").json()["admission"]["db_checks"] == 0
+        assert 'reason="database"} 4' in client.get("/metrics").text

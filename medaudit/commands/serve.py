@@ -71,6 +71,9 @@ def register(app: typer.Typer) -> None:
                                                    "older ones are checked by SQL"),
         whole_history: bool = typer.Option(False, "--whole-history", help="with --preload: preload every stored "
                                            "visit, however old"),
+        max_db_checks: Optional[int] = typer.Option(None, "--max-db-checks", min=1, help="3101 checks needing "
+                                                    "the database (SQL path) running or waiting at once; beyond "
+                                                    "(after --max-wait), 503 (default: sessions x batch)"),
         cache_visits: int = typer.Option(50_000, "--cache-visits", min=1, help="visit contexts loaded on first use "
                                          "kept in memory (fast engine without --preload)"),
     ) -> None:
@@ -116,7 +119,7 @@ def register(app: typer.Typer) -> None:
                                  max_orders=max_orders, max_warns=max_warns,
                                  journal=str(journal) if journal else None, max_queue_rows=max_queue_rows,
                                  max_inflight=max_inflight, max_wait=max_wait, window=not whole_history,
-                                 history_days=history_days, cache_visits=cache_visits)
+                                 history_days=history_days, cache_visits=cache_visits, max_db_checks=max_db_checks)
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")

@@ -51,7 +51,7 @@ from ..library import Library
 from . import store
 from .alerts import Alert, CheckRequest, ForeignVisitError, RuleSetError
 from .checker import OrderChecker
-from .metrics import Admission, Instrument, Metrics, rss_bytes
+from .metrics import Admission, Instrument, Metrics, Overloaded, rss_bytes
 from .writer import ResultWriter, write_rows
 from .schemas import Request3101, Request3103, Response3101, Response3103, error_message, to_check_request
 
@@ -195,7 +195,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                async_results: bool = False, max_body: int = MAX_BODY, max_patients: int = MAX_PATIENTS,
                max_orders: int = MAX_ORDERS, max_warns: int = MAX_WARNS, journal: str | None = None,
                max_queue_rows: int = 20_000, max_inflight: int = 64, max_wait: float = 0.1,
-               window: bool = True, history_days: int | None = None, cache_visits: int | None = None) -> FastAPI:
+               window: bool = False, history_days: int | None = None, cache_visits: int | None = None,
+               max_db_checks: int | None = None) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
@@ -209,8 +210,11 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     ``max_warns`` (per 3103): see the module's doc. ``journal`` (a folder; default next to the
     database) and ``max_queue_rows``: the result writer's (:mod:`.writer`); ``max_inflight`` and
     ``max_wait`` (seconds): admission (:class:`.metrics.Admission`): past them a request is
-    answered at once with 503 and ``Retry-After``. ``window`` and ``history_days``: the preloaded
-    history only as far back as the rules look (:mod:`.window`); ``cache_visits``: visit contexts
+    answered at once with 503 and ``Retry-After``; ``max_db_checks`` (default ``sessions`` x
+    ``batch``): 3101 checks that need the database (SQL path, a context not loaded) in progress or
+    waiting for a session at once, the same way. ``window`` and ``history_days``: the preloaded
+    history only as far back as the rules look (:mod:`.window`; ``medaudit serve --preload`` does
+    this unless ``--whole-history``); ``cache_visits``: visit contexts
     loaded on first use kept at most (fast engine without preload)."""
     for name, x in (("max_body", max_body), ("max_patients", max_patients), ("max_orders", max_orders),
                     ("max_warns", max_warns)):
@@ -225,6 +229,7 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     keys = store.KeyRing(con, file_keys)
     metrics = Metrics()
     admission = Admission(max_inflight, max_wait)
+    db_gate = Admission(max_db_checks or max(1, sessions) * max(1, batch), max_wait, watch_lag=False)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -298,6 +303,7 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         return {"status": "ok" if results["status"] in ("ok", "stored with each answer") else "degraded",
                 "results": results, "memory": memory(),
                 "admission": {"inflight": admission.inflight, "max_inflight": admission.limit,
+                              "db_checks": db_gate.inflight, "max_db_checks": db_gate.limit,
                               "max_wait_s": admission.max_wait, "loop_lag_s": round(admission.lag, 4)},
                 "history_window": checker.window.describe() if checker.window else None,
                 "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
@@ -315,6 +321,7 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         gauges = [
             ("medaudit_prealert_inflight", "Requests in progress (admission counts them).", admission.inflight),
             ("medaudit_prealert_max_inflight", "Admission limit on requests in progress.", admission.limit),
+            ("medaudit_prealert_db_checks", "3101 checks needing the database, running or waiting.", db_gate.inflight),
             ("medaudit_prealert_loop_lag_seconds", "How far behind the event loop runs.", admission.lag),
             ("medaudit_prealert_writer_queue_rows", "Answered rows queued in memory, not stored yet.",
              w["queued_rows"] if w else None),
@@ -357,7 +364,17 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         if checker.writer is not None and all(checker.in_memory(req, rule_set) for _p, req in reqs):
             results, used = _analyse(checker, inst, rule_set, body.trig_scen, reqs)
         else:
-            results, used = await run_in_threadpool(_analyse, checker, inst, rule_set, body.trig_scen, reqs)
+            try:  # the database's sessions are few: past them, refuse rather than queue
+                await db_gate.enter()
+            except Overloaded:
+                metrics.refused("/prealert/3101", "database")
+                return JSONResponse(status_code=503, headers={"Retry-After": str(db_gate.retry_after)}, content={
+                    "infcode": -1, "err_msg": "the pre-alert service's database checks are at capacity; retry later "
+                                              "(the order may go ahead unchecked)"})
+            try:
+                results, used = await run_in_threadpool(_analyse, checker, inst, rule_set, body.trig_scen, reqs)
+            finally:
+                await db_gate.leave()
         out = {"infcode": 0, "err_msg": "", "output": {"result": results}}
         return Response(orjson.dumps(out, default=_json_default), media_type="application/json",
                         headers={"X-Medaudit-Engine": ",".join(sorted(used))})

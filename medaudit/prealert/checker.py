@@ -43,7 +43,7 @@ class OrderChecker:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2,
                  batch: int = 1, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
-                 window: bool = True, history_days: int | None = None, cache_visits: int | None = None):
+                 window: bool = False, history_days: int | None = None, cache_visits: int | None = None):
         if engine not in ENGINES:
             raise ValueError(f"engine must be fast or sql, got {engine!r}")
         self.con = con

@@ -6,7 +6,8 @@ no API key: scrape it from the hospital's monitoring host, the service binds 127
 - ``medaudit_prealert_requests_total{route, institution, code}``: answered requests;
 - ``medaudit_prealert_errors_total{route, institution}``: those answered 5xx (503 overload included);
 - ``medaudit_prealert_overload_total{route, reason}``: refused with 503 (``inflight``: the in-flight
-  limit and its wait bound; ``lag``: the event loop behind by more than the wait bound);
+  limit and its wait bound; ``lag``: the event loop behind by more than the wait bound;
+  ``database``: 3101 checks needing the database past ``max_db_checks``);
 - ``medaudit_prealert_request_seconds`` (histogram, by ``route``): time from the request reaching
   the application to the last byte of the answer;
 - gauges: ``..._inflight``, ``..._writer_queue_rows`` (and ``_max_rows``), ``..._writer_journal_segments``,
@@ -140,12 +141,12 @@ class Admission:
     """At most ``limit`` requests in progress; a request waits at most ``max_wait`` seconds for a
     place, and none is admitted while the event loop lags more than ``max_wait`` (see the module doc)."""
 
-    def __init__(self, limit: int = 64, max_wait: float = 0.1, retry_after: int = 1):
+    def __init__(self, limit: int = 64, max_wait: float = 0.1, retry_after: int = 1, watch_lag: bool = True):
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive whole number, got {limit!r}")
         if not max_wait >= 0:
             raise ValueError(f"max_wait must be 0 or more seconds, got {max_wait!r}")
-        self.limit, self.max_wait, self.retry_after = limit, float(max_wait), retry_after
+        self.limit, self.max_wait, self.retry_after, self.watch_lag = limit, float(max_wait), retry_after, watch_lag
         self.inflight = 0
         self.lag = 0.0  # how far behind the event loop ran, last measured (seconds)
         #: the last few measurements: only a loop behind in each of them (busy, not one slow
@@ -155,7 +156,7 @@ class Admission:
         self._cond: asyncio.Condition | None = None
 
     async def enter(self) -> None:
-        if self.max_wait and min(self._lags) > self.max_wait:
+        if self.watch_lag and self.max_wait and min(self._lags) > self.max_wait:
             raise Overloaded("lag")
         if self.inflight < self.limit:
             self.inflight += 1
