@@ -119,7 +119,8 @@ def register(app: typer.Typer) -> None:
                                  max_orders=max_orders, max_warns=max_warns,
                                  journal=str(journal) if journal else None, max_queue_rows=max_queue_rows,
                                  max_inflight=max_inflight, max_wait=max_wait, window=not whole_history,
-                                 history_days=history_days, cache_visits=cache_visits, max_db_checks=max_db_checks)
+                                 history_days=history_days, cache_visits=cache_visits,
+                                 max_db_checks=max_db_checks or max(1, sessions) * max(1, batch))
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")

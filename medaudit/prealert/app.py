@@ -210,8 +210,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     ``max_warns`` (per 3103): see the module's doc. ``journal`` (a folder; default next to the
     database) and ``max_queue_rows``: the result writer's (:mod:`.writer`); ``max_inflight`` and
     ``max_wait`` (seconds): admission (:class:`.metrics.Admission`): past them a request is
-    answered at once with 503 and ``Retry-After``; ``max_db_checks`` (default ``sessions`` x
-    ``batch``): 3101 checks that need the database (SQL path, a context not loaded) in progress or
+    answered at once with 503 and ``Retry-After``; ``max_db_checks`` (``medaudit serve``'s
+    default ``sessions`` x ``batch``; None: no bound but ``max_inflight``): 3101 checks that need the database (SQL path, a context not loaded) in progress or
     waiting for a session at once, the same way. ``window`` and ``history_days``: the preloaded
     history only as far back as the rules look (:mod:`.window`; ``medaudit serve --preload`` does
     this unless ``--whole-history``); ``cache_visits``: visit contexts
@@ -229,7 +229,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     keys = store.KeyRing(con, file_keys)
     metrics = Metrics()
     admission = Admission(max_inflight, max_wait)
-    db_gate = Admission(max_db_checks or max(1, sessions) * max(1, batch), max_wait, watch_lag=False)
+    # None: no bound of its own (``medaudit serve`` gives sessions x batch)
+    db_gate = Admission(max_db_checks or 1_000_000, max_wait, watch_lag=False)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
