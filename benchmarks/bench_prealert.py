@@ -17,6 +17,11 @@
      when each request was due, so queueing behind a stall is counted; ``--rate 0`` skips it);
    - **closed loop**: as fast as the connections go, for ``--seconds`` (the most the service
      answers per second; latency there is mostly queueing).
+   - **soak** (``--soak MINUTES``): open loop at ``--rate`` for that long instead of the two
+     runs above, the server's resident memory (RSS, from /proc) and its writer's queue (from
+     ``/health``) sampled every ``--sample-every`` seconds (10); the curve is written next to
+     the results file as ``prealert_soak_<label>.csv`` and ``.svg`` (and ``.png`` when
+     matplotlib happens to be installed), its figures under the run's ``soak`` key.
 4. Reported per run: p50 / p90 / p99 / max latency (ms, as the client sees it), requests per
    second, how many answers had alerts, the server's and the client's CPU time per request
    (from /proc and the process clock: figures other load on the machine inflates least), and
@@ -54,6 +59,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def rss_mb(pid: int) -> float | None:
+    try:
+        return round(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_soak(samples: list[dict], args) -> dict:
+    """The memory curve as CSV and SVG (PNG too when matplotlib is installed) next to the results;
+    returns its summary (first/last/peak RSS, growth per hour over the run's second half)."""
+    stem = args.out.parent / f"prealert_soak_{args.label or args.engine}"
+    cols = ["t_s", "rss_mb", "duckdb_mb", "writer_rows", "journal_segments", "loadavg"]
+    stem.with_suffix(".csv").write_text(
+        ",".join(cols) + "\n" + "".join(",".join("" if r.get(c) is None else str(r[c]) for c in cols) + "\n"
+                                        for r in samples), encoding="utf-8")
+    pts = [(r["t_s"], r["rss_mb"]) for r in samples if r.get("rss_mb") is not None]
+    out = {"samples": len(pts), "csv": stem.with_suffix(".csv").name}
+    if len(pts) < 2:
+        return out
+    half = [p for p in pts if p[0] >= pts[-1][0] / 2]
+    slope = ((half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) * 3600) if len(half) > 1 and half[-1][0] > half[0][0] else None
+    out.update(rss_first_mb=pts[0][1], rss_last_mb=pts[-1][1], rss_peak_mb=max(p[1] for p in pts),
+               rss_growth_mb_per_hour_second_half=round(slope, 1) if slope is not None else None)
+    # the SVG by hand (no plotting dependency)
+    w, h, pad = 640, 320, 48
+    t1 = max(p[0] for p in pts) or 1
+    lo, hi = min(p[1] for p in pts), max(p[1] for p in pts)
+    lo, hi = (lo * 0.95, hi * 1.05) if hi > lo else (lo - 1, hi + 1)
+    xy = " ".join(f"{pad + (t / t1) * (w - 2 * pad):.1f},{h - pad - (m - lo) / (hi - lo) * (h - 2 * pad):.1f}" for t, m in pts)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+           f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">minutes ({t1 / 60:.0f} in all, {args.rate or 500:g} requests/s)</text>',
+           f'<text x="4" y="{pad - 8}">server RSS, MB</text>',
+           f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:.0f}</text>',
+           f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:.0f}</text>',
+           f'<polyline fill="none" stroke="#c0392b" stroke-width="1.5" points="{xy}"/>', "</svg>"]
+    stem.with_suffix(".svg").write_text("\n".join(svg) + "\n", encoding="utf-8")
+    out["svg"] = stem.with_suffix(".svg").name
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return out
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot([t / 60 for t, _m in pts], [m for _t, m in pts])
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("server RSS (MB)")
+    fig.savefig(stem.with_suffix(".png"), dpi=100)
+    out["png"] = stem.with_suffix(".png").name
+    return out
+
+
 def library_codes(lib_dir: Path) -> list[str]:
     from medaudit.library import load_library
 
@@ -79,6 +140,11 @@ def main() -> None:
     ap.add_argument("--label", default=None,
                     help="key of this run's figures in the results file (default: the engine's name)")
     ap.add_argument("--note", default=None, help="a note kept with the figures (e.g. that the machine was shared)")
+    ap.add_argument("--soak", type=float, default=None, metavar="MINUTES",
+                    help="one open-loop run at --rate for MINUTES, sampling the server's memory (see the doc)")
+    ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples (--soak)")
+    ap.add_argument("--serve-arg", action="append", default=[], help="an extra option for medaudit serve "
+                    "(repeatable, e.g. --serve-arg=--whole-history)")
     args = ap.parse_args()
 
     from medaudit import db
@@ -117,7 +183,8 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "medaudit", "serve", "--db", str(work / "m.duckdb"), "--rules", str(lib_dir),
          "--keys", str(work / "keys.yaml"), "--port", str(port), "--sessions", str(args.sessions),
-         "--batch", str(args.batch), "--engine", args.engine, *(["--preload"] if args.engine == "fast" else [])],
+         "--batch", str(args.batch), "--engine", args.engine, *(["--preload"] if args.engine == "fast" else []),
+         *args.serve_arg],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -215,7 +282,38 @@ def main() -> None:
             return out
 
         load_before = os.getloadavg()
-        runs = ([measured(args.rate)] if args.rate else []) + [measured(0)]
+        soak = None
+        if args.soak:
+            samples: list[dict] = []
+            stop = threading.Event()
+            t_start = time.perf_counter()
+
+            def sample() -> None:
+                with httpx.Client(base_url=base, timeout=5) as c:
+                    while not stop.is_set():
+                        row = {"t_s": round(time.perf_counter() - t_start, 1), "rss_mb": rss_mb(server.pid),
+                               "loadavg": os.getloadavg()[0]}
+                        try:
+                            h = c.get("/health").json()
+                            row.update(writer_rows=h["results"].get("queued_rows"),
+                                       journal_segments=h["results"].get("journal_segments"),
+                                       duckdb_mb=round(h["memory"]["duckdb_bytes"] / 2**20, 1))
+                        except (httpx.HTTPError, KeyError, ValueError):
+                            pass
+                        samples.append(row)
+                        stop.wait(args.sample_every)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            seconds, args.seconds = args.seconds, args.soak * 60
+            runs = [measured(args.rate or 500)]
+            args.seconds = seconds
+            stop.set()
+            sampler.join(args.sample_every + 5)
+            soak = write_soak(samples, args)
+            runs[0]["soak"] = soak
+        else:
+            runs = ([measured(args.rate)] if args.rate else []) + [measured(0)]
     finally:
         server.terminate()
         try:

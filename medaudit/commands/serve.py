@@ -11,6 +11,13 @@ import typer
 from rich.console import Console
 
 
+#: DuckDB's memory limit for the service when none is given (``medaudit --memory-limit`` or
+#: medaudit.toml): the service's queries are small (one visit's context; the results it appends),
+#: and the buffer manager would otherwise keep up to a quarter of the machine of the database's
+#: pages as results accumulate. Beyond it DuckDB evicts pages (and spills, if ever needed).
+SERVICE_MEMORY_LIMIT = "1GiB"
+
+
 def register(app: typer.Typer) -> None:
     console = Console()
     err = Console(stderr=True)
@@ -48,6 +55,27 @@ def register(app: typer.Typer) -> None:
         max_orders: int = typer.Option(1000, "--max-orders", min=1, help="orders per 3101 request, all patients "
                                        "together, earlier orders included (422 beyond)"),
         max_warns: int = typer.Option(1000, "--max-warns", min=1, help="answers per 3103 request (422 beyond)"),
+        journal: Optional[Path] = typer.Option(None, "--journal", help="folder of the result writer's journal "
+                                               "(answered results and feedback not stored yet; default: next to "
+                                               "the database, <db>.prealert-journal)"),
+        max_queue_rows: int = typer.Option(20_000, "--max-queue-rows", min=1, help="answered rows the writer "
+                                           "keeps in memory; beyond, the journal alone holds them and /health "
+                                           "says the queue is full (answers continue)"),
+        max_inflight: int = typer.Option(64, "--max-inflight", min=1, help="requests in progress at once; "
+                                         "beyond (after --max-wait), 503 with Retry-After"),
+        max_wait: float = typer.Option(0.1, "--max-wait", min=0.0, help="seconds a request may wait for a "
+                                       "place (or the event loop may lag) before it is answered 503"),
+        history_days: Optional[int] = typer.Option(None, "--history-days", min=0, help="with --preload: preload "
+                                                   "only the visits of the last N days (default: as far back as the "
+                                                   "served rules look, e.g. period_limit's longest period_days); "
+                                                   "older ones are checked by SQL"),
+        whole_history: bool = typer.Option(False, "--whole-history", help="with --preload: preload every stored "
+                                           "visit, however old"),
+        max_db_checks: Optional[int] = typer.Option(None, "--max-db-checks", min=1, help="3101 checks needing "
+                                                    "the database (SQL path) running or waiting at once; beyond "
+                                                    "(after --max-wait), 503 (default: sessions x batch)"),
+        cache_visits: int = typer.Option(50_000, "--cache-visits", min=1, help="visit contexts loaded on first use "
+                                         "kept in memory (fast engine without --preload)"),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
 
@@ -81,10 +109,18 @@ def register(app: typer.Typer) -> None:
             fail(f"--engine must be fast or sql, got {engine!r}")
         con = dbm.connect(db)
         con.execute(f"SET threads = {max(1, int(threads))}")
+        from .. import resources
+
+        if resources.current().memory_limit is None:  # not given: the service's own default, not a quarter of the machine
+            con.execute("SET memory_limit = ?", [SERVICE_MEMORY_LIMIT])
         application = create_app(con, libs, file_keys, sessions=sessions, batch=batch, engine=engine,
                                  cache_ttl=cache_ttl, preload=preload,
                                  async_results=async_results, max_body=max_body, max_patients=max_patients,
-                                 max_orders=max_orders, max_warns=max_warns)
+                                 max_orders=max_orders, max_warns=max_warns,
+                                 journal=str(journal) if journal else None, max_queue_rows=max_queue_rows,
+                                 max_inflight=max_inflight, max_wait=max_wait, window=not whole_history,
+                                 history_days=history_days, cache_visits=cache_visits,
+                                 max_db_checks=max_db_checks or max(1, sessions) * max(1, batch))
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")

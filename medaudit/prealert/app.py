@@ -32,7 +32,6 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -40,7 +39,6 @@ from typing import Optional
 
 import duckdb
 import orjson
-import pyarrow as pa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -53,6 +51,8 @@ from ..library import Library
 from . import store
 from .alerts import Alert, CheckRequest, ForeignVisitError, RuleSetError
 from .checker import OrderChecker
+from .metrics import Admission, Instrument, Metrics, Overloaded, rss_bytes
+from .writer import ResultWriter, write_rows
 from .schemas import Request3101, Request3103, Response3101, Response3103, error_message, to_check_request
 
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the institution's API key")
@@ -193,7 +193,10 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
                warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
                async_results: bool = False, max_body: int = MAX_BODY, max_patients: int = MAX_PATIENTS,
-               max_orders: int = MAX_ORDERS, max_warns: int = MAX_WARNS) -> FastAPI:
+               max_orders: int = MAX_ORDERS, max_warns: int = MAX_WARNS, journal: str | None = None,
+               max_queue_rows: int = 20_000, max_inflight: int = 64, max_wait: float = 0.1,
+               window: bool = False, history_days: int | None = None, cache_visits: int | None = None,
+               max_db_checks: int | None = None) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
@@ -204,23 +207,42 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     ``sql`` (always the SQL path). Each 3101 answer says which paths answered in the header
     ``X-Medaudit-Engine`` (``fast``, ``sql``, ``fast+sql``). ``max_body``
     (bytes), ``max_patients``, ``max_orders`` (per 3101 request, all patients together),
-    ``max_warns`` (per 3103): see the module's doc."""
+    ``max_warns`` (per 3103): see the module's doc. ``journal`` (a folder; default next to the
+    database) and ``max_queue_rows``: the result writer's (:mod:`.writer`); ``max_inflight`` and
+    ``max_wait`` (seconds): admission (:class:`.metrics.Admission`): past them a request is
+    answered at once with 503 and ``Retry-After``; ``max_db_checks`` (``medaudit serve``'s
+    default ``sessions`` x ``batch``; None: no bound but ``max_inflight``): 3101 checks that need the database (SQL path, a context not loaded) in progress or
+    waiting for a session at once, the same way. ``window`` and ``history_days``: the preloaded
+    history only as far back as the rules look (:mod:`.window`; ``medaudit serve --preload`` does
+    this unless ``--whole-history``); ``cache_visits``: visit contexts
+    loaded on first use kept at most (fast engine without preload)."""
     for name, x in (("max_body", max_body), ("max_patients", max_patients), ("max_orders", max_orders),
                     ("max_warns", max_warns)):
         if not isinstance(x, int) or x < 1:
             raise ValueError(f"{name} must be a positive whole number, got {x!r}")
     store.ensure(con)
     checker = OrderChecker(con, libraries, sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl,
-                           preload=preload)
+                           preload=preload, window=window, history_days=history_days, cache_visits=cache_visits)
     if warm:
         checker.warm()
-    checker.writer = ResultWriter(con) if async_results else None
+    checker.writer = ResultWriter(con, journal, max_rows=max_queue_rows) if async_results else None
     keys = store.KeyRing(con, file_keys)
+    metrics = Metrics()
+    admission = Admission(max_inflight, max_wait)
+    # None: no bound of its own (``medaudit serve`` gives sessions x batch)
+    db_gate = Admission(max_db_checks or 1_000_000, max_wait, watch_lag=False)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        yield
-        if checker.writer:  # what is still queued is stored before the service ends
-            checker.writer.close()
+        import asyncio
+
+        watch = asyncio.get_running_loop().create_task(admission.watch())
+        try:
+            yield
+        finally:
+            watch.cancel()
+            if checker.writer:  # what is still queued is stored before the service ends
+                checker.writer.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -232,7 +254,9 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     )
     _offline_docs(app)
     app.state.checker = checker
+    app.state.metrics, app.state.admission = metrics, admission
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(Instrument, metrics=metrics, admission=admission)  # outermost: refuses before anything
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
@@ -256,22 +280,65 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         return JSONResponse(status_code=exc.status_code, content={"infcode": -1, "err_msg": str(exc.detail)},
                             headers=getattr(exc, "headers", None))
 
-    async def institution(key: Optional[str] = Depends(API_KEY)) -> str:  # async: no thread hand-off per call
+    async def institution(request: Request, key: Optional[str] = Depends(API_KEY)) -> str:  # async: no thread hand-off
         inst = keys.institution(key)
         if inst is None:
             raise HTTPException(401, "missing or unknown API key (header X-API-Key)",
                                 headers={"WWW-Authenticate": "APIKey"})
+        request.state.medaudit_institution = inst  # the metrics' label (an organisation code)
         return inst
+
+    def memory() -> dict:
+        cur = con.cursor()
+        try:
+            used = cur.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0]
+            limit = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        finally:
+            cur.close()
+        return {"rss_bytes": rss_bytes(), "duckdb_bytes": int(used or 0), "duckdb_limit": limit}
 
     @app.get("/health")
     def health() -> dict:
         fast = checker.fast
-        return {"status": "ok", "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
+        results = checker.writer.status() if checker.writer else {"status": "stored with each answer"}
+        return {"status": "ok" if results["status"] in ("ok", "stored with each answer") else "degraded",
+                "results": results, "memory": memory(),
+                "admission": {"inflight": admission.inflight, "max_inflight": admission.limit,
+                              "db_checks": db_gate.inflight, "max_db_checks": db_gate.limit,
+                              "max_wait_s": admission.max_wait, "loop_lag_s": round(admission.lag, 4)},
+                "history_window": checker.window.describe() if checker.window else None,
+                "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
                 "engine": checker.engine,
                 "fast_covers": {k: fast.covered[k] for k in checker.rule_sets} if fast else {},
                 "answered": dict(checker.answered),
                 "context_cache": {"visits": len(fast.cache._data), "loads": fast.cache.loads,
                                   "hits": fast.cache.hits} if fast else None}
+
+    @app.get("/metrics", include_in_schema=True, summary="Prometheus metrics (text format 0.0.4)")
+    def prometheus() -> Response:
+        w = checker.writer.status() if checker.writer else None
+        mem = memory()
+        fast = checker.fast
+        gauges = [
+            ("medaudit_prealert_inflight", "Requests in progress (admission counts them).", admission.inflight),
+            ("medaudit_prealert_max_inflight", "Admission limit on requests in progress.", admission.limit),
+            ("medaudit_prealert_db_checks", "3101 checks needing the database, running or waiting.", db_gate.inflight),
+            ("medaudit_prealert_loop_lag_seconds", "How far behind the event loop runs.", admission.lag),
+            ("medaudit_prealert_writer_queue_rows", "Answered rows queued in memory, not stored yet.",
+             w["queued_rows"] if w else None),
+            ("medaudit_prealert_writer_max_rows", "Rows the writer's queue holds.", w["max_rows"] if w else None),
+            ("medaudit_prealert_writer_journal_segments", "Journal segments not stored yet.",
+             w["journal_segments"] if w else None),
+            ("medaudit_prealert_writer_full", "1 while the writer's queue is full (answers kept in the journal).",
+             int(checker.writer.full) if w else None),
+            ("medaudit_prealert_writer_failures_total", "Stores that failed (retried from the journal).",
+             w["failures"] if w else None),
+            ("medaudit_prealert_context_cache_visits", "Visit contexts in memory (fast engine).",
+             len(fast.cache._data) if fast else None),
+            ("process_resident_memory_bytes", "Resident memory of the service process.", mem["rss_bytes"]),
+            ("medaudit_duckdb_memory_bytes", "Memory DuckDB's buffer manager holds.", mem["duckdb_bytes"]),
+        ]
+        return Response(metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/prealert/3101", response_model=Response3101, summary="明细审核事前事中分析 (3101)",
               openapi_extra=_body_schema(Request3101))
@@ -298,7 +365,17 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         if checker.writer is not None and all(checker.in_memory(req, rule_set) for _p, req in reqs):
             results, used = _analyse(checker, inst, rule_set, body.trig_scen, reqs)
         else:
-            results, used = await run_in_threadpool(_analyse, checker, inst, rule_set, body.trig_scen, reqs)
+            try:  # the database's sessions are few: past them, refuse rather than queue
+                await db_gate.enter()
+            except Overloaded:
+                metrics.refused("/prealert/3101", "database")
+                return JSONResponse(status_code=503, headers={"Retry-After": str(db_gate.retry_after)}, content={
+                    "infcode": -1, "err_msg": "the pre-alert service's database checks are at capacity; retry later "
+                                              "(the order may go ahead unchecked)"})
+            try:
+                results, used = await run_in_threadpool(_analyse, checker, inst, rule_set, body.trig_scen, reqs)
+            finally:
+                await db_gate.leave()
         out = {"infcode": 0, "err_msg": "", "output": {"result": results}}
         return Response(orjson.dumps(out, default=_json_default), media_type="application/json",
                         headers={"X-Medaudit-Engine": ",".join(sorted(used))})
@@ -307,13 +384,18 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     def feedback(body: Request3103, inst: str = Depends(institution)) -> Response3103:
         if len(body.warns) > max_warns:
             return _too_many("warns", "answers", len(body.warns), max_warns, "--max-warns")
-        if checker.writer:
-            checker.writer.flush()
         cur = con.cursor()
         ids = [w.warn_rslt_id for w in body.warns]
-        own = {r[0] for r in cur.execute(
-            f"SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND jr_id IN ({', '.join('?' for _ in ids)})",
-            [inst, *ids]).fetchall()}
+
+        def owned() -> set:
+            return {r[0] for r in cur.execute(
+                f"SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND jr_id IN ({', '.join('?' for _ in ids)})",
+                [inst, *ids]).fetchall()}
+
+        own = owned()
+        if len(own) < len(set(ids)) and checker.writer:  # answered moments ago: stored once the writer is flushed
+            checker.writer.flush()
+            own = owned()
         missing = [f"warns.{i}.warn_rslt_id {w.warn_rslt_id!r}" for i, w in enumerate(body.warns) if w.warn_rslt_id not in own]
         if missing:
             raise HTTPException(404, "no such result of this institution: " + ", ".join(missing))
@@ -324,11 +406,12 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                 raise HTTPException(422, f"feedback for {w.warn_rslt_id} was not accepted")
             stored.append(row)
         now = dt.datetime.now()
-        cur.execute(
-            "INSERT INTO prealert_feedback VALUES " + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in stored),
-            [x for r in stored for x in (r["jr_id"], r["fixmedins_code"], r["warn_type"], r["dspo_way"],
-                                         r.get("dspo_way_rea"), now)],
-        )
+        rows = [(r["jr_id"], r["fixmedins_code"], r["warn_type"], r["dspo_way"], r.get("dspo_way_rea"), now)
+                for r in stored]
+        if checker.writer:  # stored in the background, as results are (reads flush first)
+            checker.writer.add_feedback(rows)
+        else:
+            write_rows(con, {"prealert_feedback": rows})
         return Response3103(output={"accepted": len(stored)})
 
     @app.get("/prealert/results/{jr_id}", summary="one answered result of this institution")
@@ -452,94 +535,8 @@ def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, pat
 
 
 def _write(con, res_rows: list[tuple], item_rows: list[tuple]) -> None:
-    """Insert result and item rows (tuples in the tables' column order) as Arrow tables: DuckDB
-    binds hundreds of ``?`` parameters at about 0.3 ms a row, an Arrow table of them at once."""
-    cur = con.cursor()
-    try:
-        for table, rows in (("prealert_results", res_rows), ("prealert_result_items", item_rows)):
-            if not rows:
-                continue
-            schema = _arrow_schema(cur, table)
-            data = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(zip(*rows), schema)],
-                                        schema=schema)
-            cur.register("__rows", data)
-            cur.execute(f"INSERT INTO {table} SELECT * FROM __rows")
-            cur.unregister("__rows")
-    finally:
-        cur.close()
-
-
-_SCHEMAS: dict[str, pa.Schema] = {}
-
-
-def _arrow_schema(cur, table: str) -> pa.Schema:
-    """The Arrow schema of a results table (from its DuckDB column types; they are fixed in store.SCHEMA)."""
-    if table not in _SCHEMAS:
-        fields = []
-        for name, typ, *_ in cur.execute(f"DESCRIBE {table}").fetchall():
-            if typ.startswith("DECIMAL"):
-                p, sc = typ[8:-1].split(",")
-                t = pa.decimal128(int(p), int(sc))
-            else:
-                t = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "VARCHAR[]": pa.list_(pa.string())}[typ]
-            fields.append(pa.field(name, t))
-        _SCHEMAS[table] = pa.schema(fields)
-    return _SCHEMAS[table]
-
-
-class ResultWriter:
-    """Stores answered results in the background, many requests' rows per INSERT.
-
-    An INSERT costs about 1 ms however few rows it carries, more than the fast check itself, so
-    answers are queued and written every ``interval`` seconds (or sooner when ``max_rows``
-    wait), one Arrow batch per table: at 500 requests per second about 200 result rows and 600
-    item rows a flush; 300 and 900 took 7 to 11 ms alone, and a median 58 ms (up to 485 ms)
-    while the service answered 800 requests per second. Everything that
-    reads results — a 3103 feedback, the results endpoints, shutdown — calls :meth:`flush`
-    first, so a result is there by the time anyone can ask for it; a process killed in between
-    loses at most the last ``interval`` of answers (they were answered, not stored)."""
-
-    def __init__(self, con, interval: float = 0.2, max_rows: int = 2000):
-        self.con, self.interval, self.max_rows = con, interval, max_rows
-        self._rows: tuple[list, list] = ([], [])
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="prealert-results", daemon=True)
-        self._thread.start()
-
-    def add(self, res_rows: list[tuple], item_rows: list[tuple]) -> None:
-        with self._lock:
-            self._rows[0].extend(res_rows)
-            self._rows[1].extend(item_rows)
-            if len(self._rows[0]) >= self.max_rows:
-                self._wake.set()
-
-    def flush(self) -> None:
-        with self._write_lock:  # a flush in progress elsewhere finishes first
-            with self._lock:
-                res, items = self._rows
-                self._rows = ([], [])
-            if res or items:
-                _write(self.con, res, items)
-
-    def _run(self) -> None:
-        while not self._stop:
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - keep the writer alive; the next flush retries nothing lost twice
-                import logging
-
-                logging.getLogger(__name__).exception("storing pre-alert results failed")
-
-    def close(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join(5)
-        self.flush()
+    """Insert result and item rows now, in one transaction (the service without a writer)."""
+    write_rows(con, {"prealert_results": res_rows, "prealert_result_items": item_rows})
 
 
 def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dict]:

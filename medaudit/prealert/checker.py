@@ -42,7 +42,8 @@ class OrderChecker:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2,
-                 batch: int = 1, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False):
+                 batch: int = 1, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
+                 window: bool = False, history_days: int | None = None, cache_visits: int | None = None):
         if engine not in ENGINES:
             raise ValueError(f"engine must be fast or sql, got {engine!r}")
         self.con = con
@@ -54,7 +55,25 @@ class OrderChecker:
         self.routers = {name: Router(rules) for name, rules in self.rule_sets.items()}
         self.hub = EventHub(self.routers)
         self.sql = SqlPath(con, self.rule_sets, sessions=sessions, batch=batch)
-        self.fast = FastPath(con, self.rule_sets, ttl=cache_ttl, preload=preload) if engine == "fast" else None
+        #: the preloaded history's window (:mod:`.window`; None: everything stored is preloaded)
+        self.window = None
+        self.fast = None
+        if engine == "fast":
+            built = None
+            if preload and window:
+                from . import window as win
+
+                built = win.build(con, [r for rules in self.rule_sets.values() for r in rules], history_days)
+            if built is None:
+                self.fast = FastPath(con, self.rule_sets, ttl=cache_ttl, preload=preload)
+            else:  # preloaded from the window's copy, which is closed after (nothing reads it again)
+                wcon, self.window = built
+                try:
+                    self.fast = FastPath(wcon, self.rule_sets, ttl=cache_ttl, preload=True)
+                finally:
+                    wcon.close()
+            if cache_visits is not None:  # visits loaded on first use (not preloaded) kept at most
+                self.fast.cache.size = max(int(cache_visits), 1 if not preload else len(self.fast.cache._data))
         #: requests answered by each path (``fast+sql``: both, for different rule types)
         self.answered = {"fast": 0, "sql": 0}
 
@@ -79,7 +98,7 @@ class OrderChecker:
 
     def split(self, req: CheckRequest, types: list[str]) -> tuple[str, list[str], list[str]]:
         """The routed ``types`` as (the paths' name, types answered in memory, types answered by SQL)."""
-        if self.fast is None or not self.fast.can(req):
+        if self.fast is None or (self.window is not None and not self.window.covers(req)) or not self.fast.can(req):
             return "sql", [], list(types)
         in_memory = [t for t in types if self.fast.has(t)]
         by_sql = [t for t in types if not self.fast.has(t)]
@@ -90,6 +109,8 @@ class OrderChecker:
         from memory), so a caller may run it where waiting on the database would block others
         (the event loop)."""
         if self.fast is None or rule_set not in self.rule_sets or not self.fast.in_memory(req):
+            return False
+        if self.window is not None and not self.window.covers(req):
             return False
         types = self.routers[rule_set].route([o["hilist_code"] for o in req.orders if o.get("new")])
         return all(self.fast.has(t) for t in types)
@@ -121,6 +142,8 @@ class OrderChecker:
         """The institutions the database holds the request's visit for (its ``mdtrt_d``, ``setl_d``
         and ``fee_list_d`` rows); empty for a visit not stored yet. From memory on the fast
         engine (the visit's context, which the check loads anyway), else one query."""
+        if self.window is not None and self.window.maybe_old(req.visit["mdtrt_id"]):
+            return self.sql.owners(req.visit["mdtrt_id"])  # a stored visit not preloaded
         if self.fast is not None:
             return set(self.fast.cache.get(req.visit["mdtrt_id"], req.visit["psn_no"]).owners)
         return self.sql.owners(req.visit["mdtrt_id"])

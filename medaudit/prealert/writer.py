@@ -1,0 +1,366 @@
+"""The pre-alert service's writer: answered results and doctors' feedback stored off the answering path.
+
+A 3101 answer never waits on the database. What it answered goes to :class:`ResultWriter`:
+
+1. **Journal first.** Each answer's rows are appended, as one JSON line, to the current journal
+   segment (``<db>.prealert-journal/<n>.jsonl``; one ``write`` of a few hundred bytes, no
+   ``fsync``: a killed process loses nothing the kernel has, a power cut may lose the last
+   moments). This is the only work on the answering path.
+2. **Bounded queue.** The rows are also kept in memory, up to ``max_rows`` rows (results,
+   items and feedback together), so the writer need not read them back. When the queue is
+   full the answer still goes to the journal, only not to memory: the segment is marked
+   *overflowed* and the writer reads it back from the file. ``/health`` says so
+   (:meth:`ResultWriter.status`); answers continue.
+3. **Batched appends.** Every ``interval`` seconds (sooner when the queue is half full) the
+   writer thread rotates the segment (new answers go to the next one), stores the closed
+   segment's rows in one transaction (an Arrow batch per table), then deletes the segment.
+   A segment that fails to store stays on disk and is retried.
+4. **Restart.** Segments left by a process that ended before storing them (killed, crashed,
+   the database refused them) are stored when the writer starts, idempotently: a result whose
+   ``jr_id`` is already stored is skipped with its items, a feedback row equal to a stored one
+   too. So no answered result is lost or stored twice across a restart.
+5. **Checkpoints off the answering path.** DuckDB folds its write-ahead log into the database
+   file (a checkpoint) when the log passes ``checkpoint_threshold``; the commit that passes it
+   pays. The writer raises DuckDB's own threshold (``wal_limit`` x 4) and checkpoints itself
+   in its own thread when the log passes ``wal_limit``, so no request thread (a read endpoint
+   flushing) ever runs one.
+
+Readers (3103's ownership check, the results endpoints, shutdown) call :meth:`ResultWriter.flush`
+first: everything answered so far is stored by then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+TABLES = ("prealert_results", "prealert_result_items", "prealert_feedback")
+#: journal line keys of the three tables
+KEYS = ("r", "i", "f")
+
+
+def journal_dir(con: duckdb.DuckDBPyConnection) -> Path:
+    """Where the journal of the service over ``con`` lives: next to the database file, or in the
+    system's temporary folder for an in-memory database."""
+    path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    p = path[0][0] if path else None
+    if not p or p == ":memory:":
+        return Path(tempfile.mkdtemp(prefix="medaudit-prealert-journal-"))
+    return Path(str(p) + ".prealert-journal")
+
+
+def wal_path(con: duckdb.DuckDBPyConnection) -> Path | None:
+    path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    p = path[0][0] if path else None
+    return Path(str(p) + ".wal") if p and p != ":memory:" else None
+
+
+_SCHEMAS: dict[str, pa.Schema] = {}
+
+
+def arrow_schema(cur, table: str) -> pa.Schema:
+    """The Arrow schema of a results table (from its DuckDB column types; they are fixed in store.SCHEMA)."""
+    if table not in _SCHEMAS:
+        fields = []
+        for name, typ, *_ in cur.execute(f"DESCRIBE {table}").fetchall():
+            if typ.startswith("DECIMAL"):
+                p, sc = typ[8:-1].split(",")
+                t = pa.decimal128(int(p), int(sc))
+            else:
+                t = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "VARCHAR[]": pa.list_(pa.string())}[typ]
+            fields.append(pa.field(name, t))
+        _SCHEMAS[table] = pa.schema(fields)
+    return _SCHEMAS[table]
+
+
+def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False) -> None:
+    """Insert rows (tuples in the tables' column order) of the three tables in one transaction,
+    as Arrow tables (DuckDB binds hundreds of ``?`` at about 0.3 ms a row, an Arrow table at once).
+    ``idempotent``: skip results already stored (with their items) and feedback rows equal to
+    stored ones (a journal segment stored again after a crash)."""
+    if not any(rows.get(t) for t in TABLES):
+        return
+    cur = con.cursor()
+    try:
+        cur.execute("BEGIN")
+        try:
+            if idempotent:
+                rows = _fresh(cur, rows)
+            for table in TABLES:
+                data = rows.get(table)
+                if not data:
+                    continue
+                schema = arrow_schema(cur, table)
+                tbl = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(zip(*data), schema)],
+                                           schema=schema)
+                cur.register("__rows", tbl)
+                cur.execute(f"INSERT INTO {table} SELECT * FROM __rows")
+                cur.unregister("__rows")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    finally:
+        cur.close()
+
+
+def _fresh(cur, rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """The rows not stored yet (see :func:`write_rows`)."""
+    out = dict(rows)
+    res = rows.get("prealert_results") or []
+    if res:
+        cur.register("__ids", pa.table({"jr_id": [r[0] for r in res]}))
+        have = {r[0] for r in cur.execute(
+            "SELECT jr_id FROM prealert_results WHERE jr_id IN (SELECT jr_id FROM __ids)").fetchall()}
+        cur.unregister("__ids")
+        out["prealert_results"] = [r for r in res if r[0] not in have]
+        out["prealert_result_items"] = [r for r in rows.get("prealert_result_items") or [] if r[0] not in have]
+    fb = rows.get("prealert_feedback") or []
+    if fb:
+        cur.register("__ids", pa.table({"jr_id": list({r[0] for r in fb})}))
+        have = set(cur.execute("SELECT * FROM prealert_feedback WHERE jr_id IN (SELECT jr_id FROM __ids)").fetchall())
+        cur.unregister("__ids")
+        out["prealert_feedback"] = [r for r in fb if tuple(r) not in have]
+    return out
+
+
+def _encode(x):
+    if isinstance(x, Decimal):
+        return str(x)
+    raise TypeError(f"{type(x).__name__} is not JSON")
+
+
+def _decode(rows: list[list], schema: pa.Schema) -> list[tuple]:
+    """Journal rows (JSON values) back to Python values of the table's columns."""
+    conv = []
+    for f in schema:
+        if pa.types.is_decimal(f.type):
+            conv.append(lambda v: None if v is None else Decimal(v))
+        elif pa.types.is_timestamp(f.type):
+            conv.append(lambda v: None if v is None else dt.datetime.fromisoformat(v))
+        else:
+            conv.append(None)
+    return [tuple(v if c is None else c(v) for c, v in zip(conv, r)) for r in rows]
+
+
+class _Segment:
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = -1  # the file is made on the first answer (an idle service leaves no empty files)
+        self.entries: list[tuple[str, list[tuple]]] = []  # (table, rows) kept in memory
+        self.overflowed = False  # some entries are only in the file
+        self.written = 0  # entries in the file
+
+    def append(self, line: bytes) -> None:
+        if self.fd < 0:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(self.fd, line)
+        self.written += 1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ResultWriter:
+    """Stores answered results and feedback in the background (see the module's doc).
+
+    ``interval``: seconds between stores; ``max_rows``: rows the in-memory queue holds (beyond,
+    the journal file alone keeps them); ``wal_limit``: bytes of write-ahead log after which
+    the writer checkpoints; ``start``: run the background thread (tests drive :meth:`flush`)."""
+
+    def __init__(self, con, folder: str | Path | None = None, interval: float = 0.2, max_rows: int = 20_000,
+                 wal_limit: int = 16 * 2**20, start: bool = True):
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows!r}")
+        self.con, self.interval, self.max_rows, self.wal_limit = con, interval, max_rows, wal_limit
+        self.folder = Path(folder) if folder is not None else journal_dir(con)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._wal = wal_path(con)
+        if self._wal is not None and wal_limit:
+            # DuckDB's own checkpoint (run by whichever commit passes it) only as a backstop
+            con.execute(f"SET checkpoint_threshold = '{int(wal_limit) * 4}B'")
+        self._lock = threading.Lock()  # the current segment and the counters
+        self._write_lock = threading.Lock()  # one store at a time
+        self._wake = threading.Event()
+        self._stop = False
+        self._seq = 0
+        self.queued_rows = 0  # rows in memory, not stored yet
+        self.overflow_entries = 0  # answers that found the queue full (kept in the journal only), ever
+        self.stored_rows = 0
+        self.failures = 0
+        self.checkpoints = 0
+        self.last_error: str | None = None
+        self._seg = self._new_segment()
+        self._pending = self._leftovers()  # segments of an earlier run, or not stored yet
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self._run, name="prealert-writer", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ the answering path
+
+    def add(self, res_rows: list[tuple], item_rows: list[tuple]) -> None:
+        """Queue an answer's result and item rows (never blocks on the database)."""
+        self._add((("prealert_results", res_rows), ("prealert_result_items", item_rows)))
+
+    def add_feedback(self, rows: list[tuple]) -> None:
+        self._add((("prealert_feedback", rows),))
+
+    def _add(self, parts) -> None:
+        parts = [(t, rows) for t, rows in parts if rows]
+        if not parts:
+            return
+        line = orjson.dumps({KEYS[TABLES.index(t)]: rows for t, rows in parts}, default=_encode) + b"\n"
+        n = sum(len(rows) for _t, rows in parts)
+        with self._lock:
+            seg = self._seg
+            seg.append(line)
+            if self.queued_rows + n <= self.max_rows and not seg.overflowed:
+                seg.entries.extend(parts)
+                self.queued_rows += n
+            else:
+                seg.overflowed = True
+                self.overflow_entries += 1
+            if self.queued_rows * 2 >= self.max_rows or seg.overflowed:
+                self._wake.set()
+
+    # ------------------------------------------------------------------ storing
+
+    def _new_segment(self) -> _Segment:
+        self._seq += 1
+        return _Segment(self.folder / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl")
+
+    def _leftovers(self) -> list[Path]:
+        return sorted(p for p in self.folder.glob("*.jsonl") if p != self._seg.path)
+
+    def flush(self) -> None:
+        """Store everything answered so far (this thread waits; the answering path never calls it)."""
+        with self._write_lock:
+            with self._lock:
+                seg = self._seg
+                if seg.written:
+                    self._seg = self._new_segment()
+                    self.queued_rows -= sum(len(r) for _t, r in seg.entries)
+                else:
+                    seg = None
+            if seg is not None:
+                seg.close()
+            todo = [(p, None) for p in self._pending] + ([(seg.path, seg)] if seg else [])
+            self._pending = []
+            for i, (path, s) in enumerate(todo):
+                try:
+                    if s is not None and not s.overflowed:
+                        rows: dict[str, list] = {}
+                        for t, r in s.entries:
+                            rows.setdefault(t, []).extend(r)
+                        write_rows(self.con, rows)
+                    else:  # read back from the file: an overflowed segment, or one of an earlier run
+                        rows = self._read(path)
+                        write_rows(self.con, rows, idempotent=True)
+                except Exception as e:  # the segment stays on disk; retried at the next store
+                    self.failures += 1
+                    self.last_error = f"{type(e).__name__}: {e}"
+                    self._pending = [p for p, _s in todo[i:]] + self._pending
+                    raise
+                self.stored_rows += sum(len(r) for r in rows.values())
+                path.unlink(missing_ok=True)
+            self._checkpoint()
+
+    def _read(self, path: Path) -> dict[str, list[tuple]]:
+        cur = self.con.cursor()
+        try:
+            schemas = {t: arrow_schema(cur, t) for t in TABLES}
+        finally:
+            cur.close()
+        rows: dict[str, list[tuple]] = {t: [] for t in TABLES}
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                if n == len(lines):  # a last line cut short by a killed process: never answered whole
+                    log.warning("%s: line %d is incomplete (the process ended while writing it); skipped", path, n)
+                    continue
+                raise ValueError(f"{path}: line {n} is not a journal entry") from None
+            for t, k in zip(TABLES, KEYS):
+                if k in entry:
+                    rows[t].extend(_decode(entry[k], schemas[t]))
+        return rows
+
+    def _checkpoint(self) -> None:
+        if self._wal is None or not self.wal_limit:
+            return
+        try:
+            big = self._wal.stat().st_size > self.wal_limit
+        except OSError:
+            return
+        if big:
+            cur = self.con.cursor()
+            try:
+                cur.execute("CHECKPOINT")
+                self.checkpoints += 1
+            except duckdb.Error as e:  # e.g. a transaction of another cursor is open: next time
+                log.info("checkpoint deferred: %s", e)
+            finally:
+                cur.close()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - keep the writer alive; the segment stays in the journal
+                log.exception("storing pre-alert results failed (kept in %s, retried)", self.folder)
+                time.sleep(min(5.0, self.interval * 10))
+
+    def close(self) -> None:
+        """Stop the thread and store what is left (what cannot be stored stays in the journal)."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._seg.close()
+                if not self._seg.written:
+                    self._seg.path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ what /health and /metrics say
+
+    def status(self) -> dict:
+        with self._lock:
+            full = self._seg.overflowed
+            queued = self.queued_rows
+            journal = len(self._pending) + (1 if self._seg.written else 0)
+        out = {"status": "queue full: answers kept in the journal only until stored" if full else
+               ("behind: storing failed, retrying" if self.last_error and self._pending else "ok"),
+               "queued_rows": queued, "max_rows": self.max_rows, "journal_segments": journal,
+               "journal": str(self.folder), "overflowed_answers": self.overflow_entries,
+               "stored_rows": self.stored_rows, "failures": self.failures, "checkpoints": self.checkpoints}
+        if self.last_error:
+            out["last_error"] = self.last_error
+        return out
+
+    @property
+    def full(self) -> bool:
+        return self._seg.overflowed
