@@ -452,8 +452,9 @@ def denom_text(a: Analysis, m: Metric, r: dict) -> str:
 
 
 def pct_text(r: dict, m: Metric) -> str:
+    """``P75/9``: the percentile among 9 peers with a value (the entity included)."""
     p = r.get(f"p_{m.key}")
-    return "" if p is None else f"P{p:.0f}"
+    return "" if p is None else f"P{p:.0f}/{int(r.get(f'peers_{m.key}') or 0)}"
 
 
 # ---------------------------------------------------------------------------- xlsx
