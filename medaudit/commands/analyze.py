@@ -80,7 +80,15 @@ def analyze(
     html_out: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML page"),
     db: Path = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)"),
 ) -> None:
-    """Shares, costs, LOS and readmissions per institution, department or doctor, with percentiles among peers."""
+    """Shares, costs, LOS and readmissions per institution, department or doctor, with percentiles among peers.
+
+    Visits count by start date; amounts are net of refunds. Drug share: list_type 101, 102; consumable
+    share: list_type 301; the other shares count lines of other list_types by med_chrgitm_type: exam &
+    lab 03, 04; treatment 05, 06; bed & nursing 01, 07. Readmission: the readmission rule type's
+    defaults (15 days, same institution, same 3-character main diagnosis, Z51 left out). Percentile:
+    100 x (rank - 1) / (peers - 1) among peers with a value (same level; same department code; same
+    diagnosis group with --by-diag). Full definitions: docs/analysis.md.
+    """
     for p, opt, ext in ((out, "--out", ".xlsx"), (html_out, "--html", ".html")):
         if p is not None and p.suffix.lower() not in (ext, ".htm" if ext == ".html" else ext):
             fail(f"{opt} {p} must end with {ext}")
