@@ -362,8 +362,12 @@ class Analysis:
         return s
 
     def highlighted(self, code: str | None) -> list[dict]:
-        return [r for r in self.rows if code and code in (self.entity_code(r), r.get("fixmedins_code"))
-                and (self.opts.level == "institution" or self.entity_code(r) == code)]
+        """The rows of ``code``: an entity code (a department code names that department at every
+        institution), or ``INSTITUTION/CODE`` for one institution's."""
+        if not code:
+            return []
+        inst, _, ent = code.rpartition("/")
+        return [r for r in self.rows if self.entity_code(r) == ent and (not inst or r.get("fixmedins_code") == inst)]
 
 
 def _records(cur) -> list[dict]:

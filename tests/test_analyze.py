@@ -249,3 +249,16 @@ def test_cli_table_fits_80_columns_and_writes_xlsx_and_html(tmp_path, cli_run):
     r = cli_run(["analyze", "--db", tmp_path / "t.duckdb", "--quarter", "2026-1", "--out", tmp_path / "b.xlsx"])
     assert r.exit_code == 2 and "--quarter '2026-1' is not a quarter" in r.output
     assert not (tmp_path / "b.xlsx").exists()
+
+
+def test_highlight_names_a_department_at_one_institution_or_everywhere(tmp_path):
+    b = Batch()
+    for inst in ("H1", "H2"):
+        for dept in ("A03", "A04"):
+            b.line(b.visit(fixmedins_code=inst, adm_dept_codg=dept), ITEM)
+    a = run(load(b, tmp_path), level="department", min_visits=1)
+    assert sorted((r["fixmedins_code"], r["dept"]) for r in a.highlighted("A03")) == [("H1", "A03"), ("H2", "A03")]
+    assert [(r["fixmedins_code"], r["dept"]) for r in a.highlighted("H2/A03")] == [("H2", "A03")]
+    assert a.highlighted("H1") == [] and a.highlighted(None) == []
+    page = an.write_html(a, tmp_path / "p.html", "H2/A03").read_text(encoding="utf-8")
+    assert page.count("<tr class='hl'>") == 1 and "A03 @ H2" in page

@@ -73,8 +73,8 @@ def analyze(
     min_visits: int = typer.Option(30, "--min-visits", help="visits a share or cost per visit needs"),
     min_stays: int = typer.Option(30, "--min-stays", help="stays LOS, cost per bed day and readmission need"),
     min_peers: int = typer.Option(5, "--min-peers", help="peers with a value a percentile needs"),
-    highlight: Optional[str] = typer.Option(None, "--highlight", help="entity code shown first and in red "
-                                                                       "(HTML: highlighted in every plot)"),
+    highlight: Optional[str] = typer.Option(None, "--highlight", help="entity code (or INSTITUTION/CODE) shown "
+                                                                       "first and in red (HTML: in every plot)"),
     limit: int = typer.Option(20, "--limit", help="entities printed (largest total first)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the table as xlsx"),
     html_out: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML page"),
