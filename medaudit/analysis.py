@@ -608,8 +608,10 @@ def _svg_strip(values: list[tuple[str, float, bool]], m: Metric, width: int = 64
         out.append(f"<circle cx='{X(v):.1f}' cy='{y}' r='{r}' class='{cls}'><title>{html.escape(label)}: "
                    f"{html.escape(fmt(m, v))}</title></circle>")
     for label, v, hl in values:
-        if hl:
-            out.append(f"<text x='{X(v):.1f}' y='60' class='hlt' text-anchor='middle'>{html.escape(label)} "
+        if hl:  # the label kept inside the picture: left of a dot near the right edge, right of one near the left
+            x = X(v)
+            anchor = "end" if x > 0.6 * width else "start" if x < 0.4 * width else "middle"
+            out.append(f"<text x='{x:.1f}' y='54' class='hlt' text-anchor='{anchor}'>{html.escape(label)} "
                        f"{html.escape(fmt(m, v))}</text>")
     out.append(f"<text x='{pad}' y='{height - 2}' class='ax'>{html.escape(fmt(m, lo))}</text>")
     out.append(f"<text x='{width - pad}' y='{height - 2}' class='ax' text-anchor='end'>{html.escape(fmt(m, hi))}</text>")
@@ -625,7 +627,7 @@ def _svg_trend(months: list[str], series: list[tuple[str, dict, str]], m: Metric
         return "<p class='none'>no month reaches the minimum denominator</p>"
     lo, hi = min(vals + [0.0]), max(vals)
     span = (hi - lo) or 1.0
-    padl, padr, top, bot = 70, 10, 10, 25
+    padl, padr, top, bot = 70, 30, 10, 25
 
     def X(i: int) -> float:
         return padl + (width - padl - padr) * (i / (len(months) - 1) if len(months) > 1 else 0.5)
@@ -693,12 +695,19 @@ def write_html(a: Analysis, path: Path, highlight: str | None = None) -> Path:
         else:
             parts.append(f"<p class='note'>highlight {esc(highlight)}: no such entity in the table</p>")
     months = sorted({r["month"] for r in a.pool_months if r["month"]})
+    parts.append("<p class='note'>per metric: the entities' values (box: quartiles and median; a dot per entity "
+                 "with a value; <span style='color:#d62728'>red: highlighted</span>), then the trend by month "
+                 "(<span style='color:#5b7fb0'>blue: all entities together</span>, red: the highlighted entity; "
+                 "a month below the minimum denominator is a gap)</p>")
     for m in METRICS:
         parts.append(f"<h2>{esc(m.zh)} {esc(m.en)}</h2>")
         pts = [(a.entity_label(r), float(r[m.key]), tuple(r.get(k) for k in a.keys) in hl_keys)
                for r in a.rows if r.get(m.key) is not None]
         parts.append(_svg_strip(pts, m))
-        series = [("all entities 全部", {r["month"]: _f(r.get(m.key)) for r in a.pool_months}, "pool")]
+        # a sum (visits, amounts) of all entities together is no yardstick for one entity: with a
+        # highlighted entity those trends show the entity alone; ratios show both
+        pooled = not hl_rows or m.key not in ("visits", "stays", "total", "fund")
+        series = [("all entities 全部", {r["month"]: _f(r.get(m.key)) for r in a.pool_months}, "pool")] if pooled else []
         for r in hl_rows:
             key = tuple(r.get(k) for k in a.keys)
             series.append((a.entity_label(r), {x["month"]: _f(x.get(m.key)) for x in a.months
