@@ -262,3 +262,19 @@ def test_highlight_names_a_department_at_one_institution_or_everywhere(tmp_path)
     assert a.highlighted("H1") == [] and a.highlighted(None) == []
     page = an.write_html(a, tmp_path / "p.html", "H2/A03").read_text(encoding="utf-8")
     assert page.count("<tr class='hl'>") == 1 and "A03 @ H2" in page
+
+
+def test_by_diagnosis_group_splits_entities_and_their_peers(tmp_path):
+    b = Batch()
+    for k in range(1, 6):
+        for diag, cost in (("J18.900", 100 * k), ("K35.800", 600 - 100 * k)):
+            v = b.visit(fixmedins_code=f"H{k}")
+            b.diag(v, diag)
+            b.line(v, ITEM, pric=str(cost))
+    con = load(b, tmp_path)
+    a = run(con, by_diag=True, min_visits=1)
+    p = {(r["fixmedins_code"], r["diag_group"]): r["p_cost_per_visit"] for r in a.rows}
+    assert p[("H1", "J18")] == 0 and p[("H5", "J18")] == 100
+    assert p[("H1", "K35")] == 100 and p[("H5", "K35")] == 0
+    # not split: every institution costs 300 a visit, all tied at the lowest rank
+    assert {r["p_cost_per_visit"] for r in run(con, min_visits=1).rows} == {0}
