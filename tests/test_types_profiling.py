@@ -50,7 +50,7 @@ def test_doctor_above_the_95th_percentile_of_same_level_doctors(tmp_path):
     # six peers 0.1..0.5, 0.9: position 5 x 0.95 = 4.75 -> 0.5 + 0.75 x (0.9 - 0.5) = 0.8
     assert f["evidence"] == (
         "医师 DR6（机构 H001，科室 D01）2026-03 药占比 90.0%（就诊 2 人次），"
-        "高于同级（二级）医师第 95 百分位 80.0%；在 6 个医师中排第 1"
+        "高于同级（二级）医师第 95 百分位 80.0%；同类 6 个医师，中位数 35.0%，排第 1"
     )
     assert (f["fixmedins_code"], f["dept_code"], f["dr_code"], f["period"]) == ("H001", "D01", "DR6", "2026-03")
     assert f["psn_no"] is None and f["mdtrt_id"] is None and f["setl_id"] is None
@@ -93,7 +93,7 @@ def test_institution_cost_per_visit_against_all_institutions(tmp_path):
     found = b.screen(tmp_path, rules)
     assert [f["fixmedins_code"] for f in found] == ["H5"]
     # 100 x 4, 500.50: position 3.8 -> 100 + 0.8 x 400.50 = 420.40
-    assert found[0]["evidence"] == "机构 H5 2026-03 次均费用 500.50 元（就诊 2 人次），高于全部机构第 95 百分位 420.40 元；在 5 个机构中排第 1"
+    assert found[0]["evidence"] == "机构 H5 2026-03 次均费用 500.50 元（就诊 2 人次），高于全部机构第 95 百分位 420.40 元；同类 5 个机构，中位数 100.00 元，排第 1"
     assert found[0]["dept_code"] is None and found[0]["dr_code"] is None
 
 
@@ -129,8 +129,8 @@ def test_department_los_and_readmission_rate_in_process(tmp_path):
         ("R-PEER-LOS", "H5", "A03", "warning"), ("R-PEER-RA", "H5", "A03", "warning")]
     los, ra = found
     # LOS counts stays with an end only (2 at H5); the readmission rate counts all 3 admissions
-    assert los["evidence"] == "科室 A03（机构 H5）2026-03 平均住院日 12.0 天（住院 2 人次），高于同科室（A03）科室第 95 百分位 10.6 天；在 5 个科室中排第 1"
-    assert ra["evidence"] == "科室 A03（机构 H5）2026-03 15天内再入院率 33.3%（住院 3 人次），高于同科室（A03）科室第 95 百分位 26.7%；在 5 个科室中排第 1"
+    assert los["evidence"] == "科室 A03（机构 H5）2026-03 平均住院日 12.0 天（住院 2 人次），高于同科室（A03）科室第 95 百分位 10.6 天；同类 5 个科室，中位数 5.0 天，排第 1"
+    assert ra["evidence"] == "科室 A03（机构 H5）2026-03 15天内再入院率 33.3%（住院 3 人次），高于同科室（A03）科室第 95 百分位 26.7%；同类 5 个科室，中位数 0.0%，排第 1"
 
 
 def test_peer_by_department_needs_doctors_or_departments(tmp_path):

@@ -2,7 +2,9 @@
 
 **What it flags.** Per calendar month (of the visits' start) and rule, every entity whose
 metric is above the given percentile of its peer group; the finding names the entity, its
-value, the peer percentile value and its rank. A profiling warning: no lines, no money.
+value and its denominator (visits or stays), the peer group's size, the peer percentile value,
+the peer median and the entity's rank. A profiling warning: no lines, no money (it never
+carries an amount, at any stage).
 
 - `entity`: `doctor` (the visit's attending doctor `chfpdr_code`, else the ordering doctor of
   its largest line), `department` (`dscg_dept_codg`, else `adm_dept_codg`, else the ordering
@@ -28,8 +30,11 @@ value, the peer percentile value and its rank. A profiling warning: no lines, no
 - `percentile` (default 95): the peer value is the linear-interpolation percentile of the
   peers' values (as `quantile_cont`). An entity is flagged when its value is strictly above it.
 - `min_visits` (default 30): entities with fewer visits counted that month are neither judged
-  nor peers. A peer group of fewer than 5 entities is not judged: a percentile of three
-  values says nothing.
+  nor peers (a rate over a handful of stays says nothing: one readmission in one stay is
+  100%). A peer group of fewer than 5 entities is not judged: a percentile of three values
+  says nothing. The evidence gives the peer group's size (entities with at least
+  `min_visits`), its median (as `quantile_cont(0.5)`) and the percentile value; `medaudit
+  analyze` shows every entity's figures with their percentiles.
 
 The rule's validity and scope are applied to each visit (its start date, med_type, level,
 institution). The finding has no lines: its institution, department and doctor are the
@@ -55,19 +60,19 @@ a rule.
 ```
 
 gives `医师 DR07（机构 H001，科室 D01）2026-03 药占比 62.5%（就诊 40 人次），高于同科室（D01）
-医师第 95 百分位 48.3%；在 20 名医师中排第 1`.
+医师第 95 百分位 48.3%；同类 20 个医师，中位数 31.0%，排第 1`.
 """
 
 #: the same documentation in Chinese (`medaudit rules explain` shows it first; keep the two in step)
 DOC_ZH = """水位异常：医生、科室或机构的指标远高于同类。
 
-**查什么。** 按自然月（按就诊开始日期）和规则，指标高于同类群体给定百分位数的每个对象；问题中写明对象、其指标值、同类的百分位数值和排名。这是画像预警：没有明细，不涉及金额。
+**查什么。** 按自然月（按就诊开始日期）和规则，指标高于同类群体给定百分位数的每个对象；问题中写明对象、其指标值及分母（就诊或住院人次）、同类群体的个数、同类的百分位数值、同类中位数和排名。这是画像预警：没有明细，任何环节都不涉及金额。
 
 - `entity`：`doctor`（就诊的主诊医生 `chfpdr_code`，没有时取其金额最大明细的开单医生）、`department`（`dscg_dept_codg`，没有时 `adm_dept_codg`，再没有时取金额最大明细的开单科室）或 `institution`。医生所属科室为其当月多数就诊的科室。医生和科室以机构为单位区分（H001 的 `D01` 和 H002 的 `D01` 是两个科室）。
 - `metric`，按对象当月就诊的被审核明细计算：`drug_share` 药占比（药品金额 list_type 101、102 / 总金额）、`consumable_share` 耗材占比（list_type 301 / 总金额）、`exam_lab_share` 检查检验占比（med_chrgitm_type 03、04 / 总金额）、`cost_per_visit` 次均费用（总金额 / 就诊次数）、`los` 平均住院日（有结束时间的住院）、`readmission_rate` 再入院率（出院后 0-15 天内在同一机构再次入院的住院占比，不论诊断，计划性 Z51 住院除外；与 `readmission` 判断相同）。金额为退费冲减后的净额。用规则的 `scope.med_types` 限定可比的就诊类型。
 - `peer_by`：`level`（同级机构的对象）、`department`（同一主科室编码的医生，或跨机构同编码的科室；不适用于 `institution`）或 `none`（同类全部对象）。
 - `percentile`（默认 95）：同类指标值的线性插值百分位数（同 `quantile_cont`），严格高于它才标记。
-- `min_visits`（默认 30）：当月计入就诊少于此数的对象既不被判断也不作为同类。同类少于 5 个对象时不判断。
+- `min_visits`（默认 30）：当月计入就诊少于此数的对象既不被判断也不作为同类（少数几次住院的比率没有意义：1 次住院有 1 次再入院即为 100%）。同类少于 5 个对象时不判断。证据给出同类群体的个数（达到 `min_visits` 的对象）、中位数（同 `quantile_cont(0.5)`）和百分位数值；`medaudit analyze` 列出每个对象的指标及其百分位。
 
 规则对每次就诊按开始日期、就诊类型、机构等级和机构适用有效期和范围。问题没有明细：其机构、科室、医生即对象本身，期间为该月。问题在各环节都是预警（状态 `warning`）：没有金额可复核或申诉，用于事中监管（水位分析）和现场检查对象的选择。
 
@@ -182,10 +187,11 @@ RULE_TYPE = RuleType(
             FROM elig WHERE peer_key IS NOT NULL GROUP BY rule_key, month, peer_key),
         pv AS (
             SELECT *, vals[floor(h)::INTEGER + 1]
-                      + (h - floor(h)) * (vals[least(floor(h)::INTEGER + 2, n_peers)] - vals[floor(h)::INTEGER + 1]) AS pval
+                      + (h - floor(h)) * (vals[least(floor(h)::INTEGER + 2, n_peers)] - vals[floor(h)::INTEGER + 1]) AS pval,
+                   list_aggregate(vals, 'median')::DOUBLE AS pmed
             FROM peers WHERE n_peers >= {MIN_PEERS}),
         ranked AS (
-            SELECT e.*, pv.pval, pv.n_peers,
+            SELECT e.*, pv.pval, pv.pmed, pv.n_peers,
                    rank() OVER (PARTITION BY e.rule_key, e.month, e.peer_key ORDER BY e.value DESC) AS rnk
             FROM elig e JOIN pv USING (rule_key, month, peer_key))
         SELECT rule_key, entity || '|' || fixmedins_code || '|' || ent || '|' || month AS finding_key,
@@ -198,7 +204,8 @@ RULE_TYPE = RuleType(
                    || CASE peer_by WHEN 'level' THEN '同级（' || level_cn(inst_level) || '）'
                                    WHEN 'department' THEN '同科室（' || peer_key || '）' ELSE '全部' END
                    || {_NOUN} || '第 ' || qty(percentile) || ' 百分位 ' || {_fmt('pval')}
-                   || '；在 ' || n_peers || ' 个' || {_NOUN} || '中排第 ' || rnk AS ev_head,
+                   || '；同类 ' || n_peers || ' 个' || {_NOUN} || '，中位数 ' || {_fmt('pmed')}
+                   || '，排第 ' || rnk AS ev_head,
                NULL AS ev_line,
                fixmedins_code,
                CASE WHEN entity = 'department' THEN ent WHEN entity = 'doctor' THEN main_dept END AS dept_code,

@@ -8,8 +8,12 @@ scope. This injector readmits one or two patients of one department 7 days after
 the same institution with a main diagnosis of another category (so ``readmission``, which asks
 for the same category, does not flag the stay; the rate counts any diagnosis): that department
 is the only one above 0 that month. It picks the month with the most departments (at least 5
-besides the outlier, as the type needs 5 peers). The finding has no visit and no lines: its key
-row names neither, and its note ends with the finding's key ``[department|inst|dept|month]``.
+besides the outlier, as the type needs 5 peers). The rule judges a department only in a month
+with at least ``MIN_VISITS`` (30, the sample rule's ``min_visits``) admissions, so the outlier
+and each of its 5 peers need that many: a batch of a few hundred or thousand visits has no such
+month, and then nothing is injected (the rule flags nothing there either). The finding has no
+visit and no lines: its key row names neither, and its note ends with the finding's key
+``[department|inst|dept|month]``.
 """
 
 import datetime as dt
@@ -21,13 +25,15 @@ from ._visits import add_stay
 
 GAP = 7
 MIN_OTHERS = 5
+MIN_VISITS = 30  # rules/peer_outlier.yaml: min_visits
 
 
 def inject(ctx: Context) -> None:
     v = ctx.visits
     month = pl.col("begntime").dt.strftime("%Y-%m")
     inp = v.filter(pl.col("inpatient") & pl.col("settled") & ~pl.col("refunded") & (pl.col("level") >= 2))
-    ents = inp.select("fixmedins_code", "dept", month.alias("month")).unique()
+    counts = inp.group_by("fixmedins_code", "dept", month.alias("month")).len()
+    ents = counts.filter(pl.col("len") >= MIN_VISITS).select("fixmedins_code", "dept", "month")
     cand = (v.filter(pl.col("inpatient") & (pl.col("med_type") != "28") & pl.col("last_of_person") & ~pl.col("died")
                      & (pl.col("level") >= 2) & pl.col("plain") & pl.col("endtime").is_not_null())
             .with_columns(month=(pl.col("endtime").dt.date() + pl.duration(days=GAP)).dt.strftime("%Y-%m")))
@@ -38,13 +44,18 @@ def inject(ctx: Context) -> None:
               .join(ents.rename({"fixmedins_code": "i2", "dept": "d2"}), on="month")
               .filter((pl.col("i2") != pl.col("fixmedins_code")) | (pl.col("d2") != pl.col("dept")))
               .group_by("vi").len().rename({"len": "others"}))
+    # the outlier department itself: MIN_VISITS admissions with the one or two added
+    own = counts.filter(pl.col("len") >= MIN_VISITS - 2).select("fixmedins_code", "dept", "month", "len")
     best = (cand.join(others, on="vi").filter(pl.col("others") >= MIN_OTHERS)
+            .join(own, on=["fixmedins_code", "dept", "month"])
             .sort("others", "vi", descending=[True, False]))
     if best.height == 0:
         return
     top = best.row(0, named=True)
     same = best.filter((pl.col("fixmedins_code") == top["fixmedins_code"]) & (pl.col("dept") == top["dept"])
                        & (pl.col("month") == top["month"]))["mdtrt_id"].head(2).to_list()
+    if top["len"] + len(same) < MIN_VISITS:
+        return
     key = f"department|{top['fixmedins_code']}|{top['dept']}|{top['month']}"
     for mid in same:
         v1 = ctx.take_visits(1, pl.col("mdtrt_id") == mid)[0]
