@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import zipfile
 
 import pytest
 from rich.console import Console
