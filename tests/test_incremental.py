@@ -76,12 +76,26 @@ def days(tmp_path_factory) -> list[Path]:
     return split_batch(SAMPLE, out, cuts, late_share=0.15, late_days=20, seed=7)
 
 
+@pytest.fixture(scope="module")
+def full_nights(days, tmp_path_factory):
+    """The full re-screen of every night (``--all``), made once for the tests that compare with it."""
+    mp = pytest.MonkeyPatch()
+    from kit import set_wall_clock
+
+    set_wall_clock(mp, "2026-10-01")
+    try:
+        _, nights, n = nightly(days, tmp_path_factory.mktemp("full") / "full.duckdb", "all", load_library(RULES))
+    finally:
+        mp.undo()
+    return nights, n
+
+
 @pytest.mark.slow
-def test_nightly_runs_equal_full_rescreens(days, tmp_path, wall_clock):
+def test_nightly_runs_equal_full_rescreens(days, full_nights, tmp_path, wall_clock):
     wall_clock("2026-10-01")
     library = load_library(RULES)
     con_i, nights_i, n_i = nightly(days, tmp_path / "inc.duckdb", "new", library)
-    con_f, nights_f, n_f = nightly(days, tmp_path / "full.duckdb", "all", library)
+    nights_f, n_f = full_nights
     assert nights_f[-1]["findings"], "the sample must give findings"
     assert_same_nights(nights_i, nights_f)
     # and the nightly runs really read less than the whole history each night
@@ -92,7 +106,7 @@ def test_nightly_runs_equal_full_rescreens(days, tmp_path, wall_clock):
 
 
 @pytest.mark.slow
-def test_each_reach_is_needed(days, tmp_path, wall_clock):
+def test_each_reach_is_needed(days, full_nights, tmp_path, wall_clock):
     """The test above can fail: reading only the touched visits (no history for the cross-visit
     types) gives other findings than a full re-screen."""
     from medaudit.types import REGISTRY
@@ -109,9 +123,8 @@ def test_each_reach_is_needed(days, tmp_path, wall_clock):
     finally:
         for t, f in saved.items():
             REGISTRY[t].reach = f
-    _, nights_f, _ = nightly(days, tmp_path / "full.duckdb", "all", library)
     with pytest.raises(AssertionError):
-        assert_same_nights(nights_i, nights_f)
+        assert_same_nights(nights_i, full_nights[0])
 
 
 @pytest.mark.slow
