@@ -492,9 +492,9 @@ def test_queue_filters_and_sorting_and_bad_filters_are_named(portal):
     p = portal
     clerk = p.client()
     login(clerk, "wangfang")
-    # the screening's events were written at 2026-04-01 plus the seconds the fixture took: the
+    # the screening's events were written at 2026-04-01 09:00 (the fixture's clock): the
     # appeals come later the same morning, whatever the machine's load
-    set_wall_clock(p.monkeypatch, "2026-04-01 09:00:00")
+    set_wall_clock(p.monkeypatch, "2026-04-01 09:30:00")
     assert appeal(clerk, [p.sex], "一").status_code == 303
     set_wall_clock(p.monkeypatch, "2026-04-01 10:00:00")
     assert appeal(clerk, [p.bed], "二").status_code == 303
