@@ -22,7 +22,8 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from . import db as dbm
-from . import lifecycle, resources
+from . import resources
+from .hospital_loop import lifecycle
 from .engine import screen as run_screen
 from .incremental import Scope, ScopeError
 from .clihelp import compact_table, history_table, print_finding

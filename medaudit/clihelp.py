@@ -12,7 +12,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from . import lifecycle
+from .hospital_loop import lifecycle
 
 _PERIOD = re.compile(r"(?P<y>\d{4})-(?P<m>0[1-9]|1[0-2])")
 

@@ -232,7 +232,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
     con.execute(incremental.SCHEMA)
     # the hospital loop's tables (finding states, audit log, settings, deduction statements)
-    from . import deduct, lifecycle
+    from .hospital_loop import deduct, lifecycle
 
     con.execute(lifecycle.SCHEMA)
     con.execute(deduct.SCHEMA)

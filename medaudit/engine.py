@@ -26,7 +26,8 @@ from typing import Callable
 import duckdb
 import polars as pl
 
-from . import incremental, lifecycle, money, semantics
+from . import incremental, money, semantics
+from .hospital_loop import lifecycle
 from .incremental import Context, Scope
 from .library import Library, Rule
 from .types import REGISTRY

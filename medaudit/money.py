@@ -8,7 +8,7 @@ rounded half-up to 0.01 only there, at the end.
 
 Which findings claim money: post-hoc violations whose deduction still stands or may stand
 (not overturned, dismissed or superseded). Suspects claim nothing until a reviewer confirms
-them (``finding_state.confirmed``, see :mod:`medaudit.lifecycle`); in-process warnings never claim.
+them (``finding_state.confirmed``, see :mod:`medaudit.hospital_loop.lifecycle`); in-process warnings never claim.
 
 Final deductions never change: a finding in a final deduction statement keeps what it carried,
 and a line already deducted by a statement (``deduction_lines``) is carried by nobody else,

@@ -164,6 +164,6 @@ def set_wall_clock(monkeypatch, when) -> None:
     Moves everything the real clock drives (today's deadlines, the audit log's ``event_at``);
     production code has no such switch (``deduct finalize --as-of`` is the logged way to judge
     on another day)."""
-    from medaudit import lifecycle
+    from medaudit.hospital_loop import lifecycle
 
     monkeypatch.setattr(lifecycle, "wall_now", lifecycle.fixed_clock(when))

@@ -7,7 +7,7 @@ import hashlib
 import openpyxl
 from typer.testing import CliRunner
 
-from medaudit import appeals, lifecycle
+from medaudit.hospital_loop import appeals, lifecycle
 from medaudit.cli import app
 from kit import set_wall_clock
 from test_lifecycle import clock, finding, loop_batch, loop_db

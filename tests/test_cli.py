@@ -194,7 +194,7 @@ def test_findings_empty_result_is_one_line(run, screened):
 
 def test_findings_show_has_evidence_lines_and_history(run, screened):
     path, fid = screened
-    from medaudit import lifecycle
+    from medaudit.hospital_loop import lifecycle
 
     con = db.connect(path)
     f = lifecycle.resolve(con, fid)
@@ -332,7 +332,7 @@ def test_help_text_keeps_its_square_brackets(run):
 
 
 def test_status_label_is_chinese_with_the_code():
-    from medaudit import lifecycle
+    from medaudit.hospital_loop import lifecycle
 
     assert lifecycle.status_label("expired") == "逾期未申诉（维持扣款） (expired)"
     assert lifecycle.status_label("pending_appeal") == "待申诉 (pending_appeal)"

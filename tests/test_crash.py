@@ -223,7 +223,7 @@ def env_for(day: str) -> dict:
 
 #: the CLI in a child process whose computer clock says the step's day: the test-only switch
 #: lives here (production code reads the real clock; nothing in the environment moves it)
-_CHILD = "import sys; from medaudit import lifecycle; lifecycle.wall_now = lifecycle.fixed_clock(sys.argv.pop(1)); from medaudit.cli import app; sys.argv[0] = 'medaudit'; app()"
+_CHILD = "import sys; from medaudit.hospital_loop import lifecycle; lifecycle.wall_now = lifecycle.fixed_clock(sys.argv.pop(1)); from medaudit.cli import app; sys.argv[0] = 'medaudit'; app()"
 
 
 def cli_argv(day: str, argv: list[str]) -> list[str]:
@@ -506,7 +506,7 @@ def test_finalize_run_again_after_its_commit_still_writes_the_workbook(tmp_path,
     statements are in the database and there is no workbook. Running finalize again writes
     nothing new and still gives the clerk the workbook of those statements; a failed write
     leaves no file (and no temporary one)."""
-    from medaudit import deduct
+    from medaudit.hospital_loop import deduct
     from test_lifecycle import loop_db
 
     loop_db(tmp_path, monkeypatch).close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from medaudit import deduct, lifecycle, money
+from medaudit import money
+from medaudit.hospital_loop import deduct, lifecycle
 from kit import set_wall_clock
 from test_lifecycle import RULES, clock, finding, loop_batch, loop_db, rescreen
 

@@ -16,7 +16,8 @@ import openpyxl
 import pytest
 from typer.testing import CliRunner
 
-from medaudit import db, deduct, report
+from medaudit import db
+from medaudit.hospital_loop import deduct, report
 from medaudit.cli import app
 from medaudit.sample.generate import generate
 
@@ -56,7 +57,7 @@ HOLIDAYS = """# 2026 国庆节、中秋节
 def cli(tmp, today: str, *args: str, code: int = 0) -> str:
     from unittest import mock
 
-    from medaudit import lifecycle
+    from medaudit.hospital_loop import lifecycle
 
     with mock.patch.object(lifecycle, "wall_now", lifecycle.fixed_clock(today)):
         r = CliRunner().invoke(app, [*args, "--db", str(tmp / "loop.duckdb")])

@@ -13,7 +13,8 @@ from decimal import Decimal as D
 import pytest
 
 from kit import Batch, set_wall_clock, write_rules
-from medaudit import db, lifecycle, money
+from medaudit import db, money
+from medaudit.hospital_loop import lifecycle
 from medaudit.engine import screen
 from medaudit.library import load_library
 from medaudit.loader import load_batch

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from kit import Batch, findings, write_rules
-from medaudit import appeals, db, report
+from medaudit import db
+from medaudit.hospital_loop import appeals, report
 from medaudit.cli import app as cli_app
 from medaudit.engine import screen
 from medaudit.library import RuleLibraryError, load_library

@@ -11,7 +11,7 @@ from decimal import Decimal as D
 import openpyxl
 import pytest
 
-from medaudit import deduct, lifecycle, report
+from medaudit.hospital_loop import deduct, lifecycle, report
 from kit import set_wall_clock
 from test_lifecycle import clock, finding, loop_batch, loop_db
 
@@ -184,7 +184,7 @@ def test_detail_lines_give_quantity_price_and_units_beyond_the_limit(tmp_path):
     from medaudit.engine import screen
     from medaudit.library import load_library
     from medaudit.loader import load_batch
-    from medaudit.report import gather, write_xlsx
+    from medaudit.hospital_loop.report import gather, write_xlsx
 
     bed = "001102000010000"
     b = Batch()

@@ -23,7 +23,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kit import set_wall_clock
-from medaudit import appeals, db, deduct, lifecycle, money, report
+from medaudit import db, money
+from medaudit.hospital_loop import appeals, deduct, lifecycle, report
 from medaudit.cli import app
 from test_appeals import fill
 from test_lifecycle import RULES, UTERUS, clock, finding, loop_batch, loop_db

@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from medaudit import db, lifecycle
+from medaudit import db
+from medaudit.hospital_loop import lifecycle
 from medaudit.cli import app as cli_app
 from medaudit.web import auth
 from medaudit.web.app import COOKIE, create_app
@@ -197,7 +198,7 @@ def test_a_clerk_never_sees_another_institutions_finding_attachment_statement_or
     assert other.get(f"/files/{p.other}/{sha}").status_code == 200
     set_wall_clock(p.monkeypatch, "2026-04-16")
     lifecycle.apply(p.con, p.other, "uphold", "李审", "不成立")
-    from medaudit import deduct
+    from medaudit.hospital_loop import deduct
 
     deduct.finalize(p.con, "2026-03")
     sid2 = p.con.execute("SELECT statement_id FROM deduction_statements WHERE fixmedins_code = 'H002'").fetchall()[0][0]

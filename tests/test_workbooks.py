@@ -6,7 +6,8 @@ from __future__ import annotations
 import openpyxl
 import pytest
 
-from medaudit import appeals, db, deduct, lifecycle, names, report
+from medaudit import db, names
+from medaudit.hospital_loop import appeals, deduct, lifecycle, report
 from medaudit.loader import load_batch
 from kit import Batch
 from test_lifecycle import clock, finding, loop_batch, loop_db

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import appeals, db as dbm, lifecycle
+from .. import db as dbm
+from ..hospital_loop import appeals, lifecycle
 from ..clihelp import check_period, history_table
 
 console = Console()

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .. import db as dbm, deduct as ded, lifecycle
+from .. import db as dbm
+from ..hospital_loop import deduct as ded, lifecycle
 from ..clihelp import check_period
 
 console = Console()

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .. import db as dbm, report as rep
+from .. import db as dbm
+from ..hospital_loop import report as rep
 from ..clihelp import check_period
 
 console = Console()

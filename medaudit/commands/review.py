@@ -8,7 +8,8 @@ from typing import List, Literal, Optional
 import typer
 from rich.console import Console
 
-from .. import db as dbm, lifecycle, money
+from .. import db as dbm, money
+from ..hospital_loop import lifecycle
 from ..clihelp import check_period, print_finding
 
 console = Console()

@@ -7,8 +7,8 @@ appeal workbook, the deduction report and their statements, and read the decisio
 (审核员, and administrators) work the queue (appealed findings and suspects), decide each with a
 reason, and finalize a month's statements.
 
-Every move goes through the library the command line uses (:func:`medaudit.lifecycle.apply`,
-:func:`medaudit.deduct.finalize`, :mod:`medaudit.appeals`, :mod:`medaudit.report`), so the same
+Every move goes through the library the command line uses (:func:`medaudit.hospital_loop.lifecycle.apply`,
+:func:`medaudit.hospital_loop.deduct.finalize`, :mod:`medaudit.hospital_loop.appeals`, :mod:`medaudit.hospital_loop.report`), so the same
 transition table, refusals and money rules apply, and the audit log names the signed-in user.
 
 Isolation: a clerk's every query is bound to the clerk's institution; another institution's
@@ -37,7 +37,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import appeals, deduct, lifecycle, money, names, report
+from .. import money, names
+from ..hospital_loop import appeals, deduct, lifecycle, report
 from ..prealert import store as prealert_store
 from . import auth, files
 

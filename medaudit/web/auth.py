@@ -10,7 +10,7 @@ Passwords are hashed with Argon2id (argon2-cffi). A session is a random id kept 
 database's secret (``web_settings``); it expires after a fixed time (``--session-hours``),
 on logout, and when the user is disabled. Every form carries the session's CSRF token; the
 login form carries one bound to a pre-login cookie. Failed logins are limited per user name and
-per client address (:class:`LoginLimiter`). Times come from :func:`medaudit.lifecycle.wall_now`.
+per client address (:class:`LoginLimiter`). Times come from :func:`medaudit.hospital_loop.lifecycle.wall_now`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import duckdb
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .. import lifecycle
+from ..hospital_loop import lifecycle
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS web_user_seq;

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money, names, xlsx
-from .prealert import store as prealert_store
+from .. import money, names, xlsx
+from . import lifecycle
+from ..prealert import store as prealert_store
 from .report import (LINE_FIGURES_HEAD, LINE_FIGURES_SQL, PERSON_SQL, line_figure_kinds, line_text_sql, mask_certno,
                      mask_name)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money, xlsx
+from .. import money, xlsx
+from . import lifecycle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deduction_statements (
@@ -238,7 +239,7 @@ def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int
 
 
 def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> None:
-    from . import names
+    from .. import names
     from .report import LINE_FIGURES_HEAD, LINE_FIGURES_SQL, history, line_figure_kinds, mask_certno, mask_name
 
     ids = ", ".join(str(int(i)) for i in statement_ids) or "NULL"

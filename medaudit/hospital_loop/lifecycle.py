@@ -474,7 +474,7 @@ def transition(
 
 def _confirm_amount(con: duckdb.DuckDBPyConnection, f: FindingRef, amount) -> str:
     """Scale a suspect's line claims to the confirmed amount; returns the log's note."""
-    from . import money
+    from .. import money
 
     try:
         amount = money.parse_amount(amount, f"{f.name()}: the confirmed amount")
@@ -557,7 +557,7 @@ def apply(
         raise LifecycleError("no finding given")
     if len(set(ids)) != len(ids):
         raise LifecycleError("a finding is given twice")
-    from . import money
+    from .. import money
 
     out = []
     con.execute("BEGIN TRANSACTION")

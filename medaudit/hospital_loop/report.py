@@ -22,8 +22,9 @@ from pathlib import Path
 
 import duckdb
 
-from . import lifecycle, money, names, xlsx
-from .prealert import store as prealert_store
+from .. import money, names, xlsx
+from . import lifecycle
+from ..prealert import store as prealert_store
 
 PERSON_SQL = """(SELECT mdtrt_id, any_value(psn_name) AS psn_name, any_value(certno) AS certno,
                         any_value(fixmedins_name) AS fixmedins_name FROM mdtrt_d GROUP BY mdtrt_id)"""
