@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -24,6 +25,18 @@ def ident(name: str) -> str:
     if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ValueError(f"not a safe SQL identifier: {name!r}")
     return f'"{name}"'
+
+
+def date_literal(day: dt.date) -> str:
+    """A typed date as SQL text (``DATE '2026-03-01'``), for the few places a value cannot be
+    bound with ``?`` (a view's definition, an identifier-like bound inside a CTAS the planner
+    must see as a constant to skip row groups). Only a ``datetime.date`` is accepted, never text,
+    so no input string can reach the SQL through here."""
+    if isinstance(day, dt.datetime):
+        day = day.date()
+    if not isinstance(day, dt.date):
+        raise TypeError(f"not a date: {day!r}")
+    return f"DATE '{day.isoformat()}'"
 
 
 # Money columns are DECIMAL(18,2) once rounded; line-level claims keep 12 decimals until the end.

@@ -26,7 +26,7 @@ from typing import Callable
 import duckdb
 import polars as pl
 
-from . import incremental, money, semantics
+from . import db, incremental, money, semantics
 from .hospital_loop import lifecycle
 from .incremental import Context, Scope
 from .library import Library, Rule
@@ -88,7 +88,7 @@ def prepare_context(con: duckdb.DuckDBPyConnection, ctx: Context | None = None) 
     where = ""
     if ctx is not None and not ctx.everything:
         where = (f"WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM spans WHERE is_open OR last_date >= "
-                 f"CAST('{ctx.lo or dt.date.max}' AS DATE) - {int(ctx.pad_days)})")
+                 f"{db.date_literal(ctx.lo or dt.date.max)} - {int(ctx.pad_days)})")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE visits AS
@@ -125,7 +125,7 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc", ctx: 
     if ctx is not None and not ctx.everything:
         src = "fee_src"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM fee_list_d
-                        WHERE fee_ocur_time >= CAST('{ctx.lo or dt.date.max}' AS DATE)
+                        WHERE fee_ocur_time >= {db.date_literal(ctx.lo or dt.date.max)}
                           AND mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits)""")
     # Refunds touch few lines (0.3% here): the netting works on the refunds and the lines they
     # refund only, and every line takes its adjustment by one join with that small table; the

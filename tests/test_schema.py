@@ -79,3 +79,15 @@ def test_a_file_of_a_newer_release_is_refused_in_one_line(tmp_path):
         db.connect(path)
     r = CliRunner().invoke(app, ["findings", "--db", str(path)])
     assert r.exit_code == 2 and "newer medaudit" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_date_literal_takes_dates_only():
+    """The one place a date is written into SQL text (a view the planner must see as a constant)
+    accepts a date object, never text: a string, even a well-formed one, is refused."""
+    import datetime as dt
+
+    assert db.date_literal(dt.date(2026, 3, 1)) == "DATE '2026-03-01'"
+    assert db.date_literal(dt.datetime(2026, 3, 1, 23, 59)) == "DATE '2026-03-01'"
+    for bad in ("2026-03-01", "2026-03-01' OR 1=1 --", None, 20260301):
+        with pytest.raises(TypeError):
+            db.date_literal(bad)
