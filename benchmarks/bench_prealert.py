@@ -70,7 +70,7 @@ def write_soak(samples: list[dict], args) -> dict:
     """The memory curve as CSV and SVG (PNG too when matplotlib is installed) next to the results;
     returns its summary (first/last/peak RSS, growth per hour over the run's second half)."""
     stem = args.out.parent / f"prealert_soak_{args.label or args.engine}"
-    cols = ["t_s", "rss_mb", "duckdb_mb", "writer_rows", "journal_segments", "loadavg"]
+    cols = ["t_s", "rss_mb", "duckdb_mb", "duckdb_by_tag_mb", "writer_rows", "journal_segments", "loadavg"]
     stem.with_suffix(".csv").write_text(
         ",".join(cols) + "\n" + "".join(",".join("" if r.get(c) is None else str(r[c]) for c in cols) + "\n"
                                         for r in samples), encoding="utf-8")
@@ -204,9 +204,26 @@ def main() -> None:
         startup_s = time.perf_counter() - t_up
 
         rng = random.Random(5)
+        # The service preloads only as much history as its rules look back (prealert/window.py);
+        # a check of a stored visit older than that goes to the SQL path, as it should: doctors
+        # write orders for today's stays, not for last spring's. So the requests are what a hospital
+        # sends: half for stored stays inside the window (orders dated at their admission), half for
+        # new stays of persons of the history, admitted on the window's newest day (their earlier
+        # visits are the history the cross-visit rules read). With --whole-history every stored visit
+        # is in memory and any may be asked about.
+        win = httpx.get(base + "/health", timeout=10).json().get("history_window")
+        exact_from = win["exact_from"] if win else None
+        recent = [v for v in visits if exact_from is None or v[8][:10] >= exact_from] or visits
+        newest = max(v[8] for v in visits)
+
+        def pick(i: int) -> tuple:
+            if exact_from is None or rng.random() < 0.5:
+                return rng.choice(recent)
+            v = rng.choice(visits)
+            return (f"NEW{i}", *v[1:8], newest, v[9])
 
         def body(i: int) -> tuple[dict, str]:
-            v = rng.choice(visits)
+            v = pick(i)
             # each order names an item of the library with probability --lib-share (the others are
             # the batch's own items, which mostly break nothing)
             codes = [rng.choice(lib_codes) if rng.random() < args.lib_share else rng.choice(batch_codes)
@@ -297,7 +314,11 @@ def main() -> None:
                             h = c.get("/health").json()
                             row.update(writer_rows=h["results"].get("queued_rows"),
                                        journal_segments=h["results"].get("journal_segments"),
-                                       duckdb_mb=round(h["memory"]["duckdb_bytes"] / 2**20, 1))
+                                       duckdb_mb=round(h["memory"]["duckdb_bytes"] / 2**20, 1),
+                                       # what DuckDB holds the memory for, e.g. BASE_TABLE:12.5 ART_INDEX:30.1
+                                       duckdb_by_tag_mb=" ".join(
+                                           f"{t}:{b / 2**20:.1f}" for t, b in
+                                           sorted(h["memory"].get("duckdb_by_tag", {}).items())))
                         except (httpx.HTTPError, KeyError, ValueError):
                             pass
                         samples.append(row)
@@ -327,6 +348,9 @@ def main() -> None:
         "loadavg_before": load_before,
         "library": lib_name, "library_codes": len(lib_codes), "history_visits": len(visits), "history_lines": n_lines,
         "orders_per_request": 10, "library_item_share": args.lib_share, "distinct_requests": len(raw),
+        "history_window": win, "stored_visits_asked": len(recent) if exact_from else len(visits),
+        "requests": "half stored stays inside the window, half new stays of known persons" if exact_from
+                    else "stored visits (whole history preloaded)",
         "sessions": args.sessions, "batch": args.batch,
         "setup_s": round(setup_s, 1), "server_startup_s": round(startup_s, 1), "cpus": os.cpu_count(),
         "runs": runs, "loadavg_after": os.getloadavg(),

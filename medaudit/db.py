@@ -212,9 +212,10 @@ def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duc
 #: ``tests/test_schema.py`` opens a file written by an earlier release (67787fa) and works on it.
 #: Versions: 1 = the nightly-run tables (screened_batches, visit_span, span_batches),
 #: finding_lines.excess_units, deduction_items.deadline, code_names; files without schema_meta
-#: are older than 1. Raise it with every change of layout and add the change's statement to the
+#: are older than 1. 2 = prealert_results.jr_id without its primary-key index (ids time-ordered;
+#: :func:`medaudit.prealert.store.drop_result_index` rewrites an older file's table). Raise it with every change of layout and add the change's statement to the
 #: schema strings (never edit a released statement).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class DatabaseTooNew(Exception):
@@ -254,6 +255,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     from .prealert import store as prealert_store
 
     con.execute(prealert_store.SCHEMA)
+    prealert_store.drop_result_index(con)  # files made before results ids were time-ordered
     if found < SCHEMA_VERSION:
         con.execute("CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER)")
         con.execute("INSERT INTO schema_meta VALUES (?)", [SCHEMA_VERSION])

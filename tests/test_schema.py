@@ -91,3 +91,34 @@ def test_date_literal_takes_dates_only():
     for bad in ("2026-03-01", "2026-03-01' OR 1=1 --", None, 20260301):
         with pytest.raises(TypeError):
             db.date_literal(bad)
+
+
+def test_the_results_id_index_of_an_older_file_is_dropped_and_its_rows_kept(tmp_path):
+    """prealert_results.jr_id was a primary key whose index grew by every answer the service
+    gave; opening an older file rewrites the table without it, rows and views intact."""
+    from medaudit.prealert import store
+
+    path = old_copy(tmp_path)
+    raw = duckdb.connect(str(path))
+    pk = """SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'prealert_results'
+            AND constraint_type = 'PRIMARY KEY'"""
+    assert raw.execute(pk).fetchall()[0][0] == 1
+    raw.execute("INSERT INTO prealert_results (jr_id, fixmedins_code, rule_id, created_at) "
+                "VALUES ('a1', 'H001', 'R-SEX-001', TIMESTAMP '2026-03-02 09:15:00')")
+    raw.close()
+    con = db.connect(path)
+    assert con.execute(pk).fetchall()[0][0] == 0
+    assert con.execute("SELECT jr_id, fixmedins_code, rule_id FROM prealert_results").fetchall() == [
+        ("a1", "H001", "R-SEX-001")]
+    con.execute("SELECT * FROM finding_prealert_evidence").fetchall()  # the views over it still work
+    assert store.drop_result_index(con) is False  # once only
+    con.close()
+
+
+def test_result_ids_sort_in_time_order():
+    from medaudit.prealert import store
+
+    ids = [store.new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert ids == sorted(ids, key=lambda i: i[:12])  # the time part never goes back

@@ -291,11 +291,14 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     def memory() -> dict:
         cur = con.cursor()
         try:
-            used = cur.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0]
+            tags = {t: int(b) for t, b in cur.execute(
+                "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0").fetchall()}
             limit = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         finally:
             cur.close()
-        return {"rss_bytes": rss_bytes(), "duckdb_bytes": int(used or 0), "duckdb_limit": limit}
+        # by_tag: what DuckDB's buffer manager holds it for (BASE_TABLE blocks, ART_INDEX, HASH_TABLE, ...)
+        return {"rss_bytes": rss_bytes(), "duckdb_bytes": sum(tags.values()), "duckdb_limit": limit,
+                "duckdb_by_tag": tags}
 
     @app.get("/health")
     def health() -> dict:
@@ -508,7 +511,7 @@ def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, pat
     res_rows, item_rows = [], []
     for grp in _collapse(alerts):
         a = grp[0]
-        jr = uuid.uuid4().hex
+        jr = store.new_id()
         details = []
         for n, it in enumerate(a.items, start=1):
             kind = "1" if it.role == "violating" else "2"
