@@ -284,3 +284,31 @@ def test_login_limit_is_not_bypassed_by_forwarded_headers_or_name_case(portal):
     # the log records the real client, not the header's address
     clients = {x for (x,) in p.con.execute("SELECT DISTINCT client FROM web_logins").fetchall()}
     assert not any(x.startswith(("10.", "192.0.2", "198.51")) for x in clients)
+
+
+def test_a_refused_appeal_or_decision_leaves_no_uploaded_file(portal):
+    """Attachments of a refused form were stored anyway: a clerk could fill the bureau's disk with
+    files no event names (a finding already appealed refuses every further appeal)."""
+    p = portal
+    clerk = p.client()
+    login(clerk, "wangfang")
+    assert appeal(clerk, [p.sex], "第一次").status_code == 303 and status_of(p.con, p.sex) == "appealed"
+    before = n_events(p.con)
+    for i in range(3):
+        body = PDF + f" refused {i}".encode()
+        r = appeal(clerk, [p.sex], "再次申诉", [(f"r{i}.pdf", body, "application/pdf")])
+        assert r.status_code == 303 and "申诉未提交" in clerk.get(r.headers["location"]).text
+    rev = p.client()
+    login(rev, "li")
+    page = rev.get(f"/findings/{p.bed}")  # pending appeal: a reviewer cannot decide it yet
+    r = rev.post(f"/r/findings/{p.bed}/decide", data={"csrf": csrf_of(page.text), "decision": "overturn", "reason": "x"},
+                 files=[("files", ("d.pdf", PDF + b" decision", "application/pdf"))], follow_redirects=False)
+    assert r.status_code == 303 and "未执行" in rev.get(r.headers["location"]).text
+    assert n_events(p.con) == before
+    assert [x for x in (p.tmp / "files").rglob("*") if x.is_file()] == []
+    # a file an earlier event names stays when a later form with the same file is refused
+    r = appeal(clerk, [p.bed], "有附件", [("ok.pdf", PDF, "application/pdf")])
+    assert status_of(p.con, p.bed) == "appealed"
+    r = appeal(clerk, [p.bed], "同一附件再次", [("ok.pdf", PDF, "application/pdf")])
+    sha = hashlib.sha256(PDF).hexdigest()
+    assert (p.tmp / "files" / sha[:2] / sha).read_bytes() == PDF
