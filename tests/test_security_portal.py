@@ -312,3 +312,86 @@ def test_a_refused_appeal_or_decision_leaves_no_uploaded_file(portal):
     r = appeal(clerk, [p.bed], "同一附件再次", [("ok.pdf", PDF, "application/pdf")])
     sha = hashlib.sha256(PDF).hexdigest()
     assert (p.tmp / "files" / sha[:2] / sha).read_bytes() == PDF
+
+
+# ---------------------------------------------------------------------------- medaudit web user ...
+
+SECRET = "Tr0ub4dor&3-not-shown"
+
+
+def _everything_stored(dbf) -> str:
+    from medaudit import db as dbm
+
+    con = dbm.connect(dbf)
+    try:
+        out = []
+        for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall():
+            out += [str(r) for r in con.execute(f'SELECT * FROM "{t}"').fetchall()]
+        return "\n".join(out)
+    finally:
+        con.close()
+
+
+def test_web_user_commands_never_echo_store_or_log_a_password(portal_db, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from medaudit.cli import app as cli_app
+
+    caplog.set_level(logging.DEBUG)
+    dbf = tmp_path / "u.duckdb"
+    shutil.copy(portal_db[0], dbf)
+    run = lambda args, input=None: CliRunner().invoke(cli_app, [*args, "--db", str(dbf)], input=input)  # noqa: E731
+    outputs = [
+        run(["web", "user", "add", "zhang", "--role", "reviewer"], input=f"{SECRET}\n{SECRET}\n"),  # asked twice
+        run(["web", "user", "add", "zhou", "--role", "admin", "--password-stdin"], input=SECRET + "\n"),
+        run(["web", "user", "password", "zhang"], input=f"{SECRET}-2\n{SECRET}-2\n"),
+        run(["web", "user", "password", "zhou", "--password-stdin"], input="short\n"),  # refused: too short
+        run(["web", "user", "add", "wu", "--role", "admin"], input=f"{SECRET}\n{SECRET}-typo\n{SECRET}\n{SECRET}\n"),
+        run(["web", "user", "list"]),
+    ]
+    assert [r.exit_code for r in outputs] == [0, 0, 0, 2, 0, 0], [r.output for r in outputs]
+    for r in outputs:
+        assert SECRET not in r.output and "short" not in r.output.replace("shorter", ""), r.output
+    assert SECRET not in caplog.text
+    stored = _everything_stored(dbf)
+    assert SECRET not in stored and "$argon2id$" in stored
+    # the portal: a failed sign-in never shows or records the password typed
+    from medaudit import db as dbm
+    from medaudit.web.app import create_app
+    from fastapi.testclient import TestClient
+
+    con = dbm.connect(dbf)
+    c = TestClient(create_app(con, tmp_path / "files"))
+    page = c.get("/login")
+    r = c.post("/login", data={"csrf": csrf_of(page.text), "username": "zhang", "password": SECRET + "-wrong"})
+    assert r.status_code == 401 and SECRET not in r.text
+    assert SECRET not in "\n".join(str(x) for x in con.execute("SELECT * FROM web_logins").fetchall())
+    con.close()
+
+
+def test_web_user_messages_show_markup_as_typed(portal_db, tmp_path):
+    """A user name of rich markup (``[/x]``) made ``web user`` crash with a MarkupError traceback
+    instead of naming the refused value."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from medaudit.cli import app as cli_app
+
+    dbf = tmp_path / "u.duckdb"
+    shutil.copy(portal_db[0], dbf)
+    r = CliRunner().invoke(cli_app, ["web", "user", "add", "[/x]", "--role", "admin", "--password-stdin",
+                                     "--db", str(dbf)], input=PW + "\n")
+    assert r.exit_code == 2 and "username '[/x]'" in r.output, (r.exit_code, r.output, r.exception)
+    r = CliRunner().invoke(cli_app, ["web", "user", "disable", "[bold]nobody[/]", "--db", str(dbf)])
+    assert r.exit_code == 2 and "username '[bold]nobody[/]': no such user" in r.output, (r.output, r.exception)
+    # a display name and an institution code of markup are printed as typed once the user is added
+    r = CliRunner().invoke(cli_app, ["web", "user", "add", "ma", "--role", "clerk", "--institution", "[red]H9[/]",
+                                     "--name", "[/]马[link=http://evil.example]x", "--password-stdin", "--db", str(dbf)],
+                           input=PW + "\n")
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0 and "user ma ([/]马[link=http://evil.example]x) added" in out, (r.output, r.exception)
+    assert "no findings of institution [red]H9[/]" in out
