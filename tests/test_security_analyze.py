@@ -14,7 +14,10 @@ from kit import Batch
 from medaudit import analysis as an
 from medaudit.loader import LoadError, load_batch
 from medaudit import db
-from test_analyze import DRUG, ITEM, cli_run, load, run  # noqa: F401
+import test_analyze
+from test_analyze import DRUG, ITEM, load, run
+
+cli_run = test_analyze.cli_run  # the fixture of test_analyze
 
 SCRIPT = "</title><script>alert(1)</script>"
 SVG = "\"><svg onload=alert(2)>"

@@ -13,7 +13,10 @@ import openpyxl
 
 from medaudit.hospital_loop import lifecycle
 from medaudit.web import auth
-from test_web import PDF, PW, appeal, csrf_of, decide, login, n_events, portal, portal_db, status_of  # noqa: F401
+import test_web
+from test_web import PDF, PW, appeal, csrf_of, decide, login, n_events, status_of
+
+portal_db, portal = test_web.portal_db, test_web.portal  # the fixtures of test_web
 
 XSS = ("</title><script>alert(1)</script>", "\"><svg onload=alert(2)>", "'><img src=x onerror=alert(3)>",
        "=HYPERLINK(\"http://evil.example\",\"x\")", "\u202egnp.exe")

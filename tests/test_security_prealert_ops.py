@@ -13,7 +13,10 @@ from fastapi.testclient import TestClient
 from medaudit.prealert.app import create_app
 from medaudit.prealert.writer import ResultWriter
 from test_prealert_api import KEY1, UTERUS, order, request
-from test_prealert_load import answer, base, stored  # noqa: F401
+import test_prealert_load
+from test_prealert_load import answer, stored
+
+base = test_prealert_load.base  # the fixture of test_prealert_load
 
 HOSTILE = 'H001"} 1\nmedaudit_fake{x="1'
 
