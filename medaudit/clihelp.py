@@ -27,6 +27,18 @@ def check_period(value: Optional[str]) -> Optional[str]:
     return v
 
 
+#: what a terminal acts on (C0 and C1 controls, DEL: escape sequences set its title, colours,
+#: links, clipboard) and the bidirectional overrides that reorder the text after them
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(value) -> str:
+    """A value from claim data or an option, safe to print on a terminal: every control
+    character and bidirectional override shown as its escape (``\\x1b``, ``\\u202e``)."""
+    s = "" if value is None else str(value)
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s)
+
+
 def compact_table(title: str | None = None) -> Table:
     """A table with a rule under the header only and no outer frame: fewer lines, fits 80 columns."""
     return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,

@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.text import Text
 
 from .. import analysis as an, db as dbm
-from ..clihelp import compact_table
+from ..clihelp import compact_table, plain
 
 console = Console()
 err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False)  # no markup read
     raise typer.Exit(code)
 
 
@@ -35,7 +35,7 @@ def render(a: an.Analysis, limit: int, highlight: str | None = None) -> None:
     shown = [r for r in a.rows if id(r) in hl] + [r for r in a.rows if id(r) not in hl]
     for r in shown[:limit]:
         t = compact_table()
-        t.add_column(Text(a.entity_label(r), style="bold red" if id(r) in hl else "bold"), overflow="fold",
+        t.add_column(Text(plain(a.entity_label(r)), style="bold red" if id(r) in hl else "bold"), overflow="fold",
                      min_width=20)
         t.add_column("value", justify="right", no_wrap=True)
         t.add_column("n", justify="right", no_wrap=True)
@@ -108,7 +108,8 @@ def analyze(
     a = an.analyze(con, opts)[level]
     render(a, limit, highlight)
     if highlight and not a.highlighted(highlight):
-        console.print(f"[yellow]note:[/] --highlight {highlight}: no such {level} in the table", overflow="fold")
+        console.print(Text.assemble(("note:", "yellow"), f" --highlight {plain(highlight)}: no such {level} in the table"),
+                      overflow="fold")
     if out is not None:
         an.write_xlsx(a, out)
         console.print(f"written {out}")

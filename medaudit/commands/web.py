@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import db as dbm
@@ -24,7 +25,7 @@ app.add_typer(user_app, name="user")
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a value's brackets are not markup
     raise typer.Exit(code)
 
 
@@ -88,10 +89,10 @@ def user_add(
         fail(str(e))
     known = con.execute("SELECT count(*) FROM findings WHERE fixmedins_code = ?", [u.institution]).fetchall()[0][0] \
         if u.institution else 1
-    console.print(f"user {u.username} ({u.display_name}) added: {u.role_cn} ({u.role})"
-                  + (f", institution {u.institution}" if u.institution else ""), highlight=False)
+    console.print(escape(f"user {u.username} ({u.display_name}) added: {u.role_cn} ({u.role})"
+                         + (f", institution {u.institution}" if u.institution else "")), highlight=False)
     if not known:
-        console.print(f"[yellow]note:[/] no findings of institution {u.institution} in this database yet",
+        console.print(f"[yellow]note:[/] no findings of institution {escape(u.institution)} in this database yet",
                       highlight=False)
 
 
@@ -131,7 +132,7 @@ def user_password(username: str = typer.Argument(...),
         auth.set_password(con, username, _password(password_stdin))
     except auth.UserError as e:
         fail(str(e))
-    console.print(f"password of {username} changed", highlight=False)
+    console.print(escape(f"password of {username} changed"), highlight=False)
 
 
 @user_app.command("list")

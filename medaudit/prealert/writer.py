@@ -18,7 +18,10 @@ A 3101 answer never waits on the database. What it answered goes to :class:`Resu
 4. **Restart.** Segments left by a process that ended before storing them (killed, crashed,
    the database refused them) are stored when the writer starts, idempotently: a result whose
    ``jr_id`` is already stored is skipped with its items, a feedback row equal to a stored one
-   too. So no answered result is lost or stored twice across a restart.
+   too. So no answered result is lost or stored twice across a restart. A damaged segment (a
+   line in its middle that is not a journal entry, rows no table takes) has its readable entries
+   stored and is renamed ``*.corrupt`` for the operator (``/health`` says so): it is never retried
+   and never holds up the segments after it.
 5. **Checkpoints off the answering path.** DuckDB folds its write-ahead log into the database
    file (a checkpoint) when the log passes ``checkpoint_threshold``; the commit that passes it
    pays. The writer raises DuckDB's own threshold (``wal_limit`` x 4) and checkpoints itself
@@ -152,6 +155,10 @@ def _decode(rows: list[list], schema: pa.Schema) -> list[tuple]:
             conv.append(lambda v: None if v is None else dt.datetime.fromisoformat(v))
         else:
             conv.append(None)
+    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == len(schema) for r in rows):
+        raise ValueError(f"not rows of {len(schema)} values")
+    if any(isinstance(v, (list, dict)) for r in rows for v in r):
+        raise ValueError("a list or object where a value goes")
     return [tuple(v if c is None else c(v) for c, v in zip(conv, r)) for r in rows]
 
 
@@ -202,6 +209,7 @@ class ResultWriter:
         self.overflow_entries = 0  # answers that found the queue full (kept in the journal only), ever
         self.stored_rows = 0
         self.failures = 0
+        self.quarantined = 0  # damaged journal segments set aside (*.corrupt)
         self.checkpoints = 0
         self.last_error: str | None = None
         self._seg = self._new_segment()
@@ -269,8 +277,15 @@ class ResultWriter:
                             rows.setdefault(t, []).extend(r)
                         write_rows(self.con, rows)
                     else:  # read back from the file: an overflowed segment, or one of an earlier run
-                        rows = self._read(path)
-                        write_rows(self.con, rows, idempotent=True)
+                        rows, bad = self._read(path)
+                        try:
+                            write_rows(self.con, rows, idempotent=True)
+                        except pa.ArrowException as e:  # values no column takes: nothing of it is stored
+                            rows, bad = {}, [f"rows no table takes ({type(e).__name__}: {e})"]
+                        if bad:
+                            self.stored_rows += sum(len(r) for r in rows.values())
+                            self._set_aside(path, bad)
+                            continue
                 except Exception as e:  # the segment stays on disk; retried at the next store
                     self.failures += 1
                     self.last_error = f"{type(e).__name__}: {e}"
@@ -280,13 +295,28 @@ class ResultWriter:
                 path.unlink(missing_ok=True)
             self._checkpoint()
 
-    def _read(self, path: Path) -> dict[str, list[tuple]]:
+    def _set_aside(self, path: Path, bad: list[str]) -> None:
+        """A damaged segment (its readable entries stored) is renamed ``*.corrupt`` for the operator:
+        never retried, never blocking the segments after it."""
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        self.quarantined += 1
+        self.failures += 1
+        self.last_error = f"journal segment set aside as {aside.name}: " + "; ".join(bad[:5])
+        log.error("%s: damaged journal segment set aside (%s); its readable answers were stored",
+                  aside, "; ".join(bad[:5]))
+
+    def _read(self, path: Path) -> tuple[dict[str, list[tuple]], list[str]]:
+        """The segment's rows, and what could not be read (line numbers and why): a damaged line
+        is left out, the lines around it are kept. A last line cut short is no damage: the
+        process ended while writing it, so it was never answered whole."""
         cur = self.con.cursor()
         try:
             schemas = {t: arrow_schema(cur, t) for t in TABLES}
         finally:
             cur.close()
         rows: dict[str, list[tuple]] = {t: [] for t in TABLES}
+        bad: list[str] = []
         data = path.read_bytes()
         lines = data.split(b"\n")
         for n, line in enumerate(lines, start=1):
@@ -298,11 +328,18 @@ class ResultWriter:
                 if n == len(lines):  # a last line cut short by a killed process: never answered whole
                     log.warning("%s: line %d is incomplete (the process ended while writing it); skipped", path, n)
                     continue
-                raise ValueError(f"{path}: line {n} is not a journal entry") from None
-            for t, k in zip(TABLES, KEYS):
-                if k in entry:
-                    rows[t].extend(_decode(entry[k], schemas[t]))
-        return rows
+                bad.append(f"line {n} is not JSON")
+                continue
+            try:
+                if not isinstance(entry, dict) or not entry or not set(entry) <= set(KEYS):
+                    raise ValueError(f"not an entry of {', '.join(KEYS)}")
+                got = {t: _decode(entry[k], schemas[t]) for t, k in zip(TABLES, KEYS) if k in entry}
+            except (ValueError, TypeError, ArithmeticError) as e:
+                bad.append(f"line {n}: {e}"[:200])
+                continue
+            for t, r in got.items():
+                rows[t].extend(r)
+        return rows, bad
 
     def _checkpoint(self) -> None:
         if self._wal is None or not self.wal_limit:
@@ -353,7 +390,10 @@ class ResultWriter:
             queued = self.queued_rows
             journal = len(self._pending) + (1 if self._seg.written else 0)
         out = {"status": "queue full: answers kept in the journal only until stored" if full else
-               ("behind: storing failed, retrying" if self.last_error and self._pending else "ok"),
+               ("behind: storing failed, retrying" if self.last_error and self._pending else
+                (f"{self.quarantined} damaged journal segment(s) set aside as *.corrupt in {self.folder}"
+                 if self.quarantined else "ok")),
+               "quarantined_segments": self.quarantined,
                "queued_rows": queued, "max_rows": self.max_rows, "journal_segments": journal,
                "journal": str(self.folder), "overflowed_answers": self.overflow_entries,
                "stored_rows": self.stored_rows, "failures": self.failures, "checkpoints": self.checkpoints}

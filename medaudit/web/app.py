@@ -218,18 +218,32 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             r["waiting_days"] = (today - w.date()).days if w else None
         return rows
 
-    def store_uploads(form) -> list[dict]:
+    def store_uploads(c, form) -> list[dict]:
+        """The form's attachments, checked and stored; call under the database lock and, when the
+        form is refused after all, :func:`discard` them (a refused form leaves no file behind)."""
         ups = [u for u in form.getlist("files") if isinstance(u, UploadFile) and (u.filename or "")]
         if len(ups) > max_files:
             raise Refused(f"附件最多 {max_files} 个，收到 {len(ups)} 个")
         out = []
-        for u in ups:
-            data = u.file.read(max_upload_bytes + 1)
-            try:
-                out.append(files.store(files_dir, u.filename, data, max_upload_bytes).record())
-            except files.UploadError as e:
-                raise Refused(str(e)) from None
+        try:
+            for u in ups:
+                data = u.file.read(max_upload_bytes + 1)
+                try:
+                    out.append(files.store(files_dir, u.filename, data, max_upload_bytes).record())
+                except files.UploadError as e:
+                    raise Refused(str(e)) from None
+        except BaseException:
+            discard(c, out)
+            raise
         return out
+
+    def discard(c, records: list[dict]) -> None:
+        """Remove the stored files of a refused form that no event of the audit log names."""
+        for rec in records:
+            named = c.execute("SELECT count(*) FROM finding_events WHERE contains(attachments, ?)",
+                              [rec["sha256"]]).fetchall()[0][0]
+            if not named:
+                files.path_of(files_dir, rec["sha256"]).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ errors
 
@@ -372,10 +386,14 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             with db() as c:
                 for fid in ids:
                     finding_for(c, s, fid)  # another institution's id is "not found" (404)
-            attachments = store_uploads(form)
-            with db() as c:
-                moved = lifecycle.apply(c, ids, "appeal", s.user.actor, reason, attachments,
-                                        institution=s.user.institution)
+            with db() as c:  # stored and filed under the lock: a refused appeal leaves no file
+                attachments = store_uploads(c, form)
+                try:
+                    moved = lifecycle.apply(c, ids, "appeal", s.user.actor, reason, attachments,
+                                            institution=s.user.institution)
+                except BaseException:
+                    discard(c, attachments)
+                    raise
                 auth.set_flash(c, s, f"已提交 {len(moved)} 条申诉" + (f"（附件 {len(attachments)} 个）" if attachments else ""))
         except (Refused, lifecycle.LifecycleError) as e:
             with db() as c:
@@ -523,9 +541,14 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
                 raise Refused(f"决定：只能是 {'、'.join(lifecycle.action_label(a) for a in lifecycle.DECISION_ACTIONS)}")
             reason = field(form, "reason", 2000)
             amount = amount_of(field(form, "amount", 40), "确认扣款金额") if decision == "confirm" else None
-            attachments = store_uploads(form)
             with db() as c:
-                [(_, to)] = lifecycle.apply(c, f.finding_id, decision, s.user.actor, reason, attachments, amount=amount)
+                attachments = store_uploads(c, form)
+                try:
+                    [(_, to)] = lifecycle.apply(c, f.finding_id, decision, s.user.actor, reason, attachments,
+                                                amount=amount)
+                except BaseException:
+                    discard(c, attachments)
+                    raise
                 auth.set_flash(c, s, f"已{lifecycle.ACTION_CN[decision]}：状态改为 {lifecycle.status_label(to)}")
         except (Refused, lifecycle.LifecycleError) as e:
             with db() as c:
