@@ -29,6 +29,7 @@ from .incremental import Scope, ScopeError
 from .clihelp import compact_table, history_table, print_finding
 from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
+from .clihelp import fail
 
 class _Group(TyperGroup):
     """The root command: errors every command may meet are handled here, once."""
@@ -112,11 +113,6 @@ err = Console(stderr=True)
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (created when missing)")
 #: the database of a command that reads (or decides on) what load and screen stored: never created
 ExistingDbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
 
 
 @app.callback()

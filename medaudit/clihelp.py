@@ -39,6 +39,18 @@ def plain(value) -> str:
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s)
 
 
+_err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """The one way a command stops on bad input: ``error: MESSAGE`` on stderr, exit ``code`` (2).
+
+    The message is printed as plain text (values from claim data or options carry brackets and
+    control characters: neither is read as markup nor reaches the terminal raw)."""
+    _err.print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 def compact_table(title: str | None = None) -> Table:
     """A table with a rule under the header only and no outer frame: fewer lines, fits 80 columns."""
     return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,

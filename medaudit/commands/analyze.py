@@ -13,14 +13,10 @@ from rich.text import Text
 
 from .. import analysis as an, db as dbm
 from ..clihelp import compact_table, plain
+from ..clihelp import fail
 
 console = Console()
 err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False)  # no markup read
-    raise typer.Exit(code)
 
 
 def render(a: an.Analysis, limit: int, highlight: str | None = None) -> None:

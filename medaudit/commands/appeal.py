@@ -13,15 +13,11 @@ from rich.text import Text
 from .. import db as dbm
 from ..hospital_loop import appeals, lifecycle
 from ..clihelp import check_period, history_table
+from ..clihelp import fail
 
 console = Console()
 err = Console(stderr=True)
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 app = typer.Typer(help="Appeals (申诉): export a hospital's open findings to Excel, import the filled workbook, "

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .. import db as dbm
 from ..hospital_loop import deduct as ded, lifecycle
-from ..clihelp import check_period
+from ..clihelp import check_period, fail
 
 console = Console()
 err = Console(stderr=True)
@@ -40,14 +40,12 @@ def finalize(
         try:
             clock = lifecycle.parse_as_of(as_of)
         except lifecycle.LifecycleError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(2)
+            fail(str(e))
     con = dbm.open_existing(db)
     try:
         res = ded.finalize(con, period, institution, by=by, clock=clock)
     except ded.DeductError as e:
-        err.print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2)
+        fail(str(e))
     if clock is not None:
         console.print(f"judged as of {clock().date()} (--as-of; today is {lifecycle.wall_now().date()})")
     if res.expired_now:

@@ -11,6 +11,7 @@ from rich.console import Console
 from .. import db as dbm, money
 from ..hospital_loop import lifecycle
 from ..clihelp import check_period, print_finding
+from ..clihelp import fail
 
 console = Console()
 err = Console(stderr=True)
@@ -19,11 +20,6 @@ DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made
 app = typer.Typer(help="Review (复核): decide appeals and suspects, list what waits for a decision.", no_args_is_help=True)
 
 DECISIONS = {"uphold": "uphold", "overturn": "overturn", "confirm": "confirm", "dismiss": "dismiss"}
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 @app.command("decide")

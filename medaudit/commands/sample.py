@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..clihelp import fail
+
 
 def register(app: typer.Typer) -> None:
     sample = typer.Typer(help="Sample data: a realistic claim batch with known violations (answer_key.csv).",
@@ -28,11 +30,9 @@ def register(app: typer.Typer) -> None:
         from ..sample import generate
 
         if fmt not in ("csv", "parquet"):
-            console.print(f"[bold red]error:[/] --format must be csv or parquet, got {fmt!r}")
-            raise typer.Exit(2)
+            fail(f"--format must be csv or parquet, got {fmt!r}")
         if visits is not None and visits < 1:
-            console.print("[bold red]error:[/] --visits must be at least 1")
-            raise typer.Exit(2)
+            fail("--visits must be at least 1")
         if visits is None and lines is None:
             visits = 300
         only = [t.strip() for t in types.split(",") if t.strip()] if types is not None else None
@@ -42,9 +42,7 @@ def register(app: typer.Typer) -> None:
             known = discover()
             unknown = [t for t in only if t not in known]
             if unknown:
-                console.print(f"[bold red]error:[/] no injector for {', '.join(unknown)} "
-                              f"(injectors: {', '.join(known)})")
-                raise typer.Exit(2)
+                fail(f"no injector for {', '.join(unknown)} (injectors: {', '.join(known)})")
         g = generate(out, visits=visits, seed=seed, fmt=fmt, lines=lines, types=only)
         t = Table(title=f"Sample batch {out} (seed {seed}, {g.seconds:.1f}s)")
         t.add_column("file")

@@ -10,6 +10,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from ..clihelp import fail
+
 
 #: DuckDB's memory limit for the service when none is given (``medaudit --memory-limit`` or
 #: medaudit.toml): the service's queries are small (one visit's context; the results it appends),
@@ -21,10 +23,6 @@ SERVICE_MEMORY_LIMIT = "1GiB"
 def register(app: typer.Typer) -> None:
     console = Console()
     err = Console(stderr=True)
-
-    def fail(msg: str) -> None:
-        err.print(f"[bold red]error:[/] {msg}", highlight=False)
-        raise typer.Exit(2)
 
     @app.command()
     def serve(

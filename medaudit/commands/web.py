@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import db as dbm
+from ..clihelp import fail
 
 console = Console()
 err = Console(stderr=True)
@@ -22,11 +23,6 @@ app = typer.Typer(help="The web portal (线上反馈与申诉): hospitals appeal
                   invoke_without_command=True)
 user_app = typer.Typer(help="Users of the portal: add, disable, enable, set a password, list.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a value's brackets are not markup
-    raise typer.Exit(code)
 
 
 @app.callback()
