@@ -194,6 +194,11 @@ def test_bed_only_stay_refunds_days_outside_the_stay_and_open_stays(tmp_path):
     # the limit and the care classes are parameters
     more = by_visit(b.screen(sub(tmp_path, "p"), BOS + "  params: {max_bed_only_days: 1, care_classes: ['05']}\n"))
     assert {"A", "R", "S", "X"} <= set(more)
+    # off by default, a share of the stay's days (03-01 .. 03-10: 10 days): 2 bed-only days are above 0.15
+    share = by_visit(b.screen(sub(tmp_path, "s"), BOS + "  params: {max_bed_only_share: 0.15}\n"))
+    assert {"A", "R", "S", "X"} <= set(share) and "超过住院 10 天的 15%" in share["A"]["evidence"]
+    # and exactly the share (0.2 x 10 = 2 days) is not above it
+    assert set(by_visit(b.screen(sub(tmp_path, "t"), BOS + "  params: {max_bed_only_share: 0.2}\n"))) == {"R"}
 
 
 # ---------------------------------------------------------------------------- overtreatment

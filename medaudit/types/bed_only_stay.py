@@ -11,8 +11,9 @@ the stay's days count for nothing. Screened lines are netted for refunds: a day 
 was refunded in full is bed-only. Exactly `max_bed_only_days` such days is not flagged. The
 evidence lists the bed-only days.
 
-The issue's share-of-stay variant is not part of this meaning (a parameter for it would be off
-by default; none is offered yet). A visit whose every settlement was refunded was cancelled and
+Optional, off by default: `max_bed_only_share` (a number between 0 and 1) also flags a stay
+whose bed-only days are more than that share of its days (`date(endtime) - date(begntime) + 1`,
+an open stay to its latest fee date), e.g. 0.3 flags 2 bed-only days of a 5-day stay. A visit whose every settlement was refunded was cancelled and
 is left out. The rule is judged on the admission date (validity) and the visit's scope.
 
 **Stages.** `post_hoc` and `in_process`, where it judges the stay so far (an open stay up to its
@@ -47,7 +48,7 @@ DOC_ZH = """挂床住院：住院期间只收床位费、没有任何诊疗护�
 
 **查什么。** 住院就诊（`med_type` 以 2 开头）中**只有床位费的天数**超过 `max_bed_only_days`（默认 2）。住院的天为入院日期到出院日期（含两端）的每个自然日；没有结束时间（仍在院）的住院算到其最晚收费日期。某天为"只有床位费"：该就诊在这一天有收费项目类别（`med_chrgitm_type`）为 01（床位费）的被审核明细，且没有任何类别属于 `care_classes` 的被审核明细（默认 03 检查、04 化验、05 治疗、06 手术、07 护理、09 西药、10 中药饮片、11 中成药）。没有类别的明细不算诊疗；日期在住院期间以外的明细不计。明细按退费冲减后计算：当天唯一的药品全部退费，该天即只有床位费。恰好等于 `max_bed_only_days` 天不报。证据列出这些天。
 
-问题单中"占住院天数比例"的说法不属于本定义（如需要应作为默认关闭的参数，目前未提供）。所有结算都已退费的就诊视为已取消，不查。规则按入院日期判断有效期，按就诊判断适用范围。
+可选、默认关闭：`max_bed_only_share`（0 到 1 之间的数）另外标记只有床位费的天数超过住院天数（出院日期 − 入院日期 + 1，未出院算到最晚收费日期）该比例的住院，例如 0.3 时 5 天的住院有 2 天只有床位费即报。所有结算都已退费的就诊视为已取消，不查。规则按入院日期判断有效期，按就诊判断适用范围。
 
 **环节。** 事后审核（`post_hoc`）和事中预警（`in_process`），事中判断截至目前的住院（未出院的住院算到最晚收费日期，未结算的明细）；事中问题为预警，在病人仍（据称）在床时提醒医院。不用于事前提醒：一条医嘱不是住院的一天。
 
@@ -77,13 +78,17 @@ RULE_TYPE = RuleType(
     stages=("in_process", "post_hoc"),
     params=(
         Param("max_bed_only_days", "int", "bed-only days allowed in a stay (more are flagged)", default=2, minimum=0),
+        Param("max_bed_only_share", "number", "optional, off by default: also flag above this share of the stay's days",
+              check=lambda v: None if 0 < v < 1 else f"must be above 0 and below 1, got {v}"),
         Param("care_classes", "str_list", "item classes (med_chrgitm_type) that show the patient was cared for",
               default=DEFAULT_CARE, check=_care),
     ),
     query=f"""
-        WITH rp AS (SELECT p.rule_key, p.max_bed_only_days, p.care_classes, r.* EXCLUDE (rule_key)
+        WITH rp AS (SELECT p.rule_key, p.max_bed_only_days, p.max_bed_only_share, p.care_classes, r.* EXCLUDE (rule_key)
                     FROM {{p}} p JOIN r_all r USING (rule_key)),
-        stays AS (SELECT * FROM {LIVE_VISITS} WHERE inpatient AND mdtrt_id IN (SELECT mdtrt_id FROM lines)),
+        stays AS (SELECT v.*, lf.last_fee FROM {LIVE_VISITS} v
+                  JOIN (SELECT mdtrt_id, max(fee_date) AS last_fee FROM lines GROUP BY mdtrt_id) lf USING (mdtrt_id)
+                  WHERE v.inpatient),
         days AS (      -- per rule, stay and day of the stay: a bed line and no care line
             SELECT rp.rule_key, s.mdtrt_id, l.fee_date
             FROM rp JOIN stays s ON {rule_applies('rp', 's.begin_date', 's')}
@@ -102,9 +107,12 @@ RULE_TYPE = RuleType(
                    '本次住院 ' || s.mdtrt_id || ' ' || strftime(s.begin_date, '%Y-%m-%d') || ' 入院，'
                    || coalesce(strftime(s.end_date, '%Y-%m-%d') || ' 出院', '尚未出院')
                    || '，其中 ' || c.n || ' 天只有床位费、无' || {chrg_names('rp.care_classes')} || '：'
-                   || c.day_list || '，超过 ' || rp.max_bed_only_days || ' 天' AS ev_head
-            FROM counted c JOIN rp USING (rule_key) JOIN stays s ON s.mdtrt_id = c.mdtrt_id
-            WHERE c.n > rp.max_bed_only_days)
+                   || c.day_list || CASE WHEN c.n > rp.max_bed_only_days THEN '，超过 ' || rp.max_bed_only_days || ' 天'
+                                         ELSE '，超过住院 ' || c.days || ' 天的 ' || qty(rp.max_bed_only_share * 100) || '%' END AS ev_head
+            FROM (SELECT c.*, date_diff('day', s.begin_date, coalesce(s.end_date, s.last_fee)) + 1 AS days
+                  FROM counted c JOIN stays s USING (mdtrt_id)) c
+            JOIN rp USING (rule_key) JOIN stays s ON s.mdtrt_id = c.mdtrt_id
+            WHERE c.n > rp.max_bed_only_days OR c.n > rp.max_bed_only_share * c.days)
         {whole_visit_hits('flagged')}
     """,
 )
