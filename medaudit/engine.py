@@ -536,7 +536,7 @@ def screen(
         if ctx is not None and reaches[tname].scope == "month":
             # month-scoped findings of the touched months only: the others' months are not whole here
             con.execute(f"""DELETE FROM hits WHERE rule_key IN (SELECT rule_key FROM r_all WHERE rule_type = '{tname}')
-                            AND coalesce(period, '') NOT IN (SELECT month FROM ctx_months)""")
+                            AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
         timings[tname] = time.perf_counter() - t
     if views:
         con.execute("DROP VIEW lines; DROP TABLE lines_person; ALTER TABLE lines_ctx RENAME TO lines")

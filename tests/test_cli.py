@@ -180,7 +180,7 @@ def test_findings_list_is_readable_at_80_columns(run, sample_db, tmp_path):
     # the evidence is at the full width, not a 14-character column: its lines are long
     ev_lines = [line for line in r.output.splitlines() if "收费" in line]
     assert ev_lines and max(cell_len(line) for line in ev_lines) > 60
-    assert "20 of 136 findings; 116 more" in " ".join(r.output.split())
+    assert "20 of 140 findings; 120 more" in " ".join(r.output.split())
     assert "待申诉 (pending_appeal)" in r.output
 
 

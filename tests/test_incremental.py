@@ -308,3 +308,80 @@ def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
     rules_found = [sorted({r[1] for r in night["findings"]}) for night in full]
     assert rules_found == [[], ["R-DTH"], ["R-CAT", "R-DTH"], ["R-CAP", "R-CAT", "R-DTH"]], rules_found
     assert "VX" in {r[8] for r in full[2]["findings"]}
+
+
+OVT_RULE = """
+- id: R-OVT
+  version: 1
+  name: 过度检查
+  type: overtreatment
+  params: {percentile: 95, min_peers: 6}
+"""
+IDM_RULE = """
+- id: R-IDM
+  version: 1
+  name: 冒名就诊
+  type: identity_misuse
+"""
+
+
+def _reach_off(monkeypatch, tname: str) -> None:
+    from medaudit.types import REGISTRY
+    from medaudit.types.base import Reach
+
+    monkeypatch.setattr(REGISTRY[tname], "reach", lambda rule: Reach())
+
+
+@pytest.mark.parametrize("reach", ["declared", "visit only"])
+def test_overtreatment_judges_a_month_made_whole_by_a_late_peer(tmp_path, monkeypatch, reach):
+    """Five March visits (one with 9 lab tests) are too few peers (min_peers 6); a late sixth
+    arrives the next night and the untouched visit with 9 becomes an outlier. Only a night that
+    reads the whole month (overtreatment's reach) finds it; a February stay running into March
+    is read with the month but its February group is not judged that night."""
+    from kit import Batch
+
+    if reach != "declared":
+        _reach_off(monkeypatch, "overtreatment")
+    first, second = Batch(), Batch()
+
+    def peer(b, vid, q, day="2026-03-10"):
+        v = b.visit(mdtrt_id=vid, psn_no=f"P{vid}", begntime=f"{day} 08:00:00", endtime=f"{day} 10:00:00",
+                    dscg_maindiag_code="J06.900")
+        b.line(v, "002503010010000", cnt=str(q), pric="20", med_chrgitm_type="04", bkkp_sn=f"{vid}-L")
+
+    for k, q in enumerate((1, 1, 1, 1, 9)):
+        peer(first, f"M{k}", q)
+    s = first.visit(mdtrt_id="FEB", psn_no="PFEB", med_type="21", begntime="2026-02-27 08:00:00",
+                    endtime="2026-03-02 08:00:00", dscg_maindiag_code="J18.900")
+    first.line(s, "002503010010000", cnt="30", pric="20", med_chrgitm_type="04", time="2026-03-01 09:00:00")
+    peer(second, "M5", 1)
+    if reach == "declared":
+        full = assert_nightly_equals_full(tmp_path, [first, second], OVT_RULE)
+        assert [r[8] for r in full[1]["findings"]] == ["M4"]
+    else:
+        with pytest.raises(AssertionError, match="findings differ"):
+            assert_nightly_equals_full(tmp_path, [first, second], OVT_RULE)
+
+
+@pytest.mark.parametrize("reach", ["declared", "visit only"])
+def test_identity_misuse_reads_the_persons_visits_across_midnight(tmp_path, monkeypatch, reach):
+    """A clinic visit at 00:20 is loaded first; the visit elsewhere at 23:50 the evening before
+    arrives late: the earlier night's visit is flagged, which needs the person's visits of the
+    day before and after (a reach of 1 day for 60 minutes)."""
+    from kit import Batch
+
+    if reach != "declared":
+        _reach_off(monkeypatch, "identity_misuse")
+    first, second = Batch(), Batch()
+    b = first.visit(mdtrt_id="B", psn_no="PX", fixmedins_code="H002", begntime="2026-03-03 00:20:00",
+                    endtime="2026-03-03 01:00:00")
+    first.line(b, "001102000010000", pric="10")
+    a = second.visit(mdtrt_id="A", psn_no="PX", fixmedins_code="H001", begntime="2026-03-02 23:50:00",
+                     endtime="2026-03-02 23:59:00")
+    second.line(a, "001102000010000", pric="10")
+    if reach == "declared":
+        full = assert_nightly_equals_full(tmp_path, [first, second], IDM_RULE)
+        assert [r[8] for r in full[1]["findings"]] == ["B"]
+    else:
+        with pytest.raises(AssertionError, match="findings differ"):
+            assert_nightly_equals_full(tmp_path, [first, second], IDM_RULE)

@@ -59,6 +59,10 @@ HIT_COLUMNS = {
     # optional, excess_qty types: how many of this line's units are beyond the limit (the 明细行 of
     # the report shows it beside quantity and unit price; the claim is what carries money)
     "excess_units": "DECIMAL(18,4)",
+    # optional, month-scoped types whose findings are about visits (overtreatment): the month whose
+    # peers judged the finding, YYYY-MM (a nightly run keeps the findings of the months it read
+    # whole; default: ``period``)
+    "peer_month": "VARCHAR",
 }
 
 
@@ -293,3 +297,39 @@ def whole_visit_hits(flagged: str) -> str:
         FROM {flagged} f JOIN lines l ON l.mdtrt_id = f.mdtrt_id
         WINDOW w AS (PARTITION BY f.rule_key, f.mdtrt_id)"""
 
+
+
+def percentile_above(x: str, vals: str, n: str, pct: str) -> tuple[str, str]:
+    """SQL for the ``pct``-th percentile (0 < pct < 100, up to 4 decimals) of a sorted list
+    ``vals`` of ``n`` values by linear interpolation, as DuckDB's ``quantile_cont``: position
+    ``h = (n - 1) * pct / 100``, value ``vals[floor h] + (h - floor h) * (vals[floor h + 1] -
+    vals[floor h])`` (0-based). Returns ``(is_above, value)``: the condition ``x`` strictly above
+    it, decided in exact integer and decimal arithmetic (no float division: a value equal to the
+    percentile is never above it), and the percentile itself for the evidence (12 decimals)."""
+    num = f"(CAST(({n}) - 1 AS HUGEINT) * CAST(round(({pct}) * 10000) AS HUGEINT))"  # h * 1_000_000
+    lo = f"{vals}[CAST({num} // 1000000 AS INTEGER) + 1]"
+    hi = f"{vals}[least(CAST({num} // 1000000 AS INTEGER) + 2, {n})]"
+    frac = f"CAST({num} % 1000000 AS DECIMAL(18,0))"  # (h - floor h) * 1_000_000
+    above = f"(({x}) - {lo}) * 1000000 > ({hi} - {lo}) * {frac}"
+    value = f"({lo} + xdiv(({hi} - {lo}) * {frac}, 1000000))"
+    return above, value
+
+
+#: ``med_chrgitm_type``: the item classes of a fee line (收费项目类别), the data contract's list
+CHRG_CLASSES = {
+    "01": "床位费", "02": "诊察费", "03": "检查费", "04": "化验费", "05": "治疗费", "06": "手术费",
+    "07": "护理费", "08": "卫生材料费", "09": "西药费", "10": "中药饮片费", "11": "中成药费",
+    "12": "一般诊疗费", "13": "挂号费", "14": "其他费",
+}
+
+
+def check_classes(v: list) -> str | None:
+    """A ``str_list`` parameter of item classes: two-digit codes of :data:`CHRG_CLASSES`."""
+    wrong = [x for x in v if x not in CHRG_CLASSES]
+    return f"must list item classes 01 to 14 (med_chrgitm_type), got {wrong[0]!r}" if wrong else None
+
+
+def chrg_names(classes: str) -> str:
+    """SQL: a list of item classes as a clerk reads it, sorted: 检查费(03)、化验费(04)."""
+    case = "CASE c " + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in CHRG_CLASSES.items()) + " ELSE c END"
+    return f"array_to_string(list_transform(list_sort({classes}), lambda c: {case} || '(' || c || ')'), '、')"

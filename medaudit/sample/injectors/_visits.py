@@ -55,3 +55,26 @@ def other_institution(ctx: Context, inst: str) -> str:
     """A random institution other than ``inst``."""
     codes = [x[0] for x in cat.INSTITUTIONS if x[0] != inst]
     return codes[int(ctx.rng.integers(0, len(codes)))]
+
+
+def add_short_stay(ctx: Context, like: dict, begin: dt.datetime, days: int, empty_days: tuple[int, ...] = (),
+                   treatment: bool = False, **changes) -> tuple[dict, list[str]]:
+    """A new general inpatient stay (med_type 21) of ``like``'s person for ``days`` nights with
+    only classes an outpatient visit could give (campaign detectors): each day a bed (01) and a
+    ward round (02), and but on ``empty_days`` (offsets from admission) a nursing fee (07); on
+    day 0 a blood routine (04) and an oral drug (09). ``treatment``: an infusion (05) on day 0
+    too. Returns the visit and its lines."""
+    end = dt.datetime.combine(begin.date() + dt.timedelta(days=days), dt.time(10, 0))
+    changes.setdefault("med_type", "21")
+    v = ctx.add_visit(like, begin, end, inpatient=True, **changes)
+    sns = []
+    for d in range(max(days, 1)):
+        base = begin if d == 0 else dt.datetime.combine(begin.date() + dt.timedelta(days=d), dt.time(7, 0))
+        codes = (cat.BED, cat.IPT_CONSULT) if d in empty_days else (cat.BED, cat.NURSE_2, cat.IPT_CONSULT)
+        for k, code in enumerate(codes):
+            sns.append(ctx.add_line(v, code, base + dt.timedelta(minutes=10 + 10 * k)))
+    sns.append(ctx.add_line(v, cat.BLOOD_ROUTINE, begin + dt.timedelta(minutes=45)))
+    sns.append(ctx.add_line(v, CLINIC_DRUG, begin + dt.timedelta(minutes=50), prd_days=3))
+    if treatment:
+        sns.append(ctx.add_line(v, cat.INFUSION, begin + dt.timedelta(minutes=60)))
+    return v, sns

@@ -1,0 +1,114 @@
+"""过度检查 (R-OVT-001: classes 03 and 04, percentile 95, at least 30 peers): a peer group built
+for the purpose, since the clean data's groups (month, kind, level, main diagnosis category)
+are too small in a sample batch to be judged.
+
+Thirty new outpatient visits of thirty new persons (copies of random visits with a new
+``psn_no``: no other visit of theirs comes near), all on one day at one institution with the
+main diagnosis R51 (头痛, never drawn by the clean data), each a consultation (02) and one lab
+line (C反应蛋白测定, 04) of a quantity: 27 visits 1, 2 visits 3, 1 visit 9. The 95th percentile
+is at position 29 x 0.95 = 27.55 of the sorted quantities: 3 + 0.55 x (3 - 3) = 3. The visit
+with 9 is flagged (its lab line is violating); the two with 3 equal the percentile and are near
+misses. A second group (R50 发热) of only 29 visits with the same outlier is not judged
+(min_peers 30). One group of each per 5,000 visits, at least one.
+
+In a large batch the clean data's own groups reach 30 visits, and about one visit in twenty
+of a group is above its 95th percentile: a statistical rule flags them, rightly. ``finish``
+finds them from the final lines, independently of the engine (net quantities in Python, the
+percentile in exact fractions), and writes them into the key, so the key stays exact at every
+size (a sample of a few hundred visits has no such group).
+"""
+
+import datetime as dt
+from fractions import Fraction
+
+import numpy as np
+import polars as pl
+
+from .. import catalog as cat
+from ..inject import Context, Injector
+
+CRP = "002503050060000"  # C反应蛋白测定 (04); no frequency or period rule names it
+
+
+def _group(ctx: Context, day: dt.date, inst: str, diag: str, quantities: list[int], tag: str) -> list[tuple[dict, str, int]]:
+    out = []
+    picks = ctx.rng.integers(0, ctx.n_visits, len(quantities))
+    for k, (q, i) in enumerate(zip(quantities, picks)):
+        like = ctx.visits.row(int(i), named=True)
+        begin = dt.datetime.combine(day, dt.time(8, 0)) + dt.timedelta(minutes=7 * k)
+        v = ctx.add_visit(like, begin, begin + dt.timedelta(hours=2), inst=inst, psn_no=f"P39{tag}{k:03d}",
+                          med_type="11", inpatient=False, main_diag=diag, second_diag=None, died=False)
+        v["dept"] = "A02" if v["level"] == 1 else "A03"
+        v["doctor"] = f"D{v['fixmedins_code'][-4:]}{v['dept']}1"
+        ctx.add_line(v, cat.OPT_CONSULT, begin + dt.timedelta(minutes=5))
+        out.append((v, ctx.add_line(v, CRP, begin + dt.timedelta(minutes=20), q), q))
+    return out
+
+
+def inject(ctx: Context) -> None:
+    n = max(1, ctx.n_visits // 5000)
+    days = np.sort(ctx.visits["begntime"].dt.date().to_numpy())
+    for g in range(n):
+        # a day inside the batch's range of visits, the same month for the whole group
+        day = days[int(ctx.rng.integers(len(days) // 4, 3 * len(days) // 4))].astype("datetime64[D]").item()
+        inst = cat.INSTITUTIONS[int(ctx.rng.integers(0, len(cat.INSTITUTIONS)))][0]
+        quantities = [1] * 27 + [3, 3, 9]
+        order = ctx.rng.permutation(len(quantities))
+        for v, sn, q in _group(ctx, day, inst, "R51.x00", [quantities[i] for i in order], f"{g:04d}A"):
+            if q == 9:
+                ctx.expect("R-OVT-001", v, sn, "检查化验数量 9，同类 30 人次（同月门诊、同级、主诊断 R51）第 95 百分位 3")
+        _group(ctx, day, inst, "R50.900", [1] * 28 + [9], f"{g:04d}B")
+
+
+CLASSES = ("03", "04")
+PERCENTILE, MIN_PEERS = 95, 30
+
+
+def _percentile(vals: list[int]) -> Fraction:
+    """Linear interpolation at (n - 1) x p / 100 of the sorted values, as quantile_cont, exact."""
+    h = Fraction(len(vals) - 1) * PERCENTILE / 100
+    f = int(h)
+    hi = vals[min(f + 1, len(vals) - 1)]
+    return vals[f] + (h - f) * (hi - vals[f])
+
+
+def finish(ctx: Context, tables: dict) -> None:
+    """Key every visit of the batch whose quantity of lines of CLASSES is above its group's
+    percentile (the rule's meaning, computed here from the lines as generated)."""
+    in_class = [i.code for i in cat.ITEMS if i.chrg in CLASSES]
+    lines = ctx.fee_lines.select("vi", "bkkp_sn", "code", "cnt", "time", "init").filter(pl.col("code").is_in(in_class))
+    pos = lines.filter(pl.col("cnt") > 0)
+    linked = lines.filter((pl.col("cnt") < 0) & pl.col("init").is_not_null()).group_by("init").agg(pl.col("cnt").sum().alias("r"))
+    pos = pos.join(linked, left_on="bkkp_sn", right_on="init", how="left").with_columns(
+        (pl.col("cnt") + pl.col("r").fill_null(0)).alias("net"), pl.col("time").dt.date().alias("d"))
+    # refunds without init_feedetl_sn: the same visit, code and day, latest lines first
+    unl = (lines.filter((pl.col("cnt") < 0) & pl.col("init").is_null())
+           .group_by("vi", "code", pl.col("time").dt.date().alias("d")).agg((-pl.col("cnt").sum()).alias("u")))
+    pos = (pos.join(unl, on=["vi", "code", "d"], how="left").sort("vi", "code", "d", "time", "bkkp_sn", descending=True)
+           .with_columns(pl.col("net").cum_sum().over("vi", "code", "d").alias("cum"))
+           .with_columns(pl.when(pl.col("u").is_null()).then(pl.col("net"))
+                         .otherwise(pl.min_horizontal(pl.col("net"), pl.max_horizontal(pl.col("cum") - pl.col("u"), 0)))
+                         .alias("net")))
+    v = ctx.all_visits.filter(pl.col("settled") & ~pl.col("refunded"))
+    any_line = ctx.fee_lines.filter(pl.col("cnt") > 0).select("vi").unique()
+    v = v.join(any_line, on="vi", how="semi")  # visits with a line (no sample visit is refunded whole line by line)
+    q = pos.filter(pl.col("net") > 0).group_by("vi").agg(pl.col("net").sum().alias("q"))
+    v = v.join(q, on="vi", how="left").with_columns(
+        pl.col("q").fill_null(0), pl.col("begntime").dt.strftime("%Y-%m").alias("month"),
+        pl.col("main_diag").str.replace_all(".", "", literal=True).str.to_uppercase().str.slice(0, 3).alias("dg"))
+    keyed = {r["mdtrt_id"] for r in ctx.key if r["rule_type"] == "overtreatment"}
+    flagged = []
+    for _key, g in v.group_by("month", "inpatient", "level", "dg"):
+        if g.height < MIN_PEERS:
+            continue
+        p = _percentile(sorted(g["q"].to_list()))
+        flagged += [r for r in g.select("vi", "mdtrt_id", "q").iter_rows(named=True) if r["q"] > p]
+    for r in flagged:
+        if r["mdtrt_id"] in keyed:
+            continue
+        for sn in pos.filter((pl.col("vi") == r["vi"]) & (pl.col("net") > 0))["bkkp_sn"].sort():
+            ctx.expect("R-OVT-001", r["mdtrt_id"], sn, f"检查化验数量 {r['q']} 高于同类就诊第 95 百分位（统计上偏高）",
+                       rule_type="overtreatment")
+
+
+INJECTOR = Injector("overtreatment", inject, rate=0.0, finish=finish)
