@@ -91,6 +91,8 @@ class Scope:
                 when = dt.datetime.fromisoformat(since.strip())
             except ValueError:
                 raise ScopeError(f"--since: {since!r} is not a date or time (write 2026-03-01 or 2026-03-01 18:00)") from None
+            if when.tzinfo is not None:  # loaded_at is the machine's local time, without a zone
+                raise ScopeError(f"--since: {since!r} names a time zone; write the local time (2026-03-01 18:00)")
             return cls("since", since=when)
         if period:
             if not _PERIOD.fullmatch(period.strip()):

@@ -181,6 +181,7 @@ def test_batch_and_period_scopes(days, tmp_path, wall_clock):
 @pytest.mark.parametrize("args, message", [
     (["--period", "2026/03"], "--period: '2026/03' is not a month written YYYY-MM"),
     (["--since", "yesterday"], "--since: 'yesterday' is not a date or time"),
+    (["--since", "2026-03-01T18:00+08:00"], "--since: '2026-03-01T18:00+08:00' names a time zone"),
     (["--all", "--period", "2026-03"], "give one of --all, --period, not several"),
     (["--batch", "7"], "--batch: no batch 7 is loaded (loaded: 1)"),
 ])
