@@ -12,8 +12,12 @@ real loader reads, so tests go through the same path as a bureau's extract.
 
 from __future__ import annotations
 
+import atexit
 import csv
+import hashlib
 import itertools
+import shutil
+import tempfile
 import textwrap
 from decimal import Decimal
 from pathlib import Path
@@ -130,6 +134,40 @@ class Batch:
         lib = write_rules(tmp_path / "rules", rules_yaml, tables)
         screen(con, load_library(lib), stage=stage)
         return findings(con)
+
+
+#: loaded database files by the text of their batch (:func:`loaded_db`), in a folder of this process
+_LOADED: dict[str, Path] = {}
+_LOADED_DIR: list[Path] = []
+
+
+def loaded_db(batch: Batch, path: Path, folder: Path | None = None):
+    """``db.connect(path)`` holding ``batch`` as ``load_batch(batch.write(folder), con)`` leaves
+    it (``folder`` defaults to ``batch`` beside ``path``; it is written either way).
+
+    The real loader runs once per test process for each distinct batch text; later calls copy that
+    database file instead (a load costs about half a second of CPU, a copy a few ms). For fixtures
+    that need loaded data, not for tests about loading: ``load_log`` names the folder of the first
+    load. Give every visit an ``mdtrt_id`` and ``psn_no`` and every line a ``bkkp_sn``, or the
+    generated ids make each call's text new (still correct, only not shared)."""
+    folder = batch.write(folder or path.parent / "batch")
+    digest = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    key = digest.hexdigest()
+    if key not in _LOADED:
+        if not _LOADED_DIR:
+            _LOADED_DIR.append(Path(tempfile.mkdtemp(prefix="medaudit-tests-loaded-")))
+            atexit.register(shutil.rmtree, _LOADED_DIR[0], True)
+        cached = _LOADED_DIR[0] / f"{key[:32]}.duckdb"
+        con = db.connect(cached)
+        try:
+            load_batch(folder, con)
+        finally:
+            con.close()
+        _LOADED[key] = cached
+    shutil.copyfile(_LOADED[key], path)
+    return db.connect(path)
 
 
 def write_rules(folder: Path, rules_yaml: str, tables: dict[str, str] | None = None) -> Path:

@@ -79,6 +79,7 @@ def small_batch(tmp_path: Path, settled: bool = True) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------------- screen summary
 
 
+@pytest.mark.slow  # over 3 s: screens the whole sample with the whole library
 def test_screen_summary_of_the_sample_fits_80_columns(run, sample_db, tmp_path):
     import shutil
 
@@ -96,6 +97,7 @@ def test_screen_summary_of_the_sample_fits_80_columns(run, sample_db, tmp_path):
     assert "R-PEER-001" in r.output and "R-AGE-001" in r.output
 
 
+@pytest.mark.slow  # over 3 s: loads and screens the whole sample
 def test_screen_readme_command_fits_80_columns(run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run(["screen", ROOT / "sample_data" / "batch", "--rules", ROOT / "rules", "--db", tmp_path / "sample.duckdb"])

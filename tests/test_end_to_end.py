@@ -54,6 +54,7 @@ def entity_findings(con, key: pl.DataFrame) -> tuple[set, set]:
     return found, expected
 
 
+@pytest.mark.slow  # over 3 s (generates, loads or screens a whole batch)
 def test_recall_and_precision_are_one(tmp_path):
     g = generate(tmp_path / "batch", visits=1100, seed=20260302)
     n_lines = g.tables["fee_list_d.csv"]
@@ -97,6 +98,7 @@ def test_same_seed_same_batch(tmp_path):
     assert not filecmp.cmp(tmp_path / "a" / "fee_list_d.csv", tmp_path / "c" / "fee_list_d.csv", shallow=False)
 
 
+@pytest.mark.slow  # over 3 s (generates, loads or screens a whole batch)
 def test_committed_sample_is_current_and_flags_every_injected_type(tmp_path):
     committed = ROOT / "sample_data" / "batch"
     if not committed.is_dir():
@@ -114,6 +116,7 @@ def test_committed_sample_is_current_and_flags_every_injected_type(tmp_path):
     assert set(discover()) - {"peer_outlier"} <= flagged  # 300 visits: no department of 30 admissions
 
 
+@pytest.mark.slow  # over 3 s (generates, loads or screens a whole batch)
 def test_clean_data_has_no_findings(tmp_path):
     """Without injectors the sample library flags nothing, decoys included (refunded,
     self-paid, refunded-settlement lines that look like violations)."""
@@ -154,6 +157,7 @@ rules:
 """
 
 
+@pytest.mark.slow  # over 3 s (generates, loads or screens a whole batch)
 def test_clean_data_is_clean_for_the_other_types_too(tmp_path):
     """Typical rules of the types without an injector yet flag nothing in the clean data, so
     their injectors can be added with precision 1.0 (peer_outlier is statistical: left out)."""

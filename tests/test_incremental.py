@@ -141,6 +141,7 @@ def test_a_query_rule_of_reach_all_reads_everything(days, tmp_path, wall_clock):
     assert_same_nights(nights_i, nights_f)
 
 
+@pytest.mark.slow  # over 3 s: screens the split sample night after night
 def test_nothing_new_screens_nothing_and_changed_rules_screen_everything(days, tmp_path, wall_clock):
     wall_clock("2026-10-01")
     library = load_library(RULES)
@@ -161,6 +162,7 @@ def test_nothing_new_screens_nothing_and_changed_rules_screen_everything(days, t
     assert full.n_lines == con.execute("SELECT count(*) FROM lines").fetchall()[0][0] >= night.n_lines
 
 
+@pytest.mark.slow  # over 3 s: screens the split sample night after night
 def test_batch_and_period_scopes(days, tmp_path, wall_clock):
     wall_clock("2026-10-01")
     library = load_library(RULES)
@@ -193,6 +195,7 @@ def test_cli_scope_options_are_checked(tmp_path, args, message):
     assert r.exit_code != 0 and message in " ".join(r.output.split()), r.output
 
 
+@pytest.mark.slow  # over 3 s: screens nights of the split sample through the CLI
 def test_cli_says_what_a_night_screened(days, tmp_path):
     db = tmp_path / "a.duckdb"
     r = CliRunner().invoke(app, ["screen", str(days[0]), "--db", str(db)])
@@ -232,6 +235,7 @@ PERIOD_RULE = f"""
 """
 
 
+@pytest.mark.slow  # over 3 s: a batch loaded and screened night after night, then re-screened whole
 def test_a_period_count_is_read_from_where_its_chain_starts(tmp_path):
     """Units every 4 days: which are excess depends on the first of the chain (1 paid, 5 excess,
     9 paid, 13 excess, 17 paid). A night that read only 7 days back from the 17th would start the
@@ -282,6 +286,7 @@ def test_a_month_finding_is_kept_only_for_the_months_a_night_reads_whole(tmp_pat
     assert [r[11] for r in full[1]["findings"]] == [f"H001|{AMOX}|2026-03"]
 
 
+@pytest.mark.slow  # over 3 s: nights of loads and screens, each compared with a full re-screen
 def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
     """A death record after the fees that followed it, a catalogue loaded after the lines, then a
     new catalogue row with a lower cap: each night equals a full re-screen and finds them."""

@@ -147,6 +147,7 @@ def test_rows_it_cannot_map_are_reported_never_guessed(imported):
 
 
 @needs_workbooks
+@pytest.mark.slow  # over 3 s: imports the fourteen workbooks again
 def test_rerun_is_byte_identical(imported, tmp_path):
     out, res = imported
     again = tmp_path / "again"

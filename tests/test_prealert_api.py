@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from kit import Batch, findings, write_rules
+from kit import Batch, findings, loaded_db, write_rules
 from medaudit import db
 from medaudit.hospital_loop import appeals, report
 from medaudit.cli import app as cli_app
@@ -117,8 +117,7 @@ def service(tmp_path, request):
     b = Batch()
     b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
     b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002")
-    con = db.connect(tmp_path / "svc.duckdb")
-    load_batch(b.write(tmp_path / "batch"), con)
+    con = loaded_db(b, tmp_path / "svc.duckdb")  # loaded once, copied for the next test
     lib = load_library(write_rules(tmp_path / "rules", RULES))
     app = create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"},
                      async_results=request.param == "async-results")

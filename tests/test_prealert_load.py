@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from kit import Batch, write_rules
+from kit import Batch, loaded_db, write_rules
 from medaudit import db
 from medaudit.library import load_library
 from medaudit.loader import load_batch
@@ -28,8 +28,7 @@ def base(tmp_path):
     b = Batch()
     b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
     b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002")
-    con = db.connect(tmp_path / "svc.duckdb")
-    load_batch(b.write(tmp_path / "batch"), con)
+    con = loaded_db(b, tmp_path / "svc.duckdb")  # loaded once, copied for the next test
     lib = load_library(write_rules(tmp_path / "rules", RULES))
     keys = {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"}
     return con, lib, keys

@@ -198,6 +198,7 @@ def test_list_of_a_broken_library_fails_with_the_problems(tmp_path):
 
 
 @pytest.mark.skipif(not NHSA.is_dir(), reason=f"the national knowledge workbooks are not at {NHSA}")
+@pytest.mark.slow  # over 3 s: imports the fourteen workbooks
 def test_import_nhsa_reports_rules_and_rows_left_out(tmp_path):
     out = tmp_path / "national"
     res = invoke("import-nhsa", str(NHSA), "--out", str(out))

@@ -16,10 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from kit import Batch, write_rules
-from medaudit import db
+from kit import Batch, loaded_db, write_rules
 from medaudit.library import load_library
-from medaudit.loader import load_batch
 from medaudit.prealert import store
 from medaudit.prealert.app import MAX_BODY, MAX_ORDERS, MAX_PATIENTS, MAX_WARNS, create_app
 from test_prealert_api import BED, HBA1C, KEY1, KEY2, RULES, UTERUS, order, request
@@ -50,8 +48,7 @@ def world(tmp_path):
     z = b.visit(mdtrt_id="V-ZB", psn_no="P-Z", fixmedins_code="H002", begntime="2026-03-10 08:00:00",
                 endtime="2026-03-10 10:00:00")
     b.line(z, HBA1C, pric=SECRET_PRICE, bkkp_sn="FEE-ZB", hilist_name="乙院糖化血红蛋白")
-    con = db.connect(tmp_path / "svc.duckdb")
-    load_batch(b.write(tmp_path / "batch"), con)
+    con = loaded_db(b, tmp_path / "svc.duckdb")  # loaded once, copied for the next test
     # a stay of H002 the database knows only by fee lines uploaded before its visit record
     con.execute("""INSERT INTO fee_list_d (bkkp_sn, mdtrt_id, setl_id, psn_no, fixmedins_code, fee_ocur_time,
                    hilist_code, hilist_name, list_type, chrgitm_lv, cnt, pric, det_item_fee_sumamt)

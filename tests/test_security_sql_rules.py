@@ -11,11 +11,9 @@ import dataclasses
 import duckdb
 import pytest
 
-from kit import Batch, write_rules
-from medaudit import db
+from kit import Batch, loaded_db, write_rules
 from medaudit.engine import screen
 from medaudit.library import Library, RuleLibraryError, load_library
-from medaudit.loader import load_batch
 from medaudit.types import sql as sql_type
 
 SECRET = "S3CR3T-7f1e"
@@ -130,9 +128,8 @@ def planted(tmp_path, monkeypatch):
     """A database with one screened line and the secret in a table, a variable, the environment
     and a file; returns (connection, path of the file)."""
     b = Batch()
-    b.line(b.visit(mdtrt_id="V1"), "001102000010000", bkkp_sn="L1")
-    con = db.connect(tmp_path / "t.duckdb")
-    load_batch(b.write(tmp_path / "batch"), con)
+    b.line(b.visit(mdtrt_id="V1", psn_no="P1"), "001102000010000", bkkp_sn="L1")
+    con = loaded_db(b, tmp_path / "t.duckdb")  # loaded once, copied for the next test
     con.execute("INSERT INTO prealert_api_keys VALUES (?, 'H1', now()::TIMESTAMP)", [SECRET])
     con.execute("SET VARIABLE secret = ?", [SECRET])
     monkeypatch.setenv("MEDAUDIT_TEST_SECRET", SECRET)

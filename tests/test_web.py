@@ -386,6 +386,7 @@ def test_uploads_are_checked_for_type_content_size_and_count(portal):
 # ---------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow  # over 3 s: a screened database and Argon2id hashing for each user command
 def test_web_user_add_disable_from_the_command_line(tmp_path, monkeypatch):
     b, _ = loop_batch()
     con = loop_db(tmp_path, monkeypatch, b)
