@@ -164,15 +164,18 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc", ctx: 
                    f.med_chrgitm_type, f.chrgitm_lv, f.pric, f.pric_uplmt_amt, f.bilg_dept_codg, f.bilg_dr_code,
                    f.hosp_appr_flag, f.dscg_tkdrug_flag, f.prd_days, f.psn_no, f.fixmedins_code,
                    -- a line without refunds keeps its figures (no 128-bit arithmetic on every line)
-                   CAST(CASE WHEN j.bkkp_sn IS NULL THEN f.cnt ELSE f.cnt - j.lq - j.unq END AS DECIMAL(18,4)) AS cnt,
-                   CAST(CASE WHEN j.bkkp_sn IS NULL THEN f.det_item_fee_sumamt
-                             ELSE f.det_item_fee_sumamt - j.la - j.unq * f.pric END AS DECIMAL(18,4)) AS amt,
+                   -- (each branch typed on its own: a CASE takes its widest branch's type, and the
+                   -- refund arithmetic's DECIMAL(38,x) would put every line through 128 bits)
+                   CASE WHEN j.bkkp_sn IS NULL THEN CAST(f.cnt AS DECIMAL(18,4))
+                        ELSE CAST(f.cnt - j.lq - j.unq AS DECIMAL(18,4)) END AS cnt,
+                   CASE WHEN j.bkkp_sn IS NULL THEN CAST(f.det_item_fee_sumamt AS DECIMAL(18,4))
+                        ELSE CAST(f.det_item_fee_sumamt - j.la - j.unq * f.pric AS DECIMAL(18,4)) END AS amt,
                    -- own-pay: stated refunds subtract what they state; the others (and every
                    -- unlinked refund) take back the line's own-pay in proportion to the units
-                   CAST(CASE WHEN j.bkkp_sn IS NULL THEN coalesce(f.fulamt_ownpay_amt, 0)
-                             ELSE coalesce(f.fulamt_ownpay_amt, 0) - j.lo
-                                  - coalesce(xdiv(coalesce(f.fulamt_ownpay_amt, 0) * (j.lqu + j.unq), f.cnt), 0) END
-                        AS DECIMAL(18,4)) AS ownpay0
+                   CASE WHEN j.bkkp_sn IS NULL THEN CAST(coalesce(f.fulamt_ownpay_amt, 0) AS DECIMAL(18,4))
+                        ELSE CAST(coalesce(f.fulamt_ownpay_amt, 0) - j.lo
+                                  - coalesce(xdiv(coalesce(f.fulamt_ownpay_amt, 0) * (j.lqu + j.unq), f.cnt), 0)
+                                  AS DECIMAL(18,4)) END AS ownpay0
             FROM {src} f LEFT JOIN adj j ON j.bkkp_sn = f.bkkp_sn
             WHERE f.cnt >= 0)
         SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
@@ -392,13 +395,17 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
                max(h.excess_units) FILTER (WHERE h.role = 'violating') AS excess_units
         FROM hits h GROUP BY h.rule_key, h.finding_key, h.bkkp_sn;
 
+        -- the hit lines with what the findings take from their lines, read from ``lines`` once
+        -- (the finding lines of every rule sharing a body come from here too)
+        CREATE OR REPLACE TEMP TABLE hit_lines_l AS
+        SELECT h.*, l.fee_ocur_time, l.amt, l.psn_no AS l_psn, l.fixmedins_code AS l_inst,
+               l.bilg_dept_codg, l.bilg_dr_code, l.setl_id, l.setl_time, l.visit_dept, l.chfpdr_code,
+               (h.role = 'violating') AS v
+        FROM hit_lines h LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn;
+
         -- findings of the rules evaluated (hits hold theirs only; see register_rules)
         CREATE OR REPLACE TEMP TABLE rep_findings AS
-        WITH hl AS (
-            SELECT h.*, l.fee_ocur_time, l.amt, l.psn_no AS l_psn, l.fixmedins_code AS l_inst,
-                   l.bilg_dept_codg, l.bilg_dr_code, l.setl_id, l.setl_time, l.visit_dept, l.chfpdr_code,
-                   (h.role = 'violating') AS v
-            FROM hit_lines h LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn)
+        WITH hl AS (SELECT * FROM hit_lines_l)
         SELECT
             r.rule_key,
             coalesce(string_agg(hl.bkkp_sn, ',' ORDER BY hl.bkkp_sn) FILTER (WHERE hl.v), '') AS violating_sns,
@@ -436,28 +443,27 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
                f.* EXCLUDE (rule_key, violating_sns, rule_id, rule_version, rule_name, rule_type, stage, severity,
                             nature, basis, status, first_run, last_run, created_at),
                {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
-               f.first_run, f.last_run, f.created_at
+               f.first_run, f.last_run, f.created_at, m.rule_key AS __rule_key
         FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN r_all r ON r.rule_key = m.rule_key;
 
-        CREATE OR REPLACE TEMP TABLE new_finding_lines AS
-        SELECT DISTINCT f.finding_id, h.bkkp_sn, h.role, l.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried,
-               CAST(h.excess_units AS DECIMAL(18,4)) AS excess_units
-        FROM hit_lines h JOIN rule_map m ON m.rep_key = h.rule_key JOIN r_all r ON r.rule_key = m.rule_key
-        JOIN new_findings f ON f.rule_id = r.rule_id AND f.finding_key = h.finding_key
-        LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
-        WHERE h.bkkp_sn IS NOT NULL;
+        -- findings already stored keep their rows, state and lines and only take this run as
+        -- their last; what is left in new_findings is new
+        UPDATE findings SET last_run = {run_id} WHERE finding_id IN (SELECT finding_id FROM new_findings);
+        DELETE FROM new_findings WHERE finding_id IN (SELECT finding_id FROM findings);
         """
     )
-    n_new = con.execute(
-        "SELECT count(*) FROM new_findings WHERE finding_id NOT IN (SELECT finding_id FROM findings)"
-    ).fetchall()[0][0]
+    n_new = con.execute("SELECT count(*) FROM new_findings").fetchall()[0][0]
     con.execute(
-        f"""
-        UPDATE findings SET last_run = {run_id} WHERE finding_id IN (SELECT finding_id FROM new_findings);
-        INSERT INTO finding_lines BY NAME SELECT * FROM new_finding_lines
-            WHERE finding_id NOT IN (SELECT finding_id FROM findings);
-        INSERT INTO findings BY NAME SELECT * FROM new_findings
-            WHERE finding_id NOT IN (SELECT finding_id FROM findings);
+        """
+        -- the new findings' lines: a (rule, finding key) is one finding of the run and a hit line
+        -- is once per (rule evaluated, finding key), so the rows are distinct as they are
+        INSERT INTO finding_lines BY NAME
+        SELECT f.finding_id, h.bkkp_sn, h.role, h.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried,
+               CAST(h.excess_units AS DECIMAL(18,4)) AS excess_units
+        FROM hit_lines_l h JOIN rule_map m ON m.rep_key = h.rule_key
+        JOIN new_findings f ON f.__rule_key = m.rule_key AND f.finding_key = h.finding_key
+        WHERE h.bkkp_sn IS NOT NULL;
+        INSERT INTO findings BY NAME SELECT * EXCLUDE (__rule_key) FROM new_findings;
         """
     )
     # hospital loop: a changed rule version supersedes the old open findings (final ones never

@@ -85,9 +85,12 @@ def settle_deductions(con: duckdb.DuckDBPyConnection) -> None:
           AND fl.finding_id NOT IN (SELECT finding_id FROM __final)
           AND fl.bkkp_sn NOT IN (SELECT bkkp_sn FROM __frozen);
 
+        -- only the rows whose share changes are rewritten (a line claimed by many findings is
+        -- carried by one; the others already hold 0)
         UPDATE finding_lines SET carried = CASE WHEN c.carries THEN finding_lines.claim ELSE 0 END
         FROM __carriers c
-        WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn;
+        WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn
+          AND finding_lines.carried IS DISTINCT FROM CASE WHEN c.carries THEN finding_lines.claim ELSE 0 END;
 
         UPDATE finding_lines SET carried = 0
         WHERE carried <> 0 AND finding_id NOT IN (SELECT finding_id FROM __final) AND NOT EXISTS (

@@ -83,7 +83,11 @@ RULE_TYPE = RuleType(
             SELECT m.*, f.cnt AS billed_cnt, f.det_item_fee_sumamt AS billed_amt,
                    f.det_item_fee_sumamt - f.cnt * f.pric AS diff,
                    m.amt - m.cnt * m.pric AS net_diff
-            FROM {{m}} m JOIN fee_list_d f ON f.bkkp_sn = m.bkkp_sn
+            FROM {{m}} m
+            -- a line billed at exactly cnt × pric is never flagged (the tolerance is at least 0):
+            -- only the others are joined, not every billed line
+            JOIN (SELECT bkkp_sn, cnt, pric, det_item_fee_sumamt FROM fee_list_d
+                  WHERE det_item_fee_sumamt <> cnt * pric) f ON f.bkkp_sn = m.bkkp_sn
             WHERE m.deductible > 0
               AND (f.det_item_fee_sumamt - f.cnt * f.pric > m.tolerance
                    OR (m.undercharge AND f.cnt * f.pric - f.det_item_fee_sumamt > m.tolerance))),
