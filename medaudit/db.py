@@ -199,9 +199,10 @@ def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duc
 #: ``tests/test_schema.py`` opens a file written by an earlier release (67787fa) and works on it.
 #: Versions: 1 = the nightly-run tables (screened_batches, visit_span, span_batches),
 #: finding_lines.excess_units, deduction_items.deadline, code_names; files without schema_meta
-#: are older than 1. Raise it with every change of layout and add the change's statement to the
+#: are older than 1. 2 = supervision over time (medaudit/supervision/store.py: supervision_events,
+#: assessment_runs/results/vetoes, credit_entries, credit_points, watchlist, watch_settings). Raise it with every change of layout and add the change's statement to the
 #: schema strings (never edit a released statement).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class DatabaseTooNew(Exception):
@@ -241,6 +242,10 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     from .prealert import store as prealert_store
 
     con.execute(prealert_store.SCHEMA)
+    # supervision over time: assessments, credit files, the watchlist and their audit log
+    from .supervision import store as supervision_store
+
+    con.execute(supervision_store.SCHEMA)
     if found < SCHEMA_VERSION:
         con.execute("CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER)")
         con.execute("INSERT INTO schema_meta VALUES (?)", [SCHEMA_VERSION])
