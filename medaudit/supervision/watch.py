@@ -1,0 +1,216 @@
+"""The watchlist (重点监控).
+
+Entities (``H001``, ``H001/D01``, ``person:P1``) enter it
+
+- automatically, when ``medaudit watch update`` (or ``--as-of DAY``) finds that
+  - their credit points of the last ``points_window_days`` days (entries dated after the day
+    ``points_window_days`` before, up to the day itself) reach ``points_threshold``, or
+  - ``peer_outlier`` findings (post-hoc, not superseded, dismissed or overturned) name them in
+    at least ``outlier_months`` of the last ``outlier_window`` settlement months (the day's month
+    and those before it) — the finding's doctor when it has one, else its institution;
+- by hand, ``watch add ENTITY --reason``.
+
+An automatic entry leaves on the first ``watch update`` day that is ``clean_days`` or more
+after both its entry day and its last trigger (its latest credit entry, the last day of its
+latest outlier month), and when it no longer meets an entry threshold. A hand entry leaves by
+hand only (``watch remove ENTITY --reason``, which also ends an automatic entry). Every entry
+and exit is a row of ``watchlist`` (never deleted: left ones keep their ``left_on``) and an
+event in ``supervision_events``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+from . import store
+from .credit import Entity, parse_entity
+
+DEFAULTS = {"points_threshold": 12, "points_window_days": 365, "outlier_months": 3, "outlier_window": 6,
+            "clean_days": 180}
+LIMITS = {"points_threshold": (1, 100000), "points_window_days": (1, 3660), "outlier_months": (1, 120),
+          "outlier_window": (1, 120), "clean_days": (1, 3660)}
+
+#: the watched entities of each finding (constant SQL): ``LEFT JOIN {WATCHED_JOIN} USING (finding_id)``
+#: gives ``wf.watched`` (``H001, H001/D01``; NULL: none of its institution, doctor, person is watched)
+WATCHED_JOIN = """(SELECT f.finding_id, string_agg(w.entity, ', ' ORDER BY w.entity) AS watched
+    FROM findings f JOIN watchlist w ON w.left_on IS NULL
+     AND w.entity IN (f.fixmedins_code, f.fixmedins_code || '/' || f.dr_code, 'person:' || f.psn_no)
+    GROUP BY 1) wf"""
+
+
+def settings(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    out = dict(DEFAULTS)
+    out.update({k: int(v) for k, v in con.execute("SELECT key, value FROM watch_settings").fetchall() if k in DEFAULTS})
+    return out
+
+
+def set_settings(con: duckdb.DuckDBPyConnection, values: dict[str, int], by: str, reason: str) -> dict[str, int]:
+    for k, v in values.items():
+        if k not in DEFAULTS:
+            raise store.SupervisionError(f"unknown watch setting {k!r} (known: {', '.join(DEFAULTS)})")
+        lo, hi = LIMITS[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise store.SupervisionError(f"--{k.replace('_', '-')} must be a whole number {lo}..{hi}, got {v!r}")
+    if not (reason or "").strip():
+        raise store.SupervisionError("--reason is required to change the watch settings")
+    new = settings(con) | values
+    if new["outlier_months"] > new["outlier_window"]:
+        raise store.SupervisionError(f"--outlier-months {new['outlier_months']} is more than --outlier-window "
+                                     f"{new['outlier_window']}: no entity could ever enter")
+    with store.transaction(con):
+        store.log(con, by, "watch_settings", "watch", reason, {"from": settings(con), "to": new})
+        for k, v in values.items():
+            con.execute("INSERT OR REPLACE INTO watch_settings VALUES (?, ?)", [k, str(v)])
+    return new
+
+
+def _months_back(day: dt.date, n: int) -> tuple[str, str]:
+    y, m = day.year, day.month - (n - 1)
+    while m <= 0:
+        y, m = y - 1, m + 12
+    return f"{y:04d}-{m:02d}", f"{day.year:04d}-{day.month:02d}"
+
+
+def _month_end(period: str) -> dt.date:
+    y, m = int(period[:4]), int(period[5:])
+    return (dt.date(y + (m == 12), m % 12 + 1, 1) - dt.timedelta(days=1))
+
+
+_OUTLIERS = """
+SELECT CASE WHEN nullif(f.dr_code, '') IS NOT NULL THEN f.fixmedins_code || '/' || f.dr_code ELSE f.fixmedins_code END,
+       CASE WHEN nullif(f.dr_code, '') IS NOT NULL THEN 'doctor' ELSE 'institution' END, f.fixmedins_code,
+       list(DISTINCT f.period ORDER BY f.period)
+FROM findings f
+WHERE f.rule_type = 'peer_outlier' AND f.stage = 'post_hoc' AND f.status NOT IN ('superseded', 'dismissed', 'overturned')
+  AND f.period BETWEEN ? AND ?
+GROUP BY 1, 2, 3
+"""
+
+
+def triggers(con: duckdb.DuckDBPyConnection, on: dt.date, s: dict[str, int]) -> dict[str, tuple[str, str, str]]:
+    """entity -> (kind, institution, why) for every entity meeting an entry threshold on ``on``."""
+    out: dict[str, tuple[str, str, str]] = {}
+    since = on - dt.timedelta(days=s["points_window_days"])
+    for ent, kind, inst, pts in con.execute(
+            """SELECT entity, any_value(entity_kind), any_value(fixmedins_code), sum(points) FROM credit_entries
+               WHERE entry_date > ? AND entry_date <= ? GROUP BY 1 HAVING sum(points) >= ? ORDER BY 1""",
+            [since, on, s["points_threshold"]]).fetchall():
+        out[ent] = (kind, inst, f"信用积分 {pts} ≥ {s['points_threshold']}（{since + dt.timedelta(days=1)} 至 {on}）")
+    first, last = _months_back(on, s["outlier_window"])
+    for ent, kind, inst, months in con.execute(_OUTLIERS, [first, last]).fetchall():
+        if len(months) >= s["outlier_months"] and ent not in out:
+            out[ent] = (kind, inst, f"水位异常（peer_outlier）出现在 {len(months)} 个月（{'、'.join(months)}），"
+                                    f"近 {s['outlier_window']} 个月中 ≥ {s['outlier_months']} 个月")
+    return out
+
+
+def last_trigger(con: duckdb.DuckDBPyConnection, entity: str, on: dt.date) -> dt.date | None:
+    """The latest day something counted against the entity, up to ``on``: a credit entry, or the
+    last day of a month with an outlier finding naming it."""
+    a = con.execute("SELECT max(entry_date) FROM credit_entries WHERE entity = ? AND entry_date <= ?",
+                    [entity, on]).fetchall()[0][0]
+    b = con.execute(
+        """SELECT max(p) FROM (SELECT f.period AS p, CASE WHEN nullif(f.dr_code, '') IS NOT NULL
+                THEN f.fixmedins_code || '/' || f.dr_code ELSE f.fixmedins_code END AS e FROM findings f
+                WHERE f.rule_type = 'peer_outlier' AND f.stage = 'post_hoc'
+                  AND f.status NOT IN ('superseded', 'dismissed', 'overturned') AND f.period <= ?) WHERE e = ?""",
+        [_months_back(on, 1)[1], entity]).fetchall()[0][0]
+    days = [d for d in (a, _month_end(b) if b else None) if d is not None]
+    return max(days) if days else None
+
+
+@dataclass
+class UpdateResult:
+    entered: list[tuple[str, str]]   # (entity, why)
+    left: list[tuple[str, str]]
+
+
+def update(con: duckdb.DuckDBPyConnection, on: dt.date, by: str, as_of: dt.date | None = None) -> UpdateResult:
+    """Apply the thresholds on day ``on``: entries and exits, one transaction, each logged."""
+    s = settings(con)
+    res = UpdateResult([], [])
+    with store.transaction(con):
+        trig = triggers(con, on, s)
+        open_rows = {r[1]: r for r in con.execute(
+            "SELECT watch_id, entity, how, entered_on FROM watchlist WHERE left_on IS NULL").fetchall()}
+        for ent, (kind, inst, why) in sorted(trig.items()):
+            if ent in open_rows:
+                continue
+            how = "points" if why.startswith("信用积分") else "outlier"
+            ev = store.log(con, by, "watch_enter", ent, why, {"how": how, "on": on}, as_of)
+            con.execute("INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", [ent, kind, inst, how, on, why, ev])
+            res.entered.append((ent, why))
+        for ent, (wid, _, how, entered) in sorted(open_rows.items()):
+            if how == "manual" or ent in trig:
+                continue
+            last = last_trigger(con, ent, on)
+            clean_since = max(d for d in (entered, last) if d is not None)
+            if (on - clean_since).days >= s["clean_days"]:
+                why = f"自 {clean_since} 起 {(on - clean_since).days} 天无新违规或水位异常（≥ {s['clean_days']} 天）"
+                ev = store.log(con, by, "watch_leave", ent, why, {"how": how, "on": on}, as_of)
+                con.execute("UPDATE watchlist SET left_on = ?, left_reason = ?, leave_event = ? WHERE watch_id = ?",
+                            [on, why, ev, wid])
+                res.left.append((ent, why))
+    return res
+
+
+def _exists(con: duckdb.DuckDBPyConnection, e: Entity) -> bool:
+    if e.kind == "institution":
+        sql, args = "SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ?", [e.code]
+    elif e.kind == "doctor":
+        sql, args = ("SELECT (SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ? AND chfpdr_code = ?) + "
+                     "(SELECT count(*) FROM fee_list_d WHERE fixmedins_code = ? AND bilg_dr_code = ?)",
+                     [e.institution, e.code, e.institution, e.code])
+    else:
+        sql, args = "SELECT count(*) FROM mdtrt_d WHERE psn_no = ?", [e.code]
+    return con.execute(sql, args).fetchall()[0][0] > 0
+
+
+def add(con: duckdb.DuckDBPyConnection, entity: str, on: dt.date, by: str, reason: str) -> Entity:
+    e = parse_entity(entity)
+    if not (reason or "").strip():
+        raise store.SupervisionError("--reason is required to put an entity under watch by hand")
+    if not _exists(con, e):
+        raise store.SupervisionError(f"{e.key}: no such {e.kind} in the loaded data")
+    with store.transaction(con):
+        cur = con.execute("SELECT how, entered_on FROM watchlist WHERE entity = ? AND left_on IS NULL", [e.key]).fetchall()
+        if cur:
+            raise store.SupervisionError(f"{e.key} is already watched (since {cur[0][1]}, {cur[0][0]})")
+        ev = store.log(con, by, "watch_add", e.key, reason, {"on": on})
+        con.execute("INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event) "
+                    "VALUES (?, ?, ?, 'manual', ?, ?, ?)", [e.key, e.kind, e.institution, on, reason.strip(), ev])
+    return e
+
+
+def remove(con: duckdb.DuckDBPyConnection, entity: str, on: dt.date, by: str, reason: str) -> Entity:
+    e = parse_entity(entity)
+    if not (reason or "").strip():
+        raise store.SupervisionError("--reason is required to take an entity off the watchlist")
+    with store.transaction(con):
+        cur = con.execute("SELECT watch_id FROM watchlist WHERE entity = ? AND left_on IS NULL", [e.key]).fetchall()
+        if not cur:
+            raise store.SupervisionError(f"{e.key} is not on the watchlist")
+        ev = store.log(con, by, "watch_remove", e.key, reason, {"on": on})
+        con.execute("UPDATE watchlist SET left_on = ?, left_reason = ?, leave_event = ? WHERE watch_id = ?",
+                    [on, reason.strip(), ev, cur[0][0]])
+    return e
+
+
+def listing(con: duckdb.DuckDBPyConnection, include_left: bool = False) -> list[dict]:
+    where = "" if include_left else "WHERE left_on IS NULL"
+    cur = con.execute(f"""SELECT w.entity, w.entity_kind, w.how, w.entered_on, w.reason, w.left_on, w.left_reason,
+                                 e.actor FROM watchlist w LEFT JOIN supervision_events e ON e.event_id = w.enter_event
+                          {where} ORDER BY w.entered_on, w.entity, w.watch_id""")
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
+def status(con: duckdb.DuckDBPyConnection, entity_key: str) -> dict | None:
+    """The open watch entry of an entity (None: not watched)."""
+    rows = con.execute("SELECT how, entered_on, reason FROM watchlist WHERE entity = ? AND left_on IS NULL",
+                       [entity_key]).fetchall()
+    return dict(zip(("how", "entered_on", "reason"), rows[0])) if rows else None
