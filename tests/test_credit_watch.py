@@ -42,7 +42,8 @@ def test_finalize_records_each_confirmed_violation_once_per_entity(tmp_path, mon
     assert {e[6] for e in first} == {DAY(2026, 4, 16)}          # the day the statement was judged on
     ev = store.events(con)
     assert [(e["actor"], e["action"]) for e in ev] == [("结算科", "credit_record")]
-    assert ev[0]["detail"] == {"entries": len(first), "findings": in_statements}
+    assert ev[0]["detail"] == {"entries": len(first), "findings": in_statements,
+                               "statements": [s.statement_id for s in res.statements]}
     # again, and catching up every statement: nothing new
     assert credit.update(con, "稽核科") == 0 and entries(con) == first
     assert deduct.finalize(con, "2026-03", clock=clock("2026-04-17")).statements == []

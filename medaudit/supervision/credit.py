@@ -101,7 +101,7 @@ WITH items AS (
     SELECT 'person:' || psn_no, 'person', * FROM items WHERE nullif(psn_no, '') IS NOT NULL
 )
 SELECT e.entity, e.entity_kind, e.fixmedins_code, e.entry_date, e.period, e.nature, e.amount,
-       coalesce(p.points, 0), 'statement', CAST(e.statement_id AS VARCHAR), e.finding_id
+       coalesce(p.points, 0) AS points, 'statement' AS source, CAST(e.statement_id AS VARCHAR) AS source_id, e.finding_id
 FROM ents e LEFT JOIN __credit_points p ON p.nature = e.nature
 WHERE NOT EXISTS (SELECT 1 FROM credit_entries c WHERE c.entity = e.entity AND c.finding_id = e.finding_id)
 ORDER BY e.entry_date, e.finding_id, e.entity_kind
@@ -119,19 +119,20 @@ def record(con: duckdb.DuckDBPyConnection, by: str, statement_ids: list[int] | N
         con.executemany("INSERT INTO __credit_scope VALUES (?)", [[int(s)] for s in statement_ids])
     con.execute("CREATE OR REPLACE TEMP TABLE __credit_points (nature VARCHAR, points INTEGER)")
     con.executemany("INSERT INTO __credit_points VALUES (?, ?)", [[n, p] for n, p in points_table(con).items()])
-    rows = con.execute(_NEW).fetchall()
-    if rows:
-        sids = sorted({int(r[9]) for r in rows})
-        ev = store.log(con, by, "credit_record", "statements " + ",".join(map(str, sids)),
-                       reason or "扣款单确认的违规记入信用档案",
-                       {"entries": len(rows), "findings": len({r[10] for r in rows})})
-        con.executemany(
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __credit_new AS {_NEW}")
+    n, n_findings, sids = con.execute(
+        "SELECT count(*), count(DISTINCT finding_id), list(DISTINCT CAST(source_id AS INTEGER) ORDER BY 1) "
+        "FROM __credit_new").fetchall()[0]
+    if n:
+        shown = ",".join(map(str, sids[:20])) + (f" and {len(sids) - 20} more" if len(sids) > 20 else "")
+        ev = store.log(con, by, "credit_record", "statements " + shown, reason or "扣款单确认的违规记入信用档案",
+                       {"entries": n, "findings": n_findings, "statements": sids})
+        con.execute(
             "INSERT INTO credit_entries (entity, entity_kind, fixmedins_code, entry_date, period, nature, amount, points, "
-            "source, source_id, finding_id, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [list(r) + [ev] for r in rows])
-    con.execute("DROP TABLE __credit_scope")
-    con.execute("DROP TABLE __credit_points")
-    return len(rows)
+            "source, source_id, finding_id, event_id) SELECT *, ? FROM __credit_new", [ev])
+    for t in ("__credit_scope", "__credit_points", "__credit_new"):
+        con.execute(f"DROP TABLE {t}")
+    return n
 
 
 def update(con: duckdb.DuckDBPyConnection, by: str, reason: str = "") -> int:

@@ -74,11 +74,6 @@ def _months_back(day: dt.date, n: int) -> tuple[str, str]:
     return f"{y:04d}-{m:02d}", f"{day.year:04d}-{day.month:02d}"
 
 
-def _month_end(period: str) -> dt.date:
-    y, m = int(period[:4]), int(period[5:])
-    return (dt.date(y + (m == 12), m % 12 + 1, 1) - dt.timedelta(days=1))
-
-
 _OUTLIERS = """
 SELECT CASE WHEN nullif(f.dr_code, '') IS NOT NULL THEN f.fixmedins_code || '/' || f.dr_code ELSE f.fixmedins_code END,
        CASE WHEN nullif(f.dr_code, '') IS NOT NULL THEN 'doctor' ELSE 'institution' END, f.fixmedins_code,
@@ -107,19 +102,21 @@ def triggers(con: duckdb.DuckDBPyConnection, on: dt.date, s: dict[str, int]) -> 
     return out
 
 
-def last_trigger(con: duckdb.DuckDBPyConnection, entity: str, on: dt.date) -> dt.date | None:
-    """The latest day something counted against the entity, up to ``on``: a credit entry, or the
+_ENTITY = ("CASE WHEN nullif(f.dr_code, '') IS NOT NULL THEN f.fixmedins_code || '/' || f.dr_code "
+           "ELSE f.fixmedins_code END")
+
+
+def last_triggers(con: duckdb.DuckDBPyConnection, on: dt.date) -> dict[str, dt.date]:
+    """entity -> the latest day something counted against it, up to ``on``: a credit entry, or the
     last day of a month with an outlier finding naming it."""
-    a = con.execute("SELECT max(entry_date) FROM credit_entries WHERE entity = ? AND entry_date <= ?",
-                    [entity, on]).fetchall()[0][0]
-    b = con.execute(
-        """SELECT max(p) FROM (SELECT f.period AS p, CASE WHEN nullif(f.dr_code, '') IS NOT NULL
-                THEN f.fixmedins_code || '/' || f.dr_code ELSE f.fixmedins_code END AS e FROM findings f
+    return dict(con.execute(
+        f"""SELECT e, max(d) FROM (
+                SELECT entity AS e, max(entry_date) AS d FROM credit_entries WHERE entry_date <= ? GROUP BY 1
+                UNION ALL
+                SELECT {_ENTITY}, last_day(CAST(strptime(max(f.period) || '-01', '%Y-%m-%d') AS DATE)) FROM findings f
                 WHERE f.rule_type = 'peer_outlier' AND f.stage = 'post_hoc'
-                  AND f.status NOT IN ('superseded', 'dismissed', 'overturned') AND f.period <= ?) WHERE e = ?""",
-        [_months_back(on, 1)[1], entity]).fetchall()[0][0]
-    days = [d for d in (a, _month_end(b) if b else None) if d is not None]
-    return max(days) if days else None
+                  AND f.status NOT IN ('superseded', 'dismissed', 'overturned') AND f.period <= ? GROUP BY 1)
+            GROUP BY 1""", [on, _months_back(on, 1)[1]]).fetchall())
 
 
 @dataclass
@@ -144,10 +141,11 @@ def update(con: duckdb.DuckDBPyConnection, on: dt.date, by: str, as_of: dt.date 
             con.execute("INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)", [ent, kind, inst, how, on, why, ev])
             res.entered.append((ent, why))
+        lasts = last_triggers(con, on)
         for ent, (wid, _, how, entered) in sorted(open_rows.items()):
             if how == "manual" or ent in trig:
                 continue
-            last = last_trigger(con, ent, on)
+            last = lasts.get(ent)
             clean_since = max(d for d in (entered, last) if d is not None)
             if (on - clean_since).days >= s["clean_days"]:
                 why = f"自 {clean_since} 起 {(on - clean_since).days} 天无新违规或水位异常（≥ {s['clean_days']} 天）"
