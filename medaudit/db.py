@@ -200,7 +200,8 @@ def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duc
 #: Versions: 1 = the nightly-run tables (screened_batches, visit_span, span_batches),
 #: finding_lines.excess_units, deduction_items.deadline, code_names; files without schema_meta
 #: are older than 1. 2 = supervision over time (medaudit/supervision/store.py: supervision_events,
-#: assessment_runs/results/vetoes, credit_entries, credit_points, watchlist, watch_settings). Raise it with every change of layout and add the change's statement to the
+#: assessment_runs/results/vetoes, credit_entries, credit_points, watchlist, watch_settings, tips,
+#: tip_findings, tip_settings). Raise it with every change of layout and add the change's statement to the
 #: schema strings (never edit a released statement).
 SCHEMA_VERSION = 2
 
@@ -246,6 +247,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     from .supervision import store as supervision_store
 
     con.execute(supervision_store.SCHEMA)
+    from .supervision import tips as supervision_tips
+
+    con.execute(supervision_tips.SCHEMA)
     if found < SCHEMA_VERSION:
         con.execute("CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER)")
         con.execute("INSERT INTO schema_meta VALUES (?)", [SCHEMA_VERSION])

@@ -106,7 +106,10 @@ def gather(con: duckdb.DuckDBPyConnection, first: str, last: str) -> tuple[list[
            FROM finding_events e JOIN findings f USING (finding_id)
            WHERE f.stage = 'post_hoc' AND f.period BETWEEN ? AND ? AND e.action IN ('appeal', 'overturn')
            GROUP BY 1""", args).fetchall()}
-    codes = sorted({r[0] for r in fund} | {r[0] for r in final} | set(found))
+    tips = dict(con.execute(
+        """SELECT fixmedins_code, count(*) FROM tips WHERE status IN ('属实', '奖励已发放') AND fixmedins_code IS NOT NULL
+           AND strftime(received_on, '%Y-%m') BETWEEN ? AND ? GROUP BY 1""", args).fetchall())
+    codes = sorted({r[0] for r in fund} | {r[0] for r in final} | set(found) | set(tips))
     natures = list(NATURES) + sorted({r[2] for r in final} - set(NATURES))
     by_nature: dict[tuple[str, str], list[str]] = {}
     out = {}
@@ -116,6 +119,7 @@ def gather(con: duckdb.DuckDBPyConnection, first: str, last: str) -> tuple[list[
         for n in natures:
             m[f"count.{n}"], m[f"amount.{n}"] = 0, Decimal(0)
         m["appeals_filed"], m["appeals_won"] = (int(x) for x in appeals.get(c, (0, 0)))
+        m["tips_founded"] = int(tips.get(c, 0))
         out[c] = InstResult(c, int(levels.get(c) or 0), m, {})
     first_y, first_m = int(first[:4]), int(first[5:])
     last_m = int(last[5:])

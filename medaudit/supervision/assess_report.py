@@ -28,11 +28,11 @@ def ranking_rows(a: Assessment, nm: names.Names) -> list[list]:
              "是" if r.vetoed else "否", "；".join(f"{v[0]} {v[1]}" for v in r.vetoes), r.measures["violations"],
              r.measures["violation_amount"], r.measures["deductions"], r.measures["fund_pay"],
              r.measures["per_10k_fund"], r.measures["deduction_rate"], r.measures["appeals_filed"],
-             r.measures["appeals_won"]] for r in a.results]
+             r.measures["appeals_won"], r.measures["tips_founded"]] for r in a.results]
 
 
 RANK_HEAD = ["级内排名", "同级机构数", "级别", "机构", "得分", "等级", "一票否决", "否决事项", "违规数", "违规金额（元）",
-             "扣款金额（元）", "基金支付（元）", "每万元基金违规金额", "扣款率", "申诉数", "申诉成立数"]
+             "扣款金额（元）", "基金支付（元）", "每万元基金违规金额", "扣款率", "申诉数", "申诉成立数", "举报属实数"]
 
 
 def write_xlsx(a: Assessment, con: duckdb.DuckDBPyConnection, path: Path) -> Path:
@@ -123,7 +123,7 @@ def render_html(a: Assessment, con: duckdb.DuckDBPyConnection) -> str:
     trend = [(p, sum(r.monthly[p]["violations"] for r in a.results),
               sum((r.monthly[p]["violation_amount"] for r in a.results), Decimal(0)),
               sum((r.monthly[p]["deductions"] for r in a.results), Decimal(0))) for p in months]
-    ranking = _table(RANK_HEAD, ranking_rows(a, nm), num={0, 1, 4, 8, 9, 10, 11, 14, 15})
+    ranking = _table(RANK_HEAD, ranking_rows(a, nm), num={0, 1, 4, 8, 9, 10, 11, 14, 15, 16})
     veto_rows = [[nm.institution(r.code), f"{vid} {vname}", _fmt_measure(val), "、".join(f[:12] for f in fids) or "—"]
                  for r in vetoed for vid, vname, val, fids in r.vetoes]
     vetoes = _table(["机构", "否决事项", "取值", "触发的疑点编号"], veto_rows) if veto_rows else "<p>无。</p>"

@@ -50,6 +50,7 @@ BASE_MEASURES = {
     "appeals_filed": "申诉数: appeals (复议 included) filed on the months' findings",
     "appeals_won": "申诉成立数: appeals a reviewer accepted (撤销扣款)",
     "appeal_win_rate": "申诉成立率: appeals_won / appeals_filed (none without appeals)",
+    "tips_founded": "举报属实数: tips naming the institution, received in the months, found true (属实, 奖励已发放)",
 }
 MEASURES = dict(BASE_MEASURES)
 for _n in NATURES:

@@ -21,10 +21,12 @@ event in ``supervision_events``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import duckdb
 
+from ..hospital_loop import lifecycle
 from . import store
 from .credit import Entity, parse_entity
 
@@ -126,34 +128,68 @@ class UpdateResult:
 
 
 def update(con: duckdb.DuckDBPyConnection, on: dt.date, by: str, as_of: dt.date | None = None) -> UpdateResult:
-    """Apply the thresholds on day ``on``: entries and exits, one transaction, each logged."""
+    """Apply the thresholds on day ``on``: entries and exits, one transaction, one event each
+    (written set-wise: thousands of entries at once are a first run over a year of history)."""
     s = settings(con)
     res = UpdateResult([], [])
     with store.transaction(con):
         trig = triggers(con, on, s)
         open_rows = {r[1]: r for r in con.execute(
             "SELECT watch_id, entity, how, entered_on FROM watchlist WHERE left_on IS NULL").fetchall()}
+        enter = []
         for ent, (kind, inst, why) in sorted(trig.items()):
-            if ent in open_rows:
-                continue
-            how = "points" if why.startswith("信用积分") else "outlier"
-            ev = store.log(con, by, "watch_enter", ent, why, {"how": how, "on": on}, as_of)
-            con.execute("INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", [ent, kind, inst, how, on, why, ev])
-            res.entered.append((ent, why))
+            if ent not in open_rows:
+                how = "points" if why.startswith("信用积分") else "outlier"
+                enter.append({"entity": ent, "kind": kind, "inst": inst, "how": how, "why": why,
+                              "detail": json.dumps({"how": how, "on": str(on)}, ensure_ascii=False, sort_keys=True)})
+                res.entered.append((ent, why))
         lasts = last_triggers(con, on)
+        leave = []
         for ent, (wid, _, how, entered) in sorted(open_rows.items()):
             if how == "manual" or ent in trig:
                 continue
-            last = lasts.get(ent)
-            clean_since = max(d for d in (entered, last) if d is not None)
+            clean_since = max(d for d in (entered, lasts.get(ent)) if d is not None)
             if (on - clean_since).days >= s["clean_days"]:
                 why = f"自 {clean_since} 起 {(on - clean_since).days} 天无新违规或水位异常（≥ {s['clean_days']} 天）"
-                ev = store.log(con, by, "watch_leave", ent, why, {"how": how, "on": on}, as_of)
-                con.execute("UPDATE watchlist SET left_on = ?, left_reason = ?, leave_event = ? WHERE watch_id = ?",
-                            [on, why, ev, wid])
+                leave.append({"entity": ent, "wid": wid, "why": why,
+                              "detail": json.dumps({"how": how, "on": str(on)}, ensure_ascii=False, sort_keys=True)})
                 res.left.append((ent, why))
+        at = lifecycle.wall_now()
+        if enter:
+            _frame(con, "__watch_in", enter)
+            first = con.execute("SELECT coalesce(max(event_id), 0) FROM supervision_events").fetchall()[0][0]
+            con.execute("""INSERT INTO supervision_events (event_at, actor, action, subject, reason, detail, as_of)
+                           SELECT ?, ?, 'watch_enter', entity, why, detail, ? FROM __watch_in ORDER BY entity""",
+                        [at, by, as_of])
+            con.execute("""INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event)
+                           SELECT n.entity, n.kind, n.inst, n.how, ?, n.why, e.event_id FROM __watch_in n
+                           JOIN supervision_events e ON e.subject = n.entity AND e.action = 'watch_enter' AND e.event_id > ?
+                           ORDER BY n.entity""", [on, first])
+            con.execute("DROP TABLE __watch_in")
+        if leave:
+            _frame(con, "__watch_out", leave)
+            first = con.execute("SELECT coalesce(max(event_id), 0) FROM supervision_events").fetchall()[0][0]
+            con.execute("""INSERT INTO supervision_events (event_at, actor, action, subject, reason, detail, as_of)
+                           SELECT ?, ?, 'watch_leave', entity, why, detail, ? FROM __watch_out ORDER BY entity""",
+                        [at, by, as_of])
+            con.execute("""UPDATE watchlist w SET left_on = ?, left_reason = o.why, leave_event = e.event_id
+                           FROM __watch_out o JOIN supervision_events e ON e.subject = o.entity
+                                AND e.action = 'watch_leave' AND e.event_id > ?
+                           WHERE w.watch_id = o.wid""", [on, first])
+            con.execute("DROP TABLE __watch_out")
     return res
+
+
+def _frame(con: duckdb.DuckDBPyConnection, name: str, rows: list[dict]) -> None:
+    """A temp table from Python rows in one step (row-by-row inserts take milliseconds each)."""
+    import polars as pl
+
+    df = pl.DataFrame(rows)
+    con.register("__rows", df)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM __rows")
+    finally:
+        con.unregister("__rows")
 
 
 def _exists(con: duckdb.DuckDBPyConnection, e: Entity) -> bool:
