@@ -95,7 +95,7 @@ def gather(con: duckdb.DuckDBPyConnection, first: str, last: str) -> tuple[list[
            WHERE coalesce(refd_setl_flag, '0') <> '1' AND strftime(setl_time, '%Y-%m') BETWEEN ? AND ?
            GROUP BY 1, 2""", args).fetchall()
     final = con.execute(
-        """SELECT f.fixmedins_code, f.period, coalesce(f.nature, '其他'), f.finding_id, f.flagged_amt, i.amount
+        """SELECT f.fixmedins_code, s.period, coalesce(f.nature, '其他'), f.finding_id, f.flagged_amt, i.amount
            FROM deduction_items i JOIN deduction_statements s USING (statement_id) JOIN findings f USING (finding_id)
            WHERE s.period BETWEEN ? AND ? ORDER BY f.fixmedins_code, f.finding_id""", args).fetchall()
     found = dict(con.execute(

@@ -116,7 +116,10 @@ def render_html(a: Assessment, con: duckdb.DuckDBPyConnection) -> str:
     for lv in sorted({r.level for r in a.results}, reverse=True):
         items = [(f"{r.rank}. {nm.institution(r.code)}{' ✕否决' if r.vetoed else ''}", r.score)
                  for r in a.results if r.level == lv]
-        rank_charts.append(f"<div><h2>{LEVEL_CN.get(lv, lv)}机构得分排名</h2>{_hbar_svg(items, f'{lv} 级得分排名')}</div>")
+        # the chart holds 12 bars: with more institutions, the last 12 of the level (where supervision looks)
+        note = f"（末 12 名，共 {len(items)} 家）" if len(items) > 12 else ""
+        rank_charts.append(f"<div><h2>{LEVEL_CN.get(lv, lv)}机构得分排名{note}</h2>"
+                           f"{_hbar_svg(items[-12:], f'{lv} 级得分排名')}</div>")
     comp = _stacked_svg(sorted(((nm.institution(r.code), [r.measures[f"amount.{n}"] for n in a.natures]) for r in a.results),
                                key=lambda x: (-sum(x[1], Decimal(0)), x[0])), a.natures, "扣款构成（按问题性质）")
     months = sorted({p for r in a.results for p in r.monthly})
