@@ -68,6 +68,12 @@ def test_a_tip_found_true_credits_once_rewards_once_and_counts_in_the_assessment
     assert con.execute("SELECT count(*) FROM credit_entries").fetchall()[0][0] == 3
     a = asm.assess(con, schm.load(), 2026, 3, save=False)
     assert {r.code: r.measures["tips_founded"] for r in a.results} == {"H001": 1, "H002": 0}
+    # findings show names the tip and the watch status
+    from medaudit.supervision import watch
+    watch.add(con, "H001/DR02", dt.date(2026, 4, 1), "科长", "举报属实")
+    con.close()
+    r = CliRunner().invoke(app, ["findings", "show", linked[0], "--db", str(tmp_path / "loop.duckdb")])
+    assert r.exit_code == 0 and "tip 1" in r.output and "watched: H001/DR02" in r.output, r.output
 
 
 @pytest.mark.parametrize("recovered, reward", [("0", "200.00"), ("3999.99", "200.00"), ("4000", "200.00"),

@@ -248,3 +248,18 @@ def status(con: duckdb.DuckDBPyConnection, entity_key: str) -> dict | None:
     rows = con.execute("SELECT how, entered_on, reason FROM watchlist WHERE entity = ? AND left_on IS NULL",
                        [entity_key]).fetchall()
     return dict(zip(("how", "entered_on", "reason"), rows[0])) if rows else None
+
+
+def finding_marks(con: duckdb.DuckDBPyConnection, finding_id: str) -> tuple[str | None, list[int]]:
+    """The watched entities of a finding and the tips it is linked to (``findings show``). A file
+    opened read-only from before these tables existed has neither."""
+    have = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT temporary "
+        "AND table_name IN ('watchlist', 'tip_findings')").fetchall()}
+    watched = None
+    if "watchlist" in have:
+        rows = con.execute(f"SELECT wf.watched FROM {WATCHED_JOIN} WHERE wf.finding_id = ?", [finding_id]).fetchall()
+        watched = rows[0][0] if rows else None
+    tips = [r[0] for r in con.execute("SELECT tip_id FROM tip_findings WHERE finding_id = ? ORDER BY 1",
+                                      [finding_id]).fetchall()] if "tip_findings" in have else []
+    return watched, tips
