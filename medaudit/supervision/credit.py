@@ -121,7 +121,7 @@ def record(con: duckdb.DuckDBPyConnection, by: str, statement_ids: list[int] | N
     con.executemany("INSERT INTO __credit_points VALUES (?, ?)", [[n, p] for n, p in points_table(con).items()])
     con.execute(f"CREATE OR REPLACE TEMP TABLE __credit_new AS {_NEW}")
     n, n_findings, sids = con.execute(
-        "SELECT count(*), count(DISTINCT finding_id), list(DISTINCT CAST(source_id AS INTEGER) ORDER BY 1) "
+        "SELECT count(*), count(DISTINCT finding_id), list(DISTINCT CAST(source_id AS INTEGER) ORDER BY CAST(source_id AS INTEGER)) "
         "FROM __credit_new").fetchall()[0]
     if n:
         shown = ",".join(map(str, sids[:20])) + (f" and {len(sids) - 20} more" if len(sids) > 20 else "")
