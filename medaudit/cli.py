@@ -545,6 +545,13 @@ def findings_show(
         g.add_row("deadline", Text(f"{state[0][0]} (appeal round {state[0][1] or 0})"))
     if state and state[0][2] is not None:
         g.add_row("statement", Text(f"final in deduction statement {state[0][2]}"))
+    from .supervision import watch as _watch
+
+    watched, tips = _watch.finding_marks(con, ref.finding_id)
+    if watched:
+        g.add_row("重点监控", Text(f"watched: {watched}"))
+    if tips:
+        g.add_row("举报 tips", Text(", ".join(f"tip {t}" for t in tips)))
     console.print(g)
     console.print(Text("evidence", style="bold"))
     console.print(Padding(Text(f["evidence"] or ""), (0, 0, 0, 2)), overflow="fold")

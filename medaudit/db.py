@@ -213,9 +213,12 @@ def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duc
 #: Versions: 1 = the nightly-run tables (screened_batches, visit_span, span_batches),
 #: finding_lines.excess_units, deduction_items.deadline, code_names; files without schema_meta
 #: are older than 1. 2 = prealert_results.jr_id without its primary-key index (ids time-ordered;
-#: :func:`medaudit.prealert.store.drop_result_index` rewrites an older file's table). Raise it with every change of layout and add the change's statement to the
+#: :func:`medaudit.prealert.store.drop_result_index` rewrites an older file's table). 3 = supervision
+#: over time (medaudit/supervision/store.py: supervision_events, assessment_runs/results/vetoes,
+#: credit_entries, credit_points, watchlist, watch_settings, tips, tip_findings, tip_settings).
+#: Raise it with every change of layout and add the change's statement to the
 #: schema strings (never edit a released statement).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class DatabaseTooNew(Exception):
@@ -256,6 +259,13 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
     con.execute(prealert_store.SCHEMA)
     prealert_store.drop_result_index(con)  # files made before results ids were time-ordered
+    # supervision over time: assessments, credit files, the watchlist and their audit log
+    from .supervision import store as supervision_store
+
+    con.execute(supervision_store.SCHEMA)
+    from .supervision import tips as supervision_tips
+
+    con.execute(supervision_tips.SCHEMA)
     if found < SCHEMA_VERSION:
         con.execute("CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER)")
         con.execute("INSERT INTO schema_meta VALUES (?)", [SCHEMA_VERSION])

@@ -61,24 +61,30 @@ def list_(
     institution: Optional[str] = typer.Option(None, "--institution"),
     period: Optional[str] = typer.Option(None, "--period", help="only this settlement month YYYY-MM", callback=check_period),
     limit: int = typer.Option(100, "--limit"),
+    watched: bool = typer.Option(False, "--watched", help="only findings of watched entities (重点监控); without it "
+                                                          "they come first, marked"),
     db: Path = DbOption,
 ) -> None:
-    """The review queue: findings waiting for a decision (appealed ones and suspects by default)."""
+    """The review queue: findings waiting for a decision (appealed ones and suspects by default); findings of
+    watched institutions, doctors and persons (重点监控) first."""
     states = [s.strip() for s in status.split(",") if s.strip()]
     unknown = [s for s in states if s not in lifecycle.STATUS_CN]
     if unknown or not states:
         fail(f"--status {status!r}: give states among {', '.join(lifecycle.STATUS_CN)}")
     con = dbm.open_existing(db)
     lifecycle.expire_due(con)
-    rows = lifecycle.queue(con, states, institution=institution, period=period, limit=limit)
+    rows = lifecycle.queue(con, states, institution=institution, period=period, limit=limit, watched_only=watched,
+                           watched_first=True)
     if not rows:
-        console.print(f"Nothing waits for a decision ({', '.join(lifecycle.status_label(s) for s in states)}).",
+        console.print(f"Nothing{' of a watched entity' if watched else ''} waits for a decision "
+                      f"({', '.join(lifecycle.status_label(s) for s in states)}).",
                       highlight=False)
         return
     # one block a finding (readable at 80 columns): heading, the hospital's appeal reason, evidence
     for r in rows:
         print_finding(console, r | {"at_risk": r["claimed_amt"]},
-                      [f"申诉理由 appeal: {r['appeal_reason']}" if r["appeal_reason"] else ""])
+                      [f"重点监控 watched: {r['watched']}" if r["watched"] else "",
+                       f"申诉理由 appeal: {r['appeal_reason']}" if r["appeal_reason"] else ""])
 
 
 def register(root: typer.Typer) -> None:

@@ -165,6 +165,11 @@ def finalize(
                 raise DeductError(f"statement {sid} does not reconcile: " + "; ".join(problems))
             res.statements.append(Statement(sid, period, inst, seq, n_f, n_l, total))
         con.execute("DROP TABLE __cand")
+        if res.statements:
+            # the statements' violations go into the credit files in the same transaction
+            from ..supervision import credit
+
+            credit.record(con, by, [s.statement_id for s in res.statements], f"扣款单 {period} 确认的违规")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

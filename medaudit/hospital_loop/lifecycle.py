@@ -612,6 +612,8 @@ def queue(
     stage: str | None = None,
     sort: str = "default",
     limit: int | None = None,
+    watched_only: bool = False,
+    watched_first: bool = False,
 ) -> list[dict]:
     """Findings by state and filters, as the review queue (``review list``) and the web portal's
     lists show them. ``amount`` is what is at stake: the amount at risk of a suspect awaiting
@@ -639,6 +641,12 @@ def queue(
     if max_amount is not None:
         where.append(f"{amount} <= ?")
         args.append(max_amount)
+    # the watchlist (重点监控): ``watched`` names the watched entities a finding belongs to
+    from ..supervision.watch import WATCHED_JOIN
+
+    if watched_only:
+        where.append("wf.watched IS NOT NULL")
+    order = ("wf.watched IS NULL, " if watched_first else "") + QUEUE_SORTS[sort]
     lim = ""
     if limit is not None:
         lim = " LIMIT ?"
@@ -655,9 +663,11 @@ def queue(
             SELECT f.finding_id, f.rule_id, f.rule_name, f.fixmedins_code, f.period, f.status, f.severity,
                    f.dept_code, f.dr_code, f.mdtrt_id, f.flagged_amt, f.claimed_amt, f.deduction_amt,
                    {amount} AS amount, f.evidence, s.deadline, coalesce(s.appeal_round, 0) AS appeal_round,
-                   s.statement_id, ev.waiting_since, ev.appeal_reason, ev.decision, ev.decision_reason
+                   s.statement_id, ev.waiting_since, ev.appeal_reason, ev.decision, ev.decision_reason,
+                   wf.watched
             FROM findings f LEFT JOIN finding_state s USING (finding_id) LEFT JOIN ev USING (finding_id)
-            WHERE {' AND '.join(where)} ORDER BY {QUEUE_SORTS[sort]}{lim}""", args)
+            LEFT JOIN {WATCHED_JOIN} USING (finding_id)
+            WHERE {' AND '.join(where)} ORDER BY {order}{lim}""", args)
     keys = [d[0] for d in cur.description]
     return [dict(zip(keys, r)) for r in cur.fetchall()]
 

@@ -125,6 +125,7 @@ class ReportData:
     details: list = field(default_factory=list)     # dicts
     lines: list = field(default_factory=list)       # tuples
     statements: list = field(default_factory=list)  # (statement_id, seq, created, n, total)
+    watch: str = "否"                                # 重点监控 status of the institution (and its watched doctors)
 
 
 def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock: lifecycle.Clock | None = None) -> ReportData:
@@ -207,6 +208,12 @@ def gather(con: duckdb.DuckDBPyConnection, institution: str, period: str, clock:
                         FROM deduction_statements WHERE fixmedins_code = ? AND period = ? ORDER BY 1""",
                      [institution, period])
     con.execute("DROP TABLE __rep")
+    # 重点监控: the institution's own entry and its doctors' (medaudit/supervision/watch.py)
+    w = q("""SELECT entity, entity_kind, entered_on, reason FROM watchlist
+             WHERE left_on IS NULL AND fixmedins_code = ? ORDER BY entity_kind DESC, entity""", [institution])
+    if w:
+        d.watch = "；".join(f"{'机构' if k == 'institution' else '医生 ' + e.split('/', 1)[1]}自 {on} 起重点监控（{why}）"
+                           for e, k, on, why in w)
     return d
 
 
@@ -249,7 +256,7 @@ def write_xlsx(d: ReportData, path: Path) -> Path:
     kv = [("机构", inst), ("结算月份", d.period),
           ("生成时间", d.generated.strftime("%Y-%m-%d %H:%M")), ("疑点数", t["n"]), ("涉及就诊人次", t["n_visits"]),
           ("违规金额（元）", t["flagged"]), ("扣款金额（元）", t["deduction"]), ("其中已结算扣款（元）", t["final"]),
-          ("待复核疑点金额（元）", t["at_risk"]), ("待申诉疑点数", t["n_pending_appeal"])]
+          ("待复核疑点金额（元）", t["at_risk"]), ("待申诉疑点数", t["n_pending_appeal"]), ("重点监控", d.watch)]
     for i, (k, v) in enumerate(kv, 2):
         ws.write_string(i, 0, k, head)
         cells.put(ws, i, 1, v)
@@ -429,7 +436,8 @@ def render_html(d: ReportData) -> str:
 <html lang="zh-CN"><head><meta charset="utf-8"><title>扣款依据报表 {_e(d.institution)} {_e(d.period)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
 <body><header><h1>医保基金审核扣款依据报表</h1>
-<p>机构：{_e(names.label(d.institution_name, d.institution))} ｜ 结算月份：{_e(d.period)} ｜ 生成时间：{d.generated:%Y-%m-%d %H:%M}</p></header>
+<p>机构：{_e(names.label(d.institution_name, d.institution))} ｜ 结算月份：{_e(d.period)} ｜ 生成时间：{d.generated:%Y-%m-%d %H:%M}</p>
+<p id="watch">重点监控：{_e(d.watch)}</p></header>
 <main>
 <div class="cards" id="totals">{cards_html}</div>
 <section><h2>按状态</h2>{_table(["状态", "状态代码", "疑点数", "扣款金额（元）"], [list(s) for s in d.by_status], num={2, 3})}
