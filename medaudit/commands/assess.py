@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 
 from .. import db as dbm, names
-from ..clihelp import compact_table
+from ..clihelp import compact_table, fail
 from ..supervision import assess as asm, assess_report, scheme as schm, store
-from ..clihelp import fail
 
 console = Console()
 err = Console(stderr=True)

@@ -9,10 +9,9 @@ import typer
 from rich.console import Console
 
 from .. import db as dbm, names
-from ..clihelp import compact_table
+from ..clihelp import compact_table, fail
 from ..hospital_loop import lifecycle
 from ..supervision import credit as cr, store, watch as wt
-from ..clihelp import fail
 
 console = Console()
 err = Console(stderr=True)

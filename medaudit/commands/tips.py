@@ -10,10 +10,9 @@ import typer
 from rich.console import Console
 
 from .. import db as dbm
-from ..clihelp import compact_table
+from ..clihelp import compact_table, fail
 from ..hospital_loop import lifecycle
 from ..supervision import tips as tp
-from ..clihelp import fail
 
 console = Console()
 err = Console(stderr=True)
