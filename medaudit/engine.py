@@ -376,10 +376,11 @@ INITIAL_STATUS = """CASE WHEN '{stage}' <> 'post_hoc' OR r.rule_type IN ({no_mon
                          WHEN r.severity = 'violation' THEN 'pending_appeal' ELSE 'pending_review' END"""
 
 
-def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> int:
-    """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings."""
-    con.execute(
-        f"""
+def findings_sql(stage: str, run_id: int) -> str:
+    """The script that groups ``hits`` into ``new_findings`` and ``new_finding_lines`` (ids,
+    claims, evidence; nothing carried yet): what :func:`store_findings` runs, and what the Spark
+    runner (:mod:`medaudit.spark`) renders for Spark."""
+    return f"""
         CREATE OR REPLACE TEMP TABLE hit_lines AS
         SELECT h.rule_key, h.finding_key, h.bkkp_sn,
                CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END AS role,
@@ -447,7 +448,11 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
         LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn
         WHERE h.bkkp_sn IS NOT NULL;
         """
-    )
+
+
+def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> int:
+    """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings."""
+    con.execute(findings_sql(stage, run_id))
     n_new = con.execute(
         "SELECT count(*) FROM new_findings WHERE finding_id NOT IN (SELECT finding_id FROM findings)"
     ).fetchall()[0][0]
