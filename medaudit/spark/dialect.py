@@ -136,6 +136,57 @@ def _inline_windows(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+_RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Lag, exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
+
+
+def _ranking_frames(tree: exp.Expression) -> exp.Expression:
+    """A frame on ``row_number()``/``rank()``/``lag()`` (DuckDB ignores it; Spark refuses it) is dropped."""
+    for w in tree.find_all(exp.Window):
+        if isinstance(w.this, _RANKING) and w.args.get("spec"):
+            w.set("spec", None)
+        # row_number() over no order (DuckDB: any row of the partition; Spark wants an order):
+        # ordered by the partition keys, which leaves it as unspecified as in DuckDB
+        if isinstance(w.this, exp.RowNumber) and not w.args.get("order") and w.args.get("partition_by"):
+            w.set("order", exp.Order(expressions=[exp.Ordered(this=e.copy()) for e in w.args["partition_by"]]))
+    return tree
+
+
+def _sp(e: exp.Expression) -> str:
+    return e.sql(dialect="spark", identify=True)
+
+
+def _string_agg(tree: exp.Expression) -> exp.Expression:
+    """``string_agg(x, sep [ORDER BY o, ...]) [FILTER (WHERE c)]`` (Spark 3.5 has no ordered
+    string aggregate): the values collected with their sort keys, sorted, joined; NULL values
+    skipped and NULL when none is left, as in DuckDB. ``DISTINCT`` values are joined in their
+    own order (DuckDB's order is then unspecified; ordered by the values themselves it is the same)."""
+    for gc in list(tree.find_all(exp.GroupConcat)):
+        sep = gc.args.get("separator") or exp.Literal.string(",")
+        node, order = gc.this, None
+        if isinstance(node, exp.Order):
+            order, node = node.expressions, node.this
+        distinct = isinstance(node, exp.Distinct)
+        value = node.expressions[0] if distinct else node
+        filt = gc.parent.expression.this if isinstance(gc.parent, exp.Filter) else None
+        fsql = f" FILTER (WHERE {_sp(filt)})" if filt is not None else ""
+        if distinct:
+            if order and not (len(order) == 1 and order[0].this == value and not order[0].args.get("desc")):
+                raise NotPortable("string_agg(DISTINCT ...) ordered by something else than its value")
+            arr = f"array_sort(collect_set({_sp(value)}){fsql})"
+        elif order:
+            if any(o.args.get("desc") for o in order):
+                raise NotPortable("string_agg(... ORDER BY ... DESC)")
+            keys = ", ".join(f"'k{i}', {_sp(o.this)}" for i, o in enumerate(order))
+            arr = (f"transform(filter(array_sort(collect_list(named_struct({keys}, 'v', {_sp(value)})){fsql}), "
+                   f"s -> s.v IS NOT NULL), s -> s.v)")
+        else:
+            arr = f"collect_list({_sp(value)}){fsql}"
+        new = sqlglot.parse_one(f"CASE WHEN size({arr}) = 0 THEN NULL ELSE array_join({arr}, {_sp(sep)}) END",
+                                read="spark")
+        (gc.parent if filt is not None else gc).replace(new)
+    return tree
+
+
 def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     """One DuckDB SELECT (or SELECT-like statement) as Spark SQL; ``schema``: view -> column -> type."""
     try:
@@ -153,6 +204,8 @@ def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
             raise NotPortable(f"columns could not be resolved: {e}") from e
     tree = _union_by_name(tree)
     tree = _inline_windows(tree)
+    tree = _ranking_frames(tree)
+    tree = _string_agg(tree)
     try:
         return tree.sql(dialect="spark", identify=True, unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.UnsupportedError as e:

@@ -43,6 +43,10 @@ RULE_TABLE_PREFIXES = ("p_", "r_all", "rule_fan")
 #: rule types whose query cannot run on Spark, and why (refused by name, never skipped silently)
 REFUSED: dict[str, str] = {
     "sql": "its rules are DuckDB SQL written by users, run in a DuckDB sandbox (no Spark rendering)",
+    "period_limit": "its query walks periods with WITH RECURSIVE, which Spark SQL 3.5 does not have",
+    "peer_outlier": "its percentiles use DuckDB list aggregates (list_aggregate/quantile_cont over lists)",
+    "price_cap": "a correlated subquery with an aggregate over outer and inner columns (Spark refuses it)",
+    "readmission": "a correlated subquery that unnests a rule parameter list (Spark refuses outer references there)",
 }
 
 
