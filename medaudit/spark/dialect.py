@@ -187,6 +187,16 @@ def _string_agg(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _regexp_groups(tree: exp.Expression) -> exp.Expression:
+    """``regexp_replace``'s group references: ``\\1`` in DuckDB (RE2), ``$1`` in Spark (Java)."""
+    for rr in tree.find_all(exp.RegexpReplace):
+        rep = rr.args.get("replacement")
+        if isinstance(rep, exp.Literal) and rep.is_string:
+            text = rep.this.replace("$", "\\$")
+            rr.set("replacement", exp.Literal.string(re.sub(r"\\(\d)", r"$\1", text)))
+    return tree
+
+
 def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     """One DuckDB SELECT (or SELECT-like statement) as Spark SQL; ``schema``: view -> column -> type."""
     try:
@@ -206,6 +216,7 @@ def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     tree = _inline_windows(tree)
     tree = _ranking_frames(tree)
     tree = _string_agg(tree)
+    tree = _regexp_groups(tree)
     try:
         return tree.sql(dialect="spark", identify=True, unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.UnsupportedError as e:

@@ -46,6 +46,8 @@ REFUSED: dict[str, str] = {
     "period_limit": "its query walks periods with WITH RECURSIVE, which Spark SQL 3.5 does not have",
     "peer_outlier": "its percentiles use DuckDB list aggregates (list_aggregate/quantile_cont over lists)",
     "price_cap": "a correlated subquery with an aggregate over outer and inner columns (Spark refuses it)",
+    "companion_required": "length() of a parameter list (DuckDB's list length; Spark's length() takes strings only)",
+    "secondary_procedure": "a correlated subquery with an aggregate over outer and inner columns (Spark refuses it)",
     "readmission": "a correlated subquery that unnests a rule parameter list (Spark refuses outer references there)",
 }
 
@@ -269,6 +271,12 @@ def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = 
     out.mkdir(parents=True)
     findings = spark.table("new_findings").drop("first_run", "last_run")
     lines = spark.table("new_finding_lines")
+    import pyarrow.parquet as pq
+
+    # the run's rules (what the hospital loop reads when the findings are loaded: a new rule
+    # version supersedes the old open findings)
+    (out / "rules").mkdir()
+    pq.write_table(duck.sql("SELECT * FROM r_all").to_arrow_table(), out / "rules" / "part-0.parquet")
     findings.write.parquet(str(out / "findings"))
     lines.write.parquet(str(out / "finding_lines"))
     n_f, n_fl = findings.count(), lines.count()
@@ -309,8 +317,8 @@ def load_findings(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[int, in
     transaction. Returns (run id, findings read, new findings)."""
     folder = Path(folder)
     meta_file = folder / "run.json"
-    if not meta_file.is_file() or not (folder / "findings").is_dir() or not (folder / "finding_lines").is_dir():
-        raise SparkRunError(f"{folder}: not the output of a Spark run (run.json, findings/, finding_lines/ expected)")
+    if not meta_file.is_file() or not all((folder / d).is_dir() for d in ("findings", "finding_lines", "rules")):
+        raise SparkRunError(f"{folder}: not the output of a Spark run (run.json, findings/, finding_lines/, rules/ expected)")
     try:
         meta = json.loads(meta_file.read_text())
         stage = meta["stage"]
@@ -328,6 +336,8 @@ def load_findings(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[int, in
         con.execute("CREATE OR REPLACE TEMP TABLE new_findings AS SELECT *, CAST(? AS INTEGER) AS first_run, "
                     "CAST(? AS INTEGER) AS last_run FROM read_parquet(?)", [run_id, run_id, f_glob])
         con.execute("CREATE OR REPLACE TEMP TABLE new_finding_lines AS SELECT * FROM read_parquet(?)", [l_glob])
+        con.execute("CREATE OR REPLACE TEMP TABLE r_all AS SELECT * FROM read_parquet(?)",
+                    [str(folder / "rules" / "*.parquet")])
         n_read = con.execute("SELECT count(*) FROM new_findings").fetchall()[0][0]
         n_new = con.execute("SELECT count(*) FROM new_findings WHERE finding_id NOT IN (SELECT finding_id FROM findings)"
                             ).fetchall()[0][0]
