@@ -35,7 +35,7 @@ from ..contract import TABLES as CONTRACT_TABLES
 from ..library import Library
 from ..types import REGISTRY
 from ..types.base import HIT_COLUMNS
-from .dialect import NotPortable, render
+from .dialect import render
 
 #: the Parquet layout a Spark run reads: ``<root>/<table>/*.parquet``, one folder per loaded table
 TABLES = tuple(CONTRACT_TABLES)
@@ -218,7 +218,7 @@ def _register_udfs(spark) -> None:
 
 
 def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = "post_hoc",
-                   skip_refused: bool = False, on_type=None, errors: dict | None = None) -> SparkResult:
+                   skip_refused: bool = False, on_type=None) -> SparkResult:
     """Screen the Parquet batch under ``root`` with the library's rules on Spark; write the
     findings and finding lines under ``out``. Rules of :data:`REFUSED` types stop the run
     (naming them) unless ``skip_refused``, which leaves them out and records which."""
@@ -257,10 +257,9 @@ def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = 
         t = time.perf_counter()
         try:
             engine.run_type(con, REGISTRY[tname])
-        except Exception as e:
-            if errors is None:
-                raise SparkRunError(f"rule type {tname} does not run on Spark: {e}") from e
-            errors[tname] = e  # development: every type's error at once
+        except Exception as e:  # a rendering this module does not know, or Spark refusing the query
+            raise SparkRunError(f"rule type {tname} does not run on Spark ({', '.join(r.id for r in by_type[tname])}): "
+                                f"{str(e).splitlines()[0] if str(e).strip() else repr(e)}") from e
 
         timings[tname] = time.perf_counter() - t
     n_hits = con.spark.sql("SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) "
