@@ -306,6 +306,60 @@ def _screen_summary(con, run_id: int, stage: str, rules) -> None:
         console.print(t)
 
 
+def _screen_spark(target: Path, rules: Path, stage: str, out: Optional[Path], skip_refused: bool, master: str) -> None:
+    from .spark import runner
+
+    if out is None:
+        fail("--engine spark needs --out FOLDER for the findings (bring them in with `medaudit load-findings`)")
+    if not target.is_dir():
+        fail(f"{target}: --engine spark reads a Parquet batch folder (one folder per table: "
+             f"{', '.join(runner.TABLES)}); write one from a database with `medaudit export-parquet`")
+    try:
+        library = load_library(rules)
+    except RuleLibraryError as e:
+        fail("the rule library has problems:\n" + "\n".join(e.problems))
+    try:
+        spark = runner.spark_session(master=master or None)
+        res = runner.screen_parquet(spark, target, library, out, stage=stage, skip_refused=skip_refused)
+    except runner.SparkRunError as e:
+        fail(str(e))
+    for t, ids in sorted(res.refused.items()):
+        console.print(f"[yellow]Not run on Spark[/] ({t}: {escape(runner.REFUSED[t])}): {escape(', '.join(ids))}",
+                      overflow="fold")
+    console.print(f"{res.n_lines:,} lines screened with {res.n_rules:,} rules on Spark in {res.seconds_total:.1f}s: "
+                  f"{res.n_findings:,} findings, {res.n_finding_lines:,} finding lines written to {escape(str(out))}")
+
+
+@app.command("export-parquet")
+def export_parquet(
+    out: Path = typer.Argument(..., help="folder to write: one folder of Parquet per table"),
+    db: Path = DbOption,
+) -> None:
+    """Write a database's loaded tables as a Parquet batch for `screen --engine spark`."""
+    from .spark import runner
+
+    con = dbm.open_existing(db, read_only=True)
+    counts = runner.export_parquet(con, out)
+    console.print(f"Wrote {escape(str(out))}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+
+
+@app.command("load-findings")
+def load_findings(
+    folder: Path = typer.Argument(..., help="the --out folder of `screen --engine spark`"),
+    db: Path = DbOption,
+) -> None:
+    """Bring a Spark run's findings into the database as one screening run (known findings are
+    not added again); the hospital loop and the deductions then work on them as on any run."""
+    from .spark import runner
+
+    con = dbm.open_existing(db)
+    try:
+        run_id, n_read, n_new = runner.load_findings(con, folder)
+    except runner.SparkRunError as e:
+        fail(str(e))
+    console.print(f"Run {run_id}: {n_read:,} findings read, {n_new:,} new.")
+
+
 @app.command()
 def screen(
     target: Path = typer.Argument(..., help="a batch folder (loaded first) or a database file"),
@@ -317,15 +371,25 @@ def screen(
     batch: Optional[list[int]] = typer.Option(None, "--batch", help="screen what this batch touches (repeatable)"),
     since: Optional[str] = typer.Option(None, "--since", help="screen what the batches loaded since this date or time touch"),
     period: Optional[str] = typer.Option(None, "--period", help="screen the visits with lines in this month (YYYY-MM)"),
+    engine: Literal["duckdb", "spark"] = typer.Option(
+        "duckdb", "--engine", help="duckdb (a database file or batch folder) or spark (a Parquet batch: see export-parquet)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="--engine spark: folder for the findings Parquet (then load-findings)"),
+    skip_refused: bool = typer.Option(False, "--skip-refused",
+                                      help="--engine spark: leave out (and list) the rules of types Spark cannot run"),
+    master: str = typer.Option("local[2]", "--master", help="--engine spark: Spark master ('' under spark-submit)"),
 ) -> None:
     """Screen claims with the rule library; findings are stored in the database.
 
     By default a run screens what the batches loaded since the stage's last run touch, reading
     as much history as each rule needs (a period limit's period, a readmission's gap, a month);
     the findings are those a full re-screen gives. --all screens everything again; a changed
-    rule library does so by itself."""
+    rule library does so by itself. --engine spark screens a Parquet batch on Apache Spark and
+    writes the findings as Parquet (--out); `medaudit load-findings` brings them into a database."""
     if stage not in ("post_hoc", "in_process"):
         fail(f"--stage must be post_hoc or in_process, got {stage!r} (pre-alert is `medaudit serve`)")
+    if engine == "spark":
+        _screen_spark(target, rules, stage, out, skip_refused, master)
+        return
     try:
         scope = Scope.from_options(all_, batch, since, period)
     except ScopeError as e:

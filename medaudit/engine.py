@@ -379,10 +379,11 @@ INITIAL_STATUS = """CASE WHEN '{stage}' <> 'post_hoc' OR r.rule_type IN ({no_mon
                          WHEN r.severity = 'violation' THEN 'pending_appeal' ELSE 'pending_review' END"""
 
 
-def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> int:
-    """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings."""
-    con.execute(
-        f"""
+def findings_sql(stage: str, run_id: int) -> str:
+    """The script that groups ``hits`` into ``new_findings`` and ``new_finding_lines`` (ids,
+    claims, evidence; nothing carried yet): what :func:`store_findings` runs, and what the Spark
+    runner (:mod:`medaudit.spark`) renders for Spark."""
+    return f"""
         CREATE OR REPLACE TEMP TABLE hit_lines AS
         SELECT h.rule_key, h.finding_key, h.bkkp_sn,
                CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END AS role,
@@ -446,6 +447,24 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
                f.first_run, f.last_run, f.created_at, m.rule_key AS __rule_key
         FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN r_all r ON r.rule_key = m.rule_key;
 
+
+        -- the findings' lines (a view: read after store_findings has kept the new findings only):
+        -- a (rule, finding key) is one finding of the run and a hit line is once per (rule
+        -- evaluated, finding key), so the rows are distinct as they are
+        CREATE OR REPLACE TEMP VIEW new_finding_lines AS
+        SELECT f.finding_id, h.bkkp_sn, h.role, h.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried,
+               CAST(h.excess_units AS DECIMAL(18,4)) AS excess_units
+        FROM hit_lines_l h JOIN rule_map m ON m.rep_key = h.rule_key
+        JOIN new_findings f ON f.__rule_key = m.rule_key AND f.finding_key = h.finding_key
+        WHERE h.bkkp_sn IS NOT NULL;
+        """
+
+
+def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> int:
+    """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings."""
+    con.execute(findings_sql(stage, run_id))
+    con.execute(
+        f"""
         -- findings already stored keep their rows, state and lines and only take this run as
         -- their last; what is left in new_findings is new
         UPDATE findings SET last_run = {run_id} WHERE finding_id IN (SELECT finding_id FROM new_findings);
@@ -455,14 +474,7 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
     n_new = con.execute("SELECT count(*) FROM new_findings").fetchall()[0][0]
     con.execute(
         """
-        -- the new findings' lines: a (rule, finding key) is one finding of the run and a hit line
-        -- is once per (rule evaluated, finding key), so the rows are distinct as they are
-        INSERT INTO finding_lines BY NAME
-        SELECT f.finding_id, h.bkkp_sn, h.role, h.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried,
-               CAST(h.excess_units AS DECIMAL(18,4)) AS excess_units
-        FROM hit_lines_l h JOIN rule_map m ON m.rep_key = h.rule_key
-        JOIN new_findings f ON f.__rule_key = m.rule_key AND f.finding_key = h.finding_key
-        WHERE h.bkkp_sn IS NOT NULL;
+        INSERT INTO finding_lines BY NAME SELECT * FROM new_finding_lines;
         INSERT INTO findings BY NAME SELECT * EXCLUDE (__rule_key) FROM new_findings;
         """
     )

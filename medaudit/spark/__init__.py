@@ -1,0 +1,1 @@
+"""Screening on Apache Spark (``medaudit screen --engine spark``): see :mod:`medaudit.spark.runner`."""

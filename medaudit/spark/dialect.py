@@ -1,0 +1,223 @@
+"""The engine's DuckDB SQL rendered for Spark SQL: the ONE place where the dialects differ.
+
+Every query the Spark runner runs is the text the DuckDB engine produces (:mod:`medaudit.engine`,
+the rule types' queries, :func:`medaudit.engine.findings_sql`), rendered here:
+
+1. the project's SQL macros (:func:`medaudit.db.install_macros`: ``yuan``, ``qty``,
+   ``age_years``, ``item_ref``, ``*_cn``) are expanded inline from their one DuckDB definition
+   (Spark SQL has no SQL macros); ``xdiv`` stays a call: the runner registers its Python twin
+   (:func:`medaudit.semantics.xdiv`) as a Spark function, since Spark has no 128-bit integers;
+2. ``*`` and ``t.*`` (with DuckDB's ``EXCLUDE``) are expanded against the known columns of the
+   Spark views (sqlglot's qualifier), and ``UNION ALL BY NAME`` branches are put in one column
+   order, since Spark SQL has neither;
+3. sqlglot transpiles the rest (``read="duckdb", write="spark"``).
+
+A statement that does not render raises :class:`NotPortable` naming the construct.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.optimizer.qualify_columns import qualify_columns
+from sqlglot.optimizer.qualify_tables import qualify_tables
+
+
+class NotPortable(Exception):
+    """A DuckDB construct with no Spark rendering here."""
+
+
+#: macros rendered as a registered Spark function rather than inline (see the module doc)
+FUNCTION_MACROS = frozenset({"xdiv"})
+
+
+class _Recorder:
+    """Stands in for a connection to capture the macro script of :func:`medaudit.db.install_macros`."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    def execute(self, sql: str, *_a):
+        self.sql.append(sql)
+        return self
+
+
+_MACRO = re.compile(r"CREATE OR REPLACE TEMP MACRO\s+(\w+)\s*\(([^)]*)\)\s+AS\s+(.*?);\s*(?=--|CREATE|$)", re.S)
+
+
+@lru_cache(maxsize=1)
+def macros() -> dict[str, tuple[list[str], exp.Expression]]:
+    """name -> (argument names, parsed body), from the one definition in :mod:`medaudit.db`."""
+    from .. import db
+
+    rec = _Recorder()
+    db.install_macros(rec)
+    script = "\n".join(rec.sql)
+    script = "\n".join(ln for ln in script.splitlines() if not ln.strip().startswith("--"))
+    out = {}
+    for name, args, body in _MACRO.findall(script + "\n"):
+        if name in FUNCTION_MACROS:
+            continue
+        out[name] = ([a.strip() for a in args.split(",")], sqlglot.parse_one(body, read="duckdb"))
+    if not {"yuan", "qty", "age_years", "item_ref"} <= set(out):
+        raise RuntimeError("the project's macros were not found in medaudit.db.install_macros")
+    return out
+
+
+def _expand_macros(tree: exp.Expression) -> exp.Expression:
+    defs = macros()
+
+    def repl(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and node.name.lower() in defs:
+            names, body = defs[node.name.lower()]
+            args = [_expand_macros(a.copy()) for a in node.expressions]
+            if len(args) != len(names):
+                raise NotPortable(f"macro {node.name} takes {len(names)} arguments, got {len(args)}")
+            bound = dict(zip(names, args))
+
+            def sub(n: exp.Expression) -> exp.Expression:
+                if isinstance(n, exp.Column) and not n.table and n.name in bound:
+                    return exp.Paren(this=bound[n.name].copy())
+                return n
+
+            return exp.Paren(this=body.copy().transform(sub))
+        return node
+
+    return tree.transform(repl)
+
+
+def _union_by_name(tree: exp.Expression) -> exp.Expression:
+    """``A UNION ALL BY NAME B``: B's projections put in A's column order (after star expansion)."""
+    for u in list(tree.find_all(exp.Union)):
+        if not u.args.get("by_name"):
+            continue
+        branches = []
+
+        def flat(n):
+            if isinstance(n, exp.Union) and n.args.get("by_name"):
+                flat(n.left)
+                flat(n.right)
+            else:
+                branches.append(n)
+
+        flat(u)
+        first = [s.alias_or_name for s in branches[0].selects]
+        for b in branches[1:]:
+            by = {s.alias_or_name: s for s in b.selects}
+            if set(by) != set(first):
+                raise NotPortable(f"UNION BY NAME with different columns: {sorted(set(by) ^ set(first))}")
+            b.set("expressions", [by[c] for c in first])
+        for n in [u, *u.find_all(exp.Union)]:
+            n.set("by_name", None)
+    return tree
+
+
+def _inline_windows(tree: exp.Expression) -> exp.Expression:
+    """``f() OVER w ... WINDOW w AS (...)``: the named window written out at each use (Spark's
+    parser reads ``OVER w - x`` as one dashed name)."""
+    for sel in list(tree.find_all(exp.Select)):
+        named = {w.this.name: w for w in sel.args.get("windows") or []}
+        if not named:
+            continue
+        for w in list(sel.find_all(exp.Window)):
+            ref = w.args.get("alias")
+            if ref is None or ref.name not in named or w.parent_select is not sel:
+                continue
+            spec = named[ref.name]
+            for k in ("partition_by", "order", "spec"):
+                if not w.args.get(k) and spec.args.get(k):
+                    w.set(k, spec.args[k].copy() if hasattr(spec.args[k], "copy") else
+                          [e.copy() for e in spec.args[k]])
+            w.set("alias", None)
+        sel.set("windows", None)
+    return tree
+
+
+_RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Lag, exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
+
+
+def _ranking_frames(tree: exp.Expression) -> exp.Expression:
+    """A frame on ``row_number()``/``rank()``/``lag()`` (DuckDB ignores it; Spark refuses it) is dropped."""
+    for w in tree.find_all(exp.Window):
+        if isinstance(w.this, _RANKING) and w.args.get("spec"):
+            w.set("spec", None)
+        # row_number() over no order (DuckDB: any row of the partition; Spark wants an order):
+        # ordered by the partition keys, which leaves it as unspecified as in DuckDB
+        if isinstance(w.this, exp.RowNumber) and not w.args.get("order") and w.args.get("partition_by"):
+            w.set("order", exp.Order(expressions=[exp.Ordered(this=e.copy()) for e in w.args["partition_by"]]))
+    return tree
+
+
+def _sp(e: exp.Expression) -> str:
+    return e.sql(dialect="spark", identify=True)
+
+
+def _string_agg(tree: exp.Expression) -> exp.Expression:
+    """``string_agg(x, sep [ORDER BY o, ...]) [FILTER (WHERE c)]`` (Spark 3.5 has no ordered
+    string aggregate): the values collected with their sort keys, sorted, joined; NULL values
+    skipped and NULL when none is left, as in DuckDB. ``DISTINCT`` values are joined in their
+    own order (DuckDB's order is then unspecified; ordered by the values themselves it is the same)."""
+    for gc in list(tree.find_all(exp.GroupConcat)):
+        sep = gc.args.get("separator") or exp.Literal.string(",")
+        node, order = gc.this, None
+        if isinstance(node, exp.Order):
+            order, node = node.expressions, node.this
+        distinct = isinstance(node, exp.Distinct)
+        value = node.expressions[0] if distinct else node
+        filt = gc.parent.expression.this if isinstance(gc.parent, exp.Filter) else None
+        fsql = f" FILTER (WHERE {_sp(filt)})" if filt is not None else ""
+        if distinct:
+            if order and not (len(order) == 1 and order[0].this == value and not order[0].args.get("desc")):
+                raise NotPortable("string_agg(DISTINCT ...) ordered by something else than its value")
+            arr = f"array_sort(collect_set({_sp(value)}){fsql})"
+        elif order:
+            if any(o.args.get("desc") for o in order):
+                raise NotPortable("string_agg(... ORDER BY ... DESC)")
+            keys = ", ".join(f"'k{i}', {_sp(o.this)}" for i, o in enumerate(order))
+            arr = (f"transform(filter(array_sort(collect_list(named_struct({keys}, 'v', {_sp(value)})){fsql}), "
+                   f"s -> s.v IS NOT NULL), s -> s.v)")
+        else:
+            arr = f"collect_list({_sp(value)}){fsql}"
+        new = sqlglot.parse_one(f"CASE WHEN size({arr}) = 0 THEN NULL ELSE array_join({arr}, {_sp(sep)}) END",
+                                read="spark")
+        (gc.parent if filt is not None else gc).replace(new)
+    return tree
+
+
+def _regexp_groups(tree: exp.Expression) -> exp.Expression:
+    """``regexp_replace``'s group references: ``\\1`` in DuckDB (RE2), ``$1`` in Spark (Java)."""
+    for rr in tree.find_all(exp.RegexpReplace):
+        rep = rr.args.get("replacement")
+        if isinstance(rep, exp.Literal) and rep.is_string:
+            text = rep.this.replace("$", "\\$")
+            rr.set("replacement", exp.Literal.string(re.sub(r"\\(\d)", r"$\1", text)))
+    return tree
+
+
+def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
+    """One DuckDB SELECT (or SELECT-like statement) as Spark SQL; ``schema``: view -> column -> type."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError as e:
+        raise NotPortable(f"does not parse: {str(e).splitlines()[0]}") from e
+    tree = _expand_macros(tree)
+    if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
+           for s in tree.find_all(exp.Star, exp.Column)):
+        try:
+            tree = qualify_tables(tree, dialect="duckdb")
+            tree = qualify_columns(tree, schema=schema, expand_stars=True,
+                                   allow_partial_qualification=True, dialect="duckdb")
+        except Exception as e:  # sqlglot raises OptimizeError and others
+            raise NotPortable(f"columns could not be resolved: {e}") from e
+    tree = _union_by_name(tree)
+    tree = _inline_windows(tree)
+    tree = _ranking_frames(tree)
+    tree = _string_agg(tree)
+    tree = _regexp_groups(tree)
+    try:
+        return tree.sql(dialect="spark", identify=True, unsupported_level=sqlglot.ErrorLevel.RAISE)
+    except sqlglot.errors.UnsupportedError as e:
+        raise NotPortable(str(e)) from e

@@ -1,0 +1,362 @@
+"""Screening on Apache Spark: the engine's own steps, run through a connection that speaks Spark.
+
+:class:`SparkCon` stands where the engine expects a DuckDB connection. The engine's functions
+(:func:`medaudit.engine.prepare_lines`, :func:`~medaudit.engine.register_rules`,
+:func:`~medaudit.engine.run_type`, :func:`~medaudit.engine.findings_sql`) run unchanged; each
+statement they issue is rendered for Spark (:mod:`medaudit.spark.dialect`) and run there:
+
+* ``CREATE TEMP TABLE x AS SELECT`` -> a cached Spark view ``x``; ``CREATE TEMP VIEW`` -> a view;
+* ``INSERT INTO hits BY NAME SELECT`` -> the type's hit rows, checkpointed, appended to ``hits``;
+* a ``SELECT`` that reads only the rule tables (``r_all``, ``p_<type>``, ``rule_fan``) runs on
+  the in-memory DuckDB that built them from the library (they are small); the rule tables are
+  handed to Spark as broadcast views.
+
+Input: a loaded batch as Parquet, one folder per table (:data:`TABLES`), as written by
+:func:`export_parquet`. Output: ``findings/`` and ``finding_lines/`` Parquet folders and
+``run.json``; :func:`load_findings` brings them into a DuckDB file (idempotent: same ids, nothing new).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+from .. import db as dbm
+from .. import engine
+from ..contract import TABLES as CONTRACT_TABLES
+from ..library import Library
+from ..types import REGISTRY
+from ..types.base import HIT_COLUMNS
+from .dialect import render
+
+#: the Parquet layout a Spark run reads: ``<root>/<table>/*.parquet``, one folder per loaded table
+TABLES = tuple(CONTRACT_TABLES)
+RULE_TABLE_PREFIXES = ("p_", "r_all", "rule_fan")
+#: rule types whose query cannot run on Spark, and why (refused by name, never skipped silently)
+REFUSED: dict[str, str] = {
+    "sql": "its rules are DuckDB SQL written by users, run in a DuckDB sandbox (no Spark rendering)",
+    "period_limit": "its query walks periods with WITH RECURSIVE, which Spark SQL 3.5 does not have",
+    "peer_outlier": "its percentiles use DuckDB list aggregates (list_aggregate/quantile_cont over lists)",
+    "price_cap": "a correlated subquery with an aggregate over outer and inner columns (Spark refuses it)",
+    "companion_required": "length() of a parameter list (DuckDB's list length; Spark's length() takes strings only)",
+    "secondary_procedure": "a correlated subquery with an aggregate over outer and inner columns (Spark refuses it)",
+    "readmission": "a correlated subquery that unnests a rule parameter list (Spark refuses outer references there)",
+}
+
+
+class SparkRunError(Exception):
+    """A Spark run that cannot start or finish (the message says what and where)."""
+
+
+def _duck_type_to_spark(t: str) -> str:
+    return sqlglot.exp.DataType.build(t, dialect="duckdb").sql(dialect="spark")
+
+
+class SparkCon:
+    """The subset of a DuckDB connection the engine's screening steps use, over a SparkSession."""
+
+    def __init__(self, spark, rules_con: duckdb.DuckDBPyConnection):
+        self.spark = spark
+        self.duck = rules_con
+        self.schema: dict[str, dict[str, str]] = {}
+        self._rows: list[tuple] = []
+        self.rule_tables: set[str] = set()
+
+    # -- views
+    def view(self, name: str, df, cache: bool = False, broadcast: bool = False):
+        from pyspark.sql.functions import broadcast as bc
+
+        if broadcast:
+            df = bc(df)
+        if cache:
+            df = df.cache()
+        df.createOrReplaceTempView(name)
+        self.schema[name] = {f.name: "VARCHAR" for f in df.schema.fields}
+        return df
+
+    def _push_rule_table(self, name: str) -> None:
+        """A rule table built in DuckDB -> a broadcast Spark view of the same name."""
+        rows = self.duck.sql(f"SELECT * FROM {dbm.ident(name)}").fetchall()
+        fields = [f"`{col}` {_duck_type_to_spark(typ)}"
+                  for col, typ, *_ in self.duck.execute(f"DESCRIBE {dbm.ident(name)}").fetchall()]
+        df = self.spark.createDataFrame(rows, schema=", ".join(fields))
+        self.view(name, df, cache=True, broadcast=True)
+        self.rule_tables.add(name)
+
+    # -- the DuckDB connection surface the engine uses
+    def register(self, name: str, arrow) -> None:
+        self.duck.register(name, arrow)
+
+    def unregister(self, name: str) -> None:
+        self.duck.unregister(name)
+
+    def executemany(self, sql: str, rows) -> None:
+        self.duck.executemany(sql, rows)
+        for t in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Table):
+            if t.name.startswith(RULE_TABLE_PREFIXES):
+                self._push_rule_table(t.name)
+
+    def fetchall(self) -> list[tuple]:
+        return self._rows
+
+    def execute(self, sql: str, params=None):
+        if params:
+            raise SparkRunError("parameters are not passed to Spark statements")
+        for stmt in sqlglot.parse(sql, read="duckdb"):
+            if stmt is not None:
+                self._run(stmt)
+        return self
+
+    def _reads_rule_tables_only(self, tree: exp.Expression) -> bool:
+        ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+        tables = {t.name for t in tree.find_all(exp.Table)} - ctes
+        return bool(tables) and all(t.startswith(RULE_TABLE_PREFIXES) or t.startswith("__") for t in tables)
+
+    def _run(self, stmt: exp.Expression) -> None:
+        if isinstance(stmt, exp.Create):
+            name = stmt.this.this.name if isinstance(stmt.this, exp.Schema) else stmt.this.name
+            kind = (stmt.args.get("kind") or "").upper()
+            body = stmt.expression
+            if self._reads_rule_tables_only(stmt) or name.startswith(RULE_TABLE_PREFIXES):
+                # the rule tables are built in DuckDB from the library, then handed to Spark
+                self.duck.execute(stmt.sql(dialect="duckdb"))
+                self._push_rule_table(name)
+                return
+            if body is None:  # CREATE TABLE x (columns): an empty table
+                cols = [f"CAST(NULL AS {_duck_type_to_spark(c.args['kind'].sql(dialect='duckdb'))}) AS `{c.name}`"
+                        for c in stmt.this.expressions]
+                df = self.spark.sql(f"SELECT {', '.join(cols)} WHERE FALSE")
+                self.view(name, df)
+                return
+            df = self.spark.sql(render(body.sql(dialect="duckdb"), self.schema))
+            self.view(name, df, cache=(kind == "TABLE"))
+            return
+        if isinstance(stmt, exp.Insert):
+            target = stmt.this.this.name if isinstance(stmt.this, exp.Schema) else stmt.this.name
+            if target != "hits":
+                raise SparkRunError(f"unexpected INSERT INTO {target} in a Spark run")
+            self.insert_hits(self.spark.sql(render(stmt.expression.sql(dialect="duckdb"), self.schema)))
+            return
+        if isinstance(stmt, (exp.Select, exp.Union)):
+            if self._reads_rule_tables_only(stmt):
+                self._rows = self.duck.execute(stmt.sql(dialect="duckdb")).fetchall()
+            else:
+                self._rows = [tuple(r) for r in self.spark.sql(render(stmt.sql(dialect="duckdb"), self.schema)).collect()]
+            return
+        raise SparkRunError(f"statement not run on Spark: {stmt.sql(dialect='duckdb')[:120]}")
+
+    def insert_hits(self, df) -> None:
+        from pyspark.sql.functions import col, lit
+
+        have = set(df.columns)
+        spark_types = {k: _duck_type_to_spark(v) for k, v in HIT_COLUMNS.items()}
+        df = df.select([(col(k) if k in have else lit(None)).cast(t).alias(k) for k, t in spark_types.items()])
+        # materialized once: store_findings reads the hits several times
+        df = df.localCheckpoint(eager=True)
+        hits = self.spark.table("hits").unionByName(df)
+        self.view("hits", hits.localCheckpoint(eager=True))
+
+
+def spark_session(master: str = "local[2]", driver_memory: str = "2g", shuffle_partitions: int = 4, app: str = "medaudit"):
+    """A SparkSession with the settings the runner relies on (UTC session time zone, ANSI off)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as e:
+        raise SparkRunError("pyspark is not installed: pip install 'medaudit[spark]'") from e
+    b = (SparkSession.builder.appName(app)
+         .config("spark.sql.session.timeZone", "UTC")
+         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+         .config("spark.sql.ansi.enabled", "false")
+         .config("spark.ui.enabled", "false")
+         .config("spark.ui.showConsoleProgress", "false"))
+    if master:
+        b = b.master(master).config("spark.driver.memory", driver_memory)
+    return b.getOrCreate()
+
+
+def refusals(rules) -> dict[str, list[str]]:
+    """type -> ids of the given rules whose type cannot run on Spark."""
+    out: dict[str, list[str]] = {}
+    for r in rules:
+        if r.type in REFUSED:
+            out.setdefault(r.type, []).append(r.id)
+    return out
+
+
+@dataclass
+class SparkResult:
+    n_lines: int
+    n_rules: int
+    n_hits: int
+    n_findings: int
+    n_finding_lines: int
+    refused: dict[str, list[str]]
+    seconds_by_type: dict[str, float] = field(default_factory=dict)
+    seconds_total: float = 0.0
+
+
+def _register_udfs(spark) -> None:
+    from decimal import Decimal
+
+    from pyspark.sql.types import DecimalType
+
+    from ..semantics import xdiv
+
+    def _xdiv(a, b):
+        r = xdiv(None if a is None else Decimal(a), None if b is None else Decimal(b))
+        return r
+
+    spark.udf.register("xdiv", _xdiv, DecimalType(38, 12))
+
+
+def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = "post_hoc",
+                   skip_refused: bool = False, on_type=None) -> SparkResult:
+    """Screen the Parquet batch under ``root`` with the library's rules on Spark; write the
+    findings and finding lines under ``out``. Rules of :data:`REFUSED` types stop the run
+    (naming them) unless ``skip_refused``, which leaves them out and records which."""
+    t0 = time.perf_counter()
+    root, out = Path(root), Path(out)
+    missing = [t for t in TABLES if not (root / t).is_dir()]
+    if missing:
+        raise SparkRunError(f"{root}: not a Parquet batch: no folder for {', '.join(missing)} "
+                            f"(expected one folder per table: {', '.join(TABLES)})")
+    rules = [r for r in library.rules if stage in r.stages]
+    refused = refusals(rules)
+    if refused and not skip_refused:
+        raise SparkRunError("rules of types that cannot run on Spark: " + "; ".join(
+            f"{t} ({REFUSED[t]}): {', '.join(ids)}" for t, ids in sorted(refused.items())))
+    rules = [r for r in rules if r.type not in refused]
+    duck = duckdb.connect(":memory:")
+    dbm.install_macros(duck)
+    con = SparkCon(spark, duck)
+    _register_udfs(spark)
+    from pyspark.sql.functions import broadcast
+
+    for t in TABLES:
+        df = spark.read.parquet(str(root / t))
+        # knowledge tables are broadcast; the claim tables are large
+        con.view(t, broadcast(df) if t in ("hilist", "psn_death", "purchases", "code_names") else df)
+    n_lines = engine.prepare_lines(con, stage)
+    by_type = engine.register_rules(con, rules, distinct_bodies=True)
+    for name in ("r_all", "rule_fan", *(f"p_{t}" for t in by_type)):
+        if name not in con.rule_tables:
+            con._push_rule_table(name)
+    engine.create_hits(con)
+    timings = {}
+    for i, tname in enumerate(sorted(by_type)):
+        if on_type:
+            on_type(tname, i, len(by_type))
+        t = time.perf_counter()
+        try:
+            engine.run_type(con, REGISTRY[tname])
+        except Exception as e:  # a rendering this module does not know, or Spark refusing the query
+            raise SparkRunError(f"rule type {tname} does not run on Spark ({', '.join(r.id for r in by_type[tname])}): "
+                                f"{str(e).splitlines()[0] if str(e).strip() else repr(e)}") from e
+
+        timings[tname] = time.perf_counter() - t
+    n_hits = con.spark.sql("SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) "
+                           "FROM hits").collect()[0][0]
+    con.execute(engine.findings_sql(stage, 0))
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    findings = spark.table("new_findings").drop("first_run", "last_run", "__rule_key")
+    lines = spark.table("new_finding_lines")
+    import pyarrow.parquet as pq
+
+    # the run's rules (what the hospital loop reads when the findings are loaded: a new rule
+    # version supersedes the old open findings)
+    (out / "rules").mkdir()
+    pq.write_table(duck.sql("SELECT * FROM r_all").to_arrow_table(), out / "rules" / "part-0.parquet")
+    findings.write.parquet(str(out / "findings"))
+    lines.write.parquet(str(out / "finding_lines"))
+    n_f, n_fl = findings.count(), lines.count()
+    res = SparkResult(n_lines, len(rules), n_hits, n_f, n_fl, refused, timings, time.perf_counter() - t0)
+    (out / "run.json").write_text(json.dumps({
+        "stage": stage, "library_digest": library.digest(), "n_rules": len(rules), "n_lines": n_lines,
+        "n_hits": n_hits, "n_findings": n_f, "n_finding_lines": n_fl, "refused": refused,
+        "written_at": dt.datetime.now().isoformat(timespec="seconds")}, ensure_ascii=False, indent=1))
+    return res
+
+
+def export_parquet(con: duckdb.DuckDBPyConnection, root: Path) -> dict[str, int]:
+    """Write the loaded tables of a DuckDB file in the Parquet layout (one folder per table,
+    ``<root>/<table>/part-0.parquet``, the DuckDB columns and types), streamed in record batches."""
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    counts = {}
+    for t in TABLES:
+        d = root / t
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.glob("*.parquet"):
+            old.unlink()
+        reader = con.sql(f"SELECT * FROM {dbm.ident(t)}").to_arrow_reader(500_000)
+        n = 0
+        with pq.ParquetWriter(d / "part-0.parquet", reader.schema) as w:
+            for b in reader:
+                w.write_batch(b)
+                n += b.num_rows
+        counts[t] = n
+    return counts
+
+
+def load_findings(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[int, int, int]:
+    """Bring a Spark run's findings (``folder``: what :func:`screen_parquet` wrote) into a DuckDB
+    file as one screening run: new findings and their lines are inserted, known ones (same id)
+    only touched, the hospital loop's state rows created and the money settled, all in one
+    transaction. Returns (run id, findings read, new findings)."""
+    folder = Path(folder)
+    meta_file = folder / "run.json"
+    if not meta_file.is_file() or not all((folder / d).is_dir() for d in ("findings", "finding_lines", "rules")):
+        raise SparkRunError(f"{folder}: not the output of a Spark run (run.json, findings/, finding_lines/, rules/ expected)")
+    try:
+        meta = json.loads(meta_file.read_text())
+        stage = meta["stage"]
+        if stage not in ("post_hoc", "in_process"):
+            raise ValueError(f"stage {stage!r}")
+    except (ValueError, KeyError) as e:
+        raise SparkRunError(f"{meta_file}: unreadable run description ({e})") from e
+    from ..hospital_loop import lifecycle
+    from .. import money
+
+    f_glob, l_glob = str(folder / "findings" / "*.parquet"), str(folder / "finding_lines" / "*.parquet")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
+        con.execute("CREATE OR REPLACE TEMP TABLE new_findings AS SELECT *, CAST(? AS INTEGER) AS first_run, "
+                    "CAST(? AS INTEGER) AS last_run FROM read_parquet(?)", [run_id, run_id, f_glob])
+        con.execute("CREATE OR REPLACE TEMP TABLE new_finding_lines AS SELECT * FROM read_parquet(?)", [l_glob])
+        con.execute("CREATE OR REPLACE TEMP TABLE r_all AS SELECT * FROM read_parquet(?)",
+                    [str(folder / "rules" / "*.parquet")])
+        n_read = con.execute("SELECT count(*) FROM new_findings").fetchall()[0][0]
+        n_new = con.execute("SELECT count(*) FROM new_findings WHERE finding_id NOT IN (SELECT finding_id FROM findings)"
+                            ).fetchall()[0][0]
+        con.execute(
+            """
+            UPDATE findings SET last_run = ? WHERE finding_id IN (SELECT finding_id FROM new_findings);
+            """, [run_id])
+        con.execute(
+            """
+            INSERT INTO finding_lines BY NAME SELECT * FROM new_finding_lines
+                WHERE finding_id NOT IN (SELECT finding_id FROM findings);
+            INSERT INTO findings BY NAME SELECT * FROM new_findings
+                WHERE finding_id NOT IN (SELECT finding_id FROM findings);
+            """)
+        lifecycle.on_screened(con, stage, run_id)
+        money.settle_deductions(con)
+        con.execute("INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
+                    [run_id, stage, meta.get("library_digest"), meta.get("n_rules"), meta.get("n_hits"), n_new])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return run_id, n_read, n_new
