@@ -548,3 +548,58 @@ def test_serve_key_and_serve_refusals(tmp_path):
     assert out.exit_code == 2 and "NAME=PATH" in "".join(out.output.split())
     out = runner.invoke(cli_app, ["serve", "--db", str(tmp_path / "missing.duckdb"), "--rules", str(rules)])
     assert out.exit_code == 2 and "nosuchdatabase" in "".join(out.output.split())
+
+
+WATCHED_RULES = RULES + f"""
+  - id: R-WATCH-001
+    version: 1
+    name: 重点监控医生：急诊监护限女性（测试用的更严规则）
+    type: restrict_gender
+    items: {{codes: ["{EMERG_MON}"]}}
+    params: {{gender: 2}}
+"""
+
+
+def test_orders_of_a_watched_doctor_are_checked_with_the_watched_rule_set(tmp_path):
+    """重点监控: `serve --watched-rule-set` checks the orders of doctors on the watchlist with a
+    stricter rule set, whatever rule set the request asks for; other doctors, and the same doctor
+    code at another institution, keep the one asked for."""
+    import datetime as dt
+
+    from medaudit.supervision import watch
+
+    b = Batch()
+    v = b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001", chfpdr_code="DR01")
+    b.line(v, BED, bilg_dr_code="DR01")
+    b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002", chfpdr_code="DR01")
+    con = loaded_db(b, tmp_path / "w.duckdb")
+    watch.add(con, "H001/DR01", dt.date(2026, 3, 1), "王芳", "申诉驳回三次")
+    libs = {"default": load_library(write_rules(tmp_path / "rules", RULES)),
+            "strict": load_library(write_rules(tmp_path / "strict", WATCHED_RULES))}
+    with pytest.raises(ValueError, match="not one of the rule sets"):
+        create_app(con, libs, {}, watched_rule_set="nope")
+    app = create_app(con, libs, {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"},
+                     watched_rule_set="strict")
+
+    def rules_of(client, dr: str, key=KEY1, medins="H001", mdtrt="V-OPEN-1") -> set[str]:
+        r = post(client, request([order("RX1", EMERG_MON, drord_dr_codg=dr)], medins_id=medins, mdtrt_id=mdtrt), key=key)
+        assert r.status_code == 200, r.text
+        return {x["rule_id"] for x in r.json()["output"]["result"]}
+
+    with TestClient(app) as client:
+        assert "R-WATCH-001" in rules_of(client, "DR01")  # watched: the strict set
+        assert "R-WATCH-001" not in rules_of(client, "DR02")  # another doctor: the default set
+        assert "R-WATCH-001" not in rules_of(client, "DR01", KEY2, "H002", "V-OPEN-2")  # DR01 of another hospital
+    # the answers are stored (the writer is flushed when the service stops) with the rule set used
+    assert con.execute("SELECT DISTINCT rule_set FROM prealert_results WHERE rule_id = 'R-WATCH-001'").fetchall() == [
+        ("strict",)]
+
+
+def test_serve_refuses_an_unknown_watched_rule_set(tmp_path):
+    b = Batch()
+    b.visit(mdtrt_id="V1")
+    db_path = tmp_path / "s.duckdb"
+    loaded_db(b, db_path).close()
+    r = CliRunner().invoke(cli_app, ["serve", "--db", str(db_path), "--rules", str(write_rules(tmp_path / "r", RULES)),
+                                     "--watched-rule-set", "strict"])
+    assert r.exit_code == 2 and "--watched-rule-set 'strict' is not a rule set" in " ".join(r.output.split()), r.output

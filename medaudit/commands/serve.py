@@ -72,6 +72,10 @@ def register(app: typer.Typer) -> None:
         max_db_checks: Optional[int] = typer.Option(None, "--max-db-checks", min=1, help="3101 checks needing "
                                                     "the database (SQL path) running or waiting at once; beyond "
                                                     "(after --max-wait), 503 (default: sessions x batch)"),
+        watched_rule_set: Optional[str] = typer.Option(None, "--watched-rule-set", help="a rule set (--rule-set "
+                                                      "NAME=PATH) for the orders of doctors on the watchlist (重点监控, "
+                                                      "medaudit watch): it replaces the one a request asks for; the "
+                                                      "watchlist is read again every minute"),
         cache_visits: int = typer.Option(50_000, "--cache-visits", min=1, help="visit contexts loaded on first use "
                                          "kept in memory (fast engine without --preload)"),
     ) -> None:
@@ -95,6 +99,9 @@ def register(app: typer.Typer) -> None:
                 libs[name] = load_library(path)
             except RuleLibraryError as e:
                 fail(f"rule set {name} ({path}) has problems:\n" + "\n".join(e.problems))
+        if watched_rule_set is not None and watched_rule_set not in libs:
+            fail(f"--watched-rule-set {watched_rule_set!r} is not a rule set given with --rule-set NAME=PATH "
+                 f"(rule sets: {', '.join(sorted(libs))})")
         file_keys = {}
         if keys:
             try:
@@ -118,7 +125,8 @@ def register(app: typer.Typer) -> None:
                                  journal=str(journal) if journal else None, max_queue_rows=max_queue_rows,
                                  max_inflight=max_inflight, max_wait=max_wait, window=not whole_history,
                                  history_days=history_days, cache_visits=cache_visits,
-                                 max_db_checks=max_db_checks or max(1, sessions) * max(1, batch))
+                                 max_db_checks=max_db_checks or max(1, sessions) * max(1, batch),
+                                 watched_rule_set=watched_rule_set)
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")

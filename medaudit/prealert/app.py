@@ -32,6 +32,8 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 import uuid
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -189,6 +191,41 @@ def _offline_docs(app: FastAPI) -> None:
                                    swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
+class WatchedDoctors:
+    """The doctors on the watchlist (``watchlist`` rows of kind doctor still watched), by
+    institution; read again every ``ttl`` seconds, so a ``medaudit watch add`` reaches a running
+    service within that (one small query, on the request that finds the copy stale)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, ttl: float = 60.0):
+        self.con, self.ttl = con, ttl
+        self._read_at = float("-inf")
+        self._by_inst: dict[str, frozenset] = {}
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        cur = self.con.cursor()
+        try:
+            rows = cur.execute(
+                """SELECT fixmedins_code, split_part(entity, '/', 2) FROM watchlist
+                   WHERE entity_kind = 'doctor' AND left_on IS NULL""").fetchall()
+        finally:
+            cur.close()
+        by: dict[str, set] = {}
+        for inst, dr in rows:
+            by.setdefault(inst, set()).add(dr)
+        self._by_inst = {k: frozenset(v) for k, v in by.items()}
+
+    def any(self, inst: str, doctors) -> bool:
+        now = time.monotonic()
+        if now - self._read_at > self.ttl:
+            with self._lock:
+                if now - self._read_at > self.ttl:
+                    self._refresh()
+                    self._read_at = now
+        mine = self._by_inst.get(inst)
+        return bool(mine) and any(d in mine for d in doctors if d)
+
+
 def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
                warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
@@ -196,7 +233,7 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                max_orders: int = MAX_ORDERS, max_warns: int = MAX_WARNS, journal: str | None = None,
                max_queue_rows: int = 20_000, max_inflight: int = 64, max_wait: float = 0.1,
                window: bool = False, history_days: int | None = None, cache_visits: int | None = None,
-               max_db_checks: int | None = None) -> FastAPI:
+               max_db_checks: int | None = None, watched_rule_set: str | None = None) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
@@ -300,6 +337,17 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         return {"rss_bytes": rss_bytes(), "duckdb_bytes": sum(tags.values()), "duckdb_limit": limit,
                 "duckdb_by_tag": tags}
 
+    if watched_rule_set is not None and watched_rule_set not in libraries:
+        raise ValueError(f"watched rule set {watched_rule_set!r} is not one of the rule sets ({', '.join(sorted(libraries))})")
+    watched = WatchedDoctors(con) if watched_rule_set else None
+
+    def rule_set_of(req: CheckRequest, inst: str, asked: str) -> str:
+        """The rule set a patient's orders are checked with: the watched set when a new order's
+        doctor is on the watchlist (重点监控, ``medaudit watch``) at this institution."""
+        if watched is not None and watched.any(inst, (o.get("bilg_dr_code") for o in req.orders if o.get("new"))):
+            return watched_rule_set
+        return asked
+
     @app.get("/health")
     def health() -> dict:
         fast = checker.fast
@@ -363,10 +411,10 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
             checker.rules(rule_set)
         except RuleSetError as e:
             raise HTTPException(404, str(e)) from None
-        reqs = _check_requests(body, inst)
+        reqs = [(p, req, rule_set_of(req, inst, rule_set)) for p, req in _check_requests(body, inst)]
         # inline only when nothing waits on the database: the check from memory, the answer queued
-        if checker.writer is not None and all(checker.in_memory(req, rule_set) for _p, req in reqs):
-            results, used = _analyse(checker, inst, rule_set, body.trig_scen, reqs)
+        if checker.writer is not None and all(checker.in_memory(req, rs) for _p, req, rs in reqs):
+            results, used = _analyse(checker, inst, body.trig_scen, reqs)
         else:
             try:  # the database's sessions are few: past them, refuse rather than queue
                 await db_gate.enter()
@@ -376,7 +424,7 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                     "infcode": -1, "err_msg": "the pre-alert service's database checks are at capacity; retry later "
                                               "(the order may go ahead unchecked)"})
             try:
-                results, used = await run_in_threadpool(_analyse, checker, inst, rule_set, body.trig_scen, reqs)
+                results, used = await run_in_threadpool(_analyse, checker, inst, body.trig_scen, reqs)
             finally:
                 await db_gate.leave()
         out = {"infcode": 0, "err_msg": "", "output": {"result": results}}
@@ -457,18 +505,19 @@ def _check_requests(body: Request3101, inst: str) -> list[tuple[str, CheckReques
     return out
 
 
-def _analyse(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str,
-             reqs: list[tuple[str, CheckRequest]]) -> tuple[list[dict], set[str]]:
-    """The 3101 results of the requests (stored as answered) and the paths that answered."""
+def _analyse(checker: OrderChecker, inst: str, trig_scen: str,
+             reqs: list[tuple[str, CheckRequest, str]]) -> tuple[list[dict], set[str]]:
+    """The 3101 results of the requests, each (patn_id, request, rule set), stored as answered;
+    and the paths that answered."""
     results: list[dict] = []
     used: set[str] = set()
     # every visit first: a refused one stops the request before any answer is stored
-    for i, (_p, req) in enumerate(reqs):
+    for i, (_p, req, _rs) in enumerate(reqs):
         try:
             checker.authorize(req, inst)
         except ForeignVisitError as e:
             raise HTTPException(403, f"patient_dtos.{i}.curr_mdtrt_id: {e}") from None
-    for patn_id, req in reqs:
+    for patn_id, req, rule_set in reqs:
         try:
             alerts = checker.check(req, rule_set)
         except RuleSetError as e:
