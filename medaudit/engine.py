@@ -388,7 +388,8 @@ def findings_sql(stage: str, run_id: int) -> str:
         SELECT h.rule_key, h.finding_key, h.bkkp_sn,
                CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END AS role,
                CAST(coalesce(max(h.claim) FILTER (WHERE h.role = 'violating'), 0) AS DECIMAL(38,12)) AS claim,
-               string_agg(DISTINCT h.ev_line, '；') AS ev_line,
+               -- ordered: the same evidence text every run (DISTINCT alone leaves the order to the threads)
+               string_agg(DISTINCT h.ev_line, '；' ORDER BY h.ev_line) AS ev_line,
                any_value(h.ev_head) AS ev_head, any_value(h.mdtrt_id) AS mdtrt_id,
                any_value(h.psn_no) AS psn_no, any_value(h.fixmedins_code) AS fixmedins_code,
                any_value(h.dept_code) AS dept_code, any_value(h.dr_code) AS dr_code,

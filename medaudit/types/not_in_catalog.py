@@ -85,9 +85,11 @@ RULE_TYPE = RuleType(
             WHERE m.deductible > 0 AND EXISTS (SELECT 1 FROM hilist)
               AND NOT EXISTS (SELECT 1 FROM hilist h WHERE {hilist_in_force('h', 'm')})),
         known AS (      -- the code's catalogue rows in force on other dates, for the evidence
-            SELECT hilist_code, string_agg(DISTINCT coalesce(strftime(begndate, '%Y-%m-%d'), '') || ' 至 '
-                                           || coalesce(strftime(enddate, '%Y-%m-%d'), ''), '、') AS spans
-            FROM hilist WHERE hilist_code IN (SELECT hilist_code FROM out) GROUP BY hilist_code)
+            SELECT hilist_code, string_agg(DISTINCT span, '、' ORDER BY span) AS spans   -- in date order, every run
+            FROM (SELECT hilist_code, coalesce(strftime(begndate, '%Y-%m-%d'), '') || ' 至 '
+                                      || coalesce(strftime(enddate, '%Y-%m-%d'), '') AS span
+                  FROM hilist WHERE hilist_code IN (SELECT hilist_code FROM out))
+            GROUP BY hilist_code)
         SELECT o.rule_key, o.mdtrt_id AS finding_key, o.mdtrt_id, o.bkkp_sn, 'violating' AS role,
                o.deductible AS claim, '' AS ev_head,
                {ITEM_REF}
