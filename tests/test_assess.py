@@ -186,3 +186,26 @@ def test_assess_cli_writes_the_table_the_workbook_and_the_page(tmp_path, monkeyp
     assert len(list(wb["月度趋势"].iter_rows())) == 1 + 2 * 12        # two institutions x twelve months
     page = (tmp_path / "a.html").read_text(encoding="utf-8")
     assert page.count("<svg") >= 3 and "<script" not in page and "扣款构成" in page
+
+
+def test_hostile_institution_names_stay_text_in_the_workbook_and_the_page(tmp_path, monkeypatch):
+    """Institution names come from the hospitals' own batches (mdtrt_d.fixmedins_name): in the
+    assessment workbook a formula stays text, in the page a tag stays escaped."""
+    hostile = '=HYPERLINK("http://x.invalid","点我")<script>alert(1)</script>'
+    b, v = loop_batch()
+    for s in b.rows["setl_d"]:
+        s["fund_pay_sumamt"] = "10000"
+    for row in b.rows["mdtrt_d"]:
+        row["fixmedins_name"] = hostile
+    con = loop_db(tmp_path, monkeypatch, b)
+    deduct.finalize(con, "2026-03", clock=clock("2026-04-16"))
+    con.close()
+    path = tmp_path / "loop.duckdb"
+    r = CliRunner().invoke(app, ["assess", "--year", "2026", "--db", str(path), "--out", str(tmp_path / "a.xlsx"),
+                                 "--html", str(tmp_path / "a.html")])
+    assert r.exit_code == 0, r.output
+    wb = openpyxl.load_workbook(tmp_path / "a.xlsx")
+    cells = [c for ws in wb for row in ws.iter_rows() for c in row if isinstance(c.value, str) and "HYPERLINK" in c.value]
+    assert cells and all(c.data_type == "s" for c in cells)  # the name is shown, as text
+    page = (tmp_path / "a.html").read_text(encoding="utf-8")
+    assert "HYPERLINK" in page and "<script" not in page
