@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 
@@ -25,6 +27,23 @@ def ident(name: str) -> str:
     if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ValueError(f"not a safe SQL identifier: {name!r}")
     return f'"{name}"'
+
+
+@contextmanager
+def joins_as_written(con) -> Iterator[None]:
+    """Run the statements inside with DuckDB's join order as the SQL writes it (big table first,
+    the small ones it is joined to after). For statements whose filters DuckDB cannot estimate
+    (the refund netting of ``lines``), its reordering built the hash table on a million fee
+    lines and probed it with 57,000 visits: 2.2 -> 1.4 CPU s at 1M lines. Other engines (the
+    Spark runner's connection) run the statements unchanged."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        yield
+        return
+    con.execute("SET disabled_optimizers = 'join_order'")
+    try:
+        yield
+    finally:
+        con.execute("RESET disabled_optimizers")
 
 
 def date_literal(day: dt.date) -> str:

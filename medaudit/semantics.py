@@ -503,29 +503,36 @@ def matched_sql(p: str, lines: str, has_code: bool, has_prefix: bool, has_all: b
     rules in force and in scope (:data:`rule_in_force`, ``r_all``), a line once per rule in
     :data:`MATCH_ORDER` when ``dedupe``."""
     pri = {k: n for n, k in enumerate(MATCH_ORDER, start=1)}
+    # each item row carries its rule's validity and scope (r_all is joined to the small item
+    # table, not to the lines): the check is then a filter on the matched rows, evaluated where
+    # the type's own joins have already cut them down (joined to the lines, it ran on every line
+    # before them: 0.65 s -> 0.08 s for after_death at 1M lines)
+    pb = (f"(SELECT p.*, r.valid_from AS __vf, r.valid_to AS __vt, r.scope_med_types AS __smt, "
+          f"r.scope_levels AS __sl, r.scope_institutions AS __si FROM {p} p JOIN r_all r ON r.rule_key = p.rule_key)")
     branches = []
     if has_code:
         branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['code']} AS __pri "
-                        f"FROM {lines} l JOIN {p} p ON l.hilist_code = p.code")
+                        f"FROM {lines} l JOIN {pb} p ON l.hilist_code = p.code")
     if has_prefix:
         branches.append(
             f"""SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['prefix']} AS __pri
                 FROM (SELECT l.*, k.n AS __n, left(l.hilist_code, k.n) AS __head FROM {lines} l,
                       (SELECT DISTINCT length(prefix) AS n FROM {p} WHERE prefix IS NOT NULL) k) l
                 -- a code shorter than a prefix length gives itself as its head: the length must agree too
-                JOIN {p} p ON p.prefix = l.__head AND length(p.prefix) = l.__n"""
+                JOIN {pb} p ON p.prefix = l.__head AND length(p.prefix) = l.__n"""
         )
     if has_all:
         branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['all']} AS __pri "
-                        f"FROM {lines} l JOIN {p} p ON p.match_all")
+                        f"FROM {lines} l JOIN {pb} p ON p.match_all")
     if not branches:
-        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {p} p ON FALSE")
+        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {pb} p ON FALSE")
     union = "\nUNION ALL BY NAME\n".join(branches)
     once = "QUALIFY row_number() OVER (PARTITION BY x.rule_key, x.bkkp_sn ORDER BY x.__pri) = 1" if dedupe else ""
+    in_force = rule_in_force.sql("x.__vf", "x.__vt", "x.__smt", "x.__sl", "x.__si", "x.fee_date",
+                                 "x.med_type", "x.inst_level", "x.fixmedins_code")
     return f"""
-        SELECT x.* EXCLUDE (__pri{', __n, __head' if has_prefix else ''}) FROM ({union}) x
-        JOIN r_all r ON r.rule_key = x.rule_key
-        WHERE {rule_in_force_sql('r', 'x.fee_date', 'x')}
+        SELECT x.* EXCLUDE (__pri, __vf, __vt, __smt, __sl, __si{', __n, __head' if has_prefix else ''}) FROM ({union}) x
+        WHERE {in_force}
         {once}
         """
 

@@ -299,20 +299,32 @@ def whole_visit_hits(flagged: str) -> str:
 
 
 
-def percentile_above(x: str, vals: str, n: str, pct: str) -> tuple[str, str]:
+def percentile_terms(vals: str, n: str, pct: str) -> tuple[str, str, str]:
     """SQL for the ``pct``-th percentile (0 < pct < 100, up to 4 decimals) of a sorted list
     ``vals`` of ``n`` values by linear interpolation, as DuckDB's ``quantile_cont``: position
     ``h = (n - 1) * pct / 100``, value ``vals[floor h] + (h - floor h) * (vals[floor h + 1] -
-    vals[floor h])`` (0-based). Returns ``(is_above, value)``: the condition ``x`` strictly above
-    it, decided in exact integer and decimal arithmetic (no float division: a value equal to the
-    percentile is never above it), and the percentile itself for the evidence (12 decimals)."""
+    vals[floor h])`` (0-based). Returns ``(lo, hi, frac)``: the two values it lies between and
+    ``(h - floor h) * 1_000_000`` as an exact decimal (no float division). Computed once per peer
+    group; :func:`percentile_judge` then decides a member against them."""
     num = f"(CAST(({n}) - 1 AS HUGEINT) * CAST(round(({pct}) * 10000) AS HUGEINT))"  # h * 1_000_000
     lo = f"{vals}[CAST({num} // 1000000 AS INTEGER) + 1]"
     hi = f"{vals}[least(CAST({num} // 1000000 AS INTEGER) + 2, {n})]"
     frac = f"CAST({num} % 1000000 AS DECIMAL(18,0))"  # (h - floor h) * 1_000_000
+    return lo, hi, frac
+
+
+def percentile_judge(x: str, lo: str, hi: str, frac: str) -> tuple[str, str]:
+    """``(is_above, value)`` from :func:`percentile_terms`: the condition ``x`` strictly above the
+    percentile, decided in exact integer and decimal arithmetic (a value equal to the percentile
+    is never above it), and the percentile itself for the evidence (12 decimals)."""
     above = f"(({x}) - {lo}) * 1000000 > ({hi} - {lo}) * {frac}"
     value = f"({lo} + xdiv(({hi} - {lo}) * {frac}, 1000000))"
     return above, value
+
+
+def percentile_above(x: str, vals: str, n: str, pct: str) -> tuple[str, str]:
+    """:func:`percentile_terms` and :func:`percentile_judge` in one expression (for one row)."""
+    return percentile_judge(x, *percentile_terms(vals, n, pct))
 
 
 #: ``med_chrgitm_type``: the item classes of a fee line (收费项目类别), the data contract's list

@@ -112,21 +112,22 @@ RULE_TYPE = RuleType(
             SELECT *, left(hilist_code, key_len) AS gkey FROM {{m}}
             WHERE rule_key NOT IN (SELECT rule_key FROM {{p}} WHERE match_all)
                OR (list_type = '101' AND starts_with(hilist_code, 'X'))),
-        codes AS (
-            SELECT rule_key, mdtrt_id, fee_date, gkey, hilist_code, sum(amt) AS day_amt,
-                   arg_min({ITEM_REF}, bkkp_sn) AS ref
-            FROM s GROUP BY ALL),
-        -- groups (rule, visit, day, ingredient) with two codes or more, found by grouping: the
-        -- ranking window runs over their codes only
+        -- groups (rule, visit, day, ingredient) with two codes or more, found by grouping the
+        -- lines: the codes' totals, names and ranks are made for their lines only
         cand AS (
-            SELECT rule_key, mdtrt_id, fee_date, gkey FROM codes
-            GROUP BY rule_key, mdtrt_id, fee_date, gkey HAVING count(*) > 1),
+            SELECT rule_key, mdtrt_id, fee_date, gkey FROM s
+            GROUP BY rule_key, mdtrt_id, fee_date, gkey HAVING count(DISTINCT hilist_code) > 1),
+        codes AS (
+            SELECT s.rule_key, s.mdtrt_id, s.fee_date, s.gkey, s.hilist_code, sum(s.amt) AS day_amt,
+                   arg_min({ITEM_REF}, s.bkkp_sn) AS ref
+            FROM s JOIN cand c
+              ON c.rule_key = s.rule_key AND c.mdtrt_id = s.mdtrt_id
+             AND c.fee_date IS NOT DISTINCT FROM s.fee_date AND c.gkey IS NOT DISTINCT FROM s.gkey
+            GROUP BY ALL),
         ranked AS (
             SELECT k.*, row_number() OVER w AS rk, count(*) OVER w AS ncodes,
                    first_value(k.ref) OVER w AS kept_ref, first_value(k.day_amt) OVER w AS kept_amt
-            FROM codes k JOIN cand c
-              ON c.rule_key = k.rule_key AND c.mdtrt_id = k.mdtrt_id
-             AND c.fee_date IS NOT DISTINCT FROM k.fee_date AND c.gkey IS NOT DISTINCT FROM k.gkey
+            FROM codes k
             WINDOW w AS (PARTITION BY k.rule_key, k.mdtrt_id, k.fee_date, k.gkey ORDER BY k.day_amt DESC, k.hilist_code
                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
         x AS (

@@ -79,9 +79,15 @@ RULE_TYPE = RuleType(
             FROM {{m}} m
             WHERE deductible > 0 AND NOT inpatient
               AND (list_type = '101' OR rule_key IN (SELECT rule_key FROM {{p}} WHERE NOT match_all))),
+        -- the (rule, person, group, month) groups bought on more days than a limit, found by
+        -- grouping: the windows below run over their lines only
+        cand AS (
+            SELECT rule_key, psn_no, grp, month FROM b GROUP BY rule_key, psn_no, grp, month
+            HAVING count(DISTINCT fee_date) + max(CASE WHEN fee_date IS NULL THEN 1 ELSE 0 END) > min(max_days_per_month)),
         d AS (
-            SELECT *, dense_rank() OVER (PARTITION BY rule_key, psn_no, grp, month ORDER BY fee_date) AS day_no
-            FROM b),
+            SELECT b.*, dense_rank() OVER (PARTITION BY b.rule_key, b.psn_no, b.grp, b.month ORDER BY b.fee_date) AS day_no
+            FROM b JOIN cand c ON c.rule_key = b.rule_key AND c.psn_no IS NOT DISTINCT FROM b.psn_no
+                              AND c.grp IS NOT DISTINCT FROM b.grp AND c.month IS NOT DISTINCT FROM b.month),
         g AS (
             SELECT rule_key, psn_no, grp, month, max(day_no) AS n_days,
                    array_to_string(list_sort(list(DISTINCT strftime(fee_date, '%m-%d'))), '、') AS day_list

@@ -113,7 +113,7 @@ RULE_TYPE = RuleType(
         vl AS (SELECT mdtrt_id, count(*) AS n_lines, max(fee_date) AS last_fee,
                       list(DISTINCT med_chrgitm_type) FILTER (WHERE med_chrgitm_type IS NOT NULL) AS classes,
                       bool_or(med_chrgitm_type IS NULL) AS unclassed
-               FROM lines GROUP BY mdtrt_id),
+               FROM lines WHERE inpatient GROUP BY mdtrt_id),   -- stays' lines only (the visit's own flag)
         stays AS (
             SELECT s.*, vl.n_lines, vl.last_fee, vl.classes, {los_so_far('s', 'vl.last_fee')} AS los_now
             FROM {LIVE_VISITS} s JOIN vl USING (mdtrt_id)

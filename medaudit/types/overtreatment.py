@@ -70,7 +70,7 @@ DOC_ZH = """过度检查：检查检验远多于可比就诊。
 """
 
 from .base import ITEM_REF, LINE_FACT, LIVE_VISITS, Param, Reach, RuleType, check_classes, chrg_names, icd, \
-    percentile_above, rule_applies
+    percentile_judge, percentile_terms, rule_applies
 from .peer_outlier import _check_percentile
 
 DEFAULT_CLASSES = ["03", "04"]
@@ -83,7 +83,9 @@ def _classes(v: list) -> str | None:
 #: a line's item by its own name (no rule items here: the type takes none)
 LINE_REF = ITEM_REF.replace("coalesce(hilist_name, item_name)", "hilist_name")
 
-_ABOVE, _PVAL = percentile_above("j.q", "g.vals", "g.n", "g.percentile")
+# the percentile's terms once per peer group (on every member they copied the group's list)
+_LO, _HI, _FRAC = percentile_terms("vals", "n", "percentile")
+_ABOVE, _PVAL = percentile_judge("j.q", "g.p_lo", "g.p_hi", "g.p_frac")
 
 RULE_TYPE = RuleType(
     name="overtreatment",
@@ -108,13 +110,19 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.classes, p.percentile, p.min_peers, r.* EXCLUDE (rule_key)
                     FROM {{p}} p JOIN r_all r USING (rule_key)),
-        vq AS (        -- per rule and visit: its quantity of lines of the classes, and its peer key
+        -- each visit's quantity per item class of any rule's classes, summed once for every rule
+        -- (a visit has a few such classes, not hundreds of lines)
+        cls AS (SELECT DISTINCT unnest(classes) AS c FROM rp),
+        lc AS (SELECT mdtrt_id, med_chrgitm_type, sum(cnt) AS q FROM lines
+               WHERE med_chrgitm_type IN (SELECT c FROM cls) GROUP BY mdtrt_id, med_chrgitm_type),
+        vq AS (        -- per rule and visit with screened lines: its quantity of the classes (0 without), its peer key
             SELECT rp.rule_key, v.mdtrt_id, v.inpatient, v.inst_level, strftime(v.begntime, '%Y-%m') AS month,
                    left({icd('v.main_diag')}, 3) AS dg,
-                   coalesce(sum(l.cnt) FILTER (WHERE list_contains(rp.classes, l.med_chrgitm_type)), 0) AS q
+                   coalesce(sum(l.q), 0) AS q
             FROM rp JOIN {LIVE_VISITS} v ON {rule_applies('rp', 'v.begin_date', 'v')}
-            JOIN lines l ON l.mdtrt_id = v.mdtrt_id
+            LEFT JOIN lc l ON l.mdtrt_id = v.mdtrt_id AND list_contains(rp.classes, l.med_chrgitm_type)
             WHERE v.main_diag IS NOT NULL AND trim(v.main_diag) <> ''
+              AND v.mdtrt_id IN (SELECT mdtrt_id FROM lines)
             GROUP BY rp.rule_key, v.mdtrt_id, v.inpatient, v.inst_level, month, dg),
         g AS (
             SELECT vq.rule_key, month, inpatient, inst_level, dg, count(*) AS n,
@@ -123,14 +131,15 @@ RULE_TYPE = RuleType(
                    any_value(rp.classes) AS classes
             FROM vq JOIN rp USING (rule_key)
             GROUP BY vq.rule_key, month, inpatient, inst_level, dg),
+        gp AS (SELECT g.* EXCLUDE (vals), {_LO} AS p_lo, {_HI} AS p_hi, {_FRAC} AS p_frac FROM g WHERE n >= min_peers),
         judged AS (
             SELECT j.rule_key, j.mdtrt_id, j.month, g.classes,
                    '本次' || CASE WHEN j.inpatient THEN '住院 ' ELSE '门诊 ' END || j.mdtrt_id || ' '
                    || {chrg_names('g.classes')} || ' 数量 ' || qty(j.q) || '，高于同类就诊第 ' || qty(g.percentile)
                    || ' 百分位 ' || qty({_PVAL}) || '（' || j.month || ' 开始的' || CASE WHEN j.inpatient THEN '住院' ELSE '门诊' END
                    || '，' || level_cn(j.inst_level) || '机构，主诊断 ' || j.dg || '；同类 ' || g.n || ' 人次，含本次）' AS ev_head
-            FROM vq j JOIN g USING (rule_key, month, inpatient, inst_level, dg)
-            WHERE g.n >= g.min_peers AND {_ABOVE})
+            FROM vq j JOIN gp g USING (rule_key, month, inpatient, inst_level, dg)
+            WHERE {_ABOVE})
         SELECT j.rule_key, j.mdtrt_id AS finding_key, j.mdtrt_id, l.bkkp_sn, 'violating' AS role,
                l.deductible AS claim, j.ev_head, {LINE_REF} || ' ' || {LINE_FACT} AS ev_line,
                j.month AS peer_month
