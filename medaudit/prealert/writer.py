@@ -311,7 +311,7 @@ class ResultWriter:
             pid = producer_pid(p)
             if pid is not None and pid != os.getpid() and self._alive(pid):
                 continue
-            closed = p.with_name(p.name[: -len(OPEN)])
+            closed = p.with_name(p.name[: -len(".open")])
             try:
                 os.replace(p, closed)
             except FileNotFoundError:  # its producer closed it just now
@@ -554,7 +554,7 @@ class JournalProducer:
             if not seg.written:
                 return
             seg.close()
-            os.replace(seg.path, seg.path.with_name(seg.path.name[: -len(OPEN)]))
+            os.replace(seg.path, seg.path.with_name(seg.path.name[: -len(".open")]))
             self._seg = self._new_segment()
             self.segments += 1
 
