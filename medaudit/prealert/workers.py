@@ -7,7 +7,7 @@ Layout (docs/prealert.md has the picture):
   (``<db>.prealert-snapshot.duckdb``), then runs the **one writer** (:class:`.writer.ResultWriter`
   with ``shared=True``) in a thread: it stores every closed journal segment of every worker, and
   takes over the open segment of a worker that died. It also serves a small HTTP interface on
-  a Unix socket in the journal folder (mode 0600) for the workers: reads of stored results and
+  a Unix socket in a private temporary folder (mode 0700) for the workers: reads of stored results and
   the writer's status. It starts the workers, restarts one that dies, and on SIGTERM/SIGINT
   stops them, stores what is left and removes the snapshot.
 - **Each worker** (``python -m medaudit.prealert.workers CONFIG``) opens the snapshot
@@ -41,6 +41,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -213,7 +214,9 @@ class Supervisor:
         self.config = worker_config
         self.journal = Path(journal) if journal else Path(str(db) + ".prealert-journal")
         self.snapshot = Path(str(db) + ".prealert-snapshot.duckdb")
-        self.sock_path = self.journal / "writer.sock"
+        # a private folder (0700) of its own: a Unix socket's path is at most 107 bytes, the journal's may be longer
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="medaudit-writer-"))
+        self.sock_path = self._sock_dir / "writer.sock"
         self.max_queue_rows = max_queue_rows
         self.procs: dict[int, subprocess.Popen] = {}
         self.started: dict[int, float] = {}
@@ -317,6 +320,7 @@ class Supervisor:
             self._server.shutdown()
             self._server.server_close()
         self.sock_path.unlink(missing_ok=True)
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
         if self.writer is not None:
             self.writer.close()
         self.snapshot.unlink(missing_ok=True)

@@ -255,6 +255,7 @@ class ResultWriter:
         self.last_error: str | None = None
         self._seg = self._new_segment()
         self._pending = self._leftovers()  # segments of an earlier run, or not stored yet
+        self._earlier = set(self._pending)
         self._thread = None
         if start:
             self._thread = threading.Thread(target=self._run, name="prealert-writer", daemon=True)
@@ -367,7 +368,10 @@ class ResultWriter:
                     else:  # read back from the file: an overflowed segment, a producer's, one of an earlier run
                         rows, bad = self._read(path)
                         try:
-                            fresh = write_rows(self.con, rows, idempotent=True, segment=None if bad else path.name)
+                            # the segment's mark alone keeps it once; rows are compared with the stored
+                            # ones only for segments of an earlier run (written before marks existed)
+                            fresh = write_rows(self.con, rows, idempotent=bad or path in self._earlier,
+                                               segment=None if bad else path.name)
                         except pa.ArrowException as e:  # values no column takes: nothing of it is stored
                             rows, bad = {}, [f"rows no table takes ({type(e).__name__}: {e})"]
                         if bad:
