@@ -66,6 +66,18 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
+def tree(pid: int) -> list[int]:
+    """The process and its children (the workers of ``medaudit serve --workers N``)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return [pid, *kids]
+
+
 def write_soak(samples: list[dict], args) -> dict:
     """The memory curve as CSV and SVG (PNG too when matplotlib is installed) next to the results;
     returns its summary (first/last/peak RSS, growth per hour over the run's second half)."""
@@ -143,6 +155,8 @@ def main() -> None:
     ap.add_argument("--soak", type=float, default=None, metavar="MINUTES",
                     help="one open-loop run at --rate for MINUTES, sampling the server's memory (see the doc)")
     ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples (--soak)")
+    ap.add_argument("--workers", default="1", help="medaudit serve --workers (answering processes; auto: one "
+                    "per core); CPU time and RSS then count the writer and every worker")
     ap.add_argument("--serve-arg", action="append", default=[], help="an extra option for medaudit serve "
                     "(repeatable, e.g. --serve-arg=--whole-history)")
     args = ap.parse_args()
@@ -183,7 +197,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "medaudit", "serve", "--db", str(work / "m.duckdb"), "--rules", str(lib_dir),
          "--keys", str(work / "keys.yaml"), "--port", str(port), "--sessions", str(args.sessions),
-         "--batch", str(args.batch), "--engine", args.engine, *(["--preload"] if args.engine == "fast" else []),
+         "--batch", str(args.batch), "--engine", args.engine, "--workers", str(args.workers), *(["--preload"] if args.engine == "fast" else []),
          *args.serve_arg],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -192,7 +206,11 @@ def main() -> None:
         t_up = time.perf_counter()
         while True:
             try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                h = httpx.get(base + "/health", timeout=1)
+                # several workers: measure only once every one is up (connections made before
+                # would all go to the first one for the whole run)
+                if h.status_code == 200 and h.json().get("workers", {}).get("ready", 1) == \
+                        h.json().get("workers", {}).get("of", 1):
                     break
             except httpx.HTTPError:
                 pass
@@ -255,11 +273,14 @@ def main() -> None:
         loadgen.drive(port, raw, rate=0, connections=args.concurrency, seconds=2)
 
         def cpu_s(pid: int) -> float | None:
-            # the server's CPU seconds (user + system): per request, a figure that other load on
-            # the machine does not inflate the way it inflates wall-clock latency
+            # the server's CPU seconds (user + system), its workers' included: per request, a
+            # figure that other load on the machine does not inflate the way it inflates wall-clock latency
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                total = 0.0
+                for q in tree(pid):
+                    fields = Path(f"/proc/{q}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                return total
             except (OSError, ValueError, IndexError):
                 return None
 
@@ -308,7 +329,7 @@ def main() -> None:
             def sample() -> None:
                 with httpx.Client(base_url=base, timeout=5) as c:
                     while not stop.is_set():
-                        row = {"t_s": round(time.perf_counter() - t_start, 1), "rss_mb": rss_mb(server.pid),
+                        row = {"t_s": round(time.perf_counter() - t_start, 1), "rss_mb": round(sum(rss_mb(q) or 0 for q in tree(server.pid)), 1),
                                "loadavg": os.getloadavg()[0]}
                         try:
                             h = c.get("/health").json()
@@ -351,7 +372,7 @@ def main() -> None:
         "history_window": win, "stored_visits_asked": len(recent) if exact_from else len(visits),
         "requests": "half stored stays inside the window, half new stays of known persons" if exact_from
                     else "stored visits (whole history preloaded)",
-        "sessions": args.sessions, "batch": args.batch,
+        "sessions": args.sessions, "batch": args.batch, "workers": args.workers,
         "setup_s": round(setup_s, 1), "server_startup_s": round(startup_s, 1), "cpus": os.cpu_count(),
         "runs": runs, "loadavg_after": os.getloadavg(),
     }

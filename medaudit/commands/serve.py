@@ -76,6 +76,9 @@ def register(app: typer.Typer) -> None:
                                                       "NAME=PATH) for the orders of doctors on the watchlist (重点监控, "
                                                       "medaudit watch): it replaces the one a request asks for; the "
                                                       "watchlist is read again every minute"),
+        workers: str = typer.Option("1", "--workers", help="answering processes on the port (a number, or auto: "
+                                    "one per core); each holds its own read-only context, one writer stores "
+                                    "every worker's answers (docs/prealert.md)"),
         cache_visits: int = typer.Option(50_000, "--cache-visits", min=1, help="visit contexts loaded on first use "
                                          "kept in memory (fast engine without --preload)"),
     ) -> None:
@@ -91,12 +94,21 @@ def register(app: typer.Typer) -> None:
         from ..prealert import store
         from ..prealert.app import create_app
 
-        libs = {}
+        from ..prealert.workers import resolve
+
+        try:
+            n_workers = resolve(workers)
+        except ValueError as e:
+            fail(str(e))
+        if n_workers > 1 and not async_results:
+            fail("--sync-results needs --workers 1 (several workers journal their answers for the one writer)")
+        libs, lib_paths = {}, {}
         for name, path in [("default", str(rules))] + [x.split("=", 1) if "=" in x else ("", x) for x in rule_set]:
             if not name:
                 fail(f"--rule-set must be NAME=PATH, got {path!r}")
             try:
                 libs[name] = load_library(path)
+                lib_paths[name] = str(Path(path).resolve())
             except RuleLibraryError as e:
                 fail(f"rule set {name} ({path}) has problems:\n" + "\n".join(e.problems))
         if watched_rule_set is not None and watched_rule_set not in libs:
@@ -118,6 +130,16 @@ def register(app: typer.Typer) -> None:
 
         if resources.current().memory_limit is None:  # not given: the service's own default, not a quarter of the machine
             con.execute("SET memory_limit = ?", [SERVICE_MEMORY_LIMIT])
+        if n_workers > 1:
+            return _serve_workers(con, db, n_workers, host, port, journal, max_queue_rows, console, err, {
+                "libraries": lib_paths, "keys": str(Path(keys).resolve()) if keys else None, "threads": threads,
+                "memory_limit": resources.current().memory_limit or SERVICE_MEMORY_LIMIT,
+                "app": dict(sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl, preload=preload,
+                            async_results=True, max_body=max_body, max_patients=max_patients,
+                            max_orders=max_orders, max_warns=max_warns, max_inflight=max_inflight,
+                            max_wait=max_wait, window=not whole_history, history_days=history_days,
+                            cache_visits=cache_visits, max_db_checks=max_db_checks or max(1, sessions) * max(1, batch),
+                            watched_rule_set=watched_rule_set)})
         application = create_app(con, libs, file_keys, sessions=sessions, batch=batch, engine=engine,
                                  cache_ttl=cache_ttl, preload=preload,
                                  async_results=async_results, max_body=max_body, max_patients=max_patients,
@@ -147,6 +169,36 @@ def register(app: typer.Typer) -> None:
         # 2,000 visits took 88 ms, and every request waited behind it.
         gc.freeze()
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+    def _serve_workers(con, db: Path, n: int, host: str, port: int, journal, max_queue_rows: int, console, err,
+                       config: dict) -> None:
+        """Several answering processes and one writer (:mod:`medaudit.prealert.workers`)."""
+        import socket
+
+        from ..prealert import store
+        from ..prealert.workers import Supervisor
+
+        store.ensure(con)
+        try:  # the port must be free (the workers share it with SO_REUSEPORT, nobody else may hold it)
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.bind((host, port))
+        except OSError as e:
+            fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+        n_keys = (1 if config["keys"] else 0) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
+        if not n_keys:
+            err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")
+        sup = Supervisor(con, db, n, host, port, config, journal=journal, max_queue_rows=max_queue_rows)
+        try:
+            sup.start()
+            console.print(f"{n} workers starting (each loads its own context from {sup.snapshot.name}); "
+                          f"writer: {sup.journal}")
+            if not sup.wait_ready():
+                err.print("[red]error:[/] a worker ended while starting (its message is above)")
+                raise typer.Exit(1)
+            console.print(f"serving http://{host}:{port} with {n} workers  (docs: /docs)")
+            sup.run()
+        finally:
+            sup.stop()
 
     @app.command("serve-key")
     def serve_key(

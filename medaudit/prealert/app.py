@@ -233,7 +233,8 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                max_orders: int = MAX_ORDERS, max_warns: int = MAX_WARNS, journal: str | None = None,
                max_queue_rows: int = 20_000, max_inflight: int = 64, max_wait: float = 0.1,
                window: bool = False, history_days: int | None = None, cache_visits: int | None = None,
-               max_db_checks: int | None = None, watched_rule_set: str | None = None) -> FastAPI:
+               max_db_checks: int | None = None, watched_rule_set: str | None = None,
+               writer=None, remote=None) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
@@ -252,17 +253,27 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     waiting for a session at once, the same way. ``window`` and ``history_days``: the preloaded
     history only as far back as the rules look (:mod:`.window`; ``medaudit serve --preload`` does
     this unless ``--whole-history``); ``cache_visits``: visit contexts
-    loaded on first use kept at most (fast engine without preload)."""
+    loaded on first use kept at most (fast engine without preload).
+
+    One of several answering processes (``medaudit serve --workers N``, :mod:`.workers`): ``con``
+    is the read-only snapshot, ``writer`` the process's :class:`.writer.JournalProducer` and
+    ``remote`` the client of the one writer (:class:`.workers.WriterClient`), which answers the
+    reads of stored results (3103's ownership check, ``/prealert/results``) after storing every
+    process's answers so far, and gives ``/health`` and ``/metrics`` the other processes' figures."""
     for name, x in (("max_body", max_body), ("max_patients", max_patients), ("max_orders", max_orders),
                     ("max_warns", max_warns)):
         if not isinstance(x, int) or x < 1:
             raise ValueError(f"{name} must be a positive whole number, got {x!r}")
-    store.ensure(con)
+    if remote is None:  # a worker's snapshot is read-only: the writer made the tables
+        store.ensure(con)
     checker = OrderChecker(con, libraries, sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl,
                            preload=preload, window=window, history_days=history_days, cache_visits=cache_visits)
     if warm:
         checker.warm()
-    checker.writer = ResultWriter(con, journal, max_rows=max_queue_rows) if async_results else None
+    if writer is not None:
+        checker.writer = writer
+    else:
+        checker.writer = ResultWriter(con, journal, max_rows=max_queue_rows) if async_results else None
     keys = store.KeyRing(con, file_keys)
     metrics = Metrics()
     admission = Admission(max_inflight, max_wait)
@@ -292,6 +303,7 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     _offline_docs(app)
     app.state.checker = checker
     app.state.metrics, app.state.admission = metrics, admission
+    app.state.remote = remote
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(Instrument, metrics=metrics, admission=admission)  # outermost: refuses before anything
 
@@ -348,25 +360,58 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
             return watched_rule_set
         return asked
 
+    def gauges_of_worker() -> dict:
+        """This process's figures, as a worker reports them to the writer (:mod:`.workers`)."""
+        fast = checker.fast
+        mem = memory()
+        return {"inflight": admission.inflight, "db_checks": db_gate.inflight, "loop_lag_s": round(admission.lag, 4),
+                "rss_bytes": mem["rss_bytes"], "duckdb_bytes": mem["duckdb_bytes"],
+                "context_cache_visits": len(fast.cache._data) if fast else None, "answered": dict(checker.answered)}
+
+    app.state.gauges_of_worker = gauges_of_worker
+
+    def from_writer(call, *args):
+        try:
+            return call(*args)
+        except OSError as e:  # the writer process is restarting or gone: say so, do not guess
+            raise HTTPException(503, f"the result writer is not answering ({e}); retry later",
+                                headers={"Retry-After": "1"}) from None
+
     @app.get("/health")
     def health() -> dict:
         fast = checker.fast
-        results = checker.writer.status() if checker.writer else {"status": "stored with each answer"}
-        return {"status": "ok" if results["status"] in ("ok", "stored with each answer") else "degraded",
-                "results": results, "memory": memory(),
-                "admission": {"inflight": admission.inflight, "max_inflight": admission.limit,
-                              "db_checks": db_gate.inflight, "max_db_checks": db_gate.limit,
-                              "max_wait_s": admission.max_wait, "loop_lag_s": round(admission.lag, 4)},
-                "history_window": checker.window.describe() if checker.window else None,
-                "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
-                "engine": checker.engine,
-                "fast_covers": {k: fast.covered[k] for k in checker.rule_sets} if fast else {},
-                "answered": dict(checker.answered),
-                "context_cache": {"visits": len(fast.cache._data), "loads": fast.cache.loads,
-                                  "hits": fast.cache.hits} if fast else None}
+        if remote is not None:  # the one writer's status, and each worker's figures
+            state = from_writer(remote.status)
+            results = state["writer"]
+        else:
+            state = None
+            results = checker.writer.status() if checker.writer else {"status": "stored with each answer"}
+        out = {"status": "ok" if results["status"] in ("ok", "stored with each answer") else "degraded",
+               "results": results, "memory": memory(),
+               "admission": {"inflight": admission.inflight, "max_inflight": admission.limit,
+                             "db_checks": db_gate.inflight, "max_db_checks": db_gate.limit,
+                             "max_wait_s": admission.max_wait, "loop_lag_s": round(admission.lag, 4)},
+               "history_window": checker.window.describe() if checker.window else None,
+               "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
+               "engine": checker.engine,
+               "fast_covers": {k: fast.covered[k] for k in checker.rule_sets} if fast else {},
+               "answered": dict(checker.answered),
+               "context_cache": {"visits": len(fast.cache._data), "loads": fast.cache.loads,
+                                 "hits": fast.cache.hits} if fast else None}
+        if state is not None:
+            out["worker"] = {**state["me"], "journal": checker.writer.status()}
+            out["workers"] = {**state["workers"], "each": [{k: v for k, v in w.items() if k != "metrics"}
+                                                            for w in state["workers"]["each"]]}
+            if state["workers"]["ready"] < state["workers"]["of"]:
+                out["status"] = "degraded"
+        return out
 
     @app.get("/metrics", include_in_schema=True, summary="Prometheus metrics (text format 0.0.4)")
     def prometheus() -> Response:
+        if remote is not None:  # every worker's counters summed, its gauges labelled worker="N"
+            state = from_writer(remote.status)
+            return Response(workers_metrics(metrics, state, gauges_of_worker(), state["writer"]),
+                            media_type="text/plain; version=0.0.4; charset=utf-8")
         w = checker.writer.status() if checker.writer else None
         mem = memory()
         fast = checker.fast
@@ -439,12 +484,14 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         ids = [w.warn_rslt_id for w in body.warns]
 
         def owned() -> set:
+            if remote is not None:  # the writer stores every worker's answers so far, then looks
+                return from_writer(remote.owned, inst, ids)
             return {r[0] for r in cur.execute(
                 f"SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND jr_id IN ({', '.join('?' for _ in ids)})",
                 [inst, *ids]).fetchall()}
 
         own = owned()
-        if len(own) < len(set(ids)) and checker.writer:  # answered moments ago: stored once the writer is flushed
+        if len(own) < len(set(ids)) and checker.writer and remote is None:  # answered moments ago: stored once the writer is flushed
             checker.writer.flush()
             own = owned()
         missing = [f"warns.{i}.warn_rslt_id {w.warn_rslt_id!r}" for i, w in enumerate(body.warns) if w.warn_rslt_id not in own]
@@ -467,9 +514,13 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
 
     @app.get("/prealert/results/{jr_id}", summary="one answered result of this institution")
     def result(jr_id: str, inst: str = Depends(institution)) -> dict:
-        if checker.writer:
+        if remote is not None:  # answered by any worker: the writer stores them all, then reads
             checker.writer.flush()
-        rows = _results(con, inst, "r.jr_id = ?", [jr_id])
+            rows = from_writer(remote.results, inst, "jr_id", jr_id, 1)
+        else:
+            if checker.writer:
+                checker.writer.flush()
+            rows = _results(con, inst, "r.jr_id = ?", [jr_id])
         if not rows:
             raise HTTPException(404, f"no result {jr_id!r} for this institution")
         return rows[0]
@@ -477,12 +528,53 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     @app.get("/prealert/results", summary="answered results of this institution")
     def results(inst: str = Depends(institution), mdtrt_id: Optional[str] = None,
                 limit: int = Query(100, ge=1, le=1000)) -> dict:
+        if remote is not None:
+            checker.writer.flush()
+            return {"result": from_writer(remote.results, inst, "mdtrt_id", mdtrt_id, limit)}
         if checker.writer:
             checker.writer.flush()
         where, args = ("r.mdtrt_id = ?", [mdtrt_id]) if mdtrt_id else ("TRUE", [])
         return {"result": _results(con, inst, where, args, limit)}
 
     return app
+
+
+def workers_metrics(metrics: Metrics, state: dict, mine: dict, writer: dict) -> str:
+    """``/metrics`` of a service of several workers: the counters and the latency histogram summed
+    over every worker (this one's live, the others' as last reported, at most a second old), the
+    writer's gauges once, each worker's gauges with a ``worker`` label (its slot, 0..N-1)."""
+    total = Metrics()
+    me = state["me"]["slot"]
+    total.absorb(metrics.state())
+    for w in state["workers"]["each"]:
+        if w["slot"] != me and w.get("metrics"):
+            total.absorb(w["metrics"])
+    each = {w["slot"]: w.get("gauges") or {} for w in state["workers"]["each"]}
+    each[me] = mine
+
+    def per(key):
+        return [((("worker",), (str(k),)), g.get(key)) for k, g in sorted(each.items()) if g.get(key) is not None]
+
+    gauges = [
+        ("medaudit_prealert_workers", "Answering processes configured.", state["workers"]["of"]),
+        ("medaudit_prealert_workers_ready", "Answering processes up and reporting.", state["workers"]["ready"]),
+        ("medaudit_prealert_inflight", "Requests in progress (admission counts them), per worker.", per("inflight")),
+        ("medaudit_prealert_db_checks", "3101 checks needing the database, running or waiting, per worker.",
+         per("db_checks")),
+        ("medaudit_prealert_loop_lag_seconds", "How far behind each worker's event loop runs.", per("loop_lag_s")),
+        ("medaudit_prealert_writer_journal_segments", "Journal segments not stored yet (every worker's).",
+         writer["journal_segments"]),
+        ("medaudit_prealert_writer_failures_total", "Stores that failed (retried from the journal).",
+         writer["failures"]),
+        ("medaudit_prealert_writer_stored_rows_total", "Rows the writer stored.", writer["stored_rows"]),
+        ("medaudit_prealert_context_cache_visits", "Visit contexts in memory (fast engine), per worker.",
+         per("context_cache_visits")),
+        ("process_resident_memory_bytes", "Resident memory of each worker process.", per("rss_bytes")),
+        ("medaudit_prealert_writer_resident_memory_bytes", "Resident memory of the writer process.",
+         state.get("writer_rss_bytes")),
+        ("medaudit_duckdb_memory_bytes", "Memory DuckDB's buffer manager holds, per worker.", per("duckdb_bytes")),
+    ]
+    return total.render(gauges)
 
 
 def _check_requests(body: Request3101, inst: str) -> list[tuple[str, CheckRequest]]:

@@ -94,12 +94,35 @@ class Metrics:
             h[len(BUCKETS)] += 1
             h[-1] += seconds
 
+    def state(self) -> dict:
+        """The counters and histogram as JSON values (a worker reports them to the writer)."""
+        with self._lock:
+            return {"requests": [[*k, n] for k, n in self.requests.items()],
+                    "errors": [[*k, n] for k, n in self.errors.items()],
+                    "overload": [[*k, n] for k, n in self.overload.items()],
+                    "hist": {r: list(h) for r, h in self.hist.items()}}
+
+    def absorb(self, state: dict) -> None:
+        """Add another process's :meth:`state` to these counters (``/metrics`` of several workers)."""
+        with self._lock:
+            for name in ("requests", "errors", "overload"):
+                mine = getattr(self, name)
+                for *k, n in state.get(name, ()):
+                    mine[tuple(k)] = mine.get(tuple(k), 0) + n
+            for r, h in state.get("hist", {}).items():
+                if len(h) != len(BUCKETS) + 2:
+                    continue
+                mine = self.hist.setdefault(r, [0] * (len(BUCKETS) + 1) + [0.0])
+                for i, v in enumerate(h):
+                    mine[i] += v
+
     def refused(self, route: str, reason: str) -> None:
         with self._lock:
             self.overload[(route, reason)] = self.overload.get((route, reason), 0) + 1
 
     def render(self, gauges: list[tuple[str, str, float | None]]) -> str:
-        """The text format: every counter and the histogram, then ``gauges`` (name, help, value)."""
+        """The text format: every counter and the histogram, then ``gauges`` (name, help, value);
+        a value may be a list of ((label names, label values), value), one series each."""
         out: list[str] = []
 
         def family(name: str, kind: str, help_: str) -> None:
@@ -124,10 +147,14 @@ class Metrics:
                 out.append(f"{PREFIX}_request_seconds_sum{_labels(('route',), (r,))} {_num(h[-1])}")
                 out.append(f"{PREFIX}_request_seconds_count{_labels(('route',), (r,))} {h[len(BUCKETS)]}")
         for name, help_, value in gauges:
-            if value is None:
+            if value is None or value == []:
                 continue
             family(name, "gauge", help_)
-            out.append(f"{name} {_num(value)}")
+            if isinstance(value, list):
+                for (names, values), v in value:
+                    out.append(f"{name}{_labels(names, values)} {_num(v)}")
+            else:
+                out.append(f"{name} {_num(value)}")
         return "\n".join(out) + "\n"
 
 

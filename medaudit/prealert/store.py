@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS prealert_feedback (
     dspo_way_rea VARCHAR,
     received_at TIMESTAMP
 );
+-- journal segments stored (the writer's exactly-once mark, committed with the segment's rows:
+-- a segment found here is never stored again, even when the process died before deleting it)
+CREATE TABLE IF NOT EXISTS prealert_journal_stored (
+    segment VARCHAR,
+    stored_at TIMESTAMP
+);
 CREATE TABLE IF NOT EXISTS prealert_api_keys (
     key_sha256 VARCHAR PRIMARY KEY,
     fixmedins_code VARCHAR,

@@ -49,6 +49,9 @@ import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
+#: the suffix of a segment a producer (:class:`JournalProducer`) is still appending to
+OPEN = ".jsonl.open"
+
 TABLES = ("prealert_results", "prealert_result_items", "prealert_feedback")
 #: journal line keys of the three tables
 KEYS = ("r", "i", "f")
@@ -88,17 +91,28 @@ def arrow_schema(cur, table: str) -> pa.Schema:
     return _SCHEMAS[table]
 
 
-def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False) -> None:
+MARKS = """CREATE TABLE IF NOT EXISTS prealert_journal_stored (segment VARCHAR, stored_at TIMESTAMP)"""
+
+
+def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False, segment: str | None = None) -> bool:
     """Insert rows (tuples in the tables' column order) of the three tables in one transaction,
     as Arrow tables (DuckDB binds hundreds of ``?`` at about 0.3 ms a row, an Arrow table at once).
     ``idempotent``: skip results already stored (with their items) and feedback rows equal to
-    stored ones (a journal segment stored again after a crash)."""
-    if not any(rows.get(t) for t in TABLES):
-        return
+    stored ones (a journal segment stored again after a crash). ``segment``: the journal
+    segment's name, marked stored in ``prealert_journal_stored`` in the same transaction; a
+    segment already marked is not stored again (returns False)."""
+    if not any(rows.get(t) for t in TABLES) and segment is None:
+        return True
     cur = con.cursor()
     try:
         cur.execute("BEGIN")
         try:
+            if segment is not None:
+                if cur.execute("SELECT count(*) FROM prealert_journal_stored WHERE segment = ?",
+                               [segment]).fetchall()[0][0]:
+                    cur.execute("COMMIT")
+                    return False
+                cur.execute("INSERT INTO prealert_journal_stored VALUES (?, now()::TIMESTAMP)", [segment])
             if idempotent:
                 rows = _fresh(cur, rows)
             for table in TABLES:
@@ -117,6 +131,7 @@ def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False) -> N
             raise
     finally:
         cur.close()
+    return True
 
 
 def _fresh(cur, rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
@@ -162,6 +177,25 @@ def _decode(rows: list[list], schema: pa.Schema) -> list[tuple]:
     return [tuple(v if c is None else c(v) for c, v in zip(conv, r)) for r in rows]
 
 
+def producer_pid(path: Path) -> int | None:
+    """The process id in a segment's name (``<time ns>-<pid>-<seq>.jsonl[.open]``)."""
+    parts = path.name.split("-")
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 class _Segment:
     def __init__(self, path: Path):
         self.path = path
@@ -190,12 +224,18 @@ class ResultWriter:
     the writer checkpoints; ``start``: run the background thread (tests drive :meth:`flush`)."""
 
     def __init__(self, con, folder: str | Path | None = None, interval: float = 0.2, max_rows: int = 20_000,
-                 wal_limit: int = 16 * 2**20, start: bool = True):
+                 wal_limit: int = 16 * 2**20, start: bool = True, shared: bool = False, alive=None):
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows!r}")
         self.con, self.interval, self.max_rows, self.wal_limit = con, interval, max_rows, wal_limit
         self.folder = Path(folder) if folder is not None else journal_dir(con)
         self.folder.mkdir(parents=True, exist_ok=True)
+        #: shared: other processes (:class:`JournalProducer`) append segments to the folder too;
+        #: every store takes their closed segments, and those of producers no longer alive
+        self.shared = shared
+        self._alive = alive or pid_alive
+        con.execute(MARKS)
+        self._unmark: list[str] = []  # segments deleted after storing: their marks go next store
         self._wal = wal_path(con)
         if self._wal is not None and wal_limit:
             # DuckDB's own checkpoint (run by whichever commit passes it) only as a backstop
@@ -211,9 +251,11 @@ class ResultWriter:
         self.failures = 0
         self.quarantined = 0  # damaged journal segments set aside (*.corrupt)
         self.checkpoints = 0
+        self.segments_stored = 0
         self.last_error: str | None = None
         self._seg = self._new_segment()
         self._pending = self._leftovers()  # segments of an earlier run, or not stored yet
+        self._earlier = set(self._pending)
         self._thread = None
         if start:
             self._thread = threading.Thread(target=self._run, name="prealert-writer", daemon=True)
@@ -253,7 +295,46 @@ class ResultWriter:
         return _Segment(self.folder / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl")
 
     def _leftovers(self) -> list[Path]:
-        return sorted(p for p in self.folder.glob("*.jsonl") if p != self._seg.path)
+        self.adopt()
+        left = sorted(p for p in self.folder.glob("*.jsonl") if p != self._seg.path)
+        # marks of segments no longer on disk (the process died between deleting a segment and its mark)
+        marks = [r[0] for r in self.con.execute("SELECT segment FROM prealert_journal_stored").fetchall()]
+        gone = [m for m in marks if not (self.folder / m).exists()]
+        if gone:
+            self.con.execute("DELETE FROM prealert_journal_stored WHERE list_contains(?, segment)", [gone])
+        return left
+
+    def adopt(self) -> list[Path]:
+        """Open segments (``*.jsonl.open``) of producers no longer alive, closed here (renamed
+        ``*.jsonl``) so that they are stored; a last line cut short is skipped as for any segment."""
+        out = []
+        for p in sorted(self.folder.glob("*" + OPEN)):
+            pid = producer_pid(p)
+            if pid is not None and pid != os.getpid() and self._alive(pid):
+                continue
+            closed = p.with_name(p.name[: -len(".open")])
+            try:
+                os.replace(p, closed)
+            except FileNotFoundError:  # its producer closed it just now
+                continue
+            log.warning("%s: journal segment of a producer that ended (pid %s) taken over", closed, pid)
+            out.append(closed)
+        return out
+
+    def barrier(self, timeout: float = 5.0) -> None:
+        """Store everything any producer answered before this call: wait (at most ``timeout``
+        seconds) until each segment open now is closed (its producer rotates it within its
+        interval; a dead producer's is taken over), then :meth:`flush`."""
+        deadline = time.monotonic() + timeout
+        waiting = set(self.folder.glob("*" + OPEN))
+        while waiting and time.monotonic() < deadline:
+            self.adopt()
+            waiting = {p for p in waiting if p.exists()}
+            if waiting:
+                time.sleep(0.005)
+        if waiting:
+            log.warning("journal segments still open after %.1f s: %s", timeout, ", ".join(p.name for p in waiting))
+        self.flush()
 
     def flush(self) -> None:
         """Store everything answered so far (this thread waits; the answering path never calls it)."""
@@ -268,18 +349,29 @@ class ResultWriter:
             if seg is not None:
                 seg.close()
             todo = [(p, None) for p in self._pending] + ([(seg.path, seg)] if seg else [])
+            if self.shared:  # the producers' closed segments (and those of producers that ended)
+                self.adopt()
+                known = {p for p, _s in todo}
+                todo += [(p, None) for p in sorted(self.folder.glob("*.jsonl"))
+                         if p not in known and p != self._seg.path]
             self._pending = []
+            if self._unmark:
+                self.con.execute("DELETE FROM prealert_journal_stored WHERE list_contains(?, segment)", [self._unmark])
+                self._unmark = []
             for i, (path, s) in enumerate(todo):
                 try:
                     if s is not None and not s.overflowed:
                         rows: dict[str, list] = {}
                         for t, r in s.entries:
                             rows.setdefault(t, []).extend(r)
-                        write_rows(self.con, rows)
-                    else:  # read back from the file: an overflowed segment, or one of an earlier run
+                        fresh = write_rows(self.con, rows, segment=path.name)
+                    else:  # read back from the file: an overflowed segment, a producer's, one of an earlier run
                         rows, bad = self._read(path)
                         try:
-                            write_rows(self.con, rows, idempotent=True)
+                            # the segment's mark alone keeps it once; rows are compared with the stored
+                            # ones only for segments of an earlier run (written before marks existed)
+                            fresh = write_rows(self.con, rows, idempotent=bad or path in self._earlier,
+                                               segment=None if bad else path.name)
                         except pa.ArrowException as e:  # values no column takes: nothing of it is stored
                             rows, bad = {}, [f"rows no table takes ({type(e).__name__}: {e})"]
                         if bad:
@@ -289,10 +381,13 @@ class ResultWriter:
                 except Exception as e:  # the segment stays on disk; retried at the next store
                     self.failures += 1
                     self.last_error = f"{type(e).__name__}: {e}"
-                    self._pending = [p for p, _s in todo[i:]] + self._pending
+                    self._pending = [p for p, _s in todo[i:] if p.exists()] + self._pending
                     raise
-                self.stored_rows += sum(len(r) for r in rows.values())
+                if fresh:
+                    self.stored_rows += sum(len(r) for r in rows.values())
+                self.segments_stored += 1
                 path.unlink(missing_ok=True)
+                self._unmark.append(path.name)
             self._checkpoint()
 
     def _set_aside(self, path: Path, bad: list[str]) -> None:
@@ -389,6 +484,8 @@ class ResultWriter:
             full = self._seg.overflowed
             queued = self.queued_rows
             journal = len(self._pending) + (1 if self._seg.written else 0)
+        if self.shared:  # every producer's segments not stored yet, open ones included
+            journal = sum(1 for p in self.folder.iterdir() if p.name.endswith((".jsonl", OPEN)))
         out = {"status": "queue full: answers kept in the journal only until stored" if full else
                ("behind: storing failed, retrying" if self.last_error and self._pending else
                 (f"{self.quarantined} damaged journal segment(s) set aside as *.corrupt in {self.folder}"
@@ -396,7 +493,8 @@ class ResultWriter:
                "quarantined_segments": self.quarantined,
                "queued_rows": queued, "max_rows": self.max_rows, "journal_segments": journal,
                "journal": str(self.folder), "overflowed_answers": self.overflow_entries,
-               "stored_rows": self.stored_rows, "failures": self.failures, "checkpoints": self.checkpoints}
+               "stored_rows": self.stored_rows, "stored_segments": self.segments_stored,
+               "failures": self.failures, "checkpoints": self.checkpoints}
         if self.last_error:
             out["last_error"] = self.last_error
         return out
@@ -404,3 +502,83 @@ class ResultWriter:
     @property
     def full(self) -> bool:
         return self._seg.overflowed
+
+
+class JournalProducer:
+    """One answering process's side of a shared journal (``medaudit serve --workers N``).
+
+    The same :meth:`add` / :meth:`add_feedback` as :class:`ResultWriter`, without a database:
+    each answer is one JSON line appended to this process's open segment
+    (``<time ns>-<pid>-<seq>.jsonl.open``, created on the first answer), and every ``interval``
+    seconds (or on :meth:`rotate`) a segment with answers is closed by renaming it to ``.jsonl``.
+    The one writer (:class:`ResultWriter` with ``shared=True``, in another process) stores closed
+    segments only, and takes over the open segment of a producer that is no longer alive. Nothing
+    is kept in memory: the process's memory does not grow with unstored answers."""
+
+    def __init__(self, folder: str | Path, interval: float = 0.1, start: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._seg = self._new_segment()
+        self.answers = 0  # journal entries written, ever
+        self.segments = 0  # segments closed, ever
+        self.queued_rows = 0
+        self.full = False  # the producer never refuses: the journal is on disk
+        self._stop = threading.Event()
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self._run, name="prealert-journal", daemon=True)
+            self._thread.start()
+
+    def _new_segment(self) -> _Segment:
+        self._seq += 1
+        return _Segment(self.folder / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{OPEN}")
+
+    def add(self, res_rows: list[tuple], item_rows: list[tuple]) -> None:
+        self._add((("prealert_results", res_rows), ("prealert_result_items", item_rows)))
+
+    def add_feedback(self, rows: list[tuple]) -> None:
+        self._add((("prealert_feedback", rows),))
+
+    def _add(self, parts) -> None:
+        parts = [(t, rows) for t, rows in parts if rows]
+        if not parts:
+            return
+        line = orjson.dumps({KEYS[TABLES.index(t)]: rows for t, rows in parts}, default=_encode) + b"\n"
+        with self._lock:
+            self._seg.append(line)
+            self.answers += 1
+
+    def rotate(self) -> None:
+        """Close the open segment (if it has answers) for the writer; new answers go to a new one."""
+        with self._lock:
+            seg = self._seg
+            if not seg.written:
+                return
+            seg.close()
+            os.replace(seg.path, seg.path.with_name(seg.path.name[: -len(".open")]))
+            self._seg = self._new_segment()
+            self.segments += 1
+
+    flush = rotate  # what a reader calls first (the writer's barrier waits for the rotation)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.rotate()
+            except OSError:
+                log.exception("closing a journal segment in %s failed (retried)", self.folder)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.rotate()
+
+    def status(self) -> dict:
+        with self._lock:
+            open_ = self._seg.written
+        return {"status": "ok", "journal": str(self.folder), "open_segment_answers": open_,
+                "journaled_answers": self.answers, "closed_segments": self.segments}
