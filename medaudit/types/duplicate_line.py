@@ -106,6 +106,13 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
     return out
 
 
+#: the time slot two lines must share (the rule's window)
+_SLOT = """CASE coalesce("window", 'same_time')
+                          WHEN 'same_day' THEN date_trunc('day', fee_ocur_time)
+                          WHEN 'same_hour' THEN date_trunc('hour', fee_ocur_time)
+                          WHEN 'same_minute' THEN date_trunc('minute', fee_ocur_time)
+                          ELSE fee_ocur_time END"""
+
 RULE_TYPE = RuleType(
     name="duplicate_line",
     title="重复计费",
@@ -120,21 +127,17 @@ RULE_TYPE = RuleType(
               choices=("same_time", "same_minute", "same_hour", "same_day"), per_item=True),
     ),
     query=f"""
-        WITH k AS (
-            SELECT *, CASE coalesce("window", 'same_time')
-                          WHEN 'same_day' THEN date_trunc('day', fee_ocur_time)
-                          WHEN 'same_hour' THEN date_trunc('hour', fee_ocur_time)
-                          WHEN 'same_minute' THEN date_trunc('minute', fee_ocur_time)
-                          ELSE fee_ocur_time END AS slot
-            FROM {{m}}),
         -- groups of two lines or more, found by grouping (0.2% of the lines here): the window
         -- below then numbers the lines of those groups only, not every matched line. Nearly
         -- every line is a group of its own, so the groups are found by one 64-bit hash of the
         -- six keys (a third cheaper than grouping by the six columns); lines whose hashes
-        -- collide only add candidates, which the exact window below counts as groups of one
-        cand AS (
-            SELECT hash(rule_key, mdtrt_id, hilist_code, slot, cnt, pric) AS h FROM k
+        -- collide only add candidates, which the exact window below counts as groups of one.
+        -- The matched lines are read twice rather than kept (a copy of every matched line cost
+        -- more than matching them again).
+        WITH cand AS (
+            SELECT hash(rule_key, mdtrt_id, hilist_code, {_SLOT}, cnt, pric) AS h FROM {{m}}
             GROUP BY 1 HAVING count(*) > 1),
+        k AS (SELECT *, {_SLOT} AS slot FROM {{m}}),
         g AS (
             SELECT k.*, row_number() OVER w AS rn, count(*) OVER w AS n, first_value(k.bkkp_sn) OVER w AS first_sn
             FROM k WHERE hash(k.rule_key, k.mdtrt_id, k.hilist_code, k.slot, k.cnt, k.pric) IN (SELECT h FROM cand)

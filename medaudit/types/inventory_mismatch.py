@@ -67,6 +67,10 @@ DOC_ZH = """进销存不符：收费数量超过机构实际拥有的库存。
 
 from .base import LINE_FACT, Reach, RuleType, excess_allocation
 
+#: the matched lines the type counts: drugs, herbs and consumables, or any item a rule lists
+_BILLED = """SELECT m.*, strftime(fee_date, '%Y-%m') AS month FROM {m} m
+             WHERE list_type IN ('101', '102', '301') OR rule_key IN (SELECT rule_key FROM {p} WHERE NOT match_all)"""
+
 RULE_TYPE = RuleType(
     name="inventory_mismatch",
     title="进销存不符",
@@ -80,36 +84,34 @@ RULE_TYPE = RuleType(
     # every line of the institution's month against its purchases
     reach=lambda rule: Reach(scope="month"),
     query=f"""
-        WITH b AS (
-            SELECT m.*, strftime(fee_date, '%Y-%m') AS month
-            FROM {{m}} m
-            WHERE list_type IN ('101', '102', '301')
-               OR rule_key IN (SELECT rule_key FROM {{p}} WHERE NOT match_all)),
-        reported AS (SELECT DISTINCT fixmedins_code, period FROM purchases),
+        WITH reported AS (SELECT DISTINCT fixmedins_code, period FROM purchases),
         tracked AS (SELECT DISTINCT fixmedins_code, hilist_code FROM purchases),
         stock AS (
             SELECT fixmedins_code, hilist_code, period, sum(purchase_cnt) AS bought,
                    sum(coalesce(opening_stock_cnt, 0)) AS opening
             FROM purchases GROUP BY ALL),
-        g0 AS (
-            SELECT b.*, coalesce(s.bought, 0) AS bought, coalesce(s.opening, 0) AS opening,
-                   s.hilist_code IS NOT NULL AS has_row
-            FROM b
+        -- the (rule, institution, code, month) groups billed over stock, found by grouping: the
+        -- windows below run over their lines only (the stock figures are the group's own). The
+        -- matched lines are read twice rather than kept (a copy of them all cost more).
+        cand AS (
+            SELECT b.rule_key, b.fixmedins_code, b.hilist_code, b.month FROM ({_BILLED}) b
             JOIN reported rp ON rp.fixmedins_code = b.fixmedins_code AND rp.period = b.month
             JOIN tracked tk ON tk.fixmedins_code = b.fixmedins_code AND tk.hilist_code = b.hilist_code
             LEFT JOIN stock s ON s.fixmedins_code = b.fixmedins_code AND s.hilist_code = b.hilist_code
-                             AND s.period = b.month),
-        -- the (rule, institution, code, month) groups billed over stock, found by grouping: the
-        -- windows below run over their lines only (the stock figures are the group's own)
-        cand AS (
-            SELECT rule_key, fixmedins_code, hilist_code, month FROM g0
-            GROUP BY rule_key, fixmedins_code, hilist_code, month HAVING sum(cnt) > min(bought + opening)),
+                             AND s.period = b.month
+            GROUP BY b.rule_key, b.fixmedins_code, b.hilist_code, b.month
+            HAVING sum(b.cnt) > min(coalesce(s.bought, 0) + coalesce(s.opening, 0))),
         g AS (
-            SELECT g0.*, sum(g0.cnt) OVER w AS billed, sum(g0.amt) OVER w AS billed_amt,
-                   min(g0.hilist_name) OVER w AS grp_name
-            FROM g0 JOIN cand c ON c.rule_key = g0.rule_key AND c.fixmedins_code = g0.fixmedins_code
-                               AND c.hilist_code = g0.hilist_code AND c.month = g0.month
-            WINDOW w AS (PARTITION BY g0.rule_key, g0.fixmedins_code, g0.hilist_code, g0.month)),
+            SELECT b.*, coalesce(s.bought, 0) AS bought, coalesce(s.opening, 0) AS opening,
+                   s.hilist_code IS NOT NULL AS has_row,
+                   sum(b.cnt) OVER w AS billed, sum(b.amt) OVER w AS billed_amt,
+                   min(b.hilist_name) OVER w AS grp_name
+            FROM ({_BILLED}) b
+            JOIN cand c ON c.rule_key = b.rule_key AND c.fixmedins_code = b.fixmedins_code
+                       AND c.hilist_code = b.hilist_code AND c.month = b.month
+            LEFT JOIN stock s ON s.fixmedins_code = b.fixmedins_code AND s.hilist_code = b.hilist_code
+                             AND s.period = b.month
+            WINDOW w AS (PARTITION BY b.rule_key, b.fixmedins_code, b.hilist_code, b.month)),
         over AS (
             SELECT * REPLACE (xdiv(billed_amt, billed) AS pric), billed - (bought + opening) AS excess
             FROM g WHERE billed > bought + opening),
