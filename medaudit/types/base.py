@@ -306,7 +306,8 @@ def percentile_above(x: str, vals: str, n: str, pct: str) -> tuple[str, str]:
     vals[floor h])`` (0-based). Returns ``(is_above, value)``: the condition ``x`` strictly above
     it, decided in exact integer and decimal arithmetic (no float division: a value equal to the
     percentile is never above it), and the percentile itself for the evidence (12 decimals)."""
-    num = f"(CAST(({n}) - 1 AS HUGEINT) * CAST(round(({pct}) * 10000) AS HUGEINT))"  # h * 1_000_000
+    # h * 1_000_000 in 64 bits: exact below 9.2e12 values (Spark SQL has no 128-bit integers)
+    num = f"(CAST(({n}) - 1 AS BIGINT) * CAST(round(({pct}) * 10000) AS BIGINT))"
     lo = f"{vals}[CAST({num} // 1000000 AS INTEGER) + 1]"
     hi = f"{vals}[least(CAST({num} // 1000000 AS INTEGER) + 2, {n})]"
     frac = f"CAST({num} % 1000000 AS DECIMAL(18,0))"  # (h - floor h) * 1_000_000
