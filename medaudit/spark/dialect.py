@@ -10,7 +10,9 @@ the rule types' queries, :func:`medaudit.engine.findings_sql`), rendered here:
 2. ``*`` and ``t.*`` (with DuckDB's ``EXCLUDE``) are expanded against the known columns of the
    Spark views (sqlglot's qualifier), and ``UNION ALL BY NAME`` branches are put in one column
    order, since Spark SQL has neither;
-3. sqlglot transpiles the rest (``read="duckdb", write="spark"``).
+3. list functions Spark lacks (``list_has_all``, ``count(DISTINCT) OVER``) are written out, and
+   list indices become 1-based ``element_at`` with the index as written;
+4. sqlglot transpiles the rest (``read="duckdb", write="spark"``).
 
 A statement that does not render raises :class:`NotPortable` naming the construct.
 """
