@@ -135,8 +135,9 @@ def test_list_indices_keep_their_place_in_spark():
 
     got = render("SELECT v[least(CAST(n AS INTEGER) + 2, m)] AS a, v[CAST(n AS INTEGER) + 1] AS b, v[k] AS c, "
                  "v[1] AS d, s['f'] AS e FROM t", {})
-    assert got == ("SELECT ELEMENT_AT(`v`, LEAST(CAST(`n` AS INT) + 2, `m`)) AS `a`, ELEMENT_AT(`v`, CAST(`n` AS INT) + 1) "
-                   "AS `b`, ELEMENT_AT(`v`, `k`) AS `c`, ELEMENT_AT(`v`, 1) AS `d`, `s`['f'] AS `e` FROM `t`")
+    assert got == ("SELECT ELEMENT_AT(`v`, CAST(LEAST(CAST(`n` AS INT) + 2, `m`) AS INT)) AS `a`, "
+                   "ELEMENT_AT(`v`, CAST(CAST(`n` AS INT) + 1 AS INT)) AS `b`, ELEMENT_AT(`v`, CAST(`k` AS INT)) AS `c`, "
+                   "ELEMENT_AT(`v`, CAST(1 AS INT)) AS `d`, `s`['f'] AS `e` FROM `t`")
 
 
 @pytest.mark.skipif(not HAVE_SPARK, reason="needs sqlglot and pyspark (pip install -e '.[test,spark]')")

@@ -230,7 +230,9 @@ def _list_index(tree: exp.Expression) -> exp.Expression:
         from sqlglot.expressions.builders import apply_index_offset
 
         (one_based,) = apply_index_offset(b.this, [idx.copy()], 1, dialect="duckdb")
-        b.replace(exp.Anonymous(this="element_at", expressions=[b.this.copy(), one_based]))
+        # element_at wants an INT index (least(int, bigint) is a BIGINT)
+        b.replace(exp.Anonymous(this="element_at", expressions=[
+            b.this.copy(), exp.Cast(this=one_based, to=exp.DataType.build("INT"))]))
     return tree
 
 
