@@ -436,9 +436,15 @@ def catalogue_in_force_sql(h: str, line: str) -> str:
 def catalogue_cap_sql(line: str) -> str:
     """SQL scalar: the catalogue (``hilist``) price cap of a line's code for its institution's
     level, in force on its fee date; NULL when the catalogue has none. Several rows in force:
-    the highest cap (the hospital's benefit of the doubt)."""
-    return (f"(SELECT max({level_price.sql(f'{line}.inst_level', 'h.lv1_pric', 'h.lv2_pric', 'h.lv3_pric')})"
-            f" FROM hilist h WHERE {catalogue_in_force_sql('h', line)})")
+    the highest cap (the hospital's benefit of the doubt).
+
+    The level is chosen outside the aggregate (the level is the line's, one per subquery, so
+    the highest of the level's column is the highest of the level's prices): an aggregate over
+    outer and inner columns at once is refused by Spark SQL (:mod:`medaudit.spark`)."""
+    def top(col: str) -> str:
+        return f"(SELECT max(h.{col}) FROM hilist h WHERE {catalogue_in_force_sql('h', line)})"
+
+    return f"({level_price.sql(f'{line}.inst_level', top('lv1_pric'), top('lv2_pric'), top('lv3_pric'))})"
 
 
 def catalogue_cap(rows: Iterable[tuple], day: dt.date, level: int) -> Decimal | None:

@@ -10,7 +10,9 @@ the rule types' queries, :func:`medaudit.engine.findings_sql`), rendered here:
 2. ``*`` and ``t.*`` (with DuckDB's ``EXCLUDE``) are expanded against the known columns of the
    Spark views (sqlglot's qualifier), and ``UNION ALL BY NAME`` branches are put in one column
    order, since Spark SQL has neither;
-3. sqlglot transpiles the rest (``read="duckdb", write="spark"``).
+3. list functions Spark lacks (``list_has_all``, ``count(DISTINCT) OVER``) are written out, and
+   list indices become 1-based ``element_at`` with the index as written;
+4. sqlglot transpiles the rest (``read="duckdb", write="spark"``).
 
 A statement that does not render raises :class:`NotPortable` naming the construct.
 """
@@ -197,6 +199,58 @@ def _regexp_groups(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _count_distinct_windows(tree: exp.Expression) -> exp.Expression:
+    """``count(DISTINCT x) OVER (PARTITION BY ...)`` (Spark has no DISTINCT window aggregates): the
+    size of the partition's set of ``x`` (NULLs left out of both). Only over whole partitions."""
+    for w in list(tree.find_all(exp.Window)):
+        c = w.this
+        if not (isinstance(c, exp.Count) and isinstance(c.this, exp.Distinct)):
+            continue
+        if w.args.get("order") or w.args.get("spec") or len(c.this.expressions) != 1:
+            raise NotPortable("count(DISTINCT ...) over an ordered window or of several values")
+        value = _sp(c.this.expressions[0])
+        w.set("this", sqlglot.parse_one(f"collect_set({value})", read="spark"))
+        w.replace(exp.Anonymous(this="size", expressions=[w.copy()]))
+    return tree
+
+
+def _list_index(tree: exp.Expression) -> exp.Expression:
+    """``v[i]``, DuckDB's 1-based list index: ``element_at(v, i)``, 1-based in Spark too (NULL out
+    of range with ANSI off, as in DuckDB). sqlglot's own rendering shifts only indices it can read
+    as ``int + literal`` (``v[least(i + 2, n)]`` or ``v[k]`` came out one place off). A string
+    index (a struct field or map key) is left as it is."""
+    for b in list(tree.find_all(exp.Bracket)):
+        if len(b.expressions) != 1:
+            raise NotPortable("a list slice or a multi-index")
+        idx = b.expressions[0]
+        if isinstance(idx, exp.Literal) and idx.is_string:
+            continue
+        # the parser took DuckDB's offset off where it could read the index as an integer: put it
+        # back the same way, so the index is the one written in the DuckDB query
+        from sqlglot.expressions.builders import apply_index_offset
+
+        (one_based,) = apply_index_offset(b.this, [idx.copy()], 1, dialect="duckdb")
+        # element_at wants an INT index (least(int, bigint) is a BIGINT)
+        b.replace(exp.Anonymous(this="element_at", expressions=[
+            b.this.copy(), exp.Cast(this=one_based, to=exp.DataType.build("INT"))]))
+    return tree
+
+
+def _list_has_all(tree: exp.Expression) -> exp.Expression:
+    """``list_has_all(a, b)`` (every non-NULL element of ``b`` is in ``a``; NULL when a list is
+    NULL, as in DuckDB): Spark has no such function, so ``b`` minus ``a`` must be empty."""
+    for f in list(tree.find_all(exp.Anonymous)):
+        if f.name.lower() not in ("list_has_all", "array_has_all"):
+            continue
+        if len(f.expressions) != 2:
+            raise NotPortable(f"{f.name} takes 2 arguments, got {len(f.expressions)}")
+        a, b = (_sp(e) for e in f.expressions)
+        f.replace(sqlglot.parse_one(
+            f"CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL "
+            f"ELSE size(array_except(filter({b}, x__ -> x__ IS NOT NULL), {a})) = 0 END", read="spark"))
+    return tree
+
+
 def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     """One DuckDB SELECT (or SELECT-like statement) as Spark SQL; ``schema``: view -> column -> type."""
     try:
@@ -217,6 +271,9 @@ def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     tree = _ranking_frames(tree)
     tree = _string_agg(tree)
     tree = _regexp_groups(tree)
+    tree = _list_has_all(tree)
+    tree = _list_index(tree)
+    tree = _count_distinct_windows(tree)
     try:
         return tree.sql(dialect="spark", identify=True, unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.UnsupportedError as e:

@@ -45,12 +45,6 @@ REFUSED: dict[str, str] = {
     "sql": "its rules are DuckDB SQL written by users, run in a DuckDB sandbox (no Spark rendering)",
     "period_limit": "its query walks periods with WITH RECURSIVE, which Spark SQL 3.5 does not have",
     "peer_outlier": "its percentiles use DuckDB list aggregates (list_aggregate/quantile_cont over lists)",
-    "price_cap": "a correlated subquery with an aggregate over outer and inner columns (Spark refuses it)",
-    "companion_required": "length() of a parameter list (DuckDB's list length; Spark's length() takes strings only)",
-    "secondary_procedure": "a correlated subquery with an aggregate over outer and inner columns (Spark refuses it)",
-    "readmission": "a correlated subquery that unnests a rule parameter list (Spark refuses outer references there)",
-    "outpatient_as_inpatient": "list_has_all and list_filter over parameter lists (not rendered for Spark yet)",
-    "overtreatment": "its exact percentile arithmetic (types.base.percentile_above) is not rendered for Spark yet",
 }
 
 
@@ -181,6 +175,13 @@ def spark_session(master: str = "local[2]", driver_memory: str = "2g", shuffle_p
          .config("spark.ui.showConsoleProgress", "false"))
     if master:
         b = b.master(master).config("spark.driver.memory", driver_memory)
+        if master.startswith("local"):
+            # the local workers run this interpreter (its packages: medaudit for the xdiv
+            # function), not whatever python3 is first on PATH (pyspark reads PYSPARK_PYTHON only)
+            import os
+            import sys
+
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return b.getOrCreate()
 
 

@@ -62,7 +62,7 @@ RULE_TYPE = RuleType(
               required=True, per_item=True),
     ),
     query=f"""
-        WITH s AS (SELECT * FROM {{m}} WHERE deductible > 0 AND len(companions) > 0),
+        WITH s AS (SELECT * FROM {{m}} WHERE deductible > 0 AND array_length(companions) > 0),
         pairs AS (SELECT DISTINCT rule_key, bkkp_sn, mdtrt_id, unnest(companions) AS c FROM s),
         present AS (
             SELECT DISTINCT p.rule_key, p.bkkp_sn FROM pairs p

@@ -131,7 +131,7 @@ RULE_TYPE = RuleType(
             FROM rp JOIN stays s ON {rule_applies('rp', 's.begin_date', 's')}
             WHERE s.los_now <= rp.max_los
               AND list_has_all(rp.allowed_classes, s.classes)
-              AND (rp.diag_prefixes IS NULL OR len(list_filter(rp.diag_prefixes,
+              AND (rp.diag_prefixes IS NULL OR array_length(list_filter(rp.diag_prefixes,
                        lambda x: starts_with({icd('s.main_diag')}, {icd('x')}))) > 0))
         {whole_visit_hits('flagged')}
     """,

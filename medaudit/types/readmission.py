@@ -79,10 +79,26 @@ def pair_condition(c: str, a: str, max_gap: str, same_inst: str, prefix_len: str
              AND left({icd(f'{a}.main_diag')}, {prefix_len}) = left({icd(f'{c}.main_diag')}, {prefix_len})))"""
 
 
+def _starts(diag_code: str, prefix: str) -> str:
+    """SQL condition: a diagnosis code starts with an exclusion prefix (both as ICD codes)."""
+    return f"starts_with({icd(diag_code)}, {icd(prefix)})"
+
+
 def excluded_condition(c: str, prefixes: str) -> str:
-    """SQL condition: some diagnosis of visit ``c`` starts with one of ``prefixes`` (a list)."""
+    """SQL condition: some diagnosis of visit ``c`` starts with one of ``prefixes``, a list that
+    does not depend on ``c`` (a literal): the subquery's only outer reference is ``c.mdtrt_id``.
+    Per-rule lists: :func:`excluded_visits`."""
     return f"""EXISTS (SELECT 1 FROM diag d, unnest({prefixes}) AS x(pre)
-                   WHERE d.mdtrt_id = {c}.mdtrt_id AND starts_with({icd('d.diag_code')}, {icd('x.pre')}))"""
+                   WHERE d.mdtrt_id = {c}.mdtrt_id AND {_starts('d.diag_code', 'x.pre')})"""
+
+
+def excluded_visits(rules: str, prefixes: str) -> str:
+    """SQL query: ``(rule_key, mdtrt_id)`` of the visits with a diagnosis starting with one of
+    the prefixes of the rule (``prefixes``, a list column of ``rules``): :func:`excluded_condition`
+    for per-rule lists, as a join (no subquery unnesting an outer row's list, which Spark refuses)."""
+    return f"""SELECT DISTINCT x.rule_key, d.mdtrt_id
+               FROM (SELECT DISTINCT rule_key, unnest({prefixes}) AS pre FROM {rules}) x
+               JOIN diag d ON {_starts('d.diag_code', 'x.pre')}"""
 
 
 RULE_TYPE = RuleType(
@@ -115,13 +131,14 @@ RULE_TYPE = RuleType(
                    rp.exclude_diag_prefixes, s.*
             FROM rp JOIN stays s ON {rule_applies('rp', 's.begin_date', 's')}
             WHERE s.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
+        excl AS ({excluded_visits('rp', 'exclude_diag_prefixes')}),
         pairs AS (
             SELECT c.rule_key, c.mdtrt_id, c.begin_date, c.fixmedins_code, c.main_diag, c.max_gap_days,
                    c.same_diag_prefix_len AS n, a.mdtrt_id AS prev_id, a.end_date AS prev_end,
                    a.fixmedins_code AS prev_inst, date_diff('day', a.end_date, c.begin_date) AS gap
             FROM cur c JOIN stays a
               ON {pair_condition('c', 'a', 'c.max_gap_days', 'c.same_institution', 'c.same_diag_prefix_len')}
-            WHERE NOT {excluded_condition('c', 'c.exclude_diag_prefixes')}
+            WHERE NOT EXISTS (SELECT 1 FROM excl e WHERE e.rule_key = c.rule_key AND e.mdtrt_id = c.mdtrt_id)
             QUALIFY row_number() OVER (PARTITION BY c.rule_key, c.mdtrt_id
                                        ORDER BY a.endtime DESC, a.mdtrt_id DESC) = 1),
         flagged AS (
