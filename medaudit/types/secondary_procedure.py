@@ -52,7 +52,7 @@ DOC_ZH = """主次手术未折价：同组的第二台手术按全价收费。
 
 from decimal import Decimal
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, price_text
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, hilist_caps, price_text
 
 
 def _rate(v: Decimal) -> str | None:
@@ -126,7 +126,8 @@ RULE_TYPE = RuleType(
     dedupe_lines=False,  # one code may belong to several groups (national batch 2): judged in each
     query=f"""
         WITH s AS (
-            SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap('m')}) AS full_pric FROM {{m}} m
+            SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap('m', 'k')}) AS full_pric FROM {{m}} m
+            LEFT JOIN ({hilist_caps()}) k ON k.hilist_code = m.hilist_code AND k.fee_date = m.fee_date
             WHERE nullif(trim(m."group"), '') IS NOT NULL
             -- a line once per group (an item listed twice in one group must not be its own secondary)
             QUALIFY row_number() OVER (PARTITION BY m.rule_key, m.bkkp_sn, trim(m."group")) = 1),
