@@ -157,7 +157,9 @@ class Context:
                    age_days=(row["begntime"].date() - row["brdy"]).days)
         self.new_visits.append(row)
         self._by_id[row["mdtrt_id"]] = vi
-        self._used = np.append(self._used, True)
+        if vi >= len(self._used):  # room for added visits, doubled when full (np.append per visit is quadratic)
+            self._used = np.concatenate([self._used, np.zeros(max(len(self._used), 1024), dtype=bool)])
+        self._used[vi] = True
         return row
 
     def add_line(self, visit: dict, code: str, time: dt.datetime, cnt: int = 1, **kw: Any) -> str:
