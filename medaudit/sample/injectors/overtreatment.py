@@ -75,13 +75,16 @@ def finish(ctx: Context, tables: dict) -> None:
     # refunds without init_feedetl_sn: the same visit, code and day, latest lines first
     unl = (lines.filter((pl.col("cnt") < 0) & pl.col("init").is_null())
            .group_by("vi", "code", pl.col("time").dt.date().alias("d")).agg((-pl.col("cnt").sum()).alias("u")))
-    pos = (pos.join(unl, on=["vi", "code", "d"], how="left").sort("vi", "code", "d", "time", "bkkp_sn", descending=True)
-           .with_columns(pl.col("net").cum_sum().over("vi", "code", "d").alias("cum"))
-           .with_columns(pl.when(pl.col("u").is_null()).then(pl.col("net"))
-                         .otherwise(pl.min_horizontal(pl.col("net"), pl.max_horizontal(pl.col("cum") - pl.col("u"), 0)))
-                         .alias("net")))
+    # (only the few (visit, code, day) groups with such a refund are sorted and summed)
+    pos = pos.join(unl, on=["vi", "code", "d"], how="left")
+    cols = pos.columns
+    refunded = (pos.filter(pl.col("u").is_not_null()).sort("vi", "code", "d", "time", "bkkp_sn", descending=True)
+                .with_columns(pl.col("net").cum_sum().over("vi", "code", "d").alias("cum"))
+                .with_columns(pl.min_horizontal(pl.col("net"), pl.max_horizontal(pl.col("cum") - pl.col("u"), 0)).alias("net"))
+                .select(cols))
+    pos = pl.concat([pos.filter(pl.col("u").is_null()), refunded])
     v = ctx.all_visits.filter(pl.col("settled") & ~pl.col("refunded"))
-    any_line = ctx.fee_lines.filter(pl.col("cnt") > 0).select("vi").unique()
+    any_line = ctx.fee_lines.lazy().filter(pl.col("cnt") > 0).select("vi").unique().collect()
     v = v.join(any_line, on="vi", how="semi")  # visits with a line (no sample visit is refunded whole line by line)
     q = pos.filter(pl.col("net") > 0).group_by("vi").agg(pl.col("net").sum().alias("q"))
     v = v.join(q, on="vi", how="left").with_columns(
