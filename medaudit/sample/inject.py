@@ -151,9 +151,16 @@ class Context:
             return [self.visits.row(int(i), named=True) for i in chosen]
         return self.visits[chosen.tolist()].to_dicts()
 
-    @staticmethod
-    def _pool_key(where: pl.Expr | None, plain: bool) -> tuple:
-        return (None if where is None else where.meta.serialize(format="binary"), plain)
+    def _pool_key(self, where: pl.Expr | None, plain: bool) -> tuple:
+        if where is None:
+            return (None, plain)
+        # serialized once per expression object (an injector picking one visit at a time asks
+        # thousands of times); the expression is kept so its id is not reused
+        memo = self.__dict__.setdefault("_key_memo", {})
+        hit = memo.get(id(where))
+        if hit is None or hit[0] is not where:
+            hit = memo[id(where)] = (where, where.meta.serialize(format="binary"))
+        return (hit[1], plain)
 
     def _pool(self, where: pl.Expr | None, plain: bool) -> np.ndarray:
         """The visits matching ``where`` (and plain), as sorted row indices; evaluated once per
