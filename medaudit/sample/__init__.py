@@ -51,7 +51,9 @@ What the :class:`~medaudit.sample.inject.Context` gives:
   fen; ``billed`` None = the line amount is ``cnt`` x ``pric``, else the amount in fen as billed);
   ``ctx.data.lines`` all of them. ``ctx.rows_of(v, where)``: the same lines as dicts, those for
   which ``where(row)`` holds (per visit, cheaper than a polars filter: injectors pick lines of
-  hundreds of thousands of visits at 10M lines). Both are for ``inject`` only.
+  hundreds of thousands of visits at 10M lines; the lines of the visits the latest
+  ``take_visits`` picked are gathered once, and ``where`` reads a row by key before a dict is
+  made for it, so keep ``where`` to ``row[...]`` reads). Both are for ``inject`` only.
 - ``ctx.add_line(v, code, time, cnt=1, **fields)`` adds a line (code must be in
   :data:`medaudit.sample.catalog.ITEMS`; add items there) and returns its ``bkkp_sn``;
   ``ctx.edit_line(bkkp_sn, **fields)``, ``ctx.edit_visit(mdtrt_id, **national_fields)``,
@@ -73,7 +75,8 @@ What the :class:`~medaudit.sample.inject.Context` gives:
 - ``finish(ctx, tables)`` runs after the derived tables exist (``tables`` maps a table name to
   its text-column polars frame; change them in place, e.g. lower a purchase for
   ``inventory_mismatch``). ``fee_list_d`` is the exception: it is written a chunk of lines at a
-  time and never held whole as text (:class:`~medaudit.sample.generate.FeeLines`); read the
+  time and never held whole as text (:class:`~medaudit.sample.generate.FeeLines`), on threads
+  of its own that start before the finish steps (so a finish step never changes it); read the
   lines from ``ctx.fee_lines`` (every line in fee_list_d's order, typed internal columns plus
   ``amt`` and ``own`` in fen) and the visits from ``ctx.all_visits``.
 

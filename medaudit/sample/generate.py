@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -118,8 +122,13 @@ class FeeLines:
         return pl.concat(list(self.chunks()))
 
 
-def build(visits: int, seed: int, types: list[str] | None = None) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Generate the tables (national columns, all text) and the answer key, in memory."""
+def build(visits: int, seed: int, types: list[str] | None = None,
+          on_fee: Callable[[FeeLines], None] | None = None) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Generate the tables (national columns, all text) and the answer key, in memory.
+
+    ``on_fee(fee)`` is called with ``fee_list_d`` (a :class:`FeeLines`) as soon as it is final,
+    before the injectors' finish steps (which never change it): :func:`generate` starts writing it
+    then, on the other core, while the finish steps run."""
     data = generate_clean(visits, seed)
     ctx = Context(data)
     injectors = discover()
@@ -130,6 +139,8 @@ def build(visits: int, seed: int, types: list[str] | None = None) -> tuple[dict[
         ctx.rng = np.random.default_rng(seed_for(seed, name))
         inj.inject(ctx)
     tables = assemble(ctx)
+    if on_fee is not None:
+        on_fee(tables["fee_list_d"])
     for name, inj in injectors.items():
         if inj.finish and (types is None or name in types):
             ctx.current_type, ctx.current_rate = name, inj.rate
@@ -266,8 +277,12 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     return tables
 
 
-def write(tables: dict[str, pl.DataFrame | FeeLines], key: pl.DataFrame, out: Path, fmt: str = "csv") -> dict[str, int]:
-    """Write every table (a :class:`FeeLines` a chunk at a time) and the key into ``out``."""
+def write(tables: dict[str, pl.DataFrame | FeeLines], key: pl.DataFrame, out: Path, fmt: str = "csv",
+          fee_writer: FeeWriter | None = None) -> dict[str, int]:
+    """Write every table (a :class:`FeeLines` a chunk at a time) and the key into ``out``.
+
+    ``fee_writer``: ``fee_list_d`` is being written already (:class:`FeeWriter`, started by
+    :func:`generate` while the finish steps ran); its file takes its name when it is done."""
     out.mkdir(parents=True, exist_ok=True)
     for t in tables:
         for suffix in (".csv", ".parquet", ".xlsx"):
@@ -277,6 +292,8 @@ def write(tables: dict[str, pl.DataFrame | FeeLines], key: pl.DataFrame, out: Pa
     written = {}
     for t, df in tables.items():
         path = out / f"{t}.{'parquet' if fmt == 'parquet' else 'csv'}"
+        if isinstance(df, FeeLines) and fee_writer is not None and fee_writer.fee is df:
+            continue  # last: the other tables are written while it finishes
         if isinstance(df, FeeLines):
             _write_chunks(df, path, fmt)
         elif fmt == "parquet":
@@ -286,17 +303,65 @@ def write(tables: dict[str, pl.DataFrame | FeeLines], key: pl.DataFrame, out: Pa
         written[path.name] = df.height
     key.write_csv(out / "answer_key.csv")
     written["answer_key.csv"] = key.height
+    if fee_writer is not None:
+        fee_writer.finish()  # raises what the writer raised; renames its file into place
+        written = {n: written.get(n, fee_writer.fee.height) for n in
+                   [f"{t}.{'parquet' if fmt == 'parquet' else 'csv'}" for t in tables] + ["answer_key.csv"]}
     return written
 
 
-def _write_chunks(fee: FeeLines, path: Path, fmt: str) -> None:
+def _formatted(fee: FeeLines, stop: threading.Event | None = None, depth: int = 2):
+    """``fee.chunks()`` made on another thread, at most ``depth`` chunks ahead: the next chunk's
+    text is formatted (polars, without the GIL) while the caller encodes and writes this one
+    (pyarrow or polars, also without the GIL), so both cores work and memory stays bounded."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    halt = threading.Event()  # the consumer is gone
+    done = object()
+
+    def put(item) -> bool:
+        while not halt.is_set():  # never blocks after the consumer left
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for part in fee.chunks():
+                if stop is not None and stop.is_set():
+                    put(RuntimeError("fee_list_d writer was stopped"))
+                    return
+                if not put(part):
+                    return
+            put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            put(e)
+
+    t = threading.Thread(target=produce, name="fee_list_d-format", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        halt.set()
+        t.join()
+
+
+def _write_chunks(fee: FeeLines, path: Path, fmt: str, stop: threading.Event | None = None) -> None:
     """One file from the chunks: CSV appended (the header once), Parquet a row group a chunk."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         writer = None
         try:
-            for part in fee.chunks():
+            for part in _formatted(fee, stop):
                 table = part.to_arrow(compat_level=pl.CompatLevel.newest())
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema, compression="zstd")
@@ -307,9 +372,48 @@ def _write_chunks(fee: FeeLines, path: Path, fmt: str) -> None:
         return
     with open(path, "wb") as fh:
         first = True
-        for part in fee.chunks():
+        for part in _formatted(fee, stop):
             part.write_csv(fh, include_header=first)
             first = False
+
+
+class FeeWriter:
+    """``fee_list_d`` written on a thread of its own, into ``<name>.part`` beside its final name:
+    :meth:`finish` waits for it, raises what it raised and renames the file into place;
+    :meth:`abandon` stops it and removes the part file (nothing half-written keeps the name)."""
+
+    def __init__(self, fee: FeeLines, path: Path, fmt: str):
+        self.fee, self.path, self.fmt = fee, path, fmt
+        self.part = path.with_name(path.name + ".part")
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fee_list_d-write", daemon=True)
+
+    def start(self) -> "FeeWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            _write_chunks(self.fee, self.part, self.fmt, self._stop)
+        except BaseException as e:
+            self.error = e
+
+    def finish(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            self.part.unlink(missing_ok=True)
+            raise self.error
+        if self._stop.is_set():
+            self.part.unlink(missing_ok=True)
+            raise RuntimeError("fee_list_d writer was stopped")
+        os.replace(self.part, self.path)
+
+    def abandon(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.part.unlink(missing_ok=True)
 
 
 def generate(out: str | Path, visits: int | None = None, seed: int = 1, fmt: str = "csv", lines: int | None = None,
@@ -320,8 +424,20 @@ def generate(out: str | Path, visits: int | None = None, seed: int = 1, fmt: str
     t0 = time.perf_counter()
     if visits is None:
         visits = max(1, int(round((lines or 20_000) / LINES_PER_VISIT)))
-    tables, key = build(visits, seed, types)
-    written = write(tables, key, Path(out), fmt)
+    out = Path(out)
+    fee_writer: FeeWriter | None = None
+
+    def start_fee(fee: FeeLines) -> None:
+        nonlocal fee_writer
+        fee_writer = FeeWriter(fee, out / f"fee_list_d.{'parquet' if fmt == 'parquet' else 'csv'}", fmt).start()
+
+    try:
+        tables, key = build(visits, seed, types, on_fee=start_fee)
+        written = write(tables, key, out, fmt, fee_writer=fee_writer)
+    except BaseException:
+        if fee_writer is not None:
+            fee_writer.abandon()
+        raise
     by_type = dict(key.group_by("rule_type").len().sort("rule_type").iter_rows()) if key.height else {}
     return Generated(Path(out), written, key.height, by_type, time.perf_counter() - t0)
 

@@ -37,20 +37,32 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
     kinds = pl.DataFrame({"code": [i.code for i in cat.ITEMS if i.list_type in ("101", "102", "301")],
                           "chrgitm_lv": [i.lv for i in cat.ITEMS if i.list_type in ("101", "102", "301")]})
     grp = ["fixmedins_code", "hilist_code", "month"]
-    stock = (lines.select("vi", "bkkp_sn", "code", "cnt", "time", "appr", "own")
-             .join(kinds, on="code", how="inner", maintain_order="left")
-             .join(neg.with_columns(pl.lit(True).alias("neg")), on=["vi", "code"], how="left", maintain_order="left")
-             .join(visits, on="vi", how="left", maintain_order="left")
-             .with_columns(q=pl.col("cnt").cast(pl.Float64), hilist_code=pl.col("code"))
+    stock = (lines.lazy().select("vi", "bkkp_sn", "code", "cnt", "time", "appr", "own")
+             .join(kinds.lazy(), on="code", how="inner", maintain_order="left")
+             .join(neg.lazy().with_columns(pl.lit(True).alias("neg")), on=["vi", "code"], how="left", maintain_order="left")
+             .join(visits.lazy(), on="vi", how="left", maintain_order="left")
+             .with_columns(q=pl.col("cnt").cast(pl.Float64), hilist_code=pl.col("code"), month=MONTH,
+                           ts=pl.col("time").dt.truncate("1s").dt.epoch("s"), snn=SN_ORDER)
              .with_columns(good=(pl.col("q") > 0) & pl.col("setl_id").is_in(ok_setl.implode()).fill_null(False) & pl.col("neg").is_null()
-                           & ~pl.col("bkkp_sn").is_in(refunded.implode())))
-    # the latest line of a group: in fee_list_d's time (to the second) and then bkkp_sn
-    last = (stock.sort(pl.col("time").dt.truncate("1s"), SN_ORDER)
-            .group_by("fixmedins_code", "hilist_code", MONTH.alias("month"), maintain_order=True)
+                           & ~pl.col("bkkp_sn").is_in(refunded.implode()))
+             .select("fixmedins_code", "hilist_code", "month", "good", "q", "bkkp_sn", "mdtrt_id", "chrgitm_lv", "appr", "own",
+                     "ts", "snn")
+             .collect())
+    # the latest line of a group: in fee_list_d's time (to the second) and then bkkp_sn, found as
+    # the largest of one integer (seconds, then bkkp_sn's number) when it fits, else by a sort
+    lo, hi, top = stock.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"), pl.col("snn").max()).row(0)
+    bits = int(top or 0).bit_length()
+    if stock.height and (hi - lo) < (1 << (62 - bits)):
+        at = ((pl.col("ts") - lo) * (1 << bits) + pl.col("snn")).arg_max()
+        groups = stock.group_by(grp)
+    else:
+        at = pl.len() - 1
+        groups = stock.sort("ts", "snn").group_by(grp, maintain_order=True)
+    last = (groups
             .agg(pl.col("good").all().alias("all_good"), pl.col("q").sum().alias("billed"),
-                 pl.col("bkkp_sn").last(), pl.col("mdtrt_id").last(), pl.col("q").last().alias("last_q"),
-                 ((pl.col("chrgitm_lv").last() != "03") & (pl.col("appr").last() == "1")
-                  & (pl.col("own").last() == 0)).alias("paid"))
+                 pl.col("bkkp_sn").get(at), pl.col("mdtrt_id").get(at), pl.col("q").get(at).alias("last_q"),
+                 ((pl.col("chrgitm_lv").get(at) != "03") & (pl.col("appr").get(at) == "1")
+                  & (pl.col("own").get(at) == 0)).alias("paid"))
             .with_columns(month_text("month").alias("month"))
             .join(tables["purchases"].rename({"period": "month"}), on=grp, how="inner")
             .filter(pl.col("all_good") & pl.col("paid") & (pl.col("last_q") == pl.col("last_q").round(0)))

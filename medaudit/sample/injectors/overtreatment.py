@@ -13,13 +13,12 @@ misses. A second group (R50 发热) of only 29 visits with the same outlier is n
 
 In a large batch the clean data's own groups reach 30 visits, and about one visit in twenty
 of a group is above its 95th percentile: a statistical rule flags them, rightly. ``finish``
-finds them from the final lines, independently of the engine (net quantities in Python, the
-percentile in exact fractions), and writes them into the key, so the key stays exact at every
+finds them from the final lines, independently of the engine (net quantities, the percentile
+compared in exact integer arithmetic), and writes them into the key, so the key stays exact at every
 size (a sample of a few hundred visits has no such group).
 """
 
 import datetime as dt
-from fractions import Fraction
 
 import numpy as np
 import polars as pl
@@ -64,14 +63,6 @@ CLASSES = ("03", "04")
 PERCENTILE, MIN_PEERS = 95, 30
 
 
-def _percentile(vals: list[int]) -> Fraction:
-    """Linear interpolation at (n - 1) x p / 100 of the sorted values, as quantile_cont, exact."""
-    h = Fraction(len(vals) - 1) * PERCENTILE / 100
-    f = int(h)
-    hi = vals[min(f + 1, len(vals) - 1)]
-    return vals[f] + (h - f) * (hi - vals[f])
-
-
 def finish(ctx: Context, tables: dict) -> None:
     """Key every visit of the batch whose quantity of lines of CLASSES is above its group's
     percentile (the rule's meaning, computed here from the lines as generated)."""
@@ -84,31 +75,42 @@ def finish(ctx: Context, tables: dict) -> None:
     # refunds without init_feedetl_sn: the same visit, code and day, latest lines first
     unl = (lines.filter((pl.col("cnt") < 0) & pl.col("init").is_null())
            .group_by("vi", "code", pl.col("time").dt.date().alias("d")).agg((-pl.col("cnt").sum()).alias("u")))
-    pos = (pos.join(unl, on=["vi", "code", "d"], how="left").sort("vi", "code", "d", "time", "bkkp_sn", descending=True)
-           .with_columns(pl.col("net").cum_sum().over("vi", "code", "d").alias("cum"))
-           .with_columns(pl.when(pl.col("u").is_null()).then(pl.col("net"))
-                         .otherwise(pl.min_horizontal(pl.col("net"), pl.max_horizontal(pl.col("cum") - pl.col("u"), 0)))
-                         .alias("net")))
+    # (only the few (visit, code, day) groups with such a refund are sorted and summed)
+    pos = pos.join(unl, on=["vi", "code", "d"], how="left")
+    cols = pos.columns
+    refunded = (pos.filter(pl.col("u").is_not_null()).sort("vi", "code", "d", "time", "bkkp_sn", descending=True)
+                .with_columns(pl.col("net").cum_sum().over("vi", "code", "d").alias("cum"))
+                .with_columns(pl.min_horizontal(pl.col("net"), pl.max_horizontal(pl.col("cum") - pl.col("u"), 0)).alias("net"))
+                .select(cols))
+    pos = pl.concat([pos.filter(pl.col("u").is_null()), refunded])
     v = ctx.all_visits.filter(pl.col("settled") & ~pl.col("refunded"))
-    any_line = ctx.fee_lines.filter(pl.col("cnt") > 0).select("vi").unique()
+    any_line = ctx.fee_lines.lazy().filter(pl.col("cnt") > 0).select("vi").unique().collect()
     v = v.join(any_line, on="vi", how="semi")  # visits with a line (no sample visit is refunded whole line by line)
     q = pos.filter(pl.col("net") > 0).group_by("vi").agg(pl.col("net").sum().alias("q"))
     v = v.join(q, on="vi", how="left").with_columns(
         pl.col("q").fill_null(0), pl.col("begntime").dt.strftime("%Y-%m").alias("month"),
         pl.col("main_diag").str.replace_all(".", "", literal=True).str.to_uppercase().str.slice(0, 3).alias("dg"))
     keyed = {r["mdtrt_id"] for r in ctx.key if r["rule_type"] == "overtreatment"}
-    flagged = []
-    for _key, g in v.group_by("month", "inpatient", "level", "dg"):
-        if g.height < MIN_PEERS:
-            continue
-        p = _percentile(sorted(g["q"].to_list()))
-        flagged += [r for r in g.select("vi", "mdtrt_id", "q").iter_rows(named=True) if r["q"] > p]
-    for r in flagged:
-        if r["mdtrt_id"] in keyed:
-            continue
-        for sn in pos.filter((pl.col("vi") == r["vi"]) & (pl.col("net") > 0))["bkkp_sn"].sort():
-            ctx.expect("R-OVT-001", r["mdtrt_id"], sn, f"检查化验数量 {r['q']} 高于同类就诊第 95 百分位（统计上偏高）",
-                       rule_type="overtreatment")
-
+    # each group of at least MIN_PEERS visits, its quantities sorted: the percentile lies between
+    # the f-th and the next, at h = (n - 1) x p / 100 = f + r / 100 (r an integer), so
+    # q > percentile  <=>  100 q > 100 s[f] + r (s[f+1] - s[f]), exact in integers
+    grp = ["month", "inpatient", "level", "dg"]
+    hn = (pl.col("n") - 1) * PERCENTILE
+    groups = (v.group_by(grp).agg(pl.col("q").sort().alias("qs"), pl.len().alias("n"))
+              .filter(pl.col("n") >= MIN_PEERS)
+              .with_columns((hn // 100).alias("f"), (hn % 100).alias("r"))
+              .with_columns(pl.col("qs").list.get(pl.col("f")).alias("lo"),
+                            pl.col("qs").list.get(pl.min_horizontal(pl.col("f") + 1, pl.col("n") - 1)).alias("hi"))
+              .select(*grp, "lo", "hi", "r"))
+    flagged = (v.join(groups, on=grp, how="inner")
+               .filter(pl.col("q") * 100 > pl.col("lo") * 100 + pl.col("r") * (pl.col("hi") - pl.col("lo")))
+               .select("vi", "mdtrt_id", "q")
+               .filter(~pl.col("mdtrt_id").is_in(list(keyed))))
+    # every quantity line of a flagged visit (one join, not a filter of all lines per visit)
+    hits = (pos.filter(pl.col("net") > 0).select("vi", "bkkp_sn")
+            .join(flagged, on="vi", how="inner").sort("mdtrt_id", "bkkp_sn"))
+    for mdtrt_id, sn, q in hits.select("mdtrt_id", "bkkp_sn", "q").iter_rows():
+        ctx.expect("R-OVT-001", mdtrt_id, sn, f"检查化验数量 {q} 高于同类就诊第 95 百分位（统计上偏高）",
+                   rule_type="overtreatment")
 
 INJECTOR = Injector("overtreatment", inject, rate=0.0, finish=finish)
