@@ -53,9 +53,15 @@ RULE_TYPE = RuleType(
     # it needs the whole stay: a prospective order (pre_alert) has no length of stay to compare with
     stages=("in_process", "post_hoc"),
     query=f"""
-        WITH v AS (
-            SELECT *, sum(cnt) OVER (PARTITION BY rule_key, mdtrt_id) AS total_qty
-            FROM {{m}} WHERE inpatient AND los IS NOT NULL),
+        -- the (rule, stay) pairs over the length of stay, found by grouping: the windows below
+        -- run over their lines only, not over every bed and nursing line
+        WITH cand AS (
+            SELECT rule_key, mdtrt_id FROM {{m}} WHERE inpatient AND los IS NOT NULL
+            GROUP BY rule_key, mdtrt_id HAVING sum(cnt) > min(los + tolerance)),
+        v AS (
+            SELECT m.*, sum(m.cnt) OVER (PARTITION BY m.rule_key, m.mdtrt_id) AS total_qty
+            FROM {{m}} m JOIN cand c ON c.rule_key = m.rule_key AND c.mdtrt_id = m.mdtrt_id
+            WHERE m.inpatient AND m.los IS NOT NULL),
         over AS (SELECT *, total_qty - (los + tolerance) AS excess FROM v WHERE total_qty > los + tolerance),
         alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id')}),
         -- excess only on lines the fund did not pay for costs the fund nothing: no finding
