@@ -445,9 +445,11 @@ app.add_typer(findings_app, name="findings")
 #: what ``findings --export`` writes, in this order (amounts as numbers, the rest as text)
 EXPORT_COLUMNS = ("finding_id", "rule_id", "rule_name", "rule_type", "severity", "status", "状态", "stage",
                   "fixmedins_code", "机构名称", "period", "mdtrt_id", "psn_no", "setl_id", "dept_code", "科室名称",
-                  "dr_code", "医生名称", "flagged_amt", "claimed_amt", "deduction_amt", "evidence", "prealert")
-#: export columns that are not findings columns (labels, names, the doctor's pre-alert answer)
-_DERIVED = ("状态", "机构名称", "科室名称", "医生名称", "prealert")
+                  "dr_code", "医生名称", "flagged_amt", "claimed_amt", "deduction_amt", "evidence", "prealert",
+                  "watched", "tips")
+#: export columns that are not findings columns (labels, names, the doctor's pre-alert answer,
+#: the watched entities 重点监控 and the tips 举报 a finding is linked to)
+_DERIVED = ("状态", "机构名称", "科室名称", "医生名称", "prealert", "watched", "tips")
 _MONEY = ("flagged_amt", "claimed_amt", "deduction_amt")
 
 
@@ -509,6 +511,8 @@ def findings(
     person: Optional[str] = typer.Option(None, help="only this person (psn_no)"),
     limit: int = typer.Option(50, min=1, help="findings to show (an export writes every match)"),
     export: Optional[Path] = typer.Option(None, "--export", help="write every matching finding to this .csv or .xlsx file"),
+    watched: bool = typer.Option(False, "--watched", help="only findings of watched institutions, doctors and persons "
+                                                          "(重点监控, as review list --watched)"),
 ) -> None:
     """List stored findings with their evidence (for ad-hoc investigation); `findings show ID` for one."""
     if ctx.invoked_subcommand is not None:
@@ -527,6 +531,11 @@ def findings(
             where.append(f"{col} = ?")
             args.append(val)
             said.append(f"{label} {val}")
+    from .supervision import watch as _watch
+
+    if watched:
+        where.append(_watch.watched_filter(con))  # constant SQL: the watchlist of this moment
+        said.append("watched (重点监控)")
     sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c not in _DERIVED)}
               FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id, finding_id"""
     n_all = con.execute(f"SELECT count(*) FROM findings WHERE {' AND '.join(where)}", args).fetchall()[0][0]
@@ -544,7 +553,10 @@ def findings(
         from . import names
 
         nm = names.Names(con)
+        mk = _watch.marks(con, [r["finding_id"] for r in rows])
         for r in rows:
+            w, tips = mk.get(r["finding_id"], (None, []))
+            r["watched"], r["tips"] = w or "", ", ".join(map(str, tips))
             r["状态"] = lifecycle.status_label(r["status"])
             inst = r["fixmedins_code"]
             r["机构名称"] = nm.name("institution", inst)
@@ -563,8 +575,13 @@ def findings(
     pre = prealert_store.evidence_for(con, [r["finding_id"] for r in rows])
     # stacked, one block a finding: a heading line (wraps at narrow widths), the evidence
     # underneath at the full width of the terminal
+    # marked: the watched entities (重点监控, the watchlist of this moment) and the tips (举报) it is linked to
+    mk = _watch.marks(con, [r["finding_id"] for r in rows])
     for r in rows:
-        print_finding(console, r, [pre.get(r["finding_id"])] if r["finding_id"] in pre else [])
+        w, tips = mk.get(r["finding_id"], (None, []))
+        print_finding(console, r, [f"重点监控 watched: {w}" if w else "",
+                                   ("举报 tips: " + ", ".join(f"tip {t}" for t in tips)) if tips else "",
+                                   pre.get(r["finding_id"], "")])
     more = f"; {n_all - len(rows):,} more (--limit, or --export FILE for all)" if n_all > len(rows) else ""
     console.print(f"{len(rows):,} of {n_all:,} findings{more}. One with its lines and history: "
                   "medaudit findings show ID", highlight=False)

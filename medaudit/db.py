@@ -235,9 +235,10 @@ def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duc
 #: :func:`medaudit.prealert.store.drop_result_index` rewrites an older file's table). 3 = supervision
 #: over time (medaudit/supervision/store.py: supervision_events, assessment_runs/results/vetoes,
 #: credit_entries, credit_points, watchlist, watch_settings, tips, tip_findings, tip_settings).
+#: 4 = tip_findings.event_id (the event that linked a finding to a tip).
 #: Raise it with every change of layout and add the change's statement to the
 #: schema strings (never edit a released statement).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class DatabaseTooNew(Exception):

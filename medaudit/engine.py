@@ -488,6 +488,11 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> i
     # hospital loop: a changed rule version supersedes the old open findings (final ones never
     # change); new findings get their state row, appeal window and 'create' audit event.
     lifecycle.on_screened(con, stage, run_id)
+    # tips and complaints: the run's findings on visits a tip names are linked to the tip (a
+    # visit named before it was loaded is screened by the run that loads it)
+    from .supervision import tips
+
+    tips.link_run(con, run_id)
     return n_new
 
 
@@ -523,10 +528,16 @@ def screen(
     stage: str = "post_hoc",
     on_type: Callable[[str, int, int], None] | None = None,
     scope: Scope | None = None,
+    own_transaction: bool = True,
 ) -> ScreenResult:
     """Screen one stage with the library's rules: everything loaded (``scope`` None or ``all``),
     or what new batches touch with the history the rules need (:mod:`medaudit.incremental`);
-    the findings are the same either way."""
+    the findings are the same either way. A ``visits`` scope (a tip's visits) keeps only the
+    findings that involve those visits (their visit, or one of their lines), each with the id a
+    full screen gives it.
+
+    ``own_transaction=False``: the caller holds a transaction and the run's writes are part of
+    it (``tips add`` stores the tip, the run's findings and the links at once)."""
     t0 = time.perf_counter()
     rules = [r for r in library.rules if stage in r.stages]
     scope = scope or Scope("all")
@@ -565,12 +576,25 @@ def screen(
         timings[tname] = time.perf_counter() - t
     if views:
         con.execute("DROP VIEW lines; DROP TABLE lines_person; ALTER TABLE lines_ctx RENAME TO lines")
+    if scope.mode == "visits" and not plan.full and not plan.nothing:
+        # the findings that involve the named visits, whole (all their hits); the others of
+        # the context (the rest of a person's window, of a month) are left to the nightly runs
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE __keep AS
+               SELECT DISTINCT rule_key, finding_key FROM hits
+               WHERE list_contains(?::VARCHAR[], mdtrt_id)
+                  OR bkkp_sn IN (SELECT bkkp_sn FROM lines WHERE list_contains(?::VARCHAR[], mdtrt_id))""",
+            [list(scope.visits), list(scope.visits)])
+        con.execute("""DELETE FROM hits h WHERE NOT EXISTS (
+                           SELECT 1 FROM __keep k WHERE k.rule_key = h.rule_key AND k.finding_key = h.finding_key);
+                       DROP TABLE __keep;""")
     if on_type:
         on_type("", len(names), len(names))
     # hits of the rules evaluated, and the same again for each rule sharing a body (rule_fan)
     n_hits = con.execute("SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) "
                          "FROM hits").fetchall()[0][0]
-    con.execute("BEGIN TRANSACTION")
+    if own_transaction:
+        con.execute("BEGIN TRANSACTION")
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
         n_new = store_findings(con, stage, run_id)
@@ -581,9 +605,11 @@ def screen(
         )
         incremental.record(con, stage, plan.batches, run_id)
         incremental.commit_spans(con)
-        con.execute("COMMIT")
+        if own_transaction:
+            con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        if own_transaction:
+            con.execute("ROLLBACK")
         raise
     return ScreenResult(run_id, stage, n_lines, len(rules), n_hits, n_new, timings, time.perf_counter() - t0,
                         scope=plan.why, n_visits=None if ctx is None else ctx.n_visits)

@@ -68,12 +68,20 @@ class ScopeError(ValueError):
 class Scope:
     """What a run is asked to screen: ``new`` (batches not screened yet for the stage, the
     default of ``medaudit screen``), ``all``, ``batch`` (the given batches), ``since`` (batches
-    loaded at or after a time) or ``period`` (visits with lines in a month)."""
+    loaded at or after a time), ``period`` (visits with lines in a month) or ``visits`` (the
+    given visits, e.g. those a tip names: :func:`Scope.of_visits`; the run keeps only the
+    findings that involve them)."""
 
     mode: str = "all"
     batches: tuple[int, ...] = ()
     since: dt.datetime | None = None
     period: str | None = None
+    visits: tuple[str, ...] = ()
+
+    @classmethod
+    def of_visits(cls, visits) -> Scope:
+        """The given visits (mdtrt_id), screened with the history each rule needs."""
+        return cls("visits", visits=tuple(sorted(set(visits))))
 
     @classmethod
     def from_options(cls, all_: bool = False, batches: list[int] | None = None, since: str | None = None,
@@ -172,6 +180,11 @@ def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) 
         return Plan(True, loaded, f"all loaded data: the rule library changed since the last {stage} run")
     if scope.mode == "period":
         return Plan(False, [], f"visits with lines in {scope.period}")
+    if scope.mode == "visits":
+        if not scope.visits:
+            return Plan(False, [], "nothing: no visit was named", nothing=True)
+        return Plan(False, [], f"the {len(scope.visits)} visit(s) named ({', '.join(scope.visits[:5])}"
+                               f"{', ...' if len(scope.visits) > 5 else ''})")
     if scope.mode == "batch":
         unknown = sorted(set(scope.batches) - set(loaded))
         if unknown:
@@ -253,7 +266,11 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
     last = f"CASE WHEN is_open THEN {END_OF_TIME} ELSE last_date END"
 
     # 1. the touched visits
-    if scope.mode == "period":
+    if scope.mode == "visits":
+        con.execute("CREATE OR REPLACE TEMP TABLE seed AS SELECT DISTINCT mdtrt_id FROM spans "
+                    "WHERE list_contains(?::VARCHAR[], mdtrt_id)", [list(scope.visits)])
+        con.execute("CREATE OR REPLACE TEMP TABLE seed_months (month VARCHAR)")
+    elif scope.mode == "period":
         stage_month = ("strftime(coalesce(s.setl_time, f.fee_ocur_time), '%Y-%m')" if stage == "post_hoc"
                        else "strftime(f.fee_ocur_time, '%Y-%m')")
         start = dt.date.fromisoformat(scope.period + "-01")

@@ -21,6 +21,10 @@ DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made
 app = typer.Typer(help="Tips and complaints (举报投诉): 受理 → 核查中 → 属实 / 不属实 → 奖励已发放.", no_args_is_help=True)
 
 
+RulesOption = typer.Option(Path("rules"), "--rules", help="the rule library the named visits are screened with "
+                                                          "(the one the nightly screening uses)")
+
+
 @app.command("add")
 def add(
     channel: str = typer.Option(..., "--channel", help="电话, 微信, 信箱 or 网站"),
@@ -32,22 +36,65 @@ def add(
     person: Optional[str] = typer.Option(None, "--person", help="the person named (psn_no)"),
     visit: List[str] = typer.Option([], "--visit", help="a visit named (mdtrt_id; repeatable)"),
     contact: str = typer.Option("", "--contact", help="the tipster's contact: only a masked form is kept"),
+    rules: Path = RulesOption,
     db: Path = DbOption,
 ) -> None:
-    """Receive a tip (受理): the named visits' findings are linked to it."""
+    """Receive a tip (受理): the named visits are screened with every rule of --rules and their
+    findings linked to it (a visit not loaded yet: when the run that loads it screens it)."""
     try:
         day = dt.date.fromisoformat(date) if date else lifecycle.wall_now().date()
     except ValueError:
         fail(f"--date must be a date YYYY-MM-DD, got {date!r}")
     con = dbm.open_existing(db)
+    library = _library(rules) if visit else None
     try:
         tid = tp.add(con, channel=channel, received_on=day, content=content, by=by, institution=institution,
-                     doctor=doctor, person=person, visits=visit, contact=contact)
+                     doctor=doctor, person=person, visits=visit, contact=contact, library=library)
     except tp.TipError as e:
         fail(str(e))
     t = tp.show(con, tid)
     console.print(f"tip {tid} 受理 ({channel}, {day}); {len(t['findings'])} findings linked; contact kept as "
                   f"{t['contact_masked'] or '-'}", highlight=False)
+    _said(t["events"][0]["detail"])
+
+
+def _library(rules: Path):
+    from ..library import RuleLibraryError, load_library
+
+    try:
+        return load_library(rules)
+    except RuleLibraryError as e:
+        fail(f"--rules {rules} (the library the named visits are screened with): " + "; ".join(e.problems))
+
+
+def _said(detail: dict) -> None:
+    """What screening the named visits did, and the visits not loaded yet."""
+    for r in detail.get("screened", []):
+        console.print(f"  screened {r['stage']} (run {r['run_id']}): {r['scope']}; {r['lines']:,} lines, "
+                      f"{r['new_findings']:,} new findings", highlight=False, soft_wrap=True)
+    if detail.get("visits_not_loaded"):
+        console.print(f"  not loaded yet (kept; linked when a screening run finds something on them): "
+                      f"{', '.join(detail['visits_not_loaded'])}", highlight=False, soft_wrap=True)
+
+
+@app.command("link")
+def link(
+    tip_id: int = typer.Argument(..., metavar="TIP"),
+    visit: List[str] = typer.Option(..., "--visit", help="a visit to add (mdtrt_id; repeatable)"),
+    by: str = typer.Option(..., "--by"),
+    rules: Path = RulesOption,
+    db: Path = DbOption,
+) -> None:
+    """Add visits to an open tip (受理, 核查中): screened with every rule, their findings linked."""
+    con = dbm.open_existing(db)
+    library = _library(rules)
+    try:
+        d = tp.add_visits(con, tip_id, visit, by, library)
+    except tp.TipError as e:
+        fail(str(e))
+    console.print(f"tip {tip_id}: {len(d['visits'])} visit(s) added; {d['linked_findings']} findings linked",
+                  highlight=False)
+    _said(d)
 
 
 def _move(action: str, tip_id: int, by: str, reason: str, db: Path, **kw) -> None:
@@ -103,7 +150,15 @@ def show(tip_id: int = typer.Argument(..., metavar="TIP"), db: Path = DbOption) 
     for k in ("tip_id", "status", "received_on", "channel", "fixmedins_code", "dr_code", "psn_no", "visits", "content",
               "contact_masked", "nature", "recovered", "reward"):
         console.print(f"{k}: {'' if t[k] is None else t[k]}", highlight=False, soft_wrap=True)
-    console.print("findings: " + (", ".join(f[:12] for f in t["findings"]) or "-"), highlight=False)
+    for v, st in t["visit_status"].items():
+        console.print(f"  visit {v}: {st}", highlight=False, soft_wrap=True)
+    console.print(f"findings ({len(t['linked'])}):" + ("" if t["linked"] else " -"), highlight=False)
+    for f in t["linked"]:
+        amt = "" if f["flagged_amt"] is None else f"flagged {f['flagged_amt']:,.2f}  deduction {f['deduction_amt']:,.2f}"
+        console.print(f"  {f['finding_id'][:12]}  {f['rule_id'] or ''} {f['rule_name'] or ''}  {f['stage'] or ''}  "
+                      f"{lifecycle.status_label(f['status']) if f['status'] else ''}  {f['mdtrt_id'] or ''}  {amt}  "
+                      f"(linked by {f['linked_by'] or '-'}{', ' + f['linked_actor'] if f['linked_by'] == 'tip_link' else ''})",
+                      highlight=False, soft_wrap=True)
     for e in t["events"]:
         console.print(f"  {e['event_at']:%Y-%m-%d %H:%M} {e['actor']} {e['action']} {e['reason']}", highlight=False)
 

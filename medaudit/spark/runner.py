@@ -355,6 +355,9 @@ def load_findings(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[int, in
                 WHERE finding_id NOT IN (SELECT finding_id FROM findings);
             """)
         lifecycle.on_screened(con, stage, run_id)
+        from ..supervision import tips
+
+        tips.link_run(con, run_id)  # findings on visits a tip names
         money.settle_deductions(con)
         con.execute("INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
                     [run_id, stage, meta.get("library_digest"), meta.get("n_rules"), meta.get("n_hits"), n_new])

@@ -9,8 +9,12 @@ Anything else is refused with the tip and its state named. Every move is an even
 ``supervision_events`` (subject ``tip:N``: who, when, why).
 
 A tip names an institution, a doctor (within the institution), a person and visits; each named
-one must be in the loaded data. The findings of its visits are linked to it (``tip_findings``),
-at receipt and again when it is concluded (screening after receipt finds more). The tipster's
+one must be in the loaded data. The named visits that are loaded are screened
+with every rule of the library at receipt (:func:`screen_visits`: the engine's own screening of a
+visit subset, every stage their lines are in) and the findings that involve them are linked to
+the tip (``tip_findings``, with the event that linked them) in the same transaction; a visit not
+loaded yet is kept, and the screening run that loads it links its findings (:func:`link_run`).
+Concluding links what screening found since. The tipster's
 contact is kept masked only (``138****5678``; an e-mail ``w***@qq.com``) with a SHA-256 to
 recognise a repeated tipster; the full contact never enters the database.
 
@@ -55,6 +59,9 @@ CREATE TABLE IF NOT EXISTS tips (
 );
 CREATE TABLE IF NOT EXISTS tip_findings (tip_id INTEGER, finding_id VARCHAR, PRIMARY KEY (tip_id, finding_id));
 CREATE TABLE IF NOT EXISTS tip_settings (key VARCHAR PRIMARY KEY, value VARCHAR);
+-- schema 4: the supervision_events row that linked the finding (tip_add, tip_visits, tip_found,
+-- tip_reject, or tip_link by the screening run that found it); NULL on links made before
+ALTER TABLE tip_findings ADD COLUMN IF NOT EXISTS event_id BIGINT;
 """
 
 CHANNELS = ("电话", "微信", "信箱", "网站")
@@ -117,19 +124,118 @@ def reward_for(recovered: Decimal, s: dict[str, Decimal]) -> Decimal:
     return min(max(r, s["reward_floor"]), s["reward_cap"]).quantize(CENT, ROUND_HALF_UP)
 
 
-def _link(con: duckdb.DuckDBPyConnection, tip_id: int) -> int:
-    """Link the findings of the tip's visits (post-hoc and in-process) not linked yet."""
-    return con.execute(
-        """INSERT INTO tip_findings SELECT t.tip_id, f.finding_id FROM tips t, findings f
-           WHERE t.tip_id = ? AND list_contains(CAST(json_extract_string(t.visits, '$[*]') AS VARCHAR[]), f.mdtrt_id)
-             AND f.status <> 'superseded'
-             AND NOT EXISTS (SELECT 1 FROM tip_findings x WHERE x.tip_id = t.tip_id AND x.finding_id = f.finding_id)
-           RETURNING finding_id""", [tip_id]).fetchall().__len__()
+#: (tip, finding) pairs not linked yet: findings (not superseded) that involve a visit a tip
+#: names, by their visit or by one of their lines (a finding about a person or a month whose
+#: lines include the visit's), and are of the tip's institution when it names one. ``{tips}``
+#: and ``{runs}`` are constant filters (``t.tip_id = ?``, ``f.last_run = ?`` or ``TRUE``).
+_CANDIDATES = """
+WITH tv AS (
+    SELECT tip_id, fixmedins_code AS tip_inst,
+           unnest(CAST(json_extract_string(visits, '$[*]') AS VARCHAR[])) AS mdtrt_id
+    FROM tips t WHERE {tips}),
+inv AS (
+    SELECT tv.tip_id, tv.tip_inst, f.finding_id, f.fixmedins_code, f.status
+    FROM tv JOIN findings f ON f.mdtrt_id = tv.mdtrt_id WHERE {runs}
+    UNION
+    SELECT tv.tip_id, tv.tip_inst, f.finding_id, f.fixmedins_code, f.status
+    FROM tv JOIN fee_list_d l ON l.mdtrt_id = tv.mdtrt_id
+    JOIN finding_lines fl ON fl.bkkp_sn = l.bkkp_sn JOIN findings f ON f.finding_id = fl.finding_id WHERE {runs})
+SELECT DISTINCT tip_id, finding_id FROM inv
+WHERE status <> 'superseded' AND (tip_inst IS NULL OR fixmedins_code IS NULL OR fixmedins_code = tip_inst)
+  AND NOT EXISTS (SELECT 1 FROM tip_findings x WHERE x.tip_id = inv.tip_id AND x.finding_id = inv.finding_id)
+ORDER BY tip_id, finding_id
+"""
+
+
+def _candidates(con: duckdb.DuckDBPyConnection, tip_id: int | None = None, run_id: int | None = None) -> list[str]:
+    """The findings to link to ``tip_id`` (or ``(tip_id, finding_id)`` pairs of every tip when None),
+    among those of screening run ``run_id`` when given."""
+    args: list = []
+    tips_f, runs_f = "TRUE", "TRUE"
+    if tip_id is not None:
+        tips_f, args = "t.tip_id = ?", [int(tip_id)]
+    if run_id is not None:
+        runs_f, args = "f.last_run = ?", args + [int(run_id)] * 2
+    # the run filter is in both branches of the UNION: its value is bound twice, in order
+    rows = con.execute(_CANDIDATES.format(tips=tips_f, runs=runs_f), args).fetchall()
+    return [f for _, f in rows] if tip_id is not None else rows
+
+
+def _insert_links(con: duckdb.DuckDBPyConnection, tip_id: int, finding_ids: list[str], event_id: int) -> None:
+    if finding_ids:
+        con.execute("INSERT INTO tip_findings (tip_id, finding_id, event_id) SELECT ?, unnest(?::VARCHAR[]), ?",
+                    [int(tip_id), list(finding_ids), event_id])
+
+
+def link_run(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[int, list[str]]:
+    """Inside a screening run's transaction: link its findings that involve a visit some tip names
+    (one ``tip_link`` event per tip, by ``screen run N``). A visit named before it was loaded is
+    screened by the run that loads it, and its findings reach the tip here. Returns tip -> findings."""
+    if not con.execute("SELECT count(*) FROM tips WHERE visits IS NOT NULL AND visits <> '[]'").fetchall()[0][0]:
+        return {}
+    by_tip: dict[int, list[str]] = {}
+    for tid, fid in _candidates(con, run_id=run_id):
+        by_tip.setdefault(tid, []).append(fid)
+    for tid, fids in by_tip.items():
+        ev = store.log(con, f"screen run {run_id}", "tip_link", f"tip:{tid}", "筛查发现举报所涉就诊的疑点",
+                       {"run_id": run_id, "findings": fids})
+        _insert_links(con, tid, fids, ev)
+    return by_tip
+
+
+def loaded_visits(con: duckdb.DuckDBPyConnection, visits) -> dict[str, tuple[str, str]]:
+    """The named visits that are loaded: mdtrt_id -> (institution, person)."""
+    return {v: (i, p) for v, i, p in con.execute(
+        "SELECT mdtrt_id, any_value(fixmedins_code), any_value(psn_no) FROM mdtrt_d "
+        "WHERE list_contains(?::VARCHAR[], mdtrt_id) GROUP BY 1", [list(visits)]).fetchall()}
+
+
+def screen_visits(con: duckdb.DuckDBPyConnection, library, visits: list[str]) -> list[dict]:
+    """Screen ``visits`` with every rule of ``library``, each stage that has lines of theirs
+    (post-hoc: settled lines; in-process: lines of stays open or not settled yet), inside the
+    caller's transaction; the engine's own incremental screening of a visit subset, so the
+    findings and their ids are those a full screen gives. Returns one summary per run."""
+    from .. import engine
+    from ..incremental import Scope
+
+    out = []
+    for stage in ("post_hoc", "in_process"):
+        if not visits or not any(stage in r.stages for r in library.rules):
+            continue
+        # the engine's own stage filter (constant SQL), over the named visits' lines
+        n = con.execute(
+            f"""SELECT count(*) FROM fee_list_d f JOIN mdtrt_d v ON v.mdtrt_id = f.mdtrt_id
+                LEFT JOIN (SELECT setl_id FROM setl_d WHERE coalesce(refd_setl_flag, '0') <> '1') s
+                       ON s.setl_id = f.setl_id
+                WHERE list_contains(?::VARCHAR[], f.mdtrt_id) AND {engine.STAGE_FILTER[stage]}""",
+            [list(visits)]).fetchall()[0][0]
+        if not n:
+            continue
+        r = engine.screen(con, library, stage=stage, scope=Scope.of_visits(visits), own_transaction=False)
+        out.append({"stage": stage, "run_id": r.run_id, "lines": r.n_lines, "new_findings": r.n_new_findings,
+                    "scope": r.scope})
+    return out
+
+
+def _check_visits(con, visits, institution: str | None) -> tuple[list[str], list[str]]:
+    """(loaded, not loaded) of the named visits; a loaded one of another institution is refused."""
+    got = loaded_visits(con, visits)
+    for v in visits:
+        if v in got and institution and got[v][0] != institution:
+            raise TipError(f"--visit {v} is a visit of {got[v][0]}, not of --institution {institution}")
+    seen: list[str] = []
+    for v in visits:
+        if v not in seen:
+            seen.append(v)
+    return [v for v in seen if v in got], [v for v in seen if v not in got]
 
 
 def add(con: duckdb.DuckDBPyConnection, *, channel: str, received_on: dt.date, content: str, by: str,
         institution: str | None = None, doctor: str | None = None, person: str | None = None,
-        visits: list[str] = (), contact: str = "") -> int:
+        visits: list[str] = (), contact: str = "", library=None) -> int:
+    """Receive a tip (受理). Named visits that are loaded are screened with every rule of
+    ``library`` (when given) and their findings linked; visits not loaded yet are kept and
+    linked when a screening run finds something on them (:func:`link_run`)."""
     if channel not in CHANNELS:
         raise TipError(f"--channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
     if received_on > lifecycle.wall_now().date():
@@ -149,23 +255,50 @@ def add(con: duckdb.DuckDBPyConnection, *, channel: str, received_on: dt.date, c
         raise TipError(f"--doctor {doctor}: no such doctor of {institution} in the loaded data")
     if person and not q("SELECT count(*) FROM mdtrt_d WHERE psn_no = ?", [person]):
         raise TipError(f"--person {person}: no such person in the loaded data")
-    for v in visits:
-        row = con.execute("SELECT fixmedins_code, psn_no FROM mdtrt_d WHERE mdtrt_id = ?", [v]).fetchall()
-        if not row:
-            raise TipError(f"--visit {v}: no such visit in the loaded data")
-        if institution and row[0][0] != institution:
-            raise TipError(f"--visit {v} is a visit of {row[0][0]}, not of --institution {institution}")
+    if any(not (v or "").strip() for v in visits):
+        raise TipError("--visit must name a visit (mdtrt_id), got an empty one")
+    loaded, missing = _check_visits(con, visits, institution)
     c = (contact or "").strip()
     with store.transaction(con):
+        # the named visits screened with every rule first (the run links its findings to the
+        # tips that named them before), then the tip, its event and its links: one transaction
+        runs = screen_visits(con, library, loaded) if library is not None else []
         tid = con.execute(
             """INSERT INTO tips (received_on, channel, fixmedins_code, dr_code, psn_no, visits, content, contact_masked,
                                  contact_sha256, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '受理') RETURNING tip_id""",
-            [received_on, channel, institution, doctor, person, json.dumps(list(visits)), content.strip(),
+            [received_on, channel, institution, doctor, person, json.dumps(loaded + missing), content.strip(),
              mask_contact(c) if c else None, hashlib.sha256(c.encode()).hexdigest() if c else None]).fetchall()[0][0]
-        n = _link(con, tid)
-        store.log(con, by, "tip_add", f"tip:{tid}", "受理", {"channel": channel, "received_on": received_on,
-                                                            "linked_findings": n})
+        fids = _candidates(con, tid)
+        ev = store.log(con, by, "tip_add", f"tip:{tid}", "受理", {
+            "channel": channel, "received_on": received_on, "linked_findings": len(fids), "findings": fids,
+            "screened": runs, "visits_not_loaded": missing})
+        _insert_links(con, tid, fids, ev)
     return tid
+
+
+def add_visits(con: duckdb.DuckDBPyConnection, tip_id: int, visits: list[str], by: str, library=None) -> dict:
+    """Name more visits on an open tip (受理, 核查中): screened with ``library`` like those named at
+    receipt, their findings linked, one ``tip_visits`` event. Returns the event's detail."""
+    if not visits or any(not (v or "").strip() for v in visits):
+        raise TipError(f"tip {tip_id}: give the visits to add (--visit mdtrt_id)")
+    with store.transaction(con):
+        cur = _state(con, tip_id)
+        if cur not in ("受理", "核查中"):
+            raise TipError(f"tip {tip_id} is {cur}; visits are added while it is 受理 or 核查中")
+        inst, old = con.execute("SELECT fixmedins_code, visits FROM tips WHERE tip_id = ?", [int(tip_id)]).fetchall()[0]
+        old = json.loads(old or "[]")
+        new = [v for v in dict.fromkeys(visits) if v not in old]
+        if not new:
+            raise TipError(f"tip {tip_id} names {', '.join(visits)} already")
+        loaded, missing = _check_visits(con, new, inst)
+        runs = screen_visits(con, library, loaded) if library is not None else []
+        con.execute("UPDATE tips SET visits = ? WHERE tip_id = ?", [json.dumps(old + loaded + missing), int(tip_id)])
+        fids = _candidates(con, tip_id)
+        detail = {"visits": loaded + missing, "visits_not_loaded": missing, "screened": runs,
+                  "linked_findings": len(fids), "findings": fids}
+        ev = store.log(con, by, "tip_visits", f"tip:{tip_id}", "追加就诊", detail)
+        _insert_links(con, tip_id, fids, ev)
+    return detail
 
 
 def _state(con, tip_id: int) -> str:
@@ -200,10 +333,12 @@ def move(con: duckdb.DuckDBPyConnection, tip_id: int, action: str, by: str, reas
             con.execute("UPDATE tips SET nature = ?, recovered = ?, reward = ? WHERE tip_id = ?",
                         [nature, amt, reward, int(tip_id)])
             detail |= {"nature": nature, "recovered": amt, "reward": reward}
+        fids = _candidates(con, int(tip_id)) if action in ("found", "reject") else []
         if action in ("found", "reject"):
-            detail["linked_findings"] = _link(con, int(tip_id))
+            detail |= {"linked_findings": len(fids), "findings": fids}
         con.execute("UPDATE tips SET status = ? WHERE tip_id = ?", [to, int(tip_id)])
         ev = store.log(con, by, f"tip_{action}", f"tip:{tip_id}", reason, detail)
+        _insert_links(con, int(tip_id), fids, ev)
         if action == "found":
             _credit(con, int(tip_id), ev)
     return to
@@ -236,6 +371,19 @@ def show(con: duckdb.DuckDBPyConnection, tip_id: int) -> dict:
     t = dict(zip([d[0] for d in cur.description], rows[0]))
     t["findings"] = [r[0] for r in con.execute("SELECT finding_id FROM tip_findings WHERE tip_id = ? ORDER BY 1",
                                                 [int(tip_id)]).fetchall()]
+    cur = con.execute(
+        """SELECT x.finding_id, f.rule_id, f.rule_name, f.stage, f.status, f.mdtrt_id, f.flagged_amt, f.deduction_amt,
+                  e.action AS linked_by, e.actor AS linked_actor
+           FROM tip_findings x LEFT JOIN findings f USING (finding_id)
+           LEFT JOIN supervision_events e ON e.event_id = x.event_id
+           WHERE x.tip_id = ? ORDER BY f.mdtrt_id, f.rule_id, x.finding_id""", [int(tip_id)])
+    keys = [d[0] for d in cur.description]
+    t["linked"] = [dict(zip(keys, r)) for r in cur.fetchall()]
+    named = json.loads(t["visits"] or "[]")
+    got = loaded_visits(con, named)
+    t["visit_status"] = {v: ("loaded" if v not in got or not t["fixmedins_code"] or got[v][0] == t["fixmedins_code"]
+                             else f"a visit of {got[v][0]}, not of {t['fixmedins_code']}: not linked")
+                         if v in got else "not loaded yet" for v in named}
     t["events"] = store.events(con, f"tip:{tip_id}")
     return t
 

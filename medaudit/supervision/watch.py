@@ -250,16 +250,39 @@ def status(con: duckdb.DuckDBPyConnection, entity_key: str) -> dict | None:
     return dict(zip(("how", "entered_on", "reason"), rows[0])) if rows else None
 
 
-def finding_marks(con: duckdb.DuckDBPyConnection, finding_id: str) -> tuple[str | None, list[int]]:
-    """The watched entities of a finding and the tips it is linked to (``findings show``). A file
-    opened read-only from before these tables existed has neither."""
-    have = {r[0] for r in con.execute(
+def _have(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Which of the watchlist and the tip links the file has (one opened read-only from before
+    these tables existed has neither)."""
+    return {r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT temporary "
         "AND table_name IN ('watchlist', 'tip_findings')").fetchall()}
-    watched = None
-    if "watchlist" in have:
-        rows = con.execute(f"SELECT wf.watched FROM {WATCHED_JOIN} WHERE wf.finding_id = ?", [finding_id]).fetchall()
-        watched = rows[0][0] if rows else None
-    tips = [r[0] for r in con.execute("SELECT tip_id FROM tip_findings WHERE finding_id = ? ORDER BY 1",
-                                      [finding_id]).fetchall()] if "tip_findings" in have else []
-    return watched, tips
+
+
+def finding_marks(con: duckdb.DuckDBPyConnection, finding_id: str) -> tuple[str | None, list[int]]:
+    """The watched entities of a finding and the tips it is linked to (``findings show``)."""
+    return marks(con, [finding_id]).get(finding_id, (None, []))
+
+
+def marks(con: duckdb.DuckDBPyConnection, finding_ids: list[str]) -> dict[str, tuple[str | None, list[int]]]:
+    """Per finding: its watched entities (``H001, H001/D01``; None: none is watched now) and the
+    tips it is linked to, for the findings that have either (``findings`` and ``findings show``)."""
+    have = _have(con)
+    out: dict[str, tuple[str | None, list[int]]] = {}
+    ids = list(finding_ids)
+    if "watchlist" in have and ids:
+        for fid, w in con.execute(f"SELECT wf.finding_id, wf.watched FROM {WATCHED_JOIN} "
+                                  "WHERE list_contains(?::VARCHAR[], wf.finding_id)", [ids]).fetchall():
+            out[fid] = (w, [])
+    if "tip_findings" in have and ids:
+        for fid, tips in con.execute("SELECT finding_id, list(tip_id ORDER BY tip_id) FROM tip_findings "
+                                     "WHERE list_contains(?::VARCHAR[], finding_id) GROUP BY 1", [ids]).fetchall():
+            out[fid] = (out.get(fid, (None, []))[0], list(tips))
+    return out
+
+
+def watched_filter(con: duckdb.DuckDBPyConnection) -> str:
+    """A constant condition on ``findings.finding_id``: the finding belongs to an institution,
+    doctor or person watched now (``findings --watched``, as ``review list --watched``)."""
+    if "watchlist" not in _have(con):
+        return "FALSE"
+    return f"finding_id IN (SELECT wf.finding_id FROM {WATCHED_JOIN})"
