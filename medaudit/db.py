@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -204,6 +205,7 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
     if not read_only:
         try:
             ensure_schema(con)
+            _ENSURED.add(con)  # outside any transaction: nothing can undo it (ensure_schema once)
         except DatabaseTooNew:
             con.close()
             raise
@@ -255,7 +257,18 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row or 0)
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+#: connections this process brought up to date (:func:`ensure_schema` ``once``): a load on a
+#: connection from :func:`connect` does not plan the whole schema's DDL a second time
+_ENSURED: "weakref.WeakSet[duckdb.DuckDBPyConnection]" = weakref.WeakSet()
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, once: bool = False) -> None:
+    """Create what is missing and bring an older file up to date (every statement idempotent).
+    ``once``: nothing to do when :func:`connect` made this connection (it ran this outside any
+    transaction, so nothing can have undone it since; a call inside a transaction is not
+    remembered, as a rollback would undo it)."""
+    if once and con in _ENSURED:
+        return
     found = schema_version(con)
     if found > SCHEMA_VERSION:
         raise DatabaseTooNew(f"this database was written by a newer medaudit (schema version {found}; this one "

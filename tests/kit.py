@@ -128,16 +128,20 @@ class Batch:
         return folder
 
     def screen(self, tmp_path: Path, rules_yaml: str, stage: str = "post_hoc", tables: dict[str, str] | None = None):
-        """Load this batch into a fresh database, screen it, and return the findings with their lines."""
-        con = db.connect(tmp_path / "t.duckdb")
-        load_batch(self.write(tmp_path / "batch"), con)
+        """Load this batch into a fresh database, screen it, and return the findings with their lines.
+
+        The load goes through :func:`loaded_db`: a test that screens one batch with several rule
+        sets (or stages) loads it once and screens copies."""
+        con = loaded_db(self, tmp_path / "t.duckdb", tmp_path / "batch")
         lib = write_rules(tmp_path / "rules", rules_yaml, tables)
         screen(con, load_library(lib), stage=stage)
         return findings(con)
 
 
-#: loaded database files by the text of their batch (:func:`loaded_db`), in a folder of this process
+#: loaded database files by the text of their batch (:func:`loaded_db`), in a folder of this process;
+#: the oldest go beyond _LOADED_KEEP (about 2 MB each)
 _LOADED: dict[str, Path] = {}
+_LOADED_KEEP = 64
 _LOADED_DIR: list[Path] = []
 
 
@@ -166,6 +170,10 @@ def loaded_db(batch: Batch, path: Path, folder: Path | None = None):
         finally:
             con.close()
         _LOADED[key] = cached
+        while len(_LOADED) > _LOADED_KEEP:
+            _LOADED.pop(next(iter(_LOADED))).unlink(missing_ok=True)
+    else:
+        _LOADED[key] = _LOADED.pop(key)  # the most recently used last
     shutil.copyfile(_LOADED[key], path)
     return db.connect(path)
 

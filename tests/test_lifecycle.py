@@ -6,8 +6,12 @@ hospital-loop tests.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
+import shutil
+import tempfile
+from pathlib import Path
 from decimal import Decimal as D
 
 import pytest
@@ -51,43 +55,77 @@ rules:
 
 
 def loop_batch() -> tuple[Batch, dict[str, str]]:
-    """Two hospitals, March 2026. Returns the batch and named visit ids."""
+    """Two hospitals, March 2026. Returns the batch and named visit ids.
+
+    The ids are fixed (LV1..LV5, persons LP1..LP5; they sort before the kit's generated V<n> as
+    they were made before them), so the same batch has the same text and :func:`loop_db` loads
+    and screens it once per test process."""
     b = Batch()
     v = {}
-    v["sex"] = b.visit(gend="1", psn_name="张三", certno="110101198001011234")
+    v["sex"] = b.visit(gend="1", psn_name="张三", certno="110101198001011234", mdtrt_id="LV1", psn_no="LP1")
     b.line(v["sex"], UTERUS, hilist_name="子宫造影", pric="180", bkkp_sn="SEX1")
     # one line two rules claim: gender claims 180.00 (whole line), frequency 120.00 (2 excess units)
-    v["both"] = b.visit(gend="1", psn_name="李四", certno="110101198202023456", adm_dept_codg="D02", chfpdr_code="DR02")
+    v["both"] = b.visit(gend="1", psn_name="李四", certno="110101198202023456", adm_dept_codg="D02", chfpdr_code="DR02",
+                        mdtrt_id="LV2", psn_no="LP2")
     b.line(v["both"], UTERUS, hilist_name="子宫造影", cnt="3", pric="60", bkkp_sn="BOTH1",
            bilg_dept_codg="D02", bilg_dr_code="DR02")
     v["bed"] = b.visit(med_type="21", begntime="2026-03-05 08:00:00", endtime="2026-03-09 10:00:00",
-                       psn_name="王小明", certno="11010119900303567X", adm_dept_codg="D03", chfpdr_code="DR03")
+                       psn_name="王小明", certno="11010119900303567X", adm_dept_codg="D03", chfpdr_code="DR03",
+                       mdtrt_id="LV3", psn_no="LP3")
     b.line(v["bed"], BED, hilist_name="普通病房床位费", pric="30", time="2026-03-06 08:00:00", bkkp_sn="BED1",
            bilg_dept_codg="D03", bilg_dr_code="DR03")
     b.line(v["bed"], BED, hilist_name="普通病房床位费", pric="30", time="2026-03-06 18:00:00", bkkp_sn="BED2",
            bilg_dept_codg="D03", bilg_dr_code="DR03")
-    v["age"] = b.visit(gend="2", psn_name="赵敏", certno="110101198505058888")
+    v["age"] = b.visit(gend="2", psn_name="赵敏", certno="110101198505058888", mdtrt_id="LV4", psn_no="LP4")
     b.line(v["age"], CHILD_DRUG, hilist_name="小儿氨酚黄那敏颗粒", cnt="2", pric="12.35", bkkp_sn="AGE1")
-    v["other"] = b.visit(gend="1", fixmedins_code="H002", fixmedins_name="另一家医院", psn_name="钱五", certno="110101197001019999")
+    v["other"] = b.visit(gend="1", fixmedins_code="H002", fixmedins_name="另一家医院", psn_name="钱五", certno="110101197001019999",
+                         mdtrt_id="LV5", psn_no="LP5")
     b.line(v["other"], UTERUS, hilist_name="子宫造影", pric="200", bkkp_sn="OTH1")
     return b, v
 
 
+#: screened loop databases of this test process by what made them (:func:`loop_db`)
+_LOOP_DBS: dict[str, Path] = {}
+
+
 def loop_db(tmp_path, monkeypatch, batch=None, rules=RULES, today="2026-04-01", settings=None, holidays=None):
-    """A database with the batch loaded and screened on ``today`` (the clock the engine reads)."""
+    """A database with the batch loaded and screened on ``today`` (the clock the engine reads).
+
+    Made once per test process for each batch text, rules, day, settings and holidays, then
+    copied (a load and screen cost about a second of CPU, a copy a few ms); the batch, rules
+    and holiday files are written to ``tmp_path`` either way. ``load_log.source`` names the
+    folder of the first load."""
     if batch is None:
         batch = loop_batch()[0]
     set_wall_clock(monkeypatch, today)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    con = db.connect(tmp_path / "loop.duckdb")
-    for k, val in (settings or {}).items():
-        lifecycle.set_setting(con, k, val)
+    folder = batch.write(tmp_path / "batch")
+    write_rules(tmp_path / "rules", rules)
     if holidays:
         (tmp_path / "holidays.txt").write_text(holidays, encoding="utf-8")
-        lifecycle.load_holidays(con, tmp_path / "holidays.txt")
-    load_batch(batch.write(tmp_path / "batch"), con)
-    rescreen(tmp_path, con, rules)
-    return con
+    digest = hashlib.sha256(repr((rules, today, sorted((settings or {}).items()), holidays)).encode())
+    for f in sorted(folder.iterdir()):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    key = digest.hexdigest()
+    if key not in _LOOP_DBS:
+        made = tmp_path / "loop.made.duckdb"
+        con = db.connect(made)
+        try:
+            for k, val in (settings or {}).items():
+                lifecycle.set_setting(con, k, val)
+            if holidays:
+                lifecycle.load_holidays(con, tmp_path / "holidays.txt")
+            load_batch(folder, con)
+            rescreen(tmp_path, con, rules)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        cached = Path(tempfile.mkdtemp(prefix="medaudit-tests-loop-")) / "loop.duckdb"
+        atexit.register(shutil.rmtree, cached.parent, True)
+        shutil.move(made, cached)
+        _LOOP_DBS[key] = cached
+    shutil.copyfile(_LOOP_DBS[key], tmp_path / "loop.duckdb")
+    return db.connect(tmp_path / "loop.duckdb")
 
 
 def rescreen(tmp_path, con, rules=RULES, name="rules"):
