@@ -28,7 +28,7 @@ def test_same_seed_same_bytes(tmp_path, small_chunks, fmt):
     for name in a.tables:
         assert filecmp.cmp(tmp_path / "a" / name, tmp_path / "b" / name, shallow=False), name
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(a.tables)  # no .part left
-    c = generate(tmp_path / "c", visits=400, seed=12, fmt=fmt)
+    generate(tmp_path / "c", visits=400, seed=12, fmt=fmt)
     assert not filecmp.cmp(tmp_path / "a" / f"fee_list_d.{fmt}", tmp_path / "c" / f"fee_list_d.{fmt}", shallow=False)
 
 

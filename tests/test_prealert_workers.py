@@ -7,7 +7,6 @@ service killed mid-run; a worker still refuses past capacity; ``--workers`` is c
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import signal
