@@ -216,7 +216,28 @@ class _Segment:
             self.fd = -1
 
 
-class ResultWriter:
+class _Answers:
+    """What every side of the journal takes: an answer's result and item rows, or feedback rows,
+    as one JSON line (:meth:`_append` says where the line goes)."""
+
+    def add(self, res_rows: list[tuple], item_rows: list[tuple]) -> None:
+        """Queue an answer's result and item rows (never blocks on the database)."""
+        self._add((("prealert_results", res_rows), ("prealert_result_items", item_rows)))
+
+    def add_feedback(self, rows: list[tuple]) -> None:
+        self._add((("prealert_feedback", rows),))
+
+    def _add(self, parts) -> None:
+        parts = [(t, rows) for t, rows in parts if rows]
+        if parts:
+            line = orjson.dumps({KEYS[TABLES.index(t)]: rows for t, rows in parts}, default=_encode) + b"\n"
+            self._append(parts, line)
+
+    def _append(self, parts: list, line: bytes) -> None:
+        raise NotImplementedError
+
+
+class ResultWriter(_Answers):
     """Stores answered results and feedback in the background (see the module's doc).
 
     ``interval``: seconds between stores; ``max_rows``: rows the in-memory queue holds (beyond,
@@ -263,18 +284,7 @@ class ResultWriter:
 
     # ------------------------------------------------------------------ the answering path
 
-    def add(self, res_rows: list[tuple], item_rows: list[tuple]) -> None:
-        """Queue an answer's result and item rows (never blocks on the database)."""
-        self._add((("prealert_results", res_rows), ("prealert_result_items", item_rows)))
-
-    def add_feedback(self, rows: list[tuple]) -> None:
-        self._add((("prealert_feedback", rows),))
-
-    def _add(self, parts) -> None:
-        parts = [(t, rows) for t, rows in parts if rows]
-        if not parts:
-            return
-        line = orjson.dumps({KEYS[TABLES.index(t)]: rows for t, rows in parts}, default=_encode) + b"\n"
+    def _append(self, parts: list, line: bytes) -> None:
         n = sum(len(rows) for _t, rows in parts)
         with self._lock:
             seg = self._seg
@@ -504,7 +514,7 @@ class ResultWriter:
         return self._seg.overflowed
 
 
-class JournalProducer:
+class JournalProducer(_Answers):
     """One answering process's side of a shared journal (``medaudit serve --workers N``).
 
     The same :meth:`add` / :meth:`add_feedback` as :class:`ResultWriter`, without a database:
@@ -536,17 +546,7 @@ class JournalProducer:
         self._seq += 1
         return _Segment(self.folder / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{OPEN}")
 
-    def add(self, res_rows: list[tuple], item_rows: list[tuple]) -> None:
-        self._add((("prealert_results", res_rows), ("prealert_result_items", item_rows)))
-
-    def add_feedback(self, rows: list[tuple]) -> None:
-        self._add((("prealert_feedback", rows),))
-
-    def _add(self, parts) -> None:
-        parts = [(t, rows) for t, rows in parts if rows]
-        if not parts:
-            return
-        line = orjson.dumps({KEYS[TABLES.index(t)]: rows for t, rows in parts}, default=_encode) + b"\n"
+    def _append(self, parts: list, line: bytes) -> None:
         with self._lock:
             self._seg.append(line)
             self.answers += 1
