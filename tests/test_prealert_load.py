@@ -144,14 +144,10 @@ def test_feedback_goes_through_the_writer_and_reads_see_it(base, tmp_path):
 # ---------------------------------------------------------------------------- overload
 
 
-def test_past_capacity_requests_are_refused_at_once_not_queued(base, tmp_path):
-    """Checks are held (they wait on an event the test sets): with 2 places, the 3rd and later
-    requests are answered 503 + Retry-After while the first 2 are still running, i.e. no request
-    waited for a place beyond the bound."""
-    con, lib, keys = base
-    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"),
-                     max_inflight=2, max_wait=0.05)
-    checker = app.state.checker
+def hold_checks(checker):
+    """Make every check of ``checker`` go to the thread pool and wait there until the test sets
+    ``release``. Returns ``(release, entered, running)``: ``entered`` is released once by each check
+    that has started; ``running`` counts the checks waiting now and the most at once."""
     release, entered = threading.Event(), threading.Semaphore(0)
     running = {"now": 0, "most": 0}
     lock = threading.Lock()
@@ -169,6 +165,17 @@ def test_past_capacity_requests_are_refused_at_once_not_queued(base, tmp_path):
 
     checker.check = slow_check
     checker.in_memory = lambda req, rule_set="default": False  # to the thread pool, where a check can wait
+    return release, entered, running
+
+
+def test_past_capacity_requests_are_refused_at_once_not_queued(base, tmp_path):
+    """Checks are held (they wait on an event the test sets): with 2 places, the 3rd and later
+    requests are answered 503 + Retry-After while the first 2 are still running, i.e. no request
+    waited for a place beyond the bound."""
+    con, lib, keys = base
+    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"),
+                     max_inflight=2, max_wait=0.05)
+    release, entered, running = hold_checks(app.state.checker)
     with TestClient(app) as client:
         with ThreadPoolExecutor(12) as pool:
             held = [pool.submit(answer, client, i) for i in range(2)]
@@ -332,20 +339,10 @@ def test_checks_waiting_for_the_database_past_its_capacity_are_refused(base, tmp
     con, lib, keys = base
     app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"),
                      max_db_checks=1, max_wait=0.05)
-    checker = app.state.checker
-    release, entered = threading.Event(), threading.Event()
-    real = checker.check
-
-    def slow_check(req, rule_set="default"):
-        entered.set()
-        release.wait(60)
-        return real(req, rule_set)
-
-    checker.check = slow_check
-    checker.in_memory = lambda req, rule_set="default": False
+    release, entered, _running = hold_checks(app.state.checker)
     with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
         held = pool.submit(answer, client, 0)
-        assert entered.wait(60)
+        assert entered.acquire(timeout=60)
         refused = [f.result(timeout=60) for f in [pool.submit(
             client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]), headers={"X-API-Key": KEY1})
             for i in range(4)]]

@@ -31,6 +31,7 @@ from medaudit.prealert.app import create_app
 from medaudit.prealert.workers import resolve
 from medaudit.prealert.writer import OPEN, JournalProducer, ResultWriter
 from test_prealert_api import BED, KEY1, KEY2, RULES, UTERUS, order, request
+from test_prealert_load import hold_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -327,17 +328,7 @@ def test_a_worker_past_capacity_refuses_at_once(base, tmp_path):
     producer = JournalProducer(folder, interval=0.05)
     app = create_app(con, {"default": lib}, store.load_keys_file(keys), writer=producer,
                      remote=_Remote(con, writer), max_inflight=2, max_wait=0.05)
-    checker = app.state.checker
-    release, entered = threading.Event(), threading.Semaphore(0)
-    real = checker.check
-
-    def slow_check(req, rule_set="default"):
-        entered.release()
-        release.wait(60)
-        return real(req, rule_set)
-
-    checker.check = slow_check
-    checker.in_memory = lambda req, rule_set="default": False
+    release, entered, _running = hold_checks(app.state.checker)
     hdr = {"X-API-Key": KEY1}
     with TestClient(app) as client:
         with ThreadPoolExecutor(8) as pool:
