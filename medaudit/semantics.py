@@ -448,6 +448,13 @@ def catalogue_caps_sql(lines: str = "lines") -> str:
                GROUP BY d.hilist_code, d.fee_date"""
 
 
+def catalogue_caps_join(line: str, caps: str = "k", lines: str = "lines") -> str:
+    """``LEFT JOIN`` of :func:`catalogue_caps_sql` as ``caps`` to the line row ``line`` (on its
+    code and fee date): what a type writes after its FROM to read :func:`catalogue_cap_sql`."""
+    return (f"LEFT JOIN ({catalogue_caps_sql(lines)}) {caps} "
+            f"ON {caps}.hilist_code = {line}.hilist_code AND {caps}.fee_date = {line}.fee_date")
+
+
 def catalogue_cap_sql(line: str, caps: str) -> str:
     """SQL scalar: the catalogue (``hilist``) price cap of a line's code for its institution's
     level, in force on its fee date, from the line's row ``caps`` of :func:`catalogue_caps_sql`;

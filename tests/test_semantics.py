@@ -128,8 +128,8 @@ def test_catalogue_cap(con, catalogue, lines):
     rows = [("C", d, lv) for d, lv in lines]
     through_sql(con, {"hilist_code": "VARCHAR", "fee_date": "DATE", "inst_level": "INTEGER"}, rows, "1")
     got = [r[0] for r in con.execute(
-        f"SELECT {semantics.catalogue_cap_sql('t', 'k')} FROM t LEFT JOIN ({semantics.catalogue_caps_sql('t')}) k "
-        "ON k.hilist_code = t.hilist_code AND k.fee_date = t.fee_date ORDER BY t.__i").fetchall()]
+        f"SELECT {semantics.catalogue_cap_sql('t', 'k')} FROM t {semantics.catalogue_caps_join('t', 'k', lines='t')} "
+        "ORDER BY t.__i").fetchall()]
     assert got == [semantics.catalogue_cap(catalogue, d, lv) for d, lv in lines]
     con.execute("DROP TABLE hilist")
 

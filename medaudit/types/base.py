@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, NamedTuple
 
-from ..semantics import catalogue_cap_sql, catalogue_caps_sql, catalogue_in_force_sql, excess_allocation_sql, rule_in_force_sql
+from ..semantics import catalogue_cap_sql, catalogue_caps_join, catalogue_in_force_sql, excess_allocation_sql, rule_in_force_sql
 from ..semantics import fund_share_claim as fund_share_claim_piece
 
 STAGES = ("pre_alert", "in_process", "post_hoc")
@@ -250,7 +250,7 @@ hilist_in_force = catalogue_in_force_sql
 
 #: SQL scalar: the catalogue (``hilist``) price cap of a line's code for its level on its fee date
 hilist_cap = catalogue_cap_sql
-hilist_caps = catalogue_caps_sql
+hilist_caps_join = catalogue_caps_join
 
 
 def price_text(x: str) -> str:

@@ -58,7 +58,7 @@ DOC_ZH = """超标准收费：单价高于机构等级对应的限价。
 """
 
 from ..semantics import level_price
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, fund_share_claim, hilist_cap, hilist_caps, price_text
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, fund_share_claim, hilist_cap, hilist_caps_join, price_text
 
 
 # ---------------------------------------------------------------------------- in memory (pre-alert)
@@ -109,7 +109,7 @@ RULE_TYPE = RuleType(
             SELECT m.*,
                    coalesce({level_price.sql('m.inst_level', 'm.lv1_pric', 'm.lv2_pric', 'm.lv3_pric')}, m.cap) AS rule_cap,
                    {hilist_cap('m', 'k')} AS cat_cap
-            FROM {{m}} m LEFT JOIN ({hilist_caps()}) k ON k.hilist_code = m.hilist_code AND k.fee_date = m.fee_date
+            FROM {{m}} m {hilist_caps_join('m')}
             WHERE m.deductible > 0),
         x AS (
             SELECT *, coalesce(rule_cap, cat_cap) AS the_cap FROM c

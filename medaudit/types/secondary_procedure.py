@@ -52,7 +52,7 @@ DOC_ZH = """主次手术未折价：同组的第二台手术按全价收费。
 
 from decimal import Decimal
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, hilist_caps, price_text
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, hilist_caps_join, price_text
 
 
 def _rate(v: Decimal) -> str | None:
@@ -127,7 +127,7 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH s AS (
             SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap('m', 'k')}) AS full_pric FROM {{m}} m
-            LEFT JOIN ({hilist_caps()}) k ON k.hilist_code = m.hilist_code AND k.fee_date = m.fee_date
+            {hilist_caps_join('m')}
             WHERE nullif(trim(m."group"), '') IS NOT NULL
             -- a line once per group (an item listed twice in one group must not be its own secondary)
             QUALIFY row_number() OVER (PARTITION BY m.rule_key, m.bkkp_sn, trim(m."group")) = 1),
