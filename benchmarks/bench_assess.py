@@ -42,17 +42,24 @@ NATURES = ["超支付范围", "超支付标准", "重复收费", "不合理诊�
 def synthesize(con, n_inst: int, n_setl: int, n_find: int) -> dict:
     """A year of settlements and final statements, generated in SQL (constants bound with ?)."""
     con.execute("BEGIN TRANSACTION")
-    con.execute("""INSERT INTO mdtrt_d (mdtrt_id, psn_no, fixmedins_code, fixmedins_name, hosp_lv, begntime)
+    con.execute(
+        """INSERT INTO mdtrt_d (mdtrt_id, psn_no, fixmedins_code, fixmedins_name, hosp_lv, begntime)
                    SELECT 'V' || i, 'P' || i, 'H' || lpad(CAST(i AS VARCHAR), 4, '0'), '医院' || i,
                           ['01', '05', '08'][1 + i % 3], TIMESTAMP '2026-01-01'
-                   FROM range(?) t(i)""", [n_inst])
-    con.execute("""INSERT INTO setl_d (setl_id, mdtrt_id, psn_no, fixmedins_code, setl_time, medfee_sumamt, fund_pay_sumamt,
+                   FROM range(?) t(i)""",
+        [n_inst],
+    )
+    con.execute(
+        """INSERT INTO setl_d (setl_id, mdtrt_id, psn_no, fixmedins_code, setl_time, medfee_sumamt, fund_pay_sumamt,
                                        refd_setl_flag)
                    SELECT 'S' || i || '-' || m || '-' || k, 'V' || i, 'P' || k, 'H' || lpad(CAST(i AS VARCHAR), 4, '0'),
                           TIMESTAMP '2026-01-01' + to_months(m) + to_days(k % 28),
                           1000, CAST(500 + (hash(i, m, k) % 5000) AS DECIMAL(18,2)), '0'
-                   FROM range(?) a(i), range(12) b(m), range(?) c(k)""", [n_inst, n_setl])
-    con.execute("""INSERT INTO findings (finding_id, rule_id, rule_version, rule_name, rule_type, stage, severity, nature,
+                   FROM range(?) a(i), range(12) b(m), range(?) c(k)""",
+        [n_inst, n_setl],
+    )
+    con.execute(
+        """INSERT INTO findings (finding_id, rule_id, rule_version, rule_name, rule_type, stage, severity, nature,
                                          fixmedins_code, dr_code, psn_no, mdtrt_id, period, flagged_amt, claimed_amt,
                                          deduction_amt, status)
                    SELECT 'F' || i || '-' || m || '-' || k, 'R-' || (k % 6), '1', '规则', 'x', 'post_hoc', 'violation',
@@ -61,7 +68,9 @@ def synthesize(con, n_inst: int, n_setl: int, n_find: int) -> dict:
                           'V' || i, strftime(DATE '2026-01-01' + to_months(m), '%Y-%m'),
                           CAST(10 + hash(i, m, k) % 900 AS DECIMAL(18,2)), CAST(10 + hash(i, m, k) % 900 AS DECIMAL(18,2)),
                           CAST(10 + hash(i, m, k) % 900 AS DECIMAL(18,2)), 'expired'
-                   FROM range(?) a(i), range(12) b(m), range(?) c(k)""", [NATURES[:5], n_inst, n_find])
+                   FROM range(?) a(i), range(12) b(m), range(?) c(k)""",
+        [NATURES[:5], n_inst, n_find],
+    )
     con.execute("""INSERT INTO deduction_statements (statement_id, period, fixmedins_code, seq, created_at, created_by,
                                                      n_findings, n_lines, total)
                    SELECT row_number() OVER (ORDER BY fixmedins_code, period), period, fixmedins_code, 1,
@@ -79,9 +88,12 @@ def synthesize(con, n_inst: int, n_setl: int, n_find: int) -> dict:
                    FROM findings WHERE hash(finding_id) % 10 = 0 AND hash(finding_id || 'w') % 3 = 0""")
     con.execute("COMMIT")
     q = lambda s: con.execute(s).fetchall()[0][0]  # noqa: E731
-    return {"settlements": q("SELECT count(*) FROM setl_d"), "findings": q("SELECT count(*) FROM findings"),
-            "statements": q("SELECT count(*) FROM deduction_statements"),
-            "appeal_events": q("SELECT count(*) FROM finding_events")}
+    return {
+        "settlements": q("SELECT count(*) FROM setl_d"),
+        "findings": q("SELECT count(*) FROM findings"),
+        "statements": q("SELECT count(*) FROM deduction_statements"),
+        "appeal_events": q("SELECT count(*) FROM finding_events"),
+    }
 
 
 def timed(fn):
@@ -108,21 +120,38 @@ def main(argv: list[str] | None = None) -> int:
         n_entries, credit_wall, credit_cpu = timed(lambda: credit.update(con, "bench"))
         moved, watch_wall, watch_cpu = timed(lambda: watch.update(con, dt.date(2027, 1, 31), "bench"))
         entry = {
-            "institutions": a.institutions, **sizes, "generate_s": gen_wall,
-            "assess_wall_s": assess_wall, "assess_cpu_s": assess_cpu,
-            "xlsx_wall_s": xlsx_wall, "xlsx_cpu_s": xlsx_cpu, "html_wall_s": html_wall, "html_cpu_s": html_cpu,
-            "credit_update_wall_s": credit_wall, "credit_update_cpu_s": credit_cpu, "credit_entries": n_entries,
-            "watch_update_wall_s": watch_wall, "watch_update_cpu_s": watch_cpu, "watch_entered": len(moved.entered),
-            "vetoed": sum(1 for r in res.results if r.vetoed), "peak_rss_mb": round(peak_rss_mb()),
-            "load_avg": os.getloadavg()[0], "cpus": os.cpu_count(), "python": platform.python_version(),
+            "institutions": a.institutions,
+            **sizes,
+            "generate_s": gen_wall,
+            "assess_wall_s": assess_wall,
+            "assess_cpu_s": assess_cpu,
+            "xlsx_wall_s": xlsx_wall,
+            "xlsx_cpu_s": xlsx_cpu,
+            "html_wall_s": html_wall,
+            "html_cpu_s": html_cpu,
+            "credit_update_wall_s": credit_wall,
+            "credit_update_cpu_s": credit_cpu,
+            "credit_entries": n_entries,
+            "watch_update_wall_s": watch_wall,
+            "watch_update_cpu_s": watch_cpu,
+            "watch_entered": len(moved.entered),
+            "vetoed": sum(1 for r in res.results if r.vetoed),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "load_avg": os.getloadavg()[0],
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
             "when": dt.datetime.now().isoformat(timespec="seconds"),
         }
         con.close()
     print(json.dumps(entry, ensure_ascii=False, indent=1))
     out = ROOT / "benchmarks" / "assess_results.json"
     old = json.loads(out.read_text()) if out.exists() else []
-    old = [e for e in old if (e["institutions"], e["settlements"], e["findings"]) !=
-           (entry["institutions"], entry["settlements"], entry["findings"])]
+    old = [
+        e
+        for e in old
+        if (e["institutions"], e["settlements"], e["findings"])
+        != (entry["institutions"], entry["settlements"], entry["findings"])
+    ]
     out.write_text(json.dumps(old + [entry], ensure_ascii=False, indent=1) + "\n")
     return 0
 

@@ -30,8 +30,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(lines: int, seed: int, fmt: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="medaudit-gen-"))
     try:
-        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "medaudit", "sample", "generate", "--out", str(tmp / "batch"),
-               "--lines", str(lines), "--seed", str(seed), "--format", fmt]
+        cmd = [
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            "-m",
+            "medaudit",
+            "sample",
+            "generate",
+            "--out",
+            str(tmp / "batch"),
+            "--lines",
+            str(lines),
+            "--seed",
+            str(seed),
+            "--format",
+            fmt,
+        ]
         load_before = os.getloadavg()[0]
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if p.returncode != 0:
@@ -44,7 +59,7 @@ def measure(lines: int, seed: int, fmt: str) -> dict:
 
         wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
         parts = [float(x) for x in wall.split(":")]
-        wall_s = sum(x * 60 ** i for i, x in enumerate(reversed(parts)))
+        wall_s = sum(x * 60**i for i, x in enumerate(reversed(parts)))
         fee = tmp / "batch" / f"fee_list_d.{'parquet' if fmt == 'parquet' else 'csv'}"
         key_rows = sum(1 for _ in (tmp / "batch" / "answer_key.csv").open(encoding="utf-8")) - 1
         if fmt == "parquet":
@@ -54,12 +69,17 @@ def measure(lines: int, seed: int, fmt: str) -> dict:
         else:
             n_fee = sum(1 for _ in fee.open(encoding="utf-8")) - 1
         return {
-            "lines_asked": lines, "fee_lines": n_fee, "answer_key_rows": key_rows, "format": fmt, "seed": seed,
+            "lines_asked": lines,
+            "fee_lines": n_fee,
+            "answer_key_rows": key_rows,
+            "format": fmt,
+            "seed": seed,
             "wall_s": round(wall_s, 1),
             "cpu_s": round(float(field("User time (seconds)")) + float(field("System time (seconds)")), 1),
             "cpu_percent": field("Percent of CPU this job got"),
             "peak_rss_mb": round(int(field("Maximum resident set size (kbytes)")) / 1024),
-            "load_average_before": round(load_before, 1), "load_average_after": round(os.getloadavg()[0], 1),
+            "load_average_before": round(load_before, 1),
+            "load_average_after": round(os.getloadavg()[0], 1),
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -76,16 +96,28 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(args.out.read_text()) if args.out.exists() else {"results": []}
     for n in [int(x) for x in args.lines.split(",") if x.strip()]:
         r = measure(n, args.seed, args.format)
-        r.update({
-            "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "note": args.note,
-        })
-        print(f"{r['fee_lines']:>12,} lines ({args.format}): {r['wall_s']:.1f}s wall, {r['cpu_s']:.1f}s CPU "
-              f"({r['cpu_percent']}), peak RSS {r['peak_rss_mb']:,} MB, {r['answer_key_rows']:,} key rows, "
-              f"load average {r['load_average_before']} -> {r['load_average_after']}", flush=True)
-        old["results"] = [e for e in old.get("results", [])
-                          if (e.get("lines_asked"), e.get("format"), e.get("seed")) != (n, args.format, args.seed)] + [r]
+        r.update(
+            {
+                "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "note": args.note,
+            }
+        )
+        print(
+            f"{r['fee_lines']:>12,} lines ({args.format}): {r['wall_s']:.1f}s wall, {r['cpu_s']:.1f}s CPU "
+            f"({r['cpu_percent']}), peak RSS {r['peak_rss_mb']:,} MB, {r['answer_key_rows']:,} key rows, "
+            f"load average {r['load_average_before']} -> {r['load_average_after']}",
+            flush=True,
+        )
+        old["results"] = [
+            e
+            for e in old.get("results", [])
+            if (e.get("lines_asked"), e.get("format"), e.get("seed")) != (n, args.format, args.seed)
+        ] + [r]
         args.out.write_text(json.dumps(old, ensure_ascii=False, indent=2) + "\n")
     print(f"results written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     return 0

@@ -50,9 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         con.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fee = next(s for s in res.tables if s.table == "fee_list_d")
-    out = {"lines": fee.read, "format": args.format, "load_s": round(wall, 2), "load_cpu_s": round(cpu, 2),
-           "peak_rss_mb": round(rss), "rss_before_load_mb": round(rss0), "memory_limit": args.memory_limit,
-           "rejected": sum(s.rejected for s in res.tables), "load_average": round(os.getloadavg()[0], 1)}
+    out = {
+        "lines": fee.read,
+        "format": args.format,
+        "load_s": round(wall, 2),
+        "load_cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(rss),
+        "rss_before_load_mb": round(rss0),
+        "memory_limit": args.memory_limit,
+        "rejected": sum(s.rejected for s in res.tables),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
     print(json.dumps(out))
     return 0
 

@@ -55,8 +55,12 @@ def run_measured(args: list[str], label: str) -> dict:
     peak_file = Path(tempfile.mkstemp(prefix="peak-")[1])
     # the child reports its own peak (VmHWM): a forked child's ru_maxrss starts from this
     # process's own, which holds the split batch
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "100", "PEAK_FILE": str(peak_file)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "100", "PEAK_FILE": str(peak_file)},
+    )
     chunks = []
     while True:
         b = proc.stdout.read(65536)
@@ -73,8 +77,14 @@ def run_measured(args: list[str], label: str) -> dict:
         raise SystemExit(f"{label} failed:\n{text[-3000:]}")
     first = next((ln for ln in text.splitlines() if ln.startswith("Run ")), "")
     scope = next((ln for ln in text.splitlines() if ln.startswith("Screened:")), "")
-    return {"step": label, "wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
-            "peak_rss_mb": round(peak_kb / 1024), "summary": first.strip(), "scope": scope.strip()}
+    return {
+        "step": label,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+        "peak_rss_mb": round(peak_kb / 1024),
+        "summary": first.strip(),
+        "scope": scope.strip(),
+    }
 
 
 def findings_of(db: Path) -> dict:
@@ -85,7 +95,8 @@ def findings_of(db: Path) -> dict:
         return {
             "findings": con.execute(
                 """SELECT finding_id, status, flagged_amt, claimed_amt, deduction_amt, evidence, first_run
-                   FROM findings ORDER BY finding_id""").fetchall(),
+                   FROM findings ORDER BY finding_id"""
+            ).fetchall(),
             "lines": con.execute("SELECT * FROM finding_lines ORDER BY ALL").fetchall(),
             "totals": con.execute("SELECT count(*), sum(claimed_amt), sum(deduction_amt) FROM findings").fetchall()[0],
         }
@@ -111,8 +122,12 @@ def main() -> None:
         print(f"generated {batch} in {time.perf_counter() - t:.0f}s")
     import polars as pl
 
-    first_day = pl.scan_csv(batch / "mdtrt_d.csv", infer_schema=False).select(
-        pl.col("begntime").str.slice(0, 10).min()).collect().item()
+    first_day = (
+        pl.scan_csv(batch / "mdtrt_d.csv", infer_schema=False)
+        .select(pl.col("begntime").str.slice(0, 10).min())
+        .collect()
+        .item()
+    )
     start = dt.date.fromisoformat(first_day)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="nightly-"))
     limit = ["--memory-limit", args.memory_limit] if args.memory_limit else []
@@ -127,12 +142,16 @@ def main() -> None:
         hist, night, _rest = split_batch(batch, split, [night_day, night_day + dt.timedelta(days=1)])
         n_hist = sum(1 for _ in open(hist / "fee_list_d.csv")) - 1
         n_night = sum(1 for _ in open(night / "fee_list_d.csv")) - 1
-        print(f"history {start}..{night_day - dt.timedelta(days=1)}: {n_hist:,} lines; night {night_day}: {n_night:,} lines")
+        print(
+            f"history {start}..{night_day - dt.timedelta(days=1)}: {n_hist:,} lines; night {night_day}: {n_night:,} lines"
+        )
         base = work / f"hist_h{h}.duckdb"
         for p in work.glob(f"*_h{h}.duckdb*"):
             p.unlink()
-        steps = [run_measured([*limit, "load", str(hist), "--db", str(base)], "load history"),
-                 run_measured([*limit, "screen", str(base), "--rules", args.rules, "--all"], "screen history --all")]
+        steps = [
+            run_measured([*limit, "load", str(hist), "--db", str(base)], "load history"),
+            run_measured([*limit, "screen", str(base), "--rules", args.rules, "--all"], "screen history --all"),
+        ]
         nightly, full = work / f"nightly_h{h}.duckdb", work / f"full_h{h}.duckdb"
         shutil.copy(base, nightly)
         shutil.copy(base, full)
@@ -143,19 +162,34 @@ def main() -> None:
         a, b = findings_of(nightly), findings_of(full)
         same = a["findings"] == b["findings"] and a["lines"] == b["lines"]
         for s in steps:
-            print(f"  {s['step']:<24} wall {s['wall_s']:>7.1f}s  cpu {s['cpu_s']:>7.1f}s  peak {s['peak_rss_mb']:>6,} MB  {s['summary']}")
+            print(
+                f"  {s['step']:<24} wall {s['wall_s']:>7.1f}s  cpu {s['cpu_s']:>7.1f}s  peak {s['peak_rss_mb']:>6,} MB  {s['summary']}"
+            )
             if s["scope"]:
                 print(f"  {'':<24} {s['scope']}")
-        print(f"  findings after the night: {a['totals'][0]:,} (nightly) vs {b['totals'][0]:,} (--all): "
-              f"{'identical' if same else 'DIFFERENT'}")
+        print(
+            f"  findings after the night: {a['totals'][0]:,} (nightly) vs {b['totals'][0]:,} (--all): "
+            f"{'identical' if same else 'DIFFERENT'}"
+        )
         entry = {
-            "lines_generated": args.lines, "seed": args.seed, "history_days": h, "history_lines": n_hist,
-            "night": str(night_day), "night_lines": n_night, "rules": os.path.relpath(args.rules, ROOT),
+            "lines_generated": args.lines,
+            "seed": args.seed,
+            "history_days": h,
+            "history_lines": n_hist,
+            "night": str(night_day),
+            "night_lines": n_night,
+            "rules": os.path.relpath(args.rules, ROOT),
             "memory_limit": args.memory_limit or "medaudit default (a quarter of RAM)",
-            "steps": steps, "findings_identical": same, "findings_total": a["totals"][0],
-            "claimed_total": str(a["totals"][1]), "deducted_total": str(a["totals"][2]),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "load_avg_end": [round(x, 2) for x in os.getloadavg()]},
+            "steps": steps,
+            "findings_identical": same,
+            "findings_total": a["totals"][0],
+            "claimed_total": str(a["totals"][1]),
+            "deducted_total": str(a["totals"][2]),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+            },
             "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
         }
         results = [r for r in results if not (r["lines_generated"] == args.lines and r["history_days"] == h)] + [entry]

@@ -89,7 +89,9 @@ def national_rules(nhsa: Path, work: Path):
         w.writerows(sorted(rows.values(), key=lambda r: r["code"]))
     (lib / "gender.yaml").write_text(
         f"rules:\n- id: {GENDER_ID}\n  version: 1\n  name: 国家第一批 限定性别（药品与医疗服务项目）\n"
-        "  type: restrict_gender\n  items:\n    table: gender.csv\n", encoding="utf-8")
+        "  type: restrict_gender\n  items:\n    table: gender.csv\n",
+        encoding="utf-8",
+    )
     freq = (out / FREQ_FILE.replace(".csv", ".yaml")).read_text(encoding="utf-8")
     (lib / "freq.yaml").write_text(freq, encoding="utf-8")
     (lib / FREQ_FILE).write_bytes((out / FREQ_FILE).read_bytes())
@@ -97,10 +99,18 @@ def national_rules(nhsa: Path, work: Path):
     for r in rules:  # the Python paths below implement no validity period or scope
         if r.valid_from or r.valid_to or any(r.scope.values()) or any(it.prefix for it in r.items):
             raise SystemExit(f"{r.id} has a validity period or scope; this benchmark does not model it (nor prefixes)")
-    gender = {it.code: str(it.params.get("gender", r.params.get("gender"))) for r in rules if r.type == "restrict_gender"
-              for it in r.items}
-    limit = {it.code: int(Decimal(str(it.params.get("max_per_day", r.params.get("max_per_day")))) * SCALE) for r in rules
-             if r.type == "frequency_limit" for it in r.items}
+    gender = {
+        it.code: str(it.params.get("gender", r.params.get("gender")))
+        for r in rules
+        if r.type == "restrict_gender"
+        for it in r.items
+    }
+    limit = {
+        it.code: int(Decimal(str(it.params.get("max_per_day", r.params.get("max_per_day")))) * SCALE)
+        for r in rules
+        if r.type == "frequency_limit"
+        for it in r.items
+    }
     if set(gender) & set(limit):
         raise SystemExit("a code is in both lists; the per-event rules below assume not")
     return rules, gender, limit
@@ -161,7 +171,9 @@ def run_durable(lines: list[tuple], gender: dict, limit: dict, progress: bool) -
     name = f"bench_per_row_{os.getpid()}"
     with ruleset(name):
 
-        @when_all((m.kind == "line") & +m.rgender & ((m.gend == "1") | (m.gend == "2")) & (m.gend != m.rgender) & (m.ded > 0))
+        @when_all(
+            (m.kind == "line") & +m.rgender & ((m.gend == "1") | (m.gend == "2")) & (m.gend != m.rgender) & (m.ded > 0)
+        )
         def wrong_gender(c):
             flagged.add((GENDER_ID, c.m.sn))
 
@@ -173,8 +185,19 @@ def run_durable(lines: list[tuple], gender: dict, limit: dict, progress: bool) -
     unhandled = 0
     g_get, l_get = gender.get, limit.get
     for i, (sn, mdtrt_id, code, day, t, gend, cnt, pric, ded) in enumerate(lines):
-        ev = {"id": i + 1, "kind": "line", "sn": sn, "mdtrt_id": mdtrt_id, "code": code, "day": day.isoformat(),
-              "t": t.isoformat(sep=" "), "gend": gend or "", "cnt": cnt, "pric": pric, "ded": ded}
+        ev = {
+            "id": i + 1,
+            "kind": "line",
+            "sn": sn,
+            "mdtrt_id": mdtrt_id,
+            "code": code,
+            "day": day.isoformat(),
+            "t": t.isoformat(sep=" "),
+            "gend": gend or "",
+            "cnt": cnt,
+            "pric": pric,
+            "ded": ded,
+        }
         g = g_get(code)
         if g is not None:
             ev["rgender"] = g
@@ -197,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=200_000, help="approximate fee lines to generate (default 200,000)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--nhsa", type=Path, default=NHSA, help="folder of the national knowledge workbooks")
-    ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data", help="where generated batches are cached")
+    ap.add_argument(
+        "--data", type=Path, default=ROOT / "benchmarks" / "data", help="where generated batches are cached"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "per_row_results.json")
     ap.add_argument("--skip-durable", action="store_true", help="leave durable-rules out (slow on large batches)")
     ap.add_argument("--note", default=None, help="a note stored with the result (e.g. that the machine was shared)")
@@ -222,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         for tname in ("restrict_gender", "frequency_limit"):
             run_type(con, REGISTRY[tname])
         med_s, med_cpu = time.perf_counter() - t, cpu_s() - c
-        med = set(con.execute(
-            "SELECT DISTINCT r.rule_id, h.bkkp_sn FROM hits h JOIN r_all r USING (rule_key) WHERE h.role = 'violating'"
-        ).fetchall())
+        med = set(
+            con.execute(
+                "SELECT DISTINCT r.rule_id, h.bkkp_sn FROM hits h JOIN r_all r USING (rule_key) WHERE h.role = 'violating'"
+            ).fetchall()
+        )
 
         t = time.perf_counter()
         lines = fetch_lines(con)
@@ -256,29 +283,50 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
     result = {
         "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "processor": platform.processor() or platform.machine(),
-                    "load_average_at_end": [round(x, 1) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        },
         "note": args.note,
-        "rules": {GENDER_ID: f"restrict_gender, {len(gender):,} codes (batch 1 drugs and services)",
-                  FREQ_ID: f"frequency_limit, {len(limit)} daily limits (batch 8-1)"},
-        "lines": n, "lines_matching_a_rule": matched, "seed": args.seed,
-        "flagged_lines": len(med), "flagged_by_rule": by_rule,
-        "prepare_lines_s": round(prepare_s, 3), "fetch_lines_to_python_s": round(fetch_s, 3),
+        "rules": {
+            GENDER_ID: f"restrict_gender, {len(gender):,} codes (batch 1 drugs and services)",
+            FREQ_ID: f"frequency_limit, {len(limit)} daily limits (batch 8-1)",
+        },
+        "lines": n,
+        "lines_matching_a_rule": matched,
+        "seed": args.seed,
+        "flagged_lines": len(med),
+        "flagged_by_rule": by_rule,
+        "prepare_lines_s": round(prepare_s, 3),
+        "fetch_lines_to_python_s": round(fetch_s, 3),
         "medaudit_type_queries": entry(med_s, med_cpu),
         "python_loop": entry(py_s, py_cpu),
         "durable_rules_per_event": entry(dur_s, dur_cpu),
         "durable_rules_unhandled_events": unhandled,
         "same_flagged_lines": True,
     }
-    print(f"{n:,} screened lines ({matched:,} with a code of the two rules); flagged {len(med):,} "
-          f"({', '.join(f'{k} {v:,}' for k, v in by_rule.items())}), the same on every path")
+    print(
+        f"{n:,} screened lines ({matched:,} with a code of the two rules); flagged {len(med):,} "
+        f"({', '.join(f'{k} {v:,}' for k, v in by_rule.items())}), the same on every path"
+    )
     print(f"  prepare_lines {prepare_s:.2f}s (shared), fetch to Python {fetch_s:.2f}s (not counted)")
-    for label, key in (("medaudit type queries", "medaudit_type_queries"), ("plain Python loop", "python_loop"),
-                       ("durable-rules per event", "durable_rules_per_event")):
+    for label, key in (
+        ("medaudit type queries", "medaudit_type_queries"),
+        ("plain Python loop", "python_loop"),
+        ("durable-rules per event", "durable_rules_per_event"),
+    ):
         e = result[key]
-        print(f"  {label:<24} " + ("skipped" if e is None else
-                                   f"{e['seconds']:>8.2f}s  {e['cpu_s']:>7.2f} CPU s  {e['lines_per_s']:>11,} lines/s"))
+        print(
+            f"  {label:<24} "
+            + (
+                "skipped"
+                if e is None
+                else f"{e['seconds']:>8.2f}s  {e['cpu_s']:>7.2f} CPU s  {e['lines_per_s']:>11,} lines/s"
+            )
+        )
     print(f"  load average {load1:.1f} on {os.cpu_count()} CPUs")
     args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     print(f"results written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

@@ -84,31 +84,47 @@ def write_soak(samples: list[dict], args) -> dict:
     stem = args.out.parent / f"prealert_soak_{args.label or args.engine}"
     cols = ["t_s", "rss_mb", "duckdb_mb", "duckdb_by_tag_mb", "writer_rows", "journal_segments", "loadavg"]
     stem.with_suffix(".csv").write_text(
-        ",".join(cols) + "\n" + "".join(",".join("" if r.get(c) is None else str(r[c]) for c in cols) + "\n"
-                                        for r in samples), encoding="utf-8")
+        ",".join(cols)
+        + "\n"
+        + "".join(",".join("" if r.get(c) is None else str(r[c]) for c in cols) + "\n" for r in samples),
+        encoding="utf-8",
+    )
     pts = [(r["t_s"], r["rss_mb"]) for r in samples if r.get("rss_mb") is not None]
     out = {"samples": len(pts), "csv": stem.with_suffix(".csv").name}
     if len(pts) < 2:
         return out
     half = [p for p in pts if p[0] >= pts[-1][0] / 2]
-    slope = ((half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) * 3600) if len(half) > 1 and half[-1][0] > half[0][0] else None
-    out.update(rss_first_mb=pts[0][1], rss_last_mb=pts[-1][1], rss_peak_mb=max(p[1] for p in pts),
-               rss_growth_mb_per_hour_second_half=round(slope, 1) if slope is not None else None)
+    slope = (
+        ((half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) * 3600)
+        if len(half) > 1 and half[-1][0] > half[0][0]
+        else None
+    )
+    out.update(
+        rss_first_mb=pts[0][1],
+        rss_last_mb=pts[-1][1],
+        rss_peak_mb=max(p[1] for p in pts),
+        rss_growth_mb_per_hour_second_half=round(slope, 1) if slope is not None else None,
+    )
     # the SVG by hand (no plotting dependency)
     w, h, pad = 640, 320, 48
     t1 = max(p[0] for p in pts) or 1
     lo, hi = min(p[1] for p in pts), max(p[1] for p in pts)
     lo, hi = (lo * 0.95, hi * 1.05) if hi > lo else (lo - 1, hi + 1)
-    xy = " ".join(f"{pad + (t / t1) * (w - 2 * pad):.1f},{h - pad - (m - lo) / (hi - lo) * (h - 2 * pad):.1f}" for t, m in pts)
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
-           f'<rect width="{w}" height="{h}" fill="white"/>',
-           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
-           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
-           f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">minutes ({t1 / 60:.0f} in all, {args.rate or 500:g} requests/s)</text>',
-           f'<text x="4" y="{pad - 8}">server RSS, MB</text>',
-           f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:.0f}</text>',
-           f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:.0f}</text>',
-           f'<polyline fill="none" stroke="#c0392b" stroke-width="1.5" points="{xy}"/>', "</svg>"]
+    xy = " ".join(
+        f"{pad + (t / t1) * (w - 2 * pad):.1f},{h - pad - (m - lo) / (hi - lo) * (h - 2 * pad):.1f}" for t, m in pts
+    )
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+        f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">minutes ({t1 / 60:.0f} in all, {args.rate or 500:g} requests/s)</text>',
+        f'<text x="4" y="{pad - 8}">server RSS, MB</text>',
+        f'<text x="{pad - 4}" y="{h - pad}" text-anchor="end">{lo:.0f}</text>',
+        f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end">{hi:.0f}</text>',
+        f'<polyline fill="none" stroke="#c0392b" stroke-width="1.5" points="{xy}"/>',
+        "</svg>",
+    ]
     stem.with_suffix(".svg").write_text("\n".join(svg) + "\n", encoding="utf-8")
     out["svg"] = stem.with_suffix(".svg").name
     try:
@@ -147,18 +163,36 @@ def main() -> None:
     ap.add_argument("--lib-share", type=float, default=0.2, help="share of orders naming a library item")
     ap.add_argument("--batch", type=int, default=32, help="medaudit serve --batch")
     ap.add_argument("--engine", choices=("fast", "sql"), default="fast", help="medaudit serve --engine")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "prealert_results.json",
-                    help="results file: this run's figures go under its engine's key (or --label), the others are kept")
-    ap.add_argument("--label", default=None,
-                    help="key of this run's figures in the results file (default: the engine's name)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "prealert_results.json",
+        help="results file: this run's figures go under its engine's key (or --label), the others are kept",
+    )
+    ap.add_argument(
+        "--label", default=None, help="key of this run's figures in the results file (default: the engine's name)"
+    )
     ap.add_argument("--note", default=None, help="a note kept with the figures (e.g. that the machine was shared)")
-    ap.add_argument("--soak", type=float, default=None, metavar="MINUTES",
-                    help="one open-loop run at --rate for MINUTES, sampling the server's memory (see the doc)")
+    ap.add_argument(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="one open-loop run at --rate for MINUTES, sampling the server's memory (see the doc)",
+    )
     ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples (--soak)")
-    ap.add_argument("--workers", default="1", help="medaudit serve --workers (answering processes; auto: one "
-                    "per core); CPU time and RSS then count the writer and every worker")
-    ap.add_argument("--serve-arg", action="append", default=[], help="an extra option for medaudit serve "
-                    "(repeatable, e.g. --serve-arg=--whole-history)")
+    ap.add_argument(
+        "--workers",
+        default="1",
+        help="medaudit serve --workers (answering processes; auto: one "
+        "per core); CPU time and RSS then count the writer and every worker",
+    )
+    ap.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an extra option for medaudit serve (repeatable, e.g. --serve-arg=--whole-history)",
+    )
     args = ap.parse_args()
 
     from medaudit import db
@@ -181,8 +215,12 @@ def main() -> None:
         lib_dir, lib_name = args.library, str(args.library)
     elif NATIONAL.is_dir() and any(NATIONAL.glob("*.xlsx")):
         lib_dir, lib_name = work / "national", "national knowledge batches (medaudit rules import-nhsa)"
-        subprocess.run([sys.executable, "-m", "medaudit", "rules", "import-nhsa", str(NATIONAL), "--out", str(lib_dir)],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "medaudit", "rules", "import-nhsa", str(NATIONAL), "--out", str(lib_dir)],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
     else:
         lib_dir, lib_name = ROOT / "rules", "sample library rules/ (national workbooks not found)"
     lib_codes = library_codes(lib_dir)
@@ -195,11 +233,34 @@ def main() -> None:
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "medaudit", "serve", "--db", str(work / "m.duckdb"), "--rules", str(lib_dir),
-         "--keys", str(work / "keys.yaml"), "--port", str(port), "--sessions", str(args.sessions),
-         "--batch", str(args.batch), "--engine", args.engine, "--workers", str(args.workers), *(["--preload"] if args.engine == "fast" else []),
-         *args.serve_arg],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "medaudit",
+            "serve",
+            "--db",
+            str(work / "m.duckdb"),
+            "--rules",
+            str(lib_dir),
+            "--keys",
+            str(work / "keys.yaml"),
+            "--port",
+            str(port),
+            "--sessions",
+            str(args.sessions),
+            "--batch",
+            str(args.batch),
+            "--engine",
+            args.engine,
+            "--workers",
+            str(args.workers),
+            *(["--preload"] if args.engine == "fast" else []),
+            *args.serve_arg,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -209,8 +270,9 @@ def main() -> None:
                 h = httpx.get(base + "/health", timeout=1)
                 # several workers: measure only once every one is up (connections made before
                 # would all go to the first one for the whole run)
-                if h.status_code == 200 and h.json().get("workers", {}).get("ready", 1) == \
-                        h.json().get("workers", {}).get("of", 1):
+                if h.status_code == 200 and h.json().get("workers", {}).get("ready", 1) == h.json().get(
+                    "workers", {}
+                ).get("of", 1):
                     break
             except httpx.HTTPError:
                 pass
@@ -244,24 +306,47 @@ def main() -> None:
             v = pick(i)
             # each order names an item of the library with probability --lib-share (the others are
             # the batch's own items, which mostly break nothing)
-            codes = [rng.choice(lib_codes) if rng.random() < args.lib_share else rng.choice(batch_codes)
-                     for _ in range(10)]
-            orders = [{
-                "rx_id": f"B{i}-{k}", "hilist_code": c, "hilist_name": "", "cnt": "1", "pric": "25.5",
-                "sumamt": "25.5", "drord_begn_date": v[8], "drord_dept_codg": "D01", "drord_dr_codg": "DR01",
-                "curr_drord_flag": 1,
-            } for k, c in enumerate(codes)]
+            codes = [
+                rng.choice(lib_codes) if rng.random() < args.lib_share else rng.choice(batch_codes) for _ in range(10)
+            ]
+            orders = [
+                {
+                    "rx_id": f"B{i}-{k}",
+                    "hilist_code": c,
+                    "hilist_name": "",
+                    "cnt": "1",
+                    "pric": "25.5",
+                    "sumamt": "25.5",
+                    "drord_begn_date": v[8],
+                    "drord_dept_codg": "D01",
+                    "drord_dr_codg": "DR01",
+                    "curr_drord_flag": 1,
+                }
+                for k, c in enumerate(codes)
+            ]
             return {
                 "trig_scen": "5",
-                "patient_dtos": [{
-                    "patn_id": v[1], "gend": v[2], "brdy": v[3], "curr_mdtrt_id": v[0],
-                    "fsi_encounter_dtos": [{
-                        "mdtrt_id": v[0], "medins_id": v[4], "medins_lv": v[5], "med_type": v[6], "insutype": v[7],
-                        "adm_date": v[8], "dscg_main_dise_codg": v[9] or "",
-                        "fsi_diagnose_dtos": ([{"dise_codg": v[9], "maindise_flag": "1"}] if v[9] else []),
-                        "fsi_order_dtos": orders,
-                    }],
-                }],
+                "patient_dtos": [
+                    {
+                        "patn_id": v[1],
+                        "gend": v[2],
+                        "brdy": v[3],
+                        "curr_mdtrt_id": v[0],
+                        "fsi_encounter_dtos": [
+                            {
+                                "mdtrt_id": v[0],
+                                "medins_id": v[4],
+                                "medins_lv": v[5],
+                                "med_type": v[6],
+                                "insutype": v[7],
+                                "adm_date": v[8],
+                                "dscg_main_dise_codg": v[9] or "",
+                                "fsi_diagnose_dtos": ([{"dise_codg": v[9], "maindise_flag": "1"}] if v[9] else []),
+                                "fsi_order_dtos": orders,
+                            }
+                        ],
+                    }
+                ],
             }, keys[v[4]]
 
         payloads = [body(i) for i in range(args.requests)]
@@ -304,17 +389,29 @@ def main() -> None:
             n = len(lat)
             out = {
                 "mode": f"open loop at {rate:g} requests/s" if rate else f"closed loop, {args.concurrency} connections",
-                "requests": n, "errors": n - run.statuses.get(200, 0), "first_errors": run.errors,
-                "requests_with_alerts": run.with_results, "answered_by": run.headers,
-                "p50_ms": loadgen.percentile(lat, 0.50), "p90_ms": loadgen.percentile(lat, 0.90),
-                "p99_ms": loadgen.percentile(lat, 0.99), "max_ms": round(lat[-1], 2),
-                "mean_ms": round(statistics.fmean(lat), 2), "requests_per_s": round(n / run.seconds, 1),
+                "requests": n,
+                "errors": n - run.statuses.get(200, 0),
+                "first_errors": run.errors,
+                "requests_with_alerts": run.with_results,
+                "answered_by": run.headers,
+                "p50_ms": loadgen.percentile(lat, 0.50),
+                "p90_ms": loadgen.percentile(lat, 0.90),
+                "p99_ms": loadgen.percentile(lat, 0.99),
+                "max_ms": round(lat[-1], 2),
+                "mean_ms": round(statistics.fmean(lat), 2),
+                "requests_per_s": round(n / run.seconds, 1),
                 "seconds": round(run.seconds, 1),
-                "server_cpu_ms_per_request": (round((cpu1 - cpu0) * 1000 / n, 3)
-                                              if cpu0 is not None and cpu1 is not None else None),
+                "server_cpu_ms_per_request": (
+                    round((cpu1 - cpu0) * 1000 / n, 3) if cpu0 is not None and cpu1 is not None else None
+                ),
                 "client_cpu_ms_per_request": round(run.cpu_seconds * 1000 / n, 3),
-                "loadavg_during": {"min": round(min(loads), 2), "mean": round(statistics.fmean(loads), 2),
-                                   "max": round(max(loads), 2)} if loads else None,
+                "loadavg_during": {
+                    "min": round(min(loads), 2),
+                    "mean": round(statistics.fmean(loads), 2),
+                    "max": round(max(loads), 2),
+                }
+                if loads
+                else None,
             }
             print(json.dumps(out, ensure_ascii=False), flush=True)
             return out
@@ -329,17 +426,23 @@ def main() -> None:
             def sample() -> None:
                 with httpx.Client(base_url=base, timeout=5) as c:
                     while not stop.is_set():
-                        row = {"t_s": round(time.perf_counter() - t_start, 1), "rss_mb": round(sum(rss_mb(q) or 0 for q in tree(server.pid)), 1),
-                               "loadavg": os.getloadavg()[0]}
+                        row = {
+                            "t_s": round(time.perf_counter() - t_start, 1),
+                            "rss_mb": round(sum(rss_mb(q) or 0 for q in tree(server.pid)), 1),
+                            "loadavg": os.getloadavg()[0],
+                        }
                         try:
                             h = c.get("/health").json()
-                            row.update(writer_rows=h["results"].get("queued_rows"),
-                                       journal_segments=h["results"].get("journal_segments"),
-                                       duckdb_mb=round(h["memory"]["duckdb_bytes"] / 2**20, 1),
-                                       # what DuckDB holds the memory for, e.g. BASE_TABLE:12.5 ART_INDEX:30.1
-                                       duckdb_by_tag_mb=" ".join(
-                                           f"{t}:{b / 2**20:.1f}" for t, b in
-                                           sorted(h["memory"].get("duckdb_by_tag", {}).items())))
+                            row.update(
+                                writer_rows=h["results"].get("queued_rows"),
+                                journal_segments=h["results"].get("journal_segments"),
+                                duckdb_mb=round(h["memory"]["duckdb_bytes"] / 2**20, 1),
+                                # what DuckDB holds the memory for, e.g. BASE_TABLE:12.5 ART_INDEX:30.1
+                                duckdb_by_tag_mb=" ".join(
+                                    f"{t}:{b / 2**20:.1f}"
+                                    for t, b in sorted(h["memory"].get("duckdb_by_tag", {}).items())
+                                ),
+                            )
                         except (httpx.HTTPError, KeyError, ValueError):
                             pass
                         samples.append(row)
@@ -367,14 +470,26 @@ def main() -> None:
         "engine": args.engine,
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}",
         "loadavg_before": load_before,
-        "library": lib_name, "library_codes": len(lib_codes), "history_visits": len(visits), "history_lines": n_lines,
-        "orders_per_request": 10, "library_item_share": args.lib_share, "distinct_requests": len(raw),
-        "history_window": win, "stored_visits_asked": len(recent) if exact_from else len(visits),
-        "requests": "half stored stays inside the window, half new stays of known persons" if exact_from
-                    else "stored visits (whole history preloaded)",
-        "sessions": args.sessions, "batch": args.batch, "workers": args.workers,
-        "setup_s": round(setup_s, 1), "server_startup_s": round(startup_s, 1), "cpus": os.cpu_count(),
-        "runs": runs, "loadavg_after": os.getloadavg(),
+        "library": lib_name,
+        "library_codes": len(lib_codes),
+        "history_visits": len(visits),
+        "history_lines": n_lines,
+        "orders_per_request": 10,
+        "library_item_share": args.lib_share,
+        "distinct_requests": len(raw),
+        "history_window": win,
+        "stored_visits_asked": len(recent) if exact_from else len(visits),
+        "requests": "half stored stays inside the window, half new stays of known persons"
+        if exact_from
+        else "stored visits (whole history preloaded)",
+        "sessions": args.sessions,
+        "batch": args.batch,
+        "workers": args.workers,
+        "setup_s": round(setup_s, 1),
+        "server_startup_s": round(startup_s, 1),
+        "cpus": os.cpu_count(),
+        "runs": runs,
+        "loadavg_after": os.getloadavg(),
     }
     if args.label:
         result["label"] = args.label

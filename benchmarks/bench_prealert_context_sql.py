@@ -82,17 +82,44 @@ def main() -> None:
     for i in range(args.requests):
         v = rng.choice(visits)
         codes = [rng.choice(lib_codes) if rng.random() < args.lib_share else rng.choice(batch_codes) for _ in range(10)]
-        body = {"trig_scen": "5", "patient_dtos": [{
-            "patn_id": v[1], "gend": v[2], "brdy": v[3], "curr_mdtrt_id": v[0],
-            "fsi_encounter_dtos": [{
-                "mdtrt_id": v[0], "medins_id": v[4], "medins_lv": v[5], "med_type": v[6], "insutype": v[7],
-                "adm_date": v[8], "dscg_main_dise_codg": v[9] or "",
-                "fsi_diagnose_dtos": ([{"dise_codg": v[9], "maindise_flag": "1"}] if v[9] else []),
-                "fsi_order_dtos": [{
-                    "rx_id": f"B{i}-{k}", "hilist_code": c, "hilist_name": "", "cnt": "1", "pric": "25.5",
-                    "sumamt": "25.5", "drord_begn_date": v[8], "drord_dept_codg": "D01", "drord_dr_codg": "DR01",
-                    "curr_drord_flag": 1} for k, c in enumerate(codes)],
-            }]}]}
+        body = {
+            "trig_scen": "5",
+            "patient_dtos": [
+                {
+                    "patn_id": v[1],
+                    "gend": v[2],
+                    "brdy": v[3],
+                    "curr_mdtrt_id": v[0],
+                    "fsi_encounter_dtos": [
+                        {
+                            "mdtrt_id": v[0],
+                            "medins_id": v[4],
+                            "medins_lv": v[5],
+                            "med_type": v[6],
+                            "insutype": v[7],
+                            "adm_date": v[8],
+                            "dscg_main_dise_codg": v[9] or "",
+                            "fsi_diagnose_dtos": ([{"dise_codg": v[9], "maindise_flag": "1"}] if v[9] else []),
+                            "fsi_order_dtos": [
+                                {
+                                    "rx_id": f"B{i}-{k}",
+                                    "hilist_code": c,
+                                    "hilist_name": "",
+                                    "cnt": "1",
+                                    "pric": "25.5",
+                                    "sumamt": "25.5",
+                                    "drord_begn_date": v[8],
+                                    "drord_dept_codg": "D01",
+                                    "drord_dr_codg": "DR01",
+                                    "curr_drord_flag": 1,
+                                }
+                                for k, c in enumerate(codes)
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
         p = Request3101.model_validate(body).patient_dtos[0]
         reqs.append(to_check_request(p, None))
 
@@ -110,8 +137,11 @@ def main() -> None:
     db.install_macros(cur)
     engine.register_rules(cur, rules)
     statements = {t: REGISTRY[t].sql(engine.type_names(REGISTRY[t]), cur) for t in types}
-    sql_rules = cur.execute("SELECT p.rule_key, r.rule_id, p.query FROM p_sql p JOIN r_all r USING (rule_key)"
-                            ).fetchall() if "sql" in types else []
+    sql_rules = (
+        cur.execute("SELECT p.rule_key, r.rule_id, p.query FROM p_sql p JOIN r_all r USING (rule_key)").fetchall()
+        if "sql" in types
+        else []
+    )
     sandbox = sql_type.open_sandbox()
     setl = {}
     for row in con.execute("SELECT mdtrt_id, setl_id, refd_setl_flag FROM setl_d").fetchall():
@@ -121,16 +151,36 @@ def main() -> None:
     def run_types(lines: list[dict], diags: list[str], v: dict, which: list[str]) -> list[Hit]:
         cols = [k for k in lines[0] if not k.startswith("_")] if lines else []
         cur.register("lines", pa.Table.from_pylist([{k: ln[k] for k in cols} for ln in lines]))
-        vrow = {**v, "inst_level": inst_level(v.get("hosp_lv")), "inpatient": str(v.get("med_type", "")).startswith("2"),
-                "los": None}
+        vrow = {
+            **v,
+            "inst_level": inst_level(v.get("hosp_lv")),
+            "inpatient": str(v.get("med_type", "")).startswith("2"),
+            "los": None,
+        }
         cur.register("visits", pa.Table.from_pylist([vrow]))
-        cur.register("diag", pa.Table.from_pylist(
-            [{"mdtrt_id": v["mdtrt_id"], "diag_code": d, "diag_name": None, "is_main": False} for d in diags],
-            schema=pa.schema([("mdtrt_id", pa.string()), ("diag_code", pa.string()), ("diag_name", pa.string()),
-                              ("is_main", pa.bool_())])))
-        cur.register("setl_d", pa.Table.from_pylist(
-            [{"mdtrt_id": a, "setl_id": b, "refd_setl_flag": c} for a, b, c in setl.get(v["mdtrt_id"], [])],
-            schema=pa.schema([("mdtrt_id", pa.string()), ("setl_id", pa.string()), ("refd_setl_flag", pa.string())])))
+        cur.register(
+            "diag",
+            pa.Table.from_pylist(
+                [{"mdtrt_id": v["mdtrt_id"], "diag_code": d, "diag_name": None, "is_main": False} for d in diags],
+                schema=pa.schema(
+                    [
+                        ("mdtrt_id", pa.string()),
+                        ("diag_code", pa.string()),
+                        ("diag_name", pa.string()),
+                        ("is_main", pa.bool_()),
+                    ]
+                ),
+            ),
+        )
+        cur.register(
+            "setl_d",
+            pa.Table.from_pylist(
+                [{"mdtrt_id": a, "setl_id": b, "refd_setl_flag": c} for a, b, c in setl.get(v["mdtrt_id"], [])],
+                schema=pa.schema(
+                    [("mdtrt_id", pa.string()), ("setl_id", pa.string()), ("refd_setl_flag", pa.string())]
+                ),
+            ),
+        )
         out = []
         for t in which:
             if t == "sql":
@@ -151,8 +201,18 @@ def main() -> None:
         if again:
             before = claims_before(run_types([ln for ln in lines if not ln["_new"]], diags, v, again))
         named = {h.bkkp_sn for h in hits}
-        line = {ln["bkkp_sn"]: LineInfo(ln["fee_ocur_time"], ln["psn_no"], ln["hilist_code"], ln["fixmedins_code"],
-                                        ln["mdtrt_id"], ln["fee_date"]) for ln in lines if ln["bkkp_sn"] in named}
+        line = {
+            ln["bkkp_sn"]: LineInfo(
+                ln["fee_ocur_time"],
+                ln["psn_no"],
+                ln["hilist_code"],
+                ln["fixmedins_code"],
+                ln["mdtrt_id"],
+                ln["fee_date"],
+            )
+            for ln in lines
+            if ln["bkkp_sn"] in named
+        }
         order_ids = {ln["bkkp_sn"] for ln in lines if ln["bkkp_sn"].endswith(ORDER_TAG)}
         return [a for _i, a in alerts_of(rules, hits, line, before, new_ids, order_ids)]
 
@@ -175,22 +235,34 @@ def main() -> None:
             in_memory(r)
         b_ms = (time.process_time() - t0) * 1000 / len(reqs)
         types[:] = all_types
-        per_type[t] = {"shadows_cpu_ms_per_request": round(a_ms, 2), "in_memory_context_cpu_ms_per_request": round(b_ms, 2)}
+        per_type[t] = {
+            "shadows_cpu_ms_per_request": round(a_ms, 2),
+            "in_memory_context_cpu_ms_per_request": round(b_ms, 2),
+        }
 
     def shape(alerts):
-        return sorted((a.rule_id, a.finding_key, a.evidence, a.amount,
-                       tuple((i.bkkp_sn, i.role, i.claim) for i in a.items)) for a in alerts)
+        return sorted(
+            (a.rule_id, a.finding_key, a.evidence, a.amount, tuple((i.bkkp_sn, i.role, i.claim) for i in a.items))
+            for a in alerts
+        )
 
     differ = sum(1 for a, b in zip(shadows, mem) if shape(a) != shape(b))
     result = {
-        "label": args.label, "what": "server CPU ms per request of 10 new orders for the rule types without an "
+        "label": args.label,
+        "what": "server CPU ms per request of 10 new orders for the rule types without an "
         "in-memory evaluator, on the SQL path's shadows vs one statement per type over an in-memory context",
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}",
-        "loadavg": os.getloadavg(), "note": args.note, "library": "sample library rules/", "types": types,
-        "history_visits": len(visits), "requests": len(reqs),
+        "loadavg": os.getloadavg(),
+        "note": args.note,
+        "library": "sample library rules/",
+        "types": types,
+        "history_visits": len(visits),
+        "requests": len(reqs),
         "requests_with_alerts": sum(1 for a in shadows if a),
-        "shadows_cpu_ms_per_request": round(shadows_ms, 2), "in_memory_context_cpu_ms_per_request": round(mem_ms, 2),
-        "answers_that_differ": differ, "per_type": per_type,
+        "shadows_cpu_ms_per_request": round(shadows_ms, 2),
+        "in_memory_context_cpu_ms_per_request": round(mem_ms, 2),
+        "answers_that_differ": differ,
+        "per_type": per_type,
     }
     print(json.dumps(result, ensure_ascii=False, indent=2))
     try:

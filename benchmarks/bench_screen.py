@@ -81,27 +81,49 @@ def replicate(lib: Library, k: int) -> Library:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lines", type=int, default=1_000_000, help="approximate fee lines to generate (default 1,000,000)")
+    ap.add_argument(
+        "--lines", type=int, default=1_000_000, help="approximate fee lines to generate (default 1,000,000)"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     ap.add_argument("--rules", type=Path, default=ROOT / "rules", help="rule library folder or YAML file")
-    ap.add_argument("--extra-rules", type=Path, action="append", default=[],
-                    help="another library added to --rules, every YAML under it (e.g. rules/national from "
-                         "`medaudit rules import-nhsa`); may be repeated")
-    ap.add_argument("--dump", type=Path, default=None,
-                    help="write each run's findings and finding lines to Parquet under this folder "
-                         "(k<N>/findings.parquet, k<N>/finding_lines.parquet), for compare_findings.py")
+    ap.add_argument(
+        "--extra-rules",
+        type=Path,
+        action="append",
+        default=[],
+        help="another library added to --rules, every YAML under it (e.g. rules/national from "
+        "`medaudit rules import-nhsa`); may be repeated",
+    )
+    ap.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="write each run's findings and finding lines to Parquet under this folder "
+        "(k<N>/findings.parquet, k<N>/finding_lines.parquet), for compare_findings.py",
+    )
     ap.add_argument("--replicate", default="1", help="comma-separated rule multipliers, e.g. 1,5,20")
-    ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data", help="where generated batches are cached")
+    ap.add_argument(
+        "--data", type=Path, default=ROOT / "benchmarks" / "data", help="where generated batches are cached"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
-    ap.add_argument("--memory-limit", default=None,
-                    help="DuckDB memory limit (default: medaudit's, a quarter of the machine's memory)")
+    ap.add_argument(
+        "--memory-limit",
+        default=None,
+        help="DuckDB memory limit (default: medaudit's, a quarter of the machine's memory)",
+    )
     ap.add_argument("--temp-dir", type=Path, default=None, help="DuckDB spill folder (default: next to the database)")
-    ap.add_argument("--label", default=None,
-                    help="names the entry in results.json (e.g. the change measured); entries with another label are kept")
-    ap.add_argument("--reuse-load", action="store_true",
-                    help="keep the loaded database next to the batch (loaded.duckdb) and screen a copy of it "
-                         "next time instead of loading again (no load figures then)")
+    ap.add_argument(
+        "--label",
+        default=None,
+        help="names the entry in results.json (e.g. the change measured); entries with another label are kept",
+    )
+    ap.add_argument(
+        "--reuse-load",
+        action="store_true",
+        help="keep the loaded database next to the batch (loaded.duckdb) and screen a copy of it "
+        "next time instead of loading again (no load figures then)",
+    )
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the answer key")
     args = ap.parse_args(argv)
     ks = [int(x) for x in args.replicate.split(",") if x.strip()]
@@ -153,48 +175,84 @@ def main(argv: list[str] | None = None) -> int:
             check = None
             if not args.no_check:
                 c = compare(con, key, res.run_id)
-                check = {"expected": c.expected.height, "missed": c.missed.height, "extra": c.extra.height,
-                         "recall": c.recall, "precision": c.precision}
-            runs.append({
-                "rules_multiplier": k, "rules": len(lib.rules), "screen_s": round(screen_s, 2),
-                "screen_cpu_s": round(screen_cpu, 2),
-                "screened_lines": res.n_lines, "hits": res.n_hits, "findings": n_findings,
-                "other_s": round(screen_s - sum(res.seconds_by_type.values()), 2),  # lines, findings, money
-                "seconds_by_type": {t: round(s, 3) for t, s in sorted(res.seconds_by_type.items(), key=lambda x: -x[1])},
-                "cpu_s_by_step": {t: round(s, 2) for t, s in sorted(cpu_by_step.items(), key=lambda x: -x[1])},
-                "peak_rss_mb": round(peak_rss_mb(), 0), "check": check,
-            })
+                check = {
+                    "expected": c.expected.height,
+                    "missed": c.missed.height,
+                    "extra": c.extra.height,
+                    "recall": c.recall,
+                    "precision": c.precision,
+                }
+            runs.append(
+                {
+                    "rules_multiplier": k,
+                    "rules": len(lib.rules),
+                    "screen_s": round(screen_s, 2),
+                    "screen_cpu_s": round(screen_cpu, 2),
+                    "screened_lines": res.n_lines,
+                    "hits": res.n_hits,
+                    "findings": n_findings,
+                    "other_s": round(screen_s - sum(res.seconds_by_type.values()), 2),  # lines, findings, money
+                    "seconds_by_type": {
+                        t: round(s, 3) for t, s in sorted(res.seconds_by_type.items(), key=lambda x: -x[1])
+                    },
+                    "cpu_s_by_step": {t: round(s, 2) for t, s in sorted(cpu_by_step.items(), key=lambda x: -x[1])},
+                    "peak_rss_mb": round(peak_rss_mb(), 0),
+                    "check": check,
+                }
+            )
         con.close()
 
     result = {
         "label": args.label,
         "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_at_end": [round(x, 1) for x in os.getloadavg()]},
-        "lines": n_fee, "format": args.format, "seed": args.seed,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        },
+        "lines": n_fee,
+        "format": args.format,
+        "seed": args.seed,
         "extra_rules": [str(x) for x in args.extra_rules],
         "memory_limit": resources.current().effective_memory_limit,
         "generate_s": None if gen_s is None else round(gen_s, 2),
         "load_s": None if load_s is None else round(load_s, 2),
-        "load_cpu_s": None if load_cpu is None else round(load_cpu, 2), "peak_rss_after_load_mb": round(rss_load, 0), "runs": runs,
+        "load_cpu_s": None if load_cpu is None else round(load_cpu, 2),
+        "peak_rss_after_load_mb": round(rss_load, 0),
+        "runs": runs,
     }
     load_text = "reused" if load_s is None else f"{load_s:.1f}s wall, {load_cpu:.1f}s CPU"
-    print(f"fee lines: {n_fee:,} ({args.format}); generate: "
-          f"{'cached' if gen_s is None else f'{gen_s:.1f}s'}; load: {load_text} "
-          f"(peak RSS {rss_load:,.0f} MB); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'rules':>7} {'screen s':>9} {'CPU s':>7} {'types s':>8} {'other s':>8} {'lines/s':>11} {'findings':>9} {'peak MB':>8}"
-          "  recall/precision  slowest types")
+    print(
+        f"fee lines: {n_fee:,} ({args.format}); generate: "
+        f"{'cached' if gen_s is None else f'{gen_s:.1f}s'}; load: {load_text} "
+        f"(peak RSS {rss_load:,.0f} MB); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'rules':>7} {'screen s':>9} {'CPU s':>7} {'types s':>8} {'other s':>8} {'lines/s':>11} {'findings':>9} {'peak MB':>8}"
+        "  recall/precision  slowest types"
+    )
     for r in runs:
         slow = ", ".join(f"{t} {s:.1f}s" for t, s in list(r["seconds_by_type"].items())[:3])
         rp = "-" if r["check"] is None else f"{r['check']['recall']:.3f}/{r['check']['precision']:.3f}"
-        print(f"{r['rules']:>7} {r['screen_s']:>9.1f} {r['screen_cpu_s']:>7.1f} {r['screen_s'] - r['other_s']:>8.1f} {r['other_s']:>8.1f} "
-              f"{n_fee / r['screen_s']:>11,.0f} {r['findings']:>9,} "
-              f"{r['peak_rss_mb']:>8,.0f}  {rp:>16}  {slow}")
+        print(
+            f"{r['rules']:>7} {r['screen_s']:>9.1f} {r['screen_cpu_s']:>7.1f} {r['screen_s'] - r['other_s']:>8.1f} {r['other_s']:>8.1f} "
+            f"{n_fee / r['screen_s']:>11,.0f} {r['findings']:>9,} "
+            f"{r['peak_rss_mb']:>8,.0f}  {rp:>16}  {slow}"
+        )
         print("        CPU s by step: " + ", ".join(f"{t} {x:.1f}" for t, x in list(r["cpu_s_by_step"].items())[:8]))
 
     old = json.loads(args.out.read_text()) if args.out.exists() else {"results": []}
-    same = lambda e: (e.get("lines"), e.get("format"), [r["rules_multiplier"] for r in e.get("runs", [])],
-                      e.get("extra_rules", []), e.get("label")) == (n_fee, args.format, ks, result["extra_rules"], args.label)
+    same = lambda e: (
+        (
+            e.get("lines"),
+            e.get("format"),
+            [r["rules_multiplier"] for r in e.get("runs", [])],
+            e.get("extra_rules", []),
+            e.get("label"),
+        )
+        == (n_fee, args.format, ks, result["extra_rules"], args.label)
+    )
     old["results"] = [e for e in old.get("results", []) if not same(e)] + [result]
     args.out.write_text(json.dumps(old, ensure_ascii=False, indent=2) + "\n")
     print(f"results written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

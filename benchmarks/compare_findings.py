@@ -52,9 +52,13 @@ def compare(a: Path, b: Path, show: int = 5) -> bool:
         n, ids, claimed, deducted = con.execute(
             f"SELECT count(*), count(DISTINCT finding_id), sum(claimed_amt), sum(deduction_amt) FROM {side}_findings"
         ).fetchall()[0]
-        nl, carried, claim = con.execute(f"SELECT count(*), sum(carried), sum(claim) FROM {side}_finding_lines").fetchall()[0]
-        print(f"{side} = {a if side == 'a' else b}: {n:,} findings ({ids:,} ids), claimed {claimed}, deducted {deducted}; "
-              f"{nl:,} finding lines, claim {claim}, carried {carried}")
+        nl, carried, claim = con.execute(
+            f"SELECT count(*), sum(carried), sum(claim) FROM {side}_finding_lines"
+        ).fetchall()[0]
+        print(
+            f"{side} = {a if side == 'a' else b}: {n:,} findings ({ids:,} ids), claimed {claimed}, deducted {deducted}; "
+            f"{nl:,} finding lines, claim {claim}, carried {carried}"
+        )
     for name, key in (("findings", FINDING_ORDER), ("finding_lines", LINE_ORDER)):
         cols_a = [r[0] for r in con.execute(f"DESCRIBE a_{name}").fetchall()]
         cols_b = [r[0] for r in con.execute(f"DESCRIBE b_{name}").fetchall()]
@@ -63,19 +67,25 @@ def compare(a: Path, b: Path, show: int = 5) -> bool:
             same = False
             continue
         for x, y in (("a", "b"), ("b", "a")):
-            n = con.execute(f"SELECT count(*) FROM (SELECT * FROM {x}_{name} EXCEPT ALL SELECT * FROM {y}_{name})").fetchall()[0][0]
+            n = con.execute(
+                f"SELECT count(*) FROM (SELECT * FROM {x}_{name} EXCEPT ALL SELECT * FROM {y}_{name})"
+            ).fetchall()[0][0]
             if n:
                 same = False
                 print(f"{name}: {n:,} rows in {x} that {y} does not have, e.g.:")
-                for row in con.execute(f"SELECT * FROM (SELECT * FROM {x}_{name} EXCEPT ALL SELECT * FROM {y}_{name}) "
-                                       f"ORDER BY {key} LIMIT {int(show)}").fetchall():
+                for row in con.execute(
+                    f"SELECT * FROM (SELECT * FROM {x}_{name} EXCEPT ALL SELECT * FROM {y}_{name}) "
+                    f"ORDER BY {key} LIMIT {int(show)}"
+                ).fetchall():
                     print("   ", row)
         if name == "findings":
             diff_cols = []
             for c in cols_a:
                 q = f'"{c}"'
-                n = con.execute(f"SELECT count(*) FROM a_findings a JOIN b_findings b USING (finding_id) "
-                                f"WHERE a.{q} IS DISTINCT FROM b.{q}").fetchall()[0][0]
+                n = con.execute(
+                    f"SELECT count(*) FROM a_findings a JOIN b_findings b USING (finding_id) "
+                    f"WHERE a.{q} IS DISTINCT FROM b.{q}"
+                ).fetchall()[0][0]
                 if n:
                     diff_cols.append(f"{c} ({n:,})")
             if diff_cols:

@@ -37,16 +37,17 @@ class Run:
 
 def encode(path: str, body: bytes, headers: dict[str, str], host: str = "127.0.0.1") -> bytes:
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{head}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 #: how the service writes an answer with nothing to say (orjson: no spaces)
 EMPTY = b'"result":[]'
 
 
-async def _drive(port: int, requests: list[bytes], rate: float, connections: int, seconds: float,
-                 watch: str) -> Run:
+async def _drive(port: int, requests: list[bytes], rate: float, connections: int, seconds: float, watch: str) -> Run:
     run = Run()
     jobs: asyncio.Queue = asyncio.Queue()
     watch_b = watch.lower().encode() + b":"
@@ -68,7 +69,7 @@ async def _drive(port: int, requests: list[bytes], rate: float, connections: int
                     if low.startswith(b"content-length:"):
                         length = int(line[15:])
                     elif low.startswith(watch_b):
-                        value = line[len(watch_b):].strip().decode()
+                        value = line[len(watch_b) :].strip().decode()
                 body = await reader.readexactly(length)
                 done = time.perf_counter()
                 run.latencies_ms.append((done - (due if rate else sent)) * 1000)
@@ -112,8 +113,9 @@ async def _drive(port: int, requests: list[bytes], rate: float, connections: int
     return run
 
 
-def drive(port: int, requests: list[bytes], *, rate: float, connections: int, seconds: float,
-          watch: str = "X-Medaudit-Engine") -> Run:
+def drive(
+    port: int, requests: list[bytes], *, rate: float, connections: int, seconds: float, watch: str = "X-Medaudit-Engine"
+) -> Run:
     """Send ``requests`` (cycled) to 127.0.0.1:``port`` for ``seconds``: at ``rate`` per second
     (open loop) or, with ``rate`` 0, as fast as ``connections`` keep-alive connections go."""
     try:

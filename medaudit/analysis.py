@@ -91,21 +91,72 @@ METRICS: tuple[Metric, ...] = (
     Metric("total", "total amount", "总费用", "money", "visits", "", "total"),
     Metric("fund", "fund (deductible)", "医保范围内金额", "money", "visits", "", "fund"),
     Metric("drug_share", "drug share", "药占比", "share", "visits", "min_visits", "drug_amt / nullif(total, 0)"),
-    Metric("exam_lab_share", "exam & lab share", "检查检验占比", "share", "visits", "min_visits",
-           "exlab_amt / nullif(total, 0)"),
-    Metric("consumable_share", "consumable share", "耗材占比", "share", "visits", "min_visits",
-           "cons_amt / nullif(total, 0)"),
-    Metric("treatment_share", "treatment share", "治疗占比", "share", "visits", "min_visits",
-           "treat_amt / nullif(total, 0)"),
-    Metric("bed_nursing_share", "bed & nursing share", "床位护理占比", "share", "visits", "min_visits",
-           "bednurse_amt / nullif(total, 0)"),
-    Metric("cost_per_visit", "cost per visit", "次均费用", "money", "visits", "min_visits", "total / nullif(visits, 0)"),
-    Metric("cost_per_bed_day", "cost per bed day", "床日费用", "money", "los_stays", "min_stays",
-           "los_amt / nullif(bed_days, 0)"),
-    Metric("mean_los", "mean length of stay", "平均住院日", "days", "los_stays", "min_stays",
-           "bed_days / nullif(los_stays, 0)"),
-    Metric("readmission_rate", "15-day readmission", "15天再入院率", "share", "stays", "min_stays",
-           "readmits / nullif(stays, 0)"),
+    Metric(
+        "exam_lab_share",
+        "exam & lab share",
+        "检查检验占比",
+        "share",
+        "visits",
+        "min_visits",
+        "exlab_amt / nullif(total, 0)",
+    ),
+    Metric(
+        "consumable_share",
+        "consumable share",
+        "耗材占比",
+        "share",
+        "visits",
+        "min_visits",
+        "cons_amt / nullif(total, 0)",
+    ),
+    Metric(
+        "treatment_share",
+        "treatment share",
+        "治疗占比",
+        "share",
+        "visits",
+        "min_visits",
+        "treat_amt / nullif(total, 0)",
+    ),
+    Metric(
+        "bed_nursing_share",
+        "bed & nursing share",
+        "床位护理占比",
+        "share",
+        "visits",
+        "min_visits",
+        "bednurse_amt / nullif(total, 0)",
+    ),
+    Metric(
+        "cost_per_visit", "cost per visit", "次均费用", "money", "visits", "min_visits", "total / nullif(visits, 0)"
+    ),
+    Metric(
+        "cost_per_bed_day",
+        "cost per bed day",
+        "床日费用",
+        "money",
+        "los_stays",
+        "min_stays",
+        "los_amt / nullif(bed_days, 0)",
+    ),
+    Metric(
+        "mean_los",
+        "mean length of stay",
+        "平均住院日",
+        "days",
+        "los_stays",
+        "min_stays",
+        "bed_days / nullif(los_stays, 0)",
+    ),
+    Metric(
+        "readmission_rate",
+        "15-day readmission",
+        "15天再入院率",
+        "share",
+        "stays",
+        "min_stays",
+        "readmits / nullif(stays, 0)",
+    ),
 )
 METRIC = {m.key: m for m in METRICS}
 
@@ -143,8 +194,13 @@ def _day(s: str, opt: str, end: bool) -> dt.date:
         raise AnalysisError(f"{opt} {s!r} is not a date written YYYY-MM-DD or a month YYYY-MM") from None
 
 
-def parse_period(period: str | None = None, quarter: str | None = None, year: str | None = None,
-                 date_from: str | None = None, date_to: str | None = None) -> Period:
+def parse_period(
+    period: str | None = None,
+    quarter: str | None = None,
+    year: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+) -> Period:
     """One of: ``period`` (a month YYYY-MM), ``quarter`` (2026Q1), ``year`` (2026), or
     ``date_from``/``date_to`` (YYYY-MM-DD or YYYY-MM, either may be left open); none: every visit."""
     given = [n for n, v in (("--period", period), ("--quarter", quarter), ("--year", year)) if v]
@@ -257,13 +313,13 @@ def prepare(con: duckdb.DuckDBPyConnection, opts: Options) -> int:
                    arg_max(bilg_dept_codg, amt) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
             FROM lines GROUP BY mdtrt_id),
         live AS (SELECT * FROM {LIVE_VISITS}),
-        sel AS (SELECT v.* FROM live v WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM vl) AND {' AND '.join(where)}),
+        sel AS (SELECT v.* FROM live v WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM vl) AND {" AND ".join(where)}),
         readm AS (   -- the readmission type's defaults (its own SQL pieces)
-            SELECT DISTINCT c.mdtrt_id FROM sel c JOIN live a ON {pair_condition('c', 'a', gap, same, plen)}
-            WHERE c.inpatient AND NOT {excluded_condition('c', excl)})
+            SELECT DISTINCT c.mdtrt_id FROM sel c JOIN live a ON {pair_condition("c", "a", gap, same, plen)}
+            WHERE c.inpatient AND NOT {excluded_condition("c", excl)})
         SELECT v.mdtrt_id, v.fixmedins_code, v.inst_level, v.inpatient, v.los,
                strftime(v.begin_date, '%Y-%m') AS month,
-               nullif(left({icd('v.main_diag')}, 3), '') AS diag_group,
+               nullif(left({icd("v.main_diag")}, 3), '') AS diag_group,
                coalesce(v.dscg_dept_codg, v.adm_dept_codg, vl.line_dept) AS dept,
                coalesce(v.chfpdr_code, vl.line_dr) AS dr,
                vl.total, vl.fund, vl.drug_amt, vl.cons_amt, vl.exlab_amt, vl.treat_amt, vl.bednurse_amt,
@@ -281,7 +337,7 @@ def _level_sql(opts: Options) -> str:
     keys = ["fixmedins_code"] + ent + (["diag_group"] if opts.by_diag else [])
     notnull = " AND ".join(f"{k} IS NOT NULL" for k in ent) or "TRUE"
     k = ", ".join(keys)
-    main_dept = ("md.main_dept" if opts.level == "doctor" else "dept" if opts.level == "department" else "NULL")
+    main_dept = "md.main_dept" if opts.level == "doctor" else "dept" if opts.level == "department" else "NULL"
     peer = ["CAST(inst_level AS VARCHAR)"]
     if opts.level != "institution":
         peer.append("coalesce(main_dept, '')")
@@ -320,11 +376,11 @@ def _level_sql(opts: Options) -> str:
                    count(*) FILTER (WHERE readmitted) AS readmits
             FROM e GROUP BY GROUPING SETS (({k}), ({k}, month), (month), ())),
         vals AS (
-            SELECT a.*, {main_dept} AS main_dept, {', '.join(values)}
+            SELECT a.*, {main_dept} AS main_dept, {", ".join(values)}
             FROM agg a {join_md}),
-        keyed AS (SELECT *, CASE WHEN g_ent = 0 THEN concat_ws('|', {', '.join(peer)}) END AS peer_key FROM vals)
+        keyed AS (SELECT *, CASE WHEN g_ent = 0 THEN concat_ws('|', {", ".join(peer)}) END AS peer_key FROM vals)
         SELECT * EXCLUDE (peer_key), peer_key,
-               {', '.join(pct)}
+               {", ".join(pct)}
         FROM keyed WHERE g_ent = 0 AND g_month = 1
         UNION ALL BY NAME
         SELECT * FROM keyed WHERE NOT (g_ent = 0 AND g_month = 1)
@@ -344,7 +400,8 @@ class Analysis:
     def entity_code(self, r: dict) -> str:
         """The code a user gives to ``--highlight``: the institution, department or doctor code."""
         return {"institution": r.get("fixmedins_code"), "department": r.get("dept"), "doctor": r.get("dr")}[
-            self.opts.level] or ""
+            self.opts.level
+        ] or ""
 
     def entity_label(self, r: dict) -> str:
         lv = self.opts.level
@@ -415,7 +472,9 @@ def attach_names(con: duckdb.DuckDBPyConnection, a: Analysis) -> None:
             a.names[("doctor", inst, r["dr"])] = nm.doctor(inst, r["dr"])
 
 
-def analyze(con: duckdb.DuckDBPyConnection, opts: Options, levels: tuple[str, ...] | None = None) -> dict[str, Analysis]:
+def analyze(
+    con: duckdb.DuckDBPyConnection, opts: Options, levels: tuple[str, ...] | None = None
+) -> dict[str, Analysis]:
     """Prepare once, then one query per level (``levels``, default ``opts.level``)."""
     from dataclasses import replace
 
@@ -449,7 +508,11 @@ def denom_text(a: Analysis, m: Metric, r: dict) -> str:
     if not m.denom:
         return ""
     n = int(r.get(m.denom) or 0)
-    s = f"n={n:,}" if m.denom != "los_stays" or m.key != "cost_per_bed_day" else f"n={n:,} ({int(r.get('bed_days') or 0):,}d)"
+    s = (
+        f"n={n:,}"
+        if m.denom != "los_stays" or m.key != "cost_per_bed_day"
+        else f"n={n:,} ({int(r.get('bed_days') or 0):,}d)"
+    )
     if m.minimum and n < getattr(a.opts, m.minimum):
         s += f"<{getattr(a.opts, m.minimum)}"
     return s
@@ -527,12 +590,19 @@ def write_xlsx(a: Analysis, path: Path) -> Path:
     sheet("按月 by month", a.months, False, True)
     ws = wb.add_worksheet("口径 definitions")
     o = a.opts
-    info = [("层级 level", o.level), ("期间 period", o.period.label), ("环节 stage", o.stage),
-            ("机构 institution", o.institution or "全部 all"),
-            ("机构等级 level", "全部 all" if o.hosp_level is None else str(o.hosp_level)),
-            ("就诊类型 med_type", o.med_type_group or "全部 all"), ("主诊断前缀 diagnosis prefix", o.diag_prefix or ""),
-            ("按病种分组 by diagnosis group", "是" if o.by_diag else "否"),
-            ("最少就诊 min visits", o.min_visits), ("最少住院 min stays", o.min_stays), ("最少同类 min peers", o.min_peers)]
+    info = [
+        ("层级 level", o.level),
+        ("期间 period", o.period.label),
+        ("环节 stage", o.stage),
+        ("机构 institution", o.institution or "全部 all"),
+        ("机构等级 level", "全部 all" if o.hosp_level is None else str(o.hosp_level)),
+        ("就诊类型 med_type", o.med_type_group or "全部 all"),
+        ("主诊断前缀 diagnosis prefix", o.diag_prefix or ""),
+        ("按病种分组 by diagnosis group", "是" if o.by_diag else "否"),
+        ("最少就诊 min visits", o.min_visits),
+        ("最少住院 min stays", o.min_stays),
+        ("最少同类 min peers", o.min_peers),
+    ]
     for i, (k, v) in enumerate(info):
         cells.put(ws, i, 0, k)
         cells.put(ws, i, 1, v)
@@ -545,7 +615,11 @@ def write_xlsx(a: Analysis, path: Path) -> Path:
 
 
 def _id_columns(a: Analysis) -> list[tuple[str, str]]:
-    cols = [("fixmedins_code", "机构编码 institution"), ("inst_name", "机构名称 name"), ("inst_level", "机构等级 level")]
+    cols = [
+        ("fixmedins_code", "机构编码 institution"),
+        ("inst_name", "机构名称 name"),
+        ("inst_level", "机构等级 level"),
+    ]
     if a.opts.level == "department":
         cols += [("dept", "科室编码 department"), ("dept_name", "科室名称 name")]
     if a.opts.level == "doctor":
@@ -598,29 +672,38 @@ def _svg_strip(values: list[tuple[str, float, bool]], m: Metric, width: int = 64
         return xs[f] + (h - f) * (xs[min(f + 1, len(xs) - 1)] - xs[f])
 
     q1, med, q3 = q(0.25), q(0.5), q(0.75)
-    out = [f"<svg width='{width}' height='{height}' role='img'>",
-           f"<rect x='{X(q1):.1f}' y='12' width='{max(X(q3) - X(q1), 1):.1f}' height='26' class='box'/>",
-           f"<line x1='{X(med):.1f}' x2='{X(med):.1f}' y1='10' y2='40' class='med'/>"]
+    out = [
+        f"<svg width='{width}' height='{height}' role='img'>",
+        f"<rect x='{X(q1):.1f}' y='12' width='{max(X(q3) - X(q1), 1):.1f}' height='26' class='box'/>",
+        f"<line x1='{X(med):.1f}' x2='{X(med):.1f}' y1='10' y2='40' class='med'/>",
+    ]
     for i, (label, v, hl) in enumerate(values):
         y = 25 + ((i * 7919) % 17 - 8)
         cls = "hl" if hl else "dot"
         r = 5 if hl else 3
-        out.append(f"<circle cx='{X(v):.1f}' cy='{y}' r='{r}' class='{cls}'><title>{html.escape(label)}: "
-                   f"{html.escape(fmt(m, v))}</title></circle>")
+        out.append(
+            f"<circle cx='{X(v):.1f}' cy='{y}' r='{r}' class='{cls}'><title>{html.escape(label)}: "
+            f"{html.escape(fmt(m, v))}</title></circle>"
+        )
     for label, v, hl in values:
         if hl:  # the label kept inside the picture: left of a dot near the right edge, right of one near the left
             x = X(v)
             anchor = "end" if x > 0.6 * width else "start" if x < 0.4 * width else "middle"
-            out.append(f"<text x='{x:.1f}' y='54' class='hlt' text-anchor='{anchor}'>{html.escape(label)} "
-                       f"{html.escape(fmt(m, v))}</text>")
+            out.append(
+                f"<text x='{x:.1f}' y='54' class='hlt' text-anchor='{anchor}'>{html.escape(label)} "
+                f"{html.escape(fmt(m, v))}</text>"
+            )
     out.append(f"<text x='{pad}' y='{height - 2}' class='ax'>{html.escape(fmt(m, lo))}</text>")
-    out.append(f"<text x='{width - pad}' y='{height - 2}' class='ax' text-anchor='end'>{html.escape(fmt(m, hi))}</text>")
+    out.append(
+        f"<text x='{width - pad}' y='{height - 2}' class='ax' text-anchor='end'>{html.escape(fmt(m, hi))}</text>"
+    )
     out.append("</svg>")
     return "".join(out)
 
 
-def _svg_trend(months: list[str], series: list[tuple[str, dict, str]], m: Metric, width: int = 640,
-               height: int = 120) -> str:
+def _svg_trend(
+    months: list[str], series: list[tuple[str, dict, str]], m: Metric, width: int = 640, height: int = 120
+) -> str:
     """Lines by month: each series a {month: value} map (gaps where a month has no value)."""
     vals = [v for _, s, _ in series for v in s.values() if v is not None]
     if not months or not vals:
@@ -635,10 +718,12 @@ def _svg_trend(months: list[str], series: list[tuple[str, dict, str]], m: Metric
     def Y(v: float) -> float:
         return top + (height - top - bot) * (1 - (v - lo) / span)
 
-    out = [f"<svg width='{width}' height='{height}' role='img'>",
-           f"<line x1='{padl}' x2='{width - padr}' y1='{Y(lo):.1f}' y2='{Y(lo):.1f}' class='axis'/>",
-           f"<text x='{padl - 4}' y='{Y(hi) + 4:.1f}' class='ax' text-anchor='end'>{html.escape(fmt(m, hi))}</text>",
-           f"<text x='{padl - 4}' y='{Y(lo):.1f}' class='ax' text-anchor='end'>{html.escape(fmt(m, lo))}</text>"]
+    out = [
+        f"<svg width='{width}' height='{height}' role='img'>",
+        f"<line x1='{padl}' x2='{width - padr}' y1='{Y(lo):.1f}' y2='{Y(lo):.1f}' class='axis'/>",
+        f"<text x='{padl - 4}' y='{Y(hi) + 4:.1f}' class='ax' text-anchor='end'>{html.escape(fmt(m, hi))}</text>",
+        f"<text x='{padl - 4}' y='{Y(lo):.1f}' class='ax' text-anchor='end'>{html.escape(fmt(m, lo))}</text>",
+    ]
     for i, mo in enumerate(months):
         out.append(f"<text x='{X(i):.1f}' y='{height - 6}' class='ax' text-anchor='middle'>{html.escape(mo)}</text>")
     for name, s, cls in series:
@@ -654,11 +739,16 @@ def _svg_trend(months: list[str], series: list[tuple[str, dict, str]], m: Metric
         if seg:
             pts.append(seg)
         for seg in pts:
-            out.append(f"<polyline class='{cls}' fill='none' points='"
-                       + " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in seg) + "'/>")
+            out.append(
+                f"<polyline class='{cls}' fill='none' points='"
+                + " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in seg)
+                + "'/>"
+            )
             for x, y, mo, v in seg:
-                out.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' class='{cls}'><title>{html.escape(name)} "
-                           f"{html.escape(mo)}: {html.escape(fmt(m, v))}</title></circle>")
+                out.append(
+                    f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' class='{cls}'><title>{html.escape(name)} "
+                    f"{html.escape(mo)}: {html.escape(fmt(m, v))}</title></circle>"
+                )
     out.append("</svg>")
     return "".join(out)
 
@@ -680,48 +770,74 @@ def write_html(a: Analysis, path: Path, highlight: str | None = None) -> Path:
     hl_rows = a.highlighted(highlight)
     hl_keys = {tuple(r.get(k) for k in a.keys) for r in hl_rows}
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html lang='zh'><head><meta charset='utf-8'><title>medaudit analyze {esc(o.level)} "
-             f"{esc(o.period.label)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>事中分析 analysis · {esc(o.level)} · {esc(o.period.label)} · {esc(o.stage)}</h1>",
-             f"<p class='note'>{len(a.rows):,} entities; min visits {o.min_visits}, min stays {o.min_stays}, "
-             f"min peers {o.min_peers}"
-             + (f"; filters: institution {esc(o.institution)}" if o.institution else "")
-             + (f", level {o.hosp_level}" if o.hosp_level is not None else "")
-             + (f", {esc(o.med_type_group)}" if o.med_type_group else "")
-             + (f", diagnosis {esc(o.diag_prefix)}" if o.diag_prefix else "") + "</p>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='zh'><head><meta charset='utf-8'><title>medaudit analyze {esc(o.level)} "
+        f"{esc(o.period.label)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>事中分析 analysis · {esc(o.level)} · {esc(o.period.label)} · {esc(o.stage)}</h1>",
+        f"<p class='note'>{len(a.rows):,} entities; min visits {o.min_visits}, min stays {o.min_stays}, "
+        f"min peers {o.min_peers}"
+        + (f"; filters: institution {esc(o.institution)}" if o.institution else "")
+        + (f", level {o.hosp_level}" if o.hosp_level is not None else "")
+        + (f", {esc(o.med_type_group)}" if o.med_type_group else "")
+        + (f", diagnosis {esc(o.diag_prefix)}" if o.diag_prefix else "")
+        + "</p>",
+    ]
     if highlight:
         if hl_rows:
             parts.append("<p>highlighted: <b>" + esc("; ".join(a.entity_label(r) for r in hl_rows)) + "</b></p>")
         else:
             parts.append(f"<p class='note'>highlight {esc(highlight)}: no such entity in the table</p>")
     months = sorted({r["month"] for r in a.pool_months if r["month"]})
-    parts.append("<p class='note'>per metric: the entities' values (box: quartiles and median; a dot per entity "
-                 "with a value; <span style='color:#d62728'>red: highlighted</span>), then the trend by month "
-                 "(<span style='color:#5b7fb0'>blue: all entities together</span>, red: the highlighted entity; "
-                 "a month below the minimum denominator is a gap)</p>")
+    parts.append(
+        "<p class='note'>per metric: the entities' values (box: quartiles and median; a dot per entity "
+        "with a value; <span style='color:#d62728'>red: highlighted</span>), then the trend by month "
+        "(<span style='color:#5b7fb0'>blue: all entities together</span>, red: the highlighted entity; "
+        "a month below the minimum denominator is a gap)</p>"
+    )
     for m in METRICS:
         parts.append(f"<h2>{esc(m.zh)} {esc(m.en)}</h2>")
-        pts = [(a.entity_label(r), float(r[m.key]), tuple(r.get(k) for k in a.keys) in hl_keys)
-               for r in a.rows if r.get(m.key) is not None]
+        pts = [
+            (a.entity_label(r), float(r[m.key]), tuple(r.get(k) for k in a.keys) in hl_keys)
+            for r in a.rows
+            if r.get(m.key) is not None
+        ]
         parts.append(_svg_strip(pts, m))
         # a sum (visits, amounts) of all entities together is no yardstick for one entity: with a
         # highlighted entity those trends show the entity alone; ratios show both
         pooled = not hl_rows or m.key not in ("visits", "stays", "total", "fund")
-        series = [("all entities 全部", {r["month"]: _f(r.get(m.key)) for r in a.pool_months}, "pool")] if pooled else []
+        series = (
+            [("all entities 全部", {r["month"]: _f(r.get(m.key)) for r in a.pool_months}, "pool")] if pooled else []
+        )
         for r in hl_rows:
             key = tuple(r.get(k) for k in a.keys)
-            series.append((a.entity_label(r), {x["month"]: _f(x.get(m.key)) for x in a.months
-                                               if tuple(x.get(k) for k in a.keys) == key}, "ent"))
+            series.append(
+                (
+                    a.entity_label(r),
+                    {x["month"]: _f(x.get(m.key)) for x in a.months if tuple(x.get(k) for k in a.keys) == key},
+                    "ent",
+                )
+            )
         parts.append(_svg_trend(months, series, m))
-    parts.append("<h2>table</h2><table><tr><th>entity</th>"
-                 + "".join(f"<th>{esc(m.zh)}</th><th>n</th><th>P</th>" for m in METRICS) + "</tr>")
+    parts.append(
+        "<h2>table</h2><table><tr><th>entity</th>"
+        + "".join(f"<th>{esc(m.zh)}</th><th>n</th><th>P</th>" for m in METRICS)
+        + "</tr>"
+    )
     for r in a.rows:
         cls = " class='hl'" if tuple(r.get(k) for k in a.keys) in hl_keys else ""
-        parts.append(f"<tr{cls}><td class='l'>{esc(a.entity_label(r))}</td>" + "".join(
-            f"<td>{esc(fmt(m, r.get(m.key)))}</td><td>{esc(denom_text(a, m, r))}</td><td>{esc(pct_text(r, m))}</td>"
-            for m in METRICS) + "</tr>")
-    parts.append("</table><h2>definitions</h2><ul class='note'>"
-                 + "".join(f"<li>{esc(d)}</li>" for d in _definitions()) + "</ul></body></html>")
+        parts.append(
+            f"<tr{cls}><td class='l'>{esc(a.entity_label(r))}</td>"
+            + "".join(
+                f"<td>{esc(fmt(m, r.get(m.key)))}</td><td>{esc(denom_text(a, m, r))}</td><td>{esc(pct_text(r, m))}</td>"
+                for m in METRICS
+            )
+            + "</tr>"
+        )
+    parts.append(
+        "</table><h2>definitions</h2><ul class='note'>"
+        + "".join(f"<li>{esc(d)}</li>" for d in _definitions())
+        + "</ul></body></html>"
+    )
     text = "\n".join(parts)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -31,6 +31,7 @@ from .library import RuleLibraryError, load_library
 from .loader import LoadError, LoadResult, load_batch
 from .clihelp import fail
 
+
 class _Group(TyperGroup):
     """The root command: errors every command may meet are handled here, once."""
 
@@ -50,9 +51,19 @@ class _Group(TyperGroup):
             raise typer.Exit(2) from None
 
 
-_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE",
-               "directory": "DIRECTORY", "int range": "INTEGER RANGE", "float range": "FLOAT RANGE",
-               "datetime": "DATETIME", "uuid": "UUID", "decimal": "DECIMAL"}
+_TYPE_NAMES = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "float": "FLOAT",
+    "path": "PATH",
+    "file": "FILE",
+    "directory": "DIRECTORY",
+    "int range": "INTEGER RANGE",
+    "float range": "FLOAT RANGE",
+    "datetime": "DATETIME",
+    "uuid": "UUID",
+    "decimal": "DECIMAL",
+}
 
 
 def _usual_type_label(self, ctx) -> str | None:
@@ -71,7 +82,7 @@ def _usual_type_label(self, ctx) -> str | None:
         inner = inner[5:-1]
     if inner in _TYPE_NAMES:
         return _TYPE_NAMES[inner]
-    if "|" in inner:                      # the choices of a choice option
+    if "|" in inner:  # the choices of a choice option
         return f"[{inner}]"
     return inner.upper()
 
@@ -94,7 +105,8 @@ def _usual_usage_name(self) -> str:
 _typer_core.TyperArgument._usage_display_name = _usual_usage_name
 # an argument is named FILE, FINDING (help, usage, "Missing argument 'FINDING'"), as click names it
 _typer_core.TyperArgument.display_name_raw = property(
-    lambda self: self.metavar if self.metavar is not None else (self.name or "").upper())
+    lambda self: self.metavar if self.metavar is not None else (self.name or "").upper()
+)
 
 
 app = typer.Typer(
@@ -118,15 +130,23 @@ ExistingDbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database fi
 @app.callback()
 def main(
     memory_limit: Optional[str] = typer.Option(
-        None, "--memory-limit", help="DuckDB memory limit for every database this command opens (e.g. 6GB); "
+        None,
+        "--memory-limit",
+        help="DuckDB memory limit for every database this command opens (e.g. 6GB); "
         "what does not fit is spilled to --temp-dir. Default: [duckdb] memory_limit in the config file, "
-        "else a quarter of the machine's memory"),
+        "else a quarter of the machine's memory",
+    ),
     temp_dir: Optional[Path] = typer.Option(
-        None, "--temp-dir", help="folder DuckDB spills to. Default: [duckdb] temp_dir in the config file, "
-        "else <database file>.tmp"),
+        None,
+        "--temp-dir",
+        help="folder DuckDB spills to. Default: [duckdb] temp_dir in the config file, else <database file>.tmp",
+    ),
     config: Optional[Path] = typer.Option(
-        None, "--config", help=f"TOML config file with a [duckdb] table (memory_limit, temp_dir). "
-        f"Default: {resources.CONFIG_FILE} in the working folder, when there"),
+        None,
+        "--config",
+        help=f"TOML config file with a [duckdb] table (memory_limit, temp_dir). "
+        f"Default: {resources.CONFIG_FILE} in the working folder, when there",
+    ),
 ) -> None:
     """medaudit: screen medical-insurance claims with a rule library, explain and settle deductions."""
     try:
@@ -145,13 +165,22 @@ def print_load(result: LoadResult, batch: Path) -> None:
     for c in ("table", "file", "read", "loaded", "rejected", "NFKC cells", "data quality"):
         t.add_column(c, justify="left" if c in ("table", "file") else "right")
     for s in result.tables:
-        t.add_row(s.table, escape(s.file), f"{s.read:,}", f"{s.loaded:,}", f"[red]{s.rejected:,}[/]" if s.rejected else "0",
-                  f"{s.normalised:,}", f"[yellow]{s.data_quality:,}[/]" if s.data_quality else "0")
+        t.add_row(
+            s.table,
+            escape(s.file),
+            f"{s.read:,}",
+            f"{s.loaded:,}",
+            f"[red]{s.rejected:,}[/]" if s.rejected else "0",
+            f"{s.normalised:,}",
+            f"[yellow]{s.data_quality:,}[/]" if s.data_quality else "0",
+        )
     console.print(t)
     for s in result.tables:
         if s.ignored_columns:
-            console.print(f"{escape(s.file)}: ignored columns (not in the data contract, not stored): "
-                          + escape(", ".join(s.ignored_columns)))
+            console.print(
+                f"{escape(s.file)}: ignored columns (not in the data contract, not stored): "
+                + escape(", ".join(s.ignored_columns))
+            )
     if any(s.normalised for s in result.tables):
         console.print("NFKC cells: values normalised to their plain form (full-width digits and letters -> ASCII).")
     if result.rejected is not None and result.rejected.height:
@@ -173,7 +202,9 @@ def _row_table(rows, title: str, first: int = 10) -> None:
 
 @app.command()
 def load(
-    batch: Path = typer.Argument(..., help="batch folder with mdtrt_d, setl_d, fee_list_d, ... (.csv, .parquet or .xlsx)"),
+    batch: Path = typer.Argument(
+        ..., help="batch folder with mdtrt_d, setl_d, fee_list_d, ... (.csv, .parquet or .xlsx)"
+    ),
     db: Path = DbOption,
 ) -> None:
     """Load a batch folder into the database. Bad rows are set aside with file, row, column and reason."""
@@ -222,16 +253,24 @@ def _why_nothing_screened(con, stage: str) -> str:
     refunded = f", {n_refunded:,} of them with refunded settlements only (never screened)" if n_refunded else ""
     if stage == "in_process":
         if not n_open:
-            return (f"no open stays: all {n_visits:,} visits have ended and have a settlement{refunded}; "
-                    "in_process screens only stays without an end time or a settlement (settled claims: "
-                    "--stage post_hoc).")
-        return (f"the {n_open:,} open stays have no fee lines with a positive quantity after refunds "
-                f"({n_fee:,} fee lines in the database).")
+            return (
+                f"no open stays: all {n_visits:,} visits have ended and have a settlement{refunded}; "
+                "in_process screens only stays without an end time or a settlement (settled claims: "
+                "--stage post_hoc)."
+            )
+        return (
+            f"the {n_open:,} open stays have no fee lines with a positive quantity after refunds "
+            f"({n_fee:,} fee lines in the database)."
+        )
     if n_visits and n_open + n_refunded == n_visits:
-        return (f"no settled claims: none of the {n_visits:,} visits has a settlement (setl_d) that was not "
-                "refunded; open stays are screened with --stage in_process.")
-    return (f"none of the {n_fee:,} fee lines belongs to a settled visit with a positive quantity after refunds "
-            "(lines of unknown visits, refunded settlements or fully refunded lines are not screened).")
+        return (
+            f"no settled claims: none of the {n_visits:,} visits has a settlement (setl_d) that was not "
+            "refunded; open stays are screened with --stage in_process."
+        )
+    return (
+        f"none of the {n_fee:,} fee lines belongs to a settled visit with a positive quantity after refunds "
+        "(lines of unknown visits, refunded settlements or fully refunded lines are not screened)."
+    )
 
 
 def _screen_summary(con, run_id: int, stage: str, rules) -> None:
@@ -275,8 +314,10 @@ def _screen_summary(con, run_id: int, stage: str, rules) -> None:
         else:
             t.add_row(escape(rid), label, sev_cn, f"{c[3]:,}", f"{c[4]:,.2f}", f"{c[5]:,.2f}", f"{(c[6] or 0):,.2f}")
     console.print(t)
-    console.print("[dim]flagged 违规金额 · deduct 扣款 · at risk 可疑待审金额; a rule's full name: "
-                  "medaudit rules show ID[/]", overflow="fold")
+    console.print(
+        "[dim]flagged 违规金额 · deduct 扣款 · at risk 可疑待审金额; a rule's full name: medaudit rules show ID[/]",
+        overflow="fold",
+    )
     by_inst = con.execute(
         """
         SELECT fixmedins_code, count(*), sum(flagged_amt), sum(deduction_amt)
@@ -287,8 +328,9 @@ def _screen_summary(con, run_id: int, stage: str, rules) -> None:
     if by_inst:
         t = _table("By institution")
         for c in ("institution", "findings", "flagged", "deduction"):
-            t.add_column(c, justify="left" if c == "institution" else "right", no_wrap=c != "institution",
-                         overflow="fold")
+            t.add_column(
+                c, justify="left" if c == "institution" else "right", no_wrap=c != "institution", overflow="fold"
+            )
         for r in by_inst:
             t.add_row(escape(r[0] or ""), f"{r[1]:,}", f"{r[2]:,.2f}", f"{r[3]:,.2f}")
         console.print(t)
@@ -312,8 +354,10 @@ def _screen_spark(target: Path, rules: Path, stage: str, out: Optional[Path], sk
     if out is None:
         fail("--engine spark needs --out FOLDER for the findings (bring them in with `medaudit load-findings`)")
     if not target.is_dir():
-        fail(f"{target}: --engine spark reads a Parquet batch folder (one folder per table: "
-             f"{', '.join(runner.TABLES)}); write one from a database with `medaudit export-parquet`")
+        fail(
+            f"{target}: --engine spark reads a Parquet batch folder (one folder per table: "
+            f"{', '.join(runner.TABLES)}); write one from a database with `medaudit export-parquet`"
+        )
     try:
         library = load_library(rules)
     except RuleLibraryError as e:
@@ -324,10 +368,13 @@ def _screen_spark(target: Path, rules: Path, stage: str, out: Optional[Path], sk
     except runner.SparkRunError as e:
         fail(str(e))
     for t, ids in sorted(res.refused.items()):
-        console.print(f"[yellow]Not run on Spark[/] ({t}: {escape(runner.REFUSED[t])}): {escape(', '.join(ids))}",
-                      overflow="fold")
-    console.print(f"{res.n_lines:,} lines screened with {res.n_rules:,} rules on Spark in {res.seconds_total:.1f}s: "
-                  f"{res.n_findings:,} findings, {res.n_finding_lines:,} finding lines written to {escape(str(out))}")
+        console.print(
+            f"[yellow]Not run on Spark[/] ({t}: {escape(runner.REFUSED[t])}): {escape(', '.join(ids))}", overflow="fold"
+        )
+    console.print(
+        f"{res.n_lines:,} lines screened with {res.n_rules:,} rules on Spark in {res.seconds_total:.1f}s: "
+        f"{res.n_findings:,} findings, {res.n_finding_lines:,} finding lines written to {escape(str(out))}"
+    )
 
 
 @app.command("export-parquet")
@@ -366,16 +413,27 @@ def screen(
     rules: Path = typer.Option(Path("rules"), "--rules", help="rule library folder or YAML file"),
     db: Path = DbOption,
     stage: Literal["post_hoc", "in_process"] = typer.Option(
-        "post_hoc", "--stage", help="post_hoc (settled claims) or in_process (open stays); pre-alert is `medaudit serve`"),
+        "post_hoc",
+        "--stage",
+        help="post_hoc (settled claims) or in_process (open stays); pre-alert is `medaudit serve`",
+    ),
     all_: bool = typer.Option(False, "--all", help="screen everything loaded, not only what new batches touch"),
     batch: Optional[list[int]] = typer.Option(None, "--batch", help="screen what this batch touches (repeatable)"),
-    since: Optional[str] = typer.Option(None, "--since", help="screen what the batches loaded since this date or time touch"),
+    since: Optional[str] = typer.Option(
+        None, "--since", help="screen what the batches loaded since this date or time touch"
+    ),
     period: Optional[str] = typer.Option(None, "--period", help="screen the visits with lines in this month (YYYY-MM)"),
     engine: Literal["duckdb", "spark"] = typer.Option(
-        "duckdb", "--engine", help="duckdb (a database file or batch folder) or spark (a Parquet batch: see export-parquet)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="--engine spark: folder for the findings Parquet (then load-findings)"),
-    skip_refused: bool = typer.Option(False, "--skip-refused",
-                                      help="--engine spark: leave out (and list) the rules of types Spark cannot run"),
+        "duckdb",
+        "--engine",
+        help="duckdb (a database file or batch folder) or spark (a Parquet batch: see export-parquet)",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="--engine spark: folder for the findings Parquet (then load-findings)"
+    ),
+    skip_refused: bool = typer.Option(
+        False, "--skip-refused", help="--engine spark: leave out (and list) the rules of types Spark cannot run"
+    ),
     master: str = typer.Option("local[2]", "--master", help="--engine spark: Spark master ('' under spark-submit)"),
 ) -> None:
     """Screen claims with the rule library; findings are stored in the database.
@@ -408,12 +466,20 @@ def screen(
         con = dbm.connect(target)
     else:
         fail(f"{target}: no such batch folder or database")
-    with Progress(TextColumn("{task.description}"), BarColumn(), _RuleTypesColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        _RuleTypesColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("preparing lines", total=None)
 
         def on_type(name: str, i: int, n: int) -> None:
-            progress.update(task, total=n, completed=i, description=f"screening {name}" if name else "settling deductions")
+            progress.update(
+                task, total=n, completed=i, description=f"screening {name}" if name else "settling deductions"
+            )
 
         try:
             result = run_screen(con, library, stage=stage, on_type=on_type, scope=scope)
@@ -427,9 +493,12 @@ def screen(
     if result.scope.startswith("nothing"):
         console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(result.scope)}", overflow="fold")
         return
-    console.print(f"[dim]Screened: {escape(result.scope)}"
-                  + (f"; {result.n_visits:,} visits with their history" if result.n_visits is not None else "")
-                  + "[/]", overflow="fold")
+    console.print(
+        f"[dim]Screened: {escape(result.scope)}"
+        + (f"; {result.n_visits:,} visits with their history" if result.n_visits is not None else "")
+        + "[/]",
+        overflow="fold",
+    )
     if not result.n_lines:
         console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(_why_nothing_screened(con, stage))}")
     _screen_summary(con, result.run_id, stage, [r for r in library.rules if stage in r.stages])
@@ -443,10 +512,33 @@ findings_app = typer.Typer(
 app.add_typer(findings_app, name="findings")
 
 #: what ``findings --export`` writes, in this order (amounts as numbers, the rest as text)
-EXPORT_COLUMNS = ("finding_id", "rule_id", "rule_name", "rule_type", "severity", "status", "状态", "stage",
-                  "fixmedins_code", "机构名称", "period", "mdtrt_id", "psn_no", "setl_id", "dept_code", "科室名称",
-                  "dr_code", "医生名称", "flagged_amt", "claimed_amt", "deduction_amt", "evidence", "prealert",
-                  "watched", "tips")
+EXPORT_COLUMNS = (
+    "finding_id",
+    "rule_id",
+    "rule_name",
+    "rule_type",
+    "severity",
+    "status",
+    "状态",
+    "stage",
+    "fixmedins_code",
+    "机构名称",
+    "period",
+    "mdtrt_id",
+    "psn_no",
+    "setl_id",
+    "dept_code",
+    "科室名称",
+    "dr_code",
+    "医生名称",
+    "flagged_amt",
+    "claimed_amt",
+    "deduction_amt",
+    "evidence",
+    "prealert",
+    "watched",
+    "tips",
+)
 #: export columns that are not findings columns (labels, names, the doctor's pre-alert answer,
 #: the watched entities 重点监控 and the tips 举报 a finding is linked to)
 _DERIVED = ("状态", "机构名称", "科室名称", "医生名称", "prealert", "watched", "tips")
@@ -475,8 +567,9 @@ def _export_findings(path: Path, rows: list[dict]) -> None:
                 w = csv.writer(fh)
                 w.writerow(EXPORT_COLUMNS)
                 for r in rows:
-                    w.writerow([f"{r[c]:.2f}" if c in _MONEY and r[c] is not None else _csv_text(r[c])
-                                for c in EXPORT_COLUMNS])
+                    w.writerow(
+                        [f"{r[c]:.2f}" if c in _MONEY and r[c] is not None else _csv_text(r[c]) for c in EXPORT_COLUMNS]
+                    )
         else:
             from . import xlsx
 
@@ -510,9 +603,14 @@ def findings(
     visit: Optional[str] = typer.Option(None, help="only this visit (mdtrt_id)"),
     person: Optional[str] = typer.Option(None, help="only this person (psn_no)"),
     limit: int = typer.Option(50, min=1, help="findings to show (an export writes every match)"),
-    export: Optional[Path] = typer.Option(None, "--export", help="write every matching finding to this .csv or .xlsx file"),
-    watched: bool = typer.Option(False, "--watched", help="only findings of watched institutions, doctors and persons "
-                                                          "(重点监控, as review list --watched)"),
+    export: Optional[Path] = typer.Option(
+        None, "--export", help="write every matching finding to this .csv or .xlsx file"
+    ),
+    watched: bool = typer.Option(
+        False,
+        "--watched",
+        help="only findings of watched institutions, doctors and persons (重点监控, as review list --watched)",
+    ),
 ) -> None:
     """List stored findings with their evidence (for ad-hoc investigation); `findings show ID` for one."""
     if ctx.invoked_subcommand is not None:
@@ -525,8 +623,12 @@ def findings(
             fail(f"--export {export}: the folder {export.parent} does not exist")
     con = dbm.open_existing(db, read_only=True)
     where, args, said = ["TRUE"], [], []
-    for col, val, label in (("rule_id", rule, "rule"), ("fixmedins_code", institution, "institution"),
-                            ("mdtrt_id", visit, "visit"), ("psn_no", person, "person")):
+    for col, val, label in (
+        ("rule_id", rule, "rule"),
+        ("fixmedins_code", institution, "institution"),
+        ("mdtrt_id", visit, "visit"),
+        ("psn_no", person, "person"),
+    ):
         if val:
             where.append(f"{col} = ?")
             args.append(val)
@@ -536,12 +638,13 @@ def findings(
     if watched:
         where.append(_watch.watched_filter(con))  # constant SQL: the watchlist of this moment
         said.append("watched (重点监控)")
-    sql = f"""SELECT {', '.join(c for c in EXPORT_COLUMNS if c not in _DERIVED)}
-              FROM findings WHERE {' AND '.join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id, finding_id"""
+    sql = f"""SELECT {", ".join(c for c in EXPORT_COLUMNS if c not in _DERIVED)}
+              FROM findings WHERE {" AND ".join(where)} ORDER BY fixmedins_code, mdtrt_id, rule_id, finding_id"""
     n_all = con.execute(f"SELECT count(*) FROM findings WHERE {' AND '.join(where)}", args).fetchall()[0][0]
     if not n_all:
-        console.print("No findings" + (f" match {escape(', '.join(said))}." if said else " in this database."),
-                      highlight=False)
+        console.print(
+            "No findings" + (f" match {escape(', '.join(said))}." if said else " in this database."), highlight=False
+        )
         return
     if export is not None:
         cur = con.execute(sql, args)
@@ -579,12 +682,20 @@ def findings(
     mk = _watch.marks(con, [r["finding_id"] for r in rows])
     for r in rows:
         w, tips = mk.get(r["finding_id"], (None, []))
-        print_finding(console, r, [f"重点监控 watched: {w}" if w else "",
-                                   ("举报 tips: " + ", ".join(f"tip {t}" for t in tips)) if tips else "",
-                                   pre.get(r["finding_id"], "")])
+        print_finding(
+            console,
+            r,
+            [
+                f"重点监控 watched: {w}" if w else "",
+                ("举报 tips: " + ", ".join(f"tip {t}" for t in tips)) if tips else "",
+                pre.get(r["finding_id"], ""),
+            ],
+        )
     more = f"; {n_all - len(rows):,} more (--limit, or --export FILE for all)" if n_all > len(rows) else ""
-    console.print(f"{len(rows):,} of {n_all:,} findings{more}. One with its lines and history: "
-                  "medaudit findings show ID", highlight=False)
+    console.print(
+        f"{len(rows):,} of {n_all:,} findings{more}. One with its lines and history: medaudit findings show ID",
+        highlight=False,
+    )
 
 
 @findings_app.command("show")
@@ -604,8 +715,9 @@ def findings_show(
     cur = con.execute("SELECT * FROM findings WHERE finding_id = ?", [ref.finding_id])
     f = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
     sev = "违规 (violation)" if f["severity"] == "violation" else "可疑 (suspect)"
-    state = con.execute("SELECT deadline, appeal_round, statement_id FROM finding_state WHERE finding_id = ?",
-                        [ref.finding_id]).fetchall()
+    state = con.execute(
+        "SELECT deadline, appeal_round, statement_id FROM finding_state WHERE finding_id = ?", [ref.finding_id]
+    ).fetchall()
     g = Table.grid(padding=(0, 2))
     g.add_column(style="bold", no_wrap=True)
     g.add_column(overflow="fold")
@@ -615,10 +727,15 @@ def findings_show(
         ("severity", sev),
         ("status 状态", lifecycle.status_label(f["status"])),
         ("institution", f"{f['fixmedins_code'] or ''}  dept {f['dept_code'] or '-'}  doctor {f['dr_code'] or '-'}"),
-        ("visit", f"{f['mdtrt_id'] or ''}  person {f['psn_no'] or ''}  settlement {f['setl_id'] or '-'}  "
-                  f"period {f['period'] or ''}"),
-        ("amounts", f"flagged {f['flagged_amt']:,.2f}  claimed {f['claimed_amt']:,.2f}  "
-                    f"deduction {f['deduction_amt']:,.2f}"),
+        (
+            "visit",
+            f"{f['mdtrt_id'] or ''}  person {f['psn_no'] or ''}  settlement {f['setl_id'] or '-'}  "
+            f"period {f['period'] or ''}",
+        ),
+        (
+            "amounts",
+            f"flagged {f['flagged_amt']:,.2f}  claimed {f['claimed_amt']:,.2f}  deduction {f['deduction_amt']:,.2f}",
+        ),
         ("basis", f["basis"] or ""),
     ):
         g.add_row(k, Text(str(v)))
@@ -650,10 +767,16 @@ def findings_show(
     for c in ("cnt", "price", "amount", "claim"):
         t.add_column(c, justify="right", no_wrap=True)
     for role, sn, when, code, name, cnt, pric, amt, claim in lines:
-        t.add_row("违规" if role == "violating" else "相关", Text(sn or ""),
-                  when.strftime("%Y-%m-%d\n%H:%M:%S") if when else "", Text(f"{name or ''}\n{code or ''}".strip()),
-                  _num(cnt), _num(pric), f"{amt:,.2f}" if amt is not None else "",
-                  f"{claim:,.2f}" if claim is not None and role == "violating" else "")
+        t.add_row(
+            "违规" if role == "violating" else "相关",
+            Text(sn or ""),
+            when.strftime("%Y-%m-%d\n%H:%M:%S") if when else "",
+            Text(f"{name or ''}\n{code or ''}".strip()),
+            _num(cnt),
+            _num(pric),
+            f"{amt:,.2f}" if amt is not None else "",
+            f"{claim:,.2f}" if claim is not None and role == "violating" else "",
+        )
     console.print(t)
     events = lifecycle.history(con, ref.finding_id)
     console.print(history_table(events, f"History 处理记录 ({len(events)})"))

@@ -53,8 +53,9 @@ def fail(message: str, code: int = 2) -> None:
 
 def compact_table(title: str | None = None) -> Table:
     """A table with a rule under the header only and no outer frame: fewer lines, fits 80 columns."""
-    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-                 title_justify="left")
+    return Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, title_justify="left"
+    )
 
 
 def print_finding(console: Console, r: dict, notes: Iterable[str] = ()) -> None:
@@ -63,8 +64,14 @@ def print_finding(console: Console, r: dict, notes: Iterable[str] = ()) -> None:
     width of the terminal (never a narrow table column). ``r`` holds the findings columns by name."""
     sev = "违规" if r.get("severity") == "violation" else "可疑"
     head = Text.assemble(
-        ((r.get("finding_id") or "")[:12], "bold"), "  ", (r.get("rule_id") or "", "cyan"), f" {sev}  ",
-        lifecycle.status_label(r.get("status")), "  ", r.get("fixmedins_code") or "")
+        ((r.get("finding_id") or "")[:12], "bold"),
+        "  ",
+        (r.get("rule_id") or "", "cyan"),
+        f" {sev}  ",
+        lifecycle.status_label(r.get("status")),
+        "  ",
+        r.get("fixmedins_code") or "",
+    )
     for k in ("mdtrt_id", "period"):
         if r.get(k):
             head.append(f" {r[k]}")

@@ -157,6 +157,4 @@ FILE_SUFFIXES = (".csv", ".parquet", ".xlsx")
 
 #: Free-text columns kept exactly as written; every other column is NFKC-normalised on load
 #: (full-width digits and letters become ASCII: ``１２３.００`` -> ``123.00``).
-FREE_TEXT = frozenset(
-    c.name for t in TABLES.values() for c in t.columns if c.name.endswith("_name")
-)
+FREE_TEXT = frozenset(c.name for t in TABLES.values() for c in t.columns if c.name.endswith("_name"))

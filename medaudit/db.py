@@ -157,14 +157,19 @@ class DatabaseMissing(Exception):
     def __init__(self, path: str | Path, folder: bool = False):
         self.path = str(path)
         if folder:
-            super().__init__(f"{self.path} is a folder, not a database file; give the file made by load or screen "
-                             "with --db")
+            super().__init__(
+                f"{self.path} is a folder, not a database file; give the file made by load or screen with --db"
+            )
         else:
-            super().__init__(f"no database at {self.path}; make one with `medaudit load BATCH --db {self.path}` "
-                             "(or `medaudit screen`), or give the right --db")
+            super().__init__(
+                f"no database at {self.path}; make one with `medaudit load BATCH --db {self.path}` "
+                "(or `medaudit screen`), or give the right --db"
+            )
 
 
-_LOCK = re.compile(r"Could not set lock on file .*?Conflicting lock is held in (?P<prog>.*?) \(PID (?P<pid>\d+)\)", re.S)
+_LOCK = re.compile(
+    r"Could not set lock on file .*?Conflicting lock is held in (?P<prog>.*?) \(PID (?P<pid>\d+)\)", re.S
+)
 
 
 def _holder(pid: int | None, program: str) -> str:
@@ -179,7 +184,7 @@ def _holder(pid: int | None, program: str) -> str:
         # python -m medaudit ... / .../bin/medaudit ...: show it as medaudit ...
         for i, a in enumerate(argv):
             if a == "medaudit" or a.endswith("/medaudit"):
-                argv = ["medaudit", *argv[i + 1:]]
+                argv = ["medaudit", *argv[i + 1 :]]
                 break
         text = " ".join(" ".join(argv).split())  # one line, whatever the arguments hold
         return text if len(text) <= 120 else text[:119] + "…"
@@ -211,8 +216,10 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
             raise
     elif schema_version(con) > SCHEMA_VERSION:
         con.close()
-        raise DatabaseTooNew(f"this database was written by a newer medaudit (schema version above "
-                             f"{SCHEMA_VERSION}): upgrade medaudit to open it")
+        raise DatabaseTooNew(
+            f"this database was written by a newer medaudit (schema version above "
+            f"{SCHEMA_VERSION}): upgrade medaudit to open it"
+        )
     install_macros(con)
     return con
 
@@ -249,8 +256,10 @@ class DatabaseTooNew(Exception):
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The version a database file records (0: older than versioning, or empty)."""
-    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                      "AND schema_name = 'main' AND table_name = 'schema_meta'").fetchall()[0][0]
+    has = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'schema_meta'"
+    ).fetchall()[0][0]
     if not has:
         return 0
     row = con.execute("SELECT max(version) FROM schema_meta").fetchall()[0][0]
@@ -271,8 +280,10 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, once: bool = False) -> None:
         return
     found = schema_version(con)
     if found > SCHEMA_VERSION:
-        raise DatabaseTooNew(f"this database was written by a newer medaudit (schema version {found}; this one "
-                             f"knows {SCHEMA_VERSION}): upgrade medaudit to open it")
+        raise DatabaseTooNew(
+            f"this database was written by a newer medaudit (schema version {found}; this one "
+            f"knows {SCHEMA_VERSION}): upgrade medaudit to open it"
+        )
     for t in TABLES.values():
         cols = ", ".join(f"{ident(c.name)} {SQL_TYPE[c.type]}" for c in t.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {ident(t.name)} (batch_id INTEGER, source_row INTEGER, {cols})")

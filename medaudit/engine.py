@@ -62,11 +62,19 @@ LINE_COLUMNS = {
     "dscg_tkdrug_flag": "1 discharge medication",
     "prd_days": "days of supply",
     "setl_time": "settlement time (NULL while unsettled)",
-    "gend": "person's gender", "brdy": "birth date", "insutype": "insurance type",
-    "hosp_lv": "institution level code", "inst_level": "0..3", "med_type": "visit type",
-    "inpatient": "med_type starts with 2", "begntime": "visit start", "endtime": "visit end",
-    "los": "length of stay", "age_years": "completed years on the fee date",
-    "age_days": "days since birth on the fee date", "visit_dept": "admitting department",
+    "gend": "person's gender",
+    "brdy": "birth date",
+    "insutype": "insurance type",
+    "hosp_lv": "institution level code",
+    "inst_level": "0..3",
+    "med_type": "visit type",
+    "inpatient": "med_type starts with 2",
+    "begntime": "visit start",
+    "endtime": "visit end",
+    "los": "length of stay",
+    "age_years": "completed years on the fee date",
+    "age_days": "days since birth on the fee date",
+    "visit_dept": "admitting department",
     "chfpdr_code": "attending doctor",
 }
 
@@ -87,8 +95,10 @@ def prepare_context(con: duckdb.DuckDBPyConnection, ctx: Context | None = None) 
     visits that reach the context's first day less its padding (a readmission's previous stay)."""
     where = ""
     if ctx is not None and not ctx.everything:
-        where = (f"WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM spans WHERE is_open OR last_date >= "
-                 f"{db.date_literal(ctx.lo or dt.date.max)} - {int(ctx.pad_days)})")
+        where = (
+            f"WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM spans WHERE is_open OR last_date >= "
+            f"{db.date_literal(ctx.lo or dt.date.max)} - {int(ctx.pad_days)})"
+        )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE visits AS
@@ -103,9 +113,9 @@ def prepare_context(con: duckdb.DuckDBPyConnection, ctx: Context | None = None) 
         FROM mdtrt_d v {where};
         CREATE OR REPLACE TEMP TABLE diag AS
         SELECT mdtrt_id, diag_code, diag_name, maindiag_flag = '1' AS is_main FROM setl_list_diag_d
-        {'WHERE mdtrt_id IN (SELECT mdtrt_id FROM visits)' if where else ''}
+        {"WHERE mdtrt_id IN (SELECT mdtrt_id FROM visits)" if where else ""}
         UNION
-        SELECT mdtrt_id, dscg_maindiag_code, NULL, TRUE FROM {'visits' if where else 'mdtrt_d'} WHERE dscg_maindiag_code IS NOT NULL;
+        SELECT mdtrt_id, dscg_maindiag_code, NULL, TRUE FROM {"visits" if where else "mdtrt_d"} WHERE dscg_maindiag_code IS NOT NULL;
         CREATE OR REPLACE TEMP TABLE deaths AS
         SELECT psn_no, min(die_date) AS die_date FROM (
             SELECT psn_no, die_date FROM psn_death
@@ -224,13 +234,21 @@ def rule_body(r: Rule) -> str:
     """What decides a rule's hits: its type, parameters, items, validity and scope (not its id,
     name, version, severity or basis, which only label the findings)."""
     return json.dumps(
-        {"type": r.type, "params": r.params, "items": [(i.code, i.prefix, i.name, i.params) for i in r.items],
-         "valid": [str(r.valid_from), str(r.valid_to)], "scope": r.scope},
-        sort_keys=True, default=str)
+        {
+            "type": r.type,
+            "params": r.params,
+            "items": [(i.code, i.prefix, i.name, i.params) for i in r.items],
+            "valid": [str(r.valid_from), str(r.valid_to)],
+            "scope": r.scope,
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
-def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule],
-                   distinct_bodies: bool = False) -> dict[str, list[Rule]]:
+def register_rules(
+    con: duckdb.DuckDBPyConnection, rules: list[Rule], distinct_bodies: bool = False
+) -> dict[str, list[Rule]]:
     """Create ``r_all`` and one ``p_<type>`` per type. Returns the rules by type (rule_key = position).
 
     ``distinct_bodies``: rules with the same body (:func:`rule_body`) are evaluated once: only
@@ -269,10 +287,19 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule],
     r_df = pl.DataFrame(
         r_rows,
         schema={
-            "rule_key": pl.Int32, "rule_id": pl.Utf8, "rule_version": pl.Utf8, "rule_name": pl.Utf8,
-            "rule_type": pl.Utf8, "severity": pl.Utf8, "nature": pl.Utf8, "basis": pl.Utf8,
-            "valid_from": pl.Date, "valid_to": pl.Date, "scope_med_types": pl.List(pl.Utf8),
-            "scope_levels": pl.List(pl.Int32), "scope_institutions": pl.List(pl.Utf8),
+            "rule_key": pl.Int32,
+            "rule_id": pl.Utf8,
+            "rule_version": pl.Utf8,
+            "rule_name": pl.Utf8,
+            "rule_type": pl.Utf8,
+            "severity": pl.Utf8,
+            "nature": pl.Utf8,
+            "basis": pl.Utf8,
+            "valid_from": pl.Date,
+            "valid_to": pl.Date,
+            "scope_med_types": pl.List(pl.Utf8),
+            "scope_levels": pl.List(pl.Int32),
+            "scope_institutions": pl.List(pl.Utf8),
         },
     )
     con.register("__r", r_df.to_arrow())
@@ -285,7 +312,13 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule],
             by_type.setdefault(r.type, []).append((key, r))
     for tname, keyed in by_type.items():
         rt = REGISTRY[tname]
-        schema = {"rule_key": pl.Int32, "code": pl.Utf8, "prefix": pl.Utf8, "match_all": pl.Boolean, "item_name": pl.Utf8}
+        schema = {
+            "rule_key": pl.Int32,
+            "code": pl.Utf8,
+            "prefix": pl.Utf8,
+            "match_all": pl.Boolean,
+            "item_name": pl.Utf8,
+        }
         for p in rt.params:
             schema[p.name] = _param_dtype(p.kind)
         cols: dict[str, list] = {k: [] for k in schema}
@@ -307,15 +340,17 @@ def register_rules(con: duckdb.DuckDBPyConnection, rules: list[Rule],
     return {t: [r for _k, r in keyed] for t, keyed in by_type.items()}
 
 
-def matched_sql(rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, lines: str = "lines",
-                may_repeat: bool = True) -> str:
+def matched_sql(
+    rt: RuleType, has_code: bool, has_prefix: bool, has_all: bool, lines: str = "lines", may_repeat: bool = True
+) -> str:
     """The SELECT behind ``m_<type>`` (also shown by ``medaudit rules show``).
 
     ``may_repeat`` False says no line can match two items of one rule (see :func:`build_matched`);
     the once-per-rule window, the costliest part of matching, is then left out.
     """
-    return semantics.matched_sql(f"p_{rt.name}", lines, has_code, has_prefix, has_all,
-                                 dedupe=rt.dedupe_lines and may_repeat)
+    return semantics.matched_sql(
+        f"p_{rt.name}", lines, has_code, has_prefix, has_all, dedupe=rt.dedupe_lines and may_repeat
+    )
 
 
 def items_may_overlap(con: duckdb.DuckDBPyConnection, p: str) -> bool:
@@ -347,13 +382,18 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
     may_repeat = items_may_overlap(con, p)
     # A view, not a table: the type's own filters (a death date, a wrong gender) are pushed into
     # the matching, so a rule over every line (after_death) costs no copy of all lines per rule.
-    con.execute(f"CREATE OR REPLACE TEMP VIEW m_{rt.name} AS "
-                f"{matched_sql(rt, has_code, has_prefix, has_all, lines, may_repeat=may_repeat)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW m_{rt.name} AS "
+        f"{matched_sql(rt, has_code, has_prefix, has_all, lines, may_repeat=may_repeat)}"
+    )
 
 
 def type_names(rt: RuleType) -> dict[str, str]:
-    return {"m": f"m_{rt.name}", "p": f"p_{rt.name}",
-            "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM rule_fan))"}
+    return {
+        "m": f"m_{rt.name}",
+        "p": f"p_{rt.name}",
+        "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM rule_fan))",
+    }
 
 
 def create_hits(con: duckdb.DuckDBPyConnection) -> None:
@@ -584,15 +624,17 @@ def screen(
                SELECT DISTINCT rule_key, finding_key FROM hits
                WHERE list_contains(?::VARCHAR[], mdtrt_id)
                   OR bkkp_sn IN (SELECT bkkp_sn FROM lines WHERE list_contains(?::VARCHAR[], mdtrt_id))""",
-            [list(scope.visits), list(scope.visits)])
+            [list(scope.visits), list(scope.visits)],
+        )
         con.execute("""DELETE FROM hits h WHERE NOT EXISTS (
                            SELECT 1 FROM __keep k WHERE k.rule_key = h.rule_key AND k.finding_key = h.finding_key);
                        DROP TABLE __keep;""")
     if on_type:
         on_type("", len(names), len(names))
     # hits of the rules evaluated, and the same again for each rule sharing a body (rule_fan)
-    n_hits = con.execute("SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) "
-                         "FROM hits").fetchall()[0][0]
+    n_hits = con.execute(
+        "SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) FROM hits"
+    ).fetchall()[0][0]
     if own_transaction:
         con.execute("BEGIN TRANSACTION")
     try:
@@ -611,5 +653,15 @@ def screen(
         if own_transaction:
             con.execute("ROLLBACK")
         raise
-    return ScreenResult(run_id, stage, n_lines, len(rules), n_hits, n_new, timings, time.perf_counter() - t0,
-                        scope=plan.why, n_visits=None if ctx is None else ctx.n_visits)
+    return ScreenResult(
+        run_id,
+        stage,
+        n_lines,
+        len(rules),
+        n_hits,
+        n_new,
+        timings,
+        time.perf_counter() - t0,
+        scope=plan.why,
+        n_visits=None if ctx is None else ctx.n_visits,
+    )

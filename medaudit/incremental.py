@@ -84,8 +84,9 @@ class Scope:
         return cls("visits", visits=tuple(sorted(set(visits))))
 
     @classmethod
-    def from_options(cls, all_: bool = False, batches: list[int] | None = None, since: str | None = None,
-                     period: str | None = None) -> Scope:
+    def from_options(
+        cls, all_: bool = False, batches: list[int] | None = None, since: str | None = None, period: str | None = None
+    ) -> Scope:
         """The CLI's options (at most one of them) as a scope; ``ScopeError`` names the bad one."""
         given = [n for n, v in (("--all", all_), ("--batch", batches), ("--since", since), ("--period", period)) if v]
         if len(given) > 1:
@@ -98,7 +99,9 @@ class Scope:
             try:
                 when = dt.datetime.fromisoformat(since.strip())
             except ValueError:
-                raise ScopeError(f"--since: {since!r} is not a date or time (write 2026-03-01 or 2026-03-01 18:00)") from None
+                raise ScopeError(
+                    f"--since: {since!r} is not a date or time (write 2026-03-01 or 2026-03-01 18:00)"
+                ) from None
             if when.tzinfo is not None:  # loaded_at is the machine's local time, without a zone
                 raise ScopeError(f"--since: {since!r} names a time zone; write the local time (2026-03-01 18:00)")
             return cls("since", since=when)
@@ -124,8 +127,12 @@ def stage_spans(con: duckdb.DuckDBPyConnection) -> None:
     stored spans and the merged rows of the batches not merged yet (temp ``__span_new``). Nothing
     is written: :func:`commit_spans` stores them in the screening's own transaction, so a run
     killed half-way leaves the database as it was."""
-    todo = [b for (b,) in con.execute(
-        "SELECT batch_id FROM load_log WHERE batch_id NOT IN (SELECT batch_id FROM span_batches) ORDER BY 1").fetchall()]
+    todo = [
+        b
+        for (b,) in con.execute(
+            "SELECT batch_id FROM load_log WHERE batch_id NOT IN (SELECT batch_id FROM span_batches) ORDER BY 1"
+        ).fetchall()
+    ]
     con.execute("CREATE OR REPLACE TEMP TABLE __span_todo AS SELECT unnest(?::INTEGER[]) AS batch_id", [todo])
     con.execute(
         """
@@ -174,8 +181,9 @@ def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) 
         return Plan(True, loaded, "all loaded data (--all)")
     if not loaded:  # an empty database: the run says why nothing was screened
         return Plan(True, [], "all loaded data (no batch is loaded)")
-    last = con.execute("SELECT rules_digest FROM screen_runs WHERE stage = ? ORDER BY run_id DESC LIMIT 1",
-                       [stage]).fetchall()
+    last = con.execute(
+        "SELECT rules_digest FROM screen_runs WHERE stage = ? ORDER BY run_id DESC LIMIT 1", [stage]
+    ).fetchall()
     if last and last[0][0] != digest:
         return Plan(True, loaded, f"all loaded data: the rule library changed since the last {stage} run")
     if scope.mode == "period":
@@ -183,31 +191,46 @@ def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) 
     if scope.mode == "visits":
         if not scope.visits:
             return Plan(False, [], "nothing: no visit was named", nothing=True)
-        return Plan(False, [], f"the {len(scope.visits)} visit(s) named ({', '.join(scope.visits[:5])}"
-                               f"{', ...' if len(scope.visits) > 5 else ''})")
+        return Plan(
+            False,
+            [],
+            f"the {len(scope.visits)} visit(s) named ({', '.join(scope.visits[:5])}"
+            f"{', ...' if len(scope.visits) > 5 else ''})",
+        )
     if scope.mode == "batch":
         unknown = sorted(set(scope.batches) - set(loaded))
         if unknown:
-            raise ScopeError(f"--batch: no batch {', '.join(map(str, unknown))} is loaded "
-                             f"(loaded: {', '.join(map(str, loaded)) or 'none'})")
+            raise ScopeError(
+                f"--batch: no batch {', '.join(map(str, unknown))} is loaded "
+                f"(loaded: {', '.join(map(str, loaded)) or 'none'})"
+            )
         chosen = list(scope.batches)
         if _first_catalogue(con, chosen):
             return Plan(True, loaded, "all loaded data: the catalogue (hilist) arrived for the first time")
         return Plan(False, chosen, f"batch {', '.join(map(str, chosen))}")
     if scope.mode == "since":
-        chosen = [b for (b,) in con.execute("SELECT batch_id FROM load_log WHERE loaded_at >= ? ORDER BY 1",
-                                            [scope.since]).fetchall()]
+        chosen = [
+            b
+            for (b,) in con.execute(
+                "SELECT batch_id FROM load_log WHERE loaded_at >= ? ORDER BY 1", [scope.since]
+            ).fetchall()
+        ]
         if not chosen:
             return Plan(False, [], f"nothing: no batch was loaded since {scope.since:%Y-%m-%d %H:%M}", nothing=True)
         if _first_catalogue(con, chosen):
             return Plan(True, loaded, "all loaded data: the catalogue (hilist) arrived for the first time")
         return Plan(False, chosen, f"the {len(chosen)} batch(es) loaded since {scope.since:%Y-%m-%d %H:%M}")
-    done = {b for (b,) in con.execute("SELECT DISTINCT batch_id FROM screened_batches WHERE stage = ?",
-                                      [stage]).fetchall()}
+    done = {
+        b for (b,) in con.execute("SELECT DISTINCT batch_id FROM screened_batches WHERE stage = ?", [stage]).fetchall()
+    }
     new = [b for b in loaded if b not in done]
     if not new:
-        return Plan(False, [], f"nothing new: every loaded batch was screened for {stage} "
-                               "(`--all` screens everything again)", nothing=True)
+        return Plan(
+            False,
+            [],
+            f"nothing new: every loaded batch was screened for {stage} (`--all` screens everything again)",
+            nothing=True,
+        )
     if not done:
         return Plan(True, new, f"all loaded data (the first {stage} run)")
     if _first_catalogue(con, new):
@@ -221,7 +244,8 @@ def _first_catalogue(con: duckdb.DuckDBPyConnection, batches: list[int]) -> bool
     return con.execute(
         """SELECT count(*) FILTER (WHERE list_contains(?::INTEGER[], batch_id)) > 0
                   AND count(*) FILTER (WHERE NOT list_contains(?::INTEGER[], batch_id)) = 0 FROM hilist""",
-        [batches, batches]).fetchall()[0][0]
+        [batches, batches],
+    ).fetchall()[0][0]
 
 
 @dataclass
@@ -248,13 +272,15 @@ def reach_of(rules: list) -> dict[str, object]:
         if cur is None:
             out[r.type] = x
         else:
-            out[r.type] = Reach(scope=max(cur.scope, x.scope, key=order.__getitem__), days=max(cur.days, x.days),
-                                whole_months=cur.whole_months or x.whole_months)
+            out[r.type] = Reach(
+                scope=max(cur.scope, x.scope, key=order.__getitem__),
+                days=max(cur.days, x.days),
+                whole_months=cur.whole_months or x.whole_months,
+            )
     return out
 
 
-def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batches: list[int],
-                  rules: list) -> Context:
+def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batches: list[int], rules: list) -> Context:
     """Create ``ctx_visits`` and ``ctx_months`` for an incremental run (see the module doc)."""
     reaches = reach_of(rules)
     person = [x for x in reaches.values() if x.scope == "person"]
@@ -267,31 +293,43 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
 
     # 1. the touched visits
     if scope.mode == "visits":
-        con.execute("CREATE OR REPLACE TEMP TABLE seed AS SELECT DISTINCT mdtrt_id FROM spans "
-                    "WHERE list_contains(?::VARCHAR[], mdtrt_id)", [list(scope.visits)])
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE seed AS SELECT DISTINCT mdtrt_id FROM spans "
+            "WHERE list_contains(?::VARCHAR[], mdtrt_id)",
+            [list(scope.visits)],
+        )
         con.execute("CREATE OR REPLACE TEMP TABLE seed_months (month VARCHAR)")
     elif scope.mode == "period":
-        stage_month = ("strftime(coalesce(s.setl_time, f.fee_ocur_time), '%Y-%m')" if stage == "post_hoc"
-                       else "strftime(f.fee_ocur_time, '%Y-%m')")
+        stage_month = (
+            "strftime(coalesce(s.setl_time, f.fee_ocur_time), '%Y-%m')"
+            if stage == "post_hoc"
+            else "strftime(f.fee_ocur_time, '%Y-%m')"
+        )
         start = dt.date.fromisoformat(scope.period + "-01")
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE seed AS
                 SELECT DISTINCT f.mdtrt_id FROM fee_list_d f LEFT JOIN setl_d s ON s.setl_id = f.setl_id
                 WHERE f.fee_ocur_time < CAST(? AS DATE) + INTERVAL 1 MONTH AND {stage_month} = ?""",
-            [start, scope.period])
+            [start, scope.period],
+        )
         con.execute("CREATE OR REPLACE TEMP TABLE seed_months (month VARCHAR)")
     else:
         con.execute("CREATE OR REPLACE TEMP TABLE __b AS SELECT unnest(?::INTEGER[]) AS batch_id", [batches])
-        parts = [f"SELECT mdtrt_id FROM {t} WHERE batch_id IN (SELECT batch_id FROM __b)" for t in _VISIT_TABLES
-                 if t in TABLES]
+        parts = [
+            f"SELECT mdtrt_id FROM {t} WHERE batch_id IN (SELECT batch_id FROM __b)"
+            for t in _VISIT_TABLES
+            if t in TABLES
+        ]
         # catalogue rows new: the visits billing those codes (a scan of the lines by code, so
         # only on the nights a catalogue arrives)
         if con.execute("SELECT count(*) FROM hilist WHERE batch_id IN (SELECT batch_id FROM __b)").fetchall()[0][0]:
-            parts.append("SELECT f.mdtrt_id FROM fee_list_d f WHERE f.hilist_code IN "
-                         "(SELECT hilist_code FROM hilist WHERE batch_id IN (SELECT batch_id FROM __b))")
+            parts.append(
+                "SELECT f.mdtrt_id FROM fee_list_d f WHERE f.hilist_code IN "
+                "(SELECT hilist_code FROM hilist WHERE batch_id IN (SELECT batch_id FROM __b))"
+            )
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE seed AS
-                {' UNION '.join(parts)}
+                {" UNION ".join(parts)}
                 -- a death newly known: the person's visits from that day on
                 UNION SELECT s.mdtrt_id FROM spans s JOIN (
                     SELECT psn_no, die_date FROM psn_death WHERE batch_id IN (SELECT batch_id FROM __b)
@@ -307,24 +345,26 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
     # 2. person windows, widened until closed: no visit of the person within `days` of the window
     #    lies outside it (with whole_months, windows are whole calendar months)
     snap_lo = "CAST(date_trunc('month', {x}) AS DATE)" if whole_months else "{x}"
-    snap_hi = ("CASE WHEN {x} >= " + END_OF_TIME + " THEN {x} ELSE CAST(last_day({x}) AS DATE) END"
-               if whole_months else "{x}")
+    snap_hi = (
+        "CASE WHEN {x} >= " + END_OF_TIME + " THEN {x} ELSE CAST(last_day({x}) AS DATE) END" if whole_months else "{x}"
+    )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE win AS
-            SELECT psn_no, {snap_lo.format(x='min(first_date)')} AS a, {snap_hi.format(x=f'max({last})')} AS b
+            SELECT psn_no, {snap_lo.format(x="min(first_date)")} AS a, {snap_hi.format(x=f"max({last})")} AS b
             FROM spans WHERE mdtrt_id IN (SELECT mdtrt_id FROM seed) GROUP BY psn_no"""
     )
     while True:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE win2 AS
-                SELECT w.psn_no, {snap_lo.format(x='least(any_value(w.a), min(s.first_date))')} AS a,
-                       {snap_hi.format(x=f'greatest(any_value(w.b), max({last}))')} AS b
+                SELECT w.psn_no, {snap_lo.format(x="least(any_value(w.a), min(s.first_date))")} AS a,
+                       {snap_hi.format(x=f"greatest(any_value(w.b), max({last}))")} AS b
                 FROM win w JOIN spans s ON s.psn_no = w.psn_no
                  AND s.first_date <= w.b + {days} AND {last} >= w.a - {days}
                 GROUP BY w.psn_no"""
         )
         changed = con.execute(
-            "SELECT count(*) FROM win2 JOIN win USING (psn_no) WHERE win2.a <> win.a OR win2.b <> win.b").fetchall()[0][0]
+            "SELECT count(*) FROM win2 JOIN win USING (psn_no) WHERE win2.a <> win.a OR win2.b <> win.b"
+        ).fetchall()[0][0]
         con.execute("DROP TABLE win; ALTER TABLE win2 RENAME TO win")
         if not changed:
             break
@@ -352,7 +392,7 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
                 SELECT s.mdtrt_id, FALSE, TRUE, s.first_date
                 FROM spans s JOIN (SELECT CAST(month || '-01' AS DATE) AS m0 FROM ctx_months) c
                   ON s.first_date < c.m0 + INTERVAL 1 MONTH AND {last} >= c.m0
-                WHERE {'TRUE' if has_month else 'FALSE'})
+                WHERE {"TRUE" if has_month else "FALSE"})
             GROUP BY mdtrt_id"""
     )
     n, lo = con.execute("SELECT count(*), min(first_date) FROM ctx_visits").fetchall()[0]

@@ -43,8 +43,20 @@ from .types import REGISTRY
 from .types.base import SEVERITIES, STAGES, RuleType
 
 RULE_FIELDS = {
-    "id", "version", "name", "type", "params", "stages", "severity", "nature", "basis",
-    "valid_from", "valid_to", "scope", "items", "description",
+    "id",
+    "version",
+    "name",
+    "type",
+    "params",
+    "stages",
+    "severity",
+    "nature",
+    "basis",
+    "valid_from",
+    "valid_to",
+    "scope",
+    "items",
+    "description",
 }
 SCOPE_FIELDS = {"med_types", "hosp_levels", "institutions"}
 ITEM_FIELDS = {"codes", "prefixes", "table", "rows"}
@@ -88,9 +100,15 @@ class Rule:
 
     def fingerprint(self) -> str:
         payload = {
-            "id": self.id, "version": self.version, "type": self.type, "params": self.params,
-            "items": [(i.code, i.prefix, i.params) for i in self.items], "severity": self.severity,
-            "stages": self.stages, "valid": [str(self.valid_from), str(self.valid_to)], "scope": self.scope,
+            "id": self.id,
+            "version": self.version,
+            "type": self.type,
+            "params": self.params,
+            "items": [(i.code, i.prefix, i.params) for i in self.items],
+            "severity": self.severity,
+            "stages": self.stages,
+            "valid": [str(self.valid_from), str(self.valid_to)],
+            "scope": self.scope,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -178,7 +196,9 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
     if not rid:
         bad("id is missing")
     elif not RULE_ID_RE.fullmatch(rid):
-        bad(f"id {rid!r} must be 1-64 ASCII letters, digits, '-', '_' or '.' (it names findings, files and workbook rows)")
+        bad(
+            f"id {rid!r} must be 1-64 ASCII letters, digits, '-', '_' or '.' (it names findings, files and workbook rows)"
+        )
     for k in raw:
         if k not in RULE_FIELDS:
             bad(f"unknown field {k!r}")
@@ -284,7 +304,7 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
             if not isinstance(c, str):
                 # YAML reads 00110700 as an octal number and 1109000010000 as an integer: the
                 # code would silently lose its leading zeros and match nothing
-                bad(f"items.{kind}: {c!r} is not text; quote codes in YAML (\"001109000010000\") so leading zeros stay")
+                bad(f'items.{kind}: {c!r} is not text; quote codes in YAML ("001109000010000") so leading zeros stay')
                 continue
             items.append(Item(c.strip(), None, None) if kind == "codes" else Item(None, c.strip(), None))
     item_param_names = {p.name for p in rtype.params if p.per_item}
@@ -347,7 +367,7 @@ def parse_rule(raw: Any, source: str, base_dir: Path, problems: list[str]) -> Ru
         # judge what each item will run with: the rule's parameters overlaid with the item's
         # (a per-item `group` from the table satisfies restrict_age, for instance)
         seen_params: set[str] = set()
-        for eff in ([{**params, **{k: v for k, v in i.params.items() if v is not None}} for i in items] or [params]):
+        for eff in [{**params, **{k: v for k, v in i.params.items() if v is not None}} for i in items] or [params]:
             key = repr(sorted(eff.items()))
             if key in seen_params:
                 continue

@@ -42,6 +42,7 @@ Excel's habit of turning codes into numbers is undone where it is unambiguous: f
 dictionary codes get their leading zero back (``hosp_lv`` 5 -> 05), and a national list code
 stored as a number cell is a 15-digit service code (1109000010000 -> 001109000010000).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -74,7 +75,9 @@ GEND_VALUES = ("0", "1", "2", "9")
 #: columns whose value must be one of a fixed list (rejected with the list otherwise)
 VALUE_DOMAINS = {"gend": GEND_VALUES, "kind": NAME_KINDS}
 #: What a cell is trimmed of: Unicode White_Space (as Polars' strip_chars and Rust's trim).
-WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
+WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
+)
 CHUNK = 16 << 20  # bytes read at a time from a CSV file
 BATCH_ROWS = 50_000  # rows of an XLSX sheet handed to DuckDB at a time
 
@@ -123,7 +126,9 @@ def find_table_files(batch_dir: Path) -> dict[str, Path]:
             found[name] = p
     for t in TABLES.values():
         if t.required and t.name not in found:
-            raise LoadError(f"{batch_dir}: required table {t.name} is missing (looked for {t.name}.csv, .parquet or .xlsx)")
+            raise LoadError(
+                f"{batch_dir}: required table {t.name} is missing (looked for {t.name}.csv, .parquet or .xlsx)"
+            )
     return found
 
 
@@ -293,7 +298,7 @@ def _shape_plain(text: _CsvText) -> _Shape:
                         bad.append((r, int(fields[k]), int(starts[k]), int(ends[k]) + 1))
                 rec += len(nl)
                 rec_start = int(nl[-1]) + 1 + pos
-                carry = int(np.count_nonzero(arr[nl[-1] + 1:] == 44))
+                carry = int(np.count_nonzero(arr[nl[-1] + 1 :] == 44))
             else:
                 carry += int(np.count_nonzero(arr == 44))
             last_byte = int(arr[-1])
@@ -490,7 +495,9 @@ def _cell_sql(name: str, expr: str) -> str:
 
 def _stage_sql(src: _Source, source: str, exprs: dict[str, str], row: str) -> str:
     cols = ", ".join(f"{_cell_sql(n, exprs[n])} AS {db.ident(n)}" for n in src.present)
-    return f"CREATE TEMP TABLE {_stage_name(src.table)} AS SELECT {row} AS {ROW}{', ' if cols else ''}{cols} FROM {source}"
+    return (
+        f"CREATE TEMP TABLE {_stage_name(src.table)} AS SELECT {row} AS {ROW}{', ' if cols else ''}{cols} FROM {source}"
+    )
 
 
 def _dict_pad(name: str, x: str) -> str:
@@ -551,15 +558,21 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Stag
     if got != good:
         raise LoadError(f"{src.path}: unreadable: found {good} rows but parsed {got}")
     if not shape.bad:  # row number = header + place
-        con.execute(f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT CAST(rowid - {base} + 2 AS INTEGER) AS {ROW}, * FROM {raw}")
+        con.execute(
+            f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT CAST(rowid - {base} + 2 AS INTEGER) AS {ROW}, * FROM {raw}"
+        )
     else:  # the well-formed records' row numbers, in order
-        con.register("__rows", pa.table({"k": pa.array(np.arange(good), pa.int64()), "r": pa.array(rows + 1, pa.int32())}))
+        con.register(
+            "__rows", pa.table({"k": pa.array(np.arange(good), pa.int64()), "r": pa.array(rows + 1, pa.int32())})
+        )
         try:
             con.execute(f"CREATE TEMP TABLE {db.ident('__m_' + t.name)} AS SELECT * FROM __rows")
         finally:
             con.unregister("__rows")
-        con.execute(f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT m.r AS {ROW}, s.* FROM {raw} s "
-                    f"JOIN {db.ident('__m_' + t.name)} m ON m.k = s.rowid - {base}")
+        con.execute(
+            f"CREATE TEMP VIEW {_stage_name(t)} AS SELECT m.r AS {ROW}, s.* FROM {raw} s "
+            f"JOIN {db.ident('__m_' + t.name)} m ON m.k = s.rowid - {base}"
+        )
     ragged = [(r + 1, _ragged_reason(f, n_head)) for r, f, *_ in shape.bad]
     st = _Staged(src, shape.records, ragged, phys=raw, key="rowid")
     if shape.bad and len(t.key) == 1:
@@ -606,7 +619,9 @@ def _stage_parquet(con: duckdb.DuckDBPyConnection, src: _Source) -> _Staged:
             exprs[n] = f"CAST({ref} AS VARCHAR)"
     try:
         con.execute(
-            _stage_sql(src, "read_parquet($path, file_row_number = true)", exprs, "CAST(file_row_number + 2 AS INTEGER)"),
+            _stage_sql(
+                src, "read_parquet($path, file_row_number = true)", exprs, "CAST(file_row_number + 2 AS INTEGER)"
+            ),
             {"path": str(src.path)},
         )
     except duckdb.Error as e:
@@ -704,7 +719,9 @@ def _normalise(con: duckdb.DuckDBPyConnection, st: _Staged) -> None:
     sel = ", ".join(db.ident(c) for c in cols)
     # the rows concerned go to a temp table, then through Python a slice at a time: memory stays
     # bounded even when every row of a file is full-width
-    n = con.execute(f"CREATE OR REPLACE TEMP TABLE __wide AS SELECT {st.key} AS __k, {sel} FROM {stage} WHERE {wide}").fetchall()[0][0]
+    n = con.execute(
+        f"CREATE OR REPLACE TEMP TABLE __wide AS SELECT {st.key} AS __k, {sel} FROM {stage} WHERE {wide}"
+    ).fetchall()[0][0]
     if not n:  # the usual case: every cell is ASCII (one statement, not six)
         con.execute("DROP TABLE __wide")
         return
@@ -712,7 +729,9 @@ def _normalise(con: duckdb.DuckDBPyConnection, st: _Staged) -> None:
     base = con.execute("SELECT coalesce(min(rowid), 0) FROM __wide").fetchall()[0][0]
     changed = 0
     for a in range(0, n, BATCH_ROWS):
-        rows = con.execute("SELECT * FROM __wide WHERE rowid >= ? AND rowid < ?", [base + a, base + a + BATCH_ROWS]).fetchall()
+        rows = con.execute(
+            "SELECT * FROM __wide WHERE rowid >= ? AND rowid < ?", [base + a, base + a + BATCH_ROWS]
+        ).fetchall()
         fixed = []
         for row in rows:
             new = list(row)
@@ -778,9 +797,11 @@ def _reason(col) -> str:
     elif col.type == TS:
         bad = f"""CASE WHEN {x} IS NOT NULL AND try_strptime({x}, {_TS_FORMATS}) IS NULL THEN '{name}: "' || {x} || '" is not a time (YYYY-MM-DD HH:MM:SS)' END"""
     elif col.type == DEC:
-        bad = (f"""CASE WHEN {x} IS NULL OR regexp_full_match({x}, {_lit(_DEC_RE)}) THEN NULL """
-               f"""WHEN regexp_full_match({x}, {_lit(_DEC_ANY_RE)}) THEN '{name}: "' || {x} || '" has more than 4 decimals or is too large' """
-               f"""ELSE '{name}: "' || {x} || '" is not a number' END""")
+        bad = (
+            f"""CASE WHEN {x} IS NULL OR regexp_full_match({x}, {_lit(_DEC_RE)}) THEN NULL """
+            f"""WHEN regexp_full_match({x}, {_lit(_DEC_ANY_RE)}) THEN '{name}: "' || {x} || '" has more than 4 decimals or is too large' """
+            f"""ELSE '{name}: "' || {x} || '" is not a number' END"""
+        )
     else:
         bad = f"""CASE WHEN {x} IS NOT NULL AND NOT regexp_full_match({x}, {_lit(_INT_RE)}) THEN '{name}: "' || {x} || '" is not a whole number' END"""
     if col.required:
@@ -788,8 +809,10 @@ def _reason(col) -> str:
     if name in VALUE_DOMAINS:
         values = VALUE_DOMAINS[name]
         allowed = ", ".join(_lit(v) for v in values)
-        bad = (f"""CASE WHEN {x} IS NOT NULL AND {x} NOT IN ({allowed}) THEN '{name}: "' || {x} || '" is not one of """
-               f"""{", ".join(values)}' ELSE {bad} END""")
+        bad = (
+            f"""CASE WHEN {x} IS NOT NULL AND {x} NOT IN ({allowed}) THEN '{name}: "' || {x} || '" is not one of """
+            f"""{", ".join(values)}' ELSE {bad} END"""
+        )
     return bad
 
 
@@ -841,8 +864,12 @@ class _Checker:
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
-        con.execute(f"CREATE TEMP TABLE {_PROBLEMS} (file VARCHAR, table_name VARCHAR, row_no INTEGER, column_name VARCHAR, value VARCHAR, reason VARCHAR)")
-        con.execute(f"CREATE TEMP TABLE {_QUALITY} (file VARCHAR, table_name VARCHAR, row_no INTEGER, row_key VARCHAR, column_name VARCHAR, value VARCHAR, reason VARCHAR)")
+        con.execute(
+            f"CREATE TEMP TABLE {_PROBLEMS} (file VARCHAR, table_name VARCHAR, row_no INTEGER, column_name VARCHAR, value VARCHAR, reason VARCHAR)"
+        )
+        con.execute(
+            f"CREATE TEMP TABLE {_QUALITY} (file VARCHAR, table_name VARCHAR, row_no INTEGER, row_key VARCHAR, column_name VARCHAR, value VARCHAR, reason VARCHAR)"
+        )
 
     def reject(self, c: _Checked, select: str, params: dict | None = None) -> None:
         """``select`` yields (row_no, column_name, value, reason) of rows of ``c.good``: they are
@@ -851,8 +878,10 @@ class _Checker:
         # (dropped with the load's other temp tables: each call replaces it)
         n = con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {select}", params or {}).fetchall()[0][0]
         if n:
-            con.execute(f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, column_name, value, reason FROM __new",
-                        {"file": c.path.name, "table": c.table.name})
+            con.execute(
+                f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, column_name, value, reason FROM __new",
+                {"file": c.path.name, "table": c.table.name},
+            )
 
     def note(self, c: _Checked, select: str, params: dict | None = None) -> None:
         """``select`` yields (row_no, row_key, column_name, value, reason): listed in data_quality."""
@@ -867,7 +896,9 @@ class _Checker:
         ragged = ""
         if c.ragged_keys:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {db.ident('__rg_' + c.table.name)} (k VARCHAR, r INTEGER)")
-            self.con.executemany(f"INSERT INTO {db.ident('__rg_' + c.table.name)} VALUES (?, ?)", [(v, r) for r, v in c.ragged_keys])
+            self.con.executemany(
+                f"INSERT INTO {db.ident('__rg_' + c.table.name)} VALUES (?, ?)", [(v, r) for r, v in c.ragged_keys]
+            )
             ragged = f"UNION ALL SELECT k, r FROM {db.ident('__rg_' + c.table.name)}"
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT k, min(r) AS prow FROM ("
@@ -884,24 +915,41 @@ class _Checker:
         stage = _stage_name(t)
         present = set(src.present)
         if st.ragged:  # a row of the wrong shape: its values are not trusted, one reason only
-            con.register("__ragged", pa.table({"row_no": pa.array([r for r, _ in st.ragged], pa.int32()),
-                                               "reason": [x for _, x in st.ragged]}))
+            con.register(
+                "__ragged",
+                pa.table(
+                    {"row_no": pa.array([r for r, _ in st.ragged], pa.int32()), "reason": [x for _, x in st.ragged]}
+                ),
+            )
             try:
-                con.execute(f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, '', NULL, reason FROM __ragged",
-                            {"file": src.path.name, "table": t.name})
+                con.execute(
+                    f"INSERT INTO {_PROBLEMS} SELECT $file, $table, row_no, '', NULL, reason FROM __ragged",
+                    {"file": src.path.name, "table": t.name},
+                )
             finally:
                 con.unregister("__ragged")
         # one pass finds the rows with any bad cell; each cell's reason is then taken from those few
-        checked = [col for col in t.columns if col.name in present and not (col.type == STR and not col.required and col.name not in VALUE_DOMAINS)]
+        checked = [
+            col
+            for col in t.columns
+            if col.name in present and not (col.type == STR and not col.required and col.name not in VALUE_DOMAINS)
+        ]
         if checked:
-            n_bad = con.execute(f"CREATE OR REPLACE TEMP TABLE __bad AS SELECT * FROM {stage} WHERE coalesce("
-                                + ", ".join(f"({_reason(col)})" for col in checked) + ") IS NOT NULL").fetchall()[0][0]
+            n_bad = con.execute(
+                f"CREATE OR REPLACE TEMP TABLE __bad AS SELECT * FROM {stage} WHERE coalesce("
+                + ", ".join(f"({_reason(col)})" for col in checked)
+                + ") IS NOT NULL"
+            ).fetchall()[0][0]
             if n_bad:  # every bad cell of those few rows, all columns in one statement
                 cells = " UNION ALL ".join(
                     f"SELECT {ROW}, {_lit(col.name)} AS col, {db.ident(col.name)} AS value, {_reason(col)} AS reason FROM __bad"
-                    for col in checked)
-                con.execute(f"INSERT INTO {_PROBLEMS} SELECT $file, $table, {ROW}, col, value, reason "
-                            f"FROM ({cells}) WHERE reason IS NOT NULL", {"file": src.path.name, "table": t.name})
+                    for col in checked
+                )
+                con.execute(
+                    f"INSERT INTO {_PROBLEMS} SELECT $file, $table, {ROW}, col, value, reason "
+                    f"FROM ({cells}) WHERE reason IS NOT NULL",
+                    {"file": src.path.name, "table": t.name},
+                )
             con.execute("DROP TABLE __bad")
         typed = ", ".join(
             f"{_typed(col) if col.name in present else f'CAST(NULL AS {SQL_TYPE[col.type]})'} AS {db.ident(col.name)}"
@@ -920,32 +968,45 @@ class _Checker:
         # by an earlier batch is not loaded again (one policy for every table).
         if t.key:
             label = ", ".join(t.key)
-            kval = _text(t, t.key[0]) if len(t.key) == 1 else "concat_ws(' / ', " + ", ".join(
-                f"coalesce({_text(t, k)}, '(empty)')" for k in t.key) + ")"
+            kval = (
+                _text(t, t.key[0])
+                if len(t.key) == 1
+                else "concat_ws(' / ', " + ", ".join(f"coalesce({_text(t, k)}, '(empty)')" for k in t.key) + ")"
+            )
             keys = ", ".join(db.ident(k) for k in t.key)
             on = " AND ".join(f"g.{db.ident(k)} IS NOT DISTINCT FROM e.{db.ident(k)}" for k in t.key)
-            self.reject(c, f"""
+            self.reject(
+                c,
+                f"""
                 WITH f AS (SELECT {ROW}, min({ROW}) OVER (PARTITION BY {keys}) AS first FROM {good}),
                      prior AS (SELECT g.{ROW}, min(e.batch_id) AS b FROM {good} g JOIN {db.ident(t.name)} e ON {on} GROUP BY g.{ROW})
                 SELECT g.{ROW} AS row_no, $label AS column_name, {kval} AS value,
                        CASE WHEN prior.b IS NOT NULL THEN $label || ': ' || {kval} || ' was already loaded in batch ' || CAST(prior.b AS VARCHAR)
                             ELSE $label || ': duplicate of row ' || CAST(f.first AS VARCHAR) END AS reason
                 FROM {good} g JOIN f USING ({ROW}) LEFT JOIN prior USING ({ROW})
-                WHERE prior.b IS NOT NULL OR f.first <> g.{ROW}""", {"label": label})
+                WHERE prior.b IS NOT NULL OR f.first <> g.{ROW}""",
+                {"label": label},
+            )
         # Orphans: the parent key must be loaded (in this batch or an earlier one).
         for col, parent, pcol in t.parents:
             x, pt, pc = db.ident(col), db.ident(parent), db.ident(pcol)
             this = f"UNION ALL SELECT {pc} FROM {_good_name(TABLES[parent])}" if parent in parent_rejected else ""
             rk, pfile = parent_rejected.get(parent, (None, None))
-            ann = ("coalesce(' (its row ' || CAST(r.prow AS VARCHAR) || ' in ' || $pfile || ' was rejected)', '')"
-                   if rk else "''")
+            ann = (
+                "coalesce(' (its row ' || CAST(r.prow AS VARCHAR) || ' in ' || $pfile || ' was rejected)', '')"
+                if rk
+                else "''"
+            )
             join = f"LEFT JOIN {rk} r ON r.k = g.{x}" if rk else ""
-            self.reject(c, f"""
+            self.reject(
+                c,
+                f"""
                 SELECT g.{ROW} AS row_no, $col AS column_name, g.{x} AS value,
                        $col || ': ' || g.{x} || ' not found in ' || $parent || {ann} AS reason
                 FROM {good} g {join}
                 WHERE g.{x} IS NOT NULL AND g.{x} NOT IN (SELECT {pc} FROM {pt} {this})""",
-                        {"col": col, "parent": parent, **({"pfile": pfile} if rk else {})})
+                {"col": col, "parent": parent, **({"pfile": pfile} if rk else {})},
+            )
         return c
 
     def check_against_visit(self, c: _Checked, fee: bool) -> None:
@@ -964,13 +1025,18 @@ class _Checker:
             parts.append(f"""SELECT g.{ROW}, 'setl_id', g.setl_id,
                        'setl_id: ' || g.setl_id || ' is a settlement of visit ' || s.s_visit || ', not ' || g.mdtrt_id
                 FROM {good} g JOIN {settlements} s USING (setl_id) WHERE s.s_visit <> g.mdtrt_id""")
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE __unknown AS SELECT g.{ROW}, g.bkkp_sn, g.setl_id FROM {good} g "
-                             f"WHERE g.setl_id IS NOT NULL AND g.setl_id NOT IN (SELECT setl_id FROM {settlements})")
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE __unknown AS SELECT g.{ROW}, g.bkkp_sn, g.setl_id FROM {good} g "
+                f"WHERE g.setl_id IS NOT NULL AND g.setl_id NOT IN (SELECT setl_id FROM {settlements})"
+            )
         self.reject(c, " UNION ALL ".join(parts))
         if fee:
-            self.note(c, f"""SELECT u.{ROW}, u.bkkp_sn, 'setl_id', u.setl_id,
+            self.note(
+                c,
+                f"""SELECT u.{ROW}, u.bkkp_sn, 'setl_id', u.setl_id,
                 'setl_id: ' || u.setl_id || ' not found in setl_d (loaded: the settlement may come in a later batch)'
-                FROM __unknown u SEMI JOIN {good} g ON g.{ROW} = u.{ROW}""")
+                FROM __unknown u SEMI JOIN {good} g ON g.{ROW} = u.{ROW}""",
+            )
             self.con.execute("DROP TABLE __unknown")
 
     def check_refunds(self, c: _Checked) -> None:
@@ -989,27 +1055,36 @@ class _Checker:
                 WITH names AS (SELECT DISTINCT init_feedetl_sn AS bkkp_sn FROM {good} WHERE init_feedetl_sn IS NOT NULL)
                 SELECT f.bkkp_sn, f.mdtrt_id, f.hilist_code, f.cnt FROM fee_list_d f SEMI JOIN names USING (bkkp_sn)
                 UNION ALL SELECT g.bkkp_sn, g.mdtrt_id, g.hilist_code, g.cnt FROM {good} g SEMI JOIN names USING (bkkp_sn)""")
-            orphan = (f"SELECT g.{ROW} FROM {good} g WHERE g.init_feedetl_sn IS NOT NULL "
-                      "AND g.init_feedetl_sn NOT IN (SELECT bkkp_sn FROM __known)")
+            orphan = (
+                f"SELECT g.{ROW} FROM {good} g WHERE g.init_feedetl_sn IS NOT NULL "
+                "AND g.init_feedetl_sn NOT IN (SELECT bkkp_sn FROM __known)"
+            )
             if con.execute(f"SELECT count(*) FROM ({orphan})").fetchall()[0][0]:
                 rk = self.rejected_keys(c, _stage_name(c.table))
-                self.reject(c, f"""SELECT g.{ROW} AS row_no, 'init_feedetl_sn' AS column_name, g.init_feedetl_sn AS value,
+                self.reject(
+                    c,
+                    f"""SELECT g.{ROW} AS row_no, 'init_feedetl_sn' AS column_name, g.init_feedetl_sn AS value,
                     'init_feedetl_sn: ' || g.init_feedetl_sn || ' not found in fee_list_d'
                     || coalesce(' (its row ' || CAST(r.prow AS VARCHAR) || ' in ' || $file || ' was rejected)', '') AS reason
                     FROM {good} g LEFT JOIN {rk} r ON r.k = g.init_feedetl_sn
-                    WHERE g.{ROW} IN ({orphan})""", {"file": c.path.name})
+                    WHERE g.{ROW} IN ({orphan})""",
+                    {"file": c.path.name},
+                )
             con.execute(f"""CREATE OR REPLACE TEMP TABLE __j AS
                 SELECT g.{ROW}, g.init_feedetl_sn, g.mdtrt_id, g.hilist_code, g.cnt,
                        o.mdtrt_id AS o_visit, o.hilist_code AS o_code, o.cnt AS o_cnt
                 FROM {good} g JOIN __known o ON o.bkkp_sn = g.init_feedetl_sn""")
-            self.reject(c, f"""
+            self.reject(
+                c,
+                f"""
                 SELECT {ROW} AS row_no, 'init_feedetl_sn' AS column_name, init_feedetl_sn AS value,
                        'init_feedetl_sn: ' || init_feedetl_sn || ' is a line of visit ' || o_visit || ', not ' || mdtrt_id AS reason
                 FROM __j WHERE o_visit <> mdtrt_id
                 UNION ALL
                 SELECT {ROW}, 'init_feedetl_sn', init_feedetl_sn,
                        'init_feedetl_sn: ' || init_feedetl_sn || ' is a line of code ' || o_code || ', not ' || hilist_code
-                FROM __j WHERE o_visit = mdtrt_id AND o_code <> hilist_code""")
+                FROM __j WHERE o_visit = mdtrt_id AND o_code <> hilist_code""",
+            )
             # quantities: what is left of each line after earlier batches' refunds, then this file's in row order
             con.execute(f"""CREATE OR REPLACE TEMP TABLE __ref AS
                 WITH done AS (SELECT f.init_feedetl_sn, sum(-f.cnt) AS done FROM fee_list_d f
@@ -1027,12 +1102,26 @@ class _Checker:
             for row, orig, q, left in over:  # row order per line: a refund too many is rejected, later ones may fit
                 before = taken.get(orig, Decimal(0))
                 if before + q > left:
-                    rows.append((row, orig, f"init_feedetl_sn: refunds {_num_py(q)} units of {orig} but only {_num_py(max(left - before, Decimal(0)))} is left"))
+                    rows.append(
+                        (
+                            row,
+                            orig,
+                            f"init_feedetl_sn: refunds {_num_py(q)} units of {orig} but only {_num_py(max(left - before, Decimal(0)))} is left",
+                        )
+                    )
                 else:
                     taken[orig] = before + q
             if rows:
-                con.register("__over", pa.table({"row_no": pa.array([r[0] for r in rows], pa.int32()),
-                                                 "value": [r[1] for r in rows], "reason": [r[2] for r in rows]}))
+                con.register(
+                    "__over",
+                    pa.table(
+                        {
+                            "row_no": pa.array([r[0] for r in rows], pa.int32()),
+                            "value": [r[1] for r in rows],
+                            "reason": [r[2] for r in rows],
+                        }
+                    ),
+                )
                 try:
                     self.reject(c, "SELECT row_no, 'init_feedetl_sn' AS column_name, value, reason FROM __over")
                 finally:
@@ -1040,7 +1129,9 @@ class _Checker:
             for t in ("__known", "__j", "__ref"):
                 con.execute(f"DROP TABLE {t}")
         # unlinked refunds: a line of the same visit, code and day must exist
-        self.reject(c, f"""
+        self.reject(
+            c,
+            f"""
             WITH u AS (SELECT {ROW}, mdtrt_id, hilist_code, cnt, CAST(fee_ocur_time AS DATE) AS day FROM {good}
                        WHERE cnt < 0 AND init_feedetl_sn IS NULL),
                  w AS (SELECT DISTINCT mdtrt_id, hilist_code, day FROM u),
@@ -1051,17 +1142,21 @@ class _Checker:
                            SELECT g.mdtrt_id, g.hilist_code, CAST(g.fee_ocur_time AS DATE) FROM {good} g
                            SEMI JOIN w ON g.mdtrt_id = w.mdtrt_id AND g.hilist_code = w.hilist_code
                            AND CAST(g.fee_ocur_time AS DATE) = w.day WHERE g.cnt > 0)
-            SELECT u.{ROW} AS row_no, 'cnt' AS column_name, {_num('u.cnt')} AS value,
-                   'cnt: ' || {_num('u.cnt')} || ' refunds nothing: visit ' || u.mdtrt_id || ' has no line of code '
+            SELECT u.{ROW} AS row_no, 'cnt' AS column_name, {_num("u.cnt")} AS value,
+                   'cnt: ' || {_num("u.cnt")} || ' refunds nothing: visit ' || u.mdtrt_id || ' has no line of code '
                    || u.hilist_code || ' on ' || strftime(u.day, '%Y-%m-%d') AS reason
-            FROM u ANTI JOIN found USING (mdtrt_id, hilist_code, day)""")
+            FROM u ANTI JOIN found USING (mdtrt_id, hilist_code, day)""",
+        )
 
     def check_amounts(self, c: _Checked) -> None:
         """A line whose amount is not cnt x pric (within 0.01) loads, and is listed in data_quality."""
-        self.note(c, f"""SELECT {ROW}, bkkp_sn, 'det_item_fee_sumamt', {_num('det_item_fee_sumamt')},
-            'det_item_fee_sumamt: ' || {_num('det_item_fee_sumamt')} || ' differs from cnt × pric = ' || {_num('cnt')}
-            || ' × ' || {_num('pric')} || ' = ' || {_num('cnt * pric')}
-            FROM {c.good} WHERE abs(det_item_fee_sumamt - cnt * pric) > 0.01""")
+        self.note(
+            c,
+            f"""SELECT {ROW}, bkkp_sn, 'det_item_fee_sumamt', {_num("det_item_fee_sumamt")},
+            'det_item_fee_sumamt: ' || {_num("det_item_fee_sumamt")} || ' differs from cnt × pric = ' || {_num("cnt")}
+            || ' × ' || {_num("pric")} || ' = ' || {_num("cnt * pric")}
+            FROM {c.good} WHERE abs(det_item_fee_sumamt - cnt * pric) > 0.01""",
+        )
 
 
 # ---------------------------------------------------------------------------- loading
@@ -1071,8 +1166,7 @@ def _insert(con: duckdb.DuckDBPyConnection, c: _Checked, batch_id: int) -> None:
     """Insert the rows that passed; only contract names reach the SQL text, values are bound."""
     names = ", ".join(db.ident(x) for x in c.table.column_names)
     con.execute(
-        f"INSERT INTO {db.ident(c.table.name)} (batch_id, source_row, {names}) "
-        f"SELECT ?, {ROW}, {names} FROM {c.good}",
+        f"INSERT INTO {db.ident(c.table.name)} (batch_id, source_row, {names}) SELECT ?, {ROW}, {names} FROM {c.good}",
         [batch_id],
     )
 
@@ -1086,7 +1180,9 @@ def _assert_required_present(con: duckdb.DuckDBPyConnection, checked: list[_Chec
         return
     per_table = ", ".join(
         "(SELECT [" + ", ".join(f"count(*) FILTER (WHERE {db.ident(n)} IS NULL)" for n in names) + "] "
-        f"FROM {db.ident(c.table.name)} WHERE batch_id = $b)" for c, names in req)
+        f"FROM {db.ident(c.table.name)} WHERE batch_id = $b)"
+        for c, names in req
+    )
     got = con.execute(f"SELECT {per_table}", {"b": batch_id}).fetchall()[0]
     for (c, names), counts in zip(req, got):
         for n, k in zip(names, counts):
@@ -1121,11 +1217,17 @@ def load_batch(batch_dir: str | Path, con: duckdb.DuckDBPyConnection) -> LoadRes
 
 def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
     """The load's temp views and tables go before the commit (the connection may live on)."""
-    mine = ("starts_with(name, '__s_') OR starts_with(name, '__g_') OR starts_with(name, '__rk_') "
-            "OR starts_with(name, '__r_') OR starts_with(name, '__m_') OR starts_with(name, '__rg_') OR name IN ('__problems', '__quality', '__new')")
-    for (name,) in con.execute(f"SELECT view_name AS name FROM duckdb_views() WHERE temporary AND ({mine}) ORDER BY 1").fetchall():
+    mine = (
+        "starts_with(name, '__s_') OR starts_with(name, '__g_') OR starts_with(name, '__rk_') "
+        "OR starts_with(name, '__r_') OR starts_with(name, '__m_') OR starts_with(name, '__rg_') OR name IN ('__problems', '__quality', '__new')"
+    )
+    for (name,) in con.execute(
+        f"SELECT view_name AS name FROM duckdb_views() WHERE temporary AND ({mine}) ORDER BY 1"
+    ).fetchall():
         con.execute(f"DROP VIEW temp.main.{db.ident(name)}")
-    for (name,) in con.execute(f"SELECT table_name AS name FROM duckdb_tables() WHERE temporary AND ({mine})").fetchall():
+    for (name,) in con.execute(
+        f"SELECT table_name AS name FROM duckdb_tables() WHERE temporary AND ({mine})"
+    ).fetchall():
         con.execute(f"DROP TABLE temp.main.{db.ident(name)}")
 
 
@@ -1140,7 +1242,9 @@ def _stage(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Staged:
     return st
 
 
-def _load(con: duckdb.DuckDBPyConnection, batch_dir: Path, sources: dict[str, _Source], digest: str, tmp: Path) -> LoadResult:
+def _load(
+    con: duckdb.DuckDBPyConnection, batch_dir: Path, sources: dict[str, _Source], digest: str, tmp: Path
+) -> LoadResult:
     """Everything that touches the database; the caller wraps it in one transaction."""
     db.ensure_schema(con, once=True)  # a connection from db.connect has it already
     prior = con.execute("SELECT batch_id FROM load_log WHERE content_hash = ?", [digest]).fetchall()
@@ -1179,10 +1283,18 @@ def _load(con: duckdb.DuckDBPyConnection, batch_dir: Path, sources: dict[str, _S
         _insert(con, c, batch_id)
     _assert_required_present(con, checked, batch_id)
     order = "ORDER BY file, row_no, column_name, reason"
-    con.execute(f"INSERT INTO rejected_rows SELECT ?, file, table_name, row_no, column_name, value, reason FROM {_PROBLEMS} {order}", [batch_id])
-    con.execute(f"INSERT INTO data_quality SELECT ?, file, table_name, row_no, row_key, column_name, value, reason FROM {_QUALITY} {order}", [batch_id])
+    con.execute(
+        f"INSERT INTO rejected_rows SELECT ?, file, table_name, row_no, column_name, value, reason FROM {_PROBLEMS} {order}",
+        [batch_id],
+    )
+    con.execute(
+        f"INSERT INTO data_quality SELECT ?, file, table_name, row_no, row_key, column_name, value, reason FROM {_QUALITY} {order}",
+        [batch_id],
+    )
     rejected = con.sql(f"SELECT file, table_name, row_no, column_name, value, reason FROM {_PROBLEMS} {order}").pl()
-    quality = con.sql(f"SELECT file, table_name, row_no, row_key, column_name, value, reason FROM {_QUALITY} {order}").pl()
+    quality = con.sql(
+        f"SELECT file, table_name, row_no, row_key, column_name, value, reason FROM {_QUALITY} {order}"
+    ).pl()
     con.execute(
         "INSERT INTO load_log VALUES (?, ?, ?, now()::TIMESTAMP, ?)",
         [batch_id, digest, str(batch_dir.resolve()), json.dumps([s.__dict__ for s in summaries], ensure_ascii=False)],

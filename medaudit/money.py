@@ -60,13 +60,14 @@ def parse_amount(value, where: str) -> Decimal:
         raise AmountError(f"{where}: {value!r} is too large an amount")
     return amount
 
+
 #: statuses whose money no longer stands
 DEAD_STATUSES = ("overturned", "dismissed", "superseded")
 
 CLAIMING = f"""f.stage = 'post_hoc'
     AND (f.severity = 'violation' OR f.status = 'confirmed'
          OR f.finding_id IN (SELECT finding_id FROM finding_state WHERE confirmed))
-    AND f.status NOT IN ({', '.join(repr(s) for s in DEAD_STATUSES)})"""
+    AND f.status NOT IN ({", ".join(repr(s) for s in DEAD_STATUSES)})"""
 
 
 def settle_deductions(con: duckdb.DuckDBPyConnection) -> None:

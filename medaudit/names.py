@@ -30,15 +30,23 @@ class Names:
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self._ref: dict[tuple[str, str, str], str] = {}
         # a database made before the table existed (opened read-only, say) simply has no names
-        has_table = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'code_names' "
-                                "AND schema_name = 'main' AND NOT temporary").fetchall()[0][0]
-        rows = con.execute("SELECT kind, code, code_name, coalesce(fixmedins_code, '') FROM code_names").fetchall() \
-            if has_table else []
+        has_table = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'code_names' "
+            "AND schema_name = 'main' AND NOT temporary"
+        ).fetchall()[0][0]
+        rows = (
+            con.execute("SELECT kind, code, code_name, coalesce(fixmedins_code, '') FROM code_names").fetchall()
+            if has_table
+            else []
+        )
         for kind, code, name, inst in rows:
             self._ref[(kind, code, inst)] = name
-        self._inst = dict(con.execute(
-            """SELECT fixmedins_code, any_value(fixmedins_name) FROM mdtrt_d
-               WHERE nullif(trim(fixmedins_name), '') IS NOT NULL GROUP BY 1""").fetchall())
+        self._inst = dict(
+            con.execute(
+                """SELECT fixmedins_code, any_value(fixmedins_name) FROM mdtrt_d
+               WHERE nullif(trim(fixmedins_name), '') IS NOT NULL GROUP BY 1"""
+            ).fetchall()
+        )
 
     def name(self, kind: str, code, institution=None) -> str:
         if code is None or code == "":

@@ -153,9 +153,29 @@ class Sheet:
 
 
 _KNOWN_HEADERS = {
-    "药品通用名", "药品说明", "限定类型", "限定对象", "限定值域", "序号", "国标代码", "药品代码", "项目名称",
-    "项目说明", "限定性别", "频度", "主项名称", "主项编码", "从项名称", "从项编码", "备注", "限制数量",
-    "数量单位", "项目编码", "项目代码", "频次上限", "疗程周期",
+    "药品通用名",
+    "药品说明",
+    "限定类型",
+    "限定对象",
+    "限定值域",
+    "序号",
+    "国标代码",
+    "药品代码",
+    "项目名称",
+    "项目说明",
+    "限定性别",
+    "频度",
+    "主项名称",
+    "主项编码",
+    "从项名称",
+    "从项编码",
+    "备注",
+    "限制数量",
+    "数量单位",
+    "项目编码",
+    "项目代码",
+    "频次上限",
+    "疗程周期",
 }
 
 
@@ -183,7 +203,7 @@ def read_workbook(path: Path) -> list[Sheet]:
                     header[n] = j
             body = [
                 (header_at + 2 + k, tuple(r))
-                for k, r in enumerate(raw[header_at + 1:])
+                for k, r in enumerate(raw[header_at + 1 :])
                 if any(v is not None and str(v).strip() != "" for v in r)
             ]
             sheets.append(Sheet(ws.title, header_at + 1, header, body))
@@ -221,7 +241,9 @@ SPECS: tuple[BatchSpec, ...] = (
     BatchSpec("B1-ITEM-GENDER", "1", "项目", ("性别",), "第一批 项目规则库（限定性别对象）", "限定性别对象"),
     BatchSpec("B1-ITEM-AGE", "1", "项目", ("年龄",), "第一批 项目规则库（限定年龄对象）", "限定年龄对象"),
     BatchSpec("B2-ITEM-SECONDARY", "2", "项目", ("主次",), "第二批 项目规则库（限定主次操作）", "限定主次操作"),
-    BatchSpec("B3-DRUG-INSUTYPE", "3", "药品", ("保险类型", "险种"), "第三批 药品规则库（限定保险类型）", "限定保险类型"),
+    BatchSpec(
+        "B3-DRUG-INSUTYPE", "3", "药品", ("保险类型", "险种"), "第三批 药品规则库（限定保险类型）", "限定保险类型"
+    ),
     BatchSpec("B4-DRUG-VISIT", "4", "药品", ("就医方式",), "第四批 药品规则库（限定就医方式）", "限定就医方式"),
     BatchSpec("B5-DRUG-LEVEL", "5", "药品", ("机构等级",), "第五批 药品规则库（限定机构等级）", "限定机构等级"),
     BatchSpec("B6-DRUG-COURSE", "6", "药品", ("疗程",), "第六批 药品规则库（限定支付疗程）", "限定支付疗程"),
@@ -246,10 +268,7 @@ def spec_from_name(filename: str) -> BatchSpec | None:
     if number is None:
         return None
     batch = f"{number}-{m.group(2)}" if m.group(2) else str(number)
-    found = [
-        s for s in SPECS
-        if s.batch == batch and s.kind in n and any(k in n for k in s.keywords)
-    ]
+    found = [s for s in SPECS if s.batch == batch and s.kind in n and any(k in n for k in s.keywords)]
     return found[0] if len(found) == 1 else None
 
 
@@ -318,8 +337,11 @@ class _Ctx:
             self.problem(sh, rowno, f"{column} is empty")
             return None
         if not isinstance(value, str):
-            self.problem(sh, rowno, f"{column} {value!r} is a number in the workbook (leading zeros may be lost); "
-                                    "store the codes as text")
+            self.problem(
+                sh,
+                rowno,
+                f"{column} {value!r} is a number in the workbook (leading zeros may be lost); store the codes as text",
+            )
             return None
         code = norm(value)
         if not re.fullmatch(r"[0-9A-Za-z]+", code):
@@ -352,12 +374,15 @@ def _dedupe(ctx: _Ctx, sh: Sheet, keyed: list[tuple[int, dict]], key_cols: tuple
             continue
         rows = ", ".join(str(n) for n, _ in recs)
         for rowno, _ in recs:
-            ctx.problem(sh, rowno, f"{'/'.join(str(k) for k in key)} is given differently in rows {rows}; "
-                                   "none of them is used")
+            ctx.problem(
+                sh, rowno, f"{'/'.join(str(k) for k in key)} is given differently in rows {rows}; none of them is used"
+            )
     return out
 
 
-def _drug_batch(ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, str, Sheet, int], dict | None]) -> list[dict]:
+def _drug_batch(
+    ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, str, Sheet, int], dict | None]
+) -> list[dict]:
     """Drug batches: Sheet1 gives the restriction per 药品通用名, the codes sheet its codes.
 
     ``mapper(value, note_text, sheet, row)`` turns the restriction cell into per-item parameters
@@ -389,8 +414,11 @@ def _drug_batch(ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, st
         rejected.pop(norm(name), None)
         key = norm(name)
         if key in by_name and by_name[key] != params:
-            ctx.problem(spec_sheet, rowno, f"{name} is also in row {first_row[key]} with another {value_col[0]}; "
-                                           "its codes are left out")
+            ctx.problem(
+                spec_sheet,
+                rowno,
+                f"{name} is also in row {first_row[key]} with another {value_col[0]}; its codes are left out",
+            )
             conflicting.add(key)
             continue
         if key in by_name:
@@ -413,8 +441,11 @@ def _drug_batch(ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, st
             continue
         if key not in by_name:
             if key in rejected:
-                ctx.problem(code_sheet, rowno, f"{name}: its row {rejected[key]} in sheet {spec_sheet.title} "
-                                               "could not be mapped")
+                ctx.problem(
+                    code_sheet,
+                    rowno,
+                    f"{name}: its row {rejected[key]} in sheet {spec_sheet.title} could not be mapped",
+                )
             else:
                 ctx.problem(code_sheet, rowno, f"药品通用名 {name} is not in sheet {spec_sheet.title}")
             continue
@@ -425,12 +456,19 @@ def _drug_batch(ctx: _Ctx, value_col: tuple[str, ...], mapper: Callable[[str, st
         keyed.append((rowno, {"code": code, "name": str(name).strip(), **by_name[key]}))
     for key, rowno in first_row.items():
         if key not in with_codes and key not in conflicting:
-            ctx.problem(spec_sheet, rowno, f"药品通用名 {key} has no codes in sheet {code_sheet.title}; nothing to match")
+            ctx.problem(
+                spec_sheet, rowno, f"药品通用名 {key} has no codes in sheet {code_sheet.title}; nothing to match"
+            )
     return _dedupe(ctx, code_sheet, keyed, ("code",))
 
 
-def _item_rows(ctx: _Ctx, sh: Sheet, code_cols: tuple[str, ...],
-               mapper: Callable[[tuple, int], dict | None], key_cols: tuple[str, ...] = ("code",)) -> list[dict]:
+def _item_rows(
+    ctx: _Ctx,
+    sh: Sheet,
+    code_cols: tuple[str, ...],
+    mapper: Callable[[tuple, int], dict | None],
+    key_cols: tuple[str, ...] = ("code",),
+) -> list[dict]:
     """Item batches: one row per service item; ``mapper`` gives its per-item parameters."""
     ccol = sh.col(*code_cols)
     ccol_name = next(c for c in code_cols if c in sh.header)
@@ -469,9 +507,16 @@ def map_b1_drug_gender(ctx: _Ctx) -> list[RuleOut]:
         return p
 
     rows = _drug_batch(ctx, ("限定对象",), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_gender", "国家第一批 限定性别的药品",
-                    ["code", "name", "gender"], rows,
-                    description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；限定对象 男 = 1、女 = 2")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_gender",
+            "国家第一批 限定性别的药品",
+            ["code", "name", "gender"],
+            rows,
+            description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；限定对象 男 = 1、女 = 2",
+        )
+    ]
 
 
 def map_b1_item_gender(ctx: _Ctx) -> list[RuleOut]:
@@ -488,9 +533,16 @@ def map_b1_item_gender(ctx: _Ctx) -> list[RuleOut]:
         return p
 
     rows = _item_rows(ctx, sh, ("国标代码", "项目编码", "项目代码"), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_gender", "国家第一批 限定性别的医疗服务项目",
-                    ["code", "name", "gender"], rows,
-                    description=f"{len(rows)} 个医疗服务项目；限定性别 男 = 1、女 = 2")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_gender",
+            "国家第一批 限定性别的医疗服务项目",
+            ["code", "name", "gender"],
+            rows,
+            description=f"{len(rows)} 个医疗服务项目；限定性别 男 = 1、女 = 2",
+        )
+    ]
 
 
 AGE_GROUPS = ("新生儿", "婴幼儿", "儿童")
@@ -504,9 +556,16 @@ def map_b1_drug_age(ctx: _Ctx) -> list[RuleOut]:
         return {"group": value}
 
     rows = _drug_batch(ctx, ("限定对象",), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_age", "国家第一批 限定年龄的药品",
-                    ["code", "name", "group"], rows,
-                    description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；group = 限定对象")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_age",
+            "国家第一批 限定年龄的药品",
+            ["code", "name", "group"],
+            rows,
+            description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；group = 限定对象",
+        )
+    ]
 
 
 def map_b1_item_age(ctx: _Ctx) -> list[RuleOut]:
@@ -523,9 +582,16 @@ def map_b1_item_age(ctx: _Ctx) -> list[RuleOut]:
         return {"group": value}
 
     rows = _item_rows(ctx, sh, ("国标代码", "项目编码", "项目代码"), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_age", "国家第一批 限定年龄的医疗服务项目",
-                    ["code", "name", "group"], rows,
-                    description=f"{len(rows)} 个医疗服务项目；group = 限定对象")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_age",
+            "国家第一批 限定年龄的医疗服务项目",
+            ["code", "name", "group"],
+            rows,
+            description=f"{len(rows)} 个医疗服务项目；group = 限定对象",
+        )
+    ]
 
 
 def map_b2(ctx: _Ctx) -> list[RuleOut]:
@@ -544,10 +610,17 @@ def map_b2(ctx: _Ctx) -> list[RuleOut]:
     # one code may belong to several surgery groups: each (code, group) is an item
     rows = _item_rows(ctx, sh, ("国标代码", "项目编码", "项目代码"), m, key_cols=("code", "group"))
     groups = sorted({r["group"] for r in rows})
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "secondary_procedure", "国家第二批 主次手术未按规定折价",
-                    ["code", "name", "group"], rows,
-                    description=f"{len(rows)} 个手术项目（{len({r['code'] for r in rows})} 个编码）分属 "
-                                f"{len(groups)} 个手术组：{'、'.join(groups)}；group = 限定值域")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "secondary_procedure",
+            "国家第二批 主次手术未按规定折价",
+            ["code", "name", "group"],
+            rows,
+            description=f"{len(rows)} 个手术项目（{len({r['code'] for r in rows})} 个编码）分属 "
+            f"{len(groups)} 个手术组：{'、'.join(groups)}；group = 限定值域",
+        )
+    ]
 
 
 def map_b3(ctx: _Ctx) -> list[RuleOut]:
@@ -559,9 +632,16 @@ def map_b3(ctx: _Ctx) -> list[RuleOut]:
         return {"allowed": allowed}
 
     rows = _drug_batch(ctx, ("限定对象", "限定值域"), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_insutype", "国家第三批 限定保险类型的药品",
-                    ["code", "name", "allowed"], rows,
-                    description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；工伤 = 410、生育 = 510")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_insutype",
+            "国家第三批 限定保险类型的药品",
+            ["code", "name", "allowed"],
+            rows,
+            description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；工伤 = 410、生育 = 510",
+        )
+    ]
 
 
 def map_b4(ctx: _Ctx) -> list[RuleOut]:
@@ -577,10 +657,17 @@ def map_b4(ctx: _Ctx) -> list[RuleOut]:
         return {"allowed": allowed, "med_types": med_types}
 
     rows = _drug_batch(ctx, ("限定值域", "限定对象"), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_visit_type", "国家第四批 限定就医方式的药品",
-                    ["code", "name", "allowed", "med_types"], rows,
-                    description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；住院 = inpatient"
-                                "（药品说明写明急诊或住院的，另允许 med_type 13 急诊）")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_visit_type",
+            "国家第四批 限定就医方式的药品",
+            ["code", "name", "allowed", "med_types"],
+            rows,
+            description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；住院 = inpatient"
+            "（药品说明写明急诊或住院的，另允许 med_type 13 急诊）",
+        )
+    ]
 
 
 def map_b5(ctx: _Ctx) -> list[RuleOut]:
@@ -592,9 +679,16 @@ def map_b5(ctx: _Ctx) -> list[RuleOut]:
         return {"min_level": level}
 
     rows = _drug_batch(ctx, ("限定值域", "限定对象"), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_hosp_level", "国家第五批 限定机构等级的药品",
-                    ["code", "name", "min_level"], rows,
-                    description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；二级 = 2、三级 = 3（及以上）")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_hosp_level",
+            "国家第五批 限定机构等级的药品",
+            ["code", "name", "min_level"],
+            rows,
+            description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；二级 = 2、三级 = 3（及以上）",
+        )
+    ]
 
 
 def _days(value: str) -> int | None:
@@ -618,17 +712,28 @@ def map_b6(ctx: _Ctx) -> list[RuleOut]:
             return None
         said = {cn_number(x) for x in _TEXT_DAYS.findall(norm(text))} - {None}
         if said and days not in said:
-            ctx.note(sh, rowno, f"限定值域 {value} but 药品说明 says {'/'.join(f'{d}天' for d in sorted(said))}; "
-                                f"used 限定值域 ({days} days)")
+            ctx.note(
+                sh,
+                rowno,
+                f"限定值域 {value} but 药品说明 says {'/'.join(f'{d}天' for d in sorted(said))}; "
+                f"used 限定值域 ({days} days)",
+            )
         return {"max_days": days}
 
     rows = _drug_batch(ctx, ("限定值域",), m)
     for r in rows:
         r["group"] = r["name"]
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "course_limit", "国家第六批 限定支付疗程的药品",
-                    ["code", "name", "max_days", "group"], rows,
-                    description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；max_days = 限定值域，"
-                                "同一药品通用名的各代码合为一组（group）")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "course_limit",
+            "国家第六批 限定支付疗程的药品",
+            ["code", "name", "max_days", "group"],
+            rows,
+            description=f"{_count_names(rows)} 个药品通用名、{len(rows)} 个药品代码；max_days = 限定值域，"
+            "同一药品通用名的各代码合为一组（group）",
+        )
+    ]
 
 
 WINDOWS = {"单日": "same_day", "单次就诊": "same_visit", "同一小时": "same_hour"}
@@ -669,19 +774,34 @@ def map_b7(ctx: _Ctx) -> list[RuleOut]:
         if window is None:
             ctx.problem(sh, rowno, f"频度 {freq!r} is not 单日, 单次就诊, N小时 or 同一小时")
             continue
-        keyed.append((rowno, {
-            "code": sec_code, "name": str(cell(row, sname) or "").strip(),
-            "main_code": main_code, "window": window, "main_name": str(cell(row, mname) or "").strip(),
-        }))
+        keyed.append(
+            (
+                rowno,
+                {
+                    "code": sec_code,
+                    "name": str(cell(row, sname) or "").strip(),
+                    "main_code": main_code,
+                    "window": window,
+                    "main_name": str(cell(row, mname) or "").strip(),
+                },
+            )
+        )
     rows = _dedupe(ctx, sh, keyed, ("code", "main_code"))
     by_window: dict[str, int] = {}
     for r in rows:
         by_window[r["window"]] = by_window.get(r["window"], 0) + 1
     shown = "、".join(f"{w} {n}" for w, n in sorted(by_window.items()))
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "duplicate_charge", "国家第七批 医疗服务项目重复收费",
-                    ["code", "name", "main_code", "window", "main_name"], rows,
-                    description=f"{len(rows)} 对主项/从项（code = 从项编码，main_code = 主项编码）；频度 单日 = same_day、"
-                                f"单次就诊 = same_visit、6小时 = hours:6、同一小时 = same_hour；按频度：{shown}")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "duplicate_charge",
+            "国家第七批 医疗服务项目重复收费",
+            ["code", "name", "main_code", "window", "main_name"],
+            rows,
+            description=f"{len(rows)} 对主项/从项（code = 从项编码，main_code = 主项编码）；频度 单日 = same_day、"
+            f"单次就诊 = same_visit、6小时 = hours:6、同一小时 = same_hour；按频度：{shown}",
+        )
+    ]
 
 
 def map_b8_1(ctx: _Ctx) -> list[RuleOut]:
@@ -706,9 +826,16 @@ def map_b8_1(ctx: _Ctx) -> list[RuleOut]:
         return None
 
     rows = _item_rows(ctx, sh, ("项目编码", "项目代码", "国标代码"), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "frequency_limit", "国家第八批-1 医疗服务项目限定频次",
-                    ["code", "name", "max_per_day"], rows,
-                    description=f"{len(rows)} 个医疗服务项目；max_per_day = 限制数量（数量单位 日/天 为次数，小时 为每日小时数）")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "frequency_limit",
+            "国家第八批-1 医疗服务项目限定频次",
+            ["code", "name", "max_per_day"],
+            rows,
+            description=f"{len(rows)} 个医疗服务项目；max_per_day = 限制数量（数量单位 日/天 为次数，小时 为每日小时数）",
+        )
+    ]
 
 
 def map_b8_2(ctx: _Ctx) -> list[RuleOut]:
@@ -717,9 +844,17 @@ def map_b8_2(ctx: _Ctx) -> list[RuleOut]:
         return []
     rows = _item_rows(ctx, sh, ("项目代码", "项目编码", "国标代码"), lambda row, rowno: {})
     lo, hi = WORKING_AGE
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "restrict_age", "国家第八批-2 医疗服务项目限定年龄（法定就业年龄）",
-                    ["code", "name"], rows, params={"min_age": lo, "max_age": hi},
-                    description=f"{len(rows)} 个医疗服务项目；参保人年龄超出法定就业年龄限制：{lo} 至 {hi} 岁")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "restrict_age",
+            "国家第八批-2 医疗服务项目限定年龄（法定就业年龄）",
+            ["code", "name"],
+            rows,
+            params={"min_age": lo, "max_age": hi},
+            description=f"{len(rows)} 个医疗服务项目；参保人年龄超出法定就业年龄限制：{lo} 至 {hi} 岁",
+        )
+    ]
 
 
 _COURSE_RES = (
@@ -773,20 +908,39 @@ def map_b8_3(ctx: _Ctx) -> list[RuleOut]:
         return {"max_days": days, "period": period}
 
     rows = _item_rows(ctx, sh, ("项目代码", "项目编码", "国标代码"), m)
-    course = [{"code": r["code"], "name": r["name"], "max_days": r["max_days"], "group": ""}
-              for r in rows if r["max_days"] is not None]
-    period = [{"code": r["code"], "name": r["name"], "max_count": r["period"][0], "period_days": r["period"][1]}
-              for r in rows if r["period"] is not None]
+    course = [
+        {"code": r["code"], "name": r["name"], "max_days": r["max_days"], "group": ""}
+        for r in rows
+        if r["max_days"] is not None
+    ]
+    period = [
+        {"code": r["code"], "name": r["name"], "max_count": r["period"][0], "period_days": r["period"][1]}
+        for r in rows
+        if r["period"] is not None
+    ]
     out = []
     if course:
-        out.append(RuleOut(f"NHSA-{ctx.spec.key}", "course_limit", "国家第八批-3 医疗服务项目限定支付疗程",
-                           ["code", "name", "max_days", "group"], course,
-                           description=f"{len(course)} 个医疗服务项目；max_days 取自备注（支付不超过N天，一年 = 365 天），每个编码自成一组"))
+        out.append(
+            RuleOut(
+                f"NHSA-{ctx.spec.key}",
+                "course_limit",
+                "国家第八批-3 医疗服务项目限定支付疗程",
+                ["code", "name", "max_days", "group"],
+                course,
+                description=f"{len(course)} 个医疗服务项目；max_days 取自备注（支付不超过N天，一年 = 365 天），每个编码自成一组",
+            )
+        )
     if period:
-        out.append(RuleOut(f"NHSA-{ctx.spec.key.removesuffix('-COURSE')}-PERIOD", "period_limit",
-                           "国家第八批-3 医疗服务项目限定疗程（间隔）",
-                           ["code", "name", "max_count", "period_days"], period,
-                           description=f"{len(period)} 个医疗服务项目；取自备注：每周最多一次 = 每 7 天 1 次，间隔不短于N天 = 每 N 天 1 次"))
+        out.append(
+            RuleOut(
+                f"NHSA-{ctx.spec.key.removesuffix('-COURSE')}-PERIOD",
+                "period_limit",
+                "国家第八批-3 医疗服务项目限定疗程（间隔）",
+                ["code", "name", "max_count", "period_days"],
+                period,
+                description=f"{len(period)} 个医疗服务项目；取自备注：每周最多一次 = 每 7 天 1 次，间隔不短于N天 = 每 N 天 1 次",
+            )
+        )
     return out
 
 
@@ -807,9 +961,16 @@ def map_b8_4(ctx: _Ctx) -> list[RuleOut]:
         return {"max_count": count, "period_days": days}
 
     rows = _item_rows(ctx, sh, ("项目代码", "项目编码", "国标代码"), m)
-    return [RuleOut(f"NHSA-{ctx.spec.key}", "period_limit", "国家第八批-4 医疗服务项目周期超频次",
-                    ["code", "name", "max_count", "period_days"], rows,
-                    description=f"{len(rows)} 个医疗服务项目；max_count = 频次上限，period_days = 疗程周期（天）")]
+    return [
+        RuleOut(
+            f"NHSA-{ctx.spec.key}",
+            "period_limit",
+            "国家第八批-4 医疗服务项目周期超频次",
+            ["code", "name", "max_count", "period_days"],
+            rows,
+            description=f"{len(rows)} 个医疗服务项目；max_count = 频次上限，period_days = 疗程周期（天）",
+        )
+    ]
 
 
 MAPPERS: dict[str, Callable[[_Ctx], list[RuleOut]]] = {
@@ -875,8 +1036,10 @@ def _yaml_text(rule: RuleOut, table: str) -> tuple[str, str]:
     }
     if rule.params:
         doc["params"] = rule.params
-    head = (f"# Generated by `medaudit rules import-nhsa` from {rule.source}.\n"
-            "# Do not edit: re-import the national workbook instead (the version is a digest of the content).\n")
+    head = (
+        f"# Generated by `medaudit rules import-nhsa` from {rule.source}.\n"
+        "# Do not edit: re-import the national workbook instead (the version is a digest of the content).\n"
+    )
     body = yaml.safe_dump({"rules": [doc]}, allow_unicode=True, sort_keys=False, width=1000)
     return head + body, csv_text
 
@@ -884,8 +1047,10 @@ def _yaml_text(rule: RuleOut, table: str) -> tuple[str, str]:
 def find_workbooks(folder: Path) -> tuple[list[Path], list[Path]]:
     """The workbooks to read (.xlsx, .xlsm) and the old-format ones that cannot be (.xls, .et)."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("~$", ".")))
-    return ([p for p in files if p.suffix.lower() in (".xlsx", ".xlsm")],
-            [p for p in files if p.suffix.lower() in (".xls", ".et")])
+    return (
+        [p for p in files if p.suffix.lower() in (".xlsx", ".xlsm")],
+        [p for p in files if p.suffix.lower() in (".xls", ".et")],
+    )
 
 
 def import_batches(folder: str | Path, out: str | Path) -> ImportResult:
@@ -906,14 +1071,25 @@ def import_batches(folder: str | Path, out: str | Path) -> ImportResult:
             continue
         by_name, by_cols = spec_from_name(path.name), spec_from_columns(sheets)
         if by_name and by_cols and by_name.key != by_cols.key:
-            result.problems.append(RowProblem(
-                path.name, "", 0,
-                f"the file name says {by_name.title} but the columns are those of {by_cols.title}; left out"))
+            result.problems.append(
+                RowProblem(
+                    path.name,
+                    "",
+                    0,
+                    f"the file name says {by_name.title} but the columns are those of {by_cols.title}; left out",
+                )
+            )
             continue
         spec = by_name or by_cols
         if spec is None:
-            result.problems.append(RowProblem(
-                path.name, "", 0, "not recognised as a national knowledge batch (neither by its name nor by its columns)"))
+            result.problems.append(
+                RowProblem(
+                    path.name,
+                    "",
+                    0,
+                    "not recognised as a national knowledge batch (neither by its name nor by its columns)",
+                )
+            )
             continue
         if by_name is None:
             result.notes.append(RowProblem(path.name, "", 0, f"recognised by its columns as {spec.title}"))
@@ -927,14 +1103,19 @@ def import_batches(folder: str | Path, out: str | Path) -> ImportResult:
         if len(found) > 1:
             names = "、".join(p.name for p, _ in found)
             for p, _ in found:
-                result.problems.append(RowProblem(
-                    p.name, "", 0, f"{len(found)} workbooks are {spec.title} ({names}); keep one, all are left out"))
+                result.problems.append(
+                    RowProblem(
+                        p.name, "", 0, f"{len(found)} workbooks are {spec.title} ({names}); keep one, all are left out"
+                    )
+                )
             continue
         path, sheets = found[0]
         result.files[spec.key] = path.name
         for rule in MAPPERS[spec.key](_Ctx(spec, path, sheets, result)):
             if not rule.rows:
-                result.problems.append(RowProblem(path.name, "", 0, f"{rule.rule_id}: no row could be mapped; no rule written"))
+                result.problems.append(
+                    RowProblem(path.name, "", 0, f"{rule.rule_id}: no row could be mapped; no rule written")
+                )
                 continue
             rule.source = path.name
             rule.basis = f"国家医保局智能监管规则库知识点 {spec.title}，工作簿 {path.name}"

@@ -36,8 +36,10 @@ CONFIG_FILE = "medaudit.toml"
 CONFIG_KEYS = ("memory_limit", "temp_dir")
 
 # what DuckDB accepts for a size (it checks again; this only keeps the message ours)
-_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|bytes?|KB|MB|GB|TB|KiB|MiB|GiB|TiB|kilobytes?|megabytes?|gigabytes?|terabytes?)\s*$",
-                   re.IGNORECASE)
+_SIZE = re.compile(
+    r"^\s*\d+(\.\d+)?\s*(B|bytes?|KB|MB|GB|TB|KiB|MiB|GiB|TiB|kilobytes?|megabytes?|gigabytes?|terabytes?)\s*$",
+    re.IGNORECASE,
+)
 
 
 class ResourceError(ValueError):
@@ -97,8 +99,9 @@ def read_config(path: Path, required: bool) -> Resources:
 _current = Resources()
 
 
-def configure(memory_limit: str | None = None, temp_dir: str | Path | None = None,
-              config: Path | None = None) -> Resources:
+def configure(
+    memory_limit: str | None = None, temp_dir: str | Path | None = None, config: Path | None = None
+) -> Resources:
     """Set what every later :func:`medaudit.db.connect` applies: command-line values over the
     config file (``config``, else ``medaudit.toml`` in the working folder) over the defaults."""
     global _current

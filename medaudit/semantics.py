@@ -50,22 +50,53 @@ class Expr:
         raise NotImplementedError
 
     # arithmetic and comparison (SQL's NULL rules in Python)
-    def __add__(self, o): return Call("+", self, o)
-    def __sub__(self, o): return Call("-", self, o)
-    def __mul__(self, o): return Call("*", self, o)
-    def __rmul__(self, o): return Call("*", o, self)
-    def __lt__(self, o): return Call("<", self, o)
-    def __le__(self, o): return Call("<=", self, o)
-    def __gt__(self, o): return Call(">", self, o)
-    def __ge__(self, o): return Call(">=", self, o)
-    def eq(self, o): return Call("=", self, o)
-    def ne(self, o): return Call("<>", self, o)
-    def __and__(self, o): return Call("AND", self, o)
-    def __or__(self, o): return Call("OR", self, o)
-    def __invert__(self): return Call("NOT", self)
-    def is_null(self): return IsNull(self)
-    def isin(self, *values): return In(self, tuple(values))
-    def cast(self, sql_type: str): return Cast(self, sql_type)
+    def __add__(self, o):
+        return Call("+", self, o)
+
+    def __sub__(self, o):
+        return Call("-", self, o)
+
+    def __mul__(self, o):
+        return Call("*", self, o)
+
+    def __rmul__(self, o):
+        return Call("*", o, self)
+
+    def __lt__(self, o):
+        return Call("<", self, o)
+
+    def __le__(self, o):
+        return Call("<=", self, o)
+
+    def __gt__(self, o):
+        return Call(">", self, o)
+
+    def __ge__(self, o):
+        return Call(">=", self, o)
+
+    def eq(self, o):
+        return Call("=", self, o)
+
+    def ne(self, o):
+        return Call("<>", self, o)
+
+    def __and__(self, o):
+        return Call("AND", self, o)
+
+    def __or__(self, o):
+        return Call("OR", self, o)
+
+    def __invert__(self):
+        return Call("NOT", self)
+
+    def is_null(self):
+        return IsNull(self)
+
+    def isin(self, *values):
+        return In(self, tuple(values))
+
+    def cast(self, sql_type: str):
+        return Cast(self, sql_type)
 
 
 _SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?|-?[0-9.]+|[A-Za-z_][A-Za-z0-9_]*\([^()]*\)")
@@ -172,11 +203,31 @@ def case(*whens: tuple, default: Any) -> Expr:
 
 
 #: operators and functions: SQL form, Python helper (each helper follows SQL's NULL rules)
-_INFIX = {"+": "_add", "-": "_sub", "*": "_mul", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge", "=": "_eq",
-          "<>": "_ne", "AND": "_and", "OR": "_or"}
-_FUNCS = {"NOT": "_not", "greatest": "_greatest", "least": "_least", "year": "_year", "month": "_month",
-          "day": "_day", "xdiv": "xdiv", "list_contains": "_list_contains", "day_diff": "_day_diff",
-          "coalesce": "_coalesce"}
+_INFIX = {
+    "+": "_add",
+    "-": "_sub",
+    "*": "_mul",
+    "<": "_lt",
+    "<=": "_le",
+    ">": "_gt",
+    ">=": "_ge",
+    "=": "_eq",
+    "<>": "_ne",
+    "AND": "_and",
+    "OR": "_or",
+}
+_FUNCS = {
+    "NOT": "_not",
+    "greatest": "_greatest",
+    "least": "_least",
+    "year": "_year",
+    "month": "_month",
+    "day": "_day",
+    "xdiv": "xdiv",
+    "list_contains": "_list_contains",
+    "day_diff": "_day_diff",
+    "coalesce": "_coalesce",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,15 +254,40 @@ class Call(Expr):
         return f"{fn}({', '.join(x.py() for x in self.args)})"
 
 
-def greatest(*xs): return Call("greatest", *xs)
-def least(*xs): return Call("least", *xs)
-def year(x): return Call("year", x)
-def month(x): return Call("month", x)
-def day(x): return Call("day", x)
-def xdiv_(a, b): return Call("xdiv", a, b)
-def list_contains(lst, x): return Call("list_contains", lst, x)
-def day_diff(a, b): return Call("day_diff", a, b)
-def coalesce(*xs): return Call("coalesce", *xs)
+def greatest(*xs):
+    return Call("greatest", *xs)
+
+
+def least(*xs):
+    return Call("least", *xs)
+
+
+def year(x):
+    return Call("year", x)
+
+
+def month(x):
+    return Call("month", x)
+
+
+def day(x):
+    return Call("day", x)
+
+
+def xdiv_(a, b):
+    return Call("xdiv", a, b)
+
+
+def list_contains(lst, x):
+    return Call("list_contains", lst, x)
+
+
+def day_diff(a, b):
+    return Call("day_diff", a, b)
+
+
+def coalesce(*xs):
+    return Call("coalesce", *xs)
 
 
 # ---------------------------------------------------------------------------- Python helpers (SQL's rules)
@@ -229,21 +305,64 @@ def xdiv(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     return WIDE.divide(a8, b8).quantize(Q12, rounding=ROUND_DOWN, context=WIDE)
 
 
-def _add(a, b): return None if a is None or b is None else a + b
-def _sub(a, b): return None if a is None or b is None else a - b
-def _mul(a, b): return None if a is None or b is None else a * b
-def _lt(a, b): return None if a is None or b is None else a < b
-def _le(a, b): return None if a is None or b is None else a <= b
-def _gt(a, b): return None if a is None or b is None else a > b
-def _ge(a, b): return None if a is None or b is None else a >= b
-def _eq(a, b): return None if a is None or b is None else a == b
-def _ne(a, b): return None if a is None or b is None else a != b
-def _not(a): return None if a is None else not a
-def _in(a, vals): return None if a is None else a in vals
-def _year(d): return None if d is None else d.year
-def _month(d): return None if d is None else d.month
-def _day(d): return None if d is None else d.day
-def _day_diff(a, b): return None if a is None or b is None else (_date(b) - _date(a)).days
+def _add(a, b):
+    return None if a is None or b is None else a + b
+
+
+def _sub(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _mul(a, b):
+    return None if a is None or b is None else a * b
+
+
+def _lt(a, b):
+    return None if a is None or b is None else a < b
+
+
+def _le(a, b):
+    return None if a is None or b is None else a <= b
+
+
+def _gt(a, b):
+    return None if a is None or b is None else a > b
+
+
+def _ge(a, b):
+    return None if a is None or b is None else a >= b
+
+
+def _eq(a, b):
+    return None if a is None or b is None else a == b
+
+
+def _ne(a, b):
+    return None if a is None or b is None else a != b
+
+
+def _not(a):
+    return None if a is None else not a
+
+
+def _in(a, vals):
+    return None if a is None else a in vals
+
+
+def _year(d):
+    return None if d is None else d.year
+
+
+def _month(d):
+    return None if d is None else d.month
+
+
+def _day(d):
+    return None if d is None else d.day
+
+
+def _day_diff(a, b):
+    return None if a is None or b is None else (_date(b) - _date(a)).days
 
 
 def _and(a, b):
@@ -326,6 +445,7 @@ class Piece:
 def piece(*args: str) -> Callable[[Callable[..., Expr]], Piece]:
     def wrap(build: Callable[..., Expr]) -> Piece:
         return Piece(build, args)
+
     return wrap
 
 
@@ -342,8 +462,10 @@ def ownpay(amt, ownpay0):
 def deductible(amt, ownpay0, chrgitm_lv, hosp_appr_flag):
     """What the fund paid for the line and a finding may take back: amount less own-pay; 0 for a
     class C item (``chrgitm_lv`` 03) or a line switched to self-pay (``hosp_appr_flag`` 2)."""
-    return case((chrgitm_lv.eq("03") | hosp_appr_flag.eq("2"), 0),
-                default=greatest(amt - least(greatest(ownpay0, 0), greatest(amt, 0)), 0)).cast("DECIMAL(18,4)")
+    return case(
+        (chrgitm_lv.eq("03") | hosp_appr_flag.eq("2"), 0),
+        default=greatest(amt - least(greatest(ownpay0, 0), greatest(amt, 0)), 0),
+    ).cast("DECIMAL(18,4)")
 
 
 @piece("overcharge", "deductible", "amt")
@@ -352,9 +474,11 @@ def fund_share_claim(overcharge, deductible, amt):
     (deductible / amt), never more than the deductible, 0 when there is no overcharge. Exact:
     ``xdiv`` divides in integers; every branch DECIMAL(38,12) (a CASE of (38,8) and (38,12)
     would round to 8 decimals). One definition for every type that claims part of a line."""
-    return case((overcharge <= 0, Lit(0).cast("DECIMAL(38,12)")),
-                (deductible.eq(amt), least(overcharge, deductible).cast("DECIMAL(38,12)")),
-                default=least(xdiv_(overcharge * deductible, amt), deductible).cast("DECIMAL(38,12)"))
+    return case(
+        (overcharge <= 0, Lit(0).cast("DECIMAL(38,12)")),
+        (deductible.eq(amt), least(overcharge, deductible).cast("DECIMAL(38,12)")),
+        default=least(xdiv_(overcharge * deductible, amt), deductible).cast("DECIMAL(38,12)"),
+    )
 
 
 # ============================================================================ the person and the institution
@@ -384,32 +508,63 @@ def age_days(birth, d):
 # ============================================================================ which rule applies
 
 
-@piece("valid_from", "valid_to", "scope_med_types", "scope_levels", "scope_institutions",
-       "day", "med_type", "inst_level", "fixmedins_code")
-def rule_in_force(valid_from, valid_to, scope_med_types, scope_levels, scope_institutions,
-                  day, med_type, inst_level, fixmedins_code):
+@piece(
+    "valid_from",
+    "valid_to",
+    "scope_med_types",
+    "scope_levels",
+    "scope_institutions",
+    "day",
+    "med_type",
+    "inst_level",
+    "fixmedins_code",
+)
+def rule_in_force(
+    valid_from, valid_to, scope_med_types, scope_levels, scope_institutions, day, med_type, inst_level, fixmedins_code
+):
     """A rule is in force on ``day`` (validity dates inclusive, either may be open) and its scope
     (visit types, institution levels, institutions; each NULL: any) admits the visit."""
-    return ((valid_from.is_null() | (day >= valid_from))
-            & (valid_to.is_null() | (day <= valid_to))
-            & (scope_med_types.is_null() | list_contains(scope_med_types, med_type))
-            & (scope_levels.is_null() | list_contains(scope_levels, inst_level))
-            & (scope_institutions.is_null() | list_contains(scope_institutions, fixmedins_code)))
+    return (
+        (valid_from.is_null() | (day >= valid_from))
+        & (valid_to.is_null() | (day <= valid_to))
+        & (scope_med_types.is_null() | list_contains(scope_med_types, med_type))
+        & (scope_levels.is_null() | list_contains(scope_levels, inst_level))
+        & (scope_institutions.is_null() | list_contains(scope_institutions, fixmedins_code))
+    )
 
 
 def rule_in_force_sql(r: str, day: str, v: str) -> str:
     """:data:`rule_in_force` for rule row ``r`` (``r_all`` columns) on ``day``, visit columns of ``v``."""
-    return rule_in_force.sql(f"{r}.valid_from", f"{r}.valid_to", f"{r}.scope_med_types", f"{r}.scope_levels",
-                             f"{r}.scope_institutions", day, f"{v}.med_type", f"{v}.inst_level",
-                             f"{v}.fixmedins_code")
+    return rule_in_force.sql(
+        f"{r}.valid_from",
+        f"{r}.valid_to",
+        f"{r}.scope_med_types",
+        f"{r}.scope_levels",
+        f"{r}.scope_institutions",
+        day,
+        f"{v}.med_type",
+        f"{v}.inst_level",
+        f"{v}.fixmedins_code",
+    )
 
 
 def rule_applies_py(rule: Any, day: dt.date, line: dict) -> bool:
     """:data:`rule_in_force` for a :class:`medaudit.library.Rule` and a line (a dict of ``lines`` columns)."""
     sc = rule.scope
-    return rule_in_force.py(rule.valid_from, rule.valid_to, sc.get("med_types"), sc.get("hosp_levels"),
-                            sc.get("institutions"), day, line["med_type"], line["inst_level"],
-                            line["fixmedins_code"]) is True
+    return (
+        rule_in_force.py(
+            rule.valid_from,
+            rule.valid_to,
+            sc.get("med_types"),
+            sc.get("hosp_levels"),
+            sc.get("institutions"),
+            day,
+            line["med_type"],
+            line["inst_level"],
+            line["fixmedins_code"],
+        )
+        is True
+    )
 
 
 # ============================================================================ the catalogue
@@ -429,8 +584,9 @@ def catalogue_in_force(begndate, enddate, day):
 
 def catalogue_in_force_sql(h: str, line: str) -> str:
     """SQL condition: catalogue row ``h`` (of ``hilist``) is the line's code, in force on its fee date."""
-    return (f"{h}.hilist_code = {line}.hilist_code AND "
-            + catalogue_in_force.sql(f"{h}.begndate", f"{h}.enddate", f"{line}.fee_date"))
+    return f"{h}.hilist_code = {line}.hilist_code AND " + catalogue_in_force.sql(
+        f"{h}.begndate", f"{h}.enddate", f"{line}.fee_date"
+    )
 
 
 def catalogue_caps_sql(lines: str = "lines") -> str:
@@ -444,15 +600,17 @@ def catalogue_caps_sql(lines: str = "lines") -> str:
                       max(h.lv3_pric) AS cap_lv3
                FROM (SELECT DISTINCT l.hilist_code, l.fee_date FROM {lines} l
                      SEMI JOIN hilist k ON k.hilist_code = l.hilist_code) d
-               JOIN hilist h ON {catalogue_in_force_sql('h', 'd')}
+               JOIN hilist h ON {catalogue_in_force_sql("h", "d")}
                GROUP BY d.hilist_code, d.fee_date"""
 
 
 def catalogue_caps_join(line: str, caps: str = "k", lines: str = "lines") -> str:
     """``LEFT JOIN`` of :func:`catalogue_caps_sql` as ``caps`` to the line row ``line`` (on its
     code and fee date): what a type writes after its FROM to read :func:`catalogue_cap_sql`."""
-    return (f"LEFT JOIN ({catalogue_caps_sql(lines)}) {caps} "
-            f"ON {caps}.hilist_code = {line}.hilist_code AND {caps}.fee_date = {line}.fee_date")
+    return (
+        f"LEFT JOIN ({catalogue_caps_sql(lines)}) {caps} "
+        f"ON {caps}.hilist_code = {line}.hilist_code AND {caps}.fee_date = {line}.fee_date"
+    )
 
 
 def catalogue_cap_sql(line: str, caps: str) -> str:
@@ -530,31 +688,48 @@ def matched_sql(p: str, lines: str, has_code: bool, has_prefix: bool, has_all: b
     # table, not to the lines): the check is then a filter on the matched rows, evaluated where
     # the type's own joins have already cut them down (joined to the lines, it ran on every line
     # before them: 0.65 s -> 0.08 s for after_death at 1M lines)
-    pb = (f"(SELECT p.*, r.valid_from AS __vf, r.valid_to AS __vt, r.scope_med_types AS __smt, "
-          f"r.scope_levels AS __sl, r.scope_institutions AS __si FROM {p} p JOIN r_all r ON r.rule_key = p.rule_key)")
+    pb = (
+        f"(SELECT p.*, r.valid_from AS __vf, r.valid_to AS __vt, r.scope_med_types AS __smt, "
+        f"r.scope_levels AS __sl, r.scope_institutions AS __si FROM {p} p JOIN r_all r ON r.rule_key = p.rule_key)"
+    )
     branches = []
     if has_code:
-        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['code']} AS __pri "
-                        f"FROM {lines} l JOIN {pb} p ON l.hilist_code = p.code")
+        branches.append(
+            f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['code']} AS __pri "
+            f"FROM {lines} l JOIN {pb} p ON l.hilist_code = p.code"
+        )
     if has_prefix:
         branches.append(
-            f"""SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['prefix']} AS __pri
+            f"""SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri["prefix"]} AS __pri
                 FROM (SELECT l.*, k.n AS __n, left(l.hilist_code, k.n) AS __head FROM {lines} l,
                       (SELECT DISTINCT length(prefix) AS n FROM {p} WHERE prefix IS NOT NULL) k) l
                 -- a code shorter than a prefix length gives itself as its head: the length must agree too
                 JOIN {pb} p ON p.prefix = l.__head AND length(p.prefix) = l.__n"""
         )
     if has_all:
-        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['all']} AS __pri "
-                        f"FROM {lines} l JOIN {pb} p ON p.match_all")
+        branches.append(
+            f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), {pri['all']} AS __pri "
+            f"FROM {lines} l JOIN {pb} p ON p.match_all"
+        )
     if not branches:
-        branches.append(f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {pb} p ON FALSE")
+        branches.append(
+            f"SELECT l.*, p.* EXCLUDE (code, prefix, match_all), 0 AS __pri FROM {lines} l JOIN {pb} p ON FALSE"
+        )
     union = "\nUNION ALL BY NAME\n".join(branches)
     once = "QUALIFY row_number() OVER (PARTITION BY x.rule_key, x.bkkp_sn ORDER BY x.__pri) = 1" if dedupe else ""
-    in_force = rule_in_force.sql("x.__vf", "x.__vt", "x.__smt", "x.__sl", "x.__si", "x.fee_date",
-                                 "x.med_type", "x.inst_level", "x.fixmedins_code")
+    in_force = rule_in_force.sql(
+        "x.__vf",
+        "x.__vt",
+        "x.__smt",
+        "x.__sl",
+        "x.__si",
+        "x.fee_date",
+        "x.med_type",
+        "x.inst_level",
+        "x.fixmedins_code",
+    )
     return f"""
-        SELECT x.* EXCLUDE (__pri, __vf, __vt, __smt, __sl, __si{', __n, __head' if has_prefix else ''}) FROM ({union}) x
+        SELECT x.* EXCLUDE (__pri, __vf, __vt, __smt, __sl, __si{", __n, __head" if has_prefix else ""}) FROM ({union}) x
         WHERE {in_force}
         {once}
         """

@@ -100,8 +100,13 @@ class Batch:
     def refund(self, sn: str, cnt="-1", **kw) -> str:
         orig = next(r for r in self.rows["fee_list_d"] if r["bkkp_sn"] == sn)
         return self.line(
-            orig["mdtrt_id"], orig["hilist_code"], cnt=cnt, pric=orig["pric"], time=orig["fee_ocur_time"],
-            init_feedetl_sn=sn, **kw,
+            orig["mdtrt_id"],
+            orig["hilist_code"],
+            cnt=cnt,
+            pric=orig["pric"],
+            time=orig["fee_ocur_time"],
+            init_feedetl_sn=sn,
+            **kw,
         )
 
     def diag(self, mdtrt_id: str, code: str, main: bool = True) -> None:

@@ -14,9 +14,9 @@ from medaudit import analysis as an, cli, db
 from medaudit.commands import analyze as analyze_cmd
 from medaudit.loader import load_batch
 
-DRUG = "XA10BAD010A001010104486"    # list_type 101
-CONS = "C0101010101010101"          # list_type 301
-ITEM = "001102000010000"            # list_type 201
+DRUG = "XA10BAD010A001010104486"  # list_type 101
+CONS = "C0101010101010101"  # list_type 301
+ITEM = "001102000010000"  # list_type 201
 
 
 def load(b: Batch, tmp_path):
@@ -93,7 +93,7 @@ def test_percentiles_among_same_level_peers(tmp_path):
     for k, cost in enumerate([100, 200, 300, 400, 500], start=1):
         for _ in range(2):
             b.line(b.visit(fixmedins_code=f"H{k}", hosp_lv="05"), ITEM, pric=str(cost))
-    b.line(b.visit(fixmedins_code="H6", hosp_lv="05"), ITEM, pric="900")     # 1 visit: no value, no peer
+    b.line(b.visit(fixmedins_code="H6", hosp_lv="05"), ITEM, pric="900")  # 1 visit: no value, no peer
     for _ in range(2):
         b.line(b.visit(fixmedins_code="H9", hosp_lv="01"), ITEM, pric="999")  # level 3: alone
     con = load(b, tmp_path)
@@ -112,8 +112,15 @@ def test_percentiles_among_same_level_peers(tmp_path):
 
 
 def stay(b, psn, begin, end, diag, dept="D01", inst="H001", amt="100", **kw):
-    v = b.visit(psn_no=psn, fixmedins_code=inst, med_type="21", adm_dept_codg=dept,
-                begntime=f"{begin} 08:00:00", endtime=f"{end} 10:00:00", **kw)
+    v = b.visit(
+        psn_no=psn,
+        fixmedins_code=inst,
+        med_type="21",
+        adm_dept_codg=dept,
+        begntime=f"{begin} 08:00:00",
+        endtime=f"{end} 10:00:00",
+        **kw,
+    )
     b.diag(v, diag)
     b.line(v, ITEM, pric=amt, med_chrgitm_type="01")
     return v
@@ -121,14 +128,14 @@ def stay(b, psn, begin, end, diag, dept="D01", inst="H001", amt="100", **kw):
 
 def test_los_cost_per_bed_day_and_readmission_as_the_readmission_type(tmp_path):
     b = Batch()
-    stay(b, "P1", "2026-03-01", "2026-03-04", "J18.900")              # 3 days
-    stay(b, "P1", "2026-03-09", "2026-03-10", "J18.000")              # 5 days after: readmission (J18)
-    stay(b, "P2", "2026-03-01", "2026-03-03", "K35.800")              # 2 days
-    stay(b, "P2", "2026-03-13", "2026-03-19", "J18.900")              # other diagnosis group: not one
+    stay(b, "P1", "2026-03-01", "2026-03-04", "J18.900")  # 3 days
+    stay(b, "P1", "2026-03-09", "2026-03-10", "J18.000")  # 5 days after: readmission (J18)
+    stay(b, "P2", "2026-03-01", "2026-03-03", "K35.800")  # 2 days
+    stay(b, "P2", "2026-03-13", "2026-03-19", "J18.900")  # other diagnosis group: not one
     stay(b, "P3", "2026-03-01", "2026-03-02", "C34.900")
     stay(b, "P3", "2026-03-05", "2026-03-06", "C34.900", amt="60")  # planned chemotherapy: Z51 not counted
     b.diag(b.rows["mdtrt_d"][-1]["mdtrt_id"], "Z51.102", main=False)
-    b.line(b.visit(adm_dept_codg="D01"), DRUG, pric="50")              # an outpatient visit of D01
+    b.line(b.visit(adm_dept_codg="D01"), DRUG, pric="50")  # an outpatient visit of D01
     con = load(b, tmp_path)
     a = run(con, level="department", min_visits=1, min_stays=1)
     r = by(a, "D01")
@@ -160,7 +167,7 @@ def test_doctors_are_compared_within_their_main_department(tmp_path):
     a = run(load(b, tmp_path), level="doctor", min_visits=2)
     p = {a.entity_code(r): (r["main_dept"], r["p_drug_share"]) for r in a.rows}
     assert p["D01-DR1"] == ("D01", 0) and p["D01-DR5"] == ("D01", pytest.approx(80))
-    assert p["DR9"] == ("D01", 100)           # top of D01 (6 peers), though below D02's doctors
+    assert p["DR9"] == ("D01", 100)  # top of D01 (6 peers), though below D02's doctors
     assert p["D02-DR1"] == ("D02", 0) and p["D02-DR5"] == ("D02", 100)
 
 
@@ -180,8 +187,10 @@ def test_period_filters_stage_and_months(tmp_path):
     q1 = run(con, period=an.parse_period(year="2026"), min_visits=1)
     assert [(m["month"], m["visits"]) for m in q1.months] == [("2026-03", 2), ("2026-04", 3), ("2026-07", 1)]
     assert [(m["month"], m["visits"]) for m in q1.pool_months] == [("2026-03", 2), ("2026-04", 3), ("2026-07", 1)]
-    assert by(run(con, period=an.parse_period(date_from="2026-03-11", date_to="2026-04"), min_visits=1),
-              "H001")["visits"] == 4
+    assert (
+        by(run(con, period=an.parse_period(date_from="2026-03-11", date_to="2026-04"), min_visits=1), "H001")["visits"]
+        == 4
+    )
     assert by(run(con, diag_prefix="j18", min_visits=1), "H001")["visits"] == 3
     assert run(con, med_type_group="inpatient").rows == []
     # the open stay is in process, not settled
@@ -192,11 +201,13 @@ def test_period_filters_stage_and_months(tmp_path):
 def test_periods_are_read_strictly():
     assert an.parse_period(quarter="2026Q1") == an.Period(dt.date(2026, 1, 1), dt.date(2026, 3, 31), "2026Q1")
     assert an.parse_period(period="2024-02").hi == dt.date(2024, 2, 29)
-    for kw, msg in (({"period": "2026-13"}, "--period '2026-13' is not a month"),
-                    ({"quarter": "2026Q5"}, "--quarter '2026Q5' is not a quarter"),
-                    ({"year": "26"}, "--year '26' is not a year"),
-                    ({"date_from": "2026-04-01", "date_to": "2026-03-01"}, "is after --to"),
-                    ({"period": "2026-03", "year": "2026"}, "give one period, not --period and --year")):
+    for kw, msg in (
+        ({"period": "2026-13"}, "--period '2026-13' is not a month"),
+        ({"quarter": "2026Q5"}, "--quarter '2026Q5' is not a quarter"),
+        ({"year": "26"}, "--year '26' is not a year"),
+        ({"date_from": "2026-04-01", "date_to": "2026-03-01"}, "is after --to"),
+        ({"period": "2026-03", "year": "2026"}, "give one period, not --period and --year"),
+    ):
         with pytest.raises(an.AnalysisError, match=re.escape(msg)):
             an.parse_period(**kw)
     with pytest.raises(an.AnalysisError, match="--diag-prefix"):
@@ -217,14 +228,32 @@ def test_cli_table_fits_80_columns_and_writes_xlsx_and_html(tmp_path, cli_run):
     b = Batch()
     for k in range(1, 7):
         for _ in range(3):
-            v = b.visit(fixmedins_code=f"H00{k}", fixmedins_name=f"第{k}人民医院（一个很长很长很长很长的医院名称）",
-                        adm_dept_codg="D01")
+            v = b.visit(
+                fixmedins_code=f"H00{k}",
+                fixmedins_name=f"第{k}人民医院（一个很长很长很长很长的医院名称）",
+                adm_dept_codg="D01",
+            )
             b.line(v, DRUG, pric=str(10 * k))
             b.line(v, ITEM, pric="50", med_chrgitm_type="03")
     load(b, tmp_path).close()
     out, page = tmp_path / "a.xlsx", tmp_path / "a.html"
-    r = cli_run(["analyze", "--db", tmp_path / "t.duckdb", "--year", "2026", "--min-visits", "3",
-                 "--highlight", "H004", "--out", out, "--html", page])
+    r = cli_run(
+        [
+            "analyze",
+            "--db",
+            tmp_path / "t.duckdb",
+            "--year",
+            "2026",
+            "--min-visits",
+            "3",
+            "--highlight",
+            "H004",
+            "--out",
+            out,
+            "--html",
+            page,
+        ]
+    )
     assert r.exit_code == 0, r.output
     long = [line for line in r.output.splitlines() if cell_len(line) > 80]
     assert not long, long

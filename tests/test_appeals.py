@@ -43,8 +43,13 @@ def test_export_lists_open_findings_with_evidence_amounts_deadline_and_masked_pe
     ws, header, rows = rows_of(res.path)
     assert header[-2:] == ["申诉理由", "附件"]
     by = {(r["就诊ID"], r["规则编号"]): r for r in rows}
-    assert set(by) == {(v["sex"], "R-SEX-001"), (v["both"], "R-SEX-001"), (v["both"], "R-FRQ-001"),
-                       (v["bed"], "R-FRQ-001"), (v["age"], "R-AGE-001")}
+    assert set(by) == {
+        (v["sex"], "R-SEX-001"),
+        (v["both"], "R-SEX-001"),
+        (v["both"], "R-FRQ-001"),
+        (v["bed"], "R-FRQ-001"),
+        (v["age"], "R-AGE-001"),
+    }
     sex = by[(v["sex"], "R-SEX-001")]
     assert sex["参保人"] == "张*" and sex["证件号"] == "**************1234"
     assert sex["申诉截止日"] == "2026-04-15" and sex["状态"] == "待申诉 (pending_appeal)"
@@ -75,13 +80,18 @@ def test_import_files_good_rows_and_refuses_the_rest_with_reasons(tmp_path, monk
     age = finding(con, v["age"], "R-AGE-001")["id"]
     exported = appeals.export_workbook(con, "H001", "2026-03", tmp_path / "h001.xlsx", clock("2026-04-02")).path
     (tmp_path / "病历.pdf").write_bytes(b"scan of the record")
-    filled = fill(exported, tmp_path / "h001_filled.xlsx", {
-        sex: ("患者为女性，HIS 登记错误", "病历.pdf"),
-        both_sex: ("同上", "缺失的文件.pdf"),
-        both_frq: ("", "病历.pdf"),               # attachment but no reason
-        age: ("不是儿童药", ""),                   # a suspect awaiting review: not open for appeal
-        # bed left untouched: the hospital accepts it
-    }, extra_rows=[{"疑点编号": sex, "申诉理由": "重复的一行"}])
+    filled = fill(
+        exported,
+        tmp_path / "h001_filled.xlsx",
+        {
+            sex: ("患者为女性，HIS 登记错误", "病历.pdf"),
+            both_sex: ("同上", "缺失的文件.pdf"),
+            both_frq: ("", "病历.pdf"),  # attachment but no reason
+            age: ("不是儿童药", ""),  # a suspect awaiting review: not open for appeal
+            # bed left untouched: the hospital accepts it
+        },
+        extra_rows=[{"疑点编号": sex, "申诉理由": "重复的一行"}],
+    )
     res = appeals.import_workbook(con, filled, "医保办 王芳", "H001", clock=clock("2026-04-10"))
     assert res.institution == "H001"
     assert [fid for _, fid in res.filed] == [sex]
@@ -94,10 +104,14 @@ def test_import_files_good_rows_and_refuses_the_rest_with_reasons(tmp_path, monk
     assert "appealed" in why[sex]  # the duplicate row: already appealed by the first one
     assert finding(con, v["sex"], "R-SEX-001")["status"] == "appealed"
     for fid in (both_sex, both_frq, bed):
-        assert con.execute("SELECT status FROM findings WHERE finding_id = ?", [fid]).fetchall()[0][0] == "pending_appeal"
+        assert (
+            con.execute("SELECT status FROM findings WHERE finding_id = ?", [fid]).fetchall()[0][0] == "pending_appeal"
+        )
     log = lifecycle.history(con, sex)[-1]
     assert (log["actor"], log["reason"]) == ("医保办 王芳", "患者为女性，HIS 登记错误")
-    assert log["attachments"] == [{"name": "病历.pdf", "sha256": hashlib.sha256(b"scan of the record").hexdigest(), "bytes": 18}]
+    assert log["attachments"] == [
+        {"name": "病历.pdf", "sha256": hashlib.sha256(b"scan of the record").hexdigest(), "bytes": 18}
+    ]
 
 
 def test_import_after_the_deadline_refuses_every_row(tmp_path, monkeypatch):
@@ -137,17 +151,46 @@ def test_cli_export_import_submit_decide_history(tmp_path, monkeypatch):
     con.close()
     dbf = str(tmp_path / "loop.duckdb")
     set_wall_clock(monkeypatch, "2026-04-03")
+
     def run(*a, **k):  # rich wraps long lines: compare with single spaces
         res = CliRunner().invoke(*a, **k)
         res.flat = " ".join(res.output.split())
         return res
 
-    r = run(app, ["appeal", "export", "--institution", "H001", "--period", "2026-03", "--out", str(tmp_path / "e.xlsx"), "--db", dbf])
+    r = run(
+        app,
+        [
+            "appeal",
+            "export",
+            "--institution",
+            "H001",
+            "--period",
+            "2026-03",
+            "--out",
+            str(tmp_path / "e.xlsx"),
+            "--db",
+            dbf,
+        ],
+    )
     assert r.exit_code == 0, r.flat
     assert "5 open findings of H001 for 2026-03, 4 of them open for appeal" in r.flat
     fill(tmp_path / "e.xlsx", tmp_path / "f.xlsx", {sex: ("登记错误", None)}, [{"疑点编号": sex, "申诉理由": "x"}])
-    r = run(app, ["appeal", "import", str(tmp_path / "f.xlsx"), "--by", "王芳", "--institution", "H001",
-                  "--receipt", str(tmp_path / "回执.xlsx"), "--db", dbf])
+    r = run(
+        app,
+        [
+            "appeal",
+            "import",
+            str(tmp_path / "f.xlsx"),
+            "--by",
+            "王芳",
+            "--institution",
+            "H001",
+            "--receipt",
+            str(tmp_path / "回执.xlsx"),
+            "--db",
+            dbf,
+        ],
+    )
     assert r.exit_code == 0, r.flat
     assert "1 appeals filed for H001, 1 rows refused, 4 findings not appealed" in r.flat
     receipt = list(openpyxl.load_workbook(tmp_path / "回执.xlsx")["回执"].iter_rows(values_only=True))
@@ -155,15 +198,23 @@ def test_cli_export_import_submit_decide_history(tmp_path, monkeypatch):
     assert [(r[1], r[2]) for r in receipt[1:3]] == [(sex, "已受理"), (sex, "未受理")]
     assert "appealed" in receipt[2][3]  # the same finding twice: the second row finds it appealed
     # the appended row left the bureau's columns empty: the receipt says so
-    assert receipt[4][0] == "f.xlsx：受理 1 条，未受理 1 条，未申诉（视为无异议）4 条，其中 1 行修改了局方列（见原因）。"
+    assert (
+        receipt[4][0] == "f.xlsx：受理 1 条，未受理 1 条，未申诉（视为无异议）4 条，其中 1 行修改了局方列（见原因）。"
+    )
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "两张床位费为不同床位", "--db", dbf])
     assert r.exit_code == 0 and "待申诉 (pending_appeal) -> 已申诉待复核 (appealed)" in r.flat, r.output
     r = run(app, ["appeal", "submit", bed[:10], "--by", "王芳", "--reason", "again", "--db", dbf])
     assert r.exit_code == 2 and bed[:12] in r.flat and "appealed" in r.flat
-    r = run(app, ["review", "decide", bed[:10], "--decision", "overturn", "--by", "李审", "--reason", "属实", "--db", dbf])
-    assert r.exit_code == 0 and "(appealed) -> 申诉成立（撤销扣款） (overturned); deduction now 0.00" in r.flat, r.output
+    r = run(
+        app, ["review", "decide", bed[:10], "--decision", "overturn", "--by", "李审", "--reason", "属实", "--db", dbf]
+    )
+    assert r.exit_code == 0 and "(appealed) -> 申诉成立（撤销扣款） (overturned); deduction now 0.00" in r.flat, (
+        r.output
+    )
     r = run(app, ["review", "decide", sex[:10], "--decision", "explode", "--by", "李审", "--db", dbf])
-    assert r.exit_code == 2 and "'explode' is not one of 'uphold', 'overturn', 'confirm', 'dismiss'" in r.flat  # a choice (--help lists them)
+    assert (
+        r.exit_code == 2 and "'explode' is not one of 'uphold', 'overturn', 'confirm', 'dismiss'" in r.flat
+    )  # a choice (--help lists them)
     r = run(app, ["appeal", "history", sex[:10], "--db", dbf])
     assert r.exit_code == 0 and "登记错误" in r.flat and "王芳" in r.flat
     from medaudit.commands import review

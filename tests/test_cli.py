@@ -103,7 +103,7 @@ def test_screen_readme_command_fits_80_columns(run, tmp_path, monkeypatch):
     r = run(["screen", ROOT / "sample_data" / "batch", "--rules", ROOT / "rules", "--db", tmp_path / "sample.duckdb"])
     assert r.exit_code == 0, r.output
     assert_fits(r.output)
-    summary = r.output[r.output.index("Run 1:"):].splitlines()
+    summary = r.output[r.output.index("Run 1:") :].splitlines()
     assert len(summary) < 60, "\n".join(summary)
 
 
@@ -113,7 +113,7 @@ def test_screen_lists_every_rule_with_its_count_zero_included(run, tmp_path):
     assert r.exit_code == 0, r.output
     rows = {line.split()[0]: line.split() for line in r.output.splitlines() if line.startswith("R-GEN-")}
     assert set(rows) == {"R-GEN-1", "R-GEN-2"}
-    assert rows["R-GEN-1"][3] == "1"       # rule name sev findings ...
+    assert rows["R-GEN-1"][3] == "1"  # rule name sev findings ...
     assert rows["R-GEN-2"][3] == "0"
 
 
@@ -158,8 +158,9 @@ def test_progress_never_shows_none():
 def screened(tmp_path):
     """A screened database: the man's 子宫造影 flagged by a rule whose name looks like a formula."""
     path, rules = small_batch(tmp_path)
-    (rules / "rules.yaml").write_text(TWO_RULES.replace("name: 限女性使用的检查项目", 'name: "=HYPERLINK(\\"http://x\\",\\"y\\")"'),
-                                      encoding="utf-8")
+    (rules / "rules.yaml").write_text(
+        TWO_RULES.replace("name: 限女性使用的检查项目", 'name: "=HYPERLINK(\\"http://x\\",\\"y\\")"'), encoding="utf-8"
+    )
     from medaudit.engine import screen
     from medaudit.library import load_library
 
@@ -207,8 +208,8 @@ def test_findings_show_has_evidence_lines_and_history(run, screened):
     assert_fits(r.output)
     text = " ".join(r.output.split())
     assert fid in text and "R-GEN-1" in text
-    assert "子宫造影" in text and UTERO in text and "180.00" in text     # the line and its amount
-    assert "生成 (create)" in text and "申诉 (appeal)" in text            # the audit log
+    assert "子宫造影" in text and UTERO in text and "180.00" in text  # the line and its amount
+    assert "生成 (create)" in text and "申诉 (appeal)" in text  # the audit log
     assert "已申诉待复核 (appealed)" in text and "已提供病历" in text
     r = run(["findings", "--db", path, "show", "ffffffffff"])
     assert r.exit_code == 2 and "no such finding" in r.output
@@ -221,7 +222,9 @@ def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path)
 
     path, fid = screened
     con = db.connect(path)
-    con.execute("INSERT INTO code_names (kind, code, code_name, fixmedins_code) VALUES ('dept', 'D01', '心内科', 'H001')")
+    con.execute(
+        "INSERT INTO code_names (kind, code, code_name, fixmedins_code) VALUES ('dept', 'D01', '心内科', 'H001')"
+    )
     con.close()
     r = run(["findings", "--db", path, "--export", tmp_path / "f.csv"])
     assert r.exit_code == 0, r.output
@@ -229,7 +232,7 @@ def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path)
     with open(tmp_path / "f.csv", encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 1 and rows[0]["finding_id"] == fid
-    assert rows[0]["rule_name"].startswith("'=HYPERLINK")             # not a formula when Excel opens it
+    assert rows[0]["rule_name"].startswith("'=HYPERLINK")  # not a formula when Excel opens it
     assert rows[0]["flagged_amt"] == "180.00" and rows[0]["状态"] == "待申诉 (pending_appeal)"
     # names beside the codes: the institution's from the batch; the department's from the bureau's code_names
     assert (rows[0]["fixmedins_code"], rows[0]["机构名称"]) == ("H001", "测试医院")
@@ -249,14 +252,24 @@ def test_findings_export_csv_and_xlsx_keep_text_as_text(run, screened, tmp_path)
 # ---------------------------------------------------------------------------- a missing database
 
 
-@pytest.mark.parametrize("args", [
-    ["findings"], ["findings", "show", "abcdef"], ["findings", "--export", "x.csv"],
-    ["review", "list"], ["review", "decide", "abcdef", "--decision", "uphold", "--by", "x", "--reason", "y"],
-    ["appeal", "export", "--institution", "H", "--period", "2026-03"], ["appeal", "import", "w.xlsx", "--institution", "H", "--by", "x"],
-    ["appeal", "submit", "abcdef", "--by", "x", "--reason", "y"], ["appeal", "history", "abcdef"], ["appeal", "settings"],
-    ["deduct", "finalize", "--period", "2026-03"], ["deduct", "show"],
-    ["report", "--institution", "H", "--period", "2026-03"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["findings"],
+        ["findings", "show", "abcdef"],
+        ["findings", "--export", "x.csv"],
+        ["review", "list"],
+        ["review", "decide", "abcdef", "--decision", "uphold", "--by", "x", "--reason", "y"],
+        ["appeal", "export", "--institution", "H", "--period", "2026-03"],
+        ["appeal", "import", "w.xlsx", "--institution", "H", "--by", "x"],
+        ["appeal", "submit", "abcdef", "--by", "x", "--reason", "y"],
+        ["appeal", "history", "abcdef"],
+        ["appeal", "settings"],
+        ["deduct", "finalize", "--period", "2026-03"],
+        ["deduct", "show"],
+        ["report", "--institution", "H", "--period", "2026-03"],
+    ],
+)
 def test_a_missing_database_is_one_line_and_is_not_created(run, args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.xlsx").write_bytes(b"")
@@ -272,21 +285,26 @@ def test_a_missing_database_is_one_line_and_is_not_created(run, args, tmp_path, 
 def test_a_folder_given_as_the_database_is_one_line(run, tmp_path):
     r = run(["findings", "--db", tmp_path])
     assert r.exit_code == 2
-    assert r.output.strip() == f"medaudit: {tmp_path} is a folder, not a database file; give the file made by " \
-                               "load or screen with --db"
+    assert (
+        r.output.strip() == f"medaudit: {tmp_path} is a folder, not a database file; give the file made by "
+        "load or screen with --db"
+    )
 
 
 # ---------------------------------------------------------------------------- options and help
 
 
-@pytest.mark.parametrize("args", [
-    ["report", "--institution", "H", "--period", "2026-13"],
-    ["report", "--institution", "H", "--period", "202603"],
-    ["appeal", "export", "--institution", "H", "--period", "2026-3"],
-    ["deduct", "finalize", "--period", "March"],
-    ["deduct", "show", "--period", "2026-00"],
-    ["review", "list", "--period", "26-03"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--institution", "H", "--period", "2026-13"],
+        ["report", "--institution", "H", "--period", "202603"],
+        ["appeal", "export", "--institution", "H", "--period", "2026-3"],
+        ["deduct", "finalize", "--period", "March"],
+        ["deduct", "show", "--period", "2026-00"],
+        ["review", "list", "--period", "26-03"],
+    ],
+)
 def test_period_must_be_yyyy_mm(run, args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run([*args, "--db", tmp_path / "x.duckdb"])
@@ -299,8 +317,9 @@ def test_stage_decision_and_status_have_choices(run, screened, tmp_path):
     r = run(["screen", path, "--rules", tmp_path / "rules", "--stage", "pre_alert"])
     assert r.exit_code == 2 and "'pre_alert' is not one of 'post_hoc', 'in_process'" in " ".join(r.output.split())
     r = run(["review", "decide", fid, "--decision", "approve", "--by", "x", "--reason", "y", "--db", path])
-    assert r.exit_code == 2 and "'approve' is not one of 'uphold', 'overturn', 'confirm', 'dismiss'" in \
-        " ".join(r.output.split())
+    assert r.exit_code == 2 and "'approve' is not one of 'uphold', 'overturn', 'confirm', 'dismiss'" in " ".join(
+        r.output.split()
+    )
     r = run(["review", "list", "--status", "open", "--db", path])
     assert r.exit_code == 2 and "--status 'open': give states among pending_appeal" in " ".join(r.output.split())
     r = run(["screen", "--help"])
@@ -309,14 +328,24 @@ def test_stage_decision_and_status_have_choices(run, screened, tmp_path):
     assert "--decision [uphold|overturn|confirm|dismiss]" in r.output
 
 
-@pytest.mark.parametrize("args", [[], ["findings"], ["appeal", "settings"], ["appeal", "import"], ["review", "decide"],
-                                  ["screen"], ["rules", "list"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["findings"],
+        ["appeal", "settings"],
+        ["appeal", "import"],
+        ["review", "decide"],
+        ["screen"],
+        ["rules", "list"],
+    ],
+)
 def test_help_has_the_usual_style(run, args):
     r = run([*args, "--help"])
     assert r.exit_code == 0, r.output
     assert "<bool>" not in r.output and "<str>" not in r.output and "<path>" not in r.output
-    assert "{" not in r.output.splitlines()[0]            # Usage: ... FILE, not {file}
-    assert "…" not in r.output                           # no option name or help cut short
+    assert "{" not in r.output.splitlines()[0]  # Usage: ... FILE, not {file}
+    assert "…" not in r.output  # no option name or help cut short
     # click wraps help by characters: a line of Chinese may run past 80 cells, never past 80 characters
     assert max(len(line) for line in r.output.splitlines()) <= 80, r.output
 
@@ -344,8 +373,11 @@ def test_status_label_is_chinese_with_the_code():
 def test_every_table_shows_status_in_chinese_with_its_code(run, screened):
     path, fid = screened
     r = run(["review", "list", "--db", path])
-    assert r.exit_code == 0 and " ".join(r.output.split()) == \
-        "Nothing waits for a decision (已申诉待复核 (appealed), 疑点待复核 (pending_review))."
+    assert (
+        r.exit_code == 0
+        and " ".join(r.output.split())
+        == "Nothing waits for a decision (已申诉待复核 (appealed), 疑点待复核 (pending_review))."
+    )
     r = run(["appeal", "submit", fid[:10], "--by", "H001 医保办", "--reason", "已提供病历", "--db", path])
     assert r.exit_code == 0 and "待申诉 (pending_appeal) -> 已申诉待复核 (appealed)" in " ".join(r.output.split())
     for args in (["review", "list"], ["appeal", "history", fid[:10]], ["findings"], ["findings", "show", fid[:10]]):

@@ -88,19 +88,29 @@ def snapshot(path: Path) -> dict:
     a clerk would compare. A table that does not exist yet counts as empty."""
     con = duckdb.connect(str(path))  # read-write: replays the write-ahead log like any user would
     try:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' AND NOT temporary ORDER BY 1").fetchall()]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND NOT temporary ORDER BY 1"
+            ).fetchall()
+        ]
         out: dict = {}
         for t in tables:
             if t in RUN_LOG:
                 continue
-            cols = [r[0] for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-                "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [t]).fetchall()
-                if r[0] not in VOLATILE.get(t, ())]
+            cols = [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+                    "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+                    [t],
+                ).fetchall()
+                if r[0] not in VOLATILE.get(t, ())
+            ]
             n, digest = con.execute(
-                f"SELECT count(*), coalesce(sum(hash({', '.join(_q(c) for c in cols)})), 0) FROM {_q(t)}").fetchall()[0]
+                f"SELECT count(*), coalesce(sum(hash({', '.join(_q(c) for c in cols)})), 0) FROM {_q(t)}"
+            ).fetchall()[0]
             if n:
                 out[t] = (n, int(digest))
         has = set(tables)
@@ -110,22 +120,38 @@ def snapshot(path: Path) -> dict:
             first load can leave part of the schema: that is the state before the load)."""
             return con.execute(sql).fetchall() if needs in has else list(missing)
 
-        out["load_log rows"] = rows("SELECT batch_id, content_hash, source, summary FROM load_log ORDER BY 1", "load_log")
+        out["load_log rows"] = rows(
+            "SELECT batch_id, content_hash, source, summary FROM load_log ORDER BY 1", "load_log"
+        )
         out["screen runs"] = rows(
-            "SELECT stage, rules_digest, n_rules, n_hits, n_new_findings FROM screen_runs ORDER BY run_id", "screen_runs")
+            "SELECT stage, rules_digest, n_rules, n_hits, n_new_findings FROM screen_runs ORDER BY run_id",
+            "screen_runs",
+        )
         # every finding was seen by the last run (a re-screen touches them all)
         out["findings seen by the last run"] = rows(
-            "SELECT count(*) FROM findings WHERE last_run = (SELECT max(run_id) FROM screen_runs)", "findings",
-            missing=[(0,)])
+            "SELECT count(*) FROM findings WHERE last_run = (SELECT max(run_id) FROM screen_runs)",
+            "findings",
+            missing=[(0,)],
+        )
         out["findings totals"] = rows(
             "SELECT status, count(*), sum(flagged_amt), sum(claimed_amt), sum(deduction_amt) FROM findings "
-            "GROUP BY 1 ORDER BY 1", "findings")
+            "GROUP BY 1 ORDER BY 1",
+            "findings",
+        )
         out["statements"] = rows(
             "SELECT statement_id, period, fixmedins_code, seq, n_findings, n_lines, total, created_at, created_by "
-            "FROM deduction_statements ORDER BY 1", "deduction_statements")
-        out["audit log"] = sorted(Counter(rows(
-            "SELECT action, from_status, to_status, actor, CAST(event_at AS VARCHAR) FROM finding_events",
-            "finding_events")).items(), key=str)
+            "FROM deduction_statements ORDER BY 1",
+            "deduction_statements",
+        )
+        out["audit log"] = sorted(
+            Counter(
+                rows(
+                    "SELECT action, from_status, to_status, actor, CAST(event_at AS VARCHAR) FROM finding_events",
+                    "finding_events",
+                )
+            ).items(),
+            key=str,
+        )
         return out
     finally:
         con.close()
@@ -145,7 +171,7 @@ def doubled(path: Path) -> dict:
             "deduction_lines": "SELECT bkkp_sn, count(*) FROM deduction_lines GROUP BY 1 HAVING count(*) > 1",
             "deduction_statements": "SELECT period, fixmedins_code, count(*) FROM deduction_statements GROUP BY ALL HAVING count(*) > 1",
             "audit transitions": "SELECT finding_id, action, from_status, to_status, count(*) FROM finding_events "
-                                 "GROUP BY ALL HAVING count(*) > 1",
+            "GROUP BY ALL HAVING count(*) > 1",
         }
         return {k: v for k, sql in q.items() if (v := con.execute(sql).fetchall())}
     finally:
@@ -204,17 +230,52 @@ def decisions(monkeypatch, db: Path) -> None:
     (so a confirmed suspect with a scaled claim is in the statement too)."""
     con = duckdb.connect(str(db))
     try:
-        sus = [r[0] for r in con.execute(
-            """SELECT f.finding_id FROM findings f WHERE f.period = ? AND f.status = 'pending_review'
-               AND f.claimed_amt >= 1 ORDER BY f.finding_id LIMIT 2""", [PERIOD]).fetchall()]
+        sus = [
+            r[0]
+            for r in con.execute(
+                """SELECT f.finding_id FROM findings f WHERE f.period = ? AND f.status = 'pending_review'
+               AND f.claimed_amt >= 1 ORDER BY f.finding_id LIMIT 2""",
+                [PERIOD],
+            ).fetchall()
+        ]
         amount = con.execute("SELECT claimed_amt FROM findings WHERE finding_id = ?", [sus[0]]).fetchall()[0][0]
     finally:
         con.close()
     assert len(sus) == 2
-    run_inprocess(monkeypatch, SCREEN_DAY, ["review", "decide", sus[0], "--decision", "confirm", "--by", "审核员 李",
-                                            "--amount", str(amount - amount // 3), "--db", str(db)])
-    run_inprocess(monkeypatch, SCREEN_DAY, ["review", "decide", sus[1], "--decision", "dismiss", "--by", "审核员 李",
-                                            "--reason", "病历记载合理", "--db", str(db)])
+    run_inprocess(
+        monkeypatch,
+        SCREEN_DAY,
+        [
+            "review",
+            "decide",
+            sus[0],
+            "--decision",
+            "confirm",
+            "--by",
+            "审核员 李",
+            "--amount",
+            str(amount - amount // 3),
+            "--db",
+            str(db),
+        ],
+    )
+    run_inprocess(
+        monkeypatch,
+        SCREEN_DAY,
+        [
+            "review",
+            "decide",
+            sus[1],
+            "--decision",
+            "dismiss",
+            "--by",
+            "审核员 李",
+            "--reason",
+            "病历记载合理",
+            "--db",
+            str(db),
+        ],
+    )
 
 
 def env_for(day: str) -> dict:
@@ -276,8 +337,12 @@ def stamp(p: Path) -> tuple[int, int]:
 def run_timed(step: Step, db: Path, batch: Path) -> Timing:
     """The step, uninterrupted, in its own process: when it opened the database and when it ended."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cli_argv(step.day, step.argv(db, batch)), env=env_for(step.day),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(
+        cli_argv(step.day, step.argv(db, batch)),
+        env=env_for(step.day),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     opened, wal_max = None, 0
     while p.poll() is None:
         if opened is None and has_open(p.pid, db):
@@ -309,8 +374,12 @@ def kill_during(step: Step, db: Path, batch: Path, kill: Kill, wal_at: int, wal_
     showed just before the kill: ``work`` (no more log than the command's start writes),
     ``log`` (the COMMIT's log written or being written), ``checkpoint`` (the database file was
     written after the log was complete) or ``closed`` (the complete log is gone: checkpointed)."""
-    p = subprocess.Popen(cli_argv(step.day, step.argv(db, batch)), env=env_for(step.day),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        cli_argv(step.day, step.argv(db, batch)),
+        env=env_for(step.day),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     logged: list = []  # the database file as it was when the COMMIT's log was complete
 
     def watch() -> None:
@@ -337,8 +406,15 @@ def kill_during(step: Step, db: Path, batch: Path, kill: Kill, wal_at: int, wal_
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
             kill.killed = True
-            kill.phase = ("closed" if logged and log < 0 else "checkpoint" if checkpointing() else
-                          "log" if log > wal_max // 20 else "work")
+            kill.phase = (
+                "closed"
+                if logged and log < 0
+                else "checkpoint"
+                if checkpointing()
+                else "log"
+                if log > wal_max // 20
+                else "work"
+            )
             return
         assert p.returncode == 0, f"medaudit {step.name} failed before it was killed (exit {p.returncode})"
     finally:
@@ -406,6 +482,7 @@ def reference(tmp_path_factory) -> Reference:
                 before[step.name] = None
                 empty = tmp / "empty.duckdb"
                 from medaudit import db as dbm
+
                 dbm.connect(empty).close()
                 before_snap[step.name] = snapshot(empty)
             else:
@@ -426,13 +503,14 @@ def reference(tmp_path_factory) -> Reference:
     assert ref.final["statements"] and ref.final["findings"][0] > 100
     assert any(r[0] == "expired" for r in ref.final["findings totals"])
     assert ref.statements and ref.statements == [
-        (r[0], r[2], r[1], r[3], r[4], r[5], f"{r[6]:.2f}") for r in ref.final["statements"]]
+        (r[0], r[2], r[1], r[3], r[4], r[5], f"{r[6]:.2f}") for r in ref.final["statements"]
+    ]
     return ref
 
 
 def following(monkeypatch, step: str, db: Path, batch: Path) -> None:
     names = [s.name for s in STEPS]
-    for s in STEPS[names.index(step) + 1:]:
+    for s in STEPS[names.index(step) + 1 :]:
         if s.name == "finalize":
             decisions(monkeypatch, db)
         run_inprocess(monkeypatch, s.day, s.argv(db, batch))
@@ -469,8 +547,10 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
         elif found == reference.after[step]:
             k.landed = "after"
         else:
-            pytest.fail(f"kill {i} ({kind}+{delay:.3f}s, {k.phase}) left {step} half-done; differs from the state after the step in: "
-                        f"{diff(found, reference.after[step])}")
+            pytest.fail(
+                f"kill {i} ({kind}+{delay:.3f}s, {k.phase}) left {step} half-done; differs from the state after the step in: "
+                f"{diff(found, reference.after[step])}"
+            )
         kills.append(k)
         # a workbook is whole or not there (never a half-written 扣款单)
         assert workbook_statements(workbook(db)) in (None, reference.statements)
@@ -482,7 +562,9 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
         assert doubled(db) == {}, f"kill {i} ({kind}, {delay:.3f}s)"
         assert snapshot(db) == expect, diff(snapshot(db), expect)
         if step == "finalize":  # the clerk has the statement workbook, also after a kill
-            assert workbook_statements(workbook(db)) == reference.statements, f"kill {i} ({kind}): {k.phase}->{k.landed}"
+            assert workbook_statements(workbook(db)) == reference.statements, (
+                f"kill {i} ({kind}): {k.phase}->{k.landed}"
+            )
         # 4. and the rest of the loop
         if i == 0 or FULL:
             following(monkeypatch, step, db, reference.batch)
@@ -492,10 +574,14 @@ def test_kill_9_then_run_again_equals_an_uninterrupted_run(step, reference, tmp_
             assert end == expect, diff(end, expect)
             assert workbook_statements(workbook(db)) == reference.statements
     t = reference.timing[step]
-    print(f"\n{step}: opened db at {t.opened:.2f}s, ended at {t.total:.2f}s, WAL up to {t.wal_max:,} bytes; {len(kills)} kills in "
-          f"{time.perf_counter() - t0:.1f}s: " + ", ".join(
-              f"{k.kind}+{k.delay:.3f}s:{k.phase}->{k.landed}" if k.killed else f"{k.kind}+{k.delay:.3f}s:finished"
-              for k in kills))
+    print(
+        f"\n{step}: opened db at {t.opened:.2f}s, ended at {t.total:.2f}s, WAL up to {t.wal_max:,} bytes; {len(kills)} kills in "
+        f"{time.perf_counter() - t0:.1f}s: "
+        + ", ".join(
+            f"{k.kind}+{k.delay:.3f}s:{k.phase}->{k.landed}" if k.killed else f"{k.kind}+{k.delay:.3f}s:finished"
+            for k in kills
+        )
+    )
 
 
 # ---------------------------------------------------------------------------- without a kill
@@ -516,11 +602,13 @@ def test_finalize_run_again_after_its_commit_still_writes_the_workbook(tmp_path,
     first = con.execute("SELECT statement_id, fixmedins_code, total FROM deduction_statements ORDER BY 1").fetchall()
     con.close()
     assert first and not out.exists()
-    said = run_inprocess(monkeypatch, "2026-04-17", ["deduct", "finalize", "--period", "2026-03", "--out", str(out),
-                                                     "--db", str(dbfile)])
+    said = run_inprocess(
+        monkeypatch, "2026-04-17", ["deduct", "finalize", "--period", "2026-03", "--out", str(out), "--db", str(dbfile)]
+    )
     assert "Nothing new stands" in said and "written to" in " ".join(said.split())
     assert [(int(r[0]), r[1], f"{float(r[6]):.2f}") for r in workbook_statements(out)] == [
-        (sid, inst, f"{total:.2f}") for sid, inst, total in first]
+        (sid, inst, f"{total:.2f}") for sid, inst, total in first
+    ]
 
     out.unlink()
 

@@ -19,11 +19,14 @@ DAY = dt.date
 
 
 def entries(con):
-    return con.execute("SELECT entity, entity_kind, nature, amount, points, finding_id, entry_date FROM credit_entries "
-                       "ORDER BY entity, finding_id").fetchall()
+    return con.execute(
+        "SELECT entity, entity_kind, nature, amount, points, finding_id, entry_date FROM credit_entries "
+        "ORDER BY entity, finding_id"
+    ).fetchall()
 
 
 # ---------------------------------------------------------------- credit files
+
 
 def test_finalize_records_each_confirmed_violation_once_per_entity(tmp_path, monkeypatch):
     b, v = loop_batch()
@@ -37,13 +40,18 @@ def test_finalize_records_each_confirmed_violation_once_per_entity(tmp_path, mon
     assert len(first) == 3 * in_statements and frq["id"] not in {e[5] for e in first}
     both = [e for e in first if e[5] == sex["id"]]
     assert [(e[0], e[1], e[2], e[3], e[4]) for e in both] == [
-        ("H001", "institution", "超支付范围", D("180.00"), 2), ("H001/DR02", "doctor", "超支付范围", D("180.00"), 2),
-        (f"person:{b._visit(v['both'])['psn_no']}", "person", "超支付范围", D("180.00"), 2)]
-    assert {e[6] for e in first} == {DAY(2026, 4, 16)}          # the day the statement was judged on
+        ("H001", "institution", "超支付范围", D("180.00"), 2),
+        ("H001/DR02", "doctor", "超支付范围", D("180.00"), 2),
+        (f"person:{b._visit(v['both'])['psn_no']}", "person", "超支付范围", D("180.00"), 2),
+    ]
+    assert {e[6] for e in first} == {DAY(2026, 4, 16)}  # the day the statement was judged on
     ev = store.events(con)
     assert [(e["actor"], e["action"]) for e in ev] == [("结算科", "credit_record")]
-    assert ev[0]["detail"] == {"entries": len(first), "findings": in_statements,
-                               "statements": [s.statement_id for s in res.statements]}
+    assert ev[0]["detail"] == {
+        "entries": len(first),
+        "findings": in_statements,
+        "statements": [s.statement_id for s in res.statements],
+    }
     # again, and catching up every statement: nothing new
     assert credit.update(con, "稽核科") == 0 and entries(con) == first
     assert deduct.finalize(con, "2026-03", clock=clock("2026-04-17")).statements == []
@@ -68,11 +76,16 @@ def test_points_table_changes_are_logged_and_apply_to_new_entries_only(tmp_path,
     deduct.finalize(con, "2026-03", "H002", clock=clock("2026-04-16"))
     credit.set_points(con, "超支付范围", 7, "科长", "再调整")
     deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-16"))
-    pts = dict(con.execute("SELECT fixmedins_code, min(points) FROM credit_entries WHERE nature = '超支付范围' "
-                           "GROUP BY 1").fetchall())
+    pts = dict(
+        con.execute(
+            "SELECT fixmedins_code, min(points) FROM credit_entries WHERE nature = '超支付范围' GROUP BY 1"
+        ).fetchall()
+    )
     assert pts == {"H002": 5, "H001": 7}
     assert [(e["action"], e["subject"], e["detail"]) for e in store.events(con) if e["action"] == "credit_points"] == [
-        ("credit_points", "超支付范围", {"from": 2, "to": 5}), ("credit_points", "超支付范围", {"from": 5, "to": 7})]
+        ("credit_points", "超支付范围", {"from": 2, "to": 5}),
+        ("credit_points", "超支付范围", {"from": 5, "to": 7}),
+    ]
 
 
 def test_credit_show_prints_the_file_and_refuses_a_malformed_entity(tmp_path, monkeypatch):
@@ -89,22 +102,27 @@ def test_credit_show_prints_the_file_and_refuses_a_malformed_entity(tmp_path, mo
 
 # ---------------------------------------------------------------- the watchlist
 
+
 def empty_db(tmp_path, monkeypatch):
     monkeypatch.setattr(lifecycle, "wall_now", lifecycle.fixed_clock("2026-12-31"))
     return db.connect(tmp_path / "w.duckdb")
 
 
 def entry(con, entity, day, points, kind="institution", finding=None):
-    con.execute("INSERT INTO credit_entries (entity, entity_kind, fixmedins_code, entry_date, nature, amount, points, "
-                "finding_id) VALUES (?, ?, ?, ?, '重复收费', 1, ?, ?)",
-                [entity, kind, entity.split("/")[0], day, points, finding or f"F-{entity}-{day}-{points}"])
+    con.execute(
+        "INSERT INTO credit_entries (entity, entity_kind, fixmedins_code, entry_date, nature, amount, points, "
+        "finding_id) VALUES (?, ?, ?, ?, '重复收费', 1, ?, ?)",
+        [entity, kind, entity.split("/")[0], day, points, finding or f"F-{entity}-{day}-{points}"],
+    )
 
 
 def outlier(con, inst, dr, period, n=[0]):
     n[0] += 1
-    con.execute("INSERT INTO findings (finding_id, rule_id, rule_type, stage, status, fixmedins_code, dr_code, period) "
-                "VALUES (?, 'R-OUT-001', 'peer_outlier', 'post_hoc', 'pending_review', ?, ?, ?)",
-                [f"OUT{n[0]}", inst, dr, period])
+    con.execute(
+        "INSERT INTO findings (finding_id, rule_id, rule_type, stage, status, fixmedins_code, dr_code, period) "
+        "VALUES (?, 'R-OUT-001', 'peer_outlier', 'post_hoc', 'pending_review', ?, ?, ?)",
+        [f"OUT{n[0]}", inst, dr, period],
+    )
 
 
 def watched(con):
@@ -114,11 +132,11 @@ def watched(con):
 def test_points_threshold_and_window_at_their_edges(tmp_path, monkeypatch):
     con = empty_db(tmp_path, monkeypatch)
     on = DAY(2026, 6, 30)
-    entry(con, "HA", on, 12)                                   # exactly the threshold (12): enters
-    entry(con, "HB", on, 11)                                   # one below: does not
-    entry(con, "HC", on - dt.timedelta(days=365), 12)          # the window's first day is excluded ...
-    entry(con, "HD", on - dt.timedelta(days=364), 12)          # ... the next one counts
-    entry(con, "HE", on + dt.timedelta(days=1), 12)            # after the day: not yet
+    entry(con, "HA", on, 12)  # exactly the threshold (12): enters
+    entry(con, "HB", on, 11)  # one below: does not
+    entry(con, "HC", on - dt.timedelta(days=365), 12)  # the window's first day is excluded ...
+    entry(con, "HD", on - dt.timedelta(days=364), 12)  # ... the next one counts
+    entry(con, "HE", on + dt.timedelta(days=1), 12)  # after the day: not yet
     r = watch.update(con, on, "稽核科")
     assert [e for e, _ in r.entered] == ["HA", "HD"]
     assert watched(con) == {"HA": ("points", on, None), "HD": ("points", on, None)}
@@ -130,16 +148,16 @@ def test_points_threshold_and_window_at_their_edges(tmp_path, monkeypatch):
 
 def test_outliers_in_n_of_the_last_m_months(tmp_path, monkeypatch):
     con = empty_db(tmp_path, monkeypatch)
-    for p in ("2026-01", "2026-03", "2026-06"):                # doctor D1: 3 of Jan..Jun
+    for p in ("2026-01", "2026-03", "2026-06"):  # doctor D1: 3 of Jan..Jun
         outlier(con, "H1", "D1", p)
-    for p in ("2025-12", "2026-03", "2026-06"):                # doctor D2: Dec is the 7th month back
+    for p in ("2025-12", "2026-03", "2026-06"):  # doctor D2: Dec is the 7th month back
         outlier(con, "H1", "D2", p)
-    for p in ("2026-04", "2026-05", "2026-07"):                # the institution H2: July is after the day
+    for p in ("2026-04", "2026-05", "2026-07"):  # the institution H2: July is after the day
         outlier(con, "H2", None, p)
     r = watch.update(con, DAY(2026, 6, 15), "稽核科")
     assert [e for e, _ in r.entered] == ["H1/D1"]
     assert "3 个月（2026-01、2026-03、2026-06）" in r.entered[0][1]
-    r = watch.update(con, DAY(2026, 7, 1), "稽核科")             # now Feb..Jul: H2 has 3 months; D1 still has 2 of them
+    r = watch.update(con, DAY(2026, 7, 1), "稽核科")  # now Feb..Jul: H2 has 3 months; D1 still has 2 of them
     assert [e for e, _ in r.entered] == ["H2"] and r.left == []
 
 
@@ -152,19 +170,29 @@ def test_an_automatic_entry_leaves_after_a_clean_period_a_hand_entry_never(tmp_p
     watch.add(con, "HM", DAY(2026, 3, 10), "科长", "群众举报多次")
     # a new violation on Apr 1 (below the threshold alone) restarts the clean period
     entry(con, "HA", DAY(2026, 4, 1), 1)
-    assert watch.update(con, DAY(2026, 6, 29), "稽核科").left == []     # 89 days after Apr 1
-    r = watch.update(con, DAY(2026, 6, 30), "稽核科")                  # 90 days: leaves
+    assert watch.update(con, DAY(2026, 6, 29), "稽核科").left == []  # 89 days after Apr 1
+    r = watch.update(con, DAY(2026, 6, 30), "稽核科")  # 90 days: leaves
     assert [e for e, _ in r.left] == ["HA"] and "自 2026-04-01 起 90 天" in r.left[0][1]
-    assert watched(con) == {"HA": ("points", DAY(2026, 3, 10), DAY(2026, 6, 30)), "HM": ("manual", DAY(2026, 3, 10), None)}
-    assert watch.update(con, DAY(2026, 12, 31), "稽核科").left == []     # the hand entry stays
+    assert watched(con) == {
+        "HA": ("points", DAY(2026, 3, 10), DAY(2026, 6, 30)),
+        "HM": ("manual", DAY(2026, 3, 10), None),
+    }
+    assert watch.update(con, DAY(2026, 12, 31), "稽核科").left == []  # the hand entry stays
     # a new threshold crossing enters it again: a new row, the old one kept
     entry(con, "HA", DAY(2026, 12, 30), 12)
     watch.update(con, DAY(2026, 12, 31), "稽核科")
     assert [(r["entered_on"], r["left_on"]) for r in watch.listing(con, True) if r["entity"] == "HA"] == [
-        (DAY(2026, 3, 10), DAY(2026, 6, 30)), (DAY(2026, 12, 31), None)]
+        (DAY(2026, 3, 10), DAY(2026, 6, 30)),
+        (DAY(2026, 12, 31), None),
+    ]
     acts = [(e["action"], e["subject"]) for e in store.events(con)]
-    assert acts == [("watch_settings", "watch"), ("watch_enter", "HA"), ("watch_add", "HM"), ("watch_leave", "HA"),
-                    ("watch_enter", "HA")]
+    assert acts == [
+        ("watch_settings", "watch"),
+        ("watch_enter", "HA"),
+        ("watch_add", "HM"),
+        ("watch_leave", "HA"),
+        ("watch_enter", "HA"),
+    ]
 
 
 def test_hand_entries_are_refused_without_a_reason_twice_or_for_nobody(tmp_path, monkeypatch):
@@ -205,8 +233,10 @@ def test_watched_findings_come_first_and_review_list_watched_shows_only_them(tmp
     r = CliRunner().invoke(app, ["watch", "list", "--db", path])
     assert r.exit_code == 0 and "H001/DR02" in r.output and "重点医生" in r.output
     # the report shows the status
-    r = CliRunner().invoke(app, ["report", "--institution", "H001", "--period", "2026-03", "--out-dir",
-                                 str(tmp_path / "rep"), "--db", path])
+    r = CliRunner().invoke(
+        app,
+        ["report", "--institution", "H001", "--period", "2026-03", "--out-dir", str(tmp_path / "rep"), "--db", path],
+    )
     assert r.exit_code == 0, r.output
     page = (tmp_path / "rep" / "扣款依据报表_H001_2026-03.html").read_text(encoding="utf-8")
     assert "医生 DR02自 2026-04-01 起重点监控（重点医生）" in page

@@ -13,7 +13,9 @@ RULES_V2 = RULES.replace("  - id: R-SEX-001\n    version: 1", "  - id: R-SEX-001
 
 
 def statement_lines(con):
-    return con.execute("SELECT statement_id, finding_id, bkkp_sn, round(amount, 2) FROM deduction_lines ORDER BY 1, 3").fetchall()
+    return con.execute(
+        "SELECT statement_id, finding_id, bkkp_sn, round(amount, 2) FROM deduction_lines ORDER BY 1, 3"
+    ).fetchall()
 
 
 def test_nothing_stands_while_windows_are_open(tmp_path, monkeypatch):
@@ -77,17 +79,25 @@ def test_finalize_is_idempotent_and_reconciles_to_the_cent(tmp_path, monkeypatch
     first = deduct.finalize(con, "2026-03", clock=clock("2026-04-20"))
     # H001: sex 180.00 + both (gender carries) 180.00 + bed 30.00 + confirmed suspect 24.70; H002: 200.00
     assert [(s.institution, s.n_findings, s.n_lines, s.total) for s in first.statements] == [
-        ("H001", 5, 4, D("414.70")), ("H002", 1, 1, D("200.00"))]
+        ("H001", 5, 4, D("414.70")),
+        ("H002", 1, 1, D("200.00")),
+    ]
     total_findings = con.execute(
         "SELECT sum(deduction_amt) FROM findings f JOIN finding_state s USING (finding_id) WHERE s.statement_id IS NOT NULL"
     ).fetchall()[0][0]
     assert total_findings == D("614.70")
-    before = (statement_lines(con), con.execute("SELECT * FROM deduction_statements ORDER BY 1").fetchall(),
-              con.execute("SELECT count(*) FROM finding_events").fetchall()[0][0])
+    before = (
+        statement_lines(con),
+        con.execute("SELECT * FROM deduction_statements ORDER BY 1").fetchall(),
+        con.execute("SELECT count(*) FROM finding_events").fetchall()[0][0],
+    )
     again = deduct.finalize(con, "2026-03", clock=clock("2026-04-21"))
     assert again.statements == [] and again.held == []
-    assert (statement_lines(con), con.execute("SELECT * FROM deduction_statements ORDER BY 1").fetchall(),
-            con.execute("SELECT count(*) FROM finding_events").fetchall()[0][0]) == before
+    assert (
+        statement_lines(con),
+        con.execute("SELECT * FROM deduction_statements ORDER BY 1").fetchall(),
+        con.execute("SELECT count(*) FROM finding_events").fetchall()[0][0],
+    ) == before
     assert deduct.reconcile(con) == []
     # a final finding never moves again
     sex = finding(con, v["sex"], "R-SEX-001")
@@ -105,20 +115,27 @@ def test_rescreen_after_finalize_changes_nothing_final(tmp_path, monkeypatch):
     deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
     final_before = con.execute(
         """SELECT f.finding_id, f.status, f.deduction_amt, s.statement_id FROM findings f JOIN finding_state s USING (finding_id)
-           WHERE s.statement_id IS NOT NULL ORDER BY 1""").fetchall()
+           WHERE s.statement_id IS NOT NULL ORDER BY 1"""
+    ).fetchall()
     lines_before = statement_lines(con)
     set_wall_clock(monkeypatch, "2026-04-22")
     res = rescreen(tmp_path, con, RULES_V2, name="rules2")
     assert res.n_new_findings == 3
-    assert con.execute(
-        """SELECT f.finding_id, f.status, f.deduction_amt, s.statement_id FROM findings f JOIN finding_state s USING (finding_id)
-           WHERE s.statement_id IS NOT NULL ORDER BY 1""").fetchall() == final_before
+    assert (
+        con.execute(
+            """SELECT f.finding_id, f.status, f.deduction_amt, s.statement_id FROM findings f JOIN finding_state s USING (finding_id)
+           WHERE s.statement_id IS NOT NULL ORDER BY 1"""
+        ).fetchall()
+        == final_before
+    )
     # H001's v2 twins claim lines a statement already deducted: they carry nothing
     v2 = dict(con.execute("SELECT mdtrt_id, deduction_amt FROM findings WHERE rule_version = '2'").fetchall())
     assert (v2[v["sex"]], v2[v["both"]]) == (D("0.00"), D("0.00"))
     # H002 was out of the statement's scope: its expired v1 finding and the v2 twin tie on the line
     # (same rule id, the finding id decides): the line is carried once either way
-    assert con.execute("SELECT sum(deduction_amt) FROM findings WHERE mdtrt_id = ?", [v["other"]]).fetchall()[0][0] == D("200.00")
+    assert con.execute("SELECT sum(deduction_amt) FROM findings WHERE mdtrt_id = ?", [v["other"]]).fetchall()[0][
+        0
+    ] == D("200.00")
     # the v2 twins stand later, but their lines were deducted already: their statement adds 0.00
     res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-05-20"))
     assert [(s.n_findings, s.total) for s in res.statements] == [(2, D("0.00"))]

@@ -47,10 +47,12 @@ def entity_findings(con, key: pl.DataFrame) -> tuple[set, set]:
     (``... [department|H001|A03|2026-03]``)."""
     rows = key.filter(pl.col("mdtrt_id").is_null() & (pl.col("bkkp_sn").is_null() | (pl.col("bkkp_sn") == "")))
     expected = {(t, n.rsplit("[", 1)[-1].rstrip("]")) for t, n in rows.select("rule_type", "note").iter_rows()}
-    found = set(con.execute(
-        """SELECT rule_type, finding_key FROM findings f
+    found = set(
+        con.execute(
+            """SELECT rule_type, finding_key FROM findings f
            WHERE mdtrt_id IS NULL AND NOT EXISTS (SELECT 1 FROM finding_lines l WHERE l.finding_id = f.finding_id)"""
-    ).fetchall())
+        ).fetchall()
+    )
     return found, expected
 
 
@@ -81,10 +83,20 @@ def test_a_missed_or_extra_line_is_reported(tmp_path):
     generate(tmp_path / "batch", visits=150, seed=7)
     con, result, key = _screen(tmp_path / "batch", tmp_path)
     dropped = key.head(1)
-    fake = pl.DataFrame({"rule_type": ["restrict_gender"], "rule_id": ["R-SEX-001"], "mdtrt_id": ["MD202600000001"],
-                         "bkkp_sn": ["F9999999999"], "note": ["made up"]})
+    fake = pl.DataFrame(
+        {
+            "rule_type": ["restrict_gender"],
+            "rule_id": ["R-SEX-001"],
+            "mdtrt_id": ["MD202600000001"],
+            "bkkp_sn": ["F9999999999"],
+            "note": ["made up"],
+        }
+    )
     cmp = compare(con, pl.concat([key.slice(1), fake]), result.run_id)
-    assert cmp.extra.select("rule_type", "mdtrt_id", "bkkp_sn").rows() == dropped.select("rule_type", "mdtrt_id", "bkkp_sn").rows()
+    assert (
+        cmp.extra.select("rule_type", "mdtrt_id", "bkkp_sn").rows()
+        == dropped.select("rule_type", "mdtrt_id", "bkkp_sn").rows()
+    )
     assert cmp.missed.select("bkkp_sn").to_series().to_list() == ["F9999999999"]
     assert cmp.recall < 1.0 and cmp.precision < 1.0
 
@@ -105,8 +117,10 @@ def test_committed_sample_is_current_and_flags_every_injected_type(tmp_path):
         pytest.skip("sample_data/batch is not in this checkout")
     g = generate(tmp_path / "batch", visits=300, seed=1)
     stale = [n for n in g.tables if not filecmp.cmp(tmp_path / "batch" / n, committed / n, shallow=False)]
-    assert not stale, (f"sample_data/batch is out of date ({', '.join(stale)}); regenerate it with "
-                       "`medaudit sample generate --out sample_data/batch --visits 300 --seed 1`")
+    assert not stale, (
+        f"sample_data/batch is out of date ({', '.join(stale)}); regenerate it with "
+        "`medaudit sample generate --out sample_data/batch --visits 300 --seed 1`"
+    )
     con, result, key = _screen(committed, tmp_path)
     cmp = compare(con, key, result.run_id)
     assert cmp.missed.height == 0 and cmp.extra.height == 0, cmp.report()

@@ -16,19 +16,22 @@ def p_table(items: list[tuple[int, str | None, str | None, bool]]):
     return con
 
 
-@pytest.mark.parametrize("items, overlap", [
-    ([(0, None, "X", False), (0, None, "Z", False)], False),          # no code starts with both X and Z
-    ([(0, "A1", None, False), (0, "A2", None, False)], False),         # distinct exact codes
-    ([(0, None, "X", False), (1, None, "X", False)], False),           # the same prefix in two rules
-    ([(0, "X01", None, False), (1, None, "X", False)], False),         # code under a prefix of another rule
-    ([(0, None, "X", False), (0, None, "XA", False)], True),           # XA... matches both
-    ([(0, None, "XA", False), (0, None, "XA", False)], True),          # the same prefix twice
-    ([(0, "X01", None, False), (0, None, "X", False)], True),          # code X01 is under prefix X
-    ([(0, "X01", None, False), (0, "X01", None, False)], True),        # a code listed twice
-    ([(0, "X01", "X", False)], True),                                  # one item with a code under its own prefix
-    ([(0, None, None, True), (0, "A1", None, False)], True),           # match-all beside an item
-    ([(0, None, None, True)], False),
-])
+@pytest.mark.parametrize(
+    "items, overlap",
+    [
+        ([(0, None, "X", False), (0, None, "Z", False)], False),  # no code starts with both X and Z
+        ([(0, "A1", None, False), (0, "A2", None, False)], False),  # distinct exact codes
+        ([(0, None, "X", False), (1, None, "X", False)], False),  # the same prefix in two rules
+        ([(0, "X01", None, False), (1, None, "X", False)], False),  # code under a prefix of another rule
+        ([(0, None, "X", False), (0, None, "XA", False)], True),  # XA... matches both
+        ([(0, None, "XA", False), (0, None, "XA", False)], True),  # the same prefix twice
+        ([(0, "X01", None, False), (0, None, "X", False)], True),  # code X01 is under prefix X
+        ([(0, "X01", None, False), (0, "X01", None, False)], True),  # a code listed twice
+        ([(0, "X01", "X", False)], True),  # one item with a code under its own prefix
+        ([(0, None, None, True), (0, "A1", None, False)], True),  # match-all beside an item
+        ([(0, None, None, True)], False),
+    ],
+)
 def test_items_may_overlap(items, overlap):
     assert items_may_overlap(p_table(items), "p_x") is overlap
 
@@ -66,8 +69,11 @@ def test_rules_with_one_body_are_evaluated_once_and_each_gets_its_findings(tmp_p
 
     def spy(con, rules, distinct_bodies=False):
         by_type = real(con, rules, distinct_bodies)
-        evaluated.extend(con.execute("SELECT DISTINCT r.rule_id FROM p_duplicate_line p JOIN r_all r USING (rule_key) "
-                                     "ORDER BY 1").fetchall())
+        evaluated.extend(
+            con.execute(
+                "SELECT DISTINCT r.rule_id FROM p_duplicate_line p JOIN r_all r USING (rule_key) ORDER BY 1"
+            ).fetchall()
+        )
         return by_type
 
     monkeypatch.setattr(engine, "register_rules", spy)
@@ -95,11 +101,23 @@ def test_a_code_shorter_than_a_prefix_matches_once():
     from medaudit.types import REGISTRY
 
     con = duckdb.connect()
-    con.execute("CREATE TEMP TABLE lines (bkkp_sn VARCHAR, hilist_code VARCHAR, fee_date DATE, inst_level INTEGER, "
-                "med_type VARCHAR, fixmedins_code VARCHAR)")
+    con.execute(
+        "CREATE TEMP TABLE lines (bkkp_sn VARCHAR, hilist_code VARCHAR, fee_date DATE, inst_level INTEGER, "
+        "med_type VARCHAR, fixmedins_code VARCHAR)"
+    )
     con.execute("INSERT INTO lines VALUES ('L0', 'A', DATE '2026-03-01', 0, '11', 'H1')")
-    rule = Rule("R0", "1", "r", "restrict_gender", "violation", "", ["post_hoc"], "", {"gender": "1"},
-                [Item(None, "X0", None), Item(None, "A", None)])
+    rule = Rule(
+        "R0",
+        "1",
+        "r",
+        "restrict_gender",
+        "violation",
+        "",
+        ["post_hoc"],
+        "",
+        {"gender": "1"},
+        [Item(None, "X0", None), Item(None, "A", None)],
+    )
     engine.register_rules(con, [rule])
     engine.build_matched(con, REGISTRY["restrict_gender"])
     assert con.execute("SELECT rule_key, bkkp_sn FROM m_restrict_gender").fetchall() == [(0, "L0")]

@@ -45,7 +45,7 @@ FUZZ = settings(
 
 BED = "001109000010000"
 HOSTILE_NAMES = [
-    'y" varchar; commit; drop table findings; copy (select 42) to \'x.csv\'; begin transaction; --',
+    "y\" varchar; commit; drop table findings; copy (select 42) to 'x.csv'; begin transaction; --",
     "a'); drop table findings; --",
     "[red]x[/]",
     "__row",
@@ -57,11 +57,58 @@ HOSTILE_NAMES = [
     "列名",
 ]
 NASTY = [
-    "", " ", "\u3000", "２", "１２３.００", "٣", "١٢٣", "０.５", "-２", "=cmd|' /C calc'!A0", "=1+1", "@SUM(A1)",
-    "+1", "-0", "1e5", "99999999999999999999", "0.00001", "1.23456", "NaN", "inf", '"', '""', "'", "\\N", "NULL",
-    "null", "None", "a\nb", "a\r\nb", 'a"b,c', "'; drop table findings; --", "x'); copy (select 1) to 'x.csv'; --",
-    "2026-02-30", "2026-03-02 25:00:00", "２０２６-０３-０２", "٢٠٢٦-03-02", "2026-03-02T08:00:00", "9999-12-31",
-    "0001-01-01", "\ufeff1", "1\u200b", "𠀀", "🙂", "V1", "F1", "SV2", BED, "-1", "-50", "0", "1", "10.5",
+    "",
+    " ",
+    "\u3000",
+    "２",
+    "１２３.００",
+    "٣",
+    "١٢٣",
+    "０.５",
+    "-２",
+    "=cmd|' /C calc'!A0",
+    "=1+1",
+    "@SUM(A1)",
+    "+1",
+    "-0",
+    "1e5",
+    "99999999999999999999",
+    "0.00001",
+    "1.23456",
+    "NaN",
+    "inf",
+    '"',
+    '""',
+    "'",
+    "\\N",
+    "NULL",
+    "null",
+    "None",
+    "a\nb",
+    "a\r\nb",
+    'a"b,c',
+    "'; drop table findings; --",
+    "x'); copy (select 1) to 'x.csv'; --",
+    "2026-02-30",
+    "2026-03-02 25:00:00",
+    "２０２６-０３-０２",
+    "٢٠٢٦-03-02",
+    "2026-03-02T08:00:00",
+    "9999-12-31",
+    "0001-01-01",
+    "\ufeff1",
+    "1\u200b",
+    "𠀀",
+    "🙂",
+    "V1",
+    "F1",
+    "SV2",
+    BED,
+    "-1",
+    "-50",
+    "0",
+    "1",
+    "10.5",
 ]
 # ASCII control characters are kept out of XLSX (Excel cannot store them) but go into CSV/Parquet
 NUL_ETC = ["\x00", "a\x00b", "\x1f", "\x0b"]
@@ -92,8 +139,10 @@ def spoilt(draw, formats):
     table = draw(st.sampled_from(TABLE_NAMES))
     fmt = draw(st.sampled_from(formats))
     cols = TABLES[table].column_names
-    value = st.one_of(st.sampled_from(NASTY + (NUL_ETC if fmt != "xlsx" else [])),
-                      st.text(alphabet="0123456789０１２٣.-+e :T,\"'\n", max_size=10))
+    value = st.one_of(
+        st.sampled_from(NASTY + (NUL_ETC if fmt != "xlsx" else [])),
+        st.text(alphabet="0123456789０１２٣.-+e :T,\"'\n", max_size=10),
+    )
     edits = draw(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(cols), value), max_size=6))
     extra = draw(st.lists(st.sampled_from(HOSTILE_NAMES), max_size=2, unique=True))
     shape = draw(st.sampled_from(["rows", "rows", "rows", "header_only", "empty"]))
@@ -124,7 +173,11 @@ def write_spoilt(folder: Path, table: str, fmt: str, edits, extra, shape, ending
         (folder / f"{table}.csv").write_bytes(buf.getvalue().encode(encoding))
     elif fmt == "parquet":
         names = [f"{h}#{i}" if header.index(h) != i else h for i, h in enumerate(header)]  # parquet needs unique names
-        df = pl.DataFrame([list(c) for c in zip(*body)] if body else [[] for _ in names], schema={n: pl.Utf8 for n in names}, orient="col")
+        df = pl.DataFrame(
+            [list(c) for c in zip(*body)] if body else [[] for _ in names],
+            schema={n: pl.Utf8 for n in names},
+            orient="col",
+        )
         df.write_parquet(folder / f"{table}.parquet")
     else:
         import openpyxl
@@ -187,13 +240,18 @@ def check_invariants(template, case) -> None:
         for s in res.tables:
             assert s.read == s.loaded + s.rejected, s
             t = TABLES[s.table]
-            assert con.execute(f"SELECT count(*) FROM {t.name} WHERE batch_id = ?", [res.batch_id]).fetchall() == [(s.loaded,)]
+            assert con.execute(f"SELECT count(*) FROM {t.name} WHERE batch_id = ?", [res.batch_id]).fetchall() == [
+                (s.loaded,)
+            ]
             assert con.execute(
-                "SELECT count(DISTINCT row_no) FROM rejected_rows WHERE batch_id = ? AND table_name = ?", [res.batch_id, t.name]
+                "SELECT count(DISTINCT row_no) FROM rejected_rows WHERE batch_id = ? AND table_name = ?",
+                [res.batch_id, t.name],
             ).fetchall() == [(s.rejected,)]
             req = " OR ".join(f"{c.name} IS NULL" for c in t.columns if c.required)
             assert con.execute(f"SELECT count(*) FROM {t.name} WHERE {req}").fetchall() == [(0,)]
-        assert con.execute("SELECT count(*) FROM rejected_rows WHERE reason IS NULL OR reason = ''").fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM rejected_rows WHERE reason IS NULL OR reason = ''").fetchall() == [
+            (0,)
+        ]
     finally:  # back to batch 1 only, for the next example
         for t in [*TABLES, "rejected_rows", "data_quality", "load_log"]:
             con.execute(f"DELETE FROM {t} WHERE batch_id = ?", [res.batch_id])

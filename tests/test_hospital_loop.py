@@ -75,9 +75,12 @@ def q(tmp, sql, args=()):
 
 def expected_money(tmp) -> dict[str, D]:
     """The never-twice rule recomputed in Python from the stored claims and states."""
-    rows = q(tmp, """SELECT f.finding_id, f.rule_id, f.severity, f.status, coalesce(s.confirmed, FALSE), fl.bkkp_sn, fl.claim
+    rows = q(
+        tmp,
+        """SELECT f.finding_id, f.rule_id, f.severity, f.status, coalesce(s.confirmed, FALSE), fl.bkkp_sn, fl.claim
                      FROM findings f JOIN finding_state s USING (finding_id)
-                     LEFT JOIN finding_lines fl ON fl.finding_id = f.finding_id AND fl.role = 'violating'""")
+                     LEFT JOIN finding_lines fl ON fl.finding_id = f.finding_id AND fl.role = 'violating'""",
+    )
     ded = {r[0]: D(0) for r in rows}
     best: dict[str, tuple] = {}
     for fid, rule, sev, status, confirmed, sn, claim in rows:
@@ -116,9 +119,21 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     (tmp / "holidays.txt").write_text(HOLIDAYS, encoding="utf-8")
 
     # 0. settings: the holiday calendar and 复议 allowed (5 working days)
-    out = cli(tmp, "2026-10-09", "appeal", "settings", "--holidays", str(tmp / "holidays.txt"), "--second-appeal",
-              "--second-window-days", "5")
-    assert "appeal window 10 working days; second appeal (复议) allowed, window 5 working days; calendar: 6 holidays, 1 make-up" in out
+    out = cli(
+        tmp,
+        "2026-10-09",
+        "appeal",
+        "settings",
+        "--holidays",
+        str(tmp / "holidays.txt"),
+        "--second-appeal",
+        "--second-window-days",
+        "5",
+    )
+    assert (
+        "appeal window 10 working days; second appeal (复议) allowed, window 5 working days; calendar: 6 holidays, 1 make-up"
+        in out
+    )
 
     # 1. screen on Fri 2026-10-09: windows open, 10 working days with Sat Oct 10 a make-up day -> Thu Oct 22
     out = cli(tmp, "2026-10-09", "screen", str(tmp / "batch"), "--rules", str(tmp / "rules"))
@@ -126,20 +141,48 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     # profiling findings (peer_outlier) are warnings: no money, no appeal; they stay as they are
     warnings = {r[0] for r in q(tmp, "SELECT finding_id FROM findings WHERE status = 'warning'")}
     assert set(states) - {"warning"} == {"pending_appeal", "pending_review"} and states["pending_review"] >= 2
-    assert q(tmp, "SELECT DISTINCT s.deadline FROM findings f JOIN finding_state s USING (finding_id) "
-                  "WHERE f.status = 'pending_appeal'") == [(dt.date(2026, 10, 22),)]
+    assert q(
+        tmp,
+        "SELECT DISTINCT s.deadline FROM findings f JOIN finding_state s USING (finding_id) "
+        "WHERE f.status = 'pending_appeal'",
+    ) == [(dt.date(2026, 10, 22),)]
     # the month and hospital with the most findings that also has a suspect
-    H, P = q(tmp, """SELECT fixmedins_code, period FROM findings GROUP BY ALL
+    H, P = q(
+        tmp,
+        """SELECT fixmedins_code, period FROM findings GROUP BY ALL
                      HAVING count(*) FILTER (WHERE severity = 'suspect' AND status <> 'warning') >= 1 AND count(*) FILTER (WHERE severity = 'violation') >= 3
-                     ORDER BY count(*) DESC, 1, 2 LIMIT 1""")[0]
-    viol = [r[0] for r in q(tmp, """SELECT finding_id FROM findings WHERE fixmedins_code = ? AND period = ?
-                                    AND severity = 'violation' ORDER BY rule_id, mdtrt_id, finding_id""", [H, P])]
-    sus = [r[0] for r in q(tmp, """SELECT finding_id FROM findings WHERE fixmedins_code = ? AND period = ?
-                                   AND severity = 'suspect' AND status <> 'warning' ORDER BY rule_id, mdtrt_id, finding_id""", [H, P])]
-    other_inst = q(tmp, "SELECT finding_id FROM findings WHERE fixmedins_code <> ? AND severity = 'violation' ORDER BY 1 LIMIT 1", [H])[0][0]
+                     ORDER BY count(*) DESC, 1, 2 LIMIT 1""",
+    )[0]
+    viol = [
+        r[0]
+        for r in q(
+            tmp,
+            """SELECT finding_id FROM findings WHERE fixmedins_code = ? AND period = ?
+                                    AND severity = 'violation' ORDER BY rule_id, mdtrt_id, finding_id""",
+            [H, P],
+        )
+    ]
+    sus = [
+        r[0]
+        for r in q(
+            tmp,
+            """SELECT finding_id FROM findings WHERE fixmedins_code = ? AND period = ?
+                                   AND severity = 'suspect' AND status <> 'warning' ORDER BY rule_id, mdtrt_id, finding_id""",
+            [H, P],
+        )
+    ]
+    other_inst = q(
+        tmp,
+        "SELECT finding_id FROM findings WHERE fixmedins_code <> ? AND severity = 'violation' ORDER BY 1 LIMIT 1",
+        [H],
+    )[0][0]
     a_over, a_uphold, a_reappeal = viol[:3]
     s_confirm = sus[0]
-    s_dismiss = q(tmp, "SELECT finding_id FROM findings WHERE severity = 'suspect' AND status <> 'warning' AND finding_id <> ? ORDER BY 1 LIMIT 1", [s_confirm])[0][0]
+    s_dismiss = q(
+        tmp,
+        "SELECT finding_id FROM findings WHERE severity = 'suspect' AND status <> 'warning' AND finding_id <> ? ORDER BY 1 LIMIT 1",
+        [s_confirm],
+    )[0][0]
 
     # 2. the bureau sends the hospital its workbook
     wb = tmp / "hospital" / "申诉.xlsx"
@@ -154,7 +197,9 @@ def test_the_hospital_loop_end_to_end(tmp_path):
         a_uphold: ("医嘱如此", None),
         a_reappeal: ("临床需要", None),
     }
-    filled = fill_workbook(wb, tmp / "hospital" / "申诉_已填写.xlsx", reasons, [{"疑点编号": other_inst, "申诉理由": "不是本院的"}])
+    filled = fill_workbook(
+        wb, tmp / "hospital" / "申诉_已填写.xlsx", reasons, [{"疑点编号": other_inst, "申诉理由": "不是本院的"}]
+    )
     n_events = q(tmp, "SELECT count(*) FROM finding_events")
     out = cli(tmp, "2026-10-15", "appeal", "import", str(filled), "--by", "医保办 王芳", "--institution", H, code=2)
     assert f"refused whole, nothing was filed: row {n_open + 2}: finding {other_inst} belongs to institution" in out
@@ -165,23 +210,91 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     assert f"3 appeals filed for {H}, 0 rows refused, {n_open - 3} findings not appealed" in out
 
     # 4. review: overturn one, uphold two, confirm one suspect, dismiss another
-    cli(tmp, "2026-10-16", "review", "decide", a_over, "--decision", "overturn", "--by", "审核员 李", "--reason", "编码对照错误属实")
-    cli(tmp, "2026-10-16", "review", "decide", a_uphold, "--decision", "uphold", "--by", "审核员 李", "--reason", "无病历支持")
-    cli(tmp, "2026-10-16", "review", "decide", a_reappeal, "--decision", "uphold", "--by", "审核员 李", "--reason", "无病历支持")
+    cli(
+        tmp,
+        "2026-10-16",
+        "review",
+        "decide",
+        a_over,
+        "--decision",
+        "overturn",
+        "--by",
+        "审核员 李",
+        "--reason",
+        "编码对照错误属实",
+    )
+    cli(
+        tmp,
+        "2026-10-16",
+        "review",
+        "decide",
+        a_uphold,
+        "--decision",
+        "uphold",
+        "--by",
+        "审核员 李",
+        "--reason",
+        "无病历支持",
+    )
+    cli(
+        tmp,
+        "2026-10-16",
+        "review",
+        "decide",
+        a_reappeal,
+        "--decision",
+        "uphold",
+        "--by",
+        "审核员 李",
+        "--reason",
+        "无病历支持",
+    )
     cli(tmp, "2026-10-16", "review", "decide", s_confirm, "--decision", "confirm", "--by", "审核员 李")
-    cli(tmp, "2026-10-16", "review", "decide", s_dismiss, "--decision", "dismiss", "--by", "审核员 李", "--reason", "病历记载合理")
+    cli(
+        tmp,
+        "2026-10-16",
+        "review",
+        "decide",
+        s_dismiss,
+        "--decision",
+        "dismiss",
+        "--by",
+        "审核员 李",
+        "--reason",
+        "病历记载合理",
+    )
     # 复议 within its 5 working days (Oct 19..23), upheld again
     cli(tmp, "2026-10-21", "appeal", "submit", a_reappeal, "--by", "医保办 王芳", "--reason", "补充会诊记录")
-    cli(tmp, "2026-10-22", "review", "decide", a_reappeal, "--decision", "uphold", "--by", "科长 赵", "--reason", "复议维持")
+    cli(
+        tmp,
+        "2026-10-22",
+        "review",
+        "decide",
+        a_reappeal,
+        "--decision",
+        "uphold",
+        "--by",
+        "科长 赵",
+        "--reason",
+        "复议维持",
+    )
 
     # 5. a finalize before the deadline writes nothing for the hospital's open findings
     cli(tmp, "2026-10-22", "deduct", "finalize", "--period", P, "--institution", H)
-    assert q(tmp, "SELECT count(*) FROM findings f JOIN finding_state s USING (finding_id) WHERE s.statement_id IS NOT NULL "
-                  "AND f.fixmedins_code = ? AND f.status <> 'upheld'", [H]) == [(0,)]
+    assert q(
+        tmp,
+        "SELECT count(*) FROM findings f JOIN finding_state s USING (finding_id) WHERE s.statement_id IS NOT NULL "
+        "AND f.fixmedins_code = ? AND f.status <> 'upheld'",
+        [H],
+    ) == [(0,)]
 
     # 6. the deadline passes; the confirmed suspect's window (opened Oct 16) closes Oct 30
     out = cli(tmp, "2026-11-02", "deduct", "finalize", "--period", P)
-    finals = q(tmp, "SELECT fixmedins_code, total, statement_id FROM deduction_statements WHERE period = ? ORDER BY statement_id", [P])
+    finals = q(
+        tmp,
+        "SELECT fixmedins_code, total, statement_id FROM deduction_statements WHERE period = ? ORDER BY statement_id",
+        [P],
+    )
     assert finals and "Deduction statements" in out
 
     # every state
@@ -190,12 +303,20 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     expect = {}
     for fid, sev in q(tmp, "SELECT finding_id, severity FROM findings"):
         expect[fid] = "warning" if fid in warnings else "expired" if sev == "violation" else "pending_review"
-    expect.update({a_over: "overturned", a_uphold: "upheld", a_reappeal: "upheld", s_confirm: "expired", s_dismiss: "dismissed"})
+    expect.update(
+        {a_over: "overturned", a_uphold: "upheld", a_reappeal: "upheld", s_confirm: "expired", s_dismiss: "dismissed"}
+    )
     assert status == expect
     assert (rounds[a_uphold], rounds[a_reappeal], rounds[a_over]) == (1, 2, 1)
     # the upheld one without 复议: its second window (Oct 19..23) closed, so it is final too
-    assert q(tmp, "SELECT statement_id IS NOT NULL FROM finding_state WHERE finding_id IN (?, ?, ?) ORDER BY finding_id",
-             [a_uphold, a_reappeal, s_confirm]) == [(True,)] * 3
+    assert (
+        q(
+            tmp,
+            "SELECT statement_id IS NOT NULL FROM finding_state WHERE finding_id IN (?, ?, ?) ORDER BY finding_id",
+            [a_uphold, a_reappeal, s_confirm],
+        )
+        == [(True,)] * 3
+    )
 
     # every amount, to the cent: the findings table against the rule recomputed independently
     money = expected_money(tmp)
@@ -209,8 +330,18 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     for inst in {i for i, _, _ in finals}:
         standing = sorted(fid for fid, i, p, st in rows if i == inst and p == P and st in ("expired", "upheld"))
         assert sum(t for i, t, _ in finals if i == inst) == sum(money[f] for f in standing), inst
-        assert sorted(r[0] for r in q(tmp, """SELECT i.finding_id FROM deduction_items i JOIN deduction_statements s
-                                             USING (statement_id) WHERE s.fixmedins_code = ?""", [inst])) == standing
+        assert (
+            sorted(
+                r[0]
+                for r in q(
+                    tmp,
+                    """SELECT i.finding_id FROM deduction_items i JOIN deduction_statements s
+                                             USING (statement_id) WHERE s.fixmedins_code = ?""",
+                    [inst],
+                )
+            )
+            == standing
+        )
     con = db.connect(tmp / "loop.duckdb")
     assert deduct.reconcile(con) == []
     con.close()
@@ -221,7 +352,10 @@ def test_the_hospital_loop_end_to_end(tmp_path):
     before = q(tmp, "SELECT * FROM deduction_statements ORDER BY 1"), q(tmp, "SELECT count(*) FROM finding_events")
     out = cli(tmp, "2026-11-03", "deduct", "finalize", "--period", P)
     assert "Nothing new stands" in out
-    assert (q(tmp, "SELECT * FROM deduction_statements ORDER BY 1"), q(tmp, "SELECT count(*) FROM finding_events")) == before
+    assert (
+        q(tmp, "SELECT * FROM deduction_statements ORDER BY 1"),
+        q(tmp, "SELECT count(*) FROM finding_events"),
+    ) == before
 
     # 8. the report: the same totals in the xlsx and the HTML page
     out = cli(tmp, "2026-11-03", "report", "--institution", H, "--period", P, "--out-dir", str(tmp / "report"))
@@ -246,19 +380,28 @@ def test_the_hospital_loop_end_to_end(tmp_path):
 
     if find_chromium():  # as the hospital sees it (the report test covers the page when chromium is missing)
         seen = rendered(tmp, tmp / "report" / f"扣款依据报表_{H}_{P}.html")
-        assert f"扣款金额（元）\n{total:,.2f}" in seen["text"] and f"已结算扣款（元）\n{final_total:,.2f}" in seen["text"]
+        assert (
+            f"扣款金额（元）\n{total:,.2f}" in seen["text"] and f"已结算扣款（元）\n{final_total:,.2f}" in seen["text"]
+        )
         assert seen["page_overflow"] <= 0 and seen["details_overflow"] <= 0
     d = report.gather(db.connect(tmp / "loop.duckdb"), H, P)
     assert (d.totals["deduction"], d.totals["final"]) == (total, final_total)
 
     # 9. the audit trail of the 复议 finding tells its story
-    log = q(tmp, "SELECT actor, action, from_status, to_status FROM finding_events WHERE finding_id = ? ORDER BY event_id", [a_reappeal])
-    assert log == [("screen run 1", "create", None, "pending_appeal"),
-                   ("医保办 王芳", "appeal", "pending_appeal", "appealed"),
-                   ("审核员 李", "uphold", "appealed", "upheld"),
-                   ("医保办 王芳", "appeal", "upheld", "appealed"),
-                   ("科长 赵", "uphold", "appealed", "upheld"),
-                   ("medaudit", "finalize", "upheld", "upheld")]
+    log = q(
+        tmp,
+        "SELECT actor, action, from_status, to_status FROM finding_events WHERE finding_id = ? ORDER BY event_id",
+        [a_reappeal],
+    )
+    assert log == [
+        ("screen run 1", "create", None, "pending_appeal"),
+        ("医保办 王芳", "appeal", "pending_appeal", "appealed"),
+        ("审核员 李", "uphold", "appealed", "upheld"),
+        ("医保办 王芳", "appeal", "upheld", "appealed"),
+        ("科长 赵", "uphold", "appealed", "upheld"),
+        ("medaudit", "finalize", "upheld", "upheld"),
+    ]
     att = q(tmp, "SELECT attachments FROM finding_events WHERE finding_id = ? AND action = 'appeal'", [a_over])[0][0]
     import hashlib
+
     assert hashlib.sha256(b"%PDF scanned progress notes").hexdigest() in att

@@ -38,7 +38,8 @@ def state(con) -> dict[str, list]:
         "findings": con.execute(
             """SELECT finding_id, rule_id, stage, status, fixmedins_code, dept_code, dr_code, psn_no, mdtrt_id,
                       setl_id, period, finding_key, flagged_amt, claimed_amt, deduction_amt, evidence, first_run
-               FROM findings ORDER BY finding_id""").fetchall(),
+               FROM findings ORDER BY finding_id"""
+        ).fetchall(),
         "lines": con.execute("SELECT * FROM finding_lines ORDER BY ALL").fetchall(),
         "states": con.execute("SELECT * FROM finding_state ORDER BY ALL").fetchall(),
     }
@@ -102,8 +103,9 @@ def test_nightly_runs_equal_full_rescreens(days, full_nights, tmp_path, wall_clo
     # and the nightly runs really read less than the whole history each night
     assert n_i < n_f * 0.6, (n_i, n_f)
     # every batch is recorded as screened for each stage, once
-    assert con_i.execute("SELECT stage, count(*), count(DISTINCT batch_id) FROM screened_batches GROUP BY 1 ORDER BY 1"
-                         ).fetchall() == [(s, len(days), len(days)) for s in sorted(STAGES)]
+    assert con_i.execute(
+        "SELECT stage, count(*), count(DISTINCT batch_id) FROM screened_batches GROUP BY 1 ORDER BY 1"
+    ).fetchall() == [(s, len(days), len(days)) for s in sorted(STAGES)]
 
 
 @pytest.mark.slow
@@ -115,8 +117,17 @@ def test_each_reach_is_needed(days, full_nights, tmp_path, wall_clock):
 
     wall_clock("2026-10-01")
     library = load_library(RULES)
-    saved = {t: REGISTRY[t].reach for t in ("period_limit", "readmission", "high_frequency_purchase",
-                                            "inventory_mismatch", "peer_outlier", "overlapping_stays")}
+    saved = {
+        t: REGISTRY[t].reach
+        for t in (
+            "period_limit",
+            "readmission",
+            "high_frequency_purchase",
+            "inventory_mismatch",
+            "peer_outlier",
+            "overlapping_stays",
+        )
+    }
     try:
         for t in saved:
             REGISTRY[t].reach = lambda rule: Reach()
@@ -134,9 +145,13 @@ def test_a_query_rule_of_reach_all_reads_everything(days, tmp_path, wall_clock):
     their own reach in the same run."""
     wall_clock("2026-10-01")
     library = load_library(RULES)
-    library = dataclasses.replace(library, rules=[
-        dataclasses.replace(r, params={k: v for k, v in r.params.items() if k != "reach"}) if r.type == "sql" else r
-        for r in library.rules])
+    library = dataclasses.replace(
+        library,
+        rules=[
+            dataclasses.replace(r, params={k: v for k, v in r.params.items() if k != "reach"}) if r.type == "sql" else r
+            for r in library.rules
+        ],
+    )
     _, nights_i, _ = nightly(days[:6], tmp_path / "inc.duckdb", "new", library)
     _, nights_f, _ = nightly(days[:6], tmp_path / "full.duckdb", "all", library)
     assert_same_nights(nights_i, nights_f)
@@ -156,8 +171,12 @@ def test_nothing_new_screens_nothing_and_changed_rules_screen_everything(days, t
     night = screen(con, library, scope=Scope("new"))
     assert night.scope == "what the 1 new batch(es) touch (2)" and 0 < night.n_lines
     # a new rule version: everything again (the old version's open findings are superseded by it)
-    changed = dataclasses.replace(library, rules=[
-        dataclasses.replace(r, version=str(int(r.version) + 1)) if r.id == "R-SEX-001" else r for r in library.rules])
+    changed = dataclasses.replace(
+        library,
+        rules=[
+            dataclasses.replace(r, version=str(int(r.version) + 1)) if r.id == "R-SEX-001" else r for r in library.rules
+        ],
+    )
     full = screen(con, changed, scope=Scope("new"))
     assert full.scope.startswith("all loaded data: the rule library changed")
     assert full.n_lines == con.execute("SELECT count(*) FROM lines").fetchall()[0][0] >= night.n_lines
@@ -191,13 +210,16 @@ def sample_screened_by_cli(tmp_path_factory) -> Path:
     return db
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--period", "2026/03"], "--period: '2026/03' is not a month written YYYY-MM"),
-    (["--since", "yesterday"], "--since: 'yesterday' is not a date or time"),
-    (["--since", "2026-03-01T18:00+08:00"], "--since: '2026-03-01T18:00+08:00' names a time zone"),
-    (["--all", "--period", "2026-03"], "give one of --all, --period, not several"),
-    (["--batch", "7"], "--batch: no batch 7 is loaded (loaded: 1)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--period", "2026/03"], "--period: '2026/03' is not a month written YYYY-MM"),
+        (["--since", "yesterday"], "--since: 'yesterday' is not a date or time"),
+        (["--since", "2026-03-01T18:00+08:00"], "--since: '2026-03-01T18:00+08:00' names a time zone"),
+        (["--all", "--period", "2026-03"], "give one of --all, --period, not several"),
+        (["--batch", "7"], "--batch: no batch 7 is loaded (loaded: 1)"),
+    ],
+)
 def test_cli_scope_options_are_checked(sample_screened_by_cli, tmp_path, args, message):
     db = tmp_path / "a.duckdb"
     shutil.copyfile(sample_screened_by_cli, db)
@@ -219,6 +241,7 @@ def test_cli_says_what_a_night_screened(days, tmp_path):
 
 
 # ---------------------------------------------------------------------------- the mechanisms, one by one
+
 
 def nights_of(tmp_path: Path, batches: list, rules_yaml: str, mode: str) -> list[dict]:
     from kit import write_rules
@@ -284,8 +307,9 @@ def test_a_month_finding_is_kept_only_for_the_months_a_night_reads_whole(tmp_pat
     first, second = Batch(), Batch()
     a = first.visit(mdtrt_id="VA", psn_no="PA", begntime="2026-03-10 08:00:00", endtime="2026-03-10 10:00:00")
     first.line(a, AMOX, cnt="8", pric="1.5", bkkp_sn="A-0310")
-    s = first.visit(mdtrt_id="VS", psn_no="PS", med_type="21", begntime="2026-02-27 08:00:00",
-                    endtime="2026-03-02 08:00:00")
+    s = first.visit(
+        mdtrt_id="VS", psn_no="PS", med_type="21", begntime="2026-02-27 08:00:00", endtime="2026-03-02 08:00:00"
+    )
     first.line(s, AMOX, cnt="2", pric="1.5", time="2026-02-27 09:00:00", bkkp_sn="S-0227")
     first.line(s, AMOX, cnt="12", pric="1.5", time="2026-03-01 09:00:00", bkkp_sn="S-0301")
     first.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-02", purchase_cnt="100")
@@ -316,10 +340,29 @@ def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
     x = first.visit(mdtrt_id="VX", psn_no="PX", begntime="2026-03-12 08:00:00", endtime="2026-03-12 10:00:00")
     first.line(x, "001102000030000", pric="30", bkkp_sn="X1")  # a code no catalogue row names
     second.add("psn_death", psn_no="PD", die_date="2026-03-05")
-    third.add("hilist", hilist_code="001102000010000", hilist_name="诊查费", list_type="201", chrgitm_lv="01",
-              lv1_pric="40", lv2_pric="40", lv3_pric="40", begndate="2026-01-01", enddate="2026-02-28")
-    fourth.add("hilist", hilist_code="001102000010000", hilist_name="诊查费", list_type="201", chrgitm_lv="01",
-               lv1_pric="20", lv2_pric="20", lv3_pric="20", begndate="2026-03-01")
+    third.add(
+        "hilist",
+        hilist_code="001102000010000",
+        hilist_name="诊查费",
+        list_type="201",
+        chrgitm_lv="01",
+        lv1_pric="40",
+        lv2_pric="40",
+        lv3_pric="40",
+        begndate="2026-01-01",
+        enddate="2026-02-28",
+    )
+    fourth.add(
+        "hilist",
+        hilist_code="001102000010000",
+        hilist_name="诊查费",
+        list_type="201",
+        chrgitm_lv="01",
+        lv1_pric="20",
+        lv2_pric="20",
+        lv3_pric="20",
+        begndate="2026-03-01",
+    )
     full = assert_nightly_equals_full(tmp_path, [first, second, third, fourth], rules)
     rules_found = [sorted({r[1] for r in night["findings"]}) for night in full]
     assert rules_found == [[], ["R-DTH"], ["R-CAT", "R-DTH"], ["R-CAP", "R-CAT", "R-DTH"]], rules_found
@@ -361,14 +404,25 @@ def test_overtreatment_judges_a_month_made_whole_by_a_late_peer(tmp_path, monkey
     first, second = Batch(), Batch()
 
     def peer(b, vid, q, day="2026-03-10"):
-        v = b.visit(mdtrt_id=vid, psn_no=f"P{vid}", begntime=f"{day} 08:00:00", endtime=f"{day} 10:00:00",
-                    dscg_maindiag_code="J06.900")
+        v = b.visit(
+            mdtrt_id=vid,
+            psn_no=f"P{vid}",
+            begntime=f"{day} 08:00:00",
+            endtime=f"{day} 10:00:00",
+            dscg_maindiag_code="J06.900",
+        )
         b.line(v, "002503010010000", cnt=str(q), pric="20", med_chrgitm_type="04", bkkp_sn=f"{vid}-L")
 
     for k, q in enumerate((1, 1, 1, 1, 9)):
         peer(first, f"M{k}", q)
-    s = first.visit(mdtrt_id="FEB", psn_no="PFEB", med_type="21", begntime="2026-02-27 08:00:00",
-                    endtime="2026-03-02 08:00:00", dscg_maindiag_code="J18.900")
+    s = first.visit(
+        mdtrt_id="FEB",
+        psn_no="PFEB",
+        med_type="21",
+        begntime="2026-02-27 08:00:00",
+        endtime="2026-03-02 08:00:00",
+        dscg_maindiag_code="J18.900",
+    )
     first.line(s, "002503010010000", cnt="30", pric="20", med_chrgitm_type="04", time="2026-03-01 09:00:00")
     peer(second, "M5", 1)
     if reach == "declared":
@@ -389,11 +443,13 @@ def test_identity_misuse_reads_the_persons_visits_across_midnight(tmp_path, monk
     if reach != "declared":
         _reach_off(monkeypatch, "identity_misuse")
     first, second = Batch(), Batch()
-    b = first.visit(mdtrt_id="B", psn_no="PX", fixmedins_code="H002", begntime="2026-03-03 00:20:00",
-                    endtime="2026-03-03 01:00:00")
+    b = first.visit(
+        mdtrt_id="B", psn_no="PX", fixmedins_code="H002", begntime="2026-03-03 00:20:00", endtime="2026-03-03 01:00:00"
+    )
     first.line(b, "001102000010000", pric="10")
-    a = second.visit(mdtrt_id="A", psn_no="PX", fixmedins_code="H001", begntime="2026-03-02 23:50:00",
-                     endtime="2026-03-02 23:59:00")
+    a = second.visit(
+        mdtrt_id="A", psn_no="PX", fixmedins_code="H001", begntime="2026-03-02 23:50:00", endtime="2026-03-02 23:59:00"
+    )
     second.line(a, "001102000010000", pric="10")
     if reach == "declared":
         full = assert_nightly_equals_full(tmp_path, [first, second], IDM_RULE)

@@ -43,7 +43,13 @@ GENDER = """
 def test_a_good_rule_loads_with_defaults(tmp_path):
     library = load_library(lib(tmp_path, {"gender.yaml": GENDER}))
     (r,) = library.rules
-    assert (r.id, r.version, r.type, r.severity, r.nature) == ("R-SEX-001", "1", "restrict_gender", "violation", "超支付范围")
+    assert (r.id, r.version, r.type, r.severity, r.nature) == (
+        "R-SEX-001",
+        "1",
+        "restrict_gender",
+        "violation",
+        "超支付范围",
+    )
     assert r.stages == ["pre_alert", "in_process", "post_hoc"]
     assert r.params == {"gender": "2"}
     assert [(i.code, i.prefix) for i in r.items] == [("002101030300000", None)]
@@ -71,7 +77,9 @@ def test_unknown_param_and_unknown_field(tmp_path):
 
 
 def test_bad_stage_and_type_that_cannot_run_at_a_stage(tmp_path):
-    text = GENDER + """
+    text = (
+        GENDER
+        + """
 - id: R-BED-001
   version: 1
   name: 床位天数
@@ -79,6 +87,7 @@ def test_bad_stage_and_type_that_cannot_run_at_a_stage(tmp_path):
   stages: [pre_alert, post_hoc]
   items: {codes: ["001109000010000"]}
 """
+    )
     root = lib(tmp_path, {"r.yaml": text.replace("params: {gender: 2}", "params: {gender: 2}\n  stages: [later]")})
     assert problems(root) == [
         f"{root / 'r.yaml'}: rule R-SEX-001: stages: 'later' is not a stage (pre_alert, in_process, post_hoc)",
@@ -96,7 +105,9 @@ def test_bad_severity_and_dates(tmp_path):
         f"{root / 'r.yaml'}: rule R-SEX-001: severity must be violation or suspect, got 'fatal'",
         f"{root / 'r.yaml'}: rule R-SEX-001: valid_from must be a date YYYY-MM-DD, got '2026-13-01'",
     ]
-    text = GENDER.replace("params: {gender: 2}", "params: {gender: 2}\n  valid_from: 2026-01-01\n  valid_to: 2025-01-01")
+    text = GENDER.replace(
+        "params: {gender: 2}", "params: {gender: 2}\n  valid_from: 2026-01-01\n  valid_to: 2025-01-01"
+    )
     root = lib(tmp_path, {"r.yaml": text})
     assert problems(root) == [f"{root / 'r.yaml'}: rule R-SEX-001: valid_to 2025-01-01 is before valid_from 2026-01-01"]
 
@@ -184,7 +195,9 @@ def test_item_table_without_code_column(tmp_path):
 
 
 def test_inline_rows_and_bad_matcher(tmp_path):
-    text = GENDER.replace('items: {codes: ["002101030300000"]}', "items: {rows: [{code: '001', gender: 3}], lists: [x]}")
+    text = GENDER.replace(
+        'items: {codes: ["002101030300000"]}', "items: {rows: [{code: '001', gender: 3}], lists: [x]}"
+    )
     root = lib(tmp_path, {"r.yaml": text})
     assert problems(root) == [
         f"{root / 'r.yaml'}: rule R-SEX-001: items.lists is not an item matcher (codes, prefixes, table, rows)",
@@ -207,7 +220,10 @@ def test_bad_yaml_names_the_line(tmp_path):
 def test_all_problems_of_a_library_are_reported_at_once(tmp_path):
     root = lib(
         tmp_path,
-        {"a.yaml": GENDER.replace("gender: 2", "gender: M"), "b.yaml": GENDER.replace("R-SEX-001", "R-X").replace("restrict_gender", "nope")},
+        {
+            "a.yaml": GENDER.replace("gender: 2", "gender: M"),
+            "b.yaml": GENDER.replace("R-SEX-001", "R-X").replace("restrict_gender", "nope"),
+        },
     )
     assert len(problems(root)) == 2
 
@@ -228,7 +244,9 @@ def test_cross_parameter_check_of_a_type(tmp_path):
 
 
 def test_unquoted_numeric_codes_are_refused_and_a_single_code_is_one_item(tmp_path):
-    text = GENDER.replace('items: {codes: ["002101030300000"]}', "items: {codes: [00110700, 1109000010000, '001109000010000']}")
+    text = GENDER.replace(
+        'items: {codes: ["002101030300000"]}', "items: {codes: [00110700, 1109000010000, '001109000010000']}"
+    )
     root = lib(tmp_path, {"r.yaml": text})
     assert problems(root) == [
         f"{root / 'r.yaml'}: rule R-SEX-001: items.codes: 37312 is not text; quote codes in YAML "

@@ -23,8 +23,8 @@ from medaudit.engine import screen
 from medaudit.library import load_library
 from medaudit.loader import load_batch
 
-UTERUS = "002101030300000"   # 子宫造影, female only
-BED = "001109000010000"      # 床位费, once a day
+UTERUS = "002101030300000"  # 子宫造影, female only
+BED = "001109000010000"  # 床位费, once a day
 CHILD_DRUG = "XR05CAZ123A001010100000"  # a children's drug (suspect when billed to an adult)
 
 RULES = f"""
@@ -65,21 +65,67 @@ def loop_batch() -> tuple[Batch, dict[str, str]]:
     v["sex"] = b.visit(gend="1", psn_name="张三", certno="110101198001011234", mdtrt_id="LV1", psn_no="LP1")
     b.line(v["sex"], UTERUS, hilist_name="子宫造影", pric="180", bkkp_sn="SEX1")
     # one line two rules claim: gender claims 180.00 (whole line), frequency 120.00 (2 excess units)
-    v["both"] = b.visit(gend="1", psn_name="李四", certno="110101198202023456", adm_dept_codg="D02", chfpdr_code="DR02",
-                        mdtrt_id="LV2", psn_no="LP2")
-    b.line(v["both"], UTERUS, hilist_name="子宫造影", cnt="3", pric="60", bkkp_sn="BOTH1",
-           bilg_dept_codg="D02", bilg_dr_code="DR02")
-    v["bed"] = b.visit(med_type="21", begntime="2026-03-05 08:00:00", endtime="2026-03-09 10:00:00",
-                       psn_name="王小明", certno="11010119900303567X", adm_dept_codg="D03", chfpdr_code="DR03",
-                       mdtrt_id="LV3", psn_no="LP3")
-    b.line(v["bed"], BED, hilist_name="普通病房床位费", pric="30", time="2026-03-06 08:00:00", bkkp_sn="BED1",
-           bilg_dept_codg="D03", bilg_dr_code="DR03")
-    b.line(v["bed"], BED, hilist_name="普通病房床位费", pric="30", time="2026-03-06 18:00:00", bkkp_sn="BED2",
-           bilg_dept_codg="D03", bilg_dr_code="DR03")
+    v["both"] = b.visit(
+        gend="1",
+        psn_name="李四",
+        certno="110101198202023456",
+        adm_dept_codg="D02",
+        chfpdr_code="DR02",
+        mdtrt_id="LV2",
+        psn_no="LP2",
+    )
+    b.line(
+        v["both"],
+        UTERUS,
+        hilist_name="子宫造影",
+        cnt="3",
+        pric="60",
+        bkkp_sn="BOTH1",
+        bilg_dept_codg="D02",
+        bilg_dr_code="DR02",
+    )
+    v["bed"] = b.visit(
+        med_type="21",
+        begntime="2026-03-05 08:00:00",
+        endtime="2026-03-09 10:00:00",
+        psn_name="王小明",
+        certno="11010119900303567X",
+        adm_dept_codg="D03",
+        chfpdr_code="DR03",
+        mdtrt_id="LV3",
+        psn_no="LP3",
+    )
+    b.line(
+        v["bed"],
+        BED,
+        hilist_name="普通病房床位费",
+        pric="30",
+        time="2026-03-06 08:00:00",
+        bkkp_sn="BED1",
+        bilg_dept_codg="D03",
+        bilg_dr_code="DR03",
+    )
+    b.line(
+        v["bed"],
+        BED,
+        hilist_name="普通病房床位费",
+        pric="30",
+        time="2026-03-06 18:00:00",
+        bkkp_sn="BED2",
+        bilg_dept_codg="D03",
+        bilg_dr_code="DR03",
+    )
     v["age"] = b.visit(gend="2", psn_name="赵敏", certno="110101198505058888", mdtrt_id="LV4", psn_no="LP4")
     b.line(v["age"], CHILD_DRUG, hilist_name="小儿氨酚黄那敏颗粒", cnt="2", pric="12.35", bkkp_sn="AGE1")
-    v["other"] = b.visit(gend="1", fixmedins_code="H002", fixmedins_name="另一家医院", psn_name="钱五", certno="110101197001019999",
-                         mdtrt_id="LV5", psn_no="LP5")
+    v["other"] = b.visit(
+        gend="1",
+        fixmedins_code="H002",
+        fixmedins_name="另一家医院",
+        psn_name="钱五",
+        certno="110101197001019999",
+        mdtrt_id="LV5",
+        psn_no="LP5",
+    )
     b.line(v["other"], UTERUS, hilist_name="子宫造影", pric="200", bkkp_sn="OTH1")
     return b, v
 
@@ -137,15 +183,18 @@ def finding(con, mdtrt_id: str, rule_id: str) -> dict:
         """SELECT f.finding_id, f.status, f.deduction_amt, f.claimed_amt, f.rule_version, s.deadline,
                   s.appeal_round, s.confirmed, s.statement_id
            FROM findings f JOIN finding_state s USING (finding_id)
-           WHERE f.mdtrt_id = ? AND f.rule_id = ? AND f.status <> 'superseded'""", [mdtrt_id, rule_id]).fetchall()
+           WHERE f.mdtrt_id = ? AND f.rule_id = ? AND f.status <> 'superseded'""",
+        [mdtrt_id, rule_id],
+    ).fetchall()
     assert len(rows) == 1, f"{mdtrt_id} {rule_id}: {rows}"
     keys = ("id", "status", "deduction", "claimed", "version", "deadline", "round", "confirmed", "statement")
     return dict(zip(keys, rows[0]))
 
 
 def events(con, fid: str) -> list[tuple]:
-    return con.execute("SELECT actor, action, from_status, to_status FROM finding_events WHERE finding_id = ? ORDER BY event_id",
-                       [fid]).fetchall()
+    return con.execute(
+        "SELECT actor, action, from_status, to_status FROM finding_events WHERE finding_id = ? ORDER BY event_id", [fid]
+    ).fetchall()
 
 
 def clock(day: str):
@@ -163,8 +212,11 @@ def test_working_days_skip_weekends_holidays_and_count_makeup_days(tmp_path):
     f = tmp_path / "h.txt"
     f.write_text("# 2026\n2026-04-06 清明节\n2026-04-11 调休上班\n\n2026-05-01 劳动节\n", encoding="utf-8")
     rows = lifecycle.read_holiday_file(f)
-    assert rows == [(dt.date(2026, 4, 6), False, "清明节"), (dt.date(2026, 4, 11), True, "调休上班"),
-                    (dt.date(2026, 5, 1), False, "劳动节")]
+    assert rows == [
+        (dt.date(2026, 4, 6), False, "清明节"),
+        (dt.date(2026, 4, 11), True, "调休上班"),
+        (dt.date(2026, 5, 1), False, "劳动节"),
+    ]
     cal = lifecycle.Calendar({r[0] for r in rows if not r[1]}, {r[0] for r in rows if r[1]})
     # Apr 6 is skipped, Saturday Apr 11 counts: 2, 3, 7, 8, 9, 10, 11, 13, 14, 15
     assert cal.add_working_days(dt.date(2026, 4, 1), 10) == dt.date(2026, 4, 15)
@@ -180,14 +232,20 @@ def test_bad_holiday_file_names_the_line(tmp_path):
 
 def test_screening_opens_windows_with_the_settings_and_holidays(tmp_path, monkeypatch):
     con = loop_db(tmp_path, monkeypatch, settings={"window_days": 5}, holidays="2026-04-06 清明节\n")
-    sex = con.execute("SELECT finding_id FROM findings WHERE rule_id = 'R-SEX-001' AND fixmedins_code = 'H001'"
-                      " ORDER BY mdtrt_id LIMIT 1").fetchall()[0][0]
-    st = con.execute("SELECT window_opened, deadline, appeal_round FROM finding_state WHERE finding_id = ?", [sex]).fetchall()[0]
+    sex = con.execute(
+        "SELECT finding_id FROM findings WHERE rule_id = 'R-SEX-001' AND fixmedins_code = 'H001'"
+        " ORDER BY mdtrt_id LIMIT 1"
+    ).fetchall()[0][0]
+    st = con.execute(
+        "SELECT window_opened, deadline, appeal_round FROM finding_state WHERE finding_id = ?", [sex]
+    ).fetchall()[0]
     # opened Wed Apr 1; 5 working days skipping Mon Apr 6: Apr 2, 3, 7, 8, 9
     assert st == (dt.date(2026, 4, 1), dt.date(2026, 4, 9), 0)
     # suspects get no window until a reviewer confirms them
-    age = con.execute("SELECT s.deadline, f.status FROM findings f JOIN finding_state s USING (finding_id)"
-                      " WHERE f.rule_id = 'R-AGE-001'").fetchall()
+    age = con.execute(
+        "SELECT s.deadline, f.status FROM findings f JOIN finding_state s USING (finding_id)"
+        " WHERE f.rule_id = 'R-AGE-001'"
+    ).fetchall()
     assert age == [(None, "pending_review")]
     assert events(con, sex) == [("screen run 1", "create", None, "pending_appeal")]
 
@@ -203,16 +261,24 @@ def test_appeal_review_and_confirm_paths_with_log_and_money(tmp_path, monkeypatc
     proof = tmp_path / "病历首页.pdf"
     proof.write_bytes(b"%PDF-1.4 record")
     files = lifecycle.attachment_records([proof])
-    assert lifecycle.transition(con, sex["id"], "appeal", "医院医保办 王芳", "患者实为女性，登记错误", files,
-                                clock("2026-04-15")) == "appealed"  # the deadline day is in time
-    assert lifecycle.transition(con, sex["id"], "overturn", "审核员 李", "核实性别登记错误", clock=clock("2026-04-20")) == "overturned"
+    assert (
+        lifecycle.transition(
+            con, sex["id"], "appeal", "医院医保办 王芳", "患者实为女性，登记错误", files, clock("2026-04-15")
+        )
+        == "appealed"
+    )  # the deadline day is in time
+    assert (
+        lifecycle.transition(con, sex["id"], "overturn", "审核员 李", "核实性别登记错误", clock=clock("2026-04-20"))
+        == "overturned"
+    )
     money.settle_deductions(con)
     assert finding(con, v["sex"], "R-SEX-001")["deduction"] == D("0.00")
     log = lifecycle.history(con, sex["id"])
     assert [(e["actor"], e["action"], e["from_status"], e["to_status"]) for e in log] == [
         ("screen run 1", "create", None, "pending_appeal"),
         ("医院医保办 王芳", "appeal", "pending_appeal", "appealed"),
-        ("审核员 李", "overturn", "appealed", "overturned")]
+        ("审核员 李", "overturn", "appealed", "overturned"),
+    ]
     assert log[1]["reason"] == "患者实为女性，登记错误"
     assert log[1]["attachments"][0]["name"] == "病历首页.pdf"
     assert log[1]["attachments"][0]["sha256"] == hashlib.sha256(b"%PDF-1.4 record").hexdigest()
@@ -227,7 +293,11 @@ def test_appeal_review_and_confirm_paths_with_log_and_money(tmp_path, monkeypatc
     money.settle_deductions(con)
     age = finding(con, v["age"], "R-AGE-001")
     assert (age["status"], age["deduction"], age["confirmed"], age["deadline"]) == (
-        "pending_appeal", D("24.70"), True, dt.date(2026, 4, 16))
+        "pending_appeal",
+        D("24.70"),
+        True,
+        dt.date(2026, 4, 16),
+    )
 
 
 def test_expiry_after_the_deadline_day(tmp_path, monkeypatch):
@@ -240,7 +310,9 @@ def test_expiry_after_the_deadline_day(tmp_path, monkeypatch):
     assert sex["status"] == "expired"
     assert events(con, sex["id"])[-1] == ("system", "expire", "pending_appeal", "expired")
     assert finding(con, v["age"], "R-AGE-001")["status"] == "pending_review"  # suspects do not expire
-    with pytest.raises(lifecycle.LifecycleError, match=r"finding %s.*appeal window closed on 2026-04-15" % sex["id"][:12]):
+    with pytest.raises(
+        lifecycle.LifecycleError, match=r"finding %s.*appeal window closed on 2026-04-15" % sex["id"][:12]
+    ):
         lifecycle.transition(con, sex["id"], "appeal", "王芳", "迟到的申诉", clock=clock("2026-04-16"))
     assert lifecycle.expire_due(con, clock("2026-04-17")) == 0  # nothing twice
 
@@ -251,13 +323,24 @@ def test_appeal_after_the_deadline_is_refused_even_before_expiry_ran(tmp_path, m
     sex = finding(con, v["sex"], "R-SEX-001")
     with pytest.raises(lifecycle.LifecycleError) as e:
         lifecycle.transition(con, sex["id"], "appeal", "王芳", "理由", clock=clock("2026-04-16"))
-    assert sex["id"][:12] in str(e.value) and "pending_appeal" in str(e.value) and "closed on 2026-04-15" in str(e.value)
+    assert (
+        sex["id"][:12] in str(e.value) and "pending_appeal" in str(e.value) and "closed on 2026-04-15" in str(e.value)
+    )
     assert finding(con, v["sex"], "R-SEX-001")["status"] == "pending_appeal"
     assert len(events(con, sex["id"])) == 1
 
 
-STATES = ["pending_appeal", "appealed", "upheld", "overturned", "expired", "pending_review", "dismissed",
-          "superseded", "warning"]
+STATES = [
+    "pending_appeal",
+    "appealed",
+    "upheld",
+    "overturned",
+    "expired",
+    "pending_review",
+    "dismissed",
+    "superseded",
+    "warning",
+]
 ACTIONS = ["appeal", "uphold", "overturn", "confirm", "dismiss"]
 ILLEGAL = [(s, a) for s in STATES for a in ACTIONS if (s, a) not in lifecycle.TRANSITIONS]
 
@@ -294,9 +377,13 @@ def test_second_appeal_only_when_enabled_once_and_in_its_window(tmp_path, monkey
     with pytest.raises(lifecycle.LifecycleError, match="second appeal .复议. is not enabled"):
         lifecycle.transition(con, sex, "appeal", "王芳", "复议", clock=clock("2026-04-06"))
 
-    con2 = loop_db(tmp_path / "b", monkeypatch, loop_batch()[0], settings={"second_appeal": True, "second_window_days": 3})
-    fid = con2.execute("SELECT finding_id FROM findings WHERE rule_id = 'R-SEX-001' AND fixmedins_code = 'H001'"
-                       " ORDER BY mdtrt_id LIMIT 1").fetchall()[0][0]
+    con2 = loop_db(
+        tmp_path / "b", monkeypatch, loop_batch()[0], settings={"second_appeal": True, "second_window_days": 3}
+    )
+    fid = con2.execute(
+        "SELECT finding_id FROM findings WHERE rule_id = 'R-SEX-001' AND fixmedins_code = 'H001'"
+        " ORDER BY mdtrt_id LIMIT 1"
+    ).fetchall()[0][0]
     lifecycle.transition(con2, fid, "appeal", "王芳", "理由一", clock=clock("2026-04-02"))
     lifecycle.transition(con2, fid, "uphold", "李审", "证据不足", clock=clock("2026-04-03"))  # Fri: window to Wed Apr 8
     st = con2.execute("SELECT deadline, appeal_round FROM finding_state WHERE finding_id = ?", [fid]).fetchall()[0]
@@ -324,9 +411,9 @@ def test_reasons_and_actor_are_required(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- re-screening
 
 
-RULES_V2 = RULES.replace("name: 限女性使用的检查项目\n    type: restrict_gender",
-                         "name: 限女性使用的检查项目\n    type: restrict_gender").replace(
-    "  - id: R-SEX-001\n    version: 1", "  - id: R-SEX-001\n    version: 2")
+RULES_V2 = RULES.replace(
+    "name: 限女性使用的检查项目\n    type: restrict_gender", "name: 限女性使用的检查项目\n    type: restrict_gender"
+).replace("  - id: R-SEX-001\n    version: 1", "  - id: R-SEX-001\n    version: 2")
 
 
 def test_rescreen_same_rules_keeps_everything(tmp_path, monkeypatch):
@@ -357,11 +444,13 @@ def test_rescreen_with_a_new_rule_version_supersedes_open_findings_only(tmp_path
     res = rescreen(tmp_path, con, RULES_V2, name="rules2")
     assert res.n_new_findings == 3  # sex, both and other under version 2
     status = dict(con.execute("SELECT finding_id, status FROM findings").fetchall())
-    assert status[sex] == "upheld"            # decided: stays
-    assert status[both] == "superseded"        # open: replaced
+    assert status[sex] == "upheld"  # decided: stays
+    assert status[both] == "superseded"  # open: replaced
     assert events(con, both)[-1] == ("screen run 2", "supersede", "pending_appeal", "superseded")
-    new_both = con.execute("SELECT finding_id, status FROM findings WHERE mdtrt_id = ? AND rule_id = 'R-SEX-001'"
-                           " AND rule_version = '2'", [v["both"]]).fetchall()[0]
+    new_both = con.execute(
+        "SELECT finding_id, status FROM findings WHERE mdtrt_id = ? AND rule_id = 'R-SEX-001' AND rule_version = '2'",
+        [v["both"]],
+    ).fetchall()[0]
     assert new_both[1] == "pending_appeal"
     dl = con.execute("SELECT deadline FROM finding_state WHERE finding_id = ?", [new_both[0]]).fetchall()[0][0]
     assert dl == dt.date(2026, 4, 21)  # a fresh window from the re-screening day
@@ -383,17 +472,26 @@ def test_the_audit_log_only_grows(tmp_path, monkeypatch):
     lifecycle.transition(con, sex, "uphold", "李审", "维持", clock=clock("2026-04-03"))
     lifecycle.expire_due(con, clock("2026-04-30"))
     set_wall_clock(monkeypatch, "2026-05-01")
-    rescreen(tmp_path, con, RULES.replace("  - id: R-FRQ-001\n    version: 1", "  - id: R-FRQ-001\n    version: 2"), "rules3")
+    rescreen(
+        tmp_path, con, RULES.replace("  - id: R-FRQ-001\n    version: 1", "  - id: R-FRQ-001\n    version: 2"), "rules3"
+    )
     after = snap()
-    assert after[:len(before)] == before
-    assert [e[4] for e in after[len(before):]][:2] == ["appeal", "uphold"]
+    assert after[: len(before)] == before
+    assert [e[4] for e in after[len(before) :]][:2] == ["appeal", "uphold"]
     assert len({e[0] for e in after}) == len(after)
 
 
 def test_a_reviewer_confirms_part_of_a_suspect(tmp_path, monkeypatch):
     b, v = loop_batch()
-    b.line(v["age"], CHILD_DRUG, hilist_name="小儿氨酚黄那敏颗粒", cnt="1", pric="12.35", bkkp_sn="AGE2",
-           time="2026-03-02 09:00:00")
+    b.line(
+        v["age"],
+        CHILD_DRUG,
+        hilist_name="小儿氨酚黄那敏颗粒",
+        cnt="1",
+        pric="12.35",
+        bkkp_sn="AGE2",
+        time="2026-03-02 09:00:00",
+    )
     con = loop_db(tmp_path, monkeypatch, b)
     age = finding(con, v["age"], "R-AGE-001")
     assert age["claimed"] == D("37.05")

@@ -115,10 +115,12 @@ def test_parquet_loads_with_codes_intact(tmp_path):
     con = con_at(tmp_path)
     res = load_batch(folder, con)
     assert summary(res)["fee_list_d"] == (3, 3, 0)
-    assert con.execute("SELECT hilist_code, cnt, pric, fee_ocur_time::VARCHAR FROM fee_list_d WHERE bkkp_sn='F2'").fetchall() == [
-        ("XA01ABD075A002010100483", Decimal("2.0000"), Decimal("1.2500"), "2026-03-02 08:00:00")
+    assert con.execute(
+        "SELECT hilist_code, cnt, pric, fee_ocur_time::VARCHAR FROM fee_list_d WHERE bkkp_sn='F2'"
+    ).fetchall() == [("XA01ABD075A002010100483", Decimal("2.0000"), Decimal("1.2500"), "2026-03-02 08:00:00")]
+    assert con.execute("SELECT brdy::VARCHAR, psn_name FROM mdtrt_d WHERE mdtrt_id='V1'").fetchall() == [
+        ("1980-05-05", "张三")
     ]
-    assert con.execute("SELECT brdy::VARCHAR, psn_name FROM mdtrt_d WHERE mdtrt_id='V1'").fetchall() == [("1980-05-05", "张三")]
     assert con.execute("SELECT hilist_code FROM fee_list_d WHERE bkkp_sn='F1'").fetchall() == [(BED,)]
 
 
@@ -160,7 +162,14 @@ def test_xlsx_text_codes_dates_and_float_cells(tmp_path):
         "SELECT bkkp_sn, hilist_code, cnt, pric, det_item_fee_sumamt, fee_ocur_time::VARCHAR FROM fee_list_d ORDER BY 1"
     ).fetchall() == [
         ("F1", BED, Decimal("1.0000"), Decimal("30.0000"), Decimal("30.0000"), "2026-03-02 08:00:00"),
-        ("F2", "XA01ABD075A002010100483", Decimal("2.0000"), Decimal("1.2500"), Decimal("2.5000"), "2026-03-02 08:00:00"),
+        (
+            "F2",
+            "XA01ABD075A002010100483",
+            Decimal("2.0000"),
+            Decimal("1.2500"),
+            Decimal("2.5000"),
+            "2026-03-02 08:00:00",
+        ),
         ("F3", BED, Decimal("1.0000"), Decimal("30.0000"), Decimal("0.3000"), "2026-03-02 08:00:00"),
     ]
 
@@ -189,7 +198,9 @@ def test_xlsx_and_parquet_number_codes_get_their_zeros_back(tmp_path):
     load_batch(folder, con)
     assert con.execute("SELECT DISTINCT hosp_lv, insutype FROM mdtrt_d").fetchall() == [("05", "310")]
     assert con.execute("SELECT bkkp_sn, hilist_code, chrgitm_lv FROM fee_list_d ORDER BY 1").fetchall() == [
-        ("F1", BED, "03"), ("F2", "XA01ABD075A002010100483", "03"), ("F3", BED, "03"),
+        ("F1", BED, "03"),
+        ("F2", "XA01ABD075A002010100483", "03"),
+        ("F3", BED, "03"),
     ]
 
     pq = tmp_path / "pq"
@@ -218,7 +229,9 @@ def test_one_digit_dictionary_codes_in_csv_are_padded(tmp_path):
     load_batch(folder, con)
     assert con.execute("SELECT mdtrt_id, hosp_lv FROM mdtrt_d ORDER BY 1").fetchall() == [("V1", "05"), ("V2", "05")]
     assert con.execute("SELECT bkkp_sn, chrgitm_lv, med_chrgitm_type FROM fee_list_d ORDER BY 1").fetchall() == [
-        ("F1", "03", None), ("F2", "01", "09"), ("F3", "01", None),
+        ("F1", "03", None),
+        ("F2", "01", "09"),
+        ("F3", "01", None),
     ]
 
 
@@ -226,7 +239,9 @@ def test_codes_keep_leading_zeros_in_csv(tmp_path):
     folder = small_batch().write(tmp_path / "b")
     con = con_at(tmp_path)
     load_batch(folder, con)
-    assert con.execute("SELECT DISTINCT hilist_code FROM fee_list_d WHERE hilist_code LIKE '00%'").fetchall() == [(BED,)]
+    assert con.execute("SELECT DISTINCT hilist_code FROM fee_list_d WHERE hilist_code LIKE '00%'").fetchall() == [
+        (BED,)
+    ]
 
 
 def test_column_names_are_case_insensitive_and_extra_columns_are_dropped_and_listed(tmp_path):
@@ -260,9 +275,21 @@ def test_bad_values_are_rejected_with_file_row_column_and_reason(tmp_path):
     assert rejected(con) == [
         ("fee_list_d.csv", 2, "pric", "30.12345", 'pric: "30.12345" has more than 4 decimals or is too large'),
         ("fee_list_d.csv", 3, "cnt", "two", 'cnt: "two" is not a number'),
-        ("fee_list_d.csv", 4, "mdtrt_id", "V2", "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)"),
+        (
+            "fee_list_d.csv",
+            4,
+            "mdtrt_id",
+            "V2",
+            "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)",
+        ),
         ("mdtrt_d.csv", 3, "brdy", "1990-13-40", 'brdy: "1990-13-40" is not a date (YYYY-MM-DD)'),
-        ("setl_d.csv", 3, "mdtrt_id", "V2", "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)"),
+        (
+            "setl_d.csv",
+            3,
+            "mdtrt_id",
+            "V2",
+            "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)",
+        ),
     ]
     s = summary(res)
     assert s["mdtrt_d"] == (2, 1, 1) and s["setl_d"] == (2, 1, 1) and s["fee_list_d"] == (3, 0, 3)
@@ -311,8 +338,20 @@ def test_duplicate_key_names_the_first_row(tmp_path):
 
 def test_orphan_line(tmp_path):
     b = small_batch()
-    b.add("fee_list_d", bkkp_sn="F9", mdtrt_id="V77", setl_id="SV77", psn_no="P9", fixmedins_code="H001",
-          fee_ocur_time="2026-03-02", hilist_code=BED, list_type="201", cnt="1", pric="30", det_item_fee_sumamt="30")
+    b.add(
+        "fee_list_d",
+        bkkp_sn="F9",
+        mdtrt_id="V77",
+        setl_id="SV77",
+        psn_no="P9",
+        fixmedins_code="H001",
+        fee_ocur_time="2026-03-02",
+        hilist_code=BED,
+        list_type="201",
+        cnt="1",
+        pric="30",
+        det_item_fee_sumamt="30",
+    )
     b.add("setl_list_diag_d", mdtrt_id="V78", maindiag_flag="1", diag_code="J18.900")
     folder = b.write(tmp_path / "b")
     con = con_at(tmp_path)
@@ -379,7 +418,7 @@ def test_missing_required_column_stops_the_load_and_changes_nothing(tmp_path):
     folder = b.write(tmp_path / "b")
     header, rows = read_rows(folder / "fee_list_d.csv")
     i = header.index("hilist_code")
-    write_csv(folder / "fee_list_d.csv", header[:i] + header[i + 1:], [r[:i] + r[i + 1:] for r in rows])
+    write_csv(folder / "fee_list_d.csv", header[:i] + header[i + 1 :], [r[:i] + r[i + 1 :] for r in rows])
     with pytest.raises(LoadError) as e:
         load_batch(folder, con)
     assert str(e.value) == f"{folder / 'fee_list_d.csv'}: required column hilist_code is missing"
@@ -398,7 +437,11 @@ def test_missing_required_table(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("fee_list_d.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00", "binary content (NUL bytes), not a CSV text file"),
+        (
+            "fee_list_d.csv",
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00",
+            "binary content (NUL bytes), not a CSV text file",
+        ),
         ("fee_list_d.csv", b"bkkp_sn,\xff\xfe\xfa\x80\x81\n", "not UTF-8 or GB18030 text (byte 8)"),
         ("fee_list_d.csv", b"", "the file is empty"),
         ("fee_list_d.csv", b"\r\n\r\n", "the file is empty"),
@@ -471,7 +514,11 @@ def test_second_batch_repeating_a_key_names_the_earlier_batch(tmp_path):
         ("setl_d.csv", 2, "setl_id", "SV1", "setl_id: SV1 was already loaded in batch 1"),
     ]
     assert con.execute("SELECT bkkp_sn, batch_id FROM fee_list_d ORDER BY 1").fetchall() == [
-        ("F1", 1), ("F2", 1), ("F3", 1), ("F4", 2), ("F5", 2),
+        ("F1", 1),
+        ("F2", 1),
+        ("F3", 1),
+        ("F4", 2),
+        ("F5", 2),
     ]
     assert summary(res) == {"mdtrt_d": (2, 1, 1), "setl_d": (2, 1, 1), "fee_list_d": (3, 2, 1)}
 
@@ -534,7 +581,9 @@ def test_resubmitting_a_corrected_batch_loads_only_the_fixed_rows(tmp_path):
     assert res.batch_id == 2 and not res.already_loaded
     assert summary(res)["fee_list_d"] == (3, 1, 2)
     assert con.execute("SELECT bkkp_sn, batch_id, cnt FROM fee_list_d ORDER BY 1").fetchall() == [
-        ("F1", 1, Decimal("1")), ("F2", 2, Decimal("2")), ("F3", 1, Decimal("1")),
+        ("F1", 1, Decimal("1")),
+        ("F2", 2, Decimal("2")),
+        ("F3", 1, Decimal("1")),
     ]
     assert con.execute(
         "SELECT reason FROM rejected_rows WHERE batch_id = 2 AND table_name = 'fee_list_d' ORDER BY row_no"
@@ -549,13 +598,29 @@ def test_a_refund_of_an_unknown_or_rejected_line_is_rejected(tmp_path):
     b.line(v, BED, bkkp_sn="G1", fee_ocur_time="2026-03-02 25:00:00")  # rejected: bad time
     b.line(v, BED, bkkp_sn="G1-R", cnt="-1", det_item_fee_sumamt="-10", init_feedetl_sn="G1")
     b.line(v, BED, bkkp_sn="G2-R", cnt="-1", det_item_fee_sumamt="-10", init_feedetl_sn="NOPE")
-    b.add("fee_list_d", bkkp_sn="F1-R", mdtrt_id="V1", setl_id="SV1", psn_no="P1", fixmedins_code="H001",  # batch 1's
-          fee_ocur_time="2026-03-02 08:00:00", hilist_code=BED, list_type="201", cnt="-1", pric="30",
-          det_item_fee_sumamt="-30", init_feedetl_sn="F1")
+    b.add(
+        "fee_list_d",
+        bkkp_sn="F1-R",
+        mdtrt_id="V1",
+        setl_id="SV1",
+        psn_no="P1",
+        fixmedins_code="H001",  # batch 1's
+        fee_ocur_time="2026-03-02 08:00:00",
+        hilist_code=BED,
+        list_type="201",
+        cnt="-1",
+        pric="30",
+        det_item_fee_sumamt="-30",
+        init_feedetl_sn="F1",
+    )
     res = load_batch(b.write(tmp_path / "b2"), con)
     assert [(r[1], r[2], r[4]) for r in rejected(con)] == [
         (2, "fee_ocur_time", 'fee_ocur_time: "2026-03-02 25:00:00" is not a time (YYYY-MM-DD HH:MM:SS)'),
-        (3, "init_feedetl_sn", "init_feedetl_sn: G1 not found in fee_list_d (its row 2 in fee_list_d.csv was rejected)"),
+        (
+            3,
+            "init_feedetl_sn",
+            "init_feedetl_sn: G1 not found in fee_list_d (its row 2 in fee_list_d.csv was rejected)",
+        ),
         (4, "init_feedetl_sn", "init_feedetl_sn: NOPE not found in fee_list_d"),
     ]
     assert summary(res)["fee_list_d"] == (4, 1, 3)
@@ -584,6 +649,18 @@ def test_a_child_of_a_ragged_parent_row_is_told_where_its_parent_went(tmp_path):
     con = con_at(tmp_path)
     load_batch(folder, con)
     assert [r for r in rejected(con) if r[0] != "mdtrt_d.csv"] == [
-        ("fee_list_d.csv", 4, "mdtrt_id", "V2", "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)"),
-        ("setl_d.csv", 3, "mdtrt_id", "V2", "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)"),
+        (
+            "fee_list_d.csv",
+            4,
+            "mdtrt_id",
+            "V2",
+            "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)",
+        ),
+        (
+            "setl_d.csv",
+            3,
+            "mdtrt_id",
+            "V2",
+            "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)",
+        ),
     ]

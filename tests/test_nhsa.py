@@ -106,8 +106,15 @@ def test_every_batch_is_imported_with_the_workbook_counts(imported):
     assert by(table(out, "NHSA-B1-ITEM-AGE"), "group") == {"新生儿": 18, "儿童": 10, "婴幼儿": 2}
     sec = table(out, "NHSA-B2-ITEM-SECONDARY")
     assert len({r["code"] for r in sec}) == 368  # 8 codes belong to two or more surgery groups
-    assert by(sec, "group") == {"胃肠手术组": 87, "肝胆手术组": 89, "膀胱尿道手术组": 65, "女性生殖系统手术组": 44,
-                                "直肠肛门手术组": 43, "经腹直肠手术组": 28, "男性生殖系统手术组": 22}
+    assert by(sec, "group") == {
+        "胃肠手术组": 87,
+        "肝胆手术组": 89,
+        "膀胱尿道手术组": 65,
+        "女性生殖系统手术组": 44,
+        "直肠肛门手术组": 43,
+        "经腹直肠手术组": 28,
+        "男性生殖系统手术组": 22,
+    }
     assert by(table(out, "NHSA-B3-DRUG-INSUTYPE"), "allowed") == {"410": 85, "510": 27}
     visit = table(out, "NHSA-B4-DRUG-VISIT")
     assert by(visit, "allowed") == {"inpatient": 736}
@@ -119,15 +126,22 @@ def test_every_batch_is_imported_with_the_workbook_counts(imported):
     dup = table(out, "NHSA-B7-ITEM-DUPLICATE")
     assert by(dup, "window") == {"same_day": 446, "same_visit": 429, "hours:6": 18, "same_hour": 7}
     assert len({(r["main_code"], r["code"]) for r in dup}) == 900
-    assert {"code": "001102000030000", "name": "急诊诊查费", "main_code": "001103000010000", "window": "same_day",
-            "main_name": "急诊监护费"} in dup
+    assert {
+        "code": "001102000030000",
+        "name": "急诊诊查费",
+        "main_code": "001103000010000",
+        "window": "same_day",
+        "main_name": "急诊监护费",
+    } in dup
     freq = table(out, "NHSA-B8-1-ITEM-FREQUENCY")
     assert by(freq, "max_per_day") == {"1": 34, "24": 33}  # 日/天: times; 小时: hours a day
     assert {r["code"]: r["max_per_day"] for r in freq}["003106030010000"] == "24"  # 呼吸机辅助呼吸
     assert table(out, "NHSA-B8-2-ITEM-AGE") == [{"code": "003402000320000", "name": "职业功能训练"}]
     assert by(table(out, "NHSA-B8-3-ITEM-COURSE"), "max_days") == {"90": 7, "30": 3, "365": 1}
     assert {r["code"]: (r["max_count"], r["period_days"]) for r in table(out, "NHSA-B8-3-ITEM-PERIOD")} == {
-        "003402000050000": ("1", "14"), "003402000050100": ("1", "14"), "003402000050200": ("1", "14"),
+        "003402000050000": ("1", "14"),
+        "003402000050100": ("1", "14"),
+        "003402000050200": ("1", "14"),
         "003402000350000": ("1", "7"),
     }
     assert by(table(out, "NHSA-B8-4-ITEM-PERIOD"), "period_days") == {"15": 3, "14": 9, "7": 2}
@@ -138,7 +152,9 @@ def test_rows_it_cannot_map_are_reported_never_guessed(imported):
     _out, res = imported
     # the 合计 and 备注 rows under the 8-1 table have no code and no number
     assert [(p.file, p.row) for p in res.problems] == [
-        ("【第八批-1】项目规则库（限定频次）.xlsx", 69), ("【第八批-1】项目规则库（限定频次）.xlsx", 70)]
+        ("【第八批-1】项目规则库（限定频次）.xlsx", 69),
+        ("【第八批-1】项目规则库（限定频次）.xlsx", 70),
+    ]
     assert all(p.sheet == "“医疗服务项目限定频次”规则对应知识点明细" for p in res.problems)
     assert "合计" in res.problems[0].reason
     # mapped, with a remark: the workbook contradicts itself; 限定值域 is used and that is said
@@ -187,8 +203,10 @@ def test_odd_file_names_and_columns(tmp_path):
     assert [r.rule_id for r in res.rules] == ["NHSA-B7-ITEM-DUPLICATE"]
     assert res.files == {"B7-ITEM-DUPLICATE": "附件3.xlsx"}
     assert [(p.file, p.reason) for p in res.problems] == [
-        ("【第七批】项目规则库（重复收费）.xlsx",
-         "the file name says 第七批 项目规则库（重复收费） but the columns are those of 第八批-1 项目规则库（限定频次）; left out"),
+        (
+            "【第七批】项目规则库（重复收费）.xlsx",
+            "the file name says 第七批 项目规则库（重复收费） but the columns are those of 第八批-1 项目规则库（限定频次）; left out",
+        ),
         ("【第二批】项目规则库（限定主次操作）.xls", "an old-format workbook is not read: save it as .xlsx"),
         ("坏.xlsx", "cannot read the workbook: File is not a zip file"),
     ]
@@ -206,7 +224,9 @@ def test_imported_library_loads_and_validates(imported):
     assert len(lib.rules) == 15
     assert sum(len(r.items) for r in lib.rules) == 15622
     g = lib.get("NHSA-B1-DRUG-GENDER")
-    assert g.nature == "超支付范围" and g.severity == "violation" and g.version == lib.get("NHSA-B1-DRUG-GENDER").version
+    assert (
+        g.nature == "超支付范围" and g.severity == "violation" and g.version == lib.get("NHSA-B1-DRUG-GENDER").version
+    )
     assert {i.params["gender"] for i in g.items} == {"1", "2"}
     assert lib.get("NHSA-B8-2-ITEM-AGE").params["min_age"] == 16
     assert lib.get("NHSA-B8-2-ITEM-AGE").params["max_age"] == 60
@@ -235,7 +255,9 @@ def test_screening_with_the_imported_library(imported, tmp_path):
     scar = b.line(ipt, "ZH01AAB0066010100716", hilist_name="疤痕止痒软化膏", pric="40")  # batch 3: work injury
     # batch 6: 注射用重组人脑利钠肽 paid for 3 days; two codes of the one 药品通用名 form one course
     b.line(ipt, "XC01EBC109B001010102049", hilist_name="注射用重组人脑利钠肽", pric="500", time="2026-03-01 09:00:00")
-    bnp = b.line(ipt, "XC01EBC109B001020102049", hilist_name="注射用重组人脑利钠肽", pric="500", time="2026-03-04 09:00:00")
+    bnp = b.line(
+        ipt, "XC01EBC109B001020102049", hilist_name="注射用重组人脑利钠肽", pric="500", time="2026-03-04 09:00:00"
+    )
     # batch 8-4: 糖化血红蛋白测定 once per 15 days, across visits: days 1, 10, 20 flag day 10 only
     hba1c = []
     for day in ("01", "10", "20"):
@@ -246,8 +268,12 @@ def test_screening_with_the_imported_library(imported, tmp_path):
     screen(con, load_library(out))
     got = {(f["rule_id"], f["mdtrt_id"]): f for f in findings(con)}
     assert set(got) == {
-        ("NHSA-B1-DRUG-GENDER", man), ("NHSA-B7-ITEM-DUPLICATE", er), ("NHSA-B1-DRUG-AGE", adult),
-        ("NHSA-B8-1-ITEM-FREQUENCY", ipt), ("NHSA-B3-DRUG-INSUTYPE", ipt), ("NHSA-B6-DRUG-COURSE", ipt),
+        ("NHSA-B1-DRUG-GENDER", man),
+        ("NHSA-B7-ITEM-DUPLICATE", er),
+        ("NHSA-B1-DRUG-AGE", adult),
+        ("NHSA-B8-1-ITEM-FREQUENCY", ipt),
+        ("NHSA-B3-DRUG-INSUTYPE", ipt),
+        ("NHSA-B6-DRUG-COURSE", ipt),
         ("NHSA-B8-4-ITEM-PERIOD", hba1c[1][0]),
     }
     f = got[("NHSA-B1-DRUG-GENDER", man)]
@@ -271,13 +297,16 @@ def test_a_code_in_several_surgery_groups_counts_in_each(imported, tmp_path):
     b = Batch()
     v = b.visit(med_type="21", begntime="2026-03-01 08:00:00", endtime="2026-03-09 10:00:00")
     # 胃肠手术组: 食管再造术 is the main operation, 肠粘连松解术 at full price is a secondary one
-    main = b.line(v, "003310010180000", hilist_name="食管再造术", pric="3000", pric_uplmt_amt="3000",
-                  time="2026-03-02 09:00:00")
-    adhesion = b.line(v, "003310030080000", hilist_name="肠粘连松解术", pric="1000", pric_uplmt_amt="1000",
-                      time="2026-03-02 10:00:00")
+    main = b.line(
+        v, "003310010180000", hilist_name="食管再造术", pric="3000", pric_uplmt_amt="3000", time="2026-03-02 09:00:00"
+    )
+    adhesion = b.line(
+        v, "003310030080000", hilist_name="肠粘连松解术", pric="1000", pric_uplmt_amt="1000", time="2026-03-02 10:00:00"
+    )
     # 肝胆手术组: 肠粘连松解术 is the main operation there, 开腹肝活检术 at full price the secondary one
-    biopsy = b.line(v, "003310050020000", hilist_name="开腹肝活检术", pric="800", pric_uplmt_amt="800",
-                    time="2026-03-02 11:00:00")
+    biopsy = b.line(
+        v, "003310050020000", hilist_name="开腹肝活检术", pric="800", pric_uplmt_amt="800", time="2026-03-02 11:00:00"
+    )
     con = db.connect(tmp_path / "t.duckdb")
     load_batch(b.write(tmp_path / "batch"), con)
     screen(con, load_library(out))
@@ -303,37 +332,47 @@ def _xlsx(path: Path, sheets: dict[str, list[list]]) -> Path:
 def test_every_unmappable_row_is_reported_with_file_sheet_row_and_reason(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
-    _xlsx(d / "【第八批-1】项目规则库（限定频次）.xlsx", {"明细": [
-        ["序号", "项目名称", "限制数量", "数量单位", "项目编码"],
-        [1, "住院诊查费", 1, "日", "001102000050000"],
-        [2, "呼吸机辅助呼吸", 24, "小时", "003106030010000"],
-        [3, "无数量项目", None, "日", "001102000060000"],
-        [4, "按周限定", 2, "周", "001102000070000"],
-        [5, "数字编码", 1, "日", 1102000080000],
-        [6, "住院诊查费", 2, "日", "001102000050000"],
-        [7, "超过一天", 30, "小时", "003106030020000"],
-    ]})
-    _xlsx(d / "【第一批】药品规则库(限定性别对象).xlsx", {
-        "Sheet1": [
-            ["药品通用名", "药品说明", "限定类型", "限定对象"],
-            ["甲药", "", "限定性别对象", "女"],
-            ["乙药", "", "限定性别对象", "男性"],
-            ["丙药", "", "限定性别对象", "男"],
-            ["丁药", "", "限定年龄对象", "男"],
-        ],
-        "Sheet2": [
-            ["药品通用名", "序号", "药品代码", "限定类型"],
-            ["甲药", 1, "XA01", "限定性别对象"],
-            ["甲药", 2, "XA02", "限定性别对象"],
-            ["甲药", 3, "XA01", "限定性别对象"],
-            ["乙药", 1, "XB01", "限定性别对象"],
-            ["戊药", 1, "XE01", "限定性别对象"],
-        ],
-    })
+    _xlsx(
+        d / "【第八批-1】项目规则库（限定频次）.xlsx",
+        {
+            "明细": [
+                ["序号", "项目名称", "限制数量", "数量单位", "项目编码"],
+                [1, "住院诊查费", 1, "日", "001102000050000"],
+                [2, "呼吸机辅助呼吸", 24, "小时", "003106030010000"],
+                [3, "无数量项目", None, "日", "001102000060000"],
+                [4, "按周限定", 2, "周", "001102000070000"],
+                [5, "数字编码", 1, "日", 1102000080000],
+                [6, "住院诊查费", 2, "日", "001102000050000"],
+                [7, "超过一天", 30, "小时", "003106030020000"],
+            ]
+        },
+    )
+    _xlsx(
+        d / "【第一批】药品规则库(限定性别对象).xlsx",
+        {
+            "Sheet1": [
+                ["药品通用名", "药品说明", "限定类型", "限定对象"],
+                ["甲药", "", "限定性别对象", "女"],
+                ["乙药", "", "限定性别对象", "男性"],
+                ["丙药", "", "限定性别对象", "男"],
+                ["丁药", "", "限定年龄对象", "男"],
+            ],
+            "Sheet2": [
+                ["药品通用名", "序号", "药品代码", "限定类型"],
+                ["甲药", 1, "XA01", "限定性别对象"],
+                ["甲药", 2, "XA02", "限定性别对象"],
+                ["甲药", 3, "XA01", "限定性别对象"],
+                ["乙药", 1, "XB01", "限定性别对象"],
+                ["戊药", 1, "XE01", "限定性别对象"],
+            ],
+        },
+    )
     res = import_batches(d, tmp_path / "out")
     assert {r.rule_id: r.rows for r in res.rules} == {
-        "NHSA-B1-DRUG-GENDER": [{"code": "XA01", "name": "甲药", "gender": "2"},
-                                {"code": "XA02", "name": "甲药", "gender": "2"}],
+        "NHSA-B1-DRUG-GENDER": [
+            {"code": "XA01", "name": "甲药", "gender": "2"},
+            {"code": "XA02", "name": "甲药", "gender": "2"},
+        ],
         "NHSA-B8-1-ITEM-FREQUENCY": [{"code": "003106030010000", "name": "呼吸机辅助呼吸", "max_per_day": 24}],
     }
     g, f = "【第一批】药品规则库(限定性别对象).xlsx", "【第八批-1】项目规则库（限定频次）.xlsx"
@@ -346,7 +385,12 @@ def test_every_unmappable_row_is_reported_with_file_sheet_row_and_reason(tmp_pat
         (f, "明细", 2, "001102000050000 is given differently in rows 2, 7; none of them is used"),
         (f, "明细", 4, "限制数量 None is not a number"),
         (f, "明细", 5, "数量单位 '周' is not 日, 天 or 小时 (a limit per day)"),
-        (f, "明细", 6, "项目编码 1102000080000 is a number in the workbook (leading zeros may be lost); store the codes as text"),
+        (
+            f,
+            "明细",
+            6,
+            "项目编码 1102000080000 is a number in the workbook (leading zeros may be lost); store the codes as text",
+        ),
         (f, "明细", 7, "001102000050000 is given differently in rows 2, 7; none of them is used"),
         (f, "明细", 8, "限制数量 30 小时 is more than a day has"),
     ]

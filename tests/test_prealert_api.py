@@ -67,47 +67,118 @@ rules:
 
 def order(rx_id: str, code: str, when: str = "2026-03-02 09:00:00", cnt="1", pric="180", cur=1, **kw) -> dict:
     o = {
-        "rx_id": rx_id, "rxno": "IP2026030200001", "grpno": "", "long_drord_flag": 0, "hilist_type": "201",
-        "chrg_type": "05", "drord_bhvr": 0, "hilist_code": code, "hilist_name": f"项目{code[-4:]}", "hilist_lv": "1",
-        "hosplist_code": "H" + code, "hosplist_name": "院内项目", "cnt": cnt, "pric": pric,
-        "sumamt": str(float(cnt) * float(pric)), "selfpay_amt": 0, "ownpay_amt": 0, "spec": "", "spec_unt": "次",
-        "drord_begn_date": when, "drord_stop_date": None, "drord_dept_codg": "D01", "drord_dept_name": "妇科",
-        "drord_dr_codg": "DR01", "drord_dr_name": "医生01", "drord_dr_profttl": "231", "curr_drord_flag": cur,
+        "rx_id": rx_id,
+        "rxno": "IP2026030200001",
+        "grpno": "",
+        "long_drord_flag": 0,
+        "hilist_type": "201",
+        "chrg_type": "05",
+        "drord_bhvr": 0,
+        "hilist_code": code,
+        "hilist_name": f"项目{code[-4:]}",
+        "hilist_lv": "1",
+        "hosplist_code": "H" + code,
+        "hosplist_name": "院内项目",
+        "cnt": cnt,
+        "pric": pric,
+        "sumamt": str(float(cnt) * float(pric)),
+        "selfpay_amt": 0,
+        "ownpay_amt": 0,
+        "spec": "",
+        "spec_unt": "次",
+        "drord_begn_date": when,
+        "drord_stop_date": None,
+        "drord_dept_codg": "D01",
+        "drord_dept_name": "妇科",
+        "drord_dr_codg": "DR01",
+        "drord_dr_name": "医生01",
+        "drord_dr_profttl": "231",
+        "curr_drord_flag": cur,
     }
     o.update(kw)
     return o
 
 
-def request(orders: list[dict], mdtrt_id: str = "V-OPEN-1", medins_id: str = "H001", gend: str = "1",
-            psn: str = "P-OPEN-1", envelope: bool = True) -> dict:
+def request(
+    orders: list[dict],
+    mdtrt_id: str = "V-OPEN-1",
+    medins_id: str = "H001",
+    gend: str = "1",
+    psn: str = "P-OPEN-1",
+    envelope: bool = True,
+) -> dict:
     data = {
         "rule_ids": [],
         "trig_scen": "5",
         "syscode": "HIS",
-        "patient_dtos": [{
-            "patn_id": psn, "patn_name": "张三", "gend": gend, "brdy": "1970-05-05", "poolarea": "430100",
-            "curr_mdtrt_id": mdtrt_id,
-            "fsi_encounter_dtos": [{
-                "mdtrt_id": mdtrt_id, "medins_id": medins_id, "medins_name": "测试医院", "medins_admdvs": "430100",
-                "medins_type": "A", "medins_lv": "05", "wardarea_codg": "W1", "wardno": "", "bedno": "10床",
-                "setl_date": None, "adm_date": "2026-03-01 10:00:00", "dscg_date": None,
-                "dscg_main_dise_codg": "N39.000", "dscg_main_dise_name": "泌尿道感染", "dr_codg": "DR01",
-                "adm_dept_codg": "D01", "med_mdtrt_type": "1", "med_type": "21", "matn_stas": "0",
-                "medfee_sumamt": 0, "insutype": "310", "reim_flag": 0, "out_setl_flag": 0,
-                "fsi_diagnose_dtos": [{"dise_id": 1, "inout_dise_type": "1", "maindise_flag": 1, "dias_srt_no": 1,
-                                       "dise_codg": "N39.000", "dise_name": "泌尿道感染",
-                                       "dise_date": "2026-03-01 11:00:00"}],
-                "fsi_operation_dtos": [],
-                "fsi_order_dtos": orders,
-            }],
-        }],
+        "patient_dtos": [
+            {
+                "patn_id": psn,
+                "patn_name": "张三",
+                "gend": gend,
+                "brdy": "1970-05-05",
+                "poolarea": "430100",
+                "curr_mdtrt_id": mdtrt_id,
+                "fsi_encounter_dtos": [
+                    {
+                        "mdtrt_id": mdtrt_id,
+                        "medins_id": medins_id,
+                        "medins_name": "测试医院",
+                        "medins_admdvs": "430100",
+                        "medins_type": "A",
+                        "medins_lv": "05",
+                        "wardarea_codg": "W1",
+                        "wardno": "",
+                        "bedno": "10床",
+                        "setl_date": None,
+                        "adm_date": "2026-03-01 10:00:00",
+                        "dscg_date": None,
+                        "dscg_main_dise_codg": "N39.000",
+                        "dscg_main_dise_name": "泌尿道感染",
+                        "dr_codg": "DR01",
+                        "adm_dept_codg": "D01",
+                        "med_mdtrt_type": "1",
+                        "med_type": "21",
+                        "matn_stas": "0",
+                        "medfee_sumamt": 0,
+                        "insutype": "310",
+                        "reim_flag": 0,
+                        "out_setl_flag": 0,
+                        "fsi_diagnose_dtos": [
+                            {
+                                "dise_id": 1,
+                                "inout_dise_type": "1",
+                                "maindise_flag": 1,
+                                "dias_srt_no": 1,
+                                "dise_codg": "N39.000",
+                                "dise_name": "泌尿道感染",
+                                "dise_date": "2026-03-01 11:00:00",
+                            }
+                        ],
+                        "fsi_operation_dtos": [],
+                        "fsi_order_dtos": orders,
+                    }
+                ],
+            }
+        ],
     }
     if not envelope:
         return data
-    return {"infno": "3101", "msgid": "H00120260302090000001", "mdtrtarea_admvs": "430100", "insuplc_admdvs": "430100",
-            "recer_sys_code": "IMS", "infver": "V1.0", "opter_type": "1", "opter": "DR01", "opter_name": "医生01",
-            "inf_time": "2026-03-02 09:00:01", "fixmedins_code": medins_id, "fixmedins_name": "测试医院",
-            "input": {"data": data}}
+    return {
+        "infno": "3101",
+        "msgid": "H00120260302090000001",
+        "mdtrtarea_admvs": "430100",
+        "insuplc_admdvs": "430100",
+        "recer_sys_code": "IMS",
+        "infver": "V1.0",
+        "opter_type": "1",
+        "opter": "DR01",
+        "opter_name": "医生01",
+        "inf_time": "2026-03-02 09:00:01",
+        "fixmedins_code": medins_id,
+        "fixmedins_name": "测试医院",
+        "input": {"data": data},
+    }
 
 
 @pytest.fixture(params=["sync-results", "async-results"])
@@ -119,8 +190,12 @@ def service(tmp_path, request):
     b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002")
     con = loaded_db(b, tmp_path / "svc.duckdb")  # loaded once, copied for the next test
     lib = load_library(write_rules(tmp_path / "rules", RULES))
-    app = create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"},
-                     async_results=request.param == "async-results")
+    app = create_app(
+        con,
+        {"default": lib},
+        {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"},
+        async_results=request.param == "async-results",
+    )
     with TestClient(app) as client:
         client.con = con
         yield client
@@ -146,7 +221,10 @@ def test_gender_violation_answers_in_the_national_shape(service):
     [res] = body["output"]["result"]
     assert res["rule_id"] == "R-SEX-001" and res["rule_name"] == "限女性使用的检查项目"
     assert res["sev_deg"] == "1" and res["vola_evid"].startswith("国家医保局第一批")
-    assert res["vola_cont"] == "患者性别为男；项目【项目0000】(002101030300000) 限女性使用，2026-03-02 收费 1 次，金额 180.00 元"
+    assert (
+        res["vola_cont"]
+        == "患者性别为男；项目【项目0000】(002101030300000) 限女性使用，2026-03-02 收费 1 次，金额 180.00 元"
+    )
     assert res["vola_amt"] == 180.0 and isinstance(res["vola_amt"], float)  # a number, as the national output
     assert res["patn_id"] == "P-OPEN-1" and res["mdtrt_id"] == "V-OPEN-1" and len(res["jr_id"]) == 32
     [d] = res["judge_result_detail_dtos"]
@@ -178,8 +256,10 @@ def test_only_new_orders_are_judged_earlier_ones_are_context(service):
 
 
 def test_frequency_against_the_visits_earlier_orders(service):
-    orders = [order("B1", BED, "2026-03-02 08:00:00", pric="30", cur=0),
-              order("B2", BED, "2026-03-02 18:00:00", pric="30", cur=1)]
+    orders = [
+        order("B1", BED, "2026-03-02 08:00:00", pric="30", cur=0),
+        order("B2", BED, "2026-03-02 18:00:00", pric="30", cur=1),
+    ]
     [res] = post(service, request(orders)).json()["output"]["result"]
     assert res["rule_id"] == "R-FRQ-001"
     items = {d["rx_id"]: (d["vola_item_type"], float(d["vola_amt"])) for d in res["judge_result_detail_dtos"]}
@@ -198,7 +278,9 @@ def test_main_item_ordered_after_the_included_one_flags_the_earlier_charge(servi
                    hilist_name, list_type, chrgitm_lv, cnt, pric, det_item_fee_sumamt)
                    VALUES ('FEE-9', 'V-OPEN-1', 'S-OPEN', 'P-OPEN-1', 'H001', '2026-03-02 08:00:00', '001102000030000',
                            '急诊诊查费', '201', '01', 1, 12, 12)""")
-    [res] = post(service, request([order("M1", EMERG_MON, "2026-03-02 10:00:00", pric="60")])).json()["output"]["result"]
+    [res] = post(service, request([order("M1", EMERG_MON, "2026-03-02 10:00:00", pric="60")])).json()["output"][
+        "result"
+    ]
     items = {d["rx_id"]: (d["vola_item_type"], float(d["vola_amt"])) for d in res["judge_result_detail_dtos"]}
     assert res["rule_id"] == "R-DUP-001"
     assert items == {"FEE-9": ("1", 12.0), "M1": ("2", 0.0)}
@@ -216,8 +298,13 @@ rules:
 @pytest.mark.parametrize("engine, preload", [("sql", False), ("fast", False), ("fast", True)])
 def test_period_limit_counts_the_persons_settled_visits_at_other_institutions(tmp_path, engine, preload):
     b = Batch()
-    earlier = b.visit(mdtrt_id="V-EARLIER", psn_no="P-HBA", fixmedins_code="H002", begntime="2026-03-01 08:00:00",
-                      endtime="2026-03-01 10:00:00")
+    earlier = b.visit(
+        mdtrt_id="V-EARLIER",
+        psn_no="P-HBA",
+        fixmedins_code="H002",
+        begntime="2026-03-01 08:00:00",
+        endtime="2026-03-01 10:00:00",
+    )
     paid = b.line(earlier, HBA1C, pric="45", hilist_name="糖化血红蛋白测定")
     con = db.connect(tmp_path / "p.duckdb")
     load_batch(b.write(tmp_path / "batch"), con)
@@ -257,29 +344,61 @@ def test_rule_ids_narrow_the_check(service):
 # ---------------------------------------------------------------------------- bad requests
 
 
-@pytest.mark.parametrize("change, status, field", [
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].pop("cnt"), 422,
-     "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.0.cnt"),
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(cnt="-1"), 422,
-     "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.0.cnt"),
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(drord_begn_date="2026-13-40"),
-     422, "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.0.drord_begn_date"),
-    (lambda d: d["patient_dtos"][0].update(brdy="yesterday"), 422, "patient_dtos.0.brdy"),
-    (lambda d: d["patient_dtos"][0].update(curr_mdtrt_id="NOPE"), 422, "patient_dtos.0"),
-    (lambda d: d.update(patient_dtos=[]), 422, "patient_dtos"),
-    (lambda d: d.pop("trig_scen"), 422, "trig_scen"),
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0].update(fsi_order_dtos=[]), 400, "fsi_order_dtos is empty"),
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"].append(
-        d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0]), 422, "RX1 given more than once"),
-    (lambda d: d.update(rule_ids=["R-NOPE"]), 422, "R-NOPE"),
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(cnt="1e30"), 422,
-     "fsi_order_dtos.0.cnt"),
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(pric="0.123456"), 422,
-     "fsi_order_dtos.0.pric"),
-    (lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(rx_id="R\x00X"), 422,
-     "fsi_order_dtos.0.rx_id"),
-    (lambda d: d["patient_dtos"][0].update(patn_id="O'Brien\x1f"), 422, "patient_dtos.0.patn_id"),
-])
+@pytest.mark.parametrize(
+    "change, status, field",
+    [
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].pop("cnt"),
+            422,
+            "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.0.cnt",
+        ),
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(cnt="-1"),
+            422,
+            "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.0.cnt",
+        ),
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(
+                drord_begn_date="2026-13-40"
+            ),
+            422,
+            "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos.0.drord_begn_date",
+        ),
+        (lambda d: d["patient_dtos"][0].update(brdy="yesterday"), 422, "patient_dtos.0.brdy"),
+        (lambda d: d["patient_dtos"][0].update(curr_mdtrt_id="NOPE"), 422, "patient_dtos.0"),
+        (lambda d: d.update(patient_dtos=[]), 422, "patient_dtos"),
+        (lambda d: d.pop("trig_scen"), 422, "trig_scen"),
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0].update(fsi_order_dtos=[]),
+            400,
+            "fsi_order_dtos is empty",
+        ),
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"].append(
+                d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0]
+            ),
+            422,
+            "RX1 given more than once",
+        ),
+        (lambda d: d.update(rule_ids=["R-NOPE"]), 422, "R-NOPE"),
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(cnt="1e30"),
+            422,
+            "fsi_order_dtos.0.cnt",
+        ),
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(pric="0.123456"),
+            422,
+            "fsi_order_dtos.0.pric",
+        ),
+        (
+            lambda d: d["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"][0].update(rx_id="R\x00X"),
+            422,
+            "fsi_order_dtos.0.rx_id",
+        ),
+        (lambda d: d["patient_dtos"][0].update(patn_id="O'Brien\x1f"), 422, "patient_dtos.0.patn_id"),
+    ],
+)
 def test_bad_requests_get_a_4xx_naming_the_field(service, change, status, field):
     data = request([order("RX1", UTERUS)], envelope=False)
     change(data)
@@ -302,7 +421,9 @@ def test_control_characters_are_refused_in_words(service):
 def test_unknown_rule_set_and_garbage_bodies(service):
     r = post(service, request([order("RX1", UTERUS)]), rule_set="provincial")
     assert r.status_code == 404 and "unknown rule set 'provincial'" in r.json()["err_msg"]
-    r = service.post("/prealert/3101", content=b"{not json", headers={"X-API-Key": KEY1, "Content-Type": "application/json"})
+    r = service.post(
+        "/prealert/3101", content=b"{not json", headers={"X-API-Key": KEY1, "Content-Type": "application/json"}
+    )
     assert r.status_code == 422
     r = service.post("/prealert/3101", json=[1, 2], headers={"X-API-Key": KEY1})
     assert r.status_code == 422
@@ -351,16 +472,33 @@ def test_feedback_shapes(service):
     [res] = post(service, request([order("RX1", UTERUS)])).json()["output"]["result"]
     jr = res["jr_id"]
     h = {"X-API-Key": KEY1}
-    r = service.post("/prealert/3103", json={"warn_type": "1", "warns": [{"warn_rslt_id": jr, "dspo_way": "1"}]}, headers=h)
-    assert r.status_code == 422 and "warns.0" in r.json()["err_msg"] and "dspo_way_rea is required" in r.json()["err_msg"]
-    r = service.post("/prealert/3103", json={"warn_type": "1", "warns": [{"warn_rslt_id": jr, "dspo_way": "3"}]}, headers=h)
+    r = service.post(
+        "/prealert/3103", json={"warn_type": "1", "warns": [{"warn_rslt_id": jr, "dspo_way": "1"}]}, headers=h
+    )
+    assert (
+        r.status_code == 422 and "warns.0" in r.json()["err_msg"] and "dspo_way_rea is required" in r.json()["err_msg"]
+    )
+    r = service.post(
+        "/prealert/3103", json={"warn_type": "1", "warns": [{"warn_rslt_id": jr, "dspo_way": "3"}]}, headers=h
+    )
     assert r.status_code == 422 and "warns.0.dspo_way" in r.json()["err_msg"]
     r = service.post("/prealert/3103", json={"warn_type": "1", "warns": []}, headers=h)
     assert r.status_code == 422
-    r = service.post("/prealert/3103", json={"warn_type": "1", "warns": [{"warn_rslt_id": "nope", "dspo_way": "2"}]}, headers=h)
+    r = service.post(
+        "/prealert/3103", json={"warn_type": "1", "warns": [{"warn_rslt_id": "nope", "dspo_way": "2"}]}, headers=h
+    )
     assert r.status_code == 404
-    envelope = {"infno": "3103", "input": {"data": {"warn_type": "1", "warns": [
-        {"warn_rslt_id": jr, "dspo_way": "1", "dspo_way_rea": "患者确为女性变性术后，已经上级医师审核"}]}}}
+    envelope = {
+        "infno": "3103",
+        "input": {
+            "data": {
+                "warn_type": "1",
+                "warns": [
+                    {"warn_rslt_id": jr, "dspo_way": "1", "dspo_way_rea": "患者确为女性变性术后，已经上级医师审核"}
+                ],
+            }
+        },
+    }
     r = service.post("/prealert/3103", json=envelope, headers=h)
     assert r.status_code == 200 and r.json()["output"] == {"accepted": 1}
     fb = service.get(f"/prealert/results/{jr}", headers=h).json()["feedback"]
@@ -409,16 +547,33 @@ def test_override_reason_becomes_evidence_of_the_post_hoc_finding(tmp_path):
     load_batch(b0.write(tmp_path / "b0"), con)
     with TestClient(create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001"})) as client:
         [res] = post(client, request([order("RX1", UTERUS)])).json()["output"]["result"]
-        [res2] = post(client, request([order("RX2", BED, pric="30", cur=0), order("RX3", BED, "2026-03-02 20:00:00",
-                                                                                   pric="30")])).json()["output"]["result"]
+        [res2] = post(
+            client, request([order("RX2", BED, pric="30", cur=0), order("RX3", BED, "2026-03-02 20:00:00", pric="30")])
+        ).json()["output"]["result"]
         h = {"X-API-Key": KEY1}
-        assert client.post("/prealert/3103", headers=h, json={"warns": [
-            {"warn_rslt_id": res["jr_id"], "dspo_way": "1", "dspo_way_rea": "病情需要，已经上级医师审核"},
-            {"warn_rslt_id": res2["jr_id"], "dspo_way": "2"}]}).status_code == 200
+        assert (
+            client.post(
+                "/prealert/3103",
+                headers=h,
+                json={
+                    "warns": [
+                        {"warn_rslt_id": res["jr_id"], "dspo_way": "1", "dspo_way_rea": "病情需要，已经上级医师审核"},
+                        {"warn_rslt_id": res2["jr_id"], "dspo_way": "2"},
+                    ]
+                },
+            ).status_code
+            == 200
+        )
     # the stay is billed and settled; the bureau screens it
     b = Batch()
-    v = b.visit(mdtrt_id="V-OPEN-1", psn_no="P-OPEN-1", fixmedins_code="H001", med_type="21",
-                begntime="2026-03-01 10:00:00", endtime="2026-03-05 10:00:00")
+    v = b.visit(
+        mdtrt_id="V-OPEN-1",
+        psn_no="P-OPEN-1",
+        fixmedins_code="H001",
+        med_type="21",
+        begntime="2026-03-01 10:00:00",
+        endtime="2026-03-05 10:00:00",
+    )
     sn = b.line(v, UTERUS, pric="180", time="2026-03-02 09:30:00")
     b.line(v, BED, pric="30", time="2026-03-02 08:00:00")
     b.line(v, BED, pric="30", time="2026-03-02 20:00:00", bkkp_sn="BED-LATE")
@@ -452,8 +607,9 @@ def test_override_reason_becomes_evidence_of_the_post_hoc_finding(tmp_path):
     assert out.exit_code == 0, out.output
     assert "病情需要，已经上级医师审核" in out.output.replace("\n", "").replace(" ", "").replace("│", "")
     # and in `findings --export`, column prealert
-    out = CliRunner().invoke(cli_app, ["findings", "--db", str(dbfile), "--visit", "V-OPEN-1", "--export",
-                                       str(tmp_path / "f.csv")])
+    out = CliRunner().invoke(
+        cli_app, ["findings", "--db", str(dbfile), "--visit", "V-OPEN-1", "--export", str(tmp_path / "f.csv")]
+    )
     assert out.exit_code == 0, out.output
     with open(tmp_path / "f.csv", encoding="utf-8-sig", newline="") as fh:
         exported = {r["finding_id"]: r["prealert"] for r in csv.DictReader(fh)}
@@ -482,8 +638,10 @@ def test_in_process_warnings_are_stored_apart_and_claim_no_money(tmp_path):
     assert fs[("post_hoc", done)]["deduction_amt"] == 180 and fs[("post_hoc", done)]["status"] == "pending_appeal"
     assert fs[("in_process", open_v)]["deduction_amt"] == 0 and fs[("in_process", open_v)]["status"] == "warning"
     # the hospital's appeal queue holds post-hoc findings only
-    n_states = con.execute("SELECT count(*) FROM finding_state s JOIN findings f USING (finding_id) "
-                           "WHERE f.stage = 'in_process' AND s.deadline IS NOT NULL").fetchall()[0][0]
+    n_states = con.execute(
+        "SELECT count(*) FROM finding_state s JOIN findings f USING (finding_id) "
+        "WHERE f.stage = 'in_process' AND s.deadline IS NOT NULL"
+    ).fetchall()[0][0]
     assert n_states == 0
 
 
@@ -550,7 +708,9 @@ def test_serve_key_and_serve_refusals(tmp_path):
     assert out.exit_code == 2 and "nosuchdatabase" in "".join(out.output.split())
 
 
-WATCHED_RULES = RULES + f"""
+WATCHED_RULES = (
+    RULES
+    + f"""
   - id: R-WATCH-001
     version: 1
     name: 重点监控医生：急诊监护限女性（测试用的更严规则）
@@ -558,6 +718,7 @@ WATCHED_RULES = RULES + f"""
     items: {{codes: ["{EMERG_MON}"]}}
     params: {{gender: 2}}
 """
+)
 
 
 def test_orders_of_a_watched_doctor_are_checked_with_the_watched_rule_set(tmp_path):
@@ -574,15 +735,18 @@ def test_orders_of_a_watched_doctor_are_checked_with_the_watched_rule_set(tmp_pa
     b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002", chfpdr_code="DR01")
     con = loaded_db(b, tmp_path / "w.duckdb")
     watch.add(con, "H001/DR01", dt.date(2026, 3, 1), "王芳", "申诉驳回三次")
-    libs = {"default": load_library(write_rules(tmp_path / "rules", RULES)),
-            "strict": load_library(write_rules(tmp_path / "strict", WATCHED_RULES))}
+    libs = {
+        "default": load_library(write_rules(tmp_path / "rules", RULES)),
+        "strict": load_library(write_rules(tmp_path / "strict", WATCHED_RULES)),
+    }
     with pytest.raises(ValueError, match="not one of the rule sets"):
         create_app(con, libs, {}, watched_rule_set="nope")
-    app = create_app(con, libs, {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"},
-                     watched_rule_set="strict")
+    app = create_app(con, libs, {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"}, watched_rule_set="strict")
 
     def rules_of(client, dr: str, key=KEY1, medins="H001", mdtrt="V-OPEN-1") -> set[str]:
-        r = post(client, request([order("RX1", EMERG_MON, drord_dr_codg=dr)], medins_id=medins, mdtrt_id=mdtrt), key=key)
+        r = post(
+            client, request([order("RX1", EMERG_MON, drord_dr_codg=dr)], medins_id=medins, mdtrt_id=mdtrt), key=key
+        )
         assert r.status_code == 200, r.text
         return {x["rule_id"] for x in r.json()["output"]["result"]}
 
@@ -592,7 +756,8 @@ def test_orders_of_a_watched_doctor_are_checked_with_the_watched_rule_set(tmp_pa
         assert "R-WATCH-001" not in rules_of(client, "DR01", KEY2, "H002", "V-OPEN-2")  # DR01 of another hospital
     # the answers are stored (the writer is flushed when the service stops) with the rule set used
     assert con.execute("SELECT DISTINCT rule_set FROM prealert_results WHERE rule_id = 'R-WATCH-001'").fetchall() == [
-        ("strict",)]
+        ("strict",)
+    ]
 
 
 def test_serve_refuses_an_unknown_watched_rule_set(tmp_path):
@@ -600,6 +765,16 @@ def test_serve_refuses_an_unknown_watched_rule_set(tmp_path):
     b.visit(mdtrt_id="V1")
     db_path = tmp_path / "s.duckdb"
     loaded_db(b, db_path).close()
-    r = CliRunner().invoke(cli_app, ["serve", "--db", str(db_path), "--rules", str(write_rules(tmp_path / "r", RULES)),
-                                     "--watched-rule-set", "strict"])
+    r = CliRunner().invoke(
+        cli_app,
+        [
+            "serve",
+            "--db",
+            str(db_path),
+            "--rules",
+            str(write_rules(tmp_path / "r", RULES)),
+            "--watched-rule-set",
+            "strict",
+        ],
+    )
     assert r.exit_code == 2 and "--watched-rule-set 'strict' is not a rule set" in " ".join(r.output.split()), r.output

@@ -44,8 +44,10 @@ def his(tmp_path_factory, request):
     b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
     con = db.connect(tmp / "svc.duckdb")
     load_batch(b.write(tmp / "batch"), con)
-    libs = {"default": load_library(write_rules(tmp / "rules", RULES)),
-            "surgery": load_library(write_rules(tmp / "surgery", SURGERY))}
+    libs = {
+        "default": load_library(write_rules(tmp / "rules", RULES)),
+        "surgery": load_library(write_rules(tmp / "surgery", SURGERY)),
+    }
     app = create_app(con, libs, {store.key_hash(KEY1): "H001"}, engine=request.param)
     with TestClient(app) as client:
         client.engine = request.param
@@ -72,8 +74,16 @@ def test_each_vendors_request_gets_its_alerts(his, path):
 
 def test_fixtures_cover_the_shapes_vendors_send():
     text = "".join(p.read_text(encoding="utf-8") for p in FIXTURES)
-    for shape in ('"patient_dtos": {', '"fsi_encounter_dtos": {', '"fsi_order_dtos": {', '"fsi_diagnose_dtos": {',
-                  '"fsi_operation_dtos": {', '"insutype": ""', '"drord_stop_date": ""', '"20261201142552"'):
+    for shape in (
+        '"patient_dtos": {',
+        '"fsi_encounter_dtos": {',
+        '"fsi_order_dtos": {',
+        '"fsi_diagnose_dtos": {',
+        '"fsi_operation_dtos": {',
+        '"insutype": ""',
+        '"drord_stop_date": ""',
+        '"20261201142552"',
+    ):
         assert shape in text, shape
 
 
@@ -107,12 +117,15 @@ def test_operations_reach_the_sql_path_context(his):
     base = request([order("RX1", ANAES, pric="800")], envelope=False)
     assert [x["rule_id"] for x in post(his, base, rule_set="surgery").json()["output"]["result"]] == ["R-OPR-001"]
     base["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_operation_dtos"] = [
-        {"oprn_oprt_code": "47.0100x001", "oprn_oprt_name": "阑尾切除术", "oprn_oprt_date": "2026-03-02 10:00:00"}]
+        {"oprn_oprt_code": "47.0100x001", "oprn_oprt_name": "阑尾切除术", "oprn_oprt_date": "2026-03-02 10:00:00"}
+    ]
     r = post(his, base, rule_set="surgery")
     assert r.status_code == 200 and r.json()["output"]["result"] == []
 
 
-TWICE = RULES + """
+TWICE = (
+    RULES
+    + """
   - id: NHSA-B1-ITEM-GENDER
     version: 1
     name: 限定性别的诊疗项目（国家第一批）
@@ -121,6 +134,7 @@ TWICE = RULES + """
     items: {codes: ["002101030300000"]}
     params: {gender: 2}
 """
+)
 
 
 @pytest.mark.parametrize("engine", ["fast", "sql"])
@@ -129,11 +143,19 @@ def test_identical_alerts_of_several_rules_are_one_listing_every_rule(tmp_path, 
     b = Batch()
     b.visit(mdtrt_id="V-HIST", psn_no="P-OPEN-1", med_type="11", fixmedins_code="H001")
     load_batch(b.write(tmp_path / "batch"), con)
-    app = create_app(con, {"default": load_library(write_rules(tmp_path / "rules", TWICE))},
-                     {store.key_hash(KEY1): "H001"}, engine=engine)
+    app = create_app(
+        con,
+        {"default": load_library(write_rules(tmp_path / "rules", TWICE))},
+        {store.key_hash(KEY1): "H001"},
+        engine=engine,
+    )
     with TestClient(app) as client:
-        r = post(client, request([order("RX1", "002101030300000"), order("RX2", "001109000010000"),
-                                  order("RX3", "001109000010000")]))
+        r = post(
+            client,
+            request(
+                [order("RX1", "002101030300000"), order("RX2", "001109000010000"), order("RX3", "001109000010000")]
+            ),
+        )
         assert r.status_code == 200 and r.headers["X-Medaudit-Engine"] == engine
         got = r.json()["output"]["result"]
         assert sorted(x["rule_id"] for x in got) == ["R-FRQ-001", "R-SEX-001"]  # the bed fee stays its own
@@ -144,8 +166,11 @@ def test_identical_alerts_of_several_rules_are_one_listing_every_rule(tmp_path, 
         assert [d["rx_id"] for d in sex["judge_result_detail_dtos"]] == ["RX1"] and sex["vola_amt"] == 180.0
         stored = client.get(f"/prealert/results/{sex['jr_id']}", headers={"X-API-Key": KEY1}).json()
         assert stored["rule_ids"] == ["R-SEX-001", "NHSA-B1-ITEM-GENDER"]
-        fb = client.post("/prealert/3103", json={"warns": [{"warn_rslt_id": sex["jr_id"], "dspo_way": "2"}]},
-                         headers={"X-API-Key": KEY1})
+        fb = client.post(
+            "/prealert/3103",
+            json={"warns": [{"warn_rslt_id": sex["jr_id"], "dspo_way": "2"}]},
+            headers={"X-API-Key": KEY1},
+        )
         assert fb.status_code == 200, fb.text
 
 
@@ -158,17 +183,26 @@ def test_event_layer_answers_the_same_without_durable_rules(tmp_path, monkeypatc
     monkeypatch.setenv("MEDAUDIT_EVENTS", "python" if mode == "python" else "")
     lib = load_library(write_rules(tmp_path / "rules", RULES))
     seen = []
-    hub = events.EventHub({"default": events.Router([r for r in lib.rules if "pre_alert" in r.stages])},
-                          on_feedback=lambda d: seen.append(d) or d)
+    hub = events.EventHub(
+        {"default": events.Router([r for r in lib.rules if "pre_alert" in r.stages])},
+        on_feedback=lambda d: seen.append(d) or d,
+    )
     assert hub.durable is (mode == "durable")
     assert hub.route("default", ["002101030300000"]) == ["restrict_gender"]
     assert hub.route("default", ["001103000010000"]) == ["duplicate_charge"]  # a main_code named as a parameter
     assert hub.route("default", ["NOT-A-RULE-ITEM"]) == []
     assert hub.route("default", []) == []
-    assert hub.feedback("J1", "1", "病情需要，上级医师已审核", "1", "H001")["dspo_way_rea"] == "病情需要，上级医师已审核"
+    assert (
+        hub.feedback("J1", "1", "病情需要，上级医师已审核", "1", "H001")["dspo_way_rea"] == "病情需要，上级医师已审核"
+    )
     assert hub.feedback("J2", "1", "", "1", "H001") is None  # continue without a reason: no rule takes it
-    assert hub.feedback("J3", "2", None, "2", "H001") == {"jr_id": "J3", "dspo_way": "2", "dspo_way_rea": None,
-                                                          "warn_type": "2", "fixmedins_code": "H001"}
+    assert hub.feedback("J3", "2", None, "2", "H001") == {
+        "jr_id": "J3",
+        "dspo_way": "2",
+        "dspo_way_rea": None,
+        "warn_type": "2",
+        "fixmedins_code": "H001",
+    }
     assert hub.feedback("J4", "3", "x", "1", "H001") is None
     assert [d["jr_id"] for d in seen] == ["J1", "J3"]
 
@@ -184,11 +218,27 @@ def test_one_answer_to_a_collapsed_alert_reaches_each_rules_post_hoc_finding(tmp
     with TestClient(create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001"})) as client:
         [res] = post(client, request([order("RX1", "002101030300000")])).json()["output"]["result"]
         assert len(res["rules"]) == 2
-        assert client.post("/prealert/3103", headers={"X-API-Key": KEY1}, json={"warns": [
-            {"warn_rslt_id": res["jr_id"], "dspo_way": "1", "dspo_way_rea": "病情需要，已经上级医师审核"}]}).status_code == 200
+        assert (
+            client.post(
+                "/prealert/3103",
+                headers={"X-API-Key": KEY1},
+                json={
+                    "warns": [
+                        {"warn_rslt_id": res["jr_id"], "dspo_way": "1", "dspo_way_rea": "病情需要，已经上级医师审核"}
+                    ]
+                },
+            ).status_code
+            == 200
+        )
     b = Batch()
-    v = b.visit(mdtrt_id="V-OPEN-1", psn_no="P-OPEN-1", fixmedins_code="H001", med_type="21",
-                begntime="2026-03-01 10:00:00", endtime="2026-03-05 10:00:00")
+    v = b.visit(
+        mdtrt_id="V-OPEN-1",
+        psn_no="P-OPEN-1",
+        fixmedins_code="H001",
+        med_type="21",
+        begntime="2026-03-01 10:00:00",
+        endtime="2026-03-05 10:00:00",
+    )
     b.line(v, "002101030300000", pric="180", time="2026-03-02 09:30:00")
     load_batch(b.write(tmp_path / "b1"), con)
     screen(con, lib, stage="post_hoc")

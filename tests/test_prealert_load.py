@@ -53,8 +53,9 @@ def answer(client, i: int, key=KEY1) -> dict:
 
 def test_full_queue_keeps_answering_says_so_and_loses_nothing(base, tmp_path):
     con, lib, keys = base
-    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "journal"),
-                     max_queue_rows=3)
+    app = create_app(
+        con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "journal"), max_queue_rows=3
+    )
     writer = app.state.checker.writer
     # the writer's thread is held: nothing is stored while the answers come
     writer._write_lock.acquire()
@@ -133,9 +134,14 @@ def test_feedback_goes_through_the_writer_and_reads_see_it(base, tmp_path):
     app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"))
     with TestClient(app) as client:
         jr = answer(client, 1)["jr_id"]
-        r = client.post("/prealert/3103", json={"warn_type": "1", "warns": [
-            {"warn_rslt_id": jr, "dspo_way": "1", "dspo_way_rea": "患者病情需要，已经上级医师审核"}]},
-            headers={"X-API-Key": KEY1})
+        r = client.post(
+            "/prealert/3103",
+            json={
+                "warn_type": "1",
+                "warns": [{"warn_rslt_id": jr, "dspo_way": "1", "dspo_way_rea": "患者病情需要，已经上级医师审核"}],
+            },
+            headers={"X-API-Key": KEY1},
+        )
         assert r.status_code == 200, r.text
         got = client.get(f"/prealert/results/{jr}", headers={"X-API-Key": KEY1}).json()
         assert [f["dspo_way"] for f in got["feedback"]] == ["1"]
@@ -173,16 +179,21 @@ def test_past_capacity_requests_are_refused_at_once_not_queued(base, tmp_path):
     requests are answered 503 + Retry-After while the first 2 are still running, i.e. no request
     waited for a place beyond the bound."""
     con, lib, keys = base
-    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"),
-                     max_inflight=2, max_wait=0.05)
+    app = create_app(
+        con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"), max_inflight=2, max_wait=0.05
+    )
     release, entered, running = hold_checks(app.state.checker)
     with TestClient(app) as client:
         with ThreadPoolExecutor(12) as pool:
             held = [pool.submit(answer, client, i) for i in range(2)]
             for _ in range(2):
                 assert entered.acquire(timeout=60)
-            extra = [pool.submit(client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]),
-                                 headers={"X-API-Key": KEY1}) for i in range(10)]
+            extra = [
+                pool.submit(
+                    client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]), headers={"X-API-Key": KEY1}
+                )
+                for i in range(10)
+            ]
             refused = [f.result(timeout=60) for f in extra]  # answered while the 2 checks still wait
             assert not release.is_set()
             release.set()
@@ -198,8 +209,10 @@ def test_past_capacity_requests_are_refused_at_once_not_queued(base, tmp_path):
 
 # ---------------------------------------------------------------------------- /metrics
 
-_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
-                   r'(-?[0-9.e+-]+|\+Inf|-Inf|NaN)$')
+_LINE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
+    r"(-?[0-9.e+-]+|\+Inf|-Inf|NaN)$"
+)
 
 
 def test_metrics_are_prometheus_text_with_counters_and_no_personal_labels(base, tmp_path):
@@ -207,7 +220,9 @@ def test_metrics_are_prometheus_text_with_counters_and_no_personal_labels(base, 
     app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"))
     with TestClient(app) as client:
         jr = [answer(client, i)["jr_id"] for i in range(3)]
-        client.post("/prealert/3101", json=request([order("RX1", UTERUS)]), headers={"X-API-Key": "wrong-key-xxxxxxxxxx"})
+        client.post(
+            "/prealert/3101", json=request([order("RX1", UTERUS)]), headers={"X-API-Key": "wrong-key-xxxxxxxxxx"}
+        )
         client.get(f"/prealert/results/{jr[0]}", headers={"X-API-Key": KEY1})
         r = client.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -231,8 +246,9 @@ def test_metrics_are_prometheus_text_with_counters_and_no_personal_labels(base, 
     assert 'medaudit_prealert_request_seconds_count{route="/prealert/3101"} 4' in text
     assert 'medaudit_prealert_request_seconds_bucket{route="/prealert/3101",le="+Inf"} 4' in text
     # histogram buckets never decrease
-    counts = [int(m.group(1)) for m in re.finditer(
-        r'request_seconds_bucket\{route="/prealert/3101",le="[^"]+"\} (\d+)', text)]
+    counts = [
+        int(m.group(1)) for m in re.finditer(r'request_seconds_bucket\{route="/prealert/3101",le="[^"]+"\} (\d+)', text)
+    ]
     assert counts == sorted(counts) and counts[-1] == 4
     # nothing of a person, a visit, an order or a result in any label
     for secret in ("P-OPEN-1", "V-OPEN-1", "RX1", "张三", *jr):
@@ -263,11 +279,25 @@ BED = "001109000010000"
 def _history(tmp_path):
     """P-OLD's stay of 2024 (a bed charged on 2024-01-10) and recent visits (March 2026)."""
     b = Batch()
-    b.visit(mdtrt_id="V-OLD", psn_no="P-OLD", gend="2", med_type="21", fixmedins_code="H001",
-            begntime="2024-01-09 08:00:00", endtime="2024-01-20 10:00:00", die_date=None)
+    b.visit(
+        mdtrt_id="V-OLD",
+        psn_no="P-OLD",
+        gend="2",
+        med_type="21",
+        fixmedins_code="H001",
+        begntime="2024-01-09 08:00:00",
+        endtime="2024-01-20 10:00:00",
+        die_date=None,
+    )
     b.line("V-OLD", BED, pric="30", time="2024-01-10 08:00:00")
-    b.visit(mdtrt_id="V-NEW", psn_no="P-NEW", med_type="21", fixmedins_code="H001",
-            begntime="2026-03-01 08:00:00", endtime=None)
+    b.visit(
+        mdtrt_id="V-NEW",
+        psn_no="P-NEW",
+        med_type="21",
+        fixmedins_code="H001",
+        begntime="2026-03-01 08:00:00",
+        endtime=None,
+    )
     b.line("V-NEW", BED, pric="30", time="2026-03-01 08:00:00")
     b.visit(mdtrt_id="V-H2", psn_no="P-H2", fixmedins_code="H002")
     b.line("V-H2", BED, pric="30")
@@ -283,8 +313,10 @@ def _bed(mdtrt_id, psn, day, inst="H001", adm="2026-03-01 08:00:00"):
 
 
 def _shape(r):
-    return [{k: v for k, v in x.items() if k not in ("jr_id", "task_id", "judge_result_detail_dtos")}
-            for x in r.json()["output"]["result"]]
+    return [
+        {k: v for k, v in x.items() if k not in ("jr_id", "task_id", "judge_result_detail_dtos")}
+        for x in r.json()["output"]["result"]
+    ]
 
 
 def test_preload_windowed_to_the_rules_reach_answers_old_visits_by_sql_the_same(tmp_path):
@@ -293,8 +325,15 @@ def test_preload_windowed_to_the_rules_reach_answers_old_visits_by_sql_the_same(
     keys = {store.key_hash(KEY1): "H001", store.key_hash(KEY2): "H002"}
     answers = {}
     for whole in (False, True):
-        app = create_app(con, {"default": lib}, keys, preload=True, async_results=True,
-                         journal=str(tmp_path / f"j{whole}"), window=not whole)
+        app = create_app(
+            con,
+            {"default": lib},
+            keys,
+            preload=True,
+            async_results=True,
+            journal=str(tmp_path / f"j{whole}"),
+            window=not whole,
+        )
         checker = app.state.checker
         with TestClient(app) as client:
             if whole:
@@ -303,17 +342,20 @@ def test_preload_windowed_to_the_rules_reach_answers_old_visits_by_sql_the_same(
                 w = client.get("/health").json()["history_window"]
                 assert w["visits_left_out"] == 1 and w["visits_preloaded"] == 2
                 assert "V-OLD" not in checker.fast.cache._data and "V-NEW" in checker.fast.cache._data
-            old = client.post("/prealert/3101", json=_bed("V-OLD", "P-OLD", "2024-01-10", adm="2024-01-09 08:00:00"),
-                              headers={"X-API-Key": KEY1})
-            new = client.post("/prealert/3101", json=_bed("V-NEW", "P-NEW", "2026-03-01"),
-                              headers={"X-API-Key": KEY1})
+            old = client.post(
+                "/prealert/3101",
+                json=_bed("V-OLD", "P-OLD", "2024-01-10", adm="2024-01-09 08:00:00"),
+                headers={"X-API-Key": KEY1},
+            )
+            new = client.post("/prealert/3101", json=_bed("V-NEW", "P-NEW", "2026-03-01"), headers={"X-API-Key": KEY1})
             assert old.status_code == 200 and new.status_code == 200, (old.text, new.text)
             # the old stay by SQL when windowed (the whole database), from memory otherwise
             assert old.headers["x-medaudit-engine"] == ("fast" if whole else "sql")
             assert new.headers["x-medaudit-engine"] == "fast"
             # a stored visit of H001 left out of the window is still refused to H002
-            foreign = client.post("/prealert/3101", json=_bed("V-OLD", "P-OLD", "2024-01-10", inst="H002"),
-                                  headers={"X-API-Key": KEY2})
+            foreign = client.post(
+                "/prealert/3101", json=_bed("V-OLD", "P-OLD", "2024-01-10", inst="H002"), headers={"X-API-Key": KEY2}
+            )
             assert foreign.status_code == 403, foreign.text
             answers[whole] = (_shape(old), _shape(new))
     assert answers[False] == answers[True]
@@ -324,8 +366,9 @@ def test_preload_windowed_to_the_rules_reach_answers_old_visits_by_sql_the_same(
 def test_service_connections_have_a_memory_limit_and_bounded_queues(base, tmp_path):
     con, lib, keys = base
     con.execute("SET memory_limit = '512MiB'")
-    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"), max_queue_rows=7,
-                     cache_visits=3)
+    app = create_app(
+        con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"), max_queue_rows=7, cache_visits=3
+    )
     with TestClient(app) as client:
         h = client.get("/health").json()
     assert h["memory"]["duckdb_limit"] in ("512.0 MiB", "536.8 MB") and h["memory"]["rss_bytes"] > 0
@@ -337,15 +380,22 @@ def test_checks_waiting_for_the_database_past_its_capacity_are_refused(base, tmp
     """The SQL path's sessions are few: with 1 database check allowed and it held, the others
     are answered 503 while it still runs (not queued behind it)."""
     con, lib, keys = base
-    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"),
-                     max_db_checks=1, max_wait=0.05)
+    app = create_app(
+        con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"), max_db_checks=1, max_wait=0.05
+    )
     release, entered, _running = hold_checks(app.state.checker)
     with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
         held = pool.submit(answer, client, 0)
         assert entered.acquire(timeout=60)
-        refused = [f.result(timeout=60) for f in [pool.submit(
-            client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]), headers={"X-API-Key": KEY1})
-            for i in range(4)]]
+        refused = [
+            f.result(timeout=60)
+            for f in [
+                pool.submit(
+                    client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]), headers={"X-API-Key": KEY1}
+                )
+                for i in range(4)
+            ]
+        ]
         assert not release.is_set()
         release.set()
         assert held.result(timeout=60)["rule_id"] == "R-SEX-001"

@@ -17,7 +17,9 @@ from medaudit.prealert.app import create_app
 from test_prealert_api import KEY1, RULES, UTERUS, order, request
 
 # a type with an evaluator (restrict_gender, in RULES) and one without (gender_diagnosis_conflict)
-MIXED = RULES + """
+MIXED = (
+    RULES
+    + """
   - id: R-GDX-001
     version: 1
     name: 患者性别与诊断不符
@@ -25,6 +27,7 @@ MIXED = RULES + """
     stages: [pre_alert, post_hoc]
     params: {female_prefixes: [O00-O9A], male_prefixes: [N40-N53]}
 """
+)
 
 
 def _answers(tmp_path, engine: str):
@@ -41,9 +44,15 @@ def _answers(tmp_path, engine: str):
     with TestClient(app) as client:
         r = client.post("/prealert/3101", json=body, headers={"X-API-Key": KEY1})
         assert r.status_code == 200, r.text
-        results = sorted((x["rule_id"], x["vola_cont"], x["vola_amt"],
-                          [(d["rx_id"], d["vola_item_type"], d["vola_amt"]) for d in x["judge_result_detail_dtos"]])
-                         for x in r.json()["output"]["result"])
+        results = sorted(
+            (
+                x["rule_id"],
+                x["vola_cont"],
+                x["vola_amt"],
+                [(d["rx_id"], d["vola_item_type"], d["vola_amt"]) for d in x["judge_result_detail_dtos"]],
+            )
+            for x in r.json()["output"]["result"]
+        )
         return r.headers["X-Medaudit-Engine"], results, dict(app.state.checker.answered)
 
 
@@ -76,7 +85,9 @@ def test_hits_of_a_line_are_one_item_and_only_a_newly_violating_line_is_violatin
     [(req_no, a)] = alerts_of([_rule("R1")], hits, line, {(0, old): Decimal("3.00")}, {new}, {new})
     assert req_no == 0 and a.rule_id == "R1" and a.finding_key == "V1"
     assert [(i.bkkp_sn, i.role, i.claim, i.is_new) for i in a.items] == [
-        ("L2", "related", Decimal("0"), False), ("RX9", "violating", Decimal("7.01"), True)]
+        ("L2", "related", Decimal("0"), False),
+        ("RX9", "violating", Decimal("7.01"), True),
+    ]
     assert a.amount == Decimal("7.01") and a.evidence == "头；甲；乙" and a.psn_no == "P1"
 
 
@@ -101,8 +112,12 @@ rules:
         load_batch(b.write(tmp_path / f"batch-{engine}"), con)
         lib = load_library(write_rules(tmp_path / f"rules-{engine}", rules, {"pairs.csv": table}))
         app = create_app(con, {"default": lib}, {store.key_hash(KEY1): "H001"}, engine=engine)
-        body = request([order("RX1", EMERG_MON, cur=0, hilist_name="", when="2026-03-02 08:00:00"),
-                        order("RX2", EMERG_CONS, pric="12", when="2026-03-02 09:30:00")])
+        body = request(
+            [
+                order("RX1", EMERG_MON, cur=0, hilist_name="", when="2026-03-02 08:00:00"),
+                order("RX2", EMERG_CONS, pric="12", when="2026-03-02 09:30:00"),
+            ]
+        )
         with TestClient(app) as client:
             r = client.post("/prealert/3101", json=body, headers={"X-API-Key": KEY1})
             assert r.status_code == 200, r.text

@@ -65,8 +65,9 @@ def _alerts(answer: dict) -> list[dict]:
     out = []
     for r in answer["output"]["result"]:
         r = {k: v for k, v in r.items() if k not in ("jr_id", "task_id")}
-        r["judge_result_detail_dtos"] = [{k: v for k, v in d.items() if k != "jrd_id"}
-                                         for d in r["judge_result_detail_dtos"]]
+        r["judge_result_detail_dtos"] = [
+            {k: v for k, v in d.items() if k != "jrd_id"} for d in r["judge_result_detail_dtos"]
+        ]
         out.append(r)
     return out
 
@@ -79,9 +80,29 @@ class Service:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "medaudit", "serve", "--db", str(db_path), "--rules", str(rules), "--keys",
-             str(keys), "--port", str(self.port), "--workers", str(workers), "--preload", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "medaudit",
+                "serve",
+                "--db",
+                str(db_path),
+                "--rules",
+                str(rules),
+                "--keys",
+                str(keys),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--preload",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while True:
@@ -100,8 +121,7 @@ class Service:
         return httpx.post(self.url + path, json=body, headers={"X-API-Key": key, "Connection": "close"}, timeout=30)
 
     def get(self, path: str, key: str = KEY1, **params) -> httpx.Response:
-        return httpx.get(self.url + path, params=params, headers={"X-API-Key": key, "Connection": "close"},
-                         timeout=30)
+        return httpx.get(self.url + path, params=params, headers={"X-API-Key": key, "Connection": "close"}, timeout=30)
 
     def stop(self, sig=signal.SIGTERM) -> str:
         self.proc.send_signal(sig)
@@ -154,19 +174,28 @@ def test_two_workers_answer_as_one_and_store_every_answer_once(base, tmp_path):
             assert got.status_code == 200 and got.json()["jr_id"] == j
         assert two.get("/prealert/results/nope").status_code == 404
         assert two.get(f"/prealert/results/{jr[0]}", key=KEY2).status_code == 404  # another institution's
-        fb = two.post("/prealert/3103", {"warn_type": "1", "warns": [
-            {"warn_rslt_id": jr[0], "dspo_way": "1", "dspo_way_rea": "上级医师审核"}]})
+        fb = two.post(
+            "/prealert/3103",
+            {"warn_type": "1", "warns": [{"warn_rslt_id": jr[0], "dspo_way": "1", "dspo_way_rea": "上级医师审核"}]},
+        )
         assert fb.status_code == 200, fb.text
-        assert two.post("/prealert/3103", {"warn_type": "1", "warns": [
-            {"warn_rslt_id": jr[0], "dspo_way": "2"}]}, key=KEY2).status_code == 404
+        assert (
+            two.post(
+                "/prealert/3103", {"warn_type": "1", "warns": [{"warn_rslt_id": jr[0], "dspo_way": "2"}]}, key=KEY2
+            ).status_code
+            == 404
+        )
         health = two.get("/health").json()
         assert health["workers"]["of"] == 2 and health["results"]["status"] == "ok"
         text = two.get("/metrics").text
         # the counters are every worker's: 12 answered 3101 requests, whichever worker answered
         time.sleep(1.5)  # the other worker's report (every second)
         text = two.get("/metrics").text
-        n = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line.startswith('medaudit_prealert_requests_total{route="/prealert/3101"'))
+        n = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('medaudit_prealert_requests_total{route="/prealert/3101"')
+        )
         assert n == len(reqs)
         assert 'process_resident_memory_bytes{worker="0"}' in text and 'worker="1"' in text
     finally:
@@ -194,8 +223,9 @@ def test_answers_of_a_service_killed_mid_run_are_stored_once_at_the_next_start(b
         i = 0
         while not stop.is_set():
             try:
-                r = svc.post("/prealert/3101", request([order(f"K{k}-{i}", UTERUS)], mdtrt_id=f"V-K{k}-{i}",
-                                                       psn=f"P-K{k}"))
+                r = svc.post(
+                    "/prealert/3101", request([order(f"K{k}-{i}", UTERUS)], mdtrt_id=f"V-K{k}-{i}", psn=f"P-K{k}")
+                )
             except httpx.HTTPError:
                 return
             if r.status_code == 200:
@@ -241,9 +271,29 @@ def test_a_writer_killed_between_storing_and_deleting_a_segment_stores_nothing_t
         p = producers[n % 2]
         jr = f"J{n:04d}"
         want.append(jr)
-        p.add([(jr, "H001", "default", "R-SEX-001", "1", "x", "restrict_gender", "violation", "5", "P", "P", "V",
-                "e", __import__("decimal").Decimal("1.00"), now, None)], [(jr, jr + "-1", "RX", UTERUS, "1",
-                                                                            __import__("decimal").Decimal("1.00"))])
+        p.add(
+            [
+                (
+                    jr,
+                    "H001",
+                    "default",
+                    "R-SEX-001",
+                    "1",
+                    "x",
+                    "restrict_gender",
+                    "violation",
+                    "5",
+                    "P",
+                    "P",
+                    "V",
+                    "e",
+                    __import__("decimal").Decimal("1.00"),
+                    now,
+                    None,
+                )
+            ],
+            [(jr, jr + "-1", "RX", UTERUS, "1", __import__("decimal").Decimal("1.00"))],
+        )
         if n % 5 == 4:
             p.rotate()
     producers[0].add_feedback([("J0000", "H001", "1", "2", None, now)])
@@ -269,7 +319,7 @@ def test_a_writer_killed_between_storing_and_deleting_a_segment_stores_nothing_t
                     os._exit(9)
             return real(self, missing_ok=missing_ok)
         Path.unlink = unlink
-        con = db.connect({str(tmp_path / 'svc.duckdb')!r})
+        con = db.connect({str(tmp_path / "svc.duckdb")!r})
         ResultWriter(con, {str(folder)!r}, start=False, shared=True).flush()
     """)
     for k in (1, 3):  # the first segment; then (the first skipped as stored) the third
@@ -302,19 +352,27 @@ class _Remote:
 
     def owned(self, inst, ids):
         self.writer.barrier()
-        return {r[0] for r in self.con.execute("SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? "
-                                               "AND list_contains(?, jr_id)", [inst, ids]).fetchall()}
+        return {
+            r[0]
+            for r in self.con.execute(
+                "SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND list_contains(?, jr_id)", [inst, ids]
+            ).fetchall()
+        }
 
     def results(self, inst, by, value, limit):
         from medaudit.prealert.app import _results
 
         self.writer.barrier()
-        return _results(self.con, inst, "r.jr_id = ?" if by == "jr_id" else "TRUE",
-                        [value] if by == "jr_id" else [], limit)
+        return _results(
+            self.con, inst, "r.jr_id = ?" if by == "jr_id" else "TRUE", [value] if by == "jr_id" else [], limit
+        )
 
     def status(self):
-        return {"writer": self.writer.status(), "me": {"slot": 0, "pid": os.getpid()},
-                "workers": {"of": 1, "ready": 1, "restarts": 0, "each": []}}
+        return {
+            "writer": self.writer.status(),
+            "me": {"slot": 0, "pid": os.getpid()},
+            "workers": {"of": 1, "ready": 1, "restarts": 0, "each": []},
+        }
 
 
 def test_a_worker_past_capacity_refuses_at_once(base, tmp_path):
@@ -326,18 +384,31 @@ def test_a_worker_past_capacity_refuses_at_once(base, tmp_path):
     folder = tmp_path / "j"
     writer = ResultWriter(con, folder, start=False, shared=True)
     producer = JournalProducer(folder, interval=0.05)
-    app = create_app(con, {"default": lib}, store.load_keys_file(keys), writer=producer,
-                     remote=_Remote(con, writer), max_inflight=2, max_wait=0.05)
+    app = create_app(
+        con,
+        {"default": lib},
+        store.load_keys_file(keys),
+        writer=producer,
+        remote=_Remote(con, writer),
+        max_inflight=2,
+        max_wait=0.05,
+    )
     release, entered, _running = hold_checks(app.state.checker)
     hdr = {"X-API-Key": KEY1}
     with TestClient(app) as client:
         with ThreadPoolExecutor(8) as pool:
-            held = [pool.submit(client.post, "/prealert/3101", json=request([order(f"RX{i}", UTERUS)]), headers=hdr)
-                    for i in range(2)]
+            held = [
+                pool.submit(client.post, "/prealert/3101", json=request([order(f"RX{i}", UTERUS)]), headers=hdr)
+                for i in range(2)
+            ]
             for _ in range(2):
                 assert entered.acquire(timeout=60)
-            refused = [pool.submit(client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]),
-                                   headers=hdr).result(60) for i in range(5)]
+            refused = [
+                pool.submit(client.post, "/prealert/3101", json=request([order(f"X{i}", UTERUS)]), headers=hdr).result(
+                    60
+                )
+                for i in range(5)
+            ]
             assert not release.is_set()
             release.set()
             done = [f.result(60) for f in held]
@@ -360,6 +431,22 @@ def test_workers_option_is_checked():
 
 def test_sync_results_needs_one_worker(base, tmp_path):
     _con, rules, _keys = base
-    r = subprocess.run([sys.executable, "-m", "medaudit", "serve", "--db", str(tmp_path / "svc.duckdb"), "--rules",
-                        str(rules), "--workers", "2", "--sync-results"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medaudit",
+            "serve",
+            "--db",
+            str(tmp_path / "svc.duckdb"),
+            "--rules",
+            str(rules),
+            "--workers",
+            "2",
+            "--sync-results",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode != 0 and "--sync-results needs --workers 1" in r.stdout + r.stderr

@@ -40,8 +40,17 @@ def find_chromium() -> str | None:
 
 
 def chromium_args(tmp_path) -> list[str]:
-    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"]
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,1000",
+    ]
 
 
 def rendered(tmp_path, page) -> dict:
@@ -50,20 +59,27 @@ def rendered(tmp_path, page) -> dict:
         pytest.skip("chromium not found (apt-get install -y chromium); the HTML report cannot be rendered")
     probe = page.with_name("probe.html")
     probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    out = subprocess.run([exe, *chromium_args(tmp_path), "--virtual-time-budget=3000", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [exe, *chromium_args(tmp_path), "--virtual-time-budget=3000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
     assert m, f"chromium rendered nothing: {out.stderr[-2000:]}"
     import html as h
+
     return json.loads(h.unescape(m.group(1)))
 
 
 #: the bureau's reference table of names (code_names): D02's name is H001's own, D03's holds for every
 #: institution, DR02 has a name, D01 and DR01/DR03 have none (shown as the code alone)
-CODE_NAMES = [{"kind": "dept", "code": "D02", "code_name": "妇产科", "fixmedins_code": "H001"},
-              {"kind": "dept", "code": "D02", "code_name": "别家的科室", "fixmedins_code": "H002"},
-              {"kind": "dept", "code": "D03", "code_name": "普通外科", "fixmedins_code": ""},
-              {"kind": "doctor", "code": "DR02", "code_name": "孙医生", "fixmedins_code": "H001"}]
+CODE_NAMES = [
+    {"kind": "dept", "code": "D02", "code_name": "妇产科", "fixmedins_code": "H001"},
+    {"kind": "dept", "code": "D02", "code_name": "别家的科室", "fixmedins_code": "H002"},
+    {"kind": "dept", "code": "D03", "code_name": "普通外科", "fixmedins_code": ""},
+    {"kind": "doctor", "code": "DR02", "code_name": "孙医生", "fixmedins_code": "H001"},
+]
 
 
 @pytest.fixture
@@ -71,7 +87,9 @@ def loop(tmp_path, monkeypatch):
     b, v = loop_batch()
     b.rows["code_names"] += CODE_NAMES
     con = loop_db(tmp_path, monkeypatch, b)
-    lifecycle.transition(con, finding(con, v["both"], "R-SEX-001")["id"], "appeal", "王芳", "登记错误", clock=clock("2026-04-02"))
+    lifecycle.transition(
+        con, finding(con, v["both"], "R-SEX-001")["id"], "appeal", "王芳", "登记错误", clock=clock("2026-04-02")
+    )
     deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
     return con, v
 
@@ -92,11 +110,23 @@ def test_report_numbers(loop, tmp_path):
     t = d.totals
     # sex 180 (final) + both: gender 180 (appealed, provisional) / frequency 0 + bed 30 (final) + suspect 24.70 at risk
     assert (t["n"], t["n_visits"]) == (5, 4)
-    assert (t["flagged"], t["deduction"], t["final"], t["at_risk"]) == (D("594.70"), D("390.00"), D("210.00"), D("24.70"))
-    assert t["deduction"] == con.execute(
-        "SELECT sum(deduction_amt) FROM findings WHERE fixmedins_code = 'H001' AND period = '2026-03'").fetchall()[0][0]
+    assert (t["flagged"], t["deduction"], t["final"], t["at_risk"]) == (
+        D("594.70"),
+        D("390.00"),
+        D("210.00"),
+        D("24.70"),
+    )
+    assert (
+        t["deduction"]
+        == con.execute(
+            "SELECT sum(deduction_amt) FROM findings WHERE fixmedins_code = 'H001' AND period = '2026-03'"
+        ).fetchall()[0][0]
+    )
     assert [(r[0], r[4], r[6], r[7]) for r in d.by_rule] == [
-        ("R-SEX-001", 2, D("360.00"), D("180.00")), ("R-FRQ-001", 2, D("30.00"), D("30.00")), ("R-AGE-001", 1, D("0.00"), D("0.00"))]
+        ("R-SEX-001", 2, D("360.00"), D("180.00")),
+        ("R-FRQ-001", 2, D("30.00"), D("30.00")),
+        ("R-AGE-001", 1, D("0.00"), D("0.00")),
+    ]
     assert sum(r[3] for r in d.by_dept) == sum(r[4] for r in d.by_doctor) == t["deduction"]
     assert [(s[0], s[4]) for s in d.statements] == [(1, D("210.00"))]
     assert d.trend == [("2026-03", 5, D("594.70"), D("390.00"))]
@@ -126,8 +156,14 @@ def test_xlsx_has_every_sheet_masked(loop, tmp_path):
 def test_html_is_self_contained_and_renders_in_chromium(loop, tmp_path):
     con, v = loop
     # a reviewer's decision after the statement: the page shows it beside the hospital's reason
-    lifecycle.transition(con, finding(con, v["both"], "R-SEX-001")["id"], "uphold", "审核员甲", "性别登记无误，维持扣款",
-                         clock=clock("2026-04-20"))
+    lifecycle.transition(
+        con,
+        finding(con, v["both"], "R-SEX-001")["id"],
+        "uphold",
+        "审核员甲",
+        "性别登记无误，维持扣款",
+        clock=clock("2026-04-20"),
+    )
     xlsx, page, d = report.build(con, "H001", "2026-03", tmp_path / "out", clock("2026-04-20"))
     src = page.read_text(encoding="utf-8")
     assert "<script" not in src and "http://" not in src and "https://" not in src and "<link" not in src
@@ -135,15 +171,33 @@ def test_html_is_self_contained_and_renders_in_chromium(loop, tmp_path):
         assert secret not in src
     seen = rendered(tmp_path, page)
     text = seen["text"]
-    for shown in ("医保基金审核扣款依据报表", "2026-03", "扣款金额（元）\n390.00", "已结算扣款（元）\n210.00",
-                  "待复核疑点金额（元）\n24.70", "按规则汇总", "按科室汇总", "按医生汇总", "疑点明细", "月度趋势",
-                  "R-SEX-001 限女性使用的检查项目", "张*", "**************1234", "逾期未申诉（维持扣款），已列入扣款单 1",
-                  "2026-04-15", "患者性别为男", "依据：国家医保局第一批规则库（限定性别对象）",
-                  # names beside codes, the hospital's reason, the reviewer's decision and reason, the deadline
-                  "机构：测试医院 (H001)", "妇产科 (D02)\n孙医生 (DR02)", "普通外科 (D03)", "D01\nDR01",
-                  "医院申诉理由：登记错误（王芳，2026-04-02）",
-                  "复核结论：驳回申诉 (uphold)：性别登记无误，维持扣款（审核员甲，2026-04-20）",
-                  "已列入扣款单 1\n(expired)\t2026-04-15"):
+    for shown in (
+        "医保基金审核扣款依据报表",
+        "2026-03",
+        "扣款金额（元）\n390.00",
+        "已结算扣款（元）\n210.00",
+        "待复核疑点金额（元）\n24.70",
+        "按规则汇总",
+        "按科室汇总",
+        "按医生汇总",
+        "疑点明细",
+        "月度趋势",
+        "R-SEX-001 限女性使用的检查项目",
+        "张*",
+        "**************1234",
+        "逾期未申诉（维持扣款），已列入扣款单 1",
+        "2026-04-15",
+        "患者性别为男",
+        "依据：国家医保局第一批规则库（限定性别对象）",
+        # names beside codes, the hospital's reason, the reviewer's decision and reason, the deadline
+        "机构：测试医院 (H001)",
+        "妇产科 (D02)\n孙医生 (DR02)",
+        "普通外科 (D03)",
+        "D01\nDR01",
+        "医院申诉理由：登记错误（王芳，2026-04-02）",
+        "复核结论：驳回申诉 (uphold)：性别登记无误，维持扣款（审核员甲，2026-04-20）",
+        "已列入扣款单 1\n(expired)\t2026-04-15",
+    ):
         assert shown in text, shown
     assert "张三" not in text
     assert "别家的科室" not in text  # H002's own name for D02 is not H001's
@@ -168,12 +222,27 @@ def test_cli_report(loop, tmp_path, monkeypatch):
     con, v = loop
     con.close()
     set_wall_clock(monkeypatch, "2026-04-20")
-    r = CliRunner().invoke(app, ["report", "--institution", "H001", "--period", "2026-03", "--out-dir", str(tmp_path / "rep"),
-                                 "--db", str(tmp_path / "loop.duckdb")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--institution",
+            "H001",
+            "--period",
+            "2026-03",
+            "--out-dir",
+            str(tmp_path / "rep"),
+            "--db",
+            str(tmp_path / "loop.duckdb"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     flat = " ".join(r.output.split())
     assert "5 findings, flagged 594.70, deduction 390.00 (final 210.00), at risk in review 24.70" in flat
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["扣款依据报表_H001_2026-03.html", "扣款依据报表_H001_2026-03.xlsx"]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == [
+        "扣款依据报表_H001_2026-03.html",
+        "扣款依据报表_H001_2026-03.xlsx",
+    ]
 
 
 def test_detail_lines_give_quantity_price_and_units_beyond_the_limit(tmp_path):
@@ -192,14 +261,17 @@ def test_detail_lines_give_quantity_price_and_units_beyond_the_limit(tmp_path):
     b.line(v, bed, cnt="3", pric="50", bkkp_sn="BED3")
     con = dbm.connect(tmp_path / "t.duckdb")
     load_batch(b.write(tmp_path / "batch"), con)
-    rules = write_rules(tmp_path / "rules", f"""
+    rules = write_rules(
+        tmp_path / "rules",
+        f"""
 - id: R-FRQ
   version: 1
   name: 床位费每日限1次
   type: frequency_limit
   items: {{codes: ["{bed}"]}}
   params: {{max_per_day: 1}}
-""")
+""",
+    )
     screen(con, load_library(rules))
     xlsx = write_xlsx(gather(con, "H001", "2026-03"), tmp_path / "r.xlsx")
     ws = openpyxl.load_workbook(xlsx)["明细行"]

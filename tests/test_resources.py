@@ -56,10 +56,13 @@ def test_config_file_then_command_line(tmp_path, monkeypatch):
     assert setting(con, "temp_directory") == str(tmp_path / "cli-spill")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--memory-limit", "lots"], "--memory-limit: memory limit must be a size such as 6GB"),
-    (["--config", "missing.toml"], "missing.toml: no such config file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--memory-limit", "lots"], "--memory-limit: memory limit must be a size such as 6GB"),
+        (["--config", "missing.toml"], "missing.toml: no such config file"),
+    ],
+)
 def test_bad_values_are_refused_with_where_they_came_from(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, [*args, "findings", "--db", str(tmp_path / "a.duckdb")], env={"COLUMNS": "200"})
@@ -75,6 +78,6 @@ def test_bad_config_names_the_file_and_key(tmp_path, monkeypatch):
     (tmp_path / "medaudit.toml").write_text('[duckdb]\nmemory = "6GB"\n')
     with pytest.raises(resources.ResourceError, match=r"medaudit.toml: \[duckdb\] memory: unknown setting"):
         resources.configure()
-    (tmp_path / "medaudit.toml").write_text('[duckdb\n')
+    (tmp_path / "medaudit.toml").write_text("[duckdb\n")
     with pytest.raises(resources.ResourceError, match="medaudit.toml: not a valid TOML"):
         resources.configure()

@@ -162,7 +162,9 @@ def test_check_ok(lib):
 
 
 def test_check_lists_every_problem_and_fails(tmp_path):
-    bad = write_rules(tmp_path / "rules", """
+    bad = write_rules(
+        tmp_path / "rules",
+        """
         rules:
           - id: R-SEX-001
             version: 1
@@ -179,7 +181,8 @@ def test_check_lists_every_problem_and_fails(tmp_path):
             version: 1
             name: x
             type: restrict_colour
-    """)
+    """,
+    )
     res = invoke("check", str(bad))
     assert res.exit_code == 1
     f = bad / "rules.yaml"
@@ -193,7 +196,10 @@ def test_check_lists_every_problem_and_fails(tmp_path):
 
 
 def test_list_of_a_broken_library_fails_with_the_problems(tmp_path):
-    bad = write_rules(tmp_path / "rules", "rules:\n  - {id: A, version: 1, name: a, type: restrict_gender, items: {codes: [X]}, params: {gender: 3}}\n")
+    bad = write_rules(
+        tmp_path / "rules",
+        "rules:\n  - {id: A, version: 1, name: a, type: restrict_gender, items: {codes: [X]}, params: {gender: 3}}\n",
+    )
     res = invoke("list", str(bad))
     assert res.exit_code == 1
     assert f"{bad / 'rules.yaml'}: rule A: params.gender must be 1 or 2, got 3" in res.output
@@ -226,7 +232,9 @@ def test_import_nhsa_without_a_folder(tmp_path):
 
 @pytest.mark.skipif("sql" not in REGISTRY, reason="the sql rule type is not there yet")
 def test_show_composes_the_query_of_an_sql_rule(tmp_path):
-    lib = write_rules(tmp_path / "rules", """
+    lib = write_rules(
+        tmp_path / "rules",
+        """
         - id: R-SQL-001
           version: 1
           name: 门诊收取住院诊查费
@@ -235,7 +243,8 @@ def test_show_composes_the_query_of_an_sql_rule(tmp_path):
             query: |
               SELECT bkkp_sn, '门诊就诊不应收取住院诊查费' AS evidence
               FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000'
-    """)
+    """,
+    )
     res = invoke("show", "R-SQL-001", "--rules", str(lib))
     assert res.exit_code == 0, res.output
     assert "Items: none (the type reads the tables itself)" in res.output
@@ -248,7 +257,9 @@ def test_show_composes_the_query_of_an_sql_rule(tmp_path):
 
 @pytest.mark.skipif("sql" not in REGISTRY, reason="the sql rule type is not there yet")
 def test_check_runs_every_query_over_an_empty_database(tmp_path):
-    lib = write_rules(tmp_path / "rules", """
+    lib = write_rules(
+        tmp_path / "rules",
+        """
         - id: R-SQL-OK
           version: 1
           name: 门诊收取住院诊查费
@@ -259,7 +270,8 @@ def test_check_runs_every_query_over_an_empty_database(tmp_path):
           name: 坏查询
           type: sql
           params: {query: "SELECT bkkp_sn FROM lines WHERE no_such_column = 1"}
-    """)
+    """,
+    )
     res = invoke("check", str(lib))
     assert res.exit_code == 1
     lines = res.output.splitlines()

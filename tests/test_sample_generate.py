@@ -49,8 +49,23 @@ def test_fen_text_is_exact():
     """Amounts in fen become the text a clerk writes, for signs, small and large amounts, nulls."""
     g = importlib.import_module("medaudit.sample.generate")
     fen = [None, 0, 1, 5, 10, 99, 100, 101, 12345, -1, -5, -100, -12345, 10**12 + 7, -(10**12) - 7]
-    want = [None, "0.00", "0.01", "0.05", "0.10", "0.99", "1.00", "1.01", "123.45", "-0.01", "-0.05", "-1.00",
-            "-123.45", "10000000000.07", "-10000000000.07"]
+    want = [
+        None,
+        "0.00",
+        "0.01",
+        "0.05",
+        "0.10",
+        "0.99",
+        "1.00",
+        "1.01",
+        "123.45",
+        "-0.01",
+        "-0.05",
+        "-1.00",
+        "-123.45",
+        "10000000000.07",
+        "-10000000000.07",
+    ]
     got = pl.DataFrame({"x": fen}, schema={"x": pl.Int64}).select(g._fen("x")).to_series().to_list()
     assert got == want
 
@@ -70,13 +85,17 @@ def test_merge_lines_is_the_sort(fraction):
 
     def frame(n, first_sn):
         secs = rng.integers(0, 40, n)  # few distinct seconds: many ties
-        return pl.DataFrame({
-            "vi": rng.integers(0, 30, n),
-            "time": [t0 + dt.timedelta(seconds=int(s), microseconds=(7 if fraction and k == 0 else 0))
-                     for k, s in enumerate(secs)],
-            "bkkp_sn": [sn(first_sn + k) for k in rng.permutation(n)],
-            "cnt": rng.integers(1, 5, n),
-        })
+        return pl.DataFrame(
+            {
+                "vi": rng.integers(0, 30, n),
+                "time": [
+                    t0 + dt.timedelta(seconds=int(s), microseconds=(7 if fraction and k == 0 else 0))
+                    for k, s in enumerate(secs)
+                ],
+                "bkkp_sn": [sn(first_sn + k) for k in rng.permutation(n)],
+                "cnt": rng.integers(1, 5, n),
+            }
+        )
 
     base = frame(3000, 1).sort("vi", "time", SN_ORDER)
     extra = frame(400, 5000)

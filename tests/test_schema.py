@@ -103,13 +103,16 @@ def test_the_results_id_index_of_an_older_file_is_dropped_and_its_rows_kept(tmp_
     pk = """SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'prealert_results'
             AND constraint_type = 'PRIMARY KEY'"""
     assert raw.execute(pk).fetchall()[0][0] == 1
-    raw.execute("INSERT INTO prealert_results (jr_id, fixmedins_code, rule_id, created_at) "
-                "VALUES ('a1', 'H001', 'R-SEX-001', TIMESTAMP '2026-03-02 09:15:00')")
+    raw.execute(
+        "INSERT INTO prealert_results (jr_id, fixmedins_code, rule_id, created_at) "
+        "VALUES ('a1', 'H001', 'R-SEX-001', TIMESTAMP '2026-03-02 09:15:00')"
+    )
     raw.close()
     con = db.connect(path)
     assert con.execute(pk).fetchall()[0][0] == 0
     assert con.execute("SELECT jr_id, fixmedins_code, rule_id FROM prealert_results").fetchall() == [
-        ("a1", "H001", "R-SEX-001")]
+        ("a1", "H001", "R-SEX-001")
+    ]
     con.execute("SELECT * FROM finding_prealert_evidence").fetchall()  # the views over it still work
     assert store.drop_result_index(con) is False  # once only
     con.close()

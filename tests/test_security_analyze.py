@@ -20,8 +20,8 @@ from test_analyze import DRUG, ITEM, load, run
 cli_run = test_analyze.cli_run  # the fixture of test_analyze
 
 SCRIPT = "</title><script>alert(1)</script>"
-SVG = "\"><svg onload=alert(2)>"
-FORMULA = "=HYPERLINK(\"evil.example\",\"点我\")"
+SVG = '"><svg onload=alert(2)>'
+FORMULA = '=HYPERLINK("evil.example","点我")'
 RTL = "\u202eexe.fdp"
 ESC = "\x1b]0;pwned\x07\x1b[31mRED"
 
@@ -30,9 +30,15 @@ def hostile_batch() -> Batch:
     b = Batch()
     for k in range(1, 4):
         for _ in range(2):
-            v = b.visit(fixmedins_code=f"H{k}", fixmedins_name=(SCRIPT + RTL) if k == 1 else f"医院{k}",
-                        adm_dept_codg=SVG if k == 1 else "D01", chfpdr_code=FORMULA if k == 1 else "DR01",
-                        med_type="21", begntime="2026-03-02 08:00:00", endtime="2026-03-05 08:00:00")
+            v = b.visit(
+                fixmedins_code=f"H{k}",
+                fixmedins_name=(SCRIPT + RTL) if k == 1 else f"医院{k}",
+                adm_dept_codg=SVG if k == 1 else "D01",
+                chfpdr_code=FORMULA if k == 1 else "DR01",
+                med_type="21",
+                begntime="2026-03-02 08:00:00",
+                endtime="2026-03-05 08:00:00",
+            )
             b.diag(v, "</title><svg/onload=alert(4)>" if k == 1 else "J18.900")
             b.line(v, DRUG, pric="40")
             b.line(v, ITEM, pric="60", med_chrgitm_type="03")
@@ -43,18 +49,40 @@ def hostile_batch() -> Batch:
 def test_hostile_values_are_escaped_in_the_page_and_text_in_the_workbook(tmp_path, cli_run, level):
     load(hostile_batch(), tmp_path).close()
     page, out = tmp_path / "a.html", tmp_path / "a.xlsx"
-    r = cli_run(["analyze", "--db", tmp_path / "t.duckdb", "--year", "2026", "--level", level, "--by-diag",
-                 "--min-visits", "1", "--min-stays", "1", "--min-peers", "2", "--highlight",
-                 {"institution": "H1", "department": f"H1/{SVG}", "doctor": FORMULA}[level],
-                 "--html", page, "--out", out])
+    r = cli_run(
+        [
+            "analyze",
+            "--db",
+            tmp_path / "t.duckdb",
+            "--year",
+            "2026",
+            "--level",
+            level,
+            "--by-diag",
+            "--min-visits",
+            "1",
+            "--min-stays",
+            "1",
+            "--min-peers",
+            "2",
+            "--highlight",
+            {"institution": "H1", "department": f"H1/{SVG}", "doctor": FORMULA}[level],
+            "--html",
+            page,
+            "--out",
+            out,
+        ]
+    )
     assert r.exit_code == 0, r.output
     text = page.read_text(encoding="utf-8")
-    for raw in ("<script", "<svg onload", "<svg/onload", "\"><svg"):
+    for raw in ("<script", "<svg onload", "<svg/onload", '"><svg'):
         assert raw not in text, raw
     # the hostile label was shown (escaped) in SVG <title>s, the highlight line and the table
-    shown = {"institution": "&lt;/title&gt;&lt;script&gt;alert(1)&lt;/script&gt;",
-             "department": "&quot;&gt;&lt;svg onload=alert(2)&gt;",
-             "doctor": "=HYPERLINK(&quot;evil.example&quot;,&quot;点我&quot;)"}[level]
+    shown = {
+        "institution": "&lt;/title&gt;&lt;script&gt;alert(1)&lt;/script&gt;",
+        "department": "&quot;&gt;&lt;svg onload=alert(2)&gt;",
+        "doctor": "=HYPERLINK(&quot;evil.example&quot;,&quot;点我&quot;)",
+    }[level]
     assert text.count(shown) >= 3, level
     assert "class='hl'" in text  # the hostile entity was found and highlighted
     # every <title>/<text> of the SVG holds text only: no element opens inside them
@@ -88,16 +116,28 @@ def test_markup_in_options_is_shown_not_interpreted(tmp_path, cli_run):
     b = Batch()
     b.line(b.visit(fixmedins_code="H1"), DRUG)
     load(b, tmp_path).close()
-    r = cli_run(["analyze", "--db", tmp_path / "t.duckdb", "--year", "2026", "--min-visits", "1",
-                 "--highlight", "[/][link=http://evil.example]x"])
+    r = cli_run(
+        [
+            "analyze",
+            "--db",
+            tmp_path / "t.duckdb",
+            "--year",
+            "2026",
+            "--min-visits",
+            "1",
+            "--highlight",
+            "[/][link=http://evil.example]x",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "--highlight [/][link=http://evil.example]x: no such institution" in " ".join(r.output.split())
     r = cli_run(["analyze", "--db", tmp_path / "t.duckdb", "--year", "2026", "--diag-prefix", "[/bold]"])
     assert r.exit_code == 2 and "--diag-prefix '[/bold]' is not an ICD-10 prefix" in " ".join(r.output.split())
 
 
-@pytest.mark.parametrize("prefix", ["J%", "J_8", "%", "_", "J18' OR '1'='1", "J18\"", "J18;--", "J 18", "Ｊ18",
-                                    "J18\x00", ""])
+@pytest.mark.parametrize(
+    "prefix", ["J%", "J_8", "%", "_", "J18' OR '1'='1", 'J18"', "J18;--", "J 18", "Ｊ18", "J18\x00", ""]
+)
 def test_diag_prefix_takes_icd_characters_only(prefix):
     with pytest.raises(an.AnalysisError, match="--diag-prefix"):
         an.Options(diag_prefix=prefix).check()
@@ -124,9 +164,12 @@ def test_output_paths_are_checked_before_anything_is_written(tmp_path, cli_run):
     load(b, tmp_path).close()
     dbf = tmp_path / "t.duckdb"
     size = dbf.stat().st_size
-    for args, msg in ((["--out", dbf], "must end with .xlsx"), (["--html", dbf], "must end with .html"),
-                      (["--html", tmp_path / "nope" / "a.html"], "does not exist"),
-                      (["--out", tmp_path / "a.html"], "must end with .xlsx")):
+    for args, msg in (
+        (["--out", dbf], "must end with .xlsx"),
+        (["--html", dbf], "must end with .html"),
+        (["--html", tmp_path / "nope" / "a.html"], "does not exist"),
+        (["--out", tmp_path / "a.html"], "must end with .xlsx"),
+    ):
         r = cli_run(["analyze", "--db", dbf, "--year", "2026", *args])
         assert r.exit_code == 2 and msg in " ".join(r.output.split()), r.output
     assert dbf.stat().st_size == size and sorted(p.name for p in tmp_path.iterdir()) == ["batch", "t.duckdb"]

@@ -18,7 +18,7 @@ from medaudit.library import load_library
 from medaudit.loader import LoadError, load_batch
 
 BED = "001109000010000"
-HOSTILE = 'y" varchar; commit; drop table findings; copy (select 42) to \'x.csv\'; begin transaction; --'
+HOSTILE = "y\" varchar; commit; drop table findings; copy (select 42) to 'x.csv'; begin transaction; --"
 
 
 def small_batch() -> Batch:
@@ -46,7 +46,10 @@ def dump(con) -> dict:
     """Every table of the database with its columns and all its rows, sorted."""
     out = {}
     for (t,) in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall():
-        cols = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [t]).fetchall()
+        cols = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            [t],
+        ).fetchall()
         rows = con.execute(f'SELECT * FROM "{t}"').fetchall()
         out[t] = (cols, sorted(map(repr, rows)))
     return out
@@ -118,11 +121,18 @@ def test_full_width_digits_are_normalised_and_other_scripts_rejected(tmp_path):
     assert con.execute("SELECT cnt, pric, det_item_fee_sumamt FROM fee_list_d WHERE bkkp_sn = 'F4'").fetchall() == [
         (Decimal("2"), Decimal("123"), Decimal("246"))
     ]
-    assert con.execute("SELECT hilist_code FROM fee_list_d WHERE bkkp_sn = 'F7'").fetchall() == [("XA01ABD075A002010100483",)]
+    assert con.execute("SELECT hilist_code FROM fee_list_d WHERE bkkp_sn = 'F7'").fetchall() == [
+        ("XA01ABD075A002010100483",)
+    ]
     assert rejected(con) == [
         ("fee_list_d.csv", 6, "cnt", "٣", 'cnt: "٣" is not a number'),
-        ("fee_list_d.csv", 7, "fee_ocur_time", "٢٠٢٦-03-02 08:00:00",
-         'fee_ocur_time: "٢٠٢٦-03-02 08:00:00" is not a time (YYYY-MM-DD HH:MM:SS)'),
+        (
+            "fee_list_d.csv",
+            7,
+            "fee_ocur_time",
+            "٢٠٢٦-03-02 08:00:00",
+            'fee_ocur_time: "٢٠٢٦-03-02 08:00:00" is not a time (YYYY-MM-DD HH:MM:SS)',
+        ),
     ]
     fee = next(s for s in res.tables if s.table == "fee_list_d")
     assert (fee.read, fee.loaded, fee.rejected, fee.normalised) == (7, 5, 2, 5)
@@ -134,7 +144,9 @@ def test_full_width_digits_are_normalised_and_other_scripts_rejected(tmp_path):
 
 def test_a_crlf_re_export_is_the_same_batch(tmp_path):
     b = small_batch()
-    b.add("purchases", fixmedins_code="H001", hilist_code="XA01ABD075A002010100483", period="2026-03", purchase_cnt="10")
+    b.add(
+        "purchases", fixmedins_code="H001", hilist_code="XA01ABD075A002010100483", period="2026-03", purchase_cnt="10"
+    )
     b.add("psn_death", psn_no="P1", die_date="2026-04-01")
     b.add("hilist", hilist_code=BED, hilist_name="床位费", begndate="2026-01-01")
     folder = b.write(tmp_path / "b")
@@ -152,14 +164,27 @@ def test_a_crlf_re_export_is_the_same_batch(tmp_path):
 
 
 ROWS = {
-    "purchases": (dict(fixmedins_code="H001", hilist_code=BED, period="2026-03", purchase_cnt="10"),
-                  "fixmedins_code, hilist_code, period", f"H001 / {BED} / 2026-03"),
-    "setl_list_diag_d": (dict(mdtrt_id="V1", diag_code="I10.x00", maindiag_flag="0"),
-                         "mdtrt_id, diag_code, diag_type", "V1 / I10.x00 / (empty)"),
+    "purchases": (
+        dict(fixmedins_code="H001", hilist_code=BED, period="2026-03", purchase_cnt="10"),
+        "fixmedins_code, hilist_code, period",
+        f"H001 / {BED} / 2026-03",
+    ),
+    "setl_list_diag_d": (
+        dict(mdtrt_id="V1", diag_code="I10.x00", maindiag_flag="0"),
+        "mdtrt_id, diag_code, diag_type",
+        "V1 / I10.x00 / (empty)",
+    ),
     "psn_death": (dict(psn_no="P1", die_date="2026-04-01"), "psn_no", "P1"),
-    "hilist": (dict(hilist_code=BED, hilist_name="床位费", begndate="2026-01-01"), "hilist_code, begndate", f"{BED} / 2026-01-01"),
-    "setl_list_oprn_d": (dict(mdtrt_id="V1", oprn_oprt_code="13.4100x001", oprn_oprt_date="2026-03-02 09:00:00"),
-                         "mdtrt_id, oprn_oprt_code, oprn_oprt_date", "V1 / 13.4100x001 / 2026-03-02 09:00:00"),
+    "hilist": (
+        dict(hilist_code=BED, hilist_name="床位费", begndate="2026-01-01"),
+        "hilist_code, begndate",
+        f"{BED} / 2026-01-01",
+    ),
+    "setl_list_oprn_d": (
+        dict(mdtrt_id="V1", oprn_oprt_code="13.4100x001", oprn_oprt_date="2026-03-02 09:00:00"),
+        "mdtrt_id, oprn_oprt_code, oprn_oprt_date",
+        "V1 / 13.4100x001 / 2026-03-02 09:00:00",
+    ),
 }
 
 
@@ -183,7 +208,13 @@ def test_every_table_has_a_natural_key_in_the_file_and_across_batches(tmp_path, 
         f.write_bytes(f.read_bytes().replace(b"\n", b"\r\n"))
     res2 = load_batch(folder, con)
     assert summary(res2)[table] == (1, 0, 1)
-    assert rejected(con, table)[-1] == (f"{table}.csv", 2, label, value, f"{label}: {value} was already loaded in batch 1")
+    assert rejected(con, table)[-1] == (
+        f"{table}.csv",
+        2,
+        label,
+        value,
+        f"{label}: {value} was already loaded in batch 1",
+    )
     assert con.execute(f"SELECT count(*) FROM {table}").fetchall() == [(n + 1,)]
 
 
@@ -197,8 +228,16 @@ def test_a_line_that_disagrees_with_its_visit_is_rejected(tmp_path):
     b.line("V1", BED, bkkp_sn="L3", setl_id="SV2")  # V2's settlement
     b.line("V1", BED, bkkp_sn="L4", setl_id="")  # not settled yet: fine
     b.line("V1", BED, bkkp_sn="L5", setl_id="S-LATER")  # settlement not loaded (yet): loads, listed
-    b.add("setl_d", setl_id="SX", mdtrt_id="V1", psn_no="P1", fixmedins_code="H009", setl_time="2026-03-02 10:00:00",
-          medfee_sumamt="0", fund_pay_sumamt="0")
+    b.add(
+        "setl_d",
+        setl_id="SX",
+        mdtrt_id="V1",
+        psn_no="P1",
+        fixmedins_code="H009",
+        setl_time="2026-03-02 10:00:00",
+        medfee_sumamt="0",
+        fund_pay_sumamt="0",
+    )
     con = db.connect(tmp_path / "t.duckdb")
     res = load_batch(b.write(tmp_path / "b"), con)
     assert rejected(con) == [
@@ -208,8 +247,11 @@ def test_a_line_that_disagrees_with_its_visit_is_rejected(tmp_path):
         ("setl_d.csv", 4, "fixmedins_code", "H009", "fixmedins_code: H009 differs from its visit V1 (H001)"),
     ]
     assert summary(res)["fee_list_d"] == (8, 5, 3)
-    assert con.execute("SELECT bkkp_sn, setl_id FROM fee_list_d WHERE bkkp_sn IN ('L4', 'L5') ORDER BY 1").fetchall() == [
-        ("L4", None), ("L5", "S-LATER"),
+    assert con.execute(
+        "SELECT bkkp_sn, setl_id FROM fee_list_d WHERE bkkp_sn IN ('L4', 'L5') ORDER BY 1"
+    ).fetchall() == [
+        ("L4", None),
+        ("L5", "S-LATER"),
     ]
     assert con.execute("SELECT row_no, row_key, reason FROM data_quality").fetchall() == [
         (9, "L5", "setl_id: S-LATER not found in setl_d (loaded: the settlement may come in a later batch)"),
@@ -221,8 +263,20 @@ def test_a_line_of_a_visit_from_an_earlier_batch_is_checked_against_it(tmp_path)
     load_batch(small_batch().write(tmp_path / "b1"), con)
     b = Batch()
     b.visit(mdtrt_id="V9")
-    b.add("fee_list_d", bkkp_sn="L9", mdtrt_id="V2", setl_id="SV1", psn_no="P2", fixmedins_code="H001",
-          fee_ocur_time="2026-03-02", hilist_code=BED, list_type="201", cnt="1", pric="30", det_item_fee_sumamt="30")
+    b.add(
+        "fee_list_d",
+        bkkp_sn="L9",
+        mdtrt_id="V2",
+        setl_id="SV1",
+        psn_no="P2",
+        fixmedins_code="H001",
+        fee_ocur_time="2026-03-02",
+        hilist_code=BED,
+        list_type="201",
+        cnt="1",
+        pric="30",
+        det_item_fee_sumamt="30",
+    )
     load_batch(b.write(tmp_path / "b2"), con)
     assert [r[4] for r in rejected(con)] == [
         "fixmedins_code: H001 differs from its visit V2 (H002)",
@@ -278,8 +332,12 @@ def test_refund_links_same_visit_same_code_never_more_than_left(tmp_path):
     b.line("V1", "002503010010000", bkkp_sn="R2", cnt="-1", pric="30", init_feedetl_sn="F1")  # another code
     b.line("V1", BED, bkkp_sn="R3", cnt="-50", pric="30", init_feedetl_sn="L9")
     b.line("V1", "XA01ABD075A002010100483", bkkp_sn="R4", cnt="-1", pric="1.25", init_feedetl_sn="F2")  # 1 of 2: fine
-    b.line("V1", "XA01ABD075A002010100483", bkkp_sn="R5", cnt="-2", pric="1.25", init_feedetl_sn="F2")  # 2 of the 1 left
-    b.line("V1", "XA01ABD075A002010100483", bkkp_sn="R6", cnt="-1", pric="1.25", init_feedetl_sn="F2")  # the last 1: fine
+    b.line(
+        "V1", "XA01ABD075A002010100483", bkkp_sn="R5", cnt="-2", pric="1.25", init_feedetl_sn="F2"
+    )  # 2 of the 1 left
+    b.line(
+        "V1", "XA01ABD075A002010100483", bkkp_sn="R6", cnt="-1", pric="1.25", init_feedetl_sn="F2"
+    )  # the last 1: fine
     con = db.connect(tmp_path / "t.duckdb")
     load_batch(b.write(tmp_path / "b"), con)
     assert [(r[1], r[4]) for r in rejected(con)] == [
@@ -293,9 +351,21 @@ def test_refund_links_same_visit_same_code_never_more_than_left(tmp_path):
     b2 = Batch()
     b2.visit(mdtrt_id="V8")
     for sn, orig, code in (("R7", "F2", "XA01ABD075A002010100483"), ("R8", "F1", BED)):
-        b2.add("fee_list_d", bkkp_sn=sn, mdtrt_id="V1", setl_id="SV1", psn_no="P1", fixmedins_code="H001",
-               fee_ocur_time="2026-03-02 08:00:00", hilist_code=code, list_type="201", cnt="-1", pric="1",
-               det_item_fee_sumamt="-1", init_feedetl_sn=orig)
+        b2.add(
+            "fee_list_d",
+            bkkp_sn=sn,
+            mdtrt_id="V1",
+            setl_id="SV1",
+            psn_no="P1",
+            fixmedins_code="H001",
+            fee_ocur_time="2026-03-02 08:00:00",
+            hilist_code=code,
+            list_type="201",
+            cnt="-1",
+            pric="1",
+            det_item_fee_sumamt="-1",
+            init_feedetl_sn=orig,
+        )
     load_batch(b2.write(tmp_path / "b2"), con)
     assert [r[4] for r in rejected(con)][-1:] == ["init_feedetl_sn: refunds 1 units of F2 but only 0 is left"]
     assert con.execute("SELECT bkkp_sn FROM fee_list_d WHERE batch_id = 2").fetchall() == [("R8",)]
@@ -316,8 +386,20 @@ def test_an_unlinked_refund_of_nothing_is_rejected(tmp_path):
     # matched by a line of an earlier batch
     b2 = Batch()
     b2.visit(mdtrt_id="V8")
-    b2.add("fee_list_d", bkkp_sn="U4", mdtrt_id="V1", setl_id="SV1", psn_no="P1", fixmedins_code="H001",
-           fee_ocur_time="2026-03-02 12:00:00", hilist_code=BED, list_type="201", cnt="-1", pric="30", det_item_fee_sumamt="-30")
+    b2.add(
+        "fee_list_d",
+        bkkp_sn="U4",
+        mdtrt_id="V1",
+        setl_id="SV1",
+        psn_no="P1",
+        fixmedins_code="H001",
+        fee_ocur_time="2026-03-02 12:00:00",
+        hilist_code=BED,
+        list_type="201",
+        cnt="-1",
+        pric="30",
+        det_item_fee_sumamt="-30",
+    )
     assert summary(load_batch(b2.write(tmp_path / "b2"), con))["fee_list_d"] == (1, 1, 0)
 
 
@@ -332,9 +414,18 @@ def test_an_amount_that_is_not_cnt_times_pric_loads_and_is_listed(tmp_path):
     res = load_batch(b.write(tmp_path / "b"), con)
     assert summary(res)["fee_list_d"] == (5, 5, 0)
     assert next(s for s in res.tables if s.table == "fee_list_d").data_quality == 1
-    assert con.execute("SELECT file, table_name, row_no, row_key, column_name, value, reason FROM data_quality").fetchall() == [
-        ("fee_list_d.csv", "fee_list_d", 5, "A1", "det_item_fee_sumamt", "35",
-         "det_item_fee_sumamt: 35 differs from cnt × pric = 2 × 15 = 30"),
+    assert con.execute(
+        "SELECT file, table_name, row_no, row_key, column_name, value, reason FROM data_quality"
+    ).fetchall() == [
+        (
+            "fee_list_d.csv",
+            "fee_list_d",
+            5,
+            "A1",
+            "det_item_fee_sumamt",
+            "35",
+            "det_item_fee_sumamt: 35 differs from cnt × pric = 2 × 15 = 30",
+        ),
     ]
 
 
@@ -402,5 +493,7 @@ def test_a_required_null_after_the_inserts_undoes_the_load(tmp_path, monkeypatch
     folder = small_batch().write(tmp_path / "b")
     with pytest.raises(LoadError) as e:
         load_batch(folder, con)
-    assert str(e.value).startswith(f"{folder / 'fee_list_d.csv'}: 1 row(s) would load with the required column hilist_code empty")
+    assert str(e.value).startswith(
+        f"{folder / 'fee_list_d.csv'}: 1 row(s) would load with the required column hilist_code empty"
+    )
     assert dump(con) == before

@@ -31,23 +31,28 @@ def screened_db(tmp_path_factory):
 def _state(db):
     con = dbm.connect(db)
     try:
-        return [con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-                for t in ("screen_runs", "screened_batches", "findings", "load_log", "span_batches")]
+        return [
+            con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+            for t in ("screen_runs", "screened_batches", "findings", "load_log", "span_batches")
+        ]
     finally:
         con.close()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--period", "2026-03' OR '1'='1"], "--period: \"2026-03' OR '1'='1\" is not a month"),
-    (["--period", "2026-13"], "--period: '2026-13' is not a month"),
-    (["--period", "2026-00"], "--period: '2026-00' is not a month"),
-    (["--period", "[/]2026-03"], "--period: '[/]2026-03' is not a month"),
-    (["--since", "2026-03-01'; DROP TABLE load_log; --"], "is not a date or time"),
-    (["--since", "[bold]2026-03-01"], "--since: '[bold]2026-03-01' is not a date or time"),
-    (["--batch", "-1"], "--batch: no batch -1 is loaded"),
-    (["--batch", "2147483648"], "--batch: no batch 2147483648 is loaded"),
-    (["--batch", "1", "--since", "2026-01-01"], "give one of --batch, --since, not several"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--period", "2026-03' OR '1'='1"], "--period: \"2026-03' OR '1'='1\" is not a month"),
+        (["--period", "2026-13"], "--period: '2026-13' is not a month"),
+        (["--period", "2026-00"], "--period: '2026-00' is not a month"),
+        (["--period", "[/]2026-03"], "--period: '[/]2026-03' is not a month"),
+        (["--since", "2026-03-01'; DROP TABLE load_log; --"], "is not a date or time"),
+        (["--since", "[bold]2026-03-01"], "--since: '[bold]2026-03-01' is not a date or time"),
+        (["--batch", "-1"], "--batch: no batch -1 is loaded"),
+        (["--batch", "2147483648"], "--batch: no batch 2147483648 is loaded"),
+        (["--batch", "1", "--since", "2026-01-01"], "give one of --batch, --since, not several"),
+    ],
+)
 def test_hostile_scope_options_are_refused_and_change_nothing(screened_db, args, message):
     screened_db, rules = screened_db
     before = _state(screened_db)
@@ -62,9 +67,9 @@ def test_hostile_scope_options_are_refused_and_change_nothing(screened_db, args,
 def test_hostile_ids_pass_through_spans_and_context_as_in_a_full_screen(tmp_path):
     """Person, visit and line ids made of quotes, backslashes, wildcards and comments: nightly
     runs find exactly what full re-screens find, night by night."""
+
     def unit(b: Batch, day: str, psn: str, tag: str) -> None:
-        v = b.visit(mdtrt_id=f"V'{tag}\\%_--{day}", psn_no=psn, begntime=f"{day} 08:00:00",
-                    endtime=f"{day} 10:00:00")
+        v = b.visit(mdtrt_id=f"V'{tag}\\%_--{day}", psn_no=psn, begntime=f"{day} 08:00:00", endtime=f"{day} 10:00:00")
         b.line(v, HBA1C, pric="45", bkkp_sn=f"F';DROP TABLE findings;--{tag}{day}")
 
     nights = [Batch(), Batch(), Batch()]

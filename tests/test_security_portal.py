@@ -18,8 +18,13 @@ from test_web import PDF, PW, appeal, csrf_of, decide, login, n_events, status_o
 
 portal_db, portal = test_web.portal_db, test_web.portal  # the fixtures of test_web
 
-XSS = ("</title><script>alert(1)</script>", "\"><svg onload=alert(2)>", "'><img src=x onerror=alert(3)>",
-       "=HYPERLINK(\"http://evil.example\",\"x\")", "\u202egnp.exe")
+XSS = (
+    "</title><script>alert(1)</script>",
+    '"><svg onload=alert(2)>',
+    "'><img src=x onerror=alert(3)>",
+    '=HYPERLINK("http://evil.example","x")',
+    "\u202egnp.exe",
+)
 RAW = ("<script>alert(1)", "<svg onload", "<img src=x")
 
 
@@ -36,10 +41,14 @@ def poison(p) -> None:
     f = c.execute("SELECT dept_code, dr_code FROM findings WHERE finding_id = ?", [p.sex]).fetchall()[0]
     if f[0]:
         c.execute("DELETE FROM code_names WHERE kind = 'dept' AND code = ?", [f[0]])
-        c.execute("INSERT INTO code_names (kind, code, code_name, fixmedins_code) VALUES ('dept', ?, ?, 'H001')",
-                  [f[0], XSS[1]])
-    c.execute("UPDATE findings SET rule_name = ?, evidence = ? WHERE fixmedins_code = 'H001'",
-              [XSS[2], XSS[0] + XSS[1] + XSS[3]])
+        c.execute(
+            "INSERT INTO code_names (kind, code, code_name, fixmedins_code) VALUES ('dept', ?, ?, 'H001')",
+            [f[0], XSS[1]],
+        )
+    c.execute(
+        "UPDATE findings SET rule_name = ?, evidence = ? WHERE fixmedins_code = 'H001'",
+        [XSS[2], XSS[0] + XSS[1] + XSS[3]],
+    )
     auth.add_user(c, "evil", "reviewer", PW, XSS[1] + "审核员")
 
 
@@ -61,8 +70,9 @@ def test_hostile_values_are_escaped_on_every_page(portal):
         "clerk finding": clerk.get(f"/findings/{p.sex}"),
         "clerk report": clerk.get("/report?period=2026-03"),
         "reviewer queue": rev.get("/r/queue"),
-        "reviewer queue (filters echoed)": rev.get("/r/queue", params={"institution": XSS[1], "sort": XSS[0],
-                                                                       "rule": XSS[2]}),
+        "reviewer queue (filters echoed)": rev.get(
+            "/r/queue", params={"institution": XSS[1], "sort": XSS[0], "rule": XSS[2]}
+        ),
         "reviewer finding": rev.get(f"/findings/{p.sex}"),
         "reviewer finalize": rev.get("/r/finalize"),
         "reviewer report": rev.get("/report?period=2026-03&institution=H001"),
@@ -98,10 +108,18 @@ def test_sql_in_queue_filters_and_sorting_changes_nothing(portal):
     base = re.findall(r'data-finding="([0-9a-f]+)"', rev.get("/r/queue").text)
     assert base  # the suspect at least
     findings_before = p.con.execute("SELECT count(*) FROM findings").fetchall()
-    for params in ({"sort": "amount; DROP TABLE findings"}, {"sort": "1 DESC"},
-                   {"status": "appealed' OR '1'='1"}, {"institution": "H001' OR '1'='1"},
-                   {"period": "2026-03' --"}, {"rule": "x' UNION SELECT * FROM web_users --"},
-                   {"min": "0 OR 1=1"}, {"max": "1e309"}, {"doctor": "DR01'--"}, {"dept": "%"}):
+    for params in (
+        {"sort": "amount; DROP TABLE findings"},
+        {"sort": "1 DESC"},
+        {"status": "appealed' OR '1'='1"},
+        {"institution": "H001' OR '1'='1"},
+        {"period": "2026-03' --"},
+        {"rule": "x' UNION SELECT * FROM web_users --"},
+        {"min": "0 OR 1=1"},
+        {"max": "1e309"},
+        {"doctor": "DR01'--"},
+        {"dept": "%"},
+    ):
         r = rev.get("/r/queue", params=params)
         assert r.status_code == 200, params
         assert re.findall(r'data-finding="([0-9a-f]+)"', r.text) == [], params  # refused, named, no rows
@@ -109,8 +127,11 @@ def test_sql_in_queue_filters_and_sorting_changes_nothing(portal):
         assert "argon2" not in r.text and "$argon2id$" not in r.text
     clerk = p.client()
     login(clerk, "wangfang")
-    for params in ({"sort": "amount); DROP TABLE findings; --"}, {"status": "x') OR TRUE --"},
-                   {"rule": "R' OR fixmedins_code <> 'H001"}):
+    for params in (
+        {"sort": "amount); DROP TABLE findings; --"},
+        {"status": "x') OR TRUE --"},
+        {"rule": "R' OR fixmedins_code <> 'H001"},
+    ):
         r = clerk.get("/h/findings", params=params)
         assert r.status_code == 200 and re.findall(r'data-finding="', r.text) == [] and 'id="error"' in r.text, params
     assert p.con.execute("SELECT count(*) FROM findings").fetchall() == findings_before
@@ -121,8 +142,16 @@ def test_hostile_upload_names_stay_names_and_oversize_is_refused(portal):
     clerk = p.client()
     login(clerk, "wangfang")
     outside = p.tmp / "x.pdf"
-    names = ["../../x.pdf", "..\\..\\x.pdf", "/etc/x.pdf", "a\x00b.pdf", "CON.pdf", "aux.pdf",
-             "a" * 1000 + ".pdf", "evil\r\nX-Injected: 1.pdf"]
+    names = [
+        "../../x.pdf",
+        "..\\..\\x.pdf",
+        "/etc/x.pdf",
+        "a\x00b.pdf",
+        "CON.pdf",
+        "aux.pdf",
+        "a" * 1000 + ".pdf",
+        "evil\r\nX-Injected: 1.pdf",
+    ]
     bodies = [PDF + f" {i}".encode() for i in range(len(names))]
     for fid, part in ((p.sex, range(0, 4)), (p.bed, range(4, 8))):
         r = appeal(clerk, [fid], "理由", [(names[i], bodies[i], "application/pdf") for i in part])
@@ -138,8 +167,7 @@ def test_hostile_upload_names_stay_names_and_oversize_is_refused(portal):
     stored = sorted(x.relative_to(p.tmp / "files").as_posix() for x in (p.tmp / "files").rglob("*") if x.is_file())
     want = sorted(f"{h[:2]}/{h}" for h in (hashlib.sha256(b).hexdigest() for b in bodies))
     assert stored == want
-    recorded = [a["name"] for fid in (p.sex, p.bed) for e in lifecycle.history(p.con, fid)
-                for a in e["attachments"]]
+    recorded = [a["name"] for fid in (p.sex, p.bed) for e in lifecycle.history(p.con, fid) for a in e["attachments"]]
     assert len(recorded) == len(names)
     for n in recorded:
         assert "/" not in n and "\\" not in n and "\x00" not in n and "\r" not in n and "\n" not in n
@@ -157,9 +185,12 @@ def test_hostile_upload_names_stay_names_and_oversize_is_refused(portal):
     r = appeal(clerk, [p.age], "太大", [("big.pdf", big, "application/pdf")])
     assert r.status_code == 303 and "超过" in clerk.get(r.headers["location"]).text
     page = clerk.get("/h/findings?period=2026-03")
-    huge = clerk.post("/h/appeal", data={"csrf": csrf_of(page.text), "finding_id": p.age, "reason": "x"},
-                      files=[("files", ("h.pdf", b"%PDF-" + b"0" * (7 * 1024 * 1024), "application/pdf"))],
-                      follow_redirects=False)
+    huge = clerk.post(
+        "/h/appeal",
+        data={"csrf": csrf_of(page.text), "finding_id": p.age, "reason": "x"},
+        files=[("files", ("h.pdf", b"%PDF-" + b"0" * (7 * 1024 * 1024), "application/pdf"))],
+        follow_redirects=False,
+    )
     assert huge.status_code == 413
     assert n_events(p.con) == before
     assert not (p.tmp / "files" / hashlib.sha256(big).hexdigest()[:2] / hashlib.sha256(big).hexdigest()).exists()
@@ -225,19 +256,31 @@ def test_no_open_redirect_after_an_appeal(portal):
     clerk = p.client()
     login(clerk, "wangfang")
     token = csrf_of(clerk.get("/h/findings?period=2026-03").text)
-    for back in ("//evil.example/", "https://evil.example/", "/\\evil.example", "/h/findings/../..//evil.example",
-                 "/h/findings?x=1\r\nLocation: https://evil.example", "/findings/abcdef/../../evil",
-                 "/h/findings\\@evil.example", "javascript:alert(1)", "/%2F%2Fevil.example"):
-        r = clerk.post("/h/appeal", data={"csrf": token, "finding_id": [], "reason": "", "back": back},
-                       follow_redirects=False)
+    for back in (
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/h/findings/../..//evil.example",
+        "/h/findings?x=1\r\nLocation: https://evil.example",
+        "/findings/abcdef/../../evil",
+        "/h/findings\\@evil.example",
+        "javascript:alert(1)",
+        "/%2F%2Fevil.example",
+    ):
+        r = clerk.post(
+            "/h/appeal", data={"csrf": token, "finding_id": [], "reason": "", "back": back}, follow_redirects=False
+        )
         loc = r.headers["location"]
         assert r.status_code == 303 and loc.startswith("/") and not loc.startswith("//"), (back, loc)
         assert "evil" not in loc and "\n" not in loc, (back, loc)
     # the login page takes no redirect target at all
     anon = p.client()
     r = anon.get("/login?next=https://evil.example")
-    r = anon.post("/login?next=https://evil.example", data={"csrf": csrf_of(r.text), "username": "wangfang",
-                                                           "password": PW}, follow_redirects=False)
+    r = anon.post(
+        "/login?next=https://evil.example",
+        data={"csrf": csrf_of(r.text), "username": "wangfang", "password": PW},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == "/"
 
 
@@ -270,19 +313,33 @@ def test_login_limit_is_not_bypassed_by_forwarded_headers_or_name_case(portal):
     c = p.client()
     for i in range(5):
         page = c.get("/login")
-        r = c.post("/login", data={"csrf": csrf_of(page.text), "username": ["wangfang", "WangFang", " wangfang "][i % 3],
-                                   "password": "wrong password"},
-                   headers={"X-Forwarded-For": f"10.0.0.{i}", "X-Real-IP": f"10.0.1.{i}", "Forwarded": f"for=10.0.2.{i}"},
-                   follow_redirects=False)
+        r = c.post(
+            "/login",
+            data={
+                "csrf": csrf_of(page.text),
+                "username": ["wangfang", "WangFang", " wangfang "][i % 3],
+                "password": "wrong password",
+            },
+            headers={"X-Forwarded-For": f"10.0.0.{i}", "X-Real-IP": f"10.0.1.{i}", "Forwarded": f"for=10.0.2.{i}"},
+            follow_redirects=False,
+        )
         assert r.status_code == 401
     page = c.get("/login")
-    r = c.post("/login", data={"csrf": csrf_of(page.text), "username": "wangfang", "password": PW},
-               headers={"X-Forwarded-For": "192.0.2.77"}, follow_redirects=False)
+    r = c.post(
+        "/login",
+        data={"csrf": csrf_of(page.text), "username": "wangfang", "password": PW},
+        headers={"X-Forwarded-For": "192.0.2.77"},
+        follow_redirects=False,
+    )
     assert r.status_code == 429
     # the client address key holds too: another user from the same address, any header
     page = c.get("/login")
-    r = c.post("/login", data={"csrf": csrf_of(page.text), "username": "qian", "password": "wrong password"},
-               headers={"X-Forwarded-For": "198.51.100.1"}, follow_redirects=False)
+    r = c.post(
+        "/login",
+        data={"csrf": csrf_of(page.text), "username": "qian", "password": "wrong password"},
+        headers={"X-Forwarded-For": "198.51.100.1"},
+        follow_redirects=False,
+    )
     assert r.status_code == 429
     # the log records the real client, not the header's address
     clients = {x for (x,) in p.con.execute("SELECT DISTINCT client FROM web_logins").fetchall()}
@@ -304,8 +361,12 @@ def test_a_refused_appeal_or_decision_leaves_no_uploaded_file(portal):
     rev = p.client()
     login(rev, "li")
     page = rev.get(f"/findings/{p.bed}")  # pending appeal: a reviewer cannot decide it yet
-    r = rev.post(f"/r/findings/{p.bed}/decide", data={"csrf": csrf_of(page.text), "decision": "overturn", "reason": "x"},
-                 files=[("files", ("d.pdf", PDF + b" decision", "application/pdf"))], follow_redirects=False)
+    r = rev.post(
+        f"/r/findings/{p.bed}/decide",
+        data={"csrf": csrf_of(page.text), "decision": "overturn", "reason": "x"},
+        files=[("files", ("d.pdf", PDF + b" decision", "application/pdf"))],
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and "未执行" in rev.get(r.headers["location"]).text
     assert n_events(p.con) == before
     assert [x for x in (p.tmp / "files").rglob("*") if x.is_file()] == []
@@ -386,15 +447,34 @@ def test_web_user_messages_show_markup_as_typed(portal_db, tmp_path):
 
     dbf = tmp_path / "u.duckdb"
     shutil.copy(portal_db[0], dbf)
-    r = CliRunner().invoke(cli_app, ["web", "user", "add", "[/x]", "--role", "admin", "--password-stdin",
-                                     "--db", str(dbf)], input=PW + "\n")
+    r = CliRunner().invoke(
+        cli_app,
+        ["web", "user", "add", "[/x]", "--role", "admin", "--password-stdin", "--db", str(dbf)],
+        input=PW + "\n",
+    )
     assert r.exit_code == 2 and "username '[/x]'" in r.output, (r.exit_code, r.output, r.exception)
     r = CliRunner().invoke(cli_app, ["web", "user", "disable", "[bold]nobody[/]", "--db", str(dbf)])
     assert r.exit_code == 2 and "username '[bold]nobody[/]': no such user" in r.output, (r.output, r.exception)
     # a display name and an institution code of markup are printed as typed once the user is added
-    r = CliRunner().invoke(cli_app, ["web", "user", "add", "ma", "--role", "clerk", "--institution", "[red]H9[/]",
-                                     "--name", "[/]马[link=http://evil.example]x", "--password-stdin", "--db", str(dbf)],
-                           input=PW + "\n")
+    r = CliRunner().invoke(
+        cli_app,
+        [
+            "web",
+            "user",
+            "add",
+            "ma",
+            "--role",
+            "clerk",
+            "--institution",
+            "[red]H9[/]",
+            "--name",
+            "[/]马[link=http://evil.example]x",
+            "--password-stdin",
+            "--db",
+            str(dbf),
+        ],
+        input=PW + "\n",
+    )
     out = " ".join(r.output.split())
     assert r.exit_code == 0 and "user ma ([/]马[link=http://evil.example]x) added" in out, (r.output, r.exception)
     assert "no findings of institution [red]H9[/]" in out

@@ -36,24 +36,49 @@ def world(tmp_path):
     """H002's stored stays (one with a bed charged, one known only by its fee lines) and persons
     with HbA1c tests paid at H002 (and at H001) before H001 checks new orders."""
     b = Batch()
-    stay = b.visit(mdtrt_id="V-B", psn_no="P-B", fixmedins_code="H002", med_type="21",
-                   begntime="2026-03-01 10:00:00", endtime=None, settled=False)
+    stay = b.visit(
+        mdtrt_id="V-B",
+        psn_no="P-B",
+        fixmedins_code="H002",
+        med_type="21",
+        begntime="2026-03-01 10:00:00",
+        endtime=None,
+        settled=False,
+    )
     b.line(stay, BED, pric=SECRET_PRICE, time="2026-03-02 08:00:00", bkkp_sn="FEE-B-BED", hilist_name="乙院床位费")
-    x = b.visit(mdtrt_id="V-XB", psn_no="P-X", fixmedins_code="H002", begntime="2026-03-01 08:00:00",
-                endtime="2026-03-01 10:00:00")
+    x = b.visit(
+        mdtrt_id="V-XB",
+        psn_no="P-X",
+        fixmedins_code="H002",
+        begntime="2026-03-01 08:00:00",
+        endtime="2026-03-01 10:00:00",
+    )
     b.line(x, HBA1C, pric=SECRET_PRICE, bkkp_sn="FEE-XB", hilist_name="乙院糖化血红蛋白")
-    y = b.visit(mdtrt_id="V-YA", psn_no="P-Y", fixmedins_code="H001", begntime="2026-03-01 08:00:00",
-                endtime="2026-03-01 10:00:00")
+    y = b.visit(
+        mdtrt_id="V-YA",
+        psn_no="P-Y",
+        fixmedins_code="H001",
+        begntime="2026-03-01 08:00:00",
+        endtime="2026-03-01 10:00:00",
+    )
     b.line(y, HBA1C, pric="45", bkkp_sn="FEE-YA")
-    z = b.visit(mdtrt_id="V-ZB", psn_no="P-Z", fixmedins_code="H002", begntime="2026-03-10 08:00:00",
-                endtime="2026-03-10 10:00:00")
+    z = b.visit(
+        mdtrt_id="V-ZB",
+        psn_no="P-Z",
+        fixmedins_code="H002",
+        begntime="2026-03-10 08:00:00",
+        endtime="2026-03-10 10:00:00",
+    )
     b.line(z, HBA1C, pric=SECRET_PRICE, bkkp_sn="FEE-ZB", hilist_name="乙院糖化血红蛋白")
     con = loaded_db(b, tmp_path / "svc.duckdb")  # loaded once, copied for the next test
     # a stay of H002 the database knows only by fee lines uploaded before its visit record
-    con.execute("""INSERT INTO fee_list_d (bkkp_sn, mdtrt_id, setl_id, psn_no, fixmedins_code, fee_ocur_time,
+    con.execute(
+        """INSERT INTO fee_list_d (bkkp_sn, mdtrt_id, setl_id, psn_no, fixmedins_code, fee_ocur_time,
                    hilist_code, hilist_name, list_type, chrgitm_lv, cnt, pric, det_item_fee_sumamt)
                    VALUES ('FEE-B2-BED', 'V-B2', NULL, 'P-B2', 'H002', '2026-03-02 08:00:00', ?, '乙院床位费',
-                           '201', '01', 1, ?, ?)""", [BED, SECRET_PRICE, SECRET_PRICE])
+                           '201', '01', 1, ?, ?)""",
+        [BED, SECRET_PRICE, SECRET_PRICE],
+    )
     lib = load_library(write_rules(tmp_path / "rules", RULES + PERIOD))
     return con, lib
 
@@ -126,12 +151,16 @@ def test_the_messages_institution_must_be_the_keys(client):
 def test_feedback_and_results_of_another_institution_are_not_found(client):
     [res] = post(client, request([order("RX1", UTERUS)])).json()["output"]["result"]
     jr = res["jr_id"]
-    [own] = post(client, request([order("RX9", UTERUS)], mdtrt_id="V-B9", medins_id="H002", psn="P-B9"),
-                 key=KEY2).json()["output"]["result"]
+    [own] = post(
+        client, request([order("RX9", UTERUS)], mdtrt_id="V-B9", medins_id="H002", psn="P-B9"), key=KEY2
+    ).json()["output"]["result"]
     h2 = {"X-API-Key": KEY2}
     # H002 answers H001's result (alone, or next to one of its own): refused whole, nothing stored
     for warns in ([jr], [own["jr_id"], jr]):
-        fb = {"warn_type": "1", "warns": [{"warn_rslt_id": w, "dspo_way": "1", "dspo_way_rea": "上级医师同意"} for w in warns]}
+        fb = {
+            "warn_type": "1",
+            "warns": [{"warn_rslt_id": w, "dspo_way": "1", "dspo_way_rea": "上级医师同意"} for w in warns],
+        }
         r = client.post("/prealert/3103", json=fb, headers=h2)
         assert r.status_code == 404 and jr in r.json()["err_msg"], r.text
     assert client.get(f"/prealert/results/{jr}", headers=h2).status_code == 404
@@ -146,8 +175,12 @@ def test_wrong_or_missing_key(client):
     body = request([order("RX1", UTERUS)])
     for headers in ({}, {"X-API-Key": ""}, {"X-API-Key": KEY1 + "x"}, {"X-API-Key": KEY1.upper()}):
         assert client.post("/prealert/3101", json=body, headers=headers).status_code == 401
-        assert client.post("/prealert/3103", headers=headers,
-                           json={"warns": [{"warn_rslt_id": "x", "dspo_way": "2"}]}).status_code == 401
+        assert (
+            client.post(
+                "/prealert/3103", headers=headers, json={"warns": [{"warn_rslt_id": "x", "dspo_way": "2"}]}
+            ).status_code
+            == 401
+        )
         assert client.get("/prealert/results", headers=headers).status_code == 401
     assert h001_results(client) == []
 
@@ -159,17 +192,25 @@ def test_history_at_other_institutions_says_only_when_it_was_paid(client):
     hba = [order("RX1", HBA1C, "2026-03-10 09:00:00", pric="45")]
     [res] = post(client, request(hba, mdtrt_id="V-XA", psn="P-X")).json()["output"]["result"]
     assert res["rule_id"] == "R-PER-001" and res["vola_amt"] == 45.0 and res["mdtrt_id"] == "V-XA"
-    assert res["vola_cont"] == ("项目【项目0000】(002503020070000) 每 15 天限 1 次；2026-03-10 收费 1 次，金额 45.00 元，"
-                                "超出 1；此前 15 天内已支付：2026-03-01 其他机构")
+    assert res["vola_cont"] == (
+        "项目【项目0000】(002503020070000) 每 15 天限 1 次；2026-03-10 收费 1 次，金额 45.00 元，"
+        "超出 1；此前 15 天内已支付：2026-03-01 其他机构"
+    )
     assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [("RX1", "1")]
     for secret in ("FEE-XB", "V-XB", "H002", SECRET_PRICE, "乙院"):
         assert secret not in shown(res)
     # what was stored (and is read back) is the answer given
-    assert client.get(f"/prealert/results/{res['jr_id']}", headers={"X-API-Key": KEY1}).json()["vola_cont"] == res["vola_cont"]
+    assert (
+        client.get(f"/prealert/results/{res['jr_id']}", headers={"X-API-Key": KEY1}).json()["vola_cont"]
+        == res["vola_cont"]
+    )
     # the institution's own history is shown as it is
     [res] = post(client, request(hba, mdtrt_id="V-YA2", psn="P-Y")).json()["output"]["result"]
     assert res["vola_cont"].endswith("此前 15 天内已支付：2026-03-01 H001 就诊 V-YA")
-    assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [("FEE-YA", "2"), ("RX1", "1")]
+    assert [(d["rx_id"], d["vola_item_type"]) for d in res["judge_result_detail_dtos"]] == [
+        ("FEE-YA", "2"),
+        ("RX1", "1"),
+    ]
 
 
 def test_an_order_dated_before_a_unit_paid_elsewhere_does_not_show_that_unit(client):
@@ -211,10 +252,20 @@ async def _call(app, headers: dict, chunks, path="/prealert/3101") -> tuple[int,
         elif message["type"] == "http.response.body":
             out["body"] += message.get("body", b"")
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-             "client": ("127.0.0.1", 1234), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
     await app(scope, receive, send)
     return out["status"], orjson.loads(out["body"]), pulled
 
@@ -255,7 +306,8 @@ def test_limits_are_the_services_to_choose(tmp_path):
         body["input"]["data"]["patient_dtos"][0]["fsi_encounter_dtos"][0]["fsi_order_dtos"].append(order("RX3", UTERUS))
         r = post(c, body)
         assert r.status_code == 422 and r.json()["err_msg"].startswith(
-            "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos: 4 orders in this request; at most 3")
+            "patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos: 4 orders in this request; at most 3"
+        )
         big = request([order("RX1", UTERUS, hilist_name="长" * 2000)])
         assert post(c, big).status_code == 413
         fb = {"warns": [{"warn_rslt_id": "a", "dspo_way": "2"}, {"warn_rslt_id": "b", "dspo_way": "2"}]}
@@ -281,8 +333,10 @@ def many_patients(n: int, code: str = UTERUS) -> dict:
 def test_200_patients_are_refused_naming_the_field(client):
     r = post(client, many_patients(200))
     assert r.status_code == 422, r.text[:300]
-    assert r.json()["err_msg"] == (f"patient_dtos: 200 patients in this request; at most {MAX_PATIENTS} "
-                                   "(the service's limit, medaudit serve --max-patients)")
+    assert r.json()["err_msg"] == (
+        f"patient_dtos: 200 patients in this request; at most {MAX_PATIENTS} "
+        "(the service's limit, medaudit serve --max-patients)"
+    )
     assert r.json()["detail"][0]["field"] == "patient_dtos"
     assert h001_results(client) == []
     assert post(client, many_patients(MAX_PATIENTS, "001102000010000")).status_code == 200  # no rule cares: quick
@@ -294,14 +348,17 @@ def test_too_many_orders_are_refused_naming_the_field(client):
     assert r.status_code == 422
     assert r.json()["err_msg"].startswith(
         f"patient_dtos.0.fsi_encounter_dtos.0.fsi_order_dtos: {MAX_ORDERS + 1:,} orders in this request; "
-        f"at most {MAX_ORDERS:,}")
+        f"at most {MAX_ORDERS:,}"
+    )
     # spread over patients: the request's total counts
     body = many_patients(MAX_PATIENTS)
     per = MAX_ORDERS // MAX_PATIENTS + 1
     for p in body["input"]["data"]["patient_dtos"]:
         p["fsi_encounter_dtos"][0]["fsi_order_dtos"] = [order(f"RX{i}", "001102000010000") for i in range(per)]
     r = post(client, body)
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "patient_dtos.*.fsi_encounter_dtos.*.fsi_order_dtos"
+    assert (
+        r.status_code == 422 and r.json()["detail"][0]["field"] == "patient_dtos.*.fsi_encounter_dtos.*.fsi_order_dtos"
+    )
     assert h001_results(client) == []
 
 
@@ -327,9 +384,14 @@ def test_serve_passes_its_limits_to_the_service(tmp_path, monkeypatch):
     out = CliRunner().invoke(cli_app, args)
     assert out.exit_code == 0, out.output
     assert (got["max_body"], got["max_patients"], got["max_orders"], got["max_warns"]) == (
-        MAX_BODY, MAX_PATIENTS, MAX_ORDERS, MAX_WARNS)
-    out = CliRunner().invoke(cli_app, args + ["--max-body", "1000", "--max-patients", "1", "--max-orders", "5",
-                                              "--max-warns", "7"])
+        MAX_BODY,
+        MAX_PATIENTS,
+        MAX_ORDERS,
+        MAX_WARNS,
+    )
+    out = CliRunner().invoke(
+        cli_app, args + ["--max-body", "1000", "--max-patients", "1", "--max-orders", "5", "--max-warns", "7"]
+    )
     assert out.exit_code == 0, out.output
     assert (got["max_body"], got["max_patients"], got["max_orders"], got["max_warns"]) == (1000, 1, 5, 7)
     out = CliRunner().invoke(cli_app, args + ["--max-orders", "0"])

@@ -33,10 +33,16 @@ def test_metrics_labels_come_from_the_key_not_the_request_and_stay_bounded(base,
         warm = series(client.get("/metrics").text)
         for i in range(60):
             # a hostile institution code in the body, a different unknown key each time, ids in the paths
-            client.post("/prealert/3101", json=request([order(f"RX{i}", UTERUS)], medins_id=f"{HOSTILE}{i}"),
-                        headers={"X-API-Key": KEY1})
-            client.post("/prealert/3101", json=request([order(f"RX{i}", UTERUS)]),
-                        headers={"X-API-Key": f"{HOSTILE}-key-{i}-xxxxxxxxxxxx"})
+            client.post(
+                "/prealert/3101",
+                json=request([order(f"RX{i}", UTERUS)], medins_id=f"{HOSTILE}{i}"),
+                headers={"X-API-Key": KEY1},
+            )
+            client.post(
+                "/prealert/3101",
+                json=request([order(f"RX{i}", UTERUS)]),
+                headers={"X-API-Key": f"{HOSTILE}-key-{i}-xxxxxxxxxxxx"},
+            )
             client.get(f"/prealert/results/JR-{i}-secret", headers={"X-API-Key": KEY1})
             client.get(f"/prealert/{i}/../../etc/passwd-{i}")
             client.get(f"/nowhere-{i}-P-OPEN-1")
@@ -47,8 +53,15 @@ def test_metrics_labels_come_from_the_key_not_the_request_and_stay_bounded(base,
         assert line.startswith(("#", "medaudit_", "process_")) or not line, line
     # 300 distinct hostile values arrived; labels hold route templates and the keys' institutions only
     routes = set(re.findall(r'route="([^"]*)"', text))
-    assert routes <= {"/prealert/3101", "/prealert/3103", "/prealert/results", "/prealert/results/{jr_id}",
-                      "/health", "/metrics", "other"}, routes
+    assert routes <= {
+        "/prealert/3101",
+        "/prealert/3103",
+        "/prealert/results",
+        "/prealert/results/{jr_id}",
+        "/health",
+        "/metrics",
+        "other",
+    }, routes
     grown = {x for x in series(text) - warm if "_bucket{" not in x}
     assert len(grown) < 30, sorted(grown)
     insts = set(re.findall(r'institution="([^"]*)"', text))
@@ -57,13 +70,15 @@ def test_metrics_labels_come_from_the_key_not_the_request_and_stay_bounded(base,
 
 def test_an_overloaded_service_refuses_without_naming_anyone(base, tmp_path):
     con, lib, keys = base
-    app = create_app(con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"),
-                     max_inflight=1, max_wait=0.0)
+    app = create_app(
+        con, {"default": lib}, keys, async_results=True, journal=str(tmp_path / "j"), max_inflight=1, max_wait=0.0
+    )
     adm = app.state.admission
     with TestClient(app) as client:
         adm.inflight = adm.limit  # every place taken
-        r = client.post("/prealert/3101", json=request([order("RX1", UTERUS)], psn="P-SECRET-9"),
-                        headers={"X-API-Key": KEY1})
+        r = client.post(
+            "/prealert/3101", json=request([order("RX1", UTERUS)], psn="P-SECRET-9"), headers={"X-API-Key": KEY1}
+        )
         assert r.status_code == 503 and "retry-after" in r.headers
         assert "P-SECRET-9" not in r.text and "RX1" not in r.text
         adm.inflight = 0
@@ -90,8 +105,15 @@ def test_a_damaged_journal_segment_is_set_aside_not_retried_forever(base, tmp_pa
     w._seg.close()
     lines = w._seg.path.read_bytes().splitlines()
     bad = w._seg.path
-    bad.write_bytes(lines[0] + b'\n{"f": [["J9", "H0\n' + b'{"f": [["JX"]]}\n' + b'["not", "an", "entry"]\n'
-                    + b'{"f": [["J3", "H001", "1", "2", null, "not a time"]]}\n' + lines[1] + b"\n")
+    bad.write_bytes(
+        lines[0]
+        + b'\n{"f": [["J9", "H0\n'
+        + b'{"f": [["JX"]]}\n'
+        + b'["not", "an", "entry"]\n'
+        + b'{"f": [["J3", "H001", "1", "2", null, "not a time"]]}\n'
+        + lines[1]
+        + b"\n"
+    )
     w2 = ResultWriter(con, folder, start=False)
     w2.flush()  # no exception: the damaged segment is set aside
     assert sorted(r[0] for r in con.execute("SELECT jr_id FROM prealert_feedback").fetchall()) == ["J1", "J2"]
@@ -114,8 +136,8 @@ def test_a_segment_of_rows_no_table_takes_is_set_aside(base, tmp_path):
     folder = tmp_path / "journal"
     folder.mkdir()
     (folder / "00000000000000000001-1-000001.jsonl").write_bytes(
-        b'{"f": [["J5", "H001", "1", "2", null, "2026-03-02T09:30:00"]]}\n'
-        b'{"r": [[1, 2, 3]]}\n')
+        b'{"f": [["J5", "H001", "1", "2", null, "2026-03-02T09:30:00"]]}\n{"r": [[1, 2, 3]]}\n'
+    )
     w = ResultWriter(con, folder, start=False)
     w.flush()
     assert ("J5",) in con.execute("SELECT jr_id FROM prealert_feedback").fetchall()
@@ -123,7 +145,8 @@ def test_a_segment_of_rows_no_table_takes_is_set_aside(base, tmp_path):
     # right number of values, a number where a code goes: the whole segment is set aside
     (folder / "00000000000000000002-1-000001.jsonl").write_bytes(
         b'{"f": [["J7", "H001", "1", "2", null, "2026-03-02T09:30:00"]]}\n'
-        b'{"f": [["J8", "H001", 5, "2", null, "2026-03-02T09:30:00"]]}\n')
+        b'{"f": [["J8", "H001", 5, "2", null, "2026-03-02T09:30:00"]]}\n'
+    )
     w2 = ResultWriter(con, folder, start=False)
     w2.flush()
     assert len(list(folder.glob("*.corrupt"))) == 2 and not list(folder.glob("*.jsonl"))
@@ -132,12 +155,14 @@ def test_a_segment_of_rows_no_table_takes_is_set_aside(base, tmp_path):
     # a list where a value goes: that line is left out, the others stored
     (folder / "00000000000000000003-1-000001.jsonl").write_bytes(
         b'{"f": [["J10", "H001", "1", "2", null, "2026-03-02T09:30:00"]]}\n'
-        b'{"f": [["J11", "H001", ["1"], "2", null, "2026-03-02T09:30:00"]]}\n')
+        b'{"f": [["J11", "H001", ["1"], "2", null, "2026-03-02T09:30:00"]]}\n'
+    )
     w3 = ResultWriter(con, folder, start=False)
     w3.flush()
     assert len(list(folder.glob("*.corrupt"))) == 3 and "line 2" in w3.status()["last_error"]
-    assert [r[0] for r in con.execute("SELECT jr_id FROM prealert_feedback WHERE jr_id IN ('J10', 'J11')").fetchall()] \
-        == ["J10"]
+    assert [
+        r[0] for r in con.execute("SELECT jr_id FROM prealert_feedback WHERE jr_id IN ('J10', 'J11')").fetchall()
+    ] == ["J10"]
     for x in (w, w2, w3):
         x.close()
 

@@ -62,8 +62,10 @@ def test_import_files_for_the_named_institution_never_the_workbooks_own(tmp_path
     with pytest.raises(appeals.AppealFileError, match=r"--institution CODE .* its findings belong to H002"):
         appeals.import_workbook(con, filled, "王芳", None, clock=clock("2026-04-03"))
     # the bureau says H001 sent it: H002's finding in it refuses the whole workbook, naming row and id
-    with pytest.raises(appeals.WorkbookRefused, match=f"refused whole, nothing was filed: row 2: finding {other} "
-                                                      "belongs to institution H002, not H001"):
+    with pytest.raises(
+        appeals.WorkbookRefused,
+        match=f"refused whole, nothing was filed: row 2: finding {other} belongs to institution H002, not H001",
+    ):
         appeals.import_workbook(con, filled, "王芳", "H001", clock=clock("2026-04-03"))
     assert n_events(con) == before
     assert finding(con, v["other"], "R-SEX-001")["status"] == "pending_appeal"
@@ -75,8 +77,12 @@ def test_one_foreign_or_unknown_finding_refuses_the_whole_workbook(tmp_path, mon
     sex, bed = finding(con, v["sex"], "R-SEX-001")["id"], finding(con, v["bed"], "R-FRQ-001")["id"]
     other = finding(con, v["other"], "R-SEX-001")["id"]
     exported = appeals.export_workbook(con, "H001", "2026-03", tmp_path / "h001.xlsx", clock("2026-04-02")).path
-    filled = fill(exported, tmp_path / "mixed.xlsx", {sex: ("登记错误", None), bed: ("两张床", None)},
-                  [{"疑点编号": other}, {"疑点编号": "deadbeef" * 4, "申诉理由": "x"}])  # rows 7 and 8
+    filled = fill(
+        exported,
+        tmp_path / "mixed.xlsx",
+        {sex: ("登记错误", None), bed: ("两张床", None)},
+        [{"疑点编号": other}, {"疑点编号": "deadbeef" * 4, "申诉理由": "x"}],
+    )  # rows 7 and 8
     before = n_events(con)
     with pytest.raises(appeals.WorkbookRefused) as e:
         appeals.import_workbook(con, filled, "王芳", "H001", clock=clock("2026-04-03"))
@@ -85,15 +91,29 @@ def test_one_foreign_or_unknown_finding_refuses_the_whole_workbook(tmp_path, mon
     assert [(no, fid) for no, fid, _ in e.value.rows] == [(7, other), (8, "deadbeef" * 4)]
     # nothing went in, not even the good rows
     assert n_events(con) == before
-    assert {finding(con, v[k], r)["status"] for k, r in (("sex", "R-SEX-001"), ("bed", "R-FRQ-001"))} == {"pending_appeal"}
+    assert {finding(con, v[k], r)["status"] for k, r in (("sex", "R-SEX-001"), ("bed", "R-FRQ-001"))} == {
+        "pending_appeal"
+    }
 
     # the CLI: one error, the receipt lists the rows without saying whose the finding is
     con.close()
     set_wall_clock(monkeypatch, "2026-04-03")
-    r = run(tmp_path / "loop.duckdb", "appeal", "import", str(filled), "--by", "王芳", "--institution", "H001",
-            "--receipt", str(tmp_path / "回执.xlsx"))
+    r = run(
+        tmp_path / "loop.duckdb",
+        "appeal",
+        "import",
+        str(filled),
+        "--by",
+        "王芳",
+        "--institution",
+        "H001",
+        "--receipt",
+        str(tmp_path / "回执.xlsx"),
+    )
     assert r.exit_code == 2 and "refused whole" in r.flat and "Traceback" not in r.output
-    cells = [c for row in openpyxl.load_workbook(tmp_path / "回执.xlsx")["回执"].iter_rows(values_only=True) for c in row]
+    cells = [
+        c for row in openpyxl.load_workbook(tmp_path / "回执.xlsx")["回执"].iter_rows(values_only=True) for c in row
+    ]
     assert cells[4:8] == [7, other, "未受理", appeals.NOT_YOURS]
     assert "H002" not in " ".join(str(c) for c in cells) and "整份工作簿未受理" in " ".join(str(c) for c in cells)
 
@@ -107,16 +127,20 @@ def test_attachments_are_plain_names_inside_the_workbooks_folder(tmp_path, monke
     folder.mkdir()
     (tmp_path / "secret.txt").write_text("the bureau's secret")
     (folder / "病历.pdf").write_bytes(b"record")
-    os.symlink(tmp_path / "secret.txt", folder / "link.pdf")        # escapes to a file that exists
-    os.symlink(tmp_path / "no-such-file", folder / "ghost.pdf")     # escapes to nothing
-    os.symlink(folder / "病历.pdf", folder / "alias.pdf")           # stays inside: fine
+    os.symlink(tmp_path / "secret.txt", folder / "link.pdf")  # escapes to a file that exists
+    os.symlink(tmp_path / "no-such-file", folder / "ghost.pdf")  # escapes to nothing
+    os.symlink(folder / "病历.pdf", folder / "alias.pdf")  # stays inside: fine
     exported = appeals.export_workbook(con, "H001", "2026-03", folder / "h001.xlsx", clock("2026-04-02")).path
-    filled = fill(exported, folder / "filled.xlsx", {
-        ids["sex"]: ("理由", "病历.pdf；alias.pdf"),
-        ids["bed"]: ("理由", "../secret.txt"),
-        both["R-SEX-001"]: ("理由", "link.pdf"),
-        both["R-FRQ-001"]: ("理由", "ghost.pdf"),
-    })
+    filled = fill(
+        exported,
+        folder / "filled.xlsx",
+        {
+            ids["sex"]: ("理由", "病历.pdf；alias.pdf"),
+            ids["bed"]: ("理由", "../secret.txt"),
+            both["R-SEX-001"]: ("理由", "link.pdf"),
+            both["R-FRQ-001"]: ("理由", "ghost.pdf"),
+        },
+    )
     res = appeals.import_workbook(con, filled, "王芳", "H001", clock=clock("2026-04-03"))
     assert [fid for _, fid in res.filed] == [ids["sex"]]
     why = {fid: r for _, fid, r in res.refused}
@@ -127,8 +151,18 @@ def test_attachments_are_plain_names_inside_the_workbooks_folder(tmp_path, monke
     att = lifecycle.history(con, ids["sex"])[-1]["attachments"]
     assert [a["name"] for a in att] == ["病历.pdf", "alias.pdf"] and {a["bytes"] for a in att} == {6}
     # names with a folder, a drive or `..` in any spelling, whether or not something is there
-    for name in ("../secret.txt", "../nothing.txt", "/etc/passwd", "/nonexistent", "..\\secret.txt", "sub/a.pdf",
-                 "C:secret.txt", "..", ".", "a\x00b"):
+    for name in (
+        "../secret.txt",
+        "../nothing.txt",
+        "/etc/passwd",
+        "/nonexistent",
+        "..\\secret.txt",
+        "sub/a.pdf",
+        "C:secret.txt",
+        "..",
+        ".",
+        "a\x00b",
+    ):
         files, reason = appeals.attachments_in(folder, name)
         assert files == [] and reason.startswith("附件只能写文件名"), name
     assert appeals.plain_file_name("病历 2026.03.pdf") and not appeals.plain_file_name("")
@@ -145,25 +179,35 @@ def test_every_workbook_stores_text_as_text(tmp_path, monkeypatch):
     bad = b.visit(gend="1", psn_name="=1+1", fixmedins_name=hyper, adm_dept_codg=plus, chfpdr_code=hyper)
     b.line(bad, UTERUS, hilist_name=dde, pric="50", bkkp_sn="BAD1", bilg_dept_codg=plus, bilg_dr_code=hyper)
     rules = RULES.replace("name: 限女性使用的检查项目", f'name: "{at}"').replace(
-        "basis: 国家医保局第一批规则库（限定性别对象）", f'basis: "{minus}"')
+        "basis: 国家医保局第一批规则库（限定性别对象）", f'basis: "{minus}"'
+    )
     con = loop_db(tmp_path, monkeypatch, b, rules=rules)
     folder = tmp_path / "wb"
-    books = {"appeal export": appeals.export_workbook(con, "H001", "2026-03", folder / "export.xlsx",
-                                                      clock("2026-04-02")).path}
+    books = {
+        "appeal export": appeals.export_workbook(
+            con, "H001", "2026-03", folder / "export.xlsx", clock("2026-04-02")
+        ).path
+    }
     # the receipt: a workbook whose own file name is a formula, the finding's row refused
     sex = finding(con, v["sex"], "R-SEX-001")["id"]
     src = fill(books["appeal export"], folder / "=1+1.xlsx", {sex: ("理由", "-2+3.pdf")})
     res = appeals.import_workbook(con, src, "王芳", "H001", clock=clock("2026-04-03"))
     books["receipt"] = appeals.write_receipt(res, src, folder / "receipt.xlsx")
-    books["refusal receipt"] = appeals.write_receipt(appeals.WorkbookRefused("x", [(2, hyper, appeals.NOT_YOURS)]),
-                                                     folder / f"{at}.xlsx", folder / "refusal.xlsx")
+    books["refusal receipt"] = appeals.write_receipt(
+        appeals.WorkbookRefused("x", [(2, hyper, appeals.NOT_YOURS)]), folder / f"{at}.xlsx", folder / "refusal.xlsx"
+    )
     fin = deduct.finalize(con, "2026-03", "H001", by=minus, clock=clock("2026-04-20"))
-    books["deduction statement"] = deduct.write_statement_xlsx(con, [s.statement_id for s in fin.statements],
-                                                               folder / "statement.xlsx")
+    books["deduction statement"] = deduct.write_statement_xlsx(
+        con, [s.statement_id for s in fin.statements], folder / "statement.xlsx"
+    )
     books["report"] = report.build(con, "H001", "2026-03", folder / "report", clock("2026-04-20"))[0]
-    expect = {"appeal export": {plus, hyper, dde, at, minus}, "receipt": {"=1+1.xlsx", "-2+3.pdf"},
-              "refusal receipt": {hyper, at}, "deduction statement": set(PAYLOADS),
-              "report": {plus, hyper, dde, at, minus}}
+    expect = {
+        "appeal export": {plus, hyper, dde, at, minus},
+        "receipt": {"=1+1.xlsx", "-2+3.pdf"},
+        "refusal receipt": {hyper, at},
+        "deduction statement": set(PAYLOADS),
+        "report": {plus, hyper, dde, at, minus},
+    }
     for name, path in books.items():
         wb = openpyxl.load_workbook(path)
         cells = [c for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.value is not None]
@@ -217,9 +261,11 @@ def test_finalize_as_of_is_explicit_logged_and_never_later_than_today(tmp_path, 
     log = lifecycle.history(con, sex)
     assert [(e["action"], e["event_at"], e["as_of"]) for e in log[1:]] == [
         ("expire", dt.datetime(2026, 5, 6, 11, 0), None),
-        ("finalize", dt.datetime(2026, 5, 6, 11, 0), dt.date(2026, 4, 16))]
+        ("finalize", dt.datetime(2026, 5, 6, 11, 0), dt.date(2026, 4, 16)),
+    ]
     assert con.execute("SELECT created_at, as_of FROM deduction_statements").fetchall() == [
-        (dt.datetime(2026, 5, 6, 11, 0), dt.date(2026, 4, 16))]
+        (dt.datetime(2026, 5, 6, 11, 0), dt.date(2026, 4, 16))
+    ]
     con.close()
     from medaudit.commands import appeal as appeal_cmd
 
@@ -231,14 +277,43 @@ def test_finalize_as_of_is_explicit_logged_and_never_later_than_today(tmp_path, 
 # ---------------------------------------------------------------------------- 7. money
 
 
-@pytest.mark.parametrize("text, value", [("10.005", "10.01"), ("10.004", "10.00"), ("0.125", "0.13"), ("2.675", "2.68"),
-                                         ("20", "20.00"), (".5", "0.50"), (10.005, "10.01"), (D("1.005"), "1.01")])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("10.005", "10.01"),
+        ("10.004", "10.00"),
+        ("0.125", "0.13"),
+        ("2.675", "2.68"),
+        ("20", "20.00"),
+        (".5", "0.50"),
+        (10.005, "10.01"),
+        (D("1.005"), "1.01"),
+    ],
+)
 def test_amounts_round_half_up(text, value):
     assert money.parse_amount(text, "--amount") == D(value)
 
 
-@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "Infinity", "-1", "-0.01", "1e3", "12元", "", "1,000",
-                                  float("nan"), float("inf"), -5, "99999999999999999"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "Infinity",
+        "-1",
+        "-0.01",
+        "1e3",
+        "12元",
+        "",
+        "1,000",
+        float("nan"),
+        float("inf"),
+        -5,
+        "99999999999999999",
+    ],
+)
 def test_amounts_refused_with_a_message(text):
     with pytest.raises(money.AmountError, match="^--amount: "):
         money.parse_amount(text, "--amount")
@@ -251,8 +326,12 @@ def test_review_decide_amount_rounds_half_up_and_refuses_nan_in_one_line(tmp_pat
     con.close()
     dbf = tmp_path / "loop.duckdb"
     set_wall_clock(monkeypatch, "2026-04-02")
-    for bad, says in (("nan", "'nan' is not an amount of yuan"), ("inf", "'inf' is not an amount"),
-                      ("-5", "must not be negative"), ("0", "more than 0")):
+    for bad, says in (
+        ("nan", "'nan' is not an amount of yuan"),
+        ("inf", "'inf' is not an amount"),
+        ("-5", "must not be negative"),
+        ("0", "more than 0"),
+    ):
         r = run(dbf, "review", "decide", age, "--decision", "confirm", "--by", "李审", "--amount", bad)
         assert r.exit_code == 2 and says in r.flat, r.output
         assert "Traceback" not in r.output and len(r.output.strip().splitlines()) <= 2, r.output
@@ -277,7 +356,9 @@ def held_db(tmp_path):
     """A database file another process holds open (as ``medaudit serve`` does)."""
     path = tmp_path / "held.duckdb"
     db.connect(path).close()
-    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout.readline().strip() == "ready"
         yield path, p.pid
@@ -296,25 +377,41 @@ def test_connect_says_who_holds_the_database(held_db):
         assert str(e.value).endswith("); stop it or use another --db")
 
 
-@pytest.mark.parametrize("args", [
-    ["findings"], ["load", "nowhere"], ["appeal", "history", "abcdef"], ["appeal", "export", "--institution", "H", "--period", "2026-03"],
-    ["review", "list"], ["review", "decide", "abcdef", "--decision", "uphold", "--by", "x", "--reason", "y"],
-    ["deduct", "finalize", "--period", "2026-03"], ["deduct", "show"], ["report", "--institution", "H", "--period", "2026-03"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["findings"],
+        ["load", "nowhere"],
+        ["appeal", "history", "abcdef"],
+        ["appeal", "export", "--institution", "H", "--period", "2026-03"],
+        ["review", "list"],
+        ["review", "decide", "abcdef", "--decision", "uphold", "--by", "x", "--reason", "y"],
+        ["deduct", "finalize", "--period", "2026-03"],
+        ["deduct", "show"],
+        ["report", "--institution", "H", "--period", "2026-03"],
+    ],
+)
 def test_every_command_on_a_held_database_ends_in_one_line(held_db, args, tmp_path, monkeypatch):
     path, pid = held_db
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, [*args, "--db", str(path)])
     assert r.exit_code == 3, r.output
     lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"medaudit: the database {path} is in use by process {pid}"), r.output
+    assert len(lines) == 1 and lines[0].startswith(f"medaudit: the database {path} is in use by process {pid}"), (
+        r.output
+    )
     assert lines[0].endswith("stop it or use another --db")
 
 
 def test_the_real_command_prints_no_traceback(held_db):
     path, pid = held_db
-    r = subprocess.run([sys.executable, "-m", "medaudit", "findings", "--db", str(path)], capture_output=True, text=True,
-                       cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "medaudit", "findings", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 3
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Traceback" not in r.stderr
     assert f"is in use by process {pid} (" in r.stderr

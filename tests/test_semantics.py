@@ -36,37 +36,61 @@ def through_sql(con, columns: dict[str, str], rows: list[tuple], expr: str) -> l
     cols = ", ".join(f"{k} {t}" for k, t in columns.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE t (__i INTEGER, {cols})")
     if rows:
-        con.executemany(f"INSERT INTO t VALUES (?, {', '.join('?' for _ in columns)})",
-                        [(i, *r) for i, r in enumerate(rows)])
+        con.executemany(
+            f"INSERT INTO t VALUES (?, {', '.join('?' for _ in columns)})", [(i, *r) for i, r in enumerate(rows)]
+        )
     return [r[0] for r in con.execute(f"SELECT {expr} FROM t ORDER BY __i").fetchall()]
 
 
 def dec4(lo=-100, hi=1000):
     # 4 decimals as DECIMAL(18,4) holds them, with the 0.005 / 0.0050 boundaries well represented
-    return st.one_of(st.decimals(lo, hi, places=4, allow_nan=False, allow_infinity=False),
-                     st.sampled_from([Decimal("0.0050"), Decimal("0.0049"), Decimal("0.0051"), Decimal("0"),
-                                      Decimal("-0.0050"), Decimal("100.0050")]))
+    return st.one_of(
+        st.decimals(lo, hi, places=4, allow_nan=False, allow_infinity=False),
+        st.sampled_from(
+            [
+                Decimal("0.0050"),
+                Decimal("0.0049"),
+                Decimal("0.0051"),
+                Decimal("0"),
+                Decimal("-0.0050"),
+                Decimal("100.0050"),
+            ]
+        ),
+    )
 
 
 maybe = lambda s: st.one_of(st.none(), s)  # noqa: E731
 
 
 @SETTINGS
-@given(st.lists(st.tuples(maybe(dec4()), maybe(dec4()), maybe(st.sampled_from(["01", "02", "03", "04"])),
-                          maybe(st.sampled_from(["0", "1", "2"]))), max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            maybe(dec4()),
+            maybe(dec4()),
+            maybe(st.sampled_from(["01", "02", "03", "04"])),
+            maybe(st.sampled_from(["0", "1", "2"])),
+        ),
+        max_size=30,
+    )
+)
 def test_ownpay_and_deductible(con, rows):
     cols = {"amt": "DECIMAL(18,4)", "ownpay0": "DECIMAL(18,4)", "chrgitm_lv": "VARCHAR", "hosp_appr_flag": "VARCHAR"}
     assert through_sql(con, cols, rows, semantics.deductible.sql(*cols)) == [semantics.deductible(*r) for r in rows]
-    assert through_sql(con, cols, [r for r in rows], semantics.ownpay.sql("amt", "ownpay0")) == \
-        [semantics.ownpay(r[0], r[1]) for r in rows]
+    assert through_sql(con, cols, [r for r in rows], semantics.ownpay.sql("amt", "ownpay0")) == [
+        semantics.ownpay(r[0], r[1]) for r in rows
+    ]
 
 
 @SETTINGS
-@given(st.lists(maybe(st.one_of(st.sampled_from([f"{n:02d}" for n in range(0, 16)]), st.text(max_size=3))),
-                max_size=30))
+@given(
+    st.lists(maybe(st.one_of(st.sampled_from([f"{n:02d}" for n in range(0, 16)]), st.text(max_size=3))), max_size=30)
+)
 def test_institution_level(con, rows):
     rows = [(x,) for x in rows]
-    assert through_sql(con, {"hosp_lv": "VARCHAR"}, rows, engine.LEVEL_SQL) == [semantics.inst_level(x) for x, in rows]
+    assert through_sql(con, {"hosp_lv": "VARCHAR"}, rows, engine.LEVEL_SQL) == [
+        semantics.inst_level(x) for (x,) in rows
+    ]
 
 
 def _dates():
@@ -76,10 +100,21 @@ def _dates():
 
 
 @SETTINGS
-@given(st.lists(st.one_of(st.tuples(maybe(_dates()), maybe(_dates())),
-                          # the day before, of and after a birthday
-                          st.builds(lambda b, y, k: (b, _shift(b, y) + dt.timedelta(days=k)),
-                                    _dates(), st.integers(0, 90), st.sampled_from([-1, 0, 1]))), max_size=30))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(maybe(_dates()), maybe(_dates())),
+            # the day before, of and after a birthday
+            st.builds(
+                lambda b, y, k: (b, _shift(b, y) + dt.timedelta(days=k)),
+                _dates(),
+                st.integers(0, 90),
+                st.sampled_from([-1, 0, 1]),
+            ),
+        ),
+        max_size=30,
+    )
+)
 def test_age_in_completed_years_and_days(con, rows):
     cols = {"birth": "DATE", "d": "DATE"}
     assert through_sql(con, cols, rows, "age_years(birth, d)") == [semantics.age_years(*r) for r in rows]
@@ -105,75 +140,159 @@ CODES = st.sampled_from(["11", "21", "41", "X01", "X02", "H1", "H2"])
 
 
 @SETTINGS
-@given(st.lists(st.tuples(maybe(_dates()), maybe(_dates()), maybe(st.lists(st.sampled_from(["11", "21", "41"]), max_size=2)),
-                          maybe(st.lists(st.integers(0, 3), max_size=2)), maybe(st.lists(st.sampled_from(["H1", "H2"]), max_size=2)),
-                          _dates(), maybe(st.sampled_from(["11", "21", "41"])), st.integers(0, 3),
-                          maybe(st.sampled_from(["H1", "H2"]))), max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            maybe(_dates()),
+            maybe(_dates()),
+            maybe(st.lists(st.sampled_from(["11", "21", "41"]), max_size=2)),
+            maybe(st.lists(st.integers(0, 3), max_size=2)),
+            maybe(st.lists(st.sampled_from(["H1", "H2"]), max_size=2)),
+            _dates(),
+            maybe(st.sampled_from(["11", "21", "41"])),
+            st.integers(0, 3),
+            maybe(st.sampled_from(["H1", "H2"])),
+        ),
+        max_size=30,
+    )
+)
 def test_rule_validity_and_scope(con, rows):
-    cols = {"vf": "DATE", "vt": "DATE", "mts": "VARCHAR[]", "lvs": "INTEGER[]", "insts": "VARCHAR[]", "d": "DATE",
-            "med_type": "VARCHAR", "inst_level": "INTEGER", "fixmedins_code": "VARCHAR"}
+    cols = {
+        "vf": "DATE",
+        "vt": "DATE",
+        "mts": "VARCHAR[]",
+        "lvs": "INTEGER[]",
+        "insts": "VARCHAR[]",
+        "d": "DATE",
+        "med_type": "VARCHAR",
+        "inst_level": "INTEGER",
+        "fixmedins_code": "VARCHAR",
+    }
     got = through_sql(con, cols, rows, f"coalesce({semantics.rule_in_force.sql(*cols)}, FALSE)")
     assert got == [semantics.rule_in_force(*r) is True for r in rows]
 
 
 @SETTINGS
-@given(st.lists(st.tuples(maybe(_dates()), maybe(_dates()), maybe(dec4(0, 50)), maybe(dec4(0, 50)), maybe(dec4(0, 50))),
-                max_size=6),
-       st.lists(st.tuples(_dates(), st.integers(0, 3)), min_size=1, max_size=10))
+@given(
+    st.lists(
+        st.tuples(maybe(_dates()), maybe(_dates()), maybe(dec4(0, 50)), maybe(dec4(0, 50)), maybe(dec4(0, 50))),
+        max_size=6,
+    ),
+    st.lists(st.tuples(_dates(), st.integers(0, 3)), min_size=1, max_size=10),
+)
 def test_catalogue_cap(con, catalogue, lines):
-    con.execute("CREATE OR REPLACE TEMP TABLE hilist (hilist_code VARCHAR, begndate DATE, enddate DATE, "
-                "lv1_pric DECIMAL(18,4), lv2_pric DECIMAL(18,4), lv3_pric DECIMAL(18,4))")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE hilist (hilist_code VARCHAR, begndate DATE, enddate DATE, "
+        "lv1_pric DECIMAL(18,4), lv2_pric DECIMAL(18,4), lv3_pric DECIMAL(18,4))"
+    )
     if catalogue:
         con.executemany("INSERT INTO hilist VALUES ('C', ?, ?, ?, ?, ?)", catalogue)
     rows = [("C", d, lv) for d, lv in lines]
     through_sql(con, {"hilist_code": "VARCHAR", "fee_date": "DATE", "inst_level": "INTEGER"}, rows, "1")
-    got = [r[0] for r in con.execute(
-        f"SELECT {semantics.catalogue_cap_sql('t', 'k')} FROM t {semantics.catalogue_caps_join('t', 'k', lines='t')} "
-        "ORDER BY t.__i").fetchall()]
+    got = [
+        r[0]
+        for r in con.execute(
+            f"SELECT {semantics.catalogue_cap_sql('t', 'k')} FROM t {semantics.catalogue_caps_join('t', 'k', lines='t')} "
+            "ORDER BY t.__i"
+        ).fetchall()
+    ]
     assert got == [semantics.catalogue_cap(catalogue, d, lv) for d, lv in lines]
     con.execute("DROP TABLE hilist")
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 5), dec4(Decimal("0.0001"), 5), dec4(0, 50),
-                          dec4(0, 100), dec4(0, 100)), min_size=1, max_size=25),
-       st.lists(maybe(dec4(-2, 12)), min_size=3, max_size=3))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2), st.integers(0, 5), dec4(Decimal("0.0001"), 5), dec4(0, 50), dec4(0, 100), dec4(0, 100)
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.lists(maybe(dec4(-2, 12)), min_size=3, max_size=3),
+)
 def test_excess_allocation_latest_lines_first(con, rows, excess):
     t0 = dt.datetime(2026, 3, 2, 8)
     data = []
     for i, (g, minute, cnt, pric, amt, ded) in enumerate(rows):
-        data.append({"g": g, "bkkp_sn": f"L{i:03d}", "fee_ocur_time": t0 + dt.timedelta(minutes=minute), "cnt": cnt,
-                     "pric": pric, "amt": amt, "deductible": ded, "excess": excess[g]})
-    cols = {"g": "INTEGER", "bkkp_sn": "VARCHAR", "fee_ocur_time": "TIMESTAMP", "cnt": "DECIMAL(18,4)",
-            "pric": "DECIMAL(18,4)", "amt": "DECIMAL(18,4)", "deductible": "DECIMAL(18,4)", "excess": "DECIMAL(18,4)"}
+        data.append(
+            {
+                "g": g,
+                "bkkp_sn": f"L{i:03d}",
+                "fee_ocur_time": t0 + dt.timedelta(minutes=minute),
+                "cnt": cnt,
+                "pric": pric,
+                "amt": amt,
+                "deductible": ded,
+                "excess": excess[g],
+            }
+        )
+    cols = {
+        "g": "INTEGER",
+        "bkkp_sn": "VARCHAR",
+        "fee_ocur_time": "TIMESTAMP",
+        "cnt": "DECIMAL(18,4)",
+        "pric": "DECIMAL(18,4)",
+        "amt": "DECIMAL(18,4)",
+        "deductible": "DECIMAL(18,4)",
+        "excess": "DECIMAL(18,4)",
+    }
     through_sql(con, cols, [tuple(r.values()) for r in data], "1")
-    got = {sn: (u, c) for sn, u, c in con.execute(
-        f"SELECT bkkp_sn, excess_units, claim FROM ({semantics.excess_allocation_sql('t', 'g')})").fetchall()}
+    got = {
+        sn: (u, c)
+        for sn, u, c in con.execute(
+            f"SELECT bkkp_sn, excess_units, claim FROM ({semantics.excess_allocation_sql('t', 'g')})"
+        ).fetchall()
+    }
     semantics.excess_allocation(data, lambda r: r["g"])
     assert got == {r["bkkp_sn"]: (r["excess_units"], r["claim"]) for r in data}
 
 
-ITEMS = st.one_of(st.builds(lambda c: Item(c, None, None), st.sampled_from(["X01", "X02", "Z1", "A"])),
-                  st.builds(lambda p: Item(None, p, None), st.sampled_from(["X", "X0", "Z", "A"])))
+ITEMS = st.one_of(
+    st.builds(lambda c: Item(c, None, None), st.sampled_from(["X01", "X02", "Z1", "A"])),
+    st.builds(lambda p: Item(None, p, None), st.sampled_from(["X", "X0", "Z", "A"])),
+)
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.lists(ITEMS, max_size=3), maybe(_dates()), maybe(st.lists(st.integers(0, 3), max_size=2))),
-                min_size=1, max_size=4),
-       st.lists(st.tuples(st.sampled_from(["X01", "X02", "X1", "Z1", "A", "B"]), _dates(), st.integers(0, 3)),
-                min_size=1, max_size=12),
-       st.sampled_from(["restrict_gender", "duplicate_line"]))  # a line once per rule / once per item
+@given(
+    st.lists(
+        st.tuples(st.lists(ITEMS, max_size=3), maybe(_dates()), maybe(st.lists(st.integers(0, 3), max_size=2))),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["X01", "X02", "X1", "Z1", "A", "B"]), _dates(), st.integers(0, 3)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(["restrict_gender", "duplicate_line"]),
+)  # a line once per rule / once per item
 def test_matching_items_to_lines(con, rules, lines, tname):
     rs = []
     for n, (items, vf, levels) in enumerate(rules):
         scope = {"hosp_levels": levels} if levels is not None else {}
         params = {"gender": "1"} if tname == "restrict_gender" else {}
-        rs.append(Rule(f"R{n}", "1", "r", tname, "violation", "", ["pre_alert"], "", params, items,
-                       valid_from=vf, scope=scope))
-    con.execute("CREATE OR REPLACE TEMP TABLE lines (bkkp_sn VARCHAR, hilist_code VARCHAR, fee_date DATE, "
-                "inst_level INTEGER, med_type VARCHAR, fixmedins_code VARCHAR)")
-    rows = [{"bkkp_sn": f"L{i}", "hilist_code": c, "fee_date": d, "inst_level": lv, "med_type": "11",
-             "fixmedins_code": "H1"} for i, (c, d, lv) in enumerate(lines)]
+        rs.append(
+            Rule(
+                f"R{n}", "1", "r", tname, "violation", "", ["pre_alert"], "", params, items, valid_from=vf, scope=scope
+            )
+        )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE lines (bkkp_sn VARCHAR, hilist_code VARCHAR, fee_date DATE, "
+        "inst_level INTEGER, med_type VARCHAR, fixmedins_code VARCHAR)"
+    )
+    rows = [
+        {
+            "bkkp_sn": f"L{i}",
+            "hilist_code": c,
+            "fee_date": d,
+            "inst_level": lv,
+            "med_type": "11",
+            "fixmedins_code": "H1",
+        }
+        for i, (c, d, lv) in enumerate(lines)
+    ]
     con.executemany("INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
     engine.register_rules(con, rs)
     engine.build_matched(con, REGISTRY[tname])

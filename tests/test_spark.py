@@ -22,11 +22,30 @@ HAVE_JAVA = shutil.which("java") is not None
 needs_spark = pytest.mark.skipif(
     not (HAVE_SPARK and HAVE_JAVA),
     reason="Spark tests need pyspark and sqlglot (pip install -e '.[test,spark]') and a Java runtime "
-           f"(pyspark/sqlglot {'found' if HAVE_SPARK else 'missing'}, java {'found' if HAVE_JAVA else 'missing'})")
+    f"(pyspark/sqlglot {'found' if HAVE_SPARK else 'missing'}, java {'found' if HAVE_JAVA else 'missing'})",
+)
 
-FINDING_COLS = ("finding_id", "rule_id", "rule_version", "rule_type", "stage", "severity", "fixmedins_code", "dept_code",
-                "dr_code", "psn_no", "mdtrt_id", "setl_id", "period", "finding_key", "flagged_amt", "claimed_amt",
-                "deduction_amt", "evidence", "status")
+FINDING_COLS = (
+    "finding_id",
+    "rule_id",
+    "rule_version",
+    "rule_type",
+    "stage",
+    "severity",
+    "fixmedins_code",
+    "dept_code",
+    "dr_code",
+    "psn_no",
+    "mdtrt_id",
+    "setl_id",
+    "period",
+    "finding_key",
+    "flagged_amt",
+    "claimed_amt",
+    "deduction_amt",
+    "evidence",
+    "status",
+)
 LINE_COLS = ("finding_id", "bkkp_sn", "role", "line_amt", "claim", "carried", "excess_units")
 
 
@@ -62,8 +81,14 @@ def screened(tmp_path_factory):
 
 #: the types Spark runs since their shared queries were made portable (issue 16, second slice):
 #: each must have findings on the generated batch, so the equality below is not an empty one
-NEWLY_RUNNABLE = {"price_cap", "secondary_procedure", "readmission", "companion_required",
-                  "outpatient_as_inpatient", "overtreatment"}
+NEWLY_RUNNABLE = {
+    "price_cap",
+    "secondary_procedure",
+    "readmission",
+    "companion_required",
+    "outpatient_as_inpatient",
+    "overtreatment",
+}
 
 
 @pytest.mark.skipif(not HAVE_SPARK, reason="needs sqlglot and pyspark (pip install -e '.[test,spark]')")
@@ -89,8 +114,12 @@ def test_spark_findings_equal_duckdb_to_the_cent(screened):
     assert types - found == set(), sorted(types - found)
     assert n_read == n_new == duck.execute("SELECT count(*) FROM findings").fetchall()[0][0]
     for t in sorted(types):
-        d = duck.execute(f"SELECT {', '.join(FINDING_COLS)} FROM findings WHERE rule_type = ? ORDER BY ALL", [t]).fetchall()
-        s = sp.execute(f"SELECT {', '.join(FINDING_COLS)} FROM findings WHERE rule_type = ? ORDER BY ALL", [t]).fetchall()
+        d = duck.execute(
+            f"SELECT {', '.join(FINDING_COLS)} FROM findings WHERE rule_type = ? ORDER BY ALL", [t]
+        ).fetchall()
+        s = sp.execute(
+            f"SELECT {', '.join(FINDING_COLS)} FROM findings WHERE rule_type = ? ORDER BY ALL", [t]
+        ).fetchall()
         assert s == d, t
     assert _rows(sp, "finding_lines", LINE_COLS) == _rows(duck, "finding_lines", LINE_COLS)
     assert res.refused == runner.refusals(load_library(ROOT / "rules").rules) and "sql" in res.refused
@@ -133,11 +162,16 @@ def test_list_indices_keep_their_place_in_spark():
     ``v[least(i + 2, n)]`` read the next element and overtreatment's percentile came out wrong)."""
     from medaudit.spark.dialect import render
 
-    got = render("SELECT v[least(CAST(n AS INTEGER) + 2, m)] AS a, v[CAST(n AS INTEGER) + 1] AS b, v[k] AS c, "
-                 "v[1] AS d, s['f'] AS e FROM t", {})
-    assert got == ("SELECT ELEMENT_AT(`v`, CAST(LEAST(CAST(`n` AS INT) + 2, `m`) AS INT)) AS `a`, "
-                   "ELEMENT_AT(`v`, CAST(CAST(`n` AS INT) + 1 AS INT)) AS `b`, ELEMENT_AT(`v`, CAST(`k` AS INT)) AS `c`, "
-                   "ELEMENT_AT(`v`, CAST(1 AS INT)) AS `d`, `s`['f'] AS `e` FROM `t`")
+    got = render(
+        "SELECT v[least(CAST(n AS INTEGER) + 2, m)] AS a, v[CAST(n AS INTEGER) + 1] AS b, v[k] AS c, "
+        "v[1] AS d, s['f'] AS e FROM t",
+        {},
+    )
+    assert got == (
+        "SELECT ELEMENT_AT(`v`, CAST(LEAST(CAST(`n` AS INT) + 2, `m`) AS INT)) AS `a`, "
+        "ELEMENT_AT(`v`, CAST(CAST(`n` AS INT) + 1 AS INT)) AS `b`, ELEMENT_AT(`v`, CAST(`k` AS INT)) AS `c`, "
+        "ELEMENT_AT(`v`, CAST(1 AS INT)) AS `d`, `s`['f'] AS `e` FROM `t`"
+    )
 
 
 @pytest.mark.skipif(not HAVE_SPARK, reason="needs sqlglot and pyspark (pip install -e '.[test,spark]')")

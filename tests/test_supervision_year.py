@@ -27,7 +27,7 @@ rules:
   - {{id: R-FRQ-001, version: 1, name: 每日限一次, type: frequency_limit, items: {{codes: ["{BED}"]}}, params: {{max_per_day: 1}}}}
   - {{id: R-DTH-001, version: 1, name: 死亡后就医, type: after_death, nature: 虚构服务}}
 """
-CLEAN = ("H_A", "H_B", "H_E")       # H_E is a level-3 hospital: ranked among its own level
+CLEAN = ("H_A", "H_B", "H_E")  # H_E is a level-3 hospital: ranked among its own level
 OFFENDER, FAKER = "H_C", "H_D"
 
 
@@ -36,28 +36,49 @@ def month_batch(m: int) -> Batch:
     for inst in ("H_A", "H_B", OFFENDER, FAKER, "H_E"):
         for k in range(3):
             day = f"2026-{m:02d}-{10 + k:02d}"
-            v = b.visit(fixmedins_code=inst, fixmedins_name=f"医院{inst}", hosp_lv="01" if inst == "H_E" else "05",
-                        med_type="21", begntime=f"{day} 08:00:00", endtime=f"{day} 18:00:00", gend="2",
-                        chfpdr_code=f"{inst}-D{k}")
+            v = b.visit(
+                fixmedins_code=inst,
+                fixmedins_name=f"医院{inst}",
+                hosp_lv="01" if inst == "H_E" else "05",
+                med_type="21",
+                begntime=f"{day} 08:00:00",
+                endtime=f"{day} 18:00:00",
+                gend="2",
+                chfpdr_code=f"{inst}-D{k}",
+            )
             b.line(v, BED, pric="50", bilg_dr_code=f"{inst}-D{k}")
         b.rows["setl_d"][-3:] = [dict(s, fund_pay_sumamt="10000") for s in b.rows["setl_d"][-3:]]
     # the offender: a male patient's 子宫造影 and a bed billed twice a day, every month, by its doctor D0
     day = f"2026-{m:02d}-20"
-    v = b.visit(fixmedins_code=OFFENDER, hosp_lv="05", med_type="21", begntime=f"{day} 08:00:00",
-                endtime=f"{day} 20:00:00", gend="1", chfpdr_code="H_C-D0")
+    v = b.visit(
+        fixmedins_code=OFFENDER,
+        hosp_lv="05",
+        med_type="21",
+        begntime=f"{day} 08:00:00",
+        endtime=f"{day} 20:00:00",
+        gend="1",
+        chfpdr_code="H_C-D0",
+    )
     b.line(v, UTERUS, pric="300", bilg_dr_code="H_C-D0")
     b.line(v, BED, pric="50", time=f"{day} 09:00:00", bilg_dr_code="H_C-D0")
     b.line(v, BED, pric="50", time=f"{day} 19:00:00", bilg_dr_code="H_C-D0")
     # the faker: in June, a visit of a person who died in May (虚构服务)
     if m == 6:
-        v = b.visit(fixmedins_code=FAKER, hosp_lv="05", psn_no="P-DEAD", begntime="2026-06-03 08:00:00",
-                    endtime="2026-06-03 10:00:00", gend="2")
+        v = b.visit(
+            fixmedins_code=FAKER,
+            hosp_lv="05",
+            psn_no="P-DEAD",
+            begntime="2026-06-03 08:00:00",
+            endtime="2026-06-03 10:00:00",
+            gend="2",
+        )
         b.line(v, BED, pric="40")
         b.add("psn_death", psn_no="P-DEAD", die_date="2026-05-20")
     # a clean hospital's male patient: found, appealed and overturned in March (an appeal won)
     if m == 3:
-        v = b.visit(fixmedins_code="H_A", hosp_lv="05", begntime="2026-03-25 08:00:00", endtime="2026-03-25 10:00:00",
-                    gend="1")
+        v = b.visit(
+            fixmedins_code="H_A", hosp_lv="05", begntime="2026-03-25 08:00:00", endtime="2026-03-25 10:00:00", gend="1"
+        )
         b.line(v, UTERUS, pric="200")
     return b
 
@@ -72,7 +93,9 @@ def test_a_year_screened_finalized_assessed_and_watched(tmp_path, monkeypatch):
         load_batch(month_batch(m).write(tmp_path / f"b{m:02d}"), con)
         screen(con, lib, scope=Scope("new"))
         if m == 3:
-            [fid] = [r[0] for r in con.execute("SELECT finding_id FROM findings WHERE fixmedins_code = 'H_A'").fetchall()]
+            [fid] = [
+                r[0] for r in con.execute("SELECT finding_id FROM findings WHERE fixmedins_code = 'H_A'").fetchall()
+            ]
             lifecycle.transition(con, fid, "appeal", "医保办", "患者为女性，登记错误")
             lifecycle.transition(con, fid, "overturn", "李审", "属实")
         # ... and finalized at the end of that month, when the windows have closed

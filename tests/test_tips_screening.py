@@ -21,8 +21,10 @@ from test_lifecycle import RULES, UTERUS, loop_batch
 
 DAY = dt.date(2026, 3, 20)
 WIDE = {"COLUMNS": "200"}
-HBA1C = "002503020030000"   # 糖化血红蛋白测定: once in 15 days, across visits (a person-window rule)
-TIP_RULES = RULES + f"""
+HBA1C = "002503020030000"  # 糖化血红蛋白测定: once in 15 days, across visits (a person-window rule)
+TIP_RULES = (
+    RULES
+    + f"""
   - id: R-PRD-001
     version: 1
     name: 糖化血红蛋白15天内限1次
@@ -31,6 +33,7 @@ TIP_RULES = RULES + f"""
     items: {{codes: ["{HBA1C}"]}}
     params: {{max_count: 1, period_days: 15}}
 """
+)
 
 
 def blocks(output: str) -> dict[str, str]:
@@ -53,8 +56,14 @@ def with_open_stay():
     v["open"] = b.visit(settled=False, endtime="", gend="1", med_type="21", begntime="2026-03-10 08:00:00")
     b.line(v["open"], UTERUS, hilist_name="子宫造影", setl_id="", time="2026-03-11 08:00:00", bkkp_sn="OPEN1")
     p = b._visit(v["both"])["psn_no"]
-    v["again"] = b.visit(gend="1", psn_no=p, begntime="2026-03-04 08:00:00", endtime="2026-03-04 10:00:00",
-                         adm_dept_codg="D02", chfpdr_code="DR02")
+    v["again"] = b.visit(
+        gend="1",
+        psn_no=p,
+        begntime="2026-03-04 08:00:00",
+        endtime="2026-03-04 10:00:00",
+        adm_dept_codg="D02",
+        chfpdr_code="DR02",
+    )
     b.line(v["again"], UTERUS, hilist_name="子宫造影", pric="60", bkkp_sn="AGAIN1", bilg_dr_code="DR02")
     # HbA1c on both visits: the second (V-again) is beyond the period; V-both's line is what blocks it
     b.line(v["both"], HBA1C, hilist_name="糖化血红蛋白测定", pric="50", bkkp_sn="HBA1", bilg_dr_code="DR02")
@@ -71,27 +80,44 @@ def loaded(tmp_path, monkeypatch, b, name="a"):
 
 
 def all_findings(con, where="TRUE", args=()):
-    return con.execute(f"SELECT finding_id, stage, mdtrt_id, rule_id, claimed_amt, deduction_amt, status FROM findings "
-                       f"WHERE {where} ORDER BY 1", list(args)).fetchall()
+    return con.execute(
+        f"SELECT finding_id, stage, mdtrt_id, rule_id, claimed_amt, deduction_amt, status FROM findings "
+        f"WHERE {where} ORDER BY 1",
+        list(args),
+    ).fetchall()
 
 
 def test_a_tips_visits_are_screened_on_arrival_with_the_ids_a_full_screen_gives(tmp_path, monkeypatch):
     b, v = with_open_stay()
     lib = load_library(write_rules(tmp_path / "rules", TIP_RULES))
     con = loaded(tmp_path, monkeypatch, b)
-    full = loaded(tmp_path, monkeypatch, b, "full")          # the same data, screened whole, both stages
+    full = loaded(tmp_path, monkeypatch, b, "full")  # the same data, screened whole, both stages
     screen(full, lib)
     screen(full, lib, stage="in_process")
-    t = tips.add(con, channel="电话", received_on=DAY, content="给男性患者收子宫造影费", by="接线员 孙",
-                 institution="H001", visits=[v["both"], v["open"]], library=lib)
+    t = tips.add(
+        con,
+        channel="电话",
+        received_on=DAY,
+        content="给男性患者收子宫造影费",
+        by="接线员 孙",
+        institution="H001",
+        visits=[v["both"], v["open"]],
+        library=lib,
+    )
     # the findings that involve the named visits: theirs, and the period finding of V-again that
     # V-both's HbA1c line blocks (read through the person window); not V-again's own gender finding
-    expect = all_findings(full, "mdtrt_id IN (?, ?) OR finding_id IN (SELECT finding_id FROM finding_lines "
-                                "WHERE bkkp_sn = 'HBA1')", (v["both"], v["open"]))
+    expect = all_findings(
+        full,
+        "mdtrt_id IN (?, ?) OR finding_id IN (SELECT finding_id FROM finding_lines WHERE bkkp_sn = 'HBA1')",
+        (v["both"], v["open"]),
+    )
     assert {(s, m, r) for _, s, m, r, *_ in expect} == {
-        ("post_hoc", v["both"], "R-SEX-001"), ("post_hoc", v["both"], "R-FRQ-001"),
-        ("post_hoc", v["again"], "R-PRD-001"), ("in_process", v["open"], "R-SEX-001")}
-    assert all_findings(con) == expect                       # the full screen's ids, amounts and states; no other
+        ("post_hoc", v["both"], "R-SEX-001"),
+        ("post_hoc", v["both"], "R-FRQ-001"),
+        ("post_hoc", v["again"], "R-PRD-001"),
+        ("in_process", v["open"], "R-SEX-001"),
+    }
+    assert all_findings(con) == expect  # the full screen's ids, amounts and states; no other
     assert tips.show(con, t)["findings"] == sorted(f[0] for f in expect)
     # one event says what was screened and linked; every link carries it
     [ev] = store.events(con, f"tip:{t}")
@@ -105,7 +131,7 @@ def test_a_tips_visits_are_screened_on_arrival_with_the_ids_a_full_screen_gives(
     screen(con, lib)
     screen(con, lib, stage="in_process")
     assert all_findings(con) == all_findings(full)
-    assert tips.show(con, t)["findings"] == sorted(f[0] for f in expect)   # no other visit's finding linked
+    assert tips.show(con, t)["findings"] == sorted(f[0] for f in expect)  # no other visit's finding linked
 
 
 def test_a_tips_screening_is_one_transaction_with_the_tip(tmp_path, monkeypatch):
@@ -115,7 +141,8 @@ def test_a_tips_screening_is_one_transaction_with_the_tip(tmp_path, monkeypatch)
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(tips, "_insert_links", boom)       # fails after the screening stored its findings
+
+    monkeypatch.setattr(tips, "_insert_links", boom)  # fails after the screening stored its findings
     with pytest.raises(RuntimeError, match="disk full"):
         tips.add(con, channel="电话", received_on=DAY, content="x", by="孙", visits=[v["both"], v["open"]], library=lib)
     for table in ("tips", "findings", "finding_state", "finding_events", "screen_runs", "supervision_events"):
@@ -130,20 +157,34 @@ def test_a_visit_not_loaded_is_kept_and_linked_by_the_run_that_loads_it(tmp_path
     later = Batch()
     lv = later.visit(gend="1", begntime="2026-03-25 08:00:00", endtime="2026-03-25 10:00:00")
     later.line(lv, UTERUS, hilist_name="子宫造影", pric="90", bkkp_sn="LATE1")
-    t = tips.add(con, channel="微信", received_on=DAY, content="还有一次", by="孙", institution="H001",
-                 visits=[v["both"], lv], library=lib)
+    t = tips.add(
+        con,
+        channel="微信",
+        received_on=DAY,
+        content="还有一次",
+        by="孙",
+        institution="H001",
+        visits=[v["both"], lv],
+        library=lib,
+    )
     s = tips.show(con, t)
     assert s["visit_status"] == {v["both"]: "loaded", lv: "not loaded yet"}
     assert store.events(con, f"tip:{t}")[0]["detail"]["visits_not_loaded"] == [lv]
     before = set(s["findings"])
     assert len(before) == 2
     load_batch(later.write(tmp_path / "later"), con)
-    screen(con, lib)                                        # the nightly run screens what the batch touches
+    screen(con, lib)  # the nightly run screens what the batch touches
     s = tips.show(con, t)
     [new] = set(s["findings"]) - before
-    assert con.execute("SELECT mdtrt_id, rule_id FROM findings WHERE finding_id = ?", [new]).fetchall() == [(lv, "R-SEX-001")]
+    assert con.execute("SELECT mdtrt_id, rule_id FROM findings WHERE finding_id = ?", [new]).fetchall() == [
+        (lv, "R-SEX-001")
+    ]
     ev = store.events(con, f"tip:{t}")[-1]
-    assert (ev["action"], ev["actor"], ev["detail"]["findings"]) == ("tip_link", f"screen run {ev['detail']['run_id']}", [new])
+    assert (ev["action"], ev["actor"], ev["detail"]["findings"]) == (
+        "tip_link",
+        f"screen run {ev['detail']['run_id']}",
+        [new],
+    )
     assert s["visit_status"][lv] == "loaded"
     # a visit named later on an open tip is screened and linked the same way; a closed tip refuses
     other = Batch()
@@ -165,13 +206,23 @@ def test_a_loaded_visit_of_another_institution_is_still_refused_and_a_later_one_
     lib = load_library(write_rules(tmp_path / "rules", RULES))
     con = loaded(tmp_path, monkeypatch, b)
     with pytest.raises(tips.TipError, match=f"--visit {v['other']} is a visit of H002, not of --institution H001"):
-        tips.add(con, channel="电话", received_on=DAY, content="x", by="孙", institution="H001",
-                 visits=[v["other"]], library=lib)
-    assert con.execute("SELECT count(*) FROM findings").fetchall()[0][0] == 0   # nothing screened for a refused tip
+        tips.add(
+            con,
+            channel="电话",
+            received_on=DAY,
+            content="x",
+            by="孙",
+            institution="H001",
+            visits=[v["other"]],
+            library=lib,
+        )
+    assert con.execute("SELECT count(*) FROM findings").fetchall()[0][0] == 0  # nothing screened for a refused tip
     later = Batch()
     lv = later.visit(gend="1", fixmedins_code="H002")
     later.line(lv, UTERUS, bkkp_sn="H2L")
-    t = tips.add(con, channel="电话", received_on=DAY, content="x", by="孙", institution="H001", visits=[lv], library=lib)
+    t = tips.add(
+        con, channel="电话", received_on=DAY, content="x", by="孙", institution="H001", visits=[lv], library=lib
+    )
     load_batch(later.write(tmp_path / "later"), con)
     screen(con, lib)
     s = tips.show(con, t)
@@ -185,8 +236,29 @@ def test_cli_tips_add_screens_show_lists_and_findings_tags_with_the_tip(tmp_path
     con.close()
     dbf = str(tmp_path / "a.duckdb")
     run = CliRunner().invoke
-    r = run(app, ["tips", "add", "--channel", "电话", "--date", "2026-03-20", "--content", "举报", "--by", "孙",
-                  "--visit", v["both"], "--visit", "V-NOT-YET", "--rules", str(rules), "--db", dbf])
+    r = run(
+        app,
+        [
+            "tips",
+            "add",
+            "--channel",
+            "电话",
+            "--date",
+            "2026-03-20",
+            "--content",
+            "举报",
+            "--by",
+            "孙",
+            "--visit",
+            v["both"],
+            "--visit",
+            "V-NOT-YET",
+            "--rules",
+            str(rules),
+            "--db",
+            dbf,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "2 findings linked" in r.output and "screened post_hoc" in r.output and "V-NOT-YET" in r.output
     r = run(app, ["tips", "show", "1", "--db", dbf])
@@ -200,8 +272,25 @@ def test_cli_tips_add_screens_show_lists_and_findings_tags_with_the_tip(tmp_path
     tagged = [x for x in shown.values() if "举报 tips: tip 1" in x]
     assert len(tagged) == 2 and all(f" {v['both']} " in x for x in tagged), r.output
     assert len(shown) > len(tagged)
-    r = run(app, ["tips", "add", "--channel", "电话", "--content", "x", "--by", "孙", "--visit", v["sex"],
-                  "--rules", str(tmp_path / "none"), "--db", dbf])
+    r = run(
+        app,
+        [
+            "tips",
+            "add",
+            "--channel",
+            "电话",
+            "--content",
+            "x",
+            "--by",
+            "孙",
+            "--visit",
+            v["sex"],
+            "--rules",
+            str(tmp_path / "none"),
+            "--db",
+            dbf,
+        ],
+    )
     assert r.exit_code == 2 and "--rules" in r.output and "no such rule library" in r.output, r.output
 
 
@@ -212,8 +301,10 @@ def test_findings_marks_watched_entities_and_watched_keeps_only_theirs(tmp_path,
     screen(con, lib)
     watch.add(con, "H001/DR02", dt.date(2026, 4, 1), "科长", "举报线索多次")
     watch.add(con, "H002", dt.date(2026, 4, 1), "科长", "专项检查")
-    ids = {m: [r[0] for r in con.execute("SELECT finding_id FROM findings WHERE mdtrt_id = ?", [m]).fetchall()]
-           for m in (v["both"], v["other"], v["sex"])}
+    ids = {
+        m: [r[0] for r in con.execute("SELECT finding_id FROM findings WHERE mdtrt_id = ?", [m]).fetchall()]
+        for m in (v["both"], v["other"], v["sex"])
+    }
     con.close()
     dbf = str(tmp_path / "a.duckdb")
     run = CliRunner().invoke
@@ -228,6 +319,7 @@ def test_findings_marks_watched_entities_and_watched_keeps_only_theirs(tmp_path,
     r = run(app, ["findings", "--db", dbf, "--watched", "--export", str(tmp_path / "w.csv")])
     assert r.exit_code == 0, r.output
     import csv
+
     with open(tmp_path / "w.csv", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     assert {x["finding_id"] for x in rows} == set(ids[v["both"]] + ids[v["other"]])

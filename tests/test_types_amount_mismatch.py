@@ -32,7 +32,8 @@ def test_amount_above_cnt_times_pric_is_flagged_with_the_excess(tmp_path):
     assert f["claimed_amt"] == Decimal("30.00") and f["flagged_amt"] == Decimal("120.00")
     assert f["deduction_amt"] == Decimal("0.00")  # a suspect claims nothing until a reviewer confirms it
     assert f["evidence"] == (
-        f"项目【血常规】({CBC}) 2026-03-02 数量 2 × 单价 45.00 = 90.00 元，明细金额 120.00 元，多计 30.00 元")
+        f"项目【血常规】({CBC}) 2026-03-02 数量 2 × 单价 45.00 = 90.00 元，明细金额 120.00 元，多计 30.00 元"
+    )
 
 
 def test_a_difference_of_exactly_the_tolerance_is_fine_one_cent_more_is_not(tmp_path):
@@ -50,7 +51,10 @@ def test_billed_below_cnt_times_pric_is_flagged_only_when_asked_and_claims_nothi
     sn = b.line(b.visit(), CBC, cnt="2", pric="45", det_item_fee_sumamt="80", hilist_name="血常规")
     (tmp_path / "default").mkdir(), (tmp_path / "asked").mkdir()
     assert b.screen(tmp_path / "default", RULES) == []  # not 抬高收费
-    found = b.screen(tmp_path / "asked", RULES.replace("type: amount_mismatch", "type: amount_mismatch\n  params: {undercharge: true}"))
+    found = b.screen(
+        tmp_path / "asked",
+        RULES.replace("type: amount_mismatch", "type: amount_mismatch\n  params: {undercharge: true}"),
+    )
     assert found[0]["violating"] == {sn: Decimal("0")} and found[0]["claimed_amt"] == Decimal("0.00")
     assert found[0]["evidence"].endswith("数量 2 × 单价 45.00 = 90.00 元，明细金额 80.00 元，少计 10.00 元")
 
@@ -94,8 +98,10 @@ def test_refunds_the_billed_line_is_judged_and_the_claim_is_what_the_net_line_st
     got = {sn: c for f in found for sn, c in f["violating"].items()}
     assert got == {at_price: Decimal("30"), pro_rata: Decimal("15"), unlinked: Decimal("30"), all_back: Decimal("0")}
     ev = next(f["evidence"] for f in found if f["mdtrt_id"] == "VA3")
-    assert ev == (f"项目【血常规】({CBC}) 2026-03-02 数量 2 × 单价 45.00 = 90.00 元，明细金额 120.00 元，多计 30.00 元；"
-                  "退费后数量 1 × 单价 45.00 = 45.00 元，净金额 75.00 元，多计 30.00 元")
+    assert ev == (
+        f"项目【血常规】({CBC}) 2026-03-02 数量 2 × 单价 45.00 = 90.00 元，明细金额 120.00 元，多计 30.00 元；"
+        "退费后数量 1 × 单价 45.00 = 45.00 元，净金额 75.00 元，多计 30.00 元"
+    )
     ev_all_back = next(f["evidence"] for f in found if all_back in f["violating"])
     assert ev_all_back.endswith("退费后数量 1 × 单价 45.00 = 45.00 元，净金额 45.00 元，相符")
 
@@ -133,7 +139,10 @@ def test_fractional_prices_are_shown_as_billed(tmp_path):
     sn = b.line(b.visit(), "X001", cnt="3", pric="0.045", det_item_fee_sumamt="0.20", hilist_name="维生素C片")
     found = b.screen(tmp_path, RULES)
     assert found[0]["violating"] == {sn: Decimal("0.065")}
-    assert found[0]["evidence"] == "药品【维生素C片】(X001) 2026-03-02 数量 3 × 单价 0.045 = 0.135 元，明细金额 0.20 元，多计 0.065 元"
+    assert (
+        found[0]["evidence"]
+        == "药品【维生素C片】(X001) 2026-03-02 数量 3 × 单价 0.045 = 0.135 元，明细金额 0.20 元，多计 0.065 元"
+    )
 
 
 def test_in_process_open_stay_is_a_warning(tmp_path):
@@ -149,8 +158,10 @@ def test_pre_alert_is_refused_at_load_time(tmp_path):
     lib = write_rules(tmp_path / "r", RULES + "  stages: [pre_alert, post_hoc]\n")
     with pytest.raises(RuleLibraryError) as e:
         load_library(lib)
-    assert ("rule R-AMT-001: type amount_mismatch cannot run at stage pre_alert (it runs at: in_process, post_hoc)"
-            in str(e.value))
+    assert (
+        "rule R-AMT-001: type amount_mismatch cannot run at stage pre_alert (it runs at: in_process, post_hoc)"
+        in str(e.value)
+    )
     rules = load_library(write_rules(tmp_path / "ok", RULES)).rules
     assert rules[0].stages == ["in_process", "post_hoc"] and rules[0].severity == "suspect"
 
@@ -170,16 +181,26 @@ def test_sample_injector_flags_its_key_and_not_its_near_misses(tmp_path):
     con = db.connect(tmp_path / "t.duckdb")
     load_batch(tmp_path / "batch", con)
     screen(con, load_library(Path(__file__).resolve().parents[1] / "rules" / "amount_mismatch.yaml"))
-    key = {tuple(r) for r in con.execute(
-        "SELECT mdtrt_id, bkkp_sn FROM read_csv(?, all_varchar = true)", [str(tmp_path / "batch" / "answer_key.csv")]).fetchall()}
-    flagged = {tuple(r) for r in con.execute(
-        """SELECT f.mdtrt_id, l.bkkp_sn FROM findings f JOIN finding_lines l USING (finding_id)
-           WHERE l.role = 'violating'""").fetchall()}
+    key = {
+        tuple(r)
+        for r in con.execute(
+            "SELECT mdtrt_id, bkkp_sn FROM read_csv(?, all_varchar = true)",
+            [str(tmp_path / "batch" / "answer_key.csv")],
+        ).fetchall()
+    }
+    flagged = {
+        tuple(r)
+        for r in con.execute(
+            """SELECT f.mdtrt_id, l.bkkp_sn FROM findings f JOIN finding_lines l USING (finding_id)
+           WHERE l.role = 'violating'"""
+        ).fetchall()
+    }
     assert len(key) >= 4 and flagged == key
     off = con.execute(
         """SELECT bkkp_sn, det_item_fee_sumamt - cnt * pric AS d, hosp_appr_flag, init_feedetl_sn,
                   bkkp_sn IN (SELECT init_feedetl_sn FROM fee_list_d WHERE init_feedetl_sn IS NOT NULL) AS refunded
-           FROM fee_list_d WHERE det_item_fee_sumamt <> cnt * pric""").fetchall()
+           FROM fee_list_d WHERE det_item_fee_sumamt <> cnt * pric"""
+    ).fetchall()
     keyed = {sn for _, sn in key}
     near = [r for r in off if r[0] not in keyed and r[3] is None]
     assert {r[1] for r in near if r[2] != "2" and not r[4] and r[1] > 0} == {Decimal("0.01")}  # exactly the tolerance

@@ -37,7 +37,8 @@ def test_item_without_companion_goes_to_review(tmp_path):
     assert f["claimed_amt"] == Decimal("60.00") and f["deduction_amt"] == Decimal("0.00")
     assert f["evidence"] == (
         f"项目【麻醉中监测】({MON}) 须与 【局部浸润麻醉】({LOCAL})、({GENERAL}) 之一同次就诊收费，本次就诊均未收费；"
-        "2026-03-02 收费 2 次，金额 60.00 元")
+        "2026-03-02 收费 2 次，金额 60.00 元"
+    )
 
 
 def test_any_companion_in_the_visit_even_self_paid_is_enough(tmp_path):

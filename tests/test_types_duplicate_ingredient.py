@@ -29,7 +29,8 @@ def test_cheaper_code_is_flagged_for_review(tmp_path):
     assert f["violating"] == {cheap: Decimal("12")} and f["related"] == [kept]
     assert f["evidence"] == (
         f"药品【阿莫西林胶囊(乙厂)】({AMOX_B}) 与 药品【阿莫西林胶囊(甲厂)】({AMOX_A}) 属同一成分组（XJ01CAA040），"
-        "2026-03-02 同日使用，保留当日金额较高者（30.00 元）；2026-03-02 收费 1 次，金额 12.00 元")
+        "2026-03-02 同日使用，保留当日金额较高者（30.00 元）；2026-03-02 收费 1 次，金额 12.00 元"
+    )
 
 
 def test_near_misses(tmp_path):

@@ -16,8 +16,13 @@ CT = "002103020010000"
 
 
 def stay(b: Batch, **kw) -> str:
-    return b.visit(mdtrt_id=kw.pop("mdtrt_id", None) or f"VS{len(b.rows['mdtrt_d'])}", med_type="21",
-                   begntime="2026-03-01 08:00:00", endtime="2026-03-05 10:00:00", **kw)
+    return b.visit(
+        mdtrt_id=kw.pop("mdtrt_id", None) or f"VS{len(b.rows['mdtrt_d'])}",
+        med_type="21",
+        begntime="2026-03-01 08:00:00",
+        endtime="2026-03-05 10:00:00",
+        **kw,
+    )
 
 
 def test_dates_not_times_decide(tmp_path):
@@ -33,7 +38,8 @@ def test_dates_not_times_decide(tmp_path):
     assert found[0]["evidence"] == (
         "就诊期 2026-03-01 至 2026-03-05；"
         f"项目【X线计算机体层(CT)平扫】({CT}) 早于就诊开始 1 天，2026-02-28 收费 1 次，金额 120.00 元；"
-        f"项目【X线计算机体层(CT)平扫】({CT}) 晚于就诊结束 3 天，2026-03-08 收费 1 次，金额 120.00 元")
+        f"项目【X线计算机体层(CT)平扫】({CT}) 晚于就诊结束 3 天，2026-03-08 收费 1 次，金额 120.00 元"
+    )
 
 
 def test_tolerance_days(tmp_path):

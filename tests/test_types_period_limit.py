@@ -26,8 +26,13 @@ def hba1c_on(b: Batch, psn: str, days: list[str], inst: str = "H001", **line_kw)
     """One outpatient visit per day, each with one HbA1c line; returns the line ids."""
     out = []
     for d in days:
-        v = b.visit(mdtrt_id=f"V{psn}{d}{inst}", psn_no=psn, fixmedins_code=inst,
-                    begntime=f"{d} 08:00:00", endtime=f"{d} 10:00:00")
+        v = b.visit(
+            mdtrt_id=f"V{psn}{d}{inst}",
+            psn_no=psn,
+            fixmedins_code=inst,
+            begntime=f"{d} 08:00:00",
+            endtime=f"{d} 10:00:00",
+        )
         out.append(b.line(v, HBA1C, pric="45", hilist_name="糖化血红蛋白测定", bkkp_sn=f"F{psn}{d}{inst}", **line_kw))
     return out
 
@@ -44,7 +49,8 @@ def test_days_1_10_20_flag_day_10_only_because_unpaid_units_do_not_count(tmp_pat
     assert f["claimed_amt"] == Decimal("45.00") and f["deduction_amt"] == Decimal("45.00")
     assert f["evidence"] == (
         f"项目【糖化血红蛋白测定】({HBA1C}) 每 15 天限 1 次；2026-03-10 收费 1 次，金额 45.00 元，超出 1；"
-        "此前 15 天内已支付：2026-03-01 H001 就诊 VPA2026-03-01H001")
+        "此前 15 天内已支付：2026-03-01 H001 就诊 VPA2026-03-01H001"
+    )
 
 
 def test_across_visits_and_institutions(tmp_path):
@@ -58,10 +64,13 @@ def test_across_visits_and_institutions(tmp_path):
     assert "已支付：2026-03-01 H002 就诊 VPB2026-03-01H002" in found[0]["evidence"]
 
 
-@pytest.mark.parametrize("later, flagged", [
-    ("2026-03-15 00:01:00", True),   # 14 calendar days after 03-01 23:59: inside the period
-    ("2026-03-16 00:01:00", False),  # 15 days: the period is over
-])
+@pytest.mark.parametrize(
+    "later, flagged",
+    [
+        ("2026-03-15 00:01:00", True),  # 14 calendar days after 03-01 23:59: inside the period
+        ("2026-03-16 00:01:00", False),  # 15 days: the period is over
+    ],
+)
 def test_period_boundary_counts_calendar_days(tmp_path, later, flagged):
     b = Batch()
     v1 = b.visit(psn_no="PC", begntime="2026-03-01 23:00:00", endtime="2026-03-01 23:59:59")
@@ -208,8 +217,14 @@ def test_matches_a_literal_reading_on_random_histories(tmp_path, seed):
             cnt = rng.choice([1, 1, 1, 2, 3])
             v = b.visit(psn_no=psn, fixmedins_code=rng.choice(["H001", "H002"]), begntime=t, endtime=t)
             self_paid = rng.random() < 0.1
-            sn = b.line(v, HBA1C, cnt=str(cnt), pric="45", bkkp_sn=f"S{psn}{i:02d}",
-                        **({"hosp_appr_flag": "2"} if self_paid else {}))
+            sn = b.line(
+                v,
+                HBA1C,
+                cnt=str(cnt),
+                pric="45",
+                bkkp_sn=f"S{psn}{i:02d}",
+                **({"hosp_appr_flag": "2"} if self_paid else {}),
+            )
             if not self_paid:
                 units += [(d, t, sn)] * cnt
         units.sort(key=lambda u: (u[1], u[2]))

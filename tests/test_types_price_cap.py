@@ -34,7 +34,8 @@ def test_level_2_cap_from_rule_table(tmp_path):
     assert found[0]["deduction_amt"] == Decimal("4.00")
     assert found[0]["evidence"] == (
         f"项目【普通门诊诊查费】({CONSULT}) 二级机构限价 10.00 元（规则限价），实际单价 12.00 元；"
-        "2026-03-02 收费 2 次，金额 24.00 元，超标准 4.00 元")
+        "2026-03-02 收费 2 次，金额 24.00 元，超标准 4.00 元"
+    )
 
 
 def test_price_equal_to_the_cap_is_fine_and_level_decides_the_cap(tmp_path):
@@ -63,10 +64,25 @@ def test_cap_column_for_any_level(tmp_path):
 
 
 def catalogue(b: Batch) -> None:
-    b.add("hilist", hilist_code="002503020070000", hilist_name="糖化血红蛋白测定", lv1_pric="35", lv2_pric="40",
-          lv3_pric="50", begndate="2026-01-01", enddate="2026-12-31")
-    b.add("hilist", hilist_code="002503020070000", lv1_pric="20", lv2_pric="20", lv3_pric="20",
-          begndate="2020-01-01", enddate="2025-12-31")  # expired: not used for 2026 fees
+    b.add(
+        "hilist",
+        hilist_code="002503020070000",
+        hilist_name="糖化血红蛋白测定",
+        lv1_pric="35",
+        lv2_pric="40",
+        lv3_pric="50",
+        begndate="2026-01-01",
+        enddate="2026-12-31",
+    )
+    b.add(
+        "hilist",
+        hilist_code="002503020070000",
+        lv1_pric="20",
+        lv2_pric="20",
+        lv3_pric="20",
+        begndate="2020-01-01",
+        enddate="2025-12-31",
+    )  # expired: not used for 2026 fees
 
 
 def test_caps_from_the_catalogue_in_force_on_the_fee_date(tmp_path):
@@ -88,8 +104,9 @@ def test_fund_share_and_never_more_than_deductible(tmp_path):
     catalogue(b)
     v = b.visit()
     shared = b.line(v, "002503020070000", cnt="3", pric="45", fulamt_ownpay_amt="35")  # deductible 100 of 135
-    odd = b.line(v, "002503020070000", cnt="1", pric="100", det_item_fee_sumamt="20",
-                 time="2026-03-02 09:00:00")  # billed 20 in total: claim 60 capped at 20
+    odd = b.line(
+        v, "002503020070000", cnt="1", pric="100", det_item_fee_sumamt="20", time="2026-03-02 09:00:00"
+    )  # billed 20 in total: claim 60 capped at 20
     found = b.screen(tmp_path, CATALOGUE_RULES)
     assert found[0]["violating"] == {shared: Decimal("11.111111111111"), odd: Decimal("20")}
     assert found[0]["deduction_amt"] == Decimal("31.11")
@@ -107,7 +124,10 @@ def test_self_paid_and_refunded_lines_are_not_flagged(tmp_path):
 def test_unit_prices_with_more_decimals_are_shown_as_billed(tmp_path):
     b = Batch()
     sn = b.line(b.visit(), "XA10BAE001A001010100001", cnt="100", pric="0.0450", hilist_name="二甲双胍片")
-    rules = RULES.replace('cap: 20}', 'cap: 20}\n      - {code: "XA10BAE001A001010100001", cap: 0.04}')
+    rules = RULES.replace("cap: 20}", 'cap: 20}\n      - {code: "XA10BAE001A001010100001", cap: 0.04}')
     found = b.screen(tmp_path, rules)
     assert found[0]["violating"] == {sn: Decimal("0.5")}
-    assert "限价 0.04 元（规则限价），实际单价 0.045 元；2026-03-02 收费 100 次，金额 4.50 元，超标准 0.50 元" in found[0]["evidence"]
+    assert (
+        "限价 0.04 元（规则限价），实际单价 0.045 元；2026-03-02 收费 100 次，金额 4.50 元，超标准 0.50 元"
+        in found[0]["evidence"]
+    )

@@ -25,8 +25,14 @@ DOCTOR_DRUG_SHARE = """
 def drug_visits(b, doctor, share_pct, n=2, inst="H001", hosp_lv="05", month="03"):
     """n visits of a doctor, each 100.00 of which share_pct is drugs."""
     for i in range(n):
-        v = b.visit(chfpdr_code=doctor, fixmedins_code=inst, hosp_lv=hosp_lv, adm_dept_codg="D01",
-                    begntime=f"2026-{month}-0{i + 1} 08:00:00", endtime=f"2026-{month}-0{i + 1} 09:00:00")
+        v = b.visit(
+            chfpdr_code=doctor,
+            fixmedins_code=inst,
+            hosp_lv=hosp_lv,
+            adm_dept_codg="D01",
+            begntime=f"2026-{month}-0{i + 1} 08:00:00",
+            endtime=f"2026-{month}-0{i + 1} 09:00:00",
+        )
         if share_pct:
             b.line(v, DRUG, pric=str(share_pct), bilg_dr_code=doctor)
         if share_pct < 100:
@@ -37,9 +43,9 @@ def test_doctor_above_the_95th_percentile_of_same_level_doctors(tmp_path):
     b = Batch()
     for k, share in enumerate([10, 20, 30, 40, 50, 90], start=1):
         drug_visits(b, f"DR{k}", share)
-    drug_visits(b, "DR7", 100, n=1)             # too few visits: neither judged nor a peer
-    drug_visits(b, "DR8", 95, hosp_lv="01")     # another level (three): its own peer group of one
-    drug_visits(b, "DR9", 95, month="04")       # another month
+    drug_visits(b, "DR7", 100, n=1)  # too few visits: neither judged nor a peer
+    drug_visits(b, "DR8", 95, hosp_lv="01")  # another level (three): its own peer group of one
+    drug_visits(b, "DR9", 95, month="04")  # another month
     con = db.connect(tmp_path / "t.duckdb")
     load_batch(b.write(tmp_path / "batch"), con)
     lib = load_library(write_rules(tmp_path / "rules", DOCTOR_DRUG_SHARE))
@@ -93,7 +99,10 @@ def test_institution_cost_per_visit_against_all_institutions(tmp_path):
     found = b.screen(tmp_path, rules)
     assert [f["fixmedins_code"] for f in found] == ["H5"]
     # 100 x 4, 500.50: position 3.8 -> 100 + 0.8 x 400.50 = 420.40
-    assert found[0]["evidence"] == "机构 H5 2026-03 次均费用 500.50 元（就诊 2 人次），高于全部机构第 95 百分位 420.40 元；同类 5 个机构，中位数 100.00 元，排第 1"
+    assert (
+        found[0]["evidence"]
+        == "机构 H5 2026-03 次均费用 500.50 元（就诊 2 人次），高于全部机构第 95 百分位 420.40 元；同类 5 个机构，中位数 100.00 元，排第 1"
+    )
     assert found[0]["dept_code"] is None and found[0]["dr_code"] is None
 
 
@@ -103,14 +112,29 @@ def test_department_los_and_readmission_rate_in_process(tmp_path):
         inst = f"H{k}"
         for p in range(2):
             los = 12 if k == 5 else 5
-            b.visit(mdtrt_id=f"{inst}-P{p}-1", psn_no=f"{inst}-P{p}", fixmedins_code=inst, med_type="21",
-                    adm_dept_codg="A03", begntime="2026-03-01 08:00:00", endtime=f"2026-03-{1 + los:02d} 08:00:00",
-                    settled=False)
+            b.visit(
+                mdtrt_id=f"{inst}-P{p}-1",
+                psn_no=f"{inst}-P{p}",
+                fixmedins_code=inst,
+                med_type="21",
+                adm_dept_codg="A03",
+                begntime="2026-03-01 08:00:00",
+                endtime=f"2026-03-{1 + los:02d} 08:00:00",
+                settled=False,
+            )
             b.line(f"{inst}-P{p}-1", ITEM)
         # at H5 one of the two patients comes back 10 days later: readmission rate 1 of 3 admissions
         if k == 5:
-            b.visit(mdtrt_id="H5-P0-2", psn_no="H5-P0", fixmedins_code="H5", med_type="21", adm_dept_codg="A03",
-                    begntime="2026-03-23 08:00:00", endtime="", settled=False)
+            b.visit(
+                mdtrt_id="H5-P0-2",
+                psn_no="H5-P0",
+                fixmedins_code="H5",
+                med_type="21",
+                adm_dept_codg="A03",
+                begntime="2026-03-23 08:00:00",
+                endtime="",
+                settled=False,
+            )
             b.line("H5-P0-2", ITEM)
     rules = """
 - id: R-PEER-LOS
@@ -126,11 +150,19 @@ def test_department_los_and_readmission_rate_in_process(tmp_path):
 """
     found = b.screen(tmp_path, rules, stage="in_process")
     assert [(f["rule_id"], f["fixmedins_code"], f["dept_code"], f["status"]) for f in found] == [
-        ("R-PEER-LOS", "H5", "A03", "warning"), ("R-PEER-RA", "H5", "A03", "warning")]
+        ("R-PEER-LOS", "H5", "A03", "warning"),
+        ("R-PEER-RA", "H5", "A03", "warning"),
+    ]
     los, ra = found
     # LOS counts stays with an end only (2 at H5); the readmission rate counts all 3 admissions
-    assert los["evidence"] == "科室 A03（机构 H5）2026-03 平均住院日 12.0 天（住院 2 人次），高于同科室（A03）科室第 95 百分位 10.6 天；同类 5 个科室，中位数 5.0 天，排第 1"
-    assert ra["evidence"] == "科室 A03（机构 H5）2026-03 15天内再入院率 33.3%（住院 3 人次），高于同科室（A03）科室第 95 百分位 26.7%；同类 5 个科室，中位数 0.0%，排第 1"
+    assert (
+        los["evidence"]
+        == "科室 A03（机构 H5）2026-03 平均住院日 12.0 天（住院 2 人次），高于同科室（A03）科室第 95 百分位 10.6 天；同类 5 个科室，中位数 5.0 天，排第 1"
+    )
+    assert (
+        ra["evidence"]
+        == "科室 A03（机构 H5）2026-03 15天内再入院率 33.3%（住院 3 人次），高于同科室（A03）科室第 95 百分位 26.7%；同类 5 个科室，中位数 0.0%，排第 1"
+    )
 
 
 def test_peer_by_department_needs_doctors_or_departments(tmp_path):
@@ -141,9 +173,13 @@ def test_peer_by_department_needs_doctors_or_departments(tmp_path):
   type: peer_outlier
   params: {entity: institution, metric: los, peer_by: department}
 """
-    with pytest.raises(RuleLibraryError, match="rule R-PEER-BAD: params.peer_by department needs entity doctor or department"):
+    with pytest.raises(
+        RuleLibraryError, match="rule R-PEER-BAD: params.peer_by department needs entity doctor or department"
+    ):
         load_library(write_rules(tmp_path, bad))
     with pytest.raises(RuleLibraryError, match="rule R-PEER-BAD: params.percentile must be above 0 and below 100"):
         load_library(write_rules(tmp_path, bad.replace("peer_by: department", "percentile: 100")))
     with pytest.raises(RuleLibraryError, match="type peer_outlier cannot run at stage pre_alert"):
-        load_library(write_rules(tmp_path, bad.replace("peer_by: department}", "peer_by: none}\n  stages: [pre_alert]")))
+        load_library(
+            write_rules(tmp_path, bad.replace("peer_by: department}", "peer_by: none}\n  stages: [pre_alert]"))
+        )

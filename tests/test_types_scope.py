@@ -47,7 +47,10 @@ def test_gender_flags_a_man_and_writes_checkable_evidence(tmp_path):
     (f,) = b.screen(tmp_path, GENDER)
     assert f["violating"] == {sn: D("180")} and f["related"] == []
     assert (f["flagged_amt"], f["claimed_amt"], f["deduction_amt"]) == (D("180.00"), D("180.00"), D("180.00"))
-    assert f["evidence"] == "患者性别为男；项目【子宫造影】(002101030300000) 限女性使用，2026-03-02 收费 1 次，金额 180.00 元"
+    assert (
+        f["evidence"]
+        == "患者性别为男；项目【子宫造影】(002101030300000) 限女性使用，2026-03-02 收费 1 次，金额 180.00 元"
+    )
     assert (f["rule_id"], f["mdtrt_id"], f["nature"], f["status"]) == ("R-1", v, "超支付范围", "pending_appeal")
 
 
@@ -279,7 +282,9 @@ def test_visit_type_outpatient_only(tmp_path):
     b = Batch()
     a = b.line(b.visit(med_type="21"), "001")
     b.line(b.visit(med_type="13"), "001")
-    assert flagged(b.screen(tmp_path, rule("restrict_visit_type", '{codes: ["001"]}', "{allowed: outpatient}"))) == {a: D("10")}
+    assert flagged(b.screen(tmp_path, rule("restrict_visit_type", '{codes: ["001"]}', "{allowed: outpatient}"))) == {
+        a: D("10")
+    }
 
 
 # ---------------------------------------------------------------------------- restrict_hosp_level
@@ -287,12 +292,23 @@ def test_visit_type_outpatient_only(tmp_path):
 
 @pytest.mark.parametrize(
     "hosp_lv, min_level, flags",
-    [("05", 3, True), ("01", 3, False), ("12", 3, False), ("13", 2, False), ("14", 2, True), ("11", 1, True), ("10", 1, False)],
+    [
+        ("05", 3, True),
+        ("01", 3, False),
+        ("12", 3, False),
+        ("13", 2, False),
+        ("14", 2, True),
+        ("11", 1, True),
+        ("10", 1, False),
+    ],
 )
 def test_hosp_level(tmp_path, hosp_lv, min_level, flags):
     b = Batch()
     b.line(b.visit(hosp_lv=hosp_lv), "001")
-    assert bool(b.screen(tmp_path, rule("restrict_hosp_level", '{codes: ["001"]}', f"{{min_level: {min_level}}}"))) is flags
+    assert (
+        bool(b.screen(tmp_path, rule("restrict_hosp_level", '{codes: ["001"]}', f"{{min_level: {min_level}}}")))
+        is flags
+    )
 
 
 def test_hosp_level_evidence(tmp_path):
@@ -361,14 +377,22 @@ def test_after_death_from_psn_death(tmp_path):
     b.add("psn_death", psn_no="P-D", die_date="2026-03-01")
     (f,) = b.screen(tmp_path, DEATH)
     assert f["violating"] == {a: D("20")}
-    assert f["evidence"] == "参保人 2026-03-01 死亡；项目【血常规】(002503010010000) 2026-03-02 收费 1 次，金额 20.00 元"
+    assert (
+        f["evidence"] == "参保人 2026-03-01 死亡；项目【血常规】(002503010010000) 2026-03-02 收费 1 次，金额 20.00 元"
+    )
     assert f["nature"] == "虚构服务"
 
 
 def test_after_death_from_another_visits_die_date(tmp_path):
     b = Batch()
-    b.visit(psn_no="P-D", med_type="21", begntime="2026-02-20 08:00:00", endtime="2026-02-25 08:00:00",
-            dscg_way="5", die_date="2026-02-25")
+    b.visit(
+        psn_no="P-D",
+        med_type="21",
+        begntime="2026-02-20 08:00:00",
+        endtime="2026-02-25 08:00:00",
+        dscg_way="5",
+        die_date="2026-02-25",
+    )
     later = b.visit(psn_no="P-D", begntime="2026-03-02 08:00:00")
     a = b.line(later, "001")
     b.line(b.visit(psn_no="P-ALIVE"), "001")
@@ -403,7 +427,10 @@ FLAGGING = {
     "restrict_gender": (rule("restrict_gender", '{codes: ["001"]}', "{gender: 2}"), {"gend": "1"}),
     "restrict_age": (rule("restrict_age", '{codes: ["001"]}', "{group: 儿童}"), {"brdy": "1980-01-01"}),
     "restrict_insutype": (rule("restrict_insutype", '{codes: ["001"]}', '{allowed: ["510"]}'), {"insutype": "310"}),
-    "restrict_visit_type": (rule("restrict_visit_type", '{codes: ["001"]}', "{allowed: inpatient}"), {"med_type": "11"}),
+    "restrict_visit_type": (
+        rule("restrict_visit_type", '{codes: ["001"]}', "{allowed: inpatient}"),
+        {"med_type": "11"},
+    ),
     "restrict_hosp_level": (rule("restrict_hosp_level", '{codes: ["001"]}', "{min_level: 3}"), {"hosp_lv": "05"}),
     "restrict_indication": (rule("restrict_indication", '{codes: ["001"]}', '{diag_prefixes: ["C"]}'), {}),
     "after_death": (DEATH + '  items: {codes: ["001"]}\n', {"psn_no": "P-DEAD"}),

@@ -39,7 +39,8 @@ def test_secondary_at_full_price(tmp_path):
     assert found[0]["evidence"] == (
         f"项目【胃肠吻合术】({SEC}) 与主手术 项目【胃大部切除术】({MAIN})（单价 3000.00 元）同日同组（胃肠手术组），"
         "次要手术应不高于全价 2000.00 元的 50%（1000.00 元），实际单价 2000.00 元，按 50% 扣除；"
-        "2026-03-02 收费 1 次，金额 2000.00 元")
+        "2026-03-02 收费 1 次，金额 2000.00 元"
+    )
 
 
 @pytest.mark.parametrize("billed, claim", [("1000", None), ("1000.01", Decimal("500.005"))])
@@ -97,10 +98,13 @@ def test_rate_must_be_below_one(tmp_path):
 
 
 def test_code_in_two_groups_and_an_item_listed_twice(tmp_path):
-    rules = RULES + f"""      - {{code: "{MAIN}", group: 胃肠手术组}}
+    rules = (
+        RULES
+        + f"""      - {{code: "{MAIN}", group: 胃肠手术组}}
       - {{code: "{MAIN}", group: 腹腔手术组}}
       - {{code: "{OTHER}", group: 腹腔手术组}}
 """
+    )
     b = Batch()
     v = stay(b)
     main = b.line(v, MAIN, pric="3000", pric_uplmt_amt="3000")  # main of both groups

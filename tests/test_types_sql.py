@@ -27,24 +27,30 @@ def test_sql_flags_returned_lines_with_amount_and_evidence(tmp_path):
     v = b.visit(mdtrt_id="V1", med_type="11")
     b.line(v, "001102000010000", pric="20", bkkp_sn="L-DIAG", hilist_name="住院诊查费")
     b.line(v, "001102000010000", pric="20", bkkp_sn="L-HALF", fulamt_ownpay_amt="5")
-    b.line(v, "001102000010000", pric="20", bkkp_sn="L-SELF", chrgitm_lv="03")   # deductible 0: never flagged
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-SELF", chrgitm_lv="03")  # deductible 0: never flagged
     b.line(v, "001102000010000", pric="20", bkkp_sn="L-REF")
-    b.refund("L-REF")                                                           # fully refunded: not screened
+    b.refund("L-REF")  # fully refunded: not screened
     w = b.visit(mdtrt_id="V2", med_type="21")
-    b.line(w, "001102000010000", pric="20", bkkp_sn="L-IP")                      # inpatient: not returned
+    b.line(w, "001102000010000", pric="20", bkkp_sn="L-IP")  # inpatient: not returned
     rules = rule("""
 SELECT bkkp_sn, '门诊就诊不应收取住院诊查费' AS evidence
 FROM lines WHERE NOT inpatient AND hilist_code = '001102000010000';  -- trailing comment
-""") + rule("""
+""") + rule(
+        """
 SELECT bkkp_sn, 7.125 AS amount FROM fee_list_d WHERE bkkp_sn IN ('L-DIAG', 'L-HALF')
 UNION ALL SELECT 'L-HALF', 100
-""", "R-SQL-AMT", "\n  severity: violation")
+""",
+        "R-SQL-AMT",
+        "\n  severity: violation",
+    )
     found = {f["rule_id"]: f for f in b.screen(tmp_path, rules)}
     assert set(found) == {"R-SQL", "R-SQL-AMT"}
     f = found["R-SQL"]
     assert f["mdtrt_id"] == "V1" and f["severity"] == "suspect" and f["status"] == "pending_review"
     assert f["violating"] == {"L-DIAG": Decimal("20"), "L-HALF": Decimal("15")}
-    assert f["evidence"].startswith("项目【住院诊查费】(001102000010000) 2026-03-02 收费 1 次，金额 20.00 元，门诊就诊不应收取住院诊查费；")
+    assert f["evidence"].startswith(
+        "项目【住院诊查费】(001102000010000) 2026-03-02 收费 1 次，金额 20.00 元，门诊就诊不应收取住院诊查费；"
+    )
     g = found["R-SQL-AMT"]
     # the amount is the query's, never above the line's deductible (L-HALF: max(7.125, 100) capped at 15)
     assert g["violating"] == {"L-DIAG": Decimal("7.125"), "L-HALF": Decimal("15")}
@@ -73,13 +79,25 @@ def test_sql_rule_validity_applies_per_line(tmp_path):
         ("ATTACH 'other.duckdb'", "ATTACH statements are refused"),
         ("COPY lines TO 'out.csv'", "COPY statements are refused"),
         ("PRAGMA version", "PRAGMA statements are refused"),
-        ("WITH gone AS (DELETE FROM fee_list_d RETURNING *) SELECT bkkp_sn FROM gone", "holds a writing DELETE (a CTE that writes)"),
-        ("WITH x AS (INSERT INTO setl_d SELECT * FROM setl_d RETURNING *) SELECT 1 AS bkkp_sn FROM x", "holds a writing INSERT"),
+        (
+            "WITH gone AS (DELETE FROM fee_list_d RETURNING *) SELECT bkkp_sn FROM gone",
+            "holds a writing DELETE (a CTE that writes)",
+        ),
+        (
+            "WITH x AS (INSERT INTO setl_d SELECT * FROM setl_d RETURNING *) SELECT 1 AS bkkp_sn FROM x",
+            "holds a writing INSERT",
+        ),
         ("SELECT * FROM read_csv('/etc/passwd')", "table function read_csv() is not one a sql rule may call"),
-        ("SELECT bkkp_sn FROM lines WHERE bkkp_sn IN (SELECT column0 FROM read_text('x'))", "table function read_text() is not one"),
+        (
+            "SELECT bkkp_sn FROM lines WHERE bkkp_sn IN (SELECT column0 FROM read_text('x'))",
+            "table function read_text() is not one",
+        ),
         ("SELECT bkkp_sn FROM findings", "table findings is not one a sql rule may read (allowed: lines, visits"),
         ("SELECT * FROM 'fee_list_d.csv'", "table fee_list_d.csv is not one a sql rule may read"),
-        ("SELECT bkkp_sn FROM other.main.lines", "table other.main.lines is not one a sql rule may read: name it without a schema"),
+        (
+            "SELECT bkkp_sn FROM other.main.lines",
+            "table other.main.lines is not one a sql rule may read: name it without a schema",
+        ),
         ("SELEC bkkp_sn FROM lines", "params.query: not valid SQL"),
     ],
 )
@@ -91,8 +109,12 @@ def test_sql_anything_but_one_read_only_select_is_refused_at_load(tmp_path, quer
 
 def test_sql_allowed_forms():
     assert check_query("WITH t AS (SELECT * FROM lines) SELECT bkkp_sn FROM t JOIN diag USING (mdtrt_id)") is None
-    assert check_query("SELECT l.bkkp_sn FROM lines l, unnest([1, 2]) u(x) UNION SELECT bkkp_sn FROM fee_list_d") is None
-    assert check_query("SELECT bkkp_sn FROM lines WHERE mdtrt_id IN (SELECT mdtrt_id FROM purchases p, hilist h)") is None
+    assert (
+        check_query("SELECT l.bkkp_sn FROM lines l, unnest([1, 2]) u(x) UNION SELECT bkkp_sn FROM fee_list_d") is None
+    )
+    assert (
+        check_query("SELECT bkkp_sn FROM lines WHERE mdtrt_id IN (SELECT mdtrt_id FROM purchases p, hilist h)") is None
+    )
 
 
 def test_sql_query_without_bkkp_sn_fails_naming_the_rule(tmp_path):

@@ -216,7 +216,8 @@ def test_duplicate_evidence_names_the_main_item_from_the_item_table(tmp_path):
     table = f"code,name,main_code,main_name,window\n{SEC},急诊诊查费,{MAIN},急诊监护费,same_day\n"
     (f,) = b.screen(tmp_path, rules, tables={"pairs.csv": table})
     assert f["evidence"].startswith(
-        "项目【急诊诊查费】(001102000030000) 已包含在 项目【急诊监护费】(001103000010000) 中（同日）"), f["evidence"]
+        "项目【急诊诊查费】(001102000030000) 已包含在 项目【急诊监护费】(001103000010000) 中（同日）"
+    ), f["evidence"]
     assert f["deduction_amt"] == D("12.00")
 
 
@@ -283,8 +284,11 @@ def test_duplicate_prefix_items_and_several_pairs(tmp_path):
     m = b.line(v, "002500000000000", time="2026-03-02 08:00:00")
     a = b.line(v, "002501000000000", time="2026-03-02 20:00:00")
     b.line(v, "002502000000000", time="2026-03-02 10:00:00")  # exactly 2 h: not flagged
-    found = b.screen(tmp_path, rules.replace("{table: pairs.csv}", "{table: pairs.csv}"),
-                     tables={"pairs.csv": table.replace("002501,", "002501000000000,")})
+    found = b.screen(
+        tmp_path,
+        rules.replace("{table: pairs.csv}", "{table: pairs.csv}"),
+        tables={"pairs.csv": table.replace("002501,", "002501000000000,")},
+    )
     assert lines_of(found) == ({a: D("10")}, [m])
 
 

@@ -34,7 +34,8 @@ def test_proportion_of_the_line(tmp_path):
     found = b.screen(tmp_path, RULES)
     assert found[0]["violating"] == {sn: Decimal("69")}
     assert found[0]["evidence"] == (
-        f"药品【二甲双胍片】({MET}) 限 7 天用量，开药 30 天，超出 23 天（按 23/30 计）；2026-03-02 收费 3 次，金额 90.00 元")
+        f"药品【二甲双胍片】({MET}) 限 7 天用量，开药 30 天，超出 23 天（按 23/30 计）；2026-03-02 收费 3 次，金额 90.00 元"
+    )
 
 
 def test_at_the_limit_or_without_days_is_fine_and_filters_apply(tmp_path):
@@ -64,8 +65,9 @@ def test_refund_and_fund_share(tmp_path):
     v = b.visit()
     sn = b.line(v, MET, cnt="3", pric="30", prd_days="30")
     b.refund(sn, cnt="-1")  # net 2 boxes: 2 x 30 x 23/30 = 46
-    shared = b.line(v, MET, cnt="3", pric="30", prd_days="9", fulamt_ownpay_amt="20",
-                    time="2026-03-02 09:00:00")  # 3 x 30 x 2/9 x 70/90 = 15.555...
+    shared = b.line(
+        v, MET, cnt="3", pric="30", prd_days="9", fulamt_ownpay_amt="20", time="2026-03-02 09:00:00"
+    )  # 3 x 30 x 2/9 x 70/90 = 15.555...
     found = b.screen(tmp_path, RULES)
     assert found[0]["violating"] == {sn: Decimal("46"), shared: Decimal("15.555555555555")}
     assert found[0]["deduction_amt"] == Decimal("61.56")
@@ -81,7 +83,9 @@ def test_exact_half_cent_with_four_decimal_prices(tmp_path):
 
 
 def test_both_filters_are_refused(tmp_path):
-    lib = write_rules(tmp_path / "r", RULES.replace("outpatient_only: true", "outpatient_only: true, discharge_only: true"))
+    lib = write_rules(
+        tmp_path / "r", RULES.replace("outpatient_only: true", "outpatient_only: true, discharge_only: true")
+    )
     with pytest.raises(RuleLibraryError, match="outpatient_only and params.discharge_only exclude each other"):
         load_library(lib)
 

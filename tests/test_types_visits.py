@@ -23,8 +23,16 @@ def by_visit(found):
 
 
 def stay(b, vid, psn, begin, end, inst="H001", diag=None, settled=True, **kw):
-    v = b.visit(mdtrt_id=vid, psn_no=psn, med_type=kw.pop("med_type", "21"), fixmedins_code=inst,
-                begntime=f"{begin} 09:00:00", endtime=f"{end} 10:00:00" if end else "", settled=settled, **kw)
+    v = b.visit(
+        mdtrt_id=vid,
+        psn_no=psn,
+        med_type=kw.pop("med_type", "21"),
+        fixmedins_code=inst,
+        begntime=f"{begin} 09:00:00",
+        endtime=f"{end} 10:00:00" if end else "",
+        settled=settled,
+        **kw,
+    )
     if diag:
         b.diag(v, diag)
     return v
@@ -91,13 +99,16 @@ def test_readmission_other_institution_only_when_same_institution_is_false(tmp_p
     b.line("F1", "001109000010000")
     stay(b, "F2", "PF", "2026-03-08", "2026-03-12", inst="H001", diag="J18.100")
     b.line("F2", "001109000010000")
-    rules = READM + """
+    rules = (
+        READM
+        + """
 - id: R-READM-ANY
   version: 1
   name: 15天内再入院（不限机构）
   type: readmission
   params: {same_institution: false}
 """
+    )
     found = b.screen(tmp_path, rules)
     assert [(f["rule_id"], f["mdtrt_id"]) for f in found] == [("R-READM-ANY", "F2")]
     assert found[0]["evidence"].startswith(
@@ -115,13 +126,16 @@ def test_readmission_diagnosis_prefix(tmp_path):
     b.line("G3", "001109000010000")
     stay(b, "G4", "PH", "2026-03-08", "2026-03-12")
     b.line("G4", "001109000010000")
-    rules = READM + """
+    rules = (
+        READM
+        + """
 - id: R-READM-ANYDX
   version: 1
   name: 15天内再入院（不限诊断）
   type: readmission
   params: {same_diag_prefix_len: 0}
 """
+    )
     found = b.screen(tmp_path, rules)
     assert sorted((f["rule_id"], f["mdtrt_id"]) for f in found) == [("R-READM-ANYDX", "G2"), ("R-READM-ANYDX", "G4")]
     g2 = next(f for f in found if f["mdtrt_id"] == "G2")
@@ -224,10 +238,20 @@ def test_outpatient_visit_strictly_inside_a_stay_elsewhere(tmp_path):
     b = Batch()
     stay(b, "W0", "PW", "2026-03-01", "2026-03-10", inst="H001")
     b.line("W0", "001109000010000")
-    for vid, day, inst in [("W1", "03-05", "H002"), ("W2", "03-01", "H002"), ("W3", "03-10", "H002"),
-                           ("W4", "03-05", "H001")]:
-        b.visit(mdtrt_id=vid, psn_no="PW", fixmedins_code=inst, med_type="11",
-                begntime=f"2026-{day} 15:00:00", endtime=f"2026-{day} 16:00:00")
+    for vid, day, inst in [
+        ("W1", "03-05", "H002"),
+        ("W2", "03-01", "H002"),
+        ("W3", "03-10", "H002"),
+        ("W4", "03-05", "H001"),
+    ]:
+        b.visit(
+            mdtrt_id=vid,
+            psn_no="PW",
+            fixmedins_code=inst,
+            med_type="11",
+            begntime=f"2026-{day} 15:00:00",
+            endtime=f"2026-{day} 16:00:00",
+        )
         b.line(vid, "001101000010000", pric="25")
     found = b.screen(tmp_path, OVL)
     assert [(f["rule_id"], f["mdtrt_id"]) for f in found] == [("R-OVL-OP", "W1")]
@@ -256,16 +280,16 @@ def _dx_visit(b, vid, gend, *codes):
 
 def test_gender_diagnosis_conflict_default_ranges(tmp_path):
     b = Batch()
-    _dx_visit(b, "M-O80", "1", "O80.000")      # childbirth, man: flagged
+    _dx_visit(b, "M-O80", "1", "O80.000")  # childbirth, man: flagged
     _dx_visit(b, "M-O9A", "1", "J18.9", "O9A.111")  # other diagnosis in O00-O9A: flagged
-    _dx_visit(b, "M-N97", "1", "N97.000")      # female infertility, man: flagged
-    _dx_visit(b, "M-N99", "1", "N99.000")      # outside N70-N98
-    _dx_visit(b, "F-O80", "2", "O80.000")      # woman: fine
-    _dx_visit(b, "U-O80", "0", "O80.000")      # unknown gender: never flagged
-    _dx_visit(b, "X-O80", "9", "O80.000")      # unstated: never flagged
-    _dx_visit(b, "F-N40", "2", "N40.x00")      # prostate, woman: flagged
-    _dx_visit(b, "F-N53", "2", "N53.900")      # last male category
-    _dx_visit(b, "F-N54", "2", "N54.000")      # outside N40-N53
+    _dx_visit(b, "M-N97", "1", "N97.000")  # female infertility, man: flagged
+    _dx_visit(b, "M-N99", "1", "N99.000")  # outside N70-N98
+    _dx_visit(b, "F-O80", "2", "O80.000")  # woman: fine
+    _dx_visit(b, "U-O80", "0", "O80.000")  # unknown gender: never flagged
+    _dx_visit(b, "X-O80", "9", "O80.000")  # unstated: never flagged
+    _dx_visit(b, "F-N40", "2", "N40.x00")  # prostate, woman: flagged
+    _dx_visit(b, "F-N53", "2", "N53.900")  # last male category
+    _dx_visit(b, "F-N54", "2", "N54.000")  # outside N40-N53
     _dx_visit(b, "F-N39", "2", "N39.000")
     found = by_visit(b.screen(tmp_path, GDX))
     assert set(found) == {"M-O80", "M-O9A", "M-N97", "F-N40", "F-N53"}
@@ -291,7 +315,9 @@ def test_gender_diagnosis_conflict_custom_lists_and_bad_entries(tmp_path):
 """
     assert [f["mdtrt_id"] for f in b.screen(tmp_path, rules)] == ["M-C53"]
     bad = rules.replace("[C53]", "[N98-N70]")
-    with pytest.raises(RuleLibraryError, match=r"rule R-GDX2: params.female_prefixes range 'N98-N70' ends before it starts"):
+    with pytest.raises(
+        RuleLibraryError, match=r"rule R-GDX2: params.female_prefixes range 'N98-N70' ends before it starts"
+    ):
         load_library(write_rules(tmp_path / "bad", bad))
 
 
@@ -310,8 +336,14 @@ ASPIRIN = "XB01ACA056A001010100007"
 
 
 def buy(b, vid, psn, day, code=METFORMIN_A, cnt="1", pric="18", inst="Y001", **kw):
-    b.visit(mdtrt_id=vid, psn_no=psn, med_type="41", fixmedins_code=inst,
-            begntime=f"2026-{day} 10:00:00", endtime=f"2026-{day} 10:05:00")
+    b.visit(
+        mdtrt_id=vid,
+        psn_no=psn,
+        med_type="41",
+        fixmedins_code=inst,
+        begntime=f"2026-{day} 10:00:00",
+        endtime=f"2026-{day} 10:05:00",
+    )
     return b.line(vid, code, cnt=cnt, pric=pric, bkkp_sn=f"{vid}-L", hilist_name="二甲双胍片", **kw)
 
 
@@ -320,18 +352,18 @@ def test_high_frequency_purchase_counts_days_per_group_and_calendar_month(tmp_pa
     for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):
         buy(b, f"A{i}", "P1", day, code=METFORMIN_A if i % 2 else METFORMIN_B, inst=f"Y00{i}")
     buy(b, "A4", "P1", "03-20", cnt="2", pric="18", fulamt_ownpay_amt="6.5")  # 5th day: excess
-    buy(b, "A5", "P1", "03-20", cnt="1", pric="18", inst="Y009")             # same day elsewhere: excess
-    buy(b, "A6", "P1", "03-31", pric="9.99")                                  # 6th day: excess
-    buy(b, "A7", "P1", "04-01")                                               # April: its own month
-    buy(b, "A8", "P1", "03-21", code=ASPIRIN)                                 # another group
-    for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):            # exactly 4 days
+    buy(b, "A5", "P1", "03-20", cnt="1", pric="18", inst="Y009")  # same day elsewhere: excess
+    buy(b, "A6", "P1", "03-31", pric="9.99")  # 6th day: excess
+    buy(b, "A7", "P1", "04-01")  # April: its own month
+    buy(b, "A8", "P1", "03-21", code=ASPIRIN)  # another group
+    for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):  # exactly 4 days
         buy(b, f"B{i}", "P2", day)
-    stay(b, "B-IP", "P2", "2026-03-20", "2026-03-22")                         # given in hospital: not bought
+    stay(b, "B-IP", "P2", "2026-03-20", "2026-03-22")  # given in hospital: not bought
     for d in ("20", "21", "22"):
         b.line("B-IP", METFORMIN_A, time=f"2026-03-{d} 08:00:00")
-    for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):            # 4 paid days ...
+    for i, day in enumerate(["03-01", "03-05", "03-09", "03-13"]):  # 4 paid days ...
         buy(b, f"C{i}", "P3", day)
-    buy(b, "C4", "P3", "03-20", chrgitm_lv="03")                              # ... + a self-paid one
+    buy(b, "C4", "P3", "03-20", chrgitm_lv="03")  # ... + a self-paid one
     found = b.screen(tmp_path, HFP)
     assert len(found) == 1
     f = found[0]
@@ -364,7 +396,9 @@ def test_high_frequency_purchase_items_narrow_the_drugs(tmp_path):
 
 
 def test_high_frequency_purchase_is_post_hoc_only(tmp_path):
-    with pytest.raises(RuleLibraryError, match="rule R-HFP: type high_frequency_purchase cannot run at stage in_process"):
+    with pytest.raises(
+        RuleLibraryError, match="rule R-HFP: type high_frequency_purchase cannot run at stage in_process"
+    ):
         load_library(write_rules(tmp_path, HFP.replace("params:", "stages: [in_process]\n  params:")))
 
 
@@ -381,26 +415,51 @@ AMOX = "XJ01CAA040A001010100001"
 
 def test_inventory_mismatch_excess_from_latest_lines_at_average_price(tmp_path):
     b = Batch()
-    v = b.visit(mdtrt_id="V-INV", fixmedins_code="H001", med_type="21",
-                begntime="2026-03-01 08:00:00", endtime="2026-04-02 08:00:00")
+    v = b.visit(
+        mdtrt_id="V-INV",
+        fixmedins_code="H001",
+        med_type="21",
+        begntime="2026-03-01 08:00:00",
+        endtime="2026-04-02 08:00:00",
+    )
     b.line(v, AMOX, cnt="60", pric="1.5", time="2026-03-10 09:00:00", bkkp_sn="X1-a", hilist_name="阿莫西林胶囊")
     b.line(v, AMOX, cnt="30", pric="1.6", time="2026-03-20 09:00:00", bkkp_sn="X1-b", hilist_name="阿莫西林胶囊")
     b.line(v, AMOX, cnt="30", pric="1.5", time="2026-03-31 09:00:00", bkkp_sn="X1-c", hilist_name="阿莫西林胶囊")
     b.line(v, "C0000000000000000000000000X2", cnt="15", pric="2", time="2026-03-15 09:00:00", bkkp_sn="X2-mar")
     b.line(v, "C0000000000000000000000000X2", cnt="5", pric="2", time="2026-04-01 09:00:00", bkkp_sn="X2-apr")
     b.line(v, "XN02BEA011A001010100003", cnt="3", pric="0.7", time="2026-03-15 09:00:00", bkkp_sn="X3")
-    b.line(v, "XN02BEA011A002010100004", cnt="3", pric="0.7", time="2026-03-15 09:00:00", bkkp_sn="X4",
-           hosp_appr_flag="2")  # self-paid: holds the excess without a claim, so no finding
+    b.line(
+        v, "XN02BEA011A002010100004", cnt="3", pric="0.7", time="2026-03-15 09:00:00", bkkp_sn="X4", hosp_appr_flag="2"
+    )  # self-paid: holds the excess without a claim, so no finding
     b.line(v, "T000700420", cnt="30", pric="38", time="2026-03-15 09:00:00", bkkp_sn="X5")  # never tracked
     b.line(v, "001109000010000", cnt="40", pric="50", time="2026-03-15 09:00:00", bkkp_sn="BED")  # not stocked
     w = b.visit(mdtrt_id="V-H2", fixmedins_code="H002", begntime="2026-03-05 08:00:00", endtime="2026-03-05 09:00:00")
     b.line(w, AMOX, cnt="500", pric="1.5", bkkp_sn="H2-a")  # H002 reported no purchases: not judged
     # one row per institution, code and month (the purchases table's natural key)
-    b.add("purchases", fixmedins_code="H001", hilist_code=AMOX, period="2026-03", purchase_cnt="60", opening_stock_cnt="20")
-    b.add("purchases", fixmedins_code="H001", hilist_code="C0000000000000000000000000X2", period="2026-03",
-          purchase_cnt="10", opening_stock_cnt="5")  # 15 billed = 10 + 5: not flagged
-    b.add("purchases", fixmedins_code="H001", hilist_code="C0000000000000000000000000X2", period="2026-04",
-          purchase_cnt="5", opening_stock_cnt="0")
+    b.add(
+        "purchases",
+        fixmedins_code="H001",
+        hilist_code=AMOX,
+        period="2026-03",
+        purchase_cnt="60",
+        opening_stock_cnt="20",
+    )
+    b.add(
+        "purchases",
+        fixmedins_code="H001",
+        hilist_code="C0000000000000000000000000X2",
+        period="2026-03",
+        purchase_cnt="10",
+        opening_stock_cnt="5",
+    )  # 15 billed = 10 + 5: not flagged
+    b.add(
+        "purchases",
+        fixmedins_code="H001",
+        hilist_code="C0000000000000000000000000X2",
+        period="2026-04",
+        purchase_cnt="5",
+        opening_stock_cnt="0",
+    )
     for code in ("XN02BEA011A001010100003", "XN02BEA011A002010100004"):  # tracked, but bought in February only
         b.add("purchases", fixmedins_code="H001", hilist_code=code, period="2026-02", purchase_cnt="9")
     found = {f["finding_key"]: f for f in b.screen(tmp_path, INV)}

@@ -35,8 +35,9 @@ def csrf_of(html: str) -> str:
 
 def login(client: TestClient, username: str, password: str = PW, expect: int = 303):
     page = client.get("/login")
-    r = client.post("/login", data={"csrf": csrf_of(page.text), "username": username, "password": password},
-                    follow_redirects=False)
+    r = client.post(
+        "/login", data={"csrf": csrf_of(page.text), "username": username, "password": password}, follow_redirects=False
+    )
     assert r.status_code == expect, r.text[:500]
     return r
 
@@ -64,9 +65,17 @@ def portal(tmp_path, monkeypatch, portal_db):
     set_wall_clock(monkeypatch, "2026-04-01")
     con = db.connect(tmp_path / "loop.duckdb")
     app = create_app(con, tmp_path / "files", max_upload_bytes=64 * 1024)
-    ids = {k: finding(con, v[k[0]], k[1])["id"] for k in
-           [("sex", "R-SEX-001"), ("bed", "R-FRQ-001"), ("both", "R-SEX-001"), ("both", "R-FRQ-001"),
-            ("age", "R-AGE-001"), ("other", "R-SEX-001")]}
+    ids = {
+        k: finding(con, v[k[0]], k[1])["id"]
+        for k in [
+            ("sex", "R-SEX-001"),
+            ("bed", "R-FRQ-001"),
+            ("both", "R-SEX-001"),
+            ("both", "R-FRQ-001"),
+            ("age", "R-AGE-001"),
+            ("other", "R-SEX-001"),
+        ]
+    }
 
     class P:
         pass
@@ -89,16 +98,23 @@ def n_events(con):
 
 def appeal(client, ids, reason="理由", files=(), csrf=None):
     page = client.get("/h/findings?period=2026-03")
-    data = {"csrf": csrf if csrf is not None else csrf_of(page.text), "finding_id": list(ids), "reason": reason,
-            "back": "/h/findings?period=2026-03"}
+    data = {
+        "csrf": csrf if csrf is not None else csrf_of(page.text),
+        "finding_id": list(ids),
+        "reason": reason,
+        "back": "/h/findings?period=2026-03",
+    }
     return client.post("/h/appeal", data=data, files=[("files", f) for f in files], follow_redirects=False)
 
 
 def decide(client, fid, decision, reason, amount=""):
     page = client.get(f"/findings/{fid}")
     assert page.status_code == 200
-    return client.post(f"/r/findings/{fid}/decide", data={"csrf": csrf_of(page.text), "decision": decision,
-                                                          "reason": reason, "amount": amount}, follow_redirects=False)
+    return client.post(
+        f"/r/findings/{fid}/decide",
+        data={"csrf": csrf_of(page.text), "decision": decision, "reason": reason, "amount": amount},
+        follow_redirects=False,
+    )
 
 
 # ---------------------------------------------------------------------------- the whole loop
@@ -119,7 +135,12 @@ def test_the_whole_loop_in_the_portal(portal):
     assert len(re.findall(r'data-finding="', clerk.get("/h/findings?period=2026-03&min=100").text)) == 2
 
     # the clerk appeals two findings at once with a scanned record
-    r = appeal(clerk, [p.sex, p.bed], "患者为女性，HIS 登记错误；两张床位费为不同床位", [("病程记录.pdf", PDF, "application/pdf")])
+    r = appeal(
+        clerk,
+        [p.sex, p.bed],
+        "患者为女性，HIS 登记错误；两张床位费为不同床位",
+        [("病程记录.pdf", PDF, "application/pdf")],
+    )
     assert r.status_code == 303
     assert "已提交 2 条申诉（附件 1 个）" in clerk.get(r.headers["location"]).text
     assert status_of(p.con, p.sex) == status_of(p.con, p.bed) == "appealed"
@@ -155,22 +176,31 @@ def test_the_whole_loop_in_the_portal(portal):
     login(rev, "li")
     login(clerk, "wangfang")
     fin = rev.get("/r/finalize")
-    r = rev.post("/r/finalize", data={"csrf": csrf_of(fin.text), "period": "2026-03", "institution": ""},
-                 follow_redirects=False)
+    r = rev.post(
+        "/r/finalize", data={"csrf": csrf_of(fin.text), "period": "2026-03", "institution": ""}, follow_redirects=False
+    )
     assert r.status_code == 303
     flash = rev.get("/r/finalize").text
     assert "2026-03 结算完成：新扣款单 2 张" in flash
     sid = p.con.execute("SELECT statement_id FROM deduction_statements WHERE fixmedins_code = 'H001'").fetchall()[0][0]
-    items = dict(p.con.execute("SELECT finding_id, status FROM deduction_items WHERE statement_id = ?", [sid]).fetchall())
+    items = dict(
+        p.con.execute("SELECT finding_id, status FROM deduction_items WHERE statement_id = ?", [sid]).fetchall()
+    )
     assert items[p.bed] == "upheld" and p.sex not in items
-    assert p.con.execute("SELECT actor FROM finding_events WHERE finding_id = ? AND action = 'finalize'",
-                         [p.bed]).fetchall() == [("李审 (li)",)]
+    assert p.con.execute(
+        "SELECT actor FROM finding_events WHERE finding_id = ? AND action = 'finalize'", [p.bed]
+    ).fetchall() == [("李审 (li)",)]
 
     # the statement and the report, downloaded by the clerk, show both outcomes and reasons
     st = clerk.get(f"/statements/{sid}.xlsx")
     assert st.status_code == 200
-    cells = " ".join(str(c.value) for ws in openpyxl.load_workbook(io.BytesIO(st.content)).worksheets
-                     for row in ws.iter_rows() for c in row if c.value is not None)
+    cells = " ".join(
+        str(c.value)
+        for ws in openpyxl.load_workbook(io.BytesIO(st.content)).worksheets
+        for row in ws.iter_rows()
+        for c in row
+        if c.value is not None
+    )
     assert "同日两次床位费无转床记录" in cells and "两张床位费为不同床位" in cells
     rep = clerk.get("/report?period=2026-03")
     assert rep.status_code == 200 and "script-src" not in rep.headers["content-security-policy"]
@@ -178,8 +208,13 @@ def test_the_whole_loop_in_the_portal(portal):
     assert "驳回申诉 (uphold)：同日两次床位费无转床记录" in rep.text
     assert "扣款单" in rep.text
     xl = clerk.get("/report?period=2026-03&format=xlsx")
-    cells = " ".join(str(c.value) for ws in openpyxl.load_workbook(io.BytesIO(xl.content)).worksheets
-                     for row in ws.iter_rows() for c in row if c.value is not None)
+    cells = " ".join(
+        str(c.value)
+        for ws in openpyxl.load_workbook(io.BytesIO(xl.content)).worksheets
+        for row in ws.iter_rows()
+        for c in row
+        if c.value is not None
+    )
     assert "病历证实患者为女性" in cells and "同日两次床位费无转床记录" in cells
     wb = clerk.get("/h/workbook?period=2026-03")
     assert wb.status_code == 200 and openpyxl.load_workbook(io.BytesIO(wb.content))["说明"]["B1"].value == "H001"
@@ -206,9 +241,15 @@ def test_a_clerk_never_sees_another_institutions_finding_attachment_statement_or
     c = p.client()
     login(c, "wangfang")
     before = n_events(p.con)
-    for url in (f"/findings/{p.other}", f"/files/{p.other}/{sha}", f"/files/{p.sex}/{sha}",
-                "/report?period=2026-03&institution=H002", "/report?period=2026-03&institution=H002&format=xlsx",
-                f"/statements/{sid2}.xlsx", f"/findings/{p.other[:10]}"):
+    for url in (
+        f"/findings/{p.other}",
+        f"/files/{p.other}/{sha}",
+        f"/files/{p.sex}/{sha}",
+        "/report?period=2026-03&institution=H002",
+        "/report?period=2026-03&institution=H002&format=xlsx",
+        f"/statements/{sid2}.xlsx",
+        f"/findings/{p.other[:10]}",
+    ):
         r = c.get(url)
         assert r.status_code == 404, url
         assert "本院有病历" not in r.text and "H002" not in r.text.replace("institution=H002", "")
@@ -393,13 +434,45 @@ def test_web_user_add_disable_from_the_command_line(tmp_path, monkeypatch):
     con.close()
     dbf = str(tmp_path / "loop.duckdb")
     run = lambda args, input=None: CliRunner().invoke(cli_app, args, input=input)  # noqa: E731
-    r = run(["web", "user", "add", "wangfang", "--role", "clerk", "--institution", "H001", "--name", "王芳",
-             "--password-stdin", "--db", dbf], input="short\n")
+    r = run(
+        [
+            "web",
+            "user",
+            "add",
+            "wangfang",
+            "--role",
+            "clerk",
+            "--institution",
+            "H001",
+            "--name",
+            "王芳",
+            "--password-stdin",
+            "--db",
+            dbf,
+        ],
+        input="short\n",
+    )
     assert r.exit_code == 2 and "at least 10 characters" in r.output
     r = run(["web", "user", "add", "wangfang", "--role", "clerk", "--password-stdin", "--db", dbf], input=PW + "\n")
     assert r.exit_code == 2 and "bound to one institution" in " ".join(r.output.split())
-    r = run(["web", "user", "add", "wangfang", "--role", "clerk", "--institution", "H001", "--name", "王芳",
-             "--password-stdin", "--db", dbf], input=PW + "\n")
+    r = run(
+        [
+            "web",
+            "user",
+            "add",
+            "wangfang",
+            "--role",
+            "clerk",
+            "--institution",
+            "H001",
+            "--name",
+            "王芳",
+            "--password-stdin",
+            "--db",
+            dbf,
+        ],
+        input=PW + "\n",
+    )
     assert r.exit_code == 0, r.output
     r = run(["web", "user", "add", "li", "--role", "reviewer", "--db", dbf], input=PW + "\n" + PW + "\n")
     assert r.exit_code == 0, r.output
@@ -430,16 +503,44 @@ def test_an_administrator_adds_and_disables_users_in_the_portal(portal):
     page = admin.get("/admin/users")
     assert page.status_code == 200 and "wangfang" in page.text
     # a clerk without an institution, and a short password, are refused with the field named
-    r = admin.post("/admin/users", data={"csrf": csrf_of(page.text), "username": "zhou", "role": "clerk",
-                                         "display_name": "周", "institution": "", "password": PW}, follow_redirects=True)
+    r = admin.post(
+        "/admin/users",
+        data={
+            "csrf": csrf_of(page.text),
+            "username": "zhou",
+            "role": "clerk",
+            "display_name": "周",
+            "institution": "",
+            "password": PW,
+        },
+        follow_redirects=True,
+    )
     assert "未添加：institution" in r.text
-    r = admin.post("/admin/users", data={"csrf": csrf_of(page.text), "username": "zhou", "role": "clerk",
-                                         "display_name": "周", "institution": "H002", "password": "short"},
-                   follow_redirects=True)
+    r = admin.post(
+        "/admin/users",
+        data={
+            "csrf": csrf_of(page.text),
+            "username": "zhou",
+            "role": "clerk",
+            "display_name": "周",
+            "institution": "H002",
+            "password": "short",
+        },
+        follow_redirects=True,
+    )
     assert "未添加：password" in r.text and auth.get_user(p.con, "zhou") is None
-    r = admin.post("/admin/users", data={"csrf": csrf_of(page.text), "username": "zhou", "role": "clerk",
-                                         "display_name": "周", "institution": "H002", "password": PW},
-                   follow_redirects=True)
+    r = admin.post(
+        "/admin/users",
+        data={
+            "csrf": csrf_of(page.text),
+            "username": "zhou",
+            "role": "clerk",
+            "display_name": "周",
+            "institution": "H002",
+            "password": PW,
+        },
+        follow_redirects=True,
+    )
     assert "已添加用户 zhou" in r.text
     assert p.con.execute("SELECT created_by FROM web_users WHERE username = 'zhou'").fetchall() == [("赵科长 (boss)",)]
     zhou = p.client()
@@ -460,12 +561,18 @@ def test_after_an_appeal_the_clerk_returns_only_to_the_portals_own_pages(portal)
     c = p.client()
     login(c, "wangfang")
     page = c.get(f"/findings/{p.sex}")
-    r = c.post("/h/appeal", data={"csrf": csrf_of(page.text), "finding_id": p.sex, "reason": "理由",
-                                  "back": f"/findings/{p.sex}"}, follow_redirects=False)
+    r = c.post(
+        "/h/appeal",
+        data={"csrf": csrf_of(page.text), "finding_id": p.sex, "reason": "理由", "back": f"/findings/{p.sex}"},
+        follow_redirects=False,
+    )
     assert r.headers["location"] == f"/findings/{p.sex}"
     for back in ("https://evil.example/", "//evil.example/h/findings", "/h/findings\\@evil"):
-        r = c.post("/h/appeal", data={"csrf": csrf_of(page.text), "finding_id": p.bed, "reason": "", "back": back},
-                   follow_redirects=False)
+        r = c.post(
+            "/h/appeal",
+            data={"csrf": csrf_of(page.text), "finding_id": p.bed, "reason": "", "back": back},
+            follow_redirects=False,
+        )
         assert r.headers["location"] == "/h/findings", back
 
 
@@ -511,9 +618,14 @@ def test_queue_filters_and_sorting_and_bad_filters_are_named(portal):
     assert ids("/r/queue?rule=R-FRQ-001") == [p.bed]
     assert ids("/r/queue?dept=D03") == [p.bed] and ids("/r/queue?doctor=DR01") == [p.age, p.sex]
     assert ids("/r/queue?min=25&max=100") == [p.bed]
-    for url, message in (("/r/queue?min=abc", "金额下限"), ("/r/queue?period=2026-13", "结算月份"),
-                         ("/r/queue?sort=random", "sort must be one of"), ("/r/queue?status=open", "unknown state"),
-                         ("/r/queue?rule=x'%20OR%201=1", "规则编号"), ("/h/findings?period=march", "结算月份")):
+    for url, message in (
+        ("/r/queue?min=abc", "金额下限"),
+        ("/r/queue?period=2026-13", "结算月份"),
+        ("/r/queue?sort=random", "sort must be one of"),
+        ("/r/queue?status=open", "unknown state"),
+        ("/r/queue?rule=x'%20OR%201=1", "规则编号"),
+        ("/h/findings?period=march", "结算月份"),
+    ):
         r = (clerk if url.startswith("/h/") else rev).get(url)
         assert r.status_code == 200 and message in r.text and 'data-finding="' not in r.text, url
     r = rev.get("/statements/abc.xlsx")

@@ -24,8 +24,16 @@ from kit import set_wall_clock
 from test_web import PDF, PW, portal_db  # noqa: F401  (the module's screened database with its users)
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +79,8 @@ def test_the_whole_loop_in_chromium(served, tmp_path, monkeypatch):
 
     base, con, v = served
     fid = lambda visit, rule: con.execute(  # noqa: E731
-        "SELECT finding_id FROM findings WHERE mdtrt_id = ? AND rule_id = ?", [v[visit], rule]).fetchall()[0][0]
+        "SELECT finding_id FROM findings WHERE mdtrt_id = ? AND rule_id = ?", [v[visit], rule]
+    ).fetchall()[0][0]
     sex, bed = fid("sex", "R-SEX-001"), fid("bed", "R-FRQ-001")
     screens = tmp_path / "screens"
     screens.mkdir()
@@ -146,8 +155,13 @@ def test_the_whole_loop_in_chromium(served, tmp_path, monkeypatch):
             with clerk.expect_download() as dl:
                 clerk.click("a.dl-statement")
             data = Path(dl.value.path()).read_bytes()
-            cells = " ".join(str(c.value) for ws in openpyxl.load_workbook(io.BytesIO(data)).worksheets
-                             for row in ws.iter_rows() for c in row if c.value is not None)
+            cells = " ".join(
+                str(c.value)
+                for ws in openpyxl.load_workbook(io.BytesIO(data)).worksheets
+                for row in ws.iter_rows()
+                for c in row
+                if c.value is not None
+            )
             assert "同日两次床位费无转床记录" in cells
             clerk.goto(f"{base}/report?period=2026-03")
             details = clerk.inner_text("#details")

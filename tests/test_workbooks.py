@@ -12,9 +12,11 @@ from medaudit.loader import load_batch
 from kit import Batch
 from test_lifecycle import clock, finding, loop_batch, loop_db
 
-CODE_NAMES = [{"kind": "dept", "code": "D02", "code_name": "妇产科", "fixmedins_code": "H001"},
-              {"kind": "doctor", "code": "DR02", "code_name": "孙医生", "fixmedins_code": "H001"},
-              {"kind": "dept", "code": "D03", "code_name": "普通外科", "fixmedins_code": ""}]
+CODE_NAMES = [
+    {"kind": "dept", "code": "D02", "code_name": "妇产科", "fixmedins_code": "H001"},
+    {"kind": "doctor", "code": "DR02", "code_name": "孙医生", "fixmedins_code": "H001"},
+    {"kind": "dept", "code": "D03", "code_name": "普通外科", "fixmedins_code": ""},
+]
 
 
 @pytest.fixture
@@ -56,11 +58,15 @@ def test_code_names_table_loads_with_its_key_and_rejects_unknown_kinds(tmp_path)
     ]
     con = db.connect(tmp_path / "n.duckdb")
     res = load_batch(b.write(tmp_path / "batch"), con)
-    rej = {(r["row_no"], r["column_name"]): r["reason"] for r in res.rejected.filter(
-        res.rejected["table_name"] == "code_names").to_dicts()}
-    assert rej == {(3, "kind"): 'kind: "ward" is not one of dept, doctor, institution',
-                   (4, "kind, code, fixmedins_code"): "kind, code, fixmedins_code: duplicate of row 2",
-                   (6, "code_name"): "code_name: required value is missing"}
+    rej = {
+        (r["row_no"], r["column_name"]): r["reason"]
+        for r in res.rejected.filter(res.rejected["table_name"] == "code_names").to_dicts()
+    }
+    assert rej == {
+        (3, "kind"): 'kind: "ward" is not one of dept, doctor, institution',
+        (4, "kind, code, fixmedins_code"): "kind, code, fixmedins_code: duplicate of row 2",
+        (6, "code_name"): "code_name: required value is missing",
+    }
     nm = names.Names(con)
     assert nm.dept("H001", "D01") == "心内科 (D01)" and nm.dept("H002", "D01") == "D01"
     assert nm.institution("H009") == "第九医院 (H009)"  # no visit of H009: the reference table names it
@@ -71,7 +77,10 @@ def test_code_names_table_loads_with_its_key_and_rejects_unknown_kinds(tmp_path)
     b2.rows["code_names"].append({"kind": "institution", "code": "H009", "code_name": "第九医院", "fixmedins_code": ""})
     b2.visit()
     res2 = load_batch(b2.write(tmp_path / "batch2"), con)
-    assert "was already loaded in batch 1" in res2.rejected.filter(res2.rejected["table_name"] == "code_names")["reason"][0]
+    assert (
+        "was already loaded in batch 1"
+        in res2.rejected.filter(res2.rejected["table_name"] == "code_names")["reason"][0]
+    )
 
 
 def test_appeal_workbook_names_numbers_and_protection(named, tmp_path):
@@ -104,14 +113,26 @@ def test_import_reports_edited_bureau_cells_in_the_receipt(named, tmp_path):
     res = appeals.export_workbook(con, "H001", "2026-03", tmp_path / "a.xlsx", clock("2026-04-02"))
     sex, bed = finding(con, v["sex"], "R-SEX-001")["id"], finding(con, v["bed"], "R-FRQ-001")["id"]
     age = finding(con, v["age"], "R-AGE-001")["id"]
-    edit(res.path, tmp_path / "f.xlsx", {
-        sex: {"扣款金额（元）": 0},                                  # an edited amount, no reason: not "not appealed"
-        bed: {"扣款金额（元）": 0, "科室": "X", "申诉理由": "当日只收一次"},  # edited, and a reason: filed on the bureau's values
-    })
+    edit(
+        res.path,
+        tmp_path / "f.xlsx",
+        {
+            sex: {"扣款金额（元）": 0},  # an edited amount, no reason: not "not appealed"
+            bed: {
+                "扣款金额（元）": 0,
+                "科室": "X",
+                "申诉理由": "当日只收一次",
+            },  # edited, and a reason: filed on the bureau's values
+        },
+    )
     out = appeals.import_workbook(con, tmp_path / "f.xlsx", "王芳", "H001", clock("2026-04-03"))
     assert [fid for _, fid in out.filed] == [bed]
     assert [(fid, why) for _, fid, why in out.refused] == [
-        (sex, "局方列被修改（不作为申诉，按导出时的原值处理）：扣款金额（元）“180”改为“0”。对扣款有异议请在“申诉理由”列填写理由")]
+        (
+            sex,
+            "局方列被修改（不作为申诉，按导出时的原值处理）：扣款金额（元）“180”改为“0”。对扣款有异议请在“申诉理由”列填写理由",
+        )
+    ]
     assert out.untouched == 3 and {fid for _, fid, _ in out.edited} == {sex, bed}
     assert finding(con, v["sex"], "R-SEX-001")["status"] == "pending_appeal"
     assert finding(con, v["sex"], "R-SEX-001")["deduction"] == 180  # the workbook never changes money
@@ -119,7 +140,11 @@ def test_import_reports_edited_bureau_cells_in_the_receipt(named, tmp_path):
     appeals.write_receipt(out, tmp_path / "f.xlsx", tmp_path / "r.xlsx")
     receipt = list(openpyxl.load_workbook(tmp_path / "r.xlsx")["回执"].iter_rows(values_only=True))
     rows = {r[1]: r for r in receipt[1:] if r[1]}
-    assert rows[bed][2] == "已受理" and "科室“普通外科 (D03)”改为“X”" in rows[bed][3] and "扣款金额（元）“30”改为“0”" in rows[bed][3]
+    assert (
+        rows[bed][2] == "已受理"
+        and "科室“普通外科 (D03)”改为“X”" in rows[bed][3]
+        and "扣款金额（元）“30”改为“0”" in rows[bed][3]
+    )
     assert rows[sex][2] == "未受理" and "扣款金额（元）“180”改为“0”" in rows[sex][3]
     assert isinstance(receipt[1][0], int)
     assert receipt[-1][0].endswith("其中 2 行修改了局方列（见原因）。")
@@ -144,7 +169,18 @@ def test_import_reports_a_cleared_row(named, tmp_path):
 # ---------------------------------------------------------------------------- numbers as numbers
 
 #: headers whose cells hold numbers in every workbook of the project
-NUMERIC = ("（元）", "疑点数", "数量", "第几次", "扣款单号", "行号", "扣款明细行数", "可申诉", "涉及就诊人次", "待申诉疑点数")
+NUMERIC = (
+    "（元）",
+    "疑点数",
+    "数量",
+    "第几次",
+    "扣款单号",
+    "行号",
+    "扣款明细行数",
+    "可申诉",
+    "涉及就诊人次",
+    "待申诉疑点数",
+)
 
 
 def numeric_cells_are_numbers(path) -> int:
@@ -175,7 +211,9 @@ def numeric_cells_are_numbers(path) -> int:
 def test_every_workbook_stores_numbers_as_numbers(named, tmp_path):
     con, v = named
     exp = appeals.export_workbook(con, "H001", "2026-03", tmp_path / "a.xlsx", clock("2026-04-02"))
-    lifecycle.transition(con, finding(con, v["both"], "R-SEX-001")["id"], "appeal", "王芳", "登记错误", clock=clock("2026-04-02"))
+    lifecycle.transition(
+        con, finding(con, v["both"], "R-SEX-001")["id"], "appeal", "王芳", "登记错误", clock=clock("2026-04-02")
+    )
     res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
     st = deduct.write_statement_xlsx(con, [s.statement_id for s in res.statements], tmp_path / "s.xlsx")
     x, _, _ = report.build(con, "H001", "2026-03", tmp_path / "rep", clock("2026-04-20"))
@@ -207,8 +245,20 @@ def test_cli_import_lists_edited_bureau_cells(named, tmp_path, monkeypatch):
     con.close()
     edit(res.path, tmp_path / "f.xlsx", {sex: {"扣款金额（元）": 0}})
     set_wall_clock(monkeypatch, "2026-04-03")
-    r = CliRunner().invoke(app, ["appeal", "import", str(tmp_path / "f.xlsx"), "--by", "王芳", "--institution", "H001",
-                                 "--db", str(tmp_path / "loop.duckdb")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "appeal",
+            "import",
+            str(tmp_path / "f.xlsx"),
+            "--by",
+            "王芳",
+            "--institution",
+            "H001",
+            "--db",
+            str(tmp_path / "loop.duckdb"),
+        ],
+    )
     flat = " ".join(r.output.split())
     assert r.exit_code == 0, r.output
     assert "0 appeals filed for H001, 1 rows refused, 4 findings not appealed" in flat

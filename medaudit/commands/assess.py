@@ -19,8 +19,11 @@ err = Console(stderr=True)
 def assess(
     year: int = typer.Option(..., "--year", help="the year assessed, e.g. 2026 (settlement months 01..12)"),
     month: Optional[int] = typer.Option(None, "--month", help="assess this month of the year only (1..12)"),
-    scheme: Optional[Path] = typer.Option(None, "--scheme", help="scoring scheme YAML (default: the sample scheme "
-                                                                 "medaudit/supervision/default_scheme.yaml)"),
+    scheme: Optional[Path] = typer.Option(
+        None,
+        "--scheme",
+        help="scoring scheme YAML (default: the sample scheme medaudit/supervision/default_scheme.yaml)",
+    ),
     by: str = typer.Option("medaudit", "--by", help="who runs the assessment (audit log)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the views as xlsx (one sheet per view)"),
     html_out: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML page with charts"),
@@ -36,8 +39,11 @@ def assess(
     except schm.SchemeError as e:
         fail("the scheme has problems:\n" + "\n".join(e.problems))
     if check:
-        console.print(f"{sch.source}: {sch.name} version {sch.version}, {len(sch.indicators)} indicators, "
-                      f"{len(sch.vetoes)} veto conditions; SHA-256 {sch.hash}", highlight=False)
+        console.print(
+            f"{sch.source}: {sch.name} version {sch.version}, {len(sch.indicators)} indicators, "
+            f"{len(sch.vetoes)} veto conditions; SHA-256 {sch.hash}",
+            highlight=False,
+        )
         return
     for p, opt, ext in ((out, "--out", (".xlsx",)), (html_out, "--html", (".html", ".htm"))):
         if p is not None and p.suffix.lower() not in ext:
@@ -55,17 +61,31 @@ def assess(
     for c in ("rank", "level", "institution", "score", "grade", "veto", "violations", "deducted", "per 10k fund"):
         t.add_column(c, justify="right" if c in ("rank", "score", "violations", "deducted", "per 10k fund") else "left")
     for r in a.results[:limit]:
-        t.add_row(f"{r.rank}/{r.n_in_level}", assess_report.LEVEL_CN.get(r.level, str(r.level)), nm.institution(r.code),
-                  f"{r.score}", r.grade, ", ".join(v[0] for v in r.vetoes) or "-", f"{r.measures['violations']:,}",
-                  f"{r.measures['deductions']:,.2f}", assess_report._fmt_measure(r.measures["per_10k_fund"]))
+        t.add_row(
+            f"{r.rank}/{r.n_in_level}",
+            assess_report.LEVEL_CN.get(r.level, str(r.level)),
+            nm.institution(r.code),
+            f"{r.score}",
+            r.grade,
+            ", ".join(v[0] for v in r.vetoes) or "-",
+            f"{r.measures['violations']:,}",
+            f"{r.measures['deductions']:,.2f}",
+            assess_report._fmt_measure(r.measures["per_10k_fund"]),
+        )
     console.print(t)
     if len(a.results) > limit:
         console.print(f"{len(a.results) - limit:,} more institutions (--limit N, or --out)")
     for r in a.results:
         for vid, vname, val, fids in r.vetoes:
-            console.print(f"veto {vid} {vname}: {r.code} ({assess_report._fmt_measure(val)}); findings: "
-                          + (", ".join(f[:12] for f in fids[:10]) + (f" and {len(fids) - 10} more" if len(fids) > 10 else "")
-                             if fids else "-"), highlight=False)
+            console.print(
+                f"veto {vid} {vname}: {r.code} ({assess_report._fmt_measure(val)}); findings: "
+                + (
+                    ", ".join(f[:12] for f in fids[:10]) + (f" and {len(fids) - 10} more" if len(fids) > 10 else "")
+                    if fids
+                    else "-"
+                ),
+                highlight=False,
+            )
     console.print(f"scheme SHA-256 {sch.hash}; result SHA-256 {a.result_hash}", highlight=False)
     if out is not None:
         assess_report.write_xlsx(a, con, out)

@@ -17,8 +17,10 @@ console = Console()
 err = Console(stderr=True)
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
-app = typer.Typer(help="Credit files (信用档案): confirmed violations of institutions, doctors and persons, with points.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Credit files (信用档案): confirmed violations of institutions, doctors and persons, with points.",
+    no_args_is_help=True,
+)
 
 
 @app.command("show")
@@ -37,20 +39,37 @@ def show(
     con = dbm.open_existing(db)
     f = cr.show(con, e, lifecycle.wall_now().date(), window_days)
     nm = names.Names(con)
-    label = {"institution": lambda: nm.institution(e.code), "doctor": lambda: f"{nm.institution(e.institution)} "
-             f"{nm.doctor(e.institution, e.code)}", "person": lambda: e.key}[e.kind]()
-    console.print(f"信用档案 {label} ({e.kind}): {len(f.entries):,} entries, {f.total_points} points "
-                  f"({f.points_window} in the last {window_days} days), deducted {f.amount:,.2f}", highlight=False)
+    label = {
+        "institution": lambda: nm.institution(e.code),
+        "doctor": lambda: f"{nm.institution(e.institution)} {nm.doctor(e.institution, e.code)}",
+        "person": lambda: e.key,
+    }[e.kind]()
+    console.print(
+        f"信用档案 {label} ({e.kind}): {len(f.entries):,} entries, {f.total_points} points "
+        f"({f.points_window} in the last {window_days} days), deducted {f.amount:,.2f}",
+        highlight=False,
+    )
     w = wt.status(con, e.key)
-    console.print(f"重点监控: {'yes, since ' + str(w['entered_on']) + ' (' + w['how'] + '): ' + w['reason'] if w else 'no'}",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"重点监控: {'yes, since ' + str(w['entered_on']) + ' (' + w['how'] + '): ' + w['reason'] if w else 'no'}",
+        highlight=False,
+        soft_wrap=True,
+    )
     if f.entries:
         t = compact_table()
         for c in ("date", "period", "nature", "amount", "points", "source", "finding", "recorded by"):
             t.add_column(c, justify="right" if c in ("amount", "points") else "left")
         for x in f.entries:
-            t.add_row(str(x["entry_date"]), x["period"] or "", x["nature"], f"{x['amount']:,.2f}", str(x["points"]),
-                      f"扣款单 {x['source_id']}", x["finding_id"][:12], f"{x['actor']} {x['event_at']:%Y-%m-%d %H:%M}")
+            t.add_row(
+                str(x["entry_date"]),
+                x["period"] or "",
+                x["nature"],
+                f"{x['amount']:,.2f}",
+                str(x["points"]),
+                f"扣款单 {x['source_id']}",
+                x["finding_id"][:12],
+                f"{x['actor']} {x['event_at']:%Y-%m-%d %H:%M}",
+            )
         console.print(t)
 
 
@@ -64,7 +83,9 @@ def update(
     statements; this catches up statements written before). A finding is never counted twice."""
     con = dbm.open_existing(db)
     n = cr.update(con, by, reason)
-    console.print(f"{n:,} credit entries written." if n else "Nothing new: every statement's violations are in the files.")
+    console.print(
+        f"{n:,} credit entries written." if n else "Nothing new: every statement's violations are in the files."
+    )
 
 
 @app.command("points")

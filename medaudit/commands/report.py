@@ -24,13 +24,18 @@ def report(
     con = dbm.open_existing(db)
     xlsx, page, d = rep.build(con, institution, period, out_dir)
     t = d.totals
-    console.print(f"{institution} {period}: {t['n']:,} findings, flagged {t['flagged']:,.2f}, deduction {t['deduction']:,.2f} "
-                  f"(final {t['final']:,.2f}), at risk in review {t['at_risk']:,.2f}")
+    console.print(
+        f"{institution} {period}: {t['n']:,} findings, flagged {t['flagged']:,.2f}, deduction {t['deduction']:,.2f} "
+        f"(final {t['final']:,.2f}), at risk in review {t['at_risk']:,.2f}"
+    )
     if not t["n"]:
-        known = con.execute("SELECT DISTINCT fixmedins_code FROM findings WHERE period = ? AND stage = 'post_hoc' ORDER BY 1",
-                            [period]).fetchall()
-        console.print(f"[yellow]note:[/] no findings for {institution} in {period}"
-                      + (f" (institutions with findings that month: {', '.join(k[0] for k in known[:20])})" if known else ""))
+        known = con.execute(
+            "SELECT DISTINCT fixmedins_code FROM findings WHERE period = ? AND stage = 'post_hoc' ORDER BY 1", [period]
+        ).fetchall()
+        console.print(
+            f"[yellow]note:[/] no findings for {institution} in {period}"
+            + (f" (institutions with findings that month: {', '.join(k[0] for k in known[:20])})" if known else "")
+        )
     console.print(f"written {xlsx}\nwritten {page}")
 
 

@@ -1,12 +1,12 @@
 """``medaudit rules ...``: look at, check and explain a rule library; import the national batches.
 
-    medaudit rules types                      every rule type: title, nature, mode, stages
-    medaudit rules explain restrict_gender    what a type flags, why it matters, an example
-    medaudit rules list rules/                the rules of a library
-    medaudit rules show NHSA-B1-DRUG-GENDER   one rule: parameters, items, the SQL it runs
-    medaudit rules check rules/               validate without screening (exit 1 on problems)
-    medaudit rules import-nhsa DIR --out rules/national/
-    medaudit rules docs --out docs/rule-types.md
+medaudit rules types                      every rule type: title, nature, mode, stages
+medaudit rules explain restrict_gender    what a type flags, why it matters, an example
+medaudit rules list rules/                the rules of a library
+medaudit rules show NHSA-B1-DRUG-GENDER   one rule: parameters, items, the SQL it runs
+medaudit rules check rules/               validate without screening (exit 1 on problems)
+medaudit rules import-nhsa DIR --out rules/national/
+medaudit rules docs --out docs/rule-types.md
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ def type_markdown(rt: RuleType) -> str:
     doc = inspect.cleandoc(rt.doc or "")
     headline, _, body = doc.partition("\n")
     parts = [f"## `{rt.name}` {rt.title}", "", headline.strip(), body.rstrip(), ""]
-    parts += _params_table(rt, "**Parameters.**", "| parameter | kind | required | default | per item | meaning |",
-                           "yes", "none")
+    parts += _params_table(
+        rt, "**Parameters.**", "| parameter | kind | required | default | per item | meaning |", "yes", "none"
+    )
     items = {"required": "required", "optional": "optional", "none": "none (it reads visits)"}[rt.items]
     parts += [
         f"**Facts.** nature {rt.nature} · deduction `{rt.mode}` · default severity `{rt.default_severity}` · "
@@ -94,8 +95,10 @@ def _params_table(rt: RuleType, title: str, header: str, yes: str, none: str) ->
     for p in rt.params:
         kind = p.kind + (f" ({' / '.join(str(c) for c in p.choices)})" if p.choices else "")
         default = "" if p.default is None else f"`{p.default}`"
-        out.append(f"| `{p.name}` | {kind} | {yes if p.required else ''} | {default} | "
-                   f"{yes if p.per_item else ''} | {p.help} |")
+        out.append(
+            f"| `{p.name}` | {kind} | {yes if p.required else ''} | {default} | "
+            f"{yes if p.per_item else ''} | {p.help} |"
+        )
     return out + [""]
 
 
@@ -103,8 +106,14 @@ def _params_table(rt: RuleType, title: str, header: str, yes: str, none: str) ->
 _ITEMS_ZH = {"required": "必须列出项目", "optional": "可不列项目（不列时查所有明细）", "none": "不用项目（按就诊判断）"}
 _SEVERITY_ZH = {"violation": "违规（直接扣款）", "suspect": "可疑（复核确认后扣款）", "warning": "预警（不扣款）"}
 _STAGE_ZH = {"pre_alert": "事前提醒", "in_process": "事中", "post_hoc": "事后"}
-_MODE_ZH = {"whole_line": "整条明细", "excess_qty": "超出数量", "price_diff": "差价", "pct": "按比例",
-            "whole_visit": "整次就诊（涉及金额）", "none": "不扣款"}
+_MODE_ZH = {
+    "whole_line": "整条明细",
+    "excess_qty": "超出数量",
+    "price_diff": "差价",
+    "pct": "按比例",
+    "whole_visit": "整次就诊（涉及金额）",
+    "none": "不扣款",
+}
 
 
 def type_markdown_zh(rt: RuleType) -> str:
@@ -116,7 +125,8 @@ def type_markdown_zh(rt: RuleType) -> str:
     parts += [
         f"**要点。** 问题性质 {rt.nature} · 扣款方式 {_MODE_ZH.get(rt.mode, rt.mode)} (`{rt.mode}`) · 默认严重程度 "
         f"{_SEVERITY_ZH.get(rt.default_severity, rt.default_severity)} (`{rt.default_severity}`) · 环节 "
-        + "、".join(f"{_STAGE_ZH.get(s, s)} ({s})" for s in rt.stages) + f" · 项目 {_ITEMS_ZH[rt.items]}",
+        + "、".join(f"{_STAGE_ZH.get(s, s)} ({s})" for s in rt.stages)
+        + f" · 项目 {_ITEMS_ZH[rt.items]}",
         "",
     ]
     return "\n".join(parts)
@@ -156,7 +166,8 @@ def types() -> None:
 def explain(
     type_name: str = typer.Argument(..., metavar="TYPE", help="a rule type, e.g. restrict_gender"),
     lang: Literal["zh", "en", "both"] = typer.Option(
-        "zh", "--lang", help="zh: 中文 (default); en: the English text with the example; both: Chinese, then English"),
+        "zh", "--lang", help="zh: 中文 (default); en: the English text with the example; both: Chinese, then English"
+    ),
 ) -> None:
     """What a rule type flags, why it matters, and its parameters (in Chinese; --lang en or both for English)."""
     rt = REGISTRY.get(type_name)
@@ -168,8 +179,10 @@ def explain(
         text = type_markdown(rt)
     else:
         text = type_markdown_zh(rt) + (
-            "\n---\n\n**English.**\n\n" + type_markdown(rt) if lang == "both"
-            else f"\n（英文说明及示例：`medaudit rules explain {rt.name} --lang en`）\n")
+            "\n---\n\n**English.**\n\n" + type_markdown(rt)
+            if lang == "both"
+            else f"\n（英文说明及示例：`medaudit rules explain {rt.name} --lang en`）\n"
+        )
     _out().print(Markdown(text))
 
 
@@ -265,8 +278,9 @@ def compile_problems(lib: Library) -> list[str]:
 def check(
     rules_dir: Optional[Path] = RulesArgument,
     rules_opt: Optional[Path] = RulesOption,
-    compile_queries: bool = typer.Option(True, "--compile/--no-compile",
-                                         help="also run every rule's query over an empty database"),
+    compile_queries: bool = typer.Option(
+        True, "--compile/--no-compile", help="also run every rule's query over an empty database"
+    ),
 ) -> None:
     """Validate a library without screening: every problem with file, rule id and field; exit 1 if any."""
     rules_dir = _library_path(rules_dir, rules_opt)
@@ -288,8 +302,11 @@ def check(
     n_items = sum(len(r.items) for r in lib.rules)
     files = len({r.source for r in lib.rules})
     shown = ", ".join(f"{t} {n}" for t, n in sorted(by_type.items()))
-    con.print(f"{rules_dir}: OK, {len(lib.rules)} rules in {files} files, {n_items:,} items ({shown})",
-                 markup=False, soft_wrap=True)
+    con.print(
+        f"{rules_dir}: OK, {len(lib.rules)} rules in {files} files, {n_items:,} items ({shown})",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _fmt(v) -> str:
@@ -319,11 +336,18 @@ def show(
     head.add_column(style="bold")
     head.add_column()
     for k, v in (
-        ("id", f"{r.id} (version {r.version})"), ("name", r.name), ("type", f"{r.type} {rt.title}"),
-        ("severity", r.severity), ("nature", r.nature), ("stages", ", ".join(r.stages)),
-        ("deduction", rt.mode), ("valid", _valid(r)),
+        ("id", f"{r.id} (version {r.version})"),
+        ("name", r.name),
+        ("type", f"{r.type} {rt.title}"),
+        ("severity", r.severity),
+        ("nature", r.nature),
+        ("stages", ", ".join(r.stages)),
+        ("deduction", rt.mode),
+        ("valid", _valid(r)),
         ("scope", ", ".join(f"{k}={_fmt(v)}" for k, v in r.scope.items()) or "all"),
-        ("basis", r.basis), ("file", r.source), ("description", r.description),
+        ("basis", r.basis),
+        ("file", r.source),
+        ("description", r.description),
     ):
         if v:
             head.add_row(k, v)
@@ -354,8 +378,12 @@ def show(
             it.add_row(i.code or f"{i.prefix}*", i.name or "", *(_fmt(i.params.get(c)) for c in cols))
         con.print(it)
     else:
-        con.print("Items: none (the rule applies to every line)" if rt.items != "none"
-                  else "Items: none (the type reads the tables itself)", markup=False)
+        con.print(
+            "Items: none (the rule applies to every line)"
+            if rt.items != "none"
+            else "Items: none (the type reads the tables itself)",
+            markup=False,
+        )
 
     names = type_names(rt)
     steps = []
@@ -363,7 +391,8 @@ def show(
         steps.append(
             f"-- step 1: match the screened lines to the items of the {rt.name} rules (validity and scope applied)\n"
             f"-- p_{rt.name}: one row per rule and item (rule_key, code, prefix, match_all, item_name, "
-            + ", ".join(p.name for p in rt.params) + ")\n"
+            + ", ".join(p.name for p in rt.params)
+            + ")\n"
             f"CREATE TEMP TABLE m_{rt.name} AS\n"
             + textwrap.dedent(matched_sql(rt, codes > 0, prefixes > 0, not r.items)).strip()
         )
@@ -371,11 +400,11 @@ def show(
         steps.append(
             f"-- step {len(steps) + 1}: the rule's query runs alone in the sandbox connection (only the tables "
             "and columns it names, no file access, settings locked); its rows go into sql_rule_rows\n"
-            + str(r.params.get("query", "")).strip())
+            + str(r.params.get("query", "")).strip()
+        )
     steps.append(
         f"-- step {len(steps) + 1}: the {rt.name} query, run once for all rules of the type; "
-        f"this rule's rows have the rule_key of {r.id} in r_all\n"
-        + _type_sql(rt, r, names)
+        f"this rule's rows have the rule_key of {r.id} in r_all\n" + _type_sql(rt, r, names)
     )
     con.print(Syntax("\n\n".join(steps), "sql", word_wrap=True, theme="ansi_dark"))
 

@@ -13,15 +13,20 @@ from ..clihelp import fail
 
 
 def register(app: typer.Typer) -> None:
-    sample = typer.Typer(help="Sample data: a realistic claim batch with known violations (answer_key.csv).",
-                         no_args_is_help=True)
+    sample = typer.Typer(
+        help="Sample data: a realistic claim batch with known violations (answer_key.csv).", no_args_is_help=True
+    )
     console = Console()
 
     @sample.command("generate")
     def generate_cmd(
-        out: Path = typer.Option(..., "--out", help="batch folder to write (created; same-named table files are replaced)"),
+        out: Path = typer.Option(
+            ..., "--out", help="batch folder to write (created; same-named table files are replaced)"
+        ),
         visits: Optional[int] = typer.Option(None, "--visits", help="number of visits (default 300, or from --lines)"),
-        lines: Optional[int] = typer.Option(None, "--lines", help="approximate number of fee lines instead of --visits"),
+        lines: Optional[int] = typer.Option(
+            None, "--lines", help="approximate number of fee lines instead of --visits"
+        ),
         seed: int = typer.Option(1, "--seed", help="random seed: the same seed gives the same batch"),
         fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
         types: Optional[str] = typer.Option(None, "--types", help="only inject these rule types (comma-separated)"),

@@ -26,61 +26,131 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(
-        db: Path = typer.Option(Path("medaudit.duckdb"), "--db", help="the medaudit database (history, results, feedback)"),
+        db: Path = typer.Option(
+            Path("medaudit.duckdb"), "--db", help="the medaudit database (history, results, feedback)"
+        ),
         rules: Path = typer.Option(Path("rules"), "--rules", help="the rule library of the rule set 'default'"),
-        rule_set: List[str] = typer.Option([], "--rule-set", help="another rule set: NAME=PATH (repeatable); "
-                                           "requests choose one with ?rule_set=NAME"),
-        keys: Optional[Path] = typer.Option(None, "--keys", help="API keys file (YAML: institution code: key); "
-                                            "keys made with `medaudit serve-key` are read from the database"),
+        rule_set: List[str] = typer.Option(
+            [], "--rule-set", help="another rule set: NAME=PATH (repeatable); requests choose one with ?rule_set=NAME"
+        ),
+        keys: Optional[Path] = typer.Option(
+            None,
+            "--keys",
+            help="API keys file (YAML: institution code: key); "
+            "keys made with `medaudit serve-key` are read from the database",
+        ),
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
         sessions: int = typer.Option(2, "--sessions", help="checks run at once (one database cursor each)"),
-        batch: int = typer.Option(16, "--batch", help="requests waiting for a session are checked together, "
-                                  "up to this many per run (1: one at a time)"),
+        batch: int = typer.Option(
+            16,
+            "--batch",
+            help="requests waiting for a session are checked together, up to this many per run (1: one at a time)",
+        ),
         threads: int = typer.Option(1, "--threads", help="DuckDB threads per query (small queries: 1 is fastest)"),
-        engine: str = typer.Option("fast", "--engine", help="fast: in-memory evaluators for the rule types "
-                                   "that have one, the batch engine's SQL for the others; sql: always the SQL (the reference)"),
-        cache_ttl: float = typer.Option(300.0, "--cache-ttl", help="seconds a visit's stored context stays cached "
-                                        "(fast engine)"),
-        async_results: bool = typer.Option(True, "--async-results/--sync-results", help="store answered results in "
-                                           "the background, many per INSERT (read endpoints and 3103 flush first)"),
-        preload: bool = typer.Option(False, "--preload", help="fast engine: load every stored visit's context and "
-                                     "the catalogue at startup (one set-based pass); no request then queries the "
-                                     "database, and (with --async-results) checks run on the event loop"),
-        max_body: int = typer.Option(2 * 1024 * 1024, "--max-body", min=1, help="largest request body in bytes "
-                                     "(413 beyond, refused before it is read)"),
+        engine: str = typer.Option(
+            "fast",
+            "--engine",
+            help="fast: in-memory evaluators for the rule types "
+            "that have one, the batch engine's SQL for the others; sql: always the SQL (the reference)",
+        ),
+        cache_ttl: float = typer.Option(
+            300.0, "--cache-ttl", help="seconds a visit's stored context stays cached (fast engine)"
+        ),
+        async_results: bool = typer.Option(
+            True,
+            "--async-results/--sync-results",
+            help="store answered results in the background, many per INSERT (read endpoints and 3103 flush first)",
+        ),
+        preload: bool = typer.Option(
+            False,
+            "--preload",
+            help="fast engine: load every stored visit's context and "
+            "the catalogue at startup (one set-based pass); no request then queries the "
+            "database, and (with --async-results) checks run on the event loop",
+        ),
+        max_body: int = typer.Option(
+            2 * 1024 * 1024,
+            "--max-body",
+            min=1,
+            help="largest request body in bytes (413 beyond, refused before it is read)",
+        ),
         max_patients: int = typer.Option(20, "--max-patients", min=1, help="patients per 3101 request (422 beyond)"),
-        max_orders: int = typer.Option(1000, "--max-orders", min=1, help="orders per 3101 request, all patients "
-                                       "together, earlier orders included (422 beyond)"),
+        max_orders: int = typer.Option(
+            1000,
+            "--max-orders",
+            min=1,
+            help="orders per 3101 request, all patients together, earlier orders included (422 beyond)",
+        ),
         max_warns: int = typer.Option(1000, "--max-warns", min=1, help="answers per 3103 request (422 beyond)"),
-        journal: Optional[Path] = typer.Option(None, "--journal", help="folder of the result writer's journal "
-                                               "(answered results and feedback not stored yet; default: next to "
-                                               "the database, <db>.prealert-journal)"),
-        max_queue_rows: int = typer.Option(20_000, "--max-queue-rows", min=1, help="answered rows the writer "
-                                           "keeps in memory; beyond, the journal alone holds them and /health "
-                                           "says the queue is full (answers continue)"),
-        max_inflight: int = typer.Option(64, "--max-inflight", min=1, help="requests in progress at once; "
-                                         "beyond (after --max-wait), 503 with Retry-After"),
-        max_wait: float = typer.Option(0.1, "--max-wait", min=0.0, help="seconds a request may wait for a "
-                                       "place (or the event loop may lag) before it is answered 503"),
-        history_days: Optional[int] = typer.Option(None, "--history-days", min=0, help="with --preload: preload "
-                                                   "only the visits of the last N days (default: as far back as the "
-                                                   "served rules look, e.g. period_limit's longest period_days); "
-                                                   "older ones are checked by SQL"),
-        whole_history: bool = typer.Option(False, "--whole-history", help="with --preload: preload every stored "
-                                           "visit, however old"),
-        max_db_checks: Optional[int] = typer.Option(None, "--max-db-checks", min=1, help="3101 checks needing "
-                                                    "the database (SQL path) running or waiting at once; beyond "
-                                                    "(after --max-wait), 503 (default: sessions x batch)"),
-        watched_rule_set: Optional[str] = typer.Option(None, "--watched-rule-set", help="a rule set (--rule-set "
-                                                      "NAME=PATH) for the orders of doctors on the watchlist (重点监控, "
-                                                      "medaudit watch): it replaces the one a request asks for; the "
-                                                      "watchlist is read again every minute"),
-        workers: str = typer.Option("1", "--workers", help="answering processes on the port (a number, or auto: "
-                                    "one per core); each holds its own read-only context, one writer stores "
-                                    "every worker's answers (docs/prealert.md)"),
-        cache_visits: int = typer.Option(50_000, "--cache-visits", min=1, help="visit contexts loaded on first use "
-                                         "kept in memory (fast engine without --preload)"),
+        journal: Optional[Path] = typer.Option(
+            None,
+            "--journal",
+            help="folder of the result writer's journal "
+            "(answered results and feedback not stored yet; default: next to "
+            "the database, <db>.prealert-journal)",
+        ),
+        max_queue_rows: int = typer.Option(
+            20_000,
+            "--max-queue-rows",
+            min=1,
+            help="answered rows the writer "
+            "keeps in memory; beyond, the journal alone holds them and /health "
+            "says the queue is full (answers continue)",
+        ),
+        max_inflight: int = typer.Option(
+            64,
+            "--max-inflight",
+            min=1,
+            help="requests in progress at once; beyond (after --max-wait), 503 with Retry-After",
+        ),
+        max_wait: float = typer.Option(
+            0.1,
+            "--max-wait",
+            min=0.0,
+            help="seconds a request may wait for a place (or the event loop may lag) before it is answered 503",
+        ),
+        history_days: Optional[int] = typer.Option(
+            None,
+            "--history-days",
+            min=0,
+            help="with --preload: preload "
+            "only the visits of the last N days (default: as far back as the "
+            "served rules look, e.g. period_limit's longest period_days); "
+            "older ones are checked by SQL",
+        ),
+        whole_history: bool = typer.Option(
+            False, "--whole-history", help="with --preload: preload every stored visit, however old"
+        ),
+        max_db_checks: Optional[int] = typer.Option(
+            None,
+            "--max-db-checks",
+            min=1,
+            help="3101 checks needing "
+            "the database (SQL path) running or waiting at once; beyond "
+            "(after --max-wait), 503 (default: sessions x batch)",
+        ),
+        watched_rule_set: Optional[str] = typer.Option(
+            None,
+            "--watched-rule-set",
+            help="a rule set (--rule-set "
+            "NAME=PATH) for the orders of doctors on the watchlist (重点监控, "
+            "medaudit watch): it replaces the one a request asks for; the "
+            "watchlist is read again every minute",
+        ),
+        workers: str = typer.Option(
+            "1",
+            "--workers",
+            help="answering processes on the port (a number, or auto: "
+            "one per core); each holds its own read-only context, one writer stores "
+            "every worker's answers (docs/prealert.md)",
+        ),
+        cache_visits: int = typer.Option(
+            50_000,
+            "--cache-visits",
+            min=1,
+            help="visit contexts loaded on first use kept in memory (fast engine without --preload)",
+        ),
     ) -> None:
         """Serve pre-alert checks over HTTP (OpenAPI docs at /docs).
 
@@ -112,8 +182,10 @@ def register(app: typer.Typer) -> None:
             except RuleLibraryError as e:
                 fail(f"rule set {name} ({path}) has problems:\n" + "\n".join(e.problems))
         if watched_rule_set is not None and watched_rule_set not in libs:
-            fail(f"--watched-rule-set {watched_rule_set!r} is not a rule set given with --rule-set NAME=PATH "
-                 f"(rule sets: {', '.join(sorted(libs))})")
+            fail(
+                f"--watched-rule-set {watched_rule_set!r} is not a rule set given with --rule-set NAME=PATH "
+                f"(rule sets: {', '.join(sorted(libs))})"
+            )
         file_keys = {}
         if keys:
             try:
@@ -128,27 +200,71 @@ def register(app: typer.Typer) -> None:
         con.execute(f"SET threads = {max(1, int(threads))}")
         from .. import resources
 
-        if resources.current().memory_limit is None:  # not given: the service's own default, not a quarter of the machine
+        if (
+            resources.current().memory_limit is None
+        ):  # not given: the service's own default, not a quarter of the machine
             con.execute("SET memory_limit = ?", [SERVICE_MEMORY_LIMIT])
         if n_workers > 1:
-            return _serve_workers(con, db, n_workers, host, port, journal, max_queue_rows, console, err, {
-                "libraries": lib_paths, "keys": str(Path(keys).resolve()) if keys else None, "threads": threads,
-                "memory_limit": resources.current().memory_limit or SERVICE_MEMORY_LIMIT,
-                "app": dict(sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl, preload=preload,
-                            async_results=True, max_body=max_body, max_patients=max_patients,
-                            max_orders=max_orders, max_warns=max_warns, max_inflight=max_inflight,
-                            max_wait=max_wait, window=not whole_history, history_days=history_days,
-                            cache_visits=cache_visits, max_db_checks=max_db_checks or max(1, sessions) * max(1, batch),
-                            watched_rule_set=watched_rule_set)})
-        application = create_app(con, libs, file_keys, sessions=sessions, batch=batch, engine=engine,
-                                 cache_ttl=cache_ttl, preload=preload,
-                                 async_results=async_results, max_body=max_body, max_patients=max_patients,
-                                 max_orders=max_orders, max_warns=max_warns,
-                                 journal=str(journal) if journal else None, max_queue_rows=max_queue_rows,
-                                 max_inflight=max_inflight, max_wait=max_wait, window=not whole_history,
-                                 history_days=history_days, cache_visits=cache_visits,
-                                 max_db_checks=max_db_checks or max(1, sessions) * max(1, batch),
-                                 watched_rule_set=watched_rule_set)
+            return _serve_workers(
+                con,
+                db,
+                n_workers,
+                host,
+                port,
+                journal,
+                max_queue_rows,
+                console,
+                err,
+                {
+                    "libraries": lib_paths,
+                    "keys": str(Path(keys).resolve()) if keys else None,
+                    "threads": threads,
+                    "memory_limit": resources.current().memory_limit or SERVICE_MEMORY_LIMIT,
+                    "app": dict(
+                        sessions=sessions,
+                        batch=batch,
+                        engine=engine,
+                        cache_ttl=cache_ttl,
+                        preload=preload,
+                        async_results=True,
+                        max_body=max_body,
+                        max_patients=max_patients,
+                        max_orders=max_orders,
+                        max_warns=max_warns,
+                        max_inflight=max_inflight,
+                        max_wait=max_wait,
+                        window=not whole_history,
+                        history_days=history_days,
+                        cache_visits=cache_visits,
+                        max_db_checks=max_db_checks or max(1, sessions) * max(1, batch),
+                        watched_rule_set=watched_rule_set,
+                    ),
+                },
+            )
+        application = create_app(
+            con,
+            libs,
+            file_keys,
+            sessions=sessions,
+            batch=batch,
+            engine=engine,
+            cache_ttl=cache_ttl,
+            preload=preload,
+            async_results=async_results,
+            max_body=max_body,
+            max_patients=max_patients,
+            max_orders=max_orders,
+            max_warns=max_warns,
+            journal=str(journal) if journal else None,
+            max_queue_rows=max_queue_rows,
+            max_inflight=max_inflight,
+            max_wait=max_wait,
+            window=not whole_history,
+            history_days=history_days,
+            cache_visits=cache_visits,
+            max_db_checks=max_db_checks or max(1, sessions) * max(1, batch),
+            watched_rule_set=watched_rule_set,
+        )
         n_keys = len(file_keys) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")
@@ -159,8 +275,14 @@ def register(app: typer.Typer) -> None:
                 from ..prealert.fast import EVALUATORS
 
                 slow = sorted({r.type for r in lib.rules if "pre_alert" in r.stages and r.type not in EVALUATORS})
-                console.print("  engine: fast" + (f" (by SQL in the same request, the types without an in-memory "
-                                                  f"evaluator: {', '.join(slow)})" if slow else ""))
+                console.print(
+                    "  engine: fast"
+                    + (
+                        f" (by SQL in the same request, the types without an in-memory evaluator: {', '.join(slow)})"
+                        if slow
+                        else ""
+                    )
+                )
             else:
                 console.print("  engine: sql")
         console.print(f"serving http://{host}:{port}  (docs: /docs)")
@@ -170,8 +292,9 @@ def register(app: typer.Typer) -> None:
         gc.freeze()
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
-    def _serve_workers(con, db: Path, n: int, host: str, port: int, journal, max_queue_rows: int, console, err,
-                       config: dict) -> None:
+    def _serve_workers(
+        con, db: Path, n: int, host: str, port: int, journal, max_queue_rows: int, console, err, config: dict
+    ) -> None:
         """Several answering processes and one writer (:mod:`medaudit.prealert.workers`)."""
         import socket
 
@@ -190,8 +313,9 @@ def register(app: typer.Typer) -> None:
         sup = Supervisor(con, db, n, host, port, config, journal=journal, max_queue_rows=max_queue_rows)
         try:
             sup.start()
-            console.print(f"{n} workers starting (each loads its own context from {sup.snapshot.name}); "
-                          f"writer: {sup.journal}")
+            console.print(
+                f"{n} workers starting (each loads its own context from {sup.snapshot.name}); writer: {sup.journal}"
+            )
             if not sup.wait_ready():
                 err.print("[red]error:[/] a worker ended while starting (its message is above)")
                 raise typer.Exit(1)

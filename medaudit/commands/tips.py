@@ -18,11 +18,16 @@ console = Console()
 err = Console(stderr=True)
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
-app = typer.Typer(help="Tips and complaints (举报投诉): 受理 → 核查中 → 属实 / 不属实 → 奖励已发放.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tips and complaints (举报投诉): 受理 → 核查中 → 属实 / 不属实 → 奖励已发放.", no_args_is_help=True
+)
 
 
-RulesOption = typer.Option(Path("rules"), "--rules", help="the rule library the named visits are screened with "
-                                                          "(the one the nightly screening uses)")
+RulesOption = typer.Option(
+    Path("rules"),
+    "--rules",
+    help="the rule library the named visits are screened with (the one the nightly screening uses)",
+)
 
 
 @app.command("add")
@@ -48,13 +53,27 @@ def add(
     con = dbm.open_existing(db)
     library = _library(rules) if visit else None
     try:
-        tid = tp.add(con, channel=channel, received_on=day, content=content, by=by, institution=institution,
-                     doctor=doctor, person=person, visits=visit, contact=contact, library=library)
+        tid = tp.add(
+            con,
+            channel=channel,
+            received_on=day,
+            content=content,
+            by=by,
+            institution=institution,
+            doctor=doctor,
+            person=person,
+            visits=visit,
+            contact=contact,
+            library=library,
+        )
     except tp.TipError as e:
         fail(str(e))
     t = tp.show(con, tid)
-    console.print(f"tip {tid} 受理 ({channel}, {day}); {len(t['findings'])} findings linked; contact kept as "
-                  f"{t['contact_masked'] or '-'}", highlight=False)
+    console.print(
+        f"tip {tid} 受理 ({channel}, {day}); {len(t['findings'])} findings linked; contact kept as "
+        f"{t['contact_masked'] or '-'}",
+        highlight=False,
+    )
     _said(t["events"][0]["detail"])
 
 
@@ -70,11 +89,19 @@ def _library(rules: Path):
 def _said(detail: dict) -> None:
     """What screening the named visits did, and the visits not loaded yet."""
     for r in detail.get("screened", []):
-        console.print(f"  screened {r['stage']} (run {r['run_id']}): {r['scope']}; {r['lines']:,} lines, "
-                      f"{r['new_findings']:,} new findings", highlight=False, soft_wrap=True)
+        console.print(
+            f"  screened {r['stage']} (run {r['run_id']}): {r['scope']}; {r['lines']:,} lines, "
+            f"{r['new_findings']:,} new findings",
+            highlight=False,
+            soft_wrap=True,
+        )
     if detail.get("visits_not_loaded"):
-        console.print(f"  not loaded yet (kept; linked when a screening run finds something on them): "
-                      f"{', '.join(detail['visits_not_loaded'])}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  not loaded yet (kept; linked when a screening run finds something on them): "
+            f"{', '.join(detail['visits_not_loaded'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("link")
@@ -92,8 +119,9 @@ def link(
         d = tp.add_visits(con, tip_id, visit, by, library)
     except tp.TipError as e:
         fail(str(e))
-    console.print(f"tip {tip_id}: {len(d['visits'])} visit(s) added; {d['linked_findings']} findings linked",
-                  highlight=False)
+    console.print(
+        f"tip {tip_id}: {len(d['visits'])} visit(s) added; {d['linked_findings']} findings linked", highlight=False
+    )
     _said(d)
 
 
@@ -109,8 +137,12 @@ def _move(action: str, tip_id: int, by: str, reason: str, db: Path, **kw) -> Non
 
 
 @app.command("investigate")
-def investigate(tip_id: int = typer.Argument(..., metavar="TIP"), by: str = typer.Option(..., "--by"),
-                reason: str = typer.Option("", "--reason"), db: Path = DbOption) -> None:
+def investigate(
+    tip_id: int = typer.Argument(..., metavar="TIP"),
+    by: str = typer.Option(..., "--by"),
+    reason: str = typer.Option("", "--reason"),
+    db: Path = DbOption,
+) -> None:
     """受理 → 核查中."""
     _move("investigate", tip_id, by, reason, db)
 
@@ -133,8 +165,12 @@ def conclude(
 
 
 @app.command("reward")
-def reward(tip_id: int = typer.Argument(..., metavar="TIP"), by: str = typer.Option(..., "--by"),
-           reason: str = typer.Option("", "--reason"), db: Path = DbOption) -> None:
+def reward(
+    tip_id: int = typer.Argument(..., metavar="TIP"),
+    by: str = typer.Option(..., "--by"),
+    reason: str = typer.Option("", "--reason"),
+    db: Path = DbOption,
+) -> None:
     """属实 → 奖励已发放 (the reward fixed when the tip was found true)."""
     _move("reward", tip_id, by, reason, db)
 
@@ -147,25 +183,45 @@ def show(tip_id: int = typer.Argument(..., metavar="TIP"), db: Path = DbOption) 
         t = tp.show(con, tip_id)
     except tp.TipError as e:
         fail(str(e))
-    for k in ("tip_id", "status", "received_on", "channel", "fixmedins_code", "dr_code", "psn_no", "visits", "content",
-              "contact_masked", "nature", "recovered", "reward"):
+    for k in (
+        "tip_id",
+        "status",
+        "received_on",
+        "channel",
+        "fixmedins_code",
+        "dr_code",
+        "psn_no",
+        "visits",
+        "content",
+        "contact_masked",
+        "nature",
+        "recovered",
+        "reward",
+    ):
         console.print(f"{k}: {'' if t[k] is None else t[k]}", highlight=False, soft_wrap=True)
     for v, st in t["visit_status"].items():
         console.print(f"  visit {v}: {st}", highlight=False, soft_wrap=True)
     console.print(f"findings ({len(t['linked'])}):" + ("" if t["linked"] else " -"), highlight=False)
     for f in t["linked"]:
-        amt = "" if f["flagged_amt"] is None else f"flagged {f['flagged_amt']:,.2f}  deduction {f['deduction_amt']:,.2f}"
-        console.print(f"  {f['finding_id'][:12]}  {f['rule_id'] or ''} {f['rule_name'] or ''}  {f['stage'] or ''}  "
-                      f"{lifecycle.status_label(f['status']) if f['status'] else ''}  {f['mdtrt_id'] or ''}  {amt}  "
-                      f"(linked by {f['linked_by'] or '-'}{', ' + f['linked_actor'] if f['linked_by'] == 'tip_link' else ''})",
-                      highlight=False, soft_wrap=True)
+        amt = (
+            "" if f["flagged_amt"] is None else f"flagged {f['flagged_amt']:,.2f}  deduction {f['deduction_amt']:,.2f}"
+        )
+        console.print(
+            f"  {f['finding_id'][:12]}  {f['rule_id'] or ''} {f['rule_name'] or ''}  {f['stage'] or ''}  "
+            f"{lifecycle.status_label(f['status']) if f['status'] else ''}  {f['mdtrt_id'] or ''}  {amt}  "
+            f"(linked by {f['linked_by'] or '-'}{', ' + f['linked_actor'] if f['linked_by'] == 'tip_link' else ''})",
+            highlight=False,
+            soft_wrap=True,
+        )
     for e in t["events"]:
         console.print(f"  {e['event_at']:%Y-%m-%d %H:%M} {e['actor']} {e['action']} {e['reason']}", highlight=False)
 
 
 @app.command("list")
-def list_(status: Optional[str] = typer.Option(None, "--status", help="受理, 核查中, 属实, 不属实 or 奖励已发放"),
-          db: Path = DbOption) -> None:
+def list_(
+    status: Optional[str] = typer.Option(None, "--status", help="受理, 核查中, 属实, 不属实 or 奖励已发放"),
+    db: Path = DbOption,
+) -> None:
     """The tips (contacts masked)."""
     con = dbm.open_existing(db)
     try:
@@ -176,8 +232,17 @@ def list_(status: Optional[str] = typer.Option(None, "--status", help="受理, �
     for c in ("tip", "received", "channel", "institution", "doctor", "person", "status", "findings", "reward"):
         t.add_column(c)
     for r in rows:
-        t.add_row(str(r["tip_id"]), str(r["received_on"]), r["channel"], r["fixmedins_code"] or "", r["dr_code"] or "",
-                  r["psn_no"] or "", r["status"], str(r["n_findings"]), "" if r["reward"] is None else f"{r['reward']:,.2f}")
+        t.add_row(
+            str(r["tip_id"]),
+            str(r["received_on"]),
+            r["channel"],
+            r["fixmedins_code"] or "",
+            r["dr_code"] or "",
+            r["psn_no"] or "",
+            r["status"],
+            str(r["n_findings"]),
+            "" if r["reward"] is None else f"{r['reward']:,.2f}",
+        )
     console.print(t)
 
 
@@ -192,8 +257,11 @@ def settings_(
 ) -> None:
     """Show (or change, logged) the reward rule."""
     con = dbm.open_existing(db)
-    values = {k: v for k, v in (("reward_share", reward_share), ("reward_floor", reward_floor),
-                                ("reward_cap", reward_cap)) if v is not None}
+    values = {
+        k: v
+        for k, v in (("reward_share", reward_share), ("reward_floor", reward_floor), ("reward_cap", reward_cap))
+        if v is not None
+    }
     if values:
         try:
             tp.set_settings(con, values, by, reason)

@@ -17,8 +17,10 @@ console = Console()
 err = Console(stderr=True)
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
-app = typer.Typer(help="The watchlist (重点监控): entities enter by thresholds or by hand and leave after a clean period.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The watchlist (重点监控): entities enter by thresholds or by hand and leave after a clean period.",
+    no_args_is_help=True,
+)
 
 
 def _day(as_of: Optional[str]):
@@ -34,7 +36,9 @@ def _day(as_of: Optional[str]):
 @app.command("update")
 def update(
     by: str = typer.Option("medaudit", "--by", help="who runs it (audit log)"),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="judge on this day YYYY-MM-DD (today or earlier; logged)"),
+    as_of: Optional[str] = typer.Option(
+        None, "--as-of", help="judge on this day YYYY-MM-DD (today or earlier; logged)"
+    ),
     db: Path = DbOption,
 ) -> None:
     """Apply the thresholds: entities meeting one enter, automatic entries clean for long enough leave."""
@@ -96,27 +100,46 @@ def list_(
     for c in ("entity", "kind", "how", "since", "why", "by") + (("left", "why left") if all_ else ()):
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(r["entity"], r["entity_kind"], r["how"], str(r["entered_on"]), r["reason"], r["actor"] or "",
-                  *((str(r["left_on"] or ""), r["left_reason"] or "") if all_ else ()))
+        t.add_row(
+            r["entity"],
+            r["entity_kind"],
+            r["how"],
+            str(r["entered_on"]),
+            r["reason"],
+            r["actor"] or "",
+            *((str(r["left_on"] or ""), r["left_reason"] or "") if all_ else ()),
+        )
     console.print(t)
 
 
 @app.command("settings")
 def settings_(
-    points_threshold: Optional[int] = typer.Option(None, "--points-threshold", help="credit points that put an entity under watch"),
+    points_threshold: Optional[int] = typer.Option(
+        None, "--points-threshold", help="credit points that put an entity under watch"
+    ),
     points_window_days: Optional[int] = typer.Option(None, "--points-window-days", help="over the last N days"),
     outlier_months: Optional[int] = typer.Option(None, "--outlier-months", help="peer_outlier findings in N months..."),
     outlier_window: Optional[int] = typer.Option(None, "--outlier-window", help="...of the last M months"),
-    clean_days: Optional[int] = typer.Option(None, "--clean-days", help="days without a trigger before an automatic entry leaves"),
+    clean_days: Optional[int] = typer.Option(
+        None, "--clean-days", help="days without a trigger before an automatic entry leaves"
+    ),
     by: str = typer.Option("medaudit", "--by", help="who (audit log)"),
     reason: str = typer.Option("", "--reason", help="why (required to change)"),
     db: Path = DbOption,
 ) -> None:
     """Show (or change, logged) the watchlist's thresholds."""
     con = dbm.open_existing(db)
-    values = {k: v for k, v in (("points_threshold", points_threshold), ("points_window_days", points_window_days),
-                                ("outlier_months", outlier_months), ("outlier_window", outlier_window),
-                                ("clean_days", clean_days)) if v is not None}
+    values = {
+        k: v
+        for k, v in (
+            ("points_threshold", points_threshold),
+            ("points_window_days", points_window_days),
+            ("outlier_months", outlier_months),
+            ("outlier_window", outlier_window),
+            ("clean_days", clean_days),
+        )
+        if v is not None
+    }
     if values:
         try:
             wt.set_settings(con, values, by, reason)

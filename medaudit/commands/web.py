@@ -18,9 +18,11 @@ console = Console()
 err = Console(stderr=True)
 DbOption = typer.Option(dbm.DEFAULT_DB, "--db", help="DuckDB database file (made by load or screen)")
 
-app = typer.Typer(help="The web portal (线上反馈与申诉): hospitals appeal, reviewers decide, in the browser. "
-                       "`medaudit web --db FILE` starts it; `medaudit web user ...` manages its users.",
-                  invoke_without_command=True)
+app = typer.Typer(
+    help="The web portal (线上反馈与申诉): hospitals appeal, reviewers decide, in the browser. "
+    "`medaudit web --db FILE` starts it; `medaudit web user ...` manages its users.",
+    invoke_without_command=True,
+)
 user_app = typer.Typer(help="Users of the portal: add, disable, enable, set a password, list.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 
@@ -31,10 +33,14 @@ def web(
     db: Path = DbOption,
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: every interface)"),
     port: int = typer.Option(8080, "--port", min=1, max=65535),
-    files: Optional[Path] = typer.Option(None, "--files", help="folder for uploaded attachments (default: DB.files "
-                                                               "beside the database)"),
-    secure_cookie: bool = typer.Option(False, "--secure-cookie/--no-secure-cookie",
-                                       help="send the session cookie only over HTTPS (set it when served behind TLS)"),
+    files: Optional[Path] = typer.Option(
+        None, "--files", help="folder for uploaded attachments (default: DB.files beside the database)"
+    ),
+    secure_cookie: bool = typer.Option(
+        False,
+        "--secure-cookie/--no-secure-cookie",
+        help="send the session cookie only over HTTPS (set it when served behind TLS)",
+    ),
     session_hours: float = typer.Option(8.0, "--session-hours", min=0.05, help="a sign-in lasts this long"),
     max_upload_mb: int = typer.Option(10, "--max-upload-mb", min=1, help="largest attachment"),
 ) -> None:
@@ -49,10 +55,18 @@ def web(
     con = dbm.open_existing(db)
     auth.ensure_schema(con)
     if not auth.list_users(con):
-        err.print("[yellow]note:[/] no users yet: add one with `medaudit web user add NAME --role admin --db "
-                  f"{db}` (stop the portal first: the database has one writer)", highlight=False)
-    app_ = create_app(con, files or Path(str(db) + ".files"), secure_cookie=secure_cookie, session_hours=session_hours,
-                      max_upload_bytes=max_upload_mb * 1024 * 1024)
+        err.print(
+            "[yellow]note:[/] no users yet: add one with `medaudit web user add NAME --role admin --db "
+            f"{db}` (stop the portal first: the database has one writer)",
+            highlight=False,
+        )
+    app_ = create_app(
+        con,
+        files or Path(str(db) + ".files"),
+        secure_cookie=secure_cookie,
+        session_hours=session_hours,
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+    )
     console.print(f"medaudit web on http://{host}:{port}/ (database {db})", highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
@@ -67,10 +81,13 @@ def _password(password_stdin: bool) -> str:
 def user_add(
     username: str = typer.Argument(..., help="sign-in name (letters, digits, _ . @ -)"),
     role: str = typer.Option(..., "--role", help="reviewer 审核员, admin 管理员, or clerk 医院经办人员"),
-    institution: Optional[str] = typer.Option(None, "--institution", help="a clerk's institution code (fixmedins_code)"),
+    institution: Optional[str] = typer.Option(
+        None, "--institution", help="a clerk's institution code (fixmedins_code)"
+    ),
     name: str = typer.Option("", "--name", help="the person's name, as the audit log shows it"),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from standard input "
-                                                                        "(else it is asked for twice)"),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="read the password from standard input (else it is asked for twice)"
+    ),
     by: str = typer.Option("", "--by", help="the administrator who adds the user"),
     db: Path = DbOption,
 ) -> None:
@@ -83,13 +100,22 @@ def user_add(
         u = auth.add_user(con, username, role, _password(password_stdin), name, institution, by)
     except auth.UserError as e:
         fail(str(e))
-    known = con.execute("SELECT count(*) FROM findings WHERE fixmedins_code = ?", [u.institution]).fetchall()[0][0] \
-        if u.institution else 1
-    console.print(escape(f"user {u.username} ({u.display_name}) added: {u.role_cn} ({u.role})"
-                         + (f", institution {u.institution}" if u.institution else "")), highlight=False)
+    known = (
+        con.execute("SELECT count(*) FROM findings WHERE fixmedins_code = ?", [u.institution]).fetchall()[0][0]
+        if u.institution
+        else 1
+    )
+    console.print(
+        escape(
+            f"user {u.username} ({u.display_name}) added: {u.role_cn} ({u.role})"
+            + (f", institution {u.institution}" if u.institution else "")
+        ),
+        highlight=False,
+    )
     if not known:
-        console.print(f"[yellow]note:[/] no findings of institution {escape(u.institution)} in this database yet",
-                      highlight=False)
+        console.print(
+            f"[yellow]note:[/] no findings of institution {escape(u.institution)} in this database yet", highlight=False
+        )
 
 
 def _set_active(username: str, active: bool, db: Path) -> None:
@@ -117,8 +143,11 @@ def user_enable(username: str = typer.Argument(...), db: Path = DbOption) -> Non
 
 
 @user_app.command("password")
-def user_password(username: str = typer.Argument(...),
-                  password_stdin: bool = typer.Option(False, "--password-stdin"), db: Path = DbOption) -> None:
+def user_password(
+    username: str = typer.Argument(...),
+    password_stdin: bool = typer.Option(False, "--password-stdin"),
+    db: Path = DbOption,
+) -> None:
     """Set a user's password (every open session of the user ends)."""
     from ..web import auth
 
@@ -142,7 +171,9 @@ def user_list(db: Path = DbOption) -> None:
     for c in ("user", "name", "role", "institution", "active"):
         t.add_column(c)
     for u in auth.list_users(con):
-        t.add_row(u.username, u.display_name, f"{u.role_cn} ({u.role})", u.institution or "", "yes" if u.active else "no")
+        t.add_row(
+            u.username, u.display_name, f"{u.role_cn} ({u.role})", u.institution or "", "yes" if u.active else "no"
+        )
     console.print(t)
 
 

@@ -36,16 +36,41 @@ import duckdb
 from .. import money, names, xlsx
 from . import lifecycle
 from ..prealert import store as prealert_store
-from .report import (LINE_FIGURES_HEAD, LINE_FIGURES_SQL, PERSON_SQL, line_figure_kinds, line_text_sql, mask_certno,
-                     mask_name)
+from .report import (
+    LINE_FIGURES_HEAD,
+    LINE_FIGURES_SQL,
+    PERSON_SQL,
+    line_figure_kinds,
+    line_text_sql,
+    mask_certno,
+    mask_name,
+)
 
 SHEET = "申诉"
 COL_ID, COL_REASON, COL_ATTACH = "疑点编号", "申诉理由", "附件"
 #: the doctor's answer to a pre-alert on the same rule, visit and item (medaudit/prealert/store.py)
 COL_PREALERT = "事前提醒及医生处理"
 COLUMNS = [
-    COL_ID, "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "结算ID", "参保人", "证件号",
-    "科室", "医生", "违规明细", "违规金额（元）", "扣款金额（元）", "依据", "证据", COL_PREALERT, COL_REASON, COL_ATTACH,
+    COL_ID,
+    "规则编号",
+    "规则名称",
+    "问题性质",
+    "状态",
+    "申诉截止日",
+    "就诊ID",
+    "结算ID",
+    "参保人",
+    "证件号",
+    "科室",
+    "医生",
+    "违规明细",
+    "违规金额（元）",
+    "扣款金额（元）",
+    "依据",
+    "证据",
+    COL_PREALERT,
+    COL_REASON,
+    COL_ATTACH,
 ]
 #: the hospital's columns: the only unlocked cells of the protected sheet
 HOSPITAL_COLUMNS = (COL_REASON, COL_ATTACH)
@@ -62,12 +87,15 @@ class AppealFileError(Exception):
 
 def open_findings_sql(second_appeal: bool) -> str:
     """Open findings of one institution and month (``?`` institution, ``?`` period, ``?`` today)."""
-    reappeal = ("OR (f.status = 'upheld' AND coalesce(s.appeal_round, 0) < 2 AND s.deadline >= CAST(? AS DATE))"
-                if second_appeal else "OR (FALSE AND CAST(? AS DATE) IS NULL)")
+    reappeal = (
+        "OR (f.status = 'upheld' AND coalesce(s.appeal_round, 0) < 2 AND s.deadline >= CAST(? AS DATE))"
+        if second_appeal
+        else "OR (FALSE AND CAST(? AS DATE) IS NULL)"
+    )
     return f"""
         SELECT f.finding_id, f.rule_id, f.rule_name, f.nature, f.status, s.deadline, f.mdtrt_id, f.setl_id,
                p.psn_name, p.certno, f.dept_code, f.dr_code,
-               (SELECT string_agg({line_text_sql('fe', 'fl')}, '\n' ORDER BY fe.fee_ocur_time, fl.bkkp_sn)
+               (SELECT string_agg({line_text_sql("fe", "fl")}, '\n' ORDER BY fe.fee_ocur_time, fl.bkkp_sn)
                 FROM finding_lines fl JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
                 WHERE fl.finding_id = f.finding_id AND fl.role = 'violating') AS lines,
                f.flagged_amt,
@@ -88,8 +116,9 @@ class ExportResult:
     n_appealable: int
 
 
-def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: str, path: Path,
-                    clock: lifecycle.Clock | None = None) -> ExportResult:
+def export_workbook(
+    con: duckdb.DuckDBPyConnection, institution: str, period: str, path: Path, clock: lifecycle.Clock | None = None
+) -> ExportResult:
 
     clock = clock or lifecycle.default_clock
     now = clock()
@@ -101,13 +130,26 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
     path.parent.mkdir(parents=True, exist_ok=True)
     wb = xlsx.workbook(path)
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter"})
-    fill_head = wb.add_format({"bold": True, "bg_color": "#FFD966", "border": 1, "text_wrap": True, "valign": "vcenter"})
+    fill_head = wb.add_format(
+        {"bold": True, "bg_color": "#FFD966", "border": 1, "text_wrap": True, "valign": "vcenter"}
+    )
     fill = wb.add_format({"border": 1, "text_wrap": True, "valign": "top", "bg_color": "#FFF2CC", "locked": False})
     cells = xlsx.Cells(wb)
     nm = names.Names(con)
     ws = wb.add_worksheet(SHEET)
-    widths = {COL_ID: 34, "规则名称": 22, "状态": 22, "科室": 16, "医生": 14, "违规明细": 48, "依据": 26, "证据": 60,
-              COL_PREALERT: 40, COL_REASON: 40, COL_ATTACH: 24}
+    widths = {
+        COL_ID: 34,
+        "规则名称": 22,
+        "状态": 22,
+        "科室": 16,
+        "医生": 14,
+        "违规明细": 48,
+        "依据": 26,
+        "证据": 60,
+        COL_PREALERT: 40,
+        COL_REASON: 40,
+        COL_ATTACH: 24,
+    }
     for j, c in enumerate(COLUMNS):
         ws.write(0, j, c, fill_head if c in HOSPITAL_COLUMNS else head)
         ws.set_column(j, j, widths.get(c, 12))
@@ -118,10 +160,26 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
         status = r[4]
         can = status == "pending_appeal" or status == "upheld"
         appealable += can
-        vals = [r[0], r[1], r[2], r[3], lifecycle.status_label(status) + ("" if can else "（无需填写）"),
-                str(r[5] or ""), r[6], r[7], mask_name(r[8]), mask_certno(r[9]), nm.dept(institution, r[10]),
-                nm.doctor(institution, r[11]), r[12] or "", r[13] or 0, r[14] or 0, r[15] or "", r[16] or "",
-                prealert.get(r[0], "")]
+        vals = [
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            lifecycle.status_label(status) + ("" if can else "（无需填写）"),
+            str(r[5] or ""),
+            r[6],
+            r[7],
+            mask_name(r[8]),
+            mask_certno(r[9]),
+            nm.dept(institution, r[10]),
+            nm.doctor(institution, r[11]),
+            r[12] or "",
+            r[13] or 0,
+            r[14] or 0,
+            r[15] or "",
+            r[16] or "",
+            prealert.get(r[0], ""),
+        ]
         cells.row(ws, i, vals)
         ws.write_blank(i, len(vals), None, fill)
         ws.write_blank(i, len(vals) + 1, None, fill)
@@ -132,8 +190,17 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
     ws.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True})
 
     ls = wb.add_worksheet("明细")
-    lcols = ["疑点编号", "明细流水号", "角色", "医保目录编码", "名称", "收费时间", *LINE_FIGURES_HEAD, "金额（元）",
-             "本疑点主张扣款（元）"]
+    lcols = [
+        "疑点编号",
+        "明细流水号",
+        "角色",
+        "医保目录编码",
+        "名称",
+        "收费时间",
+        *LINE_FIGURES_HEAD,
+        "金额（元）",
+        "本疑点主张扣款（元）",
+    ]
     for j, c in enumerate(lcols):
         ls.write(0, j, c, head)
         ls.set_column(j, j, {0: 34, 3: 26, 4: 24, 5: 17}.get(j, 12))
@@ -147,7 +214,8 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
                       fe.hilist_code, fe.hilist_name, strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'),
                       {LINE_FIGURES_SQL}, fe.det_item_fee_sumamt, CAST(round(fl.claim, 2) AS DECIMAL(18,2))
                FROM finding_lines fl JOIN __ids USING (finding_id) LEFT JOIN fee_list_d fe ON fe.bkkp_sn = fl.bkkp_sn
-               ORDER BY fl.finding_id, fl.role DESC, fe.fee_ocur_time, fl.bkkp_sn""").fetchall()
+               ORDER BY fl.finding_id, fl.role DESC, fe.fee_ocur_time, fl.bkkp_sn"""
+        ).fetchall()
         con.execute("DROP TABLE __ids")
     for i, r in enumerate(lrows, 1):
         cells.row(ls, i, r, line_figure_kinds(6))
@@ -157,13 +225,21 @@ def export_workbook(con: duckdb.DuckDBPyConnection, institution: str, period: st
     info = wb.add_worksheet("说明")
     info.set_column(0, 0, 14)
     info.set_column(1, 1, 90)
-    for i, (k, v) in enumerate([
-        ("机构编码", institution), ("结算月份", period), ("导出时间", now.strftime("%Y-%m-%d %H:%M")),
-        ("疑点数", len(rows)), ("可申诉", appealable),
-        ("填写方法", "对有异议的疑点，在“申诉”表黄色列填写申诉理由；佐证材料放在本文件同一文件夹，"
-                 "在“附件”列写文件名（多个用分号分隔）。不填写的疑点视为无异议。请在申诉截止日（含当日）前提交。"),
-        ("个人信息", "参保人姓名和证件号已脱敏。"),
-    ]):
+    for i, (k, v) in enumerate(
+        [
+            ("机构编码", institution),
+            ("结算月份", period),
+            ("导出时间", now.strftime("%Y-%m-%d %H:%M")),
+            ("疑点数", len(rows)),
+            ("可申诉", appealable),
+            (
+                "填写方法",
+                "对有异议的疑点，在“申诉”表黄色列填写申诉理由；佐证材料放在本文件同一文件夹，"
+                "在“附件”列写文件名（多个用分号分隔）。不填写的疑点视为无异议。请在申诉截止日（含当日）前提交。",
+            ),
+            ("个人信息", "参保人姓名和证件号已脱敏。"),
+        ]
+    ):
         info.write(i, 0, k, head)
         cells.put(info, i, 1, v)
     info.protect()
@@ -244,8 +320,11 @@ def read_workbook_with_originals(path: Path):
 
 def edited_cells(row: dict[str, str], original: dict[str, str]) -> list[str]:
     """The bureau's cells of one row that differ from what was exported: ``扣款金额（元） 180 → 0``."""
-    return [f"{c}“{original[c]}”改为“{row[c]}”" for c in BUREAU_COLUMNS
-            if c in original and c in row and row[c] != original[c]]
+    return [
+        f"{c}“{original[c]}”改为“{row[c]}”"
+        for c in BUREAU_COLUMNS
+        if c in original and c in row and row[c] != original[c]
+    ]
 
 
 class WorkbookRefused(AppealFileError):
@@ -265,8 +344,9 @@ EDITED = "局方列被修改（不作为申诉，按导出时的原值处理）"
 NOT_YOURS = "疑点编号不是本机构的疑点（或不存在），整份工作簿未受理；请删除该行后重新提交"
 
 
-def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institution: str | None,
-                    clock: lifecycle.Clock | None = None) -> ImportResult:
+def import_workbook(
+    con: duckdb.DuckDBPyConnection, path: Path, by: str, institution: str | None, clock: lifecycle.Clock | None = None
+) -> ImportResult:
     """File the appeals of a filled workbook for ``institution``, which the bureau says (who
     sent the workbook); the workbook's own 机构编码 is never trusted. Every finding id in the
     workbook must be one of that institution's findings, else nothing is filed
@@ -278,14 +358,22 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
         raise AppealFileError("say who files the appeals (--by NAME)")
     _, rows, originals = read_workbook_with_originals(path)
     ids = sorted({d.get(COL_ID, "") for _, d in rows} - {""})
-    owners = dict(con.execute("SELECT finding_id, fixmedins_code FROM findings WHERE list_contains(?, finding_id)",
-                              [ids]).fetchall()) if ids else {}
+    owners = (
+        dict(
+            con.execute(
+                "SELECT finding_id, fixmedins_code FROM findings WHERE list_contains(?, finding_id)", [ids]
+            ).fetchall()
+        )
+        if ids
+        else {}
+    )
     inst = (institution or "").strip()
     if not inst:
         seen = sorted(set(owners.values()))
         raise AppealFileError(
             f"{path}: say whose workbook this is with --institution CODE (the institution that sent it; the "
-            f"workbook's own 机构编码 is not trusted)" + (f"; its findings belong to {', '.join(seen)}" if seen else ""))
+            f"workbook's own 机构编码 is not trusted)" + (f"; its findings belong to {', '.join(seen)}" if seen else "")
+        )
     problems = []
     for no, d in rows:
         fid = d.get(COL_ID, "")
@@ -296,9 +384,12 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
         elif owners[fid] != inst:
             problems.append((no, fid, f"row {no}: finding {fid} belongs to institution {owners[fid]}, not {inst}"))
     if problems:
-        shown = "; ".join(m for _, _, m in problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise WorkbookRefused(f"{path}: refused whole, nothing was filed: {shown}",
-                              [(no, fid, NOT_YOURS) for no, fid, _ in problems])
+        shown = "; ".join(m for _, _, m in problems[:10]) + (
+            f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        )
+        raise WorkbookRefused(
+            f"{path}: refused whole, nothing was filed: {shown}", [(no, fid, NOT_YOURS) for no, fid, _ in problems]
+        )
     res = ImportResult(inst)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -312,7 +403,9 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
                 res.edited.append((no, fid, "；".join(edits)))
             if not reason and not attach:
                 if edits:
-                    res.refused.append((no, fid, f"{EDITED}：{'；'.join(edits)}。对扣款有异议请在“{COL_REASON}”列填写理由"))
+                    res.refused.append(
+                        (no, fid, f"{EDITED}：{'；'.join(edits)}。对扣款有异议请在“{COL_REASON}”列填写理由")
+                    )
                 else:
                     res.untouched += 1
                 continue
@@ -331,8 +424,14 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
                 res.filed.append((no, fid))
         for fid, (no, _) in sorted(originals.items(), key=lambda x: x[1][0]):
             if fid not in seen:  # its row was cleared, or its 疑点编号 changed
-                res.refused.append((no, fid, f"导出时第 {no} 行的疑点在工作簿中找不到（行被清空或疑点编号被修改），未受理；"
-                                             "如有异议请重新导出后填写"))
+                res.refused.append(
+                    (
+                        no,
+                        fid,
+                        f"导出时第 {no} 行的疑点在工作簿中找不到（行被清空或疑点编号被修改），未受理；"
+                        "如有异议请重新导出后填写",
+                    )
+                )
         money.settle_deductions(con)
         con.execute("COMMIT")
     except Exception:
@@ -341,13 +440,18 @@ def import_workbook(con: duckdb.DuckDBPyConnection, path: Path, by: str, institu
     return res
 
 
-_BAD_NAME_CHARS = set('/\\:') | {chr(c) for c in range(32)} | {"\x7f"}
+_BAD_NAME_CHARS = set("/\\:") | {chr(c) for c in range(32)} | {"\x7f"}
 
 
 def plain_file_name(name: str) -> bool:
     """A file name with no folder in it: no separator, no drive, not ``.``/``..``, not absolute."""
-    return (bool(name) and name not in (".", "..") and not (set(name) & _BAD_NAME_CHARS)
-            and Path(name).name == name and not Path(name).is_absolute())
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not (set(name) & _BAD_NAME_CHARS)
+        and Path(name).name == name
+        and not Path(name).is_absolute()
+    )
 
 
 def attachments_in(folder: Path, text: str) -> tuple[list[dict], str | None]:
@@ -383,7 +487,9 @@ def _row_refusal(con, fid: str, inst: str, reason: str, now: dt.datetime) -> str
         return "疑点编号为空"
     rows = con.execute(
         """SELECT f.fixmedins_code, f.status, s.deadline, s.statement_id FROM findings f
-           LEFT JOIN finding_state s USING (finding_id) WHERE f.finding_id = ?""", [fid]).fetchall()
+           LEFT JOIN finding_state s USING (finding_id) WHERE f.finding_id = ?""",
+        [fid],
+    ).fetchall()
     if not rows or rows[0][0] != inst:  # checked for the whole workbook before; kept as a guard
         return NOT_YOURS
     owner, status, deadline, statement = rows[0]
@@ -416,8 +522,10 @@ def write_receipt(res: ImportResult | WorkbookRefused, source: Path, path: Path)
         ws.write(0, j, c, head)
         ws.set_column(j, j, w)
     notes = {(no, fid): text for no, fid, text in getattr(res, "edited", [])}
-    rows = sorted([(no, fid, "已受理", f"{EDITED}：{notes[(no, fid)]}" if (no, fid) in notes else "")
-                   for no, fid in res.filed] + [(no, fid, "未受理", why) for no, fid, why in res.refused])
+    rows = sorted(
+        [(no, fid, "已受理", f"{EDITED}：{notes[(no, fid)]}" if (no, fid) in notes else "") for no, fid in res.filed]
+        + [(no, fid, "未受理", why) for no, fid, why in res.refused]
+    )
     for i, (no, fid, result, why) in enumerate(rows, 1):
         f = bad if why else cell
         ws.write_number(i, 0, no, f)
@@ -425,11 +533,20 @@ def write_receipt(res: ImportResult | WorkbookRefused, source: Path, path: Path)
         ws.write_string(i, 2, result, f)
         ws.write_string(i, 3, why, f)
     if whole:
-        ws.write_string(len(rows) + 2, 0, f"{Path(source).name}：整份工作簿未受理（以上 {len(rows)} 行的疑点编号不是本机构的疑点），"
-                                          "没有受理任何申诉；请删除这些行后重新提交。")
+        ws.write_string(
+            len(rows) + 2,
+            0,
+            f"{Path(source).name}：整份工作簿未受理（以上 {len(rows)} 行的疑点编号不是本机构的疑点），"
+            "没有受理任何申诉；请删除这些行后重新提交。",
+        )
     else:
-        ws.write_string(len(rows) + 2, 0, f"{Path(source).name}：受理 {len(res.filed)} 条，未受理 {len(res.refused)} 条，"
-                                          f"未申诉（视为无异议）{res.untouched} 条"
-                                          + (f"，其中 {len(res.edited)} 行修改了局方列（见原因）" if res.edited else "") + "。")
+        ws.write_string(
+            len(rows) + 2,
+            0,
+            f"{Path(source).name}：受理 {len(res.filed)} 条，未受理 {len(res.refused)} 条，"
+            f"未申诉（视为无异议）{res.untouched} 条"
+            + (f"，其中 {len(res.edited)} 行修改了局方列（见原因）" if res.edited else "")
+            + "。",
+        )
     wb.close()
     return path

@@ -107,7 +107,9 @@ def finalize(
                 FROM findings f JOIN finding_state s USING (finding_id)
                 WHERE {where} AND s.statement_id IS NULL AND f.status IN ('upheld', 'expired')
                   AND {money.CLAIMING}
-                ORDER BY f.finding_id""", args).fetchall()
+                ORDER BY f.finding_id""",
+            args,
+        ).fetchall()
         cand = [r[0] for r in rows if lifecycle.is_final_outcome(r[1], r[2], r[3], second, today)]
         con.execute("CREATE OR REPLACE TEMP TABLE __cand (finding_id VARCHAR)")
         if cand:
@@ -120,46 +122,69 @@ def finalize(
                JOIN finding_state os ON os.finding_id = o.finding_id
                WHERE fl.role = 'violating' AND fl.claim > 0 AND os.statement_id IS NULL
                  AND cl.finding_id NOT IN (SELECT finding_id FROM __cand)
-               GROUP BY fl.finding_id ORDER BY 1""").fetchall()
-        res.held = [(h[0], f"{h[1][0]} 的扣款由疑点 {h[1][1]}（{lifecycle.status_label(h[1][2])}）承担，等待其结案")
-                    for h in held]
+               GROUP BY fl.finding_id ORDER BY 1"""
+        ).fetchall()
+        res.held = [
+            (h[0], f"{h[1][0]} 的扣款由疑点 {h[1][1]}（{lifecycle.status_label(h[1][2])}）承担，等待其结案")
+            for h in held
+        ]
         if held:
             con.executemany("DELETE FROM __cand WHERE finding_id = ?", [[h[0]] for h in held])
-        res.not_final = dict(con.execute(
-            f"""SELECT f.status, count(*) FROM findings f JOIN finding_state s USING (finding_id)
+        res.not_final = dict(
+            con.execute(
+                f"""SELECT f.status, count(*) FROM findings f JOIN finding_state s USING (finding_id)
                 WHERE {where} AND s.statement_id IS NULL AND f.status NOT IN ('overturned', 'dismissed', 'superseded')
                   AND f.finding_id NOT IN (SELECT finding_id FROM __cand)
-                GROUP BY 1 ORDER BY 1""", args).fetchall())
-        insts = [r[0] for r in con.execute(
-            "SELECT DISTINCT f.fixmedins_code FROM findings f JOIN __cand USING (finding_id) ORDER BY 1").fetchall()]
+                GROUP BY 1 ORDER BY 1""",
+                args,
+            ).fetchall()
+        )
+        insts = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT f.fixmedins_code FROM findings f JOIN __cand USING (finding_id) ORDER BY 1"
+            ).fetchall()
+        ]
         for inst in insts:
             sid = con.execute("SELECT coalesce(max(statement_id), 0) + 1 FROM deduction_statements").fetchall()[0][0]
-            seq = con.execute("SELECT count(*) + 1 FROM deduction_statements WHERE period = ? AND fixmedins_code = ?",
-                              [period, inst]).fetchall()[0][0]
+            seq = con.execute(
+                "SELECT count(*) + 1 FROM deduction_statements WHERE period = ? AND fixmedins_code = ?", [period, inst]
+            ).fetchall()[0][0]
             con.execute(
                 """INSERT INTO deduction_items (statement_id, finding_id, status, amount, deadline)
                    SELECT ?, f.finding_id, f.status, f.deduction_amt, s.deadline
                    FROM findings f JOIN __cand USING (finding_id) JOIN finding_state s USING (finding_id)
-                   WHERE f.fixmedins_code = ?""", [sid, inst])
+                   WHERE f.fixmedins_code = ?""",
+                [sid, inst],
+            )
             con.execute(
                 """INSERT INTO deduction_lines
                    SELECT ?, fl.finding_id, fl.bkkp_sn, fl.carried FROM finding_lines fl
                    JOIN deduction_items i ON i.finding_id = fl.finding_id AND i.statement_id = ?
-                   WHERE fl.role = 'violating' AND fl.carried > 0""", [sid, sid])
-            n_f, total = con.execute("SELECT count(*), coalesce(sum(amount), 0) FROM deduction_items WHERE statement_id = ?",
-                                     [sid]).fetchall()[0]
+                   WHERE fl.role = 'violating' AND fl.carried > 0""",
+                [sid, sid],
+            )
+            n_f, total = con.execute(
+                "SELECT count(*), coalesce(sum(amount), 0) FROM deduction_items WHERE statement_id = ?", [sid]
+            ).fetchall()[0]
             n_l = con.execute("SELECT count(*) FROM deduction_lines WHERE statement_id = ?", [sid]).fetchall()[0][0]
-            con.execute("INSERT INTO deduction_statements (statement_id, period, fixmedins_code, seq, created_at, "
-                        "created_by, n_findings, n_lines, total, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [sid, period, inst, seq, at, by, n_f, n_l, total, as_of])
-            con.execute("UPDATE finding_state SET statement_id = ?, deadline = NULL WHERE finding_id IN "
-                        "(SELECT finding_id FROM deduction_items WHERE statement_id = ?)", [sid, sid])
+            con.execute(
+                "INSERT INTO deduction_statements (statement_id, period, fixmedins_code, seq, created_at, "
+                "created_by, n_findings, n_lines, total, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [sid, period, inst, seq, at, by, n_f, n_l, total, as_of],
+            )
+            con.execute(
+                "UPDATE finding_state SET statement_id = ?, deadline = NULL WHERE finding_id IN "
+                "(SELECT finding_id FROM deduction_items WHERE statement_id = ?)",
+                [sid, sid],
+            )
             con.execute(
                 """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
                    SELECT finding_id, CAST(? AS TIMESTAMP), ?, 'finalize', status, status,
                           '列入扣款单 ' || ? || '（' || ? || '），扣款 ' || CAST(amount AS VARCHAR) || ' 元', '[]', CAST(? AS DATE)
                    FROM deduction_items WHERE statement_id = ? ORDER BY finding_id""",
-                [at, by, sid, period, as_of, sid])
+                [at, by, sid, period, as_of, sid],
+            )
             problems = reconcile(con, sid)
             if problems:
                 raise DeductError(f"statement {sid} does not reconcile: " + "; ".join(problems))
@@ -186,14 +211,16 @@ def reconcile(con: duckdb.DuckDBPyConnection, statement_id: int | None = None) -
                    (SELECT coalesce(sum(amount), 0) FROM deduction_items i WHERE i.statement_id = s.statement_id),
                    (SELECT coalesce(sum(f.deduction_amt), 0) FROM findings f JOIN deduction_items i USING (finding_id)
                     WHERE i.statement_id = s.statement_id)
-            FROM deduction_statements s {cond} ORDER BY 1""").fetchall():
+            FROM deduction_statements s {cond} ORDER BY 1"""
+    ).fetchall():
         if not (total == items == findings_total):
             problems.append(f"statement {sid}: total {total}, items {items}, findings {findings_total}")
     for sid, fid, amount, lines in con.execute(
         f"""SELECT i.statement_id, i.finding_id, i.amount,
                    CAST(round(coalesce((SELECT sum(l.amount) FROM deduction_lines l
                          WHERE l.statement_id = i.statement_id AND l.finding_id = i.finding_id), 0), 2) AS DECIMAL(18,2))
-            FROM deduction_items i JOIN deduction_statements s USING (statement_id) {cond}""").fetchall():
+            FROM deduction_items i JOIN deduction_statements s USING (statement_id) {cond}"""
+    ).fetchall():
         if amount != lines:
             problems.append(f"statement {sid} finding {fid[:12]}: {amount} but its lines add to {lines}")
     dup = con.execute("SELECT bkkp_sn, count(*) FROM deduction_lines GROUP BY 1 HAVING count(*) > 1 LIMIT 5").fetchall()
@@ -201,7 +228,9 @@ def reconcile(con: duckdb.DuckDBPyConnection, statement_id: int | None = None) -
     return problems
 
 
-def statements(con: duckdb.DuckDBPyConnection, period: str | None = None, institution: str | None = None) -> list[Statement]:
+def statements(
+    con: duckdb.DuckDBPyConnection, period: str | None = None, institution: str | None = None
+) -> list[Statement]:
     where, args = ["TRUE"], []
     if period:
         where.append("period = ?")
@@ -211,7 +240,9 @@ def statements(con: duckdb.DuckDBPyConnection, period: str | None = None, instit
         args.append(institution)
     rows = con.execute(
         f"""SELECT statement_id, period, fixmedins_code, seq, n_findings, n_lines, total FROM deduction_statements
-            WHERE {' AND '.join(where)} ORDER BY statement_id""", args).fetchall()
+            WHERE {" AND ".join(where)} ORDER BY statement_id""",
+        args,
+    ).fetchall()
     return [Statement(*r) for r in rows]
 
 
@@ -225,10 +256,15 @@ def last_run_statements(con: duckdb.DuckDBPyConnection, period: str, institution
     if institution:
         where += " AND fixmedins_code = ?"
         args.append(institution)
-    return [r[0] for r in con.execute(
-        f"""SELECT statement_id FROM deduction_statements
+    return [
+        r[0]
+        for r in con.execute(
+            f"""SELECT statement_id FROM deduction_statements
             WHERE {where} AND created_at = (SELECT max(created_at) FROM deduction_statements WHERE {where})
-            ORDER BY statement_id""", args + args).fetchall()]
+            ORDER BY statement_id""",
+            args + args,
+        ).fetchall()
+    ]
 
 
 def write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[int], path: Path) -> Path:
@@ -266,10 +302,26 @@ def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[in
     st = con.execute(
         f"""SELECT statement_id, fixmedins_code, period, seq, strftime(created_at, '%Y-%m-%d %H:%M'), created_by,
                    n_findings, n_lines, total, strftime(as_of, '%Y-%m-%d')
-            FROM deduction_statements WHERE statement_id IN ({ids}) ORDER BY 1""").fetchall()
+            FROM deduction_statements WHERE statement_id IN ({ids}) ORDER BY 1"""
+    ).fetchall()
     st = [(r[0], nm.institution(r[1])) + r[2:] for r in st]
-    sheet("扣款单", ["扣款单号", "机构", "结算月份", "第几次", "生成时间", "生成人", "疑点数", "扣款明细行数", "扣款合计（元）",
-                  "判定日（--as-of）"], st, widths={1: 28})
+    sheet(
+        "扣款单",
+        [
+            "扣款单号",
+            "机构",
+            "结算月份",
+            "第几次",
+            "生成时间",
+            "生成人",
+            "疑点数",
+            "扣款明细行数",
+            "扣款合计（元）",
+            "判定日（--as-of）",
+        ],
+        st,
+        widths={1: 28},
+    )
     items = con.execute(
         f"""SELECT i.statement_id, f.finding_id, f.rule_id, f.rule_name, f.nature, i.status, i.deadline, f.mdtrt_id,
                    v.psn_name, v.certno, f.fixmedins_code, f.dept_code, f.dr_code, f.flagged_amt, i.amount, f.basis,
@@ -277,25 +329,100 @@ def _write_statement_xlsx(con: duckdb.DuckDBPyConnection, statement_ids: list[in
             FROM deduction_items i JOIN findings f USING (finding_id)
             LEFT JOIN (SELECT mdtrt_id, any_value(psn_name) AS psn_name, any_value(certno) AS certno
                        FROM mdtrt_d GROUP BY 1) v ON v.mdtrt_id = f.mdtrt_id
-            WHERE i.statement_id IN ({ids}) ORDER BY i.statement_id, f.rule_id, f.mdtrt_id, f.finding_id""").fetchall()
+            WHERE i.statement_id IN ({ids}) ORDER BY i.statement_id, f.rule_id, f.mdtrt_id, f.finding_id"""
+    ).fetchall()
     hist = history(con, [r[1] for r in items])
     rows = []
-    for (sid, fid, rule, rname, nature, status, deadline, visit, psn, certno, inst, dept, dr, flagged, amount,
-         basis, evidence) in items:
+    for (
+        sid,
+        fid,
+        rule,
+        rname,
+        nature,
+        status,
+        deadline,
+        visit,
+        psn,
+        certno,
+        inst,
+        dept,
+        dr,
+        flagged,
+        amount,
+        basis,
+        evidence,
+    ) in items:
         h = hist.get(fid, {"appeal": "", "decision": ""})
-        rows.append((sid, fid, rule, rname, nature, lifecycle.status_label(status), deadline, visit, mask_name(psn),
-                     mask_certno(certno), nm.dept(inst, dept), nm.doctor(inst, dr), flagged, amount,
-                     h["appeal"], h["decision"], basis, evidence))
-    sheet("扣款疑点", ["扣款单号", "疑点编号", "规则编号", "规则名称", "问题性质", "状态", "申诉截止日", "就诊ID", "参保人", "证件号",
-                   "科室", "医生", "违规金额（元）", "扣款金额（元）", "医院申诉理由", "复核结论及理由", "依据", "证据"], rows,
-          widths={1: 34, 3: 24, 5: 24, 10: 18, 11: 16, 14: 40, 15: 40, 16: 30, 17: 60})
+        rows.append(
+            (
+                sid,
+                fid,
+                rule,
+                rname,
+                nature,
+                lifecycle.status_label(status),
+                deadline,
+                visit,
+                mask_name(psn),
+                mask_certno(certno),
+                nm.dept(inst, dept),
+                nm.doctor(inst, dr),
+                flagged,
+                amount,
+                h["appeal"],
+                h["decision"],
+                basis,
+                evidence,
+            )
+        )
+    sheet(
+        "扣款疑点",
+        [
+            "扣款单号",
+            "疑点编号",
+            "规则编号",
+            "规则名称",
+            "问题性质",
+            "状态",
+            "申诉截止日",
+            "就诊ID",
+            "参保人",
+            "证件号",
+            "科室",
+            "医生",
+            "违规金额（元）",
+            "扣款金额（元）",
+            "医院申诉理由",
+            "复核结论及理由",
+            "依据",
+            "证据",
+        ],
+        rows,
+        widths={1: 34, 3: 24, 5: 24, 10: 18, 11: 16, 14: 40, 15: 40, 16: 30, 17: 60},
+    )
     lines = con.execute(
         f"""SELECT l.statement_id, l.finding_id, l.bkkp_sn, fe.hilist_code, fe.hilist_name,
                    strftime(fe.fee_ocur_time, '%Y-%m-%d %H:%M'), {LINE_FIGURES_SQL}, fe.det_item_fee_sumamt,
                    CAST(round(l.amount, 2) AS DECIMAL(18,2))
             FROM deduction_lines l LEFT JOIN fee_list_d fe ON fe.bkkp_sn = l.bkkp_sn
             LEFT JOIN finding_lines fl ON fl.finding_id = l.finding_id AND fl.bkkp_sn = l.bkkp_sn
-            WHERE l.statement_id IN ({ids}) ORDER BY l.statement_id, l.finding_id, l.bkkp_sn""").fetchall()
-    sheet("扣款明细行", ["扣款单号", "疑点编号", "明细流水号", "医保目录编码", "名称", "收费时间", *LINE_FIGURES_HEAD, "金额（元）",
-                    "扣款（元）"], lines, kinds=line_figure_kinds(6), widths={1: 34, 3: 26, 4: 24})
+            WHERE l.statement_id IN ({ids}) ORDER BY l.statement_id, l.finding_id, l.bkkp_sn"""
+    ).fetchall()
+    sheet(
+        "扣款明细行",
+        [
+            "扣款单号",
+            "疑点编号",
+            "明细流水号",
+            "医保目录编码",
+            "名称",
+            "收费时间",
+            *LINE_FIGURES_HEAD,
+            "金额（元）",
+            "扣款（元）",
+        ],
+        lines,
+        kinds=line_figure_kinds(6),
+        widths={1: 34, 3: 26, 4: 24},
+    )
     wb.close()

@@ -103,8 +103,14 @@ def action_label(action: str | None) -> str:
 
 OPEN_STATUSES = ("pending_appeal", "appealed", "pending_review", "warning")
 ACTION_CN = {
-    "appeal": "申诉", "uphold": "驳回申诉", "overturn": "撤销扣款", "confirm": "确认疑点",
-    "dismiss": "排除疑点", "expire": "逾期", "supersede": "规则更新取代", "create": "生成",
+    "appeal": "申诉",
+    "uphold": "驳回申诉",
+    "overturn": "撤销扣款",
+    "confirm": "确认疑点",
+    "dismiss": "排除疑点",
+    "expire": "逾期",
+    "supersede": "规则更新取代",
+    "create": "生成",
     "finalize": "结算扣款",
 }
 
@@ -177,8 +183,10 @@ def parse_as_of(text: str, option: str = "--as-of") -> FixedClock:
         raise LifecycleError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
     today = wall_now().date()
     if day > today:
-        raise LifecycleError(f"{option} {day} is later than today ({today}); a simulated day may only be today "
-                             "or earlier (a later one would close appeal windows before their time)")
+        raise LifecycleError(
+            f"{option} {day} is later than today ({today}); a simulated day may only be today "
+            "or earlier (a later one would close appeal windows before their time)"
+        )
     return FixedClock(dt.datetime.combine(day, dt.time(23, 59, 59)))
 
 
@@ -283,15 +291,26 @@ def log_event(con, finding_id, clock, actor, action, from_status, to_status, rea
     con.execute(
         "INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments,"
         " as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [finding_id, wall_now(), actor, action, from_status, to_status, reason or "",
-         json.dumps(attachments or [], ensure_ascii=False), as_of_of(clock)],
+        [
+            finding_id,
+            wall_now(),
+            actor,
+            action,
+            from_status,
+            to_status,
+            reason or "",
+            json.dumps(attachments or [], ensure_ascii=False),
+            as_of_of(clock),
+        ],
     )
 
 
 def history(con: duckdb.DuckDBPyConnection, finding_id: str) -> list[dict]:
     rows = con.execute(
         "SELECT event_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of FROM finding_events"
-        " WHERE finding_id = ? ORDER BY event_id", [finding_id]).fetchall()
+        " WHERE finding_id = ? ORDER BY event_id",
+        [finding_id],
+    ).fetchall()
     keys = ("event_id", "event_at", "actor", "action", "from_status", "to_status", "reason", "attachments", "as_of")
     return [dict(zip(keys, r)) | {"attachments": json.loads(r[7] or "[]")} for r in rows]
 
@@ -318,7 +337,7 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
         CREATE OR REPLACE TEMP TABLE __sup AS
         SELECT f.finding_id, f.status FROM findings f
         LEFT JOIN finding_state s USING (finding_id)
-        WHERE f.stage = ? AND f.status IN ({', '.join(repr(s) for s in OPEN_STATUSES)})
+        WHERE f.stage = ? AND f.status IN ({", ".join(repr(s) for s in OPEN_STATUSES)})
           AND s.statement_id IS NULL
           AND EXISTS (SELECT 1 FROM r_all r WHERE r.rule_id = f.rule_id)
           AND NOT EXISTS (SELECT 1 FROM r_all r WHERE r.rule_id = f.rule_id AND r.rule_version = f.rule_version)
@@ -333,7 +352,8 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
             """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
                SELECT finding_id, CAST(? AS TIMESTAMP), ?, 'supersede', status, 'superseded',
                       '规则已更新版本，本疑点由新版本规则的结果取代', '[]', CAST(? AS DATE) FROM __sup ORDER BY finding_id""",
-            [at, f"screen run {run_id}", as_of])
+            [at, f"screen run {run_id}", as_of],
+        )
     con.execute("DROP TABLE __sup")
     deadline = deadline_from(con, today)
     con.execute(
@@ -388,7 +408,9 @@ def resolve(con: duckdb.DuckDBPyConnection, key: str) -> FindingRef:
         """SELECT f.finding_id, f.status, f.fixmedins_code, f.rule_id, f.severity, s.deadline,
                   coalesce(s.appeal_round, 0), coalesce(s.confirmed, FALSE), s.statement_id
            FROM findings f LEFT JOIN finding_state s USING (finding_id)
-           WHERE starts_with(f.finding_id, ?) LIMIT 2""", [key.lower()]).fetchall()
+           WHERE starts_with(f.finding_id, ?) LIMIT 2""",
+        [key.lower()],
+    ).fetchall()
     if not rows:
         raise LifecycleError(f"finding {key}: no such finding")
     if len(rows) > 1:
@@ -402,8 +424,7 @@ def refusal(con: duckdb.DuckDBPyConnection, f: FindingRef, action: str, today: d
     if f.statement_id is not None:
         return f"{f.name()} is {f.state()} and final in deduction statement {f.statement_id}; it cannot {verb}"
     if action == "appeal" and f.status == "expired":
-        return (f"{f.name()}: the appeal window closed on {f.deadline or '?'}; it is {f.state()} "
-                f"and cannot be appealed")
+        return f"{f.name()}: the appeal window closed on {f.deadline or '?'}; it is {f.state()} and cannot be appealed"
     to = TRANSITIONS.get((f.status, action))
     if to is None:
         allowed = sorted(a for (s, a) in TRANSITIONS if s == f.status and a != "expire")
@@ -417,8 +438,10 @@ def refusal(con: duckdb.DuckDBPyConnection, f: FindingRef, action: str, today: d
             if f.appeal_round >= 2:
                 return f"{f.name()} is {f.state()} after its second appeal (复议); it cannot be appealed again"
         if f.deadline is None or today > f.deadline:
-            return (f"{f.name()} is {f.state()}; its appeal window closed on {f.deadline} "
-                    f"(today is {today}); it cannot be appealed")
+            return (
+                f"{f.name()} is {f.state()}; its appeal window closed on {f.deadline} "
+                f"(today is {today}); it cannot be appealed"
+            )
     return None
 
 
@@ -458,14 +481,20 @@ def transition(
     con.execute("UPDATE findings SET status = ? WHERE finding_id = ?", [to, f.finding_id])
     s = settings(con)
     if action == "appeal":
-        con.execute("UPDATE finding_state SET appeal_round = appeal_round + 1, deadline = NULL WHERE finding_id = ?",
-                    [f.finding_id])
+        con.execute(
+            "UPDATE finding_state SET appeal_round = appeal_round + 1, deadline = NULL WHERE finding_id = ?",
+            [f.finding_id],
+        )
     elif action == "uphold" and s["second_appeal"] == "true" and f.appeal_round < 2:
-        con.execute("UPDATE finding_state SET window_opened = ?, deadline = ? WHERE finding_id = ?",
-                    [today, deadline_from(con, today, "second_window_days"), f.finding_id])
+        con.execute(
+            "UPDATE finding_state SET window_opened = ?, deadline = ? WHERE finding_id = ?",
+            [today, deadline_from(con, today, "second_window_days"), f.finding_id],
+        )
     elif action == "confirm":
-        con.execute("UPDATE finding_state SET confirmed = TRUE, window_opened = ?, deadline = ? WHERE finding_id = ?",
-                    [today, deadline_from(con, today), f.finding_id])
+        con.execute(
+            "UPDATE finding_state SET confirmed = TRUE, window_opened = ?, deadline = ? WHERE finding_id = ?",
+            [today, deadline_from(con, today), f.finding_id],
+        )
     elif action in ("overturn", "dismiss", "uphold"):
         con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id = ?", [f.finding_id])
     log_event(con, f.finding_id, clock, by.strip(), action, f.status, to, reason, attachments)
@@ -482,20 +511,26 @@ def _confirm_amount(con: duckdb.DuckDBPyConnection, f: FindingRef, amount) -> st
         raise LifecycleError(str(e)) from None
     lines = con.execute(
         "SELECT bkkp_sn, claim FROM finding_lines WHERE finding_id = ? AND role = 'violating' AND claim > 0 "
-        "ORDER BY claim DESC, bkkp_sn", [f.finding_id]).fetchall()
+        "ORDER BY claim DESC, bkkp_sn",
+        [f.finding_id],
+    ).fetchall()
     total = sum((c for _, c in lines), Decimal(0))
     at_risk = total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if amount <= 0 or amount > at_risk:
-        raise LifecycleError(f"{f.name()}: the confirmed amount must be more than 0 and at most the amount at risk "
-                             f"{at_risk}, got {amount}")
+        raise LifecycleError(
+            f"{f.name()}: the confirmed amount must be more than 0 and at most the amount at risk "
+            f"{at_risk}, got {amount}"
+        )
     if amount == at_risk:
         return f"确认扣款 {amount} 元"
     unit = Decimal("0.000000000001")
     new = [(sn, (c * amount / total).quantize(unit, rounding=ROUND_DOWN)) for sn, c in lines]
     # the remainder of the truncation goes to the largest claim, so the claims add up exactly
     new[0] = (new[0][0], amount - sum(c for _, c in new[1:]))
-    con.executemany("UPDATE finding_lines SET claim = ? WHERE finding_id = ? AND bkkp_sn = ? AND role = 'violating'",
-                    [[c, f.finding_id, sn] for sn, c in new])
+    con.executemany(
+        "UPDATE finding_lines SET claim = ? WHERE finding_id = ? AND bkkp_sn = ? AND role = 'violating'",
+        [[c, f.finding_id, sn] for sn, c in new],
+    )
     con.execute("UPDATE findings SET claimed_amt = ? WHERE finding_id = ?", [amount, f.finding_id])
     return f"确认扣款 {amount} 元（疑点金额 {at_risk} 元）"
 
@@ -508,7 +543,9 @@ def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> in
     con.execute(
         """CREATE OR REPLACE TEMP TABLE __due AS
            SELECT f.finding_id, s.deadline FROM findings f JOIN finding_state s USING (finding_id)
-           WHERE f.status = 'pending_appeal' AND s.statement_id IS NULL AND s.deadline < ?""", [now.date()])
+           WHERE f.status = 'pending_appeal' AND s.statement_id IS NULL AND s.deadline < ?""",
+        [now.date()],
+    )
     n = con.execute("SELECT count(*) FROM __due").fetchall()[0][0]
     if n:
         con.execute("UPDATE findings SET status = 'expired' WHERE finding_id IN (SELECT finding_id FROM __due)")
@@ -516,13 +553,16 @@ def expire_due(con: duckdb.DuckDBPyConnection, clock: Clock | None = None) -> in
             """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
                SELECT finding_id, CAST(? AS TIMESTAMP), 'system', 'expire', 'pending_appeal', 'expired',
                       '申诉期已于 ' || strftime(deadline, '%Y-%m-%d') || ' 截止，未收到申诉', '[]', CAST(? AS DATE)
-               FROM __due ORDER BY finding_id""", [wall_now(), as_of_of(clock)])
+               FROM __due ORDER BY finding_id""",
+            [wall_now(), as_of_of(clock)],
+        )
     con.execute("DROP TABLE __due")
     return n
 
 
-def is_final_outcome(status: str, appeal_round: int, deadline: dt.date | None, second_appeal: bool,
-                     today: dt.date) -> bool:
+def is_final_outcome(
+    status: str, appeal_round: int, deadline: dt.date | None, second_appeal: bool, today: dt.date
+) -> bool:
     """Whether a standing finding's outcome can no longer change (a 复议 window may still be open).
     ``today`` may be an earlier simulated day (``finalize --as-of``): a finding whose window was
     still open on that day is not final on it, even if it has expired since."""
@@ -629,8 +669,14 @@ def queue(
             raise LifecycleError(f"unknown state {', '.join(unknown)} (known: {', '.join(STATUS_CN)})")
         where.append(f"f.status IN ({', '.join('?' for _ in states)})")
         args += states
-    for col, v in (("f.fixmedins_code", institution), ("f.period", period), ("f.rule_id", rule),
-                   ("f.dept_code", dept), ("f.dr_code", doctor), ("f.stage", stage)):
+    for col, v in (
+        ("f.fixmedins_code", institution),
+        ("f.period", period),
+        ("f.rule_id", rule),
+        ("f.dept_code", dept),
+        ("f.dr_code", doctor),
+        ("f.stage", stage),
+    ):
         if v:
             where.append(f"{col} = ?")
             args.append(v)
@@ -667,7 +713,9 @@ def queue(
                    wf.watched
             FROM findings f LEFT JOIN finding_state s USING (finding_id) LEFT JOIN ev USING (finding_id)
             LEFT JOIN {WATCHED_JOIN} USING (finding_id)
-            WHERE {' AND '.join(where)} ORDER BY {order}{lim}""", args)
+            WHERE {" AND ".join(where)} ORDER BY {order}{lim}""",
+        args,
+    )
     keys = [d[0] for d in cur.description]
     return [dict(zip(keys, r)) for r in cur.fetchall()]
 

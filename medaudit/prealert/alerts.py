@@ -54,8 +54,10 @@ class ForeignVisitError(Exception):
 
     def __init__(self, mdtrt_id: str):
         self.mdtrt_id = mdtrt_id
-        super().__init__(f"visit {mdtrt_id!r} belongs to another institution: an API key may use the stored "
-                         "visits of its own institution only")
+        super().__init__(
+            f"visit {mdtrt_id!r} belongs to another institution: an API key may use the stored "
+            "visits of its own institution only"
+        )
 
 
 @dataclass
@@ -180,12 +182,23 @@ def again_types(rules: list[Rule], hits: Iterable[Hit], new_ids: set[str]) -> li
     """Types to run again without the new orders: those of touched findings with violating
     lines other than the new orders (were they violating before?)."""
     t = touched(hits, new_ids)
-    return sorted({rules[h.rule_key].type for h in hits
-                   if (h.rule_key, h.finding_key) in t and h.role == "violating" and h.bkkp_sn not in new_ids})
+    return sorted(
+        {
+            rules[h.rule_key].type
+            for h in hits
+            if (h.rule_key, h.finding_key) in t and h.role == "violating" and h.bkkp_sn not in new_ids
+        }
+    )
 
 
-def alerts_of(rules: list[Rule], hits: Iterable[Hit], line: dict[str, LineInfo], before: dict[tuple[int, str], Decimal],
-              new_ids: set[str], order_ids: set[str]) -> list[tuple[int, Alert]]:
+def alerts_of(
+    rules: list[Rule],
+    hits: Iterable[Hit],
+    line: dict[str, LineInfo],
+    before: dict[tuple[int, str], Decimal],
+    new_ids: set[str],
+    order_ids: set[str],
+) -> list[tuple[int, Alert]]:
     """(request number, alert) for each finding a new order touches that has a newly violating line.
 
     ``hits``: every hit of the run (either path); ``line``: :class:`LineInfo` by bkkp_sn;
@@ -217,8 +230,10 @@ def alerts_of(rules: list[Rule], hits: Iterable[Hit], line: dict[str, LineInfo],
     for key, fkey in sorted(grouped):
         rule = rules[key]
         members = grouped[(key, fkey)]
-        order = sorted(members, key=lambda sn: (line.get(sn, NO_LINE).fee_ocur_time is None,
-                                                line.get(sn, NO_LINE).fee_ocur_time or 0, sn))
+        order = sorted(
+            members,
+            key=lambda sn: (line.get(sn, NO_LINE).fee_ocur_time is None, line.get(sn, NO_LINE).fee_ocur_time or 0, sn),
+        )
         items: list[ItemHit] = []
         refs: list[LineRef] = []
         ev_lines: list[str] = []
@@ -231,8 +246,15 @@ def alerts_of(rules: list[Rule], hits: Iterable[Hit], line: dict[str, LineInfo],
             mdtrt = mdtrt or g.mdtrt_id or ""
             is_order = sn in order_ids
             shown = sn.rsplit(TAG, 1)[0] if is_order else sn  # the hospital's own rx_id
-            refs.append(LineRef(shown, "violating" if g.violating else "related", ln.fixmedins_code, ln.mdtrt_id,
-                                as_date(ln.fee_date)))
+            refs.append(
+                LineRef(
+                    shown,
+                    "violating" if g.violating else "related",
+                    ln.fixmedins_code,
+                    ln.mdtrt_id,
+                    as_date(ln.fee_date),
+                )
+            )
             if sn in new_ids:
                 req_no = int(sn.rsplit(TAG, 1)[1])
             c = cent(g.claim) if g.violating else Decimal("0.00")
@@ -246,9 +268,28 @@ def alerts_of(rules: list[Rule], hits: Iterable[Hit], line: dict[str, LineInfo],
             continue
         # the hospital's own ids in the text (an evidence line may name an order by its tagged id)
         evidence = _UNTAG.sub("", "；".join(x for x in [head, *ev_lines] if x))
-        out.append((req_no, Alert(rule.id, rule.version, rule.name, rule.type, rule.severity, rule.nature,
-                                  rule.basis, mdtrt, psn, fkey, evidence,
-                                  sum((i.claim for i in items), Decimal("0.00")), items, refs, key)))
+        out.append(
+            (
+                req_no,
+                Alert(
+                    rule.id,
+                    rule.version,
+                    rule.name,
+                    rule.type,
+                    rule.severity,
+                    rule.nature,
+                    rule.basis,
+                    mdtrt,
+                    psn,
+                    fkey,
+                    evidence,
+                    sum((i.claim for i in items), Decimal("0.00")),
+                    items,
+                    refs,
+                    key,
+                ),
+            )
+        )
     return out
 
 
@@ -278,6 +319,7 @@ def redact(alert: Alert, institution: str, mdtrt_id: str) -> Alert:
     A line with no institution counts as another institution's unless it is on the visit
     checked. Lines of the institution's own other visits are shown as they are.
     """
+
     def foreign(inst: str | None, visit: str | None) -> bool:
         return inst != institution and not (inst is None and visit == mdtrt_id)
 
@@ -288,16 +330,30 @@ def redact(alert: Alert, institution: str, mdtrt_id: str) -> Alert:
     text = alert.evidence
     for r in others:
         if r.fee_date is not None:
-            text = text.replace(f"{r.fee_date:%Y-%m-%d} {r.fixmedins_code} 就诊 {r.mdtrt_id}",
-                                f"{r.fee_date:%Y-%m-%d} {OTHER_INSTITUTION}")
+            text = text.replace(
+                f"{r.fee_date:%Y-%m-%d} {r.fixmedins_code} 就诊 {r.mdtrt_id}",
+                f"{r.fee_date:%Y-%m-%d} {OTHER_INSTITUTION}",
+            )
     shown = [x for r in others for x in (r.bkkp_sn, r.fixmedins_code, r.mdtrt_id) if x]
     if any(r.role == "violating" for r in others) or any(x in text for x in shown):
         dates = sorted({f"{r.fee_date:%Y-%m-%d}" for r in others if r.fee_date is not None})
         text = f"{alert.rule_name}：涉及{OTHER_INSTITUTION}已结算的收费" + (f"（{'、'.join(dates)}）" if dates else "")
     items = [i for i in alert.items if i.is_order or i.bkkp_sn not in gone]
     own_visit = alert.mdtrt_id not in {r.mdtrt_id for r in others}
-    return Alert(alert.rule_id, alert.rule_version, alert.rule_name, alert.rule_type, alert.severity, alert.nature,
-                 alert.basis, alert.mdtrt_id if own_visit else mdtrt_id, alert.psn_no,
-                 alert.finding_key if own_visit else mdtrt_id, text,
-                 sum((i.claim for i in items if i.role == "violating"), Decimal("0.00")), items,
-                 [r for r in alert.lines if r.bkkp_sn not in gone], alert.rule_key)
+    return Alert(
+        alert.rule_id,
+        alert.rule_version,
+        alert.rule_name,
+        alert.rule_type,
+        alert.severity,
+        alert.nature,
+        alert.basis,
+        alert.mdtrt_id if own_visit else mdtrt_id,
+        alert.psn_no,
+        alert.finding_key if own_visit else mdtrt_id,
+        text,
+        sum((i.claim for i in items if i.role == "violating"), Decimal("0.00")),
+        items,
+        [r for r in alert.lines if r.bkkp_sn not in gone],
+        alert.rule_key,
+    )

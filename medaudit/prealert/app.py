@@ -76,7 +76,9 @@ MAX_WARNS = 1000
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int):
-        super().__init__(413, f"request body larger than {limit:,} bytes (the service's limit, medaudit serve --max-body)")
+        super().__init__(
+            413, f"request body larger than {limit:,} bytes (the service's limit, medaudit serve --max-body)"
+        )
 
 
 class BodyLimit:
@@ -118,29 +120,49 @@ class BodyLimit:
 
 async def _reply(send, status: int, msg: str) -> None:
     body = orjson.dumps({"infcode": -1, "err_msg": msg})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def _too_many(field: str, what: str, n: int, limit: int, option: str) -> JSONResponse:
     msg = f"{n:,} {what} in this request; at most {limit:,} (the service's limit, medaudit serve {option})"
-    return JSONResponse(status_code=422, content={"infcode": -1, "err_msg": f"{field}: {msg}",
-                                                  "detail": [{"field": field, "msg": msg, "type": "too_long"}]})
+    return JSONResponse(
+        status_code=422,
+        content={
+            "infcode": -1,
+            "err_msg": f"{field}: {msg}",
+            "detail": [{"field": field, "msg": msg, "type": "too_long"}],
+        },
+    )
 
 
 def _over_limits(body: Request3101, max_patients: int, max_orders: int) -> JSONResponse | None:
     """422 when the request has more patients or orders than the service takes."""
     if len(body.patient_dtos) > max_patients:
         return _too_many("patient_dtos", "patients", len(body.patient_dtos), max_patients, "--max-patients")
-    counts = {(i, j): len(e.fsi_order_dtos) for i, p in enumerate(body.patient_dtos)
-              for j, e in enumerate(p.fsi_encounter_dtos)}
+    counts = {
+        (i, j): len(e.fsi_order_dtos)
+        for i, p in enumerate(body.patient_dtos)
+        for j, e in enumerate(p.fsi_encounter_dtos)
+    }
     total = sum(counts.values())
     if total > max_orders:
         (i, j), n = max(counts.items(), key=lambda x: x[1])
-        field = (f"patient_dtos.{i}.fsi_encounter_dtos.{j}.fsi_order_dtos" if n > max_orders
-                 else "patient_dtos.*.fsi_encounter_dtos.*.fsi_order_dtos")
+        field = (
+            f"patient_dtos.{i}.fsi_encounter_dtos.{j}.fsi_order_dtos"
+            if n > max_orders
+            else "patient_dtos.*.fsi_encounter_dtos.*.fsi_order_dtos"
+        )
         return _too_many(field, "orders", total, max_orders, "--max-orders")
     return None
 
@@ -167,8 +189,12 @@ def _json_default(x):
 
 def _body_schema(model) -> dict:
     """OpenAPI request body of a route that reads its body itself (the model is in components)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
 
 
 #: where the service serves Swagger UI's files (from the swagger-ui-bundle-v2 package)
@@ -185,10 +211,13 @@ def _offline_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - docs",
-                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 class WatchedDoctors:
@@ -207,7 +236,8 @@ class WatchedDoctors:
         try:
             rows = cur.execute(
                 """SELECT fixmedins_code, split_part(entity, '/', 2) FROM watchlist
-                   WHERE entity_kind = 'doctor' AND left_on IS NULL""").fetchall()
+                   WHERE entity_kind = 'doctor' AND left_on IS NULL"""
+            ).fetchall()
         finally:
             cur.close()
         by: dict[str, set] = {}
@@ -226,15 +256,33 @@ class WatchedDoctors:
         return bool(mine) and any(d in mine for d in doctors if d)
 
 
-def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
-               file_keys: dict[str, str] | None = None, sessions: int = 2, batch: int = 1,
-               warm: bool = True, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
-               async_results: bool = False, max_body: int = MAX_BODY, max_patients: int = MAX_PATIENTS,
-               max_orders: int = MAX_ORDERS, max_warns: int = MAX_WARNS, journal: str | None = None,
-               max_queue_rows: int = 20_000, max_inflight: int = 64, max_wait: float = 0.1,
-               window: bool = False, history_days: int | None = None, cache_visits: int | None = None,
-               max_db_checks: int | None = None, watched_rule_set: str | None = None,
-               writer=None, remote=None) -> FastAPI:
+def create_app(
+    con: duckdb.DuckDBPyConnection,
+    libraries: dict[str, Library],
+    file_keys: dict[str, str] | None = None,
+    sessions: int = 2,
+    batch: int = 1,
+    warm: bool = True,
+    engine: str = "fast",
+    cache_ttl: float = 300.0,
+    preload: bool = False,
+    async_results: bool = False,
+    max_body: int = MAX_BODY,
+    max_patients: int = MAX_PATIENTS,
+    max_orders: int = MAX_ORDERS,
+    max_warns: int = MAX_WARNS,
+    journal: str | None = None,
+    max_queue_rows: int = 20_000,
+    max_inflight: int = 64,
+    max_wait: float = 0.1,
+    window: bool = False,
+    history_days: int | None = None,
+    cache_visits: int | None = None,
+    max_db_checks: int | None = None,
+    watched_rule_set: str | None = None,
+    writer=None,
+    remote=None,
+) -> FastAPI:
     """The service over an open database connection and the named rule libraries.
 
     ``sessions``: checks that run at once (each has its own cursor with the rules registered;
@@ -260,14 +308,28 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     ``remote`` the client of the one writer (:class:`.workers.WriterClient`), which answers the
     reads of stored results (3103's ownership check, ``/prealert/results``) after storing every
     process's answers so far, and gives ``/health`` and ``/metrics`` the other processes' figures."""
-    for name, x in (("max_body", max_body), ("max_patients", max_patients), ("max_orders", max_orders),
-                    ("max_warns", max_warns)):
+    for name, x in (
+        ("max_body", max_body),
+        ("max_patients", max_patients),
+        ("max_orders", max_orders),
+        ("max_warns", max_warns),
+    ):
         if not isinstance(x, int) or x < 1:
             raise ValueError(f"{name} must be a positive whole number, got {x!r}")
     if remote is None:  # a worker's snapshot is read-only: the writer made the tables
         store.ensure(con)
-    checker = OrderChecker(con, libraries, sessions=sessions, batch=batch, engine=engine, cache_ttl=cache_ttl,
-                           preload=preload, window=window, history_days=history_days, cache_visits=cache_visits)
+    checker = OrderChecker(
+        con,
+        libraries,
+        sessions=sessions,
+        batch=batch,
+        engine=engine,
+        cache_ttl=cache_ttl,
+        preload=preload,
+        window=window,
+        history_days=history_days,
+        cache_visits=cache_visits,
+    )
     if warm:
         checker.warm()
     if writer is not None:
@@ -326,31 +388,45 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
-        return JSONResponse(status_code=exc.status_code, content={"infcode": -1, "err_msg": str(exc.detail)},
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"infcode": -1, "err_msg": str(exc.detail)},
+            headers=getattr(exc, "headers", None),
+        )
 
     async def institution(request: Request, key: Optional[str] = Depends(API_KEY)) -> str:  # async: no thread hand-off
         inst = keys.institution(key)
         if inst is None:
-            raise HTTPException(401, "missing or unknown API key (header X-API-Key)",
-                                headers={"WWW-Authenticate": "APIKey"})
+            raise HTTPException(
+                401, "missing or unknown API key (header X-API-Key)", headers={"WWW-Authenticate": "APIKey"}
+            )
         request.state.medaudit_institution = inst  # the metrics' label (an organisation code)
         return inst
 
     def memory() -> dict:
         cur = con.cursor()
         try:
-            tags = {t: int(b) for t, b in cur.execute(
-                "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0").fetchall()}
+            tags = {
+                t: int(b)
+                for t, b in cur.execute(
+                    "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0"
+                ).fetchall()
+            }
             limit = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         finally:
             cur.close()
         # by_tag: what DuckDB's buffer manager holds it for (BASE_TABLE blocks, ART_INDEX, HASH_TABLE, ...)
-        return {"rss_bytes": rss_bytes(), "duckdb_bytes": sum(tags.values()), "duckdb_limit": limit,
-                "duckdb_by_tag": tags}
+        return {
+            "rss_bytes": rss_bytes(),
+            "duckdb_bytes": sum(tags.values()),
+            "duckdb_limit": limit,
+            "duckdb_by_tag": tags,
+        }
 
     if watched_rule_set is not None and watched_rule_set not in libraries:
-        raise ValueError(f"watched rule set {watched_rule_set!r} is not one of the rule sets ({', '.join(sorted(libraries))})")
+        raise ValueError(
+            f"watched rule set {watched_rule_set!r} is not one of the rule sets ({', '.join(sorted(libraries))})"
+        )
     watched = WatchedDoctors(con) if watched_rule_set else None
 
     def rule_set_of(req: CheckRequest, inst: str, asked: str) -> str:
@@ -364,9 +440,15 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         """This process's figures, as a worker reports them to the writer (:mod:`.workers`)."""
         fast = checker.fast
         mem = memory()
-        return {"inflight": admission.inflight, "db_checks": db_gate.inflight, "loop_lag_s": round(admission.lag, 4),
-                "rss_bytes": mem["rss_bytes"], "duckdb_bytes": mem["duckdb_bytes"],
-                "context_cache_visits": len(fast.cache._data) if fast else None, "answered": dict(checker.answered)}
+        return {
+            "inflight": admission.inflight,
+            "db_checks": db_gate.inflight,
+            "loop_lag_s": round(admission.lag, 4),
+            "rss_bytes": mem["rss_bytes"],
+            "duckdb_bytes": mem["duckdb_bytes"],
+            "context_cache_visits": len(fast.cache._data) if fast else None,
+            "answered": dict(checker.answered),
+        }
 
     app.state.gauges_of_worker = gauges_of_worker
 
@@ -374,8 +456,9 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         try:
             return call(*args)
         except OSError as e:  # the writer process is restarting or gone: say so, do not guess
-            raise HTTPException(503, f"the result writer is not answering ({e}); retry later",
-                                headers={"Retry-After": "1"}) from None
+            raise HTTPException(
+                503, f"the result writer is not answering ({e}); retry later", headers={"Retry-After": "1"}
+            ) from None
 
     @app.get("/health")
     def health() -> dict:
@@ -386,22 +469,33 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         else:
             state = None
             results = checker.writer.status() if checker.writer else {"status": "stored with each answer"}
-        out = {"status": "ok" if results["status"] in ("ok", "stored with each answer") else "degraded",
-               "results": results, "memory": memory(),
-               "admission": {"inflight": admission.inflight, "max_inflight": admission.limit,
-                             "db_checks": db_gate.inflight, "max_db_checks": db_gate.limit,
-                             "max_wait_s": admission.max_wait, "loop_lag_s": round(admission.lag, 4)},
-               "history_window": checker.window.describe() if checker.window else None,
-               "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
-               "engine": checker.engine,
-               "fast_covers": {k: fast.covered[k] for k in checker.rule_sets} if fast else {},
-               "answered": dict(checker.answered),
-               "context_cache": {"visits": len(fast.cache._data), "loads": fast.cache.loads,
-                                 "hits": fast.cache.hits} if fast else None}
+        out = {
+            "status": "ok" if results["status"] in ("ok", "stored with each answer") else "degraded",
+            "results": results,
+            "memory": memory(),
+            "admission": {
+                "inflight": admission.inflight,
+                "max_inflight": admission.limit,
+                "db_checks": db_gate.inflight,
+                "max_db_checks": db_gate.limit,
+                "max_wait_s": admission.max_wait,
+                "loop_lag_s": round(admission.lag, 4),
+            },
+            "history_window": checker.window.describe() if checker.window else None,
+            "rule_sets": {k: len(v) for k, v in checker.rule_sets.items()},
+            "engine": checker.engine,
+            "fast_covers": {k: fast.covered[k] for k in checker.rule_sets} if fast else {},
+            "answered": dict(checker.answered),
+            "context_cache": {"visits": len(fast.cache._data), "loads": fast.cache.loads, "hits": fast.cache.hits}
+            if fast
+            else None,
+        }
         if state is not None:
             out["worker"] = {**state["me"], "journal": checker.writer.status()}
-            out["workers"] = {**state["workers"], "each": [{k: v for k, v in w.items() if k != "metrics"}
-                                                            for w in state["workers"]["each"]]}
+            out["workers"] = {
+                **state["workers"],
+                "each": [{k: v for k, v in w.items() if k != "metrics"} for w in state["workers"]["each"]],
+            }
             if state["workers"]["ready"] < state["workers"]["of"]:
                 out["status"] = "degraded"
         return out
@@ -410,8 +504,10 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
     def prometheus() -> Response:
         if remote is not None:  # every worker's counters summed, its gauges labelled worker="N"
             state = from_writer(remote.status)
-            return Response(workers_metrics(metrics, state, gauges_of_worker(), state["writer"]),
-                            media_type="text/plain; version=0.0.4; charset=utf-8")
+            return Response(
+                workers_metrics(metrics, state, gauges_of_worker(), state["writer"]),
+                media_type="text/plain; version=0.0.4; charset=utf-8",
+            )
         w = checker.writer.status() if checker.writer else None
         mem = memory()
         fast = checker.fast
@@ -420,26 +516,48 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
             ("medaudit_prealert_max_inflight", "Admission limit on requests in progress.", admission.limit),
             ("medaudit_prealert_db_checks", "3101 checks needing the database, running or waiting.", db_gate.inflight),
             ("medaudit_prealert_loop_lag_seconds", "How far behind the event loop runs.", admission.lag),
-            ("medaudit_prealert_writer_queue_rows", "Answered rows queued in memory, not stored yet.",
-             w["queued_rows"] if w else None),
+            (
+                "medaudit_prealert_writer_queue_rows",
+                "Answered rows queued in memory, not stored yet.",
+                w["queued_rows"] if w else None,
+            ),
             ("medaudit_prealert_writer_max_rows", "Rows the writer's queue holds.", w["max_rows"] if w else None),
-            ("medaudit_prealert_writer_journal_segments", "Journal segments not stored yet.",
-             w["journal_segments"] if w else None),
-            ("medaudit_prealert_writer_full", "1 while the writer's queue is full (answers kept in the journal).",
-             int(checker.writer.full) if w else None),
-            ("medaudit_prealert_writer_failures_total", "Stores that failed (retried from the journal).",
-             w["failures"] if w else None),
-            ("medaudit_prealert_context_cache_visits", "Visit contexts in memory (fast engine).",
-             len(fast.cache._data) if fast else None),
+            (
+                "medaudit_prealert_writer_journal_segments",
+                "Journal segments not stored yet.",
+                w["journal_segments"] if w else None,
+            ),
+            (
+                "medaudit_prealert_writer_full",
+                "1 while the writer's queue is full (answers kept in the journal).",
+                int(checker.writer.full) if w else None,
+            ),
+            (
+                "medaudit_prealert_writer_failures_total",
+                "Stores that failed (retried from the journal).",
+                w["failures"] if w else None,
+            ),
+            (
+                "medaudit_prealert_context_cache_visits",
+                "Visit contexts in memory (fast engine).",
+                len(fast.cache._data) if fast else None,
+            ),
             ("process_resident_memory_bytes", "Resident memory of the service process.", mem["rss_bytes"]),
             ("medaudit_duckdb_memory_bytes", "Memory DuckDB's buffer manager holds.", mem["duckdb_bytes"]),
         ]
         return Response(metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/prealert/3101", response_model=Response3101, summary="明细审核事前事中分析 (3101)",
-              openapi_extra=_body_schema(Request3101))
-    async def analyse(request: Request, inst: str = Depends(institution),
-                      rule_set: str = Query("default", description="which rule library to use")) -> Response:
+    @app.post(
+        "/prealert/3101",
+        response_model=Response3101,
+        summary="明细审核事前事中分析 (3101)",
+        openapi_extra=_body_schema(Request3101),
+    )
+    async def analyse(
+        request: Request,
+        inst: str = Depends(institution),
+        rule_set: str = Query("default", description="which rule library to use"),
+    ) -> Response:
         # The body is parsed and validated by pydantic-core straight from the bytes, and the answer
         # written with orjson: FastAPI's own body handling and response model cost more than the
         # check. A check the fast path answers from memory runs right here on the event loop (no
@@ -465,16 +583,25 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                 await db_gate.enter()
             except Overloaded:
                 metrics.refused("/prealert/3101", "database")
-                return JSONResponse(status_code=503, headers={"Retry-After": str(db_gate.retry_after)}, content={
-                    "infcode": -1, "err_msg": "the pre-alert service's database checks are at capacity; retry later "
-                                              "(the order may go ahead unchecked)"})
+                return JSONResponse(
+                    status_code=503,
+                    headers={"Retry-After": str(db_gate.retry_after)},
+                    content={
+                        "infcode": -1,
+                        "err_msg": "the pre-alert service's database checks are at capacity; retry later "
+                        "(the order may go ahead unchecked)",
+                    },
+                )
             try:
                 results, used = await run_in_threadpool(_analyse, checker, inst, body.trig_scen, reqs)
             finally:
                 await db_gate.leave()
         out = {"infcode": 0, "err_msg": "", "output": {"result": results}}
-        return Response(orjson.dumps(out, default=_json_default), media_type="application/json",
-                        headers={"X-Medaudit-Engine": ",".join(sorted(used))})
+        return Response(
+            orjson.dumps(out, default=_json_default),
+            media_type="application/json",
+            headers={"X-Medaudit-Engine": ",".join(sorted(used))},
+        )
 
     @app.post("/prealert/3103", response_model=Response3103, summary="事前事中服务反馈 (3103)")
     def feedback(body: Request3103, inst: str = Depends(institution)) -> Response3103:
@@ -486,15 +613,23 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         def owned() -> set:
             if remote is not None:  # the writer stores every worker's answers so far, then looks
                 return from_writer(remote.owned, inst, ids)
-            return {r[0] for r in cur.execute(
-                f"SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND jr_id IN ({', '.join('?' for _ in ids)})",
-                [inst, *ids]).fetchall()}
+            return {
+                r[0]
+                for r in cur.execute(
+                    f"SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND jr_id IN ({', '.join('?' for _ in ids)})",
+                    [inst, *ids],
+                ).fetchall()
+            }
 
         own = owned()
-        if len(own) < len(set(ids)) and checker.writer and remote is None:  # answered moments ago: stored once the writer is flushed
+        if (
+            len(own) < len(set(ids)) and checker.writer and remote is None
+        ):  # answered moments ago: stored once the writer is flushed
             checker.writer.flush()
             own = owned()
-        missing = [f"warns.{i}.warn_rslt_id {w.warn_rslt_id!r}" for i, w in enumerate(body.warns) if w.warn_rslt_id not in own]
+        missing = [
+            f"warns.{i}.warn_rslt_id {w.warn_rslt_id!r}" for i, w in enumerate(body.warns) if w.warn_rslt_id not in own
+        ]
         if missing:
             raise HTTPException(404, "no such result of this institution: " + ", ".join(missing))
         stored = []
@@ -504,8 +639,9 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
                 raise HTTPException(422, f"feedback for {w.warn_rslt_id} was not accepted")
             stored.append(row)
         now = dt.datetime.now()
-        rows = [(r["jr_id"], r["fixmedins_code"], r["warn_type"], r["dspo_way"], r.get("dspo_way_rea"), now)
-                for r in stored]
+        rows = [
+            (r["jr_id"], r["fixmedins_code"], r["warn_type"], r["dspo_way"], r.get("dspo_way_rea"), now) for r in stored
+        ]
         if checker.writer:  # stored in the background, as results are (reads flush first)
             checker.writer.add_feedback(rows)
         else:
@@ -526,8 +662,9 @@ def create_app(con: duckdb.DuckDBPyConnection, libraries: dict[str, Library],
         return rows[0]
 
     @app.get("/prealert/results", summary="answered results of this institution")
-    def results(inst: str = Depends(institution), mdtrt_id: Optional[str] = None,
-                limit: int = Query(100, ge=1, le=1000)) -> dict:
+    def results(
+        inst: str = Depends(institution), mdtrt_id: Optional[str] = None, limit: int = Query(100, ge=1, le=1000)
+    ) -> dict:
         if remote is not None:
             checker.writer.flush()
             return {"result": from_writer(remote.results, inst, "mdtrt_id", mdtrt_id, limit)}
@@ -559,19 +696,34 @@ def workers_metrics(metrics: Metrics, state: dict, mine: dict, writer: dict) -> 
         ("medaudit_prealert_workers", "Answering processes configured.", state["workers"]["of"]),
         ("medaudit_prealert_workers_ready", "Answering processes up and reporting.", state["workers"]["ready"]),
         ("medaudit_prealert_inflight", "Requests in progress (admission counts them), per worker.", per("inflight")),
-        ("medaudit_prealert_db_checks", "3101 checks needing the database, running or waiting, per worker.",
-         per("db_checks")),
+        (
+            "medaudit_prealert_db_checks",
+            "3101 checks needing the database, running or waiting, per worker.",
+            per("db_checks"),
+        ),
         ("medaudit_prealert_loop_lag_seconds", "How far behind each worker's event loop runs.", per("loop_lag_s")),
-        ("medaudit_prealert_writer_journal_segments", "Journal segments not stored yet (every worker's).",
-         writer["journal_segments"]),
-        ("medaudit_prealert_writer_failures_total", "Stores that failed (retried from the journal).",
-         writer["failures"]),
+        (
+            "medaudit_prealert_writer_journal_segments",
+            "Journal segments not stored yet (every worker's).",
+            writer["journal_segments"],
+        ),
+        (
+            "medaudit_prealert_writer_failures_total",
+            "Stores that failed (retried from the journal).",
+            writer["failures"],
+        ),
         ("medaudit_prealert_writer_stored_rows_total", "Rows the writer stored.", writer["stored_rows"]),
-        ("medaudit_prealert_context_cache_visits", "Visit contexts in memory (fast engine), per worker.",
-         per("context_cache_visits")),
+        (
+            "medaudit_prealert_context_cache_visits",
+            "Visit contexts in memory (fast engine), per worker.",
+            per("context_cache_visits"),
+        ),
         ("process_resident_memory_bytes", "Resident memory of each worker process.", per("rss_bytes")),
-        ("medaudit_prealert_writer_resident_memory_bytes", "Resident memory of the writer process.",
-         state.get("writer_rss_bytes")),
+        (
+            "medaudit_prealert_writer_resident_memory_bytes",
+            "Resident memory of the writer process.",
+            state.get("writer_rss_bytes"),
+        ),
         ("medaudit_duckdb_memory_bytes", "Memory DuckDB's buffer manager holds, per worker.", per("duckdb_bytes")),
     ]
     return total.render(gauges)
@@ -597,8 +749,9 @@ def _check_requests(body: Request3101, inst: str) -> list[tuple[str, CheckReques
     return out
 
 
-def _analyse(checker: OrderChecker, inst: str, trig_scen: str,
-             reqs: list[tuple[str, CheckRequest, str]]) -> tuple[list[dict], set[str]]:
+def _analyse(
+    checker: OrderChecker, inst: str, trig_scen: str, reqs: list[tuple[str, CheckRequest, str]]
+) -> tuple[list[dict], set[str]]:
     """The 3101 results of the requests, each (patn_id, request, rule set), stored as answered;
     and the paths that answered."""
     results: list[dict] = []
@@ -635,8 +788,9 @@ def _distinct(xs) -> list:
     return list(dict.fromkeys(x for x in xs if x))
 
 
-def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, patn_id: str, req,
-            alerts: list[Alert]) -> list[dict]:
+def _record(
+    checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, patn_id: str, req, alerts: list[Alert]
+) -> list[dict]:
     """Store the alerts and shape them as 3101 results (``Result3101``'s fields, in its order).
 
     Identical alerts of several rules (:func:`_collapse`) are one result: ``rule_id`` the first
@@ -656,20 +810,65 @@ def _record(checker: OrderChecker, inst: str, rule_set: str, trig_scen: str, pat
         details = []
         for n, it in enumerate(a.items, start=1):
             kind = "1" if it.role == "violating" else "2"
-            details.append({"jrd_id": f"{jr}-{n}", "patn_id": patn_id, "mdtrt_id": a.mdtrt_id, "rx_id": it.bkkp_sn,
-                            "hilist_code": it.hilist_code, "vola_item_type": kind, "vola_amt": it.claim})
+            details.append(
+                {
+                    "jrd_id": f"{jr}-{n}",
+                    "patn_id": patn_id,
+                    "mdtrt_id": a.mdtrt_id,
+                    "rx_id": it.bkkp_sn,
+                    "hilist_code": it.hilist_code,
+                    "vola_item_type": kind,
+                    "vola_amt": it.claim,
+                }
+            )
             item_rows.append((jr, f"{jr}-{n}", it.bkkp_sn, it.hilist_code, kind, it.claim))
-        rules = [{"rule_id": x.rule_id, "rule_name": x.rule_name, "vola_evid": x.basis or x.rule_name,
-                  "sev_deg": SEV_DEG.get(x.severity, "2")} for x in grp]
-        out.append({"jr_id": jr, "rule_id": a.rule_id, "rule_name": "；".join(_distinct(x.rule_name for x in grp)),
-                    "vola_cont": a.evidence,
-                    "patn_id": patn_id, "mdtrt_id": a.mdtrt_id, "judge_result_detail_dtos": details,
-                    "vola_amt": a.amount, "vola_amt_stas": "1", "sev_deg": min(r["sev_deg"] for r in rules),
-                    "vola_evid": "；".join(_distinct(r["vola_evid"] for r in rules)),
-                    "vola_bhvr_type": "；".join(_distinct(x.nature for x in grp)), "task_id": task, "rules": rules})
-        res_rows.append((jr, inst, rule_set, a.rule_id, a.rule_version, a.rule_name, a.rule_type, a.severity,
-                         trig_scen, patn_id, req.visit["psn_no"], a.mdtrt_id, a.evidence, a.amount, now,
-                         [x.rule_id for x in grp[1:]] or None))
+        rules = [
+            {
+                "rule_id": x.rule_id,
+                "rule_name": x.rule_name,
+                "vola_evid": x.basis or x.rule_name,
+                "sev_deg": SEV_DEG.get(x.severity, "2"),
+            }
+            for x in grp
+        ]
+        out.append(
+            {
+                "jr_id": jr,
+                "rule_id": a.rule_id,
+                "rule_name": "；".join(_distinct(x.rule_name for x in grp)),
+                "vola_cont": a.evidence,
+                "patn_id": patn_id,
+                "mdtrt_id": a.mdtrt_id,
+                "judge_result_detail_dtos": details,
+                "vola_amt": a.amount,
+                "vola_amt_stas": "1",
+                "sev_deg": min(r["sev_deg"] for r in rules),
+                "vola_evid": "；".join(_distinct(r["vola_evid"] for r in rules)),
+                "vola_bhvr_type": "；".join(_distinct(x.nature for x in grp)),
+                "task_id": task,
+                "rules": rules,
+            }
+        )
+        res_rows.append(
+            (
+                jr,
+                inst,
+                rule_set,
+                a.rule_id,
+                a.rule_version,
+                a.rule_name,
+                a.rule_type,
+                a.severity,
+                trig_scen,
+                patn_id,
+                req.visit["psn_no"],
+                a.mdtrt_id,
+                a.evidence,
+                a.amount,
+                now,
+                [x.rule_id for x in grp[1:]] or None,
+            )
+        )
     writer = getattr(checker, "writer", None)
     if writer is not None:
         writer.add(res_rows, item_rows)
@@ -698,12 +897,21 @@ def _results(con, inst: str, where: str, args: list, limit: int = 1) -> list[dic
     ).fetchall()
     out = []
     for r in rows:
-        out.append({
-            "jr_id": r[0], "rule_id": r[1], "rule_name": r[2], "sev_deg": SEV_DEG.get(r[3], "2"), "trig_scen": r[4],
-            "patn_id": r[5], "mdtrt_id": r[6], "vola_cont": r[7], "vola_amt": float(r[8]), "created_at": r[9].isoformat(),
-            "rule_ids": [r[1], *(r[10] or [])],
-            "judge_result_detail_dtos": [{**d, "vola_amt": float(d["vola_amt"])} for d in (r[11] or [])],
-            "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[12] or [])],
-        })
+        out.append(
+            {
+                "jr_id": r[0],
+                "rule_id": r[1],
+                "rule_name": r[2],
+                "sev_deg": SEV_DEG.get(r[3], "2"),
+                "trig_scen": r[4],
+                "patn_id": r[5],
+                "mdtrt_id": r[6],
+                "vola_cont": r[7],
+                "vola_amt": float(r[8]),
+                "created_at": r[9].isoformat(),
+                "rule_ids": [r[1], *(r[10] or [])],
+                "judge_result_detail_dtos": [{**d, "vola_amt": float(d["vola_amt"])} for d in (r[11] or [])],
+                "feedback": [{**f, "received_at": f["received_at"].isoformat()} for f in (r[12] or [])],
+            }
+        )
     return out
-

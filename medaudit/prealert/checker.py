@@ -41,9 +41,19 @@ class OrderChecker:
     while a session is busy are checked together in one run (:class:`.sql_path.Batcher`).
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, libraries: dict[str, Library], sessions: int = 2,
-                 batch: int = 1, engine: str = "fast", cache_ttl: float = 300.0, preload: bool = False,
-                 window: bool = False, history_days: int | None = None, cache_visits: int | None = None):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        libraries: dict[str, Library],
+        sessions: int = 2,
+        batch: int = 1,
+        engine: str = "fast",
+        cache_ttl: float = 300.0,
+        preload: bool = False,
+        window: bool = False,
+        history_days: int | None = None,
+        cache_visits: int | None = None,
+    ):
         if engine not in ENGINES:
             raise ValueError(f"engine must be fast or sql, got {engine!r}")
         self.con = con
@@ -131,8 +141,10 @@ class OrderChecker:
         types = self.hub.route(rule_set, [o["hilist_code"] for o in new])
         req.engine, in_memory, by_sql = self.split(req, types)
         self.answered[req.engine] = self.answered.get(req.engine, 0) + 1
-        alerts = merged(self.fast.check(rule_set, req, in_memory) if in_memory else [],
-                        self.sql.check(rule_set, req, by_sql) if by_sql else [])
+        alerts = merged(
+            self.fast.check(rule_set, req, in_memory) if in_memory else [],
+            self.sql.check(rule_set, req, by_sql) if by_sql else [],
+        )
         # what the request's institution may see of lines of other institutions (period_limit's history)
         return [redact(a, req.visit["fixmedins_code"], req.visit["mdtrt_id"]) for a in alerts]
 

@@ -45,6 +45,7 @@ def use_durable() -> bool:
     ``MEDAUDIT_EVENTS`` is not ``python``."""
     return DURABLE and os.environ.get("MEDAUDIT_EVENTS", "").strip().lower() != "python"
 
+
 _names = itertools.count(1)
 _lock = threading.Lock()  # the durable-rules host is one per process and not thread-safe
 
@@ -147,8 +148,14 @@ class EventHub:
             return []
         return self._post({"kind": "analysis", "rule_set": rule_set, "codes": codes}) or []
 
-    def feedback(self, jr_id: str, dspo_way: str, dspo_way_rea: str | None, warn_type: str,
-                 fixmedins_code: str) -> Any:
-        return self._post({"kind": "feedback", "jr_id": jr_id, "dspo_way": dspo_way,
-                           "dspo_way_rea": dspo_way_rea or None, "warn_type": warn_type,
-                           "fixmedins_code": fixmedins_code})
+    def feedback(self, jr_id: str, dspo_way: str, dspo_way_rea: str | None, warn_type: str, fixmedins_code: str) -> Any:
+        return self._post(
+            {
+                "kind": "feedback",
+                "jr_id": jr_id,
+                "dspo_way": dspo_way,
+                "dspo_way_rea": dspo_way_rea or None,
+                "warn_type": warn_type,
+                "fixmedins_code": fixmedins_code,
+            }
+        )

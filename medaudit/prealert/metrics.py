@@ -97,10 +97,12 @@ class Metrics:
     def state(self) -> dict:
         """The counters and histogram as JSON values (a worker reports them to the writer)."""
         with self._lock:
-            return {"requests": [[*k, n] for k, n in self.requests.items()],
-                    "errors": [[*k, n] for k, n in self.errors.items()],
-                    "overload": [[*k, n] for k, n in self.overload.items()],
-                    "hist": {r: list(h) for r, h in self.hist.items()}}
+            return {
+                "requests": [[*k, n] for k, n in self.requests.items()],
+                "errors": [[*k, n] for k, n in self.errors.items()],
+                "overload": [[*k, n] for k, n in self.overload.items()],
+                "hist": {r: list(h) for r, h in self.hist.items()},
+            }
 
     def absorb(self, state: dict) -> None:
         """Add another process's :meth:`state` to these counters (``/metrics`` of several workers)."""
@@ -224,9 +226,13 @@ class Admission:
 
 async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
     data = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -254,9 +260,17 @@ class Instrument:
             except Overloaded as e:
                 route = _route_of(scope)
                 self.metrics.refused(route, e.reason)
-                await _send_json(send, 503, {"infcode": -1, "err_msg": (
-                    "the pre-alert service is at capacity; retry later (the order may go ahead unchecked)")},
-                    [(b"retry-after", str(self.admission.retry_after).encode())])
+                await _send_json(
+                    send,
+                    503,
+                    {
+                        "infcode": -1,
+                        "err_msg": (
+                            "the pre-alert service is at capacity; retry later (the order may go ahead unchecked)"
+                        ),
+                    },
+                    [(b"retry-after", str(self.admission.retry_after).encode())],
+                )
                 self.metrics.observe(route, "none", 503, time.perf_counter() - t0)
                 return
         try:

@@ -54,6 +54,7 @@ Text = Annotated[str, StringConstraints(pattern=PRINTABLE)]
 #: the zone of a time sent without an offset (hospital systems send local time)
 LOCAL = ZoneInfo("Asia/Shanghai")
 
+
 def _when(v: Any) -> Any:
     """A date or time as hospital systems send it -> what pydantic-core parses (or None).
 
@@ -78,12 +79,16 @@ def _when(v: Any) -> Any:
                 return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{s[8:10]}:{s[10:]}:00"
             if n == 8:
                 return f"{s[:4]}-{s[4:6]}-{s[6:]}T00:00:00"
-            raise ValueError(f"{s!r} is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or 'yyyyMMdd' "
-                             "(a Unix timestamp is not read)")
+            raise ValueError(
+                f"{s!r} is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or 'yyyyMMdd' "
+                "(a Unix timestamp is not read)"
+            )
         return s
     if isinstance(v, (int, float, Decimal)):  # bool too
-        raise ValueError(f"a number ({v!r}) is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or "
-                         "'yyyyMMdd' as text (a Unix timestamp is not read)")
+        raise ValueError(
+            f"a number ({v!r}) is not a date: send 'YYYY-MM-DD HH:MM:SS', 'yyyyMMddHHmmss' or "
+            "'yyyyMMdd' as text (a Unix timestamp is not read)"
+        )
     return v
 
 
@@ -119,8 +124,9 @@ OptText = Optional[Text]
 def _amount(le: str, **kw):
     """An optional amount: "" or null is no value (``""`` is kept by pydantic-core, without a Python
     call, and read as None by :func:`to_check_request`)."""
-    return Annotated[Optional[Union[Annotated[Decimal, Field(ge=0, le=Decimal(le), decimal_places=4)], Literal[""]]],
-                     Field(**kw)]
+    return Annotated[
+        Optional[Union[Annotated[Decimal, Field(ge=0, le=Decimal(le), decimal_places=4)], Literal[""]]], Field(**kw)
+    ]
 
 
 def _many(item):
@@ -136,7 +142,6 @@ def error_message(err: dict) -> str:
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
-
 
 
 class OrderDto(_In):
@@ -184,8 +189,12 @@ class OperationDto(_In):
     def _contract_names(cls, data: Any):
         # some HIS builds send the settlement list's names (oprn_oprt_code ...)
         if isinstance(data, dict) and "oprn_code" not in data and "oprn_oprt_code" in data:
-            data = {**data, "oprn_code": data["oprn_oprt_code"], "oprn_name": data.get("oprn_oprt_name"),
-                    "oprn_date": data.get("oprn_oprt_date", data.get("oprn_date"))}
+            data = {
+                **data,
+                "oprn_code": data["oprn_oprt_code"],
+                "oprn_name": data.get("oprn_oprt_name"),
+                "oprn_date": data.get("oprn_oprt_date", data.get("oprn_date")),
+            }
         return data
 
 
@@ -230,10 +239,14 @@ class Request3101(_In):
     """明细审核事前事中分析服务 (3101) input."""
 
     trig_scen: Text = Field(min_length=1, description="触发场景 (1 门诊挂号 ... 5 住院执行医嘱 ...)")
-    fixmedins_code: OptText = Field(None, description="定点医药机构编号: the sending institution (the national "
-                                           "message's field; when given it must be the API key's institution)")
+    fixmedins_code: OptText = Field(
+        None,
+        description="定点医药机构编号: the sending institution (the national "
+        "message's field; when given it must be the API key's institution)",
+    )
     rule_ids: Annotated[list[Text], BeforeValidator(lambda v: [] if v is None or v == "" else v)] = Field(
-        default_factory=list, description="only these rules (empty: all)")
+        default_factory=list, description="only these rules (empty: all)"
+    )
     patient_dtos: _many(PatientDto) = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -279,8 +292,10 @@ class Result3101(BaseModel):
     vola_evid: str = Field(description="违规依据: the rule's basis")
     vola_bhvr_type: str = Field(description="违规行为分类: the rule's nature (问题性质)")
     task_id: str
-    rules: list[ResultRule] = Field(description="extension: every rule that gave this alert (several rules giving the "
-                                    "same alert on the same orders are one result; rule_id is the first)")
+    rules: list[ResultRule] = Field(
+        description="extension: every rule that gave this alert (several rules giving the "
+        "same alert on the same orders are one result; rule_id is the first)"
+    )
 
 
 class Output3101(BaseModel):
@@ -301,7 +316,9 @@ class WarnDto(_In):
     @model_validator(mode="after")
     def _reason(self):
         if self.dspo_way == "1" and not (self.dspo_way_rea or "").strip():
-            raise ValueError("dspo_way_rea is required when dspo_way is 1 (continue): the reason the senior doctor signed off")
+            raise ValueError(
+                "dspo_way_rea is required when dspo_way is 1 (continue): the reason the senior doctor signed off"
+            )
         return self
 
 
@@ -353,43 +370,78 @@ def to_check_request(p: PatientDto, rule_ids: list[str]):
 
     e = p.current()
     visit = {
-        "mdtrt_id": e.mdtrt_id, "psn_no": p.patn_id, "psn_name": p.patn_name, "gend": p.gend, "brdy": p.brdy,
-        "insutype": e.insutype, "fixmedins_code": e.medins_id, "fixmedins_name": e.medins_name,
-        "hosp_lv": e.medins_lv, "med_type": e.med_type, "begntime": e.adm_date, "endtime": e.dscg_date,
-        "dscg_maindiag_code": e.dscg_main_dise_codg, "adm_dept_codg": e.adm_dept_codg,
-        "dscg_dept_codg": e.dscg_dept_codg, "chfpdr_code": e.dr_codg,
+        "mdtrt_id": e.mdtrt_id,
+        "psn_no": p.patn_id,
+        "psn_name": p.patn_name,
+        "gend": p.gend,
+        "brdy": p.brdy,
+        "insutype": e.insutype,
+        "fixmedins_code": e.medins_id,
+        "fixmedins_name": e.medins_name,
+        "hosp_lv": e.medins_lv,
+        "med_type": e.med_type,
+        "begntime": e.adm_date,
+        "endtime": e.dscg_date,
+        "dscg_maindiag_code": e.dscg_main_dise_codg,
+        "adm_dept_codg": e.adm_dept_codg,
+        "dscg_dept_codg": e.dscg_dept_codg,
+        "chfpdr_code": e.dr_codg,
     }
     visit = {k: _v(x) for k, x in visit.items()}
     diags = [
-        {"mdtrt_id": e.mdtrt_id, "maindiag_flag": "1" if d.maindise_flag == "1" else "0",
-         "diag_code": d.dise_codg, "diag_name": _v(d.dise_name)}
+        {
+            "mdtrt_id": e.mdtrt_id,
+            "maindiag_flag": "1" if d.maindise_flag == "1" else "0",
+            "diag_code": d.dise_codg,
+            "diag_name": _v(d.dise_name),
+        }
         for d in e.fsi_diagnose_dtos
     ]
     any_current = any(o.curr_drord_flag == "1" for o in e.fsi_order_dtos)
     orders = []
     for o in e.fsi_order_dtos:
         sumamt = _v(o.sumamt)
-        orders.append({
-            "bkkp_sn": o.rx_id, "hilist_code": o.hilist_code, "hilist_name": _v(o.hilist_name),
-            "list_type": _list_type(o), "chrgitm_lv": _LIST_LV.get(o.hilist_lv or ""),
-            "med_chrgitm_type": _v(o.chrg_type), "cnt": o.cnt, "pric": o.pric,
-            "det_item_fee_sumamt": sumamt if sumamt is not None else o.cnt * o.pric,
-            "fulamt_ownpay_amt": _v(o.ownpay_amt), "fee_ocur_time": _v(o.drord_begn_date),
-            "bilg_dept_codg": _v(o.drord_dept_codg), "bilg_dr_code": _v(o.drord_dr_codg),
-            "hosp_appr_flag": "2" if o.self_paying_flag == "1" else None,
-            "dscg_tkdrug_flag": "1" if o.drord_bhvr == "1" else None,
-            "prd_days": _v(o.prd_days), "pric_uplmt_amt": _v(o.pric_uplmt_amt),
-            "new": (o.curr_drord_flag == "1") if any_current else True,
-        })
+        orders.append(
+            {
+                "bkkp_sn": o.rx_id,
+                "hilist_code": o.hilist_code,
+                "hilist_name": _v(o.hilist_name),
+                "list_type": _list_type(o),
+                "chrgitm_lv": _LIST_LV.get(o.hilist_lv or ""),
+                "med_chrgitm_type": _v(o.chrg_type),
+                "cnt": o.cnt,
+                "pric": o.pric,
+                "det_item_fee_sumamt": sumamt if sumamt is not None else o.cnt * o.pric,
+                "fulamt_ownpay_amt": _v(o.ownpay_amt),
+                "fee_ocur_time": _v(o.drord_begn_date),
+                "bilg_dept_codg": _v(o.drord_dept_codg),
+                "bilg_dr_code": _v(o.drord_dr_codg),
+                "hosp_appr_flag": "2" if o.self_paying_flag == "1" else None,
+                "dscg_tkdrug_flag": "1" if o.drord_bhvr == "1" else None,
+                "prd_days": _v(o.prd_days),
+                "pric_uplmt_amt": _v(o.pric_uplmt_amt),
+                "new": (o.curr_drord_flag == "1") if any_current else True,
+            }
+        )
     oprns = [
-        {"mdtrt_id": e.mdtrt_id, "oprn_oprt_code": x.oprn_code, "oprn_oprt_name": _v(x.oprn_name),
-         "oprn_oprt_date": _v(x.oprn_date), "main_oprn_flag": "1" if x.main_oprn_flag == "1" else "0"}
+        {
+            "mdtrt_id": e.mdtrt_id,
+            "oprn_oprt_code": x.oprn_code,
+            "oprn_oprt_name": _v(x.oprn_name),
+            "oprn_oprt_date": _v(x.oprn_date),
+            "main_oprn_flag": "1" if x.main_oprn_flag == "1" else "0",
+        }
         for x in e.fsi_operation_dtos
     ]
     return CheckRequest(visit, orders, diags, rule_ids or None, operations=oprns)
 
 
 __all__ = [
-    "Request3101", "Response3101", "Result3101", "JudgeResultDetailDto", "Request3103", "Response3103",
+    "Request3101",
+    "Response3101",
+    "Result3101",
+    "JudgeResultDetailDto",
+    "Request3103",
+    "Response3103",
     "to_check_request",
 ]

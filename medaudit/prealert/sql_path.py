@@ -105,9 +105,11 @@ class Session:
         tests = []
         for t in self.by_type:
             if REGISTRY[t].person_history:
-                tests += [f"hilist_code IN (SELECT code FROM p_{t} WHERE code IS NOT NULL)",
-                          f"EXISTS (SELECT 1 FROM p_{t} p WHERE p.prefix IS NOT NULL AND starts_with(hilist_code, p.prefix))",
-                          f"EXISTS (SELECT 1 FROM p_{t} WHERE match_all)"]
+                tests += [
+                    f"hilist_code IN (SELECT code FROM p_{t} WHERE code IS NOT NULL)",
+                    f"EXISTS (SELECT 1 FROM p_{t} p WHERE p.prefix IS NOT NULL AND starts_with(hilist_code, p.prefix))",
+                    f"EXISTS (SELECT 1 FROM p_{t} WHERE match_all)",
+                ]
         self.history = " OR ".join(tests)
 
     def run(self, types: list[str]) -> None:
@@ -127,9 +129,9 @@ class Session:
         if not rows:
             return ""
         used = [c for c in self.cols[table] if any(r.get(c) is not None for r in rows)]
-        return (f"INSERT INTO {table} ({', '.join(dbm.ident(c) for c in used)}) VALUES "
-                + ", ".join("(" + ", ".join(_lit(r.get(c)) for c in used) + ")" for r in rows))
-
+        return f"INSERT INTO {table} ({', '.join(dbm.ident(c) for c in used)}) VALUES " + ", ".join(
+            "(" + ", ".join(_lit(r.get(c)) for c in used) + ")" for r in rows
+        )
 
 
 def load_context(s: Session, reqs: list[CheckRequest], orders: list[list[dict]]) -> None:
@@ -139,11 +141,14 @@ def load_context(s: Session, reqs: list[CheckRequest], orders: list[list[dict]])
     cur, cat = s.cur, quoted_catalog(s.catalog)
     visit_ids = ", ".join(_lit(r.visit["mdtrt_id"]) for r in reqs)
     persons = ", ".join(_lit(r.visit["psn_no"]) for r in reqs)
-    rx = ", ".join(f"({_lit(r.visit['mdtrt_id'])}, {_lit(o['_rx'])})" for r, orders in zip(reqs, orders) for o in orders)
+    rx = ", ".join(
+        f"({_lit(r.visit['mdtrt_id'])}, {_lit(o['_rx'])})" for r, orders in zip(reqs, orders) for o in orders
+    )
     # each visit as the request states it, completed by the database's record of it (a
     # death recorded on the stay, ipt_days...) where the request says nothing
     res = cur.execute(
-        f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN ({visit_ids})").fetchall()
+        f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN ({visit_ids})"
+    ).fetchall()
     cols = [d[0] for d in cur.description]
     known = {r[0]: dict(zip(cols, r)) for r in res}
     visits, diags, lines = [], [], []
@@ -172,22 +177,25 @@ def load_context(s: Session, reqs: list[CheckRequest], orders: list[list[dict]])
         f"""INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id IN ({visit_ids})
             AND (mdtrt_id, bkkp_sn) NOT IN (VALUES {rx})""",
         # the persons' other visits' lines of the items of rules that judge a person across visits
-        (f"""INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE psn_no IN ({persons})
-             AND mdtrt_id NOT IN ({visit_ids}) AND ({s.history})""" if s.history else ""),
+        (
+            f"""INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE psn_no IN ({persons})
+             AND mdtrt_id NOT IN ({visit_ids}) AND ({s.history})"""
+            if s.history
+            else ""
+        ),
         # a visit's diagnoses from the database only when its request states none
         f"""INSERT INTO setl_list_diag_d SELECT * FROM {cat}.main.setl_list_diag_d
             WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d)
-            {f"OR mdtrt_id IN ({', '.join(_lit(x) for x in no_diag)})" if no_diag else ''}""",
+            {f"OR mdtrt_id IN ({', '.join(_lit(x) for x in no_diag)})" if no_diag else ""}""",
         f"""INSERT INTO setl_list_oprn_d SELECT * FROM {cat}.main.setl_list_oprn_d
             WHERE (mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id IN ({visit_ids}))
-            {f"AND mdtrt_id NOT IN ({', '.join(_lit(x) for x in with_oprn)})" if with_oprn else ''}""",
+            {f"AND mdtrt_id NOT IN ({', '.join(_lit(x) for x in with_oprn)})" if with_oprn else ""}""",
         s.values("setl_list_oprn_d", oprns),
         s.values("mdtrt_d", visits),
         s.values("setl_list_diag_d", diags),
         s.values("fee_list_d", lines),
     ]
     cur.execute(";\n".join(x for x in sql if x))
-
 
 
 class SessionPool:
@@ -273,8 +281,9 @@ class SqlPath:
     """Checks requests with the rule types' queries, on a pool of ``sessions`` cursors; with
     ``batch`` > 1, requests that arrive while a session is busy are checked together in one run."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, rule_sets: dict[str, list[Rule]], sessions: int = 2,
-                 batch: int = 1):
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, rule_sets: dict[str, list[Rule]], sessions: int = 2, batch: int = 1
+    ):
         self.con = con
         self.catalog = con.execute("SELECT current_database()").fetchall()[0][0]
         self.rule_sets = rule_sets
@@ -293,8 +302,11 @@ class SqlPath:
         """The institutions the database holds the visit for (one query)."""
         cur = self.con.cursor()
         try:
-            return {r[0] for r in cur.execute(OWNERS_SQL.format(cat=quoted_catalog(self.catalog)), [mdtrt_id] * 3
-                                              ).fetchall() if r[0] is not None}
+            return {
+                r[0]
+                for r in cur.execute(OWNERS_SQL.format(cat=quoted_catalog(self.catalog)), [mdtrt_id] * 3).fetchall()
+                if r[0] is not None
+            }
         finally:
             cur.close()
 
@@ -309,8 +321,10 @@ def run(s: Session, batch: list[tuple[CheckRequest, list[str]]]) -> list[list[Al
     # order ids are the hospital's, unique within a request only: each gets its request's
     # number after a separator that sorts before every printable character, so orders keep
     # the order by id (the tie-break after time) they have among themselves and the lines
-    orders = [[{**o, "bkkp_sn": tagged(o["bkkp_sn"], i), "_rx": o["bkkp_sn"]} for o in req.orders]
-              for i, (req, _t) in enumerate(batch)]
+    orders = [
+        [{**o, "bkkp_sn": tagged(o["bkkp_sn"], i), "_rx": o["bkkp_sn"]} for o in req.orders]
+        for i, (req, _t) in enumerate(batch)
+    ]
     load_context(s, [req for req, _t in batch], orders)
     engine.prepare_lines(cur, STAGE)
     engine.create_hits(cur)
@@ -326,8 +340,9 @@ def run(s: Session, batch: list[tuple[CheckRequest, list[str]]]) -> list[list[Al
         cur.execute(f"DELETE FROM lines WHERE bkkp_sn IN ({marks})")
         engine.create_hits(cur)
         s.run(again)
-        before = claims_before(Hit(*r) for r in cur.execute(
-            f"SELECT {HIT_SELECT} FROM hits WHERE role = 'violating'").fetchall())
+        before = claims_before(
+            Hit(*r) for r in cur.execute(f"SELECT {HIT_SELECT} FROM hits WHERE role = 'violating'").fetchall()
+        )
     order_ids = {o["bkkp_sn"] for os_ in orders for o in os_}
     out: list[list[Alert]] = [[] for _ in batch]
     for i, a in alerts_of(s.rules, hits, line, before, new_ids, order_ids):
@@ -346,8 +361,8 @@ def _touched_hits(cur, new_ids: set[str]) -> tuple[list[Hit], dict[str, LineInfo
     rows = cur.execute(
         f"""
         WITH t AS (SELECT DISTINCT rule_key, finding_key FROM hits
-                   WHERE bkkp_sn IN ({', '.join(_lit(x) for x in sorted(new_ids))}))
-        SELECT {', '.join('h.' + c for c in HIT_SELECT.split(', '))},
+                   WHERE bkkp_sn IN ({", ".join(_lit(x) for x in sorted(new_ids))}))
+        SELECT {", ".join("h." + c for c in HIT_SELECT.split(", "))},
                l.bkkp_sn IS NOT NULL, l.fee_ocur_time, l.psn_no, l.hilist_code, l.fixmedins_code, l.mdtrt_id, l.fee_date
         FROM hits h JOIN t USING (rule_key, finding_key)
         LEFT JOIN (SELECT DISTINCT ON (bkkp_sn) * FROM lines) l ON l.bkkp_sn = h.bkkp_sn

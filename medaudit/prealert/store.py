@@ -115,7 +115,8 @@ def drop_result_index(con: duckdb.DuckDBPyConnection) -> bool:
     keyed = con.execute(
         """SELECT count(*) FROM duckdb_constraints()
            WHERE table_name = 'prealert_results' AND constraint_type = 'PRIMARY KEY'
-             AND database_name = current_database() AND schema_name = 'main'""").fetchall()[0][0]
+             AND database_name = current_database() AND schema_name = 'main'"""
+    ).fetchall()[0][0]
     if not keyed:
         return False
     rewrite = """CREATE TABLE prealert_results__new AS SELECT * FROM prealert_results;
@@ -164,9 +165,11 @@ def evidence_for(con: duckdb.DuckDBPyConnection, finding_ids: list[str] | None =
 
 
 def has_views(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_views() WHERE view_name = 'finding_prealert_evidence' AND NOT temporary"
-    ).fetchall()[0][0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'finding_prealert_evidence' AND NOT temporary"
+        ).fetchall()[0][0]
+    )
 
 
 # ---------------------------------------------------------------------------- API keys

@@ -110,12 +110,18 @@ class HistoryWindow:
         return True
 
     def describe(self) -> dict:
-        return {"start": self.start.isoformat(), "reach_days": self.reach, "exact_from": self.exact_from.isoformat(),
-                "visits_preloaded": self.kept_visits, "visits_left_out": self.left_out}
+        return {
+            "start": self.start.isoformat(),
+            "reach_days": self.reach,
+            "exact_from": self.exact_from.isoformat(),
+            "visits_preloaded": self.kept_visits,
+            "visits_left_out": self.left_out,
+        }
 
 
-def build(con: duckdb.DuckDBPyConnection, rules: list, days: int | None = None,
-          today: dt.date | None = None) -> tuple[duckdb.DuckDBPyConnection, HistoryWindow] | None:
+def build(
+    con: duckdb.DuckDBPyConnection, rules: list, days: int | None = None, today: dt.date | None = None
+) -> tuple[duckdb.DuckDBPyConnection, HistoryWindow] | None:
     """An in-memory database holding the window of ``con``'s history, and the window; None when
     nothing is left out (no stored visit before the window, or rules that look at everything)."""
     reach = reach_days(rules) if days is None else days
@@ -131,11 +137,14 @@ def build(con: duckdb.DuckDBPyConnection, rules: list, days: int | None = None,
         cur.execute(
             """CREATE OR REPLACE TEMP TABLE __win_visits AS
                SELECT DISTINCT mdtrt_id FROM fee_list_d WHERE fee_ocur_time >= ?
-               UNION SELECT mdtrt_id FROM mdtrt_d WHERE begntime >= ? OR endtime >= ?""", [start, start, start])
+               UNION SELECT mdtrt_id FROM mdtrt_d WHERE begntime >= ? OR endtime >= ?""",
+            [start, start, start],
+        )
         old = cur.execute(
             """SELECT mdtrt_id FROM (SELECT mdtrt_id FROM mdtrt_d UNION SELECT mdtrt_id FROM setl_d
                                      UNION SELECT mdtrt_id FROM fee_list_d)
-               WHERE mdtrt_id IS NOT NULL AND mdtrt_id NOT IN (SELECT mdtrt_id FROM __win_visits)""").fetchall()
+               WHERE mdtrt_id IS NOT NULL AND mdtrt_id NOT IN (SELECT mdtrt_id FROM __win_visits)"""
+        ).fetchall()
         if not old:
             return None
         kept = cur.execute("SELECT count(*) FROM __win_visits").fetchall()[0][0]
@@ -148,10 +157,15 @@ def build(con: duckdb.DuckDBPyConnection, rules: list, days: int | None = None,
         for t in WHOLE:
             _copy(cur, w, t, f"SELECT * FROM {t}")
         # the death dates recorded on visits left out (a person's death counts for ever)
-        _copy(cur, w, "psn_death", """SELECT NULL::INTEGER AS batch_id, NULL::INTEGER AS source_row, psn_no,
+        _copy(
+            cur,
+            w,
+            "psn_death",
+            """SELECT NULL::INTEGER AS batch_id, NULL::INTEGER AS source_row, psn_no,
                                              min(die_date)::DATE AS die_date FROM mdtrt_d
                                       WHERE die_date IS NOT NULL AND mdtrt_id NOT IN (SELECT mdtrt_id FROM __win_visits)
-                                      GROUP BY psn_no""")
+                                      GROUP BY psn_no""",
+        )
         cur.execute("DROP TABLE __win_visits")
     finally:
         cur.close()

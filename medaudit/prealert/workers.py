@@ -113,8 +113,12 @@ class WriterClient:
     def _call(self, method: str, route: str, body=None):
         conn = _UnixConnection(self.path, self.timeout)
         try:
-            conn.request(method, route, body=None if body is None else orjson.dumps(body),
-                         headers={"Content-Type": "application/json"})
+            conn.request(
+                method,
+                route,
+                body=None if body is None else orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
             r = conn.getresponse()
             data = r.read()
         except (http.client.HTTPException, socket.timeout) as e:
@@ -181,8 +185,10 @@ def _handler(sup: "Supervisor"):
                     sup.writer.barrier()
                     cur = sup.con.cursor()
                     try:
-                        rows = cur.execute("SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? "
-                                           "AND list_contains(?, jr_id)", [str(body["inst"]), ids]).fetchall()
+                        rows = cur.execute(
+                            "SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND list_contains(?, jr_id)",
+                            [str(body["inst"]), ids],
+                        ).fetchall()
                     finally:
                         cur.close()
                     return self._send(200, {"owned": [r[0] for r in rows]})
@@ -195,8 +201,9 @@ def _handler(sup: "Supervisor"):
                         where, args = "r.mdtrt_id = ?", [str(value)]
                     else:
                         where, args = "TRUE", []
-                    return self._send(200, {"result": _results(sup.con, str(body["inst"]), where, args,
-                                                               int(body["limit"]))})
+                    return self._send(
+                        200, {"result": _results(sup.con, str(body["inst"]), where, args, int(body["limit"]))}
+                    )
                 self._send(404, {"error": "no such route"})
             except Exception as e:  # noqa: BLE001 - the worker answers 503 naming it
                 log.exception("writer interface: %s failed", self.path)
@@ -208,8 +215,17 @@ def _handler(sup: "Supervisor"):
 class Supervisor:
     """The parent of ``medaudit serve --workers N`` (see the module's doc)."""
 
-    def __init__(self, con, db: Path, n: int, host: str, port: int, worker_config: dict,
-                 journal: Path | None = None, max_queue_rows: int = 20_000):
+    def __init__(
+        self,
+        con,
+        db: Path,
+        n: int,
+        host: str,
+        port: int,
+        worker_config: dict,
+        journal: Path | None = None,
+        max_queue_rows: int = 20_000,
+    ):
         self.con, self.db, self.n, self.host, self.port = con, Path(db), n, host, port
         self.config = worker_config
         self.journal = Path(journal) if journal else Path(str(db) + ".prealert-journal")
@@ -238,12 +254,26 @@ class Supervisor:
             rep = self.reports.get(slot)
             p = self.procs.get(slot)
             up = p is not None and p.poll() is None and rep is not None and rep.get("pid") == p.pid
-            each.append({"slot": slot, "pid": p.pid if p else None, "ready": up,
-                         "report_age_s": round(now - rep["at"], 2) if rep else None,
-                         "gauges": rep.get("gauges") if up else None, "metrics": rep.get("metrics") if up else None})
-        return {"writer": self.writer.status(), "writer_rss_bytes": rss_bytes(),
-                "workers": {"of": self.n, "ready": sum(1 for w in each if w["ready"]), "restarts": self.restarts,
-                            "each": each}}
+            each.append(
+                {
+                    "slot": slot,
+                    "pid": p.pid if p else None,
+                    "ready": up,
+                    "report_age_s": round(now - rep["at"], 2) if rep else None,
+                    "gauges": rep.get("gauges") if up else None,
+                    "metrics": rep.get("metrics") if up else None,
+                }
+            )
+        return {
+            "writer": self.writer.status(),
+            "writer_rss_bytes": rss_bytes(),
+            "workers": {
+                "of": self.n,
+                "ready": sum(1 for w in each if w["ready"]),
+                "restarts": self.restarts,
+                "each": each,
+            },
+        }
 
     # -------------------------------------------------------------- running
 
@@ -256,18 +286,25 @@ class Supervisor:
         os.replace(tmp, self.snapshot)
 
     def spawn(self, slot: int) -> None:
-        cfg = {**self.config, "snapshot": str(self.snapshot), "journal": str(self.journal),
-               "socket": str(self.sock_path), "slot": slot, "host": self.host, "port": self.port,
-               "parent": os.getpid()}
-        self.procs[slot] = subprocess.Popen([sys.executable, "-m", "medaudit.prealert.workers", json.dumps(cfg)],
-                                            stdin=subprocess.DEVNULL)
+        cfg = {
+            **self.config,
+            "snapshot": str(self.snapshot),
+            "journal": str(self.journal),
+            "socket": str(self.sock_path),
+            "slot": slot,
+            "host": self.host,
+            "port": self.port,
+            "parent": os.getpid(),
+        }
+        self.procs[slot] = subprocess.Popen(
+            [sys.executable, "-m", "medaudit.prealert.workers", json.dumps(cfg)], stdin=subprocess.DEVNULL
+        )
         self.started[slot] = time.monotonic()
         self.reports.pop(slot, None)
 
     def start(self) -> None:
         self.journal.mkdir(parents=True, exist_ok=True)
-        self.writer = ResultWriter(self.con, self.journal, max_rows=self.max_queue_rows, shared=True,
-                                   alive=self.alive)
+        self.writer = ResultWriter(self.con, self.journal, max_rows=self.max_queue_rows, shared=True, alive=self.alive)
         self.make_snapshot()
         self.sock_path.unlink(missing_ok=True)
         old = os.umask(0o177)
@@ -298,8 +335,11 @@ class Supervisor:
             for slot, p in list(self.procs.items()):
                 if p.poll() is not None and not self._stop.is_set():
                     log.error("worker %d (pid %d) ended with %s; starting it again", slot, p.pid, p.returncode)
-                    print(f"worker {slot} (pid {p.pid}) ended with {p.returncode}; starting it again",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"worker {slot} (pid {p.pid}) ended with {p.returncode}; starting it again",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     if time.monotonic() - self.started.get(slot, 0) < 1.0:
                         time.sleep(1.0)
                     self.restarts += 1
@@ -370,8 +410,14 @@ def worker_main(cfg: dict) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
-                remote.report({"slot": cfg["slot"], "pid": os.getpid(), "metrics": app.state.metrics.state(),
-                               "gauges": app.state.gauges_of_worker()})
+                remote.report(
+                    {
+                        "slot": cfg["slot"],
+                        "pid": os.getpid(),
+                        "metrics": app.state.metrics.state(),
+                        "gauges": app.state.gauges_of_worker(),
+                    }
+                )
             except OSError:
                 pass
             time.sleep(REPORT_EVERY)

@@ -108,8 +108,9 @@ def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False, segm
         cur.execute("BEGIN")
         try:
             if segment is not None:
-                if cur.execute("SELECT count(*) FROM prealert_journal_stored WHERE segment = ?",
-                               [segment]).fetchall()[0][0]:
+                if cur.execute("SELECT count(*) FROM prealert_journal_stored WHERE segment = ?", [segment]).fetchall()[
+                    0
+                ][0]:
                     cur.execute("COMMIT")
                     return False
                 cur.execute("INSERT INTO prealert_journal_stored VALUES (?, now()::TIMESTAMP)", [segment])
@@ -120,8 +121,9 @@ def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False, segm
                 if not data:
                     continue
                 schema = arrow_schema(cur, table)
-                tbl = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(zip(*data), schema)],
-                                           schema=schema)
+                tbl = pa.Table.from_arrays(
+                    [pa.array(col, type=f.type) for col, f in zip(zip(*data), schema)], schema=schema
+                )
                 cur.register("__rows", tbl)
                 cur.execute(f"INSERT INTO {table} SELECT * FROM __rows")
                 cur.unregister("__rows")
@@ -140,8 +142,12 @@ def _fresh(cur, rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
     res = rows.get("prealert_results") or []
     if res:
         cur.register("__ids", pa.table({"jr_id": [r[0] for r in res]}))
-        have = {r[0] for r in cur.execute(
-            "SELECT jr_id FROM prealert_results WHERE jr_id IN (SELECT jr_id FROM __ids)").fetchall()}
+        have = {
+            r[0]
+            for r in cur.execute(
+                "SELECT jr_id FROM prealert_results WHERE jr_id IN (SELECT jr_id FROM __ids)"
+            ).fetchall()
+        }
         cur.unregister("__ids")
         out["prealert_results"] = [r for r in res if r[0] not in have]
         out["prealert_result_items"] = [r for r in rows.get("prealert_result_items") or [] if r[0] not in have]
@@ -244,8 +250,17 @@ class ResultWriter(_Answers):
     the journal file alone keeps them); ``wal_limit``: bytes of write-ahead log after which
     the writer checkpoints; ``start``: run the background thread (tests drive :meth:`flush`)."""
 
-    def __init__(self, con, folder: str | Path | None = None, interval: float = 0.2, max_rows: int = 20_000,
-                 wal_limit: int = 16 * 2**20, start: bool = True, shared: bool = False, alive=None):
+    def __init__(
+        self,
+        con,
+        folder: str | Path | None = None,
+        interval: float = 0.2,
+        max_rows: int = 20_000,
+        wal_limit: int = 16 * 2**20,
+        start: bool = True,
+        shared: bool = False,
+        alive=None,
+    ):
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows!r}")
         self.con, self.interval, self.max_rows, self.wal_limit = con, interval, max_rows, wal_limit
@@ -362,8 +377,9 @@ class ResultWriter(_Answers):
             if self.shared:  # the producers' closed segments (and those of producers that ended)
                 self.adopt()
                 known = {p for p, _s in todo}
-                todo += [(p, None) for p in sorted(self.folder.glob("*.jsonl"))
-                         if p not in known and p != self._seg.path]
+                todo += [
+                    (p, None) for p in sorted(self.folder.glob("*.jsonl")) if p not in known and p != self._seg.path
+                ]
             self._pending = []
             if self._unmark:
                 self.con.execute("DELETE FROM prealert_journal_stored WHERE list_contains(?, segment)", [self._unmark])
@@ -380,8 +396,12 @@ class ResultWriter(_Answers):
                         try:
                             # the segment's mark alone keeps it once; rows are compared with the stored
                             # ones only for segments of an earlier run (written before marks existed)
-                            fresh = write_rows(self.con, rows, idempotent=bad or path in self._earlier,
-                                               segment=None if bad else path.name)
+                            fresh = write_rows(
+                                self.con,
+                                rows,
+                                idempotent=bad or path in self._earlier,
+                                segment=None if bad else path.name,
+                            )
                         except pa.ArrowException as e:  # values no column takes: nothing of it is stored
                             rows, bad = {}, [f"rows no table takes ({type(e).__name__}: {e})"]
                         if bad:
@@ -408,8 +428,9 @@ class ResultWriter(_Answers):
         self.quarantined += 1
         self.failures += 1
         self.last_error = f"journal segment set aside as {aside.name}: " + "; ".join(bad[:5])
-        log.error("%s: damaged journal segment set aside (%s); its readable answers were stored",
-                  aside, "; ".join(bad[:5]))
+        log.error(
+            "%s: damaged journal segment set aside (%s); its readable answers were stored", aside, "; ".join(bad[:5])
+        )
 
     def _read(self, path: Path) -> tuple[dict[str, list[tuple]], list[str]]:
         """The segment's rows, and what could not be read (line numbers and why): a damaged line
@@ -496,15 +517,29 @@ class ResultWriter(_Answers):
             journal = len(self._pending) + (1 if self._seg.written else 0)
         if self.shared:  # every producer's segments not stored yet, open ones included
             journal = sum(1 for p in self.folder.iterdir() if p.name.endswith((".jsonl", OPEN)))
-        out = {"status": "queue full: answers kept in the journal only until stored" if full else
-               ("behind: storing failed, retrying" if self.last_error and self._pending else
-                (f"{self.quarantined} damaged journal segment(s) set aside as *.corrupt in {self.folder}"
-                 if self.quarantined else "ok")),
-               "quarantined_segments": self.quarantined,
-               "queued_rows": queued, "max_rows": self.max_rows, "journal_segments": journal,
-               "journal": str(self.folder), "overflowed_answers": self.overflow_entries,
-               "stored_rows": self.stored_rows, "stored_segments": self.segments_stored,
-               "failures": self.failures, "checkpoints": self.checkpoints}
+        out = {
+            "status": "queue full: answers kept in the journal only until stored"
+            if full
+            else (
+                "behind: storing failed, retrying"
+                if self.last_error and self._pending
+                else (
+                    f"{self.quarantined} damaged journal segment(s) set aside as *.corrupt in {self.folder}"
+                    if self.quarantined
+                    else "ok"
+                )
+            ),
+            "quarantined_segments": self.quarantined,
+            "queued_rows": queued,
+            "max_rows": self.max_rows,
+            "journal_segments": journal,
+            "journal": str(self.folder),
+            "overflowed_answers": self.overflow_entries,
+            "stored_rows": self.stored_rows,
+            "stored_segments": self.segments_stored,
+            "failures": self.failures,
+            "checkpoints": self.checkpoints,
+        }
         if self.last_error:
             out["last_error"] = self.last_error
         return out
@@ -580,5 +615,10 @@ class JournalProducer(_Answers):
     def status(self) -> dict:
         with self._lock:
             open_ = self._seg.written
-        return {"status": "ok", "journal": str(self.folder), "open_segment_answers": open_,
-                "journaled_answers": self.answers, "closed_segments": self.segments}
+        return {
+            "status": "ok",
+            "journal": str(self.folder),
+            "open_segment_answers": open_,
+            "journaled_answers": self.answers,
+            "closed_segments": self.segments,
+        }

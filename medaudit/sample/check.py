@@ -40,8 +40,16 @@ class Comparison:
             m = self.missed.filter(pl.col("rule_type") == t).height
             x = self.extra.filter(pl.col("rule_type") == t).height
             rows.append({"rule_type": t, "expected": e, "found": f, "missed": m, "extra": x})
-        return pl.DataFrame(rows, schema={"rule_type": pl.Utf8, "expected": pl.Int64, "found": pl.Int64,
-                                          "missed": pl.Int64, "extra": pl.Int64})
+        return pl.DataFrame(
+            rows,
+            schema={
+                "rule_type": pl.Utf8,
+                "expected": pl.Int64,
+                "found": pl.Int64,
+                "missed": pl.Int64,
+                "extra": pl.Int64,
+            },
+        )
 
     def report(self, limit: int = 40) -> str:
         out = [str(self.by_type())]
@@ -64,10 +72,16 @@ def compare(con: duckdb.DuckDBPyConnection, key: pl.DataFrame, run_id: int | Non
     # (type, visit) pairs the key describes as a whole: compare without lines there
     whole = key.filter(pl.col("bkkp_sn").is_null()).select("rule_type", "mdtrt_id").unique()
     if whole.height:
-        hit = found.join(whole, on=["rule_type", "mdtrt_id"], how="semi").with_columns(pl.lit(None, pl.Utf8).alias("bkkp_sn"))
+        hit = found.join(whole, on=["rule_type", "mdtrt_id"], how="semi").with_columns(
+            pl.lit(None, pl.Utf8).alias("bkkp_sn")
+        )
         found = pl.concat([found.join(whole, on=["rule_type", "mdtrt_id"], how="anti"), hit])
-    found = found.unique(subset=["rule_type", "mdtrt_id", "bkkp_sn"], keep="first").sort("rule_type", "mdtrt_id", "bkkp_sn")
-    expected = key.unique(subset=["rule_type", "mdtrt_id", "bkkp_sn"], keep="first").sort("rule_type", "mdtrt_id", "bkkp_sn")
+    found = found.unique(subset=["rule_type", "mdtrt_id", "bkkp_sn"], keep="first").sort(
+        "rule_type", "mdtrt_id", "bkkp_sn"
+    )
+    expected = key.unique(subset=["rule_type", "mdtrt_id", "bkkp_sn"], keep="first").sort(
+        "rule_type", "mdtrt_id", "bkkp_sn"
+    )
     on = ["rule_type", "mdtrt_id", "bkkp_sn"]
     missed = expected.join(found.select(on), on=on, how="anti", nulls_equal=True)
     extra = found.join(expected.select(on), on=on, how="anti", nulls_equal=True)

@@ -193,8 +193,11 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     vg = gend[pi]
     vins = ins[pi]
     inp = np.where(vcls == 0, True, rng.random(n) < np.where(vcls == 4, 0.42, 0.28))
-    mt = np.where(inp, _pick(rng, ["21", "22", "24", "28"], [0.75, 0.1, 0.1, 0.05], n),
-                  _pick(rng, ["11", "13", "14"], [0.75, 0.15, 0.1], n))
+    mt = np.where(
+        inp,
+        _pick(rng, ["21", "22", "24", "28"], [0.75, 0.1, 0.1, 0.05], n),
+        _pick(rng, ["11", "13", "14"], [0.75, 0.15, 0.1], n),
+    )
     mt[(vcls == 0)] = "21"
     mt[(vcls <= 2) & (mt == "14")] = "11"
     mt[(vcls <= 2) & (mt == "28")] = "21"
@@ -227,8 +230,11 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     adult = vcls >= 3
     assign(adult & inp & (mt == "22"), ["S82.200"])
     assign(adult & inp & (mt == "28"), ["H25.900"])
-    assign(adult & inp & np.isin(mt, ["21", "24"]),
-           ["J18.900", "I63.900", "I25.103", "C34.900", "E11.900", "K29.700"], [0.3, 0.2, 0.15, 0.12, 0.11, 0.12])
+    assign(
+        adult & inp & np.isin(mt, ["21", "24"]),
+        ["J18.900", "I63.900", "I25.103", "C34.900", "E11.900", "K29.700"],
+        [0.3, 0.2, 0.15, 0.12, 0.11, 0.12],
+    )
     assign(adult & opt, ["J06.900", "I10.x00", "E11.900", "K29.700", "M54.500"], [0.3, 0.25, 0.15, 0.15, 0.15])
     main[adult & opt & (vg == "2") & (u < 0.12)] = "N92.000"
     main[adult & opt & (vg == "2") & (u >= 0.12) & (u < 0.18)] = "N76.000"
@@ -240,7 +246,9 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     dept[(vcls <= 2) & (dept != "A12")] = "A07"
     dept[(mt == "13")] = "A20"
     dept[(level == 1) & ~inp] = "A02"
-    doctor = np.array([f"D{cat.INSTITUTIONS[i][0][-4:]}{d}{x}" for i, d, x in zip(inst, dept, rng.integers(1, 5, n))], dtype=object)
+    doctor = np.array(
+        [f"D{cat.INSTITUTIONS[i][0][-4:]}{d}{x}" for i, d, x in zip(inst, dept, rng.integers(1, 5, n))], dtype=object
+    )
 
     # times
     los_dd = np.zeros(n, dtype=np.int64)  # date(endtime) - date(begntime)
@@ -280,16 +288,28 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         if isinstance(code, str):
             code = CODE_IDX[code]
         full = lambda x, t: np.broadcast_to(np.asarray(x, dtype=t), (m,))  # noqa: E731
-        blocks.append({"vi": v, "day": full(day, np.int64), "code": full(code, np.int64), "cnt": full(cnt, np.int64),
-                       "off": full(off, np.int64), "dscg": full(dscg, bool), "prd_days": full(prd_days, np.int64)})
+        blocks.append(
+            {
+                "vi": v,
+                "day": full(day, np.int64),
+                "code": full(code, np.int64),
+                "cnt": full(cnt, np.int64),
+                "off": full(off, np.int64),
+                "dscg": full(dscg, bool),
+                "prd_days": full(prd_days, np.int64),
+            }
+        )
 
     iv = np.flatnonzero(inp)
     # daily: bed, nursing, ward round (days 0 .. bed_days-1)
     di, dd = _expand(bed_days[iv])
     dv = iv[di]
     add(dv, dd, cat.BED, 1, 10)
-    nurse = np.where(vcls[dv] == 0, CODE_IDX[cat.NURSE_NEONATE],
-                     np.where(np.isin(main[dv], ["C34.900", "I63.900"]), CODE_IDX[cat.NURSE_1], CODE_IDX[cat.NURSE_2]))
+    nurse = np.where(
+        vcls[dv] == 0,
+        CODE_IDX[cat.NURSE_NEONATE],
+        np.where(np.isin(main[dv], ["C34.900", "I63.900"]), CODE_IDX[cat.NURSE_1], CODE_IDX[cat.NURSE_2]),
+    )
     add(dv, dd, nurse, 1, 20)
     add(dv, dd, cat.IPT_CONSULT, 1, 30)
     # infusion and infusion set on the first days
@@ -338,12 +358,14 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     add(ds, 0, cat.GAUZE, 2, 125)
     # discharge medication (day = discharge day, anchored on the discharge time)
     dm = iv[long_stay[iv] & ~open_[iv] & (rng.random(len(iv)) < 0.3) & (vcls[iv] >= 3)]
-    add(dm, -1, _ix(cat.ORAL_DRUGS)[rng.integers(0, len(cat.ORAL_DRUGS), len(dm))],
-        2, 0, dscg=True, prd_days=14)
+    add(dm, -1, _ix(cat.ORAL_DRUGS)[rng.integers(0, len(cat.ORAL_DRUGS), len(dm))], 2, 0, dscg=True, prd_days=14)
 
     ov = np.flatnonzero(~inp)
-    cons = np.where(mt[ov] == "13", np.where(rng.random(len(ov)) < 0.85, CODE_IDX[cat.ER_CONSULT], CODE_IDX[cat.ER_MONITOR]),
-                    CODE_IDX[cat.OPT_CONSULT])
+    cons = np.where(
+        mt[ov] == "13",
+        np.where(rng.random(len(ov)) < 0.85, CODE_IDX[cat.ER_CONSULT], CODE_IDX[cat.ER_MONITOR]),
+        CODE_IDX[cat.OPT_CONSULT],
+    )
     add(ov, 0, cons, 1, 5)
     nl = rng.integers(0, 4, len(ov))
     lorder = rng.random((len(ov), len(cat.LABS))).argsort(axis=1)
@@ -355,18 +377,41 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     for s in range(3):
         has = ndr > s
         m = int(has.sum())
-        add(ov[has], 0, _ix(cat.ORAL_DRUGS)[dorder[has, s]], rng.integers(1, 4, m), 60 + 5 * s,
-            prd_days=rng.integers(3, 15, m))
+        add(
+            ov[has],
+            0,
+            _ix(cat.ORAL_DRUGS)[dorder[has, s]],
+            rng.integers(1, 4, m),
+            60 + 5 * s,
+            prd_days=rng.integers(3, 15, m),
+        )
     # restricted items where they are allowed
     ages_y = age_v // 365  # conservative: completed years never exceed days // 365
     add(ov[(main[ov] == "N92.000") & (rng.random(len(ov)) < 0.5)], 0, cat.HYSTEROGRAPHY, 1, 40)
-    add(ov[(vg[ov] == "1") & (vcls[ov] == 3) & (mt[ov] == "11") & (rng.random(len(ov)) < 0.03)], 0, cat.SEMEN_ROUTINE, 1, 42)
+    add(
+        ov[(vg[ov] == "1") & (vcls[ov] == 3) & (mt[ov] == "11") & (rng.random(len(ov)) < 0.03)],
+        0,
+        cat.SEMEN_ROUTINE,
+        1,
+        42,
+    )
     add(ov[(main[ov] == "K02.900") & (age_v[ov] < 17 * 365)], 0, cat.CHILD_DENTAL, 1, 44)
     add(ov[(main[ov] == "Z00.100") & (age_v[ov] < 2 * 365 + 300)], 0, cat.INFANT_CHECKUP, 1, 46)
-    add(ov[(main[ov] == "J06.900") & (age_v[ov] < 14 * 365) & (rng.random(len(ov)) < 0.3)], 0, cat.CHILD_SYRUP, 1, 80,
-        prd_days=5)
-    add(ov[(main[ov] == "M54.500") & (ages_y[ov] >= 17) & (age_v[ov] < 59 * 365) & (rng.random(len(ov)) < 0.5)],
-        0, cat.WORK_TRAINING, 1, 48)
+    add(
+        ov[(main[ov] == "J06.900") & (age_v[ov] < 14 * 365) & (rng.random(len(ov)) < 0.3)],
+        0,
+        cat.CHILD_SYRUP,
+        1,
+        80,
+        prd_days=5,
+    )
+    add(
+        ov[(main[ov] == "M54.500") & (ages_y[ov] >= 17) & (age_v[ov] < 59 * 365) & (rng.random(len(ov)) < 0.5)],
+        0,
+        cat.WORK_TRAINING,
+        1,
+        48,
+    )
     add(ov[wi[ov]], 0, cat.SCAR_CREAM, 1, 85)
 
     cols = {}
@@ -378,8 +423,13 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         cols = {key: val[keep] for key, val in cols.items()}
     vi_ = cols["vi"]
     day = cols["day"]
-    anchor = np.where(day == 0, begin[vi_],
-                      np.where(day < 0, end[vi_] - 60 * MIN, EPOCH + (start_day[vi_] + day) * DAY + 7 * 3600 * np.timedelta64(1, "s")))
+    anchor = np.where(
+        day == 0,
+        begin[vi_],
+        np.where(
+            day < 0, end[vi_] - 60 * MIN, EPOCH + (start_day[vi_] + day) * DAY + 7 * 3600 * np.timedelta64(1, "s")
+        ),
+    )
     time = anchor + cols["off"] * MIN + rng.integers(0, 60, len(vi_)) * np.timedelta64(1, "s")
     del anchor
     # order by (visit, time, code) with one integer key (a three-column sort with a text column
@@ -414,8 +464,11 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     )
     # class C items are fully self-paid
     lines = lines.with_columns(
-        pl.when(pl.col("code").is_in([i.code for i in cat.ITEMS if i.lv == "03"])).then(100).otherwise(0)
-        .cast(pl.Int64).alias("ownpay_pct")
+        pl.when(pl.col("code").is_in([i.code for i in cat.ITEMS if i.lv == "03"]))
+        .then(100)
+        .otherwise(0)
+        .cast(pl.Int64)
+        .alias("ownpay_pct")
     )
     next_sn = lines.height + 1
 
@@ -459,15 +512,29 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         pl.lit(True).alias("plain"),
     )
 
-    diag = pl.concat([
-        visits.select("mdtrt_id", pl.col("main_diag").alias("diag_code"), pl.lit("1").alias("maindiag_flag")),
-        visits.filter(pl.col("second_diag").is_not_null()).select(
-            "mdtrt_id", pl.col("second_diag").alias("diag_code"), pl.lit("0").alias("maindiag_flag")),
-    ])
+    diag = pl.concat(
+        [
+            visits.select("mdtrt_id", pl.col("main_diag").alias("diag_code"), pl.lit("1").alias("maindiag_flag")),
+            visits.filter(pl.col("second_diag").is_not_null()).select(
+                "mdtrt_id", pl.col("second_diag").alias("diag_code"), pl.lit("0").alias("maindiag_flag")
+            ),
+        ]
+    )
     oprn = visits.filter(pl.col("med_type") == "28").select(
-        "mdtrt_id", pl.lit("13.4100x001").alias("oprn_oprt_code"), pl.lit("白内障超声乳化抽吸术").alias("oprn_oprt_name"),
-        (pl.col("begntime") + pl.duration(minutes=120)).alias("oprn_oprt_date"), pl.lit("1").alias("main_oprn_flag"))
-    data = CleanData(visits, lines.select([pl.col(c).cast(t) for c, t in LINE_SCHEMA.items()]), diag, oprn, {"psn_death": []}, next_sn)
+        "mdtrt_id",
+        pl.lit("13.4100x001").alias("oprn_oprt_code"),
+        pl.lit("白内障超声乳化抽吸术").alias("oprn_oprt_name"),
+        (pl.col("begntime") + pl.duration(minutes=120)).alias("oprn_oprt_date"),
+        pl.lit("1").alias("main_oprn_flag"),
+    )
+    data = CleanData(
+        visits,
+        lines.select([pl.col(c).cast(t) for c, t in LINE_SCHEMA.items()]),
+        diag,
+        oprn,
+        {"psn_death": []},
+        next_sn,
+    )
     _not_plain(data, rng)
     return data
 
@@ -482,10 +549,16 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
     feature = np.where(rng.random(n) < 0.15, rng.integers(0, 6, n), -1)
     feature[not_plain] = -1
     drugs = [i.code for i in cat.ITEMS if i.list_type == "101"]
-    first_drug = (lines.filter(pl.col("code").is_in(drugs)).group_by("vi").agg(
-        pl.col("bkkp_sn").first(), pl.col("code").first(), pl.col("cnt").first(), pl.col("time").first()))
-    first_lab = (lines.filter(pl.col("code").is_in(cat.LABS)).group_by("vi").agg(
-        pl.col("bkkp_sn").first(), pl.col("code").first(), pl.col("time").first()))
+    first_drug = (
+        lines.filter(pl.col("code").is_in(drugs))
+        .group_by("vi")
+        .agg(pl.col("bkkp_sn").first(), pl.col("code").first(), pl.col("cnt").first(), pl.col("time").first())
+    )
+    first_lab = (
+        lines.filter(pl.col("code").is_in(cat.LABS))
+        .group_by("vi")
+        .agg(pl.col("bkkp_sn").first(), pl.col("code").first(), pl.col("time").first())
+    )
     fd = first_drug.join(pl.DataFrame({"vi": np.arange(n), "f": feature}), on="vi")
     fl = first_lab.join(pl.DataFrame({"vi": np.arange(n), "f": feature}), on="vi")
     new_rows: list[pl.DataFrame] = []
@@ -494,39 +567,89 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
     sn0 = data.next_sn
     # (0) a class C herbal line
     herb = v.filter(pl.Series(feature == 0)).select("vi", "begntime")
-    new_rows.append(herb.select("vi", pl.lit(cat.HERB_C).alias("code"), pl.lit(1, pl.Int64).alias("cnt"),
-                                (pl.col("begntime") + pl.duration(minutes=181)).alias("time"),
-                                pl.lit(100, pl.Int64).alias("ownpay_pct")))
+    new_rows.append(
+        herb.select(
+            "vi",
+            pl.lit(cat.HERB_C).alias("code"),
+            pl.lit(1, pl.Int64).alias("cnt"),
+            (pl.col("begntime") + pl.duration(minutes=181)).alias("time"),
+            pl.lit(100, pl.Int64).alias("ownpay_pct"),
+        )
+    )
     # (3) full linked refund, (4) partial linked refund of a drug line
     full = fd.filter(pl.col("f") == 3)
-    new_rows.append(full.select("vi", "code", (-pl.col("cnt")).alias("cnt"), (pl.col("time") + pl.duration(minutes=20)).alias("time"),
-                                pl.col("bkkp_sn").alias("init")))
+    new_rows.append(
+        full.select(
+            "vi",
+            "code",
+            (-pl.col("cnt")).alias("cnt"),
+            (pl.col("time") + pl.duration(minutes=20)).alias("time"),
+            pl.col("bkkp_sn").alias("init"),
+        )
+    )
     part = fd.filter((pl.col("f") == 4) & (pl.col("cnt") >= 2))
-    new_rows.append(part.select("vi", "code", pl.lit(-1, pl.Int64).alias("cnt"), (pl.col("time") + pl.duration(minutes=20)).alias("time"),
-                                pl.col("bkkp_sn").alias("init")))
+    new_rows.append(
+        part.select(
+            "vi",
+            "code",
+            pl.lit(-1, pl.Int64).alias("cnt"),
+            (pl.col("time") + pl.duration(minutes=20)).alias("time"),
+            pl.col("bkkp_sn").alias("init"),
+        )
+    )
     # (5) unlinked refund of a lab line (same visit, code and day)
     unl = fl.filter(pl.col("f") == 5)
-    new_rows.append(unl.select("vi", "code", pl.lit(-1, pl.Int64).alias("cnt"), (pl.col("time") + pl.duration(minutes=15)).alias("time")))
-    touched = set(herb["vi"]) | set(fd.filter(pl.col("f").is_in([1, 2]))["vi"]) | set(full["vi"]) | set(part["vi"]) | set(unl["vi"])
+    new_rows.append(
+        unl.select(
+            "vi", "code", pl.lit(-1, pl.Int64).alias("cnt"), (pl.col("time") + pl.duration(minutes=15)).alias("time")
+        )
+    )
+    touched = (
+        set(herb["vi"])
+        | set(fd.filter(pl.col("f").is_in([1, 2]))["vi"])
+        | set(full["vi"])
+        | set(part["vi"])
+        | set(unl["vi"])
+    )
 
     # decoys: look like violations but are refunded, self-paid or on a refunded settlement
-    males = v.filter((pl.col("gend") == "1") & ~pl.col("inpatient") & pl.col("settled") & (pl.col("age_days") > 20 * 365)
-                     & ~pl.col("vi").is_in(list(touched)))
-    beds = v.filter(pl.col("inpatient") & pl.col("settled") & (pl.col("los_dd") >= 3) & ~pl.col("refunded")
-                    & ~pl.col("vi").is_in(list(touched)))
+    males = v.filter(
+        (pl.col("gend") == "1")
+        & ~pl.col("inpatient")
+        & pl.col("settled")
+        & (pl.col("age_days") > 20 * 365)
+        & ~pl.col("vi").is_in(list(touched))
+    )
+    beds = v.filter(
+        pl.col("inpatient")
+        & pl.col("settled")
+        & (pl.col("los_dd") >= 3)
+        & ~pl.col("refunded")
+        & ~pl.col("vi").is_in(list(touched))
+    )
     decoy_appr: list[str] = []
     refund_setl: list[int] = []
     if n >= 100 and males.height >= 3 and beds.height >= 1:
         pick = males.sample(3, seed=int(rng.integers(1 << 31)))
-        rows = pick.select("vi", pl.lit(cat.HYSTEROGRAPHY).alias("code"), pl.lit(1, pl.Int64).alias("cnt"),
-                           (pl.col("begntime") + pl.duration(minutes=41)).alias("time"))
+        rows = pick.select(
+            "vi",
+            pl.lit(cat.HYSTEROGRAPHY).alias("code"),
+            pl.lit(1, pl.Int64).alias("cnt"),
+            (pl.col("begntime") + pl.duration(minutes=41)).alias("time"),
+        )
         k = sn0 + sum(r.height for r in new_rows)
         rows = rows.with_columns(pl.Series("bkkp_sn", [sn(k), sn(k + 1), sn(k + 2)]))
         new_rows.append(rows)
         # decoy 1: fully refunded; decoy 2: switched to self-pay; decoy 3: its settlement refunded
-        new_rows.append(rows.head(1).select("vi", "code", pl.lit(-1, pl.Int64).alias("cnt"),
-                                            (pl.col("time") + pl.duration(minutes=5)).alias("time"),
-                                            pl.col("bkkp_sn").alias("init")))
+        new_rows.append(
+            rows.head(1).select(
+                "vi",
+                "code",
+                pl.lit(-1, pl.Int64).alias("cnt"),
+                (pl.col("time") + pl.duration(minutes=5)).alias("time"),
+                pl.col("bkkp_sn").alias("init"),
+            )
+        )
         decoy_appr.append(sn(k + 1))
         refund_setl.append(int(pick["vi"][2]))
         # decoy 4: a second bed fee on day 1, fully refunded
@@ -534,13 +657,31 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
         bvi = int(b["vi"][0])
         t = lines.filter((pl.col("vi") == bvi) & (pl.col("code") == cat.BED)).sort("time")["time"][1]
         bed_sn = sn(k + 3)
-        new_rows.append(pl.DataFrame({"vi": [bvi], "code": [cat.BED], "cnt": [1], "time": [t + dt.timedelta(minutes=2)],
-                                      "bkkp_sn": [bed_sn]}, schema_overrides={"time": pl.Datetime("us")}))
-        new_rows.append(pl.DataFrame({"vi": [bvi], "code": [cat.BED], "cnt": [-1], "time": [t + dt.timedelta(minutes=3)],
-                                      "init": [bed_sn]}, schema_overrides={"time": pl.Datetime("us")}))
+        new_rows.append(
+            pl.DataFrame(
+                {
+                    "vi": [bvi],
+                    "code": [cat.BED],
+                    "cnt": [1],
+                    "time": [t + dt.timedelta(minutes=2)],
+                    "bkkp_sn": [bed_sn],
+                },
+                schema_overrides={"time": pl.Datetime("us")},
+            )
+        )
+        new_rows.append(
+            pl.DataFrame(
+                {"vi": [bvi], "code": [cat.BED], "cnt": [-1], "time": [t + dt.timedelta(minutes=3)], "init": [bed_sn]},
+                schema_overrides={"time": pl.Datetime("us")},
+            )
+        )
         touched |= set(pick["vi"]) | {bvi}
 
-    extra = pl.concat([r for r in new_rows if r.height], how="diagonal_relaxed") if any(r.height for r in new_rows) else None
+    extra = (
+        pl.concat([r for r in new_rows if r.height], how="diagonal_relaxed")
+        if any(r.height for r in new_rows)
+        else None
+    )
     if extra is not None:
         missing = extra["bkkp_sn"].is_null() if "bkkp_sn" in extra.columns else pl.Series([True] * extra.height)
         # number the new rows that have no id yet after the ones that do
@@ -554,8 +695,12 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
                 k += 1
             else:
                 ids.append(None)
-        extra = extra.with_columns(pl.coalesce(pl.col("bkkp_sn") if "bkkp_sn" in extra.columns else pl.lit(None, pl.Utf8),
-                                               pl.Series(ids, dtype=pl.Utf8)).alias("bkkp_sn"))
+        extra = extra.with_columns(
+            pl.coalesce(
+                pl.col("bkkp_sn") if "bkkp_sn" in extra.columns else pl.lit(None, pl.Utf8),
+                pl.Series(ids, dtype=pl.Utf8),
+            ).alias("bkkp_sn")
+        )
         data.next_sn = max(k, sn0 + extra.height) + 1
         for c, t in LINE_SCHEMA.items():
             if c not in extra.columns:
@@ -564,8 +709,14 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
         extra = extra.select([pl.col(c).cast(t) for c, t in LINE_SCHEMA.items()])
         lines = merge_lines(lines, extra)
     lines = lines.with_columns(
-        pl.when(pl.col("bkkp_sn").is_in(list(edits_appr) + decoy_appr)).then(pl.lit("2")).otherwise(pl.col("appr")).alias("appr"),
-        pl.when(pl.col("bkkp_sn").is_in(list(edits_own))).then(pl.lit(20, pl.Int64)).otherwise(pl.col("ownpay_pct")).alias("ownpay_pct"),
+        pl.when(pl.col("bkkp_sn").is_in(list(edits_appr) + decoy_appr))
+        .then(pl.lit("2"))
+        .otherwise(pl.col("appr"))
+        .alias("appr"),
+        pl.when(pl.col("bkkp_sn").is_in(list(edits_own)))
+        .then(pl.lit(20, pl.Int64))
+        .otherwise(pl.col("ownpay_pct"))
+        .alias("ownpay_pct"),
     )
     touched |= set(np.flatnonzero(not_plain).tolist())
     refunded = v["refunded"].to_numpy().copy()

@@ -37,7 +37,11 @@ def _fen(col: str) -> pl.Expr:
 
     Through an exact decimal (fen x 0.01 has no rounding) and its text; 2.5 times faster than
     building the text from quotient and remainder, the same text (tests/test_sample_generate.py)."""
-    return (pl.col(col).cast(pl.Decimal(38, 2)) * pl.lit(0.01).cast(pl.Decimal(38, 2))).cast(pl.Decimal(38, 2)).cast(pl.Utf8)
+    return (
+        (pl.col(col).cast(pl.Decimal(38, 2)) * pl.lit(0.01).cast(pl.Decimal(38, 2)))
+        .cast(pl.Decimal(38, 2))
+        .cast(pl.Utf8)
+    )
 
 
 def _ts(col: str) -> pl.Expr:
@@ -70,8 +74,19 @@ class FeeLines:
 
     def __init__(self, lines: pl.DataFrame, visits: pl.DataFrame, items: pl.DataFrame, chunk: int | None = None):
         self.lines = lines
-        self.visits = visits.select("vi", "mdtrt_id", "setl_id", "settled", "psn_no", "fixmedins_code", "level", "dept",
-                                    "doctor", "insutype", "inpatient")
+        self.visits = visits.select(
+            "vi",
+            "mdtrt_id",
+            "setl_id",
+            "settled",
+            "psn_no",
+            "fixmedins_code",
+            "level",
+            "dept",
+            "doctor",
+            "insutype",
+            "inpatient",
+        )
         self.items = items
         self.chunk = chunk or CHUNK_LINES
 
@@ -95,35 +110,49 @@ class FeeLines:
 
     def chunks(self):
         for f in self.joined():
-            yield f.select(
-                "bkkp_sn", "mdtrt_id",
-                # a stay not settled yet has no settlement on its lines (in-process extracts look like that)
-                pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
-                "psn_no", "fixmedins_code",
-                _ts("time").alias("fee_ocur_time"),
-                pl.col("code").alias("hilist_code"), "hilist_name",
-                pl.format("{}{}", pl.col("fixmedins_code").str.slice(-4), pl.col("code").str.slice(-8)).alias("medins_list_codg"),
-                pl.col("hilist_name").alias("medins_list_name"),
-                "list_type", "med_chrgitm_type", "chrgitm_lv",
-                pl.col("cnt").cast(pl.Utf8).alias("cnt"),
-                _fen("pric").alias("pric"),
-                _fen("amt").alias("det_item_fee_sumamt"),
-                _fen("cap").alias("pric_uplmt_amt"),
-                _fen("own").alias("fulamt_ownpay_amt"),
-                (pl.col("amt") - pl.col("own")).alias("__inscp"),
-                pl.col("dept").alias("bilg_dept_codg"), pl.col("doctor").alias("bilg_dr_code"),
-                pl.col("appr").alias("hosp_appr_flag"), pl.col("dscg").alias("dscg_tkdrug_flag"),
-                pl.col("prd_days").cast(pl.Utf8).alias("prd_days"),
-                pl.col("init").alias("init_feedetl_sn"),
-            ).with_columns(_fen("__inscp").alias("inscp_amt")).drop("__inscp")
+            yield (
+                f.select(
+                    "bkkp_sn",
+                    "mdtrt_id",
+                    # a stay not settled yet has no settlement on its lines (in-process extracts look like that)
+                    pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
+                    "psn_no",
+                    "fixmedins_code",
+                    _ts("time").alias("fee_ocur_time"),
+                    pl.col("code").alias("hilist_code"),
+                    "hilist_name",
+                    pl.format("{}{}", pl.col("fixmedins_code").str.slice(-4), pl.col("code").str.slice(-8)).alias(
+                        "medins_list_codg"
+                    ),
+                    pl.col("hilist_name").alias("medins_list_name"),
+                    "list_type",
+                    "med_chrgitm_type",
+                    "chrgitm_lv",
+                    pl.col("cnt").cast(pl.Utf8).alias("cnt"),
+                    _fen("pric").alias("pric"),
+                    _fen("amt").alias("det_item_fee_sumamt"),
+                    _fen("cap").alias("pric_uplmt_amt"),
+                    _fen("own").alias("fulamt_ownpay_amt"),
+                    (pl.col("amt") - pl.col("own")).alias("__inscp"),
+                    pl.col("dept").alias("bilg_dept_codg"),
+                    pl.col("doctor").alias("bilg_dr_code"),
+                    pl.col("appr").alias("hosp_appr_flag"),
+                    pl.col("dscg").alias("dscg_tkdrug_flag"),
+                    pl.col("prd_days").cast(pl.Utf8).alias("prd_days"),
+                    pl.col("init").alias("init_feedetl_sn"),
+                )
+                .with_columns(_fen("__inscp").alias("inscp_amt"))
+                .drop("__inscp")
+            )
 
     def collect(self) -> pl.DataFrame:
         """The whole table in memory (small batches, tests)."""
         return pl.concat(list(self.chunks()))
 
 
-def build(visits: int, seed: int, types: list[str] | None = None,
-          on_fee: Callable[[FeeLines], None] | None = None) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+def build(
+    visits: int, seed: int, types: list[str] | None = None, on_fee: Callable[[FeeLines], None] | None = None
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Generate the tables (national columns, all text) and the answer key, in memory.
 
     ``on_fee(fee)`` is called with ``fee_list_d`` (a :class:`FeeLines`) as soon as it is final,
@@ -146,9 +175,14 @@ def build(visits: int, seed: int, types: list[str] | None = None,
             ctx.current_type, ctx.current_rate = name, inj.rate
             ctx.rng = np.random.default_rng(seed_for(seed, name + ":finish"))
             inj.finish(ctx, tables)
-    key = pl.DataFrame(ctx.key, schema={c: pl.Utf8 for c in KEY_COLUMNS}) if ctx.key else pl.DataFrame(schema={c: pl.Utf8 for c in KEY_COLUMNS})
+    key = (
+        pl.DataFrame(ctx.key, schema={c: pl.Utf8 for c in KEY_COLUMNS})
+        if ctx.key
+        else pl.DataFrame(schema={c: pl.Utf8 for c in KEY_COLUMNS})
+    )
     key = key.unique(subset=["rule_type", "rule_id", "mdtrt_id", "bkkp_sn"], keep="first", maintain_order=True).sort(
-        "rule_type", "rule_id", "mdtrt_id", "bkkp_sn", nulls_last=True)
+        "rule_type", "rule_id", "mdtrt_id", "bkkp_sn", nulls_last=True
+    )
     return tables, key
 
 
@@ -163,18 +197,34 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     ctx.new_lines.clear()
     if ctx.line_edits:  # one join for the edited lines; a field an edit names is set, None included
         cols = sorted({c for ch in ctx.line_edits.values() for c in ch})
-        rows = [{"bkkp_sn": k, **{f"{c}__new": ch.get(c) for c in cols}, **{f"{c}__set": c in ch for c in cols}}
-                for k, ch in ctx.line_edits.items()]
-        schema = {"bkkp_sn": pl.Utf8, **{f"{c}__new": LINE_SCHEMA[c] for c in cols}, **{f"{c}__set": pl.Boolean for c in cols}}
+        rows = [
+            {"bkkp_sn": k, **{f"{c}__new": ch.get(c) for c in cols}, **{f"{c}__set": c in ch for c in cols}}
+            for k, ch in ctx.line_edits.items()
+        ]
+        schema = {
+            "bkkp_sn": pl.Utf8,
+            **{f"{c}__new": LINE_SCHEMA[c] for c in cols},
+            **{f"{c}__set": pl.Boolean for c in cols},
+        }
         ed = pl.DataFrame(rows, schema=schema)
         # an edit may move a line (its time): edited clean lines are placed again like added ones
         # (and an injector may edit a line it added)
         hit = pl.col("bkkp_sn").is_in(ed["bkkp_sn"].implode())
         extra = pl.concat([extra, lines.filter(hit)])
         lines = lines.filter(~hit)
-        extra = extra.join(ed, on="bkkp_sn", how="left", maintain_order="left").with_columns(
-            [pl.when(pl.col(f"{c}__set").fill_null(False)).then(pl.col(f"{c}__new")).otherwise(pl.col(c)).alias(c) for c in cols]
-        ).select(list(LINE_SCHEMA))
+        extra = (
+            extra.join(ed, on="bkkp_sn", how="left", maintain_order="left")
+            .with_columns(
+                [
+                    pl.when(pl.col(f"{c}__set").fill_null(False))
+                    .then(pl.col(f"{c}__new"))
+                    .otherwise(pl.col(c))
+                    .alias(c)
+                    for c in cols
+                ]
+            )
+            .select(list(LINE_SCHEMA))
+        )
     lines = merge_lines(lines, extra)
     del extra
     v = data.visits
@@ -182,9 +232,15 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     if ctx.new_visits:  # visits the injectors added (Context.add_visit), with their diagnoses
         nv = pl.DataFrame(ctx.new_visits, schema=v.schema)
         v = pl.concat([v, nv])
-        diag_rows = pl.concat([diag_rows, nv.select("mdtrt_id", pl.col("main_diag").alias("diag_code"), pl.lit("1").alias("maindiag_flag")),
-                               nv.filter(pl.col("second_diag").is_not_null()).select(
-                                   "mdtrt_id", pl.col("second_diag").alias("diag_code"), pl.lit("0").alias("maindiag_flag"))])
+        diag_rows = pl.concat(
+            [
+                diag_rows,
+                nv.select("mdtrt_id", pl.col("main_diag").alias("diag_code"), pl.lit("1").alias("maindiag_flag")),
+                nv.filter(pl.col("second_diag").is_not_null()).select(
+                    "mdtrt_id", pl.col("second_diag").alias("diag_code"), pl.lit("0").alias("maindiag_flag")
+                ),
+            ]
+        )
     items = ITEMS_FRAME
     fee = FeeLines(lines, v, items)
     # one pass over the lines, a chunk at a time: the settlements' totals, what was billed of
@@ -192,31 +248,52 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     sums_parts, billed_parts, amounts = [], [], []
     for f in fee.joined():
         sums_parts.append(f.group_by("vi").agg(pl.col("amt").sum().alias("tot"), pl.col("own").sum().alias("own")))
-        billed_parts.append(f.filter(pl.col("list_type").is_in(["101", "301"]))
-                            .group_by("fixmedins_code", "code", MONTH.alias("month"))
-                            .agg(pl.col("cnt").sum().alias("q")))
+        billed_parts.append(
+            f.filter(pl.col("list_type").is_in(["101", "301"]))
+            .group_by("fixmedins_code", "code", MONTH.alias("month"))
+            .agg(pl.col("cnt").sum().alias("q"))
+        )
         amounts.append(f.select("amt", "own"))
-    ctx.fee_lines = pl.concat([lines, pl.concat(amounts)], how="horizontal") if amounts else lines.with_columns(
-        amt=pl.lit(None, pl.Int64), own=pl.lit(None, pl.Int64))
+    ctx.fee_lines = (
+        pl.concat([lines, pl.concat(amounts)], how="horizontal")
+        if amounts
+        else lines.with_columns(amt=pl.lit(None, pl.Int64), own=pl.lit(None, pl.Int64))
+    )
     ctx.all_visits = v
     del amounts
 
     # settlements: totals of the visit's lines
-    sums = (pl.concat(sums_parts).group_by("vi").agg(pl.col("tot").sum(), pl.col("own").sum()) if sums_parts
-            else pl.DataFrame(schema={"vi": pl.Int64, "tot": pl.Int64, "own": pl.Int64}))
-    rate = (pl.when(pl.col("insutype") == "410").then(100).when(pl.col("insutype") == "340").then(95)
-            .when(pl.col("inpatient")).then(pl.when(pl.col("insutype") == "310").then(85).otherwise(70))
-            .otherwise(pl.when(pl.col("insutype") == "310").then(60).otherwise(50)))
+    sums = (
+        pl.concat(sums_parts).group_by("vi").agg(pl.col("tot").sum(), pl.col("own").sum())
+        if sums_parts
+        else pl.DataFrame(schema={"vi": pl.Int64, "tot": pl.Int64, "own": pl.Int64})
+    )
+    rate = (
+        pl.when(pl.col("insutype") == "410")
+        .then(100)
+        .when(pl.col("insutype") == "340")
+        .then(95)
+        .when(pl.col("inpatient"))
+        .then(pl.when(pl.col("insutype") == "310").then(85).otherwise(70))
+        .otherwise(pl.when(pl.col("insutype") == "310").then(60).otherwise(50))
+    )
     setl = (
-        v.filter(pl.col("settled")).join(sums, on="vi", how="left", maintain_order="left")
+        v.filter(pl.col("settled"))
+        .join(sums, on="vi", how="left", maintain_order="left")
         .with_columns(pl.col("tot").fill_null(0), pl.col("own").fill_null(0))
         .with_columns(inscp=pl.col("tot") - pl.col("own"))
         .with_columns(fund=(pl.col("inscp") * rate) // 100)
         .select(
-            "setl_id", "mdtrt_id", "psn_no", "fixmedins_code",
+            "setl_id",
+            "mdtrt_id",
+            "psn_no",
+            "fixmedins_code",
             _ts("endtime").alias("setl_time"),
-            _fen("tot").alias("medfee_sumamt"), _fen("fund").alias("fund_pay_sumamt"), _fen("fund").alias("hifp_pay"),
-            _fen("own").alias("fulamt_ownpay_amt"), _fen("inscp").alias("inscp_amt"),
+            _fen("tot").alias("medfee_sumamt"),
+            _fen("fund").alias("fund_pay_sumamt"),
+            _fen("fund").alias("hifp_pay"),
+            _fen("own").alias("fulamt_ownpay_amt"),
+            _fen("inscp").alias("inscp_amt"),
             pl.when(pl.col("refunded")).then(pl.lit("1")).otherwise(pl.lit("0")).alias("refd_setl_flag"),
         )
     )
@@ -231,21 +308,39 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
             if c == "mdtrt_id":
                 continue
             e = ed.select("mdtrt_id", pl.col(c).alias("__new")).filter(pl.col("__new").is_not_null())
-            mdtrt = mdtrt.join(e, on="mdtrt_id", how="left").with_columns(
-                pl.coalesce(pl.col("__new").cast(mdtrt.schema[c]), pl.col(c)).alias(c)).drop("__new")
+            mdtrt = (
+                mdtrt.join(e, on="mdtrt_id", how="left")
+                .with_columns(pl.coalesce(pl.col("__new").cast(mdtrt.schema[c]), pl.col(c)).alias(c))
+                .drop("__new")
+            )
     mdtrt = mdtrt.select(
-        "mdtrt_id", "psn_no", "psn_name", "gend", pl.col("brdy").dt.strftime("%Y-%m-%d"), "insutype",
-        "fixmedins_code", "fixmedins_name", "hosp_lv", "med_type", _ts("begntime"), _ts("endtime"),
+        "mdtrt_id",
+        "psn_no",
+        "psn_name",
+        "gend",
+        pl.col("brdy").dt.strftime("%Y-%m-%d"),
+        "insutype",
+        "fixmedins_code",
+        "fixmedins_name",
+        "hosp_lv",
+        "med_type",
+        _ts("begntime"),
+        _ts("endtime"),
         pl.when(pl.col("inpatient")).then(pl.col("main_diag")).otherwise(None).alias("dscg_maindiag_code"),
         pl.col("dept").alias("adm_dept_codg"),
         pl.when(pl.col("inpatient")).then(pl.col("dept")).otherwise(None).alias("dscg_dept_codg"),
-        pl.col("doctor").alias("chfpdr_code"), "dscg_way",
-        pl.col("die_date").dt.strftime("%Y-%m-%d"), pl.col("ipt_days").cast(pl.Utf8),
+        pl.col("doctor").alias("chfpdr_code"),
+        "dscg_way",
+        pl.col("die_date").dt.strftime("%Y-%m-%d"),
+        pl.col("ipt_days").cast(pl.Utf8),
     )
     names = {c: n for c, (n, _d) in cat.DIAG.items()}
     diag = diag_rows.join(v.select("mdtrt_id", "setl_id", "settled"), on="mdtrt_id").select(
-        "mdtrt_id", pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
-        pl.lit("1").alias("diag_type"), "maindiag_flag", "diag_code",
+        "mdtrt_id",
+        pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
+        pl.lit("1").alias("diag_type"),
+        "maindiag_flag",
+        "diag_code",
         pl.col("diag_code").replace_strict(names, default=None).alias("diag_name"),
     )
     oprn = data.oprn.with_columns(_ts("oprn_oprt_date"))
@@ -253,32 +348,55 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
 
     # knowledge tables: the catalogue (caps = clean prices), purchases covering what was billed
     hilist = items.select(
-        pl.col("code").alias("hilist_code"), "hilist_name", "list_type", "chrgitm_lv",
-        _fen("p1").alias("lv1_pric"), _fen("p2").alias("lv2_pric"), _fen("p3").alias("lv3_pric"),
-        pl.lit("2020-01-01").alias("begndate"), pl.lit("2099-12-31").alias("enddate"))
-    billed = (pl.concat(billed_parts).group_by("fixmedins_code", "code", "month").agg(pl.col("q").sum())
-              .with_columns(month_text("month").alias("period"))
-              if billed_parts else pl.DataFrame(schema={"fixmedins_code": pl.Utf8, "code": pl.Utf8, "period": pl.Utf8, "q": pl.Int64}))
+        pl.col("code").alias("hilist_code"),
+        "hilist_name",
+        "list_type",
+        "chrgitm_lv",
+        _fen("p1").alias("lv1_pric"),
+        _fen("p2").alias("lv2_pric"),
+        _fen("p3").alias("lv3_pric"),
+        pl.lit("2020-01-01").alias("begndate"),
+        pl.lit("2099-12-31").alias("enddate"),
+    )
+    billed = (
+        pl.concat(billed_parts)
+        .group_by("fixmedins_code", "code", "month")
+        .agg(pl.col("q").sum())
+        .with_columns(month_text("month").alias("period"))
+        if billed_parts
+        else pl.DataFrame(schema={"fixmedins_code": pl.Utf8, "code": pl.Utf8, "period": pl.Utf8, "q": pl.Int64})
+    )
     purchases = billed.select(
-        "fixmedins_code", pl.col("code").alias("hilist_code"), "period",
-        ((pl.col("q") * 6) // 5 + 10).cast(pl.Utf8).alias("purchase_cnt"), pl.lit("0").alias("opening_stock_cnt"),
+        "fixmedins_code",
+        pl.col("code").alias("hilist_code"),
+        "period",
+        ((pl.col("q") * 6) // 5 + 10).cast(pl.Utf8).alias("purchase_cnt"),
+        pl.lit("0").alias("opening_stock_cnt"),
     ).sort("fixmedins_code", "hilist_code", "period")
     tables["hilist"] = hilist
     tables["purchases"] = purchases
     deaths = ctx.rows.get("psn_death", [])
     tables["psn_death"] = pl.DataFrame(
         {"psn_no": [d["psn_no"] for d in deaths], "die_date": [str(d["die_date"]) for d in deaths]},
-        schema={"psn_no": pl.Utf8, "die_date": pl.Utf8})
+        schema={"psn_no": pl.Utf8, "die_date": pl.Utf8},
+    )
     for t, rows in ctx.rows.items():
         if t == "psn_death" or not rows:
             continue
-        extra = pl.DataFrame([{k: (None if x is None else str(x)) for k, x in r.items()} for r in rows], infer_schema_length=None)
+        extra = pl.DataFrame(
+            [{k: (None if x is None else str(x)) for k, x in r.items()} for r in rows], infer_schema_length=None
+        )
         tables[t] = pl.concat([tables[t], extra], how="diagonal_relaxed") if t in tables else extra
     return tables
 
 
-def write(tables: dict[str, pl.DataFrame | FeeLines], key: pl.DataFrame, out: Path, fmt: str = "csv",
-          fee_writer: FeeWriter | None = None) -> dict[str, int]:
+def write(
+    tables: dict[str, pl.DataFrame | FeeLines],
+    key: pl.DataFrame,
+    out: Path,
+    fmt: str = "csv",
+    fee_writer: FeeWriter | None = None,
+) -> dict[str, int]:
     """Write every table (a :class:`FeeLines` a chunk at a time) and the key into ``out``.
 
     ``fee_writer``: ``fee_list_d`` is being written already (:class:`FeeWriter`, started by
@@ -305,8 +423,10 @@ def write(tables: dict[str, pl.DataFrame | FeeLines], key: pl.DataFrame, out: Pa
     written["answer_key.csv"] = key.height
     if fee_writer is not None:
         fee_writer.finish()  # raises what the writer raised; renames its file into place
-        written = {n: written.get(n, fee_writer.fee.height) for n in
-                   [f"{t}.{'parquet' if fmt == 'parquet' else 'csv'}" for t in tables] + ["answer_key.csv"]}
+        written = {
+            n: written.get(n, fee_writer.fee.height)
+            for n in [f"{t}.{'parquet' if fmt == 'parquet' else 'csv'}" for t in tables] + ["answer_key.csv"]
+        }
     return written
 
 
@@ -416,8 +536,14 @@ class FeeWriter:
         self.part.unlink(missing_ok=True)
 
 
-def generate(out: str | Path, visits: int | None = None, seed: int = 1, fmt: str = "csv", lines: int | None = None,
-             types: list[str] | None = None) -> Generated:
+def generate(
+    out: str | Path,
+    visits: int | None = None,
+    seed: int = 1,
+    fmt: str = "csv",
+    lines: int | None = None,
+    types: list[str] | None = None,
+) -> Generated:
     """Write a sample batch folder with ``answer_key.csv``. Give ``visits``, or ``lines`` (approximate)."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"format must be csv or parquet, got {fmt!r}")

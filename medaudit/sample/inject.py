@@ -123,7 +123,11 @@ class Context:
             for c in f.columns:
                 col = f[c]
                 # numpy makes the datetimes (the same values) ten times faster than polars' to_list
-                cols[c] = col.to_numpy().tolist() if col.dtype == pl.Datetime("us") and not col.null_count() else col.to_list()
+                cols[c] = (
+                    col.to_numpy().tolist()
+                    if col.dtype == pl.Datetime("us") and not col.null_count()
+                    else col.to_list()
+                )
             self._batch_cols, self._batch_at = cols, at
         return self._batch_cols, int(self._batch_at[k]), int(self._batch_at[k + 1])
 
@@ -169,7 +173,11 @@ class Context:
         key = self._pool_key(where, plain)
         pool = self._pools.get(key)
         if pool is None:
-            mask = np.ones(self.n_visits, dtype=bool) if where is None else self.visits.select(where.fill_null(False)).to_series().to_numpy()
+            mask = (
+                np.ones(self.n_visits, dtype=bool)
+                if where is None
+                else self.visits.select(where.fill_null(False)).to_series().to_numpy()
+            )
             if plain:
                 mask &= self.visits["plain"].to_numpy()
             pool = self._pools[key] = np.flatnonzero(mask)
@@ -185,8 +193,9 @@ class Context:
         return bool(self._used[vi])
 
     # ------------------------------------------------------------------ changing the data
-    def add_visit(self, like: dict, begntime: dt.datetime, endtime: dt.datetime, inst: str | None = None,
-                  **changes: Any) -> dict:
+    def add_visit(
+        self, like: dict, begntime: dt.datetime, endtime: dt.datetime, inst: str | None = None, **changes: Any
+    ) -> dict:
         """A new settled visit of ``like``'s person, a copy of ``like``'s row (med_type, diagnoses,
         department, doctor...) from ``begntime`` to ``endtime``, at institution ``inst`` (default:
         the same; its name and level follow), with ``changes`` to other internal columns. It has
@@ -194,18 +203,35 @@ class Context:
         ``second_diag``. It is never picked by :meth:`take_visits` (it counts as used)."""
         vi = self.n_visits + len(self.new_visits)
         row = dict(like)
-        row.update(vi=vi, mdtrt_id=f"MD2026{vi + 1:08d}", setl_id=f"S2026{vi + 1:08d}", begntime=begntime,
-                   endtime=endtime, settled=True, refunded=False, open=False, died=False, plain=True,
-                   last_of_person=False)
+        row.update(
+            vi=vi,
+            mdtrt_id=f"MD2026{vi + 1:08d}",
+            setl_id=f"S2026{vi + 1:08d}",
+            begntime=begntime,
+            endtime=endtime,
+            settled=True,
+            refunded=False,
+            open=False,
+            died=False,
+            plain=True,
+            last_of_person=False,
+        )
         if inst is not None:
             code, name, hosp_lv = next(x for x in cat.INSTITUTIONS if x[0] == inst)
-            row.update(fixmedins_code=code, fixmedins_name=name, hosp_lv=hosp_lv,
-                       level={"01": 3, "03": 3, "05": 2, "06": 2, "13": 2}.get(hosp_lv, 1))
+            row.update(
+                fixmedins_code=code,
+                fixmedins_name=name,
+                hosp_lv=hosp_lv,
+                level={"01": 3, "03": 3, "05": 2, "06": 2, "13": 2}.get(hosp_lv, 1),
+            )
         row.update(changes)
         los = (row["endtime"].date() - row["begntime"].date()).days
-        row.update(los_dd=los, bed_days=max(los, 1) if row["inpatient"] else 0,
-                   ipt_days=max(los, 1) if row["inpatient"] else None,
-                   age_days=(row["begntime"].date() - row["brdy"]).days)
+        row.update(
+            los_dd=los,
+            bed_days=max(los, 1) if row["inpatient"] else 0,
+            ipt_days=max(los, 1) if row["inpatient"] else None,
+            age_days=(row["begntime"].date() - row["brdy"]).days,
+        )
         self.new_visits.append(row)
         self._by_id[row["mdtrt_id"]] = vi
         if vi >= len(self._used):  # room for added visits, doubled when full (np.append per visit is quadratic)
@@ -223,9 +249,20 @@ class Context:
             raise TypeError(f"unknown line fields {sorted(bad)}")
         bkkp_sn = sn(self._next)
         self._next += 1
-        row = {"vi": visit["vi"], "bkkp_sn": bkkp_sn, "code": code, "cnt": cnt, "time": time,
-               "pric": None, "ownpay_pct": 0, "appr": "1", "dscg": None, "prd_days": None, "init": None,
-               "billed": None}
+        row = {
+            "vi": visit["vi"],
+            "bkkp_sn": bkkp_sn,
+            "code": code,
+            "cnt": cnt,
+            "time": time,
+            "pric": None,
+            "ownpay_pct": 0,
+            "appr": "1",
+            "dscg": None,
+            "prd_days": None,
+            "init": None,
+            "billed": None,
+        }
         row.update(kw)
         self.new_lines.append(row)
         return bkkp_sn
@@ -243,11 +280,20 @@ class Context:
         purchases, hilist (national column names)."""
         self.rows.setdefault(table, []).append(row)
 
-    def expect(self, rule_id: str, visit: dict | str, bkkp_sn: str | None, note: str = "", rule_type: str | None = None) -> None:
+    def expect(
+        self, rule_id: str, visit: dict | str, bkkp_sn: str | None, note: str = "", rule_type: str | None = None
+    ) -> None:
         """Write one answer-key row: this rule must flag this line (bkkp_sn None: the visit as a whole)."""
         mdtrt_id = visit["mdtrt_id"] if isinstance(visit, dict) else visit
-        self.key.append({"rule_type": rule_type or self.current_type, "rule_id": rule_id, "mdtrt_id": mdtrt_id,
-                         "bkkp_sn": bkkp_sn, "note": note})
+        self.key.append(
+            {
+                "rule_type": rule_type or self.current_type,
+                "rule_id": rule_id,
+                "mdtrt_id": mdtrt_id,
+                "bkkp_sn": bkkp_sn,
+                "note": note,
+            }
+        )
 
     # ------------------------------------------------------------------ time helpers
     @staticmethod

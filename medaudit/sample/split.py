@@ -33,8 +33,15 @@ def _read(src: Path, name: str) -> pl.DataFrame | None:
     return pl.read_parquet(p).cast(pl.Utf8) if p.exists() else None
 
 
-def split_batch(src: Path, out: Path, cuts: list[dt.date], late_share: float = 0.0, late_days: int = 10,
-                seed: int = 0, fmt: str = "csv") -> list[Path]:
+def split_batch(
+    src: Path,
+    out: Path,
+    cuts: list[dt.date],
+    late_share: float = 0.0,
+    late_days: int = 10,
+    seed: int = 0,
+    fmt: str = "csv",
+) -> list[Path]:
     """Write ``len(cuts) + 1`` batch folders ``out/day_00`` ... (``fmt`` csv or parquet) and
     return them (empty ones included)."""
     src, out = Path(src), Path(out)
@@ -53,15 +60,22 @@ def split_batch(src: Path, out: Path, cuts: list[dt.date], late_share: float = 0
     fees = _read(src, "fee_list_d")
     if fees is not None:
         fees = fees.join(vday, on="mdtrt_id", how="left").with_columns(
-            __arrive=pl.max_horizontal(_day("fee_ocur_time") + pl.duration(days=delay), pl.col("__vday")))
+            __arrive=pl.max_horizontal(_day("fee_ocur_time") + pl.duration(days=delay), pl.col("__vday"))
+        )
         orig = fees.select(pl.col("bkkp_sn").alias("init_feedetl_sn"), pl.col("__arrive").alias("__oday"))
-        fees = fees.join(orig, on="init_feedetl_sn", how="left").with_columns(
-            __arrive=pl.max_horizontal("__arrive", "__oday")).drop("__vday", "__oday")
+        fees = (
+            fees.join(orig, on="init_feedetl_sn", how="left")
+            .with_columns(__arrive=pl.max_horizontal("__arrive", "__oday"))
+            .drop("__vday", "__oday")
+        )
         tables["fee_list_d"] = fees
     setl = _read(src, "setl_d")
     if setl is not None:
-        setl = setl.join(vday, on="mdtrt_id", how="left").with_columns(
-            __arrive=pl.max_horizontal(_day("setl_time") + pl.duration(days=delay), pl.col("__vday"))).drop("__vday")
+        setl = (
+            setl.join(vday, on="mdtrt_id", how="left")
+            .with_columns(__arrive=pl.max_horizontal(_day("setl_time") + pl.duration(days=delay), pl.col("__vday")))
+            .drop("__vday")
+        )
         tables["setl_d"] = setl
         sday = setl.group_by("mdtrt_id").agg(pl.col("__arrive").max().alias("__sday"))
     for name in ("setl_list_diag_d", "setl_list_oprn_d"):
@@ -80,7 +94,8 @@ def split_batch(src: Path, out: Path, cuts: list[dt.date], late_share: float = 0
     purchases = _read(src, "purchases")
     if purchases is not None:
         tables["purchases"] = purchases.with_columns(
-            __arrive=(pl.col("period") + "-01").str.to_date("%Y-%m-%d").dt.month_end())
+            __arrive=(pl.col("period") + "-01").str.to_date("%Y-%m-%d").dt.month_end()
+        )
     hilist = _read(src, "hilist")
     if hilist is not None:
         tables["hilist"] = hilist.with_columns(__arrive=pl.lit(dt.date.min, dtype=_DAY))
@@ -91,8 +106,10 @@ def split_batch(src: Path, out: Path, cuts: list[dt.date], late_share: float = 0
         folder = out / f"day_{k:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         for name, t in tables.items():
-            part = t.filter((pl.col("__arrive").fill_null(dt.date.min) >= bounds[k])
-                            & (pl.col("__arrive").fill_null(dt.date.min) < bounds[k + 1]))
+            part = t.filter(
+                (pl.col("__arrive").fill_null(dt.date.min) >= bounds[k])
+                & (pl.col("__arrive").fill_null(dt.date.min) < bounds[k + 1])
+            )
             if part.height:
                 part = part.drop("__arrive")
                 if fmt == "parquet":

@@ -131,8 +131,7 @@ def _inline_windows(tree: exp.Expression) -> exp.Expression:
             spec = named[ref.name]
             for k in ("partition_by", "order", "spec"):
                 if not w.args.get(k) and spec.args.get(k):
-                    w.set(k, spec.args[k].copy() if hasattr(spec.args[k], "copy") else
-                          [e.copy() for e in spec.args[k]])
+                    w.set(k, spec.args[k].copy() if hasattr(spec.args[k], "copy") else [e.copy() for e in spec.args[k]])
             w.set("alias", None)
         sel.set("windows", None)
     return tree
@@ -179,12 +178,15 @@ def _string_agg(tree: exp.Expression) -> exp.Expression:
             if any(o.args.get("desc") for o in order):
                 raise NotPortable("string_agg(... ORDER BY ... DESC)")
             keys = ", ".join(f"'k{i}', {_sp(o.this)}" for i, o in enumerate(order))
-            arr = (f"transform(filter(array_sort(collect_list(named_struct({keys}, 'v', {_sp(value)})){fsql}), "
-                   f"s -> s.v IS NOT NULL), s -> s.v)")
+            arr = (
+                f"transform(filter(array_sort(collect_list(named_struct({keys}, 'v', {_sp(value)})){fsql}), "
+                f"s -> s.v IS NOT NULL), s -> s.v)"
+            )
         else:
             arr = f"collect_list({_sp(value)}){fsql}"
-        new = sqlglot.parse_one(f"CASE WHEN size({arr}) = 0 THEN NULL ELSE array_join({arr}, {_sp(sep)}) END",
-                                read="spark")
+        new = sqlglot.parse_one(
+            f"CASE WHEN size({arr}) = 0 THEN NULL ELSE array_join({arr}, {_sp(sep)}) END", read="spark"
+        )
         (gc.parent if filt is not None else gc).replace(new)
     return tree
 
@@ -231,8 +233,11 @@ def _list_index(tree: exp.Expression) -> exp.Expression:
 
         (one_based,) = apply_index_offset(b.this, [idx.copy()], 1, dialect="duckdb")
         # element_at wants an INT index (least(int, bigint) is a BIGINT)
-        b.replace(exp.Anonymous(this="element_at", expressions=[
-            b.this.copy(), exp.Cast(this=one_based, to=exp.DataType.build("INT"))]))
+        b.replace(
+            exp.Anonymous(
+                this="element_at", expressions=[b.this.copy(), exp.Cast(this=one_based, to=exp.DataType.build("INT"))]
+            )
+        )
     return tree
 
 
@@ -245,9 +250,13 @@ def _list_has_all(tree: exp.Expression) -> exp.Expression:
         if len(f.expressions) != 2:
             raise NotPortable(f"{f.name} takes 2 arguments, got {len(f.expressions)}")
         a, b = (_sp(e) for e in f.expressions)
-        f.replace(sqlglot.parse_one(
-            f"CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL "
-            f"ELSE size(array_except(filter({b}, x__ -> x__ IS NOT NULL), {a})) = 0 END", read="spark"))
+        f.replace(
+            sqlglot.parse_one(
+                f"CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL "
+                f"ELSE size(array_except(filter({b}, x__ -> x__ IS NOT NULL), {a})) = 0 END",
+                read="spark",
+            )
+        )
     return tree
 
 
@@ -258,12 +267,15 @@ def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     except sqlglot.errors.ParseError as e:
         raise NotPortable(f"does not parse: {str(e).splitlines()[0]}") from e
     tree = _expand_macros(tree)
-    if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
-           for s in tree.find_all(exp.Star, exp.Column)):
+    if any(
+        isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
+        for s in tree.find_all(exp.Star, exp.Column)
+    ):
         try:
             tree = qualify_tables(tree, dialect="duckdb")
-            tree = qualify_columns(tree, schema=schema, expand_stars=True,
-                                   allow_partial_qualification=True, dialect="duckdb")
+            tree = qualify_columns(
+                tree, schema=schema, expand_stars=True, allow_partial_qualification=True, dialect="duckdb"
+            )
         except Exception as e:  # sqlglot raises OptimizeError and others
             raise NotPortable(f"columns could not be resolved: {e}") from e
     tree = _union_by_name(tree)

@@ -81,8 +81,10 @@ class SparkCon:
     def _push_rule_table(self, name: str) -> None:
         """A rule table built in DuckDB -> a broadcast Spark view of the same name."""
         rows = self.duck.sql(f"SELECT * FROM {dbm.ident(name)}").fetchall()
-        fields = [f"`{col}` {_duck_type_to_spark(typ)}"
-                  for col, typ, *_ in self.duck.execute(f"DESCRIBE {dbm.ident(name)}").fetchall()]
+        fields = [
+            f"`{col}` {_duck_type_to_spark(typ)}"
+            for col, typ, *_ in self.duck.execute(f"DESCRIBE {dbm.ident(name)}").fetchall()
+        ]
         df = self.spark.createDataFrame(rows, schema=", ".join(fields))
         self.view(name, df, cache=True, broadcast=True)
         self.rule_tables.add(name)
@@ -127,8 +129,10 @@ class SparkCon:
                 self._push_rule_table(name)
                 return
             if body is None:  # CREATE TABLE x (columns): an empty table
-                cols = [f"CAST(NULL AS {_duck_type_to_spark(c.args['kind'].sql(dialect='duckdb'))}) AS `{c.name}`"
-                        for c in stmt.this.expressions]
+                cols = [
+                    f"CAST(NULL AS {_duck_type_to_spark(c.args['kind'].sql(dialect='duckdb'))}) AS `{c.name}`"
+                    for c in stmt.this.expressions
+                ]
                 df = self.spark.sql(f"SELECT {', '.join(cols)} WHERE FALSE")
                 self.view(name, df)
                 return
@@ -145,7 +149,9 @@ class SparkCon:
             if self._reads_rule_tables_only(stmt):
                 self._rows = self.duck.execute(stmt.sql(dialect="duckdb")).fetchall()
             else:
-                self._rows = [tuple(r) for r in self.spark.sql(render(stmt.sql(dialect="duckdb"), self.schema)).collect()]
+                self._rows = [
+                    tuple(r) for r in self.spark.sql(render(stmt.sql(dialect="duckdb"), self.schema)).collect()
+                ]
             return
         raise SparkRunError(f"statement not run on Spark: {stmt.sql(dialect='duckdb')[:120]}")
 
@@ -161,18 +167,22 @@ class SparkCon:
         self.view("hits", hits.localCheckpoint(eager=True))
 
 
-def spark_session(master: str = "local[2]", driver_memory: str = "2g", shuffle_partitions: int = 4, app: str = "medaudit"):
+def spark_session(
+    master: str = "local[2]", driver_memory: str = "2g", shuffle_partitions: int = 4, app: str = "medaudit"
+):
     """A SparkSession with the settings the runner relies on (UTC session time zone, ANSI off)."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as e:
         raise SparkRunError("pyspark is not installed: pip install 'medaudit[spark]'") from e
-    b = (SparkSession.builder.appName(app)
-         .config("spark.sql.session.timeZone", "UTC")
-         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-         .config("spark.sql.ansi.enabled", "false")
-         .config("spark.ui.enabled", "false")
-         .config("spark.ui.showConsoleProgress", "false"))
+    b = (
+        SparkSession.builder.appName(app)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.sql.ansi.enabled", "false")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
     if master:
         b = b.master(master).config("spark.driver.memory", driver_memory)
         if master.startswith("local"):
@@ -220,8 +230,9 @@ def _register_udfs(spark) -> None:
     spark.udf.register("xdiv", _xdiv, DecimalType(38, 12))
 
 
-def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = "post_hoc",
-                   skip_refused: bool = False, on_type=None) -> SparkResult:
+def screen_parquet(
+    spark, root: Path, library: Library, out: Path, stage: str = "post_hoc", skip_refused: bool = False, on_type=None
+) -> SparkResult:
     """Screen the Parquet batch under ``root`` with the library's rules on Spark; write the
     findings and finding lines under ``out``. Rules of :data:`REFUSED` types stop the run
     (naming them) unless ``skip_refused``, which leaves them out and records which."""
@@ -229,13 +240,17 @@ def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = 
     root, out = Path(root), Path(out)
     missing = [t for t in TABLES if not (root / t).is_dir()]
     if missing:
-        raise SparkRunError(f"{root}: not a Parquet batch: no folder for {', '.join(missing)} "
-                            f"(expected one folder per table: {', '.join(TABLES)})")
+        raise SparkRunError(
+            f"{root}: not a Parquet batch: no folder for {', '.join(missing)} "
+            f"(expected one folder per table: {', '.join(TABLES)})"
+        )
     rules = [r for r in library.rules if stage in r.stages]
     refused = refusals(rules)
     if refused and not skip_refused:
-        raise SparkRunError("rules of types that cannot run on Spark: " + "; ".join(
-            f"{t} ({REFUSED[t]}): {', '.join(ids)}" for t, ids in sorted(refused.items())))
+        raise SparkRunError(
+            "rules of types that cannot run on Spark: "
+            + "; ".join(f"{t} ({REFUSED[t]}): {', '.join(ids)}" for t, ids in sorted(refused.items()))
+        )
     rules = [r for r in rules if r.type not in refused]
     duck = duckdb.connect(":memory:")
     dbm.install_macros(duck)
@@ -261,12 +276,15 @@ def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = 
         try:
             engine.run_type(con, REGISTRY[tname])
         except Exception as e:  # a rendering this module does not know, or Spark refusing the query
-            raise SparkRunError(f"rule type {tname} does not run on Spark ({', '.join(r.id for r in by_type[tname])}): "
-                                f"{str(e).splitlines()[0] if str(e).strip() else repr(e)}") from e
+            raise SparkRunError(
+                f"rule type {tname} does not run on Spark ({', '.join(r.id for r in by_type[tname])}): "
+                f"{str(e).splitlines()[0] if str(e).strip() else repr(e)}"
+            ) from e
 
         timings[tname] = time.perf_counter() - t
-    n_hits = con.spark.sql("SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) "
-                           "FROM hits").collect()[0][0]
+    n_hits = con.spark.sql(
+        "SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) FROM hits"
+    ).collect()[0][0]
     con.execute(engine.findings_sql(stage, 0))
     if out.exists():
         shutil.rmtree(out)
@@ -283,10 +301,23 @@ def screen_parquet(spark, root: Path, library: Library, out: Path, stage: str = 
     lines.write.parquet(str(out / "finding_lines"))
     n_f, n_fl = findings.count(), lines.count()
     res = SparkResult(n_lines, len(rules), n_hits, n_f, n_fl, refused, timings, time.perf_counter() - t0)
-    (out / "run.json").write_text(json.dumps({
-        "stage": stage, "library_digest": library.digest(), "n_rules": len(rules), "n_lines": n_lines,
-        "n_hits": n_hits, "n_findings": n_f, "n_finding_lines": n_fl, "refused": refused,
-        "written_at": dt.datetime.now().isoformat(timespec="seconds")}, ensure_ascii=False, indent=1))
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "stage": stage,
+                "library_digest": library.digest(),
+                "n_rules": len(rules),
+                "n_lines": n_lines,
+                "n_hits": n_hits,
+                "n_findings": n_f,
+                "n_finding_lines": n_fl,
+                "refused": refused,
+                "written_at": dt.datetime.now().isoformat(timespec="seconds"),
+            },
+            ensure_ascii=False,
+            indent=1,
+        )
+    )
     return res
 
 
@@ -320,7 +351,9 @@ def load_findings(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[int, in
     folder = Path(folder)
     meta_file = folder / "run.json"
     if not meta_file.is_file() or not all((folder / d).is_dir() for d in ("findings", "finding_lines", "rules")):
-        raise SparkRunError(f"{folder}: not the output of a Spark run (run.json, findings/, finding_lines/, rules/ expected)")
+        raise SparkRunError(
+            f"{folder}: not the output of a Spark run (run.json, findings/, finding_lines/, rules/ expected)"
+        )
     try:
         meta = json.loads(meta_file.read_text())
         stage = meta["stage"]
@@ -335,32 +368,42 @@ def load_findings(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[int, in
     con.execute("BEGIN TRANSACTION")
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
-        con.execute("CREATE OR REPLACE TEMP TABLE new_findings AS SELECT *, CAST(? AS INTEGER) AS first_run, "
-                    "CAST(? AS INTEGER) AS last_run FROM read_parquet(?)", [run_id, run_id, f_glob])
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE new_findings AS SELECT *, CAST(? AS INTEGER) AS first_run, "
+            "CAST(? AS INTEGER) AS last_run FROM read_parquet(?)",
+            [run_id, run_id, f_glob],
+        )
         con.execute("CREATE OR REPLACE TEMP TABLE new_finding_lines AS SELECT * FROM read_parquet(?)", [l_glob])
-        con.execute("CREATE OR REPLACE TEMP TABLE r_all AS SELECT * FROM read_parquet(?)",
-                    [str(folder / "rules" / "*.parquet")])
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE r_all AS SELECT * FROM read_parquet(?)", [str(folder / "rules" / "*.parquet")]
+        )
         n_read = con.execute("SELECT count(*) FROM new_findings").fetchall()[0][0]
-        n_new = con.execute("SELECT count(*) FROM new_findings WHERE finding_id NOT IN (SELECT finding_id FROM findings)"
-                            ).fetchall()[0][0]
+        n_new = con.execute(
+            "SELECT count(*) FROM new_findings WHERE finding_id NOT IN (SELECT finding_id FROM findings)"
+        ).fetchall()[0][0]
         con.execute(
             """
             UPDATE findings SET last_run = ? WHERE finding_id IN (SELECT finding_id FROM new_findings);
-            """, [run_id])
+            """,
+            [run_id],
+        )
         con.execute(
             """
             INSERT INTO finding_lines BY NAME SELECT * FROM new_finding_lines
                 WHERE finding_id NOT IN (SELECT finding_id FROM findings);
             INSERT INTO findings BY NAME SELECT * FROM new_findings
                 WHERE finding_id NOT IN (SELECT finding_id FROM findings);
-            """)
+            """
+        )
         lifecycle.on_screened(con, stage, run_id)
         from ..supervision import tips
 
         tips.link_run(con, run_id)  # findings on visits a tip names
         money.settle_deductions(con)
-        con.execute("INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
-                    [run_id, stage, meta.get("library_digest"), meta.get("n_rules"), meta.get("n_hits"), n_new])
+        con.execute(
+            "INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
+            [run_id, stage, meta.get("library_digest"), meta.get("n_rules"), meta.get("n_hits"), n_new],
+        )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

@@ -35,12 +35,12 @@ Q4 = Decimal("0.0001")
 class InstResult:
     code: str
     level: int
-    measures: dict              # measure -> Decimal | int | None
-    monthly: dict               # YYYY-MM -> {violations, violation_amount, deductions, fund_pay}
-    points: dict = field(default_factory=dict)   # indicator id -> Decimal
+    measures: dict  # measure -> Decimal | int | None
+    monthly: dict  # YYYY-MM -> {violations, violation_amount, deductions, fund_pay}
+    points: dict = field(default_factory=dict)  # indicator id -> Decimal
     score: Decimal = Decimal(0)
     grade: str = ""
-    vetoes: list = field(default_factory=list)   # (veto id, name, value, [finding ids])
+    vetoes: list = field(default_factory=list)  # (veto id, name, value, [finding ids])
     rank: int = 0
     n_in_level: int = 0
 
@@ -88,34 +88,55 @@ def _ratio(a: Decimal, b: Decimal, scale: Decimal = Decimal(1), q: Decimal = Q4)
 def gather(con: duckdb.DuckDBPyConnection, first: str, last: str) -> tuple[list[InstResult], dict, list[str]]:
     """Measures per institution; also the final findings per institution and nature (veto evidence)."""
     args = [first, last]
-    levels = dict(con.execute(
-        f"""SELECT fixmedins_code, max({_LEVEL_SQL}) FROM mdtrt_d GROUP BY 1""").fetchall())
+    levels = dict(con.execute(f"""SELECT fixmedins_code, max({_LEVEL_SQL}) FROM mdtrt_d GROUP BY 1""").fetchall())
     fund = con.execute(
         """SELECT fixmedins_code, strftime(setl_time, '%Y-%m') AS p, sum(fund_pay_sumamt) FROM setl_d
            WHERE coalesce(refd_setl_flag, '0') <> '1' AND strftime(setl_time, '%Y-%m') BETWEEN ? AND ?
-           GROUP BY 1, 2""", args).fetchall()
+           GROUP BY 1, 2""",
+        args,
+    ).fetchall()
     final = con.execute(
         """SELECT f.fixmedins_code, s.period, coalesce(f.nature, '其他'), f.finding_id, f.flagged_amt, i.amount
            FROM deduction_items i JOIN deduction_statements s USING (statement_id) JOIN findings f USING (finding_id)
-           WHERE s.period BETWEEN ? AND ? ORDER BY f.fixmedins_code, f.finding_id""", args).fetchall()
-    found = dict(con.execute(
-        """SELECT fixmedins_code, count(*) FROM findings WHERE stage = 'post_hoc' AND status <> 'superseded'
-           AND period BETWEEN ? AND ? GROUP BY 1""", args).fetchall())
-    appeals = {r[0]: (r[1], r[2]) for r in con.execute(
-        """SELECT f.fixmedins_code, count(*) FILTER (WHERE e.action = 'appeal'), count(*) FILTER (WHERE e.action = 'overturn')
+           WHERE s.period BETWEEN ? AND ? ORDER BY f.fixmedins_code, f.finding_id""",
+        args,
+    ).fetchall()
+    found = dict(
+        con.execute(
+            """SELECT fixmedins_code, count(*) FROM findings WHERE stage = 'post_hoc' AND status <> 'superseded'
+           AND period BETWEEN ? AND ? GROUP BY 1""",
+            args,
+        ).fetchall()
+    )
+    appeals = {
+        r[0]: (r[1], r[2])
+        for r in con.execute(
+            """SELECT f.fixmedins_code, count(*) FILTER (WHERE e.action = 'appeal'), count(*) FILTER (WHERE e.action = 'overturn')
            FROM finding_events e JOIN findings f USING (finding_id)
            WHERE f.stage = 'post_hoc' AND f.period BETWEEN ? AND ? AND e.action IN ('appeal', 'overturn')
-           GROUP BY 1""", args).fetchall()}
-    tips = dict(con.execute(
-        """SELECT fixmedins_code, count(*) FROM tips WHERE status IN ('属实', '奖励已发放') AND fixmedins_code IS NOT NULL
-           AND strftime(received_on, '%Y-%m') BETWEEN ? AND ? GROUP BY 1""", args).fetchall())
+           GROUP BY 1""",
+            args,
+        ).fetchall()
+    }
+    tips = dict(
+        con.execute(
+            """SELECT fixmedins_code, count(*) FROM tips WHERE status IN ('属实', '奖励已发放') AND fixmedins_code IS NOT NULL
+           AND strftime(received_on, '%Y-%m') BETWEEN ? AND ? GROUP BY 1""",
+            args,
+        ).fetchall()
+    )
     codes = sorted({r[0] for r in fund} | {r[0] for r in final} | set(found) | set(tips))
     natures = list(NATURES) + sorted({r[2] for r in final} - set(NATURES))
     by_nature: dict[tuple[str, str], list[str]] = {}
     out = {}
     for c in codes:
-        m = {"fund_pay": Decimal(0), "findings": int(found.get(c, 0)), "violations": 0, "violation_amount": Decimal(0),
-             "deductions": Decimal(0)}
+        m = {
+            "fund_pay": Decimal(0),
+            "findings": int(found.get(c, 0)),
+            "violations": 0,
+            "violation_amount": Decimal(0),
+            "deductions": Decimal(0),
+        }
         for n in natures:
             m[f"count.{n}"], m[f"amount.{n}"] = 0, Decimal(0)
         m["appeals_filed"], m["appeals_won"] = (int(x) for x in appeals.get(c, (0, 0)))
@@ -124,9 +145,15 @@ def gather(con: duckdb.DuckDBPyConnection, first: str, last: str) -> tuple[list[
     first_y, first_m = int(first[:4]), int(first[5:])
     last_m = int(last[5:])
     for c in codes:
-        out[c].monthly = {f"{first_y:04d}-{k:02d}": {"violations": 0, "violation_amount": Decimal(0),
-                                                     "deductions": Decimal(0), "fund_pay": Decimal(0)}
-                          for k in range(first_m, last_m + 1)}
+        out[c].monthly = {
+            f"{first_y:04d}-{k:02d}": {
+                "violations": 0,
+                "violation_amount": Decimal(0),
+                "deductions": Decimal(0),
+                "fund_pay": Decimal(0),
+            }
+            for k in range(first_m, last_m + 1)
+        }
     for c, p, amt in fund:
         out[c].measures["fund_pay"] += _d(amt)
         out[c].monthly[p]["fund_pay"] += _d(amt)
@@ -195,8 +222,11 @@ def score(results: list[InstResult], sch: Scheme, by_nature: dict) -> None:
         r.points = {i.id: indicator_points(i, r.measures.get(i.measure)) for i in sch.indicators}
         r.score = sum(r.points.values(), Decimal(0)).quantize(CENT, ROUND_HALF_UP)
         r.grade = next(g for g, ms in sch.grades if r.score >= ms)
-        r.vetoes = [(v.id, v.name, r.measures.get(v.measure), sorted(_veto_findings(v, r.code, by_nature)))
-                    for v in sch.vetoes if _veto_met(v, r.measures.get(v.measure))]
+        r.vetoes = [
+            (v.id, v.name, r.measures.get(v.measure), sorted(_veto_findings(v, r.code, by_nature)))
+            for v in sch.vetoes
+            if _veto_met(v, r.measures.get(v.measure))
+        ]
         if r.vetoes:
             r.grade = sch.veto_grade
     # rank within the level: not vetoed before vetoed, then the score; ties share a rank (1, 1, 3)
@@ -219,15 +249,34 @@ def _jsonable(x):
 
 
 def result_hash(results: list[InstResult], sch: Scheme) -> str:
-    payload = [{"code": r.code, "level": r.level, "score": str(r.score), "grade": r.grade, "rank": r.rank,
-                "measures": _jsonable(r.measures), "points": _jsonable(r.points), "monthly": _jsonable(r.monthly),
-                "vetoes": _jsonable(r.vetoes)} for r in results]
-    text = json.dumps({"scheme": sch.hash, "results": payload}, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    payload = [
+        {
+            "code": r.code,
+            "level": r.level,
+            "score": str(r.score),
+            "grade": r.grade,
+            "rank": r.rank,
+            "measures": _jsonable(r.measures),
+            "points": _jsonable(r.points),
+            "monthly": _jsonable(r.monthly),
+            "vetoes": _jsonable(r.vetoes),
+        }
+        for r in results
+    ]
+    text = json.dumps(
+        {"scheme": sch.hash, "results": payload}, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def assess(con: duckdb.DuckDBPyConnection, sch: Scheme, year: int, month: int | None = None,
-           by: str = "medaudit", save: bool = True) -> Assessment:
+def assess(
+    con: duckdb.DuckDBPyConnection,
+    sch: Scheme,
+    year: int,
+    month: int | None = None,
+    by: str = "medaudit",
+    save: bool = True,
+) -> Assessment:
     """Compute and (``save``) store one assessment run in one transaction, logged."""
     first, last = months_of(year, month)
     results, by_nature, natures = gather(con, first, last)
@@ -237,21 +286,53 @@ def assess(con: duckdb.DuckDBPyConnection, sch: Scheme, year: int, month: int | 
     if not save:
         return a
     with store.transaction(con):
-        ev = store.log(con, by, "assess", f"{first}..{last}", f"方案 {sch.name} {sch.version}",
-                       {"scheme_hash": sch.hash, "result_hash": h, "institutions": len(results),
-                        "vetoed": [r.code for r in results if r.vetoed]})
+        ev = store.log(
+            con,
+            by,
+            "assess",
+            f"{first}..{last}",
+            f"方案 {sch.name} {sch.version}",
+            {
+                "scheme_hash": sch.hash,
+                "result_hash": h,
+                "institutions": len(results),
+                "vetoed": [r.code for r in results if r.vetoed],
+            },
+        )
         a.run_id = con.execute(
             """INSERT INTO assessment_runs (year, month, scheme_name, scheme_version, scheme_hash, scheme_json, result_hash,
                                             n_institutions, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id""",
-            [int(year), month, sch.name, sch.version, sch.hash, sch.json(), h, len(results), ev]).fetchall()[0][0]
+            [int(year), month, sch.name, sch.version, sch.hash, sch.json(), h, len(results), ev],
+        ).fetchall()[0][0]
         if results:
             con.executemany(
                 "INSERT INTO assessment_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[a.run_id, r.code, r.level, r.score, r.grade, r.vetoed, r.rank, r.n_in_level,
-                  json.dumps(_jsonable({"measures": r.measures, "monthly": r.monthly}), ensure_ascii=False, sort_keys=True),
-                  json.dumps(_jsonable(r.points), sort_keys=True)] for r in results])
-        rows = [[a.run_id, r.code, vid, vname, str(val), fid] for r in results for vid, vname, val, fids in r.vetoes
-                for fid in (fids or [None])]
+                [
+                    [
+                        a.run_id,
+                        r.code,
+                        r.level,
+                        r.score,
+                        r.grade,
+                        r.vetoed,
+                        r.rank,
+                        r.n_in_level,
+                        json.dumps(
+                            _jsonable({"measures": r.measures, "monthly": r.monthly}),
+                            ensure_ascii=False,
+                            sort_keys=True,
+                        ),
+                        json.dumps(_jsonable(r.points), sort_keys=True),
+                    ]
+                    for r in results
+                ],
+            )
+        rows = [
+            [a.run_id, r.code, vid, vname, str(val), fid]
+            for r in results
+            for vid, vname, val, fids in r.vetoes
+            for fid in (fids or [None])
+        ]
         if rows:
             con.executemany("INSERT INTO assessment_vetoes VALUES (?, ?, ?, ?, ?, ?)", rows)
     return a

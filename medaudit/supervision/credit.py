@@ -29,8 +29,15 @@ import duckdb
 
 from . import store
 
-DEFAULT_POINTS = {"虚构服务": 12, "重复收费": 3, "不合理诊疗": 3, "超支付标准": 2, "超支付范围": 2, "不合理收费": 2,
-                  "其他": 1}
+DEFAULT_POINTS = {
+    "虚构服务": 12,
+    "重复收费": 3,
+    "不合理诊疗": 3,
+    "超支付标准": 2,
+    "超支付范围": 2,
+    "不合理收费": 2,
+    "其他": 1,
+}
 KINDS = ("institution", "doctor", "person")
 
 
@@ -42,8 +49,9 @@ class Entity:
 
     @property
     def key(self) -> str:
-        return {"institution": self.code, "doctor": f"{self.institution}/{self.code}",
-                "person": f"person:{self.code}"}[self.kind]
+        return {"institution": self.code, "doctor": f"{self.institution}/{self.code}", "person": f"person:{self.code}"}[
+            self.kind
+        ]
 
 
 def parse_entity(text: str) -> Entity:
@@ -52,7 +60,7 @@ def parse_entity(text: str) -> Entity:
     if not t or any(c.isspace() for c in t):
         raise store.SupervisionError(f"entity {text!r}: write H001 (institution), H001/D01 (doctor) or person:P1")
     if t.startswith("person:"):
-        code = t[len("person:"):]
+        code = t[len("person:") :]
         if code:
             return Entity("person", None, code)
     elif t.count("/") == 1:
@@ -108,8 +116,7 @@ ORDER BY e.entry_date, e.finding_id, e.entity_kind
 """
 
 
-def record(con: duckdb.DuckDBPyConnection, by: str, statement_ids: list[int] | None = None,
-           reason: str = "") -> int:
+def record(con: duckdb.DuckDBPyConnection, by: str, statement_ids: list[int] | None = None, reason: str = "") -> int:
     """Append the entries of the statements' findings not in the files yet (every statement when
     ``statement_ids`` is None). Runs inside the caller's transaction; returns the entries written."""
     con.execute("CREATE OR REPLACE TEMP TABLE __credit_scope (statement_id INTEGER)")
@@ -122,14 +129,23 @@ def record(con: duckdb.DuckDBPyConnection, by: str, statement_ids: list[int] | N
     con.execute(f"CREATE OR REPLACE TEMP TABLE __credit_new AS {_NEW}")
     n, n_findings, sids = con.execute(
         "SELECT count(*), count(DISTINCT finding_id), list(DISTINCT CAST(source_id AS INTEGER) ORDER BY CAST(source_id AS INTEGER)) "
-        "FROM __credit_new").fetchall()[0]
+        "FROM __credit_new"
+    ).fetchall()[0]
     if n:
         shown = ",".join(map(str, sids[:20])) + (f" and {len(sids) - 20} more" if len(sids) > 20 else "")
-        ev = store.log(con, by, "credit_record", "statements " + shown, reason or "扣款单确认的违规记入信用档案",
-                       {"entries": n, "findings": n_findings, "statements": sids})
+        ev = store.log(
+            con,
+            by,
+            "credit_record",
+            "statements " + shown,
+            reason or "扣款单确认的违规记入信用档案",
+            {"entries": n, "findings": n_findings, "statements": sids},
+        )
         con.execute(
             "INSERT INTO credit_entries (entity, entity_kind, fixmedins_code, entry_date, period, nature, amount, points, "
-            "source, source_id, finding_id, event_id) SELECT *, ? FROM __credit_new", [ev])
+            "source, source_id, finding_id, event_id) SELECT *, ? FROM __credit_new",
+            [ev],
+        )
     for t in ("__credit_scope", "__credit_points", "__credit_new"):
         con.execute(f"DROP TABLE {t}")
     return n
@@ -147,7 +163,7 @@ class CreditFile:
     entity: Entity
     entries: list[dict]
     total_points: int
-    points_window: int     # points of the entries in the last ``window_days`` days before ``on``
+    points_window: int  # points of the entries in the last ``window_days`` days before ``on``
     amount: Decimal
     on: dt.date
     window_days: int
@@ -158,11 +174,31 @@ def show(con: duckdb.DuckDBPyConnection, entity: Entity, on: dt.date, window_day
         """SELECT c.entry_id, c.entry_date, c.period, c.nature, c.amount, c.points, c.source, c.source_id, c.finding_id,
                   e.actor, e.event_at, e.reason
            FROM credit_entries c LEFT JOIN supervision_events e USING (event_id)
-           WHERE c.entity = ? ORDER BY c.entry_date, c.entry_id""", [entity.key]).fetchall()
-    keys = ("entry_id", "entry_date", "period", "nature", "amount", "points", "source", "source_id", "finding_id",
-            "actor", "event_at", "reason")
+           WHERE c.entity = ? ORDER BY c.entry_date, c.entry_id""",
+        [entity.key],
+    ).fetchall()
+    keys = (
+        "entry_id",
+        "entry_date",
+        "period",
+        "nature",
+        "amount",
+        "points",
+        "source",
+        "source_id",
+        "finding_id",
+        "actor",
+        "event_at",
+        "reason",
+    )
     entries = [dict(zip(keys, r)) for r in rows]
     since = on - dt.timedelta(days=window_days)
-    return CreditFile(entity, entries, sum(e["points"] for e in entries),
-                      sum(e["points"] for e in entries if since < e["entry_date"] <= on),
-                      sum((e["amount"] for e in entries), Decimal(0)), on, window_days)
+    return CreditFile(
+        entity,
+        entries,
+        sum(e["points"] for e in entries),
+        sum(e["points"] for e in entries if since < e["entry_date"] <= on),
+        sum((e["amount"] for e in entries), Decimal(0)),
+        on,
+        window_days,
+    )

@@ -84,7 +84,7 @@ class Veto:
     id: str
     name: str
     measure: str
-    op: str          # ">=" (at_least) or ">" (above)
+    op: str  # ">=" (at_least) or ">" (above)
     value: Decimal
 
 
@@ -100,12 +100,24 @@ class Scheme:
 
     def canonical(self) -> dict:
         return {
-            "name": self.name, "version": self.version,
-            "indicators": [{"id": i.id, "name": i.name, "measure": i.measure, "weight": str(i.weight),
-                            "full_at": str(i.full_at), "zero_at": str(i.zero_at)} for i in self.indicators],
+            "name": self.name,
+            "version": self.version,
+            "indicators": [
+                {
+                    "id": i.id,
+                    "name": i.name,
+                    "measure": i.measure,
+                    "weight": str(i.weight),
+                    "full_at": str(i.full_at),
+                    "zero_at": str(i.zero_at),
+                }
+                for i in self.indicators
+            ],
             "grades": [{"grade": g, "min_score": str(m)} for g, m in self.grades],
-            "veto": [{"id": v.id, "name": v.name, "measure": v.measure, "op": v.op, "value": str(v.value)}
-                     for v in self.vetoes],
+            "veto": [
+                {"id": v.id, "name": v.name, "measure": v.measure, "op": v.op, "value": str(v.value)}
+                for v in self.vetoes
+            ],
             "veto_grade": self.veto_grade,
         }
 
@@ -151,8 +163,9 @@ def _measure(v, where: str, problems: list[str]) -> str:
         hint = ""
         if m.startswith(("count.", "amount.")):
             hint = f" (natures: {', '.join(NATURES)})"
-        problems.append(f"{where}: unknown measure {m!r}; known: {', '.join(BASE_MEASURES)}, count.NATURE, "
-                        f"amount.NATURE{hint}")
+        problems.append(
+            f"{where}: unknown measure {m!r}; known: {', '.join(BASE_MEASURES)}, count.NATURE, amount.NATURE{hint}"
+        )
     return m
 
 
@@ -191,8 +204,16 @@ def parse(raw, source: str) -> Scheme:
         full, zero = _num(x.get("full_at"), f"{w}.full_at", p), _num(x.get("zero_at"), f"{w}.zero_at", p)
         if full is not None and zero is not None and full == zero:
             p.append(f"{w}: full_at and zero_at must differ (both {full})")
-        inds.append(Indicator(iid, _text(x.get("name", iid), f"{w}.name", p), _measure(x.get("measure"), f"{w}.measure", p),
-                              wt or Decimal(0), full or Decimal(0), zero or Decimal(0)))
+        inds.append(
+            Indicator(
+                iid,
+                _text(x.get("name", iid), f"{w}.name", p),
+                _measure(x.get("measure"), f"{w}.measure", p),
+                wt or Decimal(0),
+                full or Decimal(0),
+                zero or Decimal(0),
+            )
+        )
     total = sum((i.weight for i in inds), Decimal(0))
     if inds and total != 100 and not any("weight" in m for m in p):
         bad(f"indicators: the weights must add up to 100, they add up to {total}")
@@ -214,8 +235,10 @@ def parse(raw, source: str) -> Scheme:
         if ms is not None:
             grades.append((gn, ms))
     if grades and grades[-1][1] > 0:
-        p.append(f"{source}: grades[{len(rg) - 1}].min_score: the last grade must take every score (min_score 0), "
-                 f"got {grades[-1][1]}")
+        p.append(
+            f"{source}: grades[{len(rg) - 1}].min_score: the last grade must take every score (min_score 0), "
+            f"got {grades[-1][1]}"
+        )
     vetoes, vseen = [], set()
     rv = raw.get("veto") or []
     if not isinstance(rv, list):
@@ -237,8 +260,15 @@ def parse(raw, source: str) -> Scheme:
             p.append(f"{w}: give exactly one of at_least (value >= X) or above (value > X)")
             continue
         val = _num(v[has[0]], f"{w}.{has[0]}", p)
-        vetoes.append(Veto(vid, _text(v.get("name", vid), f"{w}.name", p), _measure(v.get("measure"), f"{w}.measure", p),
-                           ">=" if has[0] == "at_least" else ">", val if val is not None else Decimal(0)))
+        vetoes.append(
+            Veto(
+                vid,
+                _text(v.get("name", vid), f"{w}.name", p),
+                _measure(v.get("measure"), f"{w}.measure", p),
+                ">=" if has[0] == "at_least" else ">",
+                val if val is not None else Decimal(0),
+            )
+        )
     veto_grade = _text(raw.get("veto_grade", grades[-1][0] if grades else "-"), f"{source}: veto_grade", p)
     if p:
         raise SchemeError(p)

@@ -101,26 +101,45 @@ class SupervisionError(Exception):
     """A refused command; the message names the entity, field or file."""
 
 
-def log(con: duckdb.DuckDBPyConnection, actor: str, action: str, subject: str, reason: str = "",
-        detail: dict | None = None, as_of: dt.date | None = None) -> int:
+def log(
+    con: duckdb.DuckDBPyConnection,
+    actor: str,
+    action: str,
+    subject: str,
+    reason: str = "",
+    detail: dict | None = None,
+    as_of: dt.date | None = None,
+) -> int:
     """Append one event (``event_at`` from the computer's clock) and return its id."""
     return con.execute(
         "INSERT INTO supervision_events (event_at, actor, action, subject, reason, detail, as_of) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING event_id",
-        [lifecycle.wall_now(), actor, action, subject, reason or "",
-         json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str), as_of]).fetchall()[0][0]
+        [
+            lifecycle.wall_now(),
+            actor,
+            action,
+            subject,
+            reason or "",
+            json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str),
+            as_of,
+        ],
+    ).fetchall()[0][0]
 
 
 def events(con: duckdb.DuckDBPyConnection, subject: str | None = None) -> list[dict]:
     where, args = ("WHERE subject = ?", [subject]) if subject else ("", [])
-    rows = con.execute(f"SELECT event_id, event_at, actor, action, subject, reason, detail, as_of FROM supervision_events "
-                       f"{where} ORDER BY event_id", args).fetchall()
+    rows = con.execute(
+        f"SELECT event_id, event_at, actor, action, subject, reason, detail, as_of FROM supervision_events "
+        f"{where} ORDER BY event_id",
+        args,
+    ).fetchall()
     keys = ("event_id", "event_at", "actor", "action", "subject", "reason", "detail", "as_of")
     return [dict(zip(keys, r)) | {"detail": json.loads(r[6] or "{}")} for r in rows]
 
 
 def transaction(con: duckdb.DuckDBPyConnection):
     """``with transaction(con):`` one command, all or nothing."""
+
     class _T:
         def __enter__(self):
             con.execute("BEGIN TRANSACTION")
@@ -128,4 +147,5 @@ def transaction(con: duckdb.DuckDBPyConnection):
         def __exit__(self, et, ev, tb):
             con.execute("ROLLBACK" if et else "COMMIT")
             return False
+
     return _T()

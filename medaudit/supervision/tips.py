@@ -66,8 +66,12 @@ ALTER TABLE tip_findings ADD COLUMN IF NOT EXISTS event_id BIGINT;
 
 CHANNELS = ("电话", "微信", "信箱", "网站")
 STATES = ("受理", "核查中", "属实", "不属实", "奖励已发放")
-MOVES = {("受理", "investigate"): "核查中", ("核查中", "found"): "属实", ("核查中", "reject"): "不属实",
-         ("属实", "reward"): "奖励已发放"}
+MOVES = {
+    ("受理", "investigate"): "核查中",
+    ("核查中", "found"): "属实",
+    ("核查中", "reject"): "不属实",
+    ("属实", "reward"): "奖励已发放",
+}
 ACTION_CN = {"investigate": "开始核查", "found": "认定属实", "reject": "认定不属实", "reward": "发放奖励"}
 DEFAULTS = {"reward_share": Decimal("0.05"), "reward_floor": Decimal("200"), "reward_cap": Decimal("200000")}
 CENT = Decimal("0.01")
@@ -90,7 +94,9 @@ def mask_contact(contact: str) -> str:
 
 def settings(con: duckdb.DuckDBPyConnection) -> dict[str, Decimal]:
     out = dict(DEFAULTS)
-    out.update({k: Decimal(v) for k, v in con.execute("SELECT key, value FROM tip_settings").fetchall() if k in DEFAULTS})
+    out.update(
+        {k: Decimal(v) for k, v in con.execute("SELECT key, value FROM tip_settings").fetchall() if k in DEFAULTS}
+    )
     return out
 
 
@@ -103,7 +109,9 @@ def set_settings(con: duckdb.DuckDBPyConnection, values: dict[str, str], by: str
         try:
             parsed[k] = money.parse_amount(v, opt) if k != "reward_share" else Decimal(str(v).strip())
         except (money.AmountError, ArithmeticError) as e:
-            raise TipError(str(e) if isinstance(e, money.AmountError) else f"{opt} must be a number, got {v!r}") from None
+            raise TipError(
+                str(e) if isinstance(e, money.AmountError) else f"{opt} must be a number, got {v!r}"
+            ) from None
     new = settings(con) | parsed
     if not (Decimal(0) <= new["reward_share"] <= 1) or not new["reward_share"].is_finite():
         raise TipError(f"--reward-share must be between 0 and 1, got {new['reward_share']}")
@@ -163,8 +171,10 @@ def _candidates(con: duckdb.DuckDBPyConnection, tip_id: int | None = None, run_i
 
 def _insert_links(con: duckdb.DuckDBPyConnection, tip_id: int, finding_ids: list[str], event_id: int) -> None:
     if finding_ids:
-        con.execute("INSERT INTO tip_findings (tip_id, finding_id, event_id) SELECT ?, unnest(?::VARCHAR[]), ?",
-                    [int(tip_id), list(finding_ids), event_id])
+        con.execute(
+            "INSERT INTO tip_findings (tip_id, finding_id, event_id) SELECT ?, unnest(?::VARCHAR[]), ?",
+            [int(tip_id), list(finding_ids), event_id],
+        )
 
 
 def link_run(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[int, list[str]]:
@@ -177,17 +187,28 @@ def link_run(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[int, list[str]
     for tid, fid in _candidates(con, run_id=run_id):
         by_tip.setdefault(tid, []).append(fid)
     for tid, fids in by_tip.items():
-        ev = store.log(con, f"screen run {run_id}", "tip_link", f"tip:{tid}", "筛查发现举报所涉就诊的疑点",
-                       {"run_id": run_id, "findings": fids})
+        ev = store.log(
+            con,
+            f"screen run {run_id}",
+            "tip_link",
+            f"tip:{tid}",
+            "筛查发现举报所涉就诊的疑点",
+            {"run_id": run_id, "findings": fids},
+        )
         _insert_links(con, tid, fids, ev)
     return by_tip
 
 
 def loaded_visits(con: duckdb.DuckDBPyConnection, visits) -> dict[str, tuple[str, str]]:
     """The named visits that are loaded: mdtrt_id -> (institution, person)."""
-    return {v: (i, p) for v, i, p in con.execute(
-        "SELECT mdtrt_id, any_value(fixmedins_code), any_value(psn_no) FROM mdtrt_d "
-        "WHERE list_contains(?::VARCHAR[], mdtrt_id) GROUP BY 1", [list(visits)]).fetchall()}
+    return {
+        v: (i, p)
+        for v, i, p in con.execute(
+            "SELECT mdtrt_id, any_value(fixmedins_code), any_value(psn_no) FROM mdtrt_d "
+            "WHERE list_contains(?::VARCHAR[], mdtrt_id) GROUP BY 1",
+            [list(visits)],
+        ).fetchall()
+    }
 
 
 def screen_visits(con: duckdb.DuckDBPyConnection, library, visits: list[str]) -> list[dict]:
@@ -208,12 +229,14 @@ def screen_visits(con: duckdb.DuckDBPyConnection, library, visits: list[str]) ->
                 LEFT JOIN (SELECT setl_id FROM setl_d WHERE coalesce(refd_setl_flag, '0') <> '1') s
                        ON s.setl_id = f.setl_id
                 WHERE list_contains(?::VARCHAR[], f.mdtrt_id) AND {engine.STAGE_FILTER[stage]}""",
-            [list(visits)]).fetchall()[0][0]
+            [list(visits)],
+        ).fetchall()[0][0]
         if not n:
             continue
         r = engine.screen(con, library, stage=stage, scope=Scope.of_visits(visits), own_transaction=False)
-        out.append({"stage": stage, "run_id": r.run_id, "lines": r.n_lines, "new_findings": r.n_new_findings,
-                    "scope": r.scope})
+        out.append(
+            {"stage": stage, "run_id": r.run_id, "lines": r.n_lines, "new_findings": r.n_new_findings, "scope": r.scope}
+        )
     return out
 
 
@@ -230,9 +253,20 @@ def _check_visits(con, visits, institution: str | None) -> tuple[list[str], list
     return [v for v in seen if v in got], [v for v in seen if v not in got]
 
 
-def add(con: duckdb.DuckDBPyConnection, *, channel: str, received_on: dt.date, content: str, by: str,
-        institution: str | None = None, doctor: str | None = None, person: str | None = None,
-        visits: list[str] = (), contact: str = "", library=None) -> int:
+def add(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    channel: str,
+    received_on: dt.date,
+    content: str,
+    by: str,
+    institution: str | None = None,
+    doctor: str | None = None,
+    person: str | None = None,
+    visits: list[str] = (),
+    contact: str = "",
+    library=None,
+) -> int:
     """Receive a tip (受理). Named visits that are loaded are screened with every rule of
     ``library`` (when given) and their findings linked; visits not loaded yet are kept and
     linked when a screening run finds something on them (:func:`link_run`)."""
@@ -249,9 +283,11 @@ def add(con: duckdb.DuckDBPyConnection, *, channel: str, received_on: dt.date, c
     q = lambda sql, a: con.execute(sql, a).fetchall()[0][0]  # noqa: E731
     if institution and not q("SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ?", [institution]):
         raise TipError(f"--institution {institution}: no such institution in the loaded data")
-    if doctor and not q("SELECT (SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ? AND chfpdr_code = ?) + "
-                        "(SELECT count(*) FROM fee_list_d WHERE fixmedins_code = ? AND bilg_dr_code = ?)",
-                        [institution, doctor, institution, doctor]):
+    if doctor and not q(
+        "SELECT (SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ? AND chfpdr_code = ?) + "
+        "(SELECT count(*) FROM fee_list_d WHERE fixmedins_code = ? AND bilg_dr_code = ?)",
+        [institution, doctor, institution, doctor],
+    ):
         raise TipError(f"--doctor {doctor}: no such doctor of {institution} in the loaded data")
     if person and not q("SELECT count(*) FROM mdtrt_d WHERE psn_no = ?", [person]):
         raise TipError(f"--person {person}: no such person in the loaded data")
@@ -266,12 +302,34 @@ def add(con: duckdb.DuckDBPyConnection, *, channel: str, received_on: dt.date, c
         tid = con.execute(
             """INSERT INTO tips (received_on, channel, fixmedins_code, dr_code, psn_no, visits, content, contact_masked,
                                  contact_sha256, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '受理') RETURNING tip_id""",
-            [received_on, channel, institution, doctor, person, json.dumps(loaded + missing), content.strip(),
-             mask_contact(c) if c else None, hashlib.sha256(c.encode()).hexdigest() if c else None]).fetchall()[0][0]
+            [
+                received_on,
+                channel,
+                institution,
+                doctor,
+                person,
+                json.dumps(loaded + missing),
+                content.strip(),
+                mask_contact(c) if c else None,
+                hashlib.sha256(c.encode()).hexdigest() if c else None,
+            ],
+        ).fetchall()[0][0]
         fids = _candidates(con, tid)
-        ev = store.log(con, by, "tip_add", f"tip:{tid}", "受理", {
-            "channel": channel, "received_on": received_on, "linked_findings": len(fids), "findings": fids,
-            "screened": runs, "visits_not_loaded": missing})
+        ev = store.log(
+            con,
+            by,
+            "tip_add",
+            f"tip:{tid}",
+            "受理",
+            {
+                "channel": channel,
+                "received_on": received_on,
+                "linked_findings": len(fids),
+                "findings": fids,
+                "screened": runs,
+                "visits_not_loaded": missing,
+            },
+        )
         _insert_links(con, tid, fids, ev)
     return tid
 
@@ -294,8 +352,13 @@ def add_visits(con: duckdb.DuckDBPyConnection, tip_id: int, visits: list[str], b
         runs = screen_visits(con, library, loaded) if library is not None else []
         con.execute("UPDATE tips SET visits = ? WHERE tip_id = ?", [json.dumps(old + loaded + missing), int(tip_id)])
         fids = _candidates(con, tip_id)
-        detail = {"visits": loaded + missing, "visits_not_loaded": missing, "screened": runs,
-                  "linked_findings": len(fids), "findings": fids}
+        detail = {
+            "visits": loaded + missing,
+            "visits_not_loaded": missing,
+            "screened": runs,
+            "linked_findings": len(fids),
+            "findings": fids,
+        }
         ev = store.log(con, by, "tip_visits", f"tip:{tip_id}", "追加就诊", detail)
         _insert_links(con, tip_id, fids, ev)
     return detail
@@ -308,21 +371,31 @@ def _state(con, tip_id: int) -> str:
     return rows[0][0]
 
 
-def move(con: duckdb.DuckDBPyConnection, tip_id: int, action: str, by: str, reason: str = "",
-         recovered=None, nature: str | None = None) -> str:
+def move(
+    con: duckdb.DuckDBPyConnection,
+    tip_id: int,
+    action: str,
+    by: str,
+    reason: str = "",
+    recovered=None,
+    nature: str | None = None,
+) -> str:
     """One move of the lifecycle, refused when the table of moves has no such move."""
     with store.transaction(con):
         cur = _state(con, tip_id)
         to = MOVES.get((cur, action))
         if to is None:
             allowed = [f"{ACTION_CN[a]} ({a})" for (s, a) in MOVES if s == cur] or ["nothing: it is closed"]
-            raise TipError(f"tip {tip_id} is {cur}; it cannot {ACTION_CN.get(action, action)} ({action}) "
-                           f"(from {cur} only: {', '.join(allowed)})")
+            raise TipError(
+                f"tip {tip_id} is {cur}; it cannot {ACTION_CN.get(action, action)} ({action}) "
+                f"(from {cur} only: {', '.join(allowed)})"
+            )
         if action in ("found", "reject") and not (reason or "").strip():
             raise TipError(f"tip {tip_id}: --reason is required to conclude a tip")
         detail: dict = {"from": cur, "to": to}
         if action == "found":
             from .scheme import NATURES
+
             if nature not in NATURES:
                 raise TipError(f"tip {tip_id}: --nature must be one of {', '.join(NATURES)}, got {nature!r}")
             try:
@@ -330,8 +403,10 @@ def move(con: duckdb.DuckDBPyConnection, tip_id: int, action: str, by: str, reas
             except money.AmountError as e:
                 raise TipError(f"tip {tip_id}: {e}") from None
             reward = reward_for(amt, settings(con))
-            con.execute("UPDATE tips SET nature = ?, recovered = ?, reward = ? WHERE tip_id = ?",
-                        [nature, amt, reward, int(tip_id)])
+            con.execute(
+                "UPDATE tips SET nature = ?, recovered = ?, reward = ? WHERE tip_id = ?",
+                [nature, amt, reward, int(tip_id)],
+            )
             detail |= {"nature": nature, "recovered": amt, "reward": reward}
         fids = _candidates(con, int(tip_id)) if action in ("found", "reject") else []
         if action in ("found", "reject"):
@@ -346,8 +421,8 @@ def move(con: duckdb.DuckDBPyConnection, tip_id: int, action: str, by: str, reas
 
 def _credit(con: duckdb.DuckDBPyConnection, tip_id: int, event_id: int) -> None:
     inst, dr, psn, nature, amt, day = con.execute(
-        "SELECT fixmedins_code, dr_code, psn_no, nature, recovered, received_on FROM tips WHERE tip_id = ?",
-        [tip_id]).fetchall()[0]
+        "SELECT fixmedins_code, dr_code, psn_no, nature, recovered, received_on FROM tips WHERE tip_id = ?", [tip_id]
+    ).fetchall()[0]
     pts = credit.points_table(con).get(nature, 0)
     today = lifecycle.wall_now().date()
     ents = [(inst, "institution", inst)] if inst else []
@@ -359,8 +434,22 @@ def _credit(con: duckdb.DuckDBPyConnection, tip_id: int, event_id: int) -> None:
                                            source, source_id, finding_id, event_id)
                SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'tip', ?, ?, ?
                WHERE NOT EXISTS (SELECT 1 FROM credit_entries WHERE entity = ? AND finding_id = ?)""",
-            [ent, kind, i, today, f"{day:%Y-%m}", nature, amt, pts, str(tip_id), f"tip:{tip_id}", event_id,
-             ent, f"tip:{tip_id}"])
+            [
+                ent,
+                kind,
+                i,
+                today,
+                f"{day:%Y-%m}",
+                nature,
+                amt,
+                pts,
+                str(tip_id),
+                f"tip:{tip_id}",
+                event_id,
+                ent,
+                f"tip:{tip_id}",
+            ],
+        )
 
 
 def show(con: duckdb.DuckDBPyConnection, tip_id: int) -> dict:
@@ -369,21 +458,34 @@ def show(con: duckdb.DuckDBPyConnection, tip_id: int) -> dict:
     if not rows:
         raise TipError(f"tip {tip_id}: no such tip")
     t = dict(zip([d[0] for d in cur.description], rows[0]))
-    t["findings"] = [r[0] for r in con.execute("SELECT finding_id FROM tip_findings WHERE tip_id = ? ORDER BY 1",
-                                                [int(tip_id)]).fetchall()]
+    t["findings"] = [
+        r[0]
+        for r in con.execute(
+            "SELECT finding_id FROM tip_findings WHERE tip_id = ? ORDER BY 1", [int(tip_id)]
+        ).fetchall()
+    ]
     cur = con.execute(
         """SELECT x.finding_id, f.rule_id, f.rule_name, f.stage, f.status, f.mdtrt_id, f.flagged_amt, f.deduction_amt,
                   e.action AS linked_by, e.actor AS linked_actor
            FROM tip_findings x LEFT JOIN findings f USING (finding_id)
            LEFT JOIN supervision_events e ON e.event_id = x.event_id
-           WHERE x.tip_id = ? ORDER BY f.mdtrt_id, f.rule_id, x.finding_id""", [int(tip_id)])
+           WHERE x.tip_id = ? ORDER BY f.mdtrt_id, f.rule_id, x.finding_id""",
+        [int(tip_id)],
+    )
     keys = [d[0] for d in cur.description]
     t["linked"] = [dict(zip(keys, r)) for r in cur.fetchall()]
     named = json.loads(t["visits"] or "[]")
     got = loaded_visits(con, named)
-    t["visit_status"] = {v: ("loaded" if v not in got or not t["fixmedins_code"] or got[v][0] == t["fixmedins_code"]
-                             else f"a visit of {got[v][0]}, not of {t['fixmedins_code']}: not linked")
-                         if v in got else "not loaded yet" for v in named}
+    t["visit_status"] = {
+        v: (
+            "loaded"
+            if v not in got or not t["fixmedins_code"] or got[v][0] == t["fixmedins_code"]
+            else f"a visit of {got[v][0]}, not of {t['fixmedins_code']}: not linked"
+        )
+        if v in got
+        else "not loaded yet"
+        for v in named
+    }
     t["events"] = store.events(con, f"tip:{tip_id}")
     return t
 
@@ -394,6 +496,9 @@ def listing(con: duckdb.DuckDBPyConnection, status: str | None = None) -> list[d
     cur = con.execute(
         "SELECT tip_id, received_on, channel, fixmedins_code, dr_code, psn_no, status, recovered, reward, "
         "(SELECT count(*) FROM tip_findings f WHERE f.tip_id = t.tip_id) AS n_findings, content FROM tips t "
-        + ("WHERE status = ? " if status else "") + "ORDER BY tip_id", [status] if status else [])
+        + ("WHERE status = ? " if status else "")
+        + "ORDER BY tip_id",
+        [status] if status else [],
+    )
     keys = [d[0] for d in cur.description]
     return [dict(zip(keys, r)) for r in cur.fetchall()]

@@ -30,10 +30,20 @@ from ..hospital_loop import lifecycle
 from . import store
 from .credit import Entity, parse_entity
 
-DEFAULTS = {"points_threshold": 12, "points_window_days": 365, "outlier_months": 3, "outlier_window": 6,
-            "clean_days": 180}
-LIMITS = {"points_threshold": (1, 100000), "points_window_days": (1, 3660), "outlier_months": (1, 120),
-          "outlier_window": (1, 120), "clean_days": (1, 3660)}
+DEFAULTS = {
+    "points_threshold": 12,
+    "points_window_days": 365,
+    "outlier_months": 3,
+    "outlier_window": 6,
+    "clean_days": 180,
+}
+LIMITS = {
+    "points_threshold": (1, 100000),
+    "points_window_days": (1, 3660),
+    "outlier_months": (1, 120),
+    "outlier_window": (1, 120),
+    "clean_days": (1, 3660),
+}
 
 #: the watched entities of each finding (constant SQL): ``LEFT JOIN {WATCHED_JOIN} USING (finding_id)``
 #: gives ``wf.watched`` (``H001, H001/D01``; NULL: none of its institution, doctor, person is watched)
@@ -60,8 +70,10 @@ def set_settings(con: duckdb.DuckDBPyConnection, values: dict[str, int], by: str
         raise store.SupervisionError("--reason is required to change the watch settings")
     new = settings(con) | values
     if new["outlier_months"] > new["outlier_window"]:
-        raise store.SupervisionError(f"--outlier-months {new['outlier_months']} is more than --outlier-window "
-                                     f"{new['outlier_window']}: no entity could ever enter")
+        raise store.SupervisionError(
+            f"--outlier-months {new['outlier_months']} is more than --outlier-window "
+            f"{new['outlier_window']}: no entity could ever enter"
+        )
     with store.transaction(con):
         store.log(con, by, "watch_settings", "watch", reason, {"from": settings(con), "to": new})
         for k, v in values.items():
@@ -92,38 +104,48 @@ def triggers(con: duckdb.DuckDBPyConnection, on: dt.date, s: dict[str, int]) -> 
     out: dict[str, tuple[str, str, str]] = {}
     since = on - dt.timedelta(days=s["points_window_days"])
     for ent, kind, inst, pts in con.execute(
-            """SELECT entity, any_value(entity_kind), any_value(fixmedins_code), sum(points) FROM credit_entries
+        """SELECT entity, any_value(entity_kind), any_value(fixmedins_code), sum(points) FROM credit_entries
                WHERE entry_date > ? AND entry_date <= ? GROUP BY 1 HAVING sum(points) >= ? ORDER BY 1""",
-            [since, on, s["points_threshold"]]).fetchall():
+        [since, on, s["points_threshold"]],
+    ).fetchall():
         out[ent] = (kind, inst, f"信用积分 {pts} ≥ {s['points_threshold']}（{since + dt.timedelta(days=1)} 至 {on}）")
     first, last = _months_back(on, s["outlier_window"])
     for ent, kind, inst, months in con.execute(_OUTLIERS, [first, last]).fetchall():
         if len(months) >= s["outlier_months"] and ent not in out:
-            out[ent] = (kind, inst, f"水位异常（peer_outlier）出现在 {len(months)} 个月（{'、'.join(months)}），"
-                                    f"近 {s['outlier_window']} 个月中 ≥ {s['outlier_months']} 个月")
+            out[ent] = (
+                kind,
+                inst,
+                f"水位异常（peer_outlier）出现在 {len(months)} 个月（{'、'.join(months)}），"
+                f"近 {s['outlier_window']} 个月中 ≥ {s['outlier_months']} 个月",
+            )
     return out
 
 
-_ENTITY = ("CASE WHEN nullif(f.dr_code, '') IS NOT NULL THEN f.fixmedins_code || '/' || f.dr_code "
-           "ELSE f.fixmedins_code END")
+_ENTITY = (
+    "CASE WHEN nullif(f.dr_code, '') IS NOT NULL THEN f.fixmedins_code || '/' || f.dr_code ELSE f.fixmedins_code END"
+)
 
 
 def last_triggers(con: duckdb.DuckDBPyConnection, on: dt.date) -> dict[str, dt.date]:
     """entity -> the latest day something counted against it, up to ``on``: a credit entry, or the
     last day of a month with an outlier finding naming it."""
-    return dict(con.execute(
-        f"""SELECT e, max(d) FROM (
+    return dict(
+        con.execute(
+            f"""SELECT e, max(d) FROM (
                 SELECT entity AS e, max(entry_date) AS d FROM credit_entries WHERE entry_date <= ? GROUP BY 1
                 UNION ALL
                 SELECT {_ENTITY}, last_day(CAST(strptime(max(f.period) || '-01', '%Y-%m-%d') AS DATE)) FROM findings f
                 WHERE f.rule_type = 'peer_outlier' AND f.stage = 'post_hoc'
                   AND f.status NOT IN ('superseded', 'dismissed', 'overturned') AND f.period <= ? GROUP BY 1)
-            GROUP BY 1""", [on, _months_back(on, 1)[1]]).fetchall())
+            GROUP BY 1""",
+            [on, _months_back(on, 1)[1]],
+        ).fetchall()
+    )
 
 
 @dataclass
 class UpdateResult:
-    entered: list[tuple[str, str]]   # (entity, why)
+    entered: list[tuple[str, str]]  # (entity, why)
     left: list[tuple[str, str]]
 
 
@@ -134,14 +156,26 @@ def update(con: duckdb.DuckDBPyConnection, on: dt.date, by: str, as_of: dt.date 
     res = UpdateResult([], [])
     with store.transaction(con):
         trig = triggers(con, on, s)
-        open_rows = {r[1]: r for r in con.execute(
-            "SELECT watch_id, entity, how, entered_on FROM watchlist WHERE left_on IS NULL").fetchall()}
+        open_rows = {
+            r[1]: r
+            for r in con.execute(
+                "SELECT watch_id, entity, how, entered_on FROM watchlist WHERE left_on IS NULL"
+            ).fetchall()
+        }
         enter = []
         for ent, (kind, inst, why) in sorted(trig.items()):
             if ent not in open_rows:
                 how = "points" if why.startswith("信用积分") else "outlier"
-                enter.append({"entity": ent, "kind": kind, "inst": inst, "how": how, "why": why,
-                              "detail": json.dumps({"how": how, "on": str(on)}, ensure_ascii=False, sort_keys=True)})
+                enter.append(
+                    {
+                        "entity": ent,
+                        "kind": kind,
+                        "inst": inst,
+                        "how": how,
+                        "why": why,
+                        "detail": json.dumps({"how": how, "on": str(on)}, ensure_ascii=False, sort_keys=True),
+                    }
+                )
                 res.entered.append((ent, why))
         lasts = last_triggers(con, on)
         leave = []
@@ -151,31 +185,47 @@ def update(con: duckdb.DuckDBPyConnection, on: dt.date, by: str, as_of: dt.date 
             clean_since = max(d for d in (entered, lasts.get(ent)) if d is not None)
             if (on - clean_since).days >= s["clean_days"]:
                 why = f"自 {clean_since} 起 {(on - clean_since).days} 天无新违规或水位异常（≥ {s['clean_days']} 天）"
-                leave.append({"entity": ent, "wid": wid, "why": why,
-                              "detail": json.dumps({"how": how, "on": str(on)}, ensure_ascii=False, sort_keys=True)})
+                leave.append(
+                    {
+                        "entity": ent,
+                        "wid": wid,
+                        "why": why,
+                        "detail": json.dumps({"how": how, "on": str(on)}, ensure_ascii=False, sort_keys=True),
+                    }
+                )
                 res.left.append((ent, why))
         at = lifecycle.wall_now()
         if enter:
             _frame(con, "__watch_in", enter)
             first = con.execute("SELECT coalesce(max(event_id), 0) FROM supervision_events").fetchall()[0][0]
-            con.execute("""INSERT INTO supervision_events (event_at, actor, action, subject, reason, detail, as_of)
+            con.execute(
+                """INSERT INTO supervision_events (event_at, actor, action, subject, reason, detail, as_of)
                            SELECT ?, ?, 'watch_enter', entity, why, detail, ? FROM __watch_in ORDER BY entity""",
-                        [at, by, as_of])
-            con.execute("""INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event)
+                [at, by, as_of],
+            )
+            con.execute(
+                """INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event)
                            SELECT n.entity, n.kind, n.inst, n.how, ?, n.why, e.event_id FROM __watch_in n
                            JOIN supervision_events e ON e.subject = n.entity AND e.action = 'watch_enter' AND e.event_id > ?
-                           ORDER BY n.entity""", [on, first])
+                           ORDER BY n.entity""",
+                [on, first],
+            )
             con.execute("DROP TABLE __watch_in")
         if leave:
             _frame(con, "__watch_out", leave)
             first = con.execute("SELECT coalesce(max(event_id), 0) FROM supervision_events").fetchall()[0][0]
-            con.execute("""INSERT INTO supervision_events (event_at, actor, action, subject, reason, detail, as_of)
+            con.execute(
+                """INSERT INTO supervision_events (event_at, actor, action, subject, reason, detail, as_of)
                            SELECT ?, ?, 'watch_leave', entity, why, detail, ? FROM __watch_out ORDER BY entity""",
-                        [at, by, as_of])
-            con.execute("""UPDATE watchlist w SET left_on = ?, left_reason = o.why, leave_event = e.event_id
+                [at, by, as_of],
+            )
+            con.execute(
+                """UPDATE watchlist w SET left_on = ?, left_reason = o.why, leave_event = e.event_id
                            FROM __watch_out o JOIN supervision_events e ON e.subject = o.entity
                                 AND e.action = 'watch_leave' AND e.event_id > ?
-                           WHERE w.watch_id = o.wid""", [on, first])
+                           WHERE w.watch_id = o.wid""",
+                [on, first],
+            )
             con.execute("DROP TABLE __watch_out")
     return res
 
@@ -196,9 +246,11 @@ def _exists(con: duckdb.DuckDBPyConnection, e: Entity) -> bool:
     if e.kind == "institution":
         sql, args = "SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ?", [e.code]
     elif e.kind == "doctor":
-        sql, args = ("SELECT (SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ? AND chfpdr_code = ?) + "
-                     "(SELECT count(*) FROM fee_list_d WHERE fixmedins_code = ? AND bilg_dr_code = ?)",
-                     [e.institution, e.code, e.institution, e.code])
+        sql, args = (
+            "SELECT (SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ? AND chfpdr_code = ?) + "
+            "(SELECT count(*) FROM fee_list_d WHERE fixmedins_code = ? AND bilg_dr_code = ?)",
+            [e.institution, e.code, e.institution, e.code],
+        )
     else:
         sql, args = "SELECT count(*) FROM mdtrt_d WHERE psn_no = ?", [e.code]
     return con.execute(sql, args).fetchall()[0][0] > 0
@@ -211,12 +263,17 @@ def add(con: duckdb.DuckDBPyConnection, entity: str, on: dt.date, by: str, reaso
     if not _exists(con, e):
         raise store.SupervisionError(f"{e.key}: no such {e.kind} in the loaded data")
     with store.transaction(con):
-        cur = con.execute("SELECT how, entered_on FROM watchlist WHERE entity = ? AND left_on IS NULL", [e.key]).fetchall()
+        cur = con.execute(
+            "SELECT how, entered_on FROM watchlist WHERE entity = ? AND left_on IS NULL", [e.key]
+        ).fetchall()
         if cur:
             raise store.SupervisionError(f"{e.key} is already watched (since {cur[0][1]}, {cur[0][0]})")
         ev = store.log(con, by, "watch_add", e.key, reason, {"on": on})
-        con.execute("INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event) "
-                    "VALUES (?, ?, ?, 'manual', ?, ?, ?)", [e.key, e.kind, e.institution, on, reason.strip(), ev])
+        con.execute(
+            "INSERT INTO watchlist (entity, entity_kind, fixmedins_code, how, entered_on, reason, enter_event) "
+            "VALUES (?, ?, ?, 'manual', ?, ?, ?)",
+            [e.key, e.kind, e.institution, on, reason.strip(), ev],
+        )
     return e
 
 
@@ -229,8 +286,10 @@ def remove(con: duckdb.DuckDBPyConnection, entity: str, on: dt.date, by: str, re
         if not cur:
             raise store.SupervisionError(f"{e.key} is not on the watchlist")
         ev = store.log(con, by, "watch_remove", e.key, reason, {"on": on})
-        con.execute("UPDATE watchlist SET left_on = ?, left_reason = ?, leave_event = ? WHERE watch_id = ?",
-                    [on, reason.strip(), ev, cur[0][0]])
+        con.execute(
+            "UPDATE watchlist SET left_on = ?, left_reason = ?, leave_event = ? WHERE watch_id = ?",
+            [on, reason.strip(), ev, cur[0][0]],
+        )
     return e
 
 
@@ -245,17 +304,22 @@ def listing(con: duckdb.DuckDBPyConnection, include_left: bool = False) -> list[
 
 def status(con: duckdb.DuckDBPyConnection, entity_key: str) -> dict | None:
     """The open watch entry of an entity (None: not watched)."""
-    rows = con.execute("SELECT how, entered_on, reason FROM watchlist WHERE entity = ? AND left_on IS NULL",
-                       [entity_key]).fetchall()
+    rows = con.execute(
+        "SELECT how, entered_on, reason FROM watchlist WHERE entity = ? AND left_on IS NULL", [entity_key]
+    ).fetchall()
     return dict(zip(("how", "entered_on", "reason"), rows[0])) if rows else None
 
 
 def _have(con: duckdb.DuckDBPyConnection) -> set[str]:
     """Which of the watchlist and the tip links the file has (one opened read-only from before
     these tables existed has neither)."""
-    return {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT temporary "
-        "AND table_name IN ('watchlist', 'tip_findings')").fetchall()}
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT temporary "
+            "AND table_name IN ('watchlist', 'tip_findings')"
+        ).fetchall()
+    }
 
 
 def finding_marks(con: duckdb.DuckDBPyConnection, finding_id: str) -> tuple[str | None, list[int]]:
@@ -270,12 +334,17 @@ def marks(con: duckdb.DuckDBPyConnection, finding_ids: list[str]) -> dict[str, t
     out: dict[str, tuple[str | None, list[int]]] = {}
     ids = list(finding_ids)
     if "watchlist" in have and ids:
-        for fid, w in con.execute(f"SELECT wf.finding_id, wf.watched FROM {WATCHED_JOIN} "
-                                  "WHERE list_contains(?::VARCHAR[], wf.finding_id)", [ids]).fetchall():
+        for fid, w in con.execute(
+            f"SELECT wf.finding_id, wf.watched FROM {WATCHED_JOIN} WHERE list_contains(?::VARCHAR[], wf.finding_id)",
+            [ids],
+        ).fetchall():
             out[fid] = (w, [])
     if "tip_findings" in have and ids:
-        for fid, tips in con.execute("SELECT finding_id, list(tip_id ORDER BY tip_id) FROM tip_findings "
-                                     "WHERE list_contains(?::VARCHAR[], finding_id) GROUP BY 1", [ids]).fetchall():
+        for fid, tips in con.execute(
+            "SELECT finding_id, list(tip_id ORDER BY tip_id) FROM tip_findings "
+            "WHERE list_contains(?::VARCHAR[], finding_id) GROUP BY 1",
+            [ids],
+        ).fetchall():
             out[fid] = (out.get(fid, (None, []))[0], list(tips))
     return out
 

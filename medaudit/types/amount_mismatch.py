@@ -74,8 +74,14 @@ RULE_TYPE = RuleType(
     default_severity="suspect",
     stages=("in_process", "post_hoc"),
     params=(
-        Param("tolerance", "number", "largest difference (yuan) between the amount and cnt × pric that is not flagged",
-              default=Decimal("0.01"), per_item=True, minimum=0),
+        Param(
+            "tolerance",
+            "number",
+            "largest difference (yuan) between the amount and cnt × pric that is not flagged",
+            default=Decimal("0.01"),
+            per_item=True,
+            minimum=0,
+        ),
         Param("undercharge", "bool", "also flag lines billed below cnt × pric (they claim nothing)", default=False),
     ),
     query=f"""
@@ -97,14 +103,14 @@ RULE_TYPE = RuleType(
                {fund_share_claim("excess")} AS claim,
                '' AS ev_head,
                {ITEM_REF} || ' ' || strftime(fee_date, '%Y-%m-%d')
-                   || ' 数量 ' || qty(billed_cnt) || ' × 单价 ' || {price_text('pric')}
-                   || ' = ' || {price_text('billed_cnt * pric')} || ' 元，明细金额 ' || yuan(billed_amt) || ' 元，'
-                   || CASE WHEN diff > 0 THEN '多计 ' ELSE '少计 ' END || {price_text('abs(diff)')} || ' 元'
+                   || ' 数量 ' || qty(billed_cnt) || ' × 单价 ' || {price_text("pric")}
+                   || ' = ' || {price_text("billed_cnt * pric")} || ' 元，明细金额 ' || yuan(billed_amt) || ' 元，'
+                   || CASE WHEN diff > 0 THEN '多计 ' ELSE '少计 ' END || {price_text("abs(diff)")} || ' 元'
                    || CASE WHEN cnt = billed_cnt AND amt = billed_amt THEN ''
-                           ELSE '；退费后数量 ' || qty(cnt) || ' × 单价 ' || {price_text('pric')}
-                                || ' = ' || {price_text('cnt * pric')} || ' 元，净金额 ' || yuan(amt) || ' 元，'
-                                || CASE WHEN net_diff > 0 THEN '多计 ' || {price_text('net_diff')} || ' 元'
-                                        WHEN net_diff < 0 THEN '少计 ' || {price_text('-net_diff')} || ' 元'
+                           ELSE '；退费后数量 ' || qty(cnt) || ' × 单价 ' || {price_text("pric")}
+                                || ' = ' || {price_text("cnt * pric")} || ' 元，净金额 ' || yuan(amt) || ' 元，'
+                                || CASE WHEN net_diff > 0 THEN '多计 ' || {price_text("net_diff")} || ' 元'
+                                        WHEN net_diff < 0 THEN '少计 ' || {price_text("-net_diff")} || ' 元'
                                         ELSE '相符' END END AS ev_line
         FROM x
     """,

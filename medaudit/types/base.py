@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, NamedTuple
 
-from ..semantics import catalogue_cap_sql, catalogue_caps_join, catalogue_in_force_sql, excess_allocation_sql, rule_in_force_sql
+from ..semantics import (
+    catalogue_cap_sql,
+    catalogue_caps_join,
+    catalogue_in_force_sql,
+    excess_allocation_sql,
+    rule_in_force_sql,
+)
 from ..semantics import fund_share_claim as fund_share_claim_piece
 
 STAGES = ("pre_alert", "in_process", "post_hoc")
@@ -64,7 +70,6 @@ HIT_COLUMNS = {
     # whole; default: ``period``)
     "peer_month": "VARCHAR",
 }
-
 
 
 class Hit(NamedTuple):
@@ -132,7 +137,10 @@ class Param:
             else:
                 v = str(value)
         except (ValueError, ArithmeticError):
-            return None, f"must be {'a whole number' if k == 'int' else 'a number' if k == 'number' else k}, got {value!r}"
+            return (
+                None,
+                f"must be {'a whole number' if k == 'int' else 'a number' if k == 'number' else k}, got {value!r}",
+            )
         if self.choices and v not in self.choices and not (k == "str_list"):
             shown = " or ".join(str(c) for c in self.choices)
             return None, f"must be {shown}, got {value!r}"
@@ -299,7 +307,6 @@ def whole_visit_hits(flagged: str) -> str:
         WINDOW w AS (PARTITION BY f.rule_key, f.mdtrt_id)"""
 
 
-
 def percentile_terms(vals: str, n: str, pct: str) -> tuple[str, str, str]:
     """SQL for the ``pct``-th percentile (0 < pct < 100, up to 4 decimals) of a sorted list
     ``vals`` of ``n`` values by linear interpolation, as DuckDB's ``quantile_cont``: position
@@ -331,9 +338,20 @@ def percentile_above(x: str, vals: str, n: str, pct: str) -> tuple[str, str]:
 
 #: ``med_chrgitm_type``: the item classes of a fee line (收费项目类别), the data contract's list
 CHRG_CLASSES = {
-    "01": "床位费", "02": "诊察费", "03": "检查费", "04": "化验费", "05": "治疗费", "06": "手术费",
-    "07": "护理费", "08": "卫生材料费", "09": "西药费", "10": "中药饮片费", "11": "中成药费",
-    "12": "一般诊疗费", "13": "挂号费", "14": "其他费",
+    "01": "床位费",
+    "02": "诊察费",
+    "03": "检查费",
+    "04": "化验费",
+    "05": "治疗费",
+    "06": "手术费",
+    "07": "护理费",
+    "08": "卫生材料费",
+    "09": "西药费",
+    "10": "中药饮片费",
+    "11": "中成药费",
+    "12": "一般诊疗费",
+    "13": "挂号费",
+    "14": "其他费",
 }
 
 

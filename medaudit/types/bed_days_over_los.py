@@ -63,7 +63,7 @@ RULE_TYPE = RuleType(
             FROM {{m}} m JOIN cand c ON c.rule_key = m.rule_key AND c.mdtrt_id = m.mdtrt_id
             WHERE m.inpatient AND m.los IS NOT NULL),
         over AS (SELECT *, total_qty - (los + tolerance) AS excess FROM v WHERE total_qty > los + tolerance),
-        alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id')}),
+        alloc AS ({excess_allocation("over", "rule_key, mdtrt_id")}),
         -- excess only on lines the fund did not pay for costs the fund nothing: no finding
         claimed AS (SELECT * FROM alloc QUALIFY max(claim) OVER (PARTITION BY rule_key, mdtrt_id) > 0)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,

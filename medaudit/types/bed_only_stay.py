@@ -78,10 +78,19 @@ RULE_TYPE = RuleType(
     stages=("in_process", "post_hoc"),
     params=(
         Param("max_bed_only_days", "int", "bed-only days allowed in a stay (more are flagged)", default=2, minimum=0),
-        Param("max_bed_only_share", "number", "optional, off by default: also flag above this share of the stay's days",
-              check=lambda v: None if 0 < v < 1 else f"must be above 0 and below 1, got {v}"),
-        Param("care_classes", "str_list", "item classes (med_chrgitm_type) that show the patient was cared for",
-              default=DEFAULT_CARE, check=_care),
+        Param(
+            "max_bed_only_share",
+            "number",
+            "optional, off by default: also flag above this share of the stay's days",
+            check=lambda v: None if 0 < v < 1 else f"must be above 0 and below 1, got {v}",
+        ),
+        Param(
+            "care_classes",
+            "str_list",
+            "item classes (med_chrgitm_type) that show the patient was cared for",
+            default=DEFAULT_CARE,
+            check=_care,
+        ),
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.max_bed_only_days, p.max_bed_only_share, p.care_classes, r.* EXCLUDE (rule_key)
@@ -91,7 +100,7 @@ RULE_TYPE = RuleType(
                   WHERE v.inpatient),
         days AS (      -- per rule, stay and day of the stay: a bed line and no care line
             SELECT rp.rule_key, s.mdtrt_id, l.fee_date
-            FROM rp JOIN stays s ON {rule_applies('rp', 's.begin_date', 's')}
+            FROM rp JOIN stays s ON {rule_applies("rp", "s.begin_date", "s")}
             JOIN lines l ON l.mdtrt_id = s.mdtrt_id
             -- the stay's days: admission to discharge (an open stay: to its latest fee date)
             WHERE l.fee_date >= s.begin_date AND (s.end_date IS NULL OR l.fee_date <= s.end_date)
@@ -106,13 +115,13 @@ RULE_TYPE = RuleType(
             SELECT c.rule_key, c.mdtrt_id,
                    '本次住院 ' || s.mdtrt_id || ' ' || strftime(s.begin_date, '%Y-%m-%d') || ' 入院，'
                    || coalesce(strftime(s.end_date, '%Y-%m-%d') || ' 出院', '尚未出院')
-                   || '，其中 ' || c.n || ' 天只有床位费、无' || {chrg_names('rp.care_classes')} || '：'
+                   || '，其中 ' || c.n || ' 天只有床位费、无' || {chrg_names("rp.care_classes")} || '：'
                    || c.day_list || CASE WHEN c.n > rp.max_bed_only_days THEN '，超过 ' || rp.max_bed_only_days || ' 天'
                                          ELSE '，超过住院 ' || c.days || ' 天的 ' || qty(rp.max_bed_only_share * 100) || '%' END AS ev_head
             FROM (SELECT c.*, date_diff('day', s.begin_date, coalesce(s.end_date, s.last_fee)) + 1 AS days
                   FROM counted c JOIN stays s USING (mdtrt_id)) c
             JOIN rp USING (rule_key) JOIN stays s ON s.mdtrt_id = c.mdtrt_id
             WHERE c.n > rp.max_bed_only_days OR c.n > rp.max_bed_only_share * c.days)
-        {whole_visit_hits('flagged')}
+        {whole_visit_hits("flagged")}
     """,
 )

@@ -58,8 +58,13 @@ RULE_TYPE = RuleType(
     default_severity="suspect",
     stages=("post_hoc",),
     params=(
-        Param("companions", "str_list", "codes of which at least one must be billed in the same visit",
-              required=True, per_item=True),
+        Param(
+            "companions",
+            "str_list",
+            "codes of which at least one must be billed in the same visit",
+            required=True,
+            per_item=True,
+        ),
     ),
     query=f"""
         WITH s AS (SELECT * FROM {{m}} WHERE deductible > 0 AND array_length(companions) > 0),

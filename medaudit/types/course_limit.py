@@ -87,8 +87,11 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         ev = None
         if over:
             grp = (r["group"] or "").strip() if r["group"] is not None else ""
-            ev = (f"{ref(r)} 限支付 {r['max_days']} 天" + (f"（{grp}）" if grp else "")
-                  + f"，本次就诊首次使用 {first:%Y-%m-%d}，此日为第 {day_no} 天；{line_fact(r)}")
+            ev = (
+                f"{ref(r)} 限支付 {r['max_days']} 天"
+                + (f"（{grp}）" if grp else "")
+                + f"，本次就诊首次使用 {first:%Y-%m-%d}，此日为第 {day_no} 天；{line_fact(r)}"
+            )
         out.append(hit(r, "violating" if over else "related", r["deductible"] if over else ZERO, "", ev))
     return out
 
@@ -102,10 +105,20 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     params=(
-        Param("max_days", "int", "days of the payment course, counted from the first paid use", required=True,
-              per_item=True, minimum=1),
-        Param("group", "str", "items with the same group form one course (e.g. the 药品通用名); empty: the code",
-              per_item=True),
+        Param(
+            "max_days",
+            "int",
+            "days of the payment course, counted from the first paid use",
+            required=True,
+            per_item=True,
+            minimum=1,
+        ),
+        Param(
+            "group",
+            "str",
+            "items with the same group form one course (e.g. the 药品通用名); empty: the code",
+            per_item=True,
+        ),
     ),
     query=f"""
         WITH s AS (SELECT *, coalesce(nullif(trim("group"), ''), hilist_code) AS g FROM {{m}} WHERE deductible > 0),

@@ -80,8 +80,11 @@ from .evidence import ZERO, Hit, item_ref, ref, line_fact
 
 
 def _seconds(t: dt.datetime) -> int:
-    return int(t.replace(microsecond=0).timestamp()) if t.tzinfo else int(
-        (t.replace(microsecond=0) - dt.datetime(1970, 1, 1)).total_seconds())
+    return (
+        int(t.replace(microsecond=0).timestamp())
+        if t.tzinfo
+        else int((t.replace(microsecond=0) - dt.datetime(1970, 1, 1)).total_seconds())
+    )
 
 
 WINDOW_CN = {"same_day": "同日", "same_visit": "同次就诊", "same_hour": "同一小时"}
@@ -100,7 +103,10 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         for mn in by_code.get((s["mdtrt_id"], s["main_code"]), ()):
             if mn["bkkp_sn"] == s["bkkp_sn"]:
                 continue
-            if s["main_code"] == s["hilist_code"] and not (mn["fee_ocur_time"], mn["bkkp_sn"]) < (s["fee_ocur_time"], s["bkkp_sn"]):
+            if s["main_code"] == s["hilist_code"] and not (mn["fee_ocur_time"], mn["bkkp_sn"]) < (
+                s["fee_ocur_time"],
+                s["bkkp_sn"],
+            ):
                 continue
             gap = abs(_seconds(mn["fee_ocur_time"]) - _seconds(s["fee_ocur_time"]))
             if w == "same_day":
@@ -108,15 +114,18 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             elif w == "same_visit":
                 ok = True
             elif w == "same_hour":
-                ok = mn["fee_ocur_time"].replace(minute=0, second=0, microsecond=0) == \
-                    s["fee_ocur_time"].replace(minute=0, second=0, microsecond=0)
+                ok = mn["fee_ocur_time"].replace(minute=0, second=0, microsecond=0) == s["fee_ocur_time"].replace(
+                    minute=0, second=0, microsecond=0
+                )
             else:
                 ok = gap < int(w.split(":")[1]) * 3600
             if not ok:
                 continue
             span = WINDOW_CN.get(w) or (w.split(":")[1] + "小时内")
-            ev = (f"{ref(s)} 已包含在 {item_ref(mn['list_type'], mn['hilist_name'] if mn['hilist_name'] is not None else s.get('main_name'), mn['hilist_code'])} 中（{span}），"
-                  f"主项 {mn['fee_ocur_time']:%Y-%m-%d %H:%M} 已收费；{line_fact(s)}")
+            ev = (
+                f"{ref(s)} 已包含在 {item_ref(mn['list_type'], mn['hilist_name'] if mn['hilist_name'] is not None else s.get('main_name'), mn['hilist_code'])} 中（{span}），"
+                f"主项 {mn['fee_ocur_time']:%Y-%m-%d %H:%M} 已收费；{line_fact(s)}"
+            )
             k = (s["rule_key"], s["mdtrt_id"], s["bkkp_sn"])
             cand = (gap, mn["bkkp_sn"], ev)
             if k not in sec or cand[:2] < sec[k][1][:2]:
@@ -137,10 +146,20 @@ RULE_TYPE = RuleType(
     evaluate=evaluate,
     params=(
         Param("main_code", "str", "the code of the main item that includes this one", required=True, per_item=True),
-        Param("window", "str", "same_day, same_visit, same_hour or hours:N", default="same_day",
-              per_item=True, check=_check_window),
-        Param("main_name", "str", "the main item's name (主项名称), shown in the evidence when the main line has no "
-              "hilist_name", per_item=True),
+        Param(
+            "window",
+            "str",
+            "same_day, same_visit, same_hour or hours:N",
+            default="same_day",
+            per_item=True,
+            check=_check_window,
+        ),
+        Param(
+            "main_name",
+            "str",
+            "the main item's name (主项名称), shown in the evidence when the main line has no hilist_name",
+            per_item=True,
+        ),
     ),
     dedupe_lines=False,  # a secondary item may belong to several main items
     query=f"""

@@ -79,8 +79,11 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         kept = lst[0][1]
         for n, (code, _c) in enumerate(lst, start=1):
             rank[(*pk, code)] = (n, kept["ref"], kept["amt"])
-    x = [(r, rank[(r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"], r["hilist_code"])]) for r in s
-         if (r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"], r["hilist_code"]) in rank]
+    x = [
+        (r, rank[(r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"], r["hilist_code"])])
+        for r in s
+        if (r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"], r["hilist_code"]) in rank
+    ]
     any_v: set = set()
     for r, (rk, _ref, _amt) in x:
         if rk > 1 and r["deductible"] > 0:
@@ -90,8 +93,14 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         if (r["rule_key"], r["mdtrt_id"], r["fee_date"], r["gkey"]) not in any_v:
             continue
         v = rk > 1 and r["deductible"] > 0
-        ev = (f"{ref(r)} 与 {kept_ref} 属同一成分组（{r['gkey']}），{r['fee_date']:%Y-%m-%d} 同日使用，"
-              f"保留当日金额较高者（{yuan(kept_amt)} 元）；{line_fact(r)}") if v else None
+        ev = (
+            (
+                f"{ref(r)} 与 {kept_ref} 属同一成分组（{r['gkey']}），{r['fee_date']:%Y-%m-%d} 同日使用，"
+                f"保留当日金额较高者（{yuan(kept_amt)} 元）；{line_fact(r)}"
+            )
+            if v
+            else None
+        )
         out.append(hit(r, "violating" if v else "related", r["deductible"] if v else ZERO, "", ev))
     return out
 

@@ -84,7 +84,8 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         w = m["window"] or "same_time"
         slot = _slot(m["fee_ocur_time"], w)
         groups.setdefault((m["rule_key"], m["mdtrt_id"], m["hilist_code"], slot, m["cnt"], m["pric"]), []).append(
-            {**m, "_w": w, "slot": slot})
+            {**m, "_w": w, "slot": slot}
+        )
     out = []
     for grp in groups.values():
         if len(grp) < 2:
@@ -98,10 +99,19 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             ev = None
             if v:
                 w, slot = r["_w"], r["slot"]
-                when = (f"{slot:%Y-%m-%d} 同日" if w == "same_day" else f"{slot:%Y-%m-%d %H} 时内" if w == "same_hour"
-                        else f"{slot:%Y-%m-%d %H:%M}" if w == "same_minute" else f"{slot:%Y-%m-%d %H:%M:%S}")
-                ev = (f"{ref(r)} {when} 以相同数量 {qty(r['cnt'])}、单价 {py_price_text(r['pric'])} 元计费 {len(grp)} 条，"
-                      f"首条 {first}，此条 {r['bkkp_sn']} 为重复；{line_fact(r)}")
+                when = (
+                    f"{slot:%Y-%m-%d} 同日"
+                    if w == "same_day"
+                    else f"{slot:%Y-%m-%d %H} 时内"
+                    if w == "same_hour"
+                    else f"{slot:%Y-%m-%d %H:%M}"
+                    if w == "same_minute"
+                    else f"{slot:%Y-%m-%d %H:%M:%S}"
+                )
+                ev = (
+                    f"{ref(r)} {when} 以相同数量 {qty(r['cnt'])}、单价 {py_price_text(r['pric'])} 元计费 {len(grp)} 条，"
+                    f"首条 {first}，此条 {r['bkkp_sn']} 为重复；{line_fact(r)}"
+                )
             out.append(hit(r, "violating" if v else "related", r["deductible"] if v else ZERO, "", ev))
     return out
 
@@ -123,8 +133,14 @@ RULE_TYPE = RuleType(
     evaluate=evaluate,
     items="optional",
     params=(
-        Param("window", "choice", "same_time, same_minute, same_hour or same_day", default="same_time",
-              choices=("same_time", "same_minute", "same_hour", "same_day"), per_item=True),
+        Param(
+            "window",
+            "choice",
+            "same_time, same_minute, same_hour or same_day",
+            default="same_time",
+            choices=("same_time", "same_minute", "same_hour", "same_day"),
+            per_item=True,
+        ),
     ),
     query=f"""
         -- groups of two lines or more, found by grouping (0.2% of the lines here): the window
@@ -156,7 +172,7 @@ RULE_TYPE = RuleType(
                            WHEN 'same_hour' THEN strftime(slot, '%Y-%m-%d %H') || ' 时内'
                            WHEN 'same_minute' THEN strftime(slot, '%Y-%m-%d %H:%M')
                            ELSE strftime(slot, '%Y-%m-%d %H:%M:%S') END
-                   || ' 以相同数量 ' || qty(cnt) || '、单价 ' || {price_text('pric')} || ' 元计费 ' || n
+                   || ' 以相同数量 ' || qty(cnt) || '、单价 ' || {price_text("pric")} || ' 元计费 ' || n
                    || ' 条，首条 ' || first_sn || '，此条 ' || bkkp_sn || ' 为重复；' || {LINE_FACT} END AS ev_line
         FROM f WHERE any_dup
     """,

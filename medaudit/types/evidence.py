@@ -19,8 +19,24 @@ from .base import Hit
 
 Q4 = Decimal("0.0001")
 
-__all__ = ["ZERO", "Q4", "Hit", "xdiv", "excess_allocation", "yuan", "qty", "price_text", "item_ref", "ref",
-           "line_fact", "gender_cn", "insutype_cn", "med_type_cn", "level_cn", "hit"]
+__all__ = [
+    "ZERO",
+    "Q4",
+    "Hit",
+    "xdiv",
+    "excess_allocation",
+    "yuan",
+    "qty",
+    "price_text",
+    "item_ref",
+    "ref",
+    "line_fact",
+    "gender_cn",
+    "insutype_cn",
+    "med_type_cn",
+    "level_cn",
+    "hit",
+]
 
 
 def yuan(x: Decimal) -> str:
@@ -54,10 +70,26 @@ def line_fact(m: dict) -> str:
 
 
 GENDER_CN = {"1": "男", "2": "女", "0": "未知"}
-INSUTYPE_CN = {"310": "职工基本医疗保险", "390": "城乡居民基本医疗保险", "340": "离休人员医疗保障", "410": "工伤保险",
-               "510": "生育保险"}
-MED_TYPE_CN = {"11": "普通门诊", "12": "门诊挂号", "13": "急诊", "14": "门诊慢特病", "21": "普通住院", "22": "外伤住院",
-               "24": "急诊转住院", "28": "日间手术", "41": "定点药店购药", "51": "生育门诊", "52": "生育住院"}
+INSUTYPE_CN = {
+    "310": "职工基本医疗保险",
+    "390": "城乡居民基本医疗保险",
+    "340": "离休人员医疗保障",
+    "410": "工伤保险",
+    "510": "生育保险",
+}
+MED_TYPE_CN = {
+    "11": "普通门诊",
+    "12": "门诊挂号",
+    "13": "急诊",
+    "14": "门诊慢特病",
+    "21": "普通住院",
+    "22": "外伤住院",
+    "24": "急诊转住院",
+    "28": "日间手术",
+    "41": "定点药店购药",
+    "51": "生育门诊",
+    "52": "生育住院",
+}
 LEVEL_CN = {3: "三级", 2: "二级", 1: "一级"}
 
 

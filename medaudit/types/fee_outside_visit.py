@@ -64,8 +64,11 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         t0 = tol if tol is not None else 0
         if not (early > t0 or (late is not None and late > t0)):
             continue
-        head = (f"就诊期 {d0:%Y-%m-%d} 至 " + (f"{d1:%Y-%m-%d}" if d1 is not None else "（未结束）")
-                + (f"（允许前后 {tol} 天）" if tol is not None and tol > 0 else ""))
+        head = (
+            f"就诊期 {d0:%Y-%m-%d} 至 "
+            + (f"{d1:%Y-%m-%d}" if d1 is not None else "（未结束）")
+            + (f"（允许前后 {tol} 天）" if tol is not None and tol > 0 else "")
+        )
         if tol is not None and early > tol:
             ev = f"{ref(m)} 早于就诊开始 {early} 天，{line_fact(m)}"
         elif late is not None:
@@ -86,8 +89,13 @@ RULE_TYPE = RuleType(
     evaluate=evaluate,
     items="optional",
     params=(
-        Param("tolerance_days", "int", "calendar days a fee may lie before the start or after the end", default=0,
-              minimum=0),
+        Param(
+            "tolerance_days",
+            "int",
+            "calendar days a fee may lie before the start or after the end",
+            default=0,
+            minimum=0,
+        ),
     ),
     query=f"""
         WITH x AS (

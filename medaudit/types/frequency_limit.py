@@ -73,11 +73,15 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
     for r in claimed:
         parts = []
         if first[g(r)] is r:
-            parts.append(f"{ref(r)} 每日限 {qty(r['max_per_day'])}，{r['fee_date']:%Y-%m-%d} 共收费 {qty(r['day_qty'])}"
-                         f"，超出 {qty(r['excess'])}，按单价 {yuan(r['pric'])} 元计")
+            parts.append(
+                f"{ref(r)} 每日限 {qty(r['max_per_day'])}，{r['fee_date']:%Y-%m-%d} 共收费 {qty(r['day_qty'])}"
+                f"，超出 {qty(r['excess'])}，按单价 {yuan(r['pric'])} 元计"
+            )
         if r["claim"] > 0:
-            parts.append(f"{r['fee_ocur_time']:%Y-%m-%d %H:%M} 收费 {qty(r['cnt'])} 次，金额 {yuan(r['amt'])} 元，其中 "
-                         f"{qty(r['excess_units'])} 超出")
+            parts.append(
+                f"{r['fee_ocur_time']:%Y-%m-%d %H:%M} 收费 {qty(r['cnt'])} 次，金额 {yuan(r['amt'])} 元，其中 "
+                f"{qty(r['excess_units'])} 超出"
+            )
         out.append(hit(r, "violating" if r["claim"] > 0 else "related", r["claim"], "", "；".join(parts) or None))
     return out
 
@@ -91,8 +95,14 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     params=(
-        Param("max_per_day", "number", "units allowed per calendar day (times or hours)", required=True,
-              per_item=True, minimum=0),
+        Param(
+            "max_per_day",
+            "number",
+            "units allowed per calendar day (times or hours)",
+            required=True,
+            per_item=True,
+            minimum=0,
+        ),
     ),
     query=f"""
         WITH -- the (rule, visit, code, day) groups over a limit, found by grouping: the windows
@@ -106,7 +116,7 @@ RULE_TYPE = RuleType(
               ON c.rule_key = m.rule_key AND c.mdtrt_id = m.mdtrt_id
              AND c.hilist_code IS NOT DISTINCT FROM m.hilist_code AND c.fee_date IS NOT DISTINCT FROM m.fee_date),
         over AS (SELECT *, day_qty - max_per_day AS excess FROM day WHERE day_qty > max_per_day),
-        alloc AS ({excess_allocation('over', 'rule_key, mdtrt_id, hilist_code, fee_date')}),
+        alloc AS ({excess_allocation("over", "rule_key, mdtrt_id, hilist_code, fee_date")}),
         -- a day whose excess sits only on lines the fund did not pay for costs the fund nothing
         claimed AS (SELECT * FROM alloc
                     QUALIFY max(claim) OVER (PARTITION BY rule_key, mdtrt_id, hilist_code, fee_date) > 0)

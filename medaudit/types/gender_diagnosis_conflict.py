@@ -88,10 +88,20 @@ RULE_TYPE = RuleType(
     items="none",
     default_severity="suspect",
     params=(
-        Param("female_prefixes", "str_list", "diagnoses only women have: prefixes or ranges FROM-TO",
-              default=["O00-O9A", "N70-N98"], check=_check_entries),
-        Param("male_prefixes", "str_list", "diagnoses only men have: prefixes or ranges FROM-TO",
-              default=["N40-N53"], check=_check_entries),
+        Param(
+            "female_prefixes",
+            "str_list",
+            "diagnoses only women have: prefixes or ranges FROM-TO",
+            default=["O00-O9A", "N70-N98"],
+            check=_check_entries,
+        ),
+        Param(
+            "male_prefixes",
+            "str_list",
+            "diagnoses only men have: prefixes or ranges FROM-TO",
+            default=["N40-N53"],
+            check=_check_entries,
+        ),
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN r_all r USING (rule_key)),
@@ -101,13 +111,13 @@ RULE_TYPE = RuleType(
             SELECT rule_key, '1' AS for_gend, unnest(male_prefixes) AS entry FROM {{p}}),
         cur AS (
             SELECT rp.rule_key, v.*
-            FROM rp JOIN {LIVE_VISITS} v ON {rule_applies('rp', 'v.begin_date', 'v')}
+            FROM rp JOIN {LIVE_VISITS} v ON {rule_applies("rp", "v.begin_date", "v")}
             WHERE v.gend IN ('1', '2') AND v.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
         dx AS (SELECT mdtrt_id, diag_code, max(diag_name) AS diag_name FROM diag GROUP BY mdtrt_id, diag_code),
         conflicts AS (
             SELECT c.rule_key, c.mdtrt_id, c.gend, t.for_gend, d.diag_code, d.diag_name, t.entry
             FROM cur c JOIN dx d ON d.mdtrt_id = c.mdtrt_id
-            JOIN lists t ON t.rule_key = c.rule_key AND t.for_gend <> c.gend AND {_belongs('d.diag_code', 't.entry')}),
+            JOIN lists t ON t.rule_key = c.rule_key AND t.for_gend <> c.gend AND {_belongs("d.diag_code", "t.entry")}),
         flagged AS (
             SELECT rule_key, mdtrt_id,
                    '患者性别为' || gender_cn(any_value(gend)) || '，本次就诊 ' || mdtrt_id || ' 诊断 '
@@ -115,6 +125,6 @@ RULE_TYPE = RuleType(
                    || ' 属' || gender_cn(any_value(for_gend)) || '性专有诊断（'
                    || array_to_string(list_sort(list(DISTINCT entry)), '、') || '）' AS ev_head
             FROM conflicts GROUP BY rule_key, mdtrt_id)
-        {whole_visit_hits('flagged')}
+        {whole_visit_hits("flagged")}
     """,
 )

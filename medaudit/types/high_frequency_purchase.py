@@ -69,8 +69,9 @@ RULE_TYPE = RuleType(
     # the person's purchase days in the calendar month
     reach=lambda rule: Reach(whole_months=True),
     params=(
-        Param("max_days_per_month", "int", "distinct purchase days allowed per calendar month", required=True,
-              minimum=1),
+        Param(
+            "max_days_per_month", "int", "distinct purchase days allowed per calendar month", required=True, minimum=1
+        ),
         Param("key_len", "int", "drug group = the first key_len characters of the code", default=10, minimum=1),
     ),
     query=f"""

@@ -83,15 +83,20 @@ RULE_TYPE = RuleType(
     stages=("in_process", "post_hoc"),
     reach=_reach,
     params=(
-        Param("min_gap_minutes", "int", "minutes from one institution's visit to another's below which the later is flagged",
-              default=60, minimum=1),
+        Param(
+            "min_gap_minutes",
+            "int",
+            "minutes from one institution's visit to another's below which the later is flagged",
+            default=60,
+            minimum=1,
+        ),
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.min_gap_minutes, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN r_all r USING (rule_key)),
         live AS (SELECT * FROM {LIVE_VISITS} WHERE NOT inpatient),
         cur AS (
             SELECT rp.rule_key, rp.min_gap_minutes, v.*
-            FROM rp JOIN live v ON {rule_applies('rp', 'v.begin_date', 'v')}
+            FROM rp JOIN live v ON {rule_applies("rp", "v.begin_date", "v")}
             WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
         pairs AS (
             SELECT c.rule_key, c.mdtrt_id, c.med_type, c.fixmedins_code, c.begntime, c.min_gap_minutes,
@@ -113,6 +118,6 @@ RULE_TYPE = RuleType(
                            ELSE '仅 ' || (gap_s // 60) || ' 分钟' || CASE WHEN gap_s % 60 > 0 THEN ' ' || (gap_s % 60) || ' 秒' ELSE '' END END
                    || '，不足 ' || min_gap_minutes || ' 分钟' AS ev_head
             FROM pairs)
-        {whole_visit_hits('flagged')}
+        {whole_visit_hits("flagged")}
     """,
 )

@@ -117,7 +117,7 @@ RULE_TYPE = RuleType(
             FROM g WHERE billed > bought + opening),
         alloc AS (
             SELECT *, max(claim) OVER (PARTITION BY rule_key, fixmedins_code, hilist_code, month) AS top_claim
-            FROM ({excess_allocation('over', 'rule_key, fixmedins_code, hilist_code, month')}))
+            FROM ({excess_allocation("over", "rule_key, fixmedins_code, hilist_code, month")}))
         SELECT rule_key, fixmedins_code || '|' || hilist_code || '|' || month AS finding_key,
                NULL AS mdtrt_id, bkkp_sn,
                CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role, claim,

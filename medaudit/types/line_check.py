@@ -22,8 +22,9 @@ from .evidence import yuan as _yuan
 #: the SQL macros (medaudit.db.install_macros) with their Python twins (medaudit.types.evidence)
 gender_cn = sql_function("gender_cn", _gender_cn, strict=False)  # CASE macros: NULL gives their ELSE text
 level_cn = sql_function("level_cn", _level_cn, strict=False)
-item_ref = sql_function("item_ref", lambda lt, name, code: None if code is None else _item_ref(lt, name, code),
-                        strict=False)
+item_ref = sql_function(
+    "item_ref", lambda lt, name, code: None if code is None else _item_ref(lt, name, code), strict=False
+)
 qty = sql_function("qty", _qty)
 yuan = sql_function("yuan", _yuan)
 day_text = sql_function("day_text", lambda d: f"{d:%Y-%m-%d}")  # strftime(d, '%Y-%m-%d'); see below
@@ -88,11 +89,15 @@ def line_check(where: Expr, ev_head: Expr, ev_line: Expr, claim: Expr | None = N
         FROM {{m}}
         WHERE {where.sql()}
     """
-    test, money, head, line = (compile_row(e, n) for e, n in
-                               ((where, "where"), (claim, "claim"), (ev_head, "ev_head"), (ev_line, "ev_line")))
+    test, money, head, line = (
+        compile_row(e, n) for e, n in ((where, "where"), (claim, "claim"), (ev_head, "ev_head"), (ev_line, "ev_line"))
+    )
 
     def evaluate(ctx: Any, ms: list[dict]) -> list[Hit]:
-        return [Hit(m["rule_key"], m["mdtrt_id"], m["mdtrt_id"], m["bkkp_sn"], "violating", money(m), head(m), line(m))
-                for m in ms if test(m) is True]
+        return [
+            Hit(m["rule_key"], m["mdtrt_id"], m["mdtrt_id"], m["bkkp_sn"], "violating", money(m), head(m), line(m))
+            for m in ms
+            if test(m) is True
+        ]
 
     return query, evaluate

@@ -70,8 +70,7 @@ DOC_ZH = """门诊转住院：本可在门诊完成的短期住院。
 **扣款。** `whole_visit`，默认严重程度 `suspect`：该就诊的每条被审核明细都是违规项，主张其可扣金额（涉及金额）；复核确认前不扣款。
 """
 
-from .base import (LIVE_VISITS, Param, RuleType, check_classes, chrg_names, icd, rule_applies,
-                   whole_visit_hits)
+from .base import LIVE_VISITS, Param, RuleType, check_classes, chrg_names, icd, rule_applies, whole_visit_hits
 
 DEFAULT_ALLOWED = ["01", "02", "03", "04", "07", "09", "10", "11", "12", "13", "14"]
 
@@ -103,8 +102,13 @@ RULE_TYPE = RuleType(
     stages=("in_process", "post_hoc"),
     params=(
         Param("max_los", "int", "longest stay flagged, in days (LOS)", default=3, minimum=1),
-        Param("allowed_classes", "str_list", "item classes (med_chrgitm_type) an outpatient visit could have given",
-              default=DEFAULT_ALLOWED, check=_allowed),
+        Param(
+            "allowed_classes",
+            "str_list",
+            "item classes (med_chrgitm_type) an outpatient visit could have given",
+            default=DEFAULT_ALLOWED,
+            check=_allowed,
+        ),
         Param("diag_prefixes", "str_list", "optional: only stays whose main diagnosis starts so", check=_nonempty),
     ),
     query=f"""
@@ -115,7 +119,7 @@ RULE_TYPE = RuleType(
                       bool_or(med_chrgitm_type IS NULL) AS unclassed
                FROM lines WHERE inpatient GROUP BY mdtrt_id),   -- stays' lines only (the visit's own flag)
         stays AS (
-            SELECT s.*, vl.n_lines, vl.last_fee, vl.classes, {los_so_far('s', 'vl.last_fee')} AS los_now
+            SELECT s.*, vl.n_lines, vl.last_fee, vl.classes, {los_so_far("s", "vl.last_fee")} AS los_now
             FROM {LIVE_VISITS} s JOIN vl USING (mdtrt_id)
             WHERE s.inpatient AND NOT vl.unclassed
               AND NOT EXISTS (SELECT 1 FROM setl_list_oprn_d o WHERE o.mdtrt_id = s.mdtrt_id)),
@@ -125,14 +129,14 @@ RULE_TYPE = RuleType(
                    || CASE WHEN s.los IS NULL THEN '尚未出院，截至 ' || strftime(s.last_fee, '%Y-%m-%d') || ' 住院 '
                            ELSE '住院 ' END
                    || s.los_now || ' 天（不超过 ' || rp.max_los || ' 天），无手术操作记录，费用 ' || s.n_lines
-                   || ' 条全部属于' || {chrg_names('s.classes')}
+                   || ' 条全部属于' || {chrg_names("s.classes")}
                    || CASE WHEN rp.diag_prefixes IS NOT NULL THEN '，主诊断 ' || s.main_diag ELSE '' END
                    || '，无允许类别以外的费用' AS ev_head
-            FROM rp JOIN stays s ON {rule_applies('rp', 's.begin_date', 's')}
+            FROM rp JOIN stays s ON {rule_applies("rp", "s.begin_date", "s")}
             WHERE s.los_now <= rp.max_los
               AND list_has_all(rp.allowed_classes, s.classes)
               AND (rp.diag_prefixes IS NULL OR array_length(list_filter(rp.diag_prefixes,
-                       lambda x: starts_with({icd('s.main_diag')}, {icd('x')}))) > 0))
-        {whole_visit_hits('flagged')}
+                       lambda x: starts_with({icd("s.main_diag")}, {icd("x")}))) > 0))
+        {whole_visit_hits("flagged")}
     """,
 )

@@ -79,15 +79,20 @@ RULE_TYPE = RuleType(
     reach=lambda rule: Reach(days=0),
     default_severity="suspect",
     params=(
-        Param("kind", "choice", "inpatient: overlapping stays; outpatient: clinic visits during a stay elsewhere",
-              required=True, choices=("inpatient", "outpatient")),
+        Param(
+            "kind",
+            "choice",
+            "inpatient: overlapping stays; outpatient: clinic visits during a stay elsewhere",
+            required=True,
+            choices=("inpatient", "outpatient"),
+        ),
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.kind, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN r_all r USING (rule_key)),
         live AS (SELECT * FROM {LIVE_VISITS}),
         cur AS (
             SELECT rp.rule_key, rp.kind, v.*
-            FROM rp JOIN live v ON {rule_applies('rp', 'v.begin_date', 'v')}
+            FROM rp JOIN live v ON {rule_applies("rp", "v.begin_date", "v")}
             WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM lines)
               AND v.inpatient = (rp.kind = 'inpatient')),
         pairs AS (
@@ -111,6 +116,6 @@ RULE_TYPE = RuleType(
                            WHEN coalesce(end_date, other_end) IS NULL THEN '重叠，两次住院均未出院'
                            ELSE '重叠 ' || date_diff('day', begin_date, least(end_date, other_end)) || ' 天' END AS ev_head
             FROM pairs)
-        {whole_visit_hits('flagged')}
+        {whole_visit_hits("flagged")}
     """,
 )

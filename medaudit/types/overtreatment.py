@@ -69,8 +69,20 @@ DOC_ZH = """过度检查：检查检验远多于可比就诊。
 **扣款。** `whole_line`：被标记就诊中属于 `classes` 的明细为违规项，各自主张其可扣金额（涉及金额）；默认严重程度 `suspect`，复核确认前不扣款。
 """
 
-from .base import ITEM_REF, LINE_FACT, LIVE_VISITS, Param, Reach, RuleType, check_classes, chrg_names, icd, \
-    percentile_judge, percentile_terms, rule_applies
+from .base import (
+    ITEM_REF,
+    LINE_FACT,
+    LIVE_VISITS,
+    Param,
+    Reach,
+    RuleType,
+    check_classes,
+    chrg_names,
+    icd,
+    percentile_judge,
+    percentile_terms,
+    rule_applies,
+)
 from .peer_outlier import _check_percentile
 
 DEFAULT_CLASSES = ["03", "04"]
@@ -101,10 +113,20 @@ RULE_TYPE = RuleType(
     # every visit of the calendar month (of begntime), all institutions: the peers
     reach=lambda rule: Reach(scope="month"),
     params=(
-        Param("classes", "str_list", "item classes (med_chrgitm_type) whose quantity is compared",
-              default=DEFAULT_CLASSES, check=_classes),
-        Param("percentile", "number", "flag a quantity strictly above this percentile of the peers", default=95,
-              check=_check_percentile),
+        Param(
+            "classes",
+            "str_list",
+            "item classes (med_chrgitm_type) whose quantity is compared",
+            default=DEFAULT_CLASSES,
+            check=_classes,
+        ),
+        Param(
+            "percentile",
+            "number",
+            "flag a quantity strictly above this percentile of the peers",
+            default=95,
+            check=_check_percentile,
+        ),
         Param("min_peers", "int", "visits a peer group needs to be judged (the visit included)", default=30, minimum=1),
     ),
     query=f"""
@@ -117,9 +139,9 @@ RULE_TYPE = RuleType(
                WHERE med_chrgitm_type IN (SELECT c FROM cls) GROUP BY mdtrt_id, med_chrgitm_type),
         vq AS (        -- per rule and visit with screened lines: its quantity of the classes (0 without), its peer key
             SELECT rp.rule_key, v.mdtrt_id, v.inpatient, v.inst_level, strftime(v.begntime, '%Y-%m') AS month,
-                   left({icd('v.main_diag')}, 3) AS dg,
+                   left({icd("v.main_diag")}, 3) AS dg,
                    coalesce(sum(l.q), 0) AS q
-            FROM rp JOIN {LIVE_VISITS} v ON {rule_applies('rp', 'v.begin_date', 'v')}
+            FROM rp JOIN {LIVE_VISITS} v ON {rule_applies("rp", "v.begin_date", "v")}
             LEFT JOIN lc l ON l.mdtrt_id = v.mdtrt_id AND list_contains(rp.classes, l.med_chrgitm_type)
             WHERE v.main_diag IS NOT NULL AND trim(v.main_diag) <> ''
               AND v.mdtrt_id IN (SELECT mdtrt_id FROM lines)
@@ -135,7 +157,7 @@ RULE_TYPE = RuleType(
         judged AS (
             SELECT j.rule_key, j.mdtrt_id, j.month, g.classes,
                    '本次' || CASE WHEN j.inpatient THEN '住院 ' ELSE '门诊 ' END || j.mdtrt_id || ' '
-                   || {chrg_names('g.classes')} || ' 数量 ' || qty(j.q) || '，高于同类就诊第 ' || qty(g.percentile)
+                   || {chrg_names("g.classes")} || ' 数量 ' || qty(j.q) || '，高于同类就诊第 ' || qty(g.percentile)
                    || ' 百分位 ' || qty({_PVAL}) || '（' || j.month || ' 开始的' || CASE WHEN j.inpatient THEN '住院' ELSE '门诊' END
                    || '，' || level_cn(j.inst_level) || '机构，主诊断 ' || j.dg || '；同类 ' || g.n || ' 人次，含本次）' AS ev_head
             FROM vq j JOIN gp g USING (rule_key, month, inpatient, inst_level, dg)

@@ -123,8 +123,13 @@ RULE_TYPE = RuleType(
     validate=_validate,
     params=(
         Param("entity", "choice", "who is profiled", required=True, choices=("doctor", "department", "institution")),
-        Param("metric", "choice", "what is measured", required=True,
-              choices=("drug_share", "consumable_share", "exam_lab_share", "cost_per_visit", "los", "readmission_rate")),
+        Param(
+            "metric",
+            "choice",
+            "what is measured",
+            required=True,
+            choices=("drug_share", "consumable_share", "exam_lab_share", "cost_per_visit", "los", "readmission_rate"),
+        ),
         Param("peer_by", "choice", "who the peers are", default="level", choices=("level", "department", "none")),
         Param("percentile", "number", "flag above this percentile of the peers", default=95, check=_check_percentile),
         Param("min_visits", "int", "visits an entity needs in the month to be judged", default=30, minimum=1),
@@ -142,8 +147,8 @@ RULE_TYPE = RuleType(
             FROM lines GROUP BY mdtrt_id),
         live AS (SELECT * FROM {LIVE_VISITS}),
         readm AS (   -- admissions that are readmissions (as the readmission type's defaults, any diagnosis)
-            SELECT DISTINCT c.mdtrt_id FROM live c JOIN live a ON {pair_condition('c', 'a', '15', 'TRUE', '0')}
-            WHERE c.inpatient AND NOT {excluded_condition('c', "['Z51']")}),
+            SELECT DISTINCT c.mdtrt_id FROM live c JOIN live a ON {pair_condition("c", "a", "15", "TRUE", "0")}
+            WHERE c.inpatient AND NOT {excluded_condition("c", "['Z51']")}),
         vv AS (
             SELECT v.mdtrt_id, v.fixmedins_code, v.inst_level, v.med_type, v.inpatient, v.los, v.begin_date,
                    strftime(v.begntime, '%Y-%m') AS month, vl.amt, vl.drug_amt, vl.cons_amt, vl.exlab_amt,
@@ -154,7 +159,7 @@ RULE_TYPE = RuleType(
         ev AS (
             SELECT rp.rule_key, rp.entity, rp.metric, rp.peer_by, rp.percentile, rp.min_visits, vv.*,
                    CASE rp.entity WHEN 'doctor' THEN vv.dr WHEN 'department' THEN vv.dept ELSE vv.fixmedins_code END AS ent
-            FROM rp JOIN vv ON {rule_applies('rp', 'vv.begin_date', 'vv')}
+            FROM rp JOIN vv ON {rule_applies("rp", "vv.begin_date", "vv")}
             WHERE (rp.metric NOT IN ('los', 'readmission_rate') OR vv.inpatient)
               AND (rp.metric <> 'los' OR vv.los IS NOT NULL)),
         ent AS (
@@ -199,12 +204,12 @@ RULE_TYPE = RuleType(
                CASE entity WHEN 'doctor' THEN '医师 ' || ent || '（机构 ' || fixmedins_code || coalesce('，科室 ' || main_dept, '') || '）'
                            WHEN 'department' THEN '科室 ' || ent || '（机构 ' || fixmedins_code || '）'
                            ELSE '机构 ' || ent || ' ' END
-                   || month || ' ' || {_METRIC_CN} || ' ' || {_fmt('value')}
+                   || month || ' ' || {_METRIC_CN} || ' ' || {_fmt("value")}
                    || '（' || CASE WHEN metric IN ('los', 'readmission_rate') THEN '住院 ' ELSE '就诊 ' END || n || ' 人次），高于'
                    || CASE peer_by WHEN 'level' THEN '同级（' || level_cn(inst_level) || '）'
                                    WHEN 'department' THEN '同科室（' || peer_key || '）' ELSE '全部' END
-                   || {_NOUN} || '第 ' || qty(percentile) || ' 百分位 ' || {_fmt('pval')}
-                   || '；同类 ' || n_peers || ' 个' || {_NOUN} || '，中位数 ' || {_fmt('pmed')}
+                   || {_NOUN} || '第 ' || qty(percentile) || ' 百分位 ' || {_fmt("pval")}
+                   || '；同类 ' || n_peers || ' 个' || {_NOUN} || '，中位数 ' || {_fmt("pmed")}
                    || '，排第 ' || rnk AS ev_head,
                NULL AS ev_line,
                fixmedins_code,

@@ -83,7 +83,8 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
     for m in src:
         for k in range(int(m["cnt"].to_integral_value(rounding=ROUND_CEILING))):
             units.setdefault((m["rule_key"], m["psn_no"], m["hilist_code"]), []).append(
-                (m["fee_ocur_time"], m["bkkp_sn"], k, m))
+                (m["fee_ocur_time"], m["bkkp_sn"], k, m)
+            )
     excess: dict[tuple, Decimal] = {}  # (rule_key, bkkp_sn) -> excess units of the line
     blockers: dict[tuple, set] = {}  # (rule_key, bkkp_sn) -> bkkp_sn of the paid units that block it
     for us in units.values():
@@ -95,15 +96,18 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
                 excess[key] = excess.get(key, ZERO) + min(m["cnt"] - k, 1)
                 blockers.setdefault(key, set()).update(b for _d, b in paid)
             else:
-                paid = (paid + [(m["fee_date"], sn)])[-m["max_count"]:]
-    rows = [{**m, "excess": excess[(m["rule_key"], m["bkkp_sn"])]} for m in src
-            if (m["rule_key"], m["bkkp_sn"]) in excess]
+                paid = (paid + [(m["fee_date"], sn)])[-m["max_count"] :]
+    rows = [
+        {**m, "excess": excess[(m["rule_key"], m["bkkp_sn"])]} for m in src if (m["rule_key"], m["bkkp_sn"]) in excess
+    ]
     py_excess_allocation(rows, lambda r: (r["rule_key"], r["bkkp_sn"]))
     by_sn = {(m["rule_key"], m["bkkp_sn"]): m for m in src}
     out = []
     for a in rows:
-        blk = sorted((by_sn[(a["rule_key"], b)] for b in blockers[(a["rule_key"], a["bkkp_sn"])] if b != a["bkkp_sn"]),
-                     key=lambda b: (b["fee_ocur_time"], b["bkkp_sn"]))
+        blk = sorted(
+            (by_sn[(a["rule_key"], b)] for b in blockers[(a["rule_key"], a["bkkp_sn"])] if b != a["bkkp_sn"]),
+            key=lambda b: (b["fee_ocur_time"], b["bkkp_sn"]),
+        )
         before = a["cnt"] - a["excess_units"]
         mine = "本条前 " + qty(before) + " 次"
         if blk:
@@ -111,8 +115,10 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             paid_text += "，及" + mine if before > 0 else ""
         else:
             paid_text = mine
-        ev = (f"{ref(a)} 每 {a['period_days']} 天限 {a['max_count']} 次；{line_fact(a)}，超出 {qty(a['excess_units'])}"
-              f"；此前 {a['period_days']} 天内已支付：{paid_text}")
+        ev = (
+            f"{ref(a)} 每 {a['period_days']} 天限 {a['max_count']} 次；{line_fact(a)}，超出 {qty(a['excess_units'])}"
+            f"；此前 {a['period_days']} 天内已支付：{paid_text}"
+        )
         out.append(hit(a, "violating" if a["claim"] > 0 else "related", a["claim"], "", ev))
         out += [Hit(a["rule_key"], a["mdtrt_id"], a["mdtrt_id"], b["bkkp_sn"], "related", ZERO, "", None) for b in blk]
     return list(dict.fromkeys(out))
@@ -179,7 +185,7 @@ RULE_TYPE = RuleType(
         line_ex AS (
             SELECT src.*, e.excess FROM src
             JOIN (SELECT rule_key, bkkp_sn, sum(usize) AS excess FROM ex GROUP BY ALL) e USING (rule_key, bkkp_sn)),
-        alloc AS ({excess_allocation('line_ex', 'rule_key, bkkp_sn')}),
+        alloc AS ({excess_allocation("line_ex", "rule_key, bkkp_sn")}),
         blk AS (
             SELECT DISTINCT rule_key, bkkp_sn, b.sn AS b_sn
             FROM (SELECT rule_key, bkkp_sn, unnest(blockers) AS b FROM ex)),

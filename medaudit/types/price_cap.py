@@ -83,8 +83,10 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         claim = fund_share_claim_piece.py(over, m["deductible"], m["amt"])
         where = "未定级机构（按一级）" if lv == 0 else level_cn(lv) + "机构"
         src = "规则限价" if rule_cap is not None else "医保目录限价"
-        ev = (f"{ref(m)} {where}限价 {py_price_text(cap)} 元（{src}），实际单价 {py_price_text(m['pric'])} 元；{line_fact(m)}"
-              f"，超标准 {yuan(over)} 元")
+        ev = (
+            f"{ref(m)} {where}限价 {py_price_text(cap)} 元（{src}），实际单价 {py_price_text(m['pric'])} 元；{line_fact(m)}"
+            f"，超标准 {yuan(over)} 元"
+        )
         out.append(hit(m, "violating", claim, "", ev))
     return out
 
@@ -107,9 +109,9 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH c AS (
             SELECT m.*,
-                   coalesce({level_price.sql('m.inst_level', 'm.lv1_pric', 'm.lv2_pric', 'm.lv3_pric')}, m.cap) AS rule_cap,
-                   {hilist_cap('m', 'k')} AS cat_cap
-            FROM {{m}} m {hilist_caps_join('m')}
+                   coalesce({level_price.sql("m.inst_level", "m.lv1_pric", "m.lv2_pric", "m.lv3_pric")}, m.cap) AS rule_cap,
+                   {hilist_cap("m", "k")} AS cat_cap
+            FROM {{m}} m {hilist_caps_join("m")}
             WHERE m.deductible > 0),
         x AS (
             SELECT *, coalesce(rule_cap, cat_cap) AS the_cap FROM c
@@ -118,8 +120,8 @@ RULE_TYPE = RuleType(
                {fund_share_claim("(pric - the_cap) * cnt")} AS claim,
                '' AS ev_head,
                {ITEM_REF} || ' ' || CASE WHEN inst_level = 0 THEN '未定级机构（按一级）' ELSE level_cn(inst_level) || '机构' END
-                   || '限价 ' || {price_text('the_cap')} || ' 元（' || CASE WHEN rule_cap IS NOT NULL THEN '规则限价' ELSE '医保目录限价' END
-                   || '），实际单价 ' || {price_text('pric')} || ' 元；' || {LINE_FACT}
+                   || '限价 ' || {price_text("the_cap")} || ' 元（' || CASE WHEN rule_cap IS NOT NULL THEN '规则限价' ELSE '医保目录限价' END
+                   || '），实际单价 ' || {price_text("pric")} || ' 元；' || {LINE_FACT}
                    || '，超标准 ' || yuan((pric - the_cap) * cnt) || ' 元' AS ev_line
         FROM x
     """,

@@ -75,8 +75,8 @@ def pair_condition(c: str, a: str, max_gap: str, same_inst: str, prefix_len: str
         AND ({a}.begntime < {c}.begntime OR ({a}.begntime = {c}.begntime AND {a}.mdtrt_id < {c}.mdtrt_id))
         AND date_diff('day', {a}.end_date, {c}.begin_date) BETWEEN 0 AND {max_gap}
         AND (NOT {same_inst} OR {a}.fixmedins_code = {c}.fixmedins_code)
-        AND ({prefix_len} = 0 OR (length({icd(f'{c}.main_diag')}) >= {prefix_len}
-             AND left({icd(f'{a}.main_diag')}, {prefix_len}) = left({icd(f'{c}.main_diag')}, {prefix_len})))"""
+        AND ({prefix_len} = 0 OR (length({icd(f"{c}.main_diag")}) >= {prefix_len}
+             AND left({icd(f"{a}.main_diag")}, {prefix_len}) = left({icd(f"{c}.main_diag")}, {prefix_len})))"""
 
 
 def _starts(diag_code: str, prefix: str) -> str:
@@ -89,7 +89,7 @@ def excluded_condition(c: str, prefixes: str) -> str:
     does not depend on ``c`` (a literal): the subquery's only outer reference is ``c.mdtrt_id``.
     Per-rule lists: :func:`excluded_visits`."""
     return f"""EXISTS (SELECT 1 FROM diag d, unnest({prefixes}) AS x(pre)
-                   WHERE d.mdtrt_id = {c}.mdtrt_id AND {_starts('d.diag_code', 'x.pre')})"""
+                   WHERE d.mdtrt_id = {c}.mdtrt_id AND {_starts("d.diag_code", "x.pre")})"""
 
 
 def excluded_visits(rules: str, prefixes: str) -> str:
@@ -98,7 +98,7 @@ def excluded_visits(rules: str, prefixes: str) -> str:
     for per-rule lists, as a join (no subquery unnesting an outer row's list, which Spark refuses)."""
     return f"""SELECT DISTINCT x.rule_key, d.mdtrt_id
                FROM (SELECT DISTINCT rule_key, unnest({prefixes}) AS pre FROM {rules}) x
-               JOIN diag d ON {_starts('d.diag_code', 'x.pre')}"""
+               JOIN diag d ON {_starts("d.diag_code", "x.pre")}"""
 
 
 RULE_TYPE = RuleType(
@@ -113,13 +113,27 @@ RULE_TYPE = RuleType(
     reach=lambda rule: Reach(days=max_param(rule, "max_gap_days", 15)),
     default_severity="suspect",
     params=(
-        Param("max_gap_days", "int", "days from the previous discharge to this admission (0 = same day)",
-              default=15, minimum=0),
+        Param(
+            "max_gap_days",
+            "int",
+            "days from the previous discharge to this admission (0 = same day)",
+            default=15,
+            minimum=0,
+        ),
         Param("same_institution", "bool", "the previous stay must be at the same institution", default=True),
-        Param("same_diag_prefix_len", "int", "main diagnoses must share this many characters (0 = any)",
-              default=3, minimum=0),
-        Param("exclude_diag_prefixes", "str_list", "a later stay with a diagnosis starting so is never flagged",
-              default=["Z51"]),
+        Param(
+            "same_diag_prefix_len",
+            "int",
+            "main diagnoses must share this many characters (0 = any)",
+            default=3,
+            minimum=0,
+        ),
+        Param(
+            "exclude_diag_prefixes",
+            "str_list",
+            "a later stay with a diagnosis starting so is never flagged",
+            default=["Z51"],
+        ),
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.max_gap_days, p.same_institution, p.same_diag_prefix_len,
@@ -129,15 +143,15 @@ RULE_TYPE = RuleType(
         cur AS (
             SELECT rp.rule_key, rp.max_gap_days, rp.same_institution, rp.same_diag_prefix_len,
                    rp.exclude_diag_prefixes, s.*
-            FROM rp JOIN stays s ON {rule_applies('rp', 's.begin_date', 's')}
+            FROM rp JOIN stays s ON {rule_applies("rp", "s.begin_date", "s")}
             WHERE s.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
-        excl AS ({excluded_visits('rp', 'exclude_diag_prefixes')}),
+        excl AS ({excluded_visits("rp", "exclude_diag_prefixes")}),
         pairs AS (
             SELECT c.rule_key, c.mdtrt_id, c.begin_date, c.fixmedins_code, c.main_diag, c.max_gap_days,
                    c.same_diag_prefix_len AS n, a.mdtrt_id AS prev_id, a.end_date AS prev_end,
                    a.fixmedins_code AS prev_inst, date_diff('day', a.end_date, c.begin_date) AS gap
             FROM cur c JOIN stays a
-              ON {pair_condition('c', 'a', 'c.max_gap_days', 'c.same_institution', 'c.same_diag_prefix_len')}
+              ON {pair_condition("c", "a", "c.max_gap_days", "c.same_institution", "c.same_diag_prefix_len")}
             WHERE NOT EXISTS (SELECT 1 FROM excl e WHERE e.rule_key = c.rule_key AND e.mdtrt_id = c.mdtrt_id)
             QUALIFY row_number() OVER (PARTITION BY c.rule_key, c.mdtrt_id
                                        ORDER BY a.endtime DESC, a.mdtrt_id DESC) = 1),
@@ -147,9 +161,9 @@ RULE_TYPE = RuleType(
                    || prev_id || ' ' || strftime(prev_end, '%Y-%m-%d') || ' 出院 ' || gap || ' 天（'
                    || concat_ws('，',
                         CASE WHEN prev_inst = fixmedins_code THEN '同一机构' ELSE '上次住院机构 ' || prev_inst END,
-                        CASE WHEN n > 0 THEN '主诊断 ' || left({icd('main_diag')}, n) || ' 相同' END)
+                        CASE WHEN n > 0 THEN '主诊断 ' || left({icd("main_diag")}, n) || ' 相同' END)
                    || '），不超过 ' || max_gap_days || ' 天' AS ev_head
             FROM pairs)
-        {whole_visit_hits('flagged')}
+        {whole_visit_hits("flagged")}
     """,
 )

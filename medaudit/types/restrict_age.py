@@ -87,12 +87,24 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             allowed = f"儿童（{m['child_years']}岁以下）"
         else:
             outside = (lo is not None and ay < lo) or (hi is not None and ay > hi)
-            allowed = (f"{lo}至{hi}岁" if lo is not None and hi is not None else f"{lo}岁及以上" if lo is not None
-                       else f"{hi}岁及以下")
+            allowed = (
+                f"{lo}至{hi}岁"
+                if lo is not None and hi is not None
+                else f"{lo}岁及以上"
+                if lo is not None
+                else f"{hi}岁及以下"
+            )
         if outside and m["deductible"] > 0:
             age = f"{ad} 天" if ay < 1 else f"{ay} 岁"
-            out.append(hit(m, "violating", m["deductible"], f"患者出生日期 {m['brdy']:%Y-%m-%d}",
-                            f"{ref(m)} 限{allowed}使用，收费时患者 {age}；{line_fact(m)}"))
+            out.append(
+                hit(
+                    m,
+                    "violating",
+                    m["deductible"],
+                    f"患者出生日期 {m['brdy']:%Y-%m-%d}",
+                    f"{ref(m)} 限{allowed}使用，收费时患者 {age}；{line_fact(m)}",
+                )
+            )
     return out
 
 

@@ -59,8 +59,14 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     params=(
-        Param("gender", "choice", "the gender the item is for: 1 male, 2 female", required=True,
-              choices=("1", "2"), per_item=True),
+        Param(
+            "gender",
+            "choice",
+            "the gender the item is for: 1 male, 2 female",
+            required=True,
+            choices=("1", "2"),
+            per_item=True,
+        ),
     ),
     query=QUERY,
 )

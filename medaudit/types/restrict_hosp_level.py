@@ -55,8 +55,14 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     params=(
-        Param("min_level", "int", "lowest institution level allowed: 1, 2 or 3", required=True,
-              choices=(1, 2, 3), per_item=True),
+        Param(
+            "min_level",
+            "int",
+            "lowest institution level allowed: 1, 2 or 3",
+            required=True,
+            choices=(1, 2, 3),
+            per_item=True,
+        ),
     ),
     query=QUERY,
 )

@@ -55,8 +55,15 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             continue
         if any(c.startswith(p.upper()) for p in m["diag_prefixes"] for c in upper):
             continue
-        out.append(hit(m, "violating", m["deductible"], "本次就诊诊断：" + shown,
-                        f"{ref(m)} 限诊断 {'、'.join(m['diag_prefixes'])} 开头的患者使用，{line_fact(m)}"))
+        out.append(
+            hit(
+                m,
+                "violating",
+                m["deductible"],
+                "本次就诊诊断：" + shown,
+                f"{ref(m)} 限诊断 {'、'.join(m['diag_prefixes'])} 开头的患者使用，{line_fact(m)}",
+            )
+        )
     return out
 
 
@@ -69,8 +76,13 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     params=(
-        Param("diag_prefixes", "str_list", "ICD-10 code prefixes of the diagnoses the item is paid for",
-              required=True, per_item=True),
+        Param(
+            "diag_prefixes",
+            "str_list",
+            "ICD-10 code prefixes of the diagnoses the item is paid for",
+            required=True,
+            per_item=True,
+        ),
     ),
     query=f"""
         WITH m AS (SELECT * FROM {{m}} WHERE deductible > 0),

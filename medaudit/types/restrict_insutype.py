@@ -49,8 +49,15 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         if allowed is None or t is None or t in allowed or not m["deductible"] > 0:
             continue
         names = "、".join(f"{x}（{insutype_cn(x)}）" for x in allowed)
-        out.append(hit(m, "violating", m["deductible"], f"患者险种为 {t}（{insutype_cn(t)}）",
-                        f"{ref(m)} 限 {names} 支付，{line_fact(m)}"))
+        out.append(
+            hit(
+                m,
+                "violating",
+                m["deductible"],
+                f"患者险种为 {t}（{insutype_cn(t)}）",
+                f"{ref(m)} 限 {names} 支付，{line_fact(m)}",
+            )
+        )
     return out
 
 

@@ -54,8 +54,15 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             continue
         also = f"（另可用于 {'、'.join(extra)}）" if extra is not None else ""
         where = "住院" if m["allowed"] == "inpatient" else "门诊"
-        out.append(hit(m, "violating", m["deductible"], f"就诊类型为 {m['med_type']}（{med_type_cn(m['med_type'])}）",
-                        f"{ref(m)} 限{where}使用{also}，{line_fact(m)}"))
+        out.append(
+            hit(
+                m,
+                "violating",
+                m["deductible"],
+                f"就诊类型为 {m['med_type']}（{med_type_cn(m['med_type'])}）",
+                f"{ref(m)} 限{where}使用{also}，{line_fact(m)}",
+            )
+        )
     return out
 
 
@@ -68,7 +75,14 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     params=(
-        Param("allowed", "choice", "inpatient or outpatient", required=True, choices=("inpatient", "outpatient"), per_item=True),
+        Param(
+            "allowed",
+            "choice",
+            "inpatient or outpatient",
+            required=True,
+            choices=("inpatient", "outpatient"),
+            per_item=True,
+        ),
         Param("med_types", "str_list", "extra med_type codes that are allowed as well", per_item=True),
     ),
     query=f"""

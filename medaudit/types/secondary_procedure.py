@@ -94,7 +94,9 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         main = grp[0]
         flags = []
         for n, r in enumerate(grp):
-            flags.append(n > 0 and r["deductible"] > 0 and r["full_pric"] is not None and r["pric"] > r["rate"] * r["full_pric"])
+            flags.append(
+                n > 0 and r["deductible"] > 0 and r["full_pric"] is not None and r["pric"] > r["rate"] * r["full_pric"]
+            )
         if not any(flags):
             continue
         for n, (r, v) in enumerate(zip(grp, flags)):
@@ -103,10 +105,14 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             ev = None
             if v:
                 rate, full = r["rate"], r["full_pric"]
-                ev = (f"{ref(r)} 与主手术 {ref(main)}（单价 {py_price_text(main['pric'])} 元）同日同组（{r['group'].strip()}），"
-                      f"次要手术应不高于全价 {py_price_text(full)} 元的 {qty(rate * 100)}%（{py_price_text(rate * full)} 元），"
-                      f"实际单价 {py_price_text(r['pric'])} 元，按 {qty((1 - rate) * 100)}% 扣除；{line_fact(r)}")
-            out.append(hit(r, "violating" if v else "related", (1 - r["rate"]) * r["deductible"] if v else ZERO, "", ev))
+                ev = (
+                    f"{ref(r)} 与主手术 {ref(main)}（单价 {py_price_text(main['pric'])} 元）同日同组（{r['group'].strip()}），"
+                    f"次要手术应不高于全价 {py_price_text(full)} 元的 {qty(rate * 100)}%（{py_price_text(rate * full)} 元），"
+                    f"实际单价 {py_price_text(r['pric'])} 元，按 {qty((1 - rate) * 100)}% 扣除；{line_fact(r)}"
+                )
+            out.append(
+                hit(r, "violating" if v else "related", (1 - r["rate"]) * r["deductible"] if v else ZERO, "", ev)
+            )
     return out
 
 
@@ -120,14 +126,19 @@ RULE_TYPE = RuleType(
     evaluate=evaluate,
     params=(
         Param("group", "str", "surgery group: items with the same value form one group", required=True, per_item=True),
-        Param("rate", "number", "share of the full price a secondary operation may be billed at", default=Decimal("0.5"),
-              check=_rate),
+        Param(
+            "rate",
+            "number",
+            "share of the full price a secondary operation may be billed at",
+            default=Decimal("0.5"),
+            check=_rate,
+        ),
     ),
     dedupe_lines=False,  # one code may belong to several groups (national batch 2): judged in each
     query=f"""
         WITH s AS (
-            SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap('m', 'k')}) AS full_pric FROM {{m}} m
-            {hilist_caps_join('m')}
+            SELECT m.*, coalesce(m.pric_uplmt_amt, {hilist_cap("m", "k")}) AS full_pric FROM {{m}} m
+            {hilist_caps_join("m")}
             WHERE nullif(trim(m."group"), '') IS NOT NULL
             -- a line once per group (an item listed twice in one group must not be its own secondary)
             QUALIFY row_number() OVER (PARTITION BY m.rule_key, m.bkkp_sn, trim(m."group")) = 1),
@@ -147,9 +158,9 @@ RULE_TYPE = RuleType(
                CASE WHEN v THEN (1 - rate) * deductible ELSE 0 END AS claim,
                '' AS ev_head,
                CASE WHEN v THEN
-                   {ITEM_REF} || ' 与主手术 ' || main_ref || '（单价 ' || {price_text('main_pric')} || ' 元）同日同组（'
-                   || trim("group") || '），次要手术应不高于全价 ' || {price_text('full_pric')} || ' 元的 ' || qty(rate * 100)
-                   || '%（' || {price_text('rate * full_pric')} || ' 元），实际单价 ' || {price_text('pric')} || ' 元，按 '
+                   {ITEM_REF} || ' 与主手术 ' || main_ref || '（单价 ' || {price_text("main_pric")} || ' 元）同日同组（'
+                   || trim("group") || '），次要手术应不高于全价 ' || {price_text("full_pric")} || ' 元的 ' || qty(rate * 100)
+                   || '%（' || {price_text("rate * full_pric")} || ' 元），实际单价 ' || {price_text("pric")} || ' 元，按 '
                    || qty((1 - rate) * 100) || '% 扣除；' || {LINE_FACT} END AS ev_line
         FROM h
         WHERE v OR (rn = 1 AND any_v)

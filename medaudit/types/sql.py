@@ -152,15 +152,41 @@ TABLE_REFS = ("BASE_TABLE", "JOIN", "SUBQUERY", "TABLE_FUNCTION", "EXPRESSION_LI
 #: pg_get_constraintdef), sequences, the random seed, the log, sleeping, and SQL (de)serialising.
 #: getenv (a CLI function) is listed should it appear. A function that is not in the list of a
 #: plain connection at all (an extension's, autoloaded on first use) is refused too.
-DENIED_FUNCTIONS = frozenset({
-    "getenv", "current_setting", "getvariable", "which_secret",
-    "current_catalog", "current_database", "current_schema", "current_schemas", "current_query",
-    "current_query_id", "current_connection_id", "current_transaction_id", "txid_current",
-    "current_user", "current_role", "session_user", "user", "in_search_path", "version",
-    "format_type", "get_block_size",
-    "nextval", "currval", "setval", "setseed", "write_log", "sleep_ms", "pg_sleep",
-    "json_serialize_sql", "json_deserialize_sql", "parse_duckdb_log_message",
-})
+DENIED_FUNCTIONS = frozenset(
+    {
+        "getenv",
+        "current_setting",
+        "getvariable",
+        "which_secret",
+        "current_catalog",
+        "current_database",
+        "current_schema",
+        "current_schemas",
+        "current_query",
+        "current_query_id",
+        "current_connection_id",
+        "current_transaction_id",
+        "txid_current",
+        "current_user",
+        "current_role",
+        "session_user",
+        "user",
+        "in_search_path",
+        "version",
+        "format_type",
+        "get_block_size",
+        "nextval",
+        "currval",
+        "setval",
+        "setseed",
+        "write_log",
+        "sleep_ms",
+        "pg_sleep",
+        "json_serialize_sql",
+        "json_deserialize_sql",
+        "parse_duckdb_log_message",
+    }
+)
 
 
 class Refused(ValueError):
@@ -179,8 +205,11 @@ def allowed_functions() -> frozenset[str]:
         ).fetchall()
     finally:
         con.close()
-    return frozenset(name for name, schema in rows
-                     if schema != "pg_catalog" and name not in DENIED_FUNCTIONS and not name.startswith("__"))
+    return frozenset(
+        name
+        for name, schema in rows
+        if schema != "pg_catalog" and name not in DENIED_FUNCTIONS and not name.startswith("__")
+    )
 
 
 _PARSER_LOCK = threading.Lock()
@@ -211,8 +240,10 @@ def _table(node: dict, scope: frozenset[str], reads: Reads) -> None:
     shown = ".".join(p for p in parts if p)
     name = parts[2]
     if parts[0] or parts[1]:
-        raise Refused(f"table {shown} is not one a sql rule may read: name it without a schema or "
-                      f"database (allowed: {_allowed_list()})")
+        raise Refused(
+            f"table {shown} is not one a sql rule may read: name it without a schema or "
+            f"database (allowed: {_allowed_list()})"
+        )
     # DuckDB folds only ASCII letters: a look-alike letter makes another name (then a file)
     low = name.lower() if name.isascii() else None
     if node.get("at_clause"):
@@ -232,12 +263,15 @@ def _function(name: str, node: dict, table: bool) -> None:
     shown = ".".join(p for p in (node.get("catalog") or "", node.get("schema") or "", name) if p)
     if table:
         if node.get("catalog") or node.get("schema") or not name.isascii() or name.lower() not in SAFE_TABLE_FUNCTIONS:
-            raise Refused(f"table function {shown}() is not one a sql rule may call "
-                          f"(allowed: {', '.join(SAFE_TABLE_FUNCTIONS)})")
+            raise Refused(
+                f"table function {shown}() is not one a sql rule may call (allowed: {', '.join(SAFE_TABLE_FUNCTIONS)})"
+            )
         return
     if node.get("catalog") or node.get("schema") or not name.isascii() or name.lower() not in allowed_functions():
-        raise Refused(f"function {shown}() is not one a sql rule may call (it reads or changes something "
-                      "outside the rows, or is not a built-in one)")
+        raise Refused(
+            f"function {shown}() is not one a sql rule may call (it reads or changes something "
+            "outside the rows, or is not a built-in one)"
+        )
 
 
 def _walk(node, scope: frozenset[str], reads: Reads) -> None:
@@ -266,8 +300,10 @@ def _walk(node, scope: frozenset[str], reads: Reads) -> None:
         return
     if isinstance(kind, str) and kind.endswith("_NODE"):  # a query node
         if kind not in READ_NODES:
-            raise Refused(f"the query must only read, but it holds a writing "
-                          f"{kind.removesuffix('_QUERY_NODE').removesuffix('_NODE')} (a CTE that writes)")
+            raise Refused(
+                f"the query must only read, but it holds a writing "
+                f"{kind.removesuffix('_QUERY_NODE').removesuffix('_NODE')} (a CTE that writes)"
+            )
         inner = scope
         for entry in (node.get("cte_map") or {}).get("map") or []:
             # a CTE's body sees the CTEs around it and the ones defined before it, not itself
@@ -394,7 +430,7 @@ def _strip(query: str) -> str:
     """The query without its closing semicolons (comments after them included)."""
     raw = query.encode("utf-8")  # the tokenizer's positions are byte offsets
     tokens = [(pos, kind.name) for pos, kind in duckdb.tokenize(query)]
-    while tokens and (tokens[-1][1] == "comment" or raw[tokens[-1][0]:].lstrip().startswith(b";")):
+    while tokens and (tokens[-1][1] == "comment" or raw[tokens[-1][0] :].lstrip().startswith(b";")):
         if tokens[-1][1] != "comment":
             raw = raw[: tokens[-1][0]]
         tokens.pop()
@@ -410,18 +446,23 @@ def _rule_rows(sb: duckdb.DuckDBPyConnection, key: int, rule_id: str, query: str
         raise RuntimeError(f"rule {rule_id}: its query returned no rows set")
     cols = {c.lower() for c in rel.columns}
     if "bkkp_sn" not in cols:
-        raise RuntimeError(f"rule {rule_id}: its query must return a column bkkp_sn (it returns {', '.join(sorted(cols))})")
+        raise RuntimeError(
+            f"rule {rule_id}: its query must return a column bkkp_sn (it returns {', '.join(sorted(cols))})"
+        )
     amount = "CAST(amount AS DECIMAL(38,12))" if "amount" in cols else "CAST(NULL AS DECIMAL(38,12))"
     evidence = "CAST(evidence AS VARCHAR)" if "evidence" in cols else "CAST(NULL AS VARCHAR)"
     try:
-        return rel.project(f"CAST({int(key)} AS INTEGER) AS rule_key, CAST(bkkp_sn AS VARCHAR) AS bkkp_sn, "
-                           f"{amount} AS amount, {evidence} AS evidence").to_arrow_table()
+        return rel.project(
+            f"CAST({int(key)} AS INTEGER) AS rule_key, CAST(bkkp_sn AS VARCHAR) AS bkkp_sn, "
+            f"{amount} AS amount, {evidence} AS evidence"
+        ).to_arrow_table()
     except duckdb.Error as e:
         raise RuntimeError(f"rule {rule_id}: its query failed: {str(e).splitlines()[0]}") from None
 
 
-def run_rules(con: duckdb.DuckDBPyConnection, rules: list[tuple[int, str, str]],
-              sandbox: duckdb.DuckDBPyConnection | None = None) -> int:
+def run_rules(
+    con: duckdb.DuckDBPyConnection, rules: list[tuple[int, str, str]], sandbox: duckdb.DuckDBPyConnection | None = None
+) -> int:
     """Run each rule's query in the sandbox; its rows go into ``sql_rule_rows`` on ``con``.
 
     ``rules`` are (rule_key, rule_id, query). The sandbox sees only the canonical tables the
@@ -444,8 +485,10 @@ def run_rules(con: duckdb.DuckDBPyConnection, rules: list[tuple[int, str, str]],
     own = sandbox is None
     sb = open_sandbox() if own else sandbox
     registered = []
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} "
-                "(rule_key INTEGER, bkkp_sn VARCHAR, amount DECIMAL(38,12), evidence VARCHAR)")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} "
+        "(rule_key INTEGER, bkkp_sn VARCHAR, amount DECIMAL(38,12), evidence VARCHAR)"
+    )
     try:
         for t, names in sorted(need.items()):
             if t not in CANONICAL_TABLES:  # never: analyse() keeps only these
@@ -497,7 +540,7 @@ def compose(names: dict[str, str], con=None) -> str:
                    CASE WHEN h.has_amount THEN greatest(least(h.amount, l.deductible), 0) ELSE l.deductible END AS claim
             FROM h JOIN lines l ON l.bkkp_sn = h.bkkp_sn
             JOIN r_all r ON r.rule_key = h.rule_key
-            WHERE l.deductible > 0 AND {rule_applies('r', 'l.fee_date', 'l')})
+            WHERE l.deductible > 0 AND {rule_applies("r", "l.fee_date", "l")})
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, claim, '' AS ev_head,
                item_ref(list_type, hilist_name, hilist_code) || ' ' || {LINE_FACT}
                    || coalesce('，' || nullif(evidence, ''), '')
@@ -516,11 +559,19 @@ RULE_TYPE = RuleType(
     items="none",
     default_severity="suspect",
     validate=_validate,
-    params=(Param("query", "str", "one read-only SELECT returning bkkp_sn (and optionally amount, evidence)",
-                  required=True),
-            Param("reach", "choice", "what a nightly run gives the query: all (every screened line) or visit "
-                  "(the lines of the visits the new batches touch; for a query that judges each visit alone)",
-                  default="all", choices=("all", "visit"))),
+    params=(
+        Param(
+            "query", "str", "one read-only SELECT returning bkkp_sn (and optionally amount, evidence)", required=True
+        ),
+        Param(
+            "reach",
+            "choice",
+            "what a nightly run gives the query: all (every screened line) or visit "
+            "(the lines of the visits the new batches touch; for a query that judges each visit alone)",
+            default="all",
+            choices=("all", "visit"),
+        ),
+    ),
     reach=lambda rule: Reach(scope="person") if rule.params.get("reach") == "visit" else Reach(scope="all"),
     query="",
     compose=compose,

@@ -74,8 +74,18 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             continue
         if m["discharge_only"] and m["dscg_tkdrug_flag"] != "1":
             continue
-        src.append({**m, "cnt0": m["cnt"], "amt0": m["amt"], "ded0": m["deductible"], "cnt": m["cnt"] * pd,
-                    "amt": m["amt"] * pd, "deductible": m["deductible"] * pd, "excess": m["cnt"] * (pd - mx)})
+        src.append(
+            {
+                **m,
+                "cnt0": m["cnt"],
+                "amt0": m["amt"],
+                "ded0": m["deductible"],
+                "cnt": m["cnt"] * pd,
+                "amt": m["amt"] * pd,
+                "deductible": m["deductible"] * pd,
+                "excess": m["cnt"] * (pd - mx),
+            }
+        )
     py_excess_allocation(src, lambda r: (r["rule_key"], r["bkkp_sn"]))
     out = []
     for r in src:
@@ -86,8 +96,10 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
         b = {**r, "cnt": r["cnt0"], "amt": r["amt0"]}
         pd, mx = r["prd_days"], r["max_days"]
         how = "，出院带药 " if r["dscg_tkdrug_flag"] == "1" else "，开药 "
-        ev = (f"{ref(b)} 限 {qty(mx)} 天用量{how}{qty(pd)} 天，超出 {qty(pd - mx)} 天（按 {qty(pd - mx)}/{qty(pd)} 计）；"
-              f"{line_fact(b)}")
+        ev = (
+            f"{ref(b)} 限 {qty(mx)} 天用量{how}{qty(pd)} 天，超出 {qty(pd - mx)} 天（按 {qty(pd - mx)}/{qty(pd)} 计）；"
+            f"{line_fact(b)}"
+        )
         out.append(hit(b, "violating", claim, "", ev))
     return out
 
@@ -117,7 +129,7 @@ RULE_TYPE = RuleType(
             WHERE prd_days > max_days AND deductible > 0
               AND (NOT coalesce(outpatient_only, FALSE) OR NOT inpatient)
               AND (NOT coalesce(discharge_only, FALSE) OR dscg_tkdrug_flag = '1')),
-        alloc AS ({excess_allocation('src', 'rule_key, bkkp_sn')}),
+        alloc AS ({excess_allocation("src", "rule_key, bkkp_sn")}),
         back AS (
             SELECT * EXCLUDE (cnt, amt, deductible, claim), cnt0 AS cnt, amt0 AS amt, ded0 AS deductible,
                    least(xdiv(claim, prd_days), ded0) AS claim

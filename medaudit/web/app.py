@@ -51,7 +51,7 @@ _FID = re.compile(r"[0-9a-f]{6,64}")
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
-                               "base-uri 'none'",
+    "base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -78,9 +78,17 @@ def _num(x) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
-def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie: bool = False,
-               session_hours: float = 8.0, max_login_failures: int = 5, login_window_minutes: float = 15.0,
-               max_upload_bytes: int = files.MAX_BYTES, max_files: int = files.MAX_FILES) -> FastAPI:
+def create_app(
+    con: duckdb.DuckDBPyConnection,
+    files_dir: Path,
+    *,
+    secure_cookie: bool = False,
+    session_hours: float = 8.0,
+    max_login_failures: int = 5,
+    login_window_minutes: float = 15.0,
+    max_upload_bytes: int = files.MAX_BYTES,
+    max_files: int = files.MAX_FILES,
+) -> FastAPI:
     """The portal over an open (writable) database connection; uploads are kept in ``files_dir``."""
     auth.ensure_schema(con)
     key = auth.secret(con)
@@ -88,10 +96,19 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
     files_dir.mkdir(parents=True, exist_ok=True)
     lock = threading.RLock()
     limiter = auth.LoginLimiter(max_login_failures, dt.timedelta(minutes=login_window_minutes))
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                      trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(money=_fmt_money, num=_num, status=lifecycle.status_label,
-                       status_cn=lambda s: lifecycle.STATUS_CN.get(s, s or ""), action=lifecycle.action_label)
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        money=_fmt_money,
+        num=_num,
+        status=lifecycle.status_label,
+        status_cn=lambda s: lifecycle.STATUS_CN.get(s, s or ""),
+        action=lifecycle.action_label,
+    )
     env.globals.update(ROLES=auth.ROLES, STATUS_CN=lifecycle.STATUS_CN)
     max_body = max_files * max_upload_bytes + 1024 * 1024
 
@@ -106,13 +123,21 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
 
     # ------------------------------------------------------------------ helpers
 
-    def page(request: Request, template: str, status: int = 200, session: auth.Session | None = None, **ctx) -> HTMLResponse:
+    def page(
+        request: Request, template: str, status: int = 200, session: auth.Session | None = None, **ctx
+    ) -> HTMLResponse:
         flash = ""
         if session is not None:
             with db() as c:
                 flash = auth.pop_flash(c, session)
-        html = env.get_template(template).render(request=request, s=session, user=session.user if session else None,
-                                                 csrf=session.csrf if session else "", flash=flash, **ctx)
+        html = env.get_template(template).render(
+            request=request,
+            s=session,
+            user=session.user if session else None,
+            csrf=session.csrf if session else "",
+            flash=flash,
+            **ctx,
+        )
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
     def redirect(url: str) -> RedirectResponse:
@@ -197,8 +222,10 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
         if institution:
             where += " AND fixmedins_code = ?"
             args.append(institution)
-        return [r[0] for r in c.execute(f"SELECT DISTINCT period FROM findings WHERE {where} ORDER BY 1 DESC",
-                                        args).fetchall()]
+        return [
+            r[0]
+            for r in c.execute(f"SELECT DISTINCT period FROM findings WHERE {where} ORDER BY 1 DESC", args).fetchall()
+        ]
 
     def decorate(c, rows: list[dict], today: dt.date, s: auth.Session) -> list[dict]:
         nm = names.Names(c)
@@ -209,11 +236,22 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             r["dept"] = nm.dept(inst, r["dept_code"])
             r["doctor"] = nm.doctor(inst, r["dr_code"])
             r["days_left"] = lifecycle.working_days_left(c, today, r["deadline"])
-            ref = lifecycle.FindingRef(r["finding_id"], r["status"], inst, r["rule_id"], r["severity"], r["deadline"],
-                                       r["appeal_round"], False, r["statement_id"])
-            r["appealable"] = (s.user.role == "clerk" and
-                               (r["status"] == "pending_appeal" or (second and r["status"] == "upheld")) and
-                               lifecycle.refusal(c, ref, "appeal", today) is None)
+            ref = lifecycle.FindingRef(
+                r["finding_id"],
+                r["status"],
+                inst,
+                r["rule_id"],
+                r["severity"],
+                r["deadline"],
+                r["appeal_round"],
+                False,
+                r["statement_id"],
+            )
+            r["appealable"] = (
+                s.user.role == "clerk"
+                and (r["status"] == "pending_appeal" or (second and r["status"] == "upheld"))
+                and lifecycle.refusal(c, ref, "appeal", today) is None
+            )
             w = r.get("waiting_since")
             r["waiting_days"] = (today - w.date()).days if w else None
         return rows
@@ -240,8 +278,9 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
     def discard(c, records: list[dict]) -> None:
         """Remove the stored files of a refused form that no event of the audit log names."""
         for rec in records:
-            named = c.execute("SELECT count(*) FROM finding_events WHERE contains(attachments, ?)",
-                              [rec["sha256"]]).fetchall()[0][0]
+            named = c.execute(
+                "SELECT count(*) FROM finding_events WHERE contains(attachments, ?)", [rec["sha256"]]
+            ).fetchall()[0][0]
             if not named:
                 files.path_of(files_dir, rec["sha256"]).unlink(missing_ok=True)
 
@@ -254,8 +293,9 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):
         where = "、".join(".".join(str(x) for x in e.get("loc", ())[1:]) or "?" for e in exc.errors()[:3])
-        return page(request, "error.html", status=400, session=session_of(request), code=400,
-                    message=f"请求参数有误：{where}")
+        return page(
+            request, "error.html", status=400, session=session_of(request), code=400, message=f"请求参数有误：{where}"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -293,21 +333,40 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
         if wait:
             with db() as c:
                 auth.log_login(c, username, client, "refused: rate limit")
-            return page(request, "login.html", status=429, csrf_login=auth.sign(key, "login:" + pre),
-                        error=f"登录失败次数过多，请 {max(1, wait // 60)} 分钟后再试", username=username)
+            return page(
+                request,
+                "login.html",
+                status=429,
+                csrf_login=auth.sign(key, "login:" + pre),
+                error=f"登录失败次数过多，请 {max(1, wait // 60)} 分钟后再试",
+                username=username,
+            )
         with db() as c:
             user = auth.authenticate(c, username, password)
             if user is None:
                 limiter.failed(keys)
                 auth.log_login(c, username, client, "failed")
-                return page(request, "login.html", status=401, csrf_login=auth.sign(key, "login:" + pre),
-                            error="用户名或密码错误，或账号已停用", username=username)
+                return page(
+                    request,
+                    "login.html",
+                    status=401,
+                    csrf_login=auth.sign(key, "login:" + pre),
+                    error="用户名或密码错误，或账号已停用",
+                    username=username,
+                )
             limiter.succeeded(keys)
             cookie, _ = auth.new_session(c, key, user, session_hours)
             auth.log_login(c, username, client, "signed in")
         resp = redirect("/")
-        resp.set_cookie(COOKIE, cookie, max_age=int(session_hours * 3600), httponly=True, samesite="strict",
-                        secure=secure_cookie, path="/")
+        resp.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=int(session_hours * 3600),
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookie,
+            path="/",
+        )
         resp.delete_cookie(PRE_COOKIE, path="/")
         return resp
 
@@ -331,9 +390,13 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
 
     def list_args(request: Request):
         q = request.query_params
-        return dict(rule=check_code(q.get("rule"), "规则编号"), dept=check_code(q.get("dept"), "科室编码"),
-                    doctor=check_code(q.get("doctor"), "医生编码"),
-                    min_amount=amount_of(q.get("min"), "金额下限"), max_amount=amount_of(q.get("max"), "金额上限"))
+        return dict(
+            rule=check_code(q.get("rule"), "规则编号"),
+            dept=check_code(q.get("dept"), "科室编码"),
+            doctor=check_code(q.get("doctor"), "医生编码"),
+            min_amount=amount_of(q.get("min"), "金额下限"),
+            max_amount=amount_of(q.get("max"), "金额上限"),
+        )
 
     @app.get("/h/findings", response_class=HTMLResponse)
     def h_findings(request: Request):
@@ -351,8 +414,16 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
                     raise Refused(f"状态：未知的状态 {status[:30]!r}")
                 args = list_args(request)
                 if period:
-                    rows = lifecycle.queue(c, [status] if status else None, institution=inst, period=period,
-                                           stage="post_hoc", sort=q.get("sort") or "default", limit=2000, **args)
+                    rows = lifecycle.queue(
+                        c,
+                        [status] if status else None,
+                        institution=inst,
+                        period=period,
+                        stage="post_hoc",
+                        sort=q.get("sort") or "default",
+                        limit=2000,
+                        **args,
+                    )
             except (Refused, lifecycle.LifecycleError) as e:
                 error, period = str(e), None
             rows = decorate(c, rows, lifecycle.wall_now().date(), s)
@@ -361,13 +432,29 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             for r in rows:
                 r["prealert"] = pre.get(r["finding_id"], "")
             statements = deduct.statements(c, period, inst) if period else []
-            rules = c.execute("SELECT DISTINCT rule_id, any_value(rule_name) FROM findings WHERE fixmedins_code = ? "
-                              "AND stage = 'post_hoc' GROUP BY 1 ORDER BY 1", [inst]).fetchall()
+            rules = c.execute(
+                "SELECT DISTINCT rule_id, any_value(rule_name) FROM findings WHERE fixmedins_code = ? "
+                "AND stage = 'post_hoc' GROUP BY 1 ORDER BY 1",
+                [inst],
+            ).fetchall()
             nm = names.Names(c)
             inst_name = nm.institution(inst)
-        return page(request, "h_findings.html", session=s, rows=rows, periods=periods, period=period, q=q,
-                    error=error, statements=statements, rules=rules, inst_name=inst_name,
-                    max_files=max_files, max_mb=max_upload_bytes // (1024 * 1024), types=sorted(files.TYPES))
+        return page(
+            request,
+            "h_findings.html",
+            session=s,
+            rows=rows,
+            periods=periods,
+            period=period,
+            q=q,
+            error=error,
+            statements=statements,
+            rules=rules,
+            inst_name=inst_name,
+            max_files=max_files,
+            max_mb=max_upload_bytes // (1024 * 1024),
+            types=sorted(files.TYPES),
+        )
 
     @app.post("/h/appeal")
     async def h_appeal(request: Request):
@@ -389,12 +476,15 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             with db() as c:  # stored and filed under the lock: a refused appeal leaves no file
                 attachments = store_uploads(c, form)
                 try:
-                    moved = lifecycle.apply(c, ids, "appeal", s.user.actor, reason, attachments,
-                                            institution=s.user.institution)
+                    moved = lifecycle.apply(
+                        c, ids, "appeal", s.user.actor, reason, attachments, institution=s.user.institution
+                    )
                 except BaseException:
                     discard(c, attachments)
                     raise
-                auth.set_flash(c, s, f"已提交 {len(moved)} 条申诉" + (f"（附件 {len(attachments)} 个）" if attachments else ""))
+                auth.set_flash(
+                    c, s, f"已提交 {len(moved)} 条申诉" + (f"（附件 {len(attachments)} 个）" if attachments else "")
+                )
         except (Refused, lifecycle.LifecycleError) as e:
             with db() as c:
                 auth.set_flash(c, s, f"申诉未提交：{e}")
@@ -426,14 +516,20 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             f = finding_for(c, s, fid)
             cur = c.execute("SELECT * FROM findings WHERE finding_id = ?", [f.finding_id])
             row = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
-            st = c.execute("SELECT window_opened, deadline, appeal_round, confirmed, statement_id FROM finding_state "
-                           "WHERE finding_id = ?", [f.finding_id]).fetchall()
+            st = c.execute(
+                "SELECT window_opened, deadline, appeal_round, confirmed, statement_id FROM finding_state "
+                "WHERE finding_id = ?",
+                [f.finding_id],
+            ).fetchall()
             window_opened, deadline, appeal_round, confirmed, statement_id = st[0] if st else (None,) * 5
             today = lifecycle.wall_now().date()
             nm = names.Names(c)
             inst = row["fixmedins_code"]
-            row.update(institution=nm.institution(inst), dept=nm.dept(inst, row["dept_code"]),
-                       doctor=nm.doctor(inst, row["dr_code"]))
+            row.update(
+                institution=nm.institution(inst),
+                dept=nm.dept(inst, row["dept_code"]),
+                doctor=nm.doctor(inst, row["dr_code"]),
+            )
             lines = lifecycle.lines_of(c, f.finding_id)
             events = lifecycle.history(c, f.finding_id)
             prealert = prealert_store.evidence_for(c, [f.finding_id]).get(f.finding_id, "")
@@ -442,10 +538,26 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             decisions = []
             if s.user.is_bureau:
                 decisions = [a for a in lifecycle.DECISION_ACTIONS if lifecycle.refusal(c, f, a, today) is None]
-        return page(request, "finding.html", session=s, f=row, ref=f, deadline=deadline, days_left=days_left,
-                    appeal_round=appeal_round, confirmed=confirmed, statement_id=statement_id, lines=lines,
-                    events=events, prealert=prealert, appealable=appealable, decisions=decisions,
-                    max_files=max_files, max_mb=max_upload_bytes // (1024 * 1024), types=sorted(files.TYPES))
+        return page(
+            request,
+            "finding.html",
+            session=s,
+            f=row,
+            ref=f,
+            deadline=deadline,
+            days_left=days_left,
+            appeal_round=appeal_round,
+            confirmed=confirmed,
+            statement_id=statement_id,
+            lines=lines,
+            events=events,
+            prealert=prealert,
+            appealable=appealable,
+            decisions=decisions,
+            max_files=max_files,
+            max_mb=max_upload_bytes // (1024 * 1024),
+            types=sorted(files.TYPES),
+        )
 
     @app.get("/files/{fid}/{sha}")
     def attachment(request: Request, fid: str, sha: str):
@@ -498,8 +610,9 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
     def statement_xlsx(request: Request, sid: int):
         s = need(request)
         with db() as c:
-            rows = c.execute("SELECT fixmedins_code, period FROM deduction_statements WHERE statement_id = ?",
-                             [sid]).fetchall()
+            rows = c.execute(
+                "SELECT fixmedins_code, period FROM deduction_statements WHERE statement_id = ?", [sid]
+            ).fetchall()
             if not rows or (s.user.role == "clerk" and rows[0][0] != s.user.institution):
                 raise StarletteHTTPException(404, "没有这张扣款单")
             with tempfile.TemporaryDirectory() as tmp:
@@ -518,16 +631,33 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
         with db() as c:
             lifecycle.expire_due(c)
             try:
-                rows = lifecycle.queue(c, statuses, institution=check_code(q.get("institution"), "机构编码"),
-                                       period=check_period(q.get("period"), "结算月份"), sort=q.get("sort") or "age",
-                                       limit=1000, **list_args(request))
+                rows = lifecycle.queue(
+                    c,
+                    statuses,
+                    institution=check_code(q.get("institution"), "机构编码"),
+                    period=check_period(q.get("period"), "结算月份"),
+                    sort=q.get("sort") or "age",
+                    limit=1000,
+                    **list_args(request),
+                )
             except (Refused, lifecycle.LifecycleError) as e:
                 error = str(e)
             rows = decorate(c, rows, lifecycle.wall_now().date(), s)
-            institutions = [r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()]
+            institutions = [
+                r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()
+            ]
             periods = periods_of(c, None)
-        return page(request, "r_queue.html", session=s, rows=rows, q=q, error=error, statuses=statuses,
-                    institutions=institutions, periods=periods)
+        return page(
+            request,
+            "r_queue.html",
+            session=s,
+            rows=rows,
+            q=q,
+            error=error,
+            statuses=statuses,
+            institutions=institutions,
+            periods=periods,
+        )
 
     @app.post("/r/findings/{fid}/decide")
     async def r_decide(request: Request, fid: str):
@@ -538,14 +668,17 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
         try:
             decision = field(form, "decision", 20)
             if decision not in lifecycle.DECISION_ACTIONS:
-                raise Refused(f"决定：只能是 {'、'.join(lifecycle.action_label(a) for a in lifecycle.DECISION_ACTIONS)}")
+                raise Refused(
+                    f"决定：只能是 {'、'.join(lifecycle.action_label(a) for a in lifecycle.DECISION_ACTIONS)}"
+                )
             reason = field(form, "reason", 2000)
             amount = amount_of(field(form, "amount", 40), "确认扣款金额") if decision == "confirm" else None
             with db() as c:
                 attachments = store_uploads(c, form)
                 try:
-                    [(_, to)] = lifecycle.apply(c, f.finding_id, decision, s.user.actor, reason, attachments,
-                                                amount=amount)
+                    [(_, to)] = lifecycle.apply(
+                        c, f.finding_id, decision, s.user.actor, reason, attachments, amount=amount
+                    )
                 except BaseException:
                     discard(c, attachments)
                     raise
@@ -565,16 +698,26 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
                 """SELECT f.period, f.status, count(*) FROM findings f JOIN finding_state s USING (finding_id)
                    WHERE f.stage = 'post_hoc' AND s.statement_id IS NULL
                      AND f.status NOT IN ('overturned', 'dismissed', 'superseded', 'warning')
-                   GROUP BY ALL ORDER BY 1 DESC, 2""").fetchall()
+                   GROUP BY ALL ORDER BY 1 DESC, 2"""
+            ).fetchall()
             sts = deduct.statements(c)
             nm = names.Names(c)
             sts = [(x, nm.institution(x.institution)) for x in sts]
-            institutions = [r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()]
+            institutions = [
+                r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()
+            ]
         open_by_period: dict[str, list] = {}
         for p, st, n in counts:
             open_by_period.setdefault(p, []).append((st, n))
-        return page(request, "r_finalize.html", session=s, periods=periods, open_by_period=open_by_period,
-                    statements=sts, institutions=institutions)
+        return page(
+            request,
+            "r_finalize.html",
+            session=s,
+            periods=periods,
+            open_by_period=open_by_period,
+            statements=sts,
+            institutions=institutions,
+        )
 
     @app.post("/r/finalize")
     async def r_finalize(request: Request):
@@ -588,14 +731,19 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
             with db() as c:
                 res = deduct.finalize(c, period, inst, by=s.user.actor)
                 msg = [f"{period} 结算完成：新扣款单 {len(res.statements)} 张"]
-                msg += [f"扣款单 {x.statement_id}（{x.institution}）{x.n_findings} 条疑点，合计 {_fmt_money(x.total)} 元"
-                        for x in res.statements]
+                msg += [
+                    f"扣款单 {x.statement_id}（{x.institution}）{x.n_findings} 条疑点，合计 {_fmt_money(x.total)} 元"
+                    for x in res.statements
+                ]
                 if res.expired_now:
                     msg.append(f"{res.expired_now} 条疑点逾期未申诉")
                 if res.held:
                     msg.append(f"{len(res.held)} 条等待同一明细上的其他疑点结案")
                 if res.not_final:
-                    msg.append("尚未终结：" + "，".join(f"{lifecycle.STATUS_CN.get(k, k)} {v}" for k, v in res.not_final.items()))
+                    msg.append(
+                        "尚未终结："
+                        + "，".join(f"{lifecycle.STATUS_CN.get(k, k)} {v}" for k, v in res.not_final.items())
+                    )
                 auth.set_flash(c, s, "；".join(msg))
         except (Refused, deduct.DeductError, lifecycle.LifecycleError) as e:
             with db() as c:
@@ -609,7 +757,9 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
         s = need(request, "admin")
         with db() as c:
             users = auth.list_users(c)
-            institutions = [r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()]
+            institutions = [
+                r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()
+            ]
         return page(request, "admin_users.html", session=s, users=users, institutions=institutions)
 
     @app.post("/admin/users")
@@ -618,10 +768,15 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
         form = await form_of(request, s)
         try:
             with db() as c:
-                u = auth.add_user(c, field(form, "username", 64), field(form, "role", 20),
-                                  form.get("password") if isinstance(form.get("password"), str) else "",
-                                  field(form, "display_name", 64), check_code(field(form, "institution", 64), "机构编码"),
-                                  by=s.user.actor)
+                u = auth.add_user(
+                    c,
+                    field(form, "username", 64),
+                    field(form, "role", 20),
+                    form.get("password") if isinstance(form.get("password"), str) else "",
+                    field(form, "display_name", 64),
+                    check_code(field(form, "institution", 64), "机构编码"),
+                    by=s.user.actor,
+                )
                 auth.set_flash(c, s, f"已添加用户 {u.username}（{u.role_cn}）")
         except (Refused, auth.UserError) as e:
             with db() as c:
@@ -651,6 +806,12 @@ def create_app(con: duckdb.DuckDBPyConnection, files_dir: Path, *, secure_cookie
 def _download(data: bytes, filename: str, kind: str | None, ctype: str | None = None) -> Response:
     ctype = ctype or {"xlsx": files.TYPES[".xlsx"][0]}.get(kind or "", "application/octet-stream")
     ascii_name = re.sub(r"[^A-Za-z0-9_.-]", "_", filename)
-    return Response(data, media_type=ctype, headers={
-        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}",
-        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+    return Response(
+        data,
+        media_type=ctype,
+        headers={
+            "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )

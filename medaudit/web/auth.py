@@ -126,8 +126,15 @@ def get_user(con: duckdb.DuckDBPyConnection, username: str) -> User | None:
     return User(*rows[0]) if rows else None
 
 
-def add_user(con: duckdb.DuckDBPyConnection, username: str, role: str, password: str, display_name: str = "",
-             institution: str | None = None, by: str = "") -> User:
+def add_user(
+    con: duckdb.DuckDBPyConnection,
+    username: str,
+    role: str,
+    password: str,
+    display_name: str = "",
+    institution: str | None = None,
+    by: str = "",
+) -> User:
     username = (username or "").strip()
     if not _USERNAME.fullmatch(username):
         raise UserError(f"username {username!r}: 2-64 letters, digits or _ . @ -")
@@ -144,8 +151,16 @@ def add_user(con: duckdb.DuckDBPyConnection, username: str, role: str, password:
     con.execute(
         "INSERT INTO web_users (username, display_name, role, institution, password_hash, active, created_at, created_by)"
         " VALUES (?, ?, ?, ?, ?, TRUE, ?, ?)",
-        [username, (display_name or "").strip() or username, role, institution, hash_password(password),
-         lifecycle.wall_now(), by])
+        [
+            username,
+            (display_name or "").strip() or username,
+            role,
+            institution,
+            hash_password(password),
+            lifecycle.wall_now(),
+            by,
+        ],
+    )
     return get_user(con, username)
 
 
@@ -153,8 +168,10 @@ def set_active(con: duckdb.DuckDBPyConnection, username: str, active: bool) -> U
     u = get_user(con, username)
     if not u:
         raise UserError(f"username {username!r}: no such user")
-    con.execute("UPDATE web_users SET active = ?, disabled_at = ? WHERE user_id = ?",
-                [active, None if active else lifecycle.wall_now(), u.user_id])
+    con.execute(
+        "UPDATE web_users SET active = ?, disabled_at = ? WHERE user_id = ?",
+        [active, None if active else lifecycle.wall_now(), u.user_id],
+    )
     if not active:  # signed out everywhere at once
         con.execute("DELETE FROM web_sessions WHERE user_id = ?", [u.user_id])
     return get_user(con, username)
@@ -179,8 +196,9 @@ _DUMMY = _hasher.hash(secrets.token_hex(16))
 
 def authenticate(con: duckdb.DuckDBPyConnection, username: str, password: str) -> User | None:
     """The user when the password is right and the user is active, else None (same time either way)."""
-    rows = con.execute(f"SELECT {_USER_COLS}, password_hash FROM web_users WHERE username = ?",
-                       [(username or "").strip()]).fetchall()
+    rows = con.execute(
+        f"SELECT {_USER_COLS}, password_hash FROM web_users WHERE username = ?", [(username or "").strip()]
+    ).fetchall()
     stored = rows[0][-1] if rows else _DUMMY
     try:
         ok = _hasher.verify(stored, password or "")
@@ -197,8 +215,10 @@ def authenticate(con: duckdb.DuckDBPyConnection, username: str, password: str) -
 
 
 def log_login(con: duckdb.DuckDBPyConnection, username: str, client: str, outcome: str) -> None:
-    con.execute("INSERT INTO web_logins (logged_at, username, client, outcome) VALUES (?, ?, ?, ?)",
-                [lifecycle.wall_now(), (username or "")[:64], client, outcome])
+    con.execute(
+        "INSERT INTO web_logins (logged_at, username, client, outcome) VALUES (?, ?, ?, ?)",
+        [lifecycle.wall_now(), (username or "")[:64], client, outcome],
+    )
 
 
 # ---------------------------------------------------------------------------- sessions
@@ -227,7 +247,9 @@ def new_session(con: duckdb.DuckDBPyConnection, key: bytes, user: User, hours: f
     expires = now + dt.timedelta(hours=hours)
     csrf = secrets.token_urlsafe(32)
     con.execute("DELETE FROM web_sessions WHERE expires_at < ?", [now])
-    con.execute("INSERT INTO web_sessions VALUES (?, ?, ?, ?, ?, NULL)", [_sid_hash(sid), user.user_id, now, expires, csrf])
+    con.execute(
+        "INSERT INTO web_sessions VALUES (?, ?, ?, ?, ?, NULL)", [_sid_hash(sid), user.user_id, now, expires, csrf]
+    )
     return f"{sid}.{sign(key, sid)}", Session(_sid_hash(sid), user, csrf, expires)
 
 
@@ -239,8 +261,10 @@ def load_session(con: duckdb.DuckDBPyConnection, key: bytes, cookie: str | None)
     if not hmac.compare_digest(sign(key, sid), sig):
         return None
     rows = con.execute(
-        f"""SELECT s.sid_hash, s.csrf, s.expires_at, {', '.join('u.' + c.strip() for c in _USER_COLS.split(','))}
-            FROM web_sessions s JOIN web_users u USING (user_id) WHERE s.sid_hash = ?""", [_sid_hash(sid)]).fetchall()
+        f"""SELECT s.sid_hash, s.csrf, s.expires_at, {", ".join("u." + c.strip() for c in _USER_COLS.split(","))}
+            FROM web_sessions s JOIN web_users u USING (user_id) WHERE s.sid_hash = ?""",
+        [_sid_hash(sid)],
+    ).fetchall()
     if not rows:
         return None
     h, csrf, expires, *u = rows[0]

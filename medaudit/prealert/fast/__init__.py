@@ -37,7 +37,8 @@ from .rules import CompiledType, compile_rules, matched
 
 #: rule type -> its in-memory evaluator (the types whose module defines one); the others run their SQL
 EVALUATORS: dict[str, Callable[[Any, list[dict]], list[Hit]]] = {
-    name: rt.evaluate for name, rt in REGISTRY.items() if rt.evaluate is not None}
+    name: rt.evaluate for name, rt in REGISTRY.items() if rt.evaluate is not None
+}
 
 #: what the one request of a fast check appends to its orders' rx_ids (request number 0 of its run)
 ORDER_TAG = TAG + "0"
@@ -65,8 +66,13 @@ def evaluate(compiled: dict[str, CompiledType], types: list[str], lines: Lines) 
 class FastPath:
     """Checks requests of one service against its rule sets' evaluator types, in memory."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, rule_sets: dict[str, list[Rule]], ttl: float = 300.0,
-                 preload: bool = False):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        rule_sets: dict[str, list[Rule]],
+        ttl: float = 300.0,
+        preload: bool = False,
+    ):
         self.cache = ContextCache(con, ttl=ttl)
         if preload:
             self.cache.preload()
@@ -74,8 +80,10 @@ class FastPath:
         self.compiled = {name: compile_rules(rules) for name, rules in rule_sets.items()}
         self.covered = {name: covered(rules) for name, rules in rule_sets.items()}
         # types that judge a person across visits: the person's other visits' lines of their items take part
-        self.history_types = {name: [ct for t, ct in c.items() if REGISTRY[t].person_history and t in EVALUATORS]
-                              for name, c in self.compiled.items()}
+        self.history_types = {
+            name: [ct for t, ct in c.items() if REGISTRY[t].person_history and t in EVALUATORS]
+            for name, c in self.compiled.items()
+        }
 
     @staticmethod
     def has(rule_type: str) -> bool:
@@ -119,12 +127,22 @@ class FastPath:
             before = claims_before(evaluate(compiled, again, view_before))
         order_ids = {ln["bkkp_sn"] for ln in lines if ln["bkkp_sn"].endswith(ORDER_TAG)}
         named = {h.bkkp_sn for h in hits}
-        line = {ln["bkkp_sn"]: LineInfo(ln.get("fee_ocur_time"), ln.get("psn_no"), ln.get("hilist_code"),
-                                        ln.get("fixmedins_code"), ln.get("mdtrt_id"), ln.get("fee_date"))
-                for ln in lines if ln["bkkp_sn"] in named}
+        line = {
+            ln["bkkp_sn"]: LineInfo(
+                ln.get("fee_ocur_time"),
+                ln.get("psn_no"),
+                ln.get("hilist_code"),
+                ln.get("fixmedins_code"),
+                ln.get("mdtrt_id"),
+                ln.get("fee_date"),
+            )
+            for ln in lines
+            if ln["bkkp_sn"] in named
+        }
         wanted = req.rule_ids
-        return [a for _i, a in alerts_of(rules, hits, line, before, new_ids, order_ids)
-                if not wanted or a.rule_id in wanted]
+        return [
+            a for _i, a in alerts_of(rules, hits, line, before, new_ids, order_ids) if not wanted or a.rule_id in wanted
+        ]
 
 
 __all__ = ["FastPath", "EVALUATORS", "covered", "evaluate"]

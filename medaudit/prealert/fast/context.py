@@ -46,10 +46,32 @@ from ..sql_path import OWNERS_SQL, SHADOWED, STAGE, quoted_catalog
 
 Q4 = Decimal("0.0001")
 
-LINE_FIELDS = ("bkkp_sn", "mdtrt_id", "setl_id", "psn_no", "fixmedins_code", "fee_ocur_time", "fee_date", "hilist_code",
-               "hilist_name", "list_type", "med_chrgitm_type", "chrgitm_lv", "cnt", "pric", "amt", "ownpay",
-               "deductible", "pric_uplmt_amt", "bilg_dept_codg", "bilg_dr_code", "hosp_appr_flag", "dscg_tkdrug_flag",
-               "prd_days", "setl_time")
+LINE_FIELDS = (
+    "bkkp_sn",
+    "mdtrt_id",
+    "setl_id",
+    "psn_no",
+    "fixmedins_code",
+    "fee_ocur_time",
+    "fee_date",
+    "hilist_code",
+    "hilist_name",
+    "list_type",
+    "med_chrgitm_type",
+    "chrgitm_lv",
+    "cnt",
+    "pric",
+    "amt",
+    "ownpay",
+    "deductible",
+    "pric_uplmt_amt",
+    "bilg_dept_codg",
+    "bilg_dr_code",
+    "hosp_appr_flag",
+    "dscg_tkdrug_flag",
+    "prd_days",
+    "setl_time",
+)
 
 
 #: the shared definitions (:mod:`medaudit.semantics`): level from hosp_lv, age, own-pay, deductible
@@ -120,8 +142,9 @@ class PersonLines:
         shared by requests: nothing may change them)."""
         out = self._kept.get(key)
         if out is None:
-            out = self._kept[key] = [_join({**ln, "_new": False}, *visit_attrs(v))
-                                     for ln, v in self.rows if keep(ln["hilist_code"])]
+            out = self._kept[key] = [
+                _join({**ln, "_new": False}, *visit_attrs(v)) for ln, v in self.rows if keep(ln["hilist_code"])
+            ]
         return out
 
 
@@ -182,8 +205,16 @@ class ContextCache:
             if self.complete:  # not in the database (a visit still being written): nothing stored yet
                 self.hits += 1
                 deaths = {psn_no: self._deaths[psn_no]} if psn_no in self._deaths else {}
-                return VisitContext(None, [], set(), [], deaths, now, self._persons.get(psn_no),
-                                    owners=self._owners.get(mdtrt_id, frozenset()))
+                return VisitContext(
+                    None,
+                    [],
+                    set(),
+                    [],
+                    deaths,
+                    now,
+                    self._persons.get(psn_no),
+                    owners=self._owners.get(mdtrt_id, frozenset()),
+                )
             c = self._load(mdtrt_id, psn_no, now)
             self._data[mdtrt_id] = c
             self._data.move_to_end(mdtrt_id)
@@ -195,27 +226,36 @@ class ContextCache:
     def _load(self, mdtrt_id: str, psn_no: str, now: float) -> VisitContext:
         cur = self._cursor()
         cat = quoted_catalog(self.catalog)
-        res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?",
-                          [mdtrt_id]).fetchall()
+        res = cur.execute(
+            f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?", [mdtrt_id]
+        ).fetchall()
         cols = [d[0] for d in cur.description]
         visit = dict(zip(cols, res[0])) if res else None
         persons = sorted({psn_no} | ({visit["psn_no"]} if visit else set()))
         # the visit's stored lines and the person's lines of their other visits, netted in one pass
         # by the batch engine's own prepare_lines over shadows holding just those rows
         cur.execute(";\n".join(f"DELETE FROM {t}" for t in SHADOWED))
-        cur.execute(f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ? OR psn_no = ?",
-                    [mdtrt_id, psn_no])
+        cur.execute(
+            f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ? OR psn_no = ?",
+            [mdtrt_id, psn_no],
+        )
         raw = [r[0] for r in cur.execute("SELECT bkkp_sn FROM fee_list_d WHERE mdtrt_id = ?", [mdtrt_id]).fetchall()]
         lines: list[dict] = []
         others: list[tuple[dict, dict]] = []
         if cur.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]:
-            cur.execute(f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN "
-                        "(SELECT mdtrt_id FROM fee_list_d)")
-            cur.execute(f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE setl_id IN "
-                        "(SELECT setl_id FROM fee_list_d)")
+            cur.execute(
+                f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN "
+                "(SELECT mdtrt_id FROM fee_list_d)"
+            )
+            cur.execute(
+                f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE setl_id IN (SELECT setl_id FROM fee_list_d)"
+            )
             if visit is None and raw:  # lines of a visit the database does not know: joined to a stand-in
-                cur.execute("INSERT INTO mdtrt_d (mdtrt_id, psn_no, fixmedins_code, begntime, med_type, insutype, gend) "
-                            "VALUES (?, ?, '', now()::TIMESTAMP, '', '', '')", [mdtrt_id, psn_no])
+                cur.execute(
+                    "INSERT INTO mdtrt_d (mdtrt_id, psn_no, fixmedins_code, begntime, med_type, insutype, gend) "
+                    "VALUES (?, ?, '', now()::TIMESTAMP, '', '', '')",
+                    [mdtrt_id, psn_no],
+                )
             engine.prepare_lines(cur, STAGE)
             res = cur.execute("SELECT * EXCLUDE (batch_id, source_row) FROM mdtrt_d").fetchall()
             vcols = [d[0] for d in cur.description]
@@ -226,19 +266,30 @@ class ContextCache:
                     lines.append(ln)
                 else:
                     others.append((ln, visits[ln["mdtrt_id"]]))
-        diags = [r[0] for r in cur.execute(f"SELECT diag_code FROM {cat}.main.setl_list_diag_d WHERE mdtrt_id = ?",
-                                           [mdtrt_id]).fetchall()]
+        diags = [
+            r[0]
+            for r in cur.execute(
+                f"SELECT diag_code FROM {cat}.main.setl_list_diag_d WHERE mdtrt_id = ?", [mdtrt_id]
+            ).fetchall()
+        ]
         marks = ", ".join("?" for _ in persons)
-        deaths = {p: d for p, d in cur.execute(
-            f"""SELECT psn_no, min(die_date) FROM (
+        deaths = {
+            p: d
+            for p, d in cur.execute(
+                f"""SELECT psn_no, min(die_date) FROM (
                     SELECT psn_no, die_date FROM {cat}.main.psn_death WHERE psn_no IN ({marks})
                     UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d
                     WHERE psn_no IN ({marks}) AND die_date IS NOT NULL) GROUP BY psn_no""",
-            [*persons, *persons]).fetchall() if d is not None}
-        owners = frozenset(r[0] for r in cur.execute(OWNERS_SQL.format(cat=cat), [mdtrt_id] * 3).fetchall()
-                           if r[0] is not None)
-        return VisitContext(visit, lines, set(raw), diags, deaths, now, PersonLines(others) if others else None,
-                            owners=owners)
+                [*persons, *persons],
+            ).fetchall()
+            if d is not None
+        }
+        owners = frozenset(
+            r[0] for r in cur.execute(OWNERS_SQL.format(cat=cat), [mdtrt_id] * 3).fetchall() if r[0] is not None
+        )
+        return VisitContext(
+            visit, lines, set(raw), diags, deaths, now, PersonLines(others) if others else None, owners=owners
+        )
 
     def preload(self) -> int:
         """Load every stored visit's context and the catalogue's price rows in one set-based pass
@@ -257,19 +308,26 @@ class ContextCache:
         diags: dict[str, list[str]] = {}
         for m, c in cur.execute(f"SELECT mdtrt_id, diag_code FROM {cat}.main.setl_list_diag_d").fetchall():
             diags.setdefault(m, []).append(c)
-        deaths = {p: d for p, d in cur.execute(
-            f"""SELECT psn_no, min(die_date) FROM (
+        deaths = {
+            p: d
+            for p, d in cur.execute(
+                f"""SELECT psn_no, min(die_date) FROM (
                     SELECT psn_no, die_date FROM {cat}.main.psn_death
                     UNION ALL SELECT psn_no, die_date FROM {cat}.main.mdtrt_d WHERE die_date IS NOT NULL)
-                GROUP BY psn_no""").fetchall() if d is not None}
+                GROUP BY psn_no"""
+            ).fetchall()
+            if d is not None
+        }
         caps: dict[str, list[tuple]] = {}
         for code, *row in cur.execute(
-                f"SELECT hilist_code, begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist").fetchall():
+            f"SELECT hilist_code, begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist"
+        ).fetchall():
             caps.setdefault(code, []).append(tuple(row))
         owners: dict[str, set] = {}
         for m, inst in cur.execute(
-                f"""SELECT mdtrt_id, fixmedins_code FROM {cat}.main.mdtrt_d UNION SELECT mdtrt_id, fixmedins_code
-                    FROM {cat}.main.setl_d UNION SELECT mdtrt_id, fixmedins_code FROM {cat}.main.fee_list_d""").fetchall():
+            f"""SELECT mdtrt_id, fixmedins_code FROM {cat}.main.mdtrt_d UNION SELECT mdtrt_id, fixmedins_code
+                    FROM {cat}.main.setl_d UNION SELECT mdtrt_id, fixmedins_code FROM {cat}.main.fee_list_d"""
+        ).fetchall():
             if inst is not None:
                 owners.setdefault(m, set()).add(inst)
         res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {cat}.main.mdtrt_d").fetchall()
@@ -289,9 +347,16 @@ class ContextCache:
             for m, v in stored.items():
                 lines = by_visit.get(m, [])
                 persons = {v["psn_no"], *(x["psn_no"] for x in lines)}
-                self._data[m] = VisitContext(v, lines, raw.get(m, set()), diags.get(m, []),
-                                             {p: deaths[p] for p in persons if p in deaths}, now,
-                                             self._persons.get(v["psn_no"]), owners=frozenset(owners.get(m, ())))
+                self._data[m] = VisitContext(
+                    v,
+                    lines,
+                    raw.get(m, set()),
+                    diags.get(m, []),
+                    {p: deaths[p] for p in persons if p in deaths},
+                    now,
+                    self._persons.get(v["psn_no"]),
+                    owners=frozenset(owners.get(m, ())),
+                )
             self._owners = {m: frozenset(x) for m, x in owners.items() if m not in stored}
             self._caps = caps
             self._caps["\0any"] = [(bool(caps),)]
@@ -313,9 +378,14 @@ class ContextCache:
                 if self.complete:  # the whole catalogue is here: the code has no rows
                     return []
                 cat = quoted_catalog(self.catalog)
-                self._caps[code] = self._cursor().execute(
-                    f"SELECT begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist WHERE hilist_code = ?",
-                    [code]).fetchall()
+                self._caps[code] = (
+                    self._cursor()
+                    .execute(
+                        f"SELECT begndate, enddate, lv1_pric, lv2_pric, lv3_pric FROM {cat}.main.hilist WHERE hilist_code = ?",
+                        [code],
+                    )
+                    .fetchall()
+                )
             return self._caps[code]
 
 
@@ -361,18 +431,39 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
         if not cnt > 0:
             continue
         t = _ts(o["fee_ocur_time"])
-        rows.append(_join({
-            "bkkp_sn": f"{o['bkkp_sn']}{tag}", "mdtrt_id": o.get("mdtrt_id") or v["mdtrt_id"],
-            "setl_id": o.get("setl_id") or ORDER_SETL + v["mdtrt_id"], "psn_no": o.get("psn_no") or v["psn_no"],
-            "fixmedins_code": o.get("fixmedins_code") or v["fixmedins_code"], "fee_ocur_time": t, "fee_date": t.date(),
-            "hilist_code": o["hilist_code"], "hilist_name": o.get("hilist_name"), "list_type": o.get("list_type"),
-            "med_chrgitm_type": o.get("med_chrgitm_type"), "chrgitm_lv": o.get("chrgitm_lv"), "cnt": cnt,
-            "pric": _dec(o["pric"]), "amt": amt, "ownpay": ownpay, "deductible": ded,
-            "pric_uplmt_amt": _dec(o.get("pric_uplmt_amt")), "bilg_dept_codg": o.get("bilg_dept_codg"),
-            "bilg_dr_code": o.get("bilg_dr_code"), "hosp_appr_flag": o.get("hosp_appr_flag"),
-            "dscg_tkdrug_flag": o.get("dscg_tkdrug_flag"), "prd_days": _dec(o.get("prd_days")), "setl_time": None,
-            "_new": bool(o.get("new")),
-        }, attrs, brdy))
+        rows.append(
+            _join(
+                {
+                    "bkkp_sn": f"{o['bkkp_sn']}{tag}",
+                    "mdtrt_id": o.get("mdtrt_id") or v["mdtrt_id"],
+                    "setl_id": o.get("setl_id") or ORDER_SETL + v["mdtrt_id"],
+                    "psn_no": o.get("psn_no") or v["psn_no"],
+                    "fixmedins_code": o.get("fixmedins_code") or v["fixmedins_code"],
+                    "fee_ocur_time": t,
+                    "fee_date": t.date(),
+                    "hilist_code": o["hilist_code"],
+                    "hilist_name": o.get("hilist_name"),
+                    "list_type": o.get("list_type"),
+                    "med_chrgitm_type": o.get("med_chrgitm_type"),
+                    "chrgitm_lv": o.get("chrgitm_lv"),
+                    "cnt": cnt,
+                    "pric": _dec(o["pric"]),
+                    "amt": amt,
+                    "ownpay": ownpay,
+                    "deductible": ded,
+                    "pric_uplmt_amt": _dec(o.get("pric_uplmt_amt")),
+                    "bilg_dept_codg": o.get("bilg_dept_codg"),
+                    "bilg_dr_code": o.get("bilg_dr_code"),
+                    "hosp_appr_flag": o.get("hosp_appr_flag"),
+                    "dscg_tkdrug_flag": o.get("dscg_tkdrug_flag"),
+                    "prd_days": _dec(o.get("prd_days")),
+                    "setl_time": None,
+                    "_new": bool(o.get("new")),
+                },
+                attrs,
+                brdy,
+            )
+        )
     diags = [d["diag_code"] for d in req.diagnoses] if req.diagnoses else list(ctx.diags)
     if v.get("dscg_maindiag_code") is not None:
         diags.append(v["dscg_maindiag_code"])
@@ -387,11 +478,19 @@ def visit_attrs(v: dict) -> tuple[dict, dt.date | None]:
     """The visit's columns ``lines`` carries on each of its lines (as prepare_lines joins them), and the birth date."""
     brdy = _date(v.get("brdy"))
     med_type = v.get("med_type")
-    attrs = {"gend": v.get("gend"), "brdy": brdy, "insutype": v.get("insutype"), "hosp_lv": v.get("hosp_lv"),
-             "inst_level": inst_level(v.get("hosp_lv")), "med_type": med_type,
-             "inpatient": str(med_type).startswith("2") if med_type is not None else None,
-             "begntime": v.get("begntime"), "endtime": v.get("endtime"), "visit_dept": v.get("adm_dept_codg"),
-             "chfpdr_code": v.get("chfpdr_code")}
+    attrs = {
+        "gend": v.get("gend"),
+        "brdy": brdy,
+        "insutype": v.get("insutype"),
+        "hosp_lv": v.get("hosp_lv"),
+        "inst_level": inst_level(v.get("hosp_lv")),
+        "med_type": med_type,
+        "inpatient": str(med_type).startswith("2") if med_type is not None else None,
+        "begntime": v.get("begntime"),
+        "endtime": v.get("endtime"),
+        "visit_dept": v.get("adm_dept_codg"),
+        "chfpdr_code": v.get("chfpdr_code"),
+    }
     return attrs, brdy
 
 

@@ -39,15 +39,24 @@ def compile_rules(rules: list[Rule]) -> dict[str, CompiledType]:
     for key, r in enumerate(rules):
         rt = REGISTRY[r.type]
         ct = out.setdefault(r.type, CompiledType(r.type, rt.dedupe_lines))
-        bounded = (r.valid_from is not None or r.valid_to is not None
-                   or any(r.scope.get(k) is not None for k in ("med_types", "hosp_levels", "institutions")))
+        bounded = (
+            r.valid_from is not None
+            or r.valid_to is not None
+            or any(r.scope.get(k) is not None for k in ("med_types", "hosp_levels", "institutions"))
+        )
         if not r.items:
             ct.all_keys.add(key)
-        for it in (r.items or [None]):
-            params = {p.name: (it.params.get(p.name) if it and it.params.get(p.name) is not None else r.params.get(p.name))
-                      for p in rt.params}
-            e = ItemEntry(key, r, {**params, "rule_key": key, "item_name": it.name if it else None,
-                                   "_match_all": it is None}, bounded)
+        for it in r.items or [None]:
+            params = {
+                p.name: (it.params.get(p.name) if it and it.params.get(p.name) is not None else r.params.get(p.name))
+                for p in rt.params
+            }
+            e = ItemEntry(
+                key,
+                r,
+                {**params, "rule_key": key, "item_name": it.name if it else None, "_match_all": it is None},
+                bounded,
+            )
             if it is None:
                 ct.add("all", None, e)
                 continue

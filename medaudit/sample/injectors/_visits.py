@@ -16,7 +16,9 @@ from ..inject import Context
 CLINIC_DRUG = "XM01AEB090E008010103174"  # 布洛芬缓释胶囊
 
 
-def add_stay(ctx: Context, like: dict, begin: dt.datetime, days: int, inst: str | None = None, **changes) -> tuple[dict, list[str]]:
+def add_stay(
+    ctx: Context, like: dict, begin: dt.datetime, days: int, inst: str | None = None, **changes
+) -> tuple[dict, list[str]]:
     """A new inpatient stay of ``like``'s person from ``begin`` for ``days`` nights (discharge at
     10:00 on day ``days``). Returns the visit and the bkkp_sn of its lines."""
     end = dt.datetime.combine(begin.date() + dt.timedelta(days=days), dt.time(10, 0))
@@ -36,8 +38,16 @@ def add_stay(ctx: Context, like: dict, begin: dt.datetime, days: int, inst: str 
     return v, sns
 
 
-def add_clinic_visit(ctx: Context, like: dict, begin: dt.datetime, inst: str | None = None, consult: bool = True,
-                     drug: str = CLINIC_DRUG, cnt: int = 1, appr: str = "1") -> tuple[dict, list[str]]:
+def add_clinic_visit(
+    ctx: Context,
+    like: dict,
+    begin: dt.datetime,
+    inst: str | None = None,
+    consult: bool = True,
+    drug: str = CLINIC_DRUG,
+    cnt: int = 1,
+    appr: str = "1",
+) -> tuple[dict, list[str]]:
     """A new general outpatient visit (med_type 11) of ``like``'s person at ``begin`` (three hours):
     a consultation (optional) and one drug for 5 days (``appr`` "2": switched to self-pay).
     Returns the visit and its lines."""
@@ -57,8 +67,15 @@ def other_institution(ctx: Context, inst: str) -> str:
     return codes[int(ctx.rng.integers(0, len(codes)))]
 
 
-def add_short_stay(ctx: Context, like: dict, begin: dt.datetime, days: int, empty_days: tuple[int, ...] = (),
-                   treatment: bool = False, **changes) -> tuple[dict, list[str]]:
+def add_short_stay(
+    ctx: Context,
+    like: dict,
+    begin: dt.datetime,
+    days: int,
+    empty_days: tuple[int, ...] = (),
+    treatment: bool = False,
+    **changes,
+) -> tuple[dict, list[str]]:
     """A new general inpatient stay (med_type 21) of ``like``'s person for ``days`` nights with
     only classes an outpatient visit could give (campaign detectors): each day a bed (01) and a
     ward round (02), and but on ``empty_days`` (offsets from admission) a nursing fee (07); on

@@ -29,8 +29,17 @@ SAFE_SET = frozenset(SAFE)
 
 
 def _candidates(ctx: Context, v: dict, min_cnt: int = 1) -> list[dict]:
-    rows = ctx.rows_of(v, lambda r: r["code"] in SAFE_SET and r["ownpay_pct"] == 0 and r["appr"] == "1"
-                       and r["init"] is None and r["billed"] is None and r["cnt"] >= min_cnt)
+    rows = ctx.rows_of(
+        v,
+        lambda r: (
+            r["code"] in SAFE_SET
+            and r["ownpay_pct"] == 0
+            and r["appr"] == "1"
+            and r["init"] is None
+            and r["billed"] is None
+            and r["cnt"] >= min_cnt
+        ),
+    )
     out = []
     for r in rows:
         r["unit"] = r["pric"] if r["pric"] is not None else ctx.price(r["code"], v)
@@ -46,8 +55,10 @@ def _fen(x: int) -> str:
 
 def _note(ctx: Context, r: dict, billed: int, extra: str = "") -> str:
     d = billed - r["amt"]
-    return (f"{ctx.item(r['code']).name} 数量 {r['cnt']} × 单价 {_fen(r['unit'])} = {_fen(r['amt'])} 元，"
-            f"明细金额 {_fen(billed)} 元，{'多计' if d > 0 else '少计'} {_fen(abs(d))} 元{extra}")
+    return (
+        f"{ctx.item(r['code']).name} 数量 {r['cnt']} × 单价 {_fen(r['unit'])} = {_fen(r['amt'])} 元，"
+        f"明细金额 {_fen(billed)} 元，{'多计' if d > 0 else '少计'} {_fen(abs(d))} 元{extra}"
+    )
 
 
 def inject(ctx: Context) -> None:
@@ -90,8 +101,15 @@ def inject(ctx: Context) -> None:
         ctx.edit_line(own["bkkp_sn"], billed=own["amt"] + max(2, own["amt"] // 5), appr="2")  # self-paid
         over = gone["amt"] + max(2, gone["amt"] // 5)
         ctx.edit_line(gone["bkkp_sn"], billed=over)  # fully refunded, the refund states the same amount
-        ctx.add_line(v, gone["code"], gone["time"] + dt.timedelta(minutes=20), -gone["cnt"], init=gone["bkkp_sn"],
-                     pric=gone["unit"], billed=-over)
+        ctx.add_line(
+            v,
+            gone["code"],
+            gone["time"] + dt.timedelta(minutes=20),
+            -gone["cnt"],
+            init=gone["bkkp_sn"],
+            pric=gone["unit"],
+            billed=-over,
+        )
 
 
 INJECTOR = Injector("amount_mismatch", inject)

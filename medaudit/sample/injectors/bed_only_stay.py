@@ -18,22 +18,25 @@ from ._visits import add_short_stay
 
 def _begin(ctx: Context, v: dict) -> dt.datetime:
     last = v["endtime"] or v["begntime"]
-    return dt.datetime.combine(last.date() + dt.timedelta(days=int(ctx.rng.integers(20, 41))),
-                               dt.time(9, int(ctx.rng.integers(0, 60))))
+    return dt.datetime.combine(
+        last.date() + dt.timedelta(days=int(ctx.rng.integers(20, 41))), dt.time(9, int(ctx.rng.integers(0, 60)))
+    )
 
 
 def inject(ctx: Context) -> None:
     where = pl.col("last_of_person") & ~pl.col("died") & (pl.col("med_type") != "28")
     for v in ctx.take_visits(ctx.count(), where):
         nights = int(ctx.rng.integers(6, 10))
-        nv, sns = add_short_stay(ctx, v, _begin(ctx, v), nights, empty_days=(2, 3, 4), treatment=True,
-                                 main_diag="I63.900", second_diag=None)
+        nv, sns = add_short_stay(
+            ctx, v, _begin(ctx, v), nights, empty_days=(2, 3, 4), treatment=True, main_diag="I63.900", second_diag=None
+        )
         days = "、".join(str(nv["begntime"].date() + dt.timedelta(days=d)) for d in (2, 3, 4))
         for sn in sns:
             ctx.expect("R-BOS-001", nv, sn, f"{days} 只有床位费和查房，无护理用药检查")
     for v in ctx.take_visits(max(1, ctx.count() // 2), where):
-        add_short_stay(ctx, v, _begin(ctx, v), 6, empty_days=(2, 3), treatment=True, main_diag="I63.900",
-                       second_diag=None)
+        add_short_stay(
+            ctx, v, _begin(ctx, v), 6, empty_days=(2, 3), treatment=True, main_diag="I63.900", second_diag=None
+        )
 
 
 INJECTOR = Injector("bed_only_stay", inject, rate=0.004)

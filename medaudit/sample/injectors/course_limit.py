@@ -28,7 +28,9 @@ def inject(ctx: Context) -> None:
         for d in range(1, last + 1):
             sn = ctx.add_line(v, cat.BUTYLPHTHALIDE, ctx.at(first.date() + dt.timedelta(days=d), 9, 5))
             if d >= 14:
-                ctx.expect("R-CRS-001", v, sn, f"丁苯酞氯化钠注射液 首次使用 {first.date()}，第 {d + 1} 天仍收费（限支付14天）")
+                ctx.expect(
+                    "R-CRS-001", v, sn, f"丁苯酞氯化钠注射液 首次使用 {first.date()}，第 {d + 1} 天仍收费（限支付14天）"
+                )
 
 
 INJECTOR = Injector("course_limit", inject, rate=0.006)

@@ -21,7 +21,9 @@ def inject(ctx: Context) -> None:
         mine = cnt * ctx.price(cat.AMOXICILLIN_B, v)
         theirs = row["cnt"] * ctx.price(cat.AMOXICILLIN, v)
         cheaper = sn if mine < theirs else row["bkkp_sn"]
-        ctx.expect("R-ING-001", v, cheaper, f"同日两厂家阿莫西林胶囊（{mine / 100:.2f} 元 / {theirs / 100:.2f} 元），扣较低者")
+        ctx.expect(
+            "R-ING-001", v, cheaper, f"同日两厂家阿莫西林胶囊（{mine / 100:.2f} 元 / {theirs / 100:.2f} 元），扣较低者"
+        )
 
 
 INJECTOR = Injector("duplicate_ingredient", inject)

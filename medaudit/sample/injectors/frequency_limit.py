@@ -22,8 +22,11 @@ def inject(ctx: Context) -> None:
         t = max(r["time"] for r in ctx.rows_of(v, lambda r: r["code"] == cat.IPT_CONSULT and r["time"].date() == d))
         sn = ctx.add_line(v, cat.IPT_CONSULT, t + dt.timedelta(minutes=3), 1)
         ctx.expect("R-FRQ-001", v, sn, f"{ctx.day_of(v, day)} 住院诊查费收费 2 次")
-    ecg = ctx.data.lines.filter(pl.col("code") == cat.ECG_MONITOR).group_by("vi").agg(
-        pl.col("time").first(), pl.col("cnt").first())
+    ecg = (
+        ctx.data.lines.filter(pl.col("code") == cat.ECG_MONITOR)
+        .group_by("vi")
+        .agg(pl.col("time").first(), pl.col("cnt").first())
+    )
     for v in ctx.take_visits(b, pl.col("vi").is_in(ecg["vi"].implode())):
         row = ecg.filter(pl.col("vi") == v["vi"]).row(0, named=True)
         extra = int(ctx.rng.integers(1, 5))

@@ -17,13 +17,27 @@ def inject(ctx: Context) -> None:
     for gend, n in (("1", a), ("2", b)):
         code, name = DIAGS[gend]
         for v in ctx.take_visits(n, pl.col("gend") == gend):
-            ctx.add_row("setl_list_diag_d", mdtrt_id=v["mdtrt_id"], setl_id=v["setl_id"], diag_type="1",
-                        maindiag_flag="0", diag_code=code, diag_name=name)
+            ctx.add_row(
+                "setl_list_diag_d",
+                mdtrt_id=v["mdtrt_id"],
+                setl_id=v["setl_id"],
+                diag_type="1",
+                maindiag_flag="0",
+                diag_code=code,
+                diag_name=name,
+            )
             for sn in ctx.lines_of(v)["bkkp_sn"]:
                 ctx.expect("R-GDX-001", v, sn, f"{'男' if gend == '1' else '女'}性患者诊断 {code} {name}")
     for (code, name), v in zip(DIAGS.values(), ctx.take_visits(2, pl.col("gend").is_in(["0", "9"]))):
-        ctx.add_row("setl_list_diag_d", mdtrt_id=v["mdtrt_id"], setl_id=v["setl_id"], diag_type="1",
-                    maindiag_flag="0", diag_code=code, diag_name=name)
+        ctx.add_row(
+            "setl_list_diag_d",
+            mdtrt_id=v["mdtrt_id"],
+            setl_id=v["setl_id"],
+            diag_type="1",
+            maindiag_flag="0",
+            diag_code=code,
+            diag_name=name,
+        )
 
 
 INJECTOR = Injector("gender_diagnosis_conflict", inject, rate=0.01)

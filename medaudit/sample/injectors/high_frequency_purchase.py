@@ -35,14 +35,25 @@ def inject(ctx: Context) -> None:
         code, t0 = own[0]["code"], own[0]["time"]
         first = t0.date().replace(day=1)
         nxt = (first + dt.timedelta(days=32)).replace(day=1)
-        days = [first + dt.timedelta(days=k) for k in range((nxt - first).days) if first + dt.timedelta(days=k) != t0.date()]
+        days = [
+            first + dt.timedelta(days=k) for k in range((nxt - first).days) if first + dt.timedelta(days=k) != t0.date()
+        ]
         if done >= n:  # the near miss: 4 paid days, a self-paid 5th, 2 days of the next month
             picks = ctx.rng.choice(len(days), size=MAX_DAYS, replace=False).tolist()
             for i, k in enumerate(picks):
-                add_clinic_visit(ctx, v, _time(ctx, days[k]), inst=_inst(ctx), consult=False, drug=code,
-                                 appr="2" if i == MAX_DAYS - 1 else "1")
+                add_clinic_visit(
+                    ctx,
+                    v,
+                    _time(ctx, days[k]),
+                    inst=_inst(ctx),
+                    consult=False,
+                    drug=code,
+                    appr="2" if i == MAX_DAYS - 1 else "1",
+                )
             for k in (0, 1):
-                add_clinic_visit(ctx, v, _time(ctx, nxt + dt.timedelta(days=k)), inst=_inst(ctx), consult=False, drug=code)
+                add_clinic_visit(
+                    ctx, v, _time(ctx, nxt + dt.timedelta(days=k)), inst=_inst(ctx), consult=False, drug=code
+                )
             near = True
             continue
         extra = sorted(ctx.rng.choice(len(days), size=MAX_DAYS + int(ctx.rng.integers(0, 2)), replace=False).tolist())
@@ -54,8 +65,12 @@ def inject(ctx: Context) -> None:
         buys.sort(key=lambda b: (b[0], b[2]))
         excess = buys[MAX_DAYS:]
         for _t, nv, sn in excess:
-            ctx.expect("R-HFP-001", excess[0][1], sn,
-                       f"{first:%Y-%m} 购买 {ctx.item(code).name} {len(buys)} 天，第 {MAX_DAYS + 1} 天起超出")
+            ctx.expect(
+                "R-HFP-001",
+                excess[0][1],
+                sn,
+                f"{first:%Y-%m} 购买 {ctx.item(code).name} {len(buys)} 天，第 {MAX_DAYS + 1} 天起超出",
+            )
         done += 1
 
 

@@ -26,8 +26,9 @@ def inject(ctx: Context) -> None:
     for kind in ("sixty", "same_place"):
         for v in ctx.take_visits(1, where):
             if kind == "sixty":
-                add_clinic_visit(ctx, v, v["begntime"] + dt.timedelta(minutes=60),
-                                 inst=other_institution(ctx, v["fixmedins_code"]))
+                add_clinic_visit(
+                    ctx, v, v["begntime"] + dt.timedelta(minutes=60), inst=other_institution(ctx, v["fixmedins_code"])
+                )
             else:
                 add_clinic_visit(ctx, v, v["begntime"] + dt.timedelta(minutes=10))
 

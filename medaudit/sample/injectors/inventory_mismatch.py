@@ -29,28 +29,62 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
     # held whole), with what fee_list_d states: its setl_id (none before settlement), month,
     # quantity, self-paid amount and flags
     lines = ctx.fee_lines
-    visits = ctx.all_visits.select("vi", "mdtrt_id", "fixmedins_code",
-                                   pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"))
+    visits = ctx.all_visits.select(
+        "vi",
+        "mdtrt_id",
+        "fixmedins_code",
+        pl.when(pl.col("settled")).then(pl.col("setl_id")).otherwise(None).alias("setl_id"),
+    )
     ok_setl = tables["setl_d"].filter(pl.col("refd_setl_flag") != "1")["setl_id"]
     refunded = lines["init"].drop_nulls()
     neg = lines.filter(pl.col("cnt") < 0).select("vi", "code").unique()
-    kinds = pl.DataFrame({"code": [i.code for i in cat.ITEMS if i.list_type in ("101", "102", "301")],
-                          "chrgitm_lv": [i.lv for i in cat.ITEMS if i.list_type in ("101", "102", "301")]})
+    kinds = pl.DataFrame(
+        {
+            "code": [i.code for i in cat.ITEMS if i.list_type in ("101", "102", "301")],
+            "chrgitm_lv": [i.lv for i in cat.ITEMS if i.list_type in ("101", "102", "301")],
+        }
+    )
     grp = ["fixmedins_code", "hilist_code", "month"]
-    stock = (lines.lazy().select("vi", "bkkp_sn", "code", "cnt", "time", "appr", "own")
-             .join(kinds.lazy(), on="code", how="inner", maintain_order="left")
-             .join(neg.lazy().with_columns(pl.lit(True).alias("neg")), on=["vi", "code"], how="left", maintain_order="left")
-             .join(visits.lazy(), on="vi", how="left", maintain_order="left")
-             .with_columns(q=pl.col("cnt").cast(pl.Float64), hilist_code=pl.col("code"), month=MONTH,
-                           ts=pl.col("time").dt.truncate("1s").dt.epoch("s"), snn=SN_ORDER)
-             .with_columns(good=(pl.col("q") > 0) & pl.col("setl_id").is_in(ok_setl.implode()).fill_null(False) & pl.col("neg").is_null()
-                           & ~pl.col("bkkp_sn").is_in(refunded.implode()))
-             .select("fixmedins_code", "hilist_code", "month", "good", "q", "bkkp_sn", "mdtrt_id", "chrgitm_lv", "appr", "own",
-                     "ts", "snn")
-             .collect())
+    stock = (
+        lines.lazy()
+        .select("vi", "bkkp_sn", "code", "cnt", "time", "appr", "own")
+        .join(kinds.lazy(), on="code", how="inner", maintain_order="left")
+        .join(neg.lazy().with_columns(pl.lit(True).alias("neg")), on=["vi", "code"], how="left", maintain_order="left")
+        .join(visits.lazy(), on="vi", how="left", maintain_order="left")
+        .with_columns(
+            q=pl.col("cnt").cast(pl.Float64),
+            hilist_code=pl.col("code"),
+            month=MONTH,
+            ts=pl.col("time").dt.truncate("1s").dt.epoch("s"),
+            snn=SN_ORDER,
+        )
+        .with_columns(
+            good=(pl.col("q") > 0)
+            & pl.col("setl_id").is_in(ok_setl.implode()).fill_null(False)
+            & pl.col("neg").is_null()
+            & ~pl.col("bkkp_sn").is_in(refunded.implode())
+        )
+        .select(
+            "fixmedins_code",
+            "hilist_code",
+            "month",
+            "good",
+            "q",
+            "bkkp_sn",
+            "mdtrt_id",
+            "chrgitm_lv",
+            "appr",
+            "own",
+            "ts",
+            "snn",
+        )
+        .collect()
+    )
     # the latest line of a group: in fee_list_d's time (to the second) and then bkkp_sn, found as
     # the largest of one integer (seconds, then bkkp_sn's number) when it fits, else by a sort
-    lo, hi, top = stock.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"), pl.col("snn").max()).row(0)
+    lo, hi, top = stock.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"), pl.col("snn").max()).row(
+        0
+    )
     bits = int(top or 0).bit_length()
     if stock.height and (hi - lo) < (1 << (62 - bits)):
         at = ((pl.col("ts") - lo) * (1 << bits) + pl.col("snn")).arg_max()
@@ -58,15 +92,22 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
     else:
         at = pl.len() - 1
         groups = stock.sort("ts", "snn").group_by(grp, maintain_order=True)
-    last = (groups
-            .agg(pl.col("good").all().alias("all_good"), pl.col("q").sum().alias("billed"),
-                 pl.col("bkkp_sn").get(at), pl.col("mdtrt_id").get(at), pl.col("q").get(at).alias("last_q"),
-                 ((pl.col("chrgitm_lv").get(at) != "03") & (pl.col("appr").get(at) == "1")
-                  & (pl.col("own").get(at) == 0)).alias("paid"))
-            .with_columns(month_text("month").alias("month"))
-            .join(tables["purchases"].rename({"period": "month"}), on=grp, how="inner")
-            .filter(pl.col("all_good") & pl.col("paid") & (pl.col("last_q") == pl.col("last_q").round(0)))
-            .sort(grp))
+    last = (
+        groups.agg(
+            pl.col("good").all().alias("all_good"),
+            pl.col("q").sum().alias("billed"),
+            pl.col("bkkp_sn").get(at),
+            pl.col("mdtrt_id").get(at),
+            pl.col("q").get(at).alias("last_q"),
+            (
+                (pl.col("chrgitm_lv").get(at) != "03") & (pl.col("appr").get(at) == "1") & (pl.col("own").get(at) == 0)
+            ).alias("paid"),
+        )
+        .with_columns(month_text("month").alias("month"))
+        .join(tables["purchases"].rename({"period": "month"}), on=grp, how="inner")
+        .filter(pl.col("all_good") & pl.col("paid") & (pl.col("last_q") == pl.col("last_q").round(0)))
+        .sort(grp)
+    )
     cands = [r for r in last.iter_rows(named=True) if not ctx.used(r["mdtrt_id"])]
     if not cands:
         return
@@ -89,12 +130,21 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
         ctx.use_visit(r["mdtrt_id"])
         bought = int(r["billed"] - r["last_q"])
         lowered[(r["fixmedins_code"], r["hilist_code"], r["month"])] = str(bought)
-        ctx.expect("R-INV-001", None, r["bkkp_sn"],
-                   f"{r['fixmedins_code']} {r['month']} 收费 {int(r['billed'])}，购进改为 {bought}：最后一条超出")
+        ctx.expect(
+            "R-INV-001",
+            None,
+            r["bkkp_sn"],
+            f"{r['fixmedins_code']} {r['month']} 收费 {int(r['billed'])}，购进改为 {bought}：最后一条超出",
+        )
     p = tables["purchases"]
-    keys = pl.DataFrame([{"fixmedins_code": k[0], "hilist_code": k[1], "period": k[2], "__new": v} for k, v in lowered.items()])
-    tables["purchases"] = (p.join(keys, on=["fixmedins_code", "hilist_code", "period"], how="left")
-                           .with_columns(pl.coalesce("__new", "purchase_cnt").alias("purchase_cnt")).drop("__new"))
+    keys = pl.DataFrame(
+        [{"fixmedins_code": k[0], "hilist_code": k[1], "period": k[2], "__new": v} for k, v in lowered.items()]
+    )
+    tables["purchases"] = (
+        p.join(keys, on=["fixmedins_code", "hilist_code", "period"], how="left")
+        .with_columns(pl.coalesce("__new", "purchase_cnt").alias("purchase_cnt"))
+        .drop("__new")
+    )
 
 
 INJECTOR = Injector("inventory_mismatch", inject, rate=0.01, finish=finish)

@@ -13,8 +13,9 @@ from ..inject import Context, Injector
 
 def inject(ctx: Context) -> None:
     for v in ctx.take_visits(ctx.count(), ~pl.col("inpatient")):
-        sn = ctx.add_line(v, cat.GLUCOSAMINE, ctx.time_in(v), int(ctx.rng.integers(1, 4)),
-                          prd_days=int(ctx.rng.integers(7, 15)))
+        sn = ctx.add_line(
+            v, cat.GLUCOSAMINE, ctx.time_in(v), int(ctx.rng.integers(1, 4)), prd_days=int(ctx.rng.integers(7, 15))
+        )
         ctx.expect("R-CAT-001", v, sn, "盐酸氨基葡萄糖胶囊 2020年起调出医保目录")
 
 

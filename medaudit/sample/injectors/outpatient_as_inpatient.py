@@ -19,8 +19,9 @@ from ._visits import add_short_stay
 
 def _begin(ctx: Context, v: dict) -> dt.datetime:
     last = v["endtime"] or v["begntime"]
-    return dt.datetime.combine(last.date() + dt.timedelta(days=int(ctx.rng.integers(20, 41))),
-                               dt.time(9, int(ctx.rng.integers(0, 60))))
+    return dt.datetime.combine(
+        last.date() + dt.timedelta(days=int(ctx.rng.integers(20, 41))), dt.time(9, int(ctx.rng.integers(0, 60)))
+    )
 
 
 def inject(ctx: Context) -> None:
@@ -32,12 +33,24 @@ def inject(ctx: Context) -> None:
             ctx.expect("R-OAI-001", nv, sn, f"住院 {nights} 天，无手术，费用只有床位、查房、护理、化验和口服药")
     for kind, n in zip(("long", "treated", "operated"), split(3, 3)):
         for v in ctx.take_visits(n, where):
-            nv, _ = add_short_stay(ctx, v, _begin(ctx, v), 4 if kind == "long" else 2, treatment=kind == "treated",
-                                   main_diag="K29.700", second_diag=None)
+            nv, _ = add_short_stay(
+                ctx,
+                v,
+                _begin(ctx, v),
+                4 if kind == "long" else 2,
+                treatment=kind == "treated",
+                main_diag="K29.700",
+                second_diag=None,
+            )
             if kind == "operated":
-                ctx.add_row("setl_list_oprn_d", mdtrt_id=nv["mdtrt_id"], oprn_oprt_code="45.1300x001",
-                            oprn_oprt_name="小肠内镜检查", oprn_oprt_date=nv["begntime"] + dt.timedelta(hours=2),
-                            main_oprn_flag="1")
+                ctx.add_row(
+                    "setl_list_oprn_d",
+                    mdtrt_id=nv["mdtrt_id"],
+                    oprn_oprt_code="45.1300x001",
+                    oprn_oprt_name="小肠内镜检查",
+                    oprn_oprt_date=nv["begntime"] + dt.timedelta(hours=2),
+                    main_oprn_flag="1",
+                )
 
 
 INJECTOR = Injector("outpatient_as_inpatient", inject, rate=0.004)

@@ -27,8 +27,13 @@ from ._visits import add_clinic_visit, add_stay, other_institution
 
 def inject(ctx: Context) -> None:
     a, b = split(ctx.count(), 2)
-    stays = (pl.col("inpatient") & (pl.col("med_type") != "28") & pl.col("last_of_person") & ~pl.col("died")
-             & (pl.col("los_dd") >= 2))
+    stays = (
+        pl.col("inpatient")
+        & (pl.col("med_type") != "28")
+        & pl.col("last_of_person")
+        & ~pl.col("died")
+        & (pl.col("los_dd") >= 2)
+    )
     for v in ctx.take_visits(a, stays):
         k = int(ctx.rng.integers(1, v["los_dd"]))
         begin = dt.datetime.combine(ctx.day_of(v, k), dt.time(15, int(ctx.rng.integers(0, 60))))
@@ -45,11 +50,20 @@ def inject(ctx: Context) -> None:
         for v in ctx.take_visits(n, stays):
             last_day = v["endtime"].date()
             if kind == "transfer":
-                add_stay(ctx, v, dt.datetime.combine(last_day, dt.time(14, 0)), 2,
-                         inst=other_institution(ctx, v["fixmedins_code"]))
+                add_stay(
+                    ctx,
+                    v,
+                    dt.datetime.combine(last_day, dt.time(14, 0)),
+                    2,
+                    inst=other_institution(ctx, v["fixmedins_code"]),
+                )
             elif kind == "after_discharge":
-                add_clinic_visit(ctx, v, dt.datetime.combine(last_day, dt.time(14, 0)),
-                                 inst=other_institution(ctx, v["fixmedins_code"]))
+                add_clinic_visit(
+                    ctx,
+                    v,
+                    dt.datetime.combine(last_day, dt.time(14, 0)),
+                    inst=other_institution(ctx, v["fixmedins_code"]),
+                )
             else:
                 add_clinic_visit(ctx, v, dt.datetime.combine(ctx.day_of(v, 1), dt.time(13, 0)))
 

@@ -29,14 +29,26 @@ from ..inject import Context, Injector
 CRP = "002503050060000"  # C反应蛋白测定 (04); no frequency or period rule names it
 
 
-def _group(ctx: Context, day: dt.date, inst: str, diag: str, quantities: list[int], tag: str) -> list[tuple[dict, str, int]]:
+def _group(
+    ctx: Context, day: dt.date, inst: str, diag: str, quantities: list[int], tag: str
+) -> list[tuple[dict, str, int]]:
     out = []
     picks = ctx.rng.integers(0, ctx.n_visits, len(quantities))
     for k, (q, i) in enumerate(zip(quantities, picks)):
         like = ctx.visits.row(int(i), named=True)
         begin = dt.datetime.combine(day, dt.time(8, 0)) + dt.timedelta(minutes=7 * k)
-        v = ctx.add_visit(like, begin, begin + dt.timedelta(hours=2), inst=inst, psn_no=f"P39{tag}{k:03d}",
-                          med_type="11", inpatient=False, main_diag=diag, second_diag=None, died=False)
+        v = ctx.add_visit(
+            like,
+            begin,
+            begin + dt.timedelta(hours=2),
+            inst=inst,
+            psn_no=f"P39{tag}{k:03d}",
+            med_type="11",
+            inpatient=False,
+            main_diag=diag,
+            second_diag=None,
+            died=False,
+        )
         v["dept"] = "A02" if v["level"] == 1 else "A03"
         v["doctor"] = f"D{v['fixmedins_code'][-4:]}{v['dept']}1"
         ctx.add_line(v, cat.OPT_CONSULT, begin + dt.timedelta(minutes=5))
@@ -55,7 +67,9 @@ def inject(ctx: Context) -> None:
         order = ctx.rng.permutation(len(quantities))
         for v, sn, q in _group(ctx, day, inst, "R51.x00", [quantities[i] for i in order], f"{g:04d}A"):
             if q == 9:
-                ctx.expect("R-OVT-001", v, sn, "检查化验数量 9，同类 30 人次（同月门诊、同级、主诊断 R51）第 95 百分位 3")
+                ctx.expect(
+                    "R-OVT-001", v, sn, "检查化验数量 9，同类 30 人次（同月门诊、同级、主诊断 R51）第 95 百分位 3"
+                )
         _group(ctx, day, inst, "R50.900", [1] * 28 + [9], f"{g:04d}B")
 
 
@@ -69,48 +83,78 @@ def finish(ctx: Context, tables: dict) -> None:
     in_class = [i.code for i in cat.ITEMS if i.chrg in CLASSES]
     lines = ctx.fee_lines.select("vi", "bkkp_sn", "code", "cnt", "time", "init").filter(pl.col("code").is_in(in_class))
     pos = lines.filter(pl.col("cnt") > 0)
-    linked = lines.filter((pl.col("cnt") < 0) & pl.col("init").is_not_null()).group_by("init").agg(pl.col("cnt").sum().alias("r"))
+    linked = (
+        lines.filter((pl.col("cnt") < 0) & pl.col("init").is_not_null())
+        .group_by("init")
+        .agg(pl.col("cnt").sum().alias("r"))
+    )
     pos = pos.join(linked, left_on="bkkp_sn", right_on="init", how="left").with_columns(
-        (pl.col("cnt") + pl.col("r").fill_null(0)).alias("net"), pl.col("time").dt.date().alias("d"))
+        (pl.col("cnt") + pl.col("r").fill_null(0)).alias("net"), pl.col("time").dt.date().alias("d")
+    )
     # refunds without init_feedetl_sn: the same visit, code and day, latest lines first
-    unl = (lines.filter((pl.col("cnt") < 0) & pl.col("init").is_null())
-           .group_by("vi", "code", pl.col("time").dt.date().alias("d")).agg((-pl.col("cnt").sum()).alias("u")))
+    unl = (
+        lines.filter((pl.col("cnt") < 0) & pl.col("init").is_null())
+        .group_by("vi", "code", pl.col("time").dt.date().alias("d"))
+        .agg((-pl.col("cnt").sum()).alias("u"))
+    )
     # (only the few (visit, code, day) groups with such a refund are sorted and summed)
     pos = pos.join(unl, on=["vi", "code", "d"], how="left")
     cols = pos.columns
-    refunded = (pos.filter(pl.col("u").is_not_null()).sort("vi", "code", "d", "time", "bkkp_sn", descending=True)
-                .with_columns(pl.col("net").cum_sum().over("vi", "code", "d").alias("cum"))
-                .with_columns(pl.min_horizontal(pl.col("net"), pl.max_horizontal(pl.col("cum") - pl.col("u"), 0)).alias("net"))
-                .select(cols))
+    refunded = (
+        pos.filter(pl.col("u").is_not_null())
+        .sort("vi", "code", "d", "time", "bkkp_sn", descending=True)
+        .with_columns(pl.col("net").cum_sum().over("vi", "code", "d").alias("cum"))
+        .with_columns(pl.min_horizontal(pl.col("net"), pl.max_horizontal(pl.col("cum") - pl.col("u"), 0)).alias("net"))
+        .select(cols)
+    )
     pos = pl.concat([pos.filter(pl.col("u").is_null()), refunded])
     v = ctx.all_visits.filter(pl.col("settled") & ~pl.col("refunded"))
     any_line = ctx.fee_lines.lazy().filter(pl.col("cnt") > 0).select("vi").unique().collect()
     v = v.join(any_line, on="vi", how="semi")  # visits with a line (no sample visit is refunded whole line by line)
     q = pos.filter(pl.col("net") > 0).group_by("vi").agg(pl.col("net").sum().alias("q"))
     v = v.join(q, on="vi", how="left").with_columns(
-        pl.col("q").fill_null(0), pl.col("begntime").dt.strftime("%Y-%m").alias("month"),
-        pl.col("main_diag").str.replace_all(".", "", literal=True).str.to_uppercase().str.slice(0, 3).alias("dg"))
+        pl.col("q").fill_null(0),
+        pl.col("begntime").dt.strftime("%Y-%m").alias("month"),
+        pl.col("main_diag").str.replace_all(".", "", literal=True).str.to_uppercase().str.slice(0, 3).alias("dg"),
+    )
     keyed = {r["mdtrt_id"] for r in ctx.key if r["rule_type"] == "overtreatment"}
     # each group of at least MIN_PEERS visits, its quantities sorted: the percentile lies between
     # the f-th and the next, at h = (n - 1) x p / 100 = f + r / 100 (r an integer), so
     # q > percentile  <=>  100 q > 100 s[f] + r (s[f+1] - s[f]), exact in integers
     grp = ["month", "inpatient", "level", "dg"]
     hn = (pl.col("n") - 1) * PERCENTILE
-    groups = (v.group_by(grp).agg(pl.col("q").sort().alias("qs"), pl.len().alias("n"))
-              .filter(pl.col("n") >= MIN_PEERS)
-              .with_columns((hn // 100).alias("f"), (hn % 100).alias("r"))
-              .with_columns(pl.col("qs").list.get(pl.col("f")).alias("lo"),
-                            pl.col("qs").list.get(pl.min_horizontal(pl.col("f") + 1, pl.col("n") - 1)).alias("hi"))
-              .select(*grp, "lo", "hi", "r"))
-    flagged = (v.join(groups, on=grp, how="inner")
-               .filter(pl.col("q") * 100 > pl.col("lo") * 100 + pl.col("r") * (pl.col("hi") - pl.col("lo")))
-               .select("vi", "mdtrt_id", "q")
-               .filter(~pl.col("mdtrt_id").is_in(list(keyed))))
+    groups = (
+        v.group_by(grp)
+        .agg(pl.col("q").sort().alias("qs"), pl.len().alias("n"))
+        .filter(pl.col("n") >= MIN_PEERS)
+        .with_columns((hn // 100).alias("f"), (hn % 100).alias("r"))
+        .with_columns(
+            pl.col("qs").list.get(pl.col("f")).alias("lo"),
+            pl.col("qs").list.get(pl.min_horizontal(pl.col("f") + 1, pl.col("n") - 1)).alias("hi"),
+        )
+        .select(*grp, "lo", "hi", "r")
+    )
+    flagged = (
+        v.join(groups, on=grp, how="inner")
+        .filter(pl.col("q") * 100 > pl.col("lo") * 100 + pl.col("r") * (pl.col("hi") - pl.col("lo")))
+        .select("vi", "mdtrt_id", "q")
+        .filter(~pl.col("mdtrt_id").is_in(list(keyed)))
+    )
     # every quantity line of a flagged visit (one join, not a filter of all lines per visit)
-    hits = (pos.filter(pl.col("net") > 0).select("vi", "bkkp_sn")
-            .join(flagged, on="vi", how="inner").sort("mdtrt_id", "bkkp_sn"))
+    hits = (
+        pos.filter(pl.col("net") > 0)
+        .select("vi", "bkkp_sn")
+        .join(flagged, on="vi", how="inner")
+        .sort("mdtrt_id", "bkkp_sn")
+    )
     for mdtrt_id, sn, q in hits.select("mdtrt_id", "bkkp_sn", "q").iter_rows():
-        ctx.expect("R-OVT-001", mdtrt_id, sn, f"检查化验数量 {q} 高于同类就诊第 95 百分位（统计上偏高）",
-                   rule_type="overtreatment")
+        ctx.expect(
+            "R-OVT-001",
+            mdtrt_id,
+            sn,
+            f"检查化验数量 {q} 高于同类就诊第 95 百分位（统计上偏高）",
+            rule_type="overtreatment",
+        )
+
 
 INJECTOR = Injector("overtreatment", inject, rate=0.0, finish=finish)

@@ -34,26 +34,46 @@ def inject(ctx: Context) -> None:
     inp = v.filter(pl.col("inpatient") & pl.col("settled") & ~pl.col("refunded") & (pl.col("level") >= 2))
     counts = inp.group_by("fixmedins_code", "dept", month.alias("month")).len()
     ents = counts.filter(pl.col("len") >= MIN_VISITS).select("fixmedins_code", "dept", "month")
-    cand = (v.filter(pl.col("inpatient") & (pl.col("med_type") != "28") & pl.col("last_of_person") & ~pl.col("died")
-                     & (pl.col("level") >= 2) & pl.col("plain") & pl.col("endtime").is_not_null())
-            .with_columns(month=(pl.col("endtime").dt.date() + pl.duration(days=GAP)).dt.strftime("%Y-%m")))
+    cand = v.filter(
+        pl.col("inpatient")
+        & (pl.col("med_type") != "28")
+        & pl.col("last_of_person")
+        & ~pl.col("died")
+        & (pl.col("level") >= 2)
+        & pl.col("plain")
+        & pl.col("endtime").is_not_null()
+    ).with_columns(month=(pl.col("endtime").dt.date() + pl.duration(days=GAP)).dt.strftime("%Y-%m"))
     cand = cand.filter(pl.Series([not ctx.used(m) for m in cand["mdtrt_id"]], dtype=pl.Boolean))
     if cand.height == 0:
         return
-    others = (cand.select("vi", "fixmedins_code", "dept", "month")
-              .join(ents.rename({"fixmedins_code": "i2", "dept": "d2"}), on="month")
-              .filter((pl.col("i2") != pl.col("fixmedins_code")) | (pl.col("d2") != pl.col("dept")))
-              .group_by("vi").len().rename({"len": "others"}))
+    others = (
+        cand.select("vi", "fixmedins_code", "dept", "month")
+        .join(ents.rename({"fixmedins_code": "i2", "dept": "d2"}), on="month")
+        .filter((pl.col("i2") != pl.col("fixmedins_code")) | (pl.col("d2") != pl.col("dept")))
+        .group_by("vi")
+        .len()
+        .rename({"len": "others"})
+    )
     # the outlier department itself: MIN_VISITS admissions with the one or two added
     own = counts.filter(pl.col("len") >= MIN_VISITS - 2).select("fixmedins_code", "dept", "month", "len")
-    best = (cand.join(others, on="vi").filter(pl.col("others") >= MIN_OTHERS)
-            .join(own, on=["fixmedins_code", "dept", "month"])
-            .sort("others", "vi", descending=[True, False]))
+    best = (
+        cand.join(others, on="vi")
+        .filter(pl.col("others") >= MIN_OTHERS)
+        .join(own, on=["fixmedins_code", "dept", "month"])
+        .sort("others", "vi", descending=[True, False])
+    )
     if best.height == 0:
         return
     top = best.row(0, named=True)
-    same = best.filter((pl.col("fixmedins_code") == top["fixmedins_code"]) & (pl.col("dept") == top["dept"])
-                       & (pl.col("month") == top["month"]))["mdtrt_id"].head(2).to_list()
+    same = (
+        best.filter(
+            (pl.col("fixmedins_code") == top["fixmedins_code"])
+            & (pl.col("dept") == top["dept"])
+            & (pl.col("month") == top["month"])
+        )["mdtrt_id"]
+        .head(2)
+        .to_list()
+    )
     if top["len"] + len(same) < MIN_VISITS:
         return
     key = f"department|{top['fixmedins_code']}|{top['dept']}|{top['month']}"
@@ -62,8 +82,12 @@ def inject(ctx: Context) -> None:
         diag = "K52.900" if not v1["main_diag"].startswith("K52") else "J18.900"
         begin = dt.datetime.combine(v1["endtime"].date() + dt.timedelta(days=GAP), dt.time(9, 30))
         nv, _sns = add_stay(ctx, v1, begin, 3, main_diag=diag, second_diag=None)
-        ctx.expect("R-PEER-001", None, None,
-                   f"科室 {top['dept']}（{top['fixmedins_code']}）{top['month']} 再入院 {nv['mdtrt_id']}（{v1['mdtrt_id']} 出院后 {GAP} 天） [{key}]")
+        ctx.expect(
+            "R-PEER-001",
+            None,
+            None,
+            f"科室 {top['dept']}（{top['fixmedins_code']}）{top['month']} 再入院 {nv['mdtrt_id']}（{v1['mdtrt_id']} 出院后 {GAP} 天） [{key}]",
+        )
 
 
 INJECTOR = Injector("peer_outlier", inject)

@@ -16,8 +16,12 @@ def inject(ctx: Context) -> None:
         cap = ctx.price(row["code"], v)
         pric = cap + max(1, cap * int(ctx.rng.integers(5, 41)) // 100)
         ctx.edit_line(row["bkkp_sn"], pric=pric)
-        ctx.expect("R-PRC-001", v, row["bkkp_sn"],
-                   f"{ctx.item(row['code']).name} 单价 {pric / 100:.2f} 元，限价 {cap / 100:.2f} 元")
+        ctx.expect(
+            "R-PRC-001",
+            v,
+            row["bkkp_sn"],
+            f"{ctx.item(row['code']).name} 单价 {pric / 100:.2f} 元，限价 {cap / 100:.2f} 元",
+        )
 
 
 INJECTOR = Injector("price_cap", inject)

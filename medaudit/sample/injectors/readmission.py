@@ -24,15 +24,22 @@ from ._visits import add_stay
 
 
 def inject(ctx: Context) -> None:
-    where = (pl.col("inpatient") & (pl.col("med_type") != "28") & pl.col("last_of_person") & ~pl.col("died")
-             & (pl.col("level") == 1))
+    where = (
+        pl.col("inpatient")
+        & (pl.col("med_type") != "28")
+        & pl.col("last_of_person")
+        & ~pl.col("died")
+        & (pl.col("level") == 1)
+    )
     for v in ctx.take_visits(ctx.count(), where):
         gap = int(ctx.rng.integers(0, 16))
         day = v["endtime"].date() + dt.timedelta(days=gap)
         begin = dt.datetime.combine(day, dt.time(14 if gap == 0 else 9, int(ctx.rng.integers(0, 60))))
         nv, sns = add_stay(ctx, v, begin, int(ctx.rng.integers(2, 6)))
         for sn in sns:
-            ctx.expect("R-RDM-001", nv, sn, f"{v['mdtrt_id']} 出院后 {gap} 天再次入院，主诊断 {v['main_diag'][:3]} 相同")
+            ctx.expect(
+                "R-RDM-001", nv, sn, f"{v['mdtrt_id']} 出院后 {gap} 天再次入院，主诊断 {v['main_diag'][:3]} 相同"
+            )
     level1 = [x[0] for x in cat.INSTITUTIONS if x[2] in ("08", "09", "10", "14")]
     for kind, n in zip(("late", "elsewhere", "other_diag"), split(max(3, ctx.count() // 2), 3)):
         for v in ctx.take_visits(n, where):
@@ -42,8 +49,14 @@ def inject(ctx: Context) -> None:
                 others = [c for c in level1 if c != v["fixmedins_code"]]
                 add_stay(ctx, v, begin, 3, inst=others[int(ctx.rng.integers(0, len(others)))])
             elif kind == "other_diag":
-                add_stay(ctx, v, begin, 3, main_diag="K52.900" if not v["main_diag"].startswith("K52") else "J18.900",
-                         second_diag=None)
+                add_stay(
+                    ctx,
+                    v,
+                    begin,
+                    3,
+                    main_diag="K52.900" if not v["main_diag"].startswith("K52") else "J18.900",
+                    second_diag=None,
+                )
             else:
                 add_stay(ctx, v, begin, 3)
 

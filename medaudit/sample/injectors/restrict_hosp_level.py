@@ -8,7 +8,9 @@ from ._common import bill_item
 
 
 def inject(ctx: Context) -> None:
-    bill_item(ctx, "R-LVL-001", ctx.count(), pl.col("level") < 2, cat.SHENFU, "一级机构（hosp_lv {hosp_lv}）收费【{name}】")
+    bill_item(
+        ctx, "R-LVL-001", ctx.count(), pl.col("level") < 2, cat.SHENFU, "一级机构（hosp_lv {hosp_lv}）收费【{name}】"
+    )
 
 
 INJECTOR = Injector("restrict_hosp_level", inject)

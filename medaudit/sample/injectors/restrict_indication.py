@@ -12,7 +12,9 @@ from ._common import bill_item
 
 def inject(ctx: Context) -> None:
     no_cancer = ~pl.col("main_diag").str.starts_with("C") & ~pl.col("second_diag").fill_null("").str.starts_with("C")
-    bill_item(ctx, "R-IND-001", ctx.count(), no_cancer & (pl.col("level") >= 2), cat.AIDI, "诊断 {main_diag} 收费【{name}】")
+    bill_item(
+        ctx, "R-IND-001", ctx.count(), no_cancer & (pl.col("level") >= 2), cat.AIDI, "诊断 {main_diag} 收费【{name}】"
+    )
 
 
 INJECTOR = Injector("restrict_indication", inject)

@@ -8,7 +8,14 @@ from ._common import bill_item
 
 
 def inject(ctx: Context) -> None:
-    bill_item(ctx, "R-INS-001", ctx.count(), pl.col("insutype") != "410", cat.SCAR_CREAM, "险种 {insutype} 收费工伤用药【{name}】")
+    bill_item(
+        ctx,
+        "R-INS-001",
+        ctx.count(),
+        pl.col("insutype") != "410",
+        cat.SCAR_CREAM,
+        "险种 {insutype} 收费工伤用药【{name}】",
+    )
 
 
 INJECTOR = Injector("restrict_insutype", inject)
