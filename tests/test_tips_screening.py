@@ -268,6 +268,7 @@ def test_cli_tips_add_screens_show_lists_and_findings_tags_with_the_tip(tmp_path
     r = run(app, ["screen", dbf, "--rules", str(rules)])
     assert r.exit_code == 0, r.output
     r = run(app, ["findings", "--db", dbf, "--limit", "100"], env=WIDE)
+    assert r.exit_code == 0, (r.output, r.exception)
     shown = blocks(r.output)
     tagged = [x for x in shown.values() if "举报 tips: tip 1" in x]
     assert len(tagged) == 2 and all(f" {v['both']} " in x for x in tagged), r.output
