@@ -65,7 +65,7 @@ from pathlib import Path
 import duckdb
 
 from .engine import prepare_lines
-from .types.base import LIVE_VISITS, icd
+from .types.base import icd, live_visits
 from .types.readmission import RULE_TYPE as READMISSION, excluded_condition, pair_condition
 
 LEVELS = ("institution", "department", "doctor")
@@ -312,11 +312,11 @@ def prepare(con: duckdb.DuckDBPyConnection, opts: Options) -> int:
                    arg_max(bilg_dr_code, amt) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
                    arg_max(bilg_dept_codg, amt) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
             FROM lines GROUP BY mdtrt_id),
-        live AS (SELECT * FROM {LIVE_VISITS}),
+        live AS (SELECT * FROM {live_visits("visits", "diag", "setl_d")}),
         sel AS (SELECT v.* FROM live v WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM vl) AND {" AND ".join(where)}),
         readm AS (   -- the readmission type's defaults (its own SQL pieces)
             SELECT DISTINCT c.mdtrt_id FROM sel c JOIN live a ON {pair_condition("c", "a", gap, same, plen)}
-            WHERE c.inpatient AND NOT {excluded_condition("c", excl)})
+            WHERE c.inpatient AND NOT {excluded_condition("c", excl, diag="diag")})
         SELECT v.mdtrt_id, v.fixmedins_code, v.inst_level, v.inpatient, v.los,
                strftime(v.begin_date, '%Y-%m') AS month,
                nullif(left({icd("v.main_diag")}, 3), '') AS diag_group,

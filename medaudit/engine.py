@@ -31,7 +31,7 @@ from .hospital_loop import lifecycle
 from .incremental import Context, Scope
 from .library import Library, Rule
 from .types import REGISTRY
-from .types.base import HIT_COLUMNS, RuleType
+from .types.base import HIT_COLUMNS, INPUTS, RuleType
 
 #: institution level 0..3 from ``hosp_lv`` (:data:`medaudit.semantics.inst_level`)
 LEVEL_SQL = semantics.inst_level.sql("hosp_lv")
@@ -388,11 +388,18 @@ def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "li
     )
 
 
-def type_names(rt: RuleType) -> dict[str, str]:
+def type_names(rt: RuleType, **tables: str) -> dict[str, str]:
+    """What a type's query is formatted with: its matched lines ``{m}``, parameter table ``{p}``,
+    rules ``{r}`` and the tables it reads (:data:`medaudit.types.base.INPUTS`), each by the name
+    the engine gives it (``tables`` overrides: ``lines="lines_person"``)."""
+    unknown = set(tables) - set(INPUTS)
+    if unknown:
+        raise ValueError(f"not a table a rule type reads: {', '.join(sorted(unknown))}")
     return {
         "m": f"m_{rt.name}",
         "p": f"p_{rt.name}",
         "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM rule_fan))",
+        **{t: tables.get(t, t) for t in INPUTS},
     }
 
 
@@ -401,18 +408,20 @@ def create_hits(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE hits ({cols})")
 
 
-def run_type(con: duckdb.DuckDBPyConnection, rt: RuleType) -> int:
-    """Match, then run the type's one query; its rows go into ``hits``. Returns rows added.
+def run_type(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> int:
+    """Match, then run the type's one query over the screened lines ``lines``; its rows go into
+    ``hits``. Returns rows added.
 
-    Types that take no items (visit- and person-level ones) read ``visits``/``lines`` and
+    Types that take no items (visit- and person-level ones) read ``{visits}``/``{lines}`` and
     ``{r}``/``{p}`` themselves; no ``m_<type>`` is built for them.
     """
     if rt.items != "none":
-        build_matched(con, rt)
+        build_matched(con, rt, lines)
+    names = type_names(rt, lines=lines)
     if rt.prepare is not None:
-        rt.prepare(con)
+        rt.prepare(con, tables=names)
     before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
-    con.execute(f"INSERT INTO hits BY NAME {rt.sql(type_names(rt), con)}")
+    con.execute(f"INSERT INTO hits BY NAME {rt.sql(names, con)}")
     return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before
 
 
@@ -552,14 +561,9 @@ class ScreenResult:
     n_visits: int | None = None
 
 
-def _lines_for(con: duckdb.DuckDBPyConnection, ctx: Context | None, reach: str) -> None:
-    """Point ``lines`` at what a type of ``reach`` screens in an incremental run whose lines
-    serve several reaches (``lines_ctx`` holds them all; see :mod:`medaudit.incremental`)."""
-    if reach == "person":  # the person windows' lines, kept apart once (they are few)
-        con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT * FROM lines_person")
-        return
-    where = "" if reach == "all" else "WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_month)"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW lines AS SELECT * FROM lines_ctx {where}")
+#: the lines a type of each reach screens in an incremental run whose ``lines`` serve several
+#: reaches (see :mod:`medaudit.incremental`): handed to the type as its ``{lines}``
+LINES_OF_REACH = {"all": "lines", "person": "lines_person"}  # any other reach: "lines_month"
 
 
 def screen(
@@ -597,25 +601,26 @@ def screen(
     reaches = incremental.reach_of(rules) if ctx is not None else {}
     views = ctx is not None and (ctx.everything or ctx.has_month)
     if views:
-        con.execute("""ALTER TABLE lines RENAME TO lines_ctx;
-                       CREATE OR REPLACE TEMP TABLE lines_person AS SELECT * FROM lines_ctx
-                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_person)""")
+        # the person windows' lines kept apart once (they are few); the month's a view
+        con.execute("""CREATE OR REPLACE TEMP TABLE lines_person AS SELECT * FROM lines
+                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_person);
+                       CREATE OR REPLACE TEMP VIEW lines_month AS SELECT * FROM lines
+                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_month)""")
     timings: dict[str, float] = {}
     names = sorted(by_type) if not plan.nothing else []
     for i, tname in enumerate(names):
         if on_type:
             on_type(tname, i, len(names))
         t = time.perf_counter()
-        if views:
-            _lines_for(con, ctx, reaches[tname].scope)
-        run_type(con, REGISTRY[tname])
+        src = LINES_OF_REACH.get(reaches[tname].scope, "lines_month") if views else "lines"
+        run_type(con, REGISTRY[tname], lines=src)
         if ctx is not None and reaches[tname].scope == "month":
             # month-scoped findings of the touched months only: the others' months are not whole here
             con.execute(f"""DELETE FROM hits WHERE rule_key IN (SELECT rule_key FROM r_all WHERE rule_type = '{tname}')
                             AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
         timings[tname] = time.perf_counter() - t
     if views:
-        con.execute("DROP VIEW lines; DROP TABLE lines_person; ALTER TABLE lines_ctx RENAME TO lines")
+        con.execute("DROP VIEW lines_month; DROP TABLE lines_person")
     if scope.mode == "visits" and not plan.full and not plan.nothing:
         # the findings that involve the named visits, whole (all their hits); the others of
         # the context (the rest of a person's window, of a month) are left to the nightly runs

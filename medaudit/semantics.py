@@ -589,7 +589,7 @@ def catalogue_in_force_sql(h: str, line: str) -> str:
     )
 
 
-def catalogue_caps_sql(lines: str = "lines") -> str:
+def catalogue_caps_sql(lines: str = "lines", hilist: str = "hilist") -> str:
     """SELECT: for each (code, fee date) of ``lines`` with catalogue (``hilist``) rows in force
     that day, the highest cap of each level column (``cap_lv1``, ``cap_lv2``, ``cap_lv3``). A type
     LEFT JOINs it on ``hilist_code`` and ``fee_date`` and reads a line's cap with
@@ -599,16 +599,16 @@ def catalogue_caps_sql(lines: str = "lines") -> str:
     return f"""SELECT d.hilist_code, d.fee_date, max(h.lv1_pric) AS cap_lv1, max(h.lv2_pric) AS cap_lv2,
                       max(h.lv3_pric) AS cap_lv3
                FROM (SELECT DISTINCT l.hilist_code, l.fee_date FROM {lines} l
-                     SEMI JOIN hilist k ON k.hilist_code = l.hilist_code) d
-               JOIN hilist h ON {catalogue_in_force_sql("h", "d")}
+                     SEMI JOIN {hilist} k ON k.hilist_code = l.hilist_code) d
+               JOIN {hilist} h ON {catalogue_in_force_sql("h", "d")}
                GROUP BY d.hilist_code, d.fee_date"""
 
 
-def catalogue_caps_join(line: str, caps: str = "k", lines: str = "lines") -> str:
+def catalogue_caps_join(line: str, caps: str = "k", lines: str = "lines", hilist: str = "hilist") -> str:
     """``LEFT JOIN`` of :func:`catalogue_caps_sql` as ``caps`` to the line row ``line`` (on its
     code and fee date): what a type writes after its FROM to read :func:`catalogue_cap_sql`."""
     return (
-        f"LEFT JOIN ({catalogue_caps_sql(lines)}) {caps} "
+        f"LEFT JOIN ({catalogue_caps_sql(lines, hilist)}) {caps} "
         f"ON {caps}.hilist_code = {line}.hilist_code AND {caps}.fee_date = {line}.fee_date"
     )
 

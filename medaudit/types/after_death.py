@@ -65,7 +65,7 @@ RULE_TYPE = RuleType(
                m.deductible AS claim,
                '参保人 ' || strftime(d.die_date, '%Y-%m-%d') || ' 死亡' AS ev_head,
                {ITEM_REF} || ' ' || {LINE_FACT} AS ev_line
-        FROM {{m}} m JOIN deaths d ON d.psn_no = m.psn_no
+        FROM {{m}} m JOIN {{deaths}} d ON d.psn_no = m.psn_no
         WHERE m.fee_date > d.die_date AND m.deductible > 0
     """,
 )

@@ -92,7 +92,7 @@ RULE_TYPE = RuleType(
             FROM {{m}} m
             -- a line billed at exactly cnt × pric is never flagged (the tolerance is at least 0):
             -- only the others are joined, not every billed line
-            JOIN (SELECT bkkp_sn, cnt, pric, det_item_fee_sumamt FROM fee_list_d
+            JOIN (SELECT bkkp_sn, cnt, pric, det_item_fee_sumamt FROM {{fee_list_d}}
                   WHERE det_item_fee_sumamt <> cnt * pric) f ON f.bkkp_sn = m.bkkp_sn
             WHERE m.deductible > 0
               AND (f.det_item_fee_sumamt - f.cnt * f.pric > m.tolerance

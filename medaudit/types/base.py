@@ -3,9 +3,13 @@
 A rule type is a small module in :mod:`medaudit.types` that defines ``RULE_TYPE``, an instance
 of :class:`RuleType`. Its docstring is the user documentation (``medaudit rules explain``):
 what it flags, why it matters, an example. Its :meth:`RuleType.sql` is ONE set-based query over
-all rules of the type at once. The engine prepares, before the query runs:
+all rules of the type at once. It names every table it reads in braces, and the engine formats
+it with the tables it hands over (:func:`medaudit.engine.type_names`; an incremental run hands
+a person's window as ``{lines}``, pre-alert its request's context): no query reads a table
+another module happened to leave on the connection (``tests/test_types_inputs.py`` parses every
+query and checks). The engine prepares, before the query runs:
 
-``lines``
+``{lines}``
     the screened lines of the stage (refunds netted, fully refunded lines and refund lines
     removed), one row per fee line with the visit's attributes joined in. Columns: see
     :data:`medaudit.engine.LINE_COLUMNS`.
@@ -17,9 +21,11 @@ all rules of the type at once. The engine prepares, before the query runs:
     the parameter table itself: ``rule_key, code, prefix, match_all, item_name`` + parameters.
 ``{r}``
     the rules of this type: ``rule_key, rule_id, rule_version, name, severity, ...``.
-``visits``, ``diag``, ``deaths``
+``{visits}``, ``{diag}``, ``{deaths}``
     all visits with derived columns, every diagnosis of a visit (main one included), and the
     earliest known death date per person.
+``{hilist}``, ``{purchases}``, ``{fee_list_d}``, ``{setl_d}``, ``{setl_list_oprn_d}``
+    the loaded catalogue, purchase reports and contract tables (:data:`INPUTS`).
 
 The query returns hit rows, one per (finding, line), with the columns of
 :data:`HIT_COLUMNS` (the optional ones may be left out). The engine groups them into findings,
@@ -41,6 +47,10 @@ from ..semantics import (
     rule_in_force_sql,
 )
 from ..semantics import fund_share_claim as fund_share_claim_piece
+
+#: the tables a type's query may read by a name in braces (``{lines}``), besides ``{m}``, ``{p}``
+#: and ``{r}``: what :func:`medaudit.engine.type_names` fills
+INPUTS = ("lines", "visits", "diag", "deaths", "hilist", "purchases", "fee_list_d", "setl_d", "setl_list_oprn_d")
 
 STAGES = ("pre_alert", "in_process", "post_hoc")
 SEVERITIES = ("violation", "suspect")
@@ -258,7 +268,12 @@ hilist_in_force = catalogue_in_force_sql
 
 #: SQL scalar: the catalogue (``hilist``) price cap of a line's code for its level on its fee date
 hilist_cap = catalogue_cap_sql
-hilist_caps_join = catalogue_caps_join
+
+
+def hilist_caps_join(line: str, caps: str = "k") -> str:
+    """:func:`medaudit.semantics.catalogue_caps_join` in a type's query: over the type's ``{lines}``
+    and ``{hilist}`` (names in braces, filled by :func:`medaudit.engine.type_names`)."""
+    return catalogue_caps_join(line, caps, lines="{lines}", hilist="{hilist}")
 
 
 def price_text(x: str) -> str:
@@ -284,13 +299,19 @@ def icd(x: str) -> str:
 #: Visits that took place (history from every batch in the database): a visit whose every
 #: settlement was refunded was cancelled and is left out. Adds ``begin_date``, ``end_date`` and
 #: ``main_diag`` (the discharge main diagnosis, else the settlement list's main diagnosis).
-LIVE_VISITS = """(
+def live_visits(visits: str = "{visits}", diag: str = "{diag}", setl_d: str = "{setl_d}") -> str:
+    """:data:`LIVE_VISITS` over the named tables (the defaults are the types' names in braces,
+    which :func:`medaudit.engine.type_names` fills; other callers name their tables)."""
+    return f"""(
     SELECT v.*, CAST(v.begntime AS DATE) AS begin_date, CAST(v.endtime AS DATE) AS end_date,
            coalesce(v.dscg_maindiag_code, md.code) AS main_diag
-    FROM visits v
-    LEFT JOIN (SELECT mdtrt_id, min(diag_code) AS code FROM diag WHERE is_main GROUP BY mdtrt_id) md USING (mdtrt_id)
-    WHERE v.mdtrt_id NOT IN (SELECT mdtrt_id FROM setl_d GROUP BY mdtrt_id
+    FROM {visits} v
+    LEFT JOIN (SELECT mdtrt_id, min(diag_code) AS code FROM {diag} WHERE is_main GROUP BY mdtrt_id) md USING (mdtrt_id)
+    WHERE v.mdtrt_id NOT IN (SELECT mdtrt_id FROM {setl_d} GROUP BY mdtrt_id
                              HAVING bool_and(coalesce(refd_setl_flag, '0') = '1')))"""
+
+
+LIVE_VISITS = live_visits()
 
 
 def whole_visit_hits(flagged: str) -> str:
@@ -303,7 +324,7 @@ def whole_visit_hits(flagged: str) -> str:
                f.ev_head || '；本次就诊费用 ' || count(*) OVER w || ' 条，金额合计 ' || yuan(sum(l.amt) OVER w)
                    || ' 元，其中医保支付范围内 ' || yuan(sum(l.deductible) OVER w) || ' 元' AS ev_head,
                NULL AS ev_line
-        FROM {flagged} f JOIN lines l ON l.mdtrt_id = f.mdtrt_id
+        FROM {flagged} f JOIN {{lines}} l ON l.mdtrt_id = f.mdtrt_id
         WINDOW w AS (PARTITION BY f.rule_key, f.mdtrt_id)"""
 
 

@@ -96,12 +96,12 @@ RULE_TYPE = RuleType(
         WITH rp AS (SELECT p.rule_key, p.max_bed_only_days, p.max_bed_only_share, p.care_classes, r.* EXCLUDE (rule_key)
                     FROM {{p}} p JOIN r_all r USING (rule_key)),
         stays AS (SELECT v.*, lf.last_fee FROM {LIVE_VISITS} v
-                  JOIN (SELECT mdtrt_id, max(fee_date) AS last_fee FROM lines GROUP BY mdtrt_id) lf USING (mdtrt_id)
+                  JOIN (SELECT mdtrt_id, max(fee_date) AS last_fee FROM {{lines}} GROUP BY mdtrt_id) lf USING (mdtrt_id)
                   WHERE v.inpatient),
         days AS (      -- per rule, stay and day of the stay: a bed line and no care line
             SELECT rp.rule_key, s.mdtrt_id, l.fee_date
             FROM rp JOIN stays s ON {rule_applies("rp", "s.begin_date", "s")}
-            JOIN lines l ON l.mdtrt_id = s.mdtrt_id
+            JOIN {{lines}} l ON l.mdtrt_id = s.mdtrt_id
             -- the stay's days: admission to discharge (an open stay: to its latest fee date)
             WHERE l.fee_date >= s.begin_date AND (s.end_date IS NULL OR l.fee_date <= s.end_date)
             GROUP BY rp.rule_key, s.mdtrt_id, l.fee_date

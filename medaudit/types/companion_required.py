@@ -71,9 +71,9 @@ RULE_TYPE = RuleType(
         pairs AS (SELECT DISTINCT rule_key, bkkp_sn, mdtrt_id, unnest(companions) AS c FROM s),
         present AS (
             SELECT DISTINCT p.rule_key, p.bkkp_sn FROM pairs p
-            JOIN lines l ON l.mdtrt_id = p.mdtrt_id AND l.hilist_code = p.c),
+            JOIN {{lines}} l ON l.mdtrt_id = p.mdtrt_id AND l.hilist_code = p.c),
         miss AS (SELECT s.* FROM s ANTI JOIN present USING (rule_key, bkkp_sn)),
-        names AS (SELECT hilist_code, any_value(hilist_name) AS hname FROM hilist GROUP BY hilist_code),
+        names AS (SELECT hilist_code, any_value(hilist_name) AS hname FROM {{hilist}} GROUP BY hilist_code),
         txt AS (
             SELECT rule_key, item_code, string_agg(coalesce('【' || hname || '】', '') || '(' || c || ')', '、' ORDER BY c) AS ctext
             FROM (SELECT DISTINCT rule_key, hilist_code AS item_code, unnest(companions) AS c FROM miss) x

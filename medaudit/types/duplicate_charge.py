@@ -168,7 +168,7 @@ RULE_TYPE = RuleType(
             SELECT s.*, mn.bkkp_sn AS main_sn, mn.fee_ocur_time AS main_time,
                    item_ref(mn.list_type, coalesce(mn.hilist_name, s.main_name), mn.hilist_code) AS main_ref,
                    abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time)) AS gap_s
-            FROM s JOIN lines mn
+            FROM s JOIN {{lines}} mn
               ON mn.mdtrt_id = s.mdtrt_id AND mn.hilist_code = s.main_code AND mn.bkkp_sn <> s.bkkp_sn
              -- a pair of one code with itself: the first line stands, the later copies are duplicates
              AND (s.main_code <> s.hilist_code OR (mn.fee_ocur_time, mn.bkkp_sn) < (s.fee_ocur_time, s.bkkp_sn))

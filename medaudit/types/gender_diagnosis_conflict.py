@@ -112,8 +112,8 @@ RULE_TYPE = RuleType(
         cur AS (
             SELECT rp.rule_key, v.*
             FROM rp JOIN {LIVE_VISITS} v ON {rule_applies("rp", "v.begin_date", "v")}
-            WHERE v.gend IN ('1', '2') AND v.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
-        dx AS (SELECT mdtrt_id, diag_code, max(diag_name) AS diag_name FROM diag GROUP BY mdtrt_id, diag_code),
+            WHERE v.gend IN ('1', '2') AND v.mdtrt_id IN (SELECT mdtrt_id FROM {{lines}})),
+        dx AS (SELECT mdtrt_id, diag_code, max(diag_name) AS diag_name FROM {{diag}} GROUP BY mdtrt_id, diag_code),
         conflicts AS (
             SELECT c.rule_key, c.mdtrt_id, c.gend, t.for_gend, d.diag_code, d.diag_name, t.entry
             FROM cur c JOIN dx d ON d.mdtrt_id = c.mdtrt_id

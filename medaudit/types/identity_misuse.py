@@ -97,7 +97,7 @@ RULE_TYPE = RuleType(
         cur AS (
             SELECT rp.rule_key, rp.min_gap_minutes, v.*
             FROM rp JOIN live v ON {rule_applies("rp", "v.begin_date", "v")}
-            WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
+            WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM {{lines}})),
         pairs AS (
             SELECT c.rule_key, c.mdtrt_id, c.med_type, c.fixmedins_code, c.begntime, c.min_gap_minutes,
                    a.mdtrt_id AS other_id, a.med_type AS other_type, a.fixmedins_code AS other_inst,

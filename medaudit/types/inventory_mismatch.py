@@ -84,12 +84,12 @@ RULE_TYPE = RuleType(
     # every line of the institution's month against its purchases
     reach=lambda rule: Reach(scope="month"),
     query=f"""
-        WITH reported AS (SELECT DISTINCT fixmedins_code, period FROM purchases),
-        tracked AS (SELECT DISTINCT fixmedins_code, hilist_code FROM purchases),
+        WITH reported AS (SELECT DISTINCT fixmedins_code, period FROM {{purchases}}),
+        tracked AS (SELECT DISTINCT fixmedins_code, hilist_code FROM {{purchases}}),
         stock AS (
             SELECT fixmedins_code, hilist_code, period, sum(purchase_cnt) AS bought,
                    sum(coalesce(opening_stock_cnt, 0)) AS opening
-            FROM purchases GROUP BY ALL),
+            FROM {{purchases}} GROUP BY ALL),
         -- the (rule, institution, code, month) groups billed over stock, found by grouping: the
         -- windows below run over their lines only (the stock figures are the group's own). The
         -- matched lines are read twice rather than kept (a copy of them all cost more).

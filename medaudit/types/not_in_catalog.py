@@ -83,13 +83,13 @@ RULE_TYPE = RuleType(
         WITH out AS (
             -- an anti join on the code with the dates as its condition (NOT EXISTS here was
             -- decorrelated into a copy of every matched line and a grouping of their days)
-            SELECT m.* FROM {{m}} m ANTI JOIN hilist h ON {hilist_in_force("h", "m")}
-            WHERE m.deductible > 0 AND EXISTS (SELECT 1 FROM hilist)),
+            SELECT m.* FROM {{m}} m ANTI JOIN {{hilist}} h ON {hilist_in_force("h", "m")}
+            WHERE m.deductible > 0 AND EXISTS (SELECT 1 FROM {{hilist}})),
         known AS (      -- the code's catalogue rows in force on other dates, for the evidence
             SELECT hilist_code, string_agg(DISTINCT span, '、' ORDER BY span) AS spans   -- in date order, every run
             FROM (SELECT hilist_code, coalesce(strftime(begndate, '%Y-%m-%d'), '') || ' 至 '
                                       || coalesce(strftime(enddate, '%Y-%m-%d'), '') AS span
-                  FROM hilist WHERE hilist_code IN (SELECT hilist_code FROM out))
+                  FROM {{hilist}} WHERE hilist_code IN (SELECT hilist_code FROM out))
             GROUP BY hilist_code)
         SELECT o.rule_key, o.mdtrt_id AS finding_key, o.mdtrt_id, o.bkkp_sn, 'violating' AS role,
                o.deductible AS claim, '' AS ev_head,

@@ -117,12 +117,12 @@ RULE_TYPE = RuleType(
         vl AS (SELECT mdtrt_id, count(*) AS n_lines, max(fee_date) AS last_fee,
                       list(DISTINCT med_chrgitm_type) FILTER (WHERE med_chrgitm_type IS NOT NULL) AS classes,
                       bool_or(med_chrgitm_type IS NULL) AS unclassed
-               FROM lines WHERE inpatient GROUP BY mdtrt_id),   -- stays' lines only (the visit's own flag)
+               FROM {{lines}} WHERE inpatient GROUP BY mdtrt_id),   -- stays' lines only (the visit's own flag)
         stays AS (
             SELECT s.*, vl.n_lines, vl.last_fee, vl.classes, {los_so_far("s", "vl.last_fee")} AS los_now
             FROM {LIVE_VISITS} s JOIN vl USING (mdtrt_id)
             WHERE s.inpatient AND NOT vl.unclassed
-              AND NOT EXISTS (SELECT 1 FROM setl_list_oprn_d o WHERE o.mdtrt_id = s.mdtrt_id)),
+              AND NOT EXISTS (SELECT 1 FROM {{setl_list_oprn_d}} o WHERE o.mdtrt_id = s.mdtrt_id)),
         flagged AS (
             SELECT rp.rule_key, s.mdtrt_id,
                    '本次住院 ' || s.mdtrt_id || ' ' || strftime(s.begin_date, '%Y-%m-%d') || ' 入院，'

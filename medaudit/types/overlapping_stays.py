@@ -93,7 +93,7 @@ RULE_TYPE = RuleType(
         cur AS (
             SELECT rp.rule_key, rp.kind, v.*
             FROM rp JOIN live v ON {rule_applies("rp", "v.begin_date", "v")}
-            WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM lines)
+            WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM {{lines}})
               AND v.inpatient = (rp.kind = 'inpatient')),
         pairs AS (
             SELECT c.rule_key, c.kind, c.mdtrt_id, c.med_type, c.fixmedins_code, c.begin_date, c.end_date,

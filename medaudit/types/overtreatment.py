@@ -135,7 +135,7 @@ RULE_TYPE = RuleType(
         -- each visit's quantity per item class of any rule's classes, summed once for every rule
         -- (a visit has a few such classes, not hundreds of lines)
         cls AS (SELECT DISTINCT unnest(classes) AS c FROM rp),
-        lc AS (SELECT mdtrt_id, med_chrgitm_type, sum(cnt) AS q FROM lines
+        lc AS (SELECT mdtrt_id, med_chrgitm_type, sum(cnt) AS q FROM {{lines}}
                WHERE med_chrgitm_type IN (SELECT c FROM cls) GROUP BY mdtrt_id, med_chrgitm_type),
         vq AS (        -- per rule and visit with screened lines: its quantity of the classes (0 without), its peer key
             SELECT rp.rule_key, v.mdtrt_id, v.inpatient, v.inst_level, strftime(v.begntime, '%Y-%m') AS month,
@@ -144,7 +144,7 @@ RULE_TYPE = RuleType(
             FROM rp JOIN {LIVE_VISITS} v ON {rule_applies("rp", "v.begin_date", "v")}
             LEFT JOIN lc l ON l.mdtrt_id = v.mdtrt_id AND list_contains(rp.classes, l.med_chrgitm_type)
             WHERE v.main_diag IS NOT NULL AND trim(v.main_diag) <> ''
-              AND v.mdtrt_id IN (SELECT mdtrt_id FROM lines)
+              AND v.mdtrt_id IN (SELECT mdtrt_id FROM {{lines}})
             GROUP BY rp.rule_key, v.mdtrt_id, v.inpatient, v.inst_level, month, dg),
         g AS (
             SELECT vq.rule_key, month, inpatient, inst_level, dg, count(*) AS n,
@@ -165,6 +165,6 @@ RULE_TYPE = RuleType(
         SELECT j.rule_key, j.mdtrt_id AS finding_key, j.mdtrt_id, l.bkkp_sn, 'violating' AS role,
                l.deductible AS claim, j.ev_head, {LINE_REF} || ' ' || {LINE_FACT} AS ev_line,
                j.month AS peer_month
-        FROM judged j JOIN lines l ON l.mdtrt_id = j.mdtrt_id AND list_contains(j.classes, l.med_chrgitm_type)
+        FROM judged j JOIN {{lines}} l ON l.mdtrt_id = j.mdtrt_id AND list_contains(j.classes, l.med_chrgitm_type)
     """,
 )

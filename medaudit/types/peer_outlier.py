@@ -144,7 +144,7 @@ RULE_TYPE = RuleType(
                    coalesce(sum(amt) FILTER (WHERE med_chrgitm_type IN ('03', '04')), 0) AS exlab_amt,
                    arg_max(bilg_dr_code, amt) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
                    arg_max(bilg_dept_codg, amt) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
-            FROM lines GROUP BY mdtrt_id),
+            FROM {{lines}} GROUP BY mdtrt_id),
         live AS (SELECT * FROM {LIVE_VISITS}),
         readm AS (   -- admissions that are readmissions (as the readmission type's defaults, any diagnosis)
             SELECT DISTINCT c.mdtrt_id FROM live c JOIN live a ON {pair_condition("c", "a", "15", "TRUE", "0")}

@@ -84,11 +84,11 @@ def _starts(diag_code: str, prefix: str) -> str:
     return f"starts_with({icd(diag_code)}, {icd(prefix)})"
 
 
-def excluded_condition(c: str, prefixes: str) -> str:
+def excluded_condition(c: str, prefixes: str, diag: str = "{diag}") -> str:
     """SQL condition: some diagnosis of visit ``c`` starts with one of ``prefixes``, a list that
     does not depend on ``c`` (a literal): the subquery's only outer reference is ``c.mdtrt_id``.
-    Per-rule lists: :func:`excluded_visits`."""
-    return f"""EXISTS (SELECT 1 FROM diag d, unnest({prefixes}) AS x(pre)
+    Per-rule lists: :func:`excluded_visits`. ``diag``: the diagnoses' table (the types' name in braces by default)."""
+    return f"""EXISTS (SELECT 1 FROM {diag} d, unnest({prefixes}) AS x(pre)
                    WHERE d.mdtrt_id = {c}.mdtrt_id AND {_starts("d.diag_code", "x.pre")})"""
 
 
@@ -98,7 +98,7 @@ def excluded_visits(rules: str, prefixes: str) -> str:
     for per-rule lists, as a join (no subquery unnesting an outer row's list, which Spark refuses)."""
     return f"""SELECT DISTINCT x.rule_key, d.mdtrt_id
                FROM (SELECT DISTINCT rule_key, unnest({prefixes}) AS pre FROM {rules}) x
-               JOIN diag d ON {_starts("d.diag_code", "x.pre")}"""
+               JOIN {{diag}} d ON {_starts("d.diag_code", "x.pre")}"""
 
 
 RULE_TYPE = RuleType(
@@ -144,7 +144,7 @@ RULE_TYPE = RuleType(
             SELECT rp.rule_key, rp.max_gap_days, rp.same_institution, rp.same_diag_prefix_len,
                    rp.exclude_diag_prefixes, s.*
             FROM rp JOIN stays s ON {rule_applies("rp", "s.begin_date", "s")}
-            WHERE s.mdtrt_id IN (SELECT mdtrt_id FROM lines)),
+            WHERE s.mdtrt_id IN (SELECT mdtrt_id FROM {{lines}})),
         excl AS ({excluded_visits("rp", "exclude_diag_prefixes")}),
         pairs AS (
             SELECT c.rule_key, c.mdtrt_id, c.begin_date, c.fixmedins_code, c.main_diag, c.max_gap_days,

@@ -88,9 +88,9 @@ RULE_TYPE = RuleType(
         WITH m AS (SELECT * FROM {{m}} WHERE deductible > 0),
         pref AS (SELECT DISTINCT rule_key, mdtrt_id, unnest(diag_prefixes) AS prefix FROM m),
         ok AS (SELECT DISTINCT pref.rule_key, pref.mdtrt_id, pref.prefix
-               FROM pref JOIN diag d ON d.mdtrt_id = pref.mdtrt_id AND starts_with(upper(d.diag_code), upper(pref.prefix))),
+               FROM pref JOIN {{diag}} d ON d.mdtrt_id = pref.mdtrt_id AND starts_with(upper(d.diag_code), upper(pref.prefix))),
         vdiag AS (SELECT mdtrt_id, string_agg(DISTINCT diag_code, '、' ORDER BY diag_code) AS codes
-                  FROM diag WHERE mdtrt_id IN (SELECT mdtrt_id FROM m) GROUP BY mdtrt_id)
+                  FROM {{diag}} WHERE mdtrt_id IN (SELECT mdtrt_id FROM m) GROUP BY mdtrt_id)
         SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role, m.deductible AS claim,
                '本次就诊诊断：' || coalesce(vdiag.codes, '无') AS ev_head,
                {ITEM_REF} || ' 限诊断 ' || array_to_string(diag_prefixes, '、') || ' 开头的患者使用，' || {LINE_FACT} AS ev_line

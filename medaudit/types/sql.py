@@ -461,7 +461,10 @@ def _rule_rows(sb: duckdb.DuckDBPyConnection, key: int, rule_id: str, query: str
 
 
 def run_rules(
-    con: duckdb.DuckDBPyConnection, rules: list[tuple[int, str, str]], sandbox: duckdb.DuckDBPyConnection | None = None
+    con: duckdb.DuckDBPyConnection,
+    rules: list[tuple[int, str, str]],
+    sandbox: duckdb.DuckDBPyConnection | None = None,
+    tables: dict[str, str] | None = None,
 ) -> int:
     """Run each rule's query in the sandbox; its rows go into ``sql_rule_rows`` on ``con``.
 
@@ -470,7 +473,12 @@ def run_rules(
     queries mention (all of them for a query with ``*``, a NATURAL join or a renamed column
     list). This function does not run :func:`check_query` (the caller does): whatever a query
     is, the sandbox has no other table, no file and no network to give it. Returns rows added.
+
+    ``tables``: where ``con`` holds a canonical table under another name (an incremental run's
+    ``lines`` of a person's window: ``{"lines": "lines_person"}``); the sandbox still calls it by
+    its canonical name.
     """
+    tables = tables or {}
     need: dict[str, set[str] | None] = {}  # table -> column names mentioned (None: all)
     for _key, _rid, query in rules:
         try:
@@ -493,9 +501,10 @@ def run_rules(
         for t, names in sorted(need.items()):
             if t not in CANONICAL_TABLES:  # never: analyse() keeps only these
                 continue
-            all_cols = [d[0] for d in con.execute(f"SELECT * FROM {dbm.ident(t)} LIMIT 0").description]
+            src = dbm.ident(tables.get(t, t))
+            all_cols = [d[0] for d in con.execute(f"SELECT * FROM {src} LIMIT 0").description]
             cols = [c for c in all_cols if names is None or c.lower() in names] or all_cols[:1]
-            data = con.sql(f"SELECT {', '.join(dbm.ident(c) for c in cols)} FROM {dbm.ident(t)}").to_arrow_table()
+            data = con.sql(f"SELECT {', '.join(dbm.ident(c) for c in cols)} FROM {src}").to_arrow_table()
             sb.register(t, data)
             registered.append(t)
         added = 0
@@ -516,8 +525,13 @@ def run_rules(
             sb.close()
 
 
-def prepare(con: duckdb.DuckDBPyConnection, sandbox: duckdb.DuckDBPyConnection | None = None) -> None:
-    """Check every sql rule of ``p_sql`` (as the library did) and run them in the sandbox."""
+def prepare(
+    con: duckdb.DuckDBPyConnection,
+    sandbox: duckdb.DuckDBPyConnection | None = None,
+    tables: dict[str, str] | None = None,
+) -> None:
+    """Check every sql rule of ``p_sql`` (as the library did) and run them in the sandbox over
+    the tables the engine hands the type (``tables``: :func:`medaudit.engine.type_names`)."""
     rules = con.execute(
         "SELECT p.rule_key, r.rule_id, p.query FROM p_sql p JOIN r_all r USING (rule_key) ORDER BY p.rule_key"
     ).fetchall()
@@ -525,7 +539,8 @@ def prepare(con: duckdb.DuckDBPyConnection, sandbox: duckdb.DuckDBPyConnection |
         msg = check_query(query)
         if msg:
             raise RuntimeError(f"rule {rule_id}: {msg}")
-    run_rules(con, rules, sandbox)
+    handed = {t: n for t, n in (tables or {}).items() if t in CANONICAL_TABLES and n != t}
+    run_rules(con, rules, sandbox, handed)
 
 
 def compose(names: dict[str, str], con=None) -> str:
@@ -538,7 +553,7 @@ def compose(names: dict[str, str], con=None) -> str:
         x AS (
             SELECT h.rule_key, h.evidence, h.has_amount, l.*,
                    CASE WHEN h.has_amount THEN greatest(least(h.amount, l.deductible), 0) ELSE l.deductible END AS claim
-            FROM h JOIN lines l ON l.bkkp_sn = h.bkkp_sn
+            FROM h JOIN {names["lines"]} l ON l.bkkp_sn = h.bkkp_sn
             JOIN r_all r ON r.rule_key = h.rule_key
             WHERE l.deductible > 0 AND {rule_applies("r", "l.fee_date", "l")})
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, claim, '' AS ev_head,
