@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import duckdb
 import polars as pl
@@ -88,11 +88,16 @@ STAGE_FILTER = {
 }
 
 
-def prepare_context(con: duckdb.DuckDBPyConnection, ctx: Context | None = None) -> None:
+def prepare_context(
+    con: duckdb.DuckDBPyConnection, ctx: Context | None = None, tables: Mapping[str, str] | None = None
+) -> None:
     """``visits``, ``diag`` and ``deaths``: the visit-level facts every stage uses.
 
     With an incremental context (:mod:`medaudit.incremental`), ``visits`` and ``diag`` hold the
-    visits that reach the context's first day less its padding (a readmission's previous stay)."""
+    visits that reach the context's first day less its padding (a readmission's previous stay).
+    ``tables``: contract tables read under another name (pre-alert's request context:
+    ``{"mdtrt_d": "request_mdtrt_d", ...}``); the others by their own."""
+    t = {n: (tables or {}).get(n, n) for n in ("mdtrt_d", "setl_list_diag_d", "psn_death")}
     where = ""
     if ctx is not None and not ctx.everything:
         where = (
@@ -110,31 +115,38 @@ def prepare_context(con: duckdb.DuckDBPyConnection, ctx: Context | None = None) 
                CASE WHEN ipt_days IS NULL AND endtime IS NULL THEN NULL
                     ELSE greatest(coalesce(ipt_days, date_diff('day', CAST(begntime AS DATE), CAST(endtime AS DATE))), 1)
                END AS los
-        FROM mdtrt_d v {where};
+        FROM {t["mdtrt_d"]} v {where};
         CREATE OR REPLACE TEMP TABLE diag AS
-        SELECT mdtrt_id, diag_code, diag_name, maindiag_flag = '1' AS is_main FROM setl_list_diag_d
+        SELECT mdtrt_id, diag_code, diag_name, maindiag_flag = '1' AS is_main FROM {t["setl_list_diag_d"]}
         {"WHERE mdtrt_id IN (SELECT mdtrt_id FROM visits)" if where else ""}
         UNION
-        SELECT mdtrt_id, dscg_maindiag_code, NULL, TRUE FROM {"visits" if where else "mdtrt_d"} WHERE dscg_maindiag_code IS NOT NULL;
+        SELECT mdtrt_id, dscg_maindiag_code, NULL, TRUE FROM {"visits" if where else t["mdtrt_d"]} WHERE dscg_maindiag_code IS NOT NULL;
         CREATE OR REPLACE TEMP TABLE deaths AS
         SELECT psn_no, min(die_date) AS die_date FROM (
-            SELECT psn_no, die_date FROM psn_death
-            UNION ALL SELECT psn_no, die_date FROM mdtrt_d WHERE die_date IS NOT NULL
+            SELECT psn_no, die_date FROM {t["psn_death"]}
+            UNION ALL SELECT psn_no, die_date FROM {t["mdtrt_d"]} WHERE die_date IS NOT NULL
         ) GROUP BY psn_no;
         """
     )
 
 
-def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc", ctx: Context | None = None) -> int:
+def prepare_lines(
+    con: duckdb.DuckDBPyConnection,
+    stage: str = "post_hoc",
+    ctx: Context | None = None,
+    tables: Mapping[str, str] | None = None,
+) -> int:
     """Build ``lines`` for a stage. Returns the number of screened lines.
 
     ``ctx``: an incremental run's context (:mod:`medaudit.incremental`): only the fee lines of
-    its visits are read, from its first day on (the row groups before it are skipped)."""
-    prepare_context(con, ctx)
-    src = "fee_list_d"
+    its visits are read, from its first day on (the row groups before it are skipped).
+    ``tables``: contract tables read under another name (see :func:`prepare_context`)."""
+    prepare_context(con, ctx, tables)
+    fee_list_d = src = (tables or {}).get("fee_list_d", "fee_list_d")
+    setl_d = (tables or {}).get("setl_d", "setl_d")
     if ctx is not None and not ctx.everything:
         src = "fee_src"
-        con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM fee_list_d
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM {fee_list_d}
                         WHERE fee_ocur_time >= {db.date_literal(ctx.lo or dt.date.max)}
                           AND mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits)""")
     # Refunds touch few lines (0.3% here): the netting works on the refunds and the lines they
@@ -142,11 +154,11 @@ def prepare_lines(con: duckdb.DuckDBPyConnection, stage: str = "post_hoc", ctx: 
     # wide columns are read once, in the final SELECT (no copy of fee_list_d is carried through
     # the netting). The joins run as written: the fee lines probe the small tables.
     with db.joins_as_written(con):
-        _build_lines(con, src, stage)
+        _build_lines(con, src, stage, setl_d)
     return con.execute("SELECT count(*) FROM lines").fetchall()[0][0]
 
 
-def _build_lines(con: duckdb.DuckDBPyConnection, src: str, stage: str) -> None:
+def _build_lines(con: duckdb.DuckDBPyConnection, src: str, stage: str, setl_d: str = "setl_d") -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE lines AS
@@ -206,11 +218,11 @@ def _build_lines(con: duckdb.DuckDBPyConnection, src: str, stage: str) -> None:
                {semantics.age_days.sql("v.brdy", "CAST(n.fee_ocur_time AS DATE)")} AS age_days
         FROM net n
         JOIN visits v USING (mdtrt_id)
-        LEFT JOIN (SELECT setl_id, setl_time FROM setl_d WHERE coalesce(refd_setl_flag, '0') <> '1') s
+        LEFT JOIN (SELECT setl_id, setl_time FROM {setl_d} WHERE coalesce(refd_setl_flag, '0') <> '1') s
                ON s.setl_id = n.setl_id
         WHERE n.cnt > 0
           -- a line of a stay not settled yet has no setl_id (NOT IN would be NULL and drop it)
-          AND (n.setl_id IS NULL OR n.setl_id NOT IN (SELECT setl_id FROM setl_d WHERE refd_setl_flag = '1'))
+          AND (n.setl_id IS NULL OR n.setl_id NOT IN (SELECT setl_id FROM {setl_d} WHERE refd_setl_flag = '1'))
           AND {STAGE_FILTER[stage]}
         """
     )

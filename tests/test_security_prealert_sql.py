@@ -1,6 +1,6 @@
 """Pre-alert never writes a request's values into SQL text (attack test).
 
-The SQL path fills per-request shadows of the input tables from the request (visit, person,
+The SQL path fills per-request context tables from the request (visit, person,
 order ids, names, doctors). Those values reach DuckDB as registered Arrow tables, never as
 text: here DuckDB's own query log shows every statement any cursor ran during the check, and
 none may contain a value the request carried, hostile or not.
@@ -47,8 +47,8 @@ def test_no_request_value_is_written_into_sql_text(tmp_path, engine, answered_by
         answer = r.json()["output"]["result"]
         logged = [m for (m,) in con.execute("SELECT message FROM duckdb_logs WHERE type = 'QueryLog'").fetchall()]
         con.execute("CALL disable_logging()")
-    # the check ran (the shadows were filled and read) and found the man's uterus order
-    assert any("INSERT INTO fee_list_d" in m for m in logged), logged[:5]
+    # the check ran (the context was filled and read) and found the man's uterus order
+    assert any("INSERT INTO request_fee_list_d" in m or "INSERT INTO fee_list_d" in m for m in logged), logged[:5]
     assert {x["rule_id"] for x in answer} >= {"R-SEX-001", "R-GDX-001"}, answer
     # the hostile name came back as data, not as SQL
     assert any(EVIL in str(x) for x in answer) or all("MARK" not in str(x) for x in answer)

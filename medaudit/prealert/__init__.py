@@ -7,8 +7,8 @@ evidence on the matching post-hoc finding.
 
 There is ONE definition of a rule's meaning: the rule types' own set-based SQL
 (:mod:`medaudit.types`). :mod:`.sql_path` builds a tiny ``lines`` for one request with the very
-engine code batch screening uses (:func:`medaudit.engine.prepare_lines` over per-request
-shadows of the input tables) and runs the same compiled type queries over it;
+engine code batch screening uses (:func:`medaudit.engine.prepare_lines` over the request's
+context tables, handed by name) and runs the same compiled type queries over it;
 :mod:`.events` (durable-rules, or the same rules in plain Python where it does not load) routes each request only to the rule types whose items its
 orders touch and handles the feedback events; :mod:`.store` keeps results, feedback and the
 institutions' API keys; :mod:`.app` is the FastAPI service (``medaudit serve``).

@@ -1,11 +1,14 @@
 """The SQL path of a pre-alert check: the batch engine's own queries over one request's tiny ``lines``.
 
-For each run a DuckDB cursor (a connection of its own to the same database) holds **temporary
-shadows** of the input tables (``mdtrt_d``, ``setl_d``, ``fee_list_d``, ``setl_list_diag_d``,
-``setl_list_oprn_d``, ``psn_death``). DuckDB resolves an unqualified table name to a temporary
-table first, so :func:`medaudit.engine.prepare_lines` — the very function batch screening
-uses — builds ``visits``, ``diag``, ``deaths`` and ``lines`` from them: refund netting, fund
-share, age, level, everything as in a batch. :func:`load_context` fills each shadow with:
+For each run a DuckDB cursor (a connection of its own to the same database) holds the
+**request's context**: a temporary table per input table (``request_mdtrt_d``,
+``request_setl_d``, ``request_fee_list_d``, ``request_setl_list_diag_d``,
+``request_setl_list_oprn_d``, ``request_psn_death``: :data:`CONTEXT`), handed by name to
+:func:`medaudit.engine.prepare_lines` — the very function batch screening uses — which builds
+``visits``, ``diag``, ``deaths`` and ``lines`` from them (refund netting, fund share, age, level,
+everything as in a batch), and to the rule types' queries (:func:`medaudit.engine.type_names`).
+No table is shadowed: the database's own tables keep their names. :func:`load_context` fills
+each context table with:
 
 - ``mdtrt_d``: the current visit as the request states it, plus the person's other visits
   from the database (for visit-level types such as readmission, and ``die_date``);
@@ -20,7 +23,7 @@ share, age, level, everything as in a batch. :func:`load_context` fills each sha
 
 The parts:
 
-- :class:`Session`: a cursor with the shadows created and the rule set registered (``r_all``,
+- :class:`Session`: a cursor with the context tables created and the rule set registered (``r_all``,
   ``p_<type>``), each type's statement composed once;
 - :class:`SessionPool`: at most ``sessions`` sessions per rule set, made on first use;
 - :class:`Batcher`: requests waiting for a session are checked together in one run (up to
@@ -57,8 +60,11 @@ from .alerts import ORDER_SETL, Alert, CheckRequest, Hit, LineInfo, alerts_of, a
 
 STAGE = "pre_alert"
 
-#: input tables shadowed per request (the catalogue and purchases are read as they are)
-SHADOWED = ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_oprn_d", "psn_death")
+#: the request's context: input table -> the cursor's temporary table holding the request's rows
+#: and the history it needs (the catalogue and purchases are read from the database as they are)
+CONTEXT = {
+    t: f"request_{t}" for t in ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_oprn_d", "psn_death")
+}
 
 #: the institutions a visit is stored for (three ``?``: the visit id)
 OWNERS_SQL = """SELECT fixmedins_code FROM {cat}.main.mdtrt_d WHERE mdtrt_id = ?
@@ -72,7 +78,7 @@ def quoted_catalog(name: str) -> str:
 
 
 class Session:
-    """A cursor with the shadows created and the rule set registered (one per thread and rule set)."""
+    """A cursor with the context tables created and the rule set registered (one per thread and rule set)."""
 
     def __init__(self, base: duckdb.DuckDBPyConnection, catalog: str, rules: list[Rule]):
         self.cur = base.cursor()
@@ -80,21 +86,24 @@ class Session:
         cur = self.cur
         dbm.install_macros(cur)
         self.catalog = catalog
-        for t in SHADOWED:
-            cur.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {quoted_catalog(catalog)}.main.{t} LIMIT 0")
+        for t, name in CONTEXT.items():
+            cur.execute(
+                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {quoted_catalog(catalog)}.main.{t} LIMIT 0"
+            )
         self.by_type = engine.register_rules(cur, rules)
         self.rules = rules
         # an empty ``lines`` (and visits, diag, deaths) to compose against: the sql type reads
         # its rules' own queries' columns while composing
-        engine.prepare_lines(cur, STAGE)
-        self.cols = {t: [c.name for c in TABLES[t].columns] for t in SHADOWED}
+        engine.prepare_lines(cur, STAGE, tables=CONTEXT)
+        self.cols = {t: [c.name for c in TABLES[t].columns] for t in CONTEXT}
         # each type's query with ``{m}`` inlined as the engine's matching SELECT: one statement
         # per type and request (the rule tables are fixed for the session, so the shape of the
         # matching — exact codes, prefixes, match-all — is decided once)
         self.sql: dict[str, str] = {}
+        self.names: dict[str, dict[str, str]] = {}
         for t in self.by_type:
             rt = REGISTRY[t]
-            names = engine.type_names(rt)
+            names = self.names[t] = engine.type_names(rt, **CONTEXT)
             if rt.items != "none":
                 has_code, has_prefix, has_all = cur.execute(
                     f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM p_{t}"
@@ -122,11 +131,11 @@ class Session:
                 # once, settings locked), which sees this run's lines and nothing of the database
                 if self.sandbox is None:
                     self.sandbox = sql_type.open_sandbox()
-                rt.prepare(self.cur, self.sandbox)
+                rt.prepare(self.cur, self.sandbox, tables=self.names[t])
             self.cur.execute(self.sql[t])
 
     def values(self, table: str, rows: list[dict]) -> str:
-        """INSERT of ``rows`` (contract columns; others ignored) into the shadow ``table``; '' when
+        """INSERT of ``rows`` (contract columns; others ignored) into ``table``'s context; '' when
         none. The rows are handed to DuckDB as an Arrow table of text registered on the cursor
         (``__req_<table>``), each value cast to the column's type on insert: no value of a request
         is ever written into SQL text."""
@@ -136,11 +145,11 @@ class Session:
         name = f"__req_{table}"
         self.cur.register(name, _text_table({c: [r.get(c) for r in rows] for c in used}))
         cols = ", ".join(dbm.ident(c) for c in used)
-        return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}"
+        return f"INSERT INTO {CONTEXT[table]} ({cols}) SELECT {cols} FROM {name}"
 
 
 def load_context(s: Session, reqs: list[CheckRequest], orders: list[list[dict]]) -> None:
-    """Fill the shadows: the persons' history from the database, then the requests. One
+    """Fill the context tables: the persons' history from the database, then the requests. One
     statement list; the request's values reach it as Arrow tables registered on the cursor
     (:func:`_text_table`), never as SQL text (hundreds of bound parameters would cost more than
     the whole check; a registered table costs tens of microseconds)."""
@@ -180,25 +189,26 @@ def load_context(s: Session, reqs: list[CheckRequest], orders: list[list[dict]])
             row.setdefault("fixmedins_code", v["fixmedins_code"])
             row.setdefault("setl_id", ORDER_SETL + v["mdtrt_id"])
             lines.append(row)
-    sql = [f"DELETE FROM {t}" for t in SHADOWED] + [
-        f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE psn_no IN ({persons}) AND mdtrt_id NOT IN ({visit_ids})",
-        f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE psn_no IN ({persons})",
-        f"INSERT INTO psn_death SELECT * FROM {cat}.main.psn_death WHERE psn_no IN ({persons})",
+    c = CONTEXT
+    sql = [f"DELETE FROM {t}" for t in CONTEXT.values()] + [
+        f"INSERT INTO {c['mdtrt_d']} SELECT * FROM {cat}.main.mdtrt_d WHERE psn_no IN ({persons}) AND mdtrt_id NOT IN ({visit_ids})",
+        f"INSERT INTO {c['setl_d']} SELECT * FROM {cat}.main.setl_d WHERE psn_no IN ({persons})",
+        f"INSERT INTO {c['psn_death']} SELECT * FROM {cat}.main.psn_death WHERE psn_no IN ({persons})",
         # the visits' lines billed so far; an order with a line's id replaces that line
-        f"""INSERT INTO fee_list_d SELECT f.* FROM {cat}.main.fee_list_d f WHERE f.mdtrt_id IN ({visit_ids})
+        f"""INSERT INTO {c["fee_list_d"]} SELECT f.* FROM {cat}.main.fee_list_d f WHERE f.mdtrt_id IN ({visit_ids})
             AND NOT EXISTS (SELECT 1 FROM __req_rx x WHERE x.mdtrt_id = f.mdtrt_id AND x.bkkp_sn = f.bkkp_sn)""",
         # the persons' other visits' lines of the items of rules that judge a person across visits
         (
-            f"""INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE psn_no IN ({persons})
+            f"""INSERT INTO {c["fee_list_d"]} SELECT * FROM {cat}.main.fee_list_d WHERE psn_no IN ({persons})
              AND mdtrt_id NOT IN ({visit_ids}) AND ({s.history})"""
             if s.history
             else ""
         ),
         # a visit's diagnoses from the database only when its request states none
-        f"""INSERT INTO setl_list_diag_d SELECT * FROM {cat}.main.setl_list_diag_d
-            WHERE mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id IN (SELECT mdtrt_id FROM __req_no_diag)""",
-        f"""INSERT INTO setl_list_oprn_d SELECT * FROM {cat}.main.setl_list_oprn_d
-            WHERE (mdtrt_id IN (SELECT mdtrt_id FROM mdtrt_d) OR mdtrt_id IN ({visit_ids}))
+        f"""INSERT INTO {c["setl_list_diag_d"]} SELECT * FROM {cat}.main.setl_list_diag_d
+            WHERE mdtrt_id IN (SELECT mdtrt_id FROM {c["mdtrt_d"]}) OR mdtrt_id IN (SELECT mdtrt_id FROM __req_no_diag)""",
+        f"""INSERT INTO {c["setl_list_oprn_d"]} SELECT * FROM {cat}.main.setl_list_oprn_d
+            WHERE (mdtrt_id IN (SELECT mdtrt_id FROM {c["mdtrt_d"]}) OR mdtrt_id IN ({visit_ids}))
             AND mdtrt_id NOT IN (SELECT mdtrt_id FROM __req_with_oprn)""",
         s.values("setl_list_oprn_d", oprns),
         s.values("mdtrt_d", visits),
@@ -336,7 +346,7 @@ def run(s: Session, batch: list[tuple[CheckRequest, list[str]]]) -> list[list[Al
         for i, (req, _t) in enumerate(batch)
     ]
     load_context(s, [req for req, _t in batch], orders)
-    engine.prepare_lines(cur, STAGE)
+    engine.prepare_lines(cur, STAGE, tables=CONTEXT)
     engine.create_hits(cur)
     s.run(sorted({t for _r, types in batch for t in types}))
     new_ids = {o["bkkp_sn"] for os_ in orders for o in os_ if o.get("new")}
@@ -385,7 +395,7 @@ def _touched_hits(cur, new_ids: set[str]) -> tuple[list[Hit], dict[str, LineInfo
 
 
 def _text(x: Any) -> str | None:
-    """A request's value as text, which the shadow column's type casts on insert."""
+    """A request's value as text, which the context column's type casts on insert."""
     if x is None:
         return None
     if isinstance(x, bool):

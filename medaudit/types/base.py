@@ -50,7 +50,20 @@ from ..semantics import fund_share_claim as fund_share_claim_piece
 
 #: the tables a type's query may read by a name in braces (``{lines}``), besides ``{m}``, ``{p}``
 #: and ``{r}``: what :func:`medaudit.engine.type_names` fills
-INPUTS = ("lines", "visits", "diag", "deaths", "hilist", "purchases", "fee_list_d", "setl_d", "setl_list_oprn_d")
+INPUTS = (
+    "lines",
+    "visits",
+    "diag",
+    "deaths",
+    "hilist",
+    "purchases",
+    "mdtrt_d",
+    "setl_d",
+    "fee_list_d",
+    "setl_list_diag_d",
+    "setl_list_oprn_d",
+    "psn_death",
+)
 
 STAGES = ("pre_alert", "in_process", "post_hoc")
 SEVERITIES = ("violation", "suspect")

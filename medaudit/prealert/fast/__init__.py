@@ -112,7 +112,7 @@ class FastPath:
         ctx = self.cache.get(req.visit["mdtrt_id"], req.visit["psn_no"])
         lines, diags, deaths = build_lines(ctx, req, ORDER_TAG)
         history = self.history_types[rule_set]
-        if history and ctx.person is not None:  # as the SQL path adds them to its fee_list_d shadow
+        if history and ctx.person is not None:  # as the SQL path adds them to its request_fee_list_d
             here = req.visit["mdtrt_id"]
             kept = ctx.person.kept(rule_set, lambda code: any(ct.candidates(code) for ct in history))
             lines += [h for h in kept if h["mdtrt_id"] != here]

@@ -2,10 +2,10 @@
 
 **Context.** The part of a request's ``lines`` that comes from the database — the visit's fee
 lines billed so far with refunds netted (built once by :func:`medaudit.engine.prepare_lines`
-itself, over temporary shadows holding that visit and the person's lines), the visit's stored
+itself, over context tables holding that visit and the person's lines), the visit's stored
 record, its stored diagnoses, the person's death date, the catalogue caps, and the person's lines of their other
 visits (:class:`PersonLines`; the rule types that judge a person across visits, period_limit,
-read those of their items, as the SQL path adds them to its ``fee_list_d`` shadow) — is loaded
+read those of their items, as the SQL path adds them to its ``request_fee_list_d``) — is loaded
 on a visit's first request and kept in memory (:class:`ContextCache`). The request's orders
 (earlier, ``curr_drord_flag`` 0, and new) are never cached: each request states them, exactly
 as on the SQL path, so the answer depends only on the request and the database, never on which
@@ -42,7 +42,7 @@ import duckdb
 from ... import db as dbm
 from ... import engine, semantics
 from ..alerts import ORDER_SETL
-from ..sql_path import OWNERS_SQL, SHADOWED, STAGE, quoted_catalog
+from ..sql_path import CONTEXT, OWNERS_SQL, STAGE, quoted_catalog
 
 Q4 = Decimal("0.0001")
 
@@ -189,8 +189,8 @@ class ContextCache:
             cur = self.base.cursor()
             dbm.install_macros(cur)
             cat = quoted_catalog(self.catalog)
-            for t in SHADOWED:
-                cur.execute(f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM {cat}.main.{t} LIMIT 0")
+            for t, name in CONTEXT.items():
+                cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {cat}.main.{t} LIMIT 0")
             self._cur = cur
         return self._cur
 
@@ -233,31 +233,36 @@ class ContextCache:
         visit = dict(zip(cols, res[0])) if res else None
         persons = sorted({psn_no} | ({visit["psn_no"]} if visit else set()))
         # the visit's stored lines and the person's lines of their other visits, netted in one pass
-        # by the batch engine's own prepare_lines over shadows holding just those rows
-        cur.execute(";\n".join(f"DELETE FROM {t}" for t in SHADOWED))
+        # by the batch engine's own prepare_lines over context tables holding just those rows
+        c = CONTEXT
+        cur.execute(";\n".join(f"DELETE FROM {t}" for t in c.values()))
         cur.execute(
-            f"INSERT INTO fee_list_d SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ? OR psn_no = ?",
+            f"INSERT INTO {c['fee_list_d']} SELECT * FROM {cat}.main.fee_list_d WHERE mdtrt_id = ? OR psn_no = ?",
             [mdtrt_id, psn_no],
         )
-        raw = [r[0] for r in cur.execute("SELECT bkkp_sn FROM fee_list_d WHERE mdtrt_id = ?", [mdtrt_id]).fetchall()]
+        raw = [
+            r[0]
+            for r in cur.execute(f"SELECT bkkp_sn FROM {c['fee_list_d']} WHERE mdtrt_id = ?", [mdtrt_id]).fetchall()
+        ]
         lines: list[dict] = []
         others: list[tuple[dict, dict]] = []
-        if cur.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]:
+        if cur.execute(f"SELECT count(*) FROM {c['fee_list_d']}").fetchall()[0][0]:
             cur.execute(
-                f"INSERT INTO mdtrt_d SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN "
-                "(SELECT mdtrt_id FROM fee_list_d)"
+                f"INSERT INTO {c['mdtrt_d']} SELECT * FROM {cat}.main.mdtrt_d WHERE mdtrt_id IN "
+                f"(SELECT mdtrt_id FROM {c['fee_list_d']})"
             )
             cur.execute(
-                f"INSERT INTO setl_d SELECT * FROM {cat}.main.setl_d WHERE setl_id IN (SELECT setl_id FROM fee_list_d)"
+                f"INSERT INTO {c['setl_d']} SELECT * FROM {cat}.main.setl_d "
+                f"WHERE setl_id IN (SELECT setl_id FROM {c['fee_list_d']})"
             )
             if visit is None and raw:  # lines of a visit the database does not know: joined to a stand-in
                 cur.execute(
-                    "INSERT INTO mdtrt_d (mdtrt_id, psn_no, fixmedins_code, begntime, med_type, insutype, gend) "
+                    f"INSERT INTO {c['mdtrt_d']} (mdtrt_id, psn_no, fixmedins_code, begntime, med_type, insutype, gend) "
                     "VALUES (?, ?, '', now()::TIMESTAMP, '', '', '')",
                     [mdtrt_id, psn_no],
                 )
-            engine.prepare_lines(cur, STAGE)
-            res = cur.execute("SELECT * EXCLUDE (batch_id, source_row) FROM mdtrt_d").fetchall()
+            engine.prepare_lines(cur, STAGE, tables=CONTEXT)
+            res = cur.execute(f"SELECT * EXCLUDE (batch_id, source_row) FROM {c['mdtrt_d']}").fetchall()
             vcols = [d[0] for d in cur.description]
             visits = {v["mdtrt_id"]: v for v in (dict(zip(vcols, r)) for r in res)}
             for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall():
@@ -298,7 +303,7 @@ class ContextCache:
         cur = self.base.cursor()
         dbm.install_macros(cur)
         cat = quoted_catalog(self.catalog)
-        engine.prepare_lines(cur, STAGE)  # no shadows in this cursor: the stored tables themselves
+        engine.prepare_lines(cur, STAGE)  # the stored tables themselves
         by_visit: dict[str, list[dict]] = {}
         for r in cur.execute(f"SELECT {', '.join(LINE_FIELDS)} FROM lines").fetchall():
             by_visit.setdefault(r[1], []).append(dict(zip(LINE_FIELDS, r)))
