@@ -109,3 +109,23 @@ def test_a_part_that_fails_leaves_no_files(tmp_path, small_chunks, monkeypatch):
     with pytest.raises(ValueError, match="injector failed"):
         generate(out, visits=600, seed=11, part_lines=200 * LINES_PER_VISIT)
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_failing_fee_writer_in_a_part_leaves_no_files(tmp_path, small_chunks, monkeypatch):
+    """fee_list_d of a part is written while the next part is made: its error is raised all the same."""
+    g = small_chunks
+    chunks = g.FeeLines.chunks
+    calls = []
+
+    def failing(self):
+        calls.append(1)
+        for k, part in enumerate(chunks(self)):
+            if len(calls) == 2 and k == 2:  # the second part's third chunk
+                raise OSError("disk full (test)")
+            yield part
+
+    monkeypatch.setattr(g.FeeLines, "chunks", failing)
+    out = tmp_path / "batch"
+    with pytest.raises(OSError, match="disk full"):
+        generate(out, visits=600, seed=11, fmt="parquet", part_lines=200 * LINES_PER_VISIT)
+    assert sorted(p.name for p in out.iterdir()) == []

@@ -710,6 +710,7 @@ def _generate_in_parts(
     billed, keys = [], []
     visit_base = person_base = line_base = 0
     ranges: list[tuple[int, int]] = []
+    writing: _PartWriter | None = None
     try:
         for k, n in enumerate(sizes):
             s = part_seed(seed, k)
@@ -721,23 +722,16 @@ def _generate_in_parts(
             del data
             tables = assemble(ctx)
             line_base = ctx._next - 1
-            fee = tables["fee_list_d"]
-            # fee_list_d formatted and written on threads of their own while the gathers run
-            failed: list[BaseException] = []
-            writer = threading.Thread(
-                target=_write_part_lines, args=(fee, sinks["fee_list_d"], failed), name="fee_list_d-write", daemon=True
-            )
-            writer.start()
-            try:
-                for name in gathered:
-                    inj = injectors[name]
-                    ctx.current_type, ctx.current_rate = name, inj.rate
-                    ctx.rng = np.random.default_rng(seed_for(s, name + ":finish"))
-                    gathered[name].append(inj.gather(ctx, tables))
-            finally:
-                writer.join()
-            if failed:
-                raise failed[0]
+            # fee_list_d formatted and written on threads of their own while the gathers run and
+            # the next part is made (the previous part's is written by now: one part's in flight)
+            if writing is not None:
+                writing.finish()
+            writing = _PartWriter(tables["fee_list_d"], sinks["fee_list_d"])
+            for name in gathered:
+                inj = injectors[name]
+                ctx.current_type, ctx.current_rate = name, inj.rate
+                ctx.rng = np.random.default_rng(seed_for(s, name + ":finish"))
+                gathered[name].append(inj.gather(ctx, tables))
             for t in PART_TABLES:
                 if t == "fee_list_d":
                     continue
@@ -749,7 +743,9 @@ def _generate_in_parts(
                 raise ValueError(f"an injector added rows to {extra or ['hilist/purchases']}: not made in parts yet")
             billed.append(ctx.billed)
             keys.append(_key_rows(ctx.key))
-            del ctx, tables, fee
+            del ctx, tables
+        if writing is not None:
+            writing.finish()
         total = sum(sizes)
         b = pl.concat(billed).group_by("fixmedins_code", "code", "period").agg(pl.col("q").sum())
         batch_tables = {"hilist": _hilist(), "purchases": _purchases(b)}
@@ -779,18 +775,39 @@ def _generate_in_parts(
         written["answer_key.csv"] = key.height
         return written, key, ranges
     except BaseException:
+        if writing is not None:
+            writing.abandon()
         for sink in sinks.values():
             sink.abandon()
         raise
 
 
-def _write_part_lines(fee: FeeLines, sink: _Sink, failed: list) -> None:
-    """A part's fee_list_d appended to the batch's file (on a thread: an error lands in ``failed``)."""
-    try:
-        for part in _formatted(fee):
-            sink.write(part)
-    except BaseException as e:  # raised by the caller after join
-        failed.append(e)
+class _PartWriter:
+    """A part's fee_list_d appended to the batch's file on threads of its own (formatting one
+    chunk while the previous one is written): :meth:`finish` waits and raises what it raised,
+    :meth:`abandon` stops it."""
+
+    def __init__(self, fee: FeeLines, sink: _Sink):
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fee, sink), name="fee_list_d-part", daemon=True)
+        self._thread.start()
+
+    def _run(self, fee: FeeLines, sink: _Sink) -> None:
+        try:
+            for part in _formatted(fee, self._stop):
+                sink.write(part)
+        except BaseException as e:  # raised by finish
+            self.error = e
+
+    def finish(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 __all__ = ["generate", "build", "Generated", "parts", "dt"]
