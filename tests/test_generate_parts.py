@@ -129,3 +129,16 @@ def test_a_failing_fee_writer_in_a_part_leaves_no_files(tmp_path, small_chunks, 
     with pytest.raises(OSError, match="disk full"):
         generate(out, visits=600, seed=11, fmt="parquet", part_lines=200 * LINES_PER_VISIT)
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_sample_generate_makes_parts_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from medaudit import cli
+
+    args = ["sample", "generate", "--out", str(tmp_path / "b"), "--visits", "600", "--part-lines", "3880"]
+    r = CliRunner().invoke(cli.app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "3 parts" in r.output
+    r = CliRunner().invoke(cli.app, [*args[:-1], "10"], env={"COLUMNS": "200"})
+    assert r.exit_code != 0 and "--part-lines must be at least 1000" in r.output
