@@ -760,18 +760,17 @@ def _generate_in_parts(
             else:
                 inj.finish(batch, batch_tables)
         key = _key_frame([*keys, _key_rows(batch.key)])
+        for t, df in batch_tables.items():
+            df.write_parquet(out / f"{t}.{ext}") if fmt == "parquet" else df.write_csv(out / f"{t}.{ext}")
+        key.write_csv(out / "answer_key.csv")
         written = {}
-        for t in names:
-            path = out / f"{t}.{ext}"
+        for t in names:  # the parts' files take their names last
             if t in sinks:
                 sink = sinks.pop(t)
                 sink.close()
-                written[path.name] = sink.rows
+                written[f"{t}.{ext}"] = sink.rows
             else:
-                df = batch_tables[t]
-                df.write_parquet(path) if fmt == "parquet" else df.write_csv(path)
-                written[path.name] = df.height
-        key.write_csv(out / "answer_key.csv")
+                written[f"{t}.{ext}"] = batch_tables[t].height
         written["answer_key.csv"] = key.height
         return written, key, ranges
     except BaseException:
