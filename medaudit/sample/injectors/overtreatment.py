@@ -15,7 +15,11 @@ In a large batch the clean data's own groups reach 30 visits, and about one visi
 of a group is above its 95th percentile: a statistical rule flags them, rightly. ``finish``
 finds them from the final lines, independently of the engine (net quantities, the percentile
 compared in exact integer arithmetic), and writes them into the key, so the key stays exact at every
-size (a sample of a few hundred visits has no such group).
+size (a sample of a few hundred visits has no such group). In a batch made in parts each part
+adds its own groups (new persons named after the part), and peer groups of one month and level
+hold visits of several parts: ``gather`` takes each part's visits and quantities and ``combine``
+finds the visits above their group's percentile over the whole batch (then the R50 groups of two
+parts together are judged, and their outliers keyed).
 """
 
 import datetime as dt
