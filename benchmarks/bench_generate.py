@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_generate.py                          # 1M and 10M lines, Parquet
     .venv/bin/python benchmarks/bench_generate.py --lines 1000000 --format csv
+    .venv/bin/python benchmarks/bench_generate.py --lines 10000000 --part-lines 2000000   # in parts
 
 Each size runs as its own process under ``/usr/bin/time -v`` (peak RSS is a per-process high-water
 mark), writing to a temporary folder that is removed afterwards. Results go to
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(lines: int, seed: int, fmt: str) -> dict:
+def measure(lines: int, seed: int, fmt: str, part_lines: int | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="medaudit-gen-"))
     try:
         cmd = [
@@ -46,7 +47,7 @@ def measure(lines: int, seed: int, fmt: str) -> dict:
             str(seed),
             "--format",
             fmt,
-        ]
+        ] + (["--part-lines", str(part_lines)] if part_lines else [])
         load_before = os.getloadavg()[0]
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if p.returncode != 0:
@@ -74,6 +75,7 @@ def measure(lines: int, seed: int, fmt: str) -> dict:
             "answer_key_rows": key_rows,
             "format": fmt,
             "seed": seed,
+            "part_lines": part_lines,
             "wall_s": round(wall_s, 1),
             "cpu_s": round(float(field("User time (seconds)")) + float(field("System time (seconds)")), 1),
             "cpu_percent": field("Percent of CPU this job got"),
@@ -90,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", default="1000000,10000000", help="comma-separated approximate line counts")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    ap.add_argument("--part-lines", type=int, default=None, help="make each batch in parts of about this many lines")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gen_results.json")
     ap.add_argument("--note", default=None, help="a note stored with each result (e.g. that the machine was shared)")
     args = ap.parse_args(argv)
     old = json.loads(args.out.read_text()) if args.out.exists() else {"results": []}
     for n in [int(x) for x in args.lines.split(",") if x.strip()]:
-        r = measure(n, args.seed, args.format)
+        r = measure(n, args.seed, args.format, args.part_lines)
         r.update(
             {
                 "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(
-            f"{r['fee_lines']:>12,} lines ({args.format}): {r['wall_s']:.1f}s wall, {r['cpu_s']:.1f}s CPU "
+            f"{r['fee_lines']:>12,} lines ({args.format}"
+            f"{f', parts of {args.part_lines:,}' if args.part_lines else ''}): {r['wall_s']:.1f}s wall, {r['cpu_s']:.1f}s CPU "
             f"({r['cpu_percent']}), peak RSS {r['peak_rss_mb']:,} MB, {r['answer_key_rows']:,} key rows, "
             f"load average {r['load_average_before']} -> {r['load_average_after']}",
             flush=True,
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         old["results"] = [
             e
             for e in old.get("results", [])
-            if (e.get("lines_asked"), e.get("format"), e.get("seed")) != (n, args.format, args.seed)
+            if (e.get("lines_asked"), e.get("format"), e.get("seed"), e.get("part_lines"))
+            != (n, args.format, args.seed, args.part_lines)
         ] + [r]
         args.out.write_text(json.dumps(old, ensure_ascii=False, indent=2) + "\n")
     print(f"results written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

@@ -1,6 +1,7 @@
 """Benchmark the loader alone: wall time, CPU seconds and peak RSS of ``load_batch``.
 
     .venv/bin/python benchmarks/bench_load.py --lines 1000000 [--format csv] [--memory-limit 6GB]
+    .venv/bin/python benchmarks/bench_load.py --lines 50000000 --part-lines 2000000 --memory-limit 8GB
 
 Uses the same generated batches as bench_screen.py (cached under benchmarks/data/ by size,
 seed and format). Run each size in its own process: peak RSS is the process's high-water mark.
@@ -30,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    ap.add_argument("--part-lines", type=int, default=None, help="the batch made in parts (as bench_screen.py)")
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data")
     ap.add_argument("--memory-limit", default=None, help="DuckDB memory_limit for the load, e.g. 6GB")
     ap.add_argument("--generate-only", action="store_true")
     args = ap.parse_args(argv)
-    batch, gen_s = cached_batch(args.data, args.lines, args.seed, args.format)
+    batch, gen_s = cached_batch(args.data, args.lines, args.seed, args.format, args.part_lines)
     if gen_s is not None:
         print(f"generated {batch.name} in {gen_s:.1f}s", flush=True)
     if args.generate_only:
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "lines": fee.read,
         "format": args.format,
+        "part_lines": args.part_lines,
         "load_s": round(wall, 2),
         "load_cpu_s": round(cpu, 2),
         "peak_rss_mb": round(rss),

@@ -41,14 +41,17 @@ from medaudit.sample import generate  # noqa: E402
 from medaudit.sample.check import compare  # noqa: E402
 
 
-def cached_batch(data: Path, lines: int, seed: int, fmt: str) -> tuple[Path, float | None]:
-    """The generated batch of that size, seed and format under ``data`` (generated the first
-    time: returns the seconds it took, else None)."""
-    batch = data / f"lines{lines}_seed{seed}_{fmt}"
+def cached_batch(
+    data: Path, lines: int, seed: int, fmt: str, part_lines: int | None = None
+) -> tuple[Path, float | None]:
+    """The generated batch of that size, seed and format (made in parts of ``part_lines`` lines
+    if given: another batch, cached apart) under ``data`` (generated the first time: returns the
+    seconds it took, else None)."""
+    batch = data / f"lines{lines}_seed{seed}_{fmt}{f'_parts{part_lines}' if part_lines else ''}"
     if (batch / "answer_key.csv").exists():
         return batch, None
     t = time.perf_counter()
-    generate(batch, lines=lines, seed=seed, fmt=fmt)
+    generate(batch, lines=lines, seed=seed, fmt=fmt, part_lines=part_lines)
     return batch, time.perf_counter() - t
 
 
@@ -86,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    ap.add_argument(
+        "--part-lines",
+        type=int,
+        default=None,
+        help="generate the batch in parts of about this many lines (memory bounded by a part: "
+        "for tens of millions of lines, e.g. 2000000)",
+    )
     ap.add_argument("--rules", type=Path, default=ROOT / "rules", help="rule library folder or YAML file")
     ap.add_argument(
         "--extra-rules",
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ks = [int(x) for x in args.replicate.split(",") if x.strip()]
 
-    batch, gen_s = cached_batch(args.data, args.lines, args.seed, args.format)
+    batch, gen_s = cached_batch(args.data, args.lines, args.seed, args.format, args.part_lines)
     resources.configure(args.memory_limit, args.temp_dir, config=None)
     base = library(args.rules)
     if args.extra_rules:
@@ -214,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "lines": n_fee,
         "format": args.format,
         "seed": args.seed,
+        "part_lines": args.part_lines,
         "extra_rules": [str(x) for x in args.extra_rules],
         "memory_limit": resources.current().effective_memory_limit,
         "generate_s": None if gen_s is None else round(gen_s, 2),
@@ -250,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             [r["rules_multiplier"] for r in e.get("runs", [])],
             e.get("extra_rules", []),
             e.get("label"),
+            e.get("part_lines"),
         )
-        == (n_fee, args.format, ks, result["extra_rules"], args.label)
+        == (n_fee, args.format, ks, result["extra_rules"], args.label, args.part_lines)
     )
     old["results"] = [e for e in old.get("results", []) if not same(e)] + [result]
     args.out.write_text(json.dumps(old, ensure_ascii=False, indent=2) + "\n")

@@ -30,6 +30,13 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(1, "--seed", help="random seed: the same seed gives the same batch"),
         fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
         types: Optional[str] = typer.Option(None, "--types", help="only inject these rule types (comma-separated)"),
+        part_lines: Optional[int] = typer.Option(
+            None,
+            "--part-lines",
+            help="make the batch in parts of about this many fee lines, each written as it is made, so memory "
+            "is bounded by a part (e.g. 2000000 for batches of tens of millions of lines); a batch no larger "
+            "is made in one piece, byte for byte as without it",
+        ),
     ) -> None:
         """Write a batch folder (data contract format) plus answer_key.csv, one row per injected violating line."""
         from ..sample import generate
@@ -48,8 +55,11 @@ def register(app: typer.Typer) -> None:
             unknown = [t for t in only if t not in known]
             if unknown:
                 fail(f"no injector for {', '.join(unknown)} (injectors: {', '.join(known)})")
-        g = generate(out, visits=visits, seed=seed, fmt=fmt, lines=lines, types=only)
-        t = Table(title=f"Sample batch {out} (seed {seed}, {g.seconds:.1f}s)")
+        if part_lines is not None and part_lines < 1000:
+            fail("--part-lines must be at least 1000")
+        g = generate(out, visits=visits, seed=seed, fmt=fmt, lines=lines, types=only, part_lines=part_lines)
+        made = f", {len(g.parts)} parts" if g.parts else ""
+        t = Table(title=f"Sample batch {out} (seed {seed}{made}, {g.seconds:.1f}s)")
         t.add_column("file")
         t.add_column("rows", justify="right")
         for name, n in g.tables.items():

@@ -84,6 +84,18 @@ Scale: at 10M lines the generator holds one typed copy of the lines (about 70 by
 and the visits; keep per-line work vectorised (polars/numpy over all lines) and per-visit work
 to the visits an injector breaks.
 
+Batches in parts: ``generate(..., part_lines=N)`` (``--part-lines``) makes a larger batch as
+parts of about N lines, each generated like a batch of its own (its own seed, ids after the
+previous part's) and appended to the batch's files as soon as it is made, so memory is bounded
+by a part (see :func:`medaudit.sample.generate.parts`). A person's visits never span parts, so an
+injector that works within a person, a visit or a stay needs nothing more. One that judges
+against the whole batch says so: ``Injector(once=True)`` injects in the first part only
+(peer_outlier: one outlying department); a ``finish`` step that reads the lines also gives
+``gather(ctx, tables)`` (what it needs of one part, small) and ``combine(batch, gathered,
+tables)`` (decides over all parts; ``finish`` is ``combine`` over one gather, so a batch in one
+piece is unchanged): inventory_mismatch, overtreatment. Other finish steps run once at the end
+with a :class:`~medaudit.sample.inject.Batch` and the batch-wide ``hilist`` and ``purchases``.
+
 Rules for injectors: add the rules your injector targets to ``rules/`` (one YAML per type);
 keep the clean data clean (if your new rule would flag clean lines, change the clean generator
 so it does not, and say why in its docstring); make the injected line break exactly the rules

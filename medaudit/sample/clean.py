@@ -73,6 +73,12 @@ class CleanData:
     oprn: pl.DataFrame
     extra: dict[str, list[dict]] = field(default_factory=dict)
     next_sn: int = 0
+    #: ids of this data start after these numbers (a part of a batch made in parts, see
+    #: generate.Part): mdtrt_id MD2026{visit_base + 1 ...}, psn_no P33{person_base + 1 ...}
+    visit_base: int = 0
+    person_base: int = 0
+    persons: int = 0  # psn_no numbers used: person_base + 1 .. person_base + persons
+    part: int = 0  # the part's index (0: the first part, or the whole batch)
 
 
 #: internal fee-line columns (money in fen; pric null = the catalogue price at the visit's level)
@@ -162,7 +168,12 @@ def _pick(rng, options, p, n):
     return np.asarray(options, dtype=object)[rng.choice(len(options), size=n, p=p)]
 
 
-def generate_clean(n_visits: int, seed: int) -> CleanData:
+def generate_clean(
+    n_visits: int, seed: int, visit_base: int = 0, person_base: int = 0, line_base: int = 0, part: int = 0
+) -> CleanData:
+    """``n_visits`` clean visits and their lines. The bases shift the ids (mdtrt_id, setl_id,
+    psn_no, bkkp_sn) past those of the parts of a batch made before this one (all 0: a batch in
+    one piece); nothing else depends on them."""
     rng = np.random.default_rng(seed)
     n_visits = max(int(n_visits), 1)
 
@@ -273,8 +284,8 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     ipt_days = np.where(long_stay & ~open_ & (rng.random(n) < 0.8), bed_days, -1)
     ipt_days = np.where(mt == "28", np.where(rng.random(n) < 0.5, 1, -1), ipt_days)
 
-    vid = np.array([f"MD{2026}{x:08d}" for x in range(1, n + 1)], dtype=object)
-    psn = np.array([f"P33{x:09d}" for x in range(1, n_p + 1)], dtype=object)
+    vid = np.array([f"MD{2026}{x:08d}" for x in range(visit_base + 1, visit_base + n + 1)], dtype=object)
+    psn = np.array([f"P33{x:09d}" for x in range(person_base + 1, person_base + n_p + 1)], dtype=object)
 
     # ---------------------------------------------------------------- fee lines (blocks)
     blocks: list[dict[str, np.ndarray]] = []
@@ -455,7 +466,7 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
     )
     del cols, time, vi_, day, keep, order
     lines = lines.with_columns(
-        pl.format("F{}", (pl.int_range(1, pl.len() + 1)).cast(pl.Utf8).str.zfill(10)).alias("bkkp_sn"),
+        pl.format("F{}", (pl.int_range(1, pl.len() + 1) + line_base).cast(pl.Utf8).str.zfill(10)).alias("bkkp_sn"),
         pl.lit(None, pl.Int64).alias("pric"),
         pl.lit(0, pl.Int64).alias("ownpay_pct"),
         pl.lit("1").alias("appr"),
@@ -470,7 +481,7 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         .cast(pl.Int64)
         .alias("ownpay_pct")
     )
-    next_sn = lines.height + 1
+    next_sn = line_base + lines.height + 1
 
     visits = pl.DataFrame(
         {
@@ -534,6 +545,10 @@ def generate_clean(n_visits: int, seed: int) -> CleanData:
         oprn,
         {"psn_death": []},
         next_sn,
+        visit_base=visit_base,
+        person_base=person_base,
+        persons=n_p,
+        part=part,
     )
     _not_plain(data, rng)
     return data

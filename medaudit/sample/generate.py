@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from . import catalog as cat
-from .clean import LINE_SCHEMA, MONTH, generate_clean, merge_lines, month_text
-from .inject import KEY_COLUMNS, Context, seed_for
+from .clean import LINE_SCHEMA, MONTH, CleanData, generate_clean, merge_lines, month_text
+from .inject import KEY_COLUMNS, Batch, Context, Injector, seed_for
 from .injectors import discover
 
 #: lines per visit on average (measured); used to turn a line count into a visit count
@@ -30,6 +30,9 @@ class Generated:
     key_rows: int
     by_type: dict[str, int] = field(default_factory=dict)  # answer-key rows per rule type
     seconds: float = 0.0
+    #: a batch made in parts: each part's visits as the first and last number of their mdtrt_id
+    #: (MD2026 and eight digits; the visits injectors added included); one piece: empty
+    parts: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _fen(col: str) -> pl.Expr:
@@ -158,15 +161,8 @@ def build(
     ``on_fee(fee)`` is called with ``fee_list_d`` (a :class:`FeeLines`) as soon as it is final,
     before the injectors' finish steps (which never change it): :func:`generate` starts writing it
     then, on the other core, while the finish steps run."""
-    data = generate_clean(visits, seed)
-    ctx = Context(data)
     injectors = discover()
-    for name, inj in injectors.items():
-        if types is not None and name not in types:
-            continue
-        ctx.current_type, ctx.current_rate = name, inj.rate
-        ctx.rng = np.random.default_rng(seed_for(seed, name))
-        inj.inject(ctx)
+    ctx = _injected(generate_clean(visits, seed), seed, types, injectors)
     tables = assemble(ctx)
     if on_fee is not None:
         on_fee(tables["fee_list_d"])
@@ -175,15 +171,37 @@ def build(
             ctx.current_type, ctx.current_rate = name, inj.rate
             ctx.rng = np.random.default_rng(seed_for(seed, name + ":finish"))
             inj.finish(ctx, tables)
-    key = (
-        pl.DataFrame(ctx.key, schema={c: pl.Utf8 for c in KEY_COLUMNS})
-        if ctx.key
-        else pl.DataFrame(schema={c: pl.Utf8 for c in KEY_COLUMNS})
-    )
-    key = key.unique(subset=["rule_type", "rule_id", "mdtrt_id", "bkkp_sn"], keep="first", maintain_order=True).sort(
+    return tables, _key_frame([_key_rows(ctx.key)])
+
+
+def _injected(
+    data: CleanData, seed: int, types: list[str] | None, injectors: dict[str, Injector], first: bool = True
+) -> Context:
+    """The clean data with every injector's violations (``first``: the first part of a batch, or
+    the whole batch; an injector that injects ``once`` runs there only)."""
+    ctx = Context(data)
+    for name, inj in injectors.items():
+        if types is not None and name not in types:
+            continue
+        if inj.once and not first:
+            continue
+        ctx.current_type, ctx.current_rate = name, inj.rate
+        ctx.rng = np.random.default_rng(seed_for(seed, name))
+        inj.inject(ctx)
+    return ctx
+
+
+def _key_rows(rows: list[dict]) -> pl.DataFrame:
+    schema = {c: pl.Utf8 for c in KEY_COLUMNS}
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+
+
+def _key_frame(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """The answer key: the rows in order of writing, the first of each (type, rule, visit, line), sorted."""
+    key = pl.concat(parts) if len(parts) > 1 else parts[0]
+    return key.unique(subset=["rule_type", "rule_id", "mdtrt_id", "bkkp_sn"], keep="first", maintain_order=True).sort(
         "rule_type", "rule_id", "mdtrt_id", "bkkp_sn", nulls_last=True
     )
-    return tables, key
 
 
 def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
@@ -347,17 +365,6 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
     tables = {"mdtrt_d": mdtrt, "setl_d": setl, "fee_list_d": fee, "setl_list_diag_d": diag, "setl_list_oprn_d": oprn}
 
     # knowledge tables: the catalogue (caps = clean prices), purchases covering what was billed
-    hilist = items.select(
-        pl.col("code").alias("hilist_code"),
-        "hilist_name",
-        "list_type",
-        "chrgitm_lv",
-        _fen("p1").alias("lv1_pric"),
-        _fen("p2").alias("lv2_pric"),
-        _fen("p3").alias("lv3_pric"),
-        pl.lit("2020-01-01").alias("begndate"),
-        pl.lit("2099-12-31").alias("enddate"),
-    )
     billed = (
         pl.concat(billed_parts)
         .group_by("fixmedins_code", "code", "month")
@@ -366,15 +373,9 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         if billed_parts
         else pl.DataFrame(schema={"fixmedins_code": pl.Utf8, "code": pl.Utf8, "period": pl.Utf8, "q": pl.Int64})
     )
-    purchases = billed.select(
-        "fixmedins_code",
-        pl.col("code").alias("hilist_code"),
-        "period",
-        ((pl.col("q") * 6) // 5 + 10).cast(pl.Utf8).alias("purchase_cnt"),
-        pl.lit("0").alias("opening_stock_cnt"),
-    ).sort("fixmedins_code", "hilist_code", "period")
-    tables["hilist"] = hilist
-    tables["purchases"] = purchases
+    ctx.billed = billed.select("fixmedins_code", "code", "period", "q")
+    tables["hilist"] = _hilist()
+    tables["purchases"] = _purchases(billed)
     deaths = ctx.rows.get("psn_death", [])
     tables["psn_death"] = pl.DataFrame(
         {"psn_no": [d["psn_no"] for d in deaths], "die_date": [str(d["die_date"]) for d in deaths]},
@@ -388,6 +389,32 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         )
         tables[t] = pl.concat([tables[t], extra], how="diagonal_relaxed") if t in tables else extra
     return tables
+
+
+def _hilist() -> pl.DataFrame:
+    """The catalogue: every item, its clean prices as caps, in force all year."""
+    return ITEMS_FRAME.select(
+        pl.col("code").alias("hilist_code"),
+        "hilist_name",
+        "list_type",
+        "chrgitm_lv",
+        _fen("p1").alias("lv1_pric"),
+        _fen("p2").alias("lv2_pric"),
+        _fen("p3").alias("lv3_pric"),
+        pl.lit("2020-01-01").alias("begndate"),
+        pl.lit("2099-12-31").alias("enddate"),
+    )
+
+
+def _purchases(billed: pl.DataFrame) -> pl.DataFrame:
+    """Purchases covering what was billed (fixmedins_code, code, period, q): 120% of it, plus 10."""
+    return billed.select(
+        "fixmedins_code",
+        pl.col("code").alias("hilist_code"),
+        "period",
+        ((pl.col("q") * 6) // 5 + 10).cast(pl.Utf8).alias("purchase_cnt"),
+        pl.lit("0").alias("opening_stock_cnt"),
+    ).sort("fixmedins_code", "hilist_code", "period")
 
 
 def write(
@@ -543,14 +570,25 @@ def generate(
     fmt: str = "csv",
     lines: int | None = None,
     types: list[str] | None = None,
+    part_lines: int | None = None,
 ) -> Generated:
-    """Write a sample batch folder with ``answer_key.csv``. Give ``visits``, or ``lines`` (approximate)."""
+    """Write a sample batch folder with ``answer_key.csv``. Give ``visits``, or ``lines`` (approximate).
+
+    ``part_lines``: make the batch in parts of about that many lines each (see :func:`parts`), so
+    memory is bounded by a part, not the batch; a batch of at most that many lines is made in
+    one piece, exactly as without it."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"format must be csv or parquet, got {fmt!r}")
     t0 = time.perf_counter()
     if visits is None:
         visits = max(1, int(round((lines or 20_000) / LINES_PER_VISIT)))
     out = Path(out)
+    if part_lines is not None:
+        sizes = parts(visits, part_lines)
+        if len(sizes) > 1:
+            written, key, ranges = _generate_in_parts(out, sizes, seed, fmt, types)
+            by_type = dict(key.group_by("rule_type").len().sort("rule_type").iter_rows()) if key.height else {}
+            return Generated(out, written, key.height, by_type, time.perf_counter() - t0, ranges)
     fee_writer: FeeWriter | None = None
 
     def start_fee(fee: FeeLines) -> None:
@@ -568,4 +606,207 @@ def generate(
     return Generated(Path(out), written, key.height, by_type, time.perf_counter() - t0)
 
 
-__all__ = ["generate", "build", "Generated", "dt"]
+# ---------------------------------------------------------------------------- a batch in parts
+
+#: tables made by each part and appended to the batch's file; hilist and purchases are the
+#: batch's (the catalogue; what all parts billed), written once at the end
+PART_TABLES = ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d", "setl_list_oprn_d", "psn_death")
+
+
+def parts(visits: int, part_lines: int) -> list[int]:
+    """The visits of each part of a batch of ``visits`` made in parts of about ``part_lines``
+    lines: as few parts as fit, of sizes differing by at most one visit.
+
+    A batch made in parts: each part is generated like a batch of its own (clean data, injected
+    violations, derived tables) from its own seed (the batch seed for part 0, then one derived
+    from it and the part's number), with ids after those of the parts before it (mdtrt_id,
+    setl_id, psn_no, bkkp_sn, and the visits injectors add), and is appended to the batch's
+    files as soon as it is made. A person's visits are all in one part, so every violation
+    across visits (readmission, overlapping stays, purchases a month...) stays inside a part and
+    its key rows are right for the batch. What is judged against the whole batch is done once,
+    at the end: purchases cover what all parts billed; inventory_mismatch and overtreatment
+    gather each part's aggregates and decide over the batch (Injector.gather/combine);
+    peer_outlier injects in part 0 only (Injector.once). Part 0 of a batch made in parts is the
+    batch in one piece of its size and seed, as far as its own rows go."""
+    per = max(1, int(round(part_lines / LINES_PER_VISIT)))
+    k = max(1, -(-visits // per))
+    return [visits // k + (1 if i < visits % k else 0) for i in range(k)]
+
+
+def part_seed(seed: int, k: int) -> int:
+    return seed if k == 0 else seed_for(seed, f"part:{k}")
+
+
+class _Sink:
+    """One table's file of a batch made in parts, written into ``<name>.part`` a part at a time
+    (CSV appended, the header once; Parquet a row group per write, every column text) and
+    renamed into place by :meth:`close`. Every part gives the first part's columns (a column
+    only a later part has is an error, one it lacks is written empty)."""
+
+    def __init__(self, path: Path, fmt: str):
+        self.path, self.fmt = path, fmt
+        self.part = path.with_name(path.name + ".part")
+        self.columns: list[str] | None = None
+        self.rows = 0
+        self._fh = None
+        self._pq = None
+
+    def write(self, df: pl.DataFrame) -> None:
+        if self.columns is None:
+            self.columns = df.columns
+            if self.fmt != "parquet":
+                self._fh = open(self.part, "wb")
+        else:
+            new = [c for c in df.columns if c not in self.columns]
+            if new:
+                raise ValueError(f"{self.path.name}: a later part has columns the first did not: {new}")
+            if df.columns != self.columns:
+                df = df.select([pl.col(c) if c in df.columns else pl.lit(None).alias(c) for c in self.columns])
+        df = df.with_columns(pl.all().cast(pl.Utf8))
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = df.to_arrow(compat_level=pl.CompatLevel.newest())
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self.part, table.schema, compression="zstd")
+            if df.height:
+                self._pq.write_table(table)
+        else:
+            df.write_csv(self._fh, include_header=self._fh.tell() == 0)
+        self.rows += df.height
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        if self._fh is not None:
+            self._fh.close()
+        os.replace(self.part, self.path)
+
+    def abandon(self) -> None:
+        for h in (self._pq, self._fh):
+            try:
+                if h is not None:
+                    h.close()
+            except Exception:  # noqa: BLE001  (removed below either way)
+                pass
+        self.part.unlink(missing_ok=True)
+
+
+def _generate_in_parts(
+    out: Path, sizes: list[int], seed: int, fmt: str, types: list[str] | None
+) -> tuple[dict[str, int], pl.DataFrame, list[tuple[int, int]]]:
+    """Make and write a batch in parts of ``sizes`` visits (see :func:`parts`); returns the rows
+    written per file, the answer key and each part's range of visit numbers."""
+    ext = "parquet" if fmt == "parquet" else "csv"
+    out.mkdir(parents=True, exist_ok=True)
+    names = [*PART_TABLES[:5], "hilist", "purchases", "psn_death"]
+    for t in names:
+        for suffix in (".csv", ".parquet", ".xlsx"):
+            (out / f"{t}{suffix}").unlink(missing_ok=True)
+    sinks = {t: _Sink(out / f"{t}.{ext}", fmt) for t in PART_TABLES}
+    injectors = discover()
+    chosen = {n: inj for n, inj in injectors.items() if types is None or n in types}
+    gathered: dict[str, list] = {n: [] for n, inj in chosen.items() if inj.finish and inj.gather}
+    billed, keys = [], []
+    visit_base = person_base = line_base = 0
+    ranges: list[tuple[int, int]] = []
+    writing: _PartWriter | None = None
+    try:
+        for k, n in enumerate(sizes):
+            s = part_seed(seed, k)
+            data = generate_clean(n, s, visit_base, person_base, line_base, part=k)
+            ctx = _injected(data, s, types, injectors, first=k == 0)
+            ranges.append((visit_base + 1, visit_base + ctx.n_visits + len(ctx.new_visits)))
+            visit_base = ranges[-1][1]
+            person_base += data.persons
+            del data
+            tables = assemble(ctx)
+            line_base = ctx._next - 1
+            # fee_list_d formatted and written on threads of their own while the gathers run and
+            # the next part is made (the previous part's is written by now: one part's in flight)
+            if writing is not None:
+                writing.finish()
+            writing = _PartWriter(tables["fee_list_d"], sinks["fee_list_d"])
+            for name in gathered:
+                inj = injectors[name]
+                ctx.current_type, ctx.current_rate = name, inj.rate
+                ctx.rng = np.random.default_rng(seed_for(s, name + ":finish"))
+                gathered[name].append(inj.gather(ctx, tables))
+            for t in PART_TABLES:
+                if t == "fee_list_d":
+                    continue
+                if t not in tables:
+                    raise ValueError(f"part {k}: no table {t}")
+                sinks[t].write(tables[t])
+            extra = sorted(set(tables) - set(PART_TABLES) - {"hilist", "purchases"})
+            if extra or ctx.rows.get("hilist") or ctx.rows.get("purchases"):
+                raise ValueError(f"an injector added rows to {extra or ['hilist/purchases']}: not made in parts yet")
+            billed.append(ctx.billed)
+            keys.append(_key_rows(ctx.key))
+            del ctx, tables
+        if writing is not None:
+            writing.finish()
+        total = sum(sizes)
+        b = pl.concat(billed).group_by("fixmedins_code", "code", "period").agg(pl.col("q").sum())
+        batch_tables = {"hilist": _hilist(), "purchases": _purchases(b)}
+        batch = Batch(total)
+        for name, inj in chosen.items():
+            if not inj.finish:
+                continue
+            batch.current_type, batch.current_rate = name, inj.rate
+            batch.rng = np.random.default_rng(seed_for(seed, name + ":finish"))
+            if name in gathered:
+                inj.combine(batch, gathered.pop(name), batch_tables)
+            else:
+                inj.finish(batch, batch_tables)
+        key = _key_frame([*keys, _key_rows(batch.key)])
+        for t, df in batch_tables.items():
+            df.write_parquet(out / f"{t}.{ext}") if fmt == "parquet" else df.write_csv(out / f"{t}.{ext}")
+        key.write_csv(out / "answer_key.csv")
+        written = {}
+        for t in names:  # the parts' files take their names last
+            if t in sinks:
+                sink = sinks.pop(t)
+                sink.close()
+                written[f"{t}.{ext}"] = sink.rows
+            else:
+                written[f"{t}.{ext}"] = batch_tables[t].height
+        written["answer_key.csv"] = key.height
+        return written, key, ranges
+    except BaseException:
+        if writing is not None:
+            writing.abandon()
+        for sink in sinks.values():
+            sink.abandon()
+        raise
+
+
+class _PartWriter:
+    """A part's fee_list_d appended to the batch's file on threads of its own (formatting one
+    chunk while the previous one is written): :meth:`finish` waits and raises what it raised,
+    :meth:`abandon` stops it."""
+
+    def __init__(self, fee: FeeLines, sink: _Sink):
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fee, sink), name="fee_list_d-part", daemon=True)
+        self._thread.start()
+
+    def _run(self, fee: FeeLines, sink: _Sink) -> None:
+        try:
+            for part in _formatted(fee, self._stop):
+                sink.write(part)
+        except BaseException as e:  # raised by finish
+            self.error = e
+
+    def finish(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+__all__ = ["generate", "build", "Generated", "parts", "dt"]

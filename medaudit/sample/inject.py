@@ -27,6 +27,18 @@ class Injector:
     inject: Callable[["Context"], None]
     rate: float = 0.02  # share of visits to break
     finish: Callable[["Context", dict[str, pl.DataFrame]], None] | None = None  # after derived tables
+    #: a batch made in parts (:class:`medaudit.sample.generate.Part`): inject into the first part
+    #: only (a violation judged against batch-wide counts, injected once: peer_outlier)
+    once: bool = False
+    #: a batch made in parts, for a finish step that reads the lines: ``gather(ctx, tables)``
+    #: runs in each part once its tables exist and returns what the step needs of that part
+    #: (small: aggregates, a few columns); ``combine(batch, gathered, tables)`` then runs once
+    #: with the list of them (a :class:`Batch` for the context; ``tables`` the batch-wide
+    #: ``hilist`` and ``purchases``). ``finish`` should be ``combine`` over one part's gather, so a
+    #: batch in one piece gets the same result. A finish step without them runs once with a
+    #: :class:`Batch` and must not read lines.
+    gather: Callable[["Context", dict[str, pl.DataFrame]], Any] | None = None
+    combine: Callable[[Any, list, dict[str, pl.DataFrame]], None] | None = None
 
 
 @dataclass
@@ -46,6 +58,9 @@ class Context:
     #: self-paid amount in fen), and every visit, the ones injectors added included
     fee_lines: pl.DataFrame | None = None
     all_visits: pl.DataFrame | None = None
+    #: set by generate.assemble: quantity billed of each drug and consumable (fixmedins_code,
+    #: code, period, q), what ``purchases`` is derived from
+    billed: pl.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.visits = self.data.visits
@@ -67,6 +82,12 @@ class Context:
     @property
     def n_visits(self) -> int:
         return self.visits.height
+
+    @property
+    def part_tag(self) -> str:
+        """Text that makes an id an injector invents unique in a batch made in parts (see
+        generate.Part): empty for the first part (and a batch in one piece), else ``X<k>``."""
+        return f"X{self.data.part}" if self.data.part else ""
 
     def count(self, rate: float | None = None) -> int:
         """How many visits to break at ``rate`` (default: the injector's rate), at least 1."""
@@ -205,8 +226,8 @@ class Context:
         row = dict(like)
         row.update(
             vi=vi,
-            mdtrt_id=f"MD2026{vi + 1:08d}",
-            setl_id=f"S2026{vi + 1:08d}",
+            mdtrt_id=f"MD2026{self.data.visit_base + vi + 1:08d}",
+            setl_id=f"S2026{self.data.visit_base + vi + 1:08d}",
             begntime=begntime,
             endtime=endtime,
             settled=True,
@@ -284,16 +305,7 @@ class Context:
         self, rule_id: str, visit: dict | str, bkkp_sn: str | None, note: str = "", rule_type: str | None = None
     ) -> None:
         """Write one answer-key row: this rule must flag this line (bkkp_sn None: the visit as a whole)."""
-        mdtrt_id = visit["mdtrt_id"] if isinstance(visit, dict) else visit
-        self.key.append(
-            {
-                "rule_type": rule_type or self.current_type,
-                "rule_id": rule_id,
-                "mdtrt_id": mdtrt_id,
-                "bkkp_sn": bkkp_sn,
-                "note": note,
-            }
-        )
+        _expect(self, rule_id, visit, bkkp_sn, note, rule_type)
 
     # ------------------------------------------------------------------ time helpers
     @staticmethod
@@ -311,6 +323,47 @@ class Context:
             return self.at(self.day_of(visit, 1), 9, int(self.rng.integers(0, 60)), int(self.rng.integers(0, 60)))
         span = max(int((e - b).total_seconds()) - 60, 1)
         return b + dt.timedelta(seconds=int(self.rng.integers(1, span)))
+
+
+def _expect(ctx, rule_id: str, visit: dict | str | None, bkkp_sn: str | None, note: str, rule_type: str | None) -> None:
+    mdtrt_id = visit["mdtrt_id"] if isinstance(visit, dict) else visit
+    ctx.key.append(
+        {
+            "rule_type": rule_type or ctx.current_type,
+            "rule_id": rule_id,
+            "mdtrt_id": mdtrt_id,
+            "bkkp_sn": bkkp_sn,
+            "note": note,
+        }
+    )
+
+
+@dataclass
+class Batch:
+    """The context of a batch-wide finish step of a batch made in parts, once every part is made
+    (see :attr:`Injector.combine`): ``count``, ``rng``, ``expect`` as in :class:`Context`, over
+    the clean visits of all parts; the parts' lines are gone (gathered by ``Injector.gather``)."""
+
+    n_visits: int
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    key: list[dict] = field(default_factory=list)
+    current_type: str = ""
+    current_rate: float = 0.02
+
+    def count(self, rate: float | None = None) -> int:
+        return max(1, int(round((self.current_rate if rate is None else rate) * self.n_visits)))
+
+    def expect(
+        self, rule_id: str, visit: dict | str | None, bkkp_sn: str | None, note: str = "", rule_type: str | None = None
+    ) -> None:
+        _expect(self, rule_id, visit, bkkp_sn, note, rule_type)
+
+    def use_visit(self, visit: dict | str) -> None:
+        """Nothing to mark: every part has run its injectors and finish steps."""
+
+    @property
+    def fee_lines(self):
+        raise RuntimeError("a batch made in parts has no fee_lines at the end: give the injector gather and combine")
 
 
 class _Row:

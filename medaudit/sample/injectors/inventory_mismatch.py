@@ -24,7 +24,18 @@ def inject(ctx: Context) -> None:
     """Nothing to do before the tables exist: see :func:`finish`."""
 
 
+GROUP = ["fixmedins_code", "hilist_code", "month"]
+
+
 def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
+    combine(ctx, [gather(ctx, tables)], tables)
+
+
+def gather(ctx: Context, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Per (institution, code, month) of the lines at hand: whether all are good, the quantity
+    billed and the latest line (its time and bkkp_sn's number to compare with another part's, and
+    whether an injector used its visit). A part's groups hold only its lines: :func:`combine`
+    adds them up."""
     # from the internal lines (ctx.fee_lines: fee_list_d is written a chunk at a time, never
     # held whole), with what fee_list_d states: its setl_id (none before settlement), month,
     # quantity, self-paid amount and flags
@@ -44,7 +55,7 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
             "chrgitm_lv": [i.lv for i in cat.ITEMS if i.list_type in ("101", "102", "301")],
         }
     )
-    grp = ["fixmedins_code", "hilist_code", "month"]
+    grp = GROUP
     stock = (
         lines.lazy()
         .select("vi", "bkkp_sn", "code", "cnt", "time", "appr", "own")
@@ -92,23 +103,45 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
     else:
         at = pl.len() - 1
         groups = stock.sort("ts", "snn").group_by(grp, maintain_order=True)
-    last = (
-        groups.agg(
-            pl.col("good").all().alias("all_good"),
-            pl.col("q").sum().alias("billed"),
-            pl.col("bkkp_sn").get(at),
-            pl.col("mdtrt_id").get(at),
-            pl.col("q").get(at).alias("last_q"),
-            (
-                (pl.col("chrgitm_lv").get(at) != "03") & (pl.col("appr").get(at) == "1") & (pl.col("own").get(at) == 0)
-            ).alias("paid"),
+    last = groups.agg(
+        pl.col("good").all().alias("all_good"),
+        pl.col("q").sum().alias("billed"),
+        pl.col("bkkp_sn").get(at),
+        pl.col("mdtrt_id").get(at),
+        pl.col("q").get(at).alias("last_q"),
+        ((pl.col("chrgitm_lv").get(at) != "03") & (pl.col("appr").get(at) == "1") & (pl.col("own").get(at) == 0)).alias(
+            "paid"
+        ),
+        pl.col("ts").get(at),
+        pl.col("snn").get(at),
+    )
+    return last.with_columns(pl.Series("used", [ctx.used(m) for m in last["mdtrt_id"]], dtype=pl.Boolean))
+
+
+def combine(ctx, parts: list[pl.DataFrame], tables: dict[str, pl.DataFrame]) -> None:
+    """Lower the purchases of a few groups (the groups of all parts added up) and key their
+    latest lines. ``ctx``: the :class:`Context` of a batch in one piece or a ``Batch``."""
+    grp = GROUP
+    if len(parts) == 1:
+        last = parts[0]
+    else:  # a group's lines in several parts: all good in each, billed summed, the latest of the latest
+        last = (
+            pl.concat(parts)
+            .sort("ts", "snn")
+            .group_by(grp, maintain_order=True)
+            .agg(
+                pl.col("all_good").all(),
+                pl.col("billed").sum(),
+                pl.col("bkkp_sn", "mdtrt_id", "last_q", "paid", "ts", "snn", "used").last(),
+            )
         )
-        .with_columns(month_text("month").alias("month"))
+    last = (
+        last.with_columns(month_text("month").alias("month"))
         .join(tables["purchases"].rename({"period": "month"}), on=grp, how="inner")
         .filter(pl.col("all_good") & pl.col("paid") & (pl.col("last_q") == pl.col("last_q").round(0)))
         .sort(grp)
     )
-    cands = [r for r in last.iter_rows(named=True) if not ctx.used(r["mdtrt_id"])]
+    cands = [r for r in last.iter_rows(named=True) if not r["used"]]
     if not cands:
         return
     n = min(ctx.count() + 1, len(cands))  # the last one is the near miss
@@ -147,4 +180,4 @@ def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
     )
 
 
-INJECTOR = Injector("inventory_mismatch", inject, rate=0.01, finish=finish)
+INJECTOR = Injector("inventory_mismatch", inject, rate=0.01, finish=finish, gather=gather, combine=combine)

@@ -15,7 +15,11 @@ In a large batch the clean data's own groups reach 30 visits, and about one visi
 of a group is above its 95th percentile: a statistical rule flags them, rightly. ``finish``
 finds them from the final lines, independently of the engine (net quantities, the percentile
 compared in exact integer arithmetic), and writes them into the key, so the key stays exact at every
-size (a sample of a few hundred visits has no such group).
+size (a sample of a few hundred visits has no such group). In a batch made in parts each part
+adds its own groups (new persons named after the part), and peer groups of one month and level
+hold visits of several parts: ``gather`` takes each part's visits and quantities and ``combine``
+finds the visits above their group's percentile over the whole batch (then the R50 groups of two
+parts together are judged, and their outliers keyed).
 """
 
 import datetime as dt
@@ -24,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from .. import catalog as cat
+from ..clean import SN_ORDER
 from ..inject import Context, Injector
 
 CRP = "002503050060000"  # C反应蛋白测定 (04); no frequency or period rule names it
@@ -42,7 +47,7 @@ def _group(
             begin,
             begin + dt.timedelta(hours=2),
             inst=inst,
-            psn_no=f"P39{tag}{k:03d}",
+            psn_no=f"P39{ctx.part_tag}{tag}{k:03d}",
             med_type="11",
             inpatient=False,
             main_diag=diag,
@@ -77,9 +82,19 @@ CLASSES = ("03", "04")
 PERCENTILE, MIN_PEERS = 95, 30
 
 
+GROUP = ["month", "inpatient", "level", "dg"]
+
+
 def finish(ctx: Context, tables: dict) -> None:
     """Key every visit of the batch whose quantity of lines of CLASSES is above its group's
     percentile (the rule's meaning, computed here from the lines as generated)."""
+    combine(ctx, [gather(ctx, tables)], tables)
+
+
+def gather(ctx: Context, tables: dict) -> dict:
+    """What :func:`combine` needs of the lines at hand: each screened visit's group and net
+    quantity (``gv``: a number unique in the batch, the visit's mdtrt_id number less one), its
+    lines of CLASSES with a net quantity (``snn``: bkkp_sn's number), the visits keyed already."""
     in_class = [i.code for i in cat.ITEMS if i.chrg in CLASSES]
     lines = ctx.fee_lines.select("vi", "bkkp_sn", "code", "cnt", "time", "init").filter(pl.col("code").is_in(in_class))
     pos = lines.filter(pl.col("cnt") > 0)
@@ -117,11 +132,23 @@ def finish(ctx: Context, tables: dict) -> None:
         pl.col("begntime").dt.strftime("%Y-%m").alias("month"),
         pl.col("main_diag").str.replace_all(".", "", literal=True).str.to_uppercase().str.slice(0, 3).alias("dg"),
     )
-    keyed = {r["mdtrt_id"] for r in ctx.key if r["rule_type"] == "overtreatment"}
+    base = ctx.data.visit_base
+    return {
+        "v": v.select((pl.col("vi") + base).alias("gv"), "mdtrt_id", *GROUP, "q"),
+        "pos": pos.filter(pl.col("net") > 0).select((pl.col("vi") + base).alias("gv"), SN_ORDER.alias("snn")),
+        "keyed": {r["mdtrt_id"] for r in ctx.key if r["rule_type"] == "overtreatment"},
+    }
+
+
+def combine(ctx, parts: list[dict], tables: dict) -> None:
+    """Key the visits above their group's percentile, the groups of all parts together."""
+    v = pl.concat([p["v"] for p in parts])
+    pos = pl.concat([p["pos"] for p in parts])
+    keyed = set().union(*(p["keyed"] for p in parts))
     # each group of at least MIN_PEERS visits, its quantities sorted: the percentile lies between
     # the f-th and the next, at h = (n - 1) x p / 100 = f + r / 100 (r an integer), so
     # q > percentile  <=>  100 q > 100 s[f] + r (s[f+1] - s[f]), exact in integers
-    grp = ["month", "inpatient", "level", "dg"]
+    grp = GROUP
     hn = (pl.col("n") - 1) * PERCENTILE
     groups = (
         v.group_by(grp)
@@ -137,14 +164,13 @@ def finish(ctx: Context, tables: dict) -> None:
     flagged = (
         v.join(groups, on=grp, how="inner")
         .filter(pl.col("q") * 100 > pl.col("lo") * 100 + pl.col("r") * (pl.col("hi") - pl.col("lo")))
-        .select("vi", "mdtrt_id", "q")
+        .select("gv", "mdtrt_id", "q")
         .filter(~pl.col("mdtrt_id").is_in(list(keyed)))
     )
     # every quantity line of a flagged visit (one join, not a filter of all lines per visit)
     hits = (
-        pos.filter(pl.col("net") > 0)
-        .select("vi", "bkkp_sn")
-        .join(flagged, on="vi", how="inner")
+        pos.join(flagged, on="gv", how="inner")
+        .with_columns(pl.format("F{}", pl.col("snn").cast(pl.Utf8).str.zfill(10)).alias("bkkp_sn"))
         .sort("mdtrt_id", "bkkp_sn")
     )
     for mdtrt_id, sn, q in hits.select("mdtrt_id", "bkkp_sn", "q").iter_rows():
@@ -157,4 +183,4 @@ def finish(ctx: Context, tables: dict) -> None:
         )
 
 
-INJECTOR = Injector("overtreatment", inject, rate=0.0, finish=finish)
+INJECTOR = Injector("overtreatment", inject, rate=0.0, finish=finish, gather=gather, combine=combine)

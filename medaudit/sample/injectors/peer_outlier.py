@@ -90,4 +90,6 @@ def inject(ctx: Context) -> None:
         )
 
 
-INJECTOR = Injector("peer_outlier", inject)
+# judged against every department of the batch: in a batch made in parts, one part injects (a
+# part's counts are at most the batch's, and persons never span parts, so no other part readmits)
+INJECTOR = Injector("peer_outlier", inject, once=True)
