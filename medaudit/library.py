@@ -118,13 +118,6 @@ class Library:
     rules: list[Rule]
     root: Path | None = None
 
-    def by_type(self, stage: str | None = None) -> dict[str, list[Rule]]:
-        out: dict[str, list[Rule]] = {}
-        for r in self.rules:
-            if stage is None or stage in r.stages:
-                out.setdefault(r.type, []).append(r)
-        return out
-
     def get(self, rule_id: str) -> Rule:
         for r in self.rules:
             if r.id == rule_id:

@@ -124,8 +124,6 @@ TRANSITIONS = {
     ("pending_review", "dismiss"): "dismissed",
     ("pending_appeal", "expire"): "expired",
 }
-HOSPITAL_ACTIONS = ("appeal",)
-REVIEW_ACTIONS = ("uphold", "overturn", "confirm", "dismiss")
 DEFAULTS = {"window_days": "10", "second_appeal": "false", "second_window_days": "10"}
 
 

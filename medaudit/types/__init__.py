@@ -20,7 +20,3 @@ def _discover() -> dict[str, RuleType]:
 
 
 REGISTRY: dict[str, RuleType] = _discover()
-
-
-def get(name: str) -> RuleType:
-    return REGISTRY[name]
