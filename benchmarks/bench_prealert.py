@@ -143,6 +143,94 @@ def write_soak(samples: list[dict], args) -> dict:
     return out
 
 
+#: run by the serving checkout's interpreter: loads the batch into a fresh database with that
+#: checkout's loader and writes what the client needs to build requests (as JSON) to a file
+LOAD_SCRIPT = """
+import json, sys
+from medaudit import db
+from medaudit.loader import load_batch
+con = db.connect(sys.argv[2])
+load_batch(sys.argv[1], con)
+lines = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+visits = con.execute(\"\"\"SELECT v.mdtrt_id, v.psn_no, v.gend, CAST(v.brdy AS VARCHAR), v.fixmedins_code, v.hosp_lv,
+                               v.med_type, v.insutype, CAST(v.begntime AS VARCHAR), v.dscg_maindiag_code
+                        FROM mdtrt_d v ORDER BY v.mdtrt_id\"\"\").fetchall()
+codes = [r[0] for r in con.execute("SELECT DISTINCT hilist_code FROM fee_list_d ORDER BY 1").fetchall()]
+con.close()
+# to a file: DuckDB's progress bar may write to stdout when a statement is slow
+open(sys.argv[3], "w").write(json.dumps({"lines": lines, "visits": visits, "codes": codes}))
+"""
+
+
+def server_python(root: Path, given: Path | None = None) -> str:
+    """The interpreter that serves ``root``: ``given``, else its own ``.venv`` (this interpreter for
+    this checkout when it has none), after checking that it imports medaudit from ``root`` and not
+    from another checkout (an editable install of another worktree would otherwise serve silently)."""
+    venv = root / ".venv" / "bin" / "python"
+    if given is not None:
+        python = str(given)
+    elif venv.exists():
+        python = str(venv)
+    elif root == ROOT:
+        python = sys.executable
+    else:
+        raise SystemExit(f"{root} has no .venv: make one there (python3 -m venv .venv && .venv/bin/pip install -e .)")
+    where = run_checked([python, "-c", "import medaudit; print(medaudit.__file__)"], root, 60).strip()
+    if not Path(where).resolve().is_relative_to(root):
+        raise SystemExit(f"{python} imports medaudit from {where}, not from {root}: pip install -e {root} there")
+    return python
+
+
+def run_checked(cmd: list[str], cwd: Path, timeout: float) -> str:
+    """Run a setup step; its stdout, or a loud exit with its output if it fails or takes too long."""
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise SystemExit(f"{cmd[:4]} did not finish in {timeout:g} s:\n{e.stderr or ''}") from None
+    if done.returncode:
+        raise SystemExit(f"{cmd[:4]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def wait_until_up(server: subprocess.Popen, base: str, timeout: float, log_path: Path) -> float:
+    """Seconds until the service answers /health with every worker up; exits loudly (with the end
+    of the server's output) if the server ends or does not come up within ``timeout`` seconds."""
+    t_up = time.perf_counter()
+    while True:
+        try:
+            h = httpx.get(base + "/health", timeout=1)
+            # several workers: measure only once every one is up (connections made before
+            # would all go to the first one for the whole run)
+            w = h.json().get("workers", {}) if h.status_code == 200 else {}
+            if h.status_code == 200 and w.get("ready", 1) == w.get("of", 1):
+                return time.perf_counter() - t_up
+        except (httpx.HTTPError, ValueError):
+            pass
+        if server.poll() is not None or time.perf_counter() - t_up > timeout:
+            why = (
+                f"server exited ({server.returncode})"
+                if server.poll() is not None
+                else f"server not up in {timeout:g} s"
+            )
+            if server.poll() is None:
+                server.kill()
+            raise SystemExit(f"{why}; its output ({log_path}):\n" + log_path.read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
+
+
+#: what differs between two answers to the same request even when they say the same
+VOLATILE = ("jr_id", "jrd_id", "task_id")
+
+
+def scrub(x):
+    """An answer without its ids (``jr_id`` and the like: new for every answer)."""
+    if isinstance(x, dict):
+        return {k: scrub(v) for k, v in x.items() if k not in VOLATILE}
+    if isinstance(x, list):
+        return [scrub(v) for v in x]
+    return x
+
+
 def library_codes(lib_dir: Path) -> list[str]:
     from medaudit.library import load_library
 
@@ -193,36 +281,68 @@ def main() -> None:
         default=[],
         help="an extra option for medaudit serve (repeatable, e.g. --serve-arg=--whole-history)",
     )
+    ap.add_argument(
+        "--server-root",
+        type=Path,
+        default=None,
+        help="the checkout that serves (default this one): its .venv's python, its loader and importer; "
+        "e.g. a git worktree of an older commit, to compare commits on the same requests",
+    )
+    ap.add_argument(
+        "--server-python",
+        type=Path,
+        default=None,
+        help="interpreter for --server-root (default its .venv); it must import medaudit from that root "
+        "(python -m runs it from the root, ahead of an editable install elsewhere)",
+    )
+    ap.add_argument("--startup-timeout", type=float, default=180, help="seconds the server may take to come up")
+    ap.add_argument(
+        "--requests-file",
+        type=Path,
+        default=None,
+        help="the request bodies: read from this JSON file if it exists, else built and written to it "
+        "(so runs of several commits send the same requests)",
+    )
+    ap.add_argument(
+        "--dump-answers",
+        type=Path,
+        default=None,
+        help="before the runs, send the first --dump-answers-n requests one by one and write their answers "
+        "(ids left out) to this file, one JSON line each",
+    )
+    ap.add_argument("--dump-answers-n", type=int, default=2000)
+    ap.add_argument("--no-closed", action="store_true", help="skip the closed-loop run")
     args = ap.parse_args()
 
-    from medaudit import db
-    from medaudit.loader import load_batch
+    # Which checkout serves: --server-root (another worktree, e.g. an older commit) runs its own
+    # interpreter (its .venv) and its own medaudit, checked before anything waits on it.
+    srv_root = (args.server_root or ROOT).resolve()
+    srv_python = server_python(srv_root, args.server_python)
     from medaudit.sample import generate
 
     work = Path(tempfile.mkdtemp(prefix="bench_prealert_"))
     t0 = time.perf_counter()
+    # the batch by this checkout's generator, so every server compared reads the same data; the load
+    # and the library import by the serving checkout (its schema and its importer)
     generate(work / "batch", visits=args.visits, seed=11)
-    con = db.connect(work / "m.duckdb")
-    load_batch(work / "batch", con)
-    n_lines = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
-    visits = con.execute("""SELECT v.mdtrt_id, v.psn_no, v.gend, CAST(v.brdy AS VARCHAR), v.fixmedins_code, v.hosp_lv,
-                                   v.med_type, v.insutype, CAST(v.begntime AS VARCHAR), v.dscg_maindiag_code
-                            FROM mdtrt_d v""").fetchall()
-    batch_codes = [r[0] for r in con.execute("SELECT DISTINCT hilist_code FROM fee_list_d ORDER BY 1").fetchall()]
-    con.close()
+    run_checked(
+        [srv_python, "-c", LOAD_SCRIPT, str(work / "batch"), str(work / "m.duckdb"), str(work / "loaded.json")],
+        srv_root,
+        600,
+    )
+    loaded = json.loads((work / "loaded.json").read_text(encoding="utf-8"))
+    n_lines, batch_codes = loaded["lines"], loaded["codes"]
+    visits = [tuple(v) for v in loaded["visits"]]
 
     if args.library:
         lib_dir, lib_name = args.library, str(args.library)
     elif NATIONAL.is_dir() and any(NATIONAL.glob("*.xlsx")):
         lib_dir, lib_name = work / "national", "national knowledge batches (medaudit rules import-nhsa)"
-        subprocess.run(
-            [sys.executable, "-m", "medaudit", "rules", "import-nhsa", str(NATIONAL), "--out", str(lib_dir)],
-            check=True,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
+        run_checked(
+            [srv_python, "-m", "medaudit", "rules", "import-nhsa", str(NATIONAL), "--out", str(lib_dir)], srv_root, 600
         )
     else:
-        lib_dir, lib_name = ROOT / "rules", "sample library rules/ (national workbooks not found)"
+        lib_dir, lib_name = srv_root / "rules", "sample library rules/ (national workbooks not found)"
     lib_codes = library_codes(lib_dir)
     setup_s = time.perf_counter() - t0
 
@@ -232,9 +352,12 @@ def main() -> None:
     (work / "keys.yaml").write_text("".join(f"{k}: {v}\n" for k, v in keys.items()), encoding="utf-8")
 
     port = free_port()
+    log_path = work / "server.log"
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    # the server's output goes to a file: a pipe nobody reads fills up (64 KB) and blocks the server
     server = subprocess.Popen(
         [
-            sys.executable,
+            srv_python,
             "-m",
             "medaudit",
             "serve",
@@ -252,36 +375,19 @@ def main() -> None:
             str(args.batch),
             "--engine",
             args.engine,
-            "--workers",
-            str(args.workers),
+            # an older checkout has no --workers: given only when asked for
+            *(["--workers", str(args.workers)] if str(args.workers) != "1" else []),
             *(["--preload"] if args.engine == "fast" else []),
             *args.serve_arg,
         ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
+        cwd=srv_root,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        t_up = time.perf_counter()
-        while True:
-            try:
-                h = httpx.get(base + "/health", timeout=1)
-                # several workers: measure only once every one is up (connections made before
-                # would all go to the first one for the whole run)
-                if h.status_code == 200 and h.json().get("workers", {}).get("ready", 1) == h.json().get(
-                    "workers", {}
-                ).get("of", 1):
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit("server exited:\n" + (server.stdout.read() if server.stdout else ""))
-            if time.perf_counter() - t_up > 300:
-                raise SystemExit("server did not come up in 300 s")
-            time.sleep(0.2)
-        startup_s = time.perf_counter() - t_up
+        startup_s = wait_until_up(server, base, args.startup_timeout, log_path)
 
         rng = random.Random(5)
         # The service preloads only as much history as its rules look back (prealert/window.py);
@@ -349,12 +455,29 @@ def main() -> None:
                 ],
             }, keys[v[4]]
 
-        payloads = [body(i) for i in range(args.requests)]
+        if args.requests_file and args.requests_file.exists():
+            saved = json.loads(args.requests_file.read_text(encoding="utf-8"))
+            payloads = [(p, k) for p, k in saved["payloads"]]
+        else:
+            payloads = [body(i) for i in range(args.requests)]
+            if args.requests_file:
+                args.requests_file.write_text(
+                    json.dumps({"history_window": win, "payloads": payloads}, ensure_ascii=False), encoding="utf-8"
+                )
         raw = [loadgen.encode("/prealert/3101", json.dumps(p).encode(), {"X-API-Key": k}) for p, k in payloads]
         # warm-up (not measured)
         with httpx.Client(base_url=base, timeout=30) as c:
             for p, k in payloads[:20]:
                 c.post("/prealert/3101", json=p, headers={"X-API-Key": k}).raise_for_status()
+            if args.dump_answers:  # every request answered once, ids and times left out: compare two commits' files
+                dump = []
+                for p, k in payloads[: args.dump_answers_n]:
+                    r = c.post("/prealert/3101", json=p, headers={"X-API-Key": k})
+                    r.raise_for_status()
+                    dump.append(scrub(r.json()))
+                args.dump_answers.write_text(
+                    "".join(json.dumps(a, ensure_ascii=False, sort_keys=True) + "\n" for a in dump), encoding="utf-8"
+                )
         loadgen.drive(port, raw, rate=0, connections=args.concurrency, seconds=2)
 
         def cpu_s(pid: int) -> float | None:
@@ -403,6 +526,12 @@ def main() -> None:
                 "seconds": round(run.seconds, 1),
                 "server_cpu_ms_per_request": (
                     round((cpu1 - cpu0) * 1000 / n, 3) if cpu0 is not None and cpu1 is not None else None
+                ),
+                # per check answered (200): a refused request (503) costs the server next to nothing
+                "server_cpu_ms_per_answer": (
+                    round((cpu1 - cpu0) * 1000 / run.statuses[200], 3)
+                    if cpu0 is not None and cpu1 is not None and run.statuses.get(200)
+                    else None
                 ),
                 "client_cpu_ms_per_request": round(run.cpu_seconds * 1000 / n, 3),
                 "loadavg_during": {
@@ -458,13 +587,14 @@ def main() -> None:
             soak = write_soak(samples, args)
             runs[0]["soak"] = soak
         else:
-            runs = ([measured(args.rate)] if args.rate else []) + [measured(0)]
+            runs = ([measured(args.rate)] if args.rate else []) + ([] if args.no_closed else [measured(0)])
     finally:
         server.terminate()
         try:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.close()
 
     result = {
         "engine": args.engine,
@@ -491,6 +621,13 @@ def main() -> None:
         "runs": runs,
         "loadavg_after": os.getloadavg(),
     }
+    result["server_root"] = str(srv_root)
+    result["server_python"] = srv_python
+    result["server_commit"] = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=srv_root, capture_output=True, text=True
+    ).stdout.strip()
+    if args.requests_file:
+        result["requests_file"] = str(args.requests_file)
     if args.label:
         result["label"] = args.label
     if args.note:

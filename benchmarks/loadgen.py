@@ -47,7 +47,9 @@ def encode(path: str, body: bytes, headers: dict[str, str], host: str = "127.0.0
 EMPTY = b'"result":[]'
 
 
-async def _drive(port: int, requests: list[bytes], rate: float, connections: int, seconds: float, watch: str) -> Run:
+async def _drive(
+    port: int, requests: list[bytes], rate: float, connections: int, seconds: float, watch: str, drain_s: float
+) -> Run:
     run = Run()
     jobs: asyncio.Queue = asyncio.Queue()
     watch_b = watch.lower().encode() + b":"
@@ -107,24 +109,38 @@ async def _drive(port: int, requests: list[bytes], rate: float, connections: int
             await asyncio.sleep(0.001)
     for _ in tasks:
         jobs.put_nowait(None)
-    await asyncio.gather(*tasks)
+    try:  # a server that stops answering fails the run instead of hanging it
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=max(0.0, end - time.perf_counter()) + drain_s)
+    except TimeoutError:
+        raise RuntimeError(
+            f"the service left requests unanswered {drain_s:g} s after the run's end "
+            f"({sum(run.statuses.values())} answered of {i} sent)"
+        ) from None
     run.seconds = time.perf_counter() - t0
     run.cpu_seconds = time.process_time() - cpu0
     return run
 
 
 def drive(
-    port: int, requests: list[bytes], *, rate: float, connections: int, seconds: float, watch: str = "X-Medaudit-Engine"
+    port: int,
+    requests: list[bytes],
+    *,
+    rate: float,
+    connections: int,
+    seconds: float,
+    watch: str = "X-Medaudit-Engine",
+    drain_s: float = 60.0,
 ) -> Run:
     """Send ``requests`` (cycled) to 127.0.0.1:``port`` for ``seconds``: at ``rate`` per second
-    (open loop) or, with ``rate`` 0, as fast as ``connections`` keep-alive connections go."""
+    (open loop) or, with ``rate`` 0, as fast as ``connections`` keep-alive connections go. Raises
+    RuntimeError if answers are still missing ``drain_s`` seconds after the run's end."""
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
         runner = asyncio.run
-    return runner(_drive(port, requests, rate, connections, seconds, watch))
+    return runner(_drive(port, requests, rate, connections, seconds, watch, drain_s))
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:

@@ -378,11 +378,25 @@ def _or(a, b):
 
 
 def _greatest(*xs):
+    if len(xs) == 2:  # the common case, without a list: what max() of the non-NULL ones returns
+        a, b = xs
+        if a is None:
+            return b
+        if b is None:
+            return a
+        return b if b > a else a
     xs = [x for x in xs if x is not None]
     return max(xs) if xs else None
 
 
 def _least(*xs):
+    if len(xs) == 2:  # as min() of the non-NULL ones: the first of equal values
+        a, b = xs
+        if a is None:
+            return b
+        if b is None:
+            return a
+        return b if b < a else a
     xs = [x for x in xs if x is not None]
     return min(xs) if xs else None
 
@@ -400,10 +414,14 @@ def _list_contains(lst, x):
     return x in lst
 
 
+#: 10^-scale by scale (``_dec`` is called for every line the fast path builds)
+_QUANTA = {s: Decimal(1).scaleb(-s) for s in range(0, 39)}
+
+
 def _dec(x, scale: int):
     if x is None:
         return None
-    return WIDE.quantize(Decimal(x), Decimal(1).scaleb(-scale))
+    return WIDE.quantize(x if type(x) is Decimal else Decimal(x), _QUANTA[scale])
 
 
 def _date(x):
