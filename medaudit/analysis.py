@@ -282,7 +282,8 @@ def prepare(con: duckdb.DuckDBPyConnection, opts: Options) -> int:
     opts.check()
     prepare_lines(con, opts.stage)
     gap, same, plen, excl = _readmission_defaults()
-    where, args = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    args: list[object] = []
     if opts.period.lo:
         where.append("v.begin_date >= ?")
         args.append(opts.period.lo)
@@ -542,7 +543,7 @@ def write_xlsx(a: Analysis, path: Path) -> Path:
 
     def sheet(title: str, rows: list[dict], with_pct: bool, month: bool):
         ws = wb.add_worksheet(title)
-        cols = (["month"] if month else []) + [c[0] for c in id_cols]
+        cols: list[str | tuple[str, Metric]] = [*(["month"] if month else []), *(c[0] for c in id_cols)]
         hdr = (["月份 month"] if month else []) + [c[1] for c in id_cols]
         for m in METRICS:
             hdr.append(f"{m.zh} {m.en}")
@@ -727,7 +728,8 @@ def _svg_trend(
     for i, mo in enumerate(months):
         out.append(f"<text x='{X(i):.1f}' y='{height - 6}' class='ax' text-anchor='middle'>{html.escape(mo)}</text>")
     for name, s, cls in series:
-        pts, seg = [], []
+        pts: list[list[tuple]] = []
+        seg: list[tuple] = []
         for i, mo in enumerate(months):
             v = s.get(mo)
             if v is None:

@@ -91,7 +91,8 @@ def _usual_type_label(self, ctx) -> str | None:
 import typer.core as _typer_core  # noqa: E402
 
 _typer_display_type = _typer_core._TyperParameter.display_type
-_typer_core._TyperParameter.display_type = _usual_type_label
+# deliberate: typer's own labels replaced for every parameter (mypy holds methods fixed)
+_typer_core._TyperParameter.display_type = _usual_type_label  # type: ignore[method-assign,assignment]
 
 
 def _usual_usage_name(self) -> str:
@@ -102,9 +103,9 @@ def _usual_usage_name(self) -> str:
     return name + ("..." if self.nargs != 1 else "")
 
 
-_typer_core.TyperArgument._usage_display_name = _usual_usage_name
+_typer_core.TyperArgument._usage_display_name = _usual_usage_name  # type: ignore[method-assign]
 # an argument is named FILE, FINDING (help, usage, "Missing argument 'FINDING'"), as click names it
-_typer_core.TyperArgument.display_name_raw = property(
+_typer_core.TyperArgument.display_name_raw = property(  # type: ignore[method-assign,assignment]
     lambda self: self.metavar if self.metavar is not None else (self.name or "").upper()
 )
 

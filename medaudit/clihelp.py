@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional
+from typing import Iterable, NoReturn, Optional
 
 import typer
 from rich import box
@@ -42,7 +42,7 @@ def plain(value) -> str:
 _err = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """The one way a command stops on bad input: ``error: MESSAGE`` on stderr, exit ``code`` (2).
 
     The message is printed as plain text (values from claim data or options carry brackets and

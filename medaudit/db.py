@@ -175,11 +175,13 @@ _LOCK = re.compile(
 def _holder(pid: int | None, program: str) -> str:
     """What holds the lock, as a person would recognise it: its command line when this machine
     shows it (``medaudit serve --db x.duckdb``), else the program DuckDB names."""
-    try:
-        argv = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
-        argv = [a.decode(errors="replace") for a in argv if a]
-    except (OSError, TypeError, ValueError):
-        argv = []
+    argv: list[str] = []
+    if pid is not None:
+        try:
+            raw = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+            argv = [a.decode(errors="replace") for a in raw if a]
+        except (OSError, ValueError):
+            argv = []
     if argv:
         # python -m medaudit ... / .../bin/medaudit ...: show it as medaudit ...
         for i, a in enumerate(argv):

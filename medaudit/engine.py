@@ -29,7 +29,7 @@ import polars as pl
 from . import db, incremental, money, semantics
 from .hospital_loop import lifecycle
 from .incremental import Context, Scope
-from .library import Library, Rule
+from .library import Item, Library, Rule
 from .types import REGISTRY
 from .types.base import HIT_COLUMNS, INPUTS, RuleType
 
@@ -335,7 +335,7 @@ def register_rules(
             schema[p.name] = _param_dtype(p.kind)
         cols: dict[str, list] = {k: [] for k in schema}
         for key, r in keyed:
-            items = r.items or [None]
+            items: list[Item | None] = [*r.items] if r.items else [None]
             for it in items:
                 cols["rule_key"].append(key)
                 cols["code"].append(it.code if it else None)

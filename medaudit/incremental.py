@@ -39,10 +39,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from .contract import TABLES
+
+if TYPE_CHECKING:
+    from .types.base import Reach
 
 SCHEMA = """
 -- which batches each screening run covered, per stage (what "new" means for the next run)
@@ -260,7 +264,7 @@ class Context:
     pad_days: int  # how far before ``lo`` the visit table must reach (previous stays of a readmission)
 
 
-def reach_of(rules: list) -> dict[str, object]:
+def reach_of(rules: list) -> dict[str, Reach]:
     """Per rule type the widest reach of its rules (scope all > month > person; most days)."""
     from .types.base import Reach
 
@@ -305,6 +309,7 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
             if stage == "post_hoc"
             else "strftime(f.fee_ocur_time, '%Y-%m')"
         )
+        assert scope.period is not None  # Scope.of sets the month with mode "period"
         start = dt.date.fromisoformat(scope.period + "-01")
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE seed AS

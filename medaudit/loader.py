@@ -304,11 +304,11 @@ def _shape_plain(text: _CsvText) -> _Shape:
             last_byte = int(arr[-1])
             pos += len(b)
     if rec_start < text.end:  # the last record, without a newline before the trailing blanks
-        fields = carry + 1
+        last_fields = carry + 1
         if n_head is None:
-            n_head = fields
-        elif fields != n_head:
-            bad.append((rec, fields, rec_start, text.end))
+            n_head = last_fields
+        elif last_fields != n_head:
+            bad.append((rec, last_fields, rec_start, text.end))
         rec += 1
     return _Shape(rec - 1, bad)
 
@@ -529,8 +529,8 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, src: _Source, tmp: Path) -> _Stag
     if tail:
         with open(text.path, "rb") as fh:
             fh.seek(text.end)
-            t = fh.read(3)
-        clean_tail = t in (b"\n", b"\r\n")
+            after = fh.read(3)
+        clean_tail = after in (b"\n", b"\r\n")
     path = text.path
     if shape.bad or not clean_tail:
         path = _clean_copy(text, shape, tmp, text.has_quote)

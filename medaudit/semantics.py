@@ -778,8 +778,10 @@ class ItemIndex:
 
     def add(self, how: str, key: str | None, entry: ItemEntry) -> None:
         if how == "code":
+            assert key is not None  # a code or prefix entry has its key; only "all" has none
             self.by_code.setdefault(key, []).append(entry)
         elif how == "prefix":
+            assert key is not None
             self.by_prefix.setdefault(key, []).append(entry)
             self.prefix_lengths = sorted({*self.prefix_lengths, len(key)})
         else:

@@ -1,10 +1,50 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the `slow` marks of tests/slow.txt."""
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
 
 import pytest
 
 from kit import set_wall_clock
+
+SLOW_LIST = Path(__file__).with_name("slow.txt")
+
+
+def slow_functions(text: str) -> set[str]:
+    """``FILE::FUNCTION`` of every test named in a slow list (comments and blank lines skipped)."""
+    return {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cpu-times",
+        metavar="FILE",
+        help="write each test's CPU seconds (setup, call and teardown, this process's threads) to FILE "
+        "(one JSON line per test; each xdist worker appends its own): what tests/slow.txt is decided by",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = slow_functions(SLOW_LIST.read_text(encoding="utf-8"))
+    for item in items:
+        if f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in slow:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    out = item.config.getoption("cpu_times")
+    if not out:
+        yield
+        return
+    cpu, wall = time.process_time(), time.perf_counter()
+    yield
+    line = {"test": item.nodeid, "cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
+    with open(out, "a", encoding="utf-8") as fh:  # one short appended write: workers do not interleave
+        fh.write(json.dumps(line) + "\n")
 
 
 @pytest.fixture

@@ -59,16 +59,16 @@ def show(
         t = compact_table()
         for c in ("date", "period", "nature", "amount", "points", "source", "finding", "recorded by"):
             t.add_column(c, justify="right" if c in ("amount", "points") else "left")
-        for x in f.entries:
+        for row in f.entries:
             t.add_row(
-                str(x["entry_date"]),
-                x["period"] or "",
-                x["nature"],
-                f"{x['amount']:,.2f}",
-                str(x["points"]),
-                f"扣款单 {x['source_id']}",
-                x["finding_id"][:12],
-                f"{x['actor']} {x['event_at']:%Y-%m-%d %H:%M}",
+                str(row["entry_date"]),
+                row["period"] or "",
+                row["nature"],
+                f"{row['amount']:,.2f}",
+                str(row["points"]),
+                f"扣款单 {row['source_id']}",
+                row["finding_id"][:12],
+                f"{row['actor']} {row['event_at']:%Y-%m-%d %H:%M}",
             )
         console.print(t)
 

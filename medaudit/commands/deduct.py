@@ -64,7 +64,7 @@ def finalize(
         )
         # a run killed after its COMMIT and before its workbook: running it again still gives the clerk the file
         last = ded.last_run_statements(con, period, institution) if out else []
-        if last:
+        if last and out:
             ded.write_statement_xlsx(con, last, out)
             console.print(f"The statements of the last finalize ({', '.join(map(str, last))}) written to {out}")
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import List, Literal, Optional
 
@@ -43,15 +44,16 @@ def decide(
     """Decide one finding: uphold/overturn an appeal, confirm/dismiss a suspect."""
     if decision not in DECISIONS:
         fail(f"--decision must be uphold, overturn, confirm or dismiss, got {decision!r}")
+    decided: Decimal | None = None
     if amount is not None:
         try:
-            amount = money.parse_amount(amount, "--amount")
+            decided = money.parse_amount(amount, "--amount")
         except money.AmountError as e:
             fail(str(e))
     con = dbm.open_existing(db)
     try:
         [(f, to)] = lifecycle.apply(
-            con, finding, DECISIONS[decision], by, reason, lifecycle.attachment_records(attach), amount=amount
+            con, finding, DECISIONS[decision], by, reason, lifecycle.attachment_records(attach), amount=decided
         )
     except lifecycle.LifecycleError as e:
         fail(str(e))

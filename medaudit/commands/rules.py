@@ -16,7 +16,7 @@ import re
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -48,7 +48,7 @@ def _err() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     _err().print(f"error: {message}", markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -476,7 +476,7 @@ def import_nhsa(
         lib = load_library(out)
     except RuleLibraryError as e:
         con.print(f"[red]The written library does not load ({len(e.problems)} problem(s)):[/]")
-        for p in e.problems:
-            con.print(p, markup=False, soft_wrap=True)
+        for problem in e.problems:
+            con.print(problem, markup=False, soft_wrap=True)
         raise typer.Exit(1)
     con.print(f"Checked: {out} loads, {len(lib.rules)} rules.", markup=False)

@@ -213,8 +213,8 @@ def show(tip_id: int = typer.Argument(..., metavar="TIP"), db: Path = DbOption) 
             highlight=False,
             soft_wrap=True,
         )
-    for e in t["events"]:
-        console.print(f"  {e['event_at']:%Y-%m-%d %H:%M} {e['actor']} {e['action']} {e['reason']}", highlight=False)
+    for ev in t["events"]:
+        console.print(f"  {ev['event_at']:%Y-%m-%d %H:%M} {ev['actor']} {ev['action']} {ev['reason']}", highlight=False)
 
 
 @app.command("list")

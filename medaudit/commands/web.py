@@ -114,7 +114,8 @@ def user_add(
     )
     if not known:
         console.print(
-            f"[yellow]note:[/] no findings of institution {escape(u.institution)} in this database yet", highlight=False
+            f"[yellow]note:[/] no findings of institution {escape(u.institution or '')} in this database yet",
+            highlight=False,
         )
 
 

@@ -369,10 +369,11 @@ def import_workbook(
     )
     inst = (institution or "").strip()
     if not inst:
-        seen = sorted(set(owners.values()))
+        owners_seen = sorted(set(owners.values()))
         raise AppealFileError(
             f"{path}: say whose workbook this is with --institution CODE (the institution that sent it; the "
-            f"workbook's own 机构编码 is not trusted)" + (f"; its findings belong to {', '.join(seen)}" if seen else "")
+            f"workbook's own 机构编码 is not trusted)"
+            + (f"; its findings belong to {', '.join(owners_seen)}" if owners_seen else "")
         )
     problems = []
     for no, d in rows:
@@ -410,7 +411,7 @@ def import_workbook(
                     res.untouched += 1
                 continue
             why = _row_refusal(con, fid, inst, reason, now)
-            files = []
+            files: list[dict] = []
             if not why and attach:
                 files, why = attachments_in(path.parent, attach)
             if not why:
@@ -508,7 +509,7 @@ def write_receipt(res: ImportResult | WorkbookRefused, source: Path, path: Path)
     """The import's receipt (回执) for the hospital: every filled row, filed or refused with the
     reason; for a workbook refused whole, the rows that made it so."""
     whole = isinstance(res, WorkbookRefused)
-    if whole:
+    if isinstance(res, WorkbookRefused):
         res = ImportResult("", refused=list(res.rows))
 
     path = Path(path)

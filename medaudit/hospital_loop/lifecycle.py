@@ -659,7 +659,8 @@ def queue(
     last audit-log event). Values are bound, never put into the SQL text."""
     if sort not in QUEUE_SORTS:
         raise LifecycleError(f"sort must be one of {', '.join(QUEUE_SORTS)}, got {sort!r}")
-    where, args = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    args: list[object] = []
     states = list(statuses) if statuses is not None else []
     if states:
         unknown = [s for s in states if s not in STATUS_CN]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -54,7 +55,7 @@ def history(con: duckdb.DuckDBPyConnection, finding_ids: list[str]) -> dict[str,
     "" where there was none."""
     import json
 
-    out = {}
+    out: dict[str, dict] = {}
     if not finding_ids:
         return out
     for fid, a_reason, a_by, a_day, a_files, d_action, d_by, d_day, d_reason in con.execute(
@@ -528,7 +529,7 @@ def _trend_svg(trend: list, title: str, width: int = 1180, height: int = 220) ->
     return "".join(out)
 
 
-def _table(cols: list[str], rows: list[list], num: set[int] = frozenset(), row_class=None) -> str:
+def _table(cols: list[str], rows: list[list], num: AbstractSet[int] = frozenset(), row_class=None) -> str:
     h = "".join(f"<th>{_e(c)}</th>" for c in cols)
     body = []
     for r in rows:

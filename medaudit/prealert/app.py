@@ -212,7 +212,7 @@ def _offline_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} - docs",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
@@ -253,7 +253,9 @@ class WatchedDoctors:
                     self._refresh()
                     self._read_at = now
         mine = self._by_inst.get(inst)
-        return bool(mine) and any(d in mine for d in doctors if d)
+        if not mine:
+            return False
+        return any(d in mine for d in doctors if d)
 
 
 def create_app(
@@ -384,7 +386,7 @@ def create_app(
             app.openapi_schema = spec
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
@@ -432,7 +434,11 @@ def create_app(
     def rule_set_of(req: CheckRequest, inst: str, asked: str) -> str:
         """The rule set a patient's orders are checked with: the watched set when a new order's
         doctor is on the watchlist (重点监控, ``medaudit watch``) at this institution."""
-        if watched is not None and watched.any(inst, (o.get("bilg_dr_code") for o in req.orders if o.get("new"))):
+        if (
+            watched is not None
+            and watched_rule_set is not None
+            and watched.any(inst, (o.get("bilg_dr_code") for o in req.orders if o.get("new")))
+        ):
             return watched_rule_set
         return asked
 
@@ -491,6 +497,7 @@ def create_app(
             else None,
         }
         if state is not None:
+            assert checker.writer is not None  # a worker (remote set) writes through its journal
             out["worker"] = {**state["me"], "journal": checker.writer.status()}
             out["workers"] = {
                 **state["workers"],
@@ -530,7 +537,7 @@ def create_app(
             (
                 "medaudit_prealert_writer_full",
                 "1 while the writer's queue is full (answers kept in the journal).",
-                int(checker.writer.full) if w else None,
+                int(checker.writer.full) if checker.writer and w else None,
             ),
             (
                 "medaudit_prealert_writer_failures_total",
@@ -604,7 +611,7 @@ def create_app(
         )
 
     @app.post("/prealert/3103", response_model=Response3103, summary="事前事中服务反馈 (3103)")
-    def feedback(body: Request3103, inst: str = Depends(institution)) -> Response3103:
+    def feedback(body: Request3103, inst: str = Depends(institution)) -> Response3103 | JSONResponse:
         if len(body.warns) > max_warns:
             return _too_many("warns", "answers", len(body.warns), max_warns, "--max-warns")
         cur = con.cursor()
@@ -651,6 +658,7 @@ def create_app(
     @app.get("/prealert/results/{jr_id}", summary="one answered result of this institution")
     def result(jr_id: str, inst: str = Depends(institution)) -> dict:
         if remote is not None:  # answered by any worker: the writer stores them all, then reads
+            assert checker.writer is not None  # a worker (remote set) writes through its journal
             checker.writer.flush()
             rows = from_writer(remote.results, inst, "jr_id", jr_id, 1)
         else:
@@ -666,6 +674,7 @@ def create_app(
         inst: str = Depends(institution), mdtrt_id: Optional[str] = None, limit: int = Query(100, ge=1, le=1000)
     ) -> dict:
         if remote is not None:
+            assert checker.writer is not None  # a worker (remote set) writes through its journal
             checker.writer.flush()
             return {"result": from_writer(remote.results, inst, "mdtrt_id", mdtrt_id, limit)}
         if checker.writer:

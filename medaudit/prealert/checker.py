@@ -22,6 +22,8 @@ as "paid at another institution on date D" (:func:`.alerts.redact`, applied to b
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
 
 from ..library import Library, Rule
@@ -29,6 +31,9 @@ from .alerts import Alert, CheckRequest, ForeignVisitError, RuleSetError, merged
 from .events import EventHub, Router
 from .fast import FastPath
 from .sql_path import STAGE, SqlPath
+
+if TYPE_CHECKING:
+    from .writer import ResultWriter
 
 ENGINES = ("fast", "sql")
 
@@ -58,6 +63,8 @@ class OrderChecker:
             raise ValueError(f"engine must be fast or sql, got {engine!r}")
         self.con = con
         self.engine = engine
+        #: where answers are written (set by the service, :func:`.app.create_app`; None: synchronously)
+        self.writer: ResultWriter | None = None
         self.libraries = libraries
         self.rule_sets: dict[str, list[Rule]] = {
             name: [r for r in lib.rules if STAGE in r.stages] for name, lib in libraries.items()
@@ -141,10 +148,11 @@ class OrderChecker:
         types = self.hub.route(rule_set, [o["hilist_code"] for o in new])
         req.engine, in_memory, by_sql = self.split(req, types)
         self.answered[req.engine] = self.answered.get(req.engine, 0) + 1
-        alerts = merged(
-            self.fast.check(rule_set, req, in_memory) if in_memory else [],
-            self.sql.check(rule_set, req, by_sql) if by_sql else [],
-        )
+        fast_alerts = []
+        if in_memory:
+            assert self.fast is not None  # split() answers in memory only when the fast path is built
+            fast_alerts = self.fast.check(rule_set, req, in_memory)
+        alerts = merged(fast_alerts, self.sql.check(rule_set, req, by_sql) if by_sql else [])
         # what the request's institution may see of lines of other institutions (period_limit's history)
         return [redact(a, req.visit["fixmedins_code"], req.visit["mdtrt_id"]) for a in alerts]
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -121,16 +121,16 @@ Day = Annotated[dt.date, BeforeValidator(_day)]
 OptText = Optional[Text]
 
 
-def _amount(le: str, **kw):
-    """An optional amount: "" or null is no value (``""`` is kept by pydantic-core, without a Python
-    call, and read as None by :func:`to_check_request`)."""
-    return Annotated[
-        Optional[Union[Annotated[Decimal, Field(ge=0, le=Decimal(le), decimal_places=4)], Literal[""]]], Field(**kw)
-    ]
+# an optional amount up to a bound: "" or null is no value (``""`` is kept by pydantic-core, without
+# a Python call, and read as None by :func:`to_check_request`); the three bounds the fields use
+_Blank = Literal[""]
+Amount14 = Optional[Union[Annotated[Decimal, Field(ge=0, le=Decimal("99999999999999"), decimal_places=4)], _Blank]]
+Amount10 = Optional[Union[Annotated[Decimal, Field(ge=0, le=Decimal("9999999999"), decimal_places=4)], _Blank]]
+Amount5 = Optional[Union[Annotated[Decimal, Field(ge=0, le=Decimal("99999"), decimal_places=4)], _Blank]]
 
-
-def _many(item):
-    return Annotated[list[item], BeforeValidator(_listed)]
+_T = TypeVar("_T")
+#: a list of DTOs; one object where a list is expected is read as a list of one (:func:`_listed`)
+Many = Annotated[list[_T], BeforeValidator(_listed)]
 
 
 def error_message(err: dict) -> str:
@@ -154,8 +154,8 @@ class OrderDto(_In):
     chrg_type: OptText = None
     cnt: Decimal = Field(gt=0, le=Decimal("99999999"), decimal_places=4, description="数量")
     pric: Decimal = Field(ge=0, le=Decimal("9999999999"), decimal_places=4, description="单价")
-    sumamt: _amount("99999999999999", description="明细项目费用总额 (default cnt x pric)") = None
-    ownpay_amt: _amount("99999999999999", description="全自费金额") = None
+    sumamt: Amount14 = Field(None, description="明细项目费用总额 (default cnt x pric)")
+    ownpay_amt: Amount14 = Field(None, description="全自费金额")
     selfpay_amt: Optional[Union[Decimal, Literal[""]]] = None
     drord_begn_date: When = Field(description="医嘱开始日期 (YYYY-MM-DD HH:MM:SS or yyyyMMddHHmmss)")
     drord_stop_date: OptWhen = None
@@ -165,8 +165,8 @@ class OrderDto(_In):
     curr_drord_flag: OptText = Field(None, description="1 本次医嘱, 0 既往医嘱")
     self_paying_flag: OptText = Field(None, description="1 自费")
     long_drord_flag: OptText = None
-    prd_days: _amount("99999", description="用药天数 (extension)") = None
-    pric_uplmt_amt: _amount("9999999999", description="限价 (extension)") = None
+    prd_days: Amount5 = Field(None, description="用药天数 (extension)")
+    pric_uplmt_amt: Amount10 = Field(None, description="限价 (extension)")
 
 
 class DiagnoseDto(_In):
@@ -211,9 +211,9 @@ class EncounterDto(_In):
     dr_codg: OptText = None
     med_type: Text = Field(min_length=1, description="医疗类别")
     insutype: OptText = Field(None, description="险种类型; absent: the stored visit's, if any")
-    fsi_diagnose_dtos: _many(DiagnoseDto) = Field(default_factory=list)
-    fsi_order_dtos: _many(OrderDto) = Field(default_factory=list)
-    fsi_operation_dtos: _many(OperationDto) = Field(default_factory=list, description="手术操作 (setl_list_oprn_d)")
+    fsi_diagnose_dtos: Many[DiagnoseDto] = Field(default_factory=list)
+    fsi_order_dtos: Many[OrderDto] = Field(default_factory=list)
+    fsi_operation_dtos: Many[OperationDto] = Field(default_factory=list, description="手术操作 (setl_list_oprn_d)")
 
 
 class PatientDto(_In):
@@ -223,7 +223,7 @@ class PatientDto(_In):
     brdy: Day = Field(description="出生日期 (YYYY-MM-DD or yyyyMMdd)")
     poolarea: OptText = None
     curr_mdtrt_id: Text = Field(min_length=1, description="当前就诊标识")
-    fsi_encounter_dtos: _many(EncounterDto) = Field(min_length=1)
+    fsi_encounter_dtos: Many[EncounterDto] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _current_visit(self):
@@ -247,7 +247,7 @@ class Request3101(_In):
     rule_ids: Annotated[list[Text], BeforeValidator(lambda v: [] if v is None or v == "" else v)] = Field(
         default_factory=list, description="only these rules (empty: all)"
     )
-    patient_dtos: _many(PatientDto) = Field(min_length=1)
+    patient_dtos: Many[PatientDto] = Field(min_length=1)
 
     @model_validator(mode="before")
     @classmethod

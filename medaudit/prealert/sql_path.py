@@ -82,7 +82,7 @@ class Session:
 
     def __init__(self, base: duckdb.DuckDBPyConnection, catalog: str, rules: list[Rule]):
         self.cur = base.cursor()
-        self.sandbox = None  # the sql type's sandbox connection, made on first use
+        self.sandbox: duckdb.DuckDBPyConnection | None = None  # the sql type's sandbox connection, made on first use
         cur = self.cur
         dbm.install_macros(cur)
         self.catalog = catalog
@@ -169,20 +169,22 @@ def load_context(s: Session, reqs: list[CheckRequest], orders: list[list[dict]])
     ).fetchall()
     cols = [d[0] for d in cur.description]
     known = {r[0]: dict(zip(cols, r)) for r in res}
-    visits, diags, lines = [], [], []
+    visits: list[dict] = []
+    diags: list[dict] = []
+    lines: list[dict] = []
     no_diag = [r.visit["mdtrt_id"] for r in reqs if not r.diagnoses]
     # a visit's operations as the request states them; the database's when it states none
     with_oprn = [r.visit["mdtrt_id"] for r in reqs if r.operations]
     cur.register("__req_no_diag", _text_table({"mdtrt_id": no_diag}))
     cur.register("__req_with_oprn", _text_table({"mdtrt_id": with_oprn}))
     oprns = [x for r in reqs for x in r.operations]
-    for r, orders in zip(reqs, orders):
+    for r, visit_orders in zip(reqs, orders):
         v = r.visit
         if v["mdtrt_id"] in known:
             v = {**known[v["mdtrt_id"]], **{k: x for k, x in v.items() if x is not None}}
         visits.append(v)
         diags.extend(r.diagnoses)
-        for o in orders:
+        for o in visit_orders:
             row = {k: val for k, val in o.items() if k not in ("new", "_rx")}
             row.setdefault("mdtrt_id", v["mdtrt_id"])
             row.setdefault("psn_no", v["psn_no"])
@@ -270,7 +272,9 @@ class Batcher:
             with self.pool.session(rule_set) as s:
                 if done.is_set():
                     break
-                taken, persons, later = [], set(), []
+                taken: list = []
+                later: list = []
+                persons: set = set()
                 while len(taken) < self.batch:
                     try:
                         item = waiting.get_nowait()

@@ -240,7 +240,7 @@ class Supervisor:
         self.restarts = 0
         self._stop = threading.Event()
         self.writer: ResultWriter | None = None
-        self._server = None
+        self._server: _Server | None = None
 
     # -------------------------------------------------------------- what the workers ask
 
@@ -260,10 +260,11 @@ class Supervisor:
                     "pid": p.pid if p else None,
                     "ready": up,
                     "report_age_s": round(now - rep["at"], 2) if rep else None,
-                    "gauges": rep.get("gauges") if up else None,
-                    "metrics": rep.get("metrics") if up else None,
+                    "gauges": rep.get("gauges") if up and rep else None,
+                    "metrics": rep.get("metrics") if up and rep else None,
                 }
             )
+        assert self.writer is not None  # made by start(), before the interface answers
         return {
             "writer": self.writer.status(),
             "writer_rss_bytes": rss_bytes(),
@@ -309,10 +310,11 @@ class Supervisor:
         self.sock_path.unlink(missing_ok=True)
         old = os.umask(0o177)
         try:
-            self._server = _Server(str(self.sock_path), _handler(self))
+            server = _Server(str(self.sock_path), _handler(self))
         finally:
             os.umask(old)
-        threading.Thread(target=self._server.serve_forever, name="writer-interface", daemon=True).start()
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="writer-interface", daemon=True).start()
         for slot in range(self.n):
             self.spawn(slot)
 
@@ -364,8 +366,8 @@ class Supervisor:
         if self.writer is not None:
             self.writer.close()
         self.snapshot.unlink(missing_ok=True)
-        for p in (self.snapshot.with_name(self.snapshot.name + ".wal"),):
-            p.unlink(missing_ok=True)
+        for wal in (self.snapshot.with_name(self.snapshot.name + ".wal"),):
+            wal.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- a worker

@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from decimal import Decimal
+from typing import Any, Callable
 from pathlib import Path
 
 import duckdb
@@ -168,7 +169,7 @@ def _encode(x):
 
 def _decode(rows: list[list], schema: pa.Schema) -> list[tuple]:
     """Journal rows (JSON values) back to Python values of the table's columns."""
-    conv = []
+    conv: list[Callable[[Any], Any] | None] = []
     for f in schema:
         if pa.types.is_decimal(f.type):
             conv.append(lambda v: None if v is None else Decimal(v))
@@ -365,15 +366,15 @@ class ResultWriter(_Answers):
         """Store everything answered so far (this thread waits; the answering path never calls it)."""
         with self._write_lock:
             with self._lock:
-                seg = self._seg
-                if seg.written:
+                seg: _Segment | None = None
+                if self._seg.written:
+                    seg = self._seg
                     self._seg = self._new_segment()
                     self.queued_rows -= sum(len(r) for _t, r in seg.entries)
-                else:
-                    seg = None
             if seg is not None:
                 seg.close()
-            todo = [(p, None) for p in self._pending] + ([(seg.path, seg)] if seg else [])
+            todo: list[tuple[Path, _Segment | None]] = [(p, None) for p in self._pending]
+            todo += [(seg.path, seg)] if seg else []
             if self.shared:  # the producers' closed segments (and those of producers that ended)
                 self.adopt()
                 known = {p for p, _s in todo}
@@ -399,7 +400,7 @@ class ResultWriter(_Answers):
                             fresh = write_rows(
                                 self.con,
                                 rows,
-                                idempotent=bad or path in self._earlier,
+                                idempotent=bool(bad) or path in self._earlier,
                                 segment=None if bad else path.name,
                             )
                         except pa.ArrowException as e:  # values no column takes: nothing of it is stored

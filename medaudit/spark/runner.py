@@ -168,7 +168,7 @@ class SparkCon:
 
 
 def spark_session(
-    master: str = "local[2]", driver_memory: str = "2g", shuffle_partitions: int = 4, app: str = "medaudit"
+    master: str | None = "local[2]", driver_memory: str = "2g", shuffle_partitions: int = 4, app: str = "medaudit"
 ):
     """A SparkSession with the settings the runner relies on (UTC session time zone, ANSI off)."""
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 from decimal import ROUND_HALF_UP, Decimal
 
 import duckdb
@@ -130,7 +131,7 @@ def gather(con: duckdb.DuckDBPyConnection, first: str, last: str) -> tuple[list[
     by_nature: dict[tuple[str, str], list[str]] = {}
     out = {}
     for c in codes:
-        m = {
+        m: dict[str, Any] = {  # a count (int) or an amount (Decimal) per measure
             "fund_pay": Decimal(0),
             "findings": int(found.get(c, 0)),
             "violations": 0,

@@ -217,7 +217,7 @@ def parse(raw, source: str) -> Scheme:
     total = sum((i.weight for i in inds), Decimal(0))
     if inds and total != 100 and not any("weight" in m for m in p):
         bad(f"indicators: the weights must add up to 100, they add up to {total}")
-    grades = []
+    grades: list[tuple[str, Decimal]] = []
     rg = raw.get("grades")
     if not isinstance(rg, list) or not rg:
         bad("grades: must be a non-empty list of {grade, min_score}")

@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
 import duckdb
@@ -121,8 +122,8 @@ def set_settings(con: duckdb.DuckDBPyConnection, values: dict[str, str], by: str
         raise TipError("--reason is required to change the reward rule")
     with store.transaction(con):
         store.log(con, by, "tip_settings", "tips", reason, {"from": settings(con), "to": new})
-        for k, v in parsed.items():
-            con.execute("INSERT OR REPLACE INTO tip_settings VALUES (?, ?)", [k, str(v)])
+        for k, amount in parsed.items():
+            con.execute("INSERT OR REPLACE INTO tip_settings VALUES (?, ?)", [k, str(amount)])
     return new
 
 
@@ -155,9 +156,11 @@ ORDER BY tip_id, finding_id
 """
 
 
-def _candidates(con: duckdb.DuckDBPyConnection, tip_id: int | None = None, run_id: int | None = None) -> list[str]:
-    """The findings to link to ``tip_id`` (or ``(tip_id, finding_id)`` pairs of every tip when None),
-    among those of screening run ``run_id`` when given."""
+def _candidate_pairs(
+    con: duckdb.DuckDBPyConnection, tip_id: int | None = None, run_id: int | None = None
+) -> list[tuple[int, str]]:
+    """``(tip_id, finding_id)`` pairs to link, of ``tip_id`` (every tip when None), among the
+    findings of screening run ``run_id`` when given."""
     args: list = []
     tips_f, runs_f = "TRUE", "TRUE"
     if tip_id is not None:
@@ -165,8 +168,12 @@ def _candidates(con: duckdb.DuckDBPyConnection, tip_id: int | None = None, run_i
     if run_id is not None:
         runs_f, args = "f.last_run = ?", args + [int(run_id)] * 2
     # the run filter is in both branches of the UNION: its value is bound twice, in order
-    rows = con.execute(_CANDIDATES.format(tips=tips_f, runs=runs_f), args).fetchall()
-    return [f for _, f in rows] if tip_id is not None else rows
+    return [(t, f) for t, f in con.execute(_CANDIDATES.format(tips=tips_f, runs=runs_f), args).fetchall()]
+
+
+def _candidates(con: duckdb.DuckDBPyConnection, tip_id: int) -> list[str]:
+    """The findings to link to ``tip_id``."""
+    return [f for _, f in _candidate_pairs(con, tip_id)]
 
 
 def _insert_links(con: duckdb.DuckDBPyConnection, tip_id: int, finding_ids: list[str], event_id: int) -> None:
@@ -184,7 +191,7 @@ def link_run(con: duckdb.DuckDBPyConnection, run_id: int) -> dict[int, list[str]
     if not con.execute("SELECT count(*) FROM tips WHERE visits IS NOT NULL AND visits <> '[]'").fetchall()[0][0]:
         return {}
     by_tip: dict[int, list[str]] = {}
-    for tid, fid in _candidates(con, run_id=run_id):
+    for tid, fid in _candidate_pairs(con, run_id=run_id):
         by_tip.setdefault(tid, []).append(fid)
     for tid, fids in by_tip.items():
         ev = store.log(
@@ -263,7 +270,7 @@ def add(
     institution: str | None = None,
     doctor: str | None = None,
     person: str | None = None,
-    visits: list[str] = (),
+    visits: Sequence[str] = (),
     contact: str = "",
     library=None,
 ) -> int:

@@ -243,6 +243,7 @@ def _frame(con: duckdb.DuckDBPyConnection, name: str, rows: list[dict]) -> None:
 
 
 def _exists(con: duckdb.DuckDBPyConnection, e: Entity) -> bool:
+    args: list[str | None]
     if e.kind == "institution":
         sql, args = "SELECT count(*) FROM mdtrt_d WHERE fixmedins_code = ?", [e.code]
     elif e.kind == "doctor":

@@ -486,12 +486,13 @@ def run_rules(
         except Refused:
             continue  # the caller's business; the sandbox holds nothing for it
         for t in reads.tables:
-            if reads.whole or need.get(t, set()) is None:
+            seen = need.setdefault(t, set())
+            if reads.whole or seen is None:
                 need[t] = None
             else:
-                need.setdefault(t, set()).update(reads.names)
+                seen.update(reads.names)
     own = sandbox is None
-    sb = open_sandbox() if own else sandbox
+    sb = open_sandbox() if sandbox is None else sandbox
     registered = []
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {ROWS_TABLE} "

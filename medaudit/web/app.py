@@ -267,7 +267,7 @@ def create_app(
             for u in ups:
                 data = u.file.read(max_upload_bytes + 1)
                 try:
-                    out.append(files.store(files_dir, u.filename, data, max_upload_bytes).record())
+                    out.append(files.store(files_dir, u.filename or "", data, max_upload_bytes).record())
                 except files.UploadError as e:
                     raise Refused(str(e)) from None
         except BaseException:
@@ -304,7 +304,7 @@ def create_app(
         if exc.status_code == 404 and text == "Not Found":
             text = "页面不存在"
         resp = page(request, "error.html", status=exc.status_code, session=s, code=exc.status_code, message=text)
-        if exc.status_code == 429 and getattr(exc, "headers", None):
+        if exc.status_code == 429 and exc.headers:
             resp.headers.update(exc.headers)
         return resp
 
@@ -494,17 +494,18 @@ def create_app(
     def h_workbook(request: Request, period: str = ""):
         s = need(request, "clerk")
         try:
-            period = check_period(period, "结算月份")
+            month = check_period(period, "结算月份")
         except Refused as e:
             raise StarletteHTTPException(400, str(e))
-        if not period:
+        if not month:
             raise StarletteHTTPException(400, "请给出结算月份 period=YYYY-MM")
         inst = s.user.institution
+        assert inst is not None  # a clerk is bound to one institution (auth.create_user)
         with tempfile.TemporaryDirectory() as tmp, db() as c:
             out = Path(tmp) / "wb.xlsx"
-            appeals.export_workbook(c, inst, period, out)
+            appeals.export_workbook(c, inst, month, out)
             data = out.read_bytes()
-        return _download(data, f"申诉_{inst}_{period}.xlsx", "xlsx")
+        return _download(data, f"申诉_{inst}_{month}.xlsx", "xlsx")
 
     # ------------------------------------------------------------------ both sides
 
@@ -585,7 +586,7 @@ def create_app(
     def report_page(request: Request, period: str = "", institution: str = "", format: str = "html"):
         s = need(request)
         try:
-            period = check_period(period, "结算月份")
+            month = check_period(period, "结算月份")
             inst = check_code(institution, "机构编码")
         except Refused as e:
             raise StarletteHTTPException(400, str(e))
@@ -593,18 +594,18 @@ def create_app(
             if inst and inst != s.user.institution:
                 raise StarletteHTTPException(404, "没有这份报表")
             inst = s.user.institution
-        if not period or not inst:
+        if not month or not inst:
             raise StarletteHTTPException(400, "请给出机构编码和结算月份")
         if format not in ("html", "xlsx"):
             raise StarletteHTTPException(400, "format 只能是 html 或 xlsx")
         with db() as c:
-            d = report.gather(c, inst, period)
+            d = report.gather(c, inst, month)
         if format == "html":
             return HTMLResponse(report.render_html(d), headers={**PAGE_HEADERS, "Content-Security-Policy": REPORT_CSP})
         with tempfile.TemporaryDirectory() as tmp:
             out = report.write_xlsx(d, Path(tmp) / "r.xlsx")
             data = out.read_bytes()
-        return _download(data, f"扣款依据报表_{inst}_{period}.xlsx", "xlsx")
+        return _download(data, f"扣款依据报表_{inst}_{month}.xlsx", "xlsx")
 
     @app.get("/statements/{sid}.xlsx")
     def statement_xlsx(request: Request, sid: int):
@@ -700,9 +701,8 @@ def create_app(
                      AND f.status NOT IN ('overturned', 'dismissed', 'superseded', 'warning')
                    GROUP BY ALL ORDER BY 1 DESC, 2"""
             ).fetchall()
-            sts = deduct.statements(c)
             nm = names.Names(c)
-            sts = [(x, nm.institution(x.institution)) for x in sts]
+            sts = [(x, nm.institution(x.institution)) for x in deduct.statements(c)]
             institutions = [
                 r[0] for r in c.execute("SELECT DISTINCT fixmedins_code FROM findings ORDER BY 1").fetchall()
             ]

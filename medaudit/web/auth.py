@@ -121,6 +121,13 @@ def check_password_strength(password: str) -> None:
 _USER_COLS = "user_id, username, display_name, role, institution, active"
 
 
+def _user(con: duckdb.DuckDBPyConnection, username: str) -> User:
+    """A user this transaction has just written (so it is there)."""
+    u = get_user(con, username)
+    assert u is not None, username
+    return u
+
+
 def get_user(con: duckdb.DuckDBPyConnection, username: str) -> User | None:
     rows = con.execute(f"SELECT {_USER_COLS} FROM web_users WHERE username = ?", [username]).fetchall()
     return User(*rows[0]) if rows else None
@@ -161,7 +168,7 @@ def add_user(
             by,
         ],
     )
-    return get_user(con, username)
+    return _user(con, username)
 
 
 def set_active(con: duckdb.DuckDBPyConnection, username: str, active: bool) -> User:
@@ -174,7 +181,7 @@ def set_active(con: duckdb.DuckDBPyConnection, username: str, active: bool) -> U
     )
     if not active:  # signed out everywhere at once
         con.execute("DELETE FROM web_sessions WHERE user_id = ?", [u.user_id])
-    return get_user(con, username)
+    return _user(con, username)
 
 
 def set_password(con: duckdb.DuckDBPyConnection, username: str, password: str) -> None:
@@ -201,7 +208,7 @@ def authenticate(con: duckdb.DuckDBPyConnection, username: str, password: str) -
     ).fetchall()
     stored = rows[0][-1] if rows else _DUMMY
     try:
-        ok = _hasher.verify(stored, password or "")
+        ok: bool = _hasher.verify(stored, password or "")
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     if not rows or not ok:

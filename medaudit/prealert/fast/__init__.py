@@ -104,8 +104,8 @@ class FastPath:
         rules = self.rule_sets[rule_set]
         compiled = self.compiled[rule_set]
         if req.rule_ids:
-            wanted = set(req.rule_ids)
-            types = sorted({r.type for r in rules if r.id in wanted} & set(types))
+            asked = set(req.rule_ids)
+            types = sorted({r.type for r in rules if r.id in asked} & set(types))
         types = [t for t in types if t in compiled and t in EVALUATORS]
         if not types:
             return []

@@ -433,7 +433,7 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
         ownpay = semantics.ownpay.py(amt, ownpay0)
         ded = semantics.deductible.py(amt, ownpay0, o.get("chrgitm_lv"), o.get("hosp_appr_flag"))
         cnt = _dec(o["cnt"])
-        if not cnt > 0:
+        if cnt is None or not cnt > 0:  # the request requires cnt (> 0): kept out as the SQL's filter would
             continue
         t = _ts(o["fee_ocur_time"])
         rows.append(
@@ -475,7 +475,8 @@ def build_lines(ctx: VisitContext, req, tag: str) -> tuple[list[dict], list[str]
     deaths = dict(ctx.deaths)
     if v.get("die_date") is not None:
         p, d = v["psn_no"], _date(v["die_date"])
-        deaths[p] = min(deaths.get(p, d), d)
+        if d is not None:
+            deaths[p] = min(deaths.get(p, d), d)
     return rows, diags, deaths
 
 

@@ -10,7 +10,7 @@ line once per rule, the engine's preference (exact code, then prefix, then match
 
 from __future__ import annotations
 
-from ...library import Rule
+from ...library import Item, Rule
 from ...semantics import ItemEntry, ItemIndex
 from ...types import REGISTRY
 
@@ -46,7 +46,8 @@ def compile_rules(rules: list[Rule]) -> dict[str, CompiledType]:
         )
         if not r.items:
             ct.all_keys.add(key)
-        for it in r.items or [None]:
+        its: list[Item | None] = [*r.items] if r.items else [None]
+        for it in its:
             params = {
                 p.name: (it.params.get(p.name) if it and it.params.get(p.name) is not None else r.params.get(p.name))
                 for p in rt.params
