@@ -28,6 +28,10 @@ from medaudit.loader import load_batch
 from medaudit.prealert import store
 from medaudit.prealert.app import create_app
 
+#: these services compare answers, not admission: on a loaded machine a slow check must wait,
+#: not be answered 503 (the admission tests are in test_prealert_load.py)
+PATIENT = {"max_wait": 60.0, "max_inflight": 10_000}
+
 pytestmark = pytest.mark.slow  # replays hundreds of requests through both engines: minutes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -354,7 +358,7 @@ def check_parity(
         assert sample_types == replayed == {types_of[k[0]] for k in want if k[0] not in skip and k[1] in sample}
         unreplayed = set(not_replayable) | {r.type for r in library.rules if r.id in history}
         assert (must_have & {types_of[k[0]] for k in want}) - unreplayed <= sample_types
-        app = create_app(scon, {"default": library}, file_keys, sessions=1, batch=32, engine=engine)
+        app = create_app(scon, {"default": library}, file_keys, sessions=1, batch=32, engine=engine, **PATIENT)
         with TestClient(app) as client:
             got, n, answers = replay(bcon, client, keys, only=sample)
         assert n == sum(n_lines.get(v, 0) for v in sample)
@@ -471,7 +475,9 @@ def test_last_visits_checked_with_the_persons_history_in_the_database_match_batc
     file_keys = {store.key_hash(k): inst for inst, k in keys.items()}
     answers = {}
     for engine, preload in (("sql", False), ("fast", False), ("fast", True)):
-        app = create_app(scon, {"default": lib}, file_keys, sessions=1, batch=8, engine=engine, preload=preload)
+        app = create_app(
+            scon, {"default": lib}, file_keys, sessions=1, batch=8, engine=engine, preload=preload, **PATIENT
+        )
         with TestClient(app) as client:
             got, _n, answers[(engine, preload)] = replay(bcon, client, keys, only=last)
         assert (
@@ -907,7 +913,14 @@ def test_random_visits_with_stored_history_fast_equals_sql(tmp_path):
     answers: dict[str, dict] = {}
     for engine, preload in (("sql", False), ("fast", False), ("fast+preload", True)):
         app = create_app(
-            scon, {"default": lib}, file_keys, sessions=1, batch=1, engine=engine.split("+")[0], preload=preload
+            scon,
+            {"default": lib},
+            file_keys,
+            sessions=1,
+            batch=1,
+            engine=engine.split("+")[0],
+            preload=preload,
+            **PATIENT,
         )
         got: dict = {}
         with TestClient(app) as client:
@@ -1025,7 +1038,7 @@ def test_preloaded_service_answers_a_new_stay_from_memory_as_the_sql_path_does(t
     answers = {}
     for engine, preload in (("sql", False), ("fast", True)):
         app = create_app(
-            con, {"default": lib}, {store.key_hash(key): "H001"}, sessions=1, engine=engine, preload=preload
+            con, {"default": lib}, {store.key_hash(key): "H001"}, sessions=1, engine=engine, preload=preload, **PATIENT
         )
         with TestClient(app) as client:
             r = client.post("/prealert/3101", json=body, headers={"X-API-Key": key})
