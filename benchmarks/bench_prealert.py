@@ -37,6 +37,7 @@ import platform
 import random
 import socket
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -312,6 +313,7 @@ def main() -> None:
     )
     ap.add_argument("--dump-answers-n", type=int, default=2000)
     ap.add_argument("--no-closed", action="store_true", help="skip the closed-loop run")
+    ap.add_argument("--keep-work", action="store_true", help="keep the run's temporary folder (server.log, database)")
     args = ap.parse_args()
 
     # Which checkout serves: --server-root (another worktree, e.g. an older commit) runs its own
@@ -639,6 +641,10 @@ def main() -> None:
         kept = {}
     kept[args.label or args.engine] = result
     args.out.write_text(json.dumps(kept, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    # the run's folder (batch, database, journal, server.log: 10-20 MB) goes once the results are
+    # written; a run that failed keeps it, so its server.log can be read
+    if not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
