@@ -132,7 +132,7 @@ NEWLY_RUNNABLE = {
 
 
 @pytest.mark.skipif(not HAVE_SPARK, reason="needs sqlglot and pyspark (pip install -e '.[test,spark]')")
-def test_the_refused_types_are_the_three_left():
+def test_only_sql_is_refused():
     from medaudit.spark import runner
 
     assert set(runner.REFUSED) == {"sql"}
@@ -254,3 +254,25 @@ def test_list_slices_keep_duckdb_ends_in_spark():
     got = render("SELECT list_slice(l, -k, -1) AS a FROM t", {})
     assert "SLICE(`l`, GREATEST(CASE WHEN (-`k`) < 0 THEN SIZE(`l`) + (-`k`) + 1 ELSE (-`k`) END, 1)" in got
     assert "LEAST(CASE WHEN (-1) < 0 THEN SIZE(`l`) + (-1) + 1 ELSE (-1) END, SIZE(`l`))" in got
+
+
+@needs_spark
+@pytest.mark.slow
+def test_a_recursive_query_is_iterated_on_spark_as_duckdb_runs_it():
+    """Spark SQL has no recursion: the runner runs the anchor, then the step over the rows the
+    previous step added until it adds none (period_limit's walk), and an empty anchor gives an
+    empty result (a batch where no unit can be excess) rather than an error."""
+    import duckdb
+
+    from medaudit.spark import runner
+
+    con = runner.SparkCon(runner.spark_session(), duckdb.connect())
+    for anchor in ("SELECT 1 AS n, 'a' AS s", "SELECT 1 AS n, 'a' AS s WHERE 1 = 0"):
+        sql = (
+            f"WITH RECURSIVE base AS (SELECT 3 AS lim), r(n, s) AS ({anchor} UNION ALL "
+            "SELECT r.n + 1, r.s || 'b' FROM r JOIN base ON r.n < base.lim) "
+            "SELECT n, s FROM r ORDER BY n"
+        )
+        want = duckdb.sql(sql).fetchall()
+        assert con.execute(sql).fetchall() == want
+        assert want in ([(1, "a"), (2, "ab"), (3, "abb")], [])

@@ -235,6 +235,8 @@ class SparkCon:
             df = self.spark.sql(step_sql).toDF(*cols).localCheckpoint(eager=True)
         else:
             raise SparkRunError(f"WITH RECURSIVE {name}: still adding rows after {MAX_RECURSION_STEPS} steps")
+        if not parts:  # an empty anchor: the recursive CTE is empty (its columns, no rows)
+            return df
         out = parts[0]
         for p in parts[1:]:
             out = out.union(p)
