@@ -17,6 +17,44 @@ from medaudit.loader import load_batch
 from medaudit.sample import generate
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the national knowledge workbooks (not in the repo): their rules join the Spark comparison when present
+NHSA = ROOT.parent / "shared" / "reference" / "nhsa-rule-batches"
+HAVE_NHSA = NHSA.is_dir() and len(list(NHSA.glob("*.xlsx"))) >= 14
+NO_NHSA = f"the national knowledge workbooks are not at {NHSA} (not part of the repo): national rules left out"
+#: peer_outlier rules small enough for the test batch's few visits per doctor and month (the sample
+#: library's R-PEER-001 needs 30 stays a month): every metric, entity and peer group, with its
+#: evidence format (元, 天, %), and percentiles that are not whole
+PEER_RULES = """
+rules:
+  - {id: T-PEER-DRUG, version: 1, name: drug share, type: peer_outlier,
+     params: {entity: doctor, metric: drug_share, peer_by: none, percentile: 75, min_visits: 2}}
+  - {id: T-PEER-CONS, version: 1, name: consumables, type: peer_outlier,
+     params: {entity: department, metric: consumable_share, peer_by: level, percentile: 60, min_visits: 2}}
+  - {id: T-PEER-EXLAB, version: 1, name: exams and labs, type: peer_outlier,
+     params: {entity: institution, metric: exam_lab_share, peer_by: none, percentile: 50, min_visits: 1}}
+  - {id: T-PEER-CPV, version: 1, name: cost per visit, type: peer_outlier,
+     params: {entity: doctor, metric: cost_per_visit, peer_by: department, percentile: 50, min_visits: 1}}
+  - {id: T-PEER-LOS, version: 1, name: length of stay, type: peer_outlier,
+     params: {entity: institution, metric: los, peer_by: none, percentile: 62.5, min_visits: 1}}
+  - {id: T-PEER-READM, version: 1, name: readmissions, type: peer_outlier,
+     params: {entity: department, metric: readmission_rate, peer_by: none, percentile: 50, min_visits: 1}}
+"""
+
+
+def spark_library(tmp: Path) -> Library:
+    """The sample library, the peer rules above and (when its workbooks are there) the national
+    library as ``medaudit rules import-nhsa`` writes it."""
+    from medaudit.nhsa import import_batches
+
+    (tmp / "peer").mkdir()
+    (tmp / "peer" / "peer.yaml").write_text(PEER_RULES)
+    rules = load_library(ROOT / "rules").rules + load_library(tmp / "peer").rules
+    if HAVE_NHSA:
+        import_batches(NHSA, tmp / "nhsa")
+        rules += load_library(tmp / "nhsa").rules
+    return Library(rules, ROOT / "rules")
+
+
 HAVE_SPARK = importlib.util.find_spec("pyspark") is not None and importlib.util.find_spec("sqlglot") is not None
 HAVE_JAVA = shutil.which("java") is not None
 needs_spark = pytest.mark.skipif(
@@ -61,7 +99,7 @@ def screened(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("spark")
     generate(tmp / "batch", lines=3000, seed=3, fmt="parquet")
-    full = load_library(ROOT / "rules")
+    full = spark_library(tmp)
     library = Library([r for r in full.rules if r.type not in runner.REFUSED], full.root)
     duck = db.connect(tmp / "duck.duckdb")
     load_batch(tmp / "batch", duck)
@@ -79,8 +117,8 @@ def screened(tmp_path_factory):
     sp.close()
 
 
-#: the types Spark runs since their shared queries were made portable (issue 16, second slice):
-#: each must have findings on the generated batch, so the equality below is not an empty one
+#: the types Spark runs since their shared queries were made portable (issue 16, second and third
+#: slices): each must have findings on the generated batch, so the equality below is not an empty one
 NEWLY_RUNNABLE = {
     "price_cap",
     "secondary_procedure",
@@ -88,14 +126,16 @@ NEWLY_RUNNABLE = {
     "companion_required",
     "outpatient_as_inpatient",
     "overtreatment",
+    "peer_outlier",
+    "period_limit",
 }
 
 
 @pytest.mark.skipif(not HAVE_SPARK, reason="needs sqlglot and pyspark (pip install -e '.[test,spark]')")
-def test_the_refused_types_are_the_three_left():
+def test_only_sql_is_refused():
     from medaudit.spark import runner
 
-    assert set(runner.REFUSED) == {"sql", "period_limit", "peer_outlier"}
+    assert set(runner.REFUSED) == {"sql"}
     assert not NEWLY_RUNNABLE & set(runner.REFUSED)
 
 
@@ -124,12 +164,31 @@ def test_spark_findings_equal_duckdb_to_the_cent(screened):
     assert _rows(sp, "finding_lines", LINE_COLS) == _rows(duck, "finding_lines", LINE_COLS)
     assert res.refused == runner.refusals(load_library(ROOT / "rules").rules) and "sql" in res.refused
     assert set(res.refused) == set(runner.REFUSED)
+    # every peer rule (each metric, entity and evidence format) has findings, on both sides equal
+    peer = {
+        r for (r,) in duck.execute("SELECT DISTINCT rule_id FROM findings WHERE rule_id LIKE 'T-PEER-%'").fetchall()
+    }
+    assert peer == {"T-PEER-DRUG", "T-PEER-CONS", "T-PEER-EXLAB", "T-PEER-CPV", "T-PEER-LOS", "T-PEER-READM"}
+    if HAVE_NHSA:
+        assert any(r.id.startswith("NHSA-") for r in library.rules)
 
     # load-findings again: nothing new
     before = _rows(sp, "findings", FINDING_COLS), _rows(sp, "finding_lines", LINE_COLS)
     _run, n_read, n_new = runner.load_findings(sp, tmp / "out")
     assert n_read > 0 and n_new == 0
     assert (_rows(sp, "findings", FINDING_COLS), _rows(sp, "finding_lines", LINE_COLS)) == before
+
+
+@pytest.mark.skipif(not HAVE_NHSA, reason=NO_NHSA)
+def test_the_national_library_is_in_the_spark_comparison(tmp_path):
+    """The Spark equality above screens the national library too (when its workbooks are here):
+    every one of its rules, none of a refused type."""
+    lib = spark_library(tmp_path)
+    national = [r for r in lib.rules if r.id.startswith("NHSA-")]
+    assert len(national) >= 14
+    from medaudit.spark import runner
+
+    assert not runner.refusals(national)
 
 
 @pytest.mark.skipif(not HAVE_SPARK, reason="needs sqlglot and pyspark (pip install -e '.[test,spark]')")
@@ -183,3 +242,37 @@ def test_list_functions_spark_lacks_are_rendered_or_refused():
     assert "SIZE(ARRAY_EXCEPT(FILTER(`y`, `x__` -> NOT `x__` IS NULL), `x`)) = 0" in got
     with pytest.raises(NotPortable, match="ordered window"):
         render("SELECT count(DISTINCT h) OVER (PARTITION BY a ORDER BY b) FROM t", {})
+
+
+@pytest.mark.skipif(not HAVE_SPARK, reason="needs sqlglot and pyspark (pip install -e '.[test,spark]')")
+def test_list_slices_keep_duckdb_ends_in_spark():
+    """``list_slice(l, a, b)``: 1-based, both ends included, negative from the end (period_limit
+    keeps its last max_count paid units with ``list_slice(l, -k, -1)``); Spark's ``slice`` takes a
+    length, so the ends are resolved against ``size(l)`` (sqlglot passed the end as the length)."""
+    from medaudit.spark.dialect import render
+
+    got = render("SELECT list_slice(l, -k, -1) AS a FROM t", {})
+    assert "SLICE(`l`, GREATEST(CASE WHEN (-`k`) < 0 THEN SIZE(`l`) + (-`k`) + 1 ELSE (-`k`) END, 1)" in got
+    assert "LEAST(CASE WHEN (-1) < 0 THEN SIZE(`l`) + (-1) + 1 ELSE (-1) END, SIZE(`l`))" in got
+
+
+@needs_spark
+@pytest.mark.slow
+def test_a_recursive_query_is_iterated_on_spark_as_duckdb_runs_it():
+    """Spark SQL has no recursion: the runner runs the anchor, then the step over the rows the
+    previous step added until it adds none (period_limit's walk), and an empty anchor gives an
+    empty result (a batch where no unit can be excess) rather than an error."""
+    import duckdb
+
+    from medaudit.spark import runner
+
+    con = runner.SparkCon(runner.spark_session(), duckdb.connect())
+    for anchor in ("SELECT 1 AS n, 'a' AS s", "SELECT 1 AS n, 'a' AS s WHERE 1 = 0"):
+        sql = (
+            f"WITH RECURSIVE base AS (SELECT 3 AS lim), r(n, s) AS ({anchor} UNION ALL "
+            "SELECT r.n + 1, r.s || 'b' FROM r JOIN base ON r.n < base.lim) "
+            "SELECT n, s FROM r ORDER BY n"
+        )
+        want = duckdb.sql(sql).fetchall()
+        assert con.execute(sql).fetchall() == want
+        assert want in ([(1, "a"), (2, "ab"), (3, "abb")], [])

@@ -10,8 +10,8 @@ the rule types' queries, :func:`medaudit.engine.findings_sql`), rendered here:
 2. ``*`` and ``t.*`` (with DuckDB's ``EXCLUDE``) are expanded against the known columns of the
    Spark views (sqlglot's qualifier), and ``UNION ALL BY NAME`` branches are put in one column
    order, since Spark SQL has neither;
-3. list functions Spark lacks (``list_has_all``, ``count(DISTINCT) OVER``) are written out, and
-   list indices become 1-based ``element_at`` with the index as written;
+3. list functions Spark lacks (``list_has_all``, ``list_slice``, ``count(DISTINCT) OVER``) are
+   written out, and list indices become 1-based ``element_at`` with the index as written;
 4. sqlglot transpiles the rest (``read="duckdb", write="spark"``).
 
 A statement that does not render raises :class:`NotPortable` naming the construct.
@@ -241,6 +241,36 @@ def _list_index(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _list_slice(tree: exp.Expression) -> exp.Expression:
+    """``list_slice(l, a, b)`` / ``array_slice``: DuckDB's slice is 1-based with both ends
+    included, a negative end counting from the list's end (-1: the last) and ends out of range
+    clamped; Spark's ``slice(l, start, length)`` takes a length and refuses a start of 0 (sqlglot
+    passed the end as the length). Rendered with the ends resolved against ``size(l)``."""
+    for f in list(tree.find_all(exp.Anonymous, exp.ArraySlice)):
+        if isinstance(f, exp.ArraySlice):
+            if f.args.get("step") is not None or f.args.get("is_length"):
+                raise NotPortable("array_slice with a step or a length")
+            args = [f.this, f.args.get("start"), f.args.get("end")]
+        elif f.name.lower() in ("list_slice", "array_slice"):
+            args = list(f.expressions)
+        else:
+            continue
+        if len(args) != 3 or any(a is None for a in args):
+            raise NotPortable("list_slice takes a list, a begin and an end")
+        lst, a, b = (_sp(x) for x in args)
+        n = f"size({lst})"
+        start = f"greatest(CASE WHEN ({a}) < 0 THEN {n} + ({a}) + 1 ELSE ({a}) END, 1)"
+        end = f"least(CASE WHEN ({b}) < 0 THEN {n} + ({b}) + 1 ELSE ({b}) END, {n})"
+        f.replace(
+            sqlglot.parse_one(
+                f"CASE WHEN ({lst}) IS NULL OR ({a}) IS NULL OR ({b}) IS NULL THEN NULL "
+                f"ELSE slice({lst}, {start}, greatest({end} - {start} + 1, 0)) END",
+                read="spark",
+            )
+        )
+    return tree
+
+
 def _list_has_all(tree: exp.Expression) -> exp.Expression:
     """``list_has_all(a, b)`` (every non-NULL element of ``b`` is in ``a``; NULL when a list is
     NULL, as in DuckDB): Spark has no such function, so ``b`` minus ``a`` must be empty."""
@@ -284,6 +314,7 @@ def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     tree = _string_agg(tree)
     tree = _regexp_groups(tree)
     tree = _list_has_all(tree)
+    tree = _list_slice(tree)
     tree = _list_index(tree)
     tree = _count_distinct_windows(tree)
     try:

@@ -43,9 +43,23 @@ RULE_TABLE_PREFIXES = ("p_", "r_all", "rule_fan")
 #: rule types whose query cannot run on Spark, and why (refused by name, never skipped silently)
 REFUSED: dict[str, str] = {
     "sql": "its rules are DuckDB SQL written by users, run in a DuckDB sandbox (no Spark rendering)",
-    "period_limit": "its query walks periods with WITH RECURSIVE, which Spark SQL 3.5 does not have",
-    "peer_outlier": "its percentiles use DuckDB list aggregates (list_aggregate/quantile_cont over lists)",
 }
+
+
+#: views partitioned by person when they are built (cross-visit types group and window by psn_no)
+PERSON_PARTITIONED = frozenset({"lines"})
+#: a recursive query (period_limit's walk: one step per unit of the longest run of close units)
+#: that still adds rows after this many steps is stopped
+MAX_RECURSION_STEPS = 100_000
+
+
+def rename_tables(node: exp.Expression, names: dict[str, str]) -> exp.Expression:
+    """References to the tables ``names`` (name -> view) read the views instead, under the alias
+    they had, else under the name (so ``src.*`` and ``src.col`` still resolve)."""
+    for t in list(node.find_all(exp.Table)):
+        if t.name in names and not t.args.get("db"):
+            t.replace(exp.table_(names[t.name], alias=t.alias or t.name))
+    return node
 
 
 class SparkRunError(Exception):
@@ -65,6 +79,8 @@ class SparkCon:
         self.schema: dict[str, dict[str, str]] = {}
         self._rows: list[tuple] = []
         self.rule_tables: set[str] = set()
+        self._n_rec = 0
+        self._rec_views: list[str] = []
 
     # -- views
     def view(self, name: str, df, cache: bool = False, broadcast: bool = False):
@@ -136,24 +152,95 @@ class SparkCon:
                 df = self.spark.sql(f"SELECT {', '.join(cols)} WHERE FALSE")
                 self.view(name, df)
                 return
-            df = self.spark.sql(render(body.sql(dialect="duckdb"), self.schema))
+            df = self._df(body)
+            if name in PERSON_PARTITIONED and "psn_no" in df.columns:
+                # lines partitioned by person: the cross-visit types' windows and joins (keys
+                # that include psn_no) then need no shuffle of the lines
+                df = df.repartition("psn_no")
             self.view(name, df, cache=(kind == "TABLE"))
             return
         if isinstance(stmt, exp.Insert):
             target = stmt.this.this.name if isinstance(stmt.this, exp.Schema) else stmt.this.name
             if target != "hits":
                 raise SparkRunError(f"unexpected INSERT INTO {target} in a Spark run")
-            self.insert_hits(self.spark.sql(render(stmt.expression.sql(dialect="duckdb"), self.schema)))
+            self.insert_hits(self._df(stmt.expression))
+            self._drop_rec_views()  # the hits are checkpointed: the unrolled CTEs' views are done
             return
         if isinstance(stmt, (exp.Select, exp.Union)):
             if self._reads_rule_tables_only(stmt):
                 self._rows = self.duck.execute(stmt.sql(dialect="duckdb")).fetchall()
             else:
-                self._rows = [
-                    tuple(r) for r in self.spark.sql(render(stmt.sql(dialect="duckdb"), self.schema)).collect()
-                ]
+                self._rows = [tuple(r) for r in self._df(stmt).collect()]
             return
         raise SparkRunError(f"statement not run on Spark: {stmt.sql(dialect='duckdb')[:120]}")
+
+    def _df(self, tree: exp.Expression):
+        """One DuckDB SELECT as a Spark DataFrame (a ``WITH RECURSIVE`` unrolled first)."""
+        w = tree.args.get("with_")
+        if w is not None and w.args.get("recursive"):
+            tree = self._unroll_recursive(tree)
+        return self.spark.sql(render(tree.sql(dialect="duckdb"), self.schema))
+
+    def _unroll_recursive(self, tree: exp.Expression) -> exp.Expression:
+        """``WITH RECURSIVE a AS (...), r(cols) AS (anchor UNION ALL step), b AS (...) SELECT ...``
+        (Spark SQL 3.5 has no recursion): each CTE becomes a Spark view, in order; the recursive
+        one is iterated here, the step run on the rows the previous step added until it adds none,
+        exactly as DuckDB evaluates it. The query text stays DuckDB's one definition; returns the
+        main SELECT over the views."""
+        self._n_rec += 1
+        prefix = f"rec{self._n_rec}_"
+        views: dict[str, str] = {}
+
+        for cte in tree.args["with_"].expressions:
+            name, body = cte.alias, cte.this.copy()
+            cols = [c.name for c in (cte.args["alias"].columns or [])]
+            if any(t.name == name and not t.args.get("db") for t in body.find_all(exp.Table)):
+                df = self._iterate(name, rename_tables(body, views), cols)
+                self.view(prefix + name, df)
+            else:
+                df = self.spark.sql(render(rename_tables(body, views).sql(dialect="duckdb"), self.schema))
+                self.view(prefix + name, df.toDF(*cols) if cols else df, cache=bool(cte.args.get("materialized")))
+            views[name] = prefix + name
+            self._rec_views.append(prefix + name)
+        main = tree.copy()
+        main.set("with_", None)
+        return rename_tables(main, views)
+
+    def _drop_rec_views(self) -> None:
+        for v in dict.fromkeys(self._rec_views):
+            self.spark.catalog.dropTempView(v)  # uncaches it too
+            self.schema.pop(v, None)
+        self._rec_views.clear()
+
+    def _iterate(self, name: str, body: exp.Expression, cols: list[str]):
+        if not isinstance(body, exp.Union) or body.args.get("distinct") is not False:
+            raise SparkRunError(f"WITH RECURSIVE {name}: only an anchor UNION ALL a step is run on Spark")
+        anchor, step = body.this, body.expression
+        if any(t.name == name for t in anchor.find_all(exp.Table)):
+            raise SparkRunError(f"WITH RECURSIVE {name}: the anchor reads {name} itself")
+        delta = f"rec{self._n_rec}_{name}__delta"
+        df = self.spark.sql(render(anchor.sql(dialect="duckdb"), self.schema))
+        df = (df.toDF(*cols) if cols else df).localCheckpoint(eager=True)
+        cols = df.columns
+        step_sql = None
+        parts = []
+        for _ in range(MAX_RECURSION_STEPS):
+            if df.isEmpty():
+                break
+            parts.append(df)
+            self.view(delta, df)
+            self._rec_views.append(delta)
+            if step_sql is None:  # rendered once: the step reads the previous step's rows as the view `delta`
+                step_sql = render(rename_tables(step.copy(), {name: delta}).sql(dialect="duckdb"), self.schema)
+            df = self.spark.sql(step_sql).toDF(*cols).localCheckpoint(eager=True)
+        else:
+            raise SparkRunError(f"WITH RECURSIVE {name}: still adding rows after {MAX_RECURSION_STEPS} steps")
+        if not parts:  # an empty anchor: the recursive CTE is empty (its columns, no rows)
+            return df
+        out = parts[0]
+        for p in parts[1:]:
+            out = out.union(p)
+        return out.localCheckpoint(eager=True)
 
     def insert_hits(self, df) -> None:
         from pyspark.sql.functions import col, lit
@@ -180,6 +267,10 @@ def spark_session(
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.ansi.enabled", "false")
+        # constraint propagation (an optimisation: filters inferred from the plan) failed on the
+        # union of the checkpointed hits once peer_outlier's hits joined them (Spark 3.5:
+        # NoSuchElementException "key not found: rule_key#..." in Union.rewriteConstraints)
+        .config("spark.sql.constraintPropagation.enabled", "false")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
     )

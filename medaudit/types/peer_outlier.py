@@ -35,6 +35,8 @@ carries an amount, at any stage).
   says nothing. The evidence gives the peer group's size (entities with at least
   `min_visits`), its median (as `quantile_cont(0.5)`) and the percentile value; `medaudit
   analyze` shows every entity's figures with their percentiles.
+  Figures are exact decimals (ratios to 12 places), shown rounded half-up (633.175 元 ->
+  633.18 元, 7.25 天 -> 7.3 天).
 
 The rule's validity and scope are applied to each visit (its start date, med_type, level,
 institution). The finding has no lines: its institution, department and doctor are the
@@ -93,9 +95,21 @@ _METRIC_CN = """CASE metric WHEN 'drug_share' THEN '药占比' WHEN 'consumable_
 
 
 def _fmt(x: str) -> str:
-    return f"""CASE WHEN metric = 'cost_per_visit' THEN printf('%.2f 元', {x})
-                    WHEN metric = 'los' THEN printf('%.1f 天', {x})
-                    ELSE printf('%.1f%%', {x} * 100) END"""
+    """A metric as the evidence shows it: exact decimals rounded half-up (not ``printf`` of a
+    DOUBLE: DuckDB's and Java's formatting round ties differently), the same on every engine."""
+    d = f"CAST({x} AS DECIMAL(30,18))"
+    return f"""CASE WHEN metric = 'cost_per_visit' THEN CAST(CAST(round({d}, 2) AS DECIMAL(18,2)) AS VARCHAR) || ' 元'
+                    WHEN metric = 'los' THEN CAST(CAST(round({d}, 1) AS DECIMAL(18,1)) AS VARCHAR) || ' 天'
+                    ELSE CAST(CAST(round({d} * CAST(100 AS DECIMAL(3,0)), 1) AS DECIMAL(18,1)) AS VARCHAR) || '%' END"""
+
+
+def _quantile(h: str) -> str:
+    """``quantile_cont`` of the sorted list ``vals`` (``n_peers`` values, DECIMAL(24,12)) at the
+    exact position ``h`` (DECIMAL(18,6), 0-based): the linear interpolation, in decimals whose
+    widths keep it exact on DuckDB and on Spark (no precision loss: every product under 38 digits)."""
+    i = f"CAST(floor({h}) AS INTEGER)"
+    return f"""(vals[{i} + 1] + CAST(CAST({h} - floor({h}) AS DECIMAL(7,6))
+                                     * (vals[least({i} + 2, n_peers)] - vals[{i} + 1]) AS DECIMAL(32,18)))"""
 
 
 def _validate(params: dict) -> str | None:
@@ -142,8 +156,9 @@ RULE_TYPE = RuleType(
                    coalesce(sum(amt) FILTER (WHERE list_type IN ('101', '102')), 0) AS drug_amt,
                    coalesce(sum(amt) FILTER (WHERE list_type = '301'), 0) AS cons_amt,
                    coalesce(sum(amt) FILTER (WHERE med_chrgitm_type IN ('03', '04')), 0) AS exlab_amt,
-                   arg_max(bilg_dr_code, amt) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
-                   arg_max(bilg_dept_codg, amt) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
+                   -- ties between equal amounts: the largest code (the same on every engine)
+                   arg_max(bilg_dr_code, (amt, bilg_dr_code)) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
+                   arg_max(bilg_dept_codg, (amt, bilg_dept_codg)) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
             FROM {{lines}} GROUP BY mdtrt_id),
         live AS (SELECT * FROM {LIVE_VISITS}),
         readm AS (   -- admissions that are readmissions (as the readmission type's defaults, any diagnosis)
@@ -154,8 +169,8 @@ RULE_TYPE = RuleType(
                    strftime(v.begntime, '%Y-%m') AS month, vl.amt, vl.drug_amt, vl.cons_amt, vl.exlab_amt,
                    coalesce(v.chfpdr_code, vl.line_dr) AS dr,
                    coalesce(v.dscg_dept_codg, v.adm_dept_codg, vl.line_dept) AS dept,
-                   v.mdtrt_id IN (SELECT mdtrt_id FROM readm) AS readmitted
-            FROM live v JOIN vl USING (mdtrt_id)),
+                   r.mdtrt_id IS NOT NULL AS readmitted
+            FROM live v JOIN vl USING (mdtrt_id) LEFT JOIN readm r ON r.mdtrt_id = v.mdtrt_id),
         ev AS (
             SELECT rp.rule_key, rp.entity, rp.metric, rp.peer_by, rp.percentile, rp.min_visits, vv.*,
                    CASE rp.entity WHEN 'doctor' THEN vv.dr WHEN 'department' THEN vv.dept ELSE vv.fixmedins_code END AS ent
@@ -167,13 +182,14 @@ RULE_TYPE = RuleType(
                    any_value(entity) AS entity, any_value(metric) AS metric, any_value(peer_by) AS peer_by,
                    any_value(percentile) AS percentile, any_value(min_visits) AS min_visits,
                    count(*) AS n, max(inst_level) AS inst_level,
-                   CASE any_value(metric)
-                        WHEN 'drug_share' THEN sum(drug_amt)::DOUBLE / nullif(sum(amt), 0)::DOUBLE
-                        WHEN 'consumable_share' THEN sum(cons_amt)::DOUBLE / nullif(sum(amt), 0)::DOUBLE
-                        WHEN 'exam_lab_share' THEN sum(exlab_amt)::DOUBLE / nullif(sum(amt), 0)::DOUBLE
-                        WHEN 'cost_per_visit' THEN sum(amt)::DOUBLE / count(*)
-                        WHEN 'los' THEN avg(los)::DOUBLE
-                        ELSE avg(CASE WHEN readmitted THEN 1.0 ELSE 0.0 END)::DOUBLE END AS value
+                   -- exact decimals (xdiv: 12 places; NULL over a zero total), not DOUBLE averages
+                   CAST(CASE any_value(metric)
+                        WHEN 'drug_share' THEN xdiv(sum(drug_amt), sum(amt))
+                        WHEN 'consumable_share' THEN xdiv(sum(cons_amt), sum(amt))
+                        WHEN 'exam_lab_share' THEN xdiv(sum(exlab_amt), sum(amt))
+                        WHEN 'cost_per_visit' THEN xdiv(sum(amt), count(*))
+                        WHEN 'los' THEN xdiv(sum(los), count(*))
+                        ELSE xdiv(count(*) FILTER (WHERE readmitted), count(*)) END AS DECIMAL(24,12)) AS value
             FROM ev WHERE ent IS NOT NULL GROUP BY rule_key, month, fixmedins_code, ent),
         md AS (      -- an entity's main department: the one of most of its visits (ties: the smallest code)
             SELECT rule_key, month, fixmedins_code, ent, arg_min(dept, (-k, dept)) AS main_dept
@@ -188,12 +204,13 @@ RULE_TYPE = RuleType(
             WHERE n >= min_visits AND value IS NOT NULL),
         peers AS (
             SELECT rule_key, month, peer_key, count(*) AS n_peers, list_sort(list(value)) AS vals,
-                   (count(*) - 1) * any_value(percentile) / 100.0 AS h
+                   -- the percentile's and the median's places in the sorted values, exact
+                   CAST((count(*) - 1) * CAST(any_value(percentile) AS DECIMAL(9,4)) * CAST(0.01 AS DECIMAL(3,2))
+                        AS DECIMAL(18,6)) AS h,
+                   CAST((count(*) - 1) * CAST(0.5 AS DECIMAL(2,1)) AS DECIMAL(18,6)) AS h_med
             FROM elig WHERE peer_key IS NOT NULL GROUP BY rule_key, month, peer_key),
         pv AS (
-            SELECT *, vals[floor(h)::INTEGER + 1]
-                      + (h - floor(h)) * (vals[least(floor(h)::INTEGER + 2, n_peers)] - vals[floor(h)::INTEGER + 1]) AS pval,
-                   list_aggregate(vals, 'median')::DOUBLE AS pmed
+            SELECT *, {_quantile("h")} AS pval, {_quantile("h_med")} AS pmed
             FROM peers WHERE n_peers >= {MIN_PEERS}),
         ranked AS (
             SELECT e.*, pv.pval, pv.pmed, pv.n_peers,

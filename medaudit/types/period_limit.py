@@ -171,11 +171,11 @@ RULE_TYPE = RuleType(
             FROM cand WHERE rn = 1
             UNION ALL
             SELECT c.ck, c.rn,
-                   CASE WHEN len(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days
+                   CASE WHEN array_length(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days
                         THEN w.paid
                         ELSE list_slice(list_append(w.paid, {{{{'d': c.fee_date, 'sn': c.bkkp_sn}}}}), -c.max_count, -1) END,
-                   len(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days,
-                   CASE WHEN len(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days
+                   array_length(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days,
+                   CASE WHEN array_length(w.paid) >= c.max_count AND date_diff('day', w.paid[1].d, c.fee_date) < c.period_days
                         THEN w.paid END
             FROM walk w JOIN cand c ON c.ck = w.ck AND c.rn = w.rn + 1),
         ex AS (
