@@ -349,3 +349,52 @@ def test_text_of_codes_numbers_and_dates(con, rows):
     for fn in (med_type_cn, insutype_cn):
         sql, py = through_row(con, cols, rows, fn(c("code")))
         assert sql == py
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(maybe(st.sampled_from(["P1", "P2", "P3"])), maybe(_dates()), dec4(-5, 50)), max_size=15),
+    st.dictionaries(st.sampled_from(["P1", "P2", "P4"]), maybe(_dates()), max_size=3),
+)
+def test_line_check_with_a_lookup(con, rows, table):
+    """A line check reading another table by a key (Lookup): the generated query over DuckDB and
+    the generated evaluator over the same rows and a mapping give the same hits (keys missing
+    from the table, NULL keys and NULL values included)."""
+    from medaudit.types.line_check import ITEM, Lookup, day, line_check
+
+    c = semantics.col
+    when = Lookup("deaths", key="psn_no", value="die_date", py=lambda ctx: ctx)
+    query, evaluate = line_check(
+        where=(c("fee_date") > when) & (c("deductible") > 0),
+        ev_head=semantics.cat("on ", day(when)),
+        ev_line=semantics.cat(ITEM, " ", semantics.coalesce(day(c("fee_date")), "-")),
+        lookups=(when,),
+    )
+    ms = [
+        {
+            "rule_key": 0,
+            "mdtrt_id": f"V{i}",
+            "bkkp_sn": f"L{i}",
+            "psn_no": p,
+            "fee_date": d,
+            "deductible": ded,
+            "list_type": "101",
+            "hilist_name": None,
+            "item_name": "x",
+            "hilist_code": "C1",
+        }
+        for i, (p, d, ded) in enumerate(rows)
+    ]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE mt (rule_key INTEGER, mdtrt_id VARCHAR, bkkp_sn VARCHAR, psn_no VARCHAR, "
+        "fee_date DATE, deductible DECIMAL(18,4), list_type VARCHAR, hilist_name VARCHAR, item_name VARCHAR, "
+        "hilist_code VARCHAR)"
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE dt (psn_no VARCHAR, die_date DATE)")
+    if ms:
+        con.executemany("INSERT INTO mt VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [tuple(m.values()) for m in ms])
+    if table:
+        con.executemany("INSERT INTO dt VALUES (?, ?)", list(table.items()))
+    got = sorted(con.execute(query.format(m="mt", deaths="dt")).fetchall())
+    want = sorted(tuple(h)[:8] for h in evaluate(table, ms))
+    assert got == want
