@@ -398,3 +398,25 @@ def test_line_check_with_a_lookup(con, rows, table):
     got = sorted(con.execute(query.format(m="mt", deaths="dt")).fetchall())
     want = sorted(tuple(h)[:8] for h in evaluate(table, ms))
     assert got == want
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            maybe(
+                st.one_of(
+                    dec4(0, 2000),
+                    st.sampled_from([Decimal(x) for x in ("1.2000", "180.0000", "0.0450", "12.3400", "0.0000")]),
+                )
+            )
+        ),
+        max_size=20,
+    )
+)
+def test_price_text(con, rows):
+    """A unit price as a clerk reads it (2 decimals, more only when it has them): SQL and Python agree."""
+    from medaudit.types.line_check import price_text
+
+    sql, py = through_row(con, {"x": "DECIMAL(18,4)"}, rows, price_text(semantics.col("x")))
+    assert sql == py

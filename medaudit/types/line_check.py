@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ..semantics import Expr, col, compile_row, sql_function
-from .base import Hit
+from ..semantics import Expr, catalogue_caps_sql, col, compile_row, sql_function
+from .base import Hit, hilist_cap
+from .base import price_text as _price_text_sql
 from .evidence import gender_cn as _gender_cn
 from .evidence import insutype_cn as _insutype_cn
 from .evidence import item_ref as _item_ref
 from .evidence import level_cn as _level_cn
 from .evidence import med_type_cn as _med_type_cn
+from .evidence import price_text as _price_text
 from .evidence import qty as _qty
 from .evidence import yuan as _yuan
 
@@ -33,6 +35,25 @@ item_ref = sql_function(
 qty = sql_function("qty", _qty)
 yuan = sql_function("yuan", _yuan)
 day_text = sql_function("day_text", lambda d: f"{d:%Y-%m-%d}")  # strftime(d, '%Y-%m-%d'); see below
+
+
+price_text_ = sql_function("price_text", _price_text)  # registers the Python twin; SQL: base.price_text
+
+
+class _PriceText(Expr):
+    def __init__(self, x: Expr):
+        self.x = x
+
+    def sql(self) -> str:
+        return _price_text_sql(self.x.sql())
+
+    def py(self) -> str:
+        return f"_fn_price_text({self.x.py()})"
+
+
+def price_text(x: Expr) -> Expr:
+    """A unit price as a clerk reads it: 180.00, 0.045 (:func:`.base.price_text`)."""
+    return _PriceText(x)
 
 
 def _coalesce_text(x, default):
@@ -110,11 +131,42 @@ class Lookup(Expr):
         return f"_lk[{self.slot}].get({col(self.key).py()})"
 
 
+class CatalogueCap(Expr):
+    """The catalogue (``{hilist}``) price cap of the line's code for its institution's level on its
+    fee date (:func:`medaudit.semantics.catalogue_cap_sql`; NULL when the catalogue has none), as a
+    lookup of a line check: SQL LEFT JOINs the caps of ``{lines}``' codes and days, Python asks the
+    request's context (``ctx.cap``, :func:`medaudit.semantics.catalogue_cap`)."""
+
+    slot = -1
+
+    def join_sql(self) -> str:
+        # the caps' key columns renamed: the line's own hilist_code and fee_date stay unambiguous
+        caps = catalogue_caps_sql(lines="{lines}", hilist="{hilist}")
+        return (
+            f"LEFT JOIN (SELECT hilist_code AS __caps_code, fee_date AS __caps_day, cap_lv1, cap_lv2, cap_lv3 "
+            f"FROM ({caps})) __caps ON __caps.__caps_code = m.hilist_code AND __caps.__caps_day = m.fee_date"
+        )
+
+    def sql(self) -> str:
+        return hilist_cap("m", "__caps")
+
+    def py(self) -> str:
+        return f"_lk[{self.slot}](m)"
+
+    @staticmethod
+    def mapping(ctx: Any) -> Callable[[dict], Any]:
+        return ctx.cap
+
+
 def line_check(
-    where: Expr, ev_head: Expr, ev_line: Expr, claim: Expr | None = None, lookups: tuple[Lookup, ...] = ()
+    where: Expr,
+    ev_head: Expr,
+    ev_line: Expr,
+    claim: Expr | None = None,
+    lookups: tuple[Lookup | CatalogueCap, ...] = (),
 ) -> tuple[str, Callable]:
-    """(the type's query, its evaluator) from one declaration. ``lookups``: the :class:`Lookup`
-    values the expressions read."""
+    """(the type's query, its evaluator) from one declaration. ``lookups``: the values of other
+    tables the expressions read (:class:`Lookup`, :class:`CatalogueCap`)."""
     claim = claim if claim is not None else col("deductible")
     for n, lk in enumerate(lookups):
         lk.slot = n
