@@ -831,7 +831,7 @@ class Col(Expr):
     name: str
 
     def sql(self) -> str:
-        return self.name
+        return '"' + self.name.replace('"', '""') + '"'  # quoted: a parameter may be named like a keyword ("group")
 
     def py(self) -> str:
         return f"m[{self.name!r}]"
@@ -839,6 +839,59 @@ class Col(Expr):
 
 def col(name: str) -> Col:
     return Col(name)
+
+
+@dataclass(frozen=True, eq=False)
+class Var(Expr):
+    """A lambda's parameter (:func:`join_list`): the same name in SQL and in Python."""
+
+    name: str
+
+    def sql(self) -> str:
+        return self.name
+
+    def py(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, eq=False)
+class JoinList(Expr):
+    """SQL ``array_to_string(list_transform(lst, lambda x: fn(x)), sep)``: NULL elements are
+    skipped, a list whose every element is NULL gives NULL, an empty list gives ''."""
+
+    lst: Expr
+    sep: str
+    var: Var
+    body: Expr | None
+
+    def sql(self) -> str:
+        lst = self.lst.sql()
+        if self.body is not None:
+            lst = f"list_transform({lst}, lambda {self.var.name}: {self.body.sql()})"
+        return f"array_to_string({lst}, {Lit(self.sep).sql()})"
+
+    def py(self) -> str:
+        if self.body is None:
+            return f"_join_list({self.lst.py()}, {self.sep!r})"
+        return f"_join_list({self.lst.py()}, {self.sep!r}, lambda {self.var.name}: {self.body.py()})"
+
+
+_LAMBDA_VARS = iter(f"_x{n}" for n in range(1_000_000))
+
+
+def join_list(lst: Any, sep: str, fn: Callable[[Expr], Any] | None = None) -> Expr:
+    """The elements of list ``lst``, each through ``fn`` (an expression of it) when given, joined by ``sep``."""
+    var = Var(next(_LAMBDA_VARS))
+    return JoinList(_e(lst), sep, var, None if fn is None else _e(fn(var)))
+
+
+def _join_list(lst, sep, fn=None):
+    if lst is None:
+        return None
+    parts = [x for x in (lst if fn is None else map(fn, lst)) if x is not None]
+    if lst and not parts:
+        return None
+    return sep.join(parts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -863,6 +916,7 @@ def _cat(*xs):
 
 
 _HELPERS["_cat"] = _cat
+_HELPERS["_join_list"] = _join_list
 
 
 def sql_function(name: str, py: Callable[..., Any], strict: bool = True) -> Callable[..., Expr]:
@@ -878,8 +932,10 @@ def sql_function(name: str, py: Callable[..., Any], strict: bool = True) -> Call
     return lambda *args: Call(name, *args)
 
 
-def compile_row(expr: Expr, name: str = "f") -> Callable[[dict], Any]:
-    """``expr`` over a matched row's columns (:class:`Col`) as a Python function of the row."""
+def compile_row(expr: Expr, name: str = "f", args: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """``expr`` over a matched row's columns (:class:`Col`) as a Python function of the row
+    (and of ``args``, names the expression's Python text reads besides ``m``)."""
     scope = dict(_HELPERS)
-    exec(compile(f"def {name}(m):\n    return {expr.py()}\n", f"<semantics.{name}>", "exec"), scope)
+    params = ", ".join(("m", *args))
+    exec(compile(f"def {name}({params}):\n    return {expr.py()}\n", f"<semantics.{name}>", "exec"), scope)
     return scope[name]

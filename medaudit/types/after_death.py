@@ -33,22 +33,21 @@ DOC_ZH = """死亡后就医：收费日期晚于参保人死亡日期的明细�
 **扣款。** `whole_line`：整条明细。
 """
 
-from .base import ITEM_REF, LINE_FACT, RuleType
+from .base import RuleType
 
+from ..semantics import cat, col
+from .line_check import ITEM, LINE, Lookup, day, line_check
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from .evidence import Hit, ref, line_fact, hit
+#: the person's death date (``deaths``: the earliest known per person; in a request, its context's)
+DIE_DATE = Lookup("deaths", key="psn_no", value="die_date", py=lambda ctx: ctx.deaths)
 
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        d = ctx.deaths.get(m["psn_no"])
-        if d is not None and m["fee_date"] > d and m["deductible"] > 0:
-            out.append(hit(m, "violating", m["deductible"], f"参保人 {d:%Y-%m-%d} 死亡", f"{ref(m)} {line_fact(m)}"))
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=(col("fee_date") > DIE_DATE) & (col("deductible") > 0),
+    ev_head=cat("参保人 ", day(DIE_DATE), " 死亡"),
+    ev_line=cat(ITEM, " ", LINE),
+    lookups=(DIE_DATE,),
+)
 
 
 RULE_TYPE = RuleType(
@@ -60,12 +59,5 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     items="optional",
-    query=f"""
-        SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role,
-               m.deductible AS claim,
-               '参保人 ' || strftime(d.die_date, '%Y-%m-%d') || ' 死亡' AS ev_head,
-               {ITEM_REF} || ' ' || {LINE_FACT} AS ev_line
-        FROM {{m}} m JOIN {{deaths}} d ON d.psn_no = m.psn_no
-        WHERE m.fee_date > d.die_date AND m.deductible > 0
-    """,
+    query=QUERY,
 )

@@ -41,42 +41,31 @@ DOC_ZH = """费用超出就诊期：明细的收费日期不在其所属就诊�
 **环节。** 三个环节都适用：明细一经收费即可与就诊日期比较。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
 
+from ..semantics import case, cat, coalesce, col, day_diff
+from .line_check import ITEM, LINE, day, line_check
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-import datetime as dt
-from .evidence import Hit, ref, line_fact, hit
+_d0, _d1 = col("begntime").cast("DATE"), col("endtime").cast("DATE")  # the visit's first and last day
+_early, _late = day_diff(col("fee_date"), _d0), day_diff(_d1, col("fee_date"))  # days before / after them
+_tol = col("tolerance_days")
 
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        if not m["deductible"] > 0 or m["begntime"] is None:
-            continue
-        d0 = m["begntime"].date() if isinstance(m["begntime"], dt.datetime) else m["begntime"]
-        d1 = m["endtime"].date() if isinstance(m["endtime"], dt.datetime) else m["endtime"]
-        early = (d0 - m["fee_date"]).days
-        late = (m["fee_date"] - d1).days if d1 is not None else None
-        tol = m["tolerance_days"]
-        t0 = tol if tol is not None else 0
-        if not (early > t0 or (late is not None and late > t0)):
-            continue
-        head = (
-            f"就诊期 {d0:%Y-%m-%d} 至 "
-            + (f"{d1:%Y-%m-%d}" if d1 is not None else "（未结束）")
-            + (f"（允许前后 {tol} 天）" if tol is not None and tol > 0 else "")
-        )
-        if tol is not None and early > tol:
-            ev = f"{ref(m)} 早于就诊开始 {early} 天，{line_fact(m)}"
-        elif late is not None:
-            ev = f"{ref(m)} 晚于就诊结束 {late} 天，{line_fact(m)}"
-        else:
-            ev = None
-        out.append(hit(m, "violating", m["deductible"], head, ev))
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=(col("deductible") > 0) & ((_early > coalesce(_tol, 0)) | (_late > coalesce(_tol, 0))),
+    ev_head=cat(
+        "就诊期 ",
+        day(_d0),
+        " 至 ",
+        coalesce(day(_d1), "（未结束）"),
+        case((_tol > 0, cat("（允许前后 ", _tol, " 天）")), default=""),
+    ),
+    ev_line=cat(
+        ITEM,
+        case((_early > _tol, cat(" 早于就诊开始 ", _early, " 天，")), default=cat(" 晚于就诊结束 ", _late, " 天，")),
+        LINE,
+    ),
+)
 
 
 RULE_TYPE = RuleType(
@@ -97,18 +86,5 @@ RULE_TYPE = RuleType(
             minimum=0,
         ),
     ),
-    query=f"""
-        WITH x AS (
-            SELECT *, CAST(begntime AS DATE) AS d0, CAST(endtime AS DATE) AS d1,
-                   date_diff('day', fee_date, CAST(begntime AS DATE)) AS early,
-                   date_diff('day', CAST(endtime AS DATE), fee_date) AS late
-            FROM {{m}} WHERE deductible > 0)
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
-               '就诊期 ' || strftime(d0, '%Y-%m-%d') || ' 至 ' || coalesce(strftime(d1, '%Y-%m-%d'), '（未结束）')
-                   || CASE WHEN tolerance_days > 0 THEN '（允许前后 ' || tolerance_days || ' 天）' ELSE '' END AS ev_head,
-               {ITEM_REF} || CASE WHEN early > tolerance_days THEN ' 早于就诊开始 ' || early || ' 天，'
-                                  ELSE ' 晚于就诊结束 ' || late || ' 天，' END || {LINE_FACT} AS ev_line
-        FROM x
-        WHERE early > coalesce(tolerance_days, 0) OR late > coalesce(tolerance_days, 0)
-    """,
+    query=QUERY,
 )

@@ -4,30 +4,56 @@ in-memory evaluator are generated (a type module then holds one declaration, not
 
 A line check judges each matched row (``{m}``) on its own: the row is violating when ``where``
 is true; it claims ``claim`` (default: the line's deductible, mode ``whole_line``); its evidence is
-``ev_head`` (the finding's opening) and ``ev_line`` (the line's part).
+``ev_head`` (the finding's opening) and ``ev_line`` (the line's part). A check that reads a value
+of another table by a key of the row (a person's death date) declares it as a :class:`Lookup`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from ..semantics import Expr, col, compile_row, sql_function
-from .base import Hit
+from ..semantics import Expr, catalogue_caps_sql, col, compile_row, sql_function
+from .base import Hit, hilist_cap
+from .base import price_text as _price_text_sql
 from .evidence import gender_cn as _gender_cn
+from .evidence import insutype_cn as _insutype_cn
 from .evidence import item_ref as _item_ref
 from .evidence import level_cn as _level_cn
+from .evidence import med_type_cn as _med_type_cn
+from .evidence import price_text as _price_text
 from .evidence import qty as _qty
 from .evidence import yuan as _yuan
 
 #: the SQL macros (medaudit.db.install_macros) with their Python twins (medaudit.types.evidence)
 gender_cn = sql_function("gender_cn", _gender_cn, strict=False)  # CASE macros: NULL gives their ELSE text
 level_cn = sql_function("level_cn", _level_cn, strict=False)
+insutype_cn = sql_function("insutype_cn", _insutype_cn, strict=False)
+med_type_cn = sql_function("med_type_cn", _med_type_cn, strict=False)
 item_ref = sql_function(
     "item_ref", lambda lt, name, code: None if code is None else _item_ref(lt, name, code), strict=False
 )
 qty = sql_function("qty", _qty)
 yuan = sql_function("yuan", _yuan)
 day_text = sql_function("day_text", lambda d: f"{d:%Y-%m-%d}")  # strftime(d, '%Y-%m-%d'); see below
+
+
+price_text_ = sql_function("price_text", _price_text)  # registers the Python twin; SQL: base.price_text
+
+
+class _PriceText(Expr):
+    def __init__(self, x: Expr):
+        self.x = x
+
+    def sql(self) -> str:
+        return _price_text_sql(self.x.sql())
+
+    def py(self) -> str:
+        return f"_fn_price_text({self.x.py()})"
+
+
+def price_text(x: Expr) -> Expr:
+    """A unit price as a clerk reads it: 180.00, 0.045 (:func:`.base.price_text`)."""
+    return _PriceText(x)
 
 
 def _coalesce_text(x, default):
@@ -80,24 +106,97 @@ from ..semantics import cat  # noqa: E402
 LINE = cat(day(col("fee_date")), " 收费 ", qty(col("cnt")), " 次，金额 ", yuan(col("amt")), " 元")
 
 
-def line_check(where: Expr, ev_head: Expr, ev_line: Expr, claim: Expr | None = None) -> tuple[str, Callable]:
-    """(the type's query, its evaluator) from one declaration."""
+class Lookup(Expr):
+    """A column of another input table, looked up by a key column of the matched row; the table
+    holds at most one row per key. SQL: a LEFT JOIN of ``{table}`` on the key; Python: the same
+    table in the request's context as a mapping key -> value (``py(ctx)``), read with ``get``.
+    NULL when the table has no row for the key (or the key is NULL)."""
+
+    def __init__(self, table: str, key: str, value: str, py: Callable[[Any], Mapping]):
+        self.table, self.key, self.value, self.mapping = table, key, value, py
+        self.alias = f"__{table}_{value}"
+        self.slot = -1  # its place among the check's lookups (set by line_check)
+
+    def join_sql(self) -> str:
+        # the table's key and value under names of their own: no clash with the matched row's columns
+        return (
+            f"LEFT JOIN (SELECT {self.key} AS {self.alias}_k, {self.value} AS {self.alias} FROM {{{self.table}}}) "
+            f"ON {self.alias}_k = m.{self.key}"
+        )
+
+    def sql(self) -> str:
+        return self.alias
+
+    def py(self) -> str:
+        return f"_lk[{self.slot}].get({col(self.key).py()})"
+
+
+class CatalogueCap(Expr):
+    """The catalogue (``{hilist}``) price cap of the line's code for its institution's level on its
+    fee date (:func:`medaudit.semantics.catalogue_cap_sql`; NULL when the catalogue has none), as a
+    lookup of a line check: SQL LEFT JOINs the caps of ``{lines}``' codes and days, Python asks the
+    request's context (``ctx.cap``, :func:`medaudit.semantics.catalogue_cap`)."""
+
+    slot = -1
+
+    def join_sql(self) -> str:
+        # the caps' key columns renamed: the line's own hilist_code and fee_date stay unambiguous
+        caps = catalogue_caps_sql(lines="{lines}", hilist="{hilist}")
+        return (
+            f"LEFT JOIN (SELECT hilist_code AS __caps_code, fee_date AS __caps_day, cap_lv1, cap_lv2, cap_lv3 "
+            f"FROM ({caps})) __caps ON __caps.__caps_code = m.hilist_code AND __caps.__caps_day = m.fee_date"
+        )
+
+    def sql(self) -> str:
+        return hilist_cap("m", "__caps")
+
+    def py(self) -> str:
+        return f"_lk[{self.slot}](m)"
+
+    @staticmethod
+    def mapping(ctx: Any) -> Callable[[dict], Any]:
+        return ctx.cap
+
+
+def line_check(
+    where: Expr,
+    ev_head: Expr,
+    ev_line: Expr,
+    claim: Expr | None = None,
+    lookups: tuple[Lookup | CatalogueCap, ...] = (),
+) -> tuple[str, Callable]:
+    """(the type's query, its evaluator) from one declaration. ``lookups``: the values of other
+    tables the expressions read (:class:`Lookup`, :class:`CatalogueCap`)."""
     claim = claim if claim is not None else col("deductible")
+    for n, lk in enumerate(lookups):
+        lk.slot = n
+    joins = "".join(f"\n        {lk.join_sql()}" for lk in lookups)
     query = f"""
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
+        SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role,
                {claim.sql()} AS claim, {ev_head.sql()} AS ev_head, {ev_line.sql()} AS ev_line
-        FROM {{m}}
+        FROM {{m}} m{joins}
         WHERE {where.sql()}
     """
     test, money, head, line = (
-        compile_row(e, n) for e, n in ((where, "where"), (claim, "claim"), (ev_head, "ev_head"), (ev_line, "ev_line"))
+        compile_row(e, n, ("_lk",))
+        for e, n in ((where, "where"), (claim, "claim"), (ev_head, "ev_head"), (ev_line, "ev_line"))
     )
 
     def evaluate(ctx: Any, ms: list[dict]) -> list[Hit]:
+        lk = tuple(x.mapping(ctx) for x in lookups)
         return [
-            Hit(m["rule_key"], m["mdtrt_id"], m["mdtrt_id"], m["bkkp_sn"], "violating", money(m), head(m), line(m))
+            Hit(
+                m["rule_key"],
+                m["mdtrt_id"],
+                m["mdtrt_id"],
+                m["bkkp_sn"],
+                "violating",
+                money(m, lk),
+                head(m, lk),
+                line(m, lk),
+            )
             for m in ms
-            if test(m) is True
+            if test(m, lk) is True
         ]
 
     return query, evaluate

@@ -57,38 +57,43 @@ DOC_ZH = """超标准收费：单价高于机构等级对应的限价。
 **环节。** 三个环节都适用：一条明细和它的限价就能判断。
 """
 
-from ..semantics import level_price
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, fund_share_claim, hilist_cap, hilist_caps_join, price_text
+from .base import Param, RuleType
 
+from ..semantics import case, cat, col, fund_share_claim, level_price
+from .line_check import ITEM, LINE, CatalogueCap, level_cn, line_check, price_text, yuan
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from ..semantics import fund_share_claim as fund_share_claim_piece
-from .evidence import Hit, yuan, price_text as py_price_text, ref, line_fact, level_cn, hit
+_level, _pric = col("inst_level"), col("pric")
+#: the rule's cap: the item's column for the line's level, else its cap at any level
+_rule_cap = level_price.build(_level, col("lv1_pric"), col("lv2_pric"), col("lv3_pric"))
+_rule_cap = case((_rule_cap.is_null(), col("cap")), default=_rule_cap)
+#: the cap that applies: the rule's, else the catalogue's (asked only when the rule has none)
+_catalogue_cap = CatalogueCap()
+_cap = case((_rule_cap.is_null(), _catalogue_cap), default=_rule_cap)
+_over = (_pric - _cap) * col("cnt")  # the overcharge in yuan
 
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        if not m["deductible"] > 0:
-            continue
-        lv = m["inst_level"]
-        own = level_price.py(lv, m["lv1_pric"], m["lv2_pric"], m["lv3_pric"])
-        rule_cap = own if own is not None else m["cap"]
-        cap = rule_cap if rule_cap is not None else ctx.cap(m)
-        if cap is None or not m["pric"] > cap:
-            continue
-        over = (m["pric"] - cap) * m["cnt"]
-        claim = fund_share_claim_piece.py(over, m["deductible"], m["amt"])
-        where = "未定级机构（按一级）" if lv == 0 else level_cn(lv) + "机构"
-        src = "规则限价" if rule_cap is not None else "医保目录限价"
-        ev = (
-            f"{ref(m)} {where}限价 {py_price_text(cap)} 元（{src}），实际单价 {py_price_text(m['pric'])} 元；{line_fact(m)}"
-            f"，超标准 {yuan(over)} 元"
-        )
-        out.append(hit(m, "violating", claim, "", ev))
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=(col("deductible") > 0) & (_pric > _cap),
+    claim=fund_share_claim.build(_over, col("deductible"), col("amt")),
+    ev_head=cat(""),
+    ev_line=cat(
+        ITEM,
+        " ",
+        case((_level.eq(0), "未定级机构（按一级）"), default=cat(level_cn(_level), "机构")),
+        "限价 ",
+        price_text(_cap),
+        " 元（",
+        case((_rule_cap.is_null(), "医保目录限价"), default="规则限价"),
+        "），实际单价 ",
+        price_text(_pric),
+        " 元；",
+        LINE,
+        "，超标准 ",
+        yuan(_over),
+        " 元",
+    ),
+    lookups=(_catalogue_cap,),
+)
 
 
 RULE_TYPE = RuleType(
@@ -106,23 +111,5 @@ RULE_TYPE = RuleType(
         Param("lv3_pric", "number", "cap at level-3 institutions", per_item=True, minimum=0),
         Param("cap", "number", "cap at any level (when the level's own column is empty)", per_item=True, minimum=0),
     ),
-    query=f"""
-        WITH c AS (
-            SELECT m.*,
-                   coalesce({level_price.sql("m.inst_level", "m.lv1_pric", "m.lv2_pric", "m.lv3_pric")}, m.cap) AS rule_cap,
-                   {hilist_cap("m", "k")} AS cat_cap
-            FROM {{m}} m {hilist_caps_join("m")}
-            WHERE m.deductible > 0),
-        x AS (
-            SELECT *, coalesce(rule_cap, cat_cap) AS the_cap FROM c
-            WHERE pric > coalesce(rule_cap, cat_cap))
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
-               {fund_share_claim("(pric - the_cap) * cnt")} AS claim,
-               '' AS ev_head,
-               {ITEM_REF} || ' ' || CASE WHEN inst_level = 0 THEN '未定级机构（按一级）' ELSE level_cn(inst_level) || '机构' END
-                   || '限价 ' || {price_text("the_cap")} || ' 元（' || CASE WHEN rule_cap IS NOT NULL THEN '规则限价' ELSE '医保目录限价' END
-                   || '），实际单价 ' || {price_text("pric")} || ' 元；' || {LINE_FACT}
-                   || '，超标准 ' || yuan((pric - the_cap) * cnt) || ' 元' AS ev_line
-        FROM x
-    """,
+    query=QUERY,
 )

@@ -47,7 +47,10 @@ DOC_ZH = """限年龄：限定年龄段的项目用于该年龄段以外的人�
 **扣款。** `whole_line`：整条明细。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
+
+from ..semantics import case, cat, col
+from .line_check import ITEM, LINE, day, line_check
 
 GROUPS = ("新生儿", "婴幼儿", "儿童")
 
@@ -63,49 +66,38 @@ def _validate(params: dict) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from .evidence import Hit, ref, line_fact, hit
+_group, _lo, _hi = col("group"), col("min_age"), col("max_age")
+_ay, _ad = col("age_years"), col("age_days")
 
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        g, ay, ad = m["group"], m["age_years"], m["age_days"]
-        lo, hi = m["min_age"], m["max_age"]
-        if ay is None:
-            continue
-        if g == "新生儿":
-            outside = m["neonate_days"] is not None and ad >= m["neonate_days"]
-            allowed = f"新生儿（出生{m['neonate_days']}天内）"
-        elif g == "婴幼儿":
-            outside = m["infant_years"] is not None and ay >= m["infant_years"]
-            allowed = f"婴幼儿（{m['infant_years']}岁以下）"
-        elif g == "儿童":
-            outside = m["child_years"] is not None and ay >= m["child_years"]
-            allowed = f"儿童（{m['child_years']}岁以下）"
-        else:
-            outside = (lo is not None and ay < lo) or (hi is not None and ay > hi)
-            allowed = (
-                f"{lo}至{hi}岁"
-                if lo is not None and hi is not None
-                else f"{lo}岁及以上"
-                if lo is not None
-                else f"{hi}岁及以下"
-            )
-        if outside and m["deductible"] > 0:
-            age = f"{ad} 天" if ay < 1 else f"{ay} 岁"
-            out.append(
-                hit(
-                    m,
-                    "violating",
-                    m["deductible"],
-                    f"患者出生日期 {m['brdy']:%Y-%m-%d}",
-                    f"{ref(m)} 限{allowed}使用，收费时患者 {age}；{line_fact(m)}",
-                )
-            )
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=case(
+        (_group.eq("新生儿"), _ad >= col("neonate_days")),
+        (_group.eq("婴幼儿"), _ay >= col("infant_years")),
+        (_group.eq("儿童"), _ay >= col("child_years")),
+        default=(~_lo.is_null() & (_ay < _lo)) | (~_hi.is_null() & (_ay > _hi)),
+    )
+    & (col("deductible") > 0),
+    ev_head=cat("患者出生日期 ", day(col("brdy"))),
+    ev_line=cat(
+        ITEM,
+        " 限",
+        case(
+            (_group.eq("新生儿"), cat("新生儿（出生", col("neonate_days"), "天内）")),
+            (_group.eq("婴幼儿"), cat("婴幼儿（", col("infant_years"), "岁以下）")),
+            (_group.eq("儿童"), cat("儿童（", col("child_years"), "岁以下）")),
+            default=case(
+                (~_lo.is_null() & ~_hi.is_null(), cat(_lo, "至", _hi, "岁")),
+                (~_lo.is_null(), cat(_lo, "岁及以上")),
+                default=cat(_hi, "岁及以下"),
+            ),
+        ),
+        "使用，收费时患者 ",
+        case((_ay < 1, cat(_ad, " 天")), default=cat(_ay, " 岁")),
+        "；",
+        LINE,
+    ),
+)
 
 
 RULE_TYPE = RuleType(
@@ -125,29 +117,5 @@ RULE_TYPE = RuleType(
         Param("child_years", "int", "儿童: under this many years", default=18, minimum=1),
     ),
     validate=_validate,
-    query=f"""
-        WITH a AS (
-            SELECT *,
-                CASE "group"
-                    WHEN '新生儿' THEN age_days >= neonate_days
-                    WHEN '婴幼儿' THEN age_years >= infant_years
-                    WHEN '儿童' THEN age_years >= child_years
-                    ELSE (min_age IS NOT NULL AND age_years < min_age) OR (max_age IS NOT NULL AND age_years > max_age)
-                END AS outside,
-                CASE "group"
-                    WHEN '新生儿' THEN '新生儿（出生' || neonate_days || '天内）'
-                    WHEN '婴幼儿' THEN '婴幼儿（' || infant_years || '岁以下）'
-                    WHEN '儿童' THEN '儿童（' || child_years || '岁以下）'
-                    ELSE CASE WHEN min_age IS NOT NULL AND max_age IS NOT NULL THEN min_age || '至' || max_age || '岁'
-                              WHEN min_age IS NOT NULL THEN min_age || '岁及以上'
-                              ELSE max_age || '岁及以下' END
-                END AS allowed_text
-            FROM {{m}})
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
-               '患者出生日期 ' || strftime(brdy, '%Y-%m-%d') AS ev_head,
-               {ITEM_REF} || ' 限' || allowed_text || '使用，收费时患者 '
-                   || CASE WHEN age_years < 1 THEN age_days || ' 天' ELSE age_years || ' 岁' END
-                   || '；' || {LINE_FACT} AS ev_line
-        FROM a WHERE outside AND deductible > 0
-    """,
+    query=QUERY,
 )

@@ -33,32 +33,19 @@ DOC_ZH = """限险种：参保人的险种不支付的项目。
 **扣款。** `whole_line`：整条明细。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
 
+from ..semantics import cat, col, join_list, list_contains
+from .line_check import ITEM, LINE, insutype_cn, line_check
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from .evidence import Hit, ref, line_fact, insutype_cn, hit
-
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        allowed, t = m["allowed"], m["insutype"]
-        if allowed is None or t is None or t in allowed or not m["deductible"] > 0:
-            continue
-        names = "、".join(f"{x}（{insutype_cn(x)}）" for x in allowed)
-        out.append(
-            hit(
-                m,
-                "violating",
-                m["deductible"],
-                f"患者险种为 {t}（{insutype_cn(t)}）",
-                f"{ref(m)} 限 {names} 支付，{line_fact(m)}",
-            )
-        )
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=~list_contains(col("allowed"), col("insutype")) & (col("deductible") > 0),
+    ev_head=cat("患者险种为 ", col("insutype"), "（", insutype_cn(col("insutype")), "）"),
+    ev_line=cat(
+        ITEM, " 限 ", join_list(col("allowed"), "、", lambda x: cat(x, "（", insutype_cn(x), "）")), " 支付，", LINE
+    ),
+)
 
 
 RULE_TYPE = RuleType(
@@ -72,12 +59,5 @@ RULE_TYPE = RuleType(
     params=(
         Param("allowed", "str_list", "insurance types that may be billed, e.g. [410]", required=True, per_item=True),
     ),
-    query=f"""
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
-               '患者险种为 ' || insutype || '（' || insutype_cn(insutype) || '）' AS ev_head,
-               {ITEM_REF} || ' 限 ' || array_to_string(list_transform(allowed, lambda x: x || '（' || insutype_cn(x) || '）'), '、')
-                   || ' 支付，' || {LINE_FACT} AS ev_line
-        FROM {{m}}
-        WHERE NOT list_contains(allowed, insutype) AND deductible > 0
-    """,
+    query=QUERY,
 )

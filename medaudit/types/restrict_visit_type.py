@@ -35,35 +35,27 @@ DOC_ZH = """限就医方式：只对住院（或只对门诊）支付的项目�
 **扣款。** `whole_line`：整条明细。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import Param, RuleType
 
+from ..semantics import case, cat, coalesce, col, join_list, list_contains
+from .line_check import ITEM, LINE, line_check, med_type_cn
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from .evidence import Hit, ref, line_fact, med_type_cn, hit
-
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    out = []
-    for m in ms:
-        if m["allowed"] is None or m["med_type"] is None or not m["deductible"] > 0:
-            continue
-        extra = m["med_types"]
-        if m["inpatient"] == (m["allowed"] == "inpatient") or (extra is not None and m["med_type"] in extra):
-            continue
-        also = f"（另可用于 {'、'.join(extra)}）" if extra is not None else ""
-        where = "住院" if m["allowed"] == "inpatient" else "门诊"
-        out.append(
-            hit(
-                m,
-                "violating",
-                m["deductible"],
-                f"就诊类型为 {m['med_type']}（{med_type_cn(m['med_type'])}）",
-                f"{ref(m)} 限{where}使用{also}，{line_fact(m)}",
-            )
-        )
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    where=(col("deductible") > 0)
+    & col("inpatient").ne(col("allowed").eq("inpatient"))
+    & ~coalesce(list_contains(col("med_types"), col("med_type")), False),
+    ev_head=cat("就诊类型为 ", col("med_type"), "（", med_type_cn(col("med_type")), "）"),
+    ev_line=cat(
+        ITEM,
+        " 限",
+        case((col("allowed").eq("inpatient"), "住院"), default="门诊"),
+        "使用",
+        coalesce(cat("（另可用于 ", join_list(col("med_types"), "、"), "）"), ""),
+        "，",
+        LINE,
+    ),
+)
 
 
 RULE_TYPE = RuleType(
@@ -85,15 +77,5 @@ RULE_TYPE = RuleType(
         ),
         Param("med_types", "str_list", "extra med_type codes that are allowed as well", per_item=True),
     ),
-    query=f"""
-        SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
-               '就诊类型为 ' || med_type || '（' || med_type_cn(med_type) || '）' AS ev_head,
-               {ITEM_REF} || ' 限' || CASE allowed WHEN 'inpatient' THEN '住院' ELSE '门诊' END || '使用'
-                   || coalesce('（另可用于 ' || array_to_string(med_types, '、') || '）', '')
-                   || '，' || {LINE_FACT} AS ev_line
-        FROM {{m}}
-        WHERE deductible > 0
-          AND inpatient <> (allowed = 'inpatient')
-          AND NOT coalesce(list_contains(med_types, med_type), FALSE)
-    """,
+    query=QUERY,
 )
