@@ -975,15 +975,21 @@ class _Checker:
             )
             keys = ", ".join(db.ident(k) for k in t.key)
             on = " AND ".join(f"g.{db.ident(k)} IS NOT DISTINCT FROM e.{db.ident(k)}" for k in t.key)
+            on_dup = " AND ".join(f"g.{db.ident(k)} IS NOT DISTINCT FROM d.{db.ident(k)}" for k in t.key)
+            gkeys = ", ".join(f"g.{db.ident(k)}" for k in t.key)
+            # duplicate keys first (a grouping), then the first row of each only over their rows:
+            # a window partitioned by the key over every row spilled at 50M lines
             self.reject(
                 c,
                 f"""
-                WITH f AS (SELECT {ROW}, min({ROW}) OVER (PARTITION BY {keys}) AS first FROM {good}),
+                WITH dup AS (SELECT {keys} FROM {good} GROUP BY ALL HAVING count(*) > 1),
+                     f AS (SELECT g.{ROW}, min(g.{ROW}) OVER (PARTITION BY {gkeys}) AS first
+                           FROM {good} g SEMI JOIN dup d ON {on_dup}),
                      prior AS (SELECT g.{ROW}, min(e.batch_id) AS b FROM {good} g JOIN {db.ident(t.name)} e ON {on} GROUP BY g.{ROW})
                 SELECT g.{ROW} AS row_no, $label AS column_name, {kval} AS value,
                        CASE WHEN prior.b IS NOT NULL THEN $label || ': ' || {kval} || ' was already loaded in batch ' || CAST(prior.b AS VARCHAR)
                             ELSE $label || ': duplicate of row ' || CAST(f.first AS VARCHAR) END AS reason
-                FROM {good} g JOIN f USING ({ROW}) LEFT JOIN prior USING ({ROW})
+                FROM {good} g LEFT JOIN f USING ({ROW}) LEFT JOIN prior USING ({ROW})
                 WHERE prior.b IS NOT NULL OR f.first <> g.{ROW}""",
                 {"label": label},
             )
