@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, NamedTuple
 
+from ..contract import LOAD_ORDER
 from ..semantics import (
     catalogue_cap_sql,
     catalogue_caps_join,
@@ -49,21 +50,10 @@ from ..semantics import (
 from ..semantics import fund_share_claim as fund_share_claim_piece
 
 #: the tables a type's query may read by a name in braces (``{lines}``), besides ``{m}``, ``{p}``
-#: and ``{r}``: what :func:`medaudit.engine.type_names` fills
-INPUTS = (
-    "lines",
-    "visits",
-    "diag",
-    "deaths",
-    "hilist",
-    "purchases",
-    "mdtrt_d",
-    "setl_d",
-    "fee_list_d",
-    "setl_list_diag_d",
-    "setl_list_oprn_d",
-    "psn_death",
-)
+#: and ``{r}``: what :func:`medaudit.engine.type_names` fills. The engine's screened lines and
+#: visit facts, and the loaded tables (the contract's, the catalogue and purchases; not the
+#: display names of codes, which only reports read)
+INPUTS = ("lines", "visits", "diag", "deaths", *(t for t in LOAD_ORDER if t != "code_names"))
 
 STAGES = ("pre_alert", "in_process", "post_hoc")
 SEVERITIES = ("violation", "suspect")
