@@ -50,7 +50,7 @@ def test_no_request_value_is_written_into_sql_text(tmp_path, engine, answered_by
     # the check ran (the context was filled and read) and found the man's uterus order
     assert any("INSERT INTO request_fee_list_d" in m or "INSERT INTO fee_list_d" in m for m in logged), logged[:5]
     assert {x["rule_id"] for x in answer} >= {"R-SEX-001", "R-GDX-001"}, answer
-    # the hostile name came back as data, not as SQL
-    assert any(EVIL in str(x) for x in answer) or all("MARK" not in str(x) for x in answer)
+    # the hostile item name came back as data, in the alert's evidence
+    assert any(EVIL in str(x) for x in answer), answer
     leaked = [m for m in logged if "MARK" in m]
     assert not leaked, f"request values written into SQL text: {leaked[:3]}"
