@@ -142,8 +142,9 @@ def prepare_lines(
     its visits are read, from its first day on (the row groups before it are skipped).
     ``tables``: contract tables read under another name (see :func:`prepare_context`)."""
     prepare_context(con, ctx, tables)
-    fee_list_d = src = (tables or {}).get("fee_list_d", "fee_list_d")
-    setl_d = (tables or {}).get("setl_d", "setl_d")
+    named = dict(tables or {})
+    fee_list_d = src = named.get("fee_list_d", "fee_list_d")
+    setl_d = named.get("setl_d", "setl_d")
     if ctx is not None and not ctx.everything:
         src = "fee_src"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM {fee_list_d}

@@ -25,6 +25,7 @@ answers.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
@@ -876,7 +877,7 @@ class JoinList(Expr):
         return f"_join_list({self.lst.py()}, {self.sep!r}, lambda {self.var.name}: {self.body.py()})"
 
 
-_LAMBDA_VARS = iter(f"_x{n}" for n in range(1_000_000))
+_LAMBDA_VARS = (f"_x{n}" for n in itertools.count())  # a fresh name per lambda
 
 
 def join_list(lst: Any, sep: str, fn: Callable[[Expr], Any] | None = None) -> Expr:
