@@ -436,6 +436,13 @@ def screen(
         False, "--skip-refused", help="--engine spark: leave out (and list) the rules of types Spark cannot run"
     ),
     master: str = typer.Option("local[2]", "--master", help="--engine spark: Spark master ('' under spark-submit)"),
+    part_lines: Optional[int] = typer.Option(
+        None,
+        "--part-lines",
+        min=1,
+        help="a full screen of more fee lines than this runs in parts of persons, one part's lines "
+        "in memory at a time (default: from the memory limit, about 4 million lines under 6GB)",
+    ),
 ) -> None:
     """Screen claims with the rule library; findings are stored in the database.
 
@@ -483,13 +490,14 @@ def screen(
             )
 
         try:
-            result = run_screen(con, library, stage=stage, on_type=on_type, scope=scope)
+            result = run_screen(con, library, stage=stage, on_type=on_type, scope=scope, part_lines=part_lines)
         except ScopeError as e:
             progress.stop()
             fail(str(e))
     console.print(
         f"Run {result.run_id}: {result.n_lines:,} lines screened with {result.n_rules:,} rules in "
-        f"{result.seconds_total:.1f}s; {result.n_new_findings:,} new findings."
+        f"{result.seconds_total:.1f}s{f' ({result.n_parts} parts of persons)' if result.n_parts > 1 else ''}; "
+        f"{result.n_new_findings:,} new findings."
     )
     if result.scope.startswith("nothing"):
         console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(result.scope)}", overflow="fold")

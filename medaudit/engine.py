@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -89,17 +93,23 @@ STAGE_FILTER = {
 
 
 def prepare_context(
-    con: duckdb.DuckDBPyConnection, ctx: Context | None = None, tables: Mapping[str, str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    ctx: Context | None = None,
+    tables: Mapping[str, str] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> None:
     """``visits``, ``diag`` and ``deaths``: the visit-level facts every stage uses.
 
     With an incremental context (:mod:`medaudit.incremental`), ``visits`` and ``diag`` hold the
     visits that reach the context's first day less its padding (a readmission's previous stay).
     ``tables``: contract tables read under another name (pre-alert's request context:
-    ``{"mdtrt_d": "request_mdtrt_d", ...}``); the others by their own."""
+    ``{"mdtrt_d": "request_mdtrt_d", ...}``); the others by their own.
+    ``part``: ``(i, k)``, the visits of the i-th of k parts of the persons (:func:`person_part`)."""
     t = {n: (tables or {}).get(n, n) for n in ("mdtrt_d", "setl_list_diag_d", "psn_death")}
     where = ""
-    if ctx is not None and not ctx.everything:
+    if part is not None:
+        where = f"WHERE {person_part('v.psn_no', *part)}"
+    elif ctx is not None and not ctx.everything:
         where = (
             f"WHERE v.mdtrt_id IN (SELECT mdtrt_id FROM spans WHERE is_open OR last_date >= "
             f"{db.date_literal(ctx.lo or dt.date.max)} - {int(ctx.pad_days)})"
@@ -135,17 +145,26 @@ def prepare_lines(
     stage: str = "post_hoc",
     ctx: Context | None = None,
     tables: Mapping[str, str] | None = None,
-) -> int:
+    part: tuple[int, int] | None = None,
+    view: bool = False,
+) -> int | None:
     """Build ``lines`` for a stage. Returns the number of screened lines.
 
     ``ctx``: an incremental run's context (:mod:`medaudit.incremental`): only the fee lines of
     its visits are read, from its first day on (the row groups before it are skipped).
-    ``tables``: contract tables read under another name (see :func:`prepare_context`)."""
-    prepare_context(con, ctx, tables)
+    ``tables``: contract tables read under another name (see :func:`prepare_context`).
+    ``part``: ``(i, k)``: the lines of the i-th of k parts of the persons (a big batch screened
+    part by part, :func:`screen`). ``view``: ``lines`` is a view, computed where it is read
+    (each reader pays the netting of the columns it reads; returns None, nothing counted)."""
+    prepare_context(con, ctx, tables, part)
     named = dict(tables or {})
     fee_list_d = src = named.get("fee_list_d", "fee_list_d")
     setl_d = named.get("setl_d", "setl_d")
-    if ctx is not None and not ctx.everything:
+    if part is not None:
+        src = "fee_src"
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM {fee_list_d}
+                        WHERE mdtrt_id IN (SELECT mdtrt_id FROM visits)""")
+    elif ctx is not None and not ctx.everything:
         src = "fee_src"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM {fee_list_d}
                         WHERE fee_ocur_time >= {db.date_literal(ctx.lo or dt.date.max)}
@@ -154,15 +173,37 @@ def prepare_lines(
     # refund only, and every line takes its adjustment by one join with that small table; the
     # wide columns are read once, in the final SELECT (no copy of fee_list_d is carried through
     # the netting). The joins run as written: the fee lines probe the small tables.
+    _drop_temp(con, "lines")
+    if view:
+        _build_lines(con, src, stage, setl_d, kind="VIEW")
+        return None
     with db.joins_as_written(con):
         _build_lines(con, src, stage, setl_d)
     return con.execute("SELECT count(*) FROM lines").fetchall()[0][0]
 
 
-def _build_lines(con: duckdb.DuckDBPyConnection, src: str, stage: str, setl_d: str = "setl_d") -> None:
+def _drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop the temporary table or view ``name`` (a constant of the engine), whichever it is."""
+    for (kind,) in con.execute(
+        """SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n
+           UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n""",
+        {"n": name},
+    ).fetchall():
+        con.execute(f"DROP {kind} temp.main.{name}")
+
+
+def person_part(psn_no: str, i: int, k: int) -> str:
+    """SQL: whether the person ``psn_no`` is in the i-th of k parts (by a hash of the id; a
+    person's visits, lines and findings all fall in one part)."""
+    return f"hash({psn_no}) % {int(k)} = {int(i)}"
+
+
+def _build_lines(
+    con: duckdb.DuckDBPyConnection, src: str, stage: str, setl_d: str = "setl_d", kind: str = "TABLE"
+) -> None:
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE lines AS
+        CREATE OR REPLACE TEMP {kind} lines AS
         WITH neg AS (
             SELECT mdtrt_id, hilist_code, fee_ocur_time, cnt, det_item_fee_sumamt, fulamt_ownpay_amt, init_feedetl_sn
             FROM {src} WHERE cnt < 0),
@@ -446,10 +487,19 @@ INITIAL_STATUS = """CASE WHEN '{stage}' <> 'post_hoc' OR r.rule_type IN ({no_mon
                          WHEN r.severity = 'violation' THEN 'pending_appeal' ELSE 'pending_review' END"""
 
 
-def findings_sql(stage: str, run_id: int) -> str:
+#: what the findings take from their lines (the line id first): what a big batch screened in
+#: parts keeps of each part's lines that hits name (:func:`screen`)
+LINE_INFO = (
+    "bkkp_sn, fee_ocur_time, amt, psn_no, fixmedins_code, bilg_dept_codg, bilg_dr_code, setl_id, setl_time, "
+    "visit_dept, chfpdr_code"
+)
+
+
+def findings_sql(stage: str, run_id: int, lines: str = "lines") -> str:
     """The script that groups ``hits`` into ``new_findings`` and ``new_finding_lines`` (ids,
     claims, evidence; nothing carried yet): what :func:`store_findings` runs, and what the Spark
-    runner (:mod:`medaudit.spark`) renders for Spark."""
+    runner (:mod:`medaudit.spark`) renders for Spark. ``lines``: where the hit lines' facts are
+    read (at least the columns of :data:`LINE_INFO`)."""
     return f"""
         CREATE OR REPLACE TEMP TABLE hit_lines AS
         SELECT h.rule_key, h.finding_key, h.bkkp_sn,
@@ -470,7 +520,7 @@ def findings_sql(stage: str, run_id: int) -> str:
         SELECT h.*, l.fee_ocur_time, l.amt, l.psn_no AS l_psn, l.fixmedins_code AS l_inst,
                l.bilg_dept_codg, l.bilg_dr_code, l.setl_id, l.setl_time, l.visit_dept, l.chfpdr_code,
                (h.role = 'violating') AS v
-        FROM hit_lines h LEFT JOIN lines l ON l.bkkp_sn = h.bkkp_sn;
+        FROM hit_lines h LEFT JOIN {lines} l ON l.bkkp_sn = h.bkkp_sn;
 
         -- findings of the rules evaluated (hits hold theirs only; see register_rules)
         CREATE OR REPLACE TEMP TABLE rep_findings AS
@@ -529,9 +579,9 @@ def findings_sql(stage: str, run_id: int) -> str:
         """
 
 
-def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int) -> int:
+def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, lines: str = "lines") -> int:
     """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings."""
-    con.execute(findings_sql(stage, run_id))
+    con.execute(findings_sql(stage, run_id, lines))
     con.execute(
         f"""
         -- findings already stored keep their rows, state and lines and only take this run as
@@ -572,6 +622,8 @@ class ScreenResult:
     scope: str = ""
     #: visits screened by an incremental run (None: everything)
     n_visits: int | None = None
+    #: parts of persons the lines were screened in (1: all at once)
+    n_parts: int = 1
 
 
 #: the lines a type of each reach screens in an incremental run whose ``lines`` serve several
@@ -586,6 +638,7 @@ def screen(
     on_type: Callable[[str, int, int], None] | None = None,
     scope: Scope | None = None,
     own_transaction: bool = True,
+    part_lines: int | None = None,
 ) -> ScreenResult:
     """Screen one stage with the library's rules: everything loaded (``scope`` None or ``all``),
     or what new batches touch with the history the rules need (:mod:`medaudit.incremental`);
@@ -594,7 +647,10 @@ def screen(
     full screen gives it.
 
     ``own_transaction=False``: the caller holds a transaction and the run's writes are part of
-    it (``tips add`` stores the tip, the run's findings and the links at once)."""
+    it (``tips add`` stores the tip, the run's findings and the links at once).
+
+    ``part_lines``: a full screen of more fee lines than this runs in parts of persons (see
+    :func:`_screen_in_parts`); default :func:`default_part_lines`, from the memory limit."""
     t0 = time.perf_counter()
     rules = [r for r in library.rules if stage in r.stages]
     scope = scope or Scope("all")
@@ -606,34 +662,17 @@ def screen(
         ctx = Context(everything=False, has_month=False, n_visits=0, lo=None, pad_days=0)
     elif not plan.full:
         ctx = incremental.build_context(con, stage, scope, plan.batches, rules)
-    n_lines = prepare_lines(con, stage, ctx)
     # rules with the same body (copies under other ids, the same check in two libraries) are
     # evaluated once; each of them gets the findings (store_findings)
     by_type = register_rules(con, rules, distinct_bodies=True)
     create_hits(con)
-    reaches = incremental.reach_of(rules) if ctx is not None else {}
-    views = ctx is not None and (ctx.everything or ctx.has_month)
-    if views:
-        # the person windows' lines kept apart once (they are few); the month's a view
-        con.execute("""CREATE OR REPLACE TEMP TABLE lines_person AS SELECT * FROM lines
-                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_person);
-                       CREATE OR REPLACE TEMP VIEW lines_month AS SELECT * FROM lines
-                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_month)""")
-    timings: dict[str, float] = {}
     names = sorted(by_type) if not plan.nothing else []
-    for i, tname in enumerate(names):
-        if on_type:
-            on_type(tname, i, len(names))
-        t = time.perf_counter()
-        src = LINES_OF_REACH.get(reaches[tname].scope, "lines_month") if views else "lines"
-        run_type(con, REGISTRY[tname], lines=src)
-        if ctx is not None and reaches[tname].scope == "month":
-            # month-scoped findings of the touched months only: the others' months are not whole here
-            con.execute(f"""DELETE FROM hits WHERE rule_key IN (SELECT rule_key FROM r_all WHERE rule_type = '{tname}')
-                            AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
-        timings[tname] = time.perf_counter() - t
-    if views:
-        con.execute("DROP VIEW lines_month; DROP TABLE lines_person")
+    timings: dict[str, float] = {}
+    n_parts = person_parts(con, part_lines) if ctx is None and names else 1
+    if n_parts > 1:
+        n_lines = _screen_in_parts(con, rules, names, stage, n_parts, on_type, timings)
+    else:
+        n_lines = _screen_whole(con, rules, names, stage, ctx, on_type, timings)
     if scope.mode == "visits" and not plan.full and not plan.nothing:
         # the findings that involve the named visits, whole (all their hits); the others of
         # the context (the rest of a person's window, of a month) are left to the nightly runs
@@ -657,7 +696,7 @@ def screen(
         con.execute("BEGIN TRANSACTION")
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
-        n_new = store_findings(con, stage, run_id)
+        n_new = store_findings(con, stage, run_id, "hit_line_info" if n_parts > 1 else "lines")
         money.settle_deductions(con)
         con.execute(
             "INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
@@ -682,4 +721,215 @@ def screen(
         time.perf_counter() - t0,
         scope=plan.why,
         n_visits=None if ctx is None else ctx.n_visits,
+        n_parts=n_parts,
     )
+
+
+def _screen_whole(
+    con: duckdb.DuckDBPyConnection,
+    rules: list[Rule],
+    names: list[str],
+    stage: str,
+    ctx: Context | None,
+    on_type: Callable[[str, int, int], None] | None,
+    timings: dict[str, float],
+) -> int:
+    """Build ``lines`` once and run every type over it (an incremental run: each type over the
+    lines of its reach). Returns the lines screened."""
+    n_lines = prepare_lines(con, stage, ctx) or 0
+    reaches = incremental.reach_of(rules) if ctx is not None else {}
+    views = ctx is not None and (ctx.everything or ctx.has_month)
+    if views:
+        # the person windows' lines kept apart once (they are few); the month's a view
+        con.execute("""CREATE OR REPLACE TEMP TABLE lines_person AS SELECT * FROM lines
+                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_person);
+                       CREATE OR REPLACE TEMP VIEW lines_month AS SELECT * FROM lines
+                       WHERE mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits WHERE in_month)""")
+    for i, tname in enumerate(names):
+        if on_type:
+            on_type(tname, i, len(names))
+        t = time.perf_counter()
+        src = LINES_OF_REACH.get(reaches[tname].scope, "lines_month") if views else "lines"
+        run_type(con, REGISTRY[tname], lines=src)
+        if ctx is not None and reaches[tname].scope == "month":
+            # month-scoped findings of the touched months only: the others' months are not whole here
+            con.execute(f"""DELETE FROM hits WHERE rule_key IN (SELECT rule_key FROM r_all WHERE rule_type = '{tname}')
+                            AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
+        timings[tname] = time.perf_counter() - t
+    if views:
+        con.execute("DROP VIEW lines_month; DROP TABLE lines_person")
+    return n_lines
+
+
+def default_part_lines(con: duckdb.DuckDBPyConnection) -> int:
+    """Fee lines per part of a big screen: ``lines`` holds about 500 bytes a line, and a part's
+    may be about the connection's memory limit (what does not fit spills: a screen of 10M lines
+    whole under 6 GB costs less than one in three parts, 84 against 106 CPU s, as parts repeat
+    each type's fixed costs and write the month-wide types' columns): 12.6 million lines under
+    the default 5.9 GiB, 16 million under 8 GB."""
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    return max(100_000, parse_size(limit) // 500)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a DuckDB size (``5.5 GiB``, ``6GB``, ``800 MiB``)."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?i?B)?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    unit = (m.group(2) or "B").upper()
+    power = "BKMGT".index(unit[0])
+    return int(float(m.group(1)) * (1024 if "I" in unit else 1000) ** power)
+
+
+def person_parts(con: duckdb.DuckDBPyConnection, part_lines: int | None = None) -> int:
+    """Into how many parts of persons a full screen of the loaded fee lines goes (1: none)."""
+    n = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+    size = part_lines or default_part_lines(con)
+    return max(1, -(-n // size))
+
+
+def _screen_in_parts(
+    con: duckdb.DuckDBPyConnection,
+    rules: list[Rule],
+    names: list[str],
+    stage: str,
+    k: int,
+    on_type: Callable[[str, int, int], None] | None,
+    timings: dict[str, float],
+) -> int:
+    """A full screen of a batch too big for one ``lines``, in k parts of persons.
+
+    Every type of person reach (:class:`medaudit.types.base.Reach`: a finding depends on one
+    person's visits only) runs over each part's ``lines`` in turn: the part's persons, their
+    visits and diagnoses, built, screened and dropped, so memory holds one part at a time and
+    the types' joins and windows work on a part. Of each part's lines the facts findings take
+    from their hit lines are kept (:data:`LINE_INFO`, in ``hit_line_info``). When the library
+    has types that judge a month or everything (peers, a month's stock, an analyst's query),
+    each part's lines are also written to a Parquet file in the spill folder, and those types
+    then run once over ``lines`` as a view of the files (columnar: each reads its own columns,
+    and nothing holds every line in memory). The findings equal those of one ``lines``
+    (``tests/test_screen_parts.py``). Returns the lines screened."""
+    reaches = incremental.reach_of(rules)
+    local = [t for t in names if reaches[t].scope == "person"]
+    wide = [t for t in names if t not in local]
+    steps, step, n_lines = k * (len(local) + 1) + len(wide), 0, 0
+    folder = _parts_folder(con) if wide else None
+    keep = "*"
+    try:
+        for i in range(k):
+            if on_type:
+                on_type(f"(lines, part {i + 1} of {k})", step, steps)
+            step += 1
+            n_lines += prepare_lines(con, stage, part=(i, k)) or 0
+            if folder is not None:
+                if i == 0:
+                    keep = _columns_read(con, [REGISTRY[t] for t in wide])
+                con.execute(f"COPY (SELECT {keep} FROM lines) TO '{folder}/part{i}.parquet' (FORMAT parquet)")
+            for tname in local:
+                if on_type:
+                    on_type(tname, step, steps)
+                step += 1
+                t = time.perf_counter()
+                run_type(con, REGISTRY[tname])
+                timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
+            _keep_line_info(con, first=i == 0)
+        if folder is None:
+            return n_lines
+        # the visit-level facts of every person again, and every part's lines as one view
+        _drop_temp(con, "lines")
+        prepare_context(con)
+        con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*.parquet')")
+        for tname in wide:
+            if on_type:
+                on_type(tname, step, steps)
+            step += 1
+            t = time.perf_counter()
+            run_type(con, REGISTRY[tname])
+            timings[tname] = time.perf_counter() - t
+        _keep_line_info(con, first=False, known=True)
+        _drop_temp(con, "lines")
+        return n_lines
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType]) -> str:
+    """The columns of ``lines`` the types' queries read, as a select list in ``lines``' order
+    (``*`` for a type that prepares tables of its own, such as an analyst's query). Read from
+    DuckDB's plan of each query over the ``lines`` there is now, with only unused columns
+    pruned: every column a scan of it reads, and every column its text (and its matched lines'
+    view) names. A column missed would fail the query at once (a binder error, not
+    a silent difference); ``tests/test_screen_parts.py`` runs every type both ways."""
+    names = [
+        c
+        for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'temp' AND table_name = 'lines' ORDER BY column_index"
+        ).fetchall()
+    ]
+    wanted = {c.strip() for c in LINE_INFO.split(",")}  # what the findings take from hit lines
+    for rt in types:
+        if rt.prepare is not None:
+            return "*"
+        if rt.items != "none":
+            build_matched(con, rt)
+        # the plan with the unused columns pruned and nothing else rewritten: a scope check the
+        # rules at hand would let the optimiser fold away still names its column (the query
+        # must bind over the parts' files whatever the rules)
+        optimisers = [n for (n,) in con.execute("SELECT name FROM duckdb_optimizers()").fetchall()]
+        con.execute(
+            "SET disabled_optimizers = ?",
+            [",".join(n for n in optimisers if n not in ("unused_columns", "column_lifetime"))],
+        )
+        sql = rt.sql(type_names(rt), con)
+        try:
+            plan = json.loads(con.execute("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1])
+        finally:
+            con.execute("RESET disabled_optimizers")
+        # and every column the query names (one in a REPLACE or EXCLUDE list binds though unused)
+        matched = con.execute(
+            "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?", [f"m_{rt.name}"]
+        ).fetchall()
+        text = sql + " ".join(v for (v,) in matched if rt.items != "none")
+        wanted |= {c for c in names if re.search(rf"\b{c}\b", text)}
+        stack = list(plan)
+        while stack:
+            node = stack.pop()
+            stack.extend(node.get("children", []))
+            info = node.get("extra_info") or {}
+            if "SCAN" in node.get("name", "") and str(info.get("Table", "")).endswith("lines"):
+                text = json.dumps(info, ensure_ascii=False)
+                wanted |= {c for c in names if re.search(rf"\b{c}\b", text)}
+    return ", ".join(c for c in names if c in wanted)
+
+
+#: characters a parts folder may have: its path is written into the COPY statement
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./ -]+")
+
+
+def _parts_folder(con: duckdb.DuckDBPyConnection) -> str:
+    """A new folder for a screen's part files: in the connection's spill folder (the memory
+    limit's overflow, :mod:`medaudit.resources`), else the system's temporary folder. Made by
+    this process (``mkdtemp``) and checked to be plain characters before it is quoted into SQL."""
+    spill = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    base = spill if spill and os.path.isdir(spill) else None
+    folder = tempfile.mkdtemp(prefix="medaudit-parts-", dir=base)
+    if not _SAFE_PATH.fullmatch(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder = tempfile.mkdtemp(prefix="medaudit-parts-")
+        if not _SAFE_PATH.fullmatch(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(f"the temporary folder {folder!r} has characters a COPY statement cannot take")
+    return folder
+
+
+def _keep_line_info(con: duckdb.DuckDBPyConnection, first: bool, known: bool = False) -> None:
+    """Add to ``hit_line_info`` the facts of the lines of ``lines`` that hits name; ``known``:
+    some may be there already (the wide types' hits on lines the parts' types hit too)."""
+    pick = f"SELECT {LINE_INFO} FROM lines WHERE bkkp_sn IN (SELECT bkkp_sn FROM hits)"
+    if first:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE hit_line_info AS {pick}")
+    elif known:
+        con.execute(f"INSERT INTO hit_line_info {pick} AND bkkp_sn NOT IN (SELECT bkkp_sn FROM hit_line_info)")
+    else:
+        con.execute(f"INSERT INTO hit_line_info {pick}")

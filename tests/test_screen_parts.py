@@ -1,0 +1,102 @@
+"""A big batch screened in parts of persons gives the findings of one screen over all its lines.
+
+``engine.screen`` splits a full screen of more fee lines than ``part_lines`` into parts of
+persons: the types that judge one person's visits run part by part, the month- and
+everything-wide ones once over a view of all lines. The committed sample (every rule type of
+``rules/``) is screened both ways, both stages, and everything stored must be identical: finding
+ids, claims, deductions, evidence, finding lines and states.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medaudit import db as dbm
+from medaudit import engine
+from medaudit.engine import screen
+from medaudit.incremental import Scope
+from medaudit.library import load_library
+from medaudit.loader import load_batch
+
+from test_incremental import RULES, SAMPLE, STAGES, state
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("parts") / "loaded.duckdb"
+    con = dbm.connect(path)
+    load_batch(SAMPLE, con)
+    con.close()
+    return path
+
+
+def screened(loaded: Path, tmp: Path, part_lines: int | None, rules: Path = RULES) -> tuple[dict, list[int]]:
+    path = tmp / f"screen{part_lines}.duckdb"
+    shutil.copyfile(loaded, path)
+    con = dbm.connect(path)
+    library = load_library(rules)
+    parts = [screen(con, library, st, scope=Scope("all"), part_lines=part_lines).n_parts for st in STAGES]
+    out = state(con)
+    con.close()
+    return out, parts
+
+
+@pytest.mark.parametrize("n_parts", [3, pytest.param(7, marks=pytest.mark.slow)])
+def test_parts_equal_one_screen(loaded, tmp_path, n_parts):
+    con = dbm.connect(loaded, read_only=True)
+    n_fee = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+    con.close()
+    whole, parts_whole = screened(loaded, tmp_path, None)
+    split, parts_split = screened(loaded, tmp_path, -(-n_fee // n_parts))
+    assert parts_whole == [1, 1]
+    assert parts_split == [n_parts, n_parts]
+    assert whole["findings"], "the sample must give findings"
+    for part in whole:
+        assert whole[part] == split[part], f"{part} differ in {n_parts} parts"
+
+
+def test_every_person_in_one_part(loaded):
+    """The parts cover every person once (a person's lines never split across parts)."""
+    con = dbm.connect(loaded, read_only=True)
+    k = 5
+    counts = con.execute(
+        f"""SELECT count(*), count(DISTINCT psn_no), sum(n) FROM (
+                SELECT psn_no, count(*) FILTER (WHERE {" OR ".join(engine.person_part("psn_no", i, k) for i in range(k))}) AS n,
+                       list_distinct(list(hash(psn_no) % {k})) AS parts
+                FROM mdtrt_d GROUP BY psn_no HAVING len(parts) = 1)"""
+    ).fetchall()[0]
+    total = con.execute("SELECT count(DISTINCT psn_no), count(*) FROM mdtrt_d").fetchall()[0]
+    con.close()
+    assert counts[0] == counts[1] == total[0]
+    assert counts[2] == total[1]
+
+
+def test_part_size_from_memory_limit():
+    assert engine.parse_size("6.0 GiB") == 6 * 1024**3
+    assert engine.parse_size("5.5GB") == 5_500_000_000
+    assert engine.parse_size("800 MiB") == 800 * 1024**2
+    with pytest.raises(ValueError):
+        engine.parse_size("lots")
+
+
+@pytest.mark.slow
+def test_parts_with_a_query_over_everything(loaded, tmp_path):
+    """The sample's analyst query judges each visit (``reach: visit``); as a query over everything
+    (the default reach) it runs once over every part's lines, all their columns."""
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("national"))
+    text = (rules / "sql.yaml").read_text(encoding="utf-8")
+    assert "reach: visit" in text
+    (rules / "sql.yaml").write_text(text.replace("reach: visit", "reach: all"), encoding="utf-8")
+    whole, _ = screened(loaded, tmp_path, None, rules)
+    con = dbm.connect(loaded, read_only=True)
+    n_fee = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+    con.close()
+    split, parts = screened(loaded, tmp_path, -(-n_fee // 3), rules)
+    assert parts == [3, 3]
+    assert any(f[1] == "R-SQL-001" for f in whole["findings"]), "the query must flag something"
+    for part in whole:
+        assert whole[part] == split[part], f"{part} differ"
