@@ -824,7 +824,7 @@ def _screen_in_parts(
             if folder is not None:
                 if i == 0:
                     keep = _columns_read(con, [REGISTRY[t] for t in wide])
-                con.execute(f"COPY (SELECT {keep} FROM lines) TO '{folder}/part{i}.parquet' (FORMAT parquet)")
+                _copy_part(con, keep, f"{folder}/part{i}.parquet")
             for tname in local:
                 if on_type:
                     on_type(tname, step, steps)
@@ -852,6 +852,12 @@ def _screen_in_parts(
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _copy_part(con: duckdb.DuckDBPyConnection, columns: str, path: str) -> None:
+    """Write the columns of ``lines`` to the Parquet file ``path`` (a folder of
+    :func:`_parts_folder`, checked plain before it is quoted)."""
+    con.execute(f"COPY (SELECT {columns} FROM lines) TO '{path}' (FORMAT parquet)")
 
 
 def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType]) -> str:
