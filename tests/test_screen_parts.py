@@ -100,3 +100,19 @@ def test_parts_with_a_query_over_everything(loaded, tmp_path):
     assert any(f[1] == "R-SQL-001" for f in whole["findings"]), "the query must flag something"
     for part in whole:
         assert whole[part] == split[part], f"{part} differ"
+
+
+@pytest.mark.slow
+def test_cli_part_lines(tmp_path):
+    """``medaudit screen --part-lines N`` screens in parts and says so."""
+    from typer.testing import CliRunner
+
+    from medaudit.cli import app
+
+    res = CliRunner().invoke(
+        app, ["screen", str(SAMPLE), "--rules", str(RULES), "--db", str(tmp_path / "x.duckdb"), "--part-lines", "5000"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "parts of persons" in res.output
+    res = CliRunner().invoke(app, ["screen", str(tmp_path / "x.duckdb"), "--rules", str(RULES), "--part-lines", "0"])
+    assert res.exit_code != 0 and "part-lines" in res.output
