@@ -183,7 +183,10 @@ def prepare_lines(
 
 
 def _drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Drop the temporary table or view ``name`` (a constant of the engine), whichever it is."""
+    """Drop the temporary table or view ``name`` (a constant of the engine), whichever it is.
+    (DuckDB only: the Spark runner's connection replaces its views as it creates them.)"""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return
     for (kind,) in con.execute(
         """SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n
            UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n""",
