@@ -4,6 +4,8 @@ refused by name. Needs pyspark, sqlglot and a Java runtime (``pip install -e '.[
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import importlib.util
 import shutil
 from pathlib import Path
@@ -276,3 +278,29 @@ def test_a_recursive_query_is_iterated_on_spark_as_duckdb_runs_it():
         want = duckdb.sql(sql).fetchall()
         assert con.execute(sql).fetchall() == want
         assert want in ([(1, "a"), (2, "ab"), (3, "abb")], [])
+
+
+@needs_spark
+@pytest.mark.slow
+def test_decimal_products_keep_their_scale_on_spark():
+    """A price of 12 decimals (an exact average, ``xdiv``) times units, and the fund share of it,
+    come out of Spark with every decimal DuckDB keeps (Spark's default cut the scale to 6)."""
+    import duckdb
+
+    from medaudit import semantics
+    from medaudit.spark import runner
+
+    spark = runner.spark_session()
+    runner._register_udfs(spark)
+    con = runner.SparkCon(spark, duckdb.connect())
+    sql = (
+        "WITH x AS (SELECT CAST(1.0000 AS DECIMAL(18,4)) AS units, CAST(15.736842105263 AS DECIMAL(38,12)) AS pric, "
+        "CAST(10.5000 AS DECIMAL(18,4)) AS deductible, CAST(15.9000 AS DECIMAL(18,4)) AS amt) "
+        "SELECT CAST(units * pric AS DECIMAL(38,12)) AS over, "
+        f"{semantics.fund_share_claim.sql('units * pric', 'deductible', 'amt')} AS claim FROM x"
+    )
+    ddb = duckdb.connect()
+    db.install_macros(ddb)
+    want = ddb.execute(sql).fetchall()
+    assert want[0][0] == Decimal("15.736842105263")
+    assert con.execute(sql).fetchall() == want
