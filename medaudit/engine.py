@@ -183,7 +183,11 @@ def prepare_lines(
 
 
 def _drop_temp(con: db.Connection, name: str) -> None:
-    """Drop the temporary table or view ``name`` (a constant of the engine), whichever it is."""
+    """Drop the temporary table or view ``name`` (a constant of the engine), whichever it is
+    (DuckDB's CREATE OR REPLACE does not replace one kind with the other). The Spark runner's
+    tables are all views, replaced as they are made: nothing to drop there."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return
     for (kind,) in con.execute(
         """SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n
            UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n""",
