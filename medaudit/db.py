@@ -7,7 +7,7 @@ import re
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
 import duckdb
 
@@ -15,6 +15,32 @@ from . import resources
 from .contract import SQL_TYPE, TABLES
 
 DEFAULT_DB = "medaudit.duckdb"
+
+
+class Executes(Protocol):
+    """What runs SQL text: all :func:`install_macros` needs (the Spark dialect hands it a recorder
+    of the script, :mod:`medaudit.spark.dialect`)."""
+
+    def execute(self, query: str, parameters: object = None, /) -> object: ...
+
+
+class Rows(Protocol):
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+
+class Connection(Protocol):
+    """The part of a DuckDB connection the engine's screening steps use (prepare_lines,
+    register_rules, create_hits, run_type): the Spark runner's connection gives the same
+    (:class:`medaudit.spark.runner.SparkCon`) and runs them unchanged."""
+
+    def execute(self, query: str, parameters: object = None, /) -> Rows: ...
+
+    def executemany(self, query: str, parameters: object, /) -> object: ...
+
+    def register(self, view_name: str, python_object: object, /) -> object: ...
+
+    def unregister(self, view_name: str, /) -> object: ...
+
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -31,7 +57,7 @@ def ident(name: str) -> str:
 
 
 @contextmanager
-def joins_as_written(con) -> Iterator[None]:
+def joins_as_written(con: Connection) -> Iterator[None]:
     """Run the statements inside with DuckDB's join order as the SQL writes it (big table first,
     the small ones it is joined to after). For statements whose filters DuckDB cannot estimate
     (the refund netting of ``lines``), its reordering built the hash table on a million fee
@@ -317,7 +343,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, once: bool = False) -> None:
         con.execute("INSERT INTO schema_meta VALUES (?)", [SCHEMA_VERSION])
 
 
-def install_macros(con: duckdb.DuckDBPyConnection) -> None:
+def install_macros(con: Executes) -> None:
     """SQL helpers shared by every rule type (temporary: they live with the connection)."""
     from .semantics import age_years
 

@@ -93,7 +93,7 @@ STAGE_FILTER = {
 
 
 def prepare_context(
-    con: duckdb.DuckDBPyConnection,
+    con: db.Connection,
     ctx: Context | None = None,
     tables: Mapping[str, str] | None = None,
     part: tuple[int, int] | None = None,
@@ -141,7 +141,7 @@ def prepare_context(
 
 
 def prepare_lines(
-    con: duckdb.DuckDBPyConnection,
+    con: db.Connection,
     stage: str = "post_hoc",
     ctx: Context | None = None,
     tables: Mapping[str, str] | None = None,
@@ -182,9 +182,10 @@ def prepare_lines(
     return con.execute("SELECT count(*) FROM lines").fetchall()[0][0]
 
 
-def _drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Drop the temporary table or view ``name`` (a constant of the engine), whichever it is.
-    (DuckDB only: the Spark runner's connection replaces its views as it creates them.)"""
+def _drop_temp(con: db.Connection, name: str) -> None:
+    """Drop the temporary table or view ``name`` (a constant of the engine), whichever it is
+    (DuckDB's CREATE OR REPLACE does not replace one kind with the other). The Spark runner's
+    tables are all views, replaced as they are made: nothing to drop there."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return
     for (kind,) in con.execute(
@@ -201,9 +202,7 @@ def person_part(psn_no: str, i: int, k: int) -> str:
     return f"hash({psn_no}) % {int(k)} = {int(i)}"
 
 
-def _build_lines(
-    con: duckdb.DuckDBPyConnection, src: str, stage: str, setl_d: str = "setl_d", kind: str = "TABLE"
-) -> None:
+def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d", kind: str = "TABLE") -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP {kind} lines AS
@@ -303,9 +302,7 @@ def rule_body(r: Rule) -> str:
     )
 
 
-def register_rules(
-    con: duckdb.DuckDBPyConnection, rules: list[Rule], distinct_bodies: bool = False
-) -> dict[str, list[Rule]]:
+def register_rules(con: db.Connection, rules: list[Rule], distinct_bodies: bool = False) -> dict[str, list[Rule]]:
     """Create ``r_all`` and one ``p_<type>`` per type. Returns the rules by type (rule_key = position).
 
     ``distinct_bodies``: rules with the same body (:func:`rule_body`) are evaluated once: only
@@ -410,7 +407,7 @@ def matched_sql(
     )
 
 
-def items_may_overlap(con: duckdb.DuckDBPyConnection, p: str) -> bool:
+def items_may_overlap(con: db.Connection, p: str) -> bool:
     """Whether a line can match two items of one rule of the parameter table ``p``, judged from
     the items themselves: match-all beside another item, a code listed twice, a code under one
     of the rule's prefixes, or a prefix under another (or the same) prefix. Prefixes X and Z
@@ -430,7 +427,7 @@ def items_may_overlap(con: duckdb.DuckDBPyConnection, p: str) -> bool:
     ).fetchall()[0][0]
 
 
-def build_matched(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> None:
+def build_matched(con: db.Connection, rt: RuleType, lines: str = "lines") -> None:
     """``m_<type>``: lines x items of the type's rules, in force on the fee date and in scope."""
     p = f"p_{rt.name}"
     has_code, has_prefix, has_all = con.execute(
@@ -460,12 +457,12 @@ def type_names(rt: RuleType, **tables: str) -> dict[str, str]:
     }
 
 
-def create_hits(con: duckdb.DuckDBPyConnection) -> None:
+def create_hits(con: db.Connection) -> None:
     cols = ", ".join(f"{k} {v}" for k, v in HIT_COLUMNS.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE hits ({cols})")
 
 
-def run_type(con: duckdb.DuckDBPyConnection, rt: RuleType, lines: str = "lines") -> int:
+def run_type(con: db.Connection, rt: RuleType, lines: str = "lines") -> int:
     """Match, then run the type's one query over the screened lines ``lines``; its rows go into
     ``hits``. Returns rows added.
 

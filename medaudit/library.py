@@ -144,7 +144,7 @@ class _Loader(yaml.SafeLoader):
     report it with the rule and the field instead of the YAML parser failing on the file."""
 
 
-def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     try:
         return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
     except ValueError:

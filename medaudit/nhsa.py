@@ -710,7 +710,7 @@ def map_b6(ctx: _Ctx) -> list[RuleOut]:
         if days is None or days < 1:
             ctx.problem(sh, rowno, f"限定值域 {value!r} is not a number of days (e.g. 14天)")
             return None
-        said = {cn_number(x) for x in _TEXT_DAYS.findall(norm(text))} - {None}
+        said = {d for d in map(cn_number, _TEXT_DAYS.findall(norm(text))) if d is not None}
         if said and days not in said:
             ctx.note(
                 sh,

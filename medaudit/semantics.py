@@ -386,8 +386,8 @@ def _greatest(*xs):
         if b is None:
             return a
         return b if b > a else a
-    xs = [x for x in xs if x is not None]
-    return max(xs) if xs else None
+    known = [x for x in xs if x is not None]
+    return max(known) if known else None
 
 
 def _least(*xs):
@@ -398,8 +398,8 @@ def _least(*xs):
         if b is None:
             return a
         return b if b < a else a
-    xs = [x for x in xs if x is not None]
-    return min(xs) if xs else None
+    known = [x for x in xs if x is not None]
+    return min(known) if known else None
 
 
 def _coalesce(*xs):

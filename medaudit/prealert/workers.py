@@ -182,6 +182,7 @@ def _handler(sup: "Supervisor"):
                     return self._send(200, {})
                 if self.path == "/owned":
                     ids = [str(x) for x in body["ids"]]
+                    assert sup.writer is not None  # made by start(), before the interface answers
                     sup.writer.barrier()
                     cur = sup.con.cursor()
                     try:
@@ -193,6 +194,7 @@ def _handler(sup: "Supervisor"):
                         cur.close()
                     return self._send(200, {"owned": [r[0] for r in rows]})
                 if self.path == "/results":
+                    assert sup.writer is not None
                     sup.writer.barrier()
                     by, value = body["by"], body["value"]
                     if by == "jr_id":

@@ -74,7 +74,7 @@ What the :class:`~medaudit.sample.inject.Context` gives:
   ``ctx.at(day, hh, mm)``, ``ctx.price(code, v)``.
 - ``finish(ctx, tables)`` runs after the derived tables exist (``tables`` maps a table name to
   its text-column polars frame; change them in place, e.g. lower a purchase for
-  ``inventory_mismatch``). ``fee_list_d`` is the exception: it is written a chunk of lines at a
+  ``inventory_mismatch``). ``fee_list_d`` is not among them: it is written a chunk of lines at a
   time and never held whole as text (:class:`~medaudit.sample.generate.FeeLines`), on threads
   of its own that start before the finish steps (so a finish step never changes it); read the
   lines from ``ctx.fee_lines`` (every line in fee_list_d's order, typed internal columns plus

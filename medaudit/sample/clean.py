@@ -82,7 +82,7 @@ class CleanData:
 
 
 #: internal fee-line columns (money in fen; pric null = the catalogue price at the visit's level)
-LINE_SCHEMA = {
+LINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "vi": pl.Int64,
     "bkkp_sn": pl.Utf8,
     "code": pl.Utf8,
@@ -251,7 +251,8 @@ def generate_clean(
     main[adult & opt & (vg == "2") & (u >= 0.12) & (u < 0.18)] = "N76.000"
     main[(vcls == 4) & (vg == "1") & (u < 0.1)] = "N40.x00"
     main[wi] = "S61.900"
-    second = np.where(adult & inp & (rng.random(n) < 0.4), np.where(rng.random(n) < 0.5, "I10.x00", "E11.900"), None)
+    none = np.array(None, dtype=object)  # no second diagnosis (numpy's stubs take an array, not None)
+    second = np.where(adult & inp & (rng.random(n) < 0.4), np.where(rng.random(n) < 0.5, "I10.x00", "E11.900"), none)
     second[second == main] = None
     dept = np.array([cat.DIAG[c][1] for c in main], dtype=object)
     dept[(vcls <= 2) & (dept != "A12")] = "A07"
@@ -701,7 +702,8 @@ def _not_plain(data: CleanData, rng: np.random.Generator) -> None:
         missing = extra["bkkp_sn"].is_null() if "bkkp_sn" in extra.columns else pl.Series([True] * extra.height)
         # number the new rows that have no id yet after the ones that do
         used = set(extra["bkkp_sn"].drop_nulls()) if "bkkp_sn" in extra.columns else set()
-        ids, k = [], sn0
+        ids: list[str | None] = []
+        k = sn0
         for m in missing:
             if m:
                 while sn(k) in used:

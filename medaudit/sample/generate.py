@@ -9,15 +9,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 import numpy as np
 import polars as pl
 
 from . import catalog as cat
 from .clean import LINE_SCHEMA, MONTH, CleanData, generate_clean, merge_lines, month_text
-from .inject import KEY_COLUMNS, Batch, Context, Injector, seed_for
+from .inject import KEY_COLUMNS, Batch, Context, Injector, Tables, seed_for
 from .injectors import discover
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq  # imported where a Parquet file is written
 
 #: lines per visit on average (measured); used to turn a line count into a visit count
 LINES_PER_VISIT = 19.4
@@ -155,7 +158,7 @@ class FeeLines:
 
 def build(
     visits: int, seed: int, types: list[str] | None = None, on_fee: Callable[[FeeLines], None] | None = None
-) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+) -> tuple[dict[str, pl.DataFrame | FeeLines], pl.DataFrame]:
     """Generate the tables (national columns, all text) and the answer key, in memory.
 
     ``on_fee(fee)`` is called with ``fee_list_d`` (a :class:`FeeLines`) as soon as it is final,
@@ -165,13 +168,28 @@ def build(
     ctx = _injected(generate_clean(visits, seed), seed, types, injectors)
     tables = assemble(ctx)
     if on_fee is not None:
-        on_fee(tables["fee_list_d"])
+        on_fee(_fee(tables))
+    frames = _frames(tables)
     for name, inj in injectors.items():
         if inj.finish and (types is None or name in types):
             ctx.current_type, ctx.current_rate = name, inj.rate
             ctx.rng = np.random.default_rng(seed_for(seed, name + ":finish"))
-            inj.finish(ctx, tables)
+            inj.finish(ctx, frames)
+    tables.update(frames)  # the tables the finish steps changed or added
     return tables, _key_frame([_key_rows(ctx.key)])
+
+
+def _fee(tables: dict[str, pl.DataFrame | FeeLines]) -> FeeLines:
+    """The tables' fee_list_d (assemble makes it a FeeLines)."""
+    fee = tables["fee_list_d"]
+    if not isinstance(fee, FeeLines):
+        raise TypeError(f"fee_list_d is made a chunk at a time (FeeLines), got {type(fee).__name__}")
+    return fee
+
+
+def _frames(tables: dict[str, pl.DataFrame | FeeLines]) -> Tables:
+    """The tables held whole as frames: all but fee_list_d (what the finish steps read)."""
+    return {t: df for t, df in tables.items() if isinstance(df, pl.DataFrame)}
 
 
 def _injected(
@@ -204,13 +222,15 @@ def _key_frame(parts: list[pl.DataFrame]) -> pl.DataFrame:
     )
 
 
-def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
-    """Clean data + the injectors' changes -> the batch tables with national columns (text)."""
+def assemble(ctx: Context) -> dict[str, pl.DataFrame | FeeLines]:
+    """Clean data + the injectors' changes -> the batch tables with national columns (text);
+    ``fee_list_d`` a :class:`FeeLines`, made a chunk at a time when it is written."""
     data = ctx.data
     lines = data.lines
     # the clean lines are not read after this (ctx.lines_of is for injectors): let each step
     # below free the previous copy, and the added lines' dicts once they are a frame
-    data.lines = ctx._lines = None
+    del data.lines
+    ctx._lines = None
     extra = pl.DataFrame(ctx.new_lines, schema=LINE_SCHEMA)
     ctx.new_lines.clear()
     if ctx.line_edits:  # one join for the edited lines; a field an edit names is set, None included
@@ -219,7 +239,7 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
             {"bkkp_sn": k, **{f"{c}__new": ch.get(c) for c in cols}, **{f"{c}__set": c in ch for c in cols}}
             for k, ch in ctx.line_edits.items()
         ]
-        schema = {
+        schema: dict[str, pl.DataType | type[pl.DataType]] = {
             "bkkp_sn": pl.Utf8,
             **{f"{c}__new": LINE_SCHEMA[c] for c in cols},
             **{f"{c}__set": pl.Boolean for c in cols},
@@ -362,7 +382,13 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         pl.col("diag_code").replace_strict(names, default=None).alias("diag_name"),
     )
     oprn = data.oprn.with_columns(_ts("oprn_oprt_date"))
-    tables = {"mdtrt_d": mdtrt, "setl_d": setl, "fee_list_d": fee, "setl_list_diag_d": diag, "setl_list_oprn_d": oprn}
+    tables: dict[str, pl.DataFrame | FeeLines] = {
+        "mdtrt_d": mdtrt,
+        "setl_d": setl,
+        "fee_list_d": fee,
+        "setl_list_diag_d": diag,
+        "setl_list_oprn_d": oprn,
+    }
 
     # knowledge tables: the catalogue (caps = clean prices), purchases covering what was billed
     billed = (
@@ -387,7 +413,10 @@ def assemble(ctx: Context) -> dict[str, pl.DataFrame]:
         extra = pl.DataFrame(
             [{k: (None if x is None else str(x)) for k, x in r.items()} for r in rows], infer_schema_length=None
         )
-        tables[t] = pl.concat([tables[t], extra], how="diagonal_relaxed") if t in tables else extra
+        prev = tables.get(t)
+        if isinstance(prev, FeeLines):
+            raise ValueError("fee lines are added with ctx.add_line, not ctx.add_row")
+        tables[t] = pl.concat([prev, extra], how="diagonal_relaxed") if prev is not None else extra
     return tables
 
 
@@ -648,8 +677,8 @@ class _Sink:
         self.part = path.with_name(path.name + ".part")
         self.columns: list[str] | None = None
         self.rows = 0
-        self._fh = None
-        self._pq = None
+        self._fh: BinaryIO | None = None  # CSV
+        self._pq: pq.ParquetWriter | None = None  # Parquet
 
     def write(self, df: pl.DataFrame) -> None:
         if self.columns is None:
@@ -672,7 +701,9 @@ class _Sink:
             if df.height:
                 self._pq.write_table(table)
         else:
-            df.write_csv(self._fh, include_header=self._fh.tell() == 0)
+            fh = self._fh
+            assert fh is not None  # opened with the first part
+            df.write_csv(fh, include_header=fh.tell() == 0)
         self.rows += df.height
 
     def close(self) -> None:
@@ -706,8 +737,11 @@ def _generate_in_parts(
     sinks = {t: _Sink(out / f"{t}.{ext}", fmt) for t in PART_TABLES}
     injectors = discover()
     chosen = {n: inj for n, inj in injectors.items() if types is None or n in types}
-    gathered: dict[str, list] = {n: [] for n, inj in chosen.items() if inj.finish and inj.gather}
-    billed, keys = [], []
+    # the finish steps that read the lines: gathered in each part, combined at the end
+    gathers = {n: inj.gather for n, inj in chosen.items() if inj.finish and inj.gather}
+    gathered: dict[str, list] = {n: [] for n in gathers}
+    billed: list[pl.DataFrame] = []
+    keys: list[pl.DataFrame] = []
     visit_base = person_base = line_base = 0
     ranges: list[tuple[int, int]] = []
     writing: _PartWriter | None = None
@@ -721,29 +755,30 @@ def _generate_in_parts(
             person_base += data.persons
             del data
             tables = assemble(ctx)
+            frames = _frames(tables)
             line_base = ctx._next - 1
             # fee_list_d formatted and written on threads of their own while the gathers run and
             # the next part is made (the previous part's is written by now: one part's in flight)
             if writing is not None:
                 writing.finish()
-            writing = _PartWriter(tables["fee_list_d"], sinks["fee_list_d"])
-            for name in gathered:
-                inj = injectors[name]
-                ctx.current_type, ctx.current_rate = name, inj.rate
+            writing = _PartWriter(_fee(tables), sinks["fee_list_d"])
+            for name, gather in gathers.items():
+                ctx.current_type, ctx.current_rate = name, injectors[name].rate
                 ctx.rng = np.random.default_rng(seed_for(s, name + ":finish"))
-                gathered[name].append(inj.gather(ctx, tables))
+                gathered[name].append(gather(ctx, frames))
             for t in PART_TABLES:
                 if t == "fee_list_d":
                     continue
-                if t not in tables:
+                if t not in frames:
                     raise ValueError(f"part {k}: no table {t}")
-                sinks[t].write(tables[t])
+                sinks[t].write(frames[t])
             extra = sorted(set(tables) - set(PART_TABLES) - {"hilist", "purchases"})
             if extra or ctx.rows.get("hilist") or ctx.rows.get("purchases"):
                 raise ValueError(f"an injector added rows to {extra or ['hilist/purchases']}: not made in parts yet")
+            assert ctx.billed is not None  # set by assemble
             billed.append(ctx.billed)
             keys.append(_key_rows(ctx.key))
-            del ctx, tables
+            del ctx, tables, frames
         if writing is not None:
             writing.finish()
         total = sum(sizes)
@@ -755,7 +790,7 @@ def _generate_in_parts(
                 continue
             batch.current_type, batch.current_rate = name, inj.rate
             batch.rng = np.random.default_rng(seed_for(seed, name + ":finish"))
-            if name in gathered:
+            if inj.combine is not None and name in gathered:  # (an injector gives gather and combine together)
                 inj.combine(batch, gathered.pop(name), batch_tables)
             else:
                 inj.finish(batch, batch_tables)

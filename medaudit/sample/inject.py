@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import polars as pl
@@ -18,6 +18,11 @@ from .clean import LINE_SCHEMA, CleanData, sn
 
 KEY_COLUMNS = ["rule_type", "rule_id", "mdtrt_id", "bkkp_sn", "note"]
 
+#: the derived tables a finish step reads and may change in place: name -> text-column frame
+#: (``fee_list_d`` is not among them: it is written a chunk at a time, see
+#: :class:`~medaudit.sample.generate.FeeLines`; a finish step reads ``ctx.fee_lines``)
+Tables = dict[str, pl.DataFrame]
+
 
 @dataclass
 class Injector:
@@ -26,7 +31,9 @@ class Injector:
     type: str  # the rule type it injects (module name = type name)
     inject: Callable[["Context"], None]
     rate: float = 0.02  # share of visits to break
-    finish: Callable[["Context", dict[str, pl.DataFrame]], None] | None = None  # after derived tables
+    #: after the derived tables exist: with the :class:`Context` of a batch in one piece, or once at
+    #: the end of a batch made in parts with a :class:`Batch` (a step without gather and combine)
+    finish: Callable[[Context | Batch, Tables], None] | None = None
     #: a batch made in parts (:class:`medaudit.sample.generate.Part`): inject into the first part
     #: only (a violation judged against batch-wide counts, injected once: peer_outlier)
     once: bool = False
@@ -37,8 +44,12 @@ class Injector:
     #: ``hilist`` and ``purchases``). ``finish`` should be ``combine`` over one part's gather, so a
     #: batch in one piece gets the same result. A finish step without them runs once with a
     #: :class:`Batch` and must not read lines.
-    gather: Callable[["Context", dict[str, pl.DataFrame]], Any] | None = None
-    combine: Callable[[Any, list, dict[str, pl.DataFrame]], None] | None = None
+    gather: Callable[[Context, Tables], Any] | None = None  # Any: the injector's own, for its combine
+    combine: Callable[[Context | Batch, list, Tables], None] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.gather is None) != (self.combine is None):
+            raise ValueError(f"injector {self.type}: gather and combine go together")
 
 
 @dataclass
@@ -68,7 +79,7 @@ class Context:
         lines = self.data.lines
         vi = lines["vi"].to_numpy()
         self._starts = np.searchsorted(vi, np.arange(self.visits.height + 1))
-        self._lines = lines
+        self._lines: pl.DataFrame | None = lines  # None once generate.assemble has taken them
         self._next = self.data.next_sn
         self._by_id = {m: i for i, m in enumerate(self.visits["mdtrt_id"].to_list())}
         self._pools: dict[tuple, np.ndarray] = {}  # (where, plain) -> matching visits, see _pool
@@ -102,7 +113,7 @@ class Context:
             return pl.DataFrame([r for r in self.new_lines if r["vi"] == vi], schema=LINE_SCHEMA)
         return self._lines.slice(int(self._starts[vi]), int(self._starts[vi + 1] - self._starts[vi]))
 
-    def rows_of(self, visit: dict | str, where: Callable[[dict], bool] | None = None) -> list[dict]:
+    def rows_of(self, visit: dict | str, where: Callable[[LineRow], bool] | None = None) -> list[dict]:
         """The visit's lines as in :meth:`lines_of`, as dicts in the same order, those for which
         ``where(row)`` is true. For choosing a line of one visit: a polars filter per visit
         costs about 0.2 ms, and the injectors do it for hundreds of thousands of visits at 10M
@@ -131,7 +142,8 @@ class Context:
         k = int(np.searchsorted(b, vi))
         if k >= len(b) or b[k] != vi:
             return None
-        if self._batch_cols is None:
+        cols, at = self._batch_cols, self._batch_at
+        if cols is None or at is None:
             lo, hi = self._starts[b], self._starts[b + 1]
             counts = hi - lo
             at = np.zeros(len(b) + 1, dtype=np.int64)
@@ -150,7 +162,7 @@ class Context:
                     else col.to_list()
                 )
             self._batch_cols, self._batch_at = cols, at
-        return self._batch_cols, int(self._batch_at[k]), int(self._batch_at[k + 1])
+        return cols, int(at[k]), int(at[k + 1])
 
     def item(self, code: str) -> cat.Item:
         return cat.BY_CODE[code]
@@ -302,9 +314,10 @@ class Context:
         self.rows.setdefault(table, []).append(row)
 
     def expect(
-        self, rule_id: str, visit: dict | str, bkkp_sn: str | None, note: str = "", rule_type: str | None = None
+        self, rule_id: str, visit: dict | str | None, bkkp_sn: str | None, note: str = "", rule_type: str | None = None
     ) -> None:
-        """Write one answer-key row: this rule must flag this line (bkkp_sn None: the visit as a whole)."""
+        """Write one answer-key row: this rule must flag this line (bkkp_sn None: the visit as a
+        whole; visit None too: a finding about an institution or a department, not a visit)."""
         _expect(self, rule_id, visit, bkkp_sn, note, rule_type)
 
     # ------------------------------------------------------------------ time helpers
@@ -364,6 +377,13 @@ class Batch:
     @property
     def fee_lines(self):
         raise RuntimeError("a batch made in parts has no fee_lines at the end: give the injector gather and combine")
+
+
+class LineRow(Protocol):
+    """What a :meth:`Context.rows_of` condition reads of a line: its fields by key (a dict, or a
+    :class:`_Row`)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 class _Row:

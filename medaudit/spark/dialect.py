@@ -51,7 +51,7 @@ _MACRO = re.compile(r"CREATE OR REPLACE TEMP MACRO\s+(\w+)\s*\(([^)]*)\)\s+AS\s+
 
 
 @lru_cache(maxsize=1)
-def macros() -> dict[str, tuple[list[str], exp.Expression]]:
+def macros() -> dict[str, tuple[list[str], exp.Expr]]:
     """name -> (argument names, parsed body), from the one definition in :mod:`medaudit.db`."""
     from .. import db
 
@@ -69,10 +69,10 @@ def macros() -> dict[str, tuple[list[str], exp.Expression]]:
     return out
 
 
-def _expand_macros(tree: exp.Expression) -> exp.Expression:
+def _expand_macros(tree: exp.Expr) -> exp.Expr:
     defs = macros()
 
-    def repl(node: exp.Expression) -> exp.Expression:
+    def repl(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Anonymous) and node.name.lower() in defs:
             names, body = defs[node.name.lower()]
             args = [_expand_macros(a.copy()) for a in node.expressions]
@@ -80,7 +80,7 @@ def _expand_macros(tree: exp.Expression) -> exp.Expression:
                 raise NotPortable(f"macro {node.name} takes {len(names)} arguments, got {len(args)}")
             bound = dict(zip(names, args))
 
-            def sub(n: exp.Expression) -> exp.Expression:
+            def sub(n: exp.Expr) -> exp.Expr:
                 if isinstance(n, exp.Column) and not n.table and n.name in bound:
                     return exp.Paren(this=bound[n.name].copy())
                 return n
@@ -91,7 +91,7 @@ def _expand_macros(tree: exp.Expression) -> exp.Expression:
     return tree.transform(repl)
 
 
-def _union_by_name(tree: exp.Expression) -> exp.Expression:
+def _union_by_name(tree: exp.Expr) -> exp.Expr:
     """``A UNION ALL BY NAME B``: B's projections put in A's column order (after star expansion)."""
     for u in list(tree.find_all(exp.Union)):
         if not u.args.get("by_name"):
@@ -117,7 +117,7 @@ def _union_by_name(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _inline_windows(tree: exp.Expression) -> exp.Expression:
+def _inline_windows(tree: exp.Expr) -> exp.Expr:
     """``f() OVER w ... WINDOW w AS (...)``: the named window written out at each use (Spark's
     parser reads ``OVER w - x`` as one dashed name)."""
     for sel in list(tree.find_all(exp.Select)):
@@ -140,7 +140,7 @@ def _inline_windows(tree: exp.Expression) -> exp.Expression:
 _RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Lag, exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
 
 
-def _ranking_frames(tree: exp.Expression) -> exp.Expression:
+def _ranking_frames(tree: exp.Expr) -> exp.Expr:
     """A frame on ``row_number()``/``rank()``/``lag()`` (DuckDB ignores it; Spark refuses it) is dropped."""
     for w in tree.find_all(exp.Window):
         if isinstance(w.this, _RANKING) and w.args.get("spec"):
@@ -152,11 +152,11 @@ def _ranking_frames(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _sp(e: exp.Expression) -> str:
+def _sp(e: exp.Expr) -> str:
     return e.sql(dialect="spark", identify=True)
 
 
-def _string_agg(tree: exp.Expression) -> exp.Expression:
+def _string_agg(tree: exp.Expr) -> exp.Expr:
     """``string_agg(x, sep [ORDER BY o, ...]) [FILTER (WHERE c)]`` (Spark 3.5 has no ordered
     string aggregate): the values collected with their sort keys, sorted, joined; NULL values
     skipped and NULL when none is left, as in DuckDB. ``DISTINCT`` values are joined in their
@@ -168,7 +168,8 @@ def _string_agg(tree: exp.Expression) -> exp.Expression:
             order, node = node.expressions, node.this
         distinct = isinstance(node, exp.Distinct)
         value = node.expressions[0] if distinct else node
-        filt = gc.parent.expression.this if isinstance(gc.parent, exp.Filter) else None
+        outer = gc.parent if isinstance(gc.parent, exp.Filter) else None  # ... FILTER (WHERE c)
+        filt = outer.expression.this if outer is not None else None
         fsql = f" FILTER (WHERE {_sp(filt)})" if filt is not None else ""
         if distinct:
             if order and not (len(order) == 1 and order[0].this == value and not order[0].args.get("desc")):
@@ -187,11 +188,11 @@ def _string_agg(tree: exp.Expression) -> exp.Expression:
         new = sqlglot.parse_one(
             f"CASE WHEN size({arr}) = 0 THEN NULL ELSE array_join({arr}, {_sp(sep)}) END", read="spark"
         )
-        (gc.parent if filt is not None else gc).replace(new)
+        (outer if outer is not None and filt is not None else gc).replace(new)
     return tree
 
 
-def _regexp_groups(tree: exp.Expression) -> exp.Expression:
+def _regexp_groups(tree: exp.Expr) -> exp.Expr:
     """``regexp_replace``'s group references: ``\\1`` in DuckDB (RE2), ``$1`` in Spark (Java)."""
     for rr in tree.find_all(exp.RegexpReplace):
         rep = rr.args.get("replacement")
@@ -201,7 +202,7 @@ def _regexp_groups(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _count_distinct_windows(tree: exp.Expression) -> exp.Expression:
+def _count_distinct_windows(tree: exp.Expr) -> exp.Expr:
     """``count(DISTINCT x) OVER (PARTITION BY ...)`` (Spark has no DISTINCT window aggregates): the
     size of the partition's set of ``x`` (NULLs left out of both). Only over whole partitions."""
     for w in list(tree.find_all(exp.Window)):
@@ -216,7 +217,7 @@ def _count_distinct_windows(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _list_index(tree: exp.Expression) -> exp.Expression:
+def _list_index(tree: exp.Expr) -> exp.Expr:
     """``v[i]``, DuckDB's 1-based list index: ``element_at(v, i)``, 1-based in Spark too (NULL out
     of range with ANSI off, as in DuckDB). sqlglot's own rendering shifts only indices it can read
     as ``int + literal`` (``v[least(i + 2, n)]`` or ``v[k]`` came out one place off). A string
@@ -241,7 +242,7 @@ def _list_index(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _list_slice(tree: exp.Expression) -> exp.Expression:
+def _list_slice(tree: exp.Expr) -> exp.Expr:
     """``list_slice(l, a, b)`` / ``array_slice``: DuckDB's slice is 1-based with both ends
     included, a negative end counting from the list's end (-1: the last) and ends out of range
     clamped; Spark's ``slice(l, start, length)`` takes a length and refuses a start of 0 (sqlglot
@@ -271,7 +272,7 @@ def _list_slice(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _list_has_all(tree: exp.Expression) -> exp.Expression:
+def _list_has_all(tree: exp.Expr) -> exp.Expr:
     """``list_has_all(a, b)`` (every non-NULL element of ``b`` is in ``a``; NULL when a list is
     NULL, as in DuckDB): Spark has no such function, so ``b`` minus ``a`` must be empty."""
     for f in list(tree.find_all(exp.Anonymous)):
@@ -303,8 +304,9 @@ def render(sql: str, schema: dict[str, dict[str, str]]) -> str:
     ):
         try:
             tree = qualify_tables(tree, dialect="duckdb")
+            # (a copy of schema: sqlglot annotates it as dict[str, object], invariant)
             tree = qualify_columns(
-                tree, schema=schema, expand_stars=True, allow_partial_qualification=True, dialect="duckdb"
+                tree, schema=dict(schema), expand_stars=True, allow_partial_qualification=True, dialect="duckdb"
             )
         except Exception as e:  # sqlglot raises OptimizeError and others
             raise NotPortable(f"columns could not be resolved: {e}") from e

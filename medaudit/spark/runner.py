@@ -53,7 +53,7 @@ PERSON_PARTITIONED = frozenset({"lines"})
 MAX_RECURSION_STEPS = 100_000
 
 
-def rename_tables(node: exp.Expression, names: dict[str, str]) -> exp.Expression:
+def rename_tables(node: exp.Expr, names: dict[str, str]) -> exp.Expr:
     """References to the tables ``names`` (name -> view) read the views instead, under the alias
     they had, else under the name (so ``src.*`` and ``src.col`` still resolve)."""
     for t in list(node.find_all(exp.Table)):
@@ -121,7 +121,7 @@ class SparkCon:
     def fetchall(self) -> list[tuple]:
         return self._rows
 
-    def execute(self, sql: str, params=None):
+    def execute(self, sql: str, params: object = None) -> SparkCon:
         if params:
             raise SparkRunError("parameters are not passed to Spark statements")
         for stmt in sqlglot.parse(sql, read="duckdb"):
@@ -129,12 +129,12 @@ class SparkCon:
                 self._run(stmt)
         return self
 
-    def _reads_rule_tables_only(self, tree: exp.Expression) -> bool:
+    def _reads_rule_tables_only(self, tree: exp.Expr) -> bool:
         ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
         tables = {t.name for t in tree.find_all(exp.Table)} - ctes
         return bool(tables) and all(t.startswith(RULE_TABLE_PREFIXES) or t.startswith("__") for t in tables)
 
-    def _run(self, stmt: exp.Expression) -> None:
+    def _run(self, stmt: exp.Expr) -> None:
         if isinstance(stmt, exp.Create):
             name = stmt.this.this.name if isinstance(stmt.this, exp.Schema) else stmt.this.name
             kind = (stmt.args.get("kind") or "").upper()
@@ -174,14 +174,14 @@ class SparkCon:
             return
         raise SparkRunError(f"statement not run on Spark: {stmt.sql(dialect='duckdb')[:120]}")
 
-    def _df(self, tree: exp.Expression):
+    def _df(self, tree: exp.Expr):
         """One DuckDB SELECT as a Spark DataFrame (a ``WITH RECURSIVE`` unrolled first)."""
         w = tree.args.get("with_")
         if w is not None and w.args.get("recursive"):
             tree = self._unroll_recursive(tree)
         return self.spark.sql(render(tree.sql(dialect="duckdb"), self.schema))
 
-    def _unroll_recursive(self, tree: exp.Expression) -> exp.Expression:
+    def _unroll_recursive(self, tree: exp.Expr) -> exp.Expr:
         """``WITH RECURSIVE a AS (...), r(cols) AS (anchor UNION ALL step), b AS (...) SELECT ...``
         (Spark SQL 3.5 has no recursion): each CTE becomes a Spark view, in order; the recursive
         one is iterated here, the step run on the rows the previous step added until it adds none,
@@ -212,7 +212,7 @@ class SparkCon:
             self.schema.pop(v, None)
         self._rec_views.clear()
 
-    def _iterate(self, name: str, body: exp.Expression, cols: list[str]):
+    def _iterate(self, name: str, body: exp.Expr, cols: list[str]):
         if not isinstance(body, exp.Union) or body.args.get("distinct") is not False:
             raise SparkRunError(f"WITH RECURSIVE {name}: only an anchor UNION ALL a step is run on Spark")
         anchor, step = body.this, body.expression
@@ -358,17 +358,17 @@ def screen_parquet(
         df = spark.read.parquet(str(root / t))
         # knowledge tables are broadcast; the claim tables are large
         con.view(t, broadcast(df) if t in ("hilist", "psn_death", "purchases", "code_names") else df)
-    n_lines = engine.prepare_lines(con, stage)
+    n_lines = engine.prepare_lines(con, stage) or 0
     by_type = engine.register_rules(con, rules, distinct_bodies=True)
     for name in ("r_all", "rule_fan", *(f"p_{t}" for t in by_type)):
         if name not in con.rule_tables:
             con._push_rule_table(name)
     engine.create_hits(con)
-    timings = {}
+    timings: dict[str, float] = {}
     for i, tname in enumerate(sorted(by_type)):
         if on_type:
             on_type(tname, i, len(by_type))
-        t = time.perf_counter()
+        t1 = time.perf_counter()
         try:
             engine.run_type(con, REGISTRY[tname])
         except Exception as e:  # a rendering this module does not know, or Spark refusing the query
@@ -377,7 +377,7 @@ def screen_parquet(
                 f"{str(e).splitlines()[0] if str(e).strip() else repr(e)}"
             ) from e
 
-        timings[tname] = time.perf_counter() - t
+        timings[tname] = time.perf_counter() - t1
     n_hits = con.spark.sql(
         "SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) FROM hits"
     ).collect()[0][0]

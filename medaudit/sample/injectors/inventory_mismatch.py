@@ -17,7 +17,7 @@ import polars as pl
 
 from .. import catalog as cat
 from ..clean import MONTH, SN_ORDER, month_text
-from ..inject import Context, Injector
+from ..inject import Batch, Context, Injector, Tables
 
 
 def inject(ctx: Context) -> None:
@@ -27,11 +27,12 @@ def inject(ctx: Context) -> None:
 GROUP = ["fixmedins_code", "hilist_code", "month"]
 
 
-def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
+def finish(ctx: Context | Batch, tables: Tables) -> None:
+    assert isinstance(ctx, Context)  # a step with gather and combine: a batch in one piece only
     combine(ctx, [gather(ctx, tables)], tables)
 
 
-def gather(ctx: Context, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def gather(ctx: Context, tables: Tables) -> pl.DataFrame:
     """Per (institution, code, month) of the lines at hand: whether all are good, the quantity
     billed and the latest line (its time and bkkp_sn's number to compare with another part's, and
     whether an injector used its visit). A part's groups hold only its lines: :func:`combine`
@@ -39,8 +40,9 @@ def gather(ctx: Context, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     # from the internal lines (ctx.fee_lines: fee_list_d is written a chunk at a time, never
     # held whole), with what fee_list_d states: its setl_id (none before settlement), month,
     # quantity, self-paid amount and flags
-    lines = ctx.fee_lines
-    visits = ctx.all_visits.select(
+    lines, visits = ctx.fee_lines, ctx.all_visits
+    assert lines is not None and visits is not None  # set by generate.assemble before the finish steps
+    visits = visits.select(
         "vi",
         "mdtrt_id",
         "fixmedins_code",
@@ -118,7 +120,7 @@ def gather(ctx: Context, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return last.with_columns(pl.Series("used", [ctx.used(m) for m in last["mdtrt_id"]], dtype=pl.Boolean))
 
 
-def combine(ctx, parts: list[pl.DataFrame], tables: dict[str, pl.DataFrame]) -> None:
+def combine(ctx: Context | Batch, parts: list[pl.DataFrame], tables: Tables) -> None:
     """Lower the purchases of a few groups (the groups of all parts added up) and key their
     latest lines. ``ctx``: the :class:`Context` of a batch in one piece or a ``Batch``."""
     grp = GROUP

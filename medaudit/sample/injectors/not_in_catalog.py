@@ -8,7 +8,7 @@ outpatient prescription with a normal supply, is violating.
 import polars as pl
 
 from .. import catalog as cat
-from ..inject import Context, Injector
+from ..inject import Batch, Context, Injector, Tables
 
 
 def inject(ctx: Context) -> None:
@@ -19,7 +19,7 @@ def inject(ctx: Context) -> None:
         ctx.expect("R-CAT-001", v, sn, "盐酸氨基葡萄糖胶囊 2020年起调出医保目录")
 
 
-def finish(ctx: Context, tables: dict[str, pl.DataFrame]) -> None:
+def finish(ctx: Context | Batch, tables: Tables) -> None:
     code = pl.col("hilist_code") == cat.GLUCOSAMINE
     tables["hilist"] = tables["hilist"].with_columns(
         pl.when(code).then(pl.lit("2017-07-13")).otherwise(pl.col("begndate")).alias("begndate"),

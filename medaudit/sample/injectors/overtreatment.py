@@ -29,7 +29,7 @@ import polars as pl
 
 from .. import catalog as cat
 from ..clean import SN_ORDER
-from ..inject import Context, Injector
+from ..inject import Batch, Context, Injector, Tables
 
 CRP = "002503050060000"  # C反应蛋白测定 (04); no frequency or period rule names it
 
@@ -85,18 +85,21 @@ PERCENTILE, MIN_PEERS = 95, 30
 GROUP = ["month", "inpatient", "level", "dg"]
 
 
-def finish(ctx: Context, tables: dict) -> None:
+def finish(ctx: Context | Batch, tables: Tables) -> None:
     """Key every visit of the batch whose quantity of lines of CLASSES is above its group's
     percentile (the rule's meaning, computed here from the lines as generated)."""
+    assert isinstance(ctx, Context)  # a step with gather and combine: a batch in one piece only
     combine(ctx, [gather(ctx, tables)], tables)
 
 
-def gather(ctx: Context, tables: dict) -> dict:
+def gather(ctx: Context, tables: Tables) -> dict:
     """What :func:`combine` needs of the lines at hand: each screened visit's group and net
     quantity (``gv``: a number unique in the batch, the visit's mdtrt_id number less one), its
     lines of CLASSES with a net quantity (``snn``: bkkp_sn's number), the visits keyed already."""
     in_class = [i.code for i in cat.ITEMS if i.chrg in CLASSES]
-    lines = ctx.fee_lines.select("vi", "bkkp_sn", "code", "cnt", "time", "init").filter(pl.col("code").is_in(in_class))
+    all_lines, visits = ctx.fee_lines, ctx.all_visits
+    assert all_lines is not None and visits is not None  # set by generate.assemble before the finish steps
+    lines = all_lines.select("vi", "bkkp_sn", "code", "cnt", "time", "init").filter(pl.col("code").is_in(in_class))
     pos = lines.filter(pl.col("cnt") > 0)
     linked = (
         lines.filter((pl.col("cnt") < 0) & pl.col("init").is_not_null())
@@ -123,8 +126,8 @@ def gather(ctx: Context, tables: dict) -> dict:
         .select(cols)
     )
     pos = pl.concat([pos.filter(pl.col("u").is_null()), refunded])
-    v = ctx.all_visits.filter(pl.col("settled") & ~pl.col("refunded"))
-    any_line = ctx.fee_lines.lazy().filter(pl.col("cnt") > 0).select("vi").unique().collect()
+    v = visits.filter(pl.col("settled") & ~pl.col("refunded"))
+    any_line = all_lines.lazy().filter(pl.col("cnt") > 0).select("vi").unique().collect()
     v = v.join(any_line, on="vi", how="semi")  # visits with a line (no sample visit is refunded whole line by line)
     q = pos.filter(pl.col("net") > 0).group_by("vi").agg(pl.col("net").sum().alias("q"))
     v = v.join(q, on="vi", how="left").with_columns(
@@ -140,7 +143,7 @@ def gather(ctx: Context, tables: dict) -> dict:
     }
 
 
-def combine(ctx, parts: list[dict], tables: dict) -> None:
+def combine(ctx: Context | Batch, parts: list[dict], tables: Tables) -> None:
     """Key the visits above their group's percentile, the groups of all parts together."""
     v = pl.concat([p["v"] for p in parts])
     pos = pl.concat([p["pos"] for p in parts])
