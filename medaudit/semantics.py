@@ -519,15 +519,15 @@ def whole_line_claim(carries, deductible):
 
 @piece("excess_units", "pric", "deductible", "amt")
 def excess_qty_claim(excess_units, pric, deductible, amt):
-    """Mode ``excess_qty``: the line's excess units at its unit price, times its fund share
-    (:data:`fund_share_claim`); 0 for a line with no excess units."""
+    """Mode ``excess_qty``: the line's excess units at its unit price, times its fund share, never
+    more than its deductible (:data:`fund_share_claim`); 0 for a line with no excess units."""
     return fund_share_claim.build(excess_units * pric, deductible, amt)
 
 
 @piece("overcharge", "deductible", "amt")
 def price_diff_claim(overcharge, deductible, amt):
     """Mode ``price_diff``: the line's overcharge in yuan (e.g. (price - cap) x quantity) times its
-    fund share (:data:`fund_share_claim`); 0 when there is none."""
+    fund share, never more than its deductible (:data:`fund_share_claim`); 0 when there is none."""
     return fund_share_claim.build(overcharge, deductible, amt)
 
 
