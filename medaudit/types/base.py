@@ -37,13 +37,14 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from ..contract import LOAD_ORDER
 from ..semantics import (
     MODE_CLAIMS,
     Arg,
     Lit,
+    Piece,
     catalogue_cap_sql,
     catalogue_caps_join,
     catalogue_in_force_sql,
@@ -258,9 +259,12 @@ class RuleType:
 LINE_MONEY = {"carries": "TRUE", "deductible": "deductible", "amt": "amt", "pric": "pric"}
 
 
-def _claim_inputs(mode: str, given: dict) -> tuple[Any, tuple[str, ...]]:
+def mode_claim(mode: str, given: Iterable[str]) -> Piece:
+    """The claim piece of ``mode`` (:data:`medaudit.semantics.MODE_CLAIMS`), once the inputs a type
+    ``given`` (their names) are checked against it: none it does not read, none it needs missing."""
     piece = MODE_CLAIMS[mode]
-    unknown = set(given) - set(piece.args)
+    given = set(given)
+    unknown = given - set(piece.args)
     missing = [a for a in piece.args if a not in given and a not in LINE_MONEY]
     if unknown or missing:
         raise TypeError(
@@ -268,7 +272,7 @@ def _claim_inputs(mode: str, given: dict) -> tuple[Any, tuple[str, ...]]:
             + (f"; not {', '.join(sorted(unknown))}" if unknown else "")
             + (f"; give {', '.join(missing)}" if missing else "")
         )
-    return piece, piece.args
+    return piece
 
 
 def claim(mode: str, **inputs: str) -> str:
@@ -277,18 +281,18 @@ def claim(mode: str, **inputs: str) -> str:
     (``carries``: the line is violating; ``excess_units``; ``overcharge`` in yuan; ``rate``), and
     may rename the line's own money (:data:`LINE_MONEY`). E.g. ``claim("whole_line", carries="rn > 1")``,
     ``claim("price_diff", overcharge="excess")``. :func:`claim_of` is the same in Python."""
-    piece, args = _claim_inputs(mode, inputs)
+    piece = mode_claim(mode, inputs)
     texts = {**LINE_MONEY, **inputs}
     # a line that always carries money: the literal TRUE, which the piece folds away
-    return piece.build(*(Lit(True) if texts[a] == "TRUE" else Arg(a, texts[a]) for a in args)).sql()
+    return piece.build(*(Lit(True) if texts[a] == "TRUE" else Arg(a, texts[a]) for a in piece.args)).sql()
 
 
 def claim_of(mode: str, m: dict, **inputs: Any) -> Decimal:
     """:func:`claim` in Python, for a type's in-memory evaluator: the values it gives, the line's
     own money from the row ``m`` (``m["deductible"]``...), and the line carries money unless
     ``carries`` says otherwise."""
-    piece, args = _claim_inputs(mode, inputs)
-    return piece.py(*(inputs[a] if a in inputs else True if a == "carries" else m[a] for a in args))
+    piece = mode_claim(mode, inputs)
+    return piece.py(*(inputs[a] if a in inputs else True if a == "carries" else m[a] for a in piece.args))
 
 
 #: each line of ``src`` with its share of its group's excess, latest lines first (``excess_units``,

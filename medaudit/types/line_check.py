@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from ..semantics import Expr, Lit, catalogue_caps_sql, col, compile_row, sql_function
-from .base import Hit, _claim_inputs, hilist_cap
+from .base import Hit, hilist_cap, mode_claim
 from .base import price_text as _price_text_sql
 from .evidence import gender_cn as _gender_cn
 from .evidence import insutype_cn as _insutype_cn
@@ -173,8 +173,8 @@ def line_check(
     :func:`.base.claim` takes them. ``lookups``: the values of other tables the expressions read
     (:class:`Lookup`, :class:`CatalogueCap`)."""
     given = dict(claim_inputs or {})
-    piece, args = _claim_inputs(mode, given)
-    claim = piece.build(*(given[a] if a in given else Lit(True) if a == "carries" else col(a) for a in args))
+    piece = mode_claim(mode, given)
+    claim = piece.build(*(given[a] if a in given else Lit(True) if a == "carries" else col(a) for a in piece.args))
     for n, lk in enumerate(lookups):
         lk.slot = n
     joins = "".join(f"\n        {lk.join_sql()}" for lk in lookups)
