@@ -200,7 +200,10 @@ class Case(Expr):
 
 
 def case(*whens: tuple, default: Any) -> Expr:
-    return Case(tuple((_e(c), _e(v)) for c, v in whens), _e(default))
+    whens = tuple((_e(c), _e(v)) for c, v in whens)
+    if whens and isinstance(whens[0][0], Lit) and whens[0][0].value is True:
+        return whens[0][1]  # a first branch always taken (a claim's line that always carries money)
+    return Case(whens, _e(default))
 
 
 #: operators and functions: SQL form, Python helper (each helper follows SQL's NULL rules)
@@ -500,6 +503,64 @@ def fund_share_claim(overcharge, deductible, amt):
     )
 
 
+# ============================================================================ the claim of a deduction mode
+# A rule type declares its deduction mode (``RuleType.mode``, one of ``medaudit.types.base.MODES``);
+# the mode's piece below turns what the type found on a hit line into the line's claim. The type
+# supplies only what varies (does the line carry money, its excess units, its overcharge, the
+# rate); the line's own money (deductible, amount, unit price) is read by the piece. Related
+# lines (context, role ``related``) claim 0 whatever the mode.
+
+
+@piece("carries", "deductible")
+def whole_line_claim(carries, deductible):
+    """Mode ``whole_line``: a line that carries money claims its deductible; else 0."""
+    return case((carries, deductible), default=ZERO)
+
+
+@piece("excess_units", "pric", "deductible", "amt")
+def excess_qty_claim(excess_units, pric, deductible, amt):
+    """Mode ``excess_qty``: the line's excess units at its unit price, times its fund share, never
+    more than its deductible (:data:`fund_share_claim`); 0 for a line with no excess units."""
+    return fund_share_claim.build(excess_units * pric, deductible, amt)
+
+
+@piece("overcharge", "deductible", "amt")
+def price_diff_claim(overcharge, deductible, amt):
+    """Mode ``price_diff``: the line's overcharge in yuan (e.g. (price - cap) x quantity) times its
+    fund share, never more than its deductible (:data:`fund_share_claim`); 0 when there is none."""
+    return fund_share_claim.build(overcharge, deductible, amt)
+
+
+@piece("carries", "rate", "deductible")
+def pct_claim(carries, rate, deductible):
+    """Mode ``pct``: a line that carries money claims ``rate`` of its deductible; else 0."""
+    return case((carries, rate * deductible), default=ZERO)
+
+
+@piece("deductible")
+def whole_visit_claim(deductible):
+    """Mode ``whole_visit``: every line of the flagged visit claims its deductible (the amount at
+    risk; the finding's claim is their sum)."""
+    return deductible
+
+
+@piece()
+def no_claim():
+    """Mode ``none``: a warning that claims nothing (profiling)."""
+    return Lit(ZERO)
+
+
+#: deduction mode -> the piece that makes a hit line's claim (one per ``medaudit.types.base.MODES``)
+MODE_CLAIMS: dict[str, Piece] = {
+    "whole_line": whole_line_claim,
+    "excess_qty": excess_qty_claim,
+    "price_diff": price_diff_claim,
+    "pct": pct_claim,
+    "whole_visit": whole_visit_claim,
+    "none": no_claim,
+}
+
+
 # ============================================================================ the person and the institution
 
 #: institution level from ``hosp_lv`` (3 三级, 2 二级, 1 一级; anything else 0 未定级)
@@ -661,11 +722,11 @@ def excess_allocation_sql(src: str, group_cols: str) -> str:
     ``src`` has, per line: the group columns, ``bkkp_sn``, ``fee_ocur_time``, ``cnt``,
     ``pric``, ``amt``, ``deductible`` and ``excess`` (the group's excess units, same on every
     line of the group). Adds ``excess_units`` (units of this line that are excess) and
-    ``claim`` (:data:`fund_share_claim` of excess units x price).
+    ``claim`` (the mode's claim, :data:`excess_qty_claim`, of those units at ``pric``).
     """
     return f"""
         SELECT *,
-               {fund_share_claim.sql("excess_units * pric", "deductible", "amt")} AS claim
+               {excess_qty_claim.sql("excess_units", "pric", "deductible", "amt")} AS claim
         FROM (
             SELECT *, greatest(least(cnt, excess - (sum(cnt) OVER w - cnt)), 0) AS excess_units
             FROM {src}
@@ -680,7 +741,7 @@ def excess_allocation(rows: list[dict], key: Callable[[dict], Any]) -> None:
     groups: dict[Any, list[dict]] = {}
     for r in rows:
         groups.setdefault(key(r), []).append(r)
-    claim = fund_share_claim.py
+    claim = excess_qty_claim.py
     for grp in groups.values():
         grp.sort(key=lambda r: (r["fee_ocur_time"], r["bkkp_sn"]), reverse=True)
         cum = ZERO
@@ -688,7 +749,7 @@ def excess_allocation(rows: list[dict], key: Callable[[dict], Any]) -> None:
             cum += r["cnt"]
             units = _greatest(_least(r["cnt"], _sub(r["excess"], cum - r["cnt"])), ZERO)
             r["excess_units"] = units
-            r["claim"] = claim(_mul(units, r["pric"]), r["deductible"], r["amt"])
+            r["claim"] = claim(units, r["pric"], r["deductible"], r["amt"])
 
 
 # ============================================================================ matching items to lines

@@ -136,6 +136,90 @@ def test_fund_share_claim(con, rows):
     assert got == [semantics.fund_share_claim(*r) for r in rows]
 
 
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            maybe(st.booleans()),
+            maybe(dec4(-5, 50)),
+            maybe(dec4(0, 500)),
+            dec4(0, 500),
+            dec4(-10, 500),
+            maybe(dec4(-100, 500)),
+            maybe(st.decimals(0, 1, places=4)),
+        ),
+        max_size=30,
+    )
+)
+def test_claim_of_each_mode(con, rows):
+    """The claim of each deduction mode (what a type's declared mode makes of its hit line):
+    SQL and Python agree, NULLs, a line that does not carry money and negative inputs included."""
+    cols = {
+        "carries": "BOOLEAN",
+        "excess_units": "DECIMAL(18,4)",
+        "pric": "DECIMAL(18,4)",
+        "deductible": "DECIMAL(18,4)",
+        "amt": "DECIMAL(18,4)",
+        "overcharge": "DECIMAL(38,8)",
+        "rate": "DECIMAL(18,4)",
+    }
+    names = list(cols)
+    for mode, piece in semantics.MODE_CLAIMS.items():
+        got = through_sql(con, cols, rows, piece.sql(*piece.args))
+        want = [piece(*(r[names.index(a)] for a in piece.args)) for r in rows]
+        assert got == want, mode
+
+
+def test_mode_claims_follow_the_spec():
+    """The modes as rule-semantics.md states them, on one line (deductible 80 of 100)."""
+    d, a = Decimal("80"), Decimal("100")
+    assert semantics.whole_line_claim(True, d) == d and semantics.whole_line_claim(False, d) == 0
+    assert semantics.whole_line_claim(None, d) == 0  # a NULL condition is not true
+    assert semantics.excess_qty_claim(Decimal(2), Decimal(10), d, a) == Decimal("16")  # 2 x 10 x 0.8
+    assert semantics.price_diff_claim(Decimal(30), d, a) == Decimal("24")
+    assert semantics.price_diff_claim(Decimal(-1), d, a) == 0
+    assert semantics.pct_claim(True, Decimal("0.5"), d) == Decimal("40")
+    assert semantics.whole_visit_claim(d) == d and semantics.no_claim() == 0
+
+
+#: types whose claim is not their mode's piece alone (see each module): ``sql`` takes a rule's own
+#: amount when its query gives one; ``supply_days_limit`` allocates on the line scaled by its days
+#: (``excess_qty`` there) and scales the claim back
+OWN_CLAIM = {"sql", "supply_days_limit"}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_each_type_claims_by_its_declared_mode(name):
+    """One meaning, one place: a type's money comes from its declared mode. Every claim helper a
+    type module calls (``claim``, ``claim_of``, ``line_check``) names the type's own mode, an
+    excess allocation is the ``excess_qty`` mode's, and no claim column is written by hand."""
+    import ast
+    import importlib
+    import inspect
+
+    rt = REGISTRY[name]
+    assert rt.mode in semantics.MODE_CLAIMS
+    src = inspect.getsource(importlib.import_module(f"medaudit.types.{name}"))
+    modes = []
+    for node in ast.walk(ast.parse(src)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        fn = node.func.id
+        if fn in ("claim", "claim_of"):
+            modes.append(ast.literal_eval(node.args[0]))
+        elif fn == "line_check":
+            modes.append(next(ast.literal_eval(k.value) for k in node.keywords if k.arg == "mode"))
+        elif fn in ("excess_allocation", "py_excess_allocation"):
+            modes.append("excess_qty")
+        elif fn == "whole_visit_hits":
+            modes.append("whole_visit")
+    assert all(m == rt.mode for m in modes), (rt.mode, modes)
+    by_hand = [ln.strip() for ln in src.splitlines() if " AS claim" in ln and "{claim(" not in ln]
+    if name not in OWN_CLAIM:
+        assert not by_hand
+        assert modes, "the type's claim does not come from its mode"
+
+
 CODES = st.sampled_from(["11", "21", "41", "X01", "X02", "H1", "H2"])
 
 
@@ -365,6 +449,7 @@ def test_line_check_with_a_lookup(con, rows, table):
     c = semantics.col
     when = Lookup("deaths", key="psn_no", value="die_date", py=lambda ctx: ctx)
     query, evaluate = line_check(
+        mode="whole_line",
         where=(c("fee_date") > when) & (c("deductible") > 0),
         ev_head=semantics.cat("on ", day(when)),
         ev_line=semantics.cat(ITEM, " ", semantics.coalesce(day(c("fee_date")), "-")),

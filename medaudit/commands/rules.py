@@ -25,6 +25,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from ..library import Library, RuleLibraryError, load_library
+from ..semantics import MODE_CLAIMS
 from ..types import REGISTRY
 from ..types.base import RuleType
 
@@ -146,8 +147,26 @@ def docs_markdown() -> str:
         rt = REGISTRY[name]
         anchor = re.sub(r"[^\w\- ]", "", f"{name} {rt.title}".lower()).replace(" ", "-")  # as GitHub makes them
         head.append(f"| [`{name}`](#{anchor}) | {rt.title} | {rt.nature} | `{rt.mode}` | {', '.join(rt.stages)} |")
+    head += [
+        "",
+        "**Deduction modes.** A type declares its mode; the mode, not the type, makes the claim on each",
+        "violating line (`medaudit/semantics.py`, `MODE_CLAIMS`: one definition for batch screening and",
+        "pre-alert). The type supplies only what varies: which lines carry money, their excess units, their",
+        "overcharge, the rate. A line's fund share is deductible / amount; the largest claim on a line is",
+        "carried, never two.",
+        "",
+        *(f"- `{mode}`: {_mode_text(piece.__doc__ or '')}" for mode, piece in MODE_CLAIMS.items()),
+    ]
     sections = [type_markdown(REGISTRY[n]) for n in sorted(REGISTRY)]
     return "\n".join(head) + "\n\n" + "\n".join(sections)
+
+
+def _mode_text(doc: str) -> str:
+    """A mode piece's docstring as one Markdown sentence: its roles and double backticks plain code."""
+    text = " ".join(doc.split())
+    text = re.sub(r"^Mode ``\w+``: ", "", text)
+    text = re.sub(r":\w+:`([^`]+)`", r"`\1`", text)
+    return text.replace("``", "`")
 
 
 @app.command()

@@ -43,6 +43,7 @@ DIE_DATE = Lookup("deaths", key="psn_no", value="die_date", py=lambda ctx: ctx.d
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
+    mode="whole_line",
     where=(col("fee_date") > DIE_DATE) & (col("deductible") > 0),
     ev_head=cat("参保人 ", day(DIE_DATE), " 死亡"),
     ev_line=cat(ITEM, " ", LINE),

@@ -61,7 +61,7 @@ DOC_ZH = """金额与数量单价不符：明细金额不等于数量×单价（
 
 from decimal import Decimal
 
-from .base import ITEM_REF, Param, RuleType, fund_share_claim, price_text
+from .base import ITEM_REF, Param, RuleType, claim, price_text
 
 RULE_TYPE = RuleType(
     name="amount_mismatch",
@@ -100,7 +100,7 @@ RULE_TYPE = RuleType(
         x AS (            -- the excess still in the net line (a refund may have taken some back)
             SELECT *, greatest(least(diff, net_diff), 0) AS excess FROM b)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role,
-               {fund_share_claim("excess")} AS claim,
+               {claim("price_diff", overcharge="excess")} AS claim,
                '' AS ev_head,
                {ITEM_REF} || ' ' || strftime(fee_date, '%Y-%m-%d')
                    || ' 数量 ' || qty(billed_cnt) || ' × 单价 ' || {price_text("pric")}

@@ -37,17 +37,20 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from ..contract import LOAD_ORDER
 from ..semantics import (
+    MODE_CLAIMS,
+    Arg,
+    Lit,
+    Piece,
     catalogue_cap_sql,
     catalogue_caps_join,
     catalogue_in_force_sql,
     excess_allocation_sql,
     rule_in_force_sql,
 )
-from ..semantics import fund_share_claim as fund_share_claim_piece
 
 #: the tables a type's query may read by a name in braces (``{lines}``), besides ``{m}``, ``{p}``
 #: and ``{r}``: what :func:`medaudit.engine.type_names` fills. The engine's screened lines and
@@ -57,7 +60,8 @@ INPUTS = ("lines", "visits", "diag", "deaths", *(t for t in LOAD_ORDER if t != "
 
 STAGES = ("pre_alert", "in_process", "post_hoc")
 SEVERITIES = ("violation", "suspect")
-MODES = ("whole_line", "excess_qty", "price_diff", "pct", "whole_visit", "none")
+#: the deduction modes: each one's claim is one piece of :mod:`medaudit.semantics` (:data:`MODE_CLAIMS`)
+MODES = tuple(MODE_CLAIMS)
 
 #: hit rows: name -> SQL type. ``rule_key``, ``finding_key``, ``role`` are required.
 HIT_COLUMNS = {
@@ -66,7 +70,7 @@ HIT_COLUMNS = {
     "mdtrt_id": "VARCHAR",
     "bkkp_sn": "VARCHAR",  # NULL for a finding about an entity with no lines
     "role": "VARCHAR",  # 'violating' (carries money) or 'related' (context)
-    "claim": "DECIMAL(38,12)",  # the deduction this finding claims on the line (0 for related)
+    "claim": "DECIMAL(38,12)",  # the deduction this finding claims on the line, by the type's mode (:func:`claim`; 0 for related)
     "ev_head": "VARCHAR",  # the finding's evidence opening, e.g. 患者性别为男
     "ev_line": "VARCHAR",  # this line's part of the evidence (NULL: adds nothing)
     # optional: set for findings about entities rather than visits
@@ -249,13 +253,50 @@ class RuleType:
 # ---------------------------------------------------------------------------- SQL blocks
 
 
-def fund_share_claim(overcharge: str) -> str:
-    """SQL: the claim on a line for an ``overcharge`` in yuan (an SQL expression over the line's
-    columns): :data:`medaudit.semantics.fund_share_claim` of it, the line's ``deductible`` and ``amt``."""
-    return fund_share_claim_piece.sql(overcharge, "deductible", "amt")
+#: what a mode's claim reads of the hit line when the type does not say otherwise: the line's own
+#: money by its column names in the type's rows, and the line carries money (a type whose rows mix
+#: violating and related lines gives ``carries``, the condition of a violating one)
+LINE_MONEY = {"carries": "TRUE", "deductible": "deductible", "amt": "amt", "pric": "pric"}
 
 
-#: each line of ``src`` with its share of its group's excess, latest lines first (``excess_units``, ``claim``)
+def mode_claim(mode: str, given: Iterable[str]) -> Piece:
+    """The claim piece of ``mode`` (:data:`medaudit.semantics.MODE_CLAIMS`), once the inputs a type
+    ``given`` (their names) are checked against it: none it does not read, none it needs missing."""
+    piece = MODE_CLAIMS[mode]
+    given = set(given)
+    unknown = given - set(piece.args)
+    missing = [a for a in piece.args if a not in given and a not in LINE_MONEY]
+    if unknown or missing:
+        raise TypeError(
+            f"the claim of mode {mode} reads {', '.join(piece.args)}"
+            + (f"; not {', '.join(sorted(unknown))}" if unknown else "")
+            + (f"; give {', '.join(missing)}" if missing else "")
+        )
+    return piece
+
+
+def claim(mode: str, **inputs: str) -> str:
+    """SQL: a hit line's claim under deduction ``mode`` (the type's ``RuleType.mode``), from
+    :data:`medaudit.semantics.MODE_CLAIMS`: the type gives, as SQL over its rows, only what varies
+    (``carries``: the line is violating; ``excess_units``; ``overcharge`` in yuan; ``rate``), and
+    may rename the line's own money (:data:`LINE_MONEY`). E.g. ``claim("whole_line", carries="rn > 1")``,
+    ``claim("price_diff", overcharge="excess")``. :func:`claim_of` is the same in Python."""
+    piece = mode_claim(mode, inputs)
+    texts = {**LINE_MONEY, **inputs}
+    # a line that always carries money: the literal TRUE, which the piece folds away
+    return piece.build(*(Lit(True) if texts[a] == "TRUE" else Arg(a, texts[a]) for a in piece.args)).sql()
+
+
+def claim_of(mode: str, m: dict, **inputs: Any) -> Decimal:
+    """:func:`claim` in Python, for a type's in-memory evaluator: the values it gives, the line's
+    own money from the row ``m`` (``m["deductible"]``...), and the line carries money unless
+    ``carries`` says otherwise."""
+    piece = mode_claim(mode, inputs)
+    return piece.py(*(inputs[a] if a in inputs else True if a == "carries" else m[a] for a in piece.args))
+
+
+#: each line of ``src`` with its share of its group's excess, latest lines first (``excess_units``,
+#: and ``claim``: the ``excess_qty`` mode's claim of those units)
 excess_allocation = excess_allocation_sql
 
 
@@ -323,7 +364,7 @@ def whole_visit_hits(flagged: str) -> str:
     (the amount at risk). The evidence ends with the visit's totals."""
     return f"""
         SELECT f.rule_key, f.mdtrt_id AS finding_key, f.mdtrt_id, l.bkkp_sn, 'violating' AS role,
-               l.deductible AS claim,
+               {claim("whole_visit", deductible="l.deductible")} AS claim,
                f.ev_head || '；本次就诊费用 ' || count(*) OVER w || ' 条，金额合计 ' || yuan(sum(l.amt) OVER w)
                    || ' 元，其中医保支付范围内 ' || yuan(sum(l.deductible) OVER w) || ' 元' AS ev_head,
                NULL AS ev_line

@@ -46,7 +46,7 @@ DOC_ZH = """关联缺失：收了某项目，却没有收它必须伴随的任�
 **环节。** 仅事后（`post_hoc`）：在院期间伴随项目可能稍后才收费，只有结算后的就诊才能判断缺失。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, claim
 
 RULE_TYPE = RuleType(
     name="companion_required",
@@ -79,7 +79,7 @@ RULE_TYPE = RuleType(
             FROM (SELECT DISTINCT rule_key, hilist_code AS item_code, unnest(companions) AS c FROM miss) x
             LEFT JOIN names n ON n.hilist_code = x.c
             GROUP BY rule_key, item_code)
-        SELECT miss.rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, deductible AS claim,
+        SELECT miss.rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, {claim("whole_line")} AS claim,
                '' AS ev_head,
                {ITEM_REF} || ' 须与 ' || ctext || ' 之一同次就诊收费，本次就诊均未收费；' || {LINE_FACT} AS ev_line
         FROM miss JOIN txt ON txt.rule_key = miss.rule_key AND txt.item_code = miss.hilist_code

@@ -47,7 +47,7 @@ DOC_ZH = """限支付疗程：药品（或治疗）支付天数超过疗程限�
 **环节。** 三个环节都适用：疗程从此前已收费的明细算起，在院期间也能按已有收费判断。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, claim, claim_of
 
 
 # ---------------------------------------------------------------------------- in memory (pre-alert)
@@ -55,7 +55,7 @@ from .base import ITEM_REF, LINE_FACT, Param, RuleType
 # query above (tests/test_prealert_parity.py holds the two equal).
 import datetime as dt
 from typing import Any
-from .evidence import ZERO, Hit, ref, line_fact, hit
+from .evidence import Hit, ref, line_fact, hit
 
 
 def evaluate(ctx, ms: list[dict]) -> list[Hit]:
@@ -92,7 +92,7 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
                 + (f"（{grp}）" if grp else "")
                 + f"，本次就诊首次使用 {first:%Y-%m-%d}，此日为第 {day_no} 天；{line_fact(r)}"
             )
-        out.append(hit(r, "violating" if over else "related", r["deductible"] if over else ZERO, "", ev))
+        out.append(hit(r, "violating" if over else "related", claim_of("whole_line", r, carries=over), "", ev))
     return out
 
 
@@ -130,7 +130,7 @@ RULE_TYPE = RuleType(
             FROM x)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN day_no > max_days THEN 'violating' ELSE 'related' END AS role,
-               CASE WHEN day_no > max_days THEN deductible ELSE 0 END AS claim,
+               {claim("whole_line", carries="day_no > max_days")} AS claim,
                '' AS ev_head,
                CASE WHEN day_no > max_days THEN
                    {ITEM_REF} || ' 限支付 ' || max_days || ' 天'

@@ -63,7 +63,7 @@ DOC_ZH = """重复收费：已被主项目包含的从项目与主项目一起�
 
 import re
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, claim, claim_of
 
 _WINDOW = re.compile(r"^(same_day|same_visit|same_hour|hours:[1-9]\d*)$")
 
@@ -131,7 +131,7 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             if k not in sec or cand[:2] < sec[k][1][:2]:
                 sec[k] = (s, cand)
             related.add((s["rule_key"], s["mdtrt_id"], mn["bkkp_sn"]))
-    out = [Hit(k[0], k[1], k[1], k[2], "violating", s["deductible"], "", c[2]) for k, (s, c) in sec.items()]
+    out = [Hit(k[0], k[1], k[1], k[2], "violating", claim_of("whole_line", s), "", c[2]) for k, (s, c) in sec.items()]
     out += [Hit(rk, md, md, sn, "related", ZERO, "", None) for rk, md, sn in related]
     return out
 
@@ -179,7 +179,7 @@ RULE_TYPE = RuleType(
                 ELSE abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time))
                      < CAST(split_part(s.window, ':', 2) AS BIGINT) * 3600 END),
         sec AS (
-            SELECT rule_key, mdtrt_id, bkkp_sn, any_value(deductible) AS claim,
+            SELECT rule_key, mdtrt_id, bkkp_sn, {claim("whole_line", deductible="any_value(deductible)")} AS claim,
                    arg_min({ITEM_REF} || ' 已包含在 ' || main_ref || ' 中（'
                            || CASE WHEN "window" = 'same_day' THEN '同日'
                                    WHEN "window" = 'same_visit' THEN '同次就诊'

@@ -45,7 +45,7 @@ DOC_ZH = """重复用药：同一天使用同一成分组的两种药品。
 **环节。** 三个环节都适用：某天已有同组两个编码，之后再收什么都仍是重复。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, claim, claim_of
 
 
 # ---------------------------------------------------------------------------- in memory (pre-alert)
@@ -101,7 +101,7 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             if v
             else None
         )
-        out.append(hit(r, "violating" if v else "related", r["deductible"] if v else ZERO, "", ev))
+        out.append(hit(r, "violating" if v else "related", claim_of("whole_line", r, carries=v), "", ev))
     return out
 
 
@@ -146,7 +146,7 @@ RULE_TYPE = RuleType(
             WHERE r.ncodes > 1)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN rk > 1 AND deductible > 0 THEN 'violating' ELSE 'related' END AS role,
-               CASE WHEN rk > 1 AND deductible > 0 THEN deductible ELSE 0 END AS claim,
+               {claim("whole_line", carries="rk > 1 AND deductible > 0")} AS claim,
                '' AS ev_head,
                CASE WHEN rk > 1 AND deductible > 0 THEN
                    {ITEM_REF} || ' 与 ' || kept_ref || ' 属同一成分组（' || gkey || '），' || strftime(fee_date, '%Y-%m-%d')

@@ -58,14 +58,14 @@ DOC_ZH = """重复计费：同一条明细收了两次。
 **环节。** 三个环节都适用：两条明细一旦都已收费，副本就是副本。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, price_text
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, claim, claim_of, price_text
 
 
 # ---------------------------------------------------------------------------- in memory (pre-alert)
 # The same check over the request's rows, for the pre-alert fast path: a transcription of the
 # query above (tests/test_prealert_parity.py holds the two equal).
 import datetime as dt
-from .evidence import ZERO, Hit, qty, price_text as py_price_text, ref, line_fact, hit
+from .evidence import Hit, qty, price_text as py_price_text, ref, line_fact, hit
 
 
 def _slot(t: dt.datetime, window: str) -> dt.datetime:
@@ -112,7 +112,7 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
                     f"{ref(r)} {when} 以相同数量 {qty(r['cnt'])}、单价 {py_price_text(r['pric'])} 元计费 {len(grp)} 条，"
                     f"首条 {first}，此条 {r['bkkp_sn']} 为重复；{line_fact(r)}"
                 )
-            out.append(hit(r, "violating" if v else "related", r["deductible"] if v else ZERO, "", ev))
+            out.append(hit(r, "violating" if v else "related", claim_of("whole_line", r, carries=v), "", ev))
     return out
 
 
@@ -164,7 +164,7 @@ RULE_TYPE = RuleType(
             FROM g WHERE n > 1)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN rn > 1 AND deductible > 0 THEN 'violating' ELSE 'related' END AS role,
-               CASE WHEN rn > 1 AND deductible > 0 THEN deductible ELSE 0 END AS claim,
+               {claim("whole_line", carries="rn > 1 AND deductible > 0")} AS claim,
                '' AS ev_head,
                CASE WHEN rn > 1 AND deductible > 0 THEN
                    {ITEM_REF} || ' ' || CASE coalesce("window", 'same_time')

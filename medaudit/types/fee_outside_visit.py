@@ -52,6 +52,7 @@ _tol = col("tolerance_days")
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
+    mode="whole_line",
     where=(col("deductible") > 0) & ((_early > coalesce(_tol, 0)) | (_late > coalesce(_tol, 0))),
     ev_head=cat(
         "就诊期 ",

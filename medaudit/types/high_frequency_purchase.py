@@ -54,7 +54,7 @@ DOC_ZH = """高频购药：同一人同一药品一个月内购药天数过多�
 **扣款。** `whole_line`：超出各天的明细（各自的可扣金额），默认严重程度 `suspect`：涉及金额交人工复核。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, Reach, RuleType
+from .base import ITEM_REF, LINE_FACT, Param, Reach, RuleType, claim
 
 RULE_TYPE = RuleType(
     name="high_frequency_purchase",
@@ -101,7 +101,7 @@ RULE_TYPE = RuleType(
             WHERE g.n_days > max_days_per_month)
         SELECT rule_key, psn_no || '|' || grp || '|' || month AS finding_key, first_excess_visit AS mdtrt_id,
                bkkp_sn, CASE WHEN excess THEN 'violating' ELSE 'related' END AS role,
-               CASE WHEN excess THEN deductible ELSE 0 END AS claim,
+               {claim("whole_line", carries="excess")} AS claim,
                '参保人 ' || psn_no || ' ' || month || ' 购买同组药品 ' || grp || '（编码前 ' || key_len || ' 位）共 '
                    || n_days || ' 天（' || day_list || '），每月限 ' || max_days_per_month || ' 天，超出 '
                    || (n_days - max_days_per_month) || ' 天' AS ev_head,

@@ -3,7 +3,8 @@
 in-memory evaluator are generated (a type module then holds one declaration, not two bodies).
 
 A line check judges each matched row (``{m}``) on its own: the row is violating when ``where``
-is true; it claims ``claim`` (default: the line's deductible, mode ``whole_line``); its evidence is
+is true; it claims what its deduction ``mode`` makes of the line (:data:`medaudit.semantics.MODE_CLAIMS`:
+``whole_line`` the deductible; a ``price_diff`` check gives its ``overcharge``); its evidence is
 ``ev_head`` (the finding's opening) and ``ev_line`` (the line's part). A check that reads a value
 of another table by a key of the row (a person's death date) declares it as a :class:`Lookup`.
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ..semantics import Expr, catalogue_caps_sql, col, compile_row, sql_function
-from .base import Hit, hilist_cap
+from ..semantics import Expr, Lit, catalogue_caps_sql, col, compile_row, sql_function
+from .base import Hit, hilist_cap, mode_claim
 from .base import price_text as _price_text_sql
 from .evidence import gender_cn as _gender_cn
 from .evidence import insutype_cn as _insutype_cn
@@ -162,12 +163,18 @@ def line_check(
     where: Expr,
     ev_head: Expr,
     ev_line: Expr,
-    claim: Expr | None = None,
+    mode: str,
+    claim_inputs: Mapping[str, Expr] | None = None,
     lookups: tuple[Lookup | CatalogueCap, ...] = (),
 ) -> tuple[str, Callable]:
-    """(the type's query, its evaluator) from one declaration. ``lookups``: the values of other
-    tables the expressions read (:class:`Lookup`, :class:`CatalogueCap`)."""
-    claim = claim if claim is not None else col("deductible")
+    """(the type's query, its evaluator) from one declaration. ``mode``: the type's deduction
+    mode (its ``RuleType.mode``), whose piece makes the claim; ``claim_inputs``: what the check
+    gives that piece besides the line's own money (``overcharge`` for ``price_diff``), as
+    :func:`.base.claim` takes them. ``lookups``: the values of other tables the expressions read
+    (:class:`Lookup`, :class:`CatalogueCap`)."""
+    given = dict(claim_inputs or {})
+    piece = mode_claim(mode, given)
+    claim = piece.build(*(given[a] if a in given else Lit(True) if a == "carries" else col(a) for a in piece.args))
     for n, lk in enumerate(lookups):
         lk.slot = n
     joins = "".join(f"\n        {lk.join_sql()}" for lk in lookups)

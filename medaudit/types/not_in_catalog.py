@@ -44,7 +44,7 @@ DOC_ZH = """目录外：收费日期当天医保目录中没有的编码。
 **环节。** 三个环节都适用：一条明细加上目录就能判断。
 """
 
-from .base import ITEM_REF, LINE_FACT, RuleType, hilist_in_force
+from .base import ITEM_REF, LINE_FACT, RuleType, claim, claim_of, hilist_in_force
 
 
 # ---------------------------------------------------------------------------- in memory (pre-alert)
@@ -66,7 +66,7 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             continue
         spans = sorted({(f"{b:%Y-%m-%d}" if b else "") + " 至 " + (f"{e:%Y-%m-%d}" if e else "") for b, e, *_ in rows})
         why = " 不在医保目录内；" if not spans else f" 医保目录有效期 {'、'.join(spans)}，收费日期不在有效期内；"
-        out.append(hit(m, "violating", m["deductible"], "", f"{ref(m)}{why}{line_fact(m)}"))
+        out.append(hit(m, "violating", claim_of("whole_line", m), "", f"{ref(m)}{why}{line_fact(m)}"))
     return out
 
 
@@ -92,7 +92,7 @@ RULE_TYPE = RuleType(
                   FROM {{hilist}} WHERE hilist_code IN (SELECT hilist_code FROM out))
             GROUP BY hilist_code)
         SELECT o.rule_key, o.mdtrt_id AS finding_key, o.mdtrt_id, o.bkkp_sn, 'violating' AS role,
-               o.deductible AS claim, '' AS ev_head,
+               {claim("whole_line", deductible="o.deductible")} AS claim, '' AS ev_head,
                {ITEM_REF}
                    || CASE WHEN k.spans IS NULL THEN ' 不在医保目录内；'
                            ELSE ' 医保目录有效期 ' || k.spans || '，收费日期不在有效期内；' END

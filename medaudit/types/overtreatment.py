@@ -78,6 +78,7 @@ from .base import (
     RuleType,
     check_classes,
     chrg_names,
+    claim,
     icd,
     percentile_judge,
     percentile_terms,
@@ -163,7 +164,7 @@ RULE_TYPE = RuleType(
             FROM vq j JOIN gp g USING (rule_key, month, inpatient, inst_level, dg)
             WHERE {_ABOVE})
         SELECT j.rule_key, j.mdtrt_id AS finding_key, j.mdtrt_id, l.bkkp_sn, 'violating' AS role,
-               l.deductible AS claim, j.ev_head, {LINE_REF} || ' ' || {LINE_FACT} AS ev_line,
+               {claim("whole_line", deductible="l.deductible")} AS claim, j.ev_head, {LINE_REF} || ' ' || {LINE_FACT} AS ev_line,
                j.month AS peer_month
         FROM judged j JOIN {{lines}} l ON l.mdtrt_id = j.mdtrt_id AND list_contains(j.classes, l.med_chrgitm_type)
     """,

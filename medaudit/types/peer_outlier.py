@@ -83,7 +83,7 @@ DOC_ZH = """水位异常：医生、科室或机构的指标远高于同类。
 **扣款。** `none`：不扣款。
 """
 
-from .base import LIVE_VISITS, Param, Reach, RuleType, rule_applies
+from .base import LIVE_VISITS, Param, Reach, RuleType, claim, rule_applies
 from .readmission import excluded_condition, pair_condition
 
 MIN_PEERS = 5
@@ -217,7 +217,7 @@ RULE_TYPE = RuleType(
                    rank() OVER (PARTITION BY e.rule_key, e.month, e.peer_key ORDER BY e.value DESC) AS rnk
             FROM elig e JOIN pv USING (rule_key, month, peer_key))
         SELECT rule_key, entity || '|' || fixmedins_code || '|' || ent || '|' || month AS finding_key,
-               NULL AS mdtrt_id, NULL AS bkkp_sn, 'violating' AS role, 0 AS claim,
+               NULL AS mdtrt_id, NULL AS bkkp_sn, 'violating' AS role, {claim("none")} AS claim,
                CASE entity WHEN 'doctor' THEN '医师 ' || ent || '（机构 ' || fixmedins_code || coalesce('，科室 ' || main_dept, '') || '）'
                            WHEN 'department' THEN '科室 ' || ent || '（机构 ' || fixmedins_code || '）'
                            ELSE '机构 ' || ent || ' ' END

@@ -59,7 +59,7 @@ DOC_ZH = """超标准收费：单价高于机构等级对应的限价。
 
 from .base import Param, RuleType
 
-from ..semantics import case, cat, col, fund_share_claim, level_price
+from ..semantics import case, cat, col, level_price
 from .line_check import ITEM, LINE, CatalogueCap, level_cn, line_check, price_text, yuan
 
 _level, _pric = col("inst_level"), col("pric")
@@ -74,7 +74,8 @@ _over = (_pric - _cap) * col("cnt")  # the overcharge in yuan
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
     where=(col("deductible") > 0) & (_pric > _cap),
-    claim=fund_share_claim.build(_over, col("deductible"), col("amt")),
+    mode="price_diff",
+    claim_inputs={"overcharge": _over},
     ev_head=cat(""),
     ev_line=cat(
         ITEM,

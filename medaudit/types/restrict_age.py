@@ -71,6 +71,7 @@ _ay, _ad = col("age_years"), col("age_days")
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
+    mode="whole_line",
     where=case(
         (_group.eq("新生儿"), _ad >= col("neonate_days")),
         (_group.eq("婴幼儿"), _ay >= col("infant_years")),

@@ -44,6 +44,7 @@ from .line_check import ITEM, LINE, gender_cn, line_check
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
+    mode="whole_line",
     where=col("gend").isin("1", "2") & col("gend").ne(col("gender")) & (col("deductible") > 0),
     ev_head=cat("患者性别为", gender_cn(col("gend"))),
     ev_line=cat(ITEM, " 限", gender_cn(col("gender")), "性使用，", LINE),

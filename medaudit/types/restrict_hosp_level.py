@@ -40,6 +40,7 @@ from .line_check import ITEM, LINE, level_cn, line_check
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
+    mode="whole_line",
     where=(col("inst_level") < col("min_level")) & (col("deductible") > 0),
     ev_head=cat("机构等级为", level_cn(col("inst_level")), "（hosp_lv ", coalesce(col("hosp_lv"), ""), "）"),
     ev_line=cat(ITEM, " 限", level_cn(col("min_level")), "及以上医疗机构使用，", LINE),

@@ -36,7 +36,7 @@ DOC_ZH = """限适应症：只对特定诊断支付的项目。
 **扣款。** `whole_line`：整条明细。
 """
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, claim, claim_of
 
 
 # ---------------------------------------------------------------------------- in memory (pre-alert)
@@ -59,7 +59,7 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
             hit(
                 m,
                 "violating",
-                m["deductible"],
+                claim_of("whole_line", m),
                 "本次就诊诊断：" + shown,
                 f"{ref(m)} 限诊断 {'、'.join(m['diag_prefixes'])} 开头的患者使用，{line_fact(m)}",
             )
@@ -91,7 +91,7 @@ RULE_TYPE = RuleType(
                FROM pref JOIN {{diag}} d ON d.mdtrt_id = pref.mdtrt_id AND starts_with(upper(d.diag_code), upper(pref.prefix))),
         vdiag AS (SELECT mdtrt_id, string_agg(DISTINCT diag_code, '、' ORDER BY diag_code) AS codes
                   FROM {{diag}} WHERE mdtrt_id IN (SELECT mdtrt_id FROM m) GROUP BY mdtrt_id)
-        SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role, m.deductible AS claim,
+        SELECT m.rule_key, m.mdtrt_id AS finding_key, m.mdtrt_id, m.bkkp_sn, 'violating' AS role, {claim("whole_line", deductible="m.deductible")} AS claim,
                '本次就诊诊断：' || coalesce(vdiag.codes, '无') AS ev_head,
                {ITEM_REF} || ' 限诊断 ' || array_to_string(diag_prefixes, '、') || ' 开头的患者使用，' || {LINE_FACT} AS ev_line
         FROM m LEFT JOIN vdiag ON vdiag.mdtrt_id = m.mdtrt_id

@@ -40,6 +40,7 @@ from .line_check import ITEM, LINE, insutype_cn, line_check
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
+    mode="whole_line",
     where=~list_contains(col("allowed"), col("insutype")) & (col("deductible") > 0),
     ev_head=cat("患者险种为 ", col("insutype"), "（", insutype_cn(col("insutype")), "）"),
     ev_line=cat(

@@ -42,6 +42,7 @@ from .line_check import ITEM, LINE, line_check, med_type_cn
 
 # One declaration, both executions: the query and the pre-alert evaluator are generated from it.
 QUERY, evaluate = line_check(
+    mode="whole_line",
     where=(col("deductible") > 0)
     & col("inpatient").ne(col("allowed").eq("inpatient"))
     & ~coalesce(list_contains(col("med_types"), col("med_type")), False),

@@ -52,7 +52,7 @@ DOC_ZH = """主次手术未折价：同组的第二台手术按全价收费。
 
 from decimal import Decimal
 
-from .base import ITEM_REF, LINE_FACT, Param, RuleType, hilist_cap, hilist_caps_join, price_text
+from .base import ITEM_REF, LINE_FACT, Param, RuleType, claim, claim_of, hilist_cap, hilist_caps_join, price_text
 
 
 def _rate(v: Decimal) -> str | None:
@@ -63,7 +63,7 @@ def _rate(v: Decimal) -> str | None:
 # The same check over the request's rows, for the pre-alert fast path: a transcription of the
 # query above (tests/test_prealert_parity.py holds the two equal).
 from typing import Any
-from .evidence import ZERO, Hit, qty, price_text as py_price_text, ref, line_fact, hit
+from .evidence import Hit, qty, price_text as py_price_text, ref, line_fact, hit
 
 
 def evaluate(ctx, ms: list[dict]) -> list[Hit]:
@@ -110,8 +110,9 @@ def evaluate(ctx, ms: list[dict]) -> list[Hit]:
                     f"次要手术应不高于全价 {py_price_text(full)} 元的 {qty(rate * 100)}%（{py_price_text(rate * full)} 元），"
                     f"实际单价 {py_price_text(r['pric'])} 元，按 {qty((1 - rate) * 100)}% 扣除；{line_fact(r)}"
                 )
+            # the pct mode: 1 - rate of the line's deductible (the part above the secondary's price)
             out.append(
-                hit(r, "violating" if v else "related", (1 - r["rate"]) * r["deductible"] if v else ZERO, "", ev)
+                hit(r, "violating" if v else "related", claim_of("pct", r, carries=v, rate=1 - r["rate"]), "", ev)
             )
     return out
 
@@ -155,7 +156,7 @@ RULE_TYPE = RuleType(
         h AS (SELECT *, bool_or(v) OVER (PARTITION BY rule_key, mdtrt_id, fee_date, "group") AS any_v FROM f)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN v THEN 'violating' ELSE 'related' END AS role,
-               CASE WHEN v THEN (1 - rate) * deductible ELSE 0 END AS claim,
+               {claim("pct", carries="v", rate="1 - rate")} AS claim,
                '' AS ev_head,
                CASE WHEN v THEN
                    {ITEM_REF} || ' 与主手术 ' || main_ref || '（单价 ' || {price_text("main_pric")} || ' 元）同日同组（'

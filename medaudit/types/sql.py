@@ -133,7 +133,7 @@ import duckdb
 from .. import db as dbm
 from .. import resources
 from ..contract import TABLES
-from .base import LINE_FACT, Param, Reach, RuleType, rule_applies
+from .base import LINE_FACT, Param, Reach, RuleType, claim, rule_applies
 
 #: what a rule's query may read: the screened views and the loaded contract tables, by their bare name
 CANONICAL_TABLES = ("lines", "visits", "diag", "deaths", *TABLES)
@@ -553,7 +553,10 @@ def compose(names: dict[str, str], con=None) -> str:
               FROM {ROWS_TABLE} WHERE bkkp_sn IS NOT NULL GROUP BY rule_key, bkkp_sn),
         x AS (
             SELECT h.rule_key, h.evidence, h.has_amount, l.*,
-                   CASE WHEN h.has_amount THEN greatest(least(h.amount, l.deductible), 0) ELSE l.deductible END AS claim
+                   -- the rule's own amount (within 0 and the deductible) when its query gives one, else
+                   -- what the declared mode claims
+                   CASE WHEN h.has_amount THEN greatest(least(h.amount, l.deductible), 0)
+                        ELSE {claim("whole_line", deductible="l.deductible")} END AS claim
             FROM h JOIN {names["lines"]} l ON l.bkkp_sn = h.bkkp_sn
             JOIN r_all r ON r.rule_key = h.rule_key
             WHERE l.deductible > 0 AND {rule_applies("r", "l.fee_date", "l")})

@@ -55,7 +55,9 @@ def _check(params: dict) -> str | None:
 
 # excess_allocation works on whole units; the excess here is a fraction of the line, so the line
 # is scaled by prd_days (cnt, amt and deductible x prd_days, excess = cnt x (prd_days - max_days)):
-# every product stays exact, and one exact division by prd_days at the end gives the claim.
+# every product stays exact, and one exact division by prd_days at the end gives the claim. The
+# claim of the scaled line is the excess_qty mode's (excess_allocation); only that division back
+# (and the cap at the unscaled deductible) is this type's own.
 
 
 # ---------------------------------------------------------------------------- in memory (pre-alert)
