@@ -16,8 +16,9 @@ from medaudit import engine
 from medaudit.types import REGISTRY
 from medaudit.types.base import INPUTS
 
-#: the engine's own tables a query may read besides its inputs (the rules of every type)
-ENGINE_TABLES = {"r_all", "rule_fan"}
+#: the engine's own tables a query may read besides its inputs: none (its rules come as ``{r}``,
+#: their parameters as ``{p}``, its matched lines as ``{m}``)
+ENGINE_TABLES: set[str] = set()
 
 
 def tables_read(sql: str) -> set[str]:
@@ -60,8 +61,8 @@ def tables_read(sql: str) -> set[str]:
 
 def renamed(rt) -> dict[str, str]:
     names = engine.type_names(rt, **{t: f"in_{t}" for t in INPUTS})
-    # the matched lines and the parameter table as plain names (as pre-alert inlines {m})
-    names["m"], names["p"] = f"in_m_{rt.name}", f"in_p_{rt.name}"
+    # the matched lines, the parameter table and the rules as plain names (as pre-alert inlines {m})
+    names["m"], names["p"], names["r"] = f"in_m_{rt.name}", f"in_p_{rt.name}", f"in_r_{rt.name}"
     return names
 
 
@@ -74,7 +75,7 @@ def test_a_type_reads_only_the_tables_it_is_handed(name):
     else:
         sql = rt.sql(names)
     read = tables_read(sql)
-    handed = {v for k, v in names.items() if k != "r"} | ENGINE_TABLES
+    handed = set(names.values()) | ENGINE_TABLES
     extra = {"sql_rule_rows"} if name == "sql" else set()  # filled by the type's own prepare step
     bare = read - handed - extra
     assert not bare, f"{name} reads {sorted(bare)} by its bare name; name it in braces ({{lines}}) instead"

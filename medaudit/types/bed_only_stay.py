@@ -94,7 +94,7 @@ RULE_TYPE = RuleType(
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.max_bed_only_days, p.max_bed_only_share, p.care_classes, r.* EXCLUDE (rule_key)
-                    FROM {{p}} p JOIN r_all r USING (rule_key)),
+                    FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         stays AS (SELECT v.*, lf.last_fee FROM {LIVE_VISITS} v
                   JOIN (SELECT mdtrt_id, max(fee_date) AS last_fee FROM {{lines}} GROUP BY mdtrt_id) lf USING (mdtrt_id)
                   WHERE v.inpatient),

@@ -104,7 +104,7 @@ RULE_TYPE = RuleType(
         ),
     ),
     query=f"""
-        WITH rp AS (SELECT p.rule_key, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN r_all r USING (rule_key)),
+        WITH rp AS (SELECT p.rule_key, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         lists AS (
             SELECT rule_key, '2' AS for_gend, unnest(female_prefixes) AS entry FROM {{p}}
             UNION ALL

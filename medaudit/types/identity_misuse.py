@@ -92,7 +92,7 @@ RULE_TYPE = RuleType(
         ),
     ),
     query=f"""
-        WITH rp AS (SELECT p.rule_key, p.min_gap_minutes, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN r_all r USING (rule_key)),
+        WITH rp AS (SELECT p.rule_key, p.min_gap_minutes, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         live AS (SELECT * FROM {LIVE_VISITS} WHERE NOT inpatient),
         cur AS (
             SELECT rp.rule_key, rp.min_gap_minutes, v.*

@@ -113,7 +113,7 @@ RULE_TYPE = RuleType(
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.max_los, p.allowed_classes, p.diag_prefixes, r.* EXCLUDE (rule_key)
-                    FROM {{p}} p JOIN r_all r USING (rule_key)),
+                    FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         vl AS (SELECT mdtrt_id, count(*) AS n_lines, max(fee_date) AS last_fee,
                       list(DISTINCT med_chrgitm_type) FILTER (WHERE med_chrgitm_type IS NOT NULL) AS classes,
                       bool_or(med_chrgitm_type IS NULL) AS unclassed

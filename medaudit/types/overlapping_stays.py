@@ -88,7 +88,7 @@ RULE_TYPE = RuleType(
         ),
     ),
     query=f"""
-        WITH rp AS (SELECT p.rule_key, p.kind, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN r_all r USING (rule_key)),
+        WITH rp AS (SELECT p.rule_key, p.kind, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         live AS (SELECT * FROM {LIVE_VISITS}),
         cur AS (
             SELECT rp.rule_key, rp.kind, v.*

@@ -132,7 +132,7 @@ RULE_TYPE = RuleType(
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.classes, p.percentile, p.min_peers, r.* EXCLUDE (rule_key)
-                    FROM {{p}} p JOIN r_all r USING (rule_key)),
+                    FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         -- each visit's quantity per item class of any rule's classes, summed once for every rule
         -- (a visit has a few such classes, not hundreds of lines)
         cls AS (SELECT DISTINCT unnest(classes) AS c FROM rp),

@@ -150,7 +150,7 @@ RULE_TYPE = RuleType(
     ),
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.entity, p.metric, p.peer_by, p.percentile, p.min_visits, r.* EXCLUDE (rule_key)
-                    FROM {{p}} p JOIN r_all r USING (rule_key)),
+                    FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         vl AS (
             SELECT mdtrt_id, sum(amt) AS amt,
                    coalesce(sum(amt) FILTER (WHERE list_type IN ('101', '102')), 0) AS drug_amt,

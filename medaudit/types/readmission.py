@@ -138,7 +138,7 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.max_gap_days, p.same_institution, p.same_diag_prefix_len,
                            p.exclude_diag_prefixes, r.* EXCLUDE (rule_key)
-                    FROM {{p}} p JOIN r_all r USING (rule_key)),
+                    FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         stays AS (SELECT * FROM {LIVE_VISITS} WHERE inpatient),
         cur AS (
             SELECT rp.rule_key, rp.max_gap_days, rp.same_institution, rp.same_diag_prefix_len,

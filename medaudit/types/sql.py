@@ -533,8 +533,10 @@ def prepare(
 ) -> None:
     """Check every sql rule of ``p_sql`` (as the library did) and run them in the sandbox over
     the tables the engine hands the type (``tables``: :func:`medaudit.engine.type_names`)."""
+    names = tables or {}
     rules = con.execute(
-        "SELECT p.rule_key, r.rule_id, p.query FROM p_sql p JOIN r_all r USING (rule_key) ORDER BY p.rule_key"
+        f"SELECT p.rule_key, r.rule_id, p.query FROM {names.get('p', 'p_sql')} p "
+        f"JOIN {names.get('r', 'r_all')} r USING (rule_key) ORDER BY p.rule_key"
     ).fetchall()
     for _key, rule_id, query in rules:
         msg = check_query(query)
@@ -558,7 +560,7 @@ def compose(names: dict[str, str], con=None) -> str:
                    CASE WHEN h.has_amount THEN greatest(least(h.amount, l.deductible), 0)
                         ELSE {claim("whole_line", deductible="l.deductible")} END AS claim
             FROM h JOIN {names["lines"]} l ON l.bkkp_sn = h.bkkp_sn
-            JOIN r_all r ON r.rule_key = h.rule_key
+            JOIN {names["r"]} r ON r.rule_key = h.rule_key
             WHERE l.deductible > 0 AND {rule_applies("r", "l.fee_date", "l")})
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn, 'violating' AS role, claim, '' AS ev_head,
                item_ref(list_type, hilist_name, hilist_code) || ' ' || {LINE_FACT}
