@@ -812,26 +812,30 @@ def _screen_in_parts(
     reaches = incremental.reach_of(rules)
     local = [t for t in names if reaches[t].scope == "person"]
     wide = [t for t in names if t not in local]
-    steps, step, n_lines = k * (len(local) + 1) + len(wide), 0, 0
+    steps, n_lines = k * (len(local) + 1) + len(wide), 0
+    done = iter(range(steps))
+
+    def step(name: str, tname: str | None = None) -> None:
+        """Report a step (``on_type``); run the type ``tname``, adding its time to its others."""
+        if on_type:
+            on_type(name, next(done), steps)
+        if tname is not None:
+            t = time.perf_counter()
+            run_type(con, REGISTRY[tname])
+            timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
+
     folder = _parts_folder(con) if wide else None
     keep = "*"
     try:
         for i in range(k):
-            if on_type:
-                on_type(f"(lines, part {i + 1} of {k})", step, steps)
-            step += 1
+            step(f"(lines, part {i + 1} of {k})")
             n_lines += prepare_lines(con, stage, part=(i, k)) or 0
             if folder is not None:
                 if i == 0:
                     keep = _columns_read(con, [REGISTRY[t] for t in wide])
                 _copy_part(con, keep, f"{folder}/part{i}.parquet")
             for tname in local:
-                if on_type:
-                    on_type(tname, step, steps)
-                step += 1
-                t = time.perf_counter()
-                run_type(con, REGISTRY[tname])
-                timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
+                step(tname, tname)
             _keep_line_info(con, first=i == 0)
         if folder is None:
             return n_lines
@@ -840,12 +844,7 @@ def _screen_in_parts(
         prepare_context(con)
         con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*.parquet')")
         for tname in wide:
-            if on_type:
-                on_type(tname, step, steps)
-            step += 1
-            t = time.perf_counter()
-            run_type(con, REGISTRY[tname])
-            timings[tname] = time.perf_counter() - t
+            step(tname, tname)
         _keep_line_info(con, first=False, known=True)
         _drop_temp(con, "lines")
         return n_lines
