@@ -146,16 +146,14 @@ def prepare_lines(
     ctx: Context | None = None,
     tables: Mapping[str, str] | None = None,
     part: tuple[int, int] | None = None,
-    view: bool = False,
-) -> int | None:
+) -> int:
     """Build ``lines`` for a stage. Returns the number of screened lines.
 
     ``ctx``: an incremental run's context (:mod:`medaudit.incremental`): only the fee lines of
     its visits are read, from its first day on (the row groups before it are skipped).
     ``tables``: contract tables read under another name (see :func:`prepare_context`).
     ``part``: ``(i, k)``: the lines of the i-th of k parts of the persons (a big batch screened
-    part by part, :func:`screen`). ``view``: ``lines`` is a view, computed where it is read
-    (each reader pays the netting of the columns it reads; returns None, nothing counted)."""
+    part by part, :func:`screen`)."""
     prepare_context(con, ctx, tables, part)
     named = dict(tables or {})
     fee_list_d = src = named.get("fee_list_d", "fee_list_d")
@@ -173,10 +171,7 @@ def prepare_lines(
     # refund only, and every line takes its adjustment by one join with that small table; the
     # wide columns are read once, in the final SELECT (no copy of fee_list_d is carried through
     # the netting). The joins run as written: the fee lines probe the small tables.
-    _drop_temp(con, "lines")
-    if view:
-        _build_lines(con, src, stage, setl_d, kind="VIEW")
-        return None
+    _drop_temp(con, "lines")  # a table, or a screen in parts' view of its files
     with db.joins_as_written(con):
         _build_lines(con, src, stage, setl_d)
     return con.execute("SELECT count(*) FROM lines").fetchall()[0][0]
@@ -202,10 +197,10 @@ def person_part(psn_no: str, i: int, k: int) -> str:
     return f"hash({psn_no}) % {int(k)} = {int(i)}"
 
 
-def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d", kind: str = "TABLE") -> None:
+def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d") -> None:
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP {kind} lines AS
+        CREATE OR REPLACE TEMP TABLE lines AS
         WITH neg AS (
             SELECT mdtrt_id, hilist_code, fee_ocur_time, cnt, det_item_fee_sumamt, fulamt_ownpay_amt, init_feedetl_sn
             FROM {src} WHERE cnt < 0),
@@ -736,7 +731,7 @@ def _screen_whole(
 ) -> int:
     """Build ``lines`` once and run every type over it (an incremental run: each type over the
     lines of its reach). Returns the lines screened."""
-    n_lines = prepare_lines(con, stage, ctx) or 0
+    n_lines = prepare_lines(con, stage, ctx)
     reaches = incremental.reach_of(rules) if ctx is not None else {}
     views = ctx is not None and (ctx.everything or ctx.has_month)
     if views:
@@ -829,7 +824,7 @@ def _screen_in_parts(
     try:
         for i in range(k):
             step(f"(lines, part {i + 1} of {k})")
-            n_lines += prepare_lines(con, stage, part=(i, k)) or 0
+            n_lines += prepare_lines(con, stage, part=(i, k))
             if folder is not None:
                 if i == 0:
                     keep = _columns_read(con, [REGISTRY[t] for t in wide])

@@ -116,3 +116,32 @@ def test_cli_part_lines(tmp_path):
     assert "parts of persons" in res.output
     res = CliRunner().invoke(app, ["screen", str(tmp_path / "x.duckdb"), "--rules", str(RULES), "--part-lines", "0"])
     assert res.exit_code != 0 and "part-lines" in res.output
+
+
+@pytest.mark.slow
+def test_a_spill_folder_with_a_quote_is_not_pasted_into_sql(loaded, tmp_path):
+    """The parts' Parquet files go in the spill folder, whose path is written into a COPY
+    statement: a folder name with a quote (``x'); DROP TABLE findings; --``) is never used there;
+    the files go to the system's temporary folder instead, and the screen is the same."""
+    hostile = tmp_path / "x'); DROP TABLE findings; --"
+    hostile.mkdir()
+    con = dbm.connect(tmp_path / "q.duckdb")
+    con.execute("SET temp_directory = ?", [str(hostile)])
+    folder = engine._parts_folder(con)
+    try:
+        assert "'" not in folder and not folder.startswith(str(hostile))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    con.close()
+    whole, _ = screened(loaded, tmp_path, None)
+    path = tmp_path / "hostile.duckdb"
+    shutil.copyfile(loaded, path)
+    con = dbm.connect(path)
+    con.execute("SET temp_directory = ?", [str(hostile)])
+    n_fee = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+    res = screen(con, load_library(RULES), "post_hoc", scope=Scope("all"), part_lines=-(-n_fee // 3))
+    assert res.n_parts == 3
+    got = con.execute("SELECT finding_id, claimed_amt FROM findings WHERE stage = 'post_hoc' ORDER BY 1").fetchall()
+    con.close()
+    assert got == [(f[0], f[13]) for f in whole["findings"] if f[2] == "post_hoc"]
+    assert list(hostile.iterdir()) == [], "nothing written in the hostile folder"

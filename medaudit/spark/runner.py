@@ -358,7 +358,7 @@ def screen_parquet(
         df = spark.read.parquet(str(root / t))
         # knowledge tables are broadcast; the claim tables are large
         con.view(t, broadcast(df) if t in ("hilist", "psn_death", "purchases", "code_names") else df)
-    n_lines = engine.prepare_lines(con, stage) or 0
+    n_lines = engine.prepare_lines(con, stage)
     by_type = engine.register_rules(con, rules, distinct_bodies=True)
     for name in ("r_all", "rule_fan", *(f"p_{t}" for t in by_type)):
         if name not in con.rule_tables:
