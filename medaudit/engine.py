@@ -269,6 +269,12 @@ def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d
 
 # ---------------------------------------------------------------------------- rule tables
 
+#: the engine's working tables between a screen's steps, each made by one function and read
+#: by the next under these names only: the rules (:func:`register_rules`: ``RULES`` one row a
+#: rule, ``FAN`` the rules that share an evaluated rule's body) and the types' hit rows
+#: (:func:`create_hits`, :func:`run_type`), grouped by :func:`findings_sql`
+RULES, FAN, HITS = "r_all", "rule_fan", "hits"
+
 
 def _param_dtype(kind: str):
     return {
@@ -311,9 +317,9 @@ def register_rules(con: db.Connection, rules: list[Rule], distinct_bodies: bool 
         if rep != key:
             fan.append((rep, key))
     copies = {key for _rep, key in fan}
-    con.execute("CREATE OR REPLACE TEMP TABLE rule_fan (rep_key INTEGER, rule_key INTEGER)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {FAN} (rep_key INTEGER, rule_key INTEGER)")
     if fan:
-        con.executemany("INSERT INTO rule_fan VALUES (?, ?)", fan)
+        con.executemany(f"INSERT INTO {FAN} VALUES (?, ?)", fan)
     r_rows = []
     for key, r in enumerate(rules):
         r_rows.append(
@@ -352,7 +358,7 @@ def register_rules(con: db.Connection, rules: list[Rule], distinct_bodies: bool 
         },
     )
     con.register("__r", r_df.to_arrow())
-    con.execute("CREATE OR REPLACE TEMP TABLE r_all AS SELECT * FROM __r")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {RULES} AS SELECT * FROM __r")
     con.unregister("__r")
 
     by_type: dict[str, list[tuple[int, Rule]]] = {}
@@ -447,14 +453,14 @@ def type_names(rt: RuleType, **tables: str) -> dict[str, str]:
     return {
         "m": f"m_{rt.name}",
         "p": f"p_{rt.name}",
-        "r": f"(SELECT * FROM r_all WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM rule_fan))",
+        "r": f"(SELECT * FROM {RULES} WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM {FAN}))",
         **{t: tables.get(t, t) for t in INPUTS},
     }
 
 
 def create_hits(con: db.Connection) -> None:
     cols = ", ".join(f"{k} {v}" for k, v in HIT_COLUMNS.items())
-    con.execute(f"CREATE OR REPLACE TEMP TABLE hits ({cols})")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {HITS} ({cols})")
 
 
 def run_type(con: db.Connection, rt: RuleType, lines: str = "lines") -> int:
@@ -469,9 +475,9 @@ def run_type(con: db.Connection, rt: RuleType, lines: str = "lines") -> int:
     names = type_names(rt, lines=lines)
     if rt.prepare is not None:
         rt.prepare(con, tables=names)
-    before = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
-    con.execute(f"INSERT INTO hits BY NAME {rt.sql(names, con)}")
-    return con.execute("SELECT count(*) FROM hits").fetchall()[0][0] - before
+    before = con.execute(f"SELECT count(*) FROM {HITS}").fetchall()[0][0]
+    con.execute(f"INSERT INTO {HITS} BY NAME {rt.sql(names, con)}")
+    return con.execute(f"SELECT count(*) FROM {HITS}").fetchall()[0][0] - before
 
 
 # ---------------------------------------------------------------------------- findings
@@ -490,28 +496,44 @@ LINE_INFO = (
 )
 
 
-def findings_sql(stage: str, run_id: int, lines: str = "lines") -> str:
+def findings_sql(
+    stage: str, run_id: int, lines: str = "lines", hits: str = HITS, rules: str = RULES, fan: str = FAN
+) -> str:
     """The script that groups ``hits`` into ``new_findings`` and ``new_finding_lines`` (ids,
     claims, evidence; nothing carried yet): what :func:`store_findings` runs, and what the Spark
     runner (:mod:`medaudit.spark`) renders for Spark. ``lines``: where the hit lines' facts are
     read (at least the columns of :data:`LINE_INFO`)."""
     return f"""
-        CREATE OR REPLACE TEMP TABLE hit_lines AS
-        SELECT h.rule_key, h.finding_key, h.bkkp_sn,
-               CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END AS role,
-               CAST(coalesce(max(h.claim) FILTER (WHERE h.role = 'violating'), 0) AS DECIMAL(38,12)) AS claim,
-               -- ordered: the same evidence text every run (DISTINCT alone leaves the order to the threads)
-               string_agg(DISTINCT h.ev_line, '；' ORDER BY h.ev_line) AS ev_line,
-               any_value(h.ev_head) AS ev_head, any_value(h.mdtrt_id) AS mdtrt_id,
-               any_value(h.psn_no) AS psn_no, any_value(h.fixmedins_code) AS fixmedins_code,
-               any_value(h.dept_code) AS dept_code, any_value(h.dr_code) AS dr_code,
-               any_value(h.period) AS period,
-               max(h.excess_units) FILTER (WHERE h.role = 'violating') AS excess_units
-        FROM hits h GROUP BY h.rule_key, h.finding_key, h.bkkp_sn;
+        -- a hit line is usually one row of ``hits``; the keys with more (a line a type names
+        -- twice in one finding) are grouped, the others taken as they are: the grouping of
+        -- every row cost more than the rest of this step (by the key's hash: a collision only
+        -- sends a key through the grouping, which gives a single row the same values)
+        CREATE OR REPLACE TEMP TABLE hit_twice AS
+        SELECT hash(rule_key, finding_key, bkkp_sn) AS k FROM {hits} GROUP BY 1 HAVING count(*) > 1;
 
         -- the hit lines with what the findings take from their lines, read from ``lines`` once
         -- (the finding lines of every rule sharing a body come from here too)
         CREATE OR REPLACE TEMP TABLE hit_lines_l AS
+        WITH hit_lines AS (
+            SELECT h.rule_key, h.finding_key, h.bkkp_sn,
+                   CASE WHEN h.role = 'violating' THEN 'violating' ELSE 'related' END AS role,
+                   CAST(CASE WHEN h.role = 'violating' THEN coalesce(h.claim, 0) ELSE 0 END AS DECIMAL(38,12)) AS claim,
+                   h.ev_line, h.ev_head, h.mdtrt_id, h.psn_no, h.fixmedins_code, h.dept_code, h.dr_code, h.period,
+                   CASE WHEN h.role = 'violating' THEN h.excess_units END AS excess_units
+            FROM {hits} h WHERE hash(h.rule_key, h.finding_key, h.bkkp_sn) NOT IN (SELECT k FROM hit_twice)
+            UNION ALL
+            SELECT h.rule_key, h.finding_key, h.bkkp_sn,
+                   CASE WHEN bool_or(h.role = 'violating') THEN 'violating' ELSE 'related' END AS role,
+                   CAST(coalesce(max(h.claim) FILTER (WHERE h.role = 'violating'), 0) AS DECIMAL(38,12)) AS claim,
+                   -- ordered: the same evidence text every run (DISTINCT alone leaves the order to the threads)
+                   string_agg(DISTINCT h.ev_line, '；' ORDER BY h.ev_line) AS ev_line,
+                   any_value(h.ev_head) AS ev_head, any_value(h.mdtrt_id) AS mdtrt_id,
+                   any_value(h.psn_no) AS psn_no, any_value(h.fixmedins_code) AS fixmedins_code,
+                   any_value(h.dept_code) AS dept_code, any_value(h.dr_code) AS dr_code,
+                   any_value(h.period) AS period,
+                   max(h.excess_units) FILTER (WHERE h.role = 'violating') AS excess_units
+            FROM {hits} h WHERE hash(h.rule_key, h.finding_key, h.bkkp_sn) IN (SELECT k FROM hit_twice)
+            GROUP BY h.rule_key, h.finding_key, h.bkkp_sn)
         SELECT h.*, l.fee_ocur_time, l.amt, l.psn_no AS l_psn, l.fixmedins_code AS l_inst,
                l.bilg_dept_codg, l.bilg_dr_code, l.setl_id, l.setl_time, l.visit_dept, l.chfpdr_code,
                (h.role = 'violating') AS v
@@ -543,14 +565,14 @@ def findings_sql(stage: str, run_id: int, lines: str = "lines") -> str:
                       string_agg(hl.ev_line, '；' ORDER BY hl.fee_ocur_time, hl.bkkp_sn) FILTER (WHERE hl.ev_line IS NOT NULL)) AS evidence,
             {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
             {run_id} AS first_run, {run_id} AS last_run, now()::TIMESTAMP AS created_at
-        FROM hl JOIN r_all r ON r.rule_key = hl.rule_key
+        FROM hl JOIN {rules} r ON r.rule_key = hl.rule_key
         GROUP BY r.rule_key, r.rule_id, r.rule_version, r.rule_name, r.rule_type, r.severity, r.nature, r.basis, hl.finding_key;
 
         -- every rule evaluated, and each rule sharing its body (rule_fan), gets the same findings
         -- under its own id, labels and initial status
         CREATE OR REPLACE TEMP TABLE rule_map AS
-        SELECT rule_key AS rep_key, rule_key FROM r_all WHERE rule_key NOT IN (SELECT rule_key FROM rule_fan)
-        UNION ALL SELECT rep_key, rule_key FROM rule_fan;
+        SELECT rule_key AS rep_key, rule_key FROM {rules} WHERE rule_key NOT IN (SELECT rule_key FROM {fan})
+        UNION ALL SELECT rep_key, rule_key FROM {fan};
 
         CREATE OR REPLACE TEMP TABLE new_findings AS
         SELECT md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || f.finding_key || '|' || f.violating_sns) AS finding_id,
@@ -559,7 +581,7 @@ def findings_sql(stage: str, run_id: int, lines: str = "lines") -> str:
                             nature, basis, status, first_run, last_run, created_at),
                {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
                f.first_run, f.last_run, f.created_at, m.rule_key AS __rule_key
-        FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN r_all r ON r.rule_key = m.rule_key;
+        FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN {rules} r ON r.rule_key = m.rule_key;
 
 
         -- the findings' lines (a view: read after store_findings has kept the new findings only):
@@ -672,20 +694,20 @@ def screen(
         # the findings that involve the named visits, whole (all their hits); the others of
         # the context (the rest of a person's window, of a month) are left to the nightly runs
         con.execute(
-            """CREATE OR REPLACE TEMP TABLE __keep AS
-               SELECT DISTINCT rule_key, finding_key FROM hits
+            f"""CREATE OR REPLACE TEMP TABLE __keep AS
+               SELECT DISTINCT rule_key, finding_key FROM {HITS}
                WHERE list_contains(?::VARCHAR[], mdtrt_id)
                   OR bkkp_sn IN (SELECT bkkp_sn FROM lines WHERE list_contains(?::VARCHAR[], mdtrt_id))""",
             [list(scope.visits), list(scope.visits)],
         )
-        con.execute("""DELETE FROM hits h WHERE NOT EXISTS (
+        con.execute(f"""DELETE FROM {HITS} h WHERE NOT EXISTS (
                            SELECT 1 FROM __keep k WHERE k.rule_key = h.rule_key AND k.finding_key = h.finding_key);
                        DROP TABLE __keep;""")
     if on_type:
         on_type("", len(names), len(names))
     # hits of the rules evaluated, and the same again for each rule sharing a body (rule_fan)
     n_hits = con.execute(
-        "SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) FROM hits"
+        f"SELECT count(*) + (SELECT count(*) FROM {HITS} h JOIN {FAN} f ON f.rep_key = h.rule_key) FROM {HITS}"
     ).fetchall()[0][0]
     if own_transaction:
         con.execute("BEGIN TRANSACTION")
@@ -748,7 +770,7 @@ def _screen_whole(
         run_type(con, REGISTRY[tname], lines=src)
         if ctx is not None and reaches[tname].scope == "month":
             # month-scoped findings of the touched months only: the others' months are not whole here
-            con.execute(f"""DELETE FROM hits WHERE rule_key IN (SELECT rule_key FROM r_all WHERE rule_type = '{tname}')
+            con.execute(f"""DELETE FROM {HITS} WHERE rule_key IN (SELECT rule_key FROM {RULES} WHERE rule_type = '{tname}')
                             AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
         timings[tname] = time.perf_counter() - t
     if views:
@@ -926,7 +948,7 @@ def _parts_folder(con: duckdb.DuckDBPyConnection) -> str:
 def _keep_line_info(con: duckdb.DuckDBPyConnection, first: bool, known: bool = False) -> None:
     """Add to ``hit_line_info`` the facts of the lines of ``lines`` that hits name; ``known``:
     some may be there already (the wide types' hits on lines the parts' types hit too)."""
-    pick = f"SELECT {LINE_INFO} FROM lines WHERE bkkp_sn IN (SELECT bkkp_sn FROM hits)"
+    pick = f"SELECT {LINE_INFO} FROM lines WHERE bkkp_sn IN (SELECT bkkp_sn FROM {HITS})"
     if first:
         con.execute(f"CREATE OR REPLACE TEMP TABLE hit_line_info AS {pick}")
     elif known:

@@ -121,3 +121,71 @@ def test_a_code_shorter_than_a_prefix_matches_once():
     engine.register_rules(con, [rule])
     engine.build_matched(con, REGISTRY["restrict_gender"])
     assert con.execute("SELECT rule_key, bkkp_sn FROM m_restrict_gender").fetchall() == [(0, "L0")]
+
+
+# ------------------------------------------------------------------ hits grouped into hit lines
+
+
+def test_a_line_hit_twice_in_one_finding_is_one_hit_line():
+    """``findings_sql`` groups only the (rule, finding, line) keys that have more than one hit row
+    and takes the others as they are (issue 15: grouping every row cost more than the rest of
+    the step); both kinds must give what grouping every row gives."""
+    from decimal import Decimal
+
+    from medaudit import engine
+
+    con = duckdb.connect()
+    engine.create_hits(con)
+    con.execute(f"""CREATE TEMP TABLE {engine.RULES} AS SELECT 1 AS rule_key, 'R-1' AS rule_id, 1 AS rule_version,
+                    'r' AS rule_name, 'duplicate_line' AS rule_type, 'violation' AS severity, 'n' AS nature, 'b' AS basis""")
+    con.execute(f"CREATE TEMP TABLE {engine.FAN} (rep_key INTEGER, rule_key INTEGER)")
+    con.execute(f"""CREATE TEMP TABLE lines AS SELECT * FROM (VALUES
+        ('L1', TIMESTAMP '2026-01-01 08:00', 10.0, 'P', 'H', 'D', 'Dr', 'S', TIMESTAMP '2026-01-05', 'VD', 'C'),
+        ('L2', TIMESTAMP '2026-01-01 09:00', 20.0, 'P', 'H', 'D', 'Dr', 'S', TIMESTAMP '2026-01-05', 'VD', 'C'),
+        ('L3', TIMESTAMP '2026-01-01 10:00', 30.0, 'P', 'H', 'D', 'Dr', 'S', TIMESTAMP '2026-01-05', 'VD', 'C'))
+        t({engine.LINE_INFO})""")
+    rows = [  # rule_key, finding_key, mdtrt_id, bkkp_sn, role, claim, ev_line, excess_units
+        (1, "V", "V", "L1", "violating", 5, "b", 2),
+        (1, "V", "V", "L1", "related", 9, "a", 7),  # twice: violating wins, related's claim and units ignored
+        (1, "V", "V", "L2", "related", 3, "c", 1),  # once, related: claim 0, no units
+        (1, "V", "V", "L3", "violating", None, None, None),  # once, no claim stated: 0
+        (1, "V", "V", "L3", "violating", 4, "d", None),  # now twice: the larger claim
+        (1, "W", None, None, "related", None, "x", None),  # an entity's finding, no line, twice
+        (1, "W", None, None, "related", None, "x", None),
+        (1, "V2", "V", "L2", "violating", 6, "e", 3),  # the same line in another finding: apart
+    ]
+    con.executemany(
+        f"""INSERT INTO {engine.HITS} (rule_key, finding_key, mdtrt_id, bkkp_sn, role, claim, ev_line, excess_units)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        rows,
+    )
+    con.execute(engine.findings_sql("post_hoc", 1))
+    got = con.execute(
+        """SELECT finding_key, bkkp_sn, role, claim, ev_line, excess_units FROM hit_lines_l
+           ORDER BY finding_key, bkkp_sn NULLS LAST"""
+    ).fetchall()
+
+    def grouped():  # what grouping every key gives
+        keys: dict = {}
+        for k, f, _m, sn, role, claim, ev, units in rows:
+            keys.setdefault((k, f, sn), []).append((role, claim, ev, units))
+        out = []
+        for (_k, f, sn), hs in keys.items():
+            v = [h for h in hs if h[0] == "violating"]
+            evs = sorted({h[2] for h in hs if h[2] is not None})
+            units = [h[3] for h in v if h[3] is not None]
+            claims = [h[1] for h in v if h[1] is not None]
+            out.append(
+                (
+                    f,
+                    sn,
+                    "violating" if v else "related",
+                    Decimal(max(claims, default=0)),
+                    "；".join(evs) if evs else None,
+                    max(units) if units else None,
+                )
+            )
+        return sorted(out, key=lambda r: (r[0], r[1] is None, r[1] or ""))
+
+    assert [(f, sn, role, Decimal(c), ev, None if u is None else int(u)) for f, sn, role, c, ev, u in got] == grouped()
+    assert len(got) == 5

@@ -109,7 +109,7 @@ class Session:
                     f"SELECT bool_or(code IS NOT NULL), bool_or(prefix IS NOT NULL), bool_or(match_all) FROM p_{t}"
                 ).fetchall()[0]
                 names["m"] = "(" + engine.matched_sql(rt, bool(has_code), bool(has_prefix), bool(has_all)) + ")"
-            self.sql[t] = f"INSERT INTO hits BY NAME {rt.sql(names, cur)}"
+            self.sql[t] = f"INSERT INTO {engine.HITS} BY NAME {rt.sql(names, cur)}"
         # the codes whose lines of the person's other visits take part (types that judge a
         # person across visits: period_limit), as a condition on fee_list_d.hilist_code
         tests = []
@@ -364,7 +364,7 @@ def run(s: Session, batch: list[tuple[CheckRequest, list[str]]]) -> list[list[Al
         engine.create_hits(cur)
         s.run(again)
         before = claims_before(
-            Hit(*r) for r in cur.execute(f"SELECT {HIT_SELECT} FROM hits WHERE role = 'violating'").fetchall()
+            Hit(*r) for r in cur.execute(f"SELECT {HIT_SELECT} FROM {engine.HITS} WHERE role = 'violating'").fetchall()
         )
     order_ids = {o["bkkp_sn"] for os_ in orders for o in os_}
     out: list[list[Alert]] = [[] for _ in batch]
@@ -385,11 +385,11 @@ def _touched_hits(cur, new_ids: set[str]) -> tuple[list[Hit], dict[str, LineInfo
     cur.register("__req_new", _text_table({"bkkp_sn": sorted(new_ids)}))
     rows = cur.execute(
         f"""
-        WITH t AS (SELECT DISTINCT rule_key, finding_key FROM hits
+        WITH t AS (SELECT DISTINCT rule_key, finding_key FROM {engine.HITS}
                    WHERE bkkp_sn IN (SELECT bkkp_sn FROM __req_new))
         SELECT {", ".join("h." + c for c in HIT_SELECT.split(", "))},
                l.bkkp_sn IS NOT NULL, l.fee_ocur_time, l.psn_no, l.hilist_code, l.fixmedins_code, l.mdtrt_id, l.fee_date
-        FROM hits h JOIN t USING (rule_key, finding_key)
+        FROM {engine.HITS} h JOIN t USING (rule_key, finding_key)
         LEFT JOIN (SELECT DISTINCT ON (bkkp_sn) * FROM lines) l ON l.bkkp_sn = h.bkkp_sn
         """
     ).fetchall()

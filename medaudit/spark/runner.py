@@ -39,7 +39,7 @@ from .dialect import render
 
 #: the Parquet layout a Spark run reads: ``<root>/<table>/*.parquet``, one folder per loaded table
 TABLES = tuple(CONTRACT_TABLES)
-RULE_TABLE_PREFIXES = ("p_", "r_all", "rule_fan")
+RULE_TABLE_PREFIXES = ("p_", engine.RULES, engine.FAN)
 #: rule types whose query cannot run on Spark, and why (refused by name, never skipped silently)
 REFUSED: dict[str, str] = {
     "sql": "its rules are DuckDB SQL written by users, run in a DuckDB sandbox (no Spark rendering)",
@@ -161,7 +161,7 @@ class SparkCon:
             return
         if isinstance(stmt, exp.Insert):
             target = stmt.this.this.name if isinstance(stmt.this, exp.Schema) else stmt.this.name
-            if target != "hits":
+            if target != engine.HITS:
                 raise SparkRunError(f"unexpected INSERT INTO {target} in a Spark run")
             self.insert_hits(self._df(stmt.expression))
             self._drop_rec_views()  # the hits are checkpointed: the unrolled CTEs' views are done
@@ -250,8 +250,8 @@ class SparkCon:
         df = df.select([(col(k) if k in have else lit(None)).cast(t).alias(k) for k, t in spark_types.items()])
         # materialized once: store_findings reads the hits several times
         df = df.localCheckpoint(eager=True)
-        hits = self.spark.table("hits").unionByName(df)
-        self.view("hits", hits.localCheckpoint(eager=True))
+        hits = self.spark.table(engine.HITS).unionByName(df)
+        self.view(engine.HITS, hits.localCheckpoint(eager=True))
 
 
 def spark_session(
@@ -360,7 +360,7 @@ def screen_parquet(
         con.view(t, broadcast(df) if t in ("hilist", "psn_death", "purchases", "code_names") else df)
     n_lines = engine.prepare_lines(con, stage)
     by_type = engine.register_rules(con, rules, distinct_bodies=True)
-    for name in ("r_all", "rule_fan", *(f"p_{t}" for t in by_type)):
+    for name in (engine.RULES, engine.FAN, *(f"p_{t}" for t in by_type)):
         if name not in con.rule_tables:
             con._push_rule_table(name)
     engine.create_hits(con)
@@ -379,7 +379,7 @@ def screen_parquet(
 
         timings[tname] = time.perf_counter() - t1
     n_hits = con.spark.sql(
-        "SELECT count(*) + (SELECT count(*) FROM hits h JOIN rule_fan f ON f.rep_key = h.rule_key) FROM hits"
+        f"SELECT count(*) + (SELECT count(*) FROM {engine.HITS} h JOIN {engine.FAN} f ON f.rep_key = h.rule_key) FROM {engine.HITS}"
     ).collect()[0][0]
     con.execute(engine.findings_sql(stage, 0))
     if out.exists():
@@ -392,7 +392,7 @@ def screen_parquet(
     # the run's rules (what the hospital loop reads when the findings are loaded: a new rule
     # version supersedes the old open findings)
     (out / "rules").mkdir()
-    pq.write_table(duck.sql("SELECT * FROM r_all").to_arrow_table(), out / "rules" / "part-0.parquet")
+    pq.write_table(duck.sql(f"SELECT * FROM {engine.RULES}").to_arrow_table(), out / "rules" / "part-0.parquet")
     findings.write.parquet(str(out / "findings"))
     lines.write.parquet(str(out / "finding_lines"))
     n_f, n_fl = findings.count(), lines.count()
@@ -471,7 +471,8 @@ def load_findings(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[int, in
         )
         con.execute("CREATE OR REPLACE TEMP TABLE new_finding_lines AS SELECT * FROM read_parquet(?)", [l_glob])
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE r_all AS SELECT * FROM read_parquet(?)", [str(folder / "rules" / "*.parquet")]
+            f"CREATE OR REPLACE TEMP TABLE {engine.RULES} AS SELECT * FROM read_parquet(?)",
+            [str(folder / "rules" / "*.parquet")],
         )
         n_read = con.execute("SELECT count(*) FROM new_findings").fetchall()[0][0]
         n_new = con.execute(
