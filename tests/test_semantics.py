@@ -31,14 +31,19 @@ def con():
     return c
 
 
+def insert_rows(con, table: str, rows: list[tuple]) -> None:
+    """``rows`` into ``table`` in one statement, every value a parameter (DuckDB's executemany runs
+    one statement per row: most of a property test's time went there)."""
+    if rows:
+        one = "(" + ", ".join("?" * len(rows[0])) + ")"
+        con.execute(f"INSERT INTO {table} VALUES {', '.join(one for _ in rows)}", [v for r in rows for v in r])
+
+
 def through_sql(con, columns: dict[str, str], rows: list[tuple], expr: str) -> list:
     """``expr`` over ``rows`` (typed ``columns``), in row order."""
     cols = ", ".join(f'"{k}" {t}' for k, t in columns.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE t (__i INTEGER, {cols})")
-    if rows:
-        con.executemany(
-            f"INSERT INTO t VALUES (?, {', '.join('?' for _ in columns)})", [(i, *r) for i, r in enumerate(rows)]
-        )
+    insert_rows(con, "t", [(i, *r) for i, r in enumerate(rows)])
     return [r[0] for r in con.execute(f"SELECT {expr} FROM t ORDER BY __i").fetchall()]
 
 
@@ -270,7 +275,7 @@ def test_catalogue_cap(con, catalogue, lines):
         "lv1_pric DECIMAL(18,4), lv2_pric DECIMAL(18,4), lv3_pric DECIMAL(18,4))"
     )
     if catalogue:
-        con.executemany("INSERT INTO hilist VALUES ('C', ?, ?, ?, ?, ?)", catalogue)
+        insert_rows(con, "hilist", [("C", *r) for r in catalogue])
     rows = [("C", d, lv) for d, lv in lines]
     through_sql(con, {"hilist_code": "VARCHAR", "fee_date": "DATE", "inst_level": "INTEGER"}, rows, "1")
     got = [
@@ -290,8 +295,7 @@ _CAT_CODES = ["C1", "C2", "N"]
 
 def _catalogue_tables(con, catalogue):
     con.execute("CREATE OR REPLACE TEMP TABLE hilist (hilist_code VARCHAR, begndate DATE, enddate DATE)")
-    if catalogue:
-        con.executemany("INSERT INTO hilist VALUES (?, ?, ?)", catalogue)
+    insert_rows(con, "hilist", catalogue)
 
 
 def _rows_of(catalogue, code):
@@ -373,8 +377,7 @@ def test_not_in_catalog_query_and_evaluator_agree(con, catalogue, rows):
         "fee_date DATE, deductible DECIMAL(18,4), cnt DECIMAL(18,4), amt DECIMAL(18,4), list_type VARCHAR, "
         "hilist_name VARCHAR, item_name VARCHAR)"
     )
-    if ms:
-        con.executemany(f"INSERT INTO mt VALUES ({', '.join('?' * len(ms[0]))})", [tuple(m.values()) for m in ms])
+    insert_rows(con, "mt", [tuple(m.values()) for m in ms])
     query = RULE_TYPE.sql({"m": "mt", "lines": "mt", "hilist": "hilist"})
     got = sorted(con.execute(query).fetchall())
     want = sorted(tuple(h)[:8] for h in RULE_TYPE.evaluate(_CatalogueContext(catalogue), ms))
@@ -476,7 +479,7 @@ def test_matching_items_to_lines(con, rules, lines, tname):
         }
         for i, (c, d, lv) in enumerate(lines)
     ]
-    con.executemany("INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
+    insert_rows(con, "lines", [tuple(r.values()) for r in rows])
     engine.register_rules(con, rs)
     engine.build_matched(con, REGISTRY[tname])
     got = sorted(con.execute(f"SELECT rule_key, bkkp_sn FROM m_{tname}").fetchall())
@@ -575,10 +578,8 @@ def test_line_check_with_a_lookup(con, rows, table):
         "hilist_code VARCHAR)"
     )
     con.execute("CREATE OR REPLACE TEMP TABLE dt (psn_no VARCHAR, die_date DATE)")
-    if ms:
-        con.executemany("INSERT INTO mt VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [tuple(m.values()) for m in ms])
-    if table:
-        con.executemany("INSERT INTO dt VALUES (?, ?)", list(table.items()))
+    insert_rows(con, "mt", [tuple(m.values()) for m in ms])
+    insert_rows(con, "dt", list(table.items()))
     got = sorted(con.execute(query.format(m="mt", deaths="dt")).fetchall())
     want = sorted(tuple(h)[:8] for h in evaluate(table, ms))
     assert got == want
