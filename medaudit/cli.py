@@ -91,7 +91,10 @@ def _usual_type_label(self, ctx) -> str | None:
 import typer.core as _typer_core  # noqa: E402
 
 _typer_display_type = _typer_core._TyperParameter.display_type
-# deliberate: typer's own labels replaced for every parameter (mypy holds methods fixed)
+# deliberate: typer's own labels replaced for every parameter. The ignore must stay: typer makes
+# its parameters itself (no class of ours to override in), mypy refuses any assignment to a method
+# (method-assign), and the label is None for a flag where typer annotates str (assignment; its
+# callers test for None)
 _typer_core._TyperParameter.display_type = _usual_type_label  # type: ignore[method-assign,assignment]
 
 
@@ -103,6 +106,8 @@ def _usual_usage_name(self) -> str:
     return name + ("..." if self.nargs != 1 else "")
 
 
+# the same patch for the usage line (the ignores stay for the same reason: methods replaced on
+# typer's own classes; a property put where mypy sees a method is also an 'assignment')
 _typer_core.TyperArgument._usage_display_name = _usual_usage_name  # type: ignore[method-assign]
 # an argument is named FILE, FINDING (help, usage, "Missing argument 'FINDING'"), as click names it
 _typer_core.TyperArgument.display_name_raw = property(  # type: ignore[method-assign,assignment]

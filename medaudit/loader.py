@@ -383,6 +383,8 @@ class _Source:
     names: list[str]  # the file's column names, lower-cased (contract names where they match)
     digest: bytes
     csv: _CsvText | None = None
+    #: a Parquet file's column types, in file order (what staging casts from)
+    arrow_types: list[pa.DataType] = field(default_factory=list)
 
     @property
     def ignored(self) -> list[str]:
@@ -422,8 +424,14 @@ def _open_source(table: Table, path: Path, tmp: Path) -> _Source:
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(path)
-            src = _Source(table, path, "parquet", _lower_names(path, list(schema.names)), _file_digest(path))
-            src.arrow_types = list(schema.types)  # type: ignore[attr-defined]
+            src = _Source(
+                table,
+                path,
+                "parquet",
+                _lower_names(path, list(schema.names)),
+                _file_digest(path),
+                arrow_types=list(schema.types),
+            )
         else:
             import openpyxl
 
@@ -601,7 +609,7 @@ def _ragged_keys(text: _CsvText, shape: _Shape, idx: int) -> list[tuple[int, str
 
 
 def _stage_parquet(con: duckdb.DuckDBPyConnection, src: _Source) -> _Staged:
-    types = src.arrow_types  # type: ignore[attr-defined]
+    types = src.arrow_types
     exprs = {}
     for n in src.present:
         i = src.names.index(n)

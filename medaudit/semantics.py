@@ -10,11 +10,12 @@ executions come from that one definition:
   skip NULLs; a condition that is NULL is not true; CASTs to ``DECIMAL(p, s)`` round half away
   from zero). Pieces: :data:`ownpay`, :data:`deductible`, :data:`inst_level`,
   :data:`age_years`, :data:`age_days`, :data:`fund_share_claim`, :data:`rule_in_force`
-  (validity and scope), :data:`catalogue_in_force`, :data:`level_price`.
+  (validity and scope), :data:`catalogue_in_force`, :data:`level_price`, :data:`catalogue_span`.
 - **set pieces**, whose SQL is a window or a join and whose Python is a loop, keep their two
   bodies side by side here and share the scalar pieces: :func:`excess_allocation_sql` /
-  :func:`excess_allocation`, :func:`catalogue_cap_sql` / :func:`catalogue_cap`, and the
-  matching of rule items to lines (:data:`MATCH_ORDER`, :func:`matched_sql` /
+  :func:`excess_allocation`, :func:`catalogue_cap_sql` / :func:`catalogue_cap`, the
+  catalogue's word on a code (:func:`catalogue_in_force_days_sql` / :func:`catalogue_holds`,
+  :func:`catalogue_spans_sql` / :func:`catalogue_spans`), and the matching of rule items to lines (:data:`MATCH_ORDER`, :func:`matched_sql` /
   :class:`ItemIndex`).
 
 ``tests/test_semantics.py`` sends random inputs (birthdays, 0.005 boundaries, class C,
@@ -1005,3 +1006,61 @@ def compile_row(expr: Expr, name: str = "f", args: tuple[str, ...] = ()) -> Call
     params = ", ".join(("m", *args))
     exec(compile(f"def {name}({params}):\n    return {expr.py()}\n", f"<semantics.{name}>", "exec"), scope)
     return scope[name]
+
+
+# ============================================================================ the catalogue's word on a code
+
+
+def date_text(x: Any) -> Expr:
+    """A date as 2026-03-02 (SQL ``strftime(x, '%Y-%m-%d')``; NULL gives NULL)."""
+    return Call("strftime", x, "%Y-%m-%d")
+
+
+def _strftime(d, fmt):
+    return None if d is None or fmt is None else d.strftime(fmt)
+
+
+_FUNCS["strftime"] = "_strftime"
+_HELPERS["_strftime"] = _strftime
+
+
+@piece("begndate", "enddate")
+def catalogue_span(begndate, enddate):
+    """A catalogue row's validity as evidence prints it: ``2020-01-01 至 2025-12-31``, an open end
+    left empty (``2026-01-01 至 ``)."""
+    return cat(coalesce(date_text(begndate), ""), " 至 ", coalesce(date_text(enddate), ""))
+
+
+#: what joins a code's spans (:func:`catalogue_spans`), in date order
+SPAN_SEP = "、"
+
+
+def catalogue_in_force_days_sql(lines: str = "lines", hilist: str = "hilist") -> str:
+    """SELECT: the (``hilist_code``, ``fee_date``) pairs of ``lines`` that have a catalogue
+    (``hilist``) row in force that day (:data:`catalogue_in_force`); a pair not listed has none.
+    A semi join of the distinct pairs: no copy of the lines per catalogue row, nothing correlated."""
+    return f"""SELECT d.hilist_code, d.fee_date
+               FROM (SELECT DISTINCT l.hilist_code, l.fee_date FROM {lines} l) d
+               SEMI JOIN {hilist} h ON {catalogue_in_force_sql("h", "d")}"""
+
+
+def catalogue_spans_sql(lines: str = "lines", hilist: str = "hilist") -> str:
+    """SELECT: for each code of ``lines`` the catalogue (``hilist``) holds, ``spans``: the distinct
+    :data:`catalogue_span` of its rows, sorted, joined by :data:`SPAN_SEP` (every run of the code)."""
+    span = catalogue_span.sql("begndate", "enddate")
+    return f"""SELECT hilist_code, string_agg(DISTINCT span, {Lit(SPAN_SEP).sql()} ORDER BY span) AS spans
+               FROM (SELECT hilist_code, {span} AS span FROM {hilist}
+                     WHERE hilist_code IN (SELECT hilist_code FROM {lines}))
+               GROUP BY hilist_code"""
+
+
+def catalogue_holds(rows: Iterable[tuple], day: dt.date) -> bool:
+    """:func:`catalogue_in_force_days_sql` over a code's catalogue rows ``(begndate, enddate, ...)``:
+    some row is in force on ``day``."""
+    return any(catalogue_in_force.py(b, e, day) is True for b, e, *_ in rows)
+
+
+def catalogue_spans(rows: Iterable[tuple]) -> str | None:
+    """:func:`catalogue_spans_sql` over a code's catalogue rows ``(begndate, enddate, ...)``
+    (None when it has none)."""
+    return SPAN_SEP.join(sorted({catalogue_span.py(b, e) for b, e, *_ in rows})) or None

@@ -11,6 +11,8 @@ import pytest
 from kit import set_wall_clock
 
 SLOW_LIST = Path(__file__).with_name("slow.txt")
+#: the national knowledge workbooks (not in the repo; tests that need them skip without them)
+NHSA = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "nhsa-rule-batches"
 
 
 def slow_functions(text: str) -> set[str]:
@@ -51,3 +53,17 @@ def pytest_runtest_protocol(item, nextitem):
 def wall_clock(monkeypatch):
     """``wall_clock("2026-04-03")``: the computer's clock says that day from now on (test-only)."""
     return lambda when: set_wall_clock(monkeypatch, when)
+
+
+@pytest.fixture(scope="session")
+def nhsa_imported(tmp_path_factory):
+    """The national workbooks imported once per test process: ``(folder, result)`` of
+    :func:`medaudit.nhsa.import_batches` (what ``medaudit rules import-nhsa`` writes). test_nhsa.py
+    and the Spark comparison read it (an import costs about a second of CPU); a test that changes
+    the folder puts it back."""
+    if not NHSA.is_dir():
+        pytest.skip(f"the national knowledge workbooks are not at {NHSA}")
+    from medaudit.nhsa import import_batches
+
+    out = tmp_path_factory.mktemp("national")
+    return out, import_batches(NHSA, out)

@@ -30,11 +30,9 @@ needs_workbooks = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    if not NHSA.is_dir():
-        pytest.skip(f"the national knowledge workbooks are not at {NHSA}")
-    out = tmp_path_factory.mktemp("national")
-    return out, import_batches(NHSA, out)
+def imported(nhsa_imported):
+    """The workbooks imported (once per test process: conftest.py's ``nhsa_imported``)."""
+    return nhsa_imported
 
 
 def table(out: Path, rule_id: str) -> list[dict]:

@@ -31,14 +31,19 @@ def con():
     return c
 
 
+def insert_rows(con, table: str, rows: list[tuple]) -> None:
+    """``rows`` into ``table`` in one statement, every value a parameter (DuckDB's executemany runs
+    one statement per row: most of a property test's time went there)."""
+    if rows:
+        one = "(" + ", ".join("?" * len(rows[0])) + ")"
+        con.execute(f"INSERT INTO {table} VALUES {', '.join(one for _ in rows)}", [v for r in rows for v in r])
+
+
 def through_sql(con, columns: dict[str, str], rows: list[tuple], expr: str) -> list:
     """``expr`` over ``rows`` (typed ``columns``), in row order."""
     cols = ", ".join(f'"{k}" {t}' for k, t in columns.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE t (__i INTEGER, {cols})")
-    if rows:
-        con.executemany(
-            f"INSERT INTO t VALUES (?, {', '.join('?' for _ in columns)})", [(i, *r) for i, r in enumerate(rows)]
-        )
+    insert_rows(con, "t", [(i, *r) for i, r in enumerate(rows)])
     return [r[0] for r in con.execute(f"SELECT {expr} FROM t ORDER BY __i").fetchall()]
 
 
@@ -270,7 +275,7 @@ def test_catalogue_cap(con, catalogue, lines):
         "lv1_pric DECIMAL(18,4), lv2_pric DECIMAL(18,4), lv3_pric DECIMAL(18,4))"
     )
     if catalogue:
-        con.executemany("INSERT INTO hilist VALUES ('C', ?, ?, ?, ?, ?)", catalogue)
+        insert_rows(con, "hilist", [("C", *r) for r in catalogue])
     rows = [("C", d, lv) for d, lv in lines]
     through_sql(con, {"hilist_code": "VARCHAR", "fee_date": "DATE", "inst_level": "INTEGER"}, rows, "1")
     got = [
@@ -281,6 +286,103 @@ def test_catalogue_cap(con, catalogue, lines):
         ).fetchall()
     ]
     assert got == [semantics.catalogue_cap(catalogue, d, lv) for d, lv in lines]
+    con.execute("DROP TABLE hilist")
+
+
+#: catalogue codes for the status tests: "N" is never in the catalogue
+_CAT_CODES = ["C1", "C2", "N"]
+
+
+def _catalogue_tables(con, catalogue):
+    con.execute("CREATE OR REPLACE TEMP TABLE hilist (hilist_code VARCHAR, begndate DATE, enddate DATE)")
+    insert_rows(con, "hilist", catalogue)
+
+
+def _rows_of(catalogue, code):
+    return [(b, e) for c, b, e in catalogue if c == code]
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.sampled_from(_CAT_CODES[:2]), maybe(_dates()), maybe(_dates())), max_size=6),
+    st.lists(st.tuples(st.sampled_from(_CAT_CODES), _dates()), min_size=1, max_size=10),
+)
+def test_catalogue_in_force_and_spans(con, catalogue, lines):
+    """The catalogue's word on a code: in force on the day (a semi join of the lines' distinct
+    code-day pairs against catalogue_holds) and its spans for evidence (string_agg against
+    catalogue_spans), open ends and repeated rows included."""
+    _catalogue_tables(con, catalogue)
+    through_sql(con, {"hilist_code": "VARCHAR", "fee_date": "DATE"}, lines, "1")
+    days = semantics.catalogue_in_force_days_sql("t", "hilist")
+    spans = semantics.catalogue_spans_sql("t", "hilist")
+    got = con.execute(
+        f"""SELECT d.hilist_code IS NOT NULL, s.spans FROM t
+            LEFT JOIN ({days}) d ON d.hilist_code = t.hilist_code AND d.fee_date = t.fee_date
+            LEFT JOIN ({spans}) s ON s.hilist_code = t.hilist_code ORDER BY t.__i"""
+    ).fetchall()
+    want = [
+        (semantics.catalogue_holds(_rows_of(catalogue, c), d), semantics.catalogue_spans(_rows_of(catalogue, c)))
+        for c, d in lines
+    ]
+    assert got == want
+    con.execute("DROP TABLE hilist")
+
+
+class _CatalogueContext:
+    """What not_in_catalog's evaluator reads of a request's context: the catalogue."""
+
+    def __init__(self, catalogue):
+        self.catalogue = catalogue
+
+    def has_catalog(self):
+        return bool(self.catalogue)
+
+    def catalog_rows(self, code):
+        return _rows_of(self.catalogue, code)
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.sampled_from(_CAT_CODES[:2]), maybe(_dates()), maybe(_dates())), max_size=5),
+    st.lists(
+        st.tuples(st.sampled_from(_CAT_CODES), _dates(), st.sampled_from([Decimal(0), Decimal("10.5")])),
+        max_size=10,
+    ),
+)
+def test_not_in_catalog_query_and_evaluator_agree(con, catalogue, rows):
+    """not_in_catalog declared once: its generated query over DuckDB and its generated evaluator
+    over the same rows and catalogue give the same hits and evidence (an empty catalogue flags
+    nothing, deductible 0 is not flagged)."""
+    from medaudit.types.not_in_catalog import RULE_TYPE
+
+    ms = [
+        {
+            "rule_key": 0,
+            "mdtrt_id": f"V{i}",
+            "bkkp_sn": f"L{i}",
+            "hilist_code": c,
+            "fee_date": d,
+            "deductible": ded,
+            "cnt": Decimal(1),
+            "amt": Decimal("10.5"),
+            "list_type": "101",
+            "hilist_name": None,
+            "item_name": "x",
+        }
+        for i, (c, d, ded) in enumerate(rows)
+    ]
+    _catalogue_tables(con, catalogue)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE mt (rule_key INTEGER, mdtrt_id VARCHAR, bkkp_sn VARCHAR, hilist_code VARCHAR, "
+        "fee_date DATE, deductible DECIMAL(18,4), cnt DECIMAL(18,4), amt DECIMAL(18,4), list_type VARCHAR, "
+        "hilist_name VARCHAR, item_name VARCHAR)"
+    )
+    insert_rows(con, "mt", [tuple(m.values()) for m in ms])
+    query = RULE_TYPE.sql({"m": "mt", "lines": "mt", "hilist": "hilist"})
+    got = sorted(con.execute(query).fetchall())
+    want = sorted(tuple(h)[:8] for h in RULE_TYPE.evaluate(_CatalogueContext(catalogue), ms))
+    assert got == want
+    assert not catalogue or not got or all(h[5] > 0 for h in got)
     con.execute("DROP TABLE hilist")
 
 
@@ -377,7 +479,7 @@ def test_matching_items_to_lines(con, rules, lines, tname):
         }
         for i, (c, d, lv) in enumerate(lines)
     ]
-    con.executemany("INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
+    insert_rows(con, "lines", [tuple(r.values()) for r in rows])
     engine.register_rules(con, rs)
     engine.build_matched(con, REGISTRY[tname])
     got = sorted(con.execute(f"SELECT rule_key, bkkp_sn FROM m_{tname}").fetchall())
@@ -476,10 +578,8 @@ def test_line_check_with_a_lookup(con, rows, table):
         "hilist_code VARCHAR)"
     )
     con.execute("CREATE OR REPLACE TEMP TABLE dt (psn_no VARCHAR, die_date DATE)")
-    if ms:
-        con.executemany("INSERT INTO mt VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [tuple(m.values()) for m in ms])
-    if table:
-        con.executemany("INSERT INTO dt VALUES (?, ?)", list(table.items()))
+    insert_rows(con, "mt", [tuple(m.values()) for m in ms])
+    insert_rows(con, "dt", list(table.items()))
     got = sorted(con.execute(query.format(m="mt", deaths="dt")).fetchall())
     want = sorted(tuple(h)[:8] for h in evaluate(table, ms))
     assert got == want

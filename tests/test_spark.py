@@ -43,18 +43,21 @@ rules:
 """
 
 
-def spark_library(tmp: Path) -> Library:
+def spark_library(tmp: Path, national: Path | None) -> Library:
     """The sample library, the peer rules above and (when its workbooks are there) the national
-    library as ``medaudit rules import-nhsa`` writes it."""
-    from medaudit.nhsa import import_batches
-
+    library as ``medaudit rules import-nhsa`` writes it: the folder ``national`` it was imported
+    to (conftest.py's ``nhsa_imported``)."""
     (tmp / "peer").mkdir()
     (tmp / "peer" / "peer.yaml").write_text(PEER_RULES)
     rules = load_library(ROOT / "rules").rules + load_library(tmp / "peer").rules
-    if HAVE_NHSA:
-        import_batches(NHSA, tmp / "nhsa")
-        rules += load_library(tmp / "nhsa").rules
+    if national is not None:
+        rules += load_library(national).rules
     return Library(rules, ROOT / "rules")
+
+
+def national_folder(request) -> Path | None:
+    """The imported national library's folder when its workbooks are here (else None)."""
+    return request.getfixturevalue("nhsa_imported")[0] if HAVE_NHSA else None
 
 
 HAVE_SPARK = importlib.util.find_spec("pyspark") is not None and importlib.util.find_spec("sqlglot") is not None
@@ -94,14 +97,14 @@ def _rows(con, table: str, cols) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def screened(tmp_path_factory):
+def screened(tmp_path_factory, request):
     """One generated batch loaded twice: screened by DuckDB in one file, by Spark (from its
     Parquet export) into the other."""
     from medaudit.spark import runner
 
     tmp = tmp_path_factory.mktemp("spark")
     generate(tmp / "batch", lines=3000, seed=3, fmt="parquet")
-    full = spark_library(tmp)
+    full = spark_library(tmp, national_folder(request))
     library = Library([r for r in full.rules if r.type not in runner.REFUSED], full.root)
     duck = db.connect(tmp / "duck.duckdb")
     load_batch(tmp / "batch", duck)
@@ -182,10 +185,10 @@ def test_spark_findings_equal_duckdb_to_the_cent(screened):
 
 
 @pytest.mark.skipif(not HAVE_NHSA, reason=NO_NHSA)
-def test_the_national_library_is_in_the_spark_comparison(tmp_path):
+def test_the_national_library_is_in_the_spark_comparison(tmp_path, nhsa_imported):
     """The Spark equality above screens the national library too (when its workbooks are here):
     every one of its rules, none of a refused type."""
-    lib = spark_library(tmp_path)
+    lib = spark_library(tmp_path, nhsa_imported[0])
     national = [r for r in lib.rules if r.id.startswith("NHSA-")]
     assert len(national) >= 14
     from medaudit.spark import runner

@@ -37,7 +37,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Optional
+from typing import Any, Optional
 
 import duckdb
 import orjson
@@ -258,6 +258,21 @@ class WatchedDoctors:
         return any(d in mine for d in doctors if d)
 
 
+class _App(FastAPI):
+    """The service's application: its OpenAPI schema also holds the 3101 request's model (the 3101
+    route reads its body itself, see ``analyse``, so FastAPI does not find the model on its own)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            spec = get_openapi(title=self.title, version=self.version, description=self.description, routes=self.routes)
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            model = Request3101.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(model.pop("$defs", {}))
+            schemas["Request3101"] = model
+            self.openapi_schema = spec
+        return self.openapi_schema
+
+
 def create_app(
     con: duckdb.DuckDBPyConnection,
     libraries: dict[str, Library],
@@ -356,7 +371,7 @@ def create_app(
             if checker.writer:  # what is still queued is stored before the service ends
                 checker.writer.close()
 
-    app = FastAPI(
+    app = _App(
         lifespan=lifespan,
         title="medaudit pre-alert (事前提醒)",
         version="1",
@@ -374,19 +389,6 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
         return _invalid(exc.errors())
-
-    def openapi() -> dict:
-        # the 3101 route reads its body itself (see analyse): its model is added to the schema here
-        if app.openapi_schema is None:
-            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            model = Request3101.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(model.pop("$defs", {}))
-            schemas["Request3101"] = model
-            app.openapi_schema = spec
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):

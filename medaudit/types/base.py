@@ -47,7 +47,6 @@ from ..semantics import (
     Piece,
     catalogue_cap_sql,
     catalogue_caps_join,
-    catalogue_in_force_sql,
     excess_allocation_sql,
     rule_in_force_sql,
 )
@@ -306,9 +305,6 @@ LINE_FACT = "strftime(fee_date, '%Y-%m-%d') || ' 收费 ' || qty(cnt) || ' 次�
 #: The standard name of a line's item: 项目【子宫造影】(002101030300000)
 ITEM_REF = "item_ref(list_type, coalesce(hilist_name, item_name), hilist_code)"
 
-
-#: SQL condition: catalogue row ``h`` (of ``hilist``) is the line's code, in force on its fee date
-hilist_in_force = catalogue_in_force_sql
 
 #: SQL scalar: the catalogue (``hilist``) price cap of a line's code for its level on its fee date
 hilist_cap = catalogue_cap_sql

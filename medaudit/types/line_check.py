@@ -13,7 +13,18 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ..semantics import Expr, Lit, catalogue_caps_sql, col, compile_row, sql_function
+from ..semantics import (
+    Expr,
+    Lit,
+    catalogue_caps_sql,
+    catalogue_holds,
+    catalogue_in_force_days_sql,
+    catalogue_spans,
+    catalogue_spans_sql,
+    col,
+    compile_row,
+    sql_function,
+)
 from .base import Hit, hilist_cap, mode_claim
 from .base import price_text as _price_text_sql
 from .evidence import gender_cn as _gender_cn
@@ -159,19 +170,90 @@ class CatalogueCap(Expr):
         return ctx.cap
 
 
+class CatalogueStatus:
+    """The catalogue's (``{hilist}``) word on the line's code on its fee date, as a lookup of a line
+    check; its facts are expressions: ``loaded`` (the catalogue has any row), ``in_force`` (a row of
+    the code is in force that day, :func:`medaudit.semantics.catalogue_holds`; never NULL) and
+    ``spans`` (the code's validity spans for evidence, :func:`medaudit.semantics.catalogue_spans`;
+    NULL when the catalogue has no row of the code). SQL LEFT JOINs the in-force (code, day) pairs
+    and the spans of ``{lines}``' codes; Python reads the request's context (``ctx.has_catalog``,
+    ``ctx.catalog_rows``)."""
+
+    slot = -1
+
+    def __init__(self) -> None:
+        self.loaded: Expr = _StatusFact(self, "loaded")
+        self.in_force: Expr = _StatusFact(self, "in_force")
+        self.spans: Expr = _StatusFact(self, "spans")
+
+    def join_sql(self) -> str:
+        days = catalogue_in_force_days_sql(lines="{lines}", hilist="{hilist}")
+        spans = catalogue_spans_sql(lines="{lines}", hilist="{hilist}")
+        # the key columns renamed: the line's own hilist_code and fee_date stay unambiguous
+        return (
+            f"LEFT JOIN (SELECT hilist_code AS __cat_code, fee_date AS __cat_day, TRUE AS __cat_in_force "
+            f"FROM ({days})) __cat ON __cat.__cat_code = m.hilist_code AND __cat.__cat_day = m.fee_date\n"
+            f"        LEFT JOIN (SELECT hilist_code AS __cat_spans_code, spans AS __cat_spans FROM ({spans})) "
+            f"__cat_sp ON __cat_sp.__cat_spans_code = m.hilist_code"
+        )
+
+    SQL = {
+        "loaded": "EXISTS (SELECT 1 FROM {hilist})",
+        "in_force": "coalesce(__cat.__cat_in_force, FALSE)",
+        "spans": "__cat_sp.__cat_spans",
+    }
+
+    @staticmethod
+    def mapping(ctx: Any) -> "_CatalogueView":
+        return _CatalogueView(ctx)
+
+
+class _StatusFact(Expr):
+    def __init__(self, owner: CatalogueStatus, name: str):
+        self.owner, self.name = owner, name
+
+    def sql(self) -> str:
+        return f"({CatalogueStatus.SQL[self.name]})"
+
+    def py(self) -> str:
+        lk = f"_lk[{self.owner.slot}]"
+        return f"{lk}.loaded" if self.name == "loaded" else f"{lk}.{self.name}(m)"
+
+
+class _CatalogueView:
+    """:class:`CatalogueStatus` over a request's context (asks whether a catalogue is loaded once)."""
+
+    def __init__(self, ctx: Any):
+        self._ctx = ctx
+        self._loaded: bool | None = None
+
+    @property
+    def loaded(self) -> bool:
+        if self._loaded is None:
+            self._loaded = bool(self._ctx.has_catalog())
+        return self._loaded
+
+    def in_force(self, m: dict) -> bool:
+        # no catalogue: no row is in force (and no code is asked of the database)
+        return self.loaded and catalogue_holds(self._ctx.catalog_rows(m["hilist_code"]), m["fee_date"])
+
+    def spans(self, m: dict) -> str | None:
+        return catalogue_spans(self._ctx.catalog_rows(m["hilist_code"]))
+
+
 def line_check(
     where: Expr,
     ev_head: Expr,
     ev_line: Expr,
     mode: str,
     claim_inputs: Mapping[str, Expr] | None = None,
-    lookups: tuple[Lookup | CatalogueCap, ...] = (),
+    lookups: tuple[Lookup | CatalogueCap | CatalogueStatus, ...] = (),
 ) -> tuple[str, Callable]:
     """(the type's query, its evaluator) from one declaration. ``mode``: the type's deduction
     mode (its ``RuleType.mode``), whose piece makes the claim; ``claim_inputs``: what the check
     gives that piece besides the line's own money (``overcharge`` for ``price_diff``), as
     :func:`.base.claim` takes them. ``lookups``: the values of other tables the expressions read
-    (:class:`Lookup`, :class:`CatalogueCap`)."""
+    (:class:`Lookup`, :class:`CatalogueCap`, :class:`CatalogueStatus`)."""
     given = dict(claim_inputs or {})
     piece = mode_claim(mode, given)
     claim = piece.build(*(given[a] if a in given else Lit(True) if a == "carries" else col(a) for a in piece.args))

@@ -44,30 +44,30 @@ DOC_ZH = """目录外：收费日期当天医保目录中没有的编码。
 **环节。** 三个环节都适用：一条明细加上目录就能判断。
 """
 
-from .base import ITEM_REF, LINE_FACT, RuleType, claim, claim_of, hilist_in_force
+from ..semantics import case, cat, col
+from .base import RuleType
+from .line_check import ITEM, LINE, CatalogueStatus, line_check
 
+#: the catalogue's word on the line's code on its fee date (loaded at all, in force, its spans)
+CATALOGUE = CatalogueStatus()
 
-# ---------------------------------------------------------------------------- in memory (pre-alert)
-# The same check over the request's rows, for the pre-alert fast path: a transcription of the
-# query above (tests/test_prealert_parity.py holds the two equal).
-from .evidence import Hit, ref, line_fact, hit
-
-
-def evaluate(ctx, ms: list[dict]) -> list[Hit]:
-    if not ms or not ctx.has_catalog():
-        return []
-    out = []
-    for m in ms:
-        if not m["deductible"] > 0:
-            continue
-        rows = ctx.catalog_rows(m["hilist_code"])
-        d = m["fee_date"]
-        if any((b is None or b <= d) and (e is None or e >= d) for b, e, *_ in rows):
-            continue
-        spans = sorted({(f"{b:%Y-%m-%d}" if b else "") + " 至 " + (f"{e:%Y-%m-%d}" if e else "") for b, e, *_ in rows})
-        why = " 不在医保目录内；" if not spans else f" 医保目录有效期 {'、'.join(spans)}，收费日期不在有效期内；"
-        out.append(hit(m, "violating", claim_of("whole_line", m), "", f"{ref(m)}{why}{line_fact(m)}"))
-    return out
+# One declaration, both executions: the query and the pre-alert evaluator are generated from it.
+QUERY, evaluate = line_check(
+    mode="whole_line",
+    # only with a catalogue (an empty one cannot tell a missing code from a missing catalogue);
+    # lines the fund did not pay are not flagged
+    where=(col("deductible") > 0) & CATALOGUE.loaded & ~CATALOGUE.in_force,
+    ev_head=cat(""),
+    ev_line=cat(
+        ITEM,
+        case(
+            (CATALOGUE.spans.is_null(), " 不在医保目录内；"),
+            default=cat(" 医保目录有效期 ", CATALOGUE.spans, "，收费日期不在有效期内；"),
+        ),
+        LINE,
+    ),
+    lookups=(CATALOGUE,),
+)
 
 
 RULE_TYPE = RuleType(
@@ -79,24 +79,5 @@ RULE_TYPE = RuleType(
     doc_zh=DOC_ZH,
     evaluate=evaluate,
     items="optional",
-    query=f"""
-        WITH out AS (
-            -- an anti join on the code with the dates as its condition (NOT EXISTS here was
-            -- decorrelated into a copy of every matched line and a grouping of their days)
-            SELECT m.* FROM {{m}} m ANTI JOIN {{hilist}} h ON {hilist_in_force("h", "m")}
-            WHERE m.deductible > 0 AND EXISTS (SELECT 1 FROM {{hilist}})),
-        known AS (      -- the code's catalogue rows in force on other dates, for the evidence
-            SELECT hilist_code, string_agg(DISTINCT span, '、' ORDER BY span) AS spans   -- in date order, every run
-            FROM (SELECT hilist_code, coalesce(strftime(begndate, '%Y-%m-%d'), '') || ' 至 '
-                                      || coalesce(strftime(enddate, '%Y-%m-%d'), '') AS span
-                  FROM {{hilist}} WHERE hilist_code IN (SELECT hilist_code FROM out))
-            GROUP BY hilist_code)
-        SELECT o.rule_key, o.mdtrt_id AS finding_key, o.mdtrt_id, o.bkkp_sn, 'violating' AS role,
-               {claim("whole_line", deductible="o.deductible")} AS claim, '' AS ev_head,
-               {ITEM_REF}
-                   || CASE WHEN k.spans IS NULL THEN ' 不在医保目录内；'
-                           ELSE ' 医保目录有效期 ' || k.spans || '，收费日期不在有效期内；' END
-                   || {LINE_FACT} AS ev_line
-        FROM out o LEFT JOIN known k USING (hilist_code)
-    """,
+    query=QUERY,
 )
