@@ -463,16 +463,17 @@ def create_hits(con: db.Connection) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {HITS} ({cols})")
 
 
-def run_type(con: db.Connection, rt: RuleType, lines: str = "lines") -> int:
+def run_type(con: db.Connection, rt: RuleType, lines: str = "lines", **tables: str) -> int:
     """Match, then run the type's one query over the screened lines ``lines``; its rows go into
-    ``hits``. Returns rows added.
+    ``hits``. Returns rows added. ``tables``: inputs read under another name (see
+    :func:`type_names`; a part of a big screen hands its own fee lines as ``fee_list_d``).
 
     Types that take no items (visit- and person-level ones) read ``{visits}``/``{lines}`` and
     ``{r}``/``{p}`` themselves; no ``m_<type>`` is built for them.
     """
     if rt.items != "none":
         build_matched(con, rt, lines)
-    names = type_names(rt, lines=lines)
+    names = type_names(rt, lines=lines, **tables)
     if rt.prepare is not None:
         rt.prepare(con, tables=names)
     before = con.execute(f"SELECT count(*) FROM {HITS}").fetchall()[0][0]
@@ -832,13 +833,13 @@ def _screen_in_parts(
     steps, n_lines = k * (len(local) + 1) + len(wide), 0
     done = iter(range(steps))
 
-    def step(name: str, tname: str | None = None) -> None:
+    def step(name: str, tname: str | None = None, **tables: str) -> None:
         """Report a step (``on_type``); run the type ``tname``, adding its time to its others."""
         if on_type:
             on_type(name, next(done), steps)
         if tname is not None:
             t = time.perf_counter()
-            run_type(con, REGISTRY[tname])
+            run_type(con, REGISTRY[tname], **tables)
             timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
 
     folder = _parts_folder(con) if wide else None
@@ -852,7 +853,9 @@ def _screen_in_parts(
                     keep = _columns_read(con, [REGISTRY[t] for t in wide])
                 _copy_part(con, keep, f"{folder}/part{i}.parquet")
             for tname in local:
-                step(tname, tname)
+                # a type that reads the fee lines as billed reads the part's (a person's lines are
+                # all in their part); the whole table's size would also turn its joins around
+                step(tname, tname, fee_list_d="fee_src")
             _keep_line_info(con, first=i == 0)
         if folder is None:
             return n_lines
