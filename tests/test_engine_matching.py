@@ -1,4 +1,5 @@
-"""Matching: whether a rule's items can match one line twice is judged from the items (issue 15)."""
+"""Matching: whether a rule's items can match one line twice is judged from the items (issue 15);
+one evaluation per rule body; and a line hit twice in one finding grouped into one hit line."""
 
 from __future__ import annotations
 
