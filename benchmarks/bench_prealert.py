@@ -83,7 +83,17 @@ def write_soak(samples: list[dict], args) -> dict:
     """The memory curve as CSV and SVG (PNG too when matplotlib is installed) next to the results;
     returns its summary (first/last/peak RSS, growth per hour over the run's second half)."""
     stem = args.out.parent / f"prealert_soak_{args.label or args.engine}"
-    cols = ["t_s", "rss_mb", "duckdb_mb", "duckdb_by_tag_mb", "writer_rows", "journal_segments", "loadavg"]
+    cols = [
+        "t_s",
+        "rss_mb",
+        "rss_by_process_mb",
+        "malloc_mb",
+        "duckdb_mb",
+        "duckdb_by_tag_mb",
+        "writer_rows",
+        "journal_segments",
+        "loadavg",
+    ]
     stem.with_suffix(".csv").write_text(
         ",".join(cols)
         + "\n"
@@ -560,6 +570,8 @@ def main() -> None:
                         row = {
                             "t_s": round(time.perf_counter() - t_start, 1),
                             "rss_mb": round(sum(rss_mb(q) or 0 for q in tree(server.pid)), 1),
+                            # each process's own (the parent with the writer first, then the workers)
+                            "rss_by_process_mb": " ".join(str(rss_mb(q)) for q in tree(server.pid)),
                             "loadavg": os.getloadavg()[0],
                         }
                         try:
@@ -568,6 +580,35 @@ def main() -> None:
                                 writer_rows=h["results"].get("queued_rows"),
                                 journal_segments=h["results"].get("journal_segments"),
                                 duckdb_mb=round(h["memory"]["duckdb_bytes"] / 2**20, 1),
+                                # the writer's (the parent's) DuckDB buffer manager and C allocator
+                                writer_duckdb_mb=(
+                                    round(h["writer_memory"]["duckdb_bytes"] / 2**20, 1)
+                                    if (h.get("writer_memory") or {}).get("duckdb_bytes") is not None
+                                    else None
+                                ),
+                                writer_malloc_mb=(
+                                    "{in_use:.1f}/{free_held:.1f}".format(
+                                        **{k: v / 2**20 for k, v in h["writer_memory"]["malloc"].items()}
+                                    )
+                                    if (h.get("writer_memory") or {}).get("malloc")
+                                    else None
+                                ),
+                                # each worker's C allocator (glibc): in use / freed but held, MB
+                                malloc_mb=" ".join(
+                                    f"{m['in_use'] / 2**20:.1f}/{m['free_held'] / 2**20:.1f}"
+                                    for m in (
+                                        (w.get("gauges") or {}).get("malloc")
+                                        for w in (h.get("workers") or {}).get("each", [])
+                                    )
+                                    if m
+                                )
+                                or (
+                                    "{in_use:.1f}/{free_held:.1f}".format(
+                                        **{k: v / 2**20 for k, v in h["memory"]["malloc"].items()}
+                                    )
+                                    if h["memory"].get("malloc")
+                                    else None
+                                ),
                                 # what DuckDB holds the memory for, e.g. BASE_TABLE:12.5 ART_INDEX:30.1
                                 duckdb_by_tag_mb=" ".join(
                                     f"{t}:{b / 2**20:.1f}"

@@ -152,6 +152,8 @@ def test_two_workers_answer_as_one_and_store_every_answer_once(base, tmp_path):
     one = Service(one_db, rules, keys, 1)
     try:
         want = [_alerts(one.post("/prealert/3101", r).json()) for r in reqs]
+        # preloaded, the one process's connection mostly appends answers: its limit tightens
+        assert one.get("/health").json()["memory"]["duckdb_limit"] in ("256.0 MiB", "268.4 MB")
     finally:
         one.stop()
     assert any(want) and not all(want)  # some requests alert, some do not
@@ -187,6 +189,12 @@ def test_two_workers_answer_as_one_and_store_every_answer_once(base, tmp_path):
         )
         health = two.get("/health").json()
         assert health["workers"]["of"] == 2 and health["results"]["status"] == "ok"
+        # the writer process's memory is reported apart from the workers': its DuckDB appends every answer
+        wm = health["writer_memory"]
+        assert wm["rss_bytes"] > 0 and wm["duckdb_bytes"] >= 0
+        assert wm["duckdb_limit"] in ("256.0 MiB", "268.4 MB")  # serve's WRITER_MEMORY_LIMIT (none given)
+        if sys.platform.startswith("linux"):  # glibc's view of the C allocator
+            assert wm["malloc"]["in_use"] > 0 and health["memory"]["malloc"]["in_use"] > 0
         text = two.get("/metrics").text
         # the counters are every worker's: 12 answered 3101 requests, whichever worker answered
         time.sleep(1.5)  # the other worker's report (every second)
@@ -198,6 +206,7 @@ def test_two_workers_answer_as_one_and_store_every_answer_once(base, tmp_path):
         )
         assert n == len(reqs)
         assert 'process_resident_memory_bytes{worker="0"}' in text and 'worker="1"' in text
+        assert "medaudit_prealert_writer_duckdb_memory_bytes " in text
     finally:
         out = two.stop()
     ids, items, n_fb = _stored(two_db)

@@ -53,7 +53,7 @@ from ..library import Library
 from . import store
 from .alerts import Alert, CheckRequest, ForeignVisitError, RuleSetError
 from .checker import OrderChecker
-from .metrics import Admission, Instrument, Metrics, Overloaded, rss_bytes
+from .metrics import Admission, Instrument, Metrics, Overloaded, malloc_bytes, rss_bytes
 from .writer import ResultWriter, write_rows
 from .schemas import Request3101, Request3103, Response3101, Response3103, error_message, to_check_request
 
@@ -425,6 +425,8 @@ def create_app(
             "duckdb_bytes": sum(tags.values()),
             "duckdb_limit": limit,
             "duckdb_by_tag": tags,
+            # glibc malloc's view: native memory in use vs freed but held (None elsewhere)
+            "malloc": malloc_bytes(),
         }
 
     if watched_rule_set is not None and watched_rule_set not in libraries:
@@ -454,6 +456,7 @@ def create_app(
             "loop_lag_s": round(admission.lag, 4),
             "rss_bytes": mem["rss_bytes"],
             "duckdb_bytes": mem["duckdb_bytes"],
+            "malloc": mem["malloc"],
             "context_cache_visits": len(fast.cache._data) if fast else None,
             "answered": dict(checker.answered),
         }
@@ -501,6 +504,13 @@ def create_app(
         if state is not None:
             assert checker.writer is not None  # a worker (remote set) writes through its journal
             out["worker"] = {**state["me"], "journal": checker.writer.status()}
+            # the writer process's own memory (it appends every answer to the database)
+            out["writer_memory"] = {
+                "rss_bytes": state.get("writer_rss_bytes"),
+                "duckdb_bytes": state.get("writer_duckdb_bytes"),
+                "duckdb_limit": state.get("writer_duckdb_limit"),
+                "malloc": state.get("writer_malloc"),
+            }
             out["workers"] = {
                 **state["workers"],
                 "each": [{k: v for k, v in w.items() if k != "metrics"} for w in state["workers"]["each"]],
@@ -734,6 +744,11 @@ def workers_metrics(metrics: Metrics, state: dict, mine: dict, writer: dict) -> 
             "medaudit_prealert_writer_resident_memory_bytes",
             "Resident memory of the writer process.",
             state.get("writer_rss_bytes"),
+        ),
+        (
+            "medaudit_prealert_writer_duckdb_memory_bytes",
+            "Memory the writer's DuckDB buffer manager holds (cached pages of the result tables).",
+            state.get("writer_duckdb_bytes"),
         ),
         ("medaudit_duckdb_memory_bytes", "Memory DuckDB's buffer manager holds, per worker.", per("duckdb_bytes")),
     ]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ctypes
 import os
 import threading
 import time
@@ -49,6 +50,48 @@ def rss_bytes() -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _mallinfo2():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        f = libc.mallinfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return None
+    f.restype = _MallInfo2
+    return f
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def malloc_bytes() -> dict[str, int] | None:
+    """What the C allocator (glibc's malloc, which DuckDB, durable-rules and every C extension use;
+    Python's own small objects come from its arenas inside it) holds: ``in_use`` by the program,
+    ``free_held`` freed but kept by malloc (fragmentation), ``mapped`` its large blocks. A native
+    leak grows ``in_use``; memory lost to fragmentation grows ``free_held``. None without glibc."""
+    if _MALLINFO2 is None:
+        return None
+    m = _MALLINFO2()
+    return {"in_use": m.uordblks + m.hblkhd, "free_held": m.fordblks, "mapped": m.hblkhd}
 
 
 def _esc(v: str) -> str:

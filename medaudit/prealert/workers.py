@@ -47,9 +47,10 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import duckdb
 import orjson
 
-from .metrics import rss_bytes
+from .metrics import malloc_bytes, rss_bytes
 from .writer import ResultWriter
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,18 @@ class Supervisor:
     def alive(self, pid: int) -> bool:
         return any(p.pid == pid and p.poll() is None for p in list(self.procs.values()))
 
+    def _duckdb_memory(self) -> tuple[int | None, str | None]:
+        """What the writer's DuckDB buffer manager holds (bytes), and its limit."""
+        try:
+            cur = self.con.cursor()
+        except duckdb.Error:  # closed: stopping
+            return None, None
+        try:
+            held = cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchall()[0][0]
+            return int(held), cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        finally:
+            cur.close()
+
     def status(self) -> dict:
         now = time.time()
         each = []
@@ -267,9 +280,15 @@ class Supervisor:
                 }
             )
         assert self.writer is not None  # made by start(), before the interface answers
+        held, limit = self._duckdb_memory()
         return {
             "writer": self.writer.status(),
             "writer_rss_bytes": rss_bytes(),
+            # the writer's DuckDB buffer manager: the pages of the tables it appends to stay
+            # cached up to its memory limit (see medaudit.commands.serve.WRITER_MEMORY_LIMIT)
+            "writer_duckdb_bytes": held,
+            "writer_duckdb_limit": limit,
+            "writer_malloc": malloc_bytes(),
             "workers": {
                 "of": self.n,
                 "ready": sum(1 for w in each if w["ready"]),
