@@ -15,8 +15,9 @@ bytes is refused with 413 before it is read (by its ``Content-Length``, or by co
 bytes as they stream in); more than ``max_patients`` patients or ``max_orders`` orders in a
 3101 request, or ``max_warns`` answers in a 3103, is a 422 naming the field.
 
-The 3101 route is the hot path and is built for it: pydantic-core validates the body straight
-from its bytes, the answer is written with orjson, a check the fast path can answer from memory
+The 3101 route is the hot path and is built for it: it is answered on its own ASGI lane
+(:class:`Lane3101`), not through FastAPI's routing and dependency solving (the FastAPI route
+stays for the docs and answers the same), pydantic-core validates the body straight from its bytes, the answer is written with orjson, a check the fast path can answer from memory
 runs on the event loop itself (no thread hand-off), and answered results are stored in the
 background as Arrow batches (:class:`ResultWriter`). Checks that need the database (the SQL
 path, a visit's context not loaded yet) and the other endpoints run in the thread pool.
