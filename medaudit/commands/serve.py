@@ -18,13 +18,15 @@ from ..clihelp import fail
 #: and the buffer manager would otherwise keep up to a quarter of the machine of the database's
 #: pages as results accumulate. Beyond it DuckDB evicts pages (and spills, if ever needed).
 SERVICE_MEMORY_LIMIT = "1GiB"
-#: ... and once the service is up, for the connection that stores the answers (the parent of
-#: ``--workers N``, the one process otherwise): DuckDB keeps the pages of the tables it appends
-#: to cached up to its limit, so under 1 GiB the writer grew by about 0.5 GB an hour at 500
-#: answers a second (a soak of 8 minutes: its DuckDB memory 18 -> 46 MB, its RSS +33 MB in 3.5
-#: minutes; the workers flat). The writer's own queries are small appends and reads of one
-#: institution's results, which stream.
-WRITER_MEMORY_LIMIT = "256MiB"
+#: ... and once the service is up, for the connection that stores the answers: DuckDB keeps the
+#: pages of the tables it appends to cached up to its limit, so under 1 GiB the writer grew by
+#: about 0.5 GB an hour at 500 answers a second (a soak of 8 minutes with 2 workers: their
+#: memory flat, the writer's DuckDB memory 18 -> 46 MB, its RSS +33 MB in 3.5 minutes). The
+#: writer of ``--workers N`` (the parent) only appends answers and reads one institution's back,
+#: which stream: a small limit; the one process of a service without workers also runs the SQL
+#: path's queries over its connection: more room.
+WRITER_MEMORY_LIMIT = "64MiB"
+ONE_PROCESS_MEMORY_LIMIT = "256MiB"
 
 
 def register(app: typer.Typer) -> None:
@@ -301,7 +303,7 @@ def register(app: typer.Typer) -> None:
         # 2,000 visits took 88 ms, and every request waited behind it.
         gc.freeze()
         if steady:  # preloaded: from now on the connection mostly appends answers
-            con.execute("SET memory_limit = ?", [WRITER_MEMORY_LIMIT])
+            con.execute("SET memory_limit = ?", [ONE_PROCESS_MEMORY_LIMIT])
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
     def _serve_workers(
