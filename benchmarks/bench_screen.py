@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--memory-limit",
         default=None,
-        help="DuckDB memory limit (default: medaudit's, a quarter of the machine's memory)",
+        help="DuckDB memory limit (default: medaudit's, a fifth of the machine's memory)",
     )
     ap.add_argument("--temp-dir", type=Path, default=None, help="DuckDB spill folder (default: next to the database)")
     ap.add_argument(

@@ -140,7 +140,7 @@ def main(
         "--memory-limit",
         help="DuckDB memory limit for every database this command opens (e.g. 6GB); "
         "what does not fit is spilled to --temp-dir. Default: [duckdb] memory_limit in the config file, "
-        "else a quarter of the machine's memory",
+        "else a fifth of the machine's memory",
     ),
     temp_dir: Optional[Path] = typer.Option(
         None,

@@ -2,9 +2,11 @@
 
 DuckDB's own default memory limit is 80% of the machine's memory: a 10-million-line screen then
 grows to 18 GB on a 24 GB machine shared with other work. medaudit sets a limit on every
-connection it opens (:func:`medaudit.db.connect`), by default a quarter of the machine's memory
-(about 6 GB on 24 GB), and a folder where DuckDB writes what does not fit (it spills instead of
-failing). Measured on 10.3M lines: the screen takes the same time within 6 GB as with 18 GB.
+connection it opens (:func:`medaudit.db.connect`), by default a fifth of the machine's memory
+(4.7 GiB on 23.5 GiB), and a folder where DuckDB writes what does not fit (it spills instead of
+failing). Measured on 10.5M lines with the full library (2026-12-03, back to back): a quarter
+(5.9 GiB) screened in 49.5 to 50.9 s at a peak of 6.1 GiB, a fifth in 52.0 s at 4.9 GiB; the
+process holds a few hundred MB beyond DuckDB's limit, so a quarter went past 6 GB.
 
 Where the values come from, first found wins:
 
@@ -16,7 +18,7 @@ Where the values come from, first found wins:
        memory_limit = "6GB"        # any DuckDB size: 6GB, 6000MB, 5.5GiB
        temp_dir = "/scratch/medaudit-spill"
 
-3. the defaults: a quarter of the machine's memory (at least 1 GiB); the spill folder next to
+3. the defaults: a fifth of the machine's memory (at least 1 GiB); the spill folder next to
    the database file (``<db>.tmp``, DuckDB's own choice), or for an in-memory database a
    ``medaudit-spill`` folder in the system's temporary folder.
 """
@@ -58,12 +60,12 @@ class Resources:
 
 
 def default_memory_limit() -> str:
-    """A quarter of the machine's physical memory, at least 1 GiB, as a DuckDB size (MiB)."""
+    """A fifth of the machine's physical memory, at least 1 GiB, as a DuckDB size (MiB)."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not available (e.g. Windows): DuckDB's 80% is too much too
         total = 16 * 2**30
-    return f"{max(total // 4, 2**30) // 2**20}MiB"
+    return f"{max(total // 5, 2**30) // 2**20}MiB"
 
 
 def check_memory_limit(value: str, where: str) -> str:

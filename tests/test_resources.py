@@ -30,12 +30,12 @@ def size_of(value: str) -> str:
     return setting(c, "memory_limit")
 
 
-def test_default_limit_is_a_quarter_of_memory_not_duckdbs_80_percent(tmp_path, monkeypatch):
+def test_default_limit_is_a_fifth_of_memory_not_duckdbs_80_percent(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no medaudit.toml here
     resources.configure()
     con = db.connect(tmp_path / "a.duckdb")
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert setting(con, "memory_limit") == size_of(f"{max(total // 4, 2**30) // 2**20}MiB")
+    assert setting(con, "memory_limit") == size_of(f"{max(total // 5, 2**30) // 2**20}MiB")
     assert setting(con, "memory_limit") != setting(duckdb.connect(), "memory_limit")  # DuckDB's own default
     assert setting(con, "temp_directory") == str(tmp_path / "a.duckdb") + ".tmp"
     mem = db.connect(":memory:")
