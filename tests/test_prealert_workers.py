@@ -353,6 +353,62 @@ def test_a_writer_killed_between_storing_and_deleting_a_segment_stores_nothing_t
         con.close()
 
 
+def _result(jr: str, now: dt.datetime) -> tuple:
+    from decimal import Decimal
+
+    return (jr, "H001", "default", "R-SEX-001", "1", "x", "restrict_gender", "violation", "5", "P", "P", "V", "e",
+            Decimal("1.00"), now, None)  # fmt: skip
+
+
+def test_a_flush_stores_the_producers_segments_in_one_transaction(base, tmp_path):
+    """Segments closed since the last store go in one transaction (one commit, one set of
+    marks: the marks share the transaction's time); one already marked stored is skipped; one
+    whose rows no column takes makes the batch fall back to one segment at a time, and only it
+    is set aside."""
+    con, _rules, _keys = base
+    folder = tmp_path / "journal"
+    w = ResultWriter(con, folder, start=False, shared=True)  # before the segments: none is an earlier run's
+    now = dt.datetime(2026, 3, 2, 9, 0)
+    producers = [JournalProducer(folder, start=False) for _ in range(2)]
+    for n in range(12):
+        p = producers[n % 2]
+        p.add(
+            [_result(f"J{n:04d}", now)],
+            [(f"J{n:04d}", f"J{n:04d}-1", "RX", UTERUS, "1", __import__("decimal").Decimal("1.00"))],
+        )
+        if n % 4 == 3:
+            p.rotate()
+    for p in producers:
+        p.rotate()
+    segs = sorted(folder.glob("*.jsonl"))
+    assert len(segs) >= 4
+    # one of them already stored by a writer that died before deleting it: its mark is there
+    con.execute("INSERT INTO prealert_journal_stored VALUES (?, now()::TIMESTAMP)", [segs[0].name])
+    skipped = {r[0] for r in ResultWriter._read(w, segs[0])[0]["prealert_results"]}
+    w.flush()
+    ids = {r[0] for r in con.execute("SELECT jr_id FROM prealert_results").fetchall()}
+    assert ids == {f"J{n:04d}" for n in range(12)} - skipped and skipped
+    marks = con.execute(
+        "SELECT count(*), count(DISTINCT stored_at) FROM prealert_journal_stored WHERE segment <> ?", [segs[0].name]
+    ).fetchall()
+    assert marks == [(len(segs) - 1, 1)]  # one transaction for all of them
+    assert not list(folder.glob("*.jsonl")) and w.status()["stored_segments"] == len(segs)
+
+    # a batch with a segment of values no column takes: the others stored, that one set aside
+    for n in range(20, 26):
+        producers[n % 2].add_feedback([(f"J{n:04d}", "H001", "1", "2", None, now)])
+        producers[n % 2].rotate()
+    (folder / f"{time.time_ns():020d}-{os.getpid()}-999999.jsonl").write_bytes(
+        b'{"f": [["J0030", "H001", 5, "2", null, "2026-03-02T09:30:00"]]}\n'
+    )
+    w.flush()
+    fb = [r[0] for r in con.execute("SELECT jr_id FROM prealert_feedback ORDER BY jr_id").fetchall()]
+    assert fb == [f"J{n:04d}" for n in range(20, 26)]
+    assert len(list(folder.glob("*.corrupt"))) == 1 and not list(folder.glob("*.jsonl"))
+    assert "rows no table takes" in w.status()["last_error"]
+    w.close()
+
+
 class _Remote:
     """The writer's side of a worker, in this process (the Unix socket left out)."""
 
