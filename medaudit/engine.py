@@ -668,7 +668,7 @@ def screen(
     it (``tips add`` stores the tip, the run's findings and the links at once).
 
     ``part_lines``: a full screen of more fee lines than this runs in parts of persons (see
-    :func:`_screen_in_parts`); default :func:`default_part_lines`, from the memory limit."""
+    :func:`_screen_in_parts`); default from the memory limit (:func:`person_parts`)."""
     t0 = time.perf_counter()
     rules = [r for r in library.rules if stage in r.stages]
     scope = scope or Scope("all")
@@ -780,14 +780,25 @@ def _screen_whole(
 
 
 def default_part_lines(con: duckdb.DuckDBPyConnection) -> int:
-    """Fee lines per part of a big screen: one byte of the connection's memory limit in 400 (a
-    part's ``lines`` may be about the limit: what does not fit spills, and parts cost more than
-    spilling, as they repeat each type's fixed costs and write the month-wide types' columns).
-    Measured on 10.48M lines under 4,807 MiB (2026-12-03): whole 52.0 s at a peak of 4.9 GiB, in
-    two parts 59.6 s at 3.7 GiB; earlier, under 6 GB, whole 84 against 106 CPU s in three parts.
-    12.6 million lines under the default 4.7 GiB, 20 million under 8 GB."""
-    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    return max(100_000, parse_size(limit) // 400)
+    """Fee lines per part of a big screen: one byte of the connection's memory limit in 500
+    (``lines`` holds about 480 bytes a line, so a part's about fits; parts that spill cost more
+    than more parts: 52.4M lines under 8 GB took 495 to 508 CPU s in 4 parts, 579 in 3, where
+    duplicate_charge alone went from 17 to 35). 10 million lines under the default 4.7 GiB, 16
+    million under 8 GB. A batch a little bigger than a part is screened whole all the same
+    (:func:`person_parts`)."""
+    return max(100_000, _memory_limit_bytes(con) // 500)
+
+
+def whole_lines(con: duckdb.DuckDBPyConnection) -> int:
+    """Fee lines screened whole by default though more than a part: up to one byte of the memory
+    limit in 400 (what does not fit spills, and that costs less than parts, which repeat each
+    type's fixed costs and write the month-wide types' columns: 10.48M lines under 4.7 GiB whole
+    52.0 s at a peak of 4.9 GiB, in two parts 59.6 s at 3.7 GiB). 12.6 million under 4.7 GiB."""
+    return max(100_000, _memory_limit_bytes(con) // 400)
+
+
+def _memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    return parse_size(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
 
 
 def parse_size(text: str) -> int:
@@ -803,8 +814,11 @@ def parse_size(text: str) -> int:
 def person_parts(con: duckdb.DuckDBPyConnection, part_lines: int | None = None) -> int:
     """Into how many parts of persons a full screen of the loaded fee lines goes (1: none)."""
     n = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
-    size = part_lines or default_part_lines(con)
-    return max(1, -(-n // size))
+    if part_lines:
+        return max(1, -(-n // part_lines))
+    if n <= whole_lines(con):
+        return 1
+    return max(1, -(-n // default_part_lines(con)))
 
 
 def _screen_in_parts(

@@ -145,3 +145,20 @@ def test_a_spill_folder_with_a_quote_is_not_pasted_into_sql(loaded, tmp_path):
     con.close()
     assert got == [(f[0], f[13]) for f in whole["findings"] if f[2] == "post_hoc"]
     assert list(hostile.iterdir()) == [], "nothing written in the hostile folder"
+
+
+def test_default_parts_keep_a_batch_a_little_over_a_part_whole_and_cut_bigger_ones_to_fit():
+    """Without ``part_lines``: a batch up to a byte of the memory limit in 400 lines is screened
+    whole (spilling a little costs less than parts), a bigger one in parts of a byte in 500
+    (parts that spill cost more than more parts)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '1GiB'")  # parts of 2,147,483 lines; whole up to 2,684,354
+    con.execute("CREATE TABLE fee_list_d AS SELECT range AS bkkp_sn FROM range(2684354)")
+    assert engine.person_parts(con) == 1
+    con.execute("INSERT INTO fee_list_d VALUES (-1)")
+    assert engine.person_parts(con) == 2
+    con.execute("INSERT INTO fee_list_d SELECT -2 - range FROM range(4294967 - 2684355)")  # 2 x 2,147,483 + 1
+    assert engine.person_parts(con) == 3
+    assert engine.person_parts(con, part_lines=1_000_000) == 5
