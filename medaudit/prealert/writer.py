@@ -34,6 +34,7 @@ first: everything answered so far is stored by then.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -42,6 +43,7 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, Iterator
 
 import duckdb
 import orjson
@@ -94,6 +96,23 @@ def arrow_schema(cur, table: str) -> pa.Schema:
 MARKS = """CREATE TABLE IF NOT EXISTS prealert_journal_stored (segment VARCHAR, stored_at TIMESTAMP)"""
 
 
+@contextlib.contextmanager
+def _transaction(con) -> Iterator[Any]:
+    """A cursor of ``con`` inside one transaction: committed when the block ends, rolled back if
+    it raises."""
+    cur = con.cursor()
+    try:
+        cur.execute("BEGIN")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+    finally:
+        cur.close()
+
+
 def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False, segment: str | None = None) -> bool:
     """Insert rows (tuples in the tables' column order) of the three tables in one transaction,
     as Arrow tables (DuckDB binds hundreds of ``?`` at about 0.3 ms a row, an Arrow table at once).
@@ -105,24 +124,14 @@ def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False, segm
         return bool(write_segments(con, [(segment, rows)]))
     if not any(rows.get(t) for t in TABLES) and segment is None:
         return True
-    cur = con.cursor()
-    try:
-        cur.execute("BEGIN")
-        try:
-            if segment is not None:
-                if cur.execute("SELECT count(*) FROM prealert_journal_stored WHERE segment = ?", [segment]).fetchall()[
-                    0
-                ][0]:
-                    cur.execute("COMMIT")
-                    return False
-                cur.execute("INSERT INTO prealert_journal_stored VALUES (?, now()::TIMESTAMP)", [segment])
-            _insert(cur, _fresh(cur, rows) if idempotent else rows)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-    finally:
-        cur.close()
+    with _transaction(con) as cur:
+        if segment is not None:
+            if cur.execute("SELECT count(*) FROM prealert_journal_stored WHERE segment = ?", [segment]).fetchall()[0][
+                0
+            ]:
+                return False
+            cur.execute("INSERT INTO prealert_journal_stored VALUES (?, now()::TIMESTAMP)", [segment])
+        _insert(cur, _fresh(cur, rows) if idempotent else rows)
     return True
 
 
@@ -134,34 +143,25 @@ def write_segments(con, batch: list[tuple[str, dict[str, list[tuple]]]]) -> list
     writer's commits and marks were a quarter of its CPU."""
     if not batch:
         return []
-    cur = con.cursor()
-    try:
-        cur.execute("BEGIN")
-        try:
-            names = [name for name, _rows in batch]
-            marked = {
-                r[0]
-                for r in cur.execute(
-                    "SELECT segment FROM prealert_journal_stored WHERE list_contains(?, segment)", [names]
-                ).fetchall()
-            }
-            fresh = [(name, rows) for name, rows in batch if name not in marked]
-            if fresh:
-                cur.execute(
-                    "INSERT INTO prealert_journal_stored SELECT unnest(?::VARCHAR[]), now()::TIMESTAMP",
-                    [[name for name, _rows in fresh]],
-                )
-                together: dict[str, list[tuple]] = {}
-                for _name, rows in fresh:
-                    for table, r in rows.items():
-                        together.setdefault(table, []).extend(r)
-                _insert(cur, together)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-    finally:
-        cur.close()
+    with _transaction(con) as cur:
+        names = [name for name, _rows in batch]
+        marked = {
+            r[0]
+            for r in cur.execute(
+                "SELECT segment FROM prealert_journal_stored WHERE list_contains(?, segment)", [names]
+            ).fetchall()
+        }
+        fresh = [(name, rows) for name, rows in batch if name not in marked]
+        if fresh:
+            cur.execute(
+                "INSERT INTO prealert_journal_stored SELECT unnest(?::VARCHAR[]), now()::TIMESTAMP",
+                [[name for name, _rows in fresh]],
+            )
+            together: dict[str, list[tuple]] = {}
+            for _name, rows in fresh:
+                for table, r in rows.items():
+                    together.setdefault(table, []).extend(r)
+            _insert(cur, together)
     return [name for name, _rows in fresh]
 
 
