@@ -48,6 +48,7 @@ from pathlib import Path
 import httpx
 
 import loadgen
+from prealert_requests import body_3101
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIONAL = ROOT.parent / "shared" / "reference" / "nhsa-rule-batches"
@@ -427,45 +428,7 @@ def main() -> None:
             codes = [
                 rng.choice(lib_codes) if rng.random() < args.lib_share else rng.choice(batch_codes) for _ in range(10)
             ]
-            orders = [
-                {
-                    "rx_id": f"B{i}-{k}",
-                    "hilist_code": c,
-                    "hilist_name": "",
-                    "cnt": "1",
-                    "pric": "25.5",
-                    "sumamt": "25.5",
-                    "drord_begn_date": v[8],
-                    "drord_dept_codg": "D01",
-                    "drord_dr_codg": "DR01",
-                    "curr_drord_flag": 1,
-                }
-                for k, c in enumerate(codes)
-            ]
-            return {
-                "trig_scen": "5",
-                "patient_dtos": [
-                    {
-                        "patn_id": v[1],
-                        "gend": v[2],
-                        "brdy": v[3],
-                        "curr_mdtrt_id": v[0],
-                        "fsi_encounter_dtos": [
-                            {
-                                "mdtrt_id": v[0],
-                                "medins_id": v[4],
-                                "medins_lv": v[5],
-                                "med_type": v[6],
-                                "insutype": v[7],
-                                "adm_date": v[8],
-                                "dscg_main_dise_codg": v[9] or "",
-                                "fsi_diagnose_dtos": ([{"dise_codg": v[9], "maindise_flag": "1"}] if v[9] else []),
-                                "fsi_order_dtos": orders,
-                            }
-                        ],
-                    }
-                ],
-            }, keys[v[4]]
+            return body_3101(i, v, codes), keys[v[4]]
 
         if args.requests_file and args.requests_file.exists():
             saved = json.loads(args.requests_file.read_text(encoding="utf-8"))

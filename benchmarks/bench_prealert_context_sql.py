@@ -41,6 +41,8 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from prealert_requests import body_3101  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -82,44 +84,7 @@ def main() -> None:
     for i in range(args.requests):
         v = rng.choice(visits)
         codes = [rng.choice(lib_codes) if rng.random() < args.lib_share else rng.choice(batch_codes) for _ in range(10)]
-        body = {
-            "trig_scen": "5",
-            "patient_dtos": [
-                {
-                    "patn_id": v[1],
-                    "gend": v[2],
-                    "brdy": v[3],
-                    "curr_mdtrt_id": v[0],
-                    "fsi_encounter_dtos": [
-                        {
-                            "mdtrt_id": v[0],
-                            "medins_id": v[4],
-                            "medins_lv": v[5],
-                            "med_type": v[6],
-                            "insutype": v[7],
-                            "adm_date": v[8],
-                            "dscg_main_dise_codg": v[9] or "",
-                            "fsi_diagnose_dtos": ([{"dise_codg": v[9], "maindise_flag": "1"}] if v[9] else []),
-                            "fsi_order_dtos": [
-                                {
-                                    "rx_id": f"B{i}-{k}",
-                                    "hilist_code": c,
-                                    "hilist_name": "",
-                                    "cnt": "1",
-                                    "pric": "25.5",
-                                    "sumamt": "25.5",
-                                    "drord_begn_date": v[8],
-                                    "drord_dept_codg": "D01",
-                                    "drord_dr_codg": "DR01",
-                                    "curr_drord_flag": 1,
-                                }
-                                for k, c in enumerate(codes)
-                            ],
-                        }
-                    ],
-                }
-            ],
-        }
+        body = body_3101(i, v, codes)
         p = Request3101.model_validate(body).patient_dtos[0]
         reqs.append(to_check_request(p, None))
 

@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NATIONAL = ROOT.parent / "shared" / "reference" / "nhsa-rule-batches"
 sys.path.insert(0, str(ROOT))
 
+from prealert_requests import body_3101  # noqa: E402
+
 
 def requests(con, lib, n: int, exact_from: str | None, seed: int = 5) -> list[tuple[bytes, bytes]]:
     """``n`` (body, API key) of 10 new orders each, made as ``bench_prealert.py`` makes them:
@@ -63,38 +65,7 @@ def requests(con, lib, n: int, exact_from: str | None, seed: int = 5) -> list[tu
             w = rng.choice(visits)
             v = (f"NEW{i}", *w[1:8], newest, w[9])
         codes = [rng.choice(lib_codes) if rng.random() < 0.2 else rng.choice(batch_codes) for _ in range(10)]
-        orders = [
-            {
-                "rx_id": f"B{i}-{k}",
-                "hilist_code": c,
-                "hilist_name": "",
-                "cnt": "1",
-                "pric": "25.5",
-                "sumamt": "25.5",
-                "drord_begn_date": v[8],
-                "drord_dept_codg": "D01",
-                "drord_dr_codg": "DR01",
-                "curr_drord_flag": 1,
-            }
-            for k, c in enumerate(codes)
-        ]
-        enc = {
-            "mdtrt_id": v[0],
-            "medins_id": v[4],
-            "medins_lv": v[5],
-            "med_type": v[6],
-            "insutype": v[7],
-            "adm_date": v[8],
-            "dscg_main_dise_codg": v[9] or "",
-            "fsi_diagnose_dtos": [{"dise_codg": v[9], "maindise_flag": "1"}] if v[9] else [],
-            "fsi_order_dtos": orders,
-        }
-        body = {
-            "trig_scen": "5",
-            "patient_dtos": [
-                {"patn_id": v[1], "gend": v[2], "brdy": v[3], "curr_mdtrt_id": v[0], "fsi_encounter_dtos": [enc]}
-            ],
-        }
+        body = body_3101(i, v, codes)
         out.append((json.dumps(body).encode(), f"bench-key-{v[4]}-0123456789".encode()))
     return out
 
