@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -267,6 +268,11 @@ def test_answers_of_a_service_killed_mid_run_are_stored_once_at_the_next_start(b
     assert items == len(ids) and len(set(ids) - before) > 0
 
 
+def _result(jr: str, now: dt.datetime) -> tuple:
+    return (jr, "H001", "default", "R-SEX-001", "1", "x", "restrict_gender", "violation", "5", "P", "P", "V", "e",
+            Decimal("1.00"), now, None)  # fmt: skip
+
+
 def test_a_writer_killed_between_storing_and_deleting_a_segment_stores_nothing_twice(base, tmp_path):
     """Two producers' segments (one left open by a producer that died, its last line cut short);
     a writer process dies right after committing a segment, before deleting it, twice; the next
@@ -280,29 +286,7 @@ def test_a_writer_killed_between_storing_and_deleting_a_segment_stores_nothing_t
         p = producers[n % 2]
         jr = f"J{n:04d}"
         want.append(jr)
-        p.add(
-            [
-                (
-                    jr,
-                    "H001",
-                    "default",
-                    "R-SEX-001",
-                    "1",
-                    "x",
-                    "restrict_gender",
-                    "violation",
-                    "5",
-                    "P",
-                    "P",
-                    "V",
-                    "e",
-                    __import__("decimal").Decimal("1.00"),
-                    now,
-                    None,
-                )
-            ],
-            [(jr, jr + "-1", "RX", UTERUS, "1", __import__("decimal").Decimal("1.00"))],
-        )
+        p.add([_result(jr, now)], [(jr, jr + "-1", "RX", UTERUS, "1", Decimal("1.00"))])
         if n % 5 == 4:
             p.rotate()
     producers[0].add_feedback([("J0000", "H001", "1", "2", None, now)])
@@ -353,13 +337,6 @@ def test_a_writer_killed_between_storing_and_deleting_a_segment_stores_nothing_t
         con.close()
 
 
-def _result(jr: str, now: dt.datetime) -> tuple:
-    from decimal import Decimal
-
-    return (jr, "H001", "default", "R-SEX-001", "1", "x", "restrict_gender", "violation", "5", "P", "P", "V", "e",
-            Decimal("1.00"), now, None)  # fmt: skip
-
-
 def test_a_flush_stores_the_producers_segments_in_one_transaction(base, tmp_path):
     """Segments closed since the last store go in one transaction (one commit, one set of
     marks: the marks share the transaction's time); one already marked stored is skipped; one
@@ -374,7 +351,7 @@ def test_a_flush_stores_the_producers_segments_in_one_transaction(base, tmp_path
         p = producers[n % 2]
         p.add(
             [_result(f"J{n:04d}", now)],
-            [(f"J{n:04d}", f"J{n:04d}-1", "RX", UTERUS, "1", __import__("decimal").Decimal("1.00"))],
+            [(f"J{n:04d}", f"J{n:04d}-1", "RX", UTERUS, "1", Decimal("1.00"))],
         )
         if n % 4 == 3:
             p.rotate()
@@ -384,7 +361,7 @@ def test_a_flush_stores_the_producers_segments_in_one_transaction(base, tmp_path
     assert len(segs) >= 4
     # one of them already stored by a writer that died before deleting it: its mark is there
     con.execute("INSERT INTO prealert_journal_stored VALUES (?, now()::TIMESTAMP)", [segs[0].name])
-    skipped = {r[0] for r in ResultWriter._read(w, segs[0])[0]["prealert_results"]}
+    skipped = {r[0] for r in w._read(segs[0])[0]["prealert_results"]}
     w.flush()
     ids = {r[0] for r in con.execute("SELECT jr_id FROM prealert_results").fetchall()}
     assert ids == {f"J{n:04d}" for n in range(12)} - skipped and skipped

@@ -120,27 +120,22 @@ def write_rows(con, rows: dict[str, list[tuple]], idempotent: bool = False, segm
     stored ones (a journal segment stored again after a crash). ``segment``: the journal
     segment's name, marked stored in ``prealert_journal_stored`` in the same transaction; a
     segment already marked is not stored again (returns False)."""
-    if segment is not None and not idempotent:
-        return bool(write_segments(con, [(segment, rows)]))
-    if not any(rows.get(t) for t in TABLES) and segment is None:
+    if segment is not None:
+        return bool(write_segments(con, [(segment, rows)], idempotent=idempotent))
+    if not any(rows.get(t) for t in TABLES):
         return True
     with _transaction(con) as cur:
-        if segment is not None:
-            if cur.execute("SELECT count(*) FROM prealert_journal_stored WHERE segment = ?", [segment]).fetchall()[0][
-                0
-            ]:
-                return False
-            cur.execute("INSERT INTO prealert_journal_stored VALUES (?, now()::TIMESTAMP)", [segment])
         _insert(cur, _fresh(cur, rows) if idempotent else rows)
     return True
 
 
-def write_segments(con, batch: list[tuple[str, dict[str, list[tuple]]]]) -> list[str]:
+def write_segments(con, batch: list[tuple[str, dict[str, list[tuple]]]], idempotent: bool = False) -> list[str]:
     """The rows of several journal segments in one transaction, each segment marked stored in
-    ``prealert_journal_stored`` in it; a segment already marked is skipped (its rows are stored).
-    Returns the names of the segments stored now. One commit for a flush's segments instead of
-    one each: at 1,000 answers a second from two workers (about 20 segments a second) the
-    writer's commits and marks were a quarter of its CPU."""
+    ``prealert_journal_stored`` in it; a segment already marked is skipped (its rows are not
+    stored again). ``idempotent``: as for :func:`write_rows`. Returns the names of the segments
+    stored now. One commit for a flush's segments instead of one each: at 1,000 answers a second
+    from two workers (about 20 segments a second) the writer's commits and marks were a quarter
+    of its CPU."""
     if not batch:
         return []
     with _transaction(con) as cur:
@@ -161,7 +156,7 @@ def write_segments(con, batch: list[tuple[str, dict[str, list[tuple]]]]) -> list
             for _name, rows in fresh:
                 for table, r in rows.items():
                     together.setdefault(table, []).extend(r)
-            _insert(cur, together)
+            _insert(cur, _fresh(cur, together) if idempotent else together)
     return [name for name, _rows in fresh]
 
 
@@ -208,29 +203,20 @@ def _encode(x):
     raise TypeError(f"{type(x).__name__} is not JSON")
 
 
-#: by the schema's id, the schema kept with them (so its id is not reused while cached)
-_CONVERSIONS: dict[int, tuple[pa.Schema, tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
+def conversions(schema: pa.Schema) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """The table's width and which of its columns are decimals and timestamps: what
+    :func:`_decode` needs of the schema, worked out once for a segment's every line."""
+    return (
+        len(schema),
+        tuple(i for i, f in enumerate(schema) if pa.types.is_decimal(f.type)),
+        tuple(i for i, f in enumerate(schema) if pa.types.is_timestamp(f.type)),
+    )
 
 
-def _conversions(schema: pa.Schema) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
-    """The table's width and which of its columns are decimals and timestamps (kept per schema:
-    a segment's every line is decoded with them)."""
-    got = _CONVERSIONS.get(id(schema))
-    if got is None:
-        got = _CONVERSIONS[id(schema)] = (
-            schema,
-            (
-                len(schema),
-                tuple(i for i, f in enumerate(schema) if pa.types.is_decimal(f.type)),
-                tuple(i for i, f in enumerate(schema) if pa.types.is_timestamp(f.type)),
-            ),
-        )
-    return got[1]
-
-
-def _decode(rows: list[list], schema: pa.Schema) -> list[tuple]:
-    """Journal rows (JSON values) back to Python values of the table's columns."""
-    width, decimals, stamps = _conversions(schema)
+def _decode(rows: list[list], conv: tuple[int, tuple[int, ...], tuple[int, ...]]) -> list[tuple]:
+    """Journal rows (JSON values) back to Python values of the table's columns (``conv``: the
+    table's :func:`conversions`)."""
+    width, decimals, stamps = conv
     if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == width for r in rows):
         raise ValueError(f"not rows of {width} values")
     kinds = {type(v) for r in rows for v in r}
@@ -545,7 +531,7 @@ class ResultWriter(_Answers):
         process ended while writing it, so it was never answered whole."""
         cur = self.con.cursor()
         try:
-            schemas = {t: arrow_schema(cur, t) for t in TABLES}
+            convs = {t: conversions(arrow_schema(cur, t)) for t in TABLES}
         finally:
             cur.close()
         rows: dict[str, list[tuple]] = {t: [] for t in TABLES}
@@ -566,7 +552,7 @@ class ResultWriter(_Answers):
             try:
                 if not isinstance(entry, dict) or not entry or not set(entry) <= set(KEYS):
                     raise ValueError(f"not an entry of {', '.join(KEYS)}")
-                got = {t: _decode(entry[k], schemas[t]) for t, k in zip(TABLES, KEYS) if k in entry}
+                got = {t: _decode(entry[k], convs[t]) for t, k in zip(TABLES, KEYS) if k in entry}
             except (ValueError, TypeError, ArithmeticError) as e:
                 bad.append(f"line {n}: {e}"[:200])
                 continue
