@@ -4,9 +4,10 @@ DuckDB's own default memory limit is 80% of the machine's memory: a 10-million-l
 grows to 18 GB on a 24 GB machine shared with other work. medaudit sets a limit on every
 connection it opens (:func:`medaudit.db.connect`), by default a fifth of the machine's memory
 (4.7 GiB on 23.5 GiB), and a folder where DuckDB writes what does not fit (it spills instead of
-failing). Measured on 10.5M lines with the full library (2026-12-03, back to back): a quarter
-(5.9 GiB) screened in 49.5 to 50.9 s at a peak of 6.1 GiB, a fifth in 52.0 s at 4.9 GiB; the
-process holds a few hundred MB beyond DuckDB's limit, so a quarter went past 6 GB.
+failing). Measured on 10.5M lines with the full library (2026-12-03, runs of the same file on
+a machine whose speed varied by about 20%): a quarter (5.9 GiB) screened in 37.5 to 50.9 s at a
+peak of 6.1 GiB, a fifth in 35.5 to 52.0 s at 4.9 GiB; the process holds a few hundred MB beyond
+DuckDB's limit, so a quarter went past 6 GB.
 
 Where the values come from, first found wins:
 
