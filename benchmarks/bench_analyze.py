@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "analyze_results.json")
     ap.add_argument("--quarter", default=None, help="analyse this quarter only (default: every visit)")
     ap.add_argument("--stage", choices=an.STAGES, default="post_hoc")
-    ap.add_argument("--memory-limit", default=None, help="DuckDB memory limit (default: medaudit's)")
+    ap.add_argument(
+        "--memory-limit",
+        default=None,
+        help="the process's memory budget, as medaudit --memory-limit (default: medaudit's)",
+    )
     ap.add_argument("--label", default=None, help="names the entry in the results file")
     ap.add_argument(
         "--reuse-load",
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_levels_cpu_s": round(total_cpu, 2),
         "peak_rss_mb": round(peak_rss_mb()),
         "memory_limit": resources.current().effective_memory_limit,
+        "duckdb_memory_limit": resources.current().duckdb_memory_limit,
         "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "machine": {
             "cpus": os.cpu_count(),

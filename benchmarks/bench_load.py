@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medaudit import db  # noqa: E402
+from medaudit import db, resources  # noqa: E402
 from medaudit.loader import load_batch  # noqa: E402
 from bench_screen import cached_batch, cpu_s  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     ap.add_argument("--part-lines", type=int, default=None, help="the batch made in parts (as bench_screen.py)")
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data")
-    ap.add_argument("--memory-limit", default=None, help="DuckDB memory_limit for the load, e.g. 6GB")
+    ap.add_argument(
+        "--memory-limit",
+        default=None,
+        help="the process's memory budget, as medaudit --memory-limit (DuckDB gets four fifths), e.g. 6GB",
+    )
     ap.add_argument("--generate-only", action="store_true")
     args = ap.parse_args(argv)
     batch, gen_s = cached_batch(args.data, args.lines, args.seed, args.format, args.part_lines)
@@ -43,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
+        resources.configure(args.memory_limit, None, config=None)
         con = db.connect(Path(tmp) / "bench.duckdb")
-        if args.memory_limit:
-            con.execute("SET memory_limit = ?", [args.memory_limit])
         t, c = time.perf_counter(), cpu_s()
         res = load_batch(batch, con)
         wall, cpu = time.perf_counter() - t, cpu_s() - c
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_cpu_s": round(cpu, 2),
         "peak_rss_mb": round(rss),
         "rss_before_load_mb": round(rss0),
-        "memory_limit": args.memory_limit,
+        "memory_limit": resources.current().effective_memory_limit,
+        "duckdb_memory_limit": resources.current().duckdb_memory_limit,
         "rejected": sum(s.rejected for s in res.tables),
         "load_average": round(os.getloadavg()[0], 1),
     }

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--memory-limit",
         default=None,
-        help="DuckDB memory limit (default: medaudit's, a fifth of the machine's memory)",
+        help="the process's memory budget, as medaudit --memory-limit (DuckDB gets four fifths; "
+        "default: medaudit's, a quarter of the machine's memory)",
     )
     ap.add_argument("--temp-dir", type=Path, default=None, help="DuckDB spill folder (default: next to the database)")
     ap.add_argument(
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "part_lines": args.part_lines,
         "extra_rules": [str(x) for x in args.extra_rules],
         "memory_limit": resources.current().effective_memory_limit,
+        "duckdb_memory_limit": resources.current().duckdb_memory_limit,
         "generate_s": None if gen_s is None else round(gen_s, 2),
         "load_s": None if load_s is None else round(load_s, 2),
         "load_cpu_s": None if load_cpu is None else round(load_cpu, 2),

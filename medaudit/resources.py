@@ -1,13 +1,16 @@
-"""How much of the machine a medaudit process may use: DuckDB's memory limit and spill folder.
+"""How much of the machine a medaudit process may use: its memory budget and DuckDB's spill folder.
 
 DuckDB's own default memory limit is 80% of the machine's memory: a 10-million-line screen then
-grows to 18 GB on a 24 GB machine shared with other work. medaudit sets a limit on every
-connection it opens (:func:`medaudit.db.connect`), by default a fifth of the machine's memory
-(4.7 GiB on 23.5 GiB), and a folder where DuckDB writes what does not fit (it spills instead of
-failing). Measured on 10.5M lines with the full library (2026-12-03, runs of the same file on
-a machine whose speed varied by about 20%): a quarter (5.9 GiB) screened in 37.5 to 50.9 s at a
-peak of 6.1 GiB, a fifth in 35.5 to 52.0 s at 4.9 GiB; the process holds a few hundred MB beyond
-DuckDB's limit, so a quarter went past 6 GB.
+grows to 18 GB on a 24 GB machine shared with other work. medaudit gives every process a
+**memory budget** (by default a quarter of the machine's memory: 5.9 GiB on 23.5 GiB) and sets
+DuckDB's limit on every connection it opens (:func:`medaudit.db.connect`) to four fifths of it
+(:data:`DUCKDB_SHARE`: 4.7 GiB here), with a folder where DuckDB writes what does not fit (it
+spills instead of failing). The fifth left over is for what the process holds beyond DuckDB's own
+count: measured at 52.4M lines with DuckDB's limit at 7.45 GiB (``8GB``), the process peaked 1.1
+to 1.2 GiB above it while loading and 0.75 GiB above it while screening (2026-12-02/03), so a
+budget of ``8GB`` given whole to DuckDB ended at 9.1 GB. On 10.5M lines with the full library
+(2026-12-03, a machine whose speed varied by about 20%): DuckDB at 5.9 GiB screened in 37.5 to
+50.9 s at a peak of 6.1 GiB, at 4.7 GiB (today's default) in 35.5 to 52.0 s at 4.9 GiB.
 
 Where the values come from, first found wins:
 
@@ -16,10 +19,10 @@ Where the values come from, first found wins:
 2. a config file: ``--config FILE``, else ``medaudit.toml`` in the working folder, if there::
 
        [duckdb]
-       memory_limit = "6GB"        # any DuckDB size: 6GB, 6000MB, 5.5GiB
+       memory_limit = "6GB"        # the process's budget, any DuckDB size: 6GB, 6000MB, 5.5GiB
        temp_dir = "/scratch/medaudit-spill"
 
-3. the defaults: a fifth of the machine's memory (at least 1 GiB); the spill folder next to
+3. the defaults: a quarter of the machine's memory (at least 1 GiB); the spill folder next to
    the database file (``<db>.tmp``, DuckDB's own choice), or for an in-memory database a
    ``medaudit-spill`` folder in the system's temporary folder.
 """
@@ -57,16 +60,48 @@ class Resources:
 
     @property
     def effective_memory_limit(self) -> str:
+        """The process's memory budget: as given, or the default (:func:`default_memory_limit`)."""
         return self.memory_limit or default_memory_limit()
+
+    @property
+    def duckdb_memory_limit(self) -> str:
+        """DuckDB's limit on every connection: :data:`DUCKDB_SHARE` of the budget, in MiB."""
+        return duckdb_share(self.effective_memory_limit)
+
+
+#: DuckDB's part of a process's memory budget; the rest is what the process holds beyond DuckDB's
+#: own count (1.1 to 1.2 GiB over a 7.45 GiB limit while loading 52.4M lines: see the module's doc)
+DUCKDB_SHARE = 0.8
 
 
 def default_memory_limit() -> str:
-    """A fifth of the machine's physical memory, at least 1 GiB, as a DuckDB size (MiB)."""
+    """A quarter of the machine's physical memory, at least 1 GiB, as a size (MiB): the process's
+    budget, of which DuckDB gets four fifths (a fifth of the machine)."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not available (e.g. Windows): DuckDB's 80% is too much too
         total = 16 * 2**30
-    return f"{max(total // 5, 2**30) // 2**20}MiB"
+    return f"{max(total // 4, 2**30) // 2**20}MiB"
+
+
+_UNIT = {"b": 1, "byte": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNIT.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+_UNIT.update({"kilobyte": 10**3, "megabyte": 10**6, "gigabyte": 10**9, "terabyte": 10**12})
+
+
+def size_bytes(text: str) -> int:
+    """Bytes in a size as :func:`check_memory_limit` takes it, read as DuckDB reads it (KB, MB, GB,
+    TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ResourceError(f"not a size: {text!r}")
+    unit = m.group(2).lower()
+    return int(float(text.strip()[: m.start(2)].strip()) * _UNIT.get(unit, _UNIT.get(unit.rstrip("s"), 1)))
+
+
+def duckdb_share(budget: str) -> str:
+    """DuckDB's limit for a process budget: :data:`DUCKDB_SHARE` of it, in MiB (at least 64 MiB)."""
+    return f"{max(int(size_bytes(budget) * DUCKDB_SHARE) // 2**20, 64)}MiB"
 
 
 def check_memory_limit(value: str, where: str) -> str:
@@ -133,12 +168,16 @@ def spill_dir(db_path: str, res: Resources | None = None) -> str:
 
 
 def apply(con: duckdb.DuckDBPyConnection, db_path: str, res: Resources | None = None) -> None:
-    """Set the memory limit and spill folder on a new connection (they hold for its database)."""
+    """Set DuckDB's memory limit (its share of the budget) and the spill folder on a new
+    connection (they hold for its database)."""
     res = res or _current
     try:
-        con.execute("SET memory_limit = ?", [res.effective_memory_limit])
+        con.execute("SET memory_limit = ?", [res.duckdb_memory_limit])
     except duckdb.Error as e:
-        raise ResourceError(f"memory limit {res.effective_memory_limit!r} (from {res.source}): {e}") from None
+        raise ResourceError(
+            f"memory limit {res.duckdb_memory_limit!r} (four fifths of {res.effective_memory_limit!r}, "
+            f"from {res.source}): {e}"
+        ) from None
     spill = spill_dir(db_path, res)
     try:
         # a database already open in this process (a second connection) keeps its folder: DuckDB

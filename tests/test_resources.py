@@ -30,12 +30,19 @@ def size_of(value: str) -> str:
     return setting(c, "memory_limit")
 
 
-def test_default_limit_is_a_fifth_of_memory_not_duckdbs_80_percent(tmp_path, monkeypatch):
+def duckdb_part(budget_bytes: int) -> str:
+    """How DuckDB shows four fifths of a budget (in MiB, as medaudit sets it)."""
+    return size_of(f"{int(budget_bytes * 0.8) // 2**20}MiB")
+
+
+def test_default_budget_is_a_quarter_of_memory_and_duckdb_gets_a_fifth_not_its_80_percent(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no medaudit.toml here
     resources.configure()
     con = db.connect(tmp_path / "a.duckdb")
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert setting(con, "memory_limit") == size_of(f"{max(total // 5, 2**30) // 2**20}MiB")
+    budget = max(total // 4, 2**30) // 2**20 * 2**20
+    assert resources.current().effective_memory_limit == f"{budget // 2**20}MiB"
+    assert setting(con, "memory_limit") == duckdb_part(budget)
     assert setting(con, "memory_limit") != setting(duckdb.connect(), "memory_limit")  # DuckDB's own default
     assert setting(con, "temp_directory") == str(tmp_path / "a.duckdb") + ".tmp"
     mem = db.connect(":memory:")
@@ -47,12 +54,12 @@ def test_config_file_then_command_line(tmp_path, monkeypatch):
     (tmp_path / "medaudit.toml").write_text('[duckdb]\nmemory_limit = "1500MB"\ntemp_dir = "spill-here"\n')
     resources.configure()
     con = db.connect(tmp_path / "a.duckdb")
-    assert setting(con, "memory_limit") == size_of("1500MB")
+    assert setting(con, "memory_limit") == duckdb_part(1500 * 10**6)
     assert setting(con, "temp_directory").endswith("spill-here")
     con.close()
     resources.configure(memory_limit="1GB", temp_dir=tmp_path / "cli-spill")  # command line wins
     con = db.connect(tmp_path / "b.duckdb")
-    assert setting(con, "memory_limit") == size_of("1GB")
+    assert setting(con, "memory_limit") == duckdb_part(10**9)
     assert setting(con, "temp_directory") == str(tmp_path / "cli-spill")
 
 
@@ -68,6 +75,24 @@ def test_bad_values_are_refused_with_where_they_came_from(tmp_path, monkeypatch,
     r = CliRunner().invoke(app, [*args, "findings", "--db", str(tmp_path / "a.duckdb")], env={"COLUMNS": "200"})
     assert r.exit_code == 2
     assert message in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize(
+    "budget, share",
+    [
+        ("8GB", 6103),
+        ("8 GB", 6103),
+        ("5.5GiB", 4505),
+        ("6000MB", 4577),
+        ("2 gigabytes", 1525),
+        ("1TiB", 838860),
+        ("1KB", 64),
+    ],
+)
+def test_duckdb_gets_four_fifths_of_the_budget_in_mib(budget, share):
+    """``--memory-limit 8GB`` is the process's budget: DuckDB's limit is 0.8 x 8 x 10^9 bytes =
+    6,103 MiB (at least 64 MiB); the rest is for what the process holds beside DuckDB."""
+    assert resources.Resources(budget).duckdb_memory_limit == f"{share}MiB"
 
 
 def test_bad_config_names_the_file_and_key(tmp_path, monkeypatch):

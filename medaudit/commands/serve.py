@@ -231,7 +231,9 @@ def register(app: typer.Typer) -> None:
                     "libraries": lib_paths,
                     "keys": str(Path(keys).resolve()) if keys else None,
                     "threads": threads,
-                    "memory_limit": resources.current().memory_limit or SERVICE_MEMORY_LIMIT,
+                    "memory_limit": resources.current().duckdb_memory_limit
+                    if resources.current().memory_limit
+                    else SERVICE_MEMORY_LIMIT,
                     "app": dict(
                         sessions=sessions,
                         batch=batch,

@@ -420,7 +420,7 @@ def open_sandbox() -> duckdb.DuckDBPyConnection:
     dbm.install_macros(sb)
     # the same memory cap as every connection (a rule returning every line must not take the
     # machine); set before the settings are locked
-    sb.execute("SET memory_limit = ?", [resources.current().effective_memory_limit])
+    sb.execute("SET memory_limit = ?", [resources.current().duckdb_memory_limit])
     for s in SANDBOX_SETTINGS:
         sb.execute(s)
     return sb
