@@ -784,8 +784,8 @@ def default_part_lines(con: duckdb.DuckDBPyConnection) -> int:
     (``lines`` holds about 480 bytes a line, so a part's about fits; parts that spill cost more
     than more parts: 52.4M lines under 8 GB, one after the other on 2026-12-03, took 557 CPU s in
     4 parts and 579 in 3, where duplicate_charge alone went from 18 to 35). 10 million lines under
-    the default (DuckDB 4.7 GiB here), 12.8 million under a budget of 8GB (DuckDB 6,103 MiB). A batch a little bigger than a part is screened
-    whole all the same (:func:`whole_lines`)."""
+    the default (DuckDB 4.7 GiB here), 12.8 million under a budget of 8GB (DuckDB 6,103 MiB). A
+    batch a little bigger than a part is screened whole all the same (:func:`whole_lines`)."""
     return max(100_000, _memory_limit_bytes(con) // 500)
 
 

@@ -96,7 +96,7 @@ def size_bytes(text: str) -> int:
     if not m:
         raise ResourceError(f"not a size: {text!r}")
     unit = m.group(2).lower()
-    return int(float(text.strip()[: m.start(2)].strip()) * _UNIT.get(unit, _UNIT.get(unit.rstrip("s"), 1)))
+    return int(float(text[: m.start(2)].strip()) * _UNIT.get(unit, _UNIT.get(unit.rstrip("s"), 1)))
 
 
 def duckdb_share(budget: str) -> str:

@@ -81,7 +81,7 @@ def test_bad_values_are_refused_with_where_they_came_from(tmp_path, monkeypatch,
     "budget, share",
     [
         ("8GB", 6103),
-        ("8 GB", 6103),
+        (" 8 GB ", 6103),
         ("5.5GiB", 4505),
         ("6000MB", 4577),
         ("2 gigabytes", 1525),

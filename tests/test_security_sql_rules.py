@@ -312,7 +312,7 @@ def test_the_sandbox_has_the_memory_cap_of_every_connection_and_it_is_locked():
 
     sb = open_sandbox()
     ref = duckdb.connect(":memory:")
-    ref.execute("SET memory_limit = ?", [resources.current().effective_memory_limit])
+    ref.execute("SET memory_limit = ?", [resources.current().duckdb_memory_limit])
     setting = "SELECT current_setting('memory_limit')"
     assert sb.execute(setting).fetchall() == ref.execute(setting).fetchall()
     assert (
