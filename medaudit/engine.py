@@ -30,7 +30,7 @@ from typing import Callable, Mapping
 import duckdb
 import polars as pl
 
-from . import db, incremental, money, semantics
+from . import db, incremental, money, resources, semantics
 from .hospital_loop import lifecycle
 from .incremental import Context, Scope
 from .library import Item, Library, Rule
@@ -798,17 +798,8 @@ def whole_lines(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int:
-    return parse_size(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a DuckDB size (``5.5 GiB``, ``6GB``, ``800 MiB``)."""
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?i?B)?\s*", text, flags=re.IGNORECASE)
-    if not m:
-        raise ValueError(f"not a size: {text!r}")
-    unit = (m.group(2) or "B").upper()
-    power = "BKMGT".index(unit[0])
-    return int(float(m.group(1)) * (1024 if "I" in unit else 1000) ** power)
+    """The connection's DuckDB limit in bytes (as DuckDB shows it: ``5.9 GiB``)."""
+    return resources.size_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
 
 
 def person_parts(con: duckdb.DuckDBPyConnection, part_lines: int | None = None) -> int:

@@ -84,19 +84,19 @@ def default_memory_limit() -> str:
     return f"{max(total // 4, 2**30) // 2**20}MiB"
 
 
-_UNIT = {"b": 1, "byte": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNIT = {"b": 1, "byte": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNIT.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
 _UNIT.update({"kilobyte": 10**3, "megabyte": 10**6, "gigabyte": 10**9, "terabyte": 10**12})
 
 
 def size_bytes(text: str) -> int:
-    """Bytes in a size as :func:`check_memory_limit` takes it, read as DuckDB reads it (KB, MB, GB,
-    TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024)."""
+    """Bytes in a size as :func:`check_memory_limit` takes it and as DuckDB shows one (``5.9 GiB``),
+    read as DuckDB reads it (KB, MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in 1024)."""
     m = _SIZE.match(text)
     if not m:
         raise ResourceError(f"not a size: {text!r}")
     unit = m.group(2).lower()
-    return int(float(text[: m.start(2)].strip()) * _UNIT.get(unit, _UNIT.get(unit.rstrip("s"), 1)))
+    return int(float(text[: m.start(2)].strip()) * _UNIT[unit.removesuffix("s")])  # "gigabytes": "gigabyte"
 
 
 def duckdb_share(budget: str) -> str:

@@ -67,6 +67,9 @@ def test_config_file_then_command_line(tmp_path, monkeypatch):
     "args, message",
     [
         (["--memory-limit", "lots"], "--memory-limit: memory limit must be a size such as 6GB"),
+        # a value meant to end the SET statement: refused by the size check (and it reaches
+        # DuckDB only as a bound parameter in any case)
+        (["--memory-limit", "1GB'; DROP TABLE findings; --"], "--memory-limit: memory limit must be a size"),
         (["--config", "missing.toml"], "missing.toml: no such config file"),
     ],
 )

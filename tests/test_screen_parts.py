@@ -75,11 +75,20 @@ def test_every_person_in_one_part(loaded):
 
 
 def test_part_size_from_memory_limit():
-    assert engine.parse_size("6.0 GiB") == 6 * 1024**3
-    assert engine.parse_size("5.5GB") == 5_500_000_000
-    assert engine.parse_size("800 MiB") == 800 * 1024**2
+    """The parts are sized from DuckDB's limit as the connection shows it (one size reader for
+    that and for ``--memory-limit``: :func:`medaudit.resources.size_bytes`)."""
+    from medaudit import resources
+
+    assert resources.size_bytes("6.0 GiB") == 6 * 1024**3
+    assert resources.size_bytes("5.5GB") == 5_500_000_000
+    assert resources.size_bytes("800 MiB") == 800 * 1024**2
     with pytest.raises(ValueError):
-        engine.parse_size("lots")
+        resources.size_bytes("lots")
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '1GiB'")
+    assert engine._memory_limit_bytes(con) == 2**30
 
 
 @pytest.mark.slow
