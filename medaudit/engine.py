@@ -715,7 +715,19 @@ def screen(
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
         n_new = store_findings(con, stage, run_id, "hit_line_info" if n_parts > 1 else "lines")
-        money.settle_deductions(con)
+        if plan.full:  # everything again: every line's money settled again too
+            money.settle_deductions(con)
+        else:
+            # a night's run: only the lines whose findings this run added or superseded move
+            # (the run's hit lines hold every new finding's lines), not the months behind them
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE {money.TOUCHED_LINES} AS
+                    SELECT bkkp_sn FROM hit_lines_l WHERE bkkp_sn IS NOT NULL
+                    UNION SELECT bkkp_sn FROM finding_lines
+                    WHERE finding_id IN (SELECT finding_id FROM {lifecycle.SUPERSEDED})"""
+            )
+            money.settle_deductions(con, touched=True)
+            con.execute(f"DROP TABLE {money.TOUCHED_LINES}")
         con.execute(
             "INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
             [run_id, stage, library.digest(), len(rules), n_hits, n_new],

@@ -70,8 +70,19 @@ CLAIMING = f"""f.stage = 'post_hoc'
     AND f.status NOT IN ({", ".join(repr(s) for s in DEAD_STATUSES)})"""
 
 
-def settle_deductions(con: duckdb.DuckDBPyConnection) -> None:
-    """Recompute who carries each line's money and every finding's deduction."""
+#: the lines a screening run's findings touch (``bkkp_sn``): a temporary table the engine makes
+#: for :func:`settle_deductions` ``touched=True``
+TOUCHED_LINES = "settle_touched_lines"
+
+
+def settle_deductions(con: duckdb.DuckDBPyConnection, touched: bool = False) -> None:
+    """Recompute who carries each line's money and every finding's deduction.
+
+    ``touched``: only the lines in the temporary table :data:`TOUCHED_LINES`, and the findings
+    that hold one of them (see :func:`_settle_touched`)."""
+    if touched:
+        _settle_touched(con)
+        return
     con.execute(
         f"""
         -- final: findings in a deduction statement, and the lines those statements deducted
@@ -103,6 +114,68 @@ def settle_deductions(con: duckdb.DuckDBPyConnection) -> None:
         WHERE t.finding_id = findings.finding_id AND findings.deduction_amt IS DISTINCT FROM coalesce(t.total, 0)
           AND findings.finding_id NOT IN (SELECT finding_id FROM __final);
         DROP TABLE __carriers;
+        DROP TABLE __final;
+        DROP TABLE __frozen;
+        """
+    )
+
+
+def _settle_touched(con: duckdb.DuckDBPyConnection) -> None:
+    """Settle the lines of :data:`TOUCHED_LINES` only: what the full settling gives, when the
+    database was settled before and only those lines' findings changed since.
+
+    A line's carrier depends only on the findings that claim that line, and a finding's
+    deduction only on its own lines; so when a screening run adds findings and supersedes
+    others (and nothing else moves), settling the lines those findings hold, and the totals of
+    every finding holding one of them (older ones included: a new finding may take a line from
+    one), gives what settling everything gives. A nightly run's cost then stays with the night:
+    the months of findings behind it are scanned for the touched lines' rows, not re-ranked and
+    re-written (at 3.4M findings and 9.3M finding lines, a night of 5,000 lines settled in about
+    1 s against 8 to 9 s). Every other change (an appeal decided, a statement made final, a full
+    re-screen) settles everything. ``tests/test_incremental.py`` compares it with the full one
+    night after night, and with a night that takes a line from an earlier finding."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE __final AS SELECT finding_id FROM finding_state WHERE statement_id IS NOT NULL;
+        CREATE OR REPLACE TEMP TABLE __frozen AS SELECT DISTINCT bkkp_sn FROM deduction_lines;
+        -- every finding's row of a touched line, and the findings holding one (with where they are)
+        CREATE OR REPLACE TEMP TABLE __tl AS
+        SELECT rowid AS rid, finding_id, bkkp_sn, role, claim, carried FROM finding_lines
+        WHERE bkkp_sn IN (SELECT bkkp_sn FROM {TOUCHED_LINES});
+        CREATE OR REPLACE TEMP TABLE __tf AS
+        SELECT rowid AS rid, finding_id, rule_id, stage, severity, status, deduction_amt FROM findings
+        WHERE finding_id IN (SELECT finding_id FROM __tl);
+
+        -- as in the full settling, over the touched lines' rows
+        CREATE OR REPLACE TEMP TABLE __carriers AS
+        SELECT fl.rid,
+               row_number() OVER (PARTITION BY fl.bkkp_sn ORDER BY fl.claim DESC, f.rule_id, f.finding_id) = 1 AS carries
+        FROM __tl fl JOIN __tf f USING (finding_id)
+        WHERE fl.role = 'violating' AND fl.claim > 0 AND {CLAIMING}
+          AND fl.finding_id NOT IN (SELECT finding_id FROM __final)
+          AND fl.bkkp_sn NOT IN (SELECT bkkp_sn FROM __frozen);
+
+        -- a carrier's row takes its share; any other row of a finding not final holds 0
+        UPDATE finding_lines SET carried = n.carried
+        FROM (SELECT t.rid, CASE WHEN c.carries THEN t.claim ELSE 0 END AS carried
+              FROM __tl t LEFT JOIN __carriers c USING (rid)
+              WHERE t.finding_id NOT IN (SELECT finding_id FROM __final)
+                AND CASE WHEN c.rid IS NULL THEN t.carried <> 0
+                         ELSE t.carried IS DISTINCT FROM CASE WHEN c.carries THEN t.claim ELSE 0 END END) n
+        WHERE finding_lines.rowid = n.rid;
+
+        -- the totals of every finding holding a touched line, over all its lines
+        UPDATE findings SET deduction_amt = n.total
+        FROM (SELECT f.rid, coalesce(t.total, 0) AS total, f.deduction_amt
+              FROM __tf f LEFT JOIN (
+                  SELECT finding_id, CAST(round(sum(carried), 2) AS DECIMAL(18,2)) AS total FROM finding_lines
+                  WHERE finding_id IN (SELECT finding_id FROM __tf) GROUP BY finding_id) t USING (finding_id)
+              WHERE f.finding_id NOT IN (SELECT finding_id FROM __final)
+                AND f.deduction_amt IS DISTINCT FROM coalesce(t.total, 0)) n
+        WHERE findings.rowid = n.rid;
+        DROP TABLE __carriers;
+        DROP TABLE __tl;
+        DROP TABLE __tf;
         DROP TABLE __final;
         DROP TABLE __frozen;
         """

@@ -200,3 +200,63 @@ def test_cli_finalize_and_show(tmp_path, monkeypatch):
     assert r.exit_code == 0 and "Nothing new stands for 2026-03" in " ".join(r.output.split())
     r = run(app, ["deduct", "show", "--period", "2026-03", "--db", dbf])
     assert r.exit_code == 0 and "Reconciled with the findings table to the cent." in " ".join(r.output.split())
+
+
+def _money(con) -> tuple[list, list]:
+    return (
+        con.execute("SELECT finding_id, deduction_amt FROM findings ORDER BY 1").fetchall(),
+        con.execute("SELECT finding_id, bkkp_sn, carried FROM finding_lines ORDER BY 1, 2").fetchall(),
+    )
+
+
+def _touched_settles_as_everything(con, untouched_visit: str) -> None:
+    """Scramble the money of the touched lines (every line but those of ``untouched_visit``'s
+    findings) and of the findings holding one, final ones excepted; settling the touched lines
+    must put back what settling everything puts back (and what was there)."""
+    money.settle_deductions(con)
+    settled = _money(con)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {money.TOUCHED_LINES} AS
+            SELECT DISTINCT bkkp_sn FROM finding_lines
+            WHERE finding_id NOT IN (SELECT finding_id FROM findings WHERE mdtrt_id = ?)""",
+        [untouched_visit],
+    )
+    scramble = f"""
+        UPDATE finding_lines SET carried = claim + 7
+        WHERE bkkp_sn IN (SELECT bkkp_sn FROM {money.TOUCHED_LINES})
+          AND finding_id NOT IN (SELECT finding_id FROM finding_state WHERE statement_id IS NOT NULL);
+        UPDATE findings SET deduction_amt = 999
+        WHERE finding_id IN (SELECT finding_id FROM finding_lines WHERE bkkp_sn IN (SELECT bkkp_sn FROM {money.TOUCHED_LINES}))
+          AND finding_id NOT IN (SELECT finding_id FROM finding_state WHERE statement_id IS NOT NULL);"""
+    con.execute(scramble)
+    assert _money(con) != settled
+    money.settle_deductions(con, touched=True)
+    assert _money(con) == settled
+    con.execute(scramble)
+    money.settle_deductions(con)
+    assert _money(con) == settled
+
+
+def test_settling_the_touched_lines_gives_what_settling_everything_gives(tmp_path, monkeypatch):
+    """A nightly run settles only the lines its findings touch (money.settle_deductions with
+    touched=True): it must give what the full settling gives. First with a line two findings
+    claim whose larger claim was overturned (the smaller carries it) and a confirmed suspect;
+    then with that line in a final statement and a new rule version claiming it again (the
+    line is frozen: the new finding carries nothing)."""
+    b, v = loop_batch()
+    con = loop_db(tmp_path, monkeypatch, b)
+    sex, age = finding(con, v["both"], "R-SEX-001"), finding(con, v["age"], "R-AGE-001")
+    lifecycle.transition(con, sex["id"], "appeal", "王芳", "患者为女性", clock=clock("2026-04-02"))
+    lifecycle.transition(con, sex["id"], "overturn", "李审", "属实", clock=clock("2026-04-08"))
+    lifecycle.transition(con, age["id"], "confirm", "李审", clock=clock("2026-04-02"))
+    _touched_settles_as_everything(con, v["sex"])
+    assert finding(con, v["both"], "R-FRQ-001")["deduction"] == D("120.00")
+    assert finding(con, v["age"], "R-AGE-001")["deduction"] == D("24.70")
+
+    res = deduct.finalize(con, "2026-03", "H001", clock=clock("2026-04-20"))
+    assert finding(con, v["both"], "R-FRQ-001")["statement"] == res.statements[0].statement_id
+    rescreen(tmp_path, con, RULES_V2, "rules_v2")
+    v2 = "SELECT claimed_amt, deduction_amt FROM findings WHERE mdtrt_id = ? AND rule_id = 'R-SEX-001' AND rule_version = '2'"
+    assert con.execute(v2, [v["both"]]).fetchall() == [(D("180.00"), D("0.00"))]  # BOTH1 was deducted for good
+    _touched_settles_as_everything(con, v["sex"])
+    assert con.execute(v2, [v["both"]]).fetchall() == [(D("180.00"), D("0.00"))]

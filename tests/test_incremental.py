@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -367,6 +368,45 @@ def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
     rules_found = [sorted({r[1] for r in night["findings"]}) for night in full]
     assert rules_found == [[], ["R-DTH"], ["R-CAT", "R-DTH"], ["R-CAP", "R-CAT", "R-DTH"]], rules_found
     assert "VX" in {r[8] for r in full[2]["findings"]}
+
+
+def test_a_night_that_outbids_an_earlier_finding_moves_the_line_and_both_deductions(tmp_path):
+    """A night settles only the lines its findings touch (money.settle_deductions(touched=True)),
+    and that must include the earlier findings holding them: a price-cap finding carries 10 of a
+    line on the first night; the death record arriving on the second makes an after-death
+    finding claim the whole 30, which takes the line, and the price-cap finding's deduction
+    falls to 0, exactly as in a full re-screen."""
+    from kit import Batch
+
+    rules = """
+- {id: R-CAP, version: 1, name: 超限价, type: price_cap}
+- {id: R-DTH, version: 1, name: 死亡后费用, type: after_death}
+"""
+    first, second = Batch(), Batch()
+    first.add(
+        "hilist",
+        hilist_code="001102000010000",
+        hilist_name="诊查费",
+        list_type="201",
+        chrgitm_lv="01",
+        lv1_pric="20",
+        lv2_pric="20",
+        lv3_pric="20",
+        begndate="2026-01-01",
+    )
+    v = first.visit(mdtrt_id="VD", psn_no="PD", begntime="2026-03-10 08:00:00", endtime="2026-03-10 10:00:00")
+    first.line(v, "001102000010000", pric="30", bkkp_sn="D1")
+    w = first.visit(mdtrt_id="VE", psn_no="PE", begntime="2026-03-11 08:00:00", endtime="2026-03-11 10:00:00")
+    first.line(w, "001102000010000", pric="25", bkkp_sn="E1")  # another person's, untouched by the night
+    second.add("psn_death", psn_no="PD", die_date="2026-03-05")
+    full = assert_nightly_equals_full(tmp_path, [first, second], rules)
+    deducted = [{(r[1], r[8]): r[14] for r in night["findings"]} for night in full]
+    assert deducted[0] == {("R-CAP", "VD"): Decimal("10.00"), ("R-CAP", "VE"): Decimal("5.00")}, deducted[0]
+    assert deducted[1] == {
+        ("R-CAP", "VD"): Decimal("0.00"),
+        ("R-DTH", "VD"): Decimal("30.00"),
+        ("R-CAP", "VE"): Decimal("5.00"),
+    }, deducted[1]
 
 
 OVT_RULE = """

@@ -316,6 +316,11 @@ def history(con: duckdb.DuckDBPyConnection, finding_id: str) -> list[dict]:
 # ---------------------------------------------------------------------------- after a screening run
 
 
+#: the findings the last screening run on this connection superseded (a temporary table, made
+#: again by every run): the engine settles their lines' money with the run's new findings
+SUPERSEDED = "screen_superseded"
+
+
 def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: Clock | None = None) -> int:
     """Called by the engine inside the screening transaction, after the run's findings are stored
     (``r_all`` still holds the run's rules).
@@ -332,7 +337,7 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
     # set-based: a new rule version may supersede many findings at once
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE __sup AS
+        CREATE OR REPLACE TEMP TABLE {SUPERSEDED} AS
         SELECT f.finding_id, f.status FROM findings f
         LEFT JOIN finding_state s USING (finding_id)
         WHERE f.stage = ? AND f.status IN ({", ".join(repr(s) for s in OPEN_STATUSES)})
@@ -342,17 +347,20 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
         """,
         [stage],
     )
-    n_sup = con.execute("SELECT count(*) FROM __sup").fetchall()[0][0]
+    n_sup = con.execute(f"SELECT count(*) FROM {SUPERSEDED}").fetchall()[0][0]
     if n_sup:
-        con.execute("UPDATE findings SET status = 'superseded' WHERE finding_id IN (SELECT finding_id FROM __sup)")
-        con.execute("UPDATE finding_state SET deadline = NULL WHERE finding_id IN (SELECT finding_id FROM __sup)")
         con.execute(
-            """INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
+            f"UPDATE findings SET status = 'superseded' WHERE finding_id IN (SELECT finding_id FROM {SUPERSEDED})"
+        )
+        con.execute(
+            f"UPDATE finding_state SET deadline = NULL WHERE finding_id IN (SELECT finding_id FROM {SUPERSEDED})"
+        )
+        con.execute(
+            f"""INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
                SELECT finding_id, CAST(? AS TIMESTAMP), ?, 'supersede', status, 'superseded',
-                      '规则已更新版本，本疑点由新版本规则的结果取代', '[]', CAST(? AS DATE) FROM __sup ORDER BY finding_id""",
+                      '规则已更新版本，本疑点由新版本规则的结果取代', '[]', CAST(? AS DATE) FROM {SUPERSEDED} ORDER BY finding_id""",
             [at, f"screen run {run_id}", as_of],
         )
-    con.execute("DROP TABLE __sup")
     deadline = deadline_from(con, today)
     con.execute(
         """
