@@ -841,7 +841,7 @@ def _screen_in_parts(
     the types' joins and windows work on a part. Of each part's lines the facts findings take
     from their hit lines are kept (:data:`LINE_INFO`, in ``hit_line_info``). When the library
     has types that judge a month or everything (peers, a month's stock, an analyst's query),
-    each part's lines are also written to a Parquet file in the spill folder, and those types
+    each part's lines are also written to Parquet files in the spill folder, and those types
     then run once over ``lines`` as a view of the files (columnar: each reads its own columns,
     and nothing holds every line in memory). The findings equal those of one ``lines``
     (``tests/test_screen_parts.py``). Returns the lines screened."""
@@ -869,7 +869,7 @@ def _screen_in_parts(
             if folder is not None:
                 if i == 0:
                     keep = _columns_read(con, [REGISTRY[t] for t in wide])
-                _copy_part(con, keep, f"{folder}/part{i}.parquet")
+                _copy_part(con, keep, f"{folder}/part{i}")
             for tname in local:
                 # a type that reads the fee lines as billed reads the part's (a person's lines are
                 # all in their part); the whole table's size would also turn its joins around
@@ -880,7 +880,7 @@ def _screen_in_parts(
         # the visit-level facts of every person again, and every part's lines as one view
         _drop_temp(con, "lines")
         prepare_context(con)
-        con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*.parquet')")
+        con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*/*.parquet')")
         for tname in wide:
             step(tname, tname)
         _keep_line_info(con, first=False, known=True)
@@ -892,9 +892,12 @@ def _screen_in_parts(
 
 
 def _copy_part(con: duckdb.DuckDBPyConnection, columns: str, path: str) -> None:
-    """Write the columns of ``lines`` to the Parquet file ``path`` (a folder of
-    :func:`_parts_folder`, checked plain before it is quoted)."""
-    con.execute(f"COPY (SELECT {columns} FROM lines) TO '{path}' (FORMAT parquet)")
+    """Write the columns of ``lines`` to Parquet files in the new folder ``path`` (in a folder of
+    :func:`_parts_folder`, checked plain before it is quoted), one file a thread: the types that
+    read them depend on no row order, and an ordered single file cost a third more CPU (10.48M
+    lines in 4 parts: 15.3 to 16.1 CPU s against 11.5; a part without lines still writes one
+    empty file, so the folders' files always bind)."""
+    con.execute(f"COPY (SELECT {columns} FROM lines) TO '{path}' (FORMAT parquet, PER_THREAD_OUTPUT)")
 
 
 def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType]) -> str:
