@@ -597,8 +597,11 @@ def findings_sql(
         """
 
 
-def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, lines: str = "lines") -> int:
-    """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings."""
+def store_findings(
+    con: duckdb.DuckDBPyConnection, stage: str, run_id: int, lines: str = "lines", night: bool = False
+) -> int:
+    """Group ``hits`` into findings; insert the new ones, touch the known ones. Returns new findings.
+    ``night``: an incremental run (its bookkeeping reads this run's findings, not all held)."""
     con.execute(findings_sql(stage, run_id, lines))
     con.execute(
         f"""
@@ -617,7 +620,7 @@ def store_findings(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, line
     )
     # hospital loop: a changed rule version supersedes the old open findings (final ones never
     # change); new findings get their state row, appeal window and 'create' audit event.
-    lifecycle.on_screened(con, stage, run_id)
+    lifecycle.on_screened(con, stage, run_id, night=night)
     # tips and complaints: the run's findings on visits a tip names are linked to the tip (a
     # visit named before it was loaded is screened by the run that loads it)
     from .supervision import tips
@@ -714,7 +717,7 @@ def screen(
         con.execute("BEGIN TRANSACTION")
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
-        n_new = store_findings(con, stage, run_id, "hit_line_info" if n_parts > 1 else "lines")
+        n_new = store_findings(con, stage, run_id, "hit_line_info" if n_parts > 1 else "lines", night=not plan.full)
         if plan.full:  # everything again: every line's money settled again too
             money.settle_deductions(con)
         else:

@@ -183,6 +183,33 @@ def test_nothing_new_screens_nothing_and_changed_rules_screen_everything(days, t
     assert full.n_lines == con.execute("SELECT count(*) FROM lines").fetchall()[0][0] >= night.n_lines
 
 
+def test_a_night_gives_its_own_findings_their_state_and_a_full_run_every_finding(days, tmp_path, wall_clock):
+    """A night looks only at its own findings for a missing state row (not at every finding
+    held: lifecycle.on_screened night=True); a full run also gives one to a finding without it
+    (as a database made before the states were kept has)."""
+    wall_clock("2026-10-01")
+    library = load_library(RULES)
+    con = dbm.connect(tmp_path / "a.duckdb")
+    load_batch(days[0], con)
+    screen(con, library, scope=Scope("new"))
+    old = con.execute("SELECT min(finding_id) FROM findings").fetchall()[0][0]
+    con.execute("DELETE FROM finding_state WHERE finding_id = ?", [old])
+    load_batch(days[1], con)
+    night = screen(con, library, scope=Scope("new"))
+    assert night.scope.startswith("what the 1 new batch") and night.n_new_findings > 0
+    without = "SELECT finding_id FROM findings ANTI JOIN finding_state USING (finding_id)"
+    assert {f for (f,) in con.execute(without).fetchall()} <= {old}
+    assert (
+        con.execute(
+            "SELECT count(*) FROM findings f JOIN finding_state s USING (finding_id) WHERE f.first_run = ?",
+            [night.run_id],
+        ).fetchall()[0][0]
+        == night.n_new_findings
+    )
+    screen(con, library, scope=Scope("all"))
+    assert con.execute(without).fetchall() == []
+
+
 @pytest.mark.slow  # over 3 s: screens the split sample night after night
 def test_batch_and_period_scopes(days, tmp_path, wall_clock):
     wall_clock("2026-10-01")

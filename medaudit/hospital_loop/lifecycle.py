@@ -321,7 +321,9 @@ def history(con: duckdb.DuckDBPyConnection, finding_id: str) -> list[dict]:
 SUPERSEDED = "screen_superseded"
 
 
-def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: Clock | None = None) -> int:
+def on_screened(
+    con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: Clock | None = None, night: bool = False
+) -> int:
     """Called by the engine inside the screening transaction, after the run's findings are stored
     (``r_all`` still holds the run's rules).
 
@@ -329,7 +331,10 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
        open and not final; decided and final ones stay as they are.
     2. New findings get their state row and a ``create`` event; new violations' appeal windows
        open today. Returns the number of superseded findings.
-    """
+
+    ``night``: an incremental run; only this run's findings are looked at for a missing state
+    row, not every finding held (a full run also gives one to any finding of a database made
+    before the states were kept)."""
     clock = clock or default_clock
     now = clock()
     today = now.date()
@@ -363,13 +368,14 @@ def on_screened(con: duckdb.DuckDBPyConnection, stage: str, run_id: int, clock: 
         )
     deadline = deadline_from(con, today)
     con.execute(
-        """
+        f"""
         INSERT INTO finding_state
         SELECT f.finding_id, CASE WHEN f.status = 'pending_appeal' THEN CAST(? AS DATE) END,
                CASE WHEN f.status = 'pending_appeal' THEN CAST(? AS DATE) END, 0, FALSE, NULL
         FROM findings f ANTI JOIN finding_state s USING (finding_id)
+        {"WHERE f.first_run = ?" if night else ""}
         """,
-        [today, deadline],
+        [today, deadline, run_id] if night else [today, deadline],
     )
     con.execute(
         """
