@@ -183,6 +183,7 @@ def test_nothing_new_screens_nothing_and_changed_rules_screen_everything(days, t
     assert full.n_lines == con.execute("SELECT count(*) FROM lines").fetchall()[0][0] >= night.n_lines
 
 
+@pytest.mark.slow  # over 2.5 s: loads and screens night after night
 def test_a_night_gives_its_own_findings_their_state_and_a_full_run_every_finding(days, tmp_path, wall_clock):
     """A night looks only at its own findings for a missing state row (not at every finding
     held: lifecycle.on_screened night=True); a full run also gives one to a finding without it
@@ -397,6 +398,7 @@ def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
     assert "VX" in {r[8] for r in full[2]["findings"]}
 
 
+@pytest.mark.slow  # over 2.5 s: loads and screens night after night
 def test_a_night_that_outbids_an_earlier_finding_moves_the_line_and_both_deductions(tmp_path):
     """A night settles only the lines its findings touch (money.settle_deductions(touched=True)),
     and that must include the earlier findings holding them: a price-cap finding carries 10 of a
