@@ -349,6 +349,22 @@ def test_a_month_finding_is_kept_only_for_the_months_a_night_reads_whole(tmp_pat
     assert [r[11] for r in full[1]["findings"]] == [f"H001|{AMOX}|2026-03"]
 
 
+def _exam_fee(b, pric: str, begndate: str, **kw: str) -> None:
+    """A catalogue row of 诊查费 (001102000010000) at ``pric`` yuan for every hospital level."""
+    b.add(
+        "hilist",
+        hilist_code="001102000010000",
+        hilist_name="诊查费",
+        list_type="201",
+        chrgitm_lv="01",
+        lv1_pric=pric,
+        lv2_pric=pric,
+        lv3_pric=pric,
+        begndate=begndate,
+        **kw,
+    )
+
+
 @pytest.mark.slow  # over 3 s: nights of loads and screens, each compared with a full re-screen
 def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
     """A death record after the fees that followed it, a catalogue loaded after the lines, then a
@@ -369,29 +385,8 @@ def test_knowledge_arriving_later_reaches_the_lines_it_judges(tmp_path):
     x = first.visit(mdtrt_id="VX", psn_no="PX", begntime="2026-03-12 08:00:00", endtime="2026-03-12 10:00:00")
     first.line(x, "001102000030000", pric="30", bkkp_sn="X1")  # a code no catalogue row names
     second.add("psn_death", psn_no="PD", die_date="2026-03-05")
-    third.add(
-        "hilist",
-        hilist_code="001102000010000",
-        hilist_name="诊查费",
-        list_type="201",
-        chrgitm_lv="01",
-        lv1_pric="40",
-        lv2_pric="40",
-        lv3_pric="40",
-        begndate="2026-01-01",
-        enddate="2026-02-28",
-    )
-    fourth.add(
-        "hilist",
-        hilist_code="001102000010000",
-        hilist_name="诊查费",
-        list_type="201",
-        chrgitm_lv="01",
-        lv1_pric="20",
-        lv2_pric="20",
-        lv3_pric="20",
-        begndate="2026-03-01",
-    )
+    _exam_fee(third, "40", "2026-01-01", enddate="2026-02-28")
+    _exam_fee(fourth, "20", "2026-03-01")
     full = assert_nightly_equals_full(tmp_path, [first, second, third, fourth], rules)
     rules_found = [sorted({r[1] for r in night["findings"]}) for night in full]
     assert rules_found == [[], ["R-DTH"], ["R-CAT", "R-DTH"], ["R-CAP", "R-CAT", "R-DTH"]], rules_found
@@ -412,17 +407,7 @@ def test_a_night_that_outbids_an_earlier_finding_moves_the_line_and_both_deducti
 - {id: R-DTH, version: 1, name: 死亡后费用, type: after_death}
 """
     first, second = Batch(), Batch()
-    first.add(
-        "hilist",
-        hilist_code="001102000010000",
-        hilist_name="诊查费",
-        list_type="201",
-        chrgitm_lv="01",
-        lv1_pric="20",
-        lv2_pric="20",
-        lv3_pric="20",
-        begndate="2026-01-01",
-    )
+    _exam_fee(first, "20", "2026-01-01")
     v = first.visit(mdtrt_id="VD", psn_no="PD", begntime="2026-03-10 08:00:00", endtime="2026-03-10 10:00:00")
     first.line(v, "001102000010000", pric="30", bkkp_sn="D1")
     w = first.visit(mdtrt_id="VE", psn_no="PE", begntime="2026-03-11 08:00:00", endtime="2026-03-11 10:00:00")
