@@ -78,77 +78,36 @@ TOUCHED_LINES = "settle_touched_lines"
 def settle_deductions(con: duckdb.DuckDBPyConnection, touched: bool = False) -> None:
     """Recompute who carries each line's money and every finding's deduction.
 
-    ``touched``: only the lines in the temporary table :data:`TOUCHED_LINES`, and the findings
-    that hold one of them (see :func:`_settle_touched`)."""
-    if touched:
-        _settle_touched(con)
-        return
+    ``touched``: only the lines in the temporary table :data:`TOUCHED_LINES`, and the totals of
+    the findings holding one of them: what settling everything gives, when the database was
+    settled before and only those lines' findings changed since. A line's carrier depends only on
+    the findings that claim that line, and a finding's deduction only on its own lines; a
+    screening run adds findings and supersedes others and nothing else moves, so a nightly run
+    settles the lines its findings hold and every finding holding one (older ones included: a
+    new finding may take a line from one), and its cost stays with the night instead of the
+    months of findings behind it (2.47M findings: everything 5.5 to 5.8 s, a night of 5,000 lines
+    0.45 to 0.86 s; ``benchmarks/bench_settle.py``). Every other change (an appeal decided, a
+    statement made final, a full re-screen) settles everything. One statement list serves both:
+    ``touched`` only narrows the rows it starts from. ``tests/test_deduct.py`` compares the two
+    from states with final statements, frozen lines, overturned and confirmed findings;
+    ``tests/test_incremental.py`` night after night, and with a night that takes a line from an
+    earlier finding."""
+    lines = f"WHERE bkkp_sn IN (SELECT bkkp_sn FROM {TOUCHED_LINES})" if touched else ""
+    holders = "WHERE finding_id IN (SELECT finding_id FROM __tl)" if touched else ""
+    their_lines = "WHERE finding_id IN (SELECT finding_id FROM __tf)" if touched else ""
     con.execute(
         f"""
         -- final: findings in a deduction statement, and the lines those statements deducted
         CREATE OR REPLACE TEMP TABLE __final AS SELECT finding_id FROM finding_state WHERE statement_id IS NOT NULL;
         CREATE OR REPLACE TEMP TABLE __frozen AS SELECT DISTINCT bkkp_sn FROM deduction_lines;
-
-        CREATE OR REPLACE TEMP TABLE __carriers AS
-        SELECT fl.finding_id, fl.bkkp_sn,
-               row_number() OVER (PARTITION BY fl.bkkp_sn ORDER BY fl.claim DESC, f.rule_id, f.finding_id) = 1 AS carries
-        FROM finding_lines fl JOIN findings f USING (finding_id)
-        WHERE fl.role = 'violating' AND fl.claim > 0 AND {CLAIMING}
-          AND fl.finding_id NOT IN (SELECT finding_id FROM __final)
-          AND fl.bkkp_sn NOT IN (SELECT bkkp_sn FROM __frozen);
-
-        -- only the rows whose share changes are rewritten (a line claimed by many findings is
-        -- carried by one; the others already hold 0)
-        UPDATE finding_lines SET carried = CASE WHEN c.carries THEN finding_lines.claim ELSE 0 END
-        FROM __carriers c
-        WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn
-          AND finding_lines.carried IS DISTINCT FROM CASE WHEN c.carries THEN finding_lines.claim ELSE 0 END;
-
-        UPDATE finding_lines SET carried = 0
-        WHERE carried <> 0 AND finding_id NOT IN (SELECT finding_id FROM __final) AND NOT EXISTS (
-            SELECT 1 FROM __carriers c WHERE c.finding_id = finding_lines.finding_id AND c.bkkp_sn = finding_lines.bkkp_sn);
-
-        UPDATE findings SET deduction_amt = coalesce(t.total, 0)
-        FROM (SELECT f.finding_id, CAST(round(sum(fl.carried), 2) AS DECIMAL(18,2)) AS total
-              FROM findings f LEFT JOIN finding_lines fl USING (finding_id) GROUP BY f.finding_id) t
-        WHERE t.finding_id = findings.finding_id AND findings.deduction_amt IS DISTINCT FROM coalesce(t.total, 0)
-          AND findings.finding_id NOT IN (SELECT finding_id FROM __final);
-        DROP TABLE __carriers;
-        DROP TABLE __final;
-        DROP TABLE __frozen;
-        """
-    )
-
-
-def _settle_touched(con: duckdb.DuckDBPyConnection) -> None:
-    """Settle the lines of :data:`TOUCHED_LINES` only: what the full settling gives, when the
-    database was settled before and only those lines' findings changed since.
-
-    A line's carrier depends only on the findings that claim that line, and a finding's
-    deduction only on its own lines; so when a screening run adds findings and supersedes
-    others (and nothing else moves), settling the lines those findings hold, and the totals of
-    every finding holding one of them (older ones included: a new finding may take a line from
-    one), gives what settling everything gives. A nightly run's cost then stays with the night:
-    the months of findings behind it are scanned for the touched lines' rows, not re-ranked and
-    re-written (at 3.4M findings and 9.3M finding lines, a night of 5,000 lines settled in 0.6 to
-    0.8 s against 8.3 to 9.1 s; ``benchmarks/bench_settle.py``). Every other change (an appeal
-    decided, a statement made final, a full re-screen) settles everything.
-    ``tests/test_incremental.py`` compares it with the full one night after night, and with a
-    night that takes a line from an earlier finding; ``tests/test_deduct.py`` from states with
-    final statements, frozen lines, overturned and confirmed findings."""
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE __final AS SELECT finding_id FROM finding_state WHERE statement_id IS NOT NULL;
-        CREATE OR REPLACE TEMP TABLE __frozen AS SELECT DISTINCT bkkp_sn FROM deduction_lines;
-        -- every finding's row of a touched line, and the findings holding one (with where they are)
+        -- the finding lines settled (every one, or every finding's row of a touched line), and
+        -- the findings holding them, each with where it is
         CREATE OR REPLACE TEMP TABLE __tl AS
-        SELECT rowid AS rid, finding_id, bkkp_sn, role, claim, carried FROM finding_lines
-        WHERE bkkp_sn IN (SELECT bkkp_sn FROM {TOUCHED_LINES});
+        SELECT rowid AS rid, finding_id, bkkp_sn, role, claim, carried FROM finding_lines {lines};
         CREATE OR REPLACE TEMP TABLE __tf AS
-        SELECT rowid AS rid, finding_id, rule_id, stage, severity, status, deduction_amt FROM findings
-        WHERE finding_id IN (SELECT finding_id FROM __tl);
+        SELECT rowid AS rid, finding_id, rule_id, stage, severity, status, deduction_amt FROM findings {holders};
 
-        -- as in the full settling, over the touched lines' rows
+        -- each line's carrier: the largest claim among the findings that claim money on it
         CREATE OR REPLACE TEMP TABLE __carriers AS
         SELECT fl.rid,
                row_number() OVER (PARTITION BY fl.bkkp_sn ORDER BY fl.claim DESC, f.rule_id, f.finding_id) = 1 AS carries
@@ -157,7 +116,8 @@ def _settle_touched(con: duckdb.DuckDBPyConnection) -> None:
           AND fl.finding_id NOT IN (SELECT finding_id FROM __final)
           AND fl.bkkp_sn NOT IN (SELECT bkkp_sn FROM __frozen);
 
-        -- a carrier's row takes its share; any other row of a finding not final holds 0
+        -- a carrier's row takes its share and any other row of a finding not final holds 0;
+        -- only the rows whose share changes are rewritten
         UPDATE finding_lines SET carried = n.carried
         FROM (SELECT t.rid, CASE WHEN c.carries THEN t.claim ELSE 0 END AS carried
               FROM __tl t LEFT JOIN __carriers c USING (rid)
@@ -166,12 +126,12 @@ def _settle_touched(con: duckdb.DuckDBPyConnection) -> None:
                          ELSE t.carried IS DISTINCT FROM CASE WHEN c.carries THEN t.claim ELSE 0 END END) n
         WHERE finding_lines.rowid = n.rid;
 
-        -- the totals of every finding holding a touched line, over all its lines
+        -- each finding's deduction: what its lines carry (all of them, touched or not)
         UPDATE findings SET deduction_amt = n.total
-        FROM (SELECT f.rid, coalesce(t.total, 0) AS total, f.deduction_amt
+        FROM (SELECT f.rid, coalesce(t.total, 0) AS total
               FROM __tf f LEFT JOIN (
                   SELECT finding_id, CAST(round(sum(carried), 2) AS DECIMAL(18,2)) AS total FROM finding_lines
-                  WHERE finding_id IN (SELECT finding_id FROM __tf) GROUP BY finding_id) t USING (finding_id)
+                  {their_lines} GROUP BY finding_id) t USING (finding_id)
               WHERE f.finding_id NOT IN (SELECT finding_id FROM __final)
                 AND f.deduction_amt IS DISTINCT FROM coalesce(t.total, 0)) n
         WHERE findings.rowid = n.rid;
