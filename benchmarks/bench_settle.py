@@ -80,15 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         con.execute("CREATE TEMP TABLE s0 AS SELECT * FROM finding_state")
         held = 1
         for k in copies:
-            for c in range(held, k):  # copy c: other finding ids and other lines, settled alike
-                con.execute(f"INSERT INTO findings SELECT * REPLACE (md5(finding_id || '#{c}') AS finding_id) FROM f0")
-                con.execute(
-                    f"""INSERT INTO finding_lines SELECT * REPLACE
-                        (md5(finding_id || '#{c}') AS finding_id, bkkp_sn || '#{c}' AS bkkp_sn) FROM l0"""
-                )
-                con.execute(
-                    f"INSERT INTO finding_state SELECT * REPLACE (md5(finding_id || '#{c}') AS finding_id) FROM s0"
-                )
+            # copies held..k-1 at once: other finding ids and other lines, settled alike
+            copy = f"range({held}, {max(held, k)}) AS r(c)"
+            con.execute(
+                f"INSERT INTO findings SELECT f0.* REPLACE (md5(finding_id || '#' || c) AS finding_id) FROM f0, {copy}"
+            )
+            con.execute(
+                f"""INSERT INTO finding_lines SELECT l0.* REPLACE
+                    (md5(finding_id || '#' || c) AS finding_id, bkkp_sn || '#' || c AS bkkp_sn) FROM l0, {copy}"""
+            )
+            con.execute(
+                f"INSERT INTO finding_state SELECT s0.* REPLACE (md5(finding_id || '#' || c) AS finding_id) FROM s0, {copy}"
+            )
             held = max(held, k)
             n_f = con.execute("SELECT count(*) FROM findings").fetchall()[0][0]
             n_l = con.execute("SELECT count(*) FROM finding_lines").fetchall()[0][0]

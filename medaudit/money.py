@@ -85,8 +85,8 @@ def settle_deductions(con: duckdb.DuckDBPyConnection, touched: bool = False) -> 
     screening run adds findings and supersedes others and nothing else moves, so a nightly run
     settles the lines its findings hold and every finding holding one (older ones included: a
     new finding may take a line from one), and its cost stays with the night instead of the
-    months of findings behind it (2.47M findings: everything 5.5 to 5.8 s, a night of 5,000 lines
-    0.45 to 0.86 s; ``benchmarks/bench_settle.py``). Every other change (an appeal decided, a
+    months of findings behind it (2.47M findings: everything 4.7 to 5.0 s, a night of 5,000 lines
+    0.54 to 0.90 s; ``benchmarks/bench_settle.py``). Every other change (an appeal decided, a
     statement made final, a full re-screen) settles everything. One statement list serves both:
     ``touched`` only narrows the rows it starts from. ``tests/test_deduct.py`` compares the two
     from states with final statements, frozen lines, overturned and confirmed findings;
