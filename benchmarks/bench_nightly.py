@@ -87,19 +87,28 @@ def run_measured(args: list[str], label: str) -> dict:
     }
 
 
-def findings_of(db: Path) -> dict:
+def compare_findings(a: Path, b: Path) -> dict:
+    """The two databases' findings compared in DuckDB (ids, status, amounts, evidence, first run;
+    every finding line and what it carries): rows only in one or the other, and A's totals."""
     import duckdb
 
-    con = duckdb.connect(str(db), read_only=True)
+    con = duckdb.connect()
     try:
-        return {
-            "findings": con.execute(
-                """SELECT finding_id, status, flagged_amt, claimed_amt, deduction_amt, evidence, first_run
-                   FROM findings ORDER BY finding_id"""
-            ).fetchall(),
-            "lines": con.execute("SELECT * FROM finding_lines ORDER BY ALL").fetchall(),
-            "totals": con.execute("SELECT count(*), sum(claimed_amt), sum(deduction_amt) FROM findings").fetchall()[0],
-        }
+        con.execute("ATTACH ? AS a (READ_ONLY)", [str(a)])
+        con.execute("ATTACH ? AS b (READ_ONLY)", [str(b)])
+        cols = "finding_id, status, flagged_amt, claimed_amt, deduction_amt, evidence, first_run"
+        differ = {}
+        for what, sel in (
+            ("findings", f"SELECT {cols} FROM {{}}.findings"),
+            ("lines", "SELECT * FROM {}.finding_lines"),
+        ):
+            x, y = sel.format("a"), sel.format("b")
+            differ[what] = con.execute(
+                f"SELECT (SELECT count(*) FROM ({x} EXCEPT ALL {y})), (SELECT count(*) FROM ({y} EXCEPT ALL {x}))"
+            ).fetchall()[0]
+        totals = con.execute("SELECT count(*), sum(claimed_amt), sum(deduction_amt) FROM a.findings").fetchall()[0]
+        n_lines = con.execute("SELECT count(*) FROM a.finding_lines").fetchall()[0][0]
+        return {"same": all(v == (0, 0) for v in differ.values()), "differ": differ, "totals": totals, "lines": n_lines}
     finally:
         con.close()
 
@@ -112,23 +121,34 @@ def main() -> None:
     ap.add_argument("--rules", default=str(ROOT / "rules"))
     ap.add_argument("--work", default=None, help="folder for the databases (default: a temporary one)")
     ap.add_argument("--memory-limit", default=None, help="DuckDB memory limit for every step (default: medaudit's)")
+    ap.add_argument(
+        "--night-days", type=int, default=1, help="days the night's batch holds (a city's day in a smaller batch)"
+    )
+    ap.add_argument(
+        "--batch",
+        default=None,
+        help="a generated batch folder to cut (CSV or Parquet; --lines and --seed then only label the run), "
+        "e.g. benchmarks/data/lines50000000_seed1_parquet_parts2000000 from bench_screen.py",
+    )
     args = ap.parse_args()
 
     data = ROOT / "benchmarks" / "data"
-    batch = data / f"lines{args.lines}_seed{args.seed}_csv"
+    batch = Path(args.batch) if args.batch else data / f"lines{args.lines}_seed{args.seed}_csv"
     if not (batch / "answer_key.csv").exists():
+        if args.batch:
+            raise SystemExit(f"{batch}: not a generated batch (no answer_key.csv)")
         t = time.perf_counter()
         generate(batch, lines=args.lines, seed=args.seed, fmt="csv")
         print(f"generated {batch} in {time.perf_counter() - t:.0f}s")
-    import polars as pl
+    fmt = "parquet" if (batch / "mdtrt_d.parquet").exists() else "csv"
+    import duckdb
 
-    first_day = (
-        pl.scan_csv(batch / "mdtrt_d.csv", infer_schema=False)
-        .select(pl.col("begntime").str.slice(0, 10).min())
-        .collect()
-        .item()
+    rel = (
+        duckdb.read_parquet(str(batch / "mdtrt_d.parquet"))
+        if fmt == "parquet"
+        else duckdb.read_csv(str(batch / "mdtrt_d.csv"), all_varchar=True)
     )
-    start = dt.date.fromisoformat(first_day)
+    start = rel.aggregate("min(CAST(substr(CAST(begntime AS VARCHAR), 1, 10) AS DATE))").fetchall()[0][0]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="nightly-"))
     limit = ["--memory-limit", args.memory_limit] if args.memory_limit else []
     results_path = ROOT / "benchmarks" / "nightly_results.json"
@@ -139,11 +159,22 @@ def main() -> None:
         split = work / f"split_h{h}"
         if split.exists():
             shutil.rmtree(split)
-        hist, night, _rest = split_batch(batch, split, [night_day, night_day + dt.timedelta(days=1)])
-        n_hist = sum(1 for _ in open(hist / "fee_list_d.csv")) - 1
-        n_night = sum(1 for _ in open(night / "fee_list_d.csv")) - 1
+        night_end = night_day + dt.timedelta(days=args.night_days)
+        t = time.perf_counter()
+        hist, night = split_batch(batch, split, [night_day, night_end], fmt=fmt, keep_last=False)
+        split_s = time.perf_counter() - t
+
+        def n_lines(folder: Path) -> int:
+            f = folder / f"fee_list_d.{fmt}"
+            if fmt == "parquet":
+                return duckdb.read_parquet(str(f)).aggregate("count(*)").fetchall()[0][0]
+            return sum(1 for _ in open(f)) - 1
+
+        n_hist, n_night = n_lines(hist), n_lines(night)
         print(
-            f"history {start}..{night_day - dt.timedelta(days=1)}: {n_hist:,} lines; night {night_day}: {n_night:,} lines"
+            f"history {start}..{night_day - dt.timedelta(days=1)}: {n_hist:,} lines; night {night_day}"
+            f"{'' if args.night_days == 1 else '..' + str(night_end - dt.timedelta(days=1))}: {n_night:,} lines "
+            f"(cut in {split_s:.0f}s)"
         )
         base = work / f"hist_h{h}.duckdb"
         for p in work.glob(f"*_h{h}.duckdb*"):
@@ -159,8 +190,8 @@ def main() -> None:
         steps.append(run_measured([*limit, "screen", str(nightly), "--rules", args.rules], "screen night (nightly)"))
         steps.append(run_measured([*limit, "load", str(night), "--db", str(full)], "load night (copy)"))
         steps.append(run_measured([*limit, "screen", str(full), "--rules", args.rules, "--all"], "screen night --all"))
-        a, b = findings_of(nightly), findings_of(full)
-        same = a["findings"] == b["findings"] and a["lines"] == b["lines"]
+        cmp = compare_findings(nightly, full)
+        same = cmp["same"]
         for s in steps:
             print(
                 f"  {s['step']:<24} wall {s['wall_s']:>7.1f}s  cpu {s['cpu_s']:>7.1f}s  peak {s['peak_rss_mb']:>6,} MB  {s['summary']}"
@@ -168,23 +199,26 @@ def main() -> None:
             if s["scope"]:
                 print(f"  {'':<24} {s['scope']}")
         print(
-            f"  findings after the night: {a['totals'][0]:,} (nightly) vs {b['totals'][0]:,} (--all): "
-            f"{'identical' if same else 'DIFFERENT'}"
+            f"  findings after the night: {cmp['totals'][0]:,} ({cmp['lines']:,} finding lines): "
+            f"{'identical to --all' if same else 'DIFFERENT from --all: ' + str(cmp['differ'])}"
         )
         entry = {
             "lines_generated": args.lines,
             "seed": args.seed,
+            "batch": os.path.relpath(batch, ROOT),
             "history_days": h,
             "history_lines": n_hist,
             "night": str(night_day),
+            "night_days": args.night_days,
             "night_lines": n_night,
             "rules": os.path.relpath(args.rules, ROOT),
             "memory_limit": args.memory_limit or "medaudit default (a quarter of RAM, DuckDB four fifths of it)",
             "steps": steps,
             "findings_identical": same,
-            "findings_total": a["totals"][0],
-            "claimed_total": str(a["totals"][1]),
-            "deducted_total": str(a["totals"][2]),
+            "findings_total": cmp["totals"][0],
+            "finding_lines": cmp["lines"],
+            "claimed_total": str(cmp["totals"][1]),
+            "deducted_total": str(cmp["totals"][2]),
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
@@ -192,7 +226,15 @@ def main() -> None:
             },
             "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
         }
-        results = [r for r in results if not (r["lines_generated"] == args.lines and r["history_days"] == h)] + [entry]
+        results = [
+            r
+            for r in results
+            if not (
+                r["lines_generated"] == args.lines
+                and r["history_days"] == h
+                and r.get("night_days", 1) == args.night_days
+            )
+        ] + [entry]
         results_path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
         if not same:
             raise SystemExit("the nightly screen's findings differ from the full re-screen's")

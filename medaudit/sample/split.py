@@ -8,29 +8,51 @@ death on the death date; a month's purchase records at the month's end; the cata
 together, as late submissions do. Batches are cut at the given days: batch k holds the rows
 arriving on or after ``cuts[k-1]`` and before ``cuts[k]`` (the first batch everything before
 ``cuts[0]``, the last everything from the last cut on).
+
+The split runs in DuckDB within a memory limit (spilling to a folder under ``out``), so a
+batch of tens of millions of lines is cut without being held in memory; rows keep their
+columns and values (text from CSV, the file's types from Parquet), not their order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
+import shutil
 from pathlib import Path
 
-import polars as pl
+import duckdb
+import pyarrow as pa
 
-_DAY = pl.Date
+#: the tables a batch may hold, in the order they are read
+TABLES = (
+    "mdtrt_d",
+    "fee_list_d",
+    "setl_d",
+    "setl_list_diag_d",
+    "setl_list_oprn_d",
+    "psn_death",
+    "purchases",
+    "hilist",
+)
 
 
-def _day(col: str) -> pl.Expr:
-    return pl.col(col).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+def _day(col: str) -> str:
+    """The date of a column's first ten characters (NULL when they are not one)."""
+    return f"TRY_CAST(substr(CAST({col} AS VARCHAR), 1, 10) AS DATE)"
 
 
-def _read(src: Path, name: str) -> pl.DataFrame | None:
-    """A table of the batch as text (CSV or Parquet, as the generator writes them)."""
+def _source(con: duckdb.DuckDBPyConnection, src: Path, name: str) -> bool:
+    """Register the table ``name`` of the batch as view ``raw_<name>``; False when absent."""
     p = src / f"{name}.csv"
     if p.exists():
-        return pl.read_csv(p, infer_schema=False)
-    p = src / f"{name}.parquet"
-    return pl.read_parquet(p).cast(pl.Utf8) if p.exists() else None
+        rel = con.read_csv(str(p), header=True, all_varchar=True)
+    elif (src / f"{name}.parquet").exists():
+        rel = con.read_parquet(str(src / f"{name}.parquet"))
+    else:
+        return False
+    rel.create_view(f"raw_{name}")
+    return True
 
 
 def split_batch(
@@ -41,80 +63,123 @@ def split_batch(
     late_days: int = 10,
     seed: int = 0,
     fmt: str = "csv",
+    memory_limit: str = "4GB",
+    keep_last: bool = True,
 ) -> list[Path]:
     """Write ``len(cuts) + 1`` batch folders ``out/day_00`` ... (``fmt`` csv or parquet) and
-    return them (empty ones included)."""
+    return them (empty ones included). ``keep_last=False``: the rows arriving from the last cut
+    on are left out (``len(cuts)`` folders), for a benchmark that needs only what comes before."""
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"format must be csv or parquet, got {fmt!r}")
     src, out = Path(src), Path(out)
-    visits = _read(src, "mdtrt_d")
-    if visits is None:
+    out.mkdir(parents=True, exist_ok=True)
+    spill = out / ".split-spill"
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = ?", [memory_limit])
+        con.execute("SET temp_directory = ?", [str(spill)])
+        return _split(con, src, out, sorted(cuts), late_share, late_days, seed, fmt, keep_last)
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _split(con, src: Path, out: Path, cuts, late_share, late_days, seed, fmt, keep_last) -> list[Path]:
+    present = [name for name in TABLES if _source(con, src, name)]
+    if "mdtrt_d" not in present:
         raise FileNotFoundError(f"{src}: no mdtrt_d.csv or mdtrt_d.parquet")
-    import random
-
-    rng = random.Random(seed)
-    late = {v for v in visits["mdtrt_id"].to_list() if rng.random() < late_share}
-    delay = pl.when(pl.col("mdtrt_id").is_in(list(late))).then(late_days).otherwise(0)
-    visits = visits.with_columns(__arrive=_day("begntime") + pl.duration(days=delay))
-    vday = visits.select("mdtrt_id", pl.col("__arrive").alias("__vday"))
-
-    tables: dict[str, pl.DataFrame] = {"mdtrt_d": visits}
-    fees = _read(src, "fee_list_d")
-    if fees is not None:
-        fees = fees.join(vday, on="mdtrt_id", how="left").with_columns(
-            __arrive=pl.max_horizontal(_day("fee_ocur_time") + pl.duration(days=delay), pl.col("__vday"))
+    # the late visits: drawn in the file's order, one draw per visit row
+    late: list[str] = []
+    if late_share > 0:
+        rng = random.Random(seed)
+        ids = con.sql("SELECT CAST(mdtrt_id AS VARCHAR) FROM raw_mdtrt_d").fetchall()
+        late = [v for (v,) in ids if rng.random() < late_share]
+    con.register("late_ids", pa.table({"mdtrt_id": pa.array(late, pa.string())}))
+    con.execute(
+        f"""CREATE TEMP TABLE t_mdtrt_d AS
+            SELECT r.*, {_day("r.begntime")} + CASE WHEN l.mdtrt_id IS NULL THEN 0 ELSE ? END AS __arrive
+            FROM raw_mdtrt_d r LEFT JOIN (SELECT DISTINCT mdtrt_id FROM late_ids) l
+              ON CAST(r.mdtrt_id AS VARCHAR) = l.mdtrt_id""",
+        [late_days],
+    )
+    con.execute(
+        """CREATE TEMP TABLE vday AS
+           SELECT CAST(v.mdtrt_id AS VARCHAR) AS mdtrt_id, v.__arrive AS vday,
+                  l.mdtrt_id IS NOT NULL AS late
+           FROM t_mdtrt_d v LEFT JOIN (SELECT DISTINCT mdtrt_id FROM late_ids) l
+             ON CAST(v.mdtrt_id AS VARCHAR) = l.mdtrt_id"""
+    )
+    # a visit id twice in mdtrt_d joins each of its rows twice, as a join of the tables would
+    delay = f"CASE WHEN v.late THEN {int(late_days)} ELSE 0 END"
+    if "fee_list_d" in present:
+        own = f"greatest({_day('r.fee_ocur_time')} + {delay}, v.vday)"
+        # a refund arrives no earlier than the line it refunds: the refunded lines' own days
+        con.execute(
+            f"""CREATE TEMP TABLE refunded AS
+                SELECT CAST(r.bkkp_sn AS VARCHAR) AS sn, {own} AS oday
+                FROM raw_fee_list_d r LEFT JOIN vday v ON CAST(r.mdtrt_id AS VARCHAR) = v.mdtrt_id
+                WHERE CAST(r.bkkp_sn AS VARCHAR) IN (SELECT CAST(init_feedetl_sn AS VARCHAR) FROM raw_fee_list_d)"""
         )
-        orig = fees.select(pl.col("bkkp_sn").alias("init_feedetl_sn"), pl.col("__arrive").alias("__oday"))
-        fees = (
-            fees.join(orig, on="init_feedetl_sn", how="left")
-            .with_columns(__arrive=pl.max_horizontal("__arrive", "__oday"))
-            .drop("__vday", "__oday")
+        # a view: the lines are read once more when written, not held
+        con.execute(
+            f"""CREATE TEMP VIEW t_fee_list_d AS
+                SELECT r.*, greatest({own}, o.oday) AS __arrive
+                FROM raw_fee_list_d r LEFT JOIN vday v ON CAST(r.mdtrt_id AS VARCHAR) = v.mdtrt_id
+                LEFT JOIN refunded o ON CAST(r.init_feedetl_sn AS VARCHAR) = o.sn"""
         )
-        tables["fee_list_d"] = fees
-    setl = _read(src, "setl_d")
-    if setl is not None:
-        setl = (
-            setl.join(vday, on="mdtrt_id", how="left")
-            .with_columns(__arrive=pl.max_horizontal(_day("setl_time") + pl.duration(days=delay), pl.col("__vday")))
-            .drop("__vday")
+    if "setl_d" in present:
+        con.execute(
+            f"""CREATE TEMP TABLE t_setl_d AS
+                SELECT r.*, greatest({_day("r.setl_time")} + {delay}, v.vday) AS __arrive
+                FROM raw_setl_d r LEFT JOIN vday v ON CAST(r.mdtrt_id AS VARCHAR) = v.mdtrt_id"""
         )
-        tables["setl_d"] = setl
-        sday = setl.group_by("mdtrt_id").agg(pl.col("__arrive").max().alias("__sday"))
+        con.execute(
+            """CREATE TEMP TABLE sday AS
+               SELECT CAST(mdtrt_id AS VARCHAR) AS mdtrt_id, max(__arrive) AS sday FROM t_setl_d GROUP BY 1"""
+        )
+    settled = "s.sday" if "setl_d" in present else "NULL"
     for name in ("setl_list_diag_d", "setl_list_oprn_d"):
-        t = _read(src, name)
-        if t is not None:
-            t = t.join(vday, on="mdtrt_id", how="left")
-            if setl is not None:
-                t = t.join(sday, on="mdtrt_id", how="left")
-                t = t.with_columns(__arrive=pl.coalesce("__sday", "__vday")).drop("__sday")
-            else:
-                t = t.with_columns(__arrive=pl.col("__vday"))
-            tables[name] = t.drop("__vday")
-    death = _read(src, "psn_death")
-    if death is not None:
-        tables["psn_death"] = death.with_columns(__arrive=_day("die_date"))
-    purchases = _read(src, "purchases")
-    if purchases is not None:
-        tables["purchases"] = purchases.with_columns(
-            __arrive=(pl.col("period") + "-01").str.to_date("%Y-%m-%d").dt.month_end()
-        )
-    hilist = _read(src, "hilist")
-    if hilist is not None:
-        tables["hilist"] = hilist.with_columns(__arrive=pl.lit(dt.date.min, dtype=_DAY))
-
-    bounds = [dt.date.min, *sorted(cuts), dt.date.max]
-    folders = []
-    for k in range(len(bounds) - 1):
-        folder = out / f"day_{k:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, t in tables.items():
-            part = t.filter(
-                (pl.col("__arrive").fill_null(dt.date.min) >= bounds[k])
-                & (pl.col("__arrive").fill_null(dt.date.min) < bounds[k + 1])
+        if name in present:
+            con.sql(
+                f"""CREATE TEMP TABLE t_{name} AS
+                    SELECT r.*, coalesce({settled}, v.vday) AS __arrive
+                    FROM raw_{name} r LEFT JOIN vday v ON CAST(r.mdtrt_id AS VARCHAR) = v.mdtrt_id
+                    {"LEFT JOIN sday s ON CAST(r.mdtrt_id AS VARCHAR) = s.mdtrt_id" if "setl_d" in present else ""}"""
             )
-            if part.height:
-                part = part.drop("__arrive")
-                if fmt == "parquet":
-                    part.write_parquet(folder / f"{name}.parquet")
-                else:
-                    part.write_csv(folder / f"{name}.csv")
-        folders.append(folder)
+    if "psn_death" in present:
+        con.sql(f"CREATE TEMP TABLE t_psn_death AS SELECT *, {_day('die_date')} AS __arrive FROM raw_psn_death")
+    if "purchases" in present:
+        con.sql(
+            """CREATE TEMP TABLE t_purchases AS
+               SELECT *, last_day(TRY_CAST(CAST(period AS VARCHAR) || '-01' AS DATE)) AS __arrive FROM raw_purchases"""
+        )
+    if "hilist" in present:
+        con.sql("CREATE TEMP TABLE t_hilist AS SELECT *, CAST(NULL AS DATE) AS __arrive FROM raw_hilist")
+
+    # batch k: arriving on or after cuts[k-1] and before cuts[k]; no arrival day: the first batch
+    batch = "len(list_filter(?, lambda c: c <= coalesce(__arrive, DATE '0001-01-01')))"
+    last = len(cuts) + (1 if keep_last else 0)
+    folders = [out / f"day_{k:02d}" for k in range(last)]
+    for f in folders:
+        f.mkdir(parents=True, exist_ok=True)
+    parts = out / ".split-parts"
+    for name in present:
+        # one pass per table: every batch's rows written at once, a folder per batch
+        rel = con.sql(
+            f"SELECT * EXCLUDE (__arrive) FROM (SELECT *, {batch} AS __batch FROM t_{name}) WHERE __batch < ?",
+            params=[cuts, last],
+        )
+        target = parts / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            rel.write_parquet(str(target), partition_by=["__batch"])
+        else:
+            rel.write_csv(str(target), header=True, partition_by=["__batch"])
+        for k, folder in enumerate(folders):
+            files = sorted((target / f"__batch={k}").glob("*")) if (target / f"__batch={k}").exists() else []
+            if len(files) > 1:
+                raise RuntimeError(f"{name}: batch {k} written as {len(files)} files")
+            if files:
+                files[0].rename(folder / f"{name}.{fmt}")
+    shutil.rmtree(parts, ignore_errors=True)
     return folders
