@@ -934,7 +934,7 @@ def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType]) -> str:
         try:
             plan = json.loads(con.execute("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1])
         finally:
-            con.execute("RESET disabled_optimizers")
+            db.disable_optimizers(con)
         # and every column the query names (one in a REPLACE or EXCLUDE list binds though unused)
         matched = con.execute(
             "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?", [f"m_{rt.name}"]
