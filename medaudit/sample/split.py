@@ -78,6 +78,12 @@ def split_batch(
     try:
         con.execute("SET memory_limit = ?", [memory_limit])
         con.execute("SET temp_directory = ?", [str(spill)])
+        # rows keep no order (see the module doc): a partitioned write that kept it held a
+        # 10M-line CSV batch's rows in memory past a 4 GB limit
+        con.execute("SET preserve_insertion_order = false")
+        # joins as written, the small table built, the batch's rows probing it: DuckDB guesses a
+        # CSV file holds a few dozen rows and built its hash table on a 10M-line fee_list_d.csv
+        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
         return _split(con, src, out, sorted(cuts), late_share, late_days, seed, fmt, keep_last)
     finally:
         con.close()
