@@ -280,6 +280,21 @@ def _why_nothing_screened(con, stage: str) -> str:
     )
 
 
+def _context_said(result) -> str:
+    """What an incremental run read beyond its new batches, and why: the visits of the persons'
+    windows, and those read only for the month-wide types (every visit of each touched month)."""
+    ctx = result.context
+    if result.n_visits is None:
+        return ""
+    said = f"; {result.n_visits:,} visits with their history"
+    if ctx is not None and not ctx.everything and ctx.months:
+        said += (
+            f" ({ctx.n_person:,} in the persons' windows, {result.n_visits - ctx.n_person:,} more for the "
+            f"month-wide types, which read the whole of {', '.join(ctx.months)})"
+        )
+    return said
+
+
 def _screen_summary(con, run_id: int, stage: str, rules) -> None:
     """Every rule of the stage with its count (0 included), then by institution and by severity.
 
@@ -509,12 +524,7 @@ def screen(
     if result.scope.startswith("nothing"):
         console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(result.scope)}", overflow="fold")
         return
-    console.print(
-        f"[dim]Screened: {escape(result.scope)}"
-        + (f"; {result.n_visits:,} visits with their history" if result.n_visits is not None else "")
-        + "[/]",
-        overflow="fold",
-    )
+    console.print(f"[dim]Screened: {escape(result.scope)}{escape(_context_said(result))}[/]", overflow="fold")
     if not result.n_lines:
         console.print(f"[yellow]Nothing screened ({stage}):[/] {escape(_why_nothing_screened(con, stage))}")
     _screen_summary(con, result.run_id, stage, [r for r in library.rules if stage in r.stages])

@@ -645,6 +645,8 @@ class ScreenResult:
     n_visits: int | None = None
     #: parts of persons the lines were screened in (1: all at once)
     n_parts: int = 1
+    #: an incremental run's context (None: everything), for saying what it read and why
+    context: Context | None = None
 
 
 #: the lines a type of each reach screens in an incremental run whose ``lines`` serve several
@@ -755,6 +757,7 @@ def screen(
         scope=plan.why,
         n_visits=None if ctx is None else ctx.n_visits,
         n_parts=n_parts,
+        context=ctx,
     )
 
 

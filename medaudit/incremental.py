@@ -262,6 +262,10 @@ class Context:
     n_visits: int
     lo: dt.date | None  # the first day any context visit reaches (lines before it are not read)
     pad_days: int  # how far before ``lo`` the visit table must reach (previous stays of a readmission)
+    #: of ``n_visits``, those in the persons' windows (the rest are read for the month-wide types only)
+    n_person: int = 0
+    #: the calendar months the month-wide types read whole (``YYYY-MM``, in order)
+    months: tuple[str, ...] = ()
 
 
 def reach_of(rules: list) -> dict[str, Reach]:
@@ -400,10 +404,17 @@ def build_context(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, batc
                 WHERE {"TRUE" if has_month else "FALSE"})
             GROUP BY mdtrt_id"""
     )
-    n, lo = con.execute("SELECT count(*), min(first_date) FROM ctx_visits").fetchall()[0]
+    n, lo, n_person = con.execute(
+        "SELECT count(*), min(first_date), count(*) FILTER (WHERE in_person) FROM ctx_visits"
+    ).fetchall()[0]
+    months = (
+        tuple(m for (m,) in con.execute("SELECT month FROM ctx_months ORDER BY month").fetchall()) if has_month else ()
+    )
     con.execute("DROP TABLE seed; DROP TABLE seed_months; DROP TABLE win")
     pad = max([x.days for x in reaches.values()] or [0]) + 31
-    return Context(everything=everything, has_month=has_month, n_visits=n, lo=lo, pad_days=pad)
+    return Context(
+        everything=everything, has_month=has_month, n_visits=n, lo=lo, pad_days=pad, n_person=n_person, months=months
+    )
 
 
 def record(con: duckdb.DuckDBPyConnection, stage: str, batches: list[int], run_id: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import shutil
 from decimal import Decimal
 from pathlib import Path
@@ -264,6 +265,17 @@ def test_cli_says_what_a_night_screened(days, tmp_path):
     r = CliRunner().invoke(app, ["screen", str(days[1]), "--db", str(db)])
     out = " ".join(r.output.split())
     assert "Screened: what the 1 new batch(es) touch (2);" in out and "visits with their history" in out, out
+    # what it read beyond the night, and why: the persons' windows, and whole months for the
+    # month-wide types (the night holds lines of January and February)
+    m = re.search(
+        r"([\d,]+) visits with their history \(([\d,]+) in the persons' windows, ([\d,]+) more for the "
+        r"month-wide types, which read the whole of ([\d, -]+)\)",
+        out,
+    )
+    assert m, out
+    total, person, month = (int(x.replace(",", "")) for x in m.groups()[:3])
+    assert person > 0 and month > 0 and person + month == total
+    assert {"2026-01", "2026-02"} <= set(m.group(4).split(", ")), m.group(4)
     r = CliRunner().invoke(app, ["screen", str(db)])
     out = " ".join(r.output.split())
     assert r.exit_code == 0 and "Nothing screened (post_hoc): nothing new: every loaded batch was screened" in out, out
