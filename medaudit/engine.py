@@ -146,6 +146,9 @@ def prepare_lines(
     ctx: Context | None = None,
     tables: Mapping[str, str] | None = None,
     part: tuple[int, int] | None = None,
+    of_ctx: str | None = None,
+    columns: str = "*",
+    context: bool = True,
 ) -> int:
     """Build ``lines`` for a stage. Returns the number of screened lines.
 
@@ -153,8 +156,14 @@ def prepare_lines(
     its visits are read, from its first day on (the row groups before it are skipped).
     ``tables``: contract tables read under another name (see :func:`prepare_context`).
     ``part``: ``(i, k)``: the lines of the i-th of k parts of the persons (a big batch screened
-    part by part, :func:`screen`)."""
-    prepare_context(con, ctx, tables, part)
+    part by part, :func:`screen`).
+    ``of_ctx``: with ``ctx``, only the context visits flagged ``in_person`` or ``in_month``;
+    ``columns``: the columns kept (a select list of the engine's, ``*`` all); ``context=False``:
+    ``visits``, ``diag`` and ``deaths`` are there already (:func:`_screen_night`)."""
+    if of_ctx not in (None, "in_person", "in_month"):
+        raise ValueError(f"not a context flag: {of_ctx!r}")
+    if context:
+        prepare_context(con, ctx, tables, part)
     named = dict(tables or {})
     fee_list_d = src = named.get("fee_list_d", "fee_list_d")
     setl_d = named.get("setl_d", "setl_d")
@@ -166,14 +175,14 @@ def prepare_lines(
         src = "fee_src"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM {fee_list_d}
                         WHERE fee_ocur_time >= {db.date_literal(ctx.lo or dt.date.max)}
-                          AND mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits)""")
+                          AND mdtrt_id IN (SELECT mdtrt_id FROM ctx_visits {f"WHERE {of_ctx}" if of_ctx else ""})""")
     # Refunds touch few lines (0.3% here): the netting works on the refunds and the lines they
     # refund only, and every line takes its adjustment by one join with that small table; the
     # wide columns are read once, in the final SELECT (no copy of fee_list_d is carried through
     # the netting). The joins run as written: the fee lines probe the small tables.
     _drop_temp(con, "lines")  # a table, or a screen in parts' view of its files
     with db.joins_as_written(con):
-        _build_lines(con, src, stage, setl_d)
+        _build_lines(con, src, stage, setl_d, columns)
     return con.execute("SELECT count(*) FROM lines").fetchall()[0][0]
 
 
@@ -197,10 +206,13 @@ def person_part(psn_no: str, i: int, k: int) -> str:
     return f"hash({psn_no}) % {int(k)} = {int(i)}"
 
 
-def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d") -> None:
+def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d", columns: str = "*") -> None:
+    # some columns only: the query as a subquery, its unused columns pruned by the optimiser
+    slim = columns.strip() != "*"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE lines AS
+        {f"SELECT {columns} FROM (" if slim else ""}
         WITH neg AS (
             SELECT mdtrt_id, hilist_code, fee_ocur_time, cnt, det_item_fee_sumamt, fulamt_ownpay_amt, init_feedetl_sn
             FROM {src} WHERE cnt < 0),
@@ -263,6 +275,7 @@ def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d
           -- a line of a stay not settled yet has no setl_id (NOT IN would be NULL and drop it)
           AND (n.setl_id IS NULL OR n.setl_id NOT IN (SELECT setl_id FROM {setl_d} WHERE refd_setl_flag = '1'))
           AND {STAGE_FILTER[stage]}
+        {")" if slim else ""}
         """
     )
 
@@ -692,8 +705,14 @@ def screen(
     names = sorted(by_type) if not plan.nothing else []
     timings: dict[str, float] = {}
     n_parts = person_parts(con, part_lines) if ctx is None and names else 1
+    # a night whose context holds whole months: the persons' windows and the months built apart
+    # (a tip's visits keep the one ``lines``: their findings are picked by the visits' lines)
+    apart = ctx is not None and ctx.has_month and not ctx.everything and scope.mode != "visits"
     if n_parts > 1:
         n_lines = _screen_in_parts(con, rules, names, stage, n_parts, on_type, timings)
+    elif apart:
+        assert ctx is not None
+        n_lines = _screen_night(con, rules, names, stage, ctx, on_type, timings)
     else:
         n_lines = _screen_whole(con, rules, names, stage, ctx, on_type, timings)
     if scope.mode == "visits" and not plan.full and not plan.nothing:
@@ -719,7 +738,9 @@ def screen(
         con.execute("BEGIN TRANSACTION")
     try:
         run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM screen_runs").fetchall()[0][0]
-        n_new = store_findings(con, stage, run_id, "hit_line_info" if n_parts > 1 else "lines", night=not plan.full)
+        n_new = store_findings(
+            con, stage, run_id, "hit_line_info" if n_parts > 1 or apart else "lines", night=not plan.full
+        )
         if plan.full:  # everything again: every line's money settled again too
             money.settle_deductions(con)
         else:
@@ -794,6 +815,64 @@ def _screen_whole(
         timings[tname] = time.perf_counter() - t
     if views:
         con.execute("DROP VIEW lines_month; DROP TABLE lines_person")
+    return n_lines
+
+
+def _screen_night(
+    con: duckdb.DuckDBPyConnection,
+    rules: list[Rule],
+    names: list[str],
+    stage: str,
+    ctx: Context,
+    on_type: Callable[[str, int, int], None] | None,
+    timings: dict[str, float],
+) -> int:
+    """A nightly run whose context holds whole months (:mod:`medaudit.incremental`): the types of
+    person reach run over the lines of the persons' windows, built with every column; then the
+    month-wide types over the lines of the months, built with only the columns those types read
+    (and the facts findings take from hit lines, kept in ``hit_line_info`` as a screen in parts
+    keeps them). At a city's scale the months are most of a night (10M of 12M lines) and every
+    column of them outgrew the memory limit, so each type's scan read spilled blocks back. A
+    refund nets only lines of its own visit (the loader holds linked refunds to their line's
+    visit), so building the two sets apart nets every line as one build does. Returns the lines
+    screened (a line of both sets once)."""
+    reaches = incremental.reach_of(rules)
+    local = [t for t in names if reaches[t].scope == "person"]
+    wide = [t for t in names if t not in local]
+    steps, done = len(names) + 2, iter(range(len(names) + 2))
+
+    def run(tname: str) -> None:
+        if on_type:
+            on_type(tname, next(done), steps)
+        t = time.perf_counter()
+        run_type(con, REGISTRY[tname])
+        if reaches[tname].scope == "month":
+            # month-scoped findings of the touched months only: the others' months are not whole here
+            con.execute(f"""DELETE FROM {HITS} WHERE rule_key IN (SELECT rule_key FROM {RULES} WHERE rule_type = '{tname}')
+                            AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
+        timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
+
+    if on_type:
+        on_type("(lines of the persons' windows)", next(done), steps)
+    n_lines = prepare_lines(con, stage, ctx, of_ctx="in_person")
+    for tname in local:
+        run(tname)
+    keep = _columns_read(con, [REGISTRY[t] for t in wide]) if wide else ""
+    _keep_line_info(con, first=True)
+    if not wide:
+        return n_lines
+    if keep != "*" and not re.search(r"\bmdtrt_id\b", keep):
+        keep += ", mdtrt_id"
+    if on_type:
+        on_type("(lines of the months)", next(done), steps)
+    _drop_temp(con, "lines")
+    prepare_lines(con, stage, ctx, of_ctx="in_month", columns=keep, context=False)
+    n_lines += con.execute(
+        "SELECT count(*) FROM lines WHERE mdtrt_id NOT IN (SELECT mdtrt_id FROM ctx_visits WHERE in_person)"
+    ).fetchall()[0][0]
+    for tname in wide:
+        run(tname)
+    _keep_line_info(con, first=False, known=True)
     return n_lines
 
 
