@@ -809,13 +809,19 @@ def _screen_whole(
         src = LINES_OF_REACH.get(reaches[tname].scope, "lines_month") if views else "lines"
         run_type(con, REGISTRY[tname], lines=src)
         if ctx is not None and reaches[tname].scope == "month":
-            # month-scoped findings of the touched months only: the others' months are not whole here
-            con.execute(f"""DELETE FROM {HITS} WHERE rule_key IN (SELECT rule_key FROM {RULES} WHERE rule_type = '{tname}')
-                            AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
+            _keep_whole_months(con, tname)
         timings[tname] = time.perf_counter() - t
     if views:
         con.execute("DROP VIEW lines_month; DROP TABLE lines_person")
     return n_lines
+
+
+def _keep_whole_months(con: duckdb.DuckDBPyConnection, tname: str) -> None:
+    """An incremental run keeps the month-scoped findings of the month-wide type ``tname`` (a
+    registry name) for the months it read whole (``ctx_months``) only: the others' months are
+    not whole in its context."""
+    con.execute(f"""DELETE FROM {HITS} WHERE rule_key IN (SELECT rule_key FROM {RULES} WHERE rule_type = '{tname}')
+                    AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
 
 
 def _screen_night(
@@ -847,9 +853,7 @@ def _screen_night(
         t = time.perf_counter()
         run_type(con, REGISTRY[tname])
         if reaches[tname].scope == "month":
-            # month-scoped findings of the touched months only: the others' months are not whole here
-            con.execute(f"""DELETE FROM {HITS} WHERE rule_key IN (SELECT rule_key FROM {RULES} WHERE rule_type = '{tname}')
-                            AND coalesce(peer_month, period, '') NOT IN (SELECT month FROM ctx_months)""")
+            _keep_whole_months(con, tname)
         timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
 
     if on_type:
