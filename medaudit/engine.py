@@ -861,10 +861,10 @@ def _screen_night(
     n_lines = prepare_lines(con, stage, ctx, of_ctx="in_person")
     for tname in local:
         run(tname)
-    keep = _columns_read(con, [REGISTRY[t] for t in wide]) if wide else ""
     _keep_line_info(con, first=True)
     if not wide:
         return n_lines
+    keep = _columns_read(con, [REGISTRY[t] for t in wide])
     if keep != "*" and not re.search(r"\bmdtrt_id\b", keep):
         keep += ", mdtrt_id"
     if on_type:

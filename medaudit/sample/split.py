@@ -101,19 +101,17 @@ def _split(con, src: Path, out: Path, cuts, late_share, late_days, seed, fmt, ke
         ids = con.sql("SELECT CAST(mdtrt_id AS VARCHAR) FROM raw_mdtrt_d").fetchall()
         late = [v for (v,) in ids if rng.random() < late_share]
     con.register("late_ids", pa.table({"mdtrt_id": pa.array(late, pa.string())}))
+    con.execute("CREATE TEMP TABLE late AS SELECT DISTINCT mdtrt_id FROM late_ids")
     con.execute(
         f"""CREATE TEMP TABLE t_mdtrt_d AS
             SELECT r.*, {_day("r.begntime")} + CASE WHEN l.mdtrt_id IS NULL THEN 0 ELSE ? END AS __arrive
-            FROM raw_mdtrt_d r LEFT JOIN (SELECT DISTINCT mdtrt_id FROM late_ids) l
-              ON CAST(r.mdtrt_id AS VARCHAR) = l.mdtrt_id""",
+            FROM raw_mdtrt_d r LEFT JOIN late l ON CAST(r.mdtrt_id AS VARCHAR) = l.mdtrt_id""",
         [late_days],
     )
     con.execute(
         """CREATE TEMP TABLE vday AS
-           SELECT CAST(v.mdtrt_id AS VARCHAR) AS mdtrt_id, v.__arrive AS vday,
-                  l.mdtrt_id IS NOT NULL AS late
-           FROM t_mdtrt_d v LEFT JOIN (SELECT DISTINCT mdtrt_id FROM late_ids) l
-             ON CAST(v.mdtrt_id AS VARCHAR) = l.mdtrt_id"""
+           SELECT CAST(v.mdtrt_id AS VARCHAR) AS mdtrt_id, v.__arrive AS vday, l.mdtrt_id IS NOT NULL AS late
+           FROM t_mdtrt_d v LEFT JOIN late l ON CAST(v.mdtrt_id AS VARCHAR) = l.mdtrt_id"""
     )
     # a visit id twice in mdtrt_d joins each of its rows twice, as a join of the tables would
     delay = f"CASE WHEN v.late THEN {int(late_days)} ELSE 0 END"
