@@ -120,3 +120,17 @@ def test_parquet_and_only_what_comes_before_the_last_cut(days, tmp_path):
         b = _rows(ref[: len(cuts)], name)
         assert a.height > 0 and sorted(a.fill_null("").rows()) == sorted(b.fill_null("").rows()), name
     assert not (tmp_path / "out" / ".split-parts").exists() and not (tmp_path / "out" / ".split-spill").exists()
+
+
+def test_folder_names_with_quotes_are_not_pasted_into_sql(tmp_path):
+    """The batch and output folders reach DuckDB as values (the relation API, bound settings),
+    never as SQL text: names with a quote, a semicolon and a comment cut the same rows."""
+    src = tmp_path / "it's; DROP TABLE x; --"
+    src.mkdir()
+    for f in SAMPLE.glob("*.csv"):
+        (src / f.name).write_bytes(f.read_bytes())
+    got = split_batch(src, tmp_path / "out'; --", CUTS[:2])
+    ref = split_batch(SAMPLE, tmp_path / "ref", CUTS[:2])
+    for name in ("mdtrt_d", "fee_list_d"):
+        a, b = _rows(got, name), _rows(ref, name)
+        assert a.height > 0 and sorted(a.fill_null("").rows()) == sorted(b.fill_null("").rows())
