@@ -149,6 +149,7 @@ def prepare_lines(
     of_ctx: str | None = None,
     columns: str = "*",
     context: bool = True,
+    adj: str | None = None,
 ) -> int:
     """Build ``lines`` for a stage. Returns the number of screened lines.
 
@@ -159,7 +160,9 @@ def prepare_lines(
     part by part, :func:`screen`).
     ``of_ctx``: with ``ctx``, only the context visits flagged ``in_person`` or ``in_month``;
     ``columns``: the columns kept (a select list of the engine's, ``*`` all); ``context=False``:
-    ``visits``, ``diag`` and ``deaths`` are there already (:func:`_screen_night`)."""
+    ``visits``, ``diag`` and ``deaths`` are there already (:func:`_screen_night`);
+    ``adj``: the refund adjustments made once for several builds (:func:`line_adjustments`),
+    instead of computing them from the lines read."""
     if of_ctx not in (None, "in_person", "in_month"):
         raise ValueError(f"not a context flag: {of_ctx!r}")
     if context:
@@ -182,7 +185,7 @@ def prepare_lines(
     # the netting). The joins run as written: the fee lines probe the small tables.
     _drop_temp(con, "lines")  # a table, or a screen in parts' view of its files
     with db.joins_as_written(con):
-        _build_lines(con, src, stage, setl_d, columns)
+        _build_lines(con, src, stage, setl_d, columns, adj)
     return con.execute("SELECT count(*) FROM lines").fetchall()[0][0]
 
 
@@ -206,14 +209,17 @@ def person_part(psn_no: str, i: int, k: int) -> str:
     return f"hash({psn_no}) % {int(k)} = {int(i)}"
 
 
-def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d", columns: str = "*") -> None:
-    # some columns only: the query as a subquery, its unused columns pruned by the optimiser
-    slim = columns.strip() != "*"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE lines AS
-        {f"SELECT {columns} FROM (" if slim else ""}
-        WITH neg AS (
+#: the refund adjustments of a screen in parts or a night's two sets of lines, made once
+#: (:func:`line_adjustments`) and read by each build of ``lines``
+ADJ = "line_adj"
+
+
+def _adjustment_ctes(src: str) -> str:
+    """The CTEs ending in ``adj``: per refunded line of ``src`` (a fee-line table or view), the
+    units, amount and own-pay its refunds take back (linked and unlinked). Refunds touch few
+    lines (0.3% here), so ``adj`` is small; a refund nets only lines of its own visit."""
+    return f"""
+        neg AS (
             SELECT mdtrt_id, hilist_code, fee_ocur_time, cnt, det_item_fee_sumamt, fulamt_ownpay_amt, init_feedetl_sn
             FROM {src} WHERE cnt < 0),
         linked AS (      -- refunds that name the line they refund
@@ -237,7 +243,32 @@ def _build_lines(con: db.Connection, src: str, stage: str, setl_d: str = "setl_d
         adj AS (         -- per refunded line: linked units, amount, own-pay, units without own-pay; unlinked units
             SELECT coalesce(k.bkkp_sn, u.bkkp_sn) AS bkkp_sn, coalesce(k.q, 0) AS lq, coalesce(k.a, 0) AS la,
                    coalesce(k.o, 0) AS lo, coalesce(k.qu, 0) AS lqu, coalesce(u.unq, 0) AS unq
-            FROM linked k FULL JOIN unl u ON u.bkkp_sn = k.bkkp_sn),
+            FROM linked k FULL JOIN unl u ON u.bkkp_sn = k.bkkp_sn)"""
+
+
+def line_adjustments(con: db.Connection, src: str = "fee_list_d") -> None:
+    """``line_adj``: the refund adjustments of every line of ``src``, for several builds of
+    ``lines`` over parts of it (:func:`prepare_lines`' ``adj``). A refund nets only lines of its
+    own visit (the loader holds a linked refund to its line's visit; unlinked ones match on
+    visit, code and day), so the adjustments of the whole are each part's. Built once, a screen
+    in k parts reads the fee lines once per part instead of three times (the netting's two
+    passes over them, then the lines themselves)."""
+    with db.joins_as_written(con):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ADJ} AS WITH {_adjustment_ctes(src)} SELECT * FROM adj")
+
+
+def _build_lines(
+    con: db.Connection, src: str, stage: str, setl_d: str = "setl_d", columns: str = "*", adj: str | None = None
+) -> None:
+    # some columns only: the query as a subquery, its unused columns pruned by the optimiser
+    slim = columns.strip() != "*"
+    # the refund adjustments: computed here from ``src``, or read from a table made once
+    adjust = _adjustment_ctes(src) if adj is None else f"adj AS (SELECT * FROM {adj})"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE lines AS
+        {f"SELECT {columns} FROM (" if slim else ""}
+        WITH {adjust},
         net AS (
             SELECT f.bkkp_sn, f.mdtrt_id, f.setl_id, f.fee_ocur_time, f.hilist_code, f.hilist_name, f.list_type,
                    f.med_chrgitm_type, f.chrgitm_lv, f.pric, f.pric_uplmt_amt, f.bilg_dept_codg, f.bilg_dr_code,
@@ -952,9 +983,10 @@ def _screen_in_parts(
     folder = _parts_folder(con) if wide else None
     keep = "*"
     try:
+        line_adjustments(con)  # the refunds of every part, netted once
         for i in range(k):
             step(f"(lines, part {i + 1} of {k})")
-            n_lines += prepare_lines(con, stage, part=(i, k))
+            n_lines += prepare_lines(con, stage, part=(i, k), adj=ADJ)
             if folder is not None:
                 if i == 0:
                     keep = _columns_read(con, [REGISTRY[t] for t in wide])
@@ -976,6 +1008,7 @@ def _screen_in_parts(
         _drop_temp(con, "lines")
         return n_lines
     finally:
+        con.execute(f"DROP TABLE IF EXISTS {ADJ}")
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 

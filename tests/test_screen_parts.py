@@ -74,6 +74,30 @@ def test_every_person_in_one_part(loaded):
     assert counts[2] == total[1]
 
 
+def test_parts_lines_netted_once_are_the_lines_of_one_build(loaded, tmp_path):
+    """A screen in parts nets the refunds of every part once (``engine.line_adjustments``) and
+    builds each part's lines with them: together the parts' lines are those of one build, row
+    for row, netted units, amounts and own-pay included. The sample has refunds that name their
+    line and refunds that do not (matched on visit, code and day)."""
+    path = tmp_path / "lines.duckdb"
+    shutil.copyfile(loaded, path)
+    con = dbm.connect(path)
+    k, stage = 3, "post_hoc"  # (the sample has no open stays)
+    engine.prepare_lines(con, stage)
+    whole = {r[0]: r for r in con.execute("SELECT * FROM lines").fetchall()}
+    engine.line_adjustments(con)
+    linked, unlinked = con.execute(
+        f"SELECT count(*) FILTER (lq > 0), count(*) FILTER (unq > 0) FROM {engine.ADJ}"
+    ).fetchall()[0]
+    assert linked and unlinked, "the sample must refund lines both ways"
+    parts: dict = {}
+    for i in range(k):
+        engine.prepare_lines(con, stage, part=(i, k), adj=engine.ADJ)
+        parts.update((r[0], r) for r in con.execute("SELECT * FROM lines").fetchall())
+    assert whole and len(parts) == len(whole) and parts == whole, stage
+    con.close()
+
+
 def test_part_size_from_memory_limit():
     """The parts are sized from DuckDB's limit as the connection shows it (one size reader for
     that and for ``--memory-limit``: :func:`medaudit.resources.size_bytes`)."""
