@@ -212,8 +212,8 @@ def person_part(psn_no: str, i: int, k: int) -> str:
     return f"hash({psn_no}) % {int(k)} = {int(i)}"
 
 
-#: the refund adjustments of a screen in parts or a night's two sets of lines, made once
-#: (:func:`line_adjustments`) and read by each build of ``lines``
+#: the refund adjustments of a screen in parts, made once (:func:`line_adjustments`) and read
+#: by each part's build of ``lines``
 ADJ = "line_adj"
 
 
