@@ -343,7 +343,7 @@ def check_parity(
         assert must_have <= set(EVALUATORS)
     n_lines = dict(bcon.execute("SELECT mdtrt_id, count(*) FROM lines GROUP BY 1").fetchall())  # per visit
 
-    def run(library, engine: str, expect_engine: str) -> dict:
+    def run(library, engine: str, expect_engine: str, whole: bool = True) -> dict:
         want = expected(bcon, library)
         assert len(want) >= 8
         # rules that judge a person across visits need the person's other visits in the
@@ -374,6 +374,8 @@ def check_parity(
             {k: x for k, x in want.items() if k[0] not in skip and k[1] in sample},
             {k: x for k, x in got.items() if k[0] not in skip},
         )
+        if not whole:
+            return answers
         with TestClient(app) as client:
             compare(
                 what + " whole visits",
@@ -382,7 +384,8 @@ def check_parity(
             )
         return answers
 
-    if not covered([r for r in lib.rules if "pre_alert" in r.stages]):
+    mixed_lib = not covered([r for r in lib.rules if "pre_alert" in r.stages])
+    if mixed_lib:
         # each path per type in one request: the same whole answers as the SQL path alone
         mixed = {engine: run(lib, engine, path) for engine, path in (("sql", "sql"), ("fast", "fast+sql"))}
         diff = {
@@ -392,7 +395,11 @@ def check_parity(
         assert mixed["fast"] == mixed["sql"]
         lib = fast_only(lib)
     assert covered([r for r in lib.rules if "pre_alert" in r.stages])
-    answers = {engine: run(lib, engine, engine) for engine in ENGINES}
+    # The SQL engine's whole-visit answers to a rule do not depend on the other rules served
+    # (each type's query reads its own rules), so after the mixed library's pass, which holds
+    # every rule of this one, its whole visits are not sent again (about 25 s of this test on
+    # the generated batch); its order-by-order answers are, to compare with the fast engine's.
+    answers = {engine: run(lib, engine, engine, whole=not (mixed_lib and engine == "sql")) for engine in ENGINES}
     diff = {
         k: (answers["sql"][k], answers["fast"].get(k))
         for k in answers["sql"]
