@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import re
 import weakref
 from contextlib import contextmanager
@@ -236,7 +237,7 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
     """Open the store. When another process holds the file, raises :class:`DatabaseInUse` (the
     CLI prints it as one line), not DuckDB's IOException."""
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = _open(path, read_only)
     except duckdb.IOException as e:
         m = _LOCK.search(str(e))
         if not m:
@@ -264,6 +265,21 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
         )
     install_macros(con)
     return con
+
+
+def _open(path: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect``; when DuckDB refuses because this process still holds the file under
+    another configuration (read-write against read-only), the holder may be a connection nobody
+    can reach any more that only waits for Python's cycle collector (commands run one after
+    another in one process: the tests' CLI runner, the web app): collect, then try once more.
+    A connection still in use keeps the refusal."""
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.ConnectionException as e:
+        if "different configuration" not in str(e):
+            raise
+        gc.collect()
+        return duckdb.connect(str(path), read_only=read_only)
 
 
 def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:

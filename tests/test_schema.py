@@ -125,3 +125,32 @@ def test_result_ids_sort_in_time_order():
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert ids == sorted(ids, key=lambda i: i[:12])  # the time part never goes back
+
+
+def test_a_file_held_only_by_an_unreachable_connection_opens_under_another_configuration(tmp_path):
+    """Commands run one after another in one process (the tests' CLI runner, the web app): a
+    command's read-write connection that only Python's cycle collector can free must not make the
+    next command's read-only open fail ('different configuration'); one still in use does."""
+    import gc
+
+    path = tmp_path / "x.duckdb"
+    was_enabled = gc.isenabled()
+    gc.disable()  # the cycle below stays until collected, as it may between two commands
+    try:
+
+        class Holder:
+            pass
+
+        held = Holder()
+        held.self, held.con = held, db.connect(path)
+        del held
+        ro = db.connect(path, read_only=True)
+        assert ro.execute("SELECT count(*) FROM findings").fetchall() == [(0,)]
+        ro.close()
+        live = db.connect(path)
+        with pytest.raises(duckdb.ConnectionException, match="different configuration"):
+            db.connect(path, read_only=True)
+        live.close()
+    finally:
+        if was_enabled:
+            gc.enable()
