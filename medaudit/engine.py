@@ -341,13 +341,20 @@ def _visit_columns_view(con: db.Connection) -> None:
     )
 
 
-def reads_visit_columns(con: db.Connection, rt: RuleType) -> bool:
-    """Whether the type's query names a column of :data:`VISIT_COLUMNS` (a type that prepares
-    tables of its own, such as an analyst's query, may read any)."""
-    if rt.prepare is not None:
-        return True
-    text = rt.sql(type_names(rt), con)
-    return any(re.search(rf"\b{c}\b", text) for c in VISIT_COLUMNS)
+def reads_visit_columns(rt: RuleType) -> bool:
+    """Whether the type's query names a column of :data:`VISIT_COLUMNS`: read from its query's
+    text once per type (a type that composes its statement or prepares tables of its own, such
+    as an analyst's query, may read any)."""
+    if rt.name not in _READS_VISIT:
+        _READS_VISIT[rt.name] = (
+            rt.prepare is not None
+            or rt.compose is not None
+            or any(re.search(rf"\b{c}\b", rt.query or "") for c in VISIT_COLUMNS)
+        )
+    return _READS_VISIT[rt.name]
+
+
+_READS_VISIT: dict[str, bool] = {}
 
 
 # ---------------------------------------------------------------------------- rule tables
@@ -885,7 +892,7 @@ def _screen_whole(
             on_type(tname, i, len(names))
         t = time.perf_counter()
         src = LINES_OF_REACH.get(reaches[tname].scope, "lines_month") if views else "lines"
-        if slim and reads_visit_columns(con, REGISTRY[tname]):
+        if slim and reads_visit_columns(REGISTRY[tname]):
             src = LINES_V
         run_type(con, REGISTRY[tname], lines=src)
         if ctx is not None and reaches[tname].scope == "month":
