@@ -315,8 +315,8 @@ def _build_lines(
 #: the visit's columns of ``lines`` that few rule types read (sex, birth date and the ages,
 #: insurance type, hospital level, length of stay, admitting department, attending doctor). A
 #: full screen builds ``lines`` without them (about a fifth of its bytes: 3.4 instead of 4.2 GB
-#: at 10.48M lines, where the whole table came within a sixth of DuckDB's default limit and one
-#: build in three spilled) and hands the types whose query names one of them, and the findings'
+#: at 10.48M lines, where the whole table came within a sixth of DuckDB's default limit and a
+#: third of the builds after a process's first spilled) and hands the types whose query names one of them, and the findings'
 #: hit lines, :data:`LINES_V` instead: the same lines joined to their visits
 #: (:func:`_visit_columns_view`), so those types join the visits on their matched lines only.
 VISIT_COLUMNS = ("gend", "brdy", "insutype", "hosp_lv", "los", "visit_dept", "chfpdr_code", "age_years", "age_days")
