@@ -341,16 +341,28 @@ def _visit_columns_view(con: db.Connection) -> None:
     )
 
 
-def reads_visit_columns(rt: RuleType) -> bool:
-    """Whether the type's query names a column of :data:`VISIT_COLUMNS`: read from its query's
-    text once per type (a type that composes its statement or prepares tables of its own, such
-    as an analyst's query, may read any)."""
+def reads_visit_columns(con: db.Connection, rt: RuleType) -> bool:
+    """Whether the type's query reads a column of :data:`VISIT_COLUMNS` from its lines (``{lines}``
+    or its matched lines ``{m}``), so that a full screen hands it :data:`LINES_V`. A query whose
+    text names none of them does not; one that does is bound (not run) over the slim ``lines``
+    (a type reading ``gend`` from the visits binds there; one reading it from its lines does not).
+    A type that composes its statement or prepares tables of its own, such as an analyst's
+    query, may read any. Decided once per type (the statement's text is the type's)."""
     if rt.name not in _READS_VISIT:
-        _READS_VISIT[rt.name] = (
-            rt.prepare is not None
-            or rt.compose is not None
-            or any(re.search(rf"\b{c}\b", rt.query or "") for c in VISIT_COLUMNS)
-        )
+        if rt.prepare is not None or rt.compose is not None:
+            _READS_VISIT[rt.name] = True
+        elif not any(re.search(rf"\b{c}\b", rt.query or "") for c in VISIT_COLUMNS):
+            _READS_VISIT[rt.name] = False
+        else:
+            if rt.items != "none":
+                build_matched(con, rt, "lines")
+            try:
+                con.execute(f"DESCRIBE {rt.sql(type_names(rt, lines='lines'), con)}")
+                _READS_VISIT[rt.name] = False
+            except duckdb.BinderException as e:
+                if not any(f'"{c}"' in str(e) for c in VISIT_COLUMNS):
+                    raise
+                _READS_VISIT[rt.name] = True
     return _READS_VISIT[rt.name]
 
 
@@ -892,7 +904,7 @@ def _screen_whole(
             on_type(tname, i, len(names))
         t = time.perf_counter()
         src = LINES_OF_REACH.get(reaches[tname].scope, "lines_month") if views else "lines"
-        if slim and reads_visit_columns(REGISTRY[tname]):
+        if slim and reads_visit_columns(con, REGISTRY[tname]):
             src = LINES_V
         run_type(con, REGISTRY[tname], lines=src)
         if ctx is not None and reaches[tname].scope == "month":

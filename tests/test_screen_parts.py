@@ -195,3 +195,25 @@ def test_default_parts_keep_a_batch_a_little_over_a_part_whole_and_cut_bigger_on
     con.execute("INSERT INTO fee_list_d SELECT -2 - range FROM range(4294967 - 2684355)")  # 2 x 2,147,483 + 1
     assert engine.person_parts(con) == 3
     assert engine.person_parts(con, part_lines=1_000_000) == 5
+
+
+@pytest.mark.slow  # two screens of the sample, both stages (about 4 s)
+def test_only_types_reading_visit_columns_from_their_lines_read_lines_v(loaded, tmp_path, monkeypatch):
+    """A full screen builds ``lines`` without the visit's columns few types read and hands those
+    types ``lines_v`` (every line joined to its visit). Which ones is decided by binding each
+    type's query over the slim ``lines``: a type reading ``gend`` or ``los`` from the visits (not
+    from its lines) names the column but needs no join of every line (at 10.48M lines those
+    joins cost gender_diagnosis_conflict, outpatient_as_inpatient and peer_outlier several CPU
+    seconds). Screening with every type on ``lines_v`` stores the same state."""
+    monkeypatch.setattr(engine, "_READS_VISIT", {})
+    (tmp_path / "slim").mkdir()
+    (tmp_path / "wide").mkdir()
+    slim, _ = screened(loaded, tmp_path / "slim", None)
+    read = {t for t, v in engine._READS_VISIT.items() if v}
+    assert {"restrict_gender", "restrict_age", "restrict_hosp_level", "restrict_insutype", "bed_days_over_los"} <= read
+    assert "sql" in read  # an analyst's query may read any column
+    assert not read & {"gender_diagnosis_conflict", "outpatient_as_inpatient", "peer_outlier", "duplicate_line"}
+    monkeypatch.setattr(engine, "reads_visit_columns", lambda con, rt: True)
+    wide, _ = screened(loaded, tmp_path / "wide", None)
+    assert slim["findings"], "the sample must give findings"
+    assert slim == wide
