@@ -1027,8 +1027,9 @@ def _screen_in_parts(
 
     Every type of person reach (:class:`medaudit.types.base.Reach`: a finding depends on one
     person's visits only) runs over each part's ``lines`` in turn: the part's persons, their
-    visits and diagnoses, built, screened and dropped, so memory holds one part at a time and
-    the types' joins and windows work on a part. Of each part's lines the facts findings take
+    visits and diagnoses, built (without :data:`VISIT_COLUMNS`, as a whole screen's ``lines``),
+    screened and dropped, so memory holds one part at a time and the types' joins and windows
+    work on a part. Of each part's lines the facts findings take
     from their hit lines are kept (:data:`LINE_INFO`, in ``hit_line_info``). When the library
     has types that judge a month or everything (peers, a month's stock, an analyst's query),
     each part's lines are also written to Parquet files in the spill folder, and those types
@@ -1051,21 +1052,29 @@ def _screen_in_parts(
             timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
 
     folder = _parts_folder(con) if wide else None
-    keep = "*"
+    keep, copy_from = "*", "lines"
     try:
         line_adjustments(con)  # the refunds of every part, netted once
         for i in range(k):
             step(f"(lines, part {i + 1} of {k})")
-            n_lines += prepare_lines(con, stage, part=(i, k), adj=ADJ)
+            # each part's lines without the visit columns few types read, as a whole screen's
+            n_lines += prepare_lines(
+                con, stage, part=(i, k), adj=ADJ, columns=f"* EXCLUDE ({', '.join(VISIT_COLUMNS)})"
+            )
+            _visit_columns_view(con)
             if folder is not None:
                 if i == 0:
-                    keep = _columns_read(con, [REGISTRY[t] for t in wide])
-                _copy_part(con, keep, f"{folder}/part{i}")
+                    # the files hold the visit columns only if a wide type reads them from its lines
+                    if any(reads_visit_columns(con, REGISTRY[t]) for t in wide):
+                        copy_from = LINES_V
+                    keep = _columns_read(con, [REGISTRY[t] for t in wide], copy_from)
+                _copy_part(con, keep, f"{folder}/part{i}", copy_from)
             for tname in local:
                 # a type that reads the fee lines as billed reads the part's (a person's lines are
                 # all in their part); the whole table's size would also turn its joins around
-                step(tname, tname, fee_list_d="fee_src")
-            _keep_line_info(con, first=i == 0)
+                src = LINES_V if reads_visit_columns(con, REGISTRY[tname]) else "lines"
+                step(tname, tname, lines=src, fee_list_d="fee_src")
+            _keep_line_info(con, first=i == 0, slim=True)
         if folder is None:
             return n_lines
         # the visit-level facts of every person again, and every part's lines as one view
@@ -1074,7 +1083,7 @@ def _screen_in_parts(
         con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*/*.parquet')")
         for tname in wide:
             step(tname, tname)
-        _keep_line_info(con, first=False, known=True)
+        _keep_line_info(con, first=False, known=True, slim=copy_from == "lines")
         _drop_temp(con, "lines")
         return n_lines
     finally:
@@ -1083,34 +1092,37 @@ def _screen_in_parts(
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _copy_part(con: duckdb.DuckDBPyConnection, columns: str, path: str) -> None:
-    """Write the columns of ``lines`` to Parquet files in the new folder ``path`` (in a folder of
+def _copy_part(con: duckdb.DuckDBPyConnection, columns: str, path: str, src: str = "lines") -> None:
+    """Write the columns of ``src`` (``lines``, or :data:`LINES_V`) to Parquet files in the new folder ``path`` (in a folder of
     :func:`_parts_folder`, checked plain before it is quoted), one file a thread: the types that
     read them depend on no row order, and an ordered single file cost a third more CPU (10.48M
     lines in 4 parts: 15.3 to 16.1 CPU s against 11.5; a part without lines still writes one
     empty file, so the folders' files always bind)."""
-    con.execute(f"COPY (SELECT {columns} FROM lines) TO '{path}' (FORMAT parquet, PER_THREAD_OUTPUT)")
+    con.execute(f"COPY (SELECT {columns} FROM {src}) TO '{path}' (FORMAT parquet, PER_THREAD_OUTPUT)")
 
 
-def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType]) -> str:
-    """The columns of ``lines`` the types' queries read, as a select list in ``lines``' order
-    (``*`` for a type that prepares tables of its own, such as an analyst's query). Read from
-    DuckDB's plan of each query over the ``lines`` there is now, with only unused columns
+def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType], lines: str = "lines") -> str:
+    """The columns of ``lines`` (the table, or :data:`LINES_V`) the types' queries read, as a
+    select list in its order (``*`` for a type that prepares tables of its own, such as an
+    analyst's query). Read from DuckDB's plan of each query over the ``lines`` there is now, with only unused columns
     pruned: every column a scan of it reads, and every column its text (and its matched lines'
     view) names. A column missed would fail the query at once (a binder error, not
     a silent difference); ``tests/test_screen_parts.py`` runs every type both ways."""
     names = [
         c
         for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'temp' AND table_name = 'lines' ORDER BY column_index"
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'temp' AND table_name = ? ORDER BY column_index",
+            [lines],
         ).fetchall()
     ]
-    wanted = {c.strip() for c in LINE_INFO.split(",")}  # what the findings take from hit lines
+    # what the findings take from hit lines (those of the visit, if not there, from the visits
+    # again: the visit's id and the day billed, :func:`_keep_line_info`)
+    wanted = {c.strip() for c in LINE_INFO.split(",")} | {"mdtrt_id", "fee_date"}
     for rt in types:
         if rt.prepare is not None:
             return "*"
         if rt.items != "none":
-            build_matched(con, rt)
+            build_matched(con, rt, lines)
         # the plan with the unused columns pruned and nothing else rewritten: a scope check the
         # rules at hand would let the optimiser fold away still names its column (the query
         # must bind over the parts' files whatever the rules)
@@ -1119,7 +1131,7 @@ def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType]) -> str:
             "SET disabled_optimizers = ?",
             [",".join(n for n in optimisers if n not in ("unused_columns", "column_lifetime"))],
         )
-        sql = rt.sql(type_names(rt), con)
+        sql = rt.sql(type_names(rt, lines=lines), con)
         try:
             plan = json.loads(con.execute("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1])
         finally:
@@ -1167,15 +1179,16 @@ def _keep_line_info(con: duckdb.DuckDBPyConnection, first: bool, known: bool = F
     ``slim``: ``lines`` was built without :data:`VISIT_COLUMNS`; the hit lines (a tenth of the
     lines or less) take them from their visits, as :data:`LINES_V` gives them (at 10.48M lines,
     reading the findings' facts through ``LINES_V`` joined every line to its visit: 4.5 CPU s)."""
-    pick = f"SELECT {LINE_INFO} FROM lines WHERE bkkp_sn IN (SELECT bkkp_sn FROM {HITS})"
+    hit = f"bkkp_sn IN (SELECT bkkp_sn FROM {HITS})"
+    if known:
+        hit += " AND bkkp_sn NOT IN (SELECT bkkp_sn FROM hit_line_info)"
+    pick = f"SELECT {LINE_INFO} FROM lines WHERE {hit}"
     if slim:
         pick = f"""SELECT {LINE_INFO} FROM (
                        SELECT l.*, {_visit_columns_sql("v", "l.fee_date")}
-                       FROM (SELECT * FROM lines WHERE bkkp_sn IN (SELECT bkkp_sn FROM {HITS})) l
+                       FROM (SELECT * FROM lines WHERE {hit}) l
                        JOIN visits v USING (mdtrt_id))"""
     if first:
         con.execute(f"CREATE OR REPLACE TEMP TABLE hit_line_info AS {pick}")
-    elif known:
-        con.execute(f"INSERT INTO hit_line_info {pick} AND bkkp_sn NOT IN (SELECT bkkp_sn FROM hit_line_info)")
     else:
         con.execute(f"INSERT INTO hit_line_info {pick}")
