@@ -664,3 +664,104 @@ def test_a_child_of_a_ragged_parent_row_is_told_where_its_parent_went(tmp_path):
             "mdtrt_id: V2 not found in mdtrt_d (its row 3 in mdtrt_d.csv was rejected)",
         ),
     ]
+
+
+# ---------------------------------------------------------------------------- a stage bigger than memory
+
+
+def _parquet_batch(tmp_path: Path) -> Path:
+    b = small_batch()
+    b.rows["fee_list_d"][1]["cnt"] = "two"  # a rejected row, so the checks' paths all run
+    src = b.write(tmp_path / "csv")
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    for name, df in _as_frames(src).items():
+        df.write_parquet(folder / f"{name}.parquet")
+    return folder
+
+
+def _stored(con) -> dict[str, list[tuple]]:
+    out = {}
+    for t in ("mdtrt_d", "setl_d", "fee_list_d", "setl_list_diag_d"):
+        out[t] = con.execute(f"SELECT * EXCLUDE (batch_id) FROM {t} ORDER BY ALL").fetchall()
+    out["rejected"] = rejected(con)
+    out["quality"] = con.execute("SELECT * EXCLUDE (batch_id) FROM data_quality ORDER BY ALL").fetchall()
+    return out
+
+
+def _stages_in_file(con) -> list[str]:
+    return [
+        n
+        for (n,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND starts_with(table_name, '__s_') ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def test_a_stage_too_big_for_memory_is_written_to_the_database_file_and_loads_the_same(tmp_path, monkeypatch):
+    """A Parquet file whose cells as text would not fit in DuckDB's memory limit is staged in a
+    table of the database file (compressed, not spilled as it is) and dropped before the commit:
+    the same rows load and are rejected, and no stage is left behind."""
+    folder = _parquet_batch(tmp_path)
+    plain = con_at(tmp_path, "plain.duckdb")
+    load_batch(folder, plain)
+    assert _stages_in_file(plain) == []
+
+    from medaudit import loader
+
+    seen: list[list[str]] = []
+    insert = loader._insert
+
+    def spy(con, c, batch_id):
+        seen.append(_stages_in_file(con))
+        return insert(con, c, batch_id)
+
+    monkeypatch.setattr(loader, "STAGED_BYTES_PER_CELL", 10**12)  # every file is "too big"
+    monkeypatch.setattr(loader, "_insert", spy)
+    big = con_at(tmp_path, "big.duckdb")
+    load_batch(folder, big)
+    assert seen and seen[0] == ["__s_fee_list_d", "__s_mdtrt_d", "__s_setl_d", "__s_setl_list_diag_d"]
+    assert _stages_in_file(big) == []
+    assert _stored(big) == _stored(plain)
+    assert _stored(plain)["rejected"], "the batch must have a rejected row"
+    big.close()
+    big = con_at(tmp_path, "big.duckdb")
+    assert _stages_in_file(big) == []
+
+
+def test_a_failed_load_leaves_no_stage_in_the_database_file(tmp_path, monkeypatch):
+    from medaudit import loader
+
+    folder = _parquet_batch(tmp_path)
+    con = con_at(tmp_path)
+    before = counts(con)
+
+    def boom(con, c, batch_id):
+        assert _stages_in_file(con)  # staged in the file, then the load fails
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(loader, "STAGED_BYTES_PER_CELL", 10**12)
+    monkeypatch.setattr(loader, "_insert", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        load_batch(folder, con)
+    assert _stages_in_file(con) == []
+    assert counts(con) == before
+
+
+def test_only_a_stage_bigger_than_the_memory_limit_goes_to_the_file(tmp_path):
+    """10.48M fee lines (25 columns) under DuckDB's 4.7 GiB stay in memory, where they fit and
+    load faster; 52.4M under 6.1 GiB do not."""
+    from medaudit import loader
+    from medaudit.contract import TABLES
+
+    con = con_at(tmp_path)
+    names = [c.name for c in TABLES["fee_list_d"].columns][:25]
+
+    def src(rows: int):
+        return loader._Source(TABLES["fee_list_d"], tmp_path / "f.parquet", "parquet", names, b"", rows=rows)
+
+    con.execute("SET memory_limit = '4.7GiB'")
+    assert not loader._stage_in_file(con, src(10_476_423))
+    con.execute("SET memory_limit = '6103MiB'")
+    assert loader._stage_in_file(con, src(52_443_796))
+    assert not loader._stage_in_file(con, src(3))
