@@ -1270,10 +1270,12 @@ def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
         f"SELECT table_name AS name FROM duckdb_tables() WHERE temporary AND ({mine})"
     ).fetchall():
         con.execute(f"DROP TABLE temp.main.{db.ident(name)}")
-    # a stage too big for memory, written to the database file (_stage_in_file)
+    # a stage too big for memory, written to the database file (_stage_in_file): only the
+    # stages of contract tables, the names this load made (never committed, so never older)
     for (name,) in con.execute(
         """SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND database_name = current_database()
-           AND schema_name = 'main' AND starts_with(table_name, '__s_')"""
+           AND schema_name = 'main' AND list_contains($stages, table_name)""",
+        {"stages": ["__s_" + t for t in TABLES]},
     ).fetchall():
         con.execute(f"DROP TABLE main.{db.ident(name)}")
 

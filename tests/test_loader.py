@@ -729,6 +729,17 @@ def test_a_stage_too_big_for_memory_is_written_to_the_database_file_and_loads_th
     assert _stages_in_file(big) == []
 
 
+def test_a_table_of_the_bureau_named_like_a_stage_is_left_alone(tmp_path, monkeypatch):
+    from medaudit import loader
+
+    con = con_at(tmp_path)
+    con.execute("CREATE TABLE __s_notes AS SELECT 'kept' AS note")
+    monkeypatch.setattr(loader, "STAGED_BYTES_PER_CELL", 10**12)
+    load_batch(_parquet_batch(tmp_path), con)
+    assert _stages_in_file(con) == ["__s_notes"]
+    assert con.execute("SELECT note FROM __s_notes").fetchall() == [("kept",)]
+
+
 def test_a_failed_load_leaves_no_stage_in_the_database_file(tmp_path, monkeypatch):
     from medaudit import loader
 
