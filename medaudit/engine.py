@@ -321,6 +321,8 @@ def _build_lines(
 #: (:func:`_visit_columns_view`), so those types join the visits on their matched lines only.
 VISIT_COLUMNS = ("gend", "brdy", "insutype", "hosp_lv", "los", "visit_dept", "chfpdr_code", "age_years", "age_days")
 LINES_V = "lines_v"
+#: the columns of a slim ``lines`` (:func:`prepare_lines`' ``columns``)
+SLIM_COLUMNS = f"* EXCLUDE ({', '.join(VISIT_COLUMNS)})"
 
 
 def _visit_columns_sql(v: str, fee_date: str) -> str:
@@ -367,6 +369,12 @@ def reads_visit_columns(con: db.Connection, rt: RuleType) -> bool:
 
 
 _READS_VISIT: dict[str, bool] = {}
+
+
+def _slim_lines_for(con: db.Connection, rt: RuleType) -> str:
+    """What a type reads as its lines when ``lines`` is slim: :data:`LINES_V` if it reads a visit
+    column from them (:func:`reads_visit_columns`), else ``lines``."""
+    return LINES_V if reads_visit_columns(con, rt) else "lines"
 
 
 # ---------------------------------------------------------------------------- rule tables
@@ -888,7 +896,7 @@ def _screen_whole(
     lines of its reach). Returns the lines screened."""
     # a full screen's lines without the visit columns few types read (see VISIT_COLUMNS)
     slim = ctx is None
-    n_lines = prepare_lines(con, stage, ctx, columns=f"* EXCLUDE ({', '.join(VISIT_COLUMNS)})" if slim else "*")
+    n_lines = prepare_lines(con, stage, ctx, columns=SLIM_COLUMNS if slim else "*")
     if slim:
         _visit_columns_view(con)
     reaches = incremental.reach_of(rules) if ctx is not None else {}
@@ -904,9 +912,7 @@ def _screen_whole(
             on_type(tname, i, len(names))
         t = time.perf_counter()
         src = LINES_OF_REACH.get(reaches[tname].scope, "lines_month") if views else "lines"
-        if slim and reads_visit_columns(con, REGISTRY[tname]):
-            src = LINES_V
-        run_type(con, REGISTRY[tname], lines=src)
+        run_type(con, REGISTRY[tname], lines=_slim_lines_for(con, REGISTRY[tname]) if slim else src)
         if ctx is not None and reaches[tname].scope == "month":
             _keep_whole_months(con, tname)
         timings[tname] = time.perf_counter() - t
@@ -988,7 +994,7 @@ def default_part_lines(con: duckdb.DuckDBPyConnection) -> int:
     4 parts and 579 in 3, where duplicate_charge alone went from 18 to 35). 10 million lines under
     the default (DuckDB 4.7 GiB here), 12.8 million under a budget of 8GB (DuckDB 6,103 MiB). A
     batch a little bigger than a part is screened whole all the same (:func:`whole_lines`)."""
-    return max(100_000, _memory_limit_bytes(con) // 500)
+    return max(100_000, resources.memory_limit_bytes(con) // 500)
 
 
 def whole_lines(con: duckdb.DuckDBPyConnection) -> int:
@@ -996,12 +1002,7 @@ def whole_lines(con: duckdb.DuckDBPyConnection) -> int:
     limit in 400 (what does not fit spills, and that costs less than parts, which repeat each
     type's fixed costs and write the month-wide types' columns: 10.48M lines under 4.7 GiB whole
     52.0 s at a peak of 4.9 GiB, in two parts 59.6 s at 3.7 GiB). 12.6 million under 4.7 GiB."""
-    return max(100_000, _memory_limit_bytes(con) // 400)
-
-
-def _memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int:
-    """The connection's DuckDB limit in bytes (as DuckDB shows it: ``5.9 GiB``)."""
-    return resources.size_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+    return max(100_000, resources.memory_limit_bytes(con) // 400)
 
 
 def person_parts(con: duckdb.DuckDBPyConnection, part_lines: int | None = None) -> int:
@@ -1058,9 +1059,7 @@ def _screen_in_parts(
         for i in range(k):
             step(f"(lines, part {i + 1} of {k})")
             # each part's lines without the visit columns few types read, as a whole screen's
-            n_lines += prepare_lines(
-                con, stage, part=(i, k), adj=ADJ, columns=f"* EXCLUDE ({', '.join(VISIT_COLUMNS)})"
-            )
+            n_lines += prepare_lines(con, stage, part=(i, k), adj=ADJ, columns=SLIM_COLUMNS)
             _visit_columns_view(con)
             if folder is not None:
                 if i == 0:
@@ -1072,8 +1071,7 @@ def _screen_in_parts(
             for tname in local:
                 # a type that reads the fee lines as billed reads the part's (a person's lines are
                 # all in their part); the whole table's size would also turn its joins around
-                src = LINES_V if reads_visit_columns(con, REGISTRY[tname]) else "lines"
-                step(tname, tname, lines=src, fee_list_d="fee_src")
+                step(tname, tname, lines=_slim_lines_for(con, REGISTRY[tname]), fee_list_d="fee_src")
             _keep_line_info(con, first=i == 0, slim=True)
         if folder is None:
             return n_lines

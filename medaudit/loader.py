@@ -521,14 +521,13 @@ STAGED_BYTES_PER_CELL = 16
 def _stage_in_file(con: duckdb.DuckDBPyConnection, src: _Source) -> bool:
     """Whether a file's stage goes into the database file rather than a temporary table: when
     its cells as text would not fit in DuckDB's memory limit. A temporary table is kept
-    uncompressed and what does not fit spills to disk as it is: 52.4M fee lines (18 GB of
-    text) under a limit of 6.1 GiB staged in 135 s, and every check that read the stage back
-    ran four to twenty times its 10M cost (the load 358 s); the same stage written compressed
+    uncompressed and what does not fit spills to disk as it is: 52.4M fee lines (about 18 GB
+    of text by the 1M figure) under a limit of 6.1 GiB staged in 135 s, and each check that read
+    the stage back cost six to fourteen times its 10M figure, five being linear (the load 358 s); the same stage written compressed
     to the database file loaded in 256 s. Below the limit the temporary table is cheaper
     (10.48M lines, 3.7 GB under 4.7 GiB: 47.6 s against 59.4). The file keeps the stage's space
     as free blocks: after 52.4M lines it was 5.0 GB against 2.65 GB staged in memory."""
-    limit = resources.size_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
-    return src.rows * STAGED_BYTES_PER_CELL * (len(src.present) + 1) > limit
+    return src.rows * STAGED_BYTES_PER_CELL * (len(src.present) + 1) > resources.memory_limit_bytes(con)
 
 
 def _dict_pad(name: str, x: str) -> str:

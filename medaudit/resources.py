@@ -99,6 +99,11 @@ def size_bytes(text: str) -> int:
     return int(float(text[: m.start(2)].strip()) * _UNIT[unit.removesuffix("s")])  # "gigabytes": "gigabyte"
 
 
+def memory_limit_bytes(con) -> int:
+    """The DuckDB connection's memory limit in bytes (as DuckDB shows it: ``5.9 GiB``)."""
+    return size_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+
 def duckdb_share(budget: str) -> str:
     """DuckDB's limit for a process budget: :data:`DUCKDB_SHARE` of it, in MiB (at least 64 MiB)."""
     return f"{max(int(size_bytes(budget) * DUCKDB_SHARE) // 2**20, 64)}MiB"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from medaudit import db as dbm
-from medaudit import engine
+from medaudit import engine, resources
 from medaudit.engine import screen
 from medaudit.incremental import Scope
 from medaudit.library import load_library
@@ -101,7 +101,6 @@ def test_parts_lines_netted_once_are_the_lines_of_one_build(loaded, tmp_path):
 def test_part_size_from_memory_limit():
     """The parts are sized from DuckDB's limit as the connection shows it (one size reader for
     that and for ``--memory-limit``: :func:`medaudit.resources.size_bytes`)."""
-    from medaudit import resources
 
     assert resources.size_bytes("6.0 GiB") == 6 * 1024**3
     assert resources.size_bytes("5.5GB") == 5_500_000_000
@@ -112,7 +111,7 @@ def test_part_size_from_memory_limit():
 
     con = duckdb.connect()
     con.execute("SET memory_limit = '1GiB'")
-    assert engine._memory_limit_bytes(con) == 2**30
+    assert resources.memory_limit_bytes(con) == 2**30
 
 
 @pytest.mark.slow
