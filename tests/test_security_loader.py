@@ -73,9 +73,14 @@ def _write_xlsx(path: Path, df: pl.DataFrame) -> None:
     wb.save(path)
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet", "xlsx"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "xlsx", "parquet-in-file"])
 def test_sql_in_a_column_name_is_ignored_not_run(tmp_path, monkeypatch, fmt):
+    """``parquet-in-file``: the stage in a table of the database file, as a file too big for
+    memory is staged (``loader._stage_in_file``)."""
     monkeypatch.chdir(tmp_path)  # where `copy ... to 'x.csv'` would write
+    if fmt == "parquet-in-file":
+        monkeypatch.setattr(loader, "STAGED_BYTES_PER_CELL", 10**12)
+        fmt = "parquet"
     src = small_batch().write(tmp_path / "src")
     folder = tmp_path / "b"
     folder.mkdir()
@@ -497,3 +502,27 @@ def test_a_required_null_after_the_inserts_undoes_the_load(tmp_path, monkeypatch
         f"{folder / 'fee_list_d.csv'}: 1 row(s) would load with the required column hilist_code empty"
     )
     assert dump(con) == before
+
+
+def test_sql_in_cells_staged_in_the_database_file_is_kept_as_text(tmp_path, monkeypatch):
+    """A file too big for memory is staged in a table of the database file: hostile text in its
+    cells is stored as text, nothing of it runs, and the stage is gone after the commit."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loader, "STAGED_BYTES_PER_CELL", 10**12)
+    b = small_batch()
+    b.rows["fee_list_d"][0]["hilist_name"] = HOSTILE
+    b.rows["mdtrt_d"][0]["psn_name"] = HOSTILE
+    src = b.write(tmp_path / "src")
+    folder = tmp_path / "b"
+    folder.mkdir()
+    for name, df in _frames(src).items():
+        df.write_parquet(folder / f"{name}.parquet")
+    con = db.connect(tmp_path / "t.duckdb")
+    load_batch(folder, con)
+    assert con.execute("SELECT hilist_name FROM fee_list_d WHERE bkkp_sn = 'F1'").fetchall() == [(HOSTILE,)]
+    assert con.execute("SELECT psn_name FROM mdtrt_d WHERE mdtrt_id = 'V1'").fetchall() == [(HOSTILE,)]
+    assert not (tmp_path / "x.csv").exists()
+    assert con.execute("SELECT count(*) FROM findings").fetchall() == [(0,)]
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND starts_with(table_name, '__s_')"
+    ).fetchall() == [(0,)]
