@@ -788,7 +788,8 @@ def screen(
     rules = [r for r in library.rules if stage in r.stages]
     scope = scope or Scope("all")
     incremental.stage_spans(con)  # stored with the findings, in the transaction below
-    plan = incremental.plan(con, stage, scope, library.digest())
+    digest = library.digest()  # hashes every rule's items: once a run
+    plan = incremental.plan(con, stage, scope, digest)
     ctx = None
     if plan.nothing:
         con.execute("CREATE OR REPLACE TEMP TABLE ctx_visits (mdtrt_id VARCHAR, in_person BOOLEAN, in_month BOOLEAN)")
@@ -857,7 +858,7 @@ def screen(
             con.execute(f"DROP TABLE {money.TOUCHED_LINES}")
         con.execute(
             "INSERT INTO screen_runs VALUES (?, ?, now()::TIMESTAMP, now()::TIMESTAMP, ?, ?, ?, ?)",
-            [run_id, stage, library.digest(), len(rules), n_hits, n_new],
+            [run_id, stage, digest, len(rules), n_hits, n_new],
         )
         incremental.record(con, stage, plan.batches, run_id)
         incremental.commit_spans(con)

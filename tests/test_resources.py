@@ -137,3 +137,17 @@ def test_a_subquery_read_twice_is_read_twice_not_copied(tmp_path):
     with db.joins_as_written(con):
         assert "join_order" in setting(con, "disabled_optimizers")
     assert _reads_twice(con)
+
+
+def test_in_transaction_is_asked_without_side_effects(tmp_path):
+    """The schema upgrade asks whether the caller holds a transaction; asking must not abort it
+    (a BEGIN that fails inside one does)."""
+    con = db.connect(tmp_path / "t.duckdb")
+    assert not db.in_transaction(con)
+    con.execute("BEGIN")
+    assert db.in_transaction(con)
+    con.execute("CREATE TABLE x AS SELECT 1 AS a")
+    assert db.in_transaction(con)
+    con.execute("COMMIT")  # the transaction was not aborted by asking
+    assert not db.in_transaction(con)
+    assert con.execute("SELECT a FROM x").fetchall() == [(1,)]

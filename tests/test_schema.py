@@ -118,6 +118,40 @@ def test_the_results_id_index_of_an_older_file_is_dropped_and_its_rows_kept(tmp_
     con.close()
 
 
+def test_the_finding_id_indexes_of_an_older_file_are_dropped_and_ids_stay_unique(tmp_path, wall_clock):
+    """findings.finding_id and finding_state.finding_id were primary keys whose index (random
+    MD5 text) cost more than the rows at every screen's commit; opening an older file rewrites
+    both tables without it, rows kept. Ids stay unique by construction: screening again, and
+    again under a new rule version, adds no second row for an id."""
+    wall_clock("2026-04-01")
+    path = old_copy(tmp_path)
+    pk = """SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'
+            AND table_name IN ('findings', 'finding_state') ORDER BY 1"""
+    raw = duckdb.connect(str(path))
+    assert [r[0] for r in raw.execute(pk).fetchall()] == ["finding_state", "findings"]
+    before = raw.execute("SELECT * FROM findings").fetchall()
+    cols = [r[0] for r in raw.execute("DESCRIBE findings").fetchall()]
+    raw.close()
+    con = db.connect(path)
+    assert con.execute(pk).fetchall() == []
+    assert con.execute("SELECT * FROM findings").fetchall() == before
+    assert [r[0] for r in con.execute("DESCRIBE findings").fetchall()] == cols
+    assert db.drop_primary_key(con, "findings") is False  # once only
+    b = Batch()
+    v = b.visit(mdtrt_id="V-NEW-1", gend="1", begntime="2026-03-03 08:00:00", endtime="2026-03-03 10:00:00")
+    b.line(v, "002101030300000", pric="120", bkkp_sn="L-NEW-1", hilist_name="子宫造影")
+    load_batch(b.write(tmp_path / "night"), con)
+    lib = load_library(write_rules(tmp_path / "rules", RULES))
+    for _ in range(2):
+        screen(con, lib, scope=Scope("all"))
+    lib2 = load_library(write_rules(tmp_path / "rules2", RULES.replace("version: 1", "version: 2")))
+    screen(con, lib2, scope=Scope("all"))
+    for table in ("findings", "finding_state"):
+        n, distinct = con.execute(f"SELECT count(*), count(DISTINCT finding_id) FROM {table}").fetchall()[0]
+        assert n == distinct == 4, table  # the old one, the new line's, and both again under version 2
+    con.close()
+
+
 def test_result_ids_sort_in_time_order():
     from medaudit.prealert import store
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from .. import db
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prealert_results (
     jr_id VARCHAR,  -- time-ordered (new_id); unique by the writer's check, no index (see the module doc)
@@ -112,27 +114,8 @@ def drop_result_index(con: duckdb.DuckDBPyConnection) -> bool:
     """A database made before the ids were time-ordered has ``prealert_results.jr_id`` as its
     primary key, whose index grows by every answer: the table is rewritten without it (same rows,
     same columns; the caller's transaction makes it all or nothing). Returns whether it did."""
-    keyed = con.execute(
-        """SELECT count(*) FROM duckdb_constraints()
-           WHERE table_name = 'prealert_results' AND constraint_type = 'PRIMARY KEY'
-             AND database_name = current_database() AND schema_name = 'main'"""
-    ).fetchall()[0][0]
-    if not keyed:
+    if not db.drop_primary_key(con, "prealert_results"):
         return False
-    rewrite = """CREATE TABLE prealert_results__new AS SELECT * FROM prealert_results;
-                 DROP TABLE prealert_results;
-                 ALTER TABLE prealert_results__new RENAME TO prealert_results;"""
-    try:
-        con.execute("BEGIN")
-    except duckdb.TransactionException:  # already inside the caller's transaction
-        con.execute(rewrite)
-    else:
-        try:
-            con.execute(rewrite)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     con.execute(SCHEMA)  # the views over it, made again
     return True
 
