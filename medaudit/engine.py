@@ -17,6 +17,7 @@ The run, for one stage:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -587,7 +588,8 @@ def run_type(con: db.Connection, rt: RuleType, lines: str = "lines", **tables: s
     if rt.prepare is not None:
         rt.prepare(con, tables=names)
     before = con.execute(f"SELECT count(*) FROM {HITS}").fetchall()[0][0]
-    con.execute(f"INSERT INTO {HITS} BY NAME {rt.sql(names, con)}")
+    with db.hash_as_written(con) if rt.hash_as_written else contextlib.nullcontext():
+        con.execute(f"INSERT INTO {HITS} BY NAME {rt.sql(names, con)}")
     return con.execute(f"SELECT count(*) FROM {HITS}").fetchall()[0][0] - before
 
 

@@ -139,6 +139,21 @@ def test_a_subquery_read_twice_is_read_twice_not_copied(tmp_path):
     assert _reads_twice(con)
 
 
+def test_a_type_that_hashes_as_written_leaves_the_connection_as_it_was(tmp_path):
+    """duplicate_charge runs with DuckDB hashing the right side of its joins as written (the
+    few main lines, not the many included ones its estimate would pick); inside, the other
+    disabled optimisers stay disabled, and after it the connection's setting is as before."""
+    con = db.connect(tmp_path / "t.duckdb")
+    before = setting(con, "disabled_optimizers")
+    with db.hash_as_written(con):
+        inside = setting(con, "disabled_optimizers")
+        assert "build_side_probe_side" in inside and "common_subplan" in inside
+    assert setting(con, "disabled_optimizers") == before and "build_side_probe_side" not in before
+    from medaudit.types import REGISTRY
+
+    assert REGISTRY["duplicate_charge"].hash_as_written
+
+
 def test_in_transaction_is_asked_without_side_effects(tmp_path):
     """The schema upgrade asks whether the caller holds a transaction; asking must not abort it
     (a BEGIN that fails inside one does)."""

@@ -145,7 +145,7 @@ def test_show_gives_parameters_items_and_sql(lib):
     # the items of the type's rules, each carrying its rule's validity and scope, joined to the lines by code
     assert "FROM p_duplicate_charge p JOIN r_all r ON r.rule_key = p.rule_key" in out
     assert "p ON l.hilist_code = p.code" in out
-    assert "FROM m_duplicate_charge WHERE deductible > 0" in out
+    assert "FROM m_duplicate_charge m WHERE deductible > 0" in out
     assert "{m}" not in out and "{p}" not in out
 
 

@@ -236,6 +236,10 @@ class RuleType:
     #: returns :class:`Hit` rows equal to the query's (None: the type runs its SQL at pre-alert).
     #: ``ctx`` is :class:`medaudit.prealert.fast.context.Lines`; the rows are ``{m}`` as dicts.
     evaluate: Callable[[Any, list[dict]], list[Hit]] | None = None
+    #: the query's joins hash their right side as written (:func:`medaudit.db.hash_as_written`):
+    #: for a query written with the few rows on the right, where DuckDB's estimate of the matched
+    #: lines would have it hash the many
+    hash_as_written: bool = False
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:
         if self.compose is not None:

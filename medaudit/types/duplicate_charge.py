@@ -162,13 +162,22 @@ RULE_TYPE = RuleType(
         ),
     ),
     dedupe_lines=False,  # a secondary item may belong to several main items
+    hash_as_written=True,  # the main lines, few, are the side hashed (3.2 -> 1.3 CPU s at 10M lines)
     query=f"""
-        WITH s AS (SELECT * FROM {{m}} WHERE deductible > 0),
+        -- the lines of a main item: few (the included items, such as a bed day or nursing, are
+        -- most lines: two thirds of them here), so the included lines are first kept to the
+        -- visits and codes of a main line (a semi join hashing the few: hash_as_written), then
+        -- paired with them
+        WITH mains AS (
+            SELECT mdtrt_id, hilist_code, bkkp_sn, fee_ocur_time, fee_date, list_type, hilist_name FROM {{lines}}
+            WHERE hilist_code IN (SELECT main_code FROM {{p}})),
+        s AS (SELECT * FROM {{m}} m WHERE deductible > 0
+              AND EXISTS (SELECT 1 FROM mains mn WHERE mn.mdtrt_id = m.mdtrt_id AND mn.hilist_code = m.main_code)),
         pairs AS (
             SELECT s.*, mn.bkkp_sn AS main_sn, mn.fee_ocur_time AS main_time,
                    item_ref(mn.list_type, coalesce(mn.hilist_name, s.main_name), mn.hilist_code) AS main_ref,
                    abs(date_diff('second', mn.fee_ocur_time, s.fee_ocur_time)) AS gap_s
-            FROM s JOIN {{lines}} mn
+            FROM s JOIN mains mn
               ON mn.mdtrt_id = s.mdtrt_id AND mn.hilist_code = s.main_code AND mn.bkkp_sn <> s.bkkp_sn
              -- a pair of one code with itself: the first line stands, the later copies are duplicates
              AND (s.main_code <> s.hilist_code OR (mn.fee_ocur_time, mn.bkkp_sn) < (s.fee_ocur_time, s.bkkp_sn))
