@@ -122,16 +122,18 @@ RULE_TYPE = RuleType(
             WHERE rule_key NOT IN (SELECT rule_key FROM {{p}} WHERE match_all)
                OR (list_type = '101' AND starts_with(hilist_code, 'X'))),
         -- groups (rule, visit, day, ingredient) with two codes or more, found by grouping the
-        -- lines: the codes' totals, names and ranks are made for their lines only
+        -- lines: the codes' totals, names and ranks are made for their lines only. One pass
+        -- (min and max differ: two codes, where count(DISTINCT) grouped twice), grouped by the
+        -- hash of (visit, day, ingredient), one number instead of three texts; groups sharing a
+        -- hash give a candidate too many, which ``ncodes`` below drops.
         cand AS (
-            SELECT rule_key, mdtrt_id, fee_date, gkey FROM s
-            GROUP BY rule_key, mdtrt_id, fee_date, gkey HAVING count(DISTINCT hilist_code) > 1),
+            SELECT rule_key, hash(mdtrt_id, fee_date, gkey) AS g FROM s
+            GROUP BY rule_key, g HAVING min(hilist_code) <> max(hilist_code)),
         codes AS (
             SELECT s.rule_key, s.mdtrt_id, s.fee_date, s.gkey, s.hilist_code, sum(s.amt) AS day_amt,
                    arg_min({ITEM_REF}, s.bkkp_sn) AS ref
             FROM s JOIN cand c
-              ON c.rule_key = s.rule_key AND c.mdtrt_id = s.mdtrt_id
-             AND c.fee_date IS NOT DISTINCT FROM s.fee_date AND c.gkey IS NOT DISTINCT FROM s.gkey
+              ON c.rule_key = s.rule_key AND c.g = hash(s.mdtrt_id, s.fee_date, s.gkey)
             GROUP BY ALL),
         ranked AS (
             SELECT k.*, row_number() OVER w AS rk, count(*) OVER w AS ncodes,
