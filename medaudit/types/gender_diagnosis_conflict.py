@@ -68,14 +68,14 @@ def _check_entries(v: list) -> str | None:
     return None
 
 
-def _belongs(code: str, entry: str) -> str:
-    """SQL: diagnosis ``code`` is in list ``entry`` (a prefix, or a range FROM-TO)."""
-    lo = f"{icd(f'split_part({entry}, {chr(39)}-{chr(39)}, 1)')}"
-    hi = f"{icd(f'split_part({entry}, {chr(39)}-{chr(39)}, 2)')}"
-    c = icd(code)
-    return f"""CASE WHEN contains({entry}, '-')
-                    THEN left({c}, length({lo})) >= {lo} AND left({c}, length({hi})) <= {hi}
-                    ELSE starts_with({c}, {icd(entry)}) END"""
+def _belongs(code: str, t: str) -> str:
+    """SQL: the normalised diagnosis ``code`` (:func:`icd`) is in the list entry of ``t`` (a row of
+    ``lists``: a prefix ``pfx``, or a range ``lo``-``hi`` when ``is_range``), each normalised once
+    per entry and per diagnosis, not once per pair (at 10M lines the pairs' normalisation was a
+    third of the type's time)."""
+    return f"""CASE WHEN {t}.is_range
+                    THEN left({code}, length({t}.lo)) >= {t}.lo AND left({code}, length({t}.hi)) <= {t}.hi
+                    ELSE starts_with({code}, {t}.pfx) END"""
 
 
 RULE_TYPE = RuleType(
@@ -106,18 +106,21 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH rp AS (SELECT p.rule_key, r.* EXCLUDE (rule_key) FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         lists AS (
-            SELECT rule_key, '2' AS for_gend, unnest(female_prefixes) AS entry FROM {{p}}
-            UNION ALL
-            SELECT rule_key, '1' AS for_gend, unnest(male_prefixes) AS entry FROM {{p}}),
+            SELECT *, contains(entry, '-') AS is_range, {icd("split_part(entry, '-', 1)")} AS lo,
+                   {icd("split_part(entry, '-', 2)")} AS hi, {icd("entry")} AS pfx
+            FROM (SELECT rule_key, '2' AS for_gend, unnest(female_prefixes) AS entry FROM {{p}}
+                  UNION ALL
+                  SELECT rule_key, '1' AS for_gend, unnest(male_prefixes) AS entry FROM {{p}})),
         cur AS (
             SELECT rp.rule_key, v.*
             FROM rp JOIN {LIVE_VISITS} v ON {rule_applies("rp", "v.begin_date", "v")}
             WHERE v.gend IN ('1', '2') AND v.mdtrt_id IN (SELECT mdtrt_id FROM {{lines}})),
-        dx AS (SELECT mdtrt_id, diag_code, max(diag_name) AS diag_name FROM {{diag}} GROUP BY mdtrt_id, diag_code),
+        dx AS (SELECT mdtrt_id, diag_code, {icd("diag_code")} AS dc, max(diag_name) AS diag_name
+               FROM {{diag}} GROUP BY mdtrt_id, diag_code),
         conflicts AS (
             SELECT c.rule_key, c.mdtrt_id, c.gend, t.for_gend, d.diag_code, d.diag_name, t.entry
             FROM cur c JOIN dx d ON d.mdtrt_id = c.mdtrt_id
-            JOIN lists t ON t.rule_key = c.rule_key AND t.for_gend <> c.gend AND {_belongs("d.diag_code", "t.entry")}),
+            JOIN lists t ON t.rule_key = c.rule_key AND t.for_gend <> c.gend AND {_belongs("d.dc", "t")}),
         flagged AS (
             SELECT rule_key, mdtrt_id,
                    '患者性别为' || gender_cn(any_value(gend)) || '，本次就诊 ' || mdtrt_id || ' 诊断 '
