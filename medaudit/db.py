@@ -417,17 +417,25 @@ def drop_primary_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     rewrite = f"""CREATE TABLE {table}__new AS SELECT * FROM {table};
                   DROP TABLE {table};
                   ALTER TABLE {table}__new RENAME TO {table};"""
-    if in_transaction(con):
+    with transaction(con):
         con.execute(rewrite)
-        return True
+    return True
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The statements inside as one transaction: the caller's if it holds one (they are part of
+    it), else their own, committed at the end and rolled back on any error."""
+    if in_transaction(con):
+        yield
+        return
     con.execute("BEGIN")
     try:
-        con.execute(rewrite)
+        yield
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return True
 
 
 def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:

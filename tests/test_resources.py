@@ -166,3 +166,24 @@ def test_in_transaction_is_asked_without_side_effects(tmp_path):
     con.execute("COMMIT")  # the transaction was not aborted by asking
     assert not db.in_transaction(con)
     assert con.execute("SELECT a FROM x").fetchall() == [(1,)]
+
+
+def test_a_transaction_joins_the_callers_or_is_its_own(tmp_path):
+    """db.transaction: outside one, its statements commit together or not at all; inside the
+    caller's, they are part of it (the caller's rollback undoes them)."""
+    con = db.connect(tmp_path / "t.duckdb")
+    con.execute("CREATE TABLE x (a INTEGER)")
+    with pytest.raises(RuntimeError):
+        with db.transaction(con):
+            con.execute("INSERT INTO x VALUES (1)")
+            raise RuntimeError("half-way")
+    assert con.execute("SELECT count(*) FROM x").fetchall() == [(0,)]
+    with db.transaction(con):
+        con.execute("INSERT INTO x VALUES (2)")
+    assert con.execute("SELECT a FROM x").fetchall() == [(2,)]
+    con.execute("BEGIN")
+    with db.transaction(con):
+        con.execute("INSERT INTO x VALUES (3)")
+    assert db.in_transaction(con)  # still the caller's
+    con.execute("ROLLBACK")
+    assert con.execute("SELECT a FROM x").fetchall() == [(2,)]
