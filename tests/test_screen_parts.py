@@ -209,9 +209,16 @@ def test_only_types_reading_visit_columns_from_their_lines_read_lines_v(loaded, 
     (tmp_path / "wide").mkdir()
     slim, _ = screened(loaded, tmp_path / "slim", None)
     read = {t for t, v in engine._READS_VISIT.items() if v}
-    assert {"restrict_gender", "restrict_age", "restrict_hosp_level", "restrict_insutype", "bed_days_over_los"} <= read
+    assert {"restrict_gender", "restrict_age", "restrict_hosp_level", "restrict_insutype"} <= read
     assert "sql" in read  # an analyst's query may read any column
-    assert not read & {"gender_diagnosis_conflict", "outpatient_as_inpatient", "peer_outlier", "duplicate_line"}
+    # bed_days_over_los takes the length of stay from the visits, for its candidate stays only
+    assert not read & {
+        "gender_diagnosis_conflict",
+        "outpatient_as_inpatient",
+        "peer_outlier",
+        "duplicate_line",
+        "bed_days_over_los",
+    }
     monkeypatch.setattr(engine, "reads_visit_columns", lambda con, rt: True)
     wide, _ = screened(loaded, tmp_path / "wide", None)
     assert slim["findings"], "the sample must give findings"

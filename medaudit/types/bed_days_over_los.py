@@ -58,22 +58,22 @@ RULE_TYPE = RuleType(
         -- comes from its visit, joined to the groups (the lines carry none of the visit's
         -- columns: a full screen's lines joined to their visits were 8.4M rows at 10M lines)
         WITH cand AS (
-            SELECT m.rule_key, m.mdtrt_id, any_value(s.los) AS los
+            SELECT m.rule_key, m.mdtrt_id, any_value(s.los) AS stay_los
             FROM {{m}} m JOIN {{visits}} s ON s.mdtrt_id = m.mdtrt_id
             WHERE m.inpatient AND s.los IS NOT NULL
             GROUP BY m.rule_key, m.mdtrt_id HAVING sum(m.cnt) > min(s.los + m.tolerance)),
         v AS (
-            SELECT m.*, c.los, sum(m.cnt) OVER (PARTITION BY m.rule_key, m.mdtrt_id) AS total_qty
+            SELECT m.*, c.stay_los, sum(m.cnt) OVER (PARTITION BY m.rule_key, m.mdtrt_id) AS total_qty
             FROM {{m}} m JOIN cand c ON c.rule_key = m.rule_key AND c.mdtrt_id = m.mdtrt_id
             WHERE m.inpatient),
-        over AS (SELECT *, total_qty - (los + tolerance) AS excess FROM v WHERE total_qty > los + tolerance),
+        over AS (SELECT *, total_qty - (stay_los + tolerance) AS excess FROM v WHERE total_qty > stay_los + tolerance),
         alloc AS ({excess_allocation("over", "rule_key, mdtrt_id")}),
         -- excess only on lines the fund did not pay for costs the fund nothing: no finding
         claimed AS (SELECT * FROM alloc QUALIFY max(claim) OVER (PARTITION BY rule_key, mdtrt_id) > 0)
         SELECT rule_key, mdtrt_id AS finding_key, mdtrt_id, bkkp_sn,
                CASE WHEN claim > 0 THEN 'violating' ELSE 'related' END AS role, claim,
                '住院 ' || strftime(begntime, '%Y-%m-%d') || ' 至 ' || coalesce(strftime(endtime, '%Y-%m-%d'), '')
-                   || '，住院天数 ' || los || ' 天' || CASE WHEN tolerance > 0 THEN '（允许多 ' || tolerance || ' 天）' ELSE '' END
+                   || '，住院天数 ' || stay_los || ' 天' || CASE WHEN tolerance > 0 THEN '（允许多 ' || tolerance || ' 天）' ELSE '' END
                    || '，床位/护理类项目共收费 ' || qty(total_qty) || '，超出 ' || qty(excess) AS ev_head,
                CASE WHEN claim > 0 THEN {ITEM_REF} || ' ' || {LINE_FACT} || '，其中 ' || qty(excess_units) || ' 超出' END AS ev_line,
                CASE WHEN claim > 0 THEN excess_units END AS excess_units
