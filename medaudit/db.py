@@ -6,6 +6,7 @@ import datetime as dt
 import gc
 import re
 import weakref
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -71,39 +72,37 @@ def disable_optimizers(con: Connection, *extra: str) -> None:
 
 
 @contextmanager
-def joins_as_written(con: Connection) -> Iterator[None]:
-    """Run the statements inside with DuckDB's join order as the SQL writes it (big table first,
-    the small ones it is joined to after). For statements whose filters DuckDB cannot estimate
-    (the refund netting of ``lines``), its reordering built the hash table on a million fee
-    lines and probed it with 57,000 visits: 2.2 -> 1.4 CPU s at 1M lines. Other engines (the
-    Spark runner's connection) run the statements unchanged."""
+def optimizers_off(con: Connection, *names: str) -> Iterator[None]:
+    """Run the statements inside without DuckDB's optimisers ``names`` (besides
+    :data:`DISABLED_OPTIMIZERS`), then as before. Other engines (the Spark runner's connection)
+    run the statements unchanged."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         yield
         return
-    disable_optimizers(con, "join_order")
+    disable_optimizers(con, *names)
     try:
         yield
     finally:
         disable_optimizers(con)
 
 
-@contextmanager
-def hash_as_written(con: Connection) -> Iterator[None]:
+def joins_as_written(con: Connection) -> contextlib.AbstractContextManager[None]:
+    """Run the statements inside with DuckDB's join order as the SQL writes it (big table first,
+    the small ones it is joined to after). For statements whose filters DuckDB cannot estimate
+    (the refund netting of ``lines``), its reordering built the hash table on a million fee
+    lines and probed it with 57,000 visits: 2.2 -> 1.4 CPU s at 1M lines."""
+    return optimizers_off(con, "join_order")
+
+
+def hash_as_written(con: Connection) -> contextlib.AbstractContextManager[None]:
     """Run the statements inside with DuckDB hashing the right side of each join as the plan
     writes it, not the side it estimates smaller (its ``build_side_probe_side`` optimiser). A
     rule type's matched lines (lines x items, filtered) are estimated thousands of times too
     low (4,955 for 6.6 million at 10M lines): duplicate_charge hashed every included line to
     probe it with the few main lines, 3.2 CPU s against 1.3. For the statements that need it
     only (most types' joins are better flipped: off for all of them, the screen took 81 CPU s
-    against 63). Other engines run the statements unchanged."""
-    if not isinstance(con, duckdb.DuckDBPyConnection):
-        yield
-        return
-    disable_optimizers(con, "build_side_probe_side")
-    try:
-        yield
-    finally:
-        disable_optimizers(con)
+    against 63)."""
+    return optimizers_off(con, "build_side_probe_side")
 
 
 def date_literal(day: dt.date) -> str:
@@ -400,9 +399,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, once: bool = False) -> None:
 def drop_primary_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Rewrite ``table`` (a constant of the schema, never input) without its primary key: same
     rows, same columns in the same order (DuckDB cannot drop a constraint, so the table is made
-    again). A random id's index (``findings.finding_id``, an MD5 text) grows with every row: at
-    3 million findings, 337,000 more took 1.2 s to insert and commit with it against 0.1 s
-    without, and the file held 485 MB against 59. Inside the caller's transaction if there is
+    again). A random id's index (``findings.finding_id``, an MD5 text) grows with every row: in a
+    table of 3 million such ids and two small columns, 337,000 more took 1.2 s to insert and
+    commit with it against 0.1 s without, and the file held 485 MB against 59. Inside the caller's transaction if there is
     one (all or nothing), else in its own. Returns whether it did (once per file)."""
     if not re.fullmatch(r"[a-z_]+", table):
         raise ValueError(f"not a table of the schema: {table!r}")

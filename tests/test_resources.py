@@ -149,9 +149,52 @@ def test_a_type_that_hashes_as_written_leaves_the_connection_as_it_was(tmp_path)
         inside = setting(con, "disabled_optimizers")
         assert "build_side_probe_side" in inside and "common_subplan" in inside
     assert setting(con, "disabled_optimizers") == before and "build_side_probe_side" not in before
-    from medaudit.types import REGISTRY
 
-    assert REGISTRY["duplicate_charge"].hash_as_written
+
+_DUP_RULES = """
+- id: R-DUP
+  version: 1
+  name: 急诊监护费含诊查费
+  type: duplicate_charge
+  items:
+    rows:
+      - {code: "001102000030000", main_code: "001103000010000", window: same_day}
+- id: R-SEX
+  version: 1
+  name: 限女性
+  type: restrict_gender
+  items: {codes: ["002101030300000"]}
+  params: {gender: 2}
+"""
+
+
+def test_the_screen_hashes_as_written_only_the_types_that_ask(tmp_path, monkeypatch):
+    """A screen runs duplicate_charge's statement with the right side hashed as written, and no
+    other type's (restrict_gender's here), and the pair is still found."""
+    from kit import Batch, write_rules
+    from medaudit.engine import screen
+    from medaudit.library import load_library
+    from medaudit.loader import load_batch
+
+    b = Batch()
+    v = b.visit(mdtrt_id="V1", begntime="2026-03-02 08:00:00", endtime="2026-03-02 12:00:00")
+    b.line(v, "001103000010000", pric="200", bkkp_sn="L-MAIN", fee_ocur_time="2026-03-02 09:00:00")
+    b.line(v, "001102000030000", pric="30", bkkp_sn="L-INCL", fee_ocur_time="2026-03-02 09:30:00")
+    b.line(v, "002101030300000", pric="120", bkkp_sn="L-SEX", fee_ocur_time="2026-03-02 10:00:00")
+    con = db.connect(tmp_path / "t.duckdb")
+    load_batch(b.write(tmp_path / "batch"), con)
+    seen: list[str] = []
+    real = db.hash_as_written
+
+    def recording(c):
+        seen.append(setting(c, "disabled_optimizers"))
+        return real(c)
+
+    monkeypatch.setattr(db, "hash_as_written", recording)
+    screen(con, load_library(write_rules(tmp_path / "rules", _DUP_RULES)))
+    assert len(seen) == 1  # duplicate_charge's statement only
+    assert con.execute("SELECT rule_id FROM findings ORDER BY 1").fetchall() == [("R-DUP",), ("R-SEX",)]
+    assert "build_side_probe_side" not in setting(con, "disabled_optimizers")
 
 
 def test_in_transaction_is_asked_without_side_effects(tmp_path):
