@@ -117,12 +117,12 @@ RULE_TYPE = RuleType(
         vl AS (SELECT mdtrt_id, count(*) AS n_lines, max(fee_date) AS last_fee,
                       bool_or(med_chrgitm_type IS NULL) AS unclassed
                FROM {{lines}} WHERE inpatient GROUP BY mdtrt_id),   -- stays' lines only (the visit's own flag)
-        short AS (
+        candidates AS (
             SELECT s.*, vl.n_lines, vl.last_fee, {los_so_far("s", "vl.last_fee")} AS los_now
             FROM {LIVE_VISITS} s JOIN vl USING (mdtrt_id)
             WHERE s.inpatient AND NOT vl.unclassed
-              AND NOT EXISTS (SELECT 1 FROM {{setl_list_oprn_d}} o WHERE o.mdtrt_id = s.mdtrt_id)
-              AND {los_so_far("s", "vl.last_fee")} <= (SELECT max(max_los) FROM rp)),
+              AND NOT EXISTS (SELECT 1 FROM {{setl_list_oprn_d}} o WHERE o.mdtrt_id = s.mdtrt_id)),
+        short AS (SELECT * FROM candidates WHERE los_now <= (SELECT max(max_los) FROM rp)),
         -- the classes of the short stays' lines only (every stay's classes, 1.45M pairs of stay
         -- and class at 10M lines, were half the type's time)
         cls AS (SELECT mdtrt_id, list(DISTINCT med_chrgitm_type) FILTER (WHERE med_chrgitm_type IS NOT NULL) AS classes
