@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import resource
 import shutil
 import sys
 import tempfile
@@ -33,17 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_screen import library, replicate  # noqa: E402
+from bench_screen import cpu_s, library, replicate  # noqa: E402
 from medaudit import db, engine, resources  # noqa: E402
 from medaudit.library import Library, load_library  # noqa: E402
 
 #: statements of one script: split where a statement ends at the end of a line
 _END = re.compile(r";\s*\n")
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _comment_only(stmt: str) -> bool:
