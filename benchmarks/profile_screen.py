@@ -72,6 +72,17 @@ def _real(con: Any) -> Any:
     return getattr(con, "_c", con)
 
 
+def _grouped(log: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The statements added up by their text with numbers and quoted paths left out, each shown
+    as ``(n x) text``."""
+    sums: dict[str, list[float]] = {}
+    for w, c, s in log:
+        key = re.sub(r"\d+", "N", re.sub(r"'[^']*/[^']*'", "'PATH'", " ".join(s.split())))
+        acc = sums.setdefault(key, [0.0, 0.0, 0])
+        acc[0], acc[1], acc[2] = acc[0] + w, acc[1] + c, acc[2] + 1
+    return [(w, c, f"({int(n)} x) {k}") for k, (w, c, n) in sums.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("db", type=Path, help="a loaded database (screened as a copy)")
@@ -84,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-limit", default=None)
     ap.add_argument("--top", type=int, default=30, help="statements shown")
     ap.add_argument("--width", type=int, default=150, help="characters of each statement shown")
+    ap.add_argument(
+        "--group",
+        action="store_true",
+        help="add up the statements that differ only in numbers and paths (a screen in parts runs each once a part)",
+    )
     args = ap.parse_args(argv)
 
     resources.configure(args.memory_limit, None, config=None)
@@ -111,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     hits = sum(x[1] for x in log if x[2].startswith("INSERT INTO hits"))
     print(f"the types' statements (INSERT INTO hits): {hits:.1f} CPU s")
+    if args.group:
+        log = _grouped(log)
     print(f"{'wall s':>7} {'CPU s':>7}  statement")
     for w, c_, s in sorted(log, key=lambda x: -x[1])[: args.top]:
         print(f"{w:7.2f} {c_:7.2f}  {s[: args.width]}")
