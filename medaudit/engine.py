@@ -674,8 +674,14 @@ def findings_sql(
             CAST(round(coalesce(sum(hl.amt) FILTER (WHERE hl.v), 0), 2) AS DECIMAL(18,2)) AS flagged_amt,
             CAST(round(coalesce(sum(hl.claim), 0), 2) AS DECIMAL(18,2)) AS claimed_amt,
             CAST(0 AS DECIMAL(18,2)) AS deduction_amt,
+            -- the lines' evidence in the order they were billed: a sorted list of (time, line, text)
+            -- (an ordered string_agg cost a fifth more of this statement); none: NULL (Spark's
+            -- list of no rows is empty, not NULL)
             concat_ws('；', nullif(any_value(hl.ev_head), ''),
-                      string_agg(hl.ev_line, '；' ORDER BY hl.fee_ocur_time, hl.bkkp_sn) FILTER (WHERE hl.ev_line IS NOT NULL)) AS evidence,
+                      CASE WHEN count(hl.ev_line) > 0 THEN array_to_string(list_transform(
+                          list_sort(list(struct_pack(t := hl.fee_ocur_time, s := hl.bkkp_sn, e := hl.ev_line))
+                                    FILTER (WHERE hl.ev_line IS NOT NULL)),
+                          lambda x: x.e), '；') END) AS evidence,
             {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
             {run_id} AS first_run, {run_id} AS last_run, now()::TIMESTAMP AS created_at
         FROM hl JOIN {rules} r ON r.rule_key = hl.rule_key
