@@ -50,6 +50,7 @@ LINE_COLUMNS = {
     "fixmedins_code": "institution",
     "fee_ocur_time": "when the fee occurred",
     "fee_date": "its calendar date",
+    "day_repeat": "FALSE: no other line of the visit bills this code that day (TRUE may rarely be a hash collision)",
     "hilist_code": "national list code",
     "hilist_name": "national list name",
     "list_type": "101 drugs, 102 herbal, 201 items, 301 consumables",
@@ -273,6 +274,12 @@ def _build_lines(
         CREATE OR REPLACE TEMP TABLE lines AS
         {f"SELECT {columns} FROM (" if slim else ""}
         WITH {adjust},
+        -- (visit, code, day)s billed on two lines or more, by hash (a collision only adds one):
+        -- ``day_repeat`` FALSE says no other line of the visit bills the code that day, so types
+        -- that look for such groups (duplicate_line, frequency_limit) group the few others only
+        day_rep AS (
+            SELECT hash(mdtrt_id, hilist_code, CAST(fee_ocur_time AS DATE)) AS h FROM {src}
+            WHERE cnt > 0 GROUP BY 1 HAVING count(*) > 1),
         net AS (
             SELECT f.bkkp_sn, f.mdtrt_id, f.setl_id, f.fee_ocur_time, f.hilist_code, f.hilist_name, f.list_type,
                    f.med_chrgitm_type, f.chrgitm_lv, f.pric, f.pric_uplmt_amt, f.bilg_dept_codg, f.bilg_dr_code,
@@ -295,6 +302,7 @@ def _build_lines(
         SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
                n.psn_no, n.fixmedins_code,
                CAST(n.fee_ocur_time AS DATE) AS fee_date,
+               d.h IS NOT NULL AS day_repeat,
                {semantics.ownpay.sql("n.amt", "n.ownpay0")} AS ownpay,
                {semantics.deductible.sql("n.amt", "n.ownpay0", "n.chrgitm_lv", "n.hosp_appr_flag")} AS deductible,
                s.setl_time,
@@ -304,6 +312,7 @@ def _build_lines(
         JOIN visits v USING (mdtrt_id)
         LEFT JOIN (SELECT setl_id, setl_time FROM {setl_d} WHERE coalesce(refd_setl_flag, '0') <> '1') s
                ON s.setl_id = n.setl_id
+        LEFT JOIN day_rep d ON d.h = hash(n.mdtrt_id, n.hilist_code, CAST(n.fee_ocur_time AS DATE))
         WHERE n.cnt > 0
           -- a line of a stay not settled yet has no setl_id (NOT IN would be NULL and drop it)
           AND (n.setl_id IS NULL OR n.setl_id NOT IN (SELECT setl_id FROM {setl_d} WHERE refd_setl_flag = '1'))

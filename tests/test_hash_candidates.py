@@ -45,3 +45,30 @@ def test_groups_sharing_a_hash_change_no_finding(tmp_path, monkeypatch):
         monkeypatch.setitem(REGISTRY, name, dataclasses.replace(rt, query=rt.query.replace("hash(", "0 * hash(")))
     collided = _findings(tmp_path / "batch", tmp_path, "collided")
     assert collided == real
+
+
+def test_day_repeat_is_true_on_every_line_with_a_same_day_twin(tmp_path):
+    """``lines.day_repeat`` lets duplicate_line and frequency_limit group only the lines that have
+    another line of the same visit, code and day: it must never be FALSE on such a line (a
+    finding would be lost), whole and in a screen's parts. On the committed sample
+    (refunds included) it is TRUE on every twin and FALSE on most lines."""
+    from medaudit import engine
+
+    from test_incremental import SAMPLE
+
+    con = db.connect(tmp_path / "lines.duckdb")
+    load_batch(SAMPLE, con)
+    twins = """SELECT count(*) FILTER (WHERE NOT day_repeat AND twin), count(*) FILTER (WHERE twin),
+                      count(*) FILTER (WHERE NOT day_repeat), count(*)
+               FROM (SELECT day_repeat, count(*) OVER (PARTITION BY mdtrt_id, hilist_code, fee_date) > 1 AS twin
+                     FROM lines)"""
+    engine.prepare_lines(con, "post_hoc")
+    missed, n_twins, n_false, n = con.execute(twins).fetchall()[0]
+    assert missed == 0
+    assert n_twins > 0 and n_false > n // 2, (n_twins, n_false, n)
+    # a part's lines: the twins of its persons' visits (all in the part)
+    engine.line_adjustments(con)
+    for i in range(3):
+        engine.prepare_lines(con, "post_hoc", part=(i, 3), adj=engine.ADJ)
+        assert con.execute(twins).fetchall()[0][0] == 0
+    con.close()

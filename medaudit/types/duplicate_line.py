@@ -149,14 +149,16 @@ RULE_TYPE = RuleType(
         -- six keys (a third cheaper than grouping by the six columns); lines whose hashes
         -- collide only add candidates, which the exact window below counts as groups of one.
         -- The matched lines are read twice rather than kept (a copy of every matched line cost
-        -- more than matching them again).
+        -- more than matching them again). Every window lies within a day, so only lines with
+        -- another line of the visit, code and day (``day_repeat``) can be in a group: the
+        -- grouping then sees 0.5% of the lines, not all of them (2.8 -> 0.4 CPU s at 10M lines).
         WITH cand AS (
             SELECT hash(rule_key, mdtrt_id, hilist_code, {_SLOT}, cnt, pric) AS h FROM {{m}}
-            GROUP BY 1 HAVING count(*) > 1),
+            WHERE day_repeat GROUP BY 1 HAVING count(*) > 1),
         k AS (SELECT *, {_SLOT} AS slot FROM {{m}}),
         g AS (
             SELECT k.*, row_number() OVER w AS rn, count(*) OVER w AS n, first_value(k.bkkp_sn) OVER w AS first_sn
-            FROM k WHERE hash(k.rule_key, k.mdtrt_id, k.hilist_code, k.slot, k.cnt, k.pric) IN (SELECT h FROM cand)
+            FROM k WHERE k.day_repeat AND hash(k.rule_key, k.mdtrt_id, k.hilist_code, k.slot, k.cnt, k.pric) IN (SELECT h FROM cand)
             WINDOW w AS (PARTITION BY k.rule_key, k.mdtrt_id, k.hilist_code, k.slot, k.cnt, k.pric ORDER BY k.bkkp_sn
                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
         f AS (

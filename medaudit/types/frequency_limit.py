@@ -110,8 +110,11 @@ RULE_TYPE = RuleType(
         -- (visit, code, day): nearly every line is a group of its own (7M groups at 10M lines),
         -- and one number groups at half the cost of three texts. Two groups that share a hash
         -- add up (units are positive): a candidate too many, which the windows below drop.
+        -- A day of one line (``day_repeat`` FALSE) is over the limit by that line alone, so only
+        -- lines with a same-day twin or over the limit themselves are grouped (2.9 -> 1.4 CPU s at 10M).
         cand AS (
             SELECT rule_key, hash(mdtrt_id, hilist_code, fee_date) AS g FROM {{m}}
+            WHERE day_repeat OR cnt > max_per_day
             GROUP BY rule_key, g HAVING sum(cnt) > min(max_per_day)),
         day AS (
             SELECT m.*, sum(m.cnt) OVER (PARTITION BY m.rule_key, m.mdtrt_id, m.hilist_code, m.fee_date) AS day_qty
