@@ -163,7 +163,8 @@ def prepare_lines(
     ``of_ctx``: with ``ctx``, only the context visits flagged ``in_person`` or ``in_month``;
     ``columns``: the columns kept (a select list of the engine's, ``*`` all); ``context=False``:
     ``visits``, ``diag`` and ``deaths`` are there already (:func:`_screen_night`);
-    ``adj``: the refund adjustments made once for several builds (:func:`line_adjustments`),
+    ``adj``: the refund adjustments made once for several builds (:func:`line_adjustments`, which
+    also makes the same-day repeats read with them),
     instead of computing them from the lines read."""
     if of_ctx not in (None, "in_person", "in_month"):
         raise ValueError(f"not a context flag: {of_ctx!r}")
@@ -215,8 +216,19 @@ def person_part(psn_no: str, i: int, k: int) -> str:
 
 
 #: the refund adjustments of a screen in parts, made once (:func:`line_adjustments`) and read
-#: by each part's build of ``lines``
-ADJ = "line_adj"
+#: by each part's build of ``lines``; and, made with them, the (visit, code, day)s of two lines
+#: or more (``lines.day_repeat``)
+ADJ, DAY_REP = "line_adj", "line_day_rep"
+
+
+def _day_repeat_sql(src: str) -> str:
+    """The hashes of the (visit, code, day)s that ``src`` (fee lines) bills on two lines or more
+    (a collision only adds one): ``lines.day_repeat`` FALSE then says no other line of the visit
+    bills the code that day, so types that look for such groups (duplicate_line,
+    frequency_limit) group the few others only. Counted over the billed lines (a refund can only
+    take a line away, so a net twin is a billed twin)."""
+    return f"""SELECT hash(mdtrt_id, hilist_code, CAST(fee_ocur_time AS DATE)) AS h FROM {src}
+               WHERE cnt > 0 GROUP BY 1 HAVING count(*) > 1"""
 
 
 def _adjustment_ctes(src: str) -> str:
@@ -253,13 +265,18 @@ def _adjustment_ctes(src: str) -> str:
 
 def line_adjustments(con: db.Connection, src: str = "fee_list_d") -> None:
     """``line_adj``: the refund adjustments of every line of ``src``, for several builds of
-    ``lines`` over parts of it (:func:`prepare_lines`' ``adj``). A refund nets only lines of its
+    ``lines`` over parts of it (:func:`prepare_lines`' ``adj``), and ``line_day_rep``, the
+    same-day repeats of all of it (:func:`_day_repeat_sql`: a person's lines are all in one part,
+    so the whole's repeats are each part's). A refund nets only lines of its
     own visit (the loader holds a linked refund to its line's visit; unlinked ones match on
     visit, code and day), so the adjustments of the whole are each part's. Built once, a screen
     in k parts reads the fee lines once per part instead of three times (the netting's two
     passes over them, then the lines themselves)."""
     with db.joins_as_written(con):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ADJ} AS WITH {_adjustment_ctes(src)} SELECT * FROM adj")
+    # one grouping of every fee line, not one per part (each part's filtered read of the fee
+    # lines cost more than its share of a whole pass: 52.4M lines in 5 parts, 2.5 to 4 CPU s a part)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {DAY_REP} AS {_day_repeat_sql(src)}")
 
 
 def _build_lines(
@@ -267,19 +284,16 @@ def _build_lines(
 ) -> None:
     # some columns only: the query as a subquery, its unused columns pruned by the optimiser
     slim = columns.strip() != "*"
-    # the refund adjustments: computed here from ``src``, or read from a table made once
+    # the refund adjustments and the same-day repeats: computed here from ``src``, or read from
+    # the tables made once (:func:`line_adjustments`)
     adjust = _adjustment_ctes(src) if adj is None else f"adj AS (SELECT * FROM {adj})"
+    repeats = _day_repeat_sql(src) if adj is None else f"SELECT h FROM {DAY_REP}"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE lines AS
         {f"SELECT {columns} FROM (" if slim else ""}
         WITH {adjust},
-        -- (visit, code, day)s billed on two lines or more, by hash (a collision only adds one):
-        -- ``day_repeat`` FALSE says no other line of the visit bills the code that day, so types
-        -- that look for such groups (duplicate_line, frequency_limit) group the few others only
-        day_rep AS (
-            SELECT hash(mdtrt_id, hilist_code, CAST(fee_ocur_time AS DATE)) AS h FROM {src}
-            WHERE cnt > 0 GROUP BY 1 HAVING count(*) > 1),
+        day_rep AS ({repeats}),   -- see _day_repeat_sql
         net AS (
             SELECT f.bkkp_sn, f.mdtrt_id, f.setl_id, f.fee_ocur_time, f.hilist_code, f.hilist_name, f.list_type,
                    f.med_chrgitm_type, f.chrgitm_lv, f.pric, f.pric_uplmt_amt, f.bilg_dept_codg, f.bilg_dr_code,
@@ -1106,7 +1120,7 @@ def _screen_in_parts(
         _drop_temp(con, "lines")
         return n_lines
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {ADJ}")
+        con.execute(f"DROP TABLE IF EXISTS {ADJ}; DROP TABLE IF EXISTS {DAY_REP}")
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
