@@ -33,7 +33,7 @@ from pathlib import Path
 
 import duckdb
 
-from .. import money, names, xlsx
+from .. import db, money, names, xlsx
 from . import lifecycle
 from ..prealert import store as prealert_store
 from .report import (
@@ -392,8 +392,7 @@ def import_workbook(
             f"{path}: refused whole, nothing was filed: {shown}", [(no, fid, NOT_YOURS) for no, fid, _ in problems]
         )
     res = ImportResult(inst)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with db.transaction(con):
         lifecycle.expire_due(con, clock)
         seen = set()
         for no, d in rows:
@@ -434,10 +433,6 @@ def import_workbook(
                     )
                 )
         money.settle_deductions(con)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return res
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from .. import money, xlsx
+from .. import db, money, xlsx
 from . import lifecycle
 
 SCHEMA = """
@@ -96,8 +96,7 @@ def finalize(
     today = clock().date()
     at, as_of = lifecycle.wall_now(), lifecycle.as_of_of(clock)
     res = FinalizeResult()
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with db.transaction(con):
         res.expired_now = lifecycle.expire_due(con, clock)
         money.settle_deductions(con)
         where, args = _scope(period, institution)
@@ -195,10 +194,6 @@ def finalize(
             from ..supervision import credit
 
             credit.record(con, by, [s.statement_id for s in res.statements], f"扣款单 {period} 确认的违规")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return res
 
 

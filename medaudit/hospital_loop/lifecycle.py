@@ -609,11 +609,10 @@ def apply(
         raise LifecycleError("no finding given")
     if len(set(ids)) != len(ids):
         raise LifecycleError("a finding is given twice")
-    from .. import money
+    from .. import db, money
 
     out = []
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with db.transaction(con):
         expire_due(con, clock)
         for key in ids:
             f = resolve(con, key)
@@ -621,10 +620,6 @@ def apply(
                 raise LifecycleError(f"{f.name()} belongs to institution {f.institution}, not {institution}")
             out.append((f, transition(con, f, action, by, reason, attachments, clock=clock, amount=amount)))
         money.settle_deductions(con)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from .. import money, names, xlsx
+from .. import db, money, names, xlsx
 from . import lifecycle
 from ..prealert import store as prealert_store
 
@@ -137,14 +137,9 @@ def gather(
 ) -> ReportData:
     clock = clock or lifecycle.default_clock
     now = clock()
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with db.transaction(con):
         lifecycle.expire_due(con, clock)
         money.settle_deductions(con)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __rep AS
             SELECT f.*, coalesce(s.deadline, (SELECT max(i.deadline) FROM deduction_items i WHERE i.finding_id = f.finding_id))
