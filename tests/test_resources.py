@@ -151,14 +151,16 @@ def test_a_type_that_hashes_as_written_leaves_the_connection_as_it_was(tmp_path)
     assert setting(con, "disabled_optimizers") == before and "build_side_probe_side" not in before
 
 
-_DUP_RULES = """
-- id: R-DUP
-  version: 1
-  name: 急诊监护费含诊查费
-  type: duplicate_charge
-  items:
-    rows:
-      - {code: "001102000030000", main_code: "001103000010000", window: same_day}
+def _documented_example(type_name: str) -> str:
+    """The YAML example in a rule type's documentation (one source for the doc and the test)."""
+    import re
+
+    from medaudit.types import REGISTRY
+
+    return re.search(r"```yaml\n(.*?)```", REGISTRY[type_name].doc, re.S).group(1)
+
+
+_SEX_RULE = """
 - id: R-SEX
   version: 1
   name: 限女性
@@ -191,9 +193,10 @@ def test_the_screen_hashes_as_written_only_the_types_that_ask(tmp_path, monkeypa
         return real(c)
 
     monkeypatch.setattr(db, "hash_as_written", recording)
-    screen(con, load_library(write_rules(tmp_path / "rules", _DUP_RULES)))
+    rules = _documented_example("duplicate_charge") + _SEX_RULE
+    screen(con, load_library(write_rules(tmp_path / "rules", rules)))
     assert len(seen) == 1  # duplicate_charge's statement only
-    assert con.execute("SELECT rule_id FROM findings ORDER BY 1").fetchall() == [("R-DUP",), ("R-SEX",)]
+    assert con.execute("SELECT rule_id FROM findings ORDER BY 1").fetchall() == [("R-DUP-001",), ("R-SEX",)]
     assert "build_side_probe_side" not in setting(con, "disabled_optimizers")
 
 
