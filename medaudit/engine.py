@@ -682,10 +682,10 @@ def findings_sql(
         CREATE OR REPLACE TEMP VIEW rep_findings AS
         WITH hl AS (SELECT * FROM hit_lines_l)
         SELECT
-            r.rule_key,
+            hl.rule_key,
             -- the violating lines' ids in order (a sorted list: an ordered string_agg costs twice as much)
             coalesce(array_to_string(list_sort(list(hl.bkkp_sn) FILTER (WHERE hl.v AND hl.bkkp_sn IS NOT NULL)), ','), '') AS violating_sns,
-            r.rule_id, r.rule_version, r.rule_name, r.rule_type, '{stage}' AS stage, r.severity, r.nature, r.basis,
+            '{stage}' AS stage,
             coalesce(any_value(hl.fixmedins_code), arg_min(hl.l_inst, (NOT hl.v, hl.fee_ocur_time, hl.bkkp_sn))) AS fixmedins_code,
             -- a finding about an entity (hits without a visit) takes no department, doctor,
             -- person or settlement from its lines: they are many, and not what it is about
@@ -708,10 +708,11 @@ def findings_sql(
                           list_sort(list(struct_pack(t := hl.fee_ocur_time, s := hl.bkkp_sn, e := hl.ev_line))
                                     FILTER (WHERE hl.ev_line IS NOT NULL)),
                           lambda x: x.e), '；') END) AS evidence,
-            {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
             {run_id} AS first_run, {run_id} AS last_run, now()::TIMESTAMP AS created_at
-        FROM hl JOIN {rules} r ON r.rule_key = hl.rule_key
-        GROUP BY r.rule_key, r.rule_id, r.rule_version, r.rule_name, r.rule_type, r.severity, r.nature, r.basis, hl.finding_key;
+        -- grouped by the rule's key alone: its labels (name, basis: long texts) are joined to
+        -- the findings after, not hashed and compared as grouping keys on every hit line
+        FROM hl
+        GROUP BY hl.rule_key, hl.finding_key;
 
         -- every rule evaluated, and each rule sharing its body (rule_fan), gets the same findings
         -- under its own id, labels and initial status
@@ -722,8 +723,7 @@ def findings_sql(
         CREATE OR REPLACE TEMP TABLE new_findings AS
         SELECT md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || f.finding_key || '|' || f.violating_sns) AS finding_id,
                r.rule_id, r.rule_version, r.rule_name, r.rule_type, f.stage, r.severity, r.nature, r.basis,
-               f.* EXCLUDE (rule_key, violating_sns, rule_id, rule_version, rule_name, rule_type, stage, severity,
-                            nature, basis, status, first_run, last_run, created_at),
+               f.* EXCLUDE (rule_key, violating_sns, stage, first_run, last_run, created_at),
                {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
                f.first_run, f.last_run, f.created_at, m.rule_key AS __rule_key
         FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN {rules} r ON r.rule_key = m.rule_key;
