@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -377,13 +378,16 @@ def reads_visit_columns(con: db.Connection, rt: RuleType) -> bool:
     if rt.name not in _READS_VISIT:
         if rt.prepare is not None or rt.compose is not None:
             _READS_VISIT[rt.name] = True
-        elif not any(re.search(rf"\b{c}\b", rt.query or "") for c in VISIT_COLUMNS):
+        elif not any(
+            re.search(rf"\b{c}\b", text) for c in VISIT_COLUMNS for text in (rt.query or "", *rt.line_inputs.values())
+        ):
             _READS_VISIT[rt.name] = False
         else:
-            if rt.items != "none":
-                build_matched(con, rt, "lines")
             try:
-                con.execute(f"DESCRIBE {rt.sql(type_names(rt, lines='lines'), con)}")
+                lines, own = line_inputs(con, rt, "lines")
+                if rt.items != "none":
+                    build_matched(con, rt, lines)
+                con.execute(f"DESCRIBE {rt.sql(type_names(rt, lines=lines, **own), con)}")
                 _READS_VISIT[rt.name] = False
             except duckdb.BinderException as e:
                 if not any(f'"{c}"' in str(e) for c in VISIT_COLUMNS):
@@ -581,7 +585,8 @@ def type_names(rt: RuleType, **tables: str) -> dict[str, str]:
     """What a type's query is formatted with: its matched lines ``{m}``, parameter table ``{p}``,
     rules ``{r}`` and the tables it reads (:data:`medaudit.types.base.INPUTS`), each by the name
     the engine gives it (``tables`` overrides: ``lines="lines_person"``)."""
-    unknown = set(tables) - set(INPUTS)
+    own = [n for n in rt.line_inputs if n != "lines"]
+    unknown = set(tables) - set(INPUTS) - set(own)
     if unknown:
         raise ValueError(f"not a table a rule type reads: {', '.join(sorted(unknown))}")
     return {
@@ -589,7 +594,38 @@ def type_names(rt: RuleType, **tables: str) -> dict[str, str]:
         "p": f"p_{rt.name}",
         "r": f"(SELECT * FROM {RULES} WHERE rule_type = '{rt.name}' AND rule_key NOT IN (SELECT rule_key FROM {FAN}))",
         **{t: tables.get(t, t) for t in INPUTS},
+        # the type's own inputs from the lines (RuleType.line_inputs): views of :func:`line_inputs`
+        **{n: tables.get(n, line_input_name(rt, n)) for n in own},
     }
+
+
+def line_input_name(rt: RuleType, name: str) -> str:
+    """The table or view that holds the line input ``name`` of the type (``RuleType.line_inputs``)."""
+    return f"li_{rt.name}_{name}"
+
+
+def _line_input_sql(rt: RuleType, name: str, names: Mapping[str, str]) -> str:
+    """The query of the type's line input ``name``, formatted with the engine's ``names``."""
+    return textwrap.dedent(rt.line_inputs[name]).format(**names)
+
+
+def line_inputs(
+    con: db.Connection, rt: RuleType, lines: str = "lines", made: Mapping[str, str] | None = None, **tables: str
+) -> tuple[str, dict[str, str]]:
+    """The type's inputs from the lines (``RuleType.line_inputs``) by the names its query reads
+    them under: ``made`` (a screen in parts has written them per part), or else each a view over
+    ``lines`` made here. Returns the lines the type reads (its ``lines`` input if it has one)
+    and the names of its other inputs."""
+    if not rt.line_inputs:
+        return lines, {}
+    if made is None:
+        names = type_names(rt, lines=lines, **tables)
+        made = {}
+        for name in rt.line_inputs:
+            view = line_input_name(rt, name)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {_line_input_sql(rt, name, names)}")
+            made[name] = view
+    return made.get("lines", lines), {n: t for n, t in made.items() if n != "lines"}
 
 
 def create_hits(con: db.Connection) -> None:
@@ -597,17 +633,21 @@ def create_hits(con: db.Connection) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {HITS} ({cols})")
 
 
-def run_type(con: db.Connection, rt: RuleType, lines: str = "lines", **tables: str) -> int:
+def run_type(
+    con: db.Connection, rt: RuleType, lines: str = "lines", made: Mapping[str, str] | None = None, **tables: str
+) -> int:
     """Match, then run the type's one query over the screened lines ``lines``; its rows go into
     ``hits``. Returns rows added. ``tables``: inputs read under another name (see
     :func:`type_names`; a part of a big screen hands its own fee lines as ``fee_list_d``).
+    ``made``: the type's inputs from the lines, made already (see :func:`line_inputs`).
 
     Types that take no items (visit- and person-level ones) read ``{visits}``/``{lines}`` and
     ``{r}``/``{p}`` themselves; no ``m_<type>`` is built for them.
     """
+    lines, own = line_inputs(con, rt, lines, made, **tables)
     if rt.items != "none":
         build_matched(con, rt, lines)
-    names = type_names(rt, lines=lines, **tables)
+    names = type_names(rt, lines=lines, **tables, **own)
     if rt.prepare is not None:
         rt.prepare(con, tables=names)
     before = con.execute(f"SELECT count(*) FROM {HITS}").fetchall()[0][0]
@@ -1070,7 +1110,11 @@ def _screen_in_parts(
     has types that judge a month or everything (peers, a month's stock, an analyst's query),
     each part's lines are also written to Parquet files in the spill folder, and those types
     then run once over ``lines`` as a view of the files (columnar: each reads its own columns,
-    and nothing holds every line in memory). The findings equal those of one ``lines``
+    and nothing holds every line in memory). A type that says what it reads of the lines
+    (``RuleType.line_inputs``: a visit's amounts, the lines of some classes) gets only that
+    written, each input to files of its own; the facts findings take from the hit lines of
+    these types are looked up after them (:func:`_keep_hit_facts`), not written with every
+    line. The findings equal those of one ``lines``
     (``tests/test_screen_parts.py``). Returns the lines screened."""
     reaches = incremental.reach_of(rules)
     local = [t for t in names if reaches[t].scope == "person"]
@@ -1078,17 +1122,22 @@ def _screen_in_parts(
     steps, n_lines = k * (len(local) + 1) + len(wide), 0
     done = iter(range(steps))
 
-    def step(name: str, tname: str | None = None, **tables: str) -> None:
+    def step(name: str, tname: str | None = None, made: Mapping[str, str] | None = None, **tables: str) -> None:
         """Report a step (``on_type``); run the type ``tname``, adding its time to its others."""
         if on_type:
             on_type(name, next(done), steps)
         if tname is not None:
             t = time.perf_counter()
-            run_type(con, REGISTRY[tname], **tables)
+            run_type(con, REGISTRY[tname], made=made, **tables)
             timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
 
     folder = _parts_folder(con) if wide else None
+    # the month-wide types that say what they read of the lines (RuleType.line_inputs) get that
+    # written per part (grouped or filtered); the others every column they read of every line
+    by_input = [t for t in wide if REGISTRY[t].line_inputs]
+    every_line = [t for t in wide if t not in by_input]
     keep, copy_from = "*", "lines"
+    input_columns: dict[str, str] = {}  # the columns an input named ``lines`` keeps, by type
     try:
         line_adjustments(con)  # the refunds of every part, netted once
         for i in range(k):
@@ -1097,13 +1146,24 @@ def _screen_in_parts(
             n_lines += prepare_lines(con, stage, part=(i, k), adj=ADJ, columns=SLIM_COLUMNS)
             _visit_columns_view(con)
             since = _hit_rows(con)
-            if folder is not None:
+            if folder is not None and every_line:
                 if i == 0:
                     # the files hold the visit columns only if a wide type reads them from its lines
-                    if any(reads_visit_columns(con, REGISTRY[t]) for t in wide):
+                    if any(reads_visit_columns(con, REGISTRY[t]) for t in every_line):
                         copy_from = LINES_V
-                    keep = _columns_read(con, [REGISTRY[t] for t in wide], copy_from)
+                    keep = _columns_read(con, [REGISTRY[t] for t in every_line], copy_from, facts=False)
                 _copy_part(con, keep, f"{folder}/part{i}", copy_from)
+            for tname in by_input:
+                rt = REGISTRY[tname]
+                src = _slim_lines_for(con, rt)
+                if i == 0 and "lines" in rt.line_inputs:
+                    input_columns[tname] = _columns_read(con, [rt], src, facts=False)
+                names = type_names(rt, lines=src)
+                for name in rt.line_inputs:
+                    query = f"({_line_input_sql(rt, name, names)})"
+                    cols = input_columns[tname] if name == "lines" else "*"
+                    os.makedirs(f"{folder}/{line_input_name(rt, name)}", exist_ok=True)
+                    _copy_part(con, cols, f"{folder}/{line_input_name(rt, name)}/part{i}", query)
             for tname in local:
                 # a type that reads the fee lines as billed reads the part's (a person's lines are
                 # all in their part); the whole table's size would also turn its joins around
@@ -1111,20 +1171,47 @@ def _screen_in_parts(
             _keep_line_info(con, first=i == 0, slim=True, since=since)
         if folder is None:
             return n_lines
-        # the visit-level facts of every person again, and every part's lines as one view
+        # the visit-level facts of every person again, every part's lines as one view, and
+        # each input from the lines as one
         _drop_temp(con, "lines")
         prepare_context(con)
-        con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*/*.parquet')")
+        if every_line:
+            con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*/*.parquet')")
         since = _hit_rows(con)
         for tname in wide:
-            step(tname, tname)
-        _keep_line_info(con, first=False, known=True, slim=copy_from == "lines", since=since)
+            made = None
+            if tname in by_input:
+                made = {n: line_input_name(REGISTRY[tname], n) for n in REGISTRY[tname].line_inputs}
+                for view in made.values():
+                    con.execute(
+                        f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet('{folder}/{view}/part*/*.parquet')"
+                    )
+            step(tname, tname, made=made)
         _drop_temp(con, "lines")
+        _keep_hit_facts(con, stage, since)
         return n_lines
     finally:
         con.execute(f"DROP TABLE IF EXISTS {ADJ}; DROP TABLE IF EXISTS {DAY_REP}")
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _keep_hit_facts(con: duckdb.DuckDBPyConnection, stage: str, since: int) -> None:
+    """Add to ``hit_line_info`` the facts of the lines the hits from row ``since`` on name (the
+    month-wide types' after a screen in parts) that are not there yet: those lines built again
+    from the fee lines, with the refund adjustments and same-day repeats made once
+    (:func:`line_adjustments`) and ``visits`` of every person, so the same lines their part
+    built. A few lines, looked up once, instead of these facts' columns of every line written
+    to the part files."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM fee_list_d
+            WHERE bkkp_sn IN (SELECT bkkp_sn FROM {HITS} WHERE rowid >= {int(since)})"""
+    )
+    _drop_temp(con, "lines")
+    with db.joins_as_written(con):
+        _build_lines(con, "fee_src", stage, "setl_d", SLIM_COLUMNS, ADJ)
+    _keep_line_info(con, first=False, known=True, slim=True, since=since)
+    _drop_temp(con, "lines")
 
 
 def _hit_rows(con: duckdb.DuckDBPyConnection) -> int:
@@ -1141,13 +1228,16 @@ def _copy_part(con: duckdb.DuckDBPyConnection, columns: str, path: str, src: str
     con.execute(f"COPY (SELECT {columns} FROM {src}) TO '{path}' (FORMAT parquet, PER_THREAD_OUTPUT)")
 
 
-def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType], lines: str = "lines") -> str:
+def _columns_read(
+    con: duckdb.DuckDBPyConnection, types: list[RuleType], lines: str = "lines", facts: bool = True
+) -> str:
     """The columns of ``lines`` (the table, or :data:`LINES_V`) the types' queries read, as a
     select list in its order (``*`` for a type that prepares tables of its own, such as an
     analyst's query). Read from DuckDB's plan of each query over the ``lines`` there is now, with only unused columns
     pruned: every column a scan of it reads, and every column its text (and its matched lines'
     view) names. A column missed would fail the query at once (a binder error, not
-    a silent difference); ``tests/test_screen_parts.py`` runs every type both ways."""
+    a silent difference); ``tests/test_screen_parts.py`` runs every type both ways. ``facts``:
+    with the columns of :data:`LINE_INFO` (the findings' facts read from these lines later)."""
     names = [
         c
         for (c,) in con.execute(
@@ -1157,12 +1247,13 @@ def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType], lines: 
     ]
     # what the findings take from hit lines (those of the visit, if not there, from the visits
     # again: the visit's id and the day billed, :func:`_keep_line_info`)
-    wanted = {c.strip() for c in LINE_INFO.split(",")} | {"mdtrt_id", "fee_date"}
+    wanted = {c.strip() for c in LINE_INFO.split(",")} | {"mdtrt_id", "fee_date"} if facts else set()
     for rt in types:
         if rt.prepare is not None:
             return "*"
+        src, own = line_inputs(con, rt, lines)
         if rt.items != "none":
-            build_matched(con, rt, lines)
+            build_matched(con, rt, src)
         # the plan with the unused columns pruned and nothing else rewritten: a scope check the
         # rules at hand would let the optimiser fold away still names its column (the query
         # must bind over the parts' files whatever the rules)
@@ -1171,7 +1262,7 @@ def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType], lines: 
             "SET disabled_optimizers = ?",
             [",".join(n for n in optimisers if n not in ("unused_columns", "column_lifetime"))],
         )
-        sql = rt.sql(type_names(rt, lines=lines), con)
+        sql = rt.sql(type_names(rt, lines=src, **own), con)
         try:
             plan = json.loads(con.execute("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1])
         finally:
@@ -1180,7 +1271,7 @@ def _columns_read(con: duckdb.DuckDBPyConnection, types: list[RuleType], lines: 
         matched = con.execute(
             "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?", [f"m_{rt.name}"]
         ).fetchall()
-        text = sql + " ".join(v for (v,) in matched if rt.items != "none")
+        text = " ".join([sql, *rt.line_inputs.values(), *(v for (v,) in matched if rt.items != "none")])
         wanted |= {c for c in names if re.search(rf"\b{c}\b", text)}
         stack = list(plan)
         while stack:

@@ -341,7 +341,7 @@ def show(
     items_shown: int = typer.Option(10, "--items", help="items to list"),
 ) -> None:
     """One rule: its parameters, a summary of its items, and the SQL it runs."""
-    from ..engine import matched_sql, type_names
+    from ..engine import line_input_name, matched_sql, type_names
 
     lib = _load(rules_dir)
     try:
@@ -406,14 +406,26 @@ def show(
 
     names = type_names(rt)
     steps = []
+    lines = "lines"
+    if rt.line_inputs:
+        steps.append(
+            "-- step 1: what the type reads of the screened lines (a big screen in parts writes these per part)\n"
+            + "\n\n".join(
+                f"CREATE TEMP VIEW {line_input_name(rt, n)} AS\n{textwrap.dedent(q).format(**names).strip()}"
+                for n, q in rt.line_inputs.items()
+            )
+        )
+        if "lines" in rt.line_inputs:
+            lines = line_input_name(rt, "lines")
+            names = type_names(rt, lines=lines)
     if rt.items != "none":
         steps.append(
-            f"-- step 1: match the screened lines to the items of the {rt.name} rules (validity and scope applied)\n"
+            f"-- step {len(steps) + 1}: match the screened lines to the items of the {rt.name} rules (validity and scope applied)\n"
             f"-- p_{rt.name}: one row per rule and item (rule_key, code, prefix, match_all, item_name, "
             + ", ".join(p.name for p in rt.params)
             + ")\n"
             f"CREATE TEMP TABLE m_{rt.name} AS\n"
-            + textwrap.dedent(matched_sql(rt, codes > 0, prefixes > 0, not r.items)).strip()
+            + textwrap.dedent(matched_sql(rt, codes > 0, prefixes > 0, not r.items, lines)).strip()
         )
     if rt.name == "sql":
         steps.append(

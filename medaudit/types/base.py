@@ -240,6 +240,16 @@ class RuleType:
     #: for a query written with the few rows on the right, where DuckDB's estimate of the matched
     #: lines would have it hash the many
     hash_as_written: bool = False
+    #: what a type that judges a whole month reads of the lines, when that is less than every
+    #: column of every line: name -> a query over ``{lines}`` (and the type's ``{p}``, ``{r}`` and
+    #: other inputs) whose rows over a batch are its rows over each part of the persons put
+    #: together: lines filtered, or grouped by visit (a visit's lines are all in its person's
+    #: part). The type's query reads each as ``{name}``; an input named ``lines`` is the lines
+    #: the type reads (its ``{lines}`` and matched lines), filtered. Wherever the type runs, each
+    #: is a view over the lines (:func:`medaudit.engine.run_type`), except in a screen too big
+    #: for one ``lines``: there each part writes them instead of the lines' columns
+    #: (:func:`medaudit.engine._screen_in_parts`).
+    line_inputs: dict[str, str] = field(default_factory=dict)
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:
         if self.compose is not None:

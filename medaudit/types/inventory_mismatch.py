@@ -71,6 +71,13 @@ from .base import LINE_FACT, Reach, RuleType, excess_allocation
 _BILLED = """SELECT m.*, strftime(fee_date, '%Y-%m') AS month FROM {m} m
              WHERE list_type IN ('101', '102', '301') OR rule_key IN (SELECT rule_key FROM {p} WHERE NOT match_all)"""
 
+#: what the type reads of the lines: those of the (institution, code)s the purchases track (no
+#: other line can be billed over stock here)
+TRACKED_LINES = """
+    SELECT * FROM {lines} l
+    WHERE EXISTS (SELECT 1 FROM {purchases} k WHERE k.fixmedins_code = l.fixmedins_code AND k.hilist_code = l.hilist_code)
+"""
+
 RULE_TYPE = RuleType(
     name="inventory_mismatch",
     title="进销存不符",
@@ -83,6 +90,7 @@ RULE_TYPE = RuleType(
     stages=("post_hoc",),
     # every line of the institution's month against its purchases
     reach=lambda rule: Reach(scope="month"),
+    line_inputs={"lines": TRACKED_LINES},
     query=f"""
         WITH reported AS (SELECT DISTINCT fixmedins_code, period FROM {{purchases}}),
         tracked AS (SELECT DISTINCT fixmedins_code, hilist_code FROM {{purchases}}),

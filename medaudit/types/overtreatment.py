@@ -100,6 +100,17 @@ LINE_REF = ITEM_REF.replace("coalesce(hilist_name, item_name)", "hilist_name")
 _LO, _HI, _FRAC = percentile_terms("vals", "n", "percentile")
 _ABOVE, _PVAL = percentile_judge("j.q", "g.p_lo", "g.p_hi", "g.p_frac")
 
+#: what the type reads of the lines: those of any rule's classes (what it counts and flags),
+#: and which visits have screened lines at all (they are the peers, with a quantity of 0 or more)
+LINE_INPUTS = {
+    "class_lines": """
+        SELECT mdtrt_id, bkkp_sn, med_chrgitm_type, cnt, amt, deductible, list_type, hilist_name, hilist_code, fee_date
+        FROM {lines}
+        WHERE med_chrgitm_type IN (SELECT c FROM (SELECT DISTINCT unnest(p.classes) AS c FROM {p} p JOIN {r} r USING (rule_key)))
+    """,
+    "screened_visits": "SELECT DISTINCT mdtrt_id FROM {lines}",
+}
+
 RULE_TYPE = RuleType(
     name="overtreatment",
     title="过度检查",
@@ -113,6 +124,7 @@ RULE_TYPE = RuleType(
     stages=("post_hoc",),
     # every visit of the calendar month (of begntime), all institutions: the peers
     reach=lambda rule: Reach(scope="month"),
+    line_inputs=LINE_INPUTS,
     params=(
         Param(
             "classes",
@@ -135,9 +147,7 @@ RULE_TYPE = RuleType(
                     FROM {{p}} p JOIN {{r}} r USING (rule_key)),
         -- each visit's quantity per item class of any rule's classes, summed once for every rule
         -- (a visit has a few such classes, not hundreds of lines)
-        cls AS (SELECT DISTINCT unnest(classes) AS c FROM rp),
-        lc AS (SELECT mdtrt_id, med_chrgitm_type, sum(cnt) AS q FROM {{lines}}
-               WHERE med_chrgitm_type IN (SELECT c FROM cls) GROUP BY mdtrt_id, med_chrgitm_type),
+        lc AS (SELECT mdtrt_id, med_chrgitm_type, sum(cnt) AS q FROM {{class_lines}} GROUP BY mdtrt_id, med_chrgitm_type),
         vq AS (        -- per rule and visit with screened lines: its quantity of the classes (0 without), its peer key
             SELECT rp.rule_key, v.mdtrt_id, v.inpatient, v.inst_level, strftime(v.begntime, '%Y-%m') AS month,
                    left({icd("v.main_diag")}, 3) AS dg,
@@ -145,7 +155,7 @@ RULE_TYPE = RuleType(
             FROM rp JOIN {LIVE_VISITS} v ON {rule_applies("rp", "v.begin_date", "v")}
             LEFT JOIN lc l ON l.mdtrt_id = v.mdtrt_id AND list_contains(rp.classes, l.med_chrgitm_type)
             WHERE v.main_diag IS NOT NULL AND trim(v.main_diag) <> ''
-              AND v.mdtrt_id IN (SELECT mdtrt_id FROM {{lines}})
+              AND v.mdtrt_id IN (SELECT mdtrt_id FROM {{screened_visits}})
             GROUP BY rp.rule_key, v.mdtrt_id, v.inpatient, v.inst_level, month, dg),
         g AS (
             SELECT vq.rule_key, month, inpatient, inst_level, dg, count(*) AS n,
@@ -166,6 +176,6 @@ RULE_TYPE = RuleType(
         SELECT j.rule_key, j.mdtrt_id AS finding_key, j.mdtrt_id, l.bkkp_sn, 'violating' AS role,
                {claim("whole_line", deductible="l.deductible")} AS claim, j.ev_head, {LINE_REF} || ' ' || {LINE_FACT} AS ev_line,
                j.month AS peer_month
-        FROM judged j JOIN {{lines}} l ON l.mdtrt_id = j.mdtrt_id AND list_contains(j.classes, l.med_chrgitm_type)
+        FROM judged j JOIN {{class_lines}} l ON l.mdtrt_id = j.mdtrt_id AND list_contains(j.classes, l.med_chrgitm_type)
     """,
 )

@@ -122,6 +122,19 @@ def _check_percentile(v) -> str | None:
     return None if 0 < v < 100 else f"must be above 0 and below 100, got {v}"
 
 
+#: what the type reads of the lines: per visit, its amounts by class and the doctor and
+#: department of its largest line (a visit's lines are all in its person's part of a big screen)
+VISIT_AMOUNTS = """
+    SELECT mdtrt_id, sum(amt) AS amt,
+           coalesce(sum(amt) FILTER (WHERE list_type IN ('101', '102')), 0) AS drug_amt,
+           coalesce(sum(amt) FILTER (WHERE list_type = '301'), 0) AS cons_amt,
+           coalesce(sum(amt) FILTER (WHERE med_chrgitm_type IN ('03', '04')), 0) AS exlab_amt,
+           -- ties between equal amounts: the largest code (the same on every engine)
+           arg_max(bilg_dr_code, (amt, bilg_dr_code)) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
+           arg_max(bilg_dept_codg, (amt, bilg_dept_codg)) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
+    FROM {lines} GROUP BY mdtrt_id
+"""
+
 RULE_TYPE = RuleType(
     name="peer_outlier",
     title="水位异常",
@@ -135,6 +148,7 @@ RULE_TYPE = RuleType(
     # every visit of the month, all institutions (the peers)
     reach=lambda rule: Reach(scope="month"),
     validate=_validate,
+    line_inputs={"visit_amounts": VISIT_AMOUNTS},
     params=(
         Param("entity", "choice", "who is profiled", required=True, choices=("doctor", "department", "institution")),
         Param(
@@ -151,15 +165,7 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.entity, p.metric, p.peer_by, p.percentile, p.min_visits, r.* EXCLUDE (rule_key)
                     FROM {{p}} p JOIN {{r}} r USING (rule_key)),
-        vl AS (
-            SELECT mdtrt_id, sum(amt) AS amt,
-                   coalesce(sum(amt) FILTER (WHERE list_type IN ('101', '102')), 0) AS drug_amt,
-                   coalesce(sum(amt) FILTER (WHERE list_type = '301'), 0) AS cons_amt,
-                   coalesce(sum(amt) FILTER (WHERE med_chrgitm_type IN ('03', '04')), 0) AS exlab_amt,
-                   -- ties between equal amounts: the largest code (the same on every engine)
-                   arg_max(bilg_dr_code, (amt, bilg_dr_code)) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
-                   arg_max(bilg_dept_codg, (amt, bilg_dept_codg)) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
-            FROM {{lines}} GROUP BY mdtrt_id),
+        vl AS (SELECT * FROM {{visit_amounts}}),
         live AS (SELECT * FROM {LIVE_VISITS}),
         readm AS (   -- admissions that are readmissions (as the readmission type's defaults, any diagnosis)
             SELECT DISTINCT c.mdtrt_id FROM live c JOIN live a ON {pair_condition("c", "a", "15", "TRUE", "0")}
