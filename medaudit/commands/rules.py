@@ -406,18 +406,15 @@ def show(
 
     names = type_names(rt)
     steps = []
-    lines = "lines"
     if rt.line_inputs:
         steps.append(
-            "-- step 1: what the type reads of the screened lines (a big screen in parts writes these per part)\n"
+            "-- step 1: what the type reads of the screened lines (a big screen in parts writes these per part;"
+            " lines: only the part files, a prefilter the findings do not depend on)\n"
             + "\n\n".join(
                 f"CREATE TEMP VIEW {line_input_name(rt, n)} AS\n{textwrap.dedent(q).format(**names).strip()}"
                 for n, q in rt.line_inputs.items()
             )
         )
-        if "lines" in rt.line_inputs:
-            lines = line_input_name(rt, "lines")
-            names = type_names(rt, lines=lines)
     if rt.items != "none":
         steps.append(
             f"-- step {len(steps) + 1}: match the screened lines to the items of the {rt.name} rules (validity and scope applied)\n"
@@ -425,7 +422,7 @@ def show(
             + ", ".join(p.name for p in rt.params)
             + ")\n"
             f"CREATE TEMP TABLE m_{rt.name} AS\n"
-            + textwrap.dedent(matched_sql(rt, codes > 0, prefixes > 0, not r.items, lines)).strip()
+            + textwrap.dedent(matched_sql(rt, codes > 0, prefixes > 0, not r.items)).strip()
         )
     if rt.name == "sql":
         steps.append(

@@ -244,11 +244,13 @@ class RuleType:
     #: column of every line: name -> a query over ``{lines}`` (and the type's ``{p}``, ``{r}`` and
     #: other inputs) whose rows over a batch are its rows over each part of the persons put
     #: together: lines filtered, or grouped by visit (a visit's lines are all in its person's
-    #: part). The type's query reads each as ``{name}``; an input named ``lines`` is the lines
-    #: the type reads (its ``{lines}`` and matched lines), filtered. Wherever the type runs, each
-    #: is a view over the lines (:func:`medaudit.engine.run_type`), except in a screen too big
-    #: for one ``lines``: there each part writes them instead of the lines' columns
-    #: (:func:`medaudit.engine._screen_in_parts`).
+    #: part). The type's query reads each as ``{name}``. Wherever the type runs, each is a view
+    #: over the lines (:func:`medaudit.engine.line_inputs`), except in a screen too big for one
+    #: ``lines``: there each part writes them instead of the lines' columns
+    #: (:func:`medaudit.engine._screen_in_parts`). An input named ``lines`` is a prefilter: the
+    #: only lines the type can flag or count (its findings are the same over all lines, which
+    #: it reads as ``{lines}`` and matched lines everywhere but from the part files, and
+    #: ``tests/test_screen_parts.py`` compares the two).
     line_inputs: dict[str, str] = field(default_factory=dict)
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:

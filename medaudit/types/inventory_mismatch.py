@@ -71,8 +71,8 @@ from .base import LINE_FACT, Reach, RuleType, excess_allocation
 _BILLED = """SELECT m.*, strftime(fee_date, '%Y-%m') AS month FROM {m} m
              WHERE list_type IN ('101', '102', '301') OR rule_key IN (SELECT rule_key FROM {p} WHERE NOT match_all)"""
 
-#: what the type reads of the lines: those of the (institution, code)s the purchases track (no
-#: other line can be billed over stock here)
+#: the only lines the type can count or flag: those of the (institution, code)s the purchases
+#: track (a prefilter for a screen in parts' files, see ``RuleType.line_inputs``)
 TRACKED_LINES = """
     SELECT * FROM {lines} l
     WHERE EXISTS (SELECT 1 FROM {purchases} k WHERE k.fixmedins_code = l.fixmedins_code AND k.hilist_code = l.hilist_code)
