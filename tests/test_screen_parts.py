@@ -10,6 +10,7 @@ ids, claims, deductions, evidence, finding lines and states.
 from __future__ import annotations
 
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,11 @@ from medaudit.engine import screen
 from medaudit.incremental import Scope
 from medaudit.library import load_library
 from medaudit.loader import load_batch
+from medaudit.types import REGISTRY
 
+from kit import Batch, loaded_db, write_rules
 from test_incremental import RULES, SAMPLE, STAGES, state
+from test_types_profiling import DOCTOR_DRUG_SHARE, drug_visits
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,12 @@ def test_parts_equal_one_screen(loaded, tmp_path, n_parts):
     assert parts_whole == [1, 1]
     assert parts_split == [n_parts, n_parts]
     assert whole["findings"], "the sample must give findings"
+    # the types whose part files hold only what they read of the lines are judged here too
+    # (but peer_outlier: the sample has no department large enough, see the test below)
+    types = {r.id: r.type for r in load_library(RULES).rules}
+    found = {types[f[1]] for f in whole["findings"]}
+    missing = {t for t, rt in REGISTRY.items() if rt.line_inputs} - found - {"peer_outlier"}
+    assert not missing, f"no findings of {missing} in the sample"
     for part in whole:
         assert whole[part] == split[part], f"{part} differ in {n_parts} parts"
 
@@ -223,3 +233,36 @@ def test_only_types_reading_visit_columns_from_their_lines_read_lines_v(loaded, 
     wide, _ = screened(loaded, tmp_path / "wide", None)
     assert slim["findings"], "the sample must give findings"
     assert slim == wide
+
+
+def test_a_type_with_line_inputs_reads_the_lines_through_them_only():
+    """A screen in parts writes a month-wide type's line inputs (``RuleType.line_inputs``) and
+    not every line's columns for it: its query reads the lines through its inputs only (but for
+    a prefilter named ``lines``, which it may read past), and each input is a query over the
+    engine's names."""
+    with_inputs = [rt for rt in REGISTRY.values() if rt.line_inputs]
+    assert with_inputs
+    for rt in with_inputs:
+        if "lines" not in rt.line_inputs:
+            assert "__every_line__" not in rt.sql(engine.type_names(rt, lines="__every_line__")), rt.name
+        for name, query in rt.line_inputs.items():
+            assert "{lines}" in query, f"{rt.name}'s {name} reads no lines"
+            textwrap.dedent(query).format(**engine.type_names(rt))
+
+
+def test_peer_outlier_in_parts_is_peer_outlier_whole(tmp_path):
+    """peer_outlier's part files hold each visit's amounts, not its lines (the bundled sample has
+    no department large enough to flag): the same doctor is flagged with the same figures when
+    the persons are screened in parts."""
+    b = Batch()
+    for k, share in enumerate([10, 20, 30, 40, 50, 90], start=1):
+        drug_visits(b, f"DR{k}", share)
+    out = {}
+    for part_lines in (None, 4):
+        con = loaded_db(b, tmp_path / f"t{part_lines}.duckdb", tmp_path / "batch")
+        lib = load_library(write_rules(tmp_path / f"rules{part_lines}", DOCTOR_DRUG_SHARE))
+        out[part_lines] = (screen(con, lib, part_lines=part_lines).n_parts, state(con))
+        con.close()
+    assert out[None][0] == 1 and out[4][0] == 6
+    assert len(out[None][1]["findings"]) == 1
+    assert out[None][1] == out[4][1]
