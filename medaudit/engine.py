@@ -1162,9 +1162,9 @@ def _screen_in_parts(
                 src = _slim_lines_for(con, rt)
                 if i == 0 and "lines" in rt.line_inputs:
                     input_columns[tname] = _columns_read(con, [rt], src, facts=False)
-                names = type_names(rt, lines=src)
+                named = type_names(rt, lines=src)
                 for name in rt.line_inputs:
-                    query = f"({_line_input_sql(rt, name, names)})"
+                    query = f"({_line_input_sql(rt, name, named)})"
                     cols = input_columns[tname] if name == "lines" else "*"
                     os.makedirs(f"{folder}/{line_input_name(rt, name)}", exist_ok=True)
                     _copy_part(con, cols, f"{folder}/{line_input_name(rt, name)}/part{i}", query)
