@@ -69,6 +69,31 @@ def test_doctor_above_the_95th_percentile_of_same_level_doctors(tmp_path):
     assert [g["finding_id"] for g in findings(con)] == [f["finding_id"]]
 
 
+def test_a_visit_without_its_doctor_or_department_takes_its_largest_lines(tmp_path):
+    """A visit that names no attending doctor is the ordering doctor's of its largest line, and
+    one that names no department is its largest line's department (the spec's fallbacks)."""
+    b = Batch()
+    for k, share in enumerate([10, 20, 30, 40, 50], start=1):
+        drug_visits(b, f"DR{k}", share)
+    for i in range(2):  # DR6's two visits name neither their doctor nor a department
+        v = b.visit(
+            chfpdr_code="",
+            adm_dept_codg="",
+            begntime=f"2026-03-0{i + 1} 08:00:00",
+            endtime=f"2026-03-0{i + 1} 09:00:00",
+        )
+        b.line(v, DRUG, pric="90", bilg_dr_code="DR6", bilg_dept_codg="D07")
+        b.line(v, ITEM, pric="10", bilg_dr_code="DRX", bilg_dept_codg="D99")
+    con = db.connect(tmp_path / "t.duckdb")
+    load_batch(b.write(tmp_path / "batch"), con)
+    screen(con, load_library(write_rules(tmp_path / "rules", DOCTOR_DRUG_SHARE)))
+    found = findings(con)
+    assert len(found) == 1
+    f = found[0]
+    assert (f["dr_code"], f["dept_code"]) == ("DR6", "D07")
+    assert f["evidence"].startswith("医师 DR6（机构 H001，科室 D07）2026-03 药占比 90.0%（就诊 2 人次）")
+
+
 def test_a_peer_group_of_fewer_than_five_is_not_judged(tmp_path):
     b = Batch()
     for k, share in enumerate([10, 20, 30, 90], start=1):
