@@ -181,6 +181,12 @@ def prepare_lines(
         src = "fee_src"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM {fee_list_d}
                         WHERE {person_part("psn_no", *part)}""")
+        # and the part's settlements only (not every settlement of the batch hashed each part):
+        # the loader holds a settlement to its visit's person and a fee line's settlement to the
+        # line's visit (loader.check_against_visit), so a line's settlement is in its part
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW setl_src AS SELECT * FROM {setl_d}
+                        WHERE {person_part("psn_no", *part)}""")
+        setl_d = "setl_src"
     elif ctx is not None and not ctx.everything:
         src = "fee_src"
         con.execute(f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM {fee_list_d}

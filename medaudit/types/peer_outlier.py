@@ -123,16 +123,23 @@ def _check_percentile(v) -> str | None:
 
 
 #: what the type reads of the lines: per visit, its amounts by class and the doctor and
-#: department of its largest line (a visit's lines are all in its person's part of a big screen)
+#: department of its largest line (a visit's lines are all in its person's part of a big screen).
+#: The largest line's doctor and department stand in for the visit's own only (``coalesce`` in
+#: the query), so they are sought on the visits without them alone (the two ``arg_max`` were
+#: 1.2 of this input's 2.1 CPU s at 10.48M lines whose visits all name both)
 VISIT_AMOUNTS = """
-    SELECT mdtrt_id, sum(amt) AS amt,
-           coalesce(sum(amt) FILTER (WHERE list_type IN ('101', '102')), 0) AS drug_amt,
-           coalesce(sum(amt) FILTER (WHERE list_type = '301'), 0) AS cons_amt,
-           coalesce(sum(amt) FILTER (WHERE med_chrgitm_type IN ('03', '04')), 0) AS exlab_amt,
+    SELECT l.mdtrt_id, sum(l.amt) AS amt,
+           coalesce(sum(l.amt) FILTER (WHERE l.list_type IN ('101', '102')), 0) AS drug_amt,
+           coalesce(sum(l.amt) FILTER (WHERE l.list_type = '301'), 0) AS cons_amt,
+           coalesce(sum(l.amt) FILTER (WHERE l.med_chrgitm_type IN ('03', '04')), 0) AS exlab_amt,
            -- ties between equal amounts: the largest code (the same on every engine)
-           arg_max(bilg_dr_code, (amt, bilg_dr_code)) FILTER (WHERE bilg_dr_code IS NOT NULL) AS line_dr,
-           arg_max(bilg_dept_codg, (amt, bilg_dept_codg)) FILTER (WHERE bilg_dept_codg IS NOT NULL) AS line_dept
-    FROM {lines} GROUP BY mdtrt_id
+           arg_max(l.bilg_dr_code, (l.amt, l.bilg_dr_code)) FILTER (WHERE l.bilg_dr_code IS NOT NULL AND w.no_dr) AS line_dr,
+           arg_max(l.bilg_dept_codg, (l.amt, l.bilg_dept_codg)) FILTER (WHERE l.bilg_dept_codg IS NOT NULL AND w.no_dept) AS line_dept
+    FROM {lines} l
+    LEFT JOIN (SELECT mdtrt_id, chfpdr_code IS NULL AS no_dr, dscg_dept_codg IS NULL AND adm_dept_codg IS NULL AS no_dept
+               FROM {visits} WHERE chfpdr_code IS NULL OR (dscg_dept_codg IS NULL AND adm_dept_codg IS NULL)) w
+           ON w.mdtrt_id = l.mdtrt_id
+    GROUP BY l.mdtrt_id
 """
 
 RULE_TYPE = RuleType(
