@@ -606,11 +606,15 @@ def type_names(rt: RuleType, **tables: str) -> dict[str, str]:
 
 
 def line_input_name(rt: RuleType, name: str) -> str:
-    """The table or view that holds the line input ``name`` of the type (``RuleType.line_inputs``)."""
-    return f"li_{rt.name}_{name}"
+    """The table or view that holds the line input ``name`` of the type (``RuleType.line_inputs``);
+    also the name of its folder of part files (:func:`_screen_in_parts`), so checked plain."""
+    view = f"li_{rt.name}_{name}"
+    if not re.fullmatch(r"[a-z0-9_]+", view):
+        raise ValueError(f"not a plain name for a line input: {view!r}")
+    return view
 
 
-def _line_input_sql(rt: RuleType, name: str, names: Mapping[str, str]) -> str:
+def line_input_sql(rt: RuleType, name: str, names: Mapping[str, str]) -> str:
     """The query of the type's line input ``name``, formatted with the engine's ``names``."""
     return textwrap.dedent(rt.line_inputs[name]).format(**names)
 
@@ -633,7 +637,7 @@ def line_inputs(
             if name == "lines":
                 continue
             view = line_input_name(rt, name)
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {_line_input_sql(rt, name, names)}")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {line_input_sql(rt, name, names)}")
             made[name] = view
     return made.get("lines", lines), {n: t for n, t in made.items() if n != "lines"}
 
@@ -1162,18 +1166,18 @@ def _screen_in_parts(
                     if any(reads_visit_columns(con, REGISTRY[t]) for t in every_line):
                         copy_from = LINES_V
                     keep = _columns_read(con, [REGISTRY[t] for t in every_line], copy_from, facts=False)
-                _copy_part(con, keep, f"{folder}/part{i}", copy_from)
+                _copy_part(con, keep, _part_path(folder, i), copy_from)
             for tname in by_input:
+                assert folder is not None  # by_input are wide types: there is a parts folder
                 rt = REGISTRY[tname]
                 src = _slim_lines_for(con, rt)
                 if i == 0 and "lines" in rt.line_inputs:
                     input_columns[tname] = _columns_read(con, [rt], src, facts=False)
                 named = type_names(rt, lines=src)
                 for name in rt.line_inputs:
-                    query = f"({_line_input_sql(rt, name, named)})"
+                    query = f"({line_input_sql(rt, name, named)})"
                     cols = input_columns[tname] if name == "lines" else "*"
-                    os.makedirs(f"{folder}/{line_input_name(rt, name)}", exist_ok=True)
-                    _copy_part(con, cols, f"{folder}/{line_input_name(rt, name)}/part{i}", query)
+                    _copy_part(con, cols, _part_path(folder, i, line_input_name(rt, name)), query)
             for tname in local:
                 # a type that reads the fee lines as billed reads the part's (a person's lines are
                 # all in their part); the whole table's size would also turn its joins around
@@ -1186,16 +1190,14 @@ def _screen_in_parts(
         _drop_temp(con, "lines")
         prepare_context(con)
         if every_line:
-            con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{folder}/part*/*.parquet')")
+            _parts_view(con, "lines", folder)
         since = _hit_rows(con)
         for tname in wide:
             made = None
             if tname in by_input:
                 made = {n: line_input_name(REGISTRY[tname], n) for n in REGISTRY[tname].line_inputs}
                 for view in made.values():
-                    con.execute(
-                        f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet('{folder}/{view}/part*/*.parquet')"
-                    )
+                    _parts_view(con, view, folder, view)
             step(tname, tname, made=made)
         _drop_temp(con, "lines")
         _keep_hit_facts(con, stage, since)
@@ -1227,6 +1229,22 @@ def _keep_hit_facts(con: duckdb.DuckDBPyConnection, stage: str, since: int) -> N
 def _hit_rows(con: duckdb.DuckDBPyConnection) -> int:
     """Rows in ``hits`` now: the row id the next type's first hit gets (see :func:`_keep_line_info`)."""
     return con.execute(f"SELECT count(*) FROM {HITS}").fetchall()[0][0]
+
+
+def _part_path(folder: str, i: int, sub: str = "") -> str:
+    """Where part ``i`` writes its files in the parts ``folder``: ``part<i>`` (every line's
+    columns), or in ``sub``, the folder of a type's line input (made here; its name is plain,
+    :func:`line_input_name`)."""
+    if sub:
+        os.makedirs(f"{folder}/{sub}", exist_ok=True)
+        return f"{folder}/{sub}/part{int(i)}"
+    return f"{folder}/part{int(i)}"
+
+
+def _parts_view(con: duckdb.DuckDBPyConnection, view: str, folder: str, sub: str = "") -> None:
+    """The temporary view ``view`` over every part's files of :func:`_part_path` (``sub`` as there)."""
+    where = f"{folder}/{sub}" if sub else folder
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet('{where}/part*/*.parquet')")
 
 
 def _copy_part(con: duckdb.DuckDBPyConnection, columns: str, path: str, src: str = "lines") -> None:

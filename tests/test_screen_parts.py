@@ -9,6 +9,7 @@ ids, claims, deductions, evidence, finding lines and states.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import textwrap
 from pathlib import Path
@@ -266,3 +267,12 @@ def test_peer_outlier_in_parts_is_peer_outlier_whole(tmp_path):
     assert out[None][0] == 1 and out[4][0] == 6
     assert len(out[None][1]["findings"]) == 1
     assert out[None][1] == out[4][1]
+
+
+def test_a_line_input_whose_name_is_not_plain_is_refused():
+    """A line input's name is also the name of its folder of part files, written into a COPY
+    statement and a view: anything but plain characters is refused before it reaches SQL."""
+    rt = dataclasses.replace(REGISTRY["peer_outlier"], name="x'); DROP TABLE findings; --")
+    with pytest.raises(ValueError, match="not a plain name"):
+        engine.line_input_name(rt, "visit_amounts")
+    assert engine.line_input_name(REGISTRY["peer_outlier"], "visit_amounts") == "li_peer_outlier_visit_amounts"

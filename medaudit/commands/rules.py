@@ -341,7 +341,7 @@ def show(
     items_shown: int = typer.Option(10, "--items", help="items to list"),
 ) -> None:
     """One rule: its parameters, a summary of its items, and the SQL it runs."""
-    from ..engine import line_input_name, matched_sql, type_names
+    from ..engine import line_input_name, line_input_sql, matched_sql, type_names
 
     lib = _load(rules_dir)
     try:
@@ -411,8 +411,8 @@ def show(
             "-- step 1: what the type reads of the screened lines (a big screen in parts writes these per part;"
             " lines: only the part files, a prefilter the findings do not depend on)\n"
             + "\n\n".join(
-                f"CREATE TEMP VIEW {line_input_name(rt, n)} AS\n{textwrap.dedent(q).format(**names).strip()}"
-                for n, q in rt.line_inputs.items()
+                f"CREATE TEMP VIEW {line_input_name(rt, n)} AS\n{line_input_sql(rt, n, names).strip()}"
+                for n in rt.line_inputs
             )
         )
     if rt.items != "none":
