@@ -255,6 +255,28 @@ def test_show_composes_the_query_of_an_sql_rule(tmp_path):
     assert "could not be composed" not in res.output
 
 
+def test_show_prints_what_a_month_wide_type_reads_of_the_lines(tmp_path):
+    """overtreatment reads the lines through its inputs (RuleType.line_inputs): show prints them
+    as the views the engine makes, before the query that reads them."""
+    lib = write_rules(
+        tmp_path / "rules",
+        """
+        - id: R-OVT-001
+          version: 1
+          name: 过度检查
+          type: overtreatment
+    """,
+    )
+    res = invoke("show", "R-OVT-001", "--rules", str(lib))
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "-- step 1: what the type reads of the screened lines" in out
+    assert "CREATE TEMP VIEW li_overtreatment_class_lines AS" in out
+    assert "CREATE TEMP VIEW li_overtreatment_screened_visits AS" in out
+    assert out.index("li_overtreatment_class_lines AS") < out.index("-- step 2: the overtreatment query")
+    assert "FROM li_overtreatment_class_lines" in out
+
+
 @pytest.mark.skipif("sql" not in REGISTRY, reason="the sql rule type is not there yet")
 def test_check_runs_every_query_over_an_empty_database(tmp_path):
     lib = write_rules(
