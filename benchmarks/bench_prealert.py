@@ -80,6 +80,28 @@ def tree(pid: int) -> list[int]:
     return [pid, *kids]
 
 
+def by_window(due_s: list[float], latencies_ms: list[float], width: float) -> list[dict]:
+    """The latencies by when the requests were due, ``width`` seconds a window: where in a run the
+    tail is (a stall shows as one window's max; a slow drift as p99 rising window by window)."""
+    windows: dict[int, list[float]] = {}
+    for t, ms in zip(due_s, latencies_ms):
+        windows.setdefault(int(t // width), []).append(ms)
+    out = []
+    for k in sorted(windows):
+        lat = sorted(windows[k])
+        out.append(
+            {
+                "t_s": k * width,
+                "requests": len(lat),
+                "p50_ms": loadgen.percentile(lat, 0.50),
+                "p99_ms": loadgen.percentile(lat, 0.99),
+                "max_ms": round(lat[-1], 2),
+                "over_10ms": sum(1 for x in lat if x > 10),
+            }
+        )
+    return out
+
+
 def write_soak(samples: list[dict], args) -> dict:
     """The memory curve as CSV and SVG (PNG too when matplotlib is installed) next to the results;
     returns its summary (first/last/peak RSS, growth per hour over the run's second half)."""
@@ -93,6 +115,7 @@ def write_soak(samples: list[dict], args) -> dict:
         "duckdb_by_tag_mb",
         "writer_rows",
         "journal_segments",
+        "checkpoints",
         "loadavg",
     ]
     stem.with_suffix(".csv").write_text(
@@ -282,6 +305,9 @@ def main() -> None:
     )
     ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples (--soak)")
     ap.add_argument(
+        "--window", type=float, default=10.0, help="seconds a window of the latencies by time (the run's by_window)"
+    )
+    ap.add_argument(
         "--workers",
         default="1",
         help="medaudit serve --workers (answering processes; auto: one "
@@ -455,12 +481,12 @@ def main() -> None:
                 )
         loadgen.drive(port, raw, rate=0, connections=args.concurrency, seconds=2)
 
-        def cpu_s(pid: int) -> float | None:
+        def cpu_s(pid: int, children: bool = True) -> float | None:
             # the server's CPU seconds (user + system), its workers' included: per request, a
             # figure that other load on the machine does not inflate the way it inflates wall-clock latency
             try:
                 total = 0.0
-                for q in tree(pid):
+                for q in tree(pid) if children else [pid]:
                     fields = Path(f"/proc/{q}/stat").read_text().rsplit(")", 1)[1].split()
                     total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
                 return total
@@ -479,9 +505,9 @@ def main() -> None:
 
             sampler = threading.Thread(target=sample_load, daemon=True)
             sampler.start()
-            cpu0 = cpu_s(server.pid)
+            cpu0, parent0 = cpu_s(server.pid), cpu_s(server.pid, children=False)
             run = loadgen.drive(port, raw, rate=rate, connections=args.concurrency, seconds=args.seconds)
-            cpu1 = cpu_s(server.pid)
+            cpu1, parent1 = cpu_s(server.pid), cpu_s(server.pid, children=False)
             running.clear()
             lat = sorted(run.latencies_ms)
             n = len(lat)
@@ -508,6 +534,10 @@ def main() -> None:
                     if cpu0 is not None and cpu1 is not None and run.statuses.get(200)
                     else None
                 ),
+                # with --workers N the parent is the writer: its share of the server's CPU
+                "server_parent_cpu_ms_per_request": (
+                    round((parent1 - parent0) * 1000 / n, 3) if parent0 is not None and parent1 is not None else None
+                ),
                 "client_cpu_ms_per_request": round(run.cpu_seconds * 1000 / n, 3),
                 "loadavg_during": {
                     "min": round(min(loads), 2),
@@ -517,7 +547,8 @@ def main() -> None:
                 if loads
                 else None,
             }
-            print(json.dumps(out, ensure_ascii=False), flush=True)
+            out["by_window"] = {"seconds": args.window, "windows": by_window(run.due_s, run.latencies_ms, args.window)}
+            print(json.dumps({k: v for k, v in out.items() if k != "by_window"}, ensure_ascii=False), flush=True)
             return out
 
         load_before = os.getloadavg()
@@ -542,6 +573,8 @@ def main() -> None:
                             row.update(
                                 writer_rows=h["results"].get("queued_rows"),
                                 journal_segments=h["results"].get("journal_segments"),
+                                # the writer's checkpoints so far: where in the run they fell
+                                checkpoints=h["results"].get("checkpoints"),
                                 duckdb_mb=round(h["memory"]["duckdb_bytes"] / 2**20, 1),
                                 # the writer's (the parent's) DuckDB buffer manager and C allocator
                                 writer_duckdb_mb=(

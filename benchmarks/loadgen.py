@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 @dataclass
 class Run:
     latencies_ms: list[float] = field(default_factory=list)
+    due_s: list[float] = field(default_factory=list)  # when each of latencies_ms was due (sent), from the start
     statuses: dict[int, int] = field(default_factory=dict)
     headers: dict[str, int] = field(default_factory=dict)  # value of the watched header -> count
     with_results: int = 0  # 200 answers whose output.result is not empty
@@ -75,6 +76,7 @@ async def _drive(
                 body = await reader.readexactly(length)
                 done = time.perf_counter()
                 run.latencies_ms.append((done - (due if rate else sent)) * 1000)
+                run.due_s.append((due if rate else sent) - t0)
                 run.statuses[status] = run.statuses.get(status, 0) + 1
                 run.headers[value or "?"] = run.headers.get(value or "?", 0) + 1
                 if status != 200:
