@@ -6,8 +6,10 @@ the counters say), never how long something took."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -127,6 +129,52 @@ def test_a_cut_short_last_journal_line_is_skipped_not_fatal(base, tmp_path):
         f.write(b'{"f": [["J2", "H0')  # the process died in the middle of this write
     ResultWriter(con, folder, start=False).flush()
     assert con.execute("SELECT jr_id FROM prealert_feedback").fetchall() == [("J1",)]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="the idle scheduling class is Linux's")
+def test_a_writer_process_stores_in_the_idle_class_and_nothing_else_of_it_does(base, tmp_path):
+    con, _lib, _keys = base
+    w = ResultWriter(con, tmp_path / "journal", idle=True)
+    try:
+        for _ in range(200):  # the thread sets it as it starts
+            if w.scheduling == "idle":
+                break
+            time.sleep(0.01)
+        assert w._thread is not None
+        assert os.sched_getscheduler(w._thread.native_id) == os.SCHED_IDLE
+        assert w.status()["scheduling"] == "idle"
+        # the calling thread (an answering one in a service of one process) and the process are not moved
+        assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+        assert os.sched_getscheduler(os.getpid()) == os.SCHED_OTHER
+        # it still stores what it is given
+        w.add_feedback([("J1", "H001", "1", "2", None, __import__("datetime").datetime(2026, 3, 2, 9, 30))])
+        w.flush()
+        assert con.execute("SELECT jr_id FROM prealert_feedback").fetchall() == [("J1",)]
+    finally:
+        w.close()
+    # a writer sharing its process with the answers (one-process service) keeps the normal class
+    w2 = ResultWriter(con, tmp_path / "j2")
+    try:
+        for _ in range(20):
+            time.sleep(0.01)
+        assert w2._thread is not None and os.sched_getscheduler(w2._thread.native_id) == os.SCHED_OTHER
+        assert w2.status()["scheduling"] == "normal"
+    finally:
+        w2.close()
+
+
+def test_health_says_how_long_the_oldest_unstored_answer_has_waited(base, tmp_path):
+    con, _lib, _keys = base
+    w = ResultWriter(con, tmp_path / "journal", start=False)
+    assert w.status()["oldest_unstored_s"] == 0.0
+    w.add_feedback([("J1", "H001", "1", "2", None, __import__("datetime").datetime(2026, 3, 2, 9, 30))])
+    # written 90 s ago (the segment's time is its last write): the writer is 90 s behind
+    past = time.time_ns() - 90 * 10**9
+    os.utime(w._seg.path, ns=(past, past))
+    assert 89.0 <= w.status()["oldest_unstored_s"] <= 95.0
+    w.flush()
+    assert w.status()["oldest_unstored_s"] == 0.0
+    w.close()
 
 
 def test_feedback_goes_through_the_writer_and_reads_see_it(base, tmp_path):

@@ -629,6 +629,11 @@ def create_app(
                 w["journal_segments"] if w else None,
             ),
             (
+                "medaudit_prealert_writer_oldest_unstored_seconds",
+                "How long the oldest answer not stored yet has waited.",
+                w["oldest_unstored_s"] if w else None,
+            ),
+            (
                 "medaudit_prealert_writer_full",
                 "1 while the writer's queue is full (answers kept in the journal).",
                 int(checker.writer.full) if checker.writer and w else None,
@@ -828,6 +833,11 @@ def workers_metrics(metrics: Metrics, state: dict, mine: dict, writer: dict) -> 
             "medaudit_prealert_writer_journal_segments",
             "Journal segments not stored yet (every worker's).",
             writer["journal_segments"],
+        ),
+        (
+            "medaudit_prealert_writer_oldest_unstored_seconds",
+            "How long the oldest answer not stored yet has waited (every worker's).",
+            writer["oldest_unstored_s"],
         ),
         (
             "medaudit_prealert_writer_failures_total",

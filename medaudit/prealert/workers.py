@@ -326,7 +326,9 @@ class Supervisor:
 
     def start(self) -> None:
         self.journal.mkdir(parents=True, exist_ok=True)
-        self.writer = ResultWriter(self.con, self.journal, max_rows=self.max_queue_rows, shared=True, alive=self.alive)
+        self.writer = ResultWriter(
+            self.con, self.journal, max_rows=self.max_queue_rows, shared=True, alive=self.alive, idle=True
+        )
         self.make_snapshot()
         self.sock_path.unlink(missing_ok=True)
         old = os.umask(0o177)

@@ -27,6 +27,18 @@ A 3101 answer never waits on the database. What it answered goes to :class:`Resu
    pays. The writer raises DuckDB's own threshold (``wal_limit`` x 4) and checkpoints itself
    in its own thread when the log passes ``wal_limit``, so no request thread (a read endpoint
    flushing) ever runs one.
+6. **Behind the answers for the CPU** (a service of several workers). There the writer is a
+   process of its own (the parent) and its store thread runs in Linux's idle scheduling class
+   (``SCHED_IDLE``, that thread alone): the kernel runs it on time no answering worker wants and
+   counts a core running only it as free, so a worker woken by a request takes that core at
+   once instead of waiting behind a store or a 0.5-second checkpoint. At 1,000 answers a second
+   on 2 cores the writer needs about a tenth of a core and gets it from the idle time; each
+   checkpoint had stood behind a second of slow answers (``benchmarks/README.md``). Under a
+   load that keeps every core busy the store falls behind: the journal keeps every answer,
+   ``/health`` says how far behind (``oldest_unstored_s``), and the store catches up when the
+   load drops. The one-process service (``--workers 1``) keeps its writer thread at normal
+   priority: it shares the answering thread's GIL, and a low-priority thread holding it would
+   hold up the answers.
 
 Readers (3103's ownership check, the results endpoints, shutdown) call :meth:`ResultWriter.flush`
 first: everything answered so far is stored by then.
@@ -38,6 +50,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -50,6 +63,31 @@ import orjson
 import pyarrow as pa
 
 log = logging.getLogger(__name__)
+
+
+def idle_priority() -> bool:
+    """Put the calling thread (only it) in Linux's ``SCHED_IDLE`` scheduling class: it runs when
+    no other thread wants the core. True when set; elsewhere, or when refused, False (the thread
+    keeps its priority). Lowering needs no privilege; coming back from it does, so it is never
+    undone."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "SCHED_IDLE"):
+        return False
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        return False
+    return True
+
+
+def _written_ns(path: Path) -> int | None:
+    """When a journal segment was last written (None: stored and gone meanwhile). A segment holds
+    the answers of one rotation interval, so this is within that of its oldest answer (its name
+    says when it was opened, which an idle worker may have done minutes before its first answer)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
 
 #: the suffix of a segment a producer (:class:`JournalProducer`) is still appending to
 OPEN = ".jsonl.open"
@@ -311,10 +349,14 @@ class ResultWriter(_Answers):
         start: bool = True,
         shared: bool = False,
         alive=None,
+        idle: bool = False,
     ):
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows!r}")
         self.con, self.interval, self.max_rows, self.wal_limit = con, interval, max_rows, wal_limit
+        #: idle: the store thread runs in the idle scheduling class (a writer process of its own)
+        self.idle = idle
+        self.scheduling = "normal"  # the store thread's class once it runs: "idle" when set
         self.folder = Path(folder) if folder is not None else journal_dir(con)
         self.folder.mkdir(parents=True, exist_ok=True)
         #: shared: other processes (:class:`JournalProducer`) append segments to the folder too;
@@ -578,6 +620,8 @@ class ResultWriter(_Answers):
                 cur.close()
 
     def _run(self) -> None:
+        if self.idle and idle_priority():
+            self.scheduling = "idle"
         while not self._stop:
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -607,9 +651,12 @@ class ResultWriter(_Answers):
         with self._lock:
             full = self._seg.overflowed
             queued = self.queued_rows
-            journal = len(self._pending) + (1 if self._seg.written else 0)
+            waiting = [*self._pending, *([self._seg.path] if self._seg.written else [])]
         if self.shared:  # every producer's segments not stored yet, open ones included
-            journal = sum(1 for p in self.folder.iterdir() if p.name.endswith((".jsonl", OPEN)))
+            waiting = [p for p in self.folder.iterdir() if p.name.endswith((".jsonl", OPEN))]
+        journal = len(waiting)
+        made = [t for t in map(_written_ns, waiting) if t is not None]
+        oldest = round(max(0.0, (time.time_ns() - min(made)) / 1e9), 1) if made else 0.0
         out = {
             "status": "queue full: answers kept in the journal only until stored"
             if full
@@ -632,6 +679,9 @@ class ResultWriter(_Answers):
             "stored_segments": self.segments_stored,
             "failures": self.failures,
             "checkpoints": self.checkpoints,
+            # how long the oldest answer not stored yet has waited (0: nothing waits)
+            "oldest_unstored_s": oldest,
+            "scheduling": self.scheduling,
         }
         if self.last_error:
             out["last_error"] = self.last_error
