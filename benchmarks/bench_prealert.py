@@ -80,6 +80,16 @@ def tree(pid: int) -> list[int]:
     return [pid, *kids]
 
 
+def steal_s() -> float | None:
+    """The machine's stolen CPU seconds so far (``/proc/stat``: time a virtual machine's cores
+    waited for the host), or None where there is no such figure."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def by_window(due_s: list[float], latencies_ms: list[float], width: float) -> list[dict]:
     """The latencies by when the requests were due, ``width`` seconds a window: where in a run the
     tail is (a stall shows as one window's max; a slow drift as p99 rising window by window)."""
@@ -505,9 +515,9 @@ def main() -> None:
 
             sampler = threading.Thread(target=sample_load, daemon=True)
             sampler.start()
-            cpu0, parent0 = cpu_s(server.pid), cpu_s(server.pid, children=False)
+            cpu0, parent0, steal0 = cpu_s(server.pid), cpu_s(server.pid, children=False), steal_s()
             run = loadgen.drive(port, raw, rate=rate, connections=args.concurrency, seconds=args.seconds)
-            cpu1, parent1 = cpu_s(server.pid), cpu_s(server.pid, children=False)
+            cpu1, parent1, steal1 = cpu_s(server.pid), cpu_s(server.pid, children=False), steal_s()
             running.clear()
             lat = sorted(run.latencies_ms)
             n = len(lat)
@@ -539,6 +549,9 @@ def main() -> None:
                     round((parent1 - parent0) * 1000 / n, 3) if parent0 is not None and parent1 is not None else None
                 ),
                 "client_cpu_ms_per_request": round(run.cpu_seconds * 1000 / n, 3),
+                # CPU time the hypervisor gave to others while this machine wanted it (all cores):
+                # a run with stalls and little load of its own usually has some
+                "cpu_steal_s": round(steal1 - steal0, 2) if steal0 is not None and steal1 is not None else None,
                 "loadavg_during": {
                     "min": round(min(loads), 2),
                     "mean": round(statistics.fmean(loads), 2),
