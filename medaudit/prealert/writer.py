@@ -29,16 +29,16 @@ A 3101 answer never waits on the database. What it answered goes to :class:`Resu
    flushing) ever runs one.
 6. **Behind the answers for the CPU** (a service of several workers). There the writer is a
    process of its own (the parent) and its store thread runs in Linux's idle scheduling class
-   (``SCHED_IDLE``, that thread alone): the kernel runs it on time no answering worker wants and
-   counts a core running only it as free, so a worker woken by a request takes that core at
-   once instead of waiting behind a store or a 0.5-second checkpoint. At 1,000 answers a second
-   on 2 cores the writer needs about a tenth of a core and gets it from the idle time; each
-   checkpoint had stood behind a second of slow answers (``benchmarks/README.md``). Under a
-   load that keeps every core busy the store falls behind: the journal keeps every answer,
-   ``/health`` says how far behind (``oldest_unstored_s``), and the store catches up when the
-   load drops. The one-process service (``--workers 1``) keeps its writer thread at normal
-   priority: it shares the answering thread's GIL, and a low-priority thread holding it would
-   hold up the answers.
+   (``SCHED_IDLE``, that thread alone): the kernel runs it on time no answering worker wants
+   and counts a core running only it as free, so a worker woken by a request takes that core
+   at once instead of waiting behind a store or a checkpoint (up to about 0.4 s of CPU). At
+   1,000 answers a second on 2 cores the writer needs about a tenth of a core and gets it from
+   the idle time; before, most seconds of slow answers were the ones just before a checkpoint
+   (``benchmarks/README.md``). Under a load that keeps every core busy the store
+   falls behind: the journal keeps every answer, ``/health`` says how far behind
+   (``oldest_unstored_s``), and the store catches up when the load drops. The one-process
+   service (``--workers 1``) keeps its writer thread at normal priority: it shares the
+   answering thread's GIL, and a low-priority thread holding it would hold up the answers.
 
 Readers (3103's ownership check, the results endpoints, shutdown) call :meth:`ResultWriter.flush`
 first: everything answered so far is stored by then.
