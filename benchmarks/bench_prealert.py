@@ -123,6 +123,9 @@ def write_soak(samples: list[dict], args) -> dict:
         "malloc_mb",
         "duckdb_mb",
         "duckdb_by_tag_mb",
+        # the writer process's own (with --workers): where its slow growth would show
+        "writer_malloc_mb",
+        "writer_duckdb_mb",
         "writer_rows",
         "journal_segments",
         "checkpoints",

@@ -81,8 +81,9 @@ def idle_priority() -> bool:
 
 def _written_ns(path: Path) -> int | None:
     """When a journal segment was last written (None: stored and gone meanwhile). A segment holds
-    the answers of one rotation interval, so this is within that of its oldest answer (its name
-    says when it was opened, which an idle worker may have done minutes before its first answer)."""
+    the answers of one rotation (a worker's every 0.1 s, the one-process writer's at each store),
+    so this is that close to its oldest answer; its name says when it was opened, which an idle
+    worker may have done minutes before its first answer."""
     try:
         return path.stat().st_mtime_ns
     except OSError:
