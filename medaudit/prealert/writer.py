@@ -50,7 +50,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -70,7 +69,7 @@ def idle_priority() -> bool:
     no other thread wants the core. True when set; elsewhere, or when refused, False (the thread
     keeps its priority). Lowering needs no privilege; coming back from it does, so it is never
     undone."""
-    if not sys.platform.startswith("linux") or not hasattr(os, "SCHED_IDLE"):
+    if not hasattr(os, "SCHED_IDLE"):  # Linux's only
         return False
     try:
         os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
@@ -652,9 +651,9 @@ class ResultWriter(_Answers):
         with self._lock:
             full = self._seg.overflowed
             queued = self.queued_rows
-            waiting = [*self._pending, *([self._seg.path] if self._seg.written else [])]
-        if self.shared:  # every producer's segments not stored yet, open ones included
-            waiting = [p for p in self.folder.iterdir() if p.name.endswith((".jsonl", OPEN))]
+            mine = [*self._pending, *([self._seg.path] if self._seg.written else [])]
+        # with producers: every segment not stored yet, theirs (open ones included) and this one's
+        waiting = [p for p in self.folder.iterdir() if p.name.endswith((".jsonl", OPEN))] if self.shared else mine
         journal = len(waiting)
         made = [t for t in map(_written_ns, waiting) if t is not None]
         oldest = round(max(0.0, (time.time_ns() - min(made)) / 1e9), 1) if made else 0.0
