@@ -213,6 +213,10 @@ def test_bed_only_stay_refunds_days_outside_the_stay_and_open_stays(tmp_path):
     ip = by_visit(b.screen(sub(tmp_path, "ip"), BOS, stage="in_process"))
     assert set(ip) == {"O"} and ip["O"]["status"] == "warning"
     assert "尚未出院，其中 3 天只有床位费" in ip["O"]["evidence"]
+    # an open stay's days for the share: admission to its latest fee date (03-01 .. 03-04: 4 days)
+    shared = BOS + "  params: {max_bed_only_days: 10, max_bed_only_share: 0.5}\n"
+    ip = by_visit(b.screen(sub(tmp_path, "ips"), shared, stage="in_process"))
+    assert set(ip) == {"O"} and "超过住院 4 天的 50%" in ip["O"]["evidence"]
     # the limit and the care classes are parameters
     more = by_visit(b.screen(sub(tmp_path, "p"), BOS + "  params: {max_bed_only_days: 1, care_classes: ['05']}\n"))
     assert {"A", "R", "S", "X"} <= set(more)

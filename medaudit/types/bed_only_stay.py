@@ -95,9 +95,7 @@ RULE_TYPE = RuleType(
     query=f"""
         WITH rp AS (SELECT p.rule_key, p.max_bed_only_days, p.max_bed_only_share, p.care_classes, r.* EXCLUDE (rule_key)
                     FROM {{p}} p JOIN {{r}} r USING (rule_key)),
-        stays AS (SELECT v.*, lf.last_fee FROM {LIVE_VISITS} v
-                  JOIN (SELECT mdtrt_id, max(fee_date) AS last_fee FROM {{lines}} GROUP BY mdtrt_id) lf USING (mdtrt_id)
-                  WHERE v.inpatient),
+        stays AS (SELECT v.* FROM {LIVE_VISITS} v WHERE v.inpatient),
         days AS (      -- per rule, stay and day of the stay: a bed line and no care line
             SELECT rp.rule_key, s.mdtrt_id, l.fee_date
             FROM rp JOIN stays s ON {rule_applies("rp", "s.begin_date", "s")}
@@ -111,6 +109,12 @@ RULE_TYPE = RuleType(
             SELECT rule_key, mdtrt_id, count(*) AS n,
                    string_agg(strftime(fee_date, '%Y-%m-%d'), '、' ORDER BY fee_date) AS day_list
             FROM days GROUP BY rule_key, mdtrt_id),
+        -- an open stay's latest fee date ends its days: sought for the open stays counted only
+        -- (not a grouping of every line by visit)
+        last_fee AS (
+            SELECT mdtrt_id, max(fee_date) AS last_fee FROM {{lines}}
+            WHERE mdtrt_id IN (SELECT c.mdtrt_id FROM counted c JOIN stays s USING (mdtrt_id) WHERE s.end_date IS NULL)
+            GROUP BY mdtrt_id),
         flagged AS (
             SELECT c.rule_key, c.mdtrt_id,
                    '本次住院 ' || s.mdtrt_id || ' ' || strftime(s.begin_date, '%Y-%m-%d') || ' 入院，'
@@ -118,8 +122,8 @@ RULE_TYPE = RuleType(
                    || '，其中 ' || c.n || ' 天只有床位费、无' || {chrg_names("rp.care_classes")} || '：'
                    || c.day_list || CASE WHEN c.n > rp.max_bed_only_days THEN '，超过 ' || rp.max_bed_only_days || ' 天'
                                          ELSE '，超过住院 ' || c.days || ' 天的 ' || qty(rp.max_bed_only_share * 100) || '%' END AS ev_head
-            FROM (SELECT c.*, date_diff('day', s.begin_date, coalesce(s.end_date, s.last_fee)) + 1 AS days
-                  FROM counted c JOIN stays s USING (mdtrt_id)) c
+            FROM (SELECT c.*, date_diff('day', s.begin_date, coalesce(s.end_date, lf.last_fee)) + 1 AS days
+                  FROM counted c JOIN stays s USING (mdtrt_id) LEFT JOIN last_fee lf USING (mdtrt_id)) c
             JOIN rp USING (rule_key) JOIN stays s ON s.mdtrt_id = c.mdtrt_id
             WHERE c.n > rp.max_bed_only_days OR c.n > rp.max_bed_only_share * c.days)
         {whole_visit_hits("flagged")}
