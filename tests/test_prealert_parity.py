@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from medaudit import db
+from medaudit import engine as screening
 from medaudit.engine import screen
 from medaudit.library import load_library
 from medaudit.loader import load_batch
@@ -148,6 +149,9 @@ def batch_and_service(tmp_path: Path, batch: Path, lib):
     bcon = db.connect(tmp_path / "batch.duckdb")
     load_batch(batch, bcon)
     screen(bcon, lib, stage="post_hoc")
+    # the screened lines with every column (a full screen leaves out those no rule reads), to
+    # send as orders
+    screening.prepare_lines(bcon, "post_hoc")
     bcon.execute("CHECKPOINT")
     shutil.copy(tmp_path / "batch.duckdb", tmp_path / "service.duckdb")
     scon = db.connect(tmp_path / "service.duckdb")
@@ -447,6 +451,9 @@ def test_last_visits_checked_with_the_persons_history_in_the_database_match_batc
     bcon = db.connect(tmp_path / "batch.duckdb")
     load_batch(tmp_path / "batch", bcon)
     screen(bcon, lib, stage="post_hoc")
+    # the screened lines with every column (a full screen leaves out those no rule reads), to
+    # send as orders
+    screening.prepare_lines(bcon, "post_hoc")
     bcon.execute("CHECKPOINT")
     # visits all of whose lines come after every other line of their person
     last = {

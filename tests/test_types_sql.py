@@ -1,12 +1,15 @@
 """The sql escape hatch: one read-only SELECT per rule, all rules of the type in one statement."""
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from kit import Batch, write_rules
 from medaudit.library import RuleLibraryError, load_library
 from medaudit.types.sql import check_query
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rule(query: str, rid: str = "R-SQL", extra: str = "") -> str:
@@ -125,3 +128,51 @@ def test_sql_query_without_bkkp_sn_fails_naming_the_rule(tmp_path):
     with pytest.raises(RuntimeError, match="rule R-SQL: its query failed: .*no_such_column"):
         (tmp_path / "2").mkdir()
         b.screen(tmp_path / "2", rule("SELECT no_such_column AS bkkp_sn FROM lines"))
+
+
+def test_sql_rule_reads_the_spare_columns_a_full_screen_otherwise_leaves_out(tmp_path):
+    """A full screen builds ``lines`` without the columns no type names (``engine.SPARE_COLUMNS``);
+    an analyst's query naming one of them keeps it there. Dropped regardless, the query would
+    fail (the sandbox gets no such column)."""
+    b = Batch()
+    v = b.visit(mdtrt_id="V1", med_type="11")
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-APPR", hosp_appr_flag="1")
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-OWN", fulamt_ownpay_amt="5")
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-B", chrgitm_lv="02")
+    b.line(v, "001102000010000", pric="20", bkkp_sn="L-PLAIN")
+    rules = (
+        rule("SELECT bkkp_sn FROM lines WHERE hosp_appr_flag = '1'", "R-SQL-APPR")
+        + rule("SELECT bkkp_sn FROM lines WHERE ownpay > 0", "R-SQL-OWN")
+        + rule("SELECT l.bkkp_sn FROM lines l WHERE l.chrgitm_lv = '02'", "R-SQL-LV")
+    )
+    found = {f["rule_id"]: set(f["violating"]) for f in b.screen(tmp_path, rules)}
+    assert found == {"R-SQL-APPR": {"L-APPR"}, "R-SQL-OWN": {"L-OWN"}, "R-SQL-LV": {"L-B"}}
+
+
+def test_full_screen_lines_leave_out_the_spare_columns_no_rule_names(tmp_path):
+    from medaudit import db, engine
+    from medaudit.types import REGISTRY
+
+    def columns(rules_yaml: str | None) -> str:
+        lib = load_library(ROOT / "rules")
+        rules = list(lib.rules)
+        if rules_yaml is not None:
+            folder = tmp_path / str(len(list(tmp_path.iterdir())))
+            rules += load_library(write_rules(folder, rules_yaml)).rules
+        con = db.connect(tmp_path / f"{len(list(tmp_path.iterdir()))}.duckdb")
+        try:
+            by_type = engine.register_rules(con, rules, distinct_bodies=True)
+            return engine.slim_columns(con, [REGISTRY[t] for t in by_type])
+        finally:
+            con.close()
+
+    # the bundled library (its sql rule names four columns): every spare column left out
+    bundled = columns(None)
+    assert bundled != engine.SLIM_COLUMNS
+    for c in engine.SPARE_COLUMNS:
+        assert f", {c}" in bundled
+    # a rule naming one keeps that one
+    named = columns(rule("SELECT bkkp_sn FROM lines WHERE ownpay > 0", "R-SQL-OWN"))
+    assert "ownpay" not in named and "hosp_appr_flag" in named
+    # a query reading whole rows of lines may read any: all kept
+    assert columns(rule("SELECT * FROM lines WHERE amt > 100", "R-SQL-ALL")) == engine.SLIM_COLUMNS

@@ -229,6 +229,11 @@ class RuleType:
     # run before each run of the type's query, on the screening connection (and a sandbox
     # connection the caller may keep between runs): the sql type runs its rules' own queries here
     prepare: Callable[..., None] | None = None
+    #: for a type with ``compose`` or ``prepare``: the names of the columns its rules' own
+    #: queries may read from the lines, given the connection and the engine's table names
+    #: (None: any column). A full screen leaves out of ``lines`` the spare columns no type
+    #: names (:func:`medaudit.engine.slim_columns`); without this, such a type keeps them all
+    names_read: Callable[[Any, dict], frozenset[str] | None] | None = None
     #: how far beyond its own visit a rule of the type looks (from the rule's parameters): what a
     #: nightly run re-reads; see :class:`Reach`
     reach: Callable[[Any], Reach] = visit_reach

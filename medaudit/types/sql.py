@@ -546,6 +546,25 @@ def prepare(
     run_rules(con, rules, sandbox, handed)
 
 
+def names_read(con: duckdb.DuckDBPyConnection, names: dict[str, str]) -> frozenset[str] | None:
+    """The column names the type's rules' queries mention (None: a query reads whole rows of
+    ``lines``, with ``*``, ``COLUMNS()``, a NATURAL join, renamed columns or a row reference, or
+    cannot be read; :func:`prepare` refuses the latter): what a full screen keeps of the spare
+    columns of ``lines`` (``engine.slim_columns``)."""
+    read: set[str] = set()
+    for (query,) in con.execute(
+        f"SELECT p.query FROM {names.get('p', 'p_sql')} p JOIN {names.get('r', 'r_all')} r USING (rule_key)"
+    ).fetchall():
+        try:
+            reads = analyse(query)
+        except Refused:
+            return None
+        if "lines" in reads.tables and reads.whole:
+            return None
+        read |= reads.names
+    return frozenset(read)
+
+
 def compose(names: dict[str, str], con=None) -> str:
     """The type's statement over ``sql_rule_rows`` (filled by :func:`prepare` before each run)."""
     return f"""
@@ -597,4 +616,5 @@ RULE_TYPE = RuleType(
     query="",
     compose=compose,
     prepare=prepare,
+    names_read=names_read,
 )
