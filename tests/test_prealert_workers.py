@@ -159,7 +159,9 @@ def test_two_workers_answer_as_one_and_store_every_answer_once(base, tmp_path):
         one.stop()
     assert any(want) and not all(want)  # some requests alert, some do not
 
-    two = Service(two_db, rules, keys, 2)
+    # the writer closes the database and opens it again after every store of 2 rows or more (17
+    # rows in all here: several times); every read below goes through its connection
+    two = Service(two_db, rules, keys, 2, "--writer-reopen-rows", "2")
     try:
         answers = [two.post("/prealert/3101", r).json() for r in reqs]
         assert [_alerts(a) for a in answers] == want
@@ -190,6 +192,7 @@ def test_two_workers_answer_as_one_and_store_every_answer_once(base, tmp_path):
         )
         health = two.get("/health").json()
         assert health["workers"]["of"] == 2 and health["results"]["status"] == "ok"
+        assert health["results"]["reopens"] >= 2 and health["results"]["failures"] == 0, health["results"]
         # the writer process's memory is reported apart from the workers': its DuckDB appends every answer
         wm = health["writer_memory"]
         assert wm["rss_bytes"] > 0 and wm["duckdb_bytes"] >= 0

@@ -107,6 +107,14 @@ def register(app: typer.Typer) -> None:
             "keeps in memory; beyond, the journal alone holds them and /health "
             "says the queue is full (answers continue)",
         ),
+        writer_reopen_rows: int = typer.Option(
+            1_000_000,
+            "--writer-reopen-rows",
+            min=1,
+            help="with --workers: rows the writer stores between closing the database and "
+            "opening it again (an open DuckDB database keeps about a byte of memory for every "
+            "row appended to it)",
+        ),
         max_inflight: int = typer.Option(
             64,
             "--max-inflight",
@@ -225,6 +233,7 @@ def register(app: typer.Typer) -> None:
                 port,
                 journal,
                 max_queue_rows,
+                writer_reopen_rows,
                 console,
                 err,
                 {
@@ -309,7 +318,17 @@ def register(app: typer.Typer) -> None:
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
     def _serve_workers(
-        con, db: Path, n: int, host: str, port: int, journal, max_queue_rows: int, console, err, config: dict
+        con,
+        db: Path,
+        n: int,
+        host: str,
+        port: int,
+        journal,
+        max_queue_rows: int,
+        reopen_rows: int,
+        console,
+        err,
+        config: dict,
     ) -> None:
         """Several answering processes and one writer (:mod:`medaudit.prealert.workers`)."""
         import socket
@@ -326,7 +345,9 @@ def register(app: typer.Typer) -> None:
         n_keys = (1 if config["keys"] else 0) + con.execute("SELECT count(*) FROM prealert_api_keys").fetchall()[0][0]
         if not n_keys:
             err.print("[yellow]warning:[/] no API keys: every call will be refused (medaudit serve-key INSTITUTION)")
-        sup = Supervisor(con, db, n, host, port, config, journal=journal, max_queue_rows=max_queue_rows)
+        sup = Supervisor(
+            con, db, n, host, port, config, journal=journal, max_queue_rows=max_queue_rows, reopen_rows=reopen_rows
+        )
         try:
             sup.start()
             console.print(

@@ -185,14 +185,11 @@ def _handler(sup: "Supervisor"):
                     ids = [str(x) for x in body["ids"]]
                     assert sup.writer is not None  # made by start(), before the interface answers
                     sup.writer.barrier()
-                    cur = sup.con.cursor()
-                    try:
+                    with sup.writer.reading() as cur:
                         rows = cur.execute(
                             "SELECT jr_id FROM prealert_results WHERE fixmedins_code = ? AND list_contains(?, jr_id)",
                             [str(body["inst"]), ids],
                         ).fetchall()
-                    finally:
-                        cur.close()
                     return self._send(200, {"owned": [r[0] for r in rows]})
                 if self.path == "/results":
                     assert sup.writer is not None
@@ -204,9 +201,9 @@ def _handler(sup: "Supervisor"):
                         where, args = "r.mdtrt_id = ?", [str(value)]
                     else:
                         where, args = "TRUE", []
-                    return self._send(
-                        200, {"result": _results(sup.con, str(body["inst"]), where, args, int(body["limit"]))}
-                    )
+                    with sup.writer.reading() as cur:
+                        found = _results(cur, str(body["inst"]), where, args, int(body["limit"]))
+                    return self._send(200, {"result": found})
                 self._send(404, {"error": "no such route"})
             except Exception as e:  # noqa: BLE001 - the worker answers 503 naming it
                 log.exception("writer interface: %s failed", self.path)
@@ -228,6 +225,7 @@ class Supervisor:
         worker_config: dict,
         journal: Path | None = None,
         max_queue_rows: int = 20_000,
+        reopen_rows: int | None = None,
     ):
         self.con, self.db, self.n, self.host, self.port = con, Path(db), n, host, port
         self.config = worker_config
@@ -237,12 +235,14 @@ class Supervisor:
         self._sock_dir = Path(tempfile.mkdtemp(prefix="medaudit-writer-"))
         self.sock_path = self._sock_dir / "writer.sock"
         self.max_queue_rows = max_queue_rows
+        self.reopen_rows = reopen_rows  # None: ResultWriter.REOPEN_ROWS
         self.procs: dict[int, subprocess.Popen] = {}
         self.started: dict[int, float] = {}
         self.reports: dict[int, dict] = {}
         self.restarts = 0
         self._stop = threading.Event()
         self.writer: ResultWriter | None = None
+        self._settings: dict[str, str] = {}  # DuckDB settings of the service's connection (start())
         self._server: _Server | None = None
 
     # -------------------------------------------------------------- what the workers ask
@@ -252,15 +252,13 @@ class Supervisor:
 
     def _duckdb_memory(self) -> tuple[int | None, str | None]:
         """What the writer's DuckDB buffer manager holds (bytes), and its limit."""
+        assert self.writer is not None  # made by start(), before the interface answers
         try:
-            cur = self.con.cursor()
+            with self.writer.reading() as cur:
+                held = cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchall()[0][0]
+                return int(held), cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         except duckdb.Error:  # closed: stopping
             return None, None
-        try:
-            held = cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchall()[0][0]
-            return int(held), cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        finally:
-            cur.close()
 
     def status(self) -> dict:
         now = time.time()
@@ -302,7 +300,9 @@ class Supervisor:
     def make_snapshot(self) -> None:
         """The workers' read-only copy of the database, made once at start (after a checkpoint
         the file holds everything; nothing writes to it until the workers are up)."""
-        self.con.execute("CHECKPOINT")
+        assert self.writer is not None
+        with self.writer.reading() as cur:
+            cur.execute("CHECKPOINT")
         tmp = self.snapshot.with_name(self.snapshot.name + ".tmp")
         shutil.copyfile(self.db, tmp)
         os.replace(tmp, self.snapshot)
@@ -324,11 +324,37 @@ class Supervisor:
         self.started[slot] = time.monotonic()
         self.reports.pop(slot, None)
 
+    def _open_again(self) -> duckdb.DuckDBPyConnection:
+        """A new connection of the database with the settings the service gave its own: the
+        writer closes the database and opens it again every ``ResultWriter.REOPEN_ROWS`` rows
+        (an open DuckDB database keeps about a byte of heap for every row appended to it;
+        point 7 of :mod:`medaudit.prealert.writer`)."""
+        from .. import db as dbm
+
+        con = dbm.connect(self.db)
+        for name, value in self._settings.items():
+            con.execute(f"SET {name} = ?", [value])  # names: the constants of start()
+        return con
+
     def start(self) -> None:
         self.journal.mkdir(parents=True, exist_ok=True)
+        self._settings = {
+            name: self.con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
+            for name in ("threads", "memory_limit")
+        }
+        # from here on the writer's connection is the process's only one of the database (the
+        # workers read a snapshot): everything else here reads through writer.reading()
         self.writer = ResultWriter(
-            self.con, self.journal, max_rows=self.max_queue_rows, shared=True, alive=self.alive, idle=True
+            self.con,
+            self.journal,
+            max_rows=self.max_queue_rows,
+            shared=True,
+            alive=self.alive,
+            idle=True,
+            reopen=self._open_again,
+            reopen_rows=self.reopen_rows,
         )
+        self.con = None  # the writer's now (it closes it when it opens the database again)
         self.make_snapshot()
         self.sock_path.unlink(missing_ok=True)
         old = os.umask(0o177)
@@ -388,6 +414,7 @@ class Supervisor:
         shutil.rmtree(self._sock_dir, ignore_errors=True)
         if self.writer is not None:
             self.writer.close()
+            self.writer.con.close()
         self.snapshot.unlink(missing_ok=True)
         for wal in (self.snapshot.with_name(self.snapshot.name + ".wal"),):
             wal.unlink(missing_ok=True)
