@@ -71,6 +71,8 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from .metrics import trim_heap
+
 log = logging.getLogger(__name__)
 
 
@@ -457,6 +459,7 @@ class ResultWriter(_Answers):
             if not self._closed:
                 self._closed = True
                 self.con.close()  # DuckDB checkpoints the write-ahead log into the file as it closes
+                trim_heap()  # what the database held, back to the system (else kept by malloc as free)
             self.con = self._reopen()
             self._configure(self.con)
             self._closed = False
