@@ -368,17 +368,26 @@ def slim_columns(con: db.Connection, types: Sequence[RuleType]) -> str:
     query, the rule's own query: ``RuleType.names_read``); a ``*`` passes on the columns there
     are, and a column missed would fail the type's query at once (a binder error, not a silent
     difference). Decided from the texts alone: no query is planned."""
-    texts: list[str] = []
+    named: set[str] = set()
     for rt in types:
-        texts += [rt.query or "", *rt.line_inputs.values()]
         if rt.compose is not None or rt.prepare is not None:
-            named = type_names(rt)
-            read = rt.names_read(con, named) if rt.names_read is not None else None
+            names = type_names(rt)
+            read = rt.names_read(con, names) if rt.names_read is not None else None
             if read is None:  # may read any column
                 return SLIM_COLUMNS
-            texts += [" ".join(sorted(read)), rt.compose(named, con) if rt.compose is not None else ""]
-    unread = [c for c in SPARE_COLUMNS if not any(re.search(rf"\b{c}\b", t) for t in texts)]
-    return f"* EXCLUDE ({', '.join((*VISIT_COLUMNS, *unread))})"
+            named |= read | _names_in(SPARE_COLUMNS, rt.compose(names, con) if rt.compose is not None else "")
+        named |= _names_in(SPARE_COLUMNS, *_texts(rt))
+    return f"* EXCLUDE ({', '.join((*VISIT_COLUMNS, *(c for c in SPARE_COLUMNS if c not in named)))})"
+
+
+def _texts(rt: RuleType) -> tuple[str, ...]:
+    """The SQL texts a type wrote itself: its query and its inputs from the lines."""
+    return (rt.query or "", *rt.line_inputs.values())
+
+
+def _names_in(columns: Sequence[str], *texts: str) -> set[str]:
+    """Which of ``columns`` the ``texts`` name (as whole words)."""
+    return {c for c in columns if any(re.search(rf"\b{c}\b", t) for t in texts)}
 
 
 def _visit_columns_sql(v: str, fee_date: str) -> str:
@@ -409,9 +418,7 @@ def reads_visit_columns(con: db.Connection, rt: RuleType) -> bool:
     if rt.name not in _READS_VISIT:
         if rt.prepare is not None or rt.compose is not None:
             _READS_VISIT[rt.name] = True
-        elif not any(
-            re.search(rf"\b{c}\b", text) for c in VISIT_COLUMNS for text in (rt.query or "", *rt.line_inputs.values())
-        ):
+        elif not _names_in(VISIT_COLUMNS, *_texts(rt)):
             _READS_VISIT[rt.name] = False
         else:
             try:

@@ -70,29 +70,18 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-def _mallinfo2():
+def _glibc(name: str, restype, argtypes=()):
+    """glibc's function ``name`` (None: not glibc, or one too old to have it)."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        f = libc.mallinfo2
-    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        f = getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
-    f.restype = _MallInfo2
+    f.restype, f.argtypes = restype, list(argtypes)
     return f
 
 
-_MALLINFO2 = _mallinfo2()
-
-
-def _malloc_trim():
-    try:
-        f = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-    f.argtypes, f.restype = [ctypes.c_size_t], ctypes.c_int
-    return f
-
-
-_MALLOC_TRIM = _malloc_trim()
+_MALLINFO2 = _glibc("mallinfo2", _MallInfo2)  # glibc 2.33 or later
+_MALLOC_TRIM = _glibc("malloc_trim", ctypes.c_int, [ctypes.c_size_t])
 
 
 def trim_heap() -> bool:

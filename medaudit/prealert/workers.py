@@ -326,9 +326,9 @@ class Supervisor:
 
     def _open_again(self) -> duckdb.DuckDBPyConnection:
         """A new connection of the database with the settings the service gave its own: the
-        writer closes the database and opens it again every ``ResultWriter.REOPEN_ROWS`` rows
-        (an open DuckDB database keeps about a byte of heap for every row appended to it;
-        point 7 of :mod:`medaudit.prealert.writer`)."""
+        writer closes the database and opens it again every ``reopen_rows`` rows (an open DuckDB
+        database keeps about a byte of heap for every row appended to it; point 7 of
+        :mod:`medaudit.prealert.writer`)."""
         from .. import db as dbm
 
         con = dbm.connect(self.db)
