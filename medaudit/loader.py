@@ -1202,11 +1202,23 @@ class _Checker:
 # ---------------------------------------------------------------------------- loading
 
 
+#: the order a table's rows are stored in, within a batch (the others: the file's). Fee lines by
+#: month, then person: a screen in parts reads one range of persons at a time
+#: (:func:`medaudit.engine.person_part`) and a night's run the months from its first day on, and
+#: DuckDB skips the row groups whose min and max are outside such a filter; in the file's order
+#: (an extract's is by visit or by time) each part read every fee line: 52.4M lines in 5 parts,
+#: 2.0 CPU s a part for 7 columns against 0.6 stored so. The sort costs the load about 0.7 CPU s
+#: a million lines.
+CLUSTER = {"fee_list_d": f"date_trunc('month', fee_ocur_time), psn_no, {ROW}"}
+
+
 def _insert(con: duckdb.DuckDBPyConnection, c: _Checked, batch_id: int) -> None:
-    """Insert the rows that passed; only contract names reach the SQL text, values are bound."""
+    """Insert the rows that passed (in the order :data:`CLUSTER` gives the table); only contract
+    names reach the SQL text, values are bound."""
     names = ", ".join(db.ident(x) for x in c.table.column_names)
+    order = f" ORDER BY {CLUSTER[c.table.name]}" if c.table.name in CLUSTER else ""
     con.execute(
-        f"INSERT INTO {db.ident(c.table.name)} (batch_id, source_row, {names}) SELECT ?, {ROW}, {names} FROM {c.good}",
+        f"INSERT INTO {db.ident(c.table.name)} (batch_id, source_row, {names}) SELECT ?, {ROW}, {names} FROM {c.good}{order}",
         [batch_id],
     )
 

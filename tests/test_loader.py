@@ -483,6 +483,25 @@ def test_header_only_file_loads_no_rows(tmp_path):
 # ---------------------------------------------------------------------------- batches
 
 
+def test_fee_lines_are_stored_by_month_then_person(tmp_path):
+    """Within a batch the fee lines are stored by month, then person, then file row
+    (``loader.CLUSTER``: a screen in parts and a night's run read row groups of their persons
+    and months only), whatever the file's order; every line loads once."""
+    b = Batch()
+    va = b.visit(mdtrt_id="VA", psn_no="P9", begntime="2026-04-01 08:00:00", endtime="2026-04-30 08:00:00")
+    vb = b.visit(mdtrt_id="VB", psn_no="P1", begntime="2026-03-01 08:00:00", endtime="2026-04-30 08:00:00")
+    b.line(va, BED, bkkp_sn="L1", time="2026-04-03 08:00:00")
+    b.line(vb, BED, bkkp_sn="L2", time="2026-04-02 08:00:00")
+    b.line(vb, BED, bkkp_sn="L3", time="2026-03-05 08:00:00")
+    b.line(va, BED, bkkp_sn="L4", time="2026-04-01 09:00:00")
+    b.line(vb, BED, bkkp_sn="L5", time="2026-03-04 08:00:00")
+    con = con_at(tmp_path)
+    load_batch(b.write(tmp_path / "b"), con)
+    stored = [r[0] for r in con.execute("SELECT bkkp_sn FROM fee_list_d ORDER BY rowid").fetchall()]
+    # March: P1's lines in file order; April: P1's, then P9's in file order
+    assert stored == ["L3", "L5", "L2", "L1", "L4"]
+
+
 def test_same_batch_twice_is_detected_by_content(tmp_path):
     folder = small_batch().write(tmp_path / "b")
     con = con_at(tmp_path)

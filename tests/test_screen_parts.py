@@ -70,19 +70,48 @@ def test_parts_equal_one_screen(loaded, tmp_path, n_parts):
 
 
 def test_every_person_in_one_part(loaded):
-    """The parts cover every person once (a person's lines never split across parts)."""
+    """The parts cover every person once (a person's lines never split across parts), and the
+    ranges cut from a sample of the lines hold about as many lines each."""
     con = dbm.connect(loaded, read_only=True)
     k = 5
-    counts = con.execute(
-        f"""SELECT count(*), count(DISTINCT psn_no), sum(n) FROM (
-                SELECT psn_no, count(*) FILTER (WHERE {" OR ".join(engine.person_part("psn_no", i, k) for i in range(k))}) AS n,
-                       list_distinct(list(hash(psn_no) % {k})) AS parts
-                FROM mdtrt_d GROUP BY psn_no HAVING len(parts) = 1)"""
-    ).fetchall()[0]
-    total = con.execute("SELECT count(DISTINCT psn_no), count(*) FROM mdtrt_d").fetchall()[0]
+    engine.set_part_bounds(con, k)
+    in_parts = " + ".join(f"CAST({engine.person_part('psn_no', i, k)} AS INT)" for i in range(k))
+    for table in ("mdtrt_d", "setl_d", "fee_list_d"):
+        wrong, rows = con.execute(
+            f"SELECT count(*) FILTER (WHERE n <> 1), count(*) FROM (SELECT {in_parts} AS n FROM {table})"
+        ).fetchall()[0]
+        assert rows and wrong == 0, table
+    sizes = [
+        con.execute(f"SELECT count(*) FROM fee_list_d WHERE {engine.person_part('psn_no', i, k)}").fetchall()[0][0]
+        for i in range(k)
+    ]
+    total = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
     con.close()
-    assert counts[0] == counts[1] == total[0]
-    assert counts[2] == total[1]
+    assert sum(sizes) == total
+    assert min(sizes) > total / k / 2 and max(sizes) < total / k * 2, sizes
+
+
+def test_part_bounds_are_bound_values_not_sql(tmp_path):
+    """The persons' ids that cut the parts are data: ids holding quotes and SQL text still fall in
+    exactly one part each, and nothing they say runs."""
+    con = dbm.connect(tmp_path / "p.duckdb")
+    ids = [f"P{i:03d}" for i in range(40)] + ["x'); DROP TABLE fee_list_d; --", "y' OR '1'='1", 'z"; SELECT 1; --']
+    con.execute("CREATE TEMP TABLE people AS SELECT unnest(?::VARCHAR[]) AS psn_no", [ids])
+    con.execute("INSERT INTO fee_list_d (psn_no, bkkp_sn) SELECT psn_no, psn_no || '#' || i FROM people, range(3) t(i)")
+    k = 4
+    engine.set_part_bounds(con, k)
+    bounds = con.execute(f"SELECT getvariable('{engine.PART_BOUNDS}')").fetchall()[0][0]
+    assert len(bounds) == k - 1
+    for i in range(k):
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW part{i} AS SELECT psn_no FROM people WHERE {engine.person_part('psn_no', i, k)}"
+        )
+    got = con.execute(" UNION ALL ".join(f"SELECT psn_no FROM part{i}" for i in range(k))).fetchall()
+    assert sorted(p for (p,) in got) == sorted(ids)
+    assert con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0] == 3 * len(ids)
+    with pytest.raises(ValueError):
+        engine.person_part("psn_no", k, k)
+    con.close()
 
 
 def test_parts_lines_netted_once_are_the_lines_of_one_build(loaded, tmp_path):
