@@ -165,9 +165,9 @@ def prepare_lines(
     ``of_ctx``: with ``ctx``, only the context visits flagged ``in_person`` or ``in_month``;
     ``columns``: the columns kept (a select list of the engine's, ``*`` all); ``context=False``:
     ``visits``, ``diag`` and ``deaths`` are there already (:func:`_screen_night`);
-    ``adj``: the refund adjustments made once for several builds (:func:`line_adjustments`, which
-    also makes the same-day repeats read with them),
-    instead of computing them from the lines read."""
+    ``adj``: the refund adjustments made once for several builds (:func:`line_adjustments`)
+    instead of computing them from the lines read (the same-day repeats are always the lines
+    read's own: a visit's lines are all in one part)."""
     if of_ctx not in (None, "in_person", "in_month"):
         raise ValueError(f"not a context flag: {of_ctx!r}")
     if context:
@@ -264,9 +264,8 @@ def _check_part_bounds(con: db.Connection, k: int) -> None:
 
 
 #: the refund adjustments of a screen in parts, made once (:func:`line_adjustments`) and read
-#: by each part's build of ``lines``; and, made with them, the (visit, code, day)s of two lines
-#: or more (``lines.day_repeat``)
-ADJ, DAY_REP = "line_adj", "line_day_rep"
+#: by each part's build of ``lines``
+ADJ = "line_adj"
 
 
 def _day_repeat_sql(src: str) -> str:
@@ -313,35 +312,39 @@ def _adjustment_ctes(src: str) -> str:
 
 def line_adjustments(con: db.Connection, src: str = "fee_list_d") -> None:
     """``line_adj``: the refund adjustments of every line of ``src``, for several builds of
-    ``lines`` over parts of it (:func:`prepare_lines`' ``adj``), and ``line_day_rep``, the
-    same-day repeats of all of it (:func:`_day_repeat_sql`: a person's lines are all in one part,
-    so the whole's repeats are each part's). A refund nets only lines of its
+    ``lines`` over parts of it (:func:`prepare_lines`' ``adj``). A refund nets only lines of its
     own visit (the loader holds a linked refund to its line's visit; unlinked ones match on
     visit, code and day), so the adjustments of the whole are each part's. Built once, a screen
     in k parts reads the fee lines once per part instead of three times (the netting's two
-    passes over them, then the lines themselves)."""
+    passes over them, then the lines themselves), and the lines of the month-wide types' hits
+    are built again with them (:func:`_keep_hit_facts`)."""
     with db.joins_as_written(con):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ADJ} AS WITH {_adjustment_ctes(src)} SELECT * FROM adj")
-    # one grouping of every fee line, not one per part (each part's filtered read of the fee
-    # lines cost more than its share of a whole pass: 52.4M lines in 5 parts, 2.5 to 4 CPU s a part)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {DAY_REP} AS {_day_repeat_sql(src)}")
 
 
 def _build_lines(
-    con: db.Connection, src: str, stage: str, setl_d: str = "setl_d", columns: str = "*", adj: str | None = None
+    con: db.Connection,
+    src: str,
+    stage: str,
+    setl_d: str = "setl_d",
+    columns: str = "*",
+    adj: str | None = None,
+    repeats: bool = True,
 ) -> None:
     # some columns only: the query as a subquery, its unused columns pruned by the optimiser
     slim = columns.strip() != "*"
-    # the refund adjustments and the same-day repeats: computed here from ``src``, or read from
-    # the tables made once (:func:`line_adjustments`)
+    # the refund adjustments: computed here from ``src``, or read from the table made once
+    # (:func:`line_adjustments`); the same-day repeats always from ``src`` (a visit's lines are
+    # all in it: one part's persons, whose range the scan reads alone), or none (``repeats``
+    # False: a build that keeps only the findings' facts of some lines, day_repeat NULL)
     adjust = _adjustment_ctes(src) if adj is None else f"adj AS (SELECT * FROM {adj})"
-    repeats = _day_repeat_sql(src) if adj is None else f"SELECT h FROM {DAY_REP}"
+    day_rep = _day_repeat_sql(src) if repeats else "SELECT CAST(NULL AS UBIGINT) AS h WHERE FALSE"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE lines AS
         {f"SELECT {columns} FROM (" if slim else ""}
         WITH {adjust},
-        day_rep AS ({repeats}),   -- see _day_repeat_sql
+        day_rep AS ({day_rep}),   -- see _day_repeat_sql
         net AS (
             SELECT f.bkkp_sn, f.mdtrt_id, f.setl_id, f.fee_ocur_time, f.hilist_code, f.hilist_name, f.list_type,
                    f.med_chrgitm_type, f.chrgitm_lv, f.pric, f.pric_uplmt_amt, f.bilg_dept_codg, f.bilg_dr_code,
@@ -364,7 +367,7 @@ def _build_lines(
         SELECT n.* EXCLUDE (ownpay0, fixmedins_code, psn_no),
                n.psn_no, n.fixmedins_code,
                CAST(n.fee_ocur_time AS DATE) AS fee_date,
-               d.h IS NOT NULL AS day_repeat,
+               {"d.h IS NOT NULL" if repeats else "CAST(NULL AS BOOLEAN)"} AS day_repeat,
                {semantics.ownpay.sql("n.amt", "n.ownpay0")} AS ownpay,
                {semantics.deductible.sql("n.amt", "n.ownpay0", "n.chrgitm_lv", "n.hosp_appr_flag")} AS deductible,
                s.setl_time,
@@ -760,12 +763,21 @@ LINE_INFO = (
 
 
 def findings_sql(
-    stage: str, run_id: int, lines: str = "lines", hits: str = HITS, rules: str = RULES, fan: str = FAN
+    stage: str,
+    run_id: int,
+    lines: str = "lines",
+    hits: str = HITS,
+    rules: str = RULES,
+    fan: str = FAN,
+    group_all: bool = False,
 ) -> str:
     """The script that groups ``hits`` into ``new_findings`` and ``new_finding_lines`` (ids,
     claims, evidence; nothing carried yet): what :func:`store_findings` runs, and what the Spark
     runner (:mod:`medaudit.spark`) renders for Spark. ``lines``: where the hit lines' facts are
-    read (at least the columns of :data:`LINE_INFO`)."""
+    read (at least the columns of :data:`LINE_INFO`). A finding of one hit line (about half)
+    takes its values from that line without the grouping (52.4M lines, 1.68M findings: 25.7 ->
+    12.8 CPU s for the findings' rows, the same rows); ``group_all``: every finding through the
+    grouping (the tests' reference for that shortcut)."""
     return f"""
         -- a hit line is usually one row of ``hits``; the keys with more (a line a type names
         -- twice in one finding) are grouped, the others taken as they are: the grouping of
@@ -806,8 +818,13 @@ def findings_sql(
         -- grouped as new_findings is made: the fan-out to every rule sharing a body then runs on
         -- every thread (a table of them is one row group at 1M lines, and ten copies of every
         -- rule waited on one thread for their 337k ids)
+        -- the findings of more than one hit line (by the key's hash: a collision only sends a
+        -- one-line finding through the grouping, which gives it the same values)
+        CREATE OR REPLACE TEMP TABLE finding_multi AS
+        SELECT hash(rule_key, finding_key) AS k FROM hit_lines_l GROUP BY 1 HAVING count(*) > {0 if group_all else 1};
+
         CREATE OR REPLACE TEMP VIEW rep_findings AS
-        WITH hl AS (SELECT * FROM hit_lines_l)
+        WITH hl AS (SELECT * FROM hit_lines_l WHERE hash(rule_key, finding_key) IN (SELECT k FROM finding_multi))
         SELECT
             hl.rule_key,
             -- the violating lines' ids in order (a sorted list: an ordered string_agg costs twice as much)
@@ -839,7 +856,28 @@ def findings_sql(
         -- grouped by the rule's key alone: its labels (name, basis: long texts) are joined to
         -- the findings after, not hashed and compared as grouping keys on every hit line
         FROM hl
-        GROUP BY hl.rule_key, hl.finding_key;
+        GROUP BY hl.rule_key, hl.finding_key
+        UNION ALL
+        -- a finding of one hit line (about half of them): the same values without the grouping
+        -- (each aggregate above of a single row; arg_min skips a NULL value as a lone row's is NULL)
+        SELECT
+            hl.rule_key,
+            CASE WHEN hl.v AND hl.bkkp_sn IS NOT NULL THEN hl.bkkp_sn ELSE '' END AS violating_sns,
+            '{stage}' AS stage,
+            coalesce(hl.fixmedins_code, hl.l_inst) AS fixmedins_code,
+            coalesce(hl.dept_code, CASE WHEN hl.mdtrt_id IS NOT NULL THEN coalesce(hl.bilg_dept_codg, hl.visit_dept) END) AS dept_code,
+            coalesce(hl.dr_code, CASE WHEN hl.mdtrt_id IS NOT NULL THEN coalesce(hl.bilg_dr_code, hl.chfpdr_code) END) AS dr_code,
+            coalesce(hl.psn_no, CASE WHEN hl.mdtrt_id IS NOT NULL THEN hl.l_psn END) AS psn_no,
+            hl.mdtrt_id,
+            CASE WHEN hl.mdtrt_id IS NOT NULL THEN hl.setl_id END AS setl_id,
+            coalesce(hl.period, strftime(hl.setl_time, '%Y-%m'), strftime(hl.fee_ocur_time, '%Y-%m')) AS period,
+            hl.finding_key,
+            CAST(round(coalesce(CASE WHEN hl.v THEN hl.amt END, 0), 2) AS DECIMAL(18,2)) AS flagged_amt,
+            CAST(round(coalesce(hl.claim, 0), 2) AS DECIMAL(18,2)) AS claimed_amt,
+            CAST(0 AS DECIMAL(18,2)) AS deduction_amt,
+            concat_ws('；', nullif(hl.ev_head, ''), hl.ev_line) AS evidence,
+            {run_id} AS first_run, {run_id} AS last_run, now()::TIMESTAMP AS created_at
+        FROM hit_lines_l hl WHERE hash(hl.rule_key, hl.finding_key) NOT IN (SELECT k FROM finding_multi);
 
         -- every rule evaluated, and each rule sharing its body (rule_fan), gets the same findings
         -- under its own id, labels and initial status
@@ -1279,7 +1317,7 @@ def _screen_in_parts(
         _keep_hit_facts(con, stage, since)
         return n_lines
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {ADJ}; DROP TABLE IF EXISTS {DAY_REP}")
+        con.execute(f"DROP TABLE IF EXISTS {ADJ}")
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -1287,9 +1325,9 @@ def _screen_in_parts(
 def _keep_hit_facts(con: duckdb.DuckDBPyConnection, stage: str, since: int) -> None:
     """Add to ``hit_line_info`` the facts of the lines the hits from row ``since`` on name (the
     month-wide types' after a screen in parts) that are not there yet: those lines built again
-    from the fee lines, with the refund adjustments and same-day repeats made once
-    (:func:`line_adjustments`) and ``visits`` of every person, so the same lines their part
-    built. A few lines, looked up once, instead of these facts' columns of every line written
+    from the fee lines, with the refund adjustments made once (:func:`line_adjustments`) and
+    ``visits`` of every person, so the same lines their part built (without the same-day
+    repeats, which a visit's other lines decide and the facts do not hold). A few lines, looked up once, instead of these facts' columns of every line written
     to the part files."""
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM fee_list_d
@@ -1297,7 +1335,7 @@ def _keep_hit_facts(con: duckdb.DuckDBPyConnection, stage: str, since: int) -> N
     )
     _drop_temp(con, "lines")
     with db.joins_as_written(con):
-        _build_lines(con, "fee_src", stage, "setl_d", SLIM_COLUMNS, ADJ)
+        _build_lines(con, "fee_src", stage, "setl_d", SLIM_COLUMNS, ADJ, repeats=False)
     _keep_line_info(con, first=False, known=True, slim=True, since=since)
     _drop_temp(con, "lines")
 
