@@ -298,6 +298,43 @@ def test_peer_outlier_in_parts_is_peer_outlier_whole(tmp_path):
     assert out[None][1] == out[4][1]
 
 
+def test_parts_read_the_settlements_of_their_persons(tmp_path):
+    """The types of a part judge the visits that took place (a visit whose settlement was refunded
+    did not) from the part's settlements, as a whole screen does from all: two persons with
+    overlapping stays at two hospitals, one of them with the first stay refunded, give the same
+    findings either way."""
+    b = Batch()
+    for p, refunded in (("PA", False), ("PB", True), ("PC", False), ("PD", False)):
+        # the first stay (the one the later is judged against) refunded for PB: cancelled
+        s1 = b.visit(mdtrt_id=f"{p}-1", psn_no=p, med_type="21", fixmedins_code="H001", refunded=refunded,
+                     begntime="2026-03-02 08:00:00", endtime="2026-03-08 10:00:00")  # fmt: skip
+        s2 = b.visit(mdtrt_id=f"{p}-2", psn_no=p, med_type="21", fixmedins_code="H002",
+                     begntime="2026-03-04 08:00:00", endtime="2026-03-06 10:00:00")  # fmt: skip
+        for v in (s1, s2):
+            b.line(v, "001109000010000", bkkp_sn=f"{v}-L", time="2026-03-05 08:00:00")
+    rules = """
+        rules:
+          - id: R-OVL
+            version: 1
+            name: 住院期间在其他机构重复住院
+            type: overlapping_stays
+            severity: suspect
+            stages: [post_hoc]
+            params: {kind: inpatient}
+    """
+    out = {}
+    for part_lines in (None, 2):
+        con = loaded_db(b, tmp_path / f"t{part_lines}.duckdb", tmp_path / "batch")
+        lib = load_library(write_rules(tmp_path / f"rules{part_lines}", rules))
+        n_parts = screen(con, lib, part_lines=part_lines).n_parts
+        persons = sorted({p for (p,) in con.execute("SELECT psn_no FROM findings").fetchall()})
+        out[part_lines] = (n_parts, persons, state(con))
+        con.close()
+    assert out[None][0] == 1 and out[2][0] >= 2
+    assert out[None][1] == ["PA", "PC", "PD"]
+    assert out[None][1:] == out[2][1:]
+
+
 def test_a_line_input_whose_name_is_not_plain_is_refused():
     """A line input's name is also the name of its folder of part files, written into a COPY
     statement and a view: anything but plain characters is refused before it reaches SQL."""
