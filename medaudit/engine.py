@@ -1260,8 +1260,11 @@ def _screen_in_parts(
     folder = _parts_folder(con) if wide else None
     # the month-wide types that say what they read of the lines (RuleType.line_inputs) get that
     # written per part (grouped or filtered); the others every column they read of every line
-    by_input = [t for t in wide if REGISTRY[t].line_inputs]
-    every_line = [t for t in wide if t not in by_input]
+    # (a type that can find the groups it may flag from their sums, RuleType.line_lookup, writes
+    # those sums and reads the lines of such groups after the parts)
+    lookup = [t for t in wide if REGISTRY[t].line_lookup is not None]
+    by_input = [t for t in wide if REGISTRY[t].line_inputs and t not in lookup]
+    every_line = [t for t in wide if t not in by_input and t not in lookup]
     keep, copy_from = "*", "lines"
     input_columns: dict[str, str] = {}  # the columns an input named ``lines`` keeps, by type
     columns = slim_columns(con, [REGISTRY[t] for t in names])
@@ -1281,6 +1284,13 @@ def _screen_in_parts(
                         copy_from = LINES_V
                     keep = _columns_read(con, [REGISTRY[t] for t in every_line], copy_from, facts=False)
                 _copy_part(con, keep, _part_path(folder, i), copy_from)
+            for tname in lookup:
+                assert folder is not None  # lookup types are wide types: there is a parts folder
+                rt = REGISTRY[tname]
+                assert rt.line_lookup is not None
+                named = type_names(rt, lines=_slim_lines_for(con, rt))
+                sums = textwrap.dedent(rt.line_lookup.sums).format(**named)
+                _copy_part(con, "*", _part_path(folder, i, line_input_name(rt, "sums")), f"({sums})")
             for tname in by_input:
                 assert folder is not None  # by_input are wide types: there is a parts folder
                 rt = REGISTRY[tname]
@@ -1313,10 +1323,24 @@ def _screen_in_parts(
         # each input from the lines as one
         _drop_temp(con, "lines")
         prepare_context(con)
+        for tname in lookup:
+            # the groups that may break its rules, their lines built as a part builds them, the
+            # type over them, and its hit lines' facts from them (all of it the type's step)
+            if on_type:
+                on_type(tname, next(done), steps)
+            t = time.perf_counter()
+            _lookup_lines(con, REGISTRY[tname], stage, folder)
+            since = _hit_rows(con)
+            run_type(con, REGISTRY[tname])
+            _keep_line_info(con, first=False, known=True, since=since)
+            _drop_temp(con, "lines")
+            timings[tname] = timings.get(tname, 0.0) + time.perf_counter() - t
         if every_line:
             _parts_view(con, "lines", folder)
         since = _hit_rows(con)
         for tname in wide:
+            if tname in lookup:
+                continue
             made = None
             if tname in by_input:
                 made = {n: line_input_name(REGISTRY[tname], n) for n in REGISTRY[tname].line_inputs}
@@ -1327,9 +1351,46 @@ def _screen_in_parts(
         _keep_hit_facts(con, stage, since)
         return n_lines
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {ADJ}")
+        con.execute(f"DROP TABLE IF EXISTS {ADJ}; DROP TABLE IF EXISTS lookup_keys")
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _lookup_lines(con: duckdb.DuckDBPyConnection, rt: RuleType, stage: str, folder: str) -> None:
+    """``lines`` (every column) of the groups the type ``rt`` may flag (``RuleType.line_lookup``),
+    from the sums each part wrote to ``folder``: the groups' keys, then the fee lines that match
+    them, built with the refund adjustments made once (:func:`line_adjustments`) and ``visits``
+    of every person, as their parts built them. A (visit, code, day) is in one group whatever the
+    group's key, so its same-day repeats are found among these lines."""
+    look = rt.line_lookup
+    assert look is not None
+    sums = line_input_name(rt, "sums")
+    _parts_view(con, sums, folder, sums)
+    keys = textwrap.dedent(look.keys).format(**type_names(rt, lines="lines"), sums=sums)
+    for column in look.match:
+        if not re.fullmatch(r"[a-z_]+", column):
+            raise ValueError(f"not a plain column name for a group's key: {column!r}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE lookup_keys AS SELECT {', '.join(look.match)} FROM ({keys})")
+    # each key's expression over the fee lines alone (in a join's condition a bare column name
+    # could bind to the keys' own column of that name), then the lines of the keys
+    # (the keys that are a fee line's own column pick its lines first: the others' expressions,
+    # a month from the time, are computed on those lines only, not on every fee line)
+    exprs = ", ".join(f"({expr}) AS __key_{c}" for c, expr in look.match.items())
+    on = " AND ".join(f"k.{c} = f.__key_{c}" for c in look.match)
+    plain = [c for c, expr in look.match.items() if expr.strip() == c]
+    first = "SELECT * FROM fee_list_d WHERE cnt >= 0"
+    if plain:
+        cols = ", ".join(plain)
+        first = f"""SELECT f.* FROM fee_list_d f SEMI JOIN (SELECT DISTINCT {cols} FROM lookup_keys) p
+                    ON {" AND ".join(f"p.{c} = f.{c}" for c in plain)} WHERE f.cnt >= 0"""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW fee_src AS
+            SELECT f.* EXCLUDE ({", ".join(f"__key_{c}" for c in look.match)})
+            FROM (SELECT *, {exprs} FROM ({first})) f SEMI JOIN lookup_keys k ON {on}"""
+    )
+    _drop_temp(con, "lines")
+    with db.joins_as_written(con):
+        _build_lines(con, "fee_src", stage, "setl_d", "*", ADJ)
 
 
 def _keep_hit_facts(con: duckdb.DuckDBPyConnection, stage: str, since: int) -> None:

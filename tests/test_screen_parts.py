@@ -335,6 +335,53 @@ def test_parts_read_the_settlements_of_their_persons(tmp_path):
     assert out[None][1:] == out[2][1:]
 
 
+def test_inventory_in_parts_reads_the_lines_of_groups_over_stock_only(loaded, tmp_path, monkeypatch):
+    """In parts, inventory_mismatch writes each part's sums and then reads the lines of the
+    (institution, code, month)s billed over what was bought and held, and no others: counted
+    here from the fee lines and purchases directly. Its findings equal one screen's (above)."""
+    path = tmp_path / "inv.duckdb"
+    shutil.copyfile(loaded, path)
+    con = dbm.connect(path)
+    read: list[tuple[int, int]] = []
+    real = engine._lookup_lines
+
+    def counted(con, rt, stage, folder):
+        real(con, rt, stage, folder)
+        read.append(
+            con.execute(
+                "SELECT count(*), count(DISTINCT (fixmedins_code, hilist_code, strftime(fee_date, '%Y-%m'))) FROM lines"
+            ).fetchall()[0]
+        )
+
+    monkeypatch.setattr(engine, "_lookup_lines", counted)
+    lib = load_library(RULES)
+    n_fee = con.execute("SELECT count(*) FROM fee_list_d").fetchall()[0][0]
+    assert screen(con, lib, "post_hoc", scope=Scope("all"), part_lines=-(-n_fee // 3)).n_parts == 3
+    # the groups over stock, from the settled lines' net units (refunds taken back)
+    expected = con.execute(
+        """WITH net AS (
+               SELECT f.fixmedins_code, f.hilist_code, strftime(f.fee_ocur_time, '%Y-%m') AS month,
+                      f.cnt - coalesce(a.lq, 0) - coalesce(a.unq, 0) AS cnt
+               FROM fee_list_d f LEFT JOIN (SELECT bkkp_sn, lq, unq FROM (
+                   SELECT init_feedetl_sn AS bkkp_sn, -sum(cnt) AS lq, 0 AS unq FROM fee_list_d
+                   WHERE cnt < 0 AND init_feedetl_sn IS NOT NULL GROUP BY 1)) a USING (bkkp_sn)
+               JOIN setl_d s ON s.setl_id = f.setl_id AND coalesce(s.refd_setl_flag, '0') <> '1'
+               WHERE f.cnt > 0 AND (f.fixmedins_code, f.hilist_code) IN (SELECT fixmedins_code, hilist_code FROM purchases)),
+           g AS (SELECT fixmedins_code, hilist_code, month, sum(cnt) FILTER (WHERE cnt > 0) AS cnt, count(*) FILTER (WHERE cnt > 0) AS n
+                 FROM net GROUP BY ALL),
+           k AS (SELECT fixmedins_code, hilist_code, period, sum(purchase_cnt) AS b, sum(coalesce(opening_stock_cnt, 0)) AS o
+                 FROM purchases GROUP BY ALL)
+           SELECT count(*), sum(n) FROM g LEFT JOIN k ON k.fixmedins_code = g.fixmedins_code AND k.hilist_code = g.hilist_code
+                                                     AND k.period = g.month
+           WHERE (g.fixmedins_code, g.month) IN (SELECT fixmedins_code, period FROM purchases)
+             AND g.cnt > coalesce(k.b, 0) + coalesce(k.o, 0)"""
+    ).fetchall()[0]
+    con.close()
+    assert len(read) == 1
+    lines, groups = read[0]
+    assert groups == expected[0] and 0 < lines == expected[1] < n_fee / 10, (read, expected)
+
+
 def test_a_line_input_whose_name_is_not_plain_is_refused():
     """A line input's name is also the name of its folder of part files, written into a COPY
     statement and a view: anything but plain characters is refused before it reaches SQL."""

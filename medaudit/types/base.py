@@ -204,6 +204,26 @@ def max_param(rule: Any, name: str, default: int = 0) -> int:
     return max([int(v) for v in values if v is not None] or [default])
 
 
+@dataclass(frozen=True)
+class LineLookup:
+    """How a type that judges groups of lines (an institution's code in a month) finds, in a
+    screen in parts, the few groups that can break its rules before it reads any line
+    (``RuleType.line_lookup``).
+
+    ``sums``: a query over ``{lines}`` (one part's) and the type's inputs, grouping them: the
+    group's columns and partial sums, which each part writes. ``keys``: a query over ``{sums}``
+    (every part's rows: a group's sums are added up here) and the type's inputs, giving the
+    groups to read, with the columns ``match`` names. ``match``: each of those columns as SQL over
+    a fee line (the columns of ``fee_list_d``). The groups it gives must hold every group the
+    type can flag (a superset: a rule counts some of a group's lines, never more): the type then
+    runs over those groups' lines only, built as a part's lines are, and flags what it flags over
+    every line (``tests/test_screen_parts.py``)."""
+
+    sums: str
+    keys: str
+    match: dict[str, str]
+
+
 @dataclass
 class RuleType:
     name: str  # e.g. restrict_gender
@@ -257,6 +277,9 @@ class RuleType:
     #: it reads as ``{lines}`` and matched lines everywhere but from the part files, and
     #: ``tests/test_screen_parts.py`` compares the two).
     line_inputs: dict[str, str] = field(default_factory=dict)
+    #: in a screen in parts, the groups the type can flag found from each part's sums, and only
+    #: their lines read (:class:`LineLookup`), instead of every line its ``line_inputs`` keep
+    line_lookup: LineLookup | None = None
 
     def sql(self, names: dict[str, str], con: Any = None) -> str:
         if self.compose is not None:

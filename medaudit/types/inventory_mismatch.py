@@ -65,7 +65,7 @@ DOC_ZH = """进销存不符：收费数量超过机构实际拥有的库存。
 **扣款。** `excess_qty`，按平均收费单价：超出数量 × 平均单价 × 基金支付比例，不超过该明细可扣金额。默认严重程度 `suspect`。
 """
 
-from .base import LINE_FACT, Reach, RuleType, excess_allocation
+from .base import LINE_FACT, LineLookup, Reach, RuleType, excess_allocation
 
 #: the matched lines the type counts: drugs, herbs and consumables, or any item a rule lists
 _BILLED = """SELECT m.*, strftime(fee_date, '%Y-%m') AS month FROM {m} m
@@ -77,6 +77,33 @@ TRACKED_LINES = """
     SELECT * FROM {lines} l
     WHERE EXISTS (SELECT 1 FROM {purchases} k WHERE k.fixmedins_code = l.fixmedins_code AND k.hilist_code = l.hilist_code)
 """
+
+#: a screen in parts: per part, the tracked lines' net units by institution, code and month; then
+#: the groups billed over what the institution had (every line of the group counted: a rule
+#: counts some of them, never more, and every screened line has positive net units), whose lines
+#: alone the type reads (52.4M lines: 40% of them tracked, 0.35% in such groups)
+LOOKUP = LineLookup(
+    sums=f"""
+        SELECT fixmedins_code, hilist_code, strftime(fee_date, '%Y-%m') AS month, sum(cnt) AS cnt
+        FROM ({TRACKED_LINES}) l GROUP BY ALL
+    """,
+    keys="""
+        SELECT s.fixmedins_code, s.hilist_code, s.month
+        FROM (SELECT fixmedins_code, hilist_code, month, sum(cnt) AS cnt FROM {sums} GROUP BY ALL) s
+        JOIN (SELECT DISTINCT fixmedins_code, period FROM {purchases}) rp
+          ON rp.fixmedins_code = s.fixmedins_code AND rp.period = s.month
+        LEFT JOIN (SELECT fixmedins_code, hilist_code, period, sum(purchase_cnt) AS bought,
+                          sum(coalesce(opening_stock_cnt, 0)) AS opening
+                   FROM {purchases} GROUP BY ALL) k
+          ON k.fixmedins_code = s.fixmedins_code AND k.hilist_code = s.hilist_code AND k.period = s.month
+        WHERE s.cnt > coalesce(k.bought, 0) + coalesce(k.opening, 0)
+    """,
+    match={
+        "fixmedins_code": "fixmedins_code",
+        "hilist_code": "hilist_code",
+        "month": "strftime(fee_ocur_time, '%Y-%m')",
+    },
+)
 
 RULE_TYPE = RuleType(
     name="inventory_mismatch",
@@ -91,6 +118,7 @@ RULE_TYPE = RuleType(
     # every line of the institution's month against its purchases
     reach=lambda rule: Reach(scope="month"),
     line_inputs={"lines": TRACKED_LINES},
+    line_lookup=LOOKUP,
     query=f"""
         WITH reported AS (SELECT DISTINCT fixmedins_code, period FROM {{purchases}}),
         tracked AS (SELECT DISTINCT fixmedins_code, hilist_code FROM {{purchases}}),
