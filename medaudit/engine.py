@@ -814,15 +814,15 @@ def findings_sql(
                (h.role = 'violating') AS v
         FROM hit_lines h LEFT JOIN {lines} l ON l.bkkp_sn = h.bkkp_sn;
 
-        -- findings of the rules evaluated (hits hold theirs only; see register_rules); a view,
-        -- grouped as new_findings is made: the fan-out to every rule sharing a body then runs on
-        -- every thread (a table of them is one row group at 1M lines, and ten copies of every
-        -- rule waited on one thread for their 337k ids)
         -- the findings of more than one hit line (by the key's hash: a collision only sends a
         -- one-line finding through the grouping, which gives it the same values)
         CREATE OR REPLACE TEMP TABLE finding_multi AS
         SELECT hash(rule_key, finding_key) AS k FROM hit_lines_l GROUP BY 1 HAVING count(*) > {0 if group_all else 1};
 
+        -- findings of the rules evaluated (hits hold theirs only; see register_rules); a view,
+        -- grouped as new_findings is made: the fan-out to every rule sharing a body then runs on
+        -- every thread (a table of them is one row group at 1M lines, and ten copies of every
+        -- rule waited on one thread for their 337k ids)
         CREATE OR REPLACE TEMP VIEW rep_findings AS
         WITH hl AS (SELECT * FROM hit_lines_l WHERE hash(rule_key, finding_key) IN (SELECT k FROM finding_multi))
         SELECT
@@ -1398,8 +1398,8 @@ def _keep_hit_facts(con: duckdb.DuckDBPyConnection, stage: str, since: int) -> N
     month-wide types' after a screen in parts) that are not there yet: those lines built again
     from the fee lines, with the refund adjustments made once (:func:`line_adjustments`) and
     ``visits`` of every person, so the same lines their part built (without the same-day
-    repeats, which a visit's other lines decide and the facts do not hold). A few lines, looked up once, instead of these facts' columns of every line written
-    to the part files."""
+    repeats, which a visit's other lines decide and the facts do not hold). A few lines, looked
+    up once, instead of these facts' columns of every line written to the part files."""
     con.execute(
         f"""CREATE OR REPLACE TEMP VIEW fee_src AS SELECT * FROM fee_list_d
             WHERE bkkp_sn IN (SELECT bkkp_sn FROM {HITS} WHERE rowid >= {int(since)})"""
