@@ -819,11 +819,8 @@ def findings_sql(
         CREATE OR REPLACE TEMP TABLE finding_multi AS
         SELECT hash(rule_key, finding_key) AS k FROM hit_lines_l GROUP BY 1 HAVING count(*) > {0 if group_all else 1};
 
-        -- findings of the rules evaluated (hits hold theirs only; see register_rules); a view,
-        -- grouped as new_findings is made: the fan-out to every rule sharing a body then runs on
-        -- every thread (a table of them is one row group at 1M lines, and ten copies of every
-        -- rule waited on one thread for their 337k ids)
-        CREATE OR REPLACE TEMP VIEW rep_findings AS
+        -- findings of the rules evaluated (hits hold theirs only; see register_rules)
+        CREATE OR REPLACE TEMP TABLE rep_findings AS
         WITH hl AS (SELECT * FROM hit_lines_l WHERE hash(rule_key, finding_key) IN (SELECT k FROM finding_multi))
         SELECT
             hl.rule_key,
@@ -885,13 +882,23 @@ def findings_sql(
         SELECT rule_key AS rep_key, rule_key FROM {rules} WHERE rule_key NOT IN (SELECT rule_key FROM {fan})
         UNION ALL SELECT rep_key, rule_key FROM {fan};
 
+        -- the run's findings by id, narrow: what is new is picked by id (store_findings) before
+        -- the rows are written, and each row is written once, from rep_findings
+        -- (new_finding_rows), not copied into a table of the fanned-out rows first
         CREATE OR REPLACE TEMP TABLE new_findings AS
         SELECT md5(r.rule_id || '@' || r.rule_version || '|{stage}|' || f.finding_key || '|' || f.violating_sns) AS finding_id,
+               m.rule_key AS __rule_key, f.rule_key AS __rep_key, f.finding_key
+        FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN {rules} r ON r.rule_key = m.rule_key;
+
+        -- the rows of new_findings
+        CREATE OR REPLACE TEMP VIEW new_finding_rows AS
+        SELECT n.finding_id,
                r.rule_id, r.rule_version, r.rule_name, r.rule_type, f.stage, r.severity, r.nature, r.basis,
                f.* EXCLUDE (rule_key, violating_sns, stage, first_run, last_run, created_at),
                {INITIAL_STATUS.format(stage=stage, no_money=", ".join(repr(t.name) for t in REGISTRY.values() if t.mode == "none") or "''")} AS status,
-               f.first_run, f.last_run, f.created_at, m.rule_key AS __rule_key
-        FROM rep_findings f JOIN rule_map m ON m.rep_key = f.rule_key JOIN {rules} r ON r.rule_key = m.rule_key;
+               f.first_run, f.last_run, f.created_at, n.__rule_key
+        FROM new_findings n JOIN rep_findings f ON f.rule_key = n.__rep_key AND f.finding_key = n.finding_key
+        JOIN {rules} r ON r.rule_key = n.__rule_key;
 
 
         -- the findings' lines (a view: read after store_findings has kept the new findings only):
@@ -900,8 +907,7 @@ def findings_sql(
         CREATE OR REPLACE TEMP VIEW new_finding_lines AS
         SELECT f.finding_id, h.bkkp_sn, h.role, h.amt AS line_amt, h.claim, CAST(0 AS DECIMAL(38,12)) AS carried,
                CAST(h.excess_units AS DECIMAL(18,4)) AS excess_units
-        FROM hit_lines_l h JOIN rule_map m ON m.rep_key = h.rule_key
-        JOIN new_findings f ON f.__rule_key = m.rule_key AND f.finding_key = h.finding_key
+        FROM hit_lines_l h JOIN new_findings f ON f.__rep_key = h.rule_key AND f.finding_key = h.finding_key
         WHERE h.bkkp_sn IS NOT NULL;
         """
 
@@ -924,7 +930,7 @@ def store_findings(
     con.execute(
         """
         INSERT INTO finding_lines BY NAME SELECT * FROM new_finding_lines;
-        INSERT INTO findings BY NAME SELECT * EXCLUDE (__rule_key) FROM new_findings;
+        INSERT INTO findings BY NAME SELECT * EXCLUDE (__rule_key) FROM new_finding_rows;
         """
     )
     # hospital loop: a changed rule version supersedes the old open findings (final ones never

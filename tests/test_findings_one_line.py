@@ -57,7 +57,7 @@ LINES = [
 
 def _findings(con, group_all: bool):
     con.execute(engine.findings_sql("post_hoc", 1, "hit_line_info", group_all=group_all))
-    rows = con.execute("SELECT * EXCLUDE (created_at, __rule_key) FROM new_findings ORDER BY finding_id").fetchall()
+    rows = con.execute("SELECT * EXCLUDE (created_at, __rule_key) FROM new_finding_rows ORDER BY finding_id").fetchall()
     lines = con.execute("SELECT * FROM new_finding_lines ORDER BY ALL").fetchall()
     return rows, lines
 

@@ -385,7 +385,7 @@ def screen_parquet(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    findings = spark.table("new_findings").drop("first_run", "last_run", "__rule_key")
+    findings = spark.table("new_finding_rows").drop("first_run", "last_run", "__rule_key")
     lines = spark.table("new_finding_lines")
     import pyarrow.parquet as pq
 
