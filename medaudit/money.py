@@ -107,23 +107,25 @@ def settle_deductions(con: duckdb.DuckDBPyConnection, touched: bool = False) -> 
         CREATE OR REPLACE TEMP TABLE __tf AS
         SELECT rowid AS rid, finding_id, rule_id, stage, severity, status, deduction_amt FROM findings {holders};
 
-        -- each line's carrier: the largest claim among the findings that claim money on it
+        -- each line's carrier: the row of the largest claim among the findings that claim
+        -- money on it (ties: the lowest rule id, then finding id; a finding holds a line once).
+        -- An aggregate, not a row_number() window over every claiming row: the window sorted
+        -- ten copies of every rule's 935k rows for one winner a line
         CREATE OR REPLACE TEMP TABLE __carriers AS
-        SELECT fl.rid,
-               row_number() OVER (PARTITION BY fl.bkkp_sn ORDER BY fl.claim DESC, f.rule_id, f.finding_id) = 1 AS carries
+        SELECT arg_min(fl.rid, (-fl.claim, f.rule_id, f.finding_id)) AS rid
         FROM __tl fl JOIN __tf f USING (finding_id)
         WHERE fl.role = 'violating' AND fl.claim > 0 AND {CLAIMING}
           AND fl.finding_id NOT IN (SELECT finding_id FROM __final)
-          AND fl.bkkp_sn NOT IN (SELECT bkkp_sn FROM __frozen);
+          AND fl.bkkp_sn NOT IN (SELECT bkkp_sn FROM __frozen)
+        GROUP BY fl.bkkp_sn;
 
         -- a carrier's row takes its share and any other row of a finding not final holds 0;
         -- only the rows whose share changes are rewritten
         UPDATE finding_lines SET carried = n.carried
-        FROM (SELECT t.rid, CASE WHEN c.carries THEN t.claim ELSE 0 END AS carried
+        FROM (SELECT t.rid, CASE WHEN c.rid IS NOT NULL THEN t.claim ELSE 0 END AS carried
               FROM __tl t LEFT JOIN __carriers c USING (rid)
               WHERE t.finding_id NOT IN (SELECT finding_id FROM __final)
-                AND CASE WHEN c.rid IS NULL THEN t.carried <> 0
-                         ELSE t.carried IS DISTINCT FROM CASE WHEN c.carries THEN t.claim ELSE 0 END END) n
+                AND CASE WHEN c.rid IS NULL THEN t.carried <> 0 ELSE t.carried IS DISTINCT FROM t.claim END) n
         WHERE finding_lines.rowid = n.rid;
 
         -- each finding's deduction: what its lines carry (all of them, touched or not)
