@@ -481,6 +481,57 @@ def test_the_audit_log_only_grows(tmp_path, monkeypatch):
     assert len({e[0] for e in after}) == len(after)
 
 
+def test_create_events_take_consecutive_ids_and_later_events_follow(tmp_path, monkeypatch):
+    """A screen takes its create events' ids from the sequence at once; an event logged after it,
+    and the next screen's create events, get ids above them (none is given twice)."""
+    b, v = loop_batch()
+    con = loop_db(tmp_path, monkeypatch, b)
+    creates = lambda: [
+        r[0]
+        for r in con.execute(  # noqa: E731
+            "SELECT event_id FROM finding_events WHERE action = 'create' ORDER BY event_id"
+        ).fetchall()
+    ]
+    first = creates()
+    n = con.execute("SELECT count(*) FROM findings").fetchall()[0][0]
+    assert n > 2 and first == list(range(first[0], first[0] + n))
+    sex = finding(con, v["sex"], "R-SEX-001")["id"]
+    lifecycle.transition(con, sex, "appeal", "王芳", "理由", clock=clock("2026-04-02"))
+    appeal = con.execute("SELECT max(event_id) FROM finding_events").fetchall()[0][0]
+    assert appeal == first[-1] + 1
+    set_wall_clock(monkeypatch, "2026-04-07")
+    res = rescreen(tmp_path, con, RULES_V2, name="rules2")
+    later = creates()[n:]
+    assert len(later) == res.n_new_findings > 0 and min(later) > appeal
+    ids = [r[0] for r in con.execute("SELECT event_id FROM finding_events").fetchall()]
+    assert len(ids) == len(set(ids))
+
+
+def test_create_events_when_the_ids_taken_are_not_consecutive(tmp_path, monkeypatch):
+    """Another connection taking ids in between: the screen asks the sequence row by row, and
+    the events are the same but for their ids."""
+
+    def screened(folder, take):
+        monkeypatch.setattr(lifecycle, "_take_event_ids", take)
+        folder.mkdir()
+        con = db.connect(folder / "x.duckdb")
+        load_batch(b.write(folder / "batch"), con)
+        rescreen(folder, con)
+        rows = con.execute(
+            "SELECT finding_id, actor, action, from_status, to_status, reason, attachments FROM finding_events ORDER BY ALL"
+        ).fetchall()
+        ids = [r[0] for r in con.execute("SELECT event_id FROM finding_events").fetchall()]
+        return rows, ids
+
+    b, _v = loop_batch()
+    set_wall_clock(monkeypatch, "2026-04-01")
+    taken = lifecycle._take_event_ids
+    fast, fast_ids = screened(tmp_path / "a", taken)
+    slow, slow_ids = screened(tmp_path / "b", lambda con, n: None)
+    assert slow == fast and len(fast) > 2
+    assert len(set(slow_ids)) == len(slow_ids) == len(fast_ids)
+
+
 def test_a_reviewer_confirms_part_of_a_suspect(tmp_path, monkeypatch):
     b, v = loop_batch()
     b.line(

@@ -377,16 +377,35 @@ def on_screened(
         """,
         [today, deadline, run_id] if night else [today, deadline],
     )
+    # the new findings' create events; their ids are taken from the sequence first, in one
+    # narrow statement, so the rows are written on every thread (a nextval() in the insert kept
+    # it on one: ten copies of every rule, 337k events, 0.25 s)
+    first = _take_event_ids(
+        con, con.execute("SELECT count(*) FROM findings WHERE first_run = ?", [run_id]).fetchall()[0][0]
+    )
+    event_id = "CAST(? AS BIGINT) + row_number() OVER () - 1" if first is not None else "nextval('finding_event_seq')"
     con.execute(
-        """
-        INSERT INTO finding_events (finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
-        SELECT f.finding_id, CAST(? AS TIMESTAMP), 'screen run ' || f.first_run, 'create', NULL, f.status,
+        f"""
+        INSERT INTO finding_events (event_id, finding_id, event_at, actor, action, from_status, to_status, reason, attachments, as_of)
+        SELECT {event_id}, f.finding_id, CAST(? AS TIMESTAMP), 'screen run ' || f.first_run, 'create', NULL, f.status,
                '规则 ' || f.rule_id || ' 第 ' || f.rule_version || ' 版', '[]', CAST(? AS DATE)
         FROM findings f WHERE f.first_run = ?
         """,
-        [at, as_of, run_id],
+        ([first] if first is not None else []) + [at, as_of, run_id],
     )
     return n_sup
+
+
+def _take_event_ids(con: duckdb.DuckDBPyConnection, n: int) -> int | None:
+    """Take ``n`` event ids from ``finding_event_seq`` at once; the first of them when they are
+    consecutive, else None (another connection took ids in between: the ids taken stay unused
+    and the caller asks the sequence row by row)."""
+    if n <= 0:
+        return None
+    lo, hi = con.execute(
+        "SELECT min(v), max(v) FROM (SELECT nextval('finding_event_seq') AS v FROM range(?))", [n]
+    ).fetchall()[0]
+    return int(lo) if hi - lo + 1 == n else None
 
 
 # ---------------------------------------------------------------------------- moves
