@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import duckdb
+import orjson
 import polars as pl
 
 from . import db, incremental, money, resources, semantics
@@ -507,18 +508,20 @@ def _param_dtype(kind: str):
     }[kind]
 
 
-def rule_body(r: Rule) -> str:
+def rule_body(r: Rule) -> bytes:
     """What decides a rule's hits: its type, parameters, items, validity and scope (not its id,
-    name, version, severity or basis, which only label the findings)."""
-    return json.dumps(
+    name, version, severity or basis, which only label the findings), as JSON. Written by orjson
+    (the items as they are, dataclasses): ten copies of the national rules' 15,622 items took the
+    standard library's JSON 0.15 s a screen, orjson 0.04 s."""
+    return orjson.dumps(
         {
             "type": r.type,
             "params": r.params,
-            "items": [(i.code, i.prefix, i.name, i.params) for i in r.items],
+            "items": r.items,
             "valid": [str(r.valid_from), str(r.valid_to)],
             "scope": r.scope,
         },
-        sort_keys=True,
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
         default=str,
     )
 
@@ -530,7 +533,7 @@ def register_rules(con: db.Connection, rules: list[Rule], distinct_bodies: bool 
     the first of them gets rows in ``p_<type>`` and is among the type's ``{r}``; ``rule_fan``
     says which rule each other one copies, and :func:`store_findings` gives it the same findings.
     """
-    reps: dict[str, int] = {}
+    reps: dict[bytes, int] = {}
     fan: list[tuple[int, int]] = []  # (rule evaluated, rule that copies its hits)
     for key, r in enumerate(rules):
         rep = reps.setdefault(rule_body(r), key) if distinct_bodies else key
@@ -538,8 +541,11 @@ def register_rules(con: db.Connection, rules: list[Rule], distinct_bodies: bool 
             fan.append((rep, key))
     copies = {key for _rep, key in fan}
     con.execute(f"CREATE OR REPLACE TEMP TABLE {FAN} (rep_key INTEGER, rule_key INTEGER)")
-    if fan:
-        con.executemany(f"INSERT INTO {FAN} VALUES (?, ?)", fan)
+    if fan:  # one statement (an executemany ran one a row: 459 copies, 0.07 s)
+        con.execute(
+            f"INSERT INTO {FAN} SELECT unnest(?::INTEGER[]), unnest(?::INTEGER[])",
+            [[rep for rep, _ in fan], [key for _, key in fan]],
+        )
     r_rows = []
     for key, r in enumerate(rules):
         r_rows.append(

@@ -94,6 +94,42 @@ def test_rules_with_one_body_are_evaluated_once_and_each_gets_its_findings(tmp_p
     assert by_rule["R-DLN-001"]["evidence"] == by_rule["R-DLN-COPY"]["evidence"]
 
 
+def test_a_rule_body_is_what_decides_hits_not_the_labels():
+    import dataclasses
+    import datetime as dt
+
+    from medaudit.library import Item, Rule
+
+    base = Rule(
+        id="R-1",
+        version="1",
+        name="甲",
+        type="frequency_limit",
+        severity="violation",
+        nature="违规收费",
+        stages=["post_hoc"],
+        basis="依据",
+        params={"max_per_day": 1},
+        items=[Item("001", None, "项目甲", {"group": "g"}), Item(None, "X01", None, {})],
+    )
+    same = dataclasses.replace(base, id="R-2", version="3", name="乙", severity="suspect", basis="别的", nature="别的")
+    assert engine.rule_body(same) == engine.rule_body(base)
+    others = [
+        dataclasses.replace(base, type="duplicate_line"),
+        dataclasses.replace(base, params={"max_per_day": 2}),
+        dataclasses.replace(base, params={"max_per_day": "1"}),
+        dataclasses.replace(base, params={"max_per_day": 1.5}),
+        dataclasses.replace(base, items=[Item("001", None, "项目乙", {"group": "g"}), Item(None, "X01", None, {})]),
+        dataclasses.replace(base, items=[Item("001", None, "项目甲", {"group": "h"}), Item(None, "X01", None, {})]),
+        dataclasses.replace(base, items=[Item("001", None, "项目甲", {"group": "g"})]),
+        dataclasses.replace(base, items=[Item(None, "001", "项目甲", {"group": "g"}), Item(None, "X01", None, {})]),
+        dataclasses.replace(base, valid_from=dt.date(2026, 1, 1)),
+        dataclasses.replace(base, scope={"med_types": ["21"]}),
+    ]
+    bodies = {engine.rule_body(r) for r in others} | {engine.rule_body(base)}
+    assert len(bodies) == len(others) + 1
+
+
 def test_a_code_shorter_than_a_prefix_matches_once():
     """Prefixes X0 and A of one rule cannot both match a code; a one-character code A used to
     match A twice (its 'head' of length 2 is A itself). Found by tests/test_semantics.py."""
