@@ -1000,7 +1000,7 @@ def screen(
     scope = scope or Scope("all")
     incremental.stage_spans(con)  # stored with the findings, in the transaction below
     digest = library.digest()  # hashes every rule's items: once a run
-    plan = incremental.plan(con, stage, scope, digest)
+    plan = incremental.plan(con, stage, scope, digest, library.digest_v1)
     ctx = None
     if plan.nothing:
         con.execute("CREATE OR REPLACE TEMP TABLE ctx_visits (mdtrt_id VARCHAR, in_person BOOLEAN, in_month BOOLEAN)")

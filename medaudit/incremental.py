@@ -39,7 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import duckdb
 
@@ -178,8 +178,16 @@ def commit_spans(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) -> Plan:
-    """Decide what a run of ``stage`` screens under ``scope`` with a library of ``digest``."""
+def plan(
+    con: duckdb.DuckDBPyConnection,
+    stage: str,
+    scope: Scope,
+    digest: str,
+    digest_v1: Callable[[], str] | None = None,
+) -> Plan:
+    """Decide what a run of ``stage`` screens under ``scope`` with a library of ``digest``.
+    ``digest_v1``: the same library's digest as runs before 2026-12-05 stored it (asked only when
+    the last run's differs from ``digest``): such a run's library is unchanged when it matches."""
     loaded = [b for (b,) in con.execute("SELECT batch_id FROM load_log ORDER BY 1").fetchall()]
     if scope.mode == "all":
         return Plan(True, loaded, "all loaded data (--all)")
@@ -188,7 +196,7 @@ def plan(con: duckdb.DuckDBPyConnection, stage: str, scope: Scope, digest: str) 
     last = con.execute(
         "SELECT rules_digest FROM screen_runs WHERE stage = ? ORDER BY run_id DESC LIMIT 1", [stage]
     ).fetchall()
-    if last and last[0][0] != digest:
+    if last and last[0][0] != digest and not (digest_v1 and last[0][0] == digest_v1()):
         return Plan(True, loaded, f"all loaded data: the rule library changed since the last {stage} run")
     if scope.mode == "period":
         return Plan(False, [], f"visits with lines in {scope.period}")

@@ -172,6 +172,14 @@ def test_nothing_new_screens_nothing_and_changed_rules_screen_everything(days, t
     load_batch(days[1], con)
     night = screen(con, library, scope=Scope("new"))
     assert night.scope == "what the 1 new batch(es) touch (2)" and 0 < night.n_lines
+    # a run made before 2026-12-05 stored the digest of the standard library's JSON: the same
+    # library is no change, a changed one is
+    assert library.digest_v1() != library.digest()
+    con.execute("UPDATE screen_runs SET rules_digest = ? WHERE run_id = ?", [library.digest_v1(), night.run_id])
+    load_batch(days[2], con)
+    night = screen(con, library, scope=Scope("new"))
+    assert night.scope == "what the 1 new batch(es) touch (3)" and 0 < night.n_lines
+    con.execute("UPDATE screen_runs SET rules_digest = ? WHERE run_id = ?", [library.digest_v1(), night.run_id])
     # a new rule version: everything again (the old version's open findings are superseded by it)
     changed = dataclasses.replace(
         library,
