@@ -324,9 +324,12 @@ def open_existing(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duc
 #: finding_state without their primary-key index on finding_id (:func:`drop_primary_key`: the
 #: index of random 32-character ids cost more than the rows themselves, in file space and at
 #: every screen's commit; the ids stay unique by construction, see :func:`medaudit.engine.store_findings`).
+#: 6 = finding_events without its primary-key index on event_id (the ids come from
+#: finding_event_seq, unique by construction; with the index, a screen's 337,290 create events
+#: after 33,729 took 0.26-0.29 s to insert, without it 0.14-0.15 s, and it grows with the log).
 #: Raise it with every change of layout and add the change's statement to the
 #: schema strings (never edit a released statement).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class DatabaseTooNew(Exception):
@@ -377,6 +380,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, once: bool = False) -> None:
     con.execute(lifecycle.SCHEMA)
     for table in ("findings", "finding_state"):  # version 5: without the finding_id index
         drop_primary_key(con, table)
+    # version 6: the audit log without the event_id index (its ids still drawn from the sequence)
+    drop_primary_key(con, "finding_events", defaults={"event_id": "nextval('finding_event_seq')"})
     con.execute(deduct.SCHEMA)
     # the pre-alert service's results, feedback and API keys, and the views that show the
     # doctor's answer on the matching post-hoc finding (medaudit/prealert/store.py)
@@ -396,14 +401,18 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, once: bool = False) -> None:
         con.execute("INSERT INTO schema_meta VALUES (?)", [SCHEMA_VERSION])
 
 
-def drop_primary_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+def drop_primary_key(con: duckdb.DuckDBPyConnection, table: str, defaults: dict[str, str] | None = None) -> bool:
     """Rewrite ``table`` (a constant of the schema, never input) without its primary key: same
     rows, same columns in the same order (DuckDB cannot drop a constraint, so the table is made
     again). A random id's index (``findings.finding_id``, an MD5 text) grows with every row: in a
     table of 3 million such ids and two small columns, 337,000 more took 1.2 s to insert and
     commit with it against 0.1 s without, and the file held 485 MB against 59. Inside the caller's transaction if there is
-    one (all or nothing), else in its own. Returns whether it did (once per file)."""
-    if not re.fullmatch(r"[a-z_]+", table):
+    one (all or nothing), else in its own. Returns whether it did (once per file).
+
+    ``defaults``: column defaults the new table gets back in the same transaction (a copy of the
+    rows keeps none), each a constant expression of the schema (``finding_events.event_id``: its
+    sequence)."""
+    if not re.fullmatch(r"[a-z_]+", table) or any(not re.fullmatch(r"[a-z_]+", c) for c in defaults or {}):
         raise ValueError(f"not a table of the schema: {table!r}")
     keyed = con.execute(
         """SELECT count(*) FROM duckdb_constraints()
@@ -416,6 +425,8 @@ def drop_primary_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     rewrite = f"""CREATE TABLE {table}__new AS SELECT * FROM {table};
                   DROP TABLE {table};
                   ALTER TABLE {table}__new RENAME TO {table};"""
+    for column, expression in (defaults or {}).items():
+        rewrite += f"\nALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {expression};"
     with transaction(con):
         con.execute(rewrite)
     return True

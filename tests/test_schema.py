@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from kit import Batch, write_rules
 from medaudit import db
+from medaudit.hospital_loop import lifecycle
 from medaudit.cli import app
 from medaudit.engine import screen
 from medaudit.incremental import Scope
@@ -126,17 +127,23 @@ def test_the_finding_id_indexes_of_an_older_file_are_dropped_and_ids_stay_unique
     wall_clock("2026-04-01")
     path = old_copy(tmp_path)
     pk = """SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'
-            AND table_name IN ('findings', 'finding_state') ORDER BY 1"""
+            AND table_name IN ('findings', 'finding_state', 'finding_events') ORDER BY 1"""
     raw = duckdb.connect(str(path))
-    assert [r[0] for r in raw.execute(pk).fetchall()] == ["finding_state", "findings"]
+    assert [r[0] for r in raw.execute(pk).fetchall()] == ["finding_events", "finding_state", "findings"]
     before = raw.execute("SELECT * FROM findings").fetchall()
     cols = [r[0] for r in raw.execute("DESCRIBE findings").fetchall()]
+    events = raw.execute("SELECT * FROM finding_events ORDER BY event_id").fetchall()
+    event_cols = raw.execute("DESCRIBE finding_events").fetchall()
     raw.close()
     con = db.connect(path)
     assert con.execute(pk).fetchall() == []
     assert con.execute("SELECT * FROM findings").fetchall() == before
     assert [r[0] for r in con.execute("DESCRIBE findings").fetchall()] == cols
     assert db.drop_primary_key(con, "findings") is False  # once only
+    # the audit log (version 6): same rows and columns, and its ids still drawn from the sequence
+    assert events and con.execute("SELECT * FROM finding_events ORDER BY event_id").fetchall() == events
+    assert [r[:2] for r in con.execute("DESCRIBE finding_events").fetchall()] == [r[:2] for r in event_cols]
+    assert db.drop_primary_key(con, "finding_events") is False
     b = Batch()
     v = b.visit(mdtrt_id="V-NEW-1", gend="1", begntime="2026-03-03 08:00:00", endtime="2026-03-03 10:00:00")
     b.line(v, "002101030300000", pric="120", bkkp_sn="L-NEW-1", hilist_name="子宫造影")
@@ -149,6 +156,10 @@ def test_the_finding_id_indexes_of_an_older_file_are_dropped_and_ids_stay_unique
     for table in ("findings", "finding_state"):
         n, distinct = con.execute(f"SELECT count(*), count(DISTINCT finding_id) FROM {table}").fetchall()[0]
         assert n == distinct == 4, table  # the old one, the new line's, and both again under version 2
+    ids = [r[0] for r in con.execute("SELECT event_id FROM finding_events ORDER BY event_id").fetchall()]
+    assert len(ids) > len(events) and len(set(ids)) == len(ids) and min(ids[len(events) :]) > events[-1][0]
+    lifecycle.log_event(con, before[0][0], None, "审核员", "note", None, None, "加一条")
+    assert con.execute("SELECT max(event_id) FROM finding_events").fetchall()[0][0] == ids[-1] + 1
     con.close()
 
 

@@ -47,6 +47,7 @@ Clock = Callable[[], dt.datetime]
 #: tables of the loop (created with the rest of the schema by :func:`medaudit.db.ensure_schema`)
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS finding_event_seq;
+-- event_id's primary-key index is dropped by medaudit.db.ensure_schema (schema version 6)
 CREATE TABLE IF NOT EXISTS finding_events (          -- append-only audit log
     event_id BIGINT PRIMARY KEY DEFAULT nextval('finding_event_seq'),
     finding_id VARCHAR,
