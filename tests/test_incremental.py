@@ -537,3 +537,47 @@ def test_identity_misuse_reads_the_persons_visits_across_midnight(tmp_path, monk
     else:
         with pytest.raises(AssertionError, match="findings differ"):
             assert_nightly_equals_full(tmp_path, [first, second], IDM_RULE)
+
+
+def test_a_visits_span_merges_what_each_batch_brings(tmp_path):
+    """visit_span: a visit's stored span grows with lines that arrive in a later batch without its
+    visit row (and with a visit row that arrives after its lines: the person and the open end
+    come from it), and stays as it was when a batch does not touch it."""
+    from medaudit import incremental
+
+    con = dbm.connect(tmp_path / "s.duckdb")
+    d = dt.datetime
+
+    def batch(n, visits=(), lines=()):
+        con.execute("INSERT INTO load_log (batch_id, content_hash) VALUES (?, ?)", [n, f"h{n}"])
+        for mdtrt_id, psn_no, begin, end in visits:
+            con.execute(
+                "INSERT INTO mdtrt_d (batch_id, mdtrt_id, psn_no, begntime, endtime) VALUES (?, ?, ?, ?, ?)",
+                [n, mdtrt_id, psn_no, begin, end],
+            )
+        for mdtrt_id, when in lines:
+            con.execute(
+                "INSERT INTO fee_list_d (batch_id, mdtrt_id, fee_ocur_time) VALUES (?, ?, ?)", [n, mdtrt_id, when]
+            )
+        incremental.stage_spans(con)
+        incremental.commit_spans(con)
+        return {r[0]: r[1:] for r in con.execute("SELECT * FROM visit_span ORDER BY 1").fetchall()}
+
+    day = dt.date
+    spans = batch(
+        1,
+        visits=[("V1", "P1", d(2026, 3, 1, 8), None), ("V2", "P2", d(2026, 3, 2, 8), d(2026, 3, 2, 9))],
+        lines=[("V1", d(2026, 3, 1, 9)), ("V2", d(2026, 3, 2, 8))],
+    )
+    assert spans == {
+        "V1": ("P1", day(2026, 3, 1), day(2026, 3, 1), True),
+        "V2": ("P2", day(2026, 3, 2), day(2026, 3, 2), False),
+    }
+    # V1's lines of later days, without its visit row; V3's lines before its visit row
+    spans = batch(2, lines=[("V1", d(2026, 3, 5, 9)), ("V3", d(2026, 3, 7, 9))])
+    assert spans["V1"] == ("P1", day(2026, 3, 1), day(2026, 3, 5), True)
+    assert spans["V2"] == ("P2", day(2026, 3, 2), day(2026, 3, 2), False)
+    assert spans["V3"] == (None, day(2026, 3, 7), day(2026, 3, 7), True)  # no visit row yet: its end is open
+    spans = batch(3, visits=[("V3", "P3", d(2026, 3, 6, 8), None)])
+    assert spans["V3"] == ("P3", day(2026, 3, 6), day(2026, 3, 7), True)
+    assert spans["V1"] == ("P1", day(2026, 3, 1), day(2026, 3, 5), True)
