@@ -412,8 +412,11 @@ def drop_primary_key(con: duckdb.DuckDBPyConnection, table: str, defaults: dict[
     ``defaults``: column defaults the new table gets back in the same transaction (a copy of the
     rows keeps none), each a constant expression of the schema (``finding_events.event_id``: its
     sequence)."""
-    if not re.fullmatch(r"[a-z_]+", table) or any(not re.fullmatch(r"[a-z_]+", c) for c in defaults or {}):
+    if not re.fullmatch(r"[a-z_]+", table):
         raise ValueError(f"not a table of the schema: {table!r}")
+    for column in defaults or {}:
+        if not re.fullmatch(r"[a-z_]+", column):
+            raise ValueError(f"not a column of the schema: {column!r}")
     keyed = con.execute(
         """SELECT count(*) FROM duckdb_constraints()
            WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'

@@ -777,8 +777,9 @@ def findings_sql(
     fan: str = FAN,
     group_all: bool = False,
 ) -> str:
-    """The script that groups ``hits`` into ``new_findings`` and ``new_finding_lines`` (ids,
-    claims, evidence; nothing carried yet): what :func:`store_findings` runs, and what the Spark
+    """The script that groups ``hits`` into findings: ``new_findings`` (their ids, and the rule
+    and finding key each is of), ``new_finding_rows`` (their rows: claims, evidence; nothing
+    carried yet) and ``new_finding_lines``: what :func:`store_findings` runs, and what the Spark
     runner (:mod:`medaudit.spark`) renders for Spark. ``lines``: where the hit lines' facts are
     read (at least the columns of :data:`LINE_INFO`). A finding of one hit line (about half)
     takes its values from that line without the grouping (52.4M lines, 1.68M findings: 25.7 ->

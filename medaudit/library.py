@@ -34,7 +34,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import polars as pl
@@ -140,16 +140,16 @@ class Library:
     def digest(self) -> str:
         """What the library's rules are, hashed: a run stores it, and the next run screens
         everything again when it differs."""
-        h = hashlib.sha256()
-        for r in sorted(self.rules, key=lambda r: r.id):
-            h.update(r.fingerprint().encode())
-        return h.hexdigest()
+        return self._digest(Rule.fingerprint)
 
     def digest_v1(self) -> str:
         """:meth:`digest` as runs stored it before 2026-12-05 (see :meth:`Rule.fingerprint_v1`)."""
+        return self._digest(Rule.fingerprint_v1)
+
+    def _digest(self, fingerprint: Callable[[Rule], str]) -> str:
         h = hashlib.sha256()
         for r in sorted(self.rules, key=lambda r: r.id):
-            h.update(r.fingerprint_v1().encode())
+            h.update(fingerprint(r).encode())
         return h.hexdigest()
 
 

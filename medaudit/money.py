@@ -110,7 +110,8 @@ def settle_deductions(con: duckdb.DuckDBPyConnection, touched: bool = False) -> 
         -- each line's carrier: the row of the largest claim among the findings that claim
         -- money on it (ties: the lowest rule id, then finding id; a finding holds a line once).
         -- An aggregate, not a row_number() window over every claiming row: the window sorted
-        -- ten copies of every rule's 935k rows for one winner a line
+        -- the 750,600 claiming rows of ten copies of every rule for one winner a line (0.17 s;
+        -- the aggregate 0.08 s)
         CREATE OR REPLACE TEMP TABLE __carriers AS
         SELECT arg_min(fl.rid, (-fl.claim, f.rule_id, f.finding_id)) AS rid
         FROM __tl fl JOIN __tf f USING (finding_id)

@@ -508,8 +508,9 @@ def test_create_events_take_consecutive_ids_and_later_events_follow(tmp_path, mo
 
 
 def test_create_events_when_the_ids_taken_are_not_consecutive(tmp_path, monkeypatch):
-    """Another connection taking ids in between: the screen asks the sequence row by row, and
-    the events are the same but for their ids."""
+    """When the ids taken are not consecutive (another connection took some in between) the
+    screen asks the sequence row by row: driven here by a taker that says so, the events are the
+    same but for their ids."""
 
     def screened(folder, take):
         monkeypatch.setattr(lifecycle, "_take_event_ids", take)
@@ -530,6 +531,26 @@ def test_create_events_when_the_ids_taken_are_not_consecutive(tmp_path, monkeypa
     slow, slow_ids = screened(tmp_path / "b", lambda con, n: None)
     assert slow == fast and len(fast) > 2
     assert len(set(slow_ids)) == len(slow_ids) == len(fast_ids)
+
+
+def test_event_ids_taken_are_used_only_when_consecutive():
+    """_take_event_ids reads the smallest and largest id it took: n ids spanning n numbers are
+    the caller's alone; a wider span means another connection took ids in between."""
+
+    class Taken:  # the connection's answer to the one statement _take_event_ids runs
+        def __init__(self, lo, hi):
+            self.row = (lo, hi)
+
+        def execute(self, sql, params):
+            assert "nextval('finding_event_seq')" in sql and params == [3]
+            return self
+
+        def fetchall(self):
+            return [self.row]
+
+    assert lifecycle._take_event_ids(Taken(41, 43), 3) == 41
+    assert lifecycle._take_event_ids(Taken(41, 44), 3) is None
+    assert lifecycle._take_event_ids(Taken(41, 43), 0) is None
 
 
 def test_a_reviewer_confirms_part_of_a_suspect(tmp_path, monkeypatch):
